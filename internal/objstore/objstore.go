@@ -1,0 +1,161 @@
+// Package objstore is the bottom layer: a flat namespace of named objects
+// with the few operations a block store needs, and the backends that
+// provide them.
+//
+// Vocabulary:
+//   - object: a named byte string. Names are slash-separated paths of
+//     components made of [A-Za-z0-9._-] (see ValidName).
+//   - version: a number > 0 that changes every time an object is replaced
+//     (Put, Swap). Versions of one object only grow, also across Delete
+//     and re-Create on backends that keep tombstones. Version 0 means
+//     "absent" in Swap.
+//
+// Every method takes a context first and is safe for concurrent use. A
+// method never keeps or changes a caller's buffer after it returns.
+//
+// Optional capabilities are discovered by type assertion on small
+// interfaces (RangeWriter, Syncer), never by scheme: S3 has no in-place
+// write, files and RADOS do.
+package objstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Version identifies one state of an object. 0 means absent.
+type Version uint64
+
+// Info describes one object.
+type Info struct {
+	Name    string
+	Size    int64
+	Version Version
+	ModTime time.Time
+}
+
+// Store is what every backend implements.
+type Store interface {
+	// ReadAt reads len(p) bytes from the object at offset off. Bytes past
+	// the end of the object read as zeros, so a short object behaves as
+	// if padded with zeros (a block store never needs short reads). It
+	// returns ErrNotFound if the object does not exist.
+	ReadAt(ctx context.Context, name string, p []byte, off int64) error
+
+	// Get returns the whole object and its version, or ErrNotFound.
+	Get(ctx context.Context, name string) ([]byte, Version, error)
+
+	// Put atomically replaces the object (creating it if absent) and
+	// returns its new version. When Put returns nil the new content is
+	// durable: it survives a crash of the process and of the machine.
+	// Readers see either the old or the new content, never a mix.
+	Put(ctx context.Context, name string, data []byte) (Version, error)
+
+	// Create is Put if the object is absent; otherwise it returns
+	// ErrExists and changes nothing.
+	Create(ctx context.Context, name string, data []byte) (Version, error)
+
+	// Swap is Put if the object's current version is old (0: the object
+	// must be absent). Otherwise it returns ErrConflict and changes
+	// nothing. Two concurrent Swaps from the same version never both
+	// succeed, also when they run on different hosts sharing the store.
+	Swap(ctx context.Context, name string, data []byte, old Version) (Version, error)
+
+	// Delete removes the object durably. It returns ErrNotFound if the
+	// object does not exist.
+	Delete(ctx context.Context, name string) error
+
+	// Stat returns the object's Info or ErrNotFound.
+	Stat(ctx context.Context, name string) (Info, error)
+
+	// List calls fn for every object whose name starts with prefix, in
+	// no particular order. Objects created or deleted during the walk
+	// may or may not be seen. An error from fn stops the walk and is
+	// returned.
+	List(ctx context.Context, prefix string, fn func(Info) error) error
+
+	// Close releases resources. The store must not be used afterwards.
+	Close() error
+}
+
+// RangeWriter is implemented by backends that can change part of an
+// object in place.
+type RangeWriter interface {
+	// WriteAt writes p at offset off, creating the object (sparse,
+	// zero-filled) if it does not exist and extending it if needed. The
+	// write is visible to readers at once but durable only after Sync of
+	// the same object returns nil.
+	WriteAt(ctx context.Context, name string, p []byte, off int64) error
+}
+
+// Syncer is implemented by backends whose WriteAt is not durable by
+// itself.
+type Syncer interface {
+	// Sync makes every completed WriteAt to the object durable. It
+	// returns ErrNotFound if the object does not exist.
+	Sync(ctx context.Context, name string) error
+}
+
+// Errors. Test for them with errors.Is; backends wrap them with context.
+var (
+	ErrNotFound  = errors.New("objstore: object not found")
+	ErrExists    = errors.New("objstore: object already exists")
+	ErrConflict  = errors.New("objstore: version conflict")
+	ErrNoSpace   = errors.New("objstore: no space left on the store")
+	ErrBadName   = errors.New("objstore: invalid object name")
+	ErrCorrupt   = errors.New("objstore: corrupt object")
+	ErrClosed    = errors.New("objstore: store is closed")
+	ErrBadURL    = errors.New("objstore: invalid store URL")
+	ErrReadOnly  = errors.New("objstore: store is read-only")
+	ErrUnsupport = errors.New("objstore: operation not supported by this backend")
+)
+
+// IsNotExist reports whether err means an object does not exist.
+func IsNotExist(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// MaxNameLen bounds object names.
+const MaxNameLen = 512
+
+// ValidName reports whether name is a valid object name: 1 to MaxNameLen
+// bytes, components separated by single slashes, each component made of
+// [A-Za-z0-9._-] and neither "." nor "..".
+func ValidName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return fmt.Errorf("%w: %q (length must be 1..%d)", ErrBadName, name, MaxNameLen)
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("%w: %q (empty, . or .. component)", ErrBadName, name)
+		}
+		for i := 0; i < len(c); i++ {
+			b := c[i]
+			ok := b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' ||
+				b == '.' || b == '_' || b == '-'
+			if !ok {
+				return fmt.Errorf("%w: %q (byte %q not allowed)", ErrBadName, name, b)
+			}
+		}
+	}
+	return nil
+}
+
+// readPadded copies obj[off:] into p and zero-fills the rest: the ReadAt
+// contract for in-memory copies.
+func readPadded(obj, p []byte, off int64) {
+	n := 0
+	if off < int64(len(obj)) {
+		n = copy(p, obj[off:])
+	}
+	clear(p[n:])
+}
+
+// checkRange validates a ReadAt/WriteAt range.
+func checkRange(p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) < off {
+		return fmt.Errorf("objstore: bad range offset %d length %d", off, len(p))
+	}
+	return nil
+}

@@ -1,0 +1,352 @@
+// Package storetest is the conformance suite every objstore backend runs:
+// a backend's test is a few lines that call Run.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// Run runs the whole suite. open returns an empty store; it is called
+// once per subtest, and the suite closes what it opens.
+func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s objstore.Store)
+	}{
+		{"BadNames", testBadNames},
+		{"PutGet", testPutGet},
+		{"CreateExclusive", testCreate},
+		{"Swap", testSwap},
+		{"Delete", testDelete},
+		{"ReadAt", testReadAt},
+		{"Stat", testStat},
+		{"List", testList},
+		{"ConcurrentSwap", testConcurrentSwap},
+		{"ConcurrentCreate", testConcurrentCreate},
+		{"RangeWriter", testRangeWriter},
+		{"BufferOwnership", testBuffers},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			defer s.Close()
+			defer func() {
+				if r := recover(); r != nil {
+					f, ok := r.(failure)
+					if !ok {
+						panic(r)
+					}
+					t.Fatal(f.err)
+				}
+			}()
+			tc.fn(t, s)
+		})
+	}
+}
+
+var ctx = context.Background()
+
+// failure carries an error from must to the recover in Run.
+type failure struct{ err error }
+
+// must returns v, or fails the running subtest if err is not nil.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(failure{err})
+	}
+	return v
+}
+
+func noErr(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantErr(t *testing.T, err, want error, what string) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: got error %v, want %v", what, err, want)
+	}
+}
+
+func testBadNames(t *testing.T, s objstore.Store) {
+	for _, name := range []string{"", "/a", "a/", "a//b", "a/../b", ".", "a b", "a\x00", "ä", string(make([]byte, objstore.MaxNameLen+1))} {
+		_, err := s.Put(ctx, name, []byte("x"))
+		wantErr(t, err, objstore.ErrBadName, fmt.Sprintf("Put(%q)", name))
+		_, _, err = s.Get(ctx, name)
+		wantErr(t, err, objstore.ErrBadName, fmt.Sprintf("Get(%q)", name))
+		err = s.Delete(ctx, name)
+		wantErr(t, err, objstore.ErrBadName, fmt.Sprintf("Delete(%q)", name))
+	}
+	n := 0
+	noErr(t, s.List(ctx, "", func(objstore.Info) error { n++; return nil }))
+	if n != 0 {
+		t.Fatalf("bad names created %d objects", n)
+	}
+}
+
+func testPutGet(t *testing.T, s objstore.Store) {
+	_, _, err := s.Get(ctx, "a/missing")
+	wantErr(t, err, objstore.ErrNotFound, "Get of a missing object")
+	v1 := must(s.Put(ctx, "a/b", []byte("one")))
+	v2 := must(s.Put(ctx, "a/b", []byte("two!")))
+	if v1 == 0 || v2 <= v1 {
+		t.Fatalf("versions %d then %d: want 0 < v1 < v2", v1, v2)
+	}
+	b, v, err := s.Get(ctx, "a/b")
+	if err != nil || string(b) != "two!" || v != v2 {
+		t.Fatalf("Get = %q, %d, %v; want two!, %d", b, v, err, v2)
+	}
+	must(s.Put(ctx, "empty", nil))
+	b, _, err = s.Get(ctx, "empty")
+	if err != nil || len(b) != 0 {
+		t.Fatalf("empty object: %q, %v", b, err)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16)
+	must(s.Put(ctx, "big", big))
+	if b := must(objstoreGet(s, "big")); !bytes.Equal(b, big) {
+		t.Fatal("4 MiB object read back different")
+	}
+}
+
+func objstoreGet(s objstore.Store, name string) ([]byte, error) {
+	b, _, err := s.Get(ctx, name)
+	return b, err
+}
+
+func testCreate(t *testing.T, s objstore.Store) {
+	v := must(s.Create(ctx, "c", []byte("first")))
+	_, err := s.Create(ctx, "c", []byte("second"))
+	wantErr(t, err, objstore.ErrExists, "second Create")
+	b, v2, _ := s.Get(ctx, "c")
+	if string(b) != "first" || v2 != v {
+		t.Fatalf("after failed Create: %q v%d, want first v%d", b, v2, v)
+	}
+	noErr(t, s.Delete(ctx, "c"))
+	must(s.Create(ctx, "c", []byte("again")))
+}
+
+func testSwap(t *testing.T, s objstore.Store) {
+	_, err := s.Swap(ctx, "s", []byte("x"), 5)
+	wantErr(t, err, objstore.ErrConflict, "Swap of an absent object from version 5")
+	v1 := must(s.Swap(ctx, "s", []byte("one"), 0))
+	_, err = s.Swap(ctx, "s", []byte("x"), 0)
+	wantErr(t, err, objstore.ErrConflict, "Swap from 0 of an existing object")
+	_, err = s.Swap(ctx, "s", []byte("x"), v1+100)
+	wantErr(t, err, objstore.ErrConflict, "Swap from a wrong version")
+	v2 := must(s.Swap(ctx, "s", []byte("two"), v1))
+	_, err = s.Swap(ctx, "s", []byte("x"), v1)
+	wantErr(t, err, objstore.ErrConflict, "Swap from a stale version")
+	b, v, _ := s.Get(ctx, "s")
+	if string(b) != "two" || v != v2 {
+		t.Fatalf("Get = %q v%d, want two v%d", b, v, v2)
+	}
+}
+
+func testDelete(t *testing.T, s objstore.Store) {
+	wantErr(t, s.Delete(ctx, "d"), objstore.ErrNotFound, "Delete of a missing object")
+	v := must(s.Put(ctx, "d", []byte("x")))
+	noErr(t, s.Delete(ctx, "d"))
+	_, _, err := s.Get(ctx, "d")
+	wantErr(t, err, objstore.ErrNotFound, "Get after Delete")
+	_, err = s.Stat(ctx, "d")
+	wantErr(t, err, objstore.ErrNotFound, "Stat after Delete")
+	wantErr(t, s.ReadAt(ctx, "d", make([]byte, 1), 0), objstore.ErrNotFound, "ReadAt after Delete")
+	wantErr(t, s.Delete(ctx, "d"), objstore.ErrNotFound, "second Delete")
+	_, err = s.Swap(ctx, "d", []byte("y"), v)
+	wantErr(t, err, objstore.ErrConflict, "Swap from the version before Delete")
+}
+
+func testReadAt(t *testing.T, s objstore.Store) {
+	wantErr(t, s.ReadAt(ctx, "r", make([]byte, 4), 0), objstore.ErrNotFound, "ReadAt of a missing object")
+	must(s.Put(ctx, "r", []byte("hello world")))
+	for _, tc := range []struct {
+		off  int64
+		n    int
+		want string
+	}{
+		{0, 5, "hello"},
+		{6, 5, "world"},
+		{6, 8, "world\x00\x00\x00"},
+		{11, 2, "\x00\x00"},
+		{100, 3, "\x00\x00\x00"},
+		{3, 0, ""},
+	} {
+		p := bytes.Repeat([]byte{0xff}, tc.n)
+		if err := s.ReadAt(ctx, "r", p, tc.off); err != nil || string(p) != tc.want {
+			t.Errorf("ReadAt(off %d, len %d) = %q, %v; want %q", tc.off, tc.n, p, err, tc.want)
+		}
+	}
+	if err := s.ReadAt(ctx, "r", make([]byte, 1), -1); err == nil {
+		t.Error("ReadAt at a negative offset succeeded")
+	}
+}
+
+func testStat(t *testing.T, s objstore.Store) {
+	v := must(s.Put(ctx, "st/x", make([]byte, 1234)))
+	in := must(s.Stat(ctx, "st/x"))
+	if in.Name != "st/x" || in.Size != 1234 || in.Version != v || in.ModTime.IsZero() {
+		t.Fatalf("Stat = %+v; want name st/x size 1234 version %d and a time", in, v)
+	}
+}
+
+func testList(t *testing.T, s objstore.Store) {
+	names := []string{"vol/a/map", "vol/a/seg/1", "vol/ab/map", "vol/b/map", "blk/00ff", "blk/0100", "top"}
+	for _, n := range names {
+		must(s.Put(ctx, n, []byte(n)))
+	}
+	noErr(t, s.Delete(ctx, "top"))
+	list := func(prefix string) []string {
+		var got []string
+		noErr(t, s.List(ctx, prefix, func(in objstore.Info) error {
+			if in.Size != int64(len(in.Name)) {
+				t.Errorf("List: %s has size %d, want %d", in.Name, in.Size, len(in.Name))
+			}
+			got = append(got, in.Name)
+			return nil
+		}))
+		sort.Strings(got)
+		return got
+	}
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"", []string{"blk/00ff", "blk/0100", "vol/a/map", "vol/a/seg/1", "vol/ab/map", "vol/b/map"}},
+		{"vol/a", []string{"vol/a/map", "vol/a/seg/1", "vol/ab/map"}},
+		{"vol/a/", []string{"vol/a/map", "vol/a/seg/1"}},
+		{"blk/00", []string{"blk/00ff"}},
+		{"vol/a/seg/1", []string{"vol/a/seg/1"}},
+		{"nothing", nil},
+		{"bad name/", nil},
+	} {
+		if got := list(tc.prefix); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("List(%q) = %v, want %v", tc.prefix, got, tc.want)
+		}
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := s.List(ctx, "", func(objstore.Info) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Errorf("List with a failing callback: %v after %d calls", err, n)
+	}
+}
+
+// testConcurrentSwap increments a counter from many goroutines with
+// Swap: every successful Swap must be counted exactly once.
+func testConcurrentSwap(t *testing.T, s objstore.Store) {
+	must(s.Put(ctx, "counter", []byte("0")))
+	const workers, each = 8, 25
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for done := 0; done < each; {
+				b, v, err := s.Get(ctx, "counter")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var n int
+				fmt.Sscan(string(b), &n)
+				_, err = s.Swap(ctx, "counter", []byte(fmt.Sprint(n+1)), v)
+				if errors.Is(err, objstore.ErrConflict) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				done++
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	b := must(objstoreGet(s, "counter"))
+	if string(b) != fmt.Sprint(wins) || wins != workers*each {
+		t.Fatalf("counter = %s after %d successful swaps (want %d)", b, wins, workers*each)
+	}
+}
+
+func testConcurrentCreate(t *testing.T, s objstore.Store) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Create(ctx, "once", []byte("x"))
+			if err == nil {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			} else if !errors.Is(err, objstore.ErrExists) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d concurrent Creates succeeded, want 1", wins)
+	}
+}
+
+func testRangeWriter(t *testing.T, s objstore.Store) {
+	w, ok := s.(objstore.RangeWriter)
+	if !ok {
+		t.Skip("backend has no in-place writes")
+	}
+	noErr(t, w.WriteAt(ctx, "rw", []byte("abc"), 5))
+	p := make([]byte, 10)
+	noErr(t, s.ReadAt(ctx, "rw", p, 0))
+	if string(p) != "\x00\x00\x00\x00\x00abc\x00\x00" {
+		t.Fatalf("after WriteAt at 5: %q", p)
+	}
+	noErr(t, w.WriteAt(ctx, "rw", []byte("XY"), 0))
+	noErr(t, w.WriteAt(ctx, "rw", []byte("Z"), 6))
+	if in := must(s.Stat(ctx, "rw")); in.Size != 8 {
+		t.Fatalf("size %d after writes up to 8", in.Size)
+	}
+	if sy, ok := s.(objstore.Syncer); ok {
+		noErr(t, sy.Sync(ctx, "rw"))
+		wantErr(t, sy.Sync(ctx, "no-such"), objstore.ErrNotFound, "Sync of a missing object")
+	}
+	b := must(objstoreGet(s, "rw"))
+	if string(b) != "XY\x00\x00\x00aZc" {
+		t.Fatalf("content %q", b)
+	}
+	if err := w.WriteAt(ctx, "rw", []byte("x"), -3); err == nil {
+		t.Fatal("WriteAt at a negative offset succeeded")
+	}
+}
+
+func testBuffers(t *testing.T, s objstore.Store) {
+	data := []byte("original")
+	must(s.Put(ctx, "buf", data))
+	copy(data, "CHANGED!")
+	b := must(objstoreGet(s, "buf"))
+	if string(b) != "original" {
+		t.Fatalf("store kept the caller's buffer: %q", b)
+	}
+	copy(b, "mutated!")
+	if b := must(objstoreGet(s, "buf")); string(b) != "original" {
+		t.Fatalf("Get returned the store's own buffer: %q", b)
+	}
+}
