@@ -1,0 +1,241 @@
+package blockmap
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Head is the root of a volume's map: its geometry and the segments that
+// hold its entries.
+type Head struct {
+	ID         ID
+	Size       uint64 // bytes
+	BlockShift uint8  // block size is 1 << BlockShift
+	Epoch      uint64 // current epoch of private blocks (writable volumes)
+	ReadOnly   bool   // a snapshot or image: never written
+	// SeqReserved: sequence numbers below it may have been used by a
+	// writer; a writer that opens the volume starts from it and moves it
+	// forward (durably) before using numbers past it.
+	SeqReserved uint64
+	Segments    []SegmentRef // ascending by Index; absent segments are all Zero
+}
+
+// SegmentRef locates one segment object.
+type SegmentRef struct {
+	Index  uint32 // covers blocks [Index*SegmentEntries, (Index+1)*SegmentEntries)
+	Owner  ID     // the volume that wrote it (its object is named under Owner)
+	Seq    uint64
+	CRC    uint32 // the segment object's own checksum, checked on load
+	Shared bool   // another head may point at it too: never delete it in place
+}
+
+// Name returns the segment's object name.
+func (r SegmentRef) Name() string { return SegmentName(r.Owner, r.Index, r.Seq) }
+
+// BlockSize returns the block size in bytes.
+func (h *Head) BlockSize() int64 { return 1 << h.BlockShift }
+
+// Blocks returns the number of blocks the volume's size covers.
+func (h *Head) Blocks() int64 {
+	return int64((h.Size + uint64(h.BlockSize()) - 1) >> h.BlockShift)
+}
+
+// Validate reports whether the head's fields are in range.
+func (h *Head) Validate() error {
+	var errs []string
+	if h.BlockShift < MinBlockShift || h.BlockShift > MaxBlockShift {
+		errs = append(errs, fmt.Sprintf("block size 2^%d outside 64 KiB..32 MiB", h.BlockShift))
+	}
+	if h.Size > MaxSize {
+		errs = append(errs, fmt.Sprintf("size %d over the maximum %d", h.Size, uint64(MaxSize)))
+	}
+	if h.BlockShift >= MinBlockShift && h.Size <= MaxSize {
+		nseg := (h.Blocks() + SegmentEntries - 1) / SegmentEntries
+		for i, s := range h.Segments {
+			if int64(s.Index) >= nseg {
+				errs = append(errs, fmt.Sprintf("segment %d beyond the volume's %d segments", s.Index, nseg))
+				break
+			}
+			if i > 0 && s.Index <= h.Segments[i-1].Index {
+				errs = append(errs, "segments not in ascending order")
+				break
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("blockmap: invalid head: %v", errs)
+	}
+	return nil
+}
+
+const (
+	headMagic     = "ARCHHEAD"
+	segMagic      = "ARCHSEGM"
+	formatVersion = 1
+	headFixed     = 8 + 2 + 16 + 8 + 1 + 8 + 1 + 8 + 4 // magic..segment count
+	segRefSize    = 4 + 16 + 8 + 4 + 1
+)
+
+// EncodeHead returns the stored form of h.
+func EncodeHead(h *Head) []byte {
+	b := make([]byte, 0, headFixed+len(h.Segments)*segRefSize+4)
+	b = append(b, headMagic...)
+	b = binary.BigEndian.AppendUint16(b, formatVersion)
+	b = append(b, h.ID[:]...)
+	b = binary.BigEndian.AppendUint64(b, h.Size)
+	b = append(b, h.BlockShift)
+	b = binary.BigEndian.AppendUint64(b, h.Epoch)
+	b = append(b, boolByte(h.ReadOnly))
+	b = binary.BigEndian.AppendUint64(b, h.SeqReserved)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(h.Segments)))
+	for _, s := range h.Segments {
+		b = binary.BigEndian.AppendUint32(b, s.Index)
+		b = append(b, s.Owner[:]...)
+		b = binary.BigEndian.AppendUint64(b, s.Seq)
+		b = binary.BigEndian.AppendUint32(b, s.CRC)
+		b = append(b, boolByte(s.Shared))
+	}
+	return seal(b)
+}
+
+// DecodeHead parses a stored head.
+func DecodeHead(b []byte) (*Head, error) {
+	body, err := sealed(b, "head")
+	if err != nil {
+		return nil, err
+	}
+	if len(body) < headFixed || string(body[:8]) != headMagic {
+		return nil, fmt.Errorf("%w: not a map head", ErrCorrupt)
+	}
+	if v := binary.BigEndian.Uint16(body[8:]); v != formatVersion {
+		return nil, fmt.Errorf("%w: head format version %d; this program reads version %d", ErrCorrupt, v, formatVersion)
+	}
+	r := reader{b: body[10:]}
+	h := &Head{}
+	copy(h.ID[:], r.next(16))
+	h.Size = r.u64()
+	h.BlockShift = r.next(1)[0]
+	h.Epoch = r.u64()
+	ro := r.next(1)[0]
+	h.SeqReserved = r.u64()
+	n := r.u32()
+	if ro > 1 {
+		return nil, fmt.Errorf("%w: head flag byte %d", ErrCorrupt, ro)
+	}
+	h.ReadOnly = ro == 1
+	if uint64(len(r.b)) != uint64(n)*segRefSize {
+		return nil, fmt.Errorf("%w: head lists %d segments in %d bytes", ErrCorrupt, n, len(r.b))
+	}
+	h.Segments = make([]SegmentRef, n)
+	for i := range h.Segments {
+		s := &h.Segments[i]
+		s.Index = r.u32()
+		copy(s.Owner[:], r.next(16))
+		s.Seq = r.u64()
+		s.CRC = r.u32()
+		sh := r.next(1)[0]
+		if sh > 1 {
+			return nil, fmt.Errorf("%w: segment flag byte %d", ErrCorrupt, sh)
+		}
+		s.Shared = sh == 1
+	}
+	if err := h.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return h, nil
+}
+
+// EncodeSegment returns the stored form of a segment holding entries for
+// blocks starting at index*SegmentEntries, and its checksum for the
+// SegmentRef. Trailing Zero entries are left out.
+func EncodeSegment(index uint32, entries []Entry) ([]byte, uint32) {
+	for len(entries) > 0 && entries[len(entries)-1].kind == Zero {
+		entries = entries[:len(entries)-1]
+	}
+	b := make([]byte, 0, 8+2+4+4+len(entries)*33+4)
+	b = append(b, segMagic...)
+	b = binary.BigEndian.AppendUint16(b, formatVersion)
+	b = binary.BigEndian.AppendUint32(b, index)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(entries)))
+	for _, e := range entries {
+		b = append(b, byte(e.kind))
+		switch e.kind {
+		case Content, Private:
+			b = append(b, e.key[:]...)
+		}
+	}
+	b = seal(b)
+	return b, binary.BigEndian.Uint32(b[len(b)-4:])
+}
+
+// DecodeSegment parses a stored segment into dst (SegmentEntries long,
+// or shorter for the last segment of a volume); entries it does not
+// mention are set to Zero. It checks that the segment is the one ref
+// names.
+func DecodeSegment(b []byte, ref SegmentRef, dst []Entry) error {
+	body, err := sealed(b, "segment")
+	if err != nil {
+		return err
+	}
+	if crc := checksum(body); crc != ref.CRC {
+		return fmt.Errorf("%w: segment %d has checksum %08x, its head expects %08x", ErrCorrupt, ref.Index, crc, ref.CRC)
+	}
+	if len(body) < 18 || string(body[:8]) != segMagic {
+		return fmt.Errorf("%w: not a map segment", ErrCorrupt)
+	}
+	if v := binary.BigEndian.Uint16(body[8:]); v != formatVersion {
+		return fmt.Errorf("%w: segment format version %d; this program reads version %d", ErrCorrupt, v, formatVersion)
+	}
+	r := reader{b: body[10:]}
+	if idx := r.u32(); idx != ref.Index {
+		return fmt.Errorf("%w: segment object holds index %d, head expects %d", ErrCorrupt, idx, ref.Index)
+	}
+	n := r.u32()
+	if uint64(n) > uint64(len(dst)) {
+		return fmt.Errorf("%w: segment %d has %d entries, the volume has room for %d", ErrCorrupt, ref.Index, n, len(dst))
+	}
+	for i := uint32(0); i < n; i++ {
+		if len(r.b) < 1 {
+			return fmt.Errorf("%w: segment %d truncated at entry %d", ErrCorrupt, ref.Index, i)
+		}
+		k := Kind(r.b[0])
+		r.b = r.b[1:]
+		e := Entry{kind: k}
+		switch k {
+		case Zero:
+		case Content, Private:
+			if len(r.b) < 32 {
+				return fmt.Errorf("%w: segment %d truncated at entry %d", ErrCorrupt, ref.Index, i)
+			}
+			copy(e.key[:], r.b[:32])
+			r.b = r.b[32:]
+		default:
+			return fmt.Errorf("%w: segment %d entry %d has unknown kind %d", ErrCorrupt, ref.Index, i, k)
+		}
+		dst[i] = e
+	}
+	if len(r.b) != 0 {
+		return fmt.Errorf("%w: segment %d has %d trailing bytes", ErrCorrupt, ref.Index, len(r.b))
+	}
+	clear(dst[n:])
+	return nil
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// reader consumes fixed-size fields from a buffer whose length the
+// caller has checked.
+type reader struct{ b []byte }
+
+func (r *reader) next(n int) []byte {
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+func (r *reader) u32() uint32 { return binary.BigEndian.Uint32(r.next(4)) }
+func (r *reader) u64() uint64 { return binary.BigEndian.Uint64(r.next(8)) }
