@@ -1,0 +1,444 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// The model-based test: random operations on several volumes, each
+// checked byte for byte against a plain in-memory oracle.
+
+type modelVol struct {
+	id       blockmap.ID
+	h        *Volume
+	data     []byte // what it must read now
+	durable  []byte // what it read at its last flush
+	dirty    []bool // bytes written since the last flush
+	readOnly bool
+	removed  bool
+}
+
+func (m *modelVol) markFlushed() {
+	m.durable = append(m.durable[:0], m.data...)
+	clear(m.dirty)
+}
+
+func (m *modelVol) resize(n int) {
+	if n < len(m.data) {
+		m.data, m.durable, m.dirty = m.data[:n], m.durable[:n], m.dirty[:n]
+		return
+	}
+	grow := n - len(m.data)
+	m.data = append(m.data, make([]byte, grow)...)
+	m.durable = append(m.durable, make([]byte, grow)...)
+	m.dirty = append(m.dirty, make([]bool, grow)...)
+}
+
+type model struct {
+	t     *testing.T
+	ctx   context.Context
+	rng   *rand.Rand
+	store objstore.Store
+	vols  []*modelVol
+	// cp, if set, is the crashable store under test.
+	cp *crashPoints
+}
+
+const bs = 1 << SmallShift
+
+func (m *model) fatalf(format string, args ...any) {
+	m.t.Helper()
+	m.t.Fatalf(format, args...)
+}
+
+func (m *model) live(writable bool) *modelVol {
+	var c []*modelVol
+	for _, v := range m.vols {
+		if !v.removed && (!writable || !v.readOnly) {
+			c = append(c, v)
+		}
+	}
+	if len(c) == 0 {
+		return nil
+	}
+	return c[m.rng.IntN(len(c))]
+}
+
+func (m *model) newVol(id blockmap.ID, data []byte, readOnly bool) *modelVol {
+	h, err := Open(m.ctx, m.store, id, OpenOptions{Writable: !readOnly})
+	if err != nil {
+		m.fatalf("open %s: %v", id, err)
+	}
+	v := &modelVol{id: id, h: h, data: data, readOnly: readOnly,
+		durable: append([]byte(nil), data...), dirty: make([]bool, len(data))}
+	m.vols = append(m.vols, v)
+	return v
+}
+
+// arm turns crash images inside operations on or off.
+func (m *model) arm(on bool) {
+	if m.cp != nil {
+		m.cp.armed = on
+	}
+}
+
+// span picks a random range, biased towards block boundaries.
+func (m *model) span(size int) (int, int) {
+	if size == 0 {
+		return 0, 0
+	}
+	off := m.rng.IntN(size)
+	if m.rng.IntN(3) == 0 {
+		off = off / bs * bs
+	}
+	n := 1 + m.rng.IntN(min(size-off, 3*bs))
+	if m.rng.IntN(4) == 0 {
+		n = min(size-off, bs)
+	}
+	return off, n
+}
+
+func (m *model) check(v *modelVol) {
+	m.t.Helper()
+	got := make([]byte, len(v.data))
+	if err := v.h.ReadAt(m.ctx, got, 0); err != nil {
+		m.fatalf("read %s: %v", v.id, err)
+	}
+	if !bytes.Equal(got, v.data) {
+		i := 0
+		for got[i] == v.data[i] {
+			i++
+		}
+		m.fatalf("volume %s differs from the oracle at byte %d (block %d): got %#x want %#x",
+			v.id, i, i/bs, got[i], v.data[i])
+	}
+	if sz := v.h.Size(); sz != int64(len(v.data)) {
+		m.fatalf("volume %s has size %d, oracle %d", v.id, sz, len(v.data))
+	}
+}
+
+// checkCrashImage opens every volume on a crashed store and checks that
+// every byte flushed before the crash is there, and that nothing fails
+// to read (no map points at a missing or corrupt object).
+func (m *model) checkCrashImage(s objstore.Store, vols []*modelVol) {
+	m.t.Helper()
+	for _, v := range vols {
+		if v.removed {
+			continue
+		}
+		h, err := Open(m.ctx, s, v.id, OpenOptions{})
+		if err != nil {
+			m.fatalf("after crash: open %s: %v", v.id, err)
+		}
+		got := make([]byte, h.Size())
+		if len(got) != len(v.data) {
+			m.fatalf("after crash: %s has size %d, want %d", v.id, len(got), len(v.data))
+		}
+		if err := h.ReadAt(m.ctx, got, 0); err != nil {
+			m.fatalf("after crash: read %s: %v", v.id, err)
+		}
+		for i := range got {
+			if !v.dirty[i] && got[i] != v.durable[i] {
+				m.fatalf("after crash: %s byte %d (block %d) = %#x, flushed %#x", v.id, i, i/bs, got[i], v.durable[i])
+			}
+		}
+	}
+}
+
+// restart replaces the store's state with a crash image and reopens
+// every volume; the old handles are abandoned, as a crashed process's.
+func (m *model) restart() {
+	img := m.cp.mem.Crash(m.rng)
+	m.checkCrashImage(img, m.vols)
+	m.cp.mem, m.cp.Store = img, img
+	s := m.store
+	for _, v := range m.vols {
+		if v.removed {
+			continue
+		}
+		h, err := Open(m.ctx, s, v.id, OpenOptions{Writable: !v.readOnly})
+		if err != nil {
+			m.fatalf("reopen %s after crash: %v", v.id, err)
+		}
+		v.h = h
+		if err := h.ReadAt(m.ctx, v.data, 0); err != nil {
+			m.fatalf("read %s after crash: %v", v.id, err)
+		}
+		v.markFlushed()
+	}
+}
+
+func (m *model) step(i int) string {
+	rng := m.rng
+	switch op := rng.IntN(100); {
+	case op < 35: // write
+		v := m.live(true)
+		off, n := m.span(len(v.data))
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(rng.IntN(255) + 1)
+		}
+		if rng.IntN(8) == 0 {
+			// A run of zeros inside data: content blocks trim them.
+			clear(p[n/2:])
+		}
+		fua := rng.IntN(10) == 0
+		for j := off; j < off+n; j++ {
+			v.dirty[j] = true
+		}
+		m.arm(true)
+		err := v.h.WriteAt(m.ctx, p, int64(off), fua)
+		m.arm(false)
+		if err != nil {
+			m.fatalf("step %d write: %v", i, err)
+		}
+		copy(v.data[off:], p)
+		if fua {
+			v.markFlushed()
+		}
+		return fmt.Sprintf("write %s %d+%d fua=%v", v.id, off, n, fua)
+	case op < 45: // zero or trim
+		v := m.live(true)
+		off, n := m.span(len(v.data))
+		noHole := rng.IntN(2) == 0
+		for j := off; j < off+n; j++ {
+			v.dirty[j] = true
+		}
+		m.arm(true)
+		err := v.h.WriteZeroes(m.ctx, int64(off), int64(n), noHole, false)
+		m.arm(false)
+		if err != nil {
+			m.fatalf("step %d zero: %v", i, err)
+		}
+		clear(v.data[off : off+n])
+		return fmt.Sprintf("zero %s %d+%d", v.id, off, n)
+	case op < 55: // flush
+		v := m.live(true)
+		m.arm(true)
+		err := v.h.Flush(m.ctx)
+		m.arm(false)
+		if err != nil {
+			m.fatalf("step %d flush: %v", i, err)
+		}
+		v.markFlushed()
+		return "flush " + v.id.String()
+	case op < 62: // snapshot
+		v := m.live(true)
+		sid, err := v.h.Snapshot(m.ctx)
+		if err != nil {
+			m.fatalf("step %d snapshot: %v", i, err)
+		}
+		v.markFlushed()
+		m.newVol(sid, append([]byte(nil), v.data...), true)
+		return "snapshot " + v.id.String()
+	case op < 68: // clone a snapshot, sometimes bigger
+		src := m.live(false)
+		if !src.readOnly {
+			return "no clone"
+		}
+		size := len(src.data)
+		if rng.IntN(3) == 0 {
+			size += rng.IntN(4 * bs)
+		}
+		cid, err := Clone(m.ctx, m.store, src.id, uint64(size))
+		if err != nil {
+			m.fatalf("step %d clone: %v", i, err)
+		}
+		data := make([]byte, size)
+		copy(data, src.data)
+		m.newVol(cid, data, false)
+		return "clone " + src.id.String()
+	case op < 74: // resize
+		v := m.live(true)
+		size := max(1, len(v.data)+rng.IntN(6*bs)-3*bs)
+		if err := v.h.Resize(m.ctx, uint64(size)); err != nil {
+			m.fatalf("step %d resize: %v", i, err)
+		}
+		v.resize(size)
+		v.markFlushed()
+		return fmt.Sprintf("resize %s %d", v.id, size)
+	case op < 80: // reopen
+		v := m.live(false)
+		if err := v.h.Close(m.ctx); err != nil {
+			m.fatalf("step %d close: %v", i, err)
+		}
+		v.markFlushed()
+		h, err := Open(m.ctx, m.store, v.id, OpenOptions{Writable: !v.readOnly})
+		if err != nil {
+			m.fatalf("step %d reopen: %v", i, err)
+		}
+		v.h = h
+		return "reopen " + v.id.String()
+	case op < 84: // hash a snapshot's blocks into content blocks
+		v := m.live(false)
+		if !v.readOnly {
+			return "no hash"
+		}
+		h, err := Open(m.ctx, m.store, v.id, OpenOptions{Remap: true})
+		if err != nil {
+			m.fatalf("step %d open for hash: %v", i, err)
+		}
+		if _, err := h.Hash(m.ctx, nil); err != nil {
+			m.fatalf("step %d hash: %v", i, err)
+		}
+		h.Close(m.ctx)
+		if v.h, err = Open(m.ctx, m.store, v.id, OpenOptions{}); err != nil {
+			m.fatalf("step %d reopen after hash: %v", i, err)
+		}
+		return "hash " + v.id.String()
+	case op < 87: // remove a snapshot (clones of it must not notice)
+		v := m.live(false)
+		if !v.readOnly || rng.IntN(2) == 0 {
+			return "no remove"
+		}
+		if err := Remove(m.ctx, m.store, v.id); err != nil {
+			m.fatalf("step %d remove: %v", i, err)
+		}
+		v.removed = true
+		return "remove " + v.id.String()
+	case op < 90 && m.cp != nil:
+		m.restart()
+		return "crash"
+	default: // read a random range
+		v := m.live(false)
+		off, n := m.span(len(v.data))
+		p := make([]byte, n)
+		if err := v.h.ReadAt(m.ctx, p, int64(off)); err != nil {
+			m.fatalf("step %d read: %v", i, err)
+		}
+		if !bytes.Equal(p, v.data[off:off+n]) {
+			m.fatalf("step %d: read %s %d+%d differs from the oracle", i, v.id, off, n)
+		}
+		return "read"
+	}
+}
+
+// runModel runs steps random operations on s. With cp (which must wrap
+// s), it also crashes the store between and inside operations.
+func runModel(t *testing.T, s objstore.Store, seed uint64, steps int, cp *crashPoints) *model {
+	m := &model{t: t, ctx: context.Background(), rng: rand.New(rand.NewPCG(seed, 7)), store: s, cp: cp}
+	if cp != nil {
+		cp.m = m
+	}
+	for k := 0; k < 2; k++ {
+		id, err := Create(m.ctx, s, CreateOptions{Size: uint64(5*bs + 1000*k), BlockShift: SmallShift})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.newVol(id, make([]byte, 5*bs+1000*k), false)
+	}
+	var trace []string
+	defer func() {
+		if t.Failed() {
+			start := max(0, len(trace)-15)
+			t.Logf("seed %d, last steps:\n%v", seed, trace[start:])
+		}
+	}()
+	for i := 0; i < steps; i++ {
+		trace = append(trace, m.step(i))
+		if i%10 == 0 {
+			for _, v := range m.vols {
+				if !v.removed {
+					m.check(v)
+				}
+			}
+		}
+	}
+	for _, v := range m.vols {
+		if !v.removed {
+			m.check(v)
+		}
+	}
+	return m
+}
+
+func TestModelMem(t *testing.T) {
+	for seed := uint64(1); seed <= 12; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			runModel(t, objstore.NewMem(), seed, 300, nil)
+		})
+	}
+}
+
+func TestModelFile(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			s, err := objstore.OpenFile(t.TempDir(), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runModel(t, s, seed, 200, nil)
+		})
+	}
+}
+
+// TestModelWholeBlockBackend runs the model on a store without in-place
+// writes (the S3 case): every write replaces whole private objects.
+func TestModelWholeBlockBackend(t *testing.T) {
+	type putOnly struct{ objstore.Store }
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			runModel(t, putOnly{objstore.NewMem()}, seed, 200, nil)
+		})
+	}
+}
+
+// TestModelCrash runs the model on the crashable store: crashes between
+// operations, and crash images taken at random moments inside them
+// (before a data sync, a segment write or a head swap) are checked at
+// once.
+func TestModelCrash(t *testing.T) {
+	for seed := uint64(1); seed <= 12; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			mem := objstore.NewCrashable()
+			cp := &crashPoints{Store: mem, mem: mem}
+			m := runModel(t, cp, seed, 300, cp)
+			if cp.images == 0 && !t.Failed() {
+				t.Fatalf("no crash image was taken inside an operation (%d steps)", len(m.vols))
+			}
+		})
+	}
+}
+
+// crashPoints wraps the crashable store. While armed (during writes,
+// zeroes and flushes), each sync, segment create and head swap may first
+// take a crash image and check it against the model.
+type crashPoints struct {
+	objstore.Store
+	mem    *objstore.Mem
+	m      *model
+	armed  bool
+	images int
+}
+
+func (c *crashPoints) point() {
+	if c.armed && c.m.rng.IntN(6) == 0 {
+		c.images++
+		c.m.checkCrashImage(c.mem.Crash(c.m.rng), c.m.vols)
+	}
+}
+
+func (c *crashPoints) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	c.point()
+	return c.Store.Create(ctx, name, data)
+}
+
+func (c *crashPoints) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
+	c.point()
+	return c.Store.Swap(ctx, name, data, old)
+}
+
+func (c *crashPoints) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
+	return c.mem.WriteAt(ctx, name, p, off)
+}
+
+func (c *crashPoints) Sync(ctx context.Context, name string) error {
+	c.point()
+	return c.mem.Sync(ctx, name)
+}

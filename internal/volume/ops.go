@@ -1,0 +1,339 @@
+package volume
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// CreateOptions describe a new volume.
+type CreateOptions struct {
+	Size       uint64
+	BlockShift uint8 // 0: blockmap.DefaultShift
+}
+
+func checkGeometry(size uint64, shift uint8) error {
+	if size == 0 || size > blockmap.MaxSize {
+		return fmt.Errorf("%w: %d bytes (must be 1 byte to 1 EiB)", ErrBadSize, size)
+	}
+	if shift < blockmap.MinBlockShift || shift > blockmap.MaxBlockShift {
+		return fmt.Errorf("%w: block size 2^%d (must be a power of two from 64 KiB to 32 MiB)", ErrBadSize, shift)
+	}
+	return nil
+}
+
+// Create makes a new, empty volume and returns its ID.
+func Create(ctx context.Context, s objstore.Store, opts CreateOptions) (blockmap.ID, error) {
+	if opts.BlockShift == 0 {
+		opts.BlockShift = blockmap.DefaultShift
+	}
+	if err := checkGeometry(opts.Size, opts.BlockShift); err != nil {
+		return blockmap.ID{}, err
+	}
+	h := &blockmap.Head{ID: blockmap.NewID(), Size: opts.Size, BlockShift: opts.BlockShift, Epoch: 1}
+	if _, err := s.Create(ctx, blockmap.HeadName(h.ID), blockmap.EncodeHead(h)); err != nil {
+		return blockmap.ID{}, fmt.Errorf("volume: create: %w", err)
+	}
+	return h.ID, nil
+}
+
+// CreateImage stores a read-only volume whose map is entries (an image
+// import): it writes the segments, then the head.
+func CreateImage(ctx context.Context, s objstore.Store, size uint64, shift uint8, entries []blockmap.Entry) (blockmap.ID, error) {
+	if err := checkGeometry(size, shift); err != nil {
+		return blockmap.ID{}, err
+	}
+	h := &blockmap.Head{ID: blockmap.NewID(), Size: size, BlockShift: shift, ReadOnly: true}
+	if int64(len(entries)) != h.Blocks() {
+		return blockmap.ID{}, fmt.Errorf("volume: image map has %d entries for %d blocks", len(entries), h.Blocks())
+	}
+	for lo, idx := 0, uint32(0); lo < len(entries); lo, idx = lo+blockmap.SegmentEntries, idx+1 {
+		seg := entries[lo:min(lo+blockmap.SegmentEntries, len(entries))]
+		if allZero(seg) {
+			continue
+		}
+		b, crc := blockmap.EncodeSegment(idx, seg)
+		ref := blockmap.SegmentRef{Index: idx, Owner: h.ID, Seq: uint64(idx), CRC: crc}
+		if _, err := s.Create(ctx, ref.Name(), b); err != nil {
+			return blockmap.ID{}, fmt.Errorf("volume: write image map: %w", err)
+		}
+		h.Segments = append(h.Segments, ref)
+	}
+	h.SeqReserved = uint64(len(entries)/blockmap.SegmentEntries + 1)
+	if _, err := s.Create(ctx, blockmap.HeadName(h.ID), blockmap.EncodeHead(h)); err != nil {
+		return blockmap.ID{}, fmt.Errorf("volume: write image head: %w", err)
+	}
+	return h.ID, nil
+}
+
+// sharedSegments returns a copy of segs, all marked shared.
+func sharedSegments(segs []blockmap.SegmentRef) []blockmap.SegmentRef {
+	out := make([]blockmap.SegmentRef, len(segs))
+	for i, r := range segs {
+		r.Shared = true
+		out[i] = r
+	}
+	return out
+}
+
+// Snapshot persists the volume and makes a read-only copy of it that
+// shares every segment and block; the volume starts a new epoch. It
+// returns the snapshot's ID. No data is copied.
+func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
+	if err := v.checkIO(0, 0, true); err != nil {
+		return blockmap.ID{}, err
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	if err := v.persist(ctx, v.takeCut()); err != nil {
+		return blockmap.ID{}, err
+	}
+	h := v.Head()
+	v.mu.Lock()
+	ver := v.mu.headVer
+	v.mu.Unlock()
+
+	snap := h
+	snap.ID, snap.ReadOnly, snap.SeqReserved = blockmap.NewID(), true, 0
+	snap.Segments = sharedSegments(h.Segments)
+	if _, err := v.store.Create(ctx, blockmap.HeadName(snap.ID), blockmap.EncodeHead(&snap)); err != nil {
+		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
+	}
+	nh := h
+	nh.Epoch++
+	nh.Segments = sharedSegments(h.Segments)
+	nv, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&nh), ver)
+	if err != nil {
+		v.store.Delete(ctx, blockmap.HeadName(snap.ID))
+		if errors.Is(err, objstore.ErrConflict) {
+			err = fmt.Errorf("%w: %s", ErrFenced, v.id)
+			v.restore(&cut{}, err)
+		}
+		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
+	}
+	v.mu.Lock()
+	v.mu.head, v.mu.headVer = nh, nv
+	v.mu.Unlock()
+	return snap.ID, nil
+}
+
+// Clone makes a new writable volume from the read-only volume src (a
+// snapshot or image), sharing its map and blocks. size 0 keeps src's
+// size; a larger size grows the clone. No data is copied.
+func Clone(ctx context.Context, s objstore.Store, src blockmap.ID, size uint64) (blockmap.ID, error) {
+	h, _, err := ReadHead(ctx, s, src)
+	if err != nil {
+		return blockmap.ID{}, err
+	}
+	if !h.ReadOnly {
+		return blockmap.ID{}, fmt.Errorf("volume: clone source %s is a writable volume; snapshot it and clone the snapshot", src)
+	}
+	if size == 0 {
+		size = h.Size
+	}
+	if size < h.Size {
+		return blockmap.ID{}, fmt.Errorf("%w: a clone cannot be smaller than its source (%d < %d); clone, then shrink", ErrBadSize, size, h.Size)
+	}
+	if err := checkGeometry(size, h.BlockShift); err != nil {
+		return blockmap.ID{}, err
+	}
+	c := &blockmap.Head{ID: blockmap.NewID(), Size: size, BlockShift: h.BlockShift, Epoch: 1,
+		Segments: sharedSegments(h.Segments)}
+	if _, err := s.Create(ctx, blockmap.HeadName(c.ID), blockmap.EncodeHead(c)); err != nil {
+		return blockmap.ID{}, fmt.Errorf("volume: clone: %w", err)
+	}
+	return c.ID, nil
+}
+
+// Resize changes the volume's size. Shrinking drops the blocks past the
+// new end and zeroes the tail of the new last block, so growing again
+// reads zeros there.
+func (v *Volume) Resize(ctx context.Context, size uint64) error {
+	if err := v.checkIO(0, 0, true); err != nil {
+		return err
+	}
+	if err := checkGeometry(size, v.shift); err != nil {
+		return err
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	old := uint64(v.Size())
+	if size < old && size%uint64(v.bs) != 0 {
+		end := min(old, (size/uint64(v.bs)+1)*uint64(v.bs))
+		if err := v.zeroRange(ctx, int64(size), int64(end-size), true); err != nil {
+			return err
+		}
+	}
+	nblocks := int64((size + uint64(v.bs) - 1) / uint64(v.bs))
+	v.mu.Lock()
+	n := int64(len(v.mu.entries))
+	if nblocks < n {
+		for b := nblocks; b < n; b++ {
+			if e := v.mu.entries[b]; v.owns(e, v.mu.head.Epoch) {
+				v.mu.freed = append(v.mu.freed, e.ObjectName())
+				delete(v.mu.dirtyObjs, e.ObjectName())
+			}
+		}
+		v.mu.entries = append([]blockmap.Entry(nil), v.mu.entries[:nblocks]...)
+		if nblocks > 0 {
+			v.mu.dirtySegs[uint32((nblocks-1)/blockmap.SegmentEntries)] = true
+		}
+		for _, r := range v.mu.head.Segments {
+			if int64(r.Index)*blockmap.SegmentEntries >= nblocks {
+				v.mu.dirtySegs[r.Index] = true
+			}
+		}
+	} else {
+		v.mu.entries = append(v.mu.entries, make([]blockmap.Entry, nblocks-n)...)
+	}
+	v.mu.head.Size = size
+	v.mu.headDirty = true
+	v.mu.Unlock()
+	return v.persist(ctx, v.takeCut())
+}
+
+// Remove deletes the volume: its head first, so it is gone at once,
+// then the objects only it can reference (its private blocks of the
+// current epoch and its own unshared segments). Blocks and segments that
+// snapshots, clones or images may share stay for the garbage collector.
+func Remove(ctx context.Context, s objstore.Store, id blockmap.ID) error {
+	h, _, err := ReadHead(ctx, s, id)
+	if err != nil {
+		return err
+	}
+	entries, loadErr := LoadMap(ctx, s, h)
+	if err := s.Delete(ctx, blockmap.HeadName(id)); err != nil {
+		return fmt.Errorf("volume: remove %s: %w", id, err)
+	}
+	if h.ReadOnly || loadErr != nil {
+		return nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	del := func(name string) {
+		g.Go(func() error {
+			if err := s.Delete(gctx, name); err != nil && !objstore.IsNotExist(err) {
+				return err
+			}
+			return nil
+		})
+	}
+	for _, e := range entries {
+		if e.Kind() == blockmap.Private && e.Owner() == id && e.Epoch() == h.Epoch {
+			del(e.ObjectName())
+		}
+	}
+	for _, r := range h.Segments {
+		if r.Owner == id && !r.Shared {
+			del(r.Name())
+		}
+	}
+	return g.Wait()
+}
+
+// ContentBlock returns the bytes a content object stores for a block:
+// the block without its trailing zeros (an all-zero block stores
+// nothing and is a Zero entry instead).
+func ContentBlock(block []byte) []byte {
+	n := len(block)
+	for n > 0 && block[n-1] == 0 {
+		n--
+	}
+	return block[:n]
+}
+
+// PutContent stores data as a content object (if absent) and returns its
+// entry.
+func PutContent(ctx context.Context, s objstore.Store, data []byte) (blockmap.Entry, bool, error) {
+	e := blockmap.ContentEntry(sha256.Sum256(data))
+	_, err := s.Create(ctx, e.ObjectName(), data)
+	if errors.Is(err, objstore.ErrExists) {
+		return e, false, nil
+	}
+	return e, err == nil, err
+}
+
+// HashStats says what Hash did.
+type HashStats struct {
+	Converted   int64 // private blocks now content blocks
+	Zeroed      int64 // private blocks that were all zeros
+	NewContent  int64 // content objects stored (the rest existed: deduplicated)
+	StoredBytes int64 // bytes of the new content objects
+}
+
+// Hash turns the volume's private blocks into content blocks, so that
+// identical data anywhere in the store is stored once. What it reads does
+// not change. The handle must be writable or opened with Remap.
+// progress, if not nil, is called after each block with the blocks done
+// and the total.
+func (v *Volume) Hash(ctx context.Context, progress func(done, total int64)) (HashStats, error) {
+	if v.readOnly && !v.remap {
+		return HashStats{}, ErrReadOnly
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	entries := v.Entries()
+	var st HashStats
+	var done atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for b, e := range entries {
+		if e.Kind() != blockmap.Private {
+			done.Add(1)
+			continue
+		}
+		g.Go(func() error {
+			bp := v.bufs.Get().(*[]byte)
+			defer v.bufs.Put(bp)
+			buf := (*bp)[:v.blockLen(int64(b))]
+			if err := v.readEntry(gctx, e, buf, 0); err != nil {
+				return fmt.Errorf("volume: hash block %d: %w", b, err)
+			}
+			var ne blockmap.Entry
+			if data := ContentBlock(buf); len(data) > 0 {
+				var stored bool
+				var err error
+				ne, stored, err = PutContent(gctx, v.store, data)
+				if err != nil {
+					return err
+				}
+				if stored {
+					atomic.AddInt64(&st.NewContent, 1)
+					atomic.AddInt64(&st.StoredBytes, int64(len(data)))
+				}
+				atomic.AddInt64(&st.Converted, 1)
+			} else {
+				atomic.AddInt64(&st.Zeroed, 1)
+			}
+			v.mu.Lock()
+			v.mu.entries[b] = ne
+			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+			if v.owns(e, v.mu.head.Epoch) {
+				v.mu.freed = append(v.mu.freed, e.ObjectName())
+				delete(v.mu.dirtyObjs, e.ObjectName())
+			}
+			v.mu.Unlock()
+			if progress != nil {
+				progress(done.Add(1), int64(len(entries)))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return st, err
+	}
+	return st, v.persist(ctx, v.takeCut())
+}

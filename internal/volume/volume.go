@@ -1,0 +1,640 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// Errors returned by volumes. Test with errors.Is.
+var (
+	ErrOutOfRange = errors.New("volume: I/O beyond the end of the volume")
+	ErrReadOnly   = errors.New("volume: read-only (a snapshot, an image, or opened read-only)")
+	ErrFenced     = errors.New("volume: the map was changed by another writer; this handle writes nothing more")
+	ErrCorrupt    = errors.New("volume: store is corrupt")
+	ErrClosed     = errors.New("volume: closed")
+	ErrNotFound   = errors.New("volume: no such volume")
+	ErrBadSize    = errors.New("volume: invalid size")
+)
+
+// seqBatch is how many sequence numbers a writer reserves when it opens a
+// volume.
+const seqBatch = 1 << 32
+
+const stripes = 256
+
+// Volume is an open volume.
+type Volume struct {
+	store    objstore.Store
+	rw       objstore.RangeWriter // nil: private blocks are replaced whole with Put
+	syncer   objstore.Syncer      // nil: writes are durable when they return
+	id       blockmap.ID
+	readOnly bool
+	remap    bool // a read-only head opened to rewrite its map (Hash)
+	shift    uint8
+	bs       int64
+	bufs     sync.Pool // *[]byte of one block
+
+	// gate: I/O that changes blocks holds it shared for its whole
+	// duration; Flush takes it exclusively for the moment of its cut, and
+	// Snapshot and Resize for their whole run.
+	gate sync.RWMutex
+	// flushMu serializes everything that writes the head.
+	flushMu sync.Mutex
+	// stripe[b%stripes] serializes writes to block b.
+	stripe [stripes]sync.Mutex
+
+	// mu guards the map and the bookkeeping of what a flush must do. It is
+	// never held across backend I/O.
+	mu struct {
+		sync.Mutex
+		head      blockmap.Head // as last persisted, except Size and Epoch, which lead
+		headVer   objstore.Version
+		headDirty bool
+		entries   []blockmap.Entry
+		dirtySegs map[uint32]bool
+		dirtyObjs map[string]bool // written in place since the last flush: need a sync
+		freed     []string        // unreferenced once the next head is persisted
+		nextSeq   uint64
+		seqEnd    uint64
+		err       error // sticky: set when the handle must stop writing
+		closed    bool
+	}
+}
+
+// OpenOptions say how to open a volume.
+type OpenOptions struct {
+	// Writable opens the volume for writing: it fails on snapshots and
+	// images, and reserves sequence numbers in the head.
+	Writable bool
+	// Remap opens a snapshot or image (or a volume) to rewrite its map
+	// without changing what it reads, for Hash. Data writes are refused.
+	Remap bool
+}
+
+// Open loads the volume id from s.
+func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOptions) (*Volume, error) {
+	head, ver, err := ReadHead(ctx, s, id)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Writable && head.ReadOnly {
+		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
+	}
+	entries, err := LoadMap(ctx, s, head)
+	if err != nil {
+		return nil, err
+	}
+	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, shift: head.BlockShift, bs: head.BlockSize()}
+	if opts.Writable {
+		v.rw, _ = s.(objstore.RangeWriter)
+		v.syncer, _ = s.(objstore.Syncer)
+	}
+	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
+	v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
+	v.mu.dirtySegs, v.mu.dirtyObjs = map[uint32]bool{}, map[string]bool{}
+	if opts.Writable || opts.Remap {
+		// Reserve sequence numbers before using any.
+		h := *head
+		v.mu.nextSeq, v.mu.seqEnd = h.SeqReserved, h.SeqReserved+seqBatch
+		h.SeqReserved = v.mu.seqEnd
+		nv, err := s.Swap(ctx, blockmap.HeadName(id), blockmap.EncodeHead(&h), ver)
+		if errors.Is(err, objstore.ErrConflict) {
+			return nil, fmt.Errorf("%w (while opening %s)", ErrFenced, id)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("volume: open %s: %w", id, err)
+		}
+		v.mu.head, v.mu.headVer = h, nv
+	}
+	return v, nil
+}
+
+// ReadHead reads and decodes a volume's head.
+func ReadHead(ctx context.Context, s objstore.Store, id blockmap.ID) (*blockmap.Head, objstore.Version, error) {
+	b, ver, err := s.Get(ctx, blockmap.HeadName(id))
+	if objstore.IsNotExist(err) {
+		return nil, 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	h, err := blockmap.DecodeHead(b)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: head of %s: %v", ErrCorrupt, id, err)
+	}
+	if h.ID != id {
+		return nil, 0, fmt.Errorf("%w: head of %s names volume %s", ErrCorrupt, id, h.ID)
+	}
+	return h, ver, nil
+}
+
+// LoadMap reads every segment of head and returns the volume's entries.
+func LoadMap(ctx context.Context, s objstore.Store, head *blockmap.Head) ([]blockmap.Entry, error) {
+	n := head.Blocks()
+	entries := make([]blockmap.Entry, n)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, ref := range head.Segments {
+		g.Go(func() error {
+			b, _, err := s.Get(ctx, ref.Name())
+			if objstore.IsNotExist(err) {
+				return fmt.Errorf("%w: segment %s of volume %s is missing", ErrCorrupt, ref.Name(), head.ID)
+			}
+			if err != nil {
+				return err
+			}
+			lo := int64(ref.Index) * blockmap.SegmentEntries
+			hi := min(lo+blockmap.SegmentEntries, n)
+			if err := blockmap.DecodeSegment(b, ref, entries[lo:hi]); err != nil {
+				return fmt.Errorf("%w: volume %s: %v", ErrCorrupt, head.ID, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+// ID returns the volume's ID.
+func (v *Volume) ID() blockmap.ID { return v.id }
+
+// Size returns the volume's size in bytes.
+func (v *Volume) Size() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return int64(v.mu.head.Size)
+}
+
+// BlockSize returns the block size in bytes.
+func (v *Volume) BlockSize() int64 { return v.bs }
+
+// ReadOnly reports whether the handle refuses writes.
+func (v *Volume) ReadOnly() bool { return v.readOnly }
+
+// Head returns a copy of the volume's head as this handle sees it.
+func (v *Volume) Head() blockmap.Head {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	h := v.mu.head
+	h.Segments = append([]blockmap.SegmentRef(nil), h.Segments...)
+	return h
+}
+
+// Entries returns a copy of the map.
+func (v *Volume) Entries() []blockmap.Entry {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]blockmap.Entry(nil), v.mu.entries...)
+}
+
+// checkIO validates a request against the volume's size and state.
+func (v *Volume) checkIO(off, n int64, write bool) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch {
+	case v.mu.closed:
+		return ErrClosed
+	case write && v.readOnly:
+		return ErrReadOnly
+	case write && v.mu.err != nil:
+		return v.mu.err
+	case off < 0 || n < 0 || off+n < off || uint64(off+n) > v.mu.head.Size:
+		return fmt.Errorf("%w: offset %d length %d, volume size %d", ErrOutOfRange, off, n, v.mu.head.Size)
+	}
+	return nil
+}
+
+// forBlocks calls fn for each block that [off, off+n) touches, with the
+// block index, the offset in the block, and the range's position in the
+// request.
+func (v *Volume) forBlocks(off, n int64, fn func(b, boff, pos, l int64) error) error {
+	for pos := int64(0); pos < n; {
+		b := (off + pos) >> v.shift
+		boff := (off + pos) & (v.bs - 1)
+		l := min(v.bs-boff, n-pos)
+		if err := fn(b, boff, pos, l); err != nil {
+			return err
+		}
+		pos += l
+	}
+	return nil
+}
+
+func (v *Volume) entry(b int64) (blockmap.Entry, uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mu.entries[b], v.mu.head.Epoch
+}
+
+// ReadAt reads len(p) bytes at off.
+func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := v.checkIO(off, int64(len(p)), false); err != nil {
+		return err
+	}
+	return v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
+		return v.readBlock(ctx, b, p[pos:pos+l], boff)
+	})
+}
+
+func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) error {
+	for try := 0; ; try++ {
+		e, _ := v.entry(b)
+		err := v.readEntry(ctx, e, p, boff)
+		if !objstore.IsNotExist(err) {
+			return err
+		}
+		// The object may have been freed by a trim and a flush after we
+		// looked at the entry: look again.
+		if now, _ := v.entry(b); now == e || try == 3 {
+			return fmt.Errorf("%w: block %d: %v", ErrCorrupt, b, err)
+		}
+	}
+}
+
+func (v *Volume) readEntry(ctx context.Context, e blockmap.Entry, p []byte, boff int64) error {
+	if e.Kind() == blockmap.Zero {
+		clear(p)
+		return nil
+	}
+	return v.store.ReadAt(ctx, e.ObjectName(), p, boff)
+}
+
+// WriteAt writes p at off. With fua the data is durable when it returns
+// (a Flush follows the write).
+func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	if err := v.checkIO(off, int64(len(p)), true); err != nil {
+		return err
+	}
+	v.gate.RLock()
+	err := v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
+		return v.writeBlock(ctx, b, boff, p[pos:pos+l])
+	})
+	v.gate.RUnlock()
+	if err == nil && fua {
+		err = v.Flush(ctx)
+	}
+	return err
+}
+
+// owns reports whether the volume may change e's object in place.
+func (v *Volume) owns(e blockmap.Entry, epoch uint64) bool {
+	return e.Kind() == blockmap.Private && e.Owner() == v.id && e.Epoch() == epoch
+}
+
+// blockLen is the length of block b inside the volume.
+func (v *Volume) blockLen(b int64) int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return min(v.bs, int64(v.mu.head.Size)-b<<v.shift)
+}
+
+// writeBlock writes data at boff in block b. The caller holds the gate
+// (shared or exclusive).
+func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) error {
+	st := &v.stripe[b%stripes]
+	st.Lock()
+	defer st.Unlock()
+	e, epoch := v.entry(b)
+	if v.owns(e, epoch) {
+		return v.writeObject(ctx, e.ObjectName(), e, boff, data)
+	}
+	seq, err := v.allocSeq()
+	if err != nil {
+		return err
+	}
+	ne := blockmap.PrivateEntry(v.id, epoch, seq)
+	if err := v.writeObject(ctx, ne.ObjectName(), e, boff, data); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.mu.entries[b] = ne
+	v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+	v.mu.Unlock()
+	return nil
+}
+
+// writeObject writes data at boff into the object name, whose current
+// content is described by old (old is a Zero entry for an object that
+// does not exist yet, or the block being copied).
+func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entry, boff int64, data []byte) error {
+	fresh := old.ObjectName() != name
+	if v.rw != nil && (!fresh || old.Kind() == blockmap.Zero) {
+		// In place, or sparse into a new object.
+		if err := v.rw.WriteAt(ctx, name, data, boff); err != nil {
+			return err
+		}
+	} else {
+		// Build the whole block: copy-on-write, or a backend without
+		// in-place writes.
+		bp := v.bufs.Get().(*[]byte)
+		defer v.bufs.Put(bp)
+		buf := *bp
+		whole := boff == 0 && int64(len(data)) == v.bs
+		if !whole {
+			if err := v.readEntry(ctx, old, buf, 0); err != nil {
+				return err
+			}
+		}
+		copy(buf[boff:], data)
+		var err error
+		if v.rw != nil {
+			err = v.rw.WriteAt(ctx, name, buf, 0)
+		} else {
+			_, err = v.store.Put(ctx, name, buf)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if v.rw != nil && v.syncer != nil {
+		v.mu.Lock()
+		v.mu.dirtyObjs[name] = true
+		v.mu.Unlock()
+	}
+	return nil
+}
+
+func (v *Volume) allocSeq() (uint64, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.mu.nextSeq >= v.mu.seqEnd {
+		return 0, errors.New("volume: sequence numbers of this open exhausted; reopen the volume")
+	}
+	v.mu.nextSeq++
+	return v.mu.nextSeq - 1, nil
+}
+
+// WriteZeroes makes [off, off+n) read as zeros. Whole blocks are
+// deallocated unless noHole is set; partial blocks are written with
+// zeros unless they are already zero.
+func (v *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole, fua bool) error {
+	if err := v.checkIO(off, n, true); err != nil {
+		return err
+	}
+	v.gate.RLock()
+	err := v.zeroRange(ctx, off, n, noHole)
+	v.gate.RUnlock()
+	if err == nil && fua {
+		err = v.Flush(ctx)
+	}
+	return err
+}
+
+// Trim deallocates whole blocks in [off, off+n) and zeroes partial ones.
+func (v *Volume) Trim(ctx context.Context, off, n int64) error {
+	return v.WriteZeroes(ctx, off, n, false, false)
+}
+
+// zeroRange does WriteZeroes; the caller holds the gate.
+func (v *Volume) zeroRange(ctx context.Context, off, n int64, noHole bool) error {
+	var zeros []byte
+	return v.forBlocks(off, n, func(b, boff, pos, l int64) error {
+		e, _ := v.entry(b)
+		if e.Kind() == blockmap.Zero {
+			return nil
+		}
+		if !noHole && boff == 0 && (l == v.bs || l == v.blockLen(b)) {
+			v.deallocate(b)
+			return nil
+		}
+		if zeros == nil {
+			zeros = make([]byte, v.bs)
+		}
+		return v.writeBlock(ctx, b, boff, zeros[:l])
+	})
+}
+
+// deallocate makes block b a Zero entry.
+func (v *Volume) deallocate(b int64) {
+	st := &v.stripe[b%stripes]
+	st.Lock()
+	defer st.Unlock()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e := v.mu.entries[b]
+	if e.Kind() == blockmap.Zero {
+		return
+	}
+	if v.owns(e, v.mu.head.Epoch) {
+		name := e.ObjectName()
+		v.mu.freed = append(v.mu.freed, name)
+		delete(v.mu.dirtyObjs, name)
+	}
+	v.mu.entries[b] = blockmap.Entry{}
+	v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+}
+
+// Extent is a run of blocks with the same allocation state.
+type Extent struct {
+	Offset, Length int64
+	Zero           bool // a hole: reads as zeros and uses no space
+}
+
+// BlockStatus describes [off, off+n) as extents, merged where adjacent
+// blocks agree.
+func (v *Volume) BlockStatus(off, n int64) ([]Extent, error) {
+	if err := v.checkIO(off, n, false); err != nil {
+		return nil, err
+	}
+	var out []Extent
+	err := v.forBlocks(off, n, func(b, boff, pos, l int64) error {
+		e, _ := v.entry(b)
+		zero := e.Kind() == blockmap.Zero
+		if k := len(out) - 1; k >= 0 && out[k].Zero == zero {
+			out[k].Length += l
+		} else {
+			out = append(out, Extent{Offset: off + pos, Length: l, Zero: zero})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// cut is what one flush persists.
+type cut struct {
+	objs     []string
+	segs     map[uint32][]blockmap.Entry
+	freed    []string
+	head     blockmap.Head
+	headVer  objstore.Version
+	dirtyHdr bool
+}
+
+// takeCut collects what the next flush must persist. The caller holds
+// the gate exclusively, so no write is half done.
+func (v *Volume) takeCut() *cut {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c := &cut{segs: map[uint32][]blockmap.Entry{}, freed: v.mu.freed,
+		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty}
+	for name := range v.mu.dirtyObjs {
+		c.objs = append(c.objs, name)
+	}
+	n := int64(len(v.mu.entries))
+	for idx := range v.mu.dirtySegs {
+		lo := int64(idx) * blockmap.SegmentEntries
+		if lo >= n {
+			c.segs[idx] = nil // beyond a shrunk end
+			continue
+		}
+		hi := min(lo+blockmap.SegmentEntries, n)
+		c.segs[idx] = append([]blockmap.Entry(nil), v.mu.entries[lo:hi]...)
+	}
+	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.freed, v.mu.headDirty = map[string]bool{}, map[uint32]bool{}, nil, false
+	return c
+}
+
+// restore puts an unpersisted cut back, so that a later flush retries.
+func (v *Volume) restore(c *cut, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, o := range c.objs {
+		v.mu.dirtyObjs[o] = true
+	}
+	for idx := range c.segs {
+		v.mu.dirtySegs[idx] = true
+	}
+	v.mu.freed = append(c.freed, v.mu.freed...)
+	v.mu.headDirty = v.mu.headDirty || c.dirtyHdr
+	if errors.Is(err, ErrFenced) && v.mu.err == nil {
+		v.mu.err = err
+	}
+}
+
+// Flush makes every write that completed before it was called durable.
+func (v *Volume) Flush(ctx context.Context) error {
+	v.mu.Lock()
+	closed, ro := v.mu.closed, v.readOnly && !v.remap
+	v.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if ro {
+		return nil
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	v.gate.Lock()
+	c := v.takeCut()
+	v.gate.Unlock()
+	return v.persist(ctx, c)
+}
+
+// persist writes a cut: data first, then segments, then the head, then
+// deletes what became unreferenced. The caller holds flushMu.
+func (v *Volume) persist(ctx context.Context, c *cut) error {
+	if len(c.objs) == 0 && len(c.segs) == 0 && len(c.freed) == 0 && !c.dirtyHdr {
+		return nil
+	}
+	if err := v.persistHead(ctx, c); err != nil {
+		v.restore(c, err)
+		return err
+	}
+	for _, name := range c.freed {
+		v.store.Delete(ctx, name) // best effort: a leftover is an orphan for GC
+	}
+	return nil
+}
+
+func (v *Volume) persistHead(ctx context.Context, c *cut) error {
+	v.mu.Lock()
+	err := v.mu.err
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, name := range c.objs {
+		g.Go(func() error {
+			err := v.syncer.Sync(gctx, name)
+			if objstore.IsNotExist(err) {
+				return nil // deallocated after the cut's write and deleted by an earlier flush
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("volume: flush: sync data: %w", err)
+	}
+	refs := map[uint32]blockmap.SegmentRef{}
+	for _, r := range c.head.Segments {
+		refs[r.Index] = r
+	}
+	var obsolete []string
+	for idx, entries := range c.segs {
+		if old, ok := refs[idx]; ok {
+			// NB: a read-only head never deletes segments: clones may
+			// share them without its head saying so.
+			if old.Owner == v.id && !old.Shared && !c.head.ReadOnly {
+				obsolete = append(obsolete, old.Name())
+			}
+			delete(refs, idx)
+		}
+		if allZero(entries) {
+			continue // an absent segment is all zeros
+		}
+		seq, err := v.allocSeq()
+		if err != nil {
+			return err
+		}
+		b, crc := blockmap.EncodeSegment(idx, entries)
+		ref := blockmap.SegmentRef{Index: idx, Owner: v.id, Seq: seq, CRC: crc}
+		if _, err := v.store.Create(ctx, ref.Name(), b); err != nil {
+			return fmt.Errorf("volume: flush: write map segment: %w", err)
+		}
+		refs[idx] = ref
+	}
+	h := c.head
+	v.mu.Lock()
+	h.Size, h.Epoch = v.mu.head.Size, v.mu.head.Epoch
+	v.mu.Unlock()
+	h.Segments = h.Segments[:0:0]
+	for _, r := range refs {
+		h.Segments = append(h.Segments, r)
+	}
+	sort.Slice(h.Segments, func(i, j int) bool { return h.Segments[i].Index < h.Segments[j].Index })
+	ver, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&h), c.headVer)
+	if errors.Is(err, objstore.ErrConflict) {
+		return fmt.Errorf("%w: %s", ErrFenced, v.id)
+	}
+	if err != nil {
+		return fmt.Errorf("volume: flush: write map head: %w", err)
+	}
+	v.mu.Lock()
+	v.mu.head.Segments, v.mu.headVer = h.Segments, ver
+	v.mu.Unlock()
+	c.freed = append(c.freed, obsolete...)
+	return nil
+}
+
+func allZero(es []blockmap.Entry) bool {
+	for _, e := range es {
+		if e.Kind() != blockmap.Zero {
+			return false
+		}
+	}
+	return true
+}
+
+// Close flushes a writable volume and releases the handle.
+func (v *Volume) Close(ctx context.Context) error {
+	err := v.Flush(ctx)
+	if errors.Is(err, ErrClosed) {
+		return nil
+	}
+	v.mu.Lock()
+	v.mu.closed = true
+	v.mu.Unlock()
+	return err
+}
