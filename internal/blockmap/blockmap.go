@@ -183,3 +183,15 @@ func sealed(b []byte, what string) ([]byte, error) {
 }
 
 func seal(b []byte) []byte { return binary.BigEndian.AppendUint32(b, checksum(b)) }
+
+// MarshalText and UnmarshalText make IDs hex strings in JSON.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
+}
