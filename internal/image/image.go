@@ -1,0 +1,229 @@
+// Package image moves whole disk images in and out of the store.
+//
+// Import reads a raw image block by block, hashes each block and stores
+// it as a content object if no identical block is stored yet (put if
+// absent), in parallel. All-zero blocks are never stored. The result is a
+// read-only volume (an image) whose map points only at content blocks,
+// so importing the same data twice stores nothing new, and clones of an
+// image share its blocks.
+//
+// Memory: Workers+2 block buffers (4 MiB each by default) and one map
+// entry (33 bytes) per block.
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
+)
+
+// Options tune Import and Export.
+type Options struct {
+	BlockShift uint8 // Import: block size of the image (0: the default, 4 MiB)
+	Workers    int   // blocks processed at once (0: 2 per CPU)
+	// Progress, if set, is called with the bytes done so far and the
+	// total (-1 when the total is not known yet). It may be called from
+	// several goroutines, never at once.
+	Progress func(done, total int64)
+}
+
+func (o *Options) workers() int {
+	if o.Workers > 0 {
+		return o.Workers
+	}
+	return 2 * runtime.GOMAXPROCS(0)
+}
+
+// progress serializes calls to Options.Progress.
+type progress struct {
+	mu    sync.Mutex
+	fn    func(done, total int64)
+	done  int64
+	total int64
+}
+
+func (p *progress) add(n int64) {
+	if p.fn == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done += n
+	p.fn(p.done, p.total)
+}
+
+// ImportStats say what Import did.
+type ImportStats struct {
+	ID          blockmap.ID
+	Size        int64
+	Blocks      int64 // blocks in the image
+	ZeroBlocks  int64 // all zeros: not stored
+	NewBlocks   int64 // stored now
+	DedupBlocks int64 // already stored (in this image or elsewhere)
+	StoredBytes int64 // bytes of the new content objects
+}
+
+// Import stores the raw image read from r as a new read-only volume.
+// size is the image's size if known, or -1 to read r to its end.
+func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts Options) (ImportStats, error) {
+	shift := opts.BlockShift
+	if shift == 0 {
+		shift = blockmap.DefaultShift
+	}
+	bs := int64(1) << shift
+	st := ImportStats{}
+	pr := &progress{fn: opts.Progress, total: size}
+	nw := opts.workers()
+	pool := sync.Pool{New: func() any { b := make([]byte, bs); return &b }}
+	zero := make([]byte, bs)
+
+	type job struct {
+		idx int64
+		buf *[]byte
+		n   int
+	}
+	var (
+		mu      sync.Mutex
+		entries []blockmap.Entry
+	)
+	jobs := make(chan job, nw)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(jobs)
+		for idx := int64(0); ; idx++ {
+			bp := pool.Get().(*[]byte)
+			n, err := io.ReadFull(r, *bp)
+			if n > 0 {
+				select {
+				case jobs <- job{idx, bp, n}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				st.Size += int64(n)
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("image: read: %w", err)
+			}
+		}
+	})
+	for w := 0; w < nw; w++ {
+		g.Go(func() error {
+			for j := range jobs {
+				data := (*j.buf)[:j.n]
+				var e blockmap.Entry
+				if bytes.Equal(data, zero[:j.n]) {
+					atomic.AddInt64(&st.ZeroBlocks, 1)
+				} else {
+					var stored bool
+					var err error
+					data = volume.ContentBlock(data)
+					e, stored, err = volume.PutContent(gctx, s, data)
+					if err != nil {
+						return fmt.Errorf("image: store block %d: %w", j.idx, err)
+					}
+					if stored {
+						atomic.AddInt64(&st.NewBlocks, 1)
+						atomic.AddInt64(&st.StoredBytes, int64(len(data)))
+					} else {
+						atomic.AddInt64(&st.DedupBlocks, 1)
+					}
+				}
+				pool.Put(j.buf)
+				mu.Lock()
+				if need := j.idx + 1; int64(len(entries)) < need {
+					entries = append(entries, make([]blockmap.Entry, need-int64(len(entries)))...)
+				}
+				entries[j.idx] = e
+				mu.Unlock()
+				pr.add(int64(j.n))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return st, err
+	}
+	if size >= 0 && st.Size != size {
+		return st, fmt.Errorf("image: read %d bytes, expected %d (the file changed while importing?)", st.Size, size)
+	}
+	if st.Size == 0 {
+		return st, errors.New("image: the image is empty")
+	}
+	st.Blocks = (st.Size + bs - 1) / bs
+	entries = append(entries, make([]blockmap.Entry, st.Blocks-int64(len(entries)))...)
+	id, err := volume.CreateImage(ctx, s, uint64(st.Size), shift, entries)
+	st.ID = id
+	return st, err
+}
+
+// Export writes the whole volume to w. Zero blocks and all-zero data
+// are skipped, so a file that w writes into stays sparse; the caller
+// sets the file's size (Truncate) so that a trailing hole is kept.
+func Export(ctx context.Context, v *volume.Volume, w io.WriterAt, opts Options) error {
+	bs := v.BlockSize()
+	size := v.Size()
+	entries := v.Entries()
+	pr := &progress{fn: opts.Progress, total: size}
+	zero := make([]byte, bs)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.workers())
+	pool := sync.Pool{New: func() any { b := make([]byte, bs); return &b }}
+	for b, e := range entries {
+		off := int64(b) * bs
+		n := min(bs, size-off)
+		if e.Kind() == blockmap.Zero {
+			pr.add(n)
+			continue
+		}
+		g.Go(func() error {
+			bp := pool.Get().(*[]byte)
+			defer pool.Put(bp)
+			p := (*bp)[:n]
+			if err := v.ReadAt(gctx, p, off); err != nil {
+				return err
+			}
+			if !bytes.Equal(p, zero[:n]) {
+				if _, err := w.WriteAt(p, off); err != nil {
+					return fmt.Errorf("image: write: %w", err)
+				}
+			}
+			pr.add(n)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// ExportStream writes the whole volume to w in order, zeros included,
+// for pipes.
+func ExportStream(ctx context.Context, v *volume.Volume, w io.Writer, opts Options) error {
+	bs := v.BlockSize()
+	size := v.Size()
+	pr := &progress{fn: opts.Progress, total: size}
+	p := make([]byte, bs)
+	for off := int64(0); off < size; off += bs {
+		n := min(bs, size-off)
+		if err := v.ReadAt(ctx, p[:n], off); err != nil {
+			return err
+		}
+		if _, err := w.Write(p[:n]); err != nil {
+			return fmt.Errorf("image: write: %w", err)
+		}
+		pr.add(n)
+	}
+	return nil
+}

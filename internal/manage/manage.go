@@ -1,0 +1,360 @@
+// Package manage carries out the management operations on a store by
+// name: it keeps the catalog and the volumes' maps in step. The CLI and
+// the daemon's admin API call it; it prints nothing.
+//
+// Order of writes: an operation that makes a volume writes its head
+// first and its catalog record second; one that removes a volume removes
+// the record first. A crash in between leaves a head no name points at,
+// which the garbage collector removes; a name never points at a missing
+// volume.
+package manage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/catalog"
+	"github.com/archipelago-go/archip/internal/image"
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
+)
+
+// Manager runs operations on one store.
+type Manager struct {
+	Store   objstore.Store
+	Catalog *catalog.Catalog
+	Now     func() time.Time
+}
+
+// New returns a Manager for s.
+func New(s objstore.Store) *Manager {
+	return &Manager{Store: s, Catalog: catalog.New(s), Now: time.Now}
+}
+
+// ErrShrink refuses a shrink that was not asked for explicitly.
+var ErrShrink = errors.New("manage: new size is smaller than the volume; pass allow-shrink to drop the data past it")
+
+// Lookup returns the record called name.
+func (m *Manager) Lookup(ctx context.Context, name string) (*catalog.Record, error) {
+	if err := catalog.ValidName(name); err != nil {
+		return nil, err
+	}
+	d, _, err := m.Catalog.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.ByName(name)
+}
+
+// checkFree fails early if name is invalid or taken, before any object is
+// written.
+func (m *Manager) checkFree(ctx context.Context, name string) error {
+	if err := catalog.ValidName(name); err != nil {
+		return err
+	}
+	d, _, err := m.Catalog.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := d.ByName(name); err == nil {
+		return fmt.Errorf("%w: %q", catalog.ErrExists, name)
+	}
+	return nil
+}
+
+// register adds a catalog record for a volume just made; if that fails it
+// removes the volume again.
+func (m *Manager) register(ctx context.Context, r catalog.Record) (*catalog.Record, error) {
+	r.Created = m.Now().UTC()
+	err := m.Catalog.Update(ctx, func(d *catalog.Doc) error { return d.Add(r) })
+	if err != nil {
+		volume.Remove(ctx, m.Store, r.ID)
+		return nil, err
+	}
+	return &r, nil
+}
+
+// CreateVolume makes an empty volume.
+func (m *Manager) CreateVolume(ctx context.Context, name string, size uint64, blockShift uint8) (*catalog.Record, error) {
+	if err := m.checkFree(ctx, name); err != nil {
+		return nil, err
+	}
+	id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift})
+	if err != nil {
+		return nil, err
+	}
+	return m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
+}
+
+// Open opens the volume, snapshot or image called name.
+func (m *Manager) Open(ctx context.Context, name string, writable bool) (*volume.Volume, *catalog.Record, error) {
+	r, err := m.Lookup(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if writable && r.ReadOnly() {
+		return nil, nil, fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, name, r.Kind)
+	}
+	v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Writable: writable})
+	return v, r, err
+}
+
+// Snapshot takes a read-only, crash-consistent snapshot of volume vol.
+func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Record, error) {
+	if err := m.checkFree(ctx, snap); err != nil {
+		return nil, err
+	}
+	v, r, err := m.Open(ctx, vol, true)
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close(ctx)
+	sid, err := v.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return m.register(ctx, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
+}
+
+// Clone makes a writable volume from a snapshot or image. size 0 keeps
+// the source's size.
+func (m *Manager) Clone(ctx context.Context, src, name string, size uint64) (*catalog.Record, error) {
+	r, err := m.Lookup(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	if !r.ReadOnly() {
+		return nil, fmt.Errorf("manage: %q is a writable volume: snapshot it first (archip volume snapshot %s SNAP) and clone the snapshot", src, src)
+	}
+	if err := m.checkFree(ctx, name); err != nil {
+		return nil, err
+	}
+	id, err := volume.Clone(ctx, m.Store, r.ID, size)
+	if err != nil {
+		return nil, err
+	}
+	return m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
+}
+
+// Resize changes a volume's size; shrinking needs allowShrink.
+func (m *Manager) Resize(ctx context.Context, name string, size uint64, allowShrink bool) error {
+	v, _, err := m.Open(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	defer v.Close(ctx)
+	if size < uint64(v.Size()) && !allowShrink {
+		return fmt.Errorf("%w (%d < %d)", ErrShrink, size, v.Size())
+	}
+	return v.Resize(ctx, size)
+}
+
+// Rename changes a name; the volume and everything that refers to it by
+// ID are untouched.
+func (m *Manager) Rename(ctx context.Context, old, new string) error {
+	return m.Catalog.Update(ctx, func(d *catalog.Doc) error { return d.Rename(old, new) })
+}
+
+// Remove deletes the volume, snapshot or image called name. Snapshots
+// and clones made from it stay valid: blocks they share stay until the
+// garbage collector finds them unreferenced.
+func (m *Manager) Remove(ctx context.Context, name string) error {
+	if err := catalog.ValidName(name); err != nil {
+		return err
+	}
+	var rec catalog.Record
+	err := m.Catalog.Update(ctx, func(d *catalog.Doc) error {
+		var err error
+		rec, err = d.Remove(name)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	err = volume.Remove(ctx, m.Store, rec.ID)
+	if errors.Is(err, volume.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Entry is a record with its geometry, for listings.
+type Entry struct {
+	catalog.Record
+	Size      int64 `json:"size"`
+	BlockSize int64 `json:"block_size"`
+	Error     string `json:"error,omitempty"` // the head could not be read
+}
+
+// List returns every record, by name.
+func (m *Manager) List(ctx context.Context) ([]Entry, error) {
+	d, _, err := m.Catalog.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(d.Records))
+	for _, r := range d.Records {
+		e := Entry{Record: r}
+		if h, _, err := volume.ReadHead(ctx, m.Store, r.ID); err != nil {
+			e.Error = err.Error()
+		} else {
+			e.Size, e.BlockSize = int64(h.Size), h.BlockSize()
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Info describes one volume, snapshot or image.
+type Info struct {
+	Entry
+	Epoch    uint64   `json:"epoch"`
+	Parent   string   `json:"parent_name,omitempty"`
+	Origin   string   `json:"origin_name,omitempty"`
+	Children []string `json:"children"`
+	// Allocated is what the map points at: Private (blocks this volume
+	// wrote since its last snapshot; nothing else references them) plus
+	// Shared (content blocks, and blocks shared with snapshots or the
+	// snapshot or image it was cloned from).
+	AllocatedBytes int64 `json:"allocated_bytes"`
+	PrivateBytes   int64 `json:"private_bytes"`
+	SharedBytes    int64 `json:"shared_bytes"`
+}
+
+// Info returns what there is to know about name.
+func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
+	r, err := m.Lookup(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := volume.LoadMap(ctx, m.Store, h)
+	if err != nil {
+		return nil, err
+	}
+	in := &Info{Entry: Entry{Record: *r, Size: int64(h.Size), BlockSize: h.BlockSize()}, Epoch: h.Epoch, Children: []string{}}
+	d, _, err := m.Catalog.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p := d.ByID(r.Parent); p != nil {
+		in.Parent = p.Name
+	}
+	if o := d.ByID(r.Origin); o != nil {
+		in.Origin = o.Name
+	}
+	for _, c := range d.Children(r.ID) {
+		in.Children = append(in.Children, c.Name)
+	}
+	for b, e := range entries {
+		if e.Kind() == blockmap.Zero {
+			continue
+		}
+		n := min(h.BlockSize(), int64(h.Size)-int64(b)*h.BlockSize())
+		in.AllocatedBytes += n
+		if e.Kind() == blockmap.Private && e.Owner() == r.ID && e.Epoch() == h.Epoch && !h.ReadOnly {
+			in.PrivateBytes += n
+		} else {
+			in.SharedBytes += n
+		}
+	}
+	return in, nil
+}
+
+// Range is a byte range of a volume.
+type Range struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// Diff returns the block ranges where a and b may differ. It compares
+// map entries, not data, so it costs one pass over two maps: blocks that
+// point at the same object (or are both zero) are equal.
+func (m *Manager) Diff(ctx context.Context, a, b string) ([]Range, error) {
+	load := func(name string) (*blockmap.Head, []blockmap.Entry, error) {
+		r, err := m.Lookup(ctx, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		es, err := volume.LoadMap(ctx, m.Store, h)
+		return h, es, err
+	}
+	ha, ea, err := load(a)
+	if err != nil {
+		return nil, err
+	}
+	hb, eb, err := load(b)
+	if err != nil {
+		return nil, err
+	}
+	if ha.BlockShift != hb.BlockShift {
+		return nil, fmt.Errorf("manage: %q and %q have different block sizes (%d, %d); diff compares maps block by block", a, b, ha.BlockSize(), hb.BlockSize())
+	}
+	bs := ha.BlockSize()
+	size := int64(max(ha.Size, hb.Size))
+	var out []Range
+	for i := int64(0); i < max(int64(len(ea)), int64(len(eb))); i++ {
+		var x, y blockmap.Entry
+		if i < int64(len(ea)) {
+			x = ea[i]
+		}
+		if i < int64(len(eb)) {
+			y = eb[i]
+		}
+		if x == y {
+			continue
+		}
+		off := i * bs
+		n := min(bs, size-off)
+		if k := len(out) - 1; k >= 0 && out[k].Offset+out[k].Length == off {
+			out[k].Length += n
+		} else {
+			out = append(out, Range{off, n})
+		}
+	}
+	return out, nil
+}
+
+// Import stores a raw image as a new image called name.
+func (m *Manager) Import(ctx context.Context, r io.Reader, size int64, name string, opts image.Options) (*catalog.Record, image.ImportStats, error) {
+	if err := m.checkFree(ctx, name); err != nil {
+		return nil, image.ImportStats{}, err
+	}
+	st, err := image.Import(ctx, m.Store, r, size, opts)
+	if err != nil {
+		return nil, st, err
+	}
+	rec, err := m.register(ctx, catalog.Record{Name: name, ID: st.ID, Kind: catalog.KindImage})
+	return rec, st, err
+}
+
+// Hash turns the private blocks of name into content blocks, so that
+// identical data stored elsewhere is shared.
+func (m *Manager) Hash(ctx context.Context, name string, progress func(done, total int64)) (volume.HashStats, error) {
+	r, err := m.Lookup(ctx, name)
+	if err != nil {
+		return volume.HashStats{}, err
+	}
+	v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Writable: !r.ReadOnly(), Remap: r.ReadOnly()})
+	if err != nil {
+		return volume.HashStats{}, err
+	}
+	st, err := v.Hash(ctx, progress)
+	if cerr := v.Close(ctx); err == nil {
+		err = cerr
+	}
+	return st, err
+}

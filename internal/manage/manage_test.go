@@ -1,0 +1,141 @@
+package manage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/catalog"
+	"github.com/archipelago-go/archip/internal/image"
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
+)
+
+var ctx = context.Background()
+
+const bs = 1 << 16
+
+func write(t *testing.T, m *Manager, name string, off int64, p []byte) {
+	t.Helper()
+	v, _, err := m.Open(ctx, name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, p, off, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func read(t *testing.T, m *Manager, name string, off int64, n int) []byte {
+	t.Helper()
+	v, _, err := m.Open(ctx, name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, n)
+	if err := v.ReadAt(ctx, p, off); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLifecycle(t *testing.T) {
+	m := New(objstore.NewMem())
+	if _, err := m.CreateVolume(ctx, "vm1", 8*bs, 16); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.CreateVolume(ctx, "vm1", bs, 16); !errors.Is(err, catalog.ErrExists) {
+		t.Fatalf("second create of vm1: %v", err)
+	}
+	if _, err := m.CreateVolume(ctx, "bad/name", bs, 16); !errors.Is(err, catalog.ErrBadName) {
+		t.Fatalf("bad name: %v", err)
+	}
+	write(t, m, "vm1", 0, bytes.Repeat([]byte{1}, 2*bs))
+	if _, err := m.Snapshot(ctx, "vm1", "vm1@s1"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, m, "vm1", bs, bytes.Repeat([]byte{2}, bs))
+	if _, err := m.Clone(ctx, "vm1", "c1", 0); err == nil {
+		t.Fatal("cloned a writable volume")
+	}
+	if _, err := m.Clone(ctx, "vm1@s1", "c1", 16*bs); err != nil {
+		t.Fatal(err)
+	}
+	in, err := m.Info(ctx, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.AllocatedBytes != 2*bs || in.PrivateBytes != bs || in.SharedBytes != bs || len(in.Children) != 1 || in.Children[0] != "vm1@s1" {
+		t.Fatalf("info vm1: %+v", in)
+	}
+	if in, _ := m.Info(ctx, "c1"); in.Parent != "vm1@s1" || in.Size != 16*bs {
+		t.Fatalf("info c1: %+v", in)
+	}
+	d, err := m.Diff(ctx, "vm1@s1", "vm1")
+	if err != nil || len(d) != 1 || d[0] != (Range{bs, bs}) {
+		t.Fatalf("diff = %v, %v; want one range at block 1", d, err)
+	}
+	if err := m.Resize(ctx, "vm1", bs, false); !errors.Is(err, ErrShrink) {
+		t.Fatalf("shrink without allow: %v", err)
+	}
+	if err := m.Resize(ctx, "vm1", bs+10, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Resize(ctx, "vm1@s1", 100*bs, false); !errors.Is(err, volume.ErrReadOnly) {
+		t.Fatalf("resize of a snapshot: %v", err)
+	}
+	if err := m.Rename(ctx, "vm1", "vm2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, m, "vm2", 0, 10); got[0] != 1 {
+		t.Fatalf("renamed volume reads %x", got)
+	}
+	// Remove the snapshot the clone came from: the clone stays whole.
+	if err := m.Remove(ctx, "vm1@s1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, m, "c1", 0, 2*bs); !bytes.Equal(got, bytes.Repeat([]byte{1}, 2*bs)) {
+		t.Fatal("clone changed after its snapshot was removed")
+	}
+	if err := m.Remove(ctx, "vm1@s1"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
+	list, _ := m.List(ctx)
+	if len(list) != 2 || list[0].Name != "c1" || list[1].Name != "vm2" {
+		t.Fatalf("list = %+v", list)
+	}
+}
+
+func TestStatsDedup(t *testing.T) {
+	m := New(objstore.NewMem())
+	img := bytes.Repeat([]byte("abcdefgh"), 4*bs/8) // 4 identical blocks
+	for _, name := range []string{"i1", "i2"} {
+		if _, _, err := m.Import(ctx, bytes.NewReader(img), int64(len(img)), name, image.Options{BlockShift: 16}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Clone(ctx, "i1", "vm", 0); err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three maps of 4 blocks each, served by one stored block.
+	if st.Images != 2 || st.Volumes != 1 || st.LogicalBytes != 12*bs || st.StoredBytes != bs || st.DedupRatio != 12 {
+		t.Fatalf("stats = %+v", st)
+	}
+	// Hash folds identical private data into the same content block.
+	write(t, m, "vm", 0, img[:bs])
+	if _, err := m.Hash(ctx, "vm", nil); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = m.Stats(ctx)
+	if st.StoredBytes != bs || st.PrivateObjects != 0 {
+		t.Fatalf("after hash: %+v", st)
+	}
+}
