@@ -60,7 +60,7 @@ type Doc struct {
 
 // Errors. Test with errors.Is.
 var (
-	ErrNotFound = errors.New("catalog: no such name")
+	ErrNotFound = errors.New("catalog: no volume, snapshot or image of that name")
 	ErrExists   = errors.New("catalog: name already in use")
 	ErrBadName  = errors.New("catalog: invalid name")
 	ErrCorrupt  = errors.New("catalog: corrupt catalog object")

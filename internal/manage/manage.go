@@ -37,7 +37,7 @@ func New(s objstore.Store) *Manager {
 }
 
 // ErrShrink refuses a shrink that was not asked for explicitly.
-var ErrShrink = errors.New("manage: new size is smaller than the volume; pass allow-shrink to drop the data past it")
+var ErrShrink = errors.New("manage: new size is smaller than the volume; allow the shrink (--allow-shrink) to drop the data past it")
 
 // Lookup returns the record called name.
 func (m *Manager) Lookup(ctx context.Context, name string) (*catalog.Record, error) {

@@ -1,0 +1,520 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/manage"
+	"github.com/archipelago-go/archip/internal/units"
+)
+
+func newVolumeCommand(g *globals) *cobra.Command {
+	c := group("volume", "Create, snapshot, clone, resize and remove volumes",
+		`Volumes are writable block devices; snapshots and images are read-only.
+All three share one namespace of names (letters, digits, . _ - @).
+Sizes take binary suffixes: 512M, 10G, 1TiB.`)
+	c.AddCommand(newVolumeCreateCommand(g), newVolumeListCommand(g), newVolumeInfoCommand(g),
+		newVolumeSnapshotCommand(g), newVolumeCloneCommand(g), newVolumeResizeCommand(g),
+		newVolumeRenameCommand(g), newVolumeRemoveCommand(g), newVolumeDiffCommand(g),
+		newVolumeHashCommand(g), newVolumeReadCommand(g), newVolumeWriteCommand(g))
+	return c
+}
+
+// sizeFlag parses a size given to a flag or an argument.
+func parseSize(what, s string) (uint64, error) {
+	n, err := units.ParseSize(s)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("%s: %w", what, err)}
+	}
+	return n, nil
+}
+
+type volumeCreateOptions struct {
+	size      string
+	blockSize string
+}
+
+func (o *volumeCreateOptions) AddFlags(c *cobra.Command) {
+	c.Flags().StringVar(&o.size, "size", "", "size of the volume, such as 10G (required)")
+	c.Flags().StringVar(&o.blockSize, "block-size", "4M", "block size: a power of two from 64K to 32M")
+}
+
+func newVolumeCreateCommand(g *globals) *cobra.Command {
+	var o volumeCreateOptions
+	c := &cobra.Command{
+		Use:   "create NAME --size SIZE",
+		Short: "Create an empty volume (thin: it takes no space until written)",
+		Args:  exactArgs("NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVolumeCreate(c.Context(), g, o, args[0])
+		},
+	}
+	o.AddFlags(c)
+	return c
+}
+
+func blockShift(s string) (uint8, error) {
+	n, err := parseSize("--block-size", s)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 || n&(n-1) != 0 || n < 1<<blockmap.MinBlockShift || n > 1<<blockmap.MaxBlockShift {
+		return 0, usageError{fmt.Errorf("--block-size %s: must be a power of two from 64K to 32M", s)}
+	}
+	return uint8(bits.TrailingZeros64(n)), nil
+}
+
+func runVolumeCreate(ctx context.Context, g *globals, o volumeCreateOptions, name string) error {
+	if o.size == "" {
+		return usageError{errors.New("volume create: --size is required")}
+	}
+	size, err := parseSize("--size", o.size)
+	if err != nil {
+		return err
+	}
+	shift, err := blockShift(o.blockSize)
+	if err != nil {
+		return err
+	}
+	m, err := g.manager(ctx, true)
+	if err != nil {
+		return err
+	}
+	r, err := m.CreateVolume(ctx, name, size, shift)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(r)
+	}
+	fmt.Fprintf(g.stdout, "created volume %s: %s, %s blocks (id %s)\n", name, units.FormatSize(int64(size)), units.FormatSize(1<<shift), r.ID)
+	return nil
+}
+
+func newVolumeListCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List volumes, snapshots and images",
+		Args:    exactArgs(),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVolumeList(c.Context(), g)
+		},
+	}
+}
+
+func runVolumeList(ctx context.Context, g *globals) error {
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	list, err := m.List(ctx)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		if list == nil {
+			list = []manage.Entry{}
+		}
+		return g.printJSON(list)
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tBLOCK\tCREATED")
+	for _, e := range list {
+		size := units.FormatSize(e.Size)
+		if e.Error != "" {
+			size = "error: " + e.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, size, units.FormatSize(e.BlockSize), e.Created.Local().Format(time.DateTime))
+	}
+	return tw.Flush()
+}
+
+func newVolumeInfoCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "info NAME",
+		Short: "Show a volume's size, space use, lineage and epoch",
+		Args:  exactArgs("NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVolumeInfo(c.Context(), g, args[0])
+		},
+	}
+}
+
+func runVolumeInfo(ctx context.Context, g *globals, name string) error {
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	in, err := m.Info(ctx, name)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(in)
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("name", in.Name)
+	row("id", in.ID.String())
+	row("kind", string(in.Kind))
+	row("size", fmt.Sprintf("%s (%d bytes)", units.FormatSize(in.Size), in.Size))
+	row("block size", units.FormatSize(in.BlockSize))
+	row("allocated", units.FormatSize(in.AllocatedBytes))
+	row("private", units.FormatSize(in.PrivateBytes)+" (written since the last snapshot; only this volume uses it)")
+	row("shared", units.FormatSize(in.SharedBytes)+" (content blocks, or shared with snapshots, parent, images)")
+	if in.Parent != "" {
+		row("parent", in.Parent)
+	}
+	if in.Origin != "" {
+		row("origin", in.Origin)
+	}
+	children := "none"
+	if len(in.Children) > 0 {
+		children = fmt.Sprint(in.Children)
+	}
+	row("children", children)
+	row("epoch", fmt.Sprint(in.Epoch))
+	row("created", in.Created.Local().Format(time.RFC3339))
+	return tw.Flush()
+}
+
+func newVolumeSnapshotCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "snapshot VOLUME SNAPSHOT",
+		Short: "Take a read-only, crash-consistent snapshot (copies no data)",
+		Args:  exactArgs("VOLUME", "SNAPSHOT"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVolumeSnapshot(c.Context(), g, args[0], args[1])
+		},
+	}
+}
+
+func runVolumeSnapshot(ctx context.Context, g *globals, vol, snap string) error {
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	r, err := m.Snapshot(ctx, vol, snap)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(r)
+	}
+	fmt.Fprintf(g.stdout, "snapshot %s of %s taken in %s\n", snap, vol, time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+type volumeCloneOptions struct{ size string }
+
+func newVolumeCloneCommand(g *globals) *cobra.Command {
+	var o volumeCloneOptions
+	c := &cobra.Command{
+		Use:   "clone SOURCE NEW [--size SIZE]",
+		Short: "Make a writable volume from a snapshot or image (copies no data)",
+		Args:  exactArgs("SOURCE", "NEW"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVolumeClone(c.Context(), g, o, args[0], args[1])
+		},
+	}
+	c.Flags().StringVar(&o.size, "size", "", "size of the clone, at least the source's (default: the source's)")
+	return c
+}
+
+func runVolumeClone(ctx context.Context, g *globals, o volumeCloneOptions, src, name string) error {
+	var size uint64
+	if o.size != "" {
+		var err error
+		if size, err = parseSize("--size", o.size); err != nil {
+			return err
+		}
+	}
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	r, err := m.Clone(ctx, src, name, size)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(r)
+	}
+	fmt.Fprintf(g.stdout, "cloned %s to %s in %s\n", src, name, time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+type volumeResizeOptions struct{ allowShrink bool }
+
+func newVolumeResizeCommand(g *globals) *cobra.Command {
+	var o volumeResizeOptions
+	c := &cobra.Command{
+		Use:   "resize NAME SIZE",
+		Short: "Grow or shrink a volume",
+		Long:  "Grow or shrink a volume. Shrinking drops the data past the new end, so it needs --allow-shrink.",
+		Args:  exactArgs("NAME", "SIZE"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVolumeResize(c.Context(), g, o, args[0], args[1])
+		},
+	}
+	c.Flags().BoolVar(&o.allowShrink, "allow-shrink", false, "allow a size smaller than the current one")
+	return c
+}
+
+func runVolumeResize(ctx context.Context, g *globals, o volumeResizeOptions, name, sizeArg string) error {
+	size, err := parseSize("SIZE", sizeArg)
+	if err != nil {
+		return err
+	}
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	if err := m.Resize(ctx, name, size, o.allowShrink); err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(map[string]any{"name": name, "size": size})
+	}
+	fmt.Fprintf(g.stdout, "resized %s to %s\n", name, units.FormatSize(int64(size)))
+	return nil
+}
+
+func newVolumeRenameCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename OLD NEW",
+		Short: "Rename a volume, snapshot or image (instant: data is named by ID)",
+		Args:  exactArgs("OLD", "NEW"),
+		RunE: func(c *cobra.Command, args []string) error {
+			m, err := g.manager(c.Context(), false)
+			if err != nil {
+				return err
+			}
+			if err := m.Rename(c.Context(), args[0], args[1]); err != nil {
+				return err
+			}
+			if !g.json {
+				fmt.Fprintf(g.stdout, "renamed %s to %s\n", args[0], args[1])
+			}
+			return nil
+		},
+	}
+}
+
+func newVolumeRemoveCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "remove NAME",
+		Aliases: []string{"rm"},
+		Short:   "Remove a volume, snapshot or image",
+		Long: `Remove a volume, snapshot or image. Clones and snapshots made from it stay
+valid: maps are flat, so the blocks they share simply stay. Space that only the
+removed map used is freed at once where it is certain (a volume's own blocks
+since its last snapshot); the rest is reclaimed by garbage collection.`,
+		Args: exactArgs("NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			m, err := g.manager(c.Context(), false)
+			if err != nil {
+				return err
+			}
+			if err := m.Remove(c.Context(), args[0]); err != nil {
+				return err
+			}
+			if !g.json {
+				fmt.Fprintf(g.stdout, "removed %s\n", args[0])
+			}
+			return nil
+		},
+	}
+}
+
+func newVolumeDiffCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "diff A B",
+		Short: "List the byte ranges where two volumes or snapshots may differ",
+		Long: `List the byte ranges where two volumes or snapshots may differ, block by block.
+It compares maps, not data, so it is cheap: use it for incremental backups
+between two snapshots of one volume.`,
+		Args: exactArgs("A", "B"),
+		RunE: func(c *cobra.Command, args []string) error {
+			m, err := g.manager(c.Context(), false)
+			if err != nil {
+				return err
+			}
+			ranges, err := m.Diff(c.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				if ranges == nil {
+					ranges = []manage.Range{}
+				}
+				return g.printJSON(ranges)
+			}
+			for _, r := range ranges {
+				fmt.Fprintf(g.stdout, "%d\t%d\n", r.Offset, r.Length)
+			}
+			return nil
+		},
+	}
+}
+
+func newVolumeHashCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "hash NAME",
+		Short: "Deduplicate: turn a snapshot's (or idle volume's) private blocks into shared content blocks",
+		Long: `Hash every private block of NAME and store it as a content block named by its
+SHA-256, so identical data anywhere in the store is kept once. What NAME reads
+does not change. The private copies are freed when no map references them any
+longer (for a snapshot, once its volume has moved on; see archip gc).`,
+		Args: exactArgs("NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			m, err := g.manager(c.Context(), false)
+			if err != nil {
+				return err
+			}
+			prog, done := g.progress("hashing")
+			var bs int64
+			if in, err := m.Info(c.Context(), args[0]); err == nil {
+				bs = in.BlockSize
+			}
+			var fn func(int64, int64)
+			if prog != nil {
+				fn = func(d, t int64) { prog(d*bs, t*bs) }
+			}
+			st, err := m.Hash(c.Context(), args[0], fn)
+			done()
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(st)
+			}
+			fmt.Fprintf(g.stdout, "%s: %d blocks hashed, %d new content blocks (%s), %d already stored, %d were zeros\n",
+				args[0], st.Converted, st.NewContent, units.FormatSize(st.StoredBytes), st.Converted-st.NewContent, st.Zeroed)
+			return nil
+		},
+	}
+}
+
+type volumeIOOptions struct {
+	offset string
+	length string
+}
+
+func newVolumeReadCommand(g *globals) *cobra.Command {
+	var o volumeIOOptions
+	c := &cobra.Command{
+		Use:   "read NAME [--offset N] [--length M] > data",
+		Short: "Write bytes of a volume to standard output",
+		Args:  exactArgs("NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVolumeRead(c.Context(), g, o, args[0])
+		},
+	}
+	c.Flags().StringVar(&o.offset, "offset", "0", "where to start")
+	c.Flags().StringVar(&o.length, "length", "", "how many bytes (default: to the end)")
+	return c
+}
+
+func runVolumeRead(ctx context.Context, g *globals, o volumeIOOptions, name string) error {
+	off, err := parseSize("--offset", o.offset)
+	if err != nil {
+		return err
+	}
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	v, _, err := m.Open(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	defer v.Close(ctx)
+	n := uint64(v.Size()) - min(off, uint64(v.Size()))
+	if o.length != "" {
+		if n, err = parseSize("--length", o.length); err != nil {
+			return err
+		}
+	}
+	buf := make([]byte, 1<<20)
+	for done := uint64(0); done < n; {
+		k := min(uint64(len(buf)), n-done)
+		if err := v.ReadAt(ctx, buf[:k], int64(off+done)); err != nil {
+			return err
+		}
+		if _, err := g.stdout.Write(buf[:k]); err != nil {
+			return err
+		}
+		done += k
+	}
+	return nil
+}
+
+func newVolumeWriteCommand(g *globals) *cobra.Command {
+	var o volumeIOOptions
+	c := &cobra.Command{
+		Use:   "write NAME [--offset N] < data",
+		Short: "Write standard input into a volume, then flush",
+		Args:  exactArgs("NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVolumeWrite(c.Context(), g, o, args[0])
+		},
+	}
+	c.Flags().StringVar(&o.offset, "offset", "0", "where to start writing")
+	return c
+}
+
+func runVolumeWrite(ctx context.Context, g *globals, o volumeIOOptions, name string) error {
+	off, err := parseSize("--offset", o.offset)
+	if err != nil {
+		return err
+	}
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	v, _, err := m.Open(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	var total int64
+	for {
+		n, rerr := io.ReadFull(g.stdin, buf)
+		if n > 0 {
+			if err := v.WriteAt(ctx, buf[:n], int64(off)+total, false); err != nil {
+				v.Close(ctx)
+				return err
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			v.Close(ctx)
+			return rerr
+		}
+	}
+	if err := v.Close(ctx); err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(map[string]any{"name": name, "offset": off, "written": total})
+	}
+	if !g.quiet {
+		fmt.Fprintf(g.stderr, "wrote %d bytes to %s at offset %d\n", total, name, off)
+	}
+	return nil
+}
