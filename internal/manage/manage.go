@@ -186,8 +186,8 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 // Entry is a record with its geometry, for listings.
 type Entry struct {
 	catalog.Record
-	Size      int64 `json:"size"`
-	BlockSize int64 `json:"block_size"`
+	Size      int64  `json:"size"`
+	BlockSize int64  `json:"block_size"`
 	Error     string `json:"error,omitempty"` // the head could not be read
 }
 
