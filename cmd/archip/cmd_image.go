@@ -39,7 +39,7 @@ Clone volumes from it with: archip volume clone NAME VOLUME`,
 		},
 	}
 	c.Flags().StringVar(&o.blockSize, "block-size", "4M", "block size: a power of two from 64K to 32M")
-	c.Flags().IntVar(&o.workers, "workers", 0, "blocks hashed and stored at once (default: 2 per CPU)")
+	c.Flags().IntVar(&o.workers, "workers", 0, "blocks hashed and stored at once (default: 16, or 2 per CPU if more)")
 	return c
 }
 

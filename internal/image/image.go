@@ -7,7 +7,7 @@
 // so importing the same data twice stores nothing new, and clones of an
 // image share its blocks.
 //
-// Memory: Workers+2 block buffers (4 MiB each by default) and one map
+// Memory: about Workers+2 block buffers (4 MiB each by default) and one map
 // entry (33 bytes) per block.
 package image
 
@@ -31,18 +31,24 @@ import (
 // Options tune Import and Export.
 type Options struct {
 	BlockShift uint8 // Import: block size of the image (0: the default, 4 MiB)
-	Workers    int   // blocks processed at once (0: 2 per CPU)
+	Workers    int   // blocks processed at once (0: DefaultWorkers)
 	// Progress, if set, is called with the bytes done so far and the
 	// total (-1 when the total is not known yet). It may be called from
 	// several goroutines, never at once.
 	Progress func(done, total int64)
 }
 
+// DefaultWorkers is the default number of blocks in flight. Hashing
+// needs only a core or two; the rest overlap the latency of durable
+// writes (each stored block is fsynced), measured best at about 16 on a
+// 2-core machine whose disk writes 500 MB/s.
+func DefaultWorkers() int { return max(16, 2*runtime.GOMAXPROCS(0)) }
+
 func (o *Options) workers() int {
 	if o.Workers > 0 {
 		return o.Workers
 	}
-	return 2 * runtime.GOMAXPROCS(0)
+	return DefaultWorkers()
 }
 
 // progress serializes calls to Options.Progress.

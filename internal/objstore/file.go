@@ -267,6 +267,13 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 	if err != nil {
 		return 0, err
 	}
+	if cond == condAbsent {
+		// Cheap early answer for put-if-absent of content that is
+		// already stored (dedup): no temp file, no fsync.
+		if g, err := current(dir); err == nil && g.num != 0 && !g.tombstone {
+			return 0, fmt.Errorf("%w: %s", ErrExists, name)
+		}
+	}
 	var tmp string
 	if !tombstone {
 		if tmp, err = f.writeTemp(data); err != nil {

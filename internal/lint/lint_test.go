@@ -1,0 +1,57 @@
+// Package lint holds tests that enforce the layering of DESIGN.md: a
+// package imports only packages of layers below it.
+package lint
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/archipelago-go/archip/"
+
+// layer of each internal package; a package may import only packages of
+// a lower layer (or its own sub-packages, such as objstore/all).
+var layer = map[string]int{
+	"internal/units":              0,
+	"internal/objstore":           1,
+	"internal/objstore/storetest": 1,
+	"internal/objstore/all":       1,
+	"internal/blockmap":           2,
+	"internal/volume":             3,
+	"internal/catalog":            4,
+	"internal/image":              6,
+	"internal/manage":             7,
+	"internal/lint":               99,
+}
+
+func TestLayering(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, module+"...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg := strings.TrimPrefix(f[0], module)
+		if !strings.HasPrefix(pkg, "internal/") {
+			continue // commands may import anything
+		}
+		l, ok := layer[pkg]
+		if !ok {
+			t.Errorf("package %s has no layer in lint_test.go: add it", pkg)
+			continue
+		}
+		for _, imp := range f[1:] {
+			dep, ok := strings.CutPrefix(imp, module)
+			if !ok {
+				continue
+			}
+			if strings.HasPrefix(dep, pkg+"/") || strings.HasPrefix(pkg, dep+"/") {
+				continue
+			}
+			if dl, ok := layer[dep]; ok && dl >= l {
+				t.Errorf("%s (layer %d) imports %s (layer %d): a layer imports only layers below it", pkg, l, dep, dl)
+			}
+		}
+	}
+}
