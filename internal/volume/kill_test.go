@@ -42,19 +42,31 @@ func killOp(i int) (off int, data []byte, zero bool) {
 	return off, data, false
 }
 
-func TestKillChild(t *testing.T) {
-	dir, idStr := os.Getenv("ARCHIP_KILL_DIR"), os.Getenv("ARCHIP_KILL_VOL")
-	if dir == "" {
-		t.Skip("only runs as the child of TestKill9")
+// TestMain runs the kill -9 child when the parent asks for it.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("ARCHIP_KILL_DIR"); dir != "" {
+		if err := killChild(dir, os.Getenv("ARCHIP_KILL_VOL")); err != nil {
+			fmt.Fprintln(os.Stderr, "kill child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+// killChild writes the fixed sequence and reports each flush.
+func killChild(dir, idStr string) error {
 	s, err := objstore.OpenFile(dir, false)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	id, _ := blockmap.ParseID(idStr)
+	id, err := blockmap.ParseID(idStr)
+	if err != nil {
+		return err
+	}
 	v, err := Open(ctx, s, id, OpenOptions{Writable: true})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	out := bufio.NewWriter(os.Stdout)
 	for i := 0; i < killMaxWrites; i++ {
@@ -65,22 +77,20 @@ func TestKillChild(t *testing.T) {
 			err = v.WriteAt(ctx, data, int64(off), false)
 		}
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if (i+1)%killFlushEach == 0 {
 			if err := v.Flush(ctx); err != nil {
-				t.Fatal(err)
+				return err
 			}
 			fmt.Fprintf(out, "flushed %d\n", i+1)
 			out.Flush()
 		}
 	}
+	return nil
 }
 
 func TestKill9(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns processes")
-	}
 	for round := 0; round < 3; round++ {
 		dir := t.TempDir()
 		s, err := objstore.OpenFile(dir, true)
@@ -91,7 +101,7 @@ func TestKill9(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKillChild$", "-test.v=false")
+		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), "ARCHIP_KILL_DIR="+dir, "ARCHIP_KILL_VOL="+id.String())
 		cmd.Stderr = os.Stderr
 		stdout, _ := cmd.StdoutPipe()

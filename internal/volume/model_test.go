@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -358,8 +359,17 @@ func runModel(t *testing.T, s objstore.Store, seed uint64, steps int, cp *crashP
 	return m
 }
 
+// seeds is how many random runs a model test makes (fewer with -short,
+// which the race-detector run uses).
+func seeds(n uint64) uint64 {
+	if testing.Short() {
+		return min(n, 2)
+	}
+	return n
+}
+
 func TestModelMem(t *testing.T) {
-	for seed := uint64(1); seed <= 12; seed++ {
+	for seed := uint64(1); seed <= seeds(12); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			runModel(t, objstore.NewMem(), seed, 300, nil)
 		})
@@ -367,7 +377,7 @@ func TestModelMem(t *testing.T) {
 }
 
 func TestModelFile(t *testing.T) {
-	for seed := uint64(1); seed <= 3; seed++ {
+	for seed := uint64(1); seed <= seeds(3); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			s, err := objstore.OpenFile(t.TempDir(), true)
 			if err != nil {
@@ -382,7 +392,7 @@ func TestModelFile(t *testing.T) {
 // writes (the S3 case): every write replaces whole private objects.
 func TestModelWholeBlockBackend(t *testing.T) {
 	type putOnly struct{ objstore.Store }
-	for seed := uint64(1); seed <= 4; seed++ {
+	for seed := uint64(1); seed <= seeds(4); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			runModel(t, putOnly{objstore.NewMem()}, seed, 200, nil)
 		})
@@ -394,7 +404,7 @@ func TestModelWholeBlockBackend(t *testing.T) {
 // (before a data sync, a segment write or a head swap) are checked at
 // once.
 func TestModelCrash(t *testing.T) {
-	for seed := uint64(1); seed <= 12; seed++ {
+	for seed := uint64(1); seed <= seeds(12); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			mem := objstore.NewCrashable()
 			cp := &crashPoints{Store: mem, mem: mem}
@@ -411,6 +421,7 @@ func TestModelCrash(t *testing.T) {
 // take a crash image and check it against the model.
 type crashPoints struct {
 	objstore.Store
+	mu     sync.Mutex // point runs from concurrent syncs
 	mem    *objstore.Mem
 	m      *model
 	armed  bool
@@ -418,6 +429,8 @@ type crashPoints struct {
 }
 
 func (c *crashPoints) point() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.armed && c.m.rng.IntN(6) == 0 {
 		c.images++
 		c.m.checkCrashImage(c.mem.Crash(c.m.rng), c.m.vols)

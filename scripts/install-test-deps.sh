@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the tests need: Debian packages (as root, with apt-get),
+# only those missing. Safe to run again.
+set -euo pipefail
+pkgs=()
+need() { dpkg -s "$1" >/dev/null 2>&1 || pkgs+=("$1"); }
+# (The NBD, Ceph and QEMU suites add their packages here.)
+need ca-certificates
+if ((${#pkgs[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-test-deps: run as root, or install: ${pkgs[*]}" >&2
+    exit 1
+  fi
+  echo "install-test-deps: installing ${pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs them all: vet, format, unit and
+# integration tests, the race detector, a short run of every fuzz target,
+# and every benchmark once (to see that they run; numbers: docs/benchmarks.md).
+# Under CI=true a skipped test is a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+scripts/install-test-deps.sh
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+echo "== go vet, gofmt"
+go vet ./...
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then echo "gofmt would change: $bad" >&2; exit 1; fi
+
+echo "== tests"
+status=0
+go test -count=1 -timeout 20m -v ./... >"$log" 2>&1 || status=$?
+grep -E '^(ok|FAIL|--- FAIL|panic:|\s+--- FAIL)' "$log" || true
+if [ "$status" != 0 ]; then
+  echo "== failures (full log follows the summary)"; grep -B2 -A30 -E -- '--- FAIL|^panic:' "$log" | head -300
+  exit "$status"
+fi
+skips=$(grep -E -- '--- SKIP' "$log" || true)
+if [ -n "$skips" ] && [ "${CI:-}" = true ]; then
+  echo "skipped tests are failures under CI=true:" >&2; echo "$skips" >&2; exit 1
+fi
+passed=$(grep -cE -- '^\s*--- PASS' "$log" || true)
+
+echo "== race detector (concurrency-heavy packages)"
+go test -count=1 -race -short -timeout 10m ./internal/objstore/... ./internal/volume ./internal/catalog ./internal/image
+
+echo "== fuzz targets (10 s each)"
+for target in $(grep -rhoE '^func (Fuzz[A-Za-z0-9]+)' --include='*_test.go' . | awk '{print $2}' | sort -u); do
+  pkg=$(grep -rlE "^func $target\(" --include='*_test.go' . | head -1 | xargs dirname)
+  go test -run '^$' -fuzz "^$target\$" -fuzztime 10s "$pkg" >"$log" 2>&1 || { cat "$log"; exit 1; }
+  echo "ok   $target ($pkg)"
+done
+
+echo "== benchmarks, once each"
+go test -count=1 -run '^$' -bench . -benchtime 1x ./... 2>&1 | grep -E '^(Benchmark|ok|FAIL)' 
+
+echo "$passed passed, 0 failed"
