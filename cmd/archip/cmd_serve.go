@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archip/internal/daemon"
+	"github.com/archipelago-go/archip/internal/nbd"
+)
+
+type serveOptions struct {
+	nbdListen   []string
+	tlsCert     string
+	tlsKey      string
+	tlsRequired bool
+	verbose     bool
+}
+
+func newServeCommand(g *globals) *cobra.Command {
+	var o serveOptions
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the node daemon: export every volume over NBD",
+		Long: `Run the node daemon. Every volume, snapshot and image of the store is an NBD
+export named after it (snapshots and images read-only), on each --nbd-listen
+address, until SIGTERM or SIGINT, which flushes every volume and exits.
+
+Attach a volume to QEMU:
+  -blockdev driver=nbd,server.type=unix,server.path=SOCK,export=NAME,node-name=d0
+  -device virtio-blk-pci,drive=d0
+or use nbd://127.0.0.1:10809/NAME with qemu-img, nbdinfo, nbdcopy, nbdfuse, fio.`,
+		Args: exactArgs(),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runServe(c.Context(), g, o)
+		},
+	}
+	c.Flags().StringArrayVar(&o.nbdListen, "nbd-listen", []string{"127.0.0.1:10809"},
+		"NBD listener: HOST:PORT or unix:PATH (repeatable); the default listens on loopback only")
+	c.Flags().StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate for NBD_OPT_STARTTLS")
+	c.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	c.Flags().BoolVar(&o.tlsRequired, "tls-required", false, "refuse clients that do not use TLS (needs --tls-cert)")
+	c.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "log connection errors")
+	return c
+}
+
+// listen opens an NBD listener: HOST:PORT or unix:PATH. A stale socket
+// file (nobody listening) is removed first.
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("serve: %s is in use by another server", path)
+		}
+		os.Remove(path)
+		return net.Listen("unix", path)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, usageError{fmt.Errorf("--nbd-listen %q: want HOST:PORT or unix:PATH", addr)}
+	}
+	return net.Listen("tcp", addr)
+}
+
+func runServe(ctx context.Context, g *globals, o serveOptions) error {
+	srv := &nbd.Server{Errno: daemon.Errno, TLSRequired: o.tlsRequired}
+	if o.tlsCert != "" || o.tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return fmt.Errorf("serve: load TLS certificate: %w", err)
+		}
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else if o.tlsRequired {
+		return usageError{errors.New("--tls-required needs --tls-cert and --tls-key")}
+	}
+	if o.verbose {
+		srv.Logf = func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
+	}
+	m, err := g.manager(ctx, true)
+	if err != nil {
+		return err
+	}
+	d := daemon.New(m)
+	srv.Exports = d
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			if a, ok := l.Addr().(*net.UnixAddr); ok {
+				os.Remove(a.Name)
+			}
+		}
+	}()
+	for _, a := range o.nbdListen {
+		l, err := listen(a)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return err
+		}
+		ls = append(ls, l)
+	}
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() { errc <- srv.Serve(l) }()
+		fmt.Fprintf(g.stderr, "archip: serving %s over NBD on %s\n", g.store, l.Addr())
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if err := d.Close(sctx); err != nil {
+		return fmt.Errorf("serve: flush on shutdown: %w", err)
+	}
+	if serveErr != nil && !errors.Is(serveErr, nbd.ErrServerClosed) {
+		return serveErr
+	}
+	fmt.Fprintln(g.stderr, "archip: stopped; every volume flushed")
+	return nil
+}

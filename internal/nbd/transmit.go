@@ -1,0 +1,312 @@
+package nbd
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// bufPools hold request buffers by size class, so that a connection
+// streaming 1 MiB writes does not allocate for each.
+var bufClasses = []int{4 << 10, 64 << 10, 1 << 20, 4 << 20, 32 << 20}
+var bufPools = make([]sync.Pool, len(bufClasses))
+
+func getBuf(n int) *[]byte {
+	for i, c := range bufClasses {
+		if n <= c {
+			if b, ok := bufPools[i].Get().(*[]byte); ok {
+				*b = (*b)[:n]
+				return b
+			}
+			b := make([]byte, n, c)
+			return &b
+		}
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func putBuf(b *[]byte) {
+	for i, c := range bufClasses {
+		if cap(*b) == c {
+			bufPools[i].Put(b)
+			return
+		}
+	}
+}
+
+// transmit serves requests until the client disconnects or the server
+// stops. Each request runs in its own goroutine; replies are sent as
+// requests complete.
+func (c *conn) transmit() error {
+	maxInflight := c.srv.MaxInflight
+	if maxInflight <= 0 {
+		maxInflight = defaultMaxInflight
+	}
+	maxReq := c.srv.maxRequest()
+	sem := semaphoreOf(max(maxInflight, int64(maxReq)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	size := c.exp.Size()
+	var hdr [requestSize]byte
+	for {
+		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+			select {
+			case <-c.stopping:
+				return nil
+			default:
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read request: %w", err)
+		}
+		req, err := parseRequest(&hdr)
+		if err != nil {
+			return err
+		}
+		if req.typ == cmdDisc {
+			return nil // the deferred Wait serves what is in flight
+		}
+		var payload *[]byte
+		weight := int64(1)
+		if req.typ == cmdWrite {
+			if int(req.length) > maxReq {
+				// Keep the stream in step, then refuse.
+				if _, err := io.CopyN(io.Discard, c.r, int64(req.length)); err != nil {
+					return fmt.Errorf("read oversized write payload: %w", err)
+				}
+				c.replyError(req, EINVAL, fmt.Sprintf("write of %d bytes over the maximum %d", req.length, maxReq))
+				continue
+			}
+			weight = max(1, int64(req.length))
+			sem.acquire(weight)
+			payload = getBuf(int(req.length))
+			if _, err := io.ReadFull(c.r, *payload); err != nil {
+				sem.release(weight)
+				return fmt.Errorf("read write payload: %w", err)
+			}
+		} else if req.typ == cmdRead {
+			weight = max(1, int64(req.length))
+			if int(req.length) <= maxReq {
+				sem.acquire(weight)
+			} else {
+				weight = 0
+			}
+		} else {
+			sem.acquire(weight)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer sem.release(weight)
+			c.handle(ctx, req, payload, size, maxReq)
+			if payload != nil {
+				putBuf(payload)
+			}
+		}()
+	}
+}
+
+// check validates a request against the export; it returns the errno to
+// reply with, or 0.
+func (c *conn) check(req request, size int64, maxReq int) (uint32, string) {
+	allowed, known := allowedFlags[req.typ]
+	switch {
+	case !known:
+		return EINVAL, "unknown command " + cmdName(req.typ)
+	case req.flags&^allowed != 0:
+		return EINVAL, fmt.Sprintf("flags %#x not valid for %s", req.flags, cmdName(req.typ))
+	}
+	write := req.typ == cmdWrite || req.typ == cmdTrim || req.typ == cmdWriteZeroes
+	if write && c.exp.ReadOnly() {
+		return EPERM, "the export is read-only"
+	}
+	if req.typ == cmdFlush {
+		if req.offset != 0 || req.length != 0 {
+			return EINVAL, "FLUSH with a non-zero offset or length"
+		}
+		return 0, ""
+	}
+	if req.typ == cmdBlockStatus && !c.metaAlloc {
+		return EINVAL, "BLOCK_STATUS without the base:allocation context negotiated"
+	}
+	if req.typ == cmdRead && int(req.length) > maxReq {
+		return EINVAL, fmt.Sprintf("read of %d bytes over the maximum %d", req.length, maxReq)
+	}
+	if req.offset > uint64(size) || uint64(req.length) > uint64(size)-req.offset {
+		msg := fmt.Sprintf("%s at %d+%d beyond the export's %d bytes", cmdName(req.typ), req.offset, req.length, size)
+		if write {
+			return ENOSPC, msg
+		}
+		return EINVAL, msg
+	}
+	return 0, ""
+}
+
+func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size int64, maxReq int) {
+	if e, msg := c.check(req, size, maxReq); e != 0 {
+		c.replyError(req, e, msg)
+		return
+	}
+	off, n := int64(req.offset), int64(req.length)
+	fua := req.flags&cmdFlagFUA != 0
+	var err error
+	switch req.typ {
+	case cmdRead:
+		buf := getBuf(int(n))
+		defer putBuf(buf)
+		if err = c.exp.ReadAt(ctx, *buf, off); err == nil {
+			c.replyRead(req, *buf)
+			return
+		}
+	case cmdWrite:
+		err = c.exp.WriteAt(ctx, *payload, off, fua)
+	case cmdFlush:
+		err = c.exp.Flush(ctx)
+	case cmdTrim:
+		err = c.exp.Trim(ctx, off, n, fua)
+	case cmdWriteZeroes:
+		err = c.exp.WriteZeroes(ctx, off, n, req.flags&cmdFlagNoHole != 0, req.flags&cmdFlagFastZero != 0, fua)
+	case cmdCache:
+		// Blocks are read from the store on demand; nothing to prefetch.
+	case cmdBlockStatus:
+		var ext []Extent
+		if ext, err = c.exp.BlockStatus(ctx, off, n); err == nil {
+			c.replyBlockStatus(req, ext)
+			return
+		}
+	}
+	if err != nil {
+		c.replyError(req, c.srv.errno(err), err.Error())
+		return
+	}
+	c.replySimple(req, 0)
+}
+
+func (c *conn) send(parts ...[]byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for _, p := range parts {
+		if _, err := c.w.Write(p); err != nil {
+			c.raw.Close() // the reader sees the error and ends the connection
+			return
+		}
+	}
+	if err := c.w.Flush(); err != nil {
+		c.raw.Close()
+	}
+}
+
+func (c *conn) replySimple(req request, errno uint32) {
+	var h [16]byte
+	binary.BigEndian.PutUint32(h[0:], magicSimple)
+	binary.BigEndian.PutUint32(h[4:], errno)
+	binary.BigEndian.PutUint64(h[8:], req.handle)
+	c.send(h[:])
+}
+
+func chunkHeader(flags, typ uint16, handle uint64, length uint32) []byte {
+	h := make([]byte, 20)
+	binary.BigEndian.PutUint32(h[0:], magicStruct)
+	binary.BigEndian.PutUint16(h[4:], flags)
+	binary.BigEndian.PutUint16(h[6:], typ)
+	binary.BigEndian.PutUint64(h[8:], handle)
+	binary.BigEndian.PutUint32(h[16:], length)
+	return h
+}
+
+func (c *conn) replyRead(req request, data []byte) {
+	if !c.structured {
+		var h [16]byte
+		binary.BigEndian.PutUint32(h[0:], magicSimple)
+		binary.BigEndian.PutUint64(h[8:], req.handle)
+		c.send(h[:], data)
+		return
+	}
+	if len(data) == 0 {
+		c.send(chunkHeader(replyFlagDone, replyTypeNone, req.handle, 0))
+		return
+	}
+	h := chunkHeader(replyFlagDone, replyTypeOffsetData, req.handle, uint32(8+len(data)))
+	h = binary.BigEndian.AppendUint64(h, req.offset)
+	c.send(h, data)
+}
+
+func (c *conn) replyError(req request, errno uint32, msg string) {
+	if !c.structured {
+		c.replySimple(req, errno)
+		return
+	}
+	if len(msg) > 4096 {
+		msg = msg[:4096]
+	}
+	h := chunkHeader(replyFlagDone, replyTypeError, req.handle, uint32(6+len(msg)))
+	h = binary.BigEndian.AppendUint32(h, errno)
+	h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
+	c.send(h, []byte(msg))
+}
+
+func (c *conn) replyBlockStatus(req request, ext []Extent) {
+	body := binary.BigEndian.AppendUint32(nil, metaBaseAllocationID)
+	left := int64(req.length)
+	for _, e := range ext {
+		if left == 0 || e.Length <= 0 {
+			break
+		}
+		n := min(e.Length, left)
+		var st uint32
+		if e.Hole {
+			st = stateHole | stateZero
+		}
+		body = binary.BigEndian.AppendUint32(body, uint32(n))
+		body = binary.BigEndian.AppendUint32(body, st)
+		left -= n
+		if req.flags&cmdFlagReqOne != 0 {
+			break
+		}
+	}
+	if len(body) == 4 { // the export described nothing: report data
+		body = binary.BigEndian.AppendUint32(body, req.length)
+		body = binary.BigEndian.AppendUint32(body, 0)
+	}
+	c.send(chunkHeader(replyFlagDone, replyTypeBlockStatus, req.handle, uint32(len(body))), body)
+}
+
+// weighted is a counting semaphore on bytes in flight.
+type weighted struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	free int64
+}
+
+func semaphoreOf(n int64) *weighted {
+	w := &weighted{free: n}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+func (w *weighted) acquire(n int64) {
+	w.mu.Lock()
+	for w.free < n {
+		w.cond.Wait()
+	}
+	w.free -= n
+	w.mu.Unlock()
+}
+
+func (w *weighted) release(n int64) {
+	if n == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.free += n
+	w.mu.Unlock()
+	w.cond.Broadcast()
+}
