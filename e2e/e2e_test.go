@@ -1,0 +1,189 @@
+// Package e2e tests archip as a user runs it: the built binary, a store on
+// disk, and real clients (qemu-img, qemu-io, nbdinfo, nbdcopy, nbdfuse,
+// fio, libnbd). Outside CI a test whose tools are missing skips; under
+// CI=true it fails (scripts/install-test-deps.sh installs them).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var archipBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "archip-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	archipBin = filepath.Join(dir, "archip")
+	if out, err := exec.Command("go", "build", "-o", archipBin, "../cmd/archip").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build archip: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// need skips the test if a tool is missing, or fails it under CI=true.
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing (scripts/install-test-deps.sh installs it)", tool)
+			}
+			t.Skipf("%s is missing (scripts/install-test-deps.sh installs it)", tool)
+		}
+	}
+}
+
+// run runs a command and returns its stdout; it fails the test with the
+// command's output if the command fails.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\nstdout: %s\nstderr: %s", name, strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+// env is one store in a temporary directory.
+type env struct {
+	t     *testing.T
+	dir   string
+	store string
+}
+
+func newEnv(t *testing.T) *env {
+	dir := t.TempDir()
+	e := &env{t: t, dir: dir, store: "file://" + filepath.Join(dir, "store")}
+	e.archip("store", "init")
+	return e
+}
+
+func (e *env) archip(args ...string) string {
+	e.t.Helper()
+	return run(e.t, archipBin, append([]string{"--store", e.store}, args...)...)
+}
+
+func (e *env) path(name string) string { return filepath.Join(e.dir, name) }
+
+// randomFile writes size bytes: data in the first dataLen, a hole after.
+func (e *env) randomFile(name string, dataLen, size int64, seed uint64) string {
+	e.t.Helper()
+	p := e.path(name)
+	f, err := os.Create(p)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	rng := rand.NewChaCha8([32]byte{byte(seed)})
+	buf := make([]byte, 1<<20)
+	for n := int64(0); n < dataLen; n += int64(len(buf)) {
+		rng.Read(buf)
+		f.Write(buf[:min(int64(len(buf)), dataLen-n)])
+	}
+	if err := f.Truncate(size); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// daemon is a running 'archip serve'.
+type daemon struct {
+	cmd  *exec.Cmd
+	sock string
+	tcp  string
+	done chan struct{}
+}
+
+var servingRE = regexp.MustCompile(`over NBD on (\S+)`)
+
+// serve starts 'archip serve' on a unix socket and a TCP port chosen by
+// the system; extra flags are passed on. It is stopped with SIGTERM when
+// the test ends.
+func (e *env) serve(extra ...string) *daemon {
+	e.t.Helper()
+	sock := e.path("nbd.sock")
+	args := append([]string{"--store", e.store, "serve", "--nbd-listen", "unix:" + sock, "--nbd-listen", "127.0.0.1:0"}, extra...)
+	d := &daemon{cmd: exec.Command(archipBin, args...), sock: sock, done: make(chan struct{})}
+	stderr, _ := d.cmd.StderrPipe()
+	if err := d.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		d.cmd.Wait()
+		close(d.done)
+	}()
+	deadline := time.After(10 * time.Second)
+	for d.tcp == "" {
+		select {
+		case l := <-lines:
+			if m := servingRE.FindStringSubmatch(l); m != nil && !strings.HasPrefix(m[1], "/") {
+				d.tcp = m[1]
+			}
+		case <-d.done:
+			e.t.Fatal("archip serve exited at start")
+		case <-deadline:
+			e.t.Fatal("archip serve did not start in 10 s")
+		}
+	}
+	e.t.Cleanup(func() { d.stop(e.t) })
+	return d
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+		if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("archip serve exited with %d after SIGTERM", code)
+		}
+	case <-time.After(30 * time.Second):
+		d.cmd.Process.Kill()
+		t.Error("archip serve did not stop within 30 s of SIGTERM")
+	}
+}
+
+// kill sends SIGKILL and waits.
+func (d *daemon) kill() {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+}
+
+func (d *daemon) uri(name string) string {
+	return "nbd+unix:///" + name + "?socket=" + d.sock
+}
+
+func (d *daemon) tcpURI(name string) string { return "nbd://" + d.tcp + "/" + name }
+
