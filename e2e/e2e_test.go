@@ -186,4 +186,3 @@ func (d *daemon) uri(name string) string {
 }
 
 func (d *daemon) tcpURI(name string) string { return "nbd://" + d.tcp + "/" + name }
-

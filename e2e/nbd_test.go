@@ -55,8 +55,8 @@ func TestQemuIOThroughClone(t *testing.T) {
 		overwrite = append(overwrite, "write -P 0xee "+off+" 8192")
 	}
 	qemuIO(t, d.uri("vm"), overwrite...)
-	qemuIO(t, d.uri("vm@1"), reads...)                  // the snapshot still has the old data
-	qemuIO(t, d.uri("vm"), "read -P 0xee 8M 8192")      // the volume the new
+	qemuIO(t, d.uri("vm@1"), reads...)                                          // the snapshot still has the old data
+	qemuIO(t, d.uri("vm"), "read -P 0xee 8M 8192")                              // the volume the new
 	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d.uri("base")) // the image is intact
 	// The read-only exports refuse writes.
 	cmd := exec.Command("qemu-io", "-f", "raw", "-c", "write 0 512", d.uri("vm@1"))
