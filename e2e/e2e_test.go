@@ -127,6 +127,7 @@ func (e *env) serve(extra ...string) *daemon {
 	if err := d.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	e.t.Cleanup(func() { d.stop(e.t) })
 	lines := make(chan string, 64)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -152,7 +153,6 @@ func (e *env) serve(extra ...string) *daemon {
 			e.t.Fatal("archip serve did not start in 10 s")
 		}
 	}
-	e.t.Cleanup(func() { d.stop(e.t) })
 	return d
 }
 

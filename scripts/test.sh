@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs them all: vet, format, unit and
-# integration tests, the race detector, a short run of every fuzz target,
-# and every benchmark once (to see that they run; numbers: docs/benchmarks.md).
+# integration tests (e2e/ drives archip with qemu-img, qemu-io, nbdinfo,
+# nbdcopy, nbdfuse, fio, libnbd), the race detector, a short run of every
+# fuzz target, and every benchmark once (to see that they run; numbers:
+# docs/benchmarks.md).
 # Under CI=true a skipped test is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +33,7 @@ fi
 passed=$(grep -cE -- '^\s*--- PASS' "$log" || true)
 
 echo "== race detector (concurrency-heavy packages)"
-go test -count=1 -race -short -timeout 10m ./internal/objstore/... ./internal/volume ./internal/catalog ./internal/image
+go test -count=1 -race -short -timeout 10m ./internal/objstore/... ./internal/volume ./internal/catalog ./internal/image ./internal/nbd ./internal/daemon
 
 echo "== fuzz targets (10 s each)"
 for target in $(grep -rhoE '^func (Fuzz[A-Za-z0-9]+)' --include='*_test.go' . | awk '{print $2}' | sort -u); do
@@ -40,7 +42,8 @@ for target in $(grep -rhoE '^func (Fuzz[A-Za-z0-9]+)' --include='*_test.go' . | 
   echo "ok   $target ($pkg)"
 done
 
-echo "== benchmarks, once each"
-go test -count=1 -run '^$' -bench . -benchtime 1x ./... 2>&1 | grep -E '^(Benchmark|ok|FAIL)' 
+echo "== benchmarks, once each (numbers: docs/benchmarks.md)"
+go test -count=1 -run '^$' -bench . -benchtime 1x ./... 2>&1 | grep -E '^(Benchmark|ok|FAIL)'
+SIZE=256M RUNTIME=1 bench/nbd.sh 2>/dev/null
 
 echo "$passed passed, 0 failed"
