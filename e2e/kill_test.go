@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -44,15 +45,16 @@ func TestKill9Serve(t *testing.T) {
 		t.Skip("python3-libnbd is missing")
 	}
 	e := newEnv(t)
-	e.archip("volume", "create", "k", "--size", "64M")
 	for round := 0; round < 2; round++ {
+		vol := fmt.Sprintf("k%d", round) // each round starts from zeros
+		e.archip("volume", "create", vol, "--size", "64M")
 		d := e.serve()
-		fio := exec.Command("fio", "--name=load", "--ioengine=nbd", "--uri="+d.uri("k"), "--rw=randwrite",
+		fio := exec.Command("fio", "--name=load", "--ioengine=nbd", "--uri="+d.uri(vol), "--rw=randwrite",
 			"--bs=16k", "--offset=32M", "--size=32M", "--iodepth=8", "--fsync=16", "--time_based", "--runtime=60")
 		if err := fio.Start(); err != nil {
 			t.Fatal(err)
 		}
-		w := exec.Command("/usr/bin/python3", "-c", killWriter, d.uri("k"))
+		w := exec.Command("/usr/bin/python3", "-c", killWriter, d.uri(vol))
 		stdout, _ := w.StdoutPipe()
 		if err := w.Start(); err != nil {
 			t.Fatal(err)
@@ -80,7 +82,7 @@ func TestKill9Serve(t *testing.T) {
 		}
 
 		// Read the first half back from the store, with no daemon.
-		got := []byte(e.archip("volume", "read", "k", "--length", "32M"))
+		got := []byte(e.archip("volume", "read", vol, "--length", "32M"))
 		for s := 0; s < killSlots; s++ {
 			allowed := map[byte]bool{}
 			durable := byte(0)

@@ -22,6 +22,8 @@ var layer = map[string]int{
 	"internal/catalog":            4,
 	"internal/image":              6,
 	"internal/manage":             7,
+	"internal/nbd":                8,
+	"internal/daemon":             9,
 	"internal/lint":               99,
 }
 
