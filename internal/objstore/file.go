@@ -71,9 +71,10 @@ type File struct {
 }
 
 var (
-	_ Store       = (*File)(nil)
-	_ RangeWriter = (*File)(nil)
-	_ Syncer      = (*File)(nil)
+	_ Store        = (*File)(nil)
+	_ RangeWriter  = (*File)(nil)
+	_ Syncer       = (*File)(nil)
+	_ HandleOpener = (*File)(nil)
 )
 
 const fileFormat = "archip-file-store 1\n"
@@ -508,32 +509,67 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(
 }
 
 func (f *File) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
-	if err := checkRange(p, off); err != nil {
+	h, err := f.OpenHandle(ctx, name, true, true)
+	if err != nil {
 		return err
 	}
+	err = h.WriteAt(p, off)
+	if cerr := h.Close(); err == nil {
+		err = mapErr(cerr)
+	}
+	return err
+}
+
+// OpenHandle opens the current generation of name.
+func (f *File) OpenHandle(ctx context.Context, name string, create, writable bool) (Handle, error) {
+	flag := os.O_RDONLY
+	if writable {
+		flag = os.O_RDWR
+	}
 	for {
-		fh, _, err := f.openCurrent(name, os.O_WRONLY)
-		if IsNotExist(err) {
-			// Create an empty generation, then write into it. Losing the
-			// race to another creator is fine: we then write into theirs.
+		fh, _, err := f.openCurrent(name, flag)
+		if IsNotExist(err) && create {
+			// Create an empty generation, then open it. Losing the race
+			// to another creator is fine: we then open theirs.
 			if _, err := f.install(ctx, name, nil, condAbsent, 0, false); err != nil && !errors.Is(err, ErrExists) {
-				return err
+				return nil, err
 			}
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
-		n, err := fh.WriteAt(p, off)
-		if err == nil && n != len(p) {
-			err = io.ErrShortWrite
-		}
-		if cerr := fh.Close(); err == nil {
-			err = cerr
-		}
-		return mapErr(err)
+		return fileHandle{fh}, nil
 	}
 }
+
+type fileHandle struct{ f *os.File }
+
+func (h fileHandle) ReadAt(p []byte, off int64) error {
+	if err := checkRange(p, off); err != nil {
+		return err
+	}
+	n, err := h.f.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		return mapErr(err)
+	}
+	clear(p[n:])
+	return nil
+}
+
+func (h fileHandle) WriteAt(p []byte, off int64) error {
+	if err := checkRange(p, off); err != nil {
+		return err
+	}
+	n, err := h.f.WriteAt(p, off)
+	if err == nil && n != len(p) {
+		err = io.ErrShortWrite
+	}
+	return mapErr(err)
+}
+
+func (h fileHandle) Sync() error  { return mapErr(h.f.Sync()) }
+func (h fileHandle) Close() error { return h.f.Close() }
 
 func (f *File) Sync(ctx context.Context, name string) error {
 	fh, _, err := f.openCurrent(name, os.O_RDONLY)

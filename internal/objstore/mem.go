@@ -40,9 +40,10 @@ type memWrite struct {
 }
 
 var (
-	_ Store       = (*Mem)(nil)
-	_ RangeWriter = (*Mem)(nil)
-	_ Syncer      = (*Mem)(nil)
+	_ Store        = (*Mem)(nil)
+	_ RangeWriter  = (*Mem)(nil)
+	_ Syncer       = (*Mem)(nil)
+	_ HandleOpener = (*Mem)(nil)
 )
 
 // NewMem returns an empty in-memory store.
@@ -200,6 +201,12 @@ func (m *Mem) WriteAt(ctx context.Context, name string, p []byte, off int64) err
 		return err
 	}
 	defer m.mu.Unlock()
+	m.writeLocked(m.objectLocked(name), p, off)
+	return nil
+}
+
+// objectLocked returns name's object, creating it empty if absent.
+func (m *Mem) objectLocked(name string) *memObj {
 	o := m.objs[name]
 	if o == nil {
 		v := m.vers[name] + 1
@@ -207,6 +214,10 @@ func (m *Mem) WriteAt(ctx context.Context, name string, p []byte, off int64) err
 		o = &memObj{ver: v}
 		m.objs[name] = o
 	}
+	return o
+}
+
+func (m *Mem) writeLocked(o *memObj, p []byte, off int64) {
 	end := off + int64(len(p))
 	if end > int64(len(o.data)) {
 		grown := make([]byte, end)
@@ -220,8 +231,67 @@ func (m *Mem) WriteAt(ctx context.Context, name string, p []byte, off int64) err
 	if m.crashable {
 		o.pending = append(o.pending, memWrite{off: off, data: append([]byte(nil), p...)})
 	}
+}
+
+func (m *Mem) syncLocked(o *memObj) {
+	if m.crashable {
+		o.durable, o.pending, o.shared = o.data, nil, true
+	}
+}
+
+// OpenHandle returns a handle on name's current object.
+func (m *Mem) OpenHandle(ctx context.Context, name string, create, writable bool) (Handle, error) {
+	if err := m.lock(name); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	o := m.objs[name]
+	if o == nil && !create {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if o == nil {
+		o = m.objectLocked(name)
+	}
+	return &memHandle{m: m, o: o, writable: writable}, nil
+}
+
+type memHandle struct {
+	m        *Mem
+	o        *memObj
+	writable bool
+}
+
+func (h *memHandle) ReadAt(p []byte, off int64) error {
+	if err := checkRange(p, off); err != nil {
+		return err
+	}
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	readPadded(h.o.data, p, off)
 	return nil
 }
+
+func (h *memHandle) WriteAt(p []byte, off int64) error {
+	if err := checkRange(p, off); err != nil {
+		return err
+	}
+	if !h.writable {
+		return fmt.Errorf("%w: handle opened read-only", ErrReadOnly)
+	}
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	h.m.writeLocked(h.o, p, off)
+	return nil
+}
+
+func (h *memHandle) Sync() error {
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	h.m.syncLocked(h.o)
+	return nil
+}
+
+func (h *memHandle) Close() error { return nil }
 
 func (m *Mem) Sync(ctx context.Context, name string) error {
 	if err := m.lock(name); err != nil {
@@ -232,9 +302,7 @@ func (m *Mem) Sync(ctx context.Context, name string) error {
 	if o == nil {
 		return fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
-	if m.crashable {
-		o.durable, o.pending, o.shared = o.data, nil, true
-	}
+	m.syncLocked(o)
 	return nil
 }
 

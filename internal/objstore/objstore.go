@@ -99,6 +99,30 @@ type Syncer interface {
 	Sync(ctx context.Context, name string) error
 }
 
+// Handle is an open object. Reads and writes through it reach the object
+// as it was when opened, also after the name is replaced (Put) or
+// deleted: use handles only for objects that are not replaced while
+// open, such as content blocks (immutable) and private blocks (written in
+// place by their one owner). A Handle is safe for concurrent use.
+type Handle interface {
+	// ReadAt reads len(p) bytes at off; bytes past the end read as zeros.
+	ReadAt(p []byte, off int64) error
+	// WriteAt writes p at off, extending the object if needed; durable
+	// after Sync (of the handle or of the object's name).
+	WriteAt(p []byte, off int64) error
+	Sync() error
+	Close() error
+}
+
+// HandleOpener is implemented by backends that can keep objects open, so
+// that repeated I/O to one object skips finding it each time.
+type HandleOpener interface {
+	// OpenHandle opens the object. With create an absent object is
+	// created empty; without it an absent object is ErrNotFound. writable
+	// handles allow WriteAt.
+	OpenHandle(ctx context.Context, name string, create, writable bool) (Handle, error)
+}
+
 // Errors. Test for them with errors.Is; backends wrap them with context.
 var (
 	ErrNotFound  = errors.New("objstore: object not found")

@@ -30,11 +30,16 @@ const seqBatch = 1 << 32
 
 const stripes = 256
 
+// openHandles is how many objects a volume keeps open (file descriptors
+// on the file store).
+const openHandles = 256
+
 // Volume is an open volume.
 type Volume struct {
 	store    objstore.Store
 	rw       objstore.RangeWriter // nil: private blocks are replaced whole with Put
 	syncer   objstore.Syncer      // nil: writes are durable when they return
+	handles  *handleCache         // nil: every I/O names its object
 	id       blockmap.ID
 	readOnly bool
 	remap    bool // a read-only head opened to rewrite its map (Hash)
@@ -98,6 +103,9 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.syncer, _ = s.(objstore.Syncer)
 	}
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
+	if o, ok := s.(objstore.HandleOpener); ok {
+		v.handles = newHandleCache(o, openHandles)
+	}
 	v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
 	v.mu.dirtySegs, v.mu.dirtyObjs = map[uint32]bool{}, map[string]bool{}
 	if opts.Writable || opts.Remap {
@@ -266,7 +274,28 @@ func (v *Volume) readEntry(ctx context.Context, e blockmap.Entry, p []byte, boff
 		clear(p)
 		return nil
 	}
-	return v.store.ReadAt(ctx, e.ObjectName(), p, boff)
+	if v.handles == nil {
+		return v.store.ReadAt(ctx, e.ObjectName(), p, boff)
+	}
+	ch, err := v.handles.get(ctx, e.ObjectName(), false)
+	if err != nil {
+		return err
+	}
+	defer v.handles.put(ch)
+	return ch.h.ReadAt(p, boff)
+}
+
+// writeAt writes p into object name in place (creating it sparse).
+func (v *Volume) writeAt(ctx context.Context, name string, p []byte, off int64) error {
+	if v.handles == nil {
+		return v.rw.WriteAt(ctx, name, p, off)
+	}
+	ch, err := v.handles.get(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	defer v.handles.put(ch)
+	return ch.h.WriteAt(p, off)
 }
 
 // WriteAt writes p at off. With fua the data is durable when it returns
@@ -330,7 +359,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 	fresh := old.ObjectName() != name
 	if v.rw != nil && (!fresh || old.Kind() == blockmap.Zero) {
 		// In place, or sparse into a new object.
-		if err := v.rw.WriteAt(ctx, name, data, boff); err != nil {
+		if err := v.writeAt(ctx, name, data, boff); err != nil {
 			return err
 		}
 	} else {
@@ -348,7 +377,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 		copy(buf[boff:], data)
 		var err error
 		if v.rw != nil {
-			err = v.rw.WriteAt(ctx, name, buf, 0)
+			err = v.writeAt(ctx, name, buf, 0)
 		} else {
 			_, err = v.store.Put(ctx, name, buf)
 		}
@@ -541,6 +570,9 @@ func (v *Volume) persist(ctx context.Context, c *cut) error {
 		return err
 	}
 	for _, name := range c.freed {
+		if v.handles != nil {
+			v.handles.forget(name)
+		}
 		v.store.Delete(ctx, name) // best effort: a leftover is an orphan for GC
 	}
 	return nil
@@ -636,5 +668,8 @@ func (v *Volume) Close(ctx context.Context) error {
 	v.mu.Lock()
 	v.mu.closed = true
 	v.mu.Unlock()
+	if v.handles != nil {
+		v.handles.close()
+	}
 	return err
 }

@@ -181,6 +181,10 @@ func TestMissingObject(t *testing.T) {
 	v := NewTestVolume(t, s, 4*bs, SmallShift)
 	v.WriteAt(ctx, fill(2*bs, 3), 0, true)
 	s.Delete(ctx, v.Entries()[0].ObjectName())
+	v, err := Open(ctx, s, v.ID(), OpenOptions{}) // no object kept open
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := v.ReadAt(ctx, make([]byte, 10), 0); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("read of a block whose object is gone: %v", err)
 	}

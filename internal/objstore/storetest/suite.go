@@ -32,15 +32,17 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 		{"ConcurrentSwap", testConcurrentSwap},
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"RangeWriter", testRangeWriter},
+		{"Handles", testHandles},
 		{"BufferOwnership", testBuffers},
 	}
 	for _, tc := range tests {
-		if tc.name == "RangeWriter" {
+		if tc.name == "RangeWriter" || tc.name == "Handles" {
 			s := open(t)
-			_, ok := s.(objstore.RangeWriter)
+			_, rw := s.(objstore.RangeWriter)
+			_, ho := s.(objstore.HandleOpener)
 			s.Close()
-			if !ok {
-				continue // the backend has no in-place writes
+			if tc.name == "RangeWriter" && !rw || tc.name == "Handles" && !ho {
+				continue // the backend lacks the capability
 			}
 		}
 		t.Run(tc.name, func(t *testing.T) {
@@ -353,5 +355,38 @@ func testBuffers(t *testing.T, s objstore.Store) {
 	copy(b, "mutated!")
 	if b := must(objstoreGet(s, "buf")); string(b) != "original" {
 		t.Fatalf("Get returned the store's own buffer: %q", b)
+	}
+}
+
+func testHandles(t *testing.T, s objstore.Store) {
+	o := s.(objstore.HandleOpener)
+	if _, err := o.OpenHandle(ctx, "h", false, false); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("OpenHandle of a missing object without create: %v", err)
+	}
+	h := must(o.OpenHandle(ctx, "h", true, true))
+	noErr(t, h.WriteAt([]byte("abc"), 2))
+	p := make([]byte, 7)
+	noErr(t, h.ReadAt(p, 0))
+	if string(p) != "\x00\x00abc\x00\x00" {
+		t.Fatalf("handle read %q", p)
+	}
+	noErr(t, h.Sync())
+	if b := must(objstoreGet(s, "h")); string(b) != "\x00\x00abc" {
+		t.Fatalf("object after handle writes: %q", b)
+	}
+	// Writes through the name reach an open handle's object (same object).
+	if w, ok := s.(objstore.RangeWriter); ok {
+		noErr(t, w.WriteAt(ctx, "h", []byte("Z"), 0))
+		noErr(t, h.ReadAt(p[:1], 0))
+		if p[0] != 'Z' {
+			t.Fatalf("handle does not see an in-place write: %q", p[:1])
+		}
+	}
+	noErr(t, h.Close())
+	r := must(o.OpenHandle(ctx, "h", false, false))
+	defer r.Close()
+	noErr(t, r.ReadAt(p[:3], 2))
+	if string(p[:3]) != "abc" {
+		t.Fatalf("read-only handle read %q", p[:3])
 	}
 }
