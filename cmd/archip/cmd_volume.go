@@ -14,6 +14,7 @@ import (
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/units"
+	"github.com/archipelago-go/archip/internal/volume"
 )
 
 func newVolumeCommand(g *globals) *cobra.Command {
@@ -427,16 +428,22 @@ func newVolumeReadCommand(g *globals) *cobra.Command {
 	return c
 }
 
-func runVolumeRead(ctx context.Context, g *globals, o volumeIOOptions, name string) error {
+// openForIO parses --offset and opens the volume for read or write.
+func openForIO(ctx context.Context, g *globals, o volumeIOOptions, name string, writable bool) (*volume.Volume, uint64, error) {
 	off, err := parseSize("--offset", o.offset)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	m, err := g.manager(ctx, false)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	v, _, err := m.Open(ctx, name, false)
+	v, _, err := m.Open(ctx, name, writable)
+	return v, off, err
+}
+
+func runVolumeRead(ctx context.Context, g *globals, o volumeIOOptions, name string) error {
+	v, off, err := openForIO(ctx, g, o, name, false)
 	if err != nil {
 		return err
 	}
@@ -476,15 +483,7 @@ func newVolumeWriteCommand(g *globals) *cobra.Command {
 }
 
 func runVolumeWrite(ctx context.Context, g *globals, o volumeIOOptions, name string) error {
-	off, err := parseSize("--offset", o.offset)
-	if err != nil {
-		return err
-	}
-	m, err := g.manager(ctx, false)
-	if err != nil {
-		return err
-	}
-	v, _, err := m.Open(ctx, name, true)
+	v, off, err := openForIO(ctx, g, o, name, true)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,12 @@ func (h *Head) Blocks() int64 {
 	return int64((h.Size + uint64(h.BlockSize()) - 1) >> h.BlockShift)
 }
 
+// BlockLen returns the length of block b: the block size, or less for a
+// last block cut short by the volume's size.
+func (h *Head) BlockLen(b int64) int64 {
+	return min(h.BlockSize(), int64(h.Size)-b<<h.BlockShift)
+}
+
 // Validate reports whether the head's fields are in range.
 func (h *Head) Validate() error {
 	var errs []string

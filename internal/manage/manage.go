@@ -227,17 +227,23 @@ type Info struct {
 	SharedBytes    int64 `json:"shared_bytes"`
 }
 
+// loadMap reads the head and map of id.
+func (m *Manager) loadMap(ctx context.Context, id blockmap.ID) (*blockmap.Head, []blockmap.Entry, error) {
+	h, _, err := volume.ReadHead(ctx, m.Store, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	entries, err := volume.LoadMap(ctx, m.Store, h)
+	return h, entries, err
+}
+
 // Info returns what there is to know about name.
 func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 	r, err := m.Lookup(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
-	if err != nil {
-		return nil, err
-	}
-	entries, err := volume.LoadMap(ctx, m.Store, h)
+	h, entries, err := m.loadMap(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +265,7 @@ func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 		if e.Kind() == blockmap.Zero {
 			continue
 		}
-		n := min(h.BlockSize(), int64(h.Size)-int64(b)*h.BlockSize())
+		n := h.BlockLen(int64(b))
 		in.AllocatedBytes += n
 		if e.Kind() == blockmap.Private && e.Owner() == r.ID && e.Epoch() == h.Epoch && !h.ReadOnly {
 			in.PrivateBytes += n
@@ -285,12 +291,7 @@ func (m *Manager) Diff(ctx context.Context, a, b string) ([]Range, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
-		if err != nil {
-			return nil, nil, err
-		}
-		es, err := volume.LoadMap(ctx, m.Store, h)
-		return h, es, err
+		return m.loadMap(ctx, r.ID)
 	}
 	ha, ea, err := load(a)
 	if err != nil {

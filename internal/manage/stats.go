@@ -7,7 +7,6 @@ import (
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/objstore"
-	"github.com/archipelago-go/archip/internal/volume"
 )
 
 // StoreStats describe a whole store.
@@ -49,18 +48,14 @@ func (m *Manager) Stats(ctx context.Context) (*StoreStats, error) {
 		case catalog.KindImage:
 			st.Images++
 		}
-		h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
-		if err != nil {
-			return nil, err
-		}
-		entries, err := volume.LoadMap(ctx, m.Store, h)
+		h, entries, err := m.loadMap(ctx, r.ID)
 		if err != nil {
 			return nil, err
 		}
 		st.ProvisionedBytes += int64(h.Size)
 		for b, e := range entries {
 			if e.Kind() != blockmap.Zero {
-				st.LogicalBytes += min(h.BlockSize(), int64(h.Size)-int64(b)*h.BlockSize())
+				st.LogicalBytes += h.BlockLen(int64(b))
 			}
 		}
 	}

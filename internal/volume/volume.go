@@ -324,7 +324,7 @@ func (v *Volume) owns(e blockmap.Entry, epoch uint64) bool {
 func (v *Volume) blockLen(b int64) int64 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return min(v.bs, int64(v.mu.head.Size)-b<<v.shift)
+	return v.mu.head.BlockLen(b)
 }
 
 // writeBlock writes data at boff in block b. The caller holds the gate
