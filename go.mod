@@ -10,6 +10,7 @@ require (
 )
 
 require (
+	github.com/ceph/go-ceph v0.34.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect

@@ -21,6 +21,10 @@ import (
 
 var archipBin string
 
+// buildTags are the tags archip is built with for these tests (files
+// with build tags add theirs).
+var buildTags = ""
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "archip-e2e-")
 	if err != nil {
@@ -28,7 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	archipBin = filepath.Join(dir, "archip")
-	if out, err := exec.Command("go", "build", "-o", archipBin, "../cmd/archip").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-tags", buildTags, "-o", archipBin, "../cmd/archip").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build archip: %v\n%s", err, out)
 		os.Exit(1)
 	}

@@ -4,10 +4,12 @@
 set -euo pipefail
 pkgs=()
 need() { dpkg -s "$1" >/dev/null 2>&1 || pkgs+=("$1"); }
-# (The NBD, Ceph and QEMU suites add their packages here.)
 need ca-certificates
 # NBD clients and peers (issue 3): qemu-img, qemu-io, qemu-nbd, nbdinfo, nbdcopy, nbdfuse, nbdsh, fio, nbdkit.
 for p in qemu-utils libnbd-bin python3-libnbd nbdkit fio fuse3 e2fsprogs util-linux; do need "$p"; done
+# Ceph (issue 4): a throwaway cluster (scripts/ceph-cluster.sh), librados for
+# the rados:// backend (go-ceph, cgo), rbd for the benchmark against RBD.
+for p in ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev; do need "$p"; done
 if ((${#pkgs[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-test-deps: run as root, or install: ${pkgs[*]}" >&2

@@ -11,10 +11,12 @@ command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 scripts/install-test-deps.sh
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+cephdir=$(mktemp -d)
+trap 'scripts/ceph-cluster.sh stop "$cephdir" >/dev/null 2>&1 || true; rm -f "$log"' EXIT
 
 echo "== go vet, gofmt"
 go vet ./...
+go vet -tags ceph,pacific ./...
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$bad" ]; then echo "gofmt would change: $bad" >&2; exit 1; fi
 
@@ -31,6 +33,22 @@ if [ -n "$skips" ] && [ "${CI:-}" = true ]; then
   echo "skipped tests are failures under CI=true:" >&2; echo "$skips" >&2; exit 1
 fi
 passed=$(grep -cE -- '^\s*--- PASS' "$log" || true)
+
+echo "== Ceph RADOS: conformance, model and NBD tests on a throwaway cluster"
+ARCHIP_TEST_CEPH_CONF=$(scripts/ceph-cluster.sh start "$cephdir")
+export ARCHIP_TEST_CEPH_CONF
+status=0
+go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'Conformance|BadURL|ModelRados|Rados' \
+  ./internal/objstore/rados ./internal/volume ./e2e >"$log" 2>&1 || status=$?
+grep -E '^(ok|FAIL|--- FAIL|panic:)' "$log" || true
+if [ "$status" != 0 ]; then
+  grep -B2 -A30 -E -- '--- FAIL|^panic:' "$log" | head -200
+  exit "$status"
+fi
+if grep -qE -- '--- SKIP' "$log" && [ "${CI:-}" = true ]; then
+  echo "skipped tests are failures under CI=true:" >&2; grep -E -- '--- SKIP' "$log" >&2; exit 1
+fi
+passed=$((passed + $(grep -cE -- '^\s*--- PASS' "$log" || true)))
 
 echo "== race detector (concurrency-heavy packages)"
 go test -count=1 -race -short -timeout 10m ./internal/objstore/... ./internal/volume ./internal/catalog ./internal/image ./internal/nbd ./internal/daemon

@@ -17,6 +17,7 @@ var layer = map[string]int{
 	"internal/objstore":           1,
 	"internal/objstore/storetest": 1,
 	"internal/objstore/all":       1,
+	"internal/objstore/rados":     1,
 	"internal/blockmap":           2,
 	"internal/volume":             3,
 	"internal/catalog":            4,

@@ -1,0 +1,50 @@
+//go:build ceph
+
+package e2e
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+)
+
+func init() { buildTags = "ceph,pacific" }
+
+// radosEnv is an env whose store is a fresh namespace of the test
+// cluster's pool.
+func radosEnv(t *testing.T) *env {
+	conf := os.Getenv("ARCHIP_TEST_CEPH_CONF")
+	if conf == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("ARCHIP_TEST_CEPH_CONF is not set: scripts/test.sh starts a cluster and sets it")
+		}
+		t.Skip("no test cluster (ARCHIP_TEST_CEPH_CONF)")
+	}
+	e := &env{t: t, dir: t.TempDir()}
+	e.store = fmt.Sprintf("rados://archip?conf=%s&namespace=%s", url.QueryEscape(conf), strings.NewReplacer("/", "-").Replace(t.Name()+fmt.Sprint(os.Getpid())))
+	return e
+}
+
+// TestRadosServe runs archip serve on rados:// and drives it like on
+// files: an imported image, a clone of it, qemu-io patterns, qemu-img
+// compare, fio with verification, a snapshot that keeps its data.
+func TestRadosServe(t *testing.T) {
+	need(t, "qemu-io", "qemu-img", "fio")
+	e := radosEnv(t)
+	img := e.randomFile("img.raw", 6<<20, 32<<20, 7)
+	e.archip("image", "import", img, "base")
+	e.archip("volume", "clone", "base", "vm")
+	d := e.serve()
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d.uri("vm"))
+	qemuIO(t, d.uri("vm"), "write -P 0x42 12345 100000", "read -P 0x42 12345 100000")
+	run(t, "fio", "--name=v", "--ioengine=nbd", "--uri="+d.uri("vm"), "--rw=randwrite", "--bs=16k",
+		"--size=8M", "--offset=16M", "--iodepth=8", "--verify=crc32c", "--do_verify=1")
+	d.stop(t)
+	e.archip("volume", "snapshot", "vm", "vm@1")
+	d = e.serve()
+	qemuIO(t, d.uri("vm"), "write -P 0x99 12345 100000")
+	qemuIO(t, d.uri("vm@1"), "read -P 0x42 12345 100000")
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d.uri("base"))
+}

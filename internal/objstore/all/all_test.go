@@ -1,0 +1,19 @@
+//go:build !ceph
+
+package all
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+func TestRadosWithoutCeph(t *testing.T) {
+	_, err := Registry().Open(context.Background(), "rados://pool?conf=/etc/ceph/ceph.conf", objstore.OpenOptions{})
+	if !errors.Is(err, objstore.ErrUnsupport) || !strings.Contains(err.Error(), "-tags ceph") {
+		t.Fatalf("rados:// in a build without Ceph: %v", err)
+	}
+}

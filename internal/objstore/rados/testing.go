@@ -1,0 +1,36 @@
+//go:build ceph
+
+package rados
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"testing"
+)
+
+var testNamespaces atomic.Int64
+
+// OpenTestStore opens the pool "archip" of the test cluster named by
+// ARCHIP_TEST_CEPH_CONF (scripts/ceph-cluster.sh prints it; scripts/test.sh
+// starts one), in a namespace of its own so each call starts empty. Without
+// a cluster it skips the test, or fails it under CI=true.
+func OpenTestStore(t testing.TB) *Store {
+	t.Helper()
+	conf := os.Getenv("ARCHIP_TEST_CEPH_CONF")
+	if conf == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("ARCHIP_TEST_CEPH_CONF is not set: scripts/test.sh starts a cluster and sets it")
+		}
+		t.Skip("no test cluster: set ARCHIP_TEST_CEPH_CONF (scripts/ceph-cluster.sh start DIR prints it)")
+	}
+	u, _ := url.Parse(fmt.Sprintf("rados://archip?conf=%s&namespace=t%d-%d", url.QueryEscape(conf), os.Getpid(), testNamespaces.Add(1)))
+	s, err := Open(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
