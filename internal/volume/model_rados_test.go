@@ -17,3 +17,19 @@ func TestModelRados(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkCloneRados measures clone time of fully mapped images on a
+// RADOS pool (compare: rbd clone, in bench/rados.sh).
+func BenchmarkCloneRados(b *testing.B) {
+	for _, sz := range benchSizes {
+		b.Run(sz.name, func(b *testing.B) {
+			s := rados.OpenTestStore(b)
+			img := fullImage(b, s, sz.size)
+			for b.Loop() {
+				if _, err := Clone(ctx, s, img, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

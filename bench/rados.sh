@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# archip on Ceph RADOS against Ceph's own RBD, on one throwaway cluster
+# (scripts/ceph-cluster.sh: one memstore OSD, replication 1 for both), in
+# one run:
+#   - fio: RBD through fio's rbd engine, archip through its NBD export of
+#     a volume on rados:// (unix socket); 1M sequential and 4k random;
+#   - clone time: 'rbd snap create + protect + clone' and 'rbd clone' alone
+#     vs 'archip volume clone', for 1 GiB and 100 GiB images, and the
+#     engine's clone of fully mapped images (BenchmarkCloneRados).
+#
+#   bench/rados.sh                     # 1 GiB, 8 s per test
+#   SIZE=256M RUNTIME=1 bench/rados.sh # quick
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+SIZE=${SIZE:-1G}
+RUNTIME=${RUNTIME:-8}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/ceph-cluster.sh stop "$work/ceph" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+CEPH_CONF=$(scripts/ceph-cluster.sh start "$work/ceph")
+export CEPH_CONF ARCHIP_TEST_CEPH_CONF=$CEPH_CONF
+go build -tags ceph,pacific -o "$work/archip" ./cmd/archip
+store="rados://archip?conf=$CEPH_CONF&namespace=bench"
+archip() { "$work/archip" --store "$store" "$@"; }
+
+fio_json() { sed -n '/^{/,$p' | /usr/bin/python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+d = j["read"] if sys.argv[1].endswith("read") else j["write"]
+print(round(d["bw_bytes"] / 2**20) if sys.argv[2] == "1M" else round(d["iops"]))
+' "$1" "$2"; }
+tests=("seqread:read:1M:16" "seqwrite:write:1M:16" "randread:randread:4k:32" "randwrite:randwrite:4k:32")
+declare -A R
+
+echo "RBD (fio rbd engine)" >&2
+rbd create --size "$SIZE" archip/bench
+fio --name=prep --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin --rw=write --bs=1M \
+  --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
+for t in "${tests[@]}"; do
+  IFS=: read -r name rw bs depth <<<"$t"
+  R[rbd,$name]=$(fio --name="$name" --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin --rw="$rw" \
+    --bs="$bs" --iodepth="$depth" --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs")
+  echo "  rbd $name: ${R[rbd,$name]}" >&2
+done
+
+echo "archip serve on rados://" >&2
+archip volume create vol --size "$SIZE" >/dev/null
+"$work/archip" --store "$store" serve --nbd-listen "unix:$work/a.sock" 2>/dev/null & pids+=($!)
+for _ in $(seq 100); do [ -S "$work/a.sock" ] && break; sleep 0.05; done
+uri="nbd+unix:///vol?socket=$work/a.sock"
+fio --name=prep --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
+for t in "${tests[@]}"; do
+  IFS=: read -r name rw bs depth <<<"$t"
+  R[archip,$name]=$(fio --name="$name" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" \
+    --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs")
+  echo "  archip $name: ${R[archip,$name]}" >&2
+done
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+ms() { local s e; s=$(date +%s%N); "$@" >/dev/null; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
+declare -A C
+for sz in 1G 100G; do
+  rbd create --size "$sz" "archip/base$sz"
+  C[rbd-all,$sz]=$(ms bash -c "rbd snap create archip/base$sz@s && rbd snap protect archip/base$sz@s && rbd clone archip/base$sz@s archip/clone$sz")
+  C[rbd,$sz]=$(ms rbd clone "archip/base$sz@s" "archip/clone2$sz")
+  archip volume create "base$sz" --size "$sz" >/dev/null
+  archip volume snapshot "base$sz" "base$sz@s" >/dev/null
+  C[archip,$sz]=$(ms "$work/archip" --store "$store" volume clone "base$sz@s" "clone$sz")
+done
+engine=$(go test -tags ceph,pacific -run '^$' -bench CloneRados -benchtime 10x ./internal/volume 2>/dev/null | grep '^Benchmark')
+
+ratio() { /usr/bin/python3 -c 'import sys; a,b=map(float,sys.argv[1:]); print(f"{a/b:.2f}x" if b else "-")' "$1" "$2"; }
+echo
+echo "Ceph RADOS, one memstore OSD, replication 1; $SIZE image, ${RUNTIME}s per test; 1M in MiB/s, 4k in IOPS"
+printf '%-28s %10s %10s %10s\n' test archip rbd "archip/rbd"
+for name in seqread seqwrite randread randwrite; do
+  printf '%-28s %10s %10s %10s\n' "$name" "${R[archip,$name]}" "${R[rbd,$name]}" "$(ratio "${R[archip,$name]}" "${R[rbd,$name]}")"
+done
+echo
+echo "clone time, command line, ms (process start and cluster connect included)"
+printf '%-8s %14s %24s %12s\n' size "rbd clone" "rbd snap+protect+clone" "archip clone"
+for sz in 1G 100G; do printf '%-8s %14s %24s %12s\n' "$sz" "${C[rbd,$sz]}" "${C[rbd-all,$sz]}" "${C[archip,$sz]}"; done
+echo
+echo "engine clone of fully mapped images on RADOS (no process start):"
+echo "$engine"
