@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ type serveOptions struct {
 	tlsKey      string
 	tlsRequired bool
 	verbose     bool
+	cpuProfile  string
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -48,6 +50,7 @@ or use nbd://127.0.0.1:10809/NAME with qemu-img, nbdinfo, nbdcopy, nbdfuse, fio.
 	c.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	c.Flags().BoolVar(&o.tlsRequired, "tls-required", false, "refuse clients that do not use TLS (needs --tls-cert)")
 	c.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "log connection errors")
+	c.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (for diagnosing performance)")
 	return c
 }
 
@@ -81,6 +84,16 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	}
 	if o.verbose {
 		srv.Logf = func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	m, err := g.manager(ctx, true)
 	if err != nil {

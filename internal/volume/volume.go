@@ -332,10 +332,20 @@ func (v *Volume) blockLen(b int64) int64 {
 func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) error {
 	st := &v.stripe[b%stripes]
 	st.Lock()
-	defer st.Unlock()
 	e, epoch := v.entry(b)
-	if v.owns(e, epoch) {
+	if v.owns(e, epoch) && v.rw != nil {
+		// NB: an in-place write needs the stripe only to look at the
+		// entry. An owned entry changes only by a trim of the whole block
+		// (which a concurrent write overlaps, so either order is right) or
+		// under the exclusive gate (snapshot, resize, hash), which waits
+		// for this write. Not holding it lets writes to one block run in
+		// parallel, which matters at network latency (RADOS).
+		st.Unlock()
 		return v.writeObject(ctx, e.ObjectName(), e, boff, data)
+	}
+	defer st.Unlock()
+	if v.owns(e, epoch) {
+		return v.writeObject(ctx, e.ObjectName(), e, boff, data) // read-modify-write of the whole block
 	}
 	seq, err := v.allocSeq()
 	if err != nil {
