@@ -32,6 +32,9 @@ type Store struct {
 	// ioctxs is a pool of I/O contexts: one per operation in flight,
 	// because an I/O context's "last version" is per context.
 	ioctxs chan *rados.IOContext
+	// data is the I/O context of the asynchronous data path (aio.go),
+	// which many operations share.
+	data *rados.IOContext
 }
 
 var (
@@ -77,14 +80,18 @@ func Open(ctx context.Context, u *url.URL) (*Store, error) {
 		return nil, fmt.Errorf("rados: connect: %w", err)
 	}
 	s := &Store{conn: conn, ioctxs: make(chan *rados.IOContext, contexts)}
-	for i := 0; i < contexts; i++ {
+	for i := 0; i <= contexts; i++ {
 		ioctx, err := conn.OpenIOContext(pool)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("rados: open pool %q: %w", pool, mapErr(err))
 		}
 		ioctx.SetNamespace(q.Get("namespace"))
-		s.ioctxs <- ioctx
+		if i == contexts {
+			s.data = ioctx
+		} else {
+			s.ioctxs <- ioctx
+		}
 	}
 	return s, nil
 }
@@ -159,21 +166,20 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 	if off < 0 {
 		return fmt.Errorf("rados: negative offset %d", off)
 	}
-	return s.with(ctx, name, func(io *rados.IOContext) error {
-		n := 0
-		for n < len(p) {
-			k, err := io.Read(name, p[n:], uint64(off)+uint64(n))
-			if err != nil {
-				return mapErr(err)
-			}
-			if k == 0 {
-				break
-			}
-			n += k
-		}
-		clear(p[n:])
-		return nil
-	})
+	if err := objstore.ValidName(name); err != nil {
+		return err
+	}
+	n, err := aio(ctx, s.data, false, name, p, off)
+	if err != nil {
+		return err
+	}
+	if len(p) == 0 {
+		// An empty read still reports a missing object.
+		_, err := s.Stat(ctx, name)
+		return err
+	}
+	clear(p[n:]) // past the end of the object
+	return nil
 }
 
 // getLocked reads the whole object in one operation, so the data and the
@@ -344,9 +350,14 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) e
 	if off < 0 {
 		return fmt.Errorf("rados: negative offset %d", off)
 	}
-	return s.with(ctx, name, func(io *rados.IOContext) error {
-		return mapErr(io.Write(name, p, uint64(off)))
-	})
+	if err := objstore.ValidName(name); err != nil {
+		return err
+	}
+	if len(p) == 0 {
+		return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Create(name, rados.CreateIdempotent)) })
+	}
+	_, err := aio(ctx, s.data, true, name, p, off)
+	return err
 }
 
 // Sync: RADOS acknowledges a write once it is durable, so there is
@@ -359,6 +370,10 @@ func (s *Store) Sync(ctx context.Context, name string) error {
 }
 
 func (s *Store) Close() error {
+	if s.data != nil {
+		s.data.Destroy()
+		s.data = nil
+	}
 	for {
 		select {
 		case io := <-s.ioctxs:
