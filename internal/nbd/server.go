@@ -363,7 +363,7 @@ func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
 		}
 		list, err := c.srv.Exports.List(context.Background())
 		if err != nil {
-			return false, c.optError(opt, repErrUnsup+0, "listing exports: %v", err)
+			return false, c.optError(opt, repErrUnsup, "listing exports: %v", err)
 		}
 		for _, e := range list {
 			b := binary.BigEndian.AppendUint32(nil, uint32(len(e.Name)))
@@ -483,7 +483,7 @@ func (c *conn) openError(opt uint32, name string, err error) error {
 	if errors.Is(err, ErrUnknownExport) {
 		return c.optError(opt, repErrUnknown, "no export %q: %v", name, err)
 	}
-	return c.optError(opt, repErrUnsup+0, "export %q: %v", name, err)
+	return c.optError(opt, repErrUnsup, "export %q: %v", name, err)
 }
 
 func (c *conn) transmissionFlags(e Export) uint16 {

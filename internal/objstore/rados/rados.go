@@ -182,7 +182,7 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 	return nil
 }
 
-// getLocked reads the whole object in one operation, so the data and the
+// getIn reads the whole object in one operation, so the data and the
 // version belong together.
 func getIn(io *rados.IOContext, name string) ([]byte, objstore.Version, error) {
 	buf := make([]byte, 64<<10)
@@ -242,11 +242,10 @@ func replace(op *rados.WriteOp, data []byte) {
 }
 
 func (s *Store) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	v, err := s.write(ctx, name, func(op *rados.WriteOp) {
+	return s.write(ctx, name, func(op *rados.WriteOp) {
 		op.Create(rados.CreateIdempotent)
 		replace(op, data)
 	})
-	return v, err
 }
 
 func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
