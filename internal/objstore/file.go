@@ -488,21 +488,14 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(
 		if err != nil {
 			return mapErr(err)
 		}
+		var names []string
 		for _, o := range objs {
-			name := namePrefix + o.Name()
-			if !strings.HasPrefix(name, want) {
-				continue
+			if name := namePrefix + o.Name(); strings.HasPrefix(name, want) {
+				names = append(names, name)
 			}
-			in, err := f.Stat(ctx, name)
-			if IsNotExist(err) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if err := fn(in); err != nil {
-				return err
-			}
+		}
+		if err := StatEach(ctx, f, names, fn); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -166,6 +166,28 @@ func ValidName(name string) error {
 	return nil
 }
 
+// StatEach calls fn with the Info of each named object, skipping those
+// deleted since they were listed: List for backends whose listing gives
+// names only.
+func StatEach(ctx context.Context, s Store, names []string, fn func(Info) error) error {
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		in, err := s.Stat(ctx, n)
+		if IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // readPadded copies obj[off:] into p and zero-fills the rest: the ReadAt
 // contract for in-memory copies.
 func readPadded(obj, p []byte, off int64) {

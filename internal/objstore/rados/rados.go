@@ -327,22 +327,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		in, err := s.Stat(ctx, n)
-		if objstore.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if err := fn(in); err != nil {
-			return err
-		}
-	}
-	return nil
+	return objstore.StatEach(ctx, s, names, fn)
 }
 
 func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
