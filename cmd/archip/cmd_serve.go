@@ -24,6 +24,7 @@ type serveOptions struct {
 	tlsRequired bool
 	verbose     bool
 	cpuProfile  string
+	flushEvery  time.Duration
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -50,6 +51,8 @@ or use nbd://127.0.0.1:10809/NAME with qemu-img, nbdinfo, nbdcopy, nbdfuse, fio.
 	c.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	c.Flags().BoolVar(&o.tlsRequired, "tls-required", false, "refuse clients that do not use TLS (needs --tls-cert)")
 	c.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "log connection errors")
+	c.Flags().DurationVar(&o.flushEvery, "flush-interval", 10*time.Second,
+		"flush volumes with unflushed writes this often, for clients that never flush (0: only when clients flush)")
 	c.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (for diagnosing performance)")
 	return c
 }
@@ -119,6 +122,14 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		}
 		ls = append(ls, l)
 	}
+	flushDone := make(chan struct{})
+	fctx, stopFlush := context.WithCancel(context.Background())
+	go func() {
+		defer close(flushDone)
+		if o.flushEvery > 0 {
+			d.FlushLoop(fctx, o.flushEvery, func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) })
+		}
+	}()
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
 		go func() { errc <- srv.Serve(l) }()
@@ -129,6 +140,8 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	stopFlush()
+	<-flushDone
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/catalog"
@@ -95,6 +96,37 @@ func (d *Daemon) List(ctx context.Context) ([]nbd.ExportInfo, error) {
 		out = append(out, nbd.ExportInfo{Name: e.Name, Description: fmt.Sprintf("%s, %s", e.Kind, units.FormatSize(e.Size))})
 	}
 	return out, nil
+}
+
+// FlushLoop flushes every open volume that holds unflushed writes, every
+// interval, until ctx ends. Clients flush when they need durability; this
+// bounds how long data written by a client that never flushes stays
+// unflushed (and so what a crash of the daemon's host can lose of it).
+// Errors are passed to logf, and a volume whose flush fails is retried
+// at the next tick.
+func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf func(format string, args ...any)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		var vs []*volume.Volume
+		for _, h := range d.open {
+			if h.v.Dirty() {
+				vs = append(vs, h.v)
+			}
+		}
+		d.mu.Unlock()
+		for _, v := range vs {
+			if err := v.Flush(ctx); err != nil && !errors.Is(err, volume.ErrClosed) && ctx.Err() == nil {
+				logf("archip: periodic flush of volume %s: %v", v.ID(), err)
+			}
+		}
+	}
 }
 
 // Close flushes and closes every open volume.

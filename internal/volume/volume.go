@@ -499,6 +499,14 @@ func (v *Volume) BlockStatus(off, n int64) ([]Extent, error) {
 	return out, err
 }
 
+// Dirty reports whether the volume holds writes that no flush has
+// persisted yet.
+func (v *Volume) Dirty() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.mu.dirtyObjs) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty
+}
+
 // cut is what one flush persists.
 type cut struct {
 	objs     []string
