@@ -44,6 +44,7 @@ var (
 	_ RangeWriter  = (*Mem)(nil)
 	_ Syncer       = (*Mem)(nil)
 	_ HandleOpener = (*Mem)(nil)
+	_ Copier       = (*Mem)(nil)
 )
 
 // NewMem returns an empty in-memory store.
@@ -202,6 +203,26 @@ func (m *Mem) WriteAt(ctx context.Context, name string, p []byte, off int64) err
 	}
 	defer m.mu.Unlock()
 	m.writeLocked(m.objectLocked(name), p, off)
+	return nil
+}
+
+// Copy creates dst with src's content; like WriteAt, durable after Sync.
+func (m *Mem) Copy(ctx context.Context, src, dst string) error {
+	if err := ValidName(dst); err != nil {
+		return err
+	}
+	if err := m.lock(src); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	o := m.objs[src]
+	if o == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, src)
+	}
+	if m.objs[dst] != nil {
+		return fmt.Errorf("%w: %s", ErrExists, dst)
+	}
+	m.writeLocked(m.objectLocked(dst), o.data, 0)
 	return nil
 }
 

@@ -99,6 +99,15 @@ type Syncer interface {
 	Sync(ctx context.Context, name string) error
 }
 
+// Copier is implemented by backends that can copy an object without
+// moving its data through this process (copy_file_range on files).
+type Copier interface {
+	// Copy creates dst with src's content. It returns ErrNotFound if src
+	// does not exist and ErrExists if dst does. Like WriteAt, the copy is
+	// visible at once and durable after Sync of dst.
+	Copy(ctx context.Context, src, dst string) error
+}
+
 // Handle is an open object. Reads and writes through it reach the object
 // as it was when opened, also after the name is replaced (Put) or
 // deleted: use handles only for objects that are not replaced while

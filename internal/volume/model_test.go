@@ -455,3 +455,7 @@ func (c *crashPoints) Sync(ctx context.Context, name string) error {
 	c.point()
 	return c.mem.Sync(ctx, name)
 }
+
+func (c *crashPoints) Copy(ctx context.Context, src, dst string) error {
+	return c.mem.Copy(ctx, src, dst)
+}

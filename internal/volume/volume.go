@@ -39,6 +39,7 @@ type Volume struct {
 	store    objstore.Store
 	rw       objstore.RangeWriter // nil: private blocks are replaced whole with Put
 	syncer   objstore.Syncer      // nil: writes are durable when they return
+	copier   objstore.Copier      // nil: copy-on-write reads and writes the block
 	handles  *handleCache         // nil: every I/O names its object
 	id       blockmap.ID
 	readOnly bool
@@ -101,6 +102,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if opts.Writable {
 		v.rw, _ = s.(objstore.RangeWriter)
 		v.syncer, _ = s.(objstore.Syncer)
+		v.copier, _ = s.(objstore.Copier)
 	}
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
 	if o, ok := s.(objstore.HandleOpener); ok {
@@ -367,18 +369,27 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 // does not exist yet, or the block being copied).
 func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entry, boff int64, data []byte) error {
 	fresh := old.ObjectName() != name
-	if v.rw != nil && (!fresh || old.Kind() == blockmap.Zero) {
+	whole := boff == 0 && int64(len(data)) == v.bs
+	switch {
+	case v.rw != nil && (!fresh || old.Kind() == blockmap.Zero):
 		// In place, or sparse into a new object.
 		if err := v.writeAt(ctx, name, data, boff); err != nil {
 			return err
 		}
-	} else {
-		// Build the whole block: copy-on-write, or a backend without
-		// in-place writes.
+	case v.rw != nil && v.copier != nil && !whole:
+		// Copy-on-write inside the store, then the new bytes in place.
+		if err := v.copier.Copy(ctx, old.ObjectName(), name); err != nil {
+			return err
+		}
+		if err := v.writeAt(ctx, name, data, boff); err != nil {
+			return err
+		}
+	default:
+		// Build the whole block: copy-on-write through this process, or
+		// a backend without in-place writes.
 		bp := v.bufs.Get().(*[]byte)
 		defer v.bufs.Put(bp)
 		buf := *bp
-		whole := boff == 0 && int64(len(data)) == v.bs
 		if !whole {
 			if err := v.readEntry(ctx, old, buf, 0); err != nil {
 				return err

@@ -33,17 +33,12 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"RangeWriter", testRangeWriter},
 		{"Handles", testHandles},
+		{"Copier", testCopier},
 		{"BufferOwnership", testBuffers},
 	}
 	for _, tc := range tests {
-		if tc.name == "RangeWriter" || tc.name == "Handles" {
-			s := open(t)
-			_, rw := s.(objstore.RangeWriter)
-			_, ho := s.(objstore.HandleOpener)
-			s.Close()
-			if tc.name == "RangeWriter" && !rw || tc.name == "Handles" && !ho {
-				continue // the backend lacks the capability
-			}
+		if !hasCapability(open, t, tc.name) {
+			continue // the backend lacks the capability
 		}
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
@@ -388,5 +383,45 @@ func testHandles(t *testing.T, s objstore.Store) {
 	noErr(t, r.ReadAt(p[:3], 2))
 	if string(p[:3]) != "abc" {
 		t.Fatalf("read-only handle read %q", p[:3])
+	}
+}
+
+// hasCapability reports whether the backend has the optional interface a
+// capability test needs (true for the other tests).
+func hasCapability(open func(t *testing.T) objstore.Store, t *testing.T, test string) bool {
+	s := open(t)
+	defer s.Close()
+	switch test {
+	case "RangeWriter":
+		_, ok := s.(objstore.RangeWriter)
+		return ok
+	case "Handles":
+		_, ok := s.(objstore.HandleOpener)
+		return ok
+	case "Copier":
+		_, ok := s.(objstore.Copier)
+		return ok
+	}
+	return true
+}
+
+func testCopier(t *testing.T, s objstore.Store) {
+	c := s.(objstore.Copier)
+	wantErr(t, c.Copy(ctx, "nosrc", "dst"), objstore.ErrNotFound, "Copy of a missing object")
+	big := bytes.Repeat([]byte("copy me "), 1<<19) // 4 MiB
+	must(s.Put(ctx, "src", big))
+	noErr(t, c.Copy(ctx, "src", "dst"))
+	if b := must(objstoreGet(s, "dst")); !bytes.Equal(b, big) {
+		t.Fatal("copy differs from its source")
+	}
+	wantErr(t, c.Copy(ctx, "src", "dst"), objstore.ErrExists, "Copy onto an existing object")
+	if w, ok := s.(objstore.RangeWriter); ok {
+		noErr(t, w.WriteAt(ctx, "dst", []byte("X"), 0))
+		if b := must(objstoreGet(s, "src")); b[0] != 'c' {
+			t.Fatal("writing the copy changed its source")
+		}
+	}
+	if sy, ok := s.(objstore.Syncer); ok {
+		noErr(t, sy.Sync(ctx, "dst"))
 	}
 }
