@@ -50,7 +50,7 @@ func TestKill9Serve(t *testing.T) {
 		e.archip("volume", "create", vol, "--size", "64M")
 		d := e.serve()
 		fio := exec.Command("fio", "--name=load", "--ioengine=nbd", "--uri="+d.uri(vol), "--rw=randwrite",
-			"--bs=16k", "--offset=32M", "--size=32M", "--iodepth=8", "--fsync=16", "--time_based", "--runtime=60")
+			"--bs=16k", "--offset=32M", "--size=32M", "--iodepth=8", "--fsync=16", "--time_based", "--runtime=60", "--verify_state_save=0")
 		if err := fio.Start(); err != nil {
 			t.Fatal(err)
 		}

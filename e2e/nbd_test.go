@@ -146,7 +146,7 @@ func TestFioVerify(t *testing.T) {
 		{"--rw=randrw", "--bs=64k", "--size=32M", "--iodepth=8", "--numjobs=2", "--offset_increment=64M"},
 	} {
 		all := append([]string{"--name=verify", "--ioengine=nbd", "--uri=" + d.uri("f"), "--verify=crc32c",
-			"--do_verify=1", "--group_reporting"}, args...)
+			"--do_verify=1", "--verify_state_save=0", "--group_reporting"}, args...)
 		out := run(t, "fio", all...)
 		if !strings.Contains(out, "err= 0") {
 			t.Fatalf("fio %v:\n%s", args, out)
