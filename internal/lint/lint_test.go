@@ -21,6 +21,7 @@ var layer = map[string]int{
 	"internal/blockmap":           2,
 	"internal/volume":             3,
 	"internal/catalog":            4,
+	"internal/lease":              5,
 	"internal/image":              6,
 	"internal/manage":             7,
 	"internal/nbd":                8,

@@ -1,0 +1,168 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+var ctx = context.Background()
+
+// fakeClock is a clock that moves only when the test says so.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+const ttl, drift = 5 * time.Second, 500 * time.Millisecond
+
+func newNode(t *testing.T, s objstore.Store, name string, c Clock) *Manager {
+	t.Helper()
+	m, err := NewManager(s, Config{Node: name, Addr: name + ":7000", TTL: ttl, MaxDrift: drift, Clock: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestAcquireRenewExpire(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a, b := newNode(t, s, "a", clk), newNode(t, s, "b", clk)
+
+	la, err := a.Acquire(ctx, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if la.Term() != 1 || la.Valid() != nil {
+		t.Fatalf("fresh lease: term %d, valid %v", la.Term(), la.Valid())
+	}
+	var held *HeldError
+	if _, err := b.Acquire(ctx, "vol"); !errors.As(err, &held) || held.Record.Owner != "a" || held.Record.Addr != "a:7000" {
+		t.Fatalf("second node acquiring a held lease: %v", err)
+	}
+	// Renewals keep it; without one, the owner fences itself first...
+	clk.Advance(4 * time.Second)
+	if err := la.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(ttl - 2*drift)
+	if !errors.Is(la.Valid(), ErrStale) {
+		t.Fatalf("owner still valid at TTL-2*drift after its last renewal: %v", la.Valid())
+	}
+	// ...and the other node may take over only after expiry + drift.
+	clk.Advance(2*drift + drift/2) // past the expiry, within the drift allowance
+	if _, err := b.Acquire(ctx, "vol"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("takeover after the expiry but within the drift allowance: %v", err)
+	}
+	clk.Advance(drift/2 + time.Millisecond)
+	lb, err := b.Acquire(ctx, "vol")
+	if err != nil {
+		t.Fatalf("takeover after expiry: %v", err)
+	}
+	if lb.Term() != 2 {
+		t.Fatalf("takeover term %d, want 2", lb.Term())
+	}
+	// The old owner's renewal fails for good.
+	if err := la.Renew(ctx); !errors.Is(err, ErrLost) {
+		t.Fatalf("stale owner's renewal: %v", err)
+	}
+	if err := la.Valid(); !errors.Is(err, ErrLost) {
+		t.Fatalf("stale owner still valid: %v", err)
+	}
+}
+
+func TestReleaseAndReacquire(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a, b := newNode(t, s, "a", clk), newNode(t, s, "b", clk)
+	la, _ := a.Acquire(ctx, "vol")
+	if err := la.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Acquire(ctx, "vol")
+	if err != nil {
+		t.Fatalf("acquire right after a release: %v", err)
+	}
+	if lb.Term() != 2 {
+		t.Fatalf("term after a handover: %d", lb.Term())
+	}
+	// Re-acquiring one's own lease keeps the term.
+	again, err := b.Acquire(ctx, "vol")
+	if err != nil || again.Term() != 2 {
+		t.Fatalf("owner re-acquiring: term %d, %v", again.Term(), err)
+	}
+}
+
+func TestConcurrentAcquireOneWins(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		s := objstore.NewMem()
+		clk := &fakeClock{t: time.Unix(1000, 0)}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		winners := 0
+		for i := 0; i < 8; i++ {
+			m := newNode(t, s, string(rune('a'+i)), clk)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := m.Acquire(ctx, "vol"); err == nil {
+					mu.Lock()
+					winners++
+					mu.Unlock()
+				} else if !errors.Is(err, ErrHeld) {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if winners != 1 {
+			t.Fatalf("round %d: %d nodes acquired the lease at once", round, winners)
+		}
+	}
+}
+
+func TestBreak(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a, b := newNode(t, s, "a", clk), newNode(t, s, "b", clk)
+	la, _ := a.Acquire(ctx, "vol")
+	rec, err := b.Break(ctx, "vol")
+	if err != nil || rec.Owner != "a" {
+		t.Fatalf("break: %+v %v", rec, err)
+	}
+	if _, err := b.Acquire(ctx, "vol"); err != nil {
+		t.Fatalf("acquire after break: %v", err)
+	}
+	if err := la.Renew(ctx); !errors.Is(err, ErrLost) {
+		t.Fatalf("broken owner's renewal: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{{}, {Node: "a", TTL: time.Second, MaxDrift: time.Second}, {Node: "a", TTL: -1}} {
+		if _, err := NewManager(objstore.NewMem(), c); err == nil {
+			t.Errorf("NewManager(%+v) accepted it", c)
+		}
+	}
+}
+
+func TestCorruptRecord(t *testing.T) {
+	s := objstore.NewMem()
+	s.Put(ctx, Name("vol"), []byte("{not json"))
+	m := newNode(t, s, "a", &fakeClock{t: time.Unix(1000, 0)})
+	if _, err := m.Acquire(ctx, "vol"); !errors.Is(err, objstore.ErrCorrupt) {
+		t.Fatalf("acquire over a corrupt record: %v", err)
+	}
+}
