@@ -172,6 +172,7 @@ func runVolumeInfo(ctx context.Context, g *globals, name string) error {
 	row("allocated", units.FormatSize(in.AllocatedBytes))
 	row("private", units.FormatSize(in.PrivateBytes)+" (written since the last snapshot; only this volume uses it)")
 	row("shared", units.FormatSize(in.SharedBytes)+" (content blocks, or shared with snapshots, parent, images)")
+	row("exclusive", units.FormatSize(in.ExclusiveBytes)+" (what removing it would free, after archip gc)")
 	if in.Parent != "" {
 		row("parent", in.Parent)
 	}

@@ -125,6 +125,10 @@ func (e Entry) Kind() Kind { return e.kind }
 // Hash returns a Content entry's SHA-256.
 func (e Entry) Hash() [32]byte { return e.key }
 
+// Key returns the entry's 32 key bytes, which identify its object among
+// the objects of its kind.
+func (e Entry) Key() [32]byte { return e.key }
+
 // Owner, Epoch and Seq describe a Private entry.
 func (e Entry) Owner() (id ID) { copy(id[:], e.key[:16]); return id }
 func (e Entry) Epoch() uint64  { return binary.BigEndian.Uint64(e.key[16:]) }

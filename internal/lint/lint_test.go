@@ -23,9 +23,10 @@ var layer = map[string]int{
 	"internal/catalog":            4,
 	"internal/lease":              5,
 	"internal/image":              6,
-	"internal/manage":             7,
-	"internal/nbd":                8,
-	"internal/daemon":             9,
+	"internal/gc":                 7,
+	"internal/manage":             8,
+	"internal/nbd":                9,
+	"internal/daemon":             10,
 	"internal/lint":               99,
 }
 

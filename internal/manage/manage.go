@@ -19,6 +19,7 @@ import (
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/catalog"
+	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/image"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
@@ -29,6 +30,25 @@ type Manager struct {
 	Store   objstore.Store
 	Catalog *catalog.Catalog
 	Now     func() time.Time
+}
+
+// held runs fn, which copies references to existing objects (snapshot,
+// clone, import, hash), while holding garbage collections off (package gc).
+func (m *Manager) held(ctx context.Context, fn func() error) error {
+	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
+	if err != nil {
+		return err
+	}
+	defer h.Release()
+	return fn()
+}
+
+// GC collects garbage; see package gc.
+func (m *Manager) GC(ctx context.Context, opts gc.Options) (gc.Report, error) {
+	if opts.Now == nil {
+		opts.Now = m.Now
+	}
+	return gc.Run(ctx, m.Store, opts)
 }
 
 // New returns a Manager for s.
@@ -109,16 +129,21 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 	if err := m.checkFree(ctx, snap); err != nil {
 		return nil, err
 	}
-	v, r, err := m.Open(ctx, vol, true)
-	if err != nil {
-		return nil, err
-	}
-	defer v.Close(ctx)
-	sid, err := v.Snapshot(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return m.register(ctx, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
+	var rec *catalog.Record
+	err := m.held(ctx, func() error {
+		v, r, err := m.Open(ctx, vol, true)
+		if err != nil {
+			return err
+		}
+		defer v.Close(ctx)
+		sid, err := v.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		rec, err = m.register(ctx, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
+		return err
+	})
+	return rec, err
 }
 
 // Clone makes a writable volume from a snapshot or image. size 0 keeps
@@ -134,11 +159,16 @@ func (m *Manager) Clone(ctx context.Context, src, name string, size uint64) (*ca
 	if err := m.checkFree(ctx, name); err != nil {
 		return nil, err
 	}
-	id, err := volume.Clone(ctx, m.Store, r.ID, size)
-	if err != nil {
-		return nil, err
-	}
-	return m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
+	var rec *catalog.Record
+	err = m.held(ctx, func() error {
+		id, err := volume.Clone(ctx, m.Store, r.ID, size)
+		if err != nil {
+			return err
+		}
+		rec, err = m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
+		return err
+	})
+	return rec, err
 }
 
 // Resize changes a volume's size; shrinking needs allowShrink.
@@ -225,6 +255,9 @@ type Info struct {
 	AllocatedBytes int64 `json:"allocated_bytes"`
 	PrivateBytes   int64 `json:"private_bytes"`
 	SharedBytes    int64 `json:"shared_bytes"`
+	// ExclusiveBytes is what removing it (and then collecting garbage)
+	// would free: its blocks that no other map references.
+	ExclusiveBytes int64 `json:"exclusive_bytes"`
 }
 
 // loadMap reads the head and map of id.
@@ -261,11 +294,20 @@ func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 	for _, c := range d.Children(r.ID) {
 		in.Children = append(in.Children, c.Name)
 	}
+	users, err := m.blockUsers(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	counted := map[blockmap.Entry]bool{}
 	for b, e := range entries {
 		if e.Kind() == blockmap.Zero {
 			continue
 		}
 		n := h.BlockLen(int64(b))
+		if users[e] == 1 && !counted[e] {
+			in.ExclusiveBytes += n
+			counted[e] = true
+		}
 		in.AllocatedBytes += n
 		if e.Kind() == blockmap.Private && e.Owner() == r.ID && e.Epoch() == h.Epoch && !h.ReadOnly {
 			in.PrivateBytes += n
@@ -274,6 +316,26 @@ func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 		}
 	}
 	return in, nil
+}
+
+// blockUsers counts, for every block object, how many maps of the
+// catalog reference it. It reads every map.
+func (m *Manager) blockUsers(ctx context.Context, d *catalog.Doc) (map[blockmap.Entry]int32, error) {
+	users := map[blockmap.Entry]int32{}
+	for _, r := range d.Records {
+		_, entries, err := m.loadMap(ctx, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		seen := map[blockmap.Entry]bool{}
+		for _, e := range entries {
+			if e.Kind() != blockmap.Zero && !seen[e] {
+				seen[e] = true
+				users[e]++
+			}
+		}
+	}
+	return users, nil
 }
 
 // Range is a byte range of a volume.
@@ -334,11 +396,16 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, size int64, name stri
 	if err := m.checkFree(ctx, name); err != nil {
 		return nil, image.ImportStats{}, err
 	}
-	st, err := image.Import(ctx, m.Store, r, size, opts)
-	if err != nil {
-		return nil, st, err
-	}
-	rec, err := m.register(ctx, catalog.Record{Name: name, ID: st.ID, Kind: catalog.KindImage})
+	var st image.ImportStats
+	var rec *catalog.Record
+	err := m.held(ctx, func() error {
+		var err error
+		if st, err = image.Import(ctx, m.Store, r, size, opts); err != nil {
+			return err
+		}
+		rec, err = m.register(ctx, catalog.Record{Name: name, ID: st.ID, Kind: catalog.KindImage})
+		return err
+	})
 	return rec, st, err
 }
 
@@ -349,13 +416,17 @@ func (m *Manager) Hash(ctx context.Context, name string, progress func(done, tot
 	if err != nil {
 		return volume.HashStats{}, err
 	}
-	v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Writable: !r.ReadOnly(), Remap: r.ReadOnly()})
-	if err != nil {
-		return volume.HashStats{}, err
-	}
-	st, err := v.Hash(ctx, progress)
-	if cerr := v.Close(ctx); err == nil {
-		err = cerr
-	}
+	var st volume.HashStats
+	err = m.held(ctx, func() error {
+		v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Writable: !r.ReadOnly(), Remap: r.ReadOnly()})
+		if err != nil {
+			return err
+		}
+		st, err = v.Hash(ctx, progress)
+		if cerr := v.Close(ctx); err == nil {
+			err = cerr
+		}
+		return err
+	})
 	return st, err
 }

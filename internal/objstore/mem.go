@@ -14,6 +14,9 @@ import (
 // made durable, so that Crash can return the store a restart would find.
 type Mem struct {
 	crashable bool
+	// Now gives objects their modification times (default time.Now);
+	// tests that age objects set it before use.
+	Now func() time.Time
 
 	// mu guards every field below.
 	mu     sync.Mutex
@@ -49,7 +52,7 @@ var (
 
 // NewMem returns an empty in-memory store.
 func NewMem() *Mem {
-	return &Mem{objs: map[string]*memObj{}, vers: map[string]Version{}}
+	return &Mem{objs: map[string]*memObj{}, vers: map[string]Version{}, Now: time.Now}
 }
 
 // NewCrashable returns an empty in-memory store whose Crash method
@@ -104,7 +107,7 @@ func (m *Mem) Get(ctx context.Context, name string) ([]byte, Version, error) {
 func (m *Mem) putLocked(name string, data []byte) Version {
 	v := m.vers[name] + 1
 	m.vers[name] = v
-	o := &memObj{data: append([]byte(nil), data...), ver: v, modTime: time.Now()}
+	o := &memObj{data: append([]byte(nil), data...), ver: v, modTime: m.Now()}
 	if m.crashable {
 		o.durable, o.shared = o.data, true
 	}
@@ -232,7 +235,7 @@ func (m *Mem) objectLocked(name string) *memObj {
 	if o == nil {
 		v := m.vers[name] + 1
 		m.vers[name] = v
-		o = &memObj{ver: v}
+		o = &memObj{ver: v, modTime: m.Now()}
 		m.objs[name] = o
 	}
 	return o
@@ -248,7 +251,7 @@ func (m *Mem) writeLocked(o *memObj, p []byte, off int64) {
 		o.data, o.shared = append([]byte(nil), o.data...), false
 	}
 	copy(o.data[off:], p)
-	o.modTime = time.Now()
+	o.modTime = m.Now()
 	if m.crashable {
 		o.pending = append(o.pending, memWrite{off: off, data: append([]byte(nil), p...)})
 	}
@@ -348,6 +351,7 @@ func (m *Mem) Crash(rng *rand.Rand) *Mem {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := NewCrashable()
+	n.Now = m.Now
 	for name, v := range m.vers {
 		n.vers[name] = v
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -23,6 +24,12 @@ var (
 	ErrNotFound   = errors.New("volume: no such volume")
 	ErrBadSize    = errors.New("volume: invalid size")
 )
+
+// staleDirty is how old unflushed data may grow before a flush checks
+// that its objects still exist: a garbage collection deletes unreferenced
+// objects older than its grace period (an hour by default), so a writer
+// that stalled that long must not persist a map pointing at them.
+const staleDirty = 15 * time.Minute
 
 // seqBatch is how many sequence numbers a writer reserves when it opens a
 // volume.
@@ -61,17 +68,18 @@ type Volume struct {
 	// never held across backend I/O.
 	mu struct {
 		sync.Mutex
-		head      blockmap.Head // as last persisted, except Size and Epoch, which lead
-		headVer   objstore.Version
-		headDirty bool
-		entries   []blockmap.Entry
-		dirtySegs map[uint32]bool
-		dirtyObjs map[string]bool // written in place since the last flush: need a sync
-		freed     []string        // unreferenced once the next head is persisted
-		nextSeq   uint64
-		seqEnd    uint64
-		err       error // sticky: set when the handle must stop writing
-		closed    bool
+		head       blockmap.Head // as last persisted, except Size and Epoch, which lead
+		headVer    objstore.Version
+		headDirty  bool
+		entries    []blockmap.Entry
+		dirtySegs  map[uint32]bool
+		dirtyObjs  map[string]bool // written in place since the last flush: need a sync
+		freed      []string        // unreferenced once the next head is persisted
+		dirtySince time.Time       // when the oldest unflushed change was made
+		nextSeq    uint64
+		seqEnd     uint64
+		err        error // sticky: set when the handle must stop writing
+		closed     bool
 	}
 }
 
@@ -360,6 +368,7 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 	v.mu.Lock()
 	v.mu.entries[b] = ne
 	v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+	v.dirtiedLocked()
 	v.mu.Unlock()
 	return nil
 }
@@ -409,6 +418,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 	if v.rw != nil && v.syncer != nil {
 		v.mu.Lock()
 		v.mu.dirtyObjs[name] = true
+		v.dirtiedLocked()
 		v.mu.Unlock()
 	}
 	return nil
@@ -482,6 +492,14 @@ func (v *Volume) deallocate(b int64) {
 	}
 	v.mu.entries[b] = blockmap.Entry{}
 	v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+	v.dirtiedLocked()
+}
+
+// dirtiedLocked notes the time of the first change since the last cut.
+func (v *Volume) dirtiedLocked() {
+	if v.mu.dirtySince.IsZero() {
+		v.mu.dirtySince = time.Now()
+	}
 }
 
 // Extent is a run of blocks with the same allocation state.
@@ -520,6 +538,7 @@ func (v *Volume) Dirty() bool {
 
 // cut is what one flush persists.
 type cut struct {
+	since    time.Time // when its oldest change was made
 	objs     []string
 	segs     map[uint32][]blockmap.Entry
 	freed    []string
@@ -534,7 +553,7 @@ func (v *Volume) takeCut() *cut {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := &cut{segs: map[uint32][]blockmap.Entry{}, freed: v.mu.freed,
-		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty}
+		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, since: v.mu.dirtySince}
 	for name := range v.mu.dirtyObjs {
 		c.objs = append(c.objs, name)
 	}
@@ -549,6 +568,7 @@ func (v *Volume) takeCut() *cut {
 		c.segs[idx] = append([]blockmap.Entry(nil), v.mu.entries[lo:hi]...)
 	}
 	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.freed, v.mu.headDirty = map[string]bool{}, map[uint32]bool{}, nil, false
+	v.mu.dirtySince = time.Time{}
 	return c
 }
 
@@ -564,6 +584,9 @@ func (v *Volume) restore(c *cut, err error) {
 	}
 	v.mu.freed = append(c.freed, v.mu.freed...)
 	v.mu.headDirty = v.mu.headDirty || c.dirtyHdr
+	if !c.since.IsZero() && (v.mu.dirtySince.IsZero() || c.since.Before(v.mu.dirtySince)) {
+		v.mu.dirtySince = c.since
+	}
 	if errors.Is(err, ErrFenced) && v.mu.err == nil {
 		v.mu.err = err
 	}
@@ -628,6 +651,11 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("volume: flush: sync data: %w", err)
 	}
+	if !c.since.IsZero() && time.Since(c.since) > staleDirty {
+		if err := v.checkExist(ctx, c.objs, c.since); err != nil {
+			return err
+		}
+	}
 	refs := map[uint32]blockmap.SegmentRef{}
 	for _, r := range c.head.Segments {
 		refs[r.Index] = r
@@ -676,6 +704,20 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	v.mu.head.Segments, v.mu.headVer = h.Segments, ver
 	v.mu.Unlock()
 	c.freed = append(c.freed, obsolete...)
+	return nil
+}
+
+// checkExist makes sure that objects written long ago and not flushed
+// since are still there (see staleDirty).
+func (v *Volume) checkExist(ctx context.Context, names []string, since time.Time) error {
+	for _, name := range names {
+		if _, err := v.store.Stat(ctx, name); objstore.IsNotExist(err) {
+			return fmt.Errorf("%w: %s, written %s ago and not flushed since, is gone (was this writer stalled while a garbage collection ran?)",
+				ErrCorrupt, name, time.Since(since).Round(time.Second))
+		} else if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

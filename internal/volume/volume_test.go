@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -300,5 +301,29 @@ func TestHashDedups(t *testing.T) {
 	// 4 blocks each, and every block has the same 16-byte pattern.
 	if total.Converted != 8 || total.NewContent != 1 {
 		t.Fatalf("hash stats %+v: want 8 converted, 1 new content object", total)
+	}
+}
+
+// TestStalledWriterDetectsDeletedObjects: a writer whose unflushed data is
+// older than staleDirty checks its objects before persisting its map; one
+// deleted meanwhile (by a garbage collection) fails the flush instead of
+// leaving a map that points at nothing.
+func TestStalledWriterDetectsDeletedObjects(t *testing.T) {
+	s := objstore.NewMem()
+	v := NewTestVolume(t, s, 4*bs, SmallShift)
+	v.WriteAt(ctx, fill(bs, 5), 0, false)
+	v.mu.Lock()
+	v.mu.dirtySince = time.Now().Add(-2 * staleDirty)
+	v.mu.Unlock()
+	s.Delete(ctx, v.Entries()[0].ObjectName())
+	if err := v.Flush(ctx); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("flush of a stalled writer whose object was deleted: %v", err)
+	}
+	r, err := Open(ctx, s, v.ID(), OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := r.Entries()[0]; e.Kind() != blockmap.Zero {
+		t.Fatalf("the failed flush persisted a map entry %v", e)
 	}
 }

@@ -1,0 +1,285 @@
+// Package gc reclaims space: it deletes the objects no map references any
+// more, on a live store.
+//
+// A collection marks, then sweeps. Mark: under the collection lock (see
+// holds.go), read the catalog and every volume head it names, and every
+// head younger than the cutoff (a volume being created), and collect what
+// they reference: their segments and the content and private blocks in
+// their maps. Sweep: list every object and delete those older than the
+// cutoff (start of the collection minus the grace period) that were not
+// marked. Names it does not know are never deleted.
+//
+// # Why nothing referenced is deleted (invariant I7)
+//
+// A reference to an object can appear in three ways:
+//   - an operation copies references that exist already into a new map
+//     (snapshot, clone) or points a map at an object that exists already
+//     (dedup in image import and hash). These hold the store off
+//     collections (holds.go), so none runs during a collection: a map they
+//     made before it started is a root, and they cannot start before it
+//     ends;
+//   - a writer points its own map at objects it created since its last
+//     flush. Those are younger than the grace period (default an hour) as
+//     long as writers flush within it: the daemon flushes every few
+//     seconds, and a writer whose unflushed data grew older than a quarter
+//     of an hour checks that its objects still exist before it swaps its
+//     head, so a stalled writer fails its flush instead of persisting a
+//     dangling reference;
+//   - a writer keeps referencing what its head already referenced: the
+//     head is a root, and it is read during the mark.
+//
+// An error while marking (a corrupt head or segment, an unreadable
+// catalog) stops the collection before it deletes anything.
+//
+// # Memory
+//
+// The mark set holds 32 bytes of key per referenced block plus Go map
+// overhead, about 60 bytes per referenced object, and the names of heads
+// and segments (one per 4096 blocks).
+package gc
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/catalog"
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
+)
+
+// DefaultGrace is how old an unreferenced object must be to be deleted.
+const DefaultGrace = time.Hour
+
+// Options tune a collection.
+type Options struct {
+	Grace  time.Duration // 0: DefaultGrace
+	DryRun bool          // report what would be deleted, delete nothing
+	Now    Clock         // default time.Now
+	// Progress, if set, is called as objects are examined: phase is
+	// "mark" (done counts heads) or "sweep" (done counts objects).
+	Progress func(phase string, done int64)
+}
+
+// Report says what a collection did.
+type Report struct {
+	Roots      int     `json:"roots"`      // heads marked from
+	Referenced int64   `json:"referenced"` // distinct objects the roots reference
+	Examined   int64   `json:"examined"`   // objects listed in the sweep
+	Young      int64   `json:"young"`      // kept: younger than the cutoff
+	Deleted    Count   `json:"deleted"`    // deleted (or, in a dry run, to delete)
+	Failed     int64   `json:"failed"`     // deletions that failed; the next run retries
+	DryRun     bool    `json:"dry_run"`
+	Seconds    float64 `json:"seconds"`
+}
+
+// Count is objects and bytes by kind.
+type Count struct {
+	Objects  int64 `json:"objects"`
+	Bytes    int64 `json:"bytes"`
+	Content  int64 `json:"content_blocks"`
+	Private  int64 `json:"private_blocks"`
+	Segments int64 `json:"map_segments"`
+	Heads    int64 `json:"heads"`
+}
+
+// marks is what the roots reference.
+type marks struct {
+	content  map[[32]byte]struct{}
+	private  map[[32]byte]struct{} // Entry keys: owner, epoch, seq
+	segments map[string]struct{}
+	heads    map[string]struct{}
+}
+
+// Run collects garbage on s.
+func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	grace := opts.Grace
+	if grace == 0 {
+		grace = DefaultGrace
+	}
+	if grace < 0 {
+		return Report{}, fmt.Errorf("gc: negative grace period %s", grace)
+	}
+	start := now()
+	rep := Report{DryRun: opts.DryRun}
+	l, err := acquireLock(ctx, s, now)
+	if err != nil {
+		return rep, err
+	}
+	defer l.release()
+	cutoff := now().Add(-grace)
+	m, err := mark(ctx, s, cutoff, &rep, opts.Progress)
+	if err != nil {
+		return rep, fmt.Errorf("gc: mark (nothing was deleted): %w", err)
+	}
+	err = sweep(ctx, s, m, cutoff, &rep, opts)
+	rep.Seconds = now().Sub(start).Seconds()
+	return rep, err
+}
+
+func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, progress func(string, int64)) (*marks, error) {
+	m := &marks{content: map[[32]byte]struct{}{}, private: map[[32]byte]struct{}{},
+		segments: map[string]struct{}{}, heads: map[string]struct{}{}}
+	d, _, err := catalog.New(s).Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	roots := map[blockmap.ID]bool{}
+	for _, r := range d.Records {
+		roots[r.ID] = true
+	}
+	// Heads not in the catalog but young: volumes being made right now.
+	err = s.List(ctx, "vol/", func(in objstore.Info) error {
+		if id, ok := headID(in.Name); ok && !in.ModTime.Before(cutoff) {
+			roots[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for id := range roots {
+		h, _, err := volume.ReadHead(ctx, s, id)
+		if errors.Is(err, volume.ErrNotFound) {
+			continue // removed since the catalog was read
+		}
+		if err != nil {
+			return nil, err
+		}
+		entries, err := volume.LoadMap(ctx, s, h)
+		if err != nil {
+			return nil, err
+		}
+		m.heads[blockmap.HeadName(id)] = struct{}{}
+		for _, ref := range h.Segments {
+			m.segments[ref.Name()] = struct{}{}
+		}
+		for _, e := range entries {
+			switch e.Kind() {
+			case blockmap.Content:
+				m.content[e.Hash()] = struct{}{}
+			case blockmap.Private:
+				m.private[e.Key()] = struct{}{}
+			}
+		}
+		rep.Roots++
+		if progress != nil {
+			progress("mark", int64(rep.Roots))
+		}
+	}
+	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads))
+	return m, nil
+}
+
+// headID recognizes "vol/<id>/head".
+func headID(name string) (blockmap.ID, bool) {
+	rest, ok := strings.CutPrefix(name, "vol/")
+	if !ok {
+		return blockmap.ID{}, false
+	}
+	idStr, ok := strings.CutSuffix(rest, "/head")
+	if !ok {
+		return blockmap.ID{}, false
+	}
+	id, err := blockmap.ParseID(idStr)
+	return id, err == nil
+}
+
+// garbage classifies an object for the sweep: whether it is garbage, and
+// what kind it is. Unknown names are never garbage.
+func (m *marks) garbage(name string) (garbage bool, kind string) {
+	if h, ok := strings.CutPrefix(name, "blk/"); ok {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			return false, ""
+		}
+		_, ref := m.content[[32]byte(b)]
+		return !ref, "content"
+	}
+	rest, ok := strings.CutPrefix(name, "vol/")
+	if !ok {
+		return false, ""
+	}
+	idStr, tail, ok := strings.Cut(rest, "/")
+	if !ok {
+		return false, ""
+	}
+	id, err := blockmap.ParseID(idStr)
+	if err != nil {
+		return false, ""
+	}
+	switch {
+	case tail == "head":
+		_, ref := m.heads[name]
+		return !ref, "head"
+	case strings.HasPrefix(tail, "s/"):
+		_, ref := m.segments[name]
+		return !ref, "segment"
+	case strings.HasPrefix(tail, "d/"):
+		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
+		if !ok {
+			return false, ""
+		}
+		epoch, err1 := strconv.ParseUint(epochStr, 16, 64)
+		seq, err2 := strconv.ParseUint(seqStr, 16, 64)
+		if err1 != nil || err2 != nil {
+			return false, ""
+		}
+		e := blockmap.PrivateEntry(id, epoch, seq)
+		if e.ObjectName() != name {
+			return false, "" // not in canonical form: not ours to judge
+		}
+		_, ref := m.private[e.Key()]
+		return !ref, "private"
+	}
+	return false, ""
+}
+
+func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, rep *Report, opts Options) error {
+	return s.List(ctx, "", func(in objstore.Info) error {
+		rep.Examined++
+		if opts.Progress != nil && rep.Examined%1024 == 0 {
+			opts.Progress("sweep", rep.Examined)
+		}
+		garbage, kind := m.garbage(in.Name)
+		if !garbage {
+			return nil
+		}
+		if !in.ModTime.Before(cutoff) {
+			rep.Young++
+			return nil
+		}
+		if !opts.DryRun {
+			if err := s.Delete(ctx, in.Name); err != nil && !objstore.IsNotExist(err) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				rep.Failed++
+				return nil
+			}
+		}
+		c := &rep.Deleted
+		c.Objects++
+		c.Bytes += in.Size
+		switch kind {
+		case "content":
+			c.Content++
+		case "private":
+			c.Private++
+		case "segment":
+			c.Segments++
+		case "head":
+			c.Heads++
+		}
+		return nil
+	})
+}

@@ -1,0 +1,432 @@
+package gc_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/gc"
+	"github.com/archipelago-go/archip/internal/image"
+	"github.com/archipelago-go/archip/internal/manage"
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
+)
+
+var ctx = context.Background()
+
+const bs = 1 << 16
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// setup returns a manager on a mem store whose objects and GC share a
+// fake clock.
+func setup(s *objstore.Mem) (*manage.Manager, *clock) {
+	clk := &clock{t: time.Unix(1_000_000, 0)}
+	s.Now = clk.now
+	m := manage.New(s)
+	m.Now = clk.now
+	return m, clk
+}
+
+func randBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.IntN(255) + 1)
+	}
+	return b
+}
+
+func write(t *testing.T, m *manage.Manager, name string, off int64, p []byte) {
+	t.Helper()
+	v, _, err := m.Open(ctx, name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, p, off, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readAll(t *testing.T, m *manage.Manager, name string) []byte {
+	t.Helper()
+	v, _, err := m.Open(ctx, name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, v.Size())
+	if err := v.ReadAt(ctx, p, 0); err != nil {
+		t.Fatalf("read %s: %v", name, err)
+	}
+	return p
+}
+
+// referenced computes, independently of package gc, every object the
+// catalog's maps reference.
+func referenced(t *testing.T, m *manage.Manager) map[string]bool {
+	t.Helper()
+	d, _, err := m.Catalog.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := map[string]bool{"catalog": true}
+	for _, r := range d.Records {
+		h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es, err := volume.LoadMap(ctx, m.Store, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[blockmap.HeadName(r.ID)] = true
+		for _, s := range h.Segments {
+			refs[s.Name()] = true
+		}
+		for _, e := range es {
+			if e.Kind() != blockmap.Zero {
+				refs[e.ObjectName()] = true
+			}
+		}
+	}
+	return refs
+}
+
+// checkClean fails unless the store holds exactly the referenced objects.
+func checkClean(t *testing.T, m *manage.Manager) {
+	t.Helper()
+	refs := referenced(t, m)
+	seen := map[string]bool{}
+	m.Store.List(ctx, "", func(in objstore.Info) error {
+		seen[in.Name] = true
+		if !refs[in.Name] && !strings.HasPrefix(in.Name, "gc/") {
+			t.Errorf("unreferenced object left: %s", in.Name)
+		}
+		return nil
+	})
+	for name := range refs {
+		if !seen[name] {
+			t.Errorf("referenced object missing: %s", name)
+		}
+	}
+}
+
+func count(s objstore.Store) int {
+	n := 0
+	s.List(ctx, "", func(objstore.Info) error { n++; return nil })
+	return n
+}
+
+func TestCollectsExactlyTheGarbage(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	rng := rand.New(rand.NewPCG(1, 2))
+	imgA := randBytes(rng, 8*bs)
+	if _, _, err := m.Import(ctx, bytes.NewReader(imgA), -1, "A", image.Options{BlockShift: 16}); err != nil {
+		t.Fatal(err)
+	}
+	m.Clone(ctx, "A", "vm1", 0)
+	write(t, m, "vm1", 100, randBytes(rng, 3*bs))
+	m.Snapshot(ctx, "vm1", "vm1@s")
+	write(t, m, "vm1", 50, randBytes(rng, 2*bs))
+	m.Clone(ctx, "vm1@s", "c2", 0)
+	write(t, m, "c2", 5*bs, randBytes(rng, bs))
+	m.Import(ctx, bytes.NewReader(randBytes(rng, 4*bs)), -1, "B", image.Options{BlockShift: 16})
+	m.Remove(ctx, "B")
+	m.Remove(ctx, "vm1@s") // c2 still needs its blocks
+	m.CreateVolume(ctx, "vm3", 4*bs, 16)
+	write(t, m, "vm3", 0, randBytes(rng, 4*bs))
+	m.Remove(ctx, "vm3")
+	want := map[string][]byte{}
+	for _, n := range []string{"A", "vm1", "c2", "c3"} {
+		if n == "c3" {
+			// Another clone whose removal leaves the blocks vm1 wrote before
+			// its snapshot referenced by nothing: private garbage.
+			m.Snapshot(ctx, "vm1", "vm1@t")
+			write(t, m, "vm1", 0, randBytes(rng, 8*bs))
+			m.Clone(ctx, "vm1@t", "c3", 0)
+			m.Remove(ctx, "vm1@t")
+			m.Remove(ctx, "c3")
+			continue
+		}
+		want[n] = readAll(t, m, n)
+	}
+	want["vm1"] = readAll(t, m, "vm1")
+
+	clk.advance(2 * time.Hour)
+	before := count(s)
+	dry, err := m.GC(ctx, gc.Options{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if count(s) != before || dry.Deleted.Objects == 0 {
+		t.Fatalf("dry run: %d objects before, %d after, report %+v", before, count(s), dry.Deleted)
+	}
+	rep, err := m.GC(ctx, gc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Deleted != dry.Deleted || rep.Failed != 0 {
+		t.Fatalf("run deleted %+v, dry run said %+v", rep.Deleted, dry.Deleted)
+	}
+	if rep.Deleted.Content == 0 || rep.Deleted.Private == 0 || rep.Deleted.Heads != 0 {
+		t.Fatalf("unexpected deletions %+v", rep.Deleted)
+	}
+	checkClean(t, m)
+	for n, w := range want {
+		if !bytes.Equal(readAll(t, m, n), w) {
+			t.Fatalf("%s changed across the collection", n)
+		}
+	}
+	again, _ := m.GC(ctx, gc.Options{})
+	if again.Deleted.Objects != 0 {
+		t.Fatalf("a second collection deleted %+v", again.Deleted)
+	}
+}
+
+// TestCrashLeftovers: a writer that crashed in the middle of
+// copy-on-write, and an import that crashed before naming its image,
+// leave objects that a collection removes once they are old enough.
+func TestCrashLeftovers(t *testing.T) {
+	mem := objstore.NewCrashable()
+	m, clk := setup(mem)
+	rng := rand.New(rand.NewPCG(3, 4))
+	m.Import(ctx, bytes.NewReader(randBytes(rng, 4*bs)), -1, "img", image.Options{BlockShift: 16})
+	m.Clone(ctx, "img", "vm", 0)
+	want := readAll(t, m, "vm")
+	v, _, _ := m.Open(ctx, "vm", true)
+	v.WriteAt(ctx, []byte("copy-on-write, never flushed"), bs+10, false)
+	image.Import(ctx, mem, bytes.NewReader(randBytes(rng, 2*bs)), -1, image.Options{BlockShift: 16}) // no catalog record
+
+	crashed := mem.Crash(rand.New(rand.NewPCG(5, 6)))
+	m2, _ := setup(crashed)
+	m2.Now, crashed.Now = clk.now, clk.now
+	if got := readAll(t, m2, "vm"); !bytes.Equal(got, want) {
+		t.Fatal("after the crash the clone does not read its image")
+	}
+	if rep, _ := m2.GC(ctx, gc.Options{}); rep.Deleted.Objects != 0 {
+		t.Fatalf("young leftovers deleted: %+v", rep.Deleted)
+	}
+	clk.advance(2 * time.Hour)
+	rep, err := m2.GC(ctx, gc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Deleted.Heads != 1 || rep.Deleted.Objects < 3 {
+		t.Fatalf("leftovers not collected: %+v", rep.Deleted)
+	}
+	checkClean(t, m2)
+	if !bytes.Equal(readAll(t, m2, "vm"), want) {
+		t.Fatal("the clone changed")
+	}
+}
+
+// TestSweepFailureThenRetry: deletions that fail leave the store
+// consistent, and the next collection finishes the work.
+func TestSweepFailureThenRetry(t *testing.T) {
+	mem := objstore.NewMem()
+	f := objstore.NewFaulty(mem)
+	m, clk := setup(mem)
+	m.Store, m.Catalog = f, manage.New(f).Catalog
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprint("img", i)
+		m.Import(ctx, bytes.NewReader(randBytes(rng, 4*bs)), -1, name, image.Options{BlockShift: 16})
+		m.Remove(ctx, name)
+	}
+	clk.advance(2 * time.Hour)
+	f.Add(objstore.Rule{Op: objstore.OpDelete, Prefix: "blk/", Skip: 2, Err: errors.New("disk on fire")})
+	rep, err := m.GC(ctx, gc.Options{})
+	if err != nil || rep.Failed == 0 {
+		t.Fatalf("collection with failing deletes: %+v, %v", rep, err)
+	}
+	f.Reset()
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, m)
+}
+
+func TestExclusion(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	h, err := gc.AcquireHold(ctx, s, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 1200*time.Millisecond)
+	_, err = m.GC(short, gc.Options{})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("collection while an operation holds it off: %v", err)
+	}
+	h.Release()
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatalf("collection after the hold was released: %v", err)
+	}
+
+	// A collection in progress (its lock) makes operations wait; a lock
+	// whose collector died expires.
+	lock := fmt.Sprintf(`{"owner":"x","expires":%q}`, clk.now().Add(time.Minute).Format(time.RFC3339Nano))
+	s.Put(ctx, "gc/lock", []byte(lock))
+	short, cancel = context.WithTimeout(ctx, 1200*time.Millisecond)
+	_, err = gc.AcquireHold(short, s, clk.now)
+	cancel()
+	if err == nil {
+		t.Fatal("an operation started while a collection held the lock")
+	}
+	if _, err := m.GC(ctx, gc.Options{}); !errors.Is(err, gc.ErrBusy) {
+		t.Fatalf("second collection: %v", err)
+	}
+	clk.advance(10 * time.Minute)
+	h, err = gc.AcquireHold(ctx, s, clk.now)
+	if err != nil {
+		t.Fatalf("operation after the dead collector's lock expired: %v", err)
+	}
+	h.Release()
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatalf("collection taking over an expired lock: %v", err)
+	}
+}
+
+// TestConcurrent runs writers, snapshot-and-clone, importers and
+// repeated collections at once, in rounds of an injected clock: the grace
+// period is one round and writers flush within a round, the assumption
+// the collector relies on. At the end every volume reads as its oracle
+// and nothing unreferenced is left.
+func TestConcurrent(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	const round = time.Minute
+	var mu sync.Mutex
+	oracle := map[string][]byte{}
+	set := func(name string, b []byte) { mu.Lock(); oracle[name] = b; mu.Unlock() }
+
+	for w := 0; w < 3; w++ {
+		m.CreateVolume(ctx, fmt.Sprint("w", w), 8*bs, 16)
+		set(fmt.Sprint("w", w), make([]byte, 8*bs))
+	}
+	for r := 0; r < 6; r++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 100)
+		for w := 0; w < 3; w++ {
+			wg.Add(1)
+			go func() { // a writer: its own volume, flushing as it goes
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(r), uint64(w)))
+				name := fmt.Sprint("w", w)
+				v, _, err := m.Open(ctx, name, true)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				data := append([]byte(nil), oracle[name]...)
+				mu.Unlock()
+				for i := 0; i < 10; i++ {
+					off := rng.IntN(len(data) - 100)
+					p := randBytes(rng, 1+rng.IntN(min(len(data)-off, 2*bs)))
+					if err := v.WriteAt(ctx, p, int64(off), rng.IntN(3) == 0); err != nil {
+						errs <- err
+					}
+					copy(data[off:], p)
+				}
+				if err := v.Close(ctx); err != nil {
+					errs <- err
+				}
+				set(name, data)
+			}()
+		}
+		wg.Add(2)
+		go func() { // snapshot and clone a volume of its own
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(r), 99))
+			name := fmt.Sprint("s", r)
+			if _, err := m.CreateVolume(ctx, name, 4*bs, 16); err != nil {
+				errs <- err
+				return
+			}
+			data := randBytes(rng, 4*bs)
+			v, _, _ := m.Open(ctx, name, true)
+			v.WriteAt(ctx, data, 0, false)
+			v.Close(ctx)
+			if _, err := m.Snapshot(ctx, name, name+"@1"); err != nil {
+				errs <- err
+			}
+			if _, err := m.Clone(ctx, name+"@1", name+"c", 0); err != nil {
+				errs <- err
+			}
+			set(name+"@1", data)
+			set(name+"c", data)
+			if r%2 == 1 {
+				m.Remove(ctx, name) // the snapshot and clone stay valid
+			} else {
+				set(name, data)
+			}
+		}()
+		go func() { // import, sometimes the same data again, and clone it
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(r/2), 7))
+			data := randBytes(rng, 3*bs)
+			name := fmt.Sprint("i", r)
+			if _, _, err := m.Import(ctx, bytes.NewReader(data), -1, name, image.Options{BlockShift: 16}); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := m.Clone(ctx, name, name+"c", 0); err != nil {
+				errs <- err
+			}
+			set(name+"c", data)
+			if r%3 == 2 {
+				m.Remove(ctx, name)
+			} else {
+				set(name, data)
+			}
+		}()
+		gcDone := make(chan struct{})
+		go func() { // collections, over and over, during the round
+			defer close(gcDone)
+			for i := 0; i < 3; i++ {
+				if _, err := m.GC(ctx, gc.Options{Grace: round}); err != nil && !errors.Is(err, gc.ErrBusy) {
+					errs <- err
+				}
+			}
+		}()
+		wg.Wait()
+		<-gcDone
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", r, err)
+		}
+		clk.advance(round + time.Second)
+	}
+	clk.advance(2 * round)
+	if _, err := m.GC(ctx, gc.Options{Grace: round}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range oracle {
+		if got := readAll(t, m, name); !bytes.Equal(got, want) {
+			t.Fatalf("%s differs from its oracle", name)
+		}
+	}
+	checkClean(t, m)
+}
