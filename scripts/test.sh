@@ -39,7 +39,7 @@ ARCHIP_TEST_CEPH_CONF=$(scripts/ceph-cluster.sh start "$cephdir")
 export ARCHIP_TEST_CEPH_CONF
 status=0
 go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'Conformance|BadURL|ModelRados|Rados' \
-  ./internal/objstore/rados ./internal/volume ./e2e >"$log" 2>&1 || status=$?
+  ./internal/objstore/rados ./internal/volume ./internal/gc ./e2e >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|--- FAIL|panic:)' "$log" || true
 if [ "$status" != 0 ]; then
   grep -B2 -A30 -E -- '--- FAIL|^panic:' "$log" | head -200
@@ -51,7 +51,7 @@ fi
 passed=$((passed + $(grep -cE -- '^\s*--- PASS' "$log" || true)))
 
 echo "== race detector (concurrency-heavy packages)"
-go test -count=1 -race -short -timeout 10m ./internal/objstore/... ./internal/volume ./internal/catalog ./internal/image ./internal/nbd ./internal/daemon
+go test -count=1 -race -short -timeout 10m ./internal/objstore/... ./internal/volume ./internal/catalog ./internal/image ./internal/nbd ./internal/daemon ./internal/gc ./internal/lease
 
 echo "== fuzz targets (10 s each)"
 for target in $(grep -rhoE '^func (Fuzz[A-Za-z0-9]+)' --include='*_test.go' . | awk '{print $2}' | sort -u); do

@@ -147,6 +147,10 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 	if err != nil {
 		return nil, err
 	}
+	// Segments are immutable and shared by snapshots and clones: each is
+	// read and marked once, so the cost is that of the distinct segments,
+	// not of the maps.
+	seg := make([]blockmap.Entry, blockmap.SegmentEntries)
 	for id := range roots {
 		h, _, err := volume.ReadHead(ctx, s, id)
 		if errors.Is(err, volume.ErrNotFound) {
@@ -155,20 +159,27 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 		if err != nil {
 			return nil, err
 		}
-		entries, err := volume.LoadMap(ctx, s, h)
-		if err != nil {
-			return nil, err
-		}
 		m.heads[blockmap.HeadName(id)] = struct{}{}
 		for _, ref := range h.Segments {
-			m.segments[ref.Name()] = struct{}{}
-		}
-		for _, e := range entries {
-			switch e.Kind() {
-			case blockmap.Content:
-				m.content[e.Hash()] = struct{}{}
-			case blockmap.Private:
-				m.private[e.Key()] = struct{}{}
+			name := ref.Name()
+			if _, done := m.segments[name]; done {
+				continue
+			}
+			b, _, err := s.Get(ctx, name)
+			if err != nil {
+				return nil, fmt.Errorf("segment %s of volume %s: %w", name, id, err)
+			}
+			if err := blockmap.DecodeSegment(b, ref, seg); err != nil {
+				return nil, fmt.Errorf("volume %s: %w", id, err)
+			}
+			m.segments[name] = struct{}{}
+			for _, e := range seg {
+				switch e.Kind() {
+				case blockmap.Content:
+					m.content[e.Hash()] = struct{}{}
+				case blockmap.Private:
+					m.private[e.Key()] = struct{}{}
+				}
 			}
 		}
 		rep.Roots++
