@@ -26,7 +26,7 @@ func collectOn(t *testing.T, s objstore.Store) {
 	want := readAll(t, m, "vm")
 	m.Import(ctx, bytes.NewReader(randBytes(rng, 3*bs)), -1, "gone", image.Options{BlockShift: 16})
 	m.Remove(ctx, "gone")
-	m.Remove(ctx, "img") // the clone keeps what it uses
+	m.Remove(ctx, "img")                // the clone keeps what it uses
 	time.Sleep(1100 * time.Millisecond) // object times may have a 1 s granularity
 	rep, err := m.GC(ctx, gc.Options{Grace: time.Nanosecond})
 	if err != nil {
