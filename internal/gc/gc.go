@@ -152,25 +152,51 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 	// not of the maps.
 	seg := make([]blockmap.Entry, blockmap.SegmentEntries)
 	for id := range roots {
-		h, _, err := volume.ReadHead(ctx, s, id)
-		if errors.Is(err, volume.ErrNotFound) {
-			continue // removed since the catalog was read
-		}
+		marked, err := m.markVolume(ctx, s, id, seg)
 		if err != nil {
 			return nil, err
 		}
+		if marked {
+			rep.Roots++
+			if progress != nil {
+				progress("mark", int64(rep.Roots))
+			}
+		}
+	}
+	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads))
+	return m, nil
+}
+
+// markVolume marks what volume id's head references. A writer may
+// replace a segment and delete the old one while this reads them: then it
+// reads the head again (what it marked from the older head stays marked,
+// which is only ever safe). It reports false if the volume is gone.
+func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID, seg []blockmap.Entry) (bool, error) {
+	for try := 0; ; try++ {
+		h, _, err := volume.ReadHead(ctx, s, id)
+		if errors.Is(err, volume.ErrNotFound) {
+			return false, nil // removed since the catalog was read
+		}
+		if err != nil {
+			return false, err
+		}
 		m.heads[blockmap.HeadName(id)] = struct{}{}
+		vanished := false
 		for _, ref := range h.Segments {
 			name := ref.Name()
 			if _, done := m.segments[name]; done {
 				continue
 			}
 			b, _, err := s.Get(ctx, name)
+			if objstore.IsNotExist(err) && try < 10 {
+				vanished = true
+				break
+			}
 			if err != nil {
-				return nil, fmt.Errorf("segment %s of volume %s: %w", name, id, err)
+				return false, fmt.Errorf("segment %s of volume %s: %w", name, id, err)
 			}
 			if err := blockmap.DecodeSegment(b, ref, seg); err != nil {
-				return nil, fmt.Errorf("volume %s: %w", id, err)
+				return false, fmt.Errorf("volume %s: %w", id, err)
 			}
 			m.segments[name] = struct{}{}
 			for _, e := range seg {
@@ -182,13 +208,10 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 				}
 			}
 		}
-		rep.Roots++
-		if progress != nil {
-			progress("mark", int64(rep.Roots))
+		if !vanished {
+			return true, nil
 		}
 	}
-	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads))
-	return m, nil
 }
 
 // headID recognizes "vol/<id>/head".

@@ -430,3 +430,44 @@ func TestConcurrent(t *testing.T) {
 	}
 	checkClean(t, m)
 }
+
+// replacer deletes a volume's segment and rewrites the volume (as a
+// writer's flush does) just before the collector reads that segment.
+type replacer struct {
+	objstore.Store
+	once   sync.Once
+	target string
+	fn     func()
+}
+
+func (r *replacer) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
+	if name == r.target {
+		r.once.Do(r.fn)
+	}
+	return r.Store.Get(ctx, name)
+}
+
+// TestSegmentReplacedWhileMarking: a writer that replaces (and deletes)
+// a segment while the collector marks does not make the collection fail
+// or lose the new segment's blocks.
+func TestSegmentReplacedWhileMarking(t *testing.T) {
+	mem := objstore.NewMem()
+	m, clk := setup(mem)
+	m.CreateVolume(ctx, "v", 4*bs, 16)
+	rng := rand.New(rand.NewPCG(21, 22))
+	write(t, m, "v", 0, randBytes(rng, 4*bs))
+	r, _ := m.Lookup(ctx, "v")
+	h, _, _ := volume.ReadHead(ctx, mem, r.ID)
+	var want []byte
+	rs := &replacer{Store: mem, target: h.Segments[0].Name(), fn: func() {
+		write(t, m, "v", 0, randBytes(rng, 4*bs)) // new blocks, new segment, old one deleted
+		want = readAll(t, m, "v")
+	}}
+	clk.advance(2 * time.Hour)
+	if _, err := gc.Run(ctx, rs, gc.Options{Now: clk.now}); err != nil {
+		t.Fatalf("collection racing a writer's flush: %v", err)
+	}
+	if got := readAll(t, m, "v"); !bytes.Equal(got, want) {
+		t.Fatal("the volume lost data written during the mark")
+	}
+}
