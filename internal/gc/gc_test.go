@@ -455,12 +455,16 @@ func TestSegmentReplacedWhileMarking(t *testing.T) {
 	m, clk := setup(mem)
 	m.CreateVolume(ctx, "v", 4*bs, 16)
 	rng := rand.New(rand.NewPCG(21, 22))
-	write(t, m, "v", 0, randBytes(rng, 4*bs))
+	write(t, m, "v", 0, randBytes(rng, bs))
 	r, _ := m.Lookup(ctx, "v")
 	h, _, _ := volume.ReadHead(ctx, mem, r.ID)
 	var want []byte
 	rs := &replacer{Store: mem, target: h.Segments[0].Name(), fn: func() {
-		write(t, m, "v", 0, randBytes(rng, 4*bs)) // new blocks, new segment, old one deleted
+		// A new block changes the map: a new segment, the old one deleted.
+		write(t, m, "v", 2*bs, randBytes(rng, bs))
+		if _, _, err := mem.Get(ctx, h.Segments[0].Name()); !objstore.IsNotExist(err) {
+			t.Errorf("the test's writer did not replace the segment: %v", err)
+		}
 		want = readAll(t, m, "v")
 	}}
 	clk.advance(2 * time.Hour)
