@@ -22,8 +22,8 @@ func collectOn(t *testing.T, s objstore.Store) {
 		t.Fatal(err)
 	}
 	m.Clone(ctx, "img", "vm", 0)
-	write(t, m, "vm", 10, randBytes(rng, 2*bs))
-	want := readAll(t, m, "vm")
+	manage.WriteT(t, m, "vm", 10, randBytes(rng, 2*bs))
+	want := manage.ReadT(t, m, "vm", 0, -1)
 	m.Import(ctx, bytes.NewReader(randBytes(rng, 3*bs)), -1, "gone", image.Options{BlockShift: 16})
 	m.Remove(ctx, "gone")
 	m.Remove(ctx, "img")                // the clone keeps what it uses
@@ -36,7 +36,7 @@ func collectOn(t *testing.T, s objstore.Store) {
 		t.Fatalf("removed image's blocks not collected: %+v", rep.Deleted)
 	}
 	checkClean(t, m)
-	if !bytes.Equal(readAll(t, m, "vm"), want) {
+	if !bytes.Equal(manage.ReadT(t, m, "vm", 0, -1), want) {
 		t.Fatal("the clone changed")
 	}
 }

@@ -53,33 +53,6 @@ func randBytes(rng *rand.Rand, n int) []byte {
 	return b
 }
 
-func write(t *testing.T, m *manage.Manager, name string, off int64, p []byte) {
-	t.Helper()
-	v, _, err := m.Open(ctx, name, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.WriteAt(ctx, p, off, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func readAll(t *testing.T, m *manage.Manager, name string) []byte {
-	t.Helper()
-	v, _, err := m.Open(ctx, name, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := make([]byte, v.Size())
-	if err := v.ReadAt(ctx, p, 0); err != nil {
-		t.Fatalf("read %s: %v", name, err)
-	}
-	return p
-}
-
 // referenced computes, independently of package gc, every object the
 // catalog's maps reference.
 func referenced(t *testing.T, m *manage.Manager) map[string]bool {
@@ -145,16 +118,16 @@ func TestCollectsExactlyTheGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Clone(ctx, "A", "vm1", 0)
-	write(t, m, "vm1", 100, randBytes(rng, 3*bs))
+	manage.WriteT(t, m, "vm1", 100, randBytes(rng, 3*bs))
 	m.Snapshot(ctx, "vm1", "vm1@s")
-	write(t, m, "vm1", 50, randBytes(rng, 2*bs))
+	manage.WriteT(t, m, "vm1", 50, randBytes(rng, 2*bs))
 	m.Clone(ctx, "vm1@s", "c2", 0)
-	write(t, m, "c2", 5*bs, randBytes(rng, bs))
+	manage.WriteT(t, m, "c2", 5*bs, randBytes(rng, bs))
 	m.Import(ctx, bytes.NewReader(randBytes(rng, 4*bs)), -1, "B", image.Options{BlockShift: 16})
 	m.Remove(ctx, "B")
 	m.Remove(ctx, "vm1@s") // c2 still needs its blocks
 	m.CreateVolume(ctx, "vm3", 4*bs, 16)
-	write(t, m, "vm3", 0, randBytes(rng, 4*bs))
+	manage.WriteT(t, m, "vm3", 0, randBytes(rng, 4*bs))
 	m.Remove(ctx, "vm3")
 	want := map[string][]byte{}
 	for _, n := range []string{"A", "vm1", "c2", "c3"} {
@@ -162,15 +135,15 @@ func TestCollectsExactlyTheGarbage(t *testing.T) {
 			// Another clone whose removal leaves the blocks vm1 wrote before
 			// its snapshot referenced by nothing: private garbage.
 			m.Snapshot(ctx, "vm1", "vm1@t")
-			write(t, m, "vm1", 0, randBytes(rng, 8*bs))
+			manage.WriteT(t, m, "vm1", 0, randBytes(rng, 8*bs))
 			m.Clone(ctx, "vm1@t", "c3", 0)
 			m.Remove(ctx, "vm1@t")
 			m.Remove(ctx, "c3")
 			continue
 		}
-		want[n] = readAll(t, m, n)
+		want[n] = manage.ReadT(t, m, n, 0, -1)
 	}
-	want["vm1"] = readAll(t, m, "vm1")
+	want["vm1"] = manage.ReadT(t, m, "vm1", 0, -1)
 
 	clk.advance(2 * time.Hour)
 	before := count(s)
@@ -193,7 +166,7 @@ func TestCollectsExactlyTheGarbage(t *testing.T) {
 	}
 	checkClean(t, m)
 	for n, w := range want {
-		if !bytes.Equal(readAll(t, m, n), w) {
+		if !bytes.Equal(manage.ReadT(t, m, n, 0, -1), w) {
 			t.Fatalf("%s changed across the collection", n)
 		}
 	}
@@ -212,7 +185,7 @@ func TestCrashLeftovers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	m.Import(ctx, bytes.NewReader(randBytes(rng, 4*bs)), -1, "img", image.Options{BlockShift: 16})
 	m.Clone(ctx, "img", "vm", 0)
-	want := readAll(t, m, "vm")
+	want := manage.ReadT(t, m, "vm", 0, -1)
 	v, _, _ := m.Open(ctx, "vm", true)
 	v.WriteAt(ctx, []byte("copy-on-write, never flushed"), bs+10, false)
 	image.Import(ctx, mem, bytes.NewReader(randBytes(rng, 2*bs)), -1, image.Options{BlockShift: 16}) // no catalog record
@@ -220,7 +193,7 @@ func TestCrashLeftovers(t *testing.T) {
 	crashed := mem.Crash(rand.New(rand.NewPCG(5, 6)))
 	m2, _ := setup(crashed)
 	m2.Now, crashed.Now = clk.now, clk.now
-	if got := readAll(t, m2, "vm"); !bytes.Equal(got, want) {
+	if got := manage.ReadT(t, m2, "vm", 0, -1); !bytes.Equal(got, want) {
 		t.Fatal("after the crash the clone does not read its image")
 	}
 	if rep, _ := m2.GC(ctx, gc.Options{}); rep.Deleted.Objects != 0 {
@@ -235,7 +208,7 @@ func TestCrashLeftovers(t *testing.T) {
 		t.Fatalf("leftovers not collected: %+v", rep.Deleted)
 	}
 	checkClean(t, m2)
-	if !bytes.Equal(readAll(t, m2, "vm"), want) {
+	if !bytes.Equal(manage.ReadT(t, m2, "vm", 0, -1), want) {
 		t.Fatal("the clone changed")
 	}
 }
@@ -424,7 +397,7 @@ func TestConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range oracle {
-		if got := readAll(t, m, name); !bytes.Equal(got, want) {
+		if got := manage.ReadT(t, m, name, 0, -1); !bytes.Equal(got, want) {
 			t.Fatalf("%s differs from its oracle", name)
 		}
 	}
@@ -455,23 +428,23 @@ func TestSegmentReplacedWhileMarking(t *testing.T) {
 	m, clk := setup(mem)
 	m.CreateVolume(ctx, "v", 4*bs, 16)
 	rng := rand.New(rand.NewPCG(21, 22))
-	write(t, m, "v", 0, randBytes(rng, bs))
+	manage.WriteT(t, m, "v", 0, randBytes(rng, bs))
 	r, _ := m.Lookup(ctx, "v")
 	h, _, _ := volume.ReadHead(ctx, mem, r.ID)
 	var want []byte
 	rs := &replacer{Store: mem, target: h.Segments[0].Name(), fn: func() {
 		// A new block changes the map: a new segment, the old one deleted.
-		write(t, m, "v", 2*bs, randBytes(rng, bs))
+		manage.WriteT(t, m, "v", 2*bs, randBytes(rng, bs))
 		if _, _, err := mem.Get(ctx, h.Segments[0].Name()); !objstore.IsNotExist(err) {
 			t.Errorf("the test's writer did not replace the segment: %v", err)
 		}
-		want = readAll(t, m, "v")
+		want = manage.ReadT(t, m, "v", 0, -1)
 	}}
 	clk.advance(2 * time.Hour)
 	if _, err := gc.Run(ctx, rs, gc.Options{Now: clk.now}); err != nil {
 		t.Fatalf("collection racing a writer's flush: %v", err)
 	}
-	if got := readAll(t, m, "v"); !bytes.Equal(got, want) {
+	if got := manage.ReadT(t, m, "v", 0, -1); !bytes.Equal(got, want) {
 		t.Fatal("the volume lost data written during the mark")
 	}
 }

@@ -16,33 +16,6 @@ var ctx = context.Background()
 
 const bs = 1 << 16
 
-func write(t *testing.T, m *Manager, name string, off int64, p []byte) {
-	t.Helper()
-	v, _, err := m.Open(ctx, name, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.WriteAt(ctx, p, off, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func read(t *testing.T, m *Manager, name string, off int64, n int) []byte {
-	t.Helper()
-	v, _, err := m.Open(ctx, name, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := make([]byte, n)
-	if err := v.ReadAt(ctx, p, off); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestLifecycle(t *testing.T) {
 	m := New(objstore.NewMem())
 	if _, err := m.CreateVolume(ctx, "vm1", 8*bs, 16); err != nil {
@@ -54,11 +27,11 @@ func TestLifecycle(t *testing.T) {
 	if _, err := m.CreateVolume(ctx, "bad/name", bs, 16); !errors.Is(err, catalog.ErrBadName) {
 		t.Fatalf("bad name: %v", err)
 	}
-	write(t, m, "vm1", 0, bytes.Repeat([]byte{1}, 2*bs))
+	WriteT(t, m, "vm1", 0, bytes.Repeat([]byte{1}, 2*bs))
 	if _, err := m.Snapshot(ctx, "vm1", "vm1@s1"); err != nil {
 		t.Fatal(err)
 	}
-	write(t, m, "vm1", bs, bytes.Repeat([]byte{2}, bs))
+	WriteT(t, m, "vm1", bs, bytes.Repeat([]byte{2}, bs))
 	if _, err := m.Clone(ctx, "vm1", "c1", 0); err == nil {
 		t.Fatal("cloned a writable volume")
 	}
@@ -93,14 +66,14 @@ func TestLifecycle(t *testing.T) {
 	if err := m.Rename(ctx, "vm1", "vm2"); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t, m, "vm2", 0, 10); got[0] != 1 {
+	if got := ReadT(t, m, "vm2", 0, 10); got[0] != 1 {
 		t.Fatalf("renamed volume reads %x", got)
 	}
 	// Remove the snapshot the clone came from: the clone stays whole.
 	if err := m.Remove(ctx, "vm1@s1"); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t, m, "c1", 0, 2*bs); !bytes.Equal(got, bytes.Repeat([]byte{1}, 2*bs)) {
+	if got := ReadT(t, m, "c1", 0, 2*bs); !bytes.Equal(got, bytes.Repeat([]byte{1}, 2*bs)) {
 		t.Fatal("clone changed after its snapshot was removed")
 	}
 	if err := m.Remove(ctx, "vm1@s1"); !errors.Is(err, catalog.ErrNotFound) {
@@ -132,7 +105,7 @@ func TestStatsDedup(t *testing.T) {
 		t.Fatalf("stats = %+v", st)
 	}
 	// Hash folds identical private data into the same content block.
-	write(t, m, "vm", 0, img[:bs])
+	WriteT(t, m, "vm", 0, img[:bs])
 	if _, err := m.Hash(ctx, "vm", nil); err != nil {
 		t.Fatal(err)
 	}
