@@ -177,7 +177,7 @@ func (e export) Trim(ctx context.Context, off, n int64, fua bool) error {
 func (e export) Flush(ctx context.Context) error { return e.v.Flush(ctx) }
 
 func (e export) BlockStatus(ctx context.Context, off, n int64) ([]nbd.Extent, error) {
-	ext, err := e.v.BlockStatus(off, n)
+	ext, err := e.v.BlockStatus(ctx, off, n)
 	if err != nil {
 		return nil, err
 	}

@@ -111,6 +111,10 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	nh := h
 	nh.Epoch++
 	nh.Segments = sharedSegments(h.Segments)
+	if err := v.checkGuard(); err != nil {
+		v.store.Delete(ctx, blockmap.HeadName(snap.ID))
+		return blockmap.ID{}, err
+	}
 	nv, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&nh), ver)
 	if err != nil {
 		v.store.Delete(ctx, blockmap.HeadName(snap.ID))

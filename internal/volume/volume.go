@@ -51,6 +51,9 @@ type Volume struct {
 	id       blockmap.ID
 	readOnly bool
 	remap    bool // a read-only head opened to rewrite its map (Hash)
+	follow   bool // a read-only handle that rereads the map when the head changes
+	guard    func() error
+	onClose  func(ctx context.Context, err error) error
 	shift    uint8
 	bs       int64
 	bufs     sync.Pool // *[]byte of one block
@@ -61,6 +64,8 @@ type Volume struct {
 	gate sync.RWMutex
 	// flushMu serializes everything that writes the head.
 	flushMu sync.Mutex
+	// refreshMu serializes the map reloads of a following handle.
+	refreshMu sync.Mutex
 	// stripe[b%stripes] serializes writes to block b.
 	stripe [stripes]sync.Mutex
 
@@ -91,6 +96,24 @@ type OpenOptions struct {
 	// Remap opens a snapshot or image (or a volume) to rewrite its map
 	// without changing what it reads, for Hash. Data writes are refused.
 	Remap bool
+	// Guard, when set, is asked before every write to the store (data,
+	// map segments, head); an error refuses the operation and is
+	// returned. Writers pass their lease (package lease), so that a node
+	// whose lease ran out writes nothing more (invariant I5).
+	Guard func() error
+	// NewEpoch starts a new epoch at open, so that this handle changes
+	// no object of an earlier writer in place: every block it writes is
+	// copied first. For a writer that took the lease over from one that
+	// did not release it, and so may still be finishing a write.
+	NewEpoch bool
+	// Follow makes a read-only handle see what another handle (on any
+	// host) writes: every read first checks whether the head changed and,
+	// if so, loads the segments that changed. A read never returns data
+	// older than the writer's last flush.
+	Follow bool
+	// OnClose, when set, runs at Close after the final flush, with its
+	// error (a lease is released there).
+	OnClose func(ctx context.Context, flushErr error) error
 }
 
 // Open loads the volume id from s.
@@ -106,7 +129,8 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if err != nil {
 		return nil, err
 	}
-	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, shift: head.BlockShift, bs: head.BlockSize()}
+	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
+		guard: opts.Guard, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = s.(objstore.RangeWriter)
 		v.syncer, _ = s.(objstore.Syncer)
@@ -123,6 +147,12 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		h := *head
 		v.mu.nextSeq, v.mu.seqEnd = h.SeqReserved, h.SeqReserved+seqBatch
 		h.SeqReserved = v.mu.seqEnd
+		if opts.NewEpoch {
+			h.Epoch++
+		}
+		if err := v.checkGuard(); err != nil {
+			return nil, err
+		}
 		nv, err := s.Swap(ctx, blockmap.HeadName(id), blockmap.EncodeHead(&h), ver)
 		if errors.Is(err, objstore.ErrConflict) {
 			return nil, fmt.Errorf("%w (while opening %s)", ErrFenced, id)
@@ -226,10 +256,24 @@ func (v *Volume) checkIO(off, n int64, write bool) error {
 		return ErrReadOnly
 	case write && v.mu.err != nil:
 		return v.mu.err
+	case write && v.guard != nil:
+		if err := v.guard(); err != nil {
+			return err
+		}
+	}
+	switch {
 	case off < 0 || n < 0 || off+n < off || uint64(off+n) > v.mu.head.Size:
 		return fmt.Errorf("%w: offset %d length %d, volume size %d", ErrOutOfRange, off, n, v.mu.head.Size)
 	}
 	return nil
+}
+
+// checkGuard asks the guard, if any, whether this handle may write.
+func (v *Volume) checkGuard() error {
+	if v.guard == nil {
+		return nil
+	}
+	return v.guard()
 }
 
 // forBlocks calls fn for each block that [off, off+n) touches, with the
@@ -256,6 +300,9 @@ func (v *Volume) entry(b int64) (blockmap.Entry, uint64) {
 
 // ReadAt reads len(p) bytes at off.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := v.refresh(ctx); err != nil {
+		return err
+	}
 	if err := v.checkIO(off, int64(len(p)), false); err != nil {
 		return err
 	}
@@ -272,7 +319,13 @@ func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) e
 			return err
 		}
 		// The object may have been freed by a trim and a flush after we
-		// looked at the entry: look again.
+		// looked at the entry (here, or on the writer this handle
+		// follows): look again.
+		if v.follow && try < 3 {
+			if err := v.refresh(ctx); err != nil {
+				return err
+			}
+		}
 		if now, _ := v.entry(b); now == e || try == 3 {
 			return fmt.Errorf("%w: block %d: %v", ErrCorrupt, b, err)
 		}
@@ -377,6 +430,9 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 // content is described by old (old is a Zero entry for an object that
 // does not exist yet, or the block being copied).
 func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entry, boff int64, data []byte) error {
+	if err := v.checkGuard(); err != nil {
+		return err
+	}
 	fresh := old.ObjectName() != name
 	whole := boff == 0 && int64(len(data)) == v.bs
 	switch {
@@ -510,7 +566,10 @@ type Extent struct {
 
 // BlockStatus describes [off, off+n) as extents, merged where adjacent
 // blocks agree.
-func (v *Volume) BlockStatus(off, n int64) ([]Extent, error) {
+func (v *Volume) BlockStatus(ctx context.Context, off, n int64) ([]Extent, error) {
+	if err := v.refresh(ctx); err != nil {
+		return nil, err
+	}
 	if err := v.checkIO(off, n, false); err != nil {
 		return nil, err
 	}
@@ -634,6 +693,9 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	v.mu.Lock()
 	err := v.mu.err
 	v.mu.Unlock()
+	if err == nil {
+		err = v.checkGuard()
+	}
 	if err != nil {
 		return err
 	}
@@ -693,6 +755,9 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 		h.Segments = append(h.Segments, r)
 	}
 	sort.Slice(h.Segments, func(i, j int) bool { return h.Segments[i].Index < h.Segments[j].Index })
+	if err := v.checkGuard(); err != nil {
+		return err
+	}
 	ver, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&h), c.headVer)
 	if errors.Is(err, objstore.ErrConflict) {
 		return fmt.Errorf("%w: %s", ErrFenced, v.id)
@@ -736,11 +801,111 @@ func (v *Volume) Close(ctx context.Context) error {
 	if errors.Is(err, ErrClosed) {
 		return nil
 	}
+	return v.shut(ctx, err)
+}
+
+// Discard releases the handle without flushing: what was written since
+// the last flush is dropped from the map (its objects are left to the
+// garbage collector). For a writer that lost its lease.
+func (v *Volume) Discard(ctx context.Context) error {
+	v.mu.Lock()
+	closed := v.mu.closed
+	v.mu.Unlock()
+	if closed {
+		return nil
+	}
+	return v.shut(ctx, nil)
+}
+
+func (v *Volume) shut(ctx context.Context, err error) error {
+	v.flushMu.Lock()
+	v.gate.Lock()
 	v.mu.Lock()
 	v.mu.closed = true
 	v.mu.Unlock()
+	v.gate.Unlock()
+	v.flushMu.Unlock()
 	if v.handles != nil {
 		v.handles.close()
 	}
+	if v.onClose != nil {
+		return errors.Join(err, v.onClose(ctx, err))
+	}
 	return err
+}
+
+// refresh brings a following handle's map up to date with the stored
+// head: a Stat when nothing changed, and otherwise the new head and the
+// segments that differ (a writer deletes the segments it replaces, so a
+// segment found missing means the head moved on again: retry).
+func (v *Volume) refresh(ctx context.Context) error {
+	if !v.follow {
+		return nil
+	}
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+	for try := 0; ; try++ {
+		in, err := v.store.Stat(ctx, blockmap.HeadName(v.id))
+		if objstore.IsNotExist(err) {
+			return fmt.Errorf("%w: %s (removed)", ErrNotFound, v.id)
+		}
+		if err != nil {
+			return err
+		}
+		v.mu.Lock()
+		cur, curVer := v.mu.head, v.mu.headVer
+		v.mu.Unlock()
+		if in.Version == curVer {
+			return nil
+		}
+		head, ver, err := ReadHead(ctx, v.store, v.id)
+		if err != nil {
+			return err
+		}
+		entries, err := v.reload(ctx, &cur, head)
+		if errors.Is(err, ErrCorrupt) && try < 5 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		v.mu.Lock()
+		v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
+		v.mu.Unlock()
+		return nil
+	}
+}
+
+// reload returns the entries of head, reading only the segments that
+// differ from those of old.
+func (v *Volume) reload(ctx context.Context, old, head *blockmap.Head) ([]blockmap.Entry, error) {
+	same := map[blockmap.SegmentRef]bool{}
+	for _, r := range old.Segments {
+		same[r] = true
+	}
+	changed := *head
+	changed.Segments = nil
+	for _, r := range head.Segments {
+		if !same[r] {
+			changed.Segments = append(changed.Segments, r)
+		}
+	}
+	fresh, err := LoadMap(ctx, v.store, &changed)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	prev := v.mu.entries
+	v.mu.Unlock()
+	for _, r := range head.Segments {
+		if !same[r] {
+			continue
+		}
+		lo := int64(r.Index) * blockmap.SegmentEntries
+		hi := min(lo+blockmap.SegmentEntries, int64(len(fresh)), int64(len(prev)))
+		if lo < hi {
+			copy(fresh[lo:hi], prev[lo:hi])
+		}
+	}
+	return fresh, nil
 }

@@ -256,7 +256,7 @@ func TestBlockStatus(t *testing.T) {
 	v.WriteAt(ctx, []byte{1}, bs+7, false)
 	v.WriteAt(ctx, fill(bs, 1), 2*bs, false)
 	v.WriteAt(ctx, []byte{1}, 6*bs+3, false)
-	got, err := v.BlockStatus(10, 6*bs)
+	got, err := v.BlockStatus(ctx, 10, 6*bs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,208 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+var errNoLease = errors.New("test: no lease")
+
+// TestGuard: once the guard refuses, the handle writes nothing to the
+// store: neither data, nor map segments, nor the head.
+func TestGuard(t *testing.T) {
+	s := objstore.NewMem()
+	id, err := Create(ctx, s, CreateOptions{Size: 4 * bs, BlockShift: SmallShift})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refuse atomic.Bool
+	guard := func() error {
+		if refuse.Load() {
+			return errNoLease
+		}
+		return nil
+	}
+	v, err := Open(ctx, s, id, OpenOptions{Writable: true, Guard: guard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.WriteAt(ctx, fill(bs, 1), 0, true)
+	v.WriteAt(ctx, fill(bs, 2), bs, false) // written, not flushed
+
+	before := snapshotStore(t, s)
+	refuse.Store(true)
+	for what, err := range map[string]error{
+		"write":  v.WriteAt(ctx, fill(bs, 3), 2*bs, false),
+		"zero":   v.WriteZeroes(ctx, 0, bs, false, false),
+		"flush":  v.Flush(ctx),
+		"resize": v.Resize(ctx, 8*bs),
+	} {
+		if !errors.Is(err, errNoLease) {
+			t.Errorf("%s without the lease: %v", what, err)
+		}
+	}
+	if _, err := v.Snapshot(ctx); !errors.Is(err, errNoLease) {
+		t.Errorf("snapshot without the lease: %v", err)
+	}
+	if after := snapshotStore(t, s); len(after) != len(before) {
+		t.Fatalf("objects changed while the guard refused: %d before, %d after", len(before), len(after))
+	} else {
+		for name, ver := range before {
+			if after[name] != ver {
+				t.Errorf("%s changed while the guard refused", name)
+			}
+		}
+	}
+	refuse.Store(false)
+	if err := v.Flush(ctx); err != nil {
+		t.Fatalf("flush once the guard allows again: %v", err)
+	}
+	r, _ := Open(ctx, s, id, OpenOptions{})
+	wantBytes(t, r, bs, fill(bs, 2), "block written before the refusal, flushed after")
+	wantBytes(t, r, 2*bs, fill(bs, 0), "refused write")
+}
+
+// snapshotStore returns every object's version.
+func snapshotStore(t *testing.T, s objstore.Store) map[string]objstore.Version {
+	t.Helper()
+	out := map[string]objstore.Version{}
+	if err := s.List(ctx, "", func(in objstore.Info) error { out[in.Name] = in.Version; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestNewEpoch: a writer that takes over with a new epoch copies blocks
+// before writing them, so a late in-place write by the writer it replaced
+// changes nothing it reads.
+func TestNewEpoch(t *testing.T) {
+	for name, s := range map[string]objstore.Store{"mem": objstore.NewMem(), "file": newFileStore(t)} {
+		t.Run(name, func(t *testing.T) {
+			old := NewTestVolume(t, s, 4*bs, SmallShift)
+			old.WriteAt(ctx, fill(bs, 1), 0, true)
+			oldEntry := old.Entries()[0]
+
+			nv, err := Open(ctx, s, old.ID(), OpenOptions{Writable: true, NewEpoch: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nv.Close(ctx)
+			if got, want := nv.Head().Epoch, old.Head().Epoch+1; got != want {
+				t.Fatalf("epoch after takeover %d, want %d", got, want)
+			}
+			nv.WriteAt(ctx, fill(10, 2), 0, true)
+			if e := nv.Entries()[0]; e == oldEntry {
+				t.Fatal("the new writer wrote the old writer's object in place")
+			}
+			// The stale writer is not fenced yet (it has not tried to
+			// flush): its in-place write lands in its own old object only.
+			old.WriteAt(ctx, fill(bs, 9), 0, false)
+			want := fill(bs, 1)
+			copy(want, fill(10, 2))
+			wantBytes(t, nv, 0, want, "block 0 after a stale in-place write")
+			r, _ := Open(ctx, s, old.ID(), OpenOptions{})
+			wantBytes(t, r, 0, want, "block 0 reopened")
+			if err := old.Flush(ctx); !errors.Is(err, ErrFenced) {
+				t.Fatalf("stale writer's flush: %v", err)
+			}
+		})
+	}
+}
+
+func newFileStore(t *testing.T) objstore.Store {
+	s, err := objstore.OpenFile(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestFollow: a following reader sees every flush of the writer at its
+// next read, including trims, growth and segments that went away, and
+// never needs reopening.
+func TestFollow(t *testing.T) {
+	s := objstore.NewMem()
+	w := NewTestVolume(t, s, 4*bs, SmallShift)
+	w.WriteAt(ctx, fill(bs, 1), 0, true)
+	r, err := Open(ctx, s, w.ID(), OpenOptions{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	wantBytes(t, r, 0, fill(bs, 1), "block 0")
+
+	w.WriteAt(ctx, fill(bs, 2), 3*bs, true)
+	wantBytes(t, r, 3*bs, fill(bs, 2), "block 3 after the writer's flush")
+	w.Trim(ctx, 0, bs)
+	w.Flush(ctx)
+	wantBytes(t, r, 0, fill(bs, 0), "block 0 after a flushed trim")
+	if err := w.Resize(ctx, 6*bs); err != nil {
+		t.Fatal(err)
+	}
+	w.WriteAt(ctx, fill(bs, 3), 5*bs, true)
+	wantBytes(t, r, 5*bs, fill(bs, 3), "block 5 after growth")
+	ext, err := r.BlockStatus(ctx, 0, 6*bs)
+	if err != nil || len(ext) != 4 || ext[0].Zero != true || ext[3].Zero != false {
+		t.Fatalf("block status of the follower: %+v, %v", ext, err)
+	}
+	// Many segments' worth of blocks, rewritten: the follower reloads
+	// only what changed and still reads everything right.
+	big := NewTestVolume(t, s, 3*blockmap.SegmentEntries*uint64(bs), SmallShift)
+	for i := int64(0); i < 3; i++ {
+		big.WriteAt(ctx, fill(bs, byte(10+i)), i*blockmap.SegmentEntries*bs, false)
+	}
+	big.Flush(ctx)
+	f, _ := Open(ctx, s, big.ID(), OpenOptions{Follow: true})
+	defer f.Close(ctx)
+	wantBytes(t, f, blockmap.SegmentEntries*bs, fill(bs, 11), "segment 1")
+	big.WriteAt(ctx, fill(bs, 21), blockmap.SegmentEntries*bs, true)
+	wantBytes(t, f, blockmap.SegmentEntries*bs, fill(bs, 21), "segment 1 rewritten")
+	wantBytes(t, f, 2*blockmap.SegmentEntries*bs, fill(bs, 12), "segment 2 unchanged")
+
+	// A plain read-only handle keeps the map it opened with.
+	plain, _ := Open(ctx, s, w.ID(), OpenOptions{})
+	w.WriteAt(ctx, fill(bs, 4), 0, true)
+	wantBytes(t, plain, 0, fill(bs, 0), "block 0 through a non-following handle")
+	wantBytes(t, r, 0, fill(bs, 4), "block 0 through the follower")
+
+	if err := Remove(ctx, s, w.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ReadAt(ctx, make([]byte, 1), 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("reading a removed volume: %v", err)
+	}
+}
+
+// TestDiscard: a discarded handle's unflushed writes never reach the map,
+// and the release hook runs either way.
+func TestDiscard(t *testing.T) {
+	s := objstore.NewMem()
+	id, _ := Create(ctx, s, CreateOptions{Size: 2 * bs, BlockShift: SmallShift})
+	var closed []error
+	onClose := func(_ context.Context, err error) error { closed = append(closed, err); return nil }
+	v, err := Open(ctx, s, id, OpenOptions{Writable: true, OnClose: onClose})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.WriteAt(ctx, fill(bs, 1), 0, true)
+	v.WriteAt(ctx, fill(bs, 2), bs, false)
+	if err := v.Discard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, fill(1, 1), 0, false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after discard: %v", err)
+	}
+	r, _ := Open(ctx, s, id, OpenOptions{})
+	wantBytes(t, r, 0, fill(bs, 1), "flushed block")
+	wantBytes(t, r, bs, fill(bs, 0), "discarded block")
+	v2, _ := Open(ctx, s, id, OpenOptions{Writable: true, OnClose: onClose})
+	v2.Close(ctx)
+	if len(closed) != 2 || closed[0] != nil || closed[1] != nil {
+		t.Fatalf("close hook calls: %v", closed)
+	}
+}
