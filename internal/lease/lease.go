@@ -20,7 +20,19 @@
 // clock cannot: the volume's map head is only written by compare-and-swap,
 // so a stale owner's late map write fails instead of landing.
 //
-// Time is injected (Clock), so tests need no sleeps.
+// # Handoff
+//
+// A node that must write a volume whose lease another node holds asks
+// that node to hand it over (Config.Ask; HTTPAsk posts to HandoffPath at
+// the address in the record): the holder finishes its writes, flushes,
+// and releases. A holder that does not answer is waited out: its lease
+// expires TTL after its last renewal, and it has stopped writing by then.
+// A taker that finds a lease expired rather than released says so
+// (Lease.TookOver), so that the volume is reopened in a new epoch and a
+// late in-place write of the old holder cannot reach the new map.
+//
+// Time is injected (Clock, and Config.Sleep for waiting), so tests need
+// no sleeps.
 package lease
 
 import (
@@ -28,6 +40,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -72,6 +85,15 @@ type Config struct {
 	TTL      time.Duration // how long a renewal lasts (default 5s)
 	MaxDrift time.Duration // the largest clock difference between hosts (default 500ms)
 	Clock    Clock         // default SystemClock
+
+	// Ask asks the holder of a lease (rec) to hand volume over, and
+	// returns once it has released it or refused; nil: never ask, wait.
+	Ask func(ctx context.Context, rec Record, volume string) error
+	// Sleep waits for d or until ctx ends (default: a timer). Tests
+	// inject one that moves their fake clock.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Logf reports what Take and Keep do about trouble (default: silent).
+	Logf func(format string, args ...any)
 }
 
 // Validate reports every problem of c at once.
@@ -100,7 +122,24 @@ func (c *Config) withDefaults() Config {
 	if d.Clock == nil {
 		d.Clock = SystemClock{}
 	}
+	if d.Sleep == nil {
+		d.Sleep = sleep
+	}
+	if d.Logf == nil {
+		d.Logf = func(string, ...any) {}
+	}
 	return d
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Name is the lease object of a volume.
@@ -121,10 +160,17 @@ func NewManager(s objstore.Store, cfg Config) (*Manager, error) {
 	return &Manager{store: s, cfg: c}, nil
 }
 
-// Lease is a lease this node holds.
+// Config returns the manager's configuration, defaults filled in.
+func (m *Manager) Config() Config { return m.cfg }
+
+// Lease is a lease this node holds. Its methods may be called
+// concurrently.
 type Lease struct {
-	m      *Manager
-	name   string
+	m        *Manager
+	name     string
+	tookOver bool // taken from a holder that had not released it
+
+	mu     sync.Mutex // guards the fields below
 	rec    Record
 	ver    objstore.Version
 	validT time.Time // by this node's clock: stop writing at this moment
@@ -174,8 +220,11 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 		if cur.Owner != m.cfg.Node || ver == 0 {
 			term++
 		}
-		l := &Lease{m: m, name: name, rec: Record{Owner: m.cfg.Node, Addr: m.cfg.Addr, Term: term}, ver: ver}
+		l := &Lease{m: m, name: name, rec: Record{Owner: m.cfg.Node, Addr: m.cfg.Addr, Term: term}, ver: ver,
+			tookOver: cur.Owner != "" && cur.Owner != m.cfg.Node}
+		l.mu.Lock()
 		err = l.write(ctx)
+		l.mu.Unlock()
 		if errors.Is(err, ErrLost) {
 			continue // someone else changed it meanwhile: look again
 		}
@@ -186,7 +235,69 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 	}
 }
 
+// Take acquires the lease of volume like Acquire, but when another node
+// holds it, asks that node to hand it over (Config.Ask) and, when it
+// does not, waits until the lease is released or has expired. It returns
+// when it has the lease or ctx ends.
+func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
+	asked := false
+	for {
+		l, err := m.Acquire(ctx, volume)
+		var held *HeldError
+		if !errors.As(err, &held) {
+			return l, err
+		}
+		rec := held.Record
+		if m.cfg.Ask != nil && rec.Addr != "" && !asked {
+			err := m.cfg.Ask(ctx, rec, volume)
+			if err == nil {
+				asked = true // retry at once; ask again after a pause
+				continue
+			}
+			m.cfg.Logf("lease: asking node %q at %s to hand over volume %s: %v; waiting for its lease to expire", rec.Owner, rec.Addr, volume, err)
+		}
+		asked = false
+		wait := m.cfg.TTL / 10
+		if left := rec.Expires.Add(m.cfg.MaxDrift).Sub(m.cfg.Clock.Now()); rec.Owner != "" && left > 0 && left < wait {
+			wait = left + time.Millisecond
+		}
+		if err := m.cfg.Sleep(ctx, wait); err != nil {
+			return nil, fmt.Errorf("%w (gave up waiting: %v)", held, err)
+		}
+	}
+}
+
+// TookOver reports whether the lease was taken from a holder that had
+// not released it (it had expired, or was broken): that holder may be
+// alive and finishing a write, so the volume must start a new epoch.
+func (l *Lease) TookOver() bool { return l.tookOver }
+
+// Keep renews l every third of the TTL until ctx ends or the lease is
+// lost; then it calls lost with the reason and returns. A renewal that
+// fails for another reason (the store is unreachable) is retried at the
+// next tick; meanwhile Valid turns false when the last renewal runs out.
+func (l *Lease) Keep(ctx context.Context, lost func(error)) {
+	cfg := &l.m.cfg
+	for {
+		if err := cfg.Sleep(ctx, cfg.TTL/3); err != nil {
+			return
+		}
+		err := l.Renew(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, ErrLost) {
+			lost(err)
+			return
+		}
+		if err != nil {
+			cfg.Logf("lease: renewing %s: %v", l.name, err)
+		}
+	}
+}
+
 // write stores l.rec with a fresh expiry, by compare-and-swap on l.ver.
+// The caller holds l.mu.
 func (l *Lease) write(ctx context.Context) error {
 	start := l.m.cfg.Clock.Now()
 	rec := l.rec
@@ -210,15 +321,17 @@ func (l *Lease) write(ctx context.Context) error {
 }
 
 // Term returns the lease's term.
-func (l *Lease) Term() uint64 { return l.rec.Term }
+func (l *Lease) Term() uint64 { l.mu.Lock(); defer l.mu.Unlock(); return l.rec.Term }
 
 // Record returns the lease as stored.
-func (l *Lease) Record() Record { return l.rec }
+func (l *Lease) Record() Record { l.mu.Lock(); defer l.mu.Unlock(); return l.rec }
 
 // Valid reports whether this node may still write under the lease: it
 // is false once the renewal has run out on this node's clock, and stays
 // false until a Renew succeeds.
 func (l *Lease) Valid() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.validT.IsZero() {
 		return ErrLost
 	}
@@ -231,6 +344,8 @@ func (l *Lease) Valid() error {
 // Renew extends the lease. ErrLost means another node took it (or it was
 // broken): the caller must stop writing for good.
 func (l *Lease) Renew(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.validT.IsZero() {
 		return ErrLost
 	}
@@ -244,6 +359,8 @@ func (l *Lease) Renew(ctx context.Context) error {
 // Release gives the lease up at once (after the caller has flushed), so
 // another node can take it without waiting for the expiry.
 func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.validT.IsZero() {
 		return ErrLost
 	}

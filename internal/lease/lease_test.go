@@ -166,3 +166,122 @@ func TestCorruptRecord(t *testing.T) {
 		t.Fatalf("acquire over a corrupt record: %v", err)
 	}
 }
+
+// fakeSleep moves clk instead of waiting.
+func fakeSleep(clk *fakeClock) func(context.Context, time.Duration) error {
+	return func(ctx context.Context, d time.Duration) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		clk.Advance(d)
+		return nil
+	}
+}
+
+func newTaker(t *testing.T, s objstore.Store, name string, clk *fakeClock, ask func(context.Context, Record, string) error) *Manager {
+	t.Helper()
+	m, err := NewManager(s, Config{Node: name, Addr: name + ":7000", TTL: ttl, MaxDrift: drift, Clock: clk, Ask: ask, Sleep: fakeSleep(clk)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestTakeHandoff: the holder hands over when asked; no waiting, and the
+// taker need not start a new epoch.
+func TestTakeHandoff(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a := newNode(t, s, "a", clk)
+	la, _ := a.Acquire(ctx, "vol")
+	var asked []Record
+	b := newTaker(t, s, "b", clk, func(ctx context.Context, rec Record, vol string) error {
+		asked = append(asked, rec)
+		return la.Release(ctx)
+	})
+	start := clk.Now()
+	lb, err := b.Take(ctx, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(asked) != 1 || asked[0].Owner != "a" || asked[0].Addr != "a:7000" {
+		t.Fatalf("asked %+v", asked)
+	}
+	if clk.Now() != start || lb.TookOver() || lb.Term() != la.Term()+1 {
+		t.Fatalf("handoff: waited %s, took over %v, term %d", clk.Now().Sub(start), lb.TookOver(), lb.Term())
+	}
+	if la.Valid() == nil {
+		t.Fatal("the old holder's lease is still valid after release")
+	}
+}
+
+// TestTakeDeadHolder: a holder that does not answer is waited out; the
+// taker gets the lease only after the holder has fenced itself, and knows
+// it took it over.
+func TestTakeDeadHolder(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a := newNode(t, s, "a", clk)
+	la, _ := a.Acquire(ctx, "vol")
+	expires := la.Record().Expires
+	asks := 0
+	b := newTaker(t, s, "b", clk, func(context.Context, Record, string) error {
+		asks++
+		if la.Valid() == nil && clk.Now().After(expires.Add(drift)) {
+			t.Errorf("the holder is still valid at %s, after its expiry", clk.Now())
+		}
+		return errors.New("connection refused")
+	})
+	lb, err := b.Take(ctx, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !clk.Now().After(expires.Add(drift)) {
+		t.Fatalf("took the lease at %s, before expiry %s + drift", clk.Now(), expires)
+	}
+	if la.Valid() == nil || !lb.TookOver() || asks < 2 {
+		t.Fatalf("old holder valid: %v; took over: %v; asks %d", la.Valid(), lb.TookOver(), asks)
+	}
+	if err := la.Renew(ctx); !errors.Is(err, ErrLost) {
+		t.Fatalf("the old holder's renewal: %v", err)
+	}
+
+	// A holder with no address (a command-line operation) is waited for
+	// too, and a taker that gives up says who holds the lease.
+	c := newTaker(t, s, "c", clk, nil)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	var held *HeldError
+	if _, err := c.Take(cctx, "vol"); !errors.As(err, &held) || held.Record.Owner != "b" {
+		t.Fatalf("giving up: %v", err)
+	}
+}
+
+// TestKeep renews until the lease is broken, then reports the loss once.
+func TestKeep(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a := newNode(t, s, "a", clk)
+	renewals := 0
+	a.cfg.Sleep = func(ctx context.Context, d time.Duration) error {
+		clk.Advance(d)
+		if renewals++; renewals == 10 {
+			if _, err := a.Break(ctx, "vol"); err != nil {
+				t.Error(err)
+			}
+		}
+		return nil
+	}
+	la, _ := a.Acquire(ctx, "vol")
+	var lost []error
+	la.Keep(ctx, func(err error) { lost = append(lost, err) })
+	if len(lost) != 1 || !errors.Is(lost[0], ErrLost) {
+		t.Fatalf("lost: %v", lost)
+	}
+	if clk.Now().Sub(time.Unix(1000, 0)) < 9*ttl/3 {
+		t.Fatalf("clock moved only %s", clk.Now().Sub(time.Unix(1000, 0)))
+	}
+	if la.Valid() == nil {
+		t.Fatal("a lost lease is valid")
+	}
+}
