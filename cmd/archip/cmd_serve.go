@@ -102,7 +102,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	d := daemon.New(m)
+	d := daemon.New(m, nil)
 	srv.Exports = d
 	var ls []net.Listener
 	defer func() {

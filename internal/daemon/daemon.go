@@ -1,10 +1,23 @@
 // Package daemon is the node daemon behind 'archip serve': it serves the
-// store's volumes to NBD clients.
+// store's volumes to NBD clients, and takes part in the lease protocol
+// (package lease) with the other daemons sharing the store.
 //
 // Every connection to one volume shares one open handle, so a FLUSH on
 // any connection covers the writes of all of them (the server advertises
 // multi-conn) and the map is loaded once. A handle is opened on the first
 // connection and flushed and closed after the last one ends.
+//
+// A handle of a writable volume is a follower until a client writes: it
+// holds no lease and rereads the map whenever the stored head changed, so
+// its reads are never older than the writer's last flush, wherever the
+// writer runs. The first write takes the lease (asking the holder, if
+// any, to hand over: see Handoff and AdminHandler) and reopens the volume
+// for writing under it; writes then go straight to the volume. When
+// another node asks for the volume, the handle waits for the writes in
+// progress, flushes, releases the lease and becomes a follower again. A
+// handle that loses its lease while it holds unflushed writes is fenced:
+// every request fails until its clients reconnect, because those writes
+// are gone and the client must not go on as if they were not.
 package daemon
 
 import (
@@ -16,6 +29,7 @@ import (
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/catalog"
+	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/nbd"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -25,20 +39,42 @@ import (
 
 // Daemon holds the volumes open for NBD clients.
 type Daemon struct {
-	mgr *manage.Manager
+	mgr  *manage.Manager
+	logf func(format string, args ...any)
 
 	mu   sync.Mutex // guards open
 	open map[blockmap.ID]*handle
 }
 
-type handle struct {
-	v    *volume.Volume
-	refs int
+// New returns a daemon serving the volumes of m's store, taking leases
+// as m.Leases says. logf (nil: silent) hears about lost leases and
+// handoffs.
+func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return &Daemon{mgr: m, logf: logf, open: map[blockmap.ID]*handle{}}
 }
 
-// New returns a daemon serving the volumes of m's store.
-func New(m *manage.Manager) *Daemon {
-	return &Daemon{mgr: m, open: map[blockmap.ID]*handle{}}
+// ErrLeaseLost is the error of every request to a volume whose lease
+// was lost with unflushed writes.
+var ErrLeaseLost = errors.New("daemon: the volume's lease was lost with unflushed writes, which are gone; reconnect")
+
+// handle is one volume open for any number of connections.
+type handle struct {
+	d        *Daemon
+	id       blockmap.ID
+	name     string
+	readOnly bool // a snapshot or image: never leased, never changes
+	refs     int  // guarded by d.mu
+
+	// mu: requests hold it shared; becoming writer or follower holds it
+	// exclusively.
+	mu       sync.RWMutex
+	v        *volume.Volume // the writer when lease != nil, else a follower
+	lease    *lease.Lease
+	stopKeep context.CancelFunc
+	fenced   error
 }
 
 var _ nbd.Exports = (*Daemon)(nil)
@@ -59,30 +95,217 @@ func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), err
 	defer d.mu.Unlock()
 	h := d.open[r.ID]
 	if h == nil {
-		v, err := volume.Open(ctx, d.mgr.Store, r.ID, volume.OpenOptions{Writable: !r.ReadOnly()})
+		v, err := volume.Open(ctx, d.mgr.Store, r.ID, volume.OpenOptions{Follow: !r.ReadOnly()})
 		if err != nil {
 			return nil, nil, err
 		}
-		h = &handle{v: v}
+		h = &handle{d: d, id: r.ID, name: name, readOnly: r.ReadOnly(), v: v}
 		d.open[r.ID] = h
 	}
 	h.refs++
 	var once sync.Once
-	release := func() { once.Do(func() { d.release(r.ID, h) }) }
-	return export{h.v}, release, nil
+	release := func() { once.Do(func() { d.release(h) }) }
+	return export{h}, release, nil
 }
 
-func (d *Daemon) release(id blockmap.ID, h *handle) {
+func (d *Daemon) release(h *handle) {
 	d.mu.Lock()
 	h.refs--
 	last := h.refs == 0
 	if last {
-		delete(d.open, id)
+		delete(d.open, h.id)
 	}
 	d.mu.Unlock()
 	if last {
-		h.v.Close(context.Background())
+		if err := h.close(context.Background()); err != nil {
+			d.logf("archip: closing volume %s: %v", h.name, err)
+		}
 	}
+}
+
+// close flushes and closes the handle, releasing its lease.
+func (h *handle) close(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lease == nil {
+		return h.v.Close(ctx)
+	}
+	h.stopKeep()
+	err := h.v.Close(ctx)
+	if rerr := h.lease.Release(ctx); rerr != nil && !errors.Is(rerr, lease.ErrLost) {
+		err = errors.Join(err, rerr)
+	}
+	h.lease = nil
+	return err
+}
+
+// read runs a request that does not write.
+func (h *handle) read(fn func(v *volume.Volume) error) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.fenced != nil {
+		return h.fenced
+	}
+	return fn(h.v)
+}
+
+// write runs a request that writes, taking the lease first if this node
+// does not hold it.
+func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) error {
+	h.mu.RLock()
+	if h.lease != nil && h.fenced == nil {
+		defer h.mu.RUnlock()
+		return fn(h.v)
+	}
+	h.mu.RUnlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fenced != nil {
+		return h.fenced
+	}
+	if h.readOnly {
+		return fn(h.v) // refused by the volume, with the right error
+	}
+	if h.lease == nil {
+		if err := h.becomeWriter(ctx); err != nil {
+			return err
+		}
+	}
+	// NB: the request runs before the lock is given up, so a node that
+	// took the lease makes progress even if it is asked for it at once.
+	return fn(h.v)
+}
+
+// becomeWriter takes the lease and reopens the volume for writing. The
+// caller holds h.mu exclusively.
+func (h *handle) becomeWriter(ctx context.Context) error {
+	l, err := h.d.mgr.Leases.Take(ctx, h.id.String())
+	if err != nil {
+		return err
+	}
+	v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver()})
+	if err != nil {
+		l.Release(ctx)
+		return err
+	}
+	if l.TookOver() {
+		h.d.logf("archip: volume %s: took over an expired lease (term %d); new epoch %d", h.name, l.Term(), v.Head().Epoch)
+	}
+	h.v.Close(ctx) // the follower
+	h.v, h.lease = v, l
+	kctx, stop := context.WithCancel(context.Background())
+	h.stopKeep = stop
+	go l.Keep(kctx, func(err error) { h.lost(l, err) })
+	return nil
+}
+
+// becomeFollower flushes, releases the lease and reopens the volume as a
+// follower. The caller holds h.mu exclusively. When the flush fails the
+// node keeps the lease and the writer.
+func (h *handle) becomeFollower(ctx context.Context) error {
+	if err := h.v.Flush(ctx); err != nil {
+		return err
+	}
+	h.stopKeep()
+	h.v.Discard(ctx) // flushed: nothing to drop
+	err := h.lease.Release(ctx)
+	h.lease = nil
+	if err != nil && !errors.Is(err, lease.ErrLost) {
+		h.d.logf("archip: volume %s: releasing its lease: %v (it expires by itself)", h.name, err)
+	}
+	return h.follow(ctx)
+}
+
+// follow opens the follower; a failure fences the handle.
+func (h *handle) follow(ctx context.Context) error {
+	v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Follow: true})
+	if err != nil {
+		h.fenced = fmt.Errorf("daemon: volume %s: reopening after the lease went: %w", h.name, err)
+		return h.fenced
+	}
+	h.v = v
+	return nil
+}
+
+// lost is called when l's renewal finds it taken over or broken.
+func (h *handle) lost(l *lease.Lease, why error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lease != l {
+		return
+	}
+	ctx := context.Background()
+	dirty := h.v.Dirty()
+	h.stopKeep()
+	h.v.Discard(ctx)
+	h.lease = nil
+	if dirty {
+		h.fenced = fmt.Errorf("%w (volume %s: %v)", ErrLeaseLost, h.name, why)
+		h.d.logf("archip: %v", h.fenced)
+		return
+	}
+	h.d.logf("archip: volume %s: lease lost (%v); nothing was unflushed, serving reads", h.name, why)
+	h.follow(ctx)
+}
+
+// Handoff is what the admin API runs when another node asks for volume
+// id: if this node writes it, it waits for the writes in progress,
+// flushes, and releases the lease. It reports whether it released one.
+func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
+	d.mu.Lock()
+	h := d.open[id]
+	d.mu.Unlock()
+	if h == nil {
+		return false, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lease == nil {
+		return false, nil
+	}
+	if err := h.becomeFollower(ctx); err != nil {
+		return false, err
+	}
+	d.logf("archip: volume %s: handed over", h.name)
+	return true, nil
+}
+
+// VolumeStatus describes an open volume, for the admin API.
+type VolumeStatus struct {
+	Name    string      `json:"name"`
+	ID      blockmap.ID `json:"id"`
+	Clients int         `json:"clients"`
+	Role    string      `json:"role"` // "writer" (holds the lease), "follower", "read-only" or "fenced"
+	Term    uint64      `json:"lease_term,omitempty"`
+	Error   string      `json:"error,omitempty"`
+}
+
+// Status lists the open volumes.
+func (d *Daemon) Status() []VolumeStatus {
+	d.mu.Lock()
+	var out []VolumeStatus
+	hs := map[*handle]int{}
+	for _, h := range d.open {
+		hs[h] = h.refs
+	}
+	d.mu.Unlock()
+	for h, refs := range hs {
+		st := VolumeStatus{Name: h.name, ID: h.id, Clients: refs}
+		h.mu.RLock()
+		switch {
+		case h.fenced != nil:
+			st.Role, st.Error = "fenced", h.fenced.Error()
+		case h.lease != nil:
+			st.Role, st.Term = "writer", h.lease.Term()
+		case h.readOnly:
+			st.Role = "read-only"
+		default:
+			st.Role = "follower"
+		}
+		h.mu.RUnlock()
+		out = append(out, st)
+	}
+	return out
 }
 
 // List implements nbd.Exports.
@@ -114,22 +337,26 @@ func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf fun
 		case <-t.C:
 		}
 		d.mu.Lock()
-		var vs []*volume.Volume
+		var hs []*handle
 		for _, h := range d.open {
-			if h.v.Dirty() {
-				vs = append(vs, h.v)
-			}
+			hs = append(hs, h)
 		}
 		d.mu.Unlock()
-		for _, v := range vs {
-			if err := v.Flush(ctx); err != nil && !errors.Is(err, volume.ErrClosed) && ctx.Err() == nil {
-				logf("archip: periodic flush of volume %s: %v", v.ID(), err)
+		for _, h := range hs {
+			h.mu.RLock()
+			var err error
+			if h.lease != nil && h.v.Dirty() {
+				err = h.v.Flush(ctx)
+			}
+			h.mu.RUnlock()
+			if err != nil && !errors.Is(err, volume.ErrClosed) && ctx.Err() == nil {
+				logf("archip: periodic flush of volume %s: %v", h.name, err)
 			}
 		}
 	}
 }
 
-// Close flushes and closes every open volume.
+// Close flushes and closes every open volume, releasing their leases.
 func (d *Daemon) Close(ctx context.Context) error {
 	d.mu.Lock()
 	hs := d.open
@@ -137,55 +364,65 @@ func (d *Daemon) Close(ctx context.Context) error {
 	d.mu.Unlock()
 	var errs []error
 	for _, h := range hs {
-		errs = append(errs, h.v.Close(ctx))
+		errs = append(errs, h.close(ctx))
 	}
 	return errors.Join(errs...)
 }
 
-// export adapts a volume to nbd.Export.
-type export struct{ v *volume.Volume }
+// export adapts a handle to nbd.Export.
+type export struct{ h *handle }
 
-func (e export) Size() int64    { return e.v.Size() }
-func (e export) ReadOnly() bool { return e.v.ReadOnly() }
+func (e export) Size() int64 {
+	var n int64
+	e.h.read(func(v *volume.Volume) error { n = v.Size(); return nil })
+	return n
+}
+
+func (e export) ReadOnly() bool { return e.h.readOnly }
 
 func (e export) ReadAt(ctx context.Context, p []byte, off int64) error {
-	return e.v.ReadAt(ctx, p, off)
+	return e.h.read(func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
 }
 
 func (e export) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
-	return e.v.WriteAt(ctx, p, off, fua)
+	return e.h.write(ctx, func(v *volume.Volume) error { return v.WriteAt(ctx, p, off, fua) })
 }
 
 // errNotFast refuses a FAST_ZERO request that would have to write data.
 var errNotFast = errors.New("daemon: zeroing this range would write data")
 
 func (e export) WriteZeroes(ctx context.Context, off, n int64, noHole, fastOnly, fua bool) error {
-	if fastOnly {
-		bs := e.v.BlockSize()
-		aligned := off%bs == 0 && (n%bs == 0 || off+n == e.v.Size())
-		if noHole || !aligned {
-			return errNotFast
+	return e.h.write(ctx, func(v *volume.Volume) error {
+		if fastOnly {
+			bs := v.BlockSize()
+			aligned := off%bs == 0 && (n%bs == 0 || off+n == v.Size())
+			if noHole || !aligned {
+				return errNotFast
+			}
 		}
-	}
-	return e.v.WriteZeroes(ctx, off, n, noHole, fua)
+		return v.WriteZeroes(ctx, off, n, noHole, fua)
+	})
 }
 
 func (e export) Trim(ctx context.Context, off, n int64, fua bool) error {
-	return e.v.WriteZeroes(ctx, off, n, false, fua)
+	return e.h.write(ctx, func(v *volume.Volume) error { return v.WriteZeroes(ctx, off, n, false, fua) })
 }
 
-func (e export) Flush(ctx context.Context) error { return e.v.Flush(ctx) }
+// Flush flushes the writer; a follower has nothing to flush.
+func (e export) Flush(ctx context.Context) error {
+	return e.h.read(func(v *volume.Volume) error { return v.Flush(ctx) })
+}
 
 func (e export) BlockStatus(ctx context.Context, off, n int64) ([]nbd.Extent, error) {
-	ext, err := e.v.BlockStatus(ctx, off, n)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]nbd.Extent, len(ext))
-	for i, x := range ext {
-		out[i] = nbd.Extent{Length: x.Length, Hole: x.Zero}
-	}
-	return out, nil
+	var out []nbd.Extent
+	err := e.h.read(func(v *volume.Volume) error {
+		ext, err := v.BlockStatus(ctx, off, n)
+		for _, x := range ext {
+			out = append(out, nbd.Extent{Length: x.Length, Hole: x.Zero})
+		}
+		return err
+	})
+	return out, err
 }
 
 // Errno maps an error from a volume to the errno an NBD reply carries.
@@ -203,6 +440,8 @@ func Errno(err error) uint32 {
 		return nbd.ENOSPC
 	case errors.Is(err, volume.ErrClosed), errors.Is(err, context.Canceled):
 		return nbd.ESHUTDOWN
+	case errors.Is(err, lease.ErrStale), errors.Is(err, lease.ErrLost), errors.Is(err, ErrLeaseLost):
+		return nbd.EIO
 	}
 	return nbd.EIO
 }

@@ -48,7 +48,7 @@ func TestFlushLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := New(m)
+	d := New(m, nil)
 	exp, release, err := d.Open(ctx, "v")
 	if err != nil {
 		t.Fatal(err)

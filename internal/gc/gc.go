@@ -239,6 +239,16 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 		_, ref := m.content[[32]byte(b)]
 		return !ref, "content"
 	}
+	if idStr, ok := strings.CutPrefix(name, "lease/"); ok {
+		// A lease record outlives its volume only when a removal was
+		// interrupted.
+		id, err := blockmap.ParseID(idStr)
+		if err != nil {
+			return false, ""
+		}
+		_, ref := m.heads[blockmap.HeadName(id)]
+		return !ref, "lease"
+	}
 	rest, ok := strings.CutPrefix(name, "vol/")
 	if !ok {
 		return false, ""

@@ -14,6 +14,7 @@ import (
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/image"
+	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
@@ -72,6 +73,9 @@ func referenced(t *testing.T, m *manage.Manager) map[string]bool {
 			t.Fatal(err)
 		}
 		refs[blockmap.HeadName(r.ID)] = true
+		if _, err := m.Store.Stat(ctx, lease.Name(r.ID.String())); err == nil {
+			refs[lease.Name(r.ID.String())] = true // a volume's lease lives as long as it does
+		}
 		for _, s := range h.Segments {
 			refs[s.Name()] = true
 		}

@@ -240,7 +240,7 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 // does not, waits until the lease is released or has expired. It returns
 // when it has the lease or ctx ends.
 func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
-	asked := false
+	var pause time.Duration // between asks that succeed but lose the race to take the lease
 	for {
 		l, err := m.Acquire(ctx, volume)
 		var held *HeldError
@@ -248,17 +248,21 @@ func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
 			return l, err
 		}
 		rec := held.Record
-		if m.cfg.Ask != nil && rec.Addr != "" && !asked {
+		if m.cfg.Ask != nil && rec.Addr != "" {
+			if pause > 0 {
+				if err := m.cfg.Sleep(ctx, pause); err != nil {
+					return nil, fmt.Errorf("%w (gave up waiting: %v)", held, err)
+				}
+			}
 			err := m.cfg.Ask(ctx, rec, volume)
 			if err == nil {
-				asked = true // retry at once; ask again after a pause
+				pause = min(max(2*pause, time.Millisecond), m.cfg.TTL/10)
 				continue
 			}
 			m.cfg.Logf("lease: asking node %q at %s to hand over volume %s: %v; waiting for its lease to expire", rec.Owner, rec.Addr, volume, err)
 		}
-		asked = false
 		wait := m.cfg.TTL / 10
-		if left := rec.Expires.Add(m.cfg.MaxDrift).Sub(m.cfg.Clock.Now()); rec.Owner != "" && left > 0 && left < wait {
+		if left := rec.Expires.Add(m.cfg.MaxDrift).Sub(m.cfg.Clock.Now()); left > 0 && left < wait {
 			wait = left + time.Millisecond
 		}
 		if err := m.cfg.Sleep(ctx, wait); err != nil {

@@ -7,6 +7,12 @@
 // the record first. A crash in between leaves a head no name points at,
 // which the garbage collector removes; a name never points at a missing
 // volume.
+//
+// Every operation that writes a volume (snapshot, resize, remove, hash,
+// and opening it for writing) first takes the volume's lease (package
+// lease): if a daemon on any host holds it, that daemon is asked to flush
+// and hand over, so that a snapshot of a volume a running VM uses is
+// consistent and the VM's daemon takes the lease back at its next write.
 package manage
 
 import (
@@ -14,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"time"
 
@@ -21,6 +28,7 @@ import (
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/image"
+	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -30,6 +38,7 @@ type Manager struct {
 	Store   objstore.Store
 	Catalog *catalog.Catalog
 	Now     func() time.Time
+	Leases  *lease.Manager // who this process is when it writes a volume
 }
 
 // held runs fn, which copies references to existing objects (snapshot,
@@ -51,9 +60,50 @@ func (m *Manager) GC(ctx context.Context, opts gc.Options) (gc.Report, error) {
 	return gc.Run(ctx, m.Store, opts)
 }
 
-// New returns a Manager for s.
+// New returns a Manager for s that takes leases as a command-line node
+// (named after the host and process, with no admin address: other nodes
+// wait for it to finish, which takes moments) and asks daemons holding a
+// lease to hand over.
 func New(s objstore.Store) *Manager {
-	return &Manager{Store: s, Catalog: catalog.New(s), Now: time.Now}
+	host, _ := os.Hostname()
+	leases, err := lease.NewManager(s, lease.Config{Node: fmt.Sprintf("cli:%s:%d", host, os.Getpid()), Ask: lease.HTTPAsk(5 * time.Second)})
+	if err != nil {
+		panic(err) // the defaults are valid
+	}
+	return &Manager{Store: s, Catalog: catalog.New(s), Now: time.Now, Leases: leases}
+}
+
+// OpenWriter takes the lease of volume id (asking its holder to hand it
+// over) and opens it for writing under it, with the options given. The
+// lease is renewed while the volume is open and released when it is
+// closed (or discarded).
+func (m *Manager) OpenWriter(ctx context.Context, id blockmap.ID, opts volume.OpenOptions) (*volume.Volume, *lease.Lease, error) {
+	l, err := m.Leases.Take(ctx, id.String())
+	if err != nil {
+		return nil, nil, err
+	}
+	kctx, stop := context.WithCancel(context.Background())
+	go l.Keep(kctx, func(error) {})
+	opts.Guard, opts.NewEpoch = l.Valid, l.TookOver()
+	prev := opts.OnClose
+	opts.OnClose = func(ctx context.Context, flushErr error) error {
+		stop()
+		var err error
+		if prev != nil {
+			err = prev(ctx, flushErr)
+		}
+		if rerr := l.Release(ctx); rerr != nil && !errors.Is(rerr, lease.ErrLost) {
+			err = errors.Join(err, rerr)
+		}
+		return err
+	}
+	v, err := volume.Open(ctx, m.Store, id, opts)
+	if err != nil {
+		stop()
+		l.Release(ctx)
+		return nil, nil, err
+	}
+	return v, l, nil
 }
 
 // ErrShrink refuses a shrink that was not asked for explicitly.
@@ -120,7 +170,11 @@ func (m *Manager) Open(ctx context.Context, name string, writable bool) (*volume
 	if writable && r.ReadOnly() {
 		return nil, nil, fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, name, r.Kind)
 	}
-	v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Writable: writable})
+	if writable {
+		v, _, err := m.OpenWriter(ctx, r.ID, volume.OpenOptions{Writable: true})
+		return v, r, err
+	}
+	v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Follow: !r.ReadOnly()})
 	return v, r, err
 }
 
@@ -205,6 +259,18 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if !rec.ReadOnly() {
+		// Whoever writes it must stop first: ask for its lease, then
+		// drop the lease with the volume.
+		l, err := m.Leases.Take(ctx, rec.ID.String())
+		if err != nil {
+			return fmt.Errorf("manage: %q is no longer listed, but removing its data waits for its writer: %w", name, err)
+		}
+		defer func() {
+			l.Release(ctx)
+			m.Store.Delete(ctx, lease.Name(rec.ID.String()))
+		}()
 	}
 	err = volume.Remove(ctx, m.Store, rec.ID)
 	if errors.Is(err, volume.ErrNotFound) {
@@ -418,7 +484,13 @@ func (m *Manager) Hash(ctx context.Context, name string, progress func(done, tot
 	}
 	var st volume.HashStats
 	err = m.held(ctx, func() error {
-		v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Writable: !r.ReadOnly(), Remap: r.ReadOnly()})
+		var v *volume.Volume
+		var err error
+		if r.ReadOnly() {
+			v, err = volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Remap: true})
+		} else {
+			v, _, err = m.OpenWriter(ctx, r.ID, volume.OpenOptions{Writable: true})
+		}
 		if err != nil {
 			return err
 		}
