@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -111,20 +113,41 @@ func (e *env) randomFile(name string, dataLen, size int64, seed uint64) string {
 
 // daemon is a running 'archip serve'.
 type daemon struct {
-	cmd  *exec.Cmd
-	sock string
-	tcp  string
-	done chan struct{}
+	cmd   *exec.Cmd
+	sock  string
+	tcp   string
+	admin string // the admin API's address
+	done  chan struct{}
+
+	mu  sync.Mutex
+	log []string // what it printed on stderr
 }
 
-var servingRE = regexp.MustCompile(`over NBD on (\S+)`)
+var (
+	servingRE = regexp.MustCompile(`over NBD on (\S+)`)
+	adminRE   = regexp.MustCompile(`admin API on (\S+)`)
+	daemons   atomic.Int32
+)
+
+// logged counts the lines of the daemon's stderr that contain s.
+func (d *daemon) logged(s string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, l := range d.log {
+		if strings.Contains(l, s) {
+			n++
+		}
+	}
+	return n
+}
 
 // serve starts 'archip serve' on a unix socket and a TCP port chosen by
 // the system; extra flags are passed on. It is stopped with SIGTERM when
 // the test ends.
 func (e *env) serve(extra ...string) *daemon {
 	e.t.Helper()
-	sock := e.path("nbd.sock")
+	sock := e.path(fmt.Sprintf("nbd%d.sock", daemons.Add(1)))
 	args := append([]string{"--store", e.store, "serve", "--nbd-listen", "unix:" + sock, "--nbd-listen", "127.0.0.1:0"}, extra...)
 	d := &daemon{cmd: exec.Command(archipBin, args...), sock: sock, done: make(chan struct{})}
 	stderr, _ := d.cmd.StderrPipe()
@@ -136,6 +159,9 @@ func (e *env) serve(extra ...string) *daemon {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			d.mu.Lock()
+			d.log = append(d.log, sc.Text())
+			d.mu.Unlock()
 			select {
 			case lines <- sc.Text():
 			default:
@@ -150,6 +176,9 @@ func (e *env) serve(extra ...string) *daemon {
 		case l := <-lines:
 			if m := servingRE.FindStringSubmatch(l); m != nil && !strings.HasPrefix(m[1], "/") {
 				d.tcp = m[1]
+			}
+			if m := adminRE.FindStringSubmatch(l); m != nil {
+				d.admin = m[1]
 			}
 		case <-d.done:
 			e.t.Fatal("archip serve exited at start")

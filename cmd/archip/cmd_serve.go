@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archip/internal/daemon"
+	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/nbd"
 )
 
@@ -25,6 +27,11 @@ type serveOptions struct {
 	verbose     bool
 	cpuProfile  string
 	flushEvery  time.Duration
+	nodeID      string
+	adminListen string
+	adminAddr   string
+	leaseTTL    time.Duration
+	maxDrift    time.Duration
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -39,7 +46,17 @@ address, until SIGTERM or SIGINT, which flushes every volume and exits.
 Attach a volume to QEMU:
   -blockdev driver=nbd,server.type=unix,server.path=SOCK,export=NAME,node-name=d0
   -device virtio-blk-pci,drive=d0
-or use nbd://127.0.0.1:10809/NAME with qemu-img, nbdinfo, nbdcopy, nbdfuse, fio.`,
+or use nbd://127.0.0.1:10809/NAME with qemu-img, nbdinfo, nbdcopy, nbdfuse, fio.
+
+Several daemons, on one host or many, may serve one store (a shared file://
+directory on NFS, or RADOS): any of them can serve any volume. Reads go
+anywhere; the first write on a node takes the volume's lease, asking the
+node that holds it (at its --admin-listen address, recorded in the lease)
+to flush and hand over. That is all QEMU live migration needs: attach the
+destination to its own host's daemon. A node that stops renewing its leases
+(crashed, cut off) loses them after --lease-ttl, and has stopped writing by
+then. Every daemon sharing a store must use the same --lease-ttl and
+--max-clock-drift, and a --node-id of its own.`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runServe(c.Context(), g, o)
@@ -53,6 +70,17 @@ or use nbd://127.0.0.1:10809/NAME with qemu-img, nbdinfo, nbdcopy, nbdfuse, fio.
 	c.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "log connection errors")
 	c.Flags().DurationVar(&o.flushEvery, "flush-interval", 10*time.Second,
 		"flush volumes with unflushed writes this often, for clients that never flush (0: only when clients flush)")
+	host, _ := os.Hostname()
+	c.Flags().StringVar(&o.nodeID, "node-id", fmt.Sprintf("%s-%d", host, os.Getpid()),
+		"this daemon's name in the leases it holds; unique among the daemons sharing the store")
+	c.Flags().StringVar(&o.adminListen, "admin-listen", "127.0.0.1:0",
+		"HOST:PORT of the admin API, where other nodes ask for handoffs (port 0: any free port)")
+	c.Flags().StringVar(&o.adminAddr, "admin-advertise", "",
+		"the admin address other hosts should use, if not the one listened on (for example behind NAT, or when listening on 0.0.0.0)")
+	c.Flags().DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second,
+		"how long a lease lasts without renewal: how long other nodes wait for a node that died")
+	c.Flags().DurationVar(&o.maxDrift, "max-clock-drift", 500*time.Millisecond,
+		"the largest difference between the clocks of the hosts sharing the store (under a third of --lease-ttl)")
 	c.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (for diagnosing performance)")
 	return c
 }
@@ -102,8 +130,30 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	d := daemon.New(m, nil)
+	logf := func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
+	adminL, err := net.Listen("tcp", o.adminListen)
+	if err != nil {
+		return fmt.Errorf("serve: --admin-listen: %w", err)
+	}
+	defer adminL.Close()
+	advertise := o.adminAddr
+	if advertise == "" {
+		advertise = adminL.Addr().String()
+		if ip := adminL.Addr().(*net.TCPAddr).IP; ip.IsUnspecified() {
+			return usageError{fmt.Errorf("--admin-listen %s: other nodes cannot reach an unspecified address; give --admin-advertise HOST:PORT", o.adminListen)}
+		}
+	}
+	m.Leases, err = lease.NewManager(m.Store, lease.Config{Node: o.nodeID, Addr: advertise, TTL: o.leaseTTL, MaxDrift: o.maxDrift,
+		Ask: lease.HTTPAsk(o.leaseTTL / 2), Logf: logf})
+	if err != nil {
+		return usageError{err}
+	}
+	d := daemon.New(m, logf)
 	srv.Exports = d
+	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go admin.Serve(adminL)
+	defer admin.Close()
+	fmt.Fprintf(g.stderr, "archip: node %s, admin API on %s\n", o.nodeID, advertise)
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -127,7 +177,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	go func() {
 		defer close(flushDone)
 		if o.flushEvery > 0 {
-			d.FlushLoop(fctx, o.flushEvery, func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) })
+			d.FlushLoop(fctx, o.flushEvery, logf)
 		}
 	}()
 	errc := make(chan error, len(ls))

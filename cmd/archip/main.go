@@ -77,7 +77,7 @@ Exit codes: 0 success, 1 the operation failed, 2 bad arguments.`,
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON, for scripts")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVolumeCommand(g), newImageCommand(g), newStoreCommand(g), newServeCommand(g), newGCCommand(g))
+	root.AddCommand(newVolumeCommand(g), newImageCommand(g), newStoreCommand(g), newServeCommand(g), newGCCommand(g), newLeaseCommand(g))
 	return root
 }
 

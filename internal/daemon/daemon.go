@@ -153,7 +153,7 @@ func (h *handle) read(fn func(v *volume.Volume) error) error {
 // does not hold it.
 func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) error {
 	h.mu.RLock()
-	if h.lease != nil && h.fenced == nil {
+	if h.lease != nil && h.fenced == nil && h.lease.Valid() == nil {
 		defer h.mu.RUnlock()
 		return fn(h.v)
 	}
@@ -165,6 +165,20 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	}
 	if h.readOnly {
 		return fn(h.v) // refused by the volume, with the right error
+	}
+	if h.lease != nil && h.lease.Valid() != nil {
+		// The renewal is late (this process or its host stalled, or
+		// the store is unreachable): renew now, or learn that the lease
+		// is gone.
+		err := h.lease.Renew(ctx)
+		if err != nil && !errors.Is(err, lease.ErrLost) {
+			return err
+		}
+		if err != nil {
+			if h.dropLease(err); h.fenced != nil {
+				return h.fenced
+			}
+		}
 	}
 	if h.lease == nil {
 		if err := h.becomeWriter(ctx); err != nil {
@@ -231,9 +245,15 @@ func (h *handle) follow(ctx context.Context) error {
 func (h *handle) lost(l *lease.Lease, why error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.lease != l {
-		return
+	if h.lease == l {
+		h.dropLease(why)
 	}
+}
+
+// dropLease gives up the writer after the lease was lost: the handle is
+// fenced if writes were lost with it, and a follower otherwise. The
+// caller holds h.mu exclusively.
+func (h *handle) dropLease(why error) {
 	ctx := context.Background()
 	dirty := h.v.Dirty()
 	h.stopKeep()
