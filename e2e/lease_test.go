@@ -265,4 +265,3 @@ func TestPartition(t *testing.T) {
 		t.Fatalf("listing the volume's objects: %d, %v", n, err)
 	}
 }
-
