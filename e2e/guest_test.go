@@ -122,7 +122,7 @@ func (c *newc) pad() {
 	}
 }
 
-func (c *newc) dir(name string)                            { c.entry(name, 0o040755, 0, 0, nil) }
+func (c *newc) dir(name string)                             { c.entry(name, 0o040755, 0, 0, nil) }
 func (c *newc) node(name string, mode uint32, maj, min int) { c.entry(name, mode, maj, min, nil) }
 func (c *newc) data(name string, b []byte, mode uint32)     { c.entry(name, mode, 0, 0, b) }
 
