@@ -265,3 +265,61 @@ func TestPartition(t *testing.T) {
 		t.Fatalf("listing the volume's objects: %d, %v", n, err)
 	}
 }
+
+// A steady writer: record i in slot i, a flush after each and a short
+// pause, printing the count at the end.
+const steadyWriterPy = recordPy + `
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+i = 0
+while i < int(sys.argv[2]):
+    h.pwrite(rec(i), i * SLOT)
+    h.flush()
+    i += 1
+    time.sleep(0.002)
+print(i, flush=True)
+`
+
+// TestSnapshotWhileWriting: 'archip volume snapshot' of a volume a client
+// is writing through a daemon takes the lease by handoff for a moment;
+// the client never notices, and each snapshot holds a prefix of the
+// client's records.
+func TestSnapshotWhileWriting(t *testing.T) {
+	needLibnbd(t)
+	e := newEnv(t)
+	const n = 500
+	e.archip("volume", "create", "busy", "--size", "2M", "--block-size", "64K")
+	d := e.serve("--node-id", "a")
+	w := exec.Command("/usr/bin/python3", "-c", steadyWriterPy, d.uri("busy"), strconv.Itoa(n))
+	var out strings.Builder
+	w.Stdout, w.Stderr = &out, &out
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var snaps []string
+	for k := range 3 {
+		time.Sleep(150 * time.Millisecond)
+		name := fmt.Sprintf("busy-%d", k)
+		e.archip("volume", "snapshot", "busy", name)
+		snaps = append(snaps, name)
+	}
+	if err := w.Wait(); err != nil || strings.TrimSpace(out.String()) != strconv.Itoa(n) {
+		t.Fatalf("the writer: %v: %s", err, out.String())
+	}
+	if d.logged("handed over") < 3 {
+		t.Fatalf("%d handoffs for 3 snapshots; daemon log:\n%s", d.logged("handed over"), strings.Join(d.log, "\n"))
+	}
+	for _, s := range snaps {
+		data := []byte(e.archip("volume", "read", s, "--offset", "0", "--length", strconv.Itoa(n*4096)))
+		k := 0
+		for k < n && string(data[k*4096:k*4096+12]) == fmt.Sprintf("seq %08d", k) {
+			k++
+		}
+		for i := k; i < n; i++ {
+			if data[i*4096] != 0 {
+				t.Fatalf("snapshot %s: records 0..%d, then %q at %d: not a prefix", s, k-1, data[i*4096:i*4096+12], i)
+			}
+		}
+		t.Logf("snapshot %s holds records 0..%d", s, k-1)
+	}
+}

@@ -241,6 +241,7 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 // when it has the lease or ctx ends.
 func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
 	var pause time.Duration // between asks that succeed but lose the race to take the lease
+	poll := time.Millisecond // between looks at a lease held by a node that cannot be asked: grows to TTL/10
 	for {
 		l, err := m.Acquire(ctx, volume)
 		var held *HeldError
@@ -261,7 +262,8 @@ func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
 			}
 			m.cfg.Logf("lease: asking node %q at %s to hand over volume %s: %v; waiting for its lease to expire", rec.Owner, rec.Addr, volume, err)
 		}
-		wait := m.cfg.TTL / 10
+		wait := min(poll, m.cfg.TTL/10)
+		poll *= 2
 		if left := rec.Expires.Add(m.cfg.MaxDrift).Sub(m.cfg.Clock.Now()); left > 0 && left < wait {
 			wait = left + time.Millisecond
 		}
