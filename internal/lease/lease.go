@@ -240,7 +240,7 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 // does not, waits until the lease is released or has expired. It returns
 // when it has the lease or ctx ends.
 func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
-	var pause time.Duration // between asks that succeed but lose the race to take the lease
+	var pause time.Duration  // between asks that succeed but lose the race to take the lease
 	poll := time.Millisecond // between looks at a lease held by a node that cannot be asked: grows to TTL/10
 	for {
 		l, err := m.Acquire(ctx, volume)
