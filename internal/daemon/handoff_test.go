@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -214,4 +215,49 @@ func firstID(n *node) (id [16]byte) {
 		return k
 	}
 	return
+}
+
+// TestAdminAPI: bad requests are refused with a clear status and change
+// nothing; the status listing says who writes what.
+func TestAdminAPI(t *testing.T) {
+	ctx := context.Background()
+	n := newNode(t, objstore.NewMem(), "a", time.Hour)
+	n.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	e := n.open(t, "v")
+	e.WriteAt(ctx, []byte("x"), 0, false)
+	base := "http://" + n.admin.Listener.Addr().String()
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"POST", lease.HandoffPath, 400},
+		{"POST", lease.HandoffPath + "?volume=nothex", 400},
+		{"GET", lease.HandoffPath + "?volume=00000000000000000000000000000000", 405},
+		{"POST", lease.HandoffPath + "?volume=00000000000000000000000000000000", 200}, // not open here: nothing to do
+		{"GET", "/v1/volumes", 200},
+		{"GET", "/healthz", 200},
+		{"GET", "/nothing", 404},
+	} {
+		req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
+		}
+	}
+	if role(n, "v") != "writer" {
+		t.Fatalf("bad requests changed the role to %s", role(n, "v"))
+	}
+	resp, err := http.Get(base + "/v1/volumes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st []VolumeStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || len(st) != 1 || st[0].Role != "writer" || st[0].Term != 1 || st[0].Clients != 1 {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
 }

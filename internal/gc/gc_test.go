@@ -193,6 +193,7 @@ func TestCrashLeftovers(t *testing.T) {
 	v, _, _ := m.Open(ctx, "vm", true)
 	v.WriteAt(ctx, []byte("copy-on-write, never flushed"), bs+10, false)
 	image.Import(ctx, mem, bytes.NewReader(randBytes(rng, 2*bs)), -1, image.Options{BlockShift: 16}) // no catalog record
+	mem.Put(ctx, lease.Name(blockmap.NewID().String()), []byte(`{"term":1}`))                        // a removal interrupted before dropping the lease
 
 	crashed := mem.Crash(rand.New(rand.NewPCG(5, 6)))
 	m2, _ := setup(crashed)

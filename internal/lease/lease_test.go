@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -284,4 +285,28 @@ func TestKeep(t *testing.T) {
 	if la.Valid() == nil {
 		t.Fatal("a lost lease is valid")
 	}
+}
+
+// FuzzDecodeRecord: a lease record in the store may be anything; decoding it
+// never panics, and what decodes survives a round trip.
+func FuzzDecodeRecord(f *testing.F) {
+	for _, s := range []string{`{"owner":"a","addr":"127.0.0.1:7","term":3,"expires":"2026-11-26T00:00:00Z"}`, `{}`, `{"term":-1}`, `null`, `[`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decode(b)
+		if err != nil {
+			if !errors.Is(err, objstore.ErrCorrupt) {
+				t.Fatalf("error %v is not ErrCorrupt", err)
+			}
+			return
+		}
+		out, err := json.Marshal(r)
+		if err != nil {
+			return // a time outside what JSON can hold
+		}
+		if r2, err := decode(out); err != nil || r2.Owner != r.Owner || r2.Term != r.Term || !r2.Expires.Equal(r.Expires) {
+			t.Fatalf("round trip of %+v: %+v, %v", r, r2, err)
+		}
+	})
 }
