@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -27,7 +28,9 @@ func (d *Daemon) AdminHandler() http.Handler {
 			http.Error(w, fmt.Sprintf("volume: %v", err), http.StatusBadRequest)
 			return
 		}
-		released, err := d.Handoff(r.Context(), id)
+		// NB: the flush goes on if the asker gives up waiting: its next
+		// request then finds the lease released sooner.
+		released, err := d.Handoff(context.WithoutCancel(r.Context()), id)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

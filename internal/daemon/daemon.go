@@ -70,11 +70,10 @@ type handle struct {
 
 	// mu: requests hold it shared; becoming writer or follower holds it
 	// exclusively.
-	mu       sync.RWMutex
-	v        *volume.Volume // the writer when lease != nil, else a follower
-	lease    *lease.Lease
-	stopKeep context.CancelFunc
-	fenced   error
+	mu     sync.RWMutex
+	v      *volume.Volume // the writer when lease != nil, else a follower
+	lease  *lease.Lease   // renewed until v is closed or discarded, which releases it
+	fenced error
 }
 
 var _ nbd.Exports = (*Daemon)(nil)
@@ -127,16 +126,8 @@ func (d *Daemon) release(h *handle) {
 func (h *handle) close(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.lease == nil {
-		return h.v.Close(ctx)
-	}
-	h.stopKeep()
-	err := h.v.Close(ctx)
-	if rerr := h.lease.Release(ctx); rerr != nil && !errors.Is(rerr, lease.ErrLost) {
-		err = errors.Join(err, rerr)
-	}
 	h.lease = nil
-	return err
+	return h.v.Close(ctx)
 }
 
 // read runs a request that does not write.
@@ -193,13 +184,8 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 // becomeWriter takes the lease and reopens the volume for writing. The
 // caller holds h.mu exclusively.
 func (h *handle) becomeWriter(ctx context.Context) error {
-	l, err := h.d.mgr.Leases.Take(ctx, h.id.String())
+	v, l, err := h.d.mgr.OpenWriter(ctx, h.id, h.lost)
 	if err != nil {
-		return err
-	}
-	v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver()})
-	if err != nil {
-		l.Release(ctx)
 		return err
 	}
 	if l.TookOver() {
@@ -207,9 +193,6 @@ func (h *handle) becomeWriter(ctx context.Context) error {
 	}
 	h.v.Close(ctx) // the follower
 	h.v, h.lease = v, l
-	kctx, stop := context.WithCancel(context.Background())
-	h.stopKeep = stop
-	go l.Keep(kctx, func(err error) { h.lost(l, err) })
 	return nil
 }
 
@@ -220,13 +203,11 @@ func (h *handle) becomeFollower(ctx context.Context) error {
 	if err := h.v.Flush(ctx); err != nil {
 		return err
 	}
-	h.stopKeep()
-	h.v.Discard(ctx) // flushed: nothing to drop
-	err := h.lease.Release(ctx)
-	h.lease = nil
-	if err != nil && !errors.Is(err, lease.ErrLost) {
+	// Flushed: discarding drops nothing, and releases the lease.
+	if err := h.v.Discard(ctx); err != nil {
 		h.d.logf("archip: volume %s: releasing its lease: %v (it expires by itself)", h.name, err)
 	}
+	h.lease = nil
 	return h.follow(ctx)
 }
 
@@ -256,7 +237,6 @@ func (h *handle) lost(l *lease.Lease, why error) {
 func (h *handle) dropLease(why error) {
 	ctx := context.Background()
 	dirty := h.v.Dirty()
-	h.stopKeep()
 	h.v.Discard(ctx)
 	h.lease = nil
 	if dirty {

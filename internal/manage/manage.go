@@ -74,35 +74,34 @@ func New(s objstore.Store) *Manager {
 }
 
 // OpenWriter takes the lease of volume id (asking its holder to hand it
-// over) and opens it for writing under it, with the options given. The
-// lease is renewed while the volume is open and released when it is
-// closed (or discarded).
-func (m *Manager) OpenWriter(ctx context.Context, id blockmap.ID, opts volume.OpenOptions) (*volume.Volume, *lease.Lease, error) {
+// over) and opens the volume for writing under it: every store write
+// checks the lease, and a takeover from a holder that did not release it
+// starts a new epoch. The lease is renewed while the volume is open (lost,
+// if not nil, hears when a renewal finds it gone) and released when the
+// volume is closed or discarded.
+func (m *Manager) OpenWriter(ctx context.Context, id blockmap.ID, lost func(*lease.Lease, error)) (*volume.Volume, *lease.Lease, error) {
 	l, err := m.Leases.Take(ctx, id.String())
 	if err != nil {
 		return nil, nil, err
 	}
 	kctx, stop := context.WithCancel(context.Background())
-	go l.Keep(kctx, func(error) {})
-	opts.Guard, opts.NewEpoch = l.Valid, l.TookOver()
-	prev := opts.OnClose
-	opts.OnClose = func(ctx context.Context, flushErr error) error {
+	release := func(ctx context.Context, _ error) error {
 		stop()
-		var err error
-		if prev != nil {
-			err = prev(ctx, flushErr)
+		if err := l.Release(ctx); err != nil && !errors.Is(err, lease.ErrLost) {
+			return err
 		}
-		if rerr := l.Release(ctx); rerr != nil && !errors.Is(rerr, lease.ErrLost) {
-			err = errors.Join(err, rerr)
-		}
-		return err
+		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, opts)
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), OnClose: release})
 	if err != nil {
-		stop()
-		l.Release(ctx)
+		release(ctx, nil)
 		return nil, nil, err
 	}
+	go l.Keep(kctx, func(err error) {
+		if lost != nil {
+			lost(l, err)
+		}
+	})
 	return v, l, nil
 }
 
@@ -171,7 +170,7 @@ func (m *Manager) Open(ctx context.Context, name string, writable bool) (*volume
 		return nil, nil, fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, name, r.Kind)
 	}
 	if writable {
-		v, _, err := m.OpenWriter(ctx, r.ID, volume.OpenOptions{Writable: true})
+		v, _, err := m.OpenWriter(ctx, r.ID, nil)
 		return v, r, err
 	}
 	v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Follow: !r.ReadOnly()})
@@ -489,7 +488,7 @@ func (m *Manager) Hash(ctx context.Context, name string, progress func(done, tot
 		if r.ReadOnly() {
 			v, err = volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Remap: true})
 		} else {
-			v, _, err = m.OpenWriter(ctx, r.ID, volume.OpenOptions{Writable: true})
+			v, _, err = m.OpenWriter(ctx, r.ID, nil)
 		}
 		if err != nil {
 			return err
