@@ -150,3 +150,44 @@ func TestCLIErrors(t *testing.T) {
 		t.Errorf("unknown scheme: exit %d %q", code, errs)
 	}
 }
+
+func TestCLILease(t *testing.T) {
+	dir := t.TempDir()
+	store := "file://" + filepath.Join(dir, "store")
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "1M")
+	if out := mustCLI(t, store, nil, "lease", "show", "v"); !strings.Contains(out, "state:") || !strings.Contains(out, "none") {
+		t.Fatalf("lease show of a never-written volume: %q", out)
+	}
+	mustCLI(t, store, []byte("data"), "volume", "write", "v", "--offset", "0")
+	var st leaseState
+	if err := json.Unmarshal([]byte(mustCLI(t, store, nil, "lease", "show", "v", "--json")), &st); err != nil || st.State != "released" || st.Record.Term != 1 {
+		t.Fatalf("lease after a write command: %+v, %v", st, err)
+	}
+	// Someone holds it: show names them; break needs --force.
+	m, err := (&globals{store: store}).manager(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := m.Lookup(context.Background(), "v")
+	if _, err := m.Leases.Acquire(context.Background(), r.ID.String()); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCLI(t, store, nil, "lease", "show", "v"); !strings.Contains(out, "held") || !strings.Contains(out, "cli:") {
+		t.Fatalf("lease show of a held lease: %q", out)
+	}
+	if _, errs, code := cli(t, store, nil, "lease", "break", "v"); code != 2 || !strings.Contains(errs, "--force") {
+		t.Fatalf("break without --force: exit %d, %q", code, errs)
+	}
+	if out := mustCLI(t, store, nil, "lease", "break", "v", "--force"); !strings.Contains(out, "broke") {
+		t.Fatalf("break: %q", out)
+	}
+	for _, args := range [][]string{{"lease", "show", "nosuch"}, {"lease", "show"}, {"lease", "show", "bad/name"}} {
+		if _, _, code := cli(t, store, nil, args...); code == 0 {
+			t.Errorf("archip %v succeeded", args)
+		}
+	}
+	mustCLI(t, store, nil, "volume", "snapshot", "v", "s")
+	if _, errs, code := cli(t, store, nil, "lease", "show", "s"); code == 0 || !strings.Contains(errs, "no lease") {
+		t.Errorf("lease show of a snapshot: exit %d, %q", code, errs)
+	}
+}
