@@ -2,8 +2,13 @@
 # archip on Ceph RADOS against Ceph's own RBD, on one throwaway cluster
 # (scripts/ceph-cluster.sh: one memstore OSD, replication 1 for both), in
 # one run:
-#   - fio: RBD through fio's rbd engine, archip through its NBD export of
-#     a volume on rados:// (unix socket); 1M sequential and 4k random;
+#   - fio: RBD through fio's rbd engine, with librbd's client cache (its
+#     default) and without (rbd_cache=false: what QEMU uses with
+#     cache=none, and what archip does: it has no client-side data cache),
+#     archip through its NBD export of a volume on rados:// (unix socket);
+#     1M sequential and 4k random;
+#   - the same 4k random I/O straight on archip's librados path, without
+#     NBD and the volume engine (BenchmarkRandomIO);
 #   - clone time: 'rbd snap create + protect + clone' and 'rbd clone' alone
 #     vs 'archip volume clone', for 1 GiB and 100 GiB images, and the
 #     engine's clone of fully mapped images (BenchmarkCloneRados).
@@ -43,11 +48,13 @@ echo "RBD (fio rbd engine)" >&2
 rbd create --size "$SIZE" archip/bench
 fio --name=prep --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin --rw=write --bs=1M \
   --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
-for t in "${tests[@]}"; do
-  IFS=: read -r name rw bs depth <<<"$t"
-  R[rbd,$name]=$(fio --name="$name" --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin --rw="$rw" \
-    --bs="$bs" --iodepth="$depth" --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs")
-  echo "  rbd $name: ${R[rbd,$name]}" >&2
+for cache in true false; do
+  for t in "${tests[@]}"; do
+    IFS=: read -r name rw bs depth <<<"$t"
+    R[rbd$cache,$name]=$(CEPH_ARGS="--rbd_cache=$cache" fio --name="$name" --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin --rw="$rw" \
+      --bs="$bs" --iodepth="$depth" --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs")
+    echo "  rbd (rbd_cache=$cache) $name: ${R[rbd$cache,$name]}" >&2
+  done
 done
 
 echo "archip serve on rados://" >&2
@@ -75,14 +82,19 @@ for sz in 1G 100G; do
   C[archip,$sz]=$(ms "$work/archip" --store "$store" volume clone "base$sz@s" "clone$sz")
 done
 engine=$(go test -tags ceph,pacific -run '^$' -bench CloneRados -benchtime 10x ./internal/volume 2>/dev/null | grep '^Benchmark')
+direct=$(go test -tags ceph,pacific -run '^$' -bench RandomIO -benchtime "${RUNTIME}s" ./internal/objstore/rados 2>/dev/null | grep '^Benchmark')
 
 ratio() { /usr/bin/python3 -c 'import sys; a,b=map(float,sys.argv[1:]); print(f"{a/b:.2f}x" if b else "-")' "$1" "$2"; }
 echo
 echo "Ceph RADOS, one memstore OSD, replication 1; $SIZE image, ${RUNTIME}s per test; 1M in MiB/s, 4k in IOPS"
-printf '%-28s %10s %10s %10s\n' test archip rbd "archip/rbd"
+printf '%-12s %8s %14s %16s %12s %14s\n' test archip "rbd (cache)" "rbd (no cache)" "vs cache" "vs no cache"
 for name in seqread seqwrite randread randwrite; do
-  printf '%-28s %10s %10s %10s\n' "$name" "${R[archip,$name]}" "${R[rbd,$name]}" "$(ratio "${R[archip,$name]}" "${R[rbd,$name]}")"
+  printf '%-12s %8s %14s %16s %12s %14s\n' "$name" "${R[archip,$name]}" "${R[rbdtrue,$name]}" "${R[rbdfalse,$name]}" \
+    "$(ratio "${R[archip,$name]}" "${R[rbdtrue,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")"
 done
+echo
+echo "4k random I/O at QD32 on archip's librados path alone (no NBD, no volume engine):"
+echo "$direct"
 echo
 echo "clone time, command line, ms (process start and cluster connect included)"
 printf '%-8s %14s %24s %12s\n' size "rbd clone" "rbd snap+protect+clone" "archip clone"

@@ -7,12 +7,13 @@
 // multi-conn) and the map is loaded once. A handle is opened on the first
 // connection and flushed and closed after the last one ends.
 //
-// A handle of a writable volume is a follower until a client writes: it
-// holds no lease and rereads the map whenever the stored head changed, so
-// its reads are never older than the writer's last flush, wherever the
-// writer runs. The first write takes the lease (asking the holder, if
-// any, to hand over: see Handoff and AdminHandler) and reopens the volume
-// for writing under it; writes then go straight to the volume. When
+// A handle of a writable volume opens as the writer if the volume's lease
+// is free (it takes it), and otherwise as a follower: it holds no lease
+// and rereads the map whenever the stored head changed, so its reads are
+// never older than the writer's last flush, wherever the writer runs.
+// The first write on a follower takes the lease (asking the holder to
+// hand over: see Handoff and AdminHandler) and reopens the volume for
+// writing under it; writes then go straight to the volume. When
 // another node asks for the volume, the handle waits for the writes in
 // progress, flushes, releases the lease and becomes a follower again. A
 // handle that loses its lease while it holds unflushed writes is fenced:
@@ -94,11 +95,10 @@ func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), err
 	defer d.mu.Unlock()
 	h := d.open[r.ID]
 	if h == nil {
-		v, err := volume.Open(ctx, d.mgr.Store, r.ID, volume.OpenOptions{Follow: !r.ReadOnly()})
-		if err != nil {
+		h = &handle{d: d, id: r.ID, name: name, readOnly: r.ReadOnly()}
+		if err := h.first(ctx); err != nil {
 			return nil, nil, err
 		}
-		h = &handle{d: d, id: r.ID, name: name, readOnly: r.ReadOnly(), v: v}
 		d.open[r.ID] = h
 	}
 	h.refs++
@@ -120,6 +120,27 @@ func (d *Daemon) release(h *handle) {
 			d.logf("archip: closing volume %s: %v", h.name, err)
 		}
 	}
+}
+
+// first opens the volume: read-only for a snapshot or image; for a
+// volume, as the writer if its lease is free, else as a follower.
+// Reading through the writer costs nothing extra; a follower checks the
+// head before every read.
+func (h *handle) first(ctx context.Context) error {
+	if h.readOnly {
+		v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{})
+		h.v = v
+		return err
+	}
+	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
+	if errors.Is(err, lease.ErrHeld) {
+		return h.follow(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	h.v, h.lease = v, l
+	return nil
 }
 
 // close flushes and closes the handle, releasing its lease.

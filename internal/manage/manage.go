@@ -84,6 +84,20 @@ func (m *Manager) OpenWriter(ctx context.Context, id blockmap.ID, lost func(*lea
 	if err != nil {
 		return nil, nil, err
 	}
+	return m.openLeased(ctx, id, l, lost)
+}
+
+// TryOpenWriter is OpenWriter when the lease is free; when another node
+// holds it, it returns lease.ErrHeld at once instead of asking.
+func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*lease.Lease, error)) (*volume.Volume, *lease.Lease, error) {
+	l, err := m.Leases.Acquire(ctx, id.String())
+	if err != nil {
+		return nil, nil, err
+	}
+	return m.openLeased(ctx, id, l, lost)
+}
+
+func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error)) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
 	release := func(ctx context.Context, _ error) error {
 		stop()
