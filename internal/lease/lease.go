@@ -160,9 +160,6 @@ func NewManager(s objstore.Store, cfg Config) (*Manager, error) {
 	return &Manager{store: s, cfg: c}, nil
 }
 
-// Config returns the manager's configuration, defaults filled in.
-func (m *Manager) Config() Config { return m.cfg }
-
 // Lease is a lease this node holds. Its methods may be called
 // concurrently.
 type Lease struct {
@@ -370,15 +367,20 @@ func (l *Lease) Release(ctx context.Context) error {
 	if l.validT.IsZero() {
 		return ErrLost
 	}
-	rec := Record{Term: l.rec.Term}
-	b, err := json.Marshal(rec)
+	l.validT = time.Time{}
+	return l.m.clear(ctx, l.name, l.rec.Term, l.ver)
+}
+
+// clear releases the record name by compare-and-swap on ver, keeping its
+// term; ErrLost if it changed since ver.
+func (m *Manager) clear(ctx context.Context, name string, term uint64, ver objstore.Version) error {
+	b, err := json.Marshal(Record{Term: term})
 	if err != nil {
 		return err
 	}
-	_, err = l.m.store.Swap(ctx, l.name, b, l.ver)
-	l.validT = time.Time{}
+	_, err = m.store.Swap(ctx, name, b, ver)
 	if errors.Is(err, objstore.ErrConflict) {
-		return fmt.Errorf("%w: %s", ErrLost, l.name)
+		return fmt.Errorf("%w: %s changed meanwhile", ErrLost, name)
 	}
 	return err
 }
@@ -391,13 +393,5 @@ func (m *Manager) Break(ctx context.Context, volume string) (Record, error) {
 	if err != nil || ver == 0 {
 		return cur, err
 	}
-	b, err := json.Marshal(Record{Term: cur.Term})
-	if err != nil {
-		return cur, err
-	}
-	_, err = m.store.Swap(ctx, Name(volume), b, ver)
-	if errors.Is(err, objstore.ErrConflict) {
-		return cur, fmt.Errorf("%w: the lease changed while breaking it; look again", ErrLost)
-	}
-	return cur, err
+	return cur, m.clear(ctx, Name(volume), cur.Term, ver)
 }

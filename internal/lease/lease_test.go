@@ -28,9 +28,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 const ttl, drift = 5 * time.Second, 500 * time.Millisecond
 
-func newNode(t *testing.T, s objstore.Store, name string, c Clock) *Manager {
+// newNode is a node on clk, whose waits move clk (fakeSleep).
+func newNode(t *testing.T, s objstore.Store, name string, clk *fakeClock) *Manager {
 	t.Helper()
-	m, err := NewManager(s, Config{Node: name, Addr: name + ":7000", TTL: ttl, MaxDrift: drift, Clock: c})
+	m, err := NewManager(s, Config{Node: name, Addr: name + ":7000", TTL: ttl, MaxDrift: drift, Clock: clk, Sleep: fakeSleep(clk)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,12 +180,11 @@ func fakeSleep(clk *fakeClock) func(context.Context, time.Duration) error {
 	}
 }
 
+// newTaker is newNode asking holders to hand over with ask.
 func newTaker(t *testing.T, s objstore.Store, name string, clk *fakeClock, ask func(context.Context, Record, string) error) *Manager {
 	t.Helper()
-	m, err := NewManager(s, Config{Node: name, Addr: name + ":7000", TTL: ttl, MaxDrift: drift, Clock: clk, Ask: ask, Sleep: fakeSleep(clk)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newNode(t, s, name, clk)
+	m.cfg.Ask = ask
 	return m
 }
 
