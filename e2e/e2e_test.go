@@ -56,6 +56,18 @@ func need(t *testing.T, tools ...string) {
 	}
 }
 
+// needLibnbd skips (or under CI fails) without python3-libnbd.
+func needLibnbd(t *testing.T) {
+	t.Helper()
+	need(t, "/usr/bin/python3")
+	if err := exec.Command("/usr/bin/python3", "-c", "import nbd").Run(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("python3-libnbd is missing")
+		}
+		t.Skip("python3-libnbd is missing")
+	}
+}
+
 // run runs a command and returns its stdout; it fails the test with the
 // command's output if the command fails.
 func run(t *testing.T, name string, args ...string) string {

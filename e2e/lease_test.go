@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -16,18 +15,6 @@ import (
 
 	"github.com/archipelago-go/archip/internal/objstore"
 )
-
-// needLibnbd skips (or under CI fails) without python3-libnbd.
-func needLibnbd(t *testing.T) {
-	t.Helper()
-	need(t, "/usr/bin/python3")
-	if err := exec.Command("/usr/bin/python3", "-c", "import nbd").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("python3-libnbd is missing")
-		}
-		t.Skip("python3-libnbd is missing")
-	}
-}
 
 const recordPy = `
 import nbd, sys, time
@@ -68,7 +55,13 @@ print(i)
 // write.
 func TestTwoDaemonsHandoff(t *testing.T) {
 	needLibnbd(t)
-	e := newEnv(t)
+	alternate(t, newEnv(t))
+}
+
+// alternate runs alternatePy through two daemons on e's store and checks
+// the handoffs and the result.
+func alternate(t *testing.T, e *env) {
+	t.Helper()
 	e.archip("volume", "create", "shared", "--size", "1M", "--block-size", "64K")
 	a, b := e.serve("--node-id", "a"), e.serve("--node-id", "b")
 	out := run(t, "/usr/bin/python3", "-c", alternatePy, a.uri("shared"), b.uri("shared"))

@@ -54,25 +54,5 @@ func TestRadosServe(t *testing.T) {
 // other flushed (as TestTwoDaemonsHandoff does on files).
 func TestRadosHandoff(t *testing.T) {
 	needLibnbd(t)
-	e := radosEnv(t)
-	e.archip("volume", "create", "shared", "--size", "1M", "--block-size", "64K")
-	a, b := e.serve("--node-id", "a"), e.serve("--node-id", "b")
-	out := strings.TrimSpace(run(t, "/usr/bin/python3", "-c", alternatePy, a.uri("shared"), b.uri("shared")))
-	if out != "300" {
-		t.Fatalf("writer printed %q", out)
-	}
-	if got := a.logged("handed over") + b.logged("handed over"); got < 11 {
-		t.Fatalf("%d handoffs for 12 rounds", got)
-	}
-	data := []byte(e.archip("volume", "read", "shared", "--offset", "0", "--length", fmt.Sprint(64*4096)))
-	last := map[int]int{}
-	for i := range 300 {
-		last[(i*7)%64] = i
-	}
-	for slot, i := range last {
-		want := fmt.Sprintf("seq %08d ", i)
-		if got := string(data[slot*4096 : slot*4096+len(want)]); got != want {
-			t.Errorf("slot %d holds %q, want %q", slot, got, want)
-		}
-	}
+	alternate(t, radosEnv(t))
 }

@@ -168,13 +168,13 @@ func TestDeadHolder(t *testing.T) {
 	s := objstore.NewMem()
 	const ttl = 600 * time.Millisecond
 	a, b := newNode(t, s, "a", ttl), newNode(t, s, "b", ttl)
-	a.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	r, _ := a.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
 	ea, eb := a.open(t, "v"), b.open(t, "v")
 	if err := ea.WriteAt(ctx, []byte("flushed by a"), 0, true); err != nil {
 		t.Fatal(err)
 	}
 	ea.WriteAt(ctx, []byte("unflushed by a"), 65536, false)
-	rec, _, _ := b.d.mgr.Leases.Read(ctx, a.d.open[firstID(a)].id.String())
+	rec, _, _ := b.d.mgr.Leases.Read(ctx, r.ID.String())
 
 	// Partition a: no store, no admin API.
 	a.store.Add(objstore.Rule{Err: errors.New("network unreachable")})
@@ -208,15 +208,6 @@ func TestDeadHolder(t *testing.T) {
 	if got := readBack(t, eb, 65536, 14); !bytes.Equal(got, make([]byte, 14)) {
 		t.Fatalf("a's unflushed write reached the volume: %q", got)
 	}
-}
-
-func firstID(n *node) (id [16]byte) {
-	n.d.mu.Lock()
-	defer n.d.mu.Unlock()
-	for k := range n.d.open {
-		return k
-	}
-	return
 }
 
 // TestAdminAPI: bad requests are refused with a clear status and change
