@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -205,4 +206,54 @@ func TestDiscard(t *testing.T) {
 	if len(closed) != 2 || closed[0] != nil || closed[1] != nil {
 		t.Fatalf("close hook calls: %v", closed)
 	}
+}
+
+// TestFollowConcurrent: readers of a follower share head checks, yet each
+// read sees at least what the writer had flushed when the read began.
+func TestFollowConcurrent(t *testing.T) {
+	s := objstore.NewMem()
+	w := NewTestVolume(t, s, 2*bs, SmallShift)
+	w.WriteAt(ctx, []byte{0}, 0, true)
+	r, err := Open(ctx, s, w.ID(), OpenOptions{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	var flushed atomic.Int32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, 1)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				want := flushed.Load()
+				if err := r.ReadAt(ctx, p, 0); err != nil {
+					t.Error(err)
+					return
+				}
+				if int32(p[0]) < want {
+					t.Errorf("read %d after the writer had flushed %d", p[0], want)
+					return
+				}
+			}
+		}()
+	}
+	for k := int32(1); k < 250; k++ {
+		// Each round moves block 0 to a new object, so a stale map reads
+		// an old value (or a deleted object).
+		w.Trim(ctx, 0, bs)
+		if err := w.WriteAt(ctx, []byte{byte(k)}, 0, true); err != nil {
+			t.Fatal(err)
+		}
+		flushed.Store(k)
+	}
+	close(stop)
+	wg.Wait()
 }

@@ -64,8 +64,12 @@ type Volume struct {
 	gate sync.RWMutex
 	// flushMu serializes everything that writes the head.
 	flushMu sync.Mutex
-	// refreshMu serializes the map reloads of a following handle.
-	refreshMu sync.Mutex
+	// checks: a following handle's head checks (refresh).
+	checks struct {
+		sync.Mutex
+		running bool
+		next    *headCheck // gathering readers; starts when the running one ends
+	}
 	// stripe[b%stripes] serializes writes to block b.
 	stripe [stripes]sync.Mutex
 
@@ -320,13 +324,14 @@ func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) e
 		}
 		// The object may have been freed by a trim and a flush after we
 		// looked at the entry (here, or on the writer this handle
-		// follows): look again.
-		if v.follow && try < 3 {
+		// follows): look again, as long as the entry keeps changing
+		// (each change is another flush of the writer), within a bound.
+		if v.follow {
 			if err := v.refresh(ctx); err != nil {
 				return err
 			}
 		}
-		if now, _ := v.entry(b); now == e || try == 3 {
+		if now, _ := v.entry(b); now == e || try == 100 {
 			return fmt.Errorf("%w: block %d: %v", ErrCorrupt, b, err)
 		}
 	}
@@ -838,12 +843,59 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 // head: a Stat when nothing changed, and otherwise the new head and the
 // segments that differ (a writer deletes the segments it replaces, so a
 // segment found missing means the head moved on again: retry).
+//
+// Concurrent readers share checks: a reader waits for a check that starts
+// after it arrived; while one check runs, the readers that arrive gather
+// for the next, so a burst of reads costs about two checks, not one each.
 func (v *Volume) refresh(ctx context.Context) error {
 	if !v.follow {
 		return nil
 	}
-	v.refreshMu.Lock()
-	defer v.refreshMu.Unlock()
+	c := &v.checks
+	c.Lock()
+	hc := c.next
+	if hc == nil {
+		hc = &headCheck{done: make(chan struct{})}
+		c.next = hc
+	}
+	start := !c.running
+	if start {
+		c.running, c.next = true, nil
+	}
+	c.Unlock()
+	if start {
+		go v.runChecks(context.WithoutCancel(ctx), hc)
+	}
+	select {
+	case <-hc.done:
+		return hc.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// headCheck is one check of the head, shared by the readers waiting for it.
+type headCheck struct {
+	done chan struct{}
+	err  error
+}
+
+// runChecks runs hc, then each check that gathered meanwhile, until none
+// is waiting.
+func (v *Volume) runChecks(ctx context.Context, hc *headCheck) {
+	c := &v.checks
+	for hc != nil {
+		hc.err = v.checkHead(ctx)
+		close(hc.done)
+		c.Lock()
+		hc, c.next = c.next, nil
+		c.running = hc != nil
+		c.Unlock()
+	}
+}
+
+// checkHead loads the map again if the stored head changed.
+func (v *Volume) checkHead(ctx context.Context) error {
 	for try := 0; ; try++ {
 		in, err := v.store.Stat(ctx, blockmap.HeadName(v.id))
 		if objstore.IsNotExist(err) {
