@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"testing"
 	"unsafe"
 )
@@ -169,4 +170,16 @@ func FuzzDecodeSegment(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPrivateName pins private block names to the format docs/format.md
+// gives, vol/<id>/d/<epoch>-<seq> in lowercase hex without padding.
+func TestPrivateName(t *testing.T) {
+	for _, c := range []struct{ epoch, seq uint64 }{{0, 0}, {1, 0x7e}, {0xabc, 1 << 40}, {^uint64(0), ^uint64(0)}} {
+		id := NewID()
+		want := fmt.Sprintf("vol/%s/d/%x-%x", id, c.epoch, c.seq)
+		if got := PrivateEntry(id, c.epoch, c.seq).ObjectName(); got != want {
+			t.Errorf("name %q, want %q", got, want)
+		}
+	}
 }
