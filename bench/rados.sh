@@ -2,11 +2,13 @@
 # archip on Ceph RADOS against Ceph's own RBD, on one throwaway cluster
 # (scripts/ceph-cluster.sh: one memstore OSD, replication 1 for both), in
 # one run:
-#   - fio: RBD through fio's rbd engine, with librbd's client cache (its
-#     default) and without (rbd_cache=false: what QEMU uses with
-#     cache=none, and what archip does: it has no client-side data cache),
-#     archip through its NBD export of a volume on rados:// (unix socket);
-#     1M sequential and 4k random;
+#   - fio, 1M sequential and 4k random: archip through its NBD export of a
+#     volume on rados:// (unix socket); RBD through the same transport
+#     (qemu-nbd with QEMU's rbd driver, cache=none); and RBD through fio's
+#     rbd engine (librbd in fio's process, no NBD hop) with librbd's client
+#     cache (its default) and without (rbd_cache=false, what QEMU uses with
+#     cache=none; archip keeps no client-side data cache). Interleaved, each
+#     the mean of two runs (see below);
 #   - the same 4k random I/O straight on archip's librados path, without
 #     NBD and the volume engine (BenchmarkRandomIO);
 #   - clone time: 'rbd snap create + protect + clone' and 'rbd clone' alone
@@ -44,32 +46,54 @@ print(round(d["bw_bytes"] / 2**20) if sys.argv[2] == "1M" else round(d["iops"]))
 tests=("seqread:read:1M:16" "seqwrite:write:1M:16" "randread:randread:4k:32" "randwrite:randwrite:4k:32")
 declare -A R
 
-echo "RBD (fio rbd engine)" >&2
+# Both images exist and are written in full before any test, and each
+# test runs as rbd, rbd without cache, archip, archip, rbd without cache,
+# rbd, each result the mean of its two runs: the memstore OSD slows down as
+# it holds more data and more fragmented objects (4k random writes against
+# the same image fell from 5,300 to 2,000 IOPS in one session), so running
+# one side's tests first would favour it.
 rbd create --size "$SIZE" archip/bench
 fio --name=prep --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin --rw=write --bs=1M \
   --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
-for cache in true false; do
-  for t in "${tests[@]}"; do
-    IFS=: read -r name rw bs depth <<<"$t"
-    R[rbd$cache,$name]=$(CEPH_ARGS="--rbd_cache=$cache" fio --name="$name" --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin --rw="$rw" \
-      --bs="$bs" --iodepth="$depth" --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs")
-    echo "  rbd (rbd_cache=$cache) $name: ${R[rbd$cache,$name]}" >&2
-  done
-done
-
-echo "archip serve on rados://" >&2
 archip volume create vol --size "$SIZE" >/dev/null
 "$work/archip" --store "$store" serve --nbd-listen "unix:$work/a.sock" 2>/dev/null & pids+=($!)
 for _ in $(seq 100); do [ -S "$work/a.sock" ] && break; sleep 0.05; done
 uri="nbd+unix:///vol?socket=$work/a.sock"
 fio --name=prep --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
+# RBD over the same transport: qemu-nbd with QEMU's rbd driver (cache=none:
+# no librbd cache), on an image of its own.
+rbd create --size "$SIZE" archip/bench-nbd
+qemu-nbd -t -f raw --cache=none -x bench -k "$work/q.sock" "rbd:archip/bench-nbd:conf=$CEPH_CONF" & pids+=($!)
+for _ in $(seq 100); do [ -S "$work/q.sock" ] && break; sleep 0.05; done
+quri="nbd+unix:///bench?socket=$work/q.sock"
+fio --name=prep --ioengine=nbd --uri="$quri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
+
+# one WHO NAME RW BS DEPTH: one fio run; WHO is archip, qnbd (RBD through
+# qemu-nbd), rbdtrue or rbdfalse (fio's rbd engine with and without cache).
+one() {
+  local who=$1 name=$2 rw=$3 bs=$4 depth=$5
+  if [ "$who" = archip ] || [ "$who" = qnbd ]; then
+    local u=$uri
+    [ "$who" = qnbd ] && u=$quri
+    fio --name="$name" --ioengine=nbd --uri="$u" --rw="$rw" --bs="$bs" --iodepth="$depth" \
+      --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs"
+  else
+    CEPH_ARGS="--rbd_cache=${who#rbd}" fio --name="$name" --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin \
+      --rw="$rw" --bs="$bs" --iodepth="$depth" --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs"
+  fi
+}
 for t in "${tests[@]}"; do
   IFS=: read -r name rw bs depth <<<"$t"
-  R[archip,$name]=$(fio --name="$name" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" \
-    --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs")
-  echo "  archip $name: ${R[archip,$name]}" >&2
+  for who in rbdtrue rbdfalse qnbd archip archip qnbd rbdfalse rbdtrue; do
+    r=$(one "$who" "$name" "$rw" "$bs" "$depth")
+    R[$who,$name]=$(( ${R[$who,$name]:-0} + r ))
+    echo "  $who $name: $r" >&2
+  done
+  for who in rbdtrue rbdfalse qnbd archip; do R[$who,$name]=$(( R[$who,$name] / 2 )); done
 done
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
 
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
 declare -A C
@@ -87,10 +111,11 @@ direct=$(go test -tags ceph,pacific -run '^$' -bench RandomIO -benchtime "${RUNT
 ratio() { /usr/bin/python3 -c 'import sys; a,b=map(float,sys.argv[1:]); print(f"{a/b:.2f}x" if b else "-")' "$1" "$2"; }
 echo
 echo "Ceph RADOS, one memstore OSD, replication 1; $SIZE image, ${RUNTIME}s per test; 1M in MiB/s, 4k in IOPS"
-printf '%-12s %8s %14s %16s %12s %14s\n' test archip "rbd (cache)" "rbd (no cache)" "vs cache" "vs no cache"
+echo "(archip and qemu-nbd over NBD on a unix socket; fio's rbd engine in process)"
+printf '%-10s %7s %12s %12s %14s %10s %10s %10s\n' test archip "rbd qemu-nbd" "rbd (cache)" "rbd (no cache)" "vs q-nbd" "vs cache" "vs no cache"
 for name in seqread seqwrite randread randwrite; do
-  printf '%-12s %8s %14s %16s %12s %14s\n' "$name" "${R[archip,$name]}" "${R[rbdtrue,$name]}" "${R[rbdfalse,$name]}" \
-    "$(ratio "${R[archip,$name]}" "${R[rbdtrue,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")"
+  printf '%-10s %7s %12s %12s %14s %10s %10s %10s\n' "$name" "${R[archip,$name]}" "${R[qnbd,$name]}" "${R[rbdtrue,$name]}" "${R[rbdfalse,$name]}" \
+    "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdtrue,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")"
 done
 echo
 echo "4k random I/O at QD32 on archip's librados path alone (no NBD, no volume engine):"
