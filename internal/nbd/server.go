@@ -28,6 +28,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -230,7 +231,8 @@ type conn struct {
 	exp     Export
 	release func()
 
-	wmu      sync.Mutex // serializes replies
+	wmu      sync.Mutex   // serializes replies
+	sending  atomic.Int32 // replies waiting for wmu or being written
 	stopOnce sync.Once
 	stopping chan struct{}
 }

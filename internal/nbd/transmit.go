@@ -40,8 +40,8 @@ func putBuf(b *[]byte) {
 }
 
 // transmit serves requests until the client disconnects or the server
-// stops. Each request runs in its own goroutine; replies are sent as
-// requests complete.
+// stops. Requests run concurrently; replies are sent as requests
+// complete.
 func (c *conn) transmit() error {
 	maxInflight := c.srv.MaxInflight
 	if maxInflight <= 0 {
@@ -51,9 +51,21 @@ func (c *conn) transmit() error {
 	sem := semaphoreOf(max(maxInflight, int64(maxReq)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	size := c.exp.Size()
+	// Requests run on workers that stay for the connection, so that the
+	// stack a request grows is kept for the next (a goroutine per request
+	// grew one every time).
+	jobs := make(chan job)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	size := c.exp.Size()
+	defer close(jobs)
+	run := func(j job) {
+		defer sem.release(j.weight)
+		c.handle(ctx, j.req, j.payload, size, maxReq)
+		if j.payload != nil {
+			putBuf(j.payload)
+		}
+	}
 	var hdr [requestSize]byte
 	for {
 		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
@@ -102,16 +114,27 @@ func (c *conn) transmit() error {
 		} else {
 			sem.acquire(weight)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer sem.release(weight)
-			c.handle(ctx, req, payload, size, maxReq)
-			if payload != nil {
-				putBuf(payload)
-			}
-		}()
+		j := job{req, payload, weight}
+		select {
+		case jobs <- j:
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				run(j)
+				for j := range jobs {
+					run(j)
+				}
+			}()
+		}
 	}
+}
+
+// A job is one request for a worker of transmit.
+type job struct {
+	req     request
+	payload *[]byte
+	weight  int64
 }
 
 // check validates a request against the export; it returns the errno to
@@ -190,14 +213,22 @@ func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size in
 	c.replySimple(req, 0)
 }
 
+// send writes one reply. Replies that complete together go out in one
+// system call: a sender leaves the flush to the next one already waiting
+// for the lock, and the last one flushes.
 func (c *conn) send(parts ...[]byte) {
+	c.sending.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	for _, p := range parts {
 		if _, err := c.w.Write(p); err != nil {
+			c.sending.Add(-1)
 			c.raw.Close() // the reader sees the error and ends the connection
 			return
 		}
+	}
+	if c.sending.Add(-1) > 0 {
+		return
 	}
 	if err := c.w.Flush(); err != nil {
 		c.raw.Close()
