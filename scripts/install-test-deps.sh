@@ -8,8 +8,9 @@ need ca-certificates
 # NBD clients and peers (issue 3): qemu-img, qemu-io, qemu-nbd, nbdinfo, nbdcopy, nbdfuse, nbdsh, fio, nbdkit.
 for p in qemu-utils libnbd-bin python3-libnbd nbdkit fio fuse3 e2fsprogs util-linux; do need "$p"; done
 # Ceph (issue 4): a throwaway cluster (scripts/ceph-cluster.sh), librados for
-# the rados:// backend (go-ceph, cgo), rbd for the benchmark against RBD.
-for p in ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev; do need "$p"; done
+# the rados:// backend (go-ceph, cgo; the C++ headers and g++ for the one
+# call its C API lacks), rbd for the benchmark against RBD.
+for p in ceph-mon ceph-osd ceph-mgr ceph-common librados-dev libradospp-dev g++ librbd-dev; do need "$p"; done
 # QEMU live migration with a tiny guest (issue 6): qemu-system-x86 only
 # (its recommends pull in firmware and UI we do not use); the test fetches
 # a Debian cloud kernel and busybox-static with apt-get download.

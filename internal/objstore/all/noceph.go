@@ -14,6 +14,6 @@ import (
 // the backend.
 func registerExtra(r *objstore.Registry) {
 	r.Register("rados", "rados://POOL (needs a build with -tags ceph,pacific)", func(ctx context.Context, u *url.URL, o objstore.OpenOptions) (objstore.Store, error) {
-		return nil, fmt.Errorf("%w: this archip was built without Ceph support; install librados-dev and build with: go build -tags ceph,pacific ./cmd/archip", objstore.ErrUnsupport)
+		return nil, fmt.Errorf("%w: this archip was built without Ceph support; install librados-dev, libradospp-dev and g++ and build with: go build -tags ceph,pacific ./cmd/archip", objstore.ErrUnsupport)
 	})
 }
