@@ -45,6 +45,7 @@ auth client required = none
 osd pool default size = 1
 osd pool default min size = 1
 mon allow pool size one = true
+mon allow pool delete = true
 osd crush chooseleaf type = 0
 osd pool default pg num = 8
 osd pool default pgp num = 8

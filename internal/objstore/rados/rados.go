@@ -4,13 +4,17 @@
 //
 // It uses what RADOS has natively: whole-object replace (write_full),
 // exclusive create, compare-and-swap as a compound write operation that
-// asserts the object's version, and in-place ranged writes that create
-// sparse objects. A write is durable when RADOS acknowledges it (the OSDs
-// have it on stable storage in every replica), so Sync only checks that the
-// object exists. Versions are RADOS object versions.
+// asserts the object's version, in-place ranged writes that create sparse
+// objects, and copies made by the OSDs (copy_from) for copy-on-write. A
+// write is durable when RADOS acknowledges it (the OSDs have it on stable
+// storage in every replica), so Sync only checks that the object exists.
+// Versions are RADOS object versions. A full pool or cluster fails writes
+// with objstore.ErrNoSpace instead of holding them (librados's default)
+// and lets deletes, which free space, through.
 //
-// It needs librados (cgo, Debian's librados-dev) and builds only with the
-// build tags "ceph" and, for go-ceph on Ceph Pacific, "pacific".
+// It needs librados (cgo: Debian's librados-dev, and libradospp-dev and g++
+// for shim.cpp) and builds only with the build tags "ceph" and, for go-ceph
+// on Ceph Pacific, "pacific".
 package rados
 
 import (
@@ -41,6 +45,7 @@ var (
 	_ objstore.Store       = (*Store)(nil)
 	_ objstore.RangeWriter = (*Store)(nil)
 	_ objstore.Syncer      = (*Store)(nil)
+	_ objstore.Copier      = (*Store)(nil)
 )
 
 // contexts is how many operations run at once on one Store.
@@ -87,6 +92,15 @@ func Open(ctx context.Context, u *url.URL) (*Store, error) {
 			return nil, fmt.Errorf("rados: open pool %q: %w", pool, mapErr(err))
 		}
 		ioctx.SetNamespace(q.Get("namespace"))
+		// On a full pool or cluster, librados holds writes until space
+		// comes back, deletes included. With full-try they are sent:
+		// deletes (what frees space) go through and writes fail with
+		// ENOSPC or EDQUOT, which the volume engine reports as such.
+		if err := ioctx.SetPoolFullTry(); err != nil {
+			ioctx.Destroy()
+			s.Close()
+			return nil, fmt.Errorf("rados: %w", err)
+		}
 		if i == contexts {
 			s.data = ioctx
 		} else {
