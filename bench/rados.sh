@@ -9,6 +9,8 @@
 #     cache (its default) and without (rbd_cache=false, what QEMU uses with
 #     cache=none; archip keeps no client-side data cache). Interleaved, each
 #     the mean of two runs (see below);
+#   - first writes to a fresh clone (each copies its 4 MiB block): archip
+#     (the OSD copies, copy_from) vs RBD (copyup through the client);
 #   - the same 4k random I/O straight on archip's librados path, without
 #     NBD and the volume engine (BenchmarkRandomIO);
 #   - clone time: 'rbd snap create + protect + clone' and 'rbd clone' alone
@@ -91,6 +93,32 @@ for t in "${tests[@]}"; do
   done
   for who in rbdtrue rbdfalse qnbd archip; do R[$who,$name]=$(( R[$who,$name] / 2 )); done
 done
+
+# Copy-on-write: 4k writes, each to a block of a fresh clone not written
+# before (4 MiB apart), so each one copies its block: archip has the OSD
+# copy it (copy_from), RBD's copyup reads the parent's object into the
+# client and writes it back. Each side twice, interleaved, on a fresh clone
+# of its fully written image.
+cowpat=(--rw=write:4092k --bs=4k --iodepth=16 --size="$SIZE" --number_ios=32 --output-format=json)
+archip volume snapshot vol vol@cow >/dev/null
+rbd snap create archip/bench@cow >/dev/null 2>&1
+rbd snap protect archip/bench@cow
+n=0
+for who in rbd archip archip rbd; do
+  n=$((n + 1))
+  if [ "$who" = archip ]; then
+    archip volume clone vol@cow "cow$n" >/dev/null
+    r=$(fio --name=cow --ioengine=nbd --uri="nbd+unix:///cow$n?socket=$work/a.sock" "${cowpat[@]}" 2>/dev/null | fio_json randwrite 4k)
+  else
+    rbd clone archip/bench@cow "archip/cow$n"
+    r=$(CEPH_ARGS="--rbd_cache=false" fio --name=cow --ioengine=rbd --pool=archip --rbdname="cow$n" --clientname=admin \
+      "${cowpat[@]}" 2>/dev/null | fio_json randwrite 4k)
+  fi
+  R[$who,cow]=$(( ${R[$who,cow]:-0} + r ))
+  echo "  $who clone first writes: $r" >&2
+done
+for who in rbd archip; do R[$who,cow]=$(( R[$who,cow] / 2 )); done
+
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 pids=()
@@ -117,6 +145,10 @@ for name in seqread seqwrite randread randwrite; do
   printf '%-10s %7s %12s %12s %14s %10s %10s %10s\n' "$name" "${R[archip,$name]}" "${R[qnbd,$name]}" "${R[rbdtrue,$name]}" "${R[rbdfalse,$name]}" \
     "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdtrue,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")"
 done
+echo
+echo "first 4k write to each 4 MiB block of a fresh clone (copy-on-write), QD16, writes/s:"
+printf '%-10s %7s %14s %10s\n' test archip "rbd (no cache)" ratio
+printf '%-10s %7s %14s %10s\n' cow "${R[archip,cow]}" "${R[rbd,cow]}" "$(ratio "${R[archip,cow]}" "${R[rbd,cow]}")"
 echo
 echo "4k random I/O at QD32 on archip's librados path alone (no NBD, no volume engine):"
 echo "$direct"
