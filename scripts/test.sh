@@ -49,6 +49,7 @@ if grep -qE -- '--- SKIP' "$log" && [ "${CI:-}" = true ]; then
   echo "skipped tests are failures under CI=true:" >&2; grep -E -- '--- SKIP' "$log" >&2; exit 1
 fi
 passed=$((passed + $(grep -cE -- '^\s*--- PASS' "$log" || true)))
+scripts/ceph-cluster.sh stop "$cephdir" >/dev/null
 
 echo "== race detector (concurrency-heavy packages)"
 go test -count=1 -race -short -timeout 10m ./internal/objstore/... ./internal/volume ./internal/catalog ./internal/image ./internal/nbd ./internal/daemon ./internal/gc ./internal/lease
@@ -70,5 +71,6 @@ done
 echo "== benchmarks, once each (numbers: docs/benchmarks.md)"
 go test -count=1 -run '^$' -bench . -benchtime 1x ./... 2>&1 | grep -E '^(Benchmark|ok|FAIL)'
 SIZE=256M RUNTIME=1 bench/nbd.sh 2>/dev/null
+SIZE=256M RUNTIME=1 bench/rados.sh 2>/dev/null
 
 echo "$passed passed, 0 failed"
