@@ -38,7 +38,7 @@ echo "== Ceph RADOS: conformance, model and NBD tests on a throwaway cluster"
 ARCHIP_TEST_CEPH_CONF=$(scripts/ceph-cluster.sh start "$cephdir")
 export ARCHIP_TEST_CEPH_CONF
 status=0
-go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'Conformance|BadURL|FullPool|ModelRados|Rados' \
+go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'Conformance|BadURL|MapErr|FullPool|ModelRados|Rados' \
   ./internal/objstore/rados ./internal/volume ./internal/gc ./e2e >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|--- FAIL|panic:)' "$log" || true
 if [ "$status" != 0 ]; then

@@ -144,6 +144,9 @@ var (
 	ErrBadURL    = errors.New("objstore: invalid store URL")
 	ErrReadOnly  = errors.New("objstore: store is read-only")
 	ErrUnsupport = errors.New("objstore: operation not supported by this backend")
+	// ErrTimeout: the store did not answer in time (a backend configured
+	// with an operation timeout). Whether a write took effect is unknown.
+	ErrTimeout = errors.New("objstore: the store did not answer in time")
 )
 
 // IsNotExist reports whether err means an object does not exist.

@@ -172,6 +172,10 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %v", objstore.ErrNoSpace, err)
 	case int(syscall.EROFS):
 		return fmt.Errorf("%w: %v", objstore.ErrReadOnly, err)
+	case int(syscall.ETIMEDOUT):
+		// Only with "rados osd op timeout" (or mon) set in ceph.conf; by
+		// default librados waits for the cluster as long as it takes.
+		return fmt.Errorf("%w: %v", objstore.ErrTimeout, err)
 	}
 	return fmt.Errorf("rados: %w", err)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,33 @@ var ctx = context.Background()
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) objstore.Store { return OpenTestStore(t) })
+}
+
+func TestMapErr(t *testing.T) {
+	for _, c := range []struct {
+		errno syscall.Errno
+		want  error
+	}{
+		{syscall.ENOENT, objstore.ErrNotFound},
+		{syscall.EEXIST, objstore.ErrExists},
+		{syscall.ERANGE, objstore.ErrConflict},
+		{syscall.ECANCELED, objstore.ErrConflict},
+		{syscall.EOVERFLOW, objstore.ErrConflict},
+		{syscall.ENOSPC, objstore.ErrNoSpace},
+		{syscall.EDQUOT, objstore.ErrNoSpace},
+		{syscall.EROFS, objstore.ErrReadOnly},
+		{syscall.ETIMEDOUT, objstore.ErrTimeout},
+	} {
+		if err := mapErr(errnoError(-int(c.errno))); !errors.Is(err, c.want) {
+			t.Errorf("errno %d (%v): %v, want %v", int(c.errno), c.errno, err, c.want)
+		}
+	}
+	if err := mapErr(errnoError(-int(syscall.EIO))); err == nil || errors.Is(err, objstore.ErrNotFound) {
+		t.Errorf("EIO: %v", err)
+	}
+	if mapErr(nil) != nil {
+		t.Error("mapErr(nil) != nil")
+	}
 }
 
 func TestBadURL(t *testing.T) {
