@@ -91,6 +91,18 @@ type RangeWriter interface {
 	WriteAt(ctx context.Context, name string, p []byte, off int64) error
 }
 
+// Lender is implemented by backends that can hand over the buffers a
+// read arrived in instead of copying them into the caller's (RADOS).
+type Lender interface {
+	// ReadLend reads up to n bytes of the object at off and calls fn with
+	// them, in order, in one or more buffers that are valid only until fn
+	// returns. Past the object's end there are fewer bytes (a sparse
+	// object reads short: the rest is zeros). It returns ErrNotFound,
+	// without calling fn, if the object does not exist, and fn's error if
+	// fn fails.
+	ReadLend(ctx context.Context, name string, off int64, n int, fn func(bufs [][]byte) error) error
+}
+
 // Syncer is implemented by backends whose WriteAt is not durable by
 // itself.
 type Syncer interface {

@@ -14,3 +14,48 @@ int archip_copy(rados_ioctx_t io, const char *src, const char *dst) {
 	op.copy_from(src, ioctx, 0, 0);
 	return ioctx.operate(dst, &op);
 }
+
+extern "C" void archipAioDone(rados_completion_t c, void *arg);
+
+struct archip_lent {
+	librados::bufferlist bl;
+	librados::AioCompletion *c;
+};
+
+int archip_lend_read(rados_ioctx_t io, const char *oid, size_t len, uint64_t off, uintptr_t h, archip_lent **out) {
+	librados::IoCtx ioctx;
+	librados::IoCtx::from_rados_ioctx_t(io, ioctx);
+	archip_lent *l = new archip_lent;
+	// The callback gets the completion's C handle, as with the C API.
+	l->c = librados::Rados::aio_create_completion((void *)h, archipAioDone);
+	int r = ioctx.aio_read(oid, l->c, &l->bl, len, off);
+	if (r < 0) {
+		l->c->release();
+		delete l;
+		return r;
+	}
+	*out = l;
+	return 0;
+}
+
+int archip_lent_result(archip_lent *l, struct iovec *iov, int max, int *n) {
+	int r = l->c->get_return_value();
+	int i = 0;
+	if (r > 0) {
+		for (const auto &p : l->bl.buffers()) {
+			if (p.length() == 0) continue;
+			if (i < max) {
+				iov[i].iov_base = (void *)p.c_str();
+				iov[i].iov_len = p.length();
+			}
+			i++;
+		}
+	}
+	*n = i;
+	return r;
+}
+
+void archip_lent_free(archip_lent *l) {
+	l->c->release();
+	delete l;
+}

@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 		{"RangeWriter", testRangeWriter},
 		{"Handles", testHandles},
 		{"Copier", testCopier},
+		{"Lender", testLender},
 		{"BufferOwnership", testBuffers},
 	}
 	for _, tc := range tests {
@@ -401,6 +402,9 @@ func hasCapability(open func(t *testing.T) objstore.Store, t *testing.T, test st
 	case "Copier":
 		_, ok := s.(objstore.Copier)
 		return ok
+	case "Lender":
+		_, ok := s.(objstore.Lender)
+		return ok
 	}
 	return true
 }
@@ -423,5 +427,41 @@ func testCopier(t *testing.T, s objstore.Store) {
 	}
 	if sy, ok := s.(objstore.Syncer); ok {
 		noErr(t, sy.Sync(ctx, "dst"))
+	}
+}
+
+func testLender(t *testing.T, s objstore.Store) {
+	l := s.(objstore.Lender)
+	data := make([]byte, 3<<20+123)
+	for i := range data {
+		data[i] = byte(i*7 + i>>11)
+	}
+	must(s.Put(ctx, "lend", data))
+	for _, c := range []struct {
+		off int64
+		n   int
+	}{{0, len(data)}, {4096, 1 << 20}, {1, 4095}, {int64(len(data)) - 10, 4096}, {int64(len(data)) + 5, 100}, {7, 0}} {
+		var got []byte
+		calls := 0
+		noErr(t, l.ReadLend(ctx, "lend", c.off, c.n, func(bufs [][]byte) error {
+			calls++
+			for _, b := range bufs {
+				got = append(got, b...)
+			}
+			return nil
+		}))
+		want := data[min(c.off, int64(len(data))):min(c.off+int64(c.n), int64(len(data)))]
+		if calls != 1 || !bytes.Equal(got, want) {
+			t.Fatalf("ReadLend(%d, %d): %d calls, %d bytes, want 1 call and the object's %d bytes there", c.off, c.n, calls, len(got), len(want))
+		}
+	}
+	called := false
+	wantErr(t, l.ReadLend(ctx, "nolend", 0, 10, func([][]byte) error { called = true; return nil }), objstore.ErrNotFound, "ReadLend of a missing object")
+	if called {
+		t.Fatal("ReadLend called fn for a missing object")
+	}
+	errFn := errors.New("from fn")
+	if err := l.ReadLend(ctx, "lend", 0, 10, func([][]byte) error { return errFn }); !errors.Is(err, errFn) {
+		t.Fatalf("ReadLend returned %v, want fn's error", err)
 	}
 }
