@@ -47,6 +47,7 @@ type Volume struct {
 	rw       objstore.RangeWriter // nil: private blocks are replaced whole with Put
 	syncer   objstore.Syncer      // nil: writes are durable when they return
 	copier   objstore.Copier      // nil: copy-on-write reads and writes the block
+	lender   objstore.Lender      // nil: ReadTo reads into a buffer of its own
 	handles  *handleCache         // nil: every I/O names its object
 	id       blockmap.ID
 	readOnly bool
@@ -140,6 +141,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.syncer, _ = s.(objstore.Syncer)
 		v.copier, _ = s.(objstore.Copier)
 	}
+	v.lender, _ = s.(objstore.Lender)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
 	if o, ok := s.(objstore.HandleOpener); ok {
 		v.handles = newHandleCache(o, openHandles)
@@ -313,6 +315,60 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
 		return v.readBlock(ctx, b, p[pos:pos+l], boff)
 	})
+}
+
+// ReadTo reads n bytes at off and passes them to fn, in one or more
+// buffers that are valid until fn returns; it returns fn's error if fn
+// fails, and does not call fn if the read fails. On a store that lends
+// its buffers (objstore.Lender), a read inside one block reaches fn
+// without being copied.
+func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
+	if v.lender != nil && n > 0 && off>>v.shift == (off+n-1)>>v.shift {
+		if err := v.refresh(ctx); err != nil {
+			return err
+		}
+		if err := v.checkIO(off, n, false); err != nil {
+			return err
+		}
+		if e, _ := v.entry(off >> v.shift); e.Kind() != blockmap.Zero {
+			err := v.lender.ReadLend(ctx, e.ObjectName(), off&(v.bs-1), int(n), func(bufs [][]byte) error {
+				return fn(padZeros(bufs, n))
+			})
+			if !objstore.IsNotExist(err) {
+				return err
+			}
+			// Freed since we looked (a trim, then a flush): ReadAt below
+			// looks again.
+		}
+	}
+	var p []byte
+	if n <= v.bs {
+		bp := v.bufs.Get().(*[]byte)
+		defer v.bufs.Put(bp)
+		p = (*bp)[:max(n, 0)]
+	} else {
+		p = make([]byte, n)
+	}
+	if err := v.ReadAt(ctx, p, off); err != nil {
+		return err
+	}
+	return fn([][]byte{p})
+}
+
+// zeros pads short lent reads (sparse objects read short).
+var zeros [64 << 10]byte
+
+// padZeros appends zeros to bufs up to n bytes in all.
+func padZeros(bufs [][]byte, n int64) [][]byte {
+	for _, b := range bufs {
+		n -= int64(len(b))
+	}
+	for n > 0 {
+		z := zeros[:min(n, int64(len(zeros)))]
+		bufs = append(bufs, z)
+		n -= int64(len(z))
+	}
+	return bufs
 }
 
 func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) error {
