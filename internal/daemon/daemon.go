@@ -405,6 +405,10 @@ func (e export) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return e.h.read(func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
 }
 
+func (e export) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
+	return e.h.read(func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
+}
+
 func (e export) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
 	return e.h.write(ctx, func(v *volume.Volume) error { return v.WriteAt(ctx, p, off, fua) })
 }

@@ -19,6 +19,7 @@ type memExport struct {
 	ro       bool
 	flushes  int
 	failRead error
+	lend     bool // open as a lendExport
 }
 
 func (m *memExport) Size() int64    { return int64(len(m.data)) }
@@ -64,10 +65,25 @@ func (m *memExport) snapshot() []byte {
 
 type memExports map[string]*memExport
 
+// lendExport passes what it reads to the server in pieces (ReaderTo), as
+// the daemon does on RADOS.
+type lendExport struct{ *memExport }
+
+func (l lendExport) ReadTo(ctx context.Context, off, n int64, fn func([][]byte) error) error {
+	p := make([]byte, n)
+	if err := l.ReadAt(ctx, p, off); err != nil {
+		return err
+	}
+	return fn([][]byte{p[:n/3], nil, p[n/3:]})
+}
+
 func (e memExports) Open(ctx context.Context, name string) (Export, func(), error) {
 	x, ok := e[name]
 	if !ok {
 		return nil, nil, ErrUnknownExport
+	}
+	if x.lend {
+		return lendExport{x}, func() {}, nil
 	}
 	return x, func() {}, nil
 }
@@ -253,6 +269,44 @@ func TestTransmission(t *testing.T) {
 	c.request(cmdDisc, 0, 6, 0, 0, nil)
 	if _, err := c.nc.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection still open after DISC")
+	}
+}
+
+// TestReadTo: reads from an export that passes its buffers (ReaderTo)
+// arrive whole; a failed read is an error reply and the stream stays in
+// step.
+func TestReadTo(t *testing.T) {
+	s, exps := newTestServer(t)
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	exps["lend"] = &memExport{data: data, lend: true}
+	c := dial(t, s)
+	c.open("lend")
+	for i, r := range []struct{ off, n uint64 }{{0, 1 << 20}, {5, 4096}, {1<<20 - 1, 1}, {77, 0}} {
+		h := uint64(i + 1)
+		c.request(cmdRead, 0, h, r.off, uint32(r.n), nil)
+		e, got := c.reply(h)
+		if r.n == 0 {
+			if e != 0 || len(got) != 0 {
+				t.Fatalf("empty read: errno %d, %d bytes", e, len(got))
+			}
+			continue
+		}
+		if e != 0 || binary.BigEndian.Uint64(got) != r.off || !bytes.Equal(got[8:], data[r.off:r.off+r.n]) {
+			t.Fatalf("read %d+%d: errno %d, %d bytes, not the export's", r.off, r.n, e, len(got))
+		}
+	}
+	exps["lend"].failRead = errors.New("disk on fire")
+	c.request(cmdRead, 0, 10, 0, 512, nil)
+	if e, _ := c.reply(10); e != EIO {
+		t.Fatalf("failed read: errno %d, want EIO", e)
+	}
+	exps["lend"].failRead = nil
+	c.request(cmdRead, 0, 11, 512, 512, nil)
+	if e, got := c.reply(11); e != 0 || !bytes.Equal(got[8:], data[512:1024]) {
+		t.Fatalf("read after a failed one: errno %d", e)
 	}
 }
 

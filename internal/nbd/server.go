@@ -56,6 +56,15 @@ type Export interface {
 	BlockStatus(ctx context.Context, off, n int64) ([]Extent, error)
 }
 
+// A ReaderTo is an Export that can pass read data to the server in
+// buffers of its own, which the server writes to the client as they are
+// instead of copying them into a buffer first.
+type ReaderTo interface {
+	// ReadTo reads n bytes at off and calls fn with them, in buffers
+	// valid until fn returns. It does not call fn if the read fails.
+	ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error
+}
+
 // ExportInfo describes an export in a listing.
 type ExportInfo struct {
 	Name        string

@@ -183,6 +183,21 @@ func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size in
 	var err error
 	switch req.typ {
 	case cmdRead:
+		if rt, ok := c.exp.(ReaderTo); ok {
+			replied := false
+			err = rt.ReadTo(ctx, off, n, func(bufs [][]byte) error {
+				c.replyRead(req, bufs...)
+				replied = true
+				return nil
+			})
+			if replied {
+				return
+			}
+			if err == nil {
+				err = errors.New("nbd: the export's ReadTo returned no data")
+			}
+			break
+		}
 		buf := getBuf(int(n))
 		defer putBuf(buf)
 		if err = c.exp.ReadAt(ctx, *buf, off); err == nil {
@@ -253,21 +268,26 @@ func chunkHeader(flags, typ uint16, handle uint64, length uint32) []byte {
 	return h
 }
 
-func (c *conn) replyRead(req request, data []byte) {
-	if !c.structured {
-		var h [16]byte
+// replyRead sends the data of a read, which is in one or more buffers.
+func (c *conn) replyRead(req request, data ...[]byte) {
+	n := 0
+	for _, d := range data {
+		n += len(d)
+	}
+	var h []byte
+	switch {
+	case !c.structured:
+		h = make([]byte, 16)
 		binary.BigEndian.PutUint32(h[0:], magicSimple)
 		binary.BigEndian.PutUint64(h[8:], req.handle)
-		c.send(h[:], data)
-		return
-	}
-	if len(data) == 0 {
+	case n == 0:
 		c.send(chunkHeader(replyFlagDone, replyTypeNone, req.handle, 0))
 		return
+	default:
+		h = chunkHeader(replyFlagDone, replyTypeOffsetData, req.handle, uint32(8+n))
+		h = binary.BigEndian.AppendUint64(h, req.offset)
 	}
-	h := chunkHeader(replyFlagDone, replyTypeOffsetData, req.handle, uint32(8+len(data)))
-	h = binary.BigEndian.AppendUint64(h, req.offset)
-	c.send(h, data)
+	c.send(append([][]byte{h}, data...)...)
 }
 
 func (c *conn) replyError(req request, errno uint32, msg string) {
