@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // bufPools hold request buffers by size class, so that a connection
@@ -56,6 +57,7 @@ func (c *conn) transmit() error {
 	// stack a request grows is kept for the next (a goroutine per request
 	// grew one every time).
 	jobs := make(chan job)
+	var workers atomic.Int32
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer close(jobs)
@@ -119,16 +121,23 @@ func (c *conn) transmit() error {
 		case jobs <- j:
 		default:
 			wg.Add(1)
+			workers.Add(1)
 			go func() {
 				defer wg.Done()
-				run(j)
-				for j := range jobs {
+				for ok := true; ok; j, ok = <-jobs {
 					run(j)
+					if workers.Load() > keepWorkers {
+						break // a burst is over: do not keep its workers
+					}
 				}
+				workers.Add(-1)
 			}()
 		}
 	}
 }
+
+// keepWorkers is how many idle workers a connection keeps.
+const keepWorkers = 64
 
 // A job is one request for a worker of transmit.
 type job struct {
