@@ -104,6 +104,9 @@ func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), err
 	h.refs++
 	var once sync.Once
 	release := func() { once.Do(func() { d.release(h) }) }
+	if _, ok := d.mgr.Store.(objstore.Lender); ok {
+		return lendingExport{export{h}}, release, nil
+	}
 	return export{h}, release, nil
 }
 
@@ -405,7 +408,11 @@ func (e export) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return e.h.read(func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
 }
 
-func (e export) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
+// lendingExport is an export on a store that lends what it reads
+// (objstore.Lender): reads reach the NBD server in the store's buffers.
+type lendingExport struct{ export }
+
+func (e lendingExport) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
 	return e.h.read(func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
 }
 
