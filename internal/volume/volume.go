@@ -312,6 +312,11 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := v.checkIO(off, int64(len(p)), false); err != nil {
 		return err
 	}
+	return v.read(ctx, p, off)
+}
+
+// read is ReadAt after the checks.
+func (v *Volume) read(ctx context.Context, p []byte, off int64) error {
 	return v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
 		return v.readBlock(ctx, b, p[pos:pos+l], boff)
 	})
@@ -323,13 +328,13 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 // its buffers (objstore.Lender), a read inside one block reaches fn
 // without being copied.
 func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
+	if err := v.refresh(ctx); err != nil {
+		return err
+	}
+	if err := v.checkIO(off, n, false); err != nil {
+		return err
+	}
 	if v.lender != nil && n > 0 && off>>v.shift == (off+n-1)>>v.shift {
-		if err := v.refresh(ctx); err != nil {
-			return err
-		}
-		if err := v.checkIO(off, n, false); err != nil {
-			return err
-		}
 		if e, _ := v.entry(off >> v.shift); e.Kind() != blockmap.Zero {
 			err := v.lender.ReadLend(ctx, e.ObjectName(), off&(v.bs-1), int(n), func(bufs [][]byte) error {
 				return fn(padZeros(bufs, n))
@@ -337,7 +342,7 @@ func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte
 			if !objstore.IsNotExist(err) {
 				return err
 			}
-			// Freed since we looked (a trim, then a flush): ReadAt below
+			// Freed since we looked (a trim, then a flush): read below
 			// looks again.
 		}
 	}
@@ -345,11 +350,11 @@ func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte
 	if n <= v.bs {
 		bp := v.bufs.Get().(*[]byte)
 		defer v.bufs.Put(bp)
-		p = (*bp)[:max(n, 0)]
+		p = (*bp)[:n]
 	} else {
 		p = make([]byte, n)
 	}
-	if err := v.ReadAt(ctx, p, off); err != nil {
+	if err := v.read(ctx, p, off); err != nil {
 		return err
 	}
 	return fn([][]byte{p})
