@@ -15,30 +15,34 @@ import (
 )
 
 // Run runs the whole suite. open returns an empty store; it is called
-// once per subtest, and the suite closes what it opens.
+// once per subtest (and once to see which optional interfaces the
+// backend has), and the suite closes what it opens.
 func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 	tests := []struct {
-		name string
-		fn   func(t *testing.T, s objstore.Store)
+		name  string
+		fn    func(t *testing.T, s objstore.Store)
+		needs func(objstore.Store) bool // nil: every backend
 	}{
-		{"BadNames", testBadNames},
-		{"PutGet", testPutGet},
-		{"CreateExclusive", testCreate},
-		{"Swap", testSwap},
-		{"Delete", testDelete},
-		{"ReadAt", testReadAt},
-		{"Stat", testStat},
-		{"List", testList},
-		{"ConcurrentSwap", testConcurrentSwap},
-		{"ConcurrentCreate", testConcurrentCreate},
-		{"RangeWriter", testRangeWriter},
-		{"Handles", testHandles},
-		{"Copier", testCopier},
-		{"Lender", testLender},
-		{"BufferOwnership", testBuffers},
+		{"BadNames", testBadNames, nil},
+		{"PutGet", testPutGet, nil},
+		{"CreateExclusive", testCreate, nil},
+		{"Swap", testSwap, nil},
+		{"Delete", testDelete, nil},
+		{"ReadAt", testReadAt, nil},
+		{"Stat", testStat, nil},
+		{"List", testList, nil},
+		{"ConcurrentSwap", testConcurrentSwap, nil},
+		{"ConcurrentCreate", testConcurrentCreate, nil},
+		{"RangeWriter", testRangeWriter, has[objstore.RangeWriter]},
+		{"Handles", testHandles, has[objstore.HandleOpener]},
+		{"Copier", testCopier, has[objstore.Copier]},
+		{"Lender", testLender, has[objstore.Lender]},
+		{"BufferOwnership", testBuffers, nil},
 	}
+	probe := open(t)
+	defer probe.Close()
 	for _, tc := range tests {
-		if !hasCapability(open, t, tc.name) {
+		if tc.needs != nil && !tc.needs(probe) {
 			continue // the backend lacks the capability
 		}
 		t.Run(tc.name, func(t *testing.T) {
@@ -387,26 +391,10 @@ func testHandles(t *testing.T, s objstore.Store) {
 	}
 }
 
-// hasCapability reports whether the backend has the optional interface a
-// capability test needs (true for the other tests).
-func hasCapability(open func(t *testing.T) objstore.Store, t *testing.T, test string) bool {
-	s := open(t)
-	defer s.Close()
-	switch test {
-	case "RangeWriter":
-		_, ok := s.(objstore.RangeWriter)
-		return ok
-	case "Handles":
-		_, ok := s.(objstore.HandleOpener)
-		return ok
-	case "Copier":
-		_, ok := s.(objstore.Copier)
-		return ok
-	case "Lender":
-		_, ok := s.(objstore.Lender)
-		return ok
-	}
-	return true
+// has reports whether the backend has the optional interface T.
+func has[T any](s objstore.Store) bool {
+	_, ok := s.(T)
+	return ok
 }
 
 func testCopier(t *testing.T, s objstore.Store) {
