@@ -957,6 +957,7 @@ func (v *Volume) runChecks(ctx context.Context, hc *headCheck) {
 
 // checkHead loads the map again if the stored head changed.
 func (v *Volume) checkHead(ctx context.Context) error {
+	var failedVer objstore.Version
 	for try := 0; ; try++ {
 		in, err := v.store.Stat(ctx, blockmap.HeadName(v.id))
 		if objstore.IsNotExist(err) {
@@ -976,7 +977,12 @@ func (v *Volume) checkHead(ctx context.Context) error {
 			return err
 		}
 		entries, err := v.reload(ctx, &cur, head)
-		if errors.Is(err, ErrCorrupt) && try < 5 {
+		if errors.Is(err, ErrCorrupt) && ver != failedVer && try < 100 {
+			// A segment of this head is gone: the writer has replaced
+			// it since (it deletes a segment only after the head that
+			// supersedes it is stored). Read the new head, as long as
+			// the head keeps changing, within a bound.
+			failedVer = ver
 			continue
 		}
 		if err != nil {
