@@ -327,7 +327,7 @@ func TestBadRequests(t *testing.T) {
 		{cmdRead, 0, 1 << 20, 1, nil, EINVAL},
 		{cmdRead, 0, 1<<64 - 1, 2, nil, EINVAL},
 		{cmdWrite, 0, 1<<20 - 1, 2, []byte("xy"), ENOSPC},
-		{cmdTrim, 0, 1 << 21, 1, nil, ENOSPC},
+		{cmdTrim, 0, 1 << 21, 1, nil, EINVAL},
 		{cmdWriteZeroes, 0, 1<<20 - 10, 11, nil, ENOSPC},
 		{99, 0, 0, 0, nil, EINVAL},
 		{cmdRead, cmdFlagFUA, 0, 1, nil, EINVAL},

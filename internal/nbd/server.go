@@ -30,6 +30,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Extent is a run of an export with one allocation state.
@@ -340,7 +341,32 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 }
 
 func (c *conn) optError(opt, typ uint32, format string, args ...any) error {
-	return c.optReply(opt, typ, []byte(fmt.Sprintf(format, args...)))
+	return c.optReply(opt, typ, []byte(truncate(fmt.Sprintf(format, args...), maxString)))
+}
+
+// maxString is the protocol's limit on a string: export names and error
+// messages.
+const maxString = 4096
+
+// truncate cuts s to at most n bytes, at a UTF-8 character boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// quoteName quotes a client-supplied name for a message, shortened so
+// that the message stays readable and within maxString.
+func quoteName(name string) string {
+	const keep = 64
+	if len(name) <= keep {
+		return fmt.Sprintf("%q", name)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", truncate(name, keep), len(name))
 }
 
 // option handles one option; done means transmission begins.
@@ -492,13 +518,18 @@ func (c *conn) open(name string) (Export, func(), error) {
 
 func (c *conn) openError(opt uint32, name string, err error) error {
 	if errors.Is(err, ErrUnknownExport) {
-		return c.optError(opt, repErrUnknown, "no export %q: %v", name, err)
+		return c.optError(opt, repErrUnknown, "export %s: %v", quoteName(name), err)
 	}
-	return c.optError(opt, repErrUnsup, "export %q: %v", name, err)
+	return c.optError(opt, repErrUnsup, "export %s: %v", quoteName(name), err)
 }
 
 func (c *conn) transmissionFlags(e Export) uint16 {
-	f := uint16(tflagHasFlags | tflagSendFlush | tflagSendDF | tflagCanMultiConn | tflagSendCache)
+	f := uint16(tflagHasFlags | tflagSendFlush | tflagCanMultiConn | tflagSendCache)
+	if c.structured {
+		// DF means nothing, and MUST NOT be advertised, without
+		// structured replies.
+		f |= tflagSendDF
+	}
 	if e.ReadOnly() {
 		return f | tflagReadOnly
 	}

@@ -155,6 +155,8 @@ func (c *conn) check(req request, size int64, maxReq int) (uint32, string) {
 		return EINVAL, "unknown command " + cmdName(req.typ)
 	case req.flags&^allowed != 0:
 		return EINVAL, fmt.Sprintf("flags %#x not valid for %s", req.flags, cmdName(req.typ))
+	case req.flags&cmdFlagDF != 0 && !c.structured:
+		return EINVAL, "DF without structured replies negotiated"
 	}
 	write := req.typ == cmdWrite || req.typ == cmdTrim || req.typ == cmdWriteZeroes
 	if write && c.exp.ReadOnly() {
@@ -174,7 +176,9 @@ func (c *conn) check(req request, size int64, maxReq int) (uint32, string) {
 	}
 	if req.offset > uint64(size) || uint64(req.length) > uint64(size)-req.offset {
 		msg := fmt.Sprintf("%s at %d+%d beyond the export's %d bytes", cmdName(req.typ), req.offset, req.length, size)
-		if write {
+		// ENOSPC is for writes; a read, a trim, a cache or a block
+		// status out of range is EINVAL (specification, "Error values").
+		if req.typ == cmdWrite || req.typ == cmdWriteZeroes {
 			return ENOSPC, msg
 		}
 		return EINVAL, msg
@@ -304,9 +308,7 @@ func (c *conn) replyError(req request, errno uint32, msg string) {
 		c.replySimple(req, errno)
 		return
 	}
-	if len(msg) > 4096 {
-		msg = msg[:4096]
-	}
+	msg = truncate(msg, maxString)
 	h := chunkHeader(replyFlagDone, replyTypeError, req.handle, uint32(6+len(msg)))
 	h = binary.BigEndian.AppendUint32(h, errno)
 	h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
