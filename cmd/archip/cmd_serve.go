@@ -113,8 +113,9 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	} else if o.tlsRequired {
 		return usageError{errors.New("--tls-required needs --tls-cert and --tls-key")}
 	}
+	srv.Warnf = func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
 	if o.verbose {
-		srv.Logf = func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
+		srv.Logf = srv.Warnf
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)

@@ -29,6 +29,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -100,11 +101,15 @@ type Server struct {
 	Errno func(error) uint32
 	// Logf logs connection-level events (default: nothing).
 	Logf func(format string, args ...any)
+	// Warnf logs what an operator must see: accept errors that are
+	// retried, panics recovered (default: Logf).
+	Warnf func(format string, args ...any)
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]bool
 	conns     map[*conn]bool
 	shutdown  bool
+	done      chan struct{}  // closed by Shutdown
 	wg        sync.WaitGroup // connections
 }
 
@@ -118,6 +123,14 @@ const (
 func (s *Server) logf(format string, args ...any) {
 	if s.Logf != nil {
 		s.Logf(format, args...)
+	}
+}
+
+func (s *Server) warnf(format string, args ...any) {
+	if s.Warnf != nil {
+		s.Warnf(format, args...)
+	} else {
+		s.logf(format, args...)
 	}
 }
 
@@ -141,35 +154,75 @@ func (s *Server) maxRequest() int {
 var ErrServerClosed = errors.New("nbd: server closed")
 
 // Serve accepts connections on l until Shutdown or a listener error.
+// Errors that pass (out of file descriptors or buffers, an aborted
+// connection, a timeout) are logged and retried after a pause growing
+// from 5 ms to 1 s, as net/http does.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
-	if s.listeners == nil {
-		s.listeners, s.conns = map[net.Listener]bool{}, map[*conn]bool{}
-	}
+	s.initLocked()
 	s.listeners[l] = true
+	done := s.done
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var pause time.Duration
 	for {
 		nc, err := l.Accept()
 		if err != nil {
-			s.mu.Lock()
-			closed := s.shutdown
-			delete(s.listeners, l)
-			s.mu.Unlock()
-			if closed {
+			select {
+			case <-done:
+				return ErrServerClosed
+			default:
+			}
+			if !transientAcceptError(err) {
+				return err
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.warnf("nbd: accept on %s: %v; retrying in %v", l.Addr(), err, pause)
+			t := time.NewTimer(pause)
+			select {
+			case <-t.C:
+			case <-done:
+				t.Stop()
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return err
+			continue
 		}
+		pause = 0
 		s.ServeConn(nc)
+	}
+}
+
+// transientAcceptError reports whether an error from Accept may pass,
+// so that accepting should go on.
+func transientAcceptError(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED,
+		syscall.ENOBUFS, syscall.ENOMEM, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO, syscall.ECONNRESET} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	// What net/http's Serve retries on: the deprecated Temporary, still
+	// what the accept path of package net reports.
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
+}
+
+func (s *Server) initLocked() {
+	if s.conns == nil {
+		s.listeners, s.conns = map[net.Listener]bool{}, map[*conn]bool{}
+		s.done = make(chan struct{})
 	}
 }
 
@@ -182,9 +235,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	if s.conns == nil {
-		s.listeners, s.conns = map[net.Listener]bool{}, map[*conn]bool{}
-	}
+	s.initLocked()
 	s.conns[c] = true
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -202,6 +253,10 @@ func (s *Server) ServeConn(nc net.Conn) {
 // Exports implementation as the connections end.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.shutdown {
+		s.initLocked()
+		close(s.done)
+	}
 	s.shutdown = true
 	for l := range s.listeners {
 		l.Close()
