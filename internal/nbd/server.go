@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -241,10 +242,20 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+		// A panic outside a request (handshake, an export's Open or
+		// release) ends this connection only; serve's deferred closes
+		// have run by the time it is recovered here.
+		defer func() {
+			if r := recover(); r != nil {
+				s.warnf("nbd: %s: panic serving the connection: %v\n%s", nc.RemoteAddr(), r, debug.Stack())
+			}
+		}()
 		c.serve()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
 	}()
 }
 

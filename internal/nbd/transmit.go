@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -187,7 +188,21 @@ func (c *conn) check(req request, size int64, maxReq int) (uint32, string) {
 }
 
 func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size int64, maxReq int) {
+	replying := false // a reply may have been written, in part
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		c.srv.warnf("nbd: %s: panic serving %s at %d+%d: %v\n%s", c.raw.RemoteAddr(), cmdName(req.typ), req.offset, req.length, r, debug.Stack())
+		if replying {
+			c.raw.Close() // the stream is in no known state: end it
+			return
+		}
+		c.replyError(req, EIO, "nbd: internal error serving the request (see the server's log)")
+	}()
 	if e, msg := c.check(req, size, maxReq); e != 0 {
+		replying = true
 		c.replyError(req, e, msg)
 		return
 	}
@@ -199,6 +214,7 @@ func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size in
 		if rt, ok := c.exp.(ReaderTo); ok {
 			replied := false
 			err = rt.ReadTo(ctx, off, n, func(bufs [][]byte) error {
+				replying = true
 				c.replyRead(req, bufs...)
 				replied = true
 				return nil
@@ -214,6 +230,7 @@ func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size in
 		buf := getBuf(int(n))
 		defer putBuf(buf)
 		if err = c.exp.ReadAt(ctx, *buf, off); err == nil {
+			replying = true
 			c.replyRead(req, *buf)
 			return
 		}
@@ -230,10 +247,12 @@ func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size in
 	case cmdBlockStatus:
 		var ext []Extent
 		if ext, err = c.exp.BlockStatus(ctx, off, n); err == nil {
+			replying = true
 			c.replyBlockStatus(req, ext)
 			return
 		}
 	}
+	replying = true
 	if err != nil {
 		c.replyError(req, c.srv.errno(err), err.Error())
 		return
