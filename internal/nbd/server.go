@@ -98,6 +98,17 @@ type Server struct {
 	// MaxInflight bounds the bytes of requests being served per
 	// connection (default 128 MiB); the reader waits beyond it.
 	MaxInflight int64
+	// MaxRequests bounds the number of requests being served per
+	// connection, whatever their size (default 256); the reader waits
+	// beyond it. Requests that carry no data (FLUSH, TRIM, BLOCK_STATUS,
+	// empty reads) cost a goroutine and their reply each: without a count
+	// a client sending them without reading replies would make the server
+	// start work without end.
+	MaxRequests int
+	// ReplyTimeout bounds the time to write a reply to a client that
+	// does not read them (default 1 minute); past it the connection ends,
+	// freeing what its requests hold.
+	ReplyTimeout time.Duration
 	// Errno maps an export's error to a reply errno (default: EIO).
 	Errno func(error) uint32
 	// Logf logs connection-level events (default: nothing).
@@ -117,8 +128,14 @@ type Server struct {
 const (
 	defaultMaxRequest  = 32 << 20
 	defaultMaxInflight = 128 << 20
-	maxOptionLen       = 64 << 10
-	handshakeTimeout   = 30 * time.Second
+	// defaultMaxRequests is well above what clients keep in flight on a
+	// connection (QEMU 16, nbdcopy 64, the Linux client's queue 128, fio
+	// as its iodepth) so that it costs them nothing, and small enough
+	// that a hostile client holds a few hundred goroutines at most.
+	defaultMaxRequests  = 256
+	defaultReplyTimeout = time.Minute
+	maxOptionLen        = 64 << 10
+	handshakeTimeout    = 30 * time.Second
 )
 
 func (s *Server) logf(format string, args ...any) {
@@ -308,6 +325,7 @@ type conn struct {
 	release func()
 
 	wmu      sync.Mutex   // serializes replies
+	wdlSet   time.Time    // when the write deadline was last set; under wmu
 	sending  atomic.Int32 // replies waiting for wmu or being written
 	stopOnce sync.Once
 	stopping chan struct{}

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // bufPools hold request buffers by size class, so that a connection
@@ -50,7 +51,11 @@ func (c *conn) transmit() error {
 		maxInflight = defaultMaxInflight
 	}
 	maxReq := c.srv.maxRequest()
-	sem := semaphoreOf(max(maxInflight, int64(maxReq)))
+	maxRequests := c.srv.MaxRequests
+	if maxRequests <= 0 {
+		maxRequests = defaultMaxRequests
+	}
+	sem := newLimiter(maxRequests, max(maxInflight, int64(maxReq)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	size := c.exp.Size()
@@ -109,11 +114,10 @@ func (c *conn) transmit() error {
 			}
 		} else if req.typ == cmdRead {
 			weight = max(1, int64(req.length))
-			if int(req.length) <= maxReq {
-				sem.acquire(weight)
-			} else {
-				weight = 0
+			if int(req.length) > maxReq {
+				weight = 0 // refused without a buffer
 			}
+			sem.acquire(weight)
 		} else {
 			sem.acquire(weight)
 		}
@@ -263,10 +267,22 @@ func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size in
 // send writes one reply. Replies that complete together go out in one
 // system call: a sender leaves the flush to the next one already waiting
 // for the lock, and the last one flushes.
+//
+// A client that stops reading replies is cut off after ReplyTimeout.
 func (c *conn) send(parts ...[]byte) {
 	c.sending.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	timeout := c.srv.ReplyTimeout
+	if timeout <= 0 {
+		timeout = defaultReplyTimeout
+	}
+	// Moving the deadline costs a timer update: do it when it has lost
+	// more than a sixteenth of the timeout, not for every reply.
+	if now := time.Now(); now.Sub(c.wdlSet) > timeout/16 {
+		c.raw.SetWriteDeadline(now.Add(timeout))
+		c.wdlSet = now
+	}
 	for _, p := range parts {
 		if _, err := c.w.Write(p); err != nil {
 			c.sending.Add(-1)
@@ -360,34 +376,37 @@ func (c *conn) replyBlockStatus(req request, ext []Extent) {
 	c.send(chunkHeader(replyFlagDone, replyTypeBlockStatus, req.handle, uint32(len(body))), body)
 }
 
-// weighted is a counting semaphore on bytes in flight.
-type weighted struct {
-	mu   sync.Mutex
-	cond *sync.Cond
-	free int64
+// limiter bounds the requests in flight on a connection, by count and
+// by bytes.
+type limiter struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	slots int   // requests that may still start
+	bytes int64 // bytes that may still be taken
 }
 
-func semaphoreOf(n int64) *weighted {
-	w := &weighted{free: n}
-	w.cond = sync.NewCond(&w.mu)
-	return w
+func newLimiter(slots int, bytes int64) *limiter {
+	l := &limiter{slots: slots, bytes: bytes}
+	l.cond = sync.NewCond(&l.mu)
+	return l
 }
 
-func (w *weighted) acquire(n int64) {
-	w.mu.Lock()
-	for w.free < n {
-		w.cond.Wait()
+// acquire waits for a request slot and n bytes, and takes them.
+func (l *limiter) acquire(n int64) {
+	l.mu.Lock()
+	for l.slots == 0 || l.bytes < n {
+		l.cond.Wait()
 	}
-	w.free -= n
-	w.mu.Unlock()
+	l.slots--
+	l.bytes -= n
+	l.mu.Unlock()
 }
 
-func (w *weighted) release(n int64) {
-	if n == 0 {
-		return
-	}
-	w.mu.Lock()
-	w.free += n
-	w.mu.Unlock()
-	w.cond.Broadcast()
+// release gives back a slot and the n bytes taken with it.
+func (l *limiter) release(n int64) {
+	l.mu.Lock()
+	l.slots++
+	l.bytes += n
+	l.mu.Unlock()
+	l.cond.Broadcast()
 }
