@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +23,7 @@ type serveOptions struct {
 	tlsCert     string
 	tlsKey      string
 	tlsRequired bool
+	tlsCA       string
 	verbose     bool
 	cpuProfile  string
 	flushEvery  time.Duration
@@ -56,7 +56,11 @@ to flush and hand over. That is all QEMU live migration needs: attach the
 destination to its own host's daemon. A node that stops renewing its leases
 (crashed, cut off) loses them after --lease-ttl, and has stopped writing by
 then. Every daemon sharing a store must use the same --lease-ttl and
---max-clock-drift, and a --node-id of its own.`,
+--max-clock-drift, and a --node-id of its own.
+
+NBD over a network should authenticate both ends: --tls-cert and --tls-key
+for the server, --tls-ca and --tls-required to serve only clients with a
+certificate that CA signed.`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runServe(c.Context(), g, o)
@@ -66,7 +70,10 @@ then. Every daemon sharing a store must use the same --lease-ttl and
 		"NBD listener: HOST:PORT or unix:PATH (repeatable); the default listens on loopback only")
 	c.Flags().StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate for NBD_OPT_STARTTLS")
 	c.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
-	c.Flags().BoolVar(&o.tlsRequired, "tls-required", false, "refuse clients that do not use TLS (needs --tls-cert)")
+	c.Flags().BoolVar(&o.tlsRequired, "tls-required", false,
+		"refuse clients that do not use TLS (needs --tls-cert); with --tls-ca, also those without a client certificate it signed")
+	c.Flags().StringVar(&o.tlsCA, "tls-ca", "",
+		"PEM `FILE` of the CA that signs client certificates: a client presenting a certificate it did not sign is refused (needs --tls-cert)")
 	c.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "log connection errors")
 	c.Flags().DurationVar(&o.flushEvery, "flush-interval", 10*time.Second,
 		"flush volumes with unflushed writes this often, for clients that never flush (0: only when clients flush)")
@@ -105,13 +112,13 @@ func listen(addr string) (net.Listener, error) {
 func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	srv := &nbd.Server{Errno: daemon.Errno, TLSRequired: o.tlsRequired}
 	if o.tlsCert != "" || o.tlsKey != "" {
-		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		cfg, err := nbd.ServerTLS(o.tlsCert, o.tlsKey, o.tlsCA, o.tlsRequired)
 		if err != nil {
-			return fmt.Errorf("serve: load TLS certificate: %w", err)
+			return fmt.Errorf("serve: %w", err)
 		}
-		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	} else if o.tlsRequired {
-		return usageError{errors.New("--tls-required needs --tls-cert and --tls-key")}
+		srv.TLS = cfg
+	} else if o.tlsRequired || o.tlsCA != "" {
+		return usageError{errors.New("--tls-required and --tls-ca need --tls-cert and --tls-key")}
 	}
 	srv.Warnf = func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
 	if o.verbose {
