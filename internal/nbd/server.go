@@ -137,7 +137,13 @@ const (
 	defaultMaxRequests  = 256
 	defaultReplyTimeout = time.Minute
 	maxOptionLen        = 64 << 10
-	handshakeTimeout    = 30 * time.Second
+	// maxMetaQueries bounds the metadata contexts one option may ask
+	// for; one is served.
+	maxMetaQueries = 128
+	// maxStatusLength bounds the range one BLOCK_STATUS reply describes
+	// (4096 descriptors of the smallest block, 64 KiB).
+	maxStatusLength  = 256 << 20
+	handshakeTimeout = 30 * time.Second
 )
 
 func (s *Server) logf(format string, args ...any) {
@@ -571,6 +577,12 @@ func (c *conn) startTLS(data []byte) error {
 	return nil
 }
 
+// tooLong refuses a name over the protocol's limit for a string, which
+// no export has, without looking it up.
+func (c *conn) tooLong(opt uint32, name string) error {
+	return c.optError(opt, repErrTooBig, "export name of %d bytes, over the protocol's %d", len(name), maxString)
+}
+
 // readName parses a u32-length-prefixed string at the start of data.
 func readName(data []byte) (string, []byte, bool) {
 	if len(data) < 4 {
@@ -591,12 +603,18 @@ func (c *conn) metaContext(opt uint32, data []byte) error {
 	if !ok || len(rest) < 4 {
 		return c.optError(opt, repErrInvalid, "malformed metadata context request")
 	}
+	if len(name) > maxString {
+		return c.tooLong(opt, name)
+	}
+	nq := binary.BigEndian.Uint32(rest)
+	if nq > maxMetaQueries {
+		return c.optError(opt, repErrTooBig, "%d metadata context queries, over the %d this server takes", nq, maxMetaQueries)
+	}
 	if _, release, err := c.open(name); err != nil {
 		return c.openError(opt, name, err)
 	} else {
 		release()
 	}
-	nq := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
 	var queries []string
 	for i := uint32(0); i < nq; i++ {
@@ -615,7 +633,7 @@ func (c *conn) metaContext(opt uint32, data []byte) error {
 		queries = []string{metaBaseAllocation}
 	}
 	for _, q := range queries {
-		if match(q) {
+		if match(q) && !selected { // each context once, however often asked for
 			b := binary.BigEndian.AppendUint32(nil, metaBaseAllocationID)
 			b = append(b, metaBaseAllocation...)
 			c.optReply(opt, repMetaContext, b)
@@ -662,6 +680,9 @@ func (c *conn) infoGo(opt uint32, data []byte) (bool, error) {
 	if len(rest) != 2*int(nreq) {
 		return false, c.optError(opt, repErrInvalid, "NBD_OPT_INFO/GO lists %d requests in %d bytes", nreq, len(rest))
 	}
+	if len(name) > maxString {
+		return false, c.tooLong(opt, name)
+	}
 	exp, release, err := c.open(name)
 	if err != nil {
 		return false, c.openError(opt, name, err)
@@ -675,8 +696,16 @@ func (c *conn) infoGo(opt uint32, data []byte) (bool, error) {
 	bsInfo = binary.BigEndian.AppendUint32(bsInfo, 4096)
 	bsInfo = binary.BigEndian.AppendUint32(bsInfo, uint32(c.srv.maxRequest()))
 	c.optReply(opt, repInfo, bsInfo)
+	// Each piece of information once, however often asked for: a 64 KiB
+	// option could otherwise ask for the name 32,000 times.
+	sent := map[uint16]bool{}
 	for i := 0; i < int(nreq); i++ {
-		switch binary.BigEndian.Uint16(rest[2*i:]) {
+		typ := binary.BigEndian.Uint16(rest[2*i:])
+		if sent[typ] {
+			continue
+		}
+		sent[typ] = true
+		switch typ {
 		case infoName:
 			c.optReply(opt, repInfo, append(binary.BigEndian.AppendUint16(nil, infoName), name...))
 		case infoDescription:
@@ -700,6 +729,9 @@ func (c *conn) infoGo(opt uint32, data []byte) (bool, error) {
 }
 
 func (c *conn) exportName(name string) (bool, error) {
+	if len(name) > maxString {
+		return false, fmt.Errorf("NBD_OPT_EXPORT_NAME of %d bytes, over the protocol's %d", len(name), maxString)
+	}
 	exp, release, err := c.open(name)
 	if err != nil {
 		// The protocol has no way to refuse here but to hang up.

@@ -250,9 +250,13 @@ func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size in
 		// Blocks are read from the store on demand; nothing to prefetch.
 	case cmdBlockStatus:
 		var ext []Extent
+		// A reply may describe less than asked: the client asks again
+		// for the rest. Bounding the range bounds what the export and the
+		// reply allocate, whatever the client asks.
+		n = min(n, maxStatusLength)
 		if ext, err = c.exp.BlockStatus(ctx, off, n); err == nil {
 			replying = true
-			c.replyBlockStatus(req, ext)
+			c.replyBlockStatus(req, n, ext)
 			return
 		}
 	}
@@ -350,27 +354,28 @@ func (c *conn) replyError(req request, errno uint32, msg string) {
 	c.send(h, []byte(msg))
 }
 
-func (c *conn) replyBlockStatus(req request, ext []Extent) {
+// replyBlockStatus describes ext, cut to the n bytes asked for.
+func (c *conn) replyBlockStatus(req request, n int64, ext []Extent) {
 	body := binary.BigEndian.AppendUint32(nil, metaBaseAllocationID)
-	left := int64(req.length)
+	left := n
 	for _, e := range ext {
 		if left == 0 || e.Length <= 0 {
 			break
 		}
-		n := min(e.Length, left)
+		l := min(e.Length, left)
 		var st uint32
 		if e.Hole {
 			st = stateHole | stateZero
 		}
-		body = binary.BigEndian.AppendUint32(body, uint32(n))
+		body = binary.BigEndian.AppendUint32(body, uint32(l))
 		body = binary.BigEndian.AppendUint32(body, st)
-		left -= n
+		left -= l
 		if req.flags&cmdFlagReqOne != 0 {
 			break
 		}
 	}
 	if len(body) == 4 { // the export described nothing: report data
-		body = binary.BigEndian.AppendUint32(body, req.length)
+		body = binary.BigEndian.AppendUint32(body, uint32(n))
 		body = binary.BigEndian.AppendUint32(body, 0)
 	}
 	c.send(chunkHeader(replyFlagDone, replyTypeBlockStatus, req.handle, uint32(len(body))), body)
