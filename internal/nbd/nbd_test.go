@@ -483,6 +483,37 @@ func FuzzServer(f *testing.F) {
 	req(cmdBlockStatus, 0, 4096)
 	f.Add(seed.Bytes())
 	f.Add([]byte{0, 0, 0, 1})
+	// The limits of issue 10: a name over 4096 bytes, repeated NBD_INFO
+	// and metadata context requests, DF without structured replies,
+	// a run of requests that carry no data.
+	seed.Reset()
+	w(binary.BigEndian.AppendUint32(nil, flagFixedNewstyle))
+	opt(optGo, goData(string(make([]byte, 4097))))
+	info := binary.BigEndian.AppendUint32(nil, 2)
+	info = binary.BigEndian.AppendUint16(append(info, "ro"...), 8)
+	for i := 0; i < 8; i++ {
+		info = binary.BigEndian.AppendUint16(info, infoName)
+	}
+	opt(optInfo, info)
+	opt(optStructuredReply, nil)
+	opt(optSetMetaContext, metaQuery("ro", metaBaseAllocation, "base:", metaBaseAllocation))
+	opt(optGo, goData("ro"))
+	for i := 0; i < 300; i++ {
+		req(cmdFlush, 0, 0)
+	}
+	req(cmdBlockStatus, 0, 1<<32-1)
+	f.Add(seed.Bytes())
+	seed.Reset()
+	w(binary.BigEndian.AppendUint32(nil, flagFixedNewstyle))
+	opt(optGo, goData("ro"))
+	b := binary.BigEndian.AppendUint32(nil, magicRequest)
+	b = binary.BigEndian.AppendUint16(b, cmdFlagDF)
+	b = binary.BigEndian.AppendUint16(b, cmdRead)
+	b = binary.BigEndian.AppendUint64(b, 1)
+	b = binary.BigEndian.AppendUint64(b, 0)
+	w(binary.BigEndian.AppendUint32(b, 512))
+	req(cmdTrim, 1<<20, 1)
+	f.Add(seed.Bytes())
 	f.Fuzz(func(t *testing.T, in []byte) {
 		s, exps := newTestServer(t)
 		before := exps["ro"].snapshot()

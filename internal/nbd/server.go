@@ -6,9 +6,13 @@
 // base:allocation metadata context, and the commands READ, WRITE (FUA),
 // FLUSH, TRIM, WRITE_ZEROES (NO_HOLE, FAST_ZERO), CACHE, BLOCK_STATUS
 // (REQ_ONE) and DISC. Requests on a connection are served concurrently
-// and answered as they complete; in-flight bytes per connection are
-// bounded. Every protocol violation gets the errno the specification names
-// or ends the connection; none reaches an export.
+// and answered as they complete; the requests in flight per connection
+// are bounded by count and by bytes, and a client that stops reading
+// replies is disconnected after a timeout. Every protocol violation gets
+// the errno the specification names or ends the connection; none reaches
+// an export. A panic while serving a request is logged and answered with
+// EIO (or ends its connection): it does not take the server down. With
+// TLS, clients may be authenticated by certificate too (ServerTLS).
 //
 // Written here rather than taken from a library: the protocol is small,
 // it is the data path, and the public Go NBD servers serve one request at
