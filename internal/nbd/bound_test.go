@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,6 +127,8 @@ func TestZeroWeightRequestsBounded(t *testing.T) {
 func TestStuckReaderDisconnected(t *testing.T) {
 	s, _ := newTestServer(t)
 	s.ReplyTimeout = 50 * time.Millisecond
+	var log logBuffer
+	s.Logf = log.logf
 	a, b := net.Pipe()
 	s.ServeConn(a)
 	t.Cleanup(func() { b.Close() })
@@ -151,5 +154,8 @@ func TestStuckReaderDisconnected(t *testing.T) {
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatalf("connection still being served: %v", err)
+	}
+	if l := log.String(); strings.Count(l, "read no reply") != 1 {
+		t.Fatalf("want one line saying why the client was disconnected:\n%s", l)
 	}
 }

@@ -173,6 +173,13 @@ func (s *Server) errno(err error) uint32 {
 	return EIO
 }
 
+func (s *Server) replyTimeout() time.Duration {
+	if s.ReplyTimeout > 0 {
+		return s.ReplyTimeout
+	}
+	return defaultReplyTimeout
+}
+
 func (s *Server) maxRequest() int {
 	if s.MaxRequest > 0 {
 		return s.MaxRequest
@@ -368,6 +375,7 @@ type conn struct {
 
 	wmu      sync.Mutex   // serializes replies
 	wdlSet   time.Time    // when the write deadline was last set; under wmu
+	wfailed  bool         // a reply could not be written; under wmu
 	sending  atomic.Int32 // replies waiting for wmu or being written
 	stopOnce sync.Once
 	stopping chan struct{}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -277,10 +278,7 @@ func (c *conn) send(parts ...[]byte) {
 	c.sending.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	timeout := c.srv.ReplyTimeout
-	if timeout <= 0 {
-		timeout = defaultReplyTimeout
-	}
+	timeout := c.srv.replyTimeout()
 	// Moving the deadline costs a timer update: do it when it has lost
 	// more than a sixteenth of the timeout, not for every reply.
 	if now := time.Now(); now.Sub(c.wdlSet) > timeout/16 {
@@ -290,7 +288,7 @@ func (c *conn) send(parts ...[]byte) {
 	for _, p := range parts {
 		if _, err := c.w.Write(p); err != nil {
 			c.sending.Add(-1)
-			c.raw.Close() // the reader sees the error and ends the connection
+			c.writeFailed(err)
 			return
 		}
 	}
@@ -298,8 +296,22 @@ func (c *conn) send(parts ...[]byte) {
 		return
 	}
 	if err := c.w.Flush(); err != nil {
-		c.raw.Close()
+		c.writeFailed(err)
 	}
+}
+
+// writeFailed ends the connection after a reply could not be written;
+// the reader sees the closed socket. Called with wmu held.
+func (c *conn) writeFailed(err error) {
+	if !c.wfailed {
+		c.wfailed = true
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.srv.logf("nbd: %s: the client read no reply for %v: disconnecting", c.raw.RemoteAddr(), c.srv.replyTimeout())
+		} else {
+			c.srv.logf("nbd: %s: write reply: %v", c.raw.RemoteAddr(), err)
+		}
+	}
+	c.raw.Close()
 }
 
 func (c *conn) replySimple(req request, errno uint32) {
