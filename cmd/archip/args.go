@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archip/internal/catalog"
 )
 
 // exactArgs is cobra.ExactArgs with a usage error and the names of the
@@ -39,4 +41,15 @@ func group(use, short, long string) *cobra.Command {
 			return c.Help()
 		},
 	}
+}
+
+// checkNames checks volume, snapshot and image names given as arguments,
+// before anything is opened.
+func checkNames(names ...string) error {
+	for _, n := range names {
+		if err := catalog.ValidName(n); err != nil {
+			return usageError{err}
+		}
+	}
+	return nil
 }

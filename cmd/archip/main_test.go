@@ -78,7 +78,7 @@ func TestCLIWorkflow(t *testing.T) {
 	if b, _ := os.ReadFile(out); !bytes.Equal(b, img) {
 		t.Fatal("exported image differs")
 	}
-	if _, _, code := cli(t, store, nil, "image", "export", "base", out); code != 1 {
+	if _, _, code := cli(t, store, nil, "image", "export", "base", out); code != 2 {
 		t.Fatalf("export over an existing file: exit %d", code)
 	}
 
