@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/bits"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -474,7 +476,15 @@ func newVolumeWriteCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "write NAME [--offset N] < data",
 		Short: "Write standard input into a volume, then flush",
-		Args:  exactArgs("NAME"),
+		Long: `Write standard input into the volume at --offset, then flush.
+
+Input longer than the room from --offset to the end of the volume is refused
+(exit 2) before anything is written: a regular file's length is known; other
+input is read whole first (in memory up to 16 MiB, beyond that into an
+unlinked temporary file in $TMPDIR). A write that fails part way (a store
+error) is not flushed: the map keeps pointing where it did, though blocks the
+volume already owned may have been rewritten in place, as on a disk.`,
+		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeWrite(c.Context(), g, o, args[0])
 		},
@@ -483,38 +493,127 @@ func newVolumeWriteCommand(g *globals) *cobra.Command {
 	return c
 }
 
+// spoolMemory is how much of a stream volume write holds in memory
+// before it spools the rest to a temporary file.
+var spoolMemory = 16 << 20
+
+// boundedInput returns r as a reader of exactly n bytes, n ≤ room, or a
+// usage error if r holds more than room bytes. A regular file is
+// measured; any other input is read whole first (into memory, then a
+// temporary file). done releases what it used.
+func boundedInput(r io.Reader, room uint64, tooLong func() error) (in io.Reader, n int64, done func(), err error) {
+	nop := func() {}
+	if f, ok := r.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			if pos, err := f.Seek(0, io.SeekCurrent); err == nil {
+				n := max(st.Size()-pos, 0)
+				if uint64(n) > room {
+					return nil, 0, nop, tooLong()
+				}
+				return io.LimitReader(f, n), n, nop, nil
+			}
+		}
+	}
+	limit := room + 1 // one byte more says it is too long
+	buf, err := io.ReadAll(io.LimitReader(r, int64(min(limit, uint64(spoolMemory)))))
+	if err != nil {
+		return nil, 0, nop, fmt.Errorf("volume write: read input: %w", err)
+	}
+	if uint64(len(buf)) < uint64(spoolMemory) || uint64(len(buf)) == limit {
+		if uint64(len(buf)) > room {
+			return nil, 0, nop, tooLong()
+		}
+		return bytes.NewReader(buf), int64(len(buf)), nop, nil
+	}
+	tmp, err := os.CreateTemp("", "archip-write-")
+	if err != nil {
+		return nil, 0, nop, fmt.Errorf("volume write: spool input: %w", err)
+	}
+	os.Remove(tmp.Name()) // unlinked: nothing stays behind, whatever happens
+	done = func() { tmp.Close() }
+	n, err = io.Copy(tmp, io.MultiReader(bytes.NewReader(buf), io.LimitReader(r, int64(limit-uint64(len(buf))))))
+	if err == nil {
+		_, err = tmp.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		done()
+		return nil, 0, nop, fmt.Errorf("volume write: spool input (set TMPDIR to a directory with room): %w", err)
+	}
+	if uint64(n) > room {
+		done()
+		return nil, 0, nop, tooLong()
+	}
+	return tmp, n, done, nil
+}
+
 func runVolumeWrite(ctx context.Context, g *globals, o volumeIOOptions, name string) error {
-	v, off, err := openForIO(ctx, g, o, name, true)
+	if err := checkNames(name); err != nil {
+		return err
+	}
+	off, err := parseSize("--offset", o.offset)
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
-	var total int64
-	for {
-		n, rerr := io.ReadFull(g.stdin, buf)
-		if n > 0 {
-			if err := v.WriteAt(ctx, buf[:n], int64(off)+total, false); err != nil {
-				v.Close(ctx)
-				return err
-			}
-			total += int64(n)
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			v.Close(ctx)
-			return rerr
-		}
-	}
-	if err := v.Close(ctx); err != nil {
+	m, err := g.manager(ctx, false)
+	if err != nil {
 		return err
 	}
+	rec, err := m.Lookup(ctx, name)
+	if err != nil {
+		return err
+	}
+	if rec.ReadOnly() {
+		return fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, name, rec.Kind)
+	}
+	h, _, err := volume.ReadHead(ctx, m.Store, rec.ID)
+	if err != nil {
+		return err
+	}
+	if off > h.Size {
+		return usageError{fmt.Errorf("volume write: --offset %d is past the end of %s (%d bytes)", off, name, h.Size)}
+	}
+	room := h.Size - off
+	in, n, done, err := boundedInput(g.stdin, room, func() error {
+		return usageError{fmt.Errorf("volume write: the input is longer than the %d bytes from --offset %d to the end of %s (%d bytes); nothing was written", room, off, name, h.Size)}
+	})
+	if err != nil {
+		return err
+	}
+	defer done()
+	if n > 0 {
+		if err := writeVolume(ctx, m, name, in, int64(off), n); err != nil {
+			return err
+		}
+	}
 	if g.json {
-		return g.printJSON(map[string]any{"name": name, "offset": off, "written": total})
+		return g.printJSON(map[string]any{"name": name, "offset": off, "written": n})
 	}
 	if !g.quiet {
-		fmt.Fprintf(g.stderr, "wrote %d bytes to %s at offset %d\n", total, name, off)
+		fmt.Fprintf(g.stderr, "wrote %d bytes to %s at offset %d\n", n, name, off)
 	}
 	return nil
+}
+
+// writeVolume writes n bytes of in at off and flushes; on any error it
+// discards what was not flushed.
+func writeVolume(ctx context.Context, m *manage.Manager, name string, in io.Reader, off, n int64) error {
+	v, _, err := m.Open(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, min(n, 1<<20))
+	for done := int64(0); done < n; {
+		k, err := io.ReadFull(in, buf[:min(int64(len(buf)), n-done)])
+		if err == nil {
+			err = v.WriteAt(ctx, buf[:k], off+done, false)
+		} else {
+			err = fmt.Errorf("volume write: read input: %w", err)
+		}
+		if err != nil {
+			v.Discard(ctx)
+			return err
+		}
+		done += int64(k)
+	}
+	return v.Close(ctx)
 }

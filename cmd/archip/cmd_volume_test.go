@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestVolumeWriteTooLong: input longer than the room from --offset to the
+// end is refused with exit 2 before anything is written, whether it comes
+// from a regular file, a short stream or a stream spooled to a temporary
+// file; the volume reads what it held before.
+func TestVolumeWriteTooLong(t *testing.T) {
+	dir := t.TempDir()
+	store := "file://" + filepath.Join(dir, "store")
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "1M", "--block-size", "64K")
+	before := bytes.Repeat([]byte("A"), 1<<20)
+	mustCLI(t, store, before, "volume", "write", "v")
+	unchanged := func(what string) {
+		t.Helper()
+		if got := mustCLI(t, store, nil, "volume", "read", "v"); got != string(before) {
+			t.Fatalf("%s: the volume changed", what)
+		}
+	}
+	long := bytes.Repeat([]byte("B"), 1<<20+1)
+
+	_, errs, code := cli(t, store, long, "volume", "write", "v")
+	if code != 2 || !strings.Contains(errs, "longer than") {
+		t.Fatalf("stream one byte too long: exit %d, %s", code, errs)
+	}
+	unchanged("stream")
+
+	defer func(n int) { spoolMemory = n }(spoolMemory)
+	spoolMemory = 64 << 10
+	if _, errs, code := cli(t, store, long, "volume", "write", "v"); code != 2 {
+		t.Fatalf("spooled stream one byte too long: exit %d, %s", code, errs)
+	}
+	unchanged("spooled stream")
+
+	path := filepath.Join(dir, "in")
+	os.WriteFile(path, long[:1<<20-100], 0o644)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out, errb bytes.Buffer
+	g := &globals{stdin: f, stdout: &out, stderr: &errb}
+	if code := run(t.Context(), []string{"--store", store, "volume", "write", "v", "--offset", "200"}, g); code != 2 {
+		t.Fatalf("file too long for the room after --offset: exit %d, %s", code, errb.String())
+	}
+	unchanged("regular file")
+
+	if _, errs, code := cli(t, store, []byte("x"), "volume", "write", "v", "--offset", "1048577"); code != 2 || !strings.Contains(errs, "past the end") {
+		t.Fatalf("--offset past the end: exit %d, %s", code, errs)
+	}
+	unchanged("offset past the end")
+
+	// What fits is written, spooled or not, from a file or a stream.
+	f.Seek(0, 0)
+	g = &globals{stdin: f, stdout: &out, stderr: &errb}
+	if code := run(t.Context(), []string{"--store", store, "volume", "write", "v", "--offset", "100"}, g); code != 0 {
+		t.Fatalf("file that fits: exit %d, %s", code, errb.String())
+	}
+	mustCLI(t, store, long[:1<<20], "volume", "write", "v")
+	if got := mustCLI(t, store, nil, "volume", "read", "v"); got != string(long[:1<<20]) {
+		t.Fatal("spooled write that fits: wrong contents")
+	}
+}
