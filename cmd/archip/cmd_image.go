@@ -38,7 +38,10 @@ func newImageImportCommand(g *globals) *cobra.Command {
 		Long: `Store a raw image file (or - for standard input) as a read-only image.
 Blocks are hashed in parallel and stored once: zero blocks take no space,
 and blocks identical to any already in the store are not stored again.
-Clone volumes from it with: archip volume clone NAME VOLUME`,
+Clone volumes from it with: archip volume clone NAME VOLUME
+
+` + sizeLimitHelp + ` A larger image is refused
+(before it is read, when it is a file).`,
 		Args: exactArgs("FILE", "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runImageImport(c.Context(), g, o, args[0], args[1])
@@ -50,6 +53,12 @@ Clone volumes from it with: archip volume clone NAME VOLUME`,
 }
 
 func runImageImport(ctx context.Context, g *globals, o imageImportOptions, file, name string) error {
+	if err := checkNames(name); err != nil {
+		return err
+	}
+	if o.workers < 0 {
+		return usageError{fmt.Errorf("--workers %d: must be 0 (the default) or more", o.workers)}
+	}
 	shift, err := blockShift(o.blockSize)
 	if err != nil {
 		return err
@@ -67,7 +76,10 @@ func runImageImport(ctx context.Context, g *globals, o imageImportOptions, file,
 			return err
 		}
 		if !st.Mode().IsRegular() {
-			return fmt.Errorf("image import: %s is not a regular file (use - and a pipe for other sources)", file)
+			return usageError{fmt.Errorf("image import: %s is not a regular file (use - and a pipe for other sources)", file)}
+		}
+		if err := checkMaxSize("image import: "+file, uint64(st.Size()), shift, "use a larger --block-size"); err != nil {
+			return err
 		}
 		r, size = f, st.Size()
 	}
