@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/catalog"
 )
 
 // TestVolumeWriteTooLong: input longer than the room from --offset to the
@@ -68,4 +72,40 @@ func TestVolumeWriteTooLong(t *testing.T) {
 	if got := mustCLI(t, store, nil, "volume", "read", "v"); got != string(long[:1<<20]) {
 		t.Fatal("spooled write that fits: wrong contents")
 	}
+}
+
+// TestCLIHugeHead: a head over the block cap (made by hand, or by an
+// older version) is refused as corrupt by info, read and export, without
+// allocating its map, and can be removed.
+func TestCLIHugeHead(t *testing.T) {
+	ctx := t.Context()
+	store := "file://" + filepath.Join(t.TempDir(), "store")
+	mustCLI(t, store, nil, "volume", "create", "small", "--size", "1M")
+	m, err := (&globals{store: store}).manager(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &blockmap.Head{ID: blockmap.NewID(), Size: blockmap.MaxSizeFor(blockmap.MinBlockShift) * 2, BlockShift: blockmap.MinBlockShift, Epoch: 1}
+	if _, err := m.Store.Create(ctx, blockmap.HeadName(h.ID), blockmap.EncodeHead(h)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Catalog.Update(ctx, func(d *catalog.Doc) error {
+		return d.Add(catalog.Record{Name: "huge", ID: h.ID, Kind: catalog.KindVolume})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, args := range [][]string{{"volume", "info", "huge"}, {"volume", "read", "huge", "--length", "1"}, {"image", "export", "huge", "-"}} {
+		if _, errs, code := cli(t, store, nil, args...); code != 1 || !strings.Contains(errs, "corrupt") {
+			t.Errorf("archip %q: exit %d, %s", args, code, errs)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+		t.Errorf("refusing a huge head allocated %d bytes", d)
+	}
+	mustCLI(t, store, nil, "volume", "remove", "huge")
+	mustCLI(t, store, nil, "volume", "info", "small")
 }
