@@ -586,13 +586,13 @@ volume already owned may have been rewritten in place, as on a disk.`,
 
 // spoolMemory is how much of a stream volume write holds in memory
 // before it spools the rest to a temporary file.
-var spoolMemory = 16 << 20
+const spoolMemory = 16 << 20
 
 // boundedInput returns r as a reader of exactly n bytes, n ≤ room, or a
 // usage error if r holds more than room bytes. A regular file is
 // measured; any other input is read whole first (into memory, then a
 // temporary file). done releases what it used.
-func boundedInput(r io.Reader, room uint64, tooLong func() error) (in io.Reader, n int64, done func(), err error) {
+func boundedInput(r io.Reader, room uint64, memory int, tooLong func() error) (in io.Reader, n int64, done func(), err error) {
 	nop := func() {}
 	if f, ok := r.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
@@ -606,11 +606,11 @@ func boundedInput(r io.Reader, room uint64, tooLong func() error) (in io.Reader,
 		}
 	}
 	limit := room + 1 // one byte more says it is too long
-	buf, err := io.ReadAll(io.LimitReader(r, int64(min(limit, uint64(spoolMemory)))))
+	buf, err := io.ReadAll(io.LimitReader(r, int64(min(limit, uint64(memory)))))
 	if err != nil {
 		return nil, 0, nop, fmt.Errorf("volume write: read input: %w", err)
 	}
-	if uint64(len(buf)) < uint64(spoolMemory) || uint64(len(buf)) == limit {
+	if uint64(len(buf)) < uint64(memory) || uint64(len(buf)) == limit {
 		if uint64(len(buf)) > room {
 			return nil, 0, nop, tooLong()
 		}
@@ -664,7 +664,11 @@ func runVolumeWrite(ctx context.Context, g *globals, o volumeIOOptions, name str
 		return usageError{fmt.Errorf("volume write: --offset %d is past the end of %s (%d bytes)", off, name, h.Size)}
 	}
 	room := h.Size - off
-	in, n, done, err := boundedInput(g.stdin, room, func() error {
+	memory := spoolMemory
+	if g.spoolMemory > 0 {
+		memory = g.spoolMemory
+	}
+	in, n, done, err := boundedInput(g.stdin, room, memory, func() error {
 		return usageError{fmt.Errorf("volume write: the input is longer than the %d bytes from --offset %d to the end of %s (%d bytes); nothing was written", room, off, name, h.Size)}
 	})
 	if err != nil {

@@ -36,10 +36,13 @@ func TestVolumeWriteTooLong(t *testing.T) {
 	}
 	unchanged("stream")
 
-	defer func(n int) { spoolMemory = n }(spoolMemory)
-	spoolMemory = 64 << 10
-	if _, errs, code := cli(t, store, long, "volume", "write", "v"); code != 2 {
-		t.Fatalf("spooled stream one byte too long: exit %d, %s", code, errs)
+	var out, errb bytes.Buffer
+	spool := func(in []byte, args ...string) int {
+		g := &globals{stdin: bytes.NewReader(in), stdout: &out, stderr: &errb, spoolMemory: 64 << 10}
+		return run(t.Context(), append([]string{"--store", store}, args...), g)
+	}
+	if code := spool(long, "volume", "write", "v"); code != 2 {
+		t.Fatalf("spooled stream one byte too long: exit %d, %s", code, errb.String())
 	}
 	unchanged("spooled stream")
 
@@ -50,7 +53,6 @@ func TestVolumeWriteTooLong(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out, errb bytes.Buffer
 	g := &globals{stdin: f, stdout: &out, stderr: &errb}
 	if code := run(t.Context(), []string{"--store", store, "volume", "write", "v", "--offset", "200"}, g); code != 2 {
 		t.Fatalf("file too long for the room after --offset: exit %d, %s", code, errb.String())
@@ -68,7 +70,9 @@ func TestVolumeWriteTooLong(t *testing.T) {
 	if code := run(t.Context(), []string{"--store", store, "volume", "write", "v", "--offset", "100"}, g); code != 0 {
 		t.Fatalf("file that fits: exit %d, %s", code, errb.String())
 	}
-	mustCLI(t, store, long[:1<<20], "volume", "write", "v")
+	if code := spool(long[:1<<20], "volume", "write", "v"); code != 0 {
+		t.Fatalf("spooled stream that fits: exit %d, %s", code, errb.String())
+	}
 	if got := mustCLI(t, store, nil, "volume", "read", "v"); got != string(long[:1<<20]) {
 		t.Fatal("spooled write that fits: wrong contents")
 	}

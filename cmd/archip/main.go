@@ -36,6 +36,8 @@ type globals struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+
+	spoolMemory int // volume write: 0 is the default, spoolMemory; tests lower it
 }
 
 func defaultStore() string {

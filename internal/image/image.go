@@ -30,9 +30,6 @@ import (
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
-// maxBlocks is blockmap.MaxBlocks; tests lower it.
-var maxBlocks int64 = blockmap.MaxBlocks
-
 // Options tune Import and Export.
 type Options struct {
 	BlockShift uint8 // Import: block size of the image (0: the default, 4 MiB)
@@ -41,6 +38,8 @@ type Options struct {
 	// total (-1 when the total is not known yet). It may be called from
 	// several goroutines, never at once.
 	Progress func(done, total int64)
+
+	maxBlocks int64 // Import: 0 is blockmap.MaxBlocks; tests lower it
 }
 
 // DefaultWorkers is the default number of blocks in flight. Hashing
@@ -93,8 +92,12 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 		shift = blockmap.DefaultShift
 	}
 	bs := int64(1) << shift
+	maxBlocks := opts.maxBlocks
+	if maxBlocks == 0 {
+		maxBlocks = blockmap.MaxBlocks
+	}
 	if size >= 0 && (size+bs-1)/bs > maxBlocks {
-		return ImportStats{}, tooLarge(size, shift)
+		return ImportStats{}, tooLarge(size, shift, maxBlocks)
 	}
 	st := ImportStats{}
 	pr := &progress{fn: opts.Progress, total: size}
@@ -119,7 +122,7 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 			bp := pool.Get().(*[]byte)
 			n, err := io.ReadFull(r, *bp)
 			if n > 0 && idx >= maxBlocks {
-				return tooLarge(st.Size+int64(n), shift)
+				return tooLarge(st.Size+int64(n), shift, maxBlocks)
 			}
 			if n > 0 {
 				select {
@@ -188,7 +191,7 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 }
 
 // tooLarge says that an image of at least size bytes is over the cap.
-func tooLarge(size int64, shift uint8) error {
+func tooLarge(size int64, shift uint8, maxBlocks int64) error {
 	return fmt.Errorf("image: %d bytes or more is over the maximum of %d blocks of %d KiB (%d bytes); import with a larger --block-size (%w)",
 		size, maxBlocks, 1<<shift>>10, maxBlocks<<shift, volume.ErrBadSize)
 }

@@ -27,15 +27,13 @@ func TestImportOverCap(t *testing.T) {
 		t.Fatalf("known size over the cap: %v", err)
 	}
 
-	defer func(n int64) { maxBlocks = n }(maxBlocks)
-	maxBlocks = 4
 	img := randomImage(2, 4*bs)
-	if _, err := Import(ctx, s, bytes.NewReader(img), -1, Options{BlockShift: 16}); err != nil {
+	if _, err := Import(ctx, s, bytes.NewReader(img), -1, Options{BlockShift: 16, maxBlocks: 4}); err != nil {
 		t.Fatalf("stream at the cap: %v", err)
 	}
 	var read int64
 	r := io.TeeReader(io.MultiReader(bytes.NewReader(img), bytes.NewReader(img)), writerFunc(func(p []byte) { read += int64(len(p)) }))
-	if _, err := Import(ctx, s, r, -1, Options{BlockShift: 16, Workers: 1}); !errors.Is(err, volume.ErrBadSize) {
+	if _, err := Import(ctx, s, r, -1, Options{BlockShift: 16, Workers: 1, maxBlocks: 4}); !errors.Is(err, volume.ErrBadSize) {
 		t.Fatalf("stream over the cap: %v", err)
 	}
 	if read > 6*bs {
