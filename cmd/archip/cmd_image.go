@@ -2,15 +2,21 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archip/internal/image"
 	"github.com/archipelago-go/archip/internal/units"
+	"github.com/archipelago-go/archip/internal/volume"
 )
 
 func newImageCommand(g *globals) *cobra.Command {
@@ -32,7 +38,10 @@ func newImageImportCommand(g *globals) *cobra.Command {
 		Long: `Store a raw image file (or - for standard input) as a read-only image.
 Blocks are hashed in parallel and stored once: zero blocks take no space,
 and blocks identical to any already in the store are not stored again.
-Clone volumes from it with: archip volume clone NAME VOLUME`,
+Clone volumes from it with: archip volume clone NAME VOLUME
+
+` + sizeLimitHelp + ` A larger image is refused
+(before it is read, when it is a file).`,
 		Args: exactArgs("FILE", "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runImageImport(c.Context(), g, o, args[0], args[1])
@@ -44,6 +53,12 @@ Clone volumes from it with: archip volume clone NAME VOLUME`,
 }
 
 func runImageImport(ctx context.Context, g *globals, o imageImportOptions, file, name string) error {
+	if err := checkNames(name); err != nil {
+		return err
+	}
+	if o.workers < 0 {
+		return usageError{fmt.Errorf("--workers %d: must be 0 (the default) or more", o.workers)}
+	}
 	shift, err := blockShift(o.blockSize)
 	if err != nil {
 		return err
@@ -61,7 +76,10 @@ func runImageImport(ctx context.Context, g *globals, o imageImportOptions, file,
 			return err
 		}
 		if !st.Mode().IsRegular() {
-			return fmt.Errorf("image import: %s is not a regular file (use - and a pipe for other sources)", file)
+			return usageError{fmt.Errorf("image import: %s is not a regular file (use - and a pipe for other sources)", file)}
+		}
+		if err := checkMaxSize("image import: "+file, uint64(st.Size()), shift, "use a larger --block-size"); err != nil {
+			return err
 		}
 		r, size = f, st.Size()
 	}
@@ -93,16 +111,82 @@ func newImageExportCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "export NAME FILE",
 		Short: "Write a volume, snapshot or image to a raw file (sparse) or - for standard output",
-		Args:  exactArgs("NAME", "FILE"),
+		Long: `Write a volume, snapshot or image to a raw file, sparse (zero blocks are holes),
+or with - to standard output, every byte in order.
+
+FILE must be a regular file, or not exist yet. The export is written to a
+temporary file in FILE's directory and renamed to FILE only once it is
+complete and synced, so a failed export leaves no partial file and an existing
+FILE as it was (with --force, FILE is replaced then; until then both take
+space). Devices, FIFOs and sockets are refused, never truncated or removed:
+to write a disk, use - and redirect standard output to it
+(archip image export NAME - > /dev/sdX), which writes zeros as well.`,
+		Args: exactArgs("NAME", "FILE"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runImageExport(c.Context(), g, o, args[0], args[1])
 		},
 	}
-	c.Flags().BoolVar(&o.force, "force", false, "overwrite FILE if it exists")
+	c.Flags().BoolVar(&o.force, "force", false, "replace FILE if it exists (a regular file; once the export is complete)")
 	return c
 }
 
+// exportTarget checks where an export may go and returns the regular
+// file to replace or create (symlinks resolved) and, if it exists, its
+// Info.
+func exportTarget(file string, force bool) (string, os.FileInfo, error) {
+	fi, err := os.Lstat(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return file, nil, nil
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("image export: %w", err)
+	}
+	path := file
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		if path, err = filepath.EvalSymlinks(file); err != nil {
+			return "", nil, fmt.Errorf("image export: %s: %w", file, err)
+		}
+		if fi, err = os.Stat(path); err != nil {
+			return "", nil, fmt.Errorf("image export: %w", err)
+		}
+	}
+	switch {
+	case fi.IsDir():
+		return "", nil, usageError{fmt.Errorf("image export: %s is a directory; give the name of the file to write", file)}
+	case !fi.Mode().IsRegular():
+		return "", nil, usageError{fmt.Errorf("image export: %s is not a regular file but %s; archip exports to regular files only: "+
+			"to write a device, use - and redirect standard output to it (archip image export NAME - > %s)", file, fileKind(fi.Mode()), file)}
+	case !force:
+		return "", nil, usageError{fmt.Errorf("image export: %s exists; add --force to replace it", file)}
+	}
+	return path, fi, nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
+}
+
 func runImageExport(ctx context.Context, g *globals, o imageExportOptions, name, file string) error {
+	if err := checkNames(name); err != nil {
+		return err
+	}
+	target, old := "", os.FileInfo(nil)
+	if file != "-" {
+		var err error
+		if target, old, err = exportTarget(file, o.force); err != nil {
+			return err
+		}
+	}
 	m, err := g.manager(ctx, false)
 	if err != nil {
 		return err
@@ -115,34 +199,80 @@ func runImageExport(ctx context.Context, g *globals, o imageExportOptions, name,
 	if file == "-" {
 		return image.ExportStream(ctx, v, g.stdout, image.Options{})
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if o.force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	}
-	f, err := os.OpenFile(file, flags, 0o644)
-	if err != nil {
-		return fmt.Errorf("image export: %w (use --force to overwrite)", err)
-	}
 	prog, done := g.progress("exporting " + name)
 	start := time.Now()
-	err = image.Export(ctx, v, f, image.Options{Progress: prog})
+	err = exportFile(ctx, v, target, old, image.Options{Progress: prog})
 	done()
-	if err == nil {
-		err = f.Truncate(v.Size())
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		os.Remove(file)
 		return err
 	}
 	if g.json {
 		return g.printJSON(map[string]any{"name": name, "file": file, "size": v.Size()})
 	}
 	fmt.Fprintf(g.stdout, "exported %s to %s: %s in %s\n", name, file, units.FormatSize(v.Size()), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// exportFile writes v to a new file next to target, then puts it in
+// target's place: over old (a regular file) if it exists, and otherwise
+// only if target still does not exist. On failure only the new file is
+// removed.
+func exportFile(ctx context.Context, v *volume.Volume, target string, old os.FileInfo, opts image.Options) (err error) {
+	dir, base := filepath.Split(target)
+	var f *os.File
+	for try := 0; ; try++ {
+		tmp := filepath.Join(dir, fmt.Sprintf(".%s.archip-%d", base, rand.Uint32()))
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil || !errors.Is(err, fs.ErrExist) || try == 10 {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("image export: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := image.Export(ctx, v, f, opts); err != nil {
+		return err
+	}
+	if err := f.Truncate(v.Size()); err != nil {
+		return fmt.Errorf("image export: %w", err)
+	}
+	if old != nil {
+		if err := f.Chmod(old.Mode().Perm()); err != nil {
+			return fmt.Errorf("image export: %w", err)
+		}
+		if st, ok := old.Sys().(*syscall.Stat_t); ok {
+			f.Chown(int(st.Uid), int(st.Gid)) // best effort: only root may give files away
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("image export: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("image export: %w", err)
+	}
+	if old != nil {
+		err = os.Rename(tmp, target)
+	} else if err = os.Link(tmp, target); err == nil {
+		os.Remove(tmp)
+	} else if errors.Is(err, fs.ErrExist) {
+		err = fmt.Errorf("%s appeared while exporting; add --force to replace it: %w", target, err)
+	} else if _, serr := os.Lstat(target); errors.Is(serr, fs.ErrNotExist) {
+		// No hard links here (some network file systems): rename.
+		err = os.Rename(tmp, target)
+	}
+	if err != nil {
+		return fmt.Errorf("image export: %w", err)
+	}
+	if d, err := os.Open(filepath.Clean(dir + "/.")); err == nil {
+		d.Sync()
+		d.Close()
+	}
 	return nil
 }

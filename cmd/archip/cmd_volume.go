@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/bits"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -44,7 +46,7 @@ type volumeCreateOptions struct {
 }
 
 func (o *volumeCreateOptions) AddFlags(c *cobra.Command) {
-	c.Flags().StringVar(&o.size, "size", "", "size of the volume, such as 10G (required)")
+	c.Flags().StringVar(&o.size, "size", "", "size of the volume, such as 10G (required; at most 2^22 blocks: 16T at 4M blocks)")
 	c.Flags().StringVar(&o.blockSize, "block-size", "4M", "block size: a power of two from 64K to 32M")
 }
 
@@ -53,6 +55,7 @@ func newVolumeCreateCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "create NAME --size SIZE",
 		Short: "Create an empty volume (thin: it takes no space until written)",
+		Long:  "Create an empty volume (thin: it takes no space until written).\n\n" + sizeLimitHelp,
 		Args:  exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeCreate(c.Context(), g, o, args[0])
@@ -74,6 +77,9 @@ func blockShift(s string) (uint8, error) {
 }
 
 func runVolumeCreate(ctx context.Context, g *globals, o volumeCreateOptions, name string) error {
+	if err := checkNames(name); err != nil {
+		return err
+	}
 	if o.size == "" {
 		return usageError{errors.New("volume create: --size is required")}
 	}
@@ -81,8 +87,14 @@ func runVolumeCreate(ctx context.Context, g *globals, o volumeCreateOptions, nam
 	if err != nil {
 		return err
 	}
+	if err := checkSize("--size", size); err != nil {
+		return err
+	}
 	shift, err := blockShift(o.blockSize)
 	if err != nil {
+		return err
+	}
+	if err := checkMaxSize("--size", size, shift, "use a larger --block-size"); err != nil {
 		return err
 	}
 	m, err := g.manager(ctx, true)
@@ -151,6 +163,9 @@ func newVolumeInfoCommand(g *globals) *cobra.Command {
 }
 
 func runVolumeInfo(ctx context.Context, g *globals, name string) error {
+	if err := checkNames(name); err != nil {
+		return err
+	}
 	m, err := g.manager(ctx, false)
 	if err != nil {
 		return err
@@ -201,6 +216,9 @@ func newVolumeSnapshotCommand(g *globals) *cobra.Command {
 }
 
 func runVolumeSnapshot(ctx context.Context, g *globals, vol, snap string) error {
+	if err := checkNames(vol, snap); err != nil {
+		return err
+	}
 	m, err := g.manager(ctx, false)
 	if err != nil {
 		return err
@@ -224,26 +242,50 @@ func newVolumeCloneCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "clone SOURCE NEW [--size SIZE]",
 		Short: "Make a writable volume from a snapshot or image (copies no data)",
-		Args:  exactArgs("SOURCE", "NEW"),
+		Long: "Make a writable volume from a snapshot or image (copies no data), of the\n" +
+			"source's size and block size, or larger with --size.\n\n" + sizeLimitHelp,
+		Args: exactArgs("SOURCE", "NEW"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeClone(c.Context(), g, o, args[0], args[1])
 		},
 	}
-	c.Flags().StringVar(&o.size, "size", "", "size of the clone, at least the source's (default: the source's)")
+	c.Flags().StringVar(&o.size, "size", "", "size of the clone, at least the source's and at most 2^22 blocks (default: the source's)")
 	return c
 }
 
 func runVolumeClone(ctx context.Context, g *globals, o volumeCloneOptions, src, name string) error {
+	if err := checkNames(src, name); err != nil {
+		return err
+	}
 	var size uint64
 	if o.size != "" {
 		var err error
 		if size, err = parseSize("--size", o.size); err != nil {
 			return err
 		}
+		if err := checkSize("--size", size); err != nil {
+			return err
+		}
 	}
 	m, err := g.manager(ctx, false)
 	if err != nil {
 		return err
+	}
+	if size != 0 {
+		r, err := m.Lookup(ctx, src)
+		if err != nil {
+			return err
+		}
+		h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
+		if err != nil {
+			return err
+		}
+		if size < h.Size {
+			return usageError{fmt.Errorf("volume clone: --size %d is smaller than its source %s (%d bytes); clone, then shrink", size, src, h.Size)}
+		}
+		if err := checkMaxSize("--size", size, h.BlockShift, "a clone has its source's block size"); err != nil {
+			return err
+		}
 	}
 	start := time.Now()
 	r, err := m.Clone(ctx, src, name, size)
@@ -264,8 +306,9 @@ func newVolumeResizeCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "resize NAME SIZE",
 		Short: "Grow or shrink a volume",
-		Long:  "Grow or shrink a volume. Shrinking drops the data past the new end, so it needs --allow-shrink.",
-		Args:  exactArgs("NAME", "SIZE"),
+		Long: "Grow or shrink a volume. Shrinking drops the data past the new end, so it needs\n" +
+			"--allow-shrink. The block size of a volume never changes.\n\n" + sizeLimitHelp,
+		Args: exactArgs("NAME", "SIZE"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeResize(c.Context(), g, o, args[0], args[1])
 		},
@@ -275,13 +318,44 @@ func newVolumeResizeCommand(g *globals) *cobra.Command {
 }
 
 func runVolumeResize(ctx context.Context, g *globals, o volumeResizeOptions, name, sizeArg string) error {
+	if err := checkNames(name); err != nil {
+		return err
+	}
 	size, err := parseSize("SIZE", sizeArg)
 	if err != nil {
+		return err
+	}
+	if err := checkSize("SIZE", size); err != nil {
 		return err
 	}
 	m, err := g.manager(ctx, false)
 	if err != nil {
 		return err
+	}
+	// Check what can be checked before taking the lease.
+	r, err := m.Lookup(ctx, name)
+	if err != nil {
+		return err
+	}
+	if r.ReadOnly() {
+		return fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, name, r.Kind)
+	}
+	h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
+	if err != nil {
+		return err
+	}
+	if err := checkMaxSize("SIZE", size, h.BlockShift, "the block size of a volume never changes"); err != nil {
+		return err
+	}
+	if size < h.Size && !o.allowShrink {
+		return usageError{fmt.Errorf("%w (%d < %d)", manage.ErrShrink, size, h.Size)}
+	}
+	if size == h.Size {
+		if g.json {
+			return g.printJSON(map[string]any{"name": name, "size": size})
+		}
+		fmt.Fprintf(g.stdout, "%s is already %s\n", name, units.FormatSize(int64(size)))
+		return nil
 	}
 	if err := m.Resize(ctx, name, size, o.allowShrink); err != nil {
 		return err
@@ -299,6 +373,9 @@ func newVolumeRenameCommand(g *globals) *cobra.Command {
 		Short: "Rename a volume, snapshot or image (instant: data is named by ID)",
 		Args:  exactArgs("OLD", "NEW"),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkNames(args...); err != nil {
+				return err
+			}
 			m, err := g.manager(c.Context(), false)
 			if err != nil {
 				return err
@@ -325,6 +402,9 @@ removed map used is freed at once where it is certain (a volume's own blocks
 since its last snapshot); the rest is reclaimed by garbage collection.`,
 		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkNames(args...); err != nil {
+				return err
+			}
 			m, err := g.manager(c.Context(), false)
 			if err != nil {
 				return err
@@ -349,6 +429,9 @@ It compares maps, not data, so it is cheap: use it for incremental backups
 between two snapshots of one volume.`,
 		Args: exactArgs("A", "B"),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkNames(args...); err != nil {
+				return err
+			}
 			m, err := g.manager(c.Context(), false)
 			if err != nil {
 				return err
@@ -381,6 +464,9 @@ does not change. The private copies are freed when no map references them any
 longer (for a snapshot, once its volume has moved on; see archip gc).`,
 		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkNames(args...); err != nil {
+				return err
+			}
 			m, err := g.manager(c.Context(), false)
 			if err != nil {
 				return err
@@ -429,33 +515,40 @@ func newVolumeReadCommand(g *globals) *cobra.Command {
 	return c
 }
 
-// openForIO parses --offset and opens the volume for read or write.
-func openForIO(ctx context.Context, g *globals, o volumeIOOptions, name string, writable bool) (*volume.Volume, uint64, error) {
-	off, err := parseSize("--offset", o.offset)
-	if err != nil {
-		return nil, 0, err
-	}
-	m, err := g.manager(ctx, false)
-	if err != nil {
-		return nil, 0, err
-	}
-	v, _, err := m.Open(ctx, name, writable)
-	return v, off, err
-}
-
 func runVolumeRead(ctx context.Context, g *globals, o volumeIOOptions, name string) error {
-	v, off, err := openForIO(ctx, g, o, name, false)
+	if err := checkNames(name); err != nil {
+		return err
+	}
+	off, err := parseSize("--offset", o.offset)
 	if err != nil {
 		return err
 	}
-	defer v.Close(ctx)
-	n := uint64(v.Size()) - min(off, uint64(v.Size()))
+	var n uint64
 	if o.length != "" {
 		if n, err = parseSize("--length", o.length); err != nil {
 			return err
 		}
 	}
-	buf := make([]byte, 1<<20)
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	v, _, err := m.Open(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	defer v.Close(ctx)
+	size := uint64(v.Size())
+	if o.length == "" {
+		if off > size {
+			return usageError{fmt.Errorf("volume read: --offset %d is past the end of %s (%d bytes)", off, name, size)}
+		}
+		n = size - off
+	}
+	if err := checkRange("volume read", off, n, size); err != nil {
+		return err
+	}
+	buf := make([]byte, min(n, 1<<20))
 	for done := uint64(0); done < n; {
 		k := min(uint64(len(buf)), n-done)
 		if err := v.ReadAt(ctx, buf[:k], int64(off+done)); err != nil {
@@ -474,7 +567,15 @@ func newVolumeWriteCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "write NAME [--offset N] < data",
 		Short: "Write standard input into a volume, then flush",
-		Args:  exactArgs("NAME"),
+		Long: `Write standard input into the volume at --offset, then flush.
+
+Input longer than the room from --offset to the end of the volume is refused
+(exit 2) before anything is written: a regular file's length is known; other
+input is read whole first (in memory up to 16 MiB, beyond that into an
+unlinked temporary file in $TMPDIR). A write that fails part way (a store
+error) is not flushed: the map keeps pointing where it did, though blocks the
+volume already owned may have been rewritten in place, as on a disk.`,
+		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeWrite(c.Context(), g, o, args[0])
 		},
@@ -483,38 +584,131 @@ func newVolumeWriteCommand(g *globals) *cobra.Command {
 	return c
 }
 
+// spoolMemory is how much of a stream volume write holds in memory
+// before it spools the rest to a temporary file.
+const spoolMemory = 16 << 20
+
+// boundedInput returns r as a reader of exactly n bytes, n ≤ room, or a
+// usage error if r holds more than room bytes. A regular file is
+// measured; any other input is read whole first (into memory, then a
+// temporary file). done releases what it used.
+func boundedInput(r io.Reader, room uint64, memory int, tooLong func() error) (in io.Reader, n int64, done func(), err error) {
+	nop := func() {}
+	if f, ok := r.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			if pos, err := f.Seek(0, io.SeekCurrent); err == nil {
+				n := max(st.Size()-pos, 0)
+				if uint64(n) > room {
+					return nil, 0, nop, tooLong()
+				}
+				return io.LimitReader(f, n), n, nop, nil
+			}
+		}
+	}
+	limit := room + 1 // one byte more says it is too long
+	buf, err := io.ReadAll(io.LimitReader(r, int64(min(limit, uint64(memory)))))
+	if err != nil {
+		return nil, 0, nop, fmt.Errorf("volume write: read input: %w", err)
+	}
+	if uint64(len(buf)) < uint64(memory) || uint64(len(buf)) == limit {
+		if uint64(len(buf)) > room {
+			return nil, 0, nop, tooLong()
+		}
+		return bytes.NewReader(buf), int64(len(buf)), nop, nil
+	}
+	tmp, err := os.CreateTemp("", "archip-write-")
+	if err != nil {
+		return nil, 0, nop, fmt.Errorf("volume write: spool input: %w", err)
+	}
+	os.Remove(tmp.Name()) // unlinked: nothing stays behind, whatever happens
+	done = func() { tmp.Close() }
+	n, err = io.Copy(tmp, io.MultiReader(bytes.NewReader(buf), io.LimitReader(r, int64(limit-uint64(len(buf))))))
+	if err == nil {
+		_, err = tmp.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		done()
+		return nil, 0, nop, fmt.Errorf("volume write: spool input (set TMPDIR to a directory with room): %w", err)
+	}
+	if uint64(n) > room {
+		done()
+		return nil, 0, nop, tooLong()
+	}
+	return tmp, n, done, nil
+}
+
 func runVolumeWrite(ctx context.Context, g *globals, o volumeIOOptions, name string) error {
-	v, off, err := openForIO(ctx, g, o, name, true)
+	if err := checkNames(name); err != nil {
+		return err
+	}
+	off, err := parseSize("--offset", o.offset)
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
-	var total int64
-	for {
-		n, rerr := io.ReadFull(g.stdin, buf)
-		if n > 0 {
-			if err := v.WriteAt(ctx, buf[:n], int64(off)+total, false); err != nil {
-				v.Close(ctx)
-				return err
-			}
-			total += int64(n)
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			v.Close(ctx)
-			return rerr
-		}
-	}
-	if err := v.Close(ctx); err != nil {
+	m, err := g.manager(ctx, false)
+	if err != nil {
 		return err
 	}
+	rec, err := m.Lookup(ctx, name)
+	if err != nil {
+		return err
+	}
+	if rec.ReadOnly() {
+		return fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, name, rec.Kind)
+	}
+	h, _, err := volume.ReadHead(ctx, m.Store, rec.ID)
+	if err != nil {
+		return err
+	}
+	if off > h.Size {
+		return usageError{fmt.Errorf("volume write: --offset %d is past the end of %s (%d bytes)", off, name, h.Size)}
+	}
+	room := h.Size - off
+	memory := spoolMemory
+	if g.spoolMemory > 0 {
+		memory = g.spoolMemory
+	}
+	in, n, done, err := boundedInput(g.stdin, room, memory, func() error {
+		return usageError{fmt.Errorf("volume write: the input is longer than the %d bytes from --offset %d to the end of %s (%d bytes); nothing was written", room, off, name, h.Size)}
+	})
+	if err != nil {
+		return err
+	}
+	defer done()
+	if n > 0 {
+		if err := writeVolume(ctx, m, name, in, int64(off), n); err != nil {
+			return err
+		}
+	}
 	if g.json {
-		return g.printJSON(map[string]any{"name": name, "offset": off, "written": total})
+		return g.printJSON(map[string]any{"name": name, "offset": off, "written": n})
 	}
 	if !g.quiet {
-		fmt.Fprintf(g.stderr, "wrote %d bytes to %s at offset %d\n", total, name, off)
+		fmt.Fprintf(g.stderr, "wrote %d bytes to %s at offset %d\n", n, name, off)
 	}
 	return nil
+}
+
+// writeVolume writes n bytes of in at off and flushes; on any error it
+// discards what was not flushed.
+func writeVolume(ctx context.Context, m *manage.Manager, name string, in io.Reader, off, n int64) error {
+	v, _, err := m.Open(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, min(n, 1<<20))
+	for done := int64(0); done < n; {
+		k, err := io.ReadFull(in, buf[:min(int64(len(buf)), n-done)])
+		if err == nil {
+			err = v.WriteAt(ctx, buf[:k], off+done, false)
+		} else {
+			err = fmt.Errorf("volume write: read input: %w", err)
+		}
+		if err != nil {
+			v.Discard(ctx)
+			return err
+		}
+		done += int64(k)
+	}
+	return v.Close(ctx)
 }

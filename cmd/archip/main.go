@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,6 +36,8 @@ type globals struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+
+	spoolMemory int // volume write: 0 is the default, spoolMemory; tests lower it
 }
 
 func defaultStore() string {
@@ -69,7 +70,11 @@ The store is named by a URL, given with --store or ARCHIP_STORE:
   mem://NAME                in memory, for tests
 Without either, the store is ` + defaultStore() + `.
 
-Exit codes: 0 success, 1 the operation failed, 2 bad arguments.`,
+Exit codes: 0 success, 1 the operation failed, 2 bad arguments: an unknown
+command or flag, a malformed name or size, a size, offset or length out of
+range (for the volume named, too), or a refusal that a flag overrides
+(--force, --allow-shrink).
+A name that is missing or already taken is a failure (1).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -93,8 +98,7 @@ func run(ctx context.Context, args []string, g *globals) int {
 		return exitOK
 	}
 	fmt.Fprintln(g.stderr, "archip:", err)
-	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	if isUsage(err) {
 		return exitUsage
 	}
 	return exitError

@@ -78,7 +78,7 @@ func TestCLIWorkflow(t *testing.T) {
 	if b, _ := os.ReadFile(out); !bytes.Equal(b, img) {
 		t.Fatal("exported image differs")
 	}
-	if _, _, code := cli(t, store, nil, "image", "export", "base", out); code != 1 {
+	if _, _, code := cli(t, store, nil, "image", "export", "base", out); code != 2 {
 		t.Fatalf("export over an existing file: exit %d", code)
 	}
 
@@ -130,11 +130,11 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"volume", "create", "x", "--size", "12Q"}, 2, "unknown suffix"},
 		{[]string{"volume", "create", "x", "--size", "1G", "--block-size", "3M"}, 2, "power of two"},
 		{[]string{"volume", "create", "v", "--size", "1M"}, 1, "already in use"},
-		{[]string{"volume", "create", "bad name", "--size", "1M"}, 1, "invalid name"},
+		{[]string{"volume", "create", "bad name", "--size", "1M"}, 2, "invalid name"},
 		{[]string{"volume", "info", "nosuch"}, 1, "no volume"},
 		{[]string{"volume", "info"}, 2, "takes 1 argument"},
-		{[]string{"volume", "resize", "v", "64K"}, 1, "--allow-shrink"},
-		{[]string{"volume", "read", "v", "--offset", "2M", "--length", "1"}, 1, "beyond the end"},
+		{[]string{"volume", "resize", "v", "64K"}, 2, "--allow-shrink"},
+		{[]string{"volume", "read", "v", "--offset", "2M", "--length", "1"}, 2, "past the end"},
 		{[]string{"volume", "frobnicate"}, 2, "unknown command"},
 		{[]string{"volume", "list", "--nosuchflag"}, 2, "unknown flag"},
 	} {

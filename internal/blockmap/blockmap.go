@@ -21,7 +21,11 @@
 //     segments until it changes them.
 //
 // Memory: an Entry is 33 bytes (a kind byte and a 32-byte key), so an
-// open 1 TiB volume of 4 MiB blocks holds 262,144 entries in 8.7 MB.
+// open 1 TiB volume of 4 MiB blocks holds 262,144 entries in 8.7 MB. A
+// volume has at most MaxBlocks blocks, and DecodeHead refuses a head that
+// claims more, so no stored object can size a map beyond 138 MB; nor
+// does a decoder allocate for a count it reads before the bytes it
+// counts are there.
 //
 // Both formats start with a magic and a format version and end with a
 // CRC-32C of everything before it; decoders reject anything else with an
@@ -47,9 +51,21 @@ const (
 	MaxBlockShift  = 25 // 32 MiB
 	DefaultShift   = 22 // 4 MiB
 	SegmentEntries = 4096
-	// MaxSize bounds a volume at 2^60 bytes (1 EiB).
+	// MaxSize bounds the size field of the format at 2^60 bytes (1 EiB);
+	// MaxBlocks bounds a volume much lower.
 	MaxSize = 1 << 60
+	// MaxBlocks bounds the blocks of one volume, so that its whole map,
+	// which every open holds in memory (Entry: 33 bytes), stays within
+	// 132 MiB (138 MB): 16 TiB at the default 4 MiB blocks, 256 GiB at
+	// 64 KiB, 128 TiB at 32 MiB. A daemon serving a handful of volumes of
+	// the largest size, and an open that briefly holds two copies (a
+	// resize, a follower's reload), then still fit in a few GiB. Maps
+	// are loaded whole until they are loaded in pieces.
+	MaxBlocks = 1 << 22
 )
+
+// MaxSizeFor returns the largest volume size at blocks of 2^shift bytes.
+func MaxSizeFor(shift uint8) uint64 { return MaxBlocks << shift }
 
 // ID names a volume, snapshot or image for its whole life. It never
 // changes, whatever the volume is called.

@@ -55,6 +55,9 @@ func (h *Head) Validate() error {
 	if h.Size > MaxSize {
 		errs = append(errs, fmt.Sprintf("size %d over the maximum %d", h.Size, uint64(MaxSize)))
 	}
+	if h.BlockShift >= MinBlockShift && h.BlockShift <= MaxBlockShift && h.Size <= MaxSize && h.Blocks() > MaxBlocks {
+		errs = append(errs, fmt.Sprintf("%d blocks over the maximum %d (size %d, blocks of %d bytes)", h.Blocks(), MaxBlocks, h.Size, h.BlockSize()))
+	}
 	if h.BlockShift >= MinBlockShift && h.Size <= MaxSize {
 		nseg := (h.Blocks() + SegmentEntries - 1) / SegmentEntries
 		for i, s := range h.Segments {

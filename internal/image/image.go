@@ -8,7 +8,9 @@
 // image share its blocks.
 //
 // Memory: about Workers+2 block buffers (4 MiB each by default) and one map
-// entry (33 bytes) per block.
+// entry (33 bytes) per block, for at most blockmap.MaxBlocks blocks: a
+// larger image is refused before it is read when its size is known, and
+// at the first block past the cap when it is a stream.
 package image
 
 import (
@@ -36,6 +38,8 @@ type Options struct {
 	// total (-1 when the total is not known yet). It may be called from
 	// several goroutines, never at once.
 	Progress func(done, total int64)
+
+	maxBlocks int64 // Import: 0 is blockmap.MaxBlocks; tests lower it
 }
 
 // DefaultWorkers is the default number of blocks in flight. Hashing
@@ -88,6 +92,13 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 		shift = blockmap.DefaultShift
 	}
 	bs := int64(1) << shift
+	maxBlocks := opts.maxBlocks
+	if maxBlocks == 0 {
+		maxBlocks = blockmap.MaxBlocks
+	}
+	if size >= 0 && (size+bs-1)/bs > maxBlocks {
+		return ImportStats{}, tooLarge(size, shift, maxBlocks)
+	}
 	st := ImportStats{}
 	pr := &progress{fn: opts.Progress, total: size}
 	nw := opts.workers()
@@ -110,6 +121,9 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 		for idx := int64(0); ; idx++ {
 			bp := pool.Get().(*[]byte)
 			n, err := io.ReadFull(r, *bp)
+			if n > 0 && idx >= maxBlocks {
+				return tooLarge(st.Size+int64(n), shift, maxBlocks)
+			}
 			if n > 0 {
 				select {
 				case jobs <- job{idx, bp, n}:
@@ -174,6 +188,12 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 	id, err := volume.CreateImage(ctx, s, uint64(st.Size), shift, entries)
 	st.ID = id
 	return st, err
+}
+
+// tooLarge says that an image of at least size bytes is over the cap.
+func tooLarge(size int64, shift uint8, maxBlocks int64) error {
+	return fmt.Errorf("image: %d bytes or more is over the maximum of %d blocks of %d KiB (%d bytes); import with a larger --block-size (%w)",
+		size, maxBlocks, 1<<shift>>10, maxBlocks<<shift, volume.ErrBadSize)
 }
 
 // Export writes the whole volume to w. Zero blocks and all-zero data

@@ -19,14 +19,31 @@ type CreateOptions struct {
 	BlockShift uint8 // 0: blockmap.DefaultShift
 }
 
+// checkGeometry checks a size and block size for a new map: at most
+// blockmap.MaxBlocks blocks, the bound of what an open holds in memory.
 func checkGeometry(size uint64, shift uint8) error {
-	if size == 0 || size > blockmap.MaxSize {
-		return fmt.Errorf("%w: %d bytes (must be 1 byte to 1 EiB)", ErrBadSize, size)
-	}
 	if shift < blockmap.MinBlockShift || shift > blockmap.MaxBlockShift {
 		return fmt.Errorf("%w: block size 2^%d (must be a power of two from 64 KiB to 32 MiB)", ErrBadSize, shift)
 	}
+	if size == 0 {
+		return fmt.Errorf("%w: 0 bytes (must be at least 1 byte)", ErrBadSize)
+	}
+	if max := blockmap.MaxSizeFor(shift); size > max {
+		return fmt.Errorf("%w: %d bytes is over the maximum of %d bytes (%d blocks of %d KiB: %s); use larger blocks for a larger volume",
+			ErrBadSize, size, max, blockmap.MaxBlocks, 1<<shift>>10, formatBinary(max))
+	}
 	return nil
+}
+
+// formatBinary prints a power-of-two size: 16 TiB.
+func formatBinary(n uint64) string {
+	for _, u := range []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"} {
+		if n < 1024 || n%1024 != 0 {
+			return fmt.Sprintf("%d %s", n, u)
+		}
+		n /= 1024
+	}
+	return fmt.Sprintf("%d EiB", n)
 }
 
 // Create makes a new, empty volume and returns its ID.
@@ -213,6 +230,14 @@ func (v *Volume) Resize(ctx context.Context, size uint64) error {
 // snapshots, clones or images may share stay for the garbage collector.
 func Remove(ctx context.Context, s objstore.Store, id blockmap.ID) error {
 	h, _, err := ReadHead(ctx, s, id)
+	if errors.Is(err, ErrCorrupt) {
+		// It can never be opened: drop the head, and leave its objects
+		// to the garbage collector.
+		if err := s.Delete(ctx, blockmap.HeadName(id)); err != nil && !objstore.IsNotExist(err) {
+			return fmt.Errorf("volume: remove %s: %w", id, err)
+		}
+		return nil
+	}
 	if err != nil {
 		return err
 	}
