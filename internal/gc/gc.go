@@ -56,14 +56,50 @@ import (
 // DefaultGrace is how old an unreferenced object must be to be deleted.
 const DefaultGrace = time.Hour
 
+// writerCheckAge is how old a writer's unflushed data may grow before its
+// flush checks that the objects still exist, and fails instead of
+// persisting a map that points at deleted ones. It is staleDirty in
+// package volume (volume.go), which does not export it: keep the two
+// equal, and import volume's once it is exported.
+const writerCheckAge = 15 * time.Minute
+
+// graceMargin covers what writerCheckAge does not: clock differences
+// between the writer's host, the collector's and the store's, and the
+// time a flush takes between its age check and its head swap.
+const graceMargin = 5 * time.Minute
+
+// MinGrace is the shortest grace period a collection accepts. A writer's
+// unflushed blocks are unreferenced until its next flush; a flush whose
+// data is younger than writerCheckAge does not check that its blocks
+// still exist, so a grace period shorter than that (plus graceMargin)
+// would let a collection delete blocks that the next flush then
+// references: a map pointing at nothing.
+const MinGrace = writerCheckAge + graceMargin
+
+// ErrGraceTooShort is returned for a grace period below MinGrace.
+var ErrGraceTooShort = errors.New("gc: grace period too short")
+
+// CheckGrace refuses a grace period below MinGrace.
+func CheckGrace(grace time.Duration) error {
+	if grace < MinGrace {
+		return fmt.Errorf("%w: %s is below the minimum %s (a writer checks that its unflushed blocks still exist only once they are %s old, and clocks and flushes need %s more): use a grace of at least %s",
+			ErrGraceTooShort, grace, MinGrace, writerCheckAge, graceMargin, MinGrace)
+	}
+	return nil
+}
+
 // Options tune a collection.
 type Options struct {
-	Grace  time.Duration // 0: DefaultGrace
+	Grace  time.Duration // 0: DefaultGrace; at least MinGrace
 	DryRun bool          // report what would be deleted, delete nothing
 	Now    Clock         // default time.Now
 	// Progress, if set, is called as objects are examined: phase is
 	// "mark" (done counts heads) or "sweep" (done counts objects).
 	Progress func(phase string, done int64)
+
+	// shortGrace lets tests that age objects with an injected clock, or
+	// that cannot (a real backend), use a grace below MinGrace.
+	shortGrace bool
 }
 
 // Report says what a collection did.
@@ -107,7 +143,10 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 		grace = DefaultGrace
 	}
 	if grace < 0 {
-		return Report{}, fmt.Errorf("gc: negative grace period %s", grace)
+		return Report{}, fmt.Errorf("%w: negative grace period %s", ErrGraceTooShort, grace)
+	}
+	if err := CheckGrace(grace); err != nil && !opts.shortGrace {
+		return Report{}, err
 	}
 	start := now()
 	rep := Report{DryRun: opts.DryRun}

@@ -294,7 +294,7 @@ func TestExclusion(t *testing.T) {
 func TestConcurrent(t *testing.T) {
 	s := objstore.NewMem()
 	m, clk := setup(s)
-	const round = time.Minute
+	const round = gc.MinGrace
 	var mu sync.Mutex
 	oracle := map[string][]byte{}
 	set := func(name string, b []byte) { mu.Lock(); oracle[name] = b; mu.Unlock() }
