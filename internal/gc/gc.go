@@ -160,7 +160,7 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("gc: mark (nothing was deleted): %w", err)
 	}
-	err = sweep(ctx, s, m, cutoff, &rep, opts)
+	err = sweep(ctx, s, m, cutoff, &rep, opts, l.valid)
 	rep.Seconds = now().Sub(start).Seconds()
 	return rep, err
 }
@@ -327,7 +327,10 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 	return false, ""
 }
 
-func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, rep *Report, opts Options) error {
+// sweep deletes what m does not reference and is older than cutoff.
+// Before each deletion it checks that the lock is still valid (see
+// "Stalls and clocks" in the package doc).
+func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, rep *Report, opts Options, valid func() error) error {
 	return s.List(ctx, "", func(in objstore.Info) error {
 		rep.Examined++
 		if opts.Progress != nil && rep.Examined%1024 == 0 {
@@ -342,6 +345,9 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, re
 			return nil
 		}
 		if !opts.DryRun {
+			if err := valid(); err != nil {
+				return err
+			}
 			if err := s.Delete(ctx, in.Name); err != nil && !objstore.IsNotExist(err) {
 				if ctx.Err() != nil {
 					return ctx.Err()
