@@ -24,12 +24,60 @@
 //     seconds, and a writer whose unflushed data grew older than a quarter
 //     of an hour checks that its objects still exist before it swaps its
 //     head, so a stalled writer fails its flush instead of persisting a
-//     dangling reference;
+//     dangling reference. That check is why the grace period may not be
+//     shorter than MinGrace (the check's age plus a margin): with a
+//     shorter one, a flush that does not check could reference blocks a
+//     collection has deleted;
 //   - a writer keeps referencing what its head already referenced: the
 //     head is a root, and it is read during the mark.
 //
 // An error while marking (a corrupt head or segment, an unreadable
 // catalog) stops the collection before it deletes anything.
+//
+// # Stalls and clocks (invariant I9)
+//
+// Any process may stop for any time at any point and then go on (a VM
+// pause, an NFS hang, a stalled OSD), and its clock may differ from other
+// hosts' and the store's by up to maxDrift (5 s). What each mechanism
+// does for a process that wakes up late:
+//
+//   - The collection lock is valid, for its owner, until the start of its
+//     last successful renewal plus its TTL (a minute) minus twice
+//     maxDrift, by the owner's clock; others take it for dead only after
+//     its expiry plus maxDrift by theirs, so in real time the owner has
+//     stopped first. The collector checks that its lock is valid before
+//     every deletion, and stops (ErrLockLost) once it is not: a collector
+//     that wakes up after its lock expired deletes nothing more from its
+//     stale mark. It never renews a lock past that point (an operation
+//     that found the lock expired does not write it, so nothing else
+//     would tell it), renews only by compare-and-swap on the version it
+//     wrote, and frees the lock by compare-and-swap too: it never
+//     overwrites nor frees a lock another collection took over.
+//   - A hold (snapshot, clone, import, hash) is renewed the same way. A
+//     collection takes a hold for dead only after its expiry plus
+//     maxDrift, and then first swaps it to a dead record before it goes
+//     on; so the hold's version is its owner's fence, whatever the
+//     clocks say: Hold.Release reports ErrHoldLost if a collection took
+//     the hold for dead at any time during the operation. An operation
+//     that wakes up late may already have persisted references to objects
+//     the collection deleted; it then fails with ErrHoldLost, and its
+//     result must be checked or removed and redone. Hold.Valid tells an
+//     owner, by its clock, that its hold may have lapsed, to stop early.
+//   - The grace period: the cutoff is taken when a collection starts, so
+//     a collector that wakes up late is only more conservative. A writer
+//     that wakes up late with unflushed data older than its check age
+//     finds its deleted objects gone at its next flush (see above).
+//     MinGrace's margin (5 minutes) covers the clock differences between
+//     the writer, the store and the collector, and the time a flush takes
+//     between its age check and its head swap; a writer must fail a flush
+//     that took longer.
+//
+// Not covered: a deletion that the collector checked and sent just before
+// it stalled, and that the store applies after the lock expired (the
+// store has no conditional delete to fence it); at most one per stall,
+// and only harmful if an operation deduplicated onto that very object in
+// between. The same holds for store requests stuck in flight longer than
+// maxDrift in general.
 //
 // # Memory
 //

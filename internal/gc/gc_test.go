@@ -545,6 +545,7 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 	checkClean(t, m)
+	holds(t, s, 0) // none left behind, also by stalled operations
 }
 
 // replacer deletes a volume's segment and rewrites the volume (as a
