@@ -29,20 +29,26 @@ behind, replaced map segments, leftovers of crashed writers and imports.
 Safe on a live store, from any host: snapshots, clones, imports and hashes
 wait while a collection runs (and a collection waits for those running), and
 writers' new blocks are younger than the grace period. Two collections at
-once are refused. Interrupting one is harmless; the next finishes the work.`,
+once are refused. Interrupting one is harmless; the next finishes the work.
+
+The grace period must be at least ` + gc.MinGrace.String() + `: a writer checks that its
+unflushed blocks still exist only once they are 15 minutes old, so a shorter
+grace could delete blocks that a live writer's next flush then points at.
+Keep it well above the longest time writers keep data unflushed (the daemon
+flushes every 10 s by default).`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runGC(c.Context(), g, o)
 		},
 	}
 	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "report what would be deleted, delete nothing")
-	c.Flags().DurationVar(&o.grace, "grace", gc.DefaultGrace, "keep unreferenced objects younger than this (writers' unflushed data)")
+	c.Flags().DurationVar(&o.grace, "grace", gc.DefaultGrace, "keep unreferenced objects younger than this (writers' unflushed data); at least "+gc.MinGrace.String())
 	return c
 }
 
 func runGC(ctx context.Context, g *globals, o gcOptions) error {
-	if o.grace <= 0 {
-		return usageError{fmt.Errorf("--grace %s: must be positive", o.grace)}
+	if err := gc.CheckGrace(o.grace); err != nil {
+		return usageError{fmt.Errorf("--grace: %w", err)}
 	}
 	m, err := g.manager(ctx, false)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/archipelago-go/archip/internal/gc"
 )
 
 // cli runs archip with args against store and returns stdout, stderr
@@ -104,11 +106,12 @@ func TestCLIWorkflow(t *testing.T) {
 			Objects int64 `json:"objects"`
 		} `json:"deleted"`
 	}
-	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "gc", "--dry-run", "--grace", "1ns")), &rep)
+	ageStore(t, filepath.Join(dir, "store"), 2*gc.MinGrace)
+	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "gc", "--dry-run", "--grace", gc.MinGrace.String())), &rep)
 	if rep.Examined == 0 || rep.Deleted.Objects == 0 {
 		t.Fatalf("gc --dry-run: %+v", rep)
 	}
-	mustCLI(t, store, nil, "gc", "--grace", "1ns")
+	mustCLI(t, store, nil, "gc", "--grace", gc.MinGrace.String())
 	if got := mustCLI(t, store, nil, "volume", "read", "vm2", "--offset", "1M", "--length", "5"); got != "world" {
 		t.Fatalf("after gc the volume reads %q", got)
 	}

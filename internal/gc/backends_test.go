@@ -28,7 +28,7 @@ func collectOn(t *testing.T, s objstore.Store) {
 	m.Remove(ctx, "gone")
 	m.Remove(ctx, "img")                // the clone keeps what it uses
 	time.Sleep(1100 * time.Millisecond) // object times may have a 1 s granularity
-	rep, err := m.GC(ctx, gc.Options{Grace: time.Nanosecond})
+	rep, err := m.GC(ctx, gc.WithShortGrace(gc.Options{Grace: time.Nanosecond}))
 	if err != nil {
 		t.Fatal(err)
 	}

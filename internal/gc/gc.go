@@ -24,12 +24,60 @@
 //     seconds, and a writer whose unflushed data grew older than a quarter
 //     of an hour checks that its objects still exist before it swaps its
 //     head, so a stalled writer fails its flush instead of persisting a
-//     dangling reference;
+//     dangling reference. That check is why the grace period may not be
+//     shorter than MinGrace (the check's age plus a margin): with a
+//     shorter one, a flush that does not check could reference blocks a
+//     collection has deleted;
 //   - a writer keeps referencing what its head already referenced: the
 //     head is a root, and it is read during the mark.
 //
 // An error while marking (a corrupt head or segment, an unreadable
 // catalog) stops the collection before it deletes anything.
+//
+// # Stalls and clocks (invariant I9)
+//
+// Any process may stop for any time at any point and then go on (a VM
+// pause, an NFS hang, a stalled OSD), and its clock may differ from other
+// hosts' and the store's by up to maxDrift (5 s). What each mechanism
+// does for a process that wakes up late:
+//
+//   - The collection lock is valid, for its owner, until the start of its
+//     last successful renewal plus its TTL (a minute) minus twice
+//     maxDrift, by the owner's clock; others take it for dead only after
+//     its expiry plus maxDrift by theirs, so in real time the owner has
+//     stopped first. The collector checks that its lock is valid before
+//     every deletion, and stops (ErrLockLost) once it is not: a collector
+//     that wakes up after its lock expired deletes nothing more from its
+//     stale mark. It never renews a lock past that point (an operation
+//     that found the lock expired does not write it, so nothing else
+//     would tell it), renews only by compare-and-swap on the version it
+//     wrote, and frees the lock by compare-and-swap too: it never
+//     overwrites nor frees a lock another collection took over.
+//   - A hold (snapshot, clone, import, hash) is renewed the same way. A
+//     collection takes a hold for dead only after its expiry plus
+//     maxDrift, and then first swaps it to a dead record before it goes
+//     on; so the hold's version is its owner's fence, whatever the
+//     clocks say: Hold.Release reports ErrHoldLost if a collection took
+//     the hold for dead at any time during the operation. An operation
+//     that wakes up late may already have persisted references to objects
+//     the collection deleted; it then fails with ErrHoldLost, and its
+//     result must be checked or removed and redone. Hold.Valid tells an
+//     owner, by its clock, that its hold may have lapsed, to stop early.
+//   - The grace period: the cutoff is taken when a collection starts, so
+//     a collector that wakes up late is only more conservative. A writer
+//     that wakes up late with unflushed data older than its check age
+//     finds its deleted objects gone at its next flush (see above).
+//     MinGrace's margin (5 minutes) covers the clock differences between
+//     the writer, the store and the collector, and the time a flush takes
+//     between its age check and its head swap; a writer must fail a flush
+//     that took longer.
+//
+// Not covered: a deletion that the collector checked and sent just before
+// it stalled, and that the store applies after the lock expired (the
+// store has no conditional delete to fence it); at most one per stall,
+// and only harmful if an operation deduplicated onto that very object in
+// between. The same holds for store requests stuck in flight longer than
+// maxDrift in general.
 //
 // # Memory
 //
@@ -56,14 +104,50 @@ import (
 // DefaultGrace is how old an unreferenced object must be to be deleted.
 const DefaultGrace = time.Hour
 
+// writerCheckAge is how old a writer's unflushed data may grow before its
+// flush checks that the objects still exist, and fails instead of
+// persisting a map that points at deleted ones. It is staleDirty in
+// package volume (volume.go), which does not export it: keep the two
+// equal, and import volume's once it is exported.
+const writerCheckAge = 15 * time.Minute
+
+// graceMargin covers what writerCheckAge does not: clock differences
+// between the writer's host, the collector's and the store's, and the
+// time a flush takes between its age check and its head swap.
+const graceMargin = 5 * time.Minute
+
+// MinGrace is the shortest grace period a collection accepts. A writer's
+// unflushed blocks are unreferenced until its next flush; a flush whose
+// data is younger than writerCheckAge does not check that its blocks
+// still exist, so a grace period shorter than that (plus graceMargin)
+// would let a collection delete blocks that the next flush then
+// references: a map pointing at nothing.
+const MinGrace = writerCheckAge + graceMargin
+
+// ErrGraceTooShort is returned for a grace period below MinGrace.
+var ErrGraceTooShort = errors.New("gc: grace period too short")
+
+// CheckGrace refuses a grace period below MinGrace.
+func CheckGrace(grace time.Duration) error {
+	if grace < MinGrace {
+		return fmt.Errorf("%w: %s is below the minimum %s (a writer checks that its unflushed blocks still exist only once they are %s old, and clocks and flushes need %s more): use a grace of at least %s",
+			ErrGraceTooShort, grace, MinGrace, writerCheckAge, graceMargin, MinGrace)
+	}
+	return nil
+}
+
 // Options tune a collection.
 type Options struct {
-	Grace  time.Duration // 0: DefaultGrace
+	Grace  time.Duration // 0: DefaultGrace; at least MinGrace
 	DryRun bool          // report what would be deleted, delete nothing
 	Now    Clock         // default time.Now
 	// Progress, if set, is called as objects are examined: phase is
 	// "mark" (done counts heads) or "sweep" (done counts objects).
 	Progress func(phase string, done int64)
+
+	// shortGrace lets tests that age objects with an injected clock, or
+	// that cannot (a real backend), use a grace below MinGrace.
+	shortGrace bool
 }
 
 // Report says what a collection did.
@@ -107,7 +191,10 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 		grace = DefaultGrace
 	}
 	if grace < 0 {
-		return Report{}, fmt.Errorf("gc: negative grace period %s", grace)
+		return Report{}, fmt.Errorf("%w: negative grace period %s", ErrGraceTooShort, grace)
+	}
+	if err := CheckGrace(grace); err != nil && !opts.shortGrace {
+		return Report{}, err
 	}
 	start := now()
 	rep := Report{DryRun: opts.DryRun}
@@ -121,7 +208,7 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("gc: mark (nothing was deleted): %w", err)
 	}
-	err = sweep(ctx, s, m, cutoff, &rep, opts)
+	err = sweep(ctx, s, m, cutoff, &rep, opts, l.valid)
 	rep.Seconds = now().Sub(start).Seconds()
 	return rep, err
 }
@@ -288,7 +375,10 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 	return false, ""
 }
 
-func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, rep *Report, opts Options) error {
+// sweep deletes what m does not reference and is older than cutoff.
+// Before each deletion it checks that the lock is still valid (see
+// "Stalls and clocks" in the package doc).
+func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, rep *Report, opts Options, valid func() error) error {
 	return s.List(ctx, "", func(in objstore.Info) error {
 		rep.Examined++
 		if opts.Progress != nil && rep.Examined%1024 == 0 {
@@ -303,6 +393,9 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, re
 			return nil
 		}
 		if !opts.DryRun {
+			if err := valid(); err != nil {
+				return err
+			}
 			if err := s.Delete(ctx, in.Name); err != nil && !objstore.IsNotExist(err) {
 				if ctx.Err() != nil {
 					return ctx.Err()

@@ -107,9 +107,15 @@ func checkClean(t *testing.T, m *manage.Manager) {
 	}
 }
 
+// count counts the objects, not the collections' own records (gc/).
 func count(s objstore.Store) int {
 	n := 0
-	s.List(ctx, "", func(objstore.Info) error { n++; return nil })
+	s.List(ctx, "", func(in objstore.Info) error {
+		if !strings.HasPrefix(in.Name, "gc/") {
+			n++
+		}
+		return nil
+	})
 	return n
 }
 
@@ -289,23 +295,129 @@ func TestExclusion(t *testing.T) {
 // TestConcurrent runs writers, snapshot-and-clone, importers and
 // repeated collections at once, in rounds of an injected clock: the grace
 // period is one round and writers flush within a round, the assumption
-// the collector relies on. At the end every volume reads as its oracle
-// and nothing unreferenced is left.
+// the collector relies on. In every round one collector or one importer
+// (of data that partly deduplicates onto garbage) stalls at a random call
+// past its lock's or hold's TTL, while the clock moves on and another
+// collection runs. Operations whose hold a collection took for dead
+// (gc.ErrHoldLost) have their results removed; every other result is
+// kept. At the end every volume reads as its oracle, nothing referenced is
+// missing and nothing unreferenced is left.
 func TestConcurrent(t *testing.T) {
 	s := objstore.NewMem()
 	m, clk := setup(s)
-	const round = time.Minute
+	const round = gc.MinGrace
 	var mu sync.Mutex
 	oracle := map[string][]byte{}
 	set := func(name string, b []byte) { mu.Lock(); oracle[name] = b; mu.Unlock() }
+	var lost []string // results of operations whose hold was lost
+	drop := func(names ...string) {
+		mu.Lock()
+		lost = append(lost, names...)
+		mu.Unlock()
+	}
+	// held runs an operation that takes a hold: nil if it succeeded, or
+	// false (and its result dropped) if it lost its hold.
+	held := func(err error, names ...string) (bool, error) {
+		if errors.Is(err, gc.ErrHoldLost) {
+			drop(names...)
+			return false, nil
+		}
+		return err == nil, err
+	}
+	collect := func(m *manage.Manager) error {
+		_, err := m.GC(ctx, gc.Options{Grace: round})
+		if errors.Is(err, gc.ErrBusy) || errors.Is(err, gc.ErrLockLost) {
+			return nil
+		}
+		return err
+	}
+	// Garbage that stalled importers, and imports during a collector's
+	// stall, deduplicate onto: made anew in every round.
+	garbage := randBytes(rand.New(rand.NewPCG(5, 5)), 4*bs)
+	m.Import(ctx, bytes.NewReader(garbage), -1, "g", image.Options{BlockShift: 16})
+	m.Remove(ctx, "g")
+	clk.advance(round + time.Second)
 
 	for w := 0; w < 3; w++ {
 		m.CreateVolume(ctx, fmt.Sprint("w", w), 8*bs, 16)
 		set(fmt.Sprint("w", w), make([]byte, 8*bs))
 	}
-	for r := 0; r < 6; r++ {
+	stalls := 0
+	for r := 0; r < 8; r++ {
 		var wg sync.WaitGroup
 		errs := make(chan error, 100)
+		ready := make(chan struct{})
+		wg.Add(1)
+		go func() { // first, a collector or an importer that stalls past its TTL
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(r), 3))
+			late := rng.IntN(2) == 0
+			at := 1 + rng.IntN(40)
+			calls := 0
+			st := newStall(s, func(op, name string) bool {
+				switch {
+				case late && r%2 == 0: // marked, about to sweep
+					return op == "list" && name == ""
+				case late: // deduplicated, about to write the map
+					return op == "create" && strings.HasSuffix(name, "/head")
+				}
+				// A deletion stalled after the collector's last check is the
+				// window the package doc names: the stall is placed elsewhere.
+				if op == "delete" {
+					return false
+				}
+				calls++
+				return calls == at
+			})
+			sm := managerOn(m, st)
+			done := make(chan error, 1)
+			name := fmt.Sprint("x", r)
+			// Half old garbage (deduplicated onto), half new.
+			data := append(append([]byte(nil), garbage[:2*bs]...), randBytes(rng, 2*bs)...)
+			if r%2 == 0 {
+				go func() { done <- collect(sm) }()
+			} else {
+				go func() {
+					_, _, err := sm.Import(ctx, bytes.NewReader(data), -1, name, image.Options{BlockShift: 16})
+					done <- err
+				}()
+			}
+			finish := func(err error) {
+				if ok, err := held(err, name); ok && r%2 == 1 {
+					set(name, data)
+				} else if err != nil {
+					errs <- err
+				}
+			}
+			select {
+			case err := <-done: // finished before the chosen call
+				close(ready)
+				finish(err)
+				return
+			case <-st.hit:
+			}
+			mu.Lock()
+			stalls++
+			mu.Unlock()
+			clk.advance(pastLock)
+			if r%2 == 0 {
+				// Another host imports onto what the stalled collector may
+				// have marked garbage.
+				_, _, err := m.Import(ctx, bytes.NewReader(data), -1, name, image.Options{BlockShift: 16})
+				if ok, err := held(err, name); ok {
+					set(name, data)
+				} else if err != nil {
+					errs <- err
+				}
+			}
+			if err := collect(m); err != nil {
+				errs <- err
+			}
+			close(ready) // the rest of the round runs while it wakes up
+			close(st.release)
+			finish(<-done)
+		}()
+		<-ready
 		for w := 0; w < 3; w++ {
 			wg.Add(1)
 			go func() { // a writer: its own volume, flushing as it goes
@@ -347,18 +459,24 @@ func TestConcurrent(t *testing.T) {
 			v, _, _ := m.Open(ctx, name, true)
 			v.WriteAt(ctx, data, 0, false)
 			v.Close(ctx)
-			if _, err := m.Snapshot(ctx, name, name+"@1"); err != nil {
-				errs <- err
-			}
-			if _, err := m.Clone(ctx, name+"@1", name+"c", 0); err != nil {
-				errs <- err
-			}
-			set(name+"@1", data)
-			set(name+"c", data)
 			if r%2 == 1 {
-				m.Remove(ctx, name) // the snapshot and clone stay valid
+				defer m.Remove(ctx, name) // the snapshot and clone stay valid
 			} else {
 				set(name, data)
+			}
+			_, err := m.Snapshot(ctx, name, name+"@1")
+			if ok, err := held(err, name+"@1"); !ok {
+				if err != nil {
+					errs <- err
+				}
+				return
+			}
+			set(name+"@1", data)
+			_, err = m.Clone(ctx, name+"@1", name+"c", 0)
+			if ok, err := held(err, name+"c"); ok {
+				set(name+"c", data)
+			} else if err != nil {
+				errs <- err
 			}
 		}()
 		go func() { // import, sometimes the same data again, and clone it
@@ -366,14 +484,19 @@ func TestConcurrent(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(r/2), 7))
 			data := randBytes(rng, 3*bs)
 			name := fmt.Sprint("i", r)
-			if _, _, err := m.Import(ctx, bytes.NewReader(data), -1, name, image.Options{BlockShift: 16}); err != nil {
-				errs <- err
+			_, _, err := m.Import(ctx, bytes.NewReader(data), -1, name, image.Options{BlockShift: 16})
+			if ok, err := held(err, name); !ok {
+				if err != nil {
+					errs <- err
+				}
 				return
 			}
-			if _, err := m.Clone(ctx, name, name+"c", 0); err != nil {
+			_, err = m.Clone(ctx, name, name+"c", 0)
+			if ok, err := held(err, name+"c"); ok {
+				set(name+"c", data)
+			} else if err != nil {
 				errs <- err
 			}
-			set(name+"c", data)
 			if r%3 == 2 {
 				m.Remove(ctx, name)
 			} else {
@@ -384,7 +507,7 @@ func TestConcurrent(t *testing.T) {
 		go func() { // collections, over and over, during the round
 			defer close(gcDone)
 			for i := 0; i < 3; i++ {
-				if _, err := m.GC(ctx, gc.Options{Grace: round}); err != nil && !errors.Is(err, gc.ErrBusy) {
+				if err := collect(m); err != nil {
 					errs <- err
 				}
 			}
@@ -395,7 +518,22 @@ func TestConcurrent(t *testing.T) {
 		for err := range errs {
 			t.Fatalf("round %d: %v", r, err)
 		}
+		// Garbage for the next round's stalled collector or importer.
+		garbage = randBytes(rand.New(rand.NewPCG(uint64(r), 5)), 4*bs)
+		name := fmt.Sprint("g", r)
+		m.Import(ctx, bytes.NewReader(garbage), -1, name, image.Options{BlockShift: 16})
+		m.Remove(ctx, name)
 		clk.advance(round + time.Second)
+	}
+	t.Logf("%d stalls past the TTL; %d results dropped after a lost hold: %v", stalls, len(lost), lost)
+	if stalls == 0 {
+		t.Fatal("no stall happened: the test tests nothing")
+	}
+	for _, name := range lost {
+		mu.Lock()
+		delete(oracle, name)
+		mu.Unlock()
+		m.Remove(ctx, name)
 	}
 	clk.advance(2 * round)
 	if _, err := m.GC(ctx, gc.Options{Grace: round}); err != nil {
@@ -407,6 +545,7 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 	checkClean(t, m)
+	holds(t, s, 0) // none left behind, also by stalled operations
 }
 
 // replacer deletes a volume's segment and rewrites the volume (as a

@@ -22,9 +22,13 @@ import (
 // are compare-and-swap-backed writes followed by reads of the store, so
 // at least one of the two sees the other (as in Dekker's algorithm): the
 // operation waits for the collection to end, or the collection waits for
-// the operation. Records carry an expiry that their owner renews; a record
-// past its expiry (plus the clock drift allowance) belongs to a process
-// that died and is ignored and removed.
+// the operation.
+//
+// Records carry an expiry that their owner renews, always by
+// compare-and-swap on the version it wrote last, so that an owner never
+// overwrites a record another process changed. A record is dead to others
+// once their clock is past its expiry plus maxDrift; see the package doc
+// for what each owner does so that it has stopped by then.
 
 const (
 	lockName   = "gc/lock"
@@ -32,12 +36,22 @@ const (
 	// recordTTL is how long a lock or hold lasts without renewal; owners
 	// renew every third of it.
 	recordTTL = 60 * time.Second
+	// maxDrift is the largest clock difference between hosts.
 	maxDrift  = 5 * time.Second
 	pollEvery = 500 * time.Millisecond
 )
 
-// ErrBusy is returned when another collection is running.
-var ErrBusy = errors.New("gc: another garbage collection is running")
+var (
+	// ErrBusy is returned when another collection is running.
+	ErrBusy = errors.New("gc: another garbage collection is running")
+	// ErrLockLost is returned by a collection that stopped deleting
+	// because its lock may have expired.
+	ErrLockLost = errors.New("gc: the collection lock may have expired (this process stalled, or could not renew it, for about a minute): stopped deleting; nothing it kept is lost, run gc again")
+	// ErrHoldLost is returned when a collection took a hold for dead
+	// while its operation ran (the operation stalled past the hold's
+	// expiry).
+	ErrHoldLost = errors.New("gc: this operation stalled past its hold on garbage collections, and a collection may have deleted objects its result references: check the result (read it), or remove it and run the operation again")
+)
 
 type record struct {
 	Owner   string    `json:"owner"`
@@ -53,68 +67,172 @@ func newOwner() string {
 	return hex.EncodeToString(b[:])
 }
 
-func encode(owner string, now time.Time) []byte {
-	b, _ := json.Marshal(record{Owner: owner, Expires: now.Add(recordTTL)})
+func encode(owner string, expires time.Time) []byte {
+	b, _ := json.Marshal(record{Owner: owner, Expires: expires})
 	return b
 }
 
-func live(b []byte, now time.Time) bool {
+// dead is the record a collection leaves in place of a hold it takes for
+// dead, and a collection in place of its lock when it ends.
+var dead = encode("", time.Time{})
+
+func decode(b []byte) (record, bool) {
 	var r record
-	if json.Unmarshal(b, &r) != nil {
+	return r, json.Unmarshal(b, &r) == nil
+}
+
+func live(b []byte, now time.Time) bool {
+	r, ok := decode(b)
+	if !ok {
 		return false // garbage in a record is nobody's
 	}
 	return now.Before(r.Expires.Add(maxDrift))
 }
 
-// renewer keeps one record alive until stopped.
-type renewer struct {
+// claim is a record this process owns: the lock or a hold.
+type claim struct {
+	s     objstore.Store
+	name  string
+	owner string
+	now   Clock
+	// clockFenced: once the claim's validity has passed by this process's
+	// clock, it is lost, even if nobody changed the record. The lock is:
+	// operations that take it for dead do not write it. A hold is not: a
+	// collection changes a hold it takes for dead before it goes on, so
+	// the record's version alone says whether it is still this process's.
+	clockFenced bool
+	lostErr     error
+
+	mu    sync.Mutex
+	ver   objstore.Version // of the record as last written
+	until time.Time        // valid until this moment of this process's clock
+	lost  bool
+
 	stop chan struct{}
 	done chan struct{}
 }
 
-func renew(s objstore.Store, name, owner string, now Clock) *renewer {
-	r := &renewer{stop: make(chan struct{}), done: make(chan struct{})}
+// validFrom returns the end of the validity of a record written at
+// start (read from this process's clock before the write): others take it
+// for dead after start+recordTTL+maxDrift on theirs, which is no earlier
+// than start+recordTTL-2*maxDrift on this one.
+func validFrom(start time.Time) time.Time { return start.Add(recordTTL - 2*maxDrift) }
+
+// valid reports whether the claim is still this process's by its clock.
+func (c *claim) valid() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lost || !c.now().Before(c.until) {
+		return c.lostErr
+	}
+	return nil
+}
+
+// renewOnce extends the claim by compare-and-swap on the version it
+// wrote. A conflict means another process changed the record: the claim
+// is lost. Other errors leave the claim as it was (its validity is not
+// extended); the next renewal tries again.
+func (c *claim) renewOnce(ctx context.Context) error {
+	start := c.now()
+	c.mu.Lock()
+	ver, lost := c.ver, c.lost || (c.clockFenced && !start.Before(c.until))
+	if lost {
+		c.lost = true
+	}
+	c.mu.Unlock()
+	if lost {
+		return c.lostErr
+	}
+	rec := encode(c.owner, start.Add(recordTTL))
+	nv, err := c.s.Swap(ctx, c.name, rec, ver)
+	if errors.Is(err, objstore.ErrConflict) {
+		// Only this claim writes its owner id: a record that carries it
+		// is one of its own writes, which failed on this side (a
+		// timeout) but happened. Adopt its version and try again.
+		b, v, gerr := c.s.Get(ctx, c.name)
+		if gerr != nil && !objstore.IsNotExist(gerr) {
+			return gerr
+		}
+		if r, ok := decode(b); gerr == nil && ok && r.Owner == c.owner {
+			nv, err = c.s.Swap(ctx, c.name, rec, v)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case errors.Is(err, objstore.ErrConflict):
+		c.lost = true
+		return c.lostErr
+	case err != nil:
+		return err
+	}
+	c.ver = nv
+	if u := validFrom(start); u.After(c.until) {
+		c.until = u
+	}
+	return nil
+}
+
+// keep renews the claim every third of its TTL until halt, or until it
+// is lost.
+func (c *claim) keep() {
+	c.stop, c.done = make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(r.done)
+		defer close(c.done)
 		t := time.NewTicker(recordTTL / 3)
 		defer t.Stop()
 		for {
 			select {
-			case <-r.stop:
+			case <-c.stop:
 				return
 			case <-t.C:
-				s.Put(context.Background(), name, encode(owner, now()))
+				if err := c.renewOnce(context.Background()); errors.Is(err, c.lostErr) {
+					return
+				}
 			}
 		}
 	}()
-	return r
 }
 
-func (r *renewer) halt() { close(r.stop); <-r.done }
+func (c *claim) halt() {
+	close(c.stop)
+	<-c.done
+}
+
+// version returns the version last written, and whether the claim is
+// known lost.
+func (c *claim) version() (objstore.Version, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ver, c.lost
+}
 
 // Hold keeps collections from starting while an operation copies
 // references. Release it when the operation has persisted its references.
 type Hold struct {
-	s    objstore.Store
-	name string
-	r    *renewer
+	c    *claim
 	once sync.Once
+	err  error
 }
 
 // AcquireHold waits until no collection runs, then holds one off until
 // Release. It gives up when ctx ends.
 func AcquireHold(ctx context.Context, s objstore.Store, now Clock) (*Hold, error) {
 	owner := newOwner()
-	name := holdPrefix + owner
+	c := &claim{s: s, name: holdPrefix + owner, owner: owner, now: now, lostErr: ErrHoldLost}
 	for {
-		if _, err := s.Put(ctx, name, encode(owner, now())); err != nil {
+		start := now()
+		v, err := s.Create(ctx, c.name, encode(owner, start.Add(recordTTL)))
+		if err != nil {
 			return nil, fmt.Errorf("gc: take a hold: %w", err)
 		}
 		b, _, err := s.Get(ctx, lockName)
 		if objstore.IsNotExist(err) || (err == nil && !live(b, now())) {
-			return &Hold{s: s, name: name, r: renew(s, name, owner, now)}, nil
+			c.ver, c.until = v, validFrom(start)
+			c.keep()
+			return &Hold{c: c}, nil
 		}
-		s.Delete(ctx, name)
+		s.Delete(ctx, c.name)
 		if err != nil {
 			return nil, fmt.Errorf("gc: read the collection lock: %w", err)
 		}
@@ -126,44 +244,75 @@ func AcquireHold(ctx context.Context, s objstore.Store, now Clock) (*Hold, error
 	}
 }
 
-// Release ends the hold.
-func (h *Hold) Release() {
-	h.once.Do(func() {
-		h.r.halt()
-		h.s.Delete(context.Background(), h.name)
-	})
+// Valid reports ErrHoldLost once the hold may have expired by this
+// process's clock: an operation that checks it before each step that
+// copies references stops early instead of finding out at Release.
+func (h *Hold) Valid() error { return h.c.valid() }
+
+// Release ends the hold. It returns ErrHoldLost if a collection took the
+// hold for dead at any time before Release (the operation stalled past
+// its expiry): the operation's result may then reference deleted
+// objects. A nil error means that no collection ran while the hold was
+// held. Release may be called more than once; it returns the same error.
+func (h *Hold) Release() error {
+	h.once.Do(func() { h.err = h.release() })
+	return h.err
+}
+
+func (h *Hold) release() error {
+	c := h.c
+	c.halt()
+	ver, lost := c.version()
+	if lost {
+		return ErrHoldLost
+	}
+	// A collection that takes a hold for dead changes it before it goes
+	// on (see acquireLock): the version is the fence.
+	ctx := context.Background()
+	_, v, err := c.s.Get(ctx, c.name)
+	if objstore.IsNotExist(err) || (err == nil && v != ver) {
+		return ErrHoldLost
+	}
+	if err != nil {
+		return fmt.Errorf("gc: could not confirm that no collection ran during this operation: %w", err)
+	}
+	c.s.Delete(ctx, c.name) // if this fails, the next collection removes it once expired
+	return nil
 }
 
 // lock is a running collection's exclusion.
-type lock struct {
-	s objstore.Store
-	r *renewer
-}
+type lock struct{ c *claim }
 
 // acquireLock takes the collection lock, then waits until no hold is
 // live. A lock left by a dead collection (expired) is taken over.
 func acquireLock(ctx context.Context, s objstore.Store, now Clock) (*lock, error) {
 	owner := newOwner()
-	if _, err := s.Create(ctx, lockName, encode(owner, now())); err != nil {
+	c := &claim{s: s, name: lockName, owner: owner, now: now, clockFenced: true, lostErr: ErrLockLost}
+	start := now()
+	v, err := s.Create(ctx, lockName, encode(owner, start.Add(recordTTL)))
+	if err != nil {
 		if !errors.Is(err, objstore.ErrExists) {
 			return nil, fmt.Errorf("gc: take the lock: %w", err)
 		}
-		b, v, gerr := s.Get(ctx, lockName)
+		b, old, gerr := s.Get(ctx, lockName)
 		if gerr != nil {
 			return nil, fmt.Errorf("gc: read the lock: %w", gerr)
 		}
-		if live(b, now()) {
+		start = now()
+		if live(b, start) {
 			return nil, ErrBusy
 		}
-		if _, err := s.Swap(ctx, lockName, encode(owner, now()), v); err != nil {
+		if v, err = s.Swap(ctx, lockName, encode(owner, start.Add(recordTTL)), old); err != nil {
 			return nil, fmt.Errorf("%w (it was taking over an expired lock too)", ErrBusy)
 		}
 	}
-	l := &lock{s: s, r: renew(s, lockName, owner, now)}
+	c.ver, c.until = v, validFrom(start)
+	c.keep()
+	l := &lock{c: c}
 	for {
 		busy := false
 		err := s.List(ctx, holdPrefix, func(in objstore.Info) error {
-			b, _, err := s.Get(ctx, in.Name)
+			b, v, err := s.Get(ctx, in.Name)
 			if objstore.IsNotExist(err) {
 				return nil
 			}
@@ -172,9 +321,19 @@ func acquireLock(ctx context.Context, s objstore.Store, now Clock) (*lock, error
 			}
 			if live(b, now()) {
 				busy = true
-			} else {
-				s.Delete(ctx, in.Name) // its owner died
+				return nil
 			}
+			// Its owner died, or stalled past its expiry. Change the record
+			// first, so that the owner's renewals and its release find out
+			// (its version is their fence); then remove it.
+			if _, err := s.Swap(ctx, in.Name, dead, v); err != nil {
+				if !errors.Is(err, objstore.ErrConflict) && !objstore.IsNotExist(err) {
+					return err
+				}
+				busy = true // changed meanwhile: look again
+				return nil
+			}
+			s.Delete(ctx, in.Name)
 			return nil
 		})
 		if err == nil && !busy {
@@ -193,7 +352,15 @@ func acquireLock(ctx context.Context, s objstore.Store, now Clock) (*lock, error
 	}
 }
 
+// valid reports ErrLockLost once the lock may have expired: the
+// collection must not delete anything more.
+func (l *lock) valid() error { return l.c.valid() }
+
+// release ends the collection: it marks the lock free by compare-and-swap,
+// so that it never frees a lock another collection took over.
 func (l *lock) release() {
-	l.r.halt()
-	l.s.Delete(context.Background(), lockName)
+	l.c.halt()
+	if ver, lost := l.c.version(); !lost {
+		l.c.s.Swap(context.Background(), lockName, dead, ver)
+	}
 }

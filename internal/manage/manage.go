@@ -43,13 +43,18 @@ type Manager struct {
 
 // held runs fn, which copies references to existing objects (snapshot,
 // clone, import, hash), while holding garbage collections off (package gc).
+// If fn stalled so long that a collection took the hold for dead, it
+// fails with gc.ErrHoldLost even though fn succeeded.
 func (m *Manager) held(ctx context.Context, fn func() error) error {
 	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 	if err != nil {
 		return err
 	}
-	defer h.Release()
-	return fn()
+	err = fn()
+	if rerr := h.Release(); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // GC collects garbage; see package gc.
