@@ -51,7 +51,9 @@ is everything it had not flushed.
 
 A lease record that cannot be read (corrupt) blocks every writer of the
 volume until it is broken this way. Its expiry is unknown: the command then
-waits one lease TTL (5s) plus the drift allowance from now.`,
+waits one lease TTL (5s) plus the clock drift allowance (500ms) from now. A
+daemon running with a longer --lease-ttl may write until its own runs out;
+those writes land in the old epoch and are lost.`,
 		Args: exactArgs("VOLUME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runLeaseBreak(c.Context(), g, args[0], now)
