@@ -340,3 +340,54 @@ func TestReleaseAfterStall(t *testing.T) {
 		t.Fatalf("the new holder after the old one's late release: %v", err)
 	}
 }
+
+// stallClock runs stall at the first reading of the clock after it is
+// set: a process paused between two steps.
+type stallClock struct {
+	*fakeClock
+	mu    sync.Mutex
+	stall func()
+}
+
+func (c *stallClock) Now() time.Time {
+	c.mu.Lock()
+	stall := c.stall
+	c.stall = nil
+	c.mu.Unlock()
+	if stall != nil {
+		stall()
+	}
+	return c.fakeClock.Now()
+}
+
+// TestAcquireStalledAfterRead: a node that read the record, then paused
+// long enough for it to look expired while its holder renewed, does not
+// take the lease on that stale view.
+func TestAcquireStalledAfterRead(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	la, err := newNode(t, s, "a", clk).Acquire(ctx, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bclk := &stallClock{fakeClock: clk}
+	b, err := NewManager(s, Config{Node: "b", TTL: ttl, MaxDrift: drift, Clock: bclk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bclk.stall = func() {
+		clk.Advance(ttl + 2*drift)
+		if err := la.Renew(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := b.Acquire(ctx, "vol"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("acquire on a view older than the holder's renewal: %v", err)
+	}
+	if bclk.stall != nil {
+		t.Fatal("the acquire never read the clock")
+	}
+	if err := la.Renew(ctx); err != nil || la.Valid() != nil {
+		t.Fatalf("the holder after the stale acquire: %v, valid %v", err, la.Valid())
+	}
+}
