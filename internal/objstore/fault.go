@@ -33,6 +33,15 @@ type Rule struct {
 	Count  int           // then fail this many (0: all that follow)
 	Err    error         // the error to return (nil: only Delay)
 	Delay  time.Duration // sleep before the call (or before failing)
+	// ErrAfter runs the call first and then returns Err: a write that
+	// took effect though its caller hears that it failed (an operation
+	// timeout that fired after the store had applied it).
+	ErrAfter bool
+	// Hook, if set, is called before each matching call, after Delay,
+	// without Faulty's lock held; it may block (to hold a call in
+	// flight) or act on the store meanwhile (to simulate a stall during
+	// which others write).
+	Hook func(ctx context.Context, op Op, name string)
 }
 
 // Faulty wraps a Store and injects errors and latency by rules, for
@@ -65,10 +74,15 @@ func (f *Faulty) Reset() {
 	f.rules, f.seen = nil, nil
 }
 
-func (f *Faulty) check(ctx context.Context, op Op, name string) error {
+// check applies the first matching rule. It returns the error to give
+// instead of running the call and, with ErrAfter, the error to give after
+// running it.
+func (f *Faulty) check(ctx context.Context, op Op, name string) (before, after error) {
 	f.mu.Lock()
 	var delay time.Duration
 	var err error
+	var errAfter bool
+	var hook func(context.Context, Op, string)
 	for i, r := range f.rules {
 		if (r.Op != "" && r.Op != op) || !strings.HasPrefix(name, r.Prefix) {
 			continue
@@ -78,7 +92,7 @@ func (f *Faulty) check(ctx context.Context, op Op, name string) error {
 		if n <= 0 || (r.Count > 0 && n > r.Count) {
 			continue
 		}
-		delay, err = r.Delay, r.Err
+		delay, err, errAfter, hook = r.Delay, r.Err, r.ErrAfter, r.Hook
 		break
 	}
 	f.mu.Unlock()
@@ -86,86 +100,130 @@ func (f *Faulty) check(ctx context.Context, op Op, name string) error {
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return ctx.Err()
+			return ctx.Err(), nil
 		}
 	}
-	return err
+	if hook != nil {
+		hook(ctx, op, name)
+	}
+	if errAfter {
+		return nil, err
+	}
+	return err, nil
 }
 
 func (f *Faulty) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
-	if err := f.check(ctx, OpReadAt, name); err != nil {
-		return err
+	before, after := f.check(ctx, OpReadAt, name)
+	if before != nil {
+		return before
 	}
-	return f.Store.ReadAt(ctx, name, p, off)
+	return orAfter(f.Store.ReadAt(ctx, name, p, off), after)
 }
 
 func (f *Faulty) Get(ctx context.Context, name string) ([]byte, Version, error) {
-	if err := f.check(ctx, OpGet, name); err != nil {
+	before, after := f.check(ctx, OpGet, name)
+	if before != nil {
+		return nil, 0, before
+	}
+	b, v, err := f.Store.Get(ctx, name)
+	if err = orAfter(err, after); err != nil {
 		return nil, 0, err
 	}
-	return f.Store.Get(ctx, name)
+	return b, v, nil
 }
 
 func (f *Faulty) Put(ctx context.Context, name string, data []byte) (Version, error) {
-	if err := f.check(ctx, OpPut, name); err != nil {
-		return 0, err
+	before, after := f.check(ctx, OpPut, name)
+	if before != nil {
+		return 0, before
 	}
-	return f.Store.Put(ctx, name, data)
+	v, err := f.Store.Put(ctx, name, data)
+	return withVersion(v, err, after)
 }
 
 func (f *Faulty) Create(ctx context.Context, name string, data []byte) (Version, error) {
-	if err := f.check(ctx, OpCreate, name); err != nil {
-		return 0, err
+	before, after := f.check(ctx, OpCreate, name)
+	if before != nil {
+		return 0, before
 	}
-	return f.Store.Create(ctx, name, data)
+	v, err := f.Store.Create(ctx, name, data)
+	return withVersion(v, err, after)
 }
 
 func (f *Faulty) Swap(ctx context.Context, name string, data []byte, old Version) (Version, error) {
-	if err := f.check(ctx, OpSwap, name); err != nil {
-		return 0, err
+	before, after := f.check(ctx, OpSwap, name)
+	if before != nil {
+		return 0, before
 	}
-	return f.Store.Swap(ctx, name, data, old)
+	v, err := f.Store.Swap(ctx, name, data, old)
+	return withVersion(v, err, after)
 }
 
 func (f *Faulty) Delete(ctx context.Context, name string) error {
-	if err := f.check(ctx, OpDelete, name); err != nil {
-		return err
+	before, after := f.check(ctx, OpDelete, name)
+	if before != nil {
+		return before
 	}
-	return f.Store.Delete(ctx, name)
+	return orAfter(f.Store.Delete(ctx, name), after)
 }
 
 func (f *Faulty) Stat(ctx context.Context, name string) (Info, error) {
-	if err := f.check(ctx, OpStat, name); err != nil {
+	before, after := f.check(ctx, OpStat, name)
+	if before != nil {
+		return Info{}, before
+	}
+	in, err := f.Store.Stat(ctx, name)
+	if err = orAfter(err, after); err != nil {
 		return Info{}, err
 	}
-	return f.Store.Stat(ctx, name)
+	return in, nil
 }
 
 func (f *Faulty) List(ctx context.Context, prefix string, fn func(Info) error) error {
-	if err := f.check(ctx, OpList, prefix); err != nil {
-		return err
+	before, after := f.check(ctx, OpList, prefix)
+	if before != nil {
+		return before
 	}
-	return f.Store.List(ctx, prefix, fn)
+	return orAfter(f.Store.List(ctx, prefix, fn), after)
 }
 
 func (f *Faulty) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
-	if err := f.check(ctx, OpWriteAt, name); err != nil {
-		return err
+	before, after := f.check(ctx, OpWriteAt, name)
+	if before != nil {
+		return before
 	}
 	w, ok := f.Store.(RangeWriter)
 	if !ok {
 		return ErrUnsupport
 	}
-	return w.WriteAt(ctx, name, p, off)
+	return orAfter(w.WriteAt(ctx, name, p, off), after)
 }
 
 func (f *Faulty) Sync(ctx context.Context, name string) error {
-	if err := f.check(ctx, OpSync, name); err != nil {
-		return err
+	before, after := f.check(ctx, OpSync, name)
+	if before != nil {
+		return before
 	}
 	s, ok := f.Store.(Syncer)
 	if !ok {
 		return ErrUnsupport
 	}
-	return s.Sync(ctx, name)
+	return orAfter(s.Sync(ctx, name), after)
+}
+
+// orAfter is the call's own error, or else the ErrAfter rule's.
+func orAfter(err, after error) error {
+	if err != nil {
+		return err
+	}
+	return after
+}
+
+// withVersion is orAfter for calls that return a version, which a
+// failure hides.
+func withVersion(v Version, err, after error) (Version, error) {
+	if err = orAfter(err, after); err != nil {
+		return 0, err
+	}
+	return v, nil
 }

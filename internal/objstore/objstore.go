@@ -38,6 +38,20 @@ type Info struct {
 }
 
 // Store is what every backend implements.
+//
+// Errors of writes (Put, Create, Swap, Delete): a write that returns one
+// of the sentinel errors below that says why it was refused (ErrConflict,
+// ErrExists, ErrNotFound, ErrNoSpace, ErrBadName, ErrReadOnly, ErrClosed,
+// ErrUnsupport) changed nothing. Any other error, ErrTimeout and context
+// errors included, leaves the outcome unknown: the write may have
+// happened, or may still happen later (a request in flight when the
+// caller gave up), on every backend (files on NFS, RADOS, S3 alike).
+// Callers that use versions must handle that: a later Swap from the old
+// version then conflicts with their own write. The layers above do so by
+// reading the object back on the next conflict and adopting it if it is
+// exactly what they wrote: a lease holder adopts its own record (package
+// lease, by instance and per-write nonce), and the volume's head swap
+// re-reads and adopts its own head.
 type Store interface {
 	// ReadAt reads len(p) bytes from the object at offset off. Bytes past
 	// the end of the object read as zeros, so a short object behaves as
@@ -62,6 +76,9 @@ type Store interface {
 	// must be absent). Otherwise it returns ErrConflict and changes
 	// nothing. Two concurrent Swaps from the same version never both
 	// succeed, also when they run on different hosts sharing the store.
+	// After an error other than ErrConflict (or another refusal, see
+	// above) the swap may have happened: the object may now hold data at
+	// a version the caller was not told.
 	Swap(ctx context.Context, name string, data []byte, old Version) (Version, error)
 
 	// Delete removes the object durably. It returns ErrNotFound if the
@@ -157,7 +174,8 @@ var (
 	ErrReadOnly  = errors.New("objstore: store is read-only")
 	ErrUnsupport = errors.New("objstore: operation not supported by this backend")
 	// ErrTimeout: the store did not answer in time (a backend configured
-	// with an operation timeout). Whether a write took effect is unknown.
+	// with an operation timeout). Whether a write took effect is unknown,
+	// and it may still take effect after ErrTimeout was returned.
 	ErrTimeout = errors.New("objstore: the store did not answer in time")
 )
 
