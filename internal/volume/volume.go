@@ -304,6 +304,18 @@ func (v *Volume) entry(b int64) (blockmap.Entry, uint64) {
 	return v.mu.entries[b], v.mu.head.Epoch
 }
 
+// entryIn is entry for reads, which hold no gate: the map may have
+// shrunk since the request was checked (a resize, or a follower's reload
+// after another host's), so a block past its end is ErrOutOfRange.
+func (v *Volume) entryIn(b int64) (blockmap.Entry, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if b >= int64(len(v.mu.entries)) {
+		return blockmap.Entry{}, fmt.Errorf("%w: block %d, volume size %d (shrunk during the read)", ErrOutOfRange, b, v.mu.head.Size)
+	}
+	return v.mu.entries[b], nil
+}
+
 // ReadAt reads len(p) bytes at off.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := v.refresh(ctx); err != nil {
@@ -335,7 +347,11 @@ func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte
 		return err
 	}
 	if v.lender != nil && n > 0 && off>>v.shift == (off+n-1)>>v.shift {
-		if e, _ := v.entry(off >> v.shift); e.Kind() != blockmap.Zero {
+		e, err := v.entryIn(off >> v.shift)
+		if err != nil {
+			return err
+		}
+		if e.Kind() != blockmap.Zero {
 			err := v.lender.ReadLend(ctx, e.ObjectName(), off&(v.bs-1), int(n), func(bufs [][]byte) error {
 				return fn(padZeros(bufs, n))
 			})
@@ -378,8 +394,11 @@ func padZeros(bufs [][]byte, n int64) [][]byte {
 
 func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) error {
 	for try := 0; ; try++ {
-		e, _ := v.entry(b)
-		err := v.readEntry(ctx, e, p, boff)
+		e, err := v.entryIn(b)
+		if err != nil {
+			return err
+		}
+		err = v.readEntry(ctx, e, p, boff)
 		if !objstore.IsNotExist(err) {
 			return err
 		}
@@ -392,7 +411,11 @@ func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) e
 				return err
 			}
 		}
-		if now, _ := v.entry(b); now == e || try == 100 {
+		now, nerr := v.entryIn(b)
+		if nerr != nil {
+			return nerr
+		}
+		if now == e || try == 100 {
 			return fmt.Errorf("%w: block %d: %v", ErrCorrupt, b, err)
 		}
 	}
@@ -641,7 +664,10 @@ func (v *Volume) BlockStatus(ctx context.Context, off, n int64) ([]Extent, error
 	}
 	var out []Extent
 	err := v.forBlocks(off, n, func(b, boff, pos, l int64) error {
-		e, _ := v.entry(b)
+		e, err := v.entryIn(b)
+		if err != nil {
+			return err
+		}
 		zero := e.Kind() == blockmap.Zero
 		if k := len(out) - 1; k >= 0 && out[k].Zero == zero {
 			out[k].Length += l
