@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -23,6 +24,10 @@ var (
 	ErrClosed     = errors.New("volume: closed")
 	ErrNotFound   = errors.New("volume: no such volume")
 	ErrBadSize    = errors.New("volume: invalid size")
+	// ErrSeqExhausted: the volume's sequence numbers (64 bits) are all
+	// used; they never wrap, since a reused number would name an object
+	// that already exists.
+	ErrSeqExhausted = errors.New("volume: sequence numbers exhausted; this volume cannot be written any more: snapshot it and clone the snapshot to write a copy")
 )
 
 // staleDirty is how old unflushed data may grow before a flush checks
@@ -151,7 +156,11 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if opts.Writable || opts.Remap {
 		// Reserve sequence numbers before using any.
 		h := *head
-		v.mu.nextSeq, v.mu.seqEnd = h.SeqReserved, h.SeqReserved+seqBatch
+		n := min(seqBatch, math.MaxUint64-h.SeqReserved)
+		if n == 0 {
+			return nil, fmt.Errorf("%w (volume %s)", ErrSeqExhausted, id)
+		}
+		v.mu.nextSeq, v.mu.seqEnd = h.SeqReserved, h.SeqReserved+n
 		h.SeqReserved = v.mu.seqEnd
 		if opts.NewEpoch {
 			h.Epoch++
@@ -573,6 +582,9 @@ func (v *Volume) allocSeq() (uint64, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.mu.nextSeq >= v.mu.seqEnd {
+		if v.mu.seqEnd == math.MaxUint64 {
+			return 0, ErrSeqExhausted
+		}
 		return 0, errors.New("volume: sequence numbers of this open exhausted; reopen the volume")
 	}
 	v.mu.nextSeq++
