@@ -42,9 +42,17 @@ import (
 type Daemon struct {
 	mgr  *manage.Manager
 	logf func(format string, args ...any)
+	// onWait, if set, is called when Open waits for another client's open
+	// or close of the same volume (for tests).
+	onWait func()
 
-	mu   sync.Mutex // guards open
-	open map[blockmap.ID]*handle
+	// mu guards open, closed, and the refs and state of every handle. It
+	// is never held across store I/O: a volume being opened or closed has
+	// a handle in open that says so, and other clients of that volume wait
+	// on it while other volumes and handoffs go on.
+	mu     sync.Mutex
+	open   map[blockmap.ID]*handle
+	closed bool
 }
 
 // New returns a daemon serving the volumes of m's store, taking leases
@@ -57,9 +65,23 @@ func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
 	return &Daemon{mgr: m, logf: logf, open: map[blockmap.ID]*handle{}}
 }
 
-// ErrLeaseLost is the error of every request to a volume whose lease
-// was lost with unflushed writes.
-var ErrLeaseLost = errors.New("daemon: the volume's lease was lost with unflushed writes, which are gone; reconnect")
+// Errors of the daemon.
+var (
+	// ErrLeaseLost is the error of every request to a volume whose lease
+	// was lost with unflushed writes.
+	ErrLeaseLost = errors.New("daemon: the volume's lease was lost with unflushed writes, which are gone; reconnect")
+	// ErrClosed refuses connections once Close has begun.
+	ErrClosed = errors.New("daemon: shutting down")
+)
+
+// handleState is where a handle is in its life; it moves only forward.
+type handleState int
+
+const (
+	opening handleState = iota // first runs, outside d.mu; ready is closed when it ends
+	serving                    // clients use it
+	closing                    // the last client left: the final flush runs; done is closed when it ends
+)
 
 // handle is one volume open for any number of connections.
 type handle struct {
@@ -67,10 +89,14 @@ type handle struct {
 	id       blockmap.ID
 	name     string
 	readOnly bool // a snapshot or image: never leased, never changes
-	refs     int  // guarded by d.mu
+
+	refs  int           // guarded by d.mu
+	state handleState   // guarded by d.mu
+	ready chan struct{} // closed when opening ends, opened or not
+	done  chan struct{} // closed when the handle has left d.open for good
 
 	// mu: requests hold it shared; becoming writer or follower holds it
-	// exclusively.
+	// exclusively. Fields below are set by first before the handle serves.
 	mu     sync.RWMutex
 	v      *volume.Volume // the writer when lease != nil, else a follower
 	lease  *lease.Lease   // renewed until v is closed or discarded, which releases it
@@ -91,17 +117,10 @@ func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), err
 	if err != nil {
 		return nil, nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h := d.open[r.ID]
-	if h == nil {
-		h = &handle{d: d, id: r.ID, name: name, readOnly: r.ReadOnly()}
-		if err := h.first(ctx); err != nil {
-			return nil, nil, err
-		}
-		d.open[r.ID] = h
+	h, err := d.acquire(ctx, r, name)
+	if err != nil {
+		return nil, nil, err
 	}
-	h.refs++
 	var once sync.Once
 	release := func() { once.Do(func() { d.release(h) }) }
 	if _, ok := d.mgr.Store.(objstore.Lender); ok {
@@ -110,19 +129,101 @@ func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), err
 	return export{h}, release, nil
 }
 
+// acquire returns the serving handle of r with one more reference,
+// opening it if no client has. A client that finds the volume being
+// opened waits for that open; one that finds it closing waits for the
+// final flush and the release of its lease, so that a reconnecting client
+// reads what it wrote before (and does not fence the closing writer).
+func (d *Daemon) acquire(ctx context.Context, r *catalog.Record, name string) (*handle, error) {
+	for {
+		d.mu.Lock()
+		if d.closed {
+			d.mu.Unlock()
+			return nil, ErrClosed
+		}
+		h := d.open[r.ID]
+		if h == nil {
+			h = &handle{d: d, id: r.ID, name: name, readOnly: r.ReadOnly(), refs: 1,
+				ready: make(chan struct{}), done: make(chan struct{})}
+			d.open[r.ID] = h
+			d.mu.Unlock()
+			err := h.first(ctx)
+			d.mu.Lock()
+			if err != nil {
+				delete(d.open, r.ID)
+			} else {
+				h.state = serving
+			}
+			close(h.ready)
+			d.mu.Unlock()
+			if err != nil {
+				close(h.done)
+				return nil, err
+			}
+			return h, nil
+		}
+		var wait chan struct{}
+		switch h.state {
+		case serving:
+			h.refs++
+			d.mu.Unlock()
+			return h, nil
+		case opening:
+			wait = h.ready
+		case closing:
+			wait = h.done
+		}
+		d.mu.Unlock()
+		if d.onWait != nil {
+			d.onWait()
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// release drops a client's reference; the last one closes the handle.
 func (d *Daemon) release(h *handle) {
 	d.mu.Lock()
 	h.refs--
-	last := h.refs == 0
+	last := h.refs == 0 && h.state == serving
 	if last {
-		delete(d.open, h.id)
+		h.state = closing
 	}
 	d.mu.Unlock()
 	if last {
-		if err := h.close(context.Background()); err != nil {
+		if err := d.finish(h); err != nil {
 			d.logf("archip: closing volume %s: %v", h.name, err)
 		}
 	}
+}
+
+// finish closes a handle in state closing and removes it.
+func (d *Daemon) finish(h *handle) error {
+	err := h.close(context.Background())
+	d.mu.Lock()
+	if d.open[h.id] == h {
+		delete(d.open, h.id)
+	}
+	d.mu.Unlock()
+	close(h.done)
+	return err
+}
+
+// serving returns the handles that serve clients.
+func (d *Daemon) serving() []*handle {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var hs []*handle
+	for _, h := range d.open {
+		if h.state == serving {
+			hs = append(hs, h)
+		}
+	}
+	return hs
 }
 
 // first opens the volume: read-only for a snapshot or image; for a
@@ -154,12 +255,20 @@ func (h *handle) close(ctx context.Context) error {
 	return h.v.Close(ctx)
 }
 
-// read runs a request that does not write.
-func (h *handle) read(fn func(v *volume.Volume) error) error {
+// read runs a request that does not write. A writer whose lease ran out
+// on this node's clock first renews it: if this process stalled and
+// another node took the volume over meanwhile, its map is stale.
+func (h *handle) read(ctx context.Context, fn func(v *volume.Volume) error) error {
 	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.fenced != nil {
-		return h.fenced
+	if h.fenced == nil && (h.lease == nil || h.lease.Valid() == nil) {
+		defer h.mu.RUnlock()
+		return fn(h.v)
+	}
+	h.mu.RUnlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.revalidate(ctx); err != nil {
+		return err
 	}
 	return fn(h.v)
 }
@@ -175,25 +284,11 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	h.mu.RUnlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.fenced != nil {
-		return h.fenced
-	}
 	if h.readOnly {
 		return fn(h.v) // refused by the volume, with the right error
 	}
-	if h.lease != nil && h.lease.Valid() != nil {
-		// The renewal is late (this process or its host stalled, or
-		// the store is unreachable): renew now, or learn that the lease
-		// is gone.
-		err := h.lease.Renew(ctx)
-		if err != nil && !errors.Is(err, lease.ErrLost) {
-			return err
-		}
-		if err != nil {
-			if h.dropLease(err); h.fenced != nil {
-				return h.fenced
-			}
-		}
+	if err := h.revalidate(ctx); err != nil {
+		return err
 	}
 	if h.lease == nil {
 		if err := h.becomeWriter(ctx); err != nil {
@@ -203,6 +298,26 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	// NB: the request runs before the lock is given up, so a node that
 	// took the lease makes progress even if it is asked for it at once.
 	return fn(h.v)
+}
+
+// revalidate checks the handle's role before a request: a writer whose
+// renewal is late (this process or its host stalled, or the store is
+// unreachable) renews now, or learns that the lease is gone and drops
+// the writer. It returns the error the request must fail with, if any.
+// The caller holds h.mu exclusively.
+func (h *handle) revalidate(ctx context.Context) error {
+	if h.fenced != nil {
+		return h.fenced
+	}
+	if h.lease == nil || h.lease.Valid() == nil {
+		return nil
+	}
+	err := h.lease.Renew(ctx)
+	if err == nil || !errors.Is(err, lease.ErrLost) {
+		return err
+	}
+	h.dropLease(err)
+	return h.fenced
 }
 
 // becomeWriter takes the lease and reopens the volume for writing. The
@@ -275,9 +390,14 @@ func (h *handle) dropLease(why error) {
 // Handoff is what the admin API runs when another node asks for volume
 // id: if this node writes it, it waits for the writes in progress,
 // flushes, and releases the lease. It reports whether it released one.
+// A handle being opened holds no lease; one being closed releases it
+// when its final flush ends, which Handoff waits for.
 func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 	d.mu.Lock()
 	h := d.open[id]
+	if h != nil && h.state == opening {
+		h = nil
+	}
 	d.mu.Unlock()
 	if h == nil {
 		return false, nil
@@ -299,7 +419,7 @@ type VolumeStatus struct {
 	Name    string      `json:"name"`
 	ID      blockmap.ID `json:"id"`
 	Clients int         `json:"clients"`
-	Role    string      `json:"role"` // "writer" (holds the lease), "follower", "read-only" or "fenced"
+	Role    string      `json:"role"` // "writer" (holds the lease), "follower", "read-only", "fenced", "opening" or "closing"
 	Term    uint64      `json:"lease_term,omitempty"`
 	Error   string      `json:"error,omitempty"`
 }
@@ -310,6 +430,11 @@ func (d *Daemon) Status() []VolumeStatus {
 	var out []VolumeStatus
 	hs := map[*handle]int{}
 	for _, h := range d.open {
+		if h.state != serving {
+			role := map[handleState]string{opening: "opening", closing: "closing"}[h.state]
+			out = append(out, VolumeStatus{Name: h.name, ID: h.id, Clients: h.refs, Role: role})
+			continue
+		}
 		hs[h] = h.refs
 	}
 	d.mu.Unlock()
@@ -360,13 +485,7 @@ func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf fun
 			return
 		case <-t.C:
 		}
-		d.mu.Lock()
-		var hs []*handle
-		for _, h := range d.open {
-			hs = append(hs, h)
-		}
-		d.mu.Unlock()
-		for _, h := range hs {
+		for _, h := range d.serving() {
 			h.mu.RLock()
 			var err error
 			if h.lease != nil && h.v.Dirty() {
@@ -380,15 +499,30 @@ func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf fun
 	}
 }
 
-// Close flushes and closes every open volume, releasing their leases.
+// Close flushes and closes every open volume, releasing their leases,
+// and refuses new clients. Clients still connected get errors.
 func (d *Daemon) Close(ctx context.Context) error {
 	d.mu.Lock()
-	hs := d.open
-	d.open = map[blockmap.ID]*handle{}
+	d.closed = true
+	var hs []*handle
+	for _, h := range d.open {
+		hs = append(hs, h)
+	}
 	d.mu.Unlock()
 	var errs []error
 	for _, h := range hs {
-		errs = append(errs, h.close(ctx))
+		<-h.ready
+		d.mu.Lock()
+		mine := h.state == serving
+		if mine {
+			h.state = closing
+		}
+		d.mu.Unlock()
+		if mine {
+			errs = append(errs, d.finish(h))
+		} else {
+			<-h.done
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -398,14 +532,14 @@ type export struct{ h *handle }
 
 func (e export) Size() int64 {
 	var n int64
-	e.h.read(func(v *volume.Volume) error { n = v.Size(); return nil })
+	e.h.read(context.Background(), func(v *volume.Volume) error { n = v.Size(); return nil })
 	return n
 }
 
 func (e export) ReadOnly() bool { return e.h.readOnly }
 
 func (e export) ReadAt(ctx context.Context, p []byte, off int64) error {
-	return e.h.read(func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
+	return e.h.read(ctx, func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
 }
 
 // lendingExport is an export on a store that lends what it reads
@@ -413,7 +547,7 @@ func (e export) ReadAt(ctx context.Context, p []byte, off int64) error {
 type lendingExport struct{ export }
 
 func (e lendingExport) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
-	return e.h.read(func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
+	return e.h.read(ctx, func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
 }
 
 func (e export) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
@@ -442,12 +576,12 @@ func (e export) Trim(ctx context.Context, off, n int64, fua bool) error {
 
 // Flush flushes the writer; a follower has nothing to flush.
 func (e export) Flush(ctx context.Context) error {
-	return e.h.read(func(v *volume.Volume) error { return v.Flush(ctx) })
+	return e.h.read(ctx, func(v *volume.Volume) error { return v.Flush(ctx) })
 }
 
 func (e export) BlockStatus(ctx context.Context, off, n int64) ([]nbd.Extent, error) {
 	var out []nbd.Extent
-	err := e.h.read(func(v *volume.Volume) error {
+	err := e.h.read(ctx, func(v *volume.Volume) error {
 		ext, err := v.BlockStatus(ctx, off, n)
 		for _, x := range ext {
 			out = append(out, nbd.Extent{Length: x.Length, Hole: x.Zero})
