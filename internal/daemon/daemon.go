@@ -5,20 +5,29 @@
 // Every connection to one volume shares one open handle, so a FLUSH on
 // any connection covers the writes of all of them (the server advertises
 // multi-conn) and the map is loaded once. A handle is opened on the first
-// connection and flushed and closed after the last one ends.
+// connection and flushed and closed after the last one ends. Opening and
+// closing run outside the daemon's lock: other clients of the same volume
+// wait for them, and other volumes and handoffs go on. A client that
+// connects while the previous client's final flush runs (a reconnect)
+// waits for that flush and the release of the lease, so it reads what the
+// previous connection wrote.
 //
-// A handle of a writable volume opens as the writer if the volume's lease
-// is free (it takes it), and otherwise as a follower: it holds no lease
-// and rereads the map whenever the stored head changed, so its reads are
-// never older than the writer's last flush, wherever the writer runs.
-// The first write on a follower takes the lease (asking the holder to
-// hand over: see Handoff and AdminHandler) and reopens the volume for
-// writing under it; writes then go straight to the volume. When
-// another node asks for the volume, the handle waits for the writes in
-// progress, flushes, releases the lease and becomes a follower again. A
-// handle that loses its lease while it holds unflushed writes is fenced:
-// every request fails until its clients reconnect, because those writes
-// are gone and the client must not go on as if they were not.
+// Opening a volume writes nothing to the store: the handle starts as a
+// follower, which holds no lease and rereads the map whenever the stored
+// head changed (a stat before each read, shared by concurrent reads), so
+// its reads are never older than the writer's last flush, wherever the
+// writer runs. A client that only looks (nbdinfo, qemu-img info, a
+// SET_META_CONTEXT before GO) leaves no trace. The first write takes the
+// lease (asking the holder to hand over: see Handoff and AdminHandler)
+// and reopens the volume for writing under it; writes then go straight
+// to the volume. When another node asks for the volume, the handle waits
+// for the writes in progress, flushes, releases the lease and becomes a
+// follower again. A writer whose lease ran out on its own clock (it
+// stalled) renews it before its next request, reads included, and drops
+// to a follower if another node took the volume over meanwhile. A handle
+// that loses its lease while it holds unflushed writes is fenced: every
+// request fails until its clients reconnect, because those writes are
+// gone and the client must not go on as if they were not.
 package daemon
 
 import (
@@ -106,6 +115,8 @@ type handle struct {
 var _ nbd.Exports = (*Daemon)(nil)
 
 // Open implements nbd.Exports: name is a volume, snapshot or image.
+// Opening stores nothing: a volume opens as a follower, and takes its
+// lease at its first write.
 func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), error) {
 	if name == "" {
 		return nil, nil, fmt.Errorf("%w: give the volume's name as the export name", nbd.ErrUnknownExport)
@@ -226,24 +237,14 @@ func (d *Daemon) serving() []*handle {
 	return hs
 }
 
-// first opens the volume: read-only for a snapshot or image; for a
-// volume, as the writer if its lease is free, else as a follower.
-// Reading through the writer costs nothing extra; a follower checks the
-// head before every read.
+// first opens the volume, writing nothing: read-only for a snapshot or
+// image, and as a follower for a volume (see write for the lease).
 func (h *handle) first(ctx context.Context) error {
-	if h.readOnly {
-		v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{})
-		h.v = v
-		return err
-	}
-	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
-	if errors.Is(err, lease.ErrHeld) {
-		return h.follow(ctx)
-	}
+	v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Follow: !h.readOnly})
 	if err != nil {
 		return err
 	}
-	h.v, h.lease = v, l
+	h.v = v
 	return nil
 }
 

@@ -227,6 +227,58 @@ func TestReconnectConcurrent(t *testing.T) {
 	}
 }
 
+// TestProbeWritesNothing: a client that connects, reads a little, asks
+// for block status and disconnects writes nothing to the store (issue
+// 10 #16: each such probe took the lease, rewrote the head and reserved
+// 2^32 sequence numbers).
+func TestProbeWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	d, s, _ := newHookDaemon(t, "v")
+	manage.WriteT(t, d.mgr, "v", 0, []byte("boot sector"))
+	if _, err := d.mgr.Snapshot(ctx, "v", "snap"); err != nil {
+		t.Fatal(err)
+	}
+	before := s.writes.Load()
+	for _, name := range []string{"v", "snap", "v", "nothing", "bad/name"} {
+		e, release, err := d.Open(ctx, name)
+		if err != nil {
+			continue
+		}
+		e.Size()
+		p := make([]byte, 512)
+		for off := range int64(3) {
+			if err := e.ReadAt(ctx, p, off*512); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := e.BlockStatus(ctx, 0, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		release()
+	}
+	if _, err := d.List(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.writes.Load() - before; n != 0 {
+		t.Fatalf("probes wrote %d times to the store", n)
+	}
+	// The first write takes the lease.
+	e, release, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := e.WriteAt(ctx, []byte("x"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Status(); len(st) != 1 || st[0].Role != "writer" {
+		t.Fatalf("after a write: %+v", st)
+	}
+}
+
 // TestOpenDoesNotBlockOthers: while one volume's open is stuck in the
 // store, other volumes open, handoffs are answered and the status is
 // listed; a second client of the stuck volume waits for the first open.
