@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -54,6 +55,11 @@ type Daemon struct {
 	// onWait, if set, is called when Open waits for another client's open
 	// or close of the same volume (for tests).
 	onWait func()
+	// promoteAfter is how many reads a follower serves before it takes the
+	// volume's lease if it is free: a client that keeps reading then stops
+	// paying a head check per read, and a probe (a few reads) writes
+	// nothing.
+	promoteAfter int64
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has
@@ -71,7 +77,7 @@ func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Daemon{mgr: m, logf: logf, open: map[blockmap.ID]*handle{}}
+	return &Daemon{mgr: m, logf: logf, promoteAfter: 4096, open: map[blockmap.ID]*handle{}}
 }
 
 // Errors of the daemon.
@@ -110,6 +116,9 @@ type handle struct {
 	v      *volume.Volume // the writer when lease != nil, else a follower
 	lease  *lease.Lease   // renewed until v is closed or discarded, which releases it
 	fenced error
+	shut   bool // closed: nothing may open a writer on it again
+
+	followReads atomic.Int64 // reads served as a follower since the last try to promote
 }
 
 var _ nbd.Exports = (*Daemon)(nil)
@@ -252,7 +261,7 @@ func (h *handle) first(ctx context.Context) error {
 func (h *handle) close(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lease = nil
+	h.lease, h.shut = nil, true
 	return h.v.Close(ctx)
 }
 
@@ -262,8 +271,13 @@ func (h *handle) close(ctx context.Context) error {
 func (h *handle) read(ctx context.Context, fn func(v *volume.Volume) error) error {
 	h.mu.RLock()
 	if h.fenced == nil && (h.lease == nil || h.lease.Valid() == nil) {
-		defer h.mu.RUnlock()
-		return fn(h.v)
+		promote := h.lease == nil && !h.readOnly && h.followReads.Add(1) == h.d.promoteAfter
+		err := fn(h.v)
+		h.mu.RUnlock()
+		if promote {
+			h.promote(ctx)
+		}
+		return err
 	}
 	h.mu.RUnlock()
 	h.mu.Lock()
@@ -272,6 +286,27 @@ func (h *handle) read(ctx context.Context, fn func(v *volume.Volume) error) erro
 		return err
 	}
 	return fn(h.v)
+}
+
+// promote makes a follower that keeps reading the writer if the lease
+// is free (it asks no holder), so that its reads stop checking the head;
+// it tries again after as many reads.
+func (h *handle) promote(ctx context.Context) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.followReads.Store(0)
+	if h.shut || h.fenced != nil || h.lease != nil {
+		return
+	}
+	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
+	if err != nil {
+		if !errors.Is(err, lease.ErrHeld) {
+			h.d.logf("archip: volume %s: taking its free lease for a reader: %v", h.name, err)
+		}
+		return
+	}
+	h.v.Close(ctx) // the follower
+	h.v, h.lease = v, l
 }
 
 // write runs a request that writes, taking the lease first if this node
@@ -307,6 +342,9 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 // the writer. It returns the error the request must fail with, if any.
 // The caller holds h.mu exclusively.
 func (h *handle) revalidate(ctx context.Context) error {
+	if h.shut {
+		return volume.ErrClosed
+	}
 	if h.fenced != nil {
 		return h.fenced
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
 )
 
 // hookStore counts the writes that reach a store and lets a test stop
@@ -452,5 +453,81 @@ func TestStalledWriterReads(t *testing.T) {
 	}
 	if errors.Is(err, ErrLeaseLost) {
 		t.Fatal(err)
+	}
+}
+
+// TestWriteAfterClose: a client still connected when the daemon closes
+// (a shutdown whose grace ran out) gets errors; its write does not take
+// the lease again on a handle nobody will close.
+func TestWriteAfterClose(t *testing.T) {
+	ctx := context.Background()
+	d, _, ids := newHookDaemon(t, "v")
+	e, release, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := e.WriteAt(ctx, []byte("x"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WriteAt(ctx, []byte("y"), 0, false); !errors.Is(err, volume.ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+	if rec, _, err := d.mgr.Leases.Read(ctx, ids["v"].String()); err != nil || rec.Owner != "" {
+		t.Fatalf("lease after close: %+v, %v", rec, err)
+	}
+	if _, _, err := d.Open(ctx, "v"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("open after close: %v", err)
+	}
+}
+
+// TestSustainedReadsPromote: a follower that keeps reading takes the
+// lease if nobody holds it, so that its reads stop checking the head;
+// it never asks a holder for it.
+func TestSustainedReadsPromote(t *testing.T) {
+	ctx := context.Background()
+	d, s, _ := newHookDaemon(t, "v")
+	d.promoteAfter = 10
+	e, release, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	before := s.writes.Load()
+	p := make([]byte, 512)
+	for range 9 {
+		if err := e.ReadAt(ctx, p, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.writes.Load() - before; n != 0 || role(&node{d: d}, "v") != "follower" {
+		t.Fatalf("after 9 reads: %s, %d writes", role(&node{d: d}, "v"), n)
+	}
+	if err := e.ReadAt(ctx, p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := role(&node{d: d}, "v"); r != "writer" {
+		t.Fatalf("after 10 reads: %s", r)
+	}
+
+	// Held elsewhere: reads do not ask for it.
+	st := objstore.NewMem()
+	a, b := newNode(t, st, "a", time.Hour), newNode(t, st, "b", time.Hour)
+	a.d.promoteAfter = 10
+	a.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	ea, eb := a.open(t, "v"), b.open(t, "v")
+	if err := eb.WriteAt(ctx, []byte("b's"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	for range 25 {
+		if got := readBack(t, ea, 0, 3); string(got) != "b's" {
+			t.Fatalf("a reads %q", got)
+		}
+	}
+	if role(a, "v") != "follower" || role(b, "v") != "writer" {
+		t.Fatalf("after a's reads: a is %s, b is %s", role(a, "v"), role(b, "v"))
 	}
 }
