@@ -169,6 +169,10 @@ func (d *Daemon) acquire(ctx context.Context, r *catalog.Record, name string) (*
 			d.mu.Unlock()
 			err := h.first(ctx)
 			d.mu.Lock()
+			late := err == nil && d.closed // Close gave up waiting for this open
+			if late {
+				err = ErrClosed
+			}
 			if err != nil {
 				delete(d.open, r.ID)
 			} else {
@@ -176,6 +180,9 @@ func (d *Daemon) acquire(ctx context.Context, r *catalog.Record, name string) (*
 			}
 			close(h.ready)
 			d.mu.Unlock()
+			if late {
+				h.v.Close(ctx) // a follower: nothing to flush
+			}
 			if err != nil {
 				close(h.done)
 				return nil, err
@@ -548,9 +555,20 @@ func (d *Daemon) Close(ctx context.Context) error {
 		hs = append(hs, h)
 	}
 	d.mu.Unlock()
+	wait := func(ch chan struct{}) error {
+		select {
+		case <-ch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	var errs []error
 	for _, h := range hs {
-		<-h.ready
+		if err := wait(h.ready); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: volume %s is still opening: %w", h.name, err))
+			continue
+		}
 		d.mu.Lock()
 		mine := h.state == serving
 		if mine {
@@ -559,8 +577,8 @@ func (d *Daemon) Close(ctx context.Context) error {
 		d.mu.Unlock()
 		if mine {
 			errs = append(errs, d.finish(h))
-		} else {
-			<-h.done
+		} else if err := wait(h.done); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: volume %s is still closing: %w", h.name, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -531,3 +531,40 @@ func TestSustainedReadsPromote(t *testing.T) {
 		t.Fatalf("after a's reads: a is %s, b is %s", role(a, "v"), role(b, "v"))
 	}
 }
+
+// TestCloseDuringOpen: Close gives up on an open stuck in the store when
+// its context ends, and that open, when it finishes, is refused and
+// leaves nothing open.
+func TestCloseDuringOpen(t *testing.T) {
+	ctx := context.Background()
+	d, s, ids := newHookDaemon(t, "v")
+	stuck, unblock := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	s.setHook(func(op objstore.Op, name string) {
+		if op == objstore.OpGet && name == blockmap.HeadName(ids["v"]) && first.CompareAndSwap(false, true) {
+			close(stuck)
+			<-unblock
+		}
+	})
+	opened := make(chan error, 1)
+	go func() {
+		_, _, err := d.Open(ctx, "v")
+		opened <- err
+	}()
+	within(t, stuck, "the open")
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := d.Close(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("close with an open stuck: %v", err)
+	}
+	close(unblock)
+	if err := <-opened; !errors.Is(err, ErrClosed) {
+		t.Fatalf("the open that finished after close: %v", err)
+	}
+	d.mu.Lock()
+	n := len(d.open)
+	d.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d handles left", n)
+	}
+}
