@@ -10,7 +10,10 @@
 // wait for them, and other volumes and handoffs go on. A client that
 // connects while the previous client's final flush runs (a reconnect)
 // waits for that flush and the release of the lease, so it reads what the
-// previous connection wrote.
+// previous connection wrote. A final flush that fails (the store is
+// unavailable) keeps the writes and the lease: the handle stays open with
+// no client, the next client takes it over, and the periodic flush
+// closes it once a flush works.
 //
 // Opening a volume writes nothing to the store: the handle starts as a
 // follower, which holds no lease and rereads the map whenever the stored
@@ -216,27 +219,42 @@ func (d *Daemon) acquire(ctx context.Context, r *catalog.Record, name string) (*
 func (d *Daemon) release(h *handle) {
 	d.mu.Lock()
 	h.refs--
-	last := h.refs == 0 && h.state == serving
-	if last {
+	d.mu.Unlock()
+	d.retire(h)
+}
+
+// retire closes h if no client uses it (see finish).
+func (d *Daemon) retire(h *handle) {
+	d.mu.Lock()
+	idle := h.refs == 0 && h.state == serving
+	if idle {
 		h.state = closing
 	}
 	d.mu.Unlock()
-	if last {
-		if err := d.finish(h); err != nil {
+	if idle {
+		if err := d.finish(h, true); err != nil {
 			d.logf("archip: closing volume %s: %v", h.name, err)
 		}
 	}
 }
 
-// finish closes a handle in state closing and removes it.
-func (d *Daemon) finish(h *handle) error {
-	err := h.close(context.Background())
+// finish flushes and closes a handle in state closing, and removes it.
+// With keep, a handle whose final flush fails while it still holds the
+// lease keeps its writes instead: it serves again with no client, and
+// the next client takes it over, or FlushLoop retires it once a flush
+// works (a handoff request flushes it too).
+func (d *Daemon) finish(h *handle, keep bool) error {
+	kept, err := h.close(context.Background(), keep)
 	d.mu.Lock()
-	if d.open[h.id] == h {
+	done := h.done
+	if kept {
+		h.state = serving
+		h.done = make(chan struct{})
+	} else if d.open[h.id] == h {
 		delete(d.open, h.id)
 	}
 	d.mu.Unlock()
-	close(h.done)
+	close(done) // waiting clients look again
 	return err
 }
 
@@ -264,12 +282,20 @@ func (h *handle) first(ctx context.Context) error {
 	return nil
 }
 
-// close flushes and closes the handle, releasing its lease.
-func (h *handle) close(ctx context.Context) error {
+// close flushes and closes the handle, releasing its lease. With keep,
+// a flush that fails without losing the lease leaves the handle open
+// (kept) with its writes.
+func (h *handle) close(ctx context.Context, keep bool) (kept bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if keep && h.lease != nil && h.fenced == nil {
+		err := h.v.Flush(ctx)
+		if err != nil && !errors.Is(err, volume.ErrFenced) && !errors.Is(err, lease.ErrLost) {
+			return true, fmt.Errorf("%w; its writes are kept, and the flush is retried", err)
+		}
+	}
 	h.lease, h.shut = nil, true
-	return h.v.Close(ctx)
+	return false, h.v.Close(ctx)
 }
 
 // read runs a request that does not write. A writer whose lease ran out
@@ -449,14 +475,17 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 		return false, nil
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.lease == nil {
+		h.mu.Unlock()
 		return false, nil
 	}
-	if err := h.becomeFollower(ctx); err != nil {
+	err := h.becomeFollower(ctx)
+	h.mu.Unlock()
+	if err != nil {
 		return false, err
 	}
 	d.logf("archip: volume %s: handed over", h.name)
+	d.retire(h) // one kept after its final flush failed
 	return true, nil
 }
 
@@ -541,6 +570,9 @@ func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf fun
 			if err != nil && !errors.Is(err, volume.ErrClosed) && ctx.Err() == nil {
 				logf("archip: periodic flush of volume %s: %v", h.name, err)
 			}
+			if err == nil {
+				d.retire(h) // one kept after its final flush failed
+			}
 		}
 	}
 }
@@ -576,7 +608,7 @@ func (d *Daemon) Close(ctx context.Context) error {
 		}
 		d.mu.Unlock()
 		if mine {
-			errs = append(errs, d.finish(h))
+			errs = append(errs, d.finish(h, false))
 		} else if err := wait(h.done); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: volume %s is still closing: %w", h.name, err))
 		}

@@ -20,21 +20,21 @@ import (
 )
 
 // hookStore counts the writes that reach a store and lets a test stop
-// any call (hook runs before it).
+// or fail any call (hook runs before it; its error is the call's).
 type hookStore struct {
 	objstore.Store
 	writes atomic.Int64
 	mu     sync.Mutex
-	hook   func(op objstore.Op, name string)
+	hook   func(op objstore.Op, name string) error
 }
 
-func (s *hookStore) setHook(fn func(op objstore.Op, name string)) {
+func (s *hookStore) setHook(fn func(op objstore.Op, name string) error) {
 	s.mu.Lock()
 	s.hook = fn
 	s.mu.Unlock()
 }
 
-func (s *hookStore) call(op objstore.Op, name string, write bool) {
+func (s *hookStore) call(op objstore.Op, name string, write bool) error {
 	if write {
 		s.writes.Add(1)
 	}
@@ -42,42 +42,57 @@ func (s *hookStore) call(op objstore.Op, name string, write bool) {
 	fn := s.hook
 	s.mu.Unlock()
 	if fn != nil {
-		fn(op, name)
+		return fn(op, name)
 	}
+	return nil
 }
 
 func (s *hookStore) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
-	s.call(objstore.OpReadAt, name, false)
+	if err := s.call(objstore.OpReadAt, name, false); err != nil {
+		return err
+	}
 	return s.Store.ReadAt(ctx, name, p, off)
 }
 
 func (s *hookStore) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
-	s.call(objstore.OpGet, name, false)
+	if err := s.call(objstore.OpGet, name, false); err != nil {
+		return nil, 0, err
+	}
 	return s.Store.Get(ctx, name)
 }
 
 func (s *hookStore) Stat(ctx context.Context, name string) (objstore.Info, error) {
-	s.call(objstore.OpStat, name, false)
+	if err := s.call(objstore.OpStat, name, false); err != nil {
+		return objstore.Info{}, err
+	}
 	return s.Store.Stat(ctx, name)
 }
 
 func (s *hookStore) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	s.call(objstore.OpPut, name, true)
+	if err := s.call(objstore.OpPut, name, true); err != nil {
+		return 0, err
+	}
 	return s.Store.Put(ctx, name, data)
 }
 
 func (s *hookStore) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	s.call(objstore.OpCreate, name, true)
+	if err := s.call(objstore.OpCreate, name, true); err != nil {
+		return 0, err
+	}
 	return s.Store.Create(ctx, name, data)
 }
 
 func (s *hookStore) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
-	s.call(objstore.OpSwap, name, true)
+	if err := s.call(objstore.OpSwap, name, true); err != nil {
+		return 0, err
+	}
 	return s.Store.Swap(ctx, name, data, old)
 }
 
 func (s *hookStore) Delete(ctx context.Context, name string) error {
-	s.call(objstore.OpDelete, name, true)
+	if err := s.call(objstore.OpDelete, name, true); err != nil {
+		return err
+	}
 	return s.Store.Delete(ctx, name)
 }
 
@@ -131,11 +146,12 @@ func TestReconnectDuringClose(t *testing.T) {
 	// Hold the final flush at its head write.
 	inFlush, unblock := make(chan struct{}), make(chan struct{})
 	var first atomic.Bool
-	s.setHook(func(op objstore.Op, name string) {
+	s.setHook(func(op objstore.Op, name string) error {
 		if op == objstore.OpSwap && name == blockmap.HeadName(ids["v"]) && first.CompareAndSwap(false, true) {
 			close(inFlush)
 			<-unblock
 		}
+		return nil
 	})
 	released := make(chan struct{})
 	go func() { release1(); close(released) }()
@@ -296,11 +312,12 @@ func TestOpenDoesNotBlockOthers(t *testing.T) {
 	}
 	stuck, unblock := make(chan struct{}), make(chan struct{})
 	var first atomic.Bool
-	s.setHook(func(op objstore.Op, name string) {
+	s.setHook(func(op objstore.Op, name string) error {
 		if op == objstore.OpGet && name == blockmap.HeadName(ids["slow"]) && first.CompareAndSwap(false, true) {
 			close(stuck)
 			<-unblock
 		}
+		return nil
 	})
 	slowDone := make(chan error, 2)
 	go func() {
@@ -540,11 +557,12 @@ func TestCloseDuringOpen(t *testing.T) {
 	d, s, ids := newHookDaemon(t, "v")
 	stuck, unblock := make(chan struct{}), make(chan struct{})
 	var first atomic.Bool
-	s.setHook(func(op objstore.Op, name string) {
+	s.setHook(func(op objstore.Op, name string) error {
 		if op == objstore.OpGet && name == blockmap.HeadName(ids["v"]) && first.CompareAndSwap(false, true) {
 			close(stuck)
 			<-unblock
 		}
+		return nil
 	})
 	opened := make(chan error, 1)
 	go func() {
@@ -566,5 +584,92 @@ func TestCloseDuringOpen(t *testing.T) {
 	d.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d handles left", n)
+	}
+}
+
+// TestFinalFlushFails: when the flush after the last client left fails
+// (the store is briefly unavailable), the daemon keeps the writes and
+// the lease: the next client takes the handle over and reads them, and
+// they reach the store once a flush succeeds.
+func TestFinalFlushFails(t *testing.T) {
+	ctx := context.Background()
+	d, s, ids := newHookDaemon(t, "v")
+	e, release, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WriteAt(ctx, []byte("unflushed"), 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	var fail atomic.Bool
+	fail.Store(true)
+	s.setHook(func(op objstore.Op, name string) error {
+		if op == objstore.OpSwap && name == blockmap.HeadName(ids["v"]) && fail.Load() {
+			return errors.New("store unavailable")
+		}
+		return nil
+	})
+	release()
+	if st := d.Status(); len(st) != 1 || st[0].Role != "writer" || st[0].Clients != 0 {
+		t.Fatalf("after a failed final flush: %+v", st)
+	}
+	fail.Store(false)
+	e, release, err = d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, e, 4096, 9); string(got) != "unflushed" {
+		t.Fatalf("the next client reads %q", got)
+	}
+	release()
+	if st := d.Status(); len(st) != 0 {
+		t.Fatalf("after a final flush that worked: %+v", st)
+	}
+	v, err := volume.Open(ctx, s, ids["v"], volume.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(ctx)
+	got := make([]byte, 9)
+	if err := v.ReadAt(ctx, got, 4096); err != nil || string(got) != "unflushed" {
+		t.Fatalf("the store has %q, %v", got, err)
+	}
+}
+
+// TestIdleHandleRetires: a handle kept after a failed final flush is
+// flushed and closed by the periodic flush once the store works again.
+func TestIdleHandleRetires(t *testing.T) {
+	ctx := context.Background()
+	d, s, ids := newHookDaemon(t, "v")
+	e, release, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WriteAt(ctx, []byte("unflushed"), 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	var fail atomic.Bool
+	fail.Store(true)
+	s.setHook(func(op objstore.Op, name string) error {
+		if op == objstore.OpSwap && name == blockmap.HeadName(ids["v"]) && fail.Load() {
+			return errors.New("store unavailable")
+		}
+		return nil
+	})
+	release()
+	fail.Store(false)
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { d.FlushLoop(lctx, time.Millisecond, t.Logf); close(done) }()
+	defer func() { cancel(); <-done }()
+	for i := 0; len(d.Status()) != 0; i++ {
+		if i == 10000 {
+			t.Fatalf("the idle handle is still open: %+v", d.Status())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	rec, _, err := d.mgr.Leases.Read(ctx, ids["v"].String())
+	if err != nil || rec.Owner != "" {
+		t.Fatalf("lease after retiring: %+v, %v", rec, err)
 	}
 }
