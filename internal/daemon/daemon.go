@@ -92,13 +92,14 @@ var (
 	ErrClosed = errors.New("daemon: shutting down")
 )
 
-// handleState is where a handle is in its life; it moves only forward.
+// handleState is where a handle is in its life: opening, then serving
+// and closing, and back to serving only when finish keeps it.
 type handleState int
 
 const (
 	opening handleState = iota // first runs, outside d.mu; ready is closed when it ends
 	serving                    // clients use it
-	closing                    // the last client left: the final flush runs; done is closed when it ends
+	closing                    // no client left: the final flush runs; done is closed when it ends
 )
 
 // handle is one volume open for any number of connections.
@@ -111,7 +112,7 @@ type handle struct {
 	refs  int           // guarded by d.mu
 	state handleState   // guarded by d.mu
 	ready chan struct{} // closed when opening ends, opened or not
-	done  chan struct{} // closed when the handle has left d.open for good
+	done  chan struct{} // closed when closing ends (the handle left d.open, or was kept); guarded by d.mu
 
 	// mu: requests hold it shared; becoming writer or follower holds it
 	// exclusively. Fields below are set by first before the handle serves.
