@@ -362,6 +362,9 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	}
 	if h.lease == nil {
 		if err := h.becomeWriter(ctx); err != nil {
+			if errors.Is(err, volume.ErrSeqExhausted) {
+				h.d.logf("archip: volume %s: %v", h.name, err)
+			}
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -672,4 +673,30 @@ func TestIdleHandleRetires(t *testing.T) {
 	if err != nil || rec.Owner != "" {
 		t.Fatalf("lease after retiring: %+v, %v", rec, err)
 	}
+}
+
+// TestSeqExhausted: a volume whose sequence numbers are all used serves
+// reads, and refuses writes with an error that says why.
+func TestSeqExhausted(t *testing.T) {
+	ctx := context.Background()
+	d, s, ids := newHookDaemon(t, "v")
+	id := ids["v"]
+	h, ver, err := volume.ReadHead(ctx, s, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SeqReserved = math.MaxUint64
+	if _, err := s.Swap(ctx, blockmap.HeadName(id), blockmap.EncodeHead(h), ver); err != nil {
+		t.Fatal(err)
+	}
+	e, release, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	readBack(t, e, 0, 512)
+	if err := e.WriteAt(ctx, []byte("x"), 0, false); !errors.Is(err, volume.ErrSeqExhausted) {
+		t.Fatalf("write: %v", err)
+	}
+	readBack(t, e, 0, 512)
 }
