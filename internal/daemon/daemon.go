@@ -5,20 +5,32 @@
 // Every connection to one volume shares one open handle, so a FLUSH on
 // any connection covers the writes of all of them (the server advertises
 // multi-conn) and the map is loaded once. A handle is opened on the first
-// connection and flushed and closed after the last one ends.
+// connection and flushed and closed after the last one ends. Opening and
+// closing run outside the daemon's lock: other clients of the same volume
+// wait for them, and other volumes and handoffs go on. A client that
+// connects while the previous client's final flush runs (a reconnect)
+// waits for that flush and the release of the lease, so it reads what the
+// previous connection wrote. A final flush that fails (the store is
+// unavailable) keeps the writes and the lease: the handle stays open with
+// no client, the next client takes it over, and the periodic flush
+// closes it once a flush works.
 //
-// A handle of a writable volume opens as the writer if the volume's lease
-// is free (it takes it), and otherwise as a follower: it holds no lease
-// and rereads the map whenever the stored head changed, so its reads are
-// never older than the writer's last flush, wherever the writer runs.
-// The first write on a follower takes the lease (asking the holder to
-// hand over: see Handoff and AdminHandler) and reopens the volume for
-// writing under it; writes then go straight to the volume. When
-// another node asks for the volume, the handle waits for the writes in
-// progress, flushes, releases the lease and becomes a follower again. A
-// handle that loses its lease while it holds unflushed writes is fenced:
-// every request fails until its clients reconnect, because those writes
-// are gone and the client must not go on as if they were not.
+// Opening a volume writes nothing to the store: the handle starts as a
+// follower, which holds no lease and rereads the map whenever the stored
+// head changed (a stat before each read, shared by concurrent reads), so
+// its reads are never older than the writer's last flush, wherever the
+// writer runs. A client that only looks (nbdinfo, qemu-img info, a
+// SET_META_CONTEXT before GO) leaves no trace. The first write takes the
+// lease (asking the holder to hand over: see Handoff and AdminHandler)
+// and reopens the volume for writing under it; writes then go straight
+// to the volume. When another node asks for the volume, the handle waits
+// for the writes in progress, flushes, releases the lease and becomes a
+// follower again. A writer whose lease ran out on its own clock (it
+// stalled) renews it before its next request, reads included, and drops
+// to a follower if another node took the volume over meanwhile. A handle
+// that loses its lease while it holds unflushed writes is fenced: every
+// request fails until its clients reconnect, because those writes are
+// gone and the client must not go on as if they were not.
 package daemon
 
 import (
@@ -26,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -42,9 +55,22 @@ import (
 type Daemon struct {
 	mgr  *manage.Manager
 	logf func(format string, args ...any)
+	// onWait, if set, is called when Open waits for another client's open
+	// or close of the same volume (for tests).
+	onWait func()
+	// promoteAfter is how many reads a follower serves before it takes the
+	// volume's lease if it is free: a client that keeps reading then stops
+	// paying a head check per read, and a probe (a few reads) writes
+	// nothing.
+	promoteAfter int64
 
-	mu   sync.Mutex // guards open
-	open map[blockmap.ID]*handle
+	// mu guards open, closed, and the refs and state of every handle. It
+	// is never held across store I/O: a volume being opened or closed has
+	// a handle in open that says so, and other clients of that volume wait
+	// on it while other volumes and handoffs go on.
+	mu     sync.Mutex
+	open   map[blockmap.ID]*handle
+	closed bool
 }
 
 // New returns a daemon serving the volumes of m's store, taking leases
@@ -54,12 +80,27 @@ func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Daemon{mgr: m, logf: logf, open: map[blockmap.ID]*handle{}}
+	return &Daemon{mgr: m, logf: logf, promoteAfter: 4096, open: map[blockmap.ID]*handle{}}
 }
 
-// ErrLeaseLost is the error of every request to a volume whose lease
-// was lost with unflushed writes.
-var ErrLeaseLost = errors.New("daemon: the volume's lease was lost with unflushed writes, which are gone; reconnect")
+// Errors of the daemon.
+var (
+	// ErrLeaseLost is the error of every request to a volume whose lease
+	// was lost with unflushed writes.
+	ErrLeaseLost = errors.New("daemon: the volume's lease was lost with unflushed writes, which are gone; reconnect")
+	// ErrClosed refuses connections once Close has begun.
+	ErrClosed = errors.New("daemon: shutting down")
+)
+
+// handleState is where a handle is in its life: opening, then serving
+// and closing, and back to serving only when finish keeps it.
+type handleState int
+
+const (
+	opening handleState = iota // first runs, outside d.mu; ready is closed when it ends
+	serving                    // clients use it
+	closing                    // no client left: the final flush runs; done is closed when it ends
+)
 
 // handle is one volume open for any number of connections.
 type handle struct {
@@ -67,19 +108,28 @@ type handle struct {
 	id       blockmap.ID
 	name     string
 	readOnly bool // a snapshot or image: never leased, never changes
-	refs     int  // guarded by d.mu
+
+	refs  int           // guarded by d.mu
+	state handleState   // guarded by d.mu
+	ready chan struct{} // closed when opening ends, opened or not
+	done  chan struct{} // closed when closing ends (the handle left d.open, or was kept); guarded by d.mu
 
 	// mu: requests hold it shared; becoming writer or follower holds it
-	// exclusively.
+	// exclusively. Fields below are set by first before the handle serves.
 	mu     sync.RWMutex
 	v      *volume.Volume // the writer when lease != nil, else a follower
 	lease  *lease.Lease   // renewed until v is closed or discarded, which releases it
 	fenced error
+	shut   bool // closed: nothing may open a writer on it again
+
+	followReads atomic.Int64 // reads served as a follower since the last try to promote
 }
 
 var _ nbd.Exports = (*Daemon)(nil)
 
 // Open implements nbd.Exports: name is a volume, snapshot or image.
+// Opening stores nothing: a volume opens as a follower, and takes its
+// lease at its first write.
 func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), error) {
 	if name == "" {
 		return nil, nil, fmt.Errorf("%w: give the volume's name as the export name", nbd.ErrUnknownExport)
@@ -91,17 +141,10 @@ func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), err
 	if err != nil {
 		return nil, nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h := d.open[r.ID]
-	if h == nil {
-		h = &handle{d: d, id: r.ID, name: name, readOnly: r.ReadOnly()}
-		if err := h.first(ctx); err != nil {
-			return nil, nil, err
-		}
-		d.open[r.ID] = h
+	h, err := d.acquire(ctx, r, name)
+	if err != nil {
+		return nil, nil, err
 	}
-	h.refs++
 	var once sync.Once
 	release := func() { once.Do(func() { d.release(h) }) }
 	if _, ok := d.mgr.Store.(objstore.Lender); ok {
@@ -110,58 +153,194 @@ func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), err
 	return export{h}, release, nil
 }
 
+// acquire returns the serving handle of r with one more reference,
+// opening it if no client has. A client that finds the volume being
+// opened waits for that open; one that finds it closing waits for the
+// final flush and the release of its lease, so that a reconnecting client
+// reads what it wrote before (and does not fence the closing writer).
+func (d *Daemon) acquire(ctx context.Context, r *catalog.Record, name string) (*handle, error) {
+	for {
+		d.mu.Lock()
+		if d.closed {
+			d.mu.Unlock()
+			return nil, ErrClosed
+		}
+		h := d.open[r.ID]
+		if h == nil {
+			h = &handle{d: d, id: r.ID, name: name, readOnly: r.ReadOnly(), refs: 1,
+				ready: make(chan struct{}), done: make(chan struct{})}
+			d.open[r.ID] = h
+			d.mu.Unlock()
+			err := h.first(ctx)
+			d.mu.Lock()
+			late := err == nil && d.closed // Close gave up waiting for this open
+			if late {
+				err = ErrClosed
+			}
+			if err != nil {
+				delete(d.open, r.ID)
+			} else {
+				h.state = serving
+			}
+			close(h.ready)
+			d.mu.Unlock()
+			if late {
+				h.v.Close(ctx) // a follower: nothing to flush
+			}
+			if err != nil {
+				close(h.done)
+				return nil, err
+			}
+			return h, nil
+		}
+		var wait chan struct{}
+		switch h.state {
+		case serving:
+			h.refs++
+			d.mu.Unlock()
+			return h, nil
+		case opening:
+			wait = h.ready
+		case closing:
+			wait = h.done
+		}
+		d.mu.Unlock()
+		if d.onWait != nil {
+			d.onWait()
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// release drops a client's reference; the last one closes the handle.
 func (d *Daemon) release(h *handle) {
 	d.mu.Lock()
 	h.refs--
-	last := h.refs == 0
-	if last {
-		delete(d.open, h.id)
+	d.mu.Unlock()
+	d.retire(h)
+}
+
+// retire closes h if no client uses it (see finish).
+func (d *Daemon) retire(h *handle) {
+	d.mu.Lock()
+	idle := h.refs == 0 && h.state == serving
+	if idle {
+		h.state = closing
 	}
 	d.mu.Unlock()
-	if last {
-		if err := h.close(context.Background()); err != nil {
+	if idle {
+		if err := d.finish(h, true); err != nil {
 			d.logf("archip: closing volume %s: %v", h.name, err)
 		}
 	}
 }
 
-// first opens the volume: read-only for a snapshot or image; for a
-// volume, as the writer if its lease is free, else as a follower.
-// Reading through the writer costs nothing extra; a follower checks the
-// head before every read.
+// finish flushes and closes a handle in state closing, and removes it.
+// With keep, a handle whose final flush fails while it still holds the
+// lease keeps its writes instead: it serves again with no client, and
+// the next client takes it over, or FlushLoop retires it once a flush
+// works (a handoff request flushes it too).
+func (d *Daemon) finish(h *handle, keep bool) error {
+	kept, err := h.close(context.Background(), keep)
+	d.mu.Lock()
+	done := h.done
+	if kept {
+		h.state = serving
+		h.done = make(chan struct{})
+	} else if d.open[h.id] == h {
+		delete(d.open, h.id)
+	}
+	d.mu.Unlock()
+	close(done) // waiting clients look again
+	return err
+}
+
+// serving returns the handles that serve clients.
+func (d *Daemon) serving() []*handle {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var hs []*handle
+	for _, h := range d.open {
+		if h.state == serving {
+			hs = append(hs, h)
+		}
+	}
+	return hs
+}
+
+// first opens the volume, writing nothing: read-only for a snapshot or
+// image, and as a follower for a volume (see write for the lease).
 func (h *handle) first(ctx context.Context) error {
-	if h.readOnly {
-		v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{})
-		h.v = v
-		return err
-	}
-	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
-	if errors.Is(err, lease.ErrHeld) {
-		return h.follow(ctx)
-	}
+	v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Follow: !h.readOnly})
 	if err != nil {
 		return err
 	}
-	h.v, h.lease = v, l
+	h.v = v
 	return nil
 }
 
-// close flushes and closes the handle, releasing its lease.
-func (h *handle) close(ctx context.Context) error {
+// close flushes and closes the handle, releasing its lease. With keep,
+// a flush that fails without losing the lease leaves the handle open
+// (kept) with its writes.
+func (h *handle) close(ctx context.Context, keep bool) (kept bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lease = nil
-	return h.v.Close(ctx)
+	if keep && h.lease != nil && h.fenced == nil {
+		err := h.v.Flush(ctx)
+		if err != nil && !errors.Is(err, volume.ErrFenced) && !errors.Is(err, lease.ErrLost) {
+			return true, fmt.Errorf("%w; its writes are kept, and the flush is retried", err)
+		}
+	}
+	h.lease, h.shut = nil, true
+	return false, h.v.Close(ctx)
 }
 
-// read runs a request that does not write.
-func (h *handle) read(fn func(v *volume.Volume) error) error {
+// read runs a request that does not write. A writer whose lease ran out
+// on this node's clock first renews it: if this process stalled and
+// another node took the volume over meanwhile, its map is stale.
+func (h *handle) read(ctx context.Context, fn func(v *volume.Volume) error) error {
 	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.fenced != nil {
-		return h.fenced
+	if h.fenced == nil && (h.lease == nil || h.lease.Valid() == nil) {
+		promote := h.lease == nil && !h.readOnly && h.followReads.Add(1) == h.d.promoteAfter
+		err := fn(h.v)
+		h.mu.RUnlock()
+		if promote {
+			h.promote(ctx)
+		}
+		return err
+	}
+	h.mu.RUnlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.revalidate(ctx); err != nil {
+		return err
 	}
 	return fn(h.v)
+}
+
+// promote makes a follower that keeps reading the writer if the lease
+// is free (it asks no holder), so that its reads stop checking the head;
+// it tries again after as many reads.
+func (h *handle) promote(ctx context.Context) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.followReads.Store(0)
+	if h.shut || h.fenced != nil || h.lease != nil {
+		return
+	}
+	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
+	if err != nil {
+		if !errors.Is(err, lease.ErrHeld) {
+			h.d.logf("archip: volume %s: taking its free lease for a reader: %v", h.name, err)
+		}
+		return
+	}
+	h.v.Close(ctx) // the follower
+	h.v, h.lease = v, l
 }
 
 // write runs a request that writes, taking the lease first if this node
@@ -175,34 +354,46 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	h.mu.RUnlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.fenced != nil {
-		return h.fenced
-	}
 	if h.readOnly {
 		return fn(h.v) // refused by the volume, with the right error
 	}
-	if h.lease != nil && h.lease.Valid() != nil {
-		// The renewal is late (this process or its host stalled, or
-		// the store is unreachable): renew now, or learn that the lease
-		// is gone.
-		err := h.lease.Renew(ctx)
-		if err != nil && !errors.Is(err, lease.ErrLost) {
-			return err
-		}
-		if err != nil {
-			if h.dropLease(err); h.fenced != nil {
-				return h.fenced
-			}
-		}
+	if err := h.revalidate(ctx); err != nil {
+		return err
 	}
 	if h.lease == nil {
 		if err := h.becomeWriter(ctx); err != nil {
+			if errors.Is(err, volume.ErrSeqExhausted) {
+				h.d.logf("archip: volume %s: %v", h.name, err)
+			}
 			return err
 		}
 	}
 	// NB: the request runs before the lock is given up, so a node that
 	// took the lease makes progress even if it is asked for it at once.
 	return fn(h.v)
+}
+
+// revalidate checks the handle's role before a request: a writer whose
+// renewal is late (this process or its host stalled, or the store is
+// unreachable) renews now, or learns that the lease is gone and drops
+// the writer. It returns the error the request must fail with, if any.
+// The caller holds h.mu exclusively.
+func (h *handle) revalidate(ctx context.Context) error {
+	if h.shut {
+		return volume.ErrClosed
+	}
+	if h.fenced != nil {
+		return h.fenced
+	}
+	if h.lease == nil || h.lease.Valid() == nil {
+		return nil
+	}
+	err := h.lease.Renew(ctx)
+	if err == nil || !errors.Is(err, lease.ErrLost) {
+		return err
+	}
+	h.dropLease(err)
+	return h.fenced
 }
 
 // becomeWriter takes the lease and reopens the volume for writing. The
@@ -275,22 +466,30 @@ func (h *handle) dropLease(why error) {
 // Handoff is what the admin API runs when another node asks for volume
 // id: if this node writes it, it waits for the writes in progress,
 // flushes, and releases the lease. It reports whether it released one.
+// A handle being opened holds no lease; one being closed releases it
+// when its final flush ends, which Handoff waits for.
 func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 	d.mu.Lock()
 	h := d.open[id]
+	if h != nil && h.state == opening {
+		h = nil
+	}
 	d.mu.Unlock()
 	if h == nil {
 		return false, nil
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.lease == nil {
+		h.mu.Unlock()
 		return false, nil
 	}
-	if err := h.becomeFollower(ctx); err != nil {
+	err := h.becomeFollower(ctx)
+	h.mu.Unlock()
+	if err != nil {
 		return false, err
 	}
 	d.logf("archip: volume %s: handed over", h.name)
+	d.retire(h) // one kept after its final flush failed
 	return true, nil
 }
 
@@ -299,7 +498,7 @@ type VolumeStatus struct {
 	Name    string      `json:"name"`
 	ID      blockmap.ID `json:"id"`
 	Clients int         `json:"clients"`
-	Role    string      `json:"role"` // "writer" (holds the lease), "follower", "read-only" or "fenced"
+	Role    string      `json:"role"` // "writer" (holds the lease), "follower", "read-only", "fenced", "opening" or "closing"
 	Term    uint64      `json:"lease_term,omitempty"`
 	Error   string      `json:"error,omitempty"`
 }
@@ -310,6 +509,11 @@ func (d *Daemon) Status() []VolumeStatus {
 	var out []VolumeStatus
 	hs := map[*handle]int{}
 	for _, h := range d.open {
+		if h.state != serving {
+			role := map[handleState]string{opening: "opening", closing: "closing"}[h.state]
+			out = append(out, VolumeStatus{Name: h.name, ID: h.id, Clients: h.refs, Role: role})
+			continue
+		}
 		hs[h] = h.refs
 	}
 	d.mu.Unlock()
@@ -360,13 +564,7 @@ func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf fun
 			return
 		case <-t.C:
 		}
-		d.mu.Lock()
-		var hs []*handle
-		for _, h := range d.open {
-			hs = append(hs, h)
-		}
-		d.mu.Unlock()
-		for _, h := range hs {
+		for _, h := range d.serving() {
 			h.mu.RLock()
 			var err error
 			if h.lease != nil && h.v.Dirty() {
@@ -376,19 +574,48 @@ func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf fun
 			if err != nil && !errors.Is(err, volume.ErrClosed) && ctx.Err() == nil {
 				logf("archip: periodic flush of volume %s: %v", h.name, err)
 			}
+			if err == nil {
+				d.retire(h) // one kept after its final flush failed
+			}
 		}
 	}
 }
 
-// Close flushes and closes every open volume, releasing their leases.
+// Close flushes and closes every open volume, releasing their leases,
+// and refuses new clients. Clients still connected get errors.
 func (d *Daemon) Close(ctx context.Context) error {
 	d.mu.Lock()
-	hs := d.open
-	d.open = map[blockmap.ID]*handle{}
+	d.closed = true
+	var hs []*handle
+	for _, h := range d.open {
+		hs = append(hs, h)
+	}
 	d.mu.Unlock()
+	wait := func(ch chan struct{}) error {
+		select {
+		case <-ch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	var errs []error
 	for _, h := range hs {
-		errs = append(errs, h.close(ctx))
+		if err := wait(h.ready); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: volume %s is still opening: %w", h.name, err))
+			continue
+		}
+		d.mu.Lock()
+		mine := h.state == serving
+		if mine {
+			h.state = closing
+		}
+		d.mu.Unlock()
+		if mine {
+			errs = append(errs, d.finish(h, false))
+		} else if err := wait(h.done); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: volume %s is still closing: %w", h.name, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -398,14 +625,14 @@ type export struct{ h *handle }
 
 func (e export) Size() int64 {
 	var n int64
-	e.h.read(func(v *volume.Volume) error { n = v.Size(); return nil })
+	e.h.read(context.Background(), func(v *volume.Volume) error { n = v.Size(); return nil })
 	return n
 }
 
 func (e export) ReadOnly() bool { return e.h.readOnly }
 
 func (e export) ReadAt(ctx context.Context, p []byte, off int64) error {
-	return e.h.read(func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
+	return e.h.read(ctx, func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
 }
 
 // lendingExport is an export on a store that lends what it reads
@@ -413,7 +640,7 @@ func (e export) ReadAt(ctx context.Context, p []byte, off int64) error {
 type lendingExport struct{ export }
 
 func (e lendingExport) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
-	return e.h.read(func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
+	return e.h.read(ctx, func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
 }
 
 func (e export) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
@@ -442,12 +669,12 @@ func (e export) Trim(ctx context.Context, off, n int64, fua bool) error {
 
 // Flush flushes the writer; a follower has nothing to flush.
 func (e export) Flush(ctx context.Context) error {
-	return e.h.read(func(v *volume.Volume) error { return v.Flush(ctx) })
+	return e.h.read(ctx, func(v *volume.Volume) error { return v.Flush(ctx) })
 }
 
 func (e export) BlockStatus(ctx context.Context, off, n int64) ([]nbd.Extent, error) {
 	var out []nbd.Extent
-	err := e.h.read(func(v *volume.Volume) error {
+	err := e.h.read(ctx, func(v *volume.Volume) error {
 		ext, err := v.BlockStatus(ctx, off, n)
 		for _, x := range ext {
 			out = append(out, nbd.Extent{Length: x.Length, Hole: x.Zero})

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"sync/atomic"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/catalog"
@@ -112,5 +114,74 @@ func TestStatsDedup(t *testing.T) {
 	st, _ = m.Stats(ctx)
 	if st.StoredBytes != bs || st.PrivateObjects != 0 {
 		t.Fatalf("after hash: %+v", st)
+	}
+}
+
+// countWrites counts the calls that change a store.
+type countWrites struct {
+	objstore.Store
+	n atomic.Int64
+}
+
+func (s *countWrites) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	s.n.Add(1)
+	return s.Store.Put(ctx, name, data)
+}
+
+func (s *countWrites) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	s.n.Add(1)
+	return s.Store.Create(ctx, name, data)
+}
+
+func (s *countWrites) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
+	s.n.Add(1)
+	return s.Store.Swap(ctx, name, data, old)
+}
+
+func (s *countWrites) Delete(ctx context.Context, name string) error {
+	s.n.Add(1)
+	return s.Store.Delete(ctx, name)
+}
+
+// TestLookingWritesNothing: what the CLI does to look at volumes
+// (volume list, info, read, diff, image export) writes nothing to the
+// store, whether or not anyone holds the volume's lease (issue 10 #16).
+func TestLookingWritesNothing(t *testing.T) {
+	s := &countWrites{Store: objstore.NewMem()}
+	m := New(s)
+	if _, err := m.CreateVolume(ctx, "v", 8*bs, 16); err != nil {
+		t.Fatal(err)
+	}
+	WriteT(t, m, "v", bs, []byte("data"))
+	if _, err := m.Snapshot(ctx, "v", "s"); err != nil {
+		t.Fatal(err)
+	}
+	before := s.n.Load()
+	if _, err := m.List(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"v", "s"} {
+		if _, err := m.Info(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if got := ReadT(t, m, name, bs, 4); string(got) != "data" {
+			t.Fatalf("%s reads %q", name, got)
+		}
+		v, _, err := m.Open(ctx, name, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := image.ExportStream(ctx, v, io.Discard, image.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Diff(ctx, "v", "s"); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.n.Load() - before; n != 0 {
+		t.Fatalf("looking wrote %d times to the store", n)
 	}
 }

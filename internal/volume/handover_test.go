@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -253,6 +254,65 @@ func TestFollowConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 		flushed.Store(k)
+	}
+	close(stop)
+	wg.Wait()
+}
+
+// TestFollowShrink: a follower's reads near the end race the writer's
+// shrinks and grows (another host's, in production): each read returns
+// the data or ErrOutOfRange, never panics (issue 10 #8).
+func TestFollowShrink(t *testing.T) {
+	s := objstore.NewMem()
+	const blocks = 8
+	w := NewTestVolume(t, s, blocks*bs, SmallShift)
+	r, err := Open(ctx, s, w.ID(), OpenOptions{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads atomic.Int64
+	for k := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, 512)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := int64(blocks-1)*bs + int64(i%4)*512
+				var err error
+				switch k % 3 {
+				case 0:
+					err = r.ReadAt(ctx, p, off)
+				case 1:
+					err = r.ReadTo(ctx, off, int64(len(p)), func([][]byte) error { return nil })
+				case 2:
+					_, err = r.BlockStatus(ctx, off, int64(len(p)))
+				}
+				if err != nil && !errors.Is(err, ErrOutOfRange) {
+					t.Error(err)
+					return
+				}
+				reads.Add(1)
+			}
+		}()
+	}
+	for range 500 {
+		for _, size := range []uint64{bs, blocks * bs} {
+			if err := w.Resize(ctx, size); err != nil {
+				t.Fatal(err)
+			}
+			// Let the readers run between changes.
+			for n := reads.Load(); reads.Load() < n+8; {
+				runtime.Gosched()
+			}
+		}
 	}
 	close(stop)
 	wg.Wait()

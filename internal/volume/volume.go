@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -23,6 +24,10 @@ var (
 	ErrClosed     = errors.New("volume: closed")
 	ErrNotFound   = errors.New("volume: no such volume")
 	ErrBadSize    = errors.New("volume: invalid size")
+	// ErrSeqExhausted: the volume's sequence numbers (64 bits) are all
+	// used; they never wrap, since a reused number would name an object
+	// that already exists.
+	ErrSeqExhausted = errors.New("volume: sequence numbers exhausted; this volume cannot be written any more: snapshot it and clone the snapshot to write a copy")
 )
 
 // staleDirty is how old unflushed data may grow before a flush checks
@@ -151,7 +156,11 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if opts.Writable || opts.Remap {
 		// Reserve sequence numbers before using any.
 		h := *head
-		v.mu.nextSeq, v.mu.seqEnd = h.SeqReserved, h.SeqReserved+seqBatch
+		n := min(seqBatch, math.MaxUint64-h.SeqReserved)
+		if n == 0 {
+			return nil, fmt.Errorf("%w (volume %s)", ErrSeqExhausted, id)
+		}
+		v.mu.nextSeq, v.mu.seqEnd = h.SeqReserved, h.SeqReserved+n
 		h.SeqReserved = v.mu.seqEnd
 		if opts.NewEpoch {
 			h.Epoch++
@@ -304,6 +313,18 @@ func (v *Volume) entry(b int64) (blockmap.Entry, uint64) {
 	return v.mu.entries[b], v.mu.head.Epoch
 }
 
+// entryIn is entry for reads, which hold no gate: the map may have
+// shrunk since the request was checked (a resize, or a follower's reload
+// after another host's), so a block past its end is ErrOutOfRange.
+func (v *Volume) entryIn(b int64) (blockmap.Entry, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if b >= int64(len(v.mu.entries)) {
+		return blockmap.Entry{}, fmt.Errorf("%w: block %d, volume size %d (shrunk during the read)", ErrOutOfRange, b, v.mu.head.Size)
+	}
+	return v.mu.entries[b], nil
+}
+
 // ReadAt reads len(p) bytes at off.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := v.refresh(ctx); err != nil {
@@ -335,7 +356,11 @@ func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte
 		return err
 	}
 	if v.lender != nil && n > 0 && off>>v.shift == (off+n-1)>>v.shift {
-		if e, _ := v.entry(off >> v.shift); e.Kind() != blockmap.Zero {
+		e, err := v.entryIn(off >> v.shift)
+		if err != nil {
+			return err
+		}
+		if e.Kind() != blockmap.Zero {
 			err := v.lender.ReadLend(ctx, e.ObjectName(), off&(v.bs-1), int(n), func(bufs [][]byte) error {
 				return fn(padZeros(bufs, n))
 			})
@@ -378,8 +403,11 @@ func padZeros(bufs [][]byte, n int64) [][]byte {
 
 func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) error {
 	for try := 0; ; try++ {
-		e, _ := v.entry(b)
-		err := v.readEntry(ctx, e, p, boff)
+		e, err := v.entryIn(b)
+		if err != nil {
+			return err
+		}
+		err = v.readEntry(ctx, e, p, boff)
 		if !objstore.IsNotExist(err) {
 			return err
 		}
@@ -392,7 +420,11 @@ func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) e
 				return err
 			}
 		}
-		if now, _ := v.entry(b); now == e || try == 100 {
+		now, nerr := v.entryIn(b)
+		if nerr != nil {
+			return nerr
+		}
+		if now == e || try == 100 {
 			return fmt.Errorf("%w: block %d: %v", ErrCorrupt, b, err)
 		}
 	}
@@ -550,6 +582,9 @@ func (v *Volume) allocSeq() (uint64, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.mu.nextSeq >= v.mu.seqEnd {
+		if v.mu.seqEnd == math.MaxUint64 {
+			return 0, ErrSeqExhausted
+		}
 		return 0, errors.New("volume: sequence numbers of this open exhausted; reopen the volume")
 	}
 	v.mu.nextSeq++
@@ -641,7 +676,10 @@ func (v *Volume) BlockStatus(ctx context.Context, off, n int64) ([]Extent, error
 	}
 	var out []Extent
 	err := v.forBlocks(off, n, func(b, boff, pos, l int64) error {
-		e, _ := v.entry(b)
+		e, err := v.entryIn(b)
+		if err != nil {
+			return err
+		}
 		zero := e.Kind() == blockmap.Zero
 		if k := len(out) - 1; k >= 0 && out[k].Zero == zero {
 			out[k].Length += l

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -326,4 +327,58 @@ func TestStalledWriterDetectsDeletedObjects(t *testing.T) {
 	if e := r.Entries()[0]; e.Kind() != blockmap.Zero {
 		t.Fatalf("the failed flush persisted a map entry %v", e)
 	}
+}
+
+// setSeqReserved rewrites the stored head of id with SeqReserved n.
+func setSeqReserved(t *testing.T, s objstore.Store, id blockmap.ID, n uint64) {
+	t.Helper()
+	h, ver, err := ReadHead(ctx, s, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SeqReserved = n
+	if _, err := s.Swap(ctx, blockmap.HeadName(id), blockmap.EncodeHead(h), ver); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSeqOverflow: sequence numbers never wrap: an open reserves at most
+// what is left below 2^64, and once none is left the volume refuses to be
+// opened for writing, saying why (issue 10 #16).
+func TestSeqOverflow(t *testing.T) {
+	s := objstore.NewMem()
+	id, err := Create(ctx, s, CreateOptions{Size: 4 * bs, BlockShift: SmallShift})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setSeqReserved(t, s, id, math.MaxUint64-2)
+	v, err := Open(ctx, s, id, OpenOptions{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := ReadHead(ctx, s, id); h.SeqReserved != math.MaxUint64 {
+		t.Fatalf("reserved up to %#x, want 2^64-1", h.SeqReserved)
+	}
+	// Two numbers are left: one block and one map segment.
+	if err := v.WriteAt(ctx, []byte("x"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, []byte("y"), bs, false); !errors.Is(err, ErrSeqExhausted) {
+		t.Fatalf("write past the last sequence number: %v", err)
+	}
+	v.Close(ctx)
+	for _, opts := range []OpenOptions{{Writable: true}, {Remap: true}} {
+		if _, err := Open(ctx, s, id, opts); !errors.Is(err, ErrSeqExhausted) {
+			t.Fatalf("open %+v with no sequence number left: %v", opts, err)
+		}
+	}
+	if h, _, _ := ReadHead(ctx, s, id); h.SeqReserved != math.MaxUint64 {
+		t.Fatalf("the refused open changed the head: reserved %#x", h.SeqReserved)
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	wantBytes(t, r, 0, []byte("x"), "the last write")
 }
