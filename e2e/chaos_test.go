@@ -991,16 +991,24 @@ func diskUse(t *testing.T, dir string) (int64, []string) {
 	return total, top
 }
 
-// ageTree sets the access and modification times of everything below
-// dir (symbolic links themselves, not their targets) back by age.
+// ageTree moves the access and modification times of everything below
+// dir (symbolic links themselves, not their targets) back by age, as if
+// age had passed: their differences, which the file store's pruning
+// compares, stay as they were.
 func ageTree(t *testing.T, dir string, age time.Duration) {
 	t.Helper()
-	when := syscall.NsecToTimespec(time.Now().Add(-age).UnixNano())
-	ts := [2]syscall.Timespec{when, when}
 	cwd := -100 // AT_FDCWD
 	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		ts := [2]syscall.Timespec{
+			syscall.NsecToTimespec(st.Atim.Nano() - age.Nanoseconds()),
+			syscall.NsecToTimespec(st.Mtim.Nano() - age.Nanoseconds()),
 		}
 		b, err := syscall.BytePtrFromString(p)
 		if err != nil {
