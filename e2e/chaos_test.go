@@ -564,6 +564,7 @@ func TestChaos(t *testing.T) {
 		t.Logf("round %d: snapshot %s (writes below %d)", r+1, name, st.end)
 	}
 	counts := map[string]int{}
+	done := 0 // rounds run
 	started := time.Now()
 	for r, action := range schedule {
 		round.Store(int32(r + 1))
@@ -586,6 +587,7 @@ func TestChaos(t *testing.T) {
 		}
 		d := pair.get(i)
 		counts[action]++
+		done++
 		switch action {
 		case "stop", "stopsnap":
 			pause := chaosTTL + 2*chaosDrift + time.Second
@@ -666,7 +668,7 @@ func TestChaos(t *testing.T) {
 	stragglers.Wait()
 	oracle.mu.Lock()
 	t.Logf("%d rounds (%v) in %s: %d writes issued, %d acknowledged, %d flushes acknowledged, %d connections ended in an error (last: %s)",
-		rounds, counts, time.Since(started).Round(time.Second), len(oracle.slotOf), oracle.writes, oracle.acks, oracle.errs, oracle.lastErr)
+		done, counts, time.Since(started).Round(time.Second), len(oracle.slotOf), oracle.writes, oracle.acks, oracle.errs, oracle.lastErr)
 	for _, l := range oracle.errList {
 		t.Logf("client error (expected when its daemon was stopped, killed or broken): %s", l)
 	}
