@@ -582,7 +582,7 @@ func TestChaos(t *testing.T) {
 			}
 		}
 		i := rng.IntN(2)
-		if action == "stop" {
+		if action == "stop" || action == "stopsnap" {
 			i = int(pair.current.Load()) // most often with a request in flight
 		}
 		d := pair.get(i)
@@ -627,6 +627,9 @@ func TestChaos(t *testing.T) {
 			side, err := startChaosClient()
 			if err == nil {
 				err = side.do("c "+pair.get(x).uri(vol), nil)
+			}
+			if err != nil {
+				t.Logf("round %d: a second client to %s: %v", r+1, chaosNodes[x], err)
 			}
 			sideWrite := func(when string) {
 				if err != nil {
