@@ -111,6 +111,7 @@ type chaosOracle struct {
 	errs      int     // connections that ended in an error
 	lastErr   string
 	errList   []string // the first client errors, with the round
+	errTail   []string // the last ones
 	late      []string // what the clients of stopped daemons were told after the wake-up
 	idle      int      // stops that found the writer connecting or disconnecting
 	wrongSize int      // connections to an export of the wrong size
@@ -672,7 +673,10 @@ func TestChaos(t *testing.T) {
 	oracle.mu.Lock()
 	t.Logf("%d rounds (%v) in %s: %d writes issued, %d acknowledged, %d flushes acknowledged, %d connections ended in an error (last: %s)",
 		done, counts, time.Since(started).Round(time.Second), len(oracle.slotOf), oracle.writes, oracle.acks, oracle.errs, oracle.lastErr)
-	for _, l := range oracle.errList {
+	for k, l := range append(oracle.errList, oracle.errTail...) {
+		if k == len(oracle.errList) && oracle.errs > len(oracle.errList)+len(oracle.errTail) {
+			t.Logf("... %d more client errors ...", oracle.errs-len(oracle.errList)-len(oracle.errTail))
+		}
 		t.Logf("client error (expected when its daemon was stopped, killed or broken): %s", l)
 	}
 	t.Logf("%d stops found the writer connecting or disconnecting, %d with a request in flight; %d connections saw an export of the wrong size",
@@ -767,8 +771,10 @@ func chaosWriter(t *testing.T, pair *chaosPair, o *chaosOracle, vol string, rng 
 		o.mu.Lock()
 		o.errs++
 		o.lastErr = what + ": " + err.Error()
-		if len(o.errList) < 40 {
-			o.errList = append(o.errList, fmt.Sprintf("round %d: %s", round.Load(), o.lastErr))
+		if e := fmt.Sprintf("round %d: %s", round.Load(), o.lastErr); len(o.errList) < 20 {
+			o.errList = append(o.errList, e)
+		} else {
+			o.errTail = append(o.errTail[max(0, len(o.errTail)-19):], e)
 		}
 		wrong := strings.Contains(err.Error(), "the export's size is")
 		if wrong {
