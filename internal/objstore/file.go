@@ -67,7 +67,14 @@ import (
 // changes the current generation in place; Sync fsyncs it and its
 // directory.
 type File struct {
-	root string
+	root  string
+	hooks fileHooks
+}
+
+// fileHooks are seams for tests; nil members do nothing.
+type fileHooks struct {
+	beforeInstall func(dir string) // after the listing an install decided on, before it links
+	syncDir       func(dir string) // every directory fsync
 }
 
 var (
@@ -306,6 +313,9 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 				cur = 0
 			}
 			return 0, fmt.Errorf("%w: %s is at version %d, not %d", ErrConflict, name, cur, old)
+		}
+		if f.hooks.beforeInstall != nil {
+			f.hooks.beforeInstall(dir)
 		}
 		next := g.num + 1
 		target := filepath.Join(dir, genName(next))

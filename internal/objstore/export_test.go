@@ -1,0 +1,16 @@
+package objstore
+
+// FileHooks are the file store's test seams.
+type FileHooks struct {
+	// BeforeInstall runs after an install has listed the object's
+	// directory and decided what to link, before it links (or, for an
+	// absent object, before it creates the directory).
+	BeforeInstall func(dir string)
+	// SyncDir runs before every directory fsync.
+	SyncDir func(dir string)
+}
+
+// SetFileHooks installs test seams on f.
+func SetFileHooks(f *File, h FileHooks) {
+	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir}
+}
