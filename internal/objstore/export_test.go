@@ -14,3 +14,9 @@ type FileHooks struct {
 func SetFileHooks(f *File, h FileHooks) {
 	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir}
 }
+
+// SetOpenFileHooks makes every later OpenFile install h, until restore.
+func SetOpenFileHooks(h FileHooks) (restore func()) {
+	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir}
+	return func() { openHooks = fileHooks{} }
+}

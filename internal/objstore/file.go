@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -30,45 +31,89 @@ import (
 // An object a/b/c lives in obj/a/b/@<xx>/c/, where xx is two hex digits of
 // a hash of "c" (256 fan-out directories per level, so a million objects
 // under one prefix make directories of a few thousand entries). That
-// directory holds one file per generation, named by the generation number
+// directory holds one entry per generation, named by the generation number
 // in 16 hex digits; the highest generation is the object and its number is
-// the object's Version. A generation that is a symbolic link (to
-// "deleted") is a tombstone: the object was deleted at that generation.
+// the object's Version. A generation that is a symbolic link is absent: a
+// link to "deleted" is a tombstone, a link to "new" the base of a
+// directory no object has been written to yet.
 //
 // # Compare-and-swap without locks
 //
 // Writes never rename over an existing generation. To replace an object
-// at generation g a writer writes and fsyncs a temporary file, then
-// link()s it to generation g+1 and fsyncs the directory. link() (and
-// symlink() for tombstones) fails with EEXIST if the name exists, and it
-// is atomic on local file systems and on NFS (the server performs it,
-// which is why NFS lock files have been made with link() for decades);
-// no flock or fcntl lock, which NFS may not honour, is used. So of two
-// writers that both saw generation g, exactly one creates g+1.
+// whose newest entry (its base) is generation g, a writer writes and
+// fsyncs a temporary file, then link()s it to generation g+1 and fsyncs
+// the directory. link() (and symlink() for tombstones) fails with EEXIST
+// if the name exists, and it is atomic on local file systems and on NFS
+// (the server performs it, which is why NFS lock files have been made with
+// link() for decades); no flock or fcntl lock, which NFS may not honour, is
+// used. So of two writers that both saw generation g, exactly one creates
+// g+1, as long as g+1 was never removed.
 //
-// Old generations are pruned, oldest first, but generation k only once
-// generation k+1 is PruneAge older than the newest one (times are the
-// file server's own modification times, so host clocks do not matter).
-// This gives two properties:
-//   - a directory listing, which may miss entries added or removed while
-//     it runs, always sees the newest generation that existed when it
-//     started, unless it runs longer than PruneAge;
-//   - a writer that saw generation g long ago could re-create a pruned
-//     g+1. It finds out after its link: a higher generation exists and
-//     its base g is gone (pruning is oldest first, so g went before
-//     g+1). It then removes its file and reports a conflict. If g still
-//     exists, g+1 was never pruned, the link was a real win, and a higher
-//     generation is a later writer building on it.
+// Old generations are removed, always oldest first: superseded ones
+// (pruned: generation k once generation k+1 is PruneAge older than the
+// newest; times are the file server's own modification times, so host
+// clocks do not matter) and all of a deleted object's (reaped, below).
+// So a directory listing, which may miss entries added or removed while it
+// runs, sees the newest generation that existed when it started unless it
+// runs longer than PruneAge.
 //
-// Directories of objects are never removed (deleting leaves a
-// tombstone), so versions keep growing across Delete and Create.
+// A writer whose view is older than that (a stall between its listing and
+// its link, or NFS attribute caching) may link a g+1 that existed and was
+// removed. Every writer therefore checks, after its link, that its base g
+// is still the same file it listed (fileID: inode, type, time, size). That
+// file can only have gone, never come back. If it is there, no g+1 was
+// ever removed (g+1 goes only after g), and none existed when the writer
+// listed g as newest, so the link was a real win. If it is gone, the
+// writer removes its own entry (if it is still its own) and starts over
+// from a new listing: a Swap then finds another version and reports a
+// conflict, a Create finds the object and reports ErrExists. The check
+// trusts nothing the writer saw before its link, so it holds however
+// stale the view. Its one cost: a writer that won and then stalled for
+// PruneAge before checking sees its base pruned and reports a conflict
+// although later writers built on its write.
+//
+// Every link has a base. An object whose directory is absent (or empty)
+// gets one by renaming into place a directory prepared under tmp/ that
+// holds a single symlink to "new" named B, the prepared directory's
+// modification time in nanoseconds (the file server's clock); rename()
+// fails if a non-empty directory is there, so one of several creators
+// installs its directory and all of them then link B+1 on it.
+//
+// # Deleting
+//
+// Delete links a tombstone like any write, then reaps the directory at
+// once: it removes the older generations oldest first and fsyncs (so a
+// crash cannot bring back an older generation without the tombstone
+// above it), removes the tombstone if it is still the newest entry, and
+// removes the directory and then its parents while they are empty
+// (rmdir() fails on a non-empty directory, so an entry linked meanwhile
+// stays and wins). Removing the tombstone is safe at any time: a writer
+// based on it finds it gone and starts over; one that already checked
+// has an entry above it. A later incarnation of the name starts from a
+// new base B, so versions keep growing across Delete and Create as long
+// as the file server's clock does not go back. Creators retry when a
+// parent directory vanishes under them. Listing (which the collector
+// does) reaps what a crashed deleter left, prunes generations that
+// became old enough since their last write, and removes empty
+// directories; it also removes temporary files and prepared directories
+// that crashed writers left in tmp/ over an hour ago.
+//
+// # Durability
 //
 // Put, Create, Swap and Delete are durable when they return. WriteAt
-// changes the current generation in place; Sync fsyncs it and its
-// directory.
+// changes the current generation in place; Sync fsyncs it. A directory
+// entry is relied on only once durable: a process fsyncs the parent of
+// every directory it uses that it has not made durable itself (also one
+// another process made and may not have synced yet), remembering which
+// by inode, and fsyncs the directory of an object it finds already
+// created (Create of stored content) before it answers ErrExists.
 type File struct {
 	root  string
 	hooks fileHooks
+
+	mu        sync.Mutex
+	durable   map[string]uint64 // directory → inode whose entry in its parent is durable
+	lastClean time.Time         // of tmp/
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -76,6 +121,9 @@ type fileHooks struct {
 	beforeInstall func(dir string) // after the listing an install decided on, before it links
 	syncDir       func(dir string) // every directory fsync
 }
+
+// openHooks are given to every File that OpenFile opens (for tests).
+var openHooks fileHooks
 
 var (
 	_ Store        = (*File)(nil)
@@ -91,6 +139,21 @@ const fileFormat = "archip-file-store 1\n"
 // kept once its successor exists. See the File type's comment.
 const PruneAge = 10 * time.Second
 
+// tmpAge is how old a file or directory in tmp/ must be before it is taken
+// for a crashed writer's: other hosts sharing the directory may be writing.
+const tmpAge = time.Hour
+
+// Targets of the symbolic links in object directories.
+const (
+	deletedLink = "deleted"
+	newLink     = "new"
+)
+
+// maxInstallTries bounds the rounds of one write against concurrent
+// changes, so that a file system that keeps contradicting itself gives an
+// error instead of a hang.
+const maxInstallTries = 1000
+
 // OpenFile opens the file store at dir, creating it if create is set and
 // the directory holds no store yet.
 func OpenFile(dir string, create bool) (*File, error) {
@@ -101,22 +164,17 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs}
-	b, err := os.ReadFile(filepath.Join(abs, "FORMAT"))
+	f := &File{root: abs, hooks: openHooks, durable: map[string]uint64{}}
+	format := filepath.Join(abs, "FORMAT")
+	b, err := os.ReadFile(format)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		b, err = f.create()
+	}
 	switch {
 	case err == nil:
 		if string(b) != fileFormat {
 			return nil, fmt.Errorf("%w: %s/FORMAT says %q, this program reads %q",
 				ErrCorrupt, abs, strings.TrimSpace(string(b)), strings.TrimSpace(fileFormat))
-		}
-	case errors.Is(err, fs.ErrNotExist) && create:
-		for _, d := range []string{"tmp", "obj"} {
-			if err := ensureDir(filepath.Join(abs, d)); err != nil {
-				return nil, mapErr(err)
-			}
-		}
-		if err := f.writeDurable(filepath.Join(abs, "FORMAT"), []byte(fileFormat)); err != nil {
-			return nil, err
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w: no store at %s (create one with 'archip store init' or any command that writes)", ErrNotFound, abs)
@@ -127,17 +185,56 @@ func OpenFile(dir string, create bool) (*File, error) {
 	return f, nil
 }
 
+// create makes a new store and returns the content of its FORMAT, which
+// is written last: a store is complete once FORMAT exists. FORMAT is
+// linked from a complete temporary file, so a concurrent open reads all of
+// it or nothing, and of concurrent creators one links it and the others
+// read it.
+func (f *File) create() ([]byte, error) {
+	if err := os.MkdirAll(f.root, 0o755); err != nil {
+		return nil, err
+	}
+	if err := f.syncDir(filepath.Dir(f.root)); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"tmp", "obj"} {
+		if err := f.ensureDir(filepath.Join(f.root, d)); err != nil {
+			return nil, err
+		}
+	}
+	tmp, err := f.writeTemp([]byte(fileFormat))
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp)
+	format := filepath.Join(f.root, "FORMAT")
+	if err := os.Link(tmp, format); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	// Whoever linked it, FORMAT is durable only once the root is synced.
+	if err := f.syncDir(f.root); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(format)
+}
+
 // Root returns the store's directory.
 func (f *File) Root() string { return f.root }
 
-// cleanTmp removes temporary files left by crashed writers. Only files
-// older than an hour go, since other hosts sharing the directory may be
-// writing.
+// cleanTmp removes temporary files and prepared directories left by
+// crashed writers, those older than tmpAge; at most once per tmpAge.
 func (f *File) cleanTmp() {
+	f.mu.Lock()
+	if !f.lastClean.IsZero() && time.Since(f.lastClean) < tmpAge {
+		f.mu.Unlock()
+		return
+	}
+	f.lastClean = time.Now()
+	f.mu.Unlock()
 	ents, _ := os.ReadDir(filepath.Join(f.root, "tmp"))
 	for _, e := range ents {
-		if in, err := e.Info(); err == nil && time.Since(in.ModTime()) > time.Hour {
-			os.Remove(filepath.Join(f.root, "tmp", e.Name()))
+		if in, err := e.Info(); err == nil && time.Since(in.ModTime()) > tmpAge {
+			os.RemoveAll(filepath.Join(f.root, "tmp", e.Name()))
 		}
 	}
 }
@@ -155,9 +252,29 @@ func (f *File) dir(name string) (string, error) {
 	return filepath.Join(f.root, "obj", filepath.FromSlash(parent), fan, last), nil
 }
 
+// generation is an entry of an object's directory.
 type generation struct {
 	num       uint64
-	tombstone bool
+	tombstone bool   // a symbolic link: deleted, or the base of a new directory
+	id        fileID // set by head only
+}
+
+// fileID tells one file apart from any other that later takes its name:
+// device and inode, and the type, modification time and size, which a
+// reused inode number does not repeat.
+type fileID struct {
+	dev, ino uint64
+	mode     fs.FileMode
+	mtime    int64
+	size     int64
+}
+
+func idOf(in fs.FileInfo) fileID {
+	id := fileID{mode: in.Mode(), mtime: in.ModTime().UnixNano(), size: in.Size()}
+	if st, ok := in.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino = uint64(st.Dev), uint64(st.Ino)
+	}
+	return id
 }
 
 func genName(n uint64) string { return fmt.Sprintf("%016x", n) }
@@ -171,15 +288,45 @@ func current(dir string) (generation, error) {
 	if err != nil {
 		return generation{}, mapErr(err)
 	}
+	return newest(ents), nil
+}
+
+func newest(ents []fs.DirEntry) generation {
 	var g generation
 	for _, e := range ents {
-		n, err := strconv.ParseUint(e.Name(), 16, 64)
-		if err != nil || len(e.Name()) != 16 || n <= g.num {
-			continue
+		if n, ok := genNum(e.Name()); ok && n > g.num {
+			g = generation{num: n, tombstone: e.Type()&fs.ModeSymlink != 0}
 		}
-		g = generation{num: n, tombstone: e.Type()&fs.ModeSymlink != 0}
 	}
-	return g, nil
+	return g
+}
+
+// genNum parses a generation's name.
+func genNum(name string) (uint64, bool) {
+	if len(name) != 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name, 16, 64)
+	return n, err == nil && n > 0
+}
+
+// head returns the newest entry of dir with its identity; ok is false if
+// dir is absent or holds no generation.
+func head(dir string) (g generation, ok bool, err error) {
+	for try := 0; ; try++ {
+		if g, err = current(dir); err != nil || g.num == 0 {
+			return g, false, err
+		}
+		in, err := os.Lstat(filepath.Join(dir, genName(g.num)))
+		if errors.Is(err, fs.ErrNotExist) && try < 100 {
+			continue // removed since the listing
+		}
+		if err != nil {
+			return g, false, mapErr(err)
+		}
+		g.id = idOf(in)
+		return g, true, nil
+	}
 }
 
 // openCurrent opens the live generation of name for reading.
@@ -278,88 +425,205 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 	}
 	if cond == condAbsent {
 		// Cheap early answer for put-if-absent of content that is
-		// already stored (dedup): no temp file, no fsync.
+		// already stored (dedup): no temp file. The caller will rely on
+		// the object, which another process may not have synced yet.
 		if g, err := current(dir); err == nil && g.num != 0 && !g.tombstone {
+			if err := f.syncExisting(dir); err != nil {
+				return 0, err
+			}
 			return 0, fmt.Errorf("%w: %s", ErrExists, name)
 		}
 	}
 	var tmp string
-	if !tombstone {
-		if tmp, err = f.writeTemp(data); err != nil {
-			return 0, err
+	defer func() {
+		if tmp != "" {
+			os.Remove(tmp)
 		}
-		defer os.Remove(tmp)
-	}
-	if err := ensureDir(dir); err != nil {
-		return 0, mapErr(err)
-	}
-	for {
+	}()
+	for try := 0; ; try++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		g, err := current(dir)
+		if try == maxInstallTries {
+			return 0, fmt.Errorf("objstore: %s: still changing under this write after %d tries; try again", name, try)
+		}
+		base, ok, err := head(dir)
 		if err != nil {
 			return 0, err
 		}
-		live := g.num != 0 && !g.tombstone
+		live := ok && !base.tombstone
 		switch {
 		case tombstone && !live:
 			return 0, fmt.Errorf("%w: %s", ErrNotFound, name)
 		case cond == condAbsent && live:
+			if err := f.syncExisting(dir); err != nil {
+				return 0, err
+			}
 			return 0, fmt.Errorf("%w: %s", ErrExists, name)
-		case cond == condVer && (!live || Version(g.num) != old):
-			cur := Version(g.num)
+		case cond == condVer && (!live || Version(base.num) != old):
+			cur := Version(base.num)
 			if !live {
 				cur = 0
 			}
 			return 0, fmt.Errorf("%w: %s is at version %d, not %d", ErrConflict, name, cur, old)
 		}
+		if !tombstone && (tmp == "" || !exists(tmp)) { // (gone if this write stalled past tmpAge)
+			if tmp, err = f.writeTemp(data); err != nil {
+				return 0, err
+			}
+		}
 		if f.hooks.beforeInstall != nil {
 			f.hooks.beforeInstall(dir)
 		}
-		next := g.num + 1
+		if !ok {
+			if err := f.newIncarnation(dir); err != nil {
+				return 0, err
+			}
+			continue // and link on whichever base is there now
+		}
+		next := base.num + 1
 		target := filepath.Join(dir, genName(next))
 		if tombstone {
-			err = os.Symlink("deleted", target)
+			err = os.Symlink(deletedLink, target)
 		} else {
 			err = os.Link(tmp, target)
 		}
-		if errors.Is(err, fs.ErrExist) {
-			if cond == condAny {
-				continue // another writer won this generation; go again
-			}
-			return 0, f.lost(name, cond)
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, fs.ErrNotExist) {
+			continue // another writer linked next, or the directory went: look again
 		}
 		if err != nil {
 			return 0, mapErr(err)
 		}
-		if err := syncDir(dir); err != nil {
+		var mine fileID
+		if in, err := os.Lstat(target); err == nil {
+			mine = idOf(in)
+		}
+		if err := f.syncDir(dir); err != nil {
 			return 0, mapErr(err)
 		}
-		after, err := current(dir)
-		if err != nil {
-			return 0, err
-		}
-		if after.num > next && g.num > 0 && !exists(filepath.Join(dir, genName(g.num))) {
-			// We re-created a pruned generation: see the type's comment.
-			if st, err := os.Lstat(target); err == nil && tombstone == (st.Mode()&fs.ModeSymlink != 0) {
+		if in, err := os.Lstat(filepath.Join(dir, genName(base.num))); err != nil || idOf(in) != base.id {
+			// The base went: next may have existed and been removed
+			// before the link. See the type's comment.
+			if in, err := os.Lstat(target); err == nil && mine != (fileID{}) && idOf(in) == mine {
 				os.Remove(target)
 			}
-			if cond == condAny {
-				continue
-			}
-			return 0, f.lost(name, cond)
+			continue
 		}
-		f.prune(dir, next)
+		if err := f.ensureDir(dir); err != nil {
+			return 0, mapErr(err)
+		}
+		if tombstone {
+			f.reap(dir, next)
+		} else {
+			f.prune(dir, next)
+		}
 		return Version(next), nil
 	}
 }
 
-func (f *File) lost(name string, cond condition) error {
-	if cond == condAbsent {
-		return fmt.Errorf("%w: %s (created concurrently)", ErrExists, name)
+// syncExisting makes an object directory that this process found, and the
+// generations in it, durable before the caller relies on them.
+func (f *File) syncExisting(dir string) error {
+	if err := f.syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return mapErr(err)
 	}
-	return fmt.Errorf("%w: %s (changed concurrently)", ErrConflict, name)
+	if err := f.ensureDir(dir); err != nil {
+		return mapErr(err)
+	}
+	return nil
+}
+
+// newIncarnation gives the absent or empty object directory dir a base:
+// it renames into place a prepared directory holding only a link to "new"
+// named by the file server's time. If another creator's directory is there
+// first it leaves that one. See the type's comment.
+func (f *File) newIncarnation(dir string) error {
+	prep := filepath.Join(f.root, "tmp", randomName()+".d")
+	if err := os.Mkdir(prep, 0o755); err != nil {
+		return mapErr(err)
+	}
+	defer os.RemoveAll(prep) // nothing is there once renamed
+	in, err := os.Lstat(prep)
+	if err != nil {
+		return mapErr(err)
+	}
+	base := max(uint64(in.ModTime().UnixNano()), 1<<32) // above any number of an older incarnation
+	if err := os.Symlink(newLink, filepath.Join(prep, genName(base))); err != nil {
+		return mapErr(err)
+	}
+	parent := filepath.Dir(dir)
+	for try := 0; try < 100; try++ {
+		if err := f.ensureDir(parent); err != nil {
+			return mapErr(err)
+		}
+		err := os.Rename(prep, dir)
+		switch {
+		case err == nil:
+			if err := f.syncDir(parent); err != nil {
+				return mapErr(err)
+			}
+			if in, err := os.Stat(dir); err == nil {
+				f.markDurable(dir, in)
+			}
+			return nil
+		case errors.Is(err, fs.ErrExist): // EEXIST or ENOTEMPTY: another creator's
+			return nil
+		case errors.Is(err, fs.ErrNotExist) && exists(prep):
+			continue // a parent was removed (an object deleted) meanwhile
+		case errors.Is(err, fs.ErrNotExist):
+			return nil // prep removed as a crashed writer's: the caller starts over
+		default:
+			return mapErr(err)
+		}
+	}
+	return fmt.Errorf("objstore: %s: its parent directory keeps vanishing; try again", dir)
+}
+
+// reap removes the directory of a deleted object whose newest entry was
+// the tombstone (or unused base) t, and its parents while empty. See the
+// type's comment.
+func (f *File) reap(dir string, t uint64) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	var older []uint64
+	for _, e := range ents {
+		if n, ok := genNum(e.Name()); ok && n < t {
+			older = append(older, n)
+		}
+	}
+	if len(older) > 0 {
+		sort.Slice(older, func(i, j int) bool { return older[i] < older[j] })
+		for _, n := range older {
+			if err := os.Remove(filepath.Join(dir, genName(n))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return
+			}
+		}
+		if f.syncDir(dir) != nil {
+			return
+		}
+	}
+	if g, err := current(dir); err != nil || g.num != t {
+		return // written again since
+	}
+	if err := os.Remove(filepath.Join(dir, genName(t))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	f.removeEmptyDirs(dir)
+}
+
+// removeEmptyDirs removes dir and then its parents below obj/ while they
+// are empty. rmdir() fails on a directory with an entry, so this never
+// removes anything written meanwhile.
+func (f *File) removeEmptyDirs(dir string) {
+	top := filepath.Join(f.root, "obj")
+	for d := dir; strings.HasPrefix(d, top+string(filepath.Separator)); d = filepath.Dir(d) {
+		if err := syscall.Rmdir(d); err != nil {
+			return
+		}
+		f.forget(d)
+	}
 }
 
 // prune removes superseded generations below newest, oldest first, once
@@ -377,8 +641,8 @@ func (f *File) prune(dir string, newest uint64) {
 	var gens []gen
 	var newestMod time.Time
 	for _, e := range ents {
-		n, err := strconv.ParseUint(e.Name(), 16, 64)
-		if err != nil || len(e.Name()) != 16 || n > newest {
+		n, ok := genNum(e.Name())
+		if !ok || n > newest {
 			continue
 		}
 		in, err := e.Info()
@@ -409,11 +673,15 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// writeTemp writes data to a new temporary file and fsyncs it.
-func (f *File) writeTemp(data []byte) (string, error) {
+func randomName() string {
 	var rnd [12]byte
 	rand.Read(rnd[:])
-	tmp := filepath.Join(f.root, "tmp", hex.EncodeToString(rnd[:]))
+	return hex.EncodeToString(rnd[:])
+}
+
+// writeTemp writes data to a new temporary file and fsyncs it.
+func (f *File) writeTemp(data []byte) (string, error) {
+	tmp := filepath.Join(f.root, "tmp", randomName())
 	if err := f.writeDurable(tmp, data); err != nil {
 		os.Remove(tmp)
 		return "", err
@@ -455,6 +723,7 @@ func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 }
 
 func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	f.cleanTmp()
 	// Walk from the deepest directory the prefix names completely.
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
@@ -470,6 +739,7 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 
 // walk lists the objects below the directory path, whose names start with
 // namePrefix (the name of path's directory, ending in a slash, or "").
+// Directories may vanish under it (objects deleted): it skips them.
 func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(Info) error) error {
 	ents, err := os.ReadDir(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -477,6 +747,10 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(
 	}
 	if err != nil {
 		return mapErr(err)
+	}
+	if len(ents) == 0 {
+		f.removeEmptyDirs(path)
+		return nil
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
 	for _, e := range ents {
@@ -495,21 +769,84 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(
 			}
 			continue
 		}
-		objs, err := os.ReadDir(filepath.Join(path, e.Name()))
+		fan := filepath.Join(path, e.Name())
+		objs, err := os.ReadDir(fan)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return mapErr(err)
 		}
-		var names []string
-		for _, o := range objs {
-			if name := namePrefix + o.Name(); strings.HasPrefix(name, want) {
-				names = append(names, name)
-			}
+		if len(objs) == 0 {
+			f.removeEmptyDirs(fan)
 		}
-		if err := StatEach(ctx, f, names, fn); err != nil {
-			return err
+		for _, o := range objs {
+			name := namePrefix + o.Name()
+			if !strings.HasPrefix(name, want) {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			in, ok, err := f.tidy(ctx, filepath.Join(fan, o.Name()), name)
+			if err != nil {
+				return err
+			}
+			if ok {
+				if err := fn(in); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// tidy returns the Info of the object whose directory is dir, if it
+// exists, after collecting what its directory holds that is no longer
+// needed: a deleted object's (reap), superseded generations old enough to
+// prune, a base that a crashed creator left over tmpAge ago, an empty
+// directory.
+func (f *File) tidy(ctx context.Context, dir, name string) (Info, bool, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Info{}, false, nil
+	}
+	if err != nil {
+		return Info{}, false, mapErr(err)
+	}
+	g := newest(ents)
+	switch {
+	case g.num == 0:
+		f.removeEmptyDirs(dir)
+		return Info{}, false, nil
+	case g.tombstone:
+		p := filepath.Join(dir, genName(g.num))
+		to, err := os.Readlink(p)
+		if err != nil {
+			return Info{}, false, nil
+		}
+		if to == newLink {
+			if in, err := os.Lstat(p); err != nil || len(ents) > 1 || time.Since(in.ModTime()) < tmpAge {
+				return Info{}, false, nil // a creator's, about to write
+			}
+		}
+		f.reap(dir, g.num)
+		return Info{}, false, nil
+	}
+	if len(ents) > 1 {
+		f.prune(dir, g.num)
+	}
+	in, err := os.Lstat(filepath.Join(dir, genName(g.num)))
+	if err != nil {
+		// Replaced (and pruned) or deleted since the listing.
+		in, err := f.Stat(ctx, name)
+		if IsNotExist(err) {
+			return Info{}, false, nil
+		}
+		return in, err == nil, err
+	}
+	return Info{Name: name, Size: in.Size(), Version: Version(g.num), ModTime: in.ModTime()}, true, nil
 }
 
 func (f *File) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
@@ -611,28 +948,70 @@ func (f *File) Sync(ctx context.Context, name string) error {
 
 func (f *File) Close() error { return nil }
 
-// ensureDir creates dir and its missing parents, fsyncing each parent
-// that got a new entry so the new directories survive a crash.
-func ensureDir(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
+// ensureDir creates dir and its missing parents below the root, and makes
+// sure the entry of each in its parent is durable: it fsyncs the parent of
+// every directory it creates, and of every directory this process has not
+// seen durable before (another process may have made it and not synced
+// yet).
+func (f *File) ensureDir(dir string) error {
+	in, err := os.Stat(dir)
+	if err == nil && f.isDurable(dir, in) {
 		return nil
 	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := ensureDir(parent); err != nil {
+	if parent != f.root && parent != dir {
+		if err := f.ensureDir(parent); err != nil {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil
+	if err != nil {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
 		}
+		if in, err = os.Stat(dir); err != nil {
+			return err
+		}
+	}
+	if err := f.syncDir(parent); err != nil {
 		return err
 	}
-	return syncDir(parent)
+	f.markDurable(dir, in)
+	return nil
 }
 
-func syncDir(dir string) error {
+// maxDurable bounds the memory of which directories are durable; past it
+// the memory starts again (costing fsyncs, not safety).
+const maxDurable = 1 << 16
+
+func (f *File) isDurable(dir string, in fs.FileInfo) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ino, ok := f.durable[dir]
+	return ok && ino == idOf(in).ino
+}
+
+func (f *File) markDurable(dir string, in fs.FileInfo) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.durable) >= maxDurable {
+		clear(f.durable)
+	}
+	f.durable[dir] = idOf(in).ino
+}
+
+func (f *File) forget(dir string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.durable, dir)
+}
+
+func (f *File) syncDir(dir string) error {
+	if f.hooks.syncDir != nil {
+		f.hooks.syncDir(dir)
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -1,0 +1,355 @@
+package objstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// twoFileStores opens one new file store twice, as two hosts sharing it.
+func twoFileStores(t *testing.T) (root string, a, b *objstore.File) {
+	t.Helper()
+	root = t.TempDir()
+	a, err := objstore.OpenFile(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = objstore.OpenFile(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, a, b
+}
+
+// ageGenerations sets the modification time of every generation of every
+// object below root back by d, as if they had been written d earlier.
+func ageGenerations(t *testing.T, root string, d time.Duration) {
+	t.Helper()
+	err := filepath.WalkDir(filepath.Join(root, "obj"), func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		in, err := e.Info()
+		if err != nil {
+			return err
+		}
+		return os.Chtimes(p, in.ModTime().Add(-d), in.ModTime().Add(-d))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileStaleCreateLoses: a creator whose view of the object is older
+// than the prune age (it listed, then stalled) must not win against the
+// creator that won meanwhile, whose later generations have been pruned
+// (issue 10 #3). pauseAt picks which of the stalled creator's installs
+// steps stalls: the first (it saw the object absent) or the second (it
+// saw the empty directory's base entry).
+func TestFileStaleCreateLoses(t *testing.T) {
+	ctx := context.Background()
+	for _, op := range []string{"create", "swap0"} {
+		for _, pauseAt := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s/pause%d", op, pauseAt), func(t *testing.T) {
+				root, a, b := twoFileStores(t)
+				paused, resume := make(chan struct{}), make(chan struct{})
+				var mu sync.Mutex
+				calls := 0
+				objstore.SetFileHooks(a, objstore.FileHooks{BeforeInstall: func(string) {
+					mu.Lock()
+					calls++
+					n := calls
+					mu.Unlock()
+					if n == pauseAt {
+						close(paused)
+						<-resume
+					}
+				}})
+				errc := make(chan error, 1)
+				go func() {
+					var err error
+					if op == "create" {
+						_, err = a.Create(ctx, "gc/lock", []byte("stalled"))
+					} else {
+						_, err = a.Swap(ctx, "gc/lock", []byte("stalled"), 0)
+					}
+					errc <- err
+				}()
+				select {
+				case <-paused:
+				case err := <-errc:
+					t.Fatalf("the creator finished without stalling at install step %d: %v", pauseAt, err)
+				}
+				if _, err := b.Create(ctx, "gc/lock", []byte("winner 1")); err != nil {
+					t.Fatal(err)
+				}
+				for i := 2; i <= 3; i++ {
+					if _, err := b.Put(ctx, "gc/lock", []byte(fmt.Sprintf("winner %d", i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				ageGenerations(t, root, time.Minute)
+				v, err := b.Put(ctx, "gc/lock", []byte("winner 4")) // prunes the aged generations
+				if err != nil {
+					t.Fatal(err)
+				}
+				close(resume)
+				err = <-errc
+				want := objstore.ErrExists
+				if op == "swap0" {
+					want = objstore.ErrConflict
+				}
+				if !errors.Is(err, want) {
+					t.Fatalf("stalled creator: %v, want %v (two creators both told they won)", err, want)
+				}
+				got, gv, err := b.Get(ctx, "gc/lock")
+				if err != nil || string(got) != "winner 4" || gv != v {
+					t.Fatalf("object after the race: %q v%d %v, want winner 4 v%d", got, gv, err, v)
+				}
+			})
+		}
+	}
+}
+
+// TestFileStaleSwapLoses: a Swap whose base generation was pruned (and
+// its successor with it) while it stalled is a conflict, not a win.
+func TestFileStaleSwapLoses(t *testing.T) {
+	ctx := context.Background()
+	root, a, b := twoFileStores(t)
+	v1, err := b.Put(ctx, "x", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	objstore.SetFileHooks(a, objstore.FileHooks{BeforeInstall: func(string) {
+		once.Do(func() { close(paused); <-resume })
+	}})
+	errc := make(chan error, 1)
+	go func() { _, err := a.Swap(ctx, "x", []byte("stale"), v1); errc <- err }()
+	<-paused
+	v := v1
+	for i := 2; i <= 4; i++ {
+		if v, err = b.Swap(ctx, "x", []byte(fmt.Sprint(i)), v); err != nil {
+			t.Fatal(err)
+		}
+		ageGenerations(t, root, time.Minute)
+	}
+	if v, err = b.Swap(ctx, "x", []byte("5"), v); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	if err := <-errc; !errors.Is(err, objstore.ErrConflict) {
+		t.Fatalf("stale swap: %v, want a conflict", err)
+	}
+	if got, gv, _ := b.Get(ctx, "x"); string(got) != "5" || gv != v {
+		t.Fatalf("object %q v%d, want 5 v%d", got, gv, v)
+	}
+}
+
+// usage walks root like du: every file and directory, with the blocks
+// each occupies, and the directories found.
+func usage(t *testing.T, root string) (bytes int64, dirs []string) {
+	t.Helper()
+	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		in, err := e.Info()
+		if err != nil {
+			return err
+		}
+		bytes += in.Sys().(*syscall.Stat_t).Blocks * 512
+		if e.IsDir() {
+			rel, _ := filepath.Rel(root, p)
+			dirs = append(dirs, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(dirs)
+	return bytes, dirs
+}
+
+// TestFileDeleteFreesSpace: after deleting every object, the store's
+// directory uses what an empty store does, measured on disk, and no
+// directory is left beyond the store's skeleton (issue 10 #12).
+func TestFileDeleteFreesSpace(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := objstore.OpenFile(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, skeleton := usage(t, root)
+	data := make([]byte, 64<<10)
+	for i := range data {
+		data[i] = byte(i*7 + 1)
+	}
+	var names []string
+	for i := 0; i < 60; i++ {
+		names = append(names, fmt.Sprintf("vol/%02x/d/1-%x", i%4, i), fmt.Sprintf("blk/%04x", i*977), fmt.Sprintf("gc/holds/h%d", i))
+	}
+	names = append(names, "catalog", "vol/00/head")
+	for i, n := range names {
+		if _, err := s.Create(ctx, n, data); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 { // several generations, some of them old enough to prune
+			for g := 0; g < 3; g++ {
+				if _, err := s.Put(ctx, n, data[:len(data)-g]); err != nil {
+					t.Fatal(err)
+				}
+				if g == 1 {
+					ageGenerations(t, root, time.Minute)
+				}
+			}
+		}
+	}
+	full, _ := usage(t, root)
+	if full < int64(len(names)*len(data)) {
+		t.Fatalf("usage %d B with %d objects of %d B: the measure is wrong", full, len(names), len(data))
+	}
+	for _, n := range names {
+		if err := s.Delete(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Whatever is left to collect goes at the next listing (the
+	// collector lists everything).
+	if err := s.List(ctx, "", func(in objstore.Info) error {
+		return fmt.Errorf("deleted object %s listed", in.Name)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	after, dirs := usage(t, root)
+	if after > empty+16<<10 {
+		t.Errorf("after deleting everything the store uses %d B on disk (%d B full, %d B empty)", after, full, empty)
+	}
+	if strings.Join(dirs, " ") != strings.Join(skeleton, " ") {
+		t.Errorf("directories left: %v, want only %v", dirs, skeleton)
+	}
+}
+
+// syncRecorder counts directory fsyncs by path relative to root.
+type syncRecorder struct {
+	mu    sync.Mutex
+	root  string
+	syncs map[string]int
+	// formatSynced: root was synced while FORMAT existed.
+	formatSynced bool
+}
+
+func recordSyncs(t *testing.T, root string) *syncRecorder {
+	r := &syncRecorder{root: root, syncs: map[string]int{}}
+	restore := objstore.SetOpenFileHooks(objstore.FileHooks{SyncDir: func(dir string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		rel, _ := filepath.Rel(r.root, dir)
+		r.syncs[rel]++
+		if rel == "." {
+			if _, err := os.Stat(filepath.Join(r.root, "FORMAT")); err == nil {
+				r.formatSynced = true
+			}
+		}
+	}})
+	t.Cleanup(restore)
+	return r
+}
+
+func (r *syncRecorder) missing(dirs ...string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var miss []string
+	for _, d := range dirs {
+		if r.syncs[d] == 0 {
+			miss = append(miss, d)
+		}
+	}
+	return miss
+}
+
+// objectDir finds the directory of the one object below root/obj/sub.
+func objectDir(t *testing.T, root, sub string) string {
+	t.Helper()
+	var found string
+	filepath.WalkDir(filepath.Join(root, "obj", sub), func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() && strings.HasPrefix(filepath.Base(filepath.Dir(p)), "@") {
+			found, _ = filepath.Rel(root, p)
+		}
+		return nil
+	})
+	if found == "" {
+		t.Fatalf("no object directory below obj/%s", sub)
+	}
+	return found
+}
+
+// TestFileFormatSynced: a new store's FORMAT is durable once OpenFile
+// returns: the root is fsynced after FORMAT is there.
+func TestFileFormatSynced(t *testing.T) {
+	root := t.TempDir()
+	r := recordSyncs(t, root)
+	if _, err := objstore.OpenFile(root, true); err != nil {
+		t.Fatal(err)
+	}
+	if !r.formatSynced {
+		t.Fatal("FORMAT written but the root directory not fsynced after it")
+	}
+}
+
+// TestFileSyncsDirectoriesItFinds: a process that writes into, or
+// answers ErrExists from, an object directory another process made fsyncs
+// the parents of that directory and of its ancestors below the root: the
+// other process may have crashed before it did.
+func TestFileSyncsDirectoriesItFinds(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	a, err := objstore.OpenFile(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(ctx, "p/q/x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	obj := objectDir(t, root, "p/q")
+	fan := filepath.Dir(obj)
+	ancestors := []string{"obj", "obj/p", "obj/p/q", fan}
+
+	r := recordSyncs(t, root)
+	b, err := objstore.OpenFile(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "p/q/x", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if miss := r.missing(ancestors...); len(miss) > 0 {
+		t.Errorf("Put into another process's directory did not fsync %v", miss)
+	}
+
+	r = recordSyncs(t, root)
+	c, err := objstore.OpenFile(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(ctx, "p/q/x", []byte("3")); !errors.Is(err, objstore.ErrExists) {
+		t.Fatalf("Create of an existing object: %v", err)
+	}
+	if miss := r.missing(append(ancestors, obj)...); len(miss) > 0 {
+		t.Errorf("Create answered ErrExists from another process's object without fsyncing %v", miss)
+	}
+}
