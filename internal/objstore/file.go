@@ -3,6 +3,7 @@ package objstore
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -118,8 +119,9 @@ type File struct {
 
 // fileHooks are seams for tests; nil members do nothing.
 type fileHooks struct {
-	beforeInstall func(dir string) // after the listing an install decided on, before it links
-	syncDir       func(dir string) // every directory fsync
+	beforeInstall func(dir string)     // after the listing an install decided on, before it links
+	syncDir       func(dir string)     // every directory fsync
+	now           func(ns int64) int64 // maps the server time that listing measures
 }
 
 // openHooks are given to every File that OpenFile opens (for tests).
@@ -261,12 +263,29 @@ type generation struct {
 
 // fileID tells one file apart from any other that later takes its name:
 // device and inode, and the type, modification time and size, which a
-// reused inode number does not repeat.
+// reused inode number seldom repeats, and for a symbolic link its target,
+// which holds a random nonce.
 type fileID struct {
 	dev, ino uint64
 	mode     fs.FileMode
 	mtime    int64
 	size     int64
+	link     string
+}
+
+// identify returns the fileID of the entry at path.
+func identify(path string) (fileID, error) {
+	in, err := os.Lstat(path)
+	if err != nil {
+		return fileID{}, err
+	}
+	id := idOf(in)
+	if in.Mode()&fs.ModeSymlink != 0 {
+		if id.link, err = os.Readlink(path); err != nil {
+			return fileID{}, err
+		}
+	}
+	return id, nil
 }
 
 func idOf(in fs.FileInfo) fileID {
@@ -317,14 +336,14 @@ func head(dir string) (g generation, ok bool, err error) {
 		if g, err = current(dir); err != nil || g.num == 0 {
 			return g, false, err
 		}
-		in, err := os.Lstat(filepath.Join(dir, genName(g.num)))
+		id, err := identify(filepath.Join(dir, genName(g.num)))
 		if errors.Is(err, fs.ErrNotExist) && try < 100 {
 			continue // removed since the listing
 		}
 		if err != nil {
 			return g, false, mapErr(err)
 		}
-		g.id = idOf(in)
+		g.id = id
 		return g, true, nil
 	}
 }
@@ -484,7 +503,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		next := base.num + 1
 		target := filepath.Join(dir, genName(next))
 		if tombstone {
-			err = os.Symlink(deletedLink, target)
+			err = os.Symlink(deletedLink+"."+randomName(), target)
 		} else {
 			err = os.Link(tmp, target)
 		}
@@ -494,29 +513,22 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		if err != nil {
 			return 0, mapErr(err)
 		}
-		var mine fileID
-		if in, err := os.Lstat(target); err == nil {
-			mine = idOf(in)
-		}
+		mine, _ := identify(target)
 		if err := f.syncDir(dir); err != nil {
 			return 0, mapErr(err)
 		}
-		if in, err := os.Lstat(filepath.Join(dir, genName(base.num))); err != nil || idOf(in) != base.id {
+		if id, err := identify(filepath.Join(dir, genName(base.num))); err != nil || id != base.id {
 			// The base went: next may have existed and been removed
 			// before the link. See the type's comment.
-			if in, err := os.Lstat(target); err == nil && mine != (fileID{}) && idOf(in) == mine {
+			if id, err := identify(target); err == nil && mine != (fileID{}) && id == mine {
 				os.Remove(target)
 			}
 			continue
 		}
-		if err := f.ensureDir(dir); err != nil {
+		if err := f.durableDir(dir, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return 0, mapErr(err)
 		}
-		if tombstone {
-			f.reap(dir, next)
-		} else {
-			f.prune(dir, next)
-		}
+		f.collect(dir, next, tombstone, true, 0)
 		return Version(next), nil
 	}
 }
@@ -527,7 +539,7 @@ func (f *File) syncExisting(dir string) error {
 	if err := f.syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return mapErr(err)
 	}
-	if err := f.ensureDir(dir); err != nil {
+	if err := f.durableDir(dir, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return mapErr(err)
 	}
 	return nil
@@ -547,8 +559,12 @@ func (f *File) newIncarnation(dir string) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	base := max(uint64(in.ModTime().UnixNano()), 1<<32) // above any number of an older incarnation
-	if err := os.Symlink(newLink, filepath.Join(prep, genName(base))); err != nil {
+	// The server's time, and a random part so that directories made in
+	// one tick of a coarse clock are numbered apart.
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	base := max(uint64(in.ModTime().UnixNano()), 1<<32) + uint64(binary.BigEndian.Uint32(rnd[:])>>8)
+	if err := os.Symlink(newLink+"."+randomName(), filepath.Join(prep, genName(base))); err != nil {
 		return mapErr(err)
 	}
 	parent := filepath.Dir(dir)
@@ -579,35 +595,75 @@ func (f *File) newIncarnation(dir string) error {
 	return fmt.Errorf("objstore: %s: its parent directory keeps vanishing; try again", dir)
 }
 
-// reap removes the directory of a deleted object whose newest entry was
-// the tombstone (or unused base) t, and its parents while empty. See the
-// type's comment.
-func (f *File) reap(dir string, t uint64) {
+// collect removes from dir, oldest first, the generations that newest
+// (the generation just written, or found newest by a listing) leaves
+// unneeded:
+//   - generation k once the entry after it was linked PruneAge before
+//     now: the writer of that entry has had that long to check k, and
+//     readers to finish with k;
+//   - if newest is a tombstone and ownBase is set (its writer, after its
+//     check), newest's base at once, as nobody else built on it;
+//   - then, if newest is a tombstone and nothing older is left, newest
+//     and the directory, when newest is below now (a directory made later
+//     then gets a higher base).
+//
+// now is the file server's time in nanoseconds; 0 means newest's own
+// change time. A crash before the removals are durable is harmless: the
+// newest generation stays the newest.
+func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now int64) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
-	var older []uint64
-	for _, e := range ents {
-		if n, ok := genNum(e.Name()); ok && n < t {
-			older = append(older, n)
-		}
+	type gen struct {
+		num     uint64
+		changed int64
 	}
-	if len(older) > 0 {
-		sort.Slice(older, func(i, j int) bool { return older[i] < older[j] })
-		for _, n := range older {
-			if err := os.Remove(filepath.Join(dir, genName(n))); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return
+	var gens []gen
+	for _, e := range ents {
+		n, ok := genNum(e.Name())
+		if !ok || n > newest {
+			continue
+		}
+		in, err := e.Info()
+		if err != nil {
+			continue
+		}
+		gens = append(gens, gen{n, changeTime(in)})
+		if n == newest && now == 0 {
+			now = changeTime(in)
+			if f.hooks.now != nil {
+				now = f.hooks.now(now)
 			}
 		}
-		if f.syncDir(dir) != nil {
+	}
+	if len(gens) == 0 || now == 0 {
+		return
+	}
+	sort.Slice(gens, func(i, j int) bool { return gens[i].num < gens[j].num })
+	i := 0
+	for ; i+1 < len(gens); i++ {
+		next := gens[i+1]
+		own := tombstone && ownBase && next.num == newest && gens[i].num == newest-1
+		if !own && next.changed > now-int64(PruneAge) {
+			break
+		}
+		if err := os.Remove(filepath.Join(dir, genName(gens[i].num))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
 	}
-	if g, err := current(dir); err != nil || g.num != t {
+	if !tombstone || i+1 < len(gens) || gens[i].num != newest || newest >= uint64(now) {
+		return
+	}
+	// Older generations must not come back after a crash without the
+	// tombstone above them.
+	if i > 0 && f.syncDir(dir) != nil {
+		return
+	}
+	if g, err := current(dir); err != nil || g.num != newest {
 		return // written again since
 	}
-	if err := os.Remove(filepath.Join(dir, genName(t))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(filepath.Join(dir, genName(newest))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return
 	}
 	f.removeEmptyDirs(dir)
@@ -626,51 +682,30 @@ func (f *File) removeEmptyDirs(dir string) {
 	}
 }
 
-// prune removes superseded generations below newest, oldest first, once
-// their successor is PruneAge older than newest. A crash before the
-// removals are durable is harmless: the highest generation wins.
-func (f *File) prune(dir string, newest uint64) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	type gen struct {
-		num uint64
-		mod time.Time
-	}
-	var gens []gen
-	var newestMod time.Time
-	for _, e := range ents {
-		n, ok := genNum(e.Name())
-		if !ok || n > newest {
-			continue
-		}
-		in, err := e.Info()
-		if err != nil {
-			continue
-		}
-		gens = append(gens, gen{n, in.ModTime()})
-		if n == newest {
-			newestMod = in.ModTime()
-		}
-	}
-	if newestMod.IsZero() {
-		return
-	}
-	sort.Slice(gens, func(i, j int) bool { return gens[i].num < gens[j].num })
-	for i := 0; i+1 < len(gens) && gens[i+1].num < newest; i++ {
-		if newestMod.Sub(gens[i+1].mod) < PruneAge {
-			return
-		}
-		if err := os.Remove(filepath.Join(dir, genName(gens[i].num))); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return
-		}
-	}
-}
-
 func exists(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil
+}
+
+// serverNow returns the file server's time in nanoseconds: the change
+// time of a file it creates (0 if that fails).
+func (f *File) serverNow() int64 {
+	p := filepath.Join(f.root, "tmp", randomName()+".now")
+	fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0
+	}
+	fh.Close()
+	defer os.Remove(p)
+	in, err := os.Lstat(p)
+	if err != nil {
+		return 0
+	}
+	now := changeTime(in)
+	if f.hooks.now != nil {
+		now = f.hooks.now(now)
+	}
+	return now
 }
 
 func randomName() string {
@@ -734,13 +769,20 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 			return nil // no object can have such a name
 		}
 	}
-	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, fn)
+	var now int64 // measured once, when first needed
+	serverNow := func() int64 {
+		if now == 0 {
+			now = f.serverNow()
+		}
+		return now
+	}
+	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, serverNow, fn)
 }
 
 // walk lists the objects below the directory path, whose names start with
 // namePrefix (the name of path's directory, ending in a slash, or "").
 // Directories may vanish under it (objects deleted): it skips them.
-func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(Info) error) error {
+func (f *File) walk(ctx context.Context, path, namePrefix, want string, now func() int64, fn func(Info) error) error {
 	ents, err := os.ReadDir(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -763,7 +805,7 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(
 		if !strings.HasPrefix(e.Name(), "@") {
 			sub := namePrefix + e.Name() + "/"
 			if strings.HasPrefix(sub, want) || strings.HasPrefix(want, sub) {
-				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, fn); err != nil {
+				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, now, fn); err != nil {
 					return err
 				}
 			}
@@ -788,7 +830,7 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			in, ok, err := f.tidy(ctx, filepath.Join(fan, o.Name()), name)
+			in, ok, err := f.tidy(ctx, filepath.Join(fan, o.Name()), name, now)
 			if err != nil {
 				return err
 			}
@@ -807,7 +849,7 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(
 // needed: a deleted object's (reap), superseded generations old enough to
 // prune, a base that a crashed creator left over tmpAge ago, an empty
 // directory.
-func (f *File) tidy(ctx context.Context, dir, name string) (Info, bool, error) {
+func (f *File) tidy(ctx context.Context, dir, name string, now func() int64) (Info, bool, error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Info{}, false, nil
@@ -826,16 +868,16 @@ func (f *File) tidy(ctx context.Context, dir, name string) (Info, bool, error) {
 		if err != nil {
 			return Info{}, false, nil
 		}
-		if to == newLink {
-			if in, err := os.Lstat(p); err != nil || len(ents) > 1 || time.Since(in.ModTime()) < tmpAge {
+		if strings.HasPrefix(to, newLink) {
+			if in, err := os.Lstat(p); err != nil || len(ents) > 1 || changeTime(in) > now()-int64(tmpAge) {
 				return Info{}, false, nil // a creator's, about to write
 			}
 		}
-		f.reap(dir, g.num)
+		f.collect(dir, g.num, true, false, now())
 		return Info{}, false, nil
 	}
 	if len(ents) > 1 {
-		f.prune(dir, g.num)
+		f.collect(dir, g.num, false, false, now())
 	}
 	in, err := os.Lstat(filepath.Join(dir, genName(g.num)))
 	if err != nil {
@@ -952,10 +994,26 @@ func (f *File) Close() error { return nil }
 // sure the entry of each in its parent is durable: it fsyncs the parent of
 // every directory it creates, and of every directory this process has not
 // seen durable before (another process may have made it and not synced
-// yet).
+// yet). A directory removed meanwhile (an object deleted) is made again.
 func (f *File) ensureDir(dir string) error {
+	var err error
+	for try := 0; try < 100; try++ {
+		if err = f.durableDir(dir, true); !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
+// durableDir makes dir's entry, and its parents' below the root, durable
+// (see ensureDir), creating what is missing if create is set; without
+// it, a missing dir is no error.
+func (f *File) durableDir(dir string, create bool) error {
 	in, err := os.Stat(dir)
 	if err == nil && f.isDurable(dir, in) {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) && !create {
 		return nil
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -963,7 +1021,7 @@ func (f *File) ensureDir(dir string) error {
 	}
 	parent := filepath.Dir(dir)
 	if parent != f.root && parent != dir {
-		if err := f.ensureDir(parent); err != nil {
+		if err := f.durableDir(parent, create); err != nil {
 			return err
 		}
 	}
