@@ -34,9 +34,9 @@ import (
 // under one prefix make directories of a few thousand entries). That
 // directory holds one entry per generation, named by the generation number
 // in 16 hex digits; the highest generation is the object and its number is
-// the object's Version. A generation that is a symbolic link is absent: a
-// link to "deleted" is a tombstone, a link to "new" the base of a
-// directory no object has been written to yet.
+// the object's Version. A generation that is a symbolic link means absent:
+// a link to "deleted.<nonce>" is a tombstone, one to "new.<nonce>" the base
+// of a directory that nothing has been written to yet.
 //
 // # Compare-and-swap without locks
 //
@@ -50,54 +50,62 @@ import (
 // used. So of two writers that both saw generation g, exactly one creates
 // g+1, as long as g+1 was never removed.
 //
-// Old generations are removed, always oldest first: superseded ones
-// (pruned: generation k once generation k+1 is PruneAge older than the
-// newest; times are the file server's own modification times, so host
-// clocks do not matter) and all of a deleted object's (reaped, below).
-// So a directory listing, which may miss entries added or removed while it
-// runs, sees the newest generation that existed when it started unless it
-// runs longer than PruneAge.
-//
-// A writer whose view is older than that (a stall between its listing and
-// its link, or NFS attribute caching) may link a g+1 that existed and was
-// removed. Every writer therefore checks, after its link, that its base g
-// is still the same file it listed (fileID: inode, type, time, size). That
-// file can only have gone, never come back. If it is there, no g+1 was
+// Generations are removed oldest first, never out of order. A writer whose
+// view is old (a stall between its listing and its link, or NFS attribute
+// caching) may link a g+1 that existed and was removed. So every writer
+// checks, after its link, that its base g is still the same file it
+// listed (fileID: inode, type, modification time, size, link target with
+// its nonce). A removed file never comes back. If g is there, no g+1 was
 // ever removed (g+1 goes only after g), and none existed when the writer
-// listed g as newest, so the link was a real win. If it is gone, the
-// writer removes its own entry (if it is still its own) and starts over
-// from a new listing: a Swap then finds another version and reports a
-// conflict, a Create finds the object and reports ErrExists. The check
-// trusts nothing the writer saw before its link, so it holds however
-// stale the view. Its one cost: a writer that won and then stalled for
-// PruneAge before checking sees its base pruned and reports a conflict
-// although later writers built on its write.
+// listed g as newest: the link was a real win. If g is gone, the writer
+// removes its own entry (if it is still its own) and starts over from a
+// new listing: a Swap then finds another version and reports a conflict, a
+// Create finds the object (ErrExists) or links again on what is there now.
+// The check trusts nothing the writer saw before its link, so it holds
+// however stale the view.
 //
 // Every link has a base. An object whose directory is absent (or empty)
 // gets one by renaming into place a directory prepared under tmp/ that
-// holds a single symlink to "new" named B, the prepared directory's
-// modification time in nanoseconds (the file server's clock); rename()
-// fails if a non-empty directory is there, so one of several creators
-// installs its directory and all of them then link B+1 on it.
+// holds a single "new" link, numbered by the file server's time in
+// nanoseconds plus a random part below 2^24 (directories made in one tick
+// of a coarse clock are numbered apart). rename() fails if a non-empty
+// directory is there, so of several creators one installs its directory,
+// and then all of them link on it.
 //
-// # Deleting
+// # Removing generations
 //
-// Delete links a tombstone like any write, then reaps the directory at
-// once: it removes the older generations oldest first and fsyncs (so a
-// crash cannot bring back an older generation without the tombstone
-// above it), removes the tombstone if it is still the newest entry, and
-// removes the directory and then its parents while they are empty
-// (rmdir() fails on a non-empty directory, so an entry linked meanwhile
-// stays and wins). Removing the tombstone is safe at any time: a writer
-// based on it finds it gone and starts over; one that already checked
-// has an entry above it. A later incarnation of the name starts from a
-// new base B, so versions keep growing across Delete and Create as long
-// as the file server's clock does not go back. Creators retry when a
-// parent directory vanishes under them. Listing (which the collector
-// does) reaps what a crashed deleter left, prunes generations that
-// became old enough since their last write, and removes empty
-// directories; it also removes temporary files and prepared directories
-// that crashed writers left in tmp/ over an hour ago.
+// Times are the file server's change times (link() sets it), so host
+// clocks do not matter. A generation k is removed ("collected") once the
+// entry after it was linked PruneAge before the newest one, or before the
+// server's time when a listing collects: the writer of k+1 has had
+// PruneAge to check k, and a reader that listed k as newest to open it.
+// So a writer that won and then stalled PruneAge before its check may take
+// its win for a loss; a listing sees the newest generation that existed
+// when it started unless it runs longer than PruneAge.
+//
+// Delete links a tombstone like any write. Its writer then also removes
+// the tombstone's base at once (nobody else built on it), once older
+// generations are gone, so data written PruneAge before it was deleted is
+// freed by Delete itself. When nothing older is left, the tombstone goes
+// too (after an fsync, so that a crash cannot bring back an older
+// generation without the tombstone above it), if its number is below the
+// server's time: a directory made later is then numbered above it, and
+// versions of a name keep growing across Delete and Create as long as the
+// file server's clock does not go back (a creator that prepared its
+// directory, then stalled across a whole delete, can start below; its
+// random part makes a repeated version unlikely, not impossible). Then
+// the directory and its parents go while empty: rmdir() fails on a
+// directory with an entry, so anything linked meanwhile stays, and a
+// writer based on the removed tombstone finds it gone and starts over.
+// Creators make again the directories that vanish under them.
+//
+// Listing (which the collector does) finishes the work: it collects by
+// the same rules what has since become old enough, removes deleted
+// objects' directories, "new" directories that a crashed creator left
+// over an hour ago, and empty directories, and once an hour what crashed
+// writers left in tmp/ over an hour ago. So a deleted object's space is
+// back at once if it was written PruneAge before, else at the first
+// listing after that, and listing time follows the objects that exist.
 //
 // # Durability
 //
@@ -107,7 +115,8 @@ import (
 // every directory it uses that it has not made durable itself (also one
 // another process made and may not have synced yet), remembering which
 // by inode, and fsyncs the directory of an object it finds already
-// created (Create of stored content) before it answers ErrExists.
+// created (Create of stored content) before it answers ErrExists. FORMAT
+// is linked from a complete temporary file, then the root is fsynced.
 type File struct {
 	root  string
 	hooks fileHooks
@@ -138,7 +147,8 @@ var (
 const fileFormat = "archip-file-store 1\n"
 
 // PruneAge is how long a superseded generation of a file-store object is
-// kept once its successor exists. See the File type's comment.
+// kept once its successor exists: the time its successor's writer has to
+// check it, and readers to open it. See the File type's comment.
 const PruneAge = 10 * time.Second
 
 // tmpAge is how old a file or directory in tmp/ must be before it is taken
