@@ -118,8 +118,9 @@ import (
 // created (Create of stored content) before it answers ErrExists. FORMAT
 // is linked from a complete temporary file, then the root is fsynced.
 type File struct {
-	root  string
-	hooks fileHooks
+	root     string
+	hooks    fileHooks
+	pruneAge time.Duration
 
 	mu        sync.Mutex
 	durable   map[string]uint64 // directory → inode whose entry in its parent is durable
@@ -176,7 +177,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, durable: map[string]uint64{}}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -229,6 +230,14 @@ func (f *File) create() ([]byte, error) {
 	}
 	return os.ReadFile(format)
 }
+
+// SetPruneAge changes how long this process keeps superseded generations
+// (PruneAge by default); call it before using the store. Safety does not
+// depend on it; shorter, a writer that stalls longer than it between its
+// link and its check may report a conflict for a write that happened, and
+// a reader on another host may fail to read a generation it opened. 0
+// collects at once: for tests, and for stores that one process uses.
+func (f *File) SetPruneAge(d time.Duration) { f.pruneAge = d }
 
 // Root returns the store's directory.
 func (f *File) Root() string { return f.root }
@@ -655,7 +664,7 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 	for ; i+1 < len(gens); i++ {
 		next := gens[i+1]
 		own := tombstone && ownBase && next.num == newest && gens[i].num == newest-1
-		if !own && next.changed > now-int64(PruneAge) {
+		if !own && next.changed > now-int64(f.pruneAge) {
 			break
 		}
 		if err := os.Remove(filepath.Join(dir, genName(gens[i].num))); err != nil && !errors.Is(err, fs.ErrNotExist) {
