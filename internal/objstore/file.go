@@ -124,7 +124,7 @@ type File struct {
 
 	mu        sync.Mutex
 	durable   map[string]uint64 // directory → inode whose entry in its parent is durable
-	lastClean time.Time         // of tmp/
+	lastClean int64             // of tmp/, by serverNow
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -194,7 +194,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	default:
 		return nil, mapErr(err)
 	}
-	f.cleanTmp()
+	f.cleanTmp(f.serverNow)
 	return f, nil
 }
 
@@ -243,18 +243,20 @@ func (f *File) SetPruneAge(d time.Duration) { f.pruneAge = d }
 func (f *File) Root() string { return f.root }
 
 // cleanTmp removes temporary files and prepared directories left by
-// crashed writers, those older than tmpAge; at most once per tmpAge.
-func (f *File) cleanTmp() {
+// crashed writers, those changed over tmpAge ago by the file server's
+// clock; at most once per tmpAge (opening and listing call it).
+func (f *File) cleanTmp(serverNow func() int64) {
+	now := serverNow()
 	f.mu.Lock()
-	if !f.lastClean.IsZero() && time.Since(f.lastClean) < tmpAge {
+	if now == 0 || now-f.lastClean < int64(tmpAge) {
 		f.mu.Unlock()
 		return
 	}
-	f.lastClean = time.Now()
+	f.lastClean = now
 	f.mu.Unlock()
 	ents, _ := os.ReadDir(filepath.Join(f.root, "tmp"))
 	for _, e := range ents {
-		if in, err := e.Info(); err == nil && time.Since(in.ModTime()) > tmpAge {
+		if in, err := e.Info(); err == nil && changeTime(in) < now-int64(tmpAge) {
 			os.RemoveAll(filepath.Join(f.root, "tmp", e.Name()))
 		}
 	}
@@ -777,7 +779,14 @@ func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 }
 
 func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) error {
-	f.cleanTmp()
+	var now int64 // the file server's time, measured once, when first needed
+	serverNow := func() int64 {
+		if now == 0 {
+			now = f.serverNow()
+		}
+		return now
+	}
+	f.cleanTmp(serverNow)
 	// Walk from the deepest directory the prefix names completely.
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
@@ -787,13 +796,6 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 		if err := ValidName(strings.TrimSuffix(base, "/")); err != nil {
 			return nil // no object can have such a name
 		}
-	}
-	var now int64 // measured once, when first needed
-	serverNow := func() int64 {
-		if now == 0 {
-			now = f.serverNow()
-		}
-		return now
 	}
 	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, serverNow, fn)
 }

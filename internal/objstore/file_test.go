@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -336,5 +337,125 @@ func TestFileSyncsDirectoriesItFinds(t *testing.T) {
 	}
 	if miss := r.missing(append(ancestors, obj)...); len(miss) > 0 {
 		t.Errorf("Create answered ErrExists from another process's object without fsyncing %v", miss)
+	}
+}
+
+// laterBy makes f see the file server's clock d ahead.
+func laterBy(f *objstore.File, d time.Duration) {
+	objstore.SetFileHooks(f, objstore.FileHooks{Now: func(ns int64) int64 { return ns + int64(d) }})
+}
+
+// TestFileListCleansTmp: what crashed writers left in tmp/ (temporary
+// files, prepared directories) goes once over an hour old, also in a
+// process that keeps the store open: a listing cleans, not only an open.
+func TestFileListCleansTmp(t *testing.T) {
+	root := t.TempDir()
+	s, err := objstore.OpenFile(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "tmp", "0123abcd"), make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "tmp", "4567cdef.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("new.x", filepath.Join(root, "tmp", "4567cdef.d", "0000000100000000")); err != nil {
+		t.Fatal(err)
+	}
+	laterBy(s, 2*time.Hour)
+	if err := s.List(context.Background(), "", func(objstore.Info) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "tmp")); len(ents) != 0 {
+		t.Fatalf("tmp/ still holds %d entries (%s...) two hours later", len(ents), ents[0].Name())
+	}
+}
+
+// generations returns the entries of the directory of the one object
+// below root/obj/sub.
+func generations(t *testing.T, root, sub string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(root, objectDir(t, root, sub)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestFileListPrunes: generations superseded shortly before an object
+// fell quiet (too young to prune at its last write) go at a listing once
+// old enough, so an object that is not written again does not keep them.
+func TestFileListPrunes(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := objstore.OpenFile(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v objstore.Version
+	for i := 0; i < 5; i++ {
+		if v, err = s.Put(ctx, "vol/1/head", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(generations(t, root, "vol/1")); n < 5 {
+		t.Fatalf("%d generations after 5 quick writes: the test needs them young", n)
+	}
+	laterBy(s, time.Minute)
+	n := 0
+	if err := s.List(ctx, "", func(in objstore.Info) error {
+		n++
+		if in.Name != "vol/1/head" || in.Version != v || in.Size != 1 {
+			t.Errorf("listed %+v", in)
+		}
+		return nil
+	}); err != nil || n != 1 {
+		t.Fatalf("listed %d objects, %v", n, err)
+	}
+	if g := generations(t, root, "vol/1"); len(g) != 1 {
+		t.Fatalf("after a listing a minute later: %v, want only the newest", g)
+	}
+	if b, gv, err := s.Get(ctx, "vol/1/head"); err != nil || string(b) != "4" || gv != v {
+		t.Fatalf("Get = %q v%d %v", b, gv, err)
+	}
+}
+
+// TestFileListRemovesCrashedCreation: a creator that died after putting
+// its object's directory in place and before writing into it leaves a
+// directory with only its base; a listing removes it once over an hour
+// old, and the name can be created again.
+func TestFileListRemovesCrashedCreation(t *testing.T) {
+	ctx := context.Background()
+	root, a, b := twoFileStores(t)
+	calls := 0
+	objstore.SetFileHooks(a, objstore.FileHooks{BeforeInstall: func(string) {
+		if calls++; calls == 2 { // the directory is in place, the data not linked
+			runtime.Goexit()
+		}
+	}})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Create(ctx, "blk/dead", []byte("x"))
+	}()
+	<-done
+	if calls != 2 {
+		t.Fatalf("the creator stopped at step %d", calls)
+	}
+	objectDir(t, root, "blk") // there
+	laterBy(b, 2*time.Hour)
+	if err := b.List(ctx, "", func(in objstore.Info) error { return fmt.Errorf("listed %s", in.Name) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, dirs := usage(t, root); strings.Join(dirs, " ") != ". obj tmp" {
+		t.Fatalf("directories left: %v", dirs)
+	}
+	if _, err := b.Create(ctx, "blk/dead", []byte("y")); err != nil {
+		t.Fatal(err)
 	}
 }
