@@ -67,10 +67,11 @@ import (
 // Every link has a base. An object whose directory is absent (or empty)
 // gets one by renaming into place a directory prepared under tmp/ that
 // holds a single "new" link, numbered by the file server's time in
-// nanoseconds plus a random part below 2^24 (directories made in one tick
-// of a coarse clock are numbered apart). rename() fails if a non-empty
-// directory is there, so of several creators one installs its directory,
-// and then all of them link on it.
+// nanoseconds plus a random part below 2^20 (about a millisecond, less
+// than a tick of a coarse clock, so directories prepared in one tick are
+// numbered apart). rename() fails if a non-empty directory is there, so of
+// several creators one installs its directory, and then all of them link
+// on it.
 //
 // # Removing generations
 //
@@ -83,18 +84,22 @@ import (
 // its win for a loss; a listing sees the newest generation that existed
 // when it started unless it runs longer than PruneAge.
 //
-// Delete links a tombstone like any write. Its writer then also removes
-// the tombstone's base at once (nobody else built on it), once older
-// generations are gone, so data written PruneAge before it was deleted is
-// freed by Delete itself. When nothing older is left, the tombstone goes
-// too (after an fsync, so that a crash cannot bring back an older
-// generation without the tombstone above it), if its number is below the
-// server's time: a directory made later is then numbered above it, and
-// versions of a name keep growing across Delete and Create as long as the
-// file server's clock does not go back (a creator that prepared its
-// directory, then stalled across a whole delete, can start below; its
-// random part makes a repeated version unlikely, not impossible). Then
-// the directory and its parents go while empty: rmdir() fails on a
+// A writer that has checked its base also removes it at once if nothing
+// older is left and it is a symbolic link (nobody reads an absent
+// object's entry) or its own write is a tombstone (nobody reads a deleted
+// object's data): nobody else built on that base. So an object written
+// once holds one file, and Delete of it frees its data at once.
+//
+// Delete links a tombstone like any write. When nothing older is left,
+// the tombstone goes too (after an fsync, so that a crash cannot bring
+// back an older generation without the tombstone above it), if its number
+// is below the server's time (else a later listing removes it): a
+// directory made later is then numbered above it, and versions of a name keep growing across Delete and Create
+// as long as the file server's clock does not go back (a creator that
+// prepared its directory in the same clock tick as the deleted one's and
+// then stalled across the whole life of that one starts at a random
+// distance from it, so a repeated version is unlikely, not impossible).
+// Then the directory and its parents go while empty: rmdir() fails on a
 // directory with an entry, so anything linked meanwhile stays, and a
 // writer based on the removed tombstone finds it gone and starts over.
 // Creators make again the directories that vanish under them.
@@ -104,8 +109,9 @@ import (
 // objects' directories, "new" directories that a crashed creator left
 // over an hour ago, and empty directories, and once an hour what crashed
 // writers left in tmp/ over an hour ago. So a deleted object's space is
-// back at once if it was written PruneAge before, else at the first
-// listing after that, and listing time follows the objects that exist.
+// back at once unless it had generations superseded less than PruneAge
+// before (then at the first listing after that), and listing time follows
+// the objects that exist.
 //
 // # Durability
 //
@@ -580,11 +586,11 @@ func (f *File) newIncarnation(dir string) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	// The server's time, and a random part so that directories made in
-	// one tick of a coarse clock are numbered apart.
+	// The server's time, and a random part below a clock tick so that
+	// directories prepared in one tick are numbered apart.
 	var rnd [4]byte
 	rand.Read(rnd[:])
-	base := max(uint64(in.ModTime().UnixNano()), 1<<32) + uint64(binary.BigEndian.Uint32(rnd[:])>>8)
+	base := max(uint64(in.ModTime().UnixNano()), 1<<32) + uint64(binary.BigEndian.Uint32(rnd[:])>>12)
 	if err := os.Symlink(newLink+"."+randomName(), filepath.Join(prep, genName(base))); err != nil {
 		return mapErr(err)
 	}
@@ -593,7 +599,10 @@ func (f *File) newIncarnation(dir string) error {
 		if err := f.ensureDir(parent); err != nil {
 			return mapErr(err)
 		}
-		err := os.Rename(prep, dir)
+		// The system call, not os.Rename, which refuses to replace any
+		// directory: an empty one (all of a deleted object's entries
+		// removed, not the directory yet) must be replaced.
+		err := syscall.Rename(prep, dir)
 		switch {
 		case err == nil:
 			if err := f.syncDir(parent); err != nil {
@@ -610,7 +619,7 @@ func (f *File) newIncarnation(dir string) error {
 		case errors.Is(err, fs.ErrNotExist):
 			return nil // prep removed as a crashed writer's: the caller starts over
 		default:
-			return mapErr(err)
+			return mapErr(&os.LinkError{Op: "rename", Old: prep, New: dir, Err: err})
 		}
 	}
 	return fmt.Errorf("objstore: %s: its parent directory keeps vanishing; try again", dir)
@@ -622,8 +631,10 @@ func (f *File) newIncarnation(dir string) error {
 //   - generation k once the entry after it was linked PruneAge before
 //     now: the writer of that entry has had that long to check k, and
 //     readers to finish with k;
-//   - if newest is a tombstone and ownBase is set (its writer, after its
-//     check), newest's base at once, as nobody else built on it;
+//   - if ownBase is set (the caller wrote newest and has checked its
+//     base), newest's base at once when it is a symbolic link or newest a
+//     tombstone: nobody else built on it, and nobody reads an absent
+//     object's entry or a deleted object's data;
 //   - then, if newest is a tombstone and nothing older is left, newest
 //     and the directory, when newest is below now (a directory made later
 //     then gets a higher base).
@@ -639,6 +650,7 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 	type gen struct {
 		num     uint64
 		changed int64
+		link    bool
 	}
 	var gens []gen
 	for _, e := range ents {
@@ -650,7 +662,7 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 		if err != nil {
 			continue
 		}
-		gens = append(gens, gen{n, changeTime(in)})
+		gens = append(gens, gen{n, changeTime(in), e.Type()&fs.ModeSymlink != 0})
 		if n == newest && now == 0 {
 			now = changeTime(in)
 			if f.hooks.now != nil {
@@ -665,7 +677,7 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 	i := 0
 	for ; i+1 < len(gens); i++ {
 		next := gens[i+1]
-		own := tombstone && ownBase && next.num == newest && gens[i].num == newest-1
+		own := ownBase && next.num == newest && gens[i].num == newest-1 && (tombstone || gens[i].link)
 		if !own && next.changed > now-int64(f.pruneAge) {
 			break
 		}

@@ -459,3 +459,65 @@ func TestFileListRemovesCrashedCreation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFileDeleteFreesAtOnce: deleting an object written once gives its
+// space and directories back at once, with no listing and however young
+// the object is (its clock seen only a little ahead, so that nothing is
+// old enough to be collected by age).
+func TestFileDeleteFreesAtOnce(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := objstore.OpenFile(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, skeleton := usage(t, root)
+	var names []string
+	for i := 0; i < 40; i++ {
+		names = append(names, fmt.Sprintf("blk/%04x", i*4099), fmt.Sprintf("vol/%d/d/1-%x", i%3, i))
+	}
+	for _, n := range names {
+		if _, err := s.Create(ctx, n, make([]byte, 64<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	laterBy(s, 10*time.Millisecond)
+	for _, n := range names {
+		if err := s.Delete(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, dirs := usage(t, root)
+	if after > empty {
+		t.Errorf("%d B on disk after deleting everything (%d B empty)", after, empty)
+	}
+	if strings.Join(dirs, " ") != strings.Join(skeleton, " ") {
+		t.Errorf("directories left: %v", dirs)
+	}
+}
+
+// TestFileCreateOverEmptyDirectory: an empty object directory (a deleter
+// removed every entry and not yet the directory, or died there) does not
+// keep the name from being created.
+func TestFileCreateOverEmptyDirectory(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := objstore.OpenFile(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "gc/lock", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, objectDir(t, root, "gc"))
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		os.Remove(filepath.Join(dir, e.Name()))
+	}
+	if _, err := s.Create(ctx, "gc/lock", []byte("2")); err != nil {
+		t.Fatalf("Create over an empty directory: %v", err)
+	}
+	if b, _, err := s.Get(ctx, "gc/lock"); err != nil || string(b) != "2" {
+		t.Fatalf("Get = %q, %v", b, err)
+	}
+}
