@@ -95,10 +95,12 @@ import (
 // back an older generation without the tombstone above it), if its number
 // is below the server's time (else a later listing removes it): a
 // directory made later is then numbered above it, and versions of a name keep growing across Delete and Create
-// as long as the file server's clock does not go back (a creator that
-// prepared its directory in the same clock tick as the deleted one's and
-// then stalled across the whole life of that one starts at a random
-// distance from it, so a repeated version is unlikely, not impossible).
+// as long as the file server's clock does not go back. (A creator that
+// stalls between preparing its directory and renaming it, a few system
+// calls, across the whole life of another directory of the name prepared
+// in the same clock tick, starts at a random distance below 2^20 from
+// that one's base: its versions may then be lower than ones seen before,
+// and equal to one with a chance of about the number of writes over 2^20.)
 // Then the directory and its parents go while empty: rmdir() fails on a
 // directory with an entry, so anything linked meanwhile stays, and a
 // writer based on the removed tombstone finds it gone and starts over.
@@ -577,32 +579,23 @@ func (f *File) syncExisting(dir string) error {
 // named by the file server's time. If another creator's directory is there
 // first it leaves that one. See the type's comment.
 func (f *File) newIncarnation(dir string) error {
-	prep := filepath.Join(f.root, "tmp", randomName()+".d")
-	if err := os.Mkdir(prep, 0o755); err != nil {
-		return mapErr(err)
-	}
-	defer os.RemoveAll(prep) // nothing is there once renamed
-	in, err := os.Lstat(prep)
-	if err != nil {
-		return mapErr(err)
-	}
-	// The server's time, and a random part below a clock tick so that
-	// directories prepared in one tick are numbered apart.
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	base := max(uint64(in.ModTime().UnixNano()), 1<<32) + uint64(binary.BigEndian.Uint32(rnd[:])>>12)
-	if err := os.Symlink(newLink+"."+randomName(), filepath.Join(prep, genName(base))); err != nil {
-		return mapErr(err)
-	}
 	parent := filepath.Dir(dir)
 	for try := 0; try < 100; try++ {
+		// Parents first: the base is numbered by the time it is
+		// prepared, so nothing slow may come between that and the
+		// rename.
 		if err := f.ensureDir(parent); err != nil {
 			return mapErr(err)
+		}
+		prep, err := f.prepare()
+		if err != nil {
+			return err
 		}
 		// The system call, not os.Rename, which refuses to replace any
 		// directory: an empty one (all of a deleted object's entries
 		// removed, not the directory yet) must be replaced.
-		err := syscall.Rename(prep, dir)
+		err = syscall.Rename(prep, dir)
+		os.RemoveAll(prep) // nothing is there once renamed
 		switch {
 		case err == nil:
 			if err := f.syncDir(parent); err != nil {
@@ -614,15 +607,37 @@ func (f *File) newIncarnation(dir string) error {
 			return nil
 		case errors.Is(err, fs.ErrExist): // EEXIST or ENOTEMPTY: another creator's
 			return nil
-		case errors.Is(err, fs.ErrNotExist) && exists(prep):
-			continue // a parent was removed (an object deleted) meanwhile
 		case errors.Is(err, fs.ErrNotExist):
-			return nil // prep removed as a crashed writer's: the caller starts over
+			continue // a parent was removed (an object deleted), or prep (a stall over an hour)
 		default:
 			return mapErr(&os.LinkError{Op: "rename", Old: prep, New: dir, Err: err})
 		}
 	}
 	return fmt.Errorf("objstore: %s: its parent directory keeps vanishing; try again", dir)
+}
+
+// prepare makes a directory under tmp/ holding only a "new" link numbered
+// by the file server's time (the directory's modification time) plus a
+// random part below 2^20 ns, less than a tick of a coarse clock, so that
+// directories prepared in one tick are numbered apart.
+func (f *File) prepare() (string, error) {
+	prep := filepath.Join(f.root, "tmp", randomName()+".d")
+	if err := os.Mkdir(prep, 0o755); err != nil {
+		return "", mapErr(err)
+	}
+	in, err := os.Lstat(prep)
+	if err != nil {
+		os.RemoveAll(prep)
+		return "", mapErr(err)
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	base := max(uint64(in.ModTime().UnixNano()), 1<<32) + uint64(binary.BigEndian.Uint32(rnd[:])>>12)
+	if err := os.Symlink(newLink+"."+randomName(), filepath.Join(prep, genName(base))); err != nil {
+		os.RemoveAll(prep)
+		return "", mapErr(err)
+	}
+	return prep, nil
 }
 
 // collect removes from dir, oldest first, the generations that newest

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -519,5 +520,105 @@ func TestFileCreateOverEmptyDirectory(t *testing.T) {
 	}
 	if b, _, err := s.Get(ctx, "gc/lock"); err != nil || string(b) != "2" {
 		t.Fatalf("Get = %q, %v", b, err)
+	}
+}
+
+// TestFileConcurrentDeleteAndCreate: goroutines put, create, swap, get
+// and delete a few names at random while a lister walks (and collects),
+// so that object directories are removed and made again under each other.
+// What each goroutine sees of a name must never go back: versions only
+// grow, a deleted version never returns. In the end everything is deleted
+// and the store's directory is back to an empty store's.
+func TestFileConcurrentDeleteAndCreate(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := objstore.OpenFile(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, skeleton := usage(t, root)
+	names := []string{"gc/lock", "vol/1/head", "blk/ab"}
+	stop := make(chan struct{})
+	listed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				listed <- nil
+				return
+			default:
+			}
+			if err := s.List(ctx, "", func(objstore.Info) error { return nil }); err != nil {
+				listed <- err
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			seen := map[string]objstore.Version{}
+			saw := func(op, name string, v objstore.Version, write bool) {
+				if v < seen[name] || write && v == seen[name] {
+					t.Errorf("worker %d: %s of %s gave version %x after %x", w, op, name, v, seen[name])
+				}
+				seen[name] = v
+			}
+			data := make([]byte, 4096)
+			for i := 0; i < 60; i++ {
+				name := names[rng.IntN(len(names))]
+				switch rng.IntN(5) {
+				case 0:
+					if _, v, err := s.Get(ctx, name); err == nil {
+						saw("get", name, v, false)
+					} else if !errors.Is(err, objstore.ErrNotFound) {
+						t.Error(err)
+					}
+				case 1:
+					if v, err := s.Put(ctx, name, data); err == nil {
+						saw("put", name, v, true)
+					} else {
+						t.Error(err)
+					}
+				case 2:
+					if v, err := s.Create(ctx, name, data); err == nil {
+						saw("create", name, v, true)
+					} else if !errors.Is(err, objstore.ErrExists) {
+						t.Error(err)
+					}
+				case 3:
+					if v, err := s.Swap(ctx, name, data, seen[name]); err == nil {
+						saw("swap", name, v, true)
+					} else if !errors.Is(err, objstore.ErrConflict) {
+						t.Error(err)
+					}
+				case 4:
+					if err := s.Delete(ctx, name); err != nil && !errors.Is(err, objstore.ErrNotFound) {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if err := <-listed; err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := s.Delete(ctx, n); err != nil && !errors.Is(err, objstore.ErrNotFound) {
+			t.Fatal(err)
+		}
+	}
+	later(s)
+	if err := s.List(ctx, "", func(in objstore.Info) error { return fmt.Errorf("%s listed", in.Name) }); err != nil {
+		t.Fatal(err)
+	}
+	after, dirs := usage(t, root)
+	if after > empty || strings.Join(dirs, " ") != strings.Join(skeleton, " ") {
+		t.Fatalf("after deleting everything: %d B (empty: %d B), directories %v", after, empty, dirs)
 	}
 }
