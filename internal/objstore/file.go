@@ -69,9 +69,9 @@ import (
 // holds a single "new" link, numbered by the file server's time in
 // nanoseconds plus a random part below 2^20 (about a millisecond, less
 // than a tick of a coarse clock, so directories prepared in one tick are
-// numbered apart). rename() fails if a non-empty directory is there, so of
-// several creators one installs its directory, and then all of them link
-// on it.
+// numbered apart). rename() fails if a non-empty directory is there (and
+// replaces an empty one), so of several creators one installs its
+// directory, and then all of them link on it.
 //
 // # Removing generations
 //
@@ -94,8 +94,9 @@ import (
 // the tombstone goes too (after an fsync, so that a crash cannot bring
 // back an older generation without the tombstone above it), if its number
 // is below the server's time (else a later listing removes it): a
-// directory made later is then numbered above it, and versions of a name keep growing across Delete and Create
-// as long as the file server's clock does not go back. (A creator that
+// directory made later is then numbered above it, and versions of a name
+// keep growing across Delete and Create as long as the file server's
+// clock does not go back. (A creator that
 // stalls between preparing its directory and renaming it, a few system
 // calls, across the whole life of another directory of the name prepared
 // in the same clock tick, starts at a random distance below 2^20 from
