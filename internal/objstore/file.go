@@ -3,6 +3,7 @@ package objstore
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -30,45 +32,119 @@ import (
 // An object a/b/c lives in obj/a/b/@<xx>/c/, where xx is two hex digits of
 // a hash of "c" (256 fan-out directories per level, so a million objects
 // under one prefix make directories of a few thousand entries). That
-// directory holds one file per generation, named by the generation number
+// directory holds one entry per generation, named by the generation number
 // in 16 hex digits; the highest generation is the object and its number is
-// the object's Version. A generation that is a symbolic link (to
-// "deleted") is a tombstone: the object was deleted at that generation.
+// the object's Version. A generation that is a symbolic link means absent:
+// a link to "deleted.<nonce>" is a tombstone, one to "new.<nonce>" the base
+// of a directory that nothing has been written to yet.
 //
 // # Compare-and-swap without locks
 //
 // Writes never rename over an existing generation. To replace an object
-// at generation g a writer writes and fsyncs a temporary file, then
-// link()s it to generation g+1 and fsyncs the directory. link() (and
-// symlink() for tombstones) fails with EEXIST if the name exists, and it
-// is atomic on local file systems and on NFS (the server performs it,
-// which is why NFS lock files have been made with link() for decades);
-// no flock or fcntl lock, which NFS may not honour, is used. So of two
-// writers that both saw generation g, exactly one creates g+1.
+// whose newest entry (its base) is generation g, a writer writes and
+// fsyncs a temporary file, then link()s it to generation g+1 and fsyncs
+// the directory. link() (and symlink() for tombstones) fails with EEXIST
+// if the name exists, and it is atomic on local file systems and on NFS
+// (the server performs it, which is why NFS lock files have been made with
+// link() for decades); no flock or fcntl lock, which NFS may not honour, is
+// used. So of two writers that both saw generation g, exactly one creates
+// g+1, as long as g+1 was never removed.
 //
-// Old generations are pruned, oldest first, but generation k only once
-// generation k+1 is PruneAge older than the newest one (times are the
-// file server's own modification times, so host clocks do not matter).
-// This gives two properties:
-//   - a directory listing, which may miss entries added or removed while
-//     it runs, always sees the newest generation that existed when it
-//     started, unless it runs longer than PruneAge;
-//   - a writer that saw generation g long ago could re-create a pruned
-//     g+1. It finds out after its link: a higher generation exists and
-//     its base g is gone (pruning is oldest first, so g went before
-//     g+1). It then removes its file and reports a conflict. If g still
-//     exists, g+1 was never pruned, the link was a real win, and a higher
-//     generation is a later writer building on it.
+// Generations are removed oldest first, never out of order. A writer whose
+// view is old (a stall between its listing and its link, or NFS attribute
+// caching) may link a g+1 that existed and was removed. So every writer
+// checks, after its link, that its base g is still the same file it
+// listed (fileID: inode, type, modification time, size, link target with
+// its nonce). A removed file never comes back. If g is there, no g+1 was
+// ever removed (g+1 goes only after g), and none existed when the writer
+// listed g as newest: the link was a real win. If g is gone, the writer
+// removes its own entry (if it is still its own) and starts over from a
+// new listing: a Swap then finds another version and reports a conflict, a
+// Create finds the object (ErrExists) or links again on what is there now.
+// The check trusts nothing the writer saw before its link, so it holds
+// however stale the view.
 //
-// Directories of objects are never removed (deleting leaves a
-// tombstone), so versions keep growing across Delete and Create.
+// Every link has a base. An object whose directory is absent (or empty)
+// gets one by renaming into place a directory prepared under tmp/ that
+// holds a single "new" link, numbered by the file server's time in
+// nanoseconds plus a random part below 2^20 (about a millisecond, less
+// than a tick of a coarse clock, so directories prepared in one tick are
+// numbered apart). rename() fails if a non-empty directory is there (and
+// replaces an empty one), so of several creators one installs its
+// directory, and then all of them link on it.
+//
+// # Removing generations
+//
+// Times are the file server's change times (link() sets it), so host
+// clocks do not matter. A generation k is removed ("collected") once the
+// entry after it was linked PruneAge before the newest one, or before the
+// server's time when a listing collects: the writer of k+1 has had
+// PruneAge to check k, and a reader that listed k as newest to open it.
+// So a writer that won and then stalled PruneAge before its check may take
+// its win for a loss; a listing sees the newest generation that existed
+// when it started unless it runs longer than PruneAge.
+//
+// A writer that has checked its base also removes it at once if nothing
+// older is left and it is a symbolic link (nobody reads an absent
+// object's entry) or its own write is a tombstone (nobody reads a deleted
+// object's data): nobody else built on that base. So an object written
+// once holds one file, and Delete of it frees its data at once.
+//
+// Delete links a tombstone like any write. When nothing older is left,
+// the tombstone goes too (after an fsync, so that a crash cannot bring
+// back an older generation without the tombstone above it), if its number
+// is below the server's time (else a later listing removes it): a
+// directory made later is then numbered above it, and versions of a name
+// keep growing across Delete and Create as long as the file server's
+// clock does not go back. (A creator that
+// stalls between preparing its directory and renaming it, a few system
+// calls, across the whole life of another directory of the name prepared
+// in the same clock tick, starts at a random distance below 2^20 from
+// that one's base: its versions may then be lower than ones seen before,
+// and equal to one with a chance of about the number of writes over 2^20.)
+// Then the directory and its parents go while empty: rmdir() fails on a
+// directory with an entry, so anything linked meanwhile stays, and a
+// writer based on the removed tombstone finds it gone and starts over.
+// Creators make again the directories that vanish under them.
+//
+// Listing (which the collector does) finishes the work: it collects by
+// the same rules what has since become old enough, removes deleted
+// objects' directories, "new" directories that a crashed creator left
+// over an hour ago, and empty directories, and once an hour what crashed
+// writers left in tmp/ over an hour ago. So a deleted object's space is
+// back at once unless it had generations superseded less than PruneAge
+// before (then at the first listing after that), and listing time follows
+// the objects that exist.
+//
+// # Durability
 //
 // Put, Create, Swap and Delete are durable when they return. WriteAt
-// changes the current generation in place; Sync fsyncs it and its
-// directory.
+// changes the current generation in place; Sync fsyncs it. A directory
+// entry is relied on only once durable: a process fsyncs the parent of
+// every directory it uses that it has not made durable itself (also one
+// another process made and may not have synced yet), remembering which
+// by inode, and fsyncs the directory of an object it finds already
+// created (Create of stored content) before it answers ErrExists. FORMAT
+// is linked from a complete temporary file, then the root is fsynced.
 type File struct {
-	root string
+	root     string
+	hooks    fileHooks
+	pruneAge time.Duration
+
+	mu        sync.Mutex
+	durable   map[string]uint64 // directory → inode whose entry in its parent is durable
+	lastClean int64             // of tmp/, by serverNow
 }
+
+// fileHooks are seams for tests; nil members do nothing.
+type fileHooks struct {
+	beforeInstall func(dir string)     // after the listing an install decided on, before it links
+	syncDir       func(dir string)     // every directory fsync
+	now           func(ns int64) int64 // maps the server time that listing measures
+}
+
+// openHooks are given to every File that OpenFile opens (for tests).
+var openHooks fileHooks
 
 var (
 	_ Store        = (*File)(nil)
@@ -81,8 +157,24 @@ var (
 const fileFormat = "archip-file-store 1\n"
 
 // PruneAge is how long a superseded generation of a file-store object is
-// kept once its successor exists. See the File type's comment.
+// kept once its successor exists: the time its successor's writer has to
+// check it, and readers to open it. See the File type's comment.
 const PruneAge = 10 * time.Second
+
+// tmpAge is how old a file or directory in tmp/ must be before it is taken
+// for a crashed writer's: other hosts sharing the directory may be writing.
+const tmpAge = time.Hour
+
+// Targets of the symbolic links in object directories.
+const (
+	deletedLink = "deleted"
+	newLink     = "new"
+)
+
+// maxInstallTries bounds the rounds of one write against concurrent
+// changes, so that a file system that keeps contradicting itself gives an
+// error instead of a hang.
+const maxInstallTries = 1000
 
 // OpenFile opens the file store at dir, creating it if create is set and
 // the directory holds no store yet.
@@ -94,43 +186,87 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs}
-	b, err := os.ReadFile(filepath.Join(abs, "FORMAT"))
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}}
+	format := filepath.Join(abs, "FORMAT")
+	b, err := os.ReadFile(format)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		b, err = f.create()
+	}
 	switch {
 	case err == nil:
 		if string(b) != fileFormat {
 			return nil, fmt.Errorf("%w: %s/FORMAT says %q, this program reads %q",
 				ErrCorrupt, abs, strings.TrimSpace(string(b)), strings.TrimSpace(fileFormat))
 		}
-	case errors.Is(err, fs.ErrNotExist) && create:
-		for _, d := range []string{"tmp", "obj"} {
-			if err := ensureDir(filepath.Join(abs, d)); err != nil {
-				return nil, mapErr(err)
-			}
-		}
-		if err := f.writeDurable(filepath.Join(abs, "FORMAT"), []byte(fileFormat)); err != nil {
-			return nil, err
-		}
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w: no store at %s (create one with 'archip store init' or any command that writes)", ErrNotFound, abs)
 	default:
 		return nil, mapErr(err)
 	}
-	f.cleanTmp()
+	f.cleanTmp(f.serverNow)
 	return f, nil
 }
+
+// create makes a new store and returns the content of its FORMAT, which
+// is written last: a store is complete once FORMAT exists. FORMAT is
+// linked from a complete temporary file, so a concurrent open reads all of
+// it or nothing, and of concurrent creators one links it and the others
+// read it.
+func (f *File) create() ([]byte, error) {
+	if err := os.MkdirAll(f.root, 0o755); err != nil {
+		return nil, err
+	}
+	if err := f.syncDir(filepath.Dir(f.root)); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"tmp", "obj"} {
+		if err := f.ensureDir(filepath.Join(f.root, d)); err != nil {
+			return nil, err
+		}
+	}
+	tmp, err := f.writeTemp([]byte(fileFormat))
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp)
+	format := filepath.Join(f.root, "FORMAT")
+	if err := os.Link(tmp, format); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	// Whoever linked it, FORMAT is durable only once the root is synced.
+	if err := f.syncDir(f.root); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(format)
+}
+
+// SetPruneAge changes how long this process keeps superseded generations
+// (PruneAge by default); call it before using the store. Safety does not
+// depend on it; shorter, a writer that stalls longer than it between its
+// link and its check may report a conflict for a write that happened, and
+// a reader on another host may fail to read a generation it opened. 0
+// collects at once: for tests, and for stores that one process uses.
+func (f *File) SetPruneAge(d time.Duration) { f.pruneAge = d }
 
 // Root returns the store's directory.
 func (f *File) Root() string { return f.root }
 
-// cleanTmp removes temporary files left by crashed writers. Only files
-// older than an hour go, since other hosts sharing the directory may be
-// writing.
-func (f *File) cleanTmp() {
+// cleanTmp removes temporary files and prepared directories left by
+// crashed writers, those changed over tmpAge ago by the file server's
+// clock; at most once per tmpAge (opening and listing call it).
+func (f *File) cleanTmp(serverNow func() int64) {
+	now := serverNow()
+	f.mu.Lock()
+	if now == 0 || now-f.lastClean < int64(tmpAge) {
+		f.mu.Unlock()
+		return
+	}
+	f.lastClean = now
+	f.mu.Unlock()
 	ents, _ := os.ReadDir(filepath.Join(f.root, "tmp"))
 	for _, e := range ents {
-		if in, err := e.Info(); err == nil && time.Since(in.ModTime()) > time.Hour {
-			os.Remove(filepath.Join(f.root, "tmp", e.Name()))
+		if in, err := e.Info(); err == nil && changeTime(in) < now-int64(tmpAge) {
+			os.RemoveAll(filepath.Join(f.root, "tmp", e.Name()))
 		}
 	}
 }
@@ -148,9 +284,46 @@ func (f *File) dir(name string) (string, error) {
 	return filepath.Join(f.root, "obj", filepath.FromSlash(parent), fan, last), nil
 }
 
+// generation is an entry of an object's directory.
 type generation struct {
 	num       uint64
-	tombstone bool
+	tombstone bool   // a symbolic link: deleted, or the base of a new directory
+	id        fileID // set by head only
+}
+
+// fileID tells one file apart from any other that later takes its name:
+// device and inode, and the type, modification time and size, which a
+// reused inode number seldom repeats, and for a symbolic link its target,
+// which holds a random nonce.
+type fileID struct {
+	dev, ino uint64
+	mode     fs.FileMode
+	mtime    int64
+	size     int64
+	link     string
+}
+
+// identify returns the fileID of the entry at path.
+func identify(path string) (fileID, error) {
+	in, err := os.Lstat(path)
+	if err != nil {
+		return fileID{}, err
+	}
+	id := idOf(in)
+	if in.Mode()&fs.ModeSymlink != 0 {
+		if id.link, err = os.Readlink(path); err != nil {
+			return fileID{}, err
+		}
+	}
+	return id, nil
+}
+
+func idOf(in fs.FileInfo) fileID {
+	id := fileID{mode: in.Mode(), mtime: in.ModTime().UnixNano(), size: in.Size()}
+	if st, ok := in.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino = uint64(st.Dev), uint64(st.Ino)
+	}
+	return id
 }
 
 func genName(n uint64) string { return fmt.Sprintf("%016x", n) }
@@ -164,15 +337,45 @@ func current(dir string) (generation, error) {
 	if err != nil {
 		return generation{}, mapErr(err)
 	}
+	return newest(ents), nil
+}
+
+func newest(ents []fs.DirEntry) generation {
 	var g generation
 	for _, e := range ents {
-		n, err := strconv.ParseUint(e.Name(), 16, 64)
-		if err != nil || len(e.Name()) != 16 || n <= g.num {
-			continue
+		if n, ok := genNum(e.Name()); ok && n > g.num {
+			g = generation{num: n, tombstone: e.Type()&fs.ModeSymlink != 0}
 		}
-		g = generation{num: n, tombstone: e.Type()&fs.ModeSymlink != 0}
 	}
-	return g, nil
+	return g
+}
+
+// genNum parses a generation's name.
+func genNum(name string) (uint64, bool) {
+	if len(name) != 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name, 16, 64)
+	return n, err == nil && n > 0
+}
+
+// head returns the newest entry of dir with its identity; ok is false if
+// dir is absent or holds no generation.
+func head(dir string) (g generation, ok bool, err error) {
+	for try := 0; ; try++ {
+		if g, err = current(dir); err != nil || g.num == 0 {
+			return g, false, err
+		}
+		id, err := identify(filepath.Join(dir, genName(g.num)))
+		if errors.Is(err, fs.ErrNotExist) && try < 100 {
+			continue // removed since the listing
+		}
+		if err != nil {
+			return g, false, mapErr(err)
+		}
+		g.id = id
+		return g, true, nil
+	}
 }
 
 // openCurrent opens the live generation of name for reading.
@@ -271,126 +474,260 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 	}
 	if cond == condAbsent {
 		// Cheap early answer for put-if-absent of content that is
-		// already stored (dedup): no temp file, no fsync.
+		// already stored (dedup): no temp file. The caller will rely on
+		// the object, which another process may not have synced yet.
 		if g, err := current(dir); err == nil && g.num != 0 && !g.tombstone {
+			if err := f.syncExisting(dir); err != nil {
+				return 0, err
+			}
 			return 0, fmt.Errorf("%w: %s", ErrExists, name)
 		}
 	}
 	var tmp string
-	if !tombstone {
-		if tmp, err = f.writeTemp(data); err != nil {
-			return 0, err
+	defer func() {
+		if tmp != "" {
+			os.Remove(tmp)
 		}
-		defer os.Remove(tmp)
-	}
-	if err := ensureDir(dir); err != nil {
-		return 0, mapErr(err)
-	}
-	for {
+	}()
+	for try := 0; ; try++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		g, err := current(dir)
+		if try == maxInstallTries {
+			return 0, fmt.Errorf("objstore: %s: still changing under this write after %d tries; try again", name, try)
+		}
+		base, ok, err := head(dir)
 		if err != nil {
 			return 0, err
 		}
-		live := g.num != 0 && !g.tombstone
+		live := ok && !base.tombstone
 		switch {
 		case tombstone && !live:
 			return 0, fmt.Errorf("%w: %s", ErrNotFound, name)
 		case cond == condAbsent && live:
+			if err := f.syncExisting(dir); err != nil {
+				return 0, err
+			}
 			return 0, fmt.Errorf("%w: %s", ErrExists, name)
-		case cond == condVer && (!live || Version(g.num) != old):
-			cur := Version(g.num)
+		case cond == condVer && (!live || Version(base.num) != old):
+			cur := Version(base.num)
 			if !live {
 				cur = 0
 			}
 			return 0, fmt.Errorf("%w: %s is at version %d, not %d", ErrConflict, name, cur, old)
 		}
-		next := g.num + 1
+		if !tombstone && (tmp == "" || !exists(tmp)) { // (gone if this write stalled past tmpAge)
+			if tmp, err = f.writeTemp(data); err != nil {
+				return 0, err
+			}
+		}
+		if f.hooks.beforeInstall != nil {
+			f.hooks.beforeInstall(dir)
+		}
+		if !ok {
+			if err := f.newIncarnation(dir); err != nil {
+				return 0, err
+			}
+			continue // and link on whichever base is there now
+		}
+		next := base.num + 1
 		target := filepath.Join(dir, genName(next))
 		if tombstone {
-			err = os.Symlink("deleted", target)
+			err = os.Symlink(deletedLink+"."+randomName(), target)
 		} else {
 			err = os.Link(tmp, target)
 		}
-		if errors.Is(err, fs.ErrExist) {
-			if cond == condAny {
-				continue // another writer won this generation; go again
-			}
-			return 0, f.lost(name, cond)
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, fs.ErrNotExist) {
+			continue // another writer linked next, or the directory went: look again
 		}
 		if err != nil {
 			return 0, mapErr(err)
 		}
-		if err := syncDir(dir); err != nil {
+		mine, _ := identify(target)
+		if err := f.syncDir(dir); err != nil {
 			return 0, mapErr(err)
 		}
-		after, err := current(dir)
-		if err != nil {
-			return 0, err
-		}
-		if after.num > next && g.num > 0 && !exists(filepath.Join(dir, genName(g.num))) {
-			// We re-created a pruned generation: see the type's comment.
-			if st, err := os.Lstat(target); err == nil && tombstone == (st.Mode()&fs.ModeSymlink != 0) {
+		if id, err := identify(filepath.Join(dir, genName(base.num))); err != nil || id != base.id {
+			// The base went: next may have existed and been removed
+			// before the link. See the type's comment.
+			if id, err := identify(target); err == nil && mine != (fileID{}) && id == mine {
 				os.Remove(target)
 			}
-			if cond == condAny {
-				continue
-			}
-			return 0, f.lost(name, cond)
+			continue
 		}
-		f.prune(dir, next)
+		if err := f.durableDir(dir, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, mapErr(err)
+		}
+		f.collect(dir, next, tombstone, true, 0)
 		return Version(next), nil
 	}
 }
 
-func (f *File) lost(name string, cond condition) error {
-	if cond == condAbsent {
-		return fmt.Errorf("%w: %s (created concurrently)", ErrExists, name)
+// syncExisting makes an object directory that this process found, and the
+// generations in it, durable before the caller relies on them.
+func (f *File) syncExisting(dir string) error {
+	if err := f.syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return mapErr(err)
 	}
-	return fmt.Errorf("%w: %s (changed concurrently)", ErrConflict, name)
+	if err := f.durableDir(dir, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return mapErr(err)
+	}
+	return nil
 }
 
-// prune removes superseded generations below newest, oldest first, once
-// their successor is PruneAge older than newest. A crash before the
-// removals are durable is harmless: the highest generation wins.
-func (f *File) prune(dir string, newest uint64) {
+// newIncarnation gives the absent or empty object directory dir a base:
+// it renames into place a prepared directory holding only a link to "new"
+// named by the file server's time. If another creator's directory is there
+// first it leaves that one. See the type's comment.
+func (f *File) newIncarnation(dir string) error {
+	parent := filepath.Dir(dir)
+	for try := 0; try < 100; try++ {
+		// Parents first: the base is numbered by the time it is
+		// prepared, so nothing slow may come between that and the
+		// rename.
+		if err := f.ensureDir(parent); err != nil {
+			return mapErr(err)
+		}
+		prep, err := f.prepare()
+		if err != nil {
+			return err
+		}
+		// The system call, not os.Rename, which refuses to replace any
+		// directory: an empty one (all of a deleted object's entries
+		// removed, not the directory yet) must be replaced.
+		err = syscall.Rename(prep, dir)
+		os.RemoveAll(prep) // nothing is there once renamed
+		switch {
+		case err == nil:
+			if err := f.syncDir(parent); err != nil {
+				return mapErr(err)
+			}
+			if in, err := os.Stat(dir); err == nil {
+				f.markDurable(dir, in)
+			}
+			return nil
+		case errors.Is(err, fs.ErrExist): // EEXIST or ENOTEMPTY: another creator's
+			return nil
+		case errors.Is(err, fs.ErrNotExist):
+			continue // a parent was removed (an object deleted), or prep (a stall over an hour)
+		default:
+			return mapErr(&os.LinkError{Op: "rename", Old: prep, New: dir, Err: err})
+		}
+	}
+	return fmt.Errorf("objstore: %s: its parent directory keeps vanishing; try again", dir)
+}
+
+// prepare makes a directory under tmp/ holding only a "new" link numbered
+// by the file server's time (the directory's modification time) plus a
+// random part below 2^20 ns, less than a tick of a coarse clock, so that
+// directories prepared in one tick are numbered apart.
+func (f *File) prepare() (string, error) {
+	prep := filepath.Join(f.root, "tmp", randomName()+".d")
+	if err := os.Mkdir(prep, 0o755); err != nil {
+		return "", mapErr(err)
+	}
+	in, err := os.Lstat(prep)
+	if err != nil {
+		os.RemoveAll(prep)
+		return "", mapErr(err)
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	base := max(uint64(in.ModTime().UnixNano()), 1<<32) + uint64(binary.BigEndian.Uint32(rnd[:])>>12)
+	if err := os.Symlink(newLink+"."+randomName(), filepath.Join(prep, genName(base))); err != nil {
+		os.RemoveAll(prep)
+		return "", mapErr(err)
+	}
+	return prep, nil
+}
+
+// collect removes from dir, oldest first, the generations that newest
+// (the generation just written, or found newest by a listing) leaves
+// unneeded:
+//   - generation k once the entry after it was linked PruneAge before
+//     now: the writer of that entry has had that long to check k, and
+//     readers to finish with k;
+//   - if ownBase is set (the caller wrote newest and has checked its
+//     base), newest's base at once when it is a symbolic link or newest a
+//     tombstone: nobody else built on it, and nobody reads an absent
+//     object's entry or a deleted object's data;
+//   - then, if newest is a tombstone and nothing older is left, newest
+//     and the directory, when newest is below now (a directory made later
+//     then gets a higher base).
+//
+// now is the file server's time in nanoseconds; 0 means newest's own
+// change time. A crash before the removals are durable is harmless: the
+// newest generation stays the newest.
+func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now int64) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	type gen struct {
-		num uint64
-		mod time.Time
+		num     uint64
+		changed int64
+		link    bool
 	}
 	var gens []gen
-	var newestMod time.Time
 	for _, e := range ents {
-		n, err := strconv.ParseUint(e.Name(), 16, 64)
-		if err != nil || len(e.Name()) != 16 || n > newest {
+		n, ok := genNum(e.Name())
+		if !ok || n > newest {
 			continue
 		}
 		in, err := e.Info()
 		if err != nil {
 			continue
 		}
-		gens = append(gens, gen{n, in.ModTime()})
-		if n == newest {
-			newestMod = in.ModTime()
+		gens = append(gens, gen{n, changeTime(in), e.Type()&fs.ModeSymlink != 0})
+		if n == newest && now == 0 {
+			now = changeTime(in)
+			if f.hooks.now != nil {
+				now = f.hooks.now(now)
+			}
 		}
 	}
-	if newestMod.IsZero() {
+	if len(gens) == 0 || now == 0 {
 		return
 	}
 	sort.Slice(gens, func(i, j int) bool { return gens[i].num < gens[j].num })
-	for i := 0; i+1 < len(gens) && gens[i+1].num < newest; i++ {
-		if newestMod.Sub(gens[i+1].mod) < PruneAge {
-			return
+	i := 0
+	for ; i+1 < len(gens); i++ {
+		next := gens[i+1]
+		own := ownBase && next.num == newest && gens[i].num == newest-1 && (tombstone || gens[i].link)
+		if !own && next.changed > now-int64(f.pruneAge) {
+			break
 		}
 		if err := os.Remove(filepath.Join(dir, genName(gens[i].num))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
+	}
+	if !tombstone || i+1 < len(gens) || gens[i].num != newest || newest >= uint64(now) {
+		return
+	}
+	// Older generations must not come back after a crash without the
+	// tombstone above them.
+	if i > 0 && f.syncDir(dir) != nil {
+		return
+	}
+	if g, err := current(dir); err != nil || g.num != newest {
+		return // written again since
+	}
+	if err := os.Remove(filepath.Join(dir, genName(newest))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	f.removeEmptyDirs(dir)
+}
+
+// removeEmptyDirs removes dir and then its parents below obj/ while they
+// are empty. rmdir() fails on a directory with an entry, so this never
+// removes anything written meanwhile.
+func (f *File) removeEmptyDirs(dir string) {
+	top := filepath.Join(f.root, "obj")
+	for d := dir; strings.HasPrefix(d, top+string(filepath.Separator)); d = filepath.Dir(d) {
+		if err := syscall.Rmdir(d); err != nil {
+			return
+		}
+		f.forget(d)
 	}
 }
 
@@ -399,11 +736,36 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// writeTemp writes data to a new temporary file and fsyncs it.
-func (f *File) writeTemp(data []byte) (string, error) {
+// serverNow returns the file server's time in nanoseconds: the change
+// time of a file it creates (0 if that fails).
+func (f *File) serverNow() int64 {
+	p := filepath.Join(f.root, "tmp", randomName()+".now")
+	fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0
+	}
+	fh.Close()
+	defer os.Remove(p)
+	in, err := os.Lstat(p)
+	if err != nil {
+		return 0
+	}
+	now := changeTime(in)
+	if f.hooks.now != nil {
+		now = f.hooks.now(now)
+	}
+	return now
+}
+
+func randomName() string {
 	var rnd [12]byte
 	rand.Read(rnd[:])
-	tmp := filepath.Join(f.root, "tmp", hex.EncodeToString(rnd[:]))
+	return hex.EncodeToString(rnd[:])
+}
+
+// writeTemp writes data to a new temporary file and fsyncs it.
+func (f *File) writeTemp(data []byte) (string, error) {
+	tmp := filepath.Join(f.root, "tmp", randomName())
 	if err := f.writeDurable(tmp, data); err != nil {
 		os.Remove(tmp)
 		return "", err
@@ -445,6 +807,14 @@ func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 }
 
 func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	var now int64 // the file server's time, measured once, when first needed
+	serverNow := func() int64 {
+		if now == 0 {
+			now = f.serverNow()
+		}
+		return now
+	}
+	f.cleanTmp(serverNow)
 	// Walk from the deepest directory the prefix names completely.
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
@@ -455,18 +825,23 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 			return nil // no object can have such a name
 		}
 	}
-	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, fn)
+	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, serverNow, fn)
 }
 
 // walk lists the objects below the directory path, whose names start with
 // namePrefix (the name of path's directory, ending in a slash, or "").
-func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(Info) error) error {
+// Directories may vanish under it (objects deleted): it skips them.
+func (f *File) walk(ctx context.Context, path, namePrefix, want string, now func() int64, fn func(Info) error) error {
 	ents, err := os.ReadDir(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return mapErr(err)
+	}
+	if len(ents) == 0 {
+		f.removeEmptyDirs(path)
+		return nil
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
 	for _, e := range ents {
@@ -479,27 +854,90 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, fn func(
 		if !strings.HasPrefix(e.Name(), "@") {
 			sub := namePrefix + e.Name() + "/"
 			if strings.HasPrefix(sub, want) || strings.HasPrefix(want, sub) {
-				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, fn); err != nil {
+				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, now, fn); err != nil {
 					return err
 				}
 			}
 			continue
 		}
-		objs, err := os.ReadDir(filepath.Join(path, e.Name()))
+		fan := filepath.Join(path, e.Name())
+		objs, err := os.ReadDir(fan)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return mapErr(err)
 		}
-		var names []string
-		for _, o := range objs {
-			if name := namePrefix + o.Name(); strings.HasPrefix(name, want) {
-				names = append(names, name)
-			}
+		if len(objs) == 0 {
+			f.removeEmptyDirs(fan)
 		}
-		if err := StatEach(ctx, f, names, fn); err != nil {
-			return err
+		for _, o := range objs {
+			name := namePrefix + o.Name()
+			if !strings.HasPrefix(name, want) {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			in, ok, err := f.tidy(ctx, filepath.Join(fan, o.Name()), name, now)
+			if err != nil {
+				return err
+			}
+			if ok {
+				if err := fn(in); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// tidy returns the Info of the object whose directory is dir, if it
+// exists, after collecting what its directory holds that is no longer
+// needed: a deleted object's (reap), superseded generations old enough to
+// prune, a base that a crashed creator left over tmpAge ago, an empty
+// directory.
+func (f *File) tidy(ctx context.Context, dir, name string, now func() int64) (Info, bool, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Info{}, false, nil
+	}
+	if err != nil {
+		return Info{}, false, mapErr(err)
+	}
+	g := newest(ents)
+	switch {
+	case g.num == 0:
+		f.removeEmptyDirs(dir)
+		return Info{}, false, nil
+	case g.tombstone:
+		p := filepath.Join(dir, genName(g.num))
+		to, err := os.Readlink(p)
+		if err != nil {
+			return Info{}, false, nil
+		}
+		if strings.HasPrefix(to, newLink) {
+			if in, err := os.Lstat(p); err != nil || len(ents) > 1 || changeTime(in) > now()-int64(tmpAge) {
+				return Info{}, false, nil // a creator's, about to write
+			}
+		}
+		f.collect(dir, g.num, true, false, now())
+		return Info{}, false, nil
+	}
+	if len(ents) > 1 {
+		f.collect(dir, g.num, false, false, now())
+	}
+	in, err := os.Lstat(filepath.Join(dir, genName(g.num)))
+	if err != nil {
+		// Replaced (and pruned) or deleted since the listing.
+		in, err := f.Stat(ctx, name)
+		if IsNotExist(err) {
+			return Info{}, false, nil
+		}
+		return in, err == nil, err
+	}
+	return Info{Name: name, Size: in.Size(), Version: Version(g.num), ModTime: in.ModTime()}, true, nil
 }
 
 func (f *File) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
@@ -601,28 +1039,86 @@ func (f *File) Sync(ctx context.Context, name string) error {
 
 func (f *File) Close() error { return nil }
 
-// ensureDir creates dir and its missing parents, fsyncing each parent
-// that got a new entry so the new directories survive a crash.
-func ensureDir(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := ensureDir(parent); err != nil {
+// ensureDir creates dir and its missing parents below the root, and makes
+// sure the entry of each in its parent is durable: it fsyncs the parent of
+// every directory it creates, and of every directory this process has not
+// seen durable before (another process may have made it and not synced
+// yet). A directory removed meanwhile (an object deleted) is made again.
+func (f *File) ensureDir(dir string) error {
+	var err error
+	for try := 0; try < 100; try++ {
+		if err = f.durableDir(dir, true); !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil
-		}
-		return err
-	}
-	return syncDir(parent)
+	return err
 }
 
-func syncDir(dir string) error {
+// durableDir makes dir's entry, and its parents' below the root, durable
+// (see ensureDir), creating what is missing if create is set; without
+// it, a missing dir is no error.
+func (f *File) durableDir(dir string, create bool) error {
+	in, err := os.Stat(dir)
+	if err == nil && f.isDurable(dir, in) {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) && !create {
+		return nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != f.root && parent != dir {
+		if err := f.durableDir(parent, create); err != nil {
+			return err
+		}
+	}
+	if err != nil {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if in, err = os.Stat(dir); err != nil {
+			return err
+		}
+	}
+	if err := f.syncDir(parent); err != nil {
+		return err
+	}
+	f.markDurable(dir, in)
+	return nil
+}
+
+// maxDurable bounds the memory of which directories are durable; past it
+// the memory starts again (costing fsyncs, not safety).
+const maxDurable = 1 << 16
+
+func (f *File) isDurable(dir string, in fs.FileInfo) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ino, ok := f.durable[dir]
+	return ok && ino == idOf(in).ino
+}
+
+func (f *File) markDurable(dir string, in fs.FileInfo) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.durable) >= maxDurable {
+		clear(f.durable)
+	}
+	f.durable[dir] = idOf(in).ino
+}
+
+func (f *File) forget(dir string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.durable, dir)
+}
+
+func (f *File) syncDir(dir string) error {
+	if f.hooks.syncDir != nil {
+		f.hooks.syncDir(dir)
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

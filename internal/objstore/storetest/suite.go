@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -33,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 		{"List", testList, nil},
 		{"ConcurrentSwap", testConcurrentSwap, nil},
 		{"ConcurrentCreate", testConcurrentCreate, nil},
+		{"CreateDeleteMutex", testCreateDeleteMutex, nil},
 		{"RangeWriter", testRangeWriter, has[objstore.RangeWriter]},
 		{"Handles", testHandles, has[objstore.HandleOpener]},
 		{"Copier", testCopier, has[objstore.Copier]},
@@ -315,6 +318,75 @@ func testConcurrentCreate(t *testing.T, s objstore.Store) {
 	wg.Wait()
 	if wins != 1 {
 		t.Fatalf("%d concurrent Creates succeeded, want 1", wins)
+	}
+}
+
+// testCreateDeleteMutex uses an object as a lock, as leases and the
+// collector's lock do: taken by Create or by Swap from 0, released by
+// Delete, while other goroutines keep trying and a lister walks the
+// store. A holder must be alone, read its own record, and find its record
+// there to delete; a deleted record must never come back.
+func testCreateDeleteMutex(t *testing.T, s objstore.Store) {
+	const workers, rounds = 4, 15
+	var holders atomic.Int32
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	listed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				listed <- nil
+				return
+			default:
+			}
+			if err := s.List(ctx, "", func(objstore.Info) error { return nil }); err != nil {
+				listed <- err
+				return
+			}
+			runtime.Gosched()
+		}
+	}()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; {
+				id := []byte(fmt.Sprintf("holder %d round %d", w, r))
+				var err error
+				if (w+r)%2 == 0 {
+					_, err = s.Create(ctx, "mutex", id)
+				} else {
+					_, err = s.Swap(ctx, "mutex", id, 0)
+				}
+				if errors.Is(err, objstore.ErrExists) || errors.Is(err, objstore.ErrConflict) {
+					runtime.Gosched()
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n := holders.Add(1); n != 1 {
+					t.Errorf("%d holders at once", n)
+				}
+				if b, _, err := s.Get(ctx, "mutex"); err != nil || string(b) != string(id) {
+					t.Errorf("holder reads %q, %v; want its own %q", b, err, id)
+				}
+				holders.Add(-1)
+				if err := s.Delete(ctx, "mutex"); err != nil {
+					t.Errorf("holder's delete: %v", err)
+					return
+				}
+				r++
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	noErr(t, <-listed)
+	if _, _, err := s.Get(ctx, "mutex"); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("after the last release: %v, want ErrNotFound", err)
 	}
 }
 

@@ -1,0 +1,25 @@
+package objstore
+
+// FileHooks are the file store's test seams.
+type FileHooks struct {
+	// BeforeInstall runs after an install has listed the object's
+	// directory and decided what to link, before it links (or, for an
+	// absent object, before it creates the directory).
+	BeforeInstall func(dir string)
+	// SyncDir runs before every directory fsync.
+	SyncDir func(dir string)
+	// Now maps the file server's time as a listing measures it (to
+	// age tombstones without waiting).
+	Now func(ns int64) int64
+}
+
+// SetFileHooks installs test seams on f.
+func SetFileHooks(f *File, h FileHooks) {
+	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, now: h.Now}
+}
+
+// SetOpenFileHooks makes every later OpenFile install h, until restore.
+func SetOpenFileHooks(h FileHooks) (restore func()) {
+	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, now: h.Now}
+	return func() { openHooks = fileHooks{} }
+}
