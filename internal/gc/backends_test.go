@@ -113,7 +113,7 @@ func TestFileStoreGivesSpaceBack(t *testing.T) {
 		}
 	}
 	time.Sleep(1100 * time.Millisecond) // object times may have a 1 s granularity
-	if _, err := m.GC(ctx, gc.Options{Grace: time.Nanosecond}); err != nil {
+	if _, err := m.GC(ctx, gc.WithShortGrace(gc.Options{Grace: time.Nanosecond})); err != nil {
 		t.Fatal(err)
 	}
 	after, dirs := diskUsage(t, dir)
