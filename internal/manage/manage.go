@@ -89,7 +89,21 @@ func (m *Manager) OpenWriter(ctx context.Context, id blockmap.ID, lost func(*lea
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.openLeased(ctx, id, l, lost)
+	return m.openLeased(ctx, id, l, lost, false)
+}
+
+// OpenWriterCopying is OpenWriter that always starts a new epoch, so that
+// the handle changes no object in place: every block it writes is copied
+// first, and Discard then undoes everything written since the last flush.
+// For a writer that must change nothing if it fails part way (volume
+// write).
+func (m *Manager) OpenWriterCopying(ctx context.Context, id blockmap.ID) (*volume.Volume, error) {
+	l, err := m.Leases.Take(ctx, id.String())
+	if err != nil {
+		return nil, err
+	}
+	v, _, err := m.openLeased(ctx, id, l, nil, true)
+	return v, err
 }
 
 // TryOpenWriter is OpenWriter when the lease is free; when another node
@@ -99,10 +113,10 @@ func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.openLeased(ctx, id, l, lost)
+	return m.openLeased(ctx, id, l, lost, false)
 }
 
-func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error)) (*volume.Volume, *lease.Lease, error) {
+func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), newEpoch bool) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
 	release := func(ctx context.Context, _ error) error {
 		stop()
@@ -111,7 +125,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), OnClose: release})
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: newEpoch || l.TookOver(), OnClose: release})
 	if err != nil {
 		release(ctx, nil)
 		return nil, nil, err
