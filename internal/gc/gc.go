@@ -61,7 +61,9 @@
 //     the hold for dead at any time during the operation. An operation
 //     that wakes up late may already have persisted references to objects
 //     the collection deleted; it then fails with ErrHoldLost, and its
-//     result must be checked or removed and redone. Hold.Valid tells an
+//     result must not be used: package manage removes the snapshot, clone
+//     or image it registered (a hash, which changed a map in place, must
+//     be checked by reading the volume). Hold.Valid tells an
 //     owner, by its clock, that its hold may have lapsed, to stop early.
 //   - The grace period: the cutoff is taken when a collection starts, so
 //     a collector that wakes up late is only more conservative. A writer
