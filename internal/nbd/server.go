@@ -8,7 +8,8 @@
 // (REQ_ONE) and DISC. Requests on a connection are served concurrently
 // and answered as they complete; the requests in flight per connection
 // are bounded by count and by bytes, and a client that stops reading
-// replies is disconnected after a timeout. Every protocol violation gets
+// replies, or stops in the middle of a request's data, is disconnected
+// after a timeout. Every protocol violation gets
 // the errno the specification names or ends the connection; none reaches
 // an export. A panic while serving a request is logged and answered with
 // EIO (or ends its connection): it does not take the server down. With
@@ -112,8 +113,10 @@ type Server struct {
 	// start work without end.
 	MaxRequests int
 	// ReplyTimeout bounds the time to write a reply to a client that
-	// does not read them (default 1 minute); past it the connection ends,
-	// freeing what its requests hold.
+	// does not read them, and the time to receive a WRITE's data once its
+	// header came (default 1 minute); past it the connection ends,
+	// freeing what its requests hold. A client idle between requests is
+	// not timed out.
 	ReplyTimeout time.Duration
 	// Errno maps an export's error to a reply errno (default: EIO).
 	Errno func(error) uint32

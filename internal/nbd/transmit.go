@@ -100,8 +100,12 @@ func (c *conn) transmit() error {
 		if req.typ == cmdWrite {
 			if int(req.length) > maxReq {
 				// Keep the stream in step, then refuse.
+				timed := c.payloadDeadline(int(req.length))
 				if _, err := io.CopyN(io.Discard, c.r, int64(req.length)); err != nil {
 					return fmt.Errorf("read oversized write payload: %w", err)
+				}
+				if timed {
+					c.clearPayloadDeadline()
 				}
 				c.replyError(req, EINVAL, fmt.Sprintf("write of %d bytes over the maximum %d", req.length, maxReq))
 				continue
@@ -109,9 +113,13 @@ func (c *conn) transmit() error {
 			weight = max(1, int64(req.length))
 			sem.acquire(weight)
 			payload = getBuf(int(req.length))
+			timed := c.payloadDeadline(int(req.length))
 			if _, err := io.ReadFull(c.r, *payload); err != nil {
 				sem.release(weight)
 				return fmt.Errorf("read write payload: %w", err)
+			}
+			if timed {
+				c.clearPayloadDeadline()
 			}
 		} else if req.typ == cmdRead {
 			weight = max(1, int64(req.length))
@@ -139,6 +147,31 @@ func (c *conn) transmit() error {
 				workers.Add(-1)
 			}()
 		}
+	}
+}
+
+// payloadDeadline bounds the time to receive the n bytes of data of a
+// request whose header came, by ReplyTimeout: a client that stops in the
+// middle of a request holds its buffer and budget until then only. An
+// idle client, between requests, is not timed out. It reports whether it
+// set a deadline (not when the data is buffered already).
+func (c *conn) payloadDeadline(n int) bool {
+	if c.r.Buffered() >= n {
+		return false
+	}
+	c.raw.SetReadDeadline(time.Now().Add(c.srv.replyTimeout()))
+	return true
+}
+
+// clearPayloadDeadline removes the deadline payloadDeadline set, unless
+// the connection is stopping: stop's deadline, which wakes the reader,
+// must stay.
+func (c *conn) clearPayloadDeadline() {
+	c.raw.SetReadDeadline(time.Time{})
+	select {
+	case <-c.stopping:
+		c.raw.SetReadDeadline(time.Now())
+	default:
 	}
 }
 
