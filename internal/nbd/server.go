@@ -118,6 +118,11 @@ type Server struct {
 	// freeing what its requests hold. A client idle between requests is
 	// not timed out.
 	ReplyTimeout time.Duration
+	// MaxConns bounds the connections served at once (default 1024).
+	// Each costs a goroutine and 128 KiB of buffers, plus what its
+	// requests hold; a connection beyond the bound is closed at once,
+	// before the greeting, and logged.
+	MaxConns int
 	// Errno maps an export's error to a reply errno (default: EIO).
 	Errno func(error) uint32
 	// Logf logs connection-level events (default: nothing).
