@@ -1,6 +1,8 @@
 package nbd
 
 import (
+	"bytes"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 	"time"
@@ -38,6 +40,30 @@ func TestWriteHeaderDoesNotSizeAllocation(t *testing.T) {
 		runtime.ReadMemStats(&now)
 		if d := now.TotalAlloc - before.TotalAlloc; d > limit {
 			t.Fatalf("%d WRITE headers of %d bytes with 1 byte of data each made the server allocate %d MiB", conns, defaultMaxRequest, d>>20)
+		}
+	}
+}
+
+// TestLargeWritesRoundTrip: writes of every size around the steps the
+// data buffer grows by land whole, whatever pieces the data comes in.
+func TestLargeWritesRoundTrip(t *testing.T) {
+	s, exps := newTestServer(t)
+	exps["big"] = &memExport{data: make([]byte, defaultMaxRequest+4096)}
+	c := dial(t, s)
+	c.open("big")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i, n := range []int{1, firstPayload - 1, firstPayload, firstPayload + 1, 4 << 20, 8<<20 - 1, 8 << 20, 8<<20 + 1, defaultMaxRequest} {
+		data := make([]byte, n)
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+		c.request(cmdWrite, 0, uint64(i), 7, uint32(n), data)
+		if e, _ := c.reply(uint64(i)); e != 0 {
+			t.Fatalf("write of %d bytes: errno %d", n, e)
+		}
+		if got := exps["big"].snapshot()[7 : 7+n]; !bytes.Equal(got, data) {
+			t.Fatalf("write of %d bytes: wrong data", n)
 		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 // bufPools hold request buffers by size class, so that a connection
 // streaming 1 MiB writes does not allocate for each.
-var bufClasses = []int{4 << 10, 64 << 10, 1 << 20, 4 << 20, 32 << 20}
+var bufClasses = []int{4 << 10, 64 << 10, 1 << 20, 4 << 20, 8 << 20, 32 << 20}
 var bufPools = make([]sync.Pool, len(bufClasses))
 
 func getBuf(n int) *[]byte {
@@ -112,9 +112,8 @@ func (c *conn) transmit() error {
 			}
 			weight = max(1, int64(req.length))
 			sem.acquire(weight)
-			payload = getBuf(int(req.length))
 			timed := c.payloadDeadline(int(req.length))
-			if _, err := io.ReadFull(c.r, *payload); err != nil {
+			if payload, err = readPayload(c.r, int(req.length)); err != nil {
 				sem.release(weight)
 				return fmt.Errorf("read write payload: %w", err)
 			}
@@ -147,6 +146,38 @@ func (c *conn) transmit() error {
 				workers.Add(-1)
 			}()
 		}
+	}
+}
+
+// firstPayload is the most a WRITE's data buffer holds before any of
+// the data came; it grows by payloadGrowth as the data comes.
+const (
+	firstPayload  = 1 << 20
+	payloadGrowth = 8 // a class of bufClasses: 1 MiB, 8 MiB, then 32 MiB
+)
+
+// readPayload reads the n bytes of a WRITE's data into a pooled buffer
+// that grows as the data comes, so that what a client makes the server
+// hold follows what it sent (at most payloadGrowth times, or
+// firstPayload), not what its header claims. What came is copied at each
+// growth: nothing up to 1 MiB, 1 MiB for up to 8 MiB, 9 MiB for 32 MiB.
+func readPayload(r io.Reader, n int) (*[]byte, error) {
+	buf := getBuf(min(n, firstPayload))
+	got := 0
+	for {
+		k, err := io.ReadFull(r, (*buf)[got:])
+		got += k
+		if err != nil {
+			putBuf(buf)
+			return nil, err
+		}
+		if got == n {
+			return buf, nil
+		}
+		next := getBuf(min(n, payloadGrowth*got))
+		copy(*next, (*buf)[:got])
+		putBuf(buf)
+		buf = next
 	}
 }
 
