@@ -88,8 +88,8 @@ func checkSize(what string, n uint64) error {
 // blocks; hint says what to do instead.
 func checkMaxSize(what string, n uint64, shift uint8, hint string) error {
 	if max := blockmap.MaxSizeFor(shift); n > max {
-		return usageError{fmt.Errorf("%s %s: over the maximum of %s at %s blocks (%d blocks: every open holds a volume's whole map in memory); %s",
-			what, units.FormatSize(int64(n)), units.FormatSize(int64(max)), units.FormatSize(1<<shift), blockmap.MaxBlocks, hint)}
+		return usageError{fmt.Errorf("%s %d bytes: over the maximum of %s (%d bytes) at %s blocks (%d blocks: every open holds a volume's whole map in memory); %s",
+			what, n, units.FormatSize(int64(max)), max, units.FormatSize(1<<shift), blockmap.MaxBlocks, hint)}
 	}
 	return nil
 }

@@ -92,7 +92,7 @@ func TestCLIBadArgs(t *testing.T) {
 		// leases, gc, store
 		{[]string{"lease", "show", "bad name"}, 2, "invalid name"},
 		{[]string{"lease", "break", "bad name", "--force"}, 2, "invalid name"},
-		{[]string{"gc", "--grace", "-1s"}, 2, "must be positive"},
+		{[]string{"gc", "--grace", "-1s"}, 2, "below the minimum"},
 		{[]string{"gc", "--grace", "soon"}, 2, "invalid argument"},
 		{[]string{"store", "stats", "extra"}, 2, "takes 0 argument"},
 	} {

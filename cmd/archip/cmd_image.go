@@ -118,7 +118,8 @@ FILE must be a regular file, or not exist yet. The export is written to a
 temporary file in FILE's directory and renamed to FILE only once it is
 complete and synced, so a failed export leaves no partial file and an existing
 FILE as it was (with --force, FILE is replaced then; until then both take
-space). Devices, FIFOs and sockets are refused, never truncated or removed:
+space). On Linux the temporary file has no name until then: even an export
+killed part way leaves nothing behind. Devices, FIFOs and sockets are refused, never truncated or removed:
 to write a disk, use - and redirect standard output to it
 (archip image export NAME - > /dev/sdX), which writes zeros as well.`,
 		Args: exactArgs("NAME", "FILE"),
@@ -216,25 +217,24 @@ func runImageExport(ctx context.Context, g *globals, o imageExportOptions, name,
 // exportFile writes v to a new file next to target, then puts it in
 // target's place: over old (a regular file) if it exists, and otherwise
 // only if target still does not exist. On failure only the new file is
-// removed.
+// removed. On Linux the new file has no name until it is complete, so
+// that an export killed part way leaves nothing behind.
 func exportFile(ctx context.Context, v *volume.Volume, target string, old os.FileInfo, opts image.Options) (err error) {
 	dir, base := filepath.Split(target)
-	var f *os.File
-	for try := 0; ; try++ {
-		tmp := filepath.Join(dir, fmt.Sprintf(".%s.archip-%d", base, rand.Uint32()))
-		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err == nil || !errors.Is(err, fs.ErrExist) || try == 10 {
-			break
+	tmp := "" // the named temporary file, if the new file has a name
+	f := openUnnamed(dir)
+	if f == nil {
+		if f, err = createTemp(dir, base); err != nil {
+			return fmt.Errorf("image export: %w", err)
 		}
+		tmp = f.Name()
 	}
-	if err != nil {
-		return fmt.Errorf("image export: %w", err)
-	}
-	tmp := f.Name()
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(tmp)
+			if tmp != "" {
+				os.Remove(tmp)
+			}
 		}
 	}()
 	if err := image.Export(ctx, v, f, opts); err != nil {
@@ -254,25 +254,91 @@ func exportFile(ctx context.Context, v *volume.Volume, target string, old os.Fil
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("image export: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("image export: %w", err)
-	}
-	if old != nil {
-		err = os.Rename(tmp, target)
-	} else if err = os.Link(tmp, target); err == nil {
-		os.Remove(tmp)
-	} else if errors.Is(err, fs.ErrExist) {
-		err = fmt.Errorf("%s appeared while exporting; add --force to replace it: %w", target, err)
-	} else if _, serr := os.Lstat(target); errors.Is(serr, fs.ErrNotExist) {
-		// No hard links here (some network file systems): rename.
-		err = os.Rename(tmp, target)
-	}
-	if err != nil {
-		return fmt.Errorf("image export: %w", err)
+	if tmp == "" {
+		// Named while open: linking goes through the descriptor.
+		if err := placeUnnamed(f, dir, base, target, old != nil); err != nil {
+			return fmt.Errorf("image export: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("image export: %w", err)
+		}
+	} else {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("image export: %w", err)
+		}
+		if err := placeNamed(tmp, target, old != nil); err != nil {
+			return fmt.Errorf("image export: %w", err)
+		}
 	}
 	if d, err := os.Open(filepath.Clean(dir + "/.")); err == nil {
 		d.Sync()
 		d.Close()
 	}
 	return nil
+}
+
+// createTemp creates a temporary file next to dir/base.
+func createTemp(dir, base string) (f *os.File, err error) {
+	for try := 0; ; try++ {
+		f, err = os.OpenFile(tempName(dir, base), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil || !errors.Is(err, fs.ErrExist) || try == 10 {
+			return f, err
+		}
+	}
+}
+
+func tempName(dir, base string) string {
+	return filepath.Join(dir, fmt.Sprintf(".%s.archip-%d", base, rand.Uint32()))
+}
+
+func appeared(target string, err error) error {
+	return fmt.Errorf("%s appeared while exporting; add --force to replace it: %w", target, err)
+}
+
+// placeUnnamed names the unnamed file f target: by a link if target must
+// not exist, or by a link to a temporary name and a rename over it.
+func placeUnnamed(f *os.File, dir, base, target string, replace bool) error {
+	if !replace {
+		err := linkFile(f, target)
+		if errors.Is(err, fs.ErrExist) {
+			return appeared(target, err)
+		}
+		return err
+	}
+	var name string
+	var err error
+	for try := 0; ; try++ {
+		name = tempName(dir, base)
+		if err = linkFile(f, name); err == nil || !errors.Is(err, fs.ErrExist) || try == 10 {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(name, target); err != nil {
+		os.Remove(name)
+		return err
+	}
+	return nil
+}
+
+// placeNamed puts the temporary file tmp in target's place.
+func placeNamed(tmp, target string, replace bool) error {
+	if replace {
+		return os.Rename(tmp, target)
+	}
+	err := os.Link(tmp, target)
+	switch {
+	case err == nil:
+		os.Remove(tmp)
+		return nil
+	case errors.Is(err, fs.ErrExist):
+		return appeared(target, err)
+	}
+	if _, serr := os.Lstat(target); errors.Is(serr, fs.ErrNotExist) {
+		// No hard links here (some network file systems): rename.
+		return os.Rename(tmp, target)
+	}
+	return err
 }

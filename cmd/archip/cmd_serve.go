@@ -32,6 +32,7 @@ type serveOptions struct {
 	adminAddr   string
 	leaseTTL    time.Duration
 	maxDrift    time.Duration
+	maxConns    int
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -75,6 +76,8 @@ certificate that CA signed.`,
 	c.Flags().StringVar(&o.tlsCA, "tls-ca", "",
 		"PEM `FILE` of the CA that signs client certificates: a client presenting a certificate it did not sign is refused (needs --tls-cert)")
 	c.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "log connection errors")
+	c.Flags().IntVar(&o.maxConns, "max-connections", 1024,
+		"NBD connections served at once (each costs 128 KiB and what its requests hold); more are refused")
 	c.Flags().DurationVar(&o.flushEvery, "flush-interval", 10*time.Second,
 		"flush volumes with unflushed writes this often, for clients that never flush (0: only when clients flush)")
 	host, _ := os.Hostname()
@@ -110,7 +113,10 @@ func listen(addr string) (net.Listener, error) {
 }
 
 func runServe(ctx context.Context, g *globals, o serveOptions) error {
-	srv := &nbd.Server{Errno: daemon.Errno, TLSRequired: o.tlsRequired}
+	if o.maxConns < 1 {
+		return usageError{fmt.Errorf("--max-connections %d: must be at least 1", o.maxConns)}
+	}
+	srv := &nbd.Server{Errno: daemon.Errno, TLSRequired: o.tlsRequired, MaxConns: o.maxConns}
 	if o.tlsCert != "" || o.tlsKey != "" {
 		cfg, err := nbd.ServerTLS(o.tlsCert, o.tlsKey, o.tlsCA, o.tlsRequired)
 		if err != nil {

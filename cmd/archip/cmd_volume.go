@@ -690,9 +690,17 @@ func runVolumeWrite(ctx context.Context, g *globals, o volumeIOOptions, name str
 }
 
 // writeVolume writes n bytes of in at off and flushes; on any error it
-// discards what was not flushed.
+// discards what it wrote. The volume is opened in a new epoch, so that no
+// write changes an existing object in place, which Discard could not undo.
 func writeVolume(ctx context.Context, m *manage.Manager, name string, in io.Reader, off, n int64) error {
-	v, _, err := m.Open(ctx, name, true)
+	rec, err := m.Lookup(ctx, name)
+	if err != nil {
+		return err
+	}
+	if rec.ReadOnly() {
+		return fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, name, rec.Kind)
+	}
+	v, err := m.OpenWriterCopying(ctx, rec.ID)
 	if err != nil {
 		return err
 	}

@@ -45,14 +45,19 @@
 //     last successful renewal plus its TTL (a minute) minus twice
 //     maxDrift, by the owner's clock; others take it for dead only after
 //     its expiry plus maxDrift by theirs, so in real time the owner has
-//     stopped first. The collector checks that its lock is valid before
-//     every deletion, and stops (ErrLockLost) once it is not: a collector
-//     that wakes up after its lock expired deletes nothing more from its
-//     stale mark. It never renews a lock past that point (an operation
-//     that found the lock expired does not write it, so nothing else
-//     would tell it), renews only by compare-and-swap on the version it
-//     wrote, and frees the lock by compare-and-swap too: it never
-//     overwrites nor frees a lock another collection took over.
+//     stopped first. But a process's clock may stop with it: a VM paused
+//     by its hypervisor does not see the pause on its clocks (Go compares
+//     times by the monotonic clock, which a host suspend does not advance
+//     either). So whoever takes the lock for dead writes it: a collection
+//     takes it over, an operation taking a hold frees it (both by
+//     compare-and-swap). Before every deletion the collector checks that
+//     its lock is valid by its clock and still carries its id in the
+//     store (one read), and stops (ErrLockLost) once either fails: a
+//     collector that wakes up after its lock expired deletes nothing
+//     more from its stale mark. It never renews a lock past its clock's
+//     limit, renews only by compare-and-swap on the version it wrote,
+//     and frees the lock by compare-and-swap too: it never overwrites nor
+//     frees a lock another collection took over.
 //   - A hold (snapshot, clone, import, hash) is renewed the same way. A
 //     collection takes a hold for dead only after its expiry plus
 //     maxDrift, and then first swaps it to a dead record before it goes
@@ -61,7 +66,9 @@
 //     the hold for dead at any time during the operation. An operation
 //     that wakes up late may already have persisted references to objects
 //     the collection deleted; it then fails with ErrHoldLost, and its
-//     result must be checked or removed and redone. Hold.Valid tells an
+//     result must not be used: package manage removes the snapshot, clone
+//     or image it registered (a hash, which changed a map in place, must
+//     be checked by reading the volume). Hold.Valid tells an
 //     owner, by its clock, that its hold may have lapsed, to stop early.
 //   - The grace period: the cutoff is taken when a collection starts, so
 //     a collector that wakes up late is only more conservative. A writer
@@ -208,7 +215,7 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("gc: mark (nothing was deleted): %w", err)
 	}
-	err = sweep(ctx, s, m, cutoff, &rep, opts, l.valid)
+	err = sweep(ctx, s, m, cutoff, &rep, opts, func() error { return l.check(ctx) })
 	rep.Seconds = now().Sub(start).Seconds()
 	return rep, err
 }

@@ -128,6 +128,27 @@ func (c *claim) valid() error {
 	return nil
 }
 
+// held is valid, and checks in the store that the record still carries
+// this claim's owner: a process whose clock stopped with it (a VM pause)
+// cannot tell by its clock that its claim lapsed, but finds the record
+// changed by whoever took it for dead.
+func (c *claim) held(ctx context.Context) error {
+	if err := c.valid(); err != nil {
+		return err
+	}
+	b, _, err := c.s.Get(ctx, c.name)
+	if err != nil && !objstore.IsNotExist(err) {
+		return fmt.Errorf("gc: read %s: %w", c.name, err)
+	}
+	if r, ok := decode(b); err != nil || !ok || r.Owner != c.owner {
+		c.mu.Lock()
+		c.lost = true
+		c.mu.Unlock()
+		return c.lostErr
+	}
+	return nil
+}
+
 // renewOnce extends the claim by compare-and-swap on the version it
 // wrote. A conflict means another process changed the record: the claim
 // is lost. Other errors leave the claim as it was (its validity is not
@@ -226,8 +247,8 @@ func AcquireHold(ctx context.Context, s objstore.Store, now Clock) (*Hold, error
 		if err != nil {
 			return nil, fmt.Errorf("gc: take a hold: %w", err)
 		}
-		b, _, err := s.Get(ctx, lockName)
-		if objstore.IsNotExist(err) || (err == nil && !live(b, now())) {
+		ok, err := lockFree(ctx, s, now)
+		if err == nil && ok {
 			c.ver, c.until = v, validFrom(start)
 			c.keep()
 			return &Hold{c: c}, nil
@@ -242,6 +263,33 @@ func AcquireHold(ctx context.Context, s objstore.Store, now Clock) (*Hold, error
 		case <-time.After(pollEvery):
 		}
 	}
+}
+
+// lockFree reports whether no collection holds the lock. A lock that
+// expired is freed first, by compare-and-swap: its collection may be
+// paused rather than dead, its clock stopped with it (a VM pause), and
+// then finds out by the record before its next deletion.
+func lockFree(ctx context.Context, s objstore.Store, now Clock) (bool, error) {
+	b, v, err := s.Get(ctx, lockName)
+	switch {
+	case objstore.IsNotExist(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("gc: read the collection lock: %w", err)
+	case live(b, now()):
+		return false, nil
+	}
+	if r, ok := decode(b); ok && r.Owner == "" {
+		return true, nil // free already
+	}
+	_, err = s.Swap(ctx, lockName, dead, v)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, objstore.ErrConflict), objstore.IsNotExist(err):
+		return false, nil // renewed or taken meanwhile: look again
+	}
+	return false, fmt.Errorf("gc: free the expired collection lock: %w", err)
 }
 
 // Valid reports ErrHoldLost once the hold may have expired by this
@@ -352,9 +400,14 @@ func acquireLock(ctx context.Context, s objstore.Store, now Clock) (*lock, error
 	}
 }
 
-// valid reports ErrLockLost once the lock may have expired: the
-// collection must not delete anything more.
+// valid reports ErrLockLost once the lock may have expired by this
+// process's clock.
 func (l *lock) valid() error { return l.c.valid() }
+
+// check is valid, and checks that the lock in the store is still this
+// collection's; the collection calls it before every deletion, and must
+// not delete anything more once it fails.
+func (l *lock) check(ctx context.Context) error { return l.c.held(ctx) }
 
 // release ends the collection: it marks the lock free by compare-and-swap,
 // so that it never frees a lock another collection took over.

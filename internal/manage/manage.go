@@ -44,7 +44,9 @@ type Manager struct {
 // held runs fn, which copies references to existing objects (snapshot,
 // clone, import, hash), while holding garbage collections off (package gc).
 // If fn stalled so long that a collection took the hold for dead, it
-// fails with gc.ErrHoldLost even though fn succeeded.
+// fails with gc.ErrHoldLost even though fn succeeded; a result fn
+// registered is then removed (dropLost), except Hash's, which changes a
+// map in place.
 func (m *Manager) held(ctx context.Context, fn func() error) error {
 	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 	if err != nil {
@@ -89,7 +91,21 @@ func (m *Manager) OpenWriter(ctx context.Context, id blockmap.ID, lost func(*lea
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.openLeased(ctx, id, l, lost)
+	return m.openLeased(ctx, id, l, lost, false)
+}
+
+// OpenWriterCopying is OpenWriter that always starts a new epoch, so that
+// the handle changes no object in place: every block it writes is copied
+// first, and Discard then undoes everything written since the last flush.
+// For a writer that must change nothing if it fails part way (volume
+// write).
+func (m *Manager) OpenWriterCopying(ctx context.Context, id blockmap.ID) (*volume.Volume, error) {
+	l, err := m.Leases.Take(ctx, id.String())
+	if err != nil {
+		return nil, err
+	}
+	v, _, err := m.openLeased(ctx, id, l, nil, true)
+	return v, err
 }
 
 // TryOpenWriter is OpenWriter when the lease is free; when another node
@@ -99,10 +115,10 @@ func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.openLeased(ctx, id, l, lost)
+	return m.openLeased(ctx, id, l, lost, false)
 }
 
-func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error)) (*volume.Volume, *lease.Lease, error) {
+func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), newEpoch bool) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
 	release := func(ctx context.Context, _ error) error {
 		stop()
@@ -111,7 +127,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), OnClose: release})
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: newEpoch || l.TookOver(), OnClose: release})
 	if err != nil {
 		release(ctx, nil)
 		return nil, nil, err
@@ -215,7 +231,10 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 		rec, err = m.register(ctx, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
 		return err
 	})
-	return rec, err
+	if err != nil {
+		return nil, m.dropLost(ctx, rec, err)
+	}
+	return rec, nil
 }
 
 // Clone makes a writable volume from a snapshot or image. size 0 keeps
@@ -240,7 +259,10 @@ func (m *Manager) Clone(ctx context.Context, src, name string, size uint64) (*ca
 		rec, err = m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
 		return err
 	})
-	return rec, err
+	if err != nil {
+		return nil, m.dropLost(ctx, rec, err)
+	}
+	return rec, nil
 }
 
 // Resize changes a volume's size; shrinking needs allowShrink.
@@ -278,6 +300,12 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	return m.removeData(ctx, rec)
+}
+
+// removeData deletes what rec, no longer in the catalog, names.
+func (m *Manager) removeData(ctx context.Context, rec catalog.Record) error {
+	name := rec.Name
 	if !rec.ReadOnly() {
 		// Whoever writes it must stop first: ask for its lease, then
 		// drop the lease with the volume.
@@ -290,11 +318,39 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 			m.Store.Delete(ctx, lease.Name(rec.ID.String()))
 		}()
 	}
-	err = volume.Remove(ctx, m.Store, rec.ID)
+	err := volume.Remove(ctx, m.Store, rec.ID)
 	if errors.Is(err, volume.ErrNotFound) {
 		return nil
 	}
 	return err
+}
+
+// dropLost undoes the registration of rec, the result of an operation
+// that failed with gc.ErrHoldLost: a collection ran while it copied
+// references and may have deleted objects rec references, so rec must not
+// stay listed for clones and clients to use. Other errors, and a nil rec,
+// are returned as they are.
+func (m *Manager) dropLost(ctx context.Context, rec *catalog.Record, err error) error {
+	if rec == nil || !errors.Is(err, gc.ErrHoldLost) {
+		return err
+	}
+	var found *catalog.Record
+	uerr := m.Catalog.Update(ctx, func(d *catalog.Doc) error {
+		found = nil
+		if r := d.ByID(rec.ID); r != nil {
+			rr, err := d.Remove(r.Name)
+			found = &rr
+			return err
+		}
+		return nil
+	})
+	if uerr == nil && found != nil {
+		uerr = m.removeData(ctx, *found)
+	}
+	if uerr != nil {
+		return fmt.Errorf("manage: %q may reference deleted objects, and removing it failed (%v): remove it (archip volume remove %s) and run the operation again: %w", rec.Name, uerr, rec.Name, err)
+	}
+	return fmt.Errorf("manage: %q was removed, as it may reference deleted objects: run the operation again: %w", rec.Name, err)
 }
 
 // Entry is a record with its geometry, for listings.
@@ -490,7 +546,10 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, size int64, name stri
 		rec, err = m.register(ctx, catalog.Record{Name: name, ID: st.ID, Kind: catalog.KindImage})
 		return err
 	})
-	return rec, st, err
+	if err != nil {
+		return nil, st, m.dropLost(ctx, rec, err)
+	}
+	return rec, st, nil
 }
 
 // Hash turns the private blocks of name into content blocks, so that

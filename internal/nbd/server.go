@@ -7,8 +7,10 @@
 // FLUSH, TRIM, WRITE_ZEROES (NO_HOLE, FAST_ZERO), CACHE, BLOCK_STATUS
 // (REQ_ONE) and DISC. Requests on a connection are served concurrently
 // and answered as they complete; the requests in flight per connection
-// are bounded by count and by bytes, and a client that stops reading
-// replies is disconnected after a timeout. Every protocol violation gets
+// are bounded by count and by bytes, the connections per server by
+// count, and a client that stops reading
+// replies, or stops in the middle of a request's data, is disconnected
+// after a timeout. Every protocol violation gets
 // the errno the specification names or ends the connection; none reaches
 // an export. A panic while serving a request is logged and answered with
 // EIO (or ends its connection): it does not take the server down. With
@@ -112,9 +114,16 @@ type Server struct {
 	// start work without end.
 	MaxRequests int
 	// ReplyTimeout bounds the time to write a reply to a client that
-	// does not read them (default 1 minute); past it the connection ends,
-	// freeing what its requests hold.
+	// does not read them, and the time to receive a WRITE's data once its
+	// header came (default 1 minute); past it the connection ends,
+	// freeing what its requests hold. A client idle between requests is
+	// not timed out.
 	ReplyTimeout time.Duration
+	// MaxConns bounds the connections served at once (default 1024).
+	// Each costs a goroutine and 128 KiB of buffers, plus what its
+	// requests hold; a connection beyond the bound is closed at once,
+	// before the greeting, and logged.
+	MaxConns int
 	// Errno maps an export's error to a reply errno (default: EIO).
 	Errno func(error) uint32
 	// Logf logs connection-level events (default: nothing).
@@ -126,6 +135,8 @@ type Server struct {
 	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]bool
 	conns     map[*conn]bool
+	refused   int       // connections refused over MaxConns since the last warning
+	warned    time.Time // when a refusal was last logged
 	shutdown  bool
 	done      chan struct{}  // closed by Shutdown
 	wg        sync.WaitGroup // connections
@@ -140,6 +151,7 @@ const (
 	// that a hostile client holds a few hundred goroutines at most.
 	defaultMaxRequests  = 256
 	defaultReplyTimeout = time.Minute
+	defaultMaxConns     = 1024
 	maxOptionLen        = 64 << 10
 	// maxMetaQueries bounds the metadata contexts one option may ask
 	// for; one is served.
@@ -178,6 +190,13 @@ func (s *Server) replyTimeout() time.Duration {
 		return s.ReplyTimeout
 	}
 	return defaultReplyTimeout
+}
+
+func (s *Server) maxConns() int {
+	if s.MaxConns > 0 {
+		return s.MaxConns
+	}
+	return defaultMaxConns
 }
 
 func (s *Server) maxRequest() int {
@@ -303,6 +322,21 @@ func (s *Server) ServeConn(nc net.Conn) {
 		return
 	}
 	s.initLocked()
+	if max := s.maxConns(); len(s.conns) >= max {
+		// Logged at most once a second: a flood of connections must not
+		// flood the log too.
+		s.refused++
+		var n int
+		if now := time.Now(); now.Sub(s.warned) >= time.Second {
+			n, s.refused, s.warned = s.refused, 0, now
+		}
+		s.mu.Unlock()
+		nc.Close()
+		if n > 0 {
+			s.warnf("nbd: %d connections already (MaxConns): refused %d connection(s), the last from %s", max, n, nc.RemoteAddr())
+		}
+		return
+	}
 	s.conns[c] = true
 	s.wg.Add(1)
 	s.mu.Unlock()

@@ -16,7 +16,7 @@ import (
 
 // bufPools hold request buffers by size class, so that a connection
 // streaming 1 MiB writes does not allocate for each.
-var bufClasses = []int{4 << 10, 64 << 10, 1 << 20, 4 << 20, 32 << 20}
+var bufClasses = []int{4 << 10, 64 << 10, 1 << 20, 4 << 20, 8 << 20, 32 << 20}
 var bufPools = make([]sync.Pool, len(bufClasses))
 
 func getBuf(n int) *[]byte {
@@ -100,18 +100,25 @@ func (c *conn) transmit() error {
 		if req.typ == cmdWrite {
 			if int(req.length) > maxReq {
 				// Keep the stream in step, then refuse.
+				timed := c.payloadDeadline(int(req.length))
 				if _, err := io.CopyN(io.Discard, c.r, int64(req.length)); err != nil {
 					return fmt.Errorf("read oversized write payload: %w", err)
+				}
+				if timed {
+					c.clearPayloadDeadline()
 				}
 				c.replyError(req, EINVAL, fmt.Sprintf("write of %d bytes over the maximum %d", req.length, maxReq))
 				continue
 			}
 			weight = max(1, int64(req.length))
 			sem.acquire(weight)
-			payload = getBuf(int(req.length))
-			if _, err := io.ReadFull(c.r, *payload); err != nil {
+			timed := c.payloadDeadline(int(req.length))
+			if payload, err = readPayload(c.r, int(req.length)); err != nil {
 				sem.release(weight)
 				return fmt.Errorf("read write payload: %w", err)
+			}
+			if timed {
+				c.clearPayloadDeadline()
 			}
 		} else if req.typ == cmdRead {
 			weight = max(1, int64(req.length))
@@ -139,6 +146,63 @@ func (c *conn) transmit() error {
 				workers.Add(-1)
 			}()
 		}
+	}
+}
+
+// firstPayload is the most a WRITE's data buffer holds before any of
+// the data came; it grows by payloadGrowth as the data comes.
+const (
+	firstPayload  = 1 << 20
+	payloadGrowth = 8 // a class of bufClasses: 1 MiB, 8 MiB, then 32 MiB
+)
+
+// readPayload reads the n bytes of a WRITE's data into a pooled buffer
+// that grows as the data comes, so that what a client makes the server
+// hold follows what it sent (at most payloadGrowth times, or
+// firstPayload), not what its header claims. What came is copied at each
+// growth: nothing up to 1 MiB, 1 MiB for up to 8 MiB, 9 MiB for 32 MiB.
+func readPayload(r io.Reader, n int) (*[]byte, error) {
+	buf := getBuf(min(n, firstPayload))
+	got := 0
+	for {
+		k, err := io.ReadFull(r, (*buf)[got:])
+		got += k
+		if err != nil {
+			putBuf(buf)
+			return nil, err
+		}
+		if got == n {
+			return buf, nil
+		}
+		next := getBuf(min(n, payloadGrowth*got))
+		copy(*next, (*buf)[:got])
+		putBuf(buf)
+		buf = next
+	}
+}
+
+// payloadDeadline bounds the time to receive the n bytes of data of a
+// request whose header came, by ReplyTimeout: a client that stops in the
+// middle of a request holds its buffer and budget until then only. An
+// idle client, between requests, is not timed out. It reports whether it
+// set a deadline (not when the data is buffered already).
+func (c *conn) payloadDeadline(n int) bool {
+	if c.r.Buffered() >= n {
+		return false
+	}
+	c.raw.SetReadDeadline(time.Now().Add(c.srv.replyTimeout()))
+	return true
+}
+
+// clearPayloadDeadline removes the deadline payloadDeadline set, unless
+// the connection is stopping: stop's deadline, which wakes the reader,
+// must stay.
+func (c *conn) clearPayloadDeadline() {
+	c.raw.SetReadDeadline(time.Time{})
+	select {
+	case <-c.stopping:
+		c.raw.SetReadDeadline(time.Now())
+	default:
 	}
 }
 

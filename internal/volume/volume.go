@@ -465,15 +465,24 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	if err := v.checkIO(off, int64(len(p)), true); err != nil {
 		return err
 	}
-	v.gate.RLock()
-	err := v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
-		return v.writeBlock(ctx, b, boff, p[pos:pos+l])
+	err := v.gated(func() error {
+		return v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
+			return v.writeBlock(ctx, b, boff, p[pos:pos+l])
+		})
 	})
-	v.gate.RUnlock()
 	if err == nil && fua {
 		err = v.Flush(ctx)
 	}
 	return err
+}
+
+// gated runs fn holding the gate shared. The gate is released if fn
+// panics: a server that recovers a panic in a request (package nbd) must
+// find the volume usable.
+func (v *Volume) gated(fn func() error) error {
+	v.gate.RLock()
+	defer v.gate.RUnlock()
+	return fn()
 }
 
 // owns reports whether the volume may change e's object in place.
@@ -598,9 +607,7 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole, fua bool
 	if err := v.checkIO(off, n, true); err != nil {
 		return err
 	}
-	v.gate.RLock()
-	err := v.zeroRange(ctx, off, n, noHole)
-	v.gate.RUnlock()
+	err := v.gated(func() error { return v.zeroRange(ctx, off, n, noHole) })
 	if err == nil && fua {
 		err = v.Flush(ctx)
 	}
@@ -771,6 +778,14 @@ func (v *Volume) Flush(ctx context.Context) error {
 	v.gate.Lock()
 	c := v.takeCut()
 	v.gate.Unlock()
+	defer func() {
+		// A panic (recovered by the NBD server, which answers EIO) must
+		// leave the cut's writes to the next flush, as an error does.
+		if r := recover(); r != nil {
+			v.restore(c, nil)
+			panic(r)
+		}
+	}()
 	return v.persist(ctx, c)
 }
 
