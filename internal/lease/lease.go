@@ -434,7 +434,7 @@ func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
 			m.cfg.Logf("lease: asking node %q at %s to hand over volume %s: %v; waiting for its lease to expire", rec.Owner, rec.Addr, volume, err)
 		}
 		wait := min(poll, m.cfg.TTL/10)
-		poll *= 2
+		poll = min(2*poll, m.cfg.TTL/10)
 		if left := rec.Expires.Add(m.cfg.MaxDrift).Sub(m.cfg.Clock.Now()); left > 0 && left < wait {
 			wait = left + time.Millisecond
 		}
