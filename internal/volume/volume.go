@@ -128,16 +128,12 @@ type OpenOptions struct {
 
 // Open loads the volume id from s.
 func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOptions) (*Volume, error) {
-	head, ver, err := ReadHead(ctx, s, id)
+	head, ver, entries, err := readMap(ctx, s, id)
 	if err != nil {
 		return nil, err
 	}
 	if opts.Writable && head.ReadOnly {
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
-	}
-	entries, err := LoadMap(ctx, s, head)
-	if err != nil {
-		return nil, err
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
 		guard: opts.Guard, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
@@ -178,6 +174,30 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.mu.head, v.mu.headVer = h, nv
 	}
 	return v, nil
+}
+
+// readMap reads the head and the map it names. An opener holds no lease
+// (a follower) or has just taken it, so a writer elsewhere may flush
+// meanwhile: a segment found missing then was replaced by a head stored
+// after the one read (a writer deletes a segment only after that), and
+// the head is read again, as long as it keeps changing, within a bound.
+func readMap(ctx context.Context, s objstore.Store, id blockmap.ID) (*blockmap.Head, objstore.Version, []blockmap.Entry, error) {
+	var failedVer objstore.Version
+	for try := 0; ; try++ {
+		head, ver, err := ReadHead(ctx, s, id)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		entries, err := LoadMap(ctx, s, head)
+		if errors.Is(err, ErrCorrupt) && ver != failedVer && try < 100 {
+			failedVer = ver
+			continue
+		}
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		return head, ver, entries, nil
+	}
 }
 
 // ReadHead reads and decodes a volume's head.
