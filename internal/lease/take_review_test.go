@@ -53,3 +53,28 @@ func TestTakeWaitsNeverShrink(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseUnsettled: a lease released by a holder whose writes may
+// still land is free at once, and taken over (new epoch) by whoever
+// takes it next, this node included.
+func TestReleaseUnsettled(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a, b := newNode(t, s, "a", clk), newNode(t, s, "b", clk)
+	for _, next := range []*Manager{b, a} {
+		la, err := a.Acquire(ctx, "vol")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := la.ReleaseUnsettled(ctx); err != nil {
+			t.Fatal(err)
+		}
+		l, err := next.Acquire(ctx, "vol")
+		if err != nil || !l.TookOver() {
+			t.Fatalf("%s acquiring after an unsettled release: took over %v, %v", next.cfg.Node, l != nil && l.TookOver(), err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

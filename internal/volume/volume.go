@@ -28,7 +28,35 @@ var (
 	// used; they never wrap, since a reused number would name an object
 	// that already exists.
 	ErrSeqExhausted = errors.New("volume: sequence numbers exhausted; this volume cannot be written any more: snapshot it and clone the snapshot to write a copy")
+	// ErrUnsettled is joined to the error OnClose receives when a data
+	// write of the handle failed with an unknown outcome (see
+	// objstore.Store): it may still land, in place, in this epoch's
+	// objects, so the next writer must start a new epoch.
+	ErrUnsettled = errors.New("volume: a data write failed with an unknown outcome and may still land")
 )
+
+// settled reports whether a store write that failed certainly changed
+// nothing (see objstore.Store).
+func settled(err error) bool {
+	for _, e := range []error{objstore.ErrConflict, objstore.ErrExists, objstore.ErrNotFound, objstore.ErrNoSpace,
+		objstore.ErrBadName, objstore.ErrReadOnly, objstore.ErrClosed, objstore.ErrUnsupport} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// dataWritten notes a data write whose outcome is unknown (see
+// ErrUnsettled) and returns err.
+func (v *Volume) dataWritten(err error) error {
+	if err != nil && !settled(err) {
+		v.mu.Lock()
+		v.mu.unsettled = true
+		v.mu.Unlock()
+	}
+	return err
+}
 
 // staleDirty is how old unflushed data may grow before a flush checks
 // that its objects still exist: a garbage collection deletes unreferenced
@@ -95,6 +123,7 @@ type Volume struct {
 		seqEnd     uint64
 		err        error // sticky: set when the handle must stop writing
 		closed     bool
+		unsettled  bool // a data write failed with an unknown outcome (ErrUnsettled)
 	}
 }
 
@@ -122,7 +151,8 @@ type OpenOptions struct {
 	// older than the writer's last flush.
 	Follow bool
 	// OnClose, when set, runs at Close after the final flush, with its
-	// error (a lease is released there).
+	// error (a lease is released there), and at Discard with nil; either
+	// is joined with ErrUnsettled if a data write may still land.
 	OnClose func(ctx context.Context, flushErr error) error
 }
 
@@ -556,15 +586,15 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 	switch {
 	case v.rw != nil && (!fresh || old.Kind() == blockmap.Zero):
 		// In place, or sparse into a new object.
-		if err := v.writeAt(ctx, name, data, boff); err != nil {
+		if err := v.dataWritten(v.writeAt(ctx, name, data, boff)); err != nil {
 			return err
 		}
 	case v.rw != nil && v.copier != nil && !whole:
 		// Copy-on-write inside the store, then the new bytes in place.
-		if err := v.copier.Copy(ctx, old.ObjectName(), name); err != nil {
+		if err := v.dataWritten(v.copier.Copy(ctx, old.ObjectName(), name)); err != nil {
 			return err
 		}
-		if err := v.writeAt(ctx, name, data, boff); err != nil {
+		if err := v.dataWritten(v.writeAt(ctx, name, data, boff)); err != nil {
 			return err
 		}
 	default:
@@ -585,7 +615,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 		} else {
 			_, err = v.store.Put(ctx, name, buf)
 		}
-		if err != nil {
+		if err := v.dataWritten(err); err != nil {
 			return err
 		}
 	}
@@ -953,7 +983,13 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 		v.handles.close()
 	}
 	if v.onClose != nil {
-		return errors.Join(err, v.onClose(ctx, err))
+		cerr := err
+		v.mu.Lock()
+		if v.mu.unsettled {
+			cerr = errors.Join(err, ErrUnsettled)
+		}
+		v.mu.Unlock()
+		return errors.Join(err, v.onClose(ctx, cerr))
 	}
 	return err
 }
