@@ -47,12 +47,17 @@ func settled(err error) bool {
 	return false
 }
 
-// dataWritten notes a data write whose outcome is unknown (see
-// ErrUnsettled) and returns err.
-func (v *Volume) dataWritten(err error) error {
+// dataWritten notes that a write to the data object name failed with an
+// unknown outcome, if it did (see ErrUnsettled), and returns err: it may
+// still land, so the object is not written in place again.
+func (v *Volume) dataWritten(name string, err error) error {
 	if err != nil && !settled(err) {
 		v.mu.Lock()
 		v.mu.unsettled = true
+		if v.mu.tainted == nil {
+			v.mu.tainted = map[string]bool{}
+		}
+		v.mu.tainted[name] = true
 		v.mu.Unlock()
 	}
 	return err
@@ -123,7 +128,8 @@ type Volume struct {
 		seqEnd     uint64
 		err        error // sticky: set when the handle must stop writing
 		closed     bool
-		unsettled  bool // a data write failed with an unknown outcome (ErrUnsettled)
+		unsettled  bool            // a data write failed with an unknown outcome (ErrUnsettled)
+		tainted    map[string]bool // objects such a write may still change: never written in place again
 	}
 }
 
@@ -515,15 +521,94 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	if err := v.checkIO(off, int64(len(p)), true); err != nil {
 		return err
 	}
-	v.gate.RLock()
-	err := v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
-		return v.writeBlock(ctx, b, boff, p[pos:pos+l])
+	err := v.shared(ctx, func() error {
+		return v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
+			return v.writeBlock(ctx, b, boff, p[pos:pos+l])
+		})
 	})
-	v.gate.RUnlock()
 	if err == nil && fua {
 		err = v.Flush(ctx)
 	}
 	return err
+}
+
+// errTainted: a write met an object that a write of unknown outcome may
+// still change (see dataWritten); it is run again once the object is
+// retired.
+var errTainted = errors.New("volume: object tainted by a write of unknown outcome")
+
+// shared runs fn, a write, holding the gate shared, after retiring the
+// tainted objects with the gate held exclusively (so that no in-place
+// write to them is in flight); it runs fn again when fn met an object
+// tainted meanwhile.
+func (v *Volume) shared(ctx context.Context, fn func() error) error {
+	for {
+		v.mu.Lock()
+		n := len(v.mu.tainted)
+		v.mu.Unlock()
+		if n > 0 {
+			v.gate.Lock()
+			err := v.retireLocked(ctx)
+			v.gate.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+		v.gate.RLock()
+		err := fn()
+		v.gate.RUnlock()
+		if !errors.Is(err, errTainted) {
+			return err
+		}
+	}
+}
+
+// retireLocked copies every block whose object is tainted to a new
+// object, which the map then names instead: a late write can only change
+// the old one, which nothing references once the map is flushed. The
+// caller holds the gate exclusively.
+func (v *Volume) retireLocked(ctx context.Context) error {
+	v.mu.Lock()
+	epoch := v.mu.head.Epoch
+	var blocks []int64
+	if len(v.mu.tainted) > 0 {
+		for b, e := range v.mu.entries {
+			if v.owns(e, epoch) && v.mu.tainted[e.ObjectName()] {
+				blocks = append(blocks, int64(b))
+			}
+		}
+	}
+	v.mu.Unlock()
+	if len(blocks) > 0 {
+		bp := v.bufs.Get().(*[]byte)
+		defer v.bufs.Put(bp)
+		buf := *bp
+		for _, b := range blocks {
+			e, _ := v.entry(b)
+			if err := v.readEntry(ctx, e, buf, 0); err != nil {
+				return err
+			}
+			seq, err := v.allocSeq()
+			if err != nil {
+				return err
+			}
+			ne := blockmap.PrivateEntry(v.id, epoch, seq)
+			if err := v.writeObject(ctx, ne.ObjectName(), blockmap.Entry{}, 0, buf); err != nil {
+				return err
+			}
+			v.mu.Lock()
+			v.mu.entries[b] = ne
+			v.mu.freed = append(v.mu.freed, e.ObjectName())
+			delete(v.mu.dirtyObjs, e.ObjectName())
+			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+			v.dirtiedLocked()
+			v.mu.Unlock()
+		}
+	}
+	v.mu.Lock()
+	v.mu.tainted = nil
+	v.mu.Unlock()
+	return nil
 }
 
 // owns reports whether the volume may change e's object in place.
@@ -544,7 +629,14 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 	st := &v.stripe[b%stripes]
 	st.Lock()
 	e, epoch := v.entry(b)
-	if v.owns(e, epoch) && v.rw != nil {
+	v.mu.Lock()
+	owned, tainted := v.owns(e, epoch), v.mu.tainted[e.ObjectName()]
+	v.mu.Unlock()
+	if owned && tainted {
+		st.Unlock()
+		return errTainted
+	}
+	if owned && v.rw != nil {
 		// NB: an in-place write needs the stripe only to look at the
 		// entry. An owned entry changes only by a trim of the whole block
 		// (which a concurrent write overlaps, so either order is right) or
@@ -555,7 +647,7 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 		return v.writeObject(ctx, e.ObjectName(), e, boff, data)
 	}
 	defer st.Unlock()
-	if v.owns(e, epoch) {
+	if owned {
 		return v.writeObject(ctx, e.ObjectName(), e, boff, data) // read-modify-write of the whole block
 	}
 	seq, err := v.allocSeq()
@@ -586,15 +678,15 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 	switch {
 	case v.rw != nil && (!fresh || old.Kind() == blockmap.Zero):
 		// In place, or sparse into a new object.
-		if err := v.dataWritten(v.writeAt(ctx, name, data, boff)); err != nil {
+		if err := v.dataWritten(name, v.writeAt(ctx, name, data, boff)); err != nil {
 			return err
 		}
 	case v.rw != nil && v.copier != nil && !whole:
 		// Copy-on-write inside the store, then the new bytes in place.
-		if err := v.dataWritten(v.copier.Copy(ctx, old.ObjectName(), name)); err != nil {
+		if err := v.dataWritten(name, v.copier.Copy(ctx, old.ObjectName(), name)); err != nil {
 			return err
 		}
-		if err := v.dataWritten(v.writeAt(ctx, name, data, boff)); err != nil {
+		if err := v.dataWritten(name, v.writeAt(ctx, name, data, boff)); err != nil {
 			return err
 		}
 	default:
@@ -615,7 +707,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 		} else {
 			_, err = v.store.Put(ctx, name, buf)
 		}
-		if err := v.dataWritten(err); err != nil {
+		if err := v.dataWritten(name, err); err != nil {
 			return err
 		}
 	}
@@ -648,9 +740,7 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole, fua bool
 	if err := v.checkIO(off, n, true); err != nil {
 		return err
 	}
-	v.gate.RLock()
-	err := v.zeroRange(ctx, off, n, noHole)
-	v.gate.RUnlock()
+	err := v.shared(ctx, func() error { return v.zeroRange(ctx, off, n, noHole) })
 	if err == nil && fua {
 		err = v.Flush(ctx)
 	}
