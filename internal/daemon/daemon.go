@@ -605,16 +605,28 @@ func (d *Daemon) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("daemon: volume %s is still opening: %w", h.name, err))
 			continue
 		}
-		d.mu.Lock()
-		mine := h.state == serving
-		if mine {
-			h.state = closing
-		}
-		d.mu.Unlock()
-		if mine {
-			errs = append(errs, d.finish(h, false))
-		} else if err := wait(h.done); err != nil {
-			errs = append(errs, fmt.Errorf("daemon: volume %s is still closing: %w", h.name, err))
+		// A final flush running meanwhile may fail and keep the handle
+		// (serving again, with its writes): then it is Close's to finish.
+		for {
+			d.mu.Lock()
+			gone := d.open[h.id] != h
+			mine := !gone && h.state == serving
+			if mine {
+				h.state = closing
+			}
+			done := h.done
+			d.mu.Unlock()
+			if gone {
+				break
+			}
+			if mine {
+				errs = append(errs, d.finish(h, false))
+				break
+			}
+			if err := wait(done); err != nil {
+				errs = append(errs, fmt.Errorf("daemon: volume %s is still closing: %w", h.name, err))
+				break
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -45,7 +45,10 @@
 // record back and, if it is one of them (same instance and nonce), adopts
 // it and writes again instead of concluding that the lease was lost. A
 // Manager whose takeover had an unknown outcome still reports the takeover
-// (Lease.TookOver) when it next acquires and finds its own record.
+// (Lease.TookOver) when it next acquires and finds its own record. A
+// holder whose own data writes had an unknown outcome releases with
+// ReleaseUnsettled, so that the next taker starts a new epoch out of
+// their reach.
 //
 // # Node ids
 //
@@ -112,6 +115,10 @@ type Record struct {
 	// Broken: an operator broke the lease (Manager.Break); whoever takes
 	// it next takes it over (Lease.TookOver), as from an expired holder.
 	Broken bool `json:"broken,omitempty"`
+	// Unsettled: released by a holder some of whose writes have an
+	// unknown outcome (they may still land, in place, in its epoch's
+	// objects); whoever takes it next takes it over, in a new epoch.
+	Unsettled bool `json:"unsettled,omitempty"`
 	// Instance names the process (the Manager) that wrote the record,
 	// and Nonce the write: two daemons given the same node id are told
 	// apart, and a node recognises a write of its own whose outcome it
@@ -123,7 +130,7 @@ type Record struct {
 // same reports whether a and b are one write.
 func same(a, b Record) bool {
 	return a.Owner == b.Owner && a.Addr == b.Addr && a.Term == b.Term && a.Expires.Equal(b.Expires) &&
-		a.Broken == b.Broken && a.Instance == b.Instance && a.Nonce == b.Nonce
+		a.Broken == b.Broken && a.Unsettled == b.Unsettled && a.Instance == b.Instance && a.Nonce == b.Nonce
 }
 
 // Errors. Test with errors.Is; ErrHeld errors are *HeldError.
@@ -368,7 +375,7 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 			term++
 		}
 		m.mu.Lock()
-		tookOver := !mine && cur.Owner != "" || cur.Broken || mine && m.unknownTakeover[volume]
+		tookOver := !mine && cur.Owner != "" || cur.Broken || cur.Unsettled || mine && m.unknownTakeover[volume]
 		m.mu.Unlock()
 		l := &Lease{m: m, volume: volume, name: name, tookOver: tookOver, ver: ver}
 		l.wmu.Lock()
@@ -434,7 +441,7 @@ func (m *Manager) Take(ctx context.Context, volume string) (*Lease, error) {
 			m.cfg.Logf("lease: asking node %q at %s to hand over volume %s: %v; waiting for its lease to expire", rec.Owner, rec.Addr, volume, err)
 		}
 		wait := min(poll, m.cfg.TTL/10)
-		poll *= 2
+		poll = min(2*poll, m.cfg.TTL/10)
 		if left := rec.Expires.Add(m.cfg.MaxDrift).Sub(m.cfg.Clock.Now()); left > 0 && left < wait {
 			wait = left + time.Millisecond
 		}
@@ -618,7 +625,15 @@ func (l *Lease) lose(why error) {
 // another node can take it without waiting for the expiry. The lease is
 // not valid from the moment Release is called. A release that failed
 // may be repeated; once one succeeded, Release returns nil.
-func (l *Lease) Release(ctx context.Context) error {
+func (l *Lease) Release(ctx context.Context) error { return l.release(ctx, false) }
+
+// ReleaseUnsettled is Release for a holder some of whose writes failed
+// with an unknown outcome (they may still land): the next taker takes
+// the lease over (Lease.TookOver), in a new epoch, so that such a late
+// write cannot reach what it writes.
+func (l *Lease) ReleaseUnsettled(ctx context.Context) error { return l.release(ctx, true) }
+
+func (l *Lease) release(ctx context.Context, unsettled bool) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	switch l.state {
@@ -629,7 +644,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	l.state = releasing
 	l.validT.Store(nil)
-	err := l.write(ctx, Record{Term: l.rec.Term, Instance: l.m.instance}, true)
+	err := l.write(ctx, Record{Term: l.rec.Term, Instance: l.m.instance, Unsettled: unsettled}, true)
 	switch {
 	case errors.Is(err, ErrLost):
 		l.lose(err)

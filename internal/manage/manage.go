@@ -120,9 +120,13 @@ func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*
 
 func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), newEpoch bool) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
-	release := func(ctx context.Context, _ error) error {
+	release := func(ctx context.Context, closeErr error) error {
 		stop()
-		if err := l.Release(ctx); err != nil && !errors.Is(err, lease.ErrLost) {
+		rel := l.Release
+		if errors.Is(closeErr, volume.ErrUnsettled) {
+			rel = l.ReleaseUnsettled // the next writer must start a new epoch
+		}
+		if err := rel(ctx); err != nil && !errors.Is(err, lease.ErrLost) {
 			return err
 		}
 		return nil

@@ -8,6 +8,15 @@
 // new private object (copy-on-write), and a write to a zero block only
 // writes the bytes given (objects are sparse).
 //
+// A data write that fails with an unknown outcome (a timeout: see
+// objstore.Store) may still land later. The object it went to is then
+// never written in place again: before the next write, resize or
+// snapshot, with no write in flight, each block stored in such an object
+// is copied to a new one, so the late write changes only an object that
+// the next flushed map no longer references, and a snapshot never shares
+// it. Close and Discard tell OnClose (ErrUnsettled), and the lease is
+// released so that the next writer starts a new epoch.
+//
 // # Durability (invariants I1 and I2)
 //
 // Writes change objects and the in-memory map. Flush takes a consistent

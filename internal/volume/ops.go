@@ -111,6 +111,10 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	defer v.flushMu.Unlock()
 	v.gate.Lock()
 	defer v.gate.Unlock()
+	// A snapshot must not share an object that a late write may change.
+	if err := v.retireLocked(ctx); err != nil {
+		return blockmap.ID{}, err
+	}
 	if err := v.persist(ctx, v.takeCut()); err != nil {
 		return blockmap.ID{}, err
 	}
@@ -189,6 +193,9 @@ func (v *Volume) Resize(ctx context.Context, size uint64) error {
 	defer v.flushMu.Unlock()
 	v.gate.Lock()
 	defer v.gate.Unlock()
+	if err := v.retireLocked(ctx); err != nil {
+		return err
+	}
 	old := uint64(v.Size())
 	if size < old && size%uint64(v.bs) != 0 {
 		end := min(old, (size/uint64(v.bs)+1)*uint64(v.bs))

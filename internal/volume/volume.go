@@ -28,7 +28,40 @@ var (
 	// used; they never wrap, since a reused number would name an object
 	// that already exists.
 	ErrSeqExhausted = errors.New("volume: sequence numbers exhausted; this volume cannot be written any more: snapshot it and clone the snapshot to write a copy")
+	// ErrUnsettled is joined to the error OnClose receives when a data
+	// write of the handle failed with an unknown outcome (see
+	// objstore.Store): it may still land, in place, in this epoch's
+	// objects, so the next writer must start a new epoch.
+	ErrUnsettled = errors.New("volume: a data write failed with an unknown outcome and may still land")
 )
+
+// settled reports whether a store write that failed certainly changed
+// nothing (see objstore.Store).
+func settled(err error) bool {
+	for _, e := range []error{objstore.ErrConflict, objstore.ErrExists, objstore.ErrNotFound, objstore.ErrNoSpace,
+		objstore.ErrBadName, objstore.ErrReadOnly, objstore.ErrClosed, objstore.ErrUnsupport} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// dataWritten notes that a write to the data object name failed with an
+// unknown outcome, if it did (see ErrUnsettled), and returns err: it may
+// still land, so the object is not written in place again.
+func (v *Volume) dataWritten(name string, err error) error {
+	if err != nil && !settled(err) {
+		v.mu.Lock()
+		v.mu.unsettled = true
+		if v.mu.tainted == nil {
+			v.mu.tainted = map[string]bool{}
+		}
+		v.mu.tainted[name] = true
+		v.mu.Unlock()
+	}
+	return err
+}
 
 // staleDirty is how old unflushed data may grow before a flush checks
 // that its objects still exist: a garbage collection deletes unreferenced
@@ -95,6 +128,8 @@ type Volume struct {
 		seqEnd     uint64
 		err        error // sticky: set when the handle must stop writing
 		closed     bool
+		unsettled  bool            // a data write failed with an unknown outcome (ErrUnsettled)
+		tainted    map[string]bool // objects such a write may still change: never written in place again
 	}
 }
 
@@ -122,22 +157,19 @@ type OpenOptions struct {
 	// older than the writer's last flush.
 	Follow bool
 	// OnClose, when set, runs at Close after the final flush, with its
-	// error (a lease is released there).
+	// error (a lease is released there), and at Discard with nil; either
+	// is joined with ErrUnsettled if a data write may still land.
 	OnClose func(ctx context.Context, flushErr error) error
 }
 
 // Open loads the volume id from s.
 func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOptions) (*Volume, error) {
-	head, ver, err := ReadHead(ctx, s, id)
+	head, ver, entries, err := readMap(ctx, s, id)
 	if err != nil {
 		return nil, err
 	}
 	if opts.Writable && head.ReadOnly {
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
-	}
-	entries, err := LoadMap(ctx, s, head)
-	if err != nil {
-		return nil, err
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
 		guard: opts.Guard, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
@@ -178,6 +210,30 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.mu.head, v.mu.headVer = h, nv
 	}
 	return v, nil
+}
+
+// readMap reads the head and the map it names. An opener holds no lease
+// (a follower) or has just taken it, so a writer elsewhere may flush
+// meanwhile: a segment found missing then was replaced by a head stored
+// after the one read (a writer deletes a segment only after that), and
+// the head is read again, as long as it keeps changing, within a bound.
+func readMap(ctx context.Context, s objstore.Store, id blockmap.ID) (*blockmap.Head, objstore.Version, []blockmap.Entry, error) {
+	var failedVer objstore.Version
+	for try := 0; ; try++ {
+		head, ver, err := ReadHead(ctx, s, id)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		entries, err := LoadMap(ctx, s, head)
+		if errors.Is(err, ErrCorrupt) && ver != failedVer && try < 100 {
+			failedVer = ver
+			continue
+		}
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		return head, ver, entries, nil
+	}
 }
 
 // ReadHead reads and decodes a volume's head.
@@ -465,7 +521,7 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	if err := v.checkIO(off, int64(len(p)), true); err != nil {
 		return err
 	}
-	err := v.gated(func() error {
+	err := v.shared(ctx, func() error {
 		return v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
 			return v.writeBlock(ctx, b, boff, p[pos:pos+l])
 		})
@@ -483,6 +539,84 @@ func (v *Volume) gated(fn func() error) error {
 	v.gate.RLock()
 	defer v.gate.RUnlock()
 	return fn()
+}
+
+// errTainted: a write met an object that a write of unknown outcome may
+// still change (see dataWritten); it is run again once the object is
+// retired.
+var errTainted = errors.New("volume: object tainted by a write of unknown outcome")
+
+// shared runs fn, a write, holding the gate shared, after retiring the
+// tainted objects with the gate held exclusively (so that no in-place
+// write to them is in flight); it runs fn again when fn met an object
+// tainted meanwhile.
+func (v *Volume) shared(ctx context.Context, fn func() error) error {
+	for {
+		v.mu.Lock()
+		n := len(v.mu.tainted)
+		v.mu.Unlock()
+		if n > 0 {
+			err := func() error {
+				v.gate.Lock()
+				defer v.gate.Unlock()
+				return v.retireLocked(ctx)
+			}()
+			if err != nil {
+				return err
+			}
+		}
+		if err := v.gated(fn); !errors.Is(err, errTainted) {
+			return err
+		}
+	}
+}
+
+// retireLocked copies every block whose object is tainted to a new
+// object, which the map then names instead: a late write can only change
+// the old one, which nothing references once the map is flushed. The
+// caller holds the gate exclusively.
+func (v *Volume) retireLocked(ctx context.Context) error {
+	v.mu.Lock()
+	epoch := v.mu.head.Epoch
+	var blocks []int64
+	if len(v.mu.tainted) > 0 {
+		for b, e := range v.mu.entries {
+			if v.owns(e, epoch) && v.mu.tainted[e.ObjectName()] {
+				blocks = append(blocks, int64(b))
+			}
+		}
+	}
+	v.mu.Unlock()
+	if len(blocks) > 0 {
+		bp := v.bufs.Get().(*[]byte)
+		defer v.bufs.Put(bp)
+		buf := *bp
+		for _, b := range blocks {
+			e, _ := v.entry(b)
+			if err := v.readEntry(ctx, e, buf, 0); err != nil {
+				return err
+			}
+			seq, err := v.allocSeq()
+			if err != nil {
+				return err
+			}
+			ne := blockmap.PrivateEntry(v.id, epoch, seq)
+			if err := v.writeObject(ctx, ne.ObjectName(), blockmap.Entry{}, 0, buf); err != nil {
+				return err
+			}
+			v.mu.Lock()
+			v.mu.entries[b] = ne
+			v.mu.freed = append(v.mu.freed, e.ObjectName())
+			delete(v.mu.dirtyObjs, e.ObjectName())
+			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+			v.dirtiedLocked()
+			v.mu.Unlock()
+		}
+	}
+	v.mu.Lock()
+	v.mu.tainted = nil
+	v.mu.Unlock()
+	return nil
 }
 
 // owns reports whether the volume may change e's object in place.
@@ -503,7 +637,14 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 	st := &v.stripe[b%stripes]
 	st.Lock()
 	e, epoch := v.entry(b)
-	if v.owns(e, epoch) && v.rw != nil {
+	v.mu.Lock()
+	owned, tainted := v.owns(e, epoch), v.mu.tainted[e.ObjectName()]
+	v.mu.Unlock()
+	if owned && tainted {
+		st.Unlock()
+		return errTainted
+	}
+	if owned && v.rw != nil {
 		// NB: an in-place write needs the stripe only to look at the
 		// entry. An owned entry changes only by a trim of the whole block
 		// (which a concurrent write overlaps, so either order is right) or
@@ -514,7 +655,7 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 		return v.writeObject(ctx, e.ObjectName(), e, boff, data)
 	}
 	defer st.Unlock()
-	if v.owns(e, epoch) {
+	if owned {
 		return v.writeObject(ctx, e.ObjectName(), e, boff, data) // read-modify-write of the whole block
 	}
 	seq, err := v.allocSeq()
@@ -545,15 +686,15 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 	switch {
 	case v.rw != nil && (!fresh || old.Kind() == blockmap.Zero):
 		// In place, or sparse into a new object.
-		if err := v.writeAt(ctx, name, data, boff); err != nil {
+		if err := v.dataWritten(name, v.writeAt(ctx, name, data, boff)); err != nil {
 			return err
 		}
 	case v.rw != nil && v.copier != nil && !whole:
 		// Copy-on-write inside the store, then the new bytes in place.
-		if err := v.copier.Copy(ctx, old.ObjectName(), name); err != nil {
+		if err := v.dataWritten(name, v.copier.Copy(ctx, old.ObjectName(), name)); err != nil {
 			return err
 		}
-		if err := v.writeAt(ctx, name, data, boff); err != nil {
+		if err := v.dataWritten(name, v.writeAt(ctx, name, data, boff)); err != nil {
 			return err
 		}
 	default:
@@ -574,7 +715,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 		} else {
 			_, err = v.store.Put(ctx, name, buf)
 		}
-		if err != nil {
+		if err := v.dataWritten(name, err); err != nil {
 			return err
 		}
 	}
@@ -607,7 +748,7 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole, fua bool
 	if err := v.checkIO(off, n, true); err != nil {
 		return err
 	}
-	err := v.gated(func() error { return v.zeroRange(ctx, off, n, noHole) })
+	err := v.shared(ctx, func() error { return v.zeroRange(ctx, off, n, noHole) })
 	if err == nil && fua {
 		err = v.Flush(ctx)
 	}
@@ -948,7 +1089,13 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 		v.handles.close()
 	}
 	if v.onClose != nil {
-		return errors.Join(err, v.onClose(ctx, err))
+		cerr := err
+		v.mu.Lock()
+		if v.mu.unsettled {
+			cerr = errors.Join(err, ErrUnsettled)
+		}
+		v.mu.Unlock()
+		return errors.Join(err, v.onClose(ctx, cerr))
 	}
 	return err
 }
