@@ -122,6 +122,11 @@ type handle struct {
 	fenced error
 	shut   bool // closed: nothing may open a writer on it again
 
+	// isFenced is set with fenced, and read under d.mu: new clients do not
+	// join a fenced handle (its own clients must see their writes were
+	// lost; a client that connects later starts on a fresh handle).
+	isFenced atomic.Bool
+
 	followReads atomic.Int64 // reads served as a follower since the last try to promote
 }
 
@@ -196,6 +201,11 @@ func (d *Daemon) acquire(ctx context.Context, r *catalog.Record, name string) (*
 		var wait chan struct{}
 		switch h.state {
 		case serving:
+			if h.isFenced.Load() {
+				delete(d.open, r.ID) // its clients keep failing; finish does not remove the next handle
+				d.mu.Unlock()
+				continue
+			}
 			h.refs++
 			d.mu.Unlock()
 			return h, nil
@@ -430,11 +440,18 @@ func (h *handle) becomeFollower(ctx context.Context) error {
 func (h *handle) follow(ctx context.Context) error {
 	v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Follow: true})
 	if err != nil {
-		h.fenced = fmt.Errorf("daemon: volume %s: reopening after the lease went: %w", h.name, err)
+		h.fence(fmt.Errorf("daemon: volume %s: reopening after the lease went: %w", h.name, err))
 		return h.fenced
 	}
 	h.v = v
 	return nil
+}
+
+// fence makes every request on h fail with err. The caller holds h.mu
+// exclusively.
+func (h *handle) fence(err error) {
+	h.fenced = err
+	h.isFenced.Store(true)
 }
 
 // lost is called when l's renewal finds it taken over or broken.
@@ -455,7 +472,7 @@ func (h *handle) dropLease(why error) {
 	h.v.Discard(ctx)
 	h.lease = nil
 	if dirty {
-		h.fenced = fmt.Errorf("%w (volume %s: %v)", ErrLeaseLost, h.name, why)
+		h.fence(fmt.Errorf("%w (volume %s: %v)", ErrLeaseLost, h.name, why))
 		h.d.logf("archip: %v", h.fenced)
 		return
 	}
