@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -316,4 +317,53 @@ func TestFollowShrink(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// TestGuardDoesNotBlockReads: a guard that stalls (a lease renewal
+// holding its lock across a slow store write) holds up only the write
+// that asked it, never a concurrent read.
+func TestGuardDoesNotBlockReads(t *testing.T) {
+	s := objstore.NewMem()
+	id, err := Create(ctx, s, CreateOptions{Size: 4 * bs, BlockShift: SmallShift})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stall atomic.Bool
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	guard := func() error {
+		if stall.Load() {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return nil
+	}
+	v, err := Open(ctx, s, id, OpenOptions{Writable: true, Guard: guard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(ctx)
+	stall.Store(true)
+	wrote := make(chan error, 1)
+	go func() { wrote <- v.WriteAt(ctx, fill(bs, 1), 0, false) }()
+	<-entered
+	read := make(chan error, 1)
+	go func() { read <- v.ReadAt(ctx, make([]byte, bs), 2*bs) }()
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute): // a deadlock detector, not a speed limit
+		stall.Store(false)
+		close(release)
+		t.Fatal("a read waited for a write's stalled guard")
+	}
+	stall.Store(false)
+	close(release)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -318,6 +318,18 @@ func (v *Volume) Entries() []blockmap.Entry {
 
 // checkIO validates a request against the volume's size and state.
 func (v *Volume) checkIO(off, n int64, write bool) error {
+	if err := v.checkState(off, n, write); err != nil {
+		return err
+	}
+	if write {
+		// NB: not under v.mu: the guard may wait (a lease renewal in
+		// progress), and reads must not wait with it.
+		return v.checkGuard()
+	}
+	return nil
+}
+
+func (v *Volume) checkState(off, n int64, write bool) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	switch {
@@ -327,12 +339,6 @@ func (v *Volume) checkIO(off, n int64, write bool) error {
 		return ErrReadOnly
 	case write && v.mu.err != nil:
 		return v.mu.err
-	case write && v.guard != nil:
-		if err := v.guard(); err != nil {
-			return err
-		}
-	}
-	switch {
 	case off < 0 || n < 0 || off+n < off || uint64(off+n) > v.mu.head.Size:
 		return fmt.Errorf("%w: offset %d length %d, volume size %d", ErrOutOfRange, off, n, v.mu.head.Size)
 	}
