@@ -33,6 +33,8 @@ var (
 	// objstore.Store): it may still land, in place, in this epoch's
 	// objects, so the next writer must start a new epoch.
 	ErrUnsettled = errors.New("volume: a data write failed with an unknown outcome and may still land")
+	// ErrStale: see MaxUnflushedAge.
+	ErrStale = errors.New("volume: writes left unflushed longer than volume.MaxUnflushedAge lost data to a garbage collection; this handle writes nothing more (reopen the volume: what was written since its last flush is lost)")
 )
 
 // settled reports whether a store write that failed certainly changed
@@ -63,11 +65,15 @@ func (v *Volume) dataWritten(name string, err error) error {
 	return err
 }
 
-// staleDirty is how old unflushed data may grow before a flush checks
-// that its objects still exist: a garbage collection deletes unreferenced
-// objects older than its grace period (an hour by default), so a writer
-// that stalled that long must not persist a map pointing at them.
-const staleDirty = 15 * time.Minute
+// MaxUnflushedAge is how old unflushed writes may grow before a flush
+// checks, just before it persists the map, that every object the map
+// will reference still exists. A garbage collection deletes unreferenced
+// objects older than its grace period, so its grace must exceed this age
+// (plus the clock drift between hosts): then a writer's unflushed objects
+// younger than this are never deleted, and one that stalled longer finds
+// out and stops (ErrStale) instead of persisting a map pointing at
+// nothing.
+const MaxUnflushedAge = 15 * time.Minute
 
 // seqBatch is how many sequence numbers a writer reserves when it opens a
 // volume.
@@ -92,6 +98,7 @@ type Volume struct {
 	remap    bool // a read-only head opened to rewrite its map (Hash)
 	follow   bool // a read-only handle that rereads the map when the head changes
 	guard    func() error
+	now      func() time.Time // the clock; tests inject one
 	onClose  func(ctx context.Context, err error) error
 	shift    uint8
 	bs       int64
@@ -172,7 +179,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
-		guard: opts.Guard, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
+		guard: opts.Guard, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = s.(objstore.RangeWriter)
 		v.syncer, _ = s.(objstore.Syncer)
@@ -809,7 +816,7 @@ func (v *Volume) deallocate(b int64) {
 // dirtiedLocked notes the time of the first change since the last cut.
 func (v *Volume) dirtiedLocked() {
 	if v.mu.dirtySince.IsZero() {
-		v.mu.dirtySince = time.Now()
+		v.mu.dirtySince = v.now()
 	}
 }
 
@@ -904,7 +911,7 @@ func (v *Volume) restore(c *cut, err error) {
 	if !c.since.IsZero() && (v.mu.dirtySince.IsZero() || c.since.Before(v.mu.dirtySince)) {
 		v.mu.dirtySince = c.since
 	}
-	if errors.Is(err, ErrFenced) && v.mu.err == nil {
+	if (errors.Is(err, ErrFenced) || errors.Is(err, ErrStale)) && v.mu.err == nil {
 		v.mu.err = err
 	}
 }
@@ -979,11 +986,6 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("volume: flush: sync data: %w", err)
 	}
-	if !c.since.IsZero() && time.Since(c.since) > staleDirty {
-		if err := v.checkExist(ctx, c.objs, c.since); err != nil {
-			return err
-		}
-	}
 	refs := map[uint32]blockmap.SegmentRef{}
 	for _, r := range c.head.Segments {
 		refs[r.Index] = r
@@ -1024,6 +1026,13 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	if err := v.checkGuard(); err != nil {
 		return err
 	}
+	// NB: last, just before the swap, so that a stall anywhere before it
+	// is measured.
+	if age := v.age(c.since); age > MaxUnflushedAge {
+		if err := v.checkExist(ctx, c, age); err != nil {
+			return err
+		}
+	}
 	ver, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&h), c.headVer)
 	if errors.Is(err, objstore.ErrConflict) {
 		return fmt.Errorf("%w: %s", ErrFenced, v.id)
@@ -1038,18 +1047,46 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	return nil
 }
 
-// checkExist makes sure that objects written long ago and not flushed
-// since are still there (see staleDirty).
-func (v *Volume) checkExist(ctx context.Context, names []string, since time.Time) error {
-	for _, name := range names {
-		if _, err := v.store.Stat(ctx, name); objstore.IsNotExist(err) {
-			return fmt.Errorf("%w: %s, written %s ago and not flushed since, is gone (was this writer stalled while a garbage collection ran?)",
-				ErrCorrupt, name, time.Since(since).Round(time.Second))
-		} else if err != nil {
-			return err
+// age returns how long ago t was (0 for the zero time): the longer of
+// the monotonic and the wall-clock durations, so that neither a host
+// suspended (the monotonic clock stops) nor a wall clock set back hides
+// a stall.
+func (v *Volume) age(t time.Time) time.Duration {
+	if t.IsZero() {
+		return 0
+	}
+	now := v.now()
+	return max(now.Sub(t), now.Round(0).Sub(t.Round(0)))
+}
+
+// checkExist makes sure that every object the cut's map references and
+// that may be new (written since the last flush) is still there (see
+// MaxUnflushedAge). A missing one fences the handle with ErrStale.
+func (v *Volume) checkExist(ctx context.Context, c *cut, age time.Duration) error {
+	names := map[string]bool{}
+	for _, name := range c.objs {
+		names[name] = true
+	}
+	for _, es := range c.segs {
+		for _, e := range es {
+			if e.Kind() != blockmap.Zero {
+				names[e.ObjectName()] = true
+			}
 		}
 	}
-	return nil
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for name := range names {
+		g.Go(func() error {
+			_, err := v.store.Stat(gctx, name)
+			if objstore.IsNotExist(err) {
+				return fmt.Errorf("%w: %s, written %s ago and not flushed since, is gone (was this writer stalled while a garbage collection ran?)",
+					ErrStale, name, age.Round(time.Second))
+			}
+			return err
+		})
+	}
+	return g.Wait()
 }
 
 func allZero(es []blockmap.Entry) bool {

@@ -305,8 +305,64 @@ func TestHashDedups(t *testing.T) {
 	}
 }
 
+// TestStalledWriterIsFenced: a writer whose unflushed data is older
+// than MaxUnflushedAge checks every object its map will reference before
+// persisting it; one deleted meanwhile (by a garbage collection) fences
+// the handle: the flush fails, the head is unchanged, and every later
+// write and flush fails too, also after a write re-created the object.
+func TestStalledWriterIsFenced(t *testing.T) {
+	type putOnly struct{ objstore.Store }
+	for name, s := range map[string]objstore.Store{"mem": objstore.NewMem(), "whole-block": putOnly{objstore.NewMem()}} {
+		t.Run(name, func(t *testing.T) {
+			v := NewTestVolume(t, s, 4*bs, SmallShift)
+			now := time.Now()
+			v.now = func() time.Time { return now }
+			if err := v.WriteAt(ctx, fill(bs, 1), 0, true); err != nil {
+				t.Fatal(err)
+			}
+			v.WriteAt(ctx, fill(bs, 5), bs, false)
+			v.WriteAt(ctx, fill(bs, 6), 2*bs, false)
+			now = now.Add(MaxUnflushedAge + time.Minute)
+			head, _, err := s.Get(ctx, blockmap.HeadName(v.ID()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Delete(ctx, v.Entries()[1].ObjectName())
+			if err := v.Flush(ctx); !errors.Is(err, ErrStale) {
+				t.Fatalf("flush of a stalled writer whose object was deleted: %v", err)
+			}
+			for what, err := range map[string]error{
+				"write":    v.WriteAt(ctx, fill(bs, 7), bs, false),
+				"flush":    v.Flush(ctx),
+				"zero":     v.WriteZeroes(ctx, 3*bs, bs, false, true),
+				"resize":   v.Resize(ctx, 8*bs),
+				"flush(2)": v.Flush(ctx),
+			} {
+				if !errors.Is(err, ErrStale) {
+					t.Errorf("%s after the stale flush: %v, want ErrStale", what, err)
+				}
+			}
+			if _, err := v.Snapshot(ctx); !errors.Is(err, ErrStale) {
+				t.Errorf("snapshot after the stale flush: %v, want ErrStale", err)
+			}
+			if err := v.Close(ctx); !errors.Is(err, ErrStale) {
+				t.Errorf("close after the stale flush: %v, want ErrStale", err)
+			}
+			if after, _, _ := s.Get(ctx, blockmap.HeadName(v.ID())); !bytes.Equal(after, head) {
+				t.Fatal("the fenced writer changed the head")
+			}
+			r, err := Open(ctx, s, v.ID(), OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantBytes(t, r, 0, fill(bs, 1), "block flushed before the stall")
+			wantBytes(t, r, bs, fill(2*bs, 0), "blocks of the fenced writer")
+		})
+	}
+}
+
 // TestStalledWriterDetectsDeletedObjects: a writer whose unflushed data is
-// older than staleDirty checks its objects before persisting its map; one
+// older than MaxUnflushedAge checks its objects before persisting its map; one
 // deleted meanwhile (by a garbage collection) fails the flush instead of
 // leaving a map that points at nothing.
 func TestStalledWriterDetectsDeletedObjects(t *testing.T) {
@@ -314,10 +370,10 @@ func TestStalledWriterDetectsDeletedObjects(t *testing.T) {
 	v := NewTestVolume(t, s, 4*bs, SmallShift)
 	v.WriteAt(ctx, fill(bs, 5), 0, false)
 	v.mu.Lock()
-	v.mu.dirtySince = time.Now().Add(-2 * staleDirty)
+	v.mu.dirtySince = time.Now().Add(-2 * MaxUnflushedAge)
 	v.mu.Unlock()
 	s.Delete(ctx, v.Entries()[0].ObjectName())
-	if err := v.Flush(ctx); !errors.Is(err, ErrCorrupt) {
+	if err := v.Flush(ctx); !errors.Is(err, ErrStale) {
 		t.Fatalf("flush of a stalled writer whose object was deleted: %v", err)
 	}
 	r, err := Open(ctx, s, v.ID(), OpenOptions{})
