@@ -30,6 +30,14 @@
 // only after the head swap; a crash in between leaves orphans for the
 // garbage collector, never a dangling reference.
 //
+// The head swap is a compare-and-swap, and one that fails with anything
+// but a conflict (a timeout, a deadline) may have been applied anyway, or
+// may still be. Such a swap is remembered; when a later swap of the same
+// handle then meets a conflict, it reads the head, and if it is byte for
+// byte one this handle wrote (its reserved sequence numbers make it
+// unique) adopts it and swaps again. Any other head means another writer
+// took over (ErrFenced).
+//
 // A garbage collection deletes unreferenced objects older than its grace
 // period, which covers a writer's unflushed objects only while they are
 // younger than MaxUnflushedAge. So a flush whose oldest write is older

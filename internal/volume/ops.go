@@ -136,14 +136,24 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 		v.store.Delete(ctx, blockmap.HeadName(snap.ID))
 		return blockmap.ID{}, err
 	}
-	nv, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&nh), ver)
+	nv, garbage, err := v.swapHead(ctx, &nh, ver, nil)
 	if err != nil {
 		v.store.Delete(ctx, blockmap.HeadName(snap.ID))
-		if errors.Is(err, objstore.ErrConflict) {
-			err = fmt.Errorf("%w: %s", ErrFenced, v.id)
+		if errors.Is(err, ErrFenced) {
 			v.restore(&cut{}, err)
+		} else {
+			// The volume may have moved to the new epoch with the
+			// snapshot's segments shared: act as if it did, so that no
+			// block is written in place that a snapshot may hold.
+			v.mu.Lock()
+			v.mu.head.Epoch, v.mu.head.Segments = nh.Epoch, nh.Segments
+			v.mu.headDirty = true
+			v.mu.Unlock()
 		}
 		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
+	}
+	for _, name := range garbage {
+		v.store.Delete(ctx, name) // best effort: a leftover is an orphan for GC
 	}
 	v.mu.Lock()
 	v.mu.head, v.mu.headVer = nh, nv

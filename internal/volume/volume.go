@@ -1,10 +1,12 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -137,6 +139,10 @@ type Volume struct {
 		closed     bool
 		unsettled  bool            // a data write failed with an unknown outcome (ErrUnsettled)
 		tainted    map[string]bool // objects such a write may still change: never written in place again
+
+		// pending: head swaps whose outcome is unknown (they failed, but
+		// not with a conflict), all from version headVer.
+		pending []pendingHead
 	}
 }
 
@@ -990,7 +996,7 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	for _, r := range c.head.Segments {
 		refs[r.Index] = r
 	}
-	var obsolete []string
+	var obsolete, written []string
 	for idx, entries := range c.segs {
 		if old, ok := refs[idx]; ok {
 			// NB: a read-only head never deletes segments: clones may
@@ -1013,6 +1019,7 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 			return fmt.Errorf("volume: flush: write map segment: %w", err)
 		}
 		refs[idx] = ref
+		written = append(written, ref.Name())
 	}
 	h := c.head
 	v.mu.Lock()
@@ -1033,18 +1040,72 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 			return err
 		}
 	}
-	ver, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&h), c.headVer)
-	if errors.Is(err, objstore.ErrConflict) {
-		return fmt.Errorf("%w: %s", ErrFenced, v.id)
-	}
+	ver, garbage, err := v.swapHead(ctx, &h, c.headVer, written)
 	if err != nil {
-		return fmt.Errorf("volume: flush: write map head: %w", err)
+		return fmt.Errorf("volume: flush: %w", err)
 	}
 	v.mu.Lock()
 	v.mu.head.Segments, v.mu.headVer = h.Segments, ver
 	v.mu.Unlock()
-	c.freed = append(c.freed, obsolete...)
+	c.freed = append(append(c.freed, obsolete...), garbage...)
 	return nil
+}
+
+// pendingHead is a head swap whose outcome is unknown: it failed with an
+// error other than a conflict (a timeout, a deadline), and the store may
+// have applied it, or may still.
+type pendingHead struct {
+	data []byte   // the encoded head
+	segs []string // segment objects written for it, which only it references
+}
+
+// swapHead replaces the stored head of version old with h. The caller
+// holds flushMu; segs are the segment objects written for h.
+//
+// A conflict means another writer changed the head (ErrFenced), unless
+// an earlier swap of this handle whose outcome was unknown did: then the
+// stored head is byte for byte one this handle wrote (its reserved
+// sequence numbers make it unique), which swapHead adopts before
+// swapping again. Once a swap succeeds, no earlier one can still apply
+// (they were all from an older version), and their segments, which no
+// head references any more, are returned for deletion.
+func (v *Volume) swapHead(ctx context.Context, h *blockmap.Head, old objstore.Version, segs []string) (objstore.Version, []string, error) {
+	name := blockmap.HeadName(v.id)
+	data := blockmap.EncodeHead(h)
+	for {
+		ver, err := v.store.Swap(ctx, name, data, old)
+		v.mu.Lock()
+		pending := v.mu.pending
+		switch {
+		case err == nil:
+			var garbage []string
+			for _, p := range pending {
+				garbage = append(garbage, p.segs...)
+			}
+			v.mu.pending = nil
+			v.mu.Unlock()
+			return ver, garbage, nil
+		case !errors.Is(err, objstore.ErrConflict):
+			v.mu.pending = append(pending, pendingHead{data: data, segs: segs})
+			v.mu.Unlock()
+			return 0, nil, fmt.Errorf("write map head (whether it was written is unknown; the next flush finds out): %w", err)
+		}
+		v.mu.Unlock()
+		if len(pending) == 0 {
+			return 0, nil, fmt.Errorf("%w: %s", ErrFenced, v.id)
+		}
+		cur, curVer, err := v.store.Get(ctx, name)
+		if objstore.IsNotExist(err) {
+			return 0, nil, fmt.Errorf("%w: %s (removed)", ErrFenced, v.id)
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("read map head after a conflict: %w", err)
+		}
+		if !slices.ContainsFunc(pending, func(p pendingHead) bool { return bytes.Equal(p.data, cur) }) {
+			return 0, nil, fmt.Errorf("%w: %s", ErrFenced, v.id)
+		}
+		old = curVer // our own head: adopt it
+	}
 }
 
 // age returns how long ago t was (0 for the zero time): the longer of
