@@ -58,6 +58,22 @@
 // it. A clone is a new writable head that shares a read-only head's
 // segments. Neither copies data: their cost is the size of the head.
 //
+// Except after a takeover. A writer whose lease was taken over, not
+// released, may still be finishing a write that passed its lease check
+// before it stalled, and that write lands late in its own epoch's object,
+// which the new writer's map still references (no store can refuse a
+// late write to a plain object). The new writer opens in a new epoch
+// (OpenOptions.NewEpoch), so it never writes those objects in place, and
+// records the epoch that ended as unsealed in the head
+// (blockmap.Head.Unsealed). Before its next snapshot (or a later
+// writer's), seal reads every block of an unsealed epoch that the map
+// still references, stores it as a content block (immutable), points the
+// map at it, and clears the record; so neither the snapshot nor the
+// volume reads an object a late write can change once the snapshot is
+// taken. The cost is one read of the old writer's blocks, once per
+// takeover, paid at the first snapshot after it; sealing runs beside
+// writes. Hash seals too, since it leaves no private block.
+//
 // # Concurrency
 //
 // Every method is safe for concurrent use. Writes to the same block are

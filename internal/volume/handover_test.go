@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -365,5 +366,78 @@ func TestGuardDoesNotBlockReads(t *testing.T) {
 	close(release)
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSnapshotAfterTakeover (issue 10 #2): holder A writes block X in
+// place; its next in-place write to X passes its lease check and stalls
+// while B takes the volume over (a new epoch); B, or a clean writer after
+// B, snapshots; then A's late write lands in X's object. The snapshot
+// must still read what it held when taken, and so must the live volume.
+func TestSnapshotAfterTakeover(t *testing.T) {
+	for _, reopen := range []bool{false, true} {
+		for name, s := range map[string]objstore.Store{"mem": objstore.NewMem(), "file": newFileStore(t)} {
+			t.Run(fmt.Sprintf("%s/reopened=%v", name, reopen), func(t *testing.T) {
+				a := NewTestVolume(t, s, 4*bs, SmallShift)
+				a.WriteAt(ctx, fill(bs, 1), 0, true)
+				a.WriteAt(ctx, fill(bs, 2), bs, true)
+
+				b, err := Open(ctx, s, a.ID(), OpenOptions{Writable: true, NewEpoch: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if h := b.Head(); h.Unsealed != a.Head().Epoch {
+					t.Fatalf("head after the takeover: unsealed from %d, want %d", h.Unsealed, a.Head().Epoch)
+				}
+				b.WriteAt(ctx, fill(bs, 3), bs, false) // copied: no longer the zombie's
+				if reopen {
+					// A clean handover after the takeover: the record of
+					// the unsealed epoch survives it.
+					if err := b.Close(ctx); err != nil {
+						t.Fatal(err)
+					}
+					if b, err = Open(ctx, s, a.ID(), OpenOptions{Writable: true}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				defer b.Close(ctx)
+				sid, err := b.Snapshot(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if h := b.Head(); h.Unsealed != 0 {
+					t.Fatalf("head after the snapshot: unsealed from %d", h.Unsealed)
+				}
+
+				// A's stalled write lands (its guard was passed before
+				// the stall).
+				if err := a.WriteAt(ctx, fill(bs, 9), 0, false); err != nil {
+					t.Fatal(err)
+				}
+				snap, err := Open(ctx, s, sid, OpenOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := append(fill(bs, 1), fill(bs, 3)...)
+				wantBytes(t, snap, 0, want, "snapshot after the stale write")
+				wantBytes(t, b, 0, want, "live volume after the snapshot and the stale write")
+				r, _ := Open(ctx, s, a.ID(), OpenOptions{})
+				wantBytes(t, r, 0, want, "volume reopened")
+
+				// I6 once sealed: a snapshot stores no block.
+				blocks := func() (n int) {
+					s.List(ctx, "blk/", func(objstore.Info) error { n++; return nil })
+					return n
+				}
+				before := blocks()
+				b.WriteAt(ctx, fill(bs, 4), 2*bs, false)
+				if _, err := b.Snapshot(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if n := blocks(); n != before {
+					t.Fatalf("a snapshot without a takeover stored %d blocks", n-before)
+				}
+			})
+		}
 	}
 }

@@ -125,7 +125,7 @@ type Volume struct {
 	// never held across backend I/O.
 	mu struct {
 		sync.Mutex
-		head       blockmap.Head // as last persisted, except Size and Epoch, which lead
+		head       blockmap.Head // as last persisted, except Size, Epoch and Unsealed, which lead
 		headVer    objstore.Version
 		headDirty  bool
 		entries    []blockmap.Entry
@@ -162,7 +162,9 @@ type OpenOptions struct {
 	// NewEpoch starts a new epoch at open, so that this handle changes
 	// no object of an earlier writer in place: every block it writes is
 	// copied first. For a writer that took the lease over from one that
-	// did not release it, and so may still be finishing a write.
+	// did not release it, and so may still be finishing a write. The
+	// epoch that ended is recorded as unsealed in the head
+	// (blockmap.Head.Unsealed): the next snapshot seals its blocks first.
 	NewEpoch bool
 	// Follow makes a read-only handle see what another handle (on any
 	// host) writes: every read first checks whether the head changed and,
@@ -208,6 +210,9 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.mu.nextSeq, v.mu.seqEnd = h.SeqReserved, h.SeqReserved+n
 		h.SeqReserved = v.mu.seqEnd
 		if opts.NewEpoch {
+			if opts.Writable && h.Unsealed == 0 {
+				h.Unsealed = h.Epoch // see sealing in ops.go
+			}
 			h.Epoch++
 		}
 		if err := v.checkGuard(); err != nil {
@@ -1023,7 +1028,7 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	}
 	h := c.head
 	v.mu.Lock()
-	h.Size, h.Epoch = v.mu.head.Size, v.mu.head.Epoch
+	h.Size, h.Epoch, h.Unsealed = v.mu.head.Size, v.mu.head.Epoch, v.mu.head.Unsealed
 	v.mu.Unlock()
 	h.Segments = h.Segments[:0:0]
 	for _, r := range refs {
