@@ -70,9 +70,12 @@
 // still references, stores it as a content block (immutable), points the
 // map at it, and clears the record; so neither the snapshot nor the
 // volume reads an object a late write can change once the snapshot is
-// taken. The cost is one read of the old writer's blocks, once per
-// takeover, paid at the first snapshot after it; sealing runs beside
-// writes. Hash seals too, since it leaves no private block.
+// taken. Until then, a late write may still show in a block the new
+// writer has not written, as a write in flight at the takeover would;
+// Seal does the same without a snapshot, for a writer that wants that
+// window short. The cost is one read of the old writer's blocks, once
+// per takeover, paid at the first Seal or snapshot after it; sealing runs
+// beside writes. Hash seals too, since it leaves no private block.
 //
 // # Concurrency
 //

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -439,5 +440,82 @@ func TestSnapshotAfterTakeover(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestSealBesideWrites: sealing (by Seal or a snapshot) runs while
+// writers write the blocks it seals; every block ends as its last write
+// made it, each snapshot holds for each block one of the values written
+// to it, and no map references an unsealed block afterwards.
+func TestSealBesideWrites(t *testing.T) {
+	const blocks = 24
+	for _, how := range []string{"seal", "snapshot"} {
+		t.Run(how, func(t *testing.T) {
+			s := objstore.NewMem()
+			a := NewTestVolume(t, s, blocks*bs, SmallShift)
+			for b := 0; b < blocks; b++ {
+				a.WriteAt(ctx, fill(bs, 1), int64(b)*bs, false)
+			}
+			a.Flush(ctx)
+			v, err := Open(ctx, s, a.ID(), OpenOptions{Writable: true, NewEpoch: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close(ctx)
+			var wg sync.WaitGroup
+			last := make([]byte, blocks)
+			for w := 0; w < 4; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for k := byte(2); k < 6; k++ {
+						for b := w; b < blocks; b += 4 {
+							if err := v.WriteAt(ctx, fill(bs/2, k), int64(b)*bs, false); err != nil {
+								t.Error(err)
+								return
+							}
+							last[b] = k
+						}
+					}
+				}()
+			}
+			var sid blockmap.ID
+			if how == "seal" {
+				err = v.Seal(ctx)
+			} else {
+				sid, err = v.Snapshot(ctx)
+			}
+			wg.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := v.Head()
+			if h.Unsealed != 0 {
+				t.Fatalf("unsealed from %d after %s", h.Unsealed, how)
+			}
+			check := func(r *Volume, what string, any bool) {
+				got := mustRead(t, r, 0, blocks*bs)
+				for b := 0; b < blocks; b++ {
+					blk := got[b*bs : (b+1)*bs]
+					if !bytes.Equal(blk[bs/2:], fill(bs/2, 1)) || (!any && blk[0] != last[b]) || blk[0] < 1 || blk[0] > 5 ||
+						!bytes.Equal(blk[:bs/2], fill(bs/2, blk[0])) {
+						t.Fatalf("%s: block %d reads %x...%x", what, b, blk[:4], blk[bs-4:])
+					}
+				}
+				for b, e := range r.Entries() {
+					if e.Kind() == blockmap.Private && e.Epoch() <= a.Head().Epoch {
+						t.Fatalf("%s: block %d is still the old writer's %v", what, b, e)
+					}
+				}
+			}
+			check(v, "live volume", false)
+			if how == "snapshot" {
+				snap, err := Open(ctx, s, sid, OpenOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				check(snap, "snapshot", true)
+			}
+		})
 	}
 }

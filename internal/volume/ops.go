@@ -412,6 +412,26 @@ func unsealed(h *blockmap.Head, e blockmap.Entry) bool {
 		e.Epoch() >= h.Unsealed && e.Epoch() < h.Epoch
 }
 
+// Seal seals the blocks that a writer this volume was taken over from
+// may still change (see seal) and flushes. Snapshot does it first; a
+// writer that took a volume over may also run it at once, beside its
+// writes, so that blocks it has not written yet stop being the old
+// writer's objects sooner. Without unsealed blocks it is a Flush.
+func (v *Volume) Seal(ctx context.Context) error {
+	if err := v.checkIO(0, 0, true); err != nil {
+		return err
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	if err := v.seal(ctx); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	v.gate.Lock()
+	c := v.takeCut()
+	v.gate.Unlock()
+	return v.persist(ctx, c)
+}
+
 // seal makes the volume's map stop relying on objects that a writer it
 // took over from may still change: a write of that writer can pass its
 // lease check, stall (SIGSTOP, an NFS hang) past the takeover, and land
