@@ -71,9 +71,11 @@
 // map at it, and clears the record; so neither the snapshot nor the
 // volume reads an object a late write can change once the snapshot is
 // taken. Until then, a late write may still show in a block the new
-// writer has not written, as a write in flight at the takeover would;
-// Seal does the same without a snapshot, for a writer that wants that
-// window short. The cost is one read of the old writer's blocks, once
+// writer has not written, as a write in flight at the takeover would, and
+// what the old writer wrote in place without flushing is read but not
+// durable (nobody synced it: a crash of the store may drop it); Seal
+// does the same as a snapshot's first step without a snapshot, for a
+// writer that wants that window short. The cost is one read of the old writer's blocks, once
 // per takeover, paid at the first Seal or snapshot after it; sealing runs
 // beside writes. Hash seals too, since it leaves no private block.
 //
@@ -83,7 +85,8 @@
 // serialized by a striped lock; reads never wait for writes except for a
 // few microseconds on the map lock. No lock is held across backend I/O
 // except the block's own stripe during its write and the flush lock
-// during a flush.
+// during a flush (or a seal). The write guard (a lease) is never asked
+// under the map lock, so a guard that waits holds up writes only.
 //
 // # Memory
 //
