@@ -43,9 +43,9 @@
 // younger than MaxUnflushedAge. So a flush whose oldest write is older
 // than that (the writer stalled, or nothing flushed it) first checks that
 // every object its map will reference still exists; if one is gone, the
-// handle is fenced (ErrStale): that flush and every later write or flush
-// fail, and the map is never persisted. The garbage collector refuses a
-// grace that does not exceed MaxUnflushedAge.
+// handle is fenced (ErrStale, a kind of ErrFenced): that flush and every
+// later write or flush fail, and the map is never persisted. The garbage
+// collector refuses a grace that does not exceed MaxUnflushedAge.
 //
 // Sequence numbers of new private objects and segments are never reused:
 // a writer reserves 2^32 of them in the head when it opens the volume, so

@@ -35,9 +35,18 @@ var (
 	// objstore.Store): it may still land, in place, in this epoch's
 	// objects, so the next writer must start a new epoch.
 	ErrUnsettled = errors.New("volume: a data write failed with an unknown outcome and may still land")
-	// ErrStale: see MaxUnflushedAge.
-	ErrStale = errors.New("volume: writes left unflushed longer than volume.MaxUnflushedAge lost data to a garbage collection; this handle writes nothing more (reopen the volume: what was written since its last flush is lost)")
+	// ErrStale (see MaxUnflushedAge) is a kind of ErrFenced: errors.Is
+	// reports both.
+	ErrStale error = staleError{}
 )
+
+type staleError struct{}
+
+func (staleError) Error() string {
+	return "volume: writes left unflushed longer than volume.MaxUnflushedAge lost data to a garbage collection; this handle writes nothing more (reopen the volume: what was written since its last flush is lost)"
+}
+
+func (staleError) Is(target error) bool { return target == ErrFenced }
 
 // settled reports whether a store write that failed certainly changed
 // nothing (see objstore.Store).
@@ -922,7 +931,7 @@ func (v *Volume) restore(c *cut, err error) {
 	if !c.since.IsZero() && (v.mu.dirtySince.IsZero() || c.since.Before(v.mu.dirtySince)) {
 		v.mu.dirtySince = c.since
 	}
-	if (errors.Is(err, ErrFenced) || errors.Is(err, ErrStale)) && v.mu.err == nil {
+	if errors.Is(err, ErrFenced) && v.mu.err == nil {
 		v.mu.err = err
 	}
 }

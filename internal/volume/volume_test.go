@@ -328,8 +328,8 @@ func TestStalledWriterIsFenced(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.Delete(ctx, v.Entries()[1].ObjectName())
-			if err := v.Flush(ctx); !errors.Is(err, ErrStale) {
-				t.Fatalf("flush of a stalled writer whose object was deleted: %v", err)
+			if err := v.Flush(ctx); !errors.Is(err, ErrStale) || !errors.Is(err, ErrFenced) {
+				t.Fatalf("flush of a stalled writer whose object was deleted: %v, want ErrStale, a kind of ErrFenced", err)
 			}
 			for what, err := range map[string]error{
 				"write":    v.WriteAt(ctx, fill(bs, 7), bs, false),
