@@ -58,8 +58,8 @@
 // it. A clone is a new writable head that shares a read-only head's
 // segments. Neither copies data: their cost is the size of the head.
 //
-// Except after a takeover. A writer whose lease was taken over, not
-// released, may still be finishing a write that passed its lease check
+// Except after a takeover. A writer whose lease was taken over (or
+// released unsettled, see ErrUnsettled) may still be finishing a write that passed its lease check
 // before it stalled, and that write lands late in its own epoch's object,
 // which the new writer's map still references (no store can refuse a
 // late write to a plain object). The new writer opens in a new epoch
