@@ -31,6 +31,38 @@ func TestHeadRoundTrip(t *testing.T) {
 	}
 }
 
+// TestHeadVersion1: a head stored before Unsealed existed (format version
+// 1) still decodes, with no unsealed epochs; a new head keeps Unsealed.
+func TestHeadVersion1(t *testing.T) {
+	h := sampleHead()
+	b := EncodeHead(h)
+	body := b[:len(b)-4]
+	old := append([]byte(nil), body[:headFixedV1-4]...) // up to SeqReserved
+	old[9] = 1
+	old = append(old, body[headFixed-4:]...) // segment count and segments
+	got, err := DecodeHead(seal(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Unsealed != 0 || got.SeqReserved != h.SeqReserved || len(got.Segments) != 2 || got.Segments[1] != h.Segments[1] {
+		t.Fatalf("version 1 head decoded as %+v", got)
+	}
+	h.Unsealed = 2
+	if got, err := DecodeHead(EncodeHead(h)); err != nil || got.Unsealed != 2 {
+		t.Fatalf("round trip of Unsealed: %+v, %v", got, err)
+	}
+	for _, bad := range []Head{{Epoch: 3, Unsealed: 3}, {Epoch: 3, Unsealed: 1, ReadOnly: true}} {
+		bad.BlockShift, bad.Size = DefaultShift, 1
+		if _, err := DecodeHead(EncodeHead(&bad)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("head %+v decoded: %v", bad, err)
+		}
+	}
+	b[9] = 3
+	if _, err := DecodeHead(seal(b[:len(b)-4])); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("head version 3 decoded: %v", err)
+	}
+}
+
 func TestHeadRejectsCorruption(t *testing.T) {
 	b := EncodeHead(sampleHead())
 	for i := range b {

@@ -17,7 +17,17 @@ type Head struct {
 	// writer; a writer that opens the volume starts from it and moves it
 	// forward (durably) before using numbers past it.
 	SeqReserved uint64
-	Segments    []SegmentRef // ascending by Index; absent segments are all Zero
+	// Unsealed, when not 0, is the first of the epochs that ended with a
+	// takeover (the volume was opened in a new epoch because its writer
+	// did not release it) whose private blocks this map may still
+	// reference: the writer taken over may still change them in place (a
+	// write that passed its lease check before it stalled). Every epoch
+	// from Unsealed to Epoch-1 is unsealed. A writer seals them (turns
+	// their blocks into content blocks) before anything takes a
+	// read-only view of the map, then sets Unsealed to 0. Version 1 heads
+	// decode with 0.
+	Unsealed uint64
+	Segments []SegmentRef // ascending by Index; absent segments are all Zero
 }
 
 // SegmentRef locates one segment object.
@@ -55,6 +65,9 @@ func (h *Head) Validate() error {
 	if h.Size > MaxSize {
 		errs = append(errs, fmt.Sprintf("size %d over the maximum %d", h.Size, uint64(MaxSize)))
 	}
+	if h.Unsealed != 0 && (h.Unsealed >= h.Epoch || h.ReadOnly) {
+		errs = append(errs, fmt.Sprintf("unsealed epochs from %d in epoch %d (read-only %v)", h.Unsealed, h.Epoch, h.ReadOnly))
+	}
 	if h.BlockShift >= MinBlockShift && h.BlockShift <= MaxBlockShift && h.Size <= MaxSize && h.Blocks() > MaxBlocks {
 		errs = append(errs, fmt.Sprintf("%d blocks over the maximum %d (size %d, blocks of %d bytes)", h.Blocks(), MaxBlocks, h.Size, h.BlockSize()))
 	}
@@ -78,10 +91,14 @@ func (h *Head) Validate() error {
 }
 
 const (
-	headMagic     = "ARCHHEAD"
-	segMagic      = "ARCHSEGM"
+	headMagic = "ARCHHEAD"
+	segMagic  = "ARCHSEGM"
+	// headVersion 2 added Unsealed; version 1 heads still decode.
+	headVersion = 2
+	// formatVersion is the segments' version.
 	formatVersion = 1
-	headFixed     = 8 + 2 + 16 + 8 + 1 + 8 + 1 + 8 + 4 // magic..segment count
+	headFixedV1   = 8 + 2 + 16 + 8 + 1 + 8 + 1 + 8 + 4 // magic..segment count
+	headFixed     = headFixedV1 + 8
 	segRefSize    = 4 + 16 + 8 + 4 + 1
 )
 
@@ -89,13 +106,14 @@ const (
 func EncodeHead(h *Head) []byte {
 	b := make([]byte, 0, headFixed+len(h.Segments)*segRefSize+4)
 	b = append(b, headMagic...)
-	b = binary.BigEndian.AppendUint16(b, formatVersion)
+	b = binary.BigEndian.AppendUint16(b, headVersion)
 	b = append(b, h.ID[:]...)
 	b = binary.BigEndian.AppendUint64(b, h.Size)
 	b = append(b, h.BlockShift)
 	b = binary.BigEndian.AppendUint64(b, h.Epoch)
 	b = append(b, boolByte(h.ReadOnly))
 	b = binary.BigEndian.AppendUint64(b, h.SeqReserved)
+	b = binary.BigEndian.AppendUint64(b, h.Unsealed)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(h.Segments)))
 	for _, s := range h.Segments {
 		b = binary.BigEndian.AppendUint32(b, s.Index)
@@ -113,11 +131,15 @@ func DecodeHead(b []byte) (*Head, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(body) < headFixed || string(body[:8]) != headMagic {
+	if len(body) < headFixedV1 || string(body[:8]) != headMagic {
 		return nil, fmt.Errorf("%w: not a map head", ErrCorrupt)
 	}
-	if v := binary.BigEndian.Uint16(body[8:]); v != formatVersion {
-		return nil, fmt.Errorf("%w: head format version %d; this program reads version %d", ErrCorrupt, v, formatVersion)
+	version := binary.BigEndian.Uint16(body[8:])
+	switch {
+	case version < 1 || version > headVersion:
+		return nil, fmt.Errorf("%w: head format version %d; this program reads versions 1 to %d", ErrCorrupt, version, headVersion)
+	case version >= 2 && len(body) < headFixed:
+		return nil, fmt.Errorf("%w: head of %d bytes", ErrCorrupt, len(body))
 	}
 	r := reader{b: body[10:]}
 	h := &Head{}
@@ -127,6 +149,9 @@ func DecodeHead(b []byte) (*Head, error) {
 	h.Epoch = r.u64()
 	ro := r.next(1)[0]
 	h.SeqReserved = r.u64()
+	if version >= 2 {
+		h.Unsealed = r.u64()
+	}
 	n := r.u32()
 	if ro > 1 {
 		return nil, fmt.Errorf("%w: head flag byte %d", ErrCorrupt, ro)

@@ -30,6 +30,23 @@
 // only after the head swap; a crash in between leaves orphans for the
 // garbage collector, never a dangling reference.
 //
+// The head swap is a compare-and-swap, and one that fails with anything
+// but a conflict (a timeout, a deadline) may have been applied anyway, or
+// may still be. Such a swap is remembered; when a later swap of the same
+// handle then meets a conflict, it reads the head, and if it is byte for
+// byte one this handle wrote (its reserved sequence numbers make it
+// unique) adopts it and swaps again. Any other head means another writer
+// took over (ErrFenced).
+//
+// A garbage collection deletes unreferenced objects older than its grace
+// period, which covers a writer's unflushed objects only while they are
+// younger than MaxUnflushedAge. So a flush whose oldest write is older
+// than that (the writer stalled, or nothing flushed it) first checks that
+// every object its map will reference still exists; if one is gone, the
+// handle is fenced (ErrStale, a kind of ErrFenced): that flush and every
+// later write or flush fail, and the map is never persisted. The garbage
+// collector refuses a grace that does not exceed MaxUnflushedAge.
+//
 // Sequence numbers of new private objects and segments are never reused:
 // a writer reserves 2^32 of them in the head when it opens the volume, so
 // an object left by a writer that crashed is never written into again.
@@ -41,13 +58,35 @@
 // it. A clone is a new writable head that shares a read-only head's
 // segments. Neither copies data: their cost is the size of the head.
 //
+// Except after a takeover. A writer whose lease was taken over (or
+// released unsettled, see ErrUnsettled) may still be finishing a write that passed its lease check
+// before it stalled, and that write lands late in its own epoch's object,
+// which the new writer's map still references (no store can refuse a
+// late write to a plain object). The new writer opens in a new epoch
+// (OpenOptions.NewEpoch), so it never writes those objects in place, and
+// records the epoch that ended as unsealed in the head
+// (blockmap.Head.Unsealed). Before its next snapshot (or a later
+// writer's), seal reads every block of an unsealed epoch that the map
+// still references, stores it as a content block (immutable), points the
+// map at it, and clears the record; so neither the snapshot nor the
+// volume reads an object a late write can change once the snapshot is
+// taken. Until then, a late write may still show in a block the new
+// writer has not written, as a write in flight at the takeover would, and
+// what the old writer wrote in place without flushing is read but not
+// durable (nobody synced it: a crash of the store may drop it); Seal
+// does the same as a snapshot's first step without a snapshot, for a
+// writer that wants that window short. The cost is one read of the old writer's blocks, once
+// per takeover, paid at the first Seal or snapshot after it; sealing runs
+// beside writes. Hash seals too, since it leaves no private block.
+//
 // # Concurrency
 //
 // Every method is safe for concurrent use. Writes to the same block are
 // serialized by a striped lock; reads never wait for writes except for a
 // few microseconds on the map lock. No lock is held across backend I/O
 // except the block's own stripe during its write and the flush lock
-// during a flush.
+// during a flush (or a seal). The write guard (a lease) is never asked
+// under the map lock, so a guard that waits holds up writes only.
 //
 // # Memory
 //

@@ -13,7 +13,7 @@ import (
 func TestModelRados(t *testing.T) {
 	for seed := uint64(1); seed <= seeds(3); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			runModel(t, rados.OpenTestStore(t), seed, 200, nil)
+			runModel(t, rados.OpenTestStore(t), seed, 200, nil, false)
 		})
 	}
 }

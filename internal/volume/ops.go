@@ -109,6 +109,9 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	}
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
+	if err := v.seal(ctx); err != nil {
+		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
+	}
 	v.gate.Lock()
 	defer v.gate.Unlock()
 	// A snapshot must not share an object that a late write may change.
@@ -124,7 +127,7 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	v.mu.Unlock()
 
 	snap := h
-	snap.ID, snap.ReadOnly, snap.SeqReserved = blockmap.NewID(), true, 0
+	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed = blockmap.NewID(), true, 0, 0
 	snap.Segments = sharedSegments(h.Segments)
 	if _, err := v.store.Create(ctx, blockmap.HeadName(snap.ID), blockmap.EncodeHead(&snap)); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
@@ -136,14 +139,24 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 		v.store.Delete(ctx, blockmap.HeadName(snap.ID))
 		return blockmap.ID{}, err
 	}
-	nv, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&nh), ver)
+	nv, garbage, err := v.swapHead(ctx, &nh, ver, nil)
 	if err != nil {
 		v.store.Delete(ctx, blockmap.HeadName(snap.ID))
-		if errors.Is(err, objstore.ErrConflict) {
-			err = fmt.Errorf("%w: %s", ErrFenced, v.id)
+		if errors.Is(err, ErrFenced) {
 			v.restore(&cut{}, err)
+		} else {
+			// The volume may have moved to the new epoch with the
+			// snapshot's segments shared: act as if it did, so that no
+			// block is written in place that a snapshot may hold.
+			v.mu.Lock()
+			v.mu.head.Epoch, v.mu.head.Segments = nh.Epoch, nh.Segments
+			v.mu.headDirty = true
+			v.mu.Unlock()
 		}
 		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
+	}
+	for _, name := range garbage {
+		v.store.Delete(ctx, name) // best effort: a leftover is an orphan for GC
 	}
 	v.mu.Lock()
 	v.mu.head, v.mu.headVer = nh, nv
@@ -321,13 +334,30 @@ func (v *Volume) Hash(ctx context.Context, progress func(done, total int64)) (Ha
 	defer v.flushMu.Unlock()
 	v.gate.Lock()
 	defer v.gate.Unlock()
+	st, err := v.contentify(ctx, func(e blockmap.Entry) bool { return e.Kind() == blockmap.Private }, progress)
+	if err != nil {
+		return st, err
+	}
+	v.mu.Lock()
+	if v.mu.head.Unsealed != 0 {
+		v.mu.head.Unsealed, v.mu.headDirty = 0, true // no private block is left
+	}
+	v.mu.Unlock()
+	return st, v.persist(ctx, v.takeCut())
+}
+
+// contentify turns the blocks whose entries pick selects into content
+// blocks (or zero blocks) without changing what they read. A block that
+// a write replaced meanwhile is left as the write made it. The caller
+// holds flushMu; with the gate held too, no block is left.
+func (v *Volume) contentify(ctx context.Context, pick func(blockmap.Entry) bool, progress func(done, total int64)) (HashStats, error) {
 	entries := v.Entries()
 	var st HashStats
 	var done atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
 	for b, e := range entries {
-		if e.Kind() != blockmap.Private {
+		if !pick(e) {
 			done.Add(1)
 			continue
 		}
@@ -355,11 +385,14 @@ func (v *Volume) Hash(ctx context.Context, progress func(done, total int64)) (Ha
 				atomic.AddInt64(&st.Zeroed, 1)
 			}
 			v.mu.Lock()
-			v.mu.entries[b] = ne
-			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
-			if v.owns(e, v.mu.head.Epoch) {
-				v.mu.freed = append(v.mu.freed, e.ObjectName())
-				delete(v.mu.dirtyObjs, e.ObjectName())
+			if b < len(v.mu.entries) && v.mu.entries[b] == e {
+				v.mu.entries[b] = ne
+				v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+				v.dirtiedLocked()
+				if v.owns(e, v.mu.head.Epoch) {
+					v.mu.freed = append(v.mu.freed, e.ObjectName())
+					delete(v.mu.dirtyObjs, e.ObjectName())
+				}
 			}
 			v.mu.Unlock()
 			if progress != nil {
@@ -368,8 +401,65 @@ func (v *Volume) Hash(ctx context.Context, progress func(done, total int64)) (Ha
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return st, err
+	return st, g.Wait()
+}
+
+// unsealed reports whether e is a block of an epoch that ended with a
+// takeover, which the writer taken over may still change in place (see
+// blockmap.Head.Unsealed).
+func unsealed(h *blockmap.Head, e blockmap.Entry) bool {
+	return h.Unsealed != 0 && e.Kind() == blockmap.Private && e.Owner() == h.ID &&
+		e.Epoch() >= h.Unsealed && e.Epoch() < h.Epoch
+}
+
+// Seal seals the blocks that a writer this volume was taken over from
+// may still change (see seal) and flushes. Snapshot does it first; a
+// writer that took a volume over may also run it at once, beside its
+// writes, so that blocks it has not written yet stop being the old
+// writer's objects sooner. Without unsealed blocks it is a Flush.
+func (v *Volume) Seal(ctx context.Context) error {
+	if err := v.checkIO(0, 0, true); err != nil {
+		return err
 	}
-	return st, v.persist(ctx, v.takeCut())
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	if err := v.seal(ctx); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	v.gate.Lock()
+	c := v.takeCut()
+	v.gate.Unlock()
+	return v.persist(ctx, c)
+}
+
+// seal makes the volume's map stop relying on objects that a writer it
+// took over from may still change: a write of that writer can pass its
+// lease check, stall (SIGSTOP, an NFS hang) past the takeover, and land
+// late in its own epoch's object, which nothing in the store can refuse.
+// seal copies each block of an unsealed epoch into a content block
+// (immutable, I3), points the map at it, and clears Head.Unsealed; the
+// next flush persists both. Snapshots seal first, so that what they hold
+// never changes. Its cost is one read of those blocks, once per takeover
+// (none after a clean handover). It runs beside writes (a block written
+// meanwhile was copied by the write and needs no seal). The caller holds
+// flushMu.
+func (v *Volume) seal(ctx context.Context) error {
+	v.mu.Lock()
+	h := v.mu.head
+	v.mu.Unlock()
+	if h.Unsealed == 0 {
+		return nil
+	}
+	if _, err := v.contentify(ctx, func(e blockmap.Entry) bool { return unsealed(&h, e) }, nil); err != nil {
+		return fmt.Errorf("seal the blocks of the writer taken over: %w", err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for b, e := range v.mu.entries {
+		if unsealed(&v.mu.head, e) {
+			return fmt.Errorf("volume: block %d of an unsealed epoch is left after sealing (%v)", b, e)
+		}
+	}
+	v.mu.head.Unsealed, v.mu.headDirty = 0, true
+	return nil
 }

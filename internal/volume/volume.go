@@ -1,10 +1,12 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -33,7 +35,18 @@ var (
 	// objstore.Store): it may still land, in place, in this epoch's
 	// objects, so the next writer must start a new epoch.
 	ErrUnsettled = errors.New("volume: a data write failed with an unknown outcome and may still land")
+	// ErrStale (see MaxUnflushedAge) is a kind of ErrFenced: errors.Is
+	// reports both.
+	ErrStale error = staleError{}
 )
+
+type staleError struct{}
+
+func (staleError) Error() string {
+	return "volume: writes left unflushed longer than volume.MaxUnflushedAge lost data to a garbage collection; this handle writes nothing more (reopen the volume: what was written since its last flush is lost)"
+}
+
+func (staleError) Is(target error) bool { return target == ErrFenced }
 
 // settled reports whether a store write that failed certainly changed
 // nothing (see objstore.Store).
@@ -63,11 +76,15 @@ func (v *Volume) dataWritten(name string, err error) error {
 	return err
 }
 
-// staleDirty is how old unflushed data may grow before a flush checks
-// that its objects still exist: a garbage collection deletes unreferenced
-// objects older than its grace period (an hour by default), so a writer
-// that stalled that long must not persist a map pointing at them.
-const staleDirty = 15 * time.Minute
+// MaxUnflushedAge is how old unflushed writes may grow before a flush
+// checks, just before it persists the map, that every object the map
+// will reference still exists. A garbage collection deletes unreferenced
+// objects older than its grace period, so its grace must exceed this age
+// (plus the clock drift between hosts): then a writer's unflushed objects
+// younger than this are never deleted, and one that stalled longer finds
+// out and stops (ErrStale) instead of persisting a map pointing at
+// nothing.
+const MaxUnflushedAge = 15 * time.Minute
 
 // seqBatch is how many sequence numbers a writer reserves when it opens a
 // volume.
@@ -92,6 +109,7 @@ type Volume struct {
 	remap    bool // a read-only head opened to rewrite its map (Hash)
 	follow   bool // a read-only handle that rereads the map when the head changes
 	guard    func() error
+	now      func() time.Time // the clock; tests inject one
 	onClose  func(ctx context.Context, err error) error
 	shift    uint8
 	bs       int64
@@ -116,7 +134,7 @@ type Volume struct {
 	// never held across backend I/O.
 	mu struct {
 		sync.Mutex
-		head       blockmap.Head // as last persisted, except Size and Epoch, which lead
+		head       blockmap.Head // as last persisted, except Size, Epoch and Unsealed, which lead
 		headVer    objstore.Version
 		headDirty  bool
 		entries    []blockmap.Entry
@@ -130,6 +148,10 @@ type Volume struct {
 		closed     bool
 		unsettled  bool            // a data write failed with an unknown outcome (ErrUnsettled)
 		tainted    map[string]bool // objects such a write may still change: never written in place again
+
+		// pending: head swaps whose outcome is unknown (they failed, but
+		// not with a conflict), all from version headVer.
+		pending []pendingHead
 	}
 }
 
@@ -149,7 +171,9 @@ type OpenOptions struct {
 	// NewEpoch starts a new epoch at open, so that this handle changes
 	// no object of an earlier writer in place: every block it writes is
 	// copied first. For a writer that took the lease over from one that
-	// did not release it, and so may still be finishing a write.
+	// did not release it, and so may still be finishing a write. The
+	// epoch that ended is recorded as unsealed in the head
+	// (blockmap.Head.Unsealed): the next snapshot seals its blocks first.
 	NewEpoch bool
 	// Follow makes a read-only handle see what another handle (on any
 	// host) writes: every read first checks whether the head changed and,
@@ -172,7 +196,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
-		guard: opts.Guard, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
+		guard: opts.Guard, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = s.(objstore.RangeWriter)
 		v.syncer, _ = s.(objstore.Syncer)
@@ -195,6 +219,9 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.mu.nextSeq, v.mu.seqEnd = h.SeqReserved, h.SeqReserved+n
 		h.SeqReserved = v.mu.seqEnd
 		if opts.NewEpoch {
+			if opts.Writable && h.Unsealed == 0 {
+				h.Unsealed = h.Epoch // see sealing in ops.go
+			}
 			h.Epoch++
 		}
 		if err := v.checkGuard(); err != nil {
@@ -318,6 +345,18 @@ func (v *Volume) Entries() []blockmap.Entry {
 
 // checkIO validates a request against the volume's size and state.
 func (v *Volume) checkIO(off, n int64, write bool) error {
+	if err := v.checkState(off, n, write); err != nil {
+		return err
+	}
+	if write {
+		// NB: not under v.mu: the guard may wait (a lease renewal in
+		// progress), and reads must not wait with it.
+		return v.checkGuard()
+	}
+	return nil
+}
+
+func (v *Volume) checkState(off, n int64, write bool) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	switch {
@@ -327,12 +366,6 @@ func (v *Volume) checkIO(off, n int64, write bool) error {
 		return ErrReadOnly
 	case write && v.mu.err != nil:
 		return v.mu.err
-	case write && v.guard != nil:
-		if err := v.guard(); err != nil {
-			return err
-		}
-	}
-	switch {
 	case off < 0 || n < 0 || off+n < off || uint64(off+n) > v.mu.head.Size:
 		return fmt.Errorf("%w: offset %d length %d, volume size %d", ErrOutOfRange, off, n, v.mu.head.Size)
 	}
@@ -803,7 +836,7 @@ func (v *Volume) deallocate(b int64) {
 // dirtiedLocked notes the time of the first change since the last cut.
 func (v *Volume) dirtiedLocked() {
 	if v.mu.dirtySince.IsZero() {
-		v.mu.dirtySince = time.Now()
+		v.mu.dirtySince = v.now()
 	}
 }
 
@@ -973,16 +1006,11 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("volume: flush: sync data: %w", err)
 	}
-	if !c.since.IsZero() && time.Since(c.since) > staleDirty {
-		if err := v.checkExist(ctx, c.objs, c.since); err != nil {
-			return err
-		}
-	}
 	refs := map[uint32]blockmap.SegmentRef{}
 	for _, r := range c.head.Segments {
 		refs[r.Index] = r
 	}
-	var obsolete []string
+	var obsolete, written []string
 	for idx, entries := range c.segs {
 		if old, ok := refs[idx]; ok {
 			// NB: a read-only head never deletes segments: clones may
@@ -1005,10 +1033,11 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 			return fmt.Errorf("volume: flush: write map segment: %w", err)
 		}
 		refs[idx] = ref
+		written = append(written, ref.Name())
 	}
 	h := c.head
 	v.mu.Lock()
-	h.Size, h.Epoch = v.mu.head.Size, v.mu.head.Epoch
+	h.Size, h.Epoch, h.Unsealed = v.mu.head.Size, v.mu.head.Epoch, v.mu.head.Unsealed
 	v.mu.Unlock()
 	h.Segments = h.Segments[:0:0]
 	for _, r := range refs {
@@ -1018,32 +1047,121 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	if err := v.checkGuard(); err != nil {
 		return err
 	}
-	ver, err := v.store.Swap(ctx, blockmap.HeadName(v.id), blockmap.EncodeHead(&h), c.headVer)
-	if errors.Is(err, objstore.ErrConflict) {
-		return fmt.Errorf("%w: %s", ErrFenced, v.id)
+	// NB: last, just before the swap, so that a stall anywhere before it
+	// is measured.
+	if age := v.age(c.since); age > MaxUnflushedAge {
+		if err := v.checkExist(ctx, c, age); err != nil {
+			return err
+		}
 	}
+	ver, garbage, err := v.swapHead(ctx, &h, c.headVer, written)
 	if err != nil {
-		return fmt.Errorf("volume: flush: write map head: %w", err)
+		return fmt.Errorf("volume: flush: %w", err)
 	}
 	v.mu.Lock()
 	v.mu.head.Segments, v.mu.headVer = h.Segments, ver
 	v.mu.Unlock()
-	c.freed = append(c.freed, obsolete...)
+	c.freed = append(append(c.freed, obsolete...), garbage...)
 	return nil
 }
 
-// checkExist makes sure that objects written long ago and not flushed
-// since are still there (see staleDirty).
-func (v *Volume) checkExist(ctx context.Context, names []string, since time.Time) error {
-	for _, name := range names {
-		if _, err := v.store.Stat(ctx, name); objstore.IsNotExist(err) {
-			return fmt.Errorf("%w: %s, written %s ago and not flushed since, is gone (was this writer stalled while a garbage collection ran?)",
-				ErrCorrupt, name, time.Since(since).Round(time.Second))
-		} else if err != nil {
-			return err
+// pendingHead is a head swap whose outcome is unknown: it failed with an
+// error other than a conflict (a timeout, a deadline), and the store may
+// have applied it, or may still.
+type pendingHead struct {
+	data []byte   // the encoded head
+	segs []string // segment objects written for it, which only it references
+}
+
+// swapHead replaces the stored head of version old with h. The caller
+// holds flushMu; segs are the segment objects written for h.
+//
+// A conflict means another writer changed the head (ErrFenced), unless
+// an earlier swap of this handle whose outcome was unknown did: then the
+// stored head is byte for byte one this handle wrote (its reserved
+// sequence numbers make it unique), which swapHead adopts before
+// swapping again. Once a swap succeeds, no earlier one can still apply
+// (they were all from an older version), and their segments, which no
+// head references any more, are returned for deletion.
+func (v *Volume) swapHead(ctx context.Context, h *blockmap.Head, old objstore.Version, segs []string) (objstore.Version, []string, error) {
+	name := blockmap.HeadName(v.id)
+	data := blockmap.EncodeHead(h)
+	for {
+		ver, err := v.store.Swap(ctx, name, data, old)
+		v.mu.Lock()
+		pending := v.mu.pending
+		switch {
+		case err == nil:
+			var garbage []string
+			for _, p := range pending {
+				garbage = append(garbage, p.segs...)
+			}
+			v.mu.pending = nil
+			v.mu.Unlock()
+			return ver, garbage, nil
+		case !errors.Is(err, objstore.ErrConflict):
+			v.mu.pending = append(pending, pendingHead{data: data, segs: segs})
+			v.mu.Unlock()
+			return 0, nil, fmt.Errorf("write map head (whether it was written is unknown; the next flush finds out): %w", err)
+		}
+		v.mu.Unlock()
+		if len(pending) == 0 {
+			return 0, nil, fmt.Errorf("%w: %s", ErrFenced, v.id)
+		}
+		cur, curVer, err := v.store.Get(ctx, name)
+		if objstore.IsNotExist(err) {
+			return 0, nil, fmt.Errorf("%w: %s (removed)", ErrFenced, v.id)
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("read map head after a conflict: %w", err)
+		}
+		if !slices.ContainsFunc(pending, func(p pendingHead) bool { return bytes.Equal(p.data, cur) }) {
+			return 0, nil, fmt.Errorf("%w: %s", ErrFenced, v.id)
+		}
+		old = curVer // our own head: adopt it
+	}
+}
+
+// age returns how long ago t was (0 for the zero time): the longer of
+// the monotonic and the wall-clock durations, so that neither a host
+// suspended (the monotonic clock stops) nor a wall clock set back hides
+// a stall.
+func (v *Volume) age(t time.Time) time.Duration {
+	if t.IsZero() {
+		return 0
+	}
+	now := v.now()
+	return max(now.Sub(t), now.Round(0).Sub(t.Round(0)))
+}
+
+// checkExist makes sure that every object the cut's map references and
+// that may be new (written since the last flush) is still there (see
+// MaxUnflushedAge). A missing one fences the handle with ErrStale.
+func (v *Volume) checkExist(ctx context.Context, c *cut, age time.Duration) error {
+	names := map[string]bool{}
+	for _, name := range c.objs {
+		names[name] = true
+	}
+	for _, es := range c.segs {
+		for _, e := range es {
+			if e.Kind() != blockmap.Zero {
+				names[e.ObjectName()] = true
+			}
 		}
 	}
-	return nil
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for name := range names {
+		g.Go(func() error {
+			_, err := v.store.Stat(gctx, name)
+			if objstore.IsNotExist(err) {
+				return fmt.Errorf("%w: %s, written %s ago and not flushed since, is gone (was this writer stalled while a garbage collection ran?)",
+					ErrStale, name, age.Round(time.Second))
+			}
+			return err
+		})
+	}
+	return g.Wait()
 }
 
 func allZero(es []blockmap.Entry) bool {

@@ -305,8 +305,64 @@ func TestHashDedups(t *testing.T) {
 	}
 }
 
+// TestStalledWriterIsFenced: a writer whose unflushed data is older
+// than MaxUnflushedAge checks every object its map will reference before
+// persisting it; one deleted meanwhile (by a garbage collection) fences
+// the handle: the flush fails, the head is unchanged, and every later
+// write and flush fails too, also after a write re-created the object.
+func TestStalledWriterIsFenced(t *testing.T) {
+	type putOnly struct{ objstore.Store }
+	for name, s := range map[string]objstore.Store{"mem": objstore.NewMem(), "whole-block": putOnly{objstore.NewMem()}} {
+		t.Run(name, func(t *testing.T) {
+			v := NewTestVolume(t, s, 4*bs, SmallShift)
+			now := time.Now()
+			v.now = func() time.Time { return now }
+			if err := v.WriteAt(ctx, fill(bs, 1), 0, true); err != nil {
+				t.Fatal(err)
+			}
+			v.WriteAt(ctx, fill(bs, 5), bs, false)
+			v.WriteAt(ctx, fill(bs, 6), 2*bs, false)
+			now = now.Add(MaxUnflushedAge + time.Minute)
+			head, _, err := s.Get(ctx, blockmap.HeadName(v.ID()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Delete(ctx, v.Entries()[1].ObjectName())
+			if err := v.Flush(ctx); !errors.Is(err, ErrStale) || !errors.Is(err, ErrFenced) {
+				t.Fatalf("flush of a stalled writer whose object was deleted: %v, want ErrStale, a kind of ErrFenced", err)
+			}
+			for what, err := range map[string]error{
+				"write":    v.WriteAt(ctx, fill(bs, 7), bs, false),
+				"flush":    v.Flush(ctx),
+				"zero":     v.WriteZeroes(ctx, 3*bs, bs, false, true),
+				"resize":   v.Resize(ctx, 8*bs),
+				"flush(2)": v.Flush(ctx),
+			} {
+				if !errors.Is(err, ErrStale) {
+					t.Errorf("%s after the stale flush: %v, want ErrStale", what, err)
+				}
+			}
+			if _, err := v.Snapshot(ctx); !errors.Is(err, ErrStale) {
+				t.Errorf("snapshot after the stale flush: %v, want ErrStale", err)
+			}
+			if err := v.Close(ctx); !errors.Is(err, ErrStale) {
+				t.Errorf("close after the stale flush: %v, want ErrStale", err)
+			}
+			if after, _, _ := s.Get(ctx, blockmap.HeadName(v.ID())); !bytes.Equal(after, head) {
+				t.Fatal("the fenced writer changed the head")
+			}
+			r, err := Open(ctx, s, v.ID(), OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantBytes(t, r, 0, fill(bs, 1), "block flushed before the stall")
+			wantBytes(t, r, bs, fill(2*bs, 0), "blocks of the fenced writer")
+		})
+	}
+}
+
 // TestStalledWriterDetectsDeletedObjects: a writer whose unflushed data is
-// older than staleDirty checks its objects before persisting its map; one
+// older than MaxUnflushedAge checks its objects before persisting its map; one
 // deleted meanwhile (by a garbage collection) fails the flush instead of
 // leaving a map that points at nothing.
 func TestStalledWriterDetectsDeletedObjects(t *testing.T) {
@@ -314,10 +370,10 @@ func TestStalledWriterDetectsDeletedObjects(t *testing.T) {
 	v := NewTestVolume(t, s, 4*bs, SmallShift)
 	v.WriteAt(ctx, fill(bs, 5), 0, false)
 	v.mu.Lock()
-	v.mu.dirtySince = time.Now().Add(-2 * staleDirty)
+	v.mu.dirtySince = time.Now().Add(-2 * MaxUnflushedAge)
 	v.mu.Unlock()
 	s.Delete(ctx, v.Entries()[0].ObjectName())
-	if err := v.Flush(ctx); !errors.Is(err, ErrCorrupt) {
+	if err := v.Flush(ctx); !errors.Is(err, ErrStale) {
 		t.Fatalf("flush of a stalled writer whose object was deleted: %v", err)
 	}
 	r, err := Open(ctx, s, v.ID(), OpenOptions{})
@@ -381,4 +437,77 @@ func TestSeqOverflow(t *testing.T) {
 	}
 	defer r.Close(ctx)
 	wantBytes(t, r, 0, []byte("x"), "the last write")
+}
+
+// TestFlushAfterTimedOutSwap: a head swap that timed out after the store
+// applied it (outcome unknown) does not fence the writer: its next flush
+// finds its own head in the store, adopts it and goes on; after a flush
+// no segment is left behind.
+func TestFlushAfterTimedOutSwap(t *testing.T) {
+	for _, what := range []string{"flush", "snapshot"} {
+		t.Run(what, func(t *testing.T) {
+			f := objstore.NewFaulty(objstore.NewMem())
+			v := NewTestVolume(t, f, 4*bs, SmallShift)
+			v.WriteAt(ctx, fill(bs, 1), 0, false)
+			timeout := objstore.Rule{Op: objstore.OpSwap, Prefix: blockmap.HeadName(v.ID()), Count: 1, Err: objstore.ErrTimeout, ErrAfter: true}
+			if what == "flush" {
+				f.Add(timeout)
+				if err := v.Flush(ctx); !errors.Is(err, objstore.ErrTimeout) {
+					t.Fatalf("flush: %v, want ErrTimeout", err)
+				}
+			} else {
+				if err := v.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				f.Add(timeout)
+				if _, err := v.Snapshot(ctx); !errors.Is(err, objstore.ErrTimeout) {
+					t.Fatalf("snapshot: %v, want ErrTimeout", err)
+				}
+			}
+			f.Reset()
+			v.WriteAt(ctx, fill(bs, 2), bs, false)
+			if err := v.Flush(ctx); err != nil {
+				t.Fatalf("flush after the timed-out swap: %v", err)
+			}
+			if err := v.WriteAt(ctx, fill(bs, 3), 2*bs, true); err != nil {
+				t.Fatalf("write after the timed-out swap: %v", err)
+			}
+			r, err := Open(ctx, f, v.ID(), OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantBytes(t, r, 0, append(append(fill(bs, 1), fill(bs, 2)...), fill(bs, 3)...), "blocks flushed around the timed-out swap")
+			if what == "snapshot" {
+				return // its segments count as shared: replaced ones are left to the collector
+			}
+			var segs int
+			f.List(ctx, blockmap.VolumePrefix(v.ID())+"s/", func(objstore.Info) error { segs++; return nil })
+			if n := len(r.Head().Segments); segs != n {
+				t.Fatalf("%d segment objects for a head of %d segments", segs, n)
+			}
+		})
+	}
+}
+
+// TestTimedOutSwapThenTakeover: after a head swap whose outcome was
+// unknown, a conflict caused by another writer still fences.
+func TestTimedOutSwapThenTakeover(t *testing.T) {
+	f := objstore.NewFaulty(objstore.NewMem())
+	a := NewTestVolume(t, f, 4*bs, SmallShift)
+	a.WriteAt(ctx, fill(bs, 1), 0, false)
+	f.Add(objstore.Rule{Op: objstore.OpSwap, Prefix: blockmap.HeadName(a.ID()), Count: 1, Err: objstore.ErrTimeout, ErrAfter: true})
+	if err := a.Flush(ctx); !errors.Is(err, objstore.ErrTimeout) {
+		t.Fatalf("flush: %v, want ErrTimeout", err)
+	}
+	b, err := Open(ctx, f, a.ID(), OpenOptions{Writable: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	a.WriteAt(ctx, fill(bs, 2), bs, false)
+	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("flush of the writer taken over: %v, want ErrFenced", err)
+	}
+	wantBytes(t, b, 0, fill(bs, 1), "the block the timed-out swap persisted")
+	wantBytes(t, b, bs, fill(bs, 0), "the fenced writer's block")
 }
