@@ -113,10 +113,8 @@ const DefaultGrace = time.Hour
 
 // writerCheckAge is how old a writer's unflushed data may grow before its
 // flush checks that the objects still exist, and fails instead of
-// persisting a map that points at deleted ones. It is staleDirty in
-// package volume (volume.go), which does not export it: keep the two
-// equal, and import volume's once it is exported.
-const writerCheckAge = 15 * time.Minute
+// persisting a map that points at deleted ones.
+const writerCheckAge = volume.MaxUnflushedAge
 
 // graceMargin covers what writerCheckAge does not: clock differences
 // between the writer's host, the collector's and the store's, and the
