@@ -813,3 +813,73 @@ func (st *stallTest) check(when string) {
 	}
 }
 
+// TestLateInPlaceWriteNotFlushed: on a store without in-place writes
+// (S3: every block is written whole with Put), a holder whose lease was
+// broken at once and taken over (here the new holder copied the block
+// since) writes a block it owns in place, which its clock still allows;
+// the write lands in an object the volume's map no longer references.
+// Its next flush must fail, not report the write durable (found by
+// TestStallHandoff: an acknowledged and flushed write read back as the
+// one before it).
+func TestLateInPlaceWriteNotFlushed(t *testing.T) {
+	ctx := context.Background()
+	base := objstore.NewMem()
+	mk := func(name string) *Daemon {
+		s := &hookStore{Store: base} // Put only: no RangeWriter
+		m := manage.New(s)
+		l, err := lease.NewManager(s, lease.Config{Node: name, Addr: name, TTL: time.Hour, MaxDrift: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Leases = l
+		d := New(m, t.Logf)
+		t.Cleanup(func() { d.Close(ctx) })
+		return d
+	}
+	a, b := mk("a"), mk("b")
+	r, err := a.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea, relA, err := a.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relA()
+	eb, relB, err := b.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relB()
+	if err := ea.WriteAt(ctx, []byte("first"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	operator, _ := lease.NewManager(base, lease.Config{Node: "operator", TTL: time.Hour, MaxDrift: time.Minute})
+	if _, err := operator.Break(ctx, r.ID.String(), true); err != nil {
+		t.Fatal(err)
+	}
+	// b takes over and copies block 0 in its new epoch.
+	if err := eb.WriteAt(ctx, []byte("b"), 4096, true); err != nil {
+		t.Fatal(err)
+	}
+	// a's lease is still valid on its clock: its write to the block it
+	// owns goes in place, into the object b no longer uses.
+	if err := ea.WriteAt(ctx, []byte("late"), 0, false); err != nil {
+		t.Logf("a's late write: %v", err) // refusing it is fine too
+		return
+	}
+	ferr := ea.Flush(ctx)
+	v, err := volume.Open(ctx, base, r.ID, volume.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(ctx)
+	got := make([]byte, 5)
+	if err := v.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if ferr == nil && string(got[:4]) != "late" {
+		t.Fatalf("a's flush after its late write succeeded, but the volume reads %q", got)
+	}
+	t.Logf("a's flush: %v; the volume reads %q", ferr, got)
+}
