@@ -36,6 +36,7 @@ type stallStore struct {
 
 	mu     sync.Mutex
 	resume chan struct{} // non-nil while paused
+	after  int           // > 0: the call that pauses the node, counting down
 }
 
 type stallKey struct{}
@@ -47,9 +48,21 @@ type stallMark struct {
 	ch   chan struct{}
 }
 
+// pauseAfter pauses the node at its n-th store call from now (n >= 1),
+// so that a request stalls at any point of its course.
+func (s *stallStore) pauseAfter(n int) {
+	s.mu.Lock()
+	s.after = n
+	s.mu.Unlock()
+}
+
+// pause pauses the node now, if it is not yet.
 func (s *stallStore) pause() {
 	s.mu.Lock()
-	s.resume = make(chan struct{})
+	s.after = 0
+	if s.resume == nil {
+		s.resume = make(chan struct{})
+	}
 	s.mu.Unlock()
 }
 
@@ -68,6 +81,11 @@ func (s *stallStore) paused() bool {
 
 func (s *stallStore) gate(ctx context.Context) error {
 	s.mu.Lock()
+	if s.after > 0 {
+		if s.after--; s.after == 0 {
+			s.resume = make(chan struct{})
+		}
+	}
 	ch := s.resume
 	s.mu.Unlock()
 	if ch == nil {
@@ -729,8 +747,9 @@ func (st *stallTest) stall() {
 	if c.e == nil {
 		return
 	}
-	st.logf("pause %s (in flight: %s)", n.name, []string{"a write", "a flush", "nothing"}[kind])
-	n.store.pause()
+	calls := 1 + st.rng.Intn(8)
+	st.logf("pause %s at its store call %d from now (in flight: %s)", n.name, calls, []string{"a write", "a flush", "nothing"}[kind])
+	n.store.pauseAfter(calls)
 	mark := &stallMark{ch: make(chan struct{})}
 	rctx := context.WithValue(st.ctx, stallKey{}, mark)
 	done := make(chan error, 1)
@@ -760,6 +779,7 @@ func (st *stallTest) stall() {
 		}
 		t.Stop()
 	}
+	n.store.pause() // if the request made fewer calls
 	st.clock.add(stallTTL + stallDrift + time.Second)
 	for key := range st.unchecked {
 		delete(st.unchecked, key) // every lease ran out on every clock
@@ -915,8 +935,9 @@ func (st *stallTest) stallSnapshot() {
 	v := st.rng.Intn(len(st.vols))
 	name := fmt.Sprintf("%s-snap%d", st.vols[v], st.nSnaps)
 	st.nSnaps++
-	st.logf("pause the snapshot taker in snapshot %s", name)
-	st.snapStore.pause()
+	calls := 1 + st.rng.Intn(20)
+	st.logf("pause the snapshot taker at its store call %d of snapshot %s", calls, name)
+	st.snapStore.pauseAfter(calls)
 	mark := &stallMark{ch: make(chan struct{})}
 	rctx := context.WithValue(st.ctx, stallKey{}, mark)
 	type result struct {
@@ -934,6 +955,7 @@ func (st *stallTest) stallSnapshot() {
 	case <-t.C:
 	}
 	t.Stop()
+	st.snapStore.pause()
 	st.clock.add(stallTTL + stallDrift + time.Second)
 	for key := range st.unchecked {
 		delete(st.unchecked, key)
@@ -1013,5 +1035,49 @@ func TestFollowerOpenRacesFlush(t *testing.T) {
 	defer release()
 	if got := readBack(t, e, 1<<16, 3); string(got) != "two" {
 		t.Fatalf("the follower reads %q", got)
+	}
+}
+
+// TestWriterOpenRacesFlush: the open for writing that follows taking
+// the lease reads the head and then its segments; another writer that
+// flushed in between (a holder that had stalled past its lease, or the
+// snapshot taker) replaced and deleted a segment. The open reads the
+// head again: the write either goes on or fails saying what happened,
+// not that the store is corrupt (found by TestStallHandoff).
+func TestWriterOpenRacesFlush(t *testing.T) {
+	ctx := context.Background()
+	d, s, ids := newHookDaemon(t, "v")
+	id := ids["v"]
+	e, release, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	w, err := volume.Open(ctx, s.Store, id, volume.OpenOptions{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteAt(ctx, []byte("one"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	s.setHook(func(op objstore.Op, name string) error {
+		if op == objstore.OpGet && strings.HasPrefix(name, blockmap.VolumePrefix(id)) && name != blockmap.HeadName(id) {
+			once.Do(func() {
+				if err := w.WriteAt(ctx, []byte("two"), 1<<16, true); err != nil {
+					t.Error(err)
+				}
+				w.Close(ctx)
+			})
+		}
+		return nil
+	})
+	if err := e.WriteAt(ctx, []byte("three"), 2<<16, false); err != nil {
+		t.Fatalf("writing while another writer flushes: %v", err)
+	}
+	for off, want := range map[int64]string{0: "one", 1 << 16: "two", 2 << 16: "three"} {
+		if got := readBack(t, e, off, len(want)); string(got) != want {
+			t.Errorf("at %d: %q, want %q", off, got, want)
+		}
 	}
 }
