@@ -275,7 +275,7 @@ func (d *Daemon) serving() []*handle {
 // first opens the volume, writing nothing: read-only for a snapshot or
 // image, and as a follower for a volume (see write for the lease).
 func (h *handle) first(ctx context.Context) error {
-	v, err := openFollower(ctx, h.d.mgr.Store, h.id, !h.readOnly)
+	v, err := manage.OpenVolume(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Follow: !h.readOnly})
 	if err != nil {
 		return err
 	}
@@ -428,34 +428,13 @@ func (h *handle) becomeFollower(ctx context.Context) error {
 
 // follow opens the follower; a failure fences the handle.
 func (h *handle) follow(ctx context.Context) error {
-	v, err := openFollower(ctx, h.d.mgr.Store, h.id, true)
+	v, err := manage.OpenVolume(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Follow: true})
 	if err != nil {
 		h.fenced = fmt.Errorf("daemon: volume %s: reopening after the lease went: %w", h.name, err)
 		return h.fenced
 	}
 	h.v = v
 	return nil
-}
-
-// openFollower opens volume id without writing (following its writer if
-// follow). The writer on another node deletes the segments a flush
-// replaces once the new head is stored, so an open that read the head
-// just before may find one of its segments gone: that is the head
-// moving on, not corruption, and the open reads the head again, as long
-// as the head keeps changing (within a bound).
-func openFollower(ctx context.Context, s objstore.Store, id blockmap.ID, follow bool) (*volume.Volume, error) {
-	var last objstore.Version
-	for try := 0; ; try++ {
-		v, err := volume.Open(ctx, s, id, volume.OpenOptions{Follow: follow})
-		if !errors.Is(err, volume.ErrCorrupt) || try == 100 {
-			return v, err
-		}
-		in, serr := s.Stat(ctx, blockmap.HeadName(id))
-		if serr != nil || try > 0 && in.Version == last {
-			return nil, err // the same head failed twice: corrupt
-		}
-		last = in.Version
-	}
 }
 
 // lost is called when l's renewal finds it taken over or broken.

@@ -111,7 +111,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), OnClose: release})
+	v, err := OpenVolume(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), OnClose: release})
 	if err != nil {
 		release(ctx, nil)
 		return nil, nil, err
@@ -122,6 +122,28 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 	})
 	return v, l, nil
+}
+
+// OpenVolume is volume.Open for a volume that a writer on another node
+// may be flushing. A writer deletes the segments a flush replaced once
+// the new head is stored, so an open that read the head just before (or
+// stalled after reading it) may find one of its segments gone: that is
+// the head moving on, not corruption, and OpenVolume reads the head
+// again, as long as it keeps changing (within a bound). The same head
+// failing twice is corruption.
+func OpenVolume(ctx context.Context, s objstore.Store, id blockmap.ID, opts volume.OpenOptions) (*volume.Volume, error) {
+	var last objstore.Version
+	for try := 0; ; try++ {
+		v, err := volume.Open(ctx, s, id, opts)
+		if !errors.Is(err, volume.ErrCorrupt) || try == 100 {
+			return v, err
+		}
+		in, serr := s.Stat(ctx, blockmap.HeadName(id))
+		if serr != nil || try > 0 && in.Version == last {
+			return nil, err
+		}
+		last = in.Version
+	}
 }
 
 // ErrShrink refuses a shrink that was not asked for explicitly.
@@ -192,7 +214,7 @@ func (m *Manager) Open(ctx context.Context, name string, writable bool) (*volume
 		v, _, err := m.OpenWriter(ctx, r.ID, nil)
 		return v, r, err
 	}
-	v, err := volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Follow: !r.ReadOnly()})
+	v, err := OpenVolume(ctx, m.Store, r.ID, volume.OpenOptions{Follow: !r.ReadOnly()})
 	return v, r, err
 }
 
