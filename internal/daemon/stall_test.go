@@ -190,7 +190,7 @@ const (
 	stallSlot     = 4096      // every write fills one slot
 	stallSize     = 256 << 10 // 4 blocks of 64 KiB, 64 slots
 	stallSlots    = stallSize / stallSlot
-	stallLogLines = 300
+	stallLogLines = 300 // of the log shown when the test fails
 )
 
 // stallWrite is one write of the test: its id fills the slot.
@@ -498,7 +498,7 @@ func runStall(t *testing.T, seed int64, steps int, store int) {
 		st.atStep.Store(int64(st.step))
 		switch r := st.rng.Intn(100); {
 		case r < 40:
-			st.write(st.pick(-1), false)
+			st.write(st.pick(-1))
 		case r < 58:
 			st.flush(st.pick(-1))
 		case r < 72:
@@ -609,7 +609,7 @@ func (st *stallTest) durable(w stallWrite) {
 	s.durable = append(s.durable, w.id)
 }
 
-func (st *stallTest) write(c *stallClient, stalled bool) {
+func (st *stallTest) write(c *stallClient) {
 	if c.e == nil {
 		return
 	}
@@ -787,7 +787,7 @@ func (st *stallTest) stall() {
 	for range 1 + st.rng.Intn(6) {
 		switch r := st.rng.Intn(100); {
 		case r < 50:
-			st.write(st.pick(k), false)
+			st.write(st.pick(k))
 		case r < 70:
 			st.flush(st.pick(k))
 		case r < 80:
@@ -963,7 +963,7 @@ func (st *stallTest) stallSnapshot() {
 	for range 1 + st.rng.Intn(6) {
 		switch r := st.rng.Intn(100); {
 		case r < 55:
-			st.write(st.pick(-1), false)
+			st.write(st.pick(-1))
 		case r < 80:
 			st.flush(st.pick(-1))
 		case r < 95:
