@@ -68,8 +68,10 @@ func (s *stallStore) pause() {
 
 func (s *stallStore) unpause() {
 	s.mu.Lock()
-	close(s.resume)
-	s.resume = nil
+	if s.resume != nil {
+		close(s.resume)
+		s.resume = nil
+	}
 	s.mu.Unlock()
 }
 
@@ -279,6 +281,9 @@ type stallTest struct {
 	rw        bool
 	clock     *fakeClock
 	nodes     []*stallNode
+	dead      []*stallNode    // crashed: paused for good (until the end)
+	loops     context.Context // ends the daemons' periodic flushes
+	wg        sync.WaitGroup  // the periodic flushes
 	snapper   *manage.Manager // takes snapshots, as the command line does
 	snapStore *stallStore
 	breaker   *lease.Manager
@@ -454,27 +459,20 @@ func runStall(t *testing.T, seed int64, steps int, store int) {
 	}
 	nNodes, nVols := 2+st.rng.Intn(2), 1+st.rng.Intn(2)
 	t.Logf("store %d, %d daemons, %d volumes, %d steps", store, nNodes, nVols, steps)
-	for i := range nNodes {
-		s, view := st.newStallStore()
-		n := &stallNode{name: fmt.Sprintf("node%d", i), store: s}
-		m := manage.New(view)
-		n.leases = st.leaseManager(view, n.name)
-		m.Leases = n.leases
-		n.d = New(m, func(format string, args ...any) { st.logf(n.name+": "+format, args...) })
-		st.nodes = append(st.nodes, n)
-	}
 	// Every daemon flushes its volumes now and then, as 'archip serve'
 	// does; the oracle does not count on it.
 	loops, stopLoops := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for _, n := range st.nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.d.FlushLoop(loops, 10*time.Millisecond, func(format string, args ...any) { st.logf(n.name+": "+format, args...) })
-		}()
+	st.loops = loops
+	defer func() {
+		for _, n := range st.dead {
+			n.store.unpause()
+		}
+		stopLoops()
+		st.wg.Wait()
+	}()
+	for i := range nNodes {
+		st.nodes = append(st.nodes, st.startNode(fmt.Sprintf("node%d", i)))
 	}
-	defer func() { stopLoops(); wg.Wait() }()
 	snapStore, snapView := st.newStallStore()
 	st.snapStore = snapStore
 	st.snapper = manage.New(snapView)
@@ -511,17 +509,24 @@ func runStall(t *testing.T, seed int64, steps int, store int) {
 			st.reconnect(st.pick(-1))
 		case r < 96:
 			st.stallSnapshot()
+		case r < 98:
+			st.crash()
 		default:
 			st.stall()
 		}
 	}
+	// The crashed daemons' calls still stuck in the store land now,
+	// late: what they write must change nothing checked.
+	for _, n := range st.dead {
+		n.store.unpause()
+	}
 	stopLoops()
-	wg.Wait()
+	st.wg.Wait()
 	if ctx.Err() != nil {
 		st.fail("hung: %v", ctx.Err())
 	}
 	st.check("before the daemons close")
-	for _, n := range st.nodes {
+	for _, n := range append(st.nodes, st.dead...) {
 		if err := n.d.Close(ctx); err != nil {
 			st.logf("closing %s: %v", n.name, err)
 		}
@@ -1083,4 +1088,40 @@ func TestWriterOpenRacesFlush(t *testing.T) {
 			t.Errorf("at %d: %q, want %q", off, got, want)
 		}
 	}
+}
+
+// startNode starts a daemon called name, with its periodic flush.
+func (st *stallTest) startNode(name string) *stallNode {
+	s, view := st.newStallStore()
+	n := &stallNode{name: name, store: s}
+	m := manage.New(view)
+	n.leases = st.leaseManager(view, n.name)
+	m.Leases = n.leases
+	logf := func(format string, args ...any) { st.logf(n.name+": "+format, args...) }
+	n.d = New(m, logf)
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		n.d.FlushLoop(st.loops, 10*time.Millisecond, logf)
+	}()
+	return n
+}
+
+// crash kills a daemon (it makes no more store calls; those in flight
+// land at the end of the test, late) and starts another with the same
+// node id, as a restart does: its clients reconnect to the new one, and
+// their unflushed writes are lost. The new daemon waits out the leases
+// its predecessor held.
+func (st *stallTest) crash() {
+	k := st.rng.Intn(len(st.nodes))
+	n := st.nodes[k]
+	st.logf("crash %s and restart it", n.name)
+	n.store.pause()
+	for key := range st.clients {
+		if key[0] == k {
+			delete(st.clients, key) // no final flush: the process is gone
+		}
+	}
+	st.dead = append(st.dead, n)
+	st.nodes[k] = st.startNode(n.name)
 }
