@@ -390,14 +390,17 @@ func (st *stallTest) leaseManager(s objstore.Store, name string) *lease.Manager 
 
 // TestStallHandoff is the randomized test of lease handoff with stalls:
 // several daemons share a store and serve the same volumes; a client
-// writes through each in turn, with flushes; at random points a lease
-// holder is paused (every store call it makes waits, a request of its
-// client stuck in the middle) while the clock moves past its expiry and
-// another daemon takes over, and then resumes and finishes its late
-// calls; leases are broken at once (lease break --now); snapshots are
-// taken. Every read must match the oracle, every acknowledged and
-// flushed write must read back through a fresh open at the end, and
-// every snapshot must read at the end what it read when it was taken.
+// writes through each in turn, with flushes (the daemons also flush
+// periodically); at random points a lease holder is paused (every store
+// call it makes waits, a request of its client stuck at some call) while
+// the clock moves past its expiry and another daemon takes over, and
+// then resumes and finishes its late calls; the snapshot taker is paused
+// likewise in the middle of a snapshot; leases are broken (mostly at
+// once, as lease break --now); a daemon crashes and restarts with the
+// same node id; snapshots are taken. Every read must match the oracle,
+// every acknowledged and flushed write must read back through a fresh
+// open at the end, and every snapshot must read at the end what it read
+// when it was taken.
 //
 // ARCHIP_STALL_SEED replays a seed; ARCHIP_STALL_STEPS sets the number
 // of steps (default 150, 60 with -short).
