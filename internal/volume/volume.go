@@ -752,9 +752,20 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 			return err
 		}
 	}
-	if v.rw != nil && v.syncer != nil {
+	switch {
+	case v.rw != nil && v.syncer != nil:
 		v.mu.Lock()
 		v.mu.dirtyObjs[name] = true
+		v.dirtiedLocked()
+		v.mu.Unlock()
+	case !fresh:
+		// Durable already, but in an object that a writer which took
+		// the volume over meanwhile may have copied and dropped from
+		// the map: the next flush swaps the head all the same, so that
+		// such a write fails that flush (ErrFenced) instead of being
+		// reported durable, and the volume counts as dirty until then.
+		v.mu.Lock()
+		v.mu.headDirty = true
 		v.dirtiedLocked()
 		v.mu.Unlock()
 	}
