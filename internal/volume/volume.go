@@ -175,6 +175,11 @@ type OpenOptions struct {
 	// epoch that ended is recorded as unsealed in the head
 	// (blockmap.Head.Unsealed): the next snapshot seals its blocks first.
 	NewEpoch bool
+	// Copying starts a new epoch at open without recording the epoch
+	// that ends as unsealed: for a writer that took the lease from a
+	// clean release and only wants every block it writes copied (so that
+	// discarding undoes it). A takeover needs NewEpoch, which wins.
+	Copying bool
 	// Follow makes a read-only handle see what another handle (on any
 	// host) writes: every read first checks whether the head changed and,
 	// if so, loads the segments that changed. A read never returns data
@@ -222,6 +227,8 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 			if opts.Writable && h.Unsealed == 0 {
 				h.Unsealed = h.Epoch // see sealing in ops.go
 			}
+			h.Epoch++
+		} else if opts.Copying {
 			h.Epoch++
 		}
 		if err := v.checkGuard(); err != nil {
