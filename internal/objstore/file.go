@@ -544,7 +544,9 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, mapErr(err)
 		}
 		mine, _ := identify(target)
-		if err := f.syncDir(dir); err != nil {
+		if err := f.syncDir(dir); errors.Is(err, fs.ErrNotExist) {
+			continue // deleted and removed since the link, this entry too: look again
+		} else if err != nil {
 			return 0, mapErr(err)
 		}
 		if id, err := identify(filepath.Join(dir, genName(base.num))); err != nil || id != base.id {
@@ -599,7 +601,9 @@ func (f *File) newIncarnation(dir string) error {
 		os.RemoveAll(prep) // nothing is there once renamed
 		switch {
 		case err == nil:
-			if err := f.syncDir(parent); err != nil {
+			if err := f.syncDir(parent); errors.Is(err, fs.ErrNotExist) {
+				return nil // written on, deleted and removed since: the caller looks again
+			} else if err != nil {
 				return mapErr(err)
 			}
 			if in, err := os.Stat(dir); err == nil {

@@ -40,7 +40,10 @@ import (
 // With prune, the handles collect superseded generations at once and the
 // lister sees the server's clock a minute ahead, as if every write
 // stalled past PruneAge between its link and its check; a write deleted
-// before its directory's fsync then answers ErrNotFound.
+// before its directory's fsync then answers ErrNotFound. Versions are not
+// checked to grow then: the lister's clock, not the server's, is ahead,
+// so it removes tombstones numbered above the server's time, and a
+// directory made after that may be numbered below them.
 func TestFileLinearizableUnderStalls(t *testing.T) {
 	for _, prune := range []bool{false, true} {
 		t.Run(fmt.Sprintf("prune=%v", prune), func(t *testing.T) { testFileLinearizable(t, prune) })
@@ -106,7 +109,10 @@ func testFileLinearizable(t *testing.T, prune bool) {
 			case <-stop:
 				listed <- nil
 				return
-			default:
+			case <-time.After(time.Millisecond):
+				// (Listing in a tight loop, it removes the empty parent a
+				// creator has just made, before its rename, often
+				// enough for 100 times in a row: the creator gives up.)
 			}
 			found := false
 			err := stores[3].List(ctx, "blk/", func(in objstore.Info) error {
@@ -137,7 +143,7 @@ func testFileLinearizable(t *testing.T, prune bool) {
 			n := 0
 			next := func() string { n++; return fmt.Sprintf("w%d.%d", w, n) }
 			saw := func(op, name string, v objstore.Version) {
-				if v < seen[name] {
+				if v < seen[name] && !prune {
 					t.Errorf("worker %d: %s of %s gave version %x after %x", w, op, name, v, seen[name])
 				}
 				seen[name] = v
