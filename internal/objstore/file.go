@@ -99,9 +99,10 @@ import (
 // clock does not go back. (A creator that
 // stalls between preparing its directory and renaming it, a few system
 // calls, across the whole life of another directory of the name prepared
-// in the same clock tick, starts at a random distance below 2^20 from
-// that one's base: its versions may then be lower than ones seen before,
-// and equal to one with a chance of about the number of writes over 2^20.)
+// after its own, starts below that one's base: its versions may then be
+// lower than ones seen before. They may equal one only if both were
+// prepared in the same clock tick, with a chance of about the number of
+// writes over 2^20. Nothing in this program orders versions.)
 // Then the directory and its parents go while empty: rmdir() fails on a
 // directory with an entry, so anything linked meanwhile stays, and a
 // writer based on the removed tombstone finds it gone and starts over.
