@@ -185,6 +185,13 @@ type OpenOptions struct {
 	// if so, loads the segments that changed. A read never returns data
 	// older than the writer's last flush.
 	Follow bool
+	// Hold, when set, keeps garbage collections off (package gc's
+	// AcquireHold: it waits for a running one to end, and none starts
+	// until release) around the existence check and the head swap of a
+	// flush whose unflushed data is older than MaxUnflushedAge: a
+	// collection already sweeping could otherwise delete an object after
+	// the check found it. release reports whether the hold lapsed.
+	Hold func(ctx context.Context) (release func() error, err error)
 	// OnClose, when set, runs at Close after the final flush, with its
 	// error (a lease is released there), and at Discard with nil; either
 	// is joined with ErrUnsettled if a data write may still land.
