@@ -131,7 +131,14 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, OnClose: release})
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, OnClose: release,
+		Hold: func(ctx context.Context) (func() error, error) {
+			h, err := gc.AcquireHold(ctx, m.Store, m.Now)
+			if err != nil {
+				return nil, err
+			}
+			return h.Release, nil
+		}})
 	if err != nil {
 		release(ctx, nil)
 		return nil, nil, err

@@ -109,6 +109,7 @@ type Volume struct {
 	remap    bool // a read-only head opened to rewrite its map (Hash)
 	follow   bool // a read-only handle that rereads the map when the head changes
 	guard    func() error
+	hold     func(ctx context.Context) (func() error, error)
 	now      func() time.Time // the clock; tests inject one
 	onClose  func(ctx context.Context, err error) error
 	shift    uint8
@@ -208,7 +209,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
-		guard: opts.Guard, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
+		guard: opts.Guard, hold: opts.Hold, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = s.(objstore.RangeWriter)
 		v.syncer, _ = s.(objstore.Syncer)
@@ -1063,12 +1064,31 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	}
 	// NB: last, just before the swap, so that a stall anywhere before it
 	// is measured.
-	if age := v.age(c.since); age > MaxUnflushedAge {
+	var release func() error
+	age := v.age(c.since)
+	if age > MaxUnflushedAge {
+		if v.hold != nil {
+			// A collection running now may have marked without these
+			// objects and delete them after the check: wait for it to
+			// end, and keep others off until the head is swapped.
+			r, err := v.hold(ctx)
+			if err != nil {
+				return fmt.Errorf("volume: flush: keep garbage collections off to check unflushed data: %w", err)
+			}
+			release = r
+		}
 		if err := v.checkExist(ctx, c, age); err != nil {
+			if release != nil {
+				release()
+			}
 			return err
 		}
 	}
 	ver, garbage, err := v.swapHead(ctx, &h, c.headVer, written)
+	var lapsed error
+	if release != nil {
+		lapsed = release()
+	}
 	if err != nil {
 		return fmt.Errorf("volume: flush: %w", err)
 	}
@@ -1076,6 +1096,14 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	v.mu.head.Segments, v.mu.headVer = h.Segments, ver
 	v.mu.Unlock()
 	c.freed = append(append(c.freed, obsolete...), garbage...)
+	if lapsed != nil {
+		// This writer stalled again past the hold: a collection may have
+		// deleted what the head now references.
+		if err := v.checkExist(ctx, c, age); err != nil {
+			c.freed = nil // (restored and deleted by no later flush: fenced)
+			return err
+		}
+	}
 	return nil
 }
 
