@@ -23,8 +23,9 @@
 //     long as writers flush within it: the daemon flushes every few
 //     seconds, and a writer whose unflushed data grew older than a quarter
 //     of an hour checks that its objects still exist before it swaps its
-//     head, so a stalled writer fails its flush instead of persisting a
-//     dangling reference. That check is why the grace period may not be
+//     head, holding collections off meanwhile (a hold, as above: a
+//     collection already sweeping ends first), so a stalled writer fails
+//     its flush instead of persisting a dangling reference. That check is why the grace period may not be
 //     shorter than MinGrace (the check's age plus a margin): with a
 //     shorter one, a flush that does not check could reference blocks a
 //     collection has deleted;

@@ -118,7 +118,7 @@ func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*
 	return m.openLeased(ctx, id, l, lost, false)
 }
 
-func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), newEpoch bool) (*volume.Volume, *lease.Lease, error) {
+func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), copying bool) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
 	release := func(ctx context.Context, closeErr error) error {
 		stop()
@@ -131,7 +131,14 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: newEpoch || l.TookOver(), OnClose: release})
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, OnClose: release,
+		Hold: func(ctx context.Context) (func() error, error) {
+			h, err := gc.AcquireHold(ctx, m.Store, m.Now)
+			if err != nil {
+				return nil, err
+			}
+			return h.Release, nil
+		}})
 	if err != nil {
 		release(ctx, nil)
 		return nil, nil, err

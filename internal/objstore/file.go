@@ -99,9 +99,10 @@ import (
 // clock does not go back. (A creator that
 // stalls between preparing its directory and renaming it, a few system
 // calls, across the whole life of another directory of the name prepared
-// in the same clock tick, starts at a random distance below 2^20 from
-// that one's base: its versions may then be lower than ones seen before,
-// and equal to one with a chance of about the number of writes over 2^20.)
+// after its own, starts below that one's base: its versions may then be
+// lower than ones seen before. They may equal one only if both were
+// prepared in the same clock tick, with a chance of about the number of
+// writes over 2^20. Nothing in this program orders versions.)
 // Then the directory and its parents go while empty: rmdir() fails on a
 // directory with an entry, so anything linked meanwhile stays, and a
 // writer based on the removed tombstone finds it gone and starts over.
@@ -544,7 +545,9 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, mapErr(err)
 		}
 		mine, _ := identify(target)
-		if err := f.syncDir(dir); err != nil {
+		if err := f.syncDir(dir); errors.Is(err, fs.ErrNotExist) {
+			continue // deleted and removed since the link, this entry too: look again
+		} else if err != nil {
 			return 0, mapErr(err)
 		}
 		if id, err := identify(filepath.Join(dir, genName(base.num))); err != nil || id != base.id {
@@ -599,7 +602,9 @@ func (f *File) newIncarnation(dir string) error {
 		os.RemoveAll(prep) // nothing is there once renamed
 		switch {
 		case err == nil:
-			if err := f.syncDir(parent); err != nil {
+			if err := f.syncDir(parent); errors.Is(err, fs.ErrNotExist) {
+				return nil // written on, deleted and removed since: the caller looks again
+			} else if err != nil {
 				return mapErr(err)
 			}
 			if in, err := os.Stat(dir); err == nil {

@@ -42,7 +42,9 @@
 // period, which covers a writer's unflushed objects only while they are
 // younger than MaxUnflushedAge. So a flush whose oldest write is older
 // than that (the writer stalled, or nothing flushed it) first checks that
-// every object its map will reference still exists; if one is gone, the
+// every object its map will reference still exists, under a collection
+// hold (OpenOptions.Hold) so that a collection already sweeping cannot
+// delete one after the check and before the head swap; if one is gone, the
 // handle is fenced (ErrStale, a kind of ErrFenced): that flush and every
 // later write or flush fail, and the map is never persisted. The garbage
 // collector refuses a grace that does not exceed MaxUnflushedAge.

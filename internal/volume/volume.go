@@ -109,6 +109,7 @@ type Volume struct {
 	remap    bool // a read-only head opened to rewrite its map (Hash)
 	follow   bool // a read-only handle that rereads the map when the head changes
 	guard    func() error
+	hold     func(ctx context.Context) (func() error, error)
 	now      func() time.Time // the clock; tests inject one
 	onClose  func(ctx context.Context, err error) error
 	shift    uint8
@@ -175,11 +176,23 @@ type OpenOptions struct {
 	// epoch that ended is recorded as unsealed in the head
 	// (blockmap.Head.Unsealed): the next snapshot seals its blocks first.
 	NewEpoch bool
+	// Copying starts a new epoch at open without recording the epoch
+	// that ends as unsealed: for a writer that took the lease from a
+	// clean release and only wants every block it writes copied (so that
+	// discarding undoes it). A takeover needs NewEpoch, which wins.
+	Copying bool
 	// Follow makes a read-only handle see what another handle (on any
 	// host) writes: every read first checks whether the head changed and,
 	// if so, loads the segments that changed. A read never returns data
 	// older than the writer's last flush.
 	Follow bool
+	// Hold, when set, keeps garbage collections off (package gc's
+	// AcquireHold: it waits for a running one to end, and none starts
+	// until release) around the existence check and the head swap of a
+	// flush whose unflushed data is older than MaxUnflushedAge: a
+	// collection already sweeping could otherwise delete an object after
+	// the check found it. release reports whether the hold lapsed.
+	Hold func(ctx context.Context) (release func() error, err error)
 	// OnClose, when set, runs at Close after the final flush, with its
 	// error (a lease is released there), and at Discard with nil; either
 	// is joined with ErrUnsettled if a data write may still land.
@@ -196,7 +209,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
-		guard: opts.Guard, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
+		guard: opts.Guard, hold: opts.Hold, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = s.(objstore.RangeWriter)
 		v.syncer, _ = s.(objstore.Syncer)
@@ -222,6 +235,8 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 			if opts.Writable && h.Unsealed == 0 {
 				h.Unsealed = h.Epoch // see sealing in ops.go
 			}
+			h.Epoch++
+		} else if opts.Copying {
 			h.Epoch++
 		}
 		if err := v.checkGuard(); err != nil {
@@ -1060,12 +1075,31 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	}
 	// NB: last, just before the swap, so that a stall anywhere before it
 	// is measured.
-	if age := v.age(c.since); age > MaxUnflushedAge {
+	var release func() error
+	age := v.age(c.since)
+	if age > MaxUnflushedAge {
+		if v.hold != nil {
+			// A collection running now may have marked without these
+			// objects and delete them after the check: wait for it to
+			// end, and keep others off until the head is swapped.
+			r, err := v.hold(ctx)
+			if err != nil {
+				return fmt.Errorf("volume: flush: keep garbage collections off to check unflushed data: %w", err)
+			}
+			release = r
+		}
 		if err := v.checkExist(ctx, c, age); err != nil {
+			if release != nil {
+				release()
+			}
 			return err
 		}
 	}
 	ver, garbage, err := v.swapHead(ctx, &h, c.headVer, written)
+	var lapsed error
+	if release != nil {
+		lapsed = release()
+	}
 	if err != nil {
 		return fmt.Errorf("volume: flush: %w", err)
 	}
@@ -1073,6 +1107,14 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	v.mu.head.Segments, v.mu.headVer = h.Segments, ver
 	v.mu.Unlock()
 	c.freed = append(append(c.freed, obsolete...), garbage...)
+	if lapsed != nil {
+		// This writer stalled again past the hold: a collection may have
+		// deleted what the head now references.
+		if err := v.checkExist(ctx, c, age); err != nil {
+			c.freed = nil // (restored and deleted by no later flush: fenced)
+			return err
+		}
+	}
 	return nil
 }
 
