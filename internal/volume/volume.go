@@ -889,6 +889,7 @@ type cut struct {
 	head     blockmap.Head
 	headVer  objstore.Version
 	dirtyHdr bool
+	check    func(context.Context) error // asked last before the head swap
 }
 
 // takeCut collects what the next flush must persist. The caller holds
@@ -1051,6 +1052,11 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	// is measured.
 	if age := v.age(c.since); age > MaxUnflushedAge {
 		if err := v.checkExist(ctx, c, age); err != nil {
+			return err
+		}
+	}
+	if c.check != nil {
+		if err := c.check(ctx); err != nil {
 			return err
 		}
 	}
