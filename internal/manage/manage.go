@@ -569,7 +569,7 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, size int64, name stri
 // the check and the swap, or after the swap), it takes a new hold, under
 // which no collection runs, and stores again any content object that is
 // gone from the private object it replaced (RepairHash) before deleting
-// those. A collection marks either the old map (the private objects stay)
+// those. It does the same when Release cannot tell (a store error). A collection marks either the old map (the private objects stay)
 // or the new one (the content objects stay), so one of the two is there
 // for each block. Not covered: a stall between the check and the swap
 // during which a collection deletes the content objects, then a second
@@ -596,9 +596,7 @@ func (m *Manager) Hash(ctx context.Context, name string, progress func(done, tot
 		return volume.HashStats{}, err
 	}
 	st, err := v.HashWith(ctx, volume.HashOptions{Progress: progress, Check: h.Check, KeepReplaced: true})
-	if cerr := v.Close(ctx); err == nil {
-		err = cerr
-	}
+	cerr := v.Close(ctx)
 	rerr := h.Release()
 	if err != nil {
 		if errors.Is(err, gc.ErrHoldLost) {
@@ -606,12 +604,7 @@ func (m *Manager) Hash(ctx context.Context, name string, progress func(done, tot
 		}
 		return volume.HashStats{}, err // the map is as it was
 	}
-	if rerr != nil && !errors.Is(rerr, gc.ErrHoldLost) {
-		// Unknown whether a collection ran: keep the replaced private
-		// objects; the next collection deletes them.
-		return st, rerr
-	}
-	if rerr != nil {
+	if rerr != nil { // lost, or not known to be held
 		if err := m.repairHash(ctx, name, st.Replaced); err != nil {
 			return volume.HashStats{}, err
 		}
@@ -620,7 +613,7 @@ func (m *Manager) Hash(ctx context.Context, name string, progress func(done, tot
 		m.Store.Delete(ctx, o) // best effort: a leftover is an orphan for GC
 	}
 	st.Replaced, st.Freed = nil, nil
-	return st, nil
+	return st, cerr
 }
 
 // repairHash makes sound a map a hash stored after its hold was lost: see

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -330,8 +331,11 @@ type HashStats struct {
 }
 
 // Replaced is a block Hash changed: Old (a private block) reads as New
-// (a content or zero block).
-type Replaced struct{ Old, New blockmap.Entry }
+// (a content or zero block); Len is the block's length.
+type Replaced struct {
+	Old, New blockmap.Entry
+	Len      int64
+}
 
 // HashOptions tune HashWith.
 type HashOptions struct {
@@ -411,6 +415,9 @@ func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, err
 	v.mu.Lock()
 	unknown := err != nil && checkErr == nil && len(v.mu.pending) > 0
 	v.mu.dirtySegs, v.mu.freed, v.mu.headDirty = map[uint32]bool{}, nil, unknown
+	if !unknown {
+		v.mu.dirtySince = time.Time{}
+	}
 	for b, e := range saved {
 		if unknown && b < len(v.mu.entries) && v.mu.entries[b] != e {
 			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
@@ -442,7 +449,7 @@ func RepairHash(ctx context.Context, s objstore.Store, repl []Replaced) ([]int, 
 			}
 			data, _, err := s.Get(gctx, r.Old.ObjectName())
 			if err == nil {
-				if data = ContentBlock(data); sha256.Sum256(data) == r.New.Hash() {
+				if data = ContentBlock(data[:min(int64(len(data)), r.Len)]); sha256.Sum256(data) == r.New.Hash() {
 					_, err = s.Create(gctx, r.New.ObjectName(), data)
 					if errors.Is(err, objstore.ErrExists) {
 						err = nil
@@ -509,7 +516,7 @@ func (v *Volume) contentify(ctx context.Context, pick func(blockmap.Entry) bool,
 				v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
 				v.dirtiedLocked()
 				if repl != nil {
-					*repl = append(*repl, Replaced{Old: e, New: ne})
+					*repl = append(*repl, Replaced{Old: e, New: ne, Len: int64(len(buf))})
 				}
 				if v.owns(e, v.mu.head.Epoch) {
 					v.mu.freed = append(v.mu.freed, e.ObjectName())
