@@ -68,9 +68,13 @@
 //     that wakes up late may already have persisted references to objects
 //     the collection deleted; it then fails with ErrHoldLost, and its
 //     result must not be used: package manage removes the snapshot, clone
-//     or image it registered (a hash, which changed a map in place, must
-//     be checked by reading the volume). Hold.Valid tells an
-//     owner, by its clock, that its hold may have lapsed, to stop early.
+//     or image it registered. A hash, which changes a map in place,
+//     checks its hold in the store (Hold.Check) last before its head
+//     swap and changes nothing if it is lost, and keeps the private
+//     blocks it replaced until Release confirms the hold; if Release
+//     finds it lost, the hash repairs its map under a new hold (see
+//     manage.Manager.Hash). Hold.Valid tells an owner, by its clock,
+//     that its hold may have lapsed, to stop early.
 //   - The grace period: the cutoff is taken when a collection starts, so
 //     a collector that wakes up late is only more conservative. A writer
 //     that wakes up late with unflushed data older than its check age

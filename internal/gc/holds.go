@@ -297,6 +297,12 @@ func lockFree(ctx context.Context, s objstore.Store, now Clock) (bool, error) {
 // copies references stops early instead of finding out at Release.
 func (h *Hold) Valid() error { return h.c.valid() }
 
+// Check is Valid, and checks in the store that no collection took the
+// hold for dead (one read): a process whose clock stopped with it cannot
+// tell otherwise. An operation calls it last before it makes its result
+// durable; a stall after it is found out only by Release.
+func (h *Hold) Check(ctx context.Context) error { return h.c.held(ctx) }
+
 // Release ends the hold. It returns ErrHoldLost if a collection took the
 // hold for dead at any time before Release (the operation stalled past
 // its expiry): the operation's result may then reference deleted

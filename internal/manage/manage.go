@@ -45,8 +45,8 @@ type Manager struct {
 // clone, import, hash), while holding garbage collections off (package gc).
 // If fn stalled so long that a collection took the hold for dead, it
 // fails with gc.ErrHoldLost even though fn succeeded; a result fn
-// registered is then removed (dropLost), except Hash's, which changes a
-// map in place.
+// registered is then removed (dropLost). Hash, which changes a map in
+// place, handles its hold itself.
 func (m *Manager) held(ctx context.Context, fn func() error) error {
 	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 	if err != nil {
@@ -565,28 +565,84 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, size int64, name stri
 
 // Hash turns the private blocks of name into content blocks, so that
 // identical data stored elsewhere is shared.
+//
+// The hash points the map at content objects that may be old garbage, so
+// it holds collections off, and it must not lose data if the hold is lost
+// (the process stalled past its expiry and a collection took it for
+// dead, then deleted such objects). So: the hash checks its hold in the
+// store last before its head swap, and changes nothing if it was lost; it
+// keeps the private objects it replaced until Release confirms that no
+// collection ran; and if Release finds the hold lost (a stall between
+// the check and the swap, or after the swap), it takes a new hold, under
+// which no collection runs, and stores again any content object that is
+// gone from the private object it replaced (RepairHash) before deleting
+// those. It does the same when Release cannot tell (a store error). A collection marks either the old map (the private objects stay)
+// or the new one (the content objects stay), so one of the two is there
+// for each block. Not covered: a stall between the check and the swap
+// during which a collection deletes the content objects, then a second
+// collection that starts in the moments between the swap and the new
+// hold and deletes the private objects; the repair then reports the
+// blocks lost (volume.ErrCorrupt).
 func (m *Manager) Hash(ctx context.Context, name string, progress func(done, total int64)) (volume.HashStats, error) {
 	r, err := m.Lookup(ctx, name)
 	if err != nil {
 		return volume.HashStats{}, err
 	}
-	var st volume.HashStats
-	err = m.held(ctx, func() error {
-		var v *volume.Volume
-		var err error
-		if r.ReadOnly() {
-			v, err = volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Remap: true})
-		} else {
-			v, _, err = m.OpenWriter(ctx, r.ID, nil)
+	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
+	if err != nil {
+		return volume.HashStats{}, err
+	}
+	var v *volume.Volume
+	if r.ReadOnly() {
+		v, err = volume.Open(ctx, m.Store, r.ID, volume.OpenOptions{Remap: true})
+	} else {
+		v, _, err = m.OpenWriter(ctx, r.ID, nil)
+	}
+	if err != nil {
+		h.Release()
+		return volume.HashStats{}, err
+	}
+	st, err := v.HashWith(ctx, volume.HashOptions{Progress: progress, Check: h.Check, KeepReplaced: true})
+	cerr := v.Close(ctx)
+	rerr := h.Release()
+	if err != nil {
+		if errors.Is(err, gc.ErrHoldLost) {
+			err = fmt.Errorf("manage: %q: the hash changed nothing, run it again: %w", name, err)
 		}
+		return volume.HashStats{}, err // the map is as it was
+	}
+	if rerr != nil { // lost, or not known to be held
+		if err := m.repairHash(ctx, name, st.Replaced); err != nil {
+			return volume.HashStats{}, err
+		}
+	}
+	for _, o := range st.Freed {
+		m.Store.Delete(ctx, o) // best effort: a leftover is an orphan for GC
+	}
+	st.Replaced, st.Freed = nil, nil
+	return st, cerr
+}
+
+// repairHash makes sound a map a hash stored after its hold was lost: see
+// Hash.
+func (m *Manager) repairHash(ctx context.Context, name string, repl []volume.Replaced) error {
+	for {
+		h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 		if err != nil {
-			return err
+			return fmt.Errorf("manage: %q: the hash stalled past its hold on garbage collections, and checking its map failed (%w): read the volume to check it", name, err)
 		}
-		st, err = v.Hash(ctx, progress)
-		if cerr := v.Close(ctx); err == nil {
-			err = cerr
+		lost, err := volume.RepairHash(ctx, m.Store, repl)
+		rerr := h.Release()
+		switch {
+		case err != nil:
+			return fmt.Errorf("manage: %q: the hash stalled past its hold on garbage collections, and checking its map failed (%w): read the volume to check it", name, err)
+		case len(lost) > 0:
+			return fmt.Errorf("%w: %q: a garbage collection deleted %d blocks while the hash stalled (the first: %s, which replaced %s)", volume.ErrCorrupt, name, len(lost), repl[lost[0]].New.ObjectName(), repl[lost[0]].Old.ObjectName())
+		case errors.Is(rerr, gc.ErrHoldLost):
+			continue // stalled again: check again
+		case rerr != nil:
+			return fmt.Errorf("manage: %q: could not confirm the check of the hash's map (%w): read the volume to check it", name, rerr)
 		}
-		return err
-	})
-	return st, err
+		return nil
+	}
 }

@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sort"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -319,14 +322,54 @@ type HashStats struct {
 	Zeroed      int64 // private blocks that were all zeros
 	NewContent  int64 // content objects stored (the rest existed: deduplicated)
 	StoredBytes int64 // bytes of the new content objects
+
+	// With HashOptions.KeepReplaced: every block the new map changed, and
+	// the replaced private objects this volume owns, which Hash did not
+	// delete.
+	Replaced []Replaced `json:"-"`
+	Freed    []string   `json:"-"`
 }
 
-// Hash turns the volume's private blocks into content blocks, so that
+// Replaced is a block Hash changed: Old (a private block) reads as New
+// (a content or zero block); Len is the block's length.
+type Replaced struct {
+	Old, New blockmap.Entry
+	Len      int64
+}
+
+// HashOptions tune HashWith.
+type HashOptions struct {
+	// Progress, if not nil, is called after each block with the blocks
+	// done and the total.
+	Progress func(done, total int64)
+	// Check, if not nil, is asked just before the new map replaces the
+	// stored one. An error leaves the stored map and the handle's as they
+	// were (the content objects already stored are garbage), and is
+	// returned. A caller holding garbage collections off passes its hold.
+	Check func(ctx context.Context) error
+	// KeepReplaced: do not delete the private objects the new map no
+	// longer references; return them in HashStats (see RepairHash).
+	KeepReplaced bool
+}
+
+// Hash is HashWith with only a progress function.
+func (v *Volume) Hash(ctx context.Context, progress func(done, total int64)) (HashStats, error) {
+	return v.HashWith(ctx, HashOptions{Progress: progress})
+}
+
+// HashWith turns the volume's private blocks into content blocks, so that
 // identical data anywhere in the store is stored once. What it reads does
 // not change. The handle must be writable or opened with Remap.
-// progress, if not nil, is called after each block with the blocks done
-// and the total.
-func (v *Volume) Hash(ctx context.Context, progress func(done, total int64)) (HashStats, error) {
+//
+// Deduplication points the map at content objects that exist already and
+// that, unreferenced, a garbage collection may be deleting: the caller
+// holds collections off (package gc), and since a hold can be lost by a
+// stall, Hash asks opts.Check last before the head swap and changes
+// nothing if it fails. A stall between that check and the swap can still
+// persist a map that points at deleted objects; with KeepReplaced the old
+// private objects stay, and the caller confirms its hold after the swap
+// or, failing that, repairs with RepairHash.
+func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, error) {
 	if v.readOnly && !v.remap {
 		return HashStats{}, ErrReadOnly
 	}
@@ -334,23 +377,106 @@ func (v *Volume) Hash(ctx context.Context, progress func(done, total int64)) (Ha
 	defer v.flushMu.Unlock()
 	v.gate.Lock()
 	defer v.gate.Unlock()
-	st, err := v.contentify(ctx, func(e blockmap.Entry) bool { return e.Kind() == blockmap.Private }, progress)
-	if err != nil {
-		return st, err
+	// Persist earlier writes first, so that a failure below can drop
+	// exactly what the hash changed.
+	if err := v.persist(ctx, v.takeCut()); err != nil {
+		return HashStats{}, err
 	}
 	v.mu.Lock()
-	if v.mu.head.Unsealed != 0 {
-		v.mu.head.Unsealed, v.mu.headDirty = 0, true // no private block is left
-	}
+	saved, unsealedFrom := append([]blockmap.Entry(nil), v.mu.entries...), v.mu.head.Unsealed
 	v.mu.Unlock()
-	return st, v.persist(ctx, v.takeCut())
+	var repl []Replaced
+	st, err := v.contentify(ctx, func(e blockmap.Entry) bool { return e.Kind() == blockmap.Private }, opts.Progress, &repl)
+	var checkErr error
+	if err == nil {
+		v.mu.Lock()
+		if v.mu.head.Unsealed != 0 {
+			v.mu.head.Unsealed, v.mu.headDirty = 0, true // no private block is left
+		}
+		v.mu.Unlock()
+		c := v.takeCut()
+		if opts.KeepReplaced {
+			st.Freed, c.freed = c.freed, nil
+			st.Replaced = repl
+		}
+		if opts.Check != nil {
+			c.check = func(ctx context.Context) error {
+				checkErr = opts.Check(ctx)
+				return checkErr
+			}
+		}
+		if err = v.persist(ctx, c); err == nil {
+			return st, nil
+		}
+	}
+	// Nothing the hash changed may reach the store by a later flush: put
+	// the map back. A swap whose outcome is unknown may have stored the
+	// new map: then the next flush stores the old one again.
+	v.mu.Lock()
+	unknown := err != nil && checkErr == nil && len(v.mu.pending) > 0
+	v.mu.dirtySegs, v.mu.freed, v.mu.headDirty = map[uint32]bool{}, nil, unknown
+	if !unknown {
+		v.mu.dirtySince = time.Time{}
+	}
+	for b, e := range saved {
+		if unknown && b < len(v.mu.entries) && v.mu.entries[b] != e {
+			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+		}
+	}
+	v.mu.entries, v.mu.head.Unsealed = saved, unsealedFrom
+	v.mu.Unlock()
+	return HashStats{}, err
+}
+
+// RepairHash makes the map a hash stored (see HashWith) sound after the
+// hash's hold on garbage collections was lost: for each replaced block
+// whose content object is gone, it stores it again from the old private
+// object. It returns the blocks (indexes into repl) for which both are
+// gone. The caller holds collections off for the whole repair.
+func RepairHash(ctx context.Context, s objstore.Store, repl []Replaced) ([]int, error) {
+	var mu sync.Mutex
+	var lost []int
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, r := range repl {
+		if r.New.Kind() != blockmap.Content {
+			continue
+		}
+		g.Go(func() error {
+			_, err := s.Stat(gctx, r.New.ObjectName())
+			if !objstore.IsNotExist(err) {
+				return err
+			}
+			data, _, err := s.Get(gctx, r.Old.ObjectName())
+			if err == nil {
+				if data = ContentBlock(data[:min(int64(len(data)), r.Len)]); sha256.Sum256(data) == r.New.Hash() {
+					_, err = s.Create(gctx, r.New.ObjectName(), data)
+					if errors.Is(err, objstore.ErrExists) {
+						err = nil
+					}
+					return err
+				}
+			}
+			if err != nil && !objstore.IsNotExist(err) {
+				return err
+			}
+			mu.Lock()
+			lost = append(lost, i)
+			mu.Unlock()
+			return nil
+		})
+	}
+	err := g.Wait()
+	sort.Ints(lost)
+	return lost, err
 }
 
 // contentify turns the blocks whose entries pick selects into content
 // blocks (or zero blocks) without changing what they read. A block that
 // a write replaced meanwhile is left as the write made it. The caller
-// holds flushMu; with the gate held too, no block is left.
-func (v *Volume) contentify(ctx context.Context, pick func(blockmap.Entry) bool, progress func(done, total int64)) (HashStats, error) {
+// holds flushMu; with the gate held too, no block is left. If repl is not
+// nil, the changes are appended to it.
+func (v *Volume) contentify(ctx context.Context, pick func(blockmap.Entry) bool, progress func(done, total int64), repl *[]Replaced) (HashStats, error) {
 	entries := v.Entries()
 	var st HashStats
 	var done atomic.Int64
@@ -389,6 +515,9 @@ func (v *Volume) contentify(ctx context.Context, pick func(blockmap.Entry) bool,
 				v.mu.entries[b] = ne
 				v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
 				v.dirtiedLocked()
+				if repl != nil {
+					*repl = append(*repl, Replaced{Old: e, New: ne, Len: int64(len(buf))})
+				}
 				if v.owns(e, v.mu.head.Epoch) {
 					v.mu.freed = append(v.mu.freed, e.ObjectName())
 					delete(v.mu.dirtyObjs, e.ObjectName())
@@ -450,7 +579,7 @@ func (v *Volume) seal(ctx context.Context) error {
 	if h.Unsealed == 0 {
 		return nil
 	}
-	if _, err := v.contentify(ctx, func(e blockmap.Entry) bool { return unsealed(&h, e) }, nil); err != nil {
+	if _, err := v.contentify(ctx, func(e blockmap.Entry) bool { return unsealed(&h, e) }, nil, nil); err != nil {
 		return fmt.Errorf("seal the blocks of the writer taken over: %w", err)
 	}
 	v.mu.Lock()

@@ -915,6 +915,7 @@ type cut struct {
 	head     blockmap.Head
 	headVer  objstore.Version
 	dirtyHdr bool
+	check    func(context.Context) error // asked last before the head swap
 }
 
 // takeCut collects what the next flush must persist. The caller holds
@@ -1092,6 +1093,11 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 			if release != nil {
 				release()
 			}
+			return err
+		}
+	}
+	if c.check != nil {
+		if err := c.check(ctx); err != nil {
 			return err
 		}
 	}
