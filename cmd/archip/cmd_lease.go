@@ -45,15 +45,17 @@ stopped writing by its own clock. The command waits until then and says
 what it is waiting for; interrupting the wait does not undo the break.
 
 With --now the lease is free at once. A holder that is still alive (frozen,
-cut off) may go on writing until its lease expires by its own clock; those
-late writes stay out of the next writer's map (new epoch) but are lost, as
-is everything it had not flushed.
+cut off) may go on writing until its lease expires by its own clock. Those
+late writes are never reported durable and never reach a snapshot (the next
+writer starts a new epoch and seals the old one's blocks before its first
+snapshot), but until then they may show in blocks the next writer has not
+written. What the holder had not flushed is lost.
 
 A lease record that cannot be read (corrupt) blocks every writer of the
 volume until it is broken this way. Its expiry is unknown: the command then
 waits one lease TTL (5s) plus the clock drift allowance (500ms) from now. A
-daemon running with a longer --lease-ttl may write until its own runs out;
-those writes land in the old epoch and are lost.`,
+daemon running with a longer --lease-ttl may write until its own runs out,
+with the same outcome as under --now.`,
 		Args: exactArgs("VOLUME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runLeaseBreak(c.Context(), g, args[0], now)
