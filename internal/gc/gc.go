@@ -73,7 +73,9 @@
 //     swap and changes nothing if it is lost, and keeps the private
 //     blocks it replaced until Release confirms the hold; if Release
 //     finds it lost, the hash repairs its map under a new hold (see
-//     manage.Manager.Hash). Hold.Valid tells an owner, by its clock,
+//     manage.Manager.Hash). A snapshot after a takeover, which first
+//     seals the volume's map in place, seals the same way.
+//     Hold.Valid tells an owner, by its clock,
 //     that its hold may have lapsed, to stop early.
 //   - The grace period: the cutoff is taken when a collection starts, so
 //     a collector that wakes up late is only more conservative. A writer

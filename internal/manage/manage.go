@@ -47,12 +47,12 @@ type Manager struct {
 // fails with gc.ErrHoldLost even though fn succeeded; a result fn
 // registered is then removed (dropLost). Hash, which changes a map in
 // place, handles its hold itself.
-func (m *Manager) held(ctx context.Context, fn func() error) error {
+func (m *Manager) held(ctx context.Context, fn func(h *gc.Hold) error) error {
 	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 	if err != nil {
 		return err
 	}
-	err = fn()
+	err = fn(h)
 	if rerr := h.Release(); err == nil {
 		err = rerr
 	}
@@ -229,12 +229,25 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 		return nil, err
 	}
 	var rec *catalog.Record
-	err := m.held(ctx, func() error {
+	var sealed []volume.Replaced
+	err := m.held(ctx, func(h *gc.Hold) error {
 		v, r, err := m.Open(ctx, vol, true)
 		if err != nil {
 			return err
 		}
 		defer v.Close(ctx)
+		if v.Head().Unsealed != 0 {
+			// After a takeover the snapshot must first seal the old
+			// writer's blocks into content blocks, deduplicating onto
+			// objects a collection may be deleting: seal as a hash does,
+			// checking the hold before the swap and keeping what to
+			// repair from should the hold turn out lost (see Hash).
+			st, err := v.HashWith(ctx, volume.HashOptions{Unsealed: true, Check: h.Check, KeepReplaced: true})
+			if err != nil {
+				return err
+			}
+			sealed = st.Replaced
+		}
 		sid, err := v.Snapshot(ctx)
 		if err != nil {
 			return err
@@ -242,6 +255,11 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 		rec, err = m.register(ctx, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
 		return err
 	})
+	if errors.Is(err, gc.ErrHoldLost) && len(sealed) > 0 {
+		if rerr := m.repairHash(ctx, vol, sealed); rerr != nil {
+			err = fmt.Errorf("%w (and sealing %q before the snapshot: %v)", err, vol, rerr)
+		}
+	}
 	if err != nil {
 		return nil, m.dropLost(ctx, rec, err)
 	}
@@ -262,7 +280,7 @@ func (m *Manager) Clone(ctx context.Context, src, name string, size uint64) (*ca
 		return nil, err
 	}
 	var rec *catalog.Record
-	err = m.held(ctx, func() error {
+	err = m.held(ctx, func(*gc.Hold) error {
 		id, err := volume.Clone(ctx, m.Store, r.ID, size)
 		if err != nil {
 			return err
@@ -549,7 +567,7 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, size int64, name stri
 	}
 	var st image.ImportStats
 	var rec *catalog.Record
-	err := m.held(ctx, func() error {
+	err := m.held(ctx, func(*gc.Hold) error {
 		var err error
 		if st, err = image.Import(ctx, m.Store, r, size, opts); err != nil {
 			return err
@@ -623,25 +641,25 @@ func (m *Manager) Hash(ctx context.Context, name string, progress func(done, tot
 	return st, cerr
 }
 
-// repairHash makes sound a map a hash stored after its hold was lost: see
-// Hash.
+// repairHash makes sound a map a hash (or a snapshot's seal) stored after
+// its hold was lost: see Hash.
 func (m *Manager) repairHash(ctx context.Context, name string, repl []volume.Replaced) error {
 	for {
 		h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 		if err != nil {
-			return fmt.Errorf("manage: %q: the hash stalled past its hold on garbage collections, and checking its map failed (%w): read the volume to check it", name, err)
+			return fmt.Errorf("manage: %q: it stalled past its hold on garbage collections, and checking the map it stored failed (%w): read the volume to check it", name, err)
 		}
 		lost, err := volume.RepairHash(ctx, m.Store, repl)
 		rerr := h.Release()
 		switch {
 		case err != nil:
-			return fmt.Errorf("manage: %q: the hash stalled past its hold on garbage collections, and checking its map failed (%w): read the volume to check it", name, err)
+			return fmt.Errorf("manage: %q: it stalled past its hold on garbage collections, and checking the map it stored failed (%w): read the volume to check it", name, err)
 		case len(lost) > 0:
-			return fmt.Errorf("%w: %q: a garbage collection deleted %d blocks while the hash stalled (the first: %s, which replaced %s)", volume.ErrCorrupt, name, len(lost), repl[lost[0]].New.ObjectName(), repl[lost[0]].Old.ObjectName())
+			return fmt.Errorf("%w: %q: a garbage collection deleted %d blocks while it stalled (the first: %s, which replaced %s)", volume.ErrCorrupt, name, len(lost), repl[lost[0]].New.ObjectName(), repl[lost[0]].Old.ObjectName())
 		case errors.Is(rerr, gc.ErrHoldLost):
 			continue // stalled again: check again
 		case rerr != nil:
-			return fmt.Errorf("manage: %q: could not confirm the check of the hash's map (%w): read the volume to check it", name, rerr)
+			return fmt.Errorf("manage: %q: could not confirm the check of the map it stored (%w): read the volume to check it", name, rerr)
 		}
 		return nil
 	}

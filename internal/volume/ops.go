@@ -350,6 +350,9 @@ type HashOptions struct {
 	// KeepReplaced: do not delete the private objects the new map no
 	// longer references; return them in HashStats (see RepairHash).
 	KeepReplaced bool
+	// Unsealed: convert only the blocks that a writer this volume was
+	// taken over from may still change (what Seal does), under Check.
+	Unsealed bool
 }
 
 // Hash is HashWith with only a progress function.
@@ -385,13 +388,18 @@ func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, err
 	v.mu.Lock()
 	saved, unsealedFrom := append([]blockmap.Entry(nil), v.mu.entries...), v.mu.head.Unsealed
 	v.mu.Unlock()
+	pick := func(e blockmap.Entry) bool { return e.Kind() == blockmap.Private }
+	if opts.Unsealed {
+		h := v.Head()
+		pick = func(e blockmap.Entry) bool { return unsealed(&h, e) }
+	}
 	var repl []Replaced
-	st, err := v.contentify(ctx, func(e blockmap.Entry) bool { return e.Kind() == blockmap.Private }, opts.Progress, &repl)
+	st, err := v.contentify(ctx, pick, opts.Progress, &repl)
 	var checkErr error
 	if err == nil {
 		v.mu.Lock()
 		if v.mu.head.Unsealed != 0 {
-			v.mu.head.Unsealed, v.mu.headDirty = 0, true // no private block is left
+			v.mu.head.Unsealed, v.mu.headDirty = 0, true // no unsealed block is left
 		}
 		v.mu.Unlock()
 		c := v.takeCut()
