@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"sync/atomic"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -27,16 +26,7 @@ func TestCloseDuringFailingFinalFlush(t *testing.T) {
 	if err := e.WriteAt(ctx, []byte("acknowledged"), 8192, false); err != nil {
 		t.Fatal(err)
 	}
-	inFlush, unblock := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	s.setHook(func(op objstore.Op, name string) error {
-		if op == objstore.OpSwap && name == blockmap.HeadName(ids["v"]) && first.CompareAndSwap(false, true) {
-			close(inFlush)
-			<-unblock
-			return errors.New("store unavailable")
-		}
-		return nil
-	})
+	inFlush, unblock := holdFirst(s, objstore.OpSwap, blockmap.HeadName(ids["v"]), errors.New("store unavailable"))
 	released := make(chan struct{})
 	go func() { release(); close(released) }()
 	within(t, inFlush, "the final flush")

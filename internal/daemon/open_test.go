@@ -117,6 +117,37 @@ func newHookDaemon(t *testing.T, names ...string) (*Daemon, *hookStore, map[stri
 	return d, s, ids
 }
 
+// holdFirst makes the first op on name wait: hit is closed when it
+// arrives, and it goes on (failing with err, if not nil) once release is
+// closed.
+func holdFirst(s *hookStore, op objstore.Op, name string, err error) (hit, release chan struct{}) {
+	hit, release = make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	s.setHook(func(o objstore.Op, n string) error {
+		if o == op && n == name && first.CompareAndSwap(false, true) {
+			close(hit)
+			<-release
+			return err
+		}
+		return nil
+	})
+	return hit, release
+}
+
+// failWhile makes every op on name fail while the returned flag is set
+// (it starts set).
+func failWhile(s *hookStore, op objstore.Op, name string) *atomic.Bool {
+	var fail atomic.Bool
+	fail.Store(true)
+	s.setHook(func(o objstore.Op, n string) error {
+		if o == op && n == name && fail.Load() {
+			return errors.New("store unavailable")
+		}
+		return nil
+	})
+	return &fail
+}
+
 // within fails the test if done is not closed in a long time: it
 // catches a deadlock, not a slow machine.
 func within(t *testing.T, done <-chan struct{}, what string) {
@@ -145,15 +176,7 @@ func TestReconnectDuringClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Hold the final flush at its head write.
-	inFlush, unblock := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	s.setHook(func(op objstore.Op, name string) error {
-		if op == objstore.OpSwap && name == blockmap.HeadName(ids["v"]) && first.CompareAndSwap(false, true) {
-			close(inFlush)
-			<-unblock
-		}
-		return nil
-	})
+	inFlush, unblock := holdFirst(s, objstore.OpSwap, blockmap.HeadName(ids["v"]), nil)
 	released := make(chan struct{})
 	go func() { release1(); close(released) }()
 	within(t, inFlush, "the final flush")
@@ -311,15 +334,7 @@ func TestOpenDoesNotBlockOthers(t *testing.T) {
 	if err := e.WriteAt(ctx, []byte("x"), 0, false); err != nil { // holds the lease
 		t.Fatal(err)
 	}
-	stuck, unblock := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	s.setHook(func(op objstore.Op, name string) error {
-		if op == objstore.OpGet && name == blockmap.HeadName(ids["slow"]) && first.CompareAndSwap(false, true) {
-			close(stuck)
-			<-unblock
-		}
-		return nil
-	})
+	stuck, unblock := holdFirst(s, objstore.OpGet, blockmap.HeadName(ids["slow"]), nil)
 	slowDone := make(chan error, 2)
 	go func() {
 		_, rel, err := d.Open(ctx, "slow")
@@ -556,15 +571,7 @@ func TestSustainedReadsPromote(t *testing.T) {
 func TestCloseDuringOpen(t *testing.T) {
 	ctx := context.Background()
 	d, s, ids := newHookDaemon(t, "v")
-	stuck, unblock := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	s.setHook(func(op objstore.Op, name string) error {
-		if op == objstore.OpGet && name == blockmap.HeadName(ids["v"]) && first.CompareAndSwap(false, true) {
-			close(stuck)
-			<-unblock
-		}
-		return nil
-	})
+	stuck, unblock := holdFirst(s, objstore.OpGet, blockmap.HeadName(ids["v"]), nil)
 	opened := make(chan error, 1)
 	go func() {
 		_, _, err := d.Open(ctx, "v")
@@ -602,14 +609,7 @@ func TestFinalFlushFails(t *testing.T) {
 	if err := e.WriteAt(ctx, []byte("unflushed"), 4096, false); err != nil {
 		t.Fatal(err)
 	}
-	var fail atomic.Bool
-	fail.Store(true)
-	s.setHook(func(op objstore.Op, name string) error {
-		if op == objstore.OpSwap && name == blockmap.HeadName(ids["v"]) && fail.Load() {
-			return errors.New("store unavailable")
-		}
-		return nil
-	})
+	fail := failWhile(s, objstore.OpSwap, blockmap.HeadName(ids["v"]))
 	release()
 	if st := d.Status(); len(st) != 1 || st[0].Role != "writer" || st[0].Clients != 0 {
 		t.Fatalf("after a failed final flush: %+v", st)
@@ -649,14 +649,7 @@ func TestIdleHandleRetires(t *testing.T) {
 	if err := e.WriteAt(ctx, []byte("unflushed"), 4096, false); err != nil {
 		t.Fatal(err)
 	}
-	var fail atomic.Bool
-	fail.Store(true)
-	s.setHook(func(op objstore.Op, name string) error {
-		if op == objstore.OpSwap && name == blockmap.HeadName(ids["v"]) && fail.Load() {
-			return errors.New("store unavailable")
-		}
-		return nil
-	})
+	fail := failWhile(s, objstore.OpSwap, blockmap.HeadName(ids["v"]))
 	release()
 	fail.Store(false)
 	lctx, cancel := context.WithCancel(ctx)

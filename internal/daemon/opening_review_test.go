@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -17,16 +16,7 @@ import (
 func TestWaiterOfFailedOpen(t *testing.T) {
 	ctx := context.Background()
 	d, s, ids := newHookDaemon(t, "v")
-	stuck, unblock := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	s.setHook(func(op objstore.Op, name string) error {
-		if op == objstore.OpGet && name == blockmap.HeadName(ids["v"]) && first.CompareAndSwap(false, true) {
-			close(stuck)
-			<-unblock
-			return errors.New("store unavailable")
-		}
-		return nil
-	})
+	stuck, unblock := holdFirst(s, objstore.OpGet, blockmap.HeadName(ids["v"]), errors.New("store unavailable"))
 	firstErr := make(chan error, 1)
 	go func() {
 		_, _, err := d.Open(ctx, "v")
