@@ -2,46 +2,12 @@ package daemon
 
 import (
 	"context"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
 )
-
-// lateStore is a store whose next in-place data write, once armed, times
-// out and lands later (as on RADOS with an operation timeout: the OSD
-// applies the write when it resumes).
-type lateStore struct {
-	objstore.Store
-	mu     sync.Mutex
-	armed  bool
-	land   chan struct{} // closed to let the late write land
-	landed chan struct{} // closed once it did
-}
-
-func (s *lateStore) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
-	rw := s.Store.(objstore.RangeWriter)
-	s.mu.Lock()
-	late := s.armed && strings.Contains(name, "/d/")
-	s.armed = s.armed && !late
-	s.mu.Unlock()
-	if !late {
-		return rw.WriteAt(ctx, name, p, off)
-	}
-	p = append([]byte(nil), p...)
-	go func() {
-		<-s.land
-		rw.WriteAt(context.Background(), name, p, off)
-		close(s.landed)
-	}()
-	return objstore.ErrTimeout
-}
-
-func (s *lateStore) Sync(ctx context.Context, name string) error {
-	return s.Store.(objstore.Syncer).Sync(ctx, name)
-}
 
 // TestLateWriteAfterCleanRelease: a writer's in-place write times out
 // (its outcome unknown: it may still land), its client disconnects, and
@@ -54,7 +20,7 @@ func (s *lateStore) Sync(ctx context.Context, name string) error {
 func TestLateWriteAfterCleanRelease(t *testing.T) {
 	ctx := context.Background()
 	mem := objstore.NewMem()
-	ls := &lateStore{Store: mem, land: make(chan struct{}), landed: make(chan struct{})}
+	ls := volume.NewLateStore(mem)
 	a, b := newNode(t, ls, "a", time.Hour), newNode(t, mem, "b", time.Hour)
 	if _, err := a.d.mgr.CreateVolume(ctx, "v", 1<<20, 16); err != nil {
 		t.Fatal(err)
@@ -66,9 +32,7 @@ func TestLateWriteAfterCleanRelease(t *testing.T) {
 	if err := ea.WriteAt(ctx, []byte("a's first"), 0, true); err != nil {
 		t.Fatal(err)
 	}
-	ls.mu.Lock()
-	ls.armed = true
-	ls.mu.Unlock()
+	ls.Arm()
 	if err := ea.WriteAt(ctx, []byte("a's late!"), 0, false); err == nil {
 		t.Fatal("the write that timed out succeeded")
 	}
@@ -77,8 +41,7 @@ func TestLateWriteAfterCleanRelease(t *testing.T) {
 	if err := eb.WriteAt(ctx, []byte("b's write"), 0, true); err != nil {
 		t.Fatal(err)
 	}
-	close(ls.land)
-	<-ls.landed
+	ls.Land()
 	r := newNode(t, mem, "reader", time.Hour).open(t, "v")
 	if got := readBack(t, r, 0, 9); string(got) != "b's write" {
 		t.Fatalf("b's flushed write reads %q after a's timed-out write landed", got)

@@ -1,46 +1,10 @@
 package volume
 
 import (
-	"context"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/objstore"
 )
-
-// lateStore is a store without handles whose next in-place data write,
-// once armed, times out and lands later (as on RADOS with an operation
-// timeout: the OSD applies the write when it resumes).
-type lateStore struct {
-	objstore.Store
-	mu     sync.Mutex
-	armed  bool
-	land   chan struct{} // closed to let the late write land
-	landed chan struct{} // closed once it did
-}
-
-func (s *lateStore) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
-	rw := s.Store.(objstore.RangeWriter)
-	s.mu.Lock()
-	late := s.armed && strings.Contains(name, "/d/")
-	s.armed = s.armed && !late
-	s.mu.Unlock()
-	if !late {
-		return rw.WriteAt(ctx, name, p, off)
-	}
-	p = append([]byte(nil), p...)
-	go func() {
-		<-s.land
-		rw.WriteAt(context.Background(), name, p, off)
-		close(s.landed)
-	}()
-	return objstore.ErrTimeout
-}
-
-func (s *lateStore) Sync(ctx context.Context, name string) error {
-	return s.Store.(objstore.Syncer).Sync(ctx, name)
-}
 
 // TestLateWriteUnderSameWriter: a write times out (it may still land),
 // the client writes the same range again, which succeeds and is
@@ -48,22 +12,19 @@ func (s *lateStore) Sync(ctx context.Context, name string) error {
 // must still be what the volume reads: a writer must not write again in
 // place into an object a write of unknown outcome may still change.
 func TestLateWriteUnderSameWriter(t *testing.T) {
-	ls := &lateStore{Store: objstore.NewMem(), land: make(chan struct{}), landed: make(chan struct{})}
+	ls := NewLateStore(objstore.NewMem())
 	v := NewTestVolume(t, ls, 4*bs, SmallShift)
 	if err := v.WriteAt(ctx, fill(bs, 'A'), 0, true); err != nil {
 		t.Fatal(err)
 	}
-	ls.mu.Lock()
-	ls.armed = true
-	ls.mu.Unlock()
+	ls.Arm()
 	if err := v.WriteAt(ctx, fill(100, 'L'), 0, false); err == nil {
 		t.Fatal("the write that timed out succeeded")
 	}
 	if err := v.WriteAt(ctx, fill(100, 'B'), 0, true); err != nil {
 		t.Fatal(err)
 	}
-	close(ls.land)
-	<-ls.landed
+	ls.Land()
 	wantBytes(t, v, 0, fill(100, 'B'), "the flushed write after the late one landed")
 	r, err := Open(ctx, ls, v.ID(), OpenOptions{})
 	if err != nil {
@@ -77,14 +38,12 @@ func TestLateWriteUnderSameWriter(t *testing.T) {
 // does not share the object that write may still change: its bytes do
 // not change when the write lands (issue 10 #2).
 func TestLateWriteAndSnapshot(t *testing.T) {
-	ls := &lateStore{Store: objstore.NewMem(), land: make(chan struct{}), landed: make(chan struct{})}
+	ls := NewLateStore(objstore.NewMem())
 	v := NewTestVolume(t, ls, 4*bs, SmallShift)
 	if err := v.WriteAt(ctx, fill(bs, 'A'), 0, true); err != nil {
 		t.Fatal(err)
 	}
-	ls.mu.Lock()
-	ls.armed = true
-	ls.mu.Unlock()
+	ls.Arm()
 	if err := v.WriteAt(ctx, fill(100, 'L'), 0, false); err == nil {
 		t.Fatal("the write that timed out succeeded")
 	}
@@ -98,7 +57,6 @@ func TestLateWriteAndSnapshot(t *testing.T) {
 	}
 	defer snap.Close(ctx)
 	before := mustRead(t, snap, 0, 100)
-	close(ls.land)
-	<-ls.landed
+	ls.Land()
 	wantBytes(t, snap, 0, before, "the snapshot after the late write landed")
 }

@@ -2,6 +2,8 @@ package volume
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -29,3 +31,56 @@ func NewTestVolume(t testing.TB, s objstore.Store, size uint64, shift uint8) *Vo
 // SmallShift is the smallest block size, which keeps test volumes small
 // while crossing many block boundaries.
 const SmallShift = blockmap.MinBlockShift
+
+// LateStore wraps a store with in-place writes (objstore.RangeWriter and
+// Syncer) for tests: once armed, its next in-place write of a data
+// object times out (objstore.ErrTimeout) and lands only when Land is
+// called, as on RADOS with an operation timeout (the OSD applies the
+// write when it resumes).
+type LateStore struct {
+	objstore.Store
+	mu     sync.Mutex
+	armed  bool
+	land   chan struct{} // closed to let the late write land
+	landed chan struct{} // closed once it did
+}
+
+// NewLateStore wraps s, which must have in-place writes.
+func NewLateStore(s objstore.Store) *LateStore {
+	return &LateStore{Store: s, land: make(chan struct{}), landed: make(chan struct{})}
+}
+
+// Arm makes the next in-place write of a data object late.
+func (s *LateStore) Arm() {
+	s.mu.Lock()
+	s.armed = true
+	s.mu.Unlock()
+}
+
+// Land lets the late write land and returns once it has.
+func (s *LateStore) Land() {
+	close(s.land)
+	<-s.landed
+}
+
+func (s *LateStore) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
+	rw := s.Store.(objstore.RangeWriter)
+	s.mu.Lock()
+	late := s.armed && strings.Contains(name, "/d/")
+	s.armed = s.armed && !late
+	s.mu.Unlock()
+	if !late {
+		return rw.WriteAt(ctx, name, p, off)
+	}
+	p = append([]byte(nil), p...)
+	go func() {
+		<-s.land
+		rw.WriteAt(context.Background(), name, p, off)
+		close(s.landed)
+	}()
+	return objstore.ErrTimeout
+}
+
+func (s *LateStore) Sync(ctx context.Context, name string) error {
+	return s.Store.(objstore.Syncer).Sync(ctx, name)
+}
