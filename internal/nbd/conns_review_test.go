@@ -37,7 +37,7 @@ func TestConnectionsBounded(t *testing.T) {
 	if !refused() {
 		t.Fatalf("a third connection was served with MaxConns 2")
 	}
-	if l := log.String(); !strings.Contains(l, "connections") {
+	if l := log.waitFor("connections"); !strings.Contains(l, "connections") {
 		t.Errorf("refusal not logged: %q", l)
 	}
 	a.nc.Close()

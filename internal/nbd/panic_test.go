@@ -78,7 +78,7 @@ func TestPanicInHandshake(t *testing.T) {
 	if _, err := c.nc.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection kept after a panic in the handshake")
 	}
-	if l := log.String(); !strings.Contains(l, "open exploded") || !strings.Contains(l, "goroutine") {
+	if l := log.waitFor("open exploded", "goroutine"); !strings.Contains(l, "open exploded") || !strings.Contains(l, "goroutine") {
 		t.Fatalf("panic not logged with its stack:\n%s", l)
 	}
 	c2 := dial(t, s)

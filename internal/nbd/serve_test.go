@@ -61,6 +61,25 @@ func (b *logBuffer) String() string {
 	return strings.Join(b.lines, "\n")
 }
 
+// waitFor returns the log once it holds every one of subs, or after a
+// long while (hang protection: the caller then fails on what it has).
+// A line logged after the client saw the connection end (a recovered
+// panic is logged once the connection's deferred closes ran) comes a
+// moment later.
+func (b *logBuffer) waitFor(subs ...string) string {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		l, all := b.String(), true
+		for _, sub := range subs {
+			all = all && strings.Contains(l, sub)
+		}
+		if all || time.Now().After(deadline) {
+			return l
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestServeRetriesTransientAcceptErrors: out of file descriptors and an
 // aborted connection are passing conditions: Serve logs them, backs off
 // and serves the next connection.
