@@ -1030,7 +1030,7 @@ func (h fileHandle) WriteAt(p []byte, off int64) error {
 	return mapErr(err)
 }
 
-func (h fileHandle) Sync() error  { return mapErr(h.f.Sync()) }
+func (h fileHandle) Sync() error  { return mapErr(datasync(h.f)) }
 func (h fileHandle) Close() error { return h.f.Close() }
 
 func (f *File) Sync(ctx context.Context, name string) error {
@@ -1039,7 +1039,7 @@ func (f *File) Sync(ctx context.Context, name string) error {
 		return err
 	}
 	defer fh.Close()
-	return mapErr(fh.Sync())
+	return mapErr(datasync(fh))
 }
 
 func (f *File) Close() error { return nil }

@@ -2,8 +2,14 @@
 
 package objstore
 
-import "io/fs"
+import (
+	"io/fs"
+	"os"
+)
 
 // changeTime returns the file's modification time in nanoseconds, where
 // the change time is not at hand.
 func changeTime(in fs.FileInfo) int64 { return in.ModTime().UnixNano() }
+
+// datasync makes f durable.
+func datasync(f *os.File) error { return f.Sync() }

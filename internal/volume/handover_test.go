@@ -519,3 +519,55 @@ func TestSealBesideWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestInPlaceFlushAfterTakeover: a flush (or a FUA write) that changed
+// no map entry writes no head, but still finds out that another writer
+// took the volume over, and does not report a write durable that went in
+// place into an object the new writer has copied and dropped.
+func TestInPlaceFlushAfterTakeover(t *testing.T) {
+	for _, fua := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fua=%v", fua), func(t *testing.T) {
+			ctx := context.Background()
+			s := objstore.NewMem()
+			id, err := Create(ctx, s, CreateOptions{Size: 4 * bs, BlockShift: SmallShift})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := Open(ctx, s, id, OpenOptions{Writable: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.WriteAt(ctx, []byte("first"), 0, true); err != nil {
+				t.Fatal(err)
+			}
+			_, headVer, _ := ReadHead(ctx, s, id)
+			if err := a.WriteAt(ctx, []byte("again"), 0, fua); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, ver, _ := ReadHead(ctx, s, id); ver != headVer {
+				t.Fatalf("an in-place write and flush wrote the head (version %d, was %d)", ver, headVer)
+			}
+			b, err := Open(ctx, s, id, OpenOptions{Writable: true, NewEpoch: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.WriteAt(ctx, []byte("b"), 100, true); err != nil { // copies block 0
+				t.Fatal(err)
+			}
+			err = a.WriteAt(ctx, []byte("late!"), 0, fua)
+			if err == nil && !fua {
+				err = a.Flush(ctx)
+			}
+			if !errors.Is(err, ErrFenced) {
+				t.Fatalf("a's write after b took over: %v, want ErrFenced", err)
+			}
+			got := make([]byte, 5)
+			if err := b.ReadAt(ctx, got, 0); err != nil || string(got) != "again" {
+				t.Fatalf("b reads %q, %v", got, err)
+			}
+		})
+	}
+}

@@ -225,7 +225,9 @@ func (m *model) step(i int) string {
 		}
 		copy(v.data[off:], p)
 		if fua {
-			v.markFlushed()
+			// FUA makes this write durable, not the others.
+			copy(v.durable[off:], p)
+			clear(v.dirty[off : off+n])
 		}
 		return fmt.Sprintf("write %s %d+%d fua=%v", v.id, off, n, fua)
 	case op < 45: // zero or trim

@@ -138,6 +138,11 @@ type Volume struct {
 		head       blockmap.Head // as last persisted, except Size, Epoch and Unsealed, which lead
 		headVer    objstore.Version
 		headDirty  bool
+		// fence: a write since the last flush changed, in place, an
+		// object that was durable when the write returned (a store
+		// without Syncer): the next flush only checks that no other
+		// writer took over (see persistInPlace).
+		fence      bool
 		entries    []blockmap.Entry
 		dirtySegs  map[uint32]bool
 		dirtyObjs  map[string]bool // written in place since the last flush: need a sync
@@ -563,21 +568,78 @@ func (v *Volume) writeAt(ctx context.Context, name string, p []byte, off int64) 
 	return ch.h.WriteAt(p, off)
 }
 
-// WriteAt writes p at off. With fua the data is durable when it returns
-// (a Flush follows the write).
+// WriteAt writes p at off. With fua, p is durable when it returns (other
+// unflushed writes need not be).
 func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
 	if err := v.checkIO(off, int64(len(p)), true); err != nil {
 		return err
 	}
+	var note *writeNote
 	err := v.shared(ctx, func() error {
+		if fua {
+			note = &writeNote{}
+		}
 		return v.forBlocks(off, int64(len(p)), func(b, boff, pos, l int64) error {
-			return v.writeBlock(ctx, b, boff, p[pos:pos+l])
+			return v.writeBlock(ctx, b, boff, p[pos:pos+l], note)
 		})
 	})
 	if err == nil && fua {
-		err = v.Flush(ctx)
+		err = v.flushWrite(ctx, note)
 	}
 	return err
+}
+
+// writeNote records, for a write with FUA, what it did: the blocks it
+// wrote in place into their objects, and whether it changed the map.
+type writeNote struct {
+	blocks  []int64
+	objs    []string
+	changed bool
+}
+
+// flushWrite makes one write durable (FUA): when the write went in place
+// into objects the stored map already references, it syncs just those
+// and checks the head (see persistInPlace), whatever else is unflushed;
+// otherwise it flushes.
+func (v *Volume) flushWrite(ctx context.Context, n *writeNote) error {
+	if !n.changed && len(n.blocks) > 0 {
+		done, err := func() (bool, error) {
+			v.flushMu.Lock()
+			defer v.flushMu.Unlock()
+			// Under flushMu every earlier cut is either stored or back
+			// in the dirty sets, so a block whose segment is not dirty
+			// has its entry stored.
+			v.mu.Lock()
+			ok := !v.mu.closed && len(v.mu.pending) == 0 && v.age(v.mu.dirtySince) <= MaxUnflushedAge
+			for _, b := range n.blocks {
+				ok = ok && !v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)]
+			}
+			ver := v.mu.headVer
+			v.mu.Unlock()
+			if !ok {
+				return false, nil
+			}
+			if err := v.writable(); err != nil {
+				return true, err
+			}
+			if err := v.syncObjects(ctx, n.objs); err != nil {
+				return true, err
+			}
+			err := v.checkFence(ctx, ver)
+			if errors.Is(err, ErrFenced) {
+				v.mu.Lock()
+				if v.mu.err == nil {
+					v.mu.err = err
+				}
+				v.mu.Unlock()
+			}
+			return true, err
+		}()
+		if done {
+			return err
+		}
+	}
+	return v.Flush(ctx)
 }
 
 // gated runs fn holding the gate shared. The gate is released if fn
@@ -681,7 +743,7 @@ func (v *Volume) blockLen(b int64) int64 {
 
 // writeBlock writes data at boff in block b. The caller holds the gate
 // (shared or exclusive).
-func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) error {
+func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, note *writeNote) error {
 	st := &v.stripe[b%stripes]
 	st.Lock()
 	e, epoch := v.entry(b)
@@ -700,11 +762,16 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 		// for this write. Not holding it lets writes to one block run in
 		// parallel, which matters at network latency (RADOS).
 		st.Unlock()
+		note.inPlace(b, e.ObjectName())
 		return v.writeObject(ctx, e.ObjectName(), e, boff, data)
 	}
 	defer st.Unlock()
 	if owned {
+		note.inPlace(b, e.ObjectName())
 		return v.writeObject(ctx, e.ObjectName(), e, boff, data) // read-modify-write of the whole block
+	}
+	if note != nil {
+		note.changed = true
 	}
 	seq, err := v.allocSeq()
 	if err != nil {
@@ -720,6 +787,16 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte) err
 	v.dirtiedLocked()
 	v.mu.Unlock()
 	return nil
+}
+
+// inPlace notes a write into block b's object name, if n is not nil.
+func (n *writeNote) inPlace(b int64, name string) {
+	if n != nil {
+		n.blocks = append(n.blocks, b)
+		if !slices.Contains(n.objs, name) {
+			n.objs = append(n.objs, name)
+		}
+	}
 }
 
 // writeObject writes data at boff into the object name, whose current
@@ -776,11 +853,11 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 	case !fresh:
 		// Durable already, but in an object that a writer which took
 		// the volume over meanwhile may have copied and dropped from
-		// the map: the next flush swaps the head all the same, so that
+		// the map: the next flush checks the head all the same, so that
 		// such a write fails that flush (ErrFenced) instead of being
 		// reported durable, and the volume counts as dirty until then.
 		v.mu.Lock()
-		v.mu.headDirty = true
+		v.mu.fence = true
 		v.dirtiedLocked()
 		v.mu.Unlock()
 	}
@@ -834,7 +911,7 @@ func (v *Volume) zeroRange(ctx context.Context, off, n int64, noHole bool) error
 		if zeros == nil {
 			zeros = make([]byte, v.bs)
 		}
-		return v.writeBlock(ctx, b, boff, zeros[:l])
+		return v.writeBlock(ctx, b, boff, zeros[:l], nil)
 	})
 }
 
@@ -903,7 +980,7 @@ func (v *Volume) BlockStatus(ctx context.Context, off, n int64) ([]Extent, error
 func (v *Volume) Dirty() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return len(v.mu.dirtyObjs) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty
+	return len(v.mu.dirtyObjs) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.fence
 }
 
 // cut is what one flush persists.
@@ -915,6 +992,7 @@ type cut struct {
 	head     blockmap.Head
 	headVer  objstore.Version
 	dirtyHdr bool
+	fence    bool
 	check    func(context.Context) error // asked last before the head swap
 }
 
@@ -924,7 +1002,7 @@ func (v *Volume) takeCut() *cut {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := &cut{segs: map[uint32][]blockmap.Entry{}, freed: v.mu.freed,
-		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, since: v.mu.dirtySince}
+		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, since: v.mu.dirtySince}
 	for name := range v.mu.dirtyObjs {
 		c.objs = append(c.objs, name)
 	}
@@ -938,7 +1016,7 @@ func (v *Volume) takeCut() *cut {
 		hi := min(lo+blockmap.SegmentEntries, n)
 		c.segs[idx] = append([]blockmap.Entry(nil), v.mu.entries[lo:hi]...)
 	}
-	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.freed, v.mu.headDirty = map[string]bool{}, map[uint32]bool{}, nil, false
+	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.freed, v.mu.headDirty, v.mu.fence = map[string]bool{}, map[uint32]bool{}, nil, false, false
 	v.mu.dirtySince = time.Time{}
 	return c
 }
@@ -955,6 +1033,7 @@ func (v *Volume) restore(c *cut, err error) {
 	}
 	v.mu.freed = append(c.freed, v.mu.freed...)
 	v.mu.headDirty = v.mu.headDirty || c.dirtyHdr
+	v.mu.fence = v.mu.fence || c.fence
 	if !c.since.IsZero() && (v.mu.dirtySince.IsZero() || c.since.Before(v.mu.dirtySince)) {
 		v.mu.dirtySince = c.since
 	}
@@ -993,10 +1072,17 @@ func (v *Volume) Flush(ctx context.Context) error {
 // persist writes a cut: data first, then segments, then the head, then
 // deletes what became unreferenced. The caller holds flushMu.
 func (v *Volume) persist(ctx context.Context, c *cut) error {
-	if len(c.objs) == 0 && len(c.segs) == 0 && len(c.freed) == 0 && !c.dirtyHdr {
+	if len(c.objs) == 0 && len(c.segs) == 0 && len(c.freed) == 0 && !c.dirtyHdr && !c.fence {
 		return nil
 	}
-	if err := v.persistHead(ctx, c); err != nil {
+	v.mu.Lock()
+	pending := len(v.mu.pending) > 0
+	v.mu.Unlock()
+	persist := v.persistHead
+	if len(c.segs) == 0 && len(c.freed) == 0 && !c.dirtyHdr && c.check == nil && !pending && v.age(c.since) <= MaxUnflushedAge {
+		persist = v.persistInPlace
+	}
+	if err := persist(ctx, c); err != nil {
 		v.restore(c, err)
 		return err
 	}
@@ -1019,19 +1105,8 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for _, name := range c.objs {
-		g.Go(func() error {
-			err := v.syncer.Sync(gctx, name)
-			if objstore.IsNotExist(err) {
-				return nil // deallocated after the cut's write and deleted by an earlier flush
-			}
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return fmt.Errorf("volume: flush: sync data: %w", err)
+	if err := v.syncObjects(ctx, c.objs); err != nil {
+		return err
 	}
 	refs := map[uint32]blockmap.SegmentRef{}
 	for _, r := range c.head.Segments {
@@ -1120,6 +1195,104 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 			c.freed = nil // (restored and deleted by no later flush: fenced)
 			return err
 		}
+	}
+	return nil
+}
+
+// persistInPlace persists a cut that changed no map entry: its writes
+// went in place into objects the stored map already references (this
+// writer's own blocks), so the map stays as it is and only the data must
+// be durable. The caller holds flushMu.
+//
+// What a head swap would also have done is find out whether another
+// writer took the volume over (ErrFenced): a writer that stalled past its
+// lease (a paused VM's clock stops, so its lease still looks valid to
+// it), or whose lease an operator broke, may have written in place into
+// an object the new writer has already copied and dropped, and must not
+// report that write durable. A takeover always stores a new head first
+// (the new writer's open), so a head still at the version this handle
+// wrote, read after the data was durable, means no other writer had
+// opened the volume by then: each write of the cut landed before any
+// other writer's open, which then read it. That check is one Stat of the
+// head, where a swap wrote segments and a new head.
+func (v *Volume) persistInPlace(ctx context.Context, c *cut) error {
+	if err := v.writable(); err != nil {
+		return err
+	}
+	if err := v.syncObjects(ctx, c.objs); err != nil {
+		return err
+	}
+	return v.checkFence(ctx, c.headVer)
+}
+
+// writable returns why this handle may not persist anything, if it may
+// not: a sticky error, or the guard's refusal.
+func (v *Volume) writable() error {
+	v.mu.Lock()
+	err := v.mu.err
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return v.checkGuard()
+}
+
+// checkFence makes sure the stored head is still the one at version ver
+// that this handle wrote; anything else fences the handle. The caller
+// made sure that no head swap of this handle with an unknown outcome is
+// pending (persistHead resolves those).
+func (v *Volume) checkFence(ctx context.Context, ver objstore.Version) error {
+	in, err := v.store.Stat(ctx, blockmap.HeadName(v.id))
+	switch {
+	case objstore.IsNotExist(err):
+		return fmt.Errorf("%w: %s (removed)", ErrFenced, v.id)
+	case err != nil:
+		return fmt.Errorf("volume: flush: check the map head: %w", err)
+	case in.Version != ver:
+		return fmt.Errorf("%w: %s", ErrFenced, v.id)
+	}
+	// A guard (a lease) that lapsed while the data was synced says the
+	// same, sooner.
+	return v.checkGuard()
+}
+
+// syncObjects makes the data written in place to names durable, through
+// the handles this volume keeps open where it can (no lookup by name).
+func (v *Volume) syncObjects(ctx context.Context, names []string) error {
+	if v.syncer == nil || len(names) == 0 {
+		return nil
+	}
+	sync := func(ctx context.Context, name string) error {
+		var err error
+		if v.handles == nil {
+			err = v.syncer.Sync(ctx, name)
+		} else {
+			var ch *cachedHandle
+			// NB: a read-only handle if none is cached: a writable
+			// one would create the object if it is gone.
+			if ch, err = v.handles.get(ctx, name, false); err == nil {
+				err = ch.h.Sync()
+				v.handles.put(ch)
+			}
+		}
+		if objstore.IsNotExist(err) {
+			return nil // deallocated after the cut's write and deleted by an earlier flush
+		}
+		return err
+	}
+	var err error
+	if len(names) == 1 {
+		err = sync(ctx, names[0])
+	} else {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(16)
+		for _, name := range names {
+			g.Go(func() error { return sync(gctx, name) })
+		}
+		err = g.Wait()
+	}
+	if err != nil {
+		return fmt.Errorf("volume: flush: sync data: %w", err)
 	}
 	return nil
 }
