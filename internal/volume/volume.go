@@ -135,9 +135,9 @@ type Volume struct {
 	// never held across backend I/O.
 	mu struct {
 		sync.Mutex
-		head       blockmap.Head // as last persisted, except Size, Epoch and Unsealed, which lead
-		headVer    objstore.Version
-		headDirty  bool
+		head      blockmap.Head // as last persisted, except Size, Epoch and Unsealed, which lead
+		headVer   objstore.Version
+		headDirty bool
 		// fence: a write since the last flush changed, in place, an
 		// object that was durable when the write returned (a store
 		// without Syncer): the next flush only checks that no other
