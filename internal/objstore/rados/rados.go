@@ -7,7 +7,8 @@
 // asserts the object's version, in-place ranged writes that create sparse
 // objects, and copies made by the OSDs (copy_from) for copy-on-write. A
 // write is durable when RADOS acknowledges it (the OSDs have it on stable
-// storage in every replica), so Sync only checks that the object exists.
+// storage in every replica), so the store is no objstore.Syncer: a flush
+// has nothing to sync, where a Sync would cost a round trip per object.
 // Versions are RADOS object versions. A full pool or cluster fails writes
 // with objstore.ErrNoSpace instead of holding them (librados's default)
 // and lets deletes, which free space, through.
@@ -44,7 +45,6 @@ type Store struct {
 var (
 	_ objstore.Store       = (*Store)(nil)
 	_ objstore.RangeWriter = (*Store)(nil)
-	_ objstore.Syncer      = (*Store)(nil)
 	_ objstore.Copier      = (*Store)(nil)
 )
 
@@ -360,15 +360,6 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) e
 	}
 	_, err := aio(ctx, s.data, true, name, p, off)
 	return err
-}
-
-// Sync: RADOS acknowledges a write once it is durable, so there is
-// nothing to do but report a missing object.
-func (s *Store) Sync(ctx context.Context, name string) error {
-	return s.with(ctx, name, func(io *rados.IOContext) error {
-		_, err := io.Stat(name)
-		return mapErr(err)
-	})
 }
 
 func (s *Store) Close() error {
