@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Side-by-side NBD benchmark: archip serve vs nbdkit (file plugin) vs
-# qemu-nbd (raw, and a qcow2 overlay for the clone case), over unix
+# qemu-nbd (raw, and fresh qcow2 overlays for the clone rows), over unix
 # sockets, with fio's nbd engine, in one run on the same disk.
 #
-#   bench/nbd.sh                 # 1 GiB disk, 8 s per test
-#   SIZE=256M RUNTIME=2 bench/nbd.sh   # quick (what CI runs)
+#   bench/nbd.sh                       # 1 GiB disk, 8 s per test
+#   SIZE=256M RUNTIME=2 bench/nbd.sh   # quick (CI runs it with RUNTIME=1)
 #
-# Prints a table of MiB/s (1M tests) and IOPS (4k tests), and the ratio of
+# Rows (fio options; every test is --time_based --runtime=$RUNTIME):
+#   throughput:  1M read/write QD16, 4k randread/randwrite QD32;
+#   flush-heavy, on a fully written volume (no copy-on-write):
+#     --rw=randwrite --bs=4k --iodepth=1 --fsync=1  (a FLUSH after every write)
+#     --rw=write --bs=64k --iodepth=8 --fsync=32
+#     4k random writes with the FUA flag, QD1 (bench/fua.py: fio's nbd engine
+#       cannot send FUA; its --sync=1 leaves writes unflagged)
+#     --rw=randrw --rwmixread=70 --bs=4k --iodepth=16 --numjobs=2 (two
+#       connections, no flush; reads and writes counted together)
+#   fresh clone against a fresh qcow2 overlay (qemu-img create -f qcow2 -b
+#   disk.raw -F raw), a never-written clone/overlay per row:
+#     --rw=randwrite --bs=4k --iodepth=32
+#     --rw=randwrite --bs=4k --iodepth=1 --fsync=1
+#
+# Prints a table of MiB/s (1M tests) and IOPS (the others), and the ratio of
 # archip to each peer. Numbers on shared 2-core machines vary ±2x from run
 # to run: compare only within one run.
 set -euo pipefail
@@ -17,6 +31,7 @@ RUNTIME=${RUNTIME:-8}
 for tool in fio nbdkit qemu-nbd qemu-img nbdcopy; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
 done
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || { echo "bench: python3-libnbd is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
 
 work=$(mktemp -d)
 pids=()
@@ -36,30 +51,48 @@ echo "preparing a $SIZE disk of random data in $work" >&2
 fio --name=prep --filename="$work/disk.raw" --size="$SIZE" --rw=write --bs=1M --refill_buffers \
   --output=/dev/null >/dev/null
 
-stop_last() { kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; }
+stop_last() { kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
 waitsock() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
 
-# fio_run NAME URI RW BS DEPTH → prints MiB/s for 1M tests, IOPS for 4k
-fio_run() {
-  local uri=$2 rw=$3 bs=$4 depth=$5 out
-  out=$(fio --name="$1" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" \
+# fio options and unit of each test; seq* in MiB/s, the others in IOPS
+# (reads and writes added together for the mix).
+declare -A SPEC=(
+  [seqread]="--rw=read --bs=1M --iodepth=16"
+  [seqwrite]="--rw=write --bs=1M --iodepth=16"
+  [randread]="--rw=randread --bs=4k --iodepth=32"
+  [randwrite]="--rw=randwrite --bs=4k --iodepth=32"
+  [fsync1]="--rw=randwrite --bs=4k --iodepth=1 --fsync=1"
+  [fsync32]="--rw=write --bs=64k --iodepth=8 --fsync=32"
+  [mix]="--rw=randrw --rwmixread=70 --bs=4k --iodepth=16 --numjobs=2 --group_reporting"
+  [clonewrite]="--rw=randwrite --bs=4k --iodepth=32"
+  [clonefsync]="--rw=randwrite --bs=4k --iodepth=1 --fsync=1"
+)
+tests=(seqread seqwrite randread randwrite fsync1 fsync32 fua mix)
+
+# run_test NAME URI → prints the test's figure
+run_test() {
+  local name=$1 uri=$2 unit=iops out
+  if [ "$name" = fua ]; then
+    bench/fua.py "$uri" "$RUNTIME" 1
+    return
+  fi
+  case $name in seq*) unit=mib ;; esac
+  # shellcheck disable=SC2086 # SPEC holds several options
+  out=$(fio --name="$name" --ioengine=nbd --uri="$uri" ${SPEC[$name]} \
     --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | sed -n '/^{/,$p')
   /usr/bin/python3 -c '
 import json, sys
 j = json.load(sys.stdin)["jobs"][0]
-d = j["read"] if sys.argv[1].endswith("read") else j["write"]
-print(round(d["bw_bytes"] / 2**20) if sys.argv[2] == "1M" else round(d["iops"]))
-' "$rw" "$bs" <<<"$out"
+r, w = j["read"], j["write"]
+print(round((r["bw_bytes"] + w["bw_bytes"]) / 2**20) if sys.argv[1] == "mib" else round(r["iops"] + w["iops"]))
+' "$unit" <<<"$out"
 }
 
 declare -A R
-tests=("seqread:read:1M:16" "seqwrite:write:1M:16" "randread:randread:4k:32" "randwrite:randwrite:4k:32")
-
 run_server_tests() { # LABEL URI
   for t in "${tests[@]}"; do
-    IFS=: read -r name rw bs depth <<<"$t"
-    R[$1,$name]=$(fio_run "$name" "$2" "$rw" "$bs" "$depth")
-    echo "  $1 $name: ${R[$1,$name]}" >&2
+    R[$1,$t]=$(run_test "$t" "$2")
+    echo "  $1 $t: ${R[$1,$t]}" >&2
   done
 }
 
@@ -67,16 +100,22 @@ echo "archip serve" >&2
 archip volume create vol --size "$SIZE" >/dev/null
 serve
 waitsock "$work/a.sock"
+# Every block written: the flush-heavy rows measure no copy-on-write.
 nbdcopy --flush "$work/disk.raw" "nbd+unix:///vol?socket=$work/a.sock"
 run_server_tests archip "nbd+unix:///vol?socket=$work/a.sock"
-# Clone case: a fresh clone of a snapshot; every first write copies.
+# Clone rows: a fresh clone of a snapshot per row; every first write to a
+# block copies.
 stop_last
 archip volume snapshot vol vol@1 >/dev/null
-archip volume clone vol@1 clone >/dev/null
+for t in clonewrite clonefsync; do
+  archip volume clone vol@1 "$t" >/dev/null
+done
 serve
 waitsock "$work/a.sock"
-R[archip,clonewrite]=$(fio_run clonewrite "nbd+unix:///clone?socket=$work/a.sock" randwrite 4k 32)
-echo "  archip clonewrite: ${R[archip,clonewrite]}" >&2
+for t in clonewrite clonefsync; do
+  R[archip,$t]=$(run_test "$t" "nbd+unix:///$t?socket=$work/a.sock")
+  echo "  archip $t: ${R[archip,$t]}" >&2
+done
 stop_last
 
 echo "nbdkit file" >&2
@@ -91,26 +130,33 @@ qemu-nbd -t -e 16 -f raw --cache=writeback -k "$work/q.sock" "$work/disk.raw" & 
 waitsock "$work/q.sock"
 run_server_tests qemu-nbd "nbd+unix:///?socket=$work/q.sock"
 stop_last
-rm -f "$work/q.sock"
-qemu-img create -q -f qcow2 -b "$work/disk.raw" -F raw "$work/overlay.qcow2"
-qemu-nbd -t -e 16 -f qcow2 --cache=writeback -k "$work/q.sock" "$work/overlay.qcow2" & pids+=($!)
-waitsock "$work/q.sock"
-R[qemu-nbd,clonewrite]=$(fio_run clonewrite "nbd+unix:///?socket=$work/q.sock" randwrite 4k 32)
-echo "  qemu-nbd clonewrite (qcow2 overlay): ${R[qemu-nbd,clonewrite]}" >&2
-R[nbdkit,clonewrite]="-"
+for t in clonewrite clonefsync; do
+  rm -f "$work/q.sock"
+  qemu-img create -q -f qcow2 -b "$work/disk.raw" -F raw "$work/$t.qcow2"
+  qemu-nbd -t -e 16 -f qcow2 --cache=writeback -k "$work/q.sock" "$work/$t.qcow2" & pids+=($!)
+  waitsock "$work/q.sock"
+  R[qemu-nbd,$t]=$(run_test "$t" "nbd+unix:///?socket=$work/q.sock")
+  echo "  qemu-nbd $t (qcow2 overlay): ${R[qemu-nbd,$t]}" >&2
+  stop_last
+  R[nbdkit,$t]="-"
+done
 
-ratio() { /usr/bin/python3 -c 'import sys; a,b=sys.argv[1:]; print("-" if b in ("-","0") else f"{float(a)/float(b):.2f}x")' "$1" "$2"; }
+ratio() { /usr/bin/python3 -c 'import sys; a,b=sys.argv[1:]; print("-" if "-" in (a,b) or float(b)==0 else f"{float(a)/float(b):.2f}x")' "$1" "$2"; }
 echo
-echo "fio over NBD (unix socket), $SIZE disk, ${RUNTIME}s per test; 1M tests in MiB/s, 4k tests in IOPS"
-printf '%-34s %10s %10s %10s %12s %12s\n' test archip nbdkit qemu-nbd "vs nbdkit" "vs qemu-nbd"
+echo "fio over NBD (unix socket), $SIZE disk, ${RUNTIME}s per test; 1M tests in MiB/s, the others in IOPS"
+echo "(clone rows: qemu-nbd on a fresh qcow2 overlay of the raw disk, archip on a fresh clone)"
+printf '%-44s %10s %10s %10s %12s %12s\n' test archip nbdkit qemu-nbd "vs nbdkit" "vs qemu-nbd"
 label() {
   case $1 in
     seqread) echo "1M sequential read, QD16";; seqwrite) echo "1M sequential write, QD16";;
     randread) echo "4k random read, QD32";; randwrite) echo "4k random write, QD32";;
-    clonewrite) echo "4k random write, fresh clone/overlay";;
+    fsync1) echo "4k random write, QD1, fsync=1";; fsync32) echo "64k sequential write, QD8, fsync=32";;
+    fua) echo "4k random write, QD1, FUA";; mix) echo "4k random r/w 70/30, QD16, 2 conns";;
+    clonewrite) echo "4k random write, QD32, fresh clone/overlay";;
+    clonefsync) echo "4k rand write, QD1, fsync=1, fresh clone/ovl";;
   esac
 }
-for name in seqread seqwrite randread randwrite clonewrite; do
-  printf '%-34s %10s %10s %10s %12s %12s\n' "$(label $name)" "${R[archip,$name]}" "${R[nbdkit,$name]}" "${R[qemu-nbd,$name]}" \
+for name in "${tests[@]}" clonewrite clonefsync; do
+  printf '%-44s %10s %10s %10s %12s %12s\n' "$(label $name)" "${R[archip,$name]}" "${R[nbdkit,$name]}" "${R[qemu-nbd,$name]}" \
     "$(ratio "${R[archip,$name]}" "${R[nbdkit,$name]}")" "$(ratio "${R[archip,$name]}" "${R[qemu-nbd,$name]}")"
 done

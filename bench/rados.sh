@@ -9,6 +9,16 @@
 #     cache (its default) and without (rbd_cache=false, what QEMU uses with
 #     cache=none; archip keeps no client-side data cache). Interleaved, each
 #     the mean of two runs (see below);
+#   - flush-heavy rows on the fully written images, against RBD without
+#     cache (fio's rbd engine, rbd_cache=false) and through qemu-nbd:
+#     --rw=randwrite --bs=4k --iodepth=1 --fsync=1; --rw=write --bs=64k
+#     --iodepth=8 --fsync=32; 4k random writes with NBD's FUA flag at QD1
+#     (bench/fua.py; for the rbd engine, plain 4k random writes at QD1:
+#     without cache each is durable when acknowledged, which is what FUA
+#     asks); a 4k 70/30 random read/write mix, QD16 on each of 2 NBD
+#     connections (--numjobs=2), for the rbd engine one client at QD32
+#     (two librbd clients on one image would pass its exclusive lock back
+#     and forth). Interleaved like the others;
 #   - first writes to a fresh clone (each copies its 4 MiB block): archip
 #     (the OSD copies, copy_from) vs RBD (copyup through the client);
 #   - the same 4k random I/O straight on archip's librados path, without
@@ -39,13 +49,30 @@ go build -tags ceph,pacific -o "$work/archip" ./cmd/archip
 store="rados://archip?conf=$CEPH_CONF&namespace=bench"
 archip() { "$work/archip" --store "$store" "$@"; }
 
+# fio_json UNIT: fio's JSON on stdin → MiB/s (UNIT mib) or IOPS, reads
+# and writes added together.
 fio_json() { sed -n '/^{/,$p' | /usr/bin/python3 -c '
 import json, sys
 j = json.load(sys.stdin)["jobs"][0]
-d = j["read"] if sys.argv[1].endswith("read") else j["write"]
-print(round(d["bw_bytes"] / 2**20) if sys.argv[2] == "1M" else round(d["iops"]))
-' "$1" "$2"; }
-tests=("seqread:read:1M:16" "seqwrite:write:1M:16" "randread:randread:4k:32" "randwrite:randwrite:4k:32")
+r, w = j["read"], j["write"]
+print(round((r["bw_bytes"] + w["bw_bytes"]) / 2**20) if sys.argv[1] == "mib" else round(r["iops"] + w["iops"]))
+' "$1"; }
+# fio options of each test; RBDSPEC where fio's rbd engine runs another.
+declare -A SPEC=(
+  [seqread]="--rw=read --bs=1M --iodepth=16"
+  [seqwrite]="--rw=write --bs=1M --iodepth=16"
+  [randread]="--rw=randread --bs=4k --iodepth=32"
+  [randwrite]="--rw=randwrite --bs=4k --iodepth=32"
+  [fsync1]="--rw=randwrite --bs=4k --iodepth=1 --fsync=1"
+  [fsync32]="--rw=write --bs=64k --iodepth=8 --fsync=32"
+  [mix]="--rw=randrw --rwmixread=70 --bs=4k --iodepth=16 --numjobs=2 --group_reporting"
+)
+declare -A RBDSPEC=(
+  [fua]="--rw=randwrite --bs=4k --iodepth=1"
+  [mix]="--rw=randrw --rwmixread=70 --bs=4k --iodepth=32"
+)
+tests=(seqread seqwrite randread randwrite)
+flushtests=(fsync1 fsync32 fua mix)
 declare -A R
 
 # Both images exist and are written in full before any test, and each
@@ -65,33 +92,49 @@ fio --name=prep --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=16 --re
 # RBD over the same transport: qemu-nbd with QEMU's rbd driver (cache=none:
 # no librbd cache), on an image of its own.
 rbd create --size "$SIZE" archip/bench-nbd
-qemu-nbd -t -f raw --cache=none -x bench -k "$work/q.sock" "rbd:archip/bench-nbd:conf=$CEPH_CONF" & pids+=($!)
+qemu-nbd -t -e 4 -f raw --cache=none -x bench -k "$work/q.sock" "rbd:archip/bench-nbd:conf=$CEPH_CONF" & pids+=($!)
 for _ in $(seq 100); do [ -S "$work/q.sock" ] && break; sleep 0.05; done
 quri="nbd+unix:///bench?socket=$work/q.sock"
 fio --name=prep --ioengine=nbd --uri="$quri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 
-# one WHO NAME RW BS DEPTH: one fio run; WHO is archip, qnbd (RBD through
+# one WHO NAME: one run of test NAME; WHO is archip, qnbd (RBD through
 # qemu-nbd), rbdtrue or rbdfalse (fio's rbd engine with and without cache).
+# shellcheck disable=SC2086 # SPEC and RBDSPEC hold several options
 one() {
-  local who=$1 name=$2 rw=$3 bs=$4 depth=$5
+  local who=$1 name=$2 unit=iops
+  case $name in seq*) unit=mib ;; esac
   if [ "$who" = archip ] || [ "$who" = qnbd ]; then
     local u=$uri
     [ "$who" = qnbd ] && u=$quri
-    fio --name="$name" --ioengine=nbd --uri="$u" --rw="$rw" --bs="$bs" --iodepth="$depth" \
-      --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs"
+    if [ "$name" = fua ]; then
+      bench/fua.py "$u" "$RUNTIME" 1
+      return
+    fi
+    fio --name="$name" --ioengine=nbd --uri="$u" ${SPEC[$name]} \
+      --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$unit"
   else
     CEPH_ARGS="--rbd_cache=${who#rbd}" fio --name="$name" --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin \
-      --rw="$rw" --bs="$bs" --iodepth="$depth" --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$rw" "$bs"
+      ${RBDSPEC[$name]:-${SPEC[$name]}} --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$unit"
   fi
 }
-for t in "${tests[@]}"; do
-  IFS=: read -r name rw bs depth <<<"$t"
-  for who in rbdtrue rbdfalse qnbd archip archip qnbd rbdfalse rbdtrue; do
-    r=$(one "$who" "$name" "$rw" "$bs" "$depth")
+# interleave NAME WHO...: runs NAME for each WHO in that order, each WHO
+# listed twice (the first half, then mirrored); each gets the mean of its
+# two runs.
+interleave() {
+  local name=$1 who r
+  shift
+  for who in "$@"; do
+    r=$(one "$who" "$name")
     R[$who,$name]=$(( ${R[$who,$name]:-0} + r ))
     echo "  $who $name: $r" >&2
   done
-  for who in rbdtrue rbdfalse qnbd archip; do R[$who,$name]=$(( R[$who,$name] / 2 )); done
+  for who in "${@:1:$#/2}"; do R[$who,$name]=$(( R[$who,$name] / 2 )); done
+}
+for name in "${tests[@]}"; do
+  interleave "$name" rbdtrue rbdfalse qnbd archip archip qnbd rbdfalse rbdtrue
+done
+for name in "${flushtests[@]}"; do
+  interleave "$name" rbdfalse qnbd archip archip qnbd rbdfalse
 done
 
 # Copy-on-write: 4k writes, each to a block of a fresh clone not written
@@ -108,11 +151,11 @@ for who in rbd archip archip rbd; do
   n=$((n + 1))
   if [ "$who" = archip ]; then
     archip volume clone vol@cow "cow$n" >/dev/null
-    r=$(fio --name=cow --ioengine=nbd --uri="nbd+unix:///cow$n?socket=$work/a.sock" "${cowpat[@]}" 2>/dev/null | fio_json randwrite 4k)
+    r=$(fio --name=cow --ioengine=nbd --uri="nbd+unix:///cow$n?socket=$work/a.sock" "${cowpat[@]}" 2>/dev/null | fio_json iops)
   else
     rbd clone archip/bench@cow "archip/cow$n"
     r=$(CEPH_ARGS="--rbd_cache=false" fio --name=cow --ioengine=rbd --pool=archip --rbdname="cow$n" --clientname=admin \
-      "${cowpat[@]}" 2>/dev/null | fio_json randwrite 4k)
+      "${cowpat[@]}" 2>/dev/null | fio_json iops)
   fi
   R[$who,cow]=$(( ${R[$who,cow]:-0} + r ))
   echo "  $who clone first writes: $r" >&2
@@ -144,6 +187,19 @@ printf '%-10s %7s %12s %12s %14s %10s %10s %10s\n' test archip "rbd qemu-nbd" "r
 for name in seqread seqwrite randread randwrite; do
   printf '%-10s %7s %12s %12s %14s %10s %10s %10s\n' "$name" "${R[archip,$name]}" "${R[qnbd,$name]}" "${R[rbdtrue,$name]}" "${R[rbdfalse,$name]}" \
     "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdtrue,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")"
+done
+echo
+echo "flush-heavy, on the fully written images; IOPS (the mix: reads and writes together)"
+printf '%-38s %7s %12s %14s %10s %10s\n' test archip "rbd qemu-nbd" "rbd (no cache)" "vs q-nbd" "vs no cache"
+flabel() {
+  case $1 in
+    fsync1) echo "4k random write, QD1, fsync=1";; fsync32) echo "64k sequential write, QD8, fsync=32";;
+    fua) echo "4k random write, QD1, FUA (rbd: plain)";; mix) echo "4k random r/w 70/30, QD16 x 2 conns";;
+  esac
+}
+for name in "${flushtests[@]}"; do
+  printf '%-38s %7s %12s %14s %10s %10s\n' "$(flabel "$name")" "${R[archip,$name]}" "${R[qnbd,$name]}" "${R[rbdfalse,$name]}" \
+    "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")"
 done
 echo
 echo "first 4k write to each 4 MiB block of a fresh clone (copy-on-write), QD16, writes/s:"
