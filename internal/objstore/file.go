@@ -798,17 +798,30 @@ func (f *File) writeDurable(path string, data []byte) error {
 	return mapErr(err)
 }
 
+// Stat lists the object's directory and stats its live generation, with
+// no open of the file: a flush checks a head this way each time.
 func (f *File) Stat(ctx context.Context, name string) (Info, error) {
-	fh, g, err := f.openCurrent(name, os.O_RDONLY)
+	dir, err := f.dir(name)
 	if err != nil {
 		return Info{}, err
 	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return Info{}, mapErr(err)
+	for try := 0; ; try++ {
+		g, err := current(dir)
+		if err != nil {
+			return Info{}, err
+		}
+		if g.num == 0 || g.tombstone {
+			return Info{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+		}
+		st, err := os.Stat(filepath.Join(dir, genName(g.num)))
+		if errors.Is(err, fs.ErrNotExist) && try < 100 {
+			continue // replaced and pruned between the listing and the stat
+		}
+		if err != nil {
+			return Info{}, mapErr(err)
+		}
+		return Info{Name: name, Size: st.Size(), Version: Version(g.num), ModTime: st.ModTime()}, nil
 	}
-	return Info{Name: name, Size: st.Size(), Version: Version(g.num), ModTime: st.ModTime()}, nil
 }
 
 func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) error {
