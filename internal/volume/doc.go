@@ -28,7 +28,12 @@
 // references missing or unsynced data. Objects that a flush made
 // unreferenced (trimmed private blocks, replaced segments) are deleted
 // only after the head swap; a crash in between leaves orphans for the
-// garbage collector, never a dangling reference.
+// garbage collector, never a dangling reference. A flush that changed no
+// map entry (only in-place writes to blocks this writer owns) writes no
+// map: it syncs those objects and then checks that the head is still the
+// one it stored (ErrFenced otherwise), which is what the head swap would
+// have found out; FUA does the same for one write's objects (see
+// persistInPlace).
 //
 // The head swap is a compare-and-swap, and one that fails with anything
 // but a conflict (a timeout, a deadline) may have been applied anyway, or
