@@ -124,8 +124,9 @@ func TestUpgradeOldStore(t *testing.T) {
 		}
 		copy(model[name][off:], p)
 	}
-	// vol: a block it owns (in place), one shared with snap1 (copy), a
-	// trimmed one, a never written one, one written partly before.
+	// vol: a block of its own, one shared with snap1, a trimmed one, a
+	// never written one, one written partly before. ('volume write'
+	// copies every block it writes; the daemon below writes in place.)
 	write("vol", 4096, data(4096))
 	write("vol", 2*K+100, data(3000))
 	write("vol", 5*K+K/2, data(8192))
