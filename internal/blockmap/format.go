@@ -98,10 +98,10 @@ const (
 	// segVersion is the newest segments' version: version 2 added
 	// Partial entries. A segment without one is still written as version
 	// 1, which programs older than version 2 read too.
-	segVersion = 2
-	headFixedV1   = 8 + 2 + 16 + 8 + 1 + 8 + 1 + 8 + 4 // magic..segment count
-	headFixed     = headFixedV1 + 8
-	segRefSize    = 4 + 16 + 8 + 4 + 1
+	segVersion  = 2
+	headFixedV1 = 8 + 2 + 16 + 8 + 1 + 8 + 1 + 8 + 4 // magic..segment count
+	headFixed   = headFixedV1 + 8
+	segRefSize  = 4 + 16 + 8 + 4 + 1
 )
 
 // EncodeHead returns the stored form of h.
