@@ -221,3 +221,173 @@ func TestPartialReadOneRequestPerRun(t *testing.T) {
 		t.Fatalf("block 0 is %v after a whole write, want private", e)
 	}
 }
+
+// snapshotted returns a volume of 4 blocks of 64 KiB on s, written whole
+// with 'a' and snapshotted, so that its next writes copy on write.
+func snapshotted(t *testing.T, s objstore.Store) (*Volume, []byte) {
+	t.Helper()
+	v := NewTestVolume(t, s, 4*bs, SmallShift)
+	data := fill(4*bs, 'a')
+	if err := v.WriteAt(ctx, data, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return v, data
+}
+
+// TestPartialConcurrentWrites: writes to one partial block at once, to
+// sub-blocks it has and lacks, partly covered or whole, and reads beside
+// them, end as their serial effect (each range is written by one writer).
+func TestPartialConcurrentWrites(t *testing.T) {
+	v, data := snapshotted(t, objstore.NewMem())
+	sub := bs / blockmap.SubBlocks
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 8; i++ {
+				off := (w*8+i)*sub + (w*7+i)%sub/2
+				n := 1 + (w+i*3)%(sub-(off%sub))
+				p := fill(n, byte('A'+w))
+				if err := v.WriteAt(ctx, p, int64(off), false); err != nil {
+					t.Error(err)
+					return
+				}
+				mustRead(t, v, 0, bs)
+			}
+		}()
+	}
+	wg.Wait()
+	for w := 0; w < 8; w++ {
+		for i := 0; i < 8; i++ {
+			off := (w*8+i)*sub + (w*7+i)%sub/2
+			n := 1 + (w+i*3)%(sub-(off%sub))
+			copy(data[off:], fill(n, byte('A'+w)))
+		}
+	}
+	wantBytes(t, v, 0, data, "after concurrent writes")
+	if e := v.Entries()[0]; e.Kind() != blockmap.Private {
+		t.Fatalf("block 0 is %v after every sub-block was written, want private", e)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, v.store, v.ID(), OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBytes(t, r, 0, data, "reopened")
+}
+
+// TestUnsealedBlockCopiedWhole: after a takeover, a small write to a block
+// of the epoch taken over copies it whole: no partial block reads from an
+// object that the old writer's late write may still change.
+func TestUnsealedBlockCopiedWhole(t *testing.T) {
+	s := objstore.NewMem()
+	v := NewTestVolume(t, s, 4*bs, SmallShift)
+	if err := v.WriteAt(ctx, fill(bs, 'a'), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Open(ctx, s, v.ID(), OpenOptions{Writable: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+	if err := n.WriteAt(ctx, []byte("x"), 10, false); err != nil {
+		t.Fatal(err)
+	}
+	if e := n.Entries()[0]; e.Kind() != blockmap.Private {
+		t.Fatalf("a write to an unsealed block made %v, want a private copy", e)
+	}
+	// A late write of the old writer does not show.
+	if err := v.WriteAt(ctx, fill(bs, 'L'), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	want := fill(bs, 'a')
+	want[10] = 'x'
+	wantBytes(t, n, 0, want, "after the late write")
+}
+
+// TestTaintedPartialRetired: an in-place write to a partial block that
+// timed out taints its object; the next write copies the block whole
+// (base included) to a new object, so the late write never shows.
+func TestTaintedPartialRetired(t *testing.T) {
+	ls := NewLateStore(objstore.NewMem())
+	v, data := snapshotted(t, ls)
+	if err := v.WriteAt(ctx, fill(10, 'p'), 100, false); err != nil {
+		t.Fatal(err)
+	}
+	copy(data[100:], fill(10, 'p'))
+	if e := v.Entries()[0]; e.Kind() != blockmap.Partial {
+		t.Fatalf("block 0 is %v, want partial", e)
+	}
+	ls.Arm()
+	if err := v.WriteAt(ctx, fill(10, 'L'), 200, false); err == nil {
+		t.Fatal("the write that timed out succeeded")
+	}
+	if err := v.WriteAt(ctx, fill(10, 'n'), bs/2, true); err != nil {
+		t.Fatal(err)
+	}
+	copy(data[bs/2:], fill(10, 'n'))
+	ls.Land()
+	if e := v.Entries()[0]; e.Kind() != blockmap.Private {
+		t.Fatalf("block 0 is %v after the retirement, want private", e)
+	}
+	got := mustRead(t, v, 0, bs)
+	got[200] = data[200] // the write that timed out may or may not have landed before the copy
+	if !bytes.Equal(got[:200], data[:200]) || !bytes.Equal(got[210:], data[210:bs]) {
+		t.Fatal("the block changed beyond the write that timed out")
+	}
+	before := mustRead(t, v, 0, bs)
+	if err := v.WriteAt(ctx, nil, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	wantBytes(t, v, 0, before, "after the late write landed")
+}
+
+// TestHashPartial: Hash turns partial blocks into content blocks that
+// read the same, and RepairHash stores such a content block again from
+// the partial block's object and base.
+func TestHashPartial(t *testing.T) {
+	s := objstore.NewMem()
+	v, data := snapshotted(t, s)
+	for _, off := range []int{5, bs + bs/2, 3*bs - 1} {
+		if err := v.WriteAt(ctx, []byte("xyz"), int64(off), false); err != nil {
+			t.Fatal(err)
+		}
+		copy(data[off:], "xyz")
+	}
+	st, err := v.HashWith(ctx, HashOptions{KeepReplaced: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	partials := 0
+	for _, r := range st.Replaced {
+		if r.Old.Kind() == blockmap.Partial {
+			partials++
+		}
+	}
+	if partials != 4 { // the last write straddles blocks 2 and 3
+		t.Fatalf("hash replaced %d partial blocks, want 4 (%+v)", partials, st.Replaced)
+	}
+	for _, e := range v.Entries() {
+		if e.Kind() != blockmap.Content {
+			t.Fatalf("block is %v after a hash, want content", e)
+		}
+	}
+	wantBytes(t, v, 0, data, "after the hash")
+	for _, r := range st.Replaced {
+		s.Delete(ctx, r.New.ObjectName())
+	}
+	if lost, err := RepairHash(ctx, s, st.Replaced); err != nil || len(lost) != 0 {
+		t.Fatalf("repair: lost %v, %v", lost, err)
+	}
+	r, err := Open(ctx, s, v.ID(), OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBytes(t, r, 0, data, "after the repair")
+}
