@@ -95,11 +95,13 @@ const (
 	segMagic  = "ARCHSEGM"
 	// headVersion 2 added Unsealed; version 1 heads still decode.
 	headVersion = 2
-	// formatVersion is the segments' version.
-	formatVersion = 1
-	headFixedV1   = 8 + 2 + 16 + 8 + 1 + 8 + 1 + 8 + 4 // magic..segment count
-	headFixed     = headFixedV1 + 8
-	segRefSize    = 4 + 16 + 8 + 4 + 1
+	// segVersion is the newest segments' version: version 2 added
+	// Partial entries. A segment without one is still written as version
+	// 1, which programs older than version 2 read too.
+	segVersion  = 2
+	headFixedV1 = 8 + 2 + 16 + 8 + 1 + 8 + 1 + 8 + 4 // magic..segment count
+	headFixed   = headFixedV1 + 8
+	segRefSize  = 4 + 16 + 8 + 4 + 1
 )
 
 // EncodeHead returns the stored form of h.
@@ -183,19 +185,36 @@ func DecodeHead(b []byte) (*Head, error) {
 // blocks starting at index*SegmentEntries, and its checksum for the
 // SegmentRef. Trailing Zero entries are left out.
 func EncodeSegment(index uint32, entries []Entry) ([]byte, uint32) {
-	for len(entries) > 0 && entries[len(entries)-1].kind == Zero {
+	for len(entries) > 0 && entries[len(entries)-1].Kind() == Zero {
 		entries = entries[:len(entries)-1]
 	}
-	b := make([]byte, 0, 8+2+4+4+len(entries)*33+4)
+	version, size := uint16(1), 0
+	for _, e := range entries {
+		switch e.Kind() {
+		case Content, Private:
+			size += 33
+		case Partial:
+			size += 1 + 32 + 8 + 1 + 32
+			version = 2
+		default:
+			size++
+		}
+	}
+	b := make([]byte, 0, 8+2+4+4+size+4)
 	b = append(b, segMagic...)
-	b = binary.BigEndian.AppendUint16(b, formatVersion)
+	b = binary.BigEndian.AppendUint16(b, version)
 	b = binary.BigEndian.AppendUint32(b, index)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(entries)))
 	for _, e := range entries {
-		b = append(b, byte(e.kind))
-		switch e.kind {
+		b = append(b, byte(e.Kind()))
+		switch e.Kind() {
 		case Content, Private:
 			b = append(b, e.key[:]...)
+		case Partial:
+			b = append(b, e.key[:]...)
+			b = binary.BigEndian.AppendUint64(b, e.x.mask)
+			b = append(b, byte(e.x.baseKind))
+			b = append(b, e.x.baseKey[:]...)
 		}
 	}
 	b = seal(b)
@@ -217,8 +236,9 @@ func DecodeSegment(b []byte, ref SegmentRef, dst []Entry) error {
 	if len(body) < 18 || string(body[:8]) != segMagic {
 		return fmt.Errorf("%w: not a map segment", ErrCorrupt)
 	}
-	if v := binary.BigEndian.Uint16(body[8:]); v != formatVersion {
-		return fmt.Errorf("%w: segment format version %d; this program reads version %d", ErrCorrupt, v, formatVersion)
+	version := binary.BigEndian.Uint16(body[8:])
+	if version < 1 || version > segVersion {
+		return fmt.Errorf("%w: segment format version %d; this program reads versions 1 to %d", ErrCorrupt, version, segVersion)
 	}
 	r := reader{b: body[10:]}
 	if idx := r.u32(); idx != ref.Index {
@@ -228,21 +248,37 @@ func DecodeSegment(b []byte, ref SegmentRef, dst []Entry) error {
 	if uint64(n) > uint64(len(dst)) {
 		return fmt.Errorf("%w: segment %d has %d entries, the volume has room for %d", ErrCorrupt, ref.Index, n, len(dst))
 	}
+	truncated := func(i uint32) error {
+		return fmt.Errorf("%w: segment %d truncated at entry %d", ErrCorrupt, ref.Index, i)
+	}
 	for i := uint32(0); i < n; i++ {
 		if len(r.b) < 1 {
-			return fmt.Errorf("%w: segment %d truncated at entry %d", ErrCorrupt, ref.Index, i)
+			return truncated(i)
 		}
 		k := Kind(r.b[0])
 		r.b = r.b[1:]
-		e := Entry{kind: k}
-		switch k {
-		case Zero:
-		case Content, Private:
+		var e Entry
+		switch {
+		case k == Zero:
+		case k == Content || k == Private:
 			if len(r.b) < 32 {
-				return fmt.Errorf("%w: segment %d truncated at entry %d", ErrCorrupt, ref.Index, i)
+				return truncated(i)
 			}
-			copy(e.key[:], r.b[:32])
-			r.b = r.b[32:]
+			e = Entry{x: kindX(k)}
+			copy(e.key[:], r.next(32))
+		case k == Partial && version >= 2:
+			if len(r.b) < 32+8+1+32 {
+				return truncated(i)
+			}
+			x := &extra{kind: Partial}
+			copy(e.key[:], r.next(32))
+			x.mask = r.u64()
+			x.baseKind = Kind(r.next(1)[0])
+			copy(x.baseKey[:], r.next(32))
+			if x.mask == 0 || x.mask == AllSubBlocks || (x.baseKind != Content && x.baseKind != Private) {
+				return fmt.Errorf("%w: segment %d entry %d is a partial block with mask %#x over a %v base", ErrCorrupt, ref.Index, i, x.mask, x.baseKind)
+			}
+			e.x = x
 		default:
 			return fmt.Errorf("%w: segment %d entry %d has unknown kind %d", ErrCorrupt, ref.Index, i, k)
 		}

@@ -299,17 +299,23 @@ func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID
 			}
 			m.segments[name] = struct{}{}
 			for _, e := range seg {
-				switch e.Kind() {
-				case blockmap.Content:
-					m.content[e.Hash()] = struct{}{}
-				case blockmap.Private:
-					m.private[e.Key()] = struct{}{}
-				}
+				m.markEntry(e)
+				m.markEntry(e.Base()) // a partial block reads from its base too
 			}
 		}
 		if !vanished {
 			return true, nil
 		}
+	}
+}
+
+// markEntry marks the object of e (a partial block's own object).
+func (m *marks) markEntry(e blockmap.Entry) {
+	switch e.Kind() {
+	case blockmap.Content:
+		m.content[e.Hash()] = struct{}{}
+	case blockmap.Private, blockmap.Partial:
+		m.private[e.Key()] = struct{}{}
 	}
 }
 

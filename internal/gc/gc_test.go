@@ -83,6 +83,9 @@ func referenced(t *testing.T, m *manage.Manager) map[string]bool {
 			if e.Kind() != blockmap.Zero {
 				refs[e.ObjectName()] = true
 			}
+			if e.Kind() == blockmap.Partial {
+				refs[e.Base().ObjectName()] = true
+			}
 		}
 	}
 	return refs
@@ -591,4 +594,60 @@ func TestSegmentReplacedWhileMarking(t *testing.T) {
 	if got := manage.ReadT(t, m, "v", 0, -1); !bytes.Equal(got, want) {
 		t.Fatal("the volume lost data written during the mark")
 	}
+}
+
+// TestPartialBlockKept: a partial block (a clone's first small write to
+// a block) keeps both its own object and its base, also when nothing
+// else references the base any more.
+func TestPartialBlockKept(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	rng := rand.New(rand.NewPCG(5, 6))
+	m.CreateVolume(ctx, "vm", 4*bs, 16)
+	manage.WriteT(t, m, "vm", 0, randBytes(rng, 4*bs))
+	if _, err := m.Snapshot(ctx, "vm", "vm@s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Clone(ctx, "vm@s", "c", 0); err != nil {
+		t.Fatal(err)
+	}
+	manage.WriteT(t, m, "c", bs+100, []byte("a few bytes"))
+	// The volume drops the block; the snapshot goes: the clone's partial
+	// block is the only reference to the old private object.
+	v, _, err := m.Open(ctx, "vm", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Trim(ctx, bs, bs); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove(ctx, "vm@s"); err != nil {
+		t.Fatal(err)
+	}
+	want := manage.ReadT(t, m, "c", 0, -1)
+	r, err := m.Lookup(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, _ := volume.ReadHead(ctx, s, r.ID)
+	es, _ := volume.LoadMap(ctx, s, h)
+	if es[1].Kind() != blockmap.Partial {
+		t.Fatalf("the clone's block 1 is %v, want a partial block", es[1])
+	}
+	clk.advance(2 * time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{es[1].ObjectName(), es[1].Base().ObjectName()} {
+		if _, err := s.Stat(ctx, name); err != nil {
+			t.Errorf("%s of the partial block: %v", name, err)
+		}
+	}
+	if !bytes.Equal(manage.ReadT(t, m, "c", 0, -1), want) {
+		t.Fatal("the clone changed across the collection")
+	}
+	checkClean(t, m)
 }

@@ -468,18 +468,26 @@ func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 		return nil, err
 	}
 	counted := map[blockmap.Entry]bool{}
+	exclusive := func(o blockmap.Entry, n int64) {
+		if users[o] == 1 && !counted[o] {
+			in.ExclusiveBytes += n
+			counted[o] = true
+		}
+	}
 	for b, e := range entries {
 		if e.Kind() == blockmap.Zero {
 			continue
 		}
 		n := h.BlockLen(int64(b))
-		if users[e] == 1 && !counted[e] {
-			in.ExclusiveBytes += n
-			counted[e] = true
+		own := ownBytes(e, n, h.BlockShift)
+		exclusive(e.Object(), own)
+		if e.Kind() == blockmap.Partial {
+			exclusive(e.Base(), n) // the base object holds the whole block
 		}
 		in.AllocatedBytes += n
-		if e.Kind() == blockmap.Private && e.Owner() == r.ID && e.Epoch() == h.Epoch && !h.ReadOnly {
-			in.PrivateBytes += n
+		if e.IsPrivate() && e.Owner() == r.ID && e.Epoch() == h.Epoch && !h.ReadOnly {
+			in.PrivateBytes += own
+			in.SharedBytes += n - own
 		} else {
 			in.SharedBytes += n
 		}
@@ -487,8 +495,25 @@ func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 	return in, nil
 }
 
-// blockUsers counts, for every block object, how many maps of the
-// catalog reference it. It reads every map.
+// ownBytes returns how many of the n bytes of a block e's own object
+// holds: all of them, or a partial block's sub-blocks.
+func ownBytes(e blockmap.Entry, n int64, shift uint8) int64 {
+	if e.Kind() != blockmap.Partial {
+		return n
+	}
+	sbs := int64(1) << blockmap.SubBlockShift(shift)
+	own := int64(0)
+	for i := int64(0); i < blockmap.SubBlocks && i*sbs < n; i++ {
+		if e.Mask()>>i&1 == 1 {
+			own += min(n, (i+1)*sbs) - i*sbs
+		}
+	}
+	return own
+}
+
+// blockUsers counts, for every block object (as the entry of that object
+// alone: see blockmap.Entry.Object), how many maps of the catalog
+// reference it, a partial block's base included. It reads every map.
 func (m *Manager) blockUsers(ctx context.Context, d *catalog.Doc) (map[blockmap.Entry]int32, error) {
 	users := map[blockmap.Entry]int32{}
 	for _, r := range d.Records {
@@ -498,9 +523,11 @@ func (m *Manager) blockUsers(ctx context.Context, d *catalog.Doc) (map[blockmap.
 		}
 		seen := map[blockmap.Entry]bool{}
 		for _, e := range entries {
-			if e.Kind() != blockmap.Zero && !seen[e] {
-				seen[e] = true
-				users[e]++
+			for _, o := range []blockmap.Entry{e.Object(), e.Base()} {
+				if o.Kind() != blockmap.Zero && !seen[o] {
+					seen[o] = true
+					users[o]++
+				}
 			}
 		}
 	}
@@ -546,7 +573,7 @@ func (m *Manager) Diff(ctx context.Context, a, b string) ([]Range, error) {
 		if i < int64(len(eb)) {
 			y = eb[i]
 		}
-		if x == y {
+		if x.Equal(y) {
 			continue
 		}
 		off := i * bs

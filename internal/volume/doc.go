@@ -8,6 +8,21 @@
 // new private object (copy-on-write), and a write to a zero block only
 // writes the bytes given (objects are sparse).
 //
+// On a store with in-place writes (objstore.RangeWriter), copy-on-write
+// copies sub-blocks (1/64 of a block: 64 KiB at 4 MiB blocks), not
+// blocks: the first write to a shared block makes it a partial block
+// (blockmap.Partial), a new private object holding only the sub-blocks
+// the write touched, over the old block as its base; a sub-block the
+// write covers only in part is filled from the base first, through this
+// process. Later writes add sub-blocks to the same object in place (under
+// the block's stripe lock, since the mask changes) until it holds all 64
+// and the block is private again; a write after a snapshot copies only
+// the sub-blocks the old partial object holds. A read of a partial block
+// makes one request per run of consecutive sub-blocks in the same object.
+// A block of an unsealed epoch (see below) is still copied whole, so that
+// no partial block reads from an object that a late write may change.
+// Stores without in-place writes replace whole private objects.
+//
 // A data write that fails with an unknown outcome (a timeout: see
 // objstore.Store) may still land later. The object it went to is then
 // never written in place again: before the next write, resize or
@@ -97,7 +112,8 @@
 //
 // # Memory
 //
-// An open volume holds one 33-byte blockmap.Entry per block and a fixed
-// 256-stripe lock table, so under 34 bytes per block: a 1 TiB volume of
-// 4 MiB blocks costs about 9 MB.
+// An open volume holds one 40-byte blockmap.Entry per block, 48 bytes
+// more for each partial block, and a fixed 256-stripe lock table, so
+// under 41 bytes per block (89 for a partial one): a 1 TiB volume of
+// 4 MiB blocks costs about 10.5 MB, 23 MB if every block is partial.
 package volume

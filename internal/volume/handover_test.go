@@ -503,7 +503,7 @@ func TestSealBesideWrites(t *testing.T) {
 					}
 				}
 				for b, e := range r.Entries() {
-					if e.Kind() == blockmap.Private && e.Epoch() <= a.Head().Epoch {
+					if e.IsPrivate() && e.Epoch() <= a.Head().Epoch || e.Base().Kind() == blockmap.Private && e.Base().Epoch() <= a.Head().Epoch {
 						t.Fatalf("%s: block %d is still the old writer's %v", what, b, e)
 					}
 				}

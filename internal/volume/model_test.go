@@ -54,10 +54,13 @@ type model struct {
 	// flight, and the late landing of those writes.
 	stalls  bool
 	zombies []zombieWrite
-	// shaky: objects of holders taken over that they wrote in place
+	// shaky: objects (by name) of holders taken over that they wrote in place
 	// without a sync, before the takeover or late: what a crash leaves of
 	// them is unknown, in any map that still references them.
-	shaky map[blockmap.Entry]bool
+	shaky map[string]bool
+	// partials counts the partial blocks seen by check, so that a test
+	// can tell they were exercised.
+	partials int
 }
 
 // zombieWrite is a write of a holder whose lease was taken over: it
@@ -142,6 +145,11 @@ func (m *model) check(v *modelVol) {
 	if sz := v.h.Size(); sz != int64(len(v.data)) {
 		m.fatalf("volume %s has size %d, oracle %d", v.id, sz, len(v.data))
 	}
+	for _, e := range v.h.Entries() {
+		if e.Kind() == blockmap.Partial {
+			m.partials++
+		}
+	}
 }
 
 // checkCrashImage opens every volume on a crashed store and checks that
@@ -166,7 +174,7 @@ func (m *model) checkCrashImage(s objstore.Store, vols []*modelVol) {
 		}
 		entries := h.Entries()
 		for i := range got {
-			if m.shaky[entries[i/bs]] {
+			if m.shakyAt(h, entries, i) {
 				continue
 			}
 			if !v.dirty[i] && got[i] != v.durable[i] {
@@ -174,6 +182,13 @@ func (m *model) checkCrashImage(s objstore.Store, vols []*modelVol) {
 			}
 		}
 	}
+}
+
+// shakyAt reports whether byte i of the volume h, whose map is entries,
+// reads from a shaky object.
+func (m *model) shakyAt(h *Volume, entries []blockmap.Entry, i int) bool {
+	src, _ := h.runAt(entries[i/bs], int64(i%bs))
+	return m.shaky[src.ObjectName()]
 }
 
 // restart replaces the store's state with a crash image and reopens
@@ -205,6 +220,11 @@ func (m *model) step(i int) string {
 	case op < 35: // write
 		v := m.live(true)
 		off, n := m.span(len(v.data))
+		if rng.IntN(3) == 0 {
+			// A few sub-blocks or less: partial blocks after a snapshot
+			// or in a clone.
+			n = 1 + rng.IntN(min(len(v.data)-off, 3*bs/blockmap.SubBlocks))
+		}
 		p := make([]byte, n)
 		for j := range p {
 			p[j] = byte(rng.IntN(255) + 1)
@@ -404,12 +424,12 @@ func (m *model) takeover() string {
 	// no longer: a trim it did not flush).
 	entries = h.Entries()
 	for i, d := range v.dirty {
-		if e := entries[i/bs]; d && e.Kind() == blockmap.Private && e.Owner() == v.id && e.Epoch() < h.Head().Epoch {
-			m.shaky[e] = true
+		if e := entries[i/bs]; d && e.IsPrivate() && e.Owner() == v.id && e.Epoch() < h.Head().Epoch {
+			m.shaky[e.ObjectName()] = true
 		}
 	}
 	for i := range got {
-		if !v.dirty[i] && !m.shaky[entries[i/bs]] && got[i] != v.durable[i] {
+		if !v.dirty[i] && !m.shakyAt(h, entries, i) && got[i] != v.durable[i] {
 			m.fatalf("after the takeover of %s: byte %d (block %d) = %#x, flushed %#x", v.id, i, i/bs, got[i], v.durable[i])
 		}
 	}
@@ -428,10 +448,17 @@ func (m *model) land() string {
 	if err := z.h.WriteAt(m.ctx, z.p, int64(z.off), false); err != nil {
 		m.fatalf("late write of a stalled writer: %v", err)
 	}
-	if v := z.vol; !v.removed && z.off+len(z.p) <= len(v.data) && v.h.Entries()[z.off/bs] == z.entry {
-		copy(v.data[z.off:], z.p)
+	if v := z.vol; !v.removed && z.off+len(z.p) <= len(v.data) {
+		// It shows where the live map reads from the object it went to:
+		// in its sub-blocks of a partial block.
+		e := v.h.Entries()[z.off/bs]
+		for j := range z.p {
+			if src, _ := v.h.runAt(e, int64((z.off+j)%bs)); src.ObjectName() == z.entry.ObjectName() {
+				v.data[z.off+j] = z.p[j]
+			}
+		}
 	}
-	m.shaky[z.entry] = true
+	m.shaky[z.entry.ObjectName()] = true
 	if m.rng.IntN(2) == 0 {
 		// Nothing to flush (a whole-block store has no sync to do) or
 		// fenced: either way the head is not written.
@@ -445,7 +472,7 @@ func (m *model) land() string {
 // runModel runs steps random operations on s. With cp (which must wrap
 // s), it also crashes the store between and inside operations.
 func runModel(t *testing.T, s objstore.Store, seed uint64, steps int, cp *crashPoints, stalls bool) *model {
-	m := &model{t: t, ctx: context.Background(), rng: rand.New(rand.NewPCG(seed, 7)), store: s, cp: cp, stalls: stalls, shaky: map[blockmap.Entry]bool{}}
+	m := &model{t: t, ctx: context.Background(), rng: rand.New(rand.NewPCG(seed, 7)), store: s, cp: cp, stalls: stalls, shaky: map[string]bool{}}
 	if cp != nil {
 		cp.m = m
 	}
@@ -493,7 +520,9 @@ func seeds(n uint64) uint64 {
 func TestModelMem(t *testing.T) {
 	for seed := uint64(1); seed <= seeds(12); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			runModel(t, objstore.NewMem(), seed, 300, nil, false)
+			if m := runModel(t, objstore.NewMem(), seed, 300, nil, false); m.partials == 0 && !t.Failed() {
+				t.Fatal("no partial block was seen")
+			}
 		})
 	}
 }
@@ -580,6 +609,9 @@ func TestModelCrash(t *testing.T) {
 			m := runModel(t, cp, seed, 300, cp, false)
 			if cp.images == 0 && !t.Failed() {
 				t.Fatalf("no crash image was taken inside an operation (%d steps)", len(m.vols))
+			}
+			if m.partials == 0 && !t.Failed() {
+				t.Fatal("no partial block was seen")
 			}
 		})
 	}

@@ -282,7 +282,7 @@ func Remove(ctx context.Context, s objstore.Store, id blockmap.ID) error {
 		})
 	}
 	for _, e := range entries {
-		if e.Kind() == blockmap.Private && e.Owner() == id && e.Epoch() == h.Epoch {
+		if e.IsPrivate() && e.Owner() == id && e.Epoch() == h.Epoch {
 			del(e.ObjectName())
 		}
 	}
@@ -330,11 +330,13 @@ type HashStats struct {
 	Freed    []string   `json:"-"`
 }
 
-// Replaced is a block Hash changed: Old (a private block) reads as New
-// (a content or zero block); Len is the block's length.
+// Replaced is a block Hash changed: Old (a private or partial block)
+// reads as New (a content or zero block); Len is the block's length, and
+// SubShift the log2 of its sub-blocks' size (for a partial Old).
 type Replaced struct {
 	Old, New blockmap.Entry
 	Len      int64
+	SubShift uint8
 }
 
 // HashOptions tune HashWith.
@@ -388,7 +390,7 @@ func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, err
 	v.mu.Lock()
 	saved, unsealedFrom := append([]blockmap.Entry(nil), v.mu.entries...), v.mu.head.Unsealed
 	v.mu.Unlock()
-	pick := func(e blockmap.Entry) bool { return e.Kind() == blockmap.Private }
+	pick := func(e blockmap.Entry) bool { return e.IsPrivate() }
 	if opts.Unsealed {
 		h := v.Head()
 		pick = func(e blockmap.Entry) bool { return unsealed(&h, e) }
@@ -427,7 +429,7 @@ func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, err
 		v.mu.dirtySince = time.Time{}
 	}
 	for b, e := range saved {
-		if unknown && b < len(v.mu.entries) && v.mu.entries[b] != e {
+		if unknown && b < len(v.mu.entries) && !v.mu.entries[b].Equal(e) {
 			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
 		}
 	}
@@ -455,7 +457,7 @@ func RepairHash(ctx context.Context, s objstore.Store, repl []Replaced) ([]int, 
 			if !objstore.IsNotExist(err) {
 				return err
 			}
-			data, _, err := s.Get(gctx, r.Old.ObjectName())
+			data, err := getBlock(gctx, s, r)
 			if err == nil {
 				if data = ContentBlock(data[:min(int64(len(data)), r.Len)]); sha256.Sum256(data) == r.New.Hash() {
 					_, err = s.Create(gctx, r.New.ObjectName(), data)
@@ -477,6 +479,31 @@ func RepairHash(ctx context.Context, s objstore.Store, repl []Replaced) ([]int, 
 	err := g.Wait()
 	sort.Ints(lost)
 	return lost, err
+}
+
+// getBlock reads the block r.Old describes whole, from its object and,
+// for a partial block, its base.
+func getBlock(ctx context.Context, s objstore.Store, r Replaced) ([]byte, error) {
+	data, _, err := s.Get(ctx, r.Old.ObjectName())
+	if err != nil || r.Old.Kind() != blockmap.Partial {
+		return data, err
+	}
+	base, _, err := s.Get(ctx, r.Old.Base().ObjectName())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, r.Len)
+	sbs := int64(1) << r.SubShift
+	for i := int64(0); i*sbs < r.Len; i++ {
+		src := base
+		if r.Old.Mask()>>i&1 == 1 {
+			src = data
+		}
+		if lo := i * sbs; lo < int64(len(src)) {
+			copy(out[lo:min(lo+sbs, r.Len)], src[lo:])
+		}
+	}
+	return out, nil
 }
 
 // contentify turns the blocks whose entries pick selects into content
@@ -524,7 +551,7 @@ func (v *Volume) contentify(ctx context.Context, pick func(blockmap.Entry) bool,
 				v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
 				v.dirtiedLocked()
 				if repl != nil {
-					*repl = append(*repl, Replaced{Old: e, New: ne, Len: int64(len(buf))})
+					*repl = append(*repl, Replaced{Old: e, New: ne, Len: int64(len(buf)), SubShift: v.sshift})
 				}
 				if v.owns(e, v.mu.head.Epoch) {
 					v.mu.freed = append(v.mu.freed, e.ObjectName())
@@ -543,10 +570,16 @@ func (v *Volume) contentify(ctx context.Context, pick func(blockmap.Entry) bool,
 
 // unsealed reports whether e is a block of an epoch that ended with a
 // takeover, which the writer taken over may still change in place (see
-// blockmap.Head.Unsealed).
+// blockmap.Head.Unsealed): its own object or, for a partial block, its
+// base.
 func unsealed(h *blockmap.Head, e blockmap.Entry) bool {
-	return h.Unsealed != 0 && e.Kind() == blockmap.Private && e.Owner() == h.ID &&
-		e.Epoch() >= h.Unsealed && e.Epoch() < h.Epoch
+	if h.Unsealed == 0 {
+		return false
+	}
+	if e.Kind() == blockmap.Partial && unsealed(h, e.Base()) {
+		return true
+	}
+	return e.IsPrivate() && e.Owner() == h.ID && e.Epoch() >= h.Unsealed && e.Epoch() < h.Epoch
 }
 
 // Seal seals the blocks that a writer this volume was taken over from

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sort"
 	"sync"
@@ -113,6 +114,7 @@ type Volume struct {
 	now      func() time.Time // the clock; tests inject one
 	onClose  func(ctx context.Context, err error) error
 	shift    uint8
+	sshift   uint8 // sub-blocks (units of copy-on-write) are 2^sshift bytes
 	bs       int64
 	bufs     sync.Pool // *[]byte of one block
 
@@ -214,7 +216,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
-		guard: opts.Guard, hold: opts.Hold, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, bs: head.BlockSize()}
+		guard: opts.Guard, hold: opts.Hold, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, sshift: blockmap.SubBlockShift(head.BlockShift), bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = s.(objstore.RangeWriter)
 		v.syncer, _ = s.(objstore.Syncer)
@@ -469,8 +471,9 @@ func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte
 		if err != nil {
 			return err
 		}
-		if e.Kind() != blockmap.Zero {
-			err := v.lender.ReadLend(ctx, e.ObjectName(), off&(v.bs-1), int(n), func(bufs [][]byte) error {
+		src, end := v.runAt(e, off&(v.bs-1))
+		if src.Kind() != blockmap.Zero && (off+n-1)&(v.bs-1) < end {
+			err := v.lender.ReadLend(ctx, src.ObjectName(), off&(v.bs-1), int(n), func(bufs [][]byte) error {
 				return fn(padZeros(bufs, n))
 			})
 			if !objstore.IsNotExist(err) {
@@ -533,13 +536,49 @@ func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) e
 		if nerr != nil {
 			return nerr
 		}
-		if now == e || try == 100 {
+		if now.Equal(e) || try == 100 {
 			return fmt.Errorf("%w: block %d: %v", ErrCorrupt, b, err)
 		}
 	}
 }
 
+// readEntry reads p at boff in the block e describes: a partial block
+// with one request per run of sub-blocks in the same object.
 func (v *Volume) readEntry(ctx context.Context, e blockmap.Entry, p []byte, boff int64) error {
+	for pos := int64(0); pos < int64(len(p)); {
+		src, end := v.runAt(e, boff+pos)
+		n := min(end-boff-pos, int64(len(p))-pos)
+		if err := v.readObject(ctx, src, p[pos:pos+n], boff+pos); err != nil {
+			return err
+		}
+		pos += n
+	}
+	return nil
+}
+
+// runAt returns the entry whose object holds byte boff of the block e
+// describes (e itself, or for a partial block its object or its base),
+// and where in the block the run of sub-blocks it holds from there ends.
+func (v *Volume) runAt(e blockmap.Entry, boff int64) (blockmap.Entry, int64) {
+	if e.Kind() != blockmap.Partial {
+		return e, v.bs
+	}
+	mask := e.Mask()
+	s := uint(boff >> v.sshift)
+	in := mask>>s&1 == 1
+	if !in {
+		mask = ^mask
+	}
+	// The run ends at the first clear bit of mask at or after s.
+	end := int64(bits.TrailingZeros64(^(mask >> s))) + int64(s)
+	if in {
+		return e.Object(), end << v.sshift
+	}
+	return e.Base(), end << v.sshift
+}
+
+// readObject reads p at boff from e's own object.
+func (v *Volume) readObject(ctx context.Context, e blockmap.Entry, p []byte, boff int64) error {
 	if e.Kind() == blockmap.Zero {
 		clear(p)
 		return nil
@@ -729,9 +768,10 @@ func (v *Volume) retireLocked(ctx context.Context) error {
 	return nil
 }
 
-// owns reports whether the volume may change e's object in place.
+// owns reports whether the volume may change e's object in place (a
+// partial block's own object, not its base).
 func (v *Volume) owns(e blockmap.Entry, epoch uint64) bool {
-	return e.Kind() == blockmap.Private && e.Owner() == v.id && e.Epoch() == epoch
+	return e.IsPrivate() && e.Owner() == v.id && e.Epoch() == epoch
 }
 
 // blockLen is the length of block b inside the volume.
@@ -749,44 +789,176 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 	e, epoch := v.entry(b)
 	v.mu.Lock()
 	owned, tainted := v.owns(e, epoch), v.mu.tainted[e.ObjectName()]
+	unsealedBase := unsealed(&v.mu.head, e.Base()) || e.Kind() != blockmap.Partial && unsealed(&v.mu.head, e)
 	v.mu.Unlock()
 	if owned && tainted {
 		st.Unlock()
 		return errTainted
 	}
-	if owned && v.rw != nil {
+	touched := v.subBlocks(boff, int64(len(data)))
+	if owned && v.rw != nil && e.Mask()&touched == touched {
 		// NB: an in-place write needs the stripe only to look at the
 		// entry. An owned entry changes only by a trim of the whole block
-		// (which a concurrent write overlaps, so either order is right) or
-		// under the exclusive gate (snapshot, resize, hash), which waits
-		// for this write. Not holding it lets writes to one block run in
-		// parallel, which matters at network latency (RADOS).
+		// (which a concurrent write overlaps, so either order is right),
+		// by a write that adds sub-blocks to a partial block (others than
+		// this write's, in the same object), or under the exclusive gate
+		// (snapshot, resize, hash), which waits for this write. Not
+		// holding it lets writes to one block run in parallel, which
+		// matters at network latency (RADOS).
 		st.Unlock()
 		note.inPlace(b, e.ObjectName())
 		return v.writeObject(ctx, e.ObjectName(), e, boff, data)
 	}
 	defer st.Unlock()
+	if owned && v.rw != nil {
+		note.mapChange()
+		return v.writePartial(ctx, b, e, e, boff, data) // sub-blocks this partial block lacks
+	}
 	if owned {
-		note.inPlace(b, e.ObjectName())
-		return v.writeObject(ctx, e.ObjectName(), e, boff, data) // read-modify-write of the whole block
+		// Read-modify-write of the whole block.
+		if e.Kind() == blockmap.Partial {
+			note.mapChange()
+		} else {
+			note.inPlace(b, e.ObjectName())
+		}
+		if err := v.writeObject(ctx, e.ObjectName(), e, boff, data); err != nil {
+			return err
+		}
+		if e.Kind() == blockmap.Partial {
+			v.setEntry(b, e.Object()) // now whole
+		}
+		return nil
 	}
-	if note != nil {
-		note.changed = true
-	}
+	note.mapChange()
 	seq, err := v.allocSeq()
 	if err != nil {
 		return err
 	}
 	ne := blockmap.PrivateEntry(v.id, epoch, seq)
+	// NB: a block that a writer taken over may still change (unsealed)
+	// is copied whole, so that no partial block reads from it.
+	if v.rw != nil && e.Kind() != blockmap.Zero && !unsealedBase {
+		return v.writePartial(ctx, b, e, ne, boff, data)
+	}
 	if err := v.writeObject(ctx, ne.ObjectName(), e, boff, data); err != nil {
 		return err
 	}
+	v.setEntry(b, ne)
+	return nil
+}
+
+// setEntry points block b at e; the caller holds b's stripe.
+func (v *Volume) setEntry(b int64, e blockmap.Entry) {
 	v.mu.Lock()
-	v.mu.entries[b] = ne
+	v.mu.entries[b] = e
 	v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
 	v.dirtiedLocked()
 	v.mu.Unlock()
+}
+
+// subBlocks returns the mask of the sub-blocks that [boff, boff+n)
+// touches (n > 0).
+func (v *Volume) subBlocks(boff, n int64) uint64 {
+	s0, s1 := uint(boff>>v.sshift), uint((boff+n-1)>>v.sshift)
+	return (blockmap.AllSubBlocks >> (63 - s1)) &^ (1<<s0 - 1)
+}
+
+// writePartial writes data at boff in block b (entry old, not Zero) into
+// obj's object, which becomes (or stays) a partial block over old's base:
+// in place if obj is old's own object, else a new object, into which the
+// sub-blocks old's object holds are copied first. A sub-block the write
+// covers only in part and that the object lacks is first filled from the
+// base, so the write moves at most two sub-blocks more than its own
+// bytes. The caller holds b's stripe, so the mask changes under it.
+func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.Entry, boff int64, data []byte) error {
+	if err := v.checkGuard(); err != nil {
+		return err
+	}
+	name := obj.ObjectName()
+	base, have := old, uint64(0)
+	if old.Kind() == blockmap.Partial {
+		base, have = old.Base(), old.Mask()
+	}
+	bp := v.bufs.Get().(*[]byte)
+	defer v.bufs.Put(bp)
+	buf := *bp
+	end := boff + int64(len(data))
+	sbs := int64(1) << v.sshift
+	if old.Kind() == blockmap.Partial && old.ObjectName() != name {
+		// Copy the sub-blocks old's object holds, except those the write
+		// covers whole, run by run.
+		covered := uint64(0)
+		if c0, c1 := (boff+sbs-1)>>v.sshift, end>>v.sshift; c0 < c1 {
+			covered = v.subBlocks(c0<<v.sshift, (c1-c0)<<v.sshift)
+		}
+		for todo := have &^ covered; todo != 0; {
+			s := int64(bits.TrailingZeros64(todo))
+			n := int64(bits.TrailingZeros64(^(todo >> s)))
+			todo &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
+			p := buf[:n<<v.sshift]
+			if err := v.readObject(ctx, old.Object(), p, s<<v.sshift); err != nil {
+				return err
+			}
+			if err := v.dataWritten(name, v.writeAt(ctx, name, p, s<<v.sshift)); err != nil {
+				return err
+			}
+		}
+	}
+	// Extend the write to whole sub-blocks where it starts or ends inside
+	// one the object lacks, with the base's bytes.
+	lo, hi := boff, end
+	if have>>(lo>>v.sshift)&1 == 0 {
+		lo &^= sbs - 1
+	}
+	if have>>((hi-1)>>v.sshift)&1 == 0 && hi&(sbs-1) != 0 {
+		hi = min((hi|(sbs-1))+1, v.bs)
+	}
+	p := data
+	if lo != boff || hi != end {
+		p = buf[:hi-lo]
+		// Both ends in one sub-block: one read.
+		if lo < boff && end < hi && hi-lo <= sbs {
+			if err := v.readEntry(ctx, base, p, lo); err != nil {
+				return err
+			}
+		} else {
+			if lo < boff {
+				if err := v.readEntry(ctx, base, p[:boff-lo], lo); err != nil {
+					return err
+				}
+			}
+			if end < hi {
+				if err := v.readEntry(ctx, base, p[end-lo:], end); err != nil {
+					return err
+				}
+			}
+		}
+		copy(p[boff-lo:], data)
+	}
+	if err := v.dataWritten(name, v.writeAt(ctx, name, p, lo)); err != nil {
+		return err
+	}
+	ne := blockmap.PartialEntry(obj, base, have|v.subBlocks(boff, int64(len(data))))
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.syncer != nil {
+		v.mu.dirtyObjs[name] = true
+	}
+	if !ne.Equal(old) {
+		v.mu.entries[b] = ne
+		v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+	} else {
+		v.mu.headDirty = true // see writeObject
+	}
+	v.dirtiedLocked()
 	return nil
+}
+
+// mapChange notes a write that changes the map, if n is not nil.
+func (n *writeNote) mapChange() {
+	if n != nil {
+		n.changed = true
+	}
 }
 
 // inPlace notes a write into block b's object name, if n is not nil.
@@ -814,7 +986,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 		if err := v.dataWritten(name, v.writeAt(ctx, name, data, boff)); err != nil {
 			return err
 		}
-	case v.rw != nil && v.copier != nil && !whole:
+	case v.rw != nil && v.copier != nil && !whole && old.Kind() != blockmap.Partial:
 		// Copy-on-write inside the store, then the new bytes in place.
 		if err := v.dataWritten(name, v.copier.Copy(ctx, old.ObjectName(), name)); err != nil {
 			return err
@@ -1378,6 +1550,9 @@ func (v *Volume) checkExist(ctx context.Context, c *cut, age time.Duration) erro
 		for _, e := range es {
 			if e.Kind() != blockmap.Zero {
 				names[e.ObjectName()] = true
+			}
+			if e.Kind() == blockmap.Partial {
+				names[e.Base().ObjectName()] = true
 			}
 		}
 	}
