@@ -1,0 +1,157 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// TestFUAConcurrentCrash (issue 11 review): writers on disjoint blocks
+// mix FUA writes, plain writes, trims and flushes while another goroutine
+// snapshots, seals, grows and flushes the same volume, on the crashable
+// store with its handles (the path a file store takes) and a handle cache
+// of two, so that handles are evicted between a write and its sync. Right
+// after each acknowledged FUA write (and flush) the writer takes a crash
+// image and checks that every byte it knows durable reads back from it.
+func TestFUAConcurrentCrash(t *testing.T) {
+	for seed := uint64(1); seed <= seeds(4); seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { fuaConcurrentCrash(t, seed) })
+	}
+}
+
+func fuaConcurrentCrash(t *testing.T, seed uint64) {
+	ctx := context.Background()
+	mem := objstore.NewCrashable()
+	const writers, per = 3, 4
+	id, err := Create(ctx, mem, CreateOptions{Size: writers * per * bs, BlockShift: SmallShift})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := Open(ctx, mem, id, OpenOptions{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(ctx)
+	if v.handles == nil {
+		t.Fatal("the crashable store has no handles")
+	}
+	v.handles.max = 2
+	var crashMu sync.Mutex // Crash draws from one rng
+	crashRng := rand.New(rand.NewPCG(seed, 99))
+	crash := func() *objstore.Mem {
+		crashMu.Lock()
+		defer crashMu.Unlock()
+		return mem.Crash(crashRng)
+	}
+	stop := make(chan struct{})
+	var others sync.WaitGroup
+	others.Add(1)
+	go func() {
+		defer others.Done()
+		rng := rand.New(rand.NewPCG(seed, 7))
+		size := uint64(writers * per * bs)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var err error
+			switch rng.IntN(4) {
+			case 0:
+				_, err = v.Snapshot(ctx)
+			case 1:
+				err = v.Seal(ctx)
+			case 2:
+				size += bs
+				err = v.Resize(ctx, size)
+			default:
+				err = v.Flush(ctx)
+			}
+			if err != nil {
+				t.Errorf("background op: %v", err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			base := int64(w * per * bs)
+			data := make([]byte, per*bs)  // what the region reads now
+			known := make([]bool, per*bs) // durable: must survive a crash
+			check := func(what string) {
+				img := crash()
+				r, err := Open(ctx, img, id, OpenOptions{})
+				if err != nil {
+					t.Errorf("writer %d, after %s: open the crash image: %v", w, what, err)
+					return
+				}
+				got := make([]byte, per*bs)
+				if err := r.ReadAt(ctx, got, base); err != nil {
+					t.Errorf("writer %d, after %s: read the crash image: %v", w, what, err)
+					return
+				}
+				for i := range got {
+					if known[i] && got[i] != data[i] {
+						t.Errorf("writer %d, after %s: byte %d of its region reads %d after a crash, want %d (durable)", w, what, i, got[i], data[i])
+						return
+					}
+				}
+			}
+			for i := 0; i < 80 && !t.Failed(); i++ {
+				b := int64(rng.IntN(per))
+				off := rng.Int64N(bs)
+				n := 1 + rng.Int64N(bs-off)
+				switch op := rng.IntN(10); {
+				case op < 5: // FUA
+					p := bytes.Repeat([]byte{byte(1 + rng.IntN(255))}, int(n))
+					if err := v.WriteAt(ctx, p, base+b*bs+off, true); err != nil {
+						t.Errorf("writer %d: FUA write: %v", w, err)
+						return
+					}
+					copy(data[b*bs+off:], p)
+					for j := b*bs + off; j < b*bs+off+n; j++ {
+						known[j] = true
+					}
+					check(fmt.Sprintf("FUA write %d+%d", b*bs+off, n))
+				case op < 7:
+					p := bytes.Repeat([]byte{byte(1 + rng.IntN(255))}, int(n))
+					if err := v.WriteAt(ctx, p, base+b*bs+off, false); err != nil {
+						t.Errorf("writer %d: write: %v", w, err)
+						return
+					}
+					copy(data[b*bs+off:], p)
+					clear(known[b*bs+off : b*bs+off+n])
+				case op < 8:
+					if err := v.Trim(ctx, base+b*bs, bs); err != nil {
+						t.Errorf("writer %d: trim: %v", w, err)
+						return
+					}
+					clear(data[b*bs : (b+1)*bs])
+					clear(known[b*bs : (b+1)*bs])
+				default:
+					if err := v.Flush(ctx); err != nil {
+						t.Errorf("writer %d: flush: %v", w, err)
+						return
+					}
+					for j := range known {
+						known[j] = true
+					}
+					check("flush")
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	others.Wait()
+}
