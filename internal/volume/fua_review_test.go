@@ -3,6 +3,7 @@ package volume
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -154,4 +155,60 @@ func fuaConcurrentCrash(t *testing.T, seed uint64) {
 	wg.Wait()
 	close(stop)
 	others.Wait()
+}
+
+// TestInPlaceFlushFileStore (issue 11 review): the in-place flush and FUA
+// on the file store, whose head versions are generations found by
+// listing: no false fence on the writer's own head, and a takeover fences
+// both.
+func TestInPlaceFlushFileStore(t *testing.T) {
+	ctx := context.Background()
+	s, err := objstore.OpenFile(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := Create(ctx, s, CreateOptions{Size: 4 * bs, BlockShift: SmallShift})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Open(ctx, s, id, OpenOptions{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAt(ctx, []byte("first"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	_, ver, _ := ReadHead(ctx, s, id)
+	for i := 0; i < 3; i++ {
+		if err := a.WriteAt(ctx, []byte("again"), int64(i), true); err != nil {
+			t.Fatalf("FUA in place: %v", err)
+		}
+		if err := a.WriteAt(ctx, []byte("plain"), 10, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Flush(ctx); err != nil {
+			t.Fatalf("flush in place: %v", err)
+		}
+	}
+	if _, v2, _ := ReadHead(ctx, s, id); v2 != ver {
+		t.Fatalf("in-place FUA and flushes wrote the head (version %d, was %d)", v2, ver)
+	}
+	b, err := Open(ctx, s, id, OpenOptions{Writable: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	if err := b.WriteAt(ctx, []byte("b"), 100, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAt(ctx, []byte("late!"), 0, true); !errors.Is(err, ErrFenced) {
+		t.Fatalf("FUA after a takeover: %v, want ErrFenced", err)
+	}
+	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("flush after a takeover: %v, want ErrFenced", err)
+	}
+	got := make([]byte, 5)
+	if err := b.ReadAt(ctx, got, 2); err != nil || string(got) != "again" {
+		t.Fatalf("b reads %q, %v", got, err)
+	}
 }
