@@ -212,3 +212,42 @@ func TestInPlaceFlushFileStore(t *testing.T) {
 		t.Fatalf("b reads %q, %v", got, err)
 	}
 }
+
+// handleCrashPoints is crashPoints with the store's handles (the path a
+// file store takes: every in-place write and sync through a kept handle),
+// whose syncs are crash points too.
+type handleCrashPoints struct{ *crashPoints }
+
+func (c handleCrashPoints) OpenHandle(ctx context.Context, name string, create, writable bool) (objstore.Handle, error) {
+	h, err := c.mem.OpenHandle(ctx, name, create, writable)
+	if err != nil {
+		return nil, err
+	}
+	return crashHandle{h, c.crashPoints}, nil
+}
+
+type crashHandle struct {
+	objstore.Handle
+	cp *crashPoints
+}
+
+func (h crashHandle) Sync() error {
+	h.cp.point()
+	return h.Handle.Sync()
+}
+
+// TestModelCrashHandles (issue 11 review) is TestModelCrash through the
+// store's handles: the model test's store hides them, so its crash images
+// never saw a flush or a FUA sync through the handle cache.
+func TestModelCrashHandles(t *testing.T) {
+	for seed := uint64(1); seed <= seeds(12); seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			mem := objstore.NewCrashable()
+			cp := &crashPoints{Store: mem, mem: mem}
+			m := runModel(t, handleCrashPoints{cp}, seed, 300, cp, false)
+			if cp.images == 0 && !t.Failed() {
+				t.Fatalf("no crash image was taken inside an operation (%d steps)", len(m.vols))
+			}
+		})
+	}
+}
