@@ -240,7 +240,7 @@ func (h crashHandle) Sync() error {
 // store's handles: the model test's store hides them, so its crash images
 // never saw a flush or a FUA sync through the handle cache.
 func TestModelCrashHandles(t *testing.T) {
-	for seed := uint64(1); seed <= seeds(12); seed++ {
+	for seed := uint64(1); seed <= seeds(6); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			mem := objstore.NewCrashable()
 			cp := &crashPoints{Store: mem, mem: mem}
