@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
@@ -330,5 +331,76 @@ func TestInPlaceFenceStaleStat(t *testing.T) {
 				t.Fatalf("a's write after b took over: %v, want ErrFenced (b reads %q)", err, got)
 			}
 		})
+	}
+}
+
+// TestInPlaceAfterUnknownSwap (issue 11 review): after a head swap of
+// unknown outcome (applied or not), an in-place FUA write and flush
+// resolve it (they may not take the in-place path, whose head check would
+// take this handle's own applied swap for another writer's, or another
+// writer's for its own); after a takeover they are fenced.
+func TestInPlaceAfterUnknownSwap(t *testing.T) {
+	for _, applied := range []bool{false, true} {
+		for _, takeover := range []bool{false, true} {
+			t.Run(fmt.Sprintf("applied=%v/takeover=%v", applied, takeover), func(t *testing.T) {
+				ctx := context.Background()
+				f := objstore.NewFaulty(objstore.NewMem())
+				// The fresh block in another segment than block 0: its segment stays
+				// dirty after the failed flush, block 0's does not.
+				far := int64(blockmap.SegmentEntries) * bs
+				id, err := Create(ctx, f, CreateOptions{Size: uint64(far + bs), BlockShift: SmallShift})
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, err := Open(ctx, f, id, OpenOptions{Writable: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := a.WriteAt(ctx, []byte("first"), 0, true); err != nil {
+					t.Fatal(err)
+				}
+				if err := a.WriteAt(ctx, []byte("fresh"), far, false); err != nil {
+					t.Fatal(err)
+				}
+				f.Add(objstore.Rule{Op: objstore.OpSwap, Count: 1, Err: objstore.ErrTimeout, ErrAfter: applied})
+				if err := a.Flush(ctx); err == nil {
+					t.Fatal("flush with a failing swap succeeded")
+				}
+				if takeover {
+					b, err := Open(ctx, f, id, OpenOptions{Writable: true, NewEpoch: true})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer b.Close(ctx)
+					if err := b.WriteAt(ctx, []byte("b"), 100, true); err != nil {
+						t.Fatal(err)
+					}
+				}
+				err = a.WriteAt(ctx, []byte("again"), 0, true)
+				if takeover {
+					if !errors.Is(err, ErrFenced) {
+						t.Fatalf("FUA after a takeover: %v, want ErrFenced", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("FUA in place after a swap of unknown outcome: %v", err)
+				}
+				if err := a.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				r, err := Open(ctx, f, id, OpenOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, fresh := make([]byte, 5), make([]byte, 5)
+				if err := r.ReadAt(ctx, got, 0); err != nil || string(got) != "again" {
+					t.Fatalf("block 0 reads %q, %v", got, err)
+				}
+				if err := r.ReadAt(ctx, fresh, far); err != nil || string(fresh) != "fresh" {
+					t.Fatalf("the fresh block reads %q, %v", fresh, err)
+				}
+			})
+		}
 	}
 }
