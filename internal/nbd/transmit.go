@@ -68,10 +68,8 @@ func (c *conn) transmit() error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer close(jobs)
-	var busy atomic.Int32 // requests being handled
 	run := func(j job) {
 		defer sem.release(j.weight)
-		defer busy.Add(-1)
 		c.handle(ctx, j.req, j.payload, size, maxReq)
 		if j.payload != nil {
 			putBuf(j.payload)
@@ -132,15 +130,6 @@ func (c *conn) transmit() error {
 			sem.acquire(weight)
 		}
 		j := job{req, payload, weight}
-		if busy.Add(1) == 1 && c.r.Buffered() == 0 {
-			// Alone, and the client sent nothing after it (a guest at
-			// queue depth 1: a write, then its flush): handled here,
-			// which saves waking a worker per request. Whatever the
-			// client sends meanwhile waits in the socket until this
-			// request is done, at most as long as the request takes.
-			run(j)
-			continue
-		}
 		select {
 		case jobs <- j:
 		default:
