@@ -227,3 +227,9 @@ func withVersion(v Version, err, after error) (Version, error) {
 	}
 	return v, nil
 }
+
+// FreshStat is the wrapped store's.
+func (f *Faulty) FreshStat() bool {
+	fs, ok := f.Store.(FreshStater)
+	return ok && fs.FreshStat()
+}

@@ -131,6 +131,7 @@ type File struct {
 	root     string
 	hooks    fileHooks
 	pruneAge time.Duration
+	local    bool // on a file system of this host only (FreshStat)
 
 	mu        sync.Mutex
 	durable   map[string]uint64 // directory → inode whose entry in its parent is durable
@@ -187,7 +188,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}, local: localFS(abs)}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -248,6 +249,10 @@ func (f *File) create() ([]byte, error) {
 // a reader on another host may fail to read a generation it opened. 0
 // collects at once: for tests, and for stores that one process uses.
 func (f *File) SetPruneAge(d time.Duration) { f.pruneAge = d }
+
+// FreshStat reports whether Stat sees other hosts' changes at once: only
+// on a local file system (see FreshStater).
+func (f *File) FreshStat() bool { return f.local }
 
 // Root returns the store's directory.
 func (f *File) Root() string { return f.root }

@@ -17,6 +17,23 @@ func changeTime(in fs.FileInfo) int64 {
 	return in.ModTime().UnixNano()
 }
 
+// localFS reports whether dir is on a file system that only this host
+// writes, whose stat and directory listing are never a cache's: the
+// common local disk file systems. Anything else (NFS, CIFS, FUSE, a
+// cluster file system) is taken as shared.
+func localFS(dir string) bool {
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) != nil {
+		return false
+	}
+	switch uint32(st.Type) {
+	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.TMPFS_MAGIC,
+		unix.F2FS_SUPER_MAGIC, 0x2fc12fc1 /* zfs */, unix.OVERLAYFS_SUPER_MAGIC:
+		return true
+	}
+	return false
+}
+
 // datasync makes f's data durable, and the metadata needed to read it
 // back (its size), but not its times: fdatasync, what a peer serving a
 // raw file does on a flush.

@@ -48,6 +48,7 @@ var (
 	_ Syncer       = (*Mem)(nil)
 	_ HandleOpener = (*Mem)(nil)
 	_ Copier       = (*Mem)(nil)
+	_ FreshStater  = (*Mem)(nil)
 )
 
 // NewMem returns an empty in-memory store.
@@ -374,3 +375,6 @@ func (m *Mem) Crash(rng *rand.Rand) *Mem {
 	}
 	return n
 }
+
+// FreshStat: one process's memory has no stale view.
+func (m *Mem) FreshStat() bool { return true }

@@ -108,6 +108,17 @@ type RangeWriter interface {
 	WriteAt(ctx context.Context, name string, p []byte, off int64) error
 }
 
+// FreshStater is implemented by backends whose Stat sees every change
+// made before it was called, by any host: no client-side cache answers
+// it. A Stat of an object's version can then stand in for a
+// compare-and-swap as the check that nobody changed it (a flush that
+// writes no map checks the head so: package volume). The file store
+// reports true only on a local file system: an NFS client answers a stat
+// and a directory listing from its attribute cache, for up to a minute.
+type FreshStater interface {
+	FreshStat() bool
+}
+
 // Lender is implemented by backends that can hand over the buffers a
 // read arrived in instead of copying them into the caller's (RADOS).
 type Lender interface {

@@ -669,6 +669,10 @@ func (c *crashPoints) Sync(ctx context.Context, name string) error {
 	return c.mem.Sync(ctx, name)
 }
 
+// FreshStat: the crashable store's Stat is authoritative, so flushes
+// that change no map entry take their path (persistInPlace).
+func (c *crashPoints) FreshStat() bool { return true }
+
 func (c *crashPoints) Copy(ctx context.Context, src, dst string) error {
 	return c.mem.Copy(ctx, src, dst)
 }

@@ -105,6 +105,10 @@ type Volume struct {
 	copier   objstore.Copier      // nil: copy-on-write reads and writes the block
 	lender   objstore.Lender      // nil: ReadTo reads into a buffer of its own
 	handles  *handleCache         // nil: every I/O names its object
+	// freshStat: the store's Stat sees another host's head swap at once
+	// (objstore.FreshStater), so a flush that changed no map entry
+	// checks the head with it instead of swapping it (persistInPlace).
+	freshStat bool
 	id       blockmap.ID
 	readOnly bool
 	remap    bool // a read-only head opened to rewrite its map (Hash)
@@ -221,6 +225,8 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.rw, _ = s.(objstore.RangeWriter)
 		v.syncer, _ = s.(objstore.Syncer)
 		v.copier, _ = s.(objstore.Copier)
+		fs, ok := s.(objstore.FreshStater)
+		v.freshStat = ok && fs.FreshStat()
 	}
 	v.lender, _ = s.(objstore.Lender)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
@@ -641,7 +647,7 @@ type writeNote struct {
 // and checks the head (see persistInPlace), whatever else is unflushed;
 // otherwise it flushes.
 func (v *Volume) flushWrite(ctx context.Context, n *writeNote) error {
-	if !n.changed && len(n.blocks) > 0 {
+	if v.freshStat && !n.changed && len(n.blocks) > 0 {
 		done, err := func() (bool, error) {
 			v.flushMu.Lock()
 			defer v.flushMu.Unlock()
@@ -1251,7 +1257,7 @@ func (v *Volume) persist(ctx context.Context, c *cut) error {
 	pending := len(v.mu.pending) > 0
 	v.mu.Unlock()
 	persist := v.persistHead
-	if len(c.segs) == 0 && len(c.freed) == 0 && !c.dirtyHdr && c.check == nil && !pending && v.age(c.since) <= MaxUnflushedAge {
+	if v.freshStat && len(c.segs) == 0 && len(c.freed) == 0 && !c.dirtyHdr && c.check == nil && !pending && v.age(c.since) <= MaxUnflushedAge {
 		persist = v.persistInPlace
 	}
 	if err := persist(ctx, c); err != nil {

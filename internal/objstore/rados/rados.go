@@ -317,6 +317,9 @@ func statIn(io *rados.IOContext, name string) (objstore.Info, error) {
 	return objstore.Info{Name: name, Size: int64(st.Size), Version: objstore.Version(v), ModTime: st.ModTime}, nil
 }
 
+// FreshStat: a stat is answered by the object's OSD, never a cache.
+func (s *Store) FreshStat() bool { return true }
+
 func (s *Store) Stat(ctx context.Context, name string) (in objstore.Info, err error) {
 	err = s.with(ctx, name, func(io *rados.IOContext) error {
 		in, err = statIn(io, name)
