@@ -194,7 +194,7 @@ type marks struct {
 	// overrides (they may be garbage), so another head sharing a
 	// segment marks it again.
 	whole map[string]struct{}
-	heads    map[string]struct{}
+	heads map[string]struct{}
 }
 
 // Run collects garbage on s.

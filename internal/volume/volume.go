@@ -148,9 +148,9 @@ type Volume struct {
 		// object that was durable when the write returned (a store
 		// without Syncer): the next flush only checks that no other
 		// writer took over (see persistInPlace).
-		fence      bool
-		entries    []blockmap.Entry
-		dirtySegs  map[uint32]bool
+		fence     bool
+		entries   []blockmap.Entry
+		dirtySegs map[uint32]bool
 		// dirtyBlocks: the blocks whose entries changed since the last
 		// cut; delta: those the stored head's Delta holds (see
 		// blockmap.Head.Delta), which the next flush stores again, in
@@ -159,15 +159,15 @@ type Volume struct {
 		dirtyBlocks map[int64]bool
 		delta       map[int64]bool
 		checkpoint  bool
-		dirtyObjs  map[string]bool // written in place since the last flush: need a sync
-		freed      []string        // unreferenced once the next head is persisted
-		dirtySince time.Time       // when the oldest unflushed change was made
-		nextSeq    uint64
-		seqEnd     uint64
-		err        error // sticky: set when the handle must stop writing
-		closed     bool
-		unsettled  bool            // a data write failed with an unknown outcome (ErrUnsettled)
-		tainted    map[string]bool // objects such a write may still change: never written in place again
+		dirtyObjs   map[string]bool // written in place since the last flush: need a sync
+		freed       []string        // unreferenced once the next head is persisted
+		dirtySince  time.Time       // when the oldest unflushed change was made
+		nextSeq     uint64
+		seqEnd      uint64
+		err         error // sticky: set when the handle must stop writing
+		closed      bool
+		unsettled   bool            // a data write failed with an unknown outcome (ErrUnsettled)
+		tainted     map[string]bool // objects such a write may still change: never written in place again
 
 		// pending: head swaps whose outcome is unknown (they failed, but
 		// not with a conflict), all from version headVer.
