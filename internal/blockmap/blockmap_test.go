@@ -39,7 +39,7 @@ func TestHeadVersion1(t *testing.T) {
 	body := b[:len(b)-4]
 	old := append([]byte(nil), body[:headFixedV1-4]...) // up to SeqReserved
 	old[9] = 1
-	old = append(old, body[headFixed-4:]...) // segment count and segments
+	old = append(old, body[headFixed-4:headFixed+len(h.Segments)*segRefSize]...) // segment count and segments
 	got, err := DecodeHead(seal(old))
 	if err != nil {
 		t.Fatal(err)
@@ -57,9 +57,52 @@ func TestHeadVersion1(t *testing.T) {
 			t.Errorf("head %+v decoded: %v", bad, err)
 		}
 	}
-	b[9] = 3
+	b[9] = 4
 	if _, err := DecodeHead(seal(b[:len(b)-4])); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("head version 3 decoded: %v", err)
+		t.Errorf("head version 4 decoded: %v", err)
+	}
+}
+
+// TestHeadDelta: a version 3 head's delta round-trips and overrides the
+// segments' entries; a version 2 head (no delta) still decodes; a delta
+// out of order, past the end or too long is corrupt.
+func TestHeadDelta(t *testing.T) {
+	h := sampleHead()
+	p := PrivateEntry(h.ID, 4, 9)
+	h.Delta = []DeltaEntry{{Block: 1, Entry: p}, {Block: 7, Entry: Entry{}}, {Block: 9, Entry: ContentEntry([32]byte{1})}}
+	b := EncodeHead(h)
+	got, err := DecodeHead(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Delta) != 3 || got.Delta[0] != h.Delta[0] || got.Delta[1] != h.Delta[1] || got.Delta[2] != h.Delta[2] {
+		t.Fatalf("delta decoded as %+v", got.Delta)
+	}
+	entries := make([]Entry, 10)
+	entries[7] = p
+	got.Apply(entries)
+	if entries[1] != p || entries[7] != (Entry{}) || entries[9].Kind() != Content {
+		t.Fatalf("Apply: %v", entries)
+	}
+	// Version 2: the same bytes without the delta section.
+	h.Delta = nil
+	v3 := EncodeHead(h)
+	body := v3[:len(v3)-4]
+	v2 := append([]byte(nil), body[:headFixed+len(h.Segments)*segRefSize]...)
+	v2[9] = 2
+	if got, err := DecodeHead(seal(v2)); err != nil || len(got.Delta) != 0 || len(got.Segments) != len(h.Segments) {
+		t.Fatalf("version 2 head: %+v, %v", got, err)
+	}
+	for _, bad := range [][]DeltaEntry{
+		{{Block: 3}, {Block: 2}},
+		{{Block: 3}, {Block: 3}},
+		{{Block: 1 << 40}},
+		make([]DeltaEntry, MaxDelta+1),
+	} {
+		h.Delta = bad
+		if _, err := DecodeHead(EncodeHead(h)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("delta %v decoded: %v", bad[:min(2, len(bad))], err)
+		}
 	}
 }
 
@@ -160,6 +203,9 @@ func FuzzDecodeHead(f *testing.F) {
 	f.Add([]byte("ARCHHEAD\x00\x01"))
 	body := EncodeHead(sampleHead())
 	f.Add(body[:len(body)-4])
+	withDelta := sampleHead()
+	withDelta.Delta = []DeltaEntry{{Block: 2, Entry: PrivateEntry(withDelta.ID, 3, 4)}, {Block: 5}}
+	f.Add(EncodeHead(withDelta))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Try the input as it is and with a valid checksum appended, so
 		// the fuzzer gets past the checksum into the parser.

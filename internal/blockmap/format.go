@@ -28,7 +28,23 @@ type Head struct {
 	// decode with 0.
 	Unsealed uint64
 	Segments []SegmentRef // ascending by Index; absent segments are all Zero
+	// Delta holds entries that override the segments' (ascending by
+	// Block, at most MaxDelta, none past the end): a flush that changed
+	// a few entries stores them here, in the head it swaps in anyway,
+	// instead of writing whole segments. Version 1 and 2 heads have none.
+	Delta []DeltaEntry
 }
+
+// DeltaEntry is one entry of a head's Delta.
+type DeltaEntry struct {
+	Block int64
+	Entry Entry
+}
+
+// MaxDelta bounds a head's Delta: past it, a flush writes the segments
+// (a checkpoint) and empties it. It keeps a head, which every flush that
+// changes the map rewrites, within about 20 KiB.
+const MaxDelta = 256
 
 // SegmentRef locates one segment object.
 type SegmentRef struct {
@@ -84,6 +100,19 @@ func (h *Head) Validate() error {
 			}
 		}
 	}
+	if len(h.Delta) > MaxDelta {
+		errs = append(errs, fmt.Sprintf("%d delta entries over the maximum %d", len(h.Delta), MaxDelta))
+	}
+	for i, d := range h.Delta {
+		if d.Block < 0 || h.BlockShift >= MinBlockShift && h.Size <= MaxSize && d.Block >= h.Blocks() {
+			errs = append(errs, fmt.Sprintf("delta entry for block %d beyond the volume's end", d.Block))
+			break
+		}
+		if i > 0 && d.Block <= h.Delta[i-1].Block {
+			errs = append(errs, "delta entries not in ascending order")
+			break
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("blockmap: invalid head: %v", errs)
 	}
@@ -93,8 +122,9 @@ func (h *Head) Validate() error {
 const (
 	headMagic = "ARCHHEAD"
 	segMagic  = "ARCHSEGM"
-	// headVersion 2 added Unsealed; version 1 heads still decode.
-	headVersion = 2
+	// headVersion 2 added Unsealed, 3 Delta; versions 1 and 2 still
+	// decode.
+	headVersion = 3
 	// segVersion is the newest segments' version: version 2 added
 	// Partial entries. A segment without one is still written as version
 	// 1, which programs older than version 2 read too.
@@ -124,6 +154,17 @@ func EncodeHead(h *Head) []byte {
 		b = binary.BigEndian.AppendUint32(b, s.CRC)
 		b = append(b, boolByte(s.Shared))
 	}
+	// The delta: its blocks, then its entries encoded as a segment (the
+	// same entry format, and its own checksum).
+	b = binary.BigEndian.AppendUint32(b, uint32(len(h.Delta)))
+	entries := make([]Entry, len(h.Delta))
+	for i, d := range h.Delta {
+		b = binary.BigEndian.AppendUint64(b, uint64(d.Block))
+		entries[i] = d.Entry
+	}
+	seg, _ := EncodeSegment(0, entries)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(seg)))
+	b = append(b, seg...)
 	return seal(b)
 }
 
@@ -159,6 +200,17 @@ func DecodeHead(b []byte) (*Head, error) {
 		return nil, fmt.Errorf("%w: head flag byte %d", ErrCorrupt, ro)
 	}
 	h.ReadOnly = ro == 1
+	refs := r.b
+	if version >= 3 {
+		if uint64(len(refs)) < uint64(n)*segRefSize {
+			return nil, fmt.Errorf("%w: head lists %d segments in %d bytes", ErrCorrupt, n, len(r.b))
+		}
+		refs, r.b = r.b[:n*segRefSize], r.b[n*segRefSize:]
+		if err := decodeDelta(h, &r); err != nil {
+			return nil, err
+		}
+		r.b = refs
+	}
 	if uint64(len(r.b)) != uint64(n)*segRefSize {
 		return nil, fmt.Errorf("%w: head lists %d segments in %d bytes", ErrCorrupt, n, len(r.b))
 	}
@@ -179,6 +231,48 @@ func DecodeHead(b []byte) (*Head, error) {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return h, nil
+}
+
+// decodeDelta reads a version 3 head's delta, which must fill r.
+func decodeDelta(h *Head, r *reader) error {
+	if len(r.b) < 4 {
+		return fmt.Errorf("%w: head truncated before its delta", ErrCorrupt)
+	}
+	n := r.u32()
+	if n > MaxDelta || uint64(len(r.b)) < uint64(n)*8+4 {
+		return fmt.Errorf("%w: head delta of %d entries in %d bytes", ErrCorrupt, n, len(r.b))
+	}
+	h.Delta = make([]DeltaEntry, n)
+	for i := range h.Delta {
+		h.Delta[i].Block = int64(r.u64())
+		if h.Delta[i].Block < 0 {
+			return fmt.Errorf("%w: head delta block %d", ErrCorrupt, h.Delta[i].Block)
+		}
+	}
+	l := r.u32()
+	if uint64(len(r.b)) != uint64(l) || l < 4 {
+		return fmt.Errorf("%w: head delta entries of %d bytes in %d", ErrCorrupt, l, len(r.b))
+	}
+	seg := r.next(int(l))
+	entries := make([]Entry, n)
+	ref := SegmentRef{CRC: binary.BigEndian.Uint32(seg[len(seg)-4:])}
+	if err := DecodeSegment(seg, ref, entries); err != nil {
+		return fmt.Errorf("%w: head delta: %v", ErrCorrupt, err)
+	}
+	for i := range h.Delta {
+		h.Delta[i].Entry = entries[i]
+	}
+	return nil
+}
+
+// Apply sets the entries h.Delta overrides in entries, the map its
+// segments give.
+func (h *Head) Apply(entries []Entry) {
+	for _, d := range h.Delta {
+		if d.Block < int64(len(entries)) {
+			entries[d.Block] = d.Entry
+		}
+	}
 }
 
 // EncodeSegment returns the stored form of a segment holding entries for

@@ -26,12 +26,21 @@ func TestOpenRacesFlushElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	manage.WriteT(t, mb, "v", 0, []byte("first"))
+	if v, _, err := mb.Open(ctx, "v", true); err != nil || v.Checkpoint(ctx) != nil || v.Close(ctx) != nil {
+		t.Fatalf("checkpoint: %v", err)
+	}
 	write := func(off int64, p []byte) error {
 		v, _, err := mb.Open(ctx, "v", true)
 		if err != nil {
 			return err
 		}
 		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			v.Close(ctx)
+			return err
+		}
+		// Segments, not the head's delta: the flush replaces the
+		// segment the opener is reading.
+		if err := v.Checkpoint(ctx); err != nil {
 			v.Close(ctx)
 			return err
 		}

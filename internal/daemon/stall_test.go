@@ -1026,6 +1026,9 @@ func TestFollowerOpenRacesFlush(t *testing.T) {
 	if err := w.WriteAt(ctx, []byte("one"), 0, true); err != nil {
 		t.Fatal(err)
 	}
+	if err := w.Checkpoint(ctx); err != nil { // segments, not the head's delta
+		t.Fatal(err)
+	}
 	// The writer flushes again between the follower's read of the head
 	// and its read of the segments.
 	var once sync.Once
@@ -1033,6 +1036,9 @@ func TestFollowerOpenRacesFlush(t *testing.T) {
 		if op == objstore.OpGet && strings.HasPrefix(name, blockmap.VolumePrefix(id)) && name != blockmap.HeadName(id) {
 			once.Do(func() {
 				if err := w.WriteAt(ctx, []byte("two"), 1<<16, true); err != nil { // a new block: a new segment
+					t.Error(err)
+				}
+				if err := w.Checkpoint(ctx); err != nil {
 					t.Error(err)
 				}
 			})
@@ -1071,11 +1077,17 @@ func TestWriterOpenRacesFlush(t *testing.T) {
 	if err := w.WriteAt(ctx, []byte("one"), 0, true); err != nil {
 		t.Fatal(err)
 	}
+	if err := w.Checkpoint(ctx); err != nil { // segments, not the head's delta
+		t.Fatal(err)
+	}
 	var once sync.Once
 	s.setHook(func(op objstore.Op, name string) error {
 		if op == objstore.OpGet && strings.HasPrefix(name, blockmap.VolumePrefix(id)) && name != blockmap.HeadName(id) {
 			once.Do(func() {
 				if err := w.WriteAt(ctx, []byte("two"), 1<<16, true); err != nil {
+					t.Error(err)
+				}
+				if err := w.Checkpoint(ctx); err != nil { // a new segment replaces the one being read
 					t.Error(err)
 				}
 				w.Close(ctx)

@@ -189,7 +189,12 @@ type marks struct {
 	content  map[[32]byte]struct{}
 	private  map[[32]byte]struct{} // Entry keys: owner, epoch, seq
 	segments map[string]struct{}
-	heads    map[string]struct{}
+	// whole: the segments every entry of which is marked. A head with a
+	// delta marks its segments' entries except those its delta
+	// overrides (they may be garbage), so another head sharing a
+	// segment marks it again.
+	whole map[string]struct{}
+	heads map[string]struct{}
 }
 
 // Run collects garbage on s.
@@ -227,7 +232,7 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 
 func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, progress func(string, int64)) (*marks, error) {
 	m := &marks{content: map[[32]byte]struct{}{}, private: map[[32]byte]struct{}{},
-		segments: map[string]struct{}{}, heads: map[string]struct{}{}}
+		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{}}
 	d, _, err := catalog.New(s).Load(ctx)
 	if err != nil {
 		return nil, err
@@ -280,10 +285,14 @@ func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID
 			return false, err
 		}
 		m.heads[blockmap.HeadName(id)] = struct{}{}
+		overridden := map[int64]bool{}
+		for _, d := range h.Delta {
+			overridden[d.Block] = true
+		}
 		vanished := false
 		for _, ref := range h.Segments {
 			name := ref.Name()
-			if _, done := m.segments[name]; done {
+			if _, done := m.whole[name]; done {
 				continue
 			}
 			b, _, err := s.Get(ctx, name)
@@ -298,14 +307,25 @@ func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID
 				return false, fmt.Errorf("volume %s: %w", id, err)
 			}
 			m.segments[name] = struct{}{}
-			for _, e := range seg {
-				m.markEntry(e)
-				m.markEntry(e.Base()) // a partial block reads from its base too
+			if len(overridden) == 0 {
+				m.whole[name] = struct{}{}
+			}
+			lo := int64(ref.Index) * blockmap.SegmentEntries
+			for i, e := range seg {
+				if !overridden[lo+int64(i)] {
+					m.markEntry(e)
+					m.markEntry(e.Base()) // a partial block reads from its base too
+				}
 			}
 		}
-		if !vanished {
-			return true, nil
+		if vanished {
+			continue
 		}
+		for _, d := range h.Delta {
+			m.markEntry(d.Entry)
+			m.markEntry(d.Entry.Base())
+		}
+		return true, nil
 	}
 }
 

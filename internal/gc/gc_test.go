@@ -576,12 +576,24 @@ func TestSegmentReplacedWhileMarking(t *testing.T) {
 	m.CreateVolume(ctx, "v", 4*bs, 16)
 	rng := rand.New(rand.NewPCG(21, 22))
 	manage.WriteT(t, m, "v", 0, randBytes(rng, bs))
+	checkpoint := func() {
+		v, _, err := m.Open(ctx, "v", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		v.Close(ctx)
+	}
+	checkpoint()
 	r, _ := m.Lookup(ctx, "v")
 	h, _, _ := volume.ReadHead(ctx, mem, r.ID)
 	var want []byte
 	rs := &replacer{Store: mem, target: h.Segments[0].Name(), fn: func() {
 		// A new block changes the map: a new segment, the old one deleted.
 		manage.WriteT(t, m, "v", 2*bs, randBytes(rng, bs))
+		checkpoint()
 		if _, _, err := mem.Get(ctx, h.Segments[0].Name()); !objstore.IsNotExist(err) {
 			t.Errorf("the test's writer did not replace the segment: %v", err)
 		}

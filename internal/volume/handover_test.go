@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -570,4 +571,103 @@ func TestInPlaceFlushAfterTakeover(t *testing.T) {
 			}
 		})
 	}
+}
+
+// setMaxDelta lowers the head delta's limit for a test; the returned
+// function puts it back.
+func setMaxDelta(n int) func() {
+	old := maxDelta
+	maxDelta = n
+	return func() { maxDelta = old }
+}
+
+// TestFlushDelta: a flush that changes a few entries writes only the
+// head, with the entries in its delta; past the limit a flush writes
+// segments and empties the delta (a checkpoint); a follower, a reopen
+// and a clone of a snapshot read every flushed byte either way.
+func TestFlushDelta(t *testing.T) {
+	defer setMaxDelta(3)()
+	s := objstore.NewMem()
+	f := objstore.NewFaulty(s)
+	var segs atomic.Int64
+	f.Add(objstore.Rule{Op: objstore.OpCreate, Prefix: "vol/", Hook: func(_ context.Context, _ objstore.Op, name string) {
+		if strings.Contains(name, "/s/") {
+			segs.Add(1)
+		}
+	}})
+	v := NewTestVolume(t, f, 16*bs, SmallShift)
+	follower, err := Open(ctx, f, v.ID(), OpenOptions{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer follower.Close(ctx)
+	want := make([]byte, 16*bs)
+	write := func(b int64, c byte) {
+		t.Helper()
+		copy(want[b*bs:], fill(100, c))
+		if err := v.WriteAt(ctx, fill(100, c), b*bs, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(what string) {
+		t.Helper()
+		for _, h := range []*Volume{v, follower} {
+			wantBytes(t, h, 0, want, what)
+		}
+		r, err := Open(ctx, s, v.ID(), OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantBytes(t, r, 0, want, what+", reopened")
+		r.Close(ctx)
+	}
+	write(0, 1)
+	write(1, 2)
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := ReadHead(ctx, s, v.ID()); segs.Load() != 0 || len(h.Delta) != 2 {
+		t.Fatalf("a flush of 2 new blocks wrote %d segments, head delta %v", segs.Load(), h.Delta)
+	}
+	check("after a delta flush")
+	write(1, 3) // in place: no map change
+	write(2, 4)
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := ReadHead(ctx, s, v.ID()); segs.Load() != 0 || len(h.Delta) != 3 {
+		t.Fatalf("a second delta flush wrote %d segments, head delta %v", segs.Load(), h.Delta)
+	}
+	check("after a second delta flush")
+	write(5, 5) // a fourth entry: past the limit
+	if err := v.Trim(ctx, 0, bs); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[:bs])
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := ReadHead(ctx, s, v.ID()); segs.Load() != 1 || len(h.Delta) != 0 {
+		t.Fatalf("a flush past the delta's limit wrote %d segments, head delta %v", segs.Load(), h.Delta)
+	}
+	check("after a checkpoint")
+	write(7, 6)
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := v.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := Clone(ctx, s, snap, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(ctx, s, cl, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	wantBytes(t, c, 0, want, "a clone of a snapshot taken with a delta")
+	check("after the snapshot")
 }

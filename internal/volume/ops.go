@@ -188,7 +188,7 @@ func Clone(ctx context.Context, s objstore.Store, src blockmap.ID, size uint64) 
 		return blockmap.ID{}, err
 	}
 	c := &blockmap.Head{ID: blockmap.NewID(), Size: size, BlockShift: h.BlockShift, Epoch: 1,
-		Segments: sharedSegments(h.Segments)}
+		Segments: sharedSegments(h.Segments), Delta: h.Delta}
 	if _, err := s.Create(ctx, blockmap.HeadName(c.ID), blockmap.EncodeHead(c)); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: clone: %w", err)
 	}
@@ -241,8 +241,18 @@ func (v *Volume) Resize(ctx context.Context, size uint64) error {
 	} else {
 		v.mu.entries = append(v.mu.entries, make([]blockmap.Entry, nblocks-n)...)
 	}
+	for b := range v.mu.dirtyBlocks {
+		if b >= nblocks {
+			delete(v.mu.dirtyBlocks, b)
+		}
+	}
+	for b := range v.mu.delta {
+		if b >= nblocks {
+			delete(v.mu.delta, b)
+		}
+	}
 	v.mu.head.Size = size
-	v.mu.headDirty = true
+	v.mu.headDirty, v.mu.checkpoint = true, true
 	v.mu.Unlock()
 	return v.persist(ctx, v.takeCut())
 }
@@ -403,6 +413,7 @@ func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, err
 		if v.mu.head.Unsealed != 0 {
 			v.mu.head.Unsealed, v.mu.headDirty = 0, true // no unsealed block is left
 		}
+		v.mu.checkpoint = true // a map made over: into segments
 		v.mu.Unlock()
 		c := v.takeCut()
 		if opts.KeepReplaced {
@@ -424,13 +435,15 @@ func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, err
 	// new map: then the next flush stores the old one again.
 	v.mu.Lock()
 	unknown := err != nil && checkErr == nil && len(v.mu.pending) > 0
-	v.mu.dirtySegs, v.mu.freed, v.mu.headDirty = map[uint32]bool{}, nil, unknown
+	v.mu.dirtySegs, v.mu.dirtyBlocks, v.mu.freed, v.mu.headDirty = map[uint32]bool{}, map[int64]bool{}, nil, unknown
+	v.mu.checkpoint = unknown
 	if !unknown {
 		v.mu.dirtySince = time.Time{}
 	}
 	for b, e := range saved {
 		if unknown && b < len(v.mu.entries) && !v.mu.entries[b].Equal(e) {
 			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+			v.mu.dirtyBlocks[int64(b)] = true
 		}
 	}
 	v.mu.entries, v.mu.head.Unsealed = saved, unsealedFrom
@@ -547,9 +560,7 @@ func (v *Volume) contentify(ctx context.Context, pick func(blockmap.Entry) bool,
 			}
 			v.mu.Lock()
 			if b < len(v.mu.entries) && v.mu.entries[b] == e {
-				v.mu.entries[b] = ne
-				v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
-				v.dirtiedLocked()
+				v.setEntryLocked(int64(b), ne)
 				if repl != nil {
 					*repl = append(*repl, Replaced{Old: e, New: ne, Len: int64(len(buf)), SubShift: v.sshift})
 				}

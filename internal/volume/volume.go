@@ -2,9 +2,11 @@ package volume
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/bits"
 	"slices"
@@ -93,6 +95,10 @@ const seqBatch = 1 << 32
 
 const stripes = 256
 
+// maxDelta is how many entries a flush stores in the head's delta before
+// it writes segments instead (blockmap.MaxDelta; tests lower it).
+var maxDelta = blockmap.MaxDelta
+
 // openHandles is how many objects a volume keeps open (file descriptors
 // on the file store).
 const openHandles = 256
@@ -148,18 +154,26 @@ type Volume struct {
 		// object that was durable when the write returned (a store
 		// without Syncer): the next flush only checks that no other
 		// writer took over (see persistInPlace).
-		fence      bool
-		entries    []blockmap.Entry
-		dirtySegs  map[uint32]bool
-		dirtyObjs  map[string]bool // written in place since the last flush: need a sync
-		freed      []string        // unreferenced once the next head is persisted
-		dirtySince time.Time       // when the oldest unflushed change was made
-		nextSeq    uint64
-		seqEnd     uint64
-		err        error // sticky: set when the handle must stop writing
-		closed     bool
-		unsettled  bool            // a data write failed with an unknown outcome (ErrUnsettled)
-		tainted    map[string]bool // objects such a write may still change: never written in place again
+		fence     bool
+		entries   []blockmap.Entry
+		dirtySegs map[uint32]bool
+		// dirtyBlocks: the blocks whose entries changed since the last
+		// cut; delta: those the stored head's Delta holds (see
+		// blockmap.Head.Delta), which the next flush stores again, in
+		// the delta or in segments; checkpoint: the next flush must
+		// write segments (a resize changed which ones there are).
+		dirtyBlocks map[int64]bool
+		delta       map[int64]bool
+		checkpoint  bool
+		dirtyObjs   map[string]bool // written in place since the last flush: need a sync
+		freed       []string        // unreferenced once the next head is persisted
+		dirtySince  time.Time       // when the oldest unflushed change was made
+		nextSeq     uint64
+		seqEnd      uint64
+		err         error // sticky: set when the handle must stop writing
+		closed      bool
+		unsettled   bool            // a data write failed with an unknown outcome (ErrUnsettled)
+		tainted     map[string]bool // objects such a write may still change: never written in place again
 
 		// pending: head swaps whose outcome is unknown (they failed, but
 		// not with a conflict), all from version headVer.
@@ -234,7 +248,10 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.handles = newHandleCache(o, openHandles)
 	}
 	v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
-	v.mu.dirtySegs, v.mu.dirtyObjs = map[uint32]bool{}, map[string]bool{}
+	v.mu.dirtySegs, v.mu.dirtyObjs, v.mu.dirtyBlocks, v.mu.delta = map[uint32]bool{}, map[string]bool{}, map[int64]bool{}, map[int64]bool{}
+	for _, d := range head.Delta {
+		v.mu.delta[d.Block] = true
+	}
 	if opts.Writable || opts.Remap {
 		// Reserve sequence numbers before using any.
 		h := *head
@@ -336,6 +353,7 @@ func LoadMap(ctx context.Context, s objstore.Store, head *blockmap.Head) ([]bloc
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	head.Apply(entries)
 	return entries, nil
 }
 
@@ -361,6 +379,7 @@ func (v *Volume) Head() blockmap.Head {
 	defer v.mu.Unlock()
 	h := v.mu.head
 	h.Segments = append([]blockmap.SegmentRef(nil), h.Segments...)
+	h.Delta = append([]blockmap.DeltaEntry(nil), h.Delta...)
 	return h
 }
 
@@ -760,11 +779,9 @@ func (v *Volume) retireLocked(ctx context.Context) error {
 				return err
 			}
 			v.mu.Lock()
-			v.mu.entries[b] = ne
+			v.setEntryLocked(b, ne)
 			v.mu.freed = append(v.mu.freed, e.ObjectName())
 			delete(v.mu.dirtyObjs, e.ObjectName())
-			v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
-			v.dirtiedLocked()
 			v.mu.Unlock()
 		}
 	}
@@ -856,9 +873,7 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 // setEntry points block b at e; the caller holds b's stripe.
 func (v *Volume) setEntry(b int64, e blockmap.Entry) {
 	v.mu.Lock()
-	v.mu.entries[b] = e
-	v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
-	v.dirtiedLocked()
+	v.setEntryLocked(b, e)
 	v.mu.Unlock()
 }
 
@@ -951,10 +966,9 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 		v.mu.dirtyObjs[name] = true
 	}
 	if !ne.Equal(old) {
-		v.mu.entries[b] = ne
-		v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
-	} else {
-		v.mu.headDirty = true // see writeObject
+		v.setEntryLocked(b, ne)
+	} else if v.syncer == nil {
+		v.mu.fence = true // see writeObject
 	}
 	v.dirtiedLocked()
 	return nil
@@ -965,6 +979,15 @@ func (n *writeNote) mapChange() {
 	if n != nil {
 		n.changed = true
 	}
+}
+
+// setEntryLocked changes block b's entry, for the next flush to store.
+// The caller holds v.mu.
+func (v *Volume) setEntryLocked(b int64, e blockmap.Entry) {
+	v.mu.entries[b] = e
+	v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
+	v.mu.dirtyBlocks[b] = true
+	v.dirtiedLocked()
 }
 
 // inPlace notes a write into block b's object name, if n is not nil.
@@ -1109,9 +1132,7 @@ func (v *Volume) deallocate(b int64) {
 		v.mu.freed = append(v.mu.freed, name)
 		delete(v.mu.dirtyObjs, name)
 	}
-	v.mu.entries[b] = blockmap.Entry{}
-	v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)] = true
-	v.dirtiedLocked()
+	v.setEntryLocked(b, blockmap.Entry{})
 }
 
 // dirtiedLocked notes the time of the first change since the last cut.
@@ -1172,7 +1193,23 @@ type cut struct {
 	dirtyHdr bool
 	fence    bool
 	check    func(context.Context) error // asked last before the head swap
+
+	// The map's changes: blocks changed since the last cut (dirty) and
+	// their segments (dirtySegs). A flush stores them either in the
+	// head's delta (delta: every entry the head must override, the
+	// changed ones and those of the stored delta), writing no segment,
+	// or, past blockmap.MaxDelta entries or after a resize (forced), in
+	// segments (segs: the dirty segments and those of the stored
+	// delta), emptying the delta: a checkpoint.
+	dirty     []int64
+	dirtySegs []uint32
+	delta     []blockmap.DeltaEntry
+	inDelta   bool
+	forced    bool
 }
+
+// mapChanged reports whether the cut changes the map.
+func (c *cut) mapChanged() bool { return len(c.dirty) > 0 || len(c.dirtySegs) > 0 }
 
 // takeCut collects what the next flush must persist. The caller holds
 // the gate exclusively, so no write is half done.
@@ -1180,22 +1217,48 @@ func (v *Volume) takeCut() *cut {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := &cut{segs: map[uint32][]blockmap.Entry{}, freed: v.mu.freed,
-		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, since: v.mu.dirtySince}
+		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, since: v.mu.dirtySince,
+		forced: v.mu.checkpoint}
 	for name := range v.mu.dirtyObjs {
 		c.objs = append(c.objs, name)
 	}
-	n := int64(len(v.mu.entries))
-	for idx := range v.mu.dirtySegs {
-		lo := int64(idx) * blockmap.SegmentEntries
-		if lo >= n {
-			c.segs[idx] = nil // beyond a shrunk end
-			continue
-		}
-		hi := min(lo+blockmap.SegmentEntries, n)
-		c.segs[idx] = append([]blockmap.Entry(nil), v.mu.entries[lo:hi]...)
+	for b := range v.mu.dirtyBlocks {
+		c.dirty = append(c.dirty, b)
 	}
-	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.freed, v.mu.headDirty, v.mu.fence = map[string]bool{}, map[uint32]bool{}, nil, false, false
-	v.mu.dirtySince = time.Time{}
+	for idx := range v.mu.dirtySegs {
+		c.dirtySegs = append(c.dirtySegs, idx)
+	}
+	n := int64(len(v.mu.entries))
+	union := maps.Clone(v.mu.delta)
+	for _, b := range c.dirty {
+		union[b] = true
+	}
+	c.inDelta = !c.forced && !v.mu.head.ReadOnly && len(union) <= maxDelta
+	if c.inDelta {
+		for b := range union {
+			c.delta = append(c.delta, blockmap.DeltaEntry{Block: b, Entry: v.mu.entries[b]})
+		}
+		slices.SortFunc(c.delta, func(a, b blockmap.DeltaEntry) int { return cmp.Compare(a.Block, b.Block) })
+	} else {
+		segs := map[uint32]bool{}
+		for _, idx := range c.dirtySegs {
+			segs[idx] = true
+		}
+		for b := range v.mu.delta {
+			segs[uint32(b/blockmap.SegmentEntries)] = true
+		}
+		for idx := range segs {
+			lo := int64(idx) * blockmap.SegmentEntries
+			if lo >= n {
+				c.segs[idx] = nil // beyond a shrunk end
+				continue
+			}
+			hi := min(lo+blockmap.SegmentEntries, n)
+			c.segs[idx] = append([]blockmap.Entry(nil), v.mu.entries[lo:hi]...)
+		}
+	}
+	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.dirtyBlocks, v.mu.freed, v.mu.headDirty, v.mu.fence = map[string]bool{}, map[uint32]bool{}, map[int64]bool{}, nil, false, false
+	v.mu.dirtySince, v.mu.checkpoint = time.Time{}, false
 	return c
 }
 
@@ -1206,9 +1269,16 @@ func (v *Volume) restore(c *cut, err error) {
 	for _, o := range c.objs {
 		v.mu.dirtyObjs[o] = true
 	}
-	for idx := range c.segs {
+	for _, idx := range c.dirtySegs {
 		v.mu.dirtySegs[idx] = true
 	}
+	n := int64(len(v.mu.entries))
+	for _, b := range c.dirty {
+		if b < n { // (a resize under flushMu may have shrunk the map since)
+			v.mu.dirtyBlocks[b] = true
+		}
+	}
+	v.mu.checkpoint = v.mu.checkpoint || c.forced
 	v.mu.freed = append(c.freed, v.mu.freed...)
 	v.mu.headDirty = v.mu.headDirty || c.dirtyHdr
 	v.mu.fence = v.mu.fence || c.fence
@@ -1247,17 +1317,27 @@ func (v *Volume) Flush(ctx context.Context) error {
 	return v.persist(ctx, c)
 }
 
+// Checkpoint flushes with the map stored in segments, the head's delta
+// emptied (a flush does so by itself once the delta would outgrow
+// blockmap.MaxDelta).
+func (v *Volume) Checkpoint(ctx context.Context) error {
+	v.mu.Lock()
+	v.mu.checkpoint = !v.readOnly || v.remap
+	v.mu.Unlock()
+	return v.Flush(ctx)
+}
+
 // persist writes a cut: data first, then segments, then the head, then
 // deletes what became unreferenced. The caller holds flushMu.
 func (v *Volume) persist(ctx context.Context, c *cut) error {
-	if len(c.objs) == 0 && len(c.segs) == 0 && len(c.freed) == 0 && !c.dirtyHdr && !c.fence {
+	if len(c.objs) == 0 && !c.mapChanged() && len(c.freed) == 0 && !c.dirtyHdr && !c.fence && !c.forced {
 		return nil
 	}
 	v.mu.Lock()
 	pending := len(v.mu.pending) > 0
 	v.mu.Unlock()
 	persist := v.persistHead
-	if v.freshStat && len(c.segs) == 0 && len(c.freed) == 0 && !c.dirtyHdr && c.check == nil && !pending && v.age(c.since) <= MaxUnflushedAge {
+	if v.freshStat && !c.mapChanged() && !c.forced && len(c.freed) == 0 && !c.dirtyHdr && c.check == nil && !pending && v.age(c.since) <= MaxUnflushedAge {
 		persist = v.persistInPlace
 	}
 	if err := persist(ctx, c); err != nil {
@@ -1324,6 +1404,7 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 		h.Segments = append(h.Segments, r)
 	}
 	sort.Slice(h.Segments, func(i, j int) bool { return h.Segments[i].Index < h.Segments[j].Index })
+	h.Delta = c.delta // nil after a checkpoint
 	if err := v.checkGuard(); err != nil {
 		return err
 	}
@@ -1363,7 +1444,11 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 		return fmt.Errorf("volume: flush: %w", err)
 	}
 	v.mu.Lock()
-	v.mu.head.Segments, v.mu.headVer = h.Segments, ver
+	v.mu.head.Segments, v.mu.head.Delta, v.mu.headVer = h.Segments, h.Delta, ver
+	v.mu.delta = map[int64]bool{}
+	for _, d := range h.Delta {
+		v.mu.delta[d.Block] = true
+	}
 	v.mu.Unlock()
 	c.freed = append(append(c.freed, obsolete...), garbage...)
 	if lapsed != nil {
@@ -1552,15 +1637,21 @@ func (v *Volume) checkExist(ctx context.Context, c *cut, age time.Duration) erro
 	for _, name := range c.objs {
 		names[name] = true
 	}
+	add := func(e blockmap.Entry) {
+		if e.Kind() != blockmap.Zero {
+			names[e.ObjectName()] = true
+		}
+		if e.Kind() == blockmap.Partial {
+			names[e.Base().ObjectName()] = true
+		}
+	}
 	for _, es := range c.segs {
 		for _, e := range es {
-			if e.Kind() != blockmap.Zero {
-				names[e.ObjectName()] = true
-			}
-			if e.Kind() == blockmap.Partial {
-				names[e.Base().ObjectName()] = true
-			}
+			add(e)
 		}
+	}
+	for _, d := range c.delta {
+		add(d.Entry)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
@@ -1729,9 +1820,17 @@ func (v *Volume) checkHead(ctx context.Context) error {
 // reload returns the entries of head, reading only the segments that
 // differ from those of old.
 func (v *Volume) reload(ctx context.Context, old, head *blockmap.Head) ([]blockmap.Entry, error) {
+	// A segment whose entries the old head's delta overrode is read
+	// again: prev holds the overrides, not the segment's entries.
+	overridden := map[uint32]bool{}
+	for _, d := range old.Delta {
+		overridden[uint32(d.Block/blockmap.SegmentEntries)] = true
+	}
 	same := map[blockmap.SegmentRef]bool{}
 	for _, r := range old.Segments {
-		same[r] = true
+		if !overridden[r.Index] {
+			same[r] = true
+		}
 	}
 	changed := *head
 	changed.Segments = nil
@@ -1757,5 +1856,6 @@ func (v *Volume) reload(ctx context.Context, old, head *blockmap.Head) ([]blockm
 			copy(fresh[lo:hi], prev[lo:hi])
 		}
 	}
+	head.Apply(fresh)
 	return fresh, nil
 }

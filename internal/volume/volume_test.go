@@ -160,6 +160,9 @@ func TestCorruptSegment(t *testing.T) {
 	s := objstore.NewMem()
 	v := NewTestVolume(t, s, 4*bs, SmallShift)
 	v.WriteAt(ctx, fill(bs, 3), 0, true)
+	if err := v.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
 	h := v.Head()
 	name := h.Segments[0].Name()
 	b, _, _ := s.Get(ctx, name)
@@ -211,6 +214,7 @@ func TestFullDisk(t *testing.T) {
 
 	v.WriteAt(ctx, fill(bs, 'c'), 5*bs, false)
 	f.Add(objstore.Rule{Op: objstore.OpCreate, Prefix: "vol/", Err: objstore.ErrNoSpace})
+	f.Add(objstore.Rule{Op: objstore.OpSwap, Prefix: "vol/", Err: objstore.ErrNoSpace})
 	if err := v.Flush(ctx); !errors.Is(err, objstore.ErrNoSpace) {
 		t.Fatalf("flush on a full store: %v", err)
 	}
@@ -415,11 +419,15 @@ func TestSeqOverflow(t *testing.T) {
 	if h, _, _ := ReadHead(ctx, s, id); h.SeqReserved != math.MaxUint64 {
 		t.Fatalf("reserved up to %#x, want 2^64-1", h.SeqReserved)
 	}
-	// Two numbers are left: one block and one map segment.
+	// Two numbers are left: two blocks (a flush stores their entries in
+	// the head's delta, using none).
 	if err := v.WriteAt(ctx, []byte("x"), 0, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.WriteAt(ctx, []byte("y"), bs, false); !errors.Is(err, ErrSeqExhausted) {
+	if err := v.WriteAt(ctx, []byte("y"), bs, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, []byte("z"), 2*bs, false); !errors.Is(err, ErrSeqExhausted) {
 		t.Fatalf("write past the last sequence number: %v", err)
 	}
 	v.Close(ctx)
