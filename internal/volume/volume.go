@@ -105,28 +105,28 @@ const openHandles = 256
 
 // Volume is an open volume.
 type Volume struct {
-	store    objstore.Store
-	rw       objstore.RangeWriter // nil: private blocks are replaced whole with Put
-	syncer   objstore.Syncer      // nil: writes are durable when they return
-	copier   objstore.Copier      // nil: copy-on-write reads and writes the block
-	lender   objstore.Lender      // nil: ReadTo reads into a buffer of its own
-	handles  *handleCache         // nil: every I/O names its object
+	store   objstore.Store
+	rw      objstore.RangeWriter // nil: private blocks are replaced whole with Put
+	syncer  objstore.Syncer      // nil: writes are durable when they return
+	copier  objstore.Copier      // nil: copy-on-write reads and writes the block
+	lender  objstore.Lender      // nil: ReadTo reads into a buffer of its own
+	handles *handleCache         // nil: every I/O names its object
 	// freshStat: the store's Stat sees another host's head swap at once
 	// (objstore.FreshStater), so a flush that changed no map entry
 	// checks the head with it instead of swapping it (persistInPlace).
 	freshStat bool
-	id       blockmap.ID
-	readOnly bool
-	remap    bool // a read-only head opened to rewrite its map (Hash)
-	follow   bool // a read-only handle that rereads the map when the head changes
-	guard    func() error
-	hold     func(ctx context.Context) (func() error, error)
-	now      func() time.Time // the clock; tests inject one
-	onClose  func(ctx context.Context, err error) error
-	shift    uint8
-	sshift   uint8 // sub-blocks (units of copy-on-write) are 2^sshift bytes
-	bs       int64
-	bufs     sync.Pool // *[]byte of one block
+	id        blockmap.ID
+	readOnly  bool
+	remap     bool // a read-only head opened to rewrite its map (Hash)
+	follow    bool // a read-only handle that rereads the map when the head changes
+	guard     func() error
+	hold      func(ctx context.Context) (func() error, error)
+	now       func() time.Time // the clock; tests inject one
+	onClose   func(ctx context.Context, err error) error
+	shift     uint8
+	sshift    uint8 // sub-blocks (units of copy-on-write) are 2^sshift bytes
+	bs        int64
+	bufs      sync.Pool // *[]byte of one block
 
 	// gate: I/O that changes blocks holds it shared for its whole
 	// duration; Flush takes it exclusively for the moment of its cut, and
