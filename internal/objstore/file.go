@@ -502,7 +502,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		if try == maxInstallTries {
 			return 0, fmt.Errorf("objstore: %s: still changing under this write after %d tries; try again", name, try)
 		}
-		base, ok, err := head(dir)
+		base, ok, err := f.base(dir, cond, old, try)
 		if err != nil {
 			return 0, err
 		}
@@ -569,6 +569,24 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		f.collect(dir, next, tombstone, true, 0)
 		return Version(next), nil
 	}
+}
+
+// base returns the generation a write builds on: the newest of dir
+// (head). For a swap from version old, at its first try, it is old
+// itself when that is a live generation, found with one stat instead of
+// a listing (a directory that many swaps made holds a generation for
+// each swap of the last PruneAge): generations are removed oldest first,
+// so while old exists every later one does too, the link of old+1 below
+// fails if one exists, and the check after the link that old is still
+// the same file covers the rest, as for a listed base.
+func (f *File) base(dir string, cond condition, old Version, try int) (generation, bool, error) {
+	if cond == condVer && try == 0 && old != 0 {
+		id, err := identify(filepath.Join(dir, genName(uint64(old))))
+		if err == nil && id.mode.IsRegular() {
+			return generation{num: uint64(old), id: id}, true, nil
+		}
+	}
+	return head(dir)
 }
 
 // syncExisting makes an object directory that this process found, and the
@@ -674,38 +692,51 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 		return
 	}
 	type gen struct {
-		num     uint64
-		changed int64
-		link    bool
+		num  uint64
+		link bool
 	}
 	var gens []gen
 	for _, e := range ents {
-		n, ok := genNum(e.Name())
-		if !ok || n > newest {
-			continue
-		}
-		in, err := e.Info()
-		if err != nil {
-			continue
-		}
-		gens = append(gens, gen{n, changeTime(in), e.Type()&fs.ModeSymlink != 0})
-		if n == newest && now == 0 {
-			now = changeTime(in)
-			if f.hooks.now != nil {
-				now = f.hooks.now(now)
-			}
+		if n, ok := genNum(e.Name()); ok && n <= newest {
+			gens = append(gens, gen{n, e.Type()&fs.ModeSymlink != 0})
 		}
 	}
-	if len(gens) == 0 || now == 0 {
+	if len(gens) == 0 {
 		return
 	}
 	sort.Slice(gens, func(i, j int) bool { return gens[i].num < gens[j].num })
+	// NB: change times are looked up only as far as the removals go:
+	// a directory that many swaps made holds a generation for each swap
+	// of the last PruneAge, and only the oldest few are due.
+	changed := func(num uint64) (int64, bool) {
+		in, err := os.Lstat(filepath.Join(dir, genName(num)))
+		if err != nil {
+			return 0, false
+		}
+		return changeTime(in), true
+	}
+	if now == 0 {
+		if gens[len(gens)-1].num != newest {
+			return
+		}
+		t, ok := changed(newest)
+		if !ok {
+			return
+		}
+		now = t
+		if f.hooks.now != nil {
+			now = f.hooks.now(now)
+		}
+	}
 	i := 0
 	for ; i+1 < len(gens); i++ {
 		next := gens[i+1]
 		own := ownBase && next.num == newest && gens[i].num == newest-1 && (tombstone || gens[i].link)
-		if !own && next.changed > now-int64(f.pruneAge) {
-			break
+		if !own {
+			t, ok := changed(next.num)
+			if !ok || t > now-int64(f.pruneAge) {
+				break
+			}
 		}
 		if err := os.Remove(filepath.Join(dir, genName(gens[i].num))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return

@@ -959,7 +959,20 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 	if err := v.dataWritten(name, v.writeAt(ctx, name, p, lo)); err != nil {
 		return err
 	}
-	ne := blockmap.PartialEntry(obj, base, have|v.subBlocks(boff, int64(len(data))))
+	mask := have | v.subBlocks(boff, int64(len(data)))
+	if old.Kind() == blockmap.Partial && old.ObjectName() == name {
+		// The block's second write that needs sub-blocks it lacks: the
+		// rest is copied from the base, and the block is whole. Each new
+		// sub-block changes the map, and a guest that flushes after
+		// every write would pay a map write for each; so a block costs
+		// at most two, where whole-block copy-on-write cost one, and its
+		// first write still moves a sub-block, not the block.
+		if err := v.fillFromBase(ctx, name, base, mask, buf); err != nil {
+			return err
+		}
+		mask = blockmap.AllSubBlocks
+	}
+	ne := blockmap.PartialEntry(obj, base, mask)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.syncer != nil {
@@ -971,6 +984,26 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 		v.mu.fence = true // see writeObject
 	}
 	v.dirtiedLocked()
+	return nil
+}
+
+// fillFromBase copies into the object name, run by run through buf (a
+// block's buffer), every sub-block of the block that mask lacks, from
+// base.
+func (v *Volume) fillFromBase(ctx context.Context, name string, base blockmap.Entry, mask uint64, buf []byte) error {
+	for todo := ^mask; todo != 0; {
+		s := int64(bits.TrailingZeros64(todo))
+		n := int64(bits.TrailingZeros64(^(todo >> s)))
+		todo &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
+		off := s << v.sshift
+		p := buf[:min(n<<v.sshift, v.bs-off)]
+		if err := v.readEntry(ctx, base, p, off); err != nil {
+			return err
+		}
+		if err := v.dataWritten(name, v.writeAt(ctx, name, p, off)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
