@@ -502,7 +502,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		if try == maxInstallTries {
 			return 0, fmt.Errorf("objstore: %s: still changing under this write after %d tries; try again", name, try)
 		}
-		base, ok, err := f.base(dir, cond, old, try)
+		base, ok, err := head(dir)
 		if err != nil {
 			return 0, err
 		}
@@ -569,24 +569,6 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		f.collect(dir, next, tombstone, true, 0)
 		return Version(next), nil
 	}
-}
-
-// base returns the generation a write builds on: the newest of dir
-// (head). For a swap from version old, at its first try, it is old
-// itself when that is a live generation, found with one stat instead of
-// a listing (a directory that many swaps made holds a generation for
-// each swap of the last PruneAge): generations are removed oldest first,
-// so while old exists every later one does too, the link of old+1 below
-// fails if one exists, and the check after the link that old is still
-// the same file covers the rest, as for a listed base.
-func (f *File) base(dir string, cond condition, old Version, try int) (generation, bool, error) {
-	if cond == condVer && try == 0 && old != 0 {
-		id, err := identify(filepath.Join(dir, genName(uint64(old))))
-		if err == nil && id.mode.IsRegular() {
-			return generation{num: uint64(old), id: id}, true, nil
-		}
-	}
-	return head(dir)
 }
 
 // syncExisting makes an object directory that this process found, and the
