@@ -622,3 +622,30 @@ func TestFileConcurrentDeleteAndCreate(t *testing.T) {
 		t.Fatalf("after deleting everything: %d B (empty: %d B), directories %v", after, empty, dirs)
 	}
 }
+
+// TestFileSwapAfterDeleteConflicts: a swap from a version that a delete
+// superseded fails, also while that version's generation is still kept
+// (replaced less than PruneAge ago) and the one above it is gone (a base
+// is removed at once under a tombstone). A swap that found its base by a
+// stat of the old version, without a listing, linked above it and won.
+func TestFileSwapAfterDeleteConflicts(t *testing.T) {
+	ctx := context.Background()
+	_, a, b := twoFileStores(t)
+	v1, err := a.Put(ctx, "x", []byte("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(ctx, "x", []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Swap(ctx, "x", []byte("stale"), v1)
+	if !errors.Is(err, objstore.ErrConflict) && !objstore.IsNotExist(err) {
+		t.Fatalf("a swap from a version before a delete: %v, want a conflict", err)
+	}
+	if _, _, err := a.Get(ctx, "x"); !objstore.IsNotExist(err) {
+		t.Fatalf("the deleted object reads: %v", err)
+	}
+}
