@@ -14,9 +14,12 @@
 // (blockmap.Partial), a new private object holding only the sub-blocks
 // the write touched, over the old block as its base; a sub-block the
 // write covers only in part is filled from the base first, through this
-// process. Later writes add sub-blocks to the same object in place (under
-// the block's stripe lock, since the mask changes) until it holds all 64
-// and the block is private again; a write after a snapshot copies only
+// process. Later writes to sub-blocks it holds go in place; the first
+// later write that needs a sub-block it lacks copies every missing one
+// from the base (under the block's stripe lock) and the block is private
+// again: each mask change is a map change, which a guest that flushes
+// after each write pays with a head write, so a block costs at most two.
+// A write after a snapshot copies only
 // the sub-blocks the old partial object holds. A read of a partial block
 // makes one request per run of consecutive sub-blocks in the same object.
 // A block of an unsealed epoch (see below) is still copied whole, so that
@@ -36,7 +39,9 @@
 //
 // Writes change objects and the in-memory map. Flush takes a consistent
 // cut under the write gate (the set of objects written since the last
-// flush and a copy of the map segments that changed), then, outside the
+// flush and a copy of the map segments that changed, or of the changed
+// entries: up to blockmap.MaxDelta of them go in the head's delta instead
+// of segments, see blockmap.Head.Delta), then, outside the
 // gate so writes go on: syncs those objects, writes the changed segments
 // as new immutable objects, and swaps the head to point at them. Data is
 // durable before the map that points at it, so a flushed map never
