@@ -89,54 +89,49 @@ print(round((r["bw_bytes"] + w["bw_bytes"]) / 2**20) if sys.argv[1] == "mib" els
 }
 
 declare -A R
-run_server_tests() { # LABEL URI
-  for t in "${tests[@]}"; do
+# run_row TEST LABEL URI...: the test on each server in turn, so that a
+# change in the machine's load hits every column of a row alike.
+run_row() {
+  local t=$1; shift
+  while [ $# -gt 0 ]; do
     R[$1,$t]=$(run_test "$t" "$2")
     echo "  $1 $t: ${R[$1,$t]}" >&2
+    shift 2
   done
 }
 
-echo "archip serve" >&2
+echo "starting archip serve, nbdkit file and qemu-nbd raw" >&2
 archip volume create vol --size "$SIZE" >/dev/null
 serve
 waitsock "$work/a.sock"
 # Every block written: the flush-heavy rows measure no copy-on-write.
 nbdcopy --flush "$work/disk.raw" "nbd+unix:///vol?socket=$work/a.sock"
-run_server_tests archip "nbd+unix:///vol?socket=$work/a.sock"
-# Clone rows: a fresh clone of a snapshot per row; every first write to a
-# block copies.
-stop_last
+nbdkit -f -U "$work/k.sock" file file="$work/disk.raw" & pids+=($!)
+qemu-nbd -t -e 16 -f raw --cache=writeback -k "$work/q.sock" "$work/disk.raw" & pids+=($!)
+waitsock "$work/k.sock"
+waitsock "$work/q.sock"
+for t in "${tests[@]}"; do
+  run_row "$t" archip "nbd+unix:///vol?socket=$work/a.sock" nbdkit "nbd+unix:///?socket=$work/k.sock" \
+    qemu-nbd "nbd+unix:///?socket=$work/q.sock"
+done
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+# Clone rows: a fresh clone of a snapshot per row (every first write to a
+# block copies), against a fresh qcow2 overlay of the raw disk.
 archip volume snapshot vol vol@1 >/dev/null
 for t in clonewrite clonefsync; do
   archip volume clone vol@1 "$t" >/dev/null
 done
+rm -f "$work/a.sock"
 serve
 waitsock "$work/a.sock"
-for t in clonewrite clonefsync; do
-  R[archip,$t]=$(run_test "$t" "nbd+unix:///$t?socket=$work/a.sock")
-  echo "  archip $t: ${R[archip,$t]}" >&2
-done
-stop_last
-
-echo "nbdkit file" >&2
-rm -f "$work/k.sock"
-nbdkit -f -U "$work/k.sock" file file="$work/disk.raw" & pids+=($!)
-waitsock "$work/k.sock"
-run_server_tests nbdkit "nbd+unix:///?socket=$work/k.sock"
-stop_last
-
-echo "qemu-nbd" >&2
-qemu-nbd -t -e 16 -f raw --cache=writeback -k "$work/q.sock" "$work/disk.raw" & pids+=($!)
-waitsock "$work/q.sock"
-run_server_tests qemu-nbd "nbd+unix:///?socket=$work/q.sock"
-stop_last
 for t in clonewrite clonefsync; do
   rm -f "$work/q.sock"
   qemu-img create -q -f qcow2 -b "$work/disk.raw" -F raw "$work/$t.qcow2"
   qemu-nbd -t -e 16 -f qcow2 --cache=writeback -k "$work/q.sock" "$work/$t.qcow2" & pids+=($!)
   waitsock "$work/q.sock"
-  R[qemu-nbd,$t]=$(run_test "$t" "nbd+unix:///?socket=$work/q.sock")
-  echo "  qemu-nbd $t (qcow2 overlay): ${R[qemu-nbd,$t]}" >&2
+  run_row "$t" archip "nbd+unix:///$t?socket=$work/a.sock" qemu-nbd "nbd+unix:///?socket=$work/q.sock"
   stop_last
   R[nbdkit,$t]="-"
 done
