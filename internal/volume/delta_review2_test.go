@@ -1,0 +1,122 @@
+package volume
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// TestResizeAcrossDeltaSegments (issue 11 review2): a volume of two map
+// segments whose head's delta holds entries of both (and, after a
+// checkpoint, whose second segment exists) shrinks into the first
+// segment, to the middle of a block of the second and past a delta
+// entry, and grows again: every view (the writer, a follower, a reopen,
+// a snapshot taken with the delta and its clone) reads what an oracle
+// says, the grown tail zeros.
+func TestResizeAcrossDeltaSegments(t *testing.T) {
+	for _, checkpoint := range []bool{false, true} {
+		s := objstore.NewMem()
+		n := int64(blockmap.SegmentEntries + 16)
+		v := NewTestVolume(t, s, uint64(n*bs), SmallShift)
+		f, err := Open(ctx, s, v.ID(), OpenOptions{Follow: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, n*bs)
+		write := func(off int64, c byte, l int) {
+			t.Helper()
+			copy(want[off:], fill(l, c))
+			if err := v.WriteAt(ctx, fill(l, c), off, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check := func(what string, snapWant []byte, snaps ...*Volume) {
+			t.Helper()
+			r, err := Open(ctx, s, v.ID(), OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close(ctx)
+			for i, h := range []*Volume{v, f, r} {
+				got := mustRead(t, h, 0, len(want)) // (a follower reloads the map at a read)
+				if h.Size() != int64(len(want)) {
+					t.Fatalf("%s: view %d has size %d, want %d", what, i, h.Size(), len(want))
+				}
+				if !bytes.Equal(got, want) {
+					k := 0
+					for got[k] == want[k] {
+						k++
+					}
+					t.Fatalf("%s (checkpoint %v): view %d differs at byte %d (block %d)", what, checkpoint, i, k, int64(k)/bs)
+				}
+			}
+			for _, h := range snaps {
+				if got := mustRead(t, h, 0, len(snapWant)); !bytes.Equal(got, snapWant) {
+					t.Fatalf("%s: a snapshot or clone changed", what)
+				}
+			}
+		}
+		write(1*bs+5, 1, 100)
+		write((n-16)*bs+7, 2, 3000)
+		write((n-11)*bs, 3, int(bs))
+		write((n-5)*bs+bs/2, 4, 100)
+		if checkpoint {
+			if err := v.Checkpoint(ctx); err != nil {
+				t.Fatal(err)
+			}
+			write((n-4)*bs, 9, 10)
+		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if h := v.Head(); len(h.Delta) == 0 {
+			t.Fatal("no delta")
+		}
+		check("after a delta flush", nil)
+		sid, err := v.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snapWant := append([]byte(nil), want...)
+		cid, err := Clone(ctx, s, sid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh, err := Open(ctx, s, sid, OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := Open(ctx, s, cid, OpenOptions{Writable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		write((n-11)*bs+bs/4, 5, 200) // a partial block over the snapshot's
+		write((n-3)*bs, 6, 50)
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		check("after a second delta flush", snapWant, sh, ch)
+		for _, size := range []int64{(n-12)*bs + 100, (n - 16) * bs, 4000*bs + 1, n * bs} {
+			if err := v.Resize(ctx, uint64(size)); err != nil {
+				t.Fatal(err)
+			}
+			if size < int64(len(want)) {
+				want = want[:size]
+			} else {
+				want = append(want, make([]byte, size-int64(len(want)))...)
+			}
+			check("after a resize", snapWant, sh, ch)
+			write(size-1, 7, 1)
+			if err := v.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			check("after a write at the end", snapWant, sh, ch)
+		}
+		if got := mustRead(t, ch, 0, len(snapWant)); !bytes.Equal(got, snapWant) {
+			t.Fatal("the clone changed")
+		}
+		v.Close(ctx)
+	}
+}
