@@ -38,7 +38,11 @@
 // cut under the write gate (the set of objects written since the last
 // flush and a copy of the map segments that changed), then, outside the
 // gate so writes go on: syncs those objects, writes the changed segments
-// as new immutable objects, and swaps the head to point at them. Data is
+// as new immutable objects, and swaps the head to point at them. A flush
+// that changed at most blockmap.MaxDelta entries (counting those the head's
+// delta already holds) writes no segment: it stores them in the head's
+// delta (blockmap.Head.Delta); past that, after a resize or a hash, or at
+// Checkpoint, it writes their segments and empties the delta. Data is
 // durable before the map that points at it, so a flushed map never
 // references missing or unsynced data. Objects that a flush made
 // unreferenced (trimmed private blocks, replaced segments) are deleted
