@@ -120,3 +120,98 @@ func TestResizeAcrossDeltaSegments(t *testing.T) {
 		v.Close(ctx)
 	}
 }
+
+// TestHashSealDeltaPartials (issue 11 review2): partial blocks that live
+// only in heads' deltas (a clone's first small writes, a snapshot of it
+// taken with them, a takeover's unsealed epoch) are hashed and sealed
+// into content blocks, repaired from their own objects and bases after
+// the new content objects are lost, and read the same throughout.
+func TestHashSealDeltaPartials(t *testing.T) {
+	s := objstore.NewMem()
+	v, data := snapshotted(t, s)
+	sid, err := v.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, err := Clone(ctx, s, sid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(ctx, s, cid, OpenOptions{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int{7, bs + 3000, 3*bs - 2} {
+		if err := c.WriteAt(ctx, []byte("xyz"), int64(off), false); err != nil {
+			t.Fatal(err)
+		}
+		copy(data[off:], "xyz")
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Head(); len(h.Delta) != 4 || h.Delta[3].Entry.Kind() != blockmap.Partial {
+		t.Fatalf("clone head: delta %v; want 4 partial entries", h.Delta)
+	}
+	// A takeover: the clone's partial objects are of an unsealed epoch.
+	c2, err := Open(ctx, s, cid, OpenOptions{Writable: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.WriteAt(ctx, []byte("Q"), bs+3001, false); err != nil { // the unsealed partial block, copied whole
+		t.Fatal(err)
+	}
+	data[bs+3001] = 'Q'
+	if err := c2.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for b, e := range c2.Entries() {
+		if unsealed(&blockmap.Head{ID: cid, Epoch: c2.Head().Epoch, Unsealed: 1}, e) {
+			t.Fatalf("block %d is %v after the seal", b, e)
+		}
+	}
+	wantBytes(t, c2, 0, data, "after the seal")
+	// A snapshot with the sealed entries in its delta, hashed.
+	s2, err := c2.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.WriteAt(ctx, []byte("later"), 2*bs+10, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h, err := Open(ctx, s, s2, OpenOptions{Remap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.HashWith(ctx, HashOptions{KeepReplaced: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close(ctx)
+	for _, r := range st.Replaced {
+		s.Delete(ctx, r.New.ObjectName())
+	}
+	if lost, err := RepairHash(ctx, s, st.Replaced); err != nil || len(lost) != 0 {
+		t.Fatalf("repair: lost %v, %v", lost, err)
+	}
+	for _, id := range []blockmap.ID{s2, cid} {
+		r, err := Open(ctx, s, id, OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := data
+		if id == cid {
+			want = append([]byte(nil), data...)
+			copy(want[2*bs+10:], "later")
+		}
+		wantBytes(t, r, 0, want, "after the hash and the repair")
+		if id == s2 {
+			if hd := r.Head(); len(hd.Delta) != 0 {
+				t.Fatalf("the hashed snapshot keeps a delta %v", hd.Delta)
+			}
+		}
+	}
+}
