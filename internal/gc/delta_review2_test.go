@@ -10,6 +10,7 @@ import (
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
 )
 
 // TestRandomDeltaPartialGC (issue 11 review2): volumes, snapshots and
@@ -197,5 +198,86 @@ func randomDeltaGC(t *testing.T, seed uint64) {
 			}
 			checkClean(t, m)
 		}
+	}
+}
+
+// TestSharedSegmentDeltaOverride (issue 11 review2): a segment shared by
+// two clones, one of which overrides an entry of it in its head's delta
+// with a partial block over that entry's object, and the volume they
+// came from checkpointed and trimmed since. Collections as each of the
+// others is removed keep what each remaining map reads, up to the last
+// clone whose only reference to the old object is as the base of its
+// delta's partial entry, which overrides the segment's.
+func TestSharedSegmentDeltaOverride(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	rng := rand.New(rand.NewPCG(8, 9))
+	if _, err := m.CreateVolume(ctx, "vm", 4*bs, 16); err != nil {
+		t.Fatal(err)
+	}
+	orig := randBytes(rng, 4*bs)
+	v, _, err := m.Open(ctx, "vm", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, orig, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Snapshot(ctx, "vm", "vm@a"); err != nil {
+		t.Fatal(err)
+	}
+	manage.WriteT(t, m, "vm", bs+100, []byte("patched"))
+	patched := append([]byte(nil), orig...)
+	copy(patched[bs+100:], "patched")
+	if _, err := m.Snapshot(ctx, "vm", "vm@b"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][2]string{{"vm@a", "c"}, {"vm@b", "d"}} {
+		if _, err := m.Clone(ctx, c[0], c[1], 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd, err := m.Lookup(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := volume.ReadHead(ctx, s, rd.ID); len(h.Delta) != 1 || len(h.Segments) != 1 {
+		t.Fatalf("clone d: delta %v, segments %v; want one partial entry over one shared segment", h.Delta, h.Segments)
+	}
+	v, _, err = m.Open(ctx, "vm", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Trim(ctx, 0, 4*bs); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{"c": orig, "d": patched, "vm": make([]byte, 4*bs)}
+	for _, gone := range []string{"vm@a", "vm@b", "vm", "c"} {
+		if err := m.Remove(ctx, gone); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, gone)
+		clk.advance(2 * time.Hour)
+		if _, err := m.GC(ctx, gc.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		for name, w := range want {
+			if !bytes.Equal(manage.ReadT(t, m, name, 0, -1), w) {
+				t.Fatalf("after removing %s and a collection, %s reads otherwise", gone, name)
+			}
+		}
+		checkClean(t, m)
 	}
 }
