@@ -205,7 +205,8 @@ func randomDeltaGC(t *testing.T, seed uint64) {
 // two clones, one of which overrides an entry of it in its head's delta
 // with a partial block over that entry's object, and the volume they
 // came from checkpointed and trimmed since. Collections as each of the
-// others is removed keep what each remaining map reads, up to the last
+// others is removed keep what each remaining map reads (the segment's
+// entries that the delta overrides while the other clone reads them), up to the last
 // clone whose only reference to the old object is as the base of its
 // delta's partial entry, which overrides the segment's.
 func TestSharedSegmentDeltaOverride(t *testing.T) {
@@ -235,6 +236,11 @@ func TestSharedSegmentDeltaOverride(t *testing.T) {
 	manage.WriteT(t, m, "vm", bs+100, []byte("patched"))
 	patched := append([]byte(nil), orig...)
 	copy(patched[bs+100:], "patched")
+	// and a block replaced whole: the segment's entry for it, which d's
+	// delta overrides, is then referenced by c alone.
+	whole := randBytes(rng, bs)
+	manage.WriteT(t, m, "vm", 2*bs, whole)
+	copy(patched[2*bs:], whole)
 	if _, err := m.Snapshot(ctx, "vm", "vm@b"); err != nil {
 		t.Fatal(err)
 	}
@@ -247,8 +253,8 @@ func TestSharedSegmentDeltaOverride(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h, _, _ := volume.ReadHead(ctx, s, rd.ID); len(h.Delta) != 1 || len(h.Segments) != 1 {
-		t.Fatalf("clone d: delta %v, segments %v; want one partial entry over one shared segment", h.Delta, h.Segments)
+	if h, _, _ := volume.ReadHead(ctx, s, rd.ID); len(h.Delta) != 2 || len(h.Segments) != 1 {
+		t.Fatalf("clone d: delta %v, segments %v; want two entries over one shared segment", h.Delta, h.Segments)
 	}
 	v, _, err = m.Open(ctx, "vm", true)
 	if err != nil {
