@@ -43,7 +43,11 @@
 // entries: up to blockmap.MaxDelta of them go in the head's delta instead
 // of segments, see blockmap.Head.Delta), then, outside the
 // gate so writes go on: syncs those objects, writes the changed segments
-// as new immutable objects, and swaps the head to point at them. Data is
+// as new immutable objects, and swaps the head to point at them. A flush
+// that changed at most blockmap.MaxDelta entries (counting those the head's
+// delta already holds) writes no segment: it stores them in the head's
+// delta (blockmap.Head.Delta); past that, after a resize or a hash, or at
+// Checkpoint, it writes their segments and empties the delta. Data is
 // durable before the map that points at it, so a flushed map never
 // references missing or unsynced data. Objects that a flush made
 // unreferenced (trimmed private blocks, replaced segments) are deleted

@@ -24,6 +24,8 @@ type modelVol struct {
 	dirty    []bool // bytes written since the last flush
 	readOnly bool
 	removed  bool
+	// f, with model.follow, is a following read-only handle.
+	f *Volume
 }
 
 func (m *modelVol) markFlushed() {
@@ -61,6 +63,9 @@ type model struct {
 	// partials counts the partial blocks seen by check, so that a test
 	// can tell they were exercised.
 	partials int
+	// follow: every volume also has a following handle (OpenOptions.Follow),
+	// which check reads: every byte flushed and not written since.
+	follow bool
 }
 
 // zombieWrite is a write of a holder whose lease was taken over: it
@@ -101,8 +106,47 @@ func (m *model) newVol(id blockmap.ID, data []byte, readOnly bool) *modelVol {
 	}
 	v := &modelVol{id: id, h: h, data: data, readOnly: readOnly,
 		durable: append([]byte(nil), data...), dirty: make([]bool, len(data))}
+	m.openFollower(v)
 	m.vols = append(m.vols, v)
 	return v
+}
+
+// openFollower opens v's following handle, with model.follow.
+func (m *model) openFollower(v *modelVol) {
+	if !m.follow {
+		return
+	}
+	f, err := Open(m.ctx, m.store, v.id, OpenOptions{Follow: true})
+	if err != nil {
+		m.fatalf("open a follower of %s: %v", v.id, err)
+	}
+	v.f = f
+}
+
+// checkFollower reads v through its following handle: what was flushed
+// and not written since must read as the oracle says.
+func (m *model) checkFollower(v *modelVol) {
+	m.t.Helper()
+	if v.f == nil {
+		return
+	}
+	got := make([]byte, len(v.data))
+	if err := v.f.ReadAt(m.ctx, got, 0); err != nil {
+		m.fatalf("follower of %s: read: %v", v.id, err)
+	}
+	var entries []blockmap.Entry
+	for i := range got {
+		if !v.dirty[i] && got[i] != v.data[i] {
+			// A late write of a writer taken over shows where the stored
+			// map still reads its object (see land).
+			if entries == nil {
+				entries = v.f.Entries()
+			}
+			if !m.shakyAt(v.f, entries, i) {
+				m.fatalf("follower of %s reads byte %d (block %d) = %#x, flushed %#x", v.id, i, i/bs, got[i], v.data[i])
+			}
+		}
+	}
 }
 
 // arm turns crash images inside operations on or off.
@@ -209,6 +253,7 @@ func (m *model) restart() {
 			m.fatalf("read %s after crash: %v", v.id, err)
 		}
 		v.markFlushed()
+		m.openFollower(v)
 	}
 }
 
@@ -226,6 +271,9 @@ func (m *model) step(i int) string {
 		p := make([]byte, n)
 		for j := range p {
 			p[j] = byte(rng.IntN(255) + 1)
+		}
+		if m.follow && rng.IntN(3) == 0 {
+			m.checkFollower(v) // its map before the write: a follower reads during writes
 		}
 		if rng.IntN(8) == 0 {
 			// A run of zeros inside data: content blocks trim them.
@@ -470,7 +518,12 @@ func (m *model) land() string {
 // runModel runs steps random operations on s. With cp (which must wrap
 // s), it also crashes the store between and inside operations.
 func runModel(t *testing.T, s objstore.Store, seed uint64, steps int, cp *crashPoints, stalls bool) *model {
-	m := &model{t: t, ctx: context.Background(), rng: rand.New(rand.NewPCG(seed, 7)), store: s, cp: cp, stalls: stalls, shaky: map[string]bool{}}
+	return runModelWith(t, &model{}, s, seed, steps, cp, stalls)
+}
+
+// runModelWith is runModel with m's options (follow).
+func runModelWith(t *testing.T, m *model, s objstore.Store, seed uint64, steps int, cp *crashPoints, stalls bool) *model {
+	m.t, m.ctx, m.rng, m.store, m.cp, m.stalls, m.shaky = t, context.Background(), rand.New(rand.NewPCG(seed, 7)), s, cp, stalls, map[string]bool{}
 	if cp != nil {
 		cp.m = m
 	}
@@ -495,6 +548,11 @@ func runModel(t *testing.T, s objstore.Store, seed uint64, steps int, cp *crashP
 				if !v.removed {
 					m.check(v)
 				}
+			}
+		}
+		for _, v := range m.vols {
+			if !v.removed && m.follow && i%3 == 0 {
+				m.checkFollower(v)
 			}
 		}
 	}
@@ -616,6 +674,53 @@ func TestModelCrash(t *testing.T) {
 			if m.partials == 0 && !t.Failed() {
 				t.Fatal("no partial block was seen")
 			}
+		})
+	}
+}
+
+// TestModelFollowDelta (issue 11 review2): the model with a following
+// handle on every volume and snapshot, read every third step and before
+// some writes, with the
+// head's delta limited to 1, 2 and 256 entries, on the crashable store
+// (crash images inside flushes and checkpoints) and on the file store.
+func TestModelFollowDelta(t *testing.T) {
+	deltas, n := []int{1, 2, blockmap.MaxDelta}, seeds(4)
+	if testing.Short() {
+		deltas, n = deltas[:1], 1 // (the race detector's run: followers read all the time)
+	}
+	for seed := uint64(1); seed <= n; seed++ {
+		for _, md := range deltas {
+			t.Run(fmt.Sprintf("%d/delta%d", seed, md), func(t *testing.T) {
+				defer setMaxDelta(md)()
+				mem := objstore.NewCrashable()
+				cp := &crashPoints{Store: mem, mem: mem}
+				m := &model{follow: true}
+				runModelWith(t, m, cp, seed*100+uint64(md), 300, cp, false)
+			})
+		}
+	}
+	for seed := uint64(1); seed <= seeds(3) && !testing.Short(); seed++ {
+		t.Run(fmt.Sprintf("file/%d", seed), func(t *testing.T) {
+			defer setMaxDelta(2)()
+			runModelWith(t, &model{follow: true}, newFileStore(t), seed, 200, nil, false)
+		})
+	}
+}
+
+// TestModelCrashStallsFollowDelta (issue 11 review2) is
+// TestModelCrashStalls with followers and a head delta of one entry:
+// late writes of writers taken over, crash images and checkpoints at
+// almost every flush that changes the map.
+func TestModelCrashStallsFollowDelta(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow under the race detector; TestModelFollowDelta has followers in -short")
+	}
+	for seed := uint64(1); seed <= seeds(4)/2; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			defer setMaxDelta(1)()
+			mem := objstore.NewCrashable()
+			cp := &crashPoints{Store: mem, mem: mem}
+			runModelWith(t, &model{follow: true}, cp, seed+30, 300, cp, true)
 		})
 	}
 }
