@@ -85,8 +85,14 @@ func TestHeadDelta(t *testing.T) {
 		t.Fatalf("Apply: %v", entries)
 	}
 	// Version 2: the same bytes without the delta section.
+	if b[9] != 3 {
+		t.Fatalf("a head with a delta written as version %d", b[9])
+	}
 	h.Delta = nil
 	v3 := EncodeHead(h)
+	if v3[9] != 2 {
+		t.Fatalf("a head without a delta written as version %d, want 2 (what older programs read)", v3[9])
+	}
 	body := v3[:len(v3)-4]
 	v2 := append([]byte(nil), body[:headFixed+len(h.Segments)*segRefSize]...)
 	v2[9] = 2

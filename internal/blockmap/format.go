@@ -137,8 +137,14 @@ const (
 // EncodeHead returns the stored form of h.
 func EncodeHead(h *Head) []byte {
 	b := make([]byte, 0, headFixed+len(h.Segments)*segRefSize+4)
+	// NB: a head without a delta is written as version 2, byte for byte
+	// what programs before the delta wrote and still read.
+	version := uint16(headVersion)
+	if len(h.Delta) == 0 {
+		version = 2
+	}
 	b = append(b, headMagic...)
-	b = binary.BigEndian.AppendUint16(b, headVersion)
+	b = binary.BigEndian.AppendUint16(b, version)
 	b = append(b, h.ID[:]...)
 	b = binary.BigEndian.AppendUint64(b, h.Size)
 	b = append(b, h.BlockShift)
@@ -153,6 +159,9 @@ func EncodeHead(h *Head) []byte {
 		b = binary.BigEndian.AppendUint64(b, s.Seq)
 		b = binary.BigEndian.AppendUint32(b, s.CRC)
 		b = append(b, boolByte(s.Shared))
+	}
+	if version < 3 {
+		return seal(b)
 	}
 	// The delta: its blocks, then its entries encoded as a segment (the
 	// same entry format, and its own checksum).
