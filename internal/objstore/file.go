@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"io"
 	"io/fs"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -571,6 +572,16 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 	}
 }
 
+// backoff sleeps before retry try+1 of an operation that lost a race:
+// not at first, then a random time up to try × 20 µs, at most 2 ms.
+func backoff(try int) {
+	if try < 3 {
+		return
+	}
+	d := min(time.Duration(try)*20*time.Microsecond, 2*time.Millisecond)
+	time.Sleep(time.Duration(mrand.Int64N(int64(d)) + 1))
+}
+
 // syncExisting makes an object directory that this process found, and the
 // generations in it, durable before the caller relies on them.
 func (f *File) syncExisting(dir string) error {
@@ -619,7 +630,11 @@ func (f *File) newIncarnation(dir string) error {
 		case errors.Is(err, fs.ErrExist): // EEXIST or ENOTEMPTY: another creator's
 			return nil
 		case errors.Is(err, fs.ErrNotExist):
-			continue // a parent was removed (an object deleted), or prep (a stall over an hour)
+			// A parent was removed (an object deleted), or prep (a stall
+			// over an hour). Back off a little, more each time, so that
+			// deleters emptying and removing the parent in a loop finish.
+			backoff(try)
+			continue
 		default:
 			return mapErr(&os.LinkError{Op: "rename", Old: prep, New: dir, Err: err})
 		}
