@@ -912,17 +912,8 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 		if c0, c1 := (boff+sbs-1)>>v.sshift, end>>v.sshift; c0 < c1 {
 			covered = v.subBlocks(c0<<v.sshift, (c1-c0)<<v.sshift)
 		}
-		for todo := have &^ covered; todo != 0; {
-			s := int64(bits.TrailingZeros64(todo))
-			n := int64(bits.TrailingZeros64(^(todo >> s)))
-			todo &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
-			p := buf[:n<<v.sshift]
-			if err := v.readObject(ctx, old.Object(), p, s<<v.sshift); err != nil {
-				return err
-			}
-			if err := v.dataWritten(name, v.writeAt(ctx, name, p, s<<v.sshift)); err != nil {
-				return err
-			}
+		if err := v.copyRuns(ctx, name, old.Object(), have&^covered, buf); err != nil {
+			return err
 		}
 	}
 	// Extend the write to whole sub-blocks where it starts or ends inside
@@ -967,7 +958,7 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 		// every write would pay a map write for each; so a block costs
 		// at most two, where whole-block copy-on-write cost one, and its
 		// first write still moves a sub-block, not the block.
-		if err := v.fillFromBase(ctx, name, base, mask, buf); err != nil {
+		if err := v.copyRuns(ctx, name, base, ^mask, buf); err != nil {
 			return err
 		}
 		mask = blockmap.AllSubBlocks
@@ -987,17 +978,17 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 	return nil
 }
 
-// fillFromBase copies into the object name, run by run through buf (a
-// block's buffer), every sub-block of the block that mask lacks, from
-// base.
-func (v *Volume) fillFromBase(ctx context.Context, name string, base blockmap.Entry, mask uint64, buf []byte) error {
-	for todo := ^mask; todo != 0; {
-		s := int64(bits.TrailingZeros64(todo))
-		n := int64(bits.TrailingZeros64(^(todo >> s)))
-		todo &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
+// copyRuns copies into the object name, run by run through buf (a
+// block's buffer), the sub-blocks in mask, read from the block src
+// describes.
+func (v *Volume) copyRuns(ctx context.Context, name string, src blockmap.Entry, mask uint64, buf []byte) error {
+	for rest := mask; rest != 0; {
+		s := int64(bits.TrailingZeros64(rest))
+		n := int64(bits.TrailingZeros64(^(rest >> s)))
+		rest &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
 		off := s << v.sshift
 		p := buf[:min(n<<v.sshift, v.bs-off)]
-		if err := v.readEntry(ctx, base, p, off); err != nil {
+		if err := v.readEntry(ctx, src, p, off); err != nil {
 			return err
 		}
 		if err := v.dataWritten(name, v.writeAt(ctx, name, p, off)); err != nil {
