@@ -1,0 +1,100 @@
+package objstore_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// TestFileWinnerStalledPastPrune: a swap links its generation, then
+// stalls before its check long enough that a listing on another host
+// prunes its base. Its entry is the newest: it won, and must say so and
+// leave its entry. (It removed the entry and answered ErrConflict: the
+// object was then absent, though two swaps had succeeded on it. Found by
+// TestFileLinearizableUnderStalls.)
+func TestFileWinnerStalledPastPrune(t *testing.T) {
+	ctx := context.Background()
+	_, a, b := twoFileStores(t)
+	a.SetPruneAge(0)
+	b.SetPruneAge(0)
+	v1, err := a.Create(ctx, "x", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := a.Swap(ctx, "x", []byte("2"), v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stalled, resume := make(chan struct{}), make(chan struct{})
+	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(string) {
+		once.Do(func() { close(stalled); <-resume }) // the swap's fsync, after its link
+	}})
+	type result struct {
+		v   objstore.Version
+		err error
+	}
+	done := make(chan result)
+	go func() {
+		v, err := a.Swap(ctx, "x", []byte("3"), v2)
+		done <- result{v, err}
+	}()
+	<-stalled
+	if err := b.List(ctx, "", func(objstore.Info) error { return nil }); err != nil {
+		t.Fatal(err) // prunes v2, superseded by the stalled swap's entry
+	}
+	close(resume)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("the swap whose entry is the newest answered %v", r.err)
+	}
+	got, v, err := b.Get(ctx, "x")
+	if err != nil || string(got) != "3" || v != r.v {
+		t.Fatalf("after the swap: %q at %d (%v), want \"3\" at %d", got, v, err, r.v)
+	}
+}
+
+// TestFileSupersededStalledWriterUnknown: as above, but another writer
+// builds on the stalled swap's entry before it checks. The stalled swap
+// cannot tell its win from a loss: it must not answer ErrConflict (which
+// says it changed nothing) nor retry; the object keeps the later write.
+func TestFileSupersededStalledWriterUnknown(t *testing.T) {
+	ctx := context.Background()
+	_, a, b := twoFileStores(t)
+	a.SetPruneAge(0)
+	b.SetPruneAge(0)
+	if _, err := a.Create(ctx, "x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stalled, resume := make(chan struct{}), make(chan struct{})
+	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(string) {
+		once.Do(func() { close(stalled); <-resume })
+	}})
+	done := make(chan error)
+	go func() {
+		done <- a.Delete(ctx, "x")
+	}()
+	<-stalled
+	// The tombstone is the object's state now: another host creates the
+	// object again on it, which prunes the tombstone's base.
+	v3, err := b.Create(ctx, "x", []byte("3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.List(ctx, "", func(objstore.Info) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	err = <-done
+	if err == nil || errors.Is(err, objstore.ErrConflict) || errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("the stalled delete answered %v, want an error that leaves the outcome unknown", err)
+	}
+	got, v, err := b.Get(ctx, "x")
+	if err != nil || string(got) != "3" || v != v3 {
+		t.Fatalf("after the stalled delete: %q at %d (%v), want the later create's \"3\" at %d", got, v, err, v3)
+	}
+}
