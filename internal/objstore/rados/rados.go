@@ -58,6 +58,8 @@ type Store struct {
 	dirs   map[string]bool
 	// fullWalks counts the listings that walked every namespace (tests).
 	fullWalks atomic.Int64
+	// statHook, if set, is called at the start of each Stat (tests).
+	statHook func()
 }
 
 var (
@@ -427,6 +429,9 @@ func statIn(io *rados.IOContext, name string) (objstore.Info, error) {
 func (s *Store) FreshStat() bool { return true }
 
 func (s *Store) Stat(ctx context.Context, name string) (in objstore.Info, err error) {
+	if s.statHook != nil {
+		s.statHook()
+	}
 	err = s.with(ctx, name, func(io *rados.IOContext) error {
 		in, err = statIn(io, name)
 		return err
@@ -485,7 +490,71 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 		}
 		names = append(names, cat...)
 	}
-	return objstore.StatEach(ctx, s, names, fn)
+	return s.statEach(ctx, names, fn)
+}
+
+// listStats is how many objects a listing stats at once.
+const listStats = contexts / 2
+
+// statEach is objstore.StatEach with listStats stats in flight: one by
+// one, the round trip of each makes a listing of many names slow. fn is
+// called one at a time.
+func (s *Store) statEach(ctx context.Context, names []string, fn func(objstore.Info) error) error {
+	if len(names) < 2 {
+		return objstore.StatEach(ctx, s, names, fn)
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	type result struct {
+		in  objstore.Info
+		err error
+	}
+	next := make(chan string)
+	out := make(chan result)
+	go func() {
+		defer close(next)
+		for _, n := range names {
+			select {
+			case next <- n:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range min(listStats, len(names)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range next {
+				in, err := s.Stat(ctx, n)
+				select {
+				case out <- result{in, err}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(out) }()
+	defer func() {
+		// No stat may outlive the call: the store may be closed next.
+		cancel()
+		for range out {
+		}
+	}()
+	for r := range out {
+		if objstore.IsNotExist(r.err) {
+			continue
+		}
+		if r.err != nil {
+			return r.err
+		}
+		if err := fn(r.in); err != nil {
+			return err
+		}
+	}
+	return parent.Err()
 }
 
 // walk calls fn with the namespace and key of every object of namespace

@@ -11,6 +11,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -320,4 +322,59 @@ func (c catStore) Close() error { return c.s.Close() }
 // which live in namespaces of their own.
 func TestConformanceCatalog(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) objstore.Store { return catStore{OpenTestStore(t)} })
+}
+
+// TestListStatsConcurrently: a listing stats its objects several at a
+// time (one round trip each: one by one, a listing of 10^5 catalog records
+// would take minutes), and still calls fn one at a time.
+func TestListStatsConcurrently(t *testing.T) {
+	s := OpenTestStore(t)
+	const n, want = 64, 8
+	for i := range n {
+		if _, err := s.Put(ctx, fmt.Sprintf("cat/name/v%d", i), []byte("r")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	inflight, most := 0, 0
+	enough := make(chan struct{})
+	closed, gaveUp := false, false
+	s.statHook = func() {
+		mu.Lock()
+		inflight++
+		most = max(most, inflight)
+		if inflight == want && !closed {
+			close(enough)
+			closed = true
+		}
+		wait := !gaveUp && most < want
+		mu.Unlock()
+		if wait {
+			select {
+			case <-enough:
+			case <-time.After(2 * time.Second):
+				mu.Lock()
+				gaveUp = true
+				mu.Unlock()
+			}
+		}
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+	}
+	var calls, inFn atomic.Int32
+	err := s.List(ctx, "cat/name/", func(objstore.Info) error {
+		if inFn.Add(1) != 1 {
+			t.Error("fn called concurrently")
+		}
+		calls.Add(1)
+		inFn.Add(-1)
+		return nil
+	})
+	if err != nil || calls.Load() != n {
+		t.Fatalf("List: %d calls, %v; want %d", calls.Load(), err, n)
+	}
+	if most < want {
+		t.Errorf("at most %d stats at once, want %d", most, want)
+	}
 }
