@@ -37,6 +37,7 @@ class Side:
         self.lock = threading.Lock()
         self.errors = []
         self.latency = []  # seconds, clone start → first write acknowledged
+        self.clone = []  # seconds, each clone command
         self.clone_span = 0.0
 
     def error(self, msg):
@@ -85,6 +86,8 @@ def storm(side, args, clone_cmd, attach):
             vol = f"vm{i:04d}"
             started = time.monotonic()
             err = run(clone_cmd(vol))
+            with side.lock:
+                side.clone.append(time.monotonic() - started)
             if err:
                 side.error(err)
                 continue
@@ -190,6 +193,8 @@ def main():
 
     rows = [
         ("clones/s", args.clones / a.clone_span, args.clones / q.clone_span, "{:.1f}"),
+        ("clone command p50 (ms)", pct(a.clone, 50) * 1e3, pct(q.clone, 50) * 1e3, "{:.0f}"),
+        ("clone command p99 (ms)", pct(a.clone, 99) * 1e3, pct(q.clone, 99) * 1e3, "{:.0f}"),
         ("clone→first write p50 (ms)", pct(a.latency, 50) * 1e3, pct(q.latency, 50) * 1e3, "{:.0f}"),
         ("clone→first write p99 (ms)", pct(a.latency, 99) * 1e3, pct(q.latency, 99) * 1e3, "{:.0f}"),
         ("first writes acknowledged", len(a.latency), len(q.latency), "{}"),
