@@ -2,8 +2,8 @@
 # Installs what the tests need, then runs them all: vet, format, unit and
 # integration tests (e2e/ drives archip with qemu-img, qemu-io, nbdinfo,
 # nbdcopy, nbdfuse, fio, libnbd), the race detector, a short run of every
-# fuzz target, and every benchmark once (to see that they run; numbers:
-# docs/benchmarks.md).
+# fuzz target, every benchmark once (to see that they run; numbers:
+# docs/benchmarks.md) and a short provisioning storm (bench/storm.sh).
 # Under CI=true a skipped test is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,5 +72,8 @@ echo "== benchmarks, once each (numbers: docs/benchmarks.md)"
 go test -count=1 -run '^$' -bench . -benchtime 1x ./... 2>&1 | grep -E '^(Benchmark|ok|FAIL)'
 SIZE=256M RUNTIME=1 bench/nbd.sh 2>/dev/null
 SIZE=256M RUNTIME=1 bench/rados.sh 2>/dev/null
+# The provisioning storm, short: fails on any error, never on speed.
+bench/storm.sh --short >"$log" 2>&1 || { cat "$log"; exit 1; }
+sed -n '/^provisioning storm/,$p' "$log"
 
 echo "$passed passed, 0 failed"

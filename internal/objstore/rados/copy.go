@@ -21,8 +21,24 @@ import (
 // Copy creates dst with src's content inside the OSDs (RADOS copy_from,
 // through librados's C++ API in shim.cpp: neither its C API nor go-ceph
 // has it), so copy-on-write of a block moves no data through this process.
+// Objects in two namespaces (one of them in the catalog, see nsOf) are
+// copied through this process: copy_from reads the namespace it writes.
 func (s *Store) Copy(ctx context.Context, src, dst string) error {
 	if err := objstore.ValidName(src); err != nil {
+		return err
+	}
+	if err := s.markDirs(ctx, dst); err != nil {
+		return err
+	}
+	if s.nsOf(src) != s.nsOf(dst) {
+		if err := objstore.ValidName(dst); err != nil {
+			return err
+		}
+		b, _, err := s.Get(ctx, src)
+		if err != nil {
+			return err
+		}
+		_, err = s.Create(ctx, dst, b)
 		return err
 	}
 	return s.with(ctx, dst, func(io *rados.IOContext) error {

@@ -14,6 +14,8 @@ import (
 	"runtime/cgo"
 	"unsafe"
 
+	"github.com/ceph/go-ceph/rados"
+
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
@@ -34,6 +36,20 @@ func (s *Store) ReadLend(ctx context.Context, name string, off int64, n int, fn 
 			return err
 		}
 		return fn(nil)
+	}
+	if isCat(name) {
+		// Its namespace needs an I/O context of its own, and the
+		// catalog's objects are small: a plain read.
+		p := make([]byte, n)
+		var got int
+		err := s.withData(ctx, name, func(io *rados.IOContext) (err error) {
+			got, err = aio(ctx, io, false, name, p, off)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return fn([][]byte{p[:got]})
 	}
 	oid := C.CString(name)
 	defer C.free(unsafe.Pointer(oid))

@@ -13,6 +13,13 @@
 // with objstore.ErrNoSpace instead of holding them (librados's default)
 // and lets deletes, which free space, through.
 //
+// Objects live in the URL's namespace, except the catalog's (names under
+// cat/), which live in a namespace per directory (NS/cat/D/), so that
+// listing a directory returns that namespace's names alone instead of every
+// name of the store; directories below cat/D/ have markers so that
+// listing a shallower prefix knows to walk every namespace (see nsOf and
+// docs/format.md).
+//
 // It needs librados (cgo: Debian's librados-dev, and libradospp-dev and g++
 // for shim.cpp) and builds only with the build tags "ceph" and, for go-ceph
 // on Ceph Pacific, "pacific".
@@ -24,6 +31,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/ceph/go-ceph/rados"
@@ -40,6 +49,17 @@ type Store struct {
 	// data is the I/O context of the asynchronous data path (aio.go),
 	// which many operations share.
 	data *rados.IOContext
+	// ns is the base namespace (the URL's), where every object not under
+	// cat/ lives.
+	ns string
+	// dirsMu guards dirs: the catalog directories whose marker this
+	// process has seen or written (see markDirs).
+	dirsMu sync.Mutex
+	dirs   map[string]bool
+	// fullWalks counts the listings that walked every namespace (tests).
+	fullWalks atomic.Int64
+	// statHook, if set, is called at the start of each Stat (tests).
+	statHook func()
 }
 
 var (
@@ -84,14 +104,14 @@ func Open(ctx context.Context, u *url.URL) (*Store, error) {
 	if err := conn.Connect(); err != nil {
 		return nil, fmt.Errorf("rados: connect: %w", err)
 	}
-	s := &Store{conn: conn, ioctxs: make(chan *rados.IOContext, contexts)}
+	s := &Store{conn: conn, ioctxs: make(chan *rados.IOContext, contexts), ns: q.Get("namespace"), dirs: map[string]bool{}}
 	for i := 0; i <= contexts; i++ {
 		ioctx, err := conn.OpenIOContext(pool)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("rados: open pool %q: %w", pool, mapErr(err))
 		}
-		ioctx.SetNamespace(q.Get("namespace"))
+		ioctx.SetNamespace(s.ns)
 		// On a full pool or cluster, librados holds writes until space
 		// comes back, deletes included. With full-try they are sent:
 		// deletes (what frees space) go through and writes fail with
@@ -110,16 +130,17 @@ func Open(ctx context.Context, u *url.URL) (*Store, error) {
 	return s, nil
 }
 
-// with checks name and runs fn with an I/O context of its own.
+// with checks name and runs fn with an I/O context of its own, set to
+// the namespace of name.
 func (s *Store) with(ctx context.Context, name string, fn func(*rados.IOContext) error) error {
 	if err := objstore.ValidName(name); err != nil {
 		return err
 	}
-	return s.withIO(ctx, fn)
+	return s.withNS(ctx, s.nsOf(name), fn)
 }
 
-// withIO runs fn with an I/O context of its own.
-func (s *Store) withIO(ctx context.Context, fn func(*rados.IOContext) error) error {
+// withNS runs fn with an I/O context of its own, set to namespace ns.
+func (s *Store) withNS(ctx context.Context, ns string, fn func(*rados.IOContext) error) error {
 	var ioctx *rados.IOContext
 	select {
 	case ioctx = <-s.ioctxs:
@@ -127,7 +148,87 @@ func (s *Store) withIO(ctx context.Context, fn func(*rados.IOContext) error) err
 		return ctx.Err()
 	}
 	defer func() { s.ioctxs <- ioctx }()
+	ioctx.SetNamespace(ns)
 	return fn(ioctx)
+}
+
+// withData runs fn with the I/O context of the data path, or, for an
+// object of the catalog, one of its own in the object's namespace.
+func (s *Store) withData(ctx context.Context, name string, fn func(*rados.IOContext) error) error {
+	if err := objstore.ValidName(name); err != nil {
+		return err
+	}
+	if isCat(name) {
+		return s.withNS(ctx, s.nsOf(name), fn)
+	}
+	return fn(s.data)
+}
+
+// The catalog's objects (names under cat/) live in RADOS namespaces of
+// their own, one per directory, so that listing a directory lists one
+// namespace. The object cat/D/K is the key cat/D/K (the whole name) in the
+// namespace BASE/cat/D/ (BASE the URL's namespace; the whole name as the
+// key keeps the objects of two stores apart even where their namespaces
+// meet). A directory below the catalog's second level (cat/D/E/) has a
+// marker in its parent directory's namespace, the key cat/D/E/ (an
+// invalid object name: no object takes it), written before the first
+// object in it, so that a listing of cat/D/ knows whether it must look
+// deeper. Markers are never deleted.
+const catPrefix = "cat/"
+
+func isCat(name string) bool { return strings.HasPrefix(name, catPrefix) }
+
+// dirOf returns the directory of a name: up to and with its last slash.
+func dirOf(name string) string { return name[:strings.LastIndexByte(name, '/')+1] }
+
+// nsOf returns the namespace of the object (or, ending in a slash, the
+// marker) name.
+func (s *Store) nsOf(name string) string {
+	if !isCat(name) {
+		return s.ns
+	}
+	return s.ns + "/" + dirOf(strings.TrimSuffix(name, "/"))
+}
+
+// markDirs makes sure that the directories of name (a catalog object about
+// to be created) deeper than cat/D/ have their markers, written from the
+// shallowest down, so that a directory's marker implies its parents'.
+func (s *Store) markDirs(ctx context.Context, name string) error {
+	if !isCat(name) {
+		return nil
+	}
+	var todo []string
+	for dir := dirOf(name); strings.Count(dir, "/") > 2; dir = dirOf(strings.TrimSuffix(dir, "/")) {
+		s.dirsMu.Lock()
+		seen := s.dirs[dir]
+		s.dirsMu.Unlock()
+		if seen {
+			break
+		}
+		todo = append(todo, dir)
+	}
+	for i := len(todo) - 1; i >= 0; i-- {
+		dir := todo[i]
+		err := s.withNS(ctx, s.nsOf(dir), func(io *rados.IOContext) error {
+			// A read first: every creator in the directory checks, and a
+			// write, even one that changes nothing, would queue them all
+			// on the marker.
+			if _, err := statIn(io, dir); !errors.Is(err, objstore.ErrNotFound) {
+				return err
+			}
+			return mapErr(io.Create(dir, rados.CreateIdempotent))
+		})
+		if err != nil {
+			return err
+		}
+		s.dirsMu.Lock()
+		if len(s.dirs) >= 1<<16 {
+			clear(s.dirs)
+		}
+		s.dirs[dir] = true
+		s.dirsMu.Unlock()
+	}
+	return nil
 }
 
 // code returns the errno of a RADOS error, looking inside compound
@@ -184,10 +285,11 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 	if off < 0 {
 		return fmt.Errorf("rados: negative offset %d", off)
 	}
-	if err := objstore.ValidName(name); err != nil {
+	var n int
+	err := s.withData(ctx, name, func(io *rados.IOContext) (err error) {
+		n, err = aio(ctx, io, false, name, p, off)
 		return err
-	}
-	n, err := aio(ctx, s.data, false, name, p, off)
+	})
 	if err != nil {
 		return err
 	}
@@ -260,6 +362,9 @@ func replace(op *rados.WriteOp, data []byte) {
 }
 
 func (s *Store) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	if err := s.markDirs(ctx, name); err != nil {
+		return 0, err
+	}
 	return s.write(ctx, name, func(op *rados.WriteOp) {
 		op.Create(rados.CreateIdempotent)
 		replace(op, data)
@@ -267,6 +372,9 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) (objstore.Ver
 }
 
 func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	if err := s.markDirs(ctx, name); err != nil {
+		return 0, err
+	}
 	return s.write(ctx, name, func(op *rados.WriteOp) {
 		op.Create(rados.CreateExclusive)
 		if len(data) > 0 {
@@ -321,6 +429,9 @@ func statIn(io *rados.IOContext, name string) (objstore.Info, error) {
 func (s *Store) FreshStat() bool { return true }
 
 func (s *Store) Stat(ctx context.Context, name string) (in objstore.Info, err error) {
+	if s.statHook != nil {
+		s.statHook()
+	}
 	err = s.with(ctx, name, func(io *rados.IOContext) error {
 		in, err = statIn(io, name)
 		return err
@@ -328,27 +439,138 @@ func (s *Store) Stat(ctx context.Context, name string) (in objstore.Info, err er
 	return in, err
 }
 
-// List walks every object of the pool's namespace: RADOS has no index by
-// name, so the cost is that of the namespace, whatever the prefix.
+// List walks the objects of the base namespace, whose cost is that of
+// the namespace (RADOS has no index by name), whatever the prefix. Under
+// cat/ it lists the namespace of the prefix's directory (cat/D/, or
+// deeper) alone, unless a marker there says that a deeper directory
+// matches, or the prefix is shorter than cat/D/: then it walks every
+// namespace of the pool (the catalog's: those of other stores and
+// programs are skipped, as they come).
 func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
 	var names []string
-	err := s.withIO(ctx, func(io *rados.IOContext) error {
+	if !isCat(prefix) {
+		err := s.walk(ctx, s.ns, func(ns, key string) {
+			if strings.HasPrefix(key, prefix) && !isCat(key) && objstore.ValidName(key) == nil {
+				names = append(names, key)
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if isCat(prefix) || strings.HasPrefix(catPrefix, prefix) {
+		deeper := strings.Count(prefix, "/") < 2
+		var cat []string
+		if !deeper {
+			err := s.walk(ctx, s.ns+"/"+dirOf(prefix), func(ns, key string) {
+				if !strings.HasPrefix(key, prefix) || s.nsOf(key) != ns {
+					return
+				}
+				if strings.HasSuffix(key, "/") {
+					deeper = true
+				} else if objstore.ValidName(key) == nil {
+					cat = append(cat, key)
+				}
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if deeper {
+			s.fullWalks.Add(1)
+			cat = cat[:0]
+			err := s.walk(ctx, rados.AllNamespaces, func(ns, key string) {
+				if strings.HasPrefix(key, prefix) && isCat(key) && s.nsOf(key) == ns && objstore.ValidName(key) == nil {
+					cat = append(cat, key)
+				}
+			})
+			if err != nil {
+				return err
+			}
+		}
+		names = append(names, cat...)
+	}
+	return s.statEach(ctx, names, fn)
+}
+
+// listStats is how many objects a listing stats at once.
+const listStats = contexts / 2
+
+// statEach is objstore.StatEach with listStats stats in flight: one by
+// one, the round trip of each makes a listing of many names slow. fn is
+// called one at a time.
+func (s *Store) statEach(ctx context.Context, names []string, fn func(objstore.Info) error) error {
+	if len(names) < 2 {
+		return objstore.StatEach(ctx, s, names, fn)
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	type result struct {
+		in  objstore.Info
+		err error
+	}
+	next := make(chan string)
+	out := make(chan result)
+	go func() {
+		defer close(next)
+		for _, n := range names {
+			select {
+			case next <- n:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range min(listStats, len(names)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range next {
+				in, err := s.Stat(ctx, n)
+				select {
+				case out <- result{in, err}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(out) }()
+	defer func() {
+		// No stat may outlive the call: the store may be closed next.
+		cancel()
+		for range out {
+		}
+	}()
+	for r := range out {
+		if objstore.IsNotExist(r.err) {
+			continue
+		}
+		if r.err != nil {
+			return r.err
+		}
+		if err := fn(r.in); err != nil {
+			return err
+		}
+	}
+	return parent.Err()
+}
+
+// walk calls fn with the namespace and key of every object of namespace
+// ns (or of the pool, with rados.AllNamespaces).
+func (s *Store) walk(ctx context.Context, ns string, fn func(ns, key string)) error {
+	return s.withNS(ctx, ns, func(io *rados.IOContext) error {
 		it, err := io.Iter()
 		if err != nil {
 			return mapErr(err)
 		}
 		defer it.Close()
 		for it.Next() {
-			if n := it.Value(); strings.HasPrefix(n, prefix) && objstore.ValidName(n) == nil {
-				names = append(names, n)
-			}
+			fn(it.Namespace(), it.Value())
 		}
 		return mapErr(it.Err())
 	})
-	if err != nil {
-		return err
-	}
-	return objstore.StatEach(ctx, s, names, fn)
 }
 
 func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
@@ -358,11 +580,16 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) e
 	if err := objstore.ValidName(name); err != nil {
 		return err
 	}
+	if err := s.markDirs(ctx, name); err != nil {
+		return err
+	}
 	if len(p) == 0 {
 		return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Create(name, rados.CreateIdempotent)) })
 	}
-	_, err := aio(ctx, s.data, true, name, p, off)
-	return err
+	return s.withData(ctx, name, func(io *rados.IOContext) error {
+		_, err := aio(ctx, io, true, name, p, off)
+		return err
+	})
 }
 
 func (s *Store) Close() error {

@@ -9,6 +9,10 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -126,5 +130,251 @@ func TestFullPool(t *testing.T) {
 	}
 	if err := s.Delete(ctx, "o0"); err != nil {
 		t.Fatalf("delete on a full pool: %v", err)
+	}
+}
+
+// openTestStoreNS is OpenTestStore that also returns the store's base
+// namespace.
+func openTestStoreNS(t *testing.T) (*Store, string) {
+	t.Helper()
+	conf := os.Getenv("ARCHIP_TEST_CEPH_CONF")
+	if conf == "" {
+		OpenTestStore(t) // skips, or fails under CI=true
+	}
+	ns := fmt.Sprintf("t%d-%d", os.Getpid(), testNamespaces.Add(1))
+	u, _ := url.Parse(fmt.Sprintf("rados://archip?conf=%s&namespace=%s", url.QueryEscape(conf), ns))
+	s, err := Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, ns
+}
+
+// keysIn lists the keys of one RADOS namespace of the test pool.
+func keysIn(t *testing.T, s *Store, ns string) []string {
+	t.Helper()
+	io, err := s.conn.OpenIOContext("archip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer io.Destroy()
+	io.SetNamespace(ns)
+	it, err := io.Iter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var keys []string
+	for it.Next() {
+		keys = append(keys, it.Value())
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// TestCatalogNamespaces: objects under cat/ live in a RADOS namespace per
+// directory, so that listing a directory lists that namespace alone; every
+// other object stays in the base namespace, and every prefix lists right.
+func TestCatalogNamespaces(t *testing.T) {
+	s, base := openTestStoreNS(t)
+	names := []string{
+		"cat/name/a", "cat/name/ab", "cat/name/b", "cat/id/1", "cat/x/a", "cat/x/sub/d", "cat/xy/c",
+		"cat/child/P/1", "cat/child/P/2", "cat/child/PQ/1", "cat/child/Q/1", "cat/top",
+		"catalog", "cat", "cats/z", "blk/00ff",
+	}
+	for _, n := range names {
+		if _, err := s.Put(ctx, n, []byte(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fmt.Sprint(keysIn(t, s, base)); got != "[blk/00ff cat catalog cats/z]" {
+		t.Errorf("base namespace %q holds %s, want only the objects outside cat/", base, got)
+	}
+	if got := fmt.Sprint(keysIn(t, s, base+"/cat/child/P/")); got != "[cat/child/P/1 cat/child/P/2]" {
+		t.Errorf("namespace of cat/child/P/ holds %s", got)
+	}
+	if got := fmt.Sprint(keysIn(t, s, base+"/cat/name/")); got != "[cat/name/a cat/name/ab cat/name/b]" {
+		t.Errorf("namespace of cat/name/ holds %s", got)
+	}
+
+	list := func(prefix string) []string {
+		t.Helper()
+		var got []string
+		err := s.List(ctx, prefix, func(in objstore.Info) error {
+			if in.Size != int64(len(in.Name)) {
+				t.Errorf("List(%q): %s has size %d, want %d", prefix, in.Name, in.Size, len(in.Name))
+			}
+			got = append(got, in.Name)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("List(%q): %v", prefix, err)
+		}
+		sort.Strings(got)
+		return got
+	}
+	all := append([]string(nil), names...)
+	sort.Strings(all)
+	under := func(p string) []string {
+		var w []string
+		for _, n := range all {
+			if strings.HasPrefix(n, p) {
+				w = append(w, n)
+			}
+		}
+		return w
+	}
+	for _, c := range []struct {
+		prefix string
+		walks  int64 // walks of every namespace the listing may make
+	}{
+		{"cat/child/P/", 0}, {"cat/name/", 0}, {"cat/name/a", 0}, {"cat/id/", 0}, {"cat/x/sub/", 0},
+		{"cat/child/P", 1}, {"cat/child/", 1}, {"cat/x/", 1}, {"cat/x", 1}, {"cat/", 1}, {"cat/t", 1},
+		{"cat", 1}, {"ca", 1}, {"", 1}, {"cats/", 0}, {"blk/", 0}, {"cat/nothing/", 0}, {"cat/name/zz", 0},
+	} {
+		before := s.fullWalks.Load()
+		if got, want := list(c.prefix), under(c.prefix); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("List(%q) = %v, want %v", c.prefix, got, want)
+		}
+		if n := s.fullWalks.Load() - before; n > c.walks {
+			t.Errorf("List(%q) walked every namespace %d times, want at most %d", c.prefix, n, c.walks)
+		}
+	}
+
+	// The data path and copies reach catalog objects too.
+	if err := s.WriteAt(ctx, "cat/w/o", []byte("xyz"), 2); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 5)
+	if err := s.ReadAt(ctx, "cat/w/o", p, 0); err != nil || string(p) != "\x00\x00xyz" {
+		t.Fatalf("ReadAt cat/w/o = %q, %v", p, err)
+	}
+	for _, c := range [][2]string{{"cat/w/o", "cat/w/o2"}, {"cat/w/o", "cat/v/o"}, {"blk/00ff", "cat/v/b"}, {"cat/w/o", "blk/o"}} {
+		if err := s.Copy(ctx, c[0], c[1]); err != nil {
+			t.Fatalf("Copy %s %s: %v", c[0], c[1], err)
+		}
+		a, _, _ := s.Get(ctx, c[0])
+		b, _, err := s.Get(ctx, c[1])
+		if err != nil || string(a) != string(b) {
+			t.Errorf("Copy %s %s: got %q, %v; want %q", c[0], c[1], b, err, a)
+		}
+		if err := s.Copy(ctx, c[0], c[1]); !errors.Is(err, objstore.ErrExists) {
+			t.Errorf("Copy onto %s: %v, want ErrExists", c[1], err)
+		}
+	}
+	if err := s.Copy(ctx, "cat/w/none", "cat/v/none"); !errors.Is(err, objstore.ErrNotFound) {
+		t.Errorf("Copy of a missing catalog object: %v, want ErrNotFound", err)
+	}
+}
+
+// catStore is a Store whose every name is under cat/, for running the
+// conformance suite through the catalog's namespaces.
+type catStore struct{ s *Store }
+
+const catDir = "cat/conf/"
+
+func (c catStore) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
+	return c.s.ReadAt(ctx, catDir+name, p, off)
+}
+func (c catStore) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
+	return c.s.Get(ctx, catDir+name)
+}
+func (c catStore) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	return c.s.Put(ctx, catDir+name, data)
+}
+func (c catStore) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	return c.s.Create(ctx, catDir+name, data)
+}
+func (c catStore) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
+	return c.s.Swap(ctx, catDir+name, data, old)
+}
+func (c catStore) Delete(ctx context.Context, name string) error {
+	return c.s.Delete(ctx, catDir+name)
+}
+func (c catStore) Stat(ctx context.Context, name string) (objstore.Info, error) {
+	in, err := c.s.Stat(ctx, catDir+name)
+	in.Name = strings.TrimPrefix(in.Name, catDir)
+	return in, err
+}
+func (c catStore) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
+	return c.s.List(ctx, catDir+prefix, func(in objstore.Info) error {
+		in.Name = strings.TrimPrefix(in.Name, catDir)
+		return fn(in)
+	})
+}
+func (c catStore) FreshStat() bool { return true }
+func (c catStore) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
+	return c.s.WriteAt(ctx, catDir+name, p, off)
+}
+func (c catStore) Copy(ctx context.Context, src, dst string) error {
+	return c.s.Copy(ctx, catDir+src, catDir+dst)
+}
+func (c catStore) ReadLend(ctx context.Context, name string, off int64, n int, fn func([][]byte) error) error {
+	return c.s.ReadLend(ctx, catDir+name, off, n, fn)
+}
+func (c catStore) Close() error { return c.s.Close() }
+
+// TestConformanceCatalog runs the conformance suite on names under cat/,
+// which live in namespaces of their own.
+func TestConformanceCatalog(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) objstore.Store { return catStore{OpenTestStore(t)} })
+}
+
+// TestListStatsConcurrently: a listing stats its objects several at a
+// time (one round trip each: one by one, a listing of 10^5 catalog records
+// would take minutes), and still calls fn one at a time.
+func TestListStatsConcurrently(t *testing.T) {
+	s := OpenTestStore(t)
+	const n, want = 64, 8
+	for i := range n {
+		if _, err := s.Put(ctx, fmt.Sprintf("cat/name/v%d", i), []byte("r")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	inflight, most := 0, 0
+	enough := make(chan struct{})
+	closed, gaveUp := false, false
+	s.statHook = func() {
+		mu.Lock()
+		inflight++
+		most = max(most, inflight)
+		if inflight == want && !closed {
+			close(enough)
+			closed = true
+		}
+		wait := !gaveUp && most < want
+		mu.Unlock()
+		if wait {
+			select {
+			case <-enough:
+			case <-time.After(2 * time.Second):
+				mu.Lock()
+				gaveUp = true
+				mu.Unlock()
+			}
+		}
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+	}
+	var calls, inFn atomic.Int32
+	err := s.List(ctx, "cat/name/", func(objstore.Info) error {
+		if inFn.Add(1) != 1 {
+			t.Error("fn called concurrently")
+		}
+		calls.Add(1)
+		inFn.Add(-1)
+		return nil
+	})
+	if err != nil || calls.Load() != n {
+		t.Fatalf("List: %d calls, %v; want %d", calls.Load(), err, n)
+	}
+	if most < want {
+		t.Errorf("at most %d stats at once, want %d", most, want)
 	}
 }
