@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -351,6 +352,24 @@ func TestExclusiveIsWhatGCFrees(t *testing.T) {
 					}
 				}
 
+				st, err := sm.m.StatsWith(ctx, StatsOptions{Volumes: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				i := slices.IndexFunc(st.VolumeSpace, func(v VolumeSpace) bool { return v.Name == r.Name })
+				if i < 0 || st.VolumeSpace[i].ID != r.ID || st.VolumeSpace[i].ExclusiveBytes != in.ExclusiveBytes {
+					t.Fatalf("%s: info %+v; store stats %+v", r.Name, in.Space, st.VolumeSpace)
+				}
+				// The bytes of each content block, as its first block in the map.
+				contentLen := map[string]int64{}
+				for b, e := range entries {
+					for _, o := range []blockmap.Entry{e, e.Base()} {
+						if _, ok := contentLen[o.ObjectName()]; !ok && o.Kind() == blockmap.Content {
+							contentLen[o.ObjectName()] = h.BlockLen(int64(b))
+						}
+					}
+				}
+
 				before := sm.dataObjects()
 				if err := sm.m.Remove(ctx, r.Name); err != nil {
 					t.Fatal(err)
@@ -358,10 +377,18 @@ func TestExclusiveIsWhatGCFrees(t *testing.T) {
 				sm.gc()
 				after := sm.dataObjects()
 				freed := map[string]bool{}
+				freedContent := int64(0)
 				for o := range before {
-					if !after[o] && !strings.HasPrefix(o, "blk/") {
+					switch {
+					case after[o]:
+					case strings.HasPrefix(o, "blk/"):
+						freedContent += contentLen[o]
+					default:
 						freed[o] = true
 					}
+				}
+				if freedContent != st.VolumeSpace[i].ExclusiveContentBytes {
+					t.Errorf("%s: removing it and collecting deleted %d bytes of content blocks; store stats says %d", r.Name, freedContent, st.VolumeSpace[i].ExclusiveContentBytes)
 				}
 				counted := map[string]bool{}
 				for k := range excl {
