@@ -51,13 +51,18 @@ type lineage interface {
 	// still has a record. It must also return a removed volume made from
 	// id for as long as a volume made from that one remains, recursively:
 	// those maps may reference id's blocks, and children is the only way
-	// to them. An extra ID only costs a read.
+	// to them. An extra ID only costs a read. A lineage that cannot
+	// tell returns errLineageUnknown: then only what the epoch rule
+	// proves (see spaceOf) counts as exclusive.
 	children(ctx context.Context, id blockmap.ID) ([]blockmap.ID, error)
 	// loadMap returns the head and entries of id (the head's delta
 	// applied), or an error wrapping volume.ErrNotFound if id has no head
 	// (removed).
 	loadMap(ctx context.Context, id blockmap.ID) (*blockmap.Head, []blockmap.Entry, error)
 }
+
+// errLineageUnknown: a lineage cannot list the volumes made from an ID.
+var errLineageUnknown = errors.New("manage: lineage unknown")
 
 // spaceOf measures the map entries of volume id, whose head is h. It
 // also returns the exclusive private objects (by key) with the bytes
@@ -146,6 +151,10 @@ func spaceOf(ctx context.Context, lin lineage, id blockmap.ID, h *blockmap.Head,
 				}
 			}
 			kids, err := lin.children(ctx, v)
+			if errors.Is(err, errLineageUnknown) {
+				clear(maybe)
+				break
+			}
 			if err != nil {
 				return Space{}, nil, err
 			}

@@ -411,3 +411,48 @@ func TestExclusiveIsWhatGCFrees(t *testing.T) {
 		})
 	}
 }
+
+// unknownLineage cannot tell what was made from what.
+type unknownLineage struct{ lineage }
+
+func (unknownLineage) children(context.Context, blockmap.ID) ([]blockmap.ID, error) {
+	return nil, errLineageUnknown
+}
+
+// TestExclusiveWithoutLineage: a lineage that cannot list what was made
+// from a volume leaves as exclusive only what the volume wrote since its
+// last snapshot, which nothing else can reference.
+func TestExclusiveWithoutLineage(t *testing.T) {
+	m := New(objstore.NewMem())
+	if _, err := m.CreateVolume(ctx, "v", 4*bs, 16); err != nil {
+		t.Fatal(err)
+	}
+	WriteT(t, m, "v", 0, bytes.Repeat([]byte{1}, 2*bs))
+	if _, err := m.Snapshot(ctx, "v", "v@1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove(ctx, "v@1"); err != nil {
+		t.Fatal(err)
+	}
+	WriteT(t, m, "v", 2*bs, bytes.Repeat([]byte{2}, bs))
+	r, err := m.Lookup(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, entries, err := m.loadMap(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := m.Catalog.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known, _, err := spaceOf(ctx, newDocLineage(m, d), r.ID, h, entries)
+	if err != nil || known.ExclusiveBytes != 3*bs || known.PrivateBytes != bs {
+		t.Fatalf("with the catalog's lineage: %+v, %v; want all 3 blocks exclusive, 1 private", known, err)
+	}
+	sp, _, err := spaceOf(ctx, unknownLineage{newDocLineage(m, d)}, r.ID, h, entries)
+	if err != nil || sp.ExclusiveBytes != bs || sp.PrivateBytes != bs {
+		t.Fatalf("without a lineage: %+v, %v; want the 1 block written since the snapshot", sp, err)
+	}
+}
