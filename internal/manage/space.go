@@ -36,10 +36,10 @@ type Space struct {
 	// ContentBytes is what the map reads from content blocks (made by
 	// hash and image import), which any volume may share.
 	ContentBytes int64 `json:"content_bytes"`
-	// ExclusiveBytes is what the private objects the map references and
-	// no other map does hold: what removing the volume and then
-	// collecting garbage frees, plus whatever content blocks only it
-	// references (not counted).
+	// ExclusiveBytes is what the private objects that the map references
+	// and no other map does hold: removing the volume and then
+	// collecting garbage frees them (and the content blocks only it
+	// references, which are not counted).
 	ExclusiveBytes int64 `json:"exclusive_bytes"`
 }
 
