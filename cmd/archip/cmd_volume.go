@@ -155,7 +155,24 @@ func newVolumeInfoCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "info NAME",
 		Short: "Show a volume's size, space use, lineage and epoch",
-		Args:  exactArgs("NAME"),
+		Long: `Show a volume's, snapshot's or image's size, space use, lineage and epoch.
+
+Space is counted in bytes of blocks (map segments aside):
+  allocated  what the map points at (blocks never written or trimmed take nothing)
+  private    written since the last snapshot: nothing else uses it
+  shared     the rest: content blocks, and blocks its snapshots, its clones or
+             what it was cloned from may use too
+  content    of the allocated bytes, those in content blocks (made by volume hash
+             and image import), which any volume may share through deduplication
+  exclusive  the blocks in private objects that no other volume, snapshot or image
+             uses: what removing it and then running archip gc frees. Content
+             blocks are never counted, even those only it uses (gc frees those
+             too): telling them apart needs every map of the store.
+
+It reads the maps of the volume's lineage (what it was made from, what was made
+from it), not every map of the store; archip store stats, which reads them all,
+gives the store-wide figures.`,
+		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeInfo(c.Context(), g, args[0])
 		},
@@ -187,7 +204,8 @@ func runVolumeInfo(ctx context.Context, g *globals, name string) error {
 	row("allocated", units.FormatSize(in.AllocatedBytes))
 	row("private", units.FormatSize(in.PrivateBytes)+" (written since the last snapshot; only this volume uses it)")
 	row("shared", units.FormatSize(in.SharedBytes)+" (content blocks, or shared with snapshots, parent, images)")
-	row("exclusive", units.FormatSize(in.ExclusiveBytes)+" (what removing it would free, after archip gc)")
+	row("content", units.FormatSize(in.ContentBytes)+" (in content blocks, which deduplication may share with any volume)")
+	row("exclusive", units.FormatSize(in.ExclusiveBytes)+" (private blocks only it uses: what removing it frees, after archip gc; content blocks not counted)")
 	if in.Parent != "" {
 		row("parent", in.Parent)
 	}

@@ -417,16 +417,7 @@ type Info struct {
 	Parent   string   `json:"parent_name,omitempty"`
 	Origin   string   `json:"origin_name,omitempty"`
 	Children []string `json:"children"`
-	// Allocated is what the map points at: Private (blocks this volume
-	// wrote since its last snapshot; nothing else references them) plus
-	// Shared (content blocks, and blocks shared with snapshots or the
-	// snapshot or image it was cloned from).
-	AllocatedBytes int64 `json:"allocated_bytes"`
-	PrivateBytes   int64 `json:"private_bytes"`
-	SharedBytes    int64 `json:"shared_bytes"`
-	// ExclusiveBytes is what removing it (and then collecting garbage)
-	// would free: its blocks that no other map references.
-	ExclusiveBytes int64 `json:"exclusive_bytes"`
+	Space
 }
 
 // loadMap reads the head and map of id.
@@ -439,7 +430,8 @@ func (m *Manager) loadMap(ctx context.Context, id blockmap.ID) (*blockmap.Head, 
 	return h, entries, err
 }
 
-// Info returns what there is to know about name.
+// Info returns what there is to know about name. It reads the maps of
+// name's lineage, not every map: see Space.
 func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 	r, err := m.Lookup(ctx, name)
 	if err != nil {
@@ -463,75 +455,11 @@ func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 	for _, c := range d.Children(r.ID) {
 		in.Children = append(in.Children, c.Name)
 	}
-	users, err := m.blockUsers(ctx, d)
+	in.Space, _, err = spaceOf(ctx, newDocLineage(m, d), r.ID, h, entries)
 	if err != nil {
 		return nil, err
 	}
-	counted := map[blockmap.Entry]bool{}
-	exclusive := func(o blockmap.Entry, n int64) {
-		if users[o] == 1 && !counted[o] {
-			in.ExclusiveBytes += n
-			counted[o] = true
-		}
-	}
-	for b, e := range entries {
-		if e.Kind() == blockmap.Zero {
-			continue
-		}
-		n := h.BlockLen(int64(b))
-		own := ownBytes(e, n, h.BlockShift)
-		exclusive(e.Object(), own)
-		if e.Kind() == blockmap.Partial {
-			exclusive(e.Base(), n) // the base object holds the whole block
-		}
-		in.AllocatedBytes += n
-		if e.IsPrivate() && e.Owner() == r.ID && e.Epoch() == h.Epoch && !h.ReadOnly {
-			in.PrivateBytes += own
-			in.SharedBytes += n - own
-		} else {
-			in.SharedBytes += n
-		}
-	}
 	return in, nil
-}
-
-// ownBytes returns how many of the n bytes of a block e's own object
-// holds: all of them, or a partial block's sub-blocks.
-func ownBytes(e blockmap.Entry, n int64, shift uint8) int64 {
-	if e.Kind() != blockmap.Partial {
-		return n
-	}
-	sbs := int64(1) << blockmap.SubBlockShift(shift)
-	own := int64(0)
-	for i := int64(0); i < blockmap.SubBlocks && i*sbs < n; i++ {
-		if e.Mask()>>i&1 == 1 {
-			own += min(n, (i+1)*sbs) - i*sbs
-		}
-	}
-	return own
-}
-
-// blockUsers counts, for every block object (as the entry of that object
-// alone: see blockmap.Entry.Object), how many maps of the catalog
-// reference it, a partial block's base included. It reads every map.
-func (m *Manager) blockUsers(ctx context.Context, d *catalog.Doc) (map[blockmap.Entry]int32, error) {
-	users := map[blockmap.Entry]int32{}
-	for _, r := range d.Records {
-		_, entries, err := m.loadMap(ctx, r.ID)
-		if err != nil {
-			return nil, err
-		}
-		seen := map[blockmap.Entry]bool{}
-		for _, e := range entries {
-			for _, o := range []blockmap.Entry{e.Object(), e.Base()} {
-				if o.Kind() != blockmap.Zero && !seen[o] {
-					seen[o] = true
-					users[o]++
-				}
-			}
-		}
-	}
-	return users, nil
 }
 
 // Range is a byte range of a volume.
