@@ -871,3 +871,15 @@ func ParseHint(object string) (id, parent blockmap.ID, ok bool) {
 	}
 	return blockmap.ID{}, blockmap.ID{}, false
 }
+
+// Objects returns the names of the objects that stand for r in the
+// store: its record and its hints.
+func Objects(r Record) []string {
+	out := []string{recordName(r.Name), idHint(r.ID)}
+	for _, p := range []blockmap.ID{r.Parent, r.Origin} {
+		if !p.IsZero() {
+			out = append(out, childHint(p, r.ID))
+		}
+	}
+	return out
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/image"
 	"github.com/archipelago-go/archip/internal/lease"
@@ -58,12 +59,15 @@ func randBytes(rng *rand.Rand, n int) []byte {
 // catalog's maps reference.
 func referenced(t *testing.T, m *manage.Manager) map[string]bool {
 	t.Helper()
-	d, _, err := m.Catalog.Load(ctx)
-	if err != nil {
+	var records []catalog.Record
+	if err := m.Catalog.All(ctx, func(r catalog.Record) error { records = append(records, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	refs := map[string]bool{"catalog": true}
-	for _, r := range d.Records {
+	for _, r := range records {
+		for _, o := range catalog.Objects(r) {
+			refs[o] = true
+		}
 		h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
 		if err != nil {
 			t.Fatal(err)

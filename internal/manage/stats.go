@@ -34,12 +34,8 @@ type StoreStats struct {
 
 // Stats walks the catalog, every map and every object.
 func (m *Manager) Stats(ctx context.Context) (*StoreStats, error) {
-	d, _, err := m.Catalog.Load(ctx)
-	if err != nil {
-		return nil, err
-	}
 	st := &StoreStats{}
-	for _, r := range d.Records {
+	err := m.Catalog.All(ctx, func(r catalog.Record) error {
 		switch r.Kind {
 		case catalog.KindVolume:
 			st.Volumes++
@@ -50,7 +46,7 @@ func (m *Manager) Stats(ctx context.Context) (*StoreStats, error) {
 		}
 		h, entries, err := m.loadMap(ctx, r.ID)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		st.ProvisionedBytes += int64(h.Size)
 		for b, e := range entries {
@@ -58,6 +54,10 @@ func (m *Manager) Stats(ctx context.Context) (*StoreStats, error) {
 				st.LogicalBytes += h.BlockLen(int64(b))
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	err = m.Store.List(ctx, "", func(in objstore.Info) error {
 		switch {
