@@ -2,8 +2,11 @@ package gc_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,5 +115,69 @@ func TestCollectsStaleHints(t *testing.T) {
 		if b, err := m.Catalog.ByID(ctx, r.ID); err != nil || b.Name != n {
 			t.Fatalf("ByID(%s) after the collection: %v %v", n, b, err)
 		}
+	}
+}
+
+// lockWatch closes seen at the first read of the collection lock: an
+// operation waiting to take a hold.
+type lockWatch struct {
+	objstore.Store
+	once sync.Once
+	seen chan struct{}
+}
+
+func (s *lockWatch) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
+	if name == "gc/lock" {
+		s.once.Do(func() { close(s.seen) })
+	}
+	return s.Store.Get(ctx, name)
+}
+
+// TestRenameDuringCollection: a collection that has listed the records
+// and stalls before reading one of them must not lose that volume to a
+// rename that moves it meanwhile (the new record is not in its listing,
+// the old one is gone when it reads it): the rename waits for the
+// collection before it creates the new record.
+func TestRenameDuringCollection(t *testing.T) {
+	mem := objstore.NewMem()
+	m, clk := setup(mem)
+	rng := rand.New(rand.NewPCG(5, 6))
+	m.CreateVolume(ctx, "a", 4*bs, 16)
+	manage.WriteT(t, m, "a", 0, randBytes(rng, 2*bs))
+	want := manage.ReadT(t, m, "a", 0, -1)
+	clk.advance(2 * time.Hour)
+
+	gst := newStall(mem, func(op, name string) bool { return op == "get" && strings.HasPrefix(name, "cat/name/a") })
+	res := runAsync(gst, clk)
+	<-gst.hit
+	watch := &lockWatch{Store: mem, seen: make(chan struct{})}
+	m2 := manage.New(watch)
+	m2.Now = clk.now
+	done := make(chan error, 1)
+	go func() { done <- m2.Rename(ctx, "a", "b") }()
+	var renamed bool
+	select {
+	case <-watch.seen: // the rename waits for the collection
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		renamed = true
+	}
+	close(gst.release)
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !renamed {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.rep.Deleted.Heads != 0 {
+		t.Fatalf("the collection deleted %d heads: %+v", r.rep.Deleted.Heads, r.rep.Deleted)
+	}
+	if got := manage.ReadT(t, m, "b", 0, -1); !bytes.Equal(got, want) {
+		t.Fatal("the renamed volume changed")
 	}
 }
