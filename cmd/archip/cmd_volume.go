@@ -153,16 +153,8 @@ func runVolumeList(ctx context.Context, g *globals, opts catalog.ListOptions) er
 	}
 	if g.json {
 		var page listPage
-		for {
-			var list []manage.Entry
-			if list, page.Next, err = m.ListPage(ctx, opts); err != nil {
-				return err
-			}
-			page.Records = append(page.Records, list...)
-			if opts.Limit > 0 || page.Next == "" {
-				break
-			}
-			opts.After = page.Next
+		if page.Records, page.Next, err = m.ListPage(ctx, opts); err != nil {
+			return err
 		}
 		if page.Records == nil {
 			page.Records = []manage.Entry{}
@@ -171,17 +163,7 @@ func runVolumeList(ctx context.Context, g *globals, opts catalog.ListOptions) er
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tBLOCK\tCREATED")
-	left := opts.Limit
-	for {
-		page := opts
-		page.Limit = 1000
-		if left > 0 {
-			page.Limit = min(left, 1000)
-		}
-		list, next, err := m.ListPage(ctx, page)
-		if err != nil {
-			return err
-		}
+	next, err := m.Walk(ctx, opts, 1000, func(list []manage.Entry) error {
 		for _, e := range list {
 			size := units.FormatSize(e.Size)
 			if e.Error != "" {
@@ -189,22 +171,15 @@ func runVolumeList(ctx context.Context, g *globals, opts catalog.ListOptions) er
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, size, units.FormatSize(e.BlockSize), e.Created.Local().Format(time.DateTime))
 		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		if left > 0 {
-			if left -= len(list); left <= 0 {
-				if next != "" {
-					fmt.Fprintf(g.stderr, "more: --after %s\n", next)
-				}
-				return nil
-			}
-		}
-		if next == "" {
-			return nil
-		}
-		opts.After = next
+		return tw.Flush()
+	})
+	if err != nil {
+		return err
 	}
+	if next != "" {
+		fmt.Fprintf(g.stderr, "more: --after %s\n", next)
+	}
+	return tw.Flush()
 }
 
 func newVolumeInfoCommand(g *globals) *cobra.Command {

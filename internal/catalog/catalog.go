@@ -767,8 +767,23 @@ type Page struct {
 // costs the names of the prefix, not the records) and reads the records
 // of the page only. It writes nothing.
 func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
+	var p Page
+	next, err := c.Walk(ctx, opts, opts.Limit, func(recs []Record) error {
+		p.Records = append(p.Records, recs...)
+		return nil
+	})
+	p.Next = next
+	return p, err
+}
+
+// Walk calls fn with the valid records opts selects, in name order,
+// pageSize at a time (0: all at once), and returns the token that
+// continues after the last record passed to fn (empty when none is
+// left). It lists the names once, however many pages it reads. It writes
+// nothing.
+func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn func([]Record) error) (string, error) {
 	if err := c.ensure(ctx, false); err != nil {
-		return Page{}, err
+		return "", err
 	}
 	var names []string
 	err := c.store.List(ctx, NamePrefix+encodeName(opts.Prefix), func(in objstore.Info) error {
@@ -779,51 +794,59 @@ func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 		return nil
 	})
 	if err != nil {
-		return Page{}, err
+		return "", err
 	}
 	sort.Strings(names)
-	var p Page
+	var page []Record
+	total := 0
+	flush := func() error {
+		if len(page) == 0 {
+			return nil
+		}
+		err := fn(page)
+		page = nil
+		return err
+	}
 	for i, n := range names {
-		if opts.Limit > 0 && len(p.Records) == opts.Limit {
-			p.Next = names[i-1]
-			break
+		if opts.Limit > 0 && total == opts.Limit {
+			return names[i-1], flush()
 		}
 		s, _, err := c.get(ctx, n)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return Page{}, err
+			return "", err
 		}
 		ok, err := c.view(ctx, s)
 		if err != nil {
-			return Page{}, err
+			return "", err
 		}
-		if ok {
-			p.Records = append(p.Records, s.Record)
+		if !ok {
+			continue
+		}
+		page = append(page, s.Record)
+		total++
+		if pageSize > 0 && len(page) == pageSize {
+			if err := flush(); err != nil {
+				return "", err
+			}
 		}
 	}
-	return p, nil
+	return "", flush()
 }
 
-// All calls fn with every valid record, in name order, a page at a time.
+// All calls fn with every valid record, in name order.
 func (c *Catalog) All(ctx context.Context, fn func(Record) error) error {
-	after := ""
-	for {
-		p, err := c.List(ctx, ListOptions{After: after, Limit: 1000})
-		if err != nil {
-			return err
-		}
-		for _, r := range p.Records {
+	_, err := c.Walk(ctx, ListOptions{}, 1000, func(recs []Record) error {
+		for _, r := range recs {
 			if err := fn(r); err != nil {
 				return err
 			}
 		}
-		if p.Next == "" {
-			return nil
-		}
-		after = p.Next
-	}
+		return nil
+	})
+	return err
 }
 
 // Scan calls fn with every record stored under NamePrefix, valid or not

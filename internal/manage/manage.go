@@ -378,39 +378,42 @@ type Entry struct {
 // List returns every record, by name.
 func (m *Manager) List(ctx context.Context) ([]Entry, error) {
 	var out []Entry
-	opts := catalog.ListOptions{Limit: 1000}
-	for {
-		page, next, err := m.ListPage(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
+	_, err := m.Walk(ctx, catalog.ListOptions{}, 1000, func(page []Entry) error {
 		out = append(out, page...)
-		if next == "" {
-			return out, nil
-		}
-		opts.After = next
-	}
+		return nil
+	})
+	return out, err
 }
 
 // ListPage returns the records opts selects, by name, and the token that
-// continues the listing (opts.After; empty at the end). It reads the
-// heads of that page only.
+// continues the listing (opts.After; empty at the end).
 func (m *Manager) ListPage(ctx context.Context, opts catalog.ListOptions) ([]Entry, string, error) {
-	p, err := m.Catalog.List(ctx, opts)
-	if err != nil {
-		return nil, "", err
-	}
-	out := make([]Entry, 0, len(p.Records))
-	for _, r := range p.Records {
-		e := Entry{Record: r}
-		if h, _, err := volume.ReadHead(ctx, m.Store, r.ID); err != nil {
-			e.Error = err.Error()
-		} else {
-			e.Size, e.BlockSize = int64(h.Size), h.BlockSize()
+	var out []Entry
+	next, err := m.Walk(ctx, opts, 0, func(page []Entry) error {
+		out = append(out, page...)
+		return nil
+	})
+	return out, next, err
+}
+
+// Walk calls fn with the records opts selects, by name, pageSize at a
+// time (0: all at once), each with its geometry (the heads of a page are
+// read just before fn gets it), and returns the continuation token (see
+// catalog.Catalog.Walk).
+func (m *Manager) Walk(ctx context.Context, opts catalog.ListOptions, pageSize int, fn func([]Entry) error) (string, error) {
+	return m.Catalog.Walk(ctx, opts, pageSize, func(recs []catalog.Record) error {
+		out := make([]Entry, 0, len(recs))
+		for _, r := range recs {
+			e := Entry{Record: r}
+			if h, _, err := volume.ReadHead(ctx, m.Store, r.ID); err != nil {
+				e.Error = err.Error()
+			} else {
+				e.Size, e.BlockSize = int64(h.Size), h.BlockSize()
+			}
+			out = append(out, e)
 		}
-		out = append(out, e)
-	}
-	return out, p.Next, nil
+		return fn(out)
+	})
 }
 
 // Info describes one volume, snapshot or image.
