@@ -6,7 +6,10 @@
 // first and its catalog record second; one that removes a volume removes
 // the record first. A crash in between leaves a head no name points at,
 // which the garbage collector removes; a name never points at a missing
-// volume.
+// volume. Each of these reads and writes the catalog records of its own
+// names only (package catalog), so its cost does not grow with the number
+// of volumes; a rename changes catalog records only, and holds garbage
+// collections off while it creates the new name's record.
 //
 // Every operation that writes a volume (snapshot, resize, remove, hash,
 // and opening it for writing) first takes the volume's lease (package
