@@ -123,10 +123,24 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 				return rep, err
 			}
 		case d.Upgrading != nil:
+			stale := false
 			for _, r := range d.Upgrading {
+				// Only while the upgrade is still under way: a record
+				// created after another process finished it, for a
+				// name removed since, would bring that name back. (Not
+				// covered: a stall between this check and the create.)
+				if _, cv, err := c.store.Get(ctx, ObjectName); err != nil {
+					return rep, err
+				} else if cv != v {
+					stale = true
+					break
+				}
 				if err := c.upgradeRecord(ctx, r); err != nil {
 					return rep, fmt.Errorf("catalog: upgrading %q (run archip store upgrade again): %w", r.Name, err)
 				}
+			}
+			if stale {
+				continue
 			}
 			_, err := c.store.Swap(ctx, ObjectName, encodeMarker(marker{Format: Format}), v)
 			if err == nil {

@@ -229,3 +229,41 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// lateUpgrader lets another process finish the upgrade and remove a name
+// while this one is between reading the frozen records and creating
+// them.
+type lateUpgrader struct {
+	objstore.Store
+	gets int
+	meanwhile func()
+}
+
+func (s *lateUpgrader) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
+	if name == ObjectName {
+		if s.gets++; s.gets == 3 { // after ensure's and Upgrade's reads
+			s.meanwhile()
+		}
+	}
+	return s.Store.Get(ctx, name)
+}
+
+func TestLateUpgraderRevivesNothing(t *testing.T) {
+	mem := objstore.NewMem()
+	recs := oldRecords()
+	b, _ := json.Marshal(marker{Format: Format, Records: []Record{}, Upgrading: recs})
+	mem.Put(ctx, ObjectName, b) // frozen by a first upgrader
+	late := &lateUpgrader{Store: mem, meanwhile: func() {
+		if _, err := New(mem).Remove(ctx, "img"); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	if _, err := New(late).Lookup(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if late.gets < 3 {
+		t.Fatal("the late upgrader did not upgrade")
+	}
+	mustAbsent(t, New(mem), "img")
+	checkUpgraded(t, mem, recs[:3])
+}
