@@ -235,7 +235,7 @@ func FuzzDecodeRecord(f *testing.F) {
 // them.
 type lateUpgrader struct {
 	objstore.Store
-	gets int
+	gets      int
 	meanwhile func()
 }
 
