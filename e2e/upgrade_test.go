@@ -229,12 +229,18 @@ func TestUpgradeOldStore(t *testing.T) {
 
 func checkList(t *testing.T, e *env, want []string) {
 	t.Helper()
-	var list []listEntry
-	if err := json.Unmarshal([]byte(e.archip("volume", "list", "--json")), &list); err != nil {
+	var page struct {
+		Records []listEntry `json:"records"`
+		Next    string      `json:"next"`
+	}
+	if err := json.Unmarshal([]byte(e.archip("volume", "list", "--json")), &page); err != nil {
 		t.Fatal(err)
 	}
+	if page.Next != "" {
+		t.Fatalf("volume list --json without --limit: next %q", page.Next)
+	}
 	var got []string
-	for _, l := range list {
+	for _, l := range page.Records {
 		got = append(got, fmt.Sprintf("%s %s %d", l.Name, l.Kind, l.Size))
 	}
 	sort.Strings(got)

@@ -26,8 +26,28 @@ func newStoreCommand(g *globals) *cobra.Command {
 			}
 			return nil
 		},
-	}, newStoreStatsCommand(g))
+	}, newStoreStatsCommand(g), newStoreUpgradeCommand(g))
 	return c
+}
+
+func newStoreUpgradeCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "upgrade",
+		Short: "Bring the store's catalog to the format of this program (also done on first use)",
+		Long: `Bring the store's catalog to the format this program writes (format 2: a
+record per name). A store written by an earlier archip (format 1: one
+catalog object) is upgraded: every name, lineage and volume stays as it
+was. Running it again changes nothing.
+
+Every command of this program also upgrades the store by itself the first
+time it uses it, so this command is only a way to do it at a chosen
+moment. The upgrade goes forward only: archip binaries of format 1 then
+refuse the store ("format 2; this program reads format 1").`,
+		Args: exactArgs(),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runStoreUpgrade(c.Context(), g)
+		},
+	}
 }
 
 func newStoreStatsCommand(g *globals) *cobra.Command {
@@ -49,6 +69,31 @@ blocks no other map uses (which only reading every map can tell).`,
 	}
 	c.Flags().BoolVar(&volumes, "volumes", false, "also show what each volume, snapshot and image alone uses")
 	return c
+}
+
+func runStoreUpgrade(ctx context.Context, g *globals) error {
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	rep, err := m.Catalog.Upgrade(ctx)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(rep)
+	}
+	switch {
+	case rep.From == rep.To && rep.Upgraded > 0:
+		fmt.Fprintf(g.stdout, "catalog at format %d: finished an upgrade under way (%d records)\n", rep.To, rep.Upgraded)
+	case rep.From == rep.To:
+		fmt.Fprintf(g.stdout, "catalog already at format %d\n", rep.To)
+	case rep.From == 0:
+		fmt.Fprintf(g.stdout, "empty store: catalog at format %d\n", rep.To)
+	default:
+		fmt.Fprintf(g.stdout, "catalog upgraded from format %d to %d (%d records)\n", rep.From, rep.To, rep.Upgraded)
+	}
+	return nil
 }
 
 func runStoreStats(ctx context.Context, g *globals, volumes bool) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/units"
 	"github.com/archipelago-go/archip/internal/volume"
@@ -113,40 +114,70 @@ func runVolumeCreate(ctx context.Context, g *globals, o volumeCreateOptions, nam
 }
 
 func newVolumeListCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var opts catalog.ListOptions
+	c := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List volumes, snapshots and images",
-		Args:    exactArgs(),
+		Short:   "List volumes, snapshots and images, by name",
+		Long: `List volumes, snapshots and images in name order.
+
+--prefix selects the names that start with it. --limit stops after that
+many; with --json the output is {"records":[...],"next":"..."}, and "next"
+(empty after the last page) is what to pass to --after to get the next
+page. Without --limit everything is listed (the table streams, a page
+at a time).`,
+		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
-			return runVolumeList(c.Context(), g)
+			return runVolumeList(c.Context(), g, opts)
 		},
 	}
+	c.Flags().StringVar(&opts.Prefix, "prefix", "", "only names that start with this")
+	c.Flags().IntVar(&opts.Limit, "limit", 0, "at most this many records (0: all)")
+	c.Flags().StringVar(&opts.After, "after", "", "only names after this one: the \"next\" of the previous page")
+	return c
 }
 
-func runVolumeList(ctx context.Context, g *globals) error {
+// listPage is the JSON of volume list.
+type listPage struct {
+	Records []manage.Entry `json:"records"`
+	Next    string         `json:"next"`
+}
+
+func runVolumeList(ctx context.Context, g *globals, opts catalog.ListOptions) error {
+	if opts.Limit < 0 {
+		return usageError{errors.New("archip: --limit must be 0 (all) or more")}
+	}
 	m, err := g.manager(ctx, false)
 	if err != nil {
 		return err
 	}
-	list, err := m.List(ctx)
-	if err != nil {
-		return err
-	}
 	if g.json {
-		if list == nil {
-			list = []manage.Entry{}
+		var page listPage
+		if page.Records, page.Next, err = m.ListPage(ctx, opts); err != nil {
+			return err
 		}
-		return g.printJSON(list)
+		if page.Records == nil {
+			page.Records = []manage.Entry{}
+		}
+		return g.printJSON(page)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tBLOCK\tCREATED")
-	for _, e := range list {
-		size := units.FormatSize(e.Size)
-		if e.Error != "" {
-			size = "error: " + e.Error
+	next, err := m.Walk(ctx, opts, 1000, func(list []manage.Entry) error {
+		for _, e := range list {
+			size := units.FormatSize(e.Size)
+			if e.Error != "" {
+				size = "error: " + e.Error
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, size, units.FormatSize(e.BlockSize), e.Created.Local().Format(time.DateTime))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, size, units.FormatSize(e.BlockSize), e.Created.Local().Format(time.DateTime))
+		return tw.Flush()
+	})
+	if err != nil {
+		return err
+	}
+	if next != "" {
+		fmt.Fprintf(g.stderr, "more: --after %s\n", next)
 	}
 	return tw.Flush()
 }

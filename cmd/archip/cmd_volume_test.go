@@ -93,9 +93,7 @@ func TestCLIHugeHead(t *testing.T) {
 	if _, err := m.Store.Create(ctx, blockmap.HeadName(h.ID), blockmap.EncodeHead(h)); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Catalog.Update(ctx, func(d *catalog.Doc) error {
-		return d.Add(catalog.Record{Name: "huge", ID: h.ID, Kind: catalog.KindVolume})
-	}); err != nil {
+	if err := m.Catalog.Create(ctx, catalog.Record{Name: "huge", ID: h.ID, Kind: catalog.KindVolume}); err != nil {
 		t.Fatal(err)
 	}
 	var before, after runtime.MemStats

@@ -50,14 +50,18 @@ func TestCLIWorkflow(t *testing.T) {
 		t.Fatalf("snapshot reads %q", got)
 	}
 
-	var list []struct {
-		Name string `json:"name"`
-		Kind string `json:"kind"`
-		Size int64  `json:"size"`
+	var page struct {
+		Records []struct {
+			Name string `json:"name"`
+			Kind string `json:"kind"`
+			Size int64  `json:"size"`
+		} `json:"records"`
+		Next string `json:"next"`
 	}
-	if err := json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "volume", "list")), &list); err != nil {
+	if err := json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "volume", "list")), &page); err != nil {
 		t.Fatal(err)
 	}
+	list := page.Records
 	if len(list) != 3 || list[0].Name != "base" || list[1].Name != "vm" || list[1].Size != 8<<20 || list[2].Kind != "snapshot" {
 		t.Fatalf("list = %+v", list)
 	}

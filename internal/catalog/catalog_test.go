@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"sort"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -26,85 +28,258 @@ func TestValidName(t *testing.T) {
 	}
 }
 
-func TestUpdateRenameRemove(t *testing.T) {
-	c := New(objstore.NewMem())
-	id := blockmap.NewID()
-	add := func(name string, id blockmap.ID) error {
-		return c.Update(ctx, func(d *Doc) error { return d.Add(Record{Name: name, ID: id, Kind: KindVolume}) })
+func vol(name string) Record { return Record{Name: name, ID: blockmap.NewID(), Kind: KindVolume} }
+
+func mustLookup(t *testing.T, c *Catalog, name string, id blockmap.ID) {
+	t.Helper()
+	r, err := c.Lookup(ctx, name)
+	if err != nil || r.ID != id {
+		t.Fatalf("Lookup(%q) = %v %v, want ID %s", name, r, err, id)
 	}
-	if err := add("a", id); err != nil {
+}
+
+func mustAbsent(t *testing.T, c *Catalog, name string) {
+	t.Helper()
+	if r, err := c.Lookup(ctx, name); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Lookup(%q) = %v %v, want ErrNotFound", name, r, err)
+	}
+}
+
+// names lists every object under prefix.
+func names(t *testing.T, s objstore.Store, prefix string) []string {
+	t.Helper()
+	var out []string
+	if err := s.List(ctx, prefix, func(in objstore.Info) error { out = append(out, in.Name); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := add("a", blockmap.NewID()); !errors.Is(err, ErrExists) {
+	sort.Strings(out)
+	return out
+}
+
+func TestCreateLookupRemove(t *testing.T) {
+	s := objstore.NewMem()
+	c := New(s)
+	mustAbsent(t, c, "a")
+	if len(names(t, s, "")) != 0 {
+		t.Fatal("a lookup on an empty store wrote")
+	}
+	a, snap := vol("a"), Record{Name: "a@1", ID: blockmap.NewID(), Kind: KindSnapshot}
+	snap.Origin = a.ID
+	clone := vol("c")
+	clone.Parent = snap.ID
+	for _, r := range []Record{a, snap, clone} {
+		if err := c.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Create(ctx, vol("a")); !errors.Is(err, ErrExists) {
 		t.Fatalf("duplicate name: %v", err)
 	}
-	if err := add("bad name", blockmap.NewID()); !errors.Is(err, ErrBadName) {
+	if err := c.Create(ctx, vol("bad name")); !errors.Is(err, ErrBadName) {
 		t.Fatalf("bad name: %v", err)
 	}
-	add("b", blockmap.NewID())
-	if err := c.Update(ctx, func(d *Doc) error { return d.Rename("a", "b") }); !errors.Is(err, ErrExists) {
+	mustLookup(t, c, "a", a.ID)
+	if r, err := c.ByID(ctx, snap.ID); err != nil || r.Name != "a@1" {
+		t.Fatalf("ByID = %v %v", r, err)
+	}
+	kids, err := c.Children(ctx, a.ID)
+	if err != nil || len(kids) != 1 || kids[0].Name != "a@1" {
+		t.Fatalf("Children(a) = %v %v", kids, err)
+	}
+	kids, _ = c.Children(ctx, snap.ID)
+	if len(kids) != 1 || kids[0].Name != "c" {
+		t.Fatalf("Children(a@1) = %v", kids)
+	}
+	if b, _, _ := s.Get(ctx, ObjectName); string(b) != `{"format":2,"records":[]}` {
+		t.Fatalf("marker = %s", b)
+	}
+	r, err := c.Remove(ctx, "c")
+	if err != nil || r.ID != clone.ID {
+		t.Fatalf("Remove = %v %v", r, err)
+	}
+	mustAbsent(t, c, "c")
+	if _, err := c.Remove(ctx, "c"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second Remove: %v", err)
+	}
+	if kids, _ := c.Children(ctx, snap.ID); len(kids) != 0 {
+		t.Fatalf("children after remove: %v", kids)
+	}
+	// Its ID hint goes; its child hint stays for the garbage collector,
+	// which keeps it while something made from it remains.
+	for _, n := range names(t, s, "cat/") {
+		if strings.Contains(n, clone.ID.String()) && n != childHint(snap.ID, clone.ID) {
+			t.Errorf("%s left after the remove", n)
+		}
+	}
+	if r, err := c.RemoveID(ctx, snap.ID); err != nil || r.Name != "a@1" {
+		t.Fatalf("RemoveID = %v %v", r, err)
+	}
+	if _, err := c.RemoveID(ctx, snap.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second RemoveID: %v", err)
+	}
+}
+
+func TestRename(t *testing.T) {
+	s := objstore.NewMem()
+	c := New(s)
+	a, b := vol("a"), vol("b")
+	c.Create(ctx, a)
+	c.Create(ctx, b)
+	snap := Record{Name: "s", ID: blockmap.NewID(), Kind: KindSnapshot, Origin: a.ID}
+	c.Create(ctx, snap)
+	if err := c.Rename(ctx, "a", "b"); !errors.Is(err, ErrExists) {
 		t.Fatalf("rename onto an existing name: %v", err)
 	}
-	if err := c.Update(ctx, func(d *Doc) error { return d.Rename("a", "c") }); err != nil {
+	mustLookup(t, c, "a", a.ID)
+	if err := c.Rename(ctx, "a", "a"); !errors.Is(err, ErrExists) {
+		t.Fatalf("rename onto itself: %v", err)
+	}
+	if err := c.Rename(ctx, "zz", "y"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rename of a missing name: %v", err)
+	}
+	if err := c.Rename(ctx, "a", "c"); err != nil {
 		t.Fatal(err)
 	}
-	d, _, _ := c.Load(ctx)
-	if r, err := d.ByName("c"); err != nil || r.ID != id {
-		t.Fatalf("after rename: %v %v", r, err)
+	mustAbsent(t, c, "a")
+	mustLookup(t, c, "c", a.ID)
+	if r, err := c.ByID(ctx, a.ID); err != nil || r.Name != "c" {
+		t.Fatalf("ByID after rename = %v %v", r, err)
 	}
-	if err := c.Update(ctx, func(d *Doc) error { _, err := d.Remove("a"); return err }); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("remove of the old name: %v", err)
+	if r, _ := c.ByID(ctx, snap.ID); r.Origin != a.ID {
+		t.Fatal("lineage changed")
+	}
+	want := []string{"cat/name/b", "cat/name/c", "cat/name/s"}
+	if got := names(t, s, NamePrefix); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("records %v, want %v", got, want)
+	}
+	if b, _, _ := s.Get(ctx, "cat/name/c"); strings.Contains(string(b), "renam") || strings.Contains(string(b), "token") {
+		t.Fatalf("rename state left in the record: %s", b)
+	}
+	// A name freed by a rename can be taken again.
+	if err := c.Create(ctx, vol("a")); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func TestConcurrentUpdates(t *testing.T) {
+func TestList(t *testing.T) {
 	c := New(objstore.NewMem())
-	var wg sync.WaitGroup
-	for i := 0; i < 20; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := c.Update(ctx, func(d *Doc) error {
-				return d.Add(Record{Name: fmt.Sprintf("v%d", i), ID: blockmap.NewID(), Kind: KindVolume})
-			})
-			if err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	d, _, _ := c.Load(ctx)
-	if len(d.Records) != 20 {
-		t.Fatalf("%d records after 20 concurrent adds", len(d.Records))
-	}
-}
-
-func TestCorruptCatalog(t *testing.T) {
-	s := objstore.NewMem()
-	for _, b := range []string{"{", `{"format":9}`, `{"format":1,"records":[{"name":"x y","id":"00000000000000000000000000000001","kind":"volume"}]}`,
-		`{"format":1,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"disk"}]}`} {
-		s.Put(ctx, ObjectName, []byte(b))
-		if _, _, err := New(s).Load(ctx); !errors.Is(err, ErrCorrupt) {
-			t.Errorf("Load(%s) = %v, want ErrCorrupt", b, err)
+	var all []string
+	for i := 0; i < 25; i++ {
+		n := fmt.Sprintf("vm-%02d", i)
+		if i%5 == 0 {
+			n = fmt.Sprintf("db-%02d", i)
+		}
+		all = append(all, n)
+		if err := c.Create(ctx, vol(n)); err != nil {
+			t.Fatal(err)
 		}
 	}
-}
-
-func FuzzDecode(f *testing.F) {
-	f.Add([]byte(`{"format":1,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"volume"}]}`))
-	f.Add([]byte(`{"format":1,"records":[]}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := decode(b)
+	sort.Strings(all)
+	var got []string
+	after := ""
+	pages := 0
+	for {
+		p, err := c.List(ctx, ListOptions{After: after, Limit: 7})
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("unmarked error %v", err)
-			}
-			return
+			t.Fatal(err)
 		}
-		for _, r := range d.Records {
-			if ValidName(r.Name) != nil {
-				t.Fatalf("accepted bad name %q", r.Name)
+		pages++
+		for _, r := range p.Records {
+			got = append(got, r.Name)
+		}
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+	}
+	if fmt.Sprint(got) != fmt.Sprint(all) || pages != 4 {
+		t.Fatalf("paged listing (%d pages) = %v, want %v", pages, got, all)
+	}
+	p, err := c.List(ctx, ListOptions{Prefix: "db-"})
+	if err != nil || len(p.Records) != 5 || p.Next != "" || p.Records[0].Name != "db-00" {
+		t.Fatalf("prefix listing = %v %v", p, err)
+	}
+	p, _ = c.List(ctx, ListOptions{Prefix: "vm-", After: "vm-18", Limit: 3})
+	if len(p.Records) != 3 || p.Records[0].Name != "vm-19" || p.Next != "vm-22" {
+		t.Fatalf("prefix after = %+v", p)
+	}
+	p, _ = c.List(ctx, ListOptions{Prefix: "vm-", After: "vm-22", Limit: 3})
+	if len(p.Records) != 2 || p.Next != "" {
+		t.Fatalf("last page = %+v", p)
+	}
+}
+
+// counting counts store calls, to show costs that do not grow with the
+// number of records.
+type counting struct {
+	objstore.Store
+	n atomic.Int64
+}
+
+func (s *counting) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
+	s.n.Add(1)
+	return s.Store.Get(ctx, name)
+}
+func (s *counting) Put(ctx context.Context, name string, b []byte) (objstore.Version, error) {
+	s.n.Add(1)
+	return s.Store.Put(ctx, name, b)
+}
+func (s *counting) Create(ctx context.Context, name string, b []byte) (objstore.Version, error) {
+	s.n.Add(1)
+	return s.Store.Create(ctx, name, b)
+}
+func (s *counting) Swap(ctx context.Context, name string, b []byte, v objstore.Version) (objstore.Version, error) {
+	s.n.Add(1)
+	return s.Store.Swap(ctx, name, b, v)
+}
+func (s *counting) Delete(ctx context.Context, name string) error {
+	s.n.Add(1)
+	return s.Store.Delete(ctx, name)
+}
+func (s *counting) DeleteVersion(ctx context.Context, name string, v objstore.Version) error {
+	s.n.Add(1)
+	return s.Store.DeleteVersion(ctx, name, v)
+}
+func (s *counting) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
+	s.n.Add(1000) // a listing is what must not happen per name
+	return s.Store.List(ctx, prefix, fn)
+}
+
+// TestCostFlat: every single-name operation makes the same store calls
+// with 10 records as with 2000 (the cost does not grow with N).
+func TestCostFlat(t *testing.T) {
+	cost := func(n int) []int64 {
+		s := &counting{Store: objstore.NewMem()}
+		c := New(s)
+		for i := 0; i < n; i++ {
+			if err := c.Create(ctx, vol(fmt.Sprintf("v%05d", i))); err != nil {
+				t.Fatal(err)
 			}
 		}
-	})
+		var out []int64
+		step := func(f func() error) {
+			s.n.Store(0)
+			if err := f(); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s.n.Load())
+		}
+		r := vol("x")
+		step(func() error { return c.Create(ctx, r) })
+		step(func() error { _, err := c.Lookup(ctx, "x"); return err })
+		step(func() error { _, err := c.ByID(ctx, r.ID); return err })
+		step(func() error { return c.Rename(ctx, "x", "y") })
+		step(func() error { _, err := c.Remove(ctx, "y"); return err })
+		step(func() error { _, err := c.Lookup(ctx, "v00003"); return err })
+		return out
+	}
+	small, big := cost(10), cost(2000)
+	if fmt.Sprint(small) != fmt.Sprint(big) {
+		t.Fatalf("store calls of create, lookup, byid, rename, remove, lookup: %v with 10 records, %v with 2000", small, big)
+	}
+	for _, n := range small {
+		if n >= 1000 {
+			t.Fatalf("a single-name operation listed the store: %v", small)
+		}
+	}
 }

@@ -97,6 +97,13 @@ func (s *hookStore) Delete(ctx context.Context, name string) error {
 	return s.Store.Delete(ctx, name)
 }
 
+func (s *hookStore) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
+	if err := s.call(objstore.OpDelete, name, true); err != nil {
+		return err
+	}
+	return s.Store.DeleteVersion(ctx, name, old)
+}
+
 // newHookDaemon returns a daemon on a hooked mem store with volumes of
 // 1 MiB called by names.
 func newHookDaemon(t *testing.T, names ...string) (*Daemon, *hookStore, map[string]blockmap.ID) {

@@ -153,6 +153,13 @@ func (s *stallStore) Delete(ctx context.Context, name string) error {
 	return s.Store.Delete(ctx, name)
 }
 
+func (s *stallStore) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
+	if err := s.gate(ctx); err != nil {
+		return err
+	}
+	return s.Store.DeleteVersion(ctx, name, old)
+}
+
 func (s *stallStore) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
 	if err := s.gate(ctx); err != nil {
 		return err

@@ -45,21 +45,19 @@ func BenchmarkCollect(b *testing.B) {
 		}
 		imgIDs = append(imgIDs, id)
 	}
-	err := cat.Update(ctx, func(d *catalog.Doc) error {
-		for i, id := range imgIDs {
-			d.Add(catalog.Record{Name: fmt.Sprint("img", i), ID: id, Kind: catalog.KindImage})
+	for i, id := range imgIDs {
+		if err := cat.Create(ctx, catalog.Record{Name: fmt.Sprint("img", i), ID: id, Kind: catalog.KindImage}); err != nil {
+			b.Fatal(err)
 		}
-		for c := 0; c < clones; c++ {
-			id, err := volume.Clone(ctx, s, imgIDs[c%images], 0)
-			if err != nil {
-				return err
-			}
-			d.Add(catalog.Record{Name: fmt.Sprint("vm", c), ID: id, Kind: catalog.KindVolume, Parent: imgIDs[c%images]})
+	}
+	for c := 0; c < clones; c++ {
+		id, err := volume.Clone(ctx, s, imgIDs[c%images], 0)
+		if err != nil {
+			b.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
+		if err := cat.Create(ctx, catalog.Record{Name: fmt.Sprint("vm", c), ID: id, Kind: catalog.KindVolume, Parent: imgIDs[c%images]}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	now := func() time.Time { return old.Add(48 * time.Hour) }
 

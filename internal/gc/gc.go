@@ -2,12 +2,16 @@
 // more, on a live store.
 //
 // A collection marks, then sweeps. Mark: under the collection lock (see
-// holds.go), read the catalog and every volume head it names, and every
-// head younger than the cutoff (a volume being created), and collect what
-// they reference: their segments and the content and private blocks in
-// their maps. Sweep: list every object and delete those older than the
-// cutoff (start of the collection minus the grace period) that were not
-// marked. Names it does not know are never deleted.
+// holds.go), read the catalog (every record, and the records the catalog
+// object still holds if the store is not yet upgraded to format 2: a
+// half-upgraded store is never taken for an empty one) and every volume
+// head it names, and every head younger than the cutoff (a volume being
+// created), and collect what they reference: their segments and the
+// content and private blocks in their maps. Sweep: list every object and
+// delete those older than the cutoff (start of the collection minus the
+// grace period) that were not marked, and the catalog's hints older than
+// the cutoff that no record points back at (package catalog). Names it
+// does not know are never deleted.
 //
 // # Why nothing referenced is deleted (invariant I7)
 //
@@ -182,6 +186,7 @@ type Count struct {
 	Private  int64 `json:"private_blocks"`
 	Segments int64 `json:"map_segments"`
 	Heads    int64 `json:"heads"`
+	Hints    int64 `json:"catalog_hints"`
 }
 
 // marks is what the roots reference.
@@ -195,6 +200,10 @@ type marks struct {
 	// segment marks it again.
 	whole map[string]struct{}
 	heads map[string]struct{}
+	// What the catalog's records name, to judge its hints: the IDs of
+	// the records, and the (parent or origin, ID) pairs of lineage.
+	catIDs   map[blockmap.ID]struct{}
+	catLinks map[[2]blockmap.ID]struct{}
 }
 
 // Run collects garbage on s.
@@ -232,14 +241,62 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 
 func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, progress func(string, int64)) (*marks, error) {
 	m := &marks{content: map[[32]byte]struct{}{}, private: map[[32]byte]struct{}{},
-		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{}}
-	d, _, err := catalog.New(s).Load(ctx)
+		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{},
+		catIDs: map[blockmap.ID]struct{}{}, catLinks: map[[2]blockmap.ID]struct{}{}}
+	// The records the catalog object still holds (a store of format 1,
+	// or one being upgraded), read before the record objects: an upgrade
+	// writes every record before it empties the catalog object, so one of
+	// the two reads sees each name. Every record counts, in whatever
+	// state of a rename: a rename holds collections off while it creates
+	// a record (manage), so a listing cannot miss an ID that moves.
+	cat := catalog.New(s)
+	legacy, err := cat.LegacyRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
 	roots := map[blockmap.ID]bool{}
-	for _, r := range d.Records {
+	add := func(r catalog.Record) error {
 		roots[r.ID] = true
+		m.catIDs[r.ID] = struct{}{}
+		for _, p := range []blockmap.ID{r.Parent, r.Origin} {
+			if !p.IsZero() {
+				m.catLinks[[2]blockmap.ID{p, r.ID}] = struct{}{}
+			}
+		}
+		return nil
+	}
+	for _, r := range legacy {
+		add(r)
+	}
+	if err := cat.Scan(ctx, add); err != nil {
+		return nil, err
+	}
+	// The link of a removed volume to what it was made from stays while
+	// a link below it does: volume info walks down through it to what
+	// was made from it (package catalog, ChildIDs).
+	var links [][2]blockmap.ID
+	err = s.List(ctx, catalog.ChildPrefix, func(in objstore.Info) error {
+		if id, parent, ok := catalog.ParseHint(in.Name); ok && !parent.IsZero() {
+			links = append(links, [2]blockmap.ID{parent, id})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	above := map[blockmap.ID]bool{} // IDs with a kept link below them
+	for l := range m.catLinks {
+		above[l[0]] = true
+	}
+	for kept := true; kept; {
+		kept = false
+		for _, l := range links {
+			if _, ok := m.catLinks[l]; !ok && above[l[1]] {
+				m.catLinks[l] = struct{}{}
+				above[l[0]] = true
+				kept = true
+			}
+		}
 	}
 	// Heads not in the catalog but young: volumes being made right now.
 	err = s.List(ctx, "vol/", func(in objstore.Info) error {
@@ -364,6 +421,19 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 		_, ref := m.content[[32]byte(b)]
 		return !ref, "content"
 	}
+	if strings.HasPrefix(name, "cat/") {
+		// A hint is stale once no record points back at it.
+		id, parent, ok := catalog.ParseHint(name)
+		if !ok {
+			return false, ""
+		}
+		if parent.IsZero() {
+			_, ref := m.catIDs[id]
+			return !ref, "hint"
+		}
+		_, ref := m.catLinks[[2]blockmap.ID{parent, id}]
+		return !ref, "hint"
+	}
 	if idStr, ok := strings.CutPrefix(name, "lease/"); ok {
 		// A lease record outlives its volume only when a removal was
 		// interrupted.
@@ -434,7 +504,12 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, re
 			if err := valid(); err != nil {
 				return err
 			}
-			if err := s.Delete(ctx, in.Name); err != nil && !objstore.IsNotExist(err) {
+			del := s.Delete
+			if kind == "hint" {
+				// Only the hint listed: a rename may point it anew.
+				del = func(ctx context.Context, name string) error { return s.DeleteVersion(ctx, name, in.Version) }
+			}
+			if err := del(ctx, in.Name); err != nil && !objstore.IsNotExist(err) {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -454,6 +529,8 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, re
 			c.Segments++
 		case "head":
 			c.Heads++
+		case "hint":
+			c.Hints++
 		}
 		return nil
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/image"
 	"github.com/archipelago-go/archip/internal/lease"
@@ -58,12 +59,15 @@ func randBytes(rng *rand.Rand, n int) []byte {
 // catalog's maps reference.
 func referenced(t *testing.T, m *manage.Manager) map[string]bool {
 	t.Helper()
-	d, _, err := m.Catalog.Load(ctx)
-	if err != nil {
+	var records []catalog.Record
+	if err := m.Catalog.All(ctx, func(r catalog.Record) error { records = append(records, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	refs := map[string]bool{"catalog": true}
-	for _, r := range d.Records {
+	for _, r := range records {
+		for _, o := range catalog.Objects(r) {
+			refs[o] = true
+		}
 		h, _, err := volume.ReadHead(ctx, m.Store, r.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -85,6 +89,29 @@ func referenced(t *testing.T, m *manage.Manager) map[string]bool {
 			}
 			if e.Kind() == blockmap.Partial {
 				refs[e.Base().ObjectName()] = true
+			}
+		}
+	}
+	// A removed volume's child hint stays while a hint below it does.
+	var links [][2]blockmap.ID
+	m.Store.List(ctx, catalog.ChildPrefix, func(in objstore.Info) error {
+		if id, parent, ok := catalog.ParseHint(in.Name); ok && !parent.IsZero() {
+			links = append(links, [2]blockmap.ID{parent, id})
+		}
+		return nil
+	})
+	for more := true; more; {
+		more = false
+		for _, l := range links {
+			name := catalog.ChildPrefix + l[0].String() + "/" + l[1].String()
+			if refs[name] {
+				continue
+			}
+			for _, below := range links {
+				if below[0] == l[1] && refs[catalog.ChildPrefix+below[0].String()+"/"+below[1].String()] {
+					refs[name], more = true, true
+					break
+				}
 			}
 		}
 	}
@@ -660,6 +687,56 @@ func TestPartialBlockKept(t *testing.T) {
 	}
 	if !bytes.Equal(manage.ReadT(t, m, "c", 0, -1), want) {
 		t.Fatal("the clone changed across the collection")
+	}
+	checkClean(t, m)
+}
+
+// TestRemovedLinkKeptWhileBelowRemains: volume info walks from a volume
+// down to what was made from it through the child hints, also through a
+// removed snapshot to the clones made from it. So a collection keeps the
+// removed snapshot's hint while a clone of it remains, and deletes both
+// hints once the clone is removed too.
+func TestRemovedLinkKeptWhileBelowRemains(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	if _, err := m.CreateVolume(ctx, "v", 4*bs, 16); err != nil {
+		t.Fatal(err)
+	}
+	manage.WriteT(t, m, "v", 0, bytes.Repeat([]byte{1}, 4*bs))
+	if _, err := m.Snapshot(ctx, "v", "s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Clone(ctx, "s", "c", 0); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := m.Lookup(ctx, "v")
+	sr, _ := m.Lookup(ctx, "s")
+	if err := m.Remove(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	hints := func() int {
+		n := 0
+		s.List(ctx, catalog.ChildPrefix, func(objstore.Info) error { n++; return nil })
+		return n
+	}
+	clk.advance(2 * time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := m.Catalog.ChildIDs(ctx, v.ID)
+	if err != nil || len(ids) != 1 || ids[0] != sr.ID {
+		t.Fatalf("children of v after removing s, with s's clone left: %v, %v; want s", ids, err)
+	}
+	checkClean(t, m)
+	if err := m.Remove(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := hints(); n != 0 {
+		t.Fatalf("%d child hints left once nothing made from v remains", n)
 	}
 	checkClean(t, m)
 }

@@ -72,6 +72,11 @@ func (s *stall) Delete(ctx context.Context, name string) error {
 	return s.Store.Delete(ctx, name)
 }
 
+func (s *stall) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
+	s.wait("delete", name)
+	return s.Store.DeleteVersion(ctx, name, old)
+}
+
 func (s *stall) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
 	s.wait("list", prefix)
 	return s.Store.List(ctx, prefix, fn)

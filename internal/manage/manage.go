@@ -6,7 +6,10 @@
 // first and its catalog record second; one that removes a volume removes
 // the record first. A crash in between leaves a head no name points at,
 // which the garbage collector removes; a name never points at a missing
-// volume.
+// volume. Each of these reads and writes the catalog records of its own
+// names only (package catalog), so its cost does not grow with the number
+// of volumes; a rename changes catalog records only, and holds garbage
+// collections off while it creates the new name's record.
 //
 // Every operation that writes a volume (snapshot, resize, remove, hash,
 // and opening it for writing) first takes the volume's lease (package
@@ -21,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -77,7 +79,19 @@ func New(s objstore.Store) *Manager {
 	if err != nil {
 		panic(err) // the defaults are valid
 	}
-	return &Manager{Store: s, Catalog: catalog.New(s), Now: time.Now, Leases: leases}
+	m := &Manager{Store: s, Catalog: catalog.New(s), Now: time.Now, Leases: leases}
+	m.Catalog.Hold = m.holdRename
+	return m
+}
+
+// holdRename holds collections off while a rename creates its new
+// record (catalog.Catalog.Hold).
+func (m *Manager) holdRename(ctx context.Context) (func() error, error) {
+	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
+	if err != nil {
+		return nil, err
+	}
+	return h.Release, nil
 }
 
 // OpenWriter takes the lease of volume id (asking its holder to hand it
@@ -156,38 +170,27 @@ var ErrShrink = errors.New("manage: new size is smaller than the volume; allow t
 
 // Lookup returns the record called name.
 func (m *Manager) Lookup(ctx context.Context, name string) (*catalog.Record, error) {
-	if err := catalog.ValidName(name); err != nil {
-		return nil, err
-	}
-	d, _, err := m.Catalog.Load(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return d.ByName(name)
+	return m.Catalog.Lookup(ctx, name)
 }
 
 // checkFree fails early if name is invalid or taken, before any object is
 // written.
 func (m *Manager) checkFree(ctx context.Context, name string) error {
-	if err := catalog.ValidName(name); err != nil {
-		return err
-	}
-	d, _, err := m.Catalog.Load(ctx)
-	if err != nil {
-		return err
-	}
-	if _, err := d.ByName(name); err == nil {
+	_, err := m.Catalog.Lookup(ctx, name)
+	switch {
+	case err == nil:
 		return fmt.Errorf("%w: %q", catalog.ErrExists, name)
+	case errors.Is(err, catalog.ErrNotFound):
+		return nil
 	}
-	return nil
+	return err
 }
 
 // register adds a catalog record for a volume just made; if that fails it
 // removes the volume again.
 func (m *Manager) register(ctx context.Context, r catalog.Record) (*catalog.Record, error) {
 	r.Created = m.Now().UTC()
-	err := m.Catalog.Update(ctx, func(d *catalog.Doc) error { return d.Add(r) })
-	if err != nil {
+	if err := m.Catalog.Create(ctx, r); err != nil {
 		volume.Remove(ctx, m.Store, r.ID)
 		return nil, err
 	}
@@ -310,22 +313,14 @@ func (m *Manager) Resize(ctx context.Context, name string, size uint64, allowShr
 // Rename changes a name; the volume and everything that refers to it by
 // ID are untouched.
 func (m *Manager) Rename(ctx context.Context, old, new string) error {
-	return m.Catalog.Update(ctx, func(d *catalog.Doc) error { return d.Rename(old, new) })
+	return m.Catalog.Rename(ctx, old, new)
 }
 
 // Remove deletes the volume, snapshot or image called name. Snapshots
 // and clones made from it stay valid: blocks they share stay until the
 // garbage collector finds them unreferenced.
 func (m *Manager) Remove(ctx context.Context, name string) error {
-	if err := catalog.ValidName(name); err != nil {
-		return err
-	}
-	var rec catalog.Record
-	err := m.Catalog.Update(ctx, func(d *catalog.Doc) error {
-		var err error
-		rec, err = d.Remove(name)
-		return err
-	})
+	rec, err := m.Catalog.Remove(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -363,18 +358,11 @@ func (m *Manager) dropLost(ctx context.Context, rec *catalog.Record, err error) 
 	if rec == nil || !errors.Is(err, gc.ErrHoldLost) {
 		return err
 	}
-	var found *catalog.Record
-	uerr := m.Catalog.Update(ctx, func(d *catalog.Doc) error {
-		found = nil
-		if r := d.ByID(rec.ID); r != nil {
-			rr, err := d.Remove(r.Name)
-			found = &rr
-			return err
-		}
-		return nil
-	})
-	if uerr == nil && found != nil {
-		uerr = m.removeData(ctx, *found)
+	found, uerr := m.Catalog.RemoveID(ctx, rec.ID)
+	if errors.Is(uerr, catalog.ErrNotFound) {
+		uerr = nil
+	} else if uerr == nil {
+		uerr = m.removeData(ctx, found)
 	}
 	if uerr != nil {
 		return fmt.Errorf("manage: %q may reference deleted objects, and removing it failed (%v): remove it (archip volume remove %s) and run the operation again: %w", rec.Name, uerr, rec.Name, err)
@@ -392,22 +380,43 @@ type Entry struct {
 
 // List returns every record, by name.
 func (m *Manager) List(ctx context.Context) ([]Entry, error) {
-	d, _, err := m.Catalog.Load(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Entry, 0, len(d.Records))
-	for _, r := range d.Records {
-		e := Entry{Record: r}
-		if h, _, err := volume.ReadHead(ctx, m.Store, r.ID); err != nil {
-			e.Error = err.Error()
-		} else {
-			e.Size, e.BlockSize = int64(h.Size), h.BlockSize()
+	var out []Entry
+	_, err := m.Walk(ctx, catalog.ListOptions{}, 1000, func(page []Entry) error {
+		out = append(out, page...)
+		return nil
+	})
+	return out, err
+}
+
+// ListPage returns the records opts selects, by name, and the token that
+// continues the listing (opts.After; empty at the end).
+func (m *Manager) ListPage(ctx context.Context, opts catalog.ListOptions) ([]Entry, string, error) {
+	var out []Entry
+	next, err := m.Walk(ctx, opts, 0, func(page []Entry) error {
+		out = append(out, page...)
+		return nil
+	})
+	return out, next, err
+}
+
+// Walk calls fn with the records opts selects, by name, pageSize at a
+// time (0: all at once), each with its geometry (the heads of a page are
+// read just before fn gets it), and returns the continuation token (see
+// catalog.Catalog.Walk).
+func (m *Manager) Walk(ctx context.Context, opts catalog.ListOptions, pageSize int, fn func([]Entry) error) (string, error) {
+	return m.Catalog.Walk(ctx, opts, pageSize, func(recs []catalog.Record) error {
+		out := make([]Entry, 0, len(recs))
+		for _, r := range recs {
+			e := Entry{Record: r}
+			if h, _, err := volume.ReadHead(ctx, m.Store, r.ID); err != nil {
+				e.Error = err.Error()
+			} else {
+				e.Size, e.BlockSize = int64(h.Size), h.BlockSize()
+			}
+			out = append(out, e)
 		}
-		out = append(out, e)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+		return fn(out)
+	})
 }
 
 // Info describes one volume, snapshot or image.
@@ -442,20 +451,28 @@ func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 		return nil, err
 	}
 	in := &Info{Entry: Entry{Record: *r, Size: int64(h.Size), BlockSize: h.BlockSize()}, Epoch: h.Epoch, Children: []string{}}
-	d, _, err := m.Catalog.Load(ctx)
+	for _, x := range []struct {
+		id   blockmap.ID
+		name *string
+	}{{r.Parent, &in.Parent}, {r.Origin, &in.Origin}} {
+		if x.id.IsZero() {
+			continue
+		}
+		p, err := m.Catalog.ByID(ctx, x.id)
+		if err == nil {
+			*x.name = p.Name
+		} else if !errors.Is(err, catalog.ErrNotFound) {
+			return nil, err
+		}
+	}
+	children, err := m.Catalog.Children(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
-	if p := d.ByID(r.Parent); p != nil {
-		in.Parent = p.Name
-	}
-	if o := d.ByID(r.Origin); o != nil {
-		in.Origin = o.Name
-	}
-	for _, c := range d.Children(r.ID) {
+	for _, c := range children {
 		in.Children = append(in.Children, c.Name)
 	}
-	in.Space, _, err = spaceOf(ctx, newDocLineage(m, d), r.ID, h, entries)
+	in.Space, _, err = spaceOf(ctx, catLineage{m}, r.ID, h, entries)
 	if err != nil {
 		return nil, err
 	}

@@ -143,6 +143,11 @@ func (s *countWrites) Delete(ctx context.Context, name string) error {
 	return s.Store.Delete(ctx, name)
 }
 
+func (s *countWrites) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
+	s.n.Add(1)
+	return s.Store.DeleteVersion(ctx, name, old)
+}
+
 // TestLookingWritesNothing: what the CLI does to look at volumes
 // (volume list, info, read, diff, image export) writes nothing to the
 // store, whether or not anyone holds the volume's lease (issue 10 #16).

@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
-	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
@@ -186,40 +185,13 @@ func ownBytes(e blockmap.Entry, n int64, shift uint8) int64 {
 	return own
 }
 
-// docLineage is the lineage of the catalog document.
-type docLineage struct {
-	m    *Manager
-	kids map[blockmap.ID][]blockmap.ID
-	// lost: removed volumes that volumes were made from. Where a removed
-	// volume came from is not recorded, so each of them may have been
-	// made from any volume.
-	lost []blockmap.ID
+// catLineage is the lineage the catalog's child hints give.
+type catLineage struct{ m *Manager }
+
+func (l catLineage) children(ctx context.Context, id blockmap.ID) ([]blockmap.ID, error) {
+	return l.m.Catalog.ChildIDs(ctx, id)
 }
 
-func newDocLineage(m *Manager, d *catalog.Doc) *docLineage {
-	l := &docLineage{m: m, kids: map[blockmap.ID][]blockmap.ID{}}
-	has := map[blockmap.ID]bool{}
-	for _, r := range d.Records {
-		has[r.ID] = true
-	}
-	for _, r := range d.Records {
-		for _, from := range []blockmap.ID{r.Parent, r.Origin} {
-			if from.IsZero() {
-				continue
-			}
-			if !has[from] && len(l.kids[from]) == 0 {
-				l.lost = append(l.lost, from)
-			}
-			l.kids[from] = append(l.kids[from], r.ID)
-		}
-	}
-	return l
-}
-
-func (l *docLineage) children(_ context.Context, id blockmap.ID) ([]blockmap.ID, error) {
-	return append(slices.Clip(l.kids[id]), l.lost...), nil
-}
-
-func (l *docLineage) loadMap(ctx context.Context, id blockmap.ID) (*blockmap.Head, []blockmap.Entry, error) {
+func (l catLineage) loadMap(ctx context.Context, id blockmap.ID) (*blockmap.Head, []blockmap.Entry, error) {
 	return l.m.loadMap(ctx, id)
 }

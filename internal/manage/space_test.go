@@ -156,11 +156,11 @@ func newSpaceModel(t *testing.T, seed uint64) *spaceModel {
 }
 
 func (sm *spaceModel) records() []catalog.Record {
-	d, _, err := sm.m.Catalog.Load(ctx)
-	if err != nil {
+	var rs []catalog.Record
+	if err := sm.m.Catalog.All(ctx, func(r catalog.Record) error { rs = append(rs, r); return nil }); err != nil {
 		sm.t.Fatal(err)
 	}
-	return d.Records
+	return rs
 }
 
 func (sm *spaceModel) pick(want func(catalog.Record) bool) (catalog.Record, bool) {
@@ -443,15 +443,11 @@ func TestExclusiveWithoutLineage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, _, err := m.Catalog.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	known, _, err := spaceOf(ctx, newDocLineage(m, d), r.ID, h, entries)
+	known, _, err := spaceOf(ctx, catLineage{m}, r.ID, h, entries)
 	if err != nil || known.ExclusiveBytes != 3*bs || known.PrivateBytes != bs {
 		t.Fatalf("with the catalog's lineage: %+v, %v; want all 3 blocks exclusive, 1 private", known, err)
 	}
-	sp, _, err := spaceOf(ctx, unknownLineage{newDocLineage(m, d)}, r.ID, h, entries)
+	sp, _, err := spaceOf(ctx, unknownLineage{catLineage{m}}, r.ID, h, entries)
 	if err != nil || sp.ExclusiveBytes != bs || sp.PrivateBytes != bs {
 		t.Fatalf("without a lineage: %+v, %v; want the 1 block written since the snapshot", sp, err)
 	}

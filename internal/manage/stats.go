@@ -97,17 +97,12 @@ func addUses(users map[blockmap.Entry]refCount, i int32, h *blockmap.Head, entri
 
 // StatsWith is Stats with options.
 func (m *Manager) StatsWith(ctx context.Context, opts StatsOptions) (*StoreStats, error) {
-	d, _, err := m.Catalog.Load(ctx)
-	if err != nil {
-		return nil, err
-	}
 	st := &StoreStats{}
 	var users map[blockmap.Entry]refCount
 	if opts.Volumes {
 		users = map[blockmap.Entry]refCount{}
-		st.VolumeSpace = make([]VolumeSpace, len(d.Records))
 	}
-	for i, r := range d.Records {
+	err := m.Catalog.All(ctx, func(r catalog.Record) error {
 		switch r.Kind {
 		case catalog.KindVolume:
 			st.Volumes++
@@ -118,7 +113,7 @@ func (m *Manager) StatsWith(ctx context.Context, opts StatsOptions) (*StoreStats
 		}
 		h, entries, err := m.loadMap(ctx, r.ID)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		st.ProvisionedBytes += int64(h.Size)
 		for b, e := range entries {
@@ -127,9 +122,13 @@ func (m *Manager) StatsWith(ctx context.Context, opts StatsOptions) (*StoreStats
 			}
 		}
 		if users != nil {
-			st.VolumeSpace[i] = VolumeSpace{Name: r.Name, ID: r.ID, Kind: r.Kind}
-			addUses(users, int32(i), h, entries)
+			addUses(users, int32(len(st.VolumeSpace)), h, entries)
+			st.VolumeSpace = append(st.VolumeSpace, VolumeSpace{Name: r.Name, ID: r.ID, Kind: r.Kind})
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for o, u := range users {
 		switch {

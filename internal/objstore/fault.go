@@ -167,6 +167,14 @@ func (f *Faulty) Delete(ctx context.Context, name string) error {
 	return orAfter(f.Store.Delete(ctx, name), after)
 }
 
+func (f *Faulty) DeleteVersion(ctx context.Context, name string, old Version) error {
+	before, after := f.check(ctx, OpDelete, name)
+	if before != nil {
+		return before
+	}
+	return orAfter(f.Store.DeleteVersion(ctx, name, old), after)
+}
+
 func (f *Faulty) Stat(ctx context.Context, name string) (Info, error) {
 	before, after := f.check(ctx, OpStat, name)
 	if before != nil {

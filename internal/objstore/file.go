@@ -485,6 +485,11 @@ func (f *File) Delete(ctx context.Context, name string) error {
 	return err
 }
 
+func (f *File) DeleteVersion(ctx context.Context, name string, old Version) error {
+	_, err := f.install(ctx, name, nil, condVer, old, true)
+	return err
+}
+
 // install links a new generation of name: the content data, or a
 // tombstone. See the type's comment for why this is safe without locks.
 func (f *File) install(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone bool) (Version, error) {

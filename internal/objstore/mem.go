@@ -162,6 +162,22 @@ func (m *Mem) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
+func (m *Mem) DeleteVersion(ctx context.Context, name string, old Version) error {
+	if err := m.lock(name); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	o := m.objs[name]
+	if o == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if o.ver != old {
+		return fmt.Errorf("%w: %s is at version %d, not %d", ErrConflict, name, o.ver, old)
+	}
+	delete(m.objs, name)
+	return nil
+}
+
 func (m *Mem) Stat(ctx context.Context, name string) (Info, error) {
 	if err := m.lock(name); err != nil {
 		return Info{}, err

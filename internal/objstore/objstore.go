@@ -39,7 +39,7 @@ type Info struct {
 
 // Store is what every backend implements.
 //
-// Errors of writes (Put, Create, Swap, Delete): a write that returns one
+// Errors of writes (Put, Create, Swap, Delete, DeleteVersion): a write that returns one
 // of the sentinel errors below that says why it was refused (ErrConflict,
 // ErrExists, ErrNotFound, ErrNoSpace, ErrBadName, ErrReadOnly, ErrClosed,
 // ErrUnsupport) changed nothing. Any other error, ErrTimeout and context
@@ -84,6 +84,16 @@ type Store interface {
 	// Delete removes the object durably. It returns ErrNotFound if the
 	// object does not exist.
 	Delete(ctx context.Context, name string) error
+
+	// DeleteVersion is Delete if the object's current version is old.
+	// Otherwise it returns ErrConflict (ErrNotFound if the object is
+	// absent) and changes nothing. Two concurrent DeleteVersions, or a
+	// DeleteVersion and a Swap, from the same version never both
+	// succeed, and an object created again after the version was read is
+	// never deleted by it. After an error other than ErrConflict or
+	// ErrNotFound (or another refusal, see above) the delete may have
+	// happened.
+	DeleteVersion(ctx context.Context, name string, old Version) error
 
 	// Stat returns the object's Info or ErrNotFound.
 	Stat(ctx context.Context, name string) (Info, error)

@@ -405,6 +405,23 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Delete(name)) })
 }
 
+// DeleteVersion removes the object under the same version assertion as
+// Swap, in one atomic operation: the OSD applies both or neither.
+func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
+	if old == 0 {
+		_, err := s.Stat(ctx, name)
+		if err == nil {
+			return fmt.Errorf("%w: %s exists", objstore.ErrConflict, name)
+		}
+		return err
+	}
+	_, err := s.write(ctx, name, func(op *rados.WriteOp) {
+		op.AssertVersion(uint64(old))
+		op.Remove()
+	})
+	return err
+}
+
 func statIn(io *rados.IOContext, name string) (objstore.Info, error) {
 	// A read operation that asserts existence gives the version.
 	op := rados.CreateReadOp()

@@ -30,6 +30,8 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 		{"CreateExclusive", testCreate, nil},
 		{"Swap", testSwap, nil},
 		{"Delete", testDelete, nil},
+		{"DeleteVersion", testDeleteVersion, nil},
+		{"ConcurrentDeleteVersion", testConcurrentDeleteVersion, nil},
 		{"ReadAt", testReadAt, nil},
 		{"Stat", testStat, nil},
 		{"List", testList, nil},
@@ -178,6 +180,77 @@ func testDelete(t *testing.T, s objstore.Store) {
 	wantErr(t, s.Delete(ctx, "d"), objstore.ErrNotFound, "second Delete")
 	_, err = s.Swap(ctx, "d", []byte("y"), v)
 	wantErr(t, err, objstore.ErrConflict, "Swap from the version before Delete")
+}
+
+func testDeleteVersion(t *testing.T, s objstore.Store) {
+	wantErr(t, s.DeleteVersion(ctx, "d", 1), objstore.ErrNotFound, "DeleteVersion of a missing object")
+	v1 := must(s.Put(ctx, "d", []byte("one")))
+	wantErr(t, s.DeleteVersion(ctx, "d", v1+100), objstore.ErrConflict, "DeleteVersion from a wrong version")
+	v2 := must(s.Swap(ctx, "d", []byte("two"), v1))
+	wantErr(t, s.DeleteVersion(ctx, "d", v1), objstore.ErrConflict, "DeleteVersion from a stale version")
+	if b, v, err := s.Get(ctx, "d"); err != nil || string(b) != "two" || v != v2 {
+		t.Fatalf("after refused DeleteVersions: Get = %q v%d %v, want two v%d", b, v, err, v2)
+	}
+	noErr(t, s.DeleteVersion(ctx, "d", v2))
+	_, _, err := s.Get(ctx, "d")
+	wantErr(t, err, objstore.ErrNotFound, "Get after DeleteVersion")
+	wantErr(t, s.DeleteVersion(ctx, "d", v2), objstore.ErrNotFound, "second DeleteVersion")
+	_, err = s.Swap(ctx, "d", []byte("y"), v2)
+	wantErr(t, err, objstore.ErrConflict, "Swap from the version before DeleteVersion")
+	v3 := must(s.Create(ctx, "d", []byte("three")))
+	wantErr(t, s.DeleteVersion(ctx, "d", 0), objstore.ErrConflict, "DeleteVersion from version 0 of an existing object")
+	noErr(t, s.DeleteVersion(ctx, "d", v3))
+	wantErr(t, s.DeleteVersion(ctx, "d", 0), objstore.ErrNotFound, "DeleteVersion from version 0 of an absent object")
+}
+
+// testConcurrentDeleteVersion: of several deleters that read one version,
+// one succeeds and the others conflict or find the object gone; and a
+// deleter racing a re-creator never deletes the new object.
+func testConcurrentDeleteVersion(t *testing.T, s objstore.Store) {
+	for round := 0; round < 20; round++ {
+		v := must(s.Put(ctx, "cd", []byte("x")))
+		var wg sync.WaitGroup
+		var wins atomic.Int32
+		for i := 0; i < 4; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := s.DeleteVersion(ctx, "cd", v)
+				switch {
+				case err == nil:
+					wins.Add(1)
+				case errors.Is(err, objstore.ErrConflict), errors.Is(err, objstore.ErrNotFound):
+				default:
+					t.Error(err)
+				}
+			}()
+		}
+		var created atomic.Bool
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Create(ctx, "cd", []byte("new")); err == nil {
+				created.Store(true)
+			} else if !errors.Is(err, objstore.ErrExists) {
+				t.Error(err)
+			}
+		}()
+		wg.Wait()
+		if wins.Load() != 1 {
+			t.Fatalf("round %d: %d DeleteVersions of one version succeeded, want 1", round, wins.Load())
+		}
+		b, _, err := s.Get(ctx, "cd")
+		if created.Load() {
+			if err != nil || string(b) != "new" {
+				t.Fatalf("round %d: the object created after the delete is gone: %q %v", round, b, err)
+			}
+		} else {
+			wantErr(t, err, objstore.ErrNotFound, "Get after the delete")
+		}
+		if err == nil {
+			noErr(t, s.Delete(ctx, "cd"))
+		}
+	}
 }
 
 func testReadAt(t *testing.T, s objstore.Store) {

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/catalog"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+type listJSON struct {
+	Records []struct {
+		Name string `json:"name"`
+	} `json:"records"`
+	Next string `json:"next"`
+}
+
+// TestVolumeListPages: volume list --prefix --limit --after, and the
+// continuation token of --json.
+func TestVolumeListPages(t *testing.T) {
+	store := "file://" + filepath.Join(t.TempDir(), "store")
+	for _, n := range []string{"db-1", "vm-1", "vm-2", "vm-3", "vm-4", "vm-5"} {
+		mustCLI(t, store, nil, "volume", "create", n, "--size", "64K")
+	}
+	var got []string
+	after := ""
+	pages := 0
+	for {
+		args := []string{"--json", "volume", "list", "--prefix", "vm-", "--limit", "2"}
+		if after != "" {
+			args = append(args, "--after", after)
+		}
+		var p listJSON
+		if err := json.Unmarshal([]byte(mustCLI(t, store, nil, args...)), &p); err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, r := range p.Records {
+			got = append(got, r.Name)
+		}
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+	}
+	if fmt.Sprint(got) != "[vm-1 vm-2 vm-3 vm-4 vm-5]" || pages != 3 {
+		t.Fatalf("pages %d: %v", pages, got)
+	}
+	out := mustCLI(t, store, nil, "volume", "list", "--limit", "3")
+	if strings.Count(out, "\n") != 4 || !strings.Contains(out, "vm-2") || strings.Contains(out, "vm-3") {
+		t.Fatalf("table with --limit 3:\n%s", out)
+	}
+	var all listJSON
+	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "volume", "list")), &all)
+	if len(all.Records) != 6 || all.Next != "" {
+		t.Fatalf("list --json: %+v", all)
+	}
+	if _, _, code := cli(t, store, nil, "volume", "list", "--limit", "-1"); code != 2 {
+		t.Fatalf("--limit -1: exit %d", code)
+	}
+}
+
+// TestStoreUpgrade: archip store upgrade on a format 1 store, then
+// again (nothing to do).
+func TestStoreUpgrade(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "store")
+	store := "file://" + dir
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "64K")
+	mustCLI(t, store, nil, "volume", "snapshot", "v", "v@1")
+	// Rewrite it as format 1.
+	s, err := objstore.OpenFile(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []catalog.Record
+	catalog.New(s).All(ctx, func(r catalog.Record) error { recs = append(recs, r); return nil })
+	s.List(ctx, "cat/", func(in objstore.Info) error { return s.Delete(ctx, in.Name) })
+	b, _ := json.Marshal(map[string]any{"format": 1, "records": recs})
+	s.Put(ctx, catalog.ObjectName, b)
+	s.Close()
+
+	var rep catalog.UpgradeReport
+	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "store", "upgrade")), &rep)
+	if rep.From != 1 || rep.To != 2 || rep.Upgraded != 2 {
+		t.Fatalf("upgrade: %+v", rep)
+	}
+	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "already at format 2") {
+		t.Fatalf("second upgrade: %s", out)
+	}
+	if out := mustCLI(t, store, nil, "volume", "info", "v@1"); !strings.Contains(out, "v") {
+		t.Fatalf("info after the upgrade: %s", out)
+	}
+	var info struct {
+		Origin string `json:"origin_name"`
+	}
+	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "volume", "info", "v@1")), &info)
+	if info.Origin != "v" {
+		t.Fatalf("origin after the upgrade: %+v", info)
+	}
+}

@@ -1,0 +1,234 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// marker is the content of the catalog object of a format 2 store. It
+// keeps format 1's shape, so that binaries that read format 1 refuse the
+// store with their "format 2; this program reads format 1" error.
+//
+// Upgrading (non-nil while an upgrade is under way) holds the records of
+// the format 1 catalog being upgraded: the first step of an upgrade
+// swaps the format 1 document for this, which stops binaries of format 1
+// from changing it, and the last step clears it once every record exists
+// in format 2. Every process of this format finishes an upgrade under way
+// before any other catalog operation.
+type marker struct {
+	Format    int      `json:"format"`
+	Records   []Record `json:"records"`
+	Upgrading []Record `json:"upgrading,omitempty"`
+}
+
+func encodeMarker(m marker) []byte {
+	if m.Records == nil {
+		m.Records = []Record{}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// decodeCatalog parses the catalog object: format 1 (records in
+// Records) or 2 (Records empty, Upgrading while upgrading).
+func decodeCatalog(b []byte) (*marker, error) {
+	var d marker
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	switch d.Format {
+	case 1:
+		if d.Upgrading != nil {
+			return nil, fmt.Errorf("%w: format 1 with records being upgraded", ErrCorrupt)
+		}
+	case Format:
+		if len(d.Records) > 0 {
+			return nil, fmt.Errorf("%w: format 2 with records in the catalog object", ErrCorrupt)
+		}
+	default:
+		return nil, fmt.Errorf("%w: format %d; this program reads formats 1 and 2 (a newer archip wrote it: use that)", ErrCorrupt, d.Format)
+	}
+	seen := map[string]bool{}
+	for _, r := range append(d.Records, d.Upgrading...) {
+		if err := checkRecord(&r); err != nil {
+			return nil, err
+		}
+		if seen[r.Name] {
+			return nil, fmt.Errorf("%w: two records %q", ErrCorrupt, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	return &d, nil
+}
+
+// UpgradeReport says what Upgrade did.
+type UpgradeReport struct {
+	From     int `json:"from_format"` // the format found (0: no catalog yet)
+	To       int `json:"to_format"`
+	Upgraded int `json:"records_upgraded"` // records moved out of a format 1 catalog
+}
+
+// Upgrade brings the store's catalog to format 2: idempotent, and safe
+// to run from several processes at once and alongside binaries of format
+// 1 (which then refuse the store). Every other operation of this package
+// upgrades first too; this is the explicit form.
+func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
+	rep := UpgradeReport{To: Format}
+	first := true
+	for try := 0; try < maxTries; try++ {
+		b, v, err := c.store.Get(ctx, ObjectName)
+		if objstore.IsNotExist(err) {
+			if first {
+				rep.From = 0
+			}
+			_, err = c.store.Create(ctx, ObjectName, encodeMarker(marker{Format: Format}))
+			if errors.Is(err, objstore.ErrExists) {
+				first = false
+				continue
+			}
+			if err == nil {
+				c.ready.Store(true)
+			}
+			return rep, err
+		}
+		if err != nil {
+			return rep, err
+		}
+		d, err := decodeCatalog(b)
+		if err != nil {
+			return rep, err
+		}
+		if first {
+			rep.From = d.Format
+			first = false
+		}
+		switch {
+		case d.Format == 1:
+			// Freeze the format 1 records in the catalog object: from
+			// here on nobody changes them, and old binaries refuse the
+			// store. A format 1 writer that got there first makes this
+			// conflict: read again.
+			m := marker{Format: Format, Upgrading: d.Records}
+			if m.Upgrading == nil {
+				m.Upgrading = []Record{}
+			}
+			if _, err := c.store.Swap(ctx, ObjectName, encodeMarker(m), v); err != nil && !errors.Is(err, objstore.ErrConflict) {
+				return rep, err
+			}
+		case d.Upgrading != nil:
+			stale := false
+			for _, r := range d.Upgrading {
+				// Only while the upgrade is still under way: a record
+				// created after another process finished it, for a
+				// name removed since, would bring that name back. (Not
+				// covered: a stall between this check and the create.)
+				if _, cv, err := c.store.Get(ctx, ObjectName); err != nil {
+					return rep, err
+				} else if cv != v {
+					stale = true
+					break
+				}
+				if err := c.upgradeRecord(ctx, r); err != nil {
+					return rep, fmt.Errorf("catalog: upgrading %q (run archip store upgrade again): %w", r.Name, err)
+				}
+			}
+			if stale {
+				continue
+			}
+			_, err := c.store.Swap(ctx, ObjectName, encodeMarker(marker{Format: Format}), v)
+			if err == nil {
+				rep.Upgraded = len(d.Upgrading)
+			} else if !errors.Is(err, objstore.ErrConflict) {
+				return rep, err
+			}
+		default:
+			c.ready.Store(true)
+			return rep, nil
+		}
+	}
+	return rep, ErrBusy
+}
+
+// upgradeRecord creates r's hints and record if absent. Only upgraders
+// write records while the upgrade is under way, all from the same frozen
+// list, so a record already there is r.
+func (c *Catalog) upgradeRecord(ctx context.Context, r Record) error {
+	if _, _, err := c.store.Get(ctx, recordName(r.Name)); err == nil {
+		return nil
+	} else if !objstore.IsNotExist(err) {
+		return err
+	}
+	if !r.Parent.IsZero() {
+		if _, err := c.store.Put(ctx, childHint(r.Parent, r.ID), nil); err != nil {
+			return err
+		}
+	}
+	if !r.Origin.IsZero() {
+		if _, err := c.store.Put(ctx, childHint(r.Origin, r.ID), nil); err != nil {
+			return err
+		}
+	}
+	if _, err := c.store.Put(ctx, idHint(r.ID), encodeIDHint(r.Name)); err != nil {
+		return err
+	}
+	_, err := c.store.Create(ctx, recordName(r.Name), encodeStored(&stored{Record: r}))
+	if errors.Is(err, objstore.ErrExists) {
+		err = nil
+	}
+	return err
+}
+
+// ensure makes sure the store is at format 2 before an operation: once
+// per process (formats only go forward). A store without a catalog
+// object is empty; write creates the marker then, before the first
+// record.
+func (c *Catalog) ensure(ctx context.Context, write bool) error {
+	if c.ready.Load() {
+		return nil
+	}
+	b, _, err := c.store.Get(ctx, ObjectName)
+	if objstore.IsNotExist(err) && !write {
+		return nil
+	}
+	if err == nil {
+		d, err := decodeCatalog(b)
+		if err != nil {
+			return err
+		}
+		if d.Format == Format && d.Upgrading == nil {
+			c.ready.Store(true)
+			return nil
+		}
+	} else if !objstore.IsNotExist(err) {
+		return err
+	}
+	_, err = c.Upgrade(ctx)
+	return err
+}
+
+// LegacyRecords returns the records that the catalog object itself still
+// holds (format 1, or an upgrade under way), without upgrading: what a
+// collection must count among its roots besides every record under
+// NamePrefix. Read it before listing the records: an upgrade writes all
+// the records before it empties the catalog object.
+func (c *Catalog) LegacyRecords(ctx context.Context) ([]Record, error) {
+	b, _, err := c.store.Get(ctx, ObjectName)
+	if objstore.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	d, err := decodeCatalog(b)
+	if err != nil {
+		return nil, err
+	}
+	return append(d.Records, d.Upgrading...), nil
+}
