@@ -60,17 +60,12 @@ import (
 // ever removed (g+1 goes only after g), and none existed when the writer
 // listed g as newest: the link was a real win.
 //
-// If g is gone, the link is still a win if the writer's entry is the
-// newest of the directory: the newest generation is never removed while
-// the directory lives (a generation goes only while a newer one exists,
-// below), so a g+1 that existed and was removed would have left a newer
-// one behind. That happens when the writer stalled PruneAge between its
-// link and its check. Otherwise the writer removes its own entry (if it
-// is still its own; not the newest, so what readers see stays) and starts
-// over from a new listing: a Swap then finds another version and reports
-// a conflict, a Create finds the object (ErrExists) or links again on
-// what is there now. The check trusts nothing the writer saw before its link, so
-// it holds however stale the view.
+// If g is gone, the writer removes its own entry (if it is still its
+// own) and starts over from a new listing: a Swap then finds another
+// version and reports a conflict, a Create finds the object (ErrExists)
+// or links again on what is there now. The check trusts nothing the
+// writer saw before its link, so it holds however stale the view. (Unless
+// the writer stalled: see below.)
 //
 // Every link has a base. An object whose directory is absent (or empty)
 // gets one by renaming into place a directory prepared under tmp/ that
@@ -88,14 +83,17 @@ import (
 // entry after it was linked PruneAge before the newest one, or before the
 // server's time when a listing collects: the writer of k+1 has had
 // PruneAge to check k, and a reader that listed k as newest to open it.
-// So a writer that won, stalled PruneAge before its check and was
-// superseded meanwhile cannot tell its win from a loss: it answers an
+// The base of the newest generation stays (unless the newest is a
+// tombstone), so a writer whose entry is the newest finds its base
+// however long it stalled before its check. A writer that stalled
+// PruneAge before its check and was superseded meanwhile may find its
+// base gone, and then cannot tell its win from a loss: it answers an
 // error that leaves the outcome unknown (see Store), not ErrConflict,
 // and does not retry (a Delete retried so would delete what was created
 // after its tombstone). A check that fails sooner than PruneAge/2 after
 // the listing is a loss (the base cannot have been collected as old
-// since, so the link took a removed generation's place and was never the
-// newest) and is retried. A listing sees the newest generation that existed
+// since, so the link took a removed generation's place below the newest,
+// where no reader looks) and is retried. A listing sees the newest generation that existed
 // when it started unless it runs longer than PruneAge.
 //
 // A writer that has checked its base also removes it at once if nothing
@@ -575,10 +573,10 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		} else if err != nil {
 			return 0, mapErr(err)
 		}
-		if !won(dir, base, target, mine) {
-			// next may have existed and been removed before the link.
-			// This entry is not the newest (see won), so removing it
-			// leaves the newest in place. See the type's comment.
+		if id, err := identify(filepath.Join(dir, genName(base.num))); err != nil || id != base.id {
+			// The base went: next may have existed and been removed
+			// before the link, or this write stalled. See the type's
+			// comment.
 			if id, err := identify(target); err == nil && mine != (fileID{}) && id == mine {
 				os.Remove(target)
 			}
@@ -593,20 +591,6 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		f.collect(dir, next, tombstone, true, 0)
 		return Version(next), nil
 	}
-}
-
-// won reports whether the entry this writer linked at target (with
-// identity mine) above base is a win: its base is still the file it
-// listed, or its entry is the newest of dir. See the type's comment.
-func won(dir string, base generation, target string, mine fileID) bool {
-	if id, err := identify(filepath.Join(dir, genName(base.num))); err == nil && id == base.id {
-		return true
-	}
-	if g, err := current(dir); err != nil || g.num != base.num+1 {
-		return false
-	}
-	id, err := identify(target)
-	return err == nil && mine != (fileID{}) && id == mine
 }
 
 // backoff sleeps before retry try+1 of an operation that lost a race:
@@ -708,7 +692,8 @@ func (f *File) prepare() (string, error) {
 // unneeded:
 //   - generation k once the entry after it was linked PruneAge before
 //     now: the writer of that entry has had that long to check k, and
-//     readers to finish with k;
+//     readers to finish with k; but not newest's base unless newest is a
+//     tombstone (its writer may have stalled before its check);
 //   - if ownBase is set (the caller wrote newest and has checked its
 //     base), newest's base at once when it is a symbolic link or newest a
 //     tombstone: nobody else built on it, and nobody reads an absent
@@ -766,6 +751,9 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 	for ; i+1 < len(gens); i++ {
 		next := gens[i+1]
 		own := ownBase && next.num == newest && gens[i].num == newest-1 && (tombstone || gens[i].link)
+		if !own && next.num == newest && !tombstone {
+			break
+		}
 		if !own {
 			t, ok := changed(next.num)
 			if !ok || t > now-int64(f.pruneAge) {

@@ -10,10 +10,11 @@ import (
 )
 
 // TestFileWinnerStalledPastPrune: a swap links its generation, then
-// stalls before its check long enough that a listing on another host
-// prunes its base. Its entry is the newest: it won, and must say so and
-// leave its entry. (It removed the entry and answered ErrConflict: the
-// object was then absent, though two swaps had succeeded on it. Found by
+// stalls before its check past the prune age while a listing on another
+// host collects. Its entry is the newest: the listing must leave its base,
+// and the swap must win. (The listing pruned the base; the swap then
+// removed its entry and answered ErrConflict, and the object was absent
+// though two swaps had succeeded on it. Found by
 // TestFileLinearizableUnderStalls.)
 func TestFileWinnerStalledPastPrune(t *testing.T) {
 	ctx := context.Background()
@@ -44,7 +45,7 @@ func TestFileWinnerStalledPastPrune(t *testing.T) {
 	}()
 	<-stalled
 	if err := b.List(ctx, "", func(objstore.Info) error { return nil }); err != nil {
-		t.Fatal(err) // prunes v2, superseded by the stalled swap's entry
+		t.Fatal(err) // must keep v2, the base of the newest entry
 	}
 	close(resume)
 	r := <-done
