@@ -416,6 +416,7 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 		return err
 	}
 	_, err := s.write(ctx, name, func(op *rados.WriteOp) {
+		op.AssertExists() // else the version assertion answers EOVERFLOW
 		op.AssertVersion(uint64(old))
 		op.Remove()
 	})
