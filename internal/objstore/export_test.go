@@ -8,6 +8,9 @@ type FileHooks struct {
 	BeforeInstall func(dir string)
 	// SyncDir runs before every directory fsync.
 	SyncDir func(dir string)
+	// AfterLink runs after an install linked its generation, before it
+	// checks its base.
+	AfterLink func(dir string)
 	// Now maps the file server's time as a listing measures it (to
 	// age tombstones without waiting).
 	Now func(ns int64) int64
@@ -15,11 +18,11 @@ type FileHooks struct {
 
 // SetFileHooks installs test seams on f.
 func SetFileHooks(f *File, h FileHooks) {
-	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, now: h.Now}
+	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, now: h.Now}
 }
 
 // SetOpenFileHooks makes every later OpenFile install h, until restore.
 func SetOpenFileHooks(h FileHooks) (restore func()) {
-	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, now: h.Now}
+	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, now: h.Now}
 	return func() { openHooks = fileHooks{} }
 }

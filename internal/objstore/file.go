@@ -154,6 +154,7 @@ type File struct {
 type fileHooks struct {
 	beforeInstall func(dir string)     // after the listing an install decided on, before it links
 	syncDir       func(dir string)     // every directory fsync
+	afterLink     func(dir string)     // after an install's link, before its check
 	now           func(ns int64) int64 // maps the server time that listing measures
 }
 
@@ -568,11 +569,12 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, mapErr(err)
 		}
 		mine, _ := identify(target)
-		if err := f.syncDir(dir); errors.Is(err, fs.ErrNotExist) {
-			continue // deleted and removed since the link, this entry too: look again
-		} else if err != nil {
-			return 0, mapErr(err)
+		if f.hooks.afterLink != nil {
+			f.hooks.afterLink(dir)
 		}
+		// The check comes right after the link, before the fsync: a
+		// stale link (see the type's comment) is removed as soon as
+		// can be.
 		if id, err := identify(filepath.Join(dir, genName(base.num))); err != nil || id != base.id {
 			// The base went: next may have existed and been removed
 			// before the link, or this write stalled. See the type's
@@ -584,6 +586,11 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 				return 0, fmt.Errorf("%w: %s: this write stalled %s, past the store's prune age, and cannot tell whether it took effect for a while: read the object", ErrTimeout, name, d.Round(time.Millisecond))
 			}
 			continue
+		}
+		if err := f.syncDir(dir); errors.Is(err, fs.ErrNotExist) {
+			continue // deleted and removed since the link, this entry too: look again
+		} else if err != nil {
+			return 0, mapErr(err)
 		}
 		if err := f.durableDir(dir, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return 0, mapErr(err)
@@ -625,7 +632,10 @@ func (f *File) newIncarnation(dir string) error {
 		// Parents first: the base is numbered by the time it is
 		// prepared, so nothing slow may come between that and the
 		// rename.
-		if err := f.ensureDir(parent); err != nil {
+		if err := f.ensureDir(parent); errors.Is(err, fs.ErrNotExist) {
+			backoff(try) // a listing removed it while empty: make it again
+			continue
+		} else if err != nil {
 			return mapErr(err)
 		}
 		prep, err := f.prepare()
@@ -772,8 +782,20 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 	if i > 0 && f.syncDir(dir) != nil {
 		return
 	}
-	if g, err := current(dir); err != nil || g.num != newest {
-		return // written again since
+	ents, err = os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		switch n, ok := genNum(e.Name()); {
+		case !ok:
+		case n > newest:
+			return // written again since
+		case n < newest:
+			// A stale writer's link (see install) below the tombstone,
+			// where nobody reads it: it must not become the newest.
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
 	}
 	if err := os.Remove(filepath.Join(dir, genName(newest))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return

@@ -31,8 +31,8 @@ func TestFileWinnerStalledPastPrune(t *testing.T) {
 	}
 	var once sync.Once
 	stalled, resume := make(chan struct{}), make(chan struct{})
-	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(string) {
-		once.Do(func() { close(stalled); <-resume }) // the swap's fsync, after its link
+	objstore.SetFileHooks(a, objstore.FileHooks{AfterLink: func(string) {
+		once.Do(func() { close(stalled); <-resume })
 	}})
 	type result struct {
 		v   objstore.Version
@@ -72,7 +72,7 @@ func TestFileSupersededStalledWriterUnknown(t *testing.T) {
 	}
 	var once sync.Once
 	stalled, resume := make(chan struct{}), make(chan struct{})
-	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(string) {
+	objstore.SetFileHooks(a, objstore.FileHooks{AfterLink: func(string) {
 		once.Do(func() { close(stalled); <-resume })
 	}})
 	done := make(chan error)

@@ -72,7 +72,7 @@ func testFileLinearizable(t *testing.T, prune bool) {
 				runtimeGosched()
 			}
 		}
-		h := objstore.FileHooks{BeforeInstall: stall, SyncDir: stall}
+		h := objstore.FileHooks{BeforeInstall: stall, SyncDir: stall, AfterLink: stall}
 		if prune {
 			// (Every store sees the same server clock: a lister whose
 			// clock ran ahead of the creators' would model a server
