@@ -115,9 +115,15 @@ import (
 // lower than ones seen before. They may equal one only if both were
 // prepared in the same clock tick, with a chance of about the number of
 // writes over 2^20. Nothing in this program orders versions.)
-// Then the directory and its parents go while empty: rmdir() fails on a
-// directory with an entry, so anything linked meanwhile stays, and a
-// writer based on the removed tombstone finds it gone and starts over.
+// Before the tombstone goes, links below it go: a stale writer's (one
+// that stalled PruneAge after listing the generation below), which must
+// not become the newest. One that lands between that and the tombstone's
+// removal is the newest until its writer, right after its link, finds
+// its base gone and removes it; that writer stalled PruneAge and answers
+// an unknown outcome. Then the directory and its parents go while empty:
+// rmdir() fails on a directory with an entry, so anything linked
+// meanwhile stays, and a writer based on the removed tombstone finds it
+// gone and starts over.
 // Creators make again the directories that vanish under them.
 //
 // Listing (which the collector does) finishes the work: it collects by
