@@ -142,6 +142,8 @@ type Catalog struct {
 	// the record of its new name (package manage sets it to a gc hold): a
 	// collection lists the records while renames go on, and must not miss
 	// an ID whose record both appears and disappears during its listing.
+	// If release reports an error (the hold was lost: the rename stalled
+	// past it), the rename undoes itself and fails with that error.
 	Hold func(ctx context.Context) (release func() error, err error)
 	// ready: this process saw the store at format 2 with nothing left to
 	// upgrade (formats only go forward).
@@ -629,12 +631,12 @@ func (c *Catalog) Rename(ctx context.Context, old, new string) error {
 		}
 		b := stored{Record: s.Record, RenamedFrom: old, Pending: true, Token: a.Token}
 		b.Name = new
-		if err := c.createPending(ctx, &b); errors.Is(err, ErrExists) {
-			if rerr := c.rollBack(ctx, &a, va); rerr != nil && !errors.Is(rerr, objstore.ErrConflict) && !objstore.IsNotExist(rerr) {
+		if err := c.createPending(ctx, &b); err != nil {
+			// Taken, or the hold on collections lost: undo (what is
+			// left if the undo fails is undone by the next settle).
+			if rerr := c.rollBack(ctx, &a, va); rerr != nil && !errors.Is(rerr, objstore.ErrConflict) && !objstore.IsNotExist(rerr) && errors.Is(err, ErrExists) {
 				return rerr
 			}
-			return err
-		} else if err != nil {
 			return err
 		}
 		m := a
@@ -655,14 +657,22 @@ func (c *Catalog) Rename(ctx context.Context, old, new string) error {
 
 // createPending creates the new name's record of a rename, holding
 // collections off (Hold) while it does. ErrExists if the name is taken
-// by anything but this rename's own pending record.
-func (c *Catalog) createPending(ctx context.Context, b *stored) error {
+// by anything but this rename's own pending record. If the hold turns
+// out lost (the rename stalled past it, and a collection ran), it fails
+// with the hold's error: the collection may have listed the records
+// before the new one and may read the old one after the rename deleted
+// it, so the rename must not go on.
+func (c *Catalog) createPending(ctx context.Context, b *stored) (err error) {
 	if c.Hold != nil {
-		release, err := c.Hold(ctx)
-		if err != nil {
-			return err
+		release, herr := c.Hold(ctx)
+		if herr != nil {
+			return herr
 		}
-		defer release()
+		defer func() {
+			if rerr := release(); err == nil && rerr != nil {
+				err = fmt.Errorf("catalog: renaming to %q: it was undone, run it again: %w", b.Name, rerr)
+			}
+		}()
 	}
 	for try := 0; try < maxTries; try++ {
 		_, err := c.store.Create(ctx, recordName(b.Name), encodeStored(b))
@@ -711,6 +721,19 @@ func (c *Catalog) RemoveID(ctx context.Context, id blockmap.ID) (Record, error) 
 		}
 	}
 	return Record{}, ErrBusy
+}
+
+// RemoveRecord deletes the record of r.ID: at r.Name if it is still
+// there, else wherever its ID hint finds it (renamed since); ErrNotFound
+// if there is none. For undoing an operation that created r: its hints
+// may be gone (a collection deletes those older than its grace period
+// that no record points back at, and the record may have come later).
+func (c *Catalog) RemoveRecord(ctx context.Context, r Record) (Record, error) {
+	rec, err := c.remove(ctx, r.Name, r.ID)
+	if !errors.Is(err, ErrNotFound) {
+		return rec, err
+	}
+	return c.RemoveID(ctx, r.ID)
 }
 
 func (c *Catalog) remove(ctx context.Context, name string, want blockmap.ID) (Record, error) {

@@ -6,7 +6,9 @@
 // first and its catalog record second; one that removes a volume removes
 // the record first. A crash in between leaves a head no name points at,
 // which the garbage collector removes; a name never points at a missing
-// volume. Each of these reads and writes the catalog records of its own
+// volume: operations that make a volume hold collections off until its
+// record exists (a create that stalled past its hold removes its record
+// again). Each of these reads and writes the catalog records of its own
 // names only (package catalog), so its cost does not grow with the number
 // of volumes; a rename changes catalog records only, and holds garbage
 // collections off while it creates the new name's record.
@@ -197,16 +199,27 @@ func (m *Manager) register(ctx context.Context, r catalog.Record) (*catalog.Reco
 	return &r, nil
 }
 
-// CreateVolume makes an empty volume.
+// CreateVolume makes an empty volume. It holds collections off from
+// writing the head to creating the record: a collection keeps a head no
+// record names only while it is young, and a create that stalled past
+// the grace period would name a deleted head.
 func (m *Manager) CreateVolume(ctx context.Context, name string, size uint64, blockShift uint8) (*catalog.Record, error) {
 	if err := m.checkFree(ctx, name); err != nil {
 		return nil, err
 	}
-	id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift})
+	var rec *catalog.Record
+	err := m.held(ctx, func(*gc.Hold) error {
+		id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift})
+		if err != nil {
+			return err
+		}
+		rec, err = m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
+		return err
+	})
 	if err != nil {
-		return nil, err
+		return nil, m.dropLost(ctx, rec, err)
 	}
-	return m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
+	return rec, nil
 }
 
 // Open opens the volume, snapshot or image called name.
@@ -358,7 +371,7 @@ func (m *Manager) dropLost(ctx context.Context, rec *catalog.Record, err error) 
 	if rec == nil || !errors.Is(err, gc.ErrHoldLost) {
 		return err
 	}
-	found, uerr := m.Catalog.RemoveID(ctx, rec.ID)
+	found, uerr := m.Catalog.RemoveRecord(ctx, *rec)
 	if errors.Is(uerr, catalog.ErrNotFound) {
 		uerr = nil
 	} else if uerr == nil {
