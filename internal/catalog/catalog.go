@@ -810,7 +810,8 @@ func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 // pageSize at a time (0: all at once), and returns the token that
 // continues after the last record passed to fn (empty when none is
 // left). It lists the names once, however many pages it reads. It writes
-// nothing.
+// nothing. It is no snapshot: see docs/format.md for what a rename during
+// a listing shows (the ID once at most).
 func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn func([]Record) error) (string, error) {
 	if err := c.ensure(ctx, false); err != nil {
 		return "", err
@@ -829,6 +830,10 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 	sort.Strings(names)
 	var page []Record
 	total := 0
+	// IDs listed under a name they were being renamed from: a rename that
+	// commits while the listing goes on must not show them again under
+	// their new name.
+	moving := map[blockmap.ID]bool{}
 	flush := func() error {
 		if len(page) == 0 {
 			return nil
@@ -852,8 +857,11 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 		if err != nil {
 			return "", err
 		}
-		if !ok {
+		if !ok || moving[s.ID] {
 			continue
+		}
+		if s.RenamingTo != "" {
+			moving[s.ID] = true
 		}
 		page = append(page, s.Record)
 		total++
