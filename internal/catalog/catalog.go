@@ -98,6 +98,12 @@ type stored struct {
 	RenamedFrom string `json:"renamed_from,omitempty"`
 	Pending     bool   `json:"pending,omitempty"`
 	Token       string `json:"rename_token,omitempty"`
+	// Upgrading: written by an upgrade from format 1 and not yet
+	// confirmed by it. The upgrade confirms every record before it ends,
+	// so a record still marked once it has ended is one an upgrader that
+	// woke up late wrote for a name removed or renamed since: no name
+	// (see Upgrade).
+	Upgrading bool `json:"upgrading,omitempty"`
 }
 
 // Errors. Test with errors.Is.
@@ -221,7 +227,7 @@ func decodeStored(name string, b []byte) (*stored, error) {
 	default:
 		bad = s.Token != "" || s.Moved || s.Pending
 	}
-	if bad {
+	if bad || s.Upgrading && (s.RenamingTo != "" || s.RenamedFrom != "") {
 		return nil, fmt.Errorf("%w: record %q has an invalid rename state", ErrCorrupt, name)
 	}
 	return &s, nil
@@ -266,6 +272,9 @@ func (c *Catalog) get(ctx context.Context, name string) (*stored, objstore.Versi
 // ID is valid in every state a rename goes through.
 func (c *Catalog) view(ctx context.Context, s *stored) (bool, error) {
 	switch {
+	case s.Upgrading:
+		// Callers upgraded first (ensure): the upgrade has ended.
+		return false, nil
 	case s.RenamingTo != "":
 		return !s.Moved, nil
 	case s.Pending:
@@ -497,6 +506,10 @@ func (c *Catalog) settle(ctx context.Context, name string) (*stored, objstore.Ve
 			return nil, 0, err
 		}
 		switch {
+		case s.Upgrading:
+			// Written by an upgrader that woke up after the upgrade
+			// (which callers finished first) ended: no name.
+			err = c.store.DeleteVersion(ctx, recordName(name), v)
 		case s.RenamingTo != "" && !s.Moved:
 			err = c.rollBack(ctx, s, v)
 		case s.RenamingTo != "":
