@@ -647,8 +647,18 @@ func (c *Catalog) Rename(ctx context.Context, old, new string) error {
 		if err := c.createPending(ctx, &b); err != nil {
 			// Taken, or the hold on collections lost: undo (what is
 			// left if the undo fails is undone by the next settle).
-			if rerr := c.rollBack(ctx, &a, va); rerr != nil && !errors.Is(rerr, objstore.ErrConflict) && !objstore.IsNotExist(rerr) && errors.Is(err, ErrExists) {
-				return rerr
+			rerr := c.rollBack(ctx, &a, va)
+			undone := errors.Is(rerr, objstore.ErrConflict) || objstore.IsNotExist(rerr)
+			if errors.Is(err, ErrExists) {
+				if undone {
+					// Someone settled old meanwhile (and may have
+					// renamed it to new): new being taken says
+					// nothing about old any more.
+					continue
+				}
+				if rerr != nil {
+					return rerr
+				}
 			}
 			return err
 		}
