@@ -17,13 +17,15 @@ import (
 type stepper struct {
 	objstore.Store
 	k      int
-	mu     sync.Mutex
+	// crashed: set before resume; every write from the k-th fails.
+	crashed bool
+	mu      sync.Mutex
 	n      int
 	paused chan struct{}
 	resume chan struct{}
 }
 
-func (s *stepper) gate() {
+func (s *stepper) gate() error {
 	s.mu.Lock()
 	s.n++
 	n := s.n
@@ -32,26 +34,46 @@ func (s *stepper) gate() {
 		close(s.paused)
 		<-s.resume
 	}
+	if n >= s.k && s.crashed {
+		return errCrash
+	}
+	return nil
+}
+
+// crash resumes a paused operation as a process that died there.
+func (s *stepper) crash() {
+	s.crashed = true
+	close(s.resume)
 }
 
 func (s *stepper) Put(ctx context.Context, name string, b []byte) (objstore.Version, error) {
-	s.gate()
+	if err := s.gate(); err != nil {
+		return 0, err
+	}
 	return s.Store.Put(ctx, name, b)
 }
 func (s *stepper) Create(ctx context.Context, name string, b []byte) (objstore.Version, error) {
-	s.gate()
+	if err := s.gate(); err != nil {
+		return 0, err
+	}
 	return s.Store.Create(ctx, name, b)
 }
 func (s *stepper) Swap(ctx context.Context, name string, b []byte, old objstore.Version) (objstore.Version, error) {
-	s.gate()
+	if err := s.gate(); err != nil {
+		return 0, err
+	}
 	return s.Store.Swap(ctx, name, b, old)
 }
 func (s *stepper) Delete(ctx context.Context, name string) error {
-	s.gate()
+	if err := s.gate(); err != nil {
+		return err
+	}
 	return s.Store.Delete(ctx, name)
 }
 func (s *stepper) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
-	s.gate()
+	if err := s.gate(); err != nil {
+		return err
+	}
 	return s.Store.DeleteVersion(ctx, name, old)
 }
 
@@ -95,9 +117,12 @@ func validNames(t *testing.T, s objstore.Store, label string) string {
 
 // TestInterleavedNames runs one operation on names paused before each
 // of its writes while another runs whole, for every pair of renames,
-// removes and creates of two or three names: every paused state reads
-// as one name per ID, and the answers and the names left are those of
-// the two run one after the other, in one order or the other.
+// removes and creates of two or three names (and while the other runs
+// to each of its own writes): every paused state reads as one name per
+// ID, and the answers and the names left are those of the two run one
+// after the other, in one order or the other. And with the first one
+// dying before each of its writes, the second answers and leaves what it
+// would without the first, or after it.
 func TestInterleavedNames(t *testing.T) {
 	idA, idB, idNew1, idNew2 := blockmap.NewID(), blockmap.NewID(), blockmap.NewID(), blockmap.NewID()
 	rec := func(name string, id blockmap.ID) Record { return Record{Name: name, ID: id, Kind: KindVolume} }
@@ -146,6 +171,38 @@ func TestInterleavedNames(t *testing.T) {
 						done <- err
 						return st, done, false
 					}
+				}
+				// op1 dies before its k-th write, then op2 runs: what op2
+				// answers and leaves is as if op1 had not run, or had run
+				// whole before it.
+				var crashAllowed []string
+				for _, before := range [][]nameOp{nil, {op1}} {
+					mem := objstore.NewMem()
+					setup(mem)
+					for _, op := range before {
+						op.run(New(mem))
+					}
+					crashAllowed = append(crashAllowed, fmt.Sprintf("%s: %s", outcome(t, "sequential", op2.run(New(mem))), validNames(t, mem, "sequential")))
+				}
+				for k := 1; ; k++ {
+					label := fmt.Sprintf("%s: %s died before write %d, then %s", sname, op1.label, k, op2.label)
+					mem := objstore.NewMem()
+					setup(mem)
+					st1, done1, paused := start(mem, op1, k)
+					if !paused {
+						<-done1
+						break
+					}
+					st1.crash()
+					if err := <-done1; !errors.Is(err, errCrash) {
+						outcome(t, label, err)
+					}
+					validNames(t, mem, label+" (died)")
+					got := fmt.Sprintf("%s: %s", outcome(t, label, op2.run(New(mem))), validNames(t, mem, label))
+					if got != crashAllowed[0] && got != crashAllowed[1] {
+						t.Fatalf("%s: got %s\nwant %s\nor   %s", label, got, crashAllowed[0], crashAllowed[1])
+					}
+					runs++
 				}
 				for k := 1; ; k++ {
 					mem := objstore.NewMem()
