@@ -16,13 +16,13 @@ import (
 // stepper pauses before its k-th write (1-based) until resumed.
 type stepper struct {
 	objstore.Store
-	k      int
+	k int
 	// crashed: set before resume; every write from the k-th fails.
 	crashed bool
 	mu      sync.Mutex
-	n      int
-	paused chan struct{}
-	resume chan struct{}
+	n       int
+	paused  chan struct{}
+	resume  chan struct{}
 }
 
 func (s *stepper) gate() error {
