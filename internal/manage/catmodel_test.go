@@ -190,7 +190,9 @@ func repairAndCollect(t *testing.T, s objstore.Store, label string) map[string]b
 			t.Fatalf("%s: record %q left as %s (%v)", label, n, b, err)
 		}
 	}
-	later := func() time.Time { return time.Now().Add(2 * gc.DefaultGrace) }
+	// Past the expiry of a lock the test's collector (two grace periods
+	// ahead) left in a crash image.
+	later := func() time.Time { return time.Now().Add(4 * gc.DefaultGrace) }
 	if _, err := m.GC(ctx, gc.Options{Now: later}); err != nil {
 		t.Fatalf("%s: gc: %v", label, err)
 	}
@@ -244,11 +246,19 @@ func TestCatalogModel(t *testing.T) {
 		seeds = n
 	}
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { catalogModel(t, seed) })
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { catalogModel(t, seed, false) })
+		t.Run(fmt.Sprint("seed", seed, "-gc"), func(t *testing.T) { catalogModel(t, seed, true) })
 	}
 }
 
-func catalogModel(t *testing.T, seed uint64) {
+// catalogModel runs the test; with collect, collections run all along
+// with a clock past the grace period and every hold's expiry, as if
+// every operation stalled that long wherever it is: operations that
+// find their hold lost have unknown outcomes, and no name may end up
+// naming a volume a collection deleted. (Without kills and crash images
+// then: an operation that stalled past its hold and then died before it
+// found out may leave such a name, see package gc.)
+func catalogModel(t *testing.T, seed uint64, collect bool) {
 	const (
 		procs   = 2
 		writers = 8
@@ -268,7 +278,7 @@ func catalogModel(t *testing.T, seed uint64) {
 	var imu sync.Mutex
 	var imgs []*objstore.Mem
 	before := func() {
-		if n := writes.Add(1); at[n] {
+		if n := writes.Add(1); at[n] && !collect {
 			img := mem.Crash(rand.New(rand.NewPCG(seed, uint64(n))))
 			imu.Lock()
 			imgs = append(imgs, img)
@@ -307,12 +317,33 @@ func catalogModel(t *testing.T, seed uint64) {
 				case <-time.After(time.Millisecond):
 				}
 			}
+			if collect {
+				continue
+			}
 			p := krng.IntN(procs)
 			cur[p].Load().s.killed.Store(true)
 			kills++
 			start(p)
 		}
 	}()
+	var collections atomic.Int64
+	if collect {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			later := func() time.Time { return time.Now().Add(2 * gc.DefaultGrace) }
+			for done.Load() < procs*writers*opsEach {
+				// Now and then: operations wait for a collection to end
+				// (polling every half a second).
+				time.Sleep(5 * time.Millisecond)
+				if _, err := gc.Run(ctx, mem, gc.Options{Now: later}); err != nil {
+					t.Errorf("gc: %v", err)
+					return
+				}
+				collections.Add(1)
+			}
+		}()
+	}
 	for g := range procs * writers {
 		wg.Add(1)
 		go func() {
@@ -348,7 +379,7 @@ func catalogModel(t *testing.T, seed uint64) {
 					op.outcome = opOK
 				case errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrExists):
 					op.outcome = opNone
-				case inc.s.killed.Load() || errors.Is(err, catalog.ErrBusy):
+				case inc.s.killed.Load() || errors.Is(err, catalog.ErrBusy) || collect && errors.Is(err, gc.ErrHoldLost):
 					op.outcome = opUnknown
 				default:
 					t.Errorf("%s %s %s: %v", op.kind, op.x, op.y, err)
@@ -382,7 +413,7 @@ func catalogModel(t *testing.T, seed uint64) {
 			unknown++
 		}
 	}
-	t.Logf("%d operations (%d done, %d unknown), %d kills, %d crash images, %d names at the end", len(log), ok, unknown, kills, len(imgs), len(final))
+	t.Logf("%d operations (%d done, %d unknown), %d kills, %d crash images, %d collections, %d names at the end", len(log), ok, unknown, kills, len(imgs), collections.Load(), len(final))
 }
 
 // checkModel checks the final names against the operations' answers.

@@ -356,8 +356,8 @@ func (m *Manager) removeData(ctx context.Context, rec catalog.Record) error {
 		}()
 	}
 	err := volume.Remove(ctx, m.Store, rec.ID)
-	if errors.Is(err, volume.ErrNotFound) {
-		return nil
+	if errors.Is(err, volume.ErrNotFound) || objstore.IsNotExist(err) {
+		return nil // a collection got there first: nothing names it
 	}
 	return err
 }
