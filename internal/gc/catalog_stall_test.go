@@ -160,3 +160,84 @@ func TestCloneStalledPastGrace(t *testing.T) {
 		t.Fatal("the clone failed, and its name is there")
 	}
 }
+
+var errDied = errors.New("test: process died")
+
+// stallThenDie runs stall once after the first write that stallAfter
+// accepts, and fails every write after the first that dieAfter accepts:
+// a process that stalled there, then died there.
+type stallThenDie struct {
+	objstore.Store
+	stallAfter, dieAfter func(name string) bool
+	stall                func()
+	once                 sync.Once
+	mu                   sync.Mutex
+	dead                 bool
+}
+
+func (s *stallThenDie) write(name string, w func() error) error {
+	s.mu.Lock()
+	dead := s.dead
+	s.mu.Unlock()
+	if dead {
+		return errDied
+	}
+	err := w()
+	if s.stallAfter(name) {
+		s.once.Do(s.stall)
+	}
+	if err == nil && s.dieAfter(name) {
+		s.mu.Lock()
+		s.dead = true
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *stallThenDie) Put(ctx context.Context, name string, b []byte) (v objstore.Version, err error) {
+	err = s.write(name, func() error { v, err = s.Store.Put(ctx, name, b); return err })
+	return v, err
+}
+
+func (s *stallThenDie) Create(ctx context.Context, name string, b []byte) (v objstore.Version, err error) {
+	err = s.write(name, func() error { v, err = s.Store.Create(ctx, name, b); return err })
+	return v, err
+}
+
+func (s *stallThenDie) Swap(ctx context.Context, name string, b []byte, old objstore.Version) (v objstore.Version, err error) {
+	err = s.write(name, func() error { v, err = s.Store.Swap(ctx, name, b, old); return err })
+	return v, err
+}
+
+func (s *stallThenDie) Delete(ctx context.Context, name string) error {
+	return s.write(name, func() error { return s.Store.Delete(ctx, name) })
+}
+
+func (s *stallThenDie) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
+	return s.write(name, func() error { return s.Store.DeleteVersion(ctx, name, old) })
+}
+
+// TestCreateStalledThenDied: a create that stalls past its hold and the
+// grace period after writing the head (a collection deletes it), and
+// dies right after it would create the record (before it can find out
+// and remove it), leaves no name naming the deleted head: it checks its
+// hold before it creates the record.
+func TestCreateStalledThenDied(t *testing.T) {
+	mem := objstore.NewMem()
+	m, clk := setup(mem)
+	late := &stallThenDie{Store: mem,
+		stallAfter: func(name string) bool { return strings.HasPrefix(name, "vol/") && strings.HasSuffix(name, "/head") },
+		dieAfter:   func(name string) bool { return name == "cat/name/late" },
+		stall: func() {
+			clk.advance(2 * time.Hour)
+			if _, err := gc.Run(ctx, mem, gc.Options{Now: clk.now}); err != nil {
+				t.Error(err)
+			}
+		}}
+	ml := manage.New(late)
+	ml.Now = clk.now
+	if _, err := ml.CreateVolume(ctx, "late", 4*bs, 16); err == nil {
+		t.Fatal("the create succeeded")
+	}
+	checkNamed(t, m, "late")
+}

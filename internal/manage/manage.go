@@ -188,10 +188,17 @@ func (m *Manager) checkFree(ctx context.Context, name string) error {
 	return err
 }
 
-// register adds a catalog record for a volume just made; if that fails it
-// removes the volume again.
-func (m *Manager) register(ctx context.Context, r catalog.Record) (*catalog.Record, error) {
+// register adds a catalog record for a volume just made under hold h;
+// if that fails it removes the volume again. It checks the hold first: a
+// process that stalled past it (a collection may have deleted what the
+// volume references) creates no record, rather than one it must remove
+// again once Release tells it, which it cannot if it dies first.
+func (m *Manager) register(ctx context.Context, h *gc.Hold, r catalog.Record) (*catalog.Record, error) {
 	r.Created = m.Now().UTC()
+	if err := h.Check(ctx); err != nil {
+		volume.Remove(ctx, m.Store, r.ID)
+		return nil, err
+	}
 	if err := m.Catalog.Create(ctx, r); err != nil {
 		volume.Remove(ctx, m.Store, r.ID)
 		return nil, err
@@ -208,12 +215,12 @@ func (m *Manager) CreateVolume(ctx context.Context, name string, size uint64, bl
 		return nil, err
 	}
 	var rec *catalog.Record
-	err := m.held(ctx, func(*gc.Hold) error {
+	err := m.held(ctx, func(h *gc.Hold) error {
 		id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift})
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
+		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
 		return err
 	})
 	if err != nil {
@@ -268,7 +275,7 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
+		rec, err = m.register(ctx, h, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
 		return err
 	})
 	if errors.Is(err, gc.ErrHoldLost) && len(sealed) > 0 {
@@ -296,12 +303,12 @@ func (m *Manager) Clone(ctx context.Context, src, name string, size uint64) (*ca
 		return nil, err
 	}
 	var rec *catalog.Record
-	err = m.held(ctx, func(*gc.Hold) error {
+	err = m.held(ctx, func(h *gc.Hold) error {
 		id, err := volume.Clone(ctx, m.Store, r.ID, size)
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
+		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
 		return err
 	})
 	if err != nil {
@@ -552,12 +559,12 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, size int64, name stri
 	}
 	var st image.ImportStats
 	var rec *catalog.Record
-	err := m.held(ctx, func(*gc.Hold) error {
+	err := m.held(ctx, func(h *gc.Hold) error {
 		var err error
 		if st, err = image.Import(ctx, m.Store, r, size, opts); err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, catalog.Record{Name: name, ID: st.ID, Kind: catalog.KindImage})
+		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: st.ID, Kind: catalog.KindImage})
 		return err
 	})
 	if err != nil {
