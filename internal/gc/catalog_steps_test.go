@@ -3,6 +3,7 @@ package gc_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -58,7 +60,7 @@ func (s *pauseAt) DeleteVersion(ctx context.Context, name string, old objstore.V
 }
 
 // TestCollectionAtEveryStep: a catalog operation (create, rename,
-// remove, snapshot, clone) stalls before each of its writes in turn,
+// remove, snapshot, clone, upgrade from format 1) stalls before each of its writes in turn,
 // past its hold and the grace period, while a collection runs; then it
 // goes on. It succeeds or fails (the hold lost), and either way every
 // name left reads what it held, and goes on doing so after another
@@ -70,6 +72,7 @@ func TestCollectionAtEveryStep(t *testing.T) {
 		"remove":   func(m *manage.Manager) error { return m.Remove(ctx, "a") },
 		"snapshot": func(m *manage.Manager) error { _, err := m.Snapshot(ctx, "a", "a@2"); return err },
 		"clone":    func(m *manage.Manager) error { _, err := m.Clone(ctx, "a@1", "c", 0); return err },
+		"upgrade":  func(m *manage.Manager) error { _, err := m.Catalog.Upgrade(ctx); return err },
 	}
 	for name, op := range ops {
 		for k := 1; ; k++ {
@@ -85,6 +88,9 @@ func TestCollectionAtEveryStep(t *testing.T) {
 				t.Fatal(err)
 			}
 			manage.WriteT(t, m, "a", bs, randBytes(rng, 2*bs))
+			if name == "upgrade" {
+				formatOneStore(t, mem)
+			}
 			clk.advance(2 * time.Hour)
 			want := map[string][]byte{}
 			list, err := m.List(ctx)
@@ -143,11 +149,31 @@ func TestCollectionAtEveryStep(t *testing.T) {
 				t.Fatalf("%s: %v", label, err)
 			}
 			if !paused {
+				t.Logf("%s: %d writes", name, k-1)
 				break
 			}
 			if k > 60 {
 				t.Fatalf("%s: still not done", name)
 			}
 		}
+	}
+}
+
+// formatOneStore turns the catalog of s back into format 1: one object
+// holding every record, as a store written before format 2.
+func formatOneStore(t *testing.T, s objstore.Store) {
+	t.Helper()
+	var recs []catalog.Record
+	if err := catalog.New(s).All(ctx, func(r catalog.Record) error { recs = append(recs, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	s.List(ctx, "cat/", func(in objstore.Info) error { names = append(names, in.Name); return nil })
+	for _, n := range names {
+		s.Delete(ctx, n)
+	}
+	b, _ := json.Marshal(map[string]any{"format": 1, "records": recs})
+	if _, err := s.Put(ctx, catalog.ObjectName, b); err != nil {
+		t.Fatal(err)
 	}
 }
