@@ -98,6 +98,12 @@ type stored struct {
 	RenamedFrom string `json:"renamed_from,omitempty"`
 	Pending     bool   `json:"pending,omitempty"`
 	Token       string `json:"rename_token,omitempty"`
+	// Upgrading: written by an upgrade from format 1 and not yet
+	// confirmed by it. The upgrade confirms every record before it ends,
+	// so a record still marked once it has ended is one an upgrader that
+	// woke up late wrote for a name removed or renamed since: no name
+	// (see Upgrade).
+	Upgrading bool `json:"upgrading,omitempty"`
 }
 
 // Errors. Test with errors.Is.
@@ -142,6 +148,8 @@ type Catalog struct {
 	// the record of its new name (package manage sets it to a gc hold): a
 	// collection lists the records while renames go on, and must not miss
 	// an ID whose record both appears and disappears during its listing.
+	// If release reports an error (the hold was lost: the rename stalled
+	// past it), the rename undoes itself and fails with that error.
 	Hold func(ctx context.Context) (release func() error, err error)
 	// ready: this process saw the store at format 2 with nothing left to
 	// upgrade (formats only go forward).
@@ -219,7 +227,7 @@ func decodeStored(name string, b []byte) (*stored, error) {
 	default:
 		bad = s.Token != "" || s.Moved || s.Pending
 	}
-	if bad {
+	if bad || s.Upgrading && (s.RenamingTo != "" || s.RenamedFrom != "") {
 		return nil, fmt.Errorf("%w: record %q has an invalid rename state", ErrCorrupt, name)
 	}
 	return &s, nil
@@ -264,6 +272,9 @@ func (c *Catalog) get(ctx context.Context, name string) (*stored, objstore.Versi
 // ID is valid in every state a rename goes through.
 func (c *Catalog) view(ctx context.Context, s *stored) (bool, error) {
 	switch {
+	case s.Upgrading:
+		// Callers upgraded first (ensure): the upgrade has ended.
+		return false, nil
 	case s.RenamingTo != "":
 		return !s.Moved, nil
 	case s.Pending:
@@ -495,6 +506,10 @@ func (c *Catalog) settle(ctx context.Context, name string) (*stored, objstore.Ve
 			return nil, 0, err
 		}
 		switch {
+		case s.Upgrading:
+			// Written by an upgrader that woke up after the upgrade
+			// (which callers finished first) ended: no name.
+			err = c.store.DeleteVersion(ctx, recordName(name), v)
 		case s.RenamingTo != "" && !s.Moved:
 			err = c.rollBack(ctx, s, v)
 		case s.RenamingTo != "":
@@ -629,12 +644,22 @@ func (c *Catalog) Rename(ctx context.Context, old, new string) error {
 		}
 		b := stored{Record: s.Record, RenamedFrom: old, Pending: true, Token: a.Token}
 		b.Name = new
-		if err := c.createPending(ctx, &b); errors.Is(err, ErrExists) {
-			if rerr := c.rollBack(ctx, &a, va); rerr != nil && !errors.Is(rerr, objstore.ErrConflict) && !objstore.IsNotExist(rerr) {
-				return rerr
+		if err := c.createPending(ctx, &b); err != nil {
+			// Taken, or the hold on collections lost: undo (what is
+			// left if the undo fails is undone by the next settle).
+			rerr := c.rollBack(ctx, &a, va)
+			undone := errors.Is(rerr, objstore.ErrConflict) || objstore.IsNotExist(rerr)
+			if errors.Is(err, ErrExists) {
+				if undone {
+					// Someone settled old meanwhile (and may have
+					// renamed it to new): new being taken says
+					// nothing about old any more.
+					continue
+				}
+				if rerr != nil {
+					return rerr
+				}
 			}
-			return err
-		} else if err != nil {
 			return err
 		}
 		m := a
@@ -655,14 +680,22 @@ func (c *Catalog) Rename(ctx context.Context, old, new string) error {
 
 // createPending creates the new name's record of a rename, holding
 // collections off (Hold) while it does. ErrExists if the name is taken
-// by anything but this rename's own pending record.
-func (c *Catalog) createPending(ctx context.Context, b *stored) error {
+// by anything but this rename's own pending record. If the hold turns
+// out lost (the rename stalled past it, and a collection ran), it fails
+// with the hold's error: the collection may have listed the records
+// before the new one and may read the old one after the rename deleted
+// it, so the rename must not go on.
+func (c *Catalog) createPending(ctx context.Context, b *stored) (err error) {
 	if c.Hold != nil {
-		release, err := c.Hold(ctx)
-		if err != nil {
-			return err
+		release, herr := c.Hold(ctx)
+		if herr != nil {
+			return herr
 		}
-		defer release()
+		defer func() {
+			if rerr := release(); err == nil && rerr != nil {
+				err = fmt.Errorf("catalog: renaming to %q: it was undone, run it again: %w", b.Name, rerr)
+			}
+		}()
 	}
 	for try := 0; try < maxTries; try++ {
 		_, err := c.store.Create(ctx, recordName(b.Name), encodeStored(b))
@@ -711,6 +744,19 @@ func (c *Catalog) RemoveID(ctx context.Context, id blockmap.ID) (Record, error) 
 		}
 	}
 	return Record{}, ErrBusy
+}
+
+// RemoveRecord deletes the record of r.ID: at r.Name if it is still
+// there, else wherever its ID hint finds it (renamed since); ErrNotFound
+// if there is none. For undoing an operation that created r: its hints
+// may be gone (a collection deletes those older than its grace period
+// that no record points back at, and the record may have come later).
+func (c *Catalog) RemoveRecord(ctx context.Context, r Record) (Record, error) {
+	rec, err := c.remove(ctx, r.Name, r.ID)
+	if !errors.Is(err, ErrNotFound) {
+		return rec, err
+	}
+	return c.RemoveID(ctx, r.ID)
 }
 
 func (c *Catalog) remove(ctx context.Context, name string, want blockmap.ID) (Record, error) {
@@ -787,7 +833,8 @@ func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 // pageSize at a time (0: all at once), and returns the token that
 // continues after the last record passed to fn (empty when none is
 // left). It lists the names once, however many pages it reads. It writes
-// nothing.
+// nothing. It is no snapshot: see docs/format.md for what a rename during
+// a listing shows (the ID once at most).
 func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn func([]Record) error) (string, error) {
 	if err := c.ensure(ctx, false); err != nil {
 		return "", err
@@ -806,6 +853,10 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 	sort.Strings(names)
 	var page []Record
 	total := 0
+	// IDs listed under a name they were being renamed from: a rename that
+	// commits while the listing goes on must not show them again under
+	// their new name.
+	moving := map[blockmap.ID]bool{}
 	flush := func() error {
 		if len(page) == 0 {
 			return nil
@@ -829,8 +880,11 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 		if err != nil {
 			return "", err
 		}
-		if !ok {
+		if !ok || moving[s.ID] {
 			continue
+		}
+		if s.RenamingTo != "" {
+			moving[s.ID] = true
 		}
 		page = append(page, s.Record)
 		total++

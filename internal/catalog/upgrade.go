@@ -124,18 +124,34 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 			}
 		case d.Upgrading != nil:
 			stale := false
+			changed := func() (bool, error) {
+				_, cv, err := c.store.Get(ctx, ObjectName)
+				return cv != v, err
+			}
 			for _, r := range d.Upgrading {
 				// Only while the upgrade is still under way: a record
 				// created after another process finished it, for a
-				// name removed since, would bring that name back. (Not
-				// covered: a stall between this check and the create.)
-				if _, cv, err := c.store.Get(ctx, ObjectName); err != nil {
+				// name removed or renamed since, would bring that name
+				// back. The record is created marked Upgrading, which
+				// is no name once the upgrade has ended, and confirmed
+				// only if the upgrade was still under way after it was
+				// created: the process that ends the upgrade confirms
+				// every record first, so a record created after that
+				// stays marked whenever this process stalls.
+				if stale, err = changed(); err != nil {
 					return rep, err
-				} else if cv != v {
-					stale = true
+				} else if stale {
 					break
 				}
-				if err := c.upgradeRecord(ctx, r); err != nil {
+				if err = c.upgradeRecord(ctx, r); err != nil {
+					return rep, fmt.Errorf("catalog: upgrading %q (run archip store upgrade again): %w", r.Name, err)
+				}
+				if stale, err = changed(); err != nil {
+					return rep, err
+				} else if stale {
+					break
+				}
+				if err = c.confirmRecord(ctx, r); err != nil {
 					return rep, fmt.Errorf("catalog: upgrading %q (run archip store upgrade again): %w", r.Name, err)
 				}
 			}
@@ -156,9 +172,28 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 	return rep, ErrBusy
 }
 
-// upgradeRecord creates r's hints and record if absent. Only upgraders
-// write records while the upgrade is under way, all from the same frozen
-// list, so a record already there is r.
+// confirmRecord clears the Upgrading mark of r's record (upgradeRecord
+// made it).
+func (c *Catalog) confirmRecord(ctx context.Context, r Record) error {
+	for try := 0; try < maxTries; try++ {
+		s, v, err := c.get(ctx, r.Name)
+		if err != nil || !s.Upgrading || s.ID != r.ID {
+			return err
+		}
+		_, err = c.store.Swap(ctx, recordName(r.Name), encodeStored(&stored{Record: s.Record}), v)
+		if !errors.Is(err, objstore.ErrConflict) {
+			return err
+		}
+	}
+	return ErrBusy
+}
+
+// upgradeRecord creates r's hints and record (marked Upgrading) if
+// absent. Only upgraders write records while the upgrade is under way,
+// all from the same frozen list, so a record already there is r. The ID
+// hint is created only if absent: one there already names r, or (after
+// the upgrade, for an upgrader that woke up late) the name a rename gave
+// the ID since.
 func (c *Catalog) upgradeRecord(ctx context.Context, r Record) error {
 	if _, _, err := c.store.Get(ctx, recordName(r.Name)); err == nil {
 		return nil
@@ -175,10 +210,10 @@ func (c *Catalog) upgradeRecord(ctx context.Context, r Record) error {
 			return err
 		}
 	}
-	if _, err := c.store.Put(ctx, idHint(r.ID), encodeIDHint(r.Name)); err != nil {
+	if _, err := c.store.Create(ctx, idHint(r.ID), encodeIDHint(r.Name)); err != nil && !errors.Is(err, objstore.ErrExists) {
 		return err
 	}
-	_, err := c.store.Create(ctx, recordName(r.Name), encodeStored(&stored{Record: r}))
+	_, err := c.store.Create(ctx, recordName(r.Name), encodeStored(&stored{Record: r, Upgrading: true}))
 	if errors.Is(err, objstore.ErrExists) {
 		err = nil
 	}

@@ -71,8 +71,10 @@
 //     the hold for dead at any time during the operation. An operation
 //     that wakes up late may already have persisted references to objects
 //     the collection deleted; it then fails with ErrHoldLost, and its
-//     result must not be used: package manage removes the snapshot, clone
-//     or image it registered. A hash, which changes a map in place,
+//     result must not be used: package manage removes the volume,
+//     snapshot, clone or image it registered (it checks the hold last
+//     before it creates the record, so only after a stall between that
+//     check and the record). A hash, which changes a map in place,
 //     checks its hold in the store (Hold.Check) last before its head
 //     swap and changes nothing if it is lost, and keeps the private
 //     blocks it replaced until Release confirms the hold; if Release

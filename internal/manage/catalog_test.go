@@ -1,7 +1,9 @@
 package manage
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,5 +63,32 @@ func TestRemoveRacesRecreate(t *testing.T) {
 		} else if !errors.Is(err, catalog.ErrNotFound) {
 			t.Fatal(err)
 		}
+	}
+}
+
+// collectFirst deletes an object itself just before this process
+// deletes it: a collection that got there first.
+type collectFirst struct {
+	objstore.Store
+	suffix string
+}
+
+func (s *collectFirst) Delete(ctx context.Context, name string) error {
+	if strings.HasSuffix(name, s.suffix) {
+		s.Store.Delete(ctx, name)
+	}
+	return s.Store.Delete(ctx, name)
+}
+
+// TestRemoveRacesCollection: a collection may delete the head of a
+// volume whose record a remove has just deleted (nothing names it, and it
+// is old) before the remove deletes it: the remove succeeded all the same.
+func TestRemoveRacesCollection(t *testing.T) {
+	mem := objstore.NewMem()
+	if _, err := New(mem).CreateVolume(ctx, "x", 64<<10, 16); err != nil {
+		t.Fatal(err)
+	}
+	if err := New(&collectFirst{Store: mem, suffix: "/head"}).Remove(ctx, "x"); err != nil {
+		t.Fatal(err)
 	}
 }

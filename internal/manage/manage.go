@@ -6,7 +6,9 @@
 // first and its catalog record second; one that removes a volume removes
 // the record first. A crash in between leaves a head no name points at,
 // which the garbage collector removes; a name never points at a missing
-// volume. Each of these reads and writes the catalog records of its own
+// volume: operations that make a volume hold collections off until its
+// record exists (a create that stalled past its hold removes its record
+// again). Each of these reads and writes the catalog records of its own
 // names only (package catalog), so its cost does not grow with the number
 // of volumes; a rename changes catalog records only, and holds garbage
 // collections off while it creates the new name's record.
@@ -186,10 +188,17 @@ func (m *Manager) checkFree(ctx context.Context, name string) error {
 	return err
 }
 
-// register adds a catalog record for a volume just made; if that fails it
-// removes the volume again.
-func (m *Manager) register(ctx context.Context, r catalog.Record) (*catalog.Record, error) {
+// register adds a catalog record for a volume just made under hold h;
+// if that fails it removes the volume again. It checks the hold first: a
+// process that stalled past it (a collection may have deleted what the
+// volume references) creates no record, rather than one it must remove
+// again once Release tells it, which it cannot if it dies first.
+func (m *Manager) register(ctx context.Context, h *gc.Hold, r catalog.Record) (*catalog.Record, error) {
 	r.Created = m.Now().UTC()
+	if err := h.Check(ctx); err != nil {
+		volume.Remove(ctx, m.Store, r.ID)
+		return nil, err
+	}
 	if err := m.Catalog.Create(ctx, r); err != nil {
 		volume.Remove(ctx, m.Store, r.ID)
 		return nil, err
@@ -197,16 +206,27 @@ func (m *Manager) register(ctx context.Context, r catalog.Record) (*catalog.Reco
 	return &r, nil
 }
 
-// CreateVolume makes an empty volume.
+// CreateVolume makes an empty volume. It holds collections off from
+// writing the head to creating the record: a collection keeps a head no
+// record names only while it is young, and a create that stalled past
+// the grace period would name a deleted head.
 func (m *Manager) CreateVolume(ctx context.Context, name string, size uint64, blockShift uint8) (*catalog.Record, error) {
 	if err := m.checkFree(ctx, name); err != nil {
 		return nil, err
 	}
-	id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift})
+	var rec *catalog.Record
+	err := m.held(ctx, func(h *gc.Hold) error {
+		id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift})
+		if err != nil {
+			return err
+		}
+		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
+		return err
+	})
 	if err != nil {
-		return nil, err
+		return nil, m.dropLost(ctx, rec, err)
 	}
-	return m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
+	return rec, nil
 }
 
 // Open opens the volume, snapshot or image called name.
@@ -255,7 +275,7 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
+		rec, err = m.register(ctx, h, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
 		return err
 	})
 	if errors.Is(err, gc.ErrHoldLost) && len(sealed) > 0 {
@@ -283,12 +303,12 @@ func (m *Manager) Clone(ctx context.Context, src, name string, size uint64) (*ca
 		return nil, err
 	}
 	var rec *catalog.Record
-	err = m.held(ctx, func(*gc.Hold) error {
+	err = m.held(ctx, func(h *gc.Hold) error {
 		id, err := volume.Clone(ctx, m.Store, r.ID, size)
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
+		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
 		return err
 	})
 	if err != nil {
@@ -343,8 +363,8 @@ func (m *Manager) removeData(ctx context.Context, rec catalog.Record) error {
 		}()
 	}
 	err := volume.Remove(ctx, m.Store, rec.ID)
-	if errors.Is(err, volume.ErrNotFound) {
-		return nil
+	if errors.Is(err, volume.ErrNotFound) || objstore.IsNotExist(err) {
+		return nil // a collection got there first: nothing names it
 	}
 	return err
 }
@@ -358,7 +378,7 @@ func (m *Manager) dropLost(ctx context.Context, rec *catalog.Record, err error) 
 	if rec == nil || !errors.Is(err, gc.ErrHoldLost) {
 		return err
 	}
-	found, uerr := m.Catalog.RemoveID(ctx, rec.ID)
+	found, uerr := m.Catalog.RemoveRecord(ctx, *rec)
 	if errors.Is(uerr, catalog.ErrNotFound) {
 		uerr = nil
 	} else if uerr == nil {
@@ -539,12 +559,12 @@ func (m *Manager) Import(ctx context.Context, r io.Reader, size int64, name stri
 	}
 	var st image.ImportStats
 	var rec *catalog.Record
-	err := m.held(ctx, func(*gc.Hold) error {
+	err := m.held(ctx, func(h *gc.Hold) error {
 		var err error
 		if st, err = image.Import(ctx, m.Store, r, size, opts); err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, catalog.Record{Name: name, ID: st.ID, Kind: catalog.KindImage})
+		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: st.ID, Kind: catalog.KindImage})
 		return err
 	})
 	if err != nil {
