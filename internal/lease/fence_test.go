@@ -116,6 +116,9 @@ func TestTakeoverFences(t *testing.T) {
 	if _, err := cs[1].Put(ctx, "x", nil); !errors.Is(err, objstore.ErrFenced) {
 		t.Fatalf("fenced holder's write: %v", err)
 	}
+	if err := lb.Renew(ctx); !errors.Is(err, ErrLost) {
+		t.Fatalf("fenced holder's renewal: %v, want ErrLost", err)
+	}
 	// An operator breaks c's lease: whoever takes it next fences c.
 	if _, err := a.Break(ctx, "vol", true); err != nil {
 		t.Fatal(err)

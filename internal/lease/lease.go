@@ -585,6 +585,10 @@ func (l *Lease) write(ctx context.Context, rec Record, release bool) error {
 			l.wrote(rec, v, start, release)
 			return nil
 		}
+		if errors.Is(err, objstore.ErrFenced) {
+			// Only a node that took a lease of this one over fences it.
+			return fmt.Errorf("%w: %s: this node's client was fenced by a node that took over one of its leases: %v", ErrLost, l.name, err)
+		}
 		if !errors.Is(err, objstore.ErrConflict) {
 			if len(l.unknown) == maxUnknown {
 				l.unknown = append(l.unknown[:0], l.unknown[1:]...)
