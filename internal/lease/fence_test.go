@@ -119,6 +119,9 @@ func TestTakeoverFences(t *testing.T) {
 	if err := lb.Renew(ctx); !errors.Is(err, ErrLost) {
 		t.Fatalf("fenced holder's renewal: %v, want ErrLost", err)
 	}
+	if _, err := b.Acquire(ctx, "other"); !errors.Is(err, objstore.ErrFenced) {
+		t.Fatalf("fenced node's acquire: %v, want ErrFenced", err)
+	}
 	// An operator breaks c's lease: whoever takes it next fences c.
 	if _, err := a.Break(ctx, "vol", true); err != nil {
 		t.Fatal(err)

@@ -461,7 +461,7 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 		l.wmu.Lock()
 		err = l.write(ctx, Record{Owner: m.cfg.Node, Addr: m.cfg.Addr, Term: term, Instance: m.instance, Fence: own}, false)
 		l.wmu.Unlock()
-		if errors.Is(err, ErrLost) {
+		if errors.Is(err, ErrLost) && !errors.Is(err, objstore.ErrFenced) {
 			continue // someone else changed it meanwhile: look again
 		}
 		m.mu.Lock()
@@ -587,7 +587,7 @@ func (l *Lease) write(ctx context.Context, rec Record, release bool) error {
 		}
 		if errors.Is(err, objstore.ErrFenced) {
 			// Only a node that took a lease of this one over fences it.
-			return fmt.Errorf("%w: %s: this node's client was fenced by a node that took over one of its leases: %v", ErrLost, l.name, err)
+			return fmt.Errorf("%w: %s: this node's client was fenced by a node that took over one of its leases: %w", ErrLost, l.name, err)
 		}
 		if !errors.Is(err, objstore.ErrConflict) {
 			if len(l.unknown) == maxUnknown {
