@@ -68,6 +68,17 @@
 // so (Lease.TookOver), so that the volume is reopened in a new epoch and a
 // late in-place write of the old holder cannot reach the new map.
 //
+// # Fencing
+//
+// On a store that can fence a client (objstore.Fencer: RADOS blocklists
+// it), a record names its holder's connection (Record.Fence), and a taker
+// of a lease its holder did not release (expired, or broken) fences that
+// connection before it writes the record: from then on the store refuses
+// whatever the old holder sends, so a holder under such a lease
+// (Lease.Fenced) need not check the map before reporting in-place writes
+// durable. A taker that cannot fence such a holder refuses
+// (ErrCannotFence) and writes nothing. A clean release names nobody.
+//
 // # Breaking
 //
 // Manager.Break (the operator's "archip lease break") replaces the record
@@ -125,12 +136,18 @@ type Record struct {
 	// did not learn.
 	Instance string `json:"instance,omitempty"`
 	Nonce    uint64 `json:"nonce,omitempty"`
+	// Fence is the holder's store connection as objstore.Fencer names
+	// it, when its store can fence: whoever takes the lease over without
+	// a clean release (expired or broken) fences it first, so that the
+	// store refuses everything the holder sends afterwards. A broken
+	// record keeps it.
+	Fence string `json:"fence,omitempty"`
 }
 
 // same reports whether a and b are one write.
 func same(a, b Record) bool {
 	return a.Owner == b.Owner && a.Addr == b.Addr && a.Term == b.Term && a.Expires.Equal(b.Expires) &&
-		a.Broken == b.Broken && a.Unsettled == b.Unsettled && a.Instance == b.Instance && a.Nonce == b.Nonce
+		a.Broken == b.Broken && a.Unsettled == b.Unsettled && a.Instance == b.Instance && a.Nonce == b.Nonce && a.Fence == b.Fence
 }
 
 // Errors. Test with errors.Is; ErrHeld errors are *HeldError.
@@ -138,6 +155,10 @@ var (
 	ErrHeld  = errors.New("lease: held by another node")
 	ErrLost  = errors.New("lease: lost (taken over or broken); this node must stop writing")
 	ErrStale = errors.New("lease: no longer valid; renew it before writing")
+	// ErrCannotFence: the lease must be taken over from a holder that
+	// relies on being fenced (Record.Fence), and this node cannot fence
+	// it. Nothing was written.
+	ErrCannotFence = errors.New("lease: cannot fence the holder to take its lease over")
 )
 
 // HeldError says who holds the lease.
@@ -241,6 +262,12 @@ type Manager struct {
 	nonce    atomic.Uint64
 
 	mu sync.Mutex
+	// fenceID is this node's identity in the store (objstore.Fencer),
+	// found once (fenceKnown); "" when the store cannot fence (fenceErr
+	// says why).
+	fenceKnown bool
+	fenceID    string
+	fenceErr   error
 	// unknownTakeover: volumes whose last Acquire took the lease over
 	// and did not learn whether its write landed. If it did, the next
 	// Acquire finds the record its own and must still report a takeover.
@@ -333,6 +360,50 @@ func (m *Manager) Read(ctx context.Context, volume string) (Record, objstore.Ver
 	return r, v, nil
 }
 
+// ownFence returns this node's fence identity, or "" when its store
+// cannot fence; it asks the store once, and logs once why it cannot.
+func (m *Manager) ownFence(ctx context.Context) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fenceKnown {
+		return m.fenceID, m.fenceErr
+	}
+	f, ok := m.store.(objstore.Fencer)
+	if !ok {
+		m.fenceKnown, m.fenceErr = true, fmt.Errorf("the store cannot fence a client")
+		return "", m.fenceErr
+	}
+	id, err := f.FenceID(ctx)
+	if err != nil && ctx.Err() != nil {
+		return "", err // ask again next time
+	}
+	m.fenceKnown, m.fenceID, m.fenceErr = true, id, err
+	if err != nil {
+		m.cfg.Logf("lease: %v; this node's writers are not fenced when taken over, so their flushes check the map head (one store round trip each), and it cannot take over a lease whose holder relies on being fenced", err)
+	}
+	return id, err
+}
+
+// fence fences the holder of cur, a record being taken over without a
+// clean release, if the holder relies on it (Record.Fence).
+func (m *Manager) fence(ctx context.Context, volume string, cur Record) error {
+	if cur.Fence == "" {
+		return nil
+	}
+	own, err := m.ownFence(ctx)
+	if err == nil && own == cur.Fence {
+		err = errors.New("it is this node's own connection to the store (another lease manager in this process)")
+	}
+	if err == nil {
+		err = m.store.(objstore.Fencer).Fence(ctx, cur.Fence)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: volume %s, held by %q (term %d), whose flushes rely on being fenced when taken over: %v", ErrCannotFence, volume, cur.Owner, cur.Term, err)
+	}
+	m.cfg.Logf("lease: fenced %s (the store refuses it from now on), the client of node %q, to take over volume %s", cur.Fence, cur.Owner, volume)
+	return nil
+}
+
 // free reports whether another node may take r now.
 func (m *Manager) free(r Record) bool {
 	if r.Owner == "" && !r.Broken {
@@ -377,11 +448,20 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 		m.mu.Lock()
 		tookOver := !mine && cur.Owner != "" || cur.Broken || cur.Unsettled || mine && m.unknownTakeover[volume]
 		m.mu.Unlock()
+		if !mine && (cur.Owner != "" || cur.Broken) {
+			// NB: before the record is written: a taker that fails to
+			// fence must not hold the lease, and once it holds it, it
+			// would no longer know whom to fence.
+			if err := m.fence(ctx, volume, cur); err != nil {
+				return nil, err
+			}
+		}
+		own, _ := m.ownFence(ctx)
 		l := &Lease{m: m, volume: volume, name: name, tookOver: tookOver, ver: ver}
 		l.wmu.Lock()
-		err = l.write(ctx, Record{Owner: m.cfg.Node, Addr: m.cfg.Addr, Term: term, Instance: m.instance}, false)
+		err = l.write(ctx, Record{Owner: m.cfg.Node, Addr: m.cfg.Addr, Term: term, Instance: m.instance, Fence: own}, false)
 		l.wmu.Unlock()
-		if errors.Is(err, ErrLost) {
+		if errors.Is(err, ErrLost) && !errors.Is(err, objstore.ErrFenced) {
 			continue // someone else changed it meanwhile: look again
 		}
 		m.mu.Lock()
@@ -505,6 +585,10 @@ func (l *Lease) write(ctx context.Context, rec Record, release bool) error {
 			l.wrote(rec, v, start, release)
 			return nil
 		}
+		if errors.Is(err, objstore.ErrFenced) {
+			// Only a node that took a lease of this one over fences it.
+			return fmt.Errorf("%w: %s: this node's client was fenced by a node that took over one of its leases: %w", ErrLost, l.name, err)
+		}
 		if !errors.Is(err, objstore.ErrConflict) {
 			if len(l.unknown) == maxUnknown {
 				l.unknown = append(l.unknown[:0], l.unknown[1:]...)
@@ -566,6 +650,13 @@ func (l *Lease) lostTo(cur Record, readErr error) error {
 	}
 	return fmt.Errorf("%w: %s was taken by node %q (term %d)", ErrLost, l.name, cur.Owner, cur.Term)
 }
+
+// Fenced reports whether the lease's record names this node's store
+// connection (Record.Fence): whoever takes it over without a clean release
+// fences that connection first, so the store refuses whatever this node
+// sends afterwards. A writer under such a lease need not check, before
+// reporting in-place writes durable, that nobody took the volume over.
+func (l *Lease) Fenced() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.rec.Fence != "" }
 
 // Term returns the lease's term.
 func (l *Lease) Term() uint64 { l.mu.Lock(); defer l.mu.Unlock(); return l.rec.Term }
@@ -700,7 +791,7 @@ func (m *Manager) Break(ctx context.Context, volume string, now bool) (BreakResu
 		if !res.Found || res.Corrupt == nil && cur.Owner == "" && !cur.Broken {
 			return res, nil
 		}
-		rec := Record{Broken: true, Term: cur.Term, Expires: cur.Expires, Instance: m.instance, Nonce: m.nonce.Add(1)}
+		rec := Record{Broken: true, Term: cur.Term, Expires: cur.Expires, Instance: m.instance, Nonce: m.nonce.Add(1), Fence: cur.Fence}
 		if res.Corrupt != nil {
 			rec.Term, rec.Expires = uint64(ver), start.Add(m.cfg.TTL)
 		}

@@ -14,8 +14,8 @@
 // method never keeps or changes a caller's buffer after it returns.
 //
 // Optional capabilities are discovered by type assertion on small
-// interfaces (RangeWriter, Syncer), never by scheme: S3 has no in-place
-// write, files and RADOS do.
+// interfaces (RangeWriter, Syncer, FreshStater, Fencer), never by scheme:
+// S3 has no in-place write, files and RADOS do.
 package objstore
 
 import (
@@ -129,6 +129,29 @@ type FreshStater interface {
 	FreshStat() bool
 }
 
+// Fencer is implemented by backends that can fence a client: make the
+// store itself refuse every later operation of another connection, so
+// that a writer that was taken over (a paused process, a broken lease)
+// cannot land anything after the taker starts (RADOS: the OSD blocklist,
+// as RBD does on an exclusive-lock takeover). Package lease records the
+// holder's FenceID in its lease and fences it before taking the lease
+// over from a holder that did not release it; package volume then skips
+// the head check of a flush that changed no map entry (docs/leases.md).
+type Fencer interface {
+	// FenceID returns the identity of this connection, as Fence takes
+	// it. An error says why this connection cannot take part in fencing
+	// (RADOS: the client lacks the capability to blocklist): callers then
+	// keep their own checks.
+	FenceID(ctx context.Context) (string, error)
+	// Fence makes the store refuse every operation of the connection id
+	// (ErrFenced) that reaches an object after an operation this
+	// connection sends once Fence has returned. An operation of id that
+	// an object served before that is unaffected (it happened before).
+	// The fence is not forever (its backend documents how long it
+	// lasts): it must outlast any stall of the fenced process.
+	Fence(ctx context.Context, id string) error
+}
+
 // Lender is implemented by backends that can hand over the buffers a
 // read arrived in instead of copying them into the caller's (RADOS).
 type Lender interface {
@@ -198,6 +221,12 @@ var (
 	// with an operation timeout). Whether a write took effect is unknown,
 	// and it may still take effect after ErrTimeout was returned.
 	ErrTimeout = errors.New("objstore: the store did not answer in time")
+	// ErrFenced: another client fenced this connection (Fencer) when it
+	// took over a lease this one held; the store refuses its operations
+	// from now on. Whether an earlier attempt of the refused write
+	// landed before the fence is unknown. Restart the process: it
+	// connects again under a new identity.
+	ErrFenced = errors.New("objstore: this connection was fenced by another client that took over its lease; it can write nothing more (restart the process to connect again)")
 )
 
 // IsNotExist reports whether err means an object does not exist.

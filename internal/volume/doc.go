@@ -57,7 +57,10 @@
 // map: it syncs those objects and then checks that the head is still the
 // one it stored (ErrFenced otherwise), which is what the head swap would
 // have found out; FUA does the same for one write's objects (see
-// persistInPlace).
+// persistInPlace). A writer whose store fences it when its volume is taken
+// over (OpenOptions.Fenced: RADOS, whose OSDs then refuse its operations)
+// skips that check: the store refuses whatever it would have caught, and
+// such a refusal (objstore.ErrFenced) fences the handle (ErrFenced).
 //
 // The head swap is a compare-and-swap, and one that fails with anything
 // but a conflict (a timeout, a deadline) may have been applied anyway, or

@@ -115,18 +115,22 @@ type Volume struct {
 	// (objstore.FreshStater), so a flush that changed no map entry
 	// checks the head with it instead of swapping it (persistInPlace).
 	freshStat bool
-	id        blockmap.ID
-	readOnly  bool
-	remap     bool // a read-only head opened to rewrite its map (Hash)
-	follow    bool // a read-only handle that rereads the map when the head changes
-	guard     func() error
-	hold      func(ctx context.Context) (func() error, error)
-	now       func() time.Time // the clock; tests inject one
-	onClose   func(ctx context.Context, err error) error
-	shift     uint8
-	sshift    uint8 // sub-blocks (units of copy-on-write) are 2^sshift bytes
-	bs        int64
-	bufs      sync.Pool // *[]byte of one block
+	// fenced: whoever takes this writer's volume over first fences its
+	// store connection (OpenOptions.Fenced), so a flush that changed no
+	// map entry need not check the head (persistInPlace).
+	fenced   bool
+	id       blockmap.ID
+	readOnly bool
+	remap    bool // a read-only head opened to rewrite its map (Hash)
+	follow   bool // a read-only handle that rereads the map when the head changes
+	guard    func() error
+	hold     func(ctx context.Context) (func() error, error)
+	now      func() time.Time // the clock; tests inject one
+	onClose  func(ctx context.Context, err error) error
+	shift    uint8
+	sshift   uint8 // sub-blocks (units of copy-on-write) are 2^sshift bytes
+	bs       int64
+	bufs     sync.Pool // *[]byte of one block
 
 	// gate: I/O that changes blocks holds it shared for its whole
 	// duration; Flush takes it exclusively for the moment of its cut, and
@@ -218,6 +222,15 @@ type OpenOptions struct {
 	// collection already sweeping could otherwise delete an object after
 	// the check found it. release reports whether the hold lapsed.
 	Hold func(ctx context.Context) (release func() error, err error)
+	// Fenced says that whoever takes the volume over from this writer,
+	// other than by a clean handover after its last flush, first fences
+	// the store connection s (objstore.Fencer), so that the store refuses
+	// every operation of this writer that reaches an object after the
+	// taker's first one there: a writer under a lease whose record names
+	// that connection (package lease: Lease.Fenced). A flush that changed
+	// no map entry then checks nothing in the store. Ignored unless s is
+	// an objstore.Fencer.
+	Fenced bool
 	// OnClose, when set, runs at Close after the final flush, with its
 	// error (a lease is released there), and at Discard with nil; either
 	// is joined with ErrUnsettled if a data write may still land.
@@ -241,6 +254,8 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.copier, _ = s.(objstore.Copier)
 		fs, ok := s.(objstore.FreshStater)
 		v.freshStat = ok && fs.FreshStat()
+		_, canFence := s.(objstore.Fencer)
+		v.fenced = opts.Fenced && canFence
 	}
 	v.lender, _ = s.(objstore.Lender)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
@@ -650,7 +665,7 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	if err == nil && fua {
 		err = v.flushWrite(ctx, note)
 	}
-	return err
+	return v.storeFenced(err)
 }
 
 // writeNote records, for a write with FUA, what it did: the blocks it
@@ -666,7 +681,7 @@ type writeNote struct {
 // and checks the head (see persistInPlace), whatever else is unflushed;
 // otherwise it flushes.
 func (v *Volume) flushWrite(ctx context.Context, n *writeNote) error {
-	if v.freshStat && !n.changed && len(n.blocks) > 0 {
+	if (v.freshStat || v.fenced) && !n.changed && len(n.blocks) > 0 {
 		done, err := func() (bool, error) {
 			v.flushMu.Lock()
 			defer v.flushMu.Unlock()
@@ -688,6 +703,9 @@ func (v *Volume) flushWrite(ctx context.Context, n *writeNote) error {
 			}
 			if err := v.syncObjects(ctx, n.objs); err != nil {
 				return true, err
+			}
+			if v.fenced {
+				return true, v.checkGuard()
 			}
 			err := v.checkFence(ctx, ver)
 			if errors.Is(err, ErrFenced) {
@@ -1113,6 +1131,22 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole, fua bool
 	if err == nil && fua {
 		err = v.Flush(ctx)
 	}
+	return v.storeFenced(err)
+}
+
+// storeFenced turns a refusal of the store to serve a fenced connection
+// (objstore.ErrFenced: another writer took the volume over and fenced this
+// one) into ErrFenced, for good: this handle writes nothing more.
+func (v *Volume) storeFenced(err error) error {
+	if !errors.Is(err, objstore.ErrFenced) || errors.Is(err, ErrFenced) {
+		return err
+	}
+	err = fmt.Errorf("%w: %s: %w", ErrFenced, v.id, err)
+	v.mu.Lock()
+	if v.mu.err == nil {
+		v.mu.err = err
+	}
+	v.mu.Unlock()
 	return err
 }
 
@@ -1317,13 +1351,16 @@ func (v *Volume) restore(c *cut, err error) {
 // Flush makes every write that completed before it was called durable.
 func (v *Volume) Flush(ctx context.Context) error {
 	v.mu.Lock()
-	closed, ro := v.mu.closed, v.readOnly && !v.remap
+	closed, ro, fenced := v.mu.closed, v.readOnly && !v.remap, v.mu.err
 	v.mu.Unlock()
 	if closed {
 		return ErrClosed
 	}
 	if ro {
 		return nil
+	}
+	if fenced != nil {
+		return fenced // (also with nothing to flush: this handle is done)
 	}
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
@@ -1361,10 +1398,11 @@ func (v *Volume) persist(ctx context.Context, c *cut) error {
 	pending := len(v.mu.pending) > 0
 	v.mu.Unlock()
 	persist := v.persistHead
-	if v.freshStat && !c.mapChanged() && !c.forced && len(c.freed) == 0 && !c.dirtyHdr && c.check == nil && !pending && v.age(c.since) <= MaxUnflushedAge {
+	if (v.freshStat || v.fenced) && !c.mapChanged() && !c.forced && len(c.freed) == 0 && !c.dirtyHdr && c.check == nil && !pending && v.age(c.since) <= MaxUnflushedAge {
 		persist = v.persistInPlace
 	}
 	if err := persist(ctx, c); err != nil {
+		err = v.storeFenced(err)
 		v.restore(c, err)
 		return err
 	}
@@ -1502,12 +1540,22 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 // opened the volume by then: each write of the cut landed before any
 // other writer's open, which then read it. That check is one Stat of the
 // head, where a swap wrote segments and a new head.
+//
+// A writer whose store fences it at a takeover (v.fenced) checks nothing
+// in the store: the taker fenced this connection before its open, so each
+// write of the cut that the store acknowledged landed before the taker's
+// first operation on its object, which then saw it, and every later one
+// is refused (objstore.ErrFenced). Only the guard is asked, for a lease
+// that lapsed.
 func (v *Volume) persistInPlace(ctx context.Context, c *cut) error {
 	if err := v.writable(); err != nil {
 		return err
 	}
 	if err := v.syncObjects(ctx, c.objs); err != nil {
 		return err
+	}
+	if v.fenced {
+		return v.checkGuard()
 	}
 	return v.checkFence(ctx, c.headVer)
 }

@@ -9,7 +9,11 @@
 // write is durable when RADOS acknowledges it (the OSDs have it on stable
 // storage in every replica), so the store is no objstore.Syncer: a flush
 // has nothing to sync, where a Sync would cost a round trip per object.
-// Versions are RADOS object versions. A full pool or cluster fails writes
+// It is an objstore.Fencer: Fence blocklists another client (as RBD does
+// when it breaks an exclusive lock), so that the OSDs refuse its writes
+// (objstore.ErrFenced); the client needs the mon capability to run "osd
+// blocklist" (allow command "osd blocklist", or profile rbd), and without
+// it FenceID says so. Versions are RADOS object versions. A full pool or cluster fails writes
 // with objstore.ErrNoSpace instead of holding them (librados's default)
 // and lets deletes, which free space, through.
 //
@@ -27,6 +31,7 @@ package rados
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -34,6 +39,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/ceph/go-ceph/rados"
 
@@ -60,12 +66,17 @@ type Store struct {
 	fullWalks atomic.Int64
 	// statHook, if set, is called at the start of each Stat (tests).
 	statHook func()
+	// fenceMu guards fenceID and fenceErr: FenceID's answer, found once.
+	fenceMu  sync.Mutex
+	fenceID  string
+	fenceErr error
 }
 
 var (
 	_ objstore.Store       = (*Store)(nil)
 	_ objstore.RangeWriter = (*Store)(nil)
 	_ objstore.Copier      = (*Store)(nil)
+	_ objstore.Fencer      = (*Store)(nil)
 )
 
 // contexts is how many operations run at once on one Store.
@@ -273,6 +284,9 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %v", objstore.ErrNoSpace, err)
 	case int(syscall.EROFS):
 		return fmt.Errorf("%w: %v", objstore.ErrReadOnly, err)
+	case int(syscall.ESHUTDOWN):
+		// EBLOCKLISTED: another client fenced this one (Fence).
+		return fmt.Errorf("%w: %v", objstore.ErrFenced, err)
 	case int(syscall.ETIMEDOUT):
 		// Only with "rados osd op timeout" (or mon) set in ceph.conf; by
 		// default librados waits for the cluster as long as it takes.
@@ -608,6 +622,82 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) e
 		_, err := aio(ctx, io, true, name, p, off)
 		return err
 	})
+}
+
+// FenceExpiry is how long Fence keeps a client blocklisted. A fenced
+// client's operations must stay refused for as long as that client may
+// still send one it issued before the fence: a process paused with writes
+// queued (a paused VM, whose clock stops, so that its lease still looks
+// valid to it when it wakes) sends them when it resumes, and a flush that
+// trusts the fence reports them durable without checking the map. So the
+// entry must outlast the longest pause a host may come back from; a week
+// is far beyond RBD's default (an hour), and an entry costs the OSD map a
+// few dozen bytes, once per takeover, for that week.
+const FenceExpiry = 7 * 24 * time.Hour
+
+// FenceID returns this connection's address, which "ceph osd blocklist
+// add" takes. It first checks, once, that this client may blocklist
+// (removing an address that is not blocklisted changes nothing): without
+// the mon capability (allow command "osd blocklist", or profile rbd) it
+// answers why, and callers keep checking the map head instead.
+func (s *Store) FenceID(ctx context.Context) (string, error) {
+	s.fenceMu.Lock()
+	defer s.fenceMu.Unlock()
+	if s.fenceID != "" || s.fenceErr != nil {
+		return s.fenceID, s.fenceErr
+	}
+	addr, err := s.conn.GetAddrs()
+	if err == nil {
+		err = s.blocklist("rm", "127.0.0.1:0/1", 0)
+	}
+	if err != nil {
+		s.fenceErr = fmt.Errorf("rados: this client cannot fence others (give it the mon capability 'allow command \"osd blocklist\"', or 'profile rbd'): %w", err)
+		return "", s.fenceErr
+	}
+	s.fenceID = addr
+	return addr, nil
+}
+
+// Fence blocklists the client at addr for FenceExpiry, then waits until
+// this client has the OSD map that says so. Every operation this client
+// sends afterwards carries that map's epoch, and an OSD serves an
+// operation only once its own map has reached the operation's epoch; so
+// once an operation of this client has reached an object, every later one
+// of the fenced client there is refused (EBLOCKLISTED, objstore.ErrFenced).
+func (s *Store) Fence(ctx context.Context, addr string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if addr == "" {
+		return fmt.Errorf("rados: fence: no client address")
+	}
+	if err := s.blocklist("add", addr, FenceExpiry); err != nil {
+		return fmt.Errorf("rados: fence %s: %w", addr, err)
+	}
+	if err := s.conn.WaitForLatestOSDMap(); err != nil {
+		return fmt.Errorf("rados: fence %s: wait for the OSD map: %w", addr, mapErr(err))
+	}
+	return nil
+}
+
+// blocklist runs the mon command "osd blocklist op addr [expire]".
+func (s *Store) blocklist(op, addr string, expire time.Duration) error {
+	cmd := map[string]any{"prefix": "osd blocklist", "blocklistop": op, "addr": addr}
+	if expire > 0 {
+		cmd["expire"] = json.Number(fmt.Sprintf("%.1f", expire.Seconds())) // a real: an integer is refused
+	}
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	_, info, err := s.conn.MonCommand(b)
+	if err != nil {
+		if info != "" {
+			return fmt.Errorf("%w (%s)", err, info)
+		}
+		return err
+	}
+	return nil
 }
 
 func (s *Store) Close() error {

@@ -41,6 +41,7 @@ func TestMapErr(t *testing.T) {
 		{syscall.EDQUOT, objstore.ErrNoSpace},
 		{syscall.EROFS, objstore.ErrReadOnly},
 		{syscall.ETIMEDOUT, objstore.ErrTimeout},
+		{syscall.ESHUTDOWN, objstore.ErrFenced},
 	} {
 		if err := mapErr(errnoError(-int(c.errno))); !errors.Is(err, c.want) {
 			t.Errorf("errno %d (%v): %v, want %v", int(c.errno), c.errno, err, c.want)
@@ -379,5 +380,45 @@ func TestListStatsConcurrently(t *testing.T) {
 	}
 	if most < want {
 		t.Errorf("at most %d stats at once, want %d", most, want)
+	}
+}
+
+// TestFence: a client fenced by another can write nothing more, with
+// objstore.ErrFenced, and what it wrote before stays; the fencer is not
+// affected.
+func TestFence(t *testing.T) {
+	ss := OpenTestStores(t, 2)
+	a, b := ss[0], ss[1]
+	id, err := a.FenceID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bid, err := b.FenceID(ctx)
+	if err != nil || bid == id {
+		t.Fatalf("two connections' ids %q and %q (%v)", id, bid, err)
+	}
+	if err := a.WriteAt(ctx, "obj", []byte("before"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Fence(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	// b's operation on the object comes first: a's next one is refused.
+	got := make([]byte, 6)
+	if err := b.ReadAt(ctx, "obj", got, 0); err != nil || string(got) != "before" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	err = a.WriteAt(ctx, "obj", []byte("after!"), 0)
+	if !errors.Is(err, objstore.ErrFenced) {
+		t.Fatalf("fenced client's write: %v, want ErrFenced", err)
+	}
+	if _, err := a.Put(ctx, "other", []byte("x")); !errors.Is(err, objstore.ErrFenced) {
+		t.Fatalf("fenced client's put: %v, want ErrFenced", err)
+	}
+	if err := b.ReadAt(ctx, "obj", got, 0); err != nil || string(got) != "before" {
+		t.Fatalf("after the fenced write, read %q, %v", got, err)
+	}
+	if _, err := b.Put(ctx, "other", []byte("y")); err != nil {
+		t.Fatalf("the fencer's put: %v", err)
 	}
 }

@@ -19,6 +19,13 @@ var testNamespaces atomic.Int64
 // a cluster it skips the test, or fails it under CI=true.
 func OpenTestStore(t testing.TB) *Store {
 	t.Helper()
+	return OpenTestStores(t, 1)[0]
+}
+
+// OpenTestStores is OpenTestStore with n connections (n clients, as n
+// hosts would have) to one fresh namespace.
+func OpenTestStores(t testing.TB, n int) []*Store {
+	t.Helper()
 	conf := os.Getenv("ARCHIP_TEST_CEPH_CONF")
 	if conf == "" {
 		if os.Getenv("CI") == "true" {
@@ -27,10 +34,18 @@ func OpenTestStore(t testing.TB) *Store {
 		t.Skip("no test cluster: set ARCHIP_TEST_CEPH_CONF (scripts/ceph-cluster.sh start DIR prints it)")
 	}
 	u, _ := url.Parse(fmt.Sprintf("rados://archip?conf=%s&namespace=t%d-%d", url.QueryEscape(conf), os.Getpid(), testNamespaces.Add(1)))
-	s, err := Open(context.Background(), u)
-	if err != nil {
-		t.Fatal(err)
+	var stores []*Store
+	for range n {
+		s, err := Open(context.Background(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
 	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return stores
 }
+
+// SetStatHook sets a function called at the start of each Stat (tests of
+// other packages count the reads of a map head with it).
+func (s *Store) SetStatHook(fn func()) { s.statHook = fn }
