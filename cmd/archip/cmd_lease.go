@@ -51,6 +51,12 @@ writer starts a new epoch and seals the old one's blocks before its first
 snapshot), but until then they may show in blocks the next writer has not
 written. What the holder had not flushed is lost.
 
+On RADOS, the next writer that takes the broken lease first blocklists the
+holder's client (when the holder's record names one and the taker's key may
+run "osd blocklist": docs/leases.md, "Fencing"), so the OSDs refuse its
+late writes; a blocklisted daemon can then write nothing to the store, for
+any volume, until it is restarted.
+
 A lease record that cannot be read (corrupt) blocks every writer of the
 volume until it is broken this way. Its expiry is unknown: the command then
 waits one lease TTL (5s) plus the clock drift allowance (500ms) from now. A

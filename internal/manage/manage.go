@@ -147,7 +147,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, OnClose: release,
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, Fenced: l.Fenced(), OnClose: release,
 		Hold: func(ctx context.Context) (func() error, error) {
 			h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 			if err != nil {
