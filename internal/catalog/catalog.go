@@ -770,9 +770,9 @@ type Page struct {
 }
 
 // List returns the valid records selected, in name order. It lists the
-// record names under the prefix (the store lists in no order, so this
-// costs the names of the prefix, not the records) and reads the records
-// of the page only. It writes nothing.
+// record names under the prefix (objstore.ListNames: the store lists in
+// no order, so this costs the names of the prefix, not their records or
+// metadata) and reads the records of the page only. It writes nothing.
 func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 	var p Page
 	next, err := c.Walk(ctx, opts, opts.Limit, func(recs []Record) error {
@@ -793,8 +793,8 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 		return "", err
 	}
 	var names []string
-	err := c.store.List(ctx, NamePrefix+encodeName(opts.Prefix), func(in objstore.Info) error {
-		n, ok := decodeName(strings.TrimPrefix(in.Name, NamePrefix))
+	err := objstore.ListNames(ctx, c.store, NamePrefix+encodeName(opts.Prefix), func(object string) error {
+		n, ok := decodeName(strings.TrimPrefix(object, NamePrefix))
 		if ok && n > opts.After && strings.HasPrefix(n, opts.Prefix) && ValidName(n) == nil {
 			names = append(names, n)
 		}
@@ -862,8 +862,8 @@ func (c *Catalog) All(ctx context.Context, fn func(Record) error) error {
 // statistics. A record deleted during the scan may or may not be seen.
 func (c *Catalog) Scan(ctx context.Context, fn func(Record) error) error {
 	var names []string
-	err := c.store.List(ctx, NamePrefix, func(in objstore.Info) error {
-		if n, ok := decodeName(strings.TrimPrefix(in.Name, NamePrefix)); ok && ValidName(n) == nil {
+	err := objstore.ListNames(ctx, c.store, NamePrefix, func(object string) error {
+		if n, ok := decodeName(strings.TrimPrefix(object, NamePrefix)); ok && ValidName(n) == nil {
 			names = append(names, n)
 		}
 		return nil

@@ -283,3 +283,49 @@ func TestCostFlat(t *testing.T) {
 		}
 	}
 }
+
+// namesOnly is a store whose List is expensive (it counts the Infos it
+// makes) and that lists names cheaply (objstore.NameLister).
+type namesOnly struct {
+	objstore.Store
+	infos, names atomic.Int64
+}
+
+func (s *namesOnly) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
+	return s.Store.List(ctx, prefix, func(in objstore.Info) error {
+		s.infos.Add(1)
+		return fn(in)
+	})
+}
+
+func (s *namesOnly) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	return s.Store.List(ctx, prefix, func(in objstore.Info) error {
+		s.names.Add(1)
+		return fn(in.Name)
+	})
+}
+
+// TestListNamesOnly: a listing, a walk and a scan list the record names
+// without their Info where the store can (the file store reads each
+// object's directory for an Info, RADOS stats each object: at 10^5
+// records, seconds before the first page).
+func TestListNamesOnly(t *testing.T) {
+	s := &namesOnly{Store: objstore.NewMem()}
+	c := New(s)
+	for i := range 30 {
+		if err := c.Create(ctx, Record{Name: fmt.Sprintf("vm-%02d", i), ID: blockmap.NewID(), Kind: KindVolume}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := c.List(ctx, ListOptions{Limit: 5})
+	if err != nil || len(p.Records) != 5 || p.Records[0].Name != "vm-00" || p.Next != "vm-04" {
+		t.Fatalf("first page: %+v, %v", p, err)
+	}
+	n := 0
+	if err := c.Scan(ctx, func(Record) error { n++; return nil }); err != nil || n != 30 {
+		t.Fatalf("scan: %d records, %v", n, err)
+	}
+	if s.infos.Load() != 0 || s.names.Load() != 60 {
+		t.Fatalf("listing and scan made %d Infos and %d names, want 0 and 60", s.infos.Load(), s.names.Load())
+	}
+}

@@ -168,6 +168,7 @@ var (
 	_ Syncer       = (*File)(nil)
 	_ HandleOpener = (*File)(nil)
 	_ Copier       = (*File)(nil)
+	_ NameLister   = (*File)(nil)
 )
 
 const fileFormat = "archip-file-store 1\n"
@@ -903,7 +904,26 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 		return now
 	}
 	f.cleanTmp(serverNow)
-	// Walk from the deepest directory the prefix names completely.
+	return f.walkPrefix(ctx, prefix, func(dir, name string) error {
+		in, ok, err := f.tidy(ctx, dir, name, serverNow)
+		if err != nil || !ok {
+			return err
+		}
+		return fn(in)
+	})
+}
+
+// ListNames lists the names of the object directories under prefix
+// without reading them (NameLister): a deleted object whose directory a
+// listing has not removed yet, or one being created, is named too.
+func (f *File) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	return f.walkPrefix(ctx, prefix, func(dir, name string) error { return fn(name) })
+}
+
+// walkPrefix calls visit with the directory and name of every object
+// directory whose name starts with prefix, walking from the deepest
+// directory the prefix names completely.
+func (f *File) walkPrefix(ctx context.Context, prefix string, visit func(dir, name string) error) error {
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 		base = prefix[:i+1]
@@ -913,13 +933,14 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 			return nil // no object can have such a name
 		}
 	}
-	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, serverNow, fn)
+	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, visit)
 }
 
-// walk lists the objects below the directory path, whose names start with
-// namePrefix (the name of path's directory, ending in a slash, or "").
-// Directories may vanish under it (objects deleted): it skips them.
-func (f *File) walk(ctx context.Context, path, namePrefix, want string, now func() int64, fn func(Info) error) error {
+// walk visits the object directories below the directory path, whose
+// names start with namePrefix (the name of path's directory, ending in a
+// slash, or ""). Directories may vanish under it (objects deleted): it
+// skips them.
+func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit func(dir, name string) error) error {
 	ents, err := os.ReadDir(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -942,7 +963,7 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, now func
 		if !strings.HasPrefix(e.Name(), "@") {
 			sub := namePrefix + e.Name() + "/"
 			if strings.HasPrefix(sub, want) || strings.HasPrefix(want, sub) {
-				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, now, fn); err != nil {
+				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, visit); err != nil {
 					return err
 				}
 			}
@@ -967,14 +988,8 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, now func
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			in, ok, err := f.tidy(ctx, filepath.Join(fan, o.Name()), name, now)
-			if err != nil {
+			if err := visit(filepath.Join(fan, o.Name()), name); err != nil {
 				return err
-			}
-			if ok {
-				if err := fn(in); err != nil {
-					return err
-				}
 			}
 		}
 	}
