@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -327,5 +329,68 @@ func TestListNamesOnly(t *testing.T) {
 	}
 	if s.infos.Load() != 0 || s.names.Load() != 60 {
 		t.Fatalf("listing and scan made %d Infos and %d names, want 0 and 60", s.infos.Load(), s.names.Load())
+	}
+}
+
+// gate holds Gets of records until want of them are in flight at once
+// (or, so that a sequential reader fails instead of hanging, until one
+// has waited 10 s), and records the most in flight.
+type gate struct {
+	objstore.Store
+	want           int
+	mu             sync.Mutex
+	inflight, most int
+	enough         chan struct{}
+	closed, gaveUp bool
+}
+
+func (g *gate) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
+	if strings.HasPrefix(name, NamePrefix) {
+		g.mu.Lock()
+		g.inflight++
+		g.most = max(g.most, g.inflight)
+		if g.most == g.want && !g.closed {
+			close(g.enough)
+			g.closed = true
+		}
+		wait := g.most < g.want && !g.gaveUp
+		g.mu.Unlock()
+		if wait {
+			select {
+			case <-g.enough:
+			case <-time.After(10 * time.Second):
+				g.mu.Lock()
+				g.gaveUp = true
+				g.mu.Unlock()
+			}
+		}
+		defer func() { g.mu.Lock(); g.inflight--; g.mu.Unlock() }()
+	}
+	return g.Store.Get(ctx, name)
+}
+
+// TestWalkReadsInParallel: a page's records are read several at a time
+// (one round trip each: on RADOS, a first page of 1000 read one by one
+// took most of a second), and come in name order.
+func TestWalkReadsInParallel(t *testing.T) {
+	mem := objstore.NewMem()
+	c := New(mem)
+	for i := range 40 {
+		if err := c.Create(ctx, Record{Name: fmt.Sprintf("vm-%02d", i), ID: blockmap.NewID(), Kind: KindVolume}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := &gate{Store: mem, want: 4, enough: make(chan struct{})}
+	p, err := New(g).List(ctx, ListOptions{Limit: 30})
+	if err != nil || len(p.Records) != 30 || p.Next != "vm-29" {
+		t.Fatalf("page: %d records, next %q, %v", len(p.Records), p.Next, err)
+	}
+	for i, r := range p.Records {
+		if r.Name != fmt.Sprintf("vm-%02d", i) {
+			t.Fatalf("record %d is %q", i, r.Name)
+		}
+	}
+	if g.most < g.want {
+		t.Fatalf("at most %d records read at once, want %d", g.most, g.want)
 	}
 }
