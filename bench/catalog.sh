@@ -84,7 +84,7 @@ for line in open(sys.argv[1]):
     for v, unit in zip(f[4::2], f[5::2]):
         if unit.endswith("-ms") or unit == "cli-s":
             vals[(backend, unit, n)].append(float(v))
-ops = ["create", "lookup", "snapshot", "clone", "rename", "remove", "list100", "list1000"]
+ops = ["create", "lookup", "lookup-hot", "snapshot", "clone", "rename", "remove", "list100", "list1000"]
 for backend in ("file", "rados"):
     sizes = sorted({n for (b, _, n) in vals if b == backend})
     if not sizes:

@@ -245,7 +245,8 @@ func (t opTimes) report(b *testing.B) {
 }
 
 // BenchmarkCatalogOps: per iteration, create a volume, look up a filled
-// name, snapshot the volume, clone the snapshot, rename the clone and
+// name chosen at random (lookup) and the volume just created (lookup-hot:
+// its objects in the file system's cache), snapshot the volume, clone the snapshot, rename the clone and
 // remove it (then, untimed, the snapshot and the volume). ns/op is the
 // whole round; each operation's mean and p99 are reported as metrics.
 func BenchmarkCatalogOps(b *testing.B) {
@@ -264,6 +265,7 @@ func BenchmarkCatalogOps(b *testing.B) {
 		}
 		check(t.time("create", func() error { _, err := m.CreateVolume(ctx, vol, 1<<30, 0); return err }))
 		check(t.time("lookup", func() error { _, err := m.Lookup(ctx, benchName(rand.IntN(n))); return err }))
+		check(t.time("lookup-hot", func() error { _, err := m.Lookup(ctx, vol); return err }))
 		check(t.time("snapshot", func() error { _, err := m.Snapshot(ctx, vol, snap); return err }))
 		check(t.time("clone", func() error { _, err := m.Clone(ctx, snap, clone, 0); return err }))
 		check(t.time("rename", func() error { return m.Rename(ctx, clone, renamed) }))

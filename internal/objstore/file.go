@@ -904,8 +904,8 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 		return now
 	}
 	f.cleanTmp(serverNow)
-	return f.walkPrefix(ctx, prefix, func(dir, name string) error {
-		in, ok, err := f.tidy(ctx, dir, name, serverNow)
+	return f.walkPrefix(ctx, prefix, func(fan, entry, name string) error {
+		in, ok, err := f.tidy(ctx, filepath.Join(fan, entry), name, serverNow)
 		if err != nil || !ok {
 			return err
 		}
@@ -917,13 +917,13 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 // without reading them (NameLister): a deleted object whose directory a
 // listing has not removed yet, or one being created, is named too.
 func (f *File) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
-	return f.walkPrefix(ctx, prefix, func(dir, name string) error { return fn(name) })
+	return f.walkPrefix(ctx, prefix, func(_, _, name string) error { return fn(name) })
 }
 
-// walkPrefix calls visit with the directory and name of every object
-// directory whose name starts with prefix, walking from the deepest
-// directory the prefix names completely.
-func (f *File) walkPrefix(ctx context.Context, prefix string, visit func(dir, name string) error) error {
+// walkPrefix calls visit with every object directory whose name starts
+// with prefix (its fan-out directory, its entry there, the object's name),
+// walking from the deepest directory the prefix names completely.
+func (f *File) walkPrefix(ctx context.Context, prefix string, visit func(fan, entry, name string) error) error {
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 		base = prefix[:i+1]
@@ -940,7 +940,7 @@ func (f *File) walkPrefix(ctx context.Context, prefix string, visit func(dir, na
 // names start with namePrefix (the name of path's directory, ending in a
 // slash, or ""). Directories may vanish under it (objects deleted): it
 // skips them.
-func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit func(dir, name string) error) error {
+func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit func(fan, entry, name string) error) error {
 	ents, err := os.ReadDir(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -970,7 +970,7 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit fu
 			continue
 		}
 		fan := filepath.Join(path, e.Name())
-		objs, err := os.ReadDir(fan)
+		objs, err := readNames(fan)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -981,19 +981,31 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit fu
 			f.removeEmptyDirs(fan)
 		}
 		for _, o := range objs {
-			name := namePrefix + o.Name()
+			name := namePrefix + o
 			if !strings.HasPrefix(name, want) {
 				continue
 			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := visit(filepath.Join(fan, o.Name()), name); err != nil {
+			if err := visit(fan, o, name); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// readNames returns the names in dir, unsorted: a fan-out directory of a
+// million objects holds thousands, and a listing needs neither their
+// order nor their types.
+func readNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
 }
 
 // tidy returns the Info of the object whose directory is dir, if it
