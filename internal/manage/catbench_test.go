@@ -10,8 +10,8 @@ package manage_test
 //
 // The fill is generated directly (see fill) and kept in the store: a
 // later run on the same store with the same N reuses it. Without
-// ARCHIP_BENCH_STORE the benchmarks use a temporary file store of
-// ARCHIP_BENCH_N (default 1000) records.
+// ARCHIP_BENCH_STORE the benchmarks use a memory store of ARCHIP_BENCH_N
+// (default 1000) records.
 
 import (
 	"context"
@@ -66,12 +66,7 @@ func benchManager(b *testing.B) (*manage.Manager, int) {
 		}
 		url := os.Getenv("ARCHIP_BENCH_STORE")
 		if url == "" {
-			dir, err := os.MkdirTemp("", "catbench")
-			if err != nil {
-				bench.err = err
-				return
-			}
-			url = "file://" + dir
+			url = "mem://catbench"
 		}
 		s, err := all.Registry().Open(ctx, url, objstore.OpenOptions{Create: true})
 		if err != nil {
