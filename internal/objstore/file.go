@@ -129,7 +129,8 @@ import (
 // writers left in tmp/ over an hour ago. So a deleted object's space is
 // back at once unless it had generations superseded less than PruneAge
 // before (then at the first listing after that), and listing time follows
-// the objects that exist.
+// the objects that exist. ListNames (names only, for the catalog's
+// listing) reads no object's directory and collects nothing.
 //
 // # Durability
 //
