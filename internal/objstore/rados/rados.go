@@ -420,6 +420,13 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 		op.AssertVersion(uint64(old))
 		op.Remove()
 	})
+	if errors.Is(err, objstore.ErrConflict) {
+		// The OSD refuses a version assertion on a missing object as it
+		// does a wrong version (EOVERFLOW): tell the two apart.
+		if _, serr := s.Stat(ctx, name); objstore.IsNotExist(serr) {
+			return fmt.Errorf("%w: %s", objstore.ErrNotFound, name)
+		}
+	}
 	return err
 }
 
