@@ -785,10 +785,11 @@ func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 }
 
 // Walk calls fn with the valid records opts selects, in name order,
-// pageSize at a time (0: all at once), and returns the token that
-// continues after the last record passed to fn (empty when none is
-// left). It lists the names once, however many pages it reads. It writes
-// nothing.
+// pageSize at a time (0: all at once; the first page holds at most
+// FirstPage, so that a caller that shows pages as they come shows the
+// first one soon), and returns the token that continues after the last
+// record passed to fn (empty when none is left). It lists the names once,
+// however many pages it reads. It writes nothing.
 func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn func([]Record) error) (string, error) {
 	if err := c.ensure(ctx, false); err != nil {
 		return "", err
@@ -807,19 +808,23 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 	sort.Strings(names)
 	var page []Record
 	total, last := 0, ""
+	size := pageSize // of the page being filled
+	if pageSize > FirstPage {
+		size = FirstPage
+	}
 	flush := func() error {
 		if len(page) == 0 {
 			return nil
 		}
 		err := fn(page)
-		page = nil
+		page, size = nil, pageSize
 		return err
 	}
 	for i := 0; i < len(names); {
 		// Read what the page (and the limit) still lacks, at once.
 		want := min(len(names)-i, walkBatch)
-		if pageSize > 0 {
-			want = min(want, pageSize-len(page))
+		if size > 0 {
+			want = min(want, size-len(page))
 		}
 		if opts.Limit > 0 {
 			want = min(want, opts.Limit-total)
@@ -835,7 +840,7 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 			}
 			page = append(page, *r)
 			total, last = total+1, r.Name
-			if pageSize > 0 && len(page) == pageSize {
+			if size > 0 && len(page) == size {
 				if err := flush(); err != nil {
 					return "", err
 				}
@@ -847,6 +852,9 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 	}
 	return "", flush()
 }
+
+// FirstPage bounds the first page of a Walk.
+const FirstPage = 100
 
 // walkBatch bounds the names a walk reads at once; walkReaders reads
 // them in parallel (one store round trip each: on RADOS, a page of 1000

@@ -394,3 +394,27 @@ func TestWalkReadsInParallel(t *testing.T) {
 		t.Fatalf("at most %d records read at once, want %d", g.most, g.want)
 	}
 }
+
+// TestWalkFirstPageSoon: a walk by pages of 1000 passes the first
+// FirstPage records on before it reads more (volume list prints them
+// while the rest are read), then whole pages.
+func TestWalkFirstPageSoon(t *testing.T) {
+	c := New(objstore.NewMem())
+	for i := range 1250 {
+		if err := c.Create(ctx, Record{Name: fmt.Sprintf("vm-%04d", i), ID: blockmap.NewID(), Kind: KindVolume}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sizes []int
+	next, err := c.Walk(ctx, ListOptions{}, 1000, func(recs []Record) error {
+		sizes = append(sizes, len(recs))
+		return nil
+	})
+	if err != nil || next != "" || fmt.Sprint(sizes) != fmt.Sprint([]int{FirstPage, 1000, 150}) {
+		t.Fatalf("pages %v, next %q, %v", sizes, next, err)
+	}
+	p, err := c.List(ctx, ListOptions{After: "vm-0009", Limit: 500})
+	if err != nil || len(p.Records) != 500 || p.Records[0].Name != "vm-0010" || p.Next != "vm-0509" {
+		t.Fatalf("List: %d records from %v, next %q, %v", len(p.Records), p.Records[0].Name, p.Next, err)
+	}
+}
