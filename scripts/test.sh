@@ -3,7 +3,8 @@
 # integration tests (e2e/ drives archip with qemu-img, qemu-io, nbdinfo,
 # nbdcopy, nbdfuse, fio, libnbd), the race detector, a short run of every
 # fuzz target, every benchmark once (to see that they run; numbers:
-# docs/benchmarks.md) and a short provisioning storm (bench/storm.sh).
+# docs/benchmarks.md), a short provisioning storm (bench/storm.sh) and a
+# tiny run of the catalog benchmark (bench/catalog.sh).
 # Under CI=true a skipped test is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,5 +76,7 @@ SIZE=256M RUNTIME=1 bench/rados.sh 2>/dev/null
 # The provisioning storm, short: fails on any error, never on speed.
 bench/storm.sh --short >"$log" 2>&1 || { cat "$log"; exit 1; }
 sed -n '/^provisioning storm/,$p' "$log"
+# The catalog benchmark, tiny (a few seconds): fails on any error, never on speed.
+FILE_SIZES=100 RADOS_SIZES= OPS=2 LISTS=1 RUNS=1 bench/catalog.sh >"$log" 2>&1 || { cat "$log"; exit 1; }
 
 echo "$passed passed, 0 failed"

@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -816,9 +817,9 @@ type Page struct {
 }
 
 // List returns the valid records selected, in name order. It lists the
-// record names under the prefix (the store lists in no order, so this
-// costs the names of the prefix, not the records) and reads the records
-// of the page only. It writes nothing.
+// record names under the prefix (objstore.ListNames: the store lists in
+// no order, so this costs the names of the prefix, not their records or
+// metadata) and reads the records of the page only. It writes nothing.
 func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 	var p Page
 	next, err := c.Walk(ctx, opts, opts.Limit, func(recs []Record) error {
@@ -830,18 +831,20 @@ func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 }
 
 // Walk calls fn with the valid records opts selects, in name order,
-// pageSize at a time (0: all at once), and returns the token that
-// continues after the last record passed to fn (empty when none is
-// left). It lists the names once, however many pages it reads. It writes
-// nothing. It is no snapshot: see docs/format.md for what a rename during
-// a listing shows (the ID once at most).
+// pageSize at a time (0: all at once; the first page holds at most
+// FirstPage, so that a caller that shows pages as they come shows the
+// first one soon), and returns the token that continues after the last
+// record passed to fn (empty when none is left). It lists the names once,
+// however many pages it reads, and reads the records of a page several at
+// a time. It writes nothing. It is no snapshot: see docs/format.md for
+// what a rename during a listing shows (the ID once at most).
 func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn func([]Record) error) (string, error) {
 	if err := c.ensure(ctx, false); err != nil {
 		return "", err
 	}
 	var names []string
-	err := c.store.List(ctx, NamePrefix+encodeName(opts.Prefix), func(in objstore.Info) error {
-		n, ok := decodeName(strings.TrimPrefix(in.Name, NamePrefix))
+	err := objstore.ListNames(ctx, c.store, NamePrefix+encodeName(opts.Prefix), func(object string) error {
+		n, ok := decodeName(strings.TrimPrefix(object, NamePrefix))
 		if ok && n > opts.After && strings.HasPrefix(n, opts.Prefix) && ValidName(n) == nil {
 			names = append(names, n)
 		}
@@ -852,7 +855,11 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 	}
 	sort.Strings(names)
 	var page []Record
-	total := 0
+	total, last := 0, ""
+	size := pageSize // of the page being filled
+	if pageSize > FirstPage {
+		size = FirstPage
+	}
 	// IDs listed under a name they were being renamed from: a rename that
 	// commits while the listing goes on must not show them again under
 	// their new name.
@@ -862,39 +869,91 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 			return nil
 		}
 		err := fn(page)
-		page = nil
+		page, size = nil, pageSize
 		return err
 	}
-	for i, n := range names {
-		if opts.Limit > 0 && total == opts.Limit {
-			return names[i-1], flush()
+	for i := 0; i < len(names); {
+		// Read what the page (and the limit) still lacks, at once.
+		want := min(len(names)-i, walkBatch)
+		if size > 0 {
+			want = min(want, size-len(page))
 		}
-		s, _, err := c.get(ctx, n)
-		if errors.Is(err, ErrNotFound) {
-			continue
+		if opts.Limit > 0 {
+			want = min(want, opts.Limit-total)
 		}
+		recs, err := c.readValid(ctx, names[i:i+want])
 		if err != nil {
 			return "", err
 		}
-		ok, err := c.view(ctx, s)
-		if err != nil {
-			return "", err
-		}
-		if !ok || moving[s.ID] {
-			continue
-		}
-		if s.RenamingTo != "" {
-			moving[s.ID] = true
-		}
-		page = append(page, s.Record)
-		total++
-		if pageSize > 0 && len(page) == pageSize {
-			if err := flush(); err != nil {
-				return "", err
+		i += want
+		for _, r := range recs {
+			if r == nil || moving[r.ID] {
+				continue
 			}
+			if r.RenamingTo != "" {
+				moving[r.ID] = true
+			}
+			page = append(page, r.Record)
+			total, last = total+1, r.Name
+			if size > 0 && len(page) == size {
+				if err := flush(); err != nil {
+					return "", err
+				}
+			}
+		}
+		if opts.Limit > 0 && total == opts.Limit && i < len(names) {
+			return last, flush()
 		}
 	}
 	return "", flush()
+}
+
+// FirstPage bounds the first page of a Walk.
+const FirstPage = 100
+
+// walkBatch bounds the names a walk reads at once; walkReaders reads
+// them in parallel (one store round trip each: on RADOS, a page of 1000
+// read one by one takes most of a second).
+const (
+	walkBatch   = 1000
+	walkReaders = 16
+)
+
+// readValid reads the records of names in parallel and returns, in the
+// same order, each valid one, nil for those absent or not valid.
+func (c *Catalog) readValid(ctx context.Context, names []string) ([]*stored, error) {
+	out := make([]*stored, len(names))
+	errs := make([]error, len(names))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(walkReaders, len(names)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := int(next.Add(1) - 1); k < len(names); k = int(next.Add(1) - 1) {
+				s, _, err := c.get(ctx, names[k])
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					errs[k] = err
+					continue
+				}
+				ok, err := c.view(ctx, s)
+				if ok && err == nil {
+					out[k] = s
+				}
+				errs[k] = err
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // All calls fn with every valid record, in name order.
@@ -916,8 +975,8 @@ func (c *Catalog) All(ctx context.Context, fn func(Record) error) error {
 // statistics. A record deleted during the scan may or may not be seen.
 func (c *Catalog) Scan(ctx context.Context, fn func(Record) error) error {
 	var names []string
-	err := c.store.List(ctx, NamePrefix, func(in objstore.Info) error {
-		if n, ok := decodeName(strings.TrimPrefix(in.Name, NamePrefix)); ok && ValidName(n) == nil {
+	err := objstore.ListNames(ctx, c.store, NamePrefix, func(object string) error {
+		if n, ok := decodeName(strings.TrimPrefix(object, NamePrefix)); ok && ValidName(n) == nil {
 			names = append(names, n)
 		}
 		return nil

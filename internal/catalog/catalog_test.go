@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -281,5 +283,138 @@ func TestCostFlat(t *testing.T) {
 		if n >= 1000 {
 			t.Fatalf("a single-name operation listed the store: %v", small)
 		}
+	}
+}
+
+// namesOnly is a store whose List is expensive (it counts the Infos it
+// makes) and that lists names cheaply (objstore.NameLister).
+type namesOnly struct {
+	objstore.Store
+	infos, names atomic.Int64
+}
+
+func (s *namesOnly) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
+	return s.Store.List(ctx, prefix, func(in objstore.Info) error {
+		s.infos.Add(1)
+		return fn(in)
+	})
+}
+
+func (s *namesOnly) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	return s.Store.List(ctx, prefix, func(in objstore.Info) error {
+		s.names.Add(1)
+		return fn(in.Name)
+	})
+}
+
+// TestListNamesOnly: a listing, a walk and a scan list the record names
+// without their Info where the store can (the file store reads each
+// object's directory for an Info, RADOS stats each object: at 10^5
+// records, seconds before the first page).
+func TestListNamesOnly(t *testing.T) {
+	s := &namesOnly{Store: objstore.NewMem()}
+	c := New(s)
+	for i := range 30 {
+		if err := c.Create(ctx, Record{Name: fmt.Sprintf("vm-%02d", i), ID: blockmap.NewID(), Kind: KindVolume}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := c.List(ctx, ListOptions{Limit: 5})
+	if err != nil || len(p.Records) != 5 || p.Records[0].Name != "vm-00" || p.Next != "vm-04" {
+		t.Fatalf("first page: %+v, %v", p, err)
+	}
+	n := 0
+	if err := c.Scan(ctx, func(Record) error { n++; return nil }); err != nil || n != 30 {
+		t.Fatalf("scan: %d records, %v", n, err)
+	}
+	if s.infos.Load() != 0 || s.names.Load() != 60 {
+		t.Fatalf("listing and scan made %d Infos and %d names, want 0 and 60", s.infos.Load(), s.names.Load())
+	}
+}
+
+// gate holds Gets of records until want of them are in flight at once
+// (or, so that a sequential reader fails instead of hanging, until one
+// has waited 10 s), and records the most in flight.
+type gate struct {
+	objstore.Store
+	want           int
+	mu             sync.Mutex
+	inflight, most int
+	enough         chan struct{}
+	closed, gaveUp bool
+}
+
+func (g *gate) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
+	if strings.HasPrefix(name, NamePrefix) {
+		g.mu.Lock()
+		g.inflight++
+		g.most = max(g.most, g.inflight)
+		if g.most == g.want && !g.closed {
+			close(g.enough)
+			g.closed = true
+		}
+		wait := g.most < g.want && !g.gaveUp
+		g.mu.Unlock()
+		if wait {
+			select {
+			case <-g.enough:
+			case <-time.After(10 * time.Second):
+				g.mu.Lock()
+				g.gaveUp = true
+				g.mu.Unlock()
+			}
+		}
+		defer func() { g.mu.Lock(); g.inflight--; g.mu.Unlock() }()
+	}
+	return g.Store.Get(ctx, name)
+}
+
+// TestWalkReadsInParallel: a page's records are read several at a time
+// (one round trip each: on RADOS, a first page of 1000 read one by one
+// took most of a second), and come in name order.
+func TestWalkReadsInParallel(t *testing.T) {
+	mem := objstore.NewMem()
+	c := New(mem)
+	for i := range 40 {
+		if err := c.Create(ctx, Record{Name: fmt.Sprintf("vm-%02d", i), ID: blockmap.NewID(), Kind: KindVolume}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := &gate{Store: mem, want: 4, enough: make(chan struct{})}
+	p, err := New(g).List(ctx, ListOptions{Limit: 30})
+	if err != nil || len(p.Records) != 30 || p.Next != "vm-29" {
+		t.Fatalf("page: %d records, next %q, %v", len(p.Records), p.Next, err)
+	}
+	for i, r := range p.Records {
+		if r.Name != fmt.Sprintf("vm-%02d", i) {
+			t.Fatalf("record %d is %q", i, r.Name)
+		}
+	}
+	if g.most < g.want {
+		t.Fatalf("at most %d records read at once, want %d", g.most, g.want)
+	}
+}
+
+// TestWalkFirstPageSoon: a walk by pages of 1000 passes the first
+// FirstPage records on before it reads more (volume list prints them
+// while the rest are read), then whole pages.
+func TestWalkFirstPageSoon(t *testing.T) {
+	c := New(objstore.NewMem())
+	for i := range 1250 {
+		if err := c.Create(ctx, Record{Name: fmt.Sprintf("vm-%04d", i), ID: blockmap.NewID(), Kind: KindVolume}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sizes []int
+	next, err := c.Walk(ctx, ListOptions{}, 1000, func(recs []Record) error {
+		sizes = append(sizes, len(recs))
+		return nil
+	})
+	if err != nil || next != "" || fmt.Sprint(sizes) != fmt.Sprint([]int{FirstPage, 1000, 150}) {
+		t.Fatalf("pages %v, next %q, %v", sizes, next, err)
+	}
+	p, err := c.List(ctx, ListOptions{After: "vm-0009", Limit: 500})
+	if err != nil || len(p.Records) != 500 || p.Records[0].Name != "vm-0010" || p.Next != "vm-0509" {
+		t.Fatalf("List: %d records from %v, next %q, %v", len(p.Records), p.Records[0].Name, p.Next, err)
 	}
 }

@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -425,19 +427,32 @@ func (m *Manager) ListPage(ctx context.Context, opts catalog.ListOptions) ([]Ent
 // catalog.Catalog.Walk).
 func (m *Manager) Walk(ctx context.Context, opts catalog.ListOptions, pageSize int, fn func([]Entry) error) (string, error) {
 	return m.Catalog.Walk(ctx, opts, pageSize, func(recs []catalog.Record) error {
-		out := make([]Entry, 0, len(recs))
-		for _, r := range recs {
-			e := Entry{Record: r}
-			if h, _, err := volume.ReadHead(ctx, m.Store, r.ID); err != nil {
-				e.Error = err.Error()
-			} else {
-				e.Size, e.BlockSize = int64(h.Size), h.BlockSize()
-			}
-			out = append(out, e)
+		out := make([]Entry, len(recs))
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(headReaders, len(recs)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := int(next.Add(1) - 1); k < len(recs); k = int(next.Add(1) - 1) {
+					e := Entry{Record: recs[k]}
+					if h, _, err := volume.ReadHead(ctx, m.Store, e.ID); err != nil {
+						e.Error = err.Error()
+					} else {
+						e.Size, e.BlockSize = int64(h.Size), h.BlockSize()
+					}
+					out[k] = e
+				}
+			}()
 		}
+		wg.Wait()
 		return fn(out)
 	})
 }
+
+// headReaders is how many heads of a listed page are read at once (one
+// store round trip each).
+const headReaders = 16
 
 // Info describes one volume, snapshot or image.
 type Info struct {

@@ -195,6 +195,16 @@ func (f *Faulty) List(ctx context.Context, prefix string, fn func(Info) error) e
 	return orAfter(f.Store.List(ctx, prefix, fn), after)
 }
 
+// ListNames forwards to the wrapped store's listing of names (or its
+// List), with the rules of OpList.
+func (f *Faulty) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	before, after := f.check(ctx, OpList, prefix)
+	if before != nil {
+		return before
+	}
+	return orAfter(ListNames(ctx, f.Store, prefix, fn), after)
+}
+
 func (f *Faulty) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
 	before, after := f.check(ctx, OpWriteAt, name)
 	if before != nil {

@@ -34,3 +34,27 @@ func TestFaultyErrAfterAndHook(t *testing.T) {
 		t.Fatalf("after the hook's put and the call: %q", b)
 	}
 }
+
+// TestFaultyListNames: a listing of names obeys the rules of OpList, also
+// over a store whose List only it has (the file store's ListNames).
+func TestFaultyListNames(t *testing.T) {
+	ctx := context.Background()
+	fs, err := objstore.OpenFile(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := objstore.NewFaulty(fs)
+	if _, ok := objstore.Store(f).(objstore.NameLister); !ok {
+		t.Fatal("Faulty hides the listing of names")
+	}
+	f.Put(ctx, "cat/name/a", []byte("r"))
+	f.Add(objstore.Rule{Op: objstore.OpList, Prefix: "cat/", Count: 1, Err: objstore.ErrTimeout})
+	err = objstore.ListNames(ctx, f, "cat/name/", func(string) error { return nil })
+	if !errors.Is(err, objstore.ErrTimeout) {
+		t.Fatalf("ListNames under a failing rule: %v", err)
+	}
+	var got []string
+	if err := objstore.ListNames(ctx, f, "cat/name/", func(n string) error { got = append(got, n); return nil }); err != nil || len(got) != 1 || got[0] != "cat/name/a" {
+		t.Fatalf("ListNames after the rule: %v, %v", got, err)
+	}
+}

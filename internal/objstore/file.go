@@ -133,7 +133,8 @@ import (
 // writers left in tmp/ over an hour ago. So a deleted object's space is
 // back at once unless it had generations superseded less than PruneAge
 // before (then at the first listing after that), and listing time follows
-// the objects that exist.
+// the objects that exist. ListNames (names only, for the catalog's
+// listing) reads no object's directory and collects nothing.
 //
 // # Durability
 //
@@ -173,6 +174,7 @@ var (
 	_ Syncer       = (*File)(nil)
 	_ HandleOpener = (*File)(nil)
 	_ Copier       = (*File)(nil)
+	_ NameLister   = (*File)(nil)
 )
 
 const fileFormat = "archip-file-store 1\n"
@@ -919,7 +921,26 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 		return now
 	}
 	f.cleanTmp(serverNow)
-	// Walk from the deepest directory the prefix names completely.
+	return f.walkPrefix(ctx, prefix, func(fan, entry, name string) error {
+		in, ok, err := f.tidy(ctx, filepath.Join(fan, entry), name, serverNow)
+		if err != nil || !ok {
+			return err
+		}
+		return fn(in)
+	})
+}
+
+// ListNames lists the names of the object directories under prefix
+// without reading them (NameLister): a deleted object whose directory a
+// listing has not removed yet, or one being created, is named too.
+func (f *File) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	return f.walkPrefix(ctx, prefix, func(_, _, name string) error { return fn(name) })
+}
+
+// walkPrefix calls visit with every object directory whose name starts
+// with prefix (its fan-out directory, its entry there, the object's name),
+// walking from the deepest directory the prefix names completely.
+func (f *File) walkPrefix(ctx context.Context, prefix string, visit func(fan, entry, name string) error) error {
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 		base = prefix[:i+1]
@@ -929,13 +950,14 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 			return nil // no object can have such a name
 		}
 	}
-	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, serverNow, fn)
+	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, visit)
 }
 
-// walk lists the objects below the directory path, whose names start with
-// namePrefix (the name of path's directory, ending in a slash, or "").
-// Directories may vanish under it (objects deleted): it skips them.
-func (f *File) walk(ctx context.Context, path, namePrefix, want string, now func() int64, fn func(Info) error) error {
+// walk visits the object directories below the directory path, whose
+// names start with namePrefix (the name of path's directory, ending in a
+// slash, or ""). Directories may vanish under it (objects deleted): it
+// skips them.
+func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit func(fan, entry, name string) error) error {
 	ents, err := os.ReadDir(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -958,14 +980,14 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, now func
 		if !strings.HasPrefix(e.Name(), "@") {
 			sub := namePrefix + e.Name() + "/"
 			if strings.HasPrefix(sub, want) || strings.HasPrefix(want, sub) {
-				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, now, fn); err != nil {
+				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, visit); err != nil {
 					return err
 				}
 			}
 			continue
 		}
 		fan := filepath.Join(path, e.Name())
-		objs, err := os.ReadDir(fan)
+		objs, err := readNames(fan)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -976,25 +998,31 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, now func
 			f.removeEmptyDirs(fan)
 		}
 		for _, o := range objs {
-			name := namePrefix + o.Name()
+			name := namePrefix + o
 			if !strings.HasPrefix(name, want) {
 				continue
 			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			in, ok, err := f.tidy(ctx, filepath.Join(fan, o.Name()), name, now)
-			if err != nil {
+			if err := visit(fan, o, name); err != nil {
 				return err
-			}
-			if ok {
-				if err := fn(in); err != nil {
-					return err
-				}
 			}
 		}
 	}
 	return nil
+}
+
+// readNames returns the names in dir, unsorted: a fan-out directory of a
+// million objects holds thousands, and a listing needs neither their
+// order nor their types.
+func readNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
 }
 
 // tidy returns the Info of the object whose directory is dir, if it

@@ -258,6 +258,29 @@ func ValidName(name string) error {
 	return nil
 }
 
+// NameLister is implemented by backends whose List costs more per object
+// than its name (the file store reads each object's directory, RADOS
+// stats each object): a listing of names only skips that.
+type NameLister interface {
+	// ListNames calls fn with the name of every object whose name starts
+	// with prefix, each at most once, in no particular order. Every
+	// object that exists during the whole walk is named; one created or
+	// deleted during it may or may not be; and names of absent objects
+	// may come too (deleted ones whose space is not reclaimed yet, ones
+	// being created): a caller reads what it needs and takes ErrNotFound
+	// for absent. An error from fn stops the walk and is returned.
+	ListNames(ctx context.Context, prefix string, fn func(name string) error) error
+}
+
+// ListNames lists the names under prefix: NameLister's if s has it,
+// else List's.
+func ListNames(ctx context.Context, s Store, prefix string, fn func(name string) error) error {
+	if l, ok := s.(NameLister); ok {
+		return l.ListNames(ctx, prefix, fn)
+	}
+	return s.List(ctx, prefix, func(in Info) error { return fn(in.Name) })
+}
+
 // StatEach calls fn with the Info of each named object, skipping those
 // deleted since they were listed: List for backends whose listing gives
 // names only.

@@ -77,6 +77,7 @@ var (
 	_ objstore.RangeWriter = (*Store)(nil)
 	_ objstore.Copier      = (*Store)(nil)
 	_ objstore.Fencer      = (*Store)(nil)
+	_ objstore.NameLister  = (*Store)(nil)
 )
 
 // contexts is how many operations run at once on one Store.
@@ -479,6 +480,30 @@ func (s *Store) Stat(ctx context.Context, name string) (in objstore.Info, err er
 // namespace of the pool (the catalog's: those of other stores and
 // programs are skipped, as they come).
 func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
+	names, err := s.listNames(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	return s.statEach(ctx, names, fn)
+}
+
+// ListNames is List without the stat of each object (objstore.NameLister):
+// the names the walk finds, some of which may be deleted by now.
+func (s *Store) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	names, err := s.listNames(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// listNames returns the names List walks (see List).
+func (s *Store) listNames(ctx context.Context, prefix string) ([]string, error) {
 	var names []string
 	if !isCat(prefix) {
 		err := s.walk(ctx, s.ns, func(ns, key string) {
@@ -487,7 +512,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 			}
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if isCat(prefix) || strings.HasPrefix(catPrefix, prefix) {
@@ -505,7 +530,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 				}
 			})
 			if err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if deeper {
@@ -517,12 +542,12 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 				}
 			})
 			if err != nil {
-				return err
+				return nil, err
 			}
 		}
 		names = append(names, cat...)
 	}
-	return s.statEach(ctx, names, fn)
+	return names, nil
 }
 
 // listStats is how many objects a listing stats at once.

@@ -299,6 +299,11 @@ func (c catStore) Delete(ctx context.Context, name string) error {
 func (c catStore) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
 	return c.s.DeleteVersion(ctx, catDir+name, old)
 }
+func (c catStore) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	return c.s.ListNames(ctx, catDir+prefix, func(name string) error {
+		return fn(strings.TrimPrefix(name, catDir))
+	})
+}
 func (c catStore) Stat(ctx context.Context, name string) (objstore.Info, error) {
 	in, err := c.s.Stat(ctx, catDir+name)
 	in.Name = strings.TrimPrefix(in.Name, catDir)

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 		{"ReadAt", testReadAt, nil},
 		{"Stat", testStat, nil},
 		{"List", testList, nil},
+		{"ListNames", testListNames, nil},
 		{"ConcurrentSwap", testConcurrentSwap, nil},
 		{"ConcurrentCreate", testConcurrentCreate, nil},
 		{"CreateDeleteMutex", testCreateDeleteMutex, nil},
@@ -325,6 +328,46 @@ func testList(t *testing.T, s objstore.Store) {
 	err := s.List(ctx, "", func(objstore.Info) error { n++; return stop })
 	if !errors.Is(err, stop) || n != 1 {
 		t.Errorf("List with a failing callback: %v after %d calls", err, n)
+	}
+}
+
+// testListNames: objstore.ListNames (the backend's NameLister, or List)
+// names every object under the prefix once and nothing outside it; a
+// deleted object may be named too.
+func testListNames(t *testing.T, s objstore.Store) {
+	names := []string{"vol/a/map", "vol/a/seg/1", "vol/ab/map", "vol/b/map", "blk/00ff", "blk/0100", "top"}
+	for _, n := range names {
+		must(s.Put(ctx, n, []byte(n)))
+	}
+	noErr(t, s.Delete(ctx, "top"))
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"", []string{"blk/00ff", "blk/0100", "vol/a/map", "vol/a/seg/1", "vol/ab/map", "vol/b/map"}},
+		{"vol/a", []string{"vol/a/map", "vol/a/seg/1", "vol/ab/map"}},
+		{"vol/a/", []string{"vol/a/map", "vol/a/seg/1"}},
+		{"blk/00", []string{"blk/00ff"}},
+		{"vol/a/seg/1", []string{"vol/a/seg/1"}},
+		{"nothing", nil},
+		{"bad name/", nil},
+	} {
+		var got []string
+		noErr(t, objstore.ListNames(ctx, s, tc.prefix, func(name string) error {
+			got = append(got, name)
+			return nil
+		}))
+		got = slices.DeleteFunc(got, func(n string) bool { return n == "top" && strings.HasPrefix(n, tc.prefix) })
+		sort.Strings(got)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("ListNames(%q) = %v, want %v (and maybe the deleted top)", tc.prefix, got, tc.want)
+		}
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := objstore.ListNames(ctx, s, "", func(string) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Errorf("ListNames with a failing callback: %v after %d calls", err, n)
 	}
 }
 

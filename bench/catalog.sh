@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The catalog at scale (issue 12): a store filled with N volume records
+# (generated directly: BenchmarkCatalogOps' fill), then, through package
+# manage as the CLI runs them, create, lookup, snapshot, clone, rename and
+# remove of one name, and the first page of 100 and of 1000 of a listing;
+# and the time 'archip volume list' takes to print its first record. On
+# the file store and on RADOS (a throwaway cluster: scripts/ceph-cluster.sh,
+# one memstore OSD, a pool per N). Prints per operation the mean and p99 in
+# ms as the range over RUNS runs, and the ratio of the largest N's mean to
+# the smallest's (the lower of each's runs).
+#
+#   bench/catalog.sh                                   # file 10^3,10^5,10^6; RADOS 10^3,10^5
+#   FILE_SIZES="1000 100000" RADOS_SIZES= bench/catalog.sh
+#   FILE_SIZES=100 RADOS_SIZES= OPS=3 LISTS=1 RUNS=1 bench/catalog.sh   # seconds
+#
+# DIR keeps the filled file stores (about 16 KiB and 4 inodes a record:
+# 16 GB at 10^6) for a later run with the same sizes; by default a
+# temporary directory, removed at the end. CEPH_CONF: use that cluster
+# instead of starting one (pools catbench-N are created in it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+FILE_SIZES=${FILE_SIZES-1000 100000 1000000}
+RADOS_SIZES=${RADOS_SIZES-1000 100000}
+RUNS=${RUNS:-2}
+OPS=${OPS:-100}   # rounds of the single-name operations per run
+LISTS=${LISTS:-5} # first pages of 100 and 1000 per run
+keep=${DIR:+1}
+DIR=${DIR:-$(mktemp -d)}
+mkdir -p "$DIR"
+work=$(mktemp -d)
+started_ceph=
+cleanup() {
+  [ -n "$started_ceph" ] && scripts/ceph-cluster.sh stop "$work/ceph" >/dev/null 2>&1
+  rm -rf "$work"
+  [ -n "$keep" ] || rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+tags=
+if [ -n "$RADOS_SIZES" ]; then
+  tags="-tags ceph,pacific"
+  if [ -z "${CEPH_CONF:-}" ]; then
+    CEPH_CONF=$(scripts/ceph-cluster.sh start "$work/ceph")
+    started_ceph=1
+  fi
+fi
+# shellcheck disable=SC2086
+go test -c $tags -o "$work/catbench.test" ./internal/manage
+# shellcheck disable=SC2086
+go build $tags -o "$work/archip" ./cmd/archip
+
+results=$work/results
+: >"$results"
+run() { # backend n store-url
+  local backend=$1 n=$2 url=$3 r line
+  for r in $(seq "$RUNS"); do
+    for b in Ops:$OPS List:$LISTS; do
+      line=$(ARCHIP_BENCH_STORE=$url ARCHIP_BENCH_N=$n "$work/catbench.test" -test.run '^$' \
+        -test.bench "^BenchmarkCatalog${b%%:*}\$" -test.benchtime "${b##*:}x" -test.timeout 0 2>&1 |
+        tee -a "$work/log" | grep '^BenchmarkCatalog') || { tail -20 "$work/log" >&2; exit 1; }
+      echo "$backend $n $line" >>"$results"
+    done
+    if [ "$n" -ge 10000 ]; then
+      line=$(bench/firstline.py "$work/archip" --store "$url" volume list)
+      echo "$backend $n cli 1 ${line%% *} cli-s" >>"$results"
+    fi
+  done
+}
+for n in $FILE_SIZES; do
+  run file "$n" "file://$DIR/file-$n"
+done
+for n in $RADOS_SIZES; do
+  ceph -c "$CEPH_CONF" osd pool create "catbench-$n" 8 >/dev/null 2>&1 || true
+  run rados "$n" "rados://catbench-$n?conf=$CEPH_CONF&namespace=b"
+done
+
+/usr/bin/env python3 - "$results" <<'PY'
+import collections, sys
+vals = collections.defaultdict(list)  # (backend, metric, n) -> [values]
+for line in open(sys.argv[1]):
+    f = line.split()
+    backend, n = f[0], int(f[1])
+    for v, unit in zip(f[4::2], f[5::2]):
+        if unit.endswith("-ms") or unit == "cli-s":
+            vals[(backend, unit, n)].append(float(v))
+ops = ["create", "lookup", "lookup-hot", "snapshot", "clone", "rename", "remove", "list100", "list1000"]
+for backend in ("file", "rados"):
+    sizes = sorted({n for (b, _, n) in vals if b == backend})
+    if not sizes:
+        continue
+    rng = lambda xs: (f"{min(xs):.3g}" if max(xs) - min(xs) < 0.005 * max(xs) else f"{min(xs):.3g}–{max(xs):.3g}") if xs else "-"
+    head = "| op | " + " | ".join(f"N={n:,} mean (p99) ms" for n in sizes) + f" | {sizes[-1]:,}/{sizes[0]:,} |"
+    print(f"\n{backend} store\n\n{head}\n|" + "---|" * (len(sizes) + 2))
+    for op in ops:
+        cells = [f"{rng(vals[(backend, op + '-ms', n)])} ({rng(vals[(backend, op + '-p99-ms', n)])})" for n in sizes]
+        lo, hi = vals[(backend, op + "-ms", sizes[0])], vals[(backend, op + "-ms", sizes[-1])]
+        ratio = f"{min(hi) / min(lo):.2f}x" if lo and hi and len(sizes) > 1 else "-"
+        print(f"| {op} | " + " | ".join(cells) + f" | {ratio} |")
+    cli = [f"{rng(vals[(backend, 'cli-s', n)])}" if vals[(backend, 'cli-s', n)] else "-" for n in sizes]
+    if any(c != "-" for c in cli):
+        print("| `volume list`, first record (s) | " + " | ".join(cli) + " | |")
+PY
