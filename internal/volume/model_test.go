@@ -506,7 +506,11 @@ func (m *model) land() string {
 		e := v.h.Entries()[z.off/bs]
 		for j := range z.p {
 			if src, _ := v.h.runAt(e, int64((z.off+j)%bs)); src.ObjectName() == z.entry.ObjectName() {
+				// It may or may not survive a crash, also once the
+				// live holder copies the block into an object of its
+				// own: until the next flush, either is right.
 				v.data[z.off+j] = z.p[j]
+				v.dirty[z.off+j] = true
 			}
 		}
 	}
