@@ -41,9 +41,10 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -923,37 +924,25 @@ const (
 // same order, each valid one, nil for those absent or not valid.
 func (c *Catalog) readValid(ctx context.Context, names []string) ([]*stored, error) {
 	out := make([]*stored, len(names))
-	errs := make([]error, len(names))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(walkReaders, len(names)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := int(next.Add(1) - 1); k < len(names); k = int(next.Add(1) - 1) {
-				s, _, err := c.get(ctx, names[k])
-				if errors.Is(err, ErrNotFound) {
-					continue
-				}
-				if err != nil {
-					errs[k] = err
-					continue
-				}
-				ok, err := c.view(ctx, s)
-				if ok && err == nil {
-					out[k] = s
-				}
-				errs[k] = err
+	var g errgroup.Group
+	g.SetLimit(walkReaders)
+	for k, name := range names {
+		g.Go(func() error {
+			s, _, err := c.get(ctx, name)
+			if errors.Is(err, ErrNotFound) {
+				return nil
 			}
-		}()
+			if err != nil {
+				return err
+			}
+			ok, err := c.view(ctx, s)
+			if ok && err == nil {
+				out[k] = s
+			}
+			return err
+		})
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	return out, g.Wait()
 }
 
 // All calls fn with every valid record, in name order.

@@ -26,9 +26,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/catalog"
@@ -428,24 +428,20 @@ func (m *Manager) ListPage(ctx context.Context, opts catalog.ListOptions) ([]Ent
 func (m *Manager) Walk(ctx context.Context, opts catalog.ListOptions, pageSize int, fn func([]Entry) error) (string, error) {
 	return m.Catalog.Walk(ctx, opts, pageSize, func(recs []catalog.Record) error {
 		out := make([]Entry, len(recs))
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range min(headReaders, len(recs)) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for k := int(next.Add(1) - 1); k < len(recs); k = int(next.Add(1) - 1) {
-					e := Entry{Record: recs[k]}
-					if h, _, err := volume.ReadHead(ctx, m.Store, e.ID); err != nil {
-						e.Error = err.Error()
-					} else {
-						e.Size, e.BlockSize = int64(h.Size), h.BlockSize()
-					}
-					out[k] = e
+		var g errgroup.Group
+		g.SetLimit(headReaders)
+		for k, r := range recs {
+			g.Go(func() error {
+				out[k] = Entry{Record: r}
+				if h, _, err := volume.ReadHead(ctx, m.Store, r.ID); err != nil {
+					out[k].Error = err.Error()
+				} else {
+					out[k].Size, out[k].BlockSize = int64(h.Size), h.BlockSize()
 				}
-			}()
+				return nil
+			})
 		}
-		wg.Wait()
+		g.Wait()
 		return fn(out)
 	})
 }
