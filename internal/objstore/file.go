@@ -596,7 +596,10 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			continue
 		}
 		if err := f.syncDir(dir); errors.Is(err, fs.ErrNotExist) {
-			continue // deleted and removed since the link, this entry too: look again
+			// Deleted and removed since the check: this write took
+			// effect, then the delete. Running it again would undo
+			// the delete.
+			return Version(next), nil
 		} else if err != nil {
 			return 0, mapErr(err)
 		}

@@ -3,8 +3,12 @@ package objstore_test
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/objstore"
 )
@@ -97,5 +101,38 @@ func TestFileSupersededStalledWriterUnknown(t *testing.T) {
 	got, v, err := b.Get(ctx, "x")
 	if err != nil || string(got) != "3" || v != v3 {
 		t.Fatalf("after the stalled delete: %q at %d (%v), want the later create's \"3\" at %d", got, v, err, v3)
+	}
+}
+
+// TestFileWriteDeletedBeforeItsFsync: a create wins (its check passed),
+// then, before it fsyncs the directory, another host deletes the object
+// and the directory goes. The create happened, then the delete: it must
+// not run again (it did, and the object came back after the delete).
+func TestFileWriteDeletedBeforeItsFsync(t *testing.T) {
+	ctx := context.Background()
+	_, a, b := twoFileStores(t)
+	a.SetPruneAge(0)
+	b.SetPruneAge(0)
+	var once sync.Once
+	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(dir string) {
+		if filepath.Base(dir) != "x" {
+			return
+		}
+		once.Do(func() {
+			time.Sleep(20 * time.Millisecond) // the tombstone's number falls below the server's time
+			if err := b.Delete(ctx, "x"); err != nil {
+				t.Error(err)
+			}
+			b.List(ctx, "", func(objstore.Info) error { return nil }) // removes the directory if the delete did not
+			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the directory is still there (%v): the test needs it gone", err)
+			}
+		})
+	}})
+	if _, err := a.Create(ctx, "x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Get(ctx, "x"); !objstore.IsNotExist(err) {
+		t.Fatalf("after a create and a delete that came after it: Get = %v, want not found", err)
 	}
 }
