@@ -468,12 +468,14 @@ func (c *Catalog) Create(ctx context.Context, r Record) error {
 			hints = append(hints, childHint(p, r.ID))
 		}
 	}
+	// The hints at once: each is a durable write, and they only need to
+	// be there before the record.
+	var g errgroup.Group
 	for _, h := range hints {
-		if _, err := c.store.Put(ctx, h, nil); err != nil {
-			return err
-		}
+		g.Go(func() error { _, err := c.store.Put(ctx, h, nil); return err })
 	}
-	if _, err := c.store.Put(ctx, idHint(r.ID), encodeIDHint(r.Name)); err != nil {
+	g.Go(func() error { _, err := c.store.Put(ctx, idHint(r.ID), encodeIDHint(r.Name)); return err })
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	b := encodeStored(&stored{Record: r})
@@ -861,10 +863,9 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 	if pageSize > FirstPage {
 		size = FirstPage
 	}
-	// IDs listed under a name they were being renamed from: a rename that
-	// commits while the listing goes on must not show them again under
-	// their new name.
-	moving := map[blockmap.ID]bool{}
+	// IDs listed: a rename that commits while the listing goes on must
+	// not show a volume again under its new name.
+	listed := map[blockmap.ID]bool{}
 	flush := func() error {
 		if len(page) == 0 {
 			return nil
@@ -888,12 +889,10 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 		}
 		i += want
 		for _, r := range recs {
-			if r == nil || moving[r.ID] {
+			if r == nil || listed[r.ID] {
 				continue
 			}
-			if r.RenamingTo != "" {
-				moving[r.ID] = true
-			}
+			listed[r.ID] = true
 			page = append(page, r.Record)
 			total, last = total+1, r.Name
 			if size > 0 && len(page) == size {
@@ -921,28 +920,45 @@ const (
 )
 
 // readValid reads the records of names in parallel and returns, in the
-// same order, each valid one, nil for those absent or not valid.
+// same order, each valid one, nil for those absent or not valid. A record
+// it found not valid (mid-rename) it reads again after the others, in
+// name order: read in parallel, a rename's new name could be read before
+// the commit and its old one after, which would show the volume under
+// neither (TestListDuringRename).
 func (c *Catalog) readValid(ctx context.Context, names []string) ([]*stored, error) {
 	out := make([]*stored, len(names))
+	again := make([]bool, len(names))
+	read := func(k int) error {
+		s, _, err := c.get(ctx, names[k])
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ok, err := c.view(ctx, s)
+		if ok && err == nil {
+			out[k] = s
+		}
+		again[k] = !ok
+		return err
+	}
 	var g errgroup.Group
 	g.SetLimit(walkReaders)
-	for k, name := range names {
-		g.Go(func() error {
-			s, _, err := c.get(ctx, name)
-			if errors.Is(err, ErrNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			ok, err := c.view(ctx, s)
-			if ok && err == nil {
-				out[k] = s
-			}
-			return err
-		})
+	for k := range names {
+		g.Go(func() error { return read(k) })
 	}
-	return out, g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for k := range names {
+		if again[k] {
+			if err := read(k); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // All calls fn with every valid record, in name order.
