@@ -129,8 +129,9 @@ import (
 // Listing (which the collector does) finishes the work: it collects by
 // the same rules what has since become old enough, removes deleted
 // objects' directories, "new" directories that a crashed creator left
-// over an hour ago, and empty directories, and once an hour what crashed
-// writers left in tmp/ over an hour ago. So a deleted object's space is
+// over an hour ago, and empty directories unchanged for 10 s (a creator
+// makes an object's parents a moment before it uses them), and once an
+// hour what crashed writers left in tmp/ over an hour ago. So a deleted object's space is
 // back at once unless it had generations superseded less than PruneAge
 // before (then at the first listing after that), and listing time follows
 // the objects that exist. ListNames (names only, for the catalog's
@@ -811,15 +812,34 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 	if err := os.Remove(filepath.Join(dir, genName(newest))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return
 	}
-	f.removeEmptyDirs(dir)
+	f.removeEmptyDirs(dir, 0)
+}
+
+// emptyAge is how long a listing leaves an empty directory in place: see
+// removeEmptyDirs.
+const emptyAge = 10 * time.Second
+
+// emptyBefore returns the server time before which a listing, which
+// measures the server's time with now, removes an empty directory.
+func emptyBefore(now func() int64) func() int64 {
+	return func() int64 { return now() - int64(emptyAge) }
 }
 
 // removeEmptyDirs removes dir and then its parents below obj/ while they
 // are empty. rmdir() fails on a directory with an entry, so this never
-// removes anything written meanwhile.
-func (f *File) removeEmptyDirs(dir string) {
+// removes anything written meanwhile. With before set (a listing's), it
+// removes only directories last changed before it (the file server's
+// time): a creator makes an object's parent directories, then renames
+// the object's directory into one, and a listing that kept removing a
+// parent made a moment ago would starve it.
+func (f *File) removeEmptyDirs(dir string, before int64) {
 	top := filepath.Join(f.root, "obj")
 	for d := dir; strings.HasPrefix(d, top+string(filepath.Separator)); d = filepath.Dir(d) {
+		if before != 0 {
+			if in, err := os.Lstat(d); err != nil || changeTime(in) >= before {
+				return
+			}
+		}
 		if err := syscall.Rmdir(d); err != nil {
 			return
 		}
@@ -924,7 +944,7 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 		return now
 	}
 	f.cleanTmp(serverNow)
-	return f.walkPrefix(ctx, prefix, func(fan, entry, name string) error {
+	return f.walkPrefix(ctx, prefix, emptyBefore(serverNow), func(fan, entry, name string) error {
 		in, ok, err := f.tidy(ctx, filepath.Join(fan, entry), name, serverNow)
 		if err != nil || !ok {
 			return err
@@ -937,13 +957,20 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 // without reading them (NameLister): a deleted object whose directory a
 // listing has not removed yet, or one being created, is named too.
 func (f *File) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
-	return f.walkPrefix(ctx, prefix, func(_, _, name string) error { return fn(name) })
+	var now int64
+	serverNow := func() int64 {
+		if now == 0 {
+			now = f.serverNow()
+		}
+		return now
+	}
+	return f.walkPrefix(ctx, prefix, emptyBefore(serverNow), func(_, _, name string) error { return fn(name) })
 }
 
 // walkPrefix calls visit with every object directory whose name starts
 // with prefix (its fan-out directory, its entry there, the object's name),
 // walking from the deepest directory the prefix names completely.
-func (f *File) walkPrefix(ctx context.Context, prefix string, visit func(fan, entry, name string) error) error {
+func (f *File) walkPrefix(ctx context.Context, prefix string, before func() int64, visit func(fan, entry, name string) error) error {
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 		base = prefix[:i+1]
@@ -953,14 +980,14 @@ func (f *File) walkPrefix(ctx context.Context, prefix string, visit func(fan, en
 			return nil // no object can have such a name
 		}
 	}
-	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, visit)
+	return f.walk(ctx, filepath.Join(f.root, "obj", filepath.FromSlash(base)), base, prefix, before, visit)
 }
 
 // walk visits the object directories below the directory path, whose
 // names start with namePrefix (the name of path's directory, ending in a
 // slash, or ""). Directories may vanish under it (objects deleted): it
 // skips them.
-func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit func(fan, entry, name string) error) error {
+func (f *File) walk(ctx context.Context, path, namePrefix, want string, before func() int64, visit func(fan, entry, name string) error) error {
 	ents, err := os.ReadDir(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -969,7 +996,7 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit fu
 		return mapErr(err)
 	}
 	if len(ents) == 0 {
-		f.removeEmptyDirs(path)
+		f.removeEmptyDirs(path, before())
 		return nil
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
@@ -983,7 +1010,7 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit fu
 		if !strings.HasPrefix(e.Name(), "@") {
 			sub := namePrefix + e.Name() + "/"
 			if strings.HasPrefix(sub, want) || strings.HasPrefix(want, sub) {
-				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, visit); err != nil {
+				if err := f.walk(ctx, filepath.Join(path, e.Name()), sub, want, before, visit); err != nil {
 					return err
 				}
 			}
@@ -998,7 +1025,7 @@ func (f *File) walk(ctx context.Context, path, namePrefix, want string, visit fu
 			return mapErr(err)
 		}
 		if len(objs) == 0 {
-			f.removeEmptyDirs(fan)
+			f.removeEmptyDirs(fan, before())
 		}
 		for _, o := range objs {
 			name := namePrefix + o
@@ -1044,7 +1071,7 @@ func (f *File) tidy(ctx context.Context, dir, name string, now func() int64) (In
 	g := newest(ents)
 	switch {
 	case g.num == 0:
-		f.removeEmptyDirs(dir)
+		f.removeEmptyDirs(dir, emptyBefore(now)())
 		return Info{}, false, nil
 	case g.tombstone:
 		p := filepath.Join(dir, genName(g.num))
