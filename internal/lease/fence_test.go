@@ -143,7 +143,7 @@ func TestTakeoverFences(t *testing.T) {
 // identity, so anyone may take it over.
 func TestTakeoverCannotFence(t *testing.T) {
 	cs, f := fenceConns(2)
-	cs[1].cannot = errors.New("no caps")
+	cs[1].cannot = fmt.Errorf("%w: no caps", objstore.ErrUnsupport)
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	a, b := newNode(t, cs[0], "a", clk), newNode(t, cs[1], "b", clk)
 	if _, err := a.Acquire(ctx, "vol"); err != nil {
@@ -171,5 +171,43 @@ func TestTakeoverCannotFence(t *testing.T) {
 	}
 	if len(f.calls) != 0 {
 		t.Fatalf("fenced %v", f.calls)
+	}
+}
+
+// TestFenceIDPassingFailure: a store that could not tell this node's
+// fence identity for a passing reason (its FenceID error does not wrap
+// objstore.ErrUnsupport: the monitors did not answer) is asked again at
+// the next lease: once it answers, this node's records name it and it
+// takes over leases of holders that rely on being fenced. (It was asked
+// once: the node stayed unable to fence until restarted.)
+func TestFenceIDPassingFailure(t *testing.T) {
+	cs, f := fenceConns(2)
+	cs[0].cannot = errors.New("rados: mon command timed out")
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a, b := newNode(t, cs[0], "a", clk), newNode(t, cs[1], "b", clk)
+	if _, err := b.Acquire(ctx, "held"); err != nil {
+		t.Fatal(err)
+	}
+	l1, err := a.Acquire(ctx, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l1.Fenced() {
+		t.Fatalf("record without a fence identity: %+v", l1.Record())
+	}
+	cs[0].cannot = nil
+	l2, err := a.Acquire(ctx, "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := l2.Record(); r.Fence != "client-0" || !l2.Fenced() {
+		t.Fatalf("record once the store answers: %+v, want fence identity client-0", r)
+	}
+	clk.Advance(ttl + drift + time.Millisecond)
+	if _, err := a.Acquire(ctx, "held"); err != nil {
+		t.Fatalf("takeover once the store answers: %v", err)
+	}
+	if len(f.calls) != 1 || f.calls[0] != "client-1" {
+		t.Fatalf("fenced %v, want client-1", f.calls)
 	}
 }

@@ -361,7 +361,9 @@ func (m *Manager) Read(ctx context.Context, volume string) (Record, objstore.Ver
 }
 
 // ownFence returns this node's fence identity, or "" when its store
-// cannot fence; it asks the store once, and logs once why it cannot.
+// cannot fence. It keeps the store's answer, and logs once why it cannot,
+// unless the store failed for a passing reason (its error does not wrap
+// objstore.ErrUnsupport): then it asks again next time.
 func (m *Manager) ownFence(ctx context.Context) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -374,7 +376,8 @@ func (m *Manager) ownFence(ctx context.Context) (string, error) {
 		return "", m.fenceErr
 	}
 	id, err := f.FenceID(ctx)
-	if err != nil && ctx.Err() != nil {
+	if err != nil && (ctx.Err() != nil || !errors.Is(err, objstore.ErrUnsupport)) {
+		m.cfg.Logf("lease: %v; for now this node's records name no store connection to fence (their writers check the map head at every flush), and it cannot take over a lease whose holder relies on being fenced; asking again at the next lease", err)
 		return "", err // ask again next time
 	}
 	m.fenceKnown, m.fenceID, m.fenceErr = true, id, err
