@@ -268,6 +268,11 @@ type Manager struct {
 	fenceKnown bool
 	fenceID    string
 	fenceErr   error
+	// fenceRetry: FenceID failed for a passing reason; not asked again
+	// before this time (by the Clock), so that Acquires do not each wait
+	// for monitors that do not answer.
+	fenceRetry time.Time
+	fenceLast  error
 	// unknownTakeover: volumes whose last Acquire took the lease over
 	// and did not learn whether its write landed. If it did, the next
 	// Acquire finds the record its own and must still report a takeover.
@@ -363,12 +368,15 @@ func (m *Manager) Read(ctx context.Context, volume string) (Record, objstore.Ver
 // ownFence returns this node's fence identity, or "" when its store
 // cannot fence. It keeps the store's answer, and logs once why it cannot,
 // unless the store failed for a passing reason (its error does not wrap
-// objstore.ErrUnsupport): then it asks again next time.
+// objstore.ErrUnsupport): then it asks again once a TTL has passed.
 func (m *Manager) ownFence(ctx context.Context) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fenceKnown {
 		return m.fenceID, m.fenceErr
+	}
+	if m.cfg.Clock.Now().Before(m.fenceRetry) {
+		return "", m.fenceLast
 	}
 	f, ok := m.store.(objstore.Fencer)
 	if !ok {
@@ -377,8 +385,11 @@ func (m *Manager) ownFence(ctx context.Context) (string, error) {
 	}
 	id, err := f.FenceID(ctx)
 	if err != nil && (ctx.Err() != nil || !errors.Is(err, objstore.ErrUnsupport)) {
-		m.cfg.Logf("lease: %v; for now this node's records name no store connection to fence (their writers check the map head at every flush), and it cannot take over a lease whose holder relies on being fenced; asking again at the next lease", err)
-		return "", err // ask again next time
+		if ctx.Err() == nil {
+			m.fenceRetry, m.fenceLast = m.cfg.Clock.Now().Add(m.cfg.TTL), err
+			m.cfg.Logf("lease: %v; for now this node's records name no store connection to fence (their writers check the map head at every flush), and it cannot take over a lease whose holder relies on being fenced; asking again in %s", err, m.cfg.TTL)
+		}
+		return "", err
 	}
 	m.fenceKnown, m.fenceID, m.fenceErr = true, id, err
 	if err != nil {
