@@ -219,3 +219,44 @@ func TestFenceIDPassingFailure(t *testing.T) {
 		t.Fatalf("fenced %v, want client-1", f.calls)
 	}
 }
+
+// TestAcquireReleasedTakesNothingOver: AcquireReleased (a reader that
+// would like the lease) neither takes over nor fences a holder whose
+// lease expired (it may only have been slow to renew) or was broken; it
+// takes a released lease.
+func TestAcquireReleasedTakesNothingOver(t *testing.T) {
+	cs, f := fenceConns(2)
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a, b := newNode(t, cs[0], "a", clk), newNode(t, cs[1], "b", clk)
+	la, err := a.Acquire(ctx, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(ttl + drift + time.Millisecond)
+	if _, err := b.AcquireReleased(ctx, "vol"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("expired lease: %v, want ErrHeld", err)
+	}
+	if _, err := a.Break(ctx, "vol", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AcquireReleased(ctx, "vol"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("broken lease: %v, want ErrHeld", err)
+	}
+	if len(f.calls) != 0 {
+		t.Fatalf("fenced %v", f.calls)
+	}
+	if err := la.Release(ctx); !errors.Is(err, ErrLost) {
+		t.Fatalf("release of the broken lease: %v", err)
+	}
+	lo, err := a.Acquire(ctx, "other2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lo.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.AcquireReleased(ctx, "other2")
+	if err != nil || lb.TookOver() {
+		t.Fatalf("released lease: %v (took over %v)", err, lb != nil && lb.TookOver())
+	}
+}

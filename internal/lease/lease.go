@@ -438,6 +438,19 @@ func (m *Manager) mine(r Record) bool {
 // An undecodable record is an objstore.ErrCorrupt error: only Break
 // clears it.
 func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
+	return m.acquire(ctx, volume, false)
+}
+
+// AcquireReleased is Acquire that takes nothing over: a lease that is
+// held, expired or broken is a *HeldError. For a node that only would
+// like the lease (a reader that writes nothing): a takeover fences the
+// holder's whole connection (Fencing in the package comment) and starts
+// a new epoch, for a holder that may only have been slow to renew.
+func (m *Manager) AcquireReleased(ctx context.Context, volume string) (*Lease, error) {
+	return m.acquire(ctx, volume, true)
+}
+
+func (m *Manager) acquire(ctx context.Context, volume string, released bool) (*Lease, error) {
 	name := Name(volume)
 	for {
 		cur, ver, err := m.Read(ctx, volume)
@@ -448,7 +461,7 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 			return nil, err
 		}
 		mine := m.mine(cur)
-		if !mine && !m.free(cur) {
+		if !mine && (!m.free(cur) || released && (cur.Owner != "" || cur.Broken)) {
 			held := &HeldError{Record: cur, SameNode: cur.Owner == m.cfg.Node}
 			if held.SameNode && m.warnSameNode(volume) {
 				m.cfg.Logf("%v", held)
