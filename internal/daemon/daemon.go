@@ -333,7 +333,8 @@ func (h *handle) read(ctx context.Context, fn func(v *volume.Volume) error) erro
 }
 
 // promote makes a follower that keeps reading the writer if the lease
-// is free (it asks no holder), so that its reads stop checking the head;
+// is released (it asks no holder, and takes no lease over), so that its
+// reads stop checking the head;
 // it tries again after as many reads.
 func (h *handle) promote(ctx context.Context) {
 	h.mu.Lock()

@@ -143,7 +143,7 @@ func TestTakeoverFences(t *testing.T) {
 // identity, so anyone may take it over.
 func TestTakeoverCannotFence(t *testing.T) {
 	cs, f := fenceConns(2)
-	cs[1].cannot = errors.New("no caps")
+	cs[1].cannot = fmt.Errorf("%w: no caps", objstore.ErrUnsupport)
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	a, b := newNode(t, cs[0], "a", clk), newNode(t, cs[1], "b", clk)
 	if _, err := a.Acquire(ctx, "vol"); err != nil {
@@ -171,5 +171,92 @@ func TestTakeoverCannotFence(t *testing.T) {
 	}
 	if len(f.calls) != 0 {
 		t.Fatalf("fenced %v", f.calls)
+	}
+}
+
+// TestFenceIDPassingFailure: a store that could not tell this node's
+// fence identity for a passing reason (its FenceID error does not wrap
+// objstore.ErrUnsupport: the monitors did not answer) is asked again at
+// a lease a TTL later: once it answers, this node's records name it and
+// it takes over leases of holders that rely on being fenced. (It was
+// asked once: the node stayed unable to fence until restarted.)
+func TestFenceIDPassingFailure(t *testing.T) {
+	cs, f := fenceConns(2)
+	cs[0].cannot = errors.New("rados: mon command timed out")
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a, b := newNode(t, cs[0], "a", clk), newNode(t, cs[1], "b", clk)
+	if _, err := b.Acquire(ctx, "held"); err != nil {
+		t.Fatal(err)
+	}
+	l1, err := a.Acquire(ctx, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l1.Fenced() {
+		t.Fatalf("record without a fence identity: %+v", l1.Record())
+	}
+	cs[0].cannot = nil
+	// Not asked again before a TTL has passed.
+	l2, err := a.Acquire(ctx, "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.Fenced() {
+		t.Fatalf("record right after the failure: %+v, want no fence identity", l2.Record())
+	}
+	clk.Advance(ttl + drift + time.Millisecond)
+	l3, err := a.Acquire(ctx, "v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := l3.Record(); r.Fence != "client-0" || !l3.Fenced() {
+		t.Fatalf("record once the store answers: %+v, want fence identity client-0", r)
+	}
+	if _, err := a.Acquire(ctx, "held"); err != nil {
+		t.Fatalf("takeover once the store answers: %v", err)
+	}
+	if len(f.calls) != 1 || f.calls[0] != "client-1" {
+		t.Fatalf("fenced %v, want client-1", f.calls)
+	}
+}
+
+// TestAcquireReleasedTakesNothingOver: AcquireReleased (a reader that
+// would like the lease) neither takes over nor fences a holder whose
+// lease expired (it may only have been slow to renew) or was broken; it
+// takes a released lease.
+func TestAcquireReleasedTakesNothingOver(t *testing.T) {
+	cs, f := fenceConns(2)
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a, b := newNode(t, cs[0], "a", clk), newNode(t, cs[1], "b", clk)
+	la, err := a.Acquire(ctx, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(ttl + drift + time.Millisecond)
+	if _, err := b.AcquireReleased(ctx, "vol"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("expired lease: %v, want ErrHeld", err)
+	}
+	if _, err := a.Break(ctx, "vol", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AcquireReleased(ctx, "vol"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("broken lease: %v, want ErrHeld", err)
+	}
+	if len(f.calls) != 0 {
+		t.Fatalf("fenced %v", f.calls)
+	}
+	if err := la.Release(ctx); !errors.Is(err, ErrLost) {
+		t.Fatalf("release of the broken lease: %v", err)
+	}
+	lo, err := a.Acquire(ctx, "other2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lo.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.AcquireReleased(ctx, "other2")
+	if err != nil || lb.TookOver() {
+		t.Fatalf("released lease: %v (took over %v)", err, lb != nil && lb.TookOver())
 	}
 }

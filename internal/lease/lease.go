@@ -268,6 +268,11 @@ type Manager struct {
 	fenceKnown bool
 	fenceID    string
 	fenceErr   error
+	// fenceRetry: FenceID failed for a passing reason; not asked again
+	// before this time (by the Clock), so that Acquires do not each wait
+	// for monitors that do not answer.
+	fenceRetry time.Time
+	fenceLast  error
 	// unknownTakeover: volumes whose last Acquire took the lease over
 	// and did not learn whether its write landed. If it did, the next
 	// Acquire finds the record its own and must still report a takeover.
@@ -361,12 +366,17 @@ func (m *Manager) Read(ctx context.Context, volume string) (Record, objstore.Ver
 }
 
 // ownFence returns this node's fence identity, or "" when its store
-// cannot fence; it asks the store once, and logs once why it cannot.
+// cannot fence. It keeps the store's answer, and logs once why it cannot,
+// unless the store failed for a passing reason (its error does not wrap
+// objstore.ErrUnsupport): then it asks again once a TTL has passed.
 func (m *Manager) ownFence(ctx context.Context) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fenceKnown {
 		return m.fenceID, m.fenceErr
+	}
+	if m.cfg.Clock.Now().Before(m.fenceRetry) {
+		return "", m.fenceLast
 	}
 	f, ok := m.store.(objstore.Fencer)
 	if !ok {
@@ -374,8 +384,12 @@ func (m *Manager) ownFence(ctx context.Context) (string, error) {
 		return "", m.fenceErr
 	}
 	id, err := f.FenceID(ctx)
-	if err != nil && ctx.Err() != nil {
-		return "", err // ask again next time
+	if err != nil && (ctx.Err() != nil || !errors.Is(err, objstore.ErrUnsupport)) {
+		if ctx.Err() == nil {
+			m.fenceRetry, m.fenceLast = m.cfg.Clock.Now().Add(m.cfg.TTL), err
+			m.cfg.Logf("lease: %v; for now this node's records name no store connection to fence (their writers check the map head at every flush), and it cannot take over a lease whose holder relies on being fenced; asking again in %s", err, m.cfg.TTL)
+		}
+		return "", err
 	}
 	m.fenceKnown, m.fenceID, m.fenceErr = true, id, err
 	if err != nil {
@@ -424,6 +438,19 @@ func (m *Manager) mine(r Record) bool {
 // An undecodable record is an objstore.ErrCorrupt error: only Break
 // clears it.
 func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
+	return m.acquire(ctx, volume, false)
+}
+
+// AcquireReleased is Acquire that takes nothing over: a lease that is
+// held, expired or broken is a *HeldError. For a node that only would
+// like the lease (a reader that writes nothing): a takeover fences the
+// holder's whole connection (Fencing in the package comment) and starts
+// a new epoch, for a holder that may only have been slow to renew.
+func (m *Manager) AcquireReleased(ctx context.Context, volume string) (*Lease, error) {
+	return m.acquire(ctx, volume, true)
+}
+
+func (m *Manager) acquire(ctx context.Context, volume string, released bool) (*Lease, error) {
 	name := Name(volume)
 	for {
 		cur, ver, err := m.Read(ctx, volume)
@@ -434,7 +461,7 @@ func (m *Manager) Acquire(ctx context.Context, volume string) (*Lease, error) {
 			return nil, err
 		}
 		mine := m.mine(cur)
-		if !mine && !m.free(cur) {
+		if !mine && (!m.free(cur) || released && (cur.Owner != "" || cur.Broken)) {
 			held := &HeldError{Record: cur, SameNode: cur.Owner == m.cfg.Node}
 			if held.SameNode && m.warnSameNode(volume) {
 				m.cfg.Logf("%v", held)

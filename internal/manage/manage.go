@@ -127,9 +127,12 @@ func (m *Manager) OpenWriterCopying(ctx context.Context, id blockmap.ID) (*volum
 }
 
 // TryOpenWriter is OpenWriter when the lease is free; when another node
-// holds it, it returns lease.ErrHeld at once instead of asking.
+// holds it, it returns lease.ErrHeld at once instead of asking. It takes
+// nothing over (lease.Manager.AcquireReleased): a lease that expired or
+// was broken is held too, since a takeover fences the holder (its whole
+// store connection, on RADOS) and starts a new epoch.
 func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*lease.Lease, error)) (*volume.Volume, *lease.Lease, error) {
-	l, err := m.Leases.Acquire(ctx, id.String())
+	l, err := m.Leases.AcquireReleased(ctx, id.String())
 	if err != nil {
 		return nil, nil, err
 	}

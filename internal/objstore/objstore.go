@@ -139,9 +139,10 @@ type FreshStater interface {
 // the head check of a flush that changed no map entry (docs/leases.md).
 type Fencer interface {
 	// FenceID returns the identity of this connection, as Fence takes
-	// it. An error says why this connection cannot take part in fencing
-	// (RADOS: the client lacks the capability to blocklist): callers then
-	// keep their own checks.
+	// it. An error says why this connection cannot take part in fencing;
+	// callers then keep their own checks. It wraps ErrUnsupport when that
+	// lasts (RADOS: the client lacks the capability to blocklist); any
+	// other error is passing (the store did not answer): ask again later.
 	FenceID(ctx context.Context) (string, error)
 	// Fence makes the store refuse every operation of the connection id
 	// (ErrFenced) that reaches an object after an operation this

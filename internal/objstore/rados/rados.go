@@ -664,7 +664,9 @@ const FenceExpiry = 7 * 24 * time.Hour
 // add" takes. It first checks, once, that this client may blocklist
 // (removing an address that is not blocklisted changes nothing): without
 // the mon capability (allow command "osd blocklist", or profile rbd) it
-// answers why, and callers keep checking the map head instead.
+// answers why, wrapping objstore.ErrUnsupport, and callers keep checking
+// the map head instead. Only that answer is kept: any other failure is
+// returned, and the next call asks again.
 func (s *Store) FenceID(ctx context.Context) (string, error) {
 	s.fenceMu.Lock()
 	defer s.fenceMu.Unlock()
@@ -675,9 +677,14 @@ func (s *Store) FenceID(ctx context.Context) (string, error) {
 	if err == nil {
 		err = s.blocklist("rm", "127.0.0.1:0/1", 0)
 	}
-	if err != nil {
-		s.fenceErr = fmt.Errorf("rados: this client cannot fence others (give it the mon capability 'allow command \"osd blocklist\"', or 'profile rbd'): %w", err)
+	if c := code(err); c == int(syscall.EACCES) || c == int(syscall.EPERM) {
+		s.fenceErr = fmt.Errorf("%w: rados: this client cannot fence others (give it the mon capability 'allow command \"osd blocklist\"', or 'profile rbd'): %v", objstore.ErrUnsupport, err)
 		return "", s.fenceErr
+	}
+	if err != nil {
+		// Not kept: the monitors did not answer (a mon op timeout), or
+		// the connection's address is not known yet.
+		return "", fmt.Errorf("rados: find this client's fence identity: %w", mapErr(err))
 	}
 	s.fenceID = addr
 	return addr, nil
