@@ -84,17 +84,17 @@ import (
 // server's time when a listing collects: the writer of k+1 has had
 // PruneAge to check k, and a reader that listed k as newest to open it.
 // The base of the newest generation stays (unless the newest is a
-// tombstone), so a writer whose entry is the newest finds its base
-// however long it stalled before its check. A writer that stalled
-// PruneAge before its check and was superseded meanwhile may find its
-// base gone, and then cannot tell its win from a loss: it answers an
-// error that leaves the outcome unknown (see Store), not ErrConflict,
-// and does not retry (a Delete retried so would delete what was created
-// after its tombstone). A check that fails sooner than PruneAge/2 after
-// the listing is a loss (the base cannot have been collected as old
-// since, so the link took a removed generation's place below the newest,
-// where no reader looks) and is retried. A listing sees the newest generation that existed
-// when it started unless it runs longer than PruneAge.
+// tombstone), so a writer whose entry is the newest finds its base however
+// long it stalled before its check. A writer that stalled PruneAge before
+// its check and was superseded meanwhile may find its base gone, and then
+// cannot tell its win from a loss: it answers an error that leaves the
+// outcome unknown (see Store), not ErrConflict, and does not retry (a
+// Delete retried so would delete what was created after its tombstone). A
+// check that fails sooner than PruneAge/2 after the listing is a loss (the
+// base cannot have been collected as old since, so the link took a removed
+// generation's place below the newest, where no reader looks) and is
+// retried. A listing sees the newest generation that existed when it
+// started unless it runs longer than PruneAge.
 //
 // A writer that has checked its base also removes it at once if nothing
 // older is left and it is a symbolic link (nobody reads an absent
@@ -126,16 +126,16 @@ import (
 // gone and starts over.
 // Creators make again the directories that vanish under them.
 //
-// Listing (which the collector does) finishes the work: it collects by
-// the same rules what has since become old enough, removes deleted
-// objects' directories, "new" directories that a crashed creator left
-// over an hour ago, and empty directories unchanged for 10 s (a creator
-// makes an object's parents a moment before it uses them), and once an
-// hour what crashed writers left in tmp/ over an hour ago. So a deleted object's space is
-// back at once unless it had generations superseded less than PruneAge
-// before (then at the first listing after that), and listing time follows
-// the objects that exist. ListNames (names only, for the catalog's
-// listing) reads no object's directory and collects nothing.
+// Listing (which the collector does) finishes the work: it collects by the
+// same rules what has since become old enough, removes deleted objects'
+// directories, "new" directories that a crashed creator left over an hour
+// ago, and empty directories unchanged for 10 s (a creator makes an
+// object's parents a moment before it uses them), and once an hour what
+// crashed writers left in tmp/ over an hour ago. So a deleted object's
+// space is back at once unless it had generations superseded less than
+// PruneAge before (then at the first listing after that), and listing time
+// follows the objects that exist. ListNames (names only, for the catalog's
+// listing) reads no object's directory and collects no generation.
 //
 // # Durability
 //
