@@ -852,6 +852,18 @@ func exists(path string) bool {
 	return err == nil
 }
 
+// onceServerNow returns serverNow measured once, when first called: a
+// listing's time.
+func (f *File) onceServerNow() func() int64 {
+	var now int64
+	return func() int64 {
+		if now == 0 {
+			now = f.serverNow()
+		}
+		return now
+	}
+}
+
 // serverNow returns the file server's time in nanoseconds: the change
 // time of a file it creates (0 if that fails).
 func (f *File) serverNow() int64 {
@@ -936,13 +948,7 @@ func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 }
 
 func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) error {
-	var now int64 // the file server's time, measured once, when first needed
-	serverNow := func() int64 {
-		if now == 0 {
-			now = f.serverNow()
-		}
-		return now
-	}
+	serverNow := f.onceServerNow()
 	f.cleanTmp(serverNow)
 	return f.walkPrefix(ctx, prefix, emptyBefore(serverNow), func(fan, entry, name string) error {
 		in, ok, err := f.tidy(ctx, filepath.Join(fan, entry), name, serverNow)
@@ -957,13 +963,7 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 // without reading them (NameLister): a deleted object whose directory a
 // listing has not removed yet, or one being created, is named too.
 func (f *File) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
-	var now int64
-	serverNow := func() int64 {
-		if now == 0 {
-			now = f.serverNow()
-		}
-		return now
-	}
+	serverNow := f.onceServerNow()
 	return f.walkPrefix(ctx, prefix, emptyBefore(serverNow), func(_, _, name string) error { return fn(name) })
 }
 

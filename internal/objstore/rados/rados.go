@@ -209,7 +209,7 @@ func (s *Store) markDirs(ctx context.Context, name string) error {
 	if !isCat(name) {
 		return nil
 	}
-	var todo []string
+	var unmarked []string // deepest first
 	for dir := dirOf(name); strings.Count(dir, "/") > 2; dir = dirOf(strings.TrimSuffix(dir, "/")) {
 		s.dirsMu.Lock()
 		seen := s.dirs[dir]
@@ -217,10 +217,10 @@ func (s *Store) markDirs(ctx context.Context, name string) error {
 		if seen {
 			break
 		}
-		todo = append(todo, dir)
+		unmarked = append(unmarked, dir)
 	}
-	for i := len(todo) - 1; i >= 0; i-- {
-		dir := todo[i]
+	for i := len(unmarked) - 1; i >= 0; i-- {
+		dir := unmarked[i]
 		err := s.withNS(ctx, s.nsOf(dir), func(io *rados.IOContext) error {
 			// A read first: every creator in the directory checks, and a
 			// write, even one that changes nothing, would queue them all
