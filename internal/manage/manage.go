@@ -252,18 +252,45 @@ func (m *Manager) Open(ctx context.Context, name string, writable bool) (*volume
 }
 
 // Snapshot takes a read-only, crash-consistent snapshot of volume vol.
+//
+// A snapshot is a chain of durable writes, each waiting for the last; the
+// hold on collections and the volume's lease are independent of each
+// other, so it takes them at once, and gives them back at once.
 func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Record, error) {
 	if err := m.checkFree(ctx, snap); err != nil {
 		return nil, err
 	}
+	r, err := m.Lookup(ctx, vol)
+	if err != nil {
+		return nil, err
+	}
+	if r.ReadOnly() {
+		return nil, fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, vol, r.Kind)
+	}
+	var (
+		h *gc.Hold
+		l *lease.Lease
+		g errgroup.Group
+	)
+	g.Go(func() (err error) { h, err = gc.AcquireHold(ctx, m.Store, m.Now); return err })
+	g.Go(func() (err error) { l, err = m.Leases.Take(ctx, r.ID.String()); return err })
+	if err := g.Wait(); err != nil {
+		if h != nil {
+			h.Release()
+		}
+		if l != nil {
+			l.Release(ctx)
+		}
+		return nil, err
+	}
+	v, _, err := m.openLeased(ctx, r.ID, l, nil, false) // releases l if it fails
+	if err != nil {
+		h.Release()
+		return nil, err
+	}
 	var rec *catalog.Record
 	var sealed []volume.Replaced
-	err := m.held(ctx, func(h *gc.Hold) error {
-		v, r, err := m.Open(ctx, vol, true)
-		if err != nil {
-			return err
-		}
-		defer v.Close(ctx)
+	err = func() error {
 		if v.Head().Unsealed != 0 {
 			// After a takeover the snapshot must first seal the old
 			// writer's blocks into content blocks, deduplicating onto
@@ -282,7 +309,13 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 		}
 		rec, err = m.register(ctx, h, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
 		return err
-	})
+	}()
+	var closed errgroup.Group
+	closed.Go(func() error { return v.Close(ctx) })
+	if rerr := h.Release(); err == nil {
+		err = rerr
+	}
+	closed.Wait()
 	if errors.Is(err, gc.ErrHoldLost) && len(sealed) > 0 {
 		if rerr := m.repairHash(ctx, vol, sealed); rerr != nil {
 			err = fmt.Errorf("%w (and sealing %q before the snapshot: %v)", err, vol, rerr)

@@ -7,9 +7,11 @@ import (
 	"io"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/image"
+	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -188,5 +190,51 @@ func TestLookingWritesNothing(t *testing.T) {
 	}
 	if n := s.n.Load() - before; n != 0 {
 		t.Fatalf("looking wrote %d times to the store", n)
+	}
+}
+
+// TestSnapshotRefusedLeavesNothing: a snapshot that cannot have the
+// volume's lease (its holder keeps it) or of a volume that is read-only
+// fails, and leaves no snapshot and no hold on collections behind: it
+// takes the hold and the lease at once, and gives back the one it got.
+func TestSnapshotRefusedLeavesNothing(t *testing.T) {
+	s := objstore.NewMem()
+	a := New(s)
+	rec, err := a.CreateVolume(ctx, "vm1", 8*bs, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Snapshot(ctx, "vm1", "vm1@s1"); err != nil {
+		t.Fatal(err)
+	}
+	va, _, err := a.OpenWriter(ctx, rec.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer va.Discard(ctx)
+	leases, err := lease.NewManager(s, lease.Config{Node: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Manager{Store: s, Catalog: catalog.New(s), Now: time.Now, Leases: leases}
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := b.Snapshot(tctx, "vm1", "vm1@s2"); err == nil {
+		t.Fatal("snapshot of a volume whose holder keeps its lease succeeded")
+	}
+	if _, err := b.Snapshot(ctx, "vm1@s1", "vm1@s3"); !errors.Is(err, volume.ErrReadOnly) {
+		t.Fatalf("snapshot of a snapshot: %v, want volume.ErrReadOnly", err)
+	}
+	for _, name := range []string{"vm1@s2", "vm1@s3"} {
+		if _, err := b.Lookup(ctx, name); !errors.Is(err, catalog.ErrNotFound) {
+			t.Errorf("%s after a failed snapshot: %v", name, err)
+		}
+	}
+	s.List(ctx, "gc/holds/", func(in objstore.Info) error {
+		t.Errorf("hold %s left behind", in.Name)
+		return nil
+	})
+	if err := va.WriteAt(ctx, []byte("still the writer"), 0, true); err != nil {
+		t.Fatalf("the holder lost its volume to a failed snapshot: %v", err)
 	}
 }
