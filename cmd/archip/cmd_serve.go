@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -14,8 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archip/internal/daemon"
-	"github.com/archipelago-go/archip/internal/lease"
-	"github.com/archipelago-go/archip/internal/nbd"
+	"github.com/archipelago-go/archip/internal/frontend/nbdfe"
 )
 
 type serveOptions struct {
@@ -95,40 +93,34 @@ certificate that CA signed.`,
 	return c
 }
 
-// listen opens an NBD listener: HOST:PORT or unix:PATH. A stale socket
-// file (nobody listening) is removed first.
-func listen(addr string) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("serve: %s is in use by another server", path)
-		}
-		os.Remove(path)
-		return net.Listen("unix", path)
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, usageError{fmt.Errorf("--nbd-listen %q: want HOST:PORT or unix:PATH", addr)}
-	}
-	return net.Listen("tcp", addr)
-}
-
 func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	if o.maxConns < 1 {
 		return usageError{fmt.Errorf("--max-connections %d: must be at least 1", o.maxConns)}
 	}
-	srv := &nbd.Server{Errno: daemon.Errno, TLSRequired: o.tlsRequired, MaxConns: o.maxConns}
-	if o.tlsCert != "" || o.tlsKey != "" {
-		cfg, err := nbd.ServerTLS(o.tlsCert, o.tlsKey, o.tlsCA, o.tlsRequired)
-		if err != nil {
-			return fmt.Errorf("serve: %w", err)
-		}
-		srv.TLS = cfg
-	} else if o.tlsRequired || o.tlsCA != "" {
+	if (o.tlsRequired || o.tlsCA != "") && o.tlsCert == "" && o.tlsKey == "" {
 		return usageError{errors.New("--tls-required and --tls-ca need --tls-cert and --tls-key")}
 	}
-	srv.Warnf = func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
+	for _, a := range o.nbdListen {
+		if _, _, err := net.SplitHostPort(a); err != nil && !strings.HasPrefix(a, "unix:") {
+			return usageError{fmt.Errorf("--nbd-listen %q: want HOST:PORT or unix:PATH", a)}
+		}
+	}
+	if o.adminAddr == "" {
+		if host, _, err := net.SplitHostPort(o.adminListen); err == nil {
+			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+				return usageError{fmt.Errorf("--admin-listen %s: other nodes cannot reach an unspecified address; give --admin-advertise HOST:PORT", o.adminListen)}
+			}
+		}
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
+	nc := nbdfe.Config{Listen: o.nbdListen, TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA,
+		TLSRequired: o.tlsRequired, MaxConns: o.maxConns, Warnf: logf}
 	if o.verbose {
-		srv.Logf = srv.Warnf
+		nc.Logf = logf
+	}
+	nbdFrontend, err := nc.Frontend()
+	if err != nil {
+		return serveError(err)
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
@@ -144,77 +136,29 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	logf := func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
-	adminL, err := net.Listen("tcp", o.adminListen)
-	if err != nil {
-		return fmt.Errorf("serve: --admin-listen: %w", err)
-	}
-	defer adminL.Close()
-	advertise := o.adminAddr
-	if advertise == "" {
-		advertise = adminL.Addr().String()
-		if ip := adminL.Addr().(*net.TCPAddr).IP; ip.IsUnspecified() {
-			return usageError{fmt.Errorf("--admin-listen %s: other nodes cannot reach an unspecified address; give --admin-advertise HOST:PORT", o.adminListen)}
-		}
-	}
-	m.Leases, err = lease.NewManager(m.Store, lease.Config{Node: o.nodeID, Addr: advertise, TTL: o.leaseTTL, MaxDrift: o.maxDrift,
-		Ask: lease.HTTPAsk(o.leaseTTL / 2), Logf: logf})
-	if err != nil {
+	return serveError(daemon.Run(ctx, daemon.Config{
+		Manager:        m,
+		Store:          g.store,
+		Node:           o.nodeID,
+		AdminListen:    o.adminListen,
+		AdminAdvertise: o.adminAddr,
+		LeaseTTL:       o.leaseTTL,
+		MaxClockDrift:  o.maxDrift,
+		FlushInterval:  o.flushEvery,
+		Frontends:      []daemon.FrontendConfig{nbdFrontend},
+		Logf:           logf,
+	}))
+}
+
+// serveError makes a configuration error a usage error, and prefixes
+// others with the command.
+func serveError(err error) error {
+	var ce *daemon.ConfigError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ce):
 		return usageError{err}
 	}
-	d := daemon.New(m, logf)
-	srv.Exports = d
-	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go admin.Serve(adminL)
-	defer admin.Close()
-	fmt.Fprintf(g.stderr, "archip: node %s, admin API on %s\n", o.nodeID, advertise)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			if a, ok := l.Addr().(*net.UnixAddr); ok {
-				os.Remove(a.Name)
-			}
-		}
-	}()
-	for _, a := range o.nbdListen {
-		l, err := listen(a)
-		if err != nil {
-			for _, l := range ls {
-				l.Close()
-			}
-			return err
-		}
-		ls = append(ls, l)
-	}
-	flushDone := make(chan struct{})
-	fctx, stopFlush := context.WithCancel(context.Background())
-	go func() {
-		defer close(flushDone)
-		if o.flushEvery > 0 {
-			d.FlushLoop(fctx, o.flushEvery, logf)
-		}
-	}()
-	errc := make(chan error, len(ls))
-	for _, l := range ls {
-		go func() { errc <- srv.Serve(l) }()
-		fmt.Fprintf(g.stderr, "archip: serving %s over NBD on %s\n", g.store, l.Addr())
-	}
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
-	}
-	stopFlush()
-	<-flushDone
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	srv.Shutdown(sctx)
-	if err := d.Close(sctx); err != nil {
-		return fmt.Errorf("serve: flush on shutdown: %w", err)
-	}
-	if serveErr != nil && !errors.Is(serveErr, nbd.ErrServerClosed) {
-		return serveErr
-	}
-	fmt.Fprintln(g.stderr, "archip: stopped; every volume flushed")
-	return nil
+	return fmt.Errorf("serve: %w", err)
 }

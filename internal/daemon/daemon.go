@@ -1,19 +1,25 @@
-// Package daemon is the node daemon behind 'archip serve': it serves the
-// store's volumes to NBD clients, and takes part in the lease protocol
-// (package lease) with the other daemons sharing the store.
+// Package daemon is the serving core of the node daemon behind 'archip
+// serve': it opens the store's volumes by name for frontends, which serve
+// them over a protocol (package frontend/nbdfe for NBD), and takes part
+// in the lease protocol (package lease) with the other daemons sharing
+// the store. Run runs a daemon with its admin API (AdminHandler), its
+// periodic flush (FlushLoop) and any number of frontends (Frontend),
+// and shuts them down in order: frontends drained, volumes flushed,
+// leases released. The core imports no protocol; a frontend knows only
+// Daemon.Open, Daemon.List and Volume.
 //
-// Every connection to one volume shares one open handle, so a FLUSH on
-// any connection covers the writes of all of them (the server advertises
-// multi-conn) and the map is loaded once. A handle is opened on the first
-// connection and flushed and closed after the last one ends. Opening and
-// closing run outside the daemon's lock: other clients of the same volume
-// wait for them, and other volumes and handoffs go on. A client that
-// connects while the previous client's final flush runs (a reconnect)
-// waits for that flush and the release of the lease, so it reads what the
-// previous connection wrote. A final flush that fails (the store is
-// unavailable) keeps the writes and the lease: the handle stays open with
-// no client, the next client takes it over, and the periodic flush
-// closes it once a flush works.
+// Every client of one volume (every NBD connection) shares one open
+// handle, so a flush by any client covers the writes of all of them (the
+// NBD server advertises multi-conn) and the map is loaded once. A handle
+// is opened for the first client and flushed and closed after the last
+// one is released. Opening and closing run outside the daemon's lock:
+// other clients of the same volume wait for them, and other volumes and
+// handoffs go on. A client that comes while the previous client's final
+// flush runs (a reconnect) waits for that flush and the release of the
+// lease, so it reads what the previous client wrote. A final flush that
+// fails (the store is unavailable) keeps the writes and the lease: the
+// handle stays open with no client, the next client takes it over, and
+// the periodic flush closes it once a flush works.
 //
 // Opening a volume writes nothing to the store: the handle starts as a
 // follower, which holds no lease and rereads the map whenever the stored
@@ -45,13 +51,10 @@ import (
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/manage"
-	"github.com/archipelago-go/archip/internal/nbd"
-	"github.com/archipelago-go/archip/internal/objstore"
-	"github.com/archipelago-go/archip/internal/units"
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
-// Daemon holds the volumes open for NBD clients.
+// Daemon holds the volumes open for the clients of its frontends.
 type Daemon struct {
 	mgr  *manage.Manager
 	logf func(format string, args ...any)
@@ -88,8 +91,11 @@ var (
 	// ErrLeaseLost is the error of every request to a volume whose lease
 	// was lost with unflushed writes.
 	ErrLeaseLost = errors.New("daemon: the volume's lease was lost with unflushed writes, which are gone; reconnect")
-	// ErrClosed refuses connections once Close has begun.
+	// ErrClosed refuses clients once Close has begun.
 	ErrClosed = errors.New("daemon: shutting down")
+	// ErrNotFound is the error of Open for a name the catalog does not
+	// have.
+	ErrNotFound = errors.New("daemon: no volume, snapshot or image of that name")
 )
 
 // handleState is where a handle is in its life: opening, then serving
@@ -130,18 +136,19 @@ type handle struct {
 	followReads atomic.Int64 // reads served as a follower since the last try to promote
 }
 
-var _ nbd.Exports = (*Daemon)(nil)
-
-// Open implements nbd.Exports: name is a volume, snapshot or image.
-// Opening stores nothing: a volume opens as a follower, and takes its
-// lease at its first write.
-func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), error) {
+// Open opens name, a volume, snapshot or image, for one client of a
+// frontend, and returns it with the function to call when that client is
+// done with it (it may be called more than once). Every client of one
+// volume shares one handle. Opening stores nothing: a volume opens as a
+// follower, and takes its lease at its first write. A name that is not
+// in the catalog gives an error wrapping ErrNotFound.
+func (d *Daemon) Open(ctx context.Context, name string) (*Volume, func(), error) {
 	if name == "" {
-		return nil, nil, fmt.Errorf("%w: give the volume's name as the export name", nbd.ErrUnknownExport)
+		return nil, nil, fmt.Errorf("%w: no name given", ErrNotFound)
 	}
 	r, err := d.mgr.Lookup(ctx, name)
 	if errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrBadName) {
-		return nil, nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrNotFound, err)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -152,10 +159,7 @@ func (d *Daemon) Open(ctx context.Context, name string) (nbd.Export, func(), err
 	}
 	var once sync.Once
 	release := func() { once.Do(func() { d.release(h) }) }
-	if _, ok := d.mgr.Store.(objstore.Lender); ok {
-		return lendingExport{export{h}}, release, nil
-	}
-	return export{h}, release, nil
+	return &Volume{h: h}, release, nil
 }
 
 // acquire returns the serving handle of r with one more reference,
@@ -554,17 +558,10 @@ func (d *Daemon) Status() []VolumeStatus {
 	return out
 }
 
-// List implements nbd.Exports.
-func (d *Daemon) List(ctx context.Context) ([]nbd.ExportInfo, error) {
-	list, err := d.mgr.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]nbd.ExportInfo, 0, len(list))
-	for _, e := range list {
-		out = append(out, nbd.ExportInfo{Name: e.Name, Description: fmt.Sprintf("%s, %s", e.Kind, units.FormatSize(e.Size))})
-	}
-	return out, nil
+// List returns every volume, snapshot and image of the store, by name:
+// what Open can open.
+func (d *Daemon) List(ctx context.Context) ([]manage.Entry, error) {
+	return d.mgr.List(ctx)
 }
 
 // FlushLoop flushes every open volume that holds unflushed writes, every
@@ -648,89 +645,4 @@ func (d *Daemon) Close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// export adapts a handle to nbd.Export.
-type export struct{ h *handle }
-
-func (e export) Size() int64 {
-	var n int64
-	e.h.read(context.Background(), func(v *volume.Volume) error { n = v.Size(); return nil })
-	return n
-}
-
-func (e export) ReadOnly() bool { return e.h.readOnly }
-
-func (e export) ReadAt(ctx context.Context, p []byte, off int64) error {
-	return e.h.read(ctx, func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
-}
-
-// lendingExport is an export on a store that lends what it reads
-// (objstore.Lender): reads reach the NBD server in the store's buffers.
-type lendingExport struct{ export }
-
-func (e lendingExport) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
-	return e.h.read(ctx, func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
-}
-
-func (e export) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
-	return e.h.write(ctx, func(v *volume.Volume) error { return v.WriteAt(ctx, p, off, fua) })
-}
-
-// errNotFast refuses a FAST_ZERO request that would have to write data.
-var errNotFast = errors.New("daemon: zeroing this range would write data")
-
-func (e export) WriteZeroes(ctx context.Context, off, n int64, noHole, fastOnly, fua bool) error {
-	return e.h.write(ctx, func(v *volume.Volume) error {
-		if fastOnly {
-			bs := v.BlockSize()
-			aligned := off%bs == 0 && (n%bs == 0 || off+n == v.Size())
-			if noHole || !aligned {
-				return errNotFast
-			}
-		}
-		return v.WriteZeroes(ctx, off, n, noHole, fua)
-	})
-}
-
-func (e export) Trim(ctx context.Context, off, n int64, fua bool) error {
-	return e.h.write(ctx, func(v *volume.Volume) error { return v.WriteZeroes(ctx, off, n, false, fua) })
-}
-
-// Flush flushes the writer; a follower has nothing to flush.
-func (e export) Flush(ctx context.Context) error {
-	return e.h.read(ctx, func(v *volume.Volume) error { return v.Flush(ctx) })
-}
-
-func (e export) BlockStatus(ctx context.Context, off, n int64) ([]nbd.Extent, error) {
-	var out []nbd.Extent
-	err := e.h.read(ctx, func(v *volume.Volume) error {
-		ext, err := v.BlockStatus(ctx, off, n)
-		for _, x := range ext {
-			out = append(out, nbd.Extent{Length: x.Length, Hole: x.Zero})
-		}
-		return err
-	})
-	return out, err
-}
-
-// Errno maps an error from a volume to the errno an NBD reply carries.
-func Errno(err error) uint32 {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, errNotFast):
-		return nbd.ENOTSUP
-	case errors.Is(err, volume.ErrReadOnly), errors.Is(err, objstore.ErrReadOnly):
-		return nbd.EPERM
-	case errors.Is(err, volume.ErrOutOfRange):
-		return nbd.EINVAL
-	case errors.Is(err, objstore.ErrNoSpace):
-		return nbd.ENOSPC
-	case errors.Is(err, volume.ErrClosed), errors.Is(err, context.Canceled):
-		return nbd.ESHUTDOWN
-	case errors.Is(err, lease.ErrStale), errors.Is(err, lease.ErrLost), errors.Is(err, ErrLeaseLost):
-		return nbd.EIO
-	}
-	return nbd.EIO
 }

@@ -3,40 +3,14 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/manage"
 
-	"github.com/archipelago-go/archip/internal/nbd"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
-
-func TestErrno(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want uint32
-	}{
-		{nil, 0},
-		{errNotFast, nbd.ENOTSUP},
-		{fmt.Errorf("x: %w", volume.ErrReadOnly), nbd.EPERM},
-		{objstore.ErrReadOnly, nbd.EPERM},
-		{volume.ErrOutOfRange, nbd.EINVAL},
-		{fmt.Errorf("flush: %w", objstore.ErrNoSpace), nbd.ENOSPC},
-		{volume.ErrClosed, nbd.ESHUTDOWN},
-		{context.Canceled, nbd.ESHUTDOWN},
-		{volume.ErrFenced, nbd.EIO},
-		{volume.ErrCorrupt, nbd.EIO},
-		{errors.New("anything else"), nbd.EIO},
-	} {
-		if got := Errno(tc.err); got != tc.want {
-			t.Errorf("Errno(%v) = %d, want %d", tc.err, got, tc.want)
-		}
-	}
-}
 
 // TestFlushLoop: data written through an export, with no flush from the
 // client, reaches the store's map by the periodic flush.

@@ -14,7 +14,6 @@ import (
 
 	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/manage"
-	"github.com/archipelago-go/archip/internal/nbd"
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
@@ -44,7 +43,7 @@ func newNode(t *testing.T, s objstore.Store, name string, ttl time.Duration) *no
 	return n
 }
 
-func (n *node) open(t *testing.T, name string) nbd.Export {
+func (n *node) open(t *testing.T, name string) *Volume {
 	t.Helper()
 	e, release, err := n.d.Open(context.Background(), name)
 	if err != nil {
@@ -63,7 +62,7 @@ func role(n *node, name string) string {
 	return "closed"
 }
 
-func readBack(t *testing.T, e nbd.Export, off int64, n int) []byte {
+func readBack(t *testing.T, e *Volume, off int64, n int) []byte {
 	t.Helper()
 	p := make([]byte, n)
 	if err := e.ReadAt(context.Background(), p, off); err != nil {

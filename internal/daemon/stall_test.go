@@ -20,7 +20,6 @@ import (
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/manage"
-	"github.com/archipelago-go/archip/internal/nbd"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -257,7 +256,7 @@ func (s *stallSlotState) String() string {
 // stallClient is one client connection to one volume through one node.
 type stallClient struct {
 	node, vol int
-	e         nbd.Export
+	e         *Volume
 	release   func()
 	pending   []stallWrite // acknowledged since its last flush
 }

@@ -26,7 +26,8 @@ var layer = map[string]int{
 	"internal/gc":                 7,
 	"internal/manage":             8,
 	"internal/nbd":                9,
-	"internal/daemon":             10,
+	"internal/daemon":             9, // the serving core: beside nbd, so it cannot import it
+	"internal/frontend/nbdfe":     10,
 	"internal/lint":               99,
 }
 
@@ -56,6 +57,34 @@ func TestLayering(t *testing.T) {
 			}
 			if dl, ok := layer[dep]; ok && dl >= l {
 				t.Errorf("%s (layer %d) imports %s (layer %d): a layer imports only layers below it", pkg, l, dep, dl)
+			}
+		}
+	}
+}
+
+// protocolFree lists the packages that must not depend on any protocol,
+// even through other packages or sub-packages of their own: the serving
+// core is frontend-neutral, and a frontend plugs into it (DESIGN.md).
+var protocolFree = []string{"internal/daemon"}
+
+// protocols are the packages of frontends and their protocols, by prefix.
+var protocols = []string{"internal/nbd", "internal/frontend/"}
+
+func TestCoreKnowsNoProtocol(t *testing.T) {
+	for _, pkg := range protocolFree {
+		out, err := exec.Command("go", "list", "-f", `{{join .Deps " "}}`, module+pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list: %v\n%s", err, out)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			dep, ok := strings.CutPrefix(dep, module)
+			if !ok {
+				continue
+			}
+			for _, p := range protocols {
+				if dep == p || strings.HasPrefix(dep, p+"/") || strings.HasSuffix(p, "/") && strings.HasPrefix(dep, p) {
+					t.Errorf("%s depends on %s: the serving core must not know a protocol; put the protocol's glue in a frontend package", pkg, dep)
+				}
 			}
 		}
 	}

@@ -1,0 +1,240 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/lease"
+	"github.com/archipelago-go/archip/internal/manage"
+)
+
+// A Frontend serves the daemon's volumes to the clients of one protocol
+// (NBD, S3, ...). It opens volumes with Daemon.Open and releases each
+// when its client is done with it; it never reaches the store by itself.
+type Frontend interface {
+	// Serve accepts clients on l until Shutdown, and then returns nil;
+	// any other return is an error that stops the daemon. Run calls it
+	// once for each of the frontend's listeners, concurrently, and Serve
+	// closes l when it returns.
+	Serve(l net.Listener) error
+	// Shutdown stops accepting, lets the clients finish the requests in
+	// progress, ends them, and releases every volume they opened. It
+	// returns ctx's error if the clients are not gone when ctx ends, after
+	// cutting them off. The daemon flushes and closes every volume after
+	// Shutdown returns.
+	Shutdown(ctx context.Context) error
+}
+
+// FrontendConfig is one frontend of a daemon, and where it listens.
+type FrontendConfig struct {
+	// Name is the frontend's protocol in logs and errors ("NBD").
+	Name string
+	// Listen lists the addresses to serve on: HOST:PORT or unix:PATH.
+	// Run opens them all before serving anything, removing a stale unix
+	// socket file (one nobody listens on) first, and removes the unix
+	// socket files it created when it returns.
+	Listen []string
+	// New builds the frontend on the running daemon.
+	New func(d *Daemon) Frontend
+}
+
+// Config is what Run needs to run a node daemon.
+type Config struct {
+	// Manager is the store's manager. Run sets its Leases.
+	Manager *manage.Manager
+	// Store names the store in logs.
+	Store string
+	// Node names this daemon in the leases it holds: unique among the
+	// daemons sharing the store.
+	Node string
+	// AdminListen is the HOST:PORT of the admin API (see AdminHandler).
+	AdminListen string
+	// AdminAdvertise is the admin address other nodes use, if not the
+	// one listened on.
+	AdminAdvertise string
+	// LeaseTTL and MaxClockDrift are the lease timing every daemon of
+	// the store must share (see lease.Config).
+	LeaseTTL, MaxClockDrift time.Duration
+	// FlushInterval is the period of FlushLoop; 0 runs none.
+	FlushInterval time.Duration
+	// ShutdownTimeout bounds how long the frontends are drained and the
+	// volumes flushed on shutdown (default 30s).
+	ShutdownTimeout time.Duration
+	Frontends       []FrontendConfig
+	// Logf hears what the daemon does (nil: silent).
+	Logf func(format string, args ...any)
+}
+
+// ConfigError is an error in a Config: the caller's to correct.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Validate reports every problem of c at once, in a *ConfigError.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Manager == nil {
+		errs = append(errs, errors.New("daemon: no store manager"))
+	}
+	lc := lease.Config{Node: c.Node, TTL: c.LeaseTTL, MaxDrift: c.MaxClockDrift}
+	if err := lc.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.FlushInterval < 0 {
+		errs = append(errs, fmt.Errorf("daemon: flush interval %s is negative", c.FlushInterval))
+	}
+	for _, f := range c.Frontends {
+		if f.New == nil {
+			errs = append(errs, fmt.Errorf("daemon: frontend %s has no constructor", f.Name))
+		}
+		for _, a := range f.Listen {
+			if _, ok := strings.CutPrefix(a, "unix:"); ok {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				errs = append(errs, fmt.Errorf("daemon: %s listener %q: want HOST:PORT or unix:PATH", f.Name, a))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return &ConfigError{errors.Join(errs...)}
+	}
+	return nil
+}
+
+// Run runs a node daemon until ctx ends or a frontend fails: it starts
+// the admin API and takes part in the lease protocol, opens every
+// frontend's listeners, serves, and flushes volumes every
+// FlushInterval. Then it shuts down in this order: the flush loop stops,
+// the frontends stop accepting and drain (their clients' volumes are
+// released), every volume is flushed and closed, which releases its
+// lease, and last the admin API stops (other nodes may ask for a
+// handoff until then). A configuration error is a *ConfigError.
+func Run(ctx context.Context, c Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	logf := c.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	timeout := c.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	adminL, err := net.Listen("tcp", c.AdminListen)
+	if err != nil {
+		return fmt.Errorf("daemon: admin API: %w", err)
+	}
+	defer adminL.Close()
+	advertise := c.AdminAdvertise
+	if advertise == "" {
+		advertise = adminL.Addr().String()
+		if ip := adminL.Addr().(*net.TCPAddr).IP; ip.IsUnspecified() {
+			return &ConfigError{fmt.Errorf("daemon: admin API on %s: other nodes cannot reach an unspecified address; give the address to advertise", c.AdminListen)}
+		}
+	}
+	m := c.Manager
+	m.Leases, err = lease.NewManager(m.Store, lease.Config{Node: c.Node, Addr: advertise, TTL: c.LeaseTTL, MaxDrift: c.MaxClockDrift,
+		Ask: lease.HTTPAsk(c.LeaseTTL / 2), Logf: logf})
+	if err != nil {
+		return &ConfigError{err}
+	}
+	d := New(m, logf)
+	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go admin.Serve(adminL)
+	defer admin.Close()
+	logf("archip: node %s, admin API on %s", c.Node, advertise)
+
+	type listener struct {
+		fe   int
+		l    net.Listener
+		addr string
+	}
+	var ls []listener
+	defer func() {
+		for _, l := range ls {
+			if a, ok := l.l.Addr().(*net.UnixAddr); ok {
+				os.Remove(a.Name)
+			}
+		}
+	}()
+	for i, fc := range c.Frontends {
+		for _, a := range fc.Listen {
+			l, err := listen(a)
+			if err != nil {
+				for _, l := range ls {
+					l.l.Close()
+				}
+				return fmt.Errorf("daemon: %s listener %s: %w", fc.Name, a, err)
+			}
+			ls = append(ls, listener{i, l, a})
+		}
+	}
+	fes := make([]Frontend, len(c.Frontends))
+	for i, fc := range c.Frontends {
+		fes[i] = fc.New(d)
+	}
+
+	var flushing sync.WaitGroup
+	fctx, stopFlush := context.WithCancel(context.Background())
+	if c.FlushInterval > 0 {
+		flushing.Add(1)
+		go func() { defer flushing.Done(); d.FlushLoop(fctx, c.FlushInterval, logf) }()
+	}
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() { errc <- fes[l.fe].Serve(l.l) }()
+		logf("archip: serving %s over %s on %s", c.Store, c.Frontends[l.fe].Name, l.l.Addr())
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	stopFlush()
+	flushing.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, fe := range fes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fe.Shutdown(sctx); err != nil {
+				logf("archip: stopping %s: %v", c.Frontends[i].Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := d.Close(sctx); err != nil {
+		return fmt.Errorf("daemon: flush on shutdown: %w", err)
+	}
+	if serveErr != nil {
+		return serveErr
+	}
+	logf("archip: stopped; every volume flushed")
+	return nil
+}
+
+// listen opens a listener: HOST:PORT or unix:PATH. A stale socket file
+// (nobody listening) is removed first.
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another server", path)
+		}
+		os.Remove(path)
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
