@@ -108,15 +108,13 @@ package gc
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/catalog"
+	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -301,9 +299,9 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 		}
 	}
 	// Heads not in the catalog but young: volumes being made right now.
-	err = s.List(ctx, "vol/", func(in objstore.Info) error {
-		if id, ok := headID(in.Name); ok && !in.ModTime.Before(cutoff) {
-			roots[id] = true
+	err = s.List(ctx, blockmap.VolumesPrefix, func(in objstore.Info) error {
+		if n := blockmap.ParseName(in.Name); n.Kind == blockmap.HeadObject && !in.ModTime.Before(cutoff) {
+			roots[n.Volume] = true
 		}
 		return nil
 	})
@@ -398,37 +396,11 @@ func (m *marks) markEntry(e blockmap.Entry) {
 	}
 }
 
-// headID recognizes "vol/<id>/head".
-func headID(name string) (blockmap.ID, bool) {
-	rest, ok := strings.CutPrefix(name, "vol/")
-	if !ok {
-		return blockmap.ID{}, false
-	}
-	idStr, ok := strings.CutSuffix(rest, "/head")
-	if !ok {
-		return blockmap.ID{}, false
-	}
-	id, err := blockmap.ParseID(idStr)
-	return id, err == nil
-}
-
 // garbage classifies an object for the sweep: whether it is garbage, and
 // what kind it is. Unknown names are never garbage.
 func (m *marks) garbage(name string) (garbage bool, kind string) {
-	if h, ok := strings.CutPrefix(name, "blk/"); ok {
-		b, err := hex.DecodeString(h)
-		if err != nil || len(b) != 32 {
-			return false, ""
-		}
-		_, ref := m.content[[32]byte(b)]
-		return !ref, "content"
-	}
-	if strings.HasPrefix(name, "cat/") {
+	if id, parent, ok := catalog.ParseHint(name); ok {
 		// A hint is stale once no record points back at it.
-		id, parent, ok := catalog.ParseHint(name)
-		if !ok {
-			return false, ""
-		}
 		if parent.IsZero() {
 			_, ref := m.catIDs[id]
 			return !ref, "hint"
@@ -436,7 +408,7 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 		_, ref := m.catLinks[[2]blockmap.ID{parent, id}]
 		return !ref, "hint"
 	}
-	if idStr, ok := strings.CutPrefix(name, "lease/"); ok {
+	if idStr, ok := lease.ParseName(name); ok {
 		// A lease record outlives its volume only when a removal was
 		// interrupted.
 		id, err := blockmap.ParseID(idStr)
@@ -446,40 +418,18 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 		_, ref := m.heads[blockmap.HeadName(id)]
 		return !ref, "lease"
 	}
-	rest, ok := strings.CutPrefix(name, "vol/")
-	if !ok {
-		return false, ""
-	}
-	idStr, tail, ok := strings.Cut(rest, "/")
-	if !ok {
-		return false, ""
-	}
-	id, err := blockmap.ParseID(idStr)
-	if err != nil {
-		return false, ""
-	}
-	switch {
-	case tail == "head":
+	switch n := blockmap.ParseName(name); n.Kind {
+	case blockmap.ContentObject:
+		_, ref := m.content[n.Hash]
+		return !ref, "content"
+	case blockmap.HeadObject:
 		_, ref := m.heads[name]
 		return !ref, "head"
-	case strings.HasPrefix(tail, "s/"):
+	case blockmap.SegmentObject:
 		_, ref := m.segments[name]
 		return !ref, "segment"
-	case strings.HasPrefix(tail, "d/"):
-		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
-		if !ok {
-			return false, ""
-		}
-		epoch, err1 := strconv.ParseUint(epochStr, 16, 64)
-		seq, err2 := strconv.ParseUint(seqStr, 16, 64)
-		if err1 != nil || err2 != nil {
-			return false, ""
-		}
-		e := blockmap.PrivateEntry(id, epoch, seq)
-		if e.ObjectName() != name {
-			return false, "" // not in canonical form: not ours to judge
-		}
-		_, ref := m.private[e.Key()]
+	case blockmap.PrivateObject:
+		_, ref := m.private[n.Entry.Key()]
 		return !ref, "private"
 	}
 	return false, ""

@@ -99,6 +99,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -249,8 +250,16 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// prefix is the prefix of every lease object.
+const prefix = "lease/"
+
 // Name is the lease object of a volume.
-func Name(volume string) string { return "lease/" + volume }
+func Name(volume string) string { return prefix + volume }
+
+// ParseName returns the volume whose lease object is name, if it is one.
+func ParseName(name string) (volume string, ok bool) {
+	return strings.CutPrefix(name, prefix)
+}
 
 // Manager acquires leases for this node.
 type Manager struct {

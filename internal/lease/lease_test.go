@@ -284,3 +284,13 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestParseName: ParseName reads back Name, and nothing else.
+func TestParseName(t *testing.T) {
+	if v, ok := ParseName(Name("0123")); !ok || v != "0123" {
+		t.Errorf("ParseName(Name(0123)) = %q, %v", v, ok)
+	}
+	if v, ok := ParseName("vol/0123/head"); ok {
+		t.Errorf("ParseName(vol/0123/head) = %q, true", v)
+	}
+}

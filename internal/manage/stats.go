@@ -141,11 +141,11 @@ func (m *Manager) StatsWith(ctx context.Context, opts StatsOptions) (*StoreStats
 	}
 	slices.SortFunc(st.VolumeSpace, func(a, b VolumeSpace) int { return strings.Compare(a.Name, b.Name) })
 	err = m.Store.List(ctx, "", func(in objstore.Info) error {
-		switch {
-		case strings.HasPrefix(in.Name, "blk/"):
+		switch blockmap.ParseName(in.Name).Kind {
+		case blockmap.ContentObject:
 			st.ContentObjects++
 			st.ContentBytes += in.Size
-		case strings.HasPrefix(in.Name, "vol/") && strings.Contains(in.Name, "/d/"):
+		case blockmap.PrivateObject:
 			st.PrivateObjects++
 			st.PrivateBytes += in.Size
 		default:

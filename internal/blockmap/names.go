@@ -1,0 +1,94 @@
+package blockmap
+
+import (
+	"encoding/hex"
+	"strconv"
+	"strings"
+)
+
+// The objects of block maps, in the store's namespace; blockmap is the
+// only package that builds or parses their names (ContentName, HeadName,
+// VolumePrefix, SegmentName, Entry.ObjectName build them; ParseName
+// parses them). Other packages own their own prefixes: catalog "cat/",
+// lease "lease/", gc "gc/".
+//
+//	blk/<SHA-256 in hex>             a content block
+//	vol/<id>/head                    a volume's head
+//	vol/<id>/s/<index>-<seq>         a segment of a map (hex numbers)
+//	vol/<id>/d/<epoch>-<seq>         a private block (hex numbers)
+const (
+	// ContentPrefix is the prefix of every content block.
+	ContentPrefix = "blk/"
+	// VolumesPrefix is the prefix of every object a volume owns.
+	VolumesPrefix = "vol/"
+)
+
+// ObjectKind is the kind of a block map object, as ParseName finds it.
+type ObjectKind uint8
+
+const (
+	NotBlockmap   ObjectKind = iota // a name ParseName does not know: not blockmap's
+	ContentObject                   // blk/<hash>: Name.Hash
+	HeadObject                      // vol/<id>/head: Name.Volume
+	SegmentObject                   // vol/<id>/s/...: Name.Volume
+	PrivateObject                   // vol/<id>/d/<epoch>-<seq>: Name.Volume and Name.Entry
+	VolumeObject                    // any other object under vol/<id>/: Name.Volume
+)
+
+// Name is an object name parsed by ParseName.
+type Name struct {
+	Kind   ObjectKind
+	Volume ID       // the owner of a volume's object
+	Hash   [32]byte // a content block's hash
+	Entry  Entry    // a private block's entry (its Owner is Volume)
+}
+
+// ParseName parses the name of a block map object. A name that is not in
+// the canonical form its builder gives (a content name whose hash is not
+// 64 hex digits, a private name with a malformed number, a volume
+// prefix whose id does not parse) is NotBlockmap: no caller may take it
+// for one of blockmap's objects.
+func ParseName(name string) Name {
+	if h, ok := strings.CutPrefix(name, ContentPrefix); ok {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			return Name{}
+		}
+		return Name{Kind: ContentObject, Hash: [32]byte(b)}
+	}
+	rest, ok := strings.CutPrefix(name, VolumesPrefix)
+	if !ok {
+		return Name{}
+	}
+	idStr, tail, ok := strings.Cut(rest, "/")
+	if !ok {
+		return Name{}
+	}
+	id, err := ParseID(idStr)
+	if err != nil {
+		return Name{}
+	}
+	n := Name{Kind: VolumeObject, Volume: id}
+	switch {
+	case tail == "head":
+		n.Kind = HeadObject
+	case strings.HasPrefix(tail, "s/"):
+		n.Kind = SegmentObject
+	case strings.HasPrefix(tail, "d/"):
+		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
+		if !ok {
+			return Name{}
+		}
+		epoch, err1 := strconv.ParseUint(epochStr, 16, 64)
+		seq, err2 := strconv.ParseUint(seqStr, 16, 64)
+		if err1 != nil || err2 != nil {
+			return Name{}
+		}
+		e := PrivateEntry(id, epoch, seq)
+		if e.ObjectName() != name {
+			return Name{} // not in canonical form: not ours to judge
+		}
+		n.Kind, n.Entry = PrivateObject, e
+	}
+	return n
+}
