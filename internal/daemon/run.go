@@ -150,8 +150,9 @@ func Run(ctx context.Context, c Config) error {
 	}
 	d := New(m, logf)
 	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go admin.Serve(adminL)
-	defer admin.Close()
+	adminDone := make(chan struct{})
+	go func() { defer close(adminDone); admin.Serve(adminL) }()
+	defer func() { admin.Close(); <-adminDone }()
 	logf("archip: node %s, admin API on %s", c.Node, advertise)
 
 	type listener struct {
@@ -196,9 +197,11 @@ func Run(ctx context.Context, c Config) error {
 		logf("archip: serving %s over %s on %s", c.Store, c.Frontends[l.fe].Name, l.l.Addr())
 	}
 	var serveErr error
+	running := len(ls)
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
+		running--
 	}
 	stopFlush()
 	flushing.Wait()
@@ -215,6 +218,11 @@ func Run(ctx context.Context, c Config) error {
 		}()
 	}
 	wg.Wait()
+	for ; running > 0; running-- {
+		if err := <-errc; err != nil {
+			logf("archip: a frontend stopping: %v", err)
+		}
+	}
 	if err := d.Close(sctx); err != nil {
 		return fmt.Errorf("daemon: flush on shutdown: %w", err)
 	}
