@@ -94,6 +94,7 @@ certificate that CA signed.`,
 }
 
 func runServe(ctx context.Context, g *globals, o serveOptions) error {
+	// Checked here as well as by nbdfe and daemon.Run, to name the flags.
 	if o.maxConns < 1 {
 		return usageError{fmt.Errorf("--max-connections %d: must be at least 1", o.maxConns)}
 	}
