@@ -163,6 +163,7 @@ type fileHooks struct {
 	beforeInstall func(dir string)     // after the listing an install decided on, before it links
 	syncDir       func(dir string)     // every directory fsync
 	afterLink     func(dir string)     // after an install's link, before its check
+	beforeDispose func(dir string)     // after a collection read a directory to remove, before it seals it
 	now           func(ns int64) int64 // maps the server time that listing measures
 }
 
@@ -189,10 +190,12 @@ const PruneAge = 10 * time.Second
 // for a crashed writer's: other hosts sharing the directory may be writing.
 const tmpAge = time.Hour
 
-// Targets of the symbolic links in object directories.
+// Targets of the symbolic links in object directories (each followed by
+// a dot and a random nonce).
 const (
-	deletedLink = "deleted"
-	newLink     = "new"
+	deletedLink = "deleted" // a tombstone
+	newLink     = "new"     // the base of a new directory
+	goneLink    = "gone"    // a seal: a collection is moving the directory away
 )
 
 // maxInstallTries bounds the rounds of one write against concurrent
@@ -555,6 +558,13 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 				return 0, err
 			}
 		}
+		if ok && base.tombstone && strings.HasPrefix(base.id.link, goneLink+".") && !f.sealStale(dir, base.num) {
+			// A collection won this seal and is moving the directory
+			// away: nothing may be linked on it (see the type's
+			// comment). Wait for the directory to go.
+			backoff(max(try, 3))
+			continue
+		}
 		if f.hooks.beforeInstall != nil {
 			f.hooks.beforeInstall(dir)
 		}
@@ -587,12 +597,12 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		if id, err := identify(filepath.Join(dir, genName(base.num))); err != nil || id != base.id {
 			// The base went: next may have existed and been removed
 			// before the link, or this write stalled. See the type's
-			// comment.
-			if id, err := identify(target); err == nil && mine != (fileID{}) && id == mine {
-				os.Remove(target)
-			}
+			// comment: only a quick loss is taken back.
 			if d := time.Since(listed); d >= f.pruneAge/2 {
 				return 0, fmt.Errorf("%w: %s: this write stalled %s, past the store's prune age, and cannot tell whether it took effect for a while: read the object", ErrTimeout, name, d.Round(time.Millisecond))
+			}
+			if id, err := identify(target); err == nil && mine != (fileID{}) && id == mine {
+				os.Remove(target)
 			}
 			continue
 		}
@@ -794,25 +804,84 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 	if i > 0 && f.syncDir(dir) != nil {
 		return
 	}
-	ents, err = os.ReadDir(dir)
+	f.dispose(dir, newest)
+}
+
+// dispose removes the object directory dir whose newest entry, read by
+// the caller, is the symbolic link t (a tombstone, a crashed creator's
+// base, a stale seal) with nothing older: it seals it by linking a "gone"
+// link at t+1, the number a writer on t links, then renames the
+// directory into tmp/ and removes it there. See the type's comment for
+// why the newest entry of a directory is never removed in place.
+func (f *File) dispose(dir string, t uint64) {
+	tid, err := identify(filepath.Join(dir, genName(t)))
+	if err != nil || tid.mode&fs.ModeSymlink == 0 {
+		return
+	}
+	if f.hooks.beforeDispose != nil {
+		f.hooks.beforeDispose(dir)
+	}
+	seal := filepath.Join(dir, genName(t+1))
+	sealed := time.Now()
+	if err := os.Symlink(goneLink+"."+randomName(), seal); err != nil {
+		return // written again (or already sealed) since, or gone
+	}
+	mine, err := identify(seal)
 	if err != nil {
 		return
 	}
-	for _, e := range ents {
-		switch n, ok := genNum(e.Name()); {
-		case !ok:
-		case n > newest:
-			return // written again since
-		case n < newest:
-			// A stale writer's link (see install) below the tombstone,
-			// where nobody reads it: it must not become the newest.
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
-	if err := os.Remove(filepath.Join(dir, genName(newest))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// The seal won only if its base is still the link read, and it is
+	// the newest entry of the directory at dir's path: not a stale link
+	// below the newest, nor one in a directory made since. A seal that
+	// lost stays where nobody reads it, and goes as an old generation.
+	if id, err := identify(filepath.Join(dir, genName(t))); err != nil || id != tid {
 		return
 	}
-	f.removeEmptyDirs(dir, 0)
+	if g, err := current(dir); err != nil || g.num != t+1 {
+		return
+	}
+	if id, err := identify(seal); err != nil || id != mine {
+		return
+	}
+	// A seal this old counts as a crashed collector's: writers may link on
+	// it, and moving the directory could take their entries with it.
+	if time.Since(sealed) >= tmpAge/2 {
+		return
+	}
+	grave := filepath.Join(f.root, "tmp", randomName()+".gone")
+	if err := syscall.Rename(dir, grave); err != nil {
+		return
+	}
+	f.forget(dir)
+	if id, err := identify(filepath.Join(grave, genName(t+1))); err != nil || id != mine {
+		// Not the sealed directory: cannot happen unless this process
+		// stalled tmpAge/2 just above. Put it back if the name is free.
+		syscall.Rename(grave, dir)
+		return
+	}
+	// Once the rename is durable nothing in the grave is ever read again,
+	// also after a crash: links that land in it late (a writer that
+	// looked the directory up before the rename) are removed with it.
+	if f.syncDir(filepath.Dir(dir)) != nil {
+		return // left for cleanTmp
+	}
+	for try := 0; try < 10 && exists(grave); try++ {
+		os.RemoveAll(grave)
+	}
+	f.removeEmptyDirs(filepath.Dir(dir), 0)
+}
+
+// sealStale reports whether the seal at generation num of dir is older
+// than tmpAge by the file server's clock: its collector crashed (or
+// stalled past tmpAge/2, when it gives up), and the seal counts as a
+// tombstone.
+func (f *File) sealStale(dir string, num uint64) bool {
+	in, err := os.Lstat(filepath.Join(dir, genName(num)))
+	if err != nil {
+		return false
+	}
+	now := f.serverNow()
+	return now != 0 && changeTime(in) < now-int64(tmpAge)
 }
 
 // emptyAge is how long a listing leaves an empty directory in place: see
@@ -1079,9 +1148,14 @@ func (f *File) tidy(ctx context.Context, dir, name string, now func() int64) (In
 		if err != nil {
 			return Info{}, false, nil
 		}
-		if strings.HasPrefix(to, newLink) {
+		switch {
+		case strings.HasPrefix(to, newLink+"."):
 			if in, err := os.Lstat(p); err != nil || len(ents) > 1 || changeTime(in) > now()-int64(tmpAge) {
 				return Info{}, false, nil // a creator's, about to write
+			}
+		case strings.HasPrefix(to, goneLink+"."):
+			if in, err := os.Lstat(p); err != nil || changeTime(in) > now()-int64(tmpAge) {
+				return Info{}, false, nil // a collector's, moving the directory away
 			}
 		}
 		f.collect(dir, g.num, true, false, now())
