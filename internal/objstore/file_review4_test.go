@@ -3,6 +3,11 @@ package objstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -162,5 +167,126 @@ func TestFileCreateDeleteAroundFreshPutNoABA(t *testing.T) {
 	}
 	if got, v, err := b.Get(ctx, "x"); err != nil || string(got) != "w" || v <= readV {
 		t.Fatalf("after the put: %q at %d (%v), want \"w\" above %d", got, v, err, readV)
+	}
+}
+
+// TestFileStalledWriterKeepsItsEntry: a Put links its generation on the
+// object's newest and stalls before its check; meanwhile another host
+// reads the Put's content and swaps on it, and a collection removes the
+// Put's base as old, just before that swap checks its own base (the
+// Put's entry). The stalled Put, finding its base gone, cannot tell its
+// win from a loss: it must answer an unknown outcome and leave its
+// entry, on which the swap was built. (Before: it removed its entry, the
+// swap then found its base gone and took back its own, and the object,
+// whose every generation was gone, read as absent.)
+func TestFileStalledWriterKeepsItsEntry(t *testing.T) {
+	ctx := context.Background()
+	root, a, b := twoFileStores(t)
+	c, err := objstore.OpenFile(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later(c)
+	a.SetPruneAge(0) // every late check is past a's prune age: no sleep
+	if _, err := b.Create(ctx, "x", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	linked, goOn, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	objstore.SetFileHooks(a, objstore.FileHooks{AfterLink: func(string) {
+		once.Do(func() {
+			close(linked)
+			<-goOn
+		})
+	}})
+	var putErr error
+	go func() {
+		defer close(done)
+		_, putErr = a.Put(ctx, "x", []byte("w"))
+	}()
+	<-linked
+	got, v, err := b.Get(ctx, "x")
+	if err != nil || string(got) != "w" {
+		t.Fatalf("another host reads %q (%v), want the put's \"w\"", got, err)
+	}
+	var onceB sync.Once
+	objstore.SetFileHooks(b, objstore.FileHooks{AfterLink: func(string) {
+		onceB.Do(func() {
+			if err := c.List(ctx, "", func(objstore.Info) error { return nil }); err != nil {
+				t.Error(err)
+			}
+			close(goOn)
+			<-done
+		})
+	}})
+	swapV, swapErr := b.Swap(ctx, "x", []byte("s"), v)
+	if !errors.Is(putErr, objstore.ErrTimeout) {
+		t.Errorf("the stalled put whose base went: %v, want an unknown outcome (ErrTimeout)", putErr)
+	}
+	if swapErr != nil {
+		t.Fatalf("the swap on the put's version %d: %v", v, swapErr)
+	}
+	if got, gv, err := b.Get(ctx, "x"); err != nil || string(got) != "s" || gv != swapV {
+		t.Fatalf("after the swap succeeded at %d: %q at %d (%v), want \"s\"", swapV, got, gv, err)
+	}
+}
+
+// TestFileStaleSeal: a collection that sealed a deleted object's
+// directory and crashed before moving it leaves a seal. Until it is an
+// hour old writers wait for it (the seal's winner is moving the
+// directory) and listings leave it; then it counts as a tombstone: a
+// writer creates the object on it, or a listing removes the directory.
+func TestFileStaleSeal(t *testing.T) {
+	for _, create := range []bool{true, false} {
+		ctx := context.Background()
+		root, a, b := twoFileStores(t)
+		objstore.SetFileHooks(b, objstore.FileHooks{Now: func(int64) int64 { return 1 }})
+		if _, err := b.Create(ctx, "x", []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Delete(ctx, "x"); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(root, objectDir(t, root, ""))
+		ents, err := os.ReadDir(dir)
+		if err != nil || len(ents) != 1 {
+			t.Fatalf("deleted object's directory: %v (%v), want its tombstone", ents, err)
+		}
+		n, _ := strconv.ParseUint(ents[0].Name(), 16, 64)
+		if err := os.Symlink("gone.crashed", filepath.Join(dir, fmt.Sprintf("%016x", n+1))); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := a.Get(ctx, "x"); !objstore.IsNotExist(err) {
+			t.Fatalf("get of a sealed object: %v, want ErrNotFound", err)
+		}
+		later(a)
+		if err := a.List(ctx, "", func(in objstore.Info) error { return fmt.Errorf("listed %s", in.Name) }); err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_, err = a.Create(short, "x", []byte("c"))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("create on a young seal: %v, want to wait for it", err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+			t.Fatalf("a minute after the seal: %v, want the tombstone and the seal", ents)
+		}
+		objstore.SetFileHooks(a, objstore.FileHooks{Now: func(ns int64) int64 { return ns + int64(2*time.Hour) }})
+		if create {
+			if _, err := a.Create(ctx, "x", []byte("c")); err != nil {
+				t.Fatalf("create on a stale seal: %v", err)
+			}
+			if got, _, err := b.Get(ctx, "x"); err != nil || string(got) != "c" {
+				t.Fatalf("get = %q, %v", got, err)
+			}
+			continue
+		}
+		if err := a.List(ctx, "", func(in objstore.Info) error { return fmt.Errorf("listed %s", in.Name) }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("a stale seal's directory after a listing: %v, want it gone", err)
+		}
 	}
 }
