@@ -920,10 +920,12 @@ func (f *File) dispose(dir string, t uint64) {
 		return // left for cleanTmp
 	}
 	for try := 0; try < 10; try++ {
-		// Oldest first, as everywhere: a late writer whose base is still
-		// here finds the entry above it never removed, so it must not
-		// find one it can link (a late seal would take the base for
-		// its own and move whatever is at dir's path now).
+		// Oldest first, as at the path: a late writer (whose lookup of
+		// dir still reaches this directory, as a cached one on NFS may)
+		// that finds its base here must find the name above it never
+		// freed, so that its link fails; else it would win here, where
+		// nobody reads it, and a late collection's seal would move
+		// whatever is at dir's path now.
 		names, err := readNames(grave)
 		if err != nil {
 			break
