@@ -135,7 +135,10 @@ import (
 // moves the directory it sealed. A link that lands in the moved directory
 // late (its writer looked the path up before the rename) is read by
 // nobody, since every read and check goes by path; its writer finds its
-// base gone at the path and starts over. Readers see a seal as absent,
+// base gone at the path and starts over. (If its lookups still reach the
+// moved directory, as cached ones on NFS may, and it finds its base there,
+// its link failed: that directory too is emptied oldest first, so the
+// name above a base still there was never freed.) Readers see a seal as absent,
 // like a tombstone, and so do older versions of this program (the format
 // is unchanged); but hosts sharing a store must all run a version that
 // seals: an older one removes a newest tombstone in place.
