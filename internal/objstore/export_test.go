@@ -11,6 +11,10 @@ type FileHooks struct {
 	// AfterLink runs after an install linked its generation, before it
 	// checks its base.
 	AfterLink func(dir string)
+	// BeforeDispose runs after a collection has read an object
+	// directory whose newest entry is a tombstone with nothing older,
+	// before it seals the directory to remove it.
+	BeforeDispose func(dir string)
 	// Now maps the file server's time as a listing measures it (to
 	// age tombstones without waiting).
 	Now func(ns int64) int64
@@ -18,11 +22,11 @@ type FileHooks struct {
 
 // SetFileHooks installs test seams on f.
 func SetFileHooks(f *File, h FileHooks) {
-	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, now: h.Now}
+	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, now: h.Now}
 }
 
 // SetOpenFileHooks makes every later OpenFile install h, until restore.
 func SetOpenFileHooks(h FileHooks) (restore func()) {
-	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, now: h.Now}
+	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, now: h.Now}
 	return func() { openHooks = fileHooks{} }
 }

@@ -37,7 +37,9 @@ import (
 // in 16 hex digits; the highest generation is the object and its number is
 // the object's Version. A generation that is a symbolic link means absent:
 // a link to "deleted.<nonce>" is a tombstone, one to "new.<nonce>" the base
-// of a directory that nothing has been written to yet.
+// of a directory that nothing has been written to yet, one to
+// "gone.<nonce>" a seal: the directory is being moved away (see Removing
+// a deleted object's directory).
 //
 // # Compare-and-swap without locks
 //
@@ -51,21 +53,30 @@ import (
 // used. So of two writers that both saw generation g, exactly one creates
 // g+1, as long as g+1 was never removed.
 //
-// Generations are removed oldest first, never out of order. A writer whose
-// view is old (a stall between its listing and its link, or NFS attribute
-// caching) may link a g+1 that existed and was removed. So every writer
-// checks, after its link, that its base g is still the same file it
-// listed (fileID: inode, type, modification time, size, link target with
-// its nonce). A removed file never comes back. If g is there, no g+1 was
-// ever removed (g+1 goes only after g), and none existed when the writer
-// listed g as newest: the link was a real win.
+// Generations are removed oldest first, never out of order, and the
+// newest entry of the directory at an object's path is never removed:
+// a directory leaves its path only whole, renamed away once sealed (see
+// below). So the highest name ever linked in a directory is there as long
+// as the directory is at its path (I).
 //
-// If g is gone, the writer removes its own entry (if it is still its
-// own) and starts over from a new listing: a Swap then finds another
-// version and reports a conflict, a Create finds the object (ErrExists)
-// or links again on what is there now. The check trusts nothing the
-// writer saw before its link, so it holds however stale the view. (Unless
-// the writer stalled: see below.)
+// A writer whose view is old (a stall between its listing and its link,
+// or NFS attribute caching) may link a g+1 that existed and was removed,
+// or link into a directory that was moved away after it looked it up. So
+// every writer checks, after its link, that its base g is still the same
+// file at the object's path (fileID: inode, type, modification time,
+// size, link target with its nonce). A removed file never comes back. If
+// g is there, no g+1 was ever removed (g+1 goes only after g), and none
+// existed when the writer listed g as newest: the link was a real win.
+//
+// If g is gone soon after the listing (see below for late), the link
+// lost: it took the place of a removed generation, below the highest name
+// of the directory (I), or it landed in a directory moved away, which
+// nobody reads by path again. Either way no reader has seen it, so the
+// writer removes it (if it is still its own) and starts over from a new
+// listing: a Swap then finds another version and reports a conflict, a
+// Create finds the object (ErrExists: nothing of it was seen) or links
+// again on what is there now. The check trusts nothing the writer saw
+// before its link, so it holds however stale the view.
 //
 // Every link has a base. An object whose directory is absent (or empty)
 // gets one by renaming into place a directory prepared under tmp/ that
@@ -87,14 +98,15 @@ import (
 // tombstone), so a writer whose entry is the newest finds its base however
 // long it stalled before its check. A writer that stalled PruneAge before
 // its check and was superseded meanwhile may find its base gone, and then
-// cannot tell its win from a loss: it answers an error that leaves the
-// outcome unknown (see Store), not ErrConflict, and does not retry (a
-// Delete retried so would delete what was created after its tombstone). A
-// check that fails sooner than PruneAge/2 after the listing is a loss (the
-// base cannot have been collected as old since, so the link took a removed
-// generation's place below the newest, where no reader looks) and is
-// retried. A listing sees the newest generation that existed when it
-// started unless it runs longer than PruneAge.
+// cannot tell its win from a loss: its entry may have been read and built
+// on. It leaves the entry (below the newest it is read by nobody, and goes
+// as an old generation) and answers an error that leaves the outcome
+// unknown (see Store), not ErrConflict, and does not retry (a Delete
+// retried so would delete what was created after its tombstone). A check
+// that fails sooner than PruneAge/2 after the listing is a loss as above
+// (the base cannot have been collected as old since). A listing sees the
+// newest generation that existed when it started unless it runs longer
+// than PruneAge.
 //
 // A writer that has checked its base also removes it at once if nothing
 // older is left and it is a symbolic link (nobody reads an absent
@@ -102,28 +114,73 @@ import (
 // object's data): nobody else built on that base. So an object written
 // once holds one file, and Delete of it frees its data at once.
 //
-// Delete links a tombstone like any write. When nothing older is left,
-// the tombstone goes too (after an fsync, so that a crash cannot bring
-// back an older generation without the tombstone above it), if its number
-// is below the server's time (else a later listing removes it): a
-// directory made later is then numbered above it, and versions of a name
-// keep growing across Delete and Create as long as the file server's
-// clock does not go back. (A creator that
+// # Removing a deleted object's directory
+//
+// Delete links a tombstone like any write. When nothing older is left and
+// the tombstone t's number is below the server's time (else a later
+// listing does it), the deleter (or a listing) removes the directory:
+//
+//  1. It seals it: symlink()s a "gone" link at t+1, the very name a
+//     writer on the tombstone links, so that of the seal and a write on
+//     t exactly one wins. It checks, like a writer, that t is still
+//     there, and that the seal is the newest entry at the path (not a
+//     stale link below the newest, nor one in a directory made since).
+//  2. It renames the directory into tmp/, fsyncs the parent, so that
+//     nothing in it is ever read again, also after a crash, and removes
+//     its entries (oldest first) and then it; then empty parents go.
+//
+// Writers do not link on a seal: they wait for the directory to go
+// (rename() is a few system calls after the seal) and then make a new
+// one. Only the seal's winner moves a sealed directory, so the rename
+// moves the directory it sealed. A link that lands in the moved directory
+// late (its writer looked the path up before the rename) is read by
+// nobody, since every read and check goes by path; its writer finds its
+// base gone at the path and starts over. (If its lookups still reach the
+// moved directory, as cached ones on NFS may, and it finds its base there,
+// its link failed: that directory too is emptied oldest first, so the
+// name above a base still there was never freed.) Readers see a seal as absent,
+// like a tombstone, and so do older versions of this program (the format
+// is unchanged); but hosts sharing a store must all run a version that
+// seals: an older one removes a newest tombstone in place.
+//
+// Why not remove the tombstone in place, then the empty directory (what
+// this store did): between a collection's last read of the directory and
+// its removal of t, a writer on t links t+1, visible at once; the
+// collection removes t; another host reads t+1 and swaps on it; the
+// writer finds its base gone and, taking its entry for a loss, writes
+// again over the swap (a Create answered ErrExists for a write that was
+// read). And a name freed at once (a symbolic-link base, a tombstone's
+// base), here t-1 after a create on t-2 and a delete, could be linked
+// again by a writer that listed t-2 before them, just before t went: it
+// became the newest, and a Swap from the version t-1 of the deleted
+// content succeeded on it (ABA). Both come
+// from a moment when the highest name of a directory at its path is gone
+// while others may link there (I); moving the directory whole leaves no
+// such moment, and sealing first makes the move a compare-and-swap that a
+// write on t refutes. Putting a moved directory back (if something was
+// linked on the tombstone) would not do: a creator may have made a new
+// directory at the path meanwhile.
+//
+// A seal whose winner crashed (or stalled tmpAge/2 between sealing and
+// renaming, when it gives up) counts as a tombstone once it is tmpAge
+// old: writers link on it, a listing seals it and moves the directory.
+// The winner checks its time right before the rename; a stall of tmpAge/2
+// inside those few system calls could move a directory a writer built on
+// the old seal, like the other stalls of an hour this store does not
+// survive. A crash before the rename is durable leaves the sealed
+// directory (absent); one after leaves the moved one in tmp/, removed
+// with crashed writers' files.
+//
+// A directory made later is numbered above t (the server's time then is
+// above t), and versions of a name keep growing across Delete and Create
+// as long as the file server's clock does not go back. (A creator that
 // stalls between preparing its directory and renaming it, a few system
 // calls, across the whole life of another directory of the name prepared
 // after its own, starts below that one's base: its versions may then be
-// lower than ones seen before. They may equal one only if both were
-// prepared in the same clock tick, with a chance of about the number of
-// writes over 2^20. Nothing in this program orders versions.)
-// Before the tombstone goes, links below it go: a stale writer's (one
-// that stalled PruneAge after listing the generation below), which must
-// not become the newest. One that lands between that and the tombstone's
-// removal is the newest until its writer, right after its link, finds
-// its base gone and removes it; that writer stalled PruneAge and answers
-// an unknown outcome. Then the directory and its parents go while empty:
-// rmdir() fails on a directory with an entry, so anything linked
-// meanwhile stays, and a writer based on the removed tombstone finds it
-// gone and starts over.
+// lower than ones seen before, and a writer with a view of that directory
+// may link above them with its base gone. They may equal one only if
+// both were prepared in the same clock tick, with a chance of about the
+// number of writes over 2^20. Nothing in this program orders versions.)
 // Creators make again the directories that vanish under them.
 //
 // Listing (which the collector does) finishes the work: it collects by the
@@ -163,6 +220,7 @@ type fileHooks struct {
 	beforeInstall func(dir string)     // after the listing an install decided on, before it links
 	syncDir       func(dir string)     // every directory fsync
 	afterLink     func(dir string)     // after an install's link, before its check
+	beforeDispose func(dir string)     // after a collection read a directory to remove, before it seals it
 	now           func(ns int64) int64 // maps the server time that listing measures
 }
 
@@ -189,10 +247,12 @@ const PruneAge = 10 * time.Second
 // for a crashed writer's: other hosts sharing the directory may be writing.
 const tmpAge = time.Hour
 
-// Targets of the symbolic links in object directories.
+// Targets of the symbolic links in object directories (each followed by
+// a dot and a random nonce).
 const (
-	deletedLink = "deleted"
-	newLink     = "new"
+	deletedLink = "deleted" // a tombstone
+	newLink     = "new"     // the base of a new directory
+	goneLink    = "gone"    // a seal: a collection is moving the directory away
 )
 
 // maxInstallTries bounds the rounds of one write against concurrent
@@ -555,6 +615,13 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 				return 0, err
 			}
 		}
+		if ok && base.tombstone && strings.HasPrefix(base.id.link, goneLink+".") && !f.sealStale(dir, base.num) {
+			// A collection won this seal and is moving the directory
+			// away: nothing may be linked on it (see the type's
+			// comment). Wait for the directory to go.
+			backoff(max(try, 3))
+			continue
+		}
 		if f.hooks.beforeInstall != nil {
 			f.hooks.beforeInstall(dir)
 		}
@@ -587,12 +654,12 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		if id, err := identify(filepath.Join(dir, genName(base.num))); err != nil || id != base.id {
 			// The base went: next may have existed and been removed
 			// before the link, or this write stalled. See the type's
-			// comment.
-			if id, err := identify(target); err == nil && mine != (fileID{}) && id == mine {
-				os.Remove(target)
-			}
+			// comment: only a quick loss is taken back.
 			if d := time.Since(listed); d >= f.pruneAge/2 {
 				return 0, fmt.Errorf("%w: %s: this write stalled %s, past the store's prune age, and cannot tell whether it took effect for a while: read the object", ErrTimeout, name, d.Round(time.Millisecond))
+			}
+			if id, err := identify(target); err == nil && mine != (fileID{}) && id == mine {
+				os.Remove(target)
 			}
 			continue
 		}
@@ -720,9 +787,9 @@ func (f *File) prepare() (string, error) {
 //     base), newest's base at once when it is a symbolic link or newest a
 //     tombstone: nobody else built on it, and nobody reads an absent
 //     object's entry or a deleted object's data;
-//   - then, if newest is a tombstone and nothing older is left, newest
-//     and the directory, when newest is below now (a directory made later
-//     then gets a higher base).
+//   - then, if newest is a tombstone and nothing older is left, the
+//     directory (dispose), when newest is below now (a directory made
+//     later then gets a higher base).
 //
 // now is the file server's time in nanoseconds; 0 means newest's own
 // change time. A crash before the removals are durable is harmless: the
@@ -794,25 +861,100 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 	if i > 0 && f.syncDir(dir) != nil {
 		return
 	}
-	ents, err = os.ReadDir(dir)
+	f.dispose(dir, newest)
+}
+
+// dispose removes the object directory dir whose newest entry, read by
+// the caller, is the symbolic link t (a tombstone, a crashed creator's
+// base, a stale seal) with nothing older: it seals it by linking a "gone"
+// link at t+1, the number a writer on t links, then renames the
+// directory into tmp/ and removes it there. See the type's comment for
+// why the newest entry of a directory is never removed in place.
+func (f *File) dispose(dir string, t uint64) {
+	tid, err := identify(filepath.Join(dir, genName(t)))
+	if err != nil || tid.mode&fs.ModeSymlink == 0 {
+		return
+	}
+	if f.hooks.beforeDispose != nil {
+		f.hooks.beforeDispose(dir)
+	}
+	seal := filepath.Join(dir, genName(t+1))
+	sealed := time.Now()
+	if err := os.Symlink(goneLink+"."+randomName(), seal); err != nil {
+		return // written again (or already sealed) since, or gone
+	}
+	mine, err := identify(seal)
 	if err != nil {
 		return
 	}
-	for _, e := range ents {
-		switch n, ok := genNum(e.Name()); {
-		case !ok:
-		case n > newest:
-			return // written again since
-		case n < newest:
-			// A stale writer's link (see install) below the tombstone,
-			// where nobody reads it: it must not become the newest.
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
-	if err := os.Remove(filepath.Join(dir, genName(newest))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// The seal won only if its base is still the link read, and it is
+	// the newest entry of the directory at dir's path: not a stale link
+	// below the newest, nor one in a directory made since. A seal that
+	// lost stays where nobody reads it, and goes as an old generation.
+	if id, err := identify(filepath.Join(dir, genName(t))); err != nil || id != tid {
 		return
 	}
-	f.removeEmptyDirs(dir, 0)
+	if g, err := current(dir); err != nil || g.num != t+1 {
+		return
+	}
+	if id, err := identify(seal); err != nil || id != mine {
+		return
+	}
+	// A seal this old counts as a crashed collector's: writers may link on
+	// it, and moving the directory could take their entries with it.
+	if time.Since(sealed) >= tmpAge/2 {
+		return
+	}
+	grave := filepath.Join(f.root, "tmp", randomName()+".gone")
+	if err := syscall.Rename(dir, grave); err != nil {
+		return
+	}
+	f.forget(dir)
+	if id, err := identify(filepath.Join(grave, genName(t+1))); err != nil || id != mine {
+		// Not the sealed directory: cannot happen unless this process
+		// stalled tmpAge/2 just above. Put it back if the name is free.
+		syscall.Rename(grave, dir)
+		return
+	}
+	// Once the rename is durable nothing in the grave is ever read again,
+	// also after a crash: links that land in it late (a writer that
+	// looked the directory up before the rename) are removed with it.
+	if f.syncDir(filepath.Dir(dir)) != nil {
+		return // left for cleanTmp
+	}
+	for try := 0; try < 10; try++ {
+		// Oldest first, as at the path: a late writer (whose lookup of
+		// dir still reaches this directory, as a cached one on NFS may)
+		// that finds its base here must find the name above it never
+		// freed, so that its link fails; else it would win here, where
+		// nobody reads it, and a late collection's seal would move
+		// whatever is at dir's path now.
+		names, err := readNames(grave)
+		if err != nil {
+			break
+		}
+		sort.Strings(names) // generations: 16 hex digits
+		for _, n := range names {
+			os.Remove(filepath.Join(grave, n))
+		}
+		if syscall.Rmdir(grave) == nil {
+			break
+		}
+	}
+	f.removeEmptyDirs(filepath.Dir(dir), 0)
+}
+
+// sealStale reports whether the seal at generation num of dir is older
+// than tmpAge by the file server's clock: its collector crashed (or
+// stalled past tmpAge/2, when it gives up), and the seal counts as a
+// tombstone.
+func (f *File) sealStale(dir string, num uint64) bool {
+	in, err := os.Lstat(filepath.Join(dir, genName(num)))
+	if err != nil {
+		return false
+	}
+	now := f.serverNow()
+	return now != 0 && changeTime(in) < now-int64(tmpAge)
 }
 
 // emptyAge is how long a listing leaves an empty directory in place: see
@@ -1079,9 +1221,14 @@ func (f *File) tidy(ctx context.Context, dir, name string, now func() int64) (In
 		if err != nil {
 			return Info{}, false, nil
 		}
-		if strings.HasPrefix(to, newLink) {
+		switch {
+		case strings.HasPrefix(to, newLink+"."):
 			if in, err := os.Lstat(p); err != nil || len(ents) > 1 || changeTime(in) > now()-int64(tmpAge) {
 				return Info{}, false, nil // a creator's, about to write
+			}
+		case strings.HasPrefix(to, goneLink+"."):
+			if in, err := os.Lstat(p); err != nil || changeTime(in) > now()-int64(tmpAge) {
+				return Info{}, false, nil // a collector's, moving the directory away
 			}
 		}
 		f.collect(dir, g.num, true, false, now())
