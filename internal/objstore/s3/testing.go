@@ -153,20 +153,21 @@ func startVersityGW(t testing.TB, bin string) Config {
 			<-exited
 		}
 		up := false
+	wait:
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 			select {
 			case err := <-exited:
 				exited <- err
 				lastErr = fmt.Errorf("versitygw exited: %v", err)
+				break wait
 			default:
-				if c, err := net.Dial("tcp", addr); err == nil {
-					c.Close()
-					up = true
-				}
-				time.Sleep(20 * time.Millisecond)
-				continue
 			}
-			break
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				up = true
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		if !up {
 			stop()
