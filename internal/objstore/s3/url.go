@@ -100,7 +100,10 @@ func ParseURL(u *url.URL) (Config, error) {
 		switch k {
 		case "endpoint":
 			e, err := url.Parse(v)
-			if err != nil || e.Scheme != "http" && e.Scheme != "https" || e.Host == "" || e.User != nil || e.RawQuery != "" || e.Fragment != "" {
+			if err == nil && e.User != nil {
+				return bad("the endpoint holds keys: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a profile")
+			}
+			if err != nil || e.Scheme != "http" && e.Scheme != "https" || e.Host == "" || e.RawQuery != "" || e.Fragment != "" {
 				return bad("endpoint %q: want http://HOST[:PORT] or https://HOST[:PORT]", v)
 			}
 			c.Endpoint = v
@@ -165,11 +168,42 @@ func validBucket(b string) error {
 	return nil
 }
 
-// redact drops user info from a URL for messages.
+// redact returns the URL for messages: without user info or query
+// (either may hold keys).
 func redact(u *url.URL) string {
-	c := *u
-	if c.User != nil {
-		c.User = url.User("REDACTED")
-	}
+	c := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
 	return c.String()
+}
+
+// String returns the URL c was parsed from, in canonical form (tuning
+// parameters at their defaults omitted).
+func (c Config) String() string {
+	u := url.URL{Scheme: "s3", Host: c.Bucket, Path: "/" + c.Prefix}
+	q := url.Values{}
+	if c.Endpoint != "" {
+		q.Set("endpoint", c.Endpoint)
+	}
+	if c.Region != "" {
+		q.Set("region", c.Region)
+	}
+	if c.PathStyle != (c.Endpoint != "") {
+		q.Set("path_style", strconv.FormatBool(c.PathStyle))
+	}
+	if c.CA != "" {
+		q.Set("ca", c.CA)
+	}
+	if c.Profile != "" {
+		q.Set("profile", c.Profile)
+	}
+	if c.Concurrency != DefaultConcurrency {
+		q.Set("concurrency", strconv.Itoa(c.Concurrency))
+	}
+	if c.Timeout != DefaultTimeout {
+		q.Set("timeout", c.Timeout.String())
+	}
+	if c.Attempts != DefaultAttempts {
+		q.Set("attempts", strconv.Itoa(c.Attempts))
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
