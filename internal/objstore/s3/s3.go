@@ -33,6 +33,12 @@ const trailerLen = 16
 
 var magic = [8]byte{'a', 'r', 'c', 'h', 'i', 'p', 0, 1}
 
+// A tombstone (see Conditional.DeleteGone) is an empty object with this
+// metadata; every read takes it for absent.
+const metaKey, metaDeleted = "archip", "deleted"
+
+func deleted(meta map[string]string) bool { return meta[metaKey] == metaDeleted }
+
 // unsupported is the refusal of a conditional write on a server without
 // them.
 const unsupported = "this S3 server does not support conditional writes; put metadata on a file:// or rados:// store (split configuration)"
@@ -42,7 +48,13 @@ const unsupported = "this S3 server does not support conditional writes; put met
 type Conditional struct {
 	Create bool // PUT with If-None-Match: * (Create, Swap from 0)
 	Swap   bool // PUT with If-Match: ETAG (Swap)
-	Delete bool // DELETE with If-Match: ETAG (DeleteVersion)
+	Delete bool // DELETE with If-Match: ETAG refuses a changed object
+	// DeleteGone: DELETE with If-Match refuses an absent object too.
+	// Without it (versitygw 1.8) two DeleteVersions of one version
+	// could both succeed, so DeleteVersion first claims the object by
+	// replacing it with a tombstone (a conditional PUT, which only one
+	// claimant wins), then deletes the tombstone with If-Match.
+	DeleteGone bool
 	// Why says what the probe saw when one is missing.
 	Why string
 }
@@ -158,7 +170,7 @@ func OpenConfig(ctx context.Context, c Config) (*Store, error) {
 
 // Conditional returns which conditional requests the server honours.
 // Without Create and Swap, Create and Swap refuse with ErrUnsupport;
-// without Delete, DeleteVersion does.
+// without those and Delete, DeleteVersion does.
 func (s *Store) Conditional() Conditional { return s.cond }
 
 // probe finds which conditional requests the server honours, on an
@@ -242,9 +254,8 @@ func (s *Store) probe(ctx context.Context) (Conditional, error) {
 	if c.Delete {
 		switch err := del(wrong); {
 		case refused(err) || status(err) == 404:
-		case err == nil:
-			c.Delete = false
-			whys = append(whys, "a DELETE with If-Match of an absent object succeeded")
+			c.DeleteGone = true
+		case err == nil: // DeleteVersion claims with a tombstone first
 		default:
 			return c, probeErr("DELETE with If-Match of an absent object", err)
 		}
@@ -376,17 +387,21 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 		return err
 	}
 	key := s.key(name)
+	var gone, past bool
 	err := s.idem(ctx, func(ctx context.Context) error {
 		out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
 			Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+int64(len(p))-1))})
 		if status(err) == 416 { // the object exists and ends before off
-			clear(p)
+			past = true
 			return nil
 		}
 		if err != nil {
 			return err
 		}
 		defer out.Body.Close()
+		if gone = deleted(out.Metadata); gone {
+			return nil
+		}
 		start, total, ok := contentRange(aws.ToString(out.ContentRange))
 		if !ok { // the whole object (a server that ignored Range)
 			b, err := io.ReadAll(out.Body)
@@ -417,6 +432,15 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 	})
 	if err != nil {
 		return s.mapErr(ctx, "GET", key, err)
+	}
+	if gone {
+		return fmt.Errorf("%w: s3: %s (deleted)", objstore.ErrNotFound, key)
+	}
+	if past {
+		if _, err := s.head(ctx, name); err != nil { // a tombstone?
+			return err
+		}
+		clear(p)
 	}
 	return nil
 }
@@ -450,6 +474,7 @@ func (s *Store) Get(ctx context.Context, name string) ([]byte, objstore.Version,
 	key := s.key(name)
 	var b []byte
 	var etag string
+	var gone bool
 	err := s.idem(ctx, func(ctx context.Context) error {
 		out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
 		if err != nil {
@@ -457,11 +482,15 @@ func (s *Store) Get(ctx context.Context, name string) ([]byte, objstore.Version,
 		}
 		defer out.Body.Close()
 		etag = aws.ToString(out.ETag)
+		gone = deleted(out.Metadata)
 		b, err = io.ReadAll(out.Body)
 		return err
 	})
 	if err != nil {
 		return nil, 0, s.mapErr(ctx, "GET", key, err)
+	}
+	if gone {
+		return nil, 0, fmt.Errorf("%w: s3: %s (deleted)", objstore.ErrNotFound, key)
 	}
 	d, err := unseal(key, b)
 	if err != nil {
@@ -506,7 +535,7 @@ var errRefused = errors.New("s3: condition failed")
 // body's nonce tells: if the object holds this write, the write
 // succeeded; if not, the outcome is unknown (it may have landed and been
 // replaced) and the error is no refusal.
-func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMatch string) (objstore.Version, error) {
+func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMatch string, meta map[string]string) (objstore.Version, error) {
 	key := s.key(name)
 	n8 := nonce()
 	body := seal(data, n8)
@@ -518,7 +547,7 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 		var etag string
 		err := s.try(ctx, func(ctx context.Context) error {
 			in := &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
-				Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))}
+				Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))), Metadata: meta}
 			if ifMatch == "" {
 				in.IfNoneMatch = aws.String("*")
 			} else {
@@ -601,11 +630,36 @@ func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.
 	if !s.cond.Create {
 		return 0, s.refuse("Create", name)
 	}
-	v, err := s.condPut(ctx, "PUT If-None-Match", name, data, "")
+	v, err := s.create(ctx, name, data)
 	if errors.Is(err, errRefused) {
 		return 0, fmt.Errorf("%w: s3: %s", objstore.ErrExists, s.key(name))
 	}
 	return v, err
+}
+
+// create PUTs data if the object is absent or a tombstone; errRefused if
+// it exists.
+func (s *Store) create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	for tries := 0; ; tries++ {
+		v, err := s.condPut(ctx, "PUT If-None-Match", name, data, "", nil)
+		if !errors.Is(err, errRefused) || s.cond.DeleteGone || tries == 8 {
+			return v, err
+		}
+		h, err := s.headRaw(ctx, name)
+		if objstore.IsNotExist(err) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return 0, err
+		}
+		if !h.deleted {
+			return 0, errRefused
+		}
+		v, err = s.condPut(ctx, "PUT If-Match (over a tombstone)", name, data, h.etag, nil)
+		if !errors.Is(err, errRefused) {
+			return v, err
+		}
+	}
 }
 
 func (s *Store) refuse(op, name string) error {
@@ -654,7 +708,13 @@ func (s *Store) Swap(ctx context.Context, name string, data []byte, old objstore
 		}
 		etag = e
 	}
-	v, err := s.condPut(ctx, "PUT If-Match", name, data, etag)
+	var v objstore.Version
+	var err error
+	if old == 0 {
+		v, err = s.create(ctx, name, data)
+	} else {
+		v, err = s.condPut(ctx, "PUT If-Match", name, data, etag, nil)
+	}
 	if errors.Is(err, errRefused) {
 		return 0, conflict
 	}
@@ -684,7 +744,7 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 	if err := s.check(name); err != nil {
 		return err
 	}
-	if !s.cond.Delete {
+	if !s.cond.Delete || !s.cond.DeleteGone && !(s.cond.Create && s.cond.Swap) {
 		return s.refuse("DeleteVersion", name)
 	}
 	key := s.key(name)
@@ -698,6 +758,9 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 	etag, err := s.etagOf(ctx, name, old, false)
 	if err != nil {
 		return err
+	}
+	if !s.cond.DeleteGone {
+		return s.deleteClaimed(ctx, name, old, etag)
 	}
 	var uncertain error
 	for n := 1; ; n++ {
@@ -741,12 +804,22 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 }
 
 type headInfo struct {
-	etag string
-	size int64
-	mod  time.Time
+	etag    string
+	size    int64
+	mod     time.Time
+	deleted bool // a tombstone
 }
 
+// head is headRaw with tombstones absent.
 func (s *Store) head(ctx context.Context, name string) (headInfo, error) {
+	h, err := s.headRaw(ctx, name)
+	if err == nil && h.deleted {
+		return h, fmt.Errorf("%w: s3: %s (deleted)", objstore.ErrNotFound, s.key(name))
+	}
+	return h, err
+}
+
+func (s *Store) headRaw(ctx context.Context, name string) (headInfo, error) {
 	key := s.key(name)
 	var h headInfo
 	err := s.idem(ctx, func(ctx context.Context) error {
@@ -754,7 +827,7 @@ func (s *Store) head(ctx context.Context, name string) (headInfo, error) {
 		if err != nil {
 			return err
 		}
-		h = headInfo{etag: aws.ToString(out.ETag), size: aws.ToInt64(out.ContentLength), mod: aws.ToTime(out.LastModified)}
+		h = headInfo{etag: aws.ToString(out.ETag), size: aws.ToInt64(out.ContentLength), mod: aws.ToTime(out.LastModified), deleted: deleted(out.Metadata)}
 		return nil
 	})
 	if err != nil {
@@ -801,6 +874,17 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 				continue // the probe's, or not ours
 			}
 			in := objstore.Info{Name: name, Size: max(0, aws.ToInt64(o.Size)-trailerLen), Version: versionOf(aws.ToString(o.ETag)), ModTime: aws.ToTime(o.LastModified)}
+			if in.Size == 0 && !s.cond.DeleteGone {
+				// Maybe a tombstone (a listing shows no metadata).
+				h, err := s.headRaw(ctx, name)
+				if objstore.IsNotExist(err) || err == nil && h.deleted {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				in.Version, in.ModTime = versionOf(h.etag), h.mod
+			}
 			if err := fn(in); err != nil {
 				return err
 			}
@@ -814,5 +898,38 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 
 func (s *Store) Close() error {
 	s.closed.Store(true)
+	return nil
+}
+
+// deleteClaimed is DeleteVersion on a server whose DELETE with If-Match
+// succeeds on an absent object: it claims the object's version old
+// (whose ETag is etag) by replacing it with a tombstone, which only one
+// claimant can do, then deletes the tombstone if it is still there. A
+// tombstone left behind (a crash between the two requests) reads as
+// absent; the next write of the name replaces it.
+func (s *Store) deleteClaimed(ctx context.Context, name string, old objstore.Version, etag string) error {
+	key := s.key(name)
+	v, err := s.condPut(ctx, "PUT If-Match (tombstone)", name, nil, etag, map[string]string{metaKey: metaDeleted})
+	if errors.Is(err, errRefused) {
+		if _, err := s.head(ctx, name); err != nil {
+			return err // ErrNotFound: someone deleted it meanwhile
+		}
+		return fmt.Errorf("%w: s3: %s is not at version %x", objstore.ErrConflict, key, old)
+	}
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	tomb, ok := s.etags[v]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	// Best effort: the object is deleted already (a tombstone); a 412
+	// means it was written again since.
+	s.idem(ctx, func(ctx context.Context) error {
+		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: &tomb})
+		return err
+	})
 	return nil
 }
