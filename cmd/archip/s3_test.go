@@ -13,12 +13,18 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore/s3"
 )
 
-// TestCLIWorkflowS3: on s3:// (versitygw; no in-place writes, so a
+// TestCLIWorkflowS3: on s3:// (no in-place writes, so a
 // volume replaces whole blocks), an image is imported, cloned, written,
 // flushed, read back, snapshotted; a second import of the same image
 // stores nothing new.
 func TestCLIWorkflowS3(t *testing.T) {
-	c := s3.TestServer(t, "versitygw")
+	for _, srv := range s3.TestServerNames {
+		t.Run(srv, func(t *testing.T) { cliWorkflowS3(t, srv) })
+	}
+}
+
+func cliWorkflowS3(t *testing.T, srv string) {
+	c := s3.TestServer(t, srv)
 	cr, err := c.Credentials.Retrieve(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +33,8 @@ func TestCLIWorkflowS3(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", cr.SecretAccessKey)
 	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
-	store := fmt.Sprintf("s3://%s/cli%d?endpoint=%s", c.Bucket, os.Getpid(), url.QueryEscape(c.Endpoint))
+	prefix := fmt.Sprintf("cli%d-%s", os.Getpid(), srv)
+	store := fmt.Sprintf("s3://%s/%s?endpoint=%s", c.Bucket, prefix, url.QueryEscape(c.Endpoint))
 
 	dir := t.TempDir()
 	img := bytes.Repeat([]byte("archipelago!"), 300_000) // 3.6 MB, not block aligned
@@ -55,7 +62,7 @@ func TestCLIWorkflowS3(t *testing.T) {
 		t.Fatal("the image reads back different")
 	}
 
-	c.Prefix = fmt.Sprintf("cli%d", os.Getpid())
+	c.Prefix = prefix
 	st, err := s3.OpenConfig(context.Background(), c)
 	if err != nil {
 		t.Fatal(err)
