@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,8 +29,10 @@ import (
 )
 
 // trailerLen is the size of the trailer every object carries after its
-// data: 8 random bytes (the write's nonce) and the 8-byte magic.
-const trailerLen = 16
+// data: 8 random bytes (the write's nonce), the version the write
+// replaced by a conditional PUT (8 bytes, little endian; 0 for none) and
+// the 8-byte magic.
+const trailerLen = 24
 
 var magic = [8]byte{'a', 'r', 'c', 'h', 'i', 'p', 0, 1}
 
@@ -53,8 +56,13 @@ type Conditional struct {
 	// Without it (versitygw 1.8) two DeleteVersions of one version
 	// could both succeed, so DeleteVersion first claims the object by
 	// replacing it with a tombstone (a conditional PUT, which only one
-	// claimant wins), then deletes the tombstone with If-Match.
+	// claimant wins), then deletes the tombstone with If-Match. Without
+	// Delete (radosgw 16 ignores If-Match on DELETE) the tombstone stays:
+	// 24 bytes per name deleted so, until the name is written again.
 	DeleteGone bool
+	// Unquoted: If-Match takes the ETag without its quotes (radosgw 16
+	// refuses a quoted one, as RFC 9110 writes it, even when it matches).
+	Unquoted bool
 	// Why says what the probe saw when one is missing.
 	Why string
 }
@@ -70,6 +78,18 @@ type Store struct {
 
 	mu    sync.Mutex
 	etags map[objstore.Version]string // quoted ETags of versions seen; bounded
+
+	// stripes serialize this process's conditional writes of one name:
+	// radosgw 16 answers the loser of a race of conditional PUTs with a
+	// 500 (ECANCELED), which the store must take for "may have
+	// happened"; between processes (hosts) that remains so.
+	stripes [256]sync.Mutex
+}
+
+func (s *Store) stripe(name string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return &s.stripes[h.Sum32()%uint32(len(s.stripes))]
 }
 
 var _ objstore.Store = (*Store)(nil)
@@ -179,11 +199,15 @@ func (s *Store) Conditional() Conditional { return s.cond }
 func (s *Store) probe(ctx context.Context) (Conditional, error) {
 	var c Conditional
 	key := s.kp + "~probe/" + hex.EncodeToString(nonce())
-	body := seal(nil, nonce())
+	body := seal(nil, nonce(), 0)
+	var etag string // the probe object's, after each successful put
 	put := func(ifMatch, ifNoneMatch *string) error {
 		return s.idem(ctx, func(ctx context.Context) error {
-			_, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
+			out, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
 				Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))), IfMatch: ifMatch, IfNoneMatch: ifNoneMatch})
+			if err == nil {
+				etag = aws.ToString(out.ETag)
+			}
 			return err
 		})
 	}
@@ -228,6 +252,21 @@ func (s *Store) probe(ctx context.Context) (Conditional, error) {
 	default:
 		whys = append(whys, fmt.Sprintf("a PUT with If-Match failed: %v", err))
 	}
+	if c.Swap {
+		// The right ETag must be taken, quoted or not.
+		e := etag
+		err := put(&e, nil)
+		if refused(err) {
+			u := strings.Trim(e, `"`)
+			if err = put(&u, nil); err == nil {
+				c.Unquoted = true
+			}
+		}
+		if err != nil {
+			c.Swap = false
+			whys = append(whys, fmt.Sprintf("a PUT with the object's own ETag in If-Match failed: %v", err))
+		}
+	}
 	switch err := del(wrong); {
 	case refused(err):
 		c.Delete = true
@@ -271,14 +310,16 @@ func nonce() []byte {
 	return b
 }
 
-// seal returns data followed by the trailer with nonce n. The nonce makes
-// every write's body, hence its ETag, unique: a version never comes back
-// when the same bytes are written again.
-func seal(data, n []byte) []byte {
+// seal returns data followed by the trailer with nonce n and the
+// replaced version prev. The nonce makes every write's body, hence its
+// ETag, unique: a version never comes back when the same bytes are
+// written again.
+func seal(data, n []byte, prev objstore.Version) []byte {
 	b := make([]byte, len(data)+trailerLen)
 	copy(b, data)
 	copy(b[len(data):], n)
-	copy(b[len(data)+8:], magic[:])
+	binary.LittleEndian.PutUint64(b[len(data)+8:], uint64(prev))
+	copy(b[len(data)+16:], magic[:])
 	return b
 }
 
@@ -319,6 +360,17 @@ func (s *Store) seen(etag string) objstore.Version {
 }
 
 func (s *Store) key(name string) string { return s.kp + name }
+
+// tombstones reports whether DeleteVersion writes tombstones here.
+func (s *Store) tombstones() bool { return !(s.cond.Delete && s.cond.DeleteGone) }
+
+// matchForm returns etag as If-Match takes it on this server.
+func (s *Store) matchForm(etag string) string {
+	if s.cond.Unquoted {
+		return strings.Trim(etag, `"`)
+	}
+	return etag
+}
 
 func (s *Store) check(name string) error {
 	if s.closed.Load() {
@@ -504,7 +556,7 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) (objstore.Ver
 		return 0, err
 	}
 	key := s.key(name)
-	body := seal(data, nonce())
+	body := seal(data, nonce(), 0)
 	var etag string
 	err := s.idem(ctx, func(ctx context.Context) error {
 		out, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
@@ -537,8 +589,15 @@ var errRefused = errors.New("s3: condition failed")
 // replaced) and the error is no refusal.
 func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMatch string, meta map[string]string) (objstore.Version, error) {
 	key := s.key(name)
+	mu := s.stripe(name)
+	mu.Lock()
+	defer mu.Unlock()
 	n8 := nonce()
-	body := seal(data, n8)
+	var prev objstore.Version
+	if ifMatch != "" {
+		prev = versionOf(ifMatch)
+	}
+	body := seal(data, n8, prev)
 	var uncertain error
 	unknown := func(err error) error {
 		return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown; the write may have happened: read the object to know)", transient(ctx, op, key, uncertain))
@@ -551,7 +610,7 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 			if ifMatch == "" {
 				in.IfNoneMatch = aws.String("*")
 			} else {
-				in.IfMatch = aws.String(ifMatch)
+				in.IfMatch = aws.String(s.matchForm(ifMatch))
 			}
 			out, err := s.client.PutObject(ctx, in)
 			if err == nil {
@@ -570,9 +629,17 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 			if uncertain == nil {
 				return 0, errRefused
 			}
-			v, ours, lerr := s.holds(ctx, key, n8)
+			v, ours, theirPrev, lerr := s.holds(ctx, key, n8)
 			if lerr == nil && ours {
 				return v, nil
+			}
+			if lerr == nil && prev != 0 && theirPrev == prev {
+				// Another write replaced prev directly: ours
+				// never landed (it would have changed prev
+				// first), and never will (prev is gone for good).
+				// radosgw answers the loser of a race of
+				// If-Match PUTs with a 500 (ECANCELED).
+				return 0, errRefused
 			}
 			return 0, unknown(err)
 		}
@@ -597,8 +664,9 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 }
 
 // holds reports whether the object holds the write whose nonce is n8,
-// and its version.
-func (s *Store) holds(ctx context.Context, key string, n8 []byte) (objstore.Version, bool, error) {
+// and its version; else the version the write it holds replaced (0 if
+// unknown or absent).
+func (s *Store) holds(ctx context.Context, key string, n8 []byte) (objstore.Version, bool, objstore.Version, error) {
 	var tail []byte
 	var etag string
 	err := s.idem(ctx, func(ctx context.Context) error {
@@ -613,14 +681,17 @@ func (s *Store) holds(ctx context.Context, key string, n8 []byte) (objstore.Vers
 	})
 	if err != nil {
 		if objstore.IsNotExist(s.mapErr(ctx, "GET", key, err)) {
-			return 0, false, nil
+			return 0, false, 0, nil
 		}
-		return 0, false, err
+		return 0, false, 0, err
 	}
-	if len(tail) < trailerLen || !bytes.Equal(tail[len(tail)-trailerLen:len(tail)-8], n8) {
-		return 0, false, nil
+	if len(tail) != trailerLen || !bytes.Equal(tail[16:], magic[:]) {
+		return 0, false, 0, nil
 	}
-	return s.seen(etag), true, nil
+	if !bytes.Equal(tail[:8], n8) {
+		return 0, false, objstore.Version(binary.LittleEndian.Uint64(tail[8:16])), nil
+	}
+	return s.seen(etag), true, 0, nil
 }
 
 func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
@@ -642,7 +713,7 @@ func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.
 func (s *Store) create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
 	for tries := 0; ; tries++ {
 		v, err := s.condPut(ctx, "PUT If-None-Match", name, data, "", nil)
-		if !errors.Is(err, errRefused) || s.cond.DeleteGone || tries == 8 {
+		if !errors.Is(err, errRefused) || !s.tombstones() || tries == 8 {
 			return v, err
 		}
 		h, err := s.headRaw(ctx, name)
@@ -744,7 +815,7 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 	if err := s.check(name); err != nil {
 		return err
 	}
-	if !s.cond.Delete || !s.cond.DeleteGone && !(s.cond.Create && s.cond.Swap) {
+	if s.tombstones() && !(s.cond.Create && s.cond.Swap) {
 		return s.refuse("DeleteVersion", name)
 	}
 	key := s.key(name)
@@ -759,13 +830,13 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 	if err != nil {
 		return err
 	}
-	if !s.cond.DeleteGone {
+	if s.tombstones() {
 		return s.deleteClaimed(ctx, name, old, etag)
 	}
 	var uncertain error
 	for n := 1; ; n++ {
 		err := s.try(ctx, func(ctx context.Context) error {
-			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: &etag})
+			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: aws.String(s.matchForm(etag))})
 			return err
 		})
 		if err == nil {
@@ -874,7 +945,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 				continue // the probe's, or not ours
 			}
 			in := objstore.Info{Name: name, Size: max(0, aws.ToInt64(o.Size)-trailerLen), Version: versionOf(aws.ToString(o.ETag)), ModTime: aws.ToTime(o.LastModified)}
-			if in.Size == 0 && !s.cond.DeleteGone {
+			if in.Size == 0 && s.tombstones() {
 				// Maybe a tombstone (a listing shows no metadata).
 				h, err := s.headRaw(ctx, name)
 				if objstore.IsNotExist(err) || err == nil && h.deleted {
@@ -922,13 +993,13 @@ func (s *Store) deleteClaimed(ctx context.Context, name string, old objstore.Ver
 	s.mu.Lock()
 	tomb, ok := s.etags[v]
 	s.mu.Unlock()
-	if !ok {
-		return nil
+	if !ok || !s.cond.Delete {
+		return nil // without a conditional DELETE (radosgw 16) the tombstone stays
 	}
 	// Best effort: the object is deleted already (a tombstone); a 412
 	// means it was written again since.
 	s.idem(ctx, func(ctx context.Context) error {
-		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: &tomb})
+		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: aws.String(s.matchForm(tomb))})
 		return err
 	})
 	return nil
