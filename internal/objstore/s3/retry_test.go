@@ -248,18 +248,6 @@ func TestNoConditional(t *testing.T) {
 	}
 }
 
-func TestProbeVersityGW(t *testing.T) {
-	s := OpenTestStore(t, TestServer(t, "versitygw"))
-	if c := s.Conditional(); !c.Create || !c.Swap || !c.Delete || c.DeleteGone {
-		t.Fatalf("versitygw 1.8: probe found %+v; want create, swap, delete without DeleteGone", c)
-	}
-	n := 0
-	s.List(ctx, "", func(objstore.Info) error { n++; return nil })
-	if n != 0 {
-		t.Fatalf("the probe left %d objects", n)
-	}
-}
-
 func must(t *testing.T) func(objstore.Version, error) objstore.Version {
 	return func(v objstore.Version, err error) objstore.Version {
 		t.Helper()
