@@ -46,7 +46,7 @@ status=0
 { go test -count=1 -timeout 10m -tags ceph,pacific -v ./internal/objstore/rados &&
   go test -count=1 -timeout 10m -tags ceph,pacific -v ./internal/objstore/s3 &&
   go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'S3' ./cmd/archip &&
-  go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'ModelRados|Rados' ./internal/volume ./internal/gc ./e2e; } >"$log" 2>&1 || status=$?
+  go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'ModelRados|Rados|S3' ./internal/volume ./internal/gc ./e2e; } >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|--- FAIL|panic:)' "$log" || true
 if [ "$status" != 0 ]; then
   grep -B2 -A30 -E -- '--- FAIL|^panic:' "$log" | head -200
