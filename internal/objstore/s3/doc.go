@@ -14,7 +14,7 @@
 // Capabilities: S3 has no in-place or ranged write and no append, so the
 // store implements no RangeWriter, Syncer, HandleOpener, Copier, Lender or
 // Fencer; a volume on it reads and writes back a whole block for each
-write smaller than one (package volume). ReadAt is
+// write smaller than one (package volume). ReadAt is
 // a ranged GET. List is ListObjectsV2, which gives sizes and ETags: there
 // is no NameLister, as names cost what infos cost. FreshStater is not
 // claimed (a later change may, for servers known to be strongly
