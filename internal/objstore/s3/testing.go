@@ -126,7 +126,7 @@ func randHex(n int) string {
 
 // startVersityGW starts a versitygw serving a fresh directory and stops it
 // when the test ends.
-func startVersityGW(t testing.TB, bin string) Config {
+func startVersityGW(t testing.TB, bin string, tlsArgs ...string) Config {
 	t.Helper()
 	dir := t.TempDir()
 	ak, sk := "AK"+randHex(8), randHex(16)
@@ -138,7 +138,7 @@ func startVersityGW(t testing.TB, bin string) Config {
 		}
 		addr := l.Addr().String()
 		l.Close()
-		cmd := exec.Command(bin, "--port", addr, "posix", dir)
+		cmd := exec.Command(bin, append(append([]string{"--port", addr}, tlsArgs...), "posix", dir)...)
 		cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+ak, "ROOT_SECRET_KEY="+sk)
 		out, err := os.Create(dir + ".log")
 		if err != nil {
@@ -179,7 +179,11 @@ func startVersityGW(t testing.TB, bin string) Config {
 			continue // the port may have been taken meanwhile
 		}
 		t.Cleanup(stop)
-		return Config{Endpoint: "http://" + addr, PathStyle: true, Region: "us-east-1",
+		scheme := "http://"
+		if len(tlsArgs) > 0 {
+			scheme = "https://"
+		}
+		return Config{Endpoint: scheme + addr, PathStyle: true, Region: "us-east-1",
 			Credentials: credentials.NewStaticCredentialsProvider(ak, sk, "")}
 	}
 	b, _ := os.ReadFile(dir + ".log")
