@@ -224,7 +224,7 @@ func (s *Store) probe(ctx context.Context) (Conditional, error) {
 	wrong := aws.String(`"00000000000000000000000000000000"`)
 	defer del(nil) // whatever the steps left
 	if err := put(nil, aws.String("*")); err != nil {
-		if code(err) == "AccessDenied" || status(err) == 403 {
+		if code(err) == "AccessDenied" { // read-only keys
 			c.Why = fmt.Sprintf("the probe could not write (%v)", err)
 			return c, nil
 		}
@@ -407,13 +407,21 @@ func (s *Store) idem(ctx context.Context, fn func(ctx context.Context) error) er
 	}
 }
 
+// noKey reports whether err says the object does not exist (a 404 of a
+// HEAD has no body, hence no code; other 404s say what is missing: a
+// bucket, versitygw's user of an unknown key).
+func noKey(err error) bool {
+	c := code(err)
+	return c == "NoSuchKey" || status(err) == 404 && (c == "NotFound" || c == "")
+}
+
 // mapErr maps an SDK error to the objstore sentinels.
 func (s *Store) mapErr(ctx context.Context, op, key string, err error) error {
 	st, c := status(err), code(err)
 	switch {
 	case c == "NoSuchBucket":
 		return fmt.Errorf("s3: %s %s: bucket %q does not exist: create it first", op, key, s.cfg.Bucket)
-	case st == 404 || c == "NoSuchKey" || c == "NotFound":
+	case noKey(err):
 		return fmt.Errorf("%w: s3: %s", objstore.ErrNotFound, key)
 	case st == 412 || st == 409 && c == "ConditionalRequestConflict" || c == "PreconditionFailed":
 		return fmt.Errorf("%w: s3: %s %s", objstore.ErrConflict, op, key)
@@ -421,7 +429,7 @@ func (s *Store) mapErr(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("%w: s3: %s %s: %v", objstore.ErrNoSpace, op, key, err)
 	case st == 501 || c == "NotImplemented":
 		return fmt.Errorf("%w: s3: %s %s: %v", objstore.ErrUnsupport, op, key, err)
-	case st == 403 || c == "AccessDenied" || c == "InvalidAccessKeyId" || c == "SignatureDoesNotMatch":
+	case st == 403 || c == "AccessDenied" || c == "InvalidAccessKeyId" || c == "SignatureDoesNotMatch" || c == "XAdminUserNotFound":
 		return fmt.Errorf("s3: %s %s: access denied: check the keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the profile) and the bucket's policy: %v", op, key, err)
 	}
 	return transient(ctx, op, key, err)
@@ -625,7 +633,7 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 			return s.seen(etag), nil
 		}
 		st := status(err)
-		if st == 412 || st == 409 || st == 404 && ifMatch != "" && code(err) != "NoSuchBucket" {
+		if st == 412 || st == 409 || ifMatch != "" && noKey(err) {
 			if uncertain == nil {
 				return 0, errRefused
 			}
@@ -843,7 +851,7 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 			return nil
 		}
 		st := status(err)
-		if st == 412 || st == 409 || st == 404 && code(err) != "NoSuchBucket" {
+		if st == 412 || st == 409 || noKey(err) {
 			if uncertain != nil {
 				// Gone or changed: by our earlier attempt, or by
 				// another client.

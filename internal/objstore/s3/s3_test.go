@@ -1,7 +1,10 @@
 package s3
 
 import (
+	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/objstore/storetest"
@@ -66,5 +69,25 @@ func TestProbe(t *testing.T) {
 				t.Fatalf("probe found %+v, want %+v", c, want[srv])
 			}
 		})
+	}
+}
+
+// TestOpenErrors: a missing bucket and wrong keys say what to do.
+func TestOpenErrors(t *testing.T) {
+	c := TestServer(t, "versitygw")
+	c.Attempts = 1
+	nb := c
+	nb.Bucket = "no-such-bucket"
+	if _, err := OpenConfig(ctx, nb); err == nil || !strings.Contains(err.Error(), "does not exist: create it") {
+		t.Fatalf("open of a missing bucket: %v", err)
+	}
+	wk := c
+	wk.Credentials = credentials.NewStaticCredentialsProvider("wrong", "keys", "")
+	s, err := OpenConfig(ctx, wk)
+	if err == nil {
+		_, _, err = s.Get(ctx, "x")
+	}
+	if err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Fatalf("wrong keys: %v", err)
 	}
 }
