@@ -11,6 +11,8 @@ for p in qemu-utils libnbd-bin python3-libnbd nbdkit fio fuse3 e2fsprogs util-li
 # the rados:// backend (go-ceph, cgo; the C++ headers and g++ for the one
 # call its C API lacks), rbd for the benchmark against RBD.
 for p in ceph-mon ceph-osd ceph-mgr ceph-common librados-dev libradospp-dev g++ librbd-dev; do need "$p"; done
+# S3 (issue 13): Ceph's radosgw on the throwaway cluster; versitygw below.
+need radosgw
 # QEMU live migration with a tiny guest (issue 6): qemu-system-x86 only
 # (its recommends pull in firmware and UI we do not use); the test fetches
 # a Debian cloud kernel and busybox-static with apt-get download.
@@ -25,4 +27,13 @@ if ((${#pkgs[@]} + ${#norec[@]})); then
   apt-get update -qq
   if ((${#pkgs[@]})); then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; fi
   if ((${#norec[@]})); then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${norec[@]}" >/dev/null; fi
+fi
+
+# versitygw (issue 13), an S3 server the s3:// tests start: built with go
+# install into a cache outside the repository; scripts/test.sh points the
+# tests at it (ARCHIP_TEST_VERSITYGW).
+vgw=${ARCHIP_VERSITYGW_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/archip/bin}
+if [ ! -x "$vgw/versitygw" ]; then
+  echo "install-test-deps: installing versitygw v1.8.0 into $vgw"
+  (cd / && GOBIN=$vgw GOFLAGS=-buildvcs=false go install github.com/versity/versitygw/cmd/versitygw@v1.8.0)
 fi

@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 scripts/install-test-deps.sh
+ARCHIP_TEST_VERSITYGW=${ARCHIP_VERSITYGW_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/archip/bin}/versitygw
+export ARCHIP_TEST_VERSITYGW
 
 log=$(mktemp)
 cephdir=$(mktemp -d)
@@ -35,12 +37,16 @@ if [ -n "$skips" ] && [ "${CI:-}" = true ]; then
 fi
 passed=$(grep -cE -- '^\s*--- PASS' "$log" || true)
 
-echo "== Ceph RADOS: conformance, model and NBD tests on a throwaway cluster"
+echo "== Ceph RADOS and radosgw (S3): conformance, model and NBD tests on a throwaway cluster"
 ARCHIP_TEST_CEPH_CONF=$(scripts/ceph-cluster.sh start "$cephdir")
 export ARCHIP_TEST_CEPH_CONF
+read -r ARCHIP_TEST_RGW_ENDPOINT ARCHIP_TEST_RGW_CREDENTIALS < <(scripts/ceph-cluster.sh start-rgw "$cephdir")
+export ARCHIP_TEST_RGW_ENDPOINT ARCHIP_TEST_RGW_CREDENTIALS
 status=0
 { go test -count=1 -timeout 10m -tags ceph,pacific -v ./internal/objstore/rados &&
-  go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'ModelRados|Rados' ./internal/volume ./internal/gc ./e2e; } >"$log" 2>&1 || status=$?
+  go test -count=1 -timeout 10m -tags ceph,pacific -v ./internal/objstore/s3 &&
+  go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'S3' ./cmd/archip &&
+  go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'ModelRados|Rados|S3' ./internal/volume ./internal/gc ./e2e; } >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|--- FAIL|panic:)' "$log" || true
 if [ "$status" != 0 ]; then
   grep -B2 -A30 -E -- '--- FAIL|^panic:' "$log" | head -200

@@ -16,8 +16,9 @@ var layer = map[string]int{
 	"internal/units":              0,
 	"internal/objstore":           1,
 	"internal/objstore/storetest": 1,
-	"internal/objstore/all":       1,
+	"internal/objstore/all":       2, // above the backends it lists (rados, s3); only commands import it
 	"internal/objstore/rados":     1,
+	"internal/objstore/s3":        1,
 	"internal/blockmap":           2,
 	"internal/volume":             3,
 	"internal/catalog":            4,

@@ -5,10 +5,13 @@
 // Vocabulary:
 //   - object: a named byte string. Names are slash-separated paths of
 //     components made of [A-Za-z0-9._-] (see ValidName).
-//   - version: a number > 0 that changes every time an object is replaced
-//     (Put, Swap). Versions of one object only grow, also across Delete
-//     and re-Create on backends that keep tombstones. Version 0 means
-//     "absent" in Swap.
+//   - version: a number > 0 that names one write of an object: every
+//     Put, Create and Swap gives the object a version it never had
+//     before, also when it writes the same bytes again and across Delete
+//     and re-Create. Versions are compared for equality only, never
+//     ordered: they need not grow (S3 derives them from ETags; see
+//     package s3 for the odds of a collision). Version 0 means "absent"
+//     in Swap.
 //
 // Every method takes a context first and is safe for concurrent use. A
 // method never keeps or changes a caller's buffer after it returns.
@@ -26,7 +29,8 @@ import (
 	"time"
 )
 
-// Version identifies one state of an object. 0 means absent.
+// Version identifies one write of an object; compare versions with ==
+// only (see the package doc). 0 means absent.
 type Version uint64
 
 // Info describes one object.

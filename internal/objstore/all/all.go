@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/objstore/s3"
 )
 
 // Registry returns a registry with every backend of this build.
@@ -34,6 +35,9 @@ func Registry() *objstore.Registry {
 			mems[u.Host] = m
 		}
 		return unclosable{m}, nil
+	})
+	r.Register("s3", s3.Usage, func(ctx context.Context, u *url.URL, o objstore.OpenOptions) (objstore.Store, error) {
+		return s3.Open(ctx, u)
 	})
 	registerExtra(r)
 	return r

@@ -118,12 +118,16 @@ func testPutGet(t *testing.T, s objstore.Store) {
 	wantErr(t, err, objstore.ErrNotFound, "Get of a missing object")
 	v1 := must(s.Put(ctx, "a/b", []byte("one")))
 	v2 := must(s.Put(ctx, "a/b", []byte("two!")))
-	if v1 == 0 || v2 <= v1 {
-		t.Fatalf("versions %d then %d: want 0 < v1 < v2", v1, v2)
+	if v1 == 0 || v2 == 0 || v2 == v1 {
+		t.Fatalf("versions %d then %d: want two different nonzero versions", v1, v2)
+	}
+	v3 := must(s.Put(ctx, "a/b", []byte("two!")))
+	if v3 == v2 || v3 == v1 || v3 == 0 {
+		t.Fatalf("the same bytes put again: version %d after %d, %d; want a new one", v3, v1, v2)
 	}
 	b, v, err := s.Get(ctx, "a/b")
-	if err != nil || string(b) != "two!" || v != v2 {
-		t.Fatalf("Get = %q, %d, %v; want two!, %d", b, v, err, v2)
+	if err != nil || string(b) != "two!" || v != v3 {
+		t.Fatalf("Get = %q, %d, %v; want two!, %d", b, v, err, v3)
 	}
 	must(s.Put(ctx, "empty", nil))
 	b, _, err = s.Get(ctx, "empty")
@@ -183,6 +187,9 @@ func testDelete(t *testing.T, s objstore.Store) {
 	wantErr(t, s.Delete(ctx, "d"), objstore.ErrNotFound, "second Delete")
 	_, err = s.Swap(ctx, "d", []byte("y"), v)
 	wantErr(t, err, objstore.ErrConflict, "Swap from the version before Delete")
+	must(s.Put(ctx, "d", []byte("x")))
+	_, err = s.Swap(ctx, "d", []byte("y"), v)
+	wantErr(t, err, objstore.ErrConflict, "Swap from the version before Delete of the object put again with the same bytes")
 }
 
 func testDeleteVersion(t *testing.T, s objstore.Store) {

@@ -1,0 +1,259 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+var ctx = context.Background()
+
+// faultProxy stands between the store and a real server; fault, if set,
+// handles a request instead of forwarding it (forward does that).
+type faultProxy struct {
+	rp    *httputil.ReverseProxy
+	mu    sync.Mutex
+	fault func(w http.ResponseWriter, r *http.Request, forward func(w http.ResponseWriter, r *http.Request)) bool
+}
+
+func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	f := p.fault
+	p.mu.Unlock()
+	if f != nil && f(w, r, p.rp.ServeHTTP) {
+		return
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+func (p *faultProxy) set(f func(w http.ResponseWriter, r *http.Request, forward func(w http.ResponseWriter, r *http.Request)) bool) {
+	p.mu.Lock()
+	p.fault = f
+	p.mu.Unlock()
+}
+
+// proxied returns a store reaching versitygw through a fault proxy, and a
+// store reaching it directly under the same prefix.
+func proxied(t *testing.T) (*Store, *Store, *faultProxy) {
+	c := TestServer(t, "versitygw")
+	direct := OpenTestStore(t, c)
+	target, _ := url.Parse(c.Endpoint)
+	p := &faultProxy{rp: httputil.NewSingleHostReverseProxy(target)}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	pc := c
+	pc.Endpoint, pc.Prefix, pc.Attempts = srv.URL, direct.cfg.Prefix, 4
+	s, err := OpenConfig(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, direct, p
+}
+
+// dropAnswer forwards the request, then breaks the connection instead of
+// answering: the request took effect, the client cannot know.
+func dropAnswer(w http.ResponseWriter, r *http.Request, forward func(w http.ResponseWriter, r *http.Request)) {
+	forward(httptest.NewRecorder(), r)
+	conn, _, err := w.(http.Hijacker).Hijack()
+	if err == nil {
+		conn.Close()
+	}
+}
+
+func isPut(r *http.Request) bool {
+	return r.Method == http.MethodPut && !strings.Contains(r.URL.Path, "~probe")
+}
+
+func refusal(err error) bool {
+	for _, e := range []error{objstore.ErrConflict, objstore.ErrExists, objstore.ErrNotFound, objstore.ErrNoSpace, objstore.ErrBadName, objstore.ErrReadOnly, objstore.ErrClosed, objstore.ErrUnsupport} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSlowDownRetried: 503 SlowDown answers are retried, conditional
+// writes included (they certainly did not land).
+func TestSlowDownRetried(t *testing.T) {
+	s, _, p := proxied(t)
+	var n atomic.Int32
+	p.set(func(w http.ResponseWriter, r *http.Request, _ func(http.ResponseWriter, *http.Request)) bool {
+		if n.Add(1)%2 == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>slow down</Message></Error>`))
+			return true
+		}
+		return false
+	})
+	v, err := s.Create(ctx, "a", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Swap(ctx, "a", []byte("y"), v); err != nil {
+		t.Fatal(err)
+	}
+	if b, _, err := s.Get(ctx, "a"); err != nil || string(b) != "y" {
+		t.Fatalf("Get = %q, %v", b, err)
+	}
+	if n.Load() < 6 {
+		t.Fatalf("%d requests: the 503s were not retried", n.Load())
+	}
+}
+
+// TestLostAnswerAdopted: a conditional write whose answer was lost landed;
+// its retry is refused (412) by the write itself, and the store sees its
+// own nonce there: success, with the version the object has.
+func TestLostAnswerAdopted(t *testing.T) {
+	s, direct, p := proxied(t)
+	for _, op := range []string{"create", "swap"} {
+		var old objstore.Version
+		if op == "swap" {
+			old = must(t)(direct.Put(ctx, op, []byte("old")))
+		}
+		var once atomic.Bool
+		p.set(func(w http.ResponseWriter, r *http.Request, forward func(http.ResponseWriter, *http.Request)) bool {
+			if isPut(r) && once.CompareAndSwap(false, true) {
+				dropAnswer(w, r, forward)
+				return true
+			}
+			return false
+		})
+		var v objstore.Version
+		var err error
+		if op == "create" {
+			v, err = s.Create(ctx, op, []byte("mine"))
+		} else {
+			v, err = s.Swap(ctx, op, []byte("mine"), old)
+		}
+		if err != nil {
+			t.Fatalf("%s whose answer was lost: %v", op, err)
+		}
+		if b, dv, err := direct.Get(ctx, op); err != nil || string(b) != "mine" || dv != v {
+			t.Fatalf("%s: object %q v%x %v; the store said v%x", op, b, dv, err, v)
+		}
+	}
+}
+
+// TestLostAnswerOverwritten: the lost write landed and another client
+// replaced it before the retry: the outcome is unknown to the store, and
+// it must not say "refused".
+func TestLostAnswerOverwritten(t *testing.T) {
+	s, direct, p := proxied(t)
+	var once atomic.Bool
+	p.set(func(w http.ResponseWriter, r *http.Request, forward func(http.ResponseWriter, *http.Request)) bool {
+		if isPut(r) && once.CompareAndSwap(false, true) {
+			forward(httptest.NewRecorder(), r)
+			if _, err := direct.Put(ctx, "c", []byte("theirs")); err != nil {
+				t.Error(err)
+			}
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+			return true
+		}
+		return false
+	})
+	_, err := s.Create(ctx, "c", []byte("mine"))
+	if err == nil || refusal(err) {
+		t.Fatalf("Create whose write landed and was replaced: %v; want an error that is no refusal", err)
+	}
+}
+
+// TestServerErrorsGiveUp: 500s are retried up to the attempts, then the
+// error says nothing was refused.
+func TestServerErrorsGiveUp(t *testing.T) {
+	s, _, p := proxied(t)
+	var n atomic.Int32
+	p.set(func(w http.ResponseWriter, r *http.Request, _ func(http.ResponseWriter, *http.Request)) bool {
+		n.Add(1)
+		w.WriteHeader(http.StatusInternalServerError)
+		return true
+	})
+	_, err := s.Create(ctx, "d", []byte("x"))
+	if err == nil || refusal(err) || n.Load() != 4 {
+		t.Fatalf("Create against a failing server: %v after %d requests; want a non-refusal after 4", err, n.Load())
+	}
+	if _, _, err := s.Get(ctx, "d"); err == nil || refusal(err) {
+		t.Fatalf("Get against a failing server: %v", err)
+	}
+}
+
+// TestLateRequest: a request held until the client gave up on it (its
+// attempt timed out) lands afterwards; the store's retry already
+// succeeded, and the late one is refused by the server.
+func TestLateRequest(t *testing.T) {
+	s, direct, p := proxied(t)
+	s.cfg.Timeout = time.Second // per attempt; the held request waits for the client to give up
+	var once atomic.Bool
+	landed := make(chan struct{})
+	p.set(func(w http.ResponseWriter, r *http.Request, forward func(http.ResponseWriter, *http.Request)) bool {
+		if isPut(r) && once.CompareAndSwap(false, true) {
+			// Once the body is read, the server notices the client
+			// hanging up.
+			body, _ := io.ReadAll(r.Body)
+			select {
+			case <-r.Context().Done():
+			case <-time.After(20 * time.Second):
+				t.Error("the client did not give up the held request")
+			}
+			r2 := r.Clone(context.Background())
+			r2.Body = io.NopCloser(bytes.NewReader(body))
+			forward(httptest.NewRecorder(), r2)
+			close(landed)
+			return true
+		}
+		return false
+	})
+	v, err := s.Create(ctx, "late", []byte("mine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-landed
+	if b, dv, err := direct.Get(ctx, "late"); err != nil || string(b) != "mine" || dv != v {
+		t.Fatalf("after the late request: %q v%x %v, want mine v%x", b, dv, err, v)
+	}
+}
+
+func TestNoConditional(t *testing.T) {
+	c := TestServer(t, "versitygw")
+	c.NoConditional = true
+	s := OpenTestStore(t, c)
+	v, err := s.Put(ctx, "x", []byte("data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err1 := s.Create(ctx, "y", nil)
+	_, err2 := s.Swap(ctx, "x", nil, v)
+	err3 := s.DeleteVersion(ctx, "x", v)
+	for _, err := range []error{err1, err2, err3} {
+		if !errors.Is(err, objstore.ErrUnsupport) || !strings.Contains(err.Error(), "split configuration") {
+			t.Fatalf("conditional write on a store without them: %v", err)
+		}
+	}
+	if b, _, err := s.Get(ctx, "x"); err != nil || string(b) != "data" {
+		t.Fatalf("Get = %q, %v", b, err)
+	}
+}
+
+func must(t *testing.T) func(objstore.Version, error) objstore.Version {
+	return func(v objstore.Version, err error) objstore.Version {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
