@@ -56,8 +56,9 @@ import (
 // Generations are removed oldest first, never out of order, and the
 // newest entry of the directory at an object's path is never removed:
 // a directory leaves its path only whole, renamed away once sealed (see
-// below). So the highest name ever linked in a directory is there as long
-// as the directory is at its path (I).
+// below; the one exception, a young seal taken back, has nothing linked
+// on it and its base below it). So the highest name ever linked in a
+// directory is there as long as the directory is at its path (I).
 //
 // A writer whose view is old (a stall between its listing and its link,
 // or NFS attribute caching) may link a g+1 that existed and was removed,
@@ -169,7 +170,11 @@ import (
 // the old seal, like the other stalls of an hour this store does not
 // survive. A crash before the rename is durable leaves the sealed
 // directory (absent); one after leaves the moved one in tmp/, removed
-// with crashed writers' files.
+// with crashed writers' files. A rename that fails (no space to grow
+// tmp/, an I/O error) moved nothing: its winner takes the young seal back
+// (nothing is linked on it, and t is still below it, so a writer that
+// links t+1 then wins on t as if the seal had never been), rather than
+// leave writers of the name waiting an hour.
 //
 // A directory made later is numbered above t (the server's time then is
 // above t), and versions of a name keep growing across Delete and Create
@@ -907,6 +912,14 @@ func (f *File) dispose(dir string, t uint64) {
 	}
 	grave := filepath.Join(f.root, "tmp", randomName()+".gone")
 	if err := syscall.Rename(dir, grave); err != nil {
+		// Nothing moved (no space to grow tmp/, an I/O error): take the
+		// seal back, else every write of the name waits an hour for
+		// it. It is young, so nothing was linked on it, and t is still
+		// below it: a writer that links t+1 once it is gone finds its
+		// base there, a real win, as if the seal had never been.
+		if id, err := identify(seal); err == nil && id == mine {
+			os.Remove(seal)
+		}
 		return
 	}
 	f.forget(dir)
