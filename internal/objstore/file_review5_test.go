@@ -56,3 +56,31 @@ func TestFileFailedMoveLeavesNoSeal(t *testing.T) {
 		t.Fatalf("get = %q, %v", got, err)
 	}
 }
+
+// TestFileDeleteFsyncs: a Delete that removes the object's directory at
+// once fsyncs the directory once (its tombstone) and its parent once (the
+// directory moved away); the generations it removes below its durable
+// tombstone need no fsync of their own: before the move is durable the
+// tombstone above them is, and after it nobody reads them.
+func TestFileDeleteFsyncs(t *testing.T) {
+	ctx := context.Background()
+	root, a, _ := twoFileStores(t)
+	if _, err := a.Create(ctx, "x", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, objectDir(t, root, ""))
+	syncs := map[string]int{}
+	objstore.SetFileHooks(a, objstore.FileHooks{
+		Now:     func(ns int64) int64 { return ns + int64(time.Minute) },
+		SyncDir: func(d string) { syncs[d]++ },
+	})
+	if err := a.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the deleted object's directory: %v, want it removed at once", err)
+	}
+	if syncs[dir] != 1 || syncs[filepath.Dir(dir)] != 1 || len(syncs) != 2 {
+		t.Fatalf("a delete fsynced %v, want the object's directory and its parent once each", syncs)
+	}
+}
