@@ -862,8 +862,9 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 		return
 	}
 	// Older generations must not come back after a crash without the
-	// tombstone above them.
-	if i > 0 && f.syncDir(dir) != nil {
+	// tombstone above them. A writer's own tombstone (ownBase) is durable
+	// already: its install fsynced the directory after linking it.
+	if i > 0 && !ownBase && f.syncDir(dir) != nil {
 		return
 	}
 	f.dispose(dir, newest)
