@@ -226,6 +226,7 @@ type fileHooks struct {
 	syncDir       func(dir string)     // every directory fsync
 	afterLink     func(dir string)     // after an install's link, before its check
 	beforeDispose func(dir string)     // after a collection read a directory to remove, before it seals it
+	afterPrepare  func(dir string)     // after a creator prepared a directory, before it renames it into place
 	now           func(ns int64) int64 // maps the server time that listing measures
 }
 
@@ -725,6 +726,9 @@ func (f *File) newIncarnation(dir string) error {
 		prep, err := f.prepare()
 		if err != nil {
 			return err
+		}
+		if f.hooks.afterPrepare != nil {
+			f.hooks.afterPrepare(dir)
 		}
 		// The system call, not os.Rename, which refuses to replace any
 		// directory: an empty one (all of a deleted object's entries

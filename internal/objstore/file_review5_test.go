@@ -2,8 +2,11 @@ package objstore_test
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,4 +86,90 @@ func TestFileDeleteFsyncs(t *testing.T) {
 	if syncs[dir] != 1 || syncs[filepath.Dir(dir)] != 1 || len(syncs) != 2 {
 		t.Fatalf("a delete fsynced %v, want the object's directory and its parent once each", syncs)
 	}
+}
+
+// TestFileLateSealOnLaterDirectory: a collection reads a deleted object's
+// directory (tombstone t) and stalls before sealing it; another removes
+// the directory meanwhile. A creator that prepared its directory before
+// the deleted one's life (numbered below t) and stalled before renaming it
+// into place (the store's documented window) installs it now and creates
+// the object: acknowledged. The stalled collection then links its seal at
+// t+1, which is free in the new directory and above its newest entry, and
+// finds t absent: its seal lost. The object must still read as created,
+// not absent behind a seal that nobody will move for an hour (after which
+// a listing would remove the directory as deleted).
+func TestFileLateSealOnLaterDirectory(t *testing.T) {
+	ctx := context.Background()
+	root, a, b := twoFileStores(t)
+	c, err := objstore.OpenFile(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An object next to x keeps x's parent directories.
+	if _, err := a.Create(ctx, sameFan(t, "x"), []byte("n")); err != nil {
+		t.Fatal(err)
+	}
+	prepared, goOn, created := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	var once sync.Once
+	objstore.SetFileHooks(c, objstore.FileHooks{AfterPrepare: func(string) {
+		once.Do(func() {
+			close(prepared)
+			<-goOn
+		})
+	}})
+	go func() {
+		_, err := c.Create(ctx, "x", []byte("live"))
+		created <- err
+	}()
+	<-prepared
+	time.Sleep(10 * time.Millisecond) // b's directory is prepared a clock tick after c's
+	// b's deletes leave the tombstone to a listing.
+	objstore.SetFileHooks(b, objstore.FileHooks{Now: func(int64) int64 { return 1 }})
+	if _, err := b.Create(ctx, "x", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	resume := pausedCollection(t, root)
+	later(a)
+	if err := a.List(ctx, "x", func(in objstore.Info) error { return fmt.Errorf("listed %s", in.Name) }); err != nil {
+		t.Fatal(err)
+	}
+	close(goOn)
+	if err := <-created; err != nil {
+		t.Fatalf("the stalled create: %v", err)
+	}
+	resume()
+	if got, _, err := b.Get(ctx, "x"); err != nil || string(got) != "live" {
+		ents, _ := os.ReadDir(filepath.Join(root, objectDirOf(t, "x")))
+		var links []string
+		for _, e := range ents {
+			to, _ := os.Readlink(filepath.Join(root, objectDirOf(t, "x"), e.Name()))
+			links = append(links, e.Name()+"->"+to)
+		}
+		t.Fatalf("after a create that succeeded: %q, %v, want \"live\" (its directory holds %v)", got, err, links)
+	}
+}
+
+// sameFan returns a name other than name in the same fan-out directory.
+func sameFan(t *testing.T, name string) string {
+	fan := func(n string) uint32 {
+		h := fnv.New32a()
+		h.Write([]byte(n))
+		return h.Sum32() & 0xff
+	}
+	for i := 0; ; i++ {
+		if n := fmt.Sprintf("n%d", i); fan(n) == fan(name) {
+			return n
+		}
+	}
+}
+
+// objectDirOf returns the directory of the top-level object name, relative
+// to the store's root.
+func objectDirOf(t *testing.T, name string) string {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return filepath.Join("obj", fmt.Sprintf("@%02x", h.Sum32()&0xff), name)
 }
