@@ -56,8 +56,8 @@ import (
 // Generations are removed oldest first, never out of order, and the
 // newest entry of the directory at an object's path is never removed:
 // a directory leaves its path only whole, renamed away once sealed (see
-// below; the one exception, a young seal taken back, has nothing linked
-// on it and its base below it). So the highest name ever linked in a
+// below; the one exception, a young seal taken back by its collector,
+// has nothing linked on it). So the highest name ever linked in a
 // directory is there as long as the directory is at its path (I).
 //
 // A writer whose view is old (a stall between its listing and its link,
@@ -170,11 +170,13 @@ import (
 // the old seal, like the other stalls of an hour this store does not
 // survive. A crash before the rename is durable leaves the sealed
 // directory (absent); one after leaves the moved one in tmp/, removed
-// with crashed writers' files. A rename that fails (no space to grow
-// tmp/, an I/O error) moved nothing: its winner takes the young seal back
-// (nothing is linked on it, and t is still below it, so a writer that
-// links t+1 then wins on t as if the seal had never been), rather than
-// leave writers of the name waiting an hour.
+// with crashed writers' files. A seal that lost, or whose rename failed
+// (no space to grow tmp/, an I/O error), is taken back at once by its
+// collector: nothing is linked on a young seal, and what is below it is
+// still there, so it is as if it had never been; left, it would keep
+// writers of the name waiting an hour, and a lost one that landed above
+// the newest entry of a directory made since (see below: a creator that
+// stalled before its rename) would hide that directory's object.
 //
 // A directory made later is numbered above t (the server's time then is
 // above t), and versions of a name keep growing across Delete and Create
@@ -897,14 +899,26 @@ func (f *File) dispose(dir string, t uint64) {
 	if err != nil {
 		return
 	}
+	// unseal takes the seal back if it did not move its directory. It is
+	// young, so nothing was linked on it (writers wait on it), and
+	// whatever was below it is still there: as if it had never been. A
+	// seal that lost may be the newest entry of a directory made since
+	// (one whose creator stalled between numbering its base and renaming
+	// it into place, so numbered below t), hiding that directory's object.
+	unseal := func() {
+		if id, err := identify(seal); err == nil && id == mine {
+			os.Remove(seal)
+		}
+	}
 	// The seal won only if its base is still the link read, and it is
 	// the newest entry of the directory at dir's path: not a stale link
-	// below the newest, nor one in a directory made since. A seal that
-	// lost stays where nobody reads it, and goes as an old generation.
+	// below the newest, nor one in a directory made since.
 	if id, err := identify(filepath.Join(dir, genName(t))); err != nil || id != tid {
+		unseal()
 		return
 	}
 	if g, err := current(dir); err != nil || g.num != t+1 {
+		unseal()
 		return
 	}
 	if id, err := identify(seal); err != nil || id != mine {
@@ -917,14 +931,11 @@ func (f *File) dispose(dir string, t uint64) {
 	}
 	grave := filepath.Join(f.root, "tmp", randomName()+".gone")
 	if err := syscall.Rename(dir, grave); err != nil {
-		// Nothing moved (no space to grow tmp/, an I/O error): take the
-		// seal back, else every write of the name waits an hour for
-		// it. It is young, so nothing was linked on it, and t is still
-		// below it: a writer that links t+1 once it is gone finds its
-		// base there, a real win, as if the seal had never been.
-		if id, err := identify(seal); err == nil && id == mine {
-			os.Remove(seal)
-		}
+		// Nothing moved (no space to grow tmp/, an I/O error): else
+		// every write of the name would wait an hour for the seal. A
+		// writer that links t+1 once it is gone finds its base t
+		// there, a real win.
+		unseal()
 		return
 	}
 	f.forget(dir)
