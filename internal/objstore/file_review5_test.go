@@ -2,6 +2,7 @@ package objstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -172,4 +173,75 @@ func objectDirOf(t *testing.T, name string) string {
 	h := fnv.New32a()
 	h.Write([]byte(name))
 	return filepath.Join("obj", fmt.Sprintf("@%02x", h.Sum32()&0xff), name)
+}
+
+// TestFileLateLinkInRecreatedDirectory: a write lists a deleted object
+// (its tombstone t newest) and stalls before linking; meanwhile a
+// collection seals and moves the directory and another host creates the
+// object again in a new directory. The write then links t+1 at the path,
+// in the new directory, below its base: nobody reads it there. A Put
+// finds its base gone and starts over on the new object; a Create answers
+// ErrExists; one that stalled past half the prune age answers an unknown
+// outcome (ErrTimeout) and leaves its entry. In every case the object
+// reads as the other host created it, or as the Put wrote it after.
+func TestFileLateLinkInRecreatedDirectory(t *testing.T) {
+	for _, tc := range []struct {
+		op    string
+		stall bool
+	}{{"put", false}, {"create", false}, {"put", true}, {"create", true}} {
+		ctx := context.Background()
+		root, a, b := twoFileStores(t)
+		objstore.SetFileHooks(b, objstore.FileHooks{Now: func(int64) int64 { return 1 }})
+		if _, err := b.Create(ctx, "x", []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Delete(ctx, "x"); err != nil {
+			t.Fatal(err)
+		}
+		c, err := objstore.OpenFile(root, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		later(c)
+		if tc.stall {
+			a.SetPruneAge(0)
+		}
+		var once sync.Once
+		objstore.SetFileHooks(a, objstore.FileHooks{BeforeInstall: func(string) {
+			once.Do(func() {
+				if err := c.List(ctx, "", func(in objstore.Info) error { return fmt.Errorf("listed %s", in.Name) }); err != nil {
+					t.Error(err)
+				}
+				if _, err := os.Stat(filepath.Join(root, objectDirOf(t, "x"))); !os.IsNotExist(err) {
+					t.Errorf("the deleted directory after a listing: %v", err)
+				}
+				if _, err := b.Create(ctx, "x", []byte("c")); err != nil {
+					t.Error(err)
+				}
+			})
+		}})
+		var err2 error
+		if tc.op == "put" {
+			_, err2 = a.Put(ctx, "x", []byte("w"))
+		} else {
+			_, err2 = a.Create(ctx, "x", []byte("w"))
+		}
+		want := "c"
+		switch {
+		case tc.stall && !errors.Is(err2, objstore.ErrTimeout):
+			t.Errorf("%+v: %v, want ErrTimeout", tc, err2)
+		case !tc.stall && tc.op == "put" && err2 != nil:
+			t.Errorf("%+v: %v", tc, err2)
+		case !tc.stall && tc.op == "put":
+			want = "w"
+		case !tc.stall && !errors.Is(err2, objstore.ErrExists):
+			t.Errorf("%+v: %v, want ErrExists", tc, err2)
+		}
+		if got, _, err := b.Get(ctx, "x"); err != nil || string(got) != want {
+			t.Errorf("%+v: reads %q, %v, want %q", tc, got, err, want)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(root, objectDirOf(t, "x"))); tc.stall && len(ents) != 2 {
+			t.Errorf("%+v: the new directory holds %v, want the late entry below the create", tc, ents)
+		}
+	}
 }
