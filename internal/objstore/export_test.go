@@ -15,6 +15,9 @@ type FileHooks struct {
 	// directory whose newest entry is a tombstone with nothing older,
 	// before it seals the directory to remove it.
 	BeforeDispose func(dir string)
+	// AfterPrepare runs after a creator has prepared an object's
+	// directory (numbered its base), before it renames it into place.
+	AfterPrepare func(dir string)
 	// Now maps the file server's time as a listing measures it (to
 	// age tombstones without waiting).
 	Now func(ns int64) int64
@@ -22,11 +25,11 @@ type FileHooks struct {
 
 // SetFileHooks installs test seams on f.
 func SetFileHooks(f *File, h FileHooks) {
-	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, now: h.Now}
+	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now}
 }
 
 // SetOpenFileHooks makes every later OpenFile install h, until restore.
 func SetOpenFileHooks(h FileHooks) (restore func()) {
-	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, now: h.Now}
+	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now}
 	return func() { openHooks = fileHooks{} }
 }

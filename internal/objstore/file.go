@@ -56,8 +56,9 @@ import (
 // Generations are removed oldest first, never out of order, and the
 // newest entry of the directory at an object's path is never removed:
 // a directory leaves its path only whole, renamed away once sealed (see
-// below). So the highest name ever linked in a directory is there as long
-// as the directory is at its path (I).
+// below; the one exception, a young seal taken back by its collector,
+// has nothing linked on it). So the highest name ever linked in a
+// directory is there as long as the directory is at its path (I).
 //
 // A writer whose view is old (a stall between its listing and its link,
 // or NFS attribute caching) may link a g+1 that existed and was removed,
@@ -169,7 +170,13 @@ import (
 // the old seal, like the other stalls of an hour this store does not
 // survive. A crash before the rename is durable leaves the sealed
 // directory (absent); one after leaves the moved one in tmp/, removed
-// with crashed writers' files.
+// with crashed writers' files. A seal that lost, or whose rename failed
+// (no space to grow tmp/, an I/O error), is taken back at once by its
+// collector: nothing is linked on a young seal, and what is below it is
+// still there, so it is as if it had never been; left, it would keep
+// writers of the name waiting an hour, and a lost one that landed above
+// the newest entry of a directory made since (see below: a creator that
+// stalled before its rename) would hide that directory's object.
 //
 // A directory made later is numbered above t (the server's time then is
 // above t), and versions of a name keep growing across Delete and Create
@@ -221,6 +228,7 @@ type fileHooks struct {
 	syncDir       func(dir string)     // every directory fsync
 	afterLink     func(dir string)     // after an install's link, before its check
 	beforeDispose func(dir string)     // after a collection read a directory to remove, before it seals it
+	afterPrepare  func(dir string)     // after a creator prepared a directory, before it renames it into place
 	now           func(ns int64) int64 // maps the server time that listing measures
 }
 
@@ -721,6 +729,9 @@ func (f *File) newIncarnation(dir string) error {
 		if err != nil {
 			return err
 		}
+		if f.hooks.afterPrepare != nil {
+			f.hooks.afterPrepare(dir)
+		}
 		// The system call, not os.Rename, which refuses to replace any
 		// directory: an empty one (all of a deleted object's entries
 		// removed, not the directory yet) must be replaced.
@@ -857,8 +868,9 @@ func (f *File) collect(dir string, newest uint64, tombstone, ownBase bool, now i
 		return
 	}
 	// Older generations must not come back after a crash without the
-	// tombstone above them.
-	if i > 0 && f.syncDir(dir) != nil {
+	// tombstone above them. A writer's own tombstone (ownBase) is durable
+	// already: its install fsynced the directory after linking it.
+	if i > 0 && !ownBase && f.syncDir(dir) != nil {
 		return
 	}
 	f.dispose(dir, newest)
@@ -887,14 +899,26 @@ func (f *File) dispose(dir string, t uint64) {
 	if err != nil {
 		return
 	}
+	// unseal takes the seal back if it did not move its directory. It is
+	// young, so nothing was linked on it (writers wait on it), and
+	// whatever was below it is still there: as if it had never been. A
+	// seal that lost may be the newest entry of a directory made since
+	// (one whose creator stalled between numbering its base and renaming
+	// it into place, so numbered below t), hiding that directory's object.
+	unseal := func() {
+		if id, err := identify(seal); err == nil && id == mine {
+			os.Remove(seal)
+		}
+	}
 	// The seal won only if its base is still the link read, and it is
 	// the newest entry of the directory at dir's path: not a stale link
-	// below the newest, nor one in a directory made since. A seal that
-	// lost stays where nobody reads it, and goes as an old generation.
+	// below the newest, nor one in a directory made since.
 	if id, err := identify(filepath.Join(dir, genName(t))); err != nil || id != tid {
+		unseal()
 		return
 	}
 	if g, err := current(dir); err != nil || g.num != t+1 {
+		unseal()
 		return
 	}
 	if id, err := identify(seal); err != nil || id != mine {
@@ -907,6 +931,11 @@ func (f *File) dispose(dir string, t uint64) {
 	}
 	grave := filepath.Join(f.root, "tmp", randomName()+".gone")
 	if err := syscall.Rename(dir, grave); err != nil {
+		// Nothing moved (no space to grow tmp/, an I/O error): else
+		// every write of the name would wait an hour for the seal. A
+		// writer that links t+1 once it is gone finds its base t
+		// there, a real win.
+		unseal()
 		return
 	}
 	f.forget(dir)
