@@ -202,6 +202,7 @@ type marks struct {
 	// segment marks it again.
 	whole map[string]struct{}
 	heads map[string]struct{}
+	logs  map[string]struct{} // write logs the heads name
 	// What the catalog's records name, to judge its hints: the IDs of
 	// the records, and the (parent or origin, ID) pairs of lineage.
 	catIDs   map[blockmap.ID]struct{}
@@ -244,6 +245,7 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, progress func(string, int64)) (*marks, error) {
 	m := &marks{content: map[[32]byte]struct{}{}, private: map[[32]byte]struct{}{},
 		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{},
+		logs:   map[string]struct{}{},
 		catIDs: map[blockmap.ID]struct{}{}, catLinks: map[[2]blockmap.ID]struct{}{}}
 	// The records the catalog object still holds (a store of format 1,
 	// or one being upgraded), read before the record objects: an upgrade
@@ -326,7 +328,7 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 			}
 		}
 	}
-	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads))
+	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads) + len(m.logs))
 	return m, nil
 }
 
@@ -344,6 +346,9 @@ func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID
 			return false, err
 		}
 		m.heads[blockmap.HeadName(id)] = struct{}{}
+		for _, l := range h.Logs {
+			m.logs[blockmap.LogName(id, l.Epoch, l.Seq)] = struct{}{}
+		}
 		overridden := map[int64]bool{}
 		for _, d := range h.Delta {
 			overridden[d.Block] = true
@@ -465,6 +470,18 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 	case strings.HasPrefix(tail, "s/"):
 		_, ref := m.segments[name]
 		return !ref, "segment"
+	case strings.HasPrefix(tail, "l/"):
+		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
+		if !ok {
+			return false, ""
+		}
+		epoch, err1 := strconv.ParseUint(epochStr, 16, 64)
+		seq, err2 := strconv.ParseUint(seqStr, 16, 64)
+		if err1 != nil || err2 != nil || blockmap.LogName(id, epoch, seq) != name {
+			return false, "" // not in canonical form: not ours to judge
+		}
+		_, ref := m.logs[name]
+		return !ref, "log"
 	case strings.HasPrefix(tail, "d/"):
 		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
 		if !ok {

@@ -121,6 +121,9 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	if err := v.retireLocked(ctx); err != nil {
 		return blockmap.ID{}, err
 	}
+	if err := v.checkpointIfLogged(ctx); err != nil {
+		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
+	}
 	if err := v.persist(ctx, v.takeCut()); err != nil {
 		return blockmap.ID{}, err
 	}
@@ -130,7 +133,7 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	v.mu.Unlock()
 
 	snap := h
-	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed = blockmap.NewID(), true, 0, 0
+	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed, snap.Logs = blockmap.NewID(), true, 0, 0, nil
 	snap.Segments = sharedSegments(h.Segments)
 	if _, err := v.store.Create(ctx, blockmap.HeadName(snap.ID), blockmap.EncodeHead(&snap)); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
@@ -210,6 +213,9 @@ func (v *Volume) Resize(ctx context.Context, size uint64) error {
 	v.gate.Lock()
 	defer v.gate.Unlock()
 	if err := v.retireLocked(ctx); err != nil {
+		return err
+	}
+	if err := v.checkpointIfLogged(ctx); err != nil {
 		return err
 	}
 	old := uint64(v.Size())
@@ -300,6 +306,9 @@ func Remove(ctx context.Context, s objstore.Store, id blockmap.ID) error {
 		if r.Owner == id && !r.Shared {
 			del(r.Name())
 		}
+	}
+	for _, l := range h.Logs {
+		del(blockmap.LogName(id, l.Epoch, l.Seq))
 	}
 	return g.Wait()
 }
@@ -394,6 +403,9 @@ func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, err
 	defer v.gate.Unlock()
 	// Persist earlier writes first, so that a failure below can drop
 	// exactly what the hash changed.
+	if err := v.checkpointIfLogged(ctx); err != nil {
+		return HashStats{}, err
+	}
 	if err := v.persist(ctx, v.takeCut()); err != nil {
 		return HashStats{}, err
 	}
