@@ -224,6 +224,10 @@ func (v *Volume) Resize(ctx context.Context, size uint64) error {
 		if err := v.zeroRange(ctx, int64(size), int64(end-size), true); err != nil {
 			return err
 		}
+		// Zeros past the new end are in the blocks, not in a log.
+		if err := v.checkpointIfLogged(ctx); err != nil {
+			return err
+		}
 	}
 	nblocks := int64((size + uint64(v.bs) - 1) / uint64(v.bs))
 	v.mu.Lock()

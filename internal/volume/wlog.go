@@ -128,7 +128,7 @@ func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add fu
 		}
 		off, n := int64(binary.BigEndian.Uint64(h[20:])), int64(binary.BigEndian.Uint32(h[28:]))
 		if string(h[:4]) != logMagic || binary.BigEndian.Uint64(h[4:]) != lf.ref.Epoch || binary.BigEndian.Uint64(h[12:]) != lf.ref.Seq ||
-			n == 0 || off < 0 || uint64(off)+uint64(n) > size || off>>v.shift != (off+n-1)>>v.shift {
+			n == 0 || n > v.bs || off < 0 || off>>v.shift != (off+n-1)>>v.shift {
 			return nil
 		}
 		want := binary.BigEndian.Uint32(h[32:])
@@ -140,7 +140,11 @@ func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add fu
 		if crc32.Update(crc, logCRC, data) != want {
 			return nil
 		}
-		add(off>>v.shift, logExt{off: off & (v.bs - 1), n: n, name: lf.name, pos: lf.end + logHeader})
+		if uint64(off)+uint64(n) <= size {
+			// (One past the end was written before a shrink that a
+			// later head stores: nothing reads it.)
+			add(off>>v.shift, logExt{off: off & (v.bs - 1), n: n, name: lf.name, pos: lf.end + logHeader})
+		}
 		lf.end += logHeader + n
 	}
 }
