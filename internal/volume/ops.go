@@ -623,9 +623,10 @@ func (v *Volume) Seal(ctx context.Context) error {
 	if err := v.seal(ctx); err != nil {
 		return fmt.Errorf("volume: %w", err)
 	}
-	v.gate.Lock()
-	c := v.takeCut()
-	v.gate.Unlock()
+	c, err := v.flushCut(ctx)
+	if err != nil {
+		return err
+	}
 	return v.persist(ctx, c)
 }
 

@@ -201,6 +201,8 @@ type Volume struct {
 		logGen    uint64
 		// logClosing: Close's checkpoint leaves no log in the head.
 		logClosing bool
+		// logCommit: records were appended since the last commit.
+		logCommit bool
 	}
 }
 
@@ -1483,6 +1485,26 @@ func (v *Volume) Flush(ctx context.Context) error {
 	}
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
+	c, err := v.flushCut(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// A panic (recovered by the NBD server, which answers EIO) must
+		// leave the cut's writes to the next flush, as an error does.
+		if r := recover(); r != nil {
+			v.restore(c, nil)
+			panic(r)
+		}
+	}()
+	return v.persist(ctx, c)
+}
+
+// flushCut takes the cut a flush persists: with the gate held
+// exclusively, it checkpoints the write log if the flush needs it, takes
+// the cut and reserves a commit after the records it logged, which it
+// writes once writes go on again. The caller holds flushMu.
+func (v *Volume) flushCut(ctx context.Context) (*cut, error) {
 	v.gate.Lock()
 	v.mu.Lock()
 	ckpt := v.needCheckpointLocked()
@@ -1493,20 +1515,19 @@ func (v *Volume) Flush(ctx context.Context) error {
 		// one this flush would have made anyway.
 		if err := v.checkpointLog(ctx); err != nil {
 			v.gate.Unlock()
-			return v.storeFenced(err)
+			return nil, v.storeFenced(err)
 		}
 	}
 	c := v.takeCut()
+	v.mu.Lock()
+	cname, cpos, crec := v.commitAtLocked()
+	v.mu.Unlock()
 	v.gate.Unlock()
-	defer func() {
-		// A panic (recovered by the NBD server, which answers EIO) must
-		// leave the cut's writes to the next flush, as an error does.
-		if r := recover(); r != nil {
-			v.restore(c, nil)
-			panic(r)
-		}
-	}()
-	return v.persist(ctx, c)
+	if err := v.writeCommit(ctx, cname, cpos, crec); err != nil {
+		v.restore(c, nil)
+		return nil, v.storeFenced(err)
+	}
+	return c, nil
 }
 
 // Checkpoint flushes with the map stored in segments, the head's delta

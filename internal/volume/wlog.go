@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"maps"
 	"slices"
@@ -19,10 +20,15 @@ import (
 //	magic "ALOG" | log epoch u64 | log seq u64 | volume offset u64 |
 //	length u32 | CRC-32C u32 of everything before it and the data | data
 //
-// A record is valid when its magic, its log identity (the epoch and
-// sequence number the head names the log by) and its checksum match, and
-// it lies inside one block of the volume. Readers apply a log's records in
-// order from the head's From position and stop at the first invalid one.
+// A record of length 0 (offset 0) is a commit: a flush writes one after
+// the records it makes durable, before it syncs the log. A record is
+// valid when its magic, its log identity (the epoch and sequence number
+// the head names the log by) and its checksum match, and it lies inside
+// one block of the volume. Readers read a log's records in order from the
+// head's From position, stop at the first invalid one, and apply those
+// that a commit follows: a record no flush committed (a writer's
+// unflushed write, found by the writer that takes it over) is dropped, as
+// a write to a new object no flushed map references is.
 const (
 	logMagic     = "ALOG"
 	logHeader    = 4 + 8 + 8 + 8 + 4 + 4
@@ -118,8 +124,13 @@ func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
 // past them. A log that does not exist (not written yet) has none.
 func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
 	r := &logReader{v: v, name: lf.name}
-	for {
-		h, err := r.at(ctx, lf.end, logHeader)
+	type rec struct {
+		b int64
+		x logExt
+	}
+	var pending []rec
+	for pos := lf.end; ; {
+		h, err := r.at(ctx, pos, logHeader)
 		if objstore.IsNotExist(err) {
 			return nil
 		}
@@ -128,24 +139,30 @@ func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add fu
 		}
 		off, n := int64(binary.BigEndian.Uint64(h[20:])), int64(binary.BigEndian.Uint32(h[28:]))
 		if string(h[:4]) != logMagic || binary.BigEndian.Uint64(h[4:]) != lf.ref.Epoch || binary.BigEndian.Uint64(h[12:]) != lf.ref.Seq ||
-			n == 0 || n > v.bs || off < 0 || off>>v.shift != (off+n-1)>>v.shift {
+			n > v.bs || off < 0 || n > 0 && off>>v.shift != (off+n-1)>>v.shift || n == 0 && off != 0 {
 			return nil
 		}
 		want := binary.BigEndian.Uint32(h[32:])
 		crc := crc32.Checksum(h[:32], logCRC)
-		data, err := r.at(ctx, lf.end+logHeader, n)
+		data, err := r.at(ctx, pos+logHeader, n)
 		if err != nil {
 			return err
 		}
 		if crc32.Update(crc, logCRC, data) != want {
 			return nil
 		}
-		if uint64(off)+uint64(n) <= size {
+		if n == 0 {
+			for _, p := range pending {
+				add(p.b, p.x)
+			}
+			pending = pending[:0]
+			lf.end = pos + logHeader
+		} else if uint64(off)+uint64(n) <= size {
 			// (One past the end was written before a shrink that a
 			// later head stores: nothing reads it.)
-			add(off>>v.shift, logExt{off: off & (v.bs - 1), n: n, name: lf.name, pos: lf.end + logHeader})
+			pending = append(pending, rec{off >> v.shift, logExt{off: off & (v.bs - 1), n: n, name: lf.name, pos: pos + logHeader}})
 		}
-		lf.end += logHeader + n
+		pos += logHeader + n
 	}
 }
 
@@ -216,12 +233,42 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: name, pos: pos + logHeader})
+	v.mu.logCommit = true
 	if v.syncer != nil {
 		v.mu.dirtyObjs[name] = true
 	} else {
 		v.mu.fence = true
 	}
 	v.dirtiedLocked()
+	return nil
+}
+
+// commitAt reserves the place of a commit record after every record
+// appended so far, if one is needed. The caller holds the gate
+// exclusively (no append in flight) and v.mu.
+func (v *Volume) commitAtLocked() (name string, pos int64, rec []byte) {
+	if !v.mu.logCommit || len(v.mu.logs) == 0 {
+		return "", 0, nil
+	}
+	v.mu.logCommit = false
+	lf := &v.mu.logs[len(v.mu.logs)-1]
+	name, pos = lf.name, lf.end
+	lf.end += logHeader
+	v.mu.logBytes += logHeader
+	return name, pos, encodeLogRecord(lf.ref, 0, nil)
+}
+
+// writeCommit writes a commit record reserved by commitAtLocked.
+func (v *Volume) writeCommit(ctx context.Context, name string, pos int64, rec []byte) error {
+	if rec == nil {
+		return nil
+	}
+	if err := v.writeAt(ctx, name, rec, pos); err != nil {
+		v.mu.Lock()
+		v.mu.logBroken, v.mu.logForce = true, true
+		v.mu.Unlock()
+		return fmt.Errorf("volume: flush: write a commit to the write log: %w", err)
+	}
 	return nil
 }
 
@@ -324,7 +371,7 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 	for _, lf := range keep {
 		v.mu.head.Logs = append(v.mu.head.Logs, lf.ref)
 	}
-	v.mu.logBytes, v.mu.logForce, v.mu.logBroken = 0, false, false
+	v.mu.logBytes, v.mu.logForce, v.mu.logBroken, v.mu.logCommit = 0, false, false, false
 	v.mu.headDirty = true
 	v.mu.logGen++
 	return nil

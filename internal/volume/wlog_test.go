@@ -172,9 +172,10 @@ func TestLogFlushWritesNoMap(t *testing.T) {
 	check("a follower after Close", f)
 }
 
-// TestLogTornAppend: a replay stops at the first record that is torn (a
-// header whose data did not land, or a checksum that does not match),
-// and so never applies the records after it; those were never flushed.
+// TestLogTornAppend: a replay applies only records a commit follows, and
+// stops at the first record that is torn (a header whose data did not
+// land, or a checksum that does not match), and so never applies the
+// records after it; those were never flushed.
 func TestLogTornAppend(t *testing.T) {
 	ctx := context.Background()
 	mem := objstore.NewMem()
@@ -187,14 +188,19 @@ func TestLogTornAppend(t *testing.T) {
 		if err := v.WriteAt(ctx, pattern(1000, byte(20+k)), int64(k*2000), false); err != nil {
 			t.Fatal(err)
 		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := v.Flush(ctx); err != nil {
+	// A write no flush committed: never applied.
+	if err := v.WriteAt(ctx, pattern(1000, 40), 1000, false); err != nil {
 		t.Fatal(err)
 	}
 	lf := v.Head().Logs[0]
 	name := blockmap.LogName(id, lf.Epoch, lf.Seq)
-	// Tear the second record: one byte of its data.
-	second := int64(logHeader+1000) + logHeader + 500
+	// Tear the second record (after the first and its commit): one byte
+	// of its data.
+	second := int64(logHeader+1000+logHeader) + logHeader + 500
 	if err := mem.WriteAt(ctx, name, []byte{99}, second); err != nil {
 		t.Fatal(err)
 	}
@@ -348,5 +354,37 @@ func TestLogCheckpointRotates(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("reads other bytes than were written")
+	}
+}
+
+// TestLogUncommittedDropped: a writer taken over (or discarded) with
+// logged writes it did not flush: the next writer does not apply them.
+func TestLogUncommittedDropped(t *testing.T) {
+	ctx := context.Background()
+	mem := objstore.NewMem()
+	id := newClone(t, mem, 2)
+	v, err := Open(ctx, mem, id, OpenOptions{Writable: true, Log: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, pattern(100, 50), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, pattern(100, 51), 200, false); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(ctx, mem, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 300)
+	if err := w.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 50 || got[200] != 1 {
+		t.Fatalf("after the takeover: flushed byte %d (want 50), unflushed byte %d (want 1)", got[0], got[200])
 	}
 }
