@@ -203,6 +203,9 @@ type Volume struct {
 		logClosing bool
 		// logCommit: records were appended since the last commit.
 		logCommit bool
+		// logKick: a flush runs in the background to checkpoint a log
+		// that outgrew twice its bound.
+		logKick bool
 	}
 }
 

@@ -234,6 +234,17 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	defer v.mu.Unlock()
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: name, pos: pos + logHeader})
 	v.mu.logCommit = true
+	if v.mu.logBytes > 2*logBound && !v.mu.logKick {
+		// Writes that no flush follows: a flush in the background
+		// checkpoints, so that the log and its index stay bounded.
+		v.mu.logKick = true
+		go func() {
+			v.Flush(context.WithoutCancel(ctx))
+			v.mu.Lock()
+			v.mu.logKick = false
+			v.mu.Unlock()
+		}()
+	}
 	if v.syncer != nil {
 		v.mu.dirtyObjs[name] = true
 	} else {
@@ -324,19 +335,22 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 	index := maps.Clone(v.mu.index)
 	v.mu.Unlock()
 	blocks := slices.Sorted(maps.Keys(index))
-	var buf []byte
+	bp := v.bufs.Get().(*[]byte)
+	defer v.bufs.Put(bp)
 	for _, b := range blocks {
-		for _, x := range index[b] {
-			if int64(cap(buf)) < x.n {
-				buf = make([]byte, v.bs)
-			}
-			p := buf[:x.n]
-			if err := v.readName(ctx, x.name, p, x.pos); err != nil {
-				return err
-			}
-			if err := v.writeBlockMap(ctx, b, x.off, p, nil); err != nil {
-				return err
-			}
+		// One write of the span from the first logged byte to the last,
+		// read through the log over the map: one copy-on-write of the
+		// sub-blocks it covers, where a write per range would make a
+		// partial block whole at its second range.
+		exts := index[b]
+		lo, hi := exts[0].off, exts[len(exts)-1].off+exts[len(exts)-1].n
+		e, _ := v.entry(b)
+		p := (*bp)[:hi-lo]
+		if err := v.readLogged(ctx, e, exts, p, lo); err != nil {
+			return err
+		}
+		if err := v.writeBlockMap(ctx, b, lo, p, nil); err != nil {
+			return err
 		}
 		v.mu.Lock()
 		delete(v.mu.index, b)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -386,5 +387,38 @@ func TestLogUncommittedDropped(t *testing.T) {
 	}
 	if got[0] != 50 || got[200] != 1 {
 		t.Fatalf("after the takeover: flushed byte %d (want 50), unflushed byte %d (want 1)", got[0], got[200])
+	}
+}
+
+// TestLogBoundedWithoutFlush: writes that no flush follows still get
+// checkpointed once the log passes twice its bound (a flush runs in the
+// background), so the log and its index stay bounded.
+func TestLogBoundedWithoutFlush(t *testing.T) {
+	defer setLogBound(bs)()
+	ctx := context.Background()
+	s := objstore.NewMem()
+	id := newClone(t, s, 4)
+	v, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(ctx)
+	for k := range 40 {
+		if err := v.WriteAt(ctx, pattern(8192, byte(k)), int64(k*8192%(4*bs)), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		v.mu.Lock()
+		n := v.mu.logBytes
+		v.mu.Unlock()
+		if n <= 2*logBound+8192+logHeader {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log holds %d bytes unflushed, bound %d", n, logBound)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
