@@ -39,8 +39,9 @@
 //
 // A writer opened with OpenOptions.Log, on a store with in-place writes
 // whose flush can check the head without swapping it, appends each write
-// it cannot make in place (a block it does not own yet: copy-on-write,
-// allocation, a sub-block its partial block lacks) to its own log object,
+// it would copy on write (a block shared with a snapshot or a parent or
+// of another epoch, a sub-block its partial block lacks) to its own log
+// object,
 // which the head names (blockmap.Head.Logs), instead of writing a new
 // object and changing the map; an index in memory overlays the map for
 // reads. A flush writes a commit record, syncs the log and checks the

@@ -64,6 +64,8 @@ type model struct {
 	// partials counts the partial blocks seen by check, so that a test
 	// can tell they were exercised.
 	partials int
+	// logged counts the checks that found logged bytes (the write log).
+	logged int
 	// follow: every volume also has a following handle (OpenOptions.Follow),
 	// which check reads: every byte flushed and not written since.
 	follow bool
@@ -198,6 +200,11 @@ func (m *model) check(v *modelVol) {
 			m.partials++
 		}
 	}
+	v.h.mu.Lock()
+	if len(v.h.mu.index) > 0 {
+		m.logged++
+	}
+	v.h.mu.Unlock()
 }
 
 // checkCrashImage opens every volume on a crashed store and checks that
@@ -611,8 +618,12 @@ func seeds(n uint64) uint64 {
 func TestModelMem(t *testing.T) {
 	for seed := uint64(1); seed <= seeds(12); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			if m := runModel(t, objstore.NewMem(), seed, 300, nil, false); m.partials == 0 && !t.Failed() {
+			m := runModel(t, objstore.NewMem(), seed, 300, nil, false)
+			if m.partials == 0 && !t.Failed() {
 				t.Fatal("no partial block was seen")
+			}
+			if m.logged == 0 && !t.Failed() {
+				t.Fatal("no logged write was seen")
 			}
 		})
 	}
@@ -729,6 +740,9 @@ func TestModelCrash(t *testing.T) {
 			}
 			if m.partials == 0 && !t.Failed() {
 				t.Fatal("no partial block was seen")
+			}
+			if m.logged == 0 && !t.Failed() {
+				t.Fatal("no logged write was seen")
 			}
 		})
 	}

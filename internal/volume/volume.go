@@ -204,7 +204,7 @@ type Volume struct {
 		// logCommit: records were appended since the last commit.
 		logCommit bool
 		// logKick: a flush runs in the background to checkpoint a log
-		// that outgrew twice its bound.
+		// that outgrew four times its bound.
 		logKick bool
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"maps"
@@ -194,9 +195,13 @@ func (v *Volume) readName(ctx context.Context, name string, p []byte, off int64)
 }
 
 // logsBlock reports whether a write of [boff, boff+n) to block b (entry
-// e) goes to the log: the handle logs, and the block is not one it may
-// write in place (or has logged bytes already, which a later in-place
-// write must not hide under). The caller holds b's stripe.
+// e) goes to the log: the handle logs, and the block is one it would copy
+// on write (shared with a snapshot or a parent, another epoch's, a
+// sub-block its partial block lacks), or has logged bytes already, which
+// a later in-place write must not hide under. A write to a zero block
+// allocates it as before (a sparse object of its own and a map change):
+// a volume being filled would otherwise write everything twice, into
+// the log and at its checkpoint. The caller holds b's stripe.
 func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64) bool {
 	if !v.logOn {
 		return false
@@ -206,7 +211,7 @@ func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64
 	if v.mu.logBroken {
 		return false
 	}
-	return len(v.mu.index[b]) > 0 || !(owned && e.Mask()&touched == touched)
+	return len(v.mu.index[b]) > 0 || e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched)
 }
 
 // appendLog appends data, to be written at boff in block b, to this
@@ -234,8 +239,9 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	defer v.mu.Unlock()
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: name, pos: pos + logHeader})
 	v.mu.logCommit = true
-	if v.mu.logBytes > 2*logBound && !v.mu.logKick {
-		// Writes that no flush follows: a flush in the background
+	if v.mu.logBytes > 4*logBound && !v.mu.logKick {
+		// Writes that no flush follows (a guest flushes far more
+		// often: this only bounds the log): a flush in the background
 		// checkpoints, so that the log and its index stay bounded.
 		v.mu.logKick = true
 		go func() {
@@ -330,10 +336,31 @@ func (v *Volume) checkpointIfLogged(ctx context.Context) error {
 // its end (or a new log, past logBound or after a failed append), and no
 // other; the logs dropped are deleted once that head is stored. The
 // caller holds flushMu and the gate exclusively, and persists a cut next.
+//
+// It first checks that no other writer took the volume over (the head is
+// the one this handle stored; nothing to check on a fenced store, which
+// refuses a fenced writer's writes): a writer that stalled past its lease
+// and wakes up to flush must not write its logged bytes into objects of
+// its epoch that the taker's map still references. (A head swap of this
+// handle with an unknown outcome skips the check: the next swap finds
+// out.)
 func (v *Volume) checkpointLog(ctx context.Context) error {
 	v.mu.Lock()
 	index := maps.Clone(v.mu.index)
+	ver, pending := v.mu.headVer, len(v.mu.pending) > 0
 	v.mu.Unlock()
+	if len(index) > 0 && !v.fenced && !pending {
+		if err := v.checkFence(ctx, ver); err != nil {
+			if errors.Is(err, ErrFenced) {
+				v.mu.Lock()
+				if v.mu.err == nil {
+					v.mu.err = err
+				}
+				v.mu.Unlock()
+			}
+			return err
+		}
+	}
 	blocks := slices.Sorted(maps.Keys(index))
 	bp := v.bufs.Get().(*[]byte)
 	defer v.bufs.Put(bp)
