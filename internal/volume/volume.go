@@ -349,6 +349,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if v.logOn {
 		ref := v.mu.head.Logs[len(v.mu.head.Logs)-1]
 		logs = append(logs, logFile{ref: ref, name: blockmap.LogName(id, ref.Epoch, ref.Seq)})
+		v.createLog(ctx, logs[len(logs)-1].name)
 	}
 	v.mu.logs, v.mu.index = logs, index
 	if (opts.Writable || opts.Remap) && len(old.Logs) > 0 {

@@ -33,7 +33,7 @@ import (
 const (
 	logMagic     = "ALOG"
 	logHeader    = 4 + 8 + 8 + 8 + 4 + 4
-	logReadChunk = 64 << 10
+	logReadChunk = 8 << 10
 )
 
 // logBound is how many bytes a writer appends to its log before a flush
@@ -181,6 +181,19 @@ func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head) ([]logFile, 
 	return logs, index, nil
 }
 
+// createLog creates this writer's empty log, so that followers, which
+// read its tail at each check of the head, find an object they keep open
+// rather than looking an absent one up each time. Best effort: the first
+// append creates it otherwise.
+func (v *Volume) createLog(ctx context.Context, name string) {
+	if v.handles == nil {
+		return
+	}
+	if ch, err := v.handles.get(ctx, name, true); err == nil {
+		v.handles.put(ch)
+	}
+}
+
 // readName reads p at off from the object name.
 func (v *Volume) readName(ctx context.Context, name string, p []byte, off int64) error {
 	if v.handles == nil {
@@ -208,7 +221,7 @@ func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.mu.logBroken {
+	if v.mu.logBroken || len(v.mu.logs) == 0 {
 		return false
 	}
 	return len(v.mu.index[b]) > 0 || e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched)
@@ -385,8 +398,8 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 		v.mu.Unlock()
 	}
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	var keep []logFile
+	fresh := ""
 	if v.logOn && len(v.mu.logs) > 0 && !v.mu.logClosing {
 		cur := v.mu.logs[len(v.mu.logs)-1]
 		if v.mu.logBroken || v.mu.logBytes > logBound {
@@ -395,6 +408,7 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 				v.mu.nextSeq++
 				ref := blockmap.LogRef{Epoch: cur.ref.Epoch, Seq: seq}
 				keep = []logFile{{ref: ref, name: blockmap.LogName(v.id, ref.Epoch, ref.Seq)}}
+				fresh = keep[0].name
 			}
 		} else {
 			cur.ref.From = uint64(cur.end)
@@ -415,6 +429,10 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 	v.mu.logBytes, v.mu.logForce, v.mu.logBroken, v.mu.logCommit = 0, false, false, false
 	v.mu.headDirty = true
 	v.mu.logGen++
+	v.mu.Unlock()
+	if fresh != "" {
+		v.createLog(ctx, fresh)
+	}
 	return nil
 }
 
