@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"unsafe"
 )
@@ -57,9 +58,43 @@ func TestHeadVersion1(t *testing.T) {
 			t.Errorf("head %+v decoded: %v", bad, err)
 		}
 	}
-	b[9] = 4
+	b[9] = 5
 	if _, err := DecodeHead(seal(b[:len(b)-4])); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("head version 4 decoded: %v", err)
+		t.Errorf("head version 5 decoded: %v", err)
+	}
+}
+
+// TestHeadLogs: a version 4 head's write logs round-trip, with or without
+// a delta; a head without logs is written as before (version 2 or 3); a
+// read-only head or too many logs is corrupt.
+func TestHeadLogs(t *testing.T) {
+	h := sampleHead()
+	h.Logs = []LogRef{{Epoch: 3, Seq: 7, From: 100}, {Epoch: 4, Seq: 1 << 40, From: 0}}
+	for _, delta := range [][]DeltaEntry{nil, {{Block: 2, Entry: PrivateEntry(h.ID, 4, 9)}}} {
+		h.Delta = delta
+		b := EncodeHead(h)
+		if b[9] != 4 {
+			t.Fatalf("a head with logs written as version %d", b[9])
+		}
+		got, err := DecodeHead(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got.Logs, h.Logs) || len(got.Delta) != len(delta) || len(got.Segments) != len(h.Segments) {
+			t.Fatalf("decoded as %+v", got)
+		}
+	}
+	h.Logs, h.Delta = nil, nil
+	if b := EncodeHead(h); b[9] != 2 {
+		t.Fatalf("a head without logs written as version %d", b[9])
+	}
+	h.Logs = make([]LogRef, MaxLogs+1)
+	if _, err := DecodeHead(EncodeHead(h)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("%d logs decoded: %v", len(h.Logs), err)
+	}
+	h.Logs, h.ReadOnly = h.Logs[:1], true
+	if _, err := DecodeHead(EncodeHead(h)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a read-only head with a log decoded: %v", err)
 	}
 }
 

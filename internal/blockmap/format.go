@@ -33,6 +33,27 @@ type Head struct {
 	// a few entries stores them here, in the head it swaps in anyway,
 	// instead of writing whole segments. Version 1 and 2 heads have none.
 	Delta []DeltaEntry
+	// Logs are the volume's write logs (oldest first, at most MaxLogs):
+	// objects of records appended by writers since the map was last
+	// checkpointed; a reader applies each log's valid records from its
+	// From position, in order, over the map. Version 1 to 3 heads have
+	// none.
+	Logs []LogRef
+}
+
+// LogRef names one write log of a volume and the position in it up to
+// which its records are already in the map (checkpointed).
+type LogRef struct {
+	Epoch, Seq uint64 // the writer's epoch and a sequence number it reserved
+	From       uint64
+}
+
+// MaxLogs bounds a head's Logs.
+const MaxLogs = 16
+
+// LogName names the write log of volume id with the given epoch and seq.
+func LogName(id ID, epoch, seq uint64) string {
+	return fmt.Sprintf("vol/%s/l/%x-%x", id, epoch, seq)
 }
 
 // DeltaEntry is one entry of a head's Delta.
@@ -113,6 +134,9 @@ func (h *Head) Validate() error {
 			break
 		}
 	}
+	if len(h.Logs) > MaxLogs || len(h.Logs) > 0 && h.ReadOnly {
+		errs = append(errs, fmt.Sprintf("%d write logs (read-only %v)", len(h.Logs), h.ReadOnly))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("blockmap: invalid head: %v", errs)
 	}
@@ -122,9 +146,10 @@ func (h *Head) Validate() error {
 const (
 	headMagic = "ARCHHEAD"
 	segMagic  = "ARCHSEGM"
-	// headVersion 2 added Unsealed, 3 Delta; versions 1 and 2 still
-	// decode.
-	headVersion = 3
+	// headVersion 2 added Unsealed, 3 Delta, 4 Logs; versions 1 to 3
+	// still decode. A head is written in the oldest version that holds
+	// it, so a volume without logs stays readable by older programs.
+	headVersion = 4
 	// segVersion is the newest segments' version: version 2 added
 	// Partial entries. A segment without one is still written as version
 	// 1, which programs older than version 2 read too.
@@ -140,7 +165,11 @@ func EncodeHead(h *Head) []byte {
 	// NB: a head without a delta is written as version 2, byte for byte
 	// what programs before the delta wrote and still read.
 	version := uint16(headVersion)
-	if len(h.Delta) == 0 {
+	switch {
+	case len(h.Logs) > 0:
+	case len(h.Delta) > 0:
+		version = 3
+	default:
 		version = 2
 	}
 	b = append(b, headMagic...)
@@ -162,6 +191,14 @@ func EncodeHead(h *Head) []byte {
 	}
 	if version < 3 {
 		return seal(b)
+	}
+	if version >= 4 {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(h.Logs)))
+		for _, l := range h.Logs {
+			b = binary.BigEndian.AppendUint64(b, l.Epoch)
+			b = binary.BigEndian.AppendUint64(b, l.Seq)
+			b = binary.BigEndian.AppendUint64(b, l.From)
+		}
 	}
 	// The delta: its blocks, then its entries encoded as a segment (the
 	// same entry format, and its own checksum).
@@ -215,6 +252,19 @@ func DecodeHead(b []byte) (*Head, error) {
 			return nil, fmt.Errorf("%w: head lists %d segments in %d bytes", ErrCorrupt, n, len(r.b))
 		}
 		refs, r.b = r.b[:n*segRefSize], r.b[n*segRefSize:]
+		if version >= 4 {
+			if len(r.b) < 4 {
+				return nil, fmt.Errorf("%w: head truncated before its logs", ErrCorrupt)
+			}
+			nl := r.u32()
+			if nl == 0 || nl > MaxLogs || uint64(len(r.b)) < uint64(nl)*24 {
+				return nil, fmt.Errorf("%w: head lists %d logs in %d bytes", ErrCorrupt, nl, len(r.b))
+			}
+			h.Logs = make([]LogRef, nl)
+			for i := range h.Logs {
+				h.Logs[i] = LogRef{Epoch: r.u64(), Seq: r.u64(), From: r.u64()}
+			}
+		}
 		if err := decodeDelta(h, &r); err != nil {
 			return nil, err
 		}

@@ -8,7 +8,7 @@ import (
 
 // The objects of block maps, in the store's namespace; blockmap is the
 // only package that builds or parses their names (ContentName, HeadName,
-// VolumePrefix, SegmentName, Entry.ObjectName build them; ParseName
+// VolumePrefix, SegmentName, LogName, Entry.ObjectName build them; ParseName
 // parses them). Other packages own their own prefixes: catalog "cat/",
 // lease "lease/", gc "gc/".
 //
@@ -16,6 +16,7 @@ import (
 //	vol/<id>/head                    a volume's head
 //	vol/<id>/s/<index>-<seq>         a segment of a map (hex numbers)
 //	vol/<id>/d/<epoch>-<seq>         a private block (hex numbers)
+//	vol/<id>/l/<epoch>-<seq>         a writer's log (hex numbers)
 const (
 	// ContentPrefix is the prefix of every content block.
 	ContentPrefix = "blk/"
@@ -32,6 +33,7 @@ const (
 	HeadObject                      // vol/<id>/head: Name.Volume
 	SegmentObject                   // vol/<id>/s/...: Name.Volume
 	PrivateObject                   // vol/<id>/d/<epoch>-<seq>: Name.Volume and Name.Entry
+	LogObject                       // vol/<id>/l/<epoch>-<seq>: Name.Volume
 	VolumeObject                    // any other object under vol/<id>/: Name.Volume
 )
 
@@ -74,7 +76,7 @@ func ParseName(name string) Name {
 		n.Kind = HeadObject
 	case strings.HasPrefix(tail, "s/"):
 		n.Kind = SegmentObject
-	case strings.HasPrefix(tail, "d/"):
+	case strings.HasPrefix(tail, "d/"), strings.HasPrefix(tail, "l/"):
 		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
 		if !ok {
 			return Name{}
@@ -84,9 +86,16 @@ func ParseName(name string) Name {
 		if err1 != nil || err2 != nil {
 			return Name{}
 		}
+		if tail[0] == 'l' {
+			if LogName(id, epoch, seq) != name {
+				return Name{} // not in canonical form: not ours to judge
+			}
+			n.Kind = LogObject
+			break
+		}
 		e := PrivateEntry(id, epoch, seq)
 		if e.ObjectName() != name {
-			return Name{} // not in canonical form: not ours to judge
+			return Name{}
 		}
 		n.Kind, n.Entry = PrivateObject, e
 	}

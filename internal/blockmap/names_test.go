@@ -17,6 +17,8 @@ func TestParseName(t *testing.T) {
 		{HeadName(id), Name{Kind: HeadObject, Volume: id}},
 		{SegmentName(id, 3, 9), Name{Kind: SegmentObject, Volume: id}},
 		{priv.ObjectName(), Name{Kind: PrivateObject, Volume: id, Entry: priv}},
+		{LogName(id, 5, 0x2a), Name{Kind: LogObject, Volume: id}},
+		{VolumePrefix(id) + "l/05-2a", Name{}}, // not canonical
 		{VolumePrefix(id) + "other", Name{Kind: VolumeObject, Volume: id}},
 		{"blk/00ff", Name{}},                                 // not a whole hash
 		{"blk/" + string(make([]byte, 64)), Name{}},          // not hex

@@ -200,6 +200,7 @@ type marks struct {
 	// segment marks it again.
 	whole map[string]struct{}
 	heads map[string]struct{}
+	logs  map[string]struct{} // write logs the heads name
 	// What the catalog's records name, to judge its hints: the IDs of
 	// the records, and the (parent or origin, ID) pairs of lineage.
 	catIDs   map[blockmap.ID]struct{}
@@ -242,6 +243,7 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, progress func(string, int64)) (*marks, error) {
 	m := &marks{content: map[[32]byte]struct{}{}, private: map[[32]byte]struct{}{},
 		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{},
+		logs:   map[string]struct{}{},
 		catIDs: map[blockmap.ID]struct{}{}, catLinks: map[[2]blockmap.ID]struct{}{}}
 	// The records the catalog object still holds (a store of format 1,
 	// or one being upgraded), read before the record objects: an upgrade
@@ -324,7 +326,7 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 			}
 		}
 	}
-	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads))
+	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads) + len(m.logs))
 	return m, nil
 }
 
@@ -342,6 +344,9 @@ func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID
 			return false, err
 		}
 		m.heads[blockmap.HeadName(id)] = struct{}{}
+		for _, l := range h.Logs {
+			m.logs[blockmap.LogName(id, l.Epoch, l.Seq)] = struct{}{}
+		}
 		overridden := map[int64]bool{}
 		for _, d := range h.Delta {
 			overridden[d.Block] = true
@@ -428,6 +433,9 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 	case blockmap.SegmentObject:
 		_, ref := m.segments[name]
 		return !ref, "segment"
+	case blockmap.LogObject:
+		_, ref := m.logs[name]
+		return !ref, "log"
 	case blockmap.PrivateObject:
 		_, ref := m.private[n.Entry.Key()]
 		return !ref, "private"

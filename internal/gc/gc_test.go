@@ -83,6 +83,11 @@ func referenced(t *testing.T, m *manage.Manager) map[string]bool {
 		for _, s := range h.Segments {
 			refs[s.Name()] = true
 		}
+		for _, l := range h.Logs {
+			if name := blockmap.LogName(r.ID, l.Epoch, l.Seq); exists(m.Store, name) {
+				refs[name] = true // (not written yet: absent)
+			}
+		}
 		for _, e := range es {
 			if e.Kind() != blockmap.Zero {
 				refs[e.ObjectName()] = true
@@ -116,6 +121,11 @@ func referenced(t *testing.T, m *manage.Manager) map[string]bool {
 		}
 	}
 	return refs
+}
+
+func exists(s objstore.Store, name string) bool {
+	_, err := s.Stat(ctx, name)
+	return err == nil
 }
 
 // checkClean fails unless the store holds exactly the referenced objects.
@@ -737,6 +747,77 @@ func TestRemovedLinkKeptWhileBelowRemains(t *testing.T) {
 	}
 	if n := hints(); n != 0 {
 		t.Fatalf("%d child hints left once nothing made from v remains", n)
+	}
+	checkClean(t, m)
+}
+
+// TestWriteLogKept: a collection keeps the write log a head names (it
+// holds flushed writes that are in no block yet) and deletes one no head
+// names (left by a writer that crashed after its checkpoint's head swap,
+// before deleting it).
+func TestWriteLogKept(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	rng := rand.New(rand.NewPCG(7, 8))
+	m.CreateVolume(ctx, "vm", 4*bs, 16)
+	manage.WriteT(t, m, "vm", 0, randBytes(rng, 4*bs))
+	if _, err := m.Snapshot(ctx, "vm", "vm@s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Clone(ctx, "vm@s", "c", 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Lookup(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{Writable: true, Log: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := randBytes(rng, 4096)
+	if err := v.WriteAt(ctx, p, bs+100, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	logs := v.Head().Logs
+	if len(logs) != 1 {
+		t.Fatalf("head logs %v", logs)
+	}
+	named := blockmap.LogName(r.ID, logs[0].Epoch, logs[0].Seq)
+	orphan := blockmap.LogName(r.ID, logs[0].Epoch, logs[0].Seq+12345)
+	if _, err := s.Put(ctx, orphan, []byte("a log no head names")); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(s, named) {
+		t.Fatalf("the write log the head names was deleted")
+	}
+	if exists(s, orphan) {
+		t.Errorf("a write log no head names was kept")
+	}
+	w, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(p))
+	if err := w.ReadAt(ctx, got, bs+100); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, p) {
+		t.Fatal("the flushed write is lost across the collection")
+	}
+	checkClean(t, m)
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exists(s, named) {
+		t.Errorf("Close left the checkpointed log")
 	}
 	checkClean(t, m)
 }

@@ -152,7 +152,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, Fenced: l.Fenced(), OnClose: release,
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, Fenced: l.Fenced(), OnClose: release, Log: !copying,
 		Hold: func(ctx context.Context) (func() error, error) {
 			h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 			if err != nil {

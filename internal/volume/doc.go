@@ -35,6 +35,27 @@
 // it. Close and Discard tell OnClose (ErrUnsettled), and the lease is
 // released so that the next writer starts a new epoch.
 //
+// # Write log
+//
+// A writer opened with OpenOptions.Log, on a store with in-place writes
+// whose flush can check the head without swapping it, appends each write
+// it would copy on write (a block shared with a snapshot or a parent or
+// of another epoch, a sub-block its partial block lacks) to its own log
+// object,
+// which the head names (blockmap.Head.Logs), instead of writing a new
+// object and changing the map; an index in memory overlays the map for
+// reads. A flush writes a commit record, syncs the log and checks the
+// head: no map is written. Past a size bound, and before anything that
+// swaps the head anyway (a map change, a snapshot, a resize, a hash,
+// Close), the flush checkpoints: it writes the logged bytes into the
+// blocks through the ordinary copy-on-write path and stores the map with
+// the log's position moved past them. Every open replays the committed
+// records of the logs the head names; a writer's open first swaps in a
+// head naming its own log, then replays the others and checkpoints them
+// out of the head, so that a writer taken over can have no flush
+// acknowledged after the replay. The record format and the crash and
+// takeover arguments are in docs/format.md ("Write log").
+//
 // # Durability (invariants I1 and I2)
 //
 // Writes change objects and the in-memory map. Flush takes a consistent

@@ -575,6 +575,20 @@ func TestInPlaceFlushAfterTakeover(t *testing.T) {
 
 // setMaxDelta lowers the head delta's limit for a test; the returned
 // function puts it back.
+// setLog turns the write log on or off for writers that do not say.
+func setLog(on bool) func() {
+	old := logDefault
+	logDefault = on
+	return func() { logDefault = old }
+}
+
+// setLogBound sets how large a write log grows before a checkpoint.
+func setLogBound(n int64) func() {
+	old := logBound
+	logBound = n
+	return func() { logBound = old }
+}
+
 func setMaxDelta(n int) func() {
 	old := maxDelta
 	maxDelta = n

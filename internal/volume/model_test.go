@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 
@@ -63,9 +64,14 @@ type model struct {
 	// partials counts the partial blocks seen by check, so that a test
 	// can tell they were exercised.
 	partials int
+	// logged counts the checks that found logged bytes (the write log).
+	logged int
 	// follow: every volume also has a following handle (OpenOptions.Follow),
 	// which check reads: every byte flushed and not written since.
 	follow bool
+	// noLog: writers do not use the write log (OpenOptions.Log), which
+	// the model otherwise turns on for every writer.
+	noLog bool
 }
 
 // zombieWrite is a write of a holder whose lease was taken over: it
@@ -194,6 +200,11 @@ func (m *model) check(v *modelVol) {
 			m.partials++
 		}
 	}
+	v.h.mu.Lock()
+	if len(v.h.mu.index) > 0 {
+		m.logged++
+	}
+	v.h.mu.Unlock()
 }
 
 // checkCrashImage opens every volume on a crashed store and checks that
@@ -502,10 +513,13 @@ func (m *model) land() string {
 	}
 	if v := z.vol; !v.removed && z.off+len(z.p) <= len(v.data) {
 		// It shows where the live map reads from the object it went to:
-		// in its sub-blocks of a partial block.
+		// in its sub-blocks of a partial block; not where the live
+		// holder's log overlays it, nor if it went to the stale
+		// holder's own log (which the live holder dropped at its open).
 		e := v.h.Entries()[z.off/bs]
 		for j := range z.p {
-			if src, _ := v.h.runAt(e, int64((z.off+j)%bs)); src.ObjectName() == z.entry.ObjectName() {
+			if src, _ := v.h.runAt(e, int64((z.off+j)%bs)); src.ObjectName() == z.entry.ObjectName() &&
+				!v.h.loggedAt(int64(z.off+j)) && !z.h.loggedAt(int64(z.off+j)) {
 				// It may or may not survive a crash, also once the
 				// live holder copies the block into an object of its
 				// own: until the next flush, either is right.
@@ -525,6 +539,19 @@ func (m *model) land() string {
 	return fmt.Sprintf("late write to %s %d+%d", z.vol.id, z.off, len(z.p))
 }
 
+// loggedAt reports whether byte off of the volume reads from a write log.
+func (v *Volume) loggedAt(off int64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	boff := off & (v.bs - 1)
+	for _, x := range v.mu.index[off>>v.shift] {
+		if x.off <= boff && boff < x.off+x.n {
+			return true
+		}
+	}
+	return false
+}
+
 // runModel runs steps random operations on s. With cp (which must wrap
 // s), it also crashes the store between and inside operations.
 func runModel(t *testing.T, s objstore.Store, seed uint64, steps int, cp *crashPoints, stalls bool) *model {
@@ -534,6 +561,11 @@ func runModel(t *testing.T, s objstore.Store, seed uint64, steps int, cp *crashP
 // runModelWith is runModel with m's options (follow).
 func runModelWith(t *testing.T, m *model, s objstore.Store, seed uint64, steps int, cp *crashPoints, stalls bool) *model {
 	m.t, m.ctx, m.rng, m.store, m.cp, m.stalls, m.shaky = t, context.Background(), rand.New(rand.NewPCG(seed, 7)), s, cp, stalls, map[string]bool{}
+	defer setLog(!m.noLog)()
+	if seed%3 == 0 {
+		// Checkpoints into a new log every few writes.
+		defer setLogBound(3 * bs)()
+	}
 	if cp != nil {
 		cp.m = m
 	}
@@ -586,9 +618,34 @@ func seeds(n uint64) uint64 {
 func TestModelMem(t *testing.T) {
 	for seed := uint64(1); seed <= seeds(12); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			if m := runModel(t, objstore.NewMem(), seed, 300, nil, false); m.partials == 0 && !t.Failed() {
+			m := runModel(t, objstore.NewMem(), seed, 300, nil, false)
+			if m.partials == 0 && !t.Failed() {
 				t.Fatal("no partial block was seen")
 			}
+			if m.logged == 0 && !t.Failed() {
+				t.Fatal("no logged write was seen")
+			}
+		})
+	}
+}
+
+// TestModelMemNoLog is TestModelMem with writers that do not log
+// (OpenOptions.Log off: copying writers, stores without in-place writes).
+func TestModelMemNoLog(t *testing.T) {
+	for seed := uint64(1); seed <= seeds(6); seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			runModelWith(t, &model{noLog: true}, objstore.NewMem(), seed, 300, nil, false)
+		})
+	}
+}
+
+// TestModelCrashNoLog is TestModelCrash without the write log.
+func TestModelCrashNoLog(t *testing.T) {
+	for seed := uint64(1); seed <= seeds(6); seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			mem := objstore.NewCrashable()
+			cp := &crashPoints{Store: mem, mem: mem}
+			runModelWith(t, &model{noLog: true}, cp, seed, 300, cp, true)
 		})
 	}
 }
@@ -684,6 +741,9 @@ func TestModelCrash(t *testing.T) {
 			if m.partials == 0 && !t.Failed() {
 				t.Fatal("no partial block was seen")
 			}
+			if m.logged == 0 && !t.Failed() {
+				t.Fatal("no logged write was seen")
+			}
 		})
 	}
 }
@@ -778,8 +838,36 @@ func (c *crashPoints) Swap(ctx context.Context, name string, data []byte, old ob
 	return c.Store.Swap(ctx, name, data, old)
 }
 
+// WriteAt may take a crash image before a write; an append to a write
+// log is written in two pieces in either order, each with a crash point
+// before it, so that images hold torn records (a header without its data
+// and data without its header).
 func (c *crashPoints) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
-	return c.mem.WriteAt(ctx, name, p, off)
+	c.point()
+	if !strings.Contains(name, "/l/") || len(p) < 2 {
+		return c.mem.WriteAt(ctx, name, p, off)
+	}
+	c.mu.Lock()
+	cut, first := 1+c.m.rng.IntN(len(p)-1), c.m.rng.IntN(2)
+	c.mu.Unlock()
+	parts := [][2]int{{0, cut}, {cut, len(p)}}
+	for k := range 2 {
+		pt := parts[(first+k)%2]
+		if k == 1 {
+			c.point()
+		}
+		if err := c.mem.WriteAt(ctx, name, p[pt[0]:pt[1]], off+int64(pt[0])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stat may take a crash image before it reads: between a flush's sync
+// and its head check.
+func (c *crashPoints) Stat(ctx context.Context, name string) (objstore.Info, error) {
+	c.point()
+	return c.Store.Stat(ctx, name)
 }
 
 func (c *crashPoints) Sync(ctx context.Context, name string) error {

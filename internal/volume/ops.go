@@ -121,6 +121,9 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	if err := v.retireLocked(ctx); err != nil {
 		return blockmap.ID{}, err
 	}
+	if err := v.checkpointIfLogged(ctx); err != nil {
+		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
+	}
 	if err := v.persist(ctx, v.takeCut()); err != nil {
 		return blockmap.ID{}, err
 	}
@@ -130,7 +133,7 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	v.mu.Unlock()
 
 	snap := h
-	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed = blockmap.NewID(), true, 0, 0
+	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed, snap.Logs = blockmap.NewID(), true, 0, 0, nil
 	snap.Segments = sharedSegments(h.Segments)
 	if _, err := v.store.Create(ctx, blockmap.HeadName(snap.ID), blockmap.EncodeHead(&snap)); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
@@ -212,10 +215,17 @@ func (v *Volume) Resize(ctx context.Context, size uint64) error {
 	if err := v.retireLocked(ctx); err != nil {
 		return err
 	}
+	if err := v.checkpointIfLogged(ctx); err != nil {
+		return err
+	}
 	old := uint64(v.Size())
 	if size < old && size%uint64(v.bs) != 0 {
 		end := min(old, (size/uint64(v.bs)+1)*uint64(v.bs))
 		if err := v.zeroRange(ctx, int64(size), int64(end-size), true); err != nil {
+			return err
+		}
+		// Zeros past the new end are in the blocks, not in a log.
+		if err := v.checkpointIfLogged(ctx); err != nil {
 			return err
 		}
 	}
@@ -300,6 +310,9 @@ func Remove(ctx context.Context, s objstore.Store, id blockmap.ID) error {
 		if r.Owner == id && !r.Shared {
 			del(r.Name())
 		}
+	}
+	for _, l := range h.Logs {
+		del(blockmap.LogName(id, l.Epoch, l.Seq))
 	}
 	return g.Wait()
 }
@@ -394,6 +407,9 @@ func (v *Volume) HashWith(ctx context.Context, opts HashOptions) (HashStats, err
 	defer v.gate.Unlock()
 	// Persist earlier writes first, so that a failure below can drop
 	// exactly what the hash changed.
+	if err := v.checkpointIfLogged(ctx); err != nil {
+		return HashStats{}, err
+	}
 	if err := v.persist(ctx, v.takeCut()); err != nil {
 		return HashStats{}, err
 	}
@@ -607,9 +623,10 @@ func (v *Volume) Seal(ctx context.Context) error {
 	if err := v.seal(ctx); err != nil {
 		return fmt.Errorf("volume: %w", err)
 	}
-	v.gate.Lock()
-	c := v.takeCut()
-	v.gate.Unlock()
+	c, err := v.flushCut(ctx)
+	if err != nil {
+		return err
+	}
 	return v.persist(ctx, c)
 }
 

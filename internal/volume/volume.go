@@ -118,7 +118,10 @@ type Volume struct {
 	// fenced: whoever takes this writer's volume over first fences its
 	// store connection (OpenOptions.Fenced), so a flush that changed no
 	// map entry need not check the head (persistInPlace).
-	fenced   bool
+	fenced bool
+	// logOn: writes to blocks this writer cannot write in place go to
+	// its write log (OpenOptions.Log).
+	logOn    bool
 	id       blockmap.ID
 	readOnly bool
 	remap    bool // a read-only head opened to rewrite its map (Hash)
@@ -182,6 +185,27 @@ type Volume struct {
 		// pending: head swaps whose outcome is unknown (they failed, but
 		// not with a conflict), all from version headVer.
 		pending []pendingHead
+
+		// The write logs (wlog.go): those the head names, as far as read
+		// or written (a writer's own is the last); index: per block,
+		// the ranges whose newest bytes are in a log, over the map;
+		// logBytes: appended since the last checkpoint; logForce: the
+		// next flush checkpoints; logBroken: an append failed, the log
+		// takes no more until a checkpoint starts a new one; logGen
+		// changes whenever the index loses extents.
+		logs      []logFile
+		index     map[int64][]logExt
+		logBytes  int64
+		logForce  bool
+		logBroken bool
+		logGen    uint64
+		// logClosing: Close's checkpoint leaves no log in the head.
+		logClosing bool
+		// logCommit: records were appended since the last commit.
+		logCommit bool
+		// logKick: a flush runs in the background to checkpoint a log
+		// that outgrew four times its bound.
+		logKick bool
 	}
 }
 
@@ -231,6 +255,15 @@ type OpenOptions struct {
 	// no map entry then checks nothing in the store. Ignored unless s is
 	// an objstore.Fencer.
 	Fenced bool
+	// Log makes a writer append writes to blocks it cannot write in
+	// place (copy-on-write, allocation) to its write log, so that a flush
+	// after them syncs that one object instead of storing a new map; the
+	// log is checkpointed into the map past a size bound and before
+	// anything that stores a map anyway (a snapshot, a resize, a trim of
+	// logged bytes, Close). Only on a store with in-place writes whose
+	// flush can check the head without swapping it (objstore.RangeWriter,
+	// and FreshStater or Fenced); ignored elsewhere.
+	Log bool
 	// OnClose, when set, runs at Close after the final flush, with its
 	// error (a lease is released there), and at Discard with nil; either
 	// is joined with ErrUnsettled if a data write may still land.
@@ -256,6 +289,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.freshStat = ok && fs.FreshStat()
 		_, canFence := s.(objstore.Fencer)
 		v.fenced = opts.Fenced && canFence
+		v.logOn = (opts.Log || logDefault) && v.rw != nil && (v.freshStat || v.fenced) && len(head.Logs) < blockmap.MaxLogs
 	}
 	v.lender, _ = s.(objstore.Lender)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
@@ -284,6 +318,14 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		} else if opts.Copying {
 			h.Epoch++
 		}
+		if v.logOn {
+			// This writer's own log, named before it reads the others:
+			// a writer taken over whose flush checks the head after
+			// this swap fails, so each record it reported durable is
+			// there when they are read below.
+			h.Logs = append(slices.Clone(h.Logs), blockmap.LogRef{Epoch: h.Epoch, Seq: v.mu.nextSeq})
+			v.mu.nextSeq++
+		}
 		if err := v.checkGuard(); err != nil {
 			return nil, err
 		}
@@ -296,7 +338,40 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		}
 		v.mu.head, v.mu.headVer = h, nv
 	}
+	old := v.mu.head
+	if v.logOn {
+		old.Logs = old.Logs[:len(old.Logs)-1]
+	}
+	logs, index, err := v.loadLogs(ctx, &old)
+	if err != nil {
+		return nil, fmt.Errorf("volume: open %s: read the write log: %w", id, err)
+	}
+	if v.logOn {
+		ref := v.mu.head.Logs[len(v.mu.head.Logs)-1]
+		logs = append(logs, logFile{ref: ref, name: blockmap.LogName(id, ref.Epoch, ref.Seq)})
+		v.createLog(ctx, logs[len(logs)-1].name)
+	}
+	v.mu.logs, v.mu.index = logs, index
+	if (opts.Writable || opts.Remap) && len(old.Logs) > 0 {
+		// Another writer's logs: into the map now, and out of the head,
+		// so that nothing it appends late is ever read.
+		if err := v.checkpointNow(ctx); err != nil {
+			return nil, fmt.Errorf("volume: open %s: checkpoint the write log of the writer before: %w", id, err)
+		}
+	}
 	return v, nil
+}
+
+// checkpointNow checkpoints the write logs into the map and stores it.
+func (v *Volume) checkpointNow(ctx context.Context) error {
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	if err := v.checkpointLog(ctx); err != nil {
+		return err
+	}
+	return v.persist(ctx, v.takeCut())
 }
 
 // readMap reads the head and the map it names. An opener holds no lease
@@ -395,6 +470,7 @@ func (v *Volume) Head() blockmap.Head {
 	h := v.mu.head
 	h.Segments = append([]blockmap.SegmentRef(nil), h.Segments...)
 	h.Delta = append([]blockmap.DeltaEntry(nil), h.Delta...)
+	h.Logs = slices.Clone(h.Logs)
 	return h
 }
 
@@ -476,6 +552,17 @@ func (v *Volume) entryIn(b int64) (blockmap.Entry, error) {
 	return v.mu.entries[b], nil
 }
 
+// entryLogged is entryIn with the block's logged extents, and the
+// generation of the index.
+func (v *Volume) entryLogged(b int64) (blockmap.Entry, []logExt, uint64, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if b >= int64(len(v.mu.entries)) {
+		return blockmap.Entry{}, nil, 0, fmt.Errorf("%w: block %d, volume size %d (shrunk during the read)", ErrOutOfRange, b, v.mu.head.Size)
+	}
+	return v.mu.entries[b], v.overlayLocked(b), v.mu.logGen, nil
+}
+
 // ReadAt reads len(p) bytes at off.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := v.refresh(ctx); err != nil {
@@ -507,12 +594,12 @@ func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte
 		return err
 	}
 	if v.lender != nil && n > 0 && off>>v.shift == (off+n-1)>>v.shift {
-		e, err := v.entryIn(off >> v.shift)
+		e, exts, _, err := v.entryLogged(off >> v.shift)
 		if err != nil {
 			return err
 		}
 		src, end := v.runAt(e, off&(v.bs-1))
-		if src.Kind() != blockmap.Zero && (off+n-1)&(v.bs-1) < end {
+		if len(exts) == 0 && src.Kind() != blockmap.Zero && (off+n-1)&(v.bs-1) < end {
 			err := v.lender.ReadLend(ctx, src.ObjectName(), off&(v.bs-1), int(n), func(bufs [][]byte) error {
 				return fn(padZeros(bufs, n))
 			})
@@ -555,11 +642,15 @@ func padZeros(bufs [][]byte, n int64) [][]byte {
 
 func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) error {
 	for try := 0; ; try++ {
-		e, err := v.entryIn(b)
+		e, exts, gen, err := v.entryLogged(b)
 		if err != nil {
 			return err
 		}
-		err = v.readEntry(ctx, e, p, boff)
+		if len(exts) > 0 {
+			err = v.readLogged(ctx, e, exts, p, boff)
+		} else {
+			err = v.readEntry(ctx, e, p, boff)
+		}
 		if !objstore.IsNotExist(err) {
 			return err
 		}
@@ -572,11 +663,11 @@ func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) e
 				return err
 			}
 		}
-		now, nerr := v.entryIn(b)
+		now, _, ngen, nerr := v.entryLogged(b)
 		if nerr != nil {
 			return nerr
 		}
-		if now.Equal(e) || try == 100 {
+		if now.Equal(e) && ngen == gen || try == 100 {
 			return fmt.Errorf("%w: block %d: %v", ErrCorrupt, b, err)
 		}
 	}
@@ -822,9 +913,35 @@ func (v *Volume) blockLen(b int64) int64 {
 	return v.mu.head.BlockLen(b)
 }
 
-// writeBlock writes data at boff in block b. The caller holds the gate
-// (shared or exclusive).
+// writeBlock writes data at boff in block b: into the write log if the
+// handle logs and the block is not one it writes in place, else as
+// writeBlockMap does. The caller holds the gate (shared or exclusive).
 func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, note *writeNote) error {
+	if v.logOn {
+		st := &v.stripe[b%stripes]
+		st.Lock()
+		e, epoch := v.entry(b)
+		owned := v.owns(e, epoch) && !v.isTainted(e)
+		if v.logsBlock(b, e, owned, v.subBlocks(boff, int64(len(data)))) {
+			defer st.Unlock()
+			note.mapChange()
+			return v.appendLog(ctx, b, boff, data)
+		}
+		st.Unlock()
+	}
+	return v.writeBlockMap(ctx, b, boff, data, note)
+}
+
+func (v *Volume) isTainted(e blockmap.Entry) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mu.tainted[e.ObjectName()]
+}
+
+// writeBlockMap writes data at boff in block b into the objects the map
+// names, copying on write where the block is not this writer's. The
+// caller holds the gate (shared or exclusive).
+func (v *Volume) writeBlockMap(ctx context.Context, b, boff int64, data []byte, note *writeNote) error {
 	st := &v.stripe[b%stripes]
 	st.Lock()
 	e, epoch := v.entry(b)
@@ -1160,7 +1277,7 @@ func (v *Volume) zeroRange(ctx context.Context, off, n int64, noHole bool) error
 	var zeros []byte
 	return v.forBlocks(off, n, func(b, boff, pos, l int64) error {
 		e, _ := v.entry(b)
-		if e.Kind() == blockmap.Zero {
+		if e.Kind() == blockmap.Zero && !v.logged(b) {
 			return nil
 		}
 		if !noHole && boff == 0 && (l == v.bs || l == v.blockLen(b)) {
@@ -1181,6 +1298,7 @@ func (v *Volume) deallocate(b int64) {
 	defer st.Unlock()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.dropLoggedLocked(b)
 	e := v.mu.entries[b]
 	if e.Kind() == blockmap.Zero {
 		return
@@ -1191,6 +1309,13 @@ func (v *Volume) deallocate(b int64) {
 		delete(v.mu.dirtyObjs, name)
 	}
 	v.setEntryLocked(b, blockmap.Entry{})
+}
+
+// logged reports whether block b has logged bytes.
+func (v *Volume) logged(b int64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.mu.index[b]) > 0
 }
 
 // dirtiedLocked notes the time of the first change since the last cut.
@@ -1217,11 +1342,11 @@ func (v *Volume) BlockStatus(ctx context.Context, off, n int64) ([]Extent, error
 	}
 	var out []Extent
 	err := v.forBlocks(off, n, func(b, boff, pos, l int64) error {
-		e, err := v.entryIn(b)
+		e, exts, _, err := v.entryLogged(b)
 		if err != nil {
 			return err
 		}
-		zero := e.Kind() == blockmap.Zero
+		zero := e.Kind() == blockmap.Zero && len(exts) == 0
 		if k := len(out) - 1; k >= 0 && out[k].Zero == zero {
 			out[k].Length += l
 		} else {
@@ -1237,7 +1362,7 @@ func (v *Volume) BlockStatus(ctx context.Context, off, n int64) ([]Extent, error
 func (v *Volume) Dirty() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return len(v.mu.dirtyObjs) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.fence
+	return len(v.mu.dirtyObjs) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.fence || v.mu.logForce
 }
 
 // cut is what one flush persists.
@@ -1364,9 +1489,10 @@ func (v *Volume) Flush(ctx context.Context) error {
 	}
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
-	v.gate.Lock()
-	c := v.takeCut()
-	v.gate.Unlock()
+	c, err := v.flushCut(ctx)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		// A panic (recovered by the NBD server, which answers EIO) must
 		// leave the cut's writes to the next flush, as an error does.
@@ -1376,6 +1502,36 @@ func (v *Volume) Flush(ctx context.Context) error {
 		}
 	}()
 	return v.persist(ctx, c)
+}
+
+// flushCut takes the cut a flush persists: with the gate held
+// exclusively, it checkpoints the write log if the flush needs it, takes
+// the cut and reserves a commit after the records it logged, which it
+// writes once writes go on again. The caller holds flushMu.
+func (v *Volume) flushCut(ctx context.Context) (*cut, error) {
+	v.gate.Lock()
+	v.mu.Lock()
+	ckpt := v.needCheckpointLocked()
+	v.mu.Unlock()
+	if ckpt {
+		// NB: inline, under the exclusive gate: it writes at most one
+		// object per block the log touched, and its head swap is the
+		// one this flush would have made anyway.
+		if err := v.checkpointLog(ctx); err != nil {
+			v.gate.Unlock()
+			return nil, v.storeFenced(err)
+		}
+	}
+	c := v.takeCut()
+	v.mu.Lock()
+	cname, cpos, crec := v.commitAtLocked()
+	v.mu.Unlock()
+	v.gate.Unlock()
+	if err := v.writeCommit(ctx, cname, cpos, crec); err != nil {
+		v.restore(c, nil)
+		return nil, v.storeFenced(err)
+	}
+	return c, nil
 }
 
 // Checkpoint flushes with the map stored in segments, the head's delta
@@ -1751,6 +1907,11 @@ func allZero(es []blockmap.Entry) bool {
 
 // Close flushes a writable volume and releases the handle.
 func (v *Volume) Close(ctx context.Context) error {
+	v.mu.Lock()
+	if len(v.mu.head.Logs) > 0 && !v.readOnly {
+		v.mu.logForce, v.mu.logClosing = true, true
+	}
+	v.mu.Unlock()
 	err := v.Flush(ctx)
 	if errors.Is(err, ErrClosed) {
 		return nil
@@ -1864,13 +2025,18 @@ func (v *Volume) checkHead(ctx context.Context) error {
 		cur, curVer := v.mu.head, v.mu.headVer
 		v.mu.Unlock()
 		if in.Version == curVer {
-			return nil
+			return v.tailLogs(ctx)
 		}
 		head, ver, err := ReadHead(ctx, v.store, v.id)
 		if err != nil {
 			return err
 		}
 		entries, err := v.reload(ctx, &cur, head)
+		var logs []logFile
+		var index map[int64][]logExt
+		if err == nil {
+			logs, index, err = v.loadLogs(ctx, head)
+		}
 		if errors.Is(err, ErrCorrupt) && ver != failedVer && try < 100 {
 			// A segment of this head is gone: the writer has replaced
 			// it since (it deletes a segment only after the head that
@@ -1884,6 +2050,8 @@ func (v *Volume) checkHead(ctx context.Context) error {
 		}
 		v.mu.Lock()
 		v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
+		v.mu.logs, v.mu.index = logs, index
+		v.mu.logGen++
 		v.mu.Unlock()
 		return nil
 	}

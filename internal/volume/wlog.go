@@ -1,0 +1,517 @@
+package volume
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"maps"
+	"slices"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// The write log (see "Write log" in the package doc and docs/format.md).
+//
+// A record is a header and the data of one write inside one block:
+//
+//	magic "ALOG" | log epoch u64 | log seq u64 | volume offset u64 |
+//	length u32 | CRC-32C u32 of everything before it and the data | data
+//
+// A record of length 0 (offset 0) is a commit: a flush writes one after
+// the records it makes durable, before it syncs the log. A record is
+// valid when its magic, its log identity (the epoch and sequence number
+// the head names the log by) and its checksum match, and it lies inside
+// one block of the volume. Readers read a log's records in order from the
+// head's From position, stop at the first invalid one, and apply those
+// that a commit follows: a record no flush committed (a writer's
+// unflushed write, found by the writer that takes it over) is dropped, as
+// a write to a new object no flushed map references is.
+const (
+	logMagic     = "ALOG"
+	logHeader    = 4 + 8 + 8 + 8 + 4 + 4
+	logReadChunk = 8 << 10
+)
+
+// logBound is how many bytes a writer appends to its log before a flush
+// checkpoints it into the map and starts a new log (tests lower it).
+var logBound int64 = 32 << 20
+
+// logDefault turns the write log on for writers that do not ask for it
+// (tests run the model with it).
+var logDefault = false
+
+var logCRC = crc32.MakeTable(crc32.Castagnoli)
+
+// logFile is one write log as a handle knows it: the head's reference,
+// and where its valid records end (the next append goes there).
+type logFile struct {
+	ref  blockmap.LogRef
+	name string
+	end  int64
+}
+
+// logExt is a range of a block whose newest bytes are in a log: [off,
+// off+n) in the block, read from the object name at pos.
+type logExt struct {
+	off, n int64
+	name   string
+	pos    int64
+}
+
+func encodeLogRecord(ref blockmap.LogRef, off int64, data []byte) []byte {
+	b := make([]byte, 0, logHeader+len(data))
+	b = append(b, logMagic...)
+	b = binary.BigEndian.AppendUint64(b, ref.Epoch)
+	b = binary.BigEndian.AppendUint64(b, ref.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(off))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	crc := crc32.Update(crc32.Checksum(b, logCRC), logCRC, data)
+	b = binary.BigEndian.AppendUint32(b, crc)
+	return append(b, data...)
+}
+
+// addExt makes [off, off+n) of the block whose extents are exts read
+// from name at pos, replacing what overlaps it.
+func addExt(exts []logExt, x logExt) []logExt {
+	out := make([]logExt, 0, len(exts)+2)
+	end := x.off + x.n
+	for _, e := range exts {
+		eend := e.off + e.n
+		if eend <= x.off || e.off >= end {
+			out = append(out, e)
+			continue
+		}
+		if e.off < x.off {
+			out = append(out, logExt{off: e.off, n: x.off - e.off, name: e.name, pos: e.pos})
+		}
+		if eend > end {
+			out = append(out, logExt{off: end, n: eend - end, name: e.name, pos: e.pos + end - e.off})
+		}
+	}
+	out = append(out, x)
+	slices.SortFunc(out, func(a, b logExt) int { return cmp.Compare(a.off, b.off) })
+	return out
+}
+
+// logReader reads one log's records in order through a window.
+type logReader struct {
+	v     *Volume
+	name  string
+	buf   []byte
+	start int64 // the window is [start, start+len(buf))
+}
+
+func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
+	if pos < r.start || pos+n > r.start+int64(len(r.buf)) {
+		size := max(n, logReadChunk)
+		if int64(cap(r.buf)) < size {
+			r.buf = make([]byte, size)
+		}
+		r.buf = r.buf[:size]
+		if err := r.v.readName(ctx, r.name, r.buf, pos); err != nil {
+			return nil, err
+		}
+		r.start = pos
+	}
+	return r.buf[pos-r.start : pos-r.start+n], nil
+}
+
+// replayLog reads lf's valid records from lf.end on, calls add for each
+// (the block, the range in it, the data's position), and moves lf.end
+// past them. A log that does not exist (not written yet) has none.
+func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
+	r := &logReader{v: v, name: lf.name}
+	type rec struct {
+		b int64
+		x logExt
+	}
+	var pending []rec
+	for pos := lf.end; ; {
+		h, err := r.at(ctx, pos, logHeader)
+		if objstore.IsNotExist(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		off, n := int64(binary.BigEndian.Uint64(h[20:])), int64(binary.BigEndian.Uint32(h[28:]))
+		if string(h[:4]) != logMagic || binary.BigEndian.Uint64(h[4:]) != lf.ref.Epoch || binary.BigEndian.Uint64(h[12:]) != lf.ref.Seq ||
+			n > v.bs || off < 0 || n > 0 && off>>v.shift != (off+n-1)>>v.shift || n == 0 && off != 0 {
+			return nil
+		}
+		want := binary.BigEndian.Uint32(h[32:])
+		crc := crc32.Checksum(h[:32], logCRC)
+		data, err := r.at(ctx, pos+logHeader, n)
+		if err != nil {
+			return err
+		}
+		if crc32.Update(crc, logCRC, data) != want {
+			return nil
+		}
+		if n == 0 {
+			for _, p := range pending {
+				add(p.b, p.x)
+			}
+			pending = pending[:0]
+			lf.end = pos + logHeader
+		} else if uint64(off)+uint64(n) <= size {
+			// (One past the end was written before a shrink that a
+			// later head stores: nothing reads it.)
+			pending = append(pending, rec{off >> v.shift, logExt{off: off & (v.bs - 1), n: n, name: lf.name, pos: pos + logHeader}})
+		}
+		pos += logHeader + n
+	}
+}
+
+// loadLogs reads the logs head names into a new index.
+func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head) ([]logFile, map[int64][]logExt, error) {
+	logs := make([]logFile, len(head.Logs))
+	index := map[int64][]logExt{}
+	for i, ref := range head.Logs {
+		logs[i] = logFile{ref: ref, name: blockmap.LogName(head.ID, ref.Epoch, ref.Seq), end: int64(ref.From)}
+		err := v.replayLog(ctx, &logs[i], head.Size, func(b int64, x logExt) { index[b] = addExt(index[b], x) })
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return logs, index, nil
+}
+
+// createLog creates this writer's empty log, so that followers, which
+// read its tail at each check of the head, find an object they keep open
+// rather than looking an absent one up each time. Best effort: the first
+// append creates it otherwise.
+func (v *Volume) createLog(ctx context.Context, name string) {
+	if v.handles == nil {
+		return
+	}
+	if ch, err := v.handles.get(ctx, name, true); err == nil {
+		v.handles.put(ch)
+	}
+}
+
+// readName reads p at off from the object name.
+func (v *Volume) readName(ctx context.Context, name string, p []byte, off int64) error {
+	if v.handles == nil {
+		return v.store.ReadAt(ctx, name, p, off)
+	}
+	ch, err := v.handles.get(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	defer v.handles.put(ch)
+	return ch.h.ReadAt(p, off)
+}
+
+// logsBlock reports whether a write of [boff, boff+n) to block b (entry
+// e) goes to the log: the handle logs, and the block is one it would copy
+// on write (shared with a snapshot or a parent, another epoch's, a
+// sub-block its partial block lacks), or has logged bytes already, which
+// a later in-place write must not hide under. A write to a zero block
+// allocates it as before (a sparse object of its own and a map change):
+// a volume being filled would otherwise write everything twice, into
+// the log and at its checkpoint. The caller holds b's stripe.
+func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64) bool {
+	if !v.logOn {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.mu.logBroken || len(v.mu.logs) == 0 {
+		return false
+	}
+	return len(v.mu.index[b]) > 0 || e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched)
+}
+
+// appendLog appends data, to be written at boff in block b, to this
+// writer's log. The caller holds b's stripe. A failed append may leave a
+// torn record, or land later: the log takes no more records, and the
+// next flush checkpoints into a new one.
+func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) error {
+	if err := v.checkGuard(); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	lf := &v.mu.logs[len(v.mu.logs)-1]
+	ref, name, pos := lf.ref, lf.name, lf.end
+	lf.end += logHeader + int64(len(data))
+	v.mu.logBytes += logHeader + int64(len(data))
+	v.mu.Unlock()
+	rec := encodeLogRecord(ref, b<<v.shift+boff, data)
+	if err := v.writeAt(ctx, name, rec, pos); err != nil {
+		v.mu.Lock()
+		v.mu.logBroken, v.mu.logForce = true, true
+		v.mu.Unlock()
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: name, pos: pos + logHeader})
+	v.mu.logCommit = true
+	if v.mu.logBytes > 4*logBound && !v.mu.logKick {
+		// Writes that no flush follows (a guest flushes far more
+		// often: this only bounds the log): a flush in the background
+		// checkpoints, so that the log and its index stay bounded.
+		v.mu.logKick = true
+		go func() {
+			v.Flush(context.WithoutCancel(ctx))
+			v.mu.Lock()
+			v.mu.logKick = false
+			v.mu.Unlock()
+		}()
+	}
+	if v.syncer != nil {
+		v.mu.dirtyObjs[name] = true
+	} else {
+		v.mu.fence = true
+	}
+	v.dirtiedLocked()
+	return nil
+}
+
+// commitAt reserves the place of a commit record after every record
+// appended so far, if one is needed. The caller holds the gate
+// exclusively (no append in flight) and v.mu.
+func (v *Volume) commitAtLocked() (name string, pos int64, rec []byte) {
+	if !v.mu.logCommit || len(v.mu.logs) == 0 {
+		return "", 0, nil
+	}
+	v.mu.logCommit = false
+	lf := &v.mu.logs[len(v.mu.logs)-1]
+	name, pos = lf.name, lf.end
+	lf.end += logHeader
+	v.mu.logBytes += logHeader
+	return name, pos, encodeLogRecord(lf.ref, 0, nil)
+}
+
+// writeCommit writes a commit record reserved by commitAtLocked.
+func (v *Volume) writeCommit(ctx context.Context, name string, pos int64, rec []byte) error {
+	if rec == nil {
+		return nil
+	}
+	if err := v.writeAt(ctx, name, rec, pos); err != nil {
+		v.mu.Lock()
+		v.mu.logBroken, v.mu.logForce = true, true
+		v.mu.Unlock()
+		return fmt.Errorf("volume: flush: write a commit to the write log: %w", err)
+	}
+	return nil
+}
+
+// dropLogged forgets the logged bytes of block b (deallocated): the next
+// flush checkpoints, so that no replay applies them again. The caller
+// holds v.mu.
+func (v *Volume) dropLoggedLocked(b int64) {
+	if len(v.mu.index[b]) > 0 {
+		delete(v.mu.index, b)
+		v.mu.logForce = true
+	}
+}
+
+// needCheckpoint reports whether a flush must checkpoint the log before
+// its cut: it holds logged bytes, and the flush swaps the head anyway (a
+// map change, a resize...), or the log outgrew logBound, or something
+// (a trim of logged bytes, a failed append, Close) asked for it. The
+// caller holds v.mu.
+func (v *Volume) needCheckpointLocked() bool {
+	h := v.mu.head.Logs
+	own := v.logOn && len(h) == 1 && len(v.mu.logs) == 1 && h[0].Epoch == v.mu.logs[0].ref.Epoch && h[0].Seq == v.mu.logs[0].ref.Seq
+	if len(v.mu.index) == 0 && !v.mu.logForce && (own || len(h) == 0) {
+		return false
+	}
+	return !own || v.mu.logForce || v.mu.logBytes > logBound ||
+		len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
+		len(v.mu.pending) > 0 || !(v.freshStat || v.fenced) || v.age(v.mu.dirtySince) > MaxUnflushedAge
+}
+
+// checkpointIfLogged checkpoints the log if anything in it is not in the
+// map yet, or the head names another writer's log; for what stores a map
+// anyway. The caller holds flushMu and the gate exclusively.
+func (v *Volume) checkpointIfLogged(ctx context.Context) error {
+	v.mu.Lock()
+	h := v.mu.head.Logs
+	own := v.logOn && len(h) == 1 && len(v.mu.logs) == 1 && h[0].Epoch == v.mu.logs[0].ref.Epoch && h[0].Seq == v.mu.logs[0].ref.Seq
+	need := len(v.mu.index) > 0 || v.mu.logForce || len(h) > 0 && !own
+	v.mu.Unlock()
+	if !need {
+		return nil
+	}
+	return v.checkpointLog(ctx)
+}
+
+// checkpointLog writes every logged byte into the blocks (the same
+// copy-on-write as a write without a log), empties the index and sets the
+// head's logs for the next flush to store: this writer's log with From at
+// its end (or a new log, past logBound or after a failed append), and no
+// other; the logs dropped are deleted once that head is stored. The
+// caller holds flushMu and the gate exclusively, and persists a cut next.
+//
+// It first checks that no other writer took the volume over (the head is
+// the one this handle stored; nothing to check on a fenced store, which
+// refuses a fenced writer's writes): a writer that stalled past its lease
+// and wakes up to flush must not write its logged bytes into objects of
+// its epoch that the taker's map still references. (A head swap of this
+// handle with an unknown outcome skips the check: the next swap finds
+// out.)
+func (v *Volume) checkpointLog(ctx context.Context) error {
+	v.mu.Lock()
+	index := maps.Clone(v.mu.index)
+	ver, pending := v.mu.headVer, len(v.mu.pending) > 0
+	v.mu.Unlock()
+	if len(index) > 0 && !v.fenced && !pending {
+		if err := v.checkFence(ctx, ver); err != nil {
+			if errors.Is(err, ErrFenced) {
+				v.mu.Lock()
+				if v.mu.err == nil {
+					v.mu.err = err
+				}
+				v.mu.Unlock()
+			}
+			return err
+		}
+	}
+	blocks := slices.Sorted(maps.Keys(index))
+	bp := v.bufs.Get().(*[]byte)
+	defer v.bufs.Put(bp)
+	for _, b := range blocks {
+		// One write of the span from the first logged byte to the last,
+		// read through the log over the map: one copy-on-write of the
+		// sub-blocks it covers, where a write per range would make a
+		// partial block whole at its second range.
+		exts := index[b]
+		lo, hi := exts[0].off, exts[len(exts)-1].off+exts[len(exts)-1].n
+		e, _ := v.entry(b)
+		p := (*bp)[:hi-lo]
+		if err := v.readLogged(ctx, e, exts, p, lo); err != nil {
+			return err
+		}
+		if err := v.writeBlockMap(ctx, b, lo, p, nil); err != nil {
+			return err
+		}
+		v.mu.Lock()
+		delete(v.mu.index, b)
+		v.mu.logGen++
+		v.mu.Unlock()
+	}
+	v.mu.Lock()
+	var keep []logFile
+	fresh := ""
+	if v.logOn && len(v.mu.logs) > 0 && !v.mu.logClosing {
+		cur := v.mu.logs[len(v.mu.logs)-1]
+		if v.mu.logBroken || v.mu.logBytes > logBound {
+			if v.mu.nextSeq < v.mu.seqEnd {
+				seq := v.mu.nextSeq
+				v.mu.nextSeq++
+				ref := blockmap.LogRef{Epoch: cur.ref.Epoch, Seq: seq}
+				keep = []logFile{{ref: ref, name: blockmap.LogName(v.id, ref.Epoch, ref.Seq)}}
+				fresh = keep[0].name
+			}
+		} else {
+			cur.ref.From = uint64(cur.end)
+			keep = []logFile{cur}
+		}
+	}
+	for _, lf := range v.mu.logs {
+		if len(keep) == 0 || lf.name != keep[0].name {
+			v.mu.freed = append(v.mu.freed, lf.name)
+			delete(v.mu.dirtyObjs, lf.name)
+		}
+	}
+	v.mu.logs = keep
+	v.mu.head.Logs = nil
+	for _, lf := range keep {
+		v.mu.head.Logs = append(v.mu.head.Logs, lf.ref)
+	}
+	v.mu.logBytes, v.mu.logForce, v.mu.logBroken, v.mu.logCommit = 0, false, false, false
+	v.mu.headDirty = true
+	v.mu.logGen++
+	v.mu.Unlock()
+	if fresh != "" {
+		v.createLog(ctx, fresh)
+	}
+	return nil
+}
+
+// overlay returns block b's entry and its logged extents. The caller
+// holds v.mu.
+func (v *Volume) overlayLocked(b int64) []logExt {
+	if len(v.mu.index) == 0 {
+		return nil
+	}
+	return v.mu.index[b]
+}
+
+// readLogged reads p at boff in block b: the logged extents exts over
+// the block e describes, one request per extent or gap.
+func (v *Volume) readLogged(ctx context.Context, e blockmap.Entry, exts []logExt, p []byte, boff int64) error {
+	end := boff + int64(len(p))
+	for pos := boff; pos < end; {
+		next := end
+		var in *logExt
+		for i := range exts {
+			x := &exts[i]
+			if x.off <= pos && pos < x.off+x.n {
+				in = x
+				break
+			}
+			if x.off > pos {
+				next = min(next, x.off)
+				break
+			}
+		}
+		if in != nil {
+			n := min(in.off+in.n, end) - pos
+			if err := v.readName(ctx, in.name, p[pos-boff:pos-boff+n], in.pos+pos-in.off); err != nil {
+				return err
+			}
+			pos += n
+			continue
+		}
+		if err := v.readEntry(ctx, e, p[pos-boff:next-boff], pos); err != nil {
+			return err
+		}
+		pos = next
+	}
+	return nil
+}
+
+// tailLogs reads the records appended to the logs since this handle last
+// looked (a follower whose head did not change).
+func (v *Volume) tailLogs(ctx context.Context) error {
+	v.mu.Lock()
+	logs := slices.Clone(v.mu.logs)
+	gen, size := v.mu.logGen, v.mu.head.Size
+	v.mu.Unlock()
+	if len(logs) == 0 {
+		return nil
+	}
+	var found []struct {
+		b int64
+		x logExt
+	}
+	lf := &logs[len(logs)-1]
+	err := v.replayLog(ctx, lf, size, func(b int64, x logExt) {
+		found = append(found, struct {
+			b int64
+			x logExt
+		}{b, x})
+	})
+	if err != nil || len(found) == 0 {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.mu.logGen != gen {
+		return nil // reloaded meanwhile
+	}
+	for _, f := range found {
+		v.mu.index[f.b] = addExt(v.mu.index[f.b], f.x)
+	}
+	v.mu.logs[len(v.mu.logs)-1].end = lf.end
+	v.mu.logGen++
+	return nil
+}
