@@ -74,7 +74,9 @@ func FuzzParseURL(f *testing.F) {
 			if !errors.Is(err, objstore.ErrBadURL) {
 				t.Fatalf("ParseURL(%q): %v is no ErrBadURL", raw, err)
 			}
-			if p, ok := u.User.Password(); ok && len(p) > 3 && strings.Contains(err.Error(), p) {
+			// (A password that is also part of the rest of the URL, such
+			// as its host, may show as that part.)
+			if p, ok := u.User.Password(); ok && len(p) > 3 && strings.Contains(err.Error(), p) && !strings.Contains(u.Redacted(), p) {
 				t.Fatalf("ParseURL(%q): the error shows the password: %v", raw, err)
 			}
 			return
