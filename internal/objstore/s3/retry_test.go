@@ -257,3 +257,56 @@ func must(t *testing.T) func(objstore.Version, error) objstore.Version {
 		return v
 	}
 }
+
+// TestLateAttemptNewVersion: an attempt the store gave up on (timed out)
+// and retried may still land after the operation returned, after other
+// writes. It must land as a version never seen before, not as the
+// version the retry returned: else a holder of that version could swap
+// or delete-version twice from it (ABA).
+func TestLateAttemptNewVersion(t *testing.T) {
+	for _, op := range []string{"put", "create"} {
+		t.Run(op, func(t *testing.T) {
+			s, direct, p := proxied(t)
+			s.cfg.Timeout = time.Second
+			var once atomic.Bool
+			release, landed := make(chan struct{}), make(chan struct{})
+			p.set(func(w http.ResponseWriter, r *http.Request, forward func(http.ResponseWriter, *http.Request)) bool {
+				if isPut(r) && once.CompareAndSwap(false, true) {
+					body, _ := io.ReadAll(r.Body)
+					<-r.Context().Done() // the client gave up this attempt
+					go func() {
+						<-release
+						r2 := r.Clone(context.Background())
+						r2.Body = io.NopCloser(bytes.NewReader(body))
+						forward(httptest.NewRecorder(), r2)
+						close(landed)
+					}()
+					return true
+				}
+				return false
+			})
+			var v objstore.Version
+			if op == "put" {
+				v = must(t)(s.Put(ctx, "x", []byte("mine")))
+				// Another client moves the object on from v.
+				must(t)(direct.Swap(ctx, "x", []byte("next"), v))
+			} else {
+				v = must(t)(s.Create(ctx, "x", []byte("mine")))
+				// Another client deletes version v.
+				if err := direct.DeleteVersion(ctx, "x", v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(release)
+			<-landed
+			in, err := direct.Stat(ctx, "x")
+			if err != nil {
+				return // the late attempt was refused: nothing came back
+			}
+			if in.Version == v {
+				_, err := direct.Swap(ctx, "x", []byte("stale"), v)
+				t.Fatalf("the late attempt brought version %x back (a Swap from it now: %v)", v, err)
+			}
+		})
+	}
+}
