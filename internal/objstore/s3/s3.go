@@ -564,9 +564,11 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) (objstore.Ver
 		return 0, err
 	}
 	key := s.key(name)
-	body := seal(data, nonce(), 0)
 	var etag string
 	err := s.idem(ctx, func(ctx context.Context) error {
+		// A nonce per attempt: an attempt given up on may still land
+		// later, and must then be a version of its own.
+		body := seal(data, nonce(), 0)
 		out, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
 			Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))})
 		if err == nil {
@@ -594,24 +596,29 @@ var errRefused = errors.New("s3: condition failed")
 // have landed: the retry's 412 may then be our own write's doing. The
 // body's nonce tells: if the object holds this write, the write
 // succeeded; if not, the outcome is unknown (it may have landed and been
-// replaced) and the error is no refusal.
+// replaced) and the error is no refusal. Each attempt has a nonce of its
+// own: one given up on may land after the write returned (and after
+// later writes, if its condition holds again, as If-None-Match does
+// after a delete), and must then be a version never seen before.
 func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMatch string, meta map[string]string) (objstore.Version, error) {
 	key := s.key(name)
 	mu := s.stripe(name)
 	mu.Lock()
 	defer mu.Unlock()
-	n8 := nonce()
 	var prev objstore.Version
 	if ifMatch != "" {
 		prev = versionOf(ifMatch)
 	}
-	body := seal(data, n8, prev)
+	var nonces [][]byte // of the attempts sent
 	var uncertain error
 	unknown := func(err error) error {
 		return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown; the write may have happened: read the object to know)", transient(ctx, op, key, uncertain))
 	}
 	for n := 1; ; n++ {
 		var etag string
+		n8 := nonce()
+		nonces = append(nonces, n8)
+		body := seal(data, n8, prev)
 		err := s.try(ctx, func(ctx context.Context) error {
 			in := &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
 				Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))), Metadata: meta}
@@ -637,7 +644,7 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 			if uncertain == nil {
 				return 0, errRefused
 			}
-			v, ours, theirPrev, lerr := s.holds(ctx, key, n8)
+			v, ours, theirPrev, lerr := s.holds(ctx, key, nonces)
 			if lerr == nil && ours {
 				return v, nil
 			}
@@ -671,10 +678,10 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 	}
 }
 
-// holds reports whether the object holds the write whose nonce is n8,
-// and its version; else the version the write it holds replaced (0 if
-// unknown or absent).
-func (s *Store) holds(ctx context.Context, key string, n8 []byte) (objstore.Version, bool, objstore.Version, error) {
+// holds reports whether the object holds a write whose nonce is one of
+// nonces, and its version; else the version the write it holds replaced
+// (0 if unknown or absent).
+func (s *Store) holds(ctx context.Context, key string, nonces [][]byte) (objstore.Version, bool, objstore.Version, error) {
 	var tail []byte
 	var etag string
 	err := s.idem(ctx, func(ctx context.Context) error {
@@ -696,10 +703,12 @@ func (s *Store) holds(ctx context.Context, key string, n8 []byte) (objstore.Vers
 	if len(tail) != trailerLen || !bytes.Equal(tail[16:], magic[:]) {
 		return 0, false, 0, nil
 	}
-	if !bytes.Equal(tail[:8], n8) {
-		return 0, false, objstore.Version(binary.LittleEndian.Uint64(tail[8:16])), nil
+	for _, n8 := range nonces {
+		if bytes.Equal(tail[:8], n8) {
+			return s.seen(etag), true, 0, nil
+		}
 	}
-	return s.seen(etag), true, 0, nil
+	return 0, false, objstore.Version(binary.LittleEndian.Uint64(tail[8:16])), nil
 }
 
 func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
