@@ -1,7 +1,10 @@
 package s3
 
 import (
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -89,5 +92,55 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "access denied") {
 		t.Fatalf("wrong keys: %v", err)
+	}
+}
+
+// TestCreateOverTombstoneRace: two hosts; one deletes a version of a name
+// (DeleteVersion) while the other creates the name again. A Create that
+// succeeded must leave its object in place: the deleter must not remove
+// it along with its tombstone. versitygw 1.8 checks a DELETE's If-Match
+// outside the lock its conditional PUTs take, so a DELETE of the
+// tombstone could remove the object a Create had just put over it (about
+// 1 in 500 rounds here before the fix).
+func TestCreateOverTombstoneRace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a race run 1000 times")
+	}
+	for _, srv := range TestServerNames {
+		t.Run(srv, func(t *testing.T) {
+			c := TestServer(t, srv)
+			a := OpenTestStore(t, c)
+			c.Prefix = a.cfg.Prefix
+			b, err := OpenConfig(ctx, c) // another host: its own serialization
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			for i := 0; i < 1000; i++ {
+				name := fmt.Sprintf("r%d", i)
+				v := must(t)(a.Put(ctx, name, []byte("old")))
+				var wg sync.WaitGroup
+				var bv objstore.Version
+				var derr, cerr error
+				wg.Add(2)
+				go func() { defer wg.Done(); derr = a.DeleteVersion(ctx, name, v) }()
+				go func() {
+					defer wg.Done()
+					for {
+						bv, cerr = b.Create(ctx, name, []byte("new"))
+						if !errors.Is(cerr, objstore.ErrExists) {
+							return
+						}
+					}
+				}()
+				wg.Wait()
+				if derr != nil || cerr != nil {
+					t.Fatalf("%s: DeleteVersion: %v; Create: %v", name, derr, cerr)
+				}
+				if in, err := a.Stat(ctx, name); err != nil || in.Version != bv {
+					t.Fatalf("%s: Create succeeded at version %x; the object now: %+v, %v", name, bv, in, err)
+				}
+			}
+		})
 	}
 }
