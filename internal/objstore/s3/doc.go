@@ -44,9 +44,13 @@
 // (versitygw 1.8), two DeleteVersions of one version could both succeed,
 // and where DELETE ignores If-Match (radosgw 16) it is no condition at
 // all: there DeleteVersion claims the version by replacing the object with
-// a tombstone (a conditional PUT, which one claimant wins), then deletes
-// the tombstone with If-Match if the server has that, else leaves it.
-// Reads, Stat and List take tombstones for absent; Create replaces one.
+// a tombstone (a conditional PUT, which one claimant wins), and leaves
+// it: a DELETE with If-Match of the tombstone is no safe condition either
+// (versitygw 1.8 checks it outside the lock of its conditional PUTs, so
+// it could remove an object a Create just put over the tombstone). Reads,
+// Stat and List take tombstones for absent; Create replaces one. A
+// tombstone costs 24 bytes and a HEAD in each listing, until the name is
+// written again.
 // radosgw 16 also refuses a quoted ETag in If-Match even when it matches:
 // the probe finds that, and the store sends it unquoted. A server without
 // conditional PUTs gets refusals wrapping objstore.ErrUnsupport from

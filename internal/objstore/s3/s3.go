@@ -54,11 +54,14 @@ type Conditional struct {
 	Delete bool // DELETE with If-Match: ETAG refuses a changed object
 	// DeleteGone: DELETE with If-Match refuses an absent object too.
 	// Without it (versitygw 1.8) two DeleteVersions of one version
-	// could both succeed, so DeleteVersion first claims the object by
+	// could both succeed, so DeleteVersion claims the object by
 	// replacing it with a tombstone (a conditional PUT, which only one
-	// claimant wins), then deletes the tombstone with If-Match. Without
-	// Delete (radosgw 16 ignores If-Match on DELETE) the tombstone stays:
-	// 24 bytes per name deleted so, until the name is written again.
+	// claimant wins), and the tombstone stays: 24 bytes per name deleted
+	// so, until the name is written again. It is not deleted with
+	// If-Match: versitygw 1.8 checks a DELETE's If-Match outside the
+	// lock of its conditional PUTs, so that DELETE could remove the
+	// object a Create just put over the tombstone (and radosgw 16
+	// ignores If-Match on DELETE).
 	DeleteGone bool
 	// Unquoted: If-Match takes the ETag without its quotes (radosgw 16
 	// refuses a quoted one, as RFC 9110 writes it, even when it matches).
@@ -992,32 +995,16 @@ func (s *Store) Close() error {
 // deleteClaimed is DeleteVersion on a server whose DELETE with If-Match
 // succeeds on an absent object: it claims the object's version old
 // (whose ETag is etag) by replacing it with a tombstone, which only one
-// claimant can do, then deletes the tombstone if it is still there. A
-// tombstone left behind (a crash between the two requests) reads as
-// absent; the next write of the name replaces it.
+// claimant can do. The tombstone reads as absent; the next write of the
+// name replaces it (see Conditional.DeleteGone for why no DELETE).
 func (s *Store) deleteClaimed(ctx context.Context, name string, old objstore.Version, etag string) error {
 	key := s.key(name)
-	v, err := s.condPut(ctx, "PUT If-Match (tombstone)", name, nil, etag, map[string]string{metaKey: metaDeleted})
+	_, err := s.condPut(ctx, "PUT If-Match (tombstone)", name, nil, etag, map[string]string{metaKey: metaDeleted})
 	if errors.Is(err, errRefused) {
 		if _, err := s.head(ctx, name); err != nil {
 			return err // ErrNotFound: someone deleted it meanwhile
 		}
 		return fmt.Errorf("%w: s3: %s is not at version %x", objstore.ErrConflict, key, old)
 	}
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	tomb, ok := s.etags[v]
-	s.mu.Unlock()
-	if !ok || !s.cond.Delete {
-		return nil // without a conditional DELETE (radosgw 16) the tombstone stays
-	}
-	// Best effort: the object is deleted already (a tombstone); a 412
-	// means it was written again since.
-	s.idem(ctx, func(ctx context.Context) error {
-		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: aws.String(s.matchForm(tomb))})
-		return err
-	})
-	return nil
+	return err
 }
