@@ -144,3 +144,34 @@ func TestCreateOverTombstoneRace(t *testing.T) {
 		})
 	}
 }
+
+// TestNestedNames: where the server keeps objects as files (versitygw),
+// a name cannot be both an object and a directory of others ("a" and
+// "a/b"). A write refused for that must not say the object exists or
+// changed (ErrExists, ErrConflict) while reads find it absent: a caller
+// would reread and retry forever.
+func TestNestedNames(t *testing.T) {
+	for _, srv := range TestServerNames {
+		t.Run(srv, func(t *testing.T) {
+			s := OpenTestStore(t, TestServer(t, srv))
+			must(t)(s.Put(ctx, "a/b", []byte("x")))
+			must(t)(s.Put(ctx, "c", []byte("x")))
+			for _, name := range []string{"a", "c/d"} {
+				_, errC := s.Create(ctx, name, []byte("y"))
+				_, errS := s.Swap(ctx, name, []byte("y"), 0)
+				_, errP := s.Put(ctx, name, []byte("y"))
+				if _, err := s.Stat(ctx, name); !objstore.IsNotExist(err) {
+					continue // this server keeps both
+				}
+				if errors.Is(errC, objstore.ErrExists) || errors.Is(errS, objstore.ErrConflict) {
+					t.Errorf("%s reads absent, yet Create: %v; Swap from 0: %v", name, errC, errS)
+				}
+				for _, err := range []error{errC, errS, errP} {
+					if !errors.Is(err, objstore.ErrBadName) {
+						t.Errorf("%s: %v; want ErrBadName (a refusal that says why)", name, err)
+					}
+				}
+			}
+		})
+	}
+}
