@@ -78,7 +78,9 @@
 // as a version never returned.
 //
 // Errors: 404 and NoSuchKey are objstore.ErrNotFound; 412 is ErrConflict
-// (ErrExists for Create); 507 and QuotaExceeded ErrNoSpace; 501
-// ErrUnsupport; a timed-out attempt ErrTimeout; a missing bucket and
-// denied access say what to do.
+// (ErrExists for Create); a name that is both an object and a directory
+// of others, which servers keeping objects as files refuse (versitygw:
+// 409 ExistingObjectIsDirectory, ObjectParentIsFile), ErrBadName; 507
+// and QuotaExceeded ErrNoSpace; 501 ErrUnsupport; a timed-out attempt
+// ErrTimeout; a missing bucket and denied access say what to do.
 package s3

@@ -418,6 +418,22 @@ func noKey(err error) bool {
 	return c == "NoSuchKey" || status(err) == 404 && (c == "NotFound" || c == "")
 }
 
+// nameClash reports whether err says the name cannot be an object on
+// this server because it is a directory of other objects, or one of its
+// directories is an object (versitygw keeps objects as files: 409
+// ExistingObjectIsDirectory, ObjectParentIsFile). No condition failed.
+func nameClash(err error) bool {
+	c := code(err)
+	return c == "ExistingObjectIsDirectory" || c == "ObjectParentIsFile"
+}
+
+// condFailed reports whether err says a conditional request's condition
+// failed (412, or 409 for a concurrent conditional write).
+func condFailed(err error) bool {
+	st := status(err)
+	return st == 412 || st == 409 && !nameClash(err)
+}
+
 // mapErr maps an SDK error to the objstore sentinels.
 func (s *Store) mapErr(ctx context.Context, op, key string, err error) error {
 	st, c := status(err), code(err)
@@ -426,6 +442,8 @@ func (s *Store) mapErr(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("s3: %s %s: bucket %q does not exist: create it first", op, key, s.cfg.Bucket)
 	case noKey(err):
 		return fmt.Errorf("%w: s3: %s", objstore.ErrNotFound, key)
+	case nameClash(err):
+		return fmt.Errorf("%w: s3: %s %s: on this server a name cannot be both an object and a directory of others (%s)", objstore.ErrBadName, op, key, c)
 	case st == 412 || st == 409 && c == "ConditionalRequestConflict" || c == "PreconditionFailed":
 		return fmt.Errorf("%w: s3: %s %s", objstore.ErrConflict, op, key)
 	case st == 507 || c == "QuotaExceeded" || c == "InsufficientStorage":
@@ -642,8 +660,7 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 			}
 			return s.seen(etag), nil
 		}
-		st := status(err)
-		if st == 412 || st == 409 || ifMatch != "" && noKey(err) {
+		if condFailed(err) || ifMatch != "" && noKey(err) {
 			if uncertain == nil {
 				return 0, errRefused
 			}
