@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -308,5 +309,44 @@ func TestLateAttemptNewVersion(t *testing.T) {
 				t.Fatalf("the late attempt brought version %x back (a Swap from it now: %v)", v, err)
 			}
 		})
+	}
+}
+
+// TestStripeWaitCancelled: a conditional write waiting for another of a
+// name that shares its lock (this process's serialization of conditional
+// writes) returns when its context is done, not when the other ends.
+func TestStripeWaitCancelled(t *testing.T) {
+	s, _, p := proxied(t)
+	other := ""
+	for i := 0; other == ""; i++ {
+		if n := fmt.Sprintf("b%d", i); s.stripe(n) == s.stripe("a") {
+			other = n
+		}
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	p.set(func(w http.ResponseWriter, r *http.Request, forward func(http.ResponseWriter, *http.Request)) bool {
+		if isPut(r) && once.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	defer close(release)
+	go s.Create(ctx, "a", []byte("x"))
+	<-held
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	done := make(chan error, 1)
+	go func() { _, err := s.Create(cctx, other, []byte("y")); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Create with a cancelled context: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Create with a cancelled context waits for another name's write")
 	}
 }
