@@ -85,14 +85,16 @@ type Store struct {
 	// stripes serialize this process's conditional writes of one name:
 	// radosgw 16 answers the loser of a race of conditional PUTs with a
 	// 500 (ECANCELED), which the store must take for "may have
-	// happened"; between processes (hosts) that remains so.
-	stripes [256]sync.Mutex
+	// happened"; between processes (hosts) that remains so. Each is a
+	// lock held by a value in it (cap 1), so that a wait ends with its
+	// context.
+	stripes [256]chan struct{}
 }
 
-func (s *Store) stripe(name string) *sync.Mutex {
+func (s *Store) stripe(name string) chan struct{} {
 	h := fnv.New32a()
 	h.Write([]byte(name))
-	return &s.stripes[h.Sum32()%uint32(len(s.stripes))]
+	return s.stripes[h.Sum32()%uint32(len(s.stripes))]
 }
 
 var _ objstore.Store = (*Store)(nil)
@@ -177,6 +179,9 @@ func OpenConfig(ctx context.Context, c Config) (*Store, error) {
 		}),
 		sem:   make(chan struct{}, c.Concurrency),
 		etags: map[objstore.Version]string{},
+	}
+	for i := range s.stripes {
+		s.stripes[i] = make(chan struct{}, 1)
 	}
 	if c.Prefix != "" {
 		s.kp = c.Prefix + "/"
@@ -623,9 +628,13 @@ var errRefused = errors.New("s3: condition failed")
 // after a delete), and must then be a version never seen before.
 func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMatch string, meta map[string]string) (objstore.Version, error) {
 	key := s.key(name)
-	mu := s.stripe(name)
-	mu.Lock()
-	defer mu.Unlock()
+	lock := s.stripe(name)
+	select {
+	case lock <- struct{}{}:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("s3: %s %s: %w", op, key, ctx.Err())
+	}
+	defer func() { <-lock }()
 	var prev objstore.Version
 	if ifMatch != "" {
 		prev = versionOf(ifMatch)
