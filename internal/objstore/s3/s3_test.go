@@ -3,8 +3,10 @@ package s3
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -170,6 +172,104 @@ func TestNestedNames(t *testing.T) {
 					if !errors.Is(err, objstore.ErrBadName) {
 						t.Errorf("%s: %v; want ErrBadName (a refusal that says why)", name, err)
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestListPages: a listing longer than a page (1000 keys) names every
+// object once, and none of a store whose prefix extends this one's.
+func TestListPages(t *testing.T) {
+	ps, s, p := proxied(t)
+	var lists atomic.Int32
+	p.set(func(w http.ResponseWriter, r *http.Request, _ func(http.ResponseWriter, *http.Request)) bool {
+		if r.URL.Query().Get("list-type") == "2" {
+			lists.Add(1)
+		}
+		return false
+	})
+	c := s.cfg
+	c.Prefix = s.cfg.Prefix + "0" // "p0/..." is not under "p/"
+	o, err := OpenConfig(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	must(t)(o.Put(ctx, "x/y", nil))
+	const n = 1100
+	names := make(chan string)
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range names {
+				if _, err := s.Put(ctx, name, []byte(name)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		names <- fmt.Sprintf("x/%04d", i)
+	}
+	close(names)
+	wg.Wait()
+	seen := map[string]bool{}
+	if err := ps.List(ctx, "x/", func(in objstore.Info) error {
+		if seen[in.Name] || in.Size != int64(len(in.Name)) {
+			t.Errorf("listed %+v (seen before: %v)", in, seen[in.Name])
+		}
+		seen[in.Name] = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n || lists.Load() < 2 {
+		t.Fatalf("List named %d objects of %d, in %d pages", len(seen), n, lists.Load())
+	}
+}
+
+// TestTwoHostsSwap: Swaps and DeleteVersions from one version, sent by two
+// stores (two hosts: no shared serialization), have one winner.
+func TestTwoHostsSwap(t *testing.T) {
+	for _, srv := range TestServerNames {
+		t.Run(srv, func(t *testing.T) {
+			c := TestServer(t, srv)
+			a := OpenTestStore(t, c)
+			c.Prefix = a.cfg.Prefix
+			b, err := OpenConfig(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			for round := 0; round < 50; round++ {
+				v := must(t)(a.Put(ctx, "x", []byte("v")))
+				var wins atomic.Int32
+				var wg sync.WaitGroup
+				for i := 0; i < 8; i++ {
+					st := []*Store{a, b}[i%2]
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						var err error
+						if i%4 == 3 {
+							err = st.DeleteVersion(ctx, "x", v)
+						} else {
+							_, err = st.Swap(ctx, "x", []byte(fmt.Sprint(i)), v)
+						}
+						switch {
+						case err == nil:
+							wins.Add(1)
+						case !errors.Is(err, objstore.ErrConflict) && !objstore.IsNotExist(err):
+							t.Errorf("round %d: %v", round, err)
+						}
+					}()
+				}
+				wg.Wait()
+				if wins.Load() != 1 {
+					t.Fatalf("round %d: %d winners from one version", round, wins.Load())
 				}
 			}
 		})
