@@ -43,8 +43,25 @@ func TestTombstones(t *testing.T) {
 			if _, _, err := s.Get(ctx, "x"); !objstore.IsNotExist(err) {
 				t.Fatalf("Get of a deleted object: %v", err)
 			}
-			if err := s.ReadAt(ctx, "x", make([]byte, 100), 50); !objstore.IsNotExist(err) {
-				t.Fatalf("ReadAt of a deleted object: %v", err)
+			for _, off := range []int64{0, 10, 50} {
+				if err := s.ReadAt(ctx, "x", make([]byte, 100), off); !objstore.IsNotExist(err) {
+					t.Fatalf("ReadAt at %d of a deleted object: %v", off, err)
+				}
+			}
+			if err := s.ReadAt(ctx, "x", nil, 0); !objstore.IsNotExist(err) {
+				t.Fatalf("empty ReadAt of a deleted object: %v", err)
+			}
+			if _, err := s.Stat(ctx, "x"); !objstore.IsNotExist(err) {
+				t.Fatalf("Stat of a deleted object: %v", err)
+			}
+			if err := s.DeleteVersion(ctx, "x", v); !objstore.IsNotExist(err) {
+				t.Fatalf("DeleteVersion of a deleted object: %v", err)
+			}
+			if _, err := s.Swap(ctx, "x", nil, v); !errors.Is(err, objstore.ErrConflict) {
+				t.Fatalf("Swap of a deleted object from its last version: %v", err)
+			}
+			if err := objstore.ListNames(ctx, s, "", func(n string) error { return fmt.Errorf("ListNames named %s", n) }); err != nil {
+				t.Fatal(err)
 			}
 			if err := s.Delete(ctx, "x"); !objstore.IsNotExist(err) {
 				t.Fatalf("Delete of a deleted object: %v", err)
