@@ -350,3 +350,61 @@ func TestStripeWaitCancelled(t *testing.T) {
 		t.Fatal("Create with a cancelled context waits for another name's write")
 	}
 }
+
+// TestLostAnswersTwoHosts: one host's Swaps lose their answers (the PUT
+// lands, the connection breaks), another host swaps from the same
+// version at the same time: at most one reports success, the object
+// holds the data of the one that did, and a conflict reported means the
+// write is not there.
+func TestLostAnswersTwoHosts(t *testing.T) {
+	s, direct, p := proxied(t)
+	var drop atomic.Bool // the next conditional PUT's answer
+	p.set(func(w http.ResponseWriter, r *http.Request, forward func(http.ResponseWriter, *http.Request)) bool {
+		if isPut(r) && r.Header.Get("If-Match") != "" && drop.CompareAndSwap(true, false) {
+			dropAnswer(w, r, forward)
+			return true
+		}
+		return false
+	})
+	outcomes := map[string]int{}
+	defer func() { t.Logf("outcomes: %v", outcomes) }()
+	for round := 0; round < 40; round++ {
+		v := must(t)(direct.Put(ctx, "x", []byte("old")))
+		if _, err := s.Stat(ctx, "x"); err != nil { // A knows v's ETag too
+			t.Fatal(err)
+		}
+		drop.Store(true)
+		var wg sync.WaitGroup
+		var errA, errB error
+		wg.Add(2)
+		go func() { defer wg.Done(); _, errA = s.Swap(ctx, "x", []byte("A"), v) }()
+		go func() { defer wg.Done(); _, errB = direct.Swap(ctx, "x", []byte("B"), v) }()
+		wg.Wait()
+		b, _, err := direct.Get(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if errA == nil && errB == nil {
+			t.Fatalf("round %d: both swaps from one version won", round)
+		}
+		for _, c := range []struct {
+			who string
+			err error
+		}{{"A", errA}, {"B", errB}} {
+			if c.err == nil && string(b) != c.who {
+				t.Fatalf("round %d: %s won, the object holds %q", round, c.who, b)
+			}
+			if errors.Is(c.err, objstore.ErrConflict) && string(b) == c.who {
+				t.Fatalf("round %d: %s was told conflict, the object holds its write", round, c.who)
+			}
+			switch {
+			case c.err == nil:
+				outcomes[c.who+" won"]++
+			case errors.Is(c.err, objstore.ErrConflict):
+				outcomes[c.who+" conflict"]++
+			default:
+				outcomes[c.who+" unknown"]++
+			}
+		}
+	}
+}
