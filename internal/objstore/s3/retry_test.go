@@ -408,3 +408,38 @@ func TestLostAnswersTwoHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkedRead: a ranged GET answered without Content-Length (chunked,
+// as some proxies do) reads the object's bytes, not zeros.
+func TestChunkedRead(t *testing.T) {
+	s, direct, p := proxied(t)
+	must(t)(direct.Put(ctx, "x", []byte("hello world")))
+	p.set(func(w http.ResponseWriter, r *http.Request, forward func(http.ResponseWriter, *http.Request)) bool {
+		if r.Method != http.MethodGet || r.Header.Get("Range") == "" {
+			return false
+		}
+		rec := httptest.NewRecorder()
+		forward(rec, r)
+		for k, vs := range rec.Header() {
+			if k != "Content-Length" {
+				w.Header()[k] = vs
+			}
+		}
+		w.WriteHeader(rec.Code)
+		b := rec.Body.Bytes()
+		w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush() // no Content-Length: chunked
+		w.Write(b[len(b)/2:])
+		return true
+	})
+	for _, tc := range []struct {
+		off  int64
+		n    int
+		want string
+	}{{0, 5, "hello"}, {6, 8, "world\x00\x00\x00"}, {3, 20, "lo world" + strings.Repeat("\x00", 12)}} {
+		b := make([]byte, tc.n)
+		if err := s.ReadAt(ctx, "x", b, tc.off); err != nil || string(b) != tc.want {
+			t.Errorf("ReadAt(%d, %d) = %q, %v; want %q", tc.off, tc.n, b, err, tc.want)
+		}
+	}
+}
