@@ -508,7 +508,9 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 		if start != off {
 			return fmt.Errorf("s3: %s: asked for bytes from %d, got from %d", key, off, start)
 		}
-		n := min(int64(len(p)), aws.ToInt64(out.ContentLength))
+		// From Content-Range, not Content-Length: a chunked answer has
+		// none, and a short body must fail, not read as zeros.
+		n := min(int64(len(p)), total-off)
 		if _, err := io.ReadFull(out.Body, p[:n]); err != nil {
 			return err
 		}
