@@ -443,3 +443,39 @@ func TestChunkedRead(t *testing.T) {
 		}
 	}
 }
+
+// TestLateDeleteAttempt: a Delete attempt given up on (timed out) and
+// retried may land after Delete returned, after another host created the
+// name again; it must not delete that new object. (Where DELETE ignores
+// If-Match, radosgw 16, nothing can stop it: see the package doc.)
+func TestLateDeleteAttempt(t *testing.T) {
+	s, direct, p := proxied(t)
+	if !s.Conditional().Delete {
+		t.Skip("this server's DELETE takes no condition")
+	}
+	s.cfg.Timeout = time.Second
+	var once atomic.Bool
+	release, landed := make(chan struct{}), make(chan struct{})
+	p.set(func(w http.ResponseWriter, r *http.Request, forward func(http.ResponseWriter, *http.Request)) bool {
+		if r.Method == http.MethodDelete && !strings.Contains(r.URL.Path, "~probe") && once.CompareAndSwap(false, true) {
+			<-r.Context().Done() // the client gave up this attempt
+			go func() {
+				<-release
+				forward(httptest.NewRecorder(), r.Clone(context.Background()))
+				close(landed)
+			}()
+			return true
+		}
+		return false
+	})
+	must(t)(direct.Put(ctx, "x", []byte("old")))
+	if err := s.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	v := must(t)(direct.Create(ctx, "x", []byte("new")))
+	close(release)
+	<-landed
+	if in, err := direct.Stat(ctx, "x"); err != nil || in.Version != v {
+		t.Fatalf("created at %x after the Delete returned, then: %+v, %v", v, in, err)
+	}
+}
