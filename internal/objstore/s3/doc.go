@@ -75,7 +75,10 @@
 // a request: an attempt given up on may still land after its operation
 // returned, a plain PUT over later writes, a conditional one if its
 // condition holds again (a Create after the object was deleted), always
-// as a version never returned.
+// as a version never returned. Delete therefore sends If-Match with the
+// ETag a HEAD found, where the server honours it on DELETE, so that a
+// late attempt cannot delete a later write of the name; where DELETE
+// ignores If-Match (radosgw 16) a late DELETE can.
 //
 // Errors: 404 and NoSuchKey are objstore.ErrNotFound; 412 is ErrConflict
 // (ErrExists for Create); a name that is both an object and a directory

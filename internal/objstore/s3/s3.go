@@ -844,19 +844,82 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := s.check(name); err != nil {
 		return err
 	}
-	// S3 answers a DELETE of an absent key with success.
-	if _, err := s.head(ctx, name); err != nil {
-		return err
-	}
 	key := s.key(name)
-	err := s.idem(ctx, func(ctx context.Context) error {
-		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
-		return err
-	})
-	if err != nil {
-		return s.mapErr(ctx, "DELETE", key, err)
+	if !s.cond.Delete {
+		// S3 answers a DELETE of an absent key with success.
+		if _, err := s.head(ctx, name); err != nil {
+			return err
+		}
+		err := s.idem(ctx, func(ctx context.Context) error {
+			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
+			return err
+		})
+		if err != nil {
+			return s.mapErr(ctx, "DELETE", key, err)
+		}
+		return nil
 	}
-	return nil
+	// Each DELETE names the ETag a HEAD found, so that an attempt given
+	// up on that lands late cannot delete a later write of the name.
+	for tries := 0; ; tries++ {
+		h, err := s.head(ctx, name)
+		if err != nil {
+			return err
+		}
+		err = s.deleteIfMatch(ctx, name, h.etag, true)
+		if !errors.Is(err, errRefused) {
+			return err
+		}
+		if tries == 8 {
+			return fmt.Errorf("s3: DELETE %s: the object changed at each of %d tries; nothing was deleted", key, tries+1)
+		}
+	}
+}
+
+// deleteIfMatch DELETEs the object if its ETag is etag. It returns
+// errRefused when the condition failed (or the object is gone) and this
+// request certainly deleted nothing. After an attempt whose outcome is
+// unknown, a gone object is success if goneOK, else an unknown outcome.
+func (s *Store) deleteIfMatch(ctx context.Context, name, etag string, goneOK bool) error {
+	key := s.key(name)
+	var uncertain error
+	for n := 1; ; n++ {
+		err := s.try(ctx, func(ctx context.Context) error {
+			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: aws.String(s.matchForm(etag))})
+			return err
+		})
+		if err == nil {
+			return nil
+		}
+		if condFailed(err) || noKey(err) {
+			if uncertain == nil {
+				return errRefused
+			}
+			if goneOK && noKey(err) {
+				return nil
+			}
+			// Gone or changed: by our earlier attempt, or by
+			// another client.
+			return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown: the delete may have happened)", transient(ctx, "DELETE If-Match", key, uncertain))
+		}
+		switch classify(ctx, err) {
+		case final:
+			if uncertain != nil {
+				return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown)", transient(ctx, "DELETE If-Match", key, uncertain))
+			}
+			return s.mapErr(ctx, "DELETE If-Match", key, err)
+		case maybeApplied:
+			if uncertain == nil {
+				uncertain = err
+			}
+		}
+		if n >= s.cfg.Attempts || sleep(ctx, backoff(n)) != nil {
+			if uncertain != nil {
+				return transient(ctx, "DELETE If-Match", key, uncertain)
+			}
+			return s.mapErr(ctx, "DELETE If-Match", key, err)
+		}
+	}
 }
 
 func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
@@ -881,45 +944,14 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 	if s.tombstones() {
 		return s.deleteClaimed(ctx, name, old, etag)
 	}
-	var uncertain error
-	for n := 1; ; n++ {
-		err := s.try(ctx, func(ctx context.Context) error {
-			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: aws.String(s.matchForm(etag))})
-			return err
-		})
-		if err == nil {
-			return nil
+	err = s.deleteIfMatch(ctx, name, etag, false)
+	if errors.Is(err, errRefused) {
+		if _, err := s.head(ctx, name); err != nil {
+			return err // ErrNotFound: someone deleted it meanwhile
 		}
-		st := status(err)
-		if st == 412 || st == 409 || noKey(err) {
-			if uncertain != nil {
-				// Gone or changed: by our earlier attempt, or by
-				// another client.
-				return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown: the delete may have happened)", transient(ctx, "DELETE If-Match", key, uncertain))
-			}
-			if _, err := s.head(ctx, name); err != nil {
-				return err // ErrNotFound: someone deleted it meanwhile
-			}
-			return fmt.Errorf("%w: s3: %s is not at version %x", objstore.ErrConflict, key, old)
-		}
-		switch classify(ctx, err) {
-		case final:
-			if uncertain != nil {
-				return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown)", transient(ctx, "DELETE If-Match", key, uncertain))
-			}
-			return s.mapErr(ctx, "DELETE If-Match", key, err)
-		case maybeApplied:
-			if uncertain == nil {
-				uncertain = err
-			}
-		}
-		if n >= s.cfg.Attempts || sleep(ctx, backoff(n)) != nil {
-			if uncertain != nil {
-				return transient(ctx, "DELETE If-Match", key, uncertain)
-			}
-			return s.mapErr(ctx, "DELETE If-Match", key, err)
-		}
+		return fmt.Errorf("%w: s3: %s is not at version %x", objstore.ErrConflict, key, old)
 	}
+	return err
 }
 
 type headInfo struct {
