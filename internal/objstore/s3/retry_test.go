@@ -480,3 +480,27 @@ func TestLateDeleteAttempt(t *testing.T) {
 		t.Fatalf("created at %x after the Delete returned, then: %+v, %v", v, in, err)
 	}
 }
+
+// TestConditionalRequestConflictRetried: AWS answers a conditional write
+// that met another in flight with 409 ConditionalRequestConflict, "retry
+// the request": nothing was decided, so it is no failed condition.
+func TestConditionalRequestConflictRetried(t *testing.T) {
+	s, direct, p := proxied(t)
+	v := must(t)(direct.Put(ctx, "x", []byte("old")))
+	var n atomic.Int32
+	p.set(func(w http.ResponseWriter, r *http.Request, _ func(http.ResponseWriter, *http.Request)) bool {
+		if isPut(r) && n.Add(1) == 1 {
+			w.WriteHeader(http.StatusConflict)
+			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code><Message>A conflicting operation occurred. If using PutObject you can retry the request.</Message></Error>`))
+			return true
+		}
+		return false
+	})
+	if _, err := s.Swap(ctx, "x", []byte("new"), v); err != nil {
+		t.Fatalf("Swap after a 409 ConditionalRequestConflict: %v", err)
+	}
+	n.Store(0)
+	if _, err := s.Create(ctx, "y", []byte("new")); err != nil {
+		t.Fatalf("Create after a 409 ConditionalRequestConflict: %v", err)
+	}
+}
