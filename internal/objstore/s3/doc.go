@@ -58,9 +58,10 @@
 // rados:// store.
 //
 // Failures: requests are bounded by concurrency= and each attempt by
-// timeout=. Transient failures (503 SlowDown, 429, 5xx, timeouts, resets,
-// refused connections) are retried up to attempts= times with exponential
-// backoff and full jitter. Reads, listings, plain PUT and DELETE are
+// timeout=. Transient failures (503 SlowDown, 429, AWS's 409
+// ConditionalRequestConflict, 5xx, timeouts, resets, refused connections)
+// are retried up to attempts= times with exponential backoff and full
+// jitter. Reads, listings, plain PUT and DELETE are
 // retried freely. A conditional write whose attempt may have landed (a
 // timeout, a reset, a 5xx) is retried too, and the retry's refusal is
 // read in that light: if the object holds one of this write's nonces,

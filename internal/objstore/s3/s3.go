@@ -433,10 +433,11 @@ func nameClash(err error) bool {
 }
 
 // condFailed reports whether err says a conditional request's condition
-// failed (412, or 409 for a concurrent conditional write).
+// failed (412, or a 409 other than a name clash or AWS's
+// ConditionalRequestConflict, which decides nothing: see classify).
 func condFailed(err error) bool {
 	st := status(err)
-	return st == 412 || st == 409 && !nameClash(err)
+	return st == 412 || st == 409 && !nameClash(err) && code(err) != "ConditionalRequestConflict"
 }
 
 // mapErr maps an SDK error to the objstore sentinels.
