@@ -22,11 +22,12 @@
 // multipart upload.
 //
 // Object layout: each object is its data followed by a 24-byte trailer:
-// a random nonce of the write, the version the write replaced (for
-// conditional writes) and a magic. Sizes and reads exclude it. The nonce
-// makes every write's ETag unique, so versions never repeat, also when
-// the same bytes are written again; the trailer also lets a write whose
-// answer was lost recognise itself (see below).
+// a random nonce of the write's attempt, the version the write replaced
+// (for conditional writes) and a magic. Sizes and reads exclude it. The
+// nonce makes every attempt's ETag unique, so versions never repeat, also
+// when the same bytes are written again, and an attempt given up on that
+// lands late lands as a version of its own; the trailer also lets a write
+// whose answer was lost recognise itself (see below).
 //
 // Versions: objstore versions are compared for equality only. A version
 // is FNV-1a 64 of the object's ETag (never 0): two writes of one object
@@ -43,9 +44,13 @@
 // (versitygw 1.8), two DeleteVersions of one version could both succeed,
 // and where DELETE ignores If-Match (radosgw 16) it is no condition at
 // all: there DeleteVersion claims the version by replacing the object with
-// a tombstone (a conditional PUT, which one claimant wins), then deletes
-// the tombstone with If-Match if the server has that, else leaves it.
-// Reads, Stat and List take tombstones for absent; Create replaces one.
+// a tombstone (a conditional PUT, which one claimant wins), and leaves
+// it: a DELETE with If-Match of the tombstone is no safe condition either
+// (versitygw 1.8 checks it outside the lock of its conditional PUTs, so
+// it could remove an object a Create just put over the tombstone). Reads,
+// Stat and List take tombstones for absent; Create replaces one. A
+// tombstone costs 24 bytes and a HEAD in each listing, until the name is
+// written again.
 // radosgw 16 also refuses a quoted ETag in If-Match even when it matches:
 // the probe finds that, and the store sends it unquoted. A server without
 // conditional PUTs gets refusals wrapping objstore.ErrUnsupport from
@@ -53,23 +58,33 @@
 // rados:// store.
 //
 // Failures: requests are bounded by concurrency= and each attempt by
-// timeout=. Transient failures (503 SlowDown, 429, 5xx, timeouts, resets,
-// refused connections) are retried up to attempts= times with exponential
-// backoff and full jitter. Reads, listings, plain PUT and DELETE are
+// timeout=. Transient failures (503 SlowDown, 429, AWS's 409
+// ConditionalRequestConflict, 5xx, timeouts, resets, refused connections)
+// are retried up to attempts= times with exponential backoff and full
+// jitter. Reads, listings, plain PUT and DELETE are
 // retried freely. A conditional write whose attempt may have landed (a
 // timeout, a reset, a 5xx) is retried too, and the retry's refusal is
-// read in that light: if the object holds this write's nonce, the write
-// succeeded; if the object holds a write that replaced the same version
+// read in that light: if the object holds one of this write's nonces,
+// the write succeeded; if the object holds a write that replaced the same version
 // this one was conditioned on, this one never landed and never will (a
 // conflict); otherwise the outcome is unknown and the error is no
 // refusal sentinel, as the objstore contract requires of a write that
 // may have happened. radosgw 16 answers the loser of a race of
 // conditional PUTs with a 500 (ECANCELED): this process's conditional
 // writes of one name are serialized, so such races come only from other
-// hosts, whose losers may then see an unknown outcome.
+// hosts, whose losers may then see an unknown outcome. S3 cannot cancel
+// a request: an attempt given up on may still land after its operation
+// returned, a plain PUT over later writes, a conditional one if its
+// condition holds again (a Create after the object was deleted), always
+// as a version never returned. Delete therefore sends If-Match with the
+// ETag a HEAD found, where the server honours it on DELETE, so that a
+// late attempt cannot delete a later write of the name; where DELETE
+// ignores If-Match (radosgw 16) a late DELETE can.
 //
 // Errors: 404 and NoSuchKey are objstore.ErrNotFound; 412 is ErrConflict
-// (ErrExists for Create); 507 and QuotaExceeded ErrNoSpace; 501
-// ErrUnsupport; a timed-out attempt ErrTimeout; a missing bucket and
-// denied access say what to do.
+// (ErrExists for Create); a name that is both an object and a directory
+// of others, which servers keeping objects as files refuse (versitygw:
+// 409 ExistingObjectIsDirectory, ObjectParentIsFile), ErrBadName; 507
+// and QuotaExceeded ErrNoSpace; 501 ErrUnsupport; a timed-out attempt
+// ErrTimeout; a missing bucket and denied access say what to do.
 package s3

@@ -60,6 +60,10 @@ func classify(ctx context.Context, err error) outcome {
 	switch st := status(err); {
 	case st == http.StatusServiceUnavailable || st == http.StatusTooManyRequests || code(err) == "SlowDown":
 		return notApplied
+	case code(err) == "ConditionalRequestConflict":
+		// 409 from AWS: the request met another conditional write in
+		// flight and was not applied; retry it.
+		return notApplied
 	case st >= 500:
 		return maybeApplied
 	case st != 0:

@@ -54,11 +54,14 @@ type Conditional struct {
 	Delete bool // DELETE with If-Match: ETAG refuses a changed object
 	// DeleteGone: DELETE with If-Match refuses an absent object too.
 	// Without it (versitygw 1.8) two DeleteVersions of one version
-	// could both succeed, so DeleteVersion first claims the object by
+	// could both succeed, so DeleteVersion claims the object by
 	// replacing it with a tombstone (a conditional PUT, which only one
-	// claimant wins), then deletes the tombstone with If-Match. Without
-	// Delete (radosgw 16 ignores If-Match on DELETE) the tombstone stays:
-	// 24 bytes per name deleted so, until the name is written again.
+	// claimant wins), and the tombstone stays: 24 bytes per name deleted
+	// so, until the name is written again. It is not deleted with
+	// If-Match: versitygw 1.8 checks a DELETE's If-Match outside the
+	// lock of its conditional PUTs, so that DELETE could remove the
+	// object a Create just put over the tombstone (and radosgw 16
+	// ignores If-Match on DELETE).
 	DeleteGone bool
 	// Unquoted: If-Match takes the ETag without its quotes (radosgw 16
 	// refuses a quoted one, as RFC 9110 writes it, even when it matches).
@@ -82,14 +85,16 @@ type Store struct {
 	// stripes serialize this process's conditional writes of one name:
 	// radosgw 16 answers the loser of a race of conditional PUTs with a
 	// 500 (ECANCELED), which the store must take for "may have
-	// happened"; between processes (hosts) that remains so.
-	stripes [256]sync.Mutex
+	// happened"; between processes (hosts) that remains so. Each is a
+	// lock held by a value in it (cap 1), so that a wait ends with its
+	// context.
+	stripes [256]chan struct{}
 }
 
-func (s *Store) stripe(name string) *sync.Mutex {
+func (s *Store) stripe(name string) chan struct{} {
 	h := fnv.New32a()
 	h.Write([]byte(name))
-	return &s.stripes[h.Sum32()%uint32(len(s.stripes))]
+	return s.stripes[h.Sum32()%uint32(len(s.stripes))]
 }
 
 var _ objstore.Store = (*Store)(nil)
@@ -174,6 +179,9 @@ func OpenConfig(ctx context.Context, c Config) (*Store, error) {
 		}),
 		sem:   make(chan struct{}, c.Concurrency),
 		etags: map[objstore.Version]string{},
+	}
+	for i := range s.stripes {
+		s.stripes[i] = make(chan struct{}, 1)
 	}
 	if c.Prefix != "" {
 		s.kp = c.Prefix + "/"
@@ -415,6 +423,23 @@ func noKey(err error) bool {
 	return c == "NoSuchKey" || status(err) == 404 && (c == "NotFound" || c == "")
 }
 
+// nameClash reports whether err says the name cannot be an object on
+// this server because it is a directory of other objects, or one of its
+// directories is an object (versitygw keeps objects as files: 409
+// ExistingObjectIsDirectory, ObjectParentIsFile). No condition failed.
+func nameClash(err error) bool {
+	c := code(err)
+	return c == "ExistingObjectIsDirectory" || c == "ObjectParentIsFile"
+}
+
+// condFailed reports whether err says a conditional request's condition
+// failed (412, or a 409 other than a name clash or AWS's
+// ConditionalRequestConflict, which decides nothing: see classify).
+func condFailed(err error) bool {
+	st := status(err)
+	return st == 412 || st == 409 && !nameClash(err) && code(err) != "ConditionalRequestConflict"
+}
+
 // mapErr maps an SDK error to the objstore sentinels.
 func (s *Store) mapErr(ctx context.Context, op, key string, err error) error {
 	st, c := status(err), code(err)
@@ -423,6 +448,8 @@ func (s *Store) mapErr(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("s3: %s %s: bucket %q does not exist: create it first", op, key, s.cfg.Bucket)
 	case noKey(err):
 		return fmt.Errorf("%w: s3: %s", objstore.ErrNotFound, key)
+	case nameClash(err):
+		return fmt.Errorf("%w: s3: %s %s: on this server a name cannot be both an object and a directory of others (%s)", objstore.ErrBadName, op, key, c)
 	case st == 412 || st == 409 && c == "ConditionalRequestConflict" || c == "PreconditionFailed":
 		return fmt.Errorf("%w: s3: %s %s", objstore.ErrConflict, op, key)
 	case st == 507 || c == "QuotaExceeded" || c == "InsufficientStorage":
@@ -482,7 +509,9 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 		if start != off {
 			return fmt.Errorf("s3: %s: asked for bytes from %d, got from %d", key, off, start)
 		}
-		n := min(int64(len(p)), aws.ToInt64(out.ContentLength))
+		// From Content-Range, not Content-Length: a chunked answer has
+		// none, and a short body must fail, not read as zeros.
+		n := min(int64(len(p)), total-off)
 		if _, err := io.ReadFull(out.Body, p[:n]); err != nil {
 			return err
 		}
@@ -564,9 +593,11 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) (objstore.Ver
 		return 0, err
 	}
 	key := s.key(name)
-	body := seal(data, nonce(), 0)
 	var etag string
 	err := s.idem(ctx, func(ctx context.Context) error {
+		// A nonce per attempt: an attempt given up on may still land
+		// later, and must then be a version of its own.
+		body := seal(data, nonce(), 0)
 		out, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
 			Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))})
 		if err == nil {
@@ -594,24 +625,33 @@ var errRefused = errors.New("s3: condition failed")
 // have landed: the retry's 412 may then be our own write's doing. The
 // body's nonce tells: if the object holds this write, the write
 // succeeded; if not, the outcome is unknown (it may have landed and been
-// replaced) and the error is no refusal.
+// replaced) and the error is no refusal. Each attempt has a nonce of its
+// own: one given up on may land after the write returned (and after
+// later writes, if its condition holds again, as If-None-Match does
+// after a delete), and must then be a version never seen before.
 func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMatch string, meta map[string]string) (objstore.Version, error) {
 	key := s.key(name)
-	mu := s.stripe(name)
-	mu.Lock()
-	defer mu.Unlock()
-	n8 := nonce()
+	lock := s.stripe(name)
+	select {
+	case lock <- struct{}{}:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("s3: %s %s: %w", op, key, ctx.Err())
+	}
+	defer func() { <-lock }()
 	var prev objstore.Version
 	if ifMatch != "" {
 		prev = versionOf(ifMatch)
 	}
-	body := seal(data, n8, prev)
+	var nonces [][]byte // of the attempts sent
 	var uncertain error
 	unknown := func(err error) error {
 		return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown; the write may have happened: read the object to know)", transient(ctx, op, key, uncertain))
 	}
 	for n := 1; ; n++ {
 		var etag string
+		n8 := nonce()
+		nonces = append(nonces, n8)
+		body := seal(data, n8, prev)
 		err := s.try(ctx, func(ctx context.Context) error {
 			in := &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
 				Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))), Metadata: meta}
@@ -632,12 +672,11 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 			}
 			return s.seen(etag), nil
 		}
-		st := status(err)
-		if st == 412 || st == 409 || ifMatch != "" && noKey(err) {
+		if condFailed(err) || ifMatch != "" && noKey(err) {
 			if uncertain == nil {
 				return 0, errRefused
 			}
-			v, ours, theirPrev, lerr := s.holds(ctx, key, n8)
+			v, ours, theirPrev, lerr := s.holds(ctx, key, nonces)
 			if lerr == nil && ours {
 				return v, nil
 			}
@@ -671,10 +710,10 @@ func (s *Store) condPut(ctx context.Context, op, name string, data []byte, ifMat
 	}
 }
 
-// holds reports whether the object holds the write whose nonce is n8,
-// and its version; else the version the write it holds replaced (0 if
-// unknown or absent).
-func (s *Store) holds(ctx context.Context, key string, n8 []byte) (objstore.Version, bool, objstore.Version, error) {
+// holds reports whether the object holds a write whose nonce is one of
+// nonces, and its version; else the version the write it holds replaced
+// (0 if unknown or absent).
+func (s *Store) holds(ctx context.Context, key string, nonces [][]byte) (objstore.Version, bool, objstore.Version, error) {
 	var tail []byte
 	var etag string
 	err := s.idem(ctx, func(ctx context.Context) error {
@@ -696,10 +735,12 @@ func (s *Store) holds(ctx context.Context, key string, n8 []byte) (objstore.Vers
 	if len(tail) != trailerLen || !bytes.Equal(tail[16:], magic[:]) {
 		return 0, false, 0, nil
 	}
-	if !bytes.Equal(tail[:8], n8) {
-		return 0, false, objstore.Version(binary.LittleEndian.Uint64(tail[8:16])), nil
+	for _, n8 := range nonces {
+		if bytes.Equal(tail[:8], n8) {
+			return s.seen(etag), true, 0, nil
+		}
 	}
-	return s.seen(etag), true, 0, nil
+	return 0, false, objstore.Version(binary.LittleEndian.Uint64(tail[8:16])), nil
 }
 
 func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
@@ -804,19 +845,82 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := s.check(name); err != nil {
 		return err
 	}
-	// S3 answers a DELETE of an absent key with success.
-	if _, err := s.head(ctx, name); err != nil {
-		return err
-	}
 	key := s.key(name)
-	err := s.idem(ctx, func(ctx context.Context) error {
-		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
-		return err
-	})
-	if err != nil {
-		return s.mapErr(ctx, "DELETE", key, err)
+	if !s.cond.Delete {
+		// S3 answers a DELETE of an absent key with success.
+		if _, err := s.head(ctx, name); err != nil {
+			return err
+		}
+		err := s.idem(ctx, func(ctx context.Context) error {
+			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
+			return err
+		})
+		if err != nil {
+			return s.mapErr(ctx, "DELETE", key, err)
+		}
+		return nil
 	}
-	return nil
+	// Each DELETE names the ETag a HEAD found, so that an attempt given
+	// up on that lands late cannot delete a later write of the name.
+	for tries := 0; ; tries++ {
+		h, err := s.head(ctx, name)
+		if err != nil {
+			return err
+		}
+		err = s.deleteIfMatch(ctx, name, h.etag, true)
+		if !errors.Is(err, errRefused) {
+			return err
+		}
+		if tries == 8 {
+			return fmt.Errorf("s3: DELETE %s: the object changed at each of %d tries; nothing was deleted", key, tries+1)
+		}
+	}
+}
+
+// deleteIfMatch DELETEs the object if its ETag is etag. It returns
+// errRefused when the condition failed (or the object is gone) and this
+// request certainly deleted nothing. After an attempt whose outcome is
+// unknown, a gone object is success if goneOK, else an unknown outcome.
+func (s *Store) deleteIfMatch(ctx context.Context, name, etag string, goneOK bool) error {
+	key := s.key(name)
+	var uncertain error
+	for n := 1; ; n++ {
+		err := s.try(ctx, func(ctx context.Context) error {
+			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: aws.String(s.matchForm(etag))})
+			return err
+		})
+		if err == nil {
+			return nil
+		}
+		if condFailed(err) || noKey(err) {
+			if uncertain == nil {
+				return errRefused
+			}
+			if goneOK && noKey(err) {
+				return nil
+			}
+			// Gone or changed: by our earlier attempt, or by
+			// another client.
+			return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown: the delete may have happened)", transient(ctx, "DELETE If-Match", key, uncertain))
+		}
+		switch classify(ctx, err) {
+		case final:
+			if uncertain != nil {
+				return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown)", transient(ctx, "DELETE If-Match", key, uncertain))
+			}
+			return s.mapErr(ctx, "DELETE If-Match", key, err)
+		case maybeApplied:
+			if uncertain == nil {
+				uncertain = err
+			}
+		}
+		if n >= s.cfg.Attempts || sleep(ctx, backoff(n)) != nil {
+			if uncertain != nil {
+				return transient(ctx, "DELETE If-Match", key, uncertain)
+			}
+			return s.mapErr(ctx, "DELETE If-Match", key, err)
+		}
+	}
 }
 
 func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
@@ -841,45 +945,14 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 	if s.tombstones() {
 		return s.deleteClaimed(ctx, name, old, etag)
 	}
-	var uncertain error
-	for n := 1; ; n++ {
-		err := s.try(ctx, func(ctx context.Context) error {
-			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: aws.String(s.matchForm(etag))})
-			return err
-		})
-		if err == nil {
-			return nil
+	err = s.deleteIfMatch(ctx, name, etag, false)
+	if errors.Is(err, errRefused) {
+		if _, err := s.head(ctx, name); err != nil {
+			return err // ErrNotFound: someone deleted it meanwhile
 		}
-		st := status(err)
-		if st == 412 || st == 409 || noKey(err) {
-			if uncertain != nil {
-				// Gone or changed: by our earlier attempt, or by
-				// another client.
-				return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown: the delete may have happened)", transient(ctx, "DELETE If-Match", key, uncertain))
-			}
-			if _, err := s.head(ctx, name); err != nil {
-				return err // ErrNotFound: someone deleted it meanwhile
-			}
-			return fmt.Errorf("%w: s3: %s is not at version %x", objstore.ErrConflict, key, old)
-		}
-		switch classify(ctx, err) {
-		case final:
-			if uncertain != nil {
-				return fmt.Errorf("%w (after an earlier attempt whose outcome is unknown)", transient(ctx, "DELETE If-Match", key, uncertain))
-			}
-			return s.mapErr(ctx, "DELETE If-Match", key, err)
-		case maybeApplied:
-			if uncertain == nil {
-				uncertain = err
-			}
-		}
-		if n >= s.cfg.Attempts || sleep(ctx, backoff(n)) != nil {
-			if uncertain != nil {
-				return transient(ctx, "DELETE If-Match", key, uncertain)
-			}
-			return s.mapErr(ctx, "DELETE If-Match", key, err)
-		}
+		return fmt.Errorf("%w: s3: %s is not at version %x", objstore.ErrConflict, key, old)
 	}
+	return err
 }
 
 type headInfo struct {
@@ -983,32 +1056,16 @@ func (s *Store) Close() error {
 // deleteClaimed is DeleteVersion on a server whose DELETE with If-Match
 // succeeds on an absent object: it claims the object's version old
 // (whose ETag is etag) by replacing it with a tombstone, which only one
-// claimant can do, then deletes the tombstone if it is still there. A
-// tombstone left behind (a crash between the two requests) reads as
-// absent; the next write of the name replaces it.
+// claimant can do. The tombstone reads as absent; the next write of the
+// name replaces it (see Conditional.DeleteGone for why no DELETE).
 func (s *Store) deleteClaimed(ctx context.Context, name string, old objstore.Version, etag string) error {
 	key := s.key(name)
-	v, err := s.condPut(ctx, "PUT If-Match (tombstone)", name, nil, etag, map[string]string{metaKey: metaDeleted})
+	_, err := s.condPut(ctx, "PUT If-Match (tombstone)", name, nil, etag, map[string]string{metaKey: metaDeleted})
 	if errors.Is(err, errRefused) {
 		if _, err := s.head(ctx, name); err != nil {
 			return err // ErrNotFound: someone deleted it meanwhile
 		}
 		return fmt.Errorf("%w: s3: %s is not at version %x", objstore.ErrConflict, key, old)
 	}
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	tomb, ok := s.etags[v]
-	s.mu.Unlock()
-	if !ok || !s.cond.Delete {
-		return nil // without a conditional DELETE (radosgw 16) the tombstone stays
-	}
-	// Best effort: the object is deleted already (a tombstone); a 412
-	// means it was written again since.
-	s.idem(ctx, func(ctx context.Context) error {
-		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key, IfMatch: aws.String(s.matchForm(tomb))})
-		return err
-	})
-	return nil
+	return err
 }

@@ -104,7 +104,9 @@ func ParseURL(u *url.URL) (Config, error) {
 				return bad("the endpoint holds keys: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a profile")
 			}
 			if err != nil || e.Scheme != "http" && e.Scheme != "https" || e.Host == "" || e.RawQuery != "" || e.Fragment != "" {
-				return bad("endpoint %q: want http://HOST[:PORT] or https://HOST[:PORT]", v)
+				// Not echoed: a bad endpoint may hold keys or a
+				// signed query.
+				return bad("endpoint: want http://HOST[:PORT] or https://HOST[:PORT]")
 			}
 			c.Endpoint = v
 		case "region":

@@ -95,6 +95,29 @@ func FuzzParseURL(f *testing.F) {
 	})
 }
 
+// TestParseURLHidesEndpointSecrets: a bad endpoint is not echoed with the
+// keys or query it may hold, also when it does not parse.
+func TestParseURLHidesEndpointSecrets(t *testing.T) {
+	for _, raw := range []string{
+		"s3://bkt?endpoint=http://AKID:SECRETKEY@host:x",
+		"s3://bkt?endpoint=http://host/?X-Amz-Credential=SECRETKEY",
+		"s3://bkt?endpoint=http://host%23SECRETKEY",
+		"s3://bkt?endpoint=http%3A%2F%2FAKID%3ASECRETKEY%40h%25zz",
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParseURL(u)
+		if !errors.Is(err, objstore.ErrBadURL) {
+			t.Fatalf("ParseURL(%q) = %v; want ErrBadURL", raw, err)
+		}
+		if strings.Contains(err.Error(), "SECRETKEY") {
+			t.Errorf("ParseURL(%q): the error shows the secret: %v", raw, err)
+		}
+	}
+}
+
 func TestContentRange(t *testing.T) {
 	for _, tc := range []struct {
 		h            string
