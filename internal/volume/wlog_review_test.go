@@ -1,0 +1,130 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// openLogged opens a writable, logging handle of id on s.
+func openLogged(t *testing.T, s objstore.Store, id blockmap.ID, opts OpenOptions) *Volume {
+	t.Helper()
+	opts.Writable, opts.Log = true, true
+	v, err := Open(ctx, s, id, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestReviewLogBrokenAppendHidesLaterWrite: a block of a fresh clone has a
+// flushed logged write 'A'. An append to the log then fails (a full
+// disk: ErrNoSpace, settled), which marks the log broken: later writes no
+// longer go to the log but through the map (logsBlock returns false).
+// The client writes 'B' over the logged range; the write succeeds, but
+// the index still holds the older logged extent, which overlays the map:
+// the volume reads 'A' right after 'B' was acknowledged, and the next
+// flush's checkpoint writes the stale logged 'A' into the block over the
+// newer 'B', so the flushed write is lost for good.
+func TestReviewLogBrokenAppendHidesLaterWrite(t *testing.T) {
+	f := objstore.NewFaulty(objstore.NewMem())
+	id := newClone(t, f, 2)
+	v := openLogged(t, f, id, OpenOptions{})
+	if err := v.WriteAt(ctx, fill(4096, 'A'), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.Add(objstore.Rule{Op: objstore.OpWriteAt, Prefix: "vol/" + id.String() + "/l/", Count: 1, Err: objstore.ErrNoSpace})
+	if err := v.WriteAt(ctx, fill(4096, 'X'), bs, false); err == nil {
+		t.Fatal("the append that the store refused succeeded")
+	}
+	if err := v.WriteAt(ctx, fill(4096, 'B'), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	expectBytes(t, v, 0, fill(4096, 'B'), "the write after a failed append, read back at once")
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantBytes(t, v, 0, fill(4096, 'B'), "the flushed write after a failed append")
+	r, err := Open(ctx, f, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBytes(t, r, 0, fill(4096, 'B'), "the flushed write after a failed append, reopened")
+}
+
+// expectBytes is wantBytes that goes on after a mismatch.
+func expectBytes(t *testing.T, v *Volume, off int64, want []byte, what string) {
+	t.Helper()
+	if got := mustRead(t, v, off, len(want)); !bytes.Equal(got, want) {
+		t.Errorf("%s: read %x..., want %x...", what, got[:min(8, len(got))], want[:min(8, len(want))])
+	}
+}
+
+// timeoutMem is a Mem (with handles, which keep a deleted object
+// readable, as files do) whose next head swaps, as many as timeouts
+// says, land and then report ErrTimeout.
+type timeoutMem struct {
+	*objstore.Mem
+	timeouts atomic.Int64
+}
+
+func (m *timeoutMem) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
+	ver, err := m.Mem.Swap(ctx, name, data, old)
+	if err == nil && m.timeouts.Add(-1) >= 0 {
+		return 0, objstore.ErrTimeout
+	}
+	return ver, err
+}
+
+// TestReviewLogPendingSwapCheckpointWritesIntoTaker: the check of the
+// head that a checkpoint makes before writing logged bytes into the
+// blocks (TestLogStaleCheckpointWritesNothing) is skipped when a head
+// swap of the handle has an unknown outcome. A writer whose swap timed
+// out (it landed) has a partial block of its own, logs an unflushed
+// write over it, and is taken over; when it wakes up and flushes, its
+// checkpoint writes the never-acknowledged bytes in place into its
+// partial block's object, which the taker's map references: the taker
+// reads bytes it never saw written, by a writer whose flush then fails.
+func TestReviewLogPendingSwapCheckpointWritesIntoTaker(t *testing.T) {
+	f := &timeoutMem{Mem: objstore.NewMem()}
+	id := newClone(t, f, 2)
+	old := openLogged(t, f, id, OpenOptions{})
+	sb := int(bs / blockmap.SubBlocks)
+	if err := old.WriteAt(ctx, fill(100, 3), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Checkpoint(ctx); err != nil { // block 0: a partial block of old's
+		t.Fatal(err)
+	}
+	if e := old.Entries()[0]; e.Kind() != blockmap.Partial {
+		t.Fatalf("block 0 is %v after a checkpoint, want a partial block", e)
+	}
+	// A flush whose head swap times out after it landed: pending.
+	f.timeouts.Store(1)
+	if err := old.Trim(ctx, bs, bs); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Flush(ctx); err == nil {
+		t.Fatal("the flush whose swap timed out succeeded")
+	}
+	// Sub-blocks 0 (old's) to 5 (not): logged, not flushed.
+	if err := old.WriteAt(ctx, fill(5*sb, 4), 50, false); err != nil {
+		t.Fatal(err)
+	}
+	taker := openLogged(t, f, id, OpenOptions{NewEpoch: true})
+	before := mustRead(t, taker, 0, bs)
+	if err := old.Checkpoint(ctx); !errors.Is(err, ErrFenced) {
+		t.Errorf("the stale writer's checkpoint: %v, want ErrFenced", err)
+	}
+	if after := mustRead(t, taker, 0, bs); !bytes.Equal(after, before) {
+		t.Errorf("the stale writer's checkpoint changed what the taker reads: byte 50 was %d, now %d", before[50], after[50])
+	}
+}
