@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -127,4 +129,86 @@ func TestReviewLogPendingSwapCheckpointWritesIntoTaker(t *testing.T) {
 	if after := mustRead(t, taker, 0, bs); !bytes.Equal(after, before) {
 		t.Errorf("the stale writer's checkpoint changed what the taker reads: byte 50 was %d, now %d", before[50], after[50])
 	}
+}
+
+// gcMem is a Mem whose OpenHandle runs onCreate(name) after it created a
+// write log other than the first it saw.
+type gcMem struct {
+	*objstore.Mem
+	logs     map[string]bool
+	onCreate func(name string)
+}
+
+func (m *gcMem) OpenHandle(ctx context.Context, name string, create, writable bool) (objstore.Handle, error) {
+	h, err := m.Mem.OpenHandle(ctx, name, create, writable)
+	if err == nil && create && strings.Contains(name, "/l/") && !m.logs[name] {
+		first := len(m.logs) == 0
+		m.logs[name] = true
+		if !first && m.onCreate != nil {
+			m.onCreate(name)
+		}
+	}
+	return h, err
+}
+
+// TestReviewLogRotatedLogCollectedDuringStall: a flush rotates the log
+// (past logBound) and creates the new log before the head swap that
+// names it; the writer stalls there longer than a garbage collection's
+// grace, and a collection (simulated: it deletes what no stored head
+// names and is older than its grace) deletes the new log. The flush's
+// check of unflushed objects (age past MaxUnflushedAge, checkExist) does
+// not look at the logs the head will name, so it swaps in a head naming
+// a log that is gone and succeeds. The writer then appends to that log
+// through its kept handle (or recreates it sparse), and its next flush
+// syncs it, checks the head and is acknowledged: a reopen finds no log
+// and the acknowledged write is lost. docs/format.md says a log not yet
+// named by a stored head "is in its unflushed objects, which a flush
+// older than MaxUnflushedAge checks"; it is not.
+func TestReviewLogRotatedLogCollectedDuringStall(t *testing.T) {
+	defer setLogBound(bs)()
+	s := &gcMem{Mem: objstore.NewMem(), logs: map[string]bool{}}
+	id := newClone(t, s, 3)
+	v := openLogged(t, s, id, OpenOptions{})
+	now := time.Now()
+	v.now = func() time.Time { return now }
+	for k := range 3 {
+		if err := v.WriteAt(ctx, fill(bs/2, byte('a'+k)), bs+int64(k%2)*bs/2, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The logged block is trimmed: the checkpoint writes no block, but
+	// the log is past its bound, so it rotates.
+	if err := v.Trim(ctx, bs, bs); err != nil {
+		t.Fatal(err)
+	}
+	rotated := false
+	s.onCreate = func(name string) {
+		rotated = true
+		now = now.Add(time.Hour) // the stall, past MaxUnflushedAge and any grace
+		if err := s.Mem.Delete(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := v.Flush(ctx)
+	s.onCreate = nil
+	if !rotated {
+		t.Fatal("the flush did not rotate the log")
+	}
+	if err != nil {
+		// Refusing (ErrStale) is a right answer; then nothing more to see.
+		t.Logf("the stalled flush: %v", err)
+		return
+	}
+	if err := v.WriteAt(ctx, fill(100, 'B'), 2*bs, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Logf("the flush after the rotated log was collected: %v", err)
+		return
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatalf("reopen after an acknowledged flush: %v", err)
+	}
+	expectBytes(t, r, 2*bs, fill(100, 'B'), "an acknowledged flush into a log collected before the head named it, reopened")
 }
