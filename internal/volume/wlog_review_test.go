@@ -26,40 +26,56 @@ func openLogged(t *testing.T, s objstore.Store, id blockmap.ID, opts OpenOptions
 
 // TestReviewLogBrokenAppendHidesLaterWrite: a block of a fresh clone has a
 // flushed logged write 'A'. An append to the log then fails (a full
-// disk: ErrNoSpace, settled), which marks the log broken: later writes no
-// longer go to the log but through the map (logsBlock returns false).
-// The client writes 'B' over the logged range; the write succeeds, but
-// the index still holds the older logged extent, which overlays the map:
-// the volume reads 'A' right after 'B' was acknowledged, and the next
-// flush's checkpoint writes the stale logged 'A' into the block over the
-// newer 'B', so the flushed write is lost for good.
+// disk: ErrNoSpace, settled), or the commit record of a flush does,
+// which marks the log broken: later writes no longer go to the log but
+// through the map (logsBlock returns false). The client writes 'B' over
+// the logged range; the write succeeds, but the index still holds the
+// older logged extent, which overlays the map: the volume reads 'A'
+// right after 'B' was acknowledged, and the next flush's checkpoint
+// writes the stale logged 'A' into the block over the newer 'B', so the
+// flushed write is lost for good.
 func TestReviewLogBrokenAppendHidesLaterWrite(t *testing.T) {
-	f := objstore.NewFaulty(objstore.NewMem())
-	id := newClone(t, f, 2)
-	v := openLogged(t, f, id, OpenOptions{})
-	if err := v.WriteAt(ctx, fill(4096, 'A'), 0, false); err != nil {
-		t.Fatal(err)
+	for _, what := range []string{"append", "commit"} {
+		t.Run(what, func(t *testing.T) {
+			f := objstore.NewFaulty(objstore.NewMem())
+			id := newClone(t, f, 2)
+			v := openLogged(t, f, id, OpenOptions{})
+			if err := v.WriteAt(ctx, fill(4096, 'A'), 0, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			fail := objstore.Rule{Op: objstore.OpWriteAt, Prefix: "vol/" + id.String() + "/l/", Count: 1, Err: objstore.ErrNoSpace}
+			if what == "append" {
+				f.Add(fail)
+				if err := v.WriteAt(ctx, fill(4096, 'X'), bs, false); err == nil {
+					t.Fatal("the append that the store refused succeeded")
+				}
+			} else {
+				if err := v.WriteAt(ctx, fill(4096, 'X'), bs, false); err != nil {
+					t.Fatal(err)
+				}
+				f.Add(fail)
+				if err := v.Flush(ctx); err == nil {
+					t.Fatal("the flush whose commit the store refused succeeded")
+				}
+			}
+			if err := v.WriteAt(ctx, fill(4096, 'B'), 0, false); err != nil {
+				t.Fatal(err)
+			}
+			expectBytes(t, v, 0, fill(4096, 'B'), "the write after a failed "+what+", read back at once")
+			if err := v.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			expectBytes(t, v, 0, fill(4096, 'B'), "the flushed write after a failed "+what)
+			r, err := Open(ctx, f, id, OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			expectBytes(t, r, 0, fill(4096, 'B'), "the flushed write after a failed "+what+", reopened")
+		})
 	}
-	if err := v.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	f.Add(objstore.Rule{Op: objstore.OpWriteAt, Prefix: "vol/" + id.String() + "/l/", Count: 1, Err: objstore.ErrNoSpace})
-	if err := v.WriteAt(ctx, fill(4096, 'X'), bs, false); err == nil {
-		t.Fatal("the append that the store refused succeeded")
-	}
-	if err := v.WriteAt(ctx, fill(4096, 'B'), 0, false); err != nil {
-		t.Fatal(err)
-	}
-	expectBytes(t, v, 0, fill(4096, 'B'), "the write after a failed append, read back at once")
-	if err := v.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wantBytes(t, v, 0, fill(4096, 'B'), "the flushed write after a failed append")
-	r, err := Open(ctx, f, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantBytes(t, r, 0, fill(4096, 'B'), "the flushed write after a failed append, reopened")
 }
 
 // expectBytes is wantBytes that goes on after a mismatch.
