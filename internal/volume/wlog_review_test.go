@@ -299,3 +299,98 @@ func TestReviewLogCheckpointTaintedStuck(t *testing.T) {
 		t.Errorf("close after a checkpoint's write timed out: %v", err)
 	}
 }
+
+// raceMem is a Mem that runs before (once, when set) just before a
+// reader's first lookup of a write log by name (a handle opened without
+// create: how a reader, not the log's writer, opens it).
+type raceMem struct {
+	*objstore.Mem
+	before func()
+}
+
+func (m *raceMem) OpenHandle(ctx context.Context, name string, create, writable bool) (objstore.Handle, error) {
+	if f := m.before; f != nil && !create && strings.Contains(name, "/l/") {
+		m.before = nil
+		f()
+	}
+	return m.Mem.OpenHandle(ctx, name, create, writable)
+}
+
+// TestReviewLogReaderRacesRotation: a reader (a plain read-only Open, or
+// a follower reloading a changed head) reads the head, which names the
+// writer's log with committed records past its From; before it reads the
+// log, the writer checkpoints, rotates to a new log and deletes the old
+// one (a flush past logBound, or Close). replayLog takes the missing log
+// for one "not written yet" and applies nothing, so the reader ends up
+// with the old head's map without the log's records: flushed writes are
+// missing. A plain reader keeps that view for good; a follower returns
+// data older than the writer's last flush (against OpenOptions.Follow's
+// contract) until its next check: on a store without handles (RADOS),
+// or once its handle cache dropped the log's handle (simulated here by
+// forget; with a cached handle, the deleted log stays readable). A segment
+// found missing the same way makes readMap/checkHead read the head again;
+// a log does not.
+func TestReviewLogReaderRacesRotation(t *testing.T) {
+	for _, follower := range []bool{false, true} {
+		name := "reader"
+		if follower {
+			name = "follower"
+		}
+		t.Run(name, func(t *testing.T) {
+			defer setLogBound(bs)()
+			s := &raceMem{Mem: objstore.NewMem()}
+			id := newClone(t, s, 4)
+			v := openLogged(t, s, id, OpenOptions{})
+			var f *Volume
+			if follower {
+				var err error
+				if f, err = Open(ctx, s, id, OpenOptions{Follow: true}); err != nil {
+					t.Fatal(err)
+				}
+				mustRead(t, f, 0, 4*bs) // opens the log's handle: the race below is at a reload
+				// A head change (a trim swaps the head and checkpoints),
+				// then a flushed logged write past the new From.
+				if err := v.Trim(ctx, 3*bs, bs); err != nil {
+					t.Fatal(err)
+				}
+				if err := v.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := v.WriteAt(ctx, fill(100, 'A'), bs, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			first := v.Head().Logs[0]
+			rotated := false
+			s.before = func() {
+				// The writer, meanwhile: past the bound, a flush
+				// checkpoints and rotates the log.
+				if err := v.WriteAt(ctx, fill(2*bs, 'C'), 2*bs-bs/2, false); err != nil {
+					t.Error(err)
+				}
+				if err := v.Flush(ctx); err != nil {
+					t.Error(err)
+				}
+				rotated = v.Head().Logs[0].Seq != first.Seq
+			}
+			if follower {
+				if f.handles != nil {
+					f.handles.forget(blockmap.LogName(id, first.Epoch, first.Seq)) // a handle cache that evicted it
+				}
+				expectBytes(t, f, bs, fill(100, 'A'), "a follower's read racing a rotation")
+			} else {
+				r, err := Open(ctx, s, id, OpenOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				expectBytes(t, r, bs, fill(100, 'A'), "a reader opened racing a rotation")
+			}
+			if !rotated {
+				t.Fatal("the writer did not rotate its log during the reader's open")
+			}
+		})
+	}
+}
