@@ -833,6 +833,18 @@ var errTainted = errors.New("volume: object tainted by a write of unknown outcom
 // tainted objects with the gate held exclusively (so that no in-place
 // write to them is in flight); it runs fn again when fn met an object
 // tainted meanwhile.
+//
+// A write that met a block with logged bytes while the write log takes
+// no more records (errLogBroken: an append or a commit failed) flushes
+// first, which checkpoints the log into the map, stores a head whose log
+// holds none of those records and starts a new log, and then runs again.
+// Neither writing over the block through the map (the index would still
+// overlay it with the older logged bytes, and the next checkpoint would
+// write them over the newer write) nor dropping the overlap from the
+// index (the stored head's log would replay the older bytes over the
+// newer ones at the next open, until a checkpoint's head swap) keeps
+// every acknowledged flush; the flush does, at the cost of a head swap
+// once per failed append. If the flush fails, so does the write.
 func (v *Volume) shared(ctx context.Context, fn func() error) error {
 	for {
 		v.mu.Lock()
@@ -848,7 +860,14 @@ func (v *Volume) shared(ctx context.Context, fn func() error) error {
 				return err
 			}
 		}
-		if err := v.gated(fn); !errors.Is(err, errTainted) {
+		err := v.gated(fn)
+		if errors.Is(err, errLogBroken) {
+			if err := v.Flush(ctx); err != nil {
+				return fmt.Errorf("volume: write: checkpoint the write log after a failed append: %w", err)
+			}
+			continue
+		}
+		if !errors.Is(err, errTainted) {
 			return err
 		}
 	}
@@ -922,8 +941,12 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 		st.Lock()
 		e, epoch := v.entry(b)
 		owned := v.owns(e, epoch) && !v.isTainted(e)
-		if v.logsBlock(b, e, owned, v.subBlocks(boff, int64(len(data)))) {
+		log, err := v.logsBlock(b, e, owned, v.subBlocks(boff, int64(len(data))))
+		if err != nil || log {
 			defer st.Unlock()
+			if err != nil {
+				return err
+			}
 			note.mapChange()
 			return v.appendLog(ctx, b, boff, data)
 		}

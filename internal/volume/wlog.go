@@ -214,18 +214,31 @@ func (v *Volume) readName(ctx context.Context, name string, p []byte, off int64)
 // a later in-place write must not hide under. A write to a zero block
 // allocates it as before (a sparse object of its own and a map change):
 // a volume being filled would otherwise write everything twice, into
-// the log and at its checkpoint. The caller holds b's stripe.
-func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64) bool {
+// the log and at its checkpoint. A block with logged bytes while the log
+// takes no more (broken) gets errLogBroken: no write may take the map
+// path while the index overlays the block with older bytes, which a
+// later checkpoint would write over it (see Volume.shared). The caller
+// holds b's stripe.
+func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64) (bool, error) {
 	if !v.logOn {
-		return false
+		return false, nil
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	logged := len(v.mu.index[b]) > 0
 	if v.mu.logBroken || len(v.mu.logs) == 0 {
-		return false
+		if logged {
+			return false, errLogBroken
+		}
+		return false, nil
 	}
-	return len(v.mu.index[b]) > 0 || e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched)
+	return logged || e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched), nil
 }
+
+// errLogBroken: a write met a block with logged bytes while the log
+// takes no more records; it is run again once a flush checkpointed the
+// log (see Volume.shared).
+var errLogBroken = errors.New("volume: a block with logged bytes met a write log that takes no more records")
 
 // appendLog appends data, to be written at boff in block b, to this
 // writer's log. The caller holds b's stripe. A failed append may leave a
