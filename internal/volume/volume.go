@@ -349,7 +349,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if v.logOn {
 		ref := v.mu.head.Logs[len(v.mu.head.Logs)-1]
 		logs = append(logs, logFile{ref: ref, name: blockmap.LogName(id, ref.Epoch, ref.Seq)})
-		v.createLog(ctx, logs[len(logs)-1].name)
+		logs[len(logs)-1].made = v.createLog(ctx, logs[len(logs)-1].name)
 	}
 	v.mu.logs, v.mu.index = logs, index
 	if (opts.Writable || opts.Remap) && len(old.Logs) > 0 {
@@ -1882,12 +1882,24 @@ func (v *Volume) age(t time.Time) time.Duration {
 
 // checkExist makes sure that every object the cut's map references and
 // that may be new (written since the last flush) is still there (see
-// MaxUnflushedAge). A missing one fences the handle with ErrStale.
+// MaxUnflushedAge), and so is each of this writer's logs that the cut's
+// head names and that it made exist (a log it created at a rotation is
+// named by no stored head until this flush's swap: a collection may have
+// deleted it, and appends through a kept handle, or into an object
+// created again, would land where no replay reads). A missing one fences
+// the handle with ErrStale.
 func (v *Volume) checkExist(ctx context.Context, c *cut, age time.Duration) error {
 	names := map[string]bool{}
 	for _, name := range c.objs {
 		names[name] = true
 	}
+	v.mu.Lock()
+	for _, lf := range v.mu.logs {
+		if lf.made && slices.ContainsFunc(c.head.Logs, func(r blockmap.LogRef) bool { return r.Epoch == lf.ref.Epoch && r.Seq == lf.ref.Seq }) {
+			names[lf.name] = true
+		}
+	}
+	v.mu.Unlock()
 	add := func(e blockmap.Entry) {
 		if e.Kind() != blockmap.Zero {
 			names[e.ObjectName()] = true

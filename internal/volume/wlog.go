@@ -47,11 +47,15 @@ var logDefault = false
 var logCRC = crc32.MakeTable(crc32.Castagnoli)
 
 // logFile is one write log as a handle knows it: the head's reference,
-// and where its valid records end (the next append goes there).
+// and where its valid records end (the next append goes there); made:
+// this writer made it exist (created it, or an append to it landed), so
+// that it is missing only if a garbage collection deleted it before a
+// stored head named it (see Volume.checkExist).
 type logFile struct {
 	ref  blockmap.LogRef
 	name string
 	end  int64
+	made bool
 }
 
 // logExt is a range of a block whose newest bytes are in a log: [off,
@@ -184,13 +188,26 @@ func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head) ([]logFile, 
 // createLog creates this writer's empty log, so that followers, which
 // read its tail at each check of the head, find an object they keep open
 // rather than looking an absent one up each time. Best effort: the first
-// append creates it otherwise.
-func (v *Volume) createLog(ctx context.Context, name string) {
+// append creates it otherwise. It reports whether it created it.
+func (v *Volume) createLog(ctx context.Context, name string) bool {
 	if v.handles == nil {
-		return
+		return false
 	}
-	if ch, err := v.handles.get(ctx, name, true); err == nil {
-		v.handles.put(ch)
+	ch, err := v.handles.get(ctx, name, true)
+	if err != nil {
+		return false
+	}
+	v.handles.put(ch)
+	return true
+}
+
+// madeLocked notes that this writer made its log name exist. The caller
+// holds v.mu.
+func (v *Volume) madeLocked(name string) {
+	for i := range v.mu.logs {
+		if v.mu.logs[i].name == name {
+			v.mu.logs[i].made = true
+		}
 	}
 }
 
@@ -263,6 +280,7 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.madeLocked(name)
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: name, pos: pos + logHeader})
 	v.mu.logCommit = true
 	if v.mu.logBytes > 4*logBound && !v.mu.logKick {
@@ -443,8 +461,10 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 	v.mu.headDirty = true
 	v.mu.logGen++
 	v.mu.Unlock()
-	if fresh != "" {
-		v.createLog(ctx, fresh)
+	if fresh != "" && v.createLog(ctx, fresh) {
+		v.mu.Lock()
+		v.madeLocked(fresh)
+		v.mu.Unlock()
 	}
 	return nil
 }
