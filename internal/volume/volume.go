@@ -342,7 +342,18 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if v.logOn {
 		old.Logs = old.Logs[:len(old.Logs)-1]
 	}
-	logs, index, err := v.loadLogs(ctx, &old)
+	logs, index, err := v.loadLogs(ctx, &old, v.mu.headVer)
+	for try := 0; errors.Is(err, errLogMoved) && !opts.Writable && !opts.Remap && try < 100; try++ {
+		// A log deleted after this head was read (a writer rotated or
+		// closed it): read the head again, as readMap does for a segment.
+		head, ver, entries, err = readMap(ctx, s, id)
+		if err != nil {
+			return nil, err
+		}
+		v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
+		old = *head
+		logs, index, err = v.loadLogs(ctx, &old, ver)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("volume: open %s: read the write log: %w", id, err)
 	}
@@ -2060,7 +2071,11 @@ func (v *Volume) checkHead(ctx context.Context) error {
 		cur, curVer := v.mu.head, v.mu.headVer
 		v.mu.Unlock()
 		if in.Version == curVer {
-			return v.tailLogs(ctx)
+			err := v.tailLogs(ctx)
+			if errors.Is(err, errLogMoved) && try < 100 {
+				continue // rotated between the Stat and the read: the head moved on
+			}
+			return err
 		}
 		head, ver, err := ReadHead(ctx, v.store, v.id)
 		if err != nil {
@@ -2070,7 +2085,7 @@ func (v *Volume) checkHead(ctx context.Context) error {
 		var logs []logFile
 		var index map[int64][]logExt
 		if err == nil {
-			logs, index, err = v.loadLogs(ctx, head)
+			logs, index, err = v.loadLogs(ctx, head, ver)
 		}
 		if errors.Is(err, ErrCorrupt) && ver != failedVer && try < 100 {
 			// A segment of this head is gone: the writer has replaced

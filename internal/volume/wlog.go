@@ -124,9 +124,33 @@ func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
 	return r.buf[pos-r.start : pos-r.start+n], nil
 }
 
+// errLogMissing: a log the head names does not exist (see logGone).
+var errLogMissing = errors.New("volume: a write log the head names is missing")
+
+// errLogMoved: a log the head names was deleted, so the head moved on (a
+// writer deletes a log only after storing a head that no longer names
+// it): read the head again, as for a missing segment.
+var errLogMoved = fmt.Errorf("%w: a write log the head names is gone (the head moved on)", ErrCorrupt)
+
+// logGone tells what a log found missing by a reader of the head at
+// version ver means: nothing (nil: not written yet, and so empty) if the
+// head is still at ver, else errLogMoved.
+func (v *Volume) logGone(ctx context.Context, ver objstore.Version) error {
+	in, err := v.store.Stat(ctx, blockmap.HeadName(v.id))
+	switch {
+	case objstore.IsNotExist(err):
+		return fmt.Errorf("%w: %s", ErrNotFound, v.id)
+	case err != nil:
+		return err
+	case in.Version != ver:
+		return errLogMoved
+	}
+	return nil
+}
+
 // replayLog reads lf's valid records from lf.end on, calls add for each
 // (the block, the range in it, the data's position), and moves lf.end
-// past them. A log that does not exist (not written yet) has none.
+// past them. A log that does not exist returns errLogMissing.
 func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
 	r := &logReader{v: v, name: lf.name}
 	type rec struct {
@@ -137,7 +161,7 @@ func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add fu
 	for pos := lf.end; ; {
 		h, err := r.at(ctx, pos, logHeader)
 		if objstore.IsNotExist(err) {
-			return nil
+			return errLogMissing
 		}
 		if err != nil {
 			return err
@@ -150,6 +174,9 @@ func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add fu
 		want := binary.BigEndian.Uint32(h[32:])
 		crc := crc32.Checksum(h[:32], logCRC)
 		data, err := r.at(ctx, pos+logHeader, n)
+		if objstore.IsNotExist(err) {
+			return errLogMissing
+		}
 		if err != nil {
 			return err
 		}
@@ -171,13 +198,20 @@ func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add fu
 	}
 }
 
-// loadLogs reads the logs head names into a new index.
-func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head) ([]logFile, map[int64][]logExt, error) {
+// loadLogs reads the logs head (stored at version ver) names into a new
+// index. A log found missing is empty if the head is still at ver (not
+// written yet); otherwise it was deleted after a head that no longer
+// names it was stored, and loadLogs returns errLogMoved (an ErrCorrupt):
+// the caller reads the head again.
+func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore.Version) ([]logFile, map[int64][]logExt, error) {
 	logs := make([]logFile, len(head.Logs))
 	index := map[int64][]logExt{}
 	for i, ref := range head.Logs {
 		logs[i] = logFile{ref: ref, name: blockmap.LogName(head.ID, ref.Epoch, ref.Seq), end: int64(ref.From)}
 		err := v.replayLog(ctx, &logs[i], head.Size, func(b int64, x logExt) { index[b] = addExt(index[b], x) })
+		if errors.Is(err, errLogMissing) {
+			err = v.logGone(ctx, ver)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -513,11 +547,12 @@ func (v *Volume) readLogged(ctx context.Context, e blockmap.Entry, exts []logExt
 }
 
 // tailLogs reads the records appended to the logs since this handle last
-// looked (a follower whose head did not change).
+// looked (a follower whose head did not change). A log found missing
+// returns errLogMoved if the head changed since (see loadLogs).
 func (v *Volume) tailLogs(ctx context.Context) error {
 	v.mu.Lock()
 	logs := slices.Clone(v.mu.logs)
-	gen, size := v.mu.logGen, v.mu.head.Size
+	gen, size, ver := v.mu.logGen, v.mu.head.Size, v.mu.headVer
 	v.mu.Unlock()
 	if len(logs) == 0 {
 		return nil
@@ -533,6 +568,9 @@ func (v *Volume) tailLogs(ctx context.Context) error {
 			x logExt
 		}{b, x})
 	})
+	if errors.Is(err, errLogMissing) {
+		err = v.logGone(ctx, ver)
+	}
 	if err != nil || len(found) == 0 {
 		return err
 	}
