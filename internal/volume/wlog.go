@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -419,16 +420,20 @@ func (v *Volume) checkpointIfLogged(ctx context.Context) error {
 // the one this handle stored; nothing to check on a fenced store, which
 // refuses a fenced writer's writes): a writer that stalled past its lease
 // and wakes up to flush must not write its logged bytes into objects of
-// its epoch that the taker's map still references. (A head swap of this
-// handle with an unknown outcome skips the check: the next swap finds
-// out.)
+// its epoch that the taker's map still references. With a head swap of
+// this handle of unknown outcome pending, the stored head must be the one
+// at ver or one of those swaps (see checkPending).
 func (v *Volume) checkpointLog(ctx context.Context) error {
 	v.mu.Lock()
 	index := maps.Clone(v.mu.index)
-	ver, pending := v.mu.headVer, len(v.mu.pending) > 0
+	ver, pending := v.mu.headVer, slices.Clone(v.mu.pending)
 	v.mu.Unlock()
-	if len(index) > 0 && !v.fenced && !pending {
-		if err := v.checkFence(ctx, ver); err != nil {
+	if len(index) > 0 && !v.fenced {
+		check := v.checkFence
+		if len(pending) > 0 {
+			check = func(ctx context.Context, ver objstore.Version) error { return v.checkPending(ctx, ver, pending) }
+		}
+		if err := check(ctx, ver); err != nil {
 			if errors.Is(err, ErrFenced) {
 				v.mu.Lock()
 				if v.mu.err == nil {
@@ -501,6 +506,24 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 		v.mu.Unlock()
 	}
 	return nil
+}
+
+// checkPending is checkFence for a handle with head swaps of unknown
+// outcome pending (from version ver): the stored head is still at ver, or
+// is byte for byte one of those swaps (its reserved sequence numbers make
+// it this handle's); anything else is another writer's, and fences the
+// handle.
+func (v *Volume) checkPending(ctx context.Context, ver objstore.Version, pending []pendingHead) error {
+	cur, curVer, err := v.store.Get(ctx, blockmap.HeadName(v.id))
+	switch {
+	case objstore.IsNotExist(err):
+		return fmt.Errorf("%w: %s (removed)", ErrFenced, v.id)
+	case err != nil:
+		return fmt.Errorf("volume: flush: check the map head: %w", err)
+	case curVer != ver && !slices.ContainsFunc(pending, func(p pendingHead) bool { return bytes.Equal(p.data, cur) }):
+		return fmt.Errorf("%w: %s", ErrFenced, v.id)
+	}
+	return v.checkGuard()
 }
 
 // overlay returns block b's entry and its logged extents. The caller
