@@ -444,6 +444,15 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 			return err
 		}
 	}
+	if len(index) > 0 {
+		// Writes into a tainted object (a write of unknown outcome, such
+		// as an earlier checkpoint's, may still change it) would fail
+		// with errTainted at every checkpoint: retire it first, as a
+		// write does.
+		if err := v.retireLocked(ctx); err != nil {
+			return err
+		}
+	}
 	blocks := slices.Sorted(maps.Keys(index))
 	bp := v.bufs.Get().(*[]byte)
 	defer v.bufs.Put(bp)
