@@ -685,3 +685,10 @@ func TestFlushDelta(t *testing.T) {
 	wantBytes(t, c, 0, want, "a clone of a snapshot taken with a delta")
 	check("after the snapshot")
 }
+
+// setLogBurst sets how many bytes of writes without a flush a writer logs.
+func setLogBurst(n int64) func() {
+	old := logBurst
+	logBurst = n
+	return func() { logBurst = old }
+}

@@ -618,6 +618,12 @@ func seeds(n uint64) uint64 {
 func TestModelMem(t *testing.T) {
 	for seed := uint64(1); seed <= seeds(12); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			if seed%3 == 0 {
+				// Bursts of writes without a flush past a few KiB:
+				// background checkpoints, and writes past them taking
+				// the map path beside logged blocks.
+				defer setLogBurst(8 << 10)()
+			}
 			m := runModel(t, objstore.NewMem(), seed, 300, nil, false)
 			if m.partials == 0 && !t.Failed() {
 				t.Fatal("no partial block was seen")
@@ -731,6 +737,9 @@ func TestModelCrash(t *testing.T) {
 				// A delta of at most 2 entries: most flushes that change
 				// the map then checkpoint it into segments.
 				defer setMaxDelta(2)()
+			}
+			if seed%3 == 0 {
+				defer setLogBurst(8 << 10)() // as in TestModelMem
 			}
 			mem := objstore.NewCrashable()
 			cp := &crashPoints{Store: mem, mem: mem}

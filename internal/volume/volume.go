@@ -204,8 +204,11 @@ type Volume struct {
 		// logCommit: records were appended since the last commit.
 		logCommit bool
 		// logKick: a flush runs in the background to checkpoint a log
-		// that outgrew four times its bound.
+		// that outgrew four times its bound, or a burst (logBurst).
 		logKick bool
+		// burst: bytes written since the last flush a caller asked for
+		// (Flush, or a write with FUA); see logBurst.
+		burst int64
 	}
 }
 
@@ -755,6 +758,7 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	if err := v.checkIO(off, int64(len(p)), true); err != nil {
 		return err
 	}
+	v.noteBurst(ctx, int64(len(p)), fua)
 	var note *writeNote
 	err := v.shared(ctx, func() error {
 		if fua {
@@ -1509,6 +1513,15 @@ func (v *Volume) restore(c *cut, err error) {
 
 // Flush makes every write that completed before it was called durable.
 func (v *Volume) Flush(ctx context.Context) error {
+	v.mu.Lock()
+	v.mu.burst = 0
+	v.mu.Unlock()
+	return v.flush(ctx)
+}
+
+// flush is Flush that does not end a burst of writes (logBurst): the
+// flushes the volume starts itself use it.
+func (v *Volume) flush(ctx context.Context) error {
 	v.mu.Lock()
 	closed, ro, fenced := v.mu.closed, v.readOnly && !v.remap, v.mu.err
 	v.mu.Unlock()

@@ -41,6 +41,16 @@ const (
 // checkpoints it into the map and starts a new log (tests lower it).
 var logBound int64 = 32 << 20
 
+// logBurst is how many bytes of writes since the last flush a caller
+// asked for (Flush, FUA) a writer logs at most. The log pays for itself
+// when flushes are frequent (each flush then costs one append and one
+// sync instead of a head swap); writes that no flush follows gain
+// nothing from it, and a checkpoint copies them a second time. Past the
+// burst, writes to blocks without logged bytes take the map path as
+// before the log, and a flush in the background checkpoints the records
+// logged so far, so that the blocks they touched take it too.
+var logBurst int64 = 256 << 10
+
 // logDefault turns the write log on for writers that do not ask for it
 // (tests run the model with it).
 var logDefault = false
@@ -284,7 +294,43 @@ func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64
 		}
 		return false, nil
 	}
-	return logged || e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched), nil
+	return logged || v.mu.burst <= logBurst && e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched), nil
+}
+
+// noteBurst counts a write of n bytes in the burst since the last flush a
+// caller asked for (a write with FUA is one, and ends it); the write that
+// takes the burst past logBurst starts a flush in the background if the
+// log holds records (see logBurst).
+func (v *Volume) noteBurst(ctx context.Context, n int64, fua bool) {
+	if !v.logOn {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if fua {
+		v.mu.burst = 0
+		return
+	}
+	before := v.mu.burst
+	v.mu.burst += n
+	if before <= logBurst && v.mu.burst > logBurst && len(v.mu.index) > 0 {
+		v.kickLocked(ctx)
+	}
+}
+
+// kickLocked starts a flush in the background, unless one runs already:
+// it checkpoints the log. The caller holds v.mu.
+func (v *Volume) kickLocked(ctx context.Context) {
+	if v.mu.logKick {
+		return
+	}
+	v.mu.logKick = true
+	go func() {
+		v.flush(context.WithoutCancel(ctx))
+		v.mu.Lock()
+		v.mu.logKick = false
+		v.mu.Unlock()
+	}()
 }
 
 // errLogBroken: a write met a block with logged bytes while the log
@@ -318,17 +364,11 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	v.madeLocked(name)
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: name, pos: pos + logHeader})
 	v.mu.logCommit = true
-	if v.mu.logBytes > 4*logBound && !v.mu.logKick {
+	if v.mu.logBytes > 4*logBound {
 		// Writes that no flush follows (a guest flushes far more
 		// often: this only bounds the log): a flush in the background
 		// checkpoints, so that the log and its index stay bounded.
-		v.mu.logKick = true
-		go func() {
-			v.Flush(context.WithoutCancel(ctx))
-			v.mu.Lock()
-			v.mu.logKick = false
-			v.mu.Unlock()
-		}()
+		v.kickLocked(ctx)
 	}
 	if v.syncer != nil {
 		v.mu.dirtyObjs[name] = true
