@@ -155,10 +155,15 @@ func (m *model) checkFollower(v *modelVol) {
 	}
 }
 
-// arm turns crash images inside operations on or off.
+// arm turns crash images inside operations on or off. Under the crash
+// points' lock: a flush the volume starts in the background may reach a
+// crash point while the model is between operations, and must then take
+// no image (nor draw from the model's random source).
 func (m *model) arm(on bool) {
 	if m.cp != nil {
+		m.cp.mu.Lock()
 		m.cp.armed = on
+		m.cp.mu.Unlock()
 	}
 }
 
@@ -826,6 +831,7 @@ type crashPoints struct {
 	m      *model
 	armed  bool
 	images int
+	split  *rand.Rand // where appends are torn (see WriteAt)
 }
 
 func (c *crashPoints) point() {
@@ -857,7 +863,12 @@ func (c *crashPoints) WriteAt(ctx context.Context, name string, p []byte, off in
 		return c.mem.WriteAt(ctx, name, p, off)
 	}
 	c.mu.Lock()
-	cut, first := 1+c.m.rng.IntN(len(p)-1), c.m.rng.IntN(2)
+	if c.split == nil {
+		// Its own source: appends also come from flushes the volume
+		// starts in the background, while the model draws from its own.
+		c.split = rand.New(rand.NewPCG(uint64(len(p)), 7))
+	}
+	cut, first := 1+c.split.IntN(len(p)-1), c.split.IntN(2)
 	c.mu.Unlock()
 	parts := [][2]int{{0, cut}, {cut, len(p)}}
 	for k := range 2 {
