@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -513,6 +514,17 @@ func (m *model) land() string {
 	i := m.rng.IntN(len(m.zombies))
 	z := m.zombies[i]
 	m.zombies = append(m.zombies[:i], m.zombies[i+1:]...)
+	// A flush the stale handle started in the background (its writes
+	// passed the log's burst, or its bound) may have found it fenced:
+	// then it refuses every request, this write included, before writing
+	// anything.
+	z.h.waitKick()
+	if z.h.fencedErr() != nil {
+		if err := z.h.WriteAt(m.ctx, z.p, int64(z.off), false); !errors.Is(err, ErrFenced) {
+			m.fatalf("late write of a fenced stale writer: %v, want ErrFenced", err)
+		}
+		return fmt.Sprintf("late write to %s %d+%d refused: fenced", z.vol.id, z.off, len(z.p))
+	}
 	if err := z.h.WriteAt(m.ctx, z.p, int64(z.off), false); err != nil {
 		m.fatalf("late write of a stalled writer: %v", err)
 	}
@@ -542,6 +554,26 @@ func (m *model) land() string {
 		}
 	}
 	return fmt.Sprintf("late write to %s %d+%d", z.vol.id, z.off, len(z.p))
+}
+
+// waitKick waits for a flush the volume started in the background.
+func (v *Volume) waitKick() {
+	for {
+		v.mu.Lock()
+		kick := v.mu.logKick
+		v.mu.Unlock()
+		if !kick {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// fencedErr is the error that makes the handle refuse every request.
+func (v *Volume) fencedErr() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mu.err
 }
 
 // loggedAt reports whether byte off of the volume reads from a write log.
