@@ -32,21 +32,7 @@ func radosEnv(t *testing.T) *env {
 // compare, fio with verification, a snapshot that keeps its data.
 func TestRadosServe(t *testing.T) {
 	need(t, "qemu-io", "qemu-img", "fio")
-	e := radosEnv(t)
-	img := e.randomFile("img.raw", 6<<20, 32<<20, 7)
-	e.archip("image", "import", img, "base")
-	e.archip("volume", "clone", "base", "vm")
-	d := e.serve()
-	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d.uri("vm"))
-	qemuIO(t, d.uri("vm"), "write -P 0x42 12345 100000", "read -P 0x42 12345 100000")
-	run(t, "fio", "--name=v", "--ioengine=nbd", "--uri="+d.uri("vm"), "--rw=randwrite", "--bs=16k",
-		"--size=8M", "--offset=16M", "--iodepth=8", "--verify=crc32c", "--do_verify=1", "--verify_state_save=0")
-	d.stop(t)
-	e.archip("volume", "snapshot", "vm", "vm@1")
-	d = e.serve()
-	qemuIO(t, d.uri("vm"), "write -P 0x99 12345 100000")
-	qemuIO(t, d.uri("vm@1"), "read -P 0x42 12345 100000")
-	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d.uri("base"))
+	driveServe(t, radosEnv(t))
 }
 
 // TestRadosHandoff: two daemons share a RADOS pool; writes alternate
