@@ -107,10 +107,7 @@ func TestLogFlushWritesNoMap(t *testing.T) {
 	mem := objstore.NewCrashable()
 	s := &countMem{Mem: mem}
 	id := newClone(t, s, 4)
-	v, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openLogged(t, s, id, OpenOptions{})
 	f, err := Open(ctx, s, id, OpenOptions{Follow: true})
 	if err != nil {
 		t.Fatal(err)
@@ -181,10 +178,7 @@ func TestLogTornAppend(t *testing.T) {
 	ctx := context.Background()
 	mem := objstore.NewMem()
 	id := newClone(t, mem, 2)
-	v, err := Open(ctx, mem, id, OpenOptions{Writable: true, Log: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openLogged(t, mem, id, OpenOptions{})
 	for k := range 3 {
 		if err := v.WriteAt(ctx, pattern(1000, byte(20+k)), int64(k*2000), false); err != nil {
 			t.Fatal(err)
@@ -238,10 +232,7 @@ func TestLogTakeoverStalledWriter(t *testing.T) {
 			ctx := context.Background()
 			s := &countMem{Mem: objstore.NewMem()}
 			id := newClone(t, s, 3)
-			old, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true})
-			if err != nil {
-				t.Fatal(err)
-			}
+			old := openLogged(t, s, id, OpenOptions{})
 			if err := old.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
 				t.Fatal(err)
 			}
@@ -321,10 +312,7 @@ func TestLogCheckpointRotates(t *testing.T) {
 	ctx := context.Background()
 	s := objstore.NewMem()
 	id := newClone(t, s, 4)
-	v, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openLogged(t, s, id, OpenOptions{})
 	first := v.Head().Logs[0]
 	want := pattern(4*bs, 1)
 	for k := range 16 {
@@ -364,10 +352,7 @@ func TestLogUncommittedDropped(t *testing.T) {
 	ctx := context.Background()
 	mem := objstore.NewMem()
 	id := newClone(t, mem, 2)
-	v, err := Open(ctx, mem, id, OpenOptions{Writable: true, Log: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openLogged(t, mem, id, OpenOptions{})
 	if err := v.WriteAt(ctx, pattern(100, 50), 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -398,10 +383,7 @@ func TestLogBoundedWithoutFlush(t *testing.T) {
 	ctx := context.Background()
 	s := objstore.NewMem()
 	id := newClone(t, s, 4)
-	v, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openLogged(t, s, id, OpenOptions{})
 	defer v.Close(ctx)
 	for k := range 80 {
 		if err := v.WriteAt(ctx, pattern(8192, byte(k)), int64(k*8192%(4*bs)), false); err != nil {
@@ -432,10 +414,7 @@ func TestLogStaleCheckpointWritesNothing(t *testing.T) {
 	ctx := context.Background()
 	s := objstore.NewMem()
 	id := newClone(t, s, 2)
-	old, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := openLogged(t, s, id, OpenOptions{})
 	sb := int(bs / blockmap.SubBlocks)
 	if err := old.WriteAt(ctx, pattern(100, 3), 0, false); err != nil {
 		t.Fatal(err)
@@ -483,10 +462,7 @@ func TestLogBurstTakesMapPath(t *testing.T) {
 	ctx := context.Background()
 	s := objstore.NewMem()
 	id := newClone(t, s, 8)
-	v, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openLogged(t, s, id, OpenOptions{})
 	want := make([]byte, 8*bs)
 	if err := v.ReadAt(ctx, want, 0); err != nil {
 		t.Fatal(err)
