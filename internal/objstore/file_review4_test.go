@@ -65,15 +65,7 @@ func pausedCollection(t *testing.T, root string) (resume func()) {
 func TestFileWriteOnCollectedTombstoneVisible(t *testing.T) {
 	for _, create := range []bool{false, true} {
 		ctx := context.Background()
-		root, a, b := twoFileStores(t)
-		// b's own deletes leave their tombstone to a listing.
-		objstore.SetFileHooks(b, objstore.FileHooks{Now: func(int64) int64 { return 1 }})
-		if _, err := b.Create(ctx, "x", []byte("0")); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Delete(ctx, "x"); err != nil {
-			t.Fatal(err)
-		}
+		root, a, b := deletedX(t)
 		resume := pausedCollection(t, root)
 		var once sync.Once
 		var swapV objstore.Version
@@ -120,14 +112,7 @@ func TestFileWriteOnCollectedTombstoneVisible(t *testing.T) {
 // swap succeeded on it: ABA.)
 func TestFileCreateDeleteAroundFreshPutNoABA(t *testing.T) {
 	ctx := context.Background()
-	root, a, b := twoFileStores(t)
-	objstore.SetFileHooks(b, objstore.FileHooks{Now: func(int64) int64 { return 1 }})
-	if _, err := b.Create(ctx, "x", []byte("0")); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Delete(ctx, "x"); err != nil {
-		t.Fatal(err)
-	}
+	root, a, b := deletedX(t)
 	var before, after sync.Once
 	var readV, swapV objstore.Version
 	var swapErr error
@@ -239,14 +224,7 @@ func TestFileStalledWriterKeepsItsEntry(t *testing.T) {
 func TestFileStaleSeal(t *testing.T) {
 	for _, create := range []bool{true, false} {
 		ctx := context.Background()
-		root, a, b := twoFileStores(t)
-		objstore.SetFileHooks(b, objstore.FileHooks{Now: func(int64) int64 { return 1 }})
-		if _, err := b.Create(ctx, "x", []byte("0")); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Delete(ctx, "x"); err != nil {
-			t.Fatal(err)
-		}
+		root, a, b := deletedX(t)
 		dir := filepath.Join(root, objectDir(t, root, ""))
 		ents, err := os.ReadDir(dir)
 		if err != nil || len(ents) != 1 {
@@ -289,4 +267,20 @@ func TestFileStaleSeal(t *testing.T) {
 			t.Fatalf("a stale seal's directory after a listing: %v, want it gone", err)
 		}
 	}
+}
+
+// deletedX returns two file stores on one directory (two hosts) where b
+// created and deleted "x"; b's clock never finds anything old enough, so
+// that its own deletes leave their tombstone to a listing.
+func deletedX(t *testing.T) (root string, a, b *objstore.File) {
+	t.Helper()
+	root, a, b = twoFileStores(t)
+	objstore.SetFileHooks(b, objstore.FileHooks{Now: func(int64) int64 { return 1 }})
+	if _, err := b.Create(context.Background(), "x", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(context.Background(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	return root, a, b
 }

@@ -190,14 +190,7 @@ func TestFileLateLinkInRecreatedDirectory(t *testing.T) {
 		stall bool
 	}{{"put", false}, {"create", false}, {"put", true}, {"create", true}} {
 		ctx := context.Background()
-		root, a, b := twoFileStores(t)
-		objstore.SetFileHooks(b, objstore.FileHooks{Now: func(int64) int64 { return 1 }})
-		if _, err := b.Create(ctx, "x", []byte("0")); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Delete(ctx, "x"); err != nil {
-			t.Fatal(err)
-		}
+		root, a, b := deletedX(t)
 		c, err := objstore.OpenFile(root, false)
 		if err != nil {
 			t.Fatal(err)
