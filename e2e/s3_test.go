@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"testing"
 
@@ -13,17 +11,8 @@ import (
 // s3Env is an env whose store is a fresh prefix of a test S3 server
 // (versitygw, started for the test; radosgw in builds with -tags ceph).
 func s3Env(t *testing.T, srv string) *env {
-	c := s3.TestServer(t, srv)
-	cr, err := c.Credentials.Retrieve(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", cr.AccessKeyID)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", cr.SecretAccessKey)
-	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
 	e := &env{t: t, dir: t.TempDir()}
-	e.store = fmt.Sprintf("s3://%s/e2e%d-%s?endpoint=%s", c.Bucket, os.Getpid(), srv, url.QueryEscape(c.Endpoint))
+	e.store = s3.TestStoreURL(t, s3.TestServer(t, srv), fmt.Sprintf("e2e%d-%s", os.Getpid(), srv))
 	return e
 }
 

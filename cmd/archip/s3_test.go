@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,16 +24,8 @@ func TestCLIWorkflowS3(t *testing.T) {
 
 func cliWorkflowS3(t *testing.T, srv string) {
 	c := s3.TestServer(t, srv)
-	cr, err := c.Credentials.Retrieve(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", cr.AccessKeyID)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", cr.SecretAccessKey)
-	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
 	prefix := fmt.Sprintf("cli%d-%s", os.Getpid(), srv)
-	store := fmt.Sprintf("s3://%s/%s?endpoint=%s", c.Bucket, prefix, url.QueryEscape(c.Endpoint))
+	store := s3.TestStoreURL(t, c, prefix)
 
 	dir := t.TempDir()
 	img := bytes.Repeat([]byte("archipelago!"), 300_000) // 3.6 MB, not block aligned

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -79,6 +80,23 @@ func OpenTestStore(t testing.TB, c Config) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// TestStoreURL returns the store URL of prefix on the test server c
+// (TestServer), for tests that run the archip command: its keys go to the
+// AWS environment variables of the test (shared files are turned off),
+// never into the URL.
+func TestStoreURL(t *testing.T, c Config, prefix string) string {
+	t.Helper()
+	cr, err := c.Credentials.Retrieve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", cr.AccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", cr.SecretAccessKey)
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	return fmt.Sprintf("s3://%s/%s?endpoint=%s", c.Bucket, prefix, url.QueryEscape(c.Endpoint))
 }
 
 func skip(t testing.TB, why string) {
