@@ -295,6 +295,14 @@ func OpenFile(dir string, create bool) (*File, error) {
 	default:
 		return nil, mapErr(err)
 	}
+	// A store copied by a tool that skips empty directories lacks them.
+	for _, d := range []string{"tmp", "obj"} {
+		if _, err := os.Stat(filepath.Join(abs, d)); errors.Is(err, fs.ErrNotExist) {
+			if err := f.ensureDir(filepath.Join(abs, d)); err != nil {
+				return nil, mapErr(err)
+			}
+		}
+	}
 	f.cleanTmp(f.serverNow)
 	return f, nil
 }

@@ -652,3 +652,30 @@ func TestFileSwapAfterDeleteConflicts(t *testing.T) {
 		t.Fatalf("the deleted object reads: %v", err)
 	}
 }
+
+// TestFileOpenRemakesWorkDirs: a store whose empty tmp/ or obj/ was lost
+// (copied by a tool that skips empty directories, or checked into git)
+// opens and works: open makes them again instead of every write failing
+// with "object not found".
+func TestFileOpenRemakesWorkDirs(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	if _, err := objstore.OpenFile(root, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"tmp", "obj"} {
+		if err := os.RemoveAll(filepath.Join(root, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := objstore.OpenFile(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Put(ctx, "a/b", []byte("x")); err != nil {
+		t.Fatalf("put after losing the work directories: %v", err)
+	}
+	if err := f.Delete(ctx, "a/b"); err != nil {
+		t.Fatalf("delete after losing the work directories: %v", err)
+	}
+}
