@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/archipelago-go/archip/internal/objstore/s3"
 )
 
 // The writer of TestKill9ServeFlushEach: for each line "VOL OFF" of its
@@ -62,6 +64,25 @@ func flushEachRecord(tag string, i int) []byte {
 // after the restart (a takeover) works. ARCHIP_KILL_SEED replays a run.
 func TestKill9ServeFlushEach(t *testing.T) {
 	needLibnbd(t)
+	killFlushEach(t, newEnv(t), 3)
+}
+
+// TestKill9ServeFlushEachS3 is TestKill9ServeFlushEach on s3://, where
+// nothing is written in place: each flush replaces the blocks it wrote and
+// swaps the map's head with a conditional PUT.
+func TestKill9ServeFlushEachS3(t *testing.T) {
+	needLibnbd(t)
+	for _, srv := range s3.TestServerNames {
+		t.Run(srv, func(t *testing.T) {
+			e := s3Env(t, srv)
+			e.archip("store", "init")
+			killFlushEach(t, e, 2)
+		})
+	}
+}
+
+// killFlushEach runs rounds of TestKill9ServeFlushEach on e's store.
+func killFlushEach(t *testing.T, e *env, rounds int) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("ARCHIP_KILL_SEED"); s != "" {
 		var err error
@@ -71,7 +92,6 @@ func TestKill9ServeFlushEach(t *testing.T) {
 	}
 	t.Logf("seed %d (ARCHIP_KILL_SEED=%d replays it)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0x6b696c6c))
-	e := newEnv(t)
 	const (
 		slot    = 4096
 		written = 1 << 20 // v's first MiB is written before the daemon starts; its second is not
@@ -79,7 +99,7 @@ func TestKill9ServeFlushEach(t *testing.T) {
 		nops    = 20000 // more than the writers reach before the kill
 	)
 	lease := []string{"--flush-interval", "0", "--lease-ttl", "2s", "--max-clock-drift", "200ms"}
-	for round := 0; round < 3; round++ {
+	for round := range rounds {
 		v, p, c := fmt.Sprintf("v%d", round), fmt.Sprintf("p%d", round), fmt.Sprintf("c%d", round)
 		init := map[string][]byte{v: make([]byte, 2<<20), c: make([]byte, 1<<20)}
 		for i := 0; i < written/slot; i++ {
