@@ -67,7 +67,13 @@ store. Clones and snapshots copy no data; identical blocks are stored once.
 
 The store is named by a URL, given with --store or ARCHIP_STORE:
   file:///var/lib/archip    a directory on a local disk or NFS (the default kind)
+  rados://POOL?conf=/etc/ceph/ceph.conf
+                            a Ceph RADOS pool (in builds with Ceph support)
+  s3://BUCKET/PREFIX?endpoint=https://HOST
+                            an S3-compatible bucket; keys from the AWS
+                            environment variables or shared files
   mem://NAME                in memory, for tests
+See the README's store URL table for every parameter.
 Without either, the store is ` + defaultStore() + `.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad arguments: an unknown
