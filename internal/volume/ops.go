@@ -329,9 +329,17 @@ func ContentBlock(block []byte) []byte {
 }
 
 // PutContent stores data as a content object (if absent) and returns its
-// entry.
+// entry. It looks first: a create of an object that exists sends its bytes
+// for nothing (over the network on RADOS and S3, where a refused
+// conditional PUT has carried the whole body), and content objects are
+// immutable, so one that exists is the same bytes.
 func PutContent(ctx context.Context, s objstore.Store, data []byte) (blockmap.Entry, bool, error) {
 	e := blockmap.ContentEntry(sha256.Sum256(data))
+	if _, err := s.Stat(ctx, e.ObjectName()); err == nil {
+		return e, false, nil
+	} else if !objstore.IsNotExist(err) {
+		return e, false, err
+	}
 	_, err := s.Create(ctx, e.ObjectName(), data)
 	if errors.Is(err, objstore.ErrExists) {
 		return e, false, nil
