@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# archip on S3 (Ceph's radosgw) against archip on RADOS and Ceph's RBD, on
+# one throwaway cluster (scripts/ceph-cluster.sh: one memstore OSD,
+# replication 1), in one run:
+#   - fio through archip's NBD export of a volume on s3:// and of one on
+#     rados:// (unix sockets), and fio's rbd engine without cache
+#     (rbd_cache=false, what QEMU uses with cache=none): 1M sequential
+#     write and read (QD16), 4k random write and read (QD32), and 4k
+#     random writes at QD1 with an fsync after each. Every image is written
+#     in full first; tests interleave (s3, rados, rbd, rbd, rados, s3),
+#     each figure the mean of its two runs;
+#   - write amplification: 4k random writes with an fsync every 32, a
+#     fixed amount (IO, 8 MiB by default), and the bytes the cluster's
+#     pools report written meanwhile (rados df: every radosgw pool for
+#     s3://, the pool for rados:// and RBD), per byte the guest wrote.
+#
+#   bench/s3.sh                      # 1 GiB, 8 s per test
+#   SIZE=256M RUNTIME=1 bench/s3.sh  # quick
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+SIZE=${SIZE:-1G}
+RUNTIME=${RUNTIME:-8}
+IO=${IO:-8M}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/ceph-cluster.sh stop "$work/ceph" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+CEPH_CONF=$(scripts/ceph-cluster.sh start "$work/ceph")
+export CEPH_CONF
+read -r endpoint creds < <(scripts/ceph-cluster.sh start-rgw "$work/ceph")
+export AWS_SHARED_CREDENTIALS_FILE=$creds AWS_CONFIG_FILE=/dev/null
+ak=$(sed -n 's/^aws_access_key_id *= *//p' "$creds")
+sk=$(sed -n 's/^aws_secret_access_key *= *//p' "$creds")
+# The bucket, made with curl's SigV4 (the keys go through a config file,
+# not the command line).
+printf 'user = "%s:%s"\n' "$ak" "$sk" >"$work/curl.conf"
+curl -sf -K "$work/curl.conf" --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "$endpoint/archip-bench" \
+  -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" >/dev/null
+go build -tags ceph,pacific -o "$work/archip" ./cmd/archip
+
+declare -A STORE=(
+  [s3]="s3://archip-bench/vol?endpoint=$endpoint"
+  [rados]="rados://archip?conf=$CEPH_CONF&namespace=bench"
+)
+declare -A URI
+for kind in s3 rados; do
+  "$work/archip" --store "${STORE[$kind]}" -q volume create vol --size "$SIZE"
+  "$work/archip" --store "${STORE[$kind]}" serve --nbd-listen "unix:$work/$kind.sock" 2>"$work/$kind.log" & pids+=($!)
+  for _ in $(seq 100); do [ -S "$work/$kind.sock" ] && break; sleep 0.05; done
+  URI[$kind]="nbd+unix:///vol?socket=$work/$kind.sock"
+  fio --name=prep --ioengine=nbd --uri="${URI[$kind]}" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
+done
+rbd create --size "$SIZE" archip/bench
+CEPH_ARGS=--rbd_cache=false fio --name=prep --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin \
+  --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
+
+# fio_json UNIT: fio's JSON on stdin → MiB/s (UNIT mib) or IOPS.
+fio_json() { sed -n '/^{/,$p' | /usr/bin/python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+r, w = j["read"], j["write"]
+print(round((r["bw_bytes"] + w["bw_bytes"]) / 2**20) if sys.argv[1] == "mib" else round(r["iops"] + w["iops"]))
+' "$1"; }
+declare -A SPEC=(
+  [seqwrite]="--rw=write --bs=1M --iodepth=16"
+  [seqread]="--rw=read --bs=1M --iodepth=16"
+  [randwrite]="--rw=randwrite --bs=4k --iodepth=32"
+  [randread]="--rw=randread --bs=4k --iodepth=32"
+  [fsync1]="--rw=randwrite --bs=4k --iodepth=1 --fsync=1"
+)
+tests=(seqwrite seqread randwrite randread fsync1)
+declare -A R
+
+# fioon WHO ARGS...: fio against WHO (s3, rados: archip's NBD export;
+# rbd: fio's rbd engine without cache).
+fioon() {
+  local who=$1
+  shift
+  if [ "$who" = rbd ]; then
+    CEPH_ARGS=--rbd_cache=false fio --name=t --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin "$@"
+  else
+    fio --name=t --ioengine=nbd --uri="${URI[$who]}" "$@"
+  fi
+}
+# shellcheck disable=SC2086 # SPEC holds several options
+one() {
+  local unit=iops
+  case $2 in seq*) unit=mib ;; esac
+  fioon "$1" ${SPEC[$2]} --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$unit"
+}
+for name in "${tests[@]}"; do
+  for who in s3 rados rbd rbd rados s3; do
+    r=$(one "$who" "$name")
+    R[$who,$name]=$(( ${R[$who,$name]:-0} + r ))
+    echo "  $who $name: $r" >&2
+  done
+  for who in s3 rados rbd; do R[$who,$name]=$(( R[$who,$name] / 2 )); done
+done
+
+# written POOL...: the bytes the pools report written so far. The
+# manager's figures lag the OSD's by a few seconds: wait them out.
+written() {
+  sleep 12
+  rados df -f json | /usr/bin/python3 -c '
+import json, sys
+want = set(sys.argv[1:])
+print(sum(p["write_bytes"] for p in json.load(sys.stdin)["pools"] if p["name"] in want or ("*rgw" in want and "rgw" in p["name"])))
+' "$@"
+}
+declare -A AMP
+for who in s3 rados rbd; do
+  pools=archip
+  [ "$who" = s3 ] && pools="*rgw"
+  before=$(written $pools)
+  fioon "$who" --rw=randwrite --bs=4k --iodepth=1 --fsync=32 --io_size="$IO" --output=/dev/null >/dev/null 2>&1
+  after=$(written $pools)
+  AMP[$who]=$(/usr/bin/python3 -c "import sys; print('%.2f' % ((int(sys.argv[2]) - int(sys.argv[1])) / float(sys.argv[3])))" \
+    "$before" "$after" "$(numfmt --from=iec "$IO")")
+  echo "  $who amplification: ${AMP[$who]}" >&2
+done
+
+ratio() { /usr/bin/python3 -c "import sys; a, b = map(float, sys.argv[1:]); print('%.2fx' % (a / b) if b else '-')" "$1" "$2"; }
+echo
+echo "archip on s3:// (radosgw) and rados://, and RBD without cache, one memstore OSD ($SIZE, ${RUNTIME}s per test)"
+printf '%-34s %9s %9s %9s %12s %12s\n' test s3 rados "rbd" "s3/rbd" "s3/rados"
+for name in "${tests[@]}"; do
+  case $name in
+    seqwrite) label="1M sequential write, QD16 (MiB/s)" ;; seqread) label="1M sequential read, QD16 (MiB/s)" ;;
+    randwrite) label="4k random write, QD32" ;; randread) label="4k random read, QD32" ;;
+    fsync1) label="4k random write, QD1, fsync=1" ;;
+  esac
+  printf '%-34s %9s %9s %9s %12s %12s\n' "$label" "${R[s3,$name]}" "${R[rados,$name]}" "${R[rbd,$name]}" \
+    "$(ratio "${R[s3,$name]}" "${R[rbd,$name]}")" "$(ratio "${R[s3,$name]}" "${R[rados,$name]}")"
+done
+printf '%-34s %9s %9s %9s\n' "bytes written per byte, fsync=32" "${AMP[s3]}" "${AMP[rados]}" "${AMP[rbd]}"
