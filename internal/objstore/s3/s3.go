@@ -201,6 +201,19 @@ func OpenConfig(ctx context.Context, c Config) (*Store, error) {
 // without those and Delete, DeleteVersion does.
 func (s *Store) Conditional() Conditional { return s.cond }
 
+var _ objstore.CASChecker = (*Store)(nil)
+
+// CheckCAS returns nil if the server honours the conditional PUTs that
+// Create and Swap need (DeleteVersion then works too, by tombstone where
+// DELETE lacks If-Match), else the refusal Create gives
+// (objstore.ErrUnsupport, saying to put metadata elsewhere).
+func (s *Store) CheckCAS() error {
+	if s.cond.Create && s.cond.Swap {
+		return nil
+	}
+	return fmt.Errorf("%w: s3: %s: %s (the probe found: %s)", objstore.ErrUnsupport, s.cfg.Bucket+"/"+s.kp, unsupported, s.cond.Why)
+}
+
 // probe finds which conditional requests the server honours, on an
 // object of its own whose name is no valid object name (so listings skip
 // it).
