@@ -98,7 +98,6 @@ func Open(ctx context.Context, c Config, open Opener, opts objstore.OpenOptions)
 	if err := objstore.CheckCAS(meta); err != nil {
 		return nil, fmt.Errorf("pools: the metadata store %s cannot hold the catalog, maps and leases (they need compare-and-swap); name a file:// or rados:// store as metadata and this one as a data pool: %w", c.Metadata, err)
 	}
-	r := &Router{meta: meta, isData: isData}
 	def := c.DefaultPool()
 	order := []Pool{}
 	for _, p := range c.Pools {
@@ -108,13 +107,40 @@ func Open(ctx context.Context, c Config, open Opener, opts objstore.OpenOptions)
 			order = append(order, p)
 		}
 	}
+	var named []Named
 	for _, p := range order {
 		ps, err := open(ctx, p.URL, opts)
 		if err != nil {
 			return nil, fmt.Errorf("pools: opening pool %s: %w", p.Name, err)
 		}
 		opened = append(opened, ps)
-		r.pools, r.names = append(r.pools, ps), append(r.names, p.Name)
+		named = append(named, Named{p.Name, ps})
+	}
+	return New(meta, named)
+}
+
+// Named is an open data pool.
+type Named struct {
+	Name  string
+	Store objstore.Store
+}
+
+// New builds the store of a metadata backend and data pools, the default
+// pool first (Open with stores already open). It owns them: its Close
+// closes them.
+func New(meta objstore.Store, pools []Named) (objstore.Store, error) {
+	if len(pools) == 0 {
+		return nil, fmt.Errorf("%w: pools: no data pool", objstore.ErrBadURL)
+	}
+	if err := objstore.CheckCAS(meta); err != nil {
+		return nil, fmt.Errorf("pools: the metadata store cannot hold the catalog, maps and leases (they need compare-and-swap); name a file:// or rados:// store as metadata and this one as a data pool: %w", err)
+	}
+	r := &Router{meta: meta, isData: isData}
+	for _, p := range pools {
+		if err := validPoolName(p.Name); err != nil {
+			return nil, fmt.Errorf("%w: pools: %v", objstore.ErrBadURL, err)
+		}
+		r.pools, r.names = append(r.pools, p.Store), append(r.names, p.Name)
 	}
 	return r.wrap(), nil
 }
