@@ -2,7 +2,6 @@ package pools
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/archipelago-go/archip/internal/objstore"
 )
@@ -19,10 +18,6 @@ type (
 
 // wrap returns r in the type of its capabilities.
 func (r *Router) wrap() objstore.Store {
-	r.noCAS = make([]bool, len(r.pools))
-	for i, p := range r.pools {
-		r.noCAS[i] = objstore.CheckCAS(p) != nil
-	}
 	all := append([]objstore.Store{r.meta}, r.pools...)
 	rw, sync, cp, lend := true, false, true, true
 	for _, s := range all {
@@ -141,13 +136,11 @@ func (c copyCap) Copy(ctx context.Context, src, dst string) error {
 		from = i
 	}
 	if r.isData(dst) {
-		if held, err := r.heldElsewhere(ctx, dst); err != nil || held {
-			if err == nil {
-				err = fmt.Errorf("%w: pools: %s (in another pool)", objstore.ErrExists, dst)
-			}
+		i, err := r.newIndex(ctx, dst, objstore.ErrExists)
+		if err != nil {
 			return err
 		}
-		to = 0
+		to = i
 	}
 	if from == to {
 		if cp, ok := r.at(from).(objstore.Copier); ok {
@@ -171,7 +164,7 @@ func (c copyCap) Copy(ctx context.Context, src, dst string) error {
 func (c lendCap) ReadLend(ctx context.Context, name string, off int64, n int, fn func(bufs [][]byte) error) error {
 	r := c.r
 	if r.isData(name) {
-		return r.find(func(s objstore.Store) error {
+		return r.find(ctx, name, func(s objstore.Store) error {
 			return s.(objstore.Lender).ReadLend(ctx, name, off, n, fn)
 		})
 	}

@@ -42,7 +42,10 @@ type Router struct {
 	// noCAS[i]: pool i cannot create-if-absent (objstore.CASChecker):
 	// createIn emulates it.
 	noCAS  []bool
+	orders [][]int // orders[i]: the lookup order that starts at pool i
 	isData func(name string) bool
+	st     *state // shared with views
+	view   bool   // a view (View): Close closes nothing
 }
 
 // isData reports whether name is a block, by its owner's parser.
@@ -135,13 +138,18 @@ func New(meta objstore.Store, pools []Named) (objstore.Store, error) {
 	if err := objstore.CheckCAS(meta); err != nil {
 		return nil, fmt.Errorf("pools: the metadata store cannot hold the catalog, maps and leases (they need compare-and-swap); name a file:// or rados:// store as metadata and this one as a data pool: %w", err)
 	}
-	r := &Router{meta: meta, isData: isData}
+	r := &Router{meta: meta, isData: isData, st: newState(pools[0].Name)}
 	for _, p := range pools {
 		if err := validPoolName(p.Name); err != nil {
 			return nil, fmt.Errorf("%w: pools: %v", objstore.ErrBadURL, err)
 		}
 		r.pools, r.names = append(r.pools, p.Store), append(r.names, p.Name)
 	}
+	r.noCAS = make([]bool, len(r.pools))
+	for i, p := range r.pools {
+		r.noCAS[i] = objstore.CheckCAS(p) != nil
+	}
+	r.orders = orders(len(r.pools))
 	return r.wrap(), nil
 }
 
@@ -210,35 +218,74 @@ func (p part) ListNames(ctx context.Context, prefix string, fn func(string) erro
 
 func (p part) Close() error { return nil }
 
-// find calls fn on each pool in lookup order until fn returns other than
-// ErrNotFound, and returns that, or the last ErrNotFound.
-func (r *Router) find(fn func(s objstore.Store) error) error {
-	var err error
-	for _, p := range r.pools {
-		if err = fn(p); !objstore.IsNotExist(err) {
+// order returns the pools' indexes in the lookup order of name (a
+// block): its owner's pool first for a private block of a placed volume,
+// the pool it was last found in first for a block found outside its
+// first pool, else the default pool first. The first is where a new
+// object of that name goes. The slice is shared: do not change it.
+func (r *Router) order(ctx context.Context, name string) ([]int, error) {
+	if len(r.pools) == 1 {
+		return r.orders[0], nil
+	}
+	n := blockmap.ParseName(name)
+	if n.Kind == blockmap.PrivateObject {
+		pool, err := r.placement(ctx, n.Volume)
+		if err != nil {
+			return nil, err
+		}
+		if i, ok := r.index(pool); ok {
+			return r.orders[i], nil
+		}
+	}
+	if i, ok := r.st.found(name); ok {
+		if j, ok := r.index(i); ok {
+			return r.orders[j], nil
+		}
+	}
+	return r.orders[0], nil
+}
+
+// index returns the index of the named pool in r's order.
+func (r *Router) index(pool string) (int, bool) {
+	for i, n := range r.names {
+		if n == pool {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// find calls fn on each pool in name's lookup order until fn returns
+// other than ErrNotFound, and returns that, or the last ErrNotFound.
+func (r *Router) find(ctx context.Context, name string, fn func(s objstore.Store) error) error {
+	order, err := r.order(ctx, name)
+	if err != nil {
+		return err
+	}
+	for k, i := range order {
+		if err = fn(r.pools[i]); !objstore.IsNotExist(err) {
+			if k > 0 && err == nil {
+				r.st.remember(name, r.names[i])
+			}
 			return err
+		}
+		if k == 0 && len(order) > 1 {
+			r.st.forget(name)
 		}
 	}
 	return err
 }
 
-// locate returns the first pool in lookup order that holds name, or the
-// default pool if none does (the place of a new object).
-func (r *Router) locate(ctx context.Context, name string) (objstore.Store, error) {
-	i, err := r.locateIndex(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	return r.pools[i], nil
-}
-
-// locateIndex is locate's pool index.
+// locateIndex returns the index of the first pool in name's lookup
+// order that holds it, or of the first pool of that order if none does
+// (the place of a new object).
 func (r *Router) locateIndex(ctx context.Context, name string) (int, error) {
-	if len(r.pools) == 1 {
-		return 0, nil
+	order, err := r.order(ctx, name)
+	if err != nil || len(order) == 1 {
+		return order[0], err
 	}
-	for i, p := range r.pools {
-		_, err := p.Stat(ctx, name)
+	for _, i := range order {
+		_, err := r.pools[i].Stat(ctx, name)
 		if err == nil {
 			return i, nil
 		}
@@ -246,7 +293,7 @@ func (r *Router) locateIndex(ctx context.Context, name string) (int, error) {
 			return 0, err
 		}
 	}
-	return 0, nil
+	return order[0], nil
 }
 
 // at returns pool i, or the metadata backend for -1.
@@ -262,35 +309,44 @@ func (r *Router) target(ctx context.Context, name string) (objstore.Store, error
 	if !r.isData(name) {
 		return r.meta, nil
 	}
-	return r.locate(ctx, name)
+	i, err := r.locateIndex(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return r.pools[i], nil
 }
 
-// heldElsewhere reports whether a pool other than the default holds name.
-func (r *Router) heldElsewhere(ctx context.Context, name string) (bool, error) {
-	for _, p := range r.pools[1:] {
-		_, err := p.Stat(ctx, name)
+// newIndex returns the index of the pool a new block name goes to, or
+// an error wrapping exists if another pool holds it.
+func (r *Router) newIndex(ctx context.Context, name string, exists error) (int, error) {
+	order, err := r.order(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	for _, i := range order[1:] {
+		_, err := r.pools[i].Stat(ctx, name)
 		if err == nil {
-			return true, nil
+			return 0, fmt.Errorf("%w: pools: %s (in pool %s)", exists, name, r.names[i])
 		}
 		if !objstore.IsNotExist(err) {
-			return false, err
+			return 0, err
 		}
 	}
-	return false, nil
+	return order[0], nil
 }
 
 func (r *Router) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
 	if !r.isData(name) {
 		return r.meta.ReadAt(ctx, name, p, off)
 	}
-	return r.find(func(s objstore.Store) error { return s.ReadAt(ctx, name, p, off) })
+	return r.find(ctx, name, func(s objstore.Store) error { return s.ReadAt(ctx, name, p, off) })
 }
 
 func (r *Router) Get(ctx context.Context, name string) (b []byte, v objstore.Version, err error) {
 	if !r.isData(name) {
 		return r.meta.Get(ctx, name)
 	}
-	err = r.find(func(s objstore.Store) error {
+	err = r.find(ctx, name, func(s objstore.Store) error {
 		b, v, err = s.Get(ctx, name)
 		return err
 	})
@@ -301,7 +357,7 @@ func (r *Router) Stat(ctx context.Context, name string) (in objstore.Info, err e
 	if !r.isData(name) {
 		return r.meta.Stat(ctx, name)
 	}
-	err = r.find(func(s objstore.Store) error {
+	err = r.find(ctx, name, func(s objstore.Store) error {
 		in, err = s.Stat(ctx, name)
 		return err
 	})
@@ -320,13 +376,11 @@ func (r *Router) Create(ctx context.Context, name string, data []byte) (objstore
 	if !r.isData(name) {
 		return r.meta.Create(ctx, name, data)
 	}
-	if held, err := r.heldElsewhere(ctx, name); err != nil || held {
-		if err == nil {
-			err = fmt.Errorf("%w: pools: %s (in another pool)", objstore.ErrExists, name)
-		}
+	i, err := r.newIndex(ctx, name, objstore.ErrExists)
+	if err != nil {
 		return 0, err
 	}
-	return r.createIn(ctx, 0, name, data)
+	return r.createIn(ctx, i, name, data)
 }
 
 // createIn creates a block in pool i. On a pool without create-if-absent
@@ -355,15 +409,13 @@ func (r *Router) Swap(ctx context.Context, name string, data []byte, old objstor
 		return r.meta.Swap(ctx, name, data, old)
 	}
 	if old == 0 {
-		if held, err := r.heldElsewhere(ctx, name); err != nil || held {
-			if err == nil {
-				err = fmt.Errorf("%w: pools: %s exists (in another pool)", objstore.ErrConflict, name)
-			}
+		i, err := r.newIndex(ctx, name, objstore.ErrConflict)
+		if err != nil {
 			return 0, err
 		}
-		return r.pools[0].Swap(ctx, name, data, 0)
+		return r.pools[i].Swap(ctx, name, data, 0)
 	}
-	s, err := r.locate(ctx, name)
+	s, err := r.target(ctx, name)
 	if err != nil {
 		return 0, err
 	}
@@ -437,6 +489,9 @@ func (r *Router) FreshStat() bool {
 }
 
 func (r *Router) Close() error {
+	if r.view {
+		return nil
+	}
 	var errs []error
 	for _, p := range append([]objstore.Store{r.meta}, r.pools...) {
 		errs = append(errs, p.Close())

@@ -22,11 +22,17 @@ var ctx = context.Background()
 // newTest builds a router on stores the test made, with a routing rule of
 // its own (the suite's names are no blocks).
 func newTest(meta objstore.Store, data func(string) bool, pools ...objstore.Store) objstore.Store {
-	r := &Router{meta: meta, isData: data}
+	var named []Named
 	for i, p := range pools {
-		r.pools, r.names = append(r.pools, p), append(r.names, string(rune('a'+i)))
+		named = append(named, Named{Name: string(rune('a' + i)), Store: p})
 	}
-	return r.wrap()
+	s, err := New(meta, named)
+	if err != nil {
+		panic(err)
+	}
+	r, _ := Of(s)
+	r.isData = data
+	return s
 }
 
 func allData(string) bool { return true }
@@ -333,5 +339,87 @@ func TestOpenURL(t *testing.T) {
 	u, _ = url.Parse("pools://" + filepath.Join(dir, "missing.toml"))
 	if _, err := OpenURL(ctx, u, memOpener(), objstore.OpenOptions{}); !errors.Is(err, objstore.ErrBadURL) {
 		t.Fatalf("a missing configuration: %v", err)
+	}
+}
+
+// TestPlacement: a placed volume's private blocks go to its pool (also
+// for another router on the same backends, as another process), an
+// unplaced one's to the default pool, a view's new content blocks to the
+// view's pool, and every block is found from any of them.
+func TestPlacement(t *testing.T) {
+	meta, a, b := objstore.NewMem(), objstore.NewMem(), objstore.NewMem()
+	open := func() (objstore.Store, *Router) {
+		s, err := New(meta, []Named{{"a", a}, {"b", b}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := Of(s)
+		return s, r
+	}
+	s, r := open()
+	placed, unplaced := blockmap.NewID(), blockmap.NewID()
+	if err := r.Place(ctx, placed, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Place(ctx, unplaced, "nope"); !errors.Is(err, ErrNoPool) {
+		t.Fatalf("placement in a pool the store lacks: %v", err)
+	}
+	if _, err := meta.Stat(ctx, PlacementName(placed)); err != nil {
+		t.Fatalf("the placement record is not in the metadata backend: %v", err)
+	}
+	s2, r2 := open() // another process
+	for i, tc := range []struct {
+		s    objstore.Store
+		id   blockmap.ID
+		pool objstore.Store
+		name string
+	}{{s, placed, b, "b"}, {s2, placed, b, "b"}, {s, unplaced, a, "a"}} {
+		priv := blockmap.PrivateEntry(tc.id, 1, uint64(i)).ObjectName()
+		if _, err := tc.s.Create(ctx, priv, []byte("private")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.pool.Stat(ctx, priv); err != nil {
+			t.Fatalf("a private block of %s is not in pool %s: %v", tc.id, tc.name, err)
+		}
+		if got, err := r2.Placement(ctx, tc.id); err != nil || got != tc.name {
+			t.Fatalf("Placement = %q, %v; want %s", got, err, tc.name)
+		}
+	}
+	v, err := r.View("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk := blockmap.ContentName([32]byte{5})
+	if _, err := v.Create(ctx, blk, []byte("image")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Stat(ctx, blk); err != nil {
+		t.Fatalf("a view's content block is not in its pool: %v", err)
+	}
+	for i := 0; i < 2; i++ { // the second time from the cache of where it was found
+		if got, _, err := s.Get(ctx, blk); err != nil || string(got) != "image" {
+			t.Fatalf("the block from the default pool's side: %q %v", got, err)
+		}
+	}
+	if _, err := s.Create(ctx, blk, []byte("image")); !errors.Is(err, objstore.ErrExists) {
+		t.Fatalf("Create of a block another pool holds: %v", err)
+	}
+	v.Close()
+	if _, _, err := s.Get(ctx, blk); err != nil {
+		t.Fatalf("closing a view closed the store: %v", err)
+	}
+	if err := r.Unplace(ctx, placed); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.Placement(ctx, placed); got != "a" {
+		t.Fatalf("placement after Unplace: %q", got)
+	}
+	if id, ok := ParsePlacementName(PlacementName(placed)); !ok || id != placed {
+		t.Fatal("ParsePlacementName does not read PlacementName")
+	}
+	for _, n := range []string{"place/x", "place/" + placed.String() + "/x", "cat/name/x"} {
+		if _, ok := ParsePlacementName(n); ok {
+			t.Errorf("ParsePlacementName(%q) ok", n)
+		}
 	}
 }
