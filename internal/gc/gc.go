@@ -118,6 +118,7 @@ import (
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/objstore/pools"
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
@@ -430,6 +431,11 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 		}
 		_, ref := m.heads[blockmap.HeadName(id)]
 		return !ref, "lease"
+	}
+	if id, ok := pools.ParsePlacementName(name); ok {
+		// Likewise a volume's placement in a pool.
+		_, ref := m.heads[blockmap.HeadName(id)]
+		return !ref, "placement"
 	}
 	switch n := blockmap.ParseName(name); n.Kind {
 	case blockmap.ContentObject:

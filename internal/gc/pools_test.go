@@ -45,3 +45,41 @@ func TestPoolsSweepEachCopy(t *testing.T) {
 		t.Fatalf("report %+v: want 1 content block deleted, 1 young", rep)
 	}
 }
+
+// TestPoolsPlacementGarbage: a placement record outlives its volume only
+// when a removal was interrupted; gc deletes it then, and keeps a live
+// volume's.
+func TestPoolsPlacementGarbage(t *testing.T) {
+	clk := &clock{t: time.Unix(1_000_000, 0)}
+	meta, a, b := objstore.NewMem(), objstore.NewMem(), objstore.NewMem()
+	for _, m := range []*objstore.Mem{meta, a, b} {
+		m.Now = clk.now
+	}
+	s, err := pools.New(meta, []pools.Named{{Name: "a", Store: a}, {Name: "b", Store: b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := pools.Of(s)
+	m := manage.New(s)
+	m.Now = clk.now
+	live, err := m.CreateVolume(ctx, "live", 1<<20, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := blockmap.NewID()
+	for _, id := range []blockmap.ID{live.ID, gone} {
+		if err := r.Place(ctx, id, "b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.advance(gc.DefaultGrace + time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := meta.Stat(ctx, pools.PlacementName(live.ID)); err != nil {
+		t.Fatalf("a live volume's placement was deleted: %v", err)
+	}
+	if _, err := meta.Stat(ctx, pools.PlacementName(gone)); !objstore.IsNotExist(err) {
+		t.Fatalf("the placement of a volume that is gone was kept: %v", err)
+	}
+}
