@@ -141,3 +141,89 @@ func TestCLISplitS3NoConditional(t *testing.T) {
 	store := writePools(t, dir, "file://"+filepath.Join(dir, "meta"), plain)
 	splitWorkflow(t, store, c, prefix)
 }
+
+// countBlocks counts the blocks (content, private) a file store holds.
+func countBlocks(t *testing.T, dir string) (content, private int) {
+	t.Helper()
+	s, err := objstore.OpenFile(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.List(context.Background(), "", func(in objstore.Info) error {
+		switch {
+		case strings.HasPrefix(in.Name, "blk/"):
+			content++
+		case strings.Contains(in.Name, "/d/"):
+			private++
+		default:
+			t.Errorf("%s is in a data pool", in.Name)
+		}
+		return nil
+	})
+	return content, private
+}
+
+// TestCLIPoolPlacement: --pool places an image's and a clone's blocks;
+// volume info and store stats show the pools.
+func TestCLIPoolPlacement(t *testing.T) {
+	dir := t.TempDir()
+	fast, cold := filepath.Join(dir, "fast"), filepath.Join(dir, "cold")
+	conf := filepath.Join(dir, "store.toml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("metadata = %q\ndefault = \"fast\"\n[pools]\ncold = %q\nfast = %q\n",
+		"file://"+filepath.Join(dir, "meta"), "file://"+cold, "file://"+fast)), 0o644)
+	store := "pools://" + conf
+	img := bytes.Repeat([]byte("archipelago!"), 100_000)
+	imgPath := filepath.Join(dir, "img.raw")
+	os.WriteFile(imgPath, img, 0o644)
+
+	mustCLI(t, store, nil, "image", "import", "--block-size", "64K", "--pool", "cold", imgPath, "base")
+	if c, _ := countBlocks(t, cold); c == 0 {
+		t.Fatal("the image's blocks are not in its pool")
+	}
+	mustCLI(t, store, nil, "volume", "clone", "base", "vm")
+	mustCLI(t, store, nil, "volume", "clone", "base", "vm2", "--pool", "cold")
+	mustCLI(t, store, []byte("hello"), "volume", "write", "vm", "--offset", "1000")
+	mustCLI(t, store, []byte("world"), "volume", "write", "vm2", "--offset", "1000")
+	if c, p := countBlocks(t, fast); c != 0 || p == 0 {
+		t.Fatalf("fast holds %d content and %d private blocks; want only vm's private ones", c, p)
+	}
+	_, coldPrivate := countBlocks(t, cold)
+	if coldPrivate == 0 {
+		t.Fatal("vm2's private blocks are not in cold")
+	}
+	for _, tc := range []struct{ vol, want string }{{"vm", "hello"}, {"vm2", "world"}} {
+		if got := mustCLI(t, store, nil, "volume", "read", tc.vol, "--offset", "995", "--length", "15"); got != string(img[995:1000])+tc.want+string(img[1005:1010]) {
+			t.Fatalf("%s reads %q", tc.vol, got)
+		}
+	}
+	mustCLI(t, store, nil, "volume", "snapshot", "vm2", "vm2@1")
+	for vol, pool := range map[string]string{"base": "cold", "vm": "fast", "vm2": "cold", "vm2@1": "cold"} {
+		if out := mustCLI(t, store, nil, "volume", "info", vol); !strings.Contains(out, "pool:") || !strings.Contains(out, " "+pool+" (") {
+			t.Errorf("volume info %s does not say pool %s:\n%s", vol, pool, out)
+		}
+	}
+	if out := mustCLI(t, store, nil, "--json", "volume", "info", "vm"); !strings.Contains(out, `"pool": "fast"`) {
+		t.Errorf("volume info --json:\n%s", out)
+	}
+	out := mustCLI(t, store, nil, "store", "stats")
+	if !strings.Contains(out, "pool fast:") || !strings.Contains(out, "pool cold:") || !strings.Contains(out, "(default)") {
+		t.Errorf("store stats:\n%s", out)
+	}
+	out = mustCLI(t, store, nil, "--json", "store", "stats")
+	if !strings.Contains(out, `"pools": [`) || !strings.Contains(out, `"name": "cold"`) {
+		t.Errorf("store stats --json:\n%s", out)
+	}
+
+	if _, errs, code := cli(t, store, nil, "volume", "create", "v", "--size", "1M", "--pool", "nope"); code != exitUsage || !strings.Contains(errs, "cold, fast") && !strings.Contains(errs, "fast, cold") {
+		t.Fatalf("--pool of no pool: exit %d: %s", code, errs)
+	}
+	if _, errs, code := cli(t, "file://"+filepath.Join(dir, "single"), nil, "volume", "create", "v", "--size", "1M", "--pool", "fast"); code != exitUsage || !strings.Contains(errs, "pools://") {
+		t.Fatalf("--pool on a single store: exit %d: %s", code, errs)
+	}
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "1M", "--pool", "cold")
+	if out := mustCLI(t, store, nil, "volume", "info", "v"); !strings.Contains(out, " cold (") {
+		t.Errorf("volume info v:\n%s", out)
+	}
+	mustCLI(t, store, nil, "volume", "remove", "v")
+}

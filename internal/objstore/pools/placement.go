@@ -135,13 +135,28 @@ func (r *Router) Place(ctx context.Context, id blockmap.ID, pool string) error {
 	return nil
 }
 
-// Placement returns volume id's pool: its record's, else the default.
-func (r *Router) Placement(ctx context.Context, id blockmap.ID) (string, error) {
+// Placement returns volume id's pool: its record's (recorded), else the
+// default.
+func (r *Router) Placement(ctx context.Context, id blockmap.ID) (pool string, recorded bool, err error) {
 	p, err := r.placement(ctx, id)
-	if p == "" && err == nil {
-		p = r.st.def
+	if err != nil {
+		return "", false, err
 	}
-	return p, err
+	if p == "" {
+		return r.st.def, false, nil
+	}
+	return p, true, nil
+}
+
+// Pools returns the pools' names in the configuration's lookup order
+// (the default first), each with its store as a part (it lists only
+// blocks; its Delete removes only its own copy).
+func (r *Router) Pools() []Named {
+	var ps []Named
+	for i, n := range r.names {
+		ps = append(ps, Named{n, part{r.pools[i], r, true}})
+	}
+	return ps
 }
 
 // Unplace deletes volume id's placement record, if any (after the volume

@@ -167,17 +167,6 @@ func (r *Router) router() *Router { return r }
 // PoolNames returns the pools' names in lookup order: the default first.
 func (r *Router) PoolNames() []string { return append([]string(nil), r.names...) }
 
-// Pool returns the store of the named pool, as a part (it lists only
-// blocks), or false.
-func (r *Router) Pool(name string) (objstore.Store, bool) {
-	for i, n := range r.names {
-		if n == name {
-			return part{r.pools[i], r, true}, true
-		}
-	}
-	return nil, false
-}
-
 // Parts returns the metadata backend and each pool, each listing only
 // the names routed to it (objstore.Parter).
 func (r *Router) Parts() []objstore.Store {

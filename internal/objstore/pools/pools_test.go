@@ -381,7 +381,7 @@ func TestPlacement(t *testing.T) {
 		if _, err := tc.pool.Stat(ctx, priv); err != nil {
 			t.Fatalf("a private block of %s is not in pool %s: %v", tc.id, tc.name, err)
 		}
-		if got, err := r2.Placement(ctx, tc.id); err != nil || got != tc.name {
+		if got, _, err := r2.Placement(ctx, tc.id); err != nil || got != tc.name {
 			t.Fatalf("Placement = %q, %v; want %s", got, err, tc.name)
 		}
 	}
@@ -411,7 +411,7 @@ func TestPlacement(t *testing.T) {
 	if err := r.Unplace(ctx, placed); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := r.Placement(ctx, placed); got != "a" {
+	if got, rec, _ := r.Placement(ctx, placed); got != "a" || rec {
 		t.Fatalf("placement after Unplace: %q", got)
 	}
 	if id, ok := ParsePlacementName(PlacementName(placed)); !ok || id != placed {
