@@ -67,6 +67,10 @@ store. Clones and snapshots copy no data; identical blocks are stored once.
 
 The store is named by a URL, given with --store or ARCHIP_STORE:
   file:///var/lib/archip    a directory on a local disk or NFS (the default kind)
+  rados://POOL?conf=FILE    a Ceph RADOS pool (builds with -tags ceph)
+  s3://BUCKET/PREFIX?endpoint=URL   an S3 bucket
+  pools:///etc/archip/store.toml    metadata on one of those, blocks in named
+                            data pools (--pool NAME at create, clone, import)
   mem://NAME                in memory, for tests
 Without either, the store is ` + defaultStore() + `.
 

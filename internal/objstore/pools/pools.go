@@ -8,9 +8,13 @@
 // A store is named by pools:///PATH/TO/STORE.toml, a small file (see
 // Config). Names are routed by blockmap.ParseName, the owner of block
 // names: content and private blocks are data, everything else metadata.
-// Data names are looked up in the default pool first, then in the others
-// in the order of the file; new blocks go to the default pool. With one
-// pool that costs no request.
+// A volume may be placed in a pool (Router.Place: a record place/<id> in
+// the metadata backend): its private blocks go there. Data names are
+// looked up in their first pool (the volume's for a private block, else
+// where the block was last found, else the default pool), then in the
+// others in the order of the file; a new block goes to its first pool. A
+// view (Router.View) makes another pool the default, for an import. With
+// one pool none of that costs a request.
 //
 // Capabilities are those every part that a name of the capability may
 // reach has (Open): RangeWriter only if every part writes in place (the
