@@ -55,7 +55,7 @@ type state struct {
 
 	mu    sync.Mutex             // guards the maps
 	place map[blockmap.ID]string // volume → pool ("": no record)
-	loc   map[string]string      // block → the pool it was last found in, outside its first
+	loc   map[string]string      // block → the pool it was last found or placed in
 }
 
 func newState(def string) *state {

@@ -273,20 +273,34 @@ func (r *Router) find(ctx context.Context, name string, fn func(s objstore.Store
 // order that holds it, or of the first pool of that order if none does
 // (the place of a new object).
 func (r *Router) locateIndex(ctx context.Context, name string) (int, error) {
-	order, err := r.order(ctx, name)
-	if err != nil || len(order) == 1 {
-		return order[0], err
+	if len(r.pools) == 1 {
+		return 0, nil
 	}
+	if p, ok := r.st.found(name); ok {
+		// NB: trusted without a Stat, so that each in-place write to a
+		// block does not cost one: blocks do not change pools (a move
+		// will copy, under a new epoch, docs/pools.md).
+		if i, ok := r.index(p); ok {
+			return i, nil
+		}
+	}
+	order, err := r.order(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	at := order[0]
 	for _, i := range order {
 		_, err := r.pools[i].Stat(ctx, name)
 		if err == nil {
-			return i, nil
+			at = i
+			break
 		}
 		if !objstore.IsNotExist(err) {
 			return 0, err
 		}
 	}
-	return order[0], nil
+	r.st.remember(name, r.names[at])
+	return at, nil
 }
 
 // at returns pool i, or the metadata backend for -1.
@@ -420,6 +434,7 @@ func (r *Router) Delete(ctx context.Context, name string) error {
 	if !r.isData(name) {
 		return r.meta.Delete(ctx, name)
 	}
+	r.st.forget(name)
 	var errs []error
 	found := false
 	for _, p := range r.pools {
