@@ -44,7 +44,7 @@ func deleted(meta map[string]string) bool { return meta[metaKey] == metaDeleted 
 
 // unsupported is the refusal of a conditional write on a server without
 // them.
-const unsupported = "this S3 server does not support conditional writes; put metadata on a file:// or rados:// store (split configuration)"
+const unsupported = "this S3 server does not support conditional writes; put metadata on a file:// or rados:// store and keep only blocks here (a split configuration: --store pools:///FILE, see docs/pools.md)"
 
 // Conditional says which conditional requests the server honours (found
 // by a probe when the store is opened).
