@@ -147,6 +147,9 @@ func New(meta objstore.Store, pools []Named) (objstore.Store, error) {
 		if err := validPoolName(p.Name); err != nil {
 			return nil, fmt.Errorf("%w: pools: %v", objstore.ErrBadURL, err)
 		}
+		if _, dup := r.index(p.Name); dup {
+			return nil, fmt.Errorf("%w: pools: pool %q given twice", objstore.ErrBadURL, p.Name)
+		}
 		r.pools, r.names = append(r.pools, p.Store), append(r.names, p.Name)
 	}
 	r.noCAS = make([]bool, len(r.pools))
@@ -474,11 +477,31 @@ func (r *Router) List(ctx context.Context, prefix string, fn func(objstore.Info)
 	return nil
 }
 
-// ListNames is List's walk of names only (objstore.NameLister); a block
-// held by two pools is named twice.
+// ListNames is List's walk of names only (objstore.NameLister). A block
+// held by several pools is named once: a pool's names that an earlier
+// pool in the configuration's order holds are skipped, at the cost of a
+// Stat per block listed from the second pool on. NB: a copy deleted from
+// an earlier pool after that pool's walk named it and before a later
+// pool's Stat could let the name come twice; blocks change pools only by
+// moves (docs/pools.md), and no caller lists blocks by names only.
 func (r *Router) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
-	for _, p := range r.Parts() {
-		if err := p.(part).ListNames(ctx, prefix, fn); err != nil {
+	if err := (part{r.meta, r, false}).ListNames(ctx, prefix, fn); err != nil {
+		return err
+	}
+	for k, p := range r.pools {
+		err := (part{p, r, true}).ListNames(ctx, prefix, func(name string) error {
+			for _, q := range r.pools[:k] {
+				_, err := q.Stat(ctx, name)
+				if err == nil {
+					return nil
+				}
+				if !objstore.IsNotExist(err) {
+					return err
+				}
+			}
+			return fn(name)
+		})
+		if err != nil {
 			return err
 		}
 	}

@@ -164,6 +164,12 @@ func TestRouting(t *testing.T) {
 	if want := []string{blk, old, old}; strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Fatalf("List(blk/) = %v, want %v", names, want)
 	}
+	var listed []string
+	objstore.ListNames(ctx, s, "blk/", func(n string) error { listed = append(listed, n); return nil })
+	sort.Strings(listed)
+	if want := []string{blk, old}; strings.Join(listed, " ") != strings.Join(want, " ") {
+		t.Fatalf("ListNames(blk/) = %v, want %v (each name once)", listed, want)
+	}
 	parts := objstore.Parts(s)
 	if len(parts) != 3 {
 		t.Fatalf("%d parts", len(parts))
