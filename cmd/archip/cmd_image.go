@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archip/internal/image"
+	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/units"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -28,6 +29,7 @@ func newImageCommand(g *globals) *cobra.Command {
 type imageImportOptions struct {
 	blockSize string
 	workers   int
+	pool      string
 }
 
 func newImageImportCommand(g *globals) *cobra.Command {
@@ -49,6 +51,7 @@ Clone volumes from it with: archip volume clone NAME VOLUME
 	}
 	c.Flags().StringVar(&o.blockSize, "block-size", "4M", "block size: a power of two from 64K to 32M")
 	c.Flags().IntVar(&o.workers, "workers", 0, "blocks hashed and stored at once (default: 16, or 2 per CPU if more)")
+	addPoolFlag(c, &o.pool, "the image's new blocks (blocks already in another pool are shared, not copied)")
 	return c
 }
 
@@ -87,11 +90,26 @@ func runImageImport(ctx context.Context, g *globals, o imageImportOptions, file,
 	if err != nil {
 		return err
 	}
+	pr, err := poolRouter(m, o.pool)
+	if err != nil {
+		return err
+	}
+	if pr != nil {
+		// The image's content blocks go to the pool from the start.
+		view, err := pr.View(o.pool)
+		if err != nil {
+			return err
+		}
+		m = manage.New(view)
+	}
 	prog, done := g.progress("importing " + name)
 	start := time.Now()
-	_, st, err := m.Import(ctx, r, size, name, image.Options{BlockShift: shift, Workers: o.workers, Progress: prog})
+	rec, st, err := m.Import(ctx, r, size, name, image.Options{BlockShift: shift, Workers: o.workers, Progress: prog})
 	done()
 	if err != nil {
+		return err
+	}
+	if err := place(ctx, pr, rec.ID, name, o.pool); err != nil {
 		return err
 	}
 	el := time.Since(start)

@@ -105,8 +105,15 @@ func runStoreStats(ctx context.Context, g *globals, volumes bool) error {
 	if err != nil {
 		return err
 	}
+	ps, err := statsPerPool(ctx, m)
+	if err != nil {
+		return err
+	}
 	if g.json {
-		return g.printJSON(st)
+		return g.printJSON(struct {
+			*manage.StoreStats
+			Pools []poolStats `json:"pools,omitempty"`
+		}{st, ps})
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
@@ -118,6 +125,13 @@ func runStoreStats(ctx context.Context, g *globals, volumes bool) error {
 		st.ContentObjects, units.FormatSize(st.ContentBytes), st.PrivateObjects, units.FormatSize(st.PrivateBytes)))
 	row("metadata", fmt.Sprintf("%s in %d objects", units.FormatSize(st.MetadataBytes), st.MetadataObjects))
 	row("dedup ratio", fmt.Sprintf("%.2fx", st.DedupRatio))
+	for _, p := range ps {
+		def := ""
+		if p.Default {
+			def = " (default)"
+		}
+		row("pool "+p.Name, fmt.Sprintf("%s in %d blocks%s", units.FormatSize(p.Bytes), p.Objects, def))
+	}
 	if err := tw.Flush(); err != nil || !volumes {
 		return err
 	}

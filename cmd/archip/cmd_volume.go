@@ -44,11 +44,13 @@ func parseSize(what, s string) (uint64, error) {
 type volumeCreateOptions struct {
 	size      string
 	blockSize string
+	pool      string
 }
 
 func (o *volumeCreateOptions) AddFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.size, "size", "", "size of the volume, such as 10G (required; at most 2^22 blocks: 16T at 4M blocks)")
 	c.Flags().StringVar(&o.blockSize, "block-size", "4M", "block size: a power of two from 64K to 32M")
+	addPoolFlag(c, &o.pool, "the volume's blocks")
 }
 
 func newVolumeCreateCommand(g *globals) *cobra.Command {
@@ -102,8 +104,15 @@ func runVolumeCreate(ctx context.Context, g *globals, o volumeCreateOptions, nam
 	if err != nil {
 		return err
 	}
+	pr, err := poolRouter(m, o.pool)
+	if err != nil {
+		return err
+	}
 	r, err := m.CreateVolume(ctx, name, size, shift)
 	if err != nil {
+		return err
+	}
+	if err := place(ctx, pr, r.ID, name, o.pool); err != nil {
 		return err
 	}
 	if g.json {
@@ -222,8 +231,15 @@ func runVolumeInfo(ctx context.Context, g *globals, name string) error {
 	if err != nil {
 		return err
 	}
+	pool, err := placement(ctx, m, name)
+	if err != nil {
+		return err
+	}
 	if g.json {
-		return g.printJSON(in)
+		return g.printJSON(struct {
+			*manage.Info
+			Pool string `json:"pool,omitempty"`
+		}{in, pool})
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
@@ -232,6 +248,9 @@ func runVolumeInfo(ctx context.Context, g *globals, name string) error {
 	row("kind", string(in.Kind))
 	row("size", fmt.Sprintf("%s (%d bytes)", units.FormatSize(in.Size), in.Size))
 	row("block size", units.FormatSize(in.BlockSize))
+	if pool != "" {
+		row("pool", pool+" (where its new blocks go; blocks it shares stay where they are)")
+	}
 	row("allocated", units.FormatSize(in.AllocatedBytes))
 	row("private", units.FormatSize(in.PrivateBytes)+" (written since the last snapshot; only this volume uses it)")
 	row("shared", units.FormatSize(in.SharedBytes)+" (content blocks, or shared with snapshots, parent, images)")
@@ -284,7 +303,7 @@ func runVolumeSnapshot(ctx context.Context, g *globals, vol, snap string) error 
 	return nil
 }
 
-type volumeCloneOptions struct{ size string }
+type volumeCloneOptions struct{ size, pool string }
 
 func newVolumeCloneCommand(g *globals) *cobra.Command {
 	var o volumeCloneOptions
@@ -299,6 +318,7 @@ func newVolumeCloneCommand(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&o.size, "size", "", "size of the clone, at least the source's and at most 2^22 blocks (default: the source's)")
+	addPoolFlag(c, &o.pool, "the clone's new blocks (those it shares stay where they are)")
 	return c
 }
 
@@ -317,6 +337,10 @@ func runVolumeClone(ctx context.Context, g *globals, o volumeCloneOptions, src, 
 		}
 	}
 	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	pr, err := poolRouter(m, o.pool)
 	if err != nil {
 		return err
 	}
@@ -339,6 +363,9 @@ func runVolumeClone(ctx context.Context, g *globals, o volumeCloneOptions, src, 
 	start := time.Now()
 	r, err := m.Clone(ctx, src, name, size)
 	if err != nil {
+		return err
+	}
+	if err := place(ctx, pr, r.ID, name, o.pool); err != nil {
 		return err
 	}
 	if g.json {
@@ -458,9 +485,11 @@ since its last snapshot); the rest is reclaimed by garbage collection.`,
 			if err != nil {
 				return err
 			}
+			after := unplace(c.Context(), m, args[0])
 			if err := m.Remove(c.Context(), args[0]); err != nil {
 				return err
 			}
+			after()
 			if !g.json {
 				fmt.Fprintf(g.stdout, "removed %s\n", args[0])
 			}

@@ -72,6 +72,9 @@ The store is named by a URL, given with --store or ARCHIP_STORE:
   s3://BUCKET/PREFIX?endpoint=https://HOST
                             an S3-compatible bucket; keys from the AWS
                             environment variables or shared files
+  pools:///etc/archip/store.toml
+                            metadata on one of those, blocks in named data
+                            pools (--pool NAME at create, clone, import)
   mem://NAME                in memory, for tests
 See the README's store URL table for every parameter.
 Without either, the store is ` + defaultStore() + `.

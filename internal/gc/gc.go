@@ -11,7 +11,9 @@
 // delete those older than the cutoff (start of the collection minus the
 // grace period) that were not marked, and the catalog's hints older than
 // the cutoff that no record points back at (package catalog). Names it
-// does not know are never deleted.
+// does not know are never deleted. On a store of several backends
+// (objstore.Parter: package pools) the sweep lists each part on its own
+// and deletes a copy of a block by that copy's age, in its part only.
 //
 // # Why nothing referenced is deleted (invariant I7)
 //
@@ -116,6 +118,7 @@ import (
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/objstore/pools"
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
@@ -235,7 +238,13 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("gc: mark (nothing was deleted): %w", err)
 	}
-	err = sweep(ctx, s, m, cutoff, &rep, opts, func() error { return l.check(ctx) })
+	// Each part of a store of several backends on its own (package
+	// pools): a copy is deleted on its own age, in its own part only.
+	for _, p := range objstore.Parts(s) {
+		if err = sweep(ctx, p, m, cutoff, &rep, opts, func() error { return l.check(ctx) }); err != nil {
+			break
+		}
+	}
 	rep.Seconds = now().Sub(start).Seconds()
 	return rep, err
 }
@@ -422,6 +431,11 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 		}
 		_, ref := m.heads[blockmap.HeadName(id)]
 		return !ref, "lease"
+	}
+	if id, ok := pools.ParsePlacementName(name); ok {
+		// Likewise a volume's placement in a pool.
+		_, ref := m.heads[blockmap.HeadName(id)]
+		return !ref, "placement"
 	}
 	switch n := blockmap.ParseName(name); n.Kind {
 	case blockmap.ContentObject:

@@ -16,10 +16,11 @@ var layer = map[string]int{
 	"internal/units":              0,
 	"internal/objstore":           1,
 	"internal/objstore/storetest": 1,
-	"internal/objstore/all":       2, // above the backends it lists (rados, s3); only commands import it
+	"internal/objstore/all":       4, // above the backends it lists (rados, s3, pools); only commands import it
 	"internal/objstore/rados":     1,
 	"internal/objstore/s3":        1,
 	"internal/blockmap":           2,
+	"internal/objstore/pools":     3, // a store of several backends, routed by blockmap's names
 	"internal/volume":             3,
 	"internal/catalog":            4,
 	"internal/lease":              5,

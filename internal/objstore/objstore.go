@@ -325,3 +325,38 @@ func checkRange(p []byte, off int64) error {
 	}
 	return nil
 }
+
+// CASChecker is implemented by backends that may lack compare-and-swap
+// (an S3 server without conditional writes): CheckCAS returns nil if
+// Create, Swap and DeleteVersion work, else an error wrapping
+// ErrUnsupport that says why and what to do. A backend without the
+// method always has them. Stores that hold metadata (catalog, maps,
+// leases) need them; stores of blocks only do not (package pools).
+type CASChecker interface {
+	CheckCAS() error
+}
+
+// CheckCAS returns s's CheckCAS if it has one, else nil.
+func CheckCAS(s Store) error {
+	if c, ok := s.(CASChecker); ok {
+		return c.CheckCAS()
+	}
+	return nil
+}
+
+// Parter is implemented by stores made of several backends (package
+// pools). Each part is a Store that lists only the objects kept in it,
+// and whose Delete removes only its own copy: a caller that must act on
+// each stored copy of a name (gc's sweep, which judges each copy's age)
+// walks the parts instead of the whole.
+type Parter interface {
+	Parts() []Store
+}
+
+// Parts returns s's parts if it has some, else s alone.
+func Parts(s Store) []Store {
+	if p, ok := s.(Parter); ok {
+		return p.Parts()
+	}
+	return []Store{s}
+}

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/objstore/pools"
 	"github.com/archipelago-go/archip/internal/objstore/s3"
 )
 
@@ -40,6 +41,9 @@ func Registry() *objstore.Registry {
 		return s3.Open(ctx, u)
 	})
 	registerExtra(r)
+	r.Register("pools", pools.Usage, func(ctx context.Context, u *url.URL, o objstore.OpenOptions) (objstore.Store, error) {
+		return pools.OpenURL(ctx, u, r.Open, o)
+	})
 	return r
 }
 

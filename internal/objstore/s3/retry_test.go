@@ -239,7 +239,8 @@ func TestNoConditional(t *testing.T) {
 	_, err1 := s.Create(ctx, "y", nil)
 	_, err2 := s.Swap(ctx, "x", nil, v)
 	err3 := s.DeleteVersion(ctx, "x", v)
-	for _, err := range []error{err1, err2, err3} {
+	err4 := objstore.CheckCAS(s)
+	for _, err := range []error{err1, err2, err3, err4} {
 		if !errors.Is(err, objstore.ErrUnsupport) || !strings.Contains(err.Error(), "split configuration") {
 			t.Fatalf("conditional write on a store without them: %v", err)
 		}

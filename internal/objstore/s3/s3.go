@@ -44,7 +44,7 @@ func deleted(meta map[string]string) bool { return meta[metaKey] == metaDeleted 
 
 // unsupported is the refusal of a conditional write on a server without
 // them.
-const unsupported = "this S3 server does not support conditional writes; put metadata on a file:// or rados:// store (split configuration)"
+const unsupported = "this S3 server does not support conditional writes; put metadata on a file:// or rados:// store and keep only blocks here (a split configuration: --store pools:///FILE, see docs/pools.md)"
 
 // Conditional says which conditional requests the server honours (found
 // by a probe when the store is opened).
@@ -200,6 +200,19 @@ func OpenConfig(ctx context.Context, c Config) (*Store, error) {
 // Without Create and Swap, Create and Swap refuse with ErrUnsupport;
 // without those and Delete, DeleteVersion does.
 func (s *Store) Conditional() Conditional { return s.cond }
+
+var _ objstore.CASChecker = (*Store)(nil)
+
+// CheckCAS returns nil if the server honours the conditional PUTs that
+// Create and Swap need (DeleteVersion then works too, by tombstone where
+// DELETE lacks If-Match), else the refusal Create gives
+// (objstore.ErrUnsupport, saying to put metadata elsewhere).
+func (s *Store) CheckCAS() error {
+	if s.cond.Create && s.cond.Swap {
+		return nil
+	}
+	return fmt.Errorf("%w: s3: %s: %s (the probe found: %s)", objstore.ErrUnsupport, s.cfg.Bucket+"/"+s.kp, unsupported, s.cond.Why)
+}
 
 // probe finds which conditional requests the server honours, on an
 // object of its own whose name is no valid object name (so listings skip

@@ -85,7 +85,11 @@ func TestProbe(t *testing.T) {
 	}
 	for _, srv := range TestServerNames {
 		t.Run(srv, func(t *testing.T) {
-			c := OpenTestStore(t, TestServer(t, srv)).Conditional()
+			s := OpenTestStore(t, TestServer(t, srv))
+			if err := objstore.CheckCAS(s); err != nil {
+				t.Fatalf("CheckCAS on a server with conditional writes: %v", err)
+			}
+			c := s.Conditional()
 			c.Why = ""
 			if c != want[srv] {
 				t.Fatalf("probe found %+v, want %+v", c, want[srv])

@@ -1,0 +1,179 @@
+package pools
+
+import (
+	"context"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// The optional capabilities, each a small type that a combination embeds
+// beside *Router, so that a type assertion finds exactly those the parts
+// have (STYLE: a wrapper neither hides nor fakes what it wraps).
+type (
+	rwCap   struct{ r *Router }
+	syncCap struct{ r *Router }
+	copyCap struct{ r *Router }
+	lendCap struct{ r *Router }
+)
+
+// wrap returns r in the type of its capabilities.
+func (r *Router) wrap() objstore.Store {
+	all := append([]objstore.Store{r.meta}, r.pools...)
+	rw, sync, cp, lend := true, false, true, true
+	for _, s := range all {
+		_, ok := s.(objstore.RangeWriter)
+		rw = rw && ok
+		_, ok = s.(objstore.Syncer)
+		sync = sync || ok
+	}
+	for _, s := range r.pools {
+		_, ok := s.(objstore.Copier)
+		cp = cp && ok
+		_, ok = s.(objstore.Lender)
+		lend = lend && ok
+	}
+	sync, cp = sync && rw, cp && rw
+	w, s, c, l := rwCap{r}, syncCap{r}, copyCap{r}, lendCap{r}
+	switch {
+	case !rw && !lend:
+		return r
+	case !rw:
+		return struct {
+			*Router
+			lendCap
+		}{r, l}
+	case !sync && !cp && !lend:
+		return struct {
+			*Router
+			rwCap
+		}{r, w}
+	case !sync && !cp:
+		return struct {
+			*Router
+			rwCap
+			lendCap
+		}{r, w, l}
+	case !sync && !lend:
+		return struct {
+			*Router
+			rwCap
+			copyCap
+		}{r, w, c}
+	case !sync:
+		return struct {
+			*Router
+			rwCap
+			copyCap
+			lendCap
+		}{r, w, c, l}
+	case !cp && !lend:
+		return struct {
+			*Router
+			rwCap
+			syncCap
+		}{r, w, s}
+	case !cp:
+		return struct {
+			*Router
+			rwCap
+			syncCap
+			lendCap
+		}{r, w, s, l}
+	case !lend:
+		return struct {
+			*Router
+			rwCap
+			syncCap
+			copyCap
+		}{r, w, s, c}
+	default:
+		return struct {
+			*Router
+			rwCap
+			syncCap
+			copyCap
+			lendCap
+		}{r, w, s, c, l}
+	}
+}
+
+// WriteAt writes in place where the object is (a new one in the default
+// pool).
+func (c rwCap) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
+	s, err := c.r.target(ctx, name)
+	if err != nil {
+		return err
+	}
+	return s.(objstore.RangeWriter).WriteAt(ctx, name, p, off)
+}
+
+// Sync syncs the object where it is; on a part without Syncer, whose
+// writes are durable when they return, it only checks that the object
+// exists.
+func (c syncCap) Sync(ctx context.Context, name string) error {
+	s, err := c.r.target(ctx, name)
+	if err != nil {
+		return err
+	}
+	if sy, ok := s.(objstore.Syncer); ok {
+		return sy.Sync(ctx, name)
+	}
+	_, err = s.Stat(ctx, name)
+	return err
+}
+
+// Copy copies within a pool with the pool's Copy; between two backends
+// (a block of one pool copied to a new name in another) it reads src
+// and creates dst, so the data passes through this process.
+func (c copyCap) Copy(ctx context.Context, src, dst string) error {
+	r := c.r
+	from, to := -1, -1 // -1: the metadata backend, else a pool's index
+	if r.isData(src) {
+		i, err := r.locateIndex(ctx, src)
+		if err != nil {
+			return err
+		}
+		from = i
+	}
+	if r.isData(dst) {
+		i, err := r.newIndex(ctx, dst, objstore.ErrExists)
+		if err != nil {
+			return err
+		}
+		to = i
+	}
+	if from == to {
+		if cp, ok := r.at(from).(objstore.Copier); ok {
+			return cp.Copy(ctx, src, dst)
+		}
+	}
+	b, _, err := r.at(from).Get(ctx, src)
+	if err != nil {
+		return err
+	}
+	if to < 0 {
+		_, err = r.meta.Create(ctx, dst, b)
+	} else {
+		_, err = r.createIn(ctx, to, dst, b)
+	}
+	return err
+}
+
+// ReadLend lends the buffers of the pool holding the block; a metadata
+// backend that lends none reads into a buffer of its own.
+func (c lendCap) ReadLend(ctx context.Context, name string, off int64, n int, fn func(bufs [][]byte) error) error {
+	r := c.r
+	if r.isData(name) {
+		return r.find(ctx, name, func(s objstore.Store) error {
+			return s.(objstore.Lender).ReadLend(ctx, name, off, n, fn)
+		})
+	}
+	if l, ok := r.meta.(objstore.Lender); ok {
+		return l.ReadLend(ctx, name, off, n, fn)
+	}
+	buf := make([]byte, n)
+	if err := r.meta.ReadAt(ctx, name, buf, off); err != nil {
+		return err
+	}
+	return fn([][]byte{buf})
+}
