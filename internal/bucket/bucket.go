@@ -280,8 +280,13 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.h.Write(p[:n])
 	c.n += int64(n)
 	c.eof = err == io.EOF
-	if err == io.EOF && c.want >= 0 && c.n < c.want {
+	switch {
+	case err == io.EOF && c.want >= 0 && c.n < c.want, errors.Is(err, io.ErrUnexpectedEOF):
+		// Not io.ErrUnexpectedEOF itself, which image.Import, reading
+		// with io.ReadFull, would take for the end of the data.
 		err = fmt.Errorf("%w: %d of %d bytes", ErrIncomplete, c.n, c.want)
+	case err != nil && err != io.EOF:
+		err = fmt.Errorf("bucket: read the data: %w", err)
 	}
 	return n, err
 }

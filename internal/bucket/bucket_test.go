@@ -107,6 +107,12 @@ func TestTruncatedUploadInvisible(t *testing.T) {
 	if _, err := b.PutObject(ctx, "bkt", "k", broken, -1, bucket.PutOptions{}); err == nil {
 		t.Fatal("a failing body stored an object")
 	}
+	// An HTTP body cut short by a disconnect fails with
+	// io.ErrUnexpectedEOF, which must not pass for the data's end.
+	cut := io.MultiReader(bytes.NewReader(p[:bs+5]), errReader{io.ErrUnexpectedEOF})
+	if _, err := b.PutObject(ctx, "bkt", "k", cut, int64(len(p)), bucket.PutOptions{}); !errors.Is(err, bucket.ErrIncomplete) {
+		t.Fatalf("a body cut short: %v, want ErrIncomplete", err)
+	}
 	if !bytes.Equal(read(t, b, "k", 0, -1), old) {
 		t.Fatal("a failed upload changed the object")
 	}
@@ -117,6 +123,10 @@ func TestTruncatedUploadInvisible(t *testing.T) {
 		t.Fatalf("object of a bad digest: %v", err)
 	}
 }
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 type iotestErr struct{}
 
