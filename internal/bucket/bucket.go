@@ -77,6 +77,7 @@ var (
 	ErrBadDigest      = errors.New("bucket: the data's MD5 differs from Content-MD5")
 	ErrPrecondition   = errors.New("bucket: a precondition failed")
 	ErrIncomplete     = errors.New("bucket: the body ended before its announced length")
+	ErrBadRange       = errors.New("bucket: the range is not within the object")
 	ErrNotAligned     = errors.New("bucket: the object's pieces are not block-aligned; it cannot be one volume's map without copying")
 )
 
@@ -129,10 +130,30 @@ func (b *Store) held(ctx context.Context, fn func() error) error {
 	return err
 }
 
-// Piece is a part of an object's data: the first Size bytes of map Map.
+// Piece is a part of an object's data: Size bytes of map Map from offset
+// Off.
 type Piece struct {
 	Map  blockmap.ID `json:"map"`
+	Off  int64       `json:"off,omitempty"`
 	Size int64       `json:"size"`
+}
+
+// slice returns the pieces of bytes [off, off+n) of pieces.
+func slice(pieces []Piece, off, n int64) []Piece {
+	var out []Piece
+	for _, p := range pieces {
+		if n == 0 {
+			break
+		}
+		if off >= p.Size {
+			off -= p.Size
+			continue
+		}
+		k := min(p.Size-off, n)
+		out = append(out, Piece{Map: p.Map, Off: p.Off + off, Size: k})
+		off, n = 0, n-k
+	}
+	return out
 }
 
 // Object is an object's record.
@@ -492,10 +513,10 @@ func (b *Store) Read(ctx context.Context, obj *Object, off, n int64, w io.Writer
 			buf = make([]byte, v.BlockSize())
 		}
 		bs := int64(len(buf))
-		for end := min(p.Size, off+n); off < end; {
+		for pos, end := p.Off+off, p.Off+min(p.Size, off+n); pos < end; {
 			// Whole blocks where possible: one store read each.
-			chunk := buf[:min(bs-off%bs, end-off)]
-			if err := v.ReadAt(ctx, chunk, off); err != nil {
+			chunk := buf[:min(bs-pos%bs, end-pos)]
+			if err := v.ReadAt(ctx, chunk, pos); err != nil {
 				v.Close(ctx)
 				return err
 			}
@@ -503,7 +524,7 @@ func (b *Store) Read(ctx context.Context, obj *Object, off, n int64, w io.Writer
 				v.Close(ctx)
 				return err
 			}
-			off += int64(len(chunk))
+			pos += int64(len(chunk))
 			n -= int64(len(chunk))
 		}
 		v.Close(ctx)
@@ -522,7 +543,11 @@ func (b *Store) Map(ctx context.Context, obj *Object) (blockmap.ID, error) {
 	case 0:
 		return blockmap.ID{}, fmt.Errorf("%w: the object is empty", volume.ErrBadSize)
 	case 1:
-		return obj.Pieces[0].Map, nil
+		if p := obj.Pieces[0]; p.Off == 0 {
+			if h, _, err := volume.ReadHead(ctx, b.S, p.Map); err == nil && int64(h.Size) == p.Size {
+				return p.Map, nil
+			}
+		}
 	}
 	var entries []blockmap.Entry
 	var shift uint8
@@ -534,14 +559,15 @@ func (b *Store) Map(ctx context.Context, obj *Object) (blockmap.ID, error) {
 		if i == 0 {
 			shift = h.BlockShift
 		}
-		if h.BlockShift != shift || i < len(obj.Pieces)-1 && p.Size%h.BlockSize() != 0 {
+		if h.BlockShift != shift || p.Off%h.BlockSize() != 0 || i < len(obj.Pieces)-1 && p.Size%h.BlockSize() != 0 {
 			return blockmap.ID{}, ErrNotAligned
 		}
 		e, err := volume.LoadMap(ctx, b.S, h)
 		if err != nil {
 			return blockmap.ID{}, err
 		}
-		entries = append(entries, e...)
+		lo := p.Off / h.BlockSize()
+		entries = append(entries, e[lo:lo+(p.Size+h.BlockSize()-1)/h.BlockSize()]...)
 	}
 	return volume.CreateImage(ctx, b.S, uint64(obj.Size), shift, entries)
 }

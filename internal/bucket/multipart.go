@@ -276,3 +276,43 @@ func (b *Store) dropUpload(ctx context.Context, bucket, id string) error {
 	}
 	return nil
 }
+
+// CopyPart makes part n of an upload the bytes [off, off+n) of an object
+// (UploadPartCopy; n < 0: to its end): a record naming the same maps, no
+// data copied. Its ETag is the MD5 of the pieces it names, not of the
+// data (which is not read).
+func (b *Store) CopyPart(ctx context.Context, bucket, id string, num int, srcBucket, srcKey string, off, n int64) (*Part, error) {
+	if num < 1 || num > MaxParts {
+		return nil, fmt.Errorf("%w: part number %d is not within 1..%d", ErrBadPart, num, MaxParts)
+	}
+	if _, err := b.GetUpload(ctx, bucket, id); err != nil {
+		return nil, err
+	}
+	var p *Part
+	err := b.held(ctx, func() error {
+		src, err := b.GetObject(ctx, srcBucket, srcKey)
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			n = src.Size - off
+		}
+		if off < 0 || n < 0 || off+n > src.Size {
+			return fmt.Errorf("%w: bytes %d-%d of an object of %d", ErrBadRange, off, off+n-1, src.Size)
+		}
+		pieces := slice(src.Pieces, off, n)
+		raw, _ := json.Marshal(pieces)
+		sum := md5.Sum(raw)
+		p = &Part{Number: num, ETag: `"` + hex.EncodeToString(sum[:]) + `"`, Size: n, ModTime: b.now(), Pieces: pieces}
+		rec, _ := json.Marshal(p)
+		if _, err := b.S.Put(ctx, blockmap.PartName(bucket, id, num), rec); err != nil {
+			return err
+		}
+		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
+			b.S.Delete(ctx, blockmap.PartName(bucket, id, num))
+			return err
+		}
+		return nil
+	})
+	return p, err
+}

@@ -94,6 +94,7 @@ func toS3(err error) *s3Error {
 		{bucket.ErrPrecondition, 412, "PreconditionFailed"},
 		{bucket.ErrIncomplete, 400, "IncompleteBody"},
 		{blockmap.ErrKeyTooLong, 400, "KeyTooLongError"},
+		{bucket.ErrBadRange, 416, "InvalidRange"},
 	}
 	for _, t := range table {
 		if errors.Is(err, t.err) {
@@ -139,7 +140,7 @@ var bucketSubresources = []string{"acl", "cors", "encryption", "lifecycle", "log
 	"policy", "replication", "tagging", "website", "accelerate", "requestPayment", "ownershipControls",
 	"publicAccessBlock", "intelligent-tiering", "inventory", "metrics", "analytics", "versions"}
 
-var objectSubresources = []string{"acl", "tagging", "retention", "legal-hold", "torrent", "restore", "select", "attributes"}
+var objectSubresources = []string{"acl", "retention", "legal-hold", "torrent", "restore", "select", "attributes"}
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Amz-Request-Id", requestID())
@@ -185,7 +186,25 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if q.Has("tagging") {
+		h.tagging(w, r, bkt, key)
+		return
+	}
 	h.objectOp(w, r, bkt, key, q, body, size)
+}
+
+// tagging answers GetObjectTagging with no tags (clients that copy
+// objects ask); setting tags is not implemented.
+func (h *handler) tagging(w http.ResponseWriter, r *http.Request, bkt, key string) {
+	if r.Method != http.MethodGet {
+		h.fail(w, r, notImplemented)
+		return
+	}
+	if _, err := h.b.GetObject(r.Context(), bkt, key); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeXML(w, 200, tagging{Xmlns: xmlns})
 }
 
 func (h *handler) bucketOp(w http.ResponseWriter, r *http.Request, bkt string, q url.Values, body io.Reader) {
@@ -248,7 +267,7 @@ func (h *handler) objectOp(w http.ResponseWriter, r *http.Request, bkt, key stri
 	case http.MethodPut:
 		switch {
 		case q.Has("uploadId") && r.Header.Get("X-Amz-Copy-Source") != "":
-			h.fail(w, r, notImplemented)
+			h.copyPart(w, r, bkt, key, q)
 		case q.Has("uploadId"):
 			h.uploadPart(w, r, bkt, key, q, body, size)
 		case r.Header.Get("X-Amz-Copy-Source") != "":
@@ -731,6 +750,50 @@ func (h *handler) uploadPart(w http.ResponseWriter, r *http.Request, bkt, key st
 	}
 	w.Header().Set("ETag", p.ETag)
 	w.WriteHeader(200)
+}
+
+func (h *handler) copyPart(w http.ResponseWriter, r *http.Request, bkt, key string, q url.Values) {
+	n, err := strconv.Atoi(q.Get("partNumber"))
+	if err != nil || n < 1 || n > bucket.MaxParts {
+		h.fail(w, r, errf(400, "InvalidArgument", "partNumber must be an integer from 1 to %d", bucket.MaxParts))
+		return
+	}
+	sb, sk, err := copySource(r.Header.Get("X-Amz-Copy-Source"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	src, err := h.b.GetObject(r.Context(), sb, sk)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if err := copyPreconditions(r, src); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	off, length := int64(0), int64(-1)
+	if v := r.Header.Get("X-Amz-Copy-Source-Range"); v != "" {
+		var ok bool
+		off, length, ok, err = parseRange(v, src.Size)
+		if err != nil || !ok {
+			h.fail(w, r, errf(400, "InvalidArgument", "x-amz-copy-source-range must be bytes=FIRST-LAST within the object"))
+			return
+		}
+	}
+	if u, err := h.b.GetUpload(r.Context(), bkt, q.Get("uploadId")); err != nil || u.Key != key {
+		if err == nil {
+			err = bucket.ErrNoUpload
+		}
+		h.fail(w, r, err)
+		return
+	}
+	p, err := h.b.CopyPart(r.Context(), bkt, q.Get("uploadId"), n, sb, sk, off, length)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeXML(w, 200, copyPartResult{Xmlns: xmlns, LastModified: isoTime(p.ModTime), ETag: p.ETag})
 }
 
 func (h *handler) completeUpload(w http.ResponseWriter, r *http.Request, bkt, key string, q url.Values, body io.Reader) {

@@ -38,8 +38,8 @@ const (
 type env struct {
 	url  string
 	done chan string // the path of each request the server finished
-	b   *bucket.Store
-	s   *objstore.Mem
+	b    *bucket.Store
+	s    *objstore.Mem
 }
 
 func start(t *testing.T) *env {
