@@ -21,7 +21,7 @@ import (
 
 func newImageCommand(g *globals) *cobra.Command {
 	c := group("image", "Import and export raw disk images (deduplicated)", "")
-	c.AddCommand(newImageImportCommand(g), newImageExportCommand(g))
+	c.AddCommand(newImageImportCommand(g), newImageExportCommand(g), newImagePublishCommand(g))
 	return c
 }
 

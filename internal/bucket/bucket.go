@@ -574,14 +574,15 @@ func (b *Store) Map(ctx context.Context, obj *Object) (blockmap.ID, error) {
 
 // PutMap stores map id (a read-only map of content and zero blocks: an
 // image or snapshot whose blocks are all content, see volume Seal and
-// Hash) of size bytes as the object key, with ETag the map's ID. The
+// Hash) of size bytes as the object key. Its ETag is the map's ID with
+// "-1" (not an MD5, which clients would check the data against). The
 // caller holds collections off.
 func (b *Store) PutMap(ctx context.Context, bucket, key string, id blockmap.ID, size int64, contentType string) (*Object, error) {
 	name, err := b.objectName(ctx, bucket, key)
 	if err != nil {
 		return nil, err
 	}
-	obj := &Object{Key: key, Size: size, ETag: `"` + id.String() + `"`, ContentType: contentType,
+	obj := &Object{Key: key, Size: size, ETag: `"` + id.String() + `-1"`, ContentType: contentType,
 		ModTime: b.now(), Pieces: []Piece{{Map: id, Size: size}}}
 	return obj, b.writeObject(ctx, bucket, name, obj, PutOptions{})
 }

@@ -54,9 +54,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/daemon"
-	"github.com/archipelago-go/archip/internal/gc"
 )
 
 // Config configures the S3 frontend.
@@ -89,14 +87,7 @@ func (c Config) Frontend() (daemon.FrontendConfig, error) {
 		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return daemon.FrontendConfig{Name: "S3", Listen: c.Listen, New: func(d *daemon.Daemon) daemon.Frontend {
-		m := d.Manager()
-		b := &bucket.Store{S: m.Store, Now: m.Now, Hold: func(ctx context.Context) (func() error, error) {
-			h, err := gc.AcquireHold(ctx, m.Store, m.Now)
-			if err != nil {
-				return nil, err
-			}
-			return h.Release, nil
-		}}
+		b := d.Manager().Buckets()
 		return &Server{srv: &http.Server{Handler: NewHandler(b, c.Keys, c.Region, c.Logf), TLSConfig: tc,
 			ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10, IdleTimeout: 2 * time.Minute}}
 	}}, nil
