@@ -77,6 +77,7 @@ var (
 	ErrBadDigest      = errors.New("bucket: the data's MD5 differs from Content-MD5")
 	ErrPrecondition   = errors.New("bucket: a precondition failed")
 	ErrIncomplete     = errors.New("bucket: the body ended before its announced length")
+	ErrTooLong        = errors.New("bucket: the body is longer than its announced length")
 	ErrBadRange       = errors.New("bucket: the range is not within the object")
 	ErrNotAligned     = errors.New("bucket: the object's pieces are not block-aligned; it cannot be one volume's map without copying")
 )
@@ -293,6 +294,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	if c.want >= 0 && int64(len(p)) > c.want-c.n {
 		p = p[:c.want-c.n]
 		if len(p) == 0 {
+			// Read on to the stream's end: a reader that checks the data
+			// (a digest, a trailing checksum) reports there.
+			var one [1]byte
+			n, err := c.r.Read(one[:])
+			for n == 0 && err == nil {
+				n, err = c.r.Read(one[:])
+			}
+			switch {
+			case n > 0:
+				return 0, fmt.Errorf("%w: more than the %d bytes announced", ErrTooLong, c.want)
+			case err != io.EOF:
+				return 0, err
+			}
 			c.eof = true
 			return 0, io.EOF
 		}

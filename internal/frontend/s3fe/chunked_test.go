@@ -9,8 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"io"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/frontend/s3fe"
@@ -103,5 +107,58 @@ func TestUnsignedTrailer(t *testing.T) {
 	}
 	if got := string(get(t, c, "trl", "k", "")); got != "hello world" {
 		t.Fatalf("stored %q", got)
+	}
+	// A wrong trailing checksum: BadDigest, nothing stored.
+	req, _ = http.NewRequest("PUT", e.url+"/trl/bad", strings.NewReader(strings.Replace(payload, "DUoRhQ==", "AAAAAA==", 1)))
+	req.Header.Set("X-Amz-Content-Sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+	req.Header.Set("Content-Encoding", "aws-chunked")
+	req.Header.Set("X-Amz-Decoded-Content-Length", "11")
+	req.Header.Set("X-Amz-Trailer", "x-amz-checksum-crc32")
+	resign(t, req)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "BadDigest") {
+		t.Fatalf("wrong checksum: %d %s", resp.StatusCode, b)
+	}
+	if _, err := e.b.GetObject(ctx, "trl", "bad"); err == nil {
+		t.Fatal("an upload with a wrong checksum is visible")
+	}
+}
+
+// TestSDKTrailerOverTLS: over HTTPS, aws-sdk-go-v2 sends a body it cannot
+// seek as aws-chunked with a trailing CRC-32 (STREAMING-UNSIGNED-PAYLOAD-
+// TRAILER).
+func TestSDKTrailerOverTLS(t *testing.T) {
+	s := objstore.NewMem()
+	b := &bucket.Store{S: s, BlockShift: 16}
+	var modes []string
+	h := s3fe.NewHandler(b, map[string]string{access: secret}, "", t.Logf)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "PUT" {
+			modes = append(modes, r.Header.Get("X-Amz-Content-Sha256"))
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), UsePathStyle: true, HTTPClient: srv.Client(),
+		Credentials: credentials.NewStaticCredentialsProvider(access, secret, "")})
+	if _, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("tls")}); err != nil {
+		t.Fatal(err)
+	}
+	p := randData(4, 200_000)
+	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("tls"), Key: aws.String("k"),
+		Body: io.MultiReader(bytes.NewReader(p)), ContentLength: aws.Int64(int64(len(p))), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(get(t, c, "tls", "k", ""), p) {
+		t.Fatal("differs")
+	}
+	if len(modes) != 2 || modes[1] != "STREAMING-UNSIGNED-PAYLOAD-TRAILER" {
+		t.Fatalf("payload modes: %v, want the PUT's STREAMING-UNSIGNED-PAYLOAD-TRAILER", modes)
 	}
 }

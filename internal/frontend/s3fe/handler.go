@@ -71,7 +71,7 @@ func toS3(err error) *s3Error {
 	if errors.As(err, &sig) {
 		st := http.StatusForbidden
 		switch sig.code {
-		case "AuthorizationHeaderMalformed", "AuthorizationQueryParametersError", "InvalidRequest", "InvalidArgument", "IncompleteBody", "XAmzContentSHA256Mismatch":
+		case "BadDigest", "AuthorizationHeaderMalformed", "AuthorizationQueryParametersError", "InvalidRequest", "InvalidArgument", "IncompleteBody", "XAmzContentSHA256Mismatch":
 			st = http.StatusBadRequest
 		}
 		return &s3Error{status: st, code: sig.code, msg: sig.msg}
@@ -93,6 +93,7 @@ func toS3(err error) *s3Error {
 		{bucket.ErrBadDigest, 400, "BadDigest"},
 		{bucket.ErrPrecondition, 412, "PreconditionFailed"},
 		{bucket.ErrIncomplete, 400, "IncompleteBody"},
+		{bucket.ErrTooLong, 400, "InvalidRequest"},
 		{blockmap.ErrKeyTooLong, 400, "KeyTooLongError"},
 		{bucket.ErrBadRange, 416, "InvalidRange"},
 	}

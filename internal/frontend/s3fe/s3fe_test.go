@@ -484,3 +484,25 @@ func sha256Hex(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
 }
+
+// TestPayloadHashMismatch: a body whose SHA-256 is not the signed
+// x-amz-content-sha256 is refused, and nothing is stored.
+func TestPayloadHashMismatch(t *testing.T) {
+	e := start(t)
+	client(e, secret).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("hash")})
+	req, _ := http.NewRequest("PUT", e.url+"/hash/k", strings.NewReader("the body sent"))
+	req.Header.Set("X-Amz-Content-Sha256", sha256Hex("the body signed"))
+	resign(t, req)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "XAmzContentSHA256Mismatch") {
+		t.Fatalf("mismatched payload hash: %d %s", resp.StatusCode, b)
+	}
+	if _, err := e.b.GetObject(ctx, "hash", "k"); err == nil {
+		t.Fatal("an upload whose hash differs is visible")
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/hmac"
+	"crypto/sha1"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
+	"hash/crc64"
 	"io"
 	"net/http"
 	"net/url"
@@ -255,8 +258,18 @@ func (a *auth) body(r *http.Request) (io.Reader, int64, error) {
 			}
 			n = d
 		}
-		return &chunkReader{r: bufio.NewReaderSize(r.Body, 64<<10), a: a, signed: a.payload != streamingUnsigned,
-			trailer: a.payload != streamingSigned, prev: a.seed}, n, nil
+		c := &chunkReader{r: bufio.NewReaderSize(r.Body, 64<<10), a: a, signed: a.payload != streamingUnsigned,
+			trailer: a.payload != streamingSigned, prev: a.seed}
+		if c.trailer {
+			name := strings.ToLower(strings.TrimSpace(r.Header.Get("X-Amz-Trailer")))
+			if alg, ok := strings.CutPrefix(name, "x-amz-checksum-"); ok {
+				if c.sum = newChecksum(alg); c.sum == nil {
+					return nil, 0, errSig("InvalidRequest", "unknown checksum algorithm %q", alg)
+				}
+				c.sumName = name
+			}
+		}
+		return c, n, nil
 	}
 	if len(a.payload) != 64 {
 		return nil, 0, errSig("InvalidArgument", "x-amz-content-sha256 is not a SHA-256 nor a known payload mode")
@@ -297,6 +310,26 @@ type chunkReader struct {
 	sig     string
 	done    bool
 	err     error
+	// With a trailing checksum: its header name and the data's hash.
+	sumName string
+	sum     hash.Hash
+}
+
+// newChecksum returns the hash of an x-amz-checksum-ALG, or nil.
+func newChecksum(alg string) hash.Hash {
+	switch alg {
+	case "crc32":
+		return crc32.NewIEEE()
+	case "crc32c":
+		return crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	case "crc64nvme":
+		return crc64.New(crc64.MakeTable(0x9a6c9329ac4bc9b5)) // the reversed NVMe polynomial
+	case "sha1":
+		return sha1.New()
+	case "sha256":
+		return sha256.New()
+	}
+	return nil
 }
 
 func (c *chunkReader) line() (string, error) {
@@ -371,22 +404,35 @@ func (c *chunkReader) endChunk() error {
 	return nil
 }
 
-// readTrailer reads the trailing headers, if any, to the empty line. A
-// trailing checksum is not verified (the data's own MD5 and, for signed
-// bodies, each chunk's signature are).
+// readTrailer reads the trailing headers, if any, to the empty line, and
+// checks the trailing checksum that x-amz-trailer announced. The
+// trailer's own signature (x-amz-trailer-signature) is not checked: the
+// data it covers is, by the chunks' signatures and the checksum.
 func (c *chunkReader) readTrailer() error {
+	found := false
 	for {
 		l, err := c.line()
-		if errors.Is(err, io.EOF) || err != nil && !c.trailer {
-			return nil
+		if err != nil && !c.trailer {
+			return nil // no trailer: the body may end right after the last chunk
 		}
 		if err != nil {
 			return err
 		}
 		if l == "" {
-			return nil
+			break
+		}
+		k, v, _ := strings.Cut(l, ":")
+		if c.sum != nil && strings.EqualFold(strings.TrimSpace(k), c.sumName) {
+			found = true
+			if base64.StdEncoding.EncodeToString(c.sum.Sum(nil)) != strings.TrimSpace(v) {
+				return errSig("BadDigest", "the %s you specified did not match the calculated checksum", c.sumName)
+			}
 		}
 	}
+	if c.sum != nil && !found {
+		return errSig("InvalidRequest", "the trailer announced by x-amz-trailer (%s) is missing", c.sumName)
+	}
+	return nil
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
@@ -407,6 +453,9 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if c.h != nil {
 		c.h.Write(p[:n])
+	}
+	if c.sum != nil {
+		c.sum.Write(p[:n])
 	}
 	c.left -= int64(n)
 	if err == io.EOF && c.left > 0 {
