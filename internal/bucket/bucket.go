@@ -166,6 +166,24 @@ type Object struct {
 	Meta        map[string]string `json:"meta,omitempty"` // user metadata, names lowercase without x-amz-meta-
 	ModTime     time.Time         `json:"mtime"`
 	Pieces      []Piece           `json:"pieces,omitempty"`
+	// Parts are the sizes of the parts of a multipart upload, in order
+	// (GET with partNumber); none for other objects.
+	Parts []int64 `json:"parts,omitempty"`
+}
+
+// PartRange returns the offset and length of part n (1-based) of o: the
+// whole object as its part 1 if it was not uploaded in parts.
+func (o *Object) PartRange(n int) (off, length int64, ok bool) {
+	if len(o.Parts) == 0 {
+		return 0, o.Size, n == 1
+	}
+	if n < 1 || n > len(o.Parts) {
+		return 0, 0, false
+	}
+	for _, p := range o.Parts[:n-1] {
+		off += p
+	}
+	return off, o.Parts[n-1], true
 }
 
 // Bucket is a bucket's record.

@@ -236,6 +236,7 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			raw, _ := hex.DecodeString(strings.Trim(p.ETag, `"`))
 			sums.Write(raw)
 			obj.Pieces = append(obj.Pieces, p.Pieces...)
+			obj.Parts = append(obj.Parts, p.Size)
 			obj.Size += p.Size
 		}
 		obj.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(sums.Sum(nil)), len(list))

@@ -504,8 +504,8 @@ func (h *handler) getObject(w http.ResponseWriter, r *http.Request, bkt, key str
 	for k, v := range obj.Meta {
 		hd["X-Amz-Meta-"+k] = []string{v}
 	}
-	if len(obj.Pieces) > 1 {
-		hd.Set("X-Amz-Mp-Parts-Count", strconv.Itoa(len(obj.Pieces)))
+	if len(obj.Parts) > 0 && q.Has("partNumber") {
+		hd.Set("X-Amz-Mp-Parts-Count", strconv.Itoa(len(obj.Parts)))
 	}
 	mod := obj.ModTime.Truncate(time.Second)
 	// Preconditions, in the order of RFC 9110 section 13.2.2.
@@ -528,6 +528,18 @@ func (h *handler) getObject(w http.ResponseWriter, r *http.Request, bkt, key str
 		return
 	}
 	off, n, ranged, err := parseRange(r.Header.Get("Range"), obj.Size)
+	if v := q.Get("partNumber"); v != "" && err == nil {
+		pn, perr := strconv.Atoi(v)
+		if ranged || perr != nil {
+			h.fail(w, r, errf(400, "InvalidArgument", "partNumber must be an integer, without Range"))
+			return
+		}
+		var ok bool
+		if off, n, ok = obj.PartRange(pn); !ok {
+			err = errf(416, "InvalidPartNumber", "the object has no part %d", pn)
+		}
+		ranged = err == nil && (len(obj.Parts) > 0 || obj.Size > 0)
+	}
 	if err != nil {
 		hd.Set("Content-Range", fmt.Sprintf("bytes */%d", obj.Size))
 		h.fail(w, r, err)

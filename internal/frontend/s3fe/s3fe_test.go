@@ -297,6 +297,15 @@ func TestSDKMultipart(t *testing.T) {
 	if !bytes.Equal(get(t, c, "mpu", "big", "bytes=5243000-5243999"), whole[5243000:5244000]) {
 		t.Fatal("range across parts differs")
 	}
+	p2, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("mpu"), Key: aws.String("big"), PartNumber: aws.Int32(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(p2.Body)
+	p2.Body.Close()
+	if !bytes.Equal(got, whole[5<<20+1000:10<<20+1000]) || p2.PartsCount == nil || *p2.PartsCount != 3 {
+		t.Fatalf("part 2: %d bytes, parts count %v", len(got), p2.PartsCount)
+	}
 	// Abort.
 	cr2, _ := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("ab")})
 	c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("mpu"), Key: aws.String("ab"), UploadId: cr2.UploadId, PartNumber: aws.Int32(1), Body: strings.NewReader("x")})
