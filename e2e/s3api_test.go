@@ -214,6 +214,7 @@ bucket_location = us-east-1
 
 // TestS3APIImageWorkflow: upload a raw image with the aws CLI (multipart),
 // clone a volume from the object, read it over NBD (equal to the file),
+// make it an image too,
 // upload it again under another key (no new blocks), write, snapshot,
 // publish the snapshot as an object, download it with the aws CLI: equal
 // to the snapshot.
@@ -230,6 +231,8 @@ func TestS3APIImageWorkflow(t *testing.T) {
 		t.Fatalf("clone from an object stored %d bytes", now-stored)
 	}
 	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", src, d.uri("vm"))
+	e.archip("image", "import", "s3://images/base.raw", "base")
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", src, d.uri("base"))
 	awsCLI(t, addr, "s3", "cp", src, "s3://images/base-again.raw")
 	if now := contentBytes(e); now != stored {
 		t.Fatalf("the same image under another key stored %d bytes", now-stored)

@@ -90,3 +90,21 @@ The reverse: archip volume clone s3://BUCKET/KEY NEW.`,
 		},
 	}
 }
+
+// runImportObject is image import from s3://BUCKET/KEY.
+func runImportObject(ctx context.Context, g *globals, src, bkt, key, name string) error {
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	r, err := m.ImportObject(ctx, bkt, key, name)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(r)
+	}
+	fmt.Fprintf(g.stdout, "imported %s as %s in %s\n", src, name, time.Since(start).Round(time.Microsecond))
+	return nil
+}

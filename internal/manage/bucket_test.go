@@ -123,7 +123,22 @@ func TestBridges(t *testing.T) {
 	if !bytes.Equal(readObject(t, b, "images", "vm1.raw"), want) {
 		t.Fatal("a published snapshot changed after its snapshot was removed and gc ran")
 	}
-	// And the object can be imported back as a volume again.
+	// The object as an image: no new blocks; it stays when the object is
+	// deleted and a collection runs.
+	blocks = countBlocks(s)
+	if _, err := m.ImportObject(ctx, "images", "vm1.raw", "golden"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteObject(ctx, "images", "vm1.raw"); err != nil {
+		t.Fatal(err)
+	}
+	clk = clk.Add(2 * time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(manage.ReadT(t, m, "golden", 0, -1), want) || countBlocks(s) > blocks {
+		t.Fatal("an image from an object differs, or stored blocks")
+	}
 	if _, _, err := m.Import(ctx, bytes.NewReader(want), -1, "imp", image.Options{BlockShift: 16}); err != nil {
 		t.Fatal(err)
 	}
