@@ -2,8 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -69,6 +77,10 @@ func awsTry(addr string, args ...string) (string, string, error) {
 }
 
 func awsTryKey(addr, secret string, args ...string) (string, string, error) {
+	return awsTryURL("http://"+addr, secret, args...)
+}
+
+func awsTryURL(endpoint, secret string, args ...string) (string, string, error) {
 	cfg, err := os.CreateTemp("", "archip-aws-config")
 	if err != nil {
 		return "", "", err
@@ -76,7 +88,7 @@ func awsTryKey(addr, secret string, args ...string) (string, string, error) {
 	defer os.Remove(cfg.Name())
 	cfg.WriteString(awsConfig)
 	cfg.Close()
-	cmd := exec.Command(awsBin(), append([]string{"--endpoint-url", "http://" + addr}, args...)...)
+	cmd := exec.Command(awsBin(), append([]string{"--endpoint-url", endpoint}, args...)...)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+s3Access, "AWS_SECRET_ACCESS_KEY="+secret,
 		"AWS_DEFAULT_REGION=us-east-1", "AWS_CONFIG_FILE="+cfg.Name(), "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_PAGER=")
@@ -250,4 +262,46 @@ func TestS3APIImageWorkflow(t *testing.T) {
 	e.archip("volume", "remove", "vm@1")
 	awsCLI(t, addr, "s3", "cp", "s3://images/vm1.raw", got)
 	sameFiles(t, want, got)
+}
+
+// TestS3APIHTTPS: with --tls-cert and --tls-key the S3 API is HTTPS; the
+// aws CLI uploads (multipart) and downloads over it.
+func TestS3APIHTTPS(t *testing.T) {
+	need(t, awsBin(), "cmp")
+	e := newEnv(t)
+	cert, key := e.path("cert.pem"), e.path("key.pem")
+	writeSelfSigned(t, cert, key)
+	_, addr := e.serveS3("--tls-cert", cert, "--tls-key", key)
+	src := e.randomFile("f.bin", 9<<20, 9<<20, 13)
+	tls := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := awsTryURL("https://"+addr, s3Secret, append([]string{"--ca-bundle", cert}, args...)...)
+		if err != nil {
+			t.Fatalf("aws %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+		}
+		return out
+	}
+	tls("s3", "mb", "s3://sec")
+	tls("s3", "cp", src, "s3://sec/f.bin")
+	dst := e.path("f.out")
+	tls("s3", "cp", "s3://sec/f.bin", dst)
+	sameFiles(t, src, dst)
+}
+
+func writeSelfSigned(t *testing.T, certFile, keyFile string) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(k)
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 }
