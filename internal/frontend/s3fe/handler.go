@@ -27,12 +27,18 @@ const maxXMLBody = 4 << 20
 // maxObjectSize bounds one PUT or part, as S3 does.
 const maxObjectSize = 5 << 30
 
+// maxStoring bounds the uploads (PUT, UploadPart) storing data at once:
+// each holds about 24 MiB of block buffers (package bucket), so uploads
+// take at most about 400 MiB; more wait their turn.
+const maxStoring = 16
+
 type handler struct {
-	b      *bucket.Store
-	keys   map[string]string
-	region string
-	logf   func(format string, args ...any)
-	now    func() time.Time
+	storing chan struct{}
+	b       *bucket.Store
+	keys    map[string]string
+	region  string
+	logf    func(format string, args ...any)
+	now     func() time.Time
 }
 
 // NewHandler returns the S3 API over b for the given access keys and
@@ -45,7 +51,7 @@ func NewHandler(b *bucket.Store, keys map[string]string, region string, logf fun
 	if b.Now != nil {
 		now = b.Now
 	}
-	return &handler{b: b, keys: maps.Clone(keys), region: region, logf: logf, now: now}
+	return &handler{storing: make(chan struct{}, maxStoring), b: b, keys: maps.Clone(keys), region: region, logf: logf, now: now}
 }
 
 // s3Error is an error response.
@@ -266,6 +272,13 @@ func (h *handler) bucketOp(w http.ResponseWriter, r *http.Request, bkt string, q
 func (h *handler) objectOp(w http.ResponseWriter, r *http.Request, bkt, key string, q url.Values, body io.Reader, size int64) {
 	switch r.Method {
 	case http.MethodPut:
+		select {
+		case h.storing <- struct{}{}:
+			defer func() { <-h.storing }()
+		case <-r.Context().Done():
+			h.fail(w, r, r.Context().Err())
+			return
+		}
 		switch {
 		case q.Has("uploadId") && r.Header.Get("X-Amz-Copy-Source") != "":
 			h.copyPart(w, r, bkt, key, q)

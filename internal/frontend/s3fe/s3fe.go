@@ -42,6 +42,10 @@
 // parts, list uploads). Anything else is NotImplemented. Every request
 // must be signed with a configured access key: there is no anonymous
 // access and no ACL (every key may do everything).
+//
+// Memory: at most 16 uploads store data at once, each with about 24 MiB
+// of block buffers (package bucket); more wait their turn. Downloads read
+// one block at a time.
 package s3fe
 
 import (
