@@ -113,11 +113,11 @@ func sameFiles(t *testing.T, a, b string) {
 	run(t, "cmp", a, b)
 }
 
-// TestS3APIAwsCLI drives archip serve --s3-listen with the AWS CLI: a
+// TestObjectAPIAwsCLI drives archip serve --s3-listen with the AWS CLI: a
 // multipart upload (20 MiB: the CLI's parts are 8 MiB), download, ls,
 // head-object, range get, copy, presign + curl (tampered: refused), and
 // an upload of the same file under another key stores no new block.
-func TestS3APIAwsCLI(t *testing.T) {
+func TestObjectAPIAwsCLI(t *testing.T) {
 	need(t, awsBin(), "curl", "cmp")
 	e := newEnv(t)
 	_, addr := e.serveS3()
@@ -181,9 +181,9 @@ func TestS3APIAwsCLI(t *testing.T) {
 	awsCLI(t, addr, "s3", "rb", "s3://images")
 }
 
-// TestS3APIS3cmd drives the S3 API with s3cmd: a 0-byte put, a
+// TestObjectAPIs3cmd drives the S3 API with s3cmd: a 0-byte put, a
 // streaming upload from stdin, get, ls.
-func TestS3APIS3cmd(t *testing.T) {
+func TestObjectAPIs3cmd(t *testing.T) {
 	need(t, "s3cmd", "cmp")
 	e := newEnv(t)
 	_, addr := e.serveS3()
@@ -224,13 +224,13 @@ bucket_location = us-east-1
 	sameFiles(t, empty, dst)
 }
 
-// TestS3APIImageWorkflow: upload a raw image with the aws CLI (multipart),
+// TestObjectAPIImageWorkflow: upload a raw image with the aws CLI (multipart),
 // clone a volume from the object, read it over NBD (equal to the file),
 // make it an image too,
 // upload it again under another key (no new blocks), write, snapshot,
 // publish the snapshot as an object, download it with the aws CLI: equal
 // to the snapshot.
-func TestS3APIImageWorkflow(t *testing.T) {
+func TestObjectAPIImageWorkflow(t *testing.T) {
 	need(t, awsBin(), "qemu-img", "qemu-io", "cmp")
 	e := newEnv(t)
 	d, addr := e.serveS3()
@@ -264,9 +264,9 @@ func TestS3APIImageWorkflow(t *testing.T) {
 	sameFiles(t, want, got)
 }
 
-// TestS3APIHTTPS: with --tls-cert and --tls-key the S3 API is HTTPS; the
+// TestObjectAPIHTTPS: with --tls-cert and --tls-key the S3 API is HTTPS; the
 // aws CLI uploads (multipart) and downloads over it.
-func TestS3APIHTTPS(t *testing.T) {
+func TestObjectAPIHTTPS(t *testing.T) {
 	need(t, awsBin(), "cmp")
 	e := newEnv(t)
 	cert, key := e.path("cert.pem"), e.path("key.pem")

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func TestS3Usage(t *testing.T) {
+func TestObjectAPIUsage(t *testing.T) {
 	dir := t.TempDir()
 	store := "file://" + filepath.Join(dir, "store")
 	mustCLI(t, store, nil, "store", "init")
