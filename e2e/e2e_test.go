@@ -1,6 +1,6 @@
 // Package e2e tests archip as a user runs it: the built binary, a store on
 // disk, and real clients (qemu-img, qemu-io, nbdinfo, nbdcopy, nbdfuse,
-// fio, libnbd). Outside CI a test whose tools are missing skips; under
+// fio, libnbd; the aws CLI, s3cmd and curl for the S3 API). Outside CI a test whose tools are missing skips; under
 // CI=true it fails (scripts/install-test-deps.sh installs them).
 package e2e
 

@@ -13,6 +13,8 @@ for p in qemu-utils libnbd-bin python3-libnbd nbdkit fio fuse3 e2fsprogs util-li
 for p in ceph-mon ceph-osd ceph-mgr ceph-common librados-dev libradospp-dev g++ librbd-dev; do need "$p"; done
 # S3 (issue 13): Ceph's radosgw on the throwaway cluster; versitygw below.
 need radosgw
+# The S3 API (issue 14): real clients against archip serve --s3-listen.
+for p in awscli s3cmd curl; do need "$p"; done
 # QEMU live migration with a tiny guest (issue 6): qemu-system-x86 only
 # (its recommends pull in firmware and UI we do not use); the test fetches
 # a Debian cloud kernel and busybox-static with apt-get download.

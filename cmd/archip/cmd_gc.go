@@ -20,7 +20,7 @@ func newGCCommand(g *globals) *cobra.Command {
 	var o gcOptions
 	c := &cobra.Command{
 		Use:   "gc [--dry-run] [--grace DURATION]",
-		Short: "Reclaim space: delete the objects no volume, snapshot or image uses",
+		Short: "Reclaim space: delete the objects no volume, snapshot, image or S3 object uses",
 		Long: `Mark everything the catalog's volumes, snapshots and images reference, then
 delete the objects that nothing references and that are older than the grace
 period: blocks of removed volumes, blocks a snapshot or 'volume hash' left

@@ -22,7 +22,7 @@ import (
 
 func newImageCommand(g *globals) *cobra.Command {
 	c := group("image", "Import and export raw disk images (deduplicated)", "")
-	c.AddCommand(newImageImportCommand(g), newImageExportCommand(g))
+	c.AddCommand(newImageImportCommand(g), newImageExportCommand(g), newImagePublishCommand(g))
 	return c
 }
 
@@ -42,6 +42,11 @@ Blocks are hashed in parallel and stored once: zero blocks take no space,
 and blocks identical to any already in the store are not stored again.
 Clone volumes from it with: archip volume clone NAME VOLUME
 
+FILE may be an object of the S3 API, s3://BUCKET/KEY (archip serve
+--s3-listen): the image then shares the object's blocks, copying no data
+unless the object was uploaded in parts that are not multiples of the
+block size.
+
 ` + sizeLimitHelp + ` A larger image is refused
 (before it is read, when it is a file).`,
 		Args: exactArgs("FILE", "NAME"),
@@ -58,6 +63,12 @@ Clone volumes from it with: archip volume clone NAME VOLUME
 func runImageImport(ctx context.Context, g *globals, o imageImportOptions, file, name string) error {
 	if err := checkNames(name); err != nil {
 		return err
+	}
+	if bkt, key, ok, err := parseObject(file); ok || err != nil {
+		if err != nil {
+			return err
+		}
+		return runImportObject(ctx, g, file, bkt, key, name)
 	}
 	if o.workers < 0 {
 		return usageError{fmt.Errorf("--workers %d: must be 0 (the default) or more", o.workers)}

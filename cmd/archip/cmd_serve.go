@@ -31,6 +31,7 @@ type serveOptions struct {
 	leaseTTL    time.Duration
 	maxDrift    time.Duration
 	maxConns    int
+	s3          s3Options
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -56,6 +57,11 @@ destination to its own host's daemon. A node that stops renewing its leases
 (crashed, cut off) loses them after --lease-ttl, and has stopped writing by
 then. Every daemon sharing a store must use the same --lease-ttl and
 --max-clock-drift, and a --node-id of its own.
+
+With --s3-listen, the daemon also serves the store's buckets and objects
+over an S3-compatible API (path-style, SigV4, keys from --s3-keys-file or
+ARCHIP_S3_ACCESS_KEY/ARCHIP_S3_SECRET_KEY); objects share blocks with volumes
+and images.
 
 NBD over a network should authenticate both ends: --tls-cert and --tls-key
 for the server, --tls-ca and --tls-required to serve only clients with a
@@ -89,6 +95,7 @@ certificate that CA signed.`,
 		"how long a lease lasts without renewal: how long other nodes wait for a node that died")
 	c.Flags().DurationVar(&o.maxDrift, "max-clock-drift", 500*time.Millisecond,
 		"the largest difference between the clocks of the hosts sharing the store (under a third of --lease-ttl)")
+	addS3Flags(c, &o.s3)
 	c.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (for diagnosing performance)")
 	return c
 }
@@ -123,6 +130,14 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	if err != nil {
 		return serveError(err)
 	}
+	var verboseLog func(string, ...any)
+	if o.verbose {
+		verboseLog = logf
+	}
+	s3Frontends, err := s3Frontend(o.s3, o.tlsCert, o.tlsKey, verboseLog)
+	if err != nil {
+		return err
+	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -146,7 +161,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		LeaseTTL:       o.leaseTTL,
 		MaxClockDrift:  o.maxDrift,
 		FlushInterval:  o.flushEvery,
-		Frontends:      []daemon.FrontendConfig{nbdFrontend},
+		Frontends:      append([]daemon.FrontendConfig{nbdFrontend}, s3Frontends...),
 		Logf:           logf,
 	}))
 }

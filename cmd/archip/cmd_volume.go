@@ -311,7 +311,10 @@ func newVolumeCloneCommand(g *globals) *cobra.Command {
 		Use:   "clone SOURCE NEW [--size SIZE]",
 		Short: "Make a writable volume from a snapshot or image (copies no data)",
 		Long: "Make a writable volume from a snapshot or image (copies no data), of the\n" +
-			"source's size and block size, or larger with --size.\n\n" + sizeLimitHelp,
+			"source's size and block size, or larger with --size.\n\n" +
+			"SOURCE may be an object of the S3 API, s3://BUCKET/KEY (an uploaded raw\n" +
+			"image): no data is copied unless it was uploaded in parts that are not\n" +
+			"multiples of the block size.\n\n" + sizeLimitHelp,
 		Args: exactArgs("SOURCE", "NEW"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeClone(c.Context(), g, o, args[0], args[1])
@@ -323,9 +326,6 @@ func newVolumeCloneCommand(g *globals) *cobra.Command {
 }
 
 func runVolumeClone(ctx context.Context, g *globals, o volumeCloneOptions, src, name string) error {
-	if err := checkNames(src, name); err != nil {
-		return err
-	}
 	var size uint64
 	if o.size != "" {
 		var err error
@@ -335,6 +335,15 @@ func runVolumeClone(ctx context.Context, g *globals, o volumeCloneOptions, src, 
 		if err := checkSize("--size", size); err != nil {
 			return err
 		}
+	}
+	if bkt, key, ok, err := parseObject(src); ok || err != nil {
+		if err != nil {
+			return err
+		}
+		return runCloneObject(ctx, g, src, bkt, key, name, size)
+	}
+	if err := checkNames(src, name); err != nil {
+		return err
 	}
 	m, err := g.manager(ctx, false)
 	if err != nil {

@@ -9,14 +9,19 @@ import (
 // The objects of block maps, in the store's namespace; blockmap is the
 // only package that builds or parses their names (ContentName, HeadName,
 // VolumePrefix, SegmentName, LogName, Entry.ObjectName build them; ParseName
-// parses them). Other packages own their own prefixes: catalog "cat/",
-// lease "lease/", gc "gc/".
+// parses them), and of the records of buckets and their objects (package
+// bucket encodes their contents), whose maps are block maps too. Other
+// packages own their own prefixes: catalog "cat/", lease "lease/", gc "gc/".
 //
 //	blk/<SHA-256 in hex>             a content block
 //	vol/<id>/head                    a volume's head
 //	vol/<id>/s/<index>-<seq>         a segment of a map (hex numbers)
 //	vol/<id>/d/<epoch>-<seq>         a private block (hex numbers)
 //	vol/<id>/l/<epoch>-<seq>         a writer's log (hex numbers)
+//	s3/b/<bucket>                    a bucket
+//	s3/o/<bucket>/<key>              an object (key encoded: EncodeKey)
+//	s3/u/<bucket>/<upload>           a multipart upload in progress
+//	s3/p/<bucket>/<upload>/<part>    an uploaded part (decimal, 5 digits)
 const (
 	// ContentPrefix is the prefix of every content block.
 	ContentPrefix = "blk/"
@@ -35,6 +40,10 @@ const (
 	PrivateObject                   // vol/<id>/d/<epoch>-<seq>: Name.Volume and Name.Entry
 	LogObject                       // vol/<id>/l/<epoch>-<seq>: Name.Volume
 	VolumeObject                    // any other object under vol/<id>/: Name.Volume
+	BucketRecord                    // s3/b/<bucket>: Name.Bucket
+	ObjectRecord                    // s3/o/<bucket>/<key>: Name.Bucket, Name.Key
+	UploadRecord                    // s3/u/<bucket>/<upload>: Name.Bucket, Name.Upload
+	PartRecord                      // s3/p/<bucket>/<upload>/<part>: Name.Bucket, Name.Upload, Name.Part
 )
 
 // Name is an object name parsed by ParseName.
@@ -43,6 +52,10 @@ type Name struct {
 	Volume ID       // the owner of a volume's object
 	Hash   [32]byte // a content block's hash
 	Entry  Entry    // a private block's entry (its Owner is Volume)
+	Bucket string   // a bucket's records: the bucket
+	Key    string   // an object record: the object's key
+	Upload string   // an upload or part record: the upload's id
+	Part   int      // a part record: the part number
 }
 
 // ParseName parses the name of a block map object. A name that is not in
@@ -57,6 +70,9 @@ func ParseName(name string) Name {
 			return Name{}
 		}
 		return Name{Kind: ContentObject, Hash: [32]byte(b)}
+	}
+	if strings.HasPrefix(name, BucketsPrefix) {
+		return parseBucketName(name)
 	}
 	rest, ok := strings.CutPrefix(name, VolumesPrefix)
 	if !ok {

@@ -564,6 +564,10 @@ func (d *Daemon) List(ctx context.Context) ([]manage.Entry, error) {
 	return d.mgr.List(ctx)
 }
 
+// Manager returns the manager of the daemon's store, for frontends that
+// serve more than volumes (package s3fe's buckets).
+func (d *Daemon) Manager() *manage.Manager { return d.mgr }
+
 // FlushLoop flushes every open volume that holds unflushed writes, every
 // interval, until ctx ends. Clients flush when they need durability; this
 // bounds how long data written by a client that never flushes stays

@@ -5,7 +5,8 @@
 // holds.go), read the catalog (every record, and the records the catalog
 // object still holds if the store is not yet upgraded to format 2: a
 // half-upgraded store is never taken for an empty one) and every volume
-// head it names, and every head younger than the cutoff (a volume being
+// head it names, the maps that objects in buckets and uploaded parts name
+// (package bucket), and every head younger than the cutoff (a volume being
 // created), and collect what they reference: their segments and the
 // content and private blocks in their maps. Sweep: list every object and
 // delete those older than the cutoff (start of the collection minus the
@@ -115,6 +116,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/lease"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -308,6 +310,10 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 				kept = true
 			}
 		}
+	}
+	// The maps of objects in buckets and of uploaded parts.
+	if err := bucket.Roots(ctx, s, func(id blockmap.ID) { roots[id] = true }); err != nil {
+		return nil, err
 	}
 	// Heads not in the catalog but young: volumes being made right now.
 	err = s.List(ctx, blockmap.VolumesPrefix, func(in objstore.Info) error {

@@ -25,11 +25,13 @@ var layer = map[string]int{
 	"internal/catalog":            4,
 	"internal/lease":              5,
 	"internal/image":              6,
-	"internal/gc":                 7,
-	"internal/manage":             8,
-	"internal/nbd":                9,
-	"internal/daemon":             9, // the serving core: beside nbd, so it cannot import it
-	"internal/frontend/nbdfe":     10,
+	"internal/bucket":             7, // objects in buckets: over image, under gc (its records are roots)
+	"internal/gc":                 8,
+	"internal/manage":             9,
+	"internal/nbd":                10,
+	"internal/daemon":             10, // the serving core: beside nbd, so it cannot import it
+	"internal/frontend/nbdfe":     11,
+	"internal/frontend/s3fe":      11,
 	"internal/lint":               99,
 }
 

@@ -1,0 +1,319 @@
+package bucket
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// Upload is a multipart upload's record.
+type Upload struct {
+	ID          string            `json:"-"`
+	Key         string            `json:"key"`
+	ContentType string            `json:"type,omitempty"`
+	Meta        map[string]string `json:"meta,omitempty"`
+	Created     time.Time         `json:"created"`
+}
+
+// Part is an uploaded part's record.
+type Part struct {
+	Number  int       `json:"-"`
+	ETag    string    `json:"etag"`
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"mtime"`
+	Pieces  []Piece   `json:"pieces,omitempty"`
+}
+
+// CreateUpload starts a multipart upload of key and returns its ID.
+func (b *Store) CreateUpload(ctx context.Context, bucket, key string, o PutOptions) (string, error) {
+	if _, err := b.objectName(ctx, bucket, key); err != nil {
+		return "", err
+	}
+	u := Upload{Key: key, ContentType: o.ContentType, Meta: o.Meta, Created: b.now()}
+	rec, _ := json.Marshal(u)
+	id := randomID()
+	_, err := b.S.Create(ctx, blockmap.UploadName(bucket, id), rec)
+	return id, err
+}
+
+func validUploadID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}
+
+// GetUpload returns an upload's record.
+func (b *Store) GetUpload(ctx context.Context, bucket, id string) (*Upload, error) {
+	if err := b.HeadBucket(ctx, bucket); err != nil {
+		return nil, err
+	}
+	if !validUploadID(id) {
+		return nil, ErrNoUpload
+	}
+	raw, _, err := b.S.Get(ctx, blockmap.UploadName(bucket, id))
+	if objstore.IsNotExist(err) {
+		return nil, ErrNoUpload
+	}
+	if err != nil {
+		return nil, err
+	}
+	var u Upload
+	if err := json.Unmarshal(raw, &u); err != nil {
+		return nil, fmt.Errorf("bucket: upload %s: %w", id, err)
+	}
+	u.ID = id
+	return &u, nil
+}
+
+// UploadPart stores part n (1 to MaxParts) of an upload, replacing any
+// part n stored before.
+func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.Reader, size int64, contentMD5 []byte) (*Part, error) {
+	if n < 1 || n > MaxParts {
+		return nil, fmt.Errorf("%w: part number %d is not within 1..%d", ErrBadPart, n, MaxParts)
+	}
+	if _, err := b.GetUpload(ctx, bucket, id); err != nil {
+		return nil, err
+	}
+	var p *Part
+	err := b.held(ctx, func() error {
+		pieces, sum, err := b.store(ctx, r, size)
+		if err != nil {
+			return err
+		}
+		if contentMD5 != nil && string(contentMD5) != string(sum) {
+			return ErrBadDigest
+		}
+		p = &Part{Number: n, ETag: `"` + hex.EncodeToString(sum) + `"`, ModTime: b.now(), Pieces: pieces}
+		for _, pc := range pieces {
+			p.Size += pc.Size
+		}
+		rec, _ := json.Marshal(p)
+		if _, err := b.S.Put(ctx, blockmap.PartName(bucket, id, n), rec); err != nil {
+			return err
+		}
+		// An abort or complete that ran meanwhile did not see this part.
+		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
+			b.S.Delete(ctx, blockmap.PartName(bucket, id, n))
+			return err
+		}
+		return nil
+	})
+	return p, err
+}
+
+// ListParts returns an upload's parts, by number.
+func (b *Store) ListParts(ctx context.Context, bucket, id string) ([]Part, error) {
+	if _, err := b.GetUpload(ctx, bucket, id); err != nil {
+		return nil, err
+	}
+	var nums []int
+	err := b.S.List(ctx, blockmap.PartPrefix(bucket, id), func(in objstore.Info) error {
+		if n := blockmap.ParseName(in.Name); n.Kind == blockmap.PartRecord {
+			nums = append(nums, n.Part)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(nums)
+	parts := make([]Part, 0, len(nums))
+	for _, n := range nums {
+		raw, _, err := b.S.Get(ctx, blockmap.PartName(bucket, id, n))
+		if objstore.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var p Part
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return nil, fmt.Errorf("bucket: part %d of upload %s: %w", n, id, err)
+		}
+		p.Number = n
+		parts = append(parts, p)
+	}
+	return parts, nil
+}
+
+// ListUploads returns the uploads in progress in bucket, by key and then
+// creation time.
+func (b *Store) ListUploads(ctx context.Context, bucket string) ([]Upload, error) {
+	if err := b.HeadBucket(ctx, bucket); err != nil {
+		return nil, err
+	}
+	var ids []string
+	err := b.S.List(ctx, blockmap.UploadPrefix(bucket), func(in objstore.Info) error {
+		if n := blockmap.ParseName(in.Name); n.Kind == blockmap.UploadRecord {
+			ids = append(ids, n.Upload)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var ups []Upload
+	for _, id := range ids {
+		u, err := b.GetUpload(ctx, bucket, id)
+		if errors.Is(err, ErrNoUpload) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		ups = append(ups, *u)
+	}
+	slices.SortFunc(ups, func(x, y Upload) int {
+		if c := strings.Compare(x.Key, y.Key); c != 0 {
+			return c
+		}
+		return x.Created.Compare(y.Created)
+	})
+	return ups, nil
+}
+
+// CompletePart names a part in CompleteUpload.
+type CompletePart struct {
+	Number int
+	ETag   string
+}
+
+// CompleteUpload makes the listed parts, in order, the object of the
+// upload's key: its record names the parts' maps (no data is copied), and
+// its ETag is S3's: the MD5 of the parts' MD5s, a dash, and their count.
+// The upload's records are then deleted, with the parts not listed.
+func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []CompletePart) (*Object, error) {
+	u, err := b.GetUpload(ctx, bucket, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("%w: no parts listed", ErrBadPart)
+	}
+	name, err := blockmap.ObjectName(bucket, u.Key)
+	if err != nil {
+		return nil, err
+	}
+	var obj *Object
+	err = b.held(ctx, func() error {
+		parts, err := b.ListParts(ctx, bucket, id)
+		if err != nil {
+			return err
+		}
+		byNum := map[int]Part{}
+		for _, p := range parts {
+			byNum[p.Number] = p
+		}
+		minPart := b.MinPart
+		if minPart == 0 {
+			minPart = MinPartSize
+		}
+		sums := md5.New()
+		obj = &Object{Key: u.Key, ContentType: u.ContentType, Meta: u.Meta, ModTime: b.now()}
+		for i, c := range list {
+			if i > 0 && c.Number <= list[i-1].Number {
+				return ErrPartOrder
+			}
+			p, ok := byNum[c.Number]
+			if !ok || strings.Trim(c.ETag, `"`) != strings.Trim(p.ETag, `"`) {
+				return fmt.Errorf("%w: part %d", ErrBadPart, c.Number)
+			}
+			if i < len(list)-1 && p.Size < minPart {
+				return fmt.Errorf("%w: part %d has %d bytes", ErrPartTooSmall, c.Number, p.Size)
+			}
+			raw, _ := hex.DecodeString(strings.Trim(p.ETag, `"`))
+			sums.Write(raw)
+			obj.Pieces = append(obj.Pieces, p.Pieces...)
+			obj.Parts = append(obj.Parts, p.Size)
+			obj.Size += p.Size
+		}
+		obj.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(sums.Sum(nil)), len(list))
+		if err := b.writeObject(ctx, bucket, name, obj, PutOptions{}); err != nil {
+			return err
+		}
+		return b.dropUpload(ctx, bucket, id)
+	})
+	return obj, err
+}
+
+// AbortUpload deletes an upload and its parts.
+func (b *Store) AbortUpload(ctx context.Context, bucket, id string) error {
+	if _, err := b.GetUpload(ctx, bucket, id); err != nil {
+		return err
+	}
+	return b.dropUpload(ctx, bucket, id)
+}
+
+// dropUpload deletes the upload record first (so no part is added
+// after), then its parts.
+func (b *Store) dropUpload(ctx context.Context, bucket, id string) error {
+	if err := b.S.Delete(ctx, blockmap.UploadName(bucket, id)); err != nil && !objstore.IsNotExist(err) {
+		return err
+	}
+	var names []string
+	err := b.S.List(ctx, blockmap.PartPrefix(bucket, id), func(in objstore.Info) error {
+		names = append(names, in.Name)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := b.S.Delete(ctx, n); err != nil && !objstore.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// CopyPart makes part n of an upload the bytes [off, off+n) of an object
+// (UploadPartCopy; n < 0: to its end): a record naming the same maps, no
+// data copied. Its ETag is the MD5 of the pieces it names, not of the
+// data (which is not read).
+func (b *Store) CopyPart(ctx context.Context, bucket, id string, num int, srcBucket, srcKey string, off, n int64) (*Part, error) {
+	if num < 1 || num > MaxParts {
+		return nil, fmt.Errorf("%w: part number %d is not within 1..%d", ErrBadPart, num, MaxParts)
+	}
+	if _, err := b.GetUpload(ctx, bucket, id); err != nil {
+		return nil, err
+	}
+	var p *Part
+	err := b.held(ctx, func() error {
+		src, err := b.GetObject(ctx, srcBucket, srcKey)
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			n = src.Size - off
+		}
+		if off < 0 || n < 0 || off+n > src.Size {
+			return fmt.Errorf("%w: bytes %d-%d of an object of %d", ErrBadRange, off, off+n-1, src.Size)
+		}
+		pieces := slice(src.Pieces, off, n)
+		raw, _ := json.Marshal(pieces)
+		sum := md5.Sum(raw)
+		p = &Part{Number: num, ETag: `"` + hex.EncodeToString(sum[:]) + `"`, Size: n, ModTime: b.now(), Pieces: pieces}
+		rec, _ := json.Marshal(p)
+		if _, err := b.S.Put(ctx, blockmap.PartName(bucket, id, num), rec); err != nil {
+			return err
+		}
+		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
+			b.S.Delete(ctx, blockmap.PartName(bucket, id, num))
+			return err
+		}
+		return nil
+	})
+	return p, err
+}
