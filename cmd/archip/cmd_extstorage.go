@@ -12,6 +12,7 @@ import (
 
 	"github.com/archipelago-go/archip/internal/extstorage"
 	"github.com/archipelago-go/archip/internal/manage"
+	"github.com/archipelago-go/archip/internal/nbdattach"
 )
 
 type extstorageOptions struct {
@@ -120,7 +121,7 @@ func runExtstorage(ctx context.Context, g *globals, o extstorageOptions, action 
 		},
 		NBD:      o.nbd,
 		Admin:    o.admin,
-		Attacher: &extstorage.FuseLoop{RunDir: o.runDir},
+		Attacher: &nbdattach.FuseLoop{RunDir: o.runDir},
 		Out:      g.stdout,
 		Logf:     func(format string, args ...any) { fmt.Fprintf(g.stderr, "archip: "+format+"\n", args...) },
 	}

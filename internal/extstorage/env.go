@@ -17,8 +17,8 @@
 // volume's NBD export on the local 'archip serve', which Ganeti's KVM
 // hypervisor opens directly when disk access is userspace. The block
 // device is a loop device over an nbdfuse file backed by the same export
-// (Attacher, FuseLoop): it works on kernels without an NBD client, and
-// through it Ganeti's OS scripts install the instance.
+// (Attacher; package nbdattach): it works on kernels without an NBD
+// client, and through it Ganeti's OS scripts install the instance.
 //
 // open and close are the lease handoff: an exclusive open asks whoever
 // writes the volume (a daemon on another node, a dead node's lease

@@ -29,6 +29,7 @@ var layer = map[string]int{
 	"internal/nbd":                9,
 	"internal/daemon":             9, // the serving core: beside nbd, so it cannot import it
 	"internal/frontend/nbdfe":     10,
+	"internal/nbdattach":          0, // runs tools only
 	"internal/extstorage":         9, // cloud-manager integrations: on manage, beside the daemon
 	"internal/lint":               99,
 }

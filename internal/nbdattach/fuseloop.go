@@ -1,4 +1,10 @@
-package extstorage
+// Package nbdattach maps an NBD export to a block device of this host,
+// for the integrations that must hand a cloud manager a device path
+// (Ganeti's attach, a CSI node's stage). The kernel NBD client is absent
+// on many hosts (and in containers), so FuseLoop serves the export as a
+// file with nbdfuse and puts a loop device over it: that needs only FUSE
+// and loop devices, which every Linux host has.
+package nbdattach
 
 import (
 	"bytes"
@@ -29,10 +35,8 @@ type FuseLoop struct {
 	Ready time.Duration
 }
 
-var _ Attacher = (*FuseLoop)(nil)
-
 // ErrAttach: the block device could not be set up.
-var ErrAttach = errors.New("extstorage: attach")
+var ErrAttach = errors.New("nbdattach: attach")
 
 type fuseDirs struct{ dir, mnt, file, pid, log, dev string }
 
@@ -163,18 +167,18 @@ func (d fuseDirs) teardown(ctx context.Context) error {
 		// A device still open (a VM that did not stop) is detached when
 		// it is closed (autoclear).
 		if _, err := command(ctx, "losetup", "-d", dev); err != nil {
-			return fmt.Errorf("extstorage: detach %s: %v", dev, err)
+			return fmt.Errorf("nbdattach: detach %s: %v", dev, err)
 		}
 	}
 	if mounted(d.mnt) {
 		// Lazy: a loop device being closed may still hold the file.
 		if _, err := command(ctx, "fusermount3", "-u", "-z", d.mnt); err != nil {
-			return fmt.Errorf("extstorage: unmount %s: %v", d.mnt, err)
+			return fmt.Errorf("nbdattach: unmount %s: %v", d.mnt, err)
 		}
 	}
 	for _, p := range []string{d.dev, d.pid, d.log, d.mnt, d.dir} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("extstorage: detach: %v", err)
+			return fmt.Errorf("nbdattach: detach: %v", err)
 		}
 	}
 	return nil
