@@ -31,6 +31,7 @@ var layer = map[string]int{
 	"internal/frontend/nbdfe":     10,
 	"internal/nbdattach":          0, // runs tools only
 	"internal/extstorage":         9, // cloud-manager integrations: on manage, beside the daemon
+	"internal/csi":                10,
 	"internal/lint":               99,
 }
 

@@ -105,7 +105,7 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 	if readOnly {
 		loArgs = append(loArgs, "--read-only")
 	}
-	out, err := command(ctx, "losetup", append(loArgs, d.file)...)
+	out, err := Command(ctx, "losetup", append(loArgs, d.file)...)
 	if err != nil {
 		d.teardown(context.WithoutCancel(ctx))
 		return "", fmt.Errorf("%w: %v", ErrAttach, err)
@@ -166,13 +166,13 @@ func (d fuseDirs) teardown(ctx context.Context) error {
 	if dev, ok := d.loop(); ok {
 		// A device still open (a VM that did not stop) is detached when
 		// it is closed (autoclear).
-		if _, err := command(ctx, "losetup", "-d", dev); err != nil {
+		if _, err := Command(ctx, "losetup", "-d", dev); err != nil {
 			return fmt.Errorf("nbdattach: detach %s: %v", dev, err)
 		}
 	}
-	if mounted(d.mnt) {
+	if Mounted(d.mnt) {
 		// Lazy: a loop device being closed may still hold the file.
-		if _, err := command(ctx, "fusermount3", "-u", "-z", d.mnt); err != nil {
+		if _, err := Command(ctx, "fusermount3", "-u", "-z", d.mnt); err != nil {
 			return fmt.Errorf("nbdattach: unmount %s: %v", d.mnt, err)
 		}
 	}
@@ -184,8 +184,8 @@ func (d fuseDirs) teardown(ctx context.Context) error {
 	return nil
 }
 
-// mounted reports whether path is a mount point of this mount namespace.
-func mounted(path string) bool {
+// Mounted reports whether path is a mount point of this mount namespace.
+func Mounted(path string) bool {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return false
@@ -218,8 +218,9 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// command runs a tool and returns its stdout; its error carries stderr.
-func command(ctx context.Context, name string, args ...string) (string, error) {
+// Command runs a tool and returns its stdout; its error names the
+// command and carries its stderr.
+func Command(ctx context.Context, name string, args ...string) (string, error) {
 	var out, errb bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
