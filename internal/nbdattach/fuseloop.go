@@ -26,7 +26,9 @@ import (
 // has a directory RunDir/NAME holding the mount point (mnt/, the file
 // mnt/disk), nbdfuse's pid file and log, and the loop device's name.
 //
-// The nbdfuse process outlives the command that starts it (it serves
+// The loop device does direct I/O on the file, so it reads what any
+// other client of the export wrote and its writes reach the export at
+// once. The nbdfuse process outlives the command that starts it (it serves
 // the file until detach unmounts it); its output goes to its log, never
 // to the command's stdout, which Ganeti reads until it closes.
 type FuseLoop struct {
@@ -101,7 +103,11 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 			ready = len(bytes.TrimSpace(b)) > 0
 		}
 	}
-	loArgs := []string{"--find", "--show"}
+	// Direct I/O: without it the loop device reads through the page cache
+	// of nbdfuse's file, which keeps what it read before another client
+	// of the export (QEMU on the export's URI, another node's daemon)
+	// wrote, and holds back its own writes until writeback.
+	loArgs := []string{"--find", "--show", "--direct-io=on"}
 	if readOnly {
 		loArgs = append(loArgs, "--read-only")
 	}
@@ -111,6 +117,11 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 		return "", fmt.Errorf("%w: %v", ErrAttach, err)
 	}
 	dev := strings.TrimSpace(out)
+	if b, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "dio")); strings.TrimSpace(string(b)) != "1" {
+		Command(context.WithoutCancel(ctx), "losetup", "-d", dev)
+		d.teardown(context.WithoutCancel(ctx))
+		return "", fmt.Errorf("%w: the loop device %s cannot do direct I/O on nbdfuse's file, and would read stale data (a kernel older than 4.10?)", ErrAttach, dev)
+	}
 	if err := os.WriteFile(d.dev, []byte(dev+"\n"), 0o600); err != nil {
 		d.teardown(context.WithoutCancel(ctx))
 		return "", fmt.Errorf("%w: %v", ErrAttach, err)
