@@ -36,8 +36,8 @@ func newExtstorageCommand(g *globals) *cobra.Command {
 every node of the node group, under Ganeti's ExtStorage search path, with the
 store all nodes share and the addresses of this node's 'archip serve':
 
-  archip --store URL extstorage install /usr/share/ganeti/extstorage/archip \
-      --nbd unix:/run/archip/nbd.sock --admin 127.0.0.1:7001
+  archip --store URL extstorage install /srv/ganeti/extstorage/archip \
+      --nbd unix:/run/archip/nbd.sock --admin 10.0.0.11:7701
 
 which writes one executable per action (create, attach, detach, remove,
 grow, setinfo, verify, snapshot, open, close), each running 'archip
@@ -64,7 +64,12 @@ set (a missing or malformed variable, an unknown parameter).`)
 		ac := &cobra.Command{
 			Use:   action,
 			Short: "The ExtStorage " + action + " action (environment as Ganeti sets it)",
-			Args:  exactArgs(),
+			Args: func(c *cobra.Command, args []string) error {
+				if len(args) > 0 {
+					return usageError{fmt.Errorf("%s takes no arguments: Ganeti passes the disk in VOL_* and EXTP_* variables (see archip extstorage --help)", c.CommandPath())}
+				}
+				return nil
+			},
 			RunE: func(c *cobra.Command, args []string) error {
 				return runExtstorage(c.Context(), g, o, action, os.Environ())
 			},
