@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,5 +175,73 @@ func compareFile(t *testing.T, path string, want []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("%s does not hold the image's data", path)
+	}
+}
+
+// TestGanetiMigrationLeases: two nodes, each with its daemon and the
+// provider installed for it, attach one disk as Ganeti does for a live
+// migration. Writes on either node's device reach the other's (the lease
+// follows them); close makes the node's daemon release the lease; an
+// exclusive open takes it from the node that holds it.
+func TestGanetiMigrationLeases(t *testing.T) {
+	need(t, "qemu-io", "nbdfuse", "losetup", "fusermount3")
+	e := newEnv(t)
+	nodes := map[string]*daemon{"a": e.serve("--node-id", "a"), "b": e.serve("--node-id", "b")}
+	prov := map[string]string{}
+	for n, d := range nodes {
+		prov[n] = e.path("es-" + n + "/archip")
+		run(t, archipBin, "--store", e.store, "extstorage", "install", prov[n],
+			"--nbd", "unix:"+d.sock, "--admin", d.admin, "--run-dir", e.path("run-"+n))
+	}
+	vol := "9b2e.ext.disk0"
+	disk := []string{"VOL_NAME=" + vol}
+	ganetiOK(t, prov["a"], "create", append(disk, "VOL_SIZE=8")...)
+	devs := map[string]string{}
+	for _, n := range []string{"a", "b"} {
+		ganetiOK(t, prov[n], "open", append(disk, "VOL_OPEN_EXCLUSIVE=False")...)
+		devs[n] = strings.SplitN(ganetiOK(t, prov[n], "attach", disk...), "\n", 2)[0]
+		t.Cleanup(func() { ganeti(t, prov[n], "detach", disk...) })
+	}
+	holder := func() string {
+		t.Helper()
+		var st leaseShow
+		json.Unmarshal([]byte(e.archip("lease", "show", vol, "--json")), &st)
+		if st.State != "held" {
+			return st.State
+		}
+		return st.Record.Owner
+	}
+	devIO := func(n, cmd string) {
+		t.Helper()
+		out := run(t, "qemu-io", "-n", "-f", "raw", "-c", cmd, devs[n]) // -n: O_DIRECT
+		if strings.Contains(out, "fail") {
+			t.Fatalf("%s on node %s: %s", cmd, n, out)
+		}
+	}
+
+	devIO("a", "write -P 0xa1 0 64k")
+	if h := holder(); h != "a" {
+		t.Fatalf("after a write on node a the lease is %q", h)
+	}
+	devIO("b", "read -P 0xa1 0 64k") // the destination reads what the source wrote
+	devIO("b", "write -P 0xb2 0 64k")
+	if h := holder(); h != "b" {
+		t.Fatalf("after a write on node b the lease is %q", h)
+	}
+	devIO("a", "read -P 0xb2 0 64k")
+
+	ganetiOK(t, prov["b"], "close", disk...) // b stops using the disk
+	if h := holder(); h != "released" {
+		t.Fatalf("after close on node b the lease is %q", h)
+	}
+	devIO("a", "write -P 0xa3 0 64k")
+	ganetiOK(t, prov["b"], "open", append(disk, "VOL_OPEN_EXCLUSIVE=True")...)
+	if h := holder(); h == "a" {
+		t.Fatal("after an exclusive open on node b, node a still holds the lease")
+	}
+	devIO("b", "read -P 0xa3 0 64k")
+	devIO("b", "write -P 0xb4 0 64k")
+	if h := holder(); h != "b" {
+		t.Fatalf("after a write on node b the lease is %q", h)
 	}
 }
