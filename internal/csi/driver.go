@@ -85,6 +85,7 @@ type Driver struct {
 	csipb.UnimplementedIdentityServer
 	csipb.UnimplementedControllerServer
 	csipb.UnimplementedNodeServer
+	csipb.UnimplementedSnapshotMetadataServer
 }
 
 // New returns a driver.
@@ -106,6 +107,7 @@ func (d *Driver) Register(s *grpc.Server) {
 	csipb.RegisterIdentityServer(s, d)
 	if d.cfg.Controller {
 		csipb.RegisterControllerServer(s, d)
+		csipb.RegisterSnapshotMetadataServer(s, d)
 	}
 	if d.cfg.NodeID != "" {
 		csipb.RegisterNodeServer(s, d)
@@ -133,6 +135,8 @@ func (d *Driver) GetPluginCapabilities(ctx context.Context, req *csipb.GetPlugin
 		caps = append(caps,
 			&csipb.PluginCapability{Type: &csipb.PluginCapability_Service_{Service: &csipb.PluginCapability_Service{
 				Type: csipb.PluginCapability_Service_CONTROLLER_SERVICE}}},
+			&csipb.PluginCapability{Type: &csipb.PluginCapability_Service_{Service: &csipb.PluginCapability_Service{
+				Type: csipb.PluginCapability_Service_SNAPSHOT_METADATA_SERVICE}}},
 			// Offline: a published device keeps its size until it is
 			// attached again (the next stage grows a filesystem).
 			&csipb.PluginCapability{Type: &csipb.PluginCapability_VolumeExpansion_{VolumeExpansion: &csipb.PluginCapability_VolumeExpansion{
