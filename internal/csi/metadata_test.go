@@ -117,7 +117,10 @@ func TestSnapshotMetadata(t *testing.T) {
 		code codes.Code
 	}{
 		{func() error { _, err := allocated(&csipb.GetMetadataAllocatedRequest{}); return err }(), codes.InvalidArgument},
-		{func() error { _, err := allocated(&csipb.GetMetadataAllocatedRequest{SnapshotId: "nosuch"}); return err }(), codes.NotFound},
+		{func() error {
+			_, err := allocated(&csipb.GetMetadataAllocatedRequest{SnapshotId: "nosuch"})
+			return err
+		}(), codes.NotFound},
 		{func() error { _, err := allocated(&csipb.GetMetadataAllocatedRequest{SnapshotId: "vol"}); return err }(), codes.NotFound},
 		{func() error {
 			_, err := allocated(&csipb.GetMetadataAllocatedRequest{SnapshotId: "s1", StartingOffset: 16 * mib})
