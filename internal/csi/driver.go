@@ -7,7 +7,8 @@
 // hash of it); a CSI snapshot is an archip snapshot, named likewise.
 // Creating a volume from a snapshot is a clone, and from another volume
 // a snapshot, a clone and the removal of the snapshot: no data is copied
-// either way. Listings page through the catalog in name order.
+// either way. Listings page through the catalog in name order. A
+// StorageClass needs no parameters; those given are ignored.
 //
 // The node service does not serve data: the node's 'archip serve' does,
 // over NBD, and the node service attaches its export as a block device

@@ -10,7 +10,11 @@
 //
 // Sizes from Ganeti are in mebibytes. grow resizes to VOL_NEW_SIZE (the
 // size after the grow; VOL_SIZE is the size before). A disk with the
-// origin parameter is an O(1) clone of that image or snapshot.
+// origin parameter is an O(1) clone of that image or snapshot. snapshot
+// names the snapshot VOL_SNAPSHOT_NAME; VOL_SNAPSHOT_SIZE must be a size
+// but is otherwise unused, as a snapshot has its volume's size. setinfo
+// keeps VOL_METADATA in an object of its own beside the volume (ReadInfo),
+// which remove deletes.
 //
 // attach prints a block device on its first line, as Ganeti requires
 // (it checks the path is one), and on its second a kvm: URI naming the
