@@ -27,14 +27,22 @@ type vm struct {
 // listening there.
 func startVM(t *testing.T, e *env, label, kernel, initrd string, d *daemon, name, incoming string) *vm {
 	t.Helper()
+	return startVMDisk(t, e, label, kernel, initrd, incoming,
+		"-blockdev", fmt.Sprintf("driver=nbd,server.type=unix,server.path=%s,export=%s,node-name=d0,cache.direct=on", d.sock, name),
+		"-device", "virtio-blk-pci,drive=d0")
+}
+
+// startVMDisk is startVM with the QEMU arguments that give the guest its
+// disk.
+func startVMDisk(t *testing.T, e *env, label, kernel, initrd, incoming string, disk ...string) *vm {
+	t.Helper()
 	v := &vm{t: t, serial: e.path(label + ".console")}
 	qmpSock := e.path(label + ".qmp")
 	args := []string{"-accel", "tcg", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 quiet panic=-1",
 		"-serial", "file:" + v.serial,
-		"-blockdev", fmt.Sprintf("driver=nbd,server.type=unix,server.path=%s,export=%s,node-name=d0,cache.direct=on", d.sock, name),
-		"-device", "virtio-blk-pci,drive=d0",
 		"-qmp", "unix:" + qmpSock + ",server=on,wait=off"}
+	args = append(args, disk...)
 	if incoming != "" {
 		args = append(args, "-incoming", "tcp:"+incoming)
 	}

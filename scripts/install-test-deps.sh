@@ -20,6 +20,9 @@ for p in awscli s3cmd curl; do need "$p"; done
 # a Debian cloud kernel and busybox-static with apt-get download.
 norec=()
 dpkg -s qemu-system-x86 >/dev/null 2>&1 || norec+=(qemu-system-x86)
+# libvirt's schema check of 'volume disk-xml' (issue 17): virt-xml-validate,
+# which runs xmllint; without recommends (no daemon).
+for p in libvirt-clients libxml2-utils; do dpkg -s "$p" >/dev/null 2>&1 || norec+=("$p"); done
 if ((${#pkgs[@]} + ${#norec[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-test-deps: run as root, or install: ${pkgs[*]} ${norec[*]}" >&2

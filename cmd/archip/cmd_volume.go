@@ -28,7 +28,8 @@ Sizes take binary suffixes: 512M, 10G, 1TiB.`)
 	c.AddCommand(newVolumeCreateCommand(g), newVolumeListCommand(g), newVolumeInfoCommand(g),
 		newVolumeSnapshotCommand(g), newVolumeCloneCommand(g), newVolumeResizeCommand(g),
 		newVolumeRenameCommand(g), newVolumeRemoveCommand(g), newVolumeDiffCommand(g),
-		newVolumeHashCommand(g), newVolumeReadCommand(g), newVolumeWriteCommand(g))
+		newVolumeHashCommand(g), newVolumeReadCommand(g), newVolumeWriteCommand(g),
+		newVolumeDiskXMLCommand(g))
 	return c
 }
 

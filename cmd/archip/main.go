@@ -91,7 +91,7 @@ A name that is missing or already taken is a failure (1).`,
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON, for scripts")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVolumeCommand(g), newImageCommand(g), newStoreCommand(g), newServeCommand(g), newGCCommand(g), newLeaseCommand(g))
+	root.AddCommand(newVolumeCommand(g), newImageCommand(g), newStoreCommand(g), newServeCommand(g), newGCCommand(g), newLeaseCommand(g), newExtstorageCommand(g), newCSICommand(g))
 	return root
 }
 

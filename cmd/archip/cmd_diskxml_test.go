@@ -1,0 +1,37 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDiskXMLUsage: addresses libvirt cannot use are usage errors (exit
+// 2); a volume the store lacks is a failure (exit 1).
+func TestDiskXMLUsage(t *testing.T) {
+	store := "file://" + filepath.Join(t.TempDir(), "store")
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "1M")
+	for _, c := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"v", "--nbd", "unix:rel.sock"}, 2, "absolute"},
+		{[]string{"v", "--nbd", "unix:/s", "--tls"}, 2, "TCP"},
+		{[]string{"v", "--nbd", "host"}, 2, "HOST:PORT"},
+		{[]string{"v", "--nbd", "host:99999"}, 2, "HOST:PORT"},
+		{[]string{"v", "--target", "a b"}, 2, "device name"},
+		{[]string{"nosuch"}, 1, "no volume"},
+	} {
+		_, errs, code := cli(t, store, nil, append([]string{"volume", "disk-xml"}, c.args...)...)
+		if code != c.code || !strings.Contains(errs, c.says) {
+			t.Errorf("%v: exit %d, %q; want %d, %q", c.args, code, errs, c.code, c.says)
+		}
+	}
+	out := mustCLI(t, store, nil, "volume", "disk-xml", "v", "--nbd", "unix:/run/archip.sock")
+	for _, want := range []string{`<source protocol="nbd" name="v">`, `<host transport="unix" socket="/run/archip.sock"/>`, `discard="unmap"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("disk-xml printed %s, without %s", out, want)
+		}
+	}
+}

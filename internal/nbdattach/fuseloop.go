@@ -1,0 +1,242 @@
+// Package nbdattach maps an NBD export to a block device of this host,
+// for the integrations that must hand a cloud manager a device path
+// (Ganeti's attach, a CSI node's stage). The kernel NBD client is absent
+// on many hosts (and in containers), so FuseLoop serves the export as a
+// file with nbdfuse and puts a loop device over it: that needs only FUSE
+// and loop devices, which every Linux host has.
+package nbdattach
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// FuseLoop attaches a volume as a loop device over a file that nbdfuse
+// serves from the volume's NBD export: a block device on any Linux with
+// FUSE and loop devices, kernel NBD client or not. Each attached volume
+// has a directory RunDir/NAME holding the mount point (mnt/, the file
+// mnt/disk), nbdfuse's pid file and log, and the loop device's name.
+//
+// The loop device does direct I/O on the file, so it reads what any
+// other client of the export wrote and its writes reach the export at
+// once. The nbdfuse process outlives the command that starts it (it serves
+// the file until detach unmounts it); its output goes to its log, never
+// to the command's stdout, which Ganeti reads until it closes.
+type FuseLoop struct {
+	RunDir string
+	// Ready is how long Attach waits for nbdfuse to serve; 0 means 30s.
+	Ready time.Duration
+}
+
+// ErrAttach: the block device could not be set up.
+var ErrAttach = errors.New("nbdattach: attach")
+
+type fuseDirs struct{ dir, mnt, file, pid, log, dev string }
+
+func (f *FuseLoop) dirs(name string) fuseDirs {
+	dir := filepath.Join(f.RunDir, name)
+	mnt := filepath.Join(dir, "mnt")
+	return fuseDirs{dir: dir, mnt: mnt, file: filepath.Join(mnt, "disk"), pid: filepath.Join(dir, "nbdfuse.pid"),
+		log: filepath.Join(dir, "nbdfuse.log"), dev: filepath.Join(dir, "device")}
+}
+
+// Attach starts nbdfuse on uri and a loop device over its file, or
+// returns the loop device of an attachment that is still whole.
+func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) (string, error) {
+	d := f.dirs(name)
+	if dev, ok := d.attached(); ok {
+		return dev, nil
+	}
+	if err := d.teardown(ctx); err != nil { // what a crash or a dead nbdfuse left
+		return "", err
+	}
+	if err := os.MkdirAll(d.mnt, 0o700); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	logf, err := os.Create(d.log)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	defer logf.Close()
+	args := []string{"-P", d.pid}
+	if readOnly {
+		args = append(args, "-r")
+	}
+	cmd := exec.Command("nbdfuse", append(args, d.file, uri)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("%w: starting nbdfuse (is it installed? Debian: libnbd-bin): %v", ErrAttach, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	wait := f.Ready
+	if wait == 0 {
+		wait = 30 * time.Second
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for ready := false; !ready; {
+		select {
+		case err := <-exited:
+			out, _ := os.ReadFile(d.log)
+			return "", fmt.Errorf("%w: nbdfuse %s exited (%v): %s; is 'archip serve' running and listening there?", ErrAttach, uri, err, strings.TrimSpace(string(out)))
+		case <-deadline.C:
+			d.teardown(context.WithoutCancel(ctx))
+			return "", fmt.Errorf("%w: nbdfuse did not serve %s within %s", ErrAttach, uri, wait)
+		case <-ctx.Done():
+			d.teardown(context.WithoutCancel(ctx))
+			return "", ctx.Err()
+		case <-tick.C:
+			b, _ := os.ReadFile(d.pid)
+			ready = len(bytes.TrimSpace(b)) > 0
+		}
+	}
+	// Direct I/O: without it the loop device reads through the page cache
+	// of nbdfuse's file, which keeps what it read before another client
+	// of the export (QEMU on the export's URI, another node's daemon)
+	// wrote, and holds back its own writes until writeback.
+	loArgs := []string{"--find", "--show", "--direct-io=on"}
+	if readOnly {
+		loArgs = append(loArgs, "--read-only")
+	}
+	out, err := Command(ctx, "losetup", append(loArgs, d.file)...)
+	if err != nil {
+		d.teardown(context.WithoutCancel(ctx))
+		return "", fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	dev := strings.TrimSpace(out)
+	if b, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "dio")); strings.TrimSpace(string(b)) != "1" {
+		Command(context.WithoutCancel(ctx), "losetup", "-d", dev)
+		d.teardown(context.WithoutCancel(ctx))
+		return "", fmt.Errorf("%w: the loop device %s cannot do direct I/O on nbdfuse's file, and would read stale data (a kernel older than 4.10?)", ErrAttach, dev)
+	}
+	if err := os.WriteFile(d.dev, []byte(dev+"\n"), 0o600); err != nil {
+		d.teardown(context.WithoutCancel(ctx))
+		return "", fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	return dev, nil
+}
+
+// Detach detaches the loop device and unmounts nbdfuse's file, which
+// ends nbdfuse.
+func (f *FuseLoop) Detach(ctx context.Context, name string) error {
+	return f.dirs(name).teardown(ctx)
+}
+
+// attached returns the loop device if the attachment is whole: the loop
+// device still reads the file and nbdfuse still runs.
+func (d fuseDirs) attached() (string, bool) {
+	dev, ok := d.loop()
+	if !ok {
+		return "", false
+	}
+	b, err := os.ReadFile(d.pid)
+	if err != nil {
+		return "", false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || syscall.Kill(pid, 0) != nil {
+		return "", false
+	}
+	if _, err := os.Stat(d.file); err != nil {
+		return "", false
+	}
+	return dev, true
+}
+
+// loop returns the loop device recorded for the attachment if it is
+// still backed by the attachment's file.
+func (d fuseDirs) loop() (string, bool) {
+	b, err := os.ReadFile(d.dev)
+	if err != nil {
+		return "", false
+	}
+	dev := strings.TrimSpace(string(b))
+	backing, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+	if err != nil || strings.TrimSpace(string(backing)) != d.file {
+		return "", false
+	}
+	return dev, true
+}
+
+// teardown undoes what an attach did, as far as it got; nothing to undo
+// is no error.
+func (d fuseDirs) teardown(ctx context.Context) error {
+	if dev, ok := d.loop(); ok {
+		// A device still open (a VM that did not stop) is detached when
+		// it is closed (autoclear).
+		if _, err := Command(ctx, "losetup", "-d", dev); err != nil {
+			return fmt.Errorf("nbdattach: detach %s: %v", dev, err)
+		}
+	}
+	if Mounted(d.mnt) {
+		// Lazy: a loop device being closed may still hold the file.
+		if _, err := Command(ctx, "fusermount3", "-u", "-z", d.mnt); err != nil {
+			return fmt.Errorf("nbdattach: unmount %s: %v", d.mnt, err)
+		}
+	}
+	for _, p := range []string{d.dev, d.pid, d.log, d.mnt, d.dir} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("nbdattach: detach: %v", err)
+		}
+	}
+	return nil
+}
+
+// Mounted reports whether path is a mount point of this mount namespace.
+func Mounted(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMount(f[4]) == path {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMount undoes the octal escapes of /proc/self/mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Command runs a tool and returns its stdout; its error names the
+// command and carries its stderr.
+func Command(ctx context.Context, name string, args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
