@@ -45,7 +45,7 @@ func (c *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 // is an objstore.Lender), so that a frontend gains by using it instead
 // of ReadAt.
 func (c *Volume) Lends() bool {
-	_, ok := c.h.d.mgr.Store.(objstore.Lender)
+	_, ok := objstore.AsLender(c.h.d.mgr.Store)
 	return ok
 }
 

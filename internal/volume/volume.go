@@ -285,18 +285,17 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
 		guard: opts.Guard, hold: opts.Hold, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, sshift: blockmap.SubBlockShift(head.BlockShift), bs: head.BlockSize()}
 	if opts.Writable {
-		v.rw, _ = s.(objstore.RangeWriter)
-		v.syncer, _ = s.(objstore.Syncer)
-		v.copier, _ = s.(objstore.Copier)
-		fs, ok := s.(objstore.FreshStater)
-		v.freshStat = ok && fs.FreshStat()
-		_, canFence := s.(objstore.Fencer)
+		v.rw, _ = objstore.AsRangeWriter(s)
+		v.syncer, _ = objstore.AsSyncer(s)
+		v.copier, _ = objstore.AsCopier(s)
+		v.freshStat = objstore.FreshStat(s)
+		_, canFence := objstore.AsFencer(s)
 		v.fenced = opts.Fenced && canFence
 		v.logOn = (opts.Log || logDefault) && v.rw != nil && (v.freshStat || v.fenced) && len(head.Logs) < blockmap.MaxLogs
 	}
-	v.lender, _ = s.(objstore.Lender)
+	v.lender, _ = objstore.AsLender(s)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
-	if o, ok := s.(objstore.HandleOpener); ok {
+	if o, ok := objstore.AsHandleOpener(s); ok {
 		v.handles = newHandleCache(o, openHandles)
 	}
 	v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
