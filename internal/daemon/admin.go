@@ -17,6 +17,7 @@ import (
 //	POST lease.HandoffPath?volume=ID  flush volume ID and release its lease
 //	GET  /v1/volumes                  the open volumes and their roles (JSON)
 //	GET  /healthz                     "ok"
+//	GET  /metrics                     the daemon's metrics (UseMetrics), for Prometheus
 //
 // It has no authentication: listen on an address only the hosts sharing
 // the store can reach.
@@ -42,6 +43,9 @@ func (d *Daemon) AdminHandler() http.Handler {
 		sort.Slice(st, func(i, j int) bool { return st[i].Name < st[j].Name })
 		writeJSON(w, st)
 	})
+	if d.metrics != nil {
+		mux.Handle("GET /metrics", d.metrics.Handler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

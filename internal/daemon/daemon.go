@@ -66,6 +66,8 @@ type Daemon struct {
 	// paying a head check per read, and a probe (a few reads) writes
 	// nothing.
 	promoteAfter int64
+	// metrics, if set, counts requests and lease events (UseMetrics).
+	metrics *Metrics
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has
@@ -84,6 +86,16 @@ func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
 		logf = func(string, ...any) {}
 	}
 	return &Daemon{mgr: m, logf: logf, promoteAfter: 4096, open: map[blockmap.ID]*handle{}}
+}
+
+// UseMetrics makes d count its requests and lease events in m, and m
+// report d's volumes. Call it before d serves anything; m serves one
+// daemon.
+func (d *Daemon) UseMetrics(m *Metrics) {
+	d.metrics = m
+	m.mu.Lock()
+	m.status = d.Status
+	m.mu.Unlock()
 }
 
 // Errors of the daemon.
@@ -134,6 +146,8 @@ type handle struct {
 	isFenced atomic.Bool
 
 	followReads atomic.Int64 // reads served as a follower since the last try to promote
+
+	m *volMetrics // nil without metrics; set before the handle serves
 }
 
 // Open opens name, a volume, snapshot or image, for one client of a
@@ -195,6 +209,9 @@ func (d *Daemon) acquire(ctx context.Context, r *catalog.Record, name string) (*
 			d.mu.Unlock()
 			if late {
 				h.v.Close(ctx) // a follower: nothing to flush
+				if h.m != nil {
+					d.metrics.release(h.name, h.m)
+				}
 			}
 			if err != nil {
 				close(h.done)
@@ -269,6 +286,9 @@ func (d *Daemon) finish(h *handle, keep bool) error {
 		delete(d.open, h.id)
 	}
 	d.mu.Unlock()
+	if !kept && h.m != nil {
+		d.metrics.release(h.name, h.m)
+	}
 	close(done) // waiting clients look again
 	return err
 }
@@ -294,6 +314,9 @@ func (h *handle) first(ctx context.Context) error {
 		return err
 	}
 	h.v = v
+	if mx := h.d.metrics; mx != nil {
+		h.m = mx.volume(h.name)
+	}
 	return nil
 }
 
@@ -356,6 +379,7 @@ func (h *handle) promote(ctx context.Context) {
 	}
 	h.v.Close(ctx) // the follower
 	h.v, h.lease = v, l
+	h.leased(v)
 }
 
 // write runs a request that writes, taking the lease first if this node
@@ -423,7 +447,21 @@ func (h *handle) becomeWriter(ctx context.Context) error {
 	}
 	h.v.Close(ctx) // the follower
 	h.v, h.lease = v, l
+	h.leased(v)
+	if l.TookOver() && h.d.metrics != nil {
+		h.d.metrics.leaseTakeovers.Inc()
+	}
 	return nil
+}
+
+// leased counts a lease taken for the writer v. The caller holds h.mu
+// exclusively.
+func (h *handle) leased(v *volume.Volume) {
+	if h.m == nil {
+		return
+	}
+	h.d.metrics.leaseAcquired.Inc()
+	v.SetOnCopy(h.m.cow.Inc)
 }
 
 // becomeFollower flushes, releases the lease and reopens the volume as a
@@ -476,6 +514,9 @@ func (h *handle) dropLease(why error) {
 	dirty := h.v.Dirty()
 	h.v.Discard(ctx)
 	h.lease = nil
+	if mx := h.d.metrics; mx != nil {
+		mx.leaseLost.WithLabelValues(map[bool]string{false: "false", true: "true"}[dirty]).Inc()
+	}
 	if dirty {
 		h.fence(fmt.Errorf("%w (volume %s: %v)", ErrLeaseLost, h.name, why))
 		h.d.logf("archip: %v", h.fenced)
@@ -505,8 +546,17 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 		h.mu.Unlock()
 		return false, nil
 	}
+	t := time.Now()
 	err := h.becomeFollower(ctx)
 	h.mu.Unlock()
+	if mx := d.metrics; mx != nil {
+		if err != nil {
+			mx.handoffErrs.Inc()
+		} else {
+			mx.handoffs.Inc()
+			mx.handoffDur.Observe(time.Since(t).Seconds())
+		}
+	}
 	if err != nil {
 		return false, err
 	}
@@ -584,6 +634,12 @@ func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf fun
 			var err error
 			if h.lease != nil && h.v.Dirty() {
 				err = h.v.Flush(ctx)
+				if mx := d.metrics; mx != nil {
+					mx.periodic.Inc()
+					if err != nil {
+						mx.periodicErrs.Inc()
+					}
+				}
 			}
 			h.mu.RUnlock()
 			if err != nil && !errors.Is(err, volume.ErrClosed) && ctx.Err() == nil {

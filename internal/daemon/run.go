@@ -68,6 +68,11 @@ type Config struct {
 	// volumes flushed on shutdown (default 30s).
 	ShutdownTimeout time.Duration
 	Frontends       []FrontendConfig
+	// Metrics, if set, counts the daemon's requests, lease events and
+	// frontend connections, and the admin API serves them at /metrics.
+	// Build Manager on Metrics.WrapStore's store to count the store's
+	// calls too.
+	Metrics *Metrics
 	// Logf hears what the daemon does (nil: silent).
 	Logf func(format string, args ...any)
 }
@@ -149,6 +154,9 @@ func Run(ctx context.Context, c Config) error {
 		return &ConfigError{err}
 	}
 	d := New(m, logf)
+	if c.Metrics != nil {
+		d.UseMetrics(c.Metrics)
+	}
 	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	adminDone := make(chan struct{})
 	go func() { defer close(adminDone); admin.Serve(adminL) }()
@@ -176,6 +184,9 @@ func Run(ctx context.Context, c Config) error {
 					l.l.Close()
 				}
 				return fmt.Errorf("daemon: %s listener %s: %w", fc.Name, a, err)
+			}
+			if c.Metrics != nil {
+				l = c.Metrics.countConns(l, strings.ToLower(fc.Name))
 			}
 			ls = append(ls, listener{i, l, a})
 		}

@@ -109,6 +109,7 @@ type Volume struct {
 	rw      objstore.RangeWriter // nil: private blocks are replaced whole with Put
 	syncer  objstore.Syncer      // nil: writes are durable when they return
 	copier  objstore.Copier      // nil: copy-on-write reads and writes the block
+	onCopy  func()               // SetOnCopy's
 	lender  objstore.Lender      // nil: ReadTo reads into a buffer of its own
 	handles *handleCache         // nil: every I/O names its object
 	// freshStat: the store's Stat sees another host's head swap at once
@@ -462,6 +463,14 @@ func LoadMap(ctx context.Context, s objstore.Store, head *blockmap.Head) ([]bloc
 
 // ID returns the volume's ID.
 func (v *Volume) ID() blockmap.ID { return v.id }
+
+// SetOnCopy makes the writer call fn for every partial write that moves
+// a block out of an object it does not own (shared with a snapshot or a
+// clone's parent, or a writer's it took over from) into a new one: a
+// copy-on-write, of the block or of the sub-blocks the write needs. A
+// write that goes to the write log first is counted when the log is
+// applied. Call it before the volume is shared.
+func (v *Volume) SetOnCopy(fn func()) { v.onCopy = fn }
 
 // Size returns the volume's size in bytes.
 func (v *Volume) Size() int64 {
@@ -1030,6 +1039,9 @@ func (v *Volume) writeBlockMap(ctx context.Context, b, boff int64, data []byte, 
 		return err
 	}
 	ne := blockmap.PrivateEntry(v.id, epoch, seq)
+	if e.Kind() != blockmap.Zero && (boff != 0 || int64(len(data)) != v.bs) && v.onCopy != nil {
+		v.onCopy()
+	}
 	// NB: a block that a writer taken over may still change (unsealed)
 	// is copied whole, so that no partial block reads from it.
 	if v.rw != nil && e.Kind() != blockmap.Zero && !unsealedBase {
