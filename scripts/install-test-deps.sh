@@ -18,6 +18,9 @@ need radosgw
 # a Debian cloud kernel and busybox-static with apt-get download.
 norec=()
 dpkg -s qemu-system-x86 >/dev/null 2>&1 || norec+=(qemu-system-x86)
+# promtool checks the daemon's /metrics (issue 16): Debian ships it in
+# the prometheus package (the server comes along, unused).
+dpkg -s prometheus >/dev/null 2>&1 || norec+=(prometheus)
 if ((${#pkgs[@]} + ${#norec[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-test-deps: run as root, or install: ${pkgs[*]} ${norec[*]}" >&2

@@ -14,6 +14,7 @@ import (
 
 	"github.com/archipelago-go/archip/internal/daemon"
 	"github.com/archipelago-go/archip/internal/frontend/nbdfe"
+	"github.com/archipelago-go/archip/internal/manage"
 )
 
 type serveOptions struct {
@@ -31,6 +32,8 @@ type serveOptions struct {
 	leaseTTL    time.Duration
 	maxDrift    time.Duration
 	maxConns    int
+	metrics     bool
+	metricsVols int
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -89,6 +92,9 @@ certificate that CA signed.`,
 		"how long a lease lasts without renewal: how long other nodes wait for a node that died")
 	c.Flags().DurationVar(&o.maxDrift, "max-clock-drift", 500*time.Millisecond,
 		"the largest difference between the clocks of the hosts sharing the store (under a third of --lease-ttl)")
+	c.Flags().BoolVar(&o.metrics, "metrics", true, "count requests, leases and store calls, served for Prometheus at /metrics on the admin API")
+	c.Flags().IntVar(&o.metricsVols, "metrics-volumes", daemon.DefaultVolumeLabels,
+		"volumes with series of their own in the metrics (more are counted together as volume=\"_other\"; -1: no bound)")
 	c.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (for diagnosing performance)")
 	return c
 }
@@ -100,6 +106,9 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	}
 	if (o.tlsRequired || o.tlsCA != "") && o.tlsCert == "" && o.tlsKey == "" {
 		return usageError{errors.New("--tls-required and --tls-ca need --tls-cert and --tls-key")}
+	}
+	if o.metricsVols == 0 || o.metricsVols < -1 {
+		return usageError{fmt.Errorf("--metrics-volumes %d: give a bound of at least 1, or -1 for none", o.metricsVols)}
 	}
 	for _, a := range o.nbdListen {
 		if _, _, err := net.SplitHostPort(a); err != nil && !strings.HasPrefix(a, "unix:") {
@@ -137,6 +146,15 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	var mx *daemon.Metrics
+	if o.metrics {
+		mx = daemon.NewMetrics(daemon.MetricsConfig{VolumeLabels: o.metricsVols})
+		backend, _, ok := strings.Cut(g.store, "://")
+		if !ok {
+			backend = "file" // a directory
+		}
+		m = manage.New(mx.WrapStore(m.Store, backend))
+	}
 	return serveError(daemon.Run(ctx, daemon.Config{
 		Manager:        m,
 		Store:          g.store,
@@ -148,6 +166,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		FlushInterval:  o.flushEvery,
 		Frontends:      []daemon.FrontendConfig{nbdFrontend},
 		Logf:           logf,
+		Metrics:        mx,
 	}))
 }
 
