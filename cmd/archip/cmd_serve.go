@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime/pprof"
@@ -122,11 +123,14 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 			}
 		}
 	}
-	logf := func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
 	nc := nbdfe.Config{Listen: o.nbdListen, TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA,
-		TLSRequired: o.tlsRequired, MaxConns: o.maxConns, Warnf: logf}
+		TLSRequired: o.tlsRequired, MaxConns: o.maxConns, Warnf: daemon.Logf(log, slog.LevelWarn, "nbd")}
 	if o.verbose {
-		nc.Logf = logf
+		nc.Logf = daemon.Logf(log, slog.LevelInfo, "nbd")
 	}
 	nbdFrontend, err := nc.Frontend()
 	if err != nil {
@@ -165,7 +169,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		MaxClockDrift:  o.maxDrift,
 		FlushInterval:  o.flushEvery,
 		Frontends:      []daemon.FrontendConfig{nbdFrontend},
-		Logf:           logf,
+		Logger:         log,
 		Metrics:        mx,
 	}))
 }

@@ -33,6 +33,8 @@ type globals struct {
 	store  string
 	json   bool
 	quiet  bool
+	// logLevel and logFormat shape the log of archip serve (logger).
+	logLevel, logFormat string
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
@@ -81,6 +83,8 @@ A name that is missing or already taken is a failure (1).`,
 	root.PersistentFlags().StringVar(&g.store, "store", defaultStore(), "store URL (env ARCHIP_STORE)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON, for scripts")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log records printed: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log records as text (key=value) or json, one per line")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVolumeCommand(g), newImageCommand(g), newStoreCommand(g), newServeCommand(g), newGCCommand(g), newLeaseCommand(g))
 	return root

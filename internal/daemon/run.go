@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -73,7 +74,11 @@ type Config struct {
 	// Build Manager on Metrics.WrapStore's store to count the store's
 	// calls too.
 	Metrics *Metrics
-	// Logf hears what the daemon does (nil: silent).
+	// Logger hears what the daemon does, one record per event (see
+	// Daemon.SetLogger); nil: Logf's.
+	Logger *slog.Logger
+	// Logf hears what the daemon does as lines of text, if Logger is nil
+	// (nil: silent).
 	Logf func(format string, args ...any)
 }
 
@@ -127,9 +132,9 @@ func Run(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	logf := c.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
+	log := c.Logger
+	if log == nil {
+		log = LogfLogger(c.Logf)
 	}
 	timeout := c.ShutdownTimeout
 	if timeout <= 0 {
@@ -149,11 +154,12 @@ func Run(ctx context.Context, c Config) error {
 	}
 	m := c.Manager
 	m.Leases, err = lease.NewManager(m.Store, lease.Config{Node: c.Node, Addr: advertise, TTL: c.LeaseTTL, MaxDrift: c.MaxClockDrift,
-		Ask: lease.HTTPAsk(c.LeaseTTL / 2), Logf: logf})
+		Ask: lease.HTTPAsk(c.LeaseTTL / 2), Logf: Logf(log, slog.LevelWarn, "lease")})
 	if err != nil {
 		return &ConfigError{err}
 	}
-	d := New(m, logf)
+	d := New(m, nil)
+	d.SetLogger(log)
 	if c.Metrics != nil {
 		d.UseMetrics(c.Metrics)
 	}
@@ -161,7 +167,7 @@ func Run(ctx context.Context, c Config) error {
 	adminDone := make(chan struct{})
 	go func() { defer close(adminDone); admin.Serve(adminL) }()
 	defer func() { admin.Close(); <-adminDone }()
-	logf("archip: node %s, admin API on %s", c.Node, advertise)
+	log.Info("admin API", "node", c.Node, "addr", advertise)
 
 	type listener struct {
 		fe   int
@@ -200,12 +206,12 @@ func Run(ctx context.Context, c Config) error {
 	fctx, stopFlush := context.WithCancel(context.Background())
 	if c.FlushInterval > 0 {
 		flushing.Add(1)
-		go func() { defer flushing.Done(); d.FlushLoop(fctx, c.FlushInterval, logf) }()
+		go func() { defer flushing.Done(); d.FlushLoop(fctx, c.FlushInterval, nil) }()
 	}
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
 		go func() { errc <- fes[l.fe].Serve(l.l) }()
-		logf("archip: serving %s over %s on %s", c.Store, c.Frontends[l.fe].Name, l.l.Addr())
+		log.Info("serving", "store", c.Store, "frontend", c.Frontends[l.fe].Name, "addr", l.l.Addr().String())
 	}
 	var serveErr error
 	running := len(ls)
@@ -224,14 +230,14 @@ func Run(ctx context.Context, c Config) error {
 		go func() {
 			defer wg.Done()
 			if err := fe.Shutdown(sctx); err != nil {
-				logf("archip: stopping %s: %v", c.Frontends[i].Name, err)
+				log.Warn("stopping a frontend", "frontend", c.Frontends[i].Name, "err", err)
 			}
 		}()
 	}
 	wg.Wait()
 	for ; running > 0; running-- {
 		if err := <-errc; err != nil {
-			logf("archip: a frontend stopping: %v", err)
+			log.Warn("a frontend stopping", "err", err)
 		}
 	}
 	if err := d.Close(sctx); err != nil {
@@ -240,7 +246,7 @@ func Run(ctx context.Context, c Config) error {
 	if serveErr != nil {
 		return serveErr
 	}
-	logf("archip: stopped; every volume flushed")
+	log.Info("stopped; every volume flushed")
 	return nil
 }
 

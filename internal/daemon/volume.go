@@ -117,13 +117,15 @@ func (c *Volume) Trim(ctx context.Context, off, n int64, fua bool) error {
 // Flush makes the writes of every client of the volume on this node
 // durable; a follower has nothing to flush.
 func (c *Volume) Flush(ctx context.Context) error {
+	t := time.Now()
+	err := c.h.read(ctx, func(v *volume.Volume) error { return v.Flush(ctx) })
 	if m := c.h.m; m != nil {
-		t := time.Now()
-		err := c.h.read(ctx, func(v *volume.Volume) error { return v.Flush(ctx) })
 		m.flush(t, err)
-		return err
 	}
-	return c.h.read(ctx, func(v *volume.Volume) error { return v.Flush(ctx) })
+	if err != nil && ctx.Err() == nil {
+		c.h.d.log.Error("flush failed", "volume", c.h.name, "err", err)
+	}
+	return err
 }
 
 // BlockStatus describes [off, off+n) from off on as extents; it may
