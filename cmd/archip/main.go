@@ -33,11 +33,12 @@ type globals struct {
 	store  string
 	json   bool
 	quiet  bool
-	// logLevel and logFormat shape the log of archip serve (logger).
-	logLevel, logFormat string
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+
+	// logLevel and logFormat shape the log of archip serve (logger).
+	logLevel, logFormat string
 
 	spoolMemory int // volume write: 0 is the default, spoolMemory; tests lower it
 }

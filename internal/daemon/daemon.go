@@ -57,8 +57,8 @@ import (
 
 // Daemon holds the volumes open for the clients of its frontends.
 type Daemon struct {
-	mgr  *manage.Manager
-	log  *slog.Logger
+	mgr *manage.Manager
+	log *slog.Logger
 	// onWait, if set, is called when Open waits for another client's open
 	// or close of the same volume (for tests).
 	onWait func()
