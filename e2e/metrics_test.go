@@ -3,6 +3,7 @@ package e2e
 import (
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -14,7 +15,14 @@ import (
 // scrape returns the daemon's /metrics.
 func (d *daemon) scrape(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get("http://" + d.admin + "/metrics")
+	req, err := http.NewRequest("GET", "http://"+d.admin+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := os.Getenv("ARCHIP_ADMIN_TOKEN"); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,15 @@ then. Every daemon sharing a store must use the same --lease-ttl and
 
 NBD over a network should authenticate both ends: --tls-cert and --tls-key
 for the server, --tls-ca and --tls-required to serve only clients with a
-certificate that CA signed.`,
+certificate that CA signed.
+
+The admin API (handoffs, /v1/volumes, /metrics for Prometheus) requires a
+bearer token when one is given (--admin-token-file or ARCHIP_ADMIN_TOKEN),
+and refuses to listen beyond loopback without one. Every daemon sharing the
+store, and the CLI commands that ask them for handoffs, use the same token.
+
+Logs: one record per event on stderr (--log-format text or json,
+--log-level).`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runServe(c.Context(), g, o)
@@ -86,7 +94,7 @@ certificate that CA signed.`,
 	c.Flags().StringVar(&o.nodeID, "node-id", fmt.Sprintf("%s-%d", host, os.Getpid()),
 		"this daemon's name in the leases it holds; unique among the daemons sharing the store")
 	c.Flags().StringVar(&o.adminListen, "admin-listen", "127.0.0.1:0",
-		"HOST:PORT of the admin API, where other nodes ask for handoffs (port 0: any free port)")
+		"HOST:PORT of the admin API, where other nodes ask for handoffs and Prometheus scrapes /metrics (port 0: any free port); beyond loopback it needs a token (--admin-token-file)")
 	c.Flags().StringVar(&o.adminAddr, "admin-advertise", "",
 		"the admin address other hosts should use, if not the one listened on (for example behind NAT, or when listening on 0.0.0.0)")
 	c.Flags().DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second,
@@ -146,6 +154,10 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	token, err := g.adminToken()
+	if err != nil {
+		return err
+	}
 	m, err := g.manager(ctx, true)
 	if err != nil {
 		return err
@@ -157,7 +169,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		if !ok {
 			backend = "file" // a directory
 		}
-		m = manage.New(mx.WrapStore(m.Store, backend))
+		m = manage.NewWithAdminToken(mx.WrapStore(m.Store, backend), token)
 	}
 	return serveError(daemon.Run(ctx, daemon.Config{
 		Manager:        m,
@@ -165,6 +177,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		Node:           o.nodeID,
 		AdminListen:    o.adminListen,
 		AdminAdvertise: o.adminAddr,
+		AdminToken:     token,
 		LeaseTTL:       o.leaseTTL,
 		MaxClockDrift:  o.maxDrift,
 		FlushInterval:  o.flushEvery,

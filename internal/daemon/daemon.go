@@ -69,6 +69,8 @@ type Daemon struct {
 	promoteAfter int64
 	// metrics, if set, counts requests and lease events (UseMetrics).
 	metrics *Metrics
+	// adminToken, if set, is required of admin API requests.
+	adminToken string
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has

@@ -60,6 +60,11 @@ type Config struct {
 	// AdminAdvertise is the admin address other nodes use, if not the
 	// one listened on.
 	AdminAdvertise string
+	// AdminToken is the bearer token the admin API requires, and that
+	// this node's handoff requests carry: every daemon sharing the store
+	// uses the same. Run refuses an admin API beyond loopback without
+	// one.
+	AdminToken string
 	// LeaseTTL and MaxClockDrift are the lease timing every daemon of
 	// the store must share (see lease.Config).
 	LeaseTTL, MaxClockDrift time.Duration
@@ -145,6 +150,9 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("daemon: admin API: %w", err)
 	}
 	defer adminL.Close()
+	if ip := adminL.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && c.AdminToken == "" {
+		return &ConfigError{fmt.Errorf("daemon: admin API on %s is reachable beyond this host: give it a token (or listen on loopback)", c.AdminListen)}
+	}
 	advertise := c.AdminAdvertise
 	if advertise == "" {
 		advertise = adminL.Addr().String()
@@ -154,12 +162,13 @@ func Run(ctx context.Context, c Config) error {
 	}
 	m := c.Manager
 	m.Leases, err = lease.NewManager(m.Store, lease.Config{Node: c.Node, Addr: advertise, TTL: c.LeaseTTL, MaxDrift: c.MaxClockDrift,
-		Ask: lease.HTTPAsk(c.LeaseTTL / 2), Logf: Logf(log, slog.LevelWarn, "lease")})
+		Ask: lease.HTTPAskToken(c.LeaseTTL/2, c.AdminToken), Logf: Logf(log, slog.LevelWarn, "lease")})
 	if err != nil {
 		return &ConfigError{err}
 	}
 	d := New(m, nil)
 	d.SetLogger(log)
+	d.RequireToken(c.AdminToken)
 	if c.Metrics != nil {
 		d.UseMetrics(c.Metrics)
 	}
@@ -167,7 +176,7 @@ func Run(ctx context.Context, c Config) error {
 	adminDone := make(chan struct{})
 	go func() { defer close(adminDone); admin.Serve(adminL) }()
 	defer func() { admin.Close(); <-adminDone }()
-	log.Info("admin API", "node", c.Node, "addr", advertise)
+	log.Info("admin API", "node", c.Node, "addr", advertise, "listen", adminL.Addr().String(), "auth", c.AdminToken != "")
 
 	type listener struct {
 		fe   int
