@@ -6,7 +6,10 @@
 // periodic flush (FlushLoop) and any number of frontends (Frontend),
 // and shuts them down in order: frontends drained, volumes flushed,
 // leases released. The core imports no protocol; a frontend knows only
-// Daemon.Open, Daemon.List and Volume.
+// Daemon.Open, Daemon.List and Volume. The daemon counts its requests,
+// lease events and store calls in Metrics (served at /metrics by the
+// admin API, which may require a token: RequireToken) and logs one
+// slog record per event (SetLogger).
 //
 // Every client of one volume (every NBD connection) shares one open
 // handle, so a flush by any client covers the writes of all of them (the
