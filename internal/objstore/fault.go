@@ -57,6 +57,11 @@ type Faulty struct {
 	seen  []int // matching calls per rule so far
 }
 
+var (
+	_ Wrapper = (*Faulty)(nil)
+	_ Fencer  = (*Faulty)(nil)
+)
+
 // NewFaulty wraps s.
 func NewFaulty(s Store) *Faulty { return &Faulty{Store: s} }
 

@@ -33,6 +33,19 @@ type Observed struct {
 	caps   Caps
 }
 
+// Observed has every optional method, so that it hides none.
+var (
+	_ Wrapper      = (*Observed)(nil)
+	_ RangeWriter  = (*Observed)(nil)
+	_ Syncer       = (*Observed)(nil)
+	_ Copier       = (*Observed)(nil)
+	_ HandleOpener = (*Observed)(nil)
+	_ Lender       = (*Observed)(nil)
+	_ Fencer       = (*Observed)(nil)
+	_ NameLister   = (*Observed)(nil)
+	_ FreshStater  = (*Observed)(nil)
+)
+
 // Observe wraps s; probe is called once per operation of ObservedOps,
 // here, for the Probe of that operation (nil: not observed).
 func Observe(s Store, probe func(op Op) Probe) *Observed {
