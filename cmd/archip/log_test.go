@@ -81,3 +81,20 @@ func TestLogFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestGCLogJSON: a gc run logs one JSON record with its counts.
+func TestGCLogJSON(t *testing.T) {
+	store := "file://" + filepath.Join(t.TempDir(), "store")
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "1M")
+	_, errs, code := cli(t, store, nil, "--log-format", "json", "gc", "--dry-run")
+	if code != 0 {
+		t.Fatalf("gc: exit %d: %s", code, errs)
+	}
+	var r map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimSpace(errs)), &r); err != nil {
+		t.Fatalf("gc's log %q: %v", errs, err)
+	}
+	if r["msg"] != "gc run" || r["level"] != "INFO" || r["dry_run"] != true || r["examined"] == nil || r["store"] != store {
+		t.Errorf("gc record: %v", r)
+	}
+}
