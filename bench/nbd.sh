@@ -20,6 +20,10 @@
 #     --rw=randwrite --bs=4k --iodepth=32
 #     --rw=randwrite --bs=4k --iodepth=1 --fsync=1
 #
+#   the 4k random read row again on a second daemon serving a copy of the
+#   volume with --metrics=false, run in turn with the others: the cost of
+#   the metrics (issue 16's target: on/off >= 0.97x).
+#
 # Prints a table of MiB/s (1M tests) and IOPS (the others), and the ratio of
 # archip to each peer. Numbers on shared 2-core machines vary ±2x from run
 # to run: compare only within one run.
@@ -46,6 +50,7 @@ archip() { "$work/archip" --store "file://$work/store" "$@"; }
 # Start the daemon as the binary itself (not through the function), so
 # that $! is its PID.
 serve() { "$work/archip" --store "file://$work/store" serve --nbd-listen "unix:$work/a.sock" 2>/dev/null & pids+=($!); }
+serve_nometrics() { "$work/archip" --store "file://$work/store" serve --metrics=false --nbd-listen "unix:$work/b.sock" 2>/dev/null & pids+=($!); }
 
 echo "preparing a $SIZE disk of random data in $work" >&2
 fio --name=prep --filename="$work/disk.raw" --size="$SIZE" --rw=write --bs=1M --refill_buffers \
@@ -102,17 +107,23 @@ run_row() {
 
 echo "starting archip serve, nbdkit file and qemu-nbd raw" >&2
 archip volume create vol --size "$SIZE" >/dev/null
+archip volume create vol-nometrics --size "$SIZE" >/dev/null
 serve
+serve_nometrics
 waitsock "$work/a.sock"
+waitsock "$work/b.sock"
 # Every block written: the flush-heavy rows measure no copy-on-write.
 nbdcopy --flush "$work/disk.raw" "nbd+unix:///vol?socket=$work/a.sock"
+nbdcopy --flush "$work/disk.raw" "nbd+unix:///vol-nometrics?socket=$work/b.sock"
 nbdkit -f -U "$work/k.sock" file file="$work/disk.raw" & pids+=($!)
 qemu-nbd -t -e 16 -f raw --cache=writeback -k "$work/q.sock" "$work/disk.raw" & pids+=($!)
 waitsock "$work/k.sock"
 waitsock "$work/q.sock"
 for t in "${tests[@]}"; do
+  extra=()
+  [ "$t" = randread ] && extra=(nometrics "nbd+unix:///vol-nometrics?socket=$work/b.sock")
   run_row "$t" archip "nbd+unix:///vol?socket=$work/a.sock" nbdkit "nbd+unix:///?socket=$work/k.sock" \
-    qemu-nbd "nbd+unix:///?socket=$work/q.sock"
+    qemu-nbd "nbd+unix:///?socket=$work/q.sock" "${extra[@]}"
 done
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
@@ -155,3 +166,5 @@ for name in "${tests[@]}" clonewrite clonefsync; do
   printf '%-44s %10s %10s %10s %12s %12s\n' "$(label $name)" "${R[archip,$name]}" "${R[nbdkit,$name]}" "${R[qemu-nbd,$name]}" \
     "$(ratio "${R[archip,$name]}" "${R[nbdkit,$name]}")" "$(ratio "${R[archip,$name]}" "${R[qemu-nbd,$name]}")"
 done
+echo
+echo "metrics cost, 4k random read QD32: ${R[archip,randread]} IOPS with metrics, ${R[nometrics,randread]} without: $(ratio "${R[archip,randread]}" "${R[nometrics,randread]}") (target >= 0.97x)"

@@ -136,8 +136,9 @@ type daemon struct {
 }
 
 var (
-	servingRE = regexp.MustCompile(`over NBD on (\S+)`)
-	adminRE   = regexp.MustCompile(`admin API on (\S+)`)
+	// The records of archip serve's text log (older builds: prose).
+	servingRE = regexp.MustCompile(`(?:frontend=NBD addr=|over NBD on )(\S+)`)
+	adminRE   = regexp.MustCompile(`(?:msg="admin API" node=\S+ addr=|admin API on )(\S+)`)
 	daemons   atomic.Int32
 )
 

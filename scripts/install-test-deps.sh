@@ -23,6 +23,9 @@ dpkg -s qemu-system-x86 >/dev/null 2>&1 || norec+=(qemu-system-x86)
 # libvirt's schema check of 'volume disk-xml' (issue 17): virt-xml-validate,
 # which runs xmllint; without recommends (no daemon).
 for p in libvirt-clients libxml2-utils; do dpkg -s "$p" >/dev/null 2>&1 || norec+=("$p"); done
+# promtool checks the daemon's /metrics (issue 16): Debian ships it in
+# the prometheus package (the server comes along, unused).
+dpkg -s prometheus >/dev/null 2>&1 || norec+=(prometheus)
 if ((${#pkgs[@]} + ${#norec[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-test-deps: run as root, or install: ${pkgs[*]} ${norec[*]}" >&2

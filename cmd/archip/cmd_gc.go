@@ -59,10 +59,18 @@ func runGC(ctx context.Context, g *globals, o gcOptions) error {
 		defer done()
 		progress = func(phase string, n int64) { prog(n, -1) }
 	}
-	rep, err := m.GC(ctx, gc.Options{Grace: o.grace, DryRun: o.dryRun, Progress: progress})
+	log, err := g.logger()
 	if err != nil {
 		return err
 	}
+	rep, err := m.GC(ctx, gc.Options{Grace: o.grace, DryRun: o.dryRun, Progress: progress})
+	if err != nil {
+		log.Error("gc run failed", "store", g.store, "err", err)
+		return err
+	}
+	log.Info("gc run", "store", g.store, "dry_run", o.dryRun, "examined", rep.Examined, "referenced", rep.Referenced,
+		"young", rep.Young, "deleted_objects", rep.Deleted.Objects, "deleted_bytes", rep.Deleted.Bytes,
+		"failed", rep.Failed, "seconds", rep.Seconds)
 	if g.json {
 		return g.printJSON(rep)
 	}

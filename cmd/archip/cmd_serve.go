@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime/pprof"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/archipelago-go/archip/internal/daemon"
 	"github.com/archipelago-go/archip/internal/frontend/nbdfe"
+	"github.com/archipelago-go/archip/internal/manage"
 )
 
 type serveOptions struct {
@@ -32,6 +34,8 @@ type serveOptions struct {
 	maxDrift    time.Duration
 	maxConns    int
 	s3          s3Options
+	metrics     bool
+	metricsVols int
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -65,7 +69,15 @@ and images.
 
 NBD over a network should authenticate both ends: --tls-cert and --tls-key
 for the server, --tls-ca and --tls-required to serve only clients with a
-certificate that CA signed.`,
+certificate that CA signed.
+
+The admin API (handoffs, /v1/volumes, /metrics for Prometheus) requires a
+bearer token when one is given (--admin-token-file or ARCHIP_ADMIN_TOKEN),
+and refuses to listen beyond loopback without one. Every daemon sharing the
+store, and the CLI commands that ask them for handoffs, use the same token.
+
+Logs: one record per event on stderr (--log-format text or json,
+--log-level).`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runServe(c.Context(), g, o)
@@ -88,7 +100,7 @@ certificate that CA signed.`,
 	c.Flags().StringVar(&o.nodeID, "node-id", fmt.Sprintf("%s-%d", host, os.Getpid()),
 		"this daemon's name in the leases it holds; unique among the daemons sharing the store")
 	c.Flags().StringVar(&o.adminListen, "admin-listen", "127.0.0.1:0",
-		"HOST:PORT of the admin API, where other nodes ask for handoffs (port 0: any free port)")
+		"HOST:PORT of the admin API, where other nodes ask for handoffs and Prometheus scrapes /metrics (port 0: any free port); beyond loopback it needs a token (--admin-token-file)")
 	c.Flags().StringVar(&o.adminAddr, "admin-advertise", "",
 		"the admin address other hosts should use, if not the one listened on (for example behind NAT, or when listening on 0.0.0.0)")
 	c.Flags().DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second,
@@ -96,6 +108,9 @@ certificate that CA signed.`,
 	c.Flags().DurationVar(&o.maxDrift, "max-clock-drift", 500*time.Millisecond,
 		"the largest difference between the clocks of the hosts sharing the store (under a third of --lease-ttl)")
 	addS3Flags(c, &o.s3)
+	c.Flags().BoolVar(&o.metrics, "metrics", true, "count requests, leases and store calls, served for Prometheus at /metrics on the admin API")
+	c.Flags().IntVar(&o.metricsVols, "metrics-volumes", daemon.DefaultVolumeLabels,
+		"volumes with series of their own in the metrics (more are counted together as volume=\"_other\"; -1: no bound)")
 	c.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (for diagnosing performance)")
 	return c
 }
@@ -107,6 +122,9 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	}
 	if (o.tlsRequired || o.tlsCA != "") && o.tlsCert == "" && o.tlsKey == "" {
 		return usageError{errors.New("--tls-required and --tls-ca need --tls-cert and --tls-key")}
+	}
+	if o.metricsVols == 0 || o.metricsVols < -1 {
+		return usageError{fmt.Errorf("--metrics-volumes %d: give a bound of at least 1, or -1 for none", o.metricsVols)}
 	}
 	for _, a := range o.nbdListen {
 		if _, _, err := net.SplitHostPort(a); err != nil && !strings.HasPrefix(a, "unix:") {
@@ -120,11 +138,14 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 			}
 		}
 	}
-	logf := func(format string, args ...any) { fmt.Fprintf(g.stderr, format+"\n", args...) }
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
 	nc := nbdfe.Config{Listen: o.nbdListen, TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA,
-		TLSRequired: o.tlsRequired, MaxConns: o.maxConns, Warnf: logf}
+		TLSRequired: o.tlsRequired, MaxConns: o.maxConns, Warnf: daemon.Logf(log, slog.LevelWarn, "nbd")}
 	if o.verbose {
-		nc.Logf = logf
+		nc.Logf = daemon.Logf(log, slog.LevelInfo, "nbd")
 	}
 	nbdFrontend, err := nc.Frontend()
 	if err != nil {
@@ -132,7 +153,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	}
 	var verboseLog func(string, ...any)
 	if o.verbose {
-		verboseLog = logf
+		verboseLog = daemon.Logf(log, slog.LevelInfo, "s3")
 	}
 	s3Frontends, err := s3Frontend(o.s3, o.tlsCert, o.tlsKey, verboseLog)
 	if err != nil {
@@ -148,9 +169,22 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	token, err := g.adminToken()
+	if err != nil {
+		return err
+	}
 	m, err := g.manager(ctx, true)
 	if err != nil {
 		return err
+	}
+	var mx *daemon.Metrics
+	if o.metrics {
+		mx = daemon.NewMetrics(daemon.MetricsConfig{VolumeLabels: o.metricsVols})
+		backend, _, ok := strings.Cut(g.store, "://")
+		if !ok {
+			backend = "file" // a directory
+		}
+		m = manage.NewWithAdminToken(mx.WrapStore(m.Store, backend), token)
 	}
 	return serveError(daemon.Run(ctx, daemon.Config{
 		Manager:        m,
@@ -158,11 +192,13 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		Node:           o.nodeID,
 		AdminListen:    o.adminListen,
 		AdminAdvertise: o.adminAddr,
+		AdminToken:     token,
 		LeaseTTL:       o.leaseTTL,
 		MaxClockDrift:  o.maxDrift,
 		FlushInterval:  o.flushEvery,
 		Frontends:      append([]daemon.FrontendConfig{nbdFrontend}, s3Frontends...),
-		Logf:           logf,
+		Logger:         log,
+		Metrics:        mx,
 	}))
 }
 

@@ -37,6 +37,10 @@ type globals struct {
 	stdout io.Writer
 	stderr io.Writer
 
+	// logLevel and logFormat shape the log of archip serve (logger).
+	logLevel, logFormat string
+	adminTokenFile      string // see adminToken
+
 	spoolMemory int // volume write: 0 is the default, spoolMemory; tests lower it
 }
 
@@ -90,6 +94,10 @@ A name that is missing or already taken is a failure (1).`,
 	root.PersistentFlags().StringVar(&g.store, "store", defaultStore(), "store URL (env ARCHIP_STORE)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON, for scripts")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log records printed: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log records as text (key=value) or json, one per line")
+	root.PersistentFlags().StringVar(&g.adminTokenFile, "admin-token-file", "",
+		"`FILE` holding the bearer token of the daemons' admin API (env ARCHIP_ADMIN_TOKEN): serve requires it, other commands send it to ask for handoffs")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVolumeCommand(g), newImageCommand(g), newStoreCommand(g), newServeCommand(g), newGCCommand(g), newLeaseCommand(g), newExtstorageCommand(g), newCSICommand(g))
 	return root
@@ -123,11 +131,15 @@ func main() {
 // manager opens the store. Commands that write pass create, so the first
 // write to a new directory makes the store.
 func (g *globals) manager(ctx context.Context, create bool) (*manage.Manager, error) {
+	tok, err := g.adminToken()
+	if err != nil {
+		return nil, err
+	}
 	s, err := all.Registry().Open(ctx, g.store, objstore.OpenOptions{Create: create})
 	if err != nil {
 		return nil, err
 	}
-	return manage.New(s), nil
+	return manage.NewWithAdminToken(s, tok), nil
 }
 
 // printJSON writes v as indented JSON.

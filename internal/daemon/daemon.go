@@ -6,7 +6,10 @@
 // periodic flush (FlushLoop) and any number of frontends (Frontend),
 // and shuts them down in order: frontends drained, volumes flushed,
 // leases released. The core imports no protocol; a frontend knows only
-// Daemon.Open, Daemon.List and Volume.
+// Daemon.Open, Daemon.List and Volume. The daemon counts its requests,
+// lease events and store calls in Metrics (served at /metrics by the
+// admin API, which may require a token: RequireToken) and logs one
+// slog record per event (SetLogger).
 //
 // Every client of one volume (every NBD connection) shares one open
 // handle, so a flush by any client covers the writes of all of them (the
@@ -43,6 +46,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,8 +60,8 @@ import (
 
 // Daemon holds the volumes open for the clients of its frontends.
 type Daemon struct {
-	mgr  *manage.Manager
-	logf func(format string, args ...any)
+	mgr *manage.Manager
+	log *slog.Logger
 	// onWait, if set, is called when Open waits for another client's open
 	// or close of the same volume (for tests).
 	onWait func()
@@ -66,6 +70,10 @@ type Daemon struct {
 	// paying a head check per read, and a probe (a few reads) writes
 	// nothing.
 	promoteAfter int64
+	// metrics, if set, counts requests and lease events (UseMetrics).
+	metrics *Metrics
+	// adminToken, if set, is required of admin API requests.
+	adminToken string
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has
@@ -77,13 +85,26 @@ type Daemon struct {
 }
 
 // New returns a daemon serving the volumes of m's store, taking leases
-// as m.Leases says. logf (nil: silent) hears about lost leases and
-// handoffs.
+// as m.Leases says. logf (nil: silent) hears its events (see
+// SetLogger), one line each.
 func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	return &Daemon{mgr: m, logf: logf, promoteAfter: 4096, open: map[blockmap.ID]*handle{}}
+	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, open: map[blockmap.ID]*handle{}}
+}
+
+// SetLogger makes d log its events to l instead: volumes opened and
+// closed, leases taken, taken over, lost and handed over, fences and
+// failed flushes, each one record with the volume's name in "volume".
+// Call it before d serves anything.
+func (d *Daemon) SetLogger(l *slog.Logger) { d.log = l }
+
+// UseMetrics makes d count its requests and lease events in m, and m
+// report d's volumes. Call it before d serves anything; m serves one
+// daemon.
+func (d *Daemon) UseMetrics(m *Metrics) {
+	d.metrics = m
+	m.mu.Lock()
+	m.status = d.Status
+	m.mu.Unlock()
 }
 
 // Errors of the daemon.
@@ -134,6 +155,8 @@ type handle struct {
 	isFenced atomic.Bool
 
 	followReads atomic.Int64 // reads served as a follower since the last try to promote
+
+	m *volMetrics // nil without metrics; set before the handle serves
 }
 
 // Open opens name, a volume, snapshot or image, for one client of a
@@ -195,6 +218,9 @@ func (d *Daemon) acquire(ctx context.Context, r *catalog.Record, name string) (*
 			d.mu.Unlock()
 			if late {
 				h.v.Close(ctx) // a follower: nothing to flush
+				if h.m != nil {
+					d.metrics.release(h.name, h.m)
+				}
 			}
 			if err != nil {
 				close(h.done)
@@ -248,7 +274,7 @@ func (d *Daemon) retire(h *handle) {
 	d.mu.Unlock()
 	if idle {
 		if err := d.finish(h, true); err != nil {
-			d.logf("archip: closing volume %s: %v", h.name, err)
+			d.log.Error("closing the volume failed; its writes are kept and the flush retried", "volume", h.name, "err", err)
 		}
 	}
 }
@@ -269,6 +295,12 @@ func (d *Daemon) finish(h *handle, keep bool) error {
 		delete(d.open, h.id)
 	}
 	d.mu.Unlock()
+	if !kept && h.m != nil {
+		d.metrics.release(h.name, h.m)
+	}
+	if !kept {
+		d.log.Info("volume closed", "volume", h.name, "ok", err == nil)
+	}
 	close(done) // waiting clients look again
 	return err
 }
@@ -294,6 +326,10 @@ func (h *handle) first(ctx context.Context) error {
 		return err
 	}
 	h.v = v
+	if mx := h.d.metrics; mx != nil {
+		h.m = mx.volume(h.name)
+	}
+	h.d.log.Info("volume opened", "volume", h.name, "id", h.id.String(), "read_only", h.readOnly)
 	return nil
 }
 
@@ -350,12 +386,14 @@ func (h *handle) promote(ctx context.Context) {
 	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
 	if err != nil {
 		if !errors.Is(err, lease.ErrHeld) {
-			h.d.logf("archip: volume %s: taking its free lease for a reader: %v", h.name, err)
+			h.d.log.Warn("taking a free lease for a reader failed", "volume", h.name, "err", err)
 		}
 		return
 	}
 	h.v.Close(ctx) // the follower
 	h.v, h.lease = v, l
+	h.leased(v)
+	h.d.log.Info("lease taken for a reader", "volume", h.name, "term", l.Term())
 }
 
 // write runs a request that writes, taking the lease first if this node
@@ -378,7 +416,7 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	if h.lease == nil {
 		if err := h.becomeWriter(ctx); err != nil {
 			if errors.Is(err, volume.ErrSeqExhausted) {
-				h.d.logf("archip: volume %s: %v", h.name, err)
+				h.d.log.Error("taking the lease failed", "volume", h.name, "err", err)
 			}
 			return err
 		}
@@ -419,11 +457,26 @@ func (h *handle) becomeWriter(ctx context.Context) error {
 		return err
 	}
 	if l.TookOver() {
-		h.d.logf("archip: volume %s: took over an expired lease (term %d); new epoch %d", h.name, l.Term(), v.Head().Epoch)
+		h.d.log.Warn("took over an expired lease", "volume", h.name, "term", l.Term(), "epoch", v.Head().Epoch)
 	}
 	h.v.Close(ctx) // the follower
 	h.v, h.lease = v, l
+	h.leased(v)
+	h.d.log.Info("lease taken", "volume", h.name, "term", l.Term())
+	if l.TookOver() && h.d.metrics != nil {
+		h.d.metrics.leaseTakeovers.Inc()
+	}
 	return nil
+}
+
+// leased counts a lease taken for the writer v. The caller holds h.mu
+// exclusively.
+func (h *handle) leased(v *volume.Volume) {
+	if h.m == nil {
+		return
+	}
+	h.d.metrics.leaseAcquired.Inc()
+	v.SetOnCopy(h.m.cow.Inc)
 }
 
 // becomeFollower flushes, releases the lease and reopens the volume as a
@@ -435,7 +488,7 @@ func (h *handle) becomeFollower(ctx context.Context) error {
 	}
 	// Flushed: discarding drops nothing, and releases the lease.
 	if err := h.v.Discard(ctx); err != nil {
-		h.d.logf("archip: volume %s: releasing its lease: %v (it expires by itself)", h.name, err)
+		h.d.log.Warn("releasing the lease failed; it expires by itself", "volume", h.name, "err", err)
 	}
 	h.lease = nil
 	return h.follow(ctx)
@@ -476,12 +529,15 @@ func (h *handle) dropLease(why error) {
 	dirty := h.v.Dirty()
 	h.v.Discard(ctx)
 	h.lease = nil
+	if mx := h.d.metrics; mx != nil {
+		mx.leaseLost.WithLabelValues(map[bool]string{false: "false", true: "true"}[dirty]).Inc()
+	}
 	if dirty {
 		h.fence(fmt.Errorf("%w (volume %s: %v)", ErrLeaseLost, h.name, why))
-		h.d.logf("archip: %v", h.fenced)
+		h.d.log.Error("lease lost with unflushed writes; fenced until its clients reconnect", "volume", h.name, "err", why)
 		return
 	}
-	h.d.logf("archip: volume %s: lease lost (%v); nothing was unflushed, serving reads", h.name, why)
+	h.d.log.Warn("lease lost; nothing was unflushed, serving reads", "volume", h.name, "err", why)
 	h.follow(ctx)
 }
 
@@ -505,12 +561,21 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 		h.mu.Unlock()
 		return false, nil
 	}
+	t := time.Now()
 	err := h.becomeFollower(ctx)
 	h.mu.Unlock()
+	if mx := d.metrics; mx != nil {
+		if err != nil {
+			mx.handoffErrs.Inc()
+		} else {
+			mx.handoffs.Inc()
+			mx.handoffDur.Observe(time.Since(t).Seconds())
+		}
+	}
 	if err != nil {
 		return false, err
 	}
-	d.logf("archip: volume %s: handed over", h.name)
+	d.log.Info("handed over", "volume", h.name)
 	d.retire(h) // one kept after its final flush failed
 	return true, nil
 }
@@ -572,8 +637,8 @@ func (d *Daemon) Manager() *manage.Manager { return d.mgr }
 // interval, until ctx ends. Clients flush when they need durability; this
 // bounds how long data written by a client that never flushes stays
 // unflushed (and so what a crash of the daemon's host can lose of it).
-// Errors are passed to logf, and a volume whose flush fails is retried
-// at the next tick.
+// Errors are passed to logf (nil: logged as the daemon's events), and a
+// volume whose flush fails is retried at the next tick.
 func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf func(format string, args ...any)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -588,10 +653,20 @@ func (d *Daemon) FlushLoop(ctx context.Context, interval time.Duration, logf fun
 			var err error
 			if h.lease != nil && h.v.Dirty() {
 				err = h.v.Flush(ctx)
+				if mx := d.metrics; mx != nil {
+					mx.periodic.Inc()
+					if err != nil {
+						mx.periodicErrs.Inc()
+					}
+				}
 			}
 			h.mu.RUnlock()
 			if err != nil && !errors.Is(err, volume.ErrClosed) && ctx.Err() == nil {
-				logf("archip: periodic flush of volume %s: %v", h.name, err)
+				if logf != nil {
+					logf("archip: periodic flush of volume %s: %v", h.name, err)
+				} else {
+					d.log.Error("periodic flush failed", "volume", h.name, "err", err)
+				}
 			}
 			if err == nil {
 				d.retire(h) // one kept after its final flush failed

@@ -17,6 +17,20 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
+// adminToken is the token of every node's admin API in these tests:
+// handoffs run with authentication on.
+const adminToken = "test-admin-token"
+
+// authGet is http.Get with the nodes' token.
+func authGet(url string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	return http.DefaultClient.Do(req)
+}
+
 // node is one daemon with its admin API, as 'archip serve' runs it.
 type node struct {
 	d     *Daemon
@@ -33,12 +47,13 @@ func newNode(t *testing.T, s objstore.Store, name string, ttl time.Duration) *no
 	t.Cleanup(n.admin.Close)
 	m := manage.New(n.store)
 	leases, err := lease.NewManager(n.store, lease.Config{Node: name, Addr: n.admin.Listener.Addr().String(),
-		TTL: ttl, MaxDrift: ttl / 10, Ask: lease.HTTPAsk(time.Second)})
+		TTL: ttl, MaxDrift: ttl / 10, Ask: lease.HTTPAskToken(time.Second, adminToken)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Leases = leases
 	n.d = New(m, t.Logf)
+	n.d.RequireToken(adminToken)
 	t.Cleanup(func() { n.d.Close(context.Background()) })
 	return n
 }
@@ -230,6 +245,7 @@ func TestAdminAPI(t *testing.T) {
 		{"GET", "/nothing", 404},
 	} {
 		req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -242,7 +258,7 @@ func TestAdminAPI(t *testing.T) {
 	if role(n, "v") != "writer" {
 		t.Fatalf("bad requests changed the role to %s", role(n, "v"))
 	}
-	resp, err := http.Get(base + "/v1/volumes")
+	resp, err := authGet(base + "/v1/volumes")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -59,6 +60,11 @@ type Config struct {
 	// AdminAdvertise is the admin address other nodes use, if not the
 	// one listened on.
 	AdminAdvertise string
+	// AdminToken is the bearer token the admin API requires, and that
+	// this node's handoff requests carry: every daemon sharing the store
+	// uses the same. Run refuses an admin API beyond loopback without
+	// one.
+	AdminToken string
 	// LeaseTTL and MaxClockDrift are the lease timing every daemon of
 	// the store must share (see lease.Config).
 	LeaseTTL, MaxClockDrift time.Duration
@@ -68,7 +74,16 @@ type Config struct {
 	// volumes flushed on shutdown (default 30s).
 	ShutdownTimeout time.Duration
 	Frontends       []FrontendConfig
-	// Logf hears what the daemon does (nil: silent).
+	// Metrics, if set, counts the daemon's requests, lease events and
+	// frontend connections, and the admin API serves them at /metrics.
+	// Build Manager on Metrics.WrapStore's store to count the store's
+	// calls too.
+	Metrics *Metrics
+	// Logger hears what the daemon does, one record per event (see
+	// Daemon.SetLogger); nil: Logf's.
+	Logger *slog.Logger
+	// Logf hears what the daemon does as lines of text, if Logger is nil
+	// (nil: silent).
 	Logf func(format string, args ...any)
 }
 
@@ -122,9 +137,9 @@ func Run(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	logf := c.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
+	log := c.Logger
+	if log == nil {
+		log = LogfLogger(c.Logf)
 	}
 	timeout := c.ShutdownTimeout
 	if timeout <= 0 {
@@ -135,6 +150,9 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("daemon: admin API: %w", err)
 	}
 	defer adminL.Close()
+	if ip := adminL.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && c.AdminToken == "" {
+		return &ConfigError{fmt.Errorf("daemon: admin API on %s is reachable beyond this host: give it a token (or listen on loopback)", c.AdminListen)}
+	}
 	advertise := c.AdminAdvertise
 	if advertise == "" {
 		advertise = adminL.Addr().String()
@@ -144,16 +162,21 @@ func Run(ctx context.Context, c Config) error {
 	}
 	m := c.Manager
 	m.Leases, err = lease.NewManager(m.Store, lease.Config{Node: c.Node, Addr: advertise, TTL: c.LeaseTTL, MaxDrift: c.MaxClockDrift,
-		Ask: lease.HTTPAsk(c.LeaseTTL / 2), Logf: logf})
+		Ask: lease.HTTPAskToken(c.LeaseTTL/2, c.AdminToken), Logf: Logf(log, slog.LevelWarn, "lease")})
 	if err != nil {
 		return &ConfigError{err}
 	}
-	d := New(m, logf)
+	d := New(m, nil)
+	d.SetLogger(log)
+	d.RequireToken(c.AdminToken)
+	if c.Metrics != nil {
+		d.UseMetrics(c.Metrics)
+	}
 	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	adminDone := make(chan struct{})
 	go func() { defer close(adminDone); admin.Serve(adminL) }()
 	defer func() { admin.Close(); <-adminDone }()
-	logf("archip: node %s, admin API on %s", c.Node, advertise)
+	log.Info("admin API", "node", c.Node, "addr", advertise, "listen", adminL.Addr().String(), "auth", c.AdminToken != "")
 
 	type listener struct {
 		fe   int
@@ -177,6 +200,9 @@ func Run(ctx context.Context, c Config) error {
 				}
 				return fmt.Errorf("daemon: %s listener %s: %w", fc.Name, a, err)
 			}
+			if c.Metrics != nil {
+				l = c.Metrics.countConns(l, strings.ToLower(fc.Name))
+			}
 			ls = append(ls, listener{i, l, a})
 		}
 	}
@@ -189,12 +215,12 @@ func Run(ctx context.Context, c Config) error {
 	fctx, stopFlush := context.WithCancel(context.Background())
 	if c.FlushInterval > 0 {
 		flushing.Add(1)
-		go func() { defer flushing.Done(); d.FlushLoop(fctx, c.FlushInterval, logf) }()
+		go func() { defer flushing.Done(); d.FlushLoop(fctx, c.FlushInterval, nil) }()
 	}
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
 		go func() { errc <- fes[l.fe].Serve(l.l) }()
-		logf("archip: serving %s over %s on %s", c.Store, c.Frontends[l.fe].Name, l.l.Addr())
+		log.Info("serving", "store", c.Store, "frontend", c.Frontends[l.fe].Name, "addr", l.l.Addr().String())
 	}
 	var serveErr error
 	running := len(ls)
@@ -213,14 +239,14 @@ func Run(ctx context.Context, c Config) error {
 		go func() {
 			defer wg.Done()
 			if err := fe.Shutdown(sctx); err != nil {
-				logf("archip: stopping %s: %v", c.Frontends[i].Name, err)
+				log.Warn("stopping a frontend", "frontend", c.Frontends[i].Name, "err", err)
 			}
 		}()
 	}
 	wg.Wait()
 	for ; running > 0; running-- {
 		if err := <-errc; err != nil {
-			logf("archip: a frontend stopping: %v", err)
+			log.Warn("a frontend stopping", "err", err)
 		}
 	}
 	if err := d.Close(sctx); err != nil {
@@ -229,7 +255,7 @@ func Run(ctx context.Context, c Config) error {
 	if serveErr != nil {
 		return serveErr
 	}
-	logf("archip: stopped; every volume flushed")
+	log.Info("stopped; every volume flushed")
 	return nil
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
@@ -38,6 +39,12 @@ func (c *Volume) ReadOnly() bool { return c.h.readOnly }
 
 // ReadAt fills p from off; p must lie within Size.
 func (c *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if m := c.h.m; m != nil {
+		t := time.Now()
+		err := c.h.read(ctx, func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
+		m.read(len(p), t, err)
+		return err
+	}
 	return c.h.read(ctx, func(v *volume.Volume) error { return v.ReadAt(ctx, p, off) })
 }
 
@@ -45,25 +52,45 @@ func (c *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 // is an objstore.Lender), so that a frontend gains by using it instead
 // of ReadAt.
 func (c *Volume) Lends() bool {
-	_, ok := c.h.d.mgr.Store.(objstore.Lender)
+	_, ok := objstore.AsLender(c.h.d.mgr.Store)
 	return ok
 }
 
 // ReadTo reads n bytes at off and calls fn with them, in buffers valid
 // until fn returns. It does not call fn if the read fails.
 func (c *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte) error) error {
+	if m := c.h.m; m != nil {
+		t := time.Now()
+		err := c.h.read(ctx, func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
+		m.read(int(n), t, err)
+		return err
+	}
 	return c.h.read(ctx, func(v *volume.Volume) error { return v.ReadTo(ctx, off, n, fn) })
 }
 
 // WriteAt writes p at off; with fua it is durable when WriteAt returns.
 func (c *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	if m := c.h.m; m != nil {
+		t := time.Now()
+		err := c.h.write(ctx, func(v *volume.Volume) error { return v.WriteAt(ctx, p, off, fua) })
+		m.write(len(p), fua, t, err)
+		return err
+	}
 	return c.h.write(ctx, func(v *volume.Volume) error { return v.WriteAt(ctx, p, off, fua) })
 }
 
 // WriteZeroes makes [off, off+n) read as zeros; noHole keeps it
 // allocated. With fastOnly it fails with ErrNotFast unless it can do so
 // without writing data (whole blocks, and no noHole).
-func (c *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole, fastOnly, fua bool) error {
+func (c *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole, fastOnly, fua bool) (err error) {
+	if m := c.h.m; m != nil {
+		t := time.Now()
+		defer func() {
+			if !errors.Is(err, ErrNotFast) {
+				m.zero(n, fua, t, err)
+			}
+		}()
+	}
 	return c.h.write(ctx, func(v *volume.Volume) error {
 		if fastOnly {
 			bs := v.BlockSize()
@@ -78,13 +105,27 @@ func (c *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole, fastOnly
 
 // Trim drops the data of [off, off+n): it reads as zeros after.
 func (c *Volume) Trim(ctx context.Context, off, n int64, fua bool) error {
+	if m := c.h.m; m != nil {
+		t := time.Now()
+		err := c.h.write(ctx, func(v *volume.Volume) error { return v.WriteZeroes(ctx, off, n, false, fua) })
+		m.zero(n, fua, t, err)
+		return err
+	}
 	return c.h.write(ctx, func(v *volume.Volume) error { return v.WriteZeroes(ctx, off, n, false, fua) })
 }
 
 // Flush makes the writes of every client of the volume on this node
 // durable; a follower has nothing to flush.
 func (c *Volume) Flush(ctx context.Context) error {
-	return c.h.read(ctx, func(v *volume.Volume) error { return v.Flush(ctx) })
+	t := time.Now()
+	err := c.h.read(ctx, func(v *volume.Volume) error { return v.Flush(ctx) })
+	if m := c.h.m; m != nil {
+		m.flush(t, err)
+	}
+	if err != nil && ctx.Err() == nil {
+		c.h.d.log.Error("flush failed", "volume", c.h.name, "err", err)
+	}
+	return err
 }
 
 // BlockStatus describes [off, off+n) from off on as extents; it may

@@ -387,7 +387,7 @@ func (m *Manager) ownFence(ctx context.Context) (string, error) {
 	if m.cfg.Clock.Now().Before(m.fenceRetry) {
 		return "", m.fenceLast
 	}
-	f, ok := m.store.(objstore.Fencer)
+	f, ok := objstore.AsFencer(m.store)
 	if !ok {
 		m.fenceKnown, m.fenceErr = true, fmt.Errorf("the store cannot fence a client")
 		return "", m.fenceErr
@@ -418,7 +418,8 @@ func (m *Manager) fence(ctx context.Context, volume string, cur Record) error {
 		err = errors.New("it is this node's own connection to the store (another lease manager in this process)")
 	}
 	if err == nil {
-		err = m.store.(objstore.Fencer).Fence(ctx, cur.Fence)
+		f, _ := objstore.AsFencer(m.store) // ownFence found it
+		err = f.Fence(ctx, cur.Fence)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: volume %s, held by %q (term %d), whose flushes rely on being fenced when taken over: %v", ErrCannotFence, volume, cur.Owner, cur.Term, err)

@@ -77,9 +77,13 @@ func (m *Manager) GC(ctx context.Context, opts gc.Options) (gc.Report, error) {
 // (named after the host and process, with no admin address: other nodes
 // wait for it to finish, which takes moments) and asks daemons holding a
 // lease to hand over.
-func New(s objstore.Store) *Manager {
+func New(s objstore.Store) *Manager { return NewWithAdminToken(s, "") }
+
+// NewWithAdminToken is New for daemons whose admin API requires a
+// bearer token: its handoff requests carry token.
+func NewWithAdminToken(s objstore.Store, token string) *Manager {
 	host, _ := os.Hostname()
-	leases, err := lease.NewManager(s, lease.Config{Node: fmt.Sprintf("cli:%s:%d", host, os.Getpid()), Ask: lease.HTTPAsk(5 * time.Second)})
+	leases, err := lease.NewManager(s, lease.Config{Node: fmt.Sprintf("cli:%s:%d", host, os.Getpid()), Ask: lease.HTTPAskToken(5*time.Second, token)})
 	if err != nil {
 		panic(err) // the defaults are valid
 	}

@@ -46,8 +46,9 @@ type Rule struct {
 
 // Faulty wraps a Store and injects errors and latency by rules, for
 // tests: a full disk (ErrNoSpace on put), a lost object, a slow backend.
-// The wrapped store must implement RangeWriter and Syncer for Faulty's
-// WriteAt and Sync to work; otherwise they return ErrUnsupport.
+// It is a Wrapper offering the capabilities of the store it wraps except
+// those that would take I/O past its rules (CapCopy, CapHandles,
+// CapLend): callers then fall back to the calls it checks.
 type Faulty struct {
 	Store
 
@@ -55,6 +56,11 @@ type Faulty struct {
 	rules []Rule
 	seen  []int // matching calls per rule so far
 }
+
+var (
+	_ Wrapper = (*Faulty)(nil)
+	_ Fencer  = (*Faulty)(nil)
+)
 
 // NewFaulty wraps s.
 func NewFaulty(s Store) *Faulty { return &Faulty{Store: s} }
@@ -210,7 +216,7 @@ func (f *Faulty) WriteAt(ctx context.Context, name string, p []byte, off int64) 
 	if before != nil {
 		return before
 	}
-	w, ok := f.Store.(RangeWriter)
+	w, ok := AsRangeWriter(f.Store)
 	if !ok {
 		return ErrUnsupport
 	}
@@ -222,7 +228,7 @@ func (f *Faulty) Sync(ctx context.Context, name string) error {
 	if before != nil {
 		return before
 	}
-	s, ok := f.Store.(Syncer)
+	s, ok := AsSyncer(f.Store)
 	if !ok {
 		return ErrUnsupport
 	}
@@ -247,7 +253,36 @@ func withVersion(v Version, err, after error) (Version, error) {
 }
 
 // FreshStat is the wrapped store's.
-func (f *Faulty) FreshStat() bool {
-	fs, ok := f.Store.(FreshStater)
-	return ok && fs.FreshStat()
+func (f *Faulty) FreshStat() bool { return FreshStat(f.Store) }
+
+// Unwrap returns the wrapped store.
+func (f *Faulty) Unwrap() Store { return f.Store }
+
+// Capabilities are the wrapped store's but for those that would bypass
+// the rules.
+func (f *Faulty) Capabilities() Caps {
+	return CapabilitiesOf(f.Store) &^ (CapCopy | CapHandles | CapLend)
+}
+
+// FenceID is the wrapped store's.
+func (f *Faulty) FenceID(ctx context.Context) (string, error) {
+	fc, ok := AsFencer(f.Store)
+	if !ok {
+		return "", ErrUnsupport
+	}
+	return fc.FenceID(ctx)
+}
+
+// Fence forwards to the wrapped store, with the rules of OpFence (whose
+// name is the fenced id).
+func (f *Faulty) Fence(ctx context.Context, id string) error {
+	before, after := f.check(ctx, OpFence, id)
+	if before != nil {
+		return before
+	}
+	fc, ok := AsFencer(f.Store)
+	if !ok {
+		return ErrUnsupport
+	}
+	return orAfter(fc.Fence(ctx, id), after)
 }

@@ -16,9 +16,12 @@
 // Every method takes a context first and is safe for concurrent use. A
 // method never keeps or changes a caller's buffer after it returns.
 //
-// Optional capabilities are discovered by type assertion on small
-// interfaces (RangeWriter, Syncer, FreshStater, Fencer), never by scheme:
-// S3 has no in-place write, files and RADOS do.
+// Optional capabilities are small interfaces (RangeWriter, Syncer,
+// FreshStater, Fencer, ...), never a scheme: S3 has no in-place write,
+// files and RADOS do. Callers discover them with the helpers of caps.go
+// (AsRangeWriter, FreshStat, ...), not by type assertion, so that a
+// store wrapping another (a Wrapper: metrics, fault injection) offers
+// exactly what it says.
 package objstore
 
 import (
@@ -280,7 +283,7 @@ type NameLister interface {
 // ListNames lists the names under prefix: NameLister's if s has it,
 // else List's.
 func ListNames(ctx context.Context, s Store, prefix string, fn func(name string) error) error {
-	if l, ok := s.(NameLister); ok {
+	if l, ok := AsNameLister(s); ok {
 		return l.ListNames(ctx, prefix, fn)
 	}
 	return s.List(ctx, prefix, func(in Info) error { return fn(in.Name) })

@@ -109,6 +109,7 @@ type Volume struct {
 	rw      objstore.RangeWriter // nil: private blocks are replaced whole with Put
 	syncer  objstore.Syncer      // nil: writes are durable when they return
 	copier  objstore.Copier      // nil: copy-on-write reads and writes the block
+	onCopy  func()               // SetOnCopy's
 	lender  objstore.Lender      // nil: ReadTo reads into a buffer of its own
 	handles *handleCache         // nil: every I/O names its object
 	// freshStat: the store's Stat sees another host's head swap at once
@@ -285,18 +286,17 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
 		guard: opts.Guard, hold: opts.Hold, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, sshift: blockmap.SubBlockShift(head.BlockShift), bs: head.BlockSize()}
 	if opts.Writable {
-		v.rw, _ = s.(objstore.RangeWriter)
-		v.syncer, _ = s.(objstore.Syncer)
-		v.copier, _ = s.(objstore.Copier)
-		fs, ok := s.(objstore.FreshStater)
-		v.freshStat = ok && fs.FreshStat()
-		_, canFence := s.(objstore.Fencer)
+		v.rw, _ = objstore.AsRangeWriter(s)
+		v.syncer, _ = objstore.AsSyncer(s)
+		v.copier, _ = objstore.AsCopier(s)
+		v.freshStat = objstore.FreshStat(s)
+		_, canFence := objstore.AsFencer(s)
 		v.fenced = opts.Fenced && canFence
 		v.logOn = (opts.Log || logDefault) && v.rw != nil && (v.freshStat || v.fenced) && len(head.Logs) < blockmap.MaxLogs
 	}
-	v.lender, _ = s.(objstore.Lender)
+	v.lender, _ = objstore.AsLender(s)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
-	if o, ok := s.(objstore.HandleOpener); ok {
+	if o, ok := objstore.AsHandleOpener(s); ok {
 		v.handles = newHandleCache(o, openHandles)
 	}
 	v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
@@ -463,6 +463,14 @@ func LoadMap(ctx context.Context, s objstore.Store, head *blockmap.Head) ([]bloc
 
 // ID returns the volume's ID.
 func (v *Volume) ID() blockmap.ID { return v.id }
+
+// SetOnCopy makes the writer call fn for every partial write that moves
+// a block out of an object it does not own (shared with a snapshot or a
+// clone's parent, or a writer's it took over from) into a new one: a
+// copy-on-write, of the block or of the sub-blocks the write needs. A
+// write that goes to the write log first is counted when the log is
+// applied. Call it before the volume is shared.
+func (v *Volume) SetOnCopy(fn func()) { v.onCopy = fn }
 
 // Size returns the volume's size in bytes.
 func (v *Volume) Size() int64 {
@@ -1031,6 +1039,9 @@ func (v *Volume) writeBlockMap(ctx context.Context, b, boff int64, data []byte, 
 		return err
 	}
 	ne := blockmap.PrivateEntry(v.id, epoch, seq)
+	if e.Kind() != blockmap.Zero && (boff != 0 || int64(len(data)) != v.bs) && v.onCopy != nil {
+		v.onCopy()
+	}
 	// NB: a block that a writer taken over may still change (unsealed)
 	// is copied whole, so that no partial block reads from it.
 	if v.rw != nil && e.Kind() != blockmap.Zero && !unsealedBase {

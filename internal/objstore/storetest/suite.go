@@ -41,10 +41,10 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 		{"ConcurrentSwap", testConcurrentSwap, nil},
 		{"ConcurrentCreate", testConcurrentCreate, nil},
 		{"CreateDeleteMutex", testCreateDeleteMutex, nil},
-		{"RangeWriter", testRangeWriter, has[objstore.RangeWriter]},
-		{"Handles", testHandles, has[objstore.HandleOpener]},
-		{"Copier", testCopier, has[objstore.Copier]},
-		{"Lender", testLender, has[objstore.Lender]},
+		{"RangeWriter", testRangeWriter, has(objstore.CapRangeWrite)},
+		{"Handles", testHandles, has(objstore.CapHandles)},
+		{"Copier", testCopier, has(objstore.CapCopy)},
+		{"Lender", testLender, has(objstore.CapLend)},
 		{"BufferOwnership", testBuffers, nil},
 	}
 	probe := open(t)
@@ -514,7 +514,7 @@ func testCreateDeleteMutex(t *testing.T, s objstore.Store) {
 }
 
 func testRangeWriter(t *testing.T, s objstore.Store) {
-	w := s.(objstore.RangeWriter)
+	w, _ := objstore.AsRangeWriter(s)
 	noErr(t, w.WriteAt(ctx, "rw", []byte("abc"), 5))
 	p := make([]byte, 10)
 	noErr(t, s.ReadAt(ctx, "rw", p, 0))
@@ -526,7 +526,7 @@ func testRangeWriter(t *testing.T, s objstore.Store) {
 	if in := must(s.Stat(ctx, "rw")); in.Size != 8 {
 		t.Fatalf("size %d after writes up to 8", in.Size)
 	}
-	if sy, ok := s.(objstore.Syncer); ok {
+	if sy, ok := objstore.AsSyncer(s); ok {
 		noErr(t, sy.Sync(ctx, "rw"))
 		wantErr(t, sy.Sync(ctx, "no-such"), objstore.ErrNotFound, "Sync of a missing object")
 	}
@@ -554,7 +554,7 @@ func testBuffers(t *testing.T, s objstore.Store) {
 }
 
 func testHandles(t *testing.T, s objstore.Store) {
-	o := s.(objstore.HandleOpener)
+	o, _ := objstore.AsHandleOpener(s)
 	if _, err := o.OpenHandle(ctx, "h", false, false); !errors.Is(err, objstore.ErrNotFound) {
 		t.Fatalf("OpenHandle of a missing object without create: %v", err)
 	}
@@ -570,7 +570,7 @@ func testHandles(t *testing.T, s objstore.Store) {
 		t.Fatalf("object after handle writes: %q", b)
 	}
 	// Writes through the name reach an open handle's object (same object).
-	if w, ok := s.(objstore.RangeWriter); ok {
+	if w, ok := objstore.AsRangeWriter(s); ok {
 		noErr(t, w.WriteAt(ctx, "h", []byte("Z"), 0))
 		noErr(t, h.ReadAt(p[:1], 0))
 		if p[0] != 'Z' {
@@ -586,14 +586,13 @@ func testHandles(t *testing.T, s objstore.Store) {
 	}
 }
 
-// has reports whether the backend has the optional interface T.
-func has[T any](s objstore.Store) bool {
-	_, ok := s.(T)
-	return ok
+// has reports whether the backend offers capability c.
+func has(c objstore.Caps) func(s objstore.Store) bool {
+	return func(s objstore.Store) bool { return objstore.CapabilitiesOf(s)&c != 0 }
 }
 
 func testCopier(t *testing.T, s objstore.Store) {
-	c := s.(objstore.Copier)
+	c, _ := objstore.AsCopier(s)
 	wantErr(t, c.Copy(ctx, "nosrc", "dst"), objstore.ErrNotFound, "Copy of a missing object")
 	big := bytes.Repeat([]byte("copy me "), 1<<19) // 4 MiB
 	must(s.Put(ctx, "src", big))
@@ -602,19 +601,19 @@ func testCopier(t *testing.T, s objstore.Store) {
 		t.Fatal("copy differs from its source")
 	}
 	wantErr(t, c.Copy(ctx, "src", "dst"), objstore.ErrExists, "Copy onto an existing object")
-	if w, ok := s.(objstore.RangeWriter); ok {
+	if w, ok := objstore.AsRangeWriter(s); ok {
 		noErr(t, w.WriteAt(ctx, "dst", []byte("X"), 0))
 		if b := must(objstoreGet(s, "src")); b[0] != 'c' {
 			t.Fatal("writing the copy changed its source")
 		}
 	}
-	if sy, ok := s.(objstore.Syncer); ok {
+	if sy, ok := objstore.AsSyncer(s); ok {
 		noErr(t, sy.Sync(ctx, "dst"))
 	}
 }
 
 func testLender(t *testing.T, s objstore.Store) {
-	l := s.(objstore.Lender)
+	l, _ := objstore.AsLender(s)
 	data := make([]byte, 3<<20+123)
 	for i := range data {
 		data[i] = byte(i*7 + i>>11)
