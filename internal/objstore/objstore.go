@@ -358,8 +358,14 @@ type Parter interface {
 
 // Parts returns s's parts if it has some, else s alone.
 func Parts(s Store) []Store {
-	if p, ok := s.(Parter); ok {
-		return p.Parts()
+	for t := s; ; {
+		if p, ok := t.(Parter); ok {
+			return p.Parts()
+		}
+		w, ok := t.(Wrapper)
+		if !ok {
+			return []Store{s}
+		}
+		t = w.Unwrap()
 	}
-	return []Store{s}
 }

@@ -21,16 +21,14 @@ func (r *Router) wrap() objstore.Store {
 	all := append([]objstore.Store{r.meta}, r.pools...)
 	rw, sync, cp, lend := true, false, true, true
 	for _, s := range all {
-		_, ok := s.(objstore.RangeWriter)
-		rw = rw && ok
-		_, ok = s.(objstore.Syncer)
-		sync = sync || ok
+		c := objstore.CapabilitiesOf(s)
+		rw = rw && c&objstore.CapRangeWrite != 0
+		sync = sync || c&objstore.CapSync != 0
 	}
 	for _, s := range r.pools {
-		_, ok := s.(objstore.Copier)
-		cp = cp && ok
-		_, ok = s.(objstore.Lender)
-		lend = lend && ok
+		c := objstore.CapabilitiesOf(s)
+		cp = cp && c&objstore.CapCopy != 0
+		lend = lend && c&objstore.CapLend != 0
 	}
 	sync, cp = sync && rw, cp && rw
 	w, s, c, l := rwCap{r}, syncCap{r}, copyCap{r}, lendCap{r}
@@ -104,7 +102,8 @@ func (c rwCap) WriteAt(ctx context.Context, name string, p []byte, off int64) er
 	if err != nil {
 		return err
 	}
-	return s.(objstore.RangeWriter).WriteAt(ctx, name, p, off)
+	rw, _ := objstore.AsRangeWriter(s)
+	return rw.WriteAt(ctx, name, p, off)
 }
 
 // Sync syncs the object where it is; on a part without Syncer, whose
@@ -115,7 +114,7 @@ func (c syncCap) Sync(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if sy, ok := s.(objstore.Syncer); ok {
+	if sy, ok := objstore.AsSyncer(s); ok {
 		return sy.Sync(ctx, name)
 	}
 	_, err = s.Stat(ctx, name)
@@ -143,7 +142,7 @@ func (c copyCap) Copy(ctx context.Context, src, dst string) error {
 		to = i
 	}
 	if from == to {
-		if cp, ok := r.at(from).(objstore.Copier); ok {
+		if cp, ok := objstore.AsCopier(r.at(from)); ok {
 			return cp.Copy(ctx, src, dst)
 		}
 	}
@@ -165,10 +164,11 @@ func (c lendCap) ReadLend(ctx context.Context, name string, off int64, n int, fn
 	r := c.r
 	if r.isData(name) {
 		return r.find(ctx, name, func(s objstore.Store) error {
-			return s.(objstore.Lender).ReadLend(ctx, name, off, n, fn)
+			l, _ := objstore.AsLender(s)
+			return l.ReadLend(ctx, name, off, n, fn)
 		})
 	}
-	if l, ok := r.meta.(objstore.Lender); ok {
+	if l, ok := objstore.AsLender(r.meta); ok {
 		return l.ReadLend(ctx, name, off, n, fn)
 	}
 	buf := make([]byte, n)

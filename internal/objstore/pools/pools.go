@@ -162,11 +162,16 @@ func New(meta objstore.Store, pools []Named) (objstore.Store, error) {
 
 // Of returns the Router of a store Open returned.
 func Of(s objstore.Store) (*Router, bool) {
-	r, ok := s.(interface{ router() *Router })
-	if !ok {
-		return nil, false
+	for {
+		if r, ok := s.(interface{ router() *Router }); ok {
+			return r.router(), true
+		}
+		w, ok := s.(objstore.Wrapper)
+		if !ok {
+			return nil, false
+		}
+		s = w.Unwrap()
 	}
-	return r.router(), true
 }
 
 func (r *Router) router() *Router { return r }
@@ -512,7 +517,7 @@ func (r *Router) ListNames(ctx context.Context, prefix string, fn func(string) e
 // (objstore.FreshStater).
 func (r *Router) FreshStat() bool {
 	for _, p := range append([]objstore.Store{r.meta}, r.pools...) {
-		if f, ok := p.(objstore.FreshStater); !ok || !f.FreshStat() {
+		if !objstore.FreshStat(p) {
 			return false
 		}
 	}

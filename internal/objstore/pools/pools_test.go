@@ -100,6 +100,9 @@ func TestCapabilities(t *testing.T) {
 		{"mem+bare", newTest(m(), isData, bare{m()}), false, false, false, false, false},
 		{"bare+mem", newTest(bare{m()}, isData, m()), false, false, false, false, false},
 		{"mem+mem+bare", newTest(m(), isData, m(), bare{m()}), false, false, false, false, false},
+		// A wrapped part has a wrapper's methods, whatever it wraps.
+		{"mem+observed bare", newTest(m(), isData, observe(bare{m()})), false, false, false, false, false},
+		{"observed mem+mem", newTest(observe(m()), isData, m()), true, true, true, false, false},
 	} {
 		got := []bool{has[objstore.RangeWriter](tc.s), has[objstore.Syncer](tc.s), has[objstore.Copier](tc.s),
 			has[objstore.Lender](tc.s), has[objstore.HandleOpener](tc.s)}
@@ -114,6 +117,16 @@ func TestCapabilities(t *testing.T) {
 		}
 		if _, ok := Of(tc.s); !ok {
 			t.Errorf("%s: Of finds no router", tc.name)
+		}
+	}
+	// A router behind a wrapper (the daemon's metrics) is still found,
+	// and so are its parts.
+	if w := observe(newTest(m(), isData, m(), m())); true {
+		if _, ok := Of(w); !ok {
+			t.Error("Of finds no router behind a wrapper")
+		}
+		if n := len(objstore.Parts(w)); n != 3 {
+			t.Errorf("Parts of a wrapped router: %d parts, want 3", n)
 		}
 	}
 	if f := newTest(m(), isData, bare{m()}).(objstore.FreshStater).FreshStat(); f {
@@ -428,4 +441,8 @@ func TestPlacement(t *testing.T) {
 			t.Errorf("ParsePlacementName(%q) ok", n)
 		}
 	}
+}
+
+func observe(s objstore.Store) objstore.Store {
+	return objstore.Observe(s, func(objstore.Op) objstore.Probe { return nil })
 }
