@@ -52,6 +52,11 @@ func (f *FuseLoop) dirs(name string) fuseDirs {
 // Attach starts nbdfuse on uri and a loop device over its file, or
 // returns the loop device of an attachment that is still whole.
 func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) (string, error) {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	d := f.dirs(name)
 	if dev, ok := d.attached(); ok {
 		return dev, nil
@@ -79,6 +84,13 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// stop ends an nbdfuse that did not get to serve (it may hang on a
+	// server that never answers) before teardown removes its directory.
+	stop := func() {
+		cmd.Process.Kill()
+		<-exited
+		d.teardown(context.WithoutCancel(ctx))
+	}
 	wait := f.Ready
 	if wait == 0 {
 		wait = 30 * time.Second
@@ -91,12 +103,13 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 		select {
 		case err := <-exited:
 			out, _ := os.ReadFile(d.log)
+			d.teardown(context.WithoutCancel(ctx))
 			return "", fmt.Errorf("%w: nbdfuse %s exited (%v): %s; is 'archip serve' running and listening there?", ErrAttach, uri, err, strings.TrimSpace(string(out)))
 		case <-deadline.C:
-			d.teardown(context.WithoutCancel(ctx))
+			stop()
 			return "", fmt.Errorf("%w: nbdfuse did not serve %s within %s", ErrAttach, uri, wait)
 		case <-ctx.Done():
-			d.teardown(context.WithoutCancel(ctx))
+			stop()
 			return "", ctx.Err()
 		case <-tick.C:
 			b, _ := os.ReadFile(d.pid)
@@ -132,7 +145,34 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 // Detach detaches the loop device and unmounts nbdfuse's file, which
 // ends nbdfuse.
 func (f *FuseLoop) Detach(ctx context.Context, name string) error {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return f.dirs(name).teardown(ctx)
+}
+
+// lock takes the lock of name's attachment, held across processes (each
+// Ganeti action is one): attaches and detaches of one volume run one at
+// a time, or two would start two nbdfuse on one mount point and leave
+// loop devices no detach knows of. The lock files are in RunDir/.lock,
+// which no volume's directory can be (a name starts with a letter or
+// digit).
+func (f *FuseLoop) lock(name string) (unlock func(), err error) {
+	dir := filepath.Join(f.RunDir, ".lock")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("%w: lock %s: %v", ErrAttach, lf.Name(), err)
+	}
+	return func() { lf.Close() }, nil
 }
 
 // attached returns the loop device if the attachment is whole: the loop

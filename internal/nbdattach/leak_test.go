@@ -1,0 +1,170 @@
+package nbdattach
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// leftovers lists what is left under dir: loop devices backed by a file
+// there, mounts there, and processes naming it (nbdfuse).
+func leftovers(dir string) []string {
+	var left []string
+	loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range loops {
+		if b, _ := os.ReadFile(f); strings.HasPrefix(strings.TrimSpace(string(b)), dir) {
+			left = append(left, "loop device "+filepath.Base(filepath.Dir(filepath.Dir(f)))+" on "+strings.TrimSpace(string(b)))
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(unescapeMount(f[4]), dir) {
+				left = append(left, "mount "+f[4])
+			}
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range procs {
+		b, _ := os.ReadFile(f)
+		if strings.Contains(string(b), dir) {
+			left = append(left, "process "+strings.ReplaceAll(strings.TrimSpace(string(b)), "\x00", " "))
+		}
+	}
+	return left
+}
+
+// killLeftovers ends the processes a failed test left under dir.
+func killLeftovers(dir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range procs {
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), dir) {
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil && pid != os.Getpid() {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// TestFuseLoopFailedAttachLeavesNothing: an attach that fails because
+// nbdfuse never serves (a server that accepts and never answers) or
+// exits (no server) leaves no nbdfuse process, mount or directory.
+func TestFuseLoopFailedAttachLeavesNothing(t *testing.T) {
+	needTools(t, "nbdfuse", "losetup", "fusermount3")
+	dir := t.TempDir()
+	t.Cleanup(func() { killLeftovers(dir) })
+	sock := filepath.Join(dir, "mute.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	ctx := context.Background()
+	run := filepath.Join(dir, "run")
+	f := &FuseLoop{RunDir: run, Ready: 300 * time.Millisecond}
+	if _, err := f.Attach(ctx, "mute", "nbd+unix:///?socket="+sock, false); err == nil {
+		t.Fatal("attach to a server that never answers succeeded")
+	}
+	if left := leftovers(run); len(left) > 0 {
+		t.Errorf("a timed-out attach left %s", strings.Join(left, "; "))
+	}
+	if _, err := f.Attach(ctx, "gone", "nbd+unix:///?socket="+filepath.Join(dir, "nosuch.sock"), false); err == nil {
+		t.Fatal("attach with no server succeeded")
+	}
+	if left := leftovers(run); len(left) > 0 {
+		t.Errorf("a failed attach left %s", strings.Join(left, "; "))
+	}
+	for _, name := range []string{"mute", "gone"} {
+		if _, err := os.Stat(filepath.Join(run, name)); err == nil {
+			t.Errorf("a failed attach left its directory %s", name)
+		}
+	}
+}
+
+// TestFuseLoopConcurrentAttach: attaches of one volume at once (a CO's
+// retries, Ganeti's attach while another runs) end with one loop device
+// and one nbdfuse, which detach removes.
+func TestFuseLoopConcurrentAttach(t *testing.T) {
+	needTools(t, "nbdkit", "nbdfuse", "losetup", "fusermount3")
+	dir := t.TempDir()
+	t.Cleanup(func() { killLeftovers(filepath.Join(dir, "run")) })
+	sock := filepath.Join(dir, "nbd.sock")
+	srv := exec.Command("nbdkit", "-f", "-U", sock, "memory", "16M")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("nbdkit did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	uri := "nbd+unix:///?socket=" + sock
+	ctx := context.Background()
+	run := filepath.Join(dir, "run")
+	const n = 4
+	devs := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			f := &FuseLoop{RunDir: run} // as separate processes would
+			devs[i], errs[i] = f.Attach(ctx, "vol", uri, false)
+		}(i)
+	}
+	wg.Wait()
+	f := &FuseLoop{RunDir: run}
+	t.Cleanup(func() { f.Detach(ctx, "vol") })
+	for i := 0; i < n; i++ {
+		if errs[i] != nil || devs[i] != devs[0] {
+			t.Errorf("attach %d: %s, %v; attach 0: %s, %v", i, devs[i], errs[i], devs[0], errs[0])
+		}
+	}
+	if err := f.Detach(ctx, "vol"); err != nil {
+		t.Fatal(err)
+	}
+	// The loop devices detach and nbdfuse ends once the unmount is done.
+	var left []string
+	for i := 0; i < 200; i++ {
+		if left = leftovers(run); len(left) == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("after concurrent attaches and a detach: %s", strings.Join(left, "; "))
+	}
+}
