@@ -138,15 +138,33 @@ func (p *Provider) create(ctx context.Context, m *manage.Manager, r *Request) er
 }
 
 // ExportURI is the NBD URI of export name at a daemon's listener addr
-// (unix:PATH or HOST:PORT), as QEMU, nbdfuse and nbdinfo take it.
+// (unix:PATH or HOST:PORT), as QEMU, nbdfuse and nbdinfo take it. The
+// socket path is percent-encoded but for its slashes: a space, comma or
+// & in it would break the URI, or QEMU's -drive option in which Ganeti
+// puts the kvm: URI.
 func ExportURI(addr, name string) string {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		return "nbd+unix:///" + name + "?socket=" + path
+		return "nbd+unix:///" + name + "?socket=" + escapePath(path)
 	}
 	if host, port, err := net.SplitHostPort(addr); err == nil {
 		addr = net.JoinHostPort(host, port)
 	}
 	return "nbd://" + addr + "/" + name
+}
+
+// escapePath percent-encodes all of path but unreserved characters and
+// slashes.
+func escapePath(path string) string {
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~/", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
 }
 
 func (p *Provider) attach(ctx context.Context, m *manage.Manager, r *Request) error {
