@@ -184,7 +184,41 @@ func (d *Driver) existingVolume(ctx context.Context, name string, req *csipb.Cre
 			return nil, status.Errorf(codes.AlreadyExists, "csi: volume %q exists, not cloned from snapshot %q", name, s.GetSnapshotId())
 		}
 	}
+	if v := req.GetVolumeContentSource().GetVolume(); v != nil {
+		ok, err := d.maybeClonedFrom(ctx, rec, v.GetVolumeId())
+		if err != nil {
+			return nil, grpcError(err)
+		}
+		if !ok {
+			return nil, status.Errorf(codes.AlreadyExists, "csi: volume %q exists, not cloned from volume %q", name, v.GetVolumeId())
+		}
+	}
 	return &csipb.CreateVolumeResponse{Volume: &csipb.Volume{VolumeId: name, CapacityBytes: size, ContentSource: req.GetVolumeContentSource()}}, nil
+}
+
+// maybeClonedFrom reports whether rec may be a clone of volume src: a
+// clone of a volume has as parent the snapshot cloneVolume took of it,
+// which is removed once the clone is made, so a parent still listed must
+// be a snapshot of src, and a volume with no parent is no clone.
+func (d *Driver) maybeClonedFrom(ctx context.Context, rec *catalog.Record, src string) (bool, error) {
+	if rec.Parent.IsZero() {
+		return false, nil
+	}
+	parent, err := d.m.Catalog.ByID(ctx, rec.Parent)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	v, err := d.m.Lookup(ctx, src)
+	if errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrBadName) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return parent.Kind == catalog.KindSnapshot && parent.Origin == v.ID, nil
 }
 
 func (d *Driver) DeleteVolume(ctx context.Context, req *csipb.DeleteVolumeRequest) (*csipb.DeleteVolumeResponse, error) {
