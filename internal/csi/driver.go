@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
@@ -81,8 +82,10 @@ type Config struct {
 
 // Driver implements the CSI services.
 type Driver struct {
-	cfg Config
-	m   *manage.Manager
+	cfg       Config
+	m         *manage.Manager
+	nodeMu    sync.Mutex
+	nodeLocks map[string]*volumeLock // by volume id (lockVolume)
 	csipb.UnimplementedIdentityServer
 	csipb.UnimplementedControllerServer
 	csipb.UnimplementedNodeServer

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -62,10 +63,46 @@ func (d *Driver) attach(ctx context.Context, id string, c *csipb.VolumeCapabilit
 	return dev, nil
 }
 
-func (d *Driver) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVolumeRequest) (*csipb.NodeStageVolumeResponse, error) {
+// lockVolume serializes the node calls on volume id: a CO may retry a
+// call while the first still runs, and two stages at once would format
+// and mount the volume twice.
+func (d *Driver) lockVolume(id string) (unlock func()) {
+	d.nodeMu.Lock()
+	if d.nodeLocks == nil {
+		d.nodeLocks = map[string]*volumeLock{}
+	}
+	l := d.nodeLocks[id]
+	if l == nil {
+		l = &volumeLock{}
+		d.nodeLocks[id] = l
+	}
+	l.users++
+	d.nodeMu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		d.nodeMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(d.nodeLocks, id)
+		}
+		d.nodeMu.Unlock()
+	}
+}
+
+type volumeLock struct {
+	sync.Mutex
+	users int // holding or waiting
+}
+
+func (d *Driver) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVolumeRequest) (_ *csipb.NodeStageVolumeResponse, err error) {
 	c := req.GetVolumeCapability()
 	if err := checkNodeReq(req.GetVolumeId(), req.GetStagingTargetPath(), "staging_target_path", c); err != nil {
 		return nil, err
+	}
+	defer d.lockVolume(req.GetVolumeId())()
+	staging := req.GetStagingTargetPath()
+	if c.GetMount() != nil && nbdattach.Mounted(staging) {
+		return &csipb.NodeStageVolumeResponse{}, nil
 	}
 	dev, err := d.attach(ctx, req.GetVolumeId(), c)
 	if err != nil {
@@ -74,10 +111,12 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVolume
 	if c.GetBlock() != nil {
 		return &csipb.NodeStageVolumeResponse{}, nil
 	}
-	staging := req.GetStagingTargetPath()
-	if nbdattach.Mounted(staging) {
-		return &csipb.NodeStageVolumeResponse{}, nil
-	}
+	defer func() {
+		// The CO does not unstage a volume whose stage failed.
+		if err != nil {
+			d.cfg.Attacher.Detach(context.WithoutCancel(ctx), req.GetVolumeId())
+		}
+	}()
 	fs := c.GetMount().GetFsType()
 	if fs == "" {
 		fs = "ext4"
@@ -193,6 +232,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csipb.NodeUnstageVo
 	case req.GetStagingTargetPath() == "":
 		return nil, missing("staging_target_path")
 	}
+	defer d.lockVolume(req.GetVolumeId())()
 	if err := unmount(ctx, req.GetStagingTargetPath()); err != nil {
 		return nil, err
 	}
@@ -219,6 +259,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if req.GetStagingTargetPath() == "" {
 		return nil, missing("staging_target_path")
 	}
+	defer d.lockVolume(req.GetVolumeId())()
 	target := req.GetTargetPath()
 	if nbdattach.Mounted(target) {
 		return &csipb.NodePublishVolumeResponse{}, nil
@@ -266,6 +307,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csipb.NodeUnpubli
 	case req.GetTargetPath() == "":
 		return nil, missing("target_path")
 	}
+	defer d.lockVolume(req.GetVolumeId())()
 	if err := unmount(ctx, req.GetTargetPath()); err != nil {
 		return nil, err
 	}
