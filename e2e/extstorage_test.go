@@ -283,3 +283,69 @@ func TestGanetiGuest(t *testing.T) {
 		}
 	}
 }
+
+// TestGanetiGrowAttachedAndExport: Ganeti grows a disk while it is
+// attached (Grow attaches first) and then reads the block device's size
+// (gnt-cluster repair-disk-sizes, the wipe of the grown part); a backup
+// export snapshots the disk, attaches the snapshot read-only, reads it,
+// and removes it.
+func TestGanetiGrowAttachedAndExport(t *testing.T) {
+	need(t, "qemu-io", "nbdfuse", "losetup", "fusermount3", "blockdev")
+	e := newEnv(t)
+	d := e.serve()
+	prov := e.path("es/archip")
+	run(t, archipBin, "--store", e.store, "extstorage", "install", prov,
+		"--nbd", "unix:"+d.sock, "--admin", d.admin, "--run-dir", e.path("run"))
+	vol := "0b7d4c1e-2f3a-4e5b-8c6d-7e8f9a0b1c2d.ext.disk1"
+	common := []string{"VOL_NAME=" + vol}
+	ganetiOK(t, prov, "create", append(common, "VOL_SIZE=8")...)
+	attach := func(name string) string {
+		t.Helper()
+		out := ganetiOK(t, prov, "attach", "VOL_NAME="+name)
+		t.Cleanup(func() { ganeti(t, prov, "detach", "VOL_NAME="+name) })
+		return strings.SplitN(out, "\n", 2)[0]
+	}
+	size := func(dev string) string {
+		t.Helper()
+		return strings.TrimSpace(run(t, "blockdev", "--getsize64", dev))
+	}
+	dev := attach(vol)
+	if got := size(dev); got != fmt.Sprint(8<<20) {
+		t.Fatalf("attached: %s bytes", got)
+	}
+	ganetiOK(t, prov, "grow", append(common, "VOL_SIZE=8", "VOL_NEW_SIZE=12")...)
+	dev = attach(vol)
+	if got := size(dev); got != fmt.Sprint(12<<20) {
+		t.Errorf("after grow, the attached device has %s bytes, want %d", got, 12<<20)
+	}
+	qemuIO(t, d.uri(vol), "write -P 0x7e 10M 64k")
+
+	snap := vol + ".snap"
+	ganetiOK(t, prov, "snapshot", append(common, "VOL_SNAPSHOT_NAME="+snap, "VOL_SNAPSHOT_SIZE=12")...)
+	sdev := attach(snap)
+	if got := size(sdev); got != fmt.Sprint(12<<20) {
+		t.Errorf("the snapshot's device has %s bytes", got)
+	}
+	f, err := os.Open(sdev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 64<<10)
+	_, err = f.ReadAt(got, 10<<20)
+	f.Close()
+	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{0x7e}, 64<<10)) {
+		t.Errorf("the snapshot's device does not read what the disk had (%v)", err)
+	}
+	if ro, _ := os.ReadFile("/sys/block/" + filepath.Base(sdev) + "/ro"); strings.TrimSpace(string(ro)) != "1" {
+		t.Errorf("the snapshot's device %s is not read-only", sdev)
+	}
+	for _, name := range []string{snap, vol} {
+		ganetiOK(t, prov, "detach", "VOL_NAME="+name)
+		ganetiOK(t, prov, "remove", "VOL_NAME="+name)
+	}
+	// remove of a disk already removed (Ganeti retries a failed removal).
+	ganetiOK(t, prov, "remove", common...)
+	if out := e.archip("volume", "list"); strings.Contains(out, vol) {
+		t.Errorf("after remove: %s", out)
+	}
+}

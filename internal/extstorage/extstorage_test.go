@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -258,5 +259,40 @@ func TestExportURIEscapesSocketPath(t *testing.T) {
 	}
 	if u.Scheme != "nbd+unix" || u.Path != "/vol" || u.Query().Get("socket") != path {
 		t.Errorf("ExportURI = %s: parses as scheme %s, export %s, socket %q", got, u.Scheme, u.Path, u.Query().Get("socket"))
+	}
+}
+
+// refreshingAttacher is a fakeAttacher that can refresh, and says
+// whether it was asked to.
+type refreshingAttacher struct {
+	fakeAttacher
+	refreshed []string
+	err       error
+}
+
+func (r *refreshingAttacher) Refresh(ctx context.Context, name, uri string, ro bool) error {
+	r.refreshed = append(r.refreshed, name+" "+uri)
+	return r.err
+}
+
+// TestGrowRefreshesAttachedDevice: Ganeti grows an attached disk (its
+// Grow attaches first) and then reads the block device's size (the wipe
+// of the grown part, repair-disk-sizes): grow refreshes the attachment;
+// a device that cannot be refreshed (held open) is no failure of grow.
+func TestGrowRefreshesAttachedDevice(t *testing.T) {
+	f := newFixture(t)
+	ra := &refreshingAttacher{fakeAttacher: fakeAttacher{attached: map[string]string{}}}
+	f.p.Attacher = ra
+	f.ok("create", "VOL_NAME=d", "VOL_SIZE=4")
+	f.ok("grow", "VOL_NAME=d", "VOL_SIZE=4", "VOL_NEW_SIZE=8")
+	if want := "d nbd+unix:///d?socket=/s"; len(ra.refreshed) != 1 || ra.refreshed[0] != want {
+		t.Errorf("refreshed %q, want %q", ra.refreshed, want)
+	}
+	ra.err = errors.New("busy")
+	var logged []string
+	f.p.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+	f.ok("grow", "VOL_NAME=d", "VOL_SIZE=8", "VOL_NEW_SIZE=12")
+	if len(logged) != 1 || !strings.Contains(logged[0], "busy") {
+		t.Errorf("a refresh that failed logged %q", logged)
 	}
 }

@@ -30,7 +30,12 @@ import (
 // other client of the export wrote and its writes reach the export at
 // once. The nbdfuse process outlives the command that starts it (it serves
 // the file until detach unmounts it); its output goes to its log, never
-// to the command's stdout, which Ganeti reads until it closes.
+// to the command's stdout, which Ganeti reads until it closes. Its
+// size is the export's when it connected: Refresh attaches anew after a
+// grow.
+//
+// Attach, Refresh and Detach of one name take a lock file in
+// RunDir/.lock, so they may run in several processes at once.
 type FuseLoop struct {
 	RunDir string
 	// Ready is how long Attach waits for nbdfuse to serve; 0 means 30s.
@@ -57,6 +62,64 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 		return "", err
 	}
 	defer unlock()
+	return f.attach(ctx, name, uri, readOnly)
+}
+
+// ErrBusy: Refresh found the device held open.
+var ErrBusy = errors.New("nbdattach: the device is in use")
+
+// Refresh makes name's device, if attached, show the export's size now
+// (after a grow): nbdfuse keeps the size it found when it connected, so
+// the attachment is made anew, which needs a device no process holds
+// open or mounted (ErrBusy, and the device stays as it was). The new
+// device may have another name: Attach returns it.
+func (f *FuseLoop) Refresh(ctx context.Context, name, uri string, readOnly bool) error {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	d := f.dirs(name)
+	dev, ok := d.attached()
+	if !ok {
+		return nil
+	}
+	if who := users(dev); who != "" {
+		return fmt.Errorf("%w: %s is held by %s", ErrBusy, dev, who)
+	}
+	if err := d.teardown(ctx); err != nil {
+		return err
+	}
+	_, err = f.attach(ctx, name, uri, readOnly)
+	return err
+}
+
+// users names what holds dev open or mounted, "" if nothing.
+func users(dev string) string {
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if _, after, ok := strings.Cut(line, " - "); ok {
+				if f := strings.Fields(after); len(f) > 1 && f[1] == dev {
+					return "a mount"
+				}
+			}
+		}
+	}
+	if h, _ := os.ReadDir(filepath.Join("/sys/block", filepath.Base(dev), "holders")); len(h) > 0 {
+		return h[0].Name()
+	}
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range fds {
+		if l, err := os.Readlink(fd); err == nil && l == dev {
+			pid := filepath.Base(filepath.Dir(filepath.Dir(fd)))
+			comm, _ := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+			return fmt.Sprintf("process %s (%s)", pid, strings.TrimSpace(string(comm)))
+		}
+	}
+	return ""
+}
+
+func (f *FuseLoop) attach(ctx context.Context, name, uri string, readOnly bool) (string, error) {
 	d := f.dirs(name)
 	if dev, ok := d.attached(); ok {
 		return dev, nil

@@ -2,6 +2,7 @@ package nbdattach
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -166,5 +167,82 @@ func TestFuseLoopConcurrentAttach(t *testing.T) {
 	}
 	if len(left) > 0 {
 		t.Errorf("after concurrent attaches and a detach: %s", strings.Join(left, "; "))
+	}
+}
+
+// TestFuseLoopRefresh: after the export grows, Refresh makes the
+// attached device as large, unless a process holds the device open
+// (ErrBusy; the device stays as it was).
+func TestFuseLoopRefresh(t *testing.T) {
+	needTools(t, "nbdkit", "nbdfuse", "losetup", "fusermount3", "blockdev")
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	t.Cleanup(func() { killLeftovers(run) })
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(img, 4<<20)
+	sock := filepath.Join(dir, "nbd.sock")
+	srv := exec.Command("nbdkit", "-f", "-U", sock, "file", img)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("nbdkit did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	uri := "nbd+unix:///?socket=" + sock
+	ctx := context.Background()
+	f := &FuseLoop{RunDir: run}
+	size := func(dev string) string {
+		t.Helper()
+		out, err := Command(ctx, "blockdev", "--getsize64", dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	dev, err := f.Attach(ctx, "vol", uri, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Detach(ctx, "vol") })
+	if err := f.Refresh(ctx, "nosuch", uri, false); err != nil {
+		t.Errorf("refresh of what is not attached: %v", err)
+	}
+	os.Truncate(img, 8<<20)
+	held, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Refresh(ctx, "vol", uri, false); !errors.Is(err, ErrBusy) {
+		t.Errorf("refresh of a device held open: %v, want ErrBusy", err)
+	}
+	held.Close()
+	if again, err := f.Attach(ctx, "vol", uri, false); err != nil || again != dev || size(dev) != "4194304" {
+		t.Fatalf("after a refused refresh: %s, %v, want %s as it was", again, err, dev)
+	}
+	if err := f.Refresh(ctx, "vol", uri, false); err != nil {
+		t.Fatal(err)
+	}
+	dev, err = f.Attach(ctx, "vol", uri, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := size(dev); got != "8388608" {
+		t.Errorf("after refresh the device has %s bytes, want 8388608", got)
+	}
+	if err := f.Detach(ctx, "vol"); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(run); len(left) > 0 {
+		t.Errorf("after detach: %s", strings.Join(left, "; "))
 	}
 }
