@@ -58,12 +58,17 @@ func (d *Driver) wantSize(r *csipb.CapacityRange, min int64) (int64, error) {
 	} else if size == 0 {
 		size = d.cfg.DefaultSize
 		if limit != 0 && size > limit {
-			size = limit
+			size = limit / sizeAlign * sizeAlign
 		}
 	}
 	size = max(size, min)
 	if rounded := (size + sizeAlign - 1) / sizeAlign * sizeAlign; limit == 0 || rounded <= limit {
 		size = rounded
+	} else if size != min { // a source's own size is kept as it is
+		return 0, status.Errorf(codes.OutOfRange, "csi: capacity range %d..%d holds no whole number of %d-byte blocks", req, limit, sizeAlign)
+	}
+	if size == 0 {
+		return 0, status.Errorf(codes.OutOfRange, "csi: capacity range %d..%d holds no whole number of %d-byte blocks", req, limit, sizeAlign)
 	}
 	if limit != 0 && size > limit {
 		return 0, status.Errorf(codes.OutOfRange, "csi: the source has %d bytes, over the limit of %d", min, limit)

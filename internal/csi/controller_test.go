@@ -186,3 +186,34 @@ func TestDeleteVolumeKeepsSnapshots(t *testing.T) {
 		t.Errorf("c2 reads %q after its snapshot was deleted", got)
 	}
 }
+
+// TestCapacityWholeBlocks: a volume is made of whole 4 KiB blocks (a
+// loop device drops a partial sector, a filesystem a partial block): a
+// capacity range with no such size in it is OutOfRange, not a volume of
+// 1000 bytes.
+func TestCapacityWholeBlocks(t *testing.T) {
+	ctx := context.Background()
+	m := manage.New(objstore.NewMem())
+	d := New(Config{Manager: m, Controller: true})
+	for i, c := range []struct {
+		req, limit, want int64 // want 0: OutOfRange
+	}{
+		{1, 1, 0},
+		{1000, 2000, 0},
+		{0, 100, 0},
+		{5000, 0, 8192},
+		{4096, 4096, 4096},
+		{1, 10000, 4096},
+		{0, 6 << 20, 6 << 20}, // the default (1 GiB) is over the limit
+	} {
+		name := fmt.Sprintf("v%d", i)
+		r, err := d.CreateVolume(ctx, &csipb.CreateVolumeRequest{Name: name, VolumeCapabilities: blockCaps(),
+			CapacityRange: &csipb.CapacityRange{RequiredBytes: c.req, LimitBytes: c.limit}})
+		switch {
+		case c.want == 0 && status.Code(err) != codes.OutOfRange:
+			t.Errorf("range %d..%d: %v, %v; want OutOfRange", c.req, c.limit, r, err)
+		case c.want != 0 && (err != nil || r.Volume.CapacityBytes != c.want):
+			t.Errorf("range %d..%d: %v, %v; want %d bytes", c.req, c.limit, r, err, c.want)
+		}
+	}
+}
