@@ -349,3 +349,53 @@ func TestGanetiGrowAttachedAndExport(t *testing.T) {
 		t.Errorf("after remove: %s", out)
 	}
 }
+
+// TestGanetiShimsCleanEnvironment: the installed actions run with no
+// PATH (Ganeti cleans the environment of the scripts it runs) and with a
+// store URL and run directory holding shell syntax, which they pass on
+// as they are and never run.
+func TestGanetiShimsCleanEnvironment(t *testing.T) {
+	need(t, "qemu-io", "nbdfuse", "losetup", "fusermount3")
+	e := newEnv(t)
+	marker := e.path("ran")
+	odd := e.path(`st 'x' $(touch ` + marker + `) "y"`)
+	store := "file://" + odd
+	run(t, archipBin, "--store", store, "store", "init")
+	e.store = store
+	d := e.serve()
+	prov := e.path("es/archip")
+	run(t, archipBin, "--store", store, "extstorage", "install", prov,
+		"--nbd", "unix:"+d.sock, "--run-dir", e.path("run $(touch "+marker+")"))
+	noPath := func(action string, vars ...string) (string, string, int) {
+		cmd := exec.Command(filepath.Join(prov, action))
+		cmd.Dir = prov
+		cmd.Env = vars
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return out.String(), errb.String(), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), 0
+	}
+	if out, errs, code := noPath("create", "VOL_NAME=d", "VOL_SIZE=4"); code != 0 {
+		t.Fatalf("create: exit %d: %s%s", code, out, errs)
+	}
+	out, errs, code := noPath("attach", "VOL_NAME=d")
+	t.Cleanup(func() { noPath("detach", "VOL_NAME=d") })
+	if code != 0 {
+		t.Fatalf("attach without PATH: exit %d: %s%s", code, out, errs)
+	}
+	qemuIO(t, strings.TrimPrefix(strings.Split(out, "\n")[1], "kvm:"), "read -P 0 0 4M")
+	if _, errs, code := noPath("detach", "VOL_NAME=d"); code != 0 {
+		t.Fatalf("detach without PATH: exit %d: %s", code, errs)
+	}
+	if _, errs, code := noPath("create", "VOL_NAME=e"); code != 2 || !strings.Contains(errs, "VOL_SIZE") {
+		t.Errorf("create without VOL_SIZE: exit %d, %s; want 2", code, errs)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("an action ran shell syntax from the store URL or run directory")
+	}
+}
