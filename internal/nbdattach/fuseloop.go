@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // FuseLoop attaches a volume as a loop device over a file that nbdfuse
@@ -239,7 +241,7 @@ func (f *FuseLoop) lock(name string) (unlock func(), err error) {
 }
 
 // attached returns the loop device if the attachment is whole: the loop
-// device still reads the file and nbdfuse still runs.
+// device still reads the file, nbdfuse still runs and its file reads.
 func (d fuseDirs) attached() (string, bool) {
 	dev, ok := d.loop()
 	if !ok {
@@ -256,7 +258,42 @@ func (d fuseDirs) attached() (string, bool) {
 	if _, err := os.Stat(d.file); err != nil {
 		return "", false
 	}
+	if err := probe(d.file); err != nil {
+		return "", false
+	}
 	return dev, true
+}
+
+// probeWait is how long probe waits for a read.
+const probeWait = 15 * time.Second
+
+// probe reads the start of nbdfuse's file past any cache: when the daemon
+// behind it has restarted, nbdfuse runs on but every read fails, and the
+// attachment must be made anew. A read that hangs counts as failed.
+func probe(file string) error {
+	done := make(chan error, 1)
+	go func() {
+		fd, err := unix.Open(file, unix.O_RDONLY|unix.O_DIRECT, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE) // aligned
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Munmap(buf)
+		_, err = unix.Pread(fd, buf, 0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(probeWait):
+		return fmt.Errorf("nbdattach: no answer from %s within %s", file, probeWait)
+	}
 }
 
 // loop returns the loop device recorded for the attachment if it is

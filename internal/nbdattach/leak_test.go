@@ -246,3 +246,70 @@ func TestFuseLoopRefresh(t *testing.T) {
 		t.Errorf("after detach: %s", strings.Join(left, "; "))
 	}
 }
+
+// TestFuseLoopAttachAfterServerRestart: when the daemon serving the
+// export restarts, nbdfuse stays but its file fails every read; attach
+// then makes the attachment anew instead of returning a dead device.
+func TestFuseLoopAttachAfterServerRestart(t *testing.T) {
+	needTools(t, "nbdkit", "nbdfuse", "losetup", "fusermount3")
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	t.Cleanup(func() { killLeftovers(run) })
+	sock := filepath.Join(dir, "nbd.sock")
+	start := func() *exec.Cmd {
+		t.Helper()
+		os.Remove(sock)
+		srv := exec.Command("nbdkit", "-f", "-U", sock, "memory", "16M")
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		for i := 0; ; i++ {
+			if c, err := net.Dial("unix", sock); err == nil {
+				c.Close()
+				return srv
+			}
+			if i == 1000 {
+				t.Fatal("nbdkit did not start")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	srv := start()
+	uri := "nbd+unix:///?socket=" + sock
+	ctx := context.Background()
+	f := &FuseLoop{RunDir: run}
+	if _, err := f.Attach(ctx, "vol", uri, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Detach(ctx, "vol") })
+	srv.Process.Kill()
+	srv.Wait()
+	start()
+	dev, err := f.Attach(ctx, "vol", uri, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	if _, err := fd.ReadAt(make([]byte, 4096), 8<<20); err != nil {
+		t.Errorf("attach after the server restarted returned %s, which fails: %v", dev, err)
+	}
+	fd.Close()
+	if err := f.Detach(ctx, "vol"); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for i := 0; i < 200; i++ {
+		if left = leftovers(run); len(left) == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("after detach: %s", strings.Join(left, "; "))
+	}
+}
