@@ -217,3 +217,30 @@ func TestCapacityWholeBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateSnapshotNameTaken: CreateSnapshot again of the same source
+// returns the snapshot; of another source, or with a volume's name, is
+// AlreadyExists.
+func TestCreateSnapshotNameTaken(t *testing.T) {
+	ctx := context.Background()
+	m := manage.New(objstore.NewMem())
+	d := New(Config{Manager: m, Controller: true})
+	for _, v := range []string{"a", "b"} {
+		if _, err := m.CreateVolume(ctx, v, 1<<20, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := d.CreateSnapshot(ctx, &csipb.CreateSnapshotRequest{Name: "s", SourceVolumeId: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := d.CreateSnapshot(ctx, &csipb.CreateSnapshotRequest{Name: "s", SourceVolumeId: "a"})
+	if err != nil || again.Snapshot.SnapshotId != first.Snapshot.SnapshotId || !again.Snapshot.CreationTime.AsTime().Equal(first.Snapshot.CreationTime.AsTime()) {
+		t.Errorf("CreateSnapshot again: %v, %v; first %v", again, err, first)
+	}
+	for _, c := range []struct{ name, src string }{{"s", "b"}, {"b", "a"}} {
+		if _, err := d.CreateSnapshot(ctx, &csipb.CreateSnapshotRequest{Name: c.name, SourceVolumeId: c.src}); status.Code(err) != codes.AlreadyExists {
+			t.Errorf("CreateSnapshot %s of %s: %v, want AlreadyExists", c.name, c.src, err)
+		}
+	}
+}
