@@ -11,8 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -279,6 +281,22 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 		}
 		f.Close()
 		src = dev
+		if req.GetReadonly() && !readOnlyMode(c) {
+			// A read-only bind mount of a device node still lets the
+			// device be written: publish a read-only device.
+			v, ok := d.cfg.Attacher.(viewer)
+			if !ok {
+				return nil, status.Errorf(codes.FailedPrecondition, "csi: this node cannot publish block volume %s read-only", req.GetVolumeId())
+			}
+			if src, err = v.ReadOnlyView(ctx, req.GetVolumeId()); err != nil {
+				return nil, status.Errorf(codes.Internal, "csi: publish %s read-only: %v", req.GetVolumeId(), err)
+			}
+			defer func() {
+				if !nbdattach.Mounted(target) {
+					v.DropView(context.WithoutCancel(ctx), req.GetVolumeId(), src)
+				}
+			}()
+		}
 	} else {
 		if !nbdattach.Mounted(req.GetStagingTargetPath()) {
 			return nil, status.Errorf(codes.FailedPrecondition, "csi: volume %s is not staged at %s", req.GetVolumeId(), req.GetStagingTargetPath())
@@ -308,11 +326,47 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csipb.NodeUnpubli
 		return nil, missing("target_path")
 	}
 	defer d.lockVolume(req.GetVolumeId())()
+	dev := mountedDevice(req.GetTargetPath())
 	if err := unmount(ctx, req.GetTargetPath()); err != nil {
 		return nil, err
+	}
+	if v, ok := d.cfg.Attacher.(viewer); ok && dev != "" {
+		if err := v.DropView(ctx, req.GetVolumeId(), dev); err != nil {
+			return nil, status.Errorf(codes.Internal, "csi: unpublish %s: %v", req.GetVolumeId(), err)
+		}
 	}
 	if err := os.Remove(req.GetTargetPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &csipb.NodeUnpublishVolumeResponse{}, nil
+}
+
+// viewer is an Attacher that can publish a read-only device over a
+// volume attached writable (nbdattach.FuseLoop).
+type viewer interface {
+	ReadOnlyView(ctx context.Context, name string) (string, error)
+	// DropView detaches dev if ReadOnlyView made it for name.
+	DropView(ctx context.Context, name, dev string) error
+}
+
+// mountedDevice returns the block device bind mounted at path (a
+// published block volume), "" if none.
+func mountedDevice(path string) string {
+	if !nbdattach.Mounted(path) {
+		return ""
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/uevent", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(l, "DEVNAME="); ok {
+			return "/dev/" + name
+		}
+	}
+	return ""
 }

@@ -129,3 +129,66 @@ func TestNodeStageFailedLeavesNothing(t *testing.T) {
 		t.Errorf("after a failed stage: %s", strings.Join(left, "; "))
 	}
 }
+
+// TestNodePublishBlockReadonly: a raw block volume published with
+// readonly set cannot be written through its target (a read-only bind
+// mount does not stop writes to a device node), while another
+// publication of it, not read-only, can; unpublish and unstage leave
+// nothing.
+func TestNodePublishBlockReadonly(t *testing.T) {
+	f := newNodeFixture(t)
+	ctx := context.Background()
+	if _, err := f.m.CreateVolume(ctx, "blk", 16<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := capOf(true, csipb.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)
+	staging := filepath.Join(f.dir, "staging")
+	if _, err := f.d.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: "blk", StagingTargetPath: staging, VolumeCapability: c}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.d.NodeUnstageVolume(ctx, &csipb.NodeUnstageVolumeRequest{VolumeId: "blk", StagingTargetPath: staging})
+	})
+	publish := func(target string, ro bool) {
+		t.Helper()
+		if _, err := f.d.NodePublishVolume(ctx, &csipb.NodePublishVolumeRequest{VolumeId: "blk", StagingTargetPath: staging,
+			TargetPath: target, VolumeCapability: c, Readonly: ro}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			f.d.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: "blk", TargetPath: target})
+		})
+	}
+	write := func(target string) error {
+		w, err := os.OpenFile(target, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		_, err = w.WriteAt(make([]byte, 4096), 0)
+		if err == nil {
+			err = w.Sync()
+		}
+		return err
+	}
+	roTarget, rwTarget := filepath.Join(f.dir, "ro"), filepath.Join(f.dir, "rw")
+	publish(roTarget, true)
+	publish(rwTarget, false)
+	if err := write(roTarget); err == nil {
+		t.Error("a write through the read-only publication succeeded")
+	}
+	if err := write(rwTarget); err != nil {
+		t.Errorf("a write through the writable publication: %v", err)
+	}
+	for _, target := range []string{roTarget, rwTarget} {
+		if _, err := f.d.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: "blk", TargetPath: target}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.d.NodeUnstageVolume(ctx, &csipb.NodeUnstageVolumeRequest{VolumeId: "blk", StagingTargetPath: staging}); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(f.dir); len(left) > 0 {
+		t.Errorf("after unpublish and unstage: %s", strings.Join(left, "; "))
+	}
+}

@@ -96,6 +96,63 @@ func (f *FuseLoop) Refresh(ctx context.Context, name, uri string, readOnly bool)
 	return err
 }
 
+// ReadOnlyView returns another loop device over name's attachment, this
+// one read-only, for a read-only publication of a volume attached
+// writable (a read-only bind mount of a device node does not stop
+// writes to the device). DropView, or Detach, detaches it.
+func (f *FuseLoop) ReadOnlyView(ctx context.Context, name string) (string, error) {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	d := f.dirs(name)
+	if _, ok := d.loop(); !ok {
+		return "", fmt.Errorf("%w: %s is not attached", ErrAttach, name)
+	}
+	out, err := Command(ctx, "losetup", "--find", "--show", "--read-only", "--direct-io=on", d.file)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	dev := strings.TrimSpace(out)
+	if err := os.WriteFile(d.view(dev), nil, 0o600); err != nil {
+		Command(context.WithoutCancel(ctx), "losetup", "-d", dev)
+		return "", fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	return dev, nil
+}
+
+// DropView detaches dev if it is a view ReadOnlyView made of name's
+// attachment; any other device is left as it is.
+func (f *FuseLoop) DropView(ctx context.Context, name, dev string) error {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return f.dirs(name).dropView(ctx, dev)
+}
+
+// view is the file recording that loop device dev is a view.
+func (d fuseDirs) view(dev string) string { return filepath.Join(d.dir, "view-"+filepath.Base(dev)) }
+
+func (d fuseDirs) dropView(ctx context.Context, dev string) error {
+	rec := d.view(dev)
+	if _, err := os.Stat(rec); err != nil {
+		return nil
+	}
+	backing, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+	if strings.TrimSpace(string(backing)) == d.file {
+		if _, err := Command(ctx, "losetup", "-d", dev); err != nil {
+			return fmt.Errorf("nbdattach: detach %s: %v", dev, err)
+		}
+	}
+	if err := os.Remove(rec); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("nbdattach: detach: %v", err)
+	}
+	return nil
+}
+
 // users names what holds dev open or mounted, "" if nothing.
 func users(dev string) string {
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
@@ -314,6 +371,12 @@ func (d fuseDirs) loop() (string, bool) {
 // teardown undoes what an attach did, as far as it got; nothing to undo
 // is no error.
 func (d fuseDirs) teardown(ctx context.Context) error {
+	views, _ := filepath.Glob(filepath.Join(d.dir, "view-loop*"))
+	for _, v := range views {
+		if err := d.dropView(ctx, "/dev/"+strings.TrimPrefix(filepath.Base(v), "view-")); err != nil {
+			return err
+		}
+	}
 	if dev, ok := d.loop(); ok {
 		// A device still open (a VM that did not stop) is detached when
 		// it is closed (autoclear).
