@@ -313,6 +313,23 @@ func TestGanetiGrowAttachedAndExport(t *testing.T) {
 	if got := size(dev); got != fmt.Sprint(8<<20) {
 		t.Fatalf("attached: %s bytes", got)
 	}
+	// A running instance with userspace access keeps its own connection.
+	vmMnt := e.path("vm")
+	os.Mkdir(vmMnt, 0o700)
+	vm := exec.Command("nbdfuse", "-P", e.path("vm.pid"), filepath.Join(vmMnt, "disk"), d.uri(vol))
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command("fusermount3", "-u", vmMnt).Run(); vm.Wait() })
+	for i := 0; ; i++ {
+		if b, _ := os.ReadFile(e.path("vm.pid")); len(b) > 0 {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("nbdfuse did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	ganetiOK(t, prov, "grow", append(common, "VOL_SIZE=8", "VOL_NEW_SIZE=12")...)
 	dev = attach(vol)
 	if got := size(dev); got != fmt.Sprint(12<<20) {
