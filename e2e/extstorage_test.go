@@ -283,3 +283,136 @@ func TestGanetiGuest(t *testing.T) {
 		}
 	}
 }
+
+// TestGanetiGrowAttachedAndExport: Ganeti grows a disk while it is
+// attached (Grow attaches first) and then reads the block device's size
+// (gnt-cluster repair-disk-sizes, the wipe of the grown part); a backup
+// export snapshots the disk, attaches the snapshot read-only, reads it,
+// and removes it.
+func TestGanetiGrowAttachedAndExport(t *testing.T) {
+	need(t, "qemu-io", "nbdfuse", "losetup", "fusermount3", "blockdev")
+	e := newEnv(t)
+	d := e.serve()
+	prov := e.path("es/archip")
+	run(t, archipBin, "--store", e.store, "extstorage", "install", prov,
+		"--nbd", "unix:"+d.sock, "--admin", d.admin, "--run-dir", e.path("run"))
+	vol := "0b7d4c1e-2f3a-4e5b-8c6d-7e8f9a0b1c2d.ext.disk1"
+	common := []string{"VOL_NAME=" + vol}
+	ganetiOK(t, prov, "create", append(common, "VOL_SIZE=8")...)
+	attach := func(name string) string {
+		t.Helper()
+		out := ganetiOK(t, prov, "attach", "VOL_NAME="+name)
+		t.Cleanup(func() { ganeti(t, prov, "detach", "VOL_NAME="+name) })
+		return strings.SplitN(out, "\n", 2)[0]
+	}
+	size := func(dev string) string {
+		t.Helper()
+		return strings.TrimSpace(run(t, "blockdev", "--getsize64", dev))
+	}
+	dev := attach(vol)
+	if got := size(dev); got != fmt.Sprint(8<<20) {
+		t.Fatalf("attached: %s bytes", got)
+	}
+	// A running instance with userspace access keeps its own connection.
+	vmMnt := e.path("vm")
+	os.Mkdir(vmMnt, 0o700)
+	vm := exec.Command("nbdfuse", "-P", e.path("vm.pid"), filepath.Join(vmMnt, "disk"), d.uri(vol))
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command("fusermount3", "-u", vmMnt).Run(); vm.Wait() })
+	for i := 0; ; i++ {
+		if b, _ := os.ReadFile(e.path("vm.pid")); len(b) > 0 {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("nbdfuse did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ganetiOK(t, prov, "grow", append(common, "VOL_SIZE=8", "VOL_NEW_SIZE=12")...)
+	dev = attach(vol)
+	if got := size(dev); got != fmt.Sprint(12<<20) {
+		t.Errorf("after grow, the attached device has %s bytes, want %d", got, 12<<20)
+	}
+	qemuIO(t, d.uri(vol), "write -P 0x7e 10M 64k")
+
+	snap := vol + ".snap"
+	ganetiOK(t, prov, "snapshot", append(common, "VOL_SNAPSHOT_NAME="+snap, "VOL_SNAPSHOT_SIZE=12")...)
+	sdev := attach(snap)
+	if got := size(sdev); got != fmt.Sprint(12<<20) {
+		t.Errorf("the snapshot's device has %s bytes", got)
+	}
+	f, err := os.Open(sdev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 64<<10)
+	_, err = f.ReadAt(got, 10<<20)
+	f.Close()
+	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{0x7e}, 64<<10)) {
+		t.Errorf("the snapshot's device does not read what the disk had (%v)", err)
+	}
+	if ro, _ := os.ReadFile("/sys/block/" + filepath.Base(sdev) + "/ro"); strings.TrimSpace(string(ro)) != "1" {
+		t.Errorf("the snapshot's device %s is not read-only", sdev)
+	}
+	for _, name := range []string{snap, vol} {
+		ganetiOK(t, prov, "detach", "VOL_NAME="+name)
+		ganetiOK(t, prov, "remove", "VOL_NAME="+name)
+	}
+	// remove of a disk already removed (Ganeti retries a failed removal).
+	ganetiOK(t, prov, "remove", common...)
+	if out := e.archip("volume", "list"); strings.Contains(out, vol) {
+		t.Errorf("after remove: %s", out)
+	}
+}
+
+// TestGanetiShimsCleanEnvironment: the installed actions run with no
+// PATH (Ganeti cleans the environment of the scripts it runs) and with a
+// store URL and run directory holding shell syntax, which they pass on
+// as they are and never run.
+func TestGanetiShimsCleanEnvironment(t *testing.T) {
+	need(t, "qemu-io", "nbdfuse", "losetup", "fusermount3")
+	e := newEnv(t)
+	marker := e.path("ran")
+	odd := e.path(`st 'x' $(touch ` + marker + `) "y"`)
+	store := "file://" + odd
+	run(t, archipBin, "--store", store, "store", "init")
+	e.store = store
+	d := e.serve()
+	prov := e.path("es/archip")
+	run(t, archipBin, "--store", store, "extstorage", "install", prov,
+		"--nbd", "unix:"+d.sock, "--run-dir", e.path("run $(touch "+marker+")"))
+	noPath := func(action string, vars ...string) (string, string, int) {
+		cmd := exec.Command(filepath.Join(prov, action))
+		cmd.Dir = prov
+		cmd.Env = vars
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return out.String(), errb.String(), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), 0
+	}
+	if out, errs, code := noPath("create", "VOL_NAME=d", "VOL_SIZE=4"); code != 0 {
+		t.Fatalf("create: exit %d: %s%s", code, out, errs)
+	}
+	out, errs, code := noPath("attach", "VOL_NAME=d")
+	t.Cleanup(func() { noPath("detach", "VOL_NAME=d") })
+	if code != 0 {
+		t.Fatalf("attach without PATH: exit %d: %s%s", code, out, errs)
+	}
+	qemuIO(t, strings.TrimPrefix(strings.Split(out, "\n")[1], "kvm:"), "read -P 0 0 4M")
+	if _, errs, code := noPath("detach", "VOL_NAME=d"); code != 0 {
+		t.Fatalf("detach without PATH: exit %d: %s", code, errs)
+	}
+	if _, errs, code := noPath("create", "VOL_NAME=e"); code != 2 || !strings.Contains(errs, "VOL_SIZE") {
+		t.Errorf("create without VOL_SIZE: exit %d, %s; want 2", code, errs)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("an action ran shell syntax from the store URL or run directory")
+	}
+}

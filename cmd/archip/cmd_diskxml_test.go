@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/xml"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,5 +34,21 @@ func TestDiskXMLUsage(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("disk-xml printed %s, without %s", out, want)
 		}
+	}
+}
+
+// TestDiskXMLEscapes: a socket path and a target with XML's special
+// characters come out escaped, and parse back as given.
+func TestDiskXMLEscapes(t *testing.T) {
+	store := "file://" + filepath.Join(t.TempDir(), "store")
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "1M")
+	sock := `/run/a&b "c" <d>'e'.sock`
+	out := mustCLI(t, store, nil, "volume", "disk-xml", "v", "--nbd", "unix:"+sock, "--target", `vd"<&`)
+	var d libvirtDisk
+	if err := xml.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatalf("disk-xml printed %s: %v", out, err)
+	}
+	if d.Source.Host.Socket != sock || d.Target.Dev != `vd"<&` || d.Source.Name != "v" {
+		t.Errorf("disk-xml printed %s: socket %q, target %q", out, d.Source.Host.Socket, d.Target.Dev)
 	}
 }

@@ -161,7 +161,10 @@ func runExtstorageInstall(g *globals, o extstorageOptions, dir string) error {
 		script := fmt.Sprintf(`#!/bin/sh
 # The %s action of the Ganeti ExtStorage provider "archip", written by
 # 'archip extstorage install'. Ganeti runs it with VOL_* and EXTP_* set:
-# see 'archip extstorage --help'.
+# see 'archip extstorage --help'. Ganeti may clean the environment:
+# attach and detach need PATH to find nbdfuse, losetup and fusermount3.
+PATH=${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
+export PATH
 %s "$@"
 `, a, strings.Join(line, " "))
 		if err := writeFileAtomic(filepath.Join(dir, a), []byte(script), 0o755); err != nil {

@@ -58,12 +58,17 @@ func (d *Driver) wantSize(r *csipb.CapacityRange, min int64) (int64, error) {
 	} else if size == 0 {
 		size = d.cfg.DefaultSize
 		if limit != 0 && size > limit {
-			size = limit
+			size = limit / sizeAlign * sizeAlign
 		}
 	}
 	size = max(size, min)
 	if rounded := (size + sizeAlign - 1) / sizeAlign * sizeAlign; limit == 0 || rounded <= limit {
 		size = rounded
+	} else if size != min { // a source's own size is kept as it is
+		return 0, status.Errorf(codes.OutOfRange, "csi: capacity range %d..%d holds no whole number of %d-byte blocks", req, limit, sizeAlign)
+	}
+	if size == 0 {
+		return 0, status.Errorf(codes.OutOfRange, "csi: capacity range %d..%d holds no whole number of %d-byte blocks", req, limit, sizeAlign)
 	}
 	if limit != 0 && size > limit {
 		return 0, status.Errorf(codes.OutOfRange, "csi: the source has %d bytes, over the limit of %d", min, limit)
@@ -184,7 +189,41 @@ func (d *Driver) existingVolume(ctx context.Context, name string, req *csipb.Cre
 			return nil, status.Errorf(codes.AlreadyExists, "csi: volume %q exists, not cloned from snapshot %q", name, s.GetSnapshotId())
 		}
 	}
+	if v := req.GetVolumeContentSource().GetVolume(); v != nil {
+		ok, err := d.maybeClonedFrom(ctx, rec, v.GetVolumeId())
+		if err != nil {
+			return nil, grpcError(err)
+		}
+		if !ok {
+			return nil, status.Errorf(codes.AlreadyExists, "csi: volume %q exists, not cloned from volume %q", name, v.GetVolumeId())
+		}
+	}
 	return &csipb.CreateVolumeResponse{Volume: &csipb.Volume{VolumeId: name, CapacityBytes: size, ContentSource: req.GetVolumeContentSource()}}, nil
+}
+
+// maybeClonedFrom reports whether rec may be a clone of volume src: a
+// clone of a volume has as parent the snapshot cloneVolume took of it,
+// which is removed once the clone is made, so a parent still listed must
+// be a snapshot of src, and a volume with no parent is no clone.
+func (d *Driver) maybeClonedFrom(ctx context.Context, rec *catalog.Record, src string) (bool, error) {
+	if rec.Parent.IsZero() {
+		return false, nil
+	}
+	parent, err := d.m.Catalog.ByID(ctx, rec.Parent)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	v, err := d.m.Lookup(ctx, src)
+	if errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrBadName) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return parent.Kind == catalog.KindSnapshot && parent.Origin == v.ID, nil
 }
 
 func (d *Driver) DeleteVolume(ctx context.Context, req *csipb.DeleteVolumeRequest) (*csipb.DeleteVolumeResponse, error) {

@@ -13,7 +13,10 @@
 // The node service does not serve data: the node's 'archip serve' does,
 // over NBD, and the node service attaches its export as a block device
 // (package nbdattach: a loop device over nbdfuse, so no kernel NBD client
-// is needed). A raw block volume is published as that device; a
+// is needed). A raw block volume is published as that device (a
+// read-only publication of a volume attached writable as another loop
+// device, read-only, over the same file: a read-only bind mount of a
+// device node does not stop writes to the device); a
 // filesystem volume is formatted on first use (ext4 unless the
 // capability names ext3 or xfs), mounted at the staging path and bind
 // mounted at each target, and grown to the volume at each stage after an
@@ -34,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
@@ -81,8 +85,10 @@ type Config struct {
 
 // Driver implements the CSI services.
 type Driver struct {
-	cfg Config
-	m   *manage.Manager
+	cfg       Config
+	m         *manage.Manager
+	nodeMu    sync.Mutex
+	nodeLocks map[string]*volumeLock // by volume id (lockVolume)
 	csipb.UnimplementedIdentityServer
 	csipb.UnimplementedControllerServer
 	csipb.UnimplementedNodeServer

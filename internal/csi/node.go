@@ -10,8 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -62,10 +65,46 @@ func (d *Driver) attach(ctx context.Context, id string, c *csipb.VolumeCapabilit
 	return dev, nil
 }
 
-func (d *Driver) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVolumeRequest) (*csipb.NodeStageVolumeResponse, error) {
+// lockVolume serializes the node calls on volume id: a CO may retry a
+// call while the first still runs, and two stages at once would format
+// and mount the volume twice.
+func (d *Driver) lockVolume(id string) (unlock func()) {
+	d.nodeMu.Lock()
+	if d.nodeLocks == nil {
+		d.nodeLocks = map[string]*volumeLock{}
+	}
+	l := d.nodeLocks[id]
+	if l == nil {
+		l = &volumeLock{}
+		d.nodeLocks[id] = l
+	}
+	l.users++
+	d.nodeMu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		d.nodeMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(d.nodeLocks, id)
+		}
+		d.nodeMu.Unlock()
+	}
+}
+
+type volumeLock struct {
+	sync.Mutex
+	users int // holding or waiting
+}
+
+func (d *Driver) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVolumeRequest) (_ *csipb.NodeStageVolumeResponse, err error) {
 	c := req.GetVolumeCapability()
 	if err := checkNodeReq(req.GetVolumeId(), req.GetStagingTargetPath(), "staging_target_path", c); err != nil {
 		return nil, err
+	}
+	defer d.lockVolume(req.GetVolumeId())()
+	staging := req.GetStagingTargetPath()
+	if c.GetMount() != nil && nbdattach.Mounted(staging) {
+		return &csipb.NodeStageVolumeResponse{}, nil
 	}
 	dev, err := d.attach(ctx, req.GetVolumeId(), c)
 	if err != nil {
@@ -74,10 +113,12 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVolume
 	if c.GetBlock() != nil {
 		return &csipb.NodeStageVolumeResponse{}, nil
 	}
-	staging := req.GetStagingTargetPath()
-	if nbdattach.Mounted(staging) {
-		return &csipb.NodeStageVolumeResponse{}, nil
-	}
+	defer func() {
+		// The CO does not unstage a volume whose stage failed.
+		if err != nil {
+			d.cfg.Attacher.Detach(context.WithoutCancel(ctx), req.GetVolumeId())
+		}
+	}()
 	fs := c.GetMount().GetFsType()
 	if fs == "" {
 		fs = "ext4"
@@ -193,6 +234,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csipb.NodeUnstageVo
 	case req.GetStagingTargetPath() == "":
 		return nil, missing("staging_target_path")
 	}
+	defer d.lockVolume(req.GetVolumeId())()
 	if err := unmount(ctx, req.GetStagingTargetPath()); err != nil {
 		return nil, err
 	}
@@ -219,6 +261,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if req.GetStagingTargetPath() == "" {
 		return nil, missing("staging_target_path")
 	}
+	defer d.lockVolume(req.GetVolumeId())()
 	target := req.GetTargetPath()
 	if nbdattach.Mounted(target) {
 		return &csipb.NodePublishVolumeResponse{}, nil
@@ -238,6 +281,22 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 		}
 		f.Close()
 		src = dev
+		if req.GetReadonly() && !readOnlyMode(c) {
+			// A read-only bind mount of a device node still lets the
+			// device be written: publish a read-only device.
+			v, ok := d.cfg.Attacher.(viewer)
+			if !ok {
+				return nil, status.Errorf(codes.FailedPrecondition, "csi: this node cannot publish block volume %s read-only", req.GetVolumeId())
+			}
+			if src, err = v.ReadOnlyView(ctx, req.GetVolumeId()); err != nil {
+				return nil, status.Errorf(codes.Internal, "csi: publish %s read-only: %v", req.GetVolumeId(), err)
+			}
+			defer func() {
+				if !nbdattach.Mounted(target) {
+					v.DropView(context.WithoutCancel(ctx), req.GetVolumeId(), src)
+				}
+			}()
+		}
 	} else {
 		if !nbdattach.Mounted(req.GetStagingTargetPath()) {
 			return nil, status.Errorf(codes.FailedPrecondition, "csi: volume %s is not staged at %s", req.GetVolumeId(), req.GetStagingTargetPath())
@@ -266,11 +325,48 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csipb.NodeUnpubli
 	case req.GetTargetPath() == "":
 		return nil, missing("target_path")
 	}
+	defer d.lockVolume(req.GetVolumeId())()
+	dev := mountedDevice(req.GetTargetPath())
 	if err := unmount(ctx, req.GetTargetPath()); err != nil {
 		return nil, err
+	}
+	if v, ok := d.cfg.Attacher.(viewer); ok && dev != "" {
+		if err := v.DropView(ctx, req.GetVolumeId(), dev); err != nil {
+			return nil, status.Errorf(codes.Internal, "csi: unpublish %s: %v", req.GetVolumeId(), err)
+		}
 	}
 	if err := os.Remove(req.GetTargetPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &csipb.NodeUnpublishVolumeResponse{}, nil
+}
+
+// viewer is an Attacher that can publish a read-only device over a
+// volume attached writable (nbdattach.FuseLoop).
+type viewer interface {
+	ReadOnlyView(ctx context.Context, name string) (string, error)
+	// DropView detaches dev if ReadOnlyView made it for name.
+	DropView(ctx context.Context, name, dev string) error
+}
+
+// mountedDevice returns the block device bind mounted at path (a
+// published block volume), "" if none.
+func mountedDevice(path string) string {
+	if !nbdattach.Mounted(path) {
+		return ""
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/uevent", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(l, "DEVNAME="); ok {
+			return "/dev/" + name
+		}
+	}
+	return ""
 }

@@ -9,7 +9,12 @@
 // execs 'archip extstorage ACTION', and parameters.list.
 //
 // Sizes from Ganeti are in mebibytes. grow resizes to VOL_NEW_SIZE (the
-// size after the grow; VOL_SIZE is the size before). A disk with the
+// size after the grow; VOL_SIZE is the size before) and, as Ganeti
+// attaches a disk before it grows it, attaches it anew so that its block
+// device has the new size (a Refresher's Refresh; not while a process
+// holds the device open, such as a VM with kernel-space disk access,
+// which then sees the new size once detached and attached again). A
+// disk with the
 // origin parameter is an O(1) clone of that image or snapshot. snapshot
 // names the snapshot VOL_SNAPSHOT_NAME; VOL_SNAPSHOT_SIZE must be a size
 // but is otherwise unused, as a snapshot has its volume's size. setinfo

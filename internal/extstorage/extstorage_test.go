@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -238,5 +240,59 @@ func TestOpenClose(t *testing.T) {
 	f.ok("close", "VOL_NAME=d")
 	if len(asked) != 2 || asked[1] != "close:127.0.0.1:7001:"+id {
 		t.Fatalf("close asked %v", asked)
+	}
+}
+
+// TestExportURIEscapesSocketPath: a socket path with characters a URI
+// (or QEMU's -drive option syntax, which Ganeti puts the kvm: URI in)
+// cannot carry as they are comes out percent-encoded, and decodes back
+// to the path.
+func TestExportURIEscapesSocketPath(t *testing.T) {
+	path := "/run/my archip,1/a&b=c%d#e?.sock"
+	got := ExportURI("unix:"+path, "vol")
+	if strings.ContainsAny(strings.TrimPrefix(got, "nbd+unix:///vol?socket="), " ,&#?=") {
+		t.Errorf("ExportURI = %s: the socket path is not escaped", got)
+	}
+	u, err := url.Parse(got)
+	if err != nil {
+		t.Fatalf("ExportURI = %s: %v", got, err)
+	}
+	if u.Scheme != "nbd+unix" || u.Path != "/vol" || u.Query().Get("socket") != path {
+		t.Errorf("ExportURI = %s: parses as scheme %s, export %s, socket %q", got, u.Scheme, u.Path, u.Query().Get("socket"))
+	}
+}
+
+// refreshingAttacher is a fakeAttacher that can refresh, and says
+// whether it was asked to.
+type refreshingAttacher struct {
+	fakeAttacher
+	refreshed []string
+	err       error
+}
+
+func (r *refreshingAttacher) Refresh(ctx context.Context, name, uri string, ro bool) error {
+	r.refreshed = append(r.refreshed, name+" "+uri)
+	return r.err
+}
+
+// TestGrowRefreshesAttachedDevice: Ganeti grows an attached disk (its
+// Grow attaches first) and then reads the block device's size (the wipe
+// of the grown part, repair-disk-sizes): grow refreshes the attachment;
+// a device that cannot be refreshed (held open) is no failure of grow.
+func TestGrowRefreshesAttachedDevice(t *testing.T) {
+	f := newFixture(t)
+	ra := &refreshingAttacher{fakeAttacher: fakeAttacher{attached: map[string]string{}}}
+	f.p.Attacher = ra
+	f.ok("create", "VOL_NAME=d", "VOL_SIZE=4")
+	f.ok("grow", "VOL_NAME=d", "VOL_SIZE=4", "VOL_NEW_SIZE=8")
+	if want := "d nbd+unix:///d?socket=/s"; len(ra.refreshed) != 1 || ra.refreshed[0] != want {
+		t.Errorf("refreshed %q, want %q", ra.refreshed, want)
+	}
+	ra.err = errors.New("busy")
+	var logged []string
+	f.p.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+	f.ok("grow", "VOL_NAME=d", "VOL_SIZE=8", "VOL_NEW_SIZE=12")
+	if len(logged) != 1 || !strings.Contains(logged[0], "busy") {
+		t.Errorf("a refresh that failed logged %q", logged)
 	}
 }

@@ -26,6 +26,13 @@ type Attacher interface {
 	Detach(ctx context.Context, name string) error
 }
 
+// Refresher is an Attacher that can make an attached volume's device
+// show the volume's size after a grow (nbdattach.FuseLoop).
+type Refresher interface {
+	// Refresh does so if name is attached; nothing attached is no error.
+	Refresh(ctx context.Context, name, uri string, readOnly bool) error
+}
+
 // Provider carries out the actions on one store.
 type Provider struct {
 	// Open opens the store; actions that need none (detach) never call
@@ -138,15 +145,33 @@ func (p *Provider) create(ctx context.Context, m *manage.Manager, r *Request) er
 }
 
 // ExportURI is the NBD URI of export name at a daemon's listener addr
-// (unix:PATH or HOST:PORT), as QEMU, nbdfuse and nbdinfo take it.
+// (unix:PATH or HOST:PORT), as QEMU, nbdfuse and nbdinfo take it. The
+// socket path is percent-encoded but for its slashes: a space, comma or
+// & in it would break the URI, or QEMU's -drive option in which Ganeti
+// puts the kvm: URI.
 func ExportURI(addr, name string) string {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		return "nbd+unix:///" + name + "?socket=" + path
+		return "nbd+unix:///" + name + "?socket=" + escapePath(path)
 	}
 	if host, port, err := net.SplitHostPort(addr); err == nil {
 		addr = net.JoinHostPort(host, port)
 	}
 	return "nbd://" + addr + "/" + name
+}
+
+// escapePath percent-encodes all of path but unreserved characters and
+// slashes.
+func escapePath(path string) string {
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~/", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
 }
 
 func (p *Provider) attach(ctx context.Context, m *manage.Manager, r *Request) error {
@@ -188,7 +213,17 @@ func (p *Provider) grow(ctx context.Context, m *manage.Manager, r *Request) erro
 	// Ganeti gives the size before as VOL_SIZE and the size after as
 	// VOL_NEW_SIZE; a grow retried after it landed finds the volume at
 	// VOL_NEW_SIZE already, which Resize leaves as it is.
-	return m.Resize(ctx, r.Name, r.NewSizeMiB<<20, false)
+	if err := m.Resize(ctx, r.Name, r.NewSizeMiB<<20, false); err != nil {
+		return err
+	}
+	// Ganeti attaches the disk before it grows it and then may read the
+	// device's size (repair-disk-sizes, the wipe of the grown part).
+	if rf, ok := p.Attacher.(Refresher); ok && p.NBD != "" {
+		if err := rf.Refresh(ctx, r.Name, ExportURI(p.NBD, r.Name), false); err != nil {
+			p.logf("extstorage: %s grew, but its block device on this node keeps the old size until it is detached and attached again: %v", r.disk(), err)
+		}
+	}
+	return nil
 }
 
 func (p *Provider) setinfo(ctx context.Context, m *manage.Manager, r *Request) error {

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // FuseLoop attaches a volume as a loop device over a file that nbdfuse
@@ -30,7 +32,12 @@ import (
 // other client of the export wrote and its writes reach the export at
 // once. The nbdfuse process outlives the command that starts it (it serves
 // the file until detach unmounts it); its output goes to its log, never
-// to the command's stdout, which Ganeti reads until it closes.
+// to the command's stdout, which Ganeti reads until it closes. Its
+// size is the export's when it connected: Refresh attaches anew after a
+// grow.
+//
+// Attach, Refresh and Detach of one name take a lock file in
+// RunDir/.lock, so they may run in several processes at once.
 type FuseLoop struct {
 	RunDir string
 	// Ready is how long Attach waits for nbdfuse to serve; 0 means 30s.
@@ -52,6 +59,126 @@ func (f *FuseLoop) dirs(name string) fuseDirs {
 // Attach starts nbdfuse on uri and a loop device over its file, or
 // returns the loop device of an attachment that is still whole.
 func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) (string, error) {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	return f.attach(ctx, name, uri, readOnly)
+}
+
+// ErrBusy: Refresh found the device held open.
+var ErrBusy = errors.New("nbdattach: the device is in use")
+
+// Refresh makes name's device, if attached, show the export's size now
+// (after a grow): nbdfuse keeps the size it found when it connected, so
+// the attachment is made anew, which needs a device no process holds
+// open or mounted (ErrBusy, and the device stays as it was). The new
+// device may have another name: Attach returns it.
+func (f *FuseLoop) Refresh(ctx context.Context, name, uri string, readOnly bool) error {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	d := f.dirs(name)
+	dev, ok := d.attached()
+	if !ok {
+		return nil
+	}
+	if who := users(dev); who != "" {
+		return fmt.Errorf("%w: %s is held by %s", ErrBusy, dev, who)
+	}
+	if err := d.teardown(ctx); err != nil {
+		return err
+	}
+	_, err = f.attach(ctx, name, uri, readOnly)
+	return err
+}
+
+// ReadOnlyView returns another loop device over name's attachment, this
+// one read-only, for a read-only publication of a volume attached
+// writable (a read-only bind mount of a device node does not stop
+// writes to the device). DropView, or Detach, detaches it.
+func (f *FuseLoop) ReadOnlyView(ctx context.Context, name string) (string, error) {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	d := f.dirs(name)
+	if _, ok := d.loop(); !ok {
+		return "", fmt.Errorf("%w: %s is not attached", ErrAttach, name)
+	}
+	out, err := Command(ctx, "losetup", "--find", "--show", "--read-only", "--direct-io=on", d.file)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	dev := strings.TrimSpace(out)
+	if err := os.WriteFile(d.view(dev), nil, 0o600); err != nil {
+		Command(context.WithoutCancel(ctx), "losetup", "-d", dev)
+		return "", fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	return dev, nil
+}
+
+// DropView detaches dev if it is a view ReadOnlyView made of name's
+// attachment; any other device is left as it is.
+func (f *FuseLoop) DropView(ctx context.Context, name, dev string) error {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return f.dirs(name).dropView(ctx, dev)
+}
+
+// view is the file recording that loop device dev is a view.
+func (d fuseDirs) view(dev string) string { return filepath.Join(d.dir, "view-"+filepath.Base(dev)) }
+
+func (d fuseDirs) dropView(ctx context.Context, dev string) error {
+	rec := d.view(dev)
+	if _, err := os.Stat(rec); err != nil {
+		return nil
+	}
+	backing, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+	if strings.TrimSpace(string(backing)) == d.file {
+		if _, err := Command(ctx, "losetup", "-d", dev); err != nil {
+			return fmt.Errorf("nbdattach: detach %s: %v", dev, err)
+		}
+	}
+	if err := os.Remove(rec); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("nbdattach: detach: %v", err)
+	}
+	return nil
+}
+
+// users names what holds dev open or mounted, "" if nothing.
+func users(dev string) string {
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if _, after, ok := strings.Cut(line, " - "); ok {
+				if f := strings.Fields(after); len(f) > 1 && f[1] == dev {
+					return "a mount"
+				}
+			}
+		}
+	}
+	if h, _ := os.ReadDir(filepath.Join("/sys/block", filepath.Base(dev), "holders")); len(h) > 0 {
+		return h[0].Name()
+	}
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range fds {
+		if l, err := os.Readlink(fd); err == nil && l == dev {
+			pid := filepath.Base(filepath.Dir(filepath.Dir(fd)))
+			comm, _ := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+			return fmt.Sprintf("process %s (%s)", pid, strings.TrimSpace(string(comm)))
+		}
+	}
+	return ""
+}
+
+func (f *FuseLoop) attach(ctx context.Context, name, uri string, readOnly bool) (string, error) {
 	d := f.dirs(name)
 	if dev, ok := d.attached(); ok {
 		return dev, nil
@@ -79,6 +206,13 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// stop ends an nbdfuse that did not get to serve (it may hang on a
+	// server that never answers) before teardown removes its directory.
+	stop := func() {
+		cmd.Process.Kill()
+		<-exited
+		d.teardown(context.WithoutCancel(ctx))
+	}
 	wait := f.Ready
 	if wait == 0 {
 		wait = 30 * time.Second
@@ -91,12 +225,13 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 		select {
 		case err := <-exited:
 			out, _ := os.ReadFile(d.log)
+			d.teardown(context.WithoutCancel(ctx))
 			return "", fmt.Errorf("%w: nbdfuse %s exited (%v): %s; is 'archip serve' running and listening there?", ErrAttach, uri, err, strings.TrimSpace(string(out)))
 		case <-deadline.C:
-			d.teardown(context.WithoutCancel(ctx))
+			stop()
 			return "", fmt.Errorf("%w: nbdfuse did not serve %s within %s", ErrAttach, uri, wait)
 		case <-ctx.Done():
-			d.teardown(context.WithoutCancel(ctx))
+			stop()
 			return "", ctx.Err()
 		case <-tick.C:
 			b, _ := os.ReadFile(d.pid)
@@ -132,11 +267,38 @@ func (f *FuseLoop) Attach(ctx context.Context, name, uri string, readOnly bool) 
 // Detach detaches the loop device and unmounts nbdfuse's file, which
 // ends nbdfuse.
 func (f *FuseLoop) Detach(ctx context.Context, name string) error {
+	unlock, err := f.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return f.dirs(name).teardown(ctx)
 }
 
+// lock takes the lock of name's attachment, held across processes (each
+// Ganeti action is one): attaches and detaches of one volume run one at
+// a time, or two would start two nbdfuse on one mount point and leave
+// loop devices no detach knows of. The lock files are in RunDir/.lock,
+// which no volume's directory can be (a name starts with a letter or
+// digit).
+func (f *FuseLoop) lock(name string) (unlock func(), err error) {
+	dir := filepath.Join(f.RunDir, ".lock")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAttach, err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("%w: lock %s: %v", ErrAttach, lf.Name(), err)
+	}
+	return func() { lf.Close() }, nil
+}
+
 // attached returns the loop device if the attachment is whole: the loop
-// device still reads the file and nbdfuse still runs.
+// device still reads the file, nbdfuse still runs and its file reads.
 func (d fuseDirs) attached() (string, bool) {
 	dev, ok := d.loop()
 	if !ok {
@@ -153,7 +315,42 @@ func (d fuseDirs) attached() (string, bool) {
 	if _, err := os.Stat(d.file); err != nil {
 		return "", false
 	}
+	if err := probe(d.file); err != nil {
+		return "", false
+	}
 	return dev, true
+}
+
+// probeWait is how long probe waits for a read.
+const probeWait = 15 * time.Second
+
+// probe reads the start of nbdfuse's file past any cache: when the daemon
+// behind it has restarted, nbdfuse runs on but every read fails, and the
+// attachment must be made anew. A read that hangs counts as failed.
+func probe(file string) error {
+	done := make(chan error, 1)
+	go func() {
+		fd, err := unix.Open(file, unix.O_RDONLY|unix.O_DIRECT, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE) // aligned
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Munmap(buf)
+		_, err = unix.Pread(fd, buf, 0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(probeWait):
+		return fmt.Errorf("nbdattach: no answer from %s within %s", file, probeWait)
+	}
 }
 
 // loop returns the loop device recorded for the attachment if it is
@@ -174,6 +371,12 @@ func (d fuseDirs) loop() (string, bool) {
 // teardown undoes what an attach did, as far as it got; nothing to undo
 // is no error.
 func (d fuseDirs) teardown(ctx context.Context) error {
+	views, _ := filepath.Glob(filepath.Join(d.dir, "view-loop*"))
+	for _, v := range views {
+		if err := d.dropView(ctx, "/dev/"+strings.TrimPrefix(filepath.Base(v), "view-")); err != nil {
+			return err
+		}
+	}
 	if dev, ok := d.loop(); ok {
 		// A device still open (a VM that did not stop) is detached when
 		// it is closed (autoclear).
