@@ -182,6 +182,12 @@ func (d *Daemon) Open(ctx context.Context, name string) (*Volume, func(), error)
 	}
 	var once sync.Once
 	release := func() { once.Do(func() { d.release(h) }) }
+	// A handle kept open for earlier clients may follow a head that
+	// another process changed (a resize): this client must see it.
+	if err := h.refresh(ctx); err != nil {
+		release()
+		return nil, nil, err
+	}
 	return &Volume{h: h}, release, nil
 }
 
@@ -370,6 +376,14 @@ func (h *handle) read(ctx context.Context, fn func(v *volume.Volume) error) erro
 		return err
 	}
 	return fn(h.v)
+}
+
+// refresh brings a follower's head up to date (volume.Volume.Refresh);
+// unlike a read it does not count towards promote.
+func (h *handle) refresh(ctx context.Context) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.v.Refresh(ctx)
 }
 
 // promote makes a follower that keeps reading the writer if the lease

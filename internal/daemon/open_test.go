@@ -700,3 +700,31 @@ func TestSeqExhausted(t *testing.T) {
 	}
 	readBack(t, e, 0, 512)
 }
+
+// TestOpenSeesResize: a client that opens a volume another process
+// resized while this daemon kept it open (for an earlier client) is told
+// the new size: an NBD client learns the size at its handshake only,
+// and a stale one makes its I/O past the old end fail.
+func TestOpenSeesResize(t *testing.T) {
+	ctx := context.Background()
+	d, s, _ := newHookDaemon(t, "v")
+	c1, rel1, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel1()
+	if n := c1.Size(); n != 1<<20 {
+		t.Fatalf("size %d, want %d", n, 1<<20)
+	}
+	if err := manage.New(s).Resize(ctx, "v", 2<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	c2, rel2, err := d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel2()
+	if n := c2.Size(); n != 2<<20 {
+		t.Fatalf("a client opening the volume after another process resized it is told %d bytes, want %d", n, 2<<20)
+	}
+}

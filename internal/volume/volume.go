@@ -2025,6 +2025,12 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 	return err
 }
 
+// Refresh brings a following handle up to date with the stored head
+// (its size included), as every read does first; a writer's handle is
+// always up to date. For a frontend that learns the size once per client
+// (NBD's handshake) from a handle kept open for earlier clients.
+func (v *Volume) Refresh(ctx context.Context) error { return v.refresh(ctx) }
+
 // refresh brings a following handle's map up to date with the stored
 // head: a Stat when nothing changed, and otherwise the new head and the
 // segments that differ (a writer deletes the segments it replaces, so a
