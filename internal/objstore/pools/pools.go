@@ -225,7 +225,7 @@ func (r *Router) order(ctx context.Context, name string) ([]int, error) {
 	}
 	n := blockmap.ParseName(name)
 	if n.Kind == blockmap.PrivateObject {
-		pool, err := r.placement(ctx, n.Volume)
+		pool, err := r.placement(ctx, n.Volume, n.Entry.Epoch())
 		if err != nil {
 			return nil, err
 		}
