@@ -21,6 +21,9 @@ import (
 // record whose volume's head is gone.
 const placePrefix = "place/"
 
+// PlacementPrefix is the prefix of every placement record's name.
+const PlacementPrefix = placePrefix
+
 // PlacementName returns the name of volume id's placement record.
 func PlacementName(id blockmap.ID) string { return placePrefix + id.String() }
 
