@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/manage"
+	"github.com/archipelago-go/archip/internal/move"
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/objstore/all"
+)
+
+// TestCLIVolumeMove: volume move moves, says so in JSON, refuses clearly,
+// and an interrupted move shows in volume info and finishes or cancels
+// when run again.
+func TestCLIVolumeMove(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "store.toml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("metadata = %q\ndefault = \"fast\"\n[pools]\ncold = %q\nfast = %q\n",
+		"file://"+filepath.Join(dir, "meta"), "file://"+filepath.Join(dir, "cold"), "file://"+filepath.Join(dir, "fast"))), 0o644)
+	store := "pools://" + conf
+	data := bytes.Repeat([]byte("moving!"), 40_000)
+	mustCLI(t, store, nil, "volume", "create", "vm", "--size", "4M", "--block-size", "64K")
+	mustCLI(t, store, data, "volume", "write", "vm", "--offset", "1000")
+	mustCLI(t, store, nil, "volume", "snapshot", "vm", "vm@1")
+	read := func() string {
+		return mustCLI(t, store, nil, "volume", "read", "vm", "--offset", "1000", "--length", fmt.Sprint(len(data)))
+	}
+
+	out := mustCLI(t, store, nil, "--json", "volume", "move", "vm", "--to", "cold")
+	var res move.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.From != "fast" || res.To != "cold" || res.Copied == 0 {
+		t.Fatalf("move --json: %v\n%s", err, out)
+	}
+	if out := mustCLI(t, store, nil, "volume", "info", "vm@1"); !strings.Contains(out, " cold (") {
+		t.Errorf("volume info after the move:\n%s", out)
+	}
+	if read() != string(data) {
+		t.Fatal("vm reads different after the move")
+	}
+	out, errs, _ := cli(t, store, nil, "volume", "move", "vm", "--to", "cold")
+	if !strings.Contains(errs, "already") {
+		t.Errorf("a move to where it is: %s%s", out, errs)
+	}
+	mustCLI(t, "file://"+filepath.Join(dir, "single"), nil, "volume", "create", "vm", "--size", "1M")
+	for _, tc := range []struct {
+		store string
+		args  []string
+		want  string
+	}{
+		{store, []string{"volume", "move", "vm", "--to", "nope"}, "fast, cold"},
+		{store, []string{"volume", "move", "vm"}, "--to POOL or --cancel"},
+		{store, []string{"volume", "move", "vm", "--cancel"}, "no move"},
+		{store, []string{"volume", "move", "vm@1", "--to", "fast"}, "origin"},
+		{"file://" + filepath.Join(dir, "single"), []string{"volume", "move", "vm", "--to", "fast"}, "pools://"},
+	} {
+		if _, errs, code := cli(t, tc.store, nil, tc.args...); code == 0 || !strings.Contains(errs, tc.want) {
+			t.Errorf("archip %s: exit %d: %s (want %q)", strings.Join(tc.args, " "), code, errs, tc.want)
+		}
+	}
+
+	// An interrupted move back to fast.
+	s, err := all.Registry().Open(context.Background(), store, objstore.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("crash")
+	_, err = move.Move(context.Background(), manage.New(s), "vm", "fast", move.Options{Hook: func(step string) error {
+		if step == move.StepSwitch {
+			return crash
+		}
+		return nil
+	}})
+	s.Close()
+	if !errors.Is(err, crash) {
+		t.Fatal(err)
+	}
+	if out := mustCLI(t, store, nil, "volume", "info", "vm"); !strings.Contains(out, "moving from:  cold") {
+		t.Errorf("volume info during a move:\n%s", out)
+	}
+	if _, errs, code := cli(t, store, nil, "volume", "move", "vm", "--to", "cold"); code == 0 || !strings.Contains(errs, "--cancel") {
+		t.Errorf("another move during a move: %s", errs)
+	}
+	mustCLI(t, store, []byte("during"), "volume", "write", "vm", "--offset", "0")
+	out = mustCLI(t, store, nil, "volume", "move", "vm", "--cancel")
+	if !strings.Contains(out, "moved back from pool fast to cold") {
+		t.Errorf("cancel: %s", out)
+	}
+	if read() != string(data) || mustCLI(t, store, nil, "volume", "read", "vm", "--offset", "0", "--length", "6") != "during" {
+		t.Fatal("vm reads different after the cancel")
+	}
+	out = mustCLI(t, store, nil, "--json", "volume", "move", "vm", "--to", "fast")
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Resumed || res.To != "fast" {
+		t.Fatalf("move after cancel: %v\n%s", err, out)
+	}
+	mustCLI(t, store, nil, "gc")
+	if read() != string(data) {
+		t.Fatal("vm reads different after gc")
+	}
+}
