@@ -121,3 +121,38 @@ func TestPoolsMoveGarbage(t *testing.T) {
 	collect(t, m)
 	readAll(t, m, want)
 }
+
+// TestPoolsGCDuringMoves: collections run back to back while volumes
+// move between the pools, back and forth, and after each move; nothing
+// any volume reads is ever deleted.
+func TestPoolsGCDuringMoves(t *testing.T) {
+	m, _, _, _, want := moveFixture(t)
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := m.GC(ctx, gc.WithShortGrace(gc.Options{Grace: time.Nanosecond})); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for i, mv := range []struct{ name, to string }{{"v", "b"}, {"c", "b"}, {"v", "a"}, {"c", "a"}, {"v", "b"}} {
+		if _, err := move.Move(ctx, m, mv.name, mv.to, move.Options{}); err != nil {
+			t.Fatalf("move %d: %v", i, err)
+		}
+		readAll(t, m, want)
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	collect(t, m)
+	readAll(t, m, want)
+}
