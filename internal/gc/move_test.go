@@ -122,37 +122,28 @@ func TestPoolsMoveGarbage(t *testing.T) {
 	readAll(t, m, want)
 }
 
-// TestPoolsGCDuringMoves: collections run back to back while volumes
-// move between the pools, back and forth, and after each move; nothing
-// any volume reads is ever deleted.
+// TestPoolsGCDuringMoves: a collection runs at every step of moves of
+// volumes between the pools, back and forth; nothing any volume reads is
+// ever deleted.
 func TestPoolsGCDuringMoves(t *testing.T) {
 	m, _, _, _, want := moveFixture(t)
-	stop := make(chan struct{})
-	done := make(chan error)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				done <- nil
-				return
-			default:
-			}
-			if _, err := m.GC(ctx, gc.WithShortGrace(gc.Options{Grace: time.Nanosecond})); err != nil {
-				done <- err
-				return
-			}
+	steps := 0
+	hook := func(step string) error {
+		switch step {
+		case move.StepReopen, move.StepCopy, move.StepSwitch, move.StepDone:
+			steps++
+			collect(t, m)
+			readAll(t, m, want)
 		}
-	}()
+		return nil
+	}
 	for i, mv := range []struct{ name, to string }{{"v", "b"}, {"c", "b"}, {"v", "a"}, {"c", "a"}, {"v", "b"}} {
-		if _, err := move.Move(ctx, m, mv.name, mv.to, move.Options{}); err != nil {
+		if _, err := move.Move(ctx, m, mv.name, mv.to, move.Options{Hook: hook}); err != nil {
 			t.Fatalf("move %d: %v", i, err)
 		}
 		readAll(t, m, want)
 	}
-	close(stop)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if steps < 20 {
+		t.Fatalf("only %d collections", steps)
 	}
-	collect(t, m)
-	readAll(t, m, want)
 }
