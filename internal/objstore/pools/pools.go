@@ -281,8 +281,10 @@ func (r *Router) locateIndex(ctx context.Context, name string) (int, error) {
 	}
 	if p, ok := r.st.found(name); ok {
 		// NB: trusted without a Stat, so that each in-place write to a
-		// block does not cost one: blocks do not change pools (a move
-		// will copy, under a new epoch, docs/pools.md).
+		// block does not cost one: only a writer's own epoch's blocks
+		// are written in place, and they stay in its pool (a move
+		// reopens the writer in a new epoch before it copies, and gc
+		// keeps every copy in a volume's pool, docs/pools.md).
 		if i, ok := r.index(p); ok {
 			return i, nil
 		}
