@@ -8,6 +8,7 @@ import (
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/gc"
+	"github.com/archipelago-go/archip/internal/image"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/move"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -146,4 +147,78 @@ func TestPoolsGCDuringMoves(t *testing.T) {
 	if steps < 20 {
 		t.Fatalf("only %d collections", steps)
 	}
+}
+
+// TestPoolsMigrate: a migration from a to b, then a collection, leaves
+// nothing in a, though a volume placed in b shared blocks with one placed
+// in a by reference; everything reads the same.
+func TestPoolsMigrate(t *testing.T) {
+	m, _, a, _, want := moveFixture(t)
+	if _, err := m.Clone(ctx, "v@1", "w", 0); err != nil {
+		t.Fatal(err)
+	}
+	// w is placed in b: it reads v's blocks from a by reference.
+	r, _ := pools.Of(m.Store)
+	rec, _ := m.Lookup(ctx, "w")
+	if err := r.Place(ctx, rec.ID, "b"); err != nil {
+		t.Fatal(err)
+	}
+	want["w"] = manage.ReadT(t, m, "w", 0, -1)
+	res, err := move.Migrate(ctx, m, "a", "b", move.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Moved) != 2 || res.Shared != 0 {
+		t.Errorf("migrate: %+v", res)
+	}
+	collect(t, m)
+	if n := countIn(t, a); n != 0 {
+		t.Errorf("%d copies left in a", n)
+	}
+	readAll(t, m, want)
+	// Rerun: nothing to do.
+	res, err = move.Migrate(ctx, m, "a", "b", move.Options{}, nil)
+	if err != nil || len(res.Moved) != 0 || res.Bytes != 0 {
+		t.Errorf("rerun: %+v %v", res, err)
+	}
+}
+
+// TestPoolsMigrateShared: blocks that a volume of another pool reads by
+// reference from the pool being emptied are copied into its own pool.
+func TestPoolsMigrateShared(t *testing.T) {
+	m, r, a, _, want := moveFixture(t)
+	// v and c move to b by hand; an image in a has a clone in b.
+	for _, n := range []string{"v", "c"} {
+		if _, err := move.Move(ctx, m, n, "b", move.Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const bs = 1 << blockmap.MinBlockShift
+	if _, _, err := m.Import(ctx, bytes.NewReader(bytes.Repeat([]byte("i"), 4*bs)), 4*bs, "img", image.Options{BlockShift: blockmap.MinBlockShift}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Clone(ctx, "img", "ci", 0); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := m.Lookup(ctx, "ci")
+	if err := r.Place(ctx, rec.ID, "b"); err != nil {
+		t.Fatal(err)
+	}
+	want["ci"] = manage.ReadT(t, m, "ci", 0, -1)
+	// The image goes: ci, in b, is the only one reading its blocks, in a.
+	if err := m.Remove(ctx, "img"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := move.Migrate(ctx, m, "a", "b", move.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Moved) != 0 || res.Shared != 1 { // four equal blocks: one content block
+		t.Errorf("migrate: %+v", res)
+	}
+	collect(t, m)
+	if n := countIn(t, a); n != 0 {
+		t.Errorf("%d copies left in a", n)
+	}
+	readAll(t, m, want)
 }
