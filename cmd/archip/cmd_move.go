@@ -119,3 +119,70 @@ func (g *globals) moveProgress(name string, bs int64) func(move.Progress) {
 		}
 	}
 }
+
+type storeMigrateOptions struct{ from, to, rate string }
+
+func newStoreMigrateCommand(g *globals) *cobra.Command {
+	var o storeMigrateOptions
+	c := &cobra.Command{
+		Use:   "migrate --from POOL --to POOL",
+		Short: "Move every volume, snapshot and image of a pool to another, online",
+		Long: `Empty a data pool of a store of several pools (docs/pools.md), so that it can be
+retired while VMs run: every volume (with its snapshots) and image placed in
+--from moves to --to as archip volume move does (unfinished moves are finished
+first), then the blocks that volumes of other pools read from --from by
+reference are copied into their own pools. Then archip gc deletes what is left
+in --from, and the pool can leave the configuration. Set the configuration's
+default pool to another first, or new volumes keep landing in --from. Run it
+again after an interruption: it skips what is done.`,
+		Args: exactArgs(),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runStoreMigrate(c.Context(), g, o)
+		},
+	}
+	c.Flags().StringVar(&o.from, "from", "", "the pool to empty")
+	c.Flags().StringVar(&o.to, "to", "", "the pool its volumes and images move to")
+	c.Flags().StringVar(&o.rate, "rate", "", "at most this many bytes copied per second (e.g. 100M; default: no limit)")
+	return c
+}
+
+func runStoreMigrate(ctx context.Context, g *globals, o storeMigrateOptions) error {
+	if o.from == "" || o.to == "" {
+		return usageError{fmt.Errorf("give --from POOL and --to POOL")}
+	}
+	var rate uint64
+	if o.rate != "" {
+		var err error
+		if rate, err = parseSize("--rate", o.rate); err != nil {
+			return err
+		}
+	}
+	m, err := g.manager(ctx, false)
+	if err != nil {
+		return err
+	}
+	opts := move.Options{Rate: int64(rate)}
+	var each func(string)
+	if !g.quiet && !g.json {
+		var cur string
+		each = func(name string) {
+			cur = name
+			fmt.Fprintf(g.stderr, "moving %s\n", name)
+		}
+		opts.Progress = func(p move.Progress) {
+			if p.Step == move.StepCopy && p.Total > 0 && p.Done == p.Total {
+				fmt.Fprintf(g.stderr, "  %s: walk %d: %d blocks, %d copied so far (%s)\n", cur, p.Walk, p.Total, p.Copied, units.FormatSize(p.Bytes))
+			}
+		}
+	}
+	res, err := move.Migrate(ctx, m, o.from, o.to, opts, each)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(res)
+	}
+	fmt.Fprintf(g.stdout, "pool %s: %d volumes and images moved to %s, %d shared blocks copied to other pools, %s copied in %s; run archip gc to free %s\n",
+		o.from, len(res.Moved), o.to, res.Shared, units.FormatSize(res.Bytes), (time.Duration(res.Seconds * float64(time.Second))).Round(time.Millisecond), o.from)
+	return nil
+}

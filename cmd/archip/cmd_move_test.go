@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/move"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -103,5 +104,48 @@ func TestCLIVolumeMove(t *testing.T) {
 	mustCLI(t, store, nil, "gc")
 	if read() != string(data) {
 		t.Fatal("vm reads different after gc")
+	}
+}
+
+// TestCLIStoreMigrate: store migrate moves every volume and image of a
+// pool; after gc the pool's directory holds no block.
+func TestCLIStoreMigrate(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "store.toml")
+	old := filepath.Join(dir, "nfs")
+	os.WriteFile(conf, []byte(fmt.Sprintf("metadata = %q\ndefault = \"nfs\"\n[pools]\nnfs = %q\nrbd = %q\n",
+		"file://"+filepath.Join(dir, "meta"), "file://"+old, "file://"+filepath.Join(dir, "rbd"))), 0o644)
+	store := "pools://" + conf
+	img := bytes.Repeat([]byte("image..."), 50_000)
+	imgPath := filepath.Join(dir, "img.raw")
+	os.WriteFile(imgPath, img, 0o644)
+	mustCLI(t, store, nil, "image", "import", "--block-size", "64K", imgPath, "base")
+	mustCLI(t, store, nil, "volume", "clone", "base", "vm1")
+	mustCLI(t, store, []byte("vm1 data"), "volume", "write", "vm1", "--offset", "70000")
+	mustCLI(t, store, nil, "volume", "snapshot", "vm1", "vm1@1")
+	mustCLI(t, store, nil, "volume", "clone", "base", "vm2", "--pool", "rbd")
+	out := mustCLI(t, store, nil, "--json", "store", "migrate", "--from", "nfs", "--to", "rbd", "--rate", "1G")
+	var res move.MigrateResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Moved) != 2 {
+		t.Fatalf("migrate --json: %v\n%s", err, out)
+	}
+	os.WriteFile(conf, []byte(fmt.Sprintf("metadata = %q\ndefault = \"rbd\"\n[pools]\nnfs = %q\nrbd = %q\n",
+		"file://"+filepath.Join(dir, "meta"), "file://"+old, "file://"+filepath.Join(dir, "rbd"))), 0o644)
+	if c, p := countBlocks(t, old); c+p == 0 {
+		t.Fatal("nothing in the old pool before gc")
+	}
+	ageStore(t, old, 2*gc.DefaultGrace)
+	mustCLI(t, store, nil, "gc")
+	if c, p := countBlocks(t, old); c+p != 0 {
+		t.Fatalf("the old pool holds %d content and %d private blocks after gc", c, p)
+	}
+	if got := mustCLI(t, store, nil, "volume", "read", "vm1@1", "--offset", "69995", "--length", "18"); got != string(img[69995:70000])+"vm1 data"+string(img[70008:70013]) {
+		t.Fatalf("vm1@1 reads %q", got)
+	}
+	if got := mustCLI(t, store, nil, "volume", "read", "vm2", "--offset", "0", "--length", fmt.Sprint(len(img))); got != string(img) {
+		t.Fatal("vm2 reads different")
+	}
+	if _, errs, code := cli(t, store, nil, "store", "migrate", "--from", "nfs"); code == 0 || !strings.Contains(errs, "--to") {
+		t.Errorf("migrate without --to: %s", errs)
 	}
 }
