@@ -285,3 +285,52 @@ func TestCancel(t *testing.T) {
 	f.inPool(t, "v", "a")
 	f.check(t)
 }
+
+// TestMoveStoreFaults: the store fails under the mover (the target's
+// creates and the metadata's swaps, some after taking effect), at several
+// points; each time everything reads right, and a rerun finishes.
+func TestMoveStoreFaults(t *testing.T) {
+	errFault := errors.New("injected fault")
+	for _, c := range []struct {
+		meta  bool // the fault is on the metadata backend
+		op    objstore.Op
+		skip  int
+		after bool
+	}{
+		{false, objstore.OpCreate, 0, false}, {false, objstore.OpCreate, 3, true}, {false, objstore.OpCreate, 10, false},
+		{false, objstore.OpStat, 5, false}, {false, objstore.OpGet, 2, false},
+		{true, objstore.OpSwap, 0, true}, {true, objstore.OpSwap, 1, false}, {true, objstore.OpSwap, 3, true}, {true, objstore.OpGet, 8, false},
+	} {
+		t.Run(fmt.Sprintf("%v-%s-%d-%v", c.meta, c.op, c.skip, c.after), func(t *testing.T) {
+			meta, a, b := stores(t, "mem")
+			fm, fa, fb := objstore.NewFaulty(meta), objstore.NewFaulty(a), objstore.NewFaulty(b)
+			f := newFixture(t, fm, fa, fb)
+			rule := objstore.Rule{Op: c.op, Skip: c.skip, Count: 1, Err: errFault}
+			if c.after {
+				rule.ErrAfter = true
+			}
+			faulty := fb
+			if c.meta {
+				faulty = fm
+			} else if c.op == objstore.OpGet {
+				faulty = fa
+			}
+			faulty.Add(rule)
+			_, err := Move(ctx, f.m, "v", "b", Options{})
+			faulty.Reset()
+			if err != nil && !errors.Is(err, errFault) {
+				t.Logf("move: %v", err)
+			}
+			f.check(t)
+			if err == nil {
+				f.inPool(t, "v", "b")
+				return
+			}
+			if _, err := Move(ctx, f.m, "v", "b", Options{}); err != nil && !errors.Is(err, ErrThere) {
+				t.Fatalf("rerun: %v", err)
+			}
+			f.inPool(t, "v", "b")
+			f.check(t)
+		})
+	}
+}
