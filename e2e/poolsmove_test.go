@@ -19,7 +19,8 @@ import (
 
 // TestPoolsMoveLive: a volume moves file → s3 → file → s3 (versitygw)
 // while a libnbd client writes 4 KiB records through archip serve, each
-// followed by a flush; the client never sees an error, and every write
+// followed by a flush, the first move's mover killed with SIGKILL part
+// way and run again; the client never sees an error, and every write
 // acknowledged reads back at the end (the one in flight when the writer
 // is stopped, old or new).
 func TestPoolsMoveLive(t *testing.T) {
@@ -92,7 +93,23 @@ func TestPoolsMoveLive(t *testing.T) {
 		}
 	}
 	waitWrites(50)
-	for _, to := range []string{"s3", "local", "s3"} {
+	// A mover killed with SIGKILL part way (its copy slowed by --rate),
+	// then run again.
+	mv := exec.Command(archipBin, "--store", e.store, "volume", "move", "v", "--to", "s3", "--rate", "1M")
+	if err := mv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
+	mv.Process.Kill()
+	mv.Wait()
+	waitWrites(20)
+	if info := e.archip("volume", "info", "v"); strings.Contains(info, "moving from") {
+		t.Logf("mover killed part way; run again: %s", e.archip("volume", "move", "v", "--to", "s3"))
+	} else {
+		t.Log("mover killed after it finished")
+	}
+	waitWrites(20)
+	for _, to := range []string{"local", "s3"} {
 		before := last.Load()
 		res := e.archip("volume", "move", "v", "--to", to)
 		t.Logf("%s(%d writes during the move)", res, last.Load()-before)
