@@ -16,6 +16,7 @@ import (
 // the only one that builds or parses these names:
 //
 //	place/<id>    JSON {"pool":NAME}: the pool of volume <id>'s new private blocks
+//	              (with "from":OLD while it moves from pool OLD, docs/pools.md)
 //
 // A volume without a record is in the default pool. Package gc deletes a
 // record whose volume's head is gone.

@@ -14,7 +14,10 @@
 // where the block was last found, else the default pool), then in the
 // others in the order of the file; a new block goes to its first pool. A
 // view (Router.View) makes another pool the default, for an import. With
-// one pool none of that costs a request.
+// one pool none of that costs a request. A move (package move) changes a
+// placement with compare-and-swap (Router.SwapRecord) and copies blocks
+// between pools (Router.CopyTo); a process reads a placement again for a
+// volume's new epoch.
 //
 // Capabilities are those every part that a name of the capability may
 // reach has (Open): RangeWriter only if every part writes in place (the
