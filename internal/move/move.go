@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,12 +79,13 @@ const (
 
 // Options tune a move.
 type Options struct {
-	// Progress, if set, is called at each step and as blocks are walked.
+	// Progress, if set, is called at each step and as blocks are walked,
+	// never twice at once.
 	Progress func(Progress)
 	// Rate limits the bytes copied per second (0: no limit).
 	Rate int64
-	// Hook, if set, is called at each step (Step*); an error stops the
-	// move there, as a crash would (tests).
+	// Hook, if set, is called at each step (Step*), never twice at once;
+	// an error stops the move there, as a crash would (tests).
 	Hook func(step string) error
 	// Sleep waits for the rate limit (default: a timer).
 	Sleep func(ctx context.Context, d time.Duration) error
@@ -368,6 +370,7 @@ type copier struct {
 	start  time.Time
 
 	copied, bytes atomic.Int64
+	hookMu        sync.Mutex // Options.Hook and Progress are called by one copy at a time
 }
 
 // walk copies the names the target lacks and returns how many it copied.
@@ -397,7 +400,10 @@ func (c *copier) walk(ctx context.Context, walk int, names []string) (int64, err
 				copied.Add(1)
 				c.copied.Add(1)
 				b := c.bytes.Add(n)
-				if err := hook(c.opts, StepCopied); err != nil {
+				c.hookMu.Lock()
+				err := hook(c.opts, StepCopied)
+				c.hookMu.Unlock()
+				if err != nil {
 					return err
 				}
 				if err := c.limit(gctx, b); err != nil {
@@ -405,7 +411,9 @@ func (c *copier) walk(ctx context.Context, walk int, names []string) (int64, err
 				}
 			}
 			if d%256 == 0 || d == total {
+				c.hookMu.Lock()
 				c.report(Progress{Step: StepCopy, Walk: walk, Done: d, Total: total, Copied: c.copied.Load(), Bytes: c.bytes.Load()})
+				c.hookMu.Unlock()
 			}
 			return nil
 		})
