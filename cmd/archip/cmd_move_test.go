@@ -139,6 +139,10 @@ func TestCLIStoreMigrate(t *testing.T) {
 	if c, p := countBlocks(t, old); c+p != 0 {
 		t.Fatalf("the old pool holds %d content and %d private blocks after gc", c, p)
 	}
+	stats := strings.Join(strings.Fields(mustCLI(t, store, nil, "store", "stats")), " ")
+	if !strings.Contains(stats, "pool nfs: 0 B in 0 blocks") || strings.Contains(stats, "pool rbd: 0 B") {
+		t.Errorf("store stats after the migration:\n%s", stats)
+	}
 	if got := mustCLI(t, store, nil, "volume", "read", "vm1@1", "--offset", "69995", "--length", "18"); got != string(img[69995:70000])+"vm1 data"+string(img[70008:70013]) {
 		t.Fatalf("vm1@1 reads %q", got)
 	}
