@@ -26,7 +26,7 @@ func newStoreCommand(g *globals) *cobra.Command {
 			}
 			return nil
 		},
-	}, newStoreStatsCommand(g), newStoreUpgradeCommand(g))
+	}, newStoreStatsCommand(g), newStoreUpgradeCommand(g), newStoreMigrateCommand(g))
 	return c
 }
 

@@ -29,7 +29,7 @@ Sizes take binary suffixes: 512M, 10G, 1TiB.`)
 		newVolumeSnapshotCommand(g), newVolumeCloneCommand(g), newVolumeResizeCommand(g),
 		newVolumeRenameCommand(g), newVolumeRemoveCommand(g), newVolumeDiffCommand(g),
 		newVolumeHashCommand(g), newVolumeReadCommand(g), newVolumeWriteCommand(g),
-		newVolumeDiskXMLCommand(g))
+		newVolumeDiskXMLCommand(g), newVolumeMoveCommand(g))
 	return c
 }
 
@@ -232,15 +232,16 @@ func runVolumeInfo(ctx context.Context, g *globals, name string) error {
 	if err != nil {
 		return err
 	}
-	pool, err := placement(ctx, m, name)
+	pool, from, err := placement(ctx, m, name)
 	if err != nil {
 		return err
 	}
 	if g.json {
 		return g.printJSON(struct {
 			*manage.Info
-			Pool string `json:"pool,omitempty"`
-		}{in, pool})
+			Pool       string `json:"pool,omitempty"`
+			MovingFrom string `json:"moving_from,omitempty"`
+		}{in, pool, from})
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
@@ -251,6 +252,9 @@ func runVolumeInfo(ctx context.Context, g *globals, name string) error {
 	row("block size", units.FormatSize(in.BlockSize))
 	if pool != "" {
 		row("pool", pool+" (where its new blocks go; blocks it shares stay where they are)")
+	}
+	if from != "" {
+		row("moving from", from+" (a move did not finish: run archip volume move "+name+" --to "+pool+" to finish it, or --cancel)")
 	}
 	row("allocated", units.FormatSize(in.AllocatedBytes))
 	row("private", units.FormatSize(in.PrivateBytes)+" (written since the last snapshot; only this volume uses it)")

@@ -53,21 +53,26 @@ func place(ctx context.Context, r *pools.Router, id blockmap.ID, name, pool stri
 // placement returns the pool of the volume, snapshot or image name on a
 // store of several pools ("" on one backend): a snapshot's blocks are
 // its origin's, named by the origin's id, so its pool is the origin's.
-func placement(ctx context.Context, m *manage.Manager, name string) (string, error) {
+// from is the pool it moves from while a move is unfinished.
+func placement(ctx context.Context, m *manage.Manager, name string) (pool, from string, err error) {
 	r, ok := pools.Of(m.Store)
 	if !ok {
-		return "", nil
+		return "", "", nil
 	}
 	rec, err := m.Lookup(ctx, name)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	id := rec.ID
 	if rec.Kind == catalog.KindSnapshot && !rec.Origin.IsZero() {
 		id = rec.Origin
 	}
 	p, _, err := r.Placement(ctx, id)
-	return p, err
+	if err != nil {
+		return "", "", err
+	}
+	pr, _, err := r.Record(ctx, id)
+	return p, pr.From, err
 }
 
 // unplace deletes the placement record of a volume about to be removed

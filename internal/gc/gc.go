@@ -14,7 +14,12 @@
 // the cutoff that no record points back at (package catalog). Names it
 // does not know are never deleted. On a store of several backends
 // (objstore.Parter: package pools) the sweep lists each part on its own
-// and deletes a copy of a block by that copy's age, in its part only.
+// and deletes a copy of a block by that copy's age, in its part only. A
+// copy of a referenced block is also garbage when it is redundant: no
+// volume that references the block is placed in that pool (nor moves
+// from it), and a pool where one is placed holds a copy, which the same
+// collection keeps (marks.redundant; a move's source copies become
+// garbage this way, docs/pools.md).
 //
 // # Why nothing referenced is deleted (invariant I7)
 //
@@ -192,6 +197,10 @@ type Count struct {
 	Segments int64 `json:"map_segments"`
 	Heads    int64 `json:"heads"`
 	Hints    int64 `json:"catalog_hints"`
+	// Redundant: copies of referenced blocks deleted because a pool
+	// where a volume referencing them is placed holds another (a store
+	// of several pools, after a move), counted in Content or Private too.
+	Redundant int64 `json:"redundant_copies"`
 }
 
 // marks is what the roots reference.
@@ -210,6 +219,14 @@ type marks struct {
 	// the records, and the (parent or origin, ID) pairs of lineage.
 	catIDs   map[blockmap.ID]struct{}
 	catLinks map[[2]blockmap.ID]struct{}
+
+	// On a store of several pools (nil otherwise): for each referenced
+	// block, the pools (bits, by index in the router's order) where a
+	// volume that references it is placed, its homes (see redundant).
+	pools          *pools.Router
+	homesC, homesP map[[32]byte]uint64
+	wholeHomes     map[string]uint64 // the homes a whole segment was marked with
+	cur            uint64            // the homes of the volume being marked
 }
 
 // Run collects garbage on s.
@@ -242,8 +259,9 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	}
 	// Each part of a store of several backends on its own (package
 	// pools): a copy is deleted on its own age, in its own part only.
-	for _, p := range objstore.Parts(s) {
-		if err = sweep(ctx, p, m, cutoff, &rep, opts, func() error { return l.check(ctx) }); err != nil {
+	// Parts are the metadata backend, then the pools in order.
+	for k, p := range objstore.Parts(s) {
+		if err = sweep(ctx, p, m, k-1, cutoff, &rep, opts, func() error { return l.check(ctx) }); err != nil {
 			break
 		}
 	}
@@ -256,6 +274,11 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{},
 		logs:   map[string]struct{}{},
 		catIDs: map[blockmap.ID]struct{}{}, catLinks: map[[2]blockmap.ID]struct{}{}}
+	home, err := m.placements(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	origin := map[blockmap.ID]blockmap.ID{} // snapshot → origin: its blocks' owner
 	// The records the catalog object still holds (a store of format 1,
 	// or one being upgraded), read before the record objects: an upgrade
 	// writes every record before it empties the catalog object, so one of
@@ -270,6 +293,9 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 	roots := map[blockmap.ID]bool{}
 	add := func(r catalog.Record) error {
 		roots[r.ID] = true
+		if r.Kind == catalog.KindSnapshot && !r.Origin.IsZero() {
+			origin[r.ID] = r.Origin
+		}
 		m.catIDs[r.ID] = struct{}{}
 		for _, p := range []blockmap.ID{r.Parent, r.Origin} {
 			if !p.IsZero() {
@@ -330,6 +356,11 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 	// not of the maps.
 	seg := make([]blockmap.Entry, blockmap.SegmentEntries)
 	for id := range roots {
+		if o, ok := origin[id]; ok {
+			m.cur = home(o)
+		} else {
+			m.cur = home(id)
+		}
 		marked, err := m.markVolume(ctx, s, id, seg)
 		if err != nil {
 			return nil, err
@@ -369,7 +400,7 @@ func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID
 		vanished := false
 		for _, ref := range h.Segments {
 			name := ref.Name()
-			if _, done := m.whole[name]; done {
+			if _, done := m.whole[name]; done && m.wholeHomes[name]&m.cur == m.cur {
 				continue
 			}
 			b, _, err := s.Get(ctx, name)
@@ -386,6 +417,9 @@ func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID
 			m.segments[name] = struct{}{}
 			if len(overridden) == 0 {
 				m.whole[name] = struct{}{}
+				if m.pools != nil {
+					m.wholeHomes[name] |= m.cur
+				}
 			}
 			lo := int64(ref.Index) * blockmap.SegmentEntries
 			for i, e := range seg {
@@ -411,9 +445,93 @@ func (m *marks) markEntry(e blockmap.Entry) {
 	switch e.Kind() {
 	case blockmap.Content:
 		m.content[e.Hash()] = struct{}{}
+		if m.pools != nil {
+			m.homesC[e.Hash()] |= m.cur
+		}
 	case blockmap.Private, blockmap.Partial:
 		m.private[e.Key()] = struct{}{}
+		if m.pools != nil {
+			m.homesP[e.Key()] |= m.cur
+		}
 	}
+}
+
+// placements prepares m for a store of several pools (package pools),
+// and returns the homes of a volume: the bit of its pool, and of the pool
+// it moves from during a move (docs/pools.md). On other stores it does
+// nothing and every volume's homes are 0. A move swaps a record from one
+// pool to two under a hold (no collection runs), and from two to one
+// only once the copies are made: a collection never sees fewer homes
+// than a block's copies need.
+func (m *marks) placements(ctx context.Context, s objstore.Store) (func(blockmap.ID) uint64, error) {
+	r, ok := pools.Of(s)
+	none := func(blockmap.ID) uint64 { return 0 }
+	if !ok || len(r.PoolNames()) < 2 || len(r.PoolNames()) > 64 {
+		return none, nil
+	}
+	bit := map[string]uint64{}
+	for i, n := range r.PoolNames() {
+		bit[n] = 1 << i
+	}
+	homes := map[blockmap.ID]uint64{}
+	err := s.List(ctx, pools.PlacementPrefix, func(in objstore.Info) error {
+		id, ok := pools.ParsePlacementName(in.Name)
+		if !ok {
+			return nil
+		}
+		rec, _, err := r.Record(ctx, id)
+		if err != nil {
+			return err
+		}
+		if h := bit[rec.Pool] | bit[rec.From]; h != 0 {
+			homes[id] = h
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading placements: %w", err)
+	}
+	m.pools, m.homesC, m.homesP, m.wholeHomes = r, map[[32]byte]uint64{}, map[[32]byte]uint64{}, map[string]uint64{}
+	return func(id blockmap.ID) uint64 {
+		if h, ok := homes[id]; ok {
+			return h
+		}
+		return 1 // the default pool, first in order
+	}, nil
+}
+
+// redundant reports whether the copy in pool i of the referenced block
+// name may go: no volume that references it is placed in pool i, and a
+// pool where one is placed (its home) holds a copy, which this collection
+// keeps (a copy in a home is never redundant). So a block keeps at least
+// one copy, in a home if it had one there, and lookup order, which tries
+// every pool, finds it.
+func (m *marks) redundant(ctx context.Context, name string, i int) bool {
+	if m.pools == nil || i < 0 {
+		return false
+	}
+	var homes uint64
+	switch n := blockmap.ParseName(name); n.Kind {
+	case blockmap.ContentObject:
+		homes = m.homesC[n.Hash]
+	case blockmap.PrivateObject:
+		homes = m.homesP[n.Entry.Key()]
+	default:
+		return false
+	}
+	if homes == 0 || homes&(1<<i) != 0 {
+		return false
+	}
+	ps := m.pools.PoolNames()
+	for q := range ps {
+		if homes&(1<<q) == 0 {
+			continue
+		}
+		if ok, err := m.pools.Holds(ctx, ps[q], name); ok && err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // garbage classifies an object for the sweep: whether it is garbage, and
@@ -466,13 +584,17 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 // sweep deletes what m does not reference and is older than cutoff.
 // Before each deletion it checks that the lock is still valid (see
 // "Stalls and clocks" in the package doc).
-func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, rep *Report, opts Options, valid func() error) error {
+func sweep(ctx context.Context, s objstore.Store, m *marks, pool int, cutoff time.Time, rep *Report, opts Options, valid func() error) error {
 	return s.List(ctx, "", func(in objstore.Info) error {
 		rep.Examined++
 		if opts.Progress != nil && rep.Examined%1024 == 0 {
 			opts.Progress("sweep", rep.Examined)
 		}
 		garbage, kind := m.garbage(in.Name)
+		redundant := false
+		if !garbage && (kind == "content" || kind == "private") && m.redundant(ctx, in.Name, pool) {
+			garbage, redundant = true, true
+		}
 		if !garbage {
 			return nil
 		}
@@ -498,6 +620,9 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, cutoff time.Time, re
 			}
 		}
 		c := &rep.Deleted
+		if redundant {
+			c.Redundant++
+		}
 		c.Objects++
 		c.Bytes += in.Size
 		switch kind {

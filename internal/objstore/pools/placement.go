@@ -16,10 +16,14 @@ import (
 // the only one that builds or parses these names:
 //
 //	place/<id>    JSON {"pool":NAME}: the pool of volume <id>'s new private blocks
+//	              (with "from":OLD while it moves from pool OLD, docs/pools.md)
 //
 // A volume without a record is in the default pool. Package gc deletes a
 // record whose volume's head is gone.
 const placePrefix = "place/"
+
+// PlacementPrefix is the prefix of every placement record's name.
+const PlacementPrefix = placePrefix
 
 // PlacementName returns the name of volume id's placement record.
 func PlacementName(id blockmap.ID) string { return placePrefix + id.String() }
@@ -39,6 +43,30 @@ func ParsePlacementName(name string) (blockmap.ID, bool) {
 
 type placeRecord struct {
 	Pool string `json:"pool"`
+	// From: the volume is moving from this pool to Pool (docs/pools.md,
+	// "Moving a volume"); its blocks may be in either.
+	From string `json:"from,omitempty"`
+}
+
+// Record is a volume's placement record: its pool and, while it moves,
+// the pool it moves from.
+type Record struct {
+	Pool string
+	From string // "" unless a move is in progress
+}
+
+// ParseRecord decodes the content of a placement record.
+func ParseRecord(b []byte) (Record, error) {
+	var rec placeRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return Record{}, fmt.Errorf("%w: pools: placement record: %v", objstore.ErrCorrupt, err)
+	}
+	return Record{Pool: rec.Pool, From: rec.From}, nil
+}
+
+func encodeRecord(rec Record) []byte {
+	b, _ := json.Marshal(placeRecord{Pool: rec.Pool, From: rec.From})
+	return b
 }
 
 // ErrNoPool: a pool name the configuration does not have.
@@ -53,13 +81,24 @@ const maxCached = 1 << 16
 type state struct {
 	def string // the configuration's default pool
 
-	mu    sync.Mutex             // guards the maps
-	place map[blockmap.ID]string // volume → pool ("": no record)
-	loc   map[string]string      // block → the pool it was last found or placed in
+	mu    sync.Mutex                // guards the maps
+	place map[blockmap.ID]placement // volume → its record, as last read
+	loc   map[string]string         // block → the pool it was last found or placed in
+}
+
+// placement is a cached placement record: its pool ("": no record), and
+// the highest epoch of the volume's private blocks asked about since it
+// was read. A block of a later epoch makes the record be read again: a
+// move changes the record before it makes the volume's writer reopen
+// in a new epoch (docs/pools.md), so a writer's first block of that
+// epoch sees the new pool.
+type placement struct {
+	pool  string
+	epoch uint64
 }
 
 func newState(def string) *state {
-	return &state{def: def, place: map[blockmap.ID]string{}, loc: map[string]string{}}
+	return &state{def: def, place: map[blockmap.ID]placement{}, loc: map[string]string{}}
 }
 
 func (s *state) found(name string) (string, bool) {
@@ -86,36 +125,71 @@ func (s *state) forget(name string) {
 
 // placement returns the pool of volume id's record ("" without one), from
 // the cache or the metadata backend. NB: a record is read once per
-// process and volume: Place writes it before the volume gets any block
-// (right after it is created), and a move (docs/pools.md) will change it
-// under its own protocol.
-func (r *Router) placement(ctx context.Context, id blockmap.ID) (string, error) {
+// process and volume, and again for a private block of an epoch later
+// than any asked about since (epoch; 0 for none): Place writes it before
+// the volume gets any block (right after it is created), and a move
+// changes it, then makes the writer reopen in a new epoch.
+func (r *Router) placement(ctx context.Context, id blockmap.ID, epoch uint64) (string, error) {
 	r.st.mu.Lock()
-	p, ok := r.st.place[id]
+	c, ok := r.st.place[id]
+	if ok && epoch > c.epoch {
+		ok = false
+	}
 	r.st.mu.Unlock()
 	if ok {
-		return p, nil
+		return c.pool, nil
 	}
-	b, _, err := r.meta.Get(ctx, PlacementName(id))
-	switch {
-	case objstore.IsNotExist(err):
-		p = ""
-	case err != nil:
-		return "", fmt.Errorf("pools: reading the placement of volume %s: %w", id, err)
-	default:
-		var rec placeRecord
-		if err := json.Unmarshal(b, &rec); err != nil {
-			return "", fmt.Errorf("%w: pools: placement of volume %s: %v", objstore.ErrCorrupt, id, err)
-		}
-		p = rec.Pool
+	rec, _, err := r.Record(ctx, id)
+	if err != nil {
+		return "", err
 	}
 	r.st.mu.Lock()
 	if len(r.st.place) >= maxCached {
 		clear(r.st.place)
 	}
-	r.st.place[id] = p
+	c = r.st.place[id]
+	r.st.place[id] = placement{rec.Pool, max(c.epoch, epoch)}
 	r.st.mu.Unlock()
-	return p, nil
+	return rec.Pool, nil
+}
+
+// Record reads volume id's placement record, and its version (0 and a
+// zero Record without one), for a move's compare-and-swap (SwapRecord).
+func (r *Router) Record(ctx context.Context, id blockmap.ID) (Record, objstore.Version, error) {
+	b, v, err := r.meta.Get(ctx, PlacementName(id))
+	if objstore.IsNotExist(err) {
+		return Record{}, 0, nil
+	}
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("pools: reading the placement of volume %s: %w", id, err)
+	}
+	rec, err := ParseRecord(b)
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("volume %s: %w", id, err)
+	}
+	return rec, v, nil
+}
+
+// SwapRecord replaces volume id's placement record of version old (0:
+// none) by rec, with compare-and-swap (objstore.ErrConflict if it
+// changed), and returns the new version. For a move (docs/pools.md):
+// this process sees the new pool at once, others for the volume's next
+// epoch.
+func (r *Router) SwapRecord(ctx context.Context, id blockmap.ID, rec Record, old objstore.Version) (objstore.Version, error) {
+	for _, p := range []string{rec.Pool, rec.From} {
+		if _, ok := r.index(p); !ok && (p != "" || p == rec.Pool) {
+			return 0, fmt.Errorf("%w: %q (this store has %s)", ErrNoPool, p, strings.Join(r.names, ", "))
+		}
+	}
+	v, err := r.meta.Swap(ctx, PlacementName(id), encodeRecord(rec), old)
+	if err != nil {
+		return 0, fmt.Errorf("pools: changing the placement of volume %s: %w", id, err)
+	}
+	r.st.mu.Lock()
+	c := r.st.place[id]
+	r.st.place[id] = placement{rec.Pool, c.epoch}
+	r.st.mu.Unlock()
+	return v, nil
 }
 
 // Place records pool as volume id's: its new private blocks go there,
@@ -125,12 +199,12 @@ func (r *Router) Place(ctx context.Context, id blockmap.ID, pool string) error {
 	if _, ok := r.index(pool); !ok {
 		return fmt.Errorf("%w: %q (this store has %s)", ErrNoPool, pool, strings.Join(r.names, ", "))
 	}
-	b, _ := json.Marshal(placeRecord{Pool: pool})
-	if _, err := r.meta.Put(ctx, PlacementName(id), b); err != nil {
+	if _, err := r.meta.Put(ctx, PlacementName(id), encodeRecord(Record{Pool: pool})); err != nil {
 		return fmt.Errorf("pools: recording the placement of volume %s: %w", id, err)
 	}
 	r.st.mu.Lock()
-	r.st.place[id] = pool
+	c := r.st.place[id]
+	r.st.place[id] = placement{pool, c.epoch}
 	r.st.mu.Unlock()
 	return nil
 }
@@ -138,7 +212,7 @@ func (r *Router) Place(ctx context.Context, id blockmap.ID, pool string) error {
 // Placement returns volume id's pool: its record's (recorded), else the
 // default.
 func (r *Router) Placement(ctx context.Context, id blockmap.ID) (pool string, recorded bool, err error) {
-	p, err := r.placement(ctx, id)
+	p, err := r.placement(ctx, id, 0)
 	if err != nil {
 		return "", false, err
 	}
@@ -203,4 +277,68 @@ func orders(n int) [][]int {
 		}
 	}
 	return o
+}
+
+// Holds reports whether the named pool holds a copy of block name.
+func (r *Router) Holds(ctx context.Context, pool, name string) (bool, error) {
+	i, ok := r.index(pool)
+	if !ok {
+		return false, fmt.Errorf("%w: %q (this store has %s)", ErrNoPool, pool, strings.Join(r.names, ", "))
+	}
+	_, err := r.pools[i].Stat(ctx, name)
+	if objstore.IsNotExist(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// CopyTo makes the named pool hold a copy of block name, for a move
+// (docs/pools.md): unless it holds one, it copies the first copy found in
+// the other pools (in the configuration's order) with create-if-absent,
+// so that a block shared by many volumes is copied once and a rerun
+// skips it. The block must be immutable: a content block, or a private
+// block of a sealed epoch. It returns the bytes copied (0: the pool held
+// it), and objstore.ErrNotFound if no pool holds the block.
+func (r *Router) CopyTo(ctx context.Context, name, pool string) (int64, error) {
+	if !r.isData(name) {
+		return 0, fmt.Errorf("pools: %s is no block", name)
+	}
+	t, ok := r.index(pool)
+	if !ok {
+		return 0, fmt.Errorf("%w: %q (this store has %s)", ErrNoPool, pool, strings.Join(r.names, ", "))
+	}
+	_, err := r.pools[t].Stat(ctx, name)
+	if err == nil {
+		return 0, nil
+	}
+	if !objstore.IsNotExist(err) {
+		return 0, err
+	}
+	var b []byte
+	err = fmt.Errorf("%w: pools: %s", objstore.ErrNotFound, name)
+	for i, p := range r.pools {
+		if i == t {
+			continue
+		}
+		var gerr error
+		b, _, gerr = p.Get(ctx, name)
+		if gerr == nil {
+			err = nil
+			break
+		}
+		if !objstore.IsNotExist(gerr) {
+			return 0, gerr
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	_, err = r.createIn(ctx, t, name, b)
+	if errors.Is(err, objstore.ErrExists) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return int64(len(b)), nil
 }

@@ -14,7 +14,10 @@
 // where the block was last found, else the default pool), then in the
 // others in the order of the file; a new block goes to its first pool. A
 // view (Router.View) makes another pool the default, for an import. With
-// one pool none of that costs a request.
+// one pool none of that costs a request. A move (package move) changes a
+// placement with compare-and-swap (Router.SwapRecord) and copies blocks
+// between pools (Router.CopyTo); a process reads a placement again for a
+// volume's new epoch.
 //
 // Capabilities are those every part that a name of the capability may
 // reach has (Open): RangeWriter only if every part writes in place (the
@@ -230,7 +233,7 @@ func (r *Router) order(ctx context.Context, name string) ([]int, error) {
 	}
 	n := blockmap.ParseName(name)
 	if n.Kind == blockmap.PrivateObject {
-		pool, err := r.placement(ctx, n.Volume)
+		pool, err := r.placement(ctx, n.Volume, n.Entry.Epoch())
 		if err != nil {
 			return nil, err
 		}
@@ -286,8 +289,10 @@ func (r *Router) locateIndex(ctx context.Context, name string) (int, error) {
 	}
 	if p, ok := r.st.found(name); ok {
 		// NB: trusted without a Stat, so that each in-place write to a
-		// block does not cost one: blocks do not change pools (a move
-		// will copy, under a new epoch, docs/pools.md).
+		// block does not cost one: only a writer's own epoch's blocks
+		// are written in place, and they stay in its pool (a move
+		// reopens the writer in a new epoch before it copies, and gc
+		// keeps every copy in a volume's pool, docs/pools.md).
 		if i, ok := r.index(p); ok {
 			return i, nil
 		}

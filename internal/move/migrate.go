@@ -1,0 +1,115 @@
+package move
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/catalog"
+	"github.com/archipelago-go/archip/internal/manage"
+	"github.com/archipelago-go/archip/internal/objstore/pools"
+)
+
+// MigrateResult says what a migration did.
+type MigrateResult struct {
+	From    string   `json:"from"`
+	To      string   `json:"to"`
+	Moved   []Result `json:"moved"`  // volumes and images moved
+	Shared  int64    `json:"shared"` // blocks copied for volumes of other pools
+	Bytes   int64    `json:"bytes"`  // bytes copied, moves included
+	Seconds float64  `json:"seconds"`
+}
+
+// Migrate empties pool from into pool to, for retiring it: it moves
+// every volume (with its snapshots) and image placed in from to pool to,
+// finishing first any unfinished move of theirs; then, for each volume
+// and image placed elsewhere, it copies into its own pool the blocks it
+// references that from holds and its pool does not (blocks shared by
+// reference across pools). After it, and a collection, from holds
+// nothing any volume needs. It is resumable: a rerun skips what is done.
+// progress, if set, hears each volume's name before its move.
+func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Options, progress func(name string)) (MigrateResult, error) {
+	begin := time.Now()
+	res := MigrateResult{From: from, To: to}
+	r, ok := pools.Of(m.Store)
+	if !ok {
+		return res, ErrNotPools
+	}
+	for _, p := range []string{from, to} {
+		if err := known(r, p); err != nil {
+			return res, err
+		}
+	}
+	if from == to {
+		return res, fmt.Errorf("%w: --from and --to are both %s", ErrThere, from)
+	}
+	var recs []catalog.Record
+	if err := m.Catalog.All(ctx, func(rec catalog.Record) error {
+		if rec.Kind != catalog.KindSnapshot {
+			recs = append(recs, rec)
+		}
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	var others []catalog.Record
+	for _, rec := range recs {
+		p, _, err := r.Record(ctx, rec.ID)
+		if err != nil {
+			return res, err
+		}
+		if p.From != "" { // an unfinished move: finish it first
+			if progress != nil {
+				progress(rec.Name)
+			}
+			mr, err := Move(ctx, m, rec.Name, p.Pool, opts)
+			if err != nil {
+				return res, fmt.Errorf("%s: finishing its move to %s: %w", rec.Name, p.Pool, err)
+			}
+			res.Bytes += mr.Bytes
+		}
+		pool, _, err := r.Placement(ctx, rec.ID)
+		if err != nil {
+			return res, err
+		}
+		if pool != from {
+			others = append(others, rec)
+			continue
+		}
+		if progress != nil {
+			progress(rec.Name)
+		}
+		mr, err := Move(ctx, m, rec.Name, to, opts)
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", rec.Name, err)
+		}
+		res.Moved = append(res.Moved, mr)
+		res.Bytes += mr.Bytes
+	}
+	for _, rec := range others {
+		pool, _, err := r.Placement(ctx, rec.ID)
+		if err != nil {
+			return res, err
+		}
+		names, err := referenced(ctx, m, rec.ID)
+		if err != nil {
+			return res, err
+		}
+		c := copier{r: r, to: pool, opts: opts, report: func(Progress) {}, start: time.Now()}
+		var need []string
+		for _, n := range names {
+			if ok, err := r.Holds(ctx, from, n); err != nil {
+				return res, err
+			} else if ok {
+				need = append(need, n)
+			}
+		}
+		if _, err := c.walk(ctx, 1, need); err != nil {
+			return res, fmt.Errorf("%s: copying the blocks it shares from %s into its pool %s: %w", rec.Name, from, pool, err)
+		}
+		res.Shared += c.copied.Load()
+		res.Bytes += c.bytes.Load()
+	}
+	res.Seconds = time.Since(begin).Seconds()
+	return res, nil
+}
