@@ -254,12 +254,17 @@ func (r *Router) index(pool string) (int, bool) {
 // find calls fn on each pool in name's lookup order until fn returns
 // other than ErrNotFound, and returns that, or the last ErrNotFound.
 func (r *Router) find(ctx context.Context, name string, fn func(s objstore.Store) error) error {
+	return r.findIndex(ctx, name, func(i int) error { return fn(r.pools[i]) })
+}
+
+// findIndex is find with the pools' indexes.
+func (r *Router) findIndex(ctx context.Context, name string, fn func(i int) error) error {
 	order, err := r.order(ctx, name)
 	if err != nil {
 		return err
 	}
 	for k, i := range order {
-		if err = fn(r.pools[i]); !objstore.IsNotExist(err) {
+		if err = fn(i); !objstore.IsNotExist(err) {
 			if k > 0 && err == nil {
 				r.st.remember(name, r.names[i])
 			}
