@@ -110,7 +110,10 @@ func (c Config) Validate() error {
 		switch {
 		case u == "":
 			errs = append(errs, fmt.Errorf("%s: empty URL", what))
-		case strings.HasPrefix(u, "pools:"):
+		case strings.HasPrefix(strings.ToLower(strings.TrimSpace(u)), "pools:"):
+			// Any case: schemes are case-insensitive, and the registry
+			// opens POOLS:// as pools:// (a file naming itself would
+			// recurse without end).
 			errs = append(errs, fmt.Errorf("%s: a pools:// store cannot be part of another", what))
 		}
 	}
