@@ -400,14 +400,20 @@ func (r *Router) Create(ctx context.Context, name string, data []byte) (objstore
 
 // createIn creates a block in pool i. On a pool without create-if-absent
 // (an S3 server without conditional writes) it is a Stat, then a Put if
-// the block is absent: sound for blocks only, as no two writers ever put
-// different bytes under one block name (content blocks are named by their
-// hash, private blocks by their one writer's epoch and sequence number),
-// so two creators racing both store the same bytes.
+// the block is absent: sound for content blocks only, which are named by
+// the hash of their bytes, so two creators racing both store the same
+// bytes. A private block is refused there (ErrUnsupport): its writer
+// replaces it whole with Put, and a writer taken over may still do so
+// late, so a Put between the Stat and the Put would be overwritten.
+// Nothing creates private blocks (the volume engine puts them, and only
+// a store with in-place writes, which such a pool is not, copies them).
 func (r *Router) createIn(ctx context.Context, i int, name string, data []byte) (objstore.Version, error) {
 	p := r.pools[i]
 	if !r.noCAS[i] {
 		return p.Create(ctx, name, data)
+	}
+	if blockmap.ParseName(name).Kind != blockmap.ContentObject {
+		return 0, fmt.Errorf("%w: pools: pool %s has no conditional writes, so only content blocks can be created there, not %s", objstore.ErrUnsupport, r.names[i], name)
 	}
 	_, err := p.Stat(ctx, name)
 	if err == nil {
