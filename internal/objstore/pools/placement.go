@@ -55,7 +55,11 @@ type state struct {
 
 	mu    sync.Mutex             // guards the maps
 	place map[blockmap.ID]string // volume → pool ("": no record)
-	loc   map[string]string      // block → the pool it was last found or placed in
+	// placed counts Place and Unplace calls: a read of a record caches
+	// what it read only if none ran meanwhile (it may have read the
+	// record from before).
+	placed uint64
+	loc    map[string]string // block → the pool it was last found or placed in
 }
 
 func newState(def string) *state {
@@ -92,6 +96,7 @@ func (s *state) forget(name string) {
 func (r *Router) placement(ctx context.Context, id blockmap.ID) (string, error) {
 	r.st.mu.Lock()
 	p, ok := r.st.place[id]
+	gen := r.st.placed
 	r.st.mu.Unlock()
 	if ok {
 		return p, nil
@@ -110,11 +115,14 @@ func (r *Router) placement(ctx context.Context, id blockmap.ID) (string, error) 
 		p = rec.Pool
 	}
 	r.st.mu.Lock()
+	defer r.st.mu.Unlock()
+	if r.st.placed != gen {
+		return p, nil
+	}
 	if len(r.st.place) >= maxCached {
 		clear(r.st.place)
 	}
 	r.st.place[id] = p
-	r.st.mu.Unlock()
 	return p, nil
 }
 
@@ -131,6 +139,7 @@ func (r *Router) Place(ctx context.Context, id blockmap.ID, pool string) error {
 	}
 	r.st.mu.Lock()
 	r.st.place[id] = pool
+	r.st.placed++
 	r.st.mu.Unlock()
 	return nil
 }
@@ -165,6 +174,7 @@ func (r *Router) Unplace(ctx context.Context, id blockmap.ID) error {
 	err := r.meta.Delete(ctx, PlacementName(id))
 	r.st.mu.Lock()
 	delete(r.st.place, id)
+	r.st.placed++
 	r.st.mu.Unlock()
 	if err != nil && !objstore.IsNotExist(err) {
 		return err
