@@ -217,9 +217,20 @@ func (p part) Close() error { return nil }
 // order returns the pools' indexes in the lookup order of name (a
 // block): its owner's pool first for a private block of a placed volume,
 // the pool it was last found in first for a block found outside its
-// first pool, else the default pool first. The first is where a new
-// object of that name goes. The slice is shared: do not change it.
+// first pool, else the default pool first. The slice is shared: do not
+// change it.
 func (r *Router) order(ctx context.Context, name string) ([]int, error) {
+	return r.orderOf(ctx, name, true)
+}
+
+// newOrder is name's order without where it was last found: its first
+// pool is where a new object of that name goes (a copy remembered in a
+// pool that gc has emptied since says nothing of where new blocks go).
+func (r *Router) newOrder(ctx context.Context, name string) ([]int, error) {
+	return r.orderOf(ctx, name, false)
+}
+
+func (r *Router) orderOf(ctx context.Context, name string, remembered bool) ([]int, error) {
 	if len(r.pools) == 1 {
 		return r.orders[0], nil
 	}
@@ -233,7 +244,7 @@ func (r *Router) order(ctx context.Context, name string) ([]int, error) {
 			return r.orders[i], nil
 		}
 	}
-	if i, ok := r.st.found(name); ok {
+	if i, ok := r.st.found(name); ok && remembered {
 		if j, ok := r.index(i); ok {
 			return r.orders[j], nil
 		}
@@ -292,7 +303,7 @@ func (r *Router) locateIndex(ctx context.Context, name string) (int, error) {
 			return i, nil
 		}
 	}
-	order, err := r.order(ctx, name)
+	order, err := r.newOrder(ctx, name)
 	if err != nil {
 		return 0, err
 	}
@@ -334,7 +345,7 @@ func (r *Router) target(ctx context.Context, name string) (objstore.Store, error
 // newIndex returns the index of the pool a new block name goes to, or
 // an error wrapping exists if another pool holds it.
 func (r *Router) newIndex(ctx context.Context, name string, exists error) (int, error) {
-	order, err := r.order(ctx, name)
+	order, err := r.newOrder(ctx, name)
 	if err != nil {
 		return 0, err
 	}
