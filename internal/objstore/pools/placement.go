@@ -192,9 +192,10 @@ func (r *Router) View(pool string) (objstore.Store, error) {
 	}
 	v := *r
 	v.view = true
-	v.pools, v.names, v.noCAS = nil, nil, nil
+	v.pools, v.names, v.noCAS, v.tags = nil, nil, nil, nil
 	for _, j := range r.orders[i] {
 		v.pools, v.names, v.noCAS = append(v.pools, r.pools[j]), append(v.names, r.names[j]), append(v.noCAS, r.noCAS[j])
+		v.tags = append(v.tags, r.tags[j])
 	}
 	v.orders = orders(len(v.pools))
 	return v.wrap(), nil

@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/url"
 	"os"
 
@@ -46,7 +47,8 @@ type Router struct {
 	// noCAS[i]: pool i cannot create-if-absent (objstore.CASChecker):
 	// createIn emulates it.
 	noCAS  []bool
-	orders [][]int // orders[i]: the lookup order that starts at pool i
+	tags   []objstore.Version // tags[i]: pool i's versions are xored with it (poolTag)
+	orders [][]int            // orders[i]: the lookup order that starts at pool i
 	isData func(name string) bool
 	st     *state // shared with views
 	view   bool   // a view (View): Close closes nothing
@@ -155,6 +157,7 @@ func New(meta objstore.Store, pools []Named) (objstore.Store, error) {
 	r.noCAS = make([]bool, len(r.pools))
 	for i, p := range r.pools {
 		r.noCAS[i] = objstore.CheckCAS(p) != nil
+		r.tags = append(r.tags, poolTag(r.names[i]))
 	}
 	r.orders = orders(len(r.pools))
 	return r.wrap(), nil
@@ -368,12 +371,36 @@ func (r *Router) ReadAt(ctx context.Context, name string, p []byte, off int64) e
 	return r.find(ctx, name, func(s objstore.Store) error { return s.ReadAt(ctx, name, p, off) })
 }
 
+// poolTag returns what the versions of pool name's blocks are xored
+// with (tag): each backend numbers the writes of a name on its own (the
+// first write of a name is version 1 in a file store and in another), so
+// a version read from a copy in one pool must not match a write in
+// another, or a DeleteVersion or Swap from the version of a deleted copy
+// would change the block created again elsewhere. The tag depends only
+// on the pool's name, so every process and view agrees on it; its top bit
+// keeps a tagged version of a counter from being 0 (absent).
+func poolTag(name string) objstore.Version {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return objstore.Version(h.Sum64() | 1<<63)
+}
+
+// tag converts between the versions of pool i and the router's (xor:
+// its own inverse). 0, absent, stays 0.
+func (r *Router) tag(i int, v objstore.Version) objstore.Version {
+	if v == 0 {
+		return 0
+	}
+	return v ^ r.tags[i]
+}
+
 func (r *Router) Get(ctx context.Context, name string) (b []byte, v objstore.Version, err error) {
 	if !r.isData(name) {
 		return r.meta.Get(ctx, name)
 	}
-	err = r.find(ctx, name, func(s objstore.Store) error {
-		b, v, err = s.Get(ctx, name)
+	err = r.findIndex(ctx, name, func(i int) error {
+		b, v, err = r.pools[i].Get(ctx, name)
+		v = r.tag(i, v)
 		return err
 	})
 	return b, v, err
@@ -383,19 +410,24 @@ func (r *Router) Stat(ctx context.Context, name string) (in objstore.Info, err e
 	if !r.isData(name) {
 		return r.meta.Stat(ctx, name)
 	}
-	err = r.find(ctx, name, func(s objstore.Store) error {
-		in, err = s.Stat(ctx, name)
+	err = r.findIndex(ctx, name, func(i int) error {
+		in, err = r.pools[i].Stat(ctx, name)
+		in.Version = r.tag(i, in.Version)
 		return err
 	})
 	return in, err
 }
 
 func (r *Router) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	s, err := r.target(ctx, name)
+	if !r.isData(name) {
+		return r.meta.Put(ctx, name, data)
+	}
+	i, err := r.locateIndex(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	return s.Put(ctx, name, data)
+	v, err := r.pools[i].Put(ctx, name, data)
+	return r.tag(i, v), err
 }
 
 func (r *Router) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
@@ -406,7 +438,8 @@ func (r *Router) Create(ctx context.Context, name string, data []byte) (objstore
 	if err != nil {
 		return 0, err
 	}
-	return r.createIn(ctx, i, name, data)
+	v, err := r.createIn(ctx, i, name, data)
+	return r.tag(i, v), err
 }
 
 // createIn creates a block in pool i. On a pool without create-if-absent
@@ -440,18 +473,18 @@ func (r *Router) Swap(ctx context.Context, name string, data []byte, old objstor
 	if !r.isData(name) {
 		return r.meta.Swap(ctx, name, data, old)
 	}
+	var i int
+	var err error
 	if old == 0 {
-		i, err := r.newIndex(ctx, name, objstore.ErrConflict)
-		if err != nil {
-			return 0, err
-		}
-		return r.pools[i].Swap(ctx, name, data, 0)
+		i, err = r.newIndex(ctx, name, objstore.ErrConflict)
+	} else {
+		i, err = r.locateIndex(ctx, name)
 	}
-	s, err := r.target(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	return s.Swap(ctx, name, data, old)
+	v, err := r.pools[i].Swap(ctx, name, data, r.tag(i, old))
+	return r.tag(i, v), err
 }
 
 // Delete removes every copy of a block.
@@ -481,18 +514,28 @@ func (r *Router) Delete(ctx context.Context, name string) error {
 }
 
 func (r *Router) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
-	s, err := r.target(ctx, name)
+	if !r.isData(name) {
+		return r.meta.DeleteVersion(ctx, name, old)
+	}
+	i, err := r.locateIndex(ctx, name)
 	if err != nil {
 		return err
 	}
-	return s.DeleteVersion(ctx, name, old)
+	return r.pools[i].DeleteVersion(ctx, name, r.tag(i, old))
 }
 
 // List lists each part's own names: a block held by two pools is listed
-// once per copy.
+// once per copy, each with its own version.
 func (r *Router) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
-	for _, p := range r.Parts() {
-		if err := p.List(ctx, prefix, fn); err != nil {
+	if err := (part{r.meta, r, false}).List(ctx, prefix, fn); err != nil {
+		return err
+	}
+	for i, p := range r.pools {
+		err := (part{p, r, true}).List(ctx, prefix, func(in objstore.Info) error {
+			in.Version = r.tag(i, in.Version)
+			return fn(in)
+		})
+		if err != nil {
 			return err
 		}
 	}
