@@ -122,6 +122,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New(`no data pool: add a [pools] table with NAME = "URL" lines`))
 	}
 	names := map[string]bool{}
+	urls := map[string]string{} // URL → the first pool at it
 	for _, p := range c.Pools {
 		if err := validPoolName(p.Name); err != nil {
 			errs = append(errs, err)
@@ -131,6 +132,11 @@ func (c Config) Validate() error {
 		}
 		names[p.Name] = true
 		url("pool "+p.Name, p.URL)
+		if first, ok := urls[p.URL]; ok && p.URL != "" {
+			errs = append(errs, fmt.Errorf("pools %q and %q have one URL (each would list and count the other's blocks as its own): give it once", first, p.Name))
+		} else {
+			urls[p.URL] = p.Name
+		}
 	}
 	if c.Default != "" && !names[c.Default] {
 		errs = append(errs, fmt.Errorf("default pool %q is not under [pools]", c.Default))

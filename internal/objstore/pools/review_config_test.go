@@ -20,3 +20,18 @@ func TestReviewNestedPoolsAnyCase(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewPoolURLTwice: two pools at one URL would each list, count
+// and collect the other's blocks as their own (store stats counts them
+// twice): refused, as a name given twice is. The metadata backend may
+// share a pool's URL (docs/pools.md).
+func TestReviewPoolURLTwice(t *testing.T) {
+	c := Config{Metadata: "file:///m", Pools: []Pool{{"a", "file:///d"}, {"b", "file:///d"}}}
+	if err := c.Validate(); err == nil {
+		t.Error("two pools at one URL accepted")
+	}
+	c = Config{Metadata: "file:///d", Pools: []Pool{{"a", "file:///d"}}}
+	if err := c.Validate(); err != nil {
+		t.Errorf("metadata at a pool's URL: %v", err)
+	}
+}
