@@ -10,9 +10,9 @@
 // names: content and private blocks are data, everything else metadata.
 // A volume may be placed in a pool (Router.Place: a record place/<id> in
 // the metadata backend): its private blocks go there. Data names are
-// looked up in their first pool (the volume's for a private block, else
-// where the block was last found, else the default pool), then in the
-// others in the order of the file; a new block goes to its first pool. A
+// looked up in their first pool (where the block was last found if
+// outside its first pool, else the volume's for a private block, else
+// the default pool), then in the others in the order of the file; a new block goes to its first pool. A
 // view (Router.View) makes another pool the default, for an import. With
 // one pool none of that costs a request.
 //
@@ -218,9 +218,9 @@ func (p part) ListNames(ctx context.Context, prefix string, fn func(string) erro
 func (p part) Close() error { return nil }
 
 // order returns the pools' indexes in the lookup order of name (a
-// block): its owner's pool first for a private block of a placed volume,
-// the pool it was last found in first for a block found outside its
-// first pool, else the default pool first. The slice is shared: do not
+// block): the pool it was last found in first for a block found outside
+// its first pool, else its owner's pool first for a private block of a
+// placed volume, else the default pool first. The slice is shared: do not
 // change it.
 func (r *Router) order(ctx context.Context, name string) ([]int, error) {
 	return r.orderOf(ctx, name, true)
@@ -237,6 +237,11 @@ func (r *Router) orderOf(ctx context.Context, name string, remembered bool) ([]i
 	if len(r.pools) == 1 {
 		return r.orders[0], nil
 	}
+	if i, ok := r.st.found(name); ok && remembered {
+		if j, ok := r.index(i); ok {
+			return r.orders[j], nil
+		}
+	}
 	n := blockmap.ParseName(name)
 	if n.Kind == blockmap.PrivateObject {
 		pool, err := r.placement(ctx, n.Volume)
@@ -245,11 +250,6 @@ func (r *Router) orderOf(ctx context.Context, name string, remembered bool) ([]i
 		}
 		if i, ok := r.index(pool); ok {
 			return r.orders[i], nil
-		}
-	}
-	if i, ok := r.st.found(name); ok && remembered {
-		if j, ok := r.index(i); ok {
-			return r.orders[j], nil
 		}
 	}
 	return r.orders[0], nil
