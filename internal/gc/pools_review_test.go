@@ -127,3 +127,76 @@ func TestReviewPoolsSweepKeepsReferenced(t *testing.T) {
 		v.Close(ctx)
 	}
 }
+
+// TestReviewPoolsFormerSingleStore: a store that used to be one backend
+// becomes a pools store whose metadata backend is also a pool ("old",
+// listed second) and whose default pool is new: its volume and image read
+// as before, new private blocks go to the new pool, and a collection
+// deletes nothing referenced in either (each part lists only its own
+// names, so no object is judged twice), and an unreferenced old block.
+func TestReviewPoolsFormerSingleStore(t *testing.T) {
+	clk := &clock{t: time.Unix(1_000_000, 0)}
+	single, fresh := objstore.NewMem(), objstore.NewMem()
+	single.Now, fresh.Now = clk.now, clk.now
+	m := manage.New(single)
+	m.Now = clk.now
+	const bs = 1 << 16
+	img := bytes.Repeat([]byte("i"), 2*bs)
+	if _, _, err := m.Import(ctx, bytes.NewReader(img), -1, "img", image.Options{BlockShift: 16}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Clone(ctx, "img", "vm", 0); err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := m.Open(ctx, "vm", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.WriteAt(ctx, []byte("before"), 0, true)
+	v.Close(ctx)
+	junk := blockmap.ContentName(sha256.Sum256([]byte("junk")))
+	single.Put(ctx, junk, []byte("junk"))
+
+	s, err := pools.New(single, []pools.Named{{Name: "new", Store: fresh}, {Name: "old", Store: single}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = manage.New(s)
+	m.Now = clk.now
+	v, _, err = m.Open(ctx, "vm", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, []byte("after"), bs, true); err != nil {
+		t.Fatal(err)
+	}
+	v.Close(ctx)
+	n := 0
+	fresh.List(ctx, "vol/", func(objstore.Info) error { n++; return nil })
+	if n == 0 {
+		t.Fatal("no new private block in the new pool")
+	}
+	clk.advance(gc.DefaultGrace + time.Hour)
+	rep, err := m.GC(ctx, gc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Deleted.Objects == 0 || rep.Failed != 0 {
+		t.Fatalf("report %+v: want the junk block deleted, nothing failed", rep)
+	}
+	if _, err := single.Stat(ctx, junk); !objstore.IsNotExist(err) {
+		t.Fatalf("an unreferenced old block was kept: %v", err)
+	}
+	want := append([]byte(nil), img...)
+	copy(want, "before")
+	copy(want[bs:], "after")
+	v, _, err = m.Open(ctx, "vm", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if err := v.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("vm after gc: %v (same bytes: %v; report %+v)", err, bytes.Equal(got, want), rep)
+	}
+	v.Close(ctx)
+}
