@@ -115,6 +115,11 @@ func (c Config) Validate() error {
 			// opens POOLS:// as pools:// (a file naming itself would
 			// recurse without end).
 			errs = append(errs, fmt.Errorf("%s: a pools:// store cannot be part of another", what))
+		case !strings.Contains(u, "://"):
+			// The registry would take a bare word for a relative
+			// directory, as --store does: in a file it is a mistake
+			// (default = "fast" under [pools] names a pool "default").
+			errs = append(errs, fmt.Errorf("%s: %q names no scheme: write file:///ABSOLUTE/DIR, file://./RELATIVE/DIR or another store URL", what, u))
 		}
 	}
 	url("metadata", c.Metadata)

@@ -38,7 +38,7 @@ func isPoolsURL(u string) bool {
 func FuzzParseConfig(f *testing.F) {
 	f.Add("metadata = \"file:///m\"\n[pools]\na = \"file:///a\"\n")
 	f.Add("# c\nmetadata = \"rados://m?conf=/etc/ceph/ceph.conf\" # x\ndefault = \"b\"\n[pools]\na = \"s3://b/p?endpoint=http://h:1#f\"\nb = \"file://./rel\"\n")
-	f.Add("metadata = \"a\\\"b\\\\\"\n[pools]\np = \"x\"\n")
+	f.Add("metadata = \"file:///a\\\"b\\\\\"\n[pools]\np = \"file:///x\"\n")
 	f.Add("metadata = \"POOLS:///x.toml\"\n[pools]\np = \"Pools://./y\"\n")
 	f.Add("[pools]\n[pools]\np = \"x\"\np = \"y\"\n= \"z\"\n")
 	f.Fuzz(func(t *testing.T, in string) {

@@ -1,6 +1,7 @@
 package pools
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -33,5 +34,22 @@ func TestReviewPoolURLTwice(t *testing.T) {
 	c = Config{Metadata: "file:///d", Pools: []Pool{{"a", "file:///d"}}}
 	if err := c.Validate(); err != nil {
 		t.Errorf("metadata at a pool's URL: %v", err)
+	}
+}
+
+// TestReviewURLWithoutScheme: a store URL in the file names its scheme.
+// The registry takes a bare word for a relative directory (as --store
+// does), so `default = "fast"` written under [pools] (a pool named
+// default) opened a directory ./fast in the working directory as a data
+// pool; it is refused, saying how to name a directory.
+func TestReviewURLWithoutScheme(t *testing.T) {
+	in := "metadata = \"file:///m\"\n[pools]\nfast = \"file:///f\"\ndefault = \"fast\"\n"
+	_, err := ParseConfig(strings.NewReader(in))
+	if err == nil || !strings.Contains(err.Error(), "file://./") {
+		t.Fatalf("a pool URL without a scheme: %v", err)
+	}
+	c := Config{Metadata: "/var/lib/archip", Pools: []Pool{{"p", "file://./rel"}}}
+	if err := c.Validate(); err == nil {
+		t.Fatal("a metadata URL without a scheme accepted")
 	}
 }
