@@ -123,17 +123,12 @@ func (c syncCap) Sync(ctx context.Context, name string) error {
 
 // Copy copies within a pool with the pool's Copy; between two backends
 // (a block of one pool copied to a new name in another) it reads src
-// and creates dst, so the data passes through this process.
+// and creates dst, so the data passes through this process. src is
+// found as a read finds it (a copy remembered in a pool that no longer
+// holds it is looked for in the others).
 func (c copyCap) Copy(ctx context.Context, src, dst string) error {
 	r := c.r
-	from, to := -1, -1 // -1: the metadata backend, else a pool's index
-	if r.isData(src) {
-		i, err := r.locateIndex(ctx, src)
-		if err != nil {
-			return err
-		}
-		from = i
-	}
+	to := -1 // -1: the metadata backend, else a pool's index
 	if r.isData(dst) {
 		i, err := r.newIndex(ctx, dst, objstore.ErrExists)
 		if err != nil {
@@ -141,21 +136,27 @@ func (c copyCap) Copy(ctx context.Context, src, dst string) error {
 		}
 		to = i
 	}
-	if from == to {
-		if cp, ok := objstore.AsCopier(r.at(from)); ok {
-			return cp.Copy(ctx, src, dst)
+	copyFrom := func(from int) error {
+		if from == to {
+			if cp, ok := objstore.AsCopier(r.at(from)); ok {
+				return cp.Copy(ctx, src, dst)
+			}
 		}
-	}
-	b, _, err := r.at(from).Get(ctx, src)
-	if err != nil {
+		b, _, err := r.at(from).Get(ctx, src)
+		if err != nil {
+			return err
+		}
+		if to < 0 {
+			_, err = r.meta.Create(ctx, dst, b)
+		} else {
+			_, err = r.createIn(ctx, to, dst, b)
+		}
 		return err
 	}
-	if to < 0 {
-		_, err = r.meta.Create(ctx, dst, b)
-	} else {
-		_, err = r.createIn(ctx, to, dst, b)
+	if !r.isData(src) {
+		return copyFrom(-1)
 	}
-	return err
+	return r.findIndex(ctx, src, copyFrom)
 }
 
 // ReadLend lends the buffers of the pool holding the block; a metadata

@@ -110,8 +110,16 @@ func (c Config) Validate() error {
 		switch {
 		case u == "":
 			errs = append(errs, fmt.Errorf("%s: empty URL", what))
-		case strings.HasPrefix(u, "pools:"):
+		case strings.HasPrefix(strings.ToLower(strings.TrimSpace(u)), "pools:"):
+			// Any case: schemes are case-insensitive, and the registry
+			// opens POOLS:// as pools:// (a file naming itself would
+			// recurse without end).
 			errs = append(errs, fmt.Errorf("%s: a pools:// store cannot be part of another", what))
+		case !strings.Contains(u, "://"):
+			// The registry would take a bare word for a relative
+			// directory, as --store does: in a file it is a mistake
+			// (default = "fast" under [pools] names a pool "default").
+			errs = append(errs, fmt.Errorf("%s: %q names no scheme: write file:///ABSOLUTE/DIR, file://./RELATIVE/DIR or another store URL", what, u))
 		}
 	}
 	url("metadata", c.Metadata)
@@ -119,6 +127,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New(`no data pool: add a [pools] table with NAME = "URL" lines`))
 	}
 	names := map[string]bool{}
+	urls := map[string]string{} // URL → the first pool at it
 	for _, p := range c.Pools {
 		if err := validPoolName(p.Name); err != nil {
 			errs = append(errs, err)
@@ -128,6 +137,11 @@ func (c Config) Validate() error {
 		}
 		names[p.Name] = true
 		url("pool "+p.Name, p.URL)
+		if first, ok := urls[p.URL]; ok && p.URL != "" {
+			errs = append(errs, fmt.Errorf("pools %q and %q have one URL (each would list and count the other's blocks as its own): give it once", first, p.Name))
+		} else {
+			urls[p.URL] = p.Name
+		}
 	}
 	if c.Default != "" && !names[c.Default] {
 		errs = append(errs, fmt.Errorf("default pool %q is not under [pools]", c.Default))

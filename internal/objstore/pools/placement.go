@@ -83,7 +83,11 @@ type state struct {
 
 	mu    sync.Mutex                // guards the maps
 	place map[blockmap.ID]placement // volume → its record, as last read
-	loc   map[string]string         // block → the pool it was last found or placed in
+	// placed counts the record changes this process made (Place,
+	// Unplace, SwapRecord): a read of a record caches what it read only
+	// if none ran meanwhile (it may have read the record from before).
+	placed uint64
+	loc    map[string]string // block → the pool it was last found or placed in
 }
 
 // placement is a cached placement record: its pool ("": no record), and
@@ -135,6 +139,7 @@ func (r *Router) placement(ctx context.Context, id blockmap.ID, epoch uint64) (s
 	if ok && epoch > c.epoch {
 		ok = false
 	}
+	gen := r.st.placed
 	r.st.mu.Unlock()
 	if ok {
 		return c.pool, nil
@@ -144,12 +149,15 @@ func (r *Router) placement(ctx context.Context, id blockmap.ID, epoch uint64) (s
 		return "", err
 	}
 	r.st.mu.Lock()
+	defer r.st.mu.Unlock()
+	if r.st.placed != gen {
+		return rec.Pool, nil
+	}
 	if len(r.st.place) >= maxCached {
 		clear(r.st.place)
 	}
 	c = r.st.place[id]
 	r.st.place[id] = placement{rec.Pool, max(c.epoch, epoch)}
-	r.st.mu.Unlock()
 	return rec.Pool, nil
 }
 
@@ -188,6 +196,7 @@ func (r *Router) SwapRecord(ctx context.Context, id blockmap.ID, rec Record, old
 	r.st.mu.Lock()
 	c := r.st.place[id]
 	r.st.place[id] = placement{rec.Pool, c.epoch}
+	r.st.placed++
 	r.st.mu.Unlock()
 	return v, nil
 }
@@ -205,6 +214,7 @@ func (r *Router) Place(ctx context.Context, id blockmap.ID, pool string) error {
 	r.st.mu.Lock()
 	c := r.st.place[id]
 	r.st.place[id] = placement{pool, c.epoch}
+	r.st.placed++
 	r.st.mu.Unlock()
 	return nil
 }
@@ -239,6 +249,7 @@ func (r *Router) Unplace(ctx context.Context, id blockmap.ID) error {
 	err := r.meta.Delete(ctx, PlacementName(id))
 	r.st.mu.Lock()
 	delete(r.st.place, id)
+	r.st.placed++
 	r.st.mu.Unlock()
 	if err != nil && !objstore.IsNotExist(err) {
 		return err

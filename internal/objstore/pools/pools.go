@@ -10,9 +10,9 @@
 // names: content and private blocks are data, everything else metadata.
 // A volume may be placed in a pool (Router.Place: a record place/<id> in
 // the metadata backend): its private blocks go there. Data names are
-// looked up in their first pool (the volume's for a private block, else
-// where the block was last found, else the default pool), then in the
-// others in the order of the file; a new block goes to its first pool. A
+// looked up in their first pool (where the block was last found if
+// outside its first pool, else the volume's for a private block, else
+// the default pool), then in the others in the order of the file; a new block goes to its first pool. A
 // view (Router.View) makes another pool the default, for an import. With
 // one pool none of that costs a request. A move (package move) changes a
 // placement with compare-and-swap (Router.SwapRecord) and copies blocks
@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/url"
 	"os"
 
@@ -49,7 +50,8 @@ type Router struct {
 	// noCAS[i]: pool i cannot create-if-absent (objstore.CASChecker):
 	// createIn emulates it.
 	noCAS  []bool
-	orders [][]int // orders[i]: the lookup order that starts at pool i
+	tags   []objstore.Version // tags[i]: pool i's versions are xored with it (poolTag)
+	orders [][]int            // orders[i]: the lookup order that starts at pool i
 	isData func(name string) bool
 	st     *state // shared with views
 	view   bool   // a view (View): Close closes nothing
@@ -158,6 +160,7 @@ func New(meta objstore.Store, pools []Named) (objstore.Store, error) {
 	r.noCAS = make([]bool, len(r.pools))
 	for i, p := range r.pools {
 		r.noCAS[i] = objstore.CheckCAS(p) != nil
+		r.tags = append(r.tags, poolTag(r.names[i]))
 	}
 	r.orders = orders(len(r.pools))
 	return r.wrap(), nil
@@ -223,13 +226,29 @@ func (p part) ListNames(ctx context.Context, prefix string, fn func(string) erro
 func (p part) Close() error { return nil }
 
 // order returns the pools' indexes in the lookup order of name (a
-// block): its owner's pool first for a private block of a placed volume,
-// the pool it was last found in first for a block found outside its
-// first pool, else the default pool first. The first is where a new
-// object of that name goes. The slice is shared: do not change it.
+// block): the pool it was last found in first for a block found outside
+// its first pool, else its owner's pool first for a private block of a
+// placed volume, else the default pool first. The slice is shared: do not
+// change it.
 func (r *Router) order(ctx context.Context, name string) ([]int, error) {
+	return r.orderOf(ctx, name, true)
+}
+
+// newOrder is name's order without where it was last found: its first
+// pool is where a new object of that name goes (a copy remembered in a
+// pool that gc has emptied since says nothing of where new blocks go).
+func (r *Router) newOrder(ctx context.Context, name string) ([]int, error) {
+	return r.orderOf(ctx, name, false)
+}
+
+func (r *Router) orderOf(ctx context.Context, name string, remembered bool) ([]int, error) {
 	if len(r.pools) == 1 {
 		return r.orders[0], nil
+	}
+	if i, ok := r.st.found(name); ok && remembered {
+		if j, ok := r.index(i); ok {
+			return r.orders[j], nil
+		}
 	}
 	n := blockmap.ParseName(name)
 	if n.Kind == blockmap.PrivateObject {
@@ -239,11 +258,6 @@ func (r *Router) order(ctx context.Context, name string) ([]int, error) {
 		}
 		if i, ok := r.index(pool); ok {
 			return r.orders[i], nil
-		}
-	}
-	if i, ok := r.st.found(name); ok {
-		if j, ok := r.index(i); ok {
-			return r.orders[j], nil
 		}
 	}
 	return r.orders[0], nil
@@ -262,12 +276,17 @@ func (r *Router) index(pool string) (int, bool) {
 // find calls fn on each pool in name's lookup order until fn returns
 // other than ErrNotFound, and returns that, or the last ErrNotFound.
 func (r *Router) find(ctx context.Context, name string, fn func(s objstore.Store) error) error {
+	return r.findIndex(ctx, name, func(i int) error { return fn(r.pools[i]) })
+}
+
+// findIndex is find with the pools' indexes.
+func (r *Router) findIndex(ctx context.Context, name string, fn func(i int) error) error {
 	order, err := r.order(ctx, name)
 	if err != nil {
 		return err
 	}
 	for k, i := range order {
-		if err = fn(r.pools[i]); !objstore.IsNotExist(err) {
+		if err = fn(i); !objstore.IsNotExist(err) {
 			if k > 0 && err == nil {
 				r.st.remember(name, r.names[i])
 			}
@@ -297,7 +316,7 @@ func (r *Router) locateIndex(ctx context.Context, name string) (int, error) {
 			return i, nil
 		}
 	}
-	order, err := r.order(ctx, name)
+	order, err := r.newOrder(ctx, name)
 	if err != nil {
 		return 0, err
 	}
@@ -339,7 +358,7 @@ func (r *Router) target(ctx context.Context, name string) (objstore.Store, error
 // newIndex returns the index of the pool a new block name goes to, or
 // an error wrapping exists if another pool holds it.
 func (r *Router) newIndex(ctx context.Context, name string, exists error) (int, error) {
-	order, err := r.order(ctx, name)
+	order, err := r.newOrder(ctx, name)
 	if err != nil {
 		return 0, err
 	}
@@ -362,12 +381,36 @@ func (r *Router) ReadAt(ctx context.Context, name string, p []byte, off int64) e
 	return r.find(ctx, name, func(s objstore.Store) error { return s.ReadAt(ctx, name, p, off) })
 }
 
+// poolTag returns what the versions of pool name's blocks are xored
+// with (tag): each backend numbers the writes of a name on its own (the
+// first write of a name is version 1 in a file store and in another), so
+// a version read from a copy in one pool must not match a write in
+// another, or a DeleteVersion or Swap from the version of a deleted copy
+// would change the block created again elsewhere. The tag depends only
+// on the pool's name, so every process and view agrees on it; its top bit
+// keeps a tagged version of a counter from being 0 (absent).
+func poolTag(name string) objstore.Version {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return objstore.Version(h.Sum64() | 1<<63)
+}
+
+// tag converts between the versions of pool i and the router's (xor:
+// its own inverse). 0, absent, stays 0.
+func (r *Router) tag(i int, v objstore.Version) objstore.Version {
+	if v == 0 {
+		return 0
+	}
+	return v ^ r.tags[i]
+}
+
 func (r *Router) Get(ctx context.Context, name string) (b []byte, v objstore.Version, err error) {
 	if !r.isData(name) {
 		return r.meta.Get(ctx, name)
 	}
-	err = r.find(ctx, name, func(s objstore.Store) error {
-		b, v, err = s.Get(ctx, name)
+	err = r.findIndex(ctx, name, func(i int) error {
+		b, v, err = r.pools[i].Get(ctx, name)
+		v = r.tag(i, v)
 		return err
 	})
 	return b, v, err
@@ -377,19 +420,24 @@ func (r *Router) Stat(ctx context.Context, name string) (in objstore.Info, err e
 	if !r.isData(name) {
 		return r.meta.Stat(ctx, name)
 	}
-	err = r.find(ctx, name, func(s objstore.Store) error {
-		in, err = s.Stat(ctx, name)
+	err = r.findIndex(ctx, name, func(i int) error {
+		in, err = r.pools[i].Stat(ctx, name)
+		in.Version = r.tag(i, in.Version)
 		return err
 	})
 	return in, err
 }
 
 func (r *Router) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	s, err := r.target(ctx, name)
+	if !r.isData(name) {
+		return r.meta.Put(ctx, name, data)
+	}
+	i, err := r.locateIndex(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	return s.Put(ctx, name, data)
+	v, err := r.pools[i].Put(ctx, name, data)
+	return r.tag(i, v), err
 }
 
 func (r *Router) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
@@ -400,19 +448,26 @@ func (r *Router) Create(ctx context.Context, name string, data []byte) (objstore
 	if err != nil {
 		return 0, err
 	}
-	return r.createIn(ctx, i, name, data)
+	v, err := r.createIn(ctx, i, name, data)
+	return r.tag(i, v), err
 }
 
 // createIn creates a block in pool i. On a pool without create-if-absent
 // (an S3 server without conditional writes) it is a Stat, then a Put if
-// the block is absent: sound for blocks only, as no two writers ever put
-// different bytes under one block name (content blocks are named by their
-// hash, private blocks by their one writer's epoch and sequence number),
-// so two creators racing both store the same bytes.
+// the block is absent: sound for content blocks only, which are named by
+// the hash of their bytes, so two creators racing both store the same
+// bytes. A private block is refused there (ErrUnsupport): its writer
+// replaces it whole with Put, and a writer taken over may still do so
+// late, so a Put between the Stat and the Put would be overwritten.
+// Nothing creates private blocks (the volume engine puts them, and only
+// a store with in-place writes, which such a pool is not, copies them).
 func (r *Router) createIn(ctx context.Context, i int, name string, data []byte) (objstore.Version, error) {
 	p := r.pools[i]
 	if !r.noCAS[i] {
 		return p.Create(ctx, name, data)
+	}
+	if blockmap.ParseName(name).Kind != blockmap.ContentObject {
+		return 0, fmt.Errorf("%w: pools: pool %s has no conditional writes, so only content blocks can be created there, not %s", objstore.ErrUnsupport, r.names[i], name)
 	}
 	_, err := p.Stat(ctx, name)
 	if err == nil {
@@ -428,18 +483,18 @@ func (r *Router) Swap(ctx context.Context, name string, data []byte, old objstor
 	if !r.isData(name) {
 		return r.meta.Swap(ctx, name, data, old)
 	}
+	var i int
+	var err error
 	if old == 0 {
-		i, err := r.newIndex(ctx, name, objstore.ErrConflict)
-		if err != nil {
-			return 0, err
-		}
-		return r.pools[i].Swap(ctx, name, data, 0)
+		i, err = r.newIndex(ctx, name, objstore.ErrConflict)
+	} else {
+		i, err = r.locateIndex(ctx, name)
 	}
-	s, err := r.target(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	return s.Swap(ctx, name, data, old)
+	v, err := r.pools[i].Swap(ctx, name, data, r.tag(i, old))
+	return r.tag(i, v), err
 }
 
 // Delete removes every copy of a block.
@@ -469,18 +524,28 @@ func (r *Router) Delete(ctx context.Context, name string) error {
 }
 
 func (r *Router) DeleteVersion(ctx context.Context, name string, old objstore.Version) error {
-	s, err := r.target(ctx, name)
+	if !r.isData(name) {
+		return r.meta.DeleteVersion(ctx, name, old)
+	}
+	i, err := r.locateIndex(ctx, name)
 	if err != nil {
 		return err
 	}
-	return s.DeleteVersion(ctx, name, old)
+	return r.pools[i].DeleteVersion(ctx, name, r.tag(i, old))
 }
 
 // List lists each part's own names: a block held by two pools is listed
-// once per copy.
+// once per copy, each with its own version.
 func (r *Router) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
-	for _, p := range r.Parts() {
-		if err := p.List(ctx, prefix, fn); err != nil {
+	if err := (part{r.meta, r, false}).List(ctx, prefix, fn); err != nil {
+		return err
+	}
+	for i, p := range r.pools {
+		err := (part{p, r, true}).List(ctx, prefix, func(in objstore.Info) error {
+			in.Version = r.tag(i, in.Version)
+			return fn(in)
+		})
+		if err != nil {
 			return err
 		}
 	}

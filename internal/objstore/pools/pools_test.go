@@ -272,16 +272,16 @@ func TestS3WithoutConditionalWrites(t *testing.T) {
 		t.Fatalf("CheckCAS of S3 without conditional writes: %v", err)
 	}
 	openReal := func(ctx context.Context, raw string, opts objstore.OpenOptions) (objstore.Store, error) {
-		if raw == "s3" {
+		if raw == "s3://" {
 			return plainNoClose{plain}, nil
 		}
 		return objstore.OpenFile(filepath.Join(t.TempDir(), "m"), true)
 	}
-	_, err := Open(ctx, Config{Metadata: "s3", Pools: []Pool{{"p", "file"}}}, openReal, objstore.OpenOptions{})
+	_, err := Open(ctx, Config{Metadata: "s3://", Pools: []Pool{{"p", "file://"}}}, openReal, objstore.OpenOptions{})
 	if !errors.Is(err, objstore.ErrUnsupport) || !strings.Contains(err.Error(), "conditional writes") {
 		t.Fatalf("S3 without conditional writes as metadata: %v", err)
 	}
-	s, err := Open(ctx, Config{Metadata: "file", Pools: []Pool{{"p", "s3"}}}, openReal, objstore.OpenOptions{})
+	s, err := Open(ctx, Config{Metadata: "file://", Pools: []Pool{{"p", "s3://"}}}, openReal, objstore.OpenOptions{})
 	if err != nil {
 		t.Fatalf("S3 without conditional writes as a data pool: %v", err)
 	}
