@@ -670,8 +670,13 @@ func (c *Catalog) Rename(ctx context.Context, old, new string) error {
 		m.Moved = true
 		vm, err := c.store.Swap(ctx, recordName(old), encodeStored(&m), va)
 		if errors.Is(err, objstore.ErrConflict) || objstore.IsNotExist(err) {
-			// Undone by a concurrent settle: the pending record is
-			// garbage (deleted by the undo, or by the next settle).
+			// Undone by a concurrent settle, which may have looked
+			// for the pending record before it existed: delete it,
+			// since no settle of the old name will (this token's
+			// rename can no longer commit).
+			if err := c.dropPending(ctx, &b); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
@@ -680,6 +685,19 @@ func (c *Catalog) Rename(ctx context.Context, old, new string) error {
 		return c.finish(ctx, &m, vm)
 	}
 	return ErrBusy
+}
+
+// dropPending deletes b, a rename's pending record, if it is still
+// there as written.
+func (c *Catalog) dropPending(ctx context.Context, b *stored) error {
+	cur, v, err := c.get(ctx, b.Name)
+	if err == nil && cur.Pending && cur.Token == b.Token {
+		err = c.store.DeleteVersion(ctx, recordName(b.Name), v)
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) && !errors.Is(err, objstore.ErrConflict) && !objstore.IsNotExist(err) {
+		return err
+	}
+	return nil
 }
 
 // createPending creates the new name's record of a rename, holding

@@ -252,3 +252,29 @@ func TestInterleavedNames(t *testing.T) {
 	}
 	t.Logf("%d interleavings", runs)
 }
+
+// TestRenameUndoneBeforeItsPendingRecord: a rename paused after its
+// intent, while another process settles (undoes) it and removes the old
+// name; the rename then creates its pending record and finds its commit
+// impossible. It must not leave that record behind: no name holds it and
+// nothing else would delete it (TestConcurrentNames found one under load).
+func TestRenameUndoneBeforeItsPendingRecord(t *testing.T) {
+	mem := objstore.NewMem()
+	if err := New(mem).Create(ctx, Record{Name: "a", ID: blockmap.NewID(), Kind: KindVolume}); err != nil {
+		t.Fatal(err)
+	}
+	st := &stepper{Store: mem, k: 2, paused: make(chan struct{}), resume: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- New(st).Rename(ctx, "a", "b") }()
+	<-st.paused // after the intent, before the pending record
+	if _, err := New(mem).Remove(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	close(st.resume)
+	if err := <-done; !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the rename of a removed name: %v, want ErrNotFound", err)
+	}
+	if _, _, err := mem.Get(ctx, recordName("b")); !objstore.IsNotExist(err) {
+		t.Fatalf("the undone rename left its pending record: %v", err)
+	}
+}
