@@ -47,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,8 @@ type Daemon struct {
 	metrics *Metrics
 	// adminToken, if set, is required of admin API requests.
 	adminToken string
+	// dashboard, if set, serves /ui/ on the admin API (UseDashboard).
+	dashboard http.Handler
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has
