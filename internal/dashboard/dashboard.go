@@ -454,9 +454,11 @@ type activityData struct {
 	Busiest  []volumeIO
 }
 
+// counter is one metric of the daemon, with its value for each set of
+// labels.
 type counter struct {
 	Name, Help string
-	Value      string
+	Values     []string // "VALUE" or "LABEL=V: VALUE"
 }
 
 // activityMetrics are the daemon's counters the activity page shows.
@@ -480,14 +482,15 @@ func (d *Dashboard) activity(w http.ResponseWriter, r *http.Request) {
 				if mf.GetName() != want {
 					continue
 				}
+				c := counter{Name: want, Help: mf.GetHelp()}
 				for _, m := range mf.GetMetric() {
-					name := want
+					v := strconv.FormatFloat(m.GetCounter().GetValue()+m.GetGauge().GetValue(), 'f', -1, 64)
 					for _, l := range m.GetLabel() {
-						name += fmt.Sprintf(" %s=%s", l.GetName(), l.GetValue())
+						v = fmt.Sprintf("%s=%s: %s", l.GetName(), l.GetValue(), v)
 					}
-					v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
-					ad.Counters = append(ad.Counters, counter{Name: name, Help: mf.GetHelp(), Value: strconv.FormatFloat(v, 'f', -1, 64)})
+					c.Values = append(c.Values, v)
 				}
+				ad.Counters = append(ad.Counters, c)
 			}
 		}
 	}

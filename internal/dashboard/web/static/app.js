@@ -57,8 +57,9 @@
       var top = 1;
       history.forEach(function (h) { top = Math.max(top, h[0], h[1]); });
       ["r", "w"].forEach(function (k, i) {
-        var pts = history.map(function (h, x) {
-          return (x * 300 / 59).toFixed(1) + "," + (58 - h[i] * 56 / top).toFixed(1);
+        var n = history.length;
+        var pts = history.map(function (h, x) { // the latest at the right
+          return (300 - (n - 1 - x) * 300 / 59).toFixed(1) + "," + (58 - h[i] * 56 / top).toFixed(1);
         });
         spark.querySelector("polyline." + k).setAttribute("points", pts.join(" "));
       });
