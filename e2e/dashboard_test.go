@@ -61,7 +61,7 @@ func nonLoopbackIP() string {
 // uses) and finds the volumes, their lineage as a tree, which node holds
 // which lease, the space charts, and non-zero I/O rates. A request
 // without the token to the admin API listening beyond loopback is
-// refused. Screenshots go to the test's directory, and to
+// refused. archip top finds the busiest volume. Screenshots go to the test's directory, and to
 // ARCHIP_DASHBOARD_SCREENSHOTS if set (docs/img/ holds them).
 func TestDashboard(t *testing.T) {
 	need(t, chromium(), "fio")
@@ -150,6 +150,18 @@ func TestDashboard(t *testing.T) {
 			t.Fatalf("no I/O on db after 60 s: %s", body)
 		}
 		time.Sleep(1100 * time.Millisecond)
+	}
+
+	// archip top reads the same from /metrics.
+	var top struct {
+		Volumes []struct {
+			Volume   string  `json:"volume"`
+			ReadIOPS float64 `json:"read_iops"`
+		} `json:"volumes"`
+	}
+	if out := e.archip("top", "--once", "--json", a.admin); json.Unmarshal([]byte(out), &top) != nil || len(top.Volumes) == 0 ||
+		top.Volumes[0].Volume != "db" || top.Volumes[0].ReadIOPS == 0 {
+		t.Errorf("archip top --once --json %s: %s", a.admin, out)
 	}
 
 	shots := os.Getenv("ARCHIP_DASHBOARD_SCREENSHOTS")
