@@ -181,7 +181,7 @@ func TestDashboard(t *testing.T) {
 			regexp.MustCompile(`(?s)id="busiest".*<td>db</td><td class="num">[1-9]`),
 		}},
 		{"volume", "/ui/volume?name=db", []*regexp.Regexp{
-			regexp.MustCompile(`(?s)id="lineage".*<b class="kind-volume">db</b>.*name=db-nightly">db-nightly</a>`),
+			regexp.MustCompile(`(?s)id="lineage".*<b class="kind-volume">db</b>.*name=db-nightly"[^>]*>db-nightly</a>.*<ul class="tree"><li><a href="/ui/volume\?name=db-test"`),
 			regexp.MustCompile(`held by <span class="holder">node-a</span>`),
 			regexp.MustCompile(`data-io="db" data-field="read_iops">[1-9][0-9]*<`),
 		}},

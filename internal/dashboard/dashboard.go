@@ -274,7 +274,10 @@ func (d *Dashboard) volumes(w http.ResponseWriter, r *http.Request) {
 
 type volumeData struct {
 	*manage.Info
-	Ancestors []string // root first
+	Ancestors   []string // root first
+	Descendants []*node  // what was made from it, and from those...
+	Truncated   bool     // more descendants than Limit
+	Limit       int
 	Lease     leaseView
 	Role      string
 	Clients   int
@@ -282,8 +285,46 @@ type volumeData struct {
 	IO        *volumeIO
 }
 
-// maxAncestors bounds the lineage a volume's page follows up.
-const maxAncestors = 32
+// maxAncestors bounds the lineage a volume's page follows up, and
+// maxDescendants how many records it shows below.
+const (
+	maxAncestors   = 32
+	maxDescendants = 100
+)
+
+// node is a record in a lineage tree.
+type node struct {
+	Name     string
+	Kind     catalog.Kind
+	Children []*node
+}
+
+// descendants reads the records made from id, depth first, up to
+// *budget of them.
+func (d *Dashboard) descendants(ctx context.Context, id blockmap.ID, budget *int) ([]*node, bool, error) {
+	recs, err := d.c.Manager.Catalog.Children(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	var out []*node
+	for _, r := range recs {
+		if *budget <= 0 {
+			return out, true, nil
+		}
+		*budget--
+		n := &node{Name: r.Name, Kind: r.Kind}
+		var more bool
+		n.Children, more, err = d.descendants(ctx, r.ID, budget)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, n)
+		if more {
+			return out, true, nil
+		}
+	}
+	return out, false, nil
+}
 
 func (d *Dashboard) volume(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -293,7 +334,7 @@ func (d *Dashboard) volume(w http.ResponseWriter, r *http.Request) {
 		d.render(w, "volume", name, volumeData{Info: &manage.Info{Entry: manage.Entry{Record: catalog.Record{Name: name}}}}, err)
 		return
 	}
-	vd := volumeData{Info: in}
+	vd := volumeData{Info: in, Limit: maxDescendants}
 	rec := in.Record
 	for range maxAncestors {
 		id := rec.Parent
@@ -310,6 +351,11 @@ func (d *Dashboard) volume(w http.ResponseWriter, r *http.Request) {
 		}
 		vd.Ancestors = append([]string{p.Name}, vd.Ancestors...)
 		rec = *p
+	}
+	budget := maxDescendants
+	if vd.Descendants, vd.Truncated, err = d.descendants(ctx, in.ID, &budget); err != nil {
+		d.render(w, "volume", name, vd, err)
+		return
 	}
 	if in.Kind == catalog.KindVolume {
 		vd.Lease = d.readLease(ctx, in.ID)

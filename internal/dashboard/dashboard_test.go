@@ -129,7 +129,9 @@ func TestPages(t *testing.T) {
 	mustContain(t, "/ui/volume", vol, `<a href="/ui/volume?name=a">a</a>`, `<a href="/ui/volume?name=a-snap">a-snap</a>`,
 		`<b class="kind-volume">a-clone</b>`, "allocated", "exclusive", "64 KiB")
 	vol = f.get(t, "/ui/volume?name=a")
-	mustContain(t, "/ui/volume?name=a", vol, `held by <span class="holder">node-1</span>`, "writer, 1 client(s)")
+	mustContain(t, "/ui/volume?name=a", vol, `held by <span class="holder">node-1</span>`, "writer, 1 client(s)",
+		`<b class="kind-volume">a</b> <span class="tag tag-volume">volume</span>
+<ul class="tree"><li><a href="/ui/volume?name=a-snap" class="kind-snapshot">a-snap</a> <span class="tag tag-snapshot">snapshot</span><ul class="tree"><li><a href="/ui/volume?name=a-clone"`)
 
 	space := f.get(t, "/ui/space")
 	mustContain(t, "/ui/space", space, `id="dedup"`, "logical", "stored", "<svg")
@@ -231,4 +233,20 @@ func TestStatsCached(t *testing.T) {
 	if count() == 0 {
 		t.Fatal("the space page after the TTL did not compute the figures again")
 	}
+}
+
+// TestNoMetrics: without metrics the pages render, and io.json says
+// there are none.
+func TestNoMetrics(t *testing.T) {
+	m := manage.New(objstore.NewMem())
+	if _, err := m.CreateVolume(context.Background(), "v", 1<<20, 16); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(Config{Manager: m, Node: "n"}))
+	defer srv.Close()
+	f := &fixture{srv: srv}
+	for _, p := range []string{"/ui/volumes", "/ui/volume?name=v", "/ui/space", "/ui/leases", "/ui/activity"} {
+		mustContain(t, p, f.get(t, p), "metrics are off")
+	}
+	mustContain(t, "io.json", f.get(t, "/ui/io.json"), `"metrics":false`)
 }
