@@ -278,11 +278,11 @@ type volumeData struct {
 	Descendants []*node  // what was made from it, and from those...
 	Truncated   bool     // more descendants than Limit
 	Limit       int
-	Lease     leaseView
-	Role      string
-	Clients   int
-	Bars      []barRow
-	IO        *volumeIO
+	Lease       leaseView
+	Role        string
+	Clients     int
+	Bars        []barRow
+	IO          *volumeIO
 }
 
 // maxAncestors bounds the lineage a volume's page follows up, and
