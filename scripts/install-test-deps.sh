@@ -15,6 +15,9 @@ for p in ceph-mon ceph-osd ceph-mgr ceph-common librados-dev libradospp-dev g++ 
 need radosgw
 # The S3 API (issue 14): real clients against archip serve --s3-listen.
 for p in awscli s3cmd curl; do need "$p"; done
+# The dashboard's browser test (issue 16): headless Chromium, with its
+# recommended fonts (the screenshots need them).
+need chromium
 # QEMU live migration with a tiny guest (issue 6): qemu-system-x86 only
 # (its recommends pull in firmware and UI we do not use); the test fetches
 # a Debian cloud kernel and busybox-static with apt-get download.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archip/internal/daemon"
+	"github.com/archipelago-go/archip/internal/dashboard"
 	"github.com/archipelago-go/archip/internal/frontend/nbdfe"
 	"github.com/archipelago-go/archip/internal/manage"
 )
@@ -35,6 +37,7 @@ type serveOptions struct {
 	maxConns    int
 	s3          s3Options
 	metrics     bool
+	dashboard   bool
 	metricsVols int
 }
 
@@ -75,6 +78,10 @@ The admin API (handoffs, /v1/volumes, /metrics for Prometheus) requires a
 bearer token when one is given (--admin-token-file or ARCHIP_ADMIN_TOKEN),
 and refuses to listen beyond loopback without one. Every daemon sharing the
 store, and the CLI commands that ask them for handoffs, use the same token.
+The admin API also serves a read-only web dashboard at /ui/ (--dashboard):
+volumes and their lineage, space, leases, live I/O. A browser signs in with
+the token once (a form, or /ui/?token=TOKEN), which sets a cookie that opens
+the dashboard's pages only.
 
 Logs: one record per event on stderr (--log-format text or json,
 --log-level).`,
@@ -109,6 +116,7 @@ Logs: one record per event on stderr (--log-format text or json,
 		"the largest difference between the clocks of the hosts sharing the store (under a third of --lease-ttl)")
 	addS3Flags(c, &o.s3)
 	c.Flags().BoolVar(&o.metrics, "metrics", true, "count requests, leases and store calls, served for Prometheus at /metrics on the admin API")
+	c.Flags().BoolVar(&o.dashboard, "dashboard", true, "serve a read-only web dashboard at /ui/ on the admin API (its live I/O needs --metrics)")
 	c.Flags().IntVar(&o.metricsVols, "metrics-volumes", daemon.DefaultVolumeLabels,
 		"volumes with series of their own in the metrics (more are counted together as volume=\"_other\"; -1: no bound)")
 	c.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (for diagnosing performance)")
@@ -186,6 +194,12 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		}
 		m = manage.NewWithAdminToken(mx.WrapStore(m.Store, backend), token)
 	}
+	var dash func(d *daemon.Daemon) http.Handler
+	if o.dashboard {
+		dash = func(d *daemon.Daemon) http.Handler {
+			return dashboard.New(dashboard.Config{Manager: m, Daemon: d, Metrics: mx, Node: o.nodeID, Store: g.store})
+		}
+	}
 	return serveError(daemon.Run(ctx, daemon.Config{
 		Manager:        m,
 		Store:          g.store,
@@ -199,6 +213,7 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		Frontends:      append([]daemon.FrontendConfig{nbdFrontend}, s3Frontends...),
 		Logger:         log,
 		Metrics:        mx,
+		Dashboard:      dash,
 	}))
 }
 

@@ -99,7 +99,7 @@ A name that is missing or already taken is a failure (1).`,
 	root.PersistentFlags().StringVar(&g.adminTokenFile, "admin-token-file", "",
 		"`FILE` holding the bearer token of the daemons' admin API (env ARCHIP_ADMIN_TOKEN): serve requires it, other commands send it to ask for handoffs")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVolumeCommand(g), newImageCommand(g), newStoreCommand(g), newServeCommand(g), newGCCommand(g), newLeaseCommand(g), newExtstorageCommand(g), newCSICommand(g))
+	root.AddCommand(newVolumeCommand(g), newImageCommand(g), newStoreCommand(g), newServeCommand(g), newGCCommand(g), newLeaseCommand(g), newTopCommand(g), newExtstorageCommand(g), newCSICommand(g))
 	return root
 }
 

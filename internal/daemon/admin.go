@@ -2,11 +2,15 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"html/template"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/lease"
@@ -19,11 +23,34 @@ import (
 //	GET  /v1/volumes                  the open volumes and their roles (JSON)
 //	GET  /healthz                     "ok"
 //	GET  /metrics                     the daemon's metrics (UseMetrics), for Prometheus
+//	GET  /ui/...                      the dashboard (UseDashboard), read-only
 //
 // With a token (RequireToken), every request but /healthz must carry it
-// as "Authorization: Bearer TOKEN", or gets 401.
+// as "Authorization: Bearer TOKEN", or gets 401. A browser may instead
+// carry the dashboard's cookie (UICookie), which opens GET and HEAD
+// requests under /ui/ only: POST /ui/login with the form field token, or
+// any dashboard URL with ?token=TOKEN, sets it (and the latter
+// redirects to the URL without the token). A dashboard request without
+// either gets 401 and the login form.
 func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	if d.dashboard != nil {
+		mux.Handle("GET /ui/", d.dashboard)
+		mux.HandleFunc("GET /ui/login", func(w http.ResponseWriter, r *http.Request) { loginForm(w, http.StatusOK, "") })
+		mux.HandleFunc("POST /ui/login", func(w http.ResponseWriter, r *http.Request) {
+			if d.adminToken == "" {
+				http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+				return
+			}
+			if subtle.ConstantTimeCompare([]byte(r.PostFormValue("token")), []byte(d.adminToken)) != 1 {
+				loginForm(w, http.StatusUnauthorized, "That is not the admin token.")
+				return
+			}
+			d.setUICookie(w)
+			http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		})
+		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ui/", http.StatusFound) })
+	}
 	mux.HandleFunc("POST "+lease.HandoffPath, func(w http.ResponseWriter, r *http.Request) {
 		id, err := blockmap.ParseID(r.URL.Query().Get("volume"))
 		if err != nil {
@@ -54,20 +81,82 @@ func (d *Daemon) AdminHandler() http.Handler {
 		return mux
 	}
 	want := []byte("Bearer " + d.adminToken)
+	cookie := []byte(uiCookieValue(d.adminToken))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
-		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="archip admin"`)
-			http.Error(w, "daemon: this admin API requires the daemons' bearer token", http.StatusUnauthorized)
+		if r.URL.Path == "/healthz" || subtle.ConstantTimeCompare(got, want) == 1 {
+			mux.ServeHTTP(w, r)
 			return
 		}
-		mux.ServeHTTP(w, r)
+		ui := d.dashboard != nil && (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/ui/"))
+		if ui && r.URL.Path == "/ui/login" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		if ui && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			if c, err := r.Cookie(UICookie); err == nil && subtle.ConstantTimeCompare([]byte(c.Value), cookie) == 1 {
+				mux.ServeHTTP(w, r)
+				return
+			}
+			q := r.URL.Query()
+			if q.Has("token") {
+				if subtle.ConstantTimeCompare([]byte(q.Get("token")), []byte(d.adminToken)) == 1 {
+					d.setUICookie(w)
+					q.Del("token")
+					u := *r.URL
+					u.RawQuery = q.Encode()
+					http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
+					return
+				}
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="archip admin"`)
+			loginForm(w, http.StatusUnauthorized, "")
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="archip admin"`)
+		http.Error(w, "daemon: this admin API requires the daemons' bearer token", http.StatusUnauthorized)
 	})
 }
 
 // RequireToken makes the admin API (AdminHandler) refuse requests that
 // do not carry token. Call it before serving the admin API.
 func (d *Daemon) RequireToken(token string) { d.adminToken = token }
+
+// UseDashboard makes the admin API serve h for GET requests under /ui/
+// (and redirect / there), with the admin API's access rules. Call it
+// before serving the admin API.
+func (d *Daemon) UseDashboard(h http.Handler) { d.dashboard = h }
+
+// UICookie is the cookie that opens the dashboard to a browser. Its
+// value is derived from the admin token, not the token itself: it opens
+// the dashboard's pages, not the rest of the admin API.
+const UICookie = "archip_ui"
+
+func uiCookieValue(token string) string {
+	sum := sha256.Sum256([]byte("archip dashboard cookie\x00" + token))
+	return hex.EncodeToString(sum[:])
+}
+
+func (d *Daemon) setUICookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: UICookie, Value: uiCookieValue(d.adminToken), Path: "/",
+		HttpOnly: true, SameSite: http.SameSiteStrictMode})
+}
+
+var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>archip: sign in</title>
+<style>body{font:15px system-ui,sans-serif;margin:4em auto;max-width:28em;color:#222}input{font:inherit;padding:.3em}p.err{color:#b00}</style></head>
+<body><h1>archip dashboard</h1>
+{{if .}}<p class="err">{{.}}</p>{{end}}
+<p>This daemon's admin API requires its token (the one given by <code>--admin-token-file</code> or <code>ARCHIP_ADMIN_TOKEN</code>).</p>
+<form method="post" action="/ui/login"><input type="password" name="token" placeholder="admin token" autofocus> <button type="submit">Sign in</button></form>
+</body></html>
+`))
+
+func loginForm(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	loginPage.Execute(w, msg)
+}
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -8,8 +8,9 @@
 // leases released. The core imports no protocol; a frontend knows only
 // Daemon.Open, Daemon.List and Volume. The daemon counts its requests,
 // lease events and store calls in Metrics (served at /metrics by the
-// admin API, which may require a token: RequireToken) and logs one
-// slog record per event (SetLogger).
+// admin API, which may require a token: RequireToken), serves a web
+// dashboard there if given one (UseDashboard; package dashboard) and
+// logs one slog record per event (SetLogger).
 //
 // Every client of one volume (every NBD connection) shares one open
 // handle, so a flush by any client covers the writes of all of them (the
@@ -47,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +76,8 @@ type Daemon struct {
 	metrics *Metrics
 	// adminToken, if set, is required of admin API requests.
 	adminToken string
+	// dashboard, if set, serves /ui/ on the admin API (UseDashboard).
+	dashboard http.Handler
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has

@@ -79,6 +79,9 @@ type Config struct {
 	// Build Manager on Metrics.WrapStore's store to count the store's
 	// calls too.
 	Metrics *Metrics
+	// Dashboard, if set, builds the handler of the admin API's /ui/
+	// pages on the running daemon (see Daemon.UseDashboard).
+	Dashboard func(d *Daemon) http.Handler
 	// Logger hears what the daemon does, one record per event (see
 	// Daemon.SetLogger); nil: Logf's.
 	Logger *slog.Logger
@@ -171,6 +174,9 @@ func Run(ctx context.Context, c Config) error {
 	d.RequireToken(c.AdminToken)
 	if c.Metrics != nil {
 		d.UseMetrics(c.Metrics)
+	}
+	if c.Dashboard != nil {
+		d.UseDashboard(c.Dashboard(d))
 	}
 	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	adminDone := make(chan struct{})

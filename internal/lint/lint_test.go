@@ -32,6 +32,7 @@ var layer = map[string]int{
 	"internal/daemon":             10, // the serving core: beside nbd, so it cannot import it
 	"internal/frontend/nbdfe":     11,
 	"internal/frontend/s3fe":      11,
+	"internal/dashboard":          11, // the admin API's web pages: over the daemon, beside the frontends
 	"internal/nbdattach":          0,  // runs tools only
 	"internal/extstorage":         10, // cloud-manager integrations: on manage, beside the daemon
 	"internal/csi":                11,
