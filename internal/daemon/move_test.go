@@ -52,7 +52,7 @@ func testMoveWhileWriting(t *testing.T, whole bool) {
 	}
 	n1, n2 := newNode(t, router(), "n1", time.Hour), newNode(t, router(), "n2", time.Hour)
 	mover := manage.New(router())
-	leases, err := lease.NewManager(mover.Store, lease.Config{Node: "mover", TTL: time.Hour, MaxDrift: time.Minute, Ask: lease.HTTPAsk(time.Second)})
+	leases, err := lease.NewManager(mover.Store, lease.Config{Node: "mover", TTL: time.Hour, MaxDrift: time.Minute, Ask: lease.HTTPAskToken(time.Second, adminToken)})
 	if err != nil {
 		t.Fatal(err)
 	}
