@@ -27,7 +27,10 @@
 // (STREAMING-UNSIGNED-PAYLOAD-TRAILER; the trailing checksum is read but
 // not verified; the data's MD5 is the ETag). A signed payload hash is
 // checked as the body streams: a mismatch fails the upload before
-// anything becomes visible.
+// anything becomes visible. Every x-amz-* header sent must be signed (as
+// S3 requires: a copy source or metadata added to a captured request
+// would change what it does); other headers (Range, the conditional
+// ones) need not be.
 //
 // # Surface
 //

@@ -221,6 +221,14 @@ func verify(r *http.Request, secrets map[string]string, now time.Time) (*auth, e
 	if !slices.Contains(signed, "host") {
 		return nil, errSig("AccessDenied", "the host header must be signed")
 	}
+	// What an x-amz-* header means (a copy source, metadata, a decoded
+	// length) must be signed, as S3 requires: else one added to a
+	// captured request would change what it does.
+	for h := range r.Header {
+		if l := strings.ToLower(h); strings.HasPrefix(l, "x-amz-") && !slices.Contains(signed, l) {
+			return nil, errSig("AccessDenied", "there were headers present in the request which were not signed: %s", l)
+		}
+	}
 	ch, err := canonicalHeaders(r, signed)
 	if err != nil {
 		return nil, err
