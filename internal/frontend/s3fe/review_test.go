@@ -3,10 +3,13 @@ package s3fe_test
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -55,5 +58,89 @@ func TestUnsignedAmzHeaderRefused(t *testing.T) {
 	resign(t, req)
 	if body, status := do(t, req); status != 200 {
 		t.Errorf("signed copy: %d %s", status, body)
+	}
+}
+
+// TestSignedForOtherService: a signature made for another service than
+// s3 (its scope names it) is refused.
+func TestSignedForOtherService(t *testing.T) {
+	e := start(t)
+	req, _ := http.NewRequest("GET", e.url+"/", nil)
+	req.Header.Set("X-Amz-Content-Sha256", sha256Hex(""))
+	if err := v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}, req,
+		sha256Hex(""), "iam", "us-east-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if body, status := do(t, req); status/100 != 4 || !strings.Contains(body, "<Code>AuthorizationHeaderMalformed</Code>") {
+		t.Fatalf("signed for iam: %d %s", status, body)
+	}
+}
+
+// TestPresignedBounds: X-Amz-Expires above 7 days or negative, and a
+// presigned URL dated in the future, are refused.
+func TestPresignedBounds(t *testing.T) {
+	e := start(t)
+	c := client(e, secret)
+	c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("pre")})
+	c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("pre"), Key: aws.String("k"), Body: strings.NewReader("hello")})
+	ps := s3.NewPresignClient(c)
+	req, err := ps.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("pre"), Key: aws.String("k")}, s3.WithPresignExpires(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, exp := range []string{"604801", "-1", "99999999999999999999", ""} {
+		u, _ := url.Parse(req.URL)
+		q := u.Query()
+		q.Set("X-Amz-Expires", exp)
+		u.RawQuery = q.Encode()
+		if body, status := fetch(t, "GET", u.String(), nil); status != 400 || !strings.Contains(body, "AuthorizationQueryParametersError") {
+			t.Errorf("X-Amz-Expires=%s: %d %s", exp, status, body)
+		}
+	}
+	future, err := ps.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("pre"), Key: aws.String("k")}, s3.WithPresignExpires(time.Hour),
+		func(o *s3.PresignOptions) { o.Presigner = pastSigner{v4.NewSigner(), time.Now().Add(time.Hour)} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, status := fetch(t, "GET", future.URL, nil); status != 403 || !strings.Contains(body, "AccessDenied") {
+		t.Errorf("dated in an hour: %d %s", status, body)
+	}
+	// A presigned GET does not authorize another method or a changed query.
+	if body, status := fetch(t, "DELETE", req.URL, nil); status != 403 || !strings.Contains(body, "SignatureDoesNotMatch") {
+		t.Errorf("presigned GET used to DELETE: %d %s", status, body)
+	}
+	if body, status := fetch(t, "GET", req.URL+"&response-content-type=text/html", nil); status != 403 || !strings.Contains(body, "SignatureDoesNotMatch") {
+		t.Errorf("presigned GET with a query added: %d %s", status, body)
+	}
+}
+
+// TestAnonymousEveryRoute: no route answers an unsigned request but with
+// AccessDenied, and nothing changes.
+func TestAnonymousEveryRoute(t *testing.T) {
+	e := start(t)
+	c := client(e, secret)
+	c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("anon")})
+	c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("anon"), Key: aws.String("k"), Body: strings.NewReader("x")})
+	cr, _ := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("anon"), Key: aws.String("k")})
+	id := *cr.UploadId
+	for _, r := range []struct{ method, path, body string }{
+		{"GET", "/", ""}, {"PUT", "/newb", ""}, {"DELETE", "/anon", ""}, {"HEAD", "/anon", ""}, {"GET", "/anon", ""},
+		{"GET", "/anon?list-type=2", ""}, {"GET", "/anon?uploads", ""}, {"GET", "/anon?location", ""}, {"GET", "/anon?versioning", ""},
+		{"POST", "/anon?delete", "<Delete><Object><Key>k</Key></Object></Delete>"},
+		{"PUT", "/anon/k", "y"}, {"GET", "/anon/k", ""}, {"HEAD", "/anon/k", ""}, {"DELETE", "/anon/k", ""},
+		{"GET", "/anon/k?tagging", ""}, {"POST", "/anon/k?uploads", ""}, {"PUT", "/anon/k?uploadId=" + id + "&partNumber=1", "p"},
+		{"GET", "/anon/k?uploadId=" + id, ""}, {"DELETE", "/anon/k?uploadId=" + id, ""},
+		{"POST", "/anon/k?uploadId=" + id, "<CompleteMultipartUpload/>"},
+	} {
+		body, status := fetch(t, r.method, e.url+r.path, strings.NewReader(r.body))
+		if status != 403 || r.method != "HEAD" && !strings.Contains(body, "<Code>AccessDenied</Code>") {
+			t.Errorf("anonymous %s %s: %d %s", r.method, r.path, status, body)
+		}
+	}
+	if string(get(t, c, "anon", "k", "")) != "x" {
+		t.Error("the object changed")
+	}
+	if _, err := c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String("newb")}); err == nil {
+		t.Error("an anonymous create made a bucket")
 	}
 }

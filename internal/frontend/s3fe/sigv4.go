@@ -195,6 +195,9 @@ func verify(r *http.Request, secrets map[string]string, now time.Time) (*auth, e
 		return nil, errSig("AuthorizationHeaderMalformed", "malformed credential or signature")
 	}
 	access, day, region, service := parts[0], parts[1], parts[2], parts[3]
+	if service != "s3" {
+		return nil, errSig("AuthorizationHeaderMalformed", "the credential scope names service %q: this endpoint is s3", service)
+	}
 	secret, ok := secrets[access]
 	if !ok {
 		return nil, errSig("InvalidAccessKeyId", "the access key %q does not exist", access)
