@@ -1,8 +1,10 @@
 package s3fe_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -11,6 +13,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/archipelago-go/archip/internal/bucket"
+	"github.com/archipelago-go/archip/internal/frontend/s3fe"
+	"github.com/archipelago-go/archip/internal/objstore"
 )
 
 // do sends req and returns its body and status.
@@ -142,5 +148,73 @@ func TestAnonymousEveryRoute(t *testing.T) {
 	}
 	if _, err := c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String("newb")}); err == nil {
 		t.Error("an anonymous create made a bucket")
+	}
+}
+
+// chunkedPut sends an unsigned-trailer aws-chunked PUT of payload.
+func chunkedPut(t *testing.T, e *env, path, payload, decoded string) (string, int) {
+	req, _ := http.NewRequest("PUT", e.url+path, strings.NewReader(payload))
+	req.Header.Set("X-Amz-Content-Sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+	req.Header.Set("Content-Encoding", "aws-chunked")
+	if decoded != "" {
+		req.Header.Set("X-Amz-Decoded-Content-Length", decoded)
+	}
+	resign(t, req)
+	return do(t, req)
+}
+
+// TestChunkedBounds: an aws-chunked body must say its decoded length (it
+// alone bounds what is stored: the chunk sizes are the client's), and
+// its trailer is bounded.
+func TestChunkedBounds(t *testing.T) {
+	e := start(t)
+	client(e, secret).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("chk")})
+	body, status := chunkedPut(t, e, "/chk/nolen", "5\r\nhello\r\n0\r\n\r\n", "")
+	if status != 411 || !strings.Contains(body, "MissingContentLength") {
+		t.Errorf("aws-chunked without x-amz-decoded-content-length: %d %s", status, body)
+	}
+	// A chunk claiming terabytes: refused as longer than announced.
+	body, status = chunkedPut(t, e, "/chk/huge", "fffffffffff\r\nhello world", "5")
+	if status != 400 {
+		t.Errorf("a chunk of terabytes: %d %s", status, body)
+	}
+	trailer := strings.Repeat("x-amz-foo: bar\r\n", 10000)
+	body, status = chunkedPut(t, e, "/chk/trailer", "5\r\nhello\r\n0\r\n"+trailer+"\r\n", "5")
+	if status != 400 {
+		t.Errorf("a trailer of 10000 lines: %d %s", status, body)
+	}
+	if _, err := e.b.GetObject(ctx, "chk", "trailer"); err == nil {
+		t.Error("stored")
+	}
+}
+
+// TestChunkSignatureReplay: the signed chunks of one request (AWS's
+// example) do not verify under another request's signature, even one
+// made with the same key at the same time.
+func TestChunkSignatureReplay(t *testing.T) {
+	now := time.Date(2013, 5, 24, 0, 0, 0, 0, time.UTC)
+	b := &bucket.Store{S: objstore.NewMem(), BlockShift: 16, Now: func() time.Time { return now }}
+	b.CreateBucket(ctx, "examplebucket")
+	h := s3fe.NewHandler(b, map[string]string{"AKIAIOSFODNN7EXAMPLE": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}, "", t.Logf)
+	var w strings.Builder
+	fmt.Fprintf(&w, "10000;chunk-signature=%s\r\n%s\r\n", "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648", strings.Repeat("a", 65536))
+	fmt.Fprintf(&w, "400;chunk-signature=%s\r\n%s\r\n", "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497", strings.Repeat("a", 1024))
+	fmt.Fprintf(&w, "0;chunk-signature=%s\r\n\r\n", "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9")
+	r := httptest.NewRequest("PUT", "http://s3.amazonaws.com/examplebucket/other.txt", strings.NewReader(w.String()))
+	r.Host = "s3.amazonaws.com"
+	r.Header.Set("X-Amz-Content-Sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+	r.Header.Set("Content-Encoding", "aws-chunked")
+	r.Header.Set("X-Amz-Decoded-Content-Length", "66560")
+	if err := v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: "AKIAIOSFODNN7EXAMPLE", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},
+		r, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "s3", "us-east-1", now); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if rec.Code != 403 || !strings.Contains(rec.Body.String(), "SignatureDoesNotMatch") {
+		t.Fatalf("replayed chunks: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := b.GetObject(ctx, "examplebucket", "other.txt"); err == nil {
+		t.Fatal("replayed chunks stored")
 	}
 }

@@ -261,13 +261,15 @@ func (a *auth) body(r *http.Request) (io.Reader, int64, error) {
 	case unsignedPayload:
 		return r.Body, r.ContentLength, nil
 	case streamingSigned, streamingSignedTrail, streamingUnsigned:
-		n := int64(-1)
-		if v := r.Header.Get("X-Amz-Decoded-Content-Length"); v != "" {
-			d, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || d < 0 {
-				return nil, 0, errSig("InvalidArgument", "malformed x-amz-decoded-content-length")
-			}
-			n = d
+		// The decoded length is required, as S3 does: it alone bounds
+		// what is stored, the chunk sizes being the client's.
+		v := r.Header.Get("X-Amz-Decoded-Content-Length")
+		if v == "" {
+			return nil, 0, errf(http.StatusLengthRequired, "MissingContentLength", "an aws-chunked body needs x-amz-decoded-content-length")
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, 0, errSig("InvalidArgument", "malformed x-amz-decoded-content-length")
 		}
 		c := &chunkReader{r: bufio.NewReaderSize(r.Body, 64<<10), a: a, signed: a.payload != streamingUnsigned,
 			trailer: a.payload != streamingSigned, prev: a.seed}
@@ -304,8 +306,12 @@ func (h *hashReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// maxChunkLine bounds a chunk header or trailer line.
-const maxChunkLine = 4096
+// maxChunkLine bounds a chunk header or trailer line, maxTrailerLines
+// the trailer's lines (clients send a checksum and a signature).
+const (
+	maxChunkLine    = 4096
+	maxTrailerLines = 16
+)
 
 // chunkReader decodes an aws-chunked body: chunks of "SIZE-HEX[;chunk-
 // signature=SIG]\r\nDATA\r\n", a last chunk of size 0, then (with
@@ -421,7 +427,10 @@ func (c *chunkReader) endChunk() error {
 // data it covers is, by the chunks' signatures and the checksum.
 func (c *chunkReader) readTrailer() error {
 	found := false
-	for {
+	for i := 0; ; i++ {
+		if i > maxTrailerLines {
+			return errSig("InvalidRequest", "the aws-chunked trailer has more than %d lines", maxTrailerLines)
+		}
 		l, err := c.line()
 		if err != nil && !c.trailer {
 			return nil // no trailer: the body may end right after the last chunk
