@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -31,6 +32,38 @@ const maxObjectSize = 5 << 30
 // each holds about 24 MiB of block buffers (package bucket), so uploads
 // take at most about 400 MiB; more wait their turn.
 const maxStoring = 16
+
+// bodyIdle bounds the wait for each read of a request body: a client
+// that stops sending (a slowloris) frees its upload slot, and the hold
+// on collections an upload takes, after it.
+var bodyIdle = time.Minute
+
+// idleBody fails a read that waits longer than idle with RequestTimeout.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	// timedOut: a read timed out (the request's context is then
+	// canceled too, which may be the error that surfaces).
+	timedOut bool
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.idle)) // not supported (a recorder): no timeout
+	n, err := b.ReadCloser.Read(p)
+	var ne net.Error
+	switch {
+	case err == io.EOF:
+		// The server reads on past the body to notice a client going
+		// away: without a deadline. (After an error, the deadline stays:
+		// the server would otherwise wait for the rest of the body.)
+		b.rc.SetReadDeadline(time.Time{})
+	case errors.As(err, &ne) && ne.Timeout():
+		b.timedOut = true
+		err = errf(400, "RequestTimeout", "your socket connection to the server was not read from or written to within the timeout period (%v)", b.idle)
+	}
+	return n, err
+}
 
 type handler struct {
 	storing chan struct{}
@@ -118,6 +151,9 @@ func requestID() string {
 }
 
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if b, ok := r.Body.(*idleBody); ok && b.timedOut {
+		err = errf(400, "RequestTimeout", "your socket connection to the server was not read from or written to within the timeout period (%v)", b.idle)
+	}
 	e := toS3(err)
 	h.logf("s3: %s %s: %s", r.Method, r.URL.Path, e.Error())
 	if r.Method == http.MethodHead {
@@ -152,6 +188,9 @@ var objectSubresources = []string{"acl", "retention", "legal-hold", "torrent", "
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Amz-Request-Id", requestID())
 	w.Header().Set("Server", "archip")
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: bodyIdle}
+	}
 	a, err := verify(r, h.keys, h.now())
 	if err != nil {
 		h.fail(w, r, err)

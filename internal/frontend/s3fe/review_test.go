@@ -1,8 +1,10 @@
 package s3fe_test
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -216,5 +218,46 @@ func TestChunkSignatureReplay(t *testing.T) {
 	}
 	if _, err := b.GetObject(ctx, "examplebucket", "other.txt"); err == nil {
 		t.Fatal("replayed chunks stored")
+	}
+}
+
+// TestStalledBodyTimesOut: a client that sends part of a body and then
+// nothing (a slowloris) is cut off after the idle timeout, freeing its
+// upload slot, with RequestTimeout; nothing is stored.
+func TestStalledBodyTimesOut(t *testing.T) {
+	defer s3fe.SetBodyIdle(300 * time.Millisecond)()
+	e := start(t)
+	client(e, secret).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("slow")})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := signedRequest(t, e, "PUT", "/slow/k", "")
+	req.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
+	resign(t, req)
+	fmt.Fprintf(conn, "PUT /slow/k HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n", req.Host)
+	for k, v := range req.Header {
+		fmt.Fprintf(conn, "%s: %s\r\n", k, v[0])
+	}
+	fmt.Fprintf(conn, "\r\n0123456789")
+	for p := ""; p != "PUT /slow/k"; {
+		select {
+		case p = <-e.done:
+		case <-time.After(60 * time.Second):
+			t.Fatal("a stalled body still holds its request after a minute (idle timeout 300ms)")
+		}
+	}
+	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "RequestTimeout") {
+		t.Errorf("stalled body: %d %s", resp.StatusCode, b)
+	}
+	if _, err := e.b.GetObject(ctx, "slow", "k"); err == nil {
+		t.Error("stored")
 	}
 }

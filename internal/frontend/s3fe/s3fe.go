@@ -48,7 +48,9 @@
 //
 // Memory: at most 16 uploads store data at once, each with about 24 MiB
 // of block buffers (package bucket); more wait their turn. Downloads read
-// one block at a time.
+// one block at a time. A request body that sends nothing for a minute
+// fails with RequestTimeout, freeing its slot (and the hold on
+// collections an upload takes).
 package s3fe
 
 import (
