@@ -1,0 +1,152 @@
+package bucket_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/bucket"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// hookStore runs a hook (once) before the first Put, Create or Delete of
+// a name with the given prefix: a deterministic interleaving.
+type hookStore struct {
+	objstore.Store
+	prefix string
+	op     string
+	hook   func()
+}
+
+func (h *hookStore) fire(op, name string) {
+	if h.hook != nil && op == h.op && strings.HasPrefix(name, h.prefix) {
+		f := h.hook
+		h.hook = nil
+		f()
+	}
+}
+
+func (h *hookStore) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	h.fire("put", name)
+	return h.Store.Put(ctx, name, data)
+}
+
+func (h *hookStore) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	h.fire("create", name)
+	return h.Store.Create(ctx, name, data)
+}
+
+func (h *hookStore) Delete(ctx context.Context, name string) error {
+	h.fire("delete", name)
+	return h.Store.Delete(ctx, name)
+}
+
+func (h *hookStore) DeleteVersion(ctx context.Context, name string, v objstore.Version) error {
+	h.fire("delete", name)
+	return h.Store.DeleteVersion(ctx, name, v)
+}
+
+func hooked(t *testing.T) (*bucket.Store, *hookStore) {
+	hs := &hookStore{Store: objstore.NewMem()}
+	b := &bucket.Store{S: hs, BlockShift: 16, MinPart: bs}
+	if err := b.CreateBucket(ctx, "bkt"); err != nil {
+		t.Fatal(err)
+	}
+	return b, hs
+}
+
+// TestAbortRacingComplete: of an abort and a complete of one upload that
+// run at once, exactly one succeeds, and the object exists if and only if
+// the complete did. Both orders of the race are run.
+func TestAbortRacingComplete(t *testing.T) {
+	for _, abortFirst := range []bool{false, true} {
+		b, hs := hooked(t)
+		id, _ := b.CreateUpload(ctx, "bkt", "k", bucket.PutOptions{})
+		p, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(data(1, 1000)), -1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var abortErr, completeErr error
+		complete := func() {
+			_, completeErr = b.CompleteUpload(ctx, "bkt", id, []bucket.CompletePart{{Number: 1, ETag: p.ETag}})
+		}
+		abort := func() { abortErr = b.AbortUpload(ctx, "bkt", id) }
+		if abortFirst {
+			// The complete runs just before the abort deletes the upload.
+			hs.prefix, hs.op, hs.hook = blockmap.UploadName("bkt", id), "delete", complete
+			abort()
+		} else {
+			// The abort runs just before the complete writes the object.
+			hs.prefix, hs.op, hs.hook = blockmap.ObjectPrefix("bkt"), "put", abort
+			complete()
+		}
+		_, getErr := b.GetObject(ctx, "bkt", "k")
+		if (abortErr == nil) == (completeErr == nil) || (completeErr == nil) != (getErr == nil) {
+			t.Errorf("abort first %v: abort %v, complete %v, object %v", abortFirst, abortErr, completeErr, getErr)
+		}
+		if abortErr != nil && !errors.Is(abortErr, bucket.ErrNoUpload) || completeErr != nil && !errors.Is(completeErr, bucket.ErrNoUpload) {
+			t.Errorf("abort first %v: the loser's error: abort %v, complete %v", abortFirst, abortErr, completeErr)
+		}
+	}
+}
+
+// TestReadDuringOverwrite: a read of an object overwritten while it reads
+// returns the version it started with, whole.
+func TestReadDuringOverwrite(t *testing.T) {
+	b, _ := newStore(t)
+	old, neu := data(1, 5*bs+17), data(2, 5*bs+17)
+	b.PutObject(ctx, "bkt", "k", bytes.NewReader(old), -1, bucket.PutOptions{})
+	o, err := b.GetObject(ctx, "bkt", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &overwriter{fn: func() {
+		if _, err := b.PutObject(ctx, "bkt", "k", bytes.NewReader(neu), -1, bucket.PutOptions{}); err != nil {
+			t.Error(err)
+		}
+	}}
+	if err := b.Read(ctx, o, 0, o.Size, w); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(w.buf.Bytes(), old) {
+		t.Fatal("a read during an overwrite mixed versions")
+	}
+	if !bytes.Equal(read(t, b, "k", 0, -1), neu) {
+		t.Fatal("the overwrite is not visible")
+	}
+}
+
+// overwriter runs fn after the first write.
+type overwriter struct {
+	buf bytes.Buffer
+	fn  func()
+}
+
+func (w *overwriter) Write(p []byte) (int, error) {
+	if w.buf.Len() == 0 {
+		defer w.fn()
+	}
+	return w.buf.Write(p)
+}
+
+// TestDeleteBucketNotEmpty: a bucket with an object, or with only an
+// upload in progress, is not deleted.
+func TestDeleteBucketNotEmpty(t *testing.T) {
+	b, _ := newStore(t)
+	b.PutObject(ctx, "bkt", "k", strings.NewReader("x"), -1, bucket.PutOptions{})
+	if err := b.DeleteBucket(ctx, "bkt"); !errors.Is(err, bucket.ErrBucketNotEmpty) {
+		t.Fatalf("with an object: %v", err)
+	}
+	b.DeleteObject(ctx, "bkt", "k")
+	id, _ := b.CreateUpload(ctx, "bkt", "u", bucket.PutOptions{})
+	if err := b.DeleteBucket(ctx, "bkt"); !errors.Is(err, bucket.ErrBucketNotEmpty) {
+		t.Fatalf("with an upload: %v", err)
+	}
+	b.AbortUpload(ctx, "bkt", id)
+	if err := b.DeleteBucket(ctx, "bkt"); err != nil {
+		t.Fatal(err)
+	}
+}
