@@ -39,7 +39,8 @@
 // Limits: keys up to about 300 bytes (their encoded form must fit a store
 // name; blockmap.ErrKeyTooLong), bucket names as S3 (3 to 63 of [a-z0-9.-]).
 // Not atomic with each other: a bucket deleted while an object is put in
-// it (the put re-checks the bucket after writing and removes its record).
+// it, or an upload created (each re-checks the bucket after writing and
+// removes its record).
 package bucket
 
 import (

@@ -42,8 +42,15 @@ func (b *Store) CreateUpload(ctx context.Context, bucket, key string, o PutOptio
 	u := Upload{Key: key, ContentType: o.ContentType, Meta: o.Meta, Created: b.now()}
 	rec, _ := json.Marshal(u)
 	id := randomID()
-	_, err := b.S.Create(ctx, blockmap.UploadName(bucket, id), rec)
-	return id, err
+	if _, err := b.S.Create(ctx, blockmap.UploadName(bucket, id), rec); err != nil {
+		return "", err
+	}
+	// A DeleteBucket that ran meanwhile did not see this upload.
+	if err := b.HeadBucket(ctx, bucket); err != nil {
+		b.S.Delete(ctx, blockmap.UploadName(bucket, id))
+		return "", err
+	}
+	return id, nil
 }
 
 func validUploadID(id string) bool {

@@ -93,6 +93,23 @@ func TestAbortRacingComplete(t *testing.T) {
 	}
 }
 
+// TestCreateUploadRacingDeleteBucket: an upload created while its bucket
+// is deleted does not survive as a record of the deleted bucket (which a
+// bucket of the same name would list).
+func TestCreateUploadRacingDeleteBucket(t *testing.T) {
+	b, hs := hooked(t)
+	var delErr error
+	hs.prefix, hs.op, hs.hook = blockmap.UploadPrefix("bkt"), "create", func() { delErr = b.DeleteBucket(ctx, "bkt") }
+	_, err := b.CreateUpload(ctx, "bkt", "k", bucket.PutOptions{})
+	if delErr == nil && err == nil {
+		t.Error("the bucket was deleted and the upload created")
+	}
+	b.CreateBucket(ctx, "bkt")
+	if ups, _ := b.ListUploads(ctx, "bkt"); len(ups) != 0 {
+		t.Errorf("a new bucket of the name lists %d uploads", len(ups))
+	}
+}
+
 // TestReadDuringOverwrite: a read of an object overwritten while it reads
 // returns the version it started with, whole.
 func TestReadDuringOverwrite(t *testing.T) {
