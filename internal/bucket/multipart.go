@@ -243,6 +243,8 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			if i > 0 && c.Number <= list[i-1].Number {
 				return ErrPartOrder
 			}
+		}
+		for i, c := range list {
 			p, ok := byNum[c.Number]
 			if !ok || strings.Trim(c.ETag, `"`) != strings.Trim(p.ETag, `"`) {
 				return fmt.Errorf("%w: part %d", ErrBadPart, c.Number)

@@ -261,3 +261,200 @@ func TestStalledBodyTimesOut(t *testing.T) {
 		t.Error("stored")
 	}
 }
+
+// req sends a signed request with extra headers (signed too) and
+// returns the response's body, status and headers.
+func req(t *testing.T, e *env, method, path, body string, hdr ...string) (string, int, http.Header) {
+	t.Helper()
+	r, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set("X-Amz-Content-Sha256", sha256Hex(body))
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	resign(t, r)
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b), resp.StatusCode, resp.Header
+}
+
+// TestErrorsAndEdges: S3's error codes and statuses, ranges,
+// conditionals and copies at their edges.
+func TestErrorsAndEdges(t *testing.T) {
+	e := start(t)
+	want := func(what string, body string, status int, wantStatus int, code string) {
+		t.Helper()
+		if status != wantStatus || code != "" && !strings.Contains(body, "<Code>"+code+"</Code>") {
+			t.Errorf("%s: %d %s, want %d %s", what, status, body, wantStatus, code)
+		}
+	}
+	b, s, _ := req(t, e, "PUT", "/Bad_Name", "")
+	want("bad bucket name", b, s, 400, "InvalidBucketName")
+	req(t, e, "PUT", "/edge", "")
+	b, s, _ = req(t, e, "PUT", "/edge", "")
+	want("second create", b, s, 409, "BucketAlreadyOwnedByYou")
+	b, s, _ = req(t, e, "GET", "/nobucket/k", "")
+	want("no bucket", b, s, 404, "NoSuchBucket")
+	b, s, _ = req(t, e, "GET", "/edge/nokey", "")
+	want("no key", b, s, 404, "NoSuchKey")
+	b, s, _ = req(t, e, "PUT", "/edge/"+strings.Repeat("k", 1025), "x")
+	want("key of 1025 bytes", b, s, 400, "KeyTooLongError")
+	b, s, _ = req(t, e, "GET", "/edge/"+strings.Repeat("k", 1025), "")
+	want("get of a key of 1025 bytes", b, s, 404, "NoSuchKey")
+
+	_, _, h := req(t, e, "PUT", "/edge/ten", "0123456789", "Content-Type", "text/plain", "X-Amz-Meta-A", "1")
+	etag := h.Get("ETag")
+	for _, c := range []struct {
+		rng    string
+		status int
+		body   string
+	}{
+		{"bytes=2-4", 206, "234"}, {"bytes=-3", 206, "789"}, {"bytes=-100", 206, "0123456789"}, {"bytes=8-100", 206, "89"},
+		{"bytes=5-2", 200, "0123456789"}, {"bytes=-0", 416, ""}, {"bytes=10-", 416, ""}, {"bytes=0-0", 206, "0"},
+		{"bytes=1-2,4-5", 200, "0123456789"}, {"bytes=x-y", 200, "0123456789"},
+	} {
+		b, s, _ := req(t, e, "GET", "/edge/ten", "", "Range", c.rng)
+		if s != c.status || c.status != 416 && b != c.body || c.status == 416 && !strings.Contains(b, "InvalidRange") {
+			t.Errorf("range %s: %d %q, want %d %q", c.rng, s, b, c.status, c.body)
+		}
+	}
+	req(t, e, "PUT", "/edge/empty", "")
+	b, s, _ = req(t, e, "GET", "/edge/empty", "")
+	want("0-byte get", b, s, 200, "")
+	b, s, _ = req(t, e, "GET", "/edge/empty", "", "Range", "bytes=0-")
+	want("range of a 0-byte object", b, s, 416, "InvalidRange")
+
+	for _, m := range []string{"GET", "HEAD"} {
+		b, s, _ = req(t, e, m, "/edge/ten", "", "If-Match", `"nope"`)
+		want(m+" If-Match", b, s, 412, map[bool]string{true: "PreconditionFailed"}[m == "GET"])
+		b, s, _ = req(t, e, m, "/edge/ten", "", "If-None-Match", etag)
+		want(m+" If-None-Match", b, s, 304, "")
+		b, s, _ = req(t, e, m, "/edge/ten", "", "If-Modified-Since", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
+		want(m+" If-Modified-Since", b, s, 304, "")
+		b, s, _ = req(t, e, m, "/edge/ten", "", "If-Unmodified-Since", time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat))
+		want(m+" If-Unmodified-Since", b, s, 412, map[bool]string{true: "PreconditionFailed"}[m == "GET"])
+	}
+	b, s, _ = req(t, e, "PUT", "/edge/ten", "new", "If-None-Match", "*")
+	want("PUT If-None-Match *", b, s, 412, "PreconditionFailed")
+	b, s, _ = req(t, e, "PUT", "/edge/ten", "new", "If-Match", `"nope"`)
+	want("PUT If-Match", b, s, 412, "PreconditionFailed")
+
+	// Copy onto itself: refused without new metadata, done with it.
+	b, s, _ = req(t, e, "PUT", "/edge/ten", "", "X-Amz-Copy-Source", "/edge/ten")
+	want("copy onto itself", b, s, 400, "InvalidRequest")
+	b, s, _ = req(t, e, "PUT", "/edge/ten", "", "X-Amz-Copy-Source", "/edge/ten", "X-Amz-Metadata-Directive", "REPLACE",
+		"Content-Type", "text/x-new", "X-Amz-Meta-B", "2")
+	want("copy onto itself with REPLACE", b, s, 200, "")
+	b, s, h = req(t, e, "GET", "/edge/ten", "")
+	if b != "0123456789" || h.Get("Content-Type") != "text/x-new" || h.Get("X-Amz-Meta-B") != "2" || h.Get("X-Amz-Meta-A") != "" || h.Get("ETag") != etag {
+		t.Errorf("after copy onto itself: %q %v", b, h)
+	}
+
+	// Multipart errors.
+	b, _, _ = req(t, e, "POST", "/edge/mp?uploads", "")
+	id := between(b, "<UploadId>", "</UploadId>")
+	b, s, _ = req(t, e, "PUT", "/edge/mp?uploadId="+id+"&partNumber=0", "x")
+	want("part 0", b, s, 400, "InvalidArgument")
+	b, s, _ = req(t, e, "PUT", "/edge/mp?uploadId="+id+"&partNumber=10001", "x")
+	want("part 10001", b, s, 400, "InvalidArgument")
+	b, s, _ = req(t, e, "PUT", "/edge/mp?uploadId=00000000000000000000000000000000&partNumber=1", "x")
+	want("part of no upload", b, s, 404, "NoSuchUpload")
+	_, _, h1 := req(t, e, "PUT", "/edge/mp?uploadId="+id+"&partNumber=1", "small")
+	_, _, h2 := req(t, e, "PUT", "/edge/mp?uploadId="+id+"&partNumber=2", "small")
+	part := func(n int, etag string) string {
+		return fmt.Sprintf("<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>", n, etag)
+	}
+	b, s, _ = req(t, e, "POST", "/edge/mp?uploadId="+id, "<CompleteMultipartUpload>"+part(2, h2.Get("ETag"))+part(1, h1.Get("ETag"))+"</CompleteMultipartUpload>")
+	want("parts out of order", b, s, 400, "InvalidPartOrder")
+	b, s, _ = req(t, e, "POST", "/edge/mp?uploadId="+id, "<CompleteMultipartUpload>"+part(1, h1.Get("ETag"))+part(2, h2.Get("ETag"))+"</CompleteMultipartUpload>")
+	want("a small part", b, s, 400, "EntityTooSmall")
+	b, s, _ = req(t, e, "POST", "/edge/mp?uploadId="+id, "<CompleteMultipartUpload>"+part(1, `"0000"`)+"</CompleteMultipartUpload>")
+	want("a wrong ETag", b, s, 400, "InvalidPart")
+	var many strings.Builder
+	many.WriteString("<CompleteMultipartUpload>")
+	for i := 1; i <= 10001; i++ {
+		many.WriteString(part(i, h1.Get("ETag")))
+	}
+	many.WriteString("</CompleteMultipartUpload>")
+	b, s, _ = req(t, e, "POST", "/edge/mp?uploadId="+id, many.String())
+	if s != 400 {
+		t.Errorf("10001 parts listed: %d %s", s, b)
+	}
+	b, s, _ = req(t, e, "POST", "/edge/mp?uploadId="+id, "<CompleteMultipartUpload>"+part(1, h1.Get("ETag"))+"</CompleteMultipartUpload>")
+	want("complete", b, s, 200, "")
+	if got := between(b, "<ETag>", "</ETag>"); !strings.HasSuffix(got, `-1&#34;`) || len(got) != len(`&#34;`)*2+32+2 {
+		t.Errorf("multipart ETag %s, want \"MD5-1\"", got)
+	}
+	b, s, _ = req(t, e, "POST", "/edge/mp?uploadId="+id, "<CompleteMultipartUpload>"+part(1, h1.Get("ETag"))+"</CompleteMultipartUpload>")
+	want("complete again", b, s, 404, "NoSuchUpload")
+	b, s, _ = req(t, e, "DELETE", "/edge/mp?uploadId="+id, "")
+	want("abort after complete", b, s, 404, "NoSuchUpload")
+
+	b, s, _ = req(t, e, "POST", "/edge?delete", "<Delete><Object><Key>")
+	want("malformed delete", b, s, 400, "MalformedXML")
+	var del strings.Builder
+	del.WriteString("<Delete>")
+	for i := 0; i < 1001; i++ {
+		fmt.Fprintf(&del, "<Object><Key>k%d</Key></Object>", i)
+	}
+	del.WriteString("</Delete>")
+	b, s, _ = req(t, e, "POST", "/edge?delete", del.String())
+	want("1001 keys to delete", b, s, 400, "MalformedXML")
+	b, s, _ = req(t, e, "DELETE", "/edge", "")
+	want("delete a bucket with objects", b, s, 409, "BucketNotEmpty")
+	b, s, _ = req(t, e, "GET", "/edge?list-type=2&continuation-token=%21%21", "")
+	want("a tampered continuation token", b, s, 400, "InvalidArgument")
+	b, s, _ = req(t, e, "GET", "/edge?list-type=2&max-keys=99999999999", "")
+	if s != 200 || !strings.Contains(b, "<MaxKeys>1000</MaxKeys>") {
+		t.Errorf("max-keys huge: %d %s", s, b)
+	}
+
+	// Skewed time.
+	r, _ := http.NewRequest("GET", e.url+"/", nil)
+	r.Header.Set("X-Amz-Content-Sha256", sha256Hex(""))
+	v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}, r, sha256Hex(""), "s3", "us-east-1", time.Now().Add(-time.Hour))
+	b, s = do(t, r)
+	want("an hour old", b, s, 403, "RequestTimeTooSkewed")
+}
+
+func between(s, a, b string) string {
+	_, s, _ = strings.Cut(s, a)
+	s, _, _ = strings.Cut(s, b)
+	return s
+}
+
+// TestDelimiterPagination: a listing with a delimiter, one entry a page,
+// walks keys and common prefixes once each, in order.
+func TestDelimiterPagination(t *testing.T) {
+	e := start(t)
+	req(t, e, "PUT", "/pgn", "")
+	for _, k := range []string{"a/1", "a/2", "a/", "b", "c/x/1", "c/y", "d/", "e"} {
+		req(t, e, "PUT", "/pgn/"+k, "x")
+	}
+	var got []string
+	tok := ""
+	for i := 0; i < 20; i++ {
+		q := "/pgn?list-type=2&delimiter=/&max-keys=1"
+		if tok != "" {
+			q += "&continuation-token=" + url.QueryEscape(tok)
+		}
+		b, s, _ := req(t, e, "GET", q, "")
+		if s != 200 {
+			t.Fatalf("%d %s", s, b)
+		}
+		got = append(got, between(b, "<Key>", "</Key>")+between(b, "<CommonPrefixes><Prefix>", "</Prefix>"))
+		tok = between(b, "<NextContinuationToken>", "</NextContinuationToken>")
+		if !strings.Contains(b, "<IsTruncated>true</IsTruncated>") {
+			break
+		}
+	}
+	if strings.Join(got, " ") != "a/ b c/ d/ e" {
+		t.Fatalf("pages: %q", got)
+	}
+}
