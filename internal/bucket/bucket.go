@@ -32,9 +32,10 @@
 // progress of an object deleted meanwhile may then fail.
 //
 // Listing: the store lists in no order, so a listing reads every record
-// name of the bucket and sorts them, then reads the records of one page
-// (at most 1000): O(objects in the bucket) per page, fine for
-// thousands to a few hundred thousand objects.
+// name of the bucket, keeping the page's names only (at most 1001, in a
+// heap), then reads the records of one page (at most 1000): O(objects in
+// the bucket) time per page, fine for thousands to a few hundred thousand
+// objects, but O(page) memory whatever the bucket's size.
 //
 // Limits: keys up to about 300 bytes (their encoded form must fit a store
 // name; blockmap.ErrKeyTooLong), bucket names as S3 (3 to 63 of [a-z0-9.-]).

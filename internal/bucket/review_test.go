@@ -3,7 +3,11 @@ package bucket_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -165,5 +169,67 @@ func TestDeleteBucketNotEmpty(t *testing.T) {
 	b.AbortUpload(ctx, "bkt", id)
 	if err := b.DeleteBucket(ctx, "bkt"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// memStore measures the heap in use at the first and the last name a
+// List delivers: what the listing retains as it reads names.
+type memStore struct {
+	objstore.Store
+	first, last uint64
+}
+
+func heapNow() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+func (m *memStore) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
+	var names []objstore.Info
+	if err := m.Store.List(ctx, prefix, func(in objstore.Info) error { names = append(names, in); return nil }); err != nil {
+		return err
+	}
+	for i, in := range names {
+		if i == 0 {
+			m.first = heapNow()
+		}
+		if i == len(names)-1 {
+			m.last = heapNow()
+		}
+		if err := fn(in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestListMemoryBounded: a listing page retains O(page) memory as it
+// reads the names of a large bucket, not O(bucket); and its pages walk
+// the bucket in order.
+func TestListMemoryBounded(t *testing.T) {
+	ms := &memStore{Store: objstore.NewMem()}
+	b := &bucket.Store{S: ms, BlockShift: 16}
+	b.CreateBucket(ctx, "big")
+	const n = 100000
+	rec, _ := json.Marshal(bucket.Object{Size: 1})
+	for i := 0; i < n; i++ {
+		name, _ := blockmap.ObjectName("big", fmt.Sprintf("dir%d/object-%07d", i%3, i))
+		ms.Store.Put(ctx, name, rec)
+	}
+	pg, err := b.List(ctx, "big", bucket.ListOptions{Max: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pg.Objects) != 10 || !pg.Truncated || pg.Next != "dir0/object-0000027" {
+		t.Fatalf("page: %d objects, truncated %v, next %q", len(pg.Objects), pg.Truncated, pg.Next)
+	}
+	if grew := int64(ms.last) - int64(ms.first); grew > 1<<20 {
+		t.Errorf("a page of 10 retained %d bytes while reading %d names", grew, n)
+	}
+	pg, _ = b.List(ctx, "big", bucket.ListOptions{Max: 2, Delimiter: "/", After: "dir0/"})
+	if !slices.Equal(pg.Prefixes, []string{"dir1/", "dir2/"}) || pg.Truncated {
+		t.Errorf("prefixes after dir0/: %v truncated %v", pg.Prefixes, pg.Truncated)
 	}
 }
