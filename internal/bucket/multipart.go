@@ -162,7 +162,7 @@ func (b *Store) ListParts(ctx context.Context, bucket, id string) ([]Part, error
 }
 
 // ListUploads returns the uploads in progress in bucket, by key and then
-// creation time.
+// ID (the order of ListMultipartUploads' key and upload ID markers).
 func (b *Store) ListUploads(ctx context.Context, bucket string) ([]Upload, error) {
 	if err := b.HeadBucket(ctx, bucket); err != nil {
 		return nil, err
@@ -192,7 +192,7 @@ func (b *Store) ListUploads(ctx context.Context, bucket string) ([]Upload, error
 		if c := strings.Compare(x.Key, y.Key); c != 0 {
 			return c
 		}
-		return x.Created.Compare(y.Created)
+		return strings.Compare(x.ID, y.ID)
 	})
 	return ups, nil
 }

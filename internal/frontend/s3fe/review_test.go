@@ -458,3 +458,39 @@ func TestDelimiterPagination(t *testing.T) {
 		t.Fatalf("pages: %q", got)
 	}
 }
+
+// TestListUploadsPagination: uploads of one key, one a page, are each
+// listed once.
+func TestListUploadsPagination(t *testing.T) {
+	e := start(t)
+	req(t, e, "PUT", "/ups", "")
+	want := map[string]bool{}
+	for i := 0; i < 8; i++ {
+		b, _, _ := req(t, e, "POST", "/ups/same?uploads", "")
+		want[between(b, "<UploadId>", "</UploadId>")] = true
+	}
+	got := map[string]int{}
+	km, um := "", ""
+	for i := 0; i < 20; i++ {
+		q := "/ups?uploads&max-uploads=1"
+		if km != "" {
+			q += "&key-marker=" + url.QueryEscape(km) + "&upload-id-marker=" + um
+		}
+		b, s, _ := req(t, e, "GET", q, "")
+		if s != 200 {
+			t.Fatalf("%d %s", s, b)
+		}
+		if id := between(b, "<Upload><Key>same</Key><UploadId>", "</UploadId>"); id != "" {
+			got[id]++
+		}
+		if !strings.Contains(b, "<IsTruncated>true</IsTruncated>") {
+			break
+		}
+		km, um = between(b, "<NextKeyMarker>", "</NextKeyMarker>"), between(b, "<NextUploadIdMarker>", "</NextUploadIdMarker>")
+	}
+	for id := range want {
+		if got[id] != 1 {
+			t.Errorf("upload %s listed %d times (all: %v)", id, got[id], got)
+		}
+	}
+}
