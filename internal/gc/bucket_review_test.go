@@ -15,7 +15,7 @@ import (
 
 // stallReader gives first, then waits for go before the rest.
 type stallReader struct {
-	first, rest io.Reader
+	first, rest  io.Reader
 	stalled, go_ chan struct{}
 }
 
