@@ -9,3 +9,11 @@ func SetBodyIdle(d time.Duration) func() {
 	bodyIdle = d
 	return func() { bodyIdle = old }
 }
+
+// SetXMLSlots sets how many XML bodies are read at once (for handlers
+// made after) until the returned function restores it.
+func SetXMLSlots(n int) func() {
+	old := xmlSlots
+	xmlSlots = n
+	return func() { xmlSlots = old }
+}

@@ -65,8 +65,12 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// xmlSlots bounds the XML bodies read at once: at most 64 MiB.
+var xmlSlots = 16
+
 type handler struct {
 	storing chan struct{}
+	xml     chan struct{}
 	b       *bucket.Store
 	keys    map[string]string
 	region  string
@@ -84,7 +88,7 @@ func NewHandler(b *bucket.Store, keys map[string]string, region string, logf fun
 	if b.Now != nil {
 		now = b.Now
 	}
-	return &handler{storing: make(chan struct{}, maxStoring), b: b, keys: maps.Clone(keys), region: region, logf: logf, now: now}
+	return &handler{storing: make(chan struct{}, maxStoring), xml: make(chan struct{}, xmlSlots), b: b, keys: maps.Clone(keys), region: region, logf: logf, now: now}
 }
 
 // s3Error is an error response.
@@ -618,7 +622,7 @@ func (h *handler) getObject(w http.ResponseWriter, r *http.Request, bkt, key str
 
 func (h *handler) deleteObjects(w http.ResponseWriter, r *http.Request, bkt string, body io.Reader) {
 	var req deleteRequest
-	if err := readXML(body, &req); err != nil {
+	if err := h.readXML(r, body, &req); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -650,8 +654,14 @@ func (h *handler) deleteObjects(w http.ResponseWriter, r *http.Request, bkt stri
 	writeXML(w, 200, res)
 }
 
-// readXML decodes a bounded XML body.
-func readXML(body io.Reader, v any) error {
+// readXML decodes a bounded XML body, in one of the XML slots.
+func (h *handler) readXML(r *http.Request, body io.Reader, v any) error {
+	select {
+	case h.xml <- struct{}{}:
+		defer func() { <-h.xml }()
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
 	b, err := io.ReadAll(io.LimitReader(body, maxXMLBody+1))
 	if err != nil {
 		return err
@@ -871,7 +881,7 @@ func (h *handler) completeUpload(w http.ResponseWriter, r *http.Request, bkt, ke
 		return
 	}
 	var req completeMultipartUpload
-	if err := readXML(body, &req); err != nil {
+	if err := h.readXML(r, body, &req); err != nil {
 		h.fail(w, r, err)
 		return
 	}

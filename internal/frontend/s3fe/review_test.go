@@ -494,3 +494,40 @@ func TestListUploadsPagination(t *testing.T) {
 		}
 	}
 }
+
+// TestXMLBodiesBounded: the XML bodies read at once (each up to 4 MiB)
+// are bounded: with one slot, a second DeleteObjects waits while a first
+// one's body is still arriving.
+func TestXMLBodiesBounded(t *testing.T) {
+	defer s3fe.SetXMLSlots(1)()
+	e := start(t)
+	req(t, e, "PUT", "/xml", "")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := signedRequest(t, e, "POST", "/xml?delete", "")
+	r.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
+	resign(t, r)
+	fmt.Fprintf(conn, "POST /xml?delete HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n", r.Host)
+	for k, v := range r.Header {
+		fmt.Fprintf(conn, "%s: %s\r\n", k, v[0])
+	}
+	fmt.Fprintf(conn, "\r\n<Delete>")
+	time.Sleep(100 * time.Millisecond) // the first request takes its slot
+	second := make(chan int, 1)
+	go func() {
+		_, s, _ := req(t, e, "POST", "/xml?delete", "<Delete><Object><Key>k</Key></Object></Delete>")
+		second <- s
+	}()
+	select {
+	case s := <-second:
+		conn.Close()
+		t.Fatalf("a second XML body was read while the first held the only slot: %d", s)
+	case <-time.After(500 * time.Millisecond):
+	}
+	conn.Close()
+	if s := <-second; s != 200 {
+		t.Fatalf("second: %d", s)
+	}
+}

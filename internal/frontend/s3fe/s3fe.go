@@ -48,7 +48,8 @@
 //
 // Memory: at most 16 uploads store data at once, each with about 24 MiB
 // of block buffers (package bucket); more wait their turn. Downloads read
-// one block at a time. A request body that sends nothing for a minute
+// one block at a time. At most 16 XML bodies (complete, delete; 4 MiB
+// each at most) are read at once. A request body that sends nothing for a minute
 // fails with RequestTimeout, freeing its slot (and the hold on
 // collections an upload takes).
 package s3fe
