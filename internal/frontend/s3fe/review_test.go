@@ -531,3 +531,54 @@ func TestXMLBodiesBounded(t *testing.T) {
 		t.Fatalf("second: %d", s)
 	}
 }
+
+// TestAwkwardKeys: keys with escapes, spaces, '+', unicode, double and
+// trailing slashes round-trip through put, get, presigned get, list
+// (with encoding-type=url) and delete.
+func TestAwkwardKeys(t *testing.T) {
+	e := start(t)
+	c := client(e, secret)
+	c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("keys")})
+	keys := []string{"a%2Fb", "a+b c", "ü/é 東京", "//x//y", "dir/", "?#[]&=;", "~!*'()", "a%20b%", "tab\tkey", strings.Repeat("é", 100)}
+	ps := s3.NewPresignClient(c)
+	for i, k := range keys {
+		body := fmt.Sprint("v", i)
+		if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("keys"), Key: aws.String(k), Body: strings.NewReader(body)}); err != nil {
+			t.Errorf("put %q: %v", k, err)
+			continue
+		}
+		if got := string(get(t, c, "keys", k, "")); got != body {
+			t.Errorf("get %q: %q", k, got)
+		}
+		pr, err := ps.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("keys"), Key: aws.String(k)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, s := fetch(t, "GET", pr.URL, nil); s != 200 || got != body {
+			t.Errorf("presigned get %q: %d %q", k, s, got)
+		}
+	}
+	out, err := c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("keys"), EncodingType: "url"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, o := range out.Contents {
+		k, err := url.QueryUnescape(*o.Key) // as clients decode (never a literal '+')
+		if err != nil {
+			t.Errorf("listed %q: %v", *o.Key, err)
+		}
+		got[k] = true
+	}
+	for _, k := range keys {
+		if !got[k] {
+			t.Errorf("list lacks %q (has %v)", k, got)
+		}
+		if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("keys"), Key: aws.String(k)}); err != nil {
+			t.Errorf("delete %q: %v", k, err)
+		}
+	}
+	if n := count(e.s, "s3/o/"); n != 0 {
+		t.Errorf("%d records left", n)
+	}
+}
