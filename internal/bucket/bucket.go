@@ -21,9 +21,9 @@
 //
 // CopyObject copies the record: O(1) in the object's size.
 //
-// Garbage collection: object and part records are roots (Roots, which
-// package gc calls): the maps they name and the blocks those reference
-// are kept. An upload's map is younger than the grace period until its
+// Garbage collection: object records, and the part records of uploads
+// in progress, are roots (Roots, which package gc calls): the maps they
+// name and the blocks those reference are kept. An upload's map is younger than the grace period until its
 // record is written; the operations that copy references to existing
 // maps (copy, complete) and that deduplicate onto existing blocks
 // (uploads) run under a hold (Store.Hold), as snapshots and imports do.

@@ -120,9 +120,13 @@ func (h *entryHeap) Pop() any {
 	return x
 }
 
-// Roots calls fn with every map that an object or an uploaded part
-// names: package gc's roots.
+// Roots calls fn with every map that an object or an uploaded part of an
+// upload in progress names: package gc's roots. The parts of an upload
+// whose record is gone are not roots: an abort or a complete (which
+// claims the upload by deleting its record, under a hold, so not during
+// a collection) deletes them, or stopped before it did.
 func Roots(ctx context.Context, s objstore.Store, fn func(blockmap.ID)) error {
+	uploads := map[string]bool{} // upload record name: exists
 	for _, prefix := range []string{blockmap.ObjectPrefix(""), blockmap.PartPrefix("", "")} {
 		var names []string
 		err := s.List(ctx, prefix, func(in objstore.Info) error {
@@ -135,6 +139,21 @@ func Roots(ctx context.Context, s objstore.Store, fn func(blockmap.ID)) error {
 			return err
 		}
 		for _, n := range names {
+			if pn := blockmap.ParseName(n); pn.Kind == blockmap.PartRecord {
+				un := blockmap.UploadName(pn.Bucket, pn.Upload)
+				live, ok := uploads[un]
+				if !ok {
+					_, err := s.Stat(ctx, un)
+					if err != nil && !objstore.IsNotExist(err) {
+						return err
+					}
+					live = err == nil
+					uploads[un] = live
+				}
+				if !live {
+					continue
+				}
+			}
 			raw, _, err := s.Get(ctx, n)
 			if objstore.IsNotExist(err) {
 				continue // deleted since listed: under a hold if its maps moved elsewhere

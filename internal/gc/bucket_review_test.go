@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -96,5 +97,31 @@ func TestGCDuringUpload(t *testing.T) {
 	var got bytes.Buffer
 	if err := b.Read(ctx, o, 0, o.Size, &got); err != nil || !bytes.Equal(got.Bytes(), p) {
 		t.Fatalf("after gc: %v, equal %v", err, bytes.Equal(got.Bytes(), p))
+	}
+}
+
+// TestOrphanPartsCollected: parts whose upload record is gone (an abort
+// or complete that stopped between deleting the upload record and its
+// parts) are not roots: their maps and blocks are collected.
+func TestOrphanPartsCollected(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	b := &bucket.Store{S: s, Now: clk.now, BlockShift: 16}
+	b.CreateBucket(ctx, "bkt")
+	rng := rand.New(rand.NewPCG(9, 10))
+	id, _ := b.CreateUpload(ctx, "bkt", "k", bucket.PutOptions{})
+	if _, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(randBytes(rng, 3*bs)), -1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, blockmap.UploadName("bkt", id)); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Hour)
+	rep, err := m.GC(ctx, gc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Deleted.Heads != 1 || rep.Deleted.Content != 3 {
+		t.Errorf("deleted %+v, want the orphan part's map and its 3 blocks", rep.Deleted)
 	}
 }
