@@ -431,13 +431,14 @@ func (h *handler) putObject(w http.ResponseWriter, r *http.Request, bkt, key str
 }
 
 // copySource parses x-amz-copy-source: [/]BUCKET/KEY, URL-encoded.
+// A "?versionId=" is cut before unescaping: escaped, it is part of the key.
 func copySource(v string) (string, string, error) {
+	if i := strings.Index(v, "?versionId="); i >= 0 {
+		v = v[:i]
+	}
 	v, err := url.PathUnescape(strings.TrimPrefix(v, "/"))
 	if err != nil {
 		return "", "", errf(400, "InvalidArgument", "malformed x-amz-copy-source")
-	}
-	if i := strings.Index(v, "?versionId="); i >= 0 {
-		v = v[:i]
 	}
 	b, k, ok := strings.Cut(v, "/")
 	if !ok || k == "" {

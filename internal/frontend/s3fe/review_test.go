@@ -582,3 +582,24 @@ func TestAwkwardKeys(t *testing.T) {
 		t.Errorf("%d records left", n)
 	}
 }
+
+// TestCopySourceEscapedQuery: a copy source key that contains
+// "?versionId=" (escaped, as clients send it) names that key, not the
+// key before it.
+func TestCopySourceEscapedQuery(t *testing.T) {
+	e := start(t)
+	req(t, e, "PUT", "/cps", "")
+	req(t, e, "PUT", "/cps/a", "plain a")
+	req(t, e, "PUT", "/cps/"+url.PathEscape("a?versionId=x"), "the odd key")
+	b, s, _ := req(t, e, "PUT", "/cps/dst", "", "X-Amz-Copy-Source", "/cps/"+url.PathEscape("a?versionId=x"))
+	if s != 200 {
+		t.Fatalf("copy: %d %s", s, b)
+	}
+	if b, _, _ := req(t, e, "GET", "/cps/dst", ""); b != "the odd key" {
+		t.Fatalf("copied %q", b)
+	}
+	// An unescaped ?versionId= is the version (only "null" here).
+	if b, s, _ := req(t, e, "PUT", "/cps/dst2", "", "X-Amz-Copy-Source", "/cps/a?versionId=null"); s != 200 {
+		t.Fatalf("copy with versionId: %d %s", s, b)
+	}
+}
