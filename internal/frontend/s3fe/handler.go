@@ -33,10 +33,23 @@ const maxObjectSize = 5 << 30
 // take at most about 400 MiB; more wait their turn.
 const maxStoring = 16
 
-// bodyIdle bounds the wait for each read of a request body: a client
-// that stops sending (a slowloris) frees its upload slot, and the hold
-// on collections an upload takes, after it.
+// bodyIdle bounds the wait for each read of a request body and each
+// write of an object's data: a client that stops sending (a slowloris)
+// frees its upload slot, and the hold on collections an upload takes,
+// after it; one that stops reading frees its handler and block buffer.
 var bodyIdle = time.Minute
+
+// idleWriter fails a write that waits longer than idle.
+type idleWriter struct {
+	w    io.Writer
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (w *idleWriter) Write(p []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.idle)) // not supported (a recorder): no timeout
+	return w.w.Write(p)
+}
 
 // idleBody fails a read that waits longer than idle with RequestTimeout.
 type idleBody struct {
@@ -614,7 +627,16 @@ func (h *handler) getObject(w http.ResponseWriter, r *http.Request, bkt, key str
 	if r.Method == http.MethodHead {
 		return
 	}
-	if err := h.b.Read(r.Context(), obj, off, n, w); err != nil {
+	rc := http.NewResponseController(w)
+	err = h.b.Read(r.Context(), obj, off, n, &idleWriter{w: w, rc: rc, idle: bodyIdle})
+	if err == nil {
+		// The end of the body too, under the deadline of the last write.
+		if err = rc.Flush(); errors.Is(err, http.ErrNotSupported) {
+			err = nil
+		}
+	}
+	rc.SetWriteDeadline(time.Time{})
+	if err != nil {
 		// Too late for an error response: cut the body short.
 		h.logf("s3: GET %s/%s: %v", bkt, key, err)
 		panic(http.ErrAbortHandler)

@@ -2,6 +2,7 @@ package s3fe_test
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -604,5 +605,39 @@ func TestCopySourceEscapedQuery(t *testing.T) {
 	// An unescaped ?versionId= is the version (only "null" here).
 	if b, s, _ := req(t, e, "PUT", "/cps/dst2", "", "X-Amz-Copy-Source", "/cps/a?versionId=null"); s != 200 {
 		t.Fatalf("copy with versionId: %d %s", s, b)
+	}
+}
+
+// TestStalledReaderTimesOut: a GET whose client stops reading is cut off
+// after the idle timeout: its handler (and the block buffer it holds)
+// does not wait forever.
+func TestStalledReaderTimesOut(t *testing.T) {
+	defer s3fe.SetBodyIdle(300 * time.Millisecond)()
+	e := start(t)
+	c := client(e, secret)
+	c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("stall")})
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("stall"), Key: aws.String("big"), Body: bytes.NewReader(randData(3, 48<<20))}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetReadBuffer(4096)
+	}
+	r := signedRequest(t, e, "GET", "/stall/big", "")
+	fmt.Fprintf(conn, "GET /stall/big HTTP/1.1\r\nHost: %s\r\n", r.Host)
+	for k, v := range r.Header {
+		fmt.Fprintf(conn, "%s: %s\r\n", k, v[0])
+	}
+	fmt.Fprintf(conn, "\r\n")
+	for p := ""; p != "GET /stall/big"; {
+		select {
+		case p = <-e.done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a GET whose client reads nothing still runs after 30s (idle timeout 300ms)")
+		}
 	}
 }

@@ -51,7 +51,8 @@
 // one block at a time. At most 16 XML bodies (complete, delete; 4 MiB
 // each at most) are read at once. A request body that sends nothing for a minute
 // fails with RequestTimeout, freeing its slot (and the hold on
-// collections an upload takes).
+// collections an upload takes); a download whose client reads nothing
+// for a minute is cut off.
 package s3fe
 
 import (

@@ -48,8 +48,8 @@ func start(t *testing.T) *env {
 	h := s3fe.NewHandler(b, map[string]string{access: secret}, "", t.Logf)
 	done := make(chan string, 1000)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { done <- r.Method + " " + r.URL.Path }() // also when the handler aborts (panics)
 		h.ServeHTTP(w, r)
-		done <- r.Method + " " + r.URL.Path
 	}))
 	t.Cleanup(srv.Close)
 	return &env{url: srv.URL, done: done, b: b, s: s}
