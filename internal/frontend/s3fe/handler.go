@@ -353,6 +353,10 @@ func (h *handler) objectOp(w http.ResponseWriter, r *http.Request, bkt, key stri
 		h.getObject(w, r, bkt, key, q)
 	case http.MethodDelete:
 		if q.Has("uploadId") {
+			if err := h.uploadOf(r, bkt, key, q.Get("uploadId")); err != nil {
+				h.fail(w, r, err)
+				return
+			}
 			if err := h.b.AbortUpload(r.Context(), bkt, q.Get("uploadId")); err != nil {
 				h.fail(w, r, err)
 				return
@@ -924,8 +928,21 @@ func (h *handler) completeUpload(w http.ResponseWriter, r *http.Request, bkt, ke
 	writeXML(w, 200, completeMultipartUploadResult{Xmlns: xmlns, Location: "/" + bkt + "/" + key, Bucket: bkt, Key: key, ETag: obj.ETag})
 }
 
+// uploadOf checks that upload id of bkt exists and is of key.
+func (h *handler) uploadOf(r *http.Request, bkt, key, id string) error {
+	u, err := h.b.GetUpload(r.Context(), bkt, id)
+	if err == nil && u.Key != key {
+		err = bucket.ErrNoUpload
+	}
+	return err
+}
+
 func (h *handler) listParts(w http.ResponseWriter, r *http.Request, bkt, key string, q url.Values) {
 	id := q.Get("uploadId")
+	if err := h.uploadOf(r, bkt, key, id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	parts, err := h.b.ListParts(r.Context(), bkt, id)
 	if err != nil {
 		h.fail(w, r, err)

@@ -641,3 +641,24 @@ func TestStalledReaderTimesOut(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadOfAnotherKey: an upload ID given with another key than its
+// own names no upload: no abort, no parts listed.
+func TestUploadOfAnotherKey(t *testing.T) {
+	e := start(t)
+	req(t, e, "PUT", "/other", "")
+	b, _, _ := req(t, e, "POST", "/other/k?uploads", "")
+	id := between(b, "<UploadId>", "</UploadId>")
+	req(t, e, "PUT", "/other/k?uploadId="+id+"&partNumber=1", "part")
+	b, s, _ := req(t, e, "GET", "/other/notk?uploadId="+id, "")
+	if s != 404 || !strings.Contains(b, "NoSuchUpload") {
+		t.Errorf("list parts under another key: %d %s", s, b)
+	}
+	b, s, _ = req(t, e, "DELETE", "/other/notk?uploadId="+id, "")
+	if s != 404 || !strings.Contains(b, "NoSuchUpload") {
+		t.Errorf("abort under another key: %d %s", s, b)
+	}
+	if _, err := e.b.GetUpload(ctx, "other", id); err != nil {
+		t.Errorf("the upload is gone: %v", err)
+	}
+}
