@@ -1,6 +1,9 @@
 package s3fe
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // SetBodyIdle sets the idle timeout of request bodies until the returned
 // function restores it.
@@ -17,3 +20,6 @@ func SetXMLSlots(n int) func() {
 	xmlSlots = n
 	return func() { xmlSlots = old }
 }
+
+// XMLSlotsInUse tells how many XML bodies h is reading.
+func XMLSlotsInUse(h http.Handler) int { return len(h.(*handler).xml) }

@@ -515,7 +515,11 @@ func TestXMLBodiesBounded(t *testing.T) {
 		fmt.Fprintf(conn, "%s: %s\r\n", k, v[0])
 	}
 	fmt.Fprintf(conn, "\r\n<Delete>")
-	time.Sleep(100 * time.Millisecond) // the first request takes its slot
+	for deadline := time.Now().Add(30 * time.Second); s3fe.XMLSlotsInUse(e.h) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first request did not take its slot")
+		}
+	}
 	second := make(chan int, 1)
 	go func() {
 		_, s, _ := req(t, e, "POST", "/xml?delete", "<Delete><Object><Key>k</Key></Object></Delete>")

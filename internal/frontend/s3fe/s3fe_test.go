@@ -40,6 +40,7 @@ type env struct {
 	done chan string // the path of each request the server finished
 	b    *bucket.Store
 	s    *objstore.Mem
+	h    http.Handler
 }
 
 func start(t *testing.T) *env {
@@ -52,7 +53,7 @@ func start(t *testing.T) *env {
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	return &env{url: srv.URL, done: done, b: b, s: s}
+	return &env{url: srv.URL, done: done, b: b, s: s, h: h}
 }
 
 func client(e *env, sec string) *s3.Client {
