@@ -372,7 +372,12 @@ func (h *handler) objectOp(w http.ResponseWriter, r *http.Request, bkt, key stri
 	case http.MethodPost:
 		switch {
 		case q.Has("uploads"):
-			id, err := h.b.CreateUpload(r.Context(), bkt, key, putOptions(r))
+			o, err := putOptions(r)
+			if err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			id, err := h.b.CreateUpload(r.Context(), bkt, key, o)
 			if err != nil {
 				h.fail(w, r, err)
 				return
@@ -388,18 +393,27 @@ func (h *handler) objectOp(w http.ResponseWriter, r *http.Request, bkt, key stri
 	}
 }
 
+// maxMeta bounds the user metadata of an object (names and values), as
+// S3 does: each listing page reads the records that hold it.
+const maxMeta = 2 << 10
+
 // putOptions takes the content type and user metadata of a request.
-func putOptions(r *http.Request) bucket.PutOptions {
+func putOptions(r *http.Request) (bucket.PutOptions, error) {
 	o := bucket.PutOptions{ContentType: r.Header.Get("Content-Type")}
+	n := 0
 	for k, v := range r.Header {
 		if m, ok := strings.CutPrefix(strings.ToLower(k), "x-amz-meta-"); ok && len(v) > 0 {
 			if o.Meta == nil {
 				o.Meta = map[string]string{}
 			}
 			o.Meta[m] = strings.Join(v, ",")
+			n += len(m) + len(o.Meta[m])
 		}
 	}
-	return o
+	if n > maxMeta {
+		return o, errf(400, "MetadataTooLarge", "your metadata headers exceed the maximum allowed metadata size (%d bytes)", maxMeta)
+	}
+	return o, nil
 }
 
 // bodySize checks the size of a body to store.
@@ -430,8 +444,11 @@ func (h *handler) putObject(w http.ResponseWriter, r *http.Request, bkt, key str
 		h.fail(w, r, err)
 		return
 	}
-	o := putOptions(r)
-	var err error
+	o, err := putOptions(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	if o.ContentMD5, err = contentMD5(r); err != nil {
 		h.fail(w, r, err)
 		return
@@ -481,7 +498,11 @@ func (h *handler) copyObject(w http.ResponseWriter, r *http.Request, bkt, key st
 	}
 	var meta *bucket.PutOptions
 	if r.Header.Get("X-Amz-Metadata-Directive") == "REPLACE" {
-		o := putOptions(r)
+		o, err := putOptions(r)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
 		meta = &o
 	} else if sb == bkt && sk == key {
 		h.fail(w, r, errf(400, "InvalidRequest", "copying an object to itself without changing its metadata is not allowed"))

@@ -666,3 +666,26 @@ func TestUploadOfAnotherKey(t *testing.T) {
 		t.Errorf("the upload is gone: %v", err)
 	}
 }
+
+// TestMetadataTooLarge: user metadata is bounded (2 KB, as S3) on put,
+// multipart create and copy: every listing page reads the records that
+// hold it.
+func TestMetadataTooLarge(t *testing.T) {
+	e := start(t)
+	req(t, e, "PUT", "/meta", "")
+	req(t, e, "PUT", "/meta/src", "x")
+	big := strings.Repeat("m", 3000)
+	for _, r := range []struct{ method, path string }{{"PUT", "/meta/k"}, {"POST", "/meta/k?uploads"}} {
+		b, s, _ := req(t, e, r.method, r.path, "", "X-Amz-Meta-Big", big)
+		if s != 400 || !strings.Contains(b, "MetadataTooLarge") {
+			t.Errorf("%s %s with 3000 bytes of metadata: %d %s", r.method, r.path, s, b)
+		}
+	}
+	b, s, _ := req(t, e, "PUT", "/meta/k", "", "X-Amz-Copy-Source", "/meta/src", "X-Amz-Metadata-Directive", "REPLACE", "X-Amz-Meta-Big", big)
+	if s != 400 || !strings.Contains(b, "MetadataTooLarge") {
+		t.Errorf("copy with 3000 bytes of metadata: %d %s", s, b)
+	}
+	if b, s, _ := req(t, e, "PUT", "/meta/ok", "", "X-Amz-Meta-Small", strings.Repeat("m", 1000)); s != 200 {
+		t.Errorf("1000 bytes of metadata: %d %s", s, b)
+	}
+}

@@ -42,7 +42,8 @@
 // PUT If-None-Match: * and If-Match), CopyObject (copies the record: the
 // same maps), DeleteObjects, ListObjects v1 and v2 (prefix, delimiter,
 // pagination), multipart (create, upload part, complete, abort, list
-// parts, list uploads). Anything else is NotImplemented. Every request
+// parts, list uploads). User metadata up to 2 KB, as S3. Anything else
+// is NotImplemented. Every request
 // must be signed with a configured access key: there is no anonymous
 // access and no ACL (every key may do everything).
 //
