@@ -497,7 +497,12 @@ func (h *handler) copyObject(w http.ResponseWriter, r *http.Request, bkt, key st
 		return
 	}
 	var meta *bucket.PutOptions
-	if r.Header.Get("X-Amz-Metadata-Directive") == "REPLACE" {
+	dir := r.Header.Get("X-Amz-Metadata-Directive")
+	if dir != "" && dir != "COPY" && dir != "REPLACE" {
+		h.fail(w, r, errf(400, "InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE"))
+		return
+	}
+	if dir == "REPLACE" {
 		o, err := putOptions(r)
 		if err != nil {
 			h.fail(w, r, err)

@@ -689,3 +689,15 @@ func TestMetadataTooLarge(t *testing.T) {
 		t.Errorf("1000 bytes of metadata: %d %s", s, b)
 	}
 }
+
+// TestBadDirective: an x-amz-metadata-directive other than COPY or
+// REPLACE is refused, not taken for COPY.
+func TestBadDirective(t *testing.T) {
+	e := start(t)
+	req(t, e, "PUT", "/dir", "")
+	req(t, e, "PUT", "/dir/src", "x")
+	b, s, _ := req(t, e, "PUT", "/dir/dst", "", "X-Amz-Copy-Source", "/dir/src", "X-Amz-Metadata-Directive", "replace")
+	if s != 400 || !strings.Contains(b, "InvalidArgument") {
+		t.Errorf("directive \"replace\": %d %s", s, b)
+	}
+}
