@@ -24,8 +24,10 @@
 // signed headers as sent), in the header form, the presigned query form,
 // signed streaming chunks (STREAMING-AWS4-HMAC-SHA256-PAYLOAD, each
 // chunk's signature checked) and unsigned streaming with trailers
-// (STREAMING-UNSIGNED-PAYLOAD-TRAILER; the trailing checksum is read but
-// not verified; the data's MD5 is the ETag). A signed payload hash is
+// (STREAMING-UNSIGNED-PAYLOAD-TRAILER, and the signed
+// ...-PAYLOAD-TRAILER: the trailing checksum x-amz-trailer announces is
+// verified, the trailer's own signature is not; the data's MD5 is the
+// ETag). An aws-chunked body must give x-amz-decoded-content-length. A signed payload hash is
 // checked as the body streams: a mismatch fails the upload before
 // anything becomes visible. Every x-amz-* header sent must be signed (as
 // S3 requires: a copy source or metadata added to a captured request
