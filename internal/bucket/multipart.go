@@ -266,6 +266,9 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			}
 			return err
 		}
+		// Claimed: finish even if the client goes away, else the upload
+		// would be lost.
+		ctx := context.WithoutCancel(ctx)
 		if err := b.writeObject(ctx, bucket, name, obj, PutOptions{}); err != nil {
 			if !errors.Is(err, ErrNoBucket) {
 				b.S.Create(ctx, uname, raw) // the upload again, for a retry

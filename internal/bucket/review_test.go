@@ -33,13 +33,20 @@ func (h *hookStore) fire(op, name string) {
 	}
 }
 
+// Put and Create fail once ctx is done, as the real stores do.
 func (h *hookStore) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
 	h.fire("put", name)
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	return h.Store.Put(ctx, name, data)
 }
 
 func (h *hookStore) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
 	h.fire("create", name)
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	return h.Store.Create(ctx, name, data)
 }
 
@@ -231,5 +238,29 @@ func TestListMemoryBounded(t *testing.T) {
 	pg, _ = b.List(ctx, "big", bucket.ListOptions{Max: 2, Delimiter: "/", After: "dir0/"})
 	if !slices.Equal(pg.Prefixes, []string{"dir1/", "dir2/"}) || pg.Truncated {
 		t.Errorf("prefixes after dir0/: %v truncated %v", pg.Prefixes, pg.Truncated)
+	}
+}
+
+// TestCompleteCanceledAfterClaim: a complete whose client goes away once
+// it has claimed the upload still makes the object (else the upload,
+// already gone, would be lost with its parts).
+func TestCompleteCanceledAfterClaim(t *testing.T) {
+	b, hs := hooked(t)
+	id, _ := b.CreateUpload(ctx, "bkt", "k", bucket.PutOptions{})
+	p, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(data(1, 1000)), -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hs.prefix, hs.op, hs.hook = blockmap.UploadName("bkt", id), "delete", cancel
+	_, err = b.CompleteUpload(cctx, "bkt", id, []bucket.CompletePart{{Number: 1, ETag: p.ETag}})
+	_, getErr := b.GetObject(ctx, "bkt", "k")
+	_, upErr := b.GetUpload(ctx, "bkt", id)
+	if getErr != nil && upErr != nil {
+		t.Fatalf("complete %v: neither the object (%v) nor the upload (%v) is left", err, getErr, upErr)
+	}
+	if getErr == nil && !bytes.Equal(read(t, b, "k", 0, -1), data(1, 1000)) {
+		t.Fatal("the object differs")
 	}
 }
