@@ -21,9 +21,9 @@
 //
 // CopyObject copies the record: O(1) in the object's size.
 //
-// Garbage collection: object and part records are roots (Roots, which
-// package gc calls): the maps they name and the blocks those reference
-// are kept. An upload's map is younger than the grace period until its
+// Garbage collection: object records, and the part records of uploads
+// in progress, are roots (Roots, which package gc calls): the maps they
+// name and the blocks those reference are kept. An upload's map is younger than the grace period until its
 // record is written; the operations that copy references to existing
 // maps (copy, complete) and that deduplicate onto existing blocks
 // (uploads) run under a hold (Store.Hold), as snapshots and imports do.
@@ -32,14 +32,16 @@
 // progress of an object deleted meanwhile may then fail.
 //
 // Listing: the store lists in no order, so a listing reads every record
-// name of the bucket and sorts them, then reads the records of one page
-// (at most 1000): O(objects in the bucket) per page, fine for
-// thousands to a few hundred thousand objects.
+// name of the bucket, keeping the page's names only (at most 1001, in a
+// heap), then reads the records of one page (at most 1000): O(objects in
+// the bucket) time per page, fine for thousands to a few hundred thousand
+// objects, but O(page) memory whatever the bucket's size.
 //
 // Limits: keys up to about 300 bytes (their encoded form must fit a store
 // name; blockmap.ErrKeyTooLong), bucket names as S3 (3 to 63 of [a-z0-9.-]).
 // Not atomic with each other: a bucket deleted while an object is put in
-// it (the put re-checks the bucket after writing and removes its record).
+// it, or an upload created (each re-checks the bucket after writing and
+// removes its record).
 package bucket
 
 import (

@@ -1,6 +1,7 @@
 package bucket
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,7 +28,10 @@ type ListPage struct {
 	Next      string // with Truncated: the last key or prefix of the page (After of the next page)
 }
 
-// List lists the objects of bucket.
+// List lists the objects of bucket. It reads every record name of the
+// bucket (the store lists in no order), keeping only the page's entries
+// (at most Max+1, in a heap): O(objects) time but O(page) memory, however
+// large the bucket.
 func (b *Store) List(ctx context.Context, bucket string, o ListOptions) (*ListPage, error) {
 	if err := b.HeadBucket(ctx, bucket); err != nil {
 		return nil, err
@@ -36,46 +40,50 @@ func (b *Store) List(ctx context.Context, bucket string, o ListOptions) (*ListPa
 	if max <= 0 || max > 1000 {
 		max = 1000
 	}
-	var keys []string
+	// The smallest max+1 entries (keys, or common prefixes) after
+	// o.After: one more than the page tells whether it is truncated.
+	h := &entryHeap{}
+	seen := map[string]bool{}
 	err := b.S.List(ctx, blockmap.ObjectPrefix(bucket), func(in objstore.Info) error {
-		if n := blockmap.ParseName(in.Name); n.Kind == blockmap.ObjectRecord && strings.HasPrefix(n.Key, o.Prefix) {
-			keys = append(keys, n.Key)
+		n := blockmap.ParseName(in.Name)
+		if n.Kind != blockmap.ObjectRecord || !strings.HasPrefix(n.Key, o.Prefix) {
+			return nil
 		}
+		e := listEntry{name: n.Key}
+		if o.Delimiter != "" {
+			if j := strings.Index(n.Key[len(o.Prefix):], o.Delimiter); j >= 0 {
+				e = listEntry{name: n.Key[:len(o.Prefix)+j+len(o.Delimiter)], prefix: true}
+			}
+		}
+		if e.name <= o.After || seen[e.name] {
+			return nil
+		}
+		if h.Len() == max+1 {
+			if e.name > (*h)[0].name {
+				return nil
+			}
+			delete(seen, heap.Pop(h).(listEntry).name)
+		}
+		seen[e.name] = true
+		heap.Push(h, e)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(keys)
+	entries := []listEntry(*h)
+	slices.SortFunc(entries, func(x, y listEntry) int { return strings.Compare(x.name, y.name) })
 	page := &ListPage{}
-	var last string
-	for i := 0; i < len(keys); i++ {
-		k := keys[i]
-		if k <= o.After {
+	if len(entries) > max {
+		entries = entries[:max]
+		page.Truncated, page.Next = true, entries[max-1].name
+	}
+	for _, e := range entries {
+		if e.prefix {
+			page.Prefixes = append(page.Prefixes, e.name)
 			continue
 		}
-		entry, isPrefix := k, false
-		if o.Delimiter != "" {
-			if j := strings.Index(k[len(o.Prefix):], o.Delimiter); j >= 0 {
-				entry, isPrefix = k[:len(o.Prefix)+j+len(o.Delimiter)], true
-				if entry <= o.After {
-					continue
-				}
-			}
-		}
-		if len(page.Objects)+len(page.Prefixes) == max {
-			page.Truncated, page.Next = true, last
-			break
-		}
-		last = entry
-		if isPrefix {
-			page.Prefixes = append(page.Prefixes, entry)
-			for i+1 < len(keys) && strings.HasPrefix(keys[i+1], entry) {
-				i++
-			}
-			continue
-		}
-		name, _ := blockmap.ObjectName(bucket, k)
+		name, _ := blockmap.ObjectName(bucket, e.name)
 		raw, _, err := b.S.Get(ctx, name)
 		if objstore.IsNotExist(err) {
 			continue // deleted since listed
@@ -85,16 +93,40 @@ func (b *Store) List(ctx context.Context, bucket string, o ListOptions) (*ListPa
 		}
 		var obj Object
 		if err := json.Unmarshal(raw, &obj); err != nil {
-			return nil, fmt.Errorf("bucket: record of %s: %w", k, err)
+			return nil, fmt.Errorf("bucket: record of %s: %w", e.name, err)
 		}
 		page.Objects = append(page.Objects, obj)
 	}
 	return page, nil
 }
 
-// Roots calls fn with every map that an object or an uploaded part
-// names: package gc's roots.
+// listEntry is a key or a common prefix of a listing.
+type listEntry struct {
+	name   string
+	prefix bool
+}
+
+// entryHeap is a max-heap of entries by name.
+type entryHeap []listEntry
+
+func (h entryHeap) Len() int           { return len(h) }
+func (h entryHeap) Less(i, j int) bool { return h[i].name > h[j].name }
+func (h entryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *entryHeap) Push(x any)        { *h = append(*h, x.(listEntry)) }
+func (h *entryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// Roots calls fn with every map that an object or an uploaded part of an
+// upload in progress names: package gc's roots. The parts of an upload
+// whose record is gone are not roots: an abort or a complete (which
+// claims the upload by deleting its record, under a hold, so not during
+// a collection) deletes them, or stopped before it did.
 func Roots(ctx context.Context, s objstore.Store, fn func(blockmap.ID)) error {
+	uploads := map[string]bool{} // upload record name: exists
 	for _, prefix := range []string{blockmap.ObjectPrefix(""), blockmap.PartPrefix("", "")} {
 		var names []string
 		err := s.List(ctx, prefix, func(in objstore.Info) error {
@@ -107,6 +139,21 @@ func Roots(ctx context.Context, s objstore.Store, fn func(blockmap.ID)) error {
 			return err
 		}
 		for _, n := range names {
+			if pn := blockmap.ParseName(n); pn.Kind == blockmap.PartRecord {
+				un := blockmap.UploadName(pn.Bucket, pn.Upload)
+				live, ok := uploads[un]
+				if !ok {
+					_, err := s.Stat(ctx, un)
+					if err != nil && !objstore.IsNotExist(err) {
+						return err
+					}
+					live = err == nil
+					uploads[un] = live
+				}
+				if !live {
+					continue
+				}
+			}
 			raw, _, err := s.Get(ctx, n)
 			if objstore.IsNotExist(err) {
 				continue // deleted since listed: under a hold if its maps moved elsewhere

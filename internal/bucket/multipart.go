@@ -42,8 +42,15 @@ func (b *Store) CreateUpload(ctx context.Context, bucket, key string, o PutOptio
 	u := Upload{Key: key, ContentType: o.ContentType, Meta: o.Meta, Created: b.now()}
 	rec, _ := json.Marshal(u)
 	id := randomID()
-	_, err := b.S.Create(ctx, blockmap.UploadName(bucket, id), rec)
-	return id, err
+	if _, err := b.S.Create(ctx, blockmap.UploadName(bucket, id), rec); err != nil {
+		return "", err
+	}
+	// A DeleteBucket that ran meanwhile did not see this upload.
+	if err := b.HeadBucket(ctx, bucket); err != nil {
+		b.S.Delete(ctx, blockmap.UploadName(bucket, id))
+		return "", err
+	}
+	return id, nil
 }
 
 func validUploadID(id string) bool {
@@ -56,25 +63,31 @@ func validUploadID(id string) bool {
 
 // GetUpload returns an upload's record.
 func (b *Store) GetUpload(ctx context.Context, bucket, id string) (*Upload, error) {
+	u, _, _, err := b.getUpload(ctx, bucket, id)
+	return u, err
+}
+
+// getUpload returns an upload's record, its version and its bytes.
+func (b *Store) getUpload(ctx context.Context, bucket, id string) (*Upload, objstore.Version, []byte, error) {
 	if err := b.HeadBucket(ctx, bucket); err != nil {
-		return nil, err
+		return nil, 0, nil, err
 	}
 	if !validUploadID(id) {
-		return nil, ErrNoUpload
+		return nil, 0, nil, ErrNoUpload
 	}
-	raw, _, err := b.S.Get(ctx, blockmap.UploadName(bucket, id))
+	raw, ver, err := b.S.Get(ctx, blockmap.UploadName(bucket, id))
 	if objstore.IsNotExist(err) {
-		return nil, ErrNoUpload
+		return nil, 0, nil, ErrNoUpload
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, nil, err
 	}
 	var u Upload
 	if err := json.Unmarshal(raw, &u); err != nil {
-		return nil, fmt.Errorf("bucket: upload %s: %w", id, err)
+		return nil, 0, nil, fmt.Errorf("bucket: upload %s: %w", id, err)
 	}
 	u.ID = id
-	return &u, nil
+	return &u, ver, raw, nil
 }
 
 // UploadPart stores part n (1 to MaxParts) of an upload, replacing any
@@ -149,7 +162,7 @@ func (b *Store) ListParts(ctx context.Context, bucket, id string) ([]Part, error
 }
 
 // ListUploads returns the uploads in progress in bucket, by key and then
-// creation time.
+// ID (the order of ListMultipartUploads' key and upload ID markers).
 func (b *Store) ListUploads(ctx context.Context, bucket string) ([]Upload, error) {
 	if err := b.HeadBucket(ctx, bucket); err != nil {
 		return nil, err
@@ -179,7 +192,7 @@ func (b *Store) ListUploads(ctx context.Context, bucket string) ([]Upload, error
 		if c := strings.Compare(x.Key, y.Key); c != 0 {
 			return c
 		}
-		return x.Created.Compare(y.Created)
+		return strings.Compare(x.ID, y.ID)
 	})
 	return ups, nil
 }
@@ -194,8 +207,12 @@ type CompletePart struct {
 // upload's key: its record names the parts' maps (no data is copied), and
 // its ETag is S3's: the MD5 of the parts' MD5s, a dash, and their count.
 // The upload's records are then deleted, with the parts not listed.
+//
+// The upload record is deleted (at the version read) before the object
+// is written: of a complete and an abort (or another complete) of one
+// upload, one wins and the other gets ErrNoUpload.
 func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []CompletePart) (*Object, error) {
-	u, err := b.GetUpload(ctx, bucket, id)
+	u, ver, raw, err := b.getUpload(ctx, bucket, id)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +243,8 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			if i > 0 && c.Number <= list[i-1].Number {
 				return ErrPartOrder
 			}
+		}
+		for i, c := range list {
 			p, ok := byNum[c.Number]
 			if !ok || strings.Trim(c.ETag, `"`) != strings.Trim(p.ETag, `"`) {
 				return fmt.Errorf("%w: part %d", ErrBadPart, c.Number)
@@ -240,10 +259,23 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			obj.Size += p.Size
 		}
 		obj.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(sums.Sum(nil)), len(list))
-		if err := b.writeObject(ctx, bucket, name, obj, PutOptions{}); err != nil {
+		uname := blockmap.UploadName(bucket, id)
+		if err := b.S.DeleteVersion(ctx, uname, ver); err != nil {
+			if objstore.IsNotExist(err) || errors.Is(err, objstore.ErrConflict) {
+				return ErrNoUpload
+			}
 			return err
 		}
-		return b.dropUpload(ctx, bucket, id)
+		// Claimed: finish even if the client goes away, else the upload
+		// would be lost.
+		ctx := context.WithoutCancel(ctx)
+		if err := b.writeObject(ctx, bucket, name, obj, PutOptions{}); err != nil {
+			if !errors.Is(err, ErrNoBucket) {
+				b.S.Create(ctx, uname, raw) // the upload again, for a retry
+			}
+			return err
+		}
+		return b.dropParts(ctx, bucket, id)
 	})
 	return obj, err
 }
@@ -253,15 +285,20 @@ func (b *Store) AbortUpload(ctx context.Context, bucket, id string) error {
 	if _, err := b.GetUpload(ctx, bucket, id); err != nil {
 		return err
 	}
-	return b.dropUpload(ctx, bucket, id)
-}
-
-// dropUpload deletes the upload record first (so no part is added
-// after), then its parts.
-func (b *Store) dropUpload(ctx context.Context, bucket, id string) error {
-	if err := b.S.Delete(ctx, blockmap.UploadName(bucket, id)); err != nil && !objstore.IsNotExist(err) {
+	// The upload record first, so that no part is added after; whoever
+	// deletes it (an abort, a complete) owns the parts.
+	err := b.S.Delete(ctx, blockmap.UploadName(bucket, id))
+	if objstore.IsNotExist(err) {
+		return ErrNoUpload
+	}
+	if err != nil {
 		return err
 	}
+	return b.dropParts(ctx, bucket, id)
+}
+
+// dropParts deletes the part records of an upload whose record is gone.
+func (b *Store) dropParts(ctx context.Context, bucket, id string) error {
 	var names []string
 	err := b.S.List(ctx, blockmap.PartPrefix(bucket, id), func(in objstore.Info) error {
 		names = append(names, in.Name)

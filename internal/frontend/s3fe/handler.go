@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,8 +33,57 @@ const maxObjectSize = 5 << 30
 // take at most about 400 MiB; more wait their turn.
 const maxStoring = 16
 
+// bodyIdle bounds the wait for each read of a request body and each
+// write of an object's data: a client that stops sending (a slowloris)
+// frees its upload slot, and the hold on collections an upload takes,
+// after it; one that stops reading frees its handler and block buffer.
+var bodyIdle = time.Minute
+
+// idleWriter fails a write that waits longer than idle.
+type idleWriter struct {
+	w    io.Writer
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (w *idleWriter) Write(p []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.idle)) // not supported (a recorder): no timeout
+	return w.w.Write(p)
+}
+
+// idleBody fails a read that waits longer than idle with RequestTimeout.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	// timedOut: a read timed out (the request's context is then
+	// canceled too, which may be the error that surfaces).
+	timedOut bool
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.idle)) // not supported (a recorder): no timeout
+	n, err := b.ReadCloser.Read(p)
+	var ne net.Error
+	switch {
+	case err == io.EOF:
+		// The server reads on past the body to notice a client going
+		// away: without a deadline. (After an error, the deadline stays:
+		// the server would otherwise wait for the rest of the body.)
+		b.rc.SetReadDeadline(time.Time{})
+	case errors.As(err, &ne) && ne.Timeout():
+		b.timedOut = true
+		err = errf(400, "RequestTimeout", "your socket connection to the server was not read from or written to within the timeout period (%v)", b.idle)
+	}
+	return n, err
+}
+
+// xmlSlots bounds the XML bodies read at once: at most 64 MiB.
+var xmlSlots = 16
+
 type handler struct {
 	storing chan struct{}
+	xml     chan struct{}
 	b       *bucket.Store
 	keys    map[string]string
 	region  string
@@ -51,7 +101,7 @@ func NewHandler(b *bucket.Store, keys map[string]string, region string, logf fun
 	if b.Now != nil {
 		now = b.Now
 	}
-	return &handler{storing: make(chan struct{}, maxStoring), b: b, keys: maps.Clone(keys), region: region, logf: logf, now: now}
+	return &handler{storing: make(chan struct{}, maxStoring), xml: make(chan struct{}, xmlSlots), b: b, keys: maps.Clone(keys), region: region, logf: logf, now: now}
 }
 
 // s3Error is an error response.
@@ -118,6 +168,9 @@ func requestID() string {
 }
 
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if b, ok := r.Body.(*idleBody); ok && b.timedOut {
+		err = errf(400, "RequestTimeout", "your socket connection to the server was not read from or written to within the timeout period (%v)", b.idle)
+	}
 	e := toS3(err)
 	h.logf("s3: %s %s: %s", r.Method, r.URL.Path, e.Error())
 	if r.Method == http.MethodHead {
@@ -152,6 +205,9 @@ var objectSubresources = []string{"acl", "retention", "legal-hold", "torrent", "
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Amz-Request-Id", requestID())
 	w.Header().Set("Server", "archip")
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: bodyIdle}
+	}
 	a, err := verify(r, h.keys, h.now())
 	if err != nil {
 		h.fail(w, r, err)
@@ -297,6 +353,10 @@ func (h *handler) objectOp(w http.ResponseWriter, r *http.Request, bkt, key stri
 		h.getObject(w, r, bkt, key, q)
 	case http.MethodDelete:
 		if q.Has("uploadId") {
+			if err := h.uploadOf(r, bkt, key, q.Get("uploadId")); err != nil {
+				h.fail(w, r, err)
+				return
+			}
 			if err := h.b.AbortUpload(r.Context(), bkt, q.Get("uploadId")); err != nil {
 				h.fail(w, r, err)
 				return
@@ -312,7 +372,12 @@ func (h *handler) objectOp(w http.ResponseWriter, r *http.Request, bkt, key stri
 	case http.MethodPost:
 		switch {
 		case q.Has("uploads"):
-			id, err := h.b.CreateUpload(r.Context(), bkt, key, putOptions(r))
+			o, err := putOptions(r)
+			if err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			id, err := h.b.CreateUpload(r.Context(), bkt, key, o)
 			if err != nil {
 				h.fail(w, r, err)
 				return
@@ -328,18 +393,27 @@ func (h *handler) objectOp(w http.ResponseWriter, r *http.Request, bkt, key stri
 	}
 }
 
+// maxMeta bounds the user metadata of an object (names and values), as
+// S3 does: each listing page reads the records that hold it.
+const maxMeta = 2 << 10
+
 // putOptions takes the content type and user metadata of a request.
-func putOptions(r *http.Request) bucket.PutOptions {
+func putOptions(r *http.Request) (bucket.PutOptions, error) {
 	o := bucket.PutOptions{ContentType: r.Header.Get("Content-Type")}
+	n := 0
 	for k, v := range r.Header {
 		if m, ok := strings.CutPrefix(strings.ToLower(k), "x-amz-meta-"); ok && len(v) > 0 {
 			if o.Meta == nil {
 				o.Meta = map[string]string{}
 			}
 			o.Meta[m] = strings.Join(v, ",")
+			n += len(m) + len(o.Meta[m])
 		}
 	}
-	return o
+	if n > maxMeta {
+		return o, errf(400, "MetadataTooLarge", "your metadata headers exceed the maximum allowed metadata size (%d bytes)", maxMeta)
+	}
+	return o, nil
 }
 
 // bodySize checks the size of a body to store.
@@ -370,8 +444,11 @@ func (h *handler) putObject(w http.ResponseWriter, r *http.Request, bkt, key str
 		h.fail(w, r, err)
 		return
 	}
-	o := putOptions(r)
-	var err error
+	o, err := putOptions(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	if o.ContentMD5, err = contentMD5(r); err != nil {
 		h.fail(w, r, err)
 		return
@@ -388,13 +465,14 @@ func (h *handler) putObject(w http.ResponseWriter, r *http.Request, bkt, key str
 }
 
 // copySource parses x-amz-copy-source: [/]BUCKET/KEY, URL-encoded.
+// A "?versionId=" is cut before unescaping: escaped, it is part of the key.
 func copySource(v string) (string, string, error) {
+	if i := strings.Index(v, "?versionId="); i >= 0 {
+		v = v[:i]
+	}
 	v, err := url.PathUnescape(strings.TrimPrefix(v, "/"))
 	if err != nil {
 		return "", "", errf(400, "InvalidArgument", "malformed x-amz-copy-source")
-	}
-	if i := strings.Index(v, "?versionId="); i >= 0 {
-		v = v[:i]
 	}
 	b, k, ok := strings.Cut(v, "/")
 	if !ok || k == "" {
@@ -419,8 +497,17 @@ func (h *handler) copyObject(w http.ResponseWriter, r *http.Request, bkt, key st
 		return
 	}
 	var meta *bucket.PutOptions
-	if r.Header.Get("X-Amz-Metadata-Directive") == "REPLACE" {
-		o := putOptions(r)
+	dir := r.Header.Get("X-Amz-Metadata-Directive")
+	if dir != "" && dir != "COPY" && dir != "REPLACE" {
+		h.fail(w, r, errf(400, "InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE"))
+		return
+	}
+	if dir == "REPLACE" {
+		o, err := putOptions(r)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
 		meta = &o
 	} else if sb == bkt && sk == key {
 		h.fail(w, r, errf(400, "InvalidRequest", "copying an object to itself without changing its metadata is not allowed"))
@@ -570,7 +657,16 @@ func (h *handler) getObject(w http.ResponseWriter, r *http.Request, bkt, key str
 	if r.Method == http.MethodHead {
 		return
 	}
-	if err := h.b.Read(r.Context(), obj, off, n, w); err != nil {
+	rc := http.NewResponseController(w)
+	err = h.b.Read(r.Context(), obj, off, n, &idleWriter{w: w, rc: rc, idle: bodyIdle})
+	if err == nil {
+		// The end of the body too, under the deadline of the last write.
+		if err = rc.Flush(); errors.Is(err, http.ErrNotSupported) {
+			err = nil
+		}
+	}
+	rc.SetWriteDeadline(time.Time{})
+	if err != nil {
 		// Too late for an error response: cut the body short.
 		h.logf("s3: GET %s/%s: %v", bkt, key, err)
 		panic(http.ErrAbortHandler)
@@ -579,7 +675,7 @@ func (h *handler) getObject(w http.ResponseWriter, r *http.Request, bkt, key str
 
 func (h *handler) deleteObjects(w http.ResponseWriter, r *http.Request, bkt string, body io.Reader) {
 	var req deleteRequest
-	if err := readXML(body, &req); err != nil {
+	if err := h.readXML(r, body, &req); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -611,8 +707,14 @@ func (h *handler) deleteObjects(w http.ResponseWriter, r *http.Request, bkt stri
 	writeXML(w, 200, res)
 }
 
-// readXML decodes a bounded XML body.
-func readXML(body io.Reader, v any) error {
+// readXML decodes a bounded XML body, in one of the XML slots.
+func (h *handler) readXML(r *http.Request, body io.Reader, v any) error {
+	select {
+	case h.xml <- struct{}{}:
+		defer func() { <-h.xml }()
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
 	b, err := io.ReadAll(io.LimitReader(body, maxXMLBody+1))
 	if err != nil {
 		return err
@@ -832,7 +934,7 @@ func (h *handler) completeUpload(w http.ResponseWriter, r *http.Request, bkt, ke
 		return
 	}
 	var req completeMultipartUpload
-	if err := readXML(body, &req); err != nil {
+	if err := h.readXML(r, body, &req); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -852,8 +954,21 @@ func (h *handler) completeUpload(w http.ResponseWriter, r *http.Request, bkt, ke
 	writeXML(w, 200, completeMultipartUploadResult{Xmlns: xmlns, Location: "/" + bkt + "/" + key, Bucket: bkt, Key: key, ETag: obj.ETag})
 }
 
+// uploadOf checks that upload id of bkt exists and is of key.
+func (h *handler) uploadOf(r *http.Request, bkt, key, id string) error {
+	u, err := h.b.GetUpload(r.Context(), bkt, id)
+	if err == nil && u.Key != key {
+		err = bucket.ErrNoUpload
+	}
+	return err
+}
+
 func (h *handler) listParts(w http.ResponseWriter, r *http.Request, bkt, key string, q url.Values) {
 	id := q.Get("uploadId")
+	if err := h.uploadOf(r, bkt, key, id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	parts, err := h.b.ListParts(r.Context(), bkt, id)
 	if err != nil {
 		h.fail(w, r, err)

@@ -24,10 +24,15 @@
 // signed headers as sent), in the header form, the presigned query form,
 // signed streaming chunks (STREAMING-AWS4-HMAC-SHA256-PAYLOAD, each
 // chunk's signature checked) and unsigned streaming with trailers
-// (STREAMING-UNSIGNED-PAYLOAD-TRAILER; the trailing checksum is read but
-// not verified; the data's MD5 is the ETag). A signed payload hash is
+// (STREAMING-UNSIGNED-PAYLOAD-TRAILER, and the signed
+// ...-PAYLOAD-TRAILER: the trailing checksum x-amz-trailer announces is
+// verified, the trailer's own signature is not; the data's MD5 is the
+// ETag). An aws-chunked body must give x-amz-decoded-content-length. A signed payload hash is
 // checked as the body streams: a mismatch fails the upload before
-// anything becomes visible.
+// anything becomes visible. Every x-amz-* header sent must be signed (as
+// S3 requires: a copy source or metadata added to a captured request
+// would change what it does); other headers (Range, the conditional
+// ones) need not be.
 //
 // # Surface
 //
@@ -39,13 +44,18 @@
 // PUT If-None-Match: * and If-Match), CopyObject (copies the record: the
 // same maps), DeleteObjects, ListObjects v1 and v2 (prefix, delimiter,
 // pagination), multipart (create, upload part, complete, abort, list
-// parts, list uploads). Anything else is NotImplemented. Every request
+// parts, list uploads). User metadata up to 2 KB, as S3. Anything else
+// is NotImplemented. Every request
 // must be signed with a configured access key: there is no anonymous
 // access and no ACL (every key may do everything).
 //
 // Memory: at most 16 uploads store data at once, each with about 24 MiB
 // of block buffers (package bucket); more wait their turn. Downloads read
-// one block at a time.
+// one block at a time. At most 16 XML bodies (complete, delete; 4 MiB
+// each at most) are read at once. A request body that sends nothing for a minute
+// fails with RequestTimeout, freeing its slot (and the hold on
+// collections an upload takes); a download whose client reads nothing
+// for a minute is cut off.
 package s3fe
 
 import (

@@ -40,6 +40,7 @@ type env struct {
 	done chan string // the path of each request the server finished
 	b    *bucket.Store
 	s    *objstore.Mem
+	h    http.Handler
 }
 
 func start(t *testing.T) *env {
@@ -48,11 +49,11 @@ func start(t *testing.T) *env {
 	h := s3fe.NewHandler(b, map[string]string{access: secret}, "", t.Logf)
 	done := make(chan string, 1000)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { done <- r.Method + " " + r.URL.Path }() // also when the handler aborts (panics)
 		h.ServeHTTP(w, r)
-		done <- r.Method + " " + r.URL.Path
 	}))
 	t.Cleanup(srv.Close)
-	return &env{url: srv.URL, done: done, b: b, s: s}
+	return &env{url: srv.URL, done: done, b: b, s: s, h: h}
 }
 
 func client(e *env, sec string) *s3.Client {
@@ -471,7 +472,9 @@ func signedRequest(t *testing.T, e *env, method, path, body string) *http.Reques
 
 func resign(t *testing.T, req *http.Request) {
 	req.Header.Del("Authorization")
-	err := v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}, req,
+	// As S3 clients sign: the path encoded once.
+	signer := v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true })
+	err := signer.SignHTTP(ctx, aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}, req,
 		req.Header.Get("X-Amz-Content-Sha256"), "s3", "us-east-1", time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -195,6 +195,9 @@ func verify(r *http.Request, secrets map[string]string, now time.Time) (*auth, e
 		return nil, errSig("AuthorizationHeaderMalformed", "malformed credential or signature")
 	}
 	access, day, region, service := parts[0], parts[1], parts[2], parts[3]
+	if service != "s3" {
+		return nil, errSig("AuthorizationHeaderMalformed", "the credential scope names service %q: this endpoint is s3", service)
+	}
 	secret, ok := secrets[access]
 	if !ok {
 		return nil, errSig("InvalidAccessKeyId", "the access key %q does not exist", access)
@@ -220,6 +223,14 @@ func verify(r *http.Request, secrets map[string]string, now time.Time) (*auth, e
 	signed := strings.Split(signedHeaders, ";")
 	if !slices.Contains(signed, "host") {
 		return nil, errSig("AccessDenied", "the host header must be signed")
+	}
+	// What an x-amz-* header means (a copy source, metadata, a decoded
+	// length) must be signed, as S3 requires: else one added to a
+	// captured request would change what it does.
+	for h := range r.Header {
+		if l := strings.ToLower(h); strings.HasPrefix(l, "x-amz-") && !slices.Contains(signed, l) {
+			return nil, errSig("AccessDenied", "there were headers present in the request which were not signed: %s", l)
+		}
 	}
 	ch, err := canonicalHeaders(r, signed)
 	if err != nil {
@@ -250,13 +261,15 @@ func (a *auth) body(r *http.Request) (io.Reader, int64, error) {
 	case unsignedPayload:
 		return r.Body, r.ContentLength, nil
 	case streamingSigned, streamingSignedTrail, streamingUnsigned:
-		n := int64(-1)
-		if v := r.Header.Get("X-Amz-Decoded-Content-Length"); v != "" {
-			d, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || d < 0 {
-				return nil, 0, errSig("InvalidArgument", "malformed x-amz-decoded-content-length")
-			}
-			n = d
+		// The decoded length is required, as S3 does: it alone bounds
+		// what is stored, the chunk sizes being the client's.
+		v := r.Header.Get("X-Amz-Decoded-Content-Length")
+		if v == "" {
+			return nil, 0, errf(http.StatusLengthRequired, "MissingContentLength", "an aws-chunked body needs x-amz-decoded-content-length")
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, 0, errSig("InvalidArgument", "malformed x-amz-decoded-content-length")
 		}
 		c := &chunkReader{r: bufio.NewReaderSize(r.Body, 64<<10), a: a, signed: a.payload != streamingUnsigned,
 			trailer: a.payload != streamingSigned, prev: a.seed}
@@ -293,8 +306,12 @@ func (h *hashReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// maxChunkLine bounds a chunk header or trailer line.
-const maxChunkLine = 4096
+// maxChunkLine bounds a chunk header or trailer line, maxTrailerLines
+// the trailer's lines (clients send a checksum and a signature).
+const (
+	maxChunkLine    = 4096
+	maxTrailerLines = 16
+)
 
 // chunkReader decodes an aws-chunked body: chunks of "SIZE-HEX[;chunk-
 // signature=SIG]\r\nDATA\r\n", a last chunk of size 0, then (with
@@ -410,7 +427,10 @@ func (c *chunkReader) endChunk() error {
 // data it covers is, by the chunks' signatures and the checksum.
 func (c *chunkReader) readTrailer() error {
 	found := false
-	for {
+	for i := 0; ; i++ {
+		if i > maxTrailerLines {
+			return errSig("InvalidRequest", "the aws-chunked trailer has more than %d lines", maxTrailerLines)
+		}
 		l, err := c.line()
 		if err != nil && !c.trailer {
 			return nil // no trailer: the body may end right after the last chunk
