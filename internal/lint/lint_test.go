@@ -34,6 +34,7 @@ var layer = map[string]int{
 	"internal/frontend/s3fe":      11,
 	"internal/dashboard":          11, // the admin API's web pages: over the daemon, beside the frontends
 	"internal/nbdattach":          0,  // runs tools only
+	"internal/move":               10, // moves between pools: on manage, beside the daemon
 	"internal/extstorage":         10, // cloud-manager integrations: on manage, beside the daemon
 	"internal/csi":                11,
 	"internal/lint":               99,
