@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -97,6 +98,9 @@ func TestDashboard(t *testing.T) {
 		args := append([]string{"--name=load", "--ioengine=nbd", "--uri=" + d.uri(vol), "--rw=randrw", "--bs=4k",
 			"--size=32M", "--iodepth=4", "--time_based", "--runtime=300"}, extra...)
 		fio := exec.CommandContext(ctx, "fio", args...)
+		// Dies with the test binary too (a timeout kills it with no
+		// cleanup): a fio left behind loads the machine for minutes.
+		fio.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := fio.Start(); err != nil {
 			t.Fatal(err)
 		}
