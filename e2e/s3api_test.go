@@ -34,7 +34,7 @@ func awsBin() string {
 	return "aws"
 }
 
-var s3RE = regexp.MustCompile(`over S3 on (\S+)`)
+var s3RE = regexp.MustCompile(`(?:frontend=S3 addr=|over S3 on )(\S+)`)
 
 // serveS3 starts archip serve with the S3 API on a free loopback port
 // and returns the daemon and the API's address.
