@@ -3,11 +3,14 @@ package volume
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
+	"golang.org/x/sys/unix"
 )
 
 // benchSnap stores, on a file store, a snapshot of a 256 MiB volume of 4
@@ -137,6 +140,34 @@ func BenchmarkFlush4K(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer filled.Close(ctx)
+	b.Run("raw", func(b *testing.B) {
+		// What a peer serving a raw file does: one pwrite and one
+		// fdatasync (nbdkit's file plugin), in the same file system.
+		f, err := os.Create(filepath.Join(b.TempDir(), "disk"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		for off := int64(0); off < 256<<20; off += int64(len(big)) {
+			if _, err := f.WriteAt(big, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(4096)
+		r := rand.New(rand.NewPCG(1, 1))
+		b.ResetTimer()
+		for range b.N {
+			if _, err := f.WriteAt(p, r.Int64N(pages)<<12); err != nil {
+				b.Fatal(err)
+			}
+			if err := unix.Fdatasync(int(f.Fd())); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	for _, target := range []string{"inplace", "clone"} {
 		for _, fua := range []bool{false, true} {
 			b.Run(fmt.Sprintf("%s/fua=%v", target, fua), func(b *testing.B) {

@@ -1483,7 +1483,7 @@ func (c *cut) mapChanged() bool { return len(c.dirty) > 0 || len(c.dirtySegs) > 
 func (v *Volume) takeCut() *cut {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	c := &cut{segs: map[uint32][]blockmap.Entry{}, freed: v.mu.freed,
+	c := &cut{freed: v.mu.freed,
 		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, since: v.mu.dirtySince,
 		forced: v.mu.checkpoint}
 	for name := range v.mu.dirtyObjs {
@@ -1495,6 +1495,24 @@ func (v *Volume) takeCut() *cut {
 	for idx := range v.mu.dirtySegs {
 		c.dirtySegs = append(c.dirtySegs, idx)
 	}
+	if !c.forced && !v.mu.head.ReadOnly && len(c.dirty) == 0 && len(c.dirtySegs) == 0 && len(v.mu.delta) == len(v.mu.head.Delta) {
+		// No entry changed since the stored head (every change marks
+		// its block dirty until a head with it is stored): its delta is
+		// the one to store again. Building it costs a copy and a sort of
+		// up to maxDelta entries, at every flush, most of which change
+		// no entry.
+		c.inDelta, c.delta = true, v.mu.head.Delta
+	} else {
+		v.cutMapLocked(c)
+	}
+	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.dirtyBlocks, v.mu.freed, v.mu.headDirty, v.mu.fence = map[string]bool{}, map[uint32]bool{}, map[int64]bool{}, nil, false, false
+	v.mu.dirtySince, v.mu.checkpoint = time.Time{}, false
+	return c
+}
+
+// cutMapLocked sets the map c stores: the delta, or the segments (see
+// cut). The caller holds v.mu.
+func (v *Volume) cutMapLocked(c *cut) {
 	n := int64(len(v.mu.entries))
 	union := maps.Clone(v.mu.delta)
 	for _, b := range c.dirty {
@@ -1507,6 +1525,7 @@ func (v *Volume) takeCut() *cut {
 		}
 		slices.SortFunc(c.delta, func(a, b blockmap.DeltaEntry) int { return cmp.Compare(a.Block, b.Block) })
 	} else {
+		c.segs = map[uint32][]blockmap.Entry{}
 		segs := map[uint32]bool{}
 		for _, idx := range c.dirtySegs {
 			segs[idx] = true
@@ -1524,9 +1543,6 @@ func (v *Volume) takeCut() *cut {
 			c.segs[idx] = append([]blockmap.Entry(nil), v.mu.entries[lo:hi]...)
 		}
 	}
-	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.dirtyBlocks, v.mu.freed, v.mu.headDirty, v.mu.fence = map[string]bool{}, map[uint32]bool{}, map[int64]bool{}, nil, false, false
-	v.mu.dirtySince, v.mu.checkpoint = time.Time{}, false
-	return c
 }
 
 // restore puts an unpersisted cut back, so that a later flush retries.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/archipelago-go/archip/internal/objstore"
 )
 
 // TestAddExtModel checks the index's extents of a block against a model
@@ -75,5 +77,39 @@ func BenchmarkAddExt(b *testing.B) {
 				exts = addExt(exts, logExt{off: slot(), n: 4096, name: "l"})
 			}
 		})
+	}
+}
+
+// TestCutReusesStoredDelta: a flush that changed no map entry stores
+// the head's delta as it is (when it swaps the head at all) instead of
+// building it again from the map, a copy and a sort of up to MaxDelta
+// entries per flush.
+func TestCutReusesStoredDelta(t *testing.T) {
+	s := objstore.NewMem()
+	v := NewTestVolume(t, s, 8*bs, SmallShift)
+	if err := v.WriteAt(ctx, pattern(8*bs, 3), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(v.Head().Delta); n != 8 {
+		t.Fatalf("the head's delta holds %d entries, want 8", n)
+	}
+	if err := v.WriteAt(ctx, pattern(100, 4), bs+10, false); err != nil {
+		t.Fatal(err)
+	}
+	v.gate.Lock()
+	c := v.takeCut()
+	v.gate.Unlock()
+	v.mu.Lock()
+	stored := v.mu.head.Delta
+	v.mu.Unlock()
+	if !c.inDelta || len(c.delta) != len(stored) || &c.delta[0] != &stored[0] {
+		t.Errorf("a cut that changes no entry built its delta again (in delta %v, %d entries)", c.inDelta, len(c.delta))
+	}
+	v.restore(c, nil)
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
