@@ -208,7 +208,11 @@ Space is counted in bytes of blocks (map segments aside):
   exclusive  the blocks in private objects that no other volume, snapshot or image
              uses: what removing it and then running archip gc frees. Content
              blocks are never counted, even those only it uses (gc frees those
-             too): telling them apart needs every map of the store.
+             too): telling them apart needs every map of the store. Its write
+             logs count too.
+  write log  what the write logs of its writer take: writes logged since the
+             last checkpoint into blocks (a writer checkpoints its log at 32 MiB,
+             before a snapshot and at close)
 
 It reads the maps of the volume's lineage (what it was made from, what was made
 from it), not every map of the store; archip store stats, which reads them all,
@@ -261,6 +265,9 @@ func runVolumeInfo(ctx context.Context, g *globals, name string) error {
 	row("shared", units.FormatSize(in.SharedBytes)+" (content blocks, or shared with snapshots, parent, images)")
 	row("content", units.FormatSize(in.ContentBytes)+" (in content blocks, which deduplication may share with any volume)")
 	row("exclusive", units.FormatSize(in.ExclusiveBytes)+" (private blocks only it uses: what removing it frees, after archip gc; content blocks not counted)")
+	if in.LogBytes > 0 {
+		row("write log", units.FormatSize(in.LogBytes)+" (logged writes not yet checkpointed into blocks; in exclusive)")
+	}
 	if in.Parent != "" {
 		row("parent", in.Parent)
 	}

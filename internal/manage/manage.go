@@ -547,6 +547,10 @@ func (m *Manager) Info(ctx context.Context, name string) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
+	if in.LogBytes, err = logBytes(ctx, m.Store, r.ID, h); err != nil {
+		return nil, err
+	}
+	in.ExclusiveBytes += in.LogBytes
 	return in, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
@@ -38,8 +39,13 @@ type Space struct {
 	// ExclusiveBytes is what the private objects that the map references
 	// and no other map does hold: removing the volume and then
 	// collecting garbage frees them (and the content blocks only it
-	// references, which are not counted).
+	// references, which are not counted), and its write logs (LogBytes).
 	ExclusiveBytes int64 `json:"exclusive_bytes"`
+	// LogBytes is what the write logs the head names take (a writer's
+	// logged writes not yet checkpointed into blocks, and the records
+	// before them its log still holds); not in AllocatedBytes, which
+	// counts blocks.
+	LogBytes int64 `json:"log_bytes"`
 }
 
 // lineage is what space accounting needs of the catalog: which volumes
@@ -167,6 +173,24 @@ func spaceOf(ctx context.Context, lin lineage, id blockmap.ID, h *blockmap.Head,
 		sp.ExclusiveBytes += n
 	}
 	return sp, exclusive, nil
+}
+
+// logBytes returns the size of the write logs that h, the head of id,
+// names (one Stat each). A log not found takes nothing: not written yet,
+// or deleted after a later head no longer named it.
+func logBytes(ctx context.Context, s objstore.Store, id blockmap.ID, h *blockmap.Head) (int64, error) {
+	var n int64
+	for _, ref := range h.Logs {
+		in, err := s.Stat(ctx, blockmap.LogName(id, ref.Epoch, ref.Seq))
+		switch {
+		case objstore.IsNotExist(err):
+		case err != nil:
+			return 0, fmt.Errorf("manage: size of the write log of %s: %w", id, err)
+		default:
+			n += in.Size
+		}
+	}
+	return n, nil
 }
 
 // ownBytes returns how many of the n bytes of a block e's own object

@@ -48,8 +48,8 @@
 // head: no map is written. Past a size bound, and before anything that
 // swaps the head anyway (a map change, a snapshot, a resize, a hash,
 // Close), the flush checkpoints: it writes the logged bytes into the
-// blocks through the ordinary copy-on-write path and stores the map with
-// the log's position moved past them. Every open replays the committed
+// blocks, copying on write only the sub-blocks they touch, and stores the
+// map with the log's position moved past them. Every open replays the committed
 // records of the logs the head names; a writer's open first swaps in a
 // head naming its own log, then replays the others and checkpoints them
 // out of the head, so that a writer taken over can have no flush

@@ -574,15 +574,15 @@ func (v *Volume) entryIn(b int64) (blockmap.Entry, error) {
 	return v.mu.entries[b], nil
 }
 
-// entryLogged is entryIn with the block's logged extents, and the
-// generation of the index.
-func (v *Volume) entryLogged(b int64) (blockmap.Entry, []logExt, uint64, error) {
+// entryLogged is entryIn with (a copy of) the block's logged extents
+// that overlap [boff, boff+n), and the generation of the index.
+func (v *Volume) entryLogged(b, boff, n int64) (blockmap.Entry, []logExt, uint64, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if b >= int64(len(v.mu.entries)) {
 		return blockmap.Entry{}, nil, 0, fmt.Errorf("%w: block %d, volume size %d (shrunk during the read)", ErrOutOfRange, b, v.mu.head.Size)
 	}
-	return v.mu.entries[b], v.overlayLocked(b), v.mu.logGen, nil
+	return v.mu.entries[b], v.overlayLocked(b, boff, n), v.mu.logGen, nil
 }
 
 // ReadAt reads len(p) bytes at off.
@@ -616,7 +616,7 @@ func (v *Volume) ReadTo(ctx context.Context, off, n int64, fn func(bufs [][]byte
 		return err
 	}
 	if v.lender != nil && n > 0 && off>>v.shift == (off+n-1)>>v.shift {
-		e, exts, _, err := v.entryLogged(off >> v.shift)
+		e, exts, _, err := v.entryLogged(off>>v.shift, off&(v.bs-1), n)
 		if err != nil {
 			return err
 		}
@@ -664,7 +664,7 @@ func padZeros(bufs [][]byte, n int64) [][]byte {
 
 func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) error {
 	for try := 0; ; try++ {
-		e, exts, gen, err := v.entryLogged(b)
+		e, exts, gen, err := v.entryLogged(b, boff, int64(len(p)))
 		if err != nil {
 			return err
 		}
@@ -685,7 +685,7 @@ func (v *Volume) readBlock(ctx context.Context, b int64, p []byte, boff int64) e
 				return err
 			}
 		}
-		now, _, ngen, nerr := v.entryLogged(b)
+		now, _, ngen, nerr := v.entryLogged(b, boff, int64(len(p)))
 		if nerr != nil {
 			return nerr
 		}
@@ -1162,16 +1162,62 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 	return nil
 }
 
+// writeSubBlocks writes the sub-blocks in mask, at their places in p (a
+// block's buffer), into obj's object, which becomes (or stays) a partial
+// block over old's base (old is not Zero): in place if obj is old's own
+// object, else a new object, into which the sub-blocks old's object holds
+// outside mask are copied first, through p's bytes outside mask. Unlike
+// writePartial, a partial block that gains sub-blocks in place stays
+// partial: its map changes are batched by the checkpoint that calls it.
+// The caller holds the gate exclusively.
+func (v *Volume) writeSubBlocks(ctx context.Context, b int64, old, obj blockmap.Entry, mask uint64, p []byte) error {
+	if err := v.checkGuard(); err != nil {
+		return err
+	}
+	name := obj.ObjectName()
+	base, have := old, uint64(0)
+	if old.Kind() == blockmap.Partial {
+		base, have = old.Base(), old.Mask()
+	}
+	if old.Kind() == blockmap.Partial && old.ObjectName() != name {
+		if err := v.copyRuns(ctx, name, old.Object(), have&^mask, p); err != nil {
+			return err
+		}
+	}
+	for rest := mask; rest != 0; {
+		s := int64(bits.TrailingZeros64(rest))
+		n := int64(bits.TrailingZeros64(^(rest >> s)))
+		rest &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
+		lo, hi := s<<v.sshift, min((s+n)<<v.sshift, v.bs)
+		if err := v.dataWritten(name, v.writeAt(ctx, name, p[lo:hi], lo)); err != nil {
+			return err
+		}
+	}
+	ne := blockmap.PartialEntry(obj, base, have|mask)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.syncer != nil {
+		v.mu.dirtyObjs[name] = true
+	}
+	if !ne.Equal(old) {
+		v.setEntryLocked(b, ne)
+	} else if v.syncer == nil {
+		v.mu.fence = true // see writeObject
+	}
+	v.dirtiedLocked()
+	return nil
+}
+
 // copyRuns copies into the object name, run by run through buf (a
-// block's buffer), the sub-blocks in mask, read from the block src
-// describes.
+// block's buffer, each run at its place in it), the sub-blocks in mask,
+// read from the block src describes.
 func (v *Volume) copyRuns(ctx context.Context, name string, src blockmap.Entry, mask uint64, buf []byte) error {
 	for rest := mask; rest != 0; {
 		s := int64(bits.TrailingZeros64(rest))
 		n := int64(bits.TrailingZeros64(^(rest >> s)))
 		rest &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
 		off := s << v.sshift
-		p := buf[:min(n<<v.sshift, v.bs-off)]
+		p := buf[off:min((s+n)<<v.sshift, v.bs)]
 		if err := v.readEntry(ctx, src, p, off); err != nil {
 			return err
 		}
@@ -1391,7 +1437,7 @@ func (v *Volume) BlockStatus(ctx context.Context, off, n int64) ([]Extent, error
 	}
 	var out []Extent
 	err := v.forBlocks(off, n, func(b, boff, pos, l int64) error {
-		e, exts, _, err := v.entryLogged(b)
+		e, exts, _, err := v.entryLogged(b, boff, l)
 		if err != nil {
 			return err
 		}
@@ -1448,7 +1494,7 @@ func (c *cut) mapChanged() bool { return len(c.dirty) > 0 || len(c.dirtySegs) > 
 func (v *Volume) takeCut() *cut {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	c := &cut{segs: map[uint32][]blockmap.Entry{}, freed: v.mu.freed,
+	c := &cut{freed: v.mu.freed,
 		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, since: v.mu.dirtySince,
 		forced: v.mu.checkpoint}
 	for name := range v.mu.dirtyObjs {
@@ -1460,6 +1506,24 @@ func (v *Volume) takeCut() *cut {
 	for idx := range v.mu.dirtySegs {
 		c.dirtySegs = append(c.dirtySegs, idx)
 	}
+	if !c.forced && !v.mu.head.ReadOnly && len(c.dirty) == 0 && len(c.dirtySegs) == 0 && len(v.mu.delta) == len(v.mu.head.Delta) {
+		// No entry changed since the stored head (every change marks
+		// its block dirty until a head with it is stored): its delta is
+		// the one to store again. Building it costs a copy and a sort of
+		// up to maxDelta entries, at every flush, most of which change
+		// no entry.
+		c.inDelta, c.delta = true, v.mu.head.Delta
+	} else {
+		v.cutMapLocked(c)
+	}
+	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.dirtyBlocks, v.mu.freed, v.mu.headDirty, v.mu.fence = map[string]bool{}, map[uint32]bool{}, map[int64]bool{}, nil, false, false
+	v.mu.dirtySince, v.mu.checkpoint = time.Time{}, false
+	return c
+}
+
+// cutMapLocked sets the map c stores: the delta, or the segments (see
+// cut). The caller holds v.mu.
+func (v *Volume) cutMapLocked(c *cut) {
 	n := int64(len(v.mu.entries))
 	union := maps.Clone(v.mu.delta)
 	for _, b := range c.dirty {
@@ -1472,6 +1536,7 @@ func (v *Volume) takeCut() *cut {
 		}
 		slices.SortFunc(c.delta, func(a, b blockmap.DeltaEntry) int { return cmp.Compare(a.Block, b.Block) })
 	} else {
+		c.segs = map[uint32][]blockmap.Entry{}
 		segs := map[uint32]bool{}
 		for _, idx := range c.dirtySegs {
 			segs[idx] = true
@@ -1489,9 +1554,6 @@ func (v *Volume) takeCut() *cut {
 			c.segs[idx] = append([]blockmap.Entry(nil), v.mu.entries[lo:hi]...)
 		}
 	}
-	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.dirtyBlocks, v.mu.freed, v.mu.headDirty, v.mu.fence = map[string]bool{}, map[uint32]bool{}, map[int64]bool{}, nil, false, false
-	v.mu.dirtySince, v.mu.checkpoint = time.Time{}, false
-	return c
 }
 
 // restore puts an unpersisted cut back, so that a later flush retries.

@@ -2,14 +2,15 @@ package volume
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"maps"
+	"math/bits"
 	"slices"
+	"sort"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -89,27 +90,50 @@ func encodeLogRecord(ref blockmap.LogRef, off int64, data []byte) []byte {
 	return append(b, data...)
 }
 
-// addExt makes [off, off+n) of the block whose extents are exts read
-// from name at pos, replacing what overlaps it.
+// addExt makes x's range of a block whose extents are exts (sorted by
+// offset, not overlapping) read from x's log position, replacing what
+// overlaps it, and returns the extents, changed in place: callers hand
+// out copies (overlapping), never the index's slices. O(log n) to find
+// the place, and a move of the extents after it.
 func addExt(exts []logExt, x logExt) []logExt {
-	out := make([]logExt, 0, len(exts)+2)
 	end := x.off + x.n
-	for _, e := range exts {
-		eend := e.off + e.n
-		if eend <= x.off || e.off >= end {
-			out = append(out, e)
-			continue
-		}
-		if e.off < x.off {
-			out = append(out, logExt{off: e.off, n: x.off - e.off, name: e.name, pos: e.pos})
-		}
-		if eend > end {
-			out = append(out, logExt{off: end, n: eend - end, name: e.name, pos: e.pos + end - e.off})
+	i := overlapStart(exts, x.off)
+	j := i + sort.Search(len(exts)-i, func(k int) bool { return exts[i+k].off >= end })
+	repl := make([]logExt, 0, 3)
+	if i < j && exts[i].off < x.off {
+		e := exts[i]
+		repl = append(repl, logExt{off: e.off, n: x.off - e.off, name: e.name, pos: e.pos})
+	}
+	repl = append(repl, x)
+	if i < j {
+		if e := exts[j-1]; e.off+e.n > end {
+			repl = append(repl, logExt{off: end, n: e.off + e.n - end, name: e.name, pos: e.pos + end - e.off})
 		}
 	}
-	out = append(out, x)
-	slices.SortFunc(out, func(a, b logExt) int { return cmp.Compare(a.off, b.off) })
-	return out
+	return slices.Replace(exts, i, j, repl...)
+}
+
+// overlapStart returns the index of the first of exts (sorted, not
+// overlapping) that ends after off.
+func overlapStart(exts []logExt, off int64) int {
+	return sort.Search(len(exts), func(k int) bool { return exts[k].off+exts[k].n > off })
+}
+
+// overlapping returns a copy of those of exts (sorted, not overlapping)
+// that overlap [off, off+n).
+func overlapping(exts []logExt, off, n int64) []logExt {
+	if len(exts) == 0 {
+		return nil
+	}
+	i := overlapStart(exts, off)
+	j := i
+	for j < len(exts) && exts[j].off < off+n {
+		j++
+	}
+	if i == j {
+		return nil
+	}
+	return slices.Clone(exts[i:j])
 }
 
 // logReader reads one log's records in order through a window.
@@ -314,6 +338,11 @@ func (v *Volume) noteBurst(ctx context.Context, n int64, fua bool) {
 	before := v.mu.burst
 	v.mu.burst += n
 	if before <= logBurst && v.mu.burst > logBurst && len(v.mu.index) > 0 {
+		// The flush must checkpoint even if nothing else makes it
+		// (every write of the burst logged, no map change): the blocks
+		// with logged bytes would otherwise keep taking writes into the
+		// log.
+		v.mu.logForce = true
 		v.kickLocked(ctx)
 	}
 }
@@ -497,18 +526,7 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 	bp := v.bufs.Get().(*[]byte)
 	defer v.bufs.Put(bp)
 	for _, b := range blocks {
-		// One write of the span from the first logged byte to the last,
-		// read through the log over the map: one copy-on-write of the
-		// sub-blocks it covers, where a write per range would make a
-		// partial block whole at its second range.
-		exts := index[b]
-		lo, hi := exts[0].off, exts[len(exts)-1].off+exts[len(exts)-1].n
-		e, _ := v.entry(b)
-		p := (*bp)[:hi-lo]
-		if err := v.readLogged(ctx, e, exts, p, lo); err != nil {
-			return err
-		}
-		if err := v.writeBlockMap(ctx, b, lo, p, nil); err != nil {
+		if err := v.checkpointBlock(ctx, b, index[b], *bp); err != nil {
 			return err
 		}
 		v.mu.Lock()
@@ -557,6 +575,71 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 	return nil
 }
 
+// checkpointBlock writes block b's logged extents exts (sorted, not
+// overlapping) into the block, through buf (a block's buffer): in place
+// if the block's object holds every sub-block they touch, else with one
+// copy-on-write of just those sub-blocks, read through the log over the
+// map (a partial block; see writeSubBlocks). A block that must be copied
+// whole (a Zero entry, or one over an unsealed base) gets one write of
+// the span from the first logged byte to the last, as a write without a
+// log would. The caller holds the gate exclusively.
+func (v *Volume) checkpointBlock(ctx context.Context, b int64, exts []logExt, buf []byte) error {
+	e, epoch := v.entry(b)
+	var touched uint64
+	for _, x := range exts {
+		touched |= v.subBlocks(x.off, x.n)
+	}
+	v.mu.Lock()
+	owned := v.owns(e, epoch)
+	whole := e.Kind() == blockmap.Zero || unsealed(&v.mu.head, e.Base()) || e.Kind() != blockmap.Partial && unsealed(&v.mu.head, e)
+	v.mu.Unlock()
+	switch {
+	case owned && e.Mask()&touched == touched:
+		// In place: one write per run of adjacent extents.
+		for i := 0; i < len(exts); {
+			j := i + 1
+			for j < len(exts) && exts[j].off == exts[j-1].off+exts[j-1].n {
+				j++
+			}
+			lo, hi := exts[i].off, exts[j-1].off+exts[j-1].n
+			p := buf[lo:hi]
+			if err := v.readLogged(ctx, e, exts[i:j], p, lo); err != nil {
+				return err
+			}
+			if err := v.writeObject(ctx, e.ObjectName(), e, lo, p); err != nil {
+				return err
+			}
+			i = j
+		}
+		return nil
+	case !whole:
+		for rest := touched; rest != 0; {
+			s := int64(bits.TrailingZeros64(rest))
+			n := int64(bits.TrailingZeros64(^(rest >> s)))
+			rest &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
+			lo, hi := s<<v.sshift, min((s+n)<<v.sshift, v.bs)
+			if err := v.readLogged(ctx, e, exts, buf[lo:hi], lo); err != nil {
+				return err
+			}
+		}
+		obj := e
+		if !owned {
+			seq, err := v.allocSeq()
+			if err != nil {
+				return err
+			}
+			obj = blockmap.PrivateEntry(v.id, epoch, seq)
+		}
+		return v.writeSubBlocks(ctx, b, e, obj, touched, buf)
+	}
+	lo, hi := exts[0].off, exts[len(exts)-1].off+exts[len(exts)-1].n
+	p := buf[:hi-lo]
+	if err := v.readLogged(ctx, e, exts, p, lo); err != nil {
+		return err
+	}
+	return v.writeBlockMap(ctx, b, lo, p, nil)
+}
+
 // checkPending is checkFence for a handle with head swaps of unknown
 // outcome pending (from version ver): the stored head is still at ver, or
 // is byte for byte one of those swaps (its reserved sequence numbers make
@@ -575,40 +658,35 @@ func (v *Volume) checkPending(ctx context.Context, ver objstore.Version, pending
 	return v.checkGuard()
 }
 
-// overlay returns block b's entry and its logged extents. The caller
-// holds v.mu.
-func (v *Volume) overlayLocked(b int64) []logExt {
+// overlayLocked returns a copy of block b's logged extents that overlap
+// [boff, boff+n). The caller holds v.mu.
+func (v *Volume) overlayLocked(b, boff, n int64) []logExt {
 	if len(v.mu.index) == 0 {
 		return nil
 	}
-	return v.mu.index[b]
+	return overlapping(v.mu.index[b], boff, n)
 }
 
-// readLogged reads p at boff in block b: the logged extents exts over
-// the block e describes, one request per extent or gap.
+// readLogged reads p at boff in block b: the logged extents exts (sorted,
+// not overlapping) over the block e describes, one request per extent or
+// gap.
 func (v *Volume) readLogged(ctx context.Context, e blockmap.Entry, exts []logExt, p []byte, boff int64) error {
 	end := boff + int64(len(p))
+	i := overlapStart(exts, boff)
 	for pos := boff; pos < end; {
-		next := end
-		var in *logExt
-		for i := range exts {
+		if i < len(exts) && exts[i].off <= pos {
 			x := &exts[i]
-			if x.off <= pos && pos < x.off+x.n {
-				in = x
-				break
-			}
-			if x.off > pos {
-				next = min(next, x.off)
-				break
-			}
-		}
-		if in != nil {
-			n := min(in.off+in.n, end) - pos
-			if err := v.readName(ctx, in.name, p[pos-boff:pos-boff+n], in.pos+pos-in.off); err != nil {
+			n := min(x.off+x.n, end) - pos
+			if err := v.readName(ctx, x.name, p[pos-boff:pos-boff+n], x.pos+pos-x.off); err != nil {
 				return err
 			}
 			pos += n
+			i++
 			continue
+		}
+		next := end
+		if i < len(exts) {
+			next = min(next, exts[i].off)
 		}
 		if err := v.readEntry(ctx, e, p[pos-boff:next-boff], pos); err != nil {
 			return err

@@ -523,3 +523,87 @@ func TestLogBurstTakesMapPath(t *testing.T) {
 		t.Fatalf("read back after reopening differs (%v)", err)
 	}
 }
+
+// TestLogBurstKickCheckpoints: the write that takes a burst past
+// logBurst goes to a block with logged bytes (so it is logged too, and
+// changes no map entry): the flush it starts in the background must
+// checkpoint the log all the same, or the blocks with logged bytes take
+// every later write into the log (each an extent of the index) until the
+// log outgrows four times its bound.
+func TestLogBurstKickCheckpoints(t *testing.T) {
+	defer setLogBurst(16 << 10)()
+	ctx := context.Background()
+	s := objstore.NewMem()
+	id := newClone(t, s, 8)
+	v := openLogged(t, s, id, OpenOptions{})
+	defer v.Close(ctx)
+	for i, off := range []int64{0, bs, 8192} {
+		if err := v.WriteAt(ctx, pattern(8192, byte(i+1)), off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		v.mu.Lock()
+		kick, blocks := v.mu.logKick, len(v.mu.index)
+		v.mu.Unlock()
+		if !kick {
+			if blocks > 0 {
+				t.Fatalf("the burst's flush left %d blocks with logged bytes", blocks)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the burst's flush did not end")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCheckpointTouchedSubBlocks: a checkpoint copies on write only the
+// sub-blocks the logged bytes touch, not the span from the first to the
+// last, and a partial block that gains logged sub-blocks stays partial.
+func TestCheckpointTouchedSubBlocks(t *testing.T) {
+	ctx := context.Background()
+	s := objstore.NewMem()
+	id := newClone(t, s, 2)
+	v := openLogged(t, s, id, OpenOptions{})
+	want := make([]byte, 2*bs)
+	if err := v.ReadAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	sub := int64(bs) / 64
+	check := func(mask uint64, what string) {
+		t.Helper()
+		if err := v.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if e := v.Entries()[0]; e.Kind() != blockmap.Partial || e.Mask() != mask {
+			t.Fatalf("%s: block 0 is %v, want a partial block with mask %#x", what, e, mask)
+		}
+		wantBytes(t, v, 0, want, what)
+	}
+	for _, off := range []int64{10, bs - 100} {
+		p := pattern(50, byte(off))
+		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+	}
+	check(1|1<<63, "first checkpoint")
+	p := pattern(int(sub), 9)
+	if err := v.WriteAt(ctx, p, 5*sub, false); err != nil {
+		t.Fatal(err)
+	}
+	copy(want[5*sub:], p)
+	check(1|1<<5|1<<63, "second checkpoint")
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	wantBytes(t, r, 0, want, "after reopening")
+}
