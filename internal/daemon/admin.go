@@ -31,7 +31,8 @@ import (
 // requests under /ui/ only: POST /ui/login with the form field token, or
 // any dashboard URL with ?token=TOKEN, sets it (and the latter
 // redirects to the URL without the token). A dashboard request without
-// either gets 401 and the login form.
+// either gets 401 and the login form. A browser's cross-origin POST
+// (Sec-Fetch-Site or Origin naming another site) gets 403.
 func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	if d.dashboard != nil {
@@ -77,12 +78,16 @@ func (d *Daemon) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	// A browser's cross-site POST (a form on any web page) must not
+	// reach a handoff or the login form: on loopback without a token it
+	// would run. Requests without browser headers (nodes, CLIs) pass.
+	csrf := http.NewCrossOriginProtection()
 	if d.adminToken == "" {
-		return mux
+		return csrf.Handler(mux)
 	}
 	want := []byte("Bearer " + d.adminToken)
 	cookie := []byte(uiCookieValue(d.adminToken))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return csrf.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if r.URL.Path == "/healthz" || subtle.ConstantTimeCompare(got, want) == 1 {
 			mux.ServeHTTP(w, r)
@@ -115,7 +120,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="archip admin"`)
 		http.Error(w, "daemon: this admin API requires the daemons' bearer token", http.StatusUnauthorized)
-	})
+	}))
 }
 
 // RequireToken makes the admin API (AdminHandler) refuse requests that
