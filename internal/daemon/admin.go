@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -32,7 +33,9 @@ import (
 // any dashboard URL with ?token=TOKEN, sets it (and the latter
 // redirects to the URL without the token). A dashboard request without
 // either gets 401 and the login form. A browser's cross-origin POST
-// (Sec-Fetch-Site or Origin naming another site) gets 403.
+// (Sec-Fetch-Site or Origin naming another site) gets 403; without a
+// token, so does a request for a host other than an IP, localhost or
+// the advertised one (AdvertiseHost).
 func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	if d.dashboard != nil {
@@ -83,7 +86,17 @@ func (d *Daemon) AdminHandler() http.Handler {
 	// would run. Requests without browser headers (nodes, CLIs) pass.
 	csrf := http.NewCrossOriginProtection()
 	if d.adminToken == "" {
-		return csrf.Handler(mux)
+		// Open on loopback: a web page whose name an attacker points at
+		// 127.0.0.1 (DNS rebinding) is same-origin to the browser, so
+		// only the Host it names tells it from a local client.
+		adminHost := d.adminHost
+		return csrf.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/healthz" && !localHost(r.Host, adminHost) {
+				http.Error(w, "daemon: this admin API answers requests for its own address only (an IP, localhost or its advertised host)", http.StatusForbidden)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}))
 	}
 	want := []byte("Bearer " + d.adminToken)
 	cookie := []byte(uiCookieValue(d.adminToken))
@@ -122,6 +135,24 @@ func (d *Daemon) AdminHandler() http.Handler {
 		http.Error(w, "daemon: this admin API requires the daemons' bearer token", http.StatusUnauthorized)
 	}))
 }
+
+// localHost reports whether host (a request's Host, with or without a
+// port) is an IP literal, localhost, or advertised.
+func localHost(host, advertised string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	return net.ParseIP(host) != nil || h == "localhost" || strings.HasSuffix(h, ".localhost") ||
+		(advertised != "" && strings.EqualFold(h, strings.TrimSuffix(advertised, ".")))
+}
+
+// AdvertiseHost is the host (name or IP) other nodes reach the admin
+// API by. Without a token (RequireToken), the admin API answers only
+// requests that name it, an IP or localhost. Call it before serving the
+// admin API.
+func (d *Daemon) AdvertiseHost(host string) { d.adminHost = host }
 
 // RequireToken makes the admin API (AdminHandler) refuse requests that
 // do not carry token. Call it before serving the admin API.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -47,5 +48,49 @@ func TestAdminRefusesCrossSiteHandoff(t *testing.T) {
 	}
 	if err := lease.HTTPAsk(time.Second)(ctx, lease.Record{Addr: n.admin.Listener.Addr().String()}, e.h.id.String()); err != nil {
 		t.Fatalf("a node's handoff request: %v", err)
+	}
+}
+
+// TestOpenAdminRefusesOtherHosts: an admin API open on loopback (no
+// token) answers only requests addressed to an IP, localhost or the
+// advertised host: a web page whose name an attacker points at
+// 127.0.0.1 (DNS rebinding) reads nothing and runs no handoff.
+func TestOpenAdminRefusesOtherHosts(t *testing.T) {
+	ctx := context.Background()
+	n := newNode(t, objstore.NewMem(), "a", time.Hour)
+	n.d.RequireToken("")
+	n.d.AdvertiseHost("node-a.internal")
+	n.d.UseMetrics(NewMetrics(MetricsConfig{}))
+	n.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	e := n.open(t, "v")
+	e.WriteAt(ctx, []byte("x"), 0, false)
+	addr := n.admin.Listener.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, c := range []struct {
+		host, method, path string
+		code               int
+	}{
+		{"evil.example:" + port, "GET", "/v1/volumes", http.StatusForbidden},
+		{"evil.example", "GET", "/metrics", http.StatusForbidden},
+		{"evil.example:" + port, "POST", lease.HandoffPath + "?volume=" + e.h.id.String(), http.StatusForbidden},
+		{"127.0.0.1:" + port, "GET", "/v1/volumes", http.StatusOK},
+		{"[::1]:" + port, "GET", "/v1/volumes", http.StatusOK},
+		{"localhost:" + port, "GET", "/v1/volumes", http.StatusOK},
+		{"node-a.internal:" + port, "GET", "/v1/volumes", http.StatusOK},
+		{"evil.example", "GET", "/healthz", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(c.method, "http://"+addr+c.path, nil)
+		req.Host = c.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("%s %s for host %s: %d, want %d", c.method, c.path, c.host, resp.StatusCode, c.code)
+		}
+	}
+	if role(n, "v") != "writer" {
+		t.Fatalf("a handoff for another host ran: role %s", role(n, "v"))
 	}
 }

@@ -76,6 +76,9 @@ type Daemon struct {
 	metrics *Metrics
 	// adminToken, if set, is required of admin API requests.
 	adminToken string
+	// adminHost is the advertised host of the admin API: without a
+	// token, requests must name it, an IP or localhost (AdvertiseHost).
+	adminHost string
 	// dashboard, if set, serves /ui/ on the admin API (UseDashboard).
 	dashboard http.Handler
 
