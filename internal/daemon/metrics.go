@@ -27,7 +27,9 @@ type MetricsConfig struct {
 	// label of their own: the open volumes first, then those closed most
 	// recently (their series are kept until the slot is needed). Volumes
 	// beyond it are counted together under volume=OtherVolumes. 0 means
-	// DefaultVolumeLabels; a negative value sets no bound.
+	// DefaultVolumeLabels; a negative value sets no bound on the open
+	// volumes, and keeps the series of the DefaultVolumeLabels closed
+	// most recently.
 	VolumeLabels int
 }
 
@@ -238,8 +240,28 @@ func (m *Metrics) volume(name string) *volMetrics {
 func (m *Metrics) release(name string, vm *volMetrics) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s := m.vols[name]; s != nil && s.m == vm {
-		s.refs--
+	s := m.vols[name]
+	if s == nil || s.m != vm {
+		return
+	}
+	s.refs--
+	if m.limit >= 0 || s.refs > 0 {
+		return
+	}
+	// No bound: every open volume has a label, but only the
+	// DefaultVolumeLabels closed most recently keep theirs.
+	var idle int
+	var old *volSlot
+	for _, s := range m.vols {
+		if s.refs == 0 {
+			idle++
+			if old == nil || s.used < old.used {
+				old = s
+			}
+		}
+	}
+	if idle > DefaultVolumeLabels {
+		m.forget(old.name)
 	}
 }
 

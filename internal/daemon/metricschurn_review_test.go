@@ -50,3 +50,33 @@ func TestMetricsVolumeChurnBounded(t *testing.T) {
 		t.Fatalf("lint: %v %v", problems, err)
 	}
 }
+
+// TestMetricsUnboundedForgetsClosed: with no bound, every open volume
+// has its own series, but thousands of volumes opened and closed in
+// turn leave the series of at most DefaultVolumeLabels closed ones (a
+// daemon serving a churn of volumes must not grow without end).
+func TestMetricsUnboundedForgetsClosed(t *testing.T) {
+	m := NewMetrics(MetricsConfig{VolumeLabels: -1})
+	for i := range 3000 {
+		name := fmt.Sprintf("v%d", i)
+		vm := m.volume(name)
+		vm.read(4096, time.Now(), nil)
+		m.release(name, vm)
+	}
+	if n := testutil.CollectAndCount(m.readOps); n > DefaultVolumeLabels {
+		t.Fatalf("after 3000 volumes opened and closed: %d read_ops series, want <= %d", n, DefaultVolumeLabels)
+	}
+	if got := testutil.ToFloat64(m.readOps.WithLabelValues("v2999")); got != 1 {
+		t.Fatalf("the last closed volume's reads: %v, want 1", got)
+	}
+	const held = 3 * DefaultVolumeLabels
+	for i := range held {
+		vm := m.volume(fmt.Sprintf("h%d", i))
+		vm.write(512, false, time.Now(), nil)
+	}
+	for i := range held {
+		if got := testutil.ToFloat64(m.writeOps.WithLabelValues(fmt.Sprintf("h%d", i))); got != 1 {
+			t.Fatalf("open volume h%d: %v writes, want 1 (every open volume has its own series)", i, got)
+		}
+	}
+}
