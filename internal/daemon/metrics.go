@@ -124,7 +124,7 @@ func NewMetrics(c MetricsConfig) *Metrics {
 	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "archip_frontend_connections",
 		Help: "Client connections open, by frontend (nbd, ...)."}, []string{"frontend"})
 	m.roles = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "archip_volumes",
-		Help: "Volumes open on this node, by role: writer (holds the lease), follower, read-only, fenced, opening, closing."}, []string{"role"})
+		Help: "Volumes open on this node, by role: writer (holds the lease), follower, read-only, fenced, opening, closing, busy (changing its role: taking its lease, on a slow store)."}, []string{"role"})
 	sl := []string{"backend", "op"}
 	m.storeOps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archip_store_ops_total", Help: "Calls to the object store, by operation."}, sl)
 	m.storeErrs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archip_store_errors_total",
@@ -157,7 +157,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	status := m.status
 	m.mu.Unlock()
 	if status != nil {
-		n := map[string]float64{"writer": 0, "follower": 0, "read-only": 0, "fenced": 0, "opening": 0, "closing": 0}
+		n := map[string]float64{"writer": 0, "follower": 0, "read-only": 0, "fenced": 0, "opening": 0, "closing": 0, "busy": 0}
 		for _, st := range status() {
 			n[st.Role]++
 		}
