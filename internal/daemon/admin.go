@@ -98,11 +98,9 @@ func (d *Daemon) AdminHandler() http.Handler {
 			mux.ServeHTTP(w, r)
 		}))
 	}
-	want := []byte("Bearer " + d.adminToken)
 	cookie := []byte(uiCookieValue(d.adminToken))
 	return csrf.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if r.URL.Path == "/healthz" || subtle.ConstantTimeCompare(got, want) == 1 {
+		if r.URL.Path == "/healthz" || d.bearer(r) {
 			mux.ServeHTTP(w, r)
 			return
 		}
@@ -134,6 +132,13 @@ func (d *Daemon) AdminHandler() http.Handler {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="archip admin"`)
 		http.Error(w, "daemon: this admin API requires the daemons' bearer token", http.StatusUnauthorized)
 	}))
+}
+
+// bearer reports whether r carries the admin token as a bearer token
+// (the scheme in any case, RFC 9110 11.1).
+func (d *Daemon) bearer(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(tok), []byte(d.adminToken)) == 1
 }
 
 // localHost reports whether host (a request's Host, with or without a

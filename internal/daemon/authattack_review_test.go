@@ -121,3 +121,26 @@ func TestRunAdminListenForms(t *testing.T) {
 		}
 	}
 }
+
+// TestBearerSchemeAnyCase: the authentication scheme is
+// case-insensitive (RFC 9110 11.1): "bearer TOKEN" is the token too,
+// and a different token in any case is not.
+func TestBearerSchemeAnyCase(t *testing.T) {
+	d := New(manage.New(objstore.NewMem()), nil)
+	d.RequireToken(adminToken)
+	srv := httptest.NewServer(d.AdminHandler())
+	defer srv.Close()
+	for _, c := range []struct {
+		auth string
+		code int
+	}{
+		{"Bearer " + adminToken, 200}, {"bearer " + adminToken, 200}, {"BEARER " + adminToken, 200},
+		{"bearer  " + adminToken, 401}, {"bearer " + strings.ToUpper(adminToken), 401}, {"Bearer", 401}, {"Bearer ", 401},
+		{"Basic " + adminToken, 401}, {"Bearer" + adminToken, 401},
+	} {
+		resp, _ := rawGet(t, srv.Listener.Addr().String(), "GET", "/v1/volumes", map[string]string{"Authorization": c.auth})
+		if resp.StatusCode != c.code {
+			t.Errorf("Authorization %q: %d, want %d", c.auth, resp.StatusCode, c.code)
+		}
+	}
+}
