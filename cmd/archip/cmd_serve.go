@@ -118,7 +118,7 @@ Logs: one record per event on stderr (--log-format text or json,
 	c.Flags().BoolVar(&o.metrics, "metrics", true, "count requests, leases and store calls, served for Prometheus at /metrics on the admin API")
 	c.Flags().BoolVar(&o.dashboard, "dashboard", true, "serve a read-only web dashboard at /ui/ on the admin API (its live I/O needs --metrics)")
 	c.Flags().IntVar(&o.metricsVols, "metrics-volumes", daemon.DefaultVolumeLabels,
-		"volumes with series of their own in the metrics (more are counted together as volume=\"_other\"; -1: no bound)")
+		"volumes with series of their own in the metrics (more are counted together as volume=\"_other\"; -1: every open volume, and the 100 closed last)")
 	c.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (for diagnosing performance)")
 	return c
 }

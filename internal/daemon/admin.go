@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -31,7 +32,10 @@ import (
 // requests under /ui/ only: POST /ui/login with the form field token, or
 // any dashboard URL with ?token=TOKEN, sets it (and the latter
 // redirects to the URL without the token). A dashboard request without
-// either gets 401 and the login form.
+// either gets 401 and the login form. A browser's cross-origin POST
+// (Sec-Fetch-Site or Origin naming another site) gets 403; without a
+// token, so does a request for a host other than an IP, localhost or
+// the advertised one (AdvertiseHost).
 func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	if d.dashboard != nil {
@@ -77,14 +81,26 @@ func (d *Daemon) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	// A browser's cross-site POST (a form on any web page) must not
+	// reach a handoff or the login form: on loopback without a token it
+	// would run. Requests without browser headers (nodes, CLIs) pass.
+	csrf := http.NewCrossOriginProtection()
 	if d.adminToken == "" {
-		return mux
+		// Open on loopback: a web page whose name an attacker points at
+		// 127.0.0.1 (DNS rebinding) is same-origin to the browser, so
+		// only the Host it names tells it from a local client.
+		adminHost := d.adminHost
+		return csrf.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/healthz" && !localHost(r.Host, adminHost) {
+				http.Error(w, "daemon: this admin API answers requests for its own address only (an IP, localhost or its advertised host)", http.StatusForbidden)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}))
 	}
-	want := []byte("Bearer " + d.adminToken)
 	cookie := []byte(uiCookieValue(d.adminToken))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if r.URL.Path == "/healthz" || subtle.ConstantTimeCompare(got, want) == 1 {
+	return csrf.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || d.bearer(r) {
 			mux.ServeHTTP(w, r)
 			return
 		}
@@ -115,8 +131,33 @@ func (d *Daemon) AdminHandler() http.Handler {
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="archip admin"`)
 		http.Error(w, "daemon: this admin API requires the daemons' bearer token", http.StatusUnauthorized)
-	})
+	}))
 }
+
+// bearer reports whether r carries the admin token as a bearer token
+// (the scheme in any case, RFC 9110 11.1).
+func (d *Daemon) bearer(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(tok), []byte(d.adminToken)) == 1
+}
+
+// localHost reports whether host (a request's Host, with or without a
+// port) is an IP literal, localhost, or advertised.
+func localHost(host, advertised string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	return net.ParseIP(host) != nil || h == "localhost" || strings.HasSuffix(h, ".localhost") ||
+		(advertised != "" && strings.EqualFold(h, strings.TrimSuffix(advertised, ".")))
+}
+
+// AdvertiseHost is the host (name or IP) other nodes reach the admin
+// API by. Without a token (RequireToken), the admin API answers only
+// requests that name it, an IP or localhost. Call it before serving the
+// admin API.
+func (d *Daemon) AdvertiseHost(host string) { d.adminHost = host }
 
 // RequireToken makes the admin API (AdminHandler) refuse requests that
 // do not carry token. Call it before serving the admin API.

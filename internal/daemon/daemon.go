@@ -76,6 +76,9 @@ type Daemon struct {
 	metrics *Metrics
 	// adminToken, if set, is required of admin API requests.
 	adminToken string
+	// adminHost is the advertised host of the admin API: without a
+	// token, requests must name it, an IP or localhost (AdvertiseHost).
+	adminHost string
 	// dashboard, if set, serves /ui/ on the admin API (UseDashboard).
 	dashboard http.Handler
 
@@ -603,7 +606,7 @@ type VolumeStatus struct {
 	Name    string      `json:"name"`
 	ID      blockmap.ID `json:"id"`
 	Clients int         `json:"clients"`
-	Role    string      `json:"role"` // "writer" (holds the lease), "follower", "read-only", "fenced", "opening" or "closing"
+	Role    string      `json:"role"` // "writer" (holds the lease), "follower", "read-only", "fenced", "opening", "closing" or "busy" (changing its role)
 	Term    uint64      `json:"lease_term,omitempty"`
 	Error   string      `json:"error,omitempty"`
 }
@@ -624,7 +627,14 @@ func (d *Daemon) Status() []VolumeStatus {
 	d.mu.Unlock()
 	for h, refs := range hs {
 		st := VolumeStatus{Name: h.name, ID: h.id, Clients: refs}
-		h.mu.RLock()
+		// A handle changing its role (taking its lease, revalidating it)
+		// holds mu across store calls: Status, which /metrics and the
+		// dashboard show, must not wait for a stalled store.
+		if !h.mu.TryRLock() {
+			st.Role = "busy"
+			out = append(out, st)
+			continue
+		}
 		switch {
 		case h.fenced != nil:
 			st.Role, st.Error = "fenced", h.fenced.Error()

@@ -27,7 +27,9 @@ type MetricsConfig struct {
 	// label of their own: the open volumes first, then those closed most
 	// recently (their series are kept until the slot is needed). Volumes
 	// beyond it are counted together under volume=OtherVolumes. 0 means
-	// DefaultVolumeLabels; a negative value sets no bound.
+	// DefaultVolumeLabels; a negative value sets no bound on the open
+	// volumes, and keeps the series of the DefaultVolumeLabels closed
+	// most recently.
 	VolumeLabels int
 }
 
@@ -122,7 +124,7 @@ func NewMetrics(c MetricsConfig) *Metrics {
 	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "archip_frontend_connections",
 		Help: "Client connections open, by frontend (nbd, ...)."}, []string{"frontend"})
 	m.roles = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "archip_volumes",
-		Help: "Volumes open on this node, by role: writer (holds the lease), follower, read-only, fenced, opening, closing."}, []string{"role"})
+		Help: "Volumes open on this node, by role: writer (holds the lease), follower, read-only, fenced, opening, closing, busy (changing its role: taking its lease, on a slow store)."}, []string{"role"})
 	sl := []string{"backend", "op"}
 	m.storeOps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archip_store_ops_total", Help: "Calls to the object store, by operation."}, sl)
 	m.storeErrs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archip_store_errors_total",
@@ -155,7 +157,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	status := m.status
 	m.mu.Unlock()
 	if status != nil {
-		n := map[string]float64{"writer": 0, "follower": 0, "read-only": 0, "fenced": 0, "opening": 0, "closing": 0}
+		n := map[string]float64{"writer": 0, "follower": 0, "read-only": 0, "fenced": 0, "opening": 0, "closing": 0, "busy": 0}
 		for _, st := range status() {
 			n[st.Role]++
 		}
@@ -238,8 +240,28 @@ func (m *Metrics) volume(name string) *volMetrics {
 func (m *Metrics) release(name string, vm *volMetrics) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s := m.vols[name]; s != nil && s.m == vm {
-		s.refs--
+	s := m.vols[name]
+	if s == nil || s.m != vm {
+		return
+	}
+	s.refs--
+	if m.limit >= 0 || s.refs > 0 {
+		return
+	}
+	// No bound: every open volume has a label, but only the
+	// DefaultVolumeLabels closed most recently keep theirs.
+	var idle int
+	var old *volSlot
+	for _, s := range m.vols {
+		if s.refs == 0 {
+			idle++
+			if old == nil || s.used < old.used {
+				old = s
+			}
+		}
+	}
+	if idle > DefaultVolumeLabels {
+		m.forget(old.name)
 	}
 }
 

@@ -123,7 +123,7 @@ func TestMetricsCountRequests(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
-	if n, err := testutil.GatherAndCount(mx.Registry(), "archip_volumes"); err != nil || n != 6 {
+	if n, err := testutil.GatherAndCount(mx.Registry(), "archip_volumes"); err != nil || n != 7 {
 		t.Errorf("archip_volumes series: %d, %v; want one per role", n, err)
 	}
 }

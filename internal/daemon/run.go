@@ -172,6 +172,9 @@ func Run(ctx context.Context, c Config) error {
 	d := New(m, nil)
 	d.SetLogger(log)
 	d.RequireToken(c.AdminToken)
+	if h, _, err := net.SplitHostPort(advertise); err == nil {
+		d.AdvertiseHost(h)
+	}
 	if c.Metrics != nil {
 		d.UseMetrics(c.Metrics)
 	}

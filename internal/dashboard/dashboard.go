@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -49,8 +48,8 @@ type Dashboard struct {
 	tmpl map[string]*template.Template
 	mux  *http.ServeMux
 
-	statsMu sync.Mutex // held while the figures are computed
-	stats   *storeFigures
+	statsSem chan struct{} // one slot, held while the figures are computed (and stats read or set)
+	stats    *storeFigures
 
 	io ioSampler
 }
@@ -66,7 +65,7 @@ func New(c Config) *Dashboard {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	d := &Dashboard{c: c, tmpl: map[string]*template.Template{}, mux: http.NewServeMux()}
+	d := &Dashboard{c: c, tmpl: map[string]*template.Template{}, mux: http.NewServeMux(), statsSem: make(chan struct{}, 1)}
 	d.io.now = c.Now
 	if c.Metrics != nil {
 		d.io.gather = c.Metrics.Registry().Gather
@@ -398,10 +397,15 @@ type poolFigures struct {
 }
 
 // figures returns the store-wide figures, computing them if those kept
-// are older than StatsTTL; one request at a time computes them.
+// are older than StatsTTL; one request at a time computes them, and one
+// that waits for them gives up when ctx ends.
 func (d *Dashboard) figures(ctx context.Context) *storeFigures {
-	d.statsMu.Lock()
-	defer d.statsMu.Unlock()
+	select {
+	case d.statsSem <- struct{}{}:
+		defer func() { <-d.statsSem }()
+	case <-ctx.Done():
+		return &storeFigures{At: d.c.Now(), Err: fmt.Errorf("dashboard: waiting for the space figures: %w", ctx.Err())}
+	}
 	now := d.c.Now()
 	if f := d.stats; f != nil && now.Sub(f.At) < d.c.StatsTTL {
 		return f
