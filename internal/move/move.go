@@ -308,7 +308,13 @@ func finishSteps(ctx context.Context, m *manage.Manager, r *pools.Router, rec *c
 
 // reopen opens volume id for writing in a new epoch and closes it: the
 // writer that had it hands it over and takes it back at its next write,
-// in that epoch, so that its blocks of earlier epochs are sealed.
+// in that epoch, so that its blocks of earlier epochs are sealed. If an
+// earlier epoch ended with a takeover (this reopen's, when the writer did
+// not hand over, or one before; blockmap.Head.Unsealed), the writer taken
+// over may still land a late write in place in its objects, which a copy
+// would miss: the two copies of one name would differ, and which one a
+// read finds and gc keeps would depend on caches. So reopen first seals
+// those blocks into content blocks, as a snapshot does (manage.Snapshot).
 func reopen(ctx context.Context, m *manage.Manager, id blockmap.ID) error {
 	v, err := m.OpenWriterCopying(ctx, id)
 	if errors.Is(err, volume.ErrReadOnly) {
@@ -317,8 +323,48 @@ func reopen(ctx context.Context, m *manage.Manager, id blockmap.ID) error {
 	if err != nil {
 		return fmt.Errorf("move: reopening the volume in a new epoch: %w", err)
 	}
-	if err := v.Close(ctx); err != nil {
-		return fmt.Errorf("move: reopening the volume in a new epoch: %w", err)
+	serr := seal(ctx, m, v)
+	if err := v.Close(ctx); err != nil && serr == nil {
+		serr = err
+	}
+	if serr != nil {
+		return fmt.Errorf("move: reopening the volume in a new epoch: %w", serr)
+	}
+	return nil
+}
+
+// seal seals v's blocks of epochs that ended with a takeover, if any,
+// under a gc hold (the seal deduplicates onto content blocks a collection
+// may be deleting); if the hold turns out lost, it repairs the map under
+// a new one, as manage.Hash does.
+func seal(ctx context.Context, m *manage.Manager, v *volume.Volume) error {
+	if v.Head().Unsealed == 0 {
+		return nil
+	}
+	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
+	if err != nil {
+		return err
+	}
+	st, err := v.HashWith(ctx, volume.HashOptions{Unsealed: true, Check: h.Check, KeepReplaced: true})
+	rerr := h.Release()
+	if err != nil {
+		return fmt.Errorf("sealing the blocks of a writer taken over: %w", err)
+	}
+	for rerr != nil {
+		if !errors.Is(rerr, gc.ErrHoldLost) {
+			return fmt.Errorf("sealing the blocks of a writer taken over: %w", rerr)
+		}
+		if h, err = gc.AcquireHold(ctx, m.Store, m.Now); err != nil {
+			return err
+		}
+		lost, err := volume.RepairHash(ctx, m.Store, st.Replaced)
+		rerr = h.Release()
+		if err != nil {
+			return fmt.Errorf("sealing the blocks of a writer taken over, then checking them after a stall: %w", err)
+		}
+		if len(lost) > 0 {
+			return fmt.Errorf("%w: a garbage collection deleted %d blocks while the move stalled sealing them", volume.ErrCorrupt, len(lost))
+		}
 	}
 	return nil
 }
