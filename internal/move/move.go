@@ -9,9 +9,11 @@
 //     volume's blocks in both pools. The hold waits for a running
 //     collection, which may have marked before the swap, to end.
 //  2. Reopen: take the volume's lease (asking the daemon that writes it
-//     to hand it over, as a handoff does) and open it in a new epoch, then
-//     release it; the daemon takes it back at its next write, in that
-//     epoch. Its private blocks of earlier epochs are then sealed: no
+//     to hand it over, as a handoff does), open it in a new epoch (and
+//     seal the blocks of an epoch that ended with a takeover, whose
+//     writer may still land a late write in them), then release it; the
+//     daemon takes it back at its next write, in that epoch. Its private
+//     blocks of earlier epochs are then sealed: no
 //     writer changes them in place any more, and its new ones go to T (a
 //     process rereads a placement for a volume's new epoch).
 //  3. Copy: walk the volume's map and its snapshots' maps and copy every
