@@ -22,10 +22,12 @@ type MigrateResult struct {
 
 // Migrate empties pool from into pool to, for retiring it: it moves
 // every volume (with its snapshots) and image placed in from to pool to,
-// finishing first any unfinished move of theirs; then, for each volume
-// and image placed elsewhere, it copies into its own pool the blocks it
-// references that from holds and its pool does not (blocks shared by
-// reference across pools). After it, and a collection, from holds
+// finishing first any unfinished move of theirs; then, for each volume,
+// image and snapshot placed elsewhere (a snapshot is placed with its
+// origin; one whose origin was removed, in the default pool), it copies
+// into its own pool (to, if that is from) the blocks it references that
+// from holds and its pool does not (blocks shared by reference across
+// pools). After it, and a collection, from holds
 // nothing any volume needs. It is resumable: a rerun skips what is done.
 // progress, if set, hears each volume's name before its move.
 func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Options, progress func(name string)) (MigrateResult, error) {
@@ -43,16 +45,20 @@ func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Optio
 	if from == to {
 		return res, fmt.Errorf("%w: --from and --to are both %s", ErrThere, from)
 	}
-	var recs []catalog.Record
+	var recs, others []catalog.Record
 	if err := m.Catalog.All(ctx, func(rec catalog.Record) error {
 		if rec.Kind != catalog.KindSnapshot {
 			recs = append(recs, rec)
+		} else {
+			// A snapshot moves with its origin; one whose origin was
+			// removed has nothing that moves it, and its blocks, named by
+			// the origin, stay where the origin was.
+			others = append(others, rec)
 		}
 		return nil
 	}); err != nil {
 		return res, err
 	}
-	var others []catalog.Record
 	for _, rec := range recs {
 		p, _, err := r.Record(ctx, rec.ID)
 		if err != nil {
@@ -87,9 +93,20 @@ func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Optio
 		res.Bytes += mr.Bytes
 	}
 	for _, rec := range others {
-		pool, _, err := r.Placement(ctx, rec.ID)
+		owner := rec.ID
+		if rec.Kind == catalog.KindSnapshot && !rec.Origin.IsZero() {
+			owner = rec.Origin // a snapshot's pool is its origin's (package gc)
+		}
+		pool, _, err := r.Placement(ctx, owner)
 		if err != nil {
 			return res, err
+		}
+		if pool == from {
+			// A snapshot of a removed origin in the default pool, which
+			// is still from: its copies in to must be there when from is
+			// retired (with the default set to another pool first, as
+			// docs/pools.md says, gc then finds them in their home).
+			pool = to
 		}
 		names, err := referenced(ctx, m, rec.ID)
 		if err != nil {
