@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/move"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -67,5 +68,54 @@ func TestPoolsMigrateOrphanSnapshot(t *testing.T) {
 		if err := v.ReadAt(ctx, p, 0); err != nil || !bytes.Equal(p, w) {
 			t.Errorf("%s after b is retired: %v", n, err)
 		}
+	}
+}
+
+// TestPoolsMigrateBucketObjects: objects stored in a bucket while pool a
+// was the default keep their blocks there; after the default becomes b
+// (as docs/pools.md says to do first), a migration from a to b, then a
+// collection, must leave a empty with the objects still readable.
+func TestPoolsMigrateBucketObjects(t *testing.T) {
+	meta, a, b := objstore.NewMem(), objstore.NewMem(), objstore.NewMem()
+	s, err := pools.New(meta, []pools.Named{{Name: "a", Store: a}, {Name: "b", Store: b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := manage.New(s)
+	if err := m.Buckets().CreateBucket(ctx, "bkt"); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("object data "), 50000)
+	if _, err := m.Buckets().PutObject(ctx, "bkt", "key", bytes.NewReader(data), int64(len(data)), bucket.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if countIn(t, a) == 0 {
+		t.Fatal("nothing in a")
+	}
+	// The default becomes b.
+	s2, err := pools.New(meta, []pools.Named{{Name: "b", Store: b}, {Name: "a", Store: a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = manage.New(s2)
+	if _, err := move.Migrate(ctx, m, "a", "b", move.Options{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, m)
+	if n := countIn(t, a); n != 0 {
+		t.Errorf("%d copies left in a after migrating it out: the objects lose them when a is retired", n)
+	}
+	s3, err := pools.New(meta, []pools.Named{{Name: "b", Store: b}, {Name: "a", Store: objstore.NewMem()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := manage.New(s3).Buckets()
+	obj, err := bs.GetObject(ctx, "bkt", "key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if err := bs.Read(ctx, obj, 0, int64(len(data)), &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+		t.Errorf("the object after a is retired: %v", err)
 	}
 }

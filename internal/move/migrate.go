@@ -2,12 +2,16 @@ package move
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore/pools"
+	"github.com/archipelago-go/archip/internal/volume"
 )
 
 // MigrateResult says what a migration did.
@@ -15,7 +19,7 @@ type MigrateResult struct {
 	From    string   `json:"from"`
 	To      string   `json:"to"`
 	Moved   []Result `json:"moved"`  // volumes and images moved
-	Shared  int64    `json:"shared"` // blocks copied for volumes of other pools
+	Shared  int64    `json:"shared"` // blocks copied for volumes of other pools and bucket objects
 	Bytes   int64    `json:"bytes"`  // bytes copied, moves included
 	Seconds float64  `json:"seconds"`
 }
@@ -27,8 +31,9 @@ type MigrateResult struct {
 // origin; one whose origin was removed, in the default pool), it copies
 // into its own pool (to, if that is from) the blocks it references that
 // from holds and its pool does not (blocks shared by reference across
-// pools). After it, and a collection, from holds
-// nothing any volume needs. It is resumable: a rerun skips what is done.
+// pools), and likewise for the maps of objects in buckets (their pool
+// is the default one). After it, and a collection, from holds nothing
+// any volume or object needs. It is resumable: a rerun skips what is done.
 // progress, if set, hears each volume's name before its move.
 func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Options, progress func(name string)) (MigrateResult, error) {
 	begin := time.Now()
@@ -112,21 +117,49 @@ func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Optio
 		if err != nil {
 			return res, err
 		}
-		c := copier{r: r, to: pool, opts: opts, report: func(Progress) {}, start: time.Now()}
-		var need []string
-		for _, n := range names {
-			if ok, err := r.Holds(ctx, from, n); err != nil {
-				return res, err
-			} else if ok {
-				need = append(need, n)
-			}
-		}
-		if _, err := c.walk(ctx, 1, need); err != nil {
+		if err := res.copyShared(ctx, r, from, pool, names, opts); err != nil {
 			return res, fmt.Errorf("%s: copying the blocks it shares from %s into its pool %s: %w", rec.Name, from, pool, err)
 		}
-		res.Shared += c.copied.Load()
-		res.Bytes += c.bytes.Load()
+	}
+	// The maps of objects in buckets and of uploaded parts: no record
+	// places them, so gc takes the default pool for their home.
+	var maps []blockmap.ID
+	if err := bucket.Roots(ctx, m.Store, func(id blockmap.ID) { maps = append(maps, id) }); err != nil {
+		return res, err
+	}
+	home := r.PoolNames()[0]
+	if home == from {
+		home = to
+	}
+	for _, id := range maps {
+		names, err := referenced(ctx, m, id)
+		if errors.Is(err, volume.ErrNotFound) {
+			continue // an object deleted meanwhile
+		}
+		if err != nil {
+			return res, err
+		}
+		if err := res.copyShared(ctx, r, from, home, names, opts); err != nil {
+			return res, fmt.Errorf("bucket object map %s: copying its blocks from %s into %s: %w", id, from, home, err)
+		}
 	}
 	res.Seconds = time.Since(begin).Seconds()
 	return res, nil
+}
+
+// copyShared copies into pool to those of names that pool from holds.
+func (res *MigrateResult) copyShared(ctx context.Context, r *pools.Router, from, to string, names []string, opts Options) error {
+	c := copier{r: r, to: to, opts: opts, report: func(Progress) {}, start: time.Now()}
+	var need []string
+	for _, n := range names {
+		if ok, err := r.Holds(ctx, from, n); err != nil {
+			return err
+		} else if ok {
+			need = append(need, n)
+		}
+	}
+	_, err := c.walk(ctx, 1, need)
+	res.Shared += c.copied.Load()
+	res.Bytes += c.bytes.Load()
+	return err
 }
