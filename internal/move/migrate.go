@@ -26,7 +26,9 @@ type MigrateResult struct {
 
 // Migrate empties pool from into pool to, for retiring it: it moves
 // every volume (with its snapshots) and image placed in from to pool to,
-// finishing first any unfinished move of theirs; then, for each volume,
+// finishing first any unfinished move of theirs, and again for those
+// placed in from meanwhile, until a pass over the catalog moves nothing;
+// then, for each volume,
 // image and snapshot placed elsewhere (a snapshot is placed with its
 // origin; one whose origin was removed, in the default pool), it copies
 // into its own pool (to, if that is from) the blocks it references that
@@ -50,52 +52,68 @@ func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Optio
 	if from == to {
 		return res, fmt.Errorf("%w: --from and --to are both %s", ErrThere, from)
 	}
-	var recs, others []catalog.Record
-	if err := m.Catalog.All(ctx, func(rec catalog.Record) error {
-		if rec.Kind != catalog.KindSnapshot {
-			recs = append(recs, rec)
-		} else {
-			// A snapshot moves with its origin; one whose origin was
-			// removed has nothing that moves it, and its blocks, named by
-			// the origin, stay where the origin was.
-			others = append(others, rec)
+	// Passes over the catalog until one moves nothing: a volume placed
+	// in from while a pass ran (by a create or clone with --pool, or
+	// without one while from is the default) is moved by the next.
+	var others []catalog.Record
+	for pass := 1; ; pass++ {
+		if pass > maxWalks {
+			return res, fmt.Errorf("%w: volumes kept being placed in pool %s during the migration; make another pool the default and run it again", ErrUnsettled, from)
 		}
-		return nil
-	}); err != nil {
-		return res, err
-	}
-	for _, rec := range recs {
-		p, _, err := r.Record(ctx, rec.ID)
-		if err != nil {
+		var recs []catalog.Record
+		others = others[:0]
+		if err := m.Catalog.All(ctx, func(rec catalog.Record) error {
+			if rec.Kind != catalog.KindSnapshot {
+				recs = append(recs, rec)
+			} else {
+				// A snapshot moves with its origin; one whose origin was
+				// removed has nothing that moves it, and its blocks, named
+				// by the origin, stay where the origin was.
+				others = append(others, rec)
+			}
+			return nil
+		}); err != nil {
 			return res, err
 		}
-		if p.From != "" { // an unfinished move: finish it first
+		moved := false
+		for _, rec := range recs {
+			p, _, err := r.Record(ctx, rec.ID)
+			if err != nil {
+				return res, err
+			}
+			if p.From != "" { // an unfinished move: finish it first
+				if progress != nil {
+					progress(rec.Name)
+				}
+				mr, err := Move(ctx, m, rec.Name, p.Pool, opts)
+				if err != nil {
+					return res, fmt.Errorf("%s: finishing its move to %s: %w", rec.Name, p.Pool, err)
+				}
+				res.Bytes += mr.Bytes
+				moved = true
+			}
+			pool, _, err := r.Placement(ctx, rec.ID)
+			if err != nil {
+				return res, err
+			}
+			if pool != from {
+				others = append(others, rec)
+				continue
+			}
 			if progress != nil {
 				progress(rec.Name)
 			}
-			mr, err := Move(ctx, m, rec.Name, p.Pool, opts)
+			mr, err := Move(ctx, m, rec.Name, to, opts)
 			if err != nil {
-				return res, fmt.Errorf("%s: finishing its move to %s: %w", rec.Name, p.Pool, err)
+				return res, fmt.Errorf("%s: %w", rec.Name, err)
 			}
+			res.Moved = append(res.Moved, mr)
 			res.Bytes += mr.Bytes
+			moved = true
 		}
-		pool, _, err := r.Placement(ctx, rec.ID)
-		if err != nil {
-			return res, err
+		if !moved {
+			break
 		}
-		if pool != from {
-			others = append(others, rec)
-			continue
-		}
-		if progress != nil {
-			progress(rec.Name)
-		}
-		mr, err := Move(ctx, m, rec.Name, to, opts)
-		if err != nil {
-			return res, fmt.Errorf("%s: %w", rec.Name, err)
-		}
-		res.Moved = append(res.Moved, mr)
-		res.Bytes += mr.Bytes
 	}
 	for _, rec := range others {
 		owner := rec.ID

@@ -89,7 +89,8 @@ type Options struct {
 	// Hook, if set, is called at each step (Step*), never twice at once;
 	// an error stops the move there, as a crash would (tests).
 	Hook func(step string) error
-	// Sleep waits for the rate limit (default: a timer).
+	// Sleep waits for the rate limit (default: a timer); several copies
+	// may call it at once.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 

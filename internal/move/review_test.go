@@ -2,9 +2,16 @@ package move
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
@@ -90,4 +97,91 @@ func TestMoveAfterTakeoverSealsFirst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMoveTwoMovers: two movers of one volume at once: at most one
+// fails, with ErrMoving, and the volume ends in the target, intact.
+func TestMoveTwoMovers(t *testing.T) {
+	f := newKind(t, "mem")
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := Move(ctx, f.m, "v", "b", Options{})
+			errs <- err
+		}()
+	}
+	failed := 0
+	for range 2 {
+		if err := <-errs; err != nil {
+			failed++
+			if !errors.Is(err, ErrMoving) && !errors.Is(err, ErrThere) {
+				t.Errorf("mover: %v", err)
+			}
+		}
+	}
+	if failed == 2 {
+		if _, err := Move(ctx, f.m, "v", "b", Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.inPool(t, "v", "b")
+	f.check(t)
+}
+
+// TestMoveSnapshotChain: a volume with three snapshots, each after
+// writes, and a write after the last, moves with all of them.
+func TestMoveSnapshotChain(t *testing.T) {
+	f := newKind(t, "file")
+	rnd := rand.New(rand.NewSource(7))
+	for i := 2; i <= 4; i++ {
+		f.write(t, "v", int64(i)*bs+int64(i), rnd, bs)
+		n := fmt.Sprintf("v@%d", i)
+		if _, err := f.m.Snapshot(ctx, "v", n); err != nil {
+			t.Fatal(err)
+		}
+		f.want[n] = manage.ReadT(t, f.m, n, 0, -1)
+	}
+	f.write(t, "v", 14*bs, rnd, bs)
+	f.want["v"] = manage.ReadT(t, f.m, "v", 0, -1)
+	if _, err := Move(ctx, f.m, "v", "b", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	f.inPool(t, "v", "b")
+	f.check(t)
+}
+
+// TestMigrateVolumeCreatedMeanwhile: a volume placed in the source pool
+// while a migration runs (rate-limited, with an injected sleep) is moved
+// by it too: after it no volume is placed in the source.
+func TestMigrateVolumeCreatedMeanwhile(t *testing.T) {
+	f := newKind(t, "mem")
+	created := false
+	var slept atomic.Int64
+	opts := Options{Rate: 1 << 20, Sleep: func(ctx context.Context, d time.Duration) error { slept.Add(int64(d)); return nil }}
+	res, err := Migrate(ctx, f.m, "a", "b", opts, func(name string) {
+		if created {
+			return
+		}
+		created = true
+		rec, err := f.m.CreateVolume(ctx, "late", size, shift)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := f.r.Place(ctx, rec.ID, "a"); err != nil {
+			t.Error(err)
+		}
+		manage.WriteT(t, f.m, "late", 0, bytes.Repeat([]byte("l"), bs))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slept.Load() == 0 {
+		t.Errorf("the rate limit never slept: %+v", res)
+	}
+	f.want["late"] = manage.ReadT(t, f.m, "late", 0, -1)
+	for _, n := range []string{"img", "v", "c", "late"} {
+		f.inPool(t, n, "b")
+	}
+	f.check(t)
 }
