@@ -2,10 +2,15 @@ package gc_test
 
 import (
 	"bytes"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/bucket"
+	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/move"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -117,5 +122,98 @@ func TestPoolsMigrateBucketObjects(t *testing.T) {
 	var got bytes.Buffer
 	if err := bs.Read(ctx, obj, 0, int64(len(data)), &got); err != nil || !bytes.Equal(got.Bytes(), data) {
 		t.Errorf("the object after a is retired: %v", err)
+	}
+}
+
+// TestPoolsMoveStartWaitsForMarkedCollection: a collection that marked
+// before a move's placement swap (paused between its mark and its
+// sweep) holds the swap off until it ends: the move's start waits for
+// it, and the collection deletes nothing any volume reads.
+func TestPoolsMoveStartWaitsForMarkedCollection(t *testing.T) {
+	m, _, _, _, want := moveFixture(t)
+	time.Sleep(time.Millisecond)
+	marked, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	gcDone := make(chan error, 1)
+	go func() {
+		_, err := m.GC(ctx, gc.WithShortGrace(gc.Options{Grace: time.Nanosecond, Progress: func(phase string, _ int64) {
+			if phase == "mark" {
+				once.Do(func() { close(marked); <-resume })
+			}
+		}}))
+		gcDone <- err
+	}()
+	<-marked
+	var swappedEarly atomic.Bool
+	var gcEnded atomic.Bool
+	started := make(chan struct{})
+	moveDone := make(chan error, 1)
+	go func() {
+		_, err := move.Move(ctx, m, "v", "b", move.Options{Hook: func(step string) error {
+			switch step {
+			case move.StepStart:
+				close(started)
+			case move.StepReopen: // the record is swapped
+				if !gcEnded.Load() {
+					swappedEarly.Store(true)
+				}
+			}
+			return nil
+		}})
+		moveDone <- err
+	}()
+	<-started
+	time.Sleep(100 * time.Millisecond) // a mover that does not wait swaps meanwhile
+	gcEnded.Store(true)                // set before the collection ends: only conservative
+	close(resume)
+	if err := <-gcDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-moveDone; err != nil {
+		t.Fatal(err)
+	}
+	if swappedEarly.Load() {
+		t.Error("the move swapped the placement while a collection that marked before it ran")
+	}
+	collect(t, m)
+	readAll(t, m, want)
+}
+
+// TestPoolsGCDuringCancel: a move interrupted after writes landed in the
+// target, then cancelled, with a collection at every step of the
+// cancel: nothing any volume reads is deleted, and after it the target
+// holds nothing (the volume's blocks written there were copied back).
+func TestPoolsGCDuringCancel(t *testing.T) {
+	m, _, _, b, want := moveFixture(t)
+	crash := errors.New("crash")
+	n := 0
+	if _, err := move.Move(ctx, m, "v", "b", move.Options{Hook: func(step string) error {
+		if step == move.StepCopied {
+			if n++; n == 2 {
+				return crash
+			}
+		}
+		return nil
+	}}); !errors.Is(err, crash) {
+		t.Fatal(err)
+	}
+	const bs = 1 << blockmap.MinBlockShift
+	manage.WriteT(t, m, "v", 5*bs, bytes.Repeat([]byte("t"), bs)) // into b
+	want["v"] = manage.ReadT(t, m, "v", 0, -1)
+	collect(t, m)
+	readAll(t, m, want)
+	if _, err := move.Cancel(ctx, m, "v", move.Options{Hook: func(step string) error {
+		if step != move.StepCopied {
+			collect(t, m)
+			readAll(t, m, want)
+		}
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, m)
+	readAll(t, m, want)
+	if n := countIn(t, b); n != 0 {
+		t.Errorf("%d copies left in b after the cancel and a collection", n)
 	}
 }
