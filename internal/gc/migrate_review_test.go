@@ -217,3 +217,54 @@ func TestPoolsGCDuringCancel(t *testing.T) {
 		t.Errorf("%d copies left in b after the cancel and a collection", n)
 	}
 }
+
+// TestPoolsHashDuringMoveKeepsOnlyCopy: a hash of the volume just before
+// its move's switch makes content blocks in the default pool (the
+// source), which the move does not copy; collections after the switch
+// keep them (the target, the volume's only home, holds no copy), and a
+// later move takes them along.
+func TestPoolsHashDuringMoveKeepsOnlyCopy(t *testing.T) {
+	m, r, _, _, want := moveFixture(t)
+	hashed := false
+	if _, err := move.Move(ctx, m, "v", "b", move.Options{Hook: func(step string) error {
+		if step == move.StepSwitch && !hashed {
+			hashed = true
+			_, err := m.Hash(ctx, "v", nil)
+			return err
+		}
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, m)
+	collect(t, m)
+	readAll(t, m, want)
+	// v reads content blocks only a holds.
+	v, _, err := m.Open(ctx, "v", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onlyA := 0
+	for _, e := range v.Entries() {
+		if e.Kind() != blockmap.Content {
+			continue
+		}
+		inB, _ := r.Holds(ctx, "b", e.ObjectName())
+		if !inB {
+			onlyA++
+		}
+	}
+	v.Close(ctx)
+	if onlyA == 0 {
+		t.Fatal("the hash made no block only a holds")
+	}
+	// The move back and forth copies them; a then empties of v's.
+	if _, err := move.Move(ctx, m, "v", "a", move.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := move.Move(ctx, m, "v", "b", move.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, m)
+	readAll(t, m, want)
+}
