@@ -12,6 +12,7 @@ import (
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/manage"
+	"github.com/archipelago-go/archip/internal/objstore/pools"
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
@@ -184,4 +185,31 @@ func TestMigrateVolumeCreatedMeanwhile(t *testing.T) {
 		f.inPool(t, n, "b")
 	}
 	f.check(t)
+}
+
+// TestMoveRacingRemove: the volume is removed (as volume remove does,
+// its placement record with it) while its move copies; the move fails,
+// and its snapshot and the clone of it read the same.
+func TestMoveRacingRemove(t *testing.T) {
+	f := newKind(t, "mem")
+	rec, _ := f.m.Lookup(ctx, "v")
+	removed := false
+	_, err := Move(ctx, f.m, "v", "b", Options{Hook: func(step string) error {
+		if step == StepCopy && !removed {
+			removed = true
+			if err := f.m.Remove(ctx, "v"); err != nil {
+				return err
+			}
+			return f.r.Unplace(ctx, rec.ID)
+		}
+		return nil
+	}})
+	if err == nil {
+		t.Fatal("the move of a removed volume succeeded")
+	}
+	delete(f.want, "v")
+	f.check(t)
+	if p, _, err := f.r.Record(ctx, rec.ID); err != nil || p != (pools.Record{}) {
+		t.Errorf("the removed volume's placement: %+v %v", p, err)
+	}
 }
