@@ -158,7 +158,8 @@ func Move(ctx context.Context, m *manage.Manager, name, to string, opts Options)
 
 // Cancel undoes an interrupted move of the volume or image called name:
 // it moves it back to the pool it came from, copying back what was
-// written to the target meanwhile.
+// written to the target meanwhile. Run again after it was interrupted, it
+// finishes the cancel (the record says so: pools.Record.Cancel).
 func Cancel(ctx context.Context, m *manage.Manager, name string, opts Options) (Result, error) {
 	r, rec, err := lookup(ctx, m, name)
 	if err != nil {
@@ -171,8 +172,14 @@ func Cancel(ctx context.Context, m *manage.Manager, name string, opts Options) (
 	if p.From == "" {
 		return Result{}, fmt.Errorf("%w: %s is in pool %s", ErrNotMoving, name, orDefault(r, p.Pool))
 	}
+	if p.Cancel {
+		// A cancel interrupted: finish it (undoing it would move the
+		// volume to where the cancel was asked to take it from).
+		res := Result{Name: name, ID: rec.ID.String(), From: p.From, To: p.Pool, Resumed: true}
+		return finish(ctx, m, r, rec, res, opts)
+	}
 	res := Result{Name: name, ID: rec.ID.String(), From: p.Pool, To: p.From}
-	if err := start(ctx, m, r, rec.ID, pools.Record{Pool: p.From, From: p.Pool}, ver, opts); err != nil {
+	if err := start(ctx, m, r, rec.ID, pools.Record{Pool: p.From, From: p.Pool, Cancel: true}, ver, opts); err != nil {
 		return res, err
 	}
 	return finish(ctx, m, r, rec, res, opts)
