@@ -3,6 +3,7 @@ package gc_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -267,4 +268,57 @@ func TestPoolsHashDuringMoveKeepsOnlyCopy(t *testing.T) {
 	}
 	collect(t, m)
 	readAll(t, m, want)
+}
+
+// TestPoolsSnapshotAndCloneDuringMove: snapshots taken and a clone made
+// of one during a move (at its first walk, and just before its switch),
+// with collections after each step: everything reads the same, and the
+// snapshots' blocks are in the target.
+func TestPoolsSnapshotAndCloneDuringMove(t *testing.T) {
+	m, r, _, _, want := moveFixture(t)
+	const bs = 1 << blockmap.MinBlockShift
+	n := 0
+	if _, err := move.Move(ctx, m, "v", "b", move.Options{Hook: func(step string) error {
+		if step != move.StepCopy && step != move.StepSwitch {
+			return nil
+		}
+		n++
+		if n > 2 {
+			collect(t, m)
+			readAll(t, m, want)
+			return nil
+		}
+		s, c := fmt.Sprintf("v@m%d", n), fmt.Sprintf("cm%d", n)
+		manage.WriteT(t, m, "v", int64(n)*bs, bytes.Repeat([]byte{byte('0' + n)}, bs))
+		want["v"] = manage.ReadT(t, m, "v", 0, -1)
+		if _, err := m.Snapshot(ctx, "v", s); err != nil {
+			return err
+		}
+		if _, err := m.Clone(ctx, s, c, 0); err != nil {
+			return err
+		}
+		manage.WriteT(t, m, c, 7*bs, bytes.Repeat([]byte("C"), bs))
+		want[s], want[c] = manage.ReadT(t, m, s, 0, -1), manage.ReadT(t, m, c, 0, -1)
+		collect(t, m)
+		readAll(t, m, want)
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, m)
+	readAll(t, m, want)
+	for _, s := range []string{"v@m1", "v@m2"} {
+		v, _, err := m.Open(ctx, s, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range v.Entries() {
+			if nm := e.ObjectName(); nm != "" {
+				if ok, _ := r.Holds(ctx, "b", nm); !ok {
+					t.Errorf("%s: %s not in b", s, nm)
+				}
+			}
+		}
+		v.Close(ctx)
+	}
 }
