@@ -9,9 +9,11 @@
 //     volume's blocks in both pools. The hold waits for a running
 //     collection, which may have marked before the swap, to end.
 //  2. Reopen: take the volume's lease (asking the daemon that writes it
-//     to hand it over, as a handoff does) and open it in a new epoch, then
-//     release it; the daemon takes it back at its next write, in that
-//     epoch. Its private blocks of earlier epochs are then sealed: no
+//     to hand it over, as a handoff does), open it in a new epoch (and
+//     seal the blocks of an epoch that ended with a takeover, whose
+//     writer may still land a late write in them), then release it; the
+//     daemon takes it back at its next write, in that epoch. Its private
+//     blocks of earlier epochs are then sealed: no
 //     writer changes them in place any more, and its new ones go to T (a
 //     process rereads a placement for a volume's new epoch).
 //  3. Copy: walk the volume's map and its snapshots' maps and copy every
@@ -87,7 +89,8 @@ type Options struct {
 	// Hook, if set, is called at each step (Step*), never twice at once;
 	// an error stops the move there, as a crash would (tests).
 	Hook func(step string) error
-	// Sleep waits for the rate limit (default: a timer).
+	// Sleep waits for the rate limit (default: a timer); several copies
+	// may call it at once.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
@@ -155,7 +158,8 @@ func Move(ctx context.Context, m *manage.Manager, name, to string, opts Options)
 
 // Cancel undoes an interrupted move of the volume or image called name:
 // it moves it back to the pool it came from, copying back what was
-// written to the target meanwhile.
+// written to the target meanwhile. Run again after it was interrupted, it
+// finishes the cancel (the record says so: pools.Record.Cancel).
 func Cancel(ctx context.Context, m *manage.Manager, name string, opts Options) (Result, error) {
 	r, rec, err := lookup(ctx, m, name)
 	if err != nil {
@@ -168,8 +172,14 @@ func Cancel(ctx context.Context, m *manage.Manager, name string, opts Options) (
 	if p.From == "" {
 		return Result{}, fmt.Errorf("%w: %s is in pool %s", ErrNotMoving, name, orDefault(r, p.Pool))
 	}
+	if p.Cancel {
+		// A cancel interrupted: finish it (undoing it would move the
+		// volume to where the cancel was asked to take it from).
+		res := Result{Name: name, ID: rec.ID.String(), From: p.From, To: p.Pool, Resumed: true}
+		return finish(ctx, m, r, rec, res, opts)
+	}
 	res := Result{Name: name, ID: rec.ID.String(), From: p.Pool, To: p.From}
-	if err := start(ctx, m, r, rec.ID, pools.Record{Pool: p.From, From: p.Pool}, ver, opts); err != nil {
+	if err := start(ctx, m, r, rec.ID, pools.Record{Pool: p.From, From: p.Pool, Cancel: true}, ver, opts); err != nil {
 		return res, err
 	}
 	return finish(ctx, m, r, rec, res, opts)
@@ -308,7 +318,13 @@ func finishSteps(ctx context.Context, m *manage.Manager, r *pools.Router, rec *c
 
 // reopen opens volume id for writing in a new epoch and closes it: the
 // writer that had it hands it over and takes it back at its next write,
-// in that epoch, so that its blocks of earlier epochs are sealed.
+// in that epoch, so that its blocks of earlier epochs are sealed. If an
+// earlier epoch ended with a takeover (this reopen's, when the writer did
+// not hand over, or one before; blockmap.Head.Unsealed), the writer taken
+// over may still land a late write in place in its objects, which a copy
+// would miss: the two copies of one name would differ, and which one a
+// read finds and gc keeps would depend on caches. So reopen first seals
+// those blocks into content blocks, as a snapshot does (manage.Snapshot).
 func reopen(ctx context.Context, m *manage.Manager, id blockmap.ID) error {
 	v, err := m.OpenWriterCopying(ctx, id)
 	if errors.Is(err, volume.ErrReadOnly) {
@@ -317,8 +333,48 @@ func reopen(ctx context.Context, m *manage.Manager, id blockmap.ID) error {
 	if err != nil {
 		return fmt.Errorf("move: reopening the volume in a new epoch: %w", err)
 	}
-	if err := v.Close(ctx); err != nil {
-		return fmt.Errorf("move: reopening the volume in a new epoch: %w", err)
+	serr := seal(ctx, m, v)
+	if err := v.Close(ctx); err != nil && serr == nil {
+		serr = err
+	}
+	if serr != nil {
+		return fmt.Errorf("move: reopening the volume in a new epoch: %w", serr)
+	}
+	return nil
+}
+
+// seal seals v's blocks of epochs that ended with a takeover, if any,
+// under a gc hold (the seal deduplicates onto content blocks a collection
+// may be deleting); if the hold turns out lost, it repairs the map under
+// a new one, as manage.Hash does.
+func seal(ctx context.Context, m *manage.Manager, v *volume.Volume) error {
+	if v.Head().Unsealed == 0 {
+		return nil
+	}
+	h, err := gc.AcquireHold(ctx, m.Store, m.Now)
+	if err != nil {
+		return err
+	}
+	st, err := v.HashWith(ctx, volume.HashOptions{Unsealed: true, Check: h.Check, KeepReplaced: true})
+	rerr := h.Release()
+	if err != nil {
+		return fmt.Errorf("sealing the blocks of a writer taken over: %w", err)
+	}
+	for rerr != nil {
+		if !errors.Is(rerr, gc.ErrHoldLost) {
+			return fmt.Errorf("sealing the blocks of a writer taken over: %w", rerr)
+		}
+		if h, err = gc.AcquireHold(ctx, m.Store, m.Now); err != nil {
+			return err
+		}
+		lost, err := volume.RepairHash(ctx, m.Store, st.Replaced)
+		rerr = h.Release()
+		if err != nil {
+			return fmt.Errorf("sealing the blocks of a writer taken over, then checking them after a stall: %w", err)
+		}
+		if len(lost) > 0 {
+			return fmt.Errorf("%w: a garbage collection deleted %d blocks while the move stalled sealing them", volume.ErrCorrupt, len(lost))
+		}
 	}
 	return nil
 }

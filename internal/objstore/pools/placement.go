@@ -16,7 +16,8 @@ import (
 // the only one that builds or parses these names:
 //
 //	place/<id>    JSON {"pool":NAME}: the pool of volume <id>'s new private blocks
-//	              (with "from":OLD while it moves from pool OLD, docs/pools.md)
+//	              (with "from":OLD while it moves from pool OLD, and
+//	              "cancel":true if that move cancels one to OLD, docs/pools.md)
 //
 // A volume without a record is in the default pool. Package gc deletes a
 // record whose volume's head is gone.
@@ -46,6 +47,8 @@ type placeRecord struct {
 	// From: the volume is moving from this pool to Pool (docs/pools.md,
 	// "Moving a volume"); its blocks may be in either.
 	From string `json:"from,omitempty"`
+	// Cancel: the move is a cancel of a move from Pool to From.
+	Cancel bool `json:"cancel,omitempty"`
 }
 
 // Record is a volume's placement record: its pool and, while it moves,
@@ -53,6 +56,9 @@ type placeRecord struct {
 type Record struct {
 	Pool string
 	From string // "" unless a move is in progress
+	// Cancel: the move in progress cancels one from Pool to From (a
+	// rerun of the cancel finishes it rather than undoing it).
+	Cancel bool
 }
 
 // ParseRecord decodes the content of a placement record.
@@ -61,11 +67,11 @@ func ParseRecord(b []byte) (Record, error) {
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return Record{}, fmt.Errorf("%w: pools: placement record: %v", objstore.ErrCorrupt, err)
 	}
-	return Record{Pool: rec.Pool, From: rec.From}, nil
+	return Record{Pool: rec.Pool, From: rec.From, Cancel: rec.Cancel && rec.From != ""}, nil
 }
 
 func encodeRecord(rec Record) []byte {
-	b, _ := json.Marshal(placeRecord{Pool: rec.Pool, From: rec.From})
+	b, _ := json.Marshal(placeRecord{Pool: rec.Pool, From: rec.From, Cancel: rec.Cancel && rec.From != ""})
 	return b
 }
 
