@@ -19,6 +19,7 @@ error: nothing is retried. Exits 1 if there was any.
 """
 import argparse
 import os
+import re
 import queue
 import signal
 import subprocess
@@ -118,6 +119,19 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def log_problem(line):
+    """A daemon's log line that reports a problem: a record at level
+    WARN or above, or anything that is no log record (a panic's trace)
+    except the old unstructured startup lines."""
+    s = line.strip()
+    if not s:
+        return False
+    m = re.search(r'\blevel=(\w+)', s) or re.search(r'"level":"(\w+)"', s)
+    if m:
+        return m.group(1) not in ("DEBUG", "INFO")
+    return "serving" not in s and "admin" not in s
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--archip", required=True)
@@ -153,7 +167,7 @@ def main():
     for log in filter(None, args.logs.split(",")):
         with open(log) as f:
             for line in f:
-                if line.strip() and "serving" not in line and "admin" not in line:
+                if log_problem(line):
                     a.error(f"{os.path.basename(log)}: {line.strip()[:300]}")
 
     q = Side("qemu")
