@@ -30,33 +30,15 @@
 #   bench/rados.sh                     # 1 GiB, 8 s per test
 #   SIZE=256M RUNTIME=1 bench/rados.sh # quick
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+. "$(dirname "$0")/lib.sh"
 SIZE=${SIZE:-1G}
 RUNTIME=${RUNTIME:-8}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  scripts/ceph-cluster.sh stop "$work/ceph" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-CEPH_CONF=$(scripts/ceph-cluster.sh start "$work/ceph")
-export CEPH_CONF ARCHIP_TEST_CEPH_CONF=$CEPH_CONF
+ceph_start
+export ARCHIP_TEST_CEPH_CONF=$CEPH_CONF
 go build -tags ceph,pacific -o "$work/archip" ./cmd/archip
 store="rados://archip?conf=$CEPH_CONF&namespace=bench"
 archip() { "$work/archip" --store "$store" "$@"; }
 
-# fio_json UNIT: fio's JSON on stdin → MiB/s (UNIT mib) or IOPS, reads
-# and writes added together.
-fio_json() { sed -n '/^{/,$p' | /usr/bin/python3 -c '
-import json, sys
-j = json.load(sys.stdin)["jobs"][0]
-r, w = j["read"], j["write"]
-print(round((r["bw_bytes"] + w["bw_bytes"]) / 2**20) if sys.argv[1] == "mib" else round(r["iops"] + w["iops"]))
-' "$1"; }
 # fio options of each test; RBDSPEC where fio's rbd engine runs another.
 declare -A SPEC=(
   [seqread]="--rw=read --bs=1M --iodepth=16"
@@ -86,14 +68,14 @@ fio --name=prep --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin 
   --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 archip volume create vol --size "$SIZE" >/dev/null
 "$work/archip" --store "$store" serve --nbd-listen "unix:$work/a.sock" 2>/dev/null & pids+=($!)
-for _ in $(seq 100); do [ -S "$work/a.sock" ] && break; sleep 0.05; done
+wait_sock "$work/a.sock"
 uri="nbd+unix:///vol?socket=$work/a.sock"
 fio --name=prep --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 # RBD over the same transport: qemu-nbd with QEMU's rbd driver (cache=none:
 # no librbd cache), on an image of its own.
 rbd create --size "$SIZE" archip/bench-nbd
 qemu-nbd -t -e 4 -f raw --cache=none -x bench -k "$work/q.sock" "rbd:archip/bench-nbd:conf=$CEPH_CONF" & pids+=($!)
-for _ in $(seq 100); do [ -S "$work/q.sock" ] && break; sleep 0.05; done
+wait_sock "$work/q.sock"
 quri="nbd+unix:///bench?socket=$work/q.sock"
 fio --name=prep --ioengine=nbd --uri="$quri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 
@@ -179,7 +161,6 @@ done
 engine=$(go test -tags ceph,pacific -run '^$' -bench CloneRados -benchtime 10x ./internal/volume 2>/dev/null | grep '^Benchmark')
 direct=$(go test -tags ceph,pacific -run '^$' -bench RandomIO -benchtime "${RUNTIME}s" ./internal/objstore/rados 2>/dev/null | grep '^Benchmark')
 
-ratio() { /usr/bin/python3 -c 'import sys; a,b=map(float,sys.argv[1:]); print(f"{a/b:.2f}x" if b else "-")' "$1" "$2"; }
 echo
 echo "Ceph RADOS, one memstore OSD, replication 1; $SIZE image, ${RUNTIME}s per test; 1M in MiB/s, 4k in IOPS"
 echo "(archip and qemu-nbd over NBD on a unix socket; fio's rbd engine in process)"

@@ -17,26 +17,14 @@
 #   bench/s3.sh                      # 1 GiB, 8 s per test
 #   SIZE=256M RUNTIME=1 bench/s3.sh  # quick
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+. "$(dirname "$0")/lib.sh"
 SIZE=${SIZE:-1G}
 RUNTIME=${RUNTIME:-8}
 IO=${IO:-8M}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  scripts/ceph-cluster.sh stop "$work/ceph" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-CEPH_CONF=$(scripts/ceph-cluster.sh start "$work/ceph")
-export CEPH_CONF
-read -r endpoint creds < <(scripts/ceph-cluster.sh start-rgw "$work/ceph")
-export AWS_SHARED_CREDENTIALS_FILE=$creds AWS_CONFIG_FILE=/dev/null
-ak=$(sed -n 's/^aws_access_key_id *= *//p' "$creds")
-sk=$(sed -n 's/^aws_secret_access_key *= *//p' "$creds")
+ceph_start
+rgw_start
+endpoint=$rgw_endpoint ak=$rgw_ak sk=$rgw_sk
+export AWS_SHARED_CREDENTIALS_FILE=$rgw_creds AWS_CONFIG_FILE=/dev/null
 # The bucket, made with curl's SigV4 (the keys go through a config file,
 # not the command line).
 printf 'user = "%s:%s"\n' "$ak" "$sk" >"$work/curl.conf"
@@ -52,7 +40,7 @@ declare -A URI
 for kind in s3 rados; do
   "$work/archip" --store "${STORE[$kind]}" -q volume create vol --size "$SIZE"
   "$work/archip" --store "${STORE[$kind]}" serve --nbd-listen "unix:$work/$kind.sock" 2>"$work/$kind.log" & pids+=($!)
-  for _ in $(seq 100); do [ -S "$work/$kind.sock" ] && break; sleep 0.05; done
+  wait_sock "$work/$kind.sock"
   URI[$kind]="nbd+unix:///vol?socket=$work/$kind.sock"
   fio --name=prep --ioengine=nbd --uri="${URI[$kind]}" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 done
@@ -60,13 +48,6 @@ rbd create --size "$SIZE" archip/bench
 CEPH_ARGS=--rbd_cache=false fio --name=prep --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin \
   --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 
-# fio_json UNIT: fio's JSON on stdin → MiB/s (UNIT mib) or IOPS.
-fio_json() { sed -n '/^{/,$p' | /usr/bin/python3 -c '
-import json, sys
-j = json.load(sys.stdin)["jobs"][0]
-r, w = j["read"], j["write"]
-print(round((r["bw_bytes"] + w["bw_bytes"]) / 2**20) if sys.argv[1] == "mib" else round(r["iops"] + w["iops"]))
-' "$1"; }
 declare -A SPEC=(
   [seqwrite]="--rw=write --bs=1M --iodepth=16"
   [seqread]="--rw=read --bs=1M --iodepth=16"
@@ -125,7 +106,6 @@ for who in s3 rados rbd; do
   echo "  $who amplification: ${AMP[$who]}" >&2
 done
 
-ratio() { /usr/bin/python3 -c "import sys; a, b = map(float, sys.argv[1:]); print('%.2fx' % (a / b) if b else '-')" "$1" "$2"; }
 echo
 echo "archip on s3:// (radosgw) and rados://, and RBD without cache, one memstore OSD ($SIZE, ${RUNTIME}s per test)"
 printf '%-34s %9s %9s %9s %12s %12s\n' test s3 rados "rbd" "s3/rbd" "s3/rados"
