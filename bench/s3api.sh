@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The S3 API's throughput, side by side in one run: `aws s3 cp` (the AWS
+# CLI's default multipart settings: 8 MiB parts, 10 requests at once) of
+# a file of SIZE up and down against
+#   - archip serve --s3-listen on a file store,
+#   - versitygw's posix backend, its directory on the same disk,
+#   - radosgw on a throwaway Ceph cluster (one memstore OSD; RGW=0 skips it).
+# Each server is started by PID on a loopback port chosen now and stopped
+# on exit. Every upload is of a fresh random file (archip deduplicates: a
+# file uploaded twice would cost it no writes), and targets interleave
+# (archip, versitygw, radosgw, then the reverse; ROUNDS of each), each
+# figure the mean of its rounds. The first download of each target is
+# compared with what was uploaded.
+#
+#   bench/s3api.sh                          # 1 GiB, 2 rounds
+#   SIZE=256M ROUNDS=1 RGW=0 bench/s3api.sh # quick
+#   PROFILE=DIR bench/s3api.sh              # also archip's CPU profile in DIR/archip.pprof
+#
+# versitygw: $ARCHIP_TEST_VERSITYGW or ~/.cache/archip/bin/versitygw
+# (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+SIZE=${SIZE:-1G}
+ROUNDS=${ROUNDS:-2}
+RGW=${RGW:-1}
+VGW=${ARCHIP_TEST_VERSITYGW:-$HOME/.cache/archip/bin/versitygw}
+AWS=/usr/bin/aws
+[ -x "$AWS" ] || AWS=aws
+[ -x "$VGW" ] || { echo "s3api.sh: no versitygw at $VGW: install it (see the header) or set ARCHIP_TEST_VERSITYGW" >&2; exit 2; }
+bytes=$(numfmt --from=iec "$SIZE")
+go build -o "$work/archip" ./cmd/archip
+
+# The AWS CLI's files: one profile a target, keys only in these files.
+export AWS_CONFIG_FILE=$work/aws-config AWS_SHARED_CREDENTIALS_FILE=$work/aws-credentials
+export AWS_EC2_METADATA_DISABLED=true AWS_PAGER=
+: >"$AWS_CONFIG_FILE"
+: >"$AWS_SHARED_CREDENTIALS_FILE"
+chmod 600 "$AWS_SHARED_CREDENTIALS_FILE"
+declare -A ENDPOINT
+# target NAME ENDPOINT ACCESS SECRET: the AWS CLI's profile NAME.
+target() {
+  ENDPOINT[$1]=$2
+  printf '[profile %s]\nregion = us-east-1\ns3 =\n    addressing_style = path\n    signature_version = s3v4\n' "$1" >>"$AWS_CONFIG_FILE"
+  printf '[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$1" "$3" "$4" >>"$AWS_SHARED_CREDENTIALS_FILE"
+}
+s3() { local who=$1; shift; "$AWS" --profile "$who" --endpoint-url "${ENDPOINT[$who]}" s3 "$@"; }
+key() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# archip on a file store.
+ak=AK$(key) sk=$(key)
+printf '%s %s\n' "$ak" "$sk" >"$work/archip-keys"
+chmod 600 "$work/archip-keys"
+port=$(freeport)
+prof=()
+[ -n "${PROFILE:-}" ] && mkdir -p "$PROFILE" && prof=(--cpuprofile "$PROFILE/archip.pprof")
+"$work/archip" --store "file://$work/archip-store" serve --nbd-listen "unix:$work/nbd.sock" "${prof[@]}" \
+  --s3-listen "127.0.0.1:$port" --s3-keys-file "$work/archip-keys" 2>"$work/archip.log" & pids+=($!)
+archip_pid=$!
+wait_port "$port" || { cat "$work/archip.log" >&2; exit 1; }
+target archip "http://127.0.0.1:$port" "$ak" "$sk"
+
+# versitygw's posix backend.
+ak=AK$(key) sk=$(key)
+port=$(freeport)
+mkdir "$work/vgw"
+ROOT_ACCESS_KEY=$ak ROOT_SECRET_KEY=$sk "$VGW" --port "127.0.0.1:$port" posix "$work/vgw" >"$work/vgw.log" 2>&1 & pids+=($!)
+wait_port "$port" || { cat "$work/vgw.log" >&2; exit 1; }
+target versitygw "http://127.0.0.1:$port" "$ak" "$sk"
+
+whos=(archip versitygw)
+if [ "$RGW" != 0 ]; then
+  ceph_start
+  rgw_start
+  target radosgw "$rgw_endpoint" "$rgw_ak" "$rgw_sk"
+  whos+=(radosgw)
+fi
+for who in "${whos[@]}"; do s3 "$who" mb s3://bench >/dev/null; done
+
+# ms CMD...: runs CMD quietly, prints how long it took in ms.
+ms() { local s e; s=$(date +%s%N); "$@" >/dev/null || return 1; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
+mibs() { /usr/bin/python3 -c 'import sys; print(round(int(sys.argv[1]) / 2**20 / (int(sys.argv[2]) / 1000)))' "$bytes" "$1"; }
+declare -A UP DOWN CHECKED
+order=()
+for _ in $(seq "$ROUNDS"); do order+=("${whos[@]}"); for ((i = ${#whos[@]} - 1; i >= 0; i--)); do order+=("${whos[i]}"); done; done
+n=0
+for who in "${order[@]}"; do
+  n=$((n + 1))
+  head -c "$bytes" /dev/urandom >"$work/up"
+  t=$(ms s3 "$who" cp --no-progress "$work/up" "s3://bench/f$n")
+  UP[$who]="${UP[$who]:-} $(mibs "$t")"
+  t=$(ms s3 "$who" cp --no-progress "s3://bench/f$n" "$work/down")
+  DOWN[$who]="${DOWN[$who]:-} $(mibs "$t")"
+  if [ -z "${CHECKED[$who]:-}" ]; then
+    cmp "$work/up" "$work/down" || { echo "s3api.sh: $who returned other bytes" >&2; exit 1; }
+    CHECKED[$who]=1
+  fi
+  s3 "$who" rm "s3://bench/f$n" >/dev/null
+  rm -f "$work/down"
+  echo "  $who: up ${UP[$who]##* } MiB/s, down ${DOWN[$who]##* } MiB/s" >&2
+done
+mean() { /usr/bin/python3 -c 'import sys; v = [float(x) for x in sys.argv[1:]]; print(round(sum(v) / len(v)))' $1; }
+for who in "${whos[@]}"; do UP[$who]=$(mean "${UP[$who]}"); DOWN[$who]=$(mean "${DOWN[$who]}"); done
+if [ -n "${PROFILE:-}" ]; then
+  kill -INT "$archip_pid"
+  wait "$archip_pid" 2>/dev/null || true
+fi
+
+echo
+echo "aws s3 cp of $SIZE (default multipart: 8 MiB parts, 10 at once), MiB/s, mean of $((ROUNDS * 2)) runs each"
+echo "(one loopback machine shared with other work: compare within a run only)"
+printf '%-10s %8s %8s %12s %12s\n' server upload download "up vs vgw" "down vs vgw"
+for who in "${whos[@]}"; do
+  printf '%-10s %8s %8s %12s %12s\n' "$who" "${UP[$who]}" "${DOWN[$who]}" \
+    "$(ratio "${UP[$who]}" "${UP[versitygw]}")" "$(ratio "${DOWN[$who]}" "${DOWN[versitygw]}")"
+done
