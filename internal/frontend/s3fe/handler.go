@@ -481,18 +481,24 @@ func copySource(v string) (string, string, error) {
 	return b, k, nil
 }
 
-func (h *handler) copyObject(w http.ResponseWriter, r *http.Request, bkt, key string) {
-	sb, sk, err := copySource(r.Header.Get("X-Amz-Copy-Source"))
-	if err != nil {
-		h.fail(w, r, err)
-		return
+// copySourceObject returns the object x-amz-copy-source names, if it
+// meets the request's x-amz-copy-source-if-* conditions.
+func (h *handler) copySourceObject(r *http.Request) (sb, sk string, src *bucket.Object, err error) {
+	if sb, sk, err = copySource(r.Header.Get("X-Amz-Copy-Source")); err != nil {
+		return "", "", nil, err
 	}
-	src, err := h.b.GetObject(r.Context(), sb, sk)
-	if err != nil {
-		h.fail(w, r, err)
-		return
+	if src, err = h.b.GetObject(r.Context(), sb, sk); err != nil {
+		return "", "", nil, err
 	}
 	if err := copyPreconditions(r, src); err != nil {
+		return "", "", nil, err
+	}
+	return sb, sk, src, nil
+}
+
+func (h *handler) copyObject(w http.ResponseWriter, r *http.Request, bkt, key string) {
+	sb, sk, _, err := h.copySourceObject(r)
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -864,10 +870,7 @@ func (h *handler) uploadPart(w http.ResponseWriter, r *http.Request, bkt, key st
 		h.fail(w, r, err)
 		return
 	}
-	if u, err := h.b.GetUpload(r.Context(), bkt, q.Get("uploadId")); err != nil || u.Key != key {
-		if err == nil {
-			err = bucket.ErrNoUpload
-		}
+	if err := h.uploadOf(r, bkt, key, q.Get("uploadId")); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -886,17 +889,8 @@ func (h *handler) copyPart(w http.ResponseWriter, r *http.Request, bkt, key stri
 		h.fail(w, r, errf(400, "InvalidArgument", "partNumber must be an integer from 1 to %d", bucket.MaxParts))
 		return
 	}
-	sb, sk, err := copySource(r.Header.Get("X-Amz-Copy-Source"))
+	sb, sk, src, err := h.copySourceObject(r)
 	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	src, err := h.b.GetObject(r.Context(), sb, sk)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if err := copyPreconditions(r, src); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -909,10 +903,7 @@ func (h *handler) copyPart(w http.ResponseWriter, r *http.Request, bkt, key stri
 			return
 		}
 	}
-	if u, err := h.b.GetUpload(r.Context(), bkt, q.Get("uploadId")); err != nil || u.Key != key {
-		if err == nil {
-			err = bucket.ErrNoUpload
-		}
+	if err := h.uploadOf(r, bkt, key, q.Get("uploadId")); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -926,10 +917,7 @@ func (h *handler) copyPart(w http.ResponseWriter, r *http.Request, bkt, key stri
 
 func (h *handler) completeUpload(w http.ResponseWriter, r *http.Request, bkt, key string, q url.Values, body io.Reader) {
 	id := q.Get("uploadId")
-	if u, err := h.b.GetUpload(r.Context(), bkt, id); err != nil || u.Key != key {
-		if err == nil {
-			err = bucket.ErrNoUpload
-		}
+	if err := h.uploadOf(r, bkt, key, id); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -981,17 +969,12 @@ func (h *handler) listParts(w http.ResponseWriter, r *http.Request, bkt, key str
 	}
 	marker, _ := strconv.Atoi(q.Get("part-number-marker"))
 	res := listPartsResult{Xmlns: xmlns, Bucket: bkt, Key: key, UploadID: id, PartNumberMarker: marker, MaxParts: max, StorageClass: "STANDARD"}
-	for _, p := range parts {
-		if p.Number <= marker {
-			continue
-		}
-		if len(res.Parts) == max {
-			res.IsTruncated = true
-			break
-		}
+	pg, more := page(parts, max, func(p bucket.Part) bool { return p.Number > marker })
+	for _, p := range pg {
 		res.Parts = append(res.Parts, partXML{PartNumber: p.Number, LastModified: isoTime(p.ModTime), ETag: p.ETag, Size: p.Size})
 		res.NextPartNumberMarker = p.Number
 	}
+	res.IsTruncated = more
 	writeXML(w, 200, res)
 }
 
@@ -1008,16 +991,28 @@ func (h *handler) listUploads(w http.ResponseWriter, r *http.Request, bkt string
 	}
 	prefix, km, um := q.Get("prefix"), q.Get("key-marker"), q.Get("upload-id-marker")
 	res := listMultipartUploadsResult{Xmlns: xmlns, Bucket: bkt, KeyMarker: km, UploadIDMarker: um, Prefix: prefix, MaxUploads: max}
-	for _, u := range ups {
-		if !strings.HasPrefix(u.Key, prefix) || u.Key < km || u.Key == km && (um == "" || u.ID <= um) {
-			continue
-		}
-		if len(res.Uploads) == max {
-			res.IsTruncated = true
-			break
-		}
+	pg, more := page(ups, max, func(u bucket.Upload) bool {
+		return strings.HasPrefix(u.Key, prefix) && (u.Key > km || u.Key == km && um != "" && u.ID > um)
+	})
+	for _, u := range pg {
 		res.Uploads = append(res.Uploads, uploadXML{Key: u.Key, UploadID: u.ID, Initiated: isoTime(u.Created), StorageClass: "STANDARD"})
 		res.NextKeyMarker, res.NextUploadIDMarker = u.Key, u.ID
 	}
+	res.IsTruncated = more
 	writeXML(w, 200, res)
+}
+
+// page returns the first max items (in order) that keep accepts, and
+// whether more follow them.
+func page[T any](items []T, max int, keep func(T) bool) (out []T, more bool) {
+	for _, it := range items {
+		if !keep(it) {
+			continue
+		}
+		if len(out) == max {
+			return out, true
+		}
+		out = append(out, it)
+	}
+	return out, false
 }

@@ -22,18 +22,6 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
-// do sends req and returns its body and status.
-func do(t *testing.T, req *http.Request) (string, int) {
-	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b), resp.StatusCode
-}
-
 // TestUnsignedAmzHeaderRefused: an x-amz-* header added to a signed
 // request after signing (x-amz-copy-source turning a PUT into a copy of
 // another object, user metadata) makes the request fail: what such
@@ -61,11 +49,7 @@ func TestUnsignedAmzHeaderRefused(t *testing.T) {
 	}
 
 	// Signed, the same headers work.
-	req, _ = http.NewRequest("PUT", e.url+"/bkt/dst", nil)
-	req.Header.Set("X-Amz-Content-Sha256", sha256Hex(""))
-	req.Header.Set("X-Amz-Copy-Source", "/bkt/secret")
-	resign(t, req)
-	if body, status := do(t, req); status != 200 {
+	if body, status := do(t, signedRequest(t, e, "PUT", "/bkt/dst", "", "X-Amz-Copy-Source", "/bkt/secret")); status != 200 {
 		t.Errorf("signed copy: %d %s", status, body)
 	}
 }
@@ -74,12 +58,8 @@ func TestUnsignedAmzHeaderRefused(t *testing.T) {
 // s3 (its scope names it) is refused.
 func TestSignedForOtherService(t *testing.T) {
 	e := start(t)
-	req, _ := http.NewRequest("GET", e.url+"/", nil)
-	req.Header.Set("X-Amz-Content-Sha256", sha256Hex(""))
-	if err := v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}, req,
-		sha256Hex(""), "iam", "us-east-1", time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	req := signedRequest(t, e, "GET", "/", "")
+	signAs(t, req, access, secret, "iam", time.Now())
 	if body, status := do(t, req); status/100 != 4 || !strings.Contains(body, "<Code>AuthorizationHeaderMalformed</Code>") {
 		t.Fatalf("signed for iam: %d %s", status, body)
 	}
@@ -154,18 +134,6 @@ func TestAnonymousEveryRoute(t *testing.T) {
 	}
 }
 
-// chunkedPut sends an unsigned-trailer aws-chunked PUT of payload.
-func chunkedPut(t *testing.T, e *env, path, payload, decoded string) (string, int) {
-	req, _ := http.NewRequest("PUT", e.url+path, strings.NewReader(payload))
-	req.Header.Set("X-Amz-Content-Sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
-	req.Header.Set("Content-Encoding", "aws-chunked")
-	if decoded != "" {
-		req.Header.Set("X-Amz-Decoded-Content-Length", decoded)
-	}
-	resign(t, req)
-	return do(t, req)
-}
-
 // TestChunkedBounds: an aws-chunked body must say its decoded length (it
 // alone bounds what is stored: the chunk sizes are the client's), and
 // its trailer is bounded.
@@ -208,10 +176,7 @@ func TestChunkSignatureReplay(t *testing.T) {
 	r.Header.Set("X-Amz-Content-Sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
 	r.Header.Set("Content-Encoding", "aws-chunked")
 	r.Header.Set("X-Amz-Decoded-Content-Length", "66560")
-	if err := v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: "AKIAIOSFODNN7EXAMPLE", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},
-		r, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "s3", "us-east-1", now); err != nil {
-		t.Fatal(err)
-	}
+	signAs(t, r, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "s3", now)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, r)
 	if rec.Code != 403 || !strings.Contains(rec.Body.String(), "SignatureDoesNotMatch") {
@@ -234,14 +199,8 @@ func TestStalledBodyTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	req := signedRequest(t, e, "PUT", "/slow/k", "")
-	req.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
-	resign(t, req)
-	fmt.Fprintf(conn, "PUT /slow/k HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n", req.Host)
-	for k, v := range req.Header {
-		fmt.Fprintf(conn, "%s: %s\r\n", k, v[0])
-	}
-	fmt.Fprintf(conn, "\r\n0123456789")
+	req := sendHead(t, e, conn, "PUT", "/slow/k", 1000)
+	fmt.Fprintf(conn, "0123456789")
 	for p := ""; p != "PUT /slow/k"; {
 		select {
 		case p = <-e.done:
@@ -261,28 +220,6 @@ func TestStalledBodyTimesOut(t *testing.T) {
 	if _, err := e.b.GetObject(ctx, "slow", "k"); err == nil {
 		t.Error("stored")
 	}
-}
-
-// req sends a signed request with extra headers (signed too) and
-// returns the response's body, status and headers.
-func req(t *testing.T, e *env, method, path, body string, hdr ...string) (string, int, http.Header) {
-	t.Helper()
-	r, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Header.Set("X-Amz-Content-Sha256", sha256Hex(body))
-	for i := 0; i+1 < len(hdr); i += 2 {
-		r.Header.Set(hdr[i], hdr[i+1])
-	}
-	resign(t, r)
-	resp, err := http.DefaultClient.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b), resp.StatusCode, resp.Header
 }
 
 // TestErrorsAndEdges: S3's error codes and statuses, ranges,
@@ -417,9 +354,8 @@ func TestErrorsAndEdges(t *testing.T) {
 	}
 
 	// Skewed time.
-	r, _ := http.NewRequest("GET", e.url+"/", nil)
-	r.Header.Set("X-Amz-Content-Sha256", sha256Hex(""))
-	v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}, r, sha256Hex(""), "s3", "us-east-1", time.Now().Add(-time.Hour))
+	r := signedRequest(t, e, "GET", "/", "")
+	signAs(t, r, access, secret, "s3", time.Now().Add(-time.Hour))
 	b, s = do(t, r)
 	want("an hour old", b, s, 403, "RequestTimeTooSkewed")
 }
@@ -507,14 +443,8 @@ func TestXMLBodiesBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := signedRequest(t, e, "POST", "/xml?delete", "")
-	r.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
-	resign(t, r)
-	fmt.Fprintf(conn, "POST /xml?delete HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n", r.Host)
-	for k, v := range r.Header {
-		fmt.Fprintf(conn, "%s: %s\r\n", k, v[0])
-	}
-	fmt.Fprintf(conn, "\r\n<Delete>")
+	sendHead(t, e, conn, "POST", "/xml?delete", 1000)
+	fmt.Fprintf(conn, "<Delete>")
 	for deadline := time.Now().Add(30 * time.Second); s3fe.XMLSlotsInUse(e.h) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the first request did not take its slot")

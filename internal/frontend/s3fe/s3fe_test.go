@@ -3,8 +3,6 @@ package s3fe_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -396,18 +394,6 @@ func (p pastSigner) PresignHTTP(ctx context.Context, creds aws.Credentials, r *h
 	return p.s.PresignHTTP(ctx, creds, r, payloadHash, service, region, p.t, optFns...)
 }
 
-func fetch(t *testing.T, method, url string, body io.Reader) (string, int) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, body)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b), resp.StatusCode
-}
-
 // Bad input: malformed XML on complete, a client that disconnects mid-
 // body: S3 errors, and nothing visible.
 func TestBadInput(t *testing.T) {
@@ -435,14 +421,7 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := signedRequest(t, e, "PUT", "/bad/half", "")
-	req.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
-	resign(t, req)
-	fmt.Fprintf(conn, "PUT /bad/half HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000000\r\n", req.Host)
-	for k, v := range req.Header {
-		fmt.Fprintf(conn, "%s: %s\r\n", k, v[0])
-	}
-	fmt.Fprintf(conn, "\r\n")
+	sendHead(t, e, conn, "PUT", "/bad/half", 1000000)
 	conn.Write(randData(5, 300000))
 	conn.Close()
 	for p := range e.done {
@@ -458,61 +437,14 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// signedRequest builds a request signed with the SDK's v4 signer over
-// the body (only to drive the server with bytes the SDK would not send).
-func signedRequest(t *testing.T, e *env, method, path, body string) *http.Request {
-	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Amz-Content-Sha256", sha256Hex(body))
-	resign(t, req)
-	return req
-}
-
-func resign(t *testing.T, req *http.Request) {
-	req.Header.Del("Authorization")
-	// As S3 clients sign: the path encoded once.
-	signer := v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true })
-	err := signer.SignHTTP(ctx, aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}, req,
-		req.Header.Get("X-Amz-Content-Sha256"), "s3", "us-east-1", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func signed(t *testing.T, e *env, method, path, body string) (string, int) {
-	req := signedRequest(t, e, method, path, body)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b), resp.StatusCode
-}
-
-func sha256Hex(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
-}
-
 // TestPayloadHashMismatch: a body whose SHA-256 is not the signed
 // x-amz-content-sha256 is refused, and nothing is stored.
 func TestPayloadHashMismatch(t *testing.T) {
 	e := start(t)
 	client(e, secret).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("hash")})
-	req, _ := http.NewRequest("PUT", e.url+"/hash/k", strings.NewReader("the body sent"))
-	req.Header.Set("X-Amz-Content-Sha256", sha256Hex("the body signed"))
-	resign(t, req)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 400 || !strings.Contains(string(b), "XAmzContentSHA256Mismatch") {
-		t.Fatalf("mismatched payload hash: %d %s", resp.StatusCode, b)
+	b, status := do(t, signedRequest(t, e, "PUT", "/hash/k", "the body sent", "X-Amz-Content-Sha256", sha256Hex("the body signed")))
+	if status != 400 || !strings.Contains(b, "XAmzContentSHA256Mismatch") {
+		t.Fatalf("mismatched payload hash: %d %s", status, b)
 	}
 	if _, err := e.b.GetObject(ctx, "hash", "k"); err == nil {
 		t.Fatal("an upload whose hash differs is visible")
