@@ -3,6 +3,7 @@ package bucket_test
 import (
 	"bytes"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -69,24 +70,82 @@ func BenchmarkCompleteUpload(b *testing.B) {
 }
 
 // BenchmarkPutObject: the upload path of PutObject (chunking, hashing,
-// deduplication, block writes) on a file store, of fresh random data.
+// deduplication, block writes) of fresh random data, on a memory store
+// (the software path alone) and on a file store (each object written
+// durable before the upload returns).
 func BenchmarkPutObject(b *testing.B) {
+	for _, kind := range []string{"mem", "file"} {
+		b.Run(kind, func(b *testing.B) {
+			bk := &bucket.Store{S: benchStore(b, kind)}
+			if err := bk.CreateBucket(ctx, "bkt"); err != nil {
+				b.Fatal(err)
+			}
+			const size = 64 << 20
+			b.SetBytes(size)
+			for i := range b.N {
+				b.StopTimer()
+				p := data(uint64(i)+100, size)
+				b.StartTimer()
+				if _, err := bk.PutObject(ctx, "bkt", "k", bytes.NewReader(p), size, bucket.PutOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUploadParts: parts of 8 MiB, 10 at once, as the AWS CLI sends
+// them by default, on a memory and on a file store.
+func BenchmarkUploadParts(b *testing.B) {
+	const partSize, parts, inFlight = 8 << 20, 40, 10
+	for _, kind := range []string{"mem", "file"} {
+		b.Run(kind, func(b *testing.B) {
+			bk := &bucket.Store{S: benchStore(b, kind)}
+			if err := bk.CreateBucket(ctx, "bkt"); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(partSize * parts)
+			for i := range b.N {
+				b.StopTimer()
+				up, err := bk.CreateUpload(ctx, "bkt", "k", bucket.PutOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				body := make([][]byte, parts)
+				for n := range body {
+					body[n] = data(uint64(i*parts+n)+1000, partSize)
+				}
+				b.StartTimer()
+				g := make(chan struct{}, inFlight)
+				var wg sync.WaitGroup
+				for n := range body {
+					wg.Add(1)
+					g <- struct{}{}
+					go func() {
+						defer func() { <-g; wg.Done() }()
+						if _, err := bk.UploadPart(ctx, "bkt", up, n+1, bytes.NewReader(body[n]), partSize, nil); err != nil {
+							b.Error(err)
+						}
+					}()
+				}
+				wg.Wait()
+				b.StopTimer()
+				if err := bk.AbortUpload(ctx, "bkt", up); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+func benchStore(b *testing.B, kind string) objstore.Store {
+	if kind == "mem" {
+		return objstore.NewMem()
+	}
 	s, err := objstore.OpenFile(b.TempDir(), true)
 	if err != nil {
 		b.Fatal(err)
 	}
-	bk := &bucket.Store{S: s}
-	if err := bk.CreateBucket(ctx, "bkt"); err != nil {
-		b.Fatal(err)
-	}
-	const size = 64 << 20
-	b.SetBytes(size)
-	for i := range b.N {
-		b.StopTimer()
-		p := data(uint64(i)+100, size)
-		b.StartTimer()
-		if _, err := bk.PutObject(ctx, "bkt", "k", bytes.NewReader(p), size, bucket.PutOptions{}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return s
 }

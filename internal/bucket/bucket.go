@@ -36,6 +36,13 @@
 // heap), then reads the records of one page (at most 1000): O(objects in
 // the bucket) time per page, fine for thousands to a few hundred thousand
 // objects, but O(page) memory whatever the bucket's size.
+// ListMultipartUploads costs more: an upload's record is named by its ID
+// alone, so ListUploads reads every upload record of the bucket (one
+// store read each) to learn their keys, whatever the page, prefix or
+// markers asked: O(uploads in progress) reads per page. Uploads in
+// progress are few in practice (each is completed or aborted); a bucket
+// with many thousands of abandoned ones makes each page slow until they
+// are aborted. Bounding it would need the key in the record's name.
 //
 // Limits: keys up to about 300 bytes (their encoded form must fit a store
 // name; blockmap.ErrKeyTooLong), bucket names as S3 (3 to 63 of [a-z0-9.-]).

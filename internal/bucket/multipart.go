@@ -162,7 +162,8 @@ func (b *Store) ListParts(ctx context.Context, bucket, id string) ([]Part, error
 }
 
 // ListUploads returns the uploads in progress in bucket, by key and then
-// ID (the order of ListMultipartUploads' key and upload ID markers).
+// ID (the order of ListMultipartUploads' key and upload ID markers). It
+// reads every upload record of the bucket (see the package doc).
 func (b *Store) ListUploads(ctx context.Context, bucket string) ([]Upload, error) {
 	if err := b.HeadBucket(ctx, bucket); err != nil {
 		return nil, err
