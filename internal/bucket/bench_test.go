@@ -40,7 +40,6 @@ func BenchmarkCompleteUpload(b *testing.B) {
 				b.Fatal(err)
 			}
 			partSize := c.size / int64(c.parts)
-			b.ReportMetric(float64(partSize>>20), "MiB/part")
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
@@ -65,6 +64,7 @@ func BenchmarkCompleteUpload(b *testing.B) {
 					b.Fatalf("completed %d bytes, want %d", obj.Size, c.size)
 				}
 			}
+			b.ReportMetric(float64(partSize>>20), "MiB/part")
 		})
 	}
 }
