@@ -155,6 +155,11 @@ type handle struct {
 	lease  *lease.Lease   // renewed until v is closed or discarded, which releases it
 	fenced error
 	shut   bool // closed: nothing may open a writer on it again
+	// yieldUntil, yieldTerm: after a handoff, until the asker takes the
+	// lease (its term passes yieldTerm) or yieldUntil, this node takes
+	// it back at no write (yield).
+	yieldUntil time.Time
+	yieldTerm  uint64
 
 	// isFenced is set with fenced, and read under d.mu: new clients do not
 	// join a fenced handle (its own clients must see their writes were
@@ -401,7 +406,7 @@ func (h *handle) promote(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.followReads.Store(0)
-	if h.shut || h.fenced != nil || h.lease != nil {
+	if h.shut || h.fenced != nil || h.lease != nil || time.Now().Before(h.yieldUntil) {
 		return
 	}
 	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
@@ -435,6 +440,7 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 		return err
 	}
 	if h.lease == nil {
+		h.yield(ctx)
 		if err := h.becomeWriter(ctx); err != nil {
 			if errors.Is(err, volume.ErrSeqExhausted) {
 				h.d.log.Error("taking the lease failed", "volume", h.name, "err", err)
@@ -445,6 +451,36 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	// NB: the request runs before the lock is given up, so a node that
 	// took the lease makes progress even if it is asked for it at once.
 	return fn(h.v)
+}
+
+// handoffYield bounds how long a node that handed a lease over waits
+// for the asker to take it before its next write takes it back.
+const handoffYield = time.Second
+
+// yield waits, after a handoff, until the node that asked took the lease
+// or handoffYield passed. Without it a writer that writes back to back
+// takes the lease back at once, before the asker has the answer to its
+// request, and the asker asks again and again, pausing longer each time
+// (a move's reopen under a busy writer took a minute). The asker holds it
+// briefly (a move's reopen) or keeps it (a handoff); either way this
+// node's next write then asks it back or waits for its release. The
+// caller holds h.mu exclusively.
+func (h *handle) yield(ctx context.Context) {
+	until, term := h.yieldUntil, h.yieldTerm
+	h.yieldUntil = time.Time{}
+	for d := 500 * time.Microsecond; time.Now().Before(until); d = min(2*d, 8*time.Millisecond) {
+		rec, _, err := h.d.mgr.Leases.Read(ctx, h.id.String())
+		if err != nil || rec.Owner != "" || rec.Term != term {
+			return
+		}
+		t := time.NewTimer(min(d, time.Until(until)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // revalidate checks the handle's role before a request: a writer whose
@@ -583,7 +619,11 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 		return false, nil
 	}
 	t := time.Now()
+	term := h.lease.Term()
 	err := h.becomeFollower(ctx)
+	if err == nil {
+		h.yieldUntil, h.yieldTerm = time.Now().Add(handoffYield), term
+	}
 	h.mu.Unlock()
 	if mx := d.metrics; mx != nil {
 		if err != nil {
