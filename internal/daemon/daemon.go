@@ -155,11 +155,10 @@ type handle struct {
 	lease  *lease.Lease   // renewed until v is closed or discarded, which releases it
 	fenced error
 	shut   bool // closed: nothing may open a writer on it again
-	// yieldUntil, yieldTerm: after a handoff, until the asker takes the
-	// lease (its term passes yieldTerm) or yieldUntil, this node takes
-	// it back at no write (yield).
-	yieldUntil time.Time
-	yieldTerm  uint64
+	// yieldFrom, yieldTerm: the last handoff, when this node released
+	// the lease at term yieldTerm; its next write first yields.
+	yieldFrom time.Time
+	yieldTerm uint64
 
 	// isFenced is set with fenced, and read under d.mu: new clients do not
 	// join a fenced handle (its own clients must see their writes were
@@ -406,7 +405,7 @@ func (h *handle) promote(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.followReads.Store(0)
-	if h.shut || h.fenced != nil || h.lease != nil || time.Now().Before(h.yieldUntil) {
+	if h.shut || h.fenced != nil || h.lease != nil || time.Since(h.yieldFrom) < handoffYield {
 		return
 	}
 	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
@@ -454,26 +453,50 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 }
 
 // handoffYield bounds how long a node that handed a lease over waits
-// for the asker to take it before its next write takes it back.
-const handoffYield = time.Second
+// for the asker to take it before its next write takes it back;
+// handoffHeld how long it then waits for an asker with no admin address
+// (a command: a mover's reopen, a snapshot) to release it.
+const (
+	handoffYield = time.Second
+	handoffHeld  = 10 * time.Second
+)
 
 // yield waits, after a handoff, until the node that asked took the lease
 // or handoffYield passed. Without it a writer that writes back to back
 // takes the lease back at once, before the asker has the answer to its
 // request, and the asker asks again and again, pausing longer each time
-// (a move's reopen under a busy writer took a minute). The asker holds it
-// briefly (a move's reopen) or keeps it (a handoff); either way this
-// node's next write then asks it back or waits for its release. The
-// caller holds h.mu exclusively.
+// (a move's reopen under a busy writer took a minute). An asker that
+// keeps the lease (a daemon: a handoff) is asked for it back by the
+// write that follows; one that cannot be asked (a command, which holds it
+// for a few store operations) is watched closely until it releases it,
+// for up to handoffHeld, so that this node's write goes on at once
+// rather than after lease.Manager.Take's growing pauses. The caller
+// holds h.mu exclusively.
 func (h *handle) yield(ctx context.Context) {
-	until, term := h.yieldUntil, h.yieldTerm
-	h.yieldUntil = time.Time{}
-	for d := 500 * time.Microsecond; time.Now().Before(until); d = min(2*d, 8*time.Millisecond) {
+	start, term := h.yieldFrom, h.yieldTerm
+	h.yieldFrom = time.Time{}
+	if start.IsZero() {
+		return
+	}
+	for d := 500 * time.Microsecond; ; d = min(2*d, 8*time.Millisecond) {
 		rec, _, err := h.d.mgr.Leases.Read(ctx, h.id.String())
-		if err != nil || rec.Owner != "" || rec.Term != term {
+		if err != nil {
 			return
 		}
-		t := time.NewTimer(min(d, time.Until(until)))
+		var until time.Time
+		switch {
+		case rec.Owner == "" && rec.Term == term: // not taken yet
+			until = start.Add(handoffYield)
+		case rec.Owner != "" && rec.Addr == "": // held by a command
+			until = start.Add(handoffHeld)
+		default: // released again, or held by a node that can be asked
+			return
+		}
+		wait := min(d, time.Until(until))
+		if wait <= 0 {
+			return
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -622,7 +645,7 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 	term := h.lease.Term()
 	err := h.becomeFollower(ctx)
 	if err == nil {
-		h.yieldUntil, h.yieldTerm = time.Now().Add(handoffYield), term
+		h.yieldFrom, h.yieldTerm = time.Now(), term
 	}
 	h.mu.Unlock()
 	if mx := d.metrics; mx != nil {
