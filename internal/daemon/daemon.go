@@ -155,6 +155,10 @@ type handle struct {
 	lease  *lease.Lease   // renewed until v is closed or discarded, which releases it
 	fenced error
 	shut   bool // closed: nothing may open a writer on it again
+	// yieldFrom, yieldTerm: the last handoff, when this node released
+	// the lease at term yieldTerm; its next write first yields.
+	yieldFrom time.Time
+	yieldTerm uint64
 
 	// isFenced is set with fenced, and read under d.mu: new clients do not
 	// join a fenced handle (its own clients must see their writes were
@@ -401,7 +405,7 @@ func (h *handle) promote(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.followReads.Store(0)
-	if h.shut || h.fenced != nil || h.lease != nil {
+	if h.shut || h.fenced != nil || h.lease != nil || time.Since(h.yieldFrom) < handoffYield {
 		return
 	}
 	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
@@ -435,6 +439,7 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 		return err
 	}
 	if h.lease == nil {
+		h.yield(ctx)
 		if err := h.becomeWriter(ctx); err != nil {
 			if errors.Is(err, volume.ErrSeqExhausted) {
 				h.d.log.Error("taking the lease failed", "volume", h.name, "err", err)
@@ -445,6 +450,60 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	// NB: the request runs before the lock is given up, so a node that
 	// took the lease makes progress even if it is asked for it at once.
 	return fn(h.v)
+}
+
+// handoffYield bounds how long a node that handed a lease over waits
+// for the asker to take it before its next write takes it back;
+// handoffHeld how long it then waits for an asker with no admin address
+// (a command: a mover's reopen, a snapshot) to release it.
+const (
+	handoffYield = time.Second
+	handoffHeld  = 10 * time.Second
+)
+
+// yield waits, after a handoff, until the node that asked took the lease
+// or handoffYield passed. Without it a writer that writes back to back
+// takes the lease back at once, before the asker has the answer to its
+// request, and the asker asks again and again, pausing longer each time
+// (a move's reopen under a busy writer took a minute). An asker that
+// keeps the lease (a daemon: a handoff) is asked for it back by the
+// write that follows; one that cannot be asked (a command, which holds it
+// for a few store operations) is watched closely until it releases it,
+// for up to handoffHeld, so that this node's write goes on at once
+// rather than after lease.Manager.Take's growing pauses. The caller
+// holds h.mu exclusively.
+func (h *handle) yield(ctx context.Context) {
+	start, term := h.yieldFrom, h.yieldTerm
+	h.yieldFrom = time.Time{}
+	if start.IsZero() {
+		return
+	}
+	for d := 500 * time.Microsecond; ; d = min(2*d, 8*time.Millisecond) {
+		rec, _, err := h.d.mgr.Leases.Read(ctx, h.id.String())
+		if err != nil {
+			return
+		}
+		var until time.Time
+		switch {
+		case rec.Owner == "" && rec.Term == term: // not taken yet
+			until = start.Add(handoffYield)
+		case rec.Owner != "" && rec.Addr == "": // held by a command
+			until = start.Add(handoffHeld)
+		default: // released again, or held by a node that can be asked
+			return
+		}
+		wait := min(d, time.Until(until))
+		if wait <= 0 {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // revalidate checks the handle's role before a request: a writer whose
@@ -583,7 +642,11 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 		return false, nil
 	}
 	t := time.Now()
+	term := h.lease.Term()
 	err := h.becomeFollower(ctx)
+	if err == nil {
+		h.yieldFrom, h.yieldTerm = time.Now(), term
+	}
 	h.mu.Unlock()
 	if mx := d.metrics; mx != nil {
 		if err != nil {

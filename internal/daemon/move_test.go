@@ -171,3 +171,79 @@ func testMoveWhileWriting(t *testing.T, whole bool) {
 		t.Errorf("n2 is %s", role(n2, "v"))
 	}
 }
+
+// TestMoveBusyWriterAsksOnce: a move's reopen under a writer that writes
+// back to back takes the lease after one handoff request. The daemon
+// that handed the lease over used to take it back at its next write,
+// before the mover's request had its answer, and the mover asked again,
+// with pauses growing to a tenth of the TTL (a move back once took 65 s).
+func TestMoveBusyWriterAsksOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	meta, pa, pb := objstore.NewMem(), objstore.NewMem(), objstore.NewMem()
+	router := func() objstore.Store {
+		s, err := pools.New(meta, []pools.Named{{Name: "a", Store: pa}, {Name: "b", Store: pb}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	n1 := newNode(t, router(), "n1", time.Hour)
+	mover := manage.New(router())
+	const maxAsks = 8
+	var asks atomic.Int64
+	ask := lease.HTTPAskToken(time.Second, adminToken)
+	leases, err := lease.NewManager(mover.Store, lease.Config{Node: "mover", TTL: time.Hour, MaxDrift: time.Minute,
+		Ask: func(ctx context.Context, rec lease.Record, volume string) error {
+			if asks.Add(1) > maxAsks {
+				cancel() // the old behaviour: give up rather than wait minutes
+			}
+			return ask(ctx, rec, volume)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mover.Leases = leases
+	const size = 1 << 20
+	if _, err := n1.d.mgr.CreateVolume(ctx, "v", size, 16); err != nil {
+		t.Fatal(err)
+	}
+	e := n1.open(t, "v")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var writes atomic.Int64
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			buf[0] = byte(i)
+			if err := e.WriteAt(context.Background(), buf, int64(i%(size/4096))*4096, false); err != nil {
+				t.Errorf("write %d: %v", i, err)
+				return
+			}
+			writes.Add(1)
+		}
+	}()
+	for writes.Load() < 50 {
+		time.Sleep(time.Millisecond)
+	}
+	for _, to := range []string{"b", "a"} {
+		before := asks.Load()
+		_, err := move.Move(ctx, mover, "v", to, move.Options{})
+		if err != nil {
+			close(stop)
+			<-done
+			t.Fatalf("move to %s: %v (after %d handoff requests)", to, err, asks.Load()-before)
+		}
+		if n := asks.Load() - before; n > 2 {
+			t.Errorf("move to %s asked the writer for the lease %d times", to, n)
+		}
+	}
+	close(stop)
+	<-done
+}

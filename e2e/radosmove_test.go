@@ -1,0 +1,385 @@
+//go:build ceph
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/objstore/s3"
+)
+
+// The writer of TestRadosPoolsMoveLive: for each line OFF of its ops
+// file, one 4 KiB write of record(TAG, i) at OFF to export VOL, then a
+// FLUSH (libnbd has no cache: what is acknowledged is on the daemon, as
+// a guest's O_DIRECT write followed by fdatasync), then "W i START END"
+// (wall clock, ns). Before each write it looks at two files: while
+// CTL.pause exists it waits (once having said "P i"); once CTL.switch
+// exists it closes its connection to the first daemon and goes on
+// through the second ("S i"), as a VM migrated between hosts does.
+const switchWriter = `
+import nbd, os, sys, time
+uri_a, uri_b, tag, opsfile, ctl = sys.argv[1:6]
+h = nbd.NBD()
+h.connect_uri(uri_a)
+on_b = False
+for i, line in enumerate(open(opsfile)):
+    if os.path.exists(ctl + ".pause"):
+        print("P", i, flush=True)
+        while os.path.exists(ctl + ".pause"):
+            time.sleep(0.005)
+    if not on_b and os.path.exists(ctl + ".switch"):
+        h.shutdown()
+        h = nbd.NBD()
+        h.connect_uri(uri_b)
+        on_b = True
+        print("S", i, flush=True)
+    rec = b"%s %08d\n" % (tag.encode(), i)
+    t0 = time.time_ns()
+    h.pwrite((rec * (4096 // len(rec) + 1))[:4096], int(line))
+    h.flush()
+    print("W", i, t0, time.time_ns(), flush=True)
+`
+
+// TestRadosPoolsMoveLive: a volume (and its snapshot) moves file → RADOS
+// → S3 (the cluster's radosgw) → file in a store of three pools, while a
+// libnbd client writes 4 KiB records, each followed by a flush, through
+// archip serve; the first move's mover is killed with SIGKILL part way
+// and run again, and between the first and second moves the client moves
+// from one daemon to another (the second asks the first to hand the
+// volume over). The client never sees an error, every write acknowledged
+// reads back at the end, and after each move volume info names the
+// target and store stats agrees, pool by pool, with du on the file pool
+// and the object listing of the RADOS namespace. The latency of the
+// client's write+flush around each move (the cut-over) is logged.
+func TestRadosPoolsMoveLive(t *testing.T) {
+	needLibnbd(t)
+	re := radosEnv(t)
+	conf := os.Getenv("ARCHIP_TEST_CEPH_CONF")
+	radosURL, _ := url.Parse(re.store)
+	ns := radosURL.Query().Get("namespace")
+	data := s3.TestStoreURL(t, s3.TestServer(t, "radosgw"), fmt.Sprintf("e2eradosmove%d", os.Getpid()))
+	e := &env{t: t, dir: t.TempDir()}
+	local := filepath.Join(e.dir, "local")
+	cfg := filepath.Join(e.dir, "store.toml")
+	body := fmt.Sprintf("metadata = %q\ndefault = \"local\"\n[pools]\nlocal = %q\nrados = %q\ns3 = %q\n",
+		"file://"+filepath.Join(e.dir, "meta"), "file://"+local, re.store, data)
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.store = "pools://" + cfg
+	const (
+		slot  = 4096
+		size  = 2 << 20
+		nops  = 200000
+		slots = size / slot
+	)
+	e.archip("volume", "create", "v", "--size", "2M", "--block-size", "64K")
+	init := make([]byte, size)
+	for i := range slots / 2 {
+		copy(init[i*slot:], flushEachRecord("init", i))
+	}
+	cmd := exec.Command(archipBin, "--store", e.store, "-q", "volume", "write", "v")
+	cmd.Stdin = bytes.NewReader(init[:size/2])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("volume write: %v\n%s", err, out)
+	}
+	e.archip("volume", "snapshot", "v", "v@1")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	offs := make([]int, nops)
+	var f strings.Builder
+	for i := range offs {
+		offs[i] = rng.IntN(slots) * slot
+		fmt.Fprintf(&f, "%d\n", offs[i])
+	}
+	ops := e.path("ops")
+	os.WriteFile(ops, []byte(f.String()), 0o644)
+	ctl := e.path("ctl")
+
+	a := e.serve("--node-id", "a", "--flush-interval", "0")
+	b := e.serve("--node-id", "b", "--flush-interval", "0")
+	w := exec.Command("/usr/bin/python3", "-c", switchWriter, a.uri("v"), b.uri("v"), "w", ops, ctl)
+	out, _ := w.StdoutPipe()
+	var stderr bytes.Buffer
+	w.Stderr = &stderr
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	type op struct{ start, end int64 }
+	var (
+		mu       sync.Mutex
+		lat      []op // by write
+		paused   atomic.Int64
+		switched atomic.Int64
+		last     atomic.Int64
+	)
+	paused.Store(-1)
+	switched.Store(-1)
+	last.Store(-1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 2 {
+				continue
+			}
+			i, _ := strconv.ParseInt(fs[1], 10, 64)
+			switch fs[0] {
+			case "P":
+				paused.Store(i)
+			case "S":
+				switched.Store(i)
+			case "W":
+				if len(fs) == 4 {
+					s, _ := strconv.ParseInt(fs[2], 10, 64)
+					en, _ := strconv.ParseInt(fs[3], 10, 64)
+					mu.Lock()
+					lat = append(lat, op{s, en})
+					mu.Unlock()
+				}
+				last.Store(i)
+			}
+		}
+	}()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case <-done:
+				w.Wait()
+				t.Fatalf("the writer stopped (waiting for %s) after %d acknowledged writes: %s", what, last.Load()+1, stderr.String())
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	waitWrites := func(n int64) {
+		t.Helper()
+		target := last.Load() + n
+		waitFor(fmt.Sprintf("write %d", target), func() bool { return last.Load() >= target })
+	}
+	// pause stops the writer between two writes (each acknowledged with
+	// its flush), so that the pools hold still while they are counted.
+	pause := func() func() {
+		t.Helper()
+		paused.Store(-1)
+		os.WriteFile(ctl+".pause", nil, 0o644)
+		waitFor("the pause", func() bool { return paused.Load() >= 0 })
+		return func() { os.Remove(ctl + ".pause") }
+	}
+	// cutover logs the latency of the writes that started while a move
+	// ran: p50, p99, max.
+	var windows [][2]int64
+	cutover := func(what string, from, to time.Time) {
+		t.Helper()
+		mu.Lock()
+		windows = append(windows, [2]int64{from.UnixNano(), to.UnixNano()})
+		var ds []time.Duration
+		for _, o := range lat {
+			if o.start >= from.UnixNano() && o.start <= to.UnixNano() {
+				ds = append(ds, time.Duration(o.end-o.start))
+			}
+		}
+		mu.Unlock()
+		if len(ds) == 0 {
+			t.Logf("%s: no write started during it", what)
+			return
+		}
+		slices.Sort(ds)
+		q := func(p float64) time.Duration { return ds[min(len(ds)-1, int(p*float64(len(ds))))] }
+		t.Logf("%s: %d writes+flushes during it: latency p50 %v, p99 %v, max %v", what, len(ds), q(0.50), q(0.99), ds[len(ds)-1])
+	}
+	check := func(to string) {
+		t.Helper()
+		resume := pause()
+		defer resume()
+		var info struct {
+			Pool       string `json:"pool"`
+			MovingFrom string `json:"moving_from"`
+		}
+		if err := json.Unmarshal([]byte(e.archip("--json", "volume", "info", "v")), &info); err != nil {
+			t.Fatal(err)
+		}
+		if info.Pool != to || info.MovingFrom != "" {
+			t.Fatalf("volume info after the move to %s: pool %q, moving from %q", to, info.Pool, info.MovingFrom)
+		}
+		var st struct {
+			Pools []struct {
+				Name    string `json:"name"`
+				Objects int64  `json:"objects"`
+				Bytes   int64  `json:"bytes"`
+			} `json:"pools"`
+		}
+		if err := json.Unmarshal([]byte(e.archip("--json", "store", "stats")), &st); err != nil {
+			t.Fatal(err)
+		}
+		var summary []string
+		for _, p := range st.Pools {
+			summary = append(summary, fmt.Sprintf("%s %d blocks %d bytes", p.Name, p.Objects, p.Bytes))
+			switch p.Name {
+			case "local":
+				files, bytes := duFiles(t, local)
+				if files != p.Objects || bytes != p.Bytes {
+					t.Errorf("after the move to %s, store stats says pool local holds %d blocks, %d bytes; du: %d files, %d bytes", to, p.Objects, p.Bytes, files, bytes)
+				}
+			case "rados":
+				listed := strings.Fields(run(t, "rados", "-c", conf, "-p", radosURL.Host, "-N", ns, "ls"))
+				if int64(len(listed)) != p.Objects {
+					t.Errorf("after the move to %s, store stats says pool rados holds %d blocks; rados ls lists %d objects", to, p.Objects, len(listed))
+				}
+			}
+			if p.Name == to && p.Objects == 0 {
+				t.Errorf("after the move to %s, store stats says it holds nothing", to)
+			}
+		}
+		t.Logf("after the move to %s: %s", to, strings.Join(summary, "; "))
+	}
+	move := func(to string) {
+		t.Helper()
+		before := last.Load()
+		from := time.Now()
+		res := e.archip("volume", "move", "v", "--to", to)
+		end := time.Now()
+		t.Logf("%s(%d writes during the move)", res, last.Load()-before)
+		cutover("move to "+to, from, end)
+		waitWrites(30)
+		check(to)
+	}
+
+	waitWrites(50)
+	// file → RADOS through daemon a: a mover killed with SIGKILL part way
+	// (its copy slowed by --rate), then run again.
+	from := time.Now()
+	mv := exec.Command(archipBin, "--store", e.store, "volume", "move", "v", "--to", "rados", "--rate", "1M")
+	if err := mv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
+	mv.Process.Kill()
+	mv.Wait()
+	waitWrites(20)
+	// Killed before its start, part way, or after it finished: a rerun
+	// starts, finishes, or finds nothing to do.
+	if info := e.archip("volume", "info", "v"); strings.Contains(info, "moving from") || !strings.Contains(info, " rados (") {
+		t.Logf("mover killed before it finished; run again: %s", e.archip("volume", "move", "v", "--to", "rados"))
+	} else {
+		t.Log("mover killed after it finished")
+	}
+	cutover("move to rados (killed, rerun)", from, time.Now())
+	waitWrites(30)
+	check("rados")
+
+	// The client moves to daemon b, which asks a to hand the volume over.
+	sw := time.Now()
+	os.WriteFile(ctl+".switch", nil, 0o644)
+	waitFor("the switch", func() bool { return switched.Load() >= 0 })
+	waitWrites(30)
+	cutover("switch from daemon a to b", sw, time.Now())
+	if b.logged("lease taken") == 0 || a.logged("handed over") == 0 {
+		t.Fatalf("no handoff from daemon a to b: a handed over %d times, b took the lease %d times", a.logged("handed over"), b.logged("lease taken"))
+	}
+
+	move("s3")
+	move("local")
+
+	w.Process.Kill()
+	<-done
+	w.Wait()
+	acked := int(last.Load())
+	if acked >= nops-1 {
+		t.Fatal("the writer ran out of writes")
+	}
+	// The same outside the moves and the switch, for comparison.
+	var rest []time.Duration
+	mu.Lock()
+	for _, o := range lat {
+		if !slices.ContainsFunc(windows, func(w [2]int64) bool { return o.start >= w[0] && o.start <= w[1] }) {
+			rest = append(rest, time.Duration(o.end-o.start))
+		}
+	}
+	mu.Unlock()
+	if len(rest) > 0 {
+		slices.Sort(rest)
+		t.Logf("outside the moves and the switch: %d writes+flushes, latency p50 %v, p99 %v, max %v", len(rest), rest[len(rest)/2], rest[len(rest)*99/100], rest[len(rest)-1])
+	}
+	got := []byte(run(t, "/usr/bin/python3", "-c", exportReader, b.uri("v")))
+	if len(got) != size {
+		t.Fatalf("read %d bytes", len(got))
+	}
+	want := bytes.Clone(init)
+	for i := 0; i <= acked; i++ {
+		copy(want[offs[i]:], flushEachRecord("w", i))
+	}
+	inflight := acked + 1
+	for s := range slots {
+		off := s * slot
+		if bytes.Equal(got[off:off+slot], want[off:off+slot]) {
+			continue
+		}
+		if offs[inflight] == off && bytes.Equal(got[off:off+slot], flushEachRecord("w", inflight)) {
+			continue
+		}
+		t.Fatalf("slot %d reads %q, want %q (%d writes acknowledged)", s, got[off:off+40], want[off:off+40], acked+1)
+	}
+	if snap := []byte(run(t, "/usr/bin/python3", "-c", exportReader, b.uri("v@1"))); !bytes.Equal(snap, init) {
+		t.Fatal("the snapshot reads different after the moves")
+	}
+	t.Logf("%d writes acknowledged, all read back", acked+1)
+}
+
+// duFiles counts the objects of the file store at root and their bytes,
+// with du: the newest generation of each object's directory (the file
+// store's layout, objstore.File), when it is a file, not a tombstone.
+func duFiles(t *testing.T, root string) (files, size int64) {
+	t.Helper()
+	newest := map[string]string{}
+	err := filepath.WalkDir(filepath.Join(root, "obj"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || len(d.Name()) != 16 {
+			return err
+		}
+		if dir := filepath.Dir(p); d.Name() > filepath.Base(newest[dir]) {
+			newest[dir] = p
+		}
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var list []string
+	for _, p := range newest {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+			list = append(list, p)
+		}
+	}
+	if len(list) == 0 {
+		return 0, 0
+	}
+	cmd := exec.Command("du", "-cb", "--apparent-size", "--files0-from=-")
+	cmd.Stdin = strings.NewReader(strings.Join(list, "\x00"))
+	outb, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("du: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(outb)), "\n")
+	total, _, _ := strings.Cut(lines[len(lines)-1], "\t")
+	size, err = strconv.ParseInt(total, 10, 64)
+	if err != nil {
+		t.Fatalf("du total %q: %v", lines[len(lines)-1], err)
+	}
+	return int64(len(list)), size
+}
