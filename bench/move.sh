@@ -13,15 +13,18 @@
 #     the three together;
 #   - qemu-img convert: a cold copy of the source file to an RBD image
 #     (rbd: target, QEMU's rbd driver, its default 8 coroutines).
-# Each leg's copy is removed before the next (the memstore OSD holds at
-# most 4 GiB: SIZE above about 1.5G needs 'memstore device bytes' raised in
-# scripts/ceph-cluster.sh). Ratios are archip's MiB/s over the other's.
+# Each leg's copy is removed before the next; the memstore OSD, in RAM, is
+# sized to 3x SIZE (CEPH_MEMSTORE_BYTES). Ratios are archip's MiB/s over the other's.
 #
 #   bench/move.sh              # 4 GiB
 #   SIZE=256M bench/move.sh    # quick
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SIZE=${SIZE:-4G}
+# Two copies at once (rbd migration), and the source: the OSD (in RAM)
+# must hold 3x SIZE.
+bytes=$(numfmt --from=iec "$SIZE")
+export CEPH_MEMSTORE_BYTES=$(( (3 * bytes > 4294967296) ? 3 * bytes : 4294967296 ))
 ceph_start
 go build -tags ceph,pacific -o "$work/archip" ./cmd/archip
 bytes=$(numfmt --from=iec "$SIZE")
