@@ -81,6 +81,9 @@ type Daemon struct {
 	adminHost string
 	// dashboard, if set, serves /ui/ on the admin API (UseDashboard).
 	dashboard http.Handler
+	// loginNow is the clock of the admin API's login limiter (nil:
+	// time.Now; tests).
+	loginNow func() time.Time
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has
