@@ -205,7 +205,7 @@ func TestDashboard(t *testing.T) {
 		}},
 		{"activity", "/ui/activity", []*regexp.Regexp{
 			regexp.MustCompile(`archip_lease_acquisitions_total`),
-			regexp.MustCompile(`id="gc">Not available`),
+			regexp.MustCompile(`id="operations"`),
 			regexp.MustCompile(`(?s)id="busiest".*<td>db</td>`),
 		}},
 	} {

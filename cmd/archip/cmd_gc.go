@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archip/internal/gc"
+	"github.com/archipelago-go/archip/internal/progress"
 	"github.com/archipelago-go/archip/internal/units"
 )
 
@@ -54,16 +55,19 @@ func runGC(ctx context.Context, g *globals, o gcOptions) error {
 	if err != nil {
 		return err
 	}
-	var progress func(string, int64)
-	if prog, done := g.progress("gc"); prog != nil {
-		defer done()
-		progress = func(phase string, n int64) { prog(n, -1) }
-	}
 	log, err := g.logger()
 	if err != nil {
 		return err
 	}
-	rep, err := m.GC(ctx, gc.Options{Grace: o.grace, DryRun: o.dryRun, Progress: progress})
+	rec := g.startProgress(ctx, m.Store, progress.KindGC, "")
+	defer rec.End()
+	gcRec := rec.GC()
+	report := gcRec
+	if prog, done := g.progress("gc"); prog != nil {
+		defer done()
+		report = func(phase string, n int64) { gcRec(phase, n); prog(n, -1) }
+	}
+	rep, err := m.GC(ctx, gc.Options{Grace: o.grace, DryRun: o.dryRun, Progress: report})
 	if err != nil {
 		log.Error("gc run failed", "store", g.store, "err", err)
 		return err

@@ -81,6 +81,8 @@ type Daemon struct {
 	adminHost string
 	// dashboard, if set, serves /ui/ on the admin API (UseDashboard).
 	dashboard http.Handler
+	// ops reads the store's running operations (Operations).
+	ops *opsReader
 	// loginNow is the clock of the admin API's login limiter (nil:
 	// time.Now; tests).
 	loginNow func() time.Time
@@ -98,7 +100,8 @@ type Daemon struct {
 // as m.Leases says. logf (nil: silent) hears its events (see
 // SetLogger), one line each.
 func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
-	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, open: map[blockmap.ID]*handle{}}
+	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, open: map[blockmap.ID]*handle{},
+		ops: &opsReader{s: m.Store, maxAge: DefaultOperationsMaxAge}}
 }
 
 // SetLogger makes d log its events to l instead: volumes opened and
@@ -114,6 +117,7 @@ func (d *Daemon) UseMetrics(m *Metrics) {
 	d.metrics = m
 	m.mu.Lock()
 	m.status = d.Status
+	m.opsRead = d.Operations
 	m.mu.Unlock()
 }
 
