@@ -279,4 +279,3 @@ func List(ctx context.Context, s objstore.Store, now time.Time) ([]Record, error
 	})
 	return out, nil
 }
-
