@@ -31,6 +31,8 @@ Safe on a live store, from any host: snapshots, clones, imports and hashes
 wait while a collection runs (and a collection waits for those running), and
 writers' new blocks are younger than the grace period. Two collections at
 once are refused. Interrupting one is harmless; the next finishes the work.
+While it runs, the metrics and dashboard of every daemon on the store show
+its phase and counts (docs/metrics.md, "Operations").
 
 The grace period must be at least ` + gc.MinGrace.String() + `: a writer checks that its
 unflushed blocks still exist only once they are 15 minutes old, so a shorter

@@ -36,7 +36,9 @@ placed there needs.
 
 A move that was interrupted (crash, kill, ^C) continues where it was when run
 again with the same --to; --cancel moves it back to where it came from (what
-was written meanwhile is copied back). Nothing is lost either way.`,
+was written meanwhile is copied back). Nothing is lost either way. While it
+runs, the metrics and dashboard of every daemon on the store show its step and
+counts (docs/metrics.md, "Operations"); so do those of 'store migrate'.`,
 		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeMove(c.Context(), g, o, args[0])

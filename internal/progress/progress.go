@@ -4,15 +4,15 @@
 // whose /metrics and dashboard show them (docs/metrics.md,
 // "Operations").
 //
-// A running operation keeps a record, progress/<kind>-<random>, in the
-// store: what it is, where it runs, its phase and counts, and an expiry.
-// It writes the record when it starts, at each change of phase, and
-// every Every (5 s) while its counts change, and at least every TTL/3
-// to renew it; it deletes the record when it ends. A record whose
-// expiry has passed is a crashed operation's: readers ignore it, and
-// the next operation to start deletes it. Records are small and few
-// (one per operation running), and never garbage to gc (it keeps names
-// it does not know).
+// The running operations share one object, progress/running: for each,
+// what it is, where it runs, its phase and counts, and an expiry. An
+// operation writes its entry (by compare-and-swap, so that operations
+// running at once keep each other's) when it starts, at each change of
+// phase, every Every (5 s) while its counts change, and at least every
+// TTL/3 to renew it; it removes its entry when it ends. An entry past
+// its expiry is a crashed operation's: readers ignore it, and the next
+// write drops it. So a reader reads one small object, whatever the
+// store holds; gc keeps it (it deletes only names it knows).
 package progress
 
 import (
@@ -23,16 +23,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
-// Prefix is the name prefix of the records.
-const Prefix = "progress/"
+// Name is the object that holds the running operations' records.
+const Name = "progress/running"
 
 // Kinds of operations.
 const (
@@ -51,12 +51,14 @@ const (
 	Every = 5 * time.Second
 	// MaxRecords bounds how many records List returns.
 	MaxRecords = 100
+	// swapTries bounds the compare-and-swap retries of a write.
+	swapTries = 20
 )
 
 // Record is a running operation as its record says.
 type Record struct {
-	// ID tells records apart (from the record's name; not stored).
-	ID   string `json:"-"`
+	// ID tells records apart.
+	ID   string `json:"id"`
 	Kind string `json:"kind"`
 	// Target: the volume or image moved (move), the pools emptied and
 	// filled, "FROM to TO" (migrate); "" for gc.
@@ -88,9 +90,8 @@ type Options struct {
 
 // Reporter keeps an operation's record.
 type Reporter struct {
-	s    objstore.Store
-	name string
-	o    Options
+	s objstore.Store
+	o Options
 
 	mu      sync.Mutex // guards rec and dirty, and orders writes
 	rec     Record
@@ -102,8 +103,8 @@ type Reporter struct {
 	once sync.Once
 }
 
-// Start writes the record of an operation of kind on target, deletes the
-// records of operations that died, and keeps the record until End.
+// Start writes the record of an operation of kind on target, and keeps
+// it until End.
 func Start(ctx context.Context, s objstore.Store, kind, target string, o Options) *Reporter {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -117,39 +118,65 @@ func Start(ctx context.Context, s objstore.Store, kind, target string, o Options
 	var b [6]byte
 	rand.Read(b[:])
 	host, _ := os.Hostname()
-	now := o.Now()
-	r := &Reporter{s: s, name: Prefix + kind + "-" + hex.EncodeToString(b[:]), o: o,
-		rec:  Record{Kind: kind, Target: target, Host: host, PID: os.Getpid(), Phase: "start", Started: now},
+	r := &Reporter{s: s, o: o,
+		rec: Record{ID: kind + "-" + hex.EncodeToString(b[:]), Kind: kind, Target: target, Host: host, PID: os.Getpid(),
+			Phase: "start", Started: o.Now()},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	r.mu.Lock()
 	r.write(ctx)
 	r.mu.Unlock()
-	sweep(ctx, s, now)
 	go r.keep()
 	return r
 }
 
-// sweep deletes the records of operations that died.
-func sweep(ctx context.Context, s objstore.Store, now time.Time) {
-	var dead []string
-	s.List(ctx, Prefix, func(in objstore.Info) error {
-		if rec, err := read(ctx, s, in.Name); errors.Is(err, objstore.ErrCorrupt) || (err == nil && !rec.Live(now.Add(-TTL))) {
-			dead = append(dead, in.Name)
+// running is the content of the object Name.
+type running struct {
+	Operations []Record `json:"operations"`
+}
+
+// update applies fn to the records in the store, by compare-and-swap,
+// dropping those expired a TTL ago or more (crashed operations'; the
+// margin covers clocks that differ).
+func update(ctx context.Context, s objstore.Store, now time.Time, fn func([]Record) []Record) error {
+	for range swapTries {
+		b, v, err := s.Get(ctx, Name)
+		if err != nil && !objstore.IsNotExist(err) {
+			return err
 		}
-		return nil
-	})
-	for _, n := range dead {
-		s.Delete(ctx, n)
+		var cur running
+		if err == nil {
+			json.Unmarshal(b, &cur) // garbage: start afresh
+		}
+		var keep []Record
+		for _, rec := range cur.Operations {
+			if rec.Live(now.Add(-TTL)) {
+				keep = append(keep, rec)
+			}
+		}
+		nb, _ := json.Marshal(running{Operations: fn(keep)})
+		if _, err = s.Swap(ctx, Name, nb, v); !errors.Is(err, objstore.ErrConflict) && !errors.Is(err, objstore.ErrExists) {
+			return err
+		}
 	}
+	return fmt.Errorf("progress: %s kept changing under %d writes", Name, swapTries)
 }
 
 // write writes the record. The caller holds r.mu.
 func (r *Reporter) write(ctx context.Context) {
 	now := r.o.Now()
 	r.rec.Updated, r.rec.Expires = now, now.Add(TTL)
-	b, _ := json.Marshal(r.rec)
-	if _, err := r.s.Put(ctx, r.name, b); err != nil {
-		r.o.Logf("progress: writing %s: %v", r.name, err)
+	rec := r.rec
+	err := update(ctx, r.s, now, func(recs []Record) []Record {
+		for i := range recs {
+			if recs[i].ID == rec.ID {
+				recs[i] = rec
+				return recs
+			}
+		}
+		return append(recs, rec)
+	})
+	if err != nil {
+		r.o.Logf("progress: writing %s: %v", Name, err)
 		return
 	}
 	r.dirty, r.written = false, now
@@ -221,49 +248,34 @@ func (r *Reporter) End() {
 		defer r.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := r.s.Delete(ctx, r.name); err != nil && !objstore.IsNotExist(err) {
-			r.o.Logf("progress: deleting %s (it expires on its own): %v", r.name, err)
+		id := r.rec.ID
+		err := update(ctx, r.s, r.o.Now(), func(recs []Record) []Record {
+			return slices.DeleteFunc(recs, func(rec Record) bool { return rec.ID == id })
+		})
+		if err != nil {
+			r.o.Logf("progress: removing this operation from %s (it expires on its own): %v", Name, err)
 		}
 	})
-}
-
-func read(ctx context.Context, s objstore.Store, name string) (Record, error) {
-	b, _, err := s.Get(ctx, name)
-	if err != nil {
-		return Record{}, err
-	}
-	var rec Record
-	if err := json.Unmarshal(b, &rec); err != nil || rec.Kind == "" {
-		return Record{}, fmt.Errorf("%w: %s is not a progress record", objstore.ErrCorrupt, name)
-	}
-	return rec, nil
 }
 
 // List returns the records of the operations running at now (by their
-// expiry), at most MaxRecords, by kind, target and start.
+// expiry), at most MaxRecords, by kind, target and start: one read of
+// the store.
 func List(ctx context.Context, s objstore.Store, now time.Time) ([]Record, error) {
-	var names []string
-	err := s.List(ctx, Prefix, func(in objstore.Info) error {
-		names = append(names, in.Name)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("progress: listing %s: %w", Prefix, err)
+	b, _, err := s.Get(ctx, Name)
+	if objstore.IsNotExist(err) {
+		return nil, nil
 	}
-	sort.Strings(names)
+	if err != nil {
+		return nil, fmt.Errorf("progress: reading %s: %w", Name, err)
+	}
+	var cur running
+	if err := json.Unmarshal(b, &cur); err != nil {
+		return nil, fmt.Errorf("progress: %w: %s: %v", objstore.ErrCorrupt, Name, err)
+	}
 	var out []Record
-	for _, n := range names {
-		if len(out) == MaxRecords {
-			break
-		}
-		rec, err := read(ctx, s, n)
-		switch {
-		case objstore.IsNotExist(err), errors.Is(err, objstore.ErrCorrupt):
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("progress: %w", err)
-		case rec.Live(now):
-			rec.ID = strings.TrimPrefix(n, Prefix)
+	for _, rec := range cur.Operations {
+		if rec.Live(now) && rec.Kind != "" {
 			out = append(out, rec)
 		}
 	}
@@ -273,9 +285,12 @@ func List(ctx context.Context, s objstore.Store, now time.Time) ([]Record, error
 			return a.Kind < b.Kind
 		}
 		if a.Target != b.Target {
-			return strings.Compare(a.Target, b.Target) < 0
+			return a.Target < b.Target
 		}
 		return a.Started.Before(b.Started)
 	})
+	if len(out) > MaxRecords {
+		out = out[:MaxRecords]
+	}
 	return out, nil
 }

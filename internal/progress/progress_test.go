@@ -2,6 +2,7 @@ package progress
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -54,17 +55,24 @@ func TestRecordLifecycle(t *testing.T) {
 
 	dead := Start(ctx, s, KindMove, "v", o)
 	dead.halt() // as a crash: no renewal, no End
-	clk.add(TTL)
-	if recs := list(); len(recs) != 0 {
-		t.Fatalf("a dead operation's record past its expiry: %+v, want none", recs)
+	other := Start(ctx, s, KindMigrate, "a to b", o)
+	if recs := list(); len(recs) != 2 {
+		t.Fatalf("two operations at once: %+v", recs)
 	}
+	clk.add(TTL)
+	other.Set("copy", nil)
+	if recs := list(); len(recs) != 1 || recs[0].Kind != KindMigrate || recs[0].Phase != "copy" {
+		t.Fatalf("a dead operation's record past its expiry beside a live one: %+v, want the live one only", recs)
+	}
+	other.End()
 	clk.add(TTL)
 	r = Start(ctx, s, KindMove, "w", o)
 	defer r.End()
-	var names []string
-	s.List(ctx, Prefix, func(in objstore.Info) error { names = append(names, in.Name); return nil })
-	if len(names) != 1 {
-		t.Fatalf("records after a Start: %v, want the dead one deleted", names)
+	b, _, _ := s.Get(ctx, Name)
+	var cur running
+	json.Unmarshal(b, &cur)
+	if len(cur.Operations) != 1 || cur.Operations[0].Target != "w" {
+		t.Fatalf("records after a write: %+v, want the dead one dropped", cur.Operations)
 	}
 }
 
