@@ -101,7 +101,7 @@ type Daemon struct {
 // SetLogger), one line each.
 func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
 	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, open: map[blockmap.ID]*handle{},
-		ops: &opsReader{s: m.Store, maxAge: DefaultOperationsMaxAge}}
+		ops: &opsReader{s: m.Store, maxAge: DefaultOperationsMaxAge, wait: opsWait}}
 }
 
 // SetLogger makes d log its events to l instead: volumes opened and

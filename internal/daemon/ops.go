@@ -32,6 +32,7 @@ var errOpsSlow = errors.New("daemon: reading the running operations' records is 
 type opsReader struct {
 	s      objstore.Store
 	maxAge time.Duration
+	wait   time.Duration // opsWait (tests: less)
 
 	mu       sync.Mutex
 	at       time.Time // of the last read
@@ -56,7 +57,7 @@ func (o *opsReader) get(ctx context.Context) ([]progress.Record, time.Time, erro
 	var err error
 	select {
 	case <-ch:
-	case <-time.After(opsWait):
+	case <-time.After(o.wait):
 		err = errOpsSlow
 	case <-ctx.Done():
 		err = ctx.Err()
