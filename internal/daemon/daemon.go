@@ -8,9 +8,10 @@
 // leases released. The core imports no protocol; a frontend knows only
 // Daemon.Open, Daemon.List and Volume. The daemon counts its requests,
 // lease events and store calls in Metrics (served at /metrics by the
-// admin API, which may require a token: RequireToken), serves a web
-// dashboard there if given one (UseDashboard; package dashboard) and
-// logs one slog record per event (SetLogger).
+// admin API, which may require a token: RequireToken), with the store's
+// running gc and moves read from their records (Operations; package
+// progress), serves a web dashboard there if given one (UseDashboard;
+// package dashboard) and logs one slog record per event (SetLogger).
 //
 // Every client of one volume (every NBD connection) shares one open
 // handle, so a flush by any client covers the writes of all of them (the
