@@ -61,7 +61,11 @@ func runGC(ctx context.Context, g *globals, o gcOptions) error {
 	if err != nil {
 		return err
 	}
-	rec := g.startProgress(ctx, m.Store, progress.KindGC, "")
+	target := ""
+	if o.dryRun {
+		target = "dry run"
+	}
+	rec := g.startProgress(ctx, m.Store, progress.KindGC, target)
 	defer rec.End()
 	gcRec := rec.GC()
 	report := gcRec
