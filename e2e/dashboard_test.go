@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/progress"
 )
 
 // chromium is Debian's chromium; ARCHIP_TEST_CHROMIUM names another.
@@ -168,6 +171,18 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("archip top --once --json %s: %s", a.admin, out)
 	}
 
+	// A collection sweeping, as 'archip gc' on any host records it in
+	// the store (package progress), shows on the activity page.
+	st, err := objstore.OpenFile(filepath.Join(e.dir, "store"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	gcRec := progress.Start(context.Background(), st, progress.KindGC, "", progress.Options{})
+	defer gcRec.End()
+	gcRec.GC()("mark", 4)
+	gcRec.GC()("sweep", 2048)
+
 	shots := os.Getenv("ARCHIP_DASHBOARD_SCREENSHOTS")
 	dir := t.TempDir()
 	for _, p := range []struct {
@@ -205,7 +220,7 @@ func TestDashboard(t *testing.T) {
 		}},
 		{"activity", "/ui/activity", []*regexp.Regexp{
 			regexp.MustCompile(`archip_lease_acquisitions_total`),
-			regexp.MustCompile(`id="gc">Not available`),
+			regexp.MustCompile(`(?s)id="operations".*<td>gc</td><td></td><td>sweep</td><td><div>heads_marked: 4</div>`),
 			regexp.MustCompile(`(?s)id="busiest".*<td>db</td>`),
 		}},
 	} {

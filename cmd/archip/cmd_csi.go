@@ -53,7 +53,7 @@ writes. Expansion is offline: a filesystem grows at its next stage.`,
 	c.Flags().StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "the gRPC endpoint: unix:///PATH (the socket file is replaced)")
 	c.Flags().BoolVar(&o.controller, "controller", false, "serve the controller service")
 	c.Flags().StringVar(&o.nodeID, "node-id", "", "serve the node service as this node (the Kubernetes node name)")
-	c.Flags().StringVar(&o.nbd, "nbd", "unix:/run/archip/nbd.sock", "the node's 'archip serve' NBD listener: unix:PATH or HOST:PORT")
+	nbdFlag(c.Flags(), &o.nbd, "unix:/run/archip/nbd.sock")
 	c.Flags().StringVar(&o.runDir, "run-dir", "/run/archip/csi", "where the node service keeps each attached volume's nbdfuse mount point")
 	c.Flags().StringVar(&o.name, "driver-name", csi.DefaultName, "the driver name (a StorageClass's provisioner)")
 	return c

@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
-	"net"
-	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -41,7 +38,7 @@ write.`,
 			return runVolumeDiskXML(c.Context(), g, o, args[0])
 		},
 	}
-	c.Flags().StringVar(&o.nbd, "nbd", "127.0.0.1:10809", "the daemon's NBD address: unix:PATH or HOST:PORT (as its --nbd-listen)")
+	nbdFlag(c.Flags(), &o.nbd, defaultNBDListen)
 	c.Flags().StringVar(&o.target, "target", "vda", "the device name the guest sees (<target dev>)")
 	c.Flags().StringVar(&o.bus, "bus", "virtio", "the disk bus (<target bus>): virtio, scsi, sata, ide")
 	c.Flags().BoolVar(&o.tls, "tls", false, "connect with TLS (the daemon's --tls-cert; TCP only; libvirt's nbd_tls settings give the certificates)")
@@ -89,19 +86,15 @@ func runVolumeDiskXML(ctx context.Context, g *globals, o diskXMLOptions, name st
 	if o.target == "" || strings.ContainsAny(o.target, "/ ") {
 		return usageError{fmt.Errorf("--target %q: want a device name such as vda", o.target)}
 	}
-	if path, ok := strings.CutPrefix(o.nbd, "unix:"); ok {
-		if !filepath.IsAbs(path) {
-			return usageError{fmt.Errorf("--nbd %s: libvirt needs an absolute socket path", o.nbd)}
-		}
-		if o.tls {
-			return usageError{fmt.Errorf("--tls is for TCP: a unix socket is reached only from this host")}
-		}
+	path, host, port, err := splitNBDAddr(o.nbd)
+	switch {
+	case err != nil:
+		return err
+	case path != "" && o.tls:
+		return usageError{fmt.Errorf("--tls is for TCP: a unix socket is reached only from this host")}
+	case path != "":
 		d.Source.Host.Transport, d.Source.Host.Socket = "unix", path
-	} else {
-		host, port, err := net.SplitHostPort(o.nbd)
-		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 || host == "" {
-			return usageError{fmt.Errorf("--nbd %q: want unix:PATH or HOST:PORT", o.nbd)}
-		}
+	default:
 		d.Source.Host.Name, d.Source.Host.Port = host, port
 		if o.tls {
 			d.Source.TLS = "yes"

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 // TestDiskXMLUsage: addresses libvirt cannot use are usage errors (exit
@@ -50,5 +52,36 @@ func TestDiskXMLEscapes(t *testing.T) {
 	}
 	if d.Source.Host.Socket != sock || d.Target.Dev != `vd"<&` || d.Source.Name != "v" {
 		t.Errorf("disk-xml printed %s: socket %q, target %q", out, d.Source.Host.Socket, d.Target.Dev)
+	}
+}
+
+// TestNBDFlagOneDefinition: the commands that name a daemon's NBD
+// listener (volume disk-xml, extstorage, csi) define --nbd in one place:
+// one meaning, and serve's --nbd-listen default unless a command's
+// setting (csi's node plugin) wants another.
+func TestNBDFlagOneDefinition(t *testing.T) {
+	root := newRootCommand(&globals{})
+	find := func(path ...string) *pflag.Flag {
+		t.Helper()
+		c, _, err := root.Find(path[:len(path)-1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := c.Flags().Lookup(path[len(path)-1])
+		if f == nil {
+			f = c.PersistentFlags().Lookup(path[len(path)-1])
+		}
+		if f == nil {
+			t.Fatalf("%v: no such flag", path)
+		}
+		return f
+	}
+	listen := find("serve", "nbd-listen")
+	xml, ext, csi := find("volume", "disk-xml", "nbd"), find("extstorage", "nbd"), find("csi", "nbd")
+	if xml.DefValue != ext.DefValue || !strings.Contains(listen.DefValue, xml.DefValue) {
+		t.Errorf("--nbd defaults: disk-xml %s, extstorage %s; serve --nbd-listen %s", xml.DefValue, ext.DefValue, listen.DefValue)
+	}
+	if xml.Usage != ext.Usage || xml.Usage != csi.Usage {
+		t.Errorf("--nbd usages differ:\n%s\n%s\n%s", xml.Usage, ext.Usage, csi.Usage)
 	}
 }

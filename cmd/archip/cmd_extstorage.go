@@ -22,8 +22,7 @@ type extstorageOptions struct {
 }
 
 func (o *extstorageOptions) addFlags(c *cobra.Command) {
-	c.PersistentFlags().StringVar(&o.nbd, "nbd", "127.0.0.1:10809",
-		"an --nbd-listen address of 'archip serve' on this node (HOST:PORT or unix:PATH): attach names the export there")
+	nbdFlag(c.PersistentFlags(), &o.nbd, defaultNBDListen)
 	c.PersistentFlags().StringVar(&o.admin, "admin", "",
 		"the --admin-listen address of 'archip serve' on this node: close asks it to flush and release the volume's lease")
 	c.PersistentFlags().StringVar(&o.runDir, "run-dir", "/run/archip/extstorage",

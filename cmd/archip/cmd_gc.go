@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archip/internal/gc"
+	"github.com/archipelago-go/archip/internal/progress"
 	"github.com/archipelago-go/archip/internal/units"
 )
 
@@ -30,6 +31,8 @@ Safe on a live store, from any host: snapshots, clones, imports and hashes
 wait while a collection runs (and a collection waits for those running), and
 writers' new blocks are younger than the grace period. Two collections at
 once are refused. Interrupting one is harmless; the next finishes the work.
+While it runs, the metrics and dashboard of every daemon on the store show
+its phase and counts (docs/metrics.md, "Operations").
 
 The grace period must be at least ` + gc.MinGrace.String() + `: a writer checks that its
 unflushed blocks still exist only once they are 15 minutes old, so a shorter
@@ -54,16 +57,23 @@ func runGC(ctx context.Context, g *globals, o gcOptions) error {
 	if err != nil {
 		return err
 	}
-	var progress func(string, int64)
-	if prog, done := g.progress("gc"); prog != nil {
-		defer done()
-		progress = func(phase string, n int64) { prog(n, -1) }
-	}
 	log, err := g.logger()
 	if err != nil {
 		return err
 	}
-	rep, err := m.GC(ctx, gc.Options{Grace: o.grace, DryRun: o.dryRun, Progress: progress})
+	target := ""
+	if o.dryRun {
+		target = "dry run"
+	}
+	rec := g.startProgress(ctx, m.Store, progress.KindGC, target)
+	defer rec.End()
+	gcRec := rec.GC()
+	report := gcRec
+	if prog, done := g.progress("gc"); prog != nil {
+		defer done()
+		report = func(phase string, n int64) { gcRec(phase, n); prog(n, -1) }
+	}
+	rep, err := m.GC(ctx, gc.Options{Grace: o.grace, DryRun: o.dryRun, Progress: report})
 	if err != nil {
 		log.Error("gc run failed", "store", g.store, "err", err)
 		return err

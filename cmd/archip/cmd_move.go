@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/archipelago-go/archip/internal/daemon"
 	"github.com/archipelago-go/archip/internal/move"
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/progress"
 	"github.com/archipelago-go/archip/internal/units"
 )
 
@@ -32,7 +36,9 @@ placed there needs.
 
 A move that was interrupted (crash, kill, ^C) continues where it was when run
 again with the same --to; --cancel moves it back to where it came from (what
-was written meanwhile is copied back). Nothing is lost either way.`,
+was written meanwhile is copied back). Nothing is lost either way. While it
+runs, the metrics and dashboard of every daemon on the store show its step and
+counts (docs/metrics.md, "Operations"); so do those of 'store migrate'.`,
 		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVolumeMove(c.Context(), g, o, args[0])
@@ -66,7 +72,9 @@ func runVolumeMove(ctx context.Context, g *globals, o volumeMoveOptions, name st
 	if in, err := m.Info(ctx, name); err == nil {
 		bs = in.BlockSize
 	}
-	opts := move.Options{Rate: int64(rate), Progress: g.moveProgress(name, bs)}
+	rec := g.startProgress(ctx, m.Store, progress.KindMove, name)
+	defer rec.End()
+	opts := move.Options{Rate: int64(rate), Progress: both(rec.Move(), g.moveProgress(name, bs))}
 	var res move.Result
 	if o.cancel {
 		res, err = move.Cancel(ctx, m, name, opts)
@@ -161,19 +169,22 @@ func runStoreMigrate(ctx context.Context, g *globals, o storeMigrateOptions) err
 	if err != nil {
 		return err
 	}
-	opts := move.Options{Rate: int64(rate)}
-	var each func(string)
+	rec := g.startProgress(ctx, m.Store, progress.KindMigrate, o.from+" to "+o.to)
+	defer rec.End()
+	opts := move.Options{Rate: int64(rate), Progress: rec.Move()}
+	each := rec.SetCurrent
 	if !g.quiet && !g.json {
 		var cur string
 		each = func(name string) {
 			cur = name
+			rec.SetCurrent(name)
 			fmt.Fprintf(g.stderr, "moving %s\n", name)
 		}
-		opts.Progress = func(p move.Progress) {
+		opts.Progress = both(rec.Move(), func(p move.Progress) {
 			if p.Step == move.StepCopy && p.Total > 0 && p.Done == p.Total {
 				fmt.Fprintf(g.stderr, "  %s: walk %d: %d blocks, %d copied so far (%s)\n", cur, p.Walk, p.Total, p.Copied, units.FormatSize(p.Bytes))
 			}
-		}
+		})
 	}
 	res, err := move.Migrate(ctx, m, o.from, o.to, opts, each)
 	if err != nil {
@@ -185,4 +196,22 @@ func runStoreMigrate(ctx context.Context, g *globals, o storeMigrateOptions) err
 	fmt.Fprintf(g.stdout, "pool %s: %d volumes and images moved to %s, %d shared blocks copied to other pools, %s copied in %s; run archip gc to free %s\n",
 		o.from, len(res.Moved), o.to, res.Shared, units.FormatSize(res.Bytes), (time.Duration(res.Seconds * float64(time.Second))).Round(time.Millisecond), o.from)
 	return nil
+}
+
+// both returns a move progress that calls a, then b (if not nil).
+func both(a, b func(move.Progress)) func(move.Progress) {
+	if b == nil {
+		return a
+	}
+	return func(p move.Progress) { a(p); b(p) }
+}
+
+// startProgress starts the record that shows a long operation to the
+// daemons sharing the store (package progress).
+func (g *globals) startProgress(ctx context.Context, s objstore.Store, kind, target string) *progress.Reporter {
+	var logf func(string, ...any)
+	if log, err := g.logger(); err == nil {
+		logf = daemon.Logf(log, slog.LevelWarn, kind)
+	}
+	return progress.Start(ctx, s, kind, target, progress.Options{Logf: logf})
 }

@@ -90,7 +90,7 @@ Logs: one record per event on stderr (--log-format text or json,
 			return runServe(c.Context(), g, o)
 		},
 	}
-	c.Flags().StringArrayVar(&o.nbdListen, "nbd-listen", []string{"127.0.0.1:10809"},
+	c.Flags().StringArrayVar(&o.nbdListen, "nbd-listen", []string{defaultNBDListen},
 		"NBD listener: HOST:PORT or unix:PATH (repeatable); the default listens on loopback only")
 	c.Flags().StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate for NBD_OPT_STARTTLS")
 	c.Flags().StringVar(&o.tlsKey, "tls-key", "", "PEM private key for --tls-cert")

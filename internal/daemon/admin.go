@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -28,16 +27,20 @@ import (
 //
 // With a token (RequireToken), every request but /healthz must carry it
 // as "Authorization: Bearer TOKEN", or gets 401. A browser may instead
-// carry the dashboard's cookie (UICookie), which opens GET and HEAD
+// carry the dashboard's cookie (UICookieName), which opens GET and HEAD
 // requests under /ui/ only: POST /ui/login with the form field token, or
 // any dashboard URL with ?token=TOKEN, sets it (and the latter
-// redirects to the URL without the token). A dashboard request without
+// redirects to the URL without the token); both take a few wrong tokens
+// from a client, then answer 429 for a while (loginBurst). Tokens are
+// compared by digest, in a time that does not tell their length. A
+// dashboard request without
 // either gets 401 and the login form. A browser's cross-origin POST
 // (Sec-Fetch-Site or Origin naming another site) gets 403; without a
 // token, so does a request for a host other than an IP, localhost or
 // the advertised one (AdvertiseHost).
 func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	logins := newLoginLimiter(d.loginNow)
 	if d.dashboard != nil {
 		mux.Handle("GET /ui/", d.dashboard)
 		mux.HandleFunc("GET /ui/login", func(w http.ResponseWriter, r *http.Request) { loginForm(w, http.StatusOK, "") })
@@ -46,11 +49,16 @@ func (d *Daemon) AdminHandler() http.Handler {
 				http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 				return
 			}
-			if subtle.ConstantTimeCompare([]byte(r.PostFormValue("token")), []byte(d.adminToken)) != 1 {
+			if !logins.allow(clientIP(r)) {
+				tooManyLogins(w)
+				return
+			}
+			if !tokenEqual(r.PostFormValue("token"), d.adminToken) {
+				logins.fail(clientIP(r))
 				loginForm(w, http.StatusUnauthorized, "That is not the admin token.")
 				return
 			}
-			d.setUICookie(w)
+			d.setUICookie(w, r)
 			http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 		})
 		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ui/", http.StatusFound) })
@@ -98,7 +106,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 			mux.ServeHTTP(w, r)
 		}))
 	}
-	cookie := []byte(uiCookieValue(d.adminToken))
+	cookie := uiCookieValue(d.adminToken)
 	return csrf.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || d.bearer(r) {
 			mux.ServeHTTP(w, r)
@@ -110,14 +118,20 @@ func (d *Daemon) AdminHandler() http.Handler {
 			return
 		}
 		if ui && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-			if c, err := r.Cookie(UICookie); err == nil && subtle.ConstantTimeCompare([]byte(c.Value), cookie) == 1 {
+			if c, err := r.Cookie(uiCookieName(r)); err == nil && tokenEqual(c.Value, cookie) {
 				mux.ServeHTTP(w, r)
 				return
 			}
 			q := r.URL.Query()
 			if q.Has("token") {
-				if subtle.ConstantTimeCompare([]byte(q.Get("token")), []byte(d.adminToken)) == 1 {
-					d.setUICookie(w)
+				if !logins.allow(clientIP(r)) {
+					tooManyLogins(w)
+					return
+				}
+				if !tokenEqual(q.Get("token"), d.adminToken) {
+					logins.fail(clientIP(r))
+				} else {
+					d.setUICookie(w, r)
 					q.Del("token")
 					u := *r.URL
 					u.RawQuery = q.Encode()
@@ -138,7 +152,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 // (the scheme in any case, RFC 9110 11.1).
 func (d *Daemon) bearer(r *http.Request) bool {
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(tok), []byte(d.adminToken)) == 1
+	return ok && strings.EqualFold(scheme, "Bearer") && tokenEqual(tok, d.adminToken)
 }
 
 // localHost reports whether host (a request's Host, with or without a
@@ -168,9 +182,10 @@ func (d *Daemon) RequireToken(token string) { d.adminToken = token }
 // before serving the admin API.
 func (d *Daemon) UseDashboard(h http.Handler) { d.dashboard = h }
 
-// UICookie is the cookie that opens the dashboard to a browser. Its
-// value is derived from the admin token, not the token itself: it opens
-// the dashboard's pages, not the rest of the admin API.
+// UICookie is the cookie that opens the dashboard to a browser, named
+// for the listener's port (UICookieName). Its value is derived from the
+// admin token, not the token itself: it opens the dashboard's pages,
+// not the rest of the admin API.
 const UICookie = "archip_ui"
 
 func uiCookieValue(token string) string {
@@ -178,8 +193,8 @@ func uiCookieValue(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (d *Daemon) setUICookie(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: UICookie, Value: uiCookieValue(d.adminToken), Path: "/",
+func (d *Daemon) setUICookie(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: uiCookieName(r), Value: uiCookieValue(d.adminToken), Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode})
 }
 

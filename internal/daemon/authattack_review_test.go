@@ -53,7 +53,8 @@ func TestAdminAuthBypassAttempts(t *testing.T) {
 	srv := httptest.NewServer(d.AdminHandler())
 	defer srv.Close()
 	addr := srv.Listener.Addr().String()
-	cookie := map[string]string{"Cookie": UICookie + "=" + uiCookieValue(adminToken)}
+	_, port, _ := net.SplitHostPort(addr)
+	cookie := map[string]string{"Cookie": UICookieName(port) + "=" + uiCookieValue(adminToken)}
 
 	for _, target := range []string{
 		"/ui/../metrics", "/ui/%2e%2e/metrics", "/ui/..%2fmetrics", "/ui/../v1/volumes",
@@ -89,7 +90,7 @@ func TestAdminAuthBypassAttempts(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("bearer %q: %d, want 401", tok, resp.StatusCode)
 		}
-		if resp, _ := rawGet(t, addr, "GET", "/ui/volumes", map[string]string{"Cookie": UICookie + "=" + uiCookieValue(tok)}); resp.StatusCode != http.StatusUnauthorized {
+		if resp, _ := rawGet(t, addr, "GET", "/ui/volumes", map[string]string{"Cookie": UICookieName(port) + "=" + uiCookieValue(tok)}); resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("cookie of token %q: %d, want 401", tok, resp.StatusCode)
 		}
 	}

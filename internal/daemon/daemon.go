@@ -8,9 +8,10 @@
 // leases released. The core imports no protocol; a frontend knows only
 // Daemon.Open, Daemon.List and Volume. The daemon counts its requests,
 // lease events and store calls in Metrics (served at /metrics by the
-// admin API, which may require a token: RequireToken), serves a web
-// dashboard there if given one (UseDashboard; package dashboard) and
-// logs one slog record per event (SetLogger).
+// admin API, which may require a token: RequireToken), with the store's
+// running gc and moves read from their records (Operations; package
+// progress), serves a web dashboard there if given one (UseDashboard;
+// package dashboard) and logs one slog record per event (SetLogger).
 //
 // Every client of one volume (every NBD connection) shares one open
 // handle, so a flush by any client covers the writes of all of them (the
@@ -81,6 +82,11 @@ type Daemon struct {
 	adminHost string
 	// dashboard, if set, serves /ui/ on the admin API (UseDashboard).
 	dashboard http.Handler
+	// ops reads the store's running operations (Operations).
+	ops *opsReader
+	// loginNow is the clock of the admin API's login limiter (nil:
+	// time.Now; tests).
+	loginNow func() time.Time
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has
@@ -95,7 +101,8 @@ type Daemon struct {
 // as m.Leases says. logf (nil: silent) hears its events (see
 // SetLogger), one line each.
 func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
-	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, open: map[blockmap.ID]*handle{}}
+	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, open: map[blockmap.ID]*handle{},
+		ops: &opsReader{s: m.Store, maxAge: DefaultOperationsMaxAge, wait: opsWait}}
 }
 
 // SetLogger makes d log its events to l instead: volumes opened and
@@ -111,6 +118,7 @@ func (d *Daemon) UseMetrics(m *Metrics) {
 	d.metrics = m
 	m.mu.Lock()
 	m.status = d.Status
+	m.opsRead = d.Operations
 	m.mu.Unlock()
 }
 

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/progress"
 )
 
 // DefaultVolumeLabels is how many volumes have series of their own
@@ -57,6 +59,8 @@ type Metrics struct {
 	conns                                                *prometheus.GaugeVec
 	roles                                                *prometheus.GaugeVec
 	status                                               func() []VolumeStatus
+	ops                                                  *opsMetrics
+	opsRead                                              func(context.Context) ([]progress.Record, time.Time, error) // the store's running operations
 
 	storeOps, storeErrs, storeRead, storeWritten *prometheus.CounterVec
 	storeDur                                     *prometheus.HistogramVec
@@ -132,6 +136,7 @@ func NewMetrics(c MetricsConfig) *Metrics {
 	m.storeDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "archip_store_op_duration_seconds", Help: "Time of a call to the object store.", Buckets: ioBuckets}, sl)
 	m.storeRead = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archip_store_read_bytes_total", Help: "Bytes read from the object store."}, []string{"backend"})
 	m.storeWritten = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archip_store_written_bytes_total", Help: "Bytes written to the object store."}, []string{"backend"})
+	m.ops = newOpsMetrics()
 	m.reg.MustRegister(m)
 	return m
 }
@@ -149,13 +154,15 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.collectors() {
 		c.Describe(ch)
 	}
+	m.ops.describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
-	status := m.status
+	status, opsRead := m.status, m.opsRead
 	m.mu.Unlock()
+	m.ops.collect(ch, opsRead)
 	if status != nil {
 		n := map[string]float64{"writer": 0, "follower": 0, "read-only": 0, "fenced": 0, "opening": 0, "closing": 0, "busy": 0}
 		for _, st := range status() {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -23,6 +24,7 @@ func TestDashboardAuth(t *testing.T) {
 	d.RequireToken(adminToken)
 	d.UseDashboard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page "+r.URL.Path) }))
 	srv := httptest.NewServer(d.AdminHandler())
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	defer srv.Close()
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	get := func(path string, cookie *http.Cookie) (*http.Response, string) {
@@ -47,7 +49,7 @@ func TestDashboardAuth(t *testing.T) {
 	if resp, _ := get("/ui/volumes?token=wrong", nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("/ui/ with a wrong ?token=: %d, want 401", resp.StatusCode)
 	}
-	if resp, _ := get("/ui/volumes", &http.Cookie{Name: UICookie, Value: adminToken}); resp.StatusCode != http.StatusUnauthorized {
+	if resp, _ := get("/ui/volumes", &http.Cookie{Name: UICookieName(port), Value: adminToken}); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("/ui/ with the token itself as the cookie: %d, want 401 (the cookie holds a value derived from it)", resp.StatusCode)
 	}
 	req, _ := http.NewRequest("GET", srv.URL+"/ui/space", nil)
@@ -62,7 +64,7 @@ func TestDashboardAuth(t *testing.T) {
 	}
 	var cookie *http.Cookie
 	for _, c := range resp.Cookies() {
-		if c.Name == UICookie {
+		if c.Name == UICookieName(port) {
 			cookie = c
 		}
 	}

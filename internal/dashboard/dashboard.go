@@ -20,6 +20,7 @@ import (
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/objstore/pools"
+	"github.com/archipelago-go/archip/internal/progress"
 	"github.com/archipelago-go/archip/internal/units"
 )
 
@@ -502,6 +503,14 @@ func (d *Dashboard) leases(w http.ResponseWriter, r *http.Request) {
 type activityData struct {
 	Counters []counter
 	Busiest  []volumeIO
+	Ops      []operation
+	OpsErr   string
+}
+
+// operation is a running gc or move, from its record (package progress).
+type operation struct {
+	progress.Record
+	Counts []string // "NAME: VALUE", sorted
 }
 
 // counter is one metric of the daemon, with its value for each set of
@@ -521,6 +530,20 @@ var activityMetrics = []string{
 
 func (d *Dashboard) activity(w http.ResponseWriter, r *http.Request) {
 	var ad activityData
+	if d.c.Daemon != nil {
+		recs, _, err := d.c.Daemon.Operations(r.Context())
+		if err != nil {
+			ad.OpsErr = err.Error()
+		}
+		for _, rec := range recs {
+			op := operation{Record: rec}
+			for k, v := range rec.Counts {
+				op.Counts = append(op.Counts, fmt.Sprintf("%s: %d", k, v))
+			}
+			sort.Strings(op.Counts)
+			ad.Ops = append(ad.Ops, op)
+		}
+	}
 	if d.c.Metrics != nil {
 		mfs, err := d.c.Metrics.Registry().Gather()
 		if err != nil {

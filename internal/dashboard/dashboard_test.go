@@ -138,7 +138,7 @@ func TestPages(t *testing.T) {
 	leases := f.get(t, "/ui/leases")
 	mustContain(t, "/ui/leases", leases, `<td class="holder">node-1</td>`, "127.0.0.1:1")
 	act := f.get(t, "/ui/activity")
-	mustContain(t, "/ui/activity", act, "archip_lease_acquisitions_total", "Not available")
+	mustContain(t, "/ui/activity", act, "archip_lease_acquisitions_total", `id="operations"`, "none running")
 	for _, p := range []string{"/ui/static/app.js", "/ui/static/style.css"} {
 		f.get(t, p)
 	}

@@ -2,7 +2,9 @@
 // serves under /ui/ on its admin API (daemon.Daemon.UseDashboard, whose
 // access rules it has): the volumes, snapshots and images of the store
 // with their lineage, their space, the leases and who holds them, and
-// the daemon's live I/O, read from its own metrics registry.
+// the daemon's live I/O, read from its own metrics registry, and the
+// store's running gc and moves, read from their records (package
+// progress) through daemon.Daemon.Operations.
 //
 // Pages are rendered on the server (html/template); everything they use
 // is embedded in the binary. One script polls /ui/io.json, whose rates

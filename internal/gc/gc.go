@@ -168,7 +168,8 @@ type Options struct {
 	DryRun bool          // report what would be deleted, delete nothing
 	Now    Clock         // default time.Now
 	// Progress, if set, is called as objects are examined: phase is
-	// "mark" (done counts heads) or "sweep" (done counts objects).
+	// "mark" (done counts heads) or "sweep" (done counts objects; called
+	// with 0 when the sweep starts).
 	Progress func(phase string, done int64)
 
 	// shortGrace lets tests that age objects with an injected clock, or
@@ -260,6 +261,9 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	// Each part of a store of several backends on its own (package
 	// pools): a copy is deleted on its own age, in its own part only.
 	// Parts are the metadata backend, then the pools in order.
+	if opts.Progress != nil {
+		opts.Progress("sweep", 0)
+	}
 	for k, p := range objstore.Parts(s) {
 		if err = sweep(ctx, p, m, k-1, cutoff, &rep, opts, func() error { return l.check(ctx) }); err != nil {
 			break

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,20 +56,7 @@ func TestFuseLoopSeesOtherWriters(t *testing.T) {
 	needTools(t, "nbdkit", "nbdfuse", "losetup", "fusermount3", "qemu-io")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "nbd.sock")
-	srv := exec.Command("nbdkit", "-f", "-U", sock, "memory", "16M")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 1000 {
-			t.Fatal("nbdkit did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	startNBDKit(t, sock, "memory", "16M")
 	uri := "nbd+unix:///?socket=" + sock
 	ctx := context.Background()
 	f := &FuseLoop{RunDir: filepath.Join(dir, "run")}
@@ -99,12 +85,7 @@ func TestFuseLoopSeesOtherWriters(t *testing.T) {
 	if err := f.Detach(ctx, "vol"); err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := os.ReadFile("/sys/block/" + filepath.Base(dev) + "/loop/backing_file"); len(b) > 0 {
-		t.Fatalf("%s still backed by %s", dev, b)
-	}
-	if Mounted(filepath.Join(dir, "run", "vol", "mnt")) {
-		t.Fatal("nbdfuse still mounted after detach")
-	}
+	noLeftovers(t, filepath.Join(dir, "run"), "after detach")
 	if err := f.Detach(ctx, "vol"); err != nil {
 		t.Fatalf("detach twice: %v", err)
 	}

@@ -54,6 +54,43 @@ func killLeftovers(dir string) {
 	}
 }
 
+// noLeftovers fails t if anything is left under dir (leftovers) once
+// a detach has had time to end: its loop devices detach and nbdfuse
+// exits after the unmount, asynchronously.
+func noLeftovers(t *testing.T, dir, after string) {
+	t.Helper()
+	var left []string
+	for i := 0; i < 200; i++ {
+		if left = leftovers(dir); len(left) == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("%s: %s", after, strings.Join(left, "; "))
+}
+
+// startNBDKit runs nbdkit serving args on the unix socket sock until the
+// test ends, and waits until it accepts.
+func startNBDKit(t *testing.T, sock string, args ...string) *exec.Cmd {
+	t.Helper()
+	os.Remove(sock)
+	srv := exec.Command("nbdkit", append([]string{"-f", "-U", sock}, args...)...)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return srv
+		}
+		if i == 1000 {
+			t.Fatal("nbdkit did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestFuseLoopFailedAttachLeavesNothing: an attach that fails because
 // nbdfuse never serves (a server that accepts and never answers) or
 // exits (no server) leaves no nbdfuse process, mount or directory.
@@ -93,15 +130,11 @@ func TestFuseLoopFailedAttachLeavesNothing(t *testing.T) {
 	if _, err := f.Attach(ctx, "mute", "nbd+unix:///?socket="+sock, false); err == nil {
 		t.Fatal("attach to a server that never answers succeeded")
 	}
-	if left := leftovers(run); len(left) > 0 {
-		t.Errorf("a timed-out attach left %s", strings.Join(left, "; "))
-	}
+	noLeftovers(t, run, "a timed-out attach")
 	if _, err := f.Attach(ctx, "gone", "nbd+unix:///?socket="+filepath.Join(dir, "nosuch.sock"), false); err == nil {
 		t.Fatal("attach with no server succeeded")
 	}
-	if left := leftovers(run); len(left) > 0 {
-		t.Errorf("a failed attach left %s", strings.Join(left, "; "))
-	}
+	noLeftovers(t, run, "a failed attach")
 	for _, name := range []string{"mute", "gone"} {
 		if _, err := os.Stat(filepath.Join(run, name)); err == nil {
 			t.Errorf("a failed attach left its directory %s", name)
@@ -117,20 +150,7 @@ func TestFuseLoopConcurrentAttach(t *testing.T) {
 	dir := t.TempDir()
 	t.Cleanup(func() { killLeftovers(filepath.Join(dir, "run")) })
 	sock := filepath.Join(dir, "nbd.sock")
-	srv := exec.Command("nbdkit", "-f", "-U", sock, "memory", "16M")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 1000 {
-			t.Fatal("nbdkit did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	startNBDKit(t, sock, "memory", "16M")
 	uri := "nbd+unix:///?socket=" + sock
 	ctx := context.Background()
 	run := filepath.Join(dir, "run")
@@ -157,17 +177,7 @@ func TestFuseLoopConcurrentAttach(t *testing.T) {
 	if err := f.Detach(ctx, "vol"); err != nil {
 		t.Fatal(err)
 	}
-	// The loop devices detach and nbdfuse ends once the unmount is done.
-	var left []string
-	for i := 0; i < 200; i++ {
-		if left = leftovers(run); len(left) == 0 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(left) > 0 {
-		t.Errorf("after concurrent attaches and a detach: %s", strings.Join(left, "; "))
-	}
+	noLeftovers(t, run, "after concurrent attaches and a detach")
 }
 
 // TestFuseLoopRefresh: after the export grows, Refresh makes the
@@ -184,20 +194,7 @@ func TestFuseLoopRefresh(t *testing.T) {
 	}
 	os.Truncate(img, 4<<20)
 	sock := filepath.Join(dir, "nbd.sock")
-	srv := exec.Command("nbdkit", "-f", "-U", sock, "file", img)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 1000 {
-			t.Fatal("nbdkit did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	startNBDKit(t, sock, "file", img)
 	uri := "nbd+unix:///?socket=" + sock
 	ctx := context.Background()
 	f := &FuseLoop{RunDir: run}
@@ -242,9 +239,7 @@ func TestFuseLoopRefresh(t *testing.T) {
 	if err := f.Detach(ctx, "vol"); err != nil {
 		t.Fatal(err)
 	}
-	if left := leftovers(run); len(left) > 0 {
-		t.Errorf("after detach: %s", strings.Join(left, "; "))
-	}
+	noLeftovers(t, run, "after detach")
 }
 
 // TestFuseLoopAttachAfterServerRestart: when the daemon serving the
@@ -256,26 +251,7 @@ func TestFuseLoopAttachAfterServerRestart(t *testing.T) {
 	run := filepath.Join(dir, "run")
 	t.Cleanup(func() { killLeftovers(run) })
 	sock := filepath.Join(dir, "nbd.sock")
-	start := func() *exec.Cmd {
-		t.Helper()
-		os.Remove(sock)
-		srv := exec.Command("nbdkit", "-f", "-U", sock, "memory", "16M")
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-		for i := 0; ; i++ {
-			if c, err := net.Dial("unix", sock); err == nil {
-				c.Close()
-				return srv
-			}
-			if i == 1000 {
-				t.Fatal("nbdkit did not start")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	srv := start()
+	srv := startNBDKit(t, sock, "memory", "16M")
 	uri := "nbd+unix:///?socket=" + sock
 	ctx := context.Background()
 	f := &FuseLoop{RunDir: run}
@@ -285,7 +261,7 @@ func TestFuseLoopAttachAfterServerRestart(t *testing.T) {
 	t.Cleanup(func() { f.Detach(ctx, "vol") })
 	srv.Process.Kill()
 	srv.Wait()
-	start()
+	startNBDKit(t, sock, "memory", "16M")
 	dev, err := f.Attach(ctx, "vol", uri, false)
 	if err != nil {
 		t.Fatal(err)
@@ -302,14 +278,5 @@ func TestFuseLoopAttachAfterServerRestart(t *testing.T) {
 	if err := f.Detach(ctx, "vol"); err != nil {
 		t.Fatal(err)
 	}
-	var left []string
-	for i := 0; i < 200; i++ {
-		if left = leftovers(run); len(left) == 0 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(left) > 0 {
-		t.Errorf("after detach: %s", strings.Join(left, "; "))
-	}
+	noLeftovers(t, run, "after detach")
 }
