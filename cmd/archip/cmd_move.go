@@ -74,7 +74,7 @@ func runVolumeMove(ctx context.Context, g *globals, o volumeMoveOptions, name st
 	}
 	rec := g.startProgress(ctx, m.Store, progress.KindMove, name)
 	defer rec.End()
-	opts := move.Options{Rate: int64(rate), Progress: both(rec.Move(), g.moveProgress(name, bs))}
+	opts := move.Options{Rate: int64(rate), Progress: both(moveRecorder(rec), g.moveProgress(name, bs))}
 	var res move.Result
 	if o.cancel {
 		res, err = move.Cancel(ctx, m, name, opts)
@@ -171,7 +171,7 @@ func runStoreMigrate(ctx context.Context, g *globals, o storeMigrateOptions) err
 	}
 	rec := g.startProgress(ctx, m.Store, progress.KindMigrate, o.from+" to "+o.to)
 	defer rec.End()
-	opts := move.Options{Rate: int64(rate), Progress: rec.Move()}
+	opts := move.Options{Rate: int64(rate), Progress: moveRecorder(rec)}
 	each := rec.SetCurrent
 	if !g.quiet && !g.json {
 		var cur string
@@ -180,7 +180,7 @@ func runStoreMigrate(ctx context.Context, g *globals, o storeMigrateOptions) err
 			rec.SetCurrent(name)
 			fmt.Fprintf(g.stderr, "moving %s\n", name)
 		}
-		opts.Progress = both(rec.Move(), func(p move.Progress) {
+		opts.Progress = both(moveRecorder(rec), func(p move.Progress) {
 			if p.Step == move.StepCopy && p.Total > 0 && p.Done == p.Total {
 				fmt.Fprintf(g.stderr, "  %s: walk %d: %d blocks, %d copied so far (%s)\n", cur, p.Walk, p.Total, p.Copied, units.FormatSize(p.Bytes))
 			}
@@ -214,4 +214,14 @@ func (g *globals) startProgress(ctx context.Context, s objstore.Store, kind, tar
 		logf = daemon.Logf(log, slog.LevelWarn, kind)
 	}
 	return progress.Start(ctx, s, kind, target, progress.Options{Logf: logf})
+}
+
+// moveRecorder returns a move.Options.Progress that records a move's step and
+// counts: the walk, blocks walked and to walk in it, blocks and bytes
+// copied.
+func moveRecorder(r *progress.Reporter) func(move.Progress) {
+	return func(p move.Progress) {
+		r.Set(p.Step, map[string]int64{"walk": int64(p.Walk), "blocks_walked": p.Done, "blocks_to_walk": p.Total,
+			"blocks_copied": p.Copied, "bytes_copied": p.Bytes})
+	}
 }

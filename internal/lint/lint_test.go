@@ -23,6 +23,7 @@ var layer = map[string]int{
 	"internal/objstore/pools":     3, // a store of several backends, routed by blockmap's names
 	"internal/volume":             3,
 	"internal/catalog":            4,
+	"internal/progress":           4, // progress records of gc and moves: read by daemons, written by commands
 	"internal/lease":              5,
 	"internal/image":              6,
 	"internal/bucket":             7, // objects in buckets: over image, under gc (its records are roots)
