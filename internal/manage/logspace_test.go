@@ -65,3 +65,52 @@ func TestInfoCountsWriteLog(t *testing.T) {
 		t.Fatalf("info after Close checkpointed the log: log %d, exclusive %d bytes; want 0 and %d", in.LogBytes, in.ExclusiveBytes, sub)
 	}
 }
+
+// segOnly is a store without in-place writes whose Stat is fresh (S3):
+// the write log is stored as segments.
+type segOnly struct{ objstore.Store }
+
+func (segOnly) FreshStat() bool { return true }
+
+// TestInfoCountsWriteLogSegments (issue 13): on a store without in-place
+// writes, Info counts the segments of the log the head names.
+func TestInfoCountsWriteLogSegments(t *testing.T) {
+	s := segOnly{objstore.NewMem()}
+	m := New(s)
+	if _, err := m.CreateVolume(ctx, "vm", 4*bs, 16); err != nil {
+		t.Fatal(err)
+	}
+	v, r, err := m.Open(ctx, "vm", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for i := range 3 {
+		if err := v.WriteAt(ctx, []byte("x"), int64(i*bs+10), false); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = s.List(ctx, blockmap.VolumePrefix(r.ID)+"l/", func(in objstore.Info) error {
+		want += in.Size
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want == 0 {
+		t.Fatal("no log segment was written")
+	}
+	in, err := m.Info(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.LogBytes != want {
+		t.Fatalf("info: log %d bytes, want %d (its segments)", in.LogBytes, want)
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

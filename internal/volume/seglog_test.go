@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"sync"
 
@@ -452,4 +453,62 @@ func TestSegLogFollowerTails(t *testing.T) {
 	if left := segments(t, s); len(left) != 0 {
 		t.Fatalf("segments left after close: %v", left)
 	}
+}
+
+// TestSegLogAmplification logs what the segmented log writes to a store
+// without in-place writes for 4 KiB random writes with a flush every 32,
+// over 64 MiB of 4 MiB blocks (written whole first): bytes written to the
+// store per byte written, and PUTs per flush; then the same with the
+// checkpoint Close makes. A log line, not a timed assertion; it fails only
+// if a flush is more than one PUT.
+func TestSegLogAmplification(t *testing.T) {
+	const (
+		shift  = 22
+		blocks = 16
+		writes = 4096
+		w      = 4096
+	)
+	ctx := context.Background()
+	s := newOpStore()
+	id, err := Create(ctx, s, CreateOptions{Size: blocks << shift, BlockShift: shift})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := openLogged(t, s, id, OpenOptions{})
+	for b := range blocks {
+		if err := v.WriteAt(ctx, pattern(1<<shift, 1), int64(b)<<shift, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.take()
+	rng := rand.New(rand.NewPCG(13, 13))
+	p := pattern(w, 7)
+	flushes := 0
+	for i := 1; i <= writes; i++ {
+		off := rng.Int64N(blocks<<shift/w) * w
+		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		if i%32 == 0 {
+			if err := v.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			flushes++
+		}
+	}
+	ops, n := s.take()
+	puts := ops["create"] + ops["put"] + ops["swap"]
+	t.Logf("4 KiB random writes, a flush every 32, %d writes over %d MiB: %.3f bytes written per byte, %.2f PUTs and %.2f HEADs per flush",
+		writes, blocks<<shift>>20, float64(n)/float64(writes*w), float64(puts)/float64(flushes), float64(ops["stat"])/float64(flushes))
+	if puts != flushes {
+		t.Errorf("%d PUTs for %d flushes (%v)", puts, flushes, ops)
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ops2, n2 := s.take()
+	t.Logf("with the checkpoint at Close (%d block PUTs): %.3f bytes written per byte", ops2["put"], float64(n+n2)/float64(writes*w))
 }
