@@ -512,3 +512,26 @@ func TestSegLogAmplification(t *testing.T) {
 	ops2, n2 := s.take()
 	t.Logf("with the checkpoint at Close (%d block PUTs): %.3f bytes written per byte", ops2["put"], float64(n+n2)/float64(writes*w))
 }
+
+// TestSegLogRemoveDeletesSegments: removing a volume whose head names a
+// segmented log deletes its segments.
+func TestSegLogRemoveDeletesSegments(t *testing.T) {
+	ctx := context.Background()
+	s := newOpStore()
+	id, v := newSegVolume(t, s, 2)
+	if err := v.WriteAt(ctx, pattern(100, 3), 10, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(segments(t, s)) == 0 {
+		t.Fatal("no segment")
+	}
+	if err := Remove(ctx, s, id); err != nil {
+		t.Fatal(err)
+	}
+	if left := segments(t, s); len(left) != 0 {
+		t.Fatalf("segments left after remove: %v", left)
+	}
+}

@@ -864,7 +864,7 @@ func (v *Volume) checkpointBlock(ctx context.Context, b int64, exts []logExt, bu
 	whole := e.Kind() == blockmap.Zero || unsealed(&v.mu.head, e.Base()) || e.Kind() != blockmap.Partial && unsealed(&v.mu.head, e)
 	v.mu.Unlock()
 	switch {
-	case v.rw == nil:
+	case v.segLog:
 		// No in-place writes: one put of the block (below).
 	case owned && e.Mask()&touched == touched:
 		// In place: one write per run of adjacent extents.
