@@ -280,9 +280,11 @@ type OpenOptions struct {
 	// after them syncs that one object instead of storing a new map; the
 	// log is checkpointed into the map past a size bound and before
 	// anything that stores a map anyway (a snapshot, a resize, a trim of
-	// logged bytes, Close). Only on a store with in-place writes whose
-	// flush can check the head without swapping it (objstore.RangeWriter,
-	// and FreshStater or Fenced); ignored elsewhere.
+	// logged bytes, Close). On a store with in-place writes whose flush
+	// can check the head without swapping it (objstore.RangeWriter, and
+	// FreshStater or Fenced), or without in-place writes but with
+	// create-if-absent and a fresh Stat (the log is then stored as
+	// segments: S3); ignored elsewhere.
 	Log bool
 	// OnClose, when set, runs at Close after the final flush, with its
 	// error (a lease is released there), and at Discard with nil; either
