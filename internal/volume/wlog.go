@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sort"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
 )
@@ -51,6 +53,10 @@ const segBoundFactor = 16
 // segMax is how many bytes of records a segmented log holds in memory
 // before it writes them as a segment without a commit (tests lower it).
 var segMax = 1 << 20
+
+// segCheckpointers is how many blocks a checkpoint of a segmented log
+// writes at once.
+const segCheckpointers = 8
 
 // segTries is how many times a segment write whose outcome is unknown
 // (a timeout) is tried.
@@ -785,9 +791,9 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 		}
 	}
 	blocks := slices.Sorted(maps.Keys(index))
-	bp := v.bufs.Get().(*[]byte)
-	defer v.bufs.Put(bp)
-	for _, b := range blocks {
+	one := func(b int64) error {
+		bp := v.bufs.Get().(*[]byte)
+		defer v.bufs.Put(bp)
 		if err := v.checkpointBlock(ctx, b, index[b], *bp); err != nil {
 			return err
 		}
@@ -795,6 +801,21 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 		delete(v.mu.index, b)
 		v.mu.logGen++
 		v.mu.Unlock()
+		return nil
+	}
+	g := &errgroup.Group{}
+	if v.segLog {
+		// A request per logged range and a put per block, at a
+		// network's latency: several blocks at once.
+		g.SetLimit(segCheckpointers)
+	} else {
+		g.SetLimit(1)
+	}
+	for _, b := range blocks {
+		g.Go(func() error { return one(b) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	v.mu.Lock()
 	var keep []logFile
