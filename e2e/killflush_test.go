@@ -68,8 +68,9 @@ func TestKill9ServeFlushEach(t *testing.T) {
 }
 
 // TestKill9ServeFlushEachS3 is TestKill9ServeFlushEach on s3://, where
-// nothing is written in place: each flush replaces the blocks it wrote and
-// swaps the map's head with a conditional PUT.
+// nothing is written in place: each flush writes the writes since the
+// last one as a segment of the write log (one PUT) and checks the head
+// (one HEAD); the restarted daemon replays the killed one's segments.
 func TestKill9ServeFlushEachS3(t *testing.T) {
 	needLibnbd(t)
 	for _, srv := range s3.TestServerNames {

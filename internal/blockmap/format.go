@@ -56,6 +56,14 @@ func LogName(id ID, epoch, seq uint64) string {
 	return fmt.Sprintf("vol/%s/l/%x-%x", id, epoch, seq)
 }
 
+// LogSegmentName returns the name of the segment of a write log that
+// starts at position start of the log's byte stream: on a store without
+// in-place writes a log is stored as immutable segments (see "Write log"
+// in docs/format.md), each LogName(id, epoch, seq) + "/" + start in hex.
+func LogSegmentName(id ID, epoch, seq uint64, start int64) string {
+	return fmt.Sprintf("vol/%s/l/%x-%x/%x", id, epoch, seq, start)
+}
+
 // DeltaEntry is one entry of a head's Delta.
 type DeltaEntry struct {
 	Block int64

@@ -18,6 +18,7 @@ import (
 //	vol/<id>/s/<index>-<seq>         a segment of a map (hex numbers)
 //	vol/<id>/d/<epoch>-<seq>         a private block (hex numbers)
 //	vol/<id>/l/<epoch>-<seq>         a writer's log (hex numbers)
+//	vol/<id>/l/<epoch>-<seq>/<start> a segment of a writer's log (hex)
 //	s3/b/<bucket>                    a bucket
 //	s3/o/<bucket>/<key>              an object (key encoded: EncodeKey)
 //	s3/u/<bucket>/<upload>           a multipart upload in progress
@@ -38,7 +39,7 @@ const (
 	HeadObject                      // vol/<id>/head: Name.Volume
 	SegmentObject                   // vol/<id>/s/...: Name.Volume
 	PrivateObject                   // vol/<id>/d/<epoch>-<seq>: Name.Volume and Name.Entry
-	LogObject                       // vol/<id>/l/<epoch>-<seq>: Name.Volume
+	LogObject                       // vol/<id>/l/<epoch>-<seq>[/<start>]: Name.Volume, Name.Log
 	VolumeObject                    // any other object under vol/<id>/: Name.Volume
 	BucketRecord                    // s3/b/<bucket>: Name.Bucket
 	ObjectRecord                    // s3/o/<bucket>/<key>: Name.Bucket, Name.Key
@@ -52,6 +53,7 @@ type Name struct {
 	Volume ID       // the owner of a volume's object
 	Hash   [32]byte // a content block's hash
 	Entry  Entry    // a private block's entry (its Owner is Volume)
+	Log    string   // a log or a segment of one: the log's name (LogName)
 	Bucket string   // a bucket's records: the bucket
 	Key    string   // an object record: the object's key
 	Upload string   // an upload or part record: the upload's id
@@ -94,6 +96,10 @@ func ParseName(name string) Name {
 		n.Kind = SegmentObject
 	case strings.HasPrefix(tail, "d/"), strings.HasPrefix(tail, "l/"):
 		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
+		seqStr, startStr, isSeg := strings.Cut(seqStr, "/")
+		if isSeg && tail[0] != 'l' {
+			return Name{}
+		}
 		if !ok {
 			return Name{}
 		}
@@ -103,10 +109,15 @@ func ParseName(name string) Name {
 			return Name{}
 		}
 		if tail[0] == 'l' {
-			if LogName(id, epoch, seq) != name {
+			n.Kind, n.Log = LogObject, LogName(id, epoch, seq)
+			if isSeg {
+				start, err := strconv.ParseUint(startStr, 16, 63)
+				if err != nil || LogSegmentName(id, epoch, seq, int64(start)) != name {
+					return Name{}
+				}
+			} else if n.Log != name {
 				return Name{} // not in canonical form: not ours to judge
 			}
-			n.Kind = LogObject
 			break
 		}
 		e := PrivateEntry(id, epoch, seq)

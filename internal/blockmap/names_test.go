@@ -17,7 +17,11 @@ func TestParseName(t *testing.T) {
 		{HeadName(id), Name{Kind: HeadObject, Volume: id}},
 		{SegmentName(id, 3, 9), Name{Kind: SegmentObject, Volume: id}},
 		{priv.ObjectName(), Name{Kind: PrivateObject, Volume: id, Entry: priv}},
-		{LogName(id, 5, 0x2a), Name{Kind: LogObject, Volume: id}},
+		{LogName(id, 5, 0x2a), Name{Kind: LogObject, Volume: id, Log: LogName(id, 5, 0x2a)}},
+		{LogSegmentName(id, 5, 0x2a, 0x1000), Name{Kind: LogObject, Volume: id, Log: LogName(id, 5, 0x2a)}},
+		{LogName(id, 5, 0x2a) + "/01000", Name{}}, // not canonical
+		{LogName(id, 5, 0x2a) + "/", Name{}},
+		{priv.ObjectName() + "/10", Name{}},    // a private block has no segments
 		{VolumePrefix(id) + "l/05-2a", Name{}}, // not canonical
 		{VolumePrefix(id) + "other", Name{Kind: VolumeObject, Volume: id}},
 		{"blk/00ff", Name{}},                                 // not a whole hash
@@ -31,7 +35,7 @@ func TestParseName(t *testing.T) {
 		{"gc/lock", Name{}},
 	} {
 		got := ParseName(tc.name)
-		if got.Kind != tc.want.Kind || got.Volume != tc.want.Volume || got.Hash != tc.want.Hash || !got.Entry.Equal(tc.want.Entry) {
+		if got.Kind != tc.want.Kind || got.Volume != tc.want.Volume || got.Hash != tc.want.Hash || !got.Entry.Equal(tc.want.Entry) || got.Log != tc.want.Log {
 			t.Errorf("ParseName(%q) = %+v, want %+v", tc.name, got, tc.want)
 		}
 	}

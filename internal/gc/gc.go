@@ -576,7 +576,7 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 		_, ref := m.segments[name]
 		return !ref, "segment"
 	case blockmap.LogObject:
-		_, ref := m.logs[name]
+		_, ref := m.logs[n.Log] // (a log, or a segment of one)
 		return !ref, "log"
 	case blockmap.PrivateObject:
 		_, ref := m.private[n.Entry.Key()]

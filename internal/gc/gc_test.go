@@ -821,3 +821,81 @@ func TestWriteLogKept(t *testing.T) {
 	}
 	checkClean(t, m)
 }
+
+// segOnly is a store without in-place writes whose Stat is fresh (S3):
+// write logs are stored as segments.
+type segOnly struct{ objstore.Store }
+
+func (segOnly) FreshStat() bool { return true }
+
+// TestWriteLogSegmentsKept (issue 13): on a store without in-place
+// writes, the collector keeps the segments of a log a head names and
+// deletes those of a log no head names.
+func TestWriteLogSegmentsKept(t *testing.T) {
+	mem := objstore.NewMem()
+	_, clk := setup(mem)
+	s := segOnly{mem}
+	m := manage.New(s)
+	m.Now = clk.now
+	rng := rand.New(rand.NewPCG(7, 9))
+	m.CreateVolume(ctx, "vm", 4*bs, 16)
+	r, err := m.Lookup(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{Writable: true, Log: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := randBytes(rng, 4096)
+	for i := range 2 {
+		if err := v.WriteAt(ctx, p, int64(i*bs+100), false); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logs := v.Head().Logs
+	if len(logs) != 1 {
+		t.Fatalf("head logs %v", logs)
+	}
+	var named []string
+	s.List(ctx, blockmap.LogName(r.ID, logs[0].Epoch, logs[0].Seq)+"/", func(in objstore.Info) error {
+		named = append(named, in.Name)
+		return nil
+	})
+	if len(named) != 2 {
+		t.Fatalf("segments of the named log: %v, want 2", named)
+	}
+	orphan := blockmap.LogSegmentName(r.ID, logs[0].Epoch, logs[0].Seq+12345, 0)
+	if _, err := s.Put(ctx, orphan, []byte("a segment of a log no head names")); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range named {
+		if !exists(mem, name) {
+			t.Fatalf("segment %s of the log the head names was deleted", name)
+		}
+	}
+	if exists(mem, orphan) {
+		t.Errorf("a segment of a log no head names was kept")
+	}
+	w, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(p))
+	if err := w.ReadAt(ctx, got, bs+100); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, p) {
+		t.Fatal("the flushed write is lost across the collection")
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

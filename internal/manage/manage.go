@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -145,6 +146,28 @@ func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*
 
 func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), copying bool) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
+	// The lease is kept from before the open: a writer's open replays
+	// and checkpoints the write log of the writer before it, which on a
+	// store without in-place writes can outlast the lease's validity. A
+	// loss during the open fails the open (the guard); one after it is
+	// reported.
+	var (
+		mu      sync.Mutex
+		opened  bool
+		lostErr error // lost during the open
+	)
+	go l.Keep(kctx, func(err error) {
+		mu.Lock()
+		if !opened {
+			lostErr = err
+			mu.Unlock()
+			return
+		}
+		mu.Unlock()
+		if lost != nil {
+			lost(l, err)
+		}
+	})
 	release := func(ctx context.Context, closeErr error) error {
 		stop()
 		rel := l.Release
@@ -168,11 +191,13 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		release(ctx, nil)
 		return nil, nil, err
 	}
-	go l.Keep(kctx, func(err error) {
-		if lost != nil {
-			lost(l, err)
-		}
-	})
+	mu.Lock()
+	opened = true
+	err = lostErr
+	mu.Unlock()
+	if err != nil && lost != nil {
+		lost(l, err) // lost as the open returned
+	}
 	return v, l, nil
 }
 

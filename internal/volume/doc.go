@@ -38,7 +38,8 @@
 // # Write log
 //
 // A writer opened with OpenOptions.Log, on a store with in-place writes
-// whose flush can check the head without swapping it, appends each write
+// whose flush can check the head without swapping it (or see below),
+// appends each write
 // it would copy on write (a block shared with a snapshot or a parent or
 // of another epoch, a sub-block its partial block lacks) to its own log
 // object,
@@ -55,6 +56,15 @@
 // out of the head, so that a writer taken over can have no flush
 // acknowledged after the replay. The record format and the crash and
 // takeover arguments are in docs/format.md ("Write log").
+//
+// On a store without in-place writes (no objstore.RangeWriter: S3) that
+// has create-if-absent and a fresh Stat, the log is stored as immutable
+// segments (blockmap.LogSegmentName: the log and the segment's start
+// position): records wait in memory, where reads find them, and a flush
+// writes them with their commit as one new segment and checks the head
+// (one PUT and one HEAD); every small write within the burst is logged,
+// and a checkpoint puts each block the log touched whole, past a bound of
+// 512 MiB. Replay follows the chain of segments from the head's From.
 //
 // # Durability (invariants I1 and I2)
 //

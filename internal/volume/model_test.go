@@ -73,6 +73,9 @@ type model struct {
 	// noLog: writers do not use the write log (OpenOptions.Log), which
 	// the model otherwise turns on for every writer.
 	noLog bool
+	// wrap: the crash images are read through it (the store under test
+	// wraps the crashable one).
+	wrap func(objstore.Store) objstore.Store
 }
 
 // zombieWrite is a write of a holder whose lease was taken over: it
@@ -218,6 +221,9 @@ func (m *model) check(v *modelVol) {
 // to read (no map points at a missing or corrupt object).
 func (m *model) checkCrashImage(s objstore.Store, vols []*modelVol) {
 	m.t.Helper()
+	if m.wrap != nil {
+		s = m.wrap(s)
+	}
 	for _, v := range vols {
 		if v.removed {
 			continue

@@ -311,8 +311,18 @@ func Remove(ctx context.Context, s objstore.Store, id blockmap.ID) error {
 			del(r.Name())
 		}
 	}
+	_, inPlace := objstore.AsRangeWriter(s)
 	for _, l := range h.Logs {
-		del(blockmap.LogName(id, l.Epoch, l.Seq))
+		name := blockmap.LogName(id, l.Epoch, l.Seq)
+		if inPlace {
+			del(name)
+			continue
+		}
+		// Its segments (best effort: a leftover is the collector's).
+		s.List(ctx, name+"/", func(in objstore.Info) error {
+			del(in.Name)
+			return nil
+		})
 	}
 	return g.Wait()
 }

@@ -122,7 +122,14 @@ type Volume struct {
 	fenced bool
 	// logOn: writes to blocks this writer cannot write in place go to
 	// its write log (OpenOptions.Log).
-	logOn    bool
+	logOn bool
+	// segLog: the store has no in-place writes, so write logs are
+	// stored as immutable segments (wlog.go); every handle on the store
+	// agrees, as it asks the store, not the writer.
+	segLog bool
+	// segMu serializes the writes of this writer's log segments, so that
+	// they land in the order of the log.
+	segMu    sync.Mutex
 	id       blockmap.ID
 	readOnly bool
 	remap    bool // a read-only head opened to rewrite its map (Hash)
@@ -210,6 +217,15 @@ type Volume struct {
 		// burst: bytes written since the last flush a caller asked for
 		// (Flush, or a write with FUA); see logBurst.
 		burst int64
+		// A segmented log's bytes not yet in a stored segment (segLog):
+		// segBuf, to be the segment segName at position segStart of the
+		// writer's own log, and segMem, cut into segments whose write
+		// has not succeeded yet (oldest first; one that failed stays,
+		// for reads, until a checkpoint).
+		segBuf   []byte
+		segName  string
+		segStart int64
+		segMem   []*segChunk
 	}
 }
 
@@ -264,9 +280,11 @@ type OpenOptions struct {
 	// after them syncs that one object instead of storing a new map; the
 	// log is checkpointed into the map past a size bound and before
 	// anything that stores a map anyway (a snapshot, a resize, a trim of
-	// logged bytes, Close). Only on a store with in-place writes whose
-	// flush can check the head without swapping it (objstore.RangeWriter,
-	// and FreshStater or Fenced); ignored elsewhere.
+	// logged bytes, Close). On a store with in-place writes whose flush
+	// can check the head without swapping it (objstore.RangeWriter, and
+	// FreshStater or Fenced), or without in-place writes but with
+	// create-if-absent and a fresh Stat (the log is then stored as
+	// segments: S3); ignored elsewhere.
 	Log bool
 	// OnClose, when set, runs at Close after the final flush, with its
 	// error (a lease is released there), and at Discard with nil; either
@@ -292,8 +310,14 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.freshStat = objstore.FreshStat(s)
 		_, canFence := objstore.AsFencer(s)
 		v.fenced = opts.Fenced && canFence
-		v.logOn = (opts.Log || logDefault) && v.rw != nil && (v.freshStat || v.fenced) && len(head.Logs) < blockmap.MaxLogs
+		// Without in-place writes, the log is a chain of segments each
+		// written once with Create; a flush then checks the head with a
+		// fresh Stat.
+		canLog := v.rw != nil && (v.freshStat || v.fenced) || v.rw == nil && v.freshStat && objstore.CheckCAS(s) == nil
+		v.logOn = (opts.Log || logDefault) && canLog && len(head.Logs) < blockmap.MaxLogs
 	}
+	_, hasRW := objstore.AsRangeWriter(s)
+	v.segLog = !hasRW
 	v.lender, _ = objstore.AsLender(s)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
 	if o, ok := objstore.AsHandleOpener(s); ok {
@@ -363,9 +387,14 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if v.logOn {
 		ref := v.mu.head.Logs[len(v.mu.head.Logs)-1]
 		logs = append(logs, logFile{ref: ref, name: blockmap.LogName(id, ref.Epoch, ref.Seq)})
-		logs[len(logs)-1].made = v.createLog(ctx, logs[len(logs)-1].name)
+		if !v.segLog {
+			logs[len(logs)-1].made = v.createLog(ctx, logs[len(logs)-1].name)
+		}
 	}
 	v.mu.logs, v.mu.index = logs, index
+	v.mu.Lock()
+	v.segResetLocked()
+	v.mu.Unlock()
 	if (opts.Writable || opts.Remap) && len(old.Logs) > 0 {
 		// Another writer's logs: into the map now, and out of the head,
 		// so that nothing it appends late is ever read.
@@ -964,7 +993,7 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 		st.Lock()
 		e, epoch := v.entry(b)
 		owned := v.owns(e, epoch) && !v.isTainted(e)
-		log, err := v.logsBlock(b, e, owned, v.subBlocks(boff, int64(len(data))))
+		log, err := v.logsBlock(b, e, owned, v.subBlocks(boff, int64(len(data))), int64(len(data)))
 		if err != nil || log {
 			defer st.Unlock()
 			if err != nil {
@@ -1644,10 +1673,10 @@ func (v *Volume) flushCut(ctx context.Context) (*cut, error) {
 	}
 	c := v.takeCut()
 	v.mu.Lock()
-	cname, cpos, crec := v.commitAtLocked()
+	commit := v.commitAtLocked()
 	v.mu.Unlock()
 	v.gate.Unlock()
-	if err := v.writeCommit(ctx, cname, cpos, crec); err != nil {
+	if err := v.writeCommit(ctx, commit); err != nil {
 		v.restore(c, nil)
 		return nil, v.storeFenced(err)
 	}
@@ -1993,7 +2022,12 @@ func (v *Volume) checkExist(ctx context.Context, c *cut, age time.Duration) erro
 	v.mu.Lock()
 	for _, lf := range v.mu.logs {
 		if lf.made && slices.ContainsFunc(c.head.Logs, func(r blockmap.LogRef) bool { return r.Epoch == lf.ref.Epoch && r.Seq == lf.ref.Seq }) {
-			names[lf.name] = true
+			if !v.segLog {
+				names[lf.name] = true
+			}
+			for _, name := range lf.segs {
+				names[name] = true
+			}
 		}
 	}
 	v.mu.Unlock()

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sort"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
 )
@@ -42,6 +44,40 @@ const (
 // checkpoints it into the map and starts a new log (tests lower it).
 var logBound int64 = 32 << 20
 
+// segBoundFactor: a segmented log's bound is this many logBounds (512
+// MiB). A checkpoint on a store without in-place writes puts each block
+// the log touched whole, so the bound divides that cost: see "Write log"
+// in docs/format.md for the arithmetic.
+const segBoundFactor = 16
+
+// segMax is how many bytes of records a segmented log holds in memory
+// before it writes them as a segment without a commit (tests lower it).
+var segMax = 1 << 20
+
+// segCheckpointers is how many blocks a checkpoint of a segmented log
+// writes at once.
+const segCheckpointers = 8
+
+// segTries is how many times a segment write whose outcome is unknown
+// (a timeout) is tried.
+const segTries = 4
+
+// bound is the size past which the writer's log is checkpointed.
+func (v *Volume) bound() int64 {
+	if v.segLog {
+		return logBound * segBoundFactor
+	}
+	return logBound
+}
+
+// segChunk is a piece of a segmented log cut from the writer's buffer,
+// to be written as the segment name.
+type segChunk struct {
+	name   string
+	data   []byte
+	failed bool
+}
+
 // logBurst is how many bytes of writes since the last flush a caller
 // asked for (Flush, FUA) a writer logs at most. The log pays for itself
 // when flushes are frequent (each flush then costs one append and one
@@ -68,6 +104,9 @@ type logFile struct {
 	name string
 	end  int64
 	made bool
+	// segs: a segmented log's segments from From on that this handle
+	// wrote or read (deleted when a checkpoint moves From past them).
+	segs []string
 }
 
 // logExt is a range of a block whose newest bytes are in a log: [off,
@@ -187,6 +226,9 @@ func (v *Volume) logGone(ctx context.Context, ver objstore.Version) error {
 // (the block, the range in it, the data's position), and moves lf.end
 // past them. A log that does not exist returns errLogMissing.
 func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
+	if v.segLog {
+		return v.replaySegs(ctx, lf, size, add)
+	}
 	r := &logReader{v: v, name: lf.name}
 	type rec struct {
 		b int64
@@ -254,6 +296,178 @@ func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore
 	return logs, index, nil
 }
 
+// replaySegs is replayLog on a segmented log: it follows the chain of
+// segments from lf.end (where a segment starts: From, or the end of a
+// commit, which ends its segment), the one starting where the one before
+// ends, until one is missing, which returns errLogMissing (the end of the
+// chain, or a log deleted since: see logGone).
+func (v *Volume) replaySegs(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
+	type rec struct {
+		b int64
+		x logExt
+	}
+	var pending []rec
+	for pos := lf.end; ; {
+		name := blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, pos)
+		data, _, err := v.store.Get(ctx, name)
+		if objstore.IsNotExist(err) {
+			return errLogMissing
+		}
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(lf.segs, name) {
+			lf.segs = append(lf.segs, name)
+		}
+		for at := int64(0); at < int64(len(data)); {
+			h := data[at:]
+			if len(h) < logHeader {
+				return nil
+			}
+			off, n := int64(binary.BigEndian.Uint64(h[20:])), int64(binary.BigEndian.Uint32(h[28:]))
+			if string(h[:4]) != logMagic || binary.BigEndian.Uint64(h[4:]) != lf.ref.Epoch || binary.BigEndian.Uint64(h[12:]) != lf.ref.Seq ||
+				n > v.bs || off < 0 || n > 0 && off>>v.shift != (off+n-1)>>v.shift || n == 0 && off != 0 || int64(len(h)) < logHeader+n {
+				return nil
+			}
+			crc := crc32.Update(crc32.Checksum(h[:32], logCRC), logCRC, h[logHeader:logHeader+n])
+			if crc != binary.BigEndian.Uint32(h[32:]) {
+				return nil
+			}
+			if n == 0 {
+				for _, p := range pending {
+					add(p.b, p.x)
+				}
+				pending = pending[:0]
+				lf.end = pos + at + logHeader
+			} else if uint64(off)+uint64(n) <= size {
+				pending = append(pending, rec{off >> v.shift, logExt{off: off & (v.bs - 1), n: n, name: name, pos: at + logHeader}})
+			}
+			at += logHeader + n
+		}
+		pos += int64(len(data))
+	}
+}
+
+// segResetLocked starts the writer's segment buffer at the end of its
+// own log (the last), dropping what was buffered (a checkpoint wrote it
+// into the blocks). The caller holds v.mu.
+func (v *Volume) segResetLocked() {
+	v.mu.segBuf, v.mu.segMem, v.mu.segName, v.mu.segStart = nil, nil, "", 0
+	if !v.segLog || !v.logOn || len(v.mu.logs) == 0 {
+		return
+	}
+	lf := &v.mu.logs[len(v.mu.logs)-1]
+	v.mu.segStart = lf.end
+	v.mu.segName = blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, lf.end)
+}
+
+// cutSegLocked cuts the buffer into a chunk to be written as a segment
+// (nil if empty). The caller holds v.mu.
+func (v *Volume) cutSegLocked() *segChunk {
+	if len(v.mu.segBuf) == 0 {
+		return nil
+	}
+	c := &segChunk{name: v.mu.segName, data: v.mu.segBuf}
+	v.mu.segMem = append(v.mu.segMem, c)
+	lf := &v.mu.logs[len(v.mu.logs)-1]
+	v.mu.segStart += int64(len(c.data))
+	v.mu.segName = blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, v.mu.segStart)
+	v.mu.segBuf = nil
+	return c
+}
+
+// writeSegs writes the chunks cut so far, in order, up to c: a chunk is
+// written only after the one before it landed, so that the chain a
+// replay follows never skips one. A chunk whose write failed stays in
+// memory, and the log takes no more records (logBroken).
+func (v *Volume) writeSegs(ctx context.Context, c *segChunk) error {
+	v.segMu.Lock()
+	defer v.segMu.Unlock()
+	for {
+		v.mu.Lock()
+		if !slices.Contains(v.mu.segMem, c) {
+			v.mu.Unlock()
+			return nil
+		}
+		first := v.mu.segMem[0]
+		v.mu.Unlock()
+		if first.failed {
+			return fmt.Errorf("volume: an earlier segment of the write log failed: %w", errLogBroken)
+		}
+		err := v.putSegment(ctx, first.name, first.data)
+		v.mu.Lock()
+		if err != nil {
+			first.failed = true
+			v.mu.logBroken, v.mu.logForce = true, true
+			v.mu.Unlock()
+			return err
+		}
+		v.mu.segMem = v.mu.segMem[1:]
+		if n := len(v.mu.logs); n > 0 {
+			lf := &v.mu.logs[n-1]
+			lf.segs = append(lf.segs, first.name)
+			lf.made = true
+		}
+		v.mu.Unlock()
+	}
+}
+
+// errSegDiffers: a segment write of unknown outcome was tried again and
+// found the segment holding other bytes.
+var errSegDiffers = errors.New("volume: a segment of the write log exists with other bytes (written by a writer of the same log?)")
+
+// putSegment creates the segment name. A write of unknown outcome (a
+// timeout) may have landed: it is tried again, and a try that finds the
+// segment there compares its bytes (equal: it is written; else the log
+// is broken).
+func (v *Volume) putSegment(ctx context.Context, name string, data []byte) error {
+	for try := 1; ; try++ {
+		if err := v.checkGuard(); err != nil {
+			return err
+		}
+		_, err := v.store.Create(ctx, name, data)
+		if errors.Is(err, objstore.ErrExists) {
+			got, _, gerr := v.store.Get(ctx, name)
+			switch {
+			case gerr != nil:
+				return fmt.Errorf("volume: write log: read back segment %s: %w", name, gerr)
+			case !bytes.Equal(got, data):
+				return fmt.Errorf("%w: %s", errSegDiffers, name)
+			}
+			return nil
+		}
+		if err == nil || settled(err) || try == segTries || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// readLog reads p at off from the log object name: from memory if it
+// is a segment of this writer's not stored yet, else from the store.
+func (v *Volume) readLog(ctx context.Context, name string, p []byte, off int64) error {
+	if v.segLog {
+		v.mu.Lock()
+		var src []byte
+		if name == v.mu.segName {
+			src = v.mu.segBuf
+		} else {
+			for _, c := range v.mu.segMem {
+				if c.name == name {
+					src = c.data
+					break
+				}
+			}
+		}
+		if src != nil && off+int64(len(p)) <= int64(len(src)) {
+			copy(p, src[off:])
+			v.mu.Unlock()
+			return nil
+		}
+		v.mu.Unlock()
+	}
+	return v.readName(ctx, name, p, off)
+}
+
 // createLog creates this writer's empty log, so that followers, which
 // read its tail at each check of the head, find an object they keep open
 // rather than looking an absent one up each time. Best effort: the first
@@ -305,7 +519,11 @@ func (v *Volume) readName(ctx context.Context, name string, p []byte, off int64)
 // path while the index overlays the block with older bytes, which a
 // later checkpoint would write over it (see Volume.shared). The caller
 // holds b's stripe.
-func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64) (bool, error) {
+//
+// On a segmented log (no in-place writes), every write smaller than a
+// block within the burst is logged, to an owned block too: the map path
+// would put the whole block.
+func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64, n int64) (bool, error) {
 	if !v.logOn {
 		return false, nil
 	}
@@ -317,6 +535,9 @@ func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64
 			return false, errLogBroken
 		}
 		return false, nil
+	}
+	if v.segLog {
+		return logged || v.mu.burst <= logBurst && n < v.bs, nil
 	}
 	return logged || v.mu.burst <= logBurst && e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched), nil
 }
@@ -375,6 +596,9 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	if err := v.checkGuard(); err != nil {
 		return err
 	}
+	if v.segLog {
+		return v.appendSeg(ctx, b, boff, data)
+	}
 	v.mu.Lock()
 	lf := &v.mu.logs[len(v.mu.logs)-1]
 	ref, name, pos := lf.ref, lf.name, lf.end
@@ -393,7 +617,7 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	v.madeLocked(name)
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: name, pos: pos + logHeader})
 	v.mu.logCommit = true
-	if v.mu.logBytes > 4*logBound {
+	if v.mu.logBytes > 4*v.bound() {
 		// Writes that no flush follows (a guest flushes far more
 		// often: this only bounds the log): a flush in the background
 		// checkpoints, so that the log and its index stay bounded.
@@ -408,27 +632,71 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	return nil
 }
 
-// commitAt reserves the place of a commit record after every record
-// appended so far, if one is needed. The caller holds the gate
-// exclusively (no append in flight) and v.mu.
-func (v *Volume) commitAtLocked() (name string, pos int64, rec []byte) {
+// appendSeg is appendLog on a segmented log: the record goes to the
+// buffer, which is written as a segment without a commit once it holds
+// segMax bytes. A failed segment write leaves the record in memory,
+// where reads and the next checkpoint find it, and breaks the log.
+func (v *Volume) appendSeg(ctx context.Context, b, boff int64, data []byte) error {
+	v.mu.Lock()
+	if v.mu.logBroken {
+		v.mu.Unlock()
+		return errLogBroken
+	}
+	lf := &v.mu.logs[len(v.mu.logs)-1]
+	rec := encodeLogRecord(lf.ref, b<<v.shift+boff, data)
+	pos := int64(len(v.mu.segBuf))
+	v.mu.segBuf = append(v.mu.segBuf, rec...)
+	lf.end += int64(len(rec))
+	v.mu.logBytes += int64(len(rec))
+	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: v.mu.segName, pos: pos + logHeader})
+	v.mu.logCommit = true
+	if v.mu.logBytes > 4*v.bound() {
+		v.kickLocked(ctx)
+	}
+	v.mu.fence = true
+	v.dirtiedLocked()
+	var c *segChunk
+	if len(v.mu.segBuf) >= segMax {
+		c = v.cutSegLocked()
+	}
+	v.mu.Unlock()
+	if c != nil {
+		// (Its error broke the log: the next flush checkpoints what
+		// the chunk holds, from memory.)
+		_ = v.writeSegs(ctx, c)
+	}
+	return nil
+}
+
+// commitAtLocked reserves the place of a commit record after every
+// record appended so far, if one is needed, and returns what writes it
+// (nil if none is). On a segmented log the commit ends the buffer, which
+// becomes the segment it writes. The caller holds the gate exclusively
+// (no append in flight) and v.mu.
+func (v *Volume) commitAtLocked() func(context.Context) error {
 	if !v.mu.logCommit || len(v.mu.logs) == 0 {
-		return "", 0, nil
+		return nil
 	}
 	v.mu.logCommit = false
 	lf := &v.mu.logs[len(v.mu.logs)-1]
-	name, pos = lf.name, lf.end
+	rec := encodeLogRecord(lf.ref, 0, nil)
+	name, pos := lf.name, lf.end
 	lf.end += logHeader
 	v.mu.logBytes += logHeader
-	return name, pos, encodeLogRecord(lf.ref, 0, nil)
+	if v.segLog {
+		v.mu.segBuf = append(v.mu.segBuf, rec...)
+		c := v.cutSegLocked()
+		return func(ctx context.Context) error { return v.writeSegs(ctx, c) }
+	}
+	return func(ctx context.Context) error { return v.writeAt(ctx, name, rec, pos) }
 }
 
 // writeCommit writes a commit record reserved by commitAtLocked.
-func (v *Volume) writeCommit(ctx context.Context, name string, pos int64, rec []byte) error {
-	if rec == nil {
+func (v *Volume) writeCommit(ctx context.Context, commit func(context.Context) error) error {
+	if commit == nil {
 		return nil
 	}
-	if err := v.writeAt(ctx, name, rec, pos); err != nil {
+	if err := commit(ctx); err != nil {
 		v.mu.Lock()
 		v.mu.logBroken, v.mu.logForce = true, true
 		v.mu.Unlock()
@@ -458,7 +726,7 @@ func (v *Volume) needCheckpointLocked() bool {
 	if len(v.mu.index) == 0 && !v.mu.logForce && (own || len(h) == 0) {
 		return false
 	}
-	return !own || v.mu.logForce || v.mu.logBytes > logBound ||
+	return !own || v.mu.logForce || v.mu.logBytes > v.bound() ||
 		len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
 		len(v.mu.pending) > 0 || !(v.freshStat || v.fenced) || v.age(v.mu.dirtySince) > MaxUnflushedAge
 }
@@ -523,9 +791,9 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 		}
 	}
 	blocks := slices.Sorted(maps.Keys(index))
-	bp := v.bufs.Get().(*[]byte)
-	defer v.bufs.Put(bp)
-	for _, b := range blocks {
+	one := func(b int64) error {
+		bp := v.bufs.Get().(*[]byte)
+		defer v.bufs.Put(bp)
 		if err := v.checkpointBlock(ctx, b, index[b], *bp); err != nil {
 			return err
 		}
@@ -533,13 +801,28 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 		delete(v.mu.index, b)
 		v.mu.logGen++
 		v.mu.Unlock()
+		return nil
+	}
+	g := &errgroup.Group{}
+	if v.segLog {
+		// A request per logged range and a put per block, at a
+		// network's latency: several blocks at once.
+		g.SetLimit(segCheckpointers)
+	} else {
+		g.SetLimit(1)
+	}
+	for _, b := range blocks {
+		g.Go(func() error { return one(b) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	v.mu.Lock()
 	var keep []logFile
 	fresh := ""
 	if v.logOn && len(v.mu.logs) > 0 && !v.mu.logClosing {
 		cur := v.mu.logs[len(v.mu.logs)-1]
-		if v.mu.logBroken || v.mu.logBytes > logBound {
+		if v.mu.logBroken || v.mu.logBytes > v.bound() {
 			if v.mu.nextSeq < v.mu.seqEnd {
 				seq := v.mu.nextSeq
 				v.mu.nextSeq++
@@ -549,11 +832,18 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 			}
 		} else {
 			cur.ref.From = uint64(cur.end)
+			// Its segments before From hold nothing the head needs.
+			v.mu.freed = append(v.mu.freed, cur.segs...)
+			cur.segs = nil
 			keep = []logFile{cur}
 		}
 	}
 	for _, lf := range v.mu.logs {
 		if len(keep) == 0 || lf.name != keep[0].name {
+			if v.segLog {
+				v.mu.freed = append(v.mu.freed, lf.segs...)
+				continue
+			}
 			v.mu.freed = append(v.mu.freed, lf.name)
 			delete(v.mu.dirtyObjs, lf.name)
 		}
@@ -566,8 +856,9 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 	v.mu.logBytes, v.mu.logForce, v.mu.logBroken, v.mu.logCommit = 0, false, false, false
 	v.mu.headDirty = true
 	v.mu.logGen++
+	v.segResetLocked()
 	v.mu.Unlock()
-	if fresh != "" && v.createLog(ctx, fresh) {
+	if fresh != "" && !v.segLog && v.createLog(ctx, fresh) {
 		v.mu.Lock()
 		v.madeLocked(fresh)
 		v.mu.Unlock()
@@ -594,6 +885,8 @@ func (v *Volume) checkpointBlock(ctx context.Context, b int64, exts []logExt, bu
 	whole := e.Kind() == blockmap.Zero || unsealed(&v.mu.head, e.Base()) || e.Kind() != blockmap.Partial && unsealed(&v.mu.head, e)
 	v.mu.Unlock()
 	switch {
+	case v.segLog:
+		// No in-place writes: one put of the block (below).
 	case owned && e.Mask()&touched == touched:
 		// In place: one write per run of adjacent extents.
 		for i := 0; i < len(exts); {
@@ -677,7 +970,7 @@ func (v *Volume) readLogged(ctx context.Context, e blockmap.Entry, exts []logExt
 		if i < len(exts) && exts[i].off <= pos {
 			x := &exts[i]
 			n := min(x.off+x.n, end) - pos
-			if err := v.readName(ctx, x.name, p[pos-boff:pos-boff+n], x.pos+pos-x.off); err != nil {
+			if err := v.readLog(ctx, x.name, p[pos-boff:pos-boff+n], x.pos+pos-x.off); err != nil {
 				return err
 			}
 			pos += n

@@ -13,12 +13,14 @@
 //
 // Capabilities: S3 has no in-place or ranged write and no append, so the
 // store implements no RangeWriter, Syncer, HandleOpener, Copier, Lender or
-// Fencer; a volume on it reads and writes back a whole block for each
-// write smaller than one (package volume). ReadAt is
+// Fencer; a volume on it logs small writes in segments of its write log
+// and writes back a whole block at a checkpoint (package volume). ReadAt is
 // a ranged GET. List is ListObjectsV2, which gives sizes and ETags: there
-// is no NameLister, as names cost what infos cost. FreshStater is not
-// claimed (a later change may, for servers known to be strongly
-// consistent). Objects here are at most a few MiB: each is one PUT, no
+// is no NameLister, as names cost what infos cost. FreshStater is
+// claimed: Stat is a HEAD, and AWS S3, radosgw and versitygw are
+// read-after-write consistent, so a volume's write log is stored as
+// segments and a flush checks the head with one HEAD (package volume).
+// Objects here are at most a few MiB: each is one PUT, no
 // multipart upload.
 //
 // Object layout: each object is its data followed by a 24-byte trailer:

@@ -1004,6 +1004,14 @@ func (s *Store) headRaw(ctx context.Context, name string) (headInfo, error) {
 	return h, nil
 }
 
+// FreshStat reports true: Stat is a HEAD answered by the server, and the
+// servers this store targets (AWS S3 since December 2020, radosgw,
+// versitygw) are strongly consistent: a HEAD after a PUT's answer, from
+// any client, sees it. (A server that is only eventually consistent must
+// not be used for volumes' write logs: a flush's head check would not
+// see a takeover.)
+func (s *Store) FreshStat() bool { return true }
+
 func (s *Store) Stat(ctx context.Context, name string) (objstore.Info, error) {
 	if err := s.check(name); err != nil {
 		return objstore.Info{}, err

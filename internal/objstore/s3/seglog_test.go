@@ -1,0 +1,112 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
+)
+
+// putCounter counts the PUTs (Put, Create, Swap) and HEADs (Stat) made
+// through it, offering the capabilities of the store it wraps.
+type putCounter struct {
+	*Store
+	mu          sync.Mutex
+	puts, heads int
+}
+
+func (c *putCounter) Capabilities() objstore.Caps { return objstore.CapabilitiesOf(c.Store) }
+func (c *putCounter) Unwrap() objstore.Store      { return c.Store }
+
+func (c *putCounter) count(puts, heads int) {
+	c.mu.Lock()
+	c.puts += puts
+	c.heads += heads
+	c.mu.Unlock()
+}
+
+func (c *putCounter) take() (int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, h := c.puts, c.heads
+	c.puts, c.heads = 0, 0
+	return p, h
+}
+
+func (c *putCounter) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	c.count(1, 0)
+	return c.Store.Put(ctx, name, data)
+}
+
+func (c *putCounter) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	c.count(1, 0)
+	return c.Store.Create(ctx, name, data)
+}
+
+func (c *putCounter) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
+	c.count(1, 0)
+	return c.Store.Swap(ctx, name, data, old)
+}
+
+func (c *putCounter) Stat(ctx context.Context, name string) (objstore.Info, error) {
+	c.count(0, 1)
+	return c.Store.Stat(ctx, name)
+}
+
+// TestVolumeFlushIsOnePut (issue 13): on a real server, a volume's flush
+// after small writes is one PUT (a segment of its write log) and one
+// HEAD (the head check), and what was flushed reads back after the
+// writer is abandoned and the volume taken over. (Before the segmented
+// log, each flush put every block it wrote and swapped the head.)
+func TestVolumeFlushIsOnePut(t *testing.T) {
+	for _, srv := range TestServerNames {
+		t.Run(srv, func(t *testing.T) {
+			ctx := context.Background()
+			s := &putCounter{Store: OpenTestStore(t, TestServer(t, srv))}
+			const bs = 1 << 16
+			id, err := volume.Create(ctx, s, volume.CreateOptions{Size: 4 * bs, BlockShift: 16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := volume.Open(ctx, s, id, volume.OpenOptions{Writable: true, Log: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := make([]byte, 4*bs)
+			s.take()
+			for f := range 4 {
+				for i := range 32 {
+					off := int64((f*32+i)*4096*7) % (4*bs - 4096)
+					p := bytes.Repeat([]byte{byte(f*32 + i + 1)}, 4096)
+					if err := v.WriteAt(ctx, p, off, false); err != nil {
+						t.Fatal(err)
+					}
+					copy(want[off:], p)
+				}
+				if err := v.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if puts, heads := s.take(); puts != 1 || heads != 1 {
+					t.Fatalf("flush %d: %d PUTs and %d HEADs, want 1 and 1", f, puts, heads)
+				}
+			}
+			w, err := volume.Open(ctx, s, id, volume.OpenOptions{Writable: true, Log: true, NewEpoch: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 4*bs)
+			if err := w.ReadAt(ctx, got, 0); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("the taker reads other bytes than were flushed")
+			}
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
