@@ -201,6 +201,26 @@ import (
 // follows the objects that exist. ListNames (names only, for the catalog's
 // listing) reads no object's directory and collects no generation.
 //
+// # Stat without a listing
+//
+// A flush checks its volume's head with Stat each time, so Stat does not
+// list the directory of an object whose newest generation g this process
+// has seen (listed, or linked itself) and whose file it identified (device,
+// inode, birth time): it looks up g+1 by name, then g. If g+1 is absent
+// and g is still the file seen, g is the newest generation at the moment
+// of the first lookup: every change after g was the newest (a write, a
+// tombstone, a seal) links g+1 in the directory that holds g, and g+1 is
+// removed only after g (generations go oldest first, in place and in a
+// moved directory alike, and a writer takes its own g+1 back only when it
+// finds g gone), while g's file, once removed, never comes back; a
+// directory made at the path later holds other files. Anything else (g+1
+// there, g gone or another file) lists as before. The one assumption is
+// the store's: a process records g only if it identified g's file within
+// PruneAge/2 of the listing (or of the listing its link was based on), so
+// that g cannot have been superseded, pruned and taken by another file in
+// between. This is as fresh as a listing on a local file system; on NFS
+// neither is (FreshStat).
+//
 // # Durability
 //
 // Put, Create, Swap and Delete are durable when they return. WriteAt
@@ -218,8 +238,9 @@ type File struct {
 	local    bool // on a file system of this host only (FreshStat)
 
 	mu        sync.Mutex
-	durable   map[string]uint64 // directory → inode whose entry in its parent is durable
-	lastClean int64             // of tmp/, by serverNow
+	durable   map[string]uint64  // directory → inode whose entry in its parent is durable
+	seen      map[string]seenGen // object → its newest generation as last seen (Stat)
+	lastClean int64              // of tmp/, by serverNow
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -230,6 +251,7 @@ type fileHooks struct {
 	beforeDispose func(dir string)     // after a collection read a directory to remove, before it seals it
 	afterPrepare  func(dir string)     // after a creator prepared a directory, before it renames it into place
 	now           func(ns int64) int64 // maps the server time that listing measures
+	readDir       func(dir string)     // every listing of an object's directory to find its newest entry
 }
 
 // openHooks are given to every File that OpenFile opens (for tests).
@@ -278,7 +300,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}, local: localFS(abs)}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}, seen: map[string]seenGen{}, local: localFS(abs)}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -433,7 +455,10 @@ func idOf(in fs.FileInfo) fileID {
 func genName(n uint64) string { return fmt.Sprintf("%016x", n) }
 
 // current returns the highest generation in dir (num 0 if none).
-func current(dir string) (generation, error) {
+func (f *File) current(dir string) (generation, error) {
+	if f.hooks.readDir != nil {
+		f.hooks.readDir(dir)
+	}
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return generation{}, nil
@@ -465,9 +490,9 @@ func genNum(name string) (uint64, bool) {
 
 // head returns the newest entry of dir with its identity; ok is false if
 // dir is absent or holds no generation.
-func head(dir string) (g generation, ok bool, err error) {
+func (f *File) head(dir string) (g generation, ok bool, err error) {
 	for try := 0; ; try++ {
-		if g, err = current(dir); err != nil || g.num == 0 {
+		if g, err = f.current(dir); err != nil || g.num == 0 {
 			return g, false, err
 		}
 		id, err := identify(filepath.Join(dir, genName(g.num)))
@@ -489,7 +514,7 @@ func (f *File) openCurrent(name string, flag int) (*os.File, generation, error) 
 		return nil, generation{}, err
 	}
 	for try := 0; ; try++ {
-		g, err := current(dir)
+		g, err := f.current(dir)
 		if err != nil {
 			return nil, g, err
 		}
@@ -585,7 +610,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		// Cheap early answer for put-if-absent of content that is
 		// already stored (dedup): no temp file. The caller will rely on
 		// the object, which another process may not have synced yet.
-		if g, err := current(dir); err == nil && g.num != 0 && !g.tombstone {
+		if g, err := f.current(dir); err == nil && g.num != 0 && !g.tombstone {
 			if err := f.syncExisting(dir); err != nil {
 				return 0, err
 			}
@@ -606,7 +631,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, fmt.Errorf("objstore: %s: still changing under this write after %d tries; try again", name, try)
 		}
 		listed := time.Now()
-		base, ok, err := head(dir)
+		base, ok, err := f.head(dir)
 		if err != nil {
 			return 0, err
 		}
@@ -661,6 +686,10 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, mapErr(err)
 		}
 		mine, _ := identify(target)
+		var mineGen genID
+		if !tombstone {
+			_, _, mineGen, _, _ = statGen(target)
+		}
 		if f.hooks.afterLink != nil {
 			f.hooks.afterLink(dir)
 		}
@@ -691,6 +720,11 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, mapErr(err)
 		}
 		f.collect(dir, next, tombstone, true, 0)
+		if tombstone || mineGen == (genID{}) {
+			f.forgetSeen(name)
+		} else {
+			f.rememberSeen(name, next, mineGen, listed)
+		}
 		return Version(next), nil
 	}
 }
@@ -925,7 +959,7 @@ func (f *File) dispose(dir string, t uint64) {
 		unseal()
 		return
 	}
-	if g, err := current(dir); err != nil || g.num != t+1 {
+	if g, err := f.current(dir); err != nil || g.num != t+1 {
 		unseal()
 		return
 	}
@@ -1100,30 +1134,105 @@ func (f *File) writeDurable(path string, data []byte) error {
 	return mapErr(err)
 }
 
-// Stat lists the object's directory and stats its live generation, with
-// no open of the file: a flush checks a head this way each time.
+// Stat returns the Info of the object's newest generation. Once this
+// process has seen that generation (by a Stat or by writing it), Stat
+// checks with two lookups by name that it is still the newest (see Stat
+// without a listing in the File type's comment); otherwise, and whenever
+// that check fails, it lists the object's directory and stats the
+// newest generation. A flush checks a head this way each time.
 func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 	dir, err := f.dir(name)
 	if err != nil {
 		return Info{}, err
 	}
+	if in, ok := f.statSeen(dir, name); ok {
+		return in, nil
+	}
 	for try := 0; ; try++ {
-		g, err := current(dir)
+		listed := time.Now()
+		g, err := f.current(dir)
 		if err != nil {
 			return Info{}, err
 		}
 		if g.num == 0 || g.tombstone {
+			f.forgetSeen(name)
 			return Info{}, fmt.Errorf("%w: %s", ErrNotFound, name)
 		}
-		st, err := os.Stat(filepath.Join(dir, genName(g.num)))
+		size, mtime, id, mode, err := statGen(filepath.Join(dir, genName(g.num)))
 		if errors.Is(err, fs.ErrNotExist) && try < 100 {
 			continue // replaced and pruned between the listing and the stat
 		}
 		if err != nil {
 			return Info{}, mapErr(err)
 		}
-		return Info{Name: name, Size: st.Size(), Version: Version(g.num), ModTime: st.ModTime()}, nil
+		if mode != 0 {
+			continue // a tombstone linked and this generation pruned since the listing: look again
+		}
+		f.rememberSeen(name, g.num, id, listed)
+		return Info{Name: name, Size: size, Version: Version(g.num), ModTime: mtime}, nil
 	}
+}
+
+// genID identifies a generation file for Stat without a listing: device,
+// inode and birth time (where the file system records it).
+type genID struct {
+	dev, ino uint64
+	birth    int64
+}
+
+// seenGen is the newest generation of an object that this process saw,
+// and which file it was.
+type seenGen struct {
+	num uint64
+	id  genID
+}
+
+// maxSeen bounds the memory of seen generations; past it the memory
+// starts again (costing listings, not freshness).
+const maxSeen = 1 << 16
+
+// statSeen answers Stat without listing dir, if this process saw the
+// object's newest generation g before: ok if g+1 is absent at the path
+// and then g is still the file seen. See the File type's comment.
+func (f *File) statSeen(dir, name string) (Info, bool) {
+	f.mu.Lock()
+	s, ok := f.seen[name]
+	f.mu.Unlock()
+	if !ok {
+		return Info{}, false
+	}
+	if _, err := os.Lstat(filepath.Join(dir, genName(s.num+1))); !errors.Is(err, fs.ErrNotExist) {
+		return Info{}, false
+	}
+	size, mtime, id, mode, err := statGen(filepath.Join(dir, genName(s.num)))
+	if err != nil || mode != 0 || id != s.id {
+		return Info{}, false
+	}
+	return Info{Name: name, Size: size, Version: Version(s.num), ModTime: mtime}, true
+}
+
+// rememberSeen records that num, the file id, was the newest generation
+// of name at a listing at listed (or when this process linked it after
+// listing its base then), unless this process took so long since then
+// that the generation may have been superseded and pruned, and another
+// file linked at its name, in the meantime.
+func (f *File) rememberSeen(name string, num uint64, id genID, listed time.Time) {
+	if time.Since(listed) >= f.pruneAge/2 {
+		f.forgetSeen(name)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.seen) >= maxSeen {
+		clear(f.seen)
+	}
+	f.seen[name] = seenGen{num: num, id: id}
+}
+
+func (f *File) forgetSeen(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.seen, name)
 }
 
 func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) error {
