@@ -86,7 +86,10 @@ import (
 // than a tick of a coarse clock, so directories prepared in one tick are
 // numbered apart). rename() fails if a non-empty directory is there (and
 // replaces an empty one), so of several creators one installs its
-// directory, and then all of them link on it.
+// directory, and then all of them link on it. A writer of a new object
+// prepares and installs the directory (with the fsyncs of the parents it
+// makes) while its temporary file is written and fsynced: the link needs
+// both, neither needs the other.
 //
 // # Removing generations
 //
@@ -252,6 +255,7 @@ type fileHooks struct {
 	afterPrepare  func(dir string)     // after a creator prepared a directory, before it renames it into place
 	now           func(ns int64) int64 // maps the server time that listing measures
 	readDir       func(dir string)     // every listing of an object's directory to find its newest entry
+	syncTemp      func()               // before the fsync of every temporary file
 }
 
 // openHooks are given to every File that OpenFile opens (for tests).
@@ -650,6 +654,32 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 				cur = 0
 			}
 			return 0, fmt.Errorf("%w: %s is at version %d, not %d", ErrConflict, name, cur, old)
+		}
+		if !ok && !tombstone && (tmp == "" || !exists(tmp)) {
+			// A new object: its directory (and missing parents, each
+			// with an fsync of its parent) and the temporary file's
+			// fsync at once. Neither needs the other, only the link
+			// after both.
+			if f.hooks.beforeInstall != nil {
+				f.hooks.beforeInstall(dir)
+			}
+			done := make(chan error, 1)
+			var written string
+			go func() {
+				var err error
+				written, err = f.writeTemp(data)
+				done <- err
+			}()
+			err := f.newIncarnation(dir)
+			terr := <-done
+			tmp = written
+			if terr != nil {
+				return 0, terr
+			}
+			if err != nil {
+				return 0, err
+			}
+			continue // and link on whichever base is there now
 		}
 		if !tombstone && (tmp == "" || !exists(tmp)) { // (gone if this write stalled past tmpAge)
 			if tmp, err = f.writeTemp(data); err != nil {
@@ -1126,6 +1156,9 @@ func (f *File) writeDurable(path string, data []byte) error {
 		err = io.ErrShortWrite
 	}
 	if err == nil {
+		if f.hooks.syncTemp != nil {
+			f.hooks.syncTemp()
+		}
 		err = fh.Sync()
 	}
 	if cerr := fh.Close(); err == nil {
