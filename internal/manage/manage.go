@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -203,12 +204,22 @@ func (m *Manager) checkFree(ctx context.Context, name string) error {
 // volume references) creates no record, rather than one it must remove
 // again once Release tells it, which it cannot if it dies first.
 func (m *Manager) register(ctx context.Context, h *gc.Hold, r catalog.Record) (*catalog.Record, error) {
+	return m.registerHinted(ctx, h, r, false)
+}
+
+// registerHinted is register; hinted says that r's catalog hints are
+// written (catalog.Catalog.Hints).
+func (m *Manager) registerHinted(ctx context.Context, h *gc.Hold, r catalog.Record, hinted bool) (*catalog.Record, error) {
 	r.Created = m.Now().UTC()
 	if err := h.Check(ctx); err != nil {
 		volume.Remove(ctx, m.Store, r.ID)
 		return nil, err
 	}
-	if err := m.Catalog.Create(ctx, r); err != nil {
+	create := m.Catalog.Create
+	if hinted {
+		create = m.Catalog.CreateHinted
+	}
+	if err := create(ctx, r); err != nil {
 		volume.Remove(ctx, m.Store, r.ID)
 		return nil, err
 	}
@@ -259,7 +270,11 @@ func (m *Manager) Open(ctx context.Context, name string, writable bool) (*volume
 //
 // A snapshot is a chain of durable writes, each waiting for the last; the
 // hold on collections and the volume's lease are independent of each
-// other, so it takes them at once, and gives them back at once.
+// other, so it takes them at once, and gives them back at once. The
+// catalog's hints for the snapshot need only its ID, chosen first: they
+// are written meanwhile (the record, the commit point, comes last as
+// ever; hints without a record are stale hints, dropped on failure or
+// by a collection).
 func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Record, error) {
 	if err := m.checkFree(ctx, snap); err != nil {
 		return nil, err
@@ -271,6 +286,20 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 	if r.ReadOnly() {
 		return nil, fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, vol, r.Kind)
 	}
+	want := catalog.Record{Name: snap, ID: blockmap.NewID(), Kind: catalog.KindSnapshot, Origin: r.ID}
+	done := make(chan error, 1)
+	go func() { done <- m.Catalog.Hints(ctx, want) }()
+	hinted := sync.OnceValue(func() error { return <-done })
+	rec, err := m.snapshot(ctx, vol, r, want, hinted)
+	if rec == nil && hinted() == nil {
+		m.Catalog.DropHints(context.WithoutCancel(ctx), want)
+	}
+	return rec, err
+}
+
+// snapshot is Snapshot once the snapshot's record is chosen (want) and
+// its hints are being written (hinted waits for them).
+func (m *Manager) snapshot(ctx context.Context, vol string, r *catalog.Record, want catalog.Record, hinted func() error) (*catalog.Record, error) {
 	var (
 		h *gc.Hold
 		l *lease.Lease
@@ -307,11 +336,15 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 			}
 			sealed = st.Replaced
 		}
-		sid, err := v.Snapshot(ctx)
-		if err != nil {
+		if _, err := v.SnapshotAs(ctx, want.ID); err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, h, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
+		if err := hinted(); err != nil {
+			volume.Remove(ctx, m.Store, want.ID)
+			return err
+		}
+		var err error
+		rec, err = m.registerHinted(ctx, h, want, true)
 		return err
 	}()
 	var closed errgroup.Group

@@ -107,6 +107,12 @@ func sharedSegments(segs []blockmap.SegmentRef) []blockmap.SegmentRef {
 // shares every segment and block; the volume starts a new epoch. It
 // returns the snapshot's ID. No data is copied.
 func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
+	return v.SnapshotAs(ctx, blockmap.NewID())
+}
+
+// SnapshotAs is Snapshot with the snapshot's ID chosen by the caller (a
+// new one, from blockmap.NewID), who may meanwhile write what names it.
+func (v *Volume) SnapshotAs(ctx context.Context, id blockmap.ID) (blockmap.ID, error) {
 	if err := v.checkIO(0, 0, true); err != nil {
 		return blockmap.ID{}, err
 	}
@@ -133,7 +139,7 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	v.mu.Unlock()
 
 	snap := h
-	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed, snap.Logs = blockmap.NewID(), true, 0, 0, nil
+	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed, snap.Logs = id, true, 0, 0, nil
 	snap.Segments = sharedSegments(h.Segments)
 	if _, err := v.store.Create(ctx, blockmap.HeadName(snap.ID), blockmap.EncodeHead(&snap)); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
