@@ -114,7 +114,7 @@ func (m *Manager) OpenWriter(ctx context.Context, id blockmap.ID, lost func(*lea
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.openLeased(ctx, id, l, lost, false)
+	return m.openLeased(ctx, id, l, lost, openWrite)
 }
 
 // OpenWriterCopying is OpenWriter that always starts a new epoch, so that
@@ -127,7 +127,7 @@ func (m *Manager) OpenWriterCopying(ctx context.Context, id blockmap.ID) (*volum
 	if err != nil {
 		return nil, err
 	}
-	v, _, err := m.openLeased(ctx, id, l, nil, true)
+	v, _, err := m.openLeased(ctx, id, l, nil, openCopying)
 	return v, err
 }
 
@@ -141,10 +141,19 @@ func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.openLeased(ctx, id, l, lost, false)
+	return m.openLeased(ctx, id, l, lost, openWrite)
 }
 
-func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), copying bool) (*volume.Volume, *lease.Lease, error) {
+// openMode says what a writer opens a volume for.
+type openMode int
+
+const (
+	openWrite    openMode = iota // to write, with a write log where the store allows one
+	openCopying                  // to copy its blocks to another pool (package move)
+	openSnapshot                 // to snapshot it: no write log, which it would name in the head at open and drop at close without appending to it
+)
+
+func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), mode openMode) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
 	release := func(ctx context.Context, closeErr error) error {
 		stop()
@@ -157,7 +166,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, Fenced: l.Fenced(), OnClose: release, Log: !copying,
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: mode == openCopying, Fenced: l.Fenced(), OnClose: release, Log: mode == openWrite,
 		Hold: func(ctx context.Context) (func() error, error) {
 			h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 			if err != nil {
@@ -316,7 +325,7 @@ func (m *Manager) snapshot(ctx context.Context, vol string, r *catalog.Record, w
 		}
 		return nil, err
 	}
-	v, _, err := m.openLeased(ctx, r.ID, l, nil, false) // releases l if it fails
+	v, _, err := m.openLeased(ctx, r.ID, l, nil, openSnapshot) // releases l if it fails
 	if err != nil {
 		h.Release()
 		return nil, err
