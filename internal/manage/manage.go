@@ -235,6 +235,30 @@ func (m *Manager) registerHinted(ctx context.Context, h *gc.Hold, r catalog.Reco
 	return &r, nil
 }
 
+// hintMeanwhile starts writing the catalog hints of want, the record of
+// an object not made yet under an ID the caller chose (blockmap.NewID):
+// the hints need the ID, not the object, so they are written while the
+// object is made (one round of durable writes fewer before the record;
+// the record, the commit point, still comes after both). The caller
+// holds collections off already, as for the object itself: a collection
+// deletes hints that no record points back at once they are older than
+// its grace period, and the hold makes one that took too long fail
+// instead of creating a record whose hints are gone. wait waits for
+// them; done, called once the operation has ended, drops them unless the
+// record was created (hints without a record are stale hints, which a
+// collection would delete later).
+func (m *Manager) hintMeanwhile(ctx context.Context, want catalog.Record) (wait func() error, done func(created bool)) {
+	ch := make(chan error, 1)
+	go func() { ch <- m.Catalog.Hints(ctx, want) }()
+	wait = sync.OnceValue(func() error { return <-ch })
+	done = func(created bool) {
+		if !created && wait() == nil {
+			m.Catalog.DropHints(context.WithoutCancel(ctx), want)
+		}
+	}
+	return wait, done
+}
+
 // CreateVolume makes an empty volume. It holds collections off from
 // writing the head to creating the record: a collection keeps a head no
 // record names only while it is young, and a create that stalled past
@@ -243,15 +267,24 @@ func (m *Manager) CreateVolume(ctx context.Context, name string, size uint64, bl
 	if err := m.checkFree(ctx, name); err != nil {
 		return nil, err
 	}
+	want := catalog.Record{Name: name, ID: blockmap.NewID(), Kind: catalog.KindVolume}
 	var rec *catalog.Record
+	done := func(bool) {}
 	err := m.held(ctx, func(h *gc.Hold) error {
-		id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift})
+		var hinted func() error
+		hinted, done = m.hintMeanwhile(ctx, want)
+		id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift, ID: want.ID})
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
+		if err := hinted(); err != nil {
+			volume.Remove(ctx, m.Store, id)
+			return err
+		}
+		rec, err = m.registerHinted(ctx, h, want, true)
 		return err
 	})
+	done(rec != nil)
 	if err != nil {
 		return nil, m.dropLost(ctx, rec, err)
 	}
@@ -279,11 +312,8 @@ func (m *Manager) Open(ctx context.Context, name string, writable bool) (*volume
 //
 // A snapshot is a chain of durable writes, each waiting for the last; the
 // hold on collections and the volume's lease are independent of each
-// other, so it takes them at once, and gives them back at once. The
-// catalog's hints for the snapshot need only its ID, chosen first: they
-// are written meanwhile (the record, the commit point, comes last as
-// ever; hints without a record are stale hints, dropped on failure or
-// by a collection).
+// other, so it takes them at once, and gives them back at once; the
+// catalog's hints are written meanwhile too (hintMeanwhile).
 func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Record, error) {
 	if err := m.checkFree(ctx, snap); err != nil {
 		return nil, err
@@ -296,19 +326,6 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 		return nil, fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, vol, r.Kind)
 	}
 	want := catalog.Record{Name: snap, ID: blockmap.NewID(), Kind: catalog.KindSnapshot, Origin: r.ID}
-	done := make(chan error, 1)
-	go func() { done <- m.Catalog.Hints(ctx, want) }()
-	hinted := sync.OnceValue(func() error { return <-done })
-	rec, err := m.snapshot(ctx, vol, r, want, hinted)
-	if rec == nil && hinted() == nil {
-		m.Catalog.DropHints(context.WithoutCancel(ctx), want)
-	}
-	return rec, err
-}
-
-// snapshot is Snapshot once the snapshot's record is chosen (want) and
-// its hints are being written (hinted waits for them).
-func (m *Manager) snapshot(ctx context.Context, vol string, r *catalog.Record, want catalog.Record, hinted func() error) (*catalog.Record, error) {
 	var (
 		h *gc.Hold
 		l *lease.Lease
@@ -325,6 +342,9 @@ func (m *Manager) snapshot(ctx context.Context, vol string, r *catalog.Record, w
 		}
 		return nil, err
 	}
+	hinted, done := m.hintMeanwhile(ctx, want)
+	created := false
+	defer func() { done(created) }()
 	v, _, err := m.openLeased(ctx, r.ID, l, nil, openSnapshot) // releases l if it fails
 	if err != nil {
 		h.Release()
@@ -354,6 +374,7 @@ func (m *Manager) snapshot(ctx context.Context, vol string, r *catalog.Record, w
 		}
 		var err error
 		rec, err = m.registerHinted(ctx, h, want, true)
+		created = rec != nil
 		return err
 	}()
 	var closed errgroup.Group
@@ -386,15 +407,24 @@ func (m *Manager) Clone(ctx context.Context, src, name string, size uint64) (*ca
 	if err := m.checkFree(ctx, name); err != nil {
 		return nil, err
 	}
+	want := catalog.Record{Name: name, ID: blockmap.NewID(), Kind: catalog.KindVolume, Parent: r.ID}
 	var rec *catalog.Record
+	done := func(bool) {}
 	err = m.held(ctx, func(h *gc.Hold) error {
-		id, err := volume.Clone(ctx, m.Store, r.ID, size)
+		var hinted func() error
+		hinted, done = m.hintMeanwhile(ctx, want)
+		id, err := volume.CloneAs(ctx, m.Store, r.ID, size, want.ID)
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
+		if err := hinted(); err != nil {
+			volume.Remove(ctx, m.Store, id)
+			return err
+		}
+		rec, err = m.registerHinted(ctx, h, want, true)
 		return err
 	})
+	done(rec != nil)
 	if err != nil {
 		return nil, m.dropLost(ctx, rec, err)
 	}

@@ -36,7 +36,7 @@ func (s *rendezvousStore) meet(name string) {
 			select {
 			case <-s.head:
 			case <-time.After(rendezvousWait):
-				s.t.Errorf("the catalog hint %s was written without waiting for the snapshot's head", name)
+				s.t.Errorf("the catalog hint %s was written without waiting for the new head", name)
 			}
 		})
 	}
@@ -55,11 +55,50 @@ func (s *rendezvousStore) Create(ctx context.Context, name string, data []byte) 
 			select {
 			case <-s.hint:
 			case <-time.After(rendezvousWait):
-				s.t.Errorf("the snapshot's head %s was created without waiting for the catalog's hints", name)
+				s.t.Errorf("the new head %s was created without waiting for the catalog's hints", name)
 			}
 		})
 	}
 	return s.Store.Create(ctx, name, data)
+}
+
+// TestCreateCloneHintsMeanwhile: as TestSnapshotHintsMeanwhile, for a
+// create (its ID hint) and a clone (its ID and lineage hints).
+func TestCreateCloneHintsMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	mem := objstore.NewMem()
+	m := manage.New(mem)
+	if _, err := m.CreateVolume(ctx, "v", 1<<30, 0); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := m.Snapshot(ctx, "v", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	meet := func() *manage.Manager {
+		return manage.New(&rendezvousStore{Store: mem, t: t, headSuffix: "/head", hintPrefix: catalog.IDPrefix,
+			head: make(chan struct{}), hint: make(chan struct{})})
+	}
+	if _, err := meet().CreateVolume(ctx, "w", 1<<30, 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := meet().Clone(ctx, "s", "c", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"w", "c"} {
+		r, err := m.Lookup(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := m.Catalog.ByID(ctx, r.ID); err != nil || got.Name != name {
+			t.Fatalf("ByID(%s) = %+v, %v", r.ID, got, err)
+		}
+	}
+	kids, err := m.Catalog.Children(ctx, snap.ID)
+	if err != nil || len(kids) != 1 || kids[0].ID != c.ID {
+		t.Fatalf("Children = %+v, %v", kids, err)
+	}
 }
 
 // TestSnapshotHintsMeanwhile: a snapshot is a chain of durable writes
