@@ -1198,8 +1198,11 @@ func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 		if err != nil {
 			return Info{}, mapErr(err)
 		}
+		if mode != 0 && try < 100 {
+			continue // not the file listed (see fileID): look again
+		}
 		if mode != 0 {
-			continue // a tombstone linked and this generation pruned since the listing: look again
+			return Info{}, fmt.Errorf("%w: %s: generation %s is not a regular file", ErrCorrupt, name, genName(g.num))
 		}
 		f.rememberSeen(name, g.num, id, listed)
 		return Info{Name: name, Size: size, Version: Version(g.num), ModTime: mtime}, nil
