@@ -24,17 +24,15 @@ type FileHooks struct {
 	// ReadDir runs before every listing of an object's directory that
 	// looks for its newest entry.
 	ReadDir func(dir string)
-	// SyncTemp runs before the fsync of every temporary file.
-	SyncTemp func()
 }
 
 // SetFileHooks installs test seams on f.
 func SetFileHooks(f *File, h FileHooks) {
-	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now, readDir: h.ReadDir, syncTemp: h.SyncTemp}
+	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now, readDir: h.ReadDir}
 }
 
 // SetOpenFileHooks makes every later OpenFile install h, until restore.
 func SetOpenFileHooks(h FileHooks) (restore func()) {
-	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now, readDir: h.ReadDir, syncTemp: h.SyncTemp}
+	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now, readDir: h.ReadDir}
 	return func() { openHooks = fileHooks{} }
 }

@@ -86,10 +86,9 @@ import (
 // than a tick of a coarse clock, so directories prepared in one tick are
 // numbered apart). rename() fails if a non-empty directory is there (and
 // replaces an empty one), so of several creators one installs its
-// directory, and then all of them link on it. A writer of a new object
-// prepares and installs the directory (with the fsyncs of the parents it
-// makes) while its temporary file is written and fsynced: the link needs
-// both, neither needs the other.
+// directory, and then all of them link on it. The directories made for a
+// new object (parents, its own) are synced with its link, at once (see
+// Durability).
 //
 // # Removing generations
 //
@@ -232,8 +231,16 @@ import (
 // every directory it uses that it has not made durable itself (also one
 // another process made and may not have synced yet), remembering which
 // by inode, and fsyncs the directory of an object it finds already
-// created (Create of stored content) before it answers ErrExists. FORMAT
-// is linked from a complete temporary file, then the root is fsynced.
+// created (Create of stored content) before it answers ErrExists. A write
+// fsyncs its temporary file before it links it (a link made durable
+// first could name a file whose data is not), then the object's
+// directory for the link and the parents of the path's directories not
+// yet durable (a new object's: those it made) all at once, and answers
+// once all are: nothing relies on any of them before, and a crash between
+// leaves what a crash before the link leaves (a temporary file, a
+// directory with only its "new" base, empty parents), removed by the same
+// listings. FORMAT is linked from a complete temporary file, then the
+// root is fsynced.
 type File struct {
 	root     string
 	hooks    fileHooks
@@ -255,7 +262,6 @@ type fileHooks struct {
 	afterPrepare  func(dir string)     // after a creator prepared a directory, before it renames it into place
 	now           func(ns int64) int64 // maps the server time that listing measures
 	readDir       func(dir string)     // every listing of an object's directory to find its newest entry
-	syncTemp      func()               // before the fsync of every temporary file
 }
 
 // openHooks are given to every File that OpenFile opens (for tests).
@@ -655,32 +661,6 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			}
 			return 0, fmt.Errorf("%w: %s is at version %d, not %d", ErrConflict, name, cur, old)
 		}
-		if !ok && !tombstone && (tmp == "" || !exists(tmp)) {
-			// A new object: its directory (and missing parents, each
-			// with an fsync of its parent) and the temporary file's
-			// fsync at once. Neither needs the other, only the link
-			// after both.
-			if f.hooks.beforeInstall != nil {
-				f.hooks.beforeInstall(dir)
-			}
-			done := make(chan error, 1)
-			var written string
-			go func() {
-				var err error
-				written, err = f.writeTemp(data)
-				done <- err
-			}()
-			err := f.newIncarnation(dir)
-			terr := <-done
-			tmp = written
-			if terr != nil {
-				return 0, terr
-			}
-			if err != nil {
-				return 0, err
-			}
-			continue // and link on whichever base is there now
-		}
 		if !tombstone && (tmp == "" || !exists(tmp)) { // (gone if this write stalled past tmpAge)
 			if tmp, err = f.writeTemp(data); err != nil {
 				return 0, err
@@ -738,15 +718,21 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			}
 			continue
 		}
-		if err := f.syncDir(dir); errors.Is(err, fs.ErrNotExist) {
+		// The link and every directory of the path not yet durable
+		// (a new object's: its directory and the parents made for
+		// it) at once: nothing is answered before all are.
+		perr := make(chan error, 1)
+		go func() { perr <- f.durableDir(dir, false) }()
+		err = f.syncDir(dir)
+		if err := <-perr; err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, mapErr(err)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
 			// Deleted and removed since the check: this write took
 			// effect, then the delete. Running it again would undo
 			// the delete.
 			return Version(next), nil
 		} else if err != nil {
-			return 0, mapErr(err)
-		}
-		if err := f.durableDir(dir, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return 0, mapErr(err)
 		}
 		f.collect(dir, next, tombstone, true, 0)
@@ -790,9 +776,11 @@ func (f *File) newIncarnation(dir string) error {
 	for try := 0; try < 100; try++ {
 		// Parents first: the base is numbered by the time it is
 		// prepared, so nothing slow may come between that and the
-		// rename.
-		if err := f.ensureDir(parent); errors.Is(err, fs.ErrNotExist) {
-			backoff(try) // a listing removed it while empty: make it again
+		// rename. They are made, not synced: the install that links
+		// on the directory syncs every directory of the path at once
+		// before it answers (durableDir).
+		if err := os.MkdirAll(parent, 0o755); errors.Is(err, fs.ErrNotExist) {
+			backoff(try) // a listing removed one while empty: make it again
 			continue
 		} else if err != nil {
 			return mapErr(err)
@@ -811,15 +799,7 @@ func (f *File) newIncarnation(dir string) error {
 		os.RemoveAll(prep) // nothing is there once renamed
 		switch {
 		case err == nil:
-			if err := f.syncDir(parent); errors.Is(err, fs.ErrNotExist) {
-				return nil // written on, deleted and removed since: the caller looks again
-			} else if err != nil {
-				return mapErr(err)
-			}
-			if in, err := os.Stat(dir); err == nil {
-				f.markDurable(dir, in)
-			}
-			return nil
+			return nil // durable once the install that links on it syncs it
 		case errors.Is(err, fs.ErrExist): // EEXIST or ENOTEMPTY: another creator's
 			return nil
 		case errors.Is(err, fs.ErrNotExist):
@@ -1156,9 +1136,6 @@ func (f *File) writeDurable(path string, data []byte) error {
 		err = io.ErrShortWrite
 	}
 	if err == nil {
-		if f.hooks.syncTemp != nil {
-			f.hooks.syncTemp()
-		}
 		err = fh.Sync()
 	}
 	if cerr := fh.Close(); err == nil {
@@ -1549,6 +1526,9 @@ func (f *File) ensureDir(dir string) error {
 // (see ensureDir), creating what is missing if create is set; without
 // it, a missing dir is no error.
 func (f *File) durableDir(dir string, create bool) error {
+	if !create {
+		return f.durablePath(dir)
+	}
 	in, err := os.Stat(dir)
 	if err == nil && f.isDurable(dir, in) {
 		return nil
@@ -1577,6 +1557,47 @@ func (f *File) durableDir(dir string, create bool) error {
 		return err
 	}
 	f.markDurable(dir, in)
+	return nil
+}
+
+// durablePath makes the entries of dir and its parents below the root
+// durable (fsyncs their parents) where this process has not seen them
+// durable, all at once. A missing dir is no error.
+func (f *File) durablePath(dir string) error {
+	type level struct {
+		dir string
+		in  fs.FileInfo
+	}
+	var todo []level
+	for d := dir; d != f.root && filepath.Dir(d) != d; d = filepath.Dir(d) {
+		in, err := os.Stat(d)
+		if errors.Is(err, fs.ErrNotExist) && len(todo) == 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if f.isDurable(d, in) {
+			break
+		}
+		todo = append(todo, level{d, in})
+	}
+	errs := make(chan error, len(todo))
+	for _, l := range todo {
+		go func() { errs <- f.syncDir(filepath.Dir(l.dir)) }()
+	}
+	var err error
+	for range todo {
+		if e := <-errs; err == nil {
+			err = e
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for _, l := range todo {
+		f.markDurable(l.dir, l.in)
+	}
 	return nil
 }
 
