@@ -453,6 +453,21 @@ func (c *Catalog) ChildIDs(ctx context.Context, id blockmap.ID) ([]blockmap.ID, 
 // Create adds the record r (its Name checked) and the hints that find it
 // by ID and lineage. ErrExists if the name is taken.
 func (c *Catalog) Create(ctx context.Context, r Record) error {
+	return c.create(ctx, r, false)
+}
+
+// CreateHinted is Create for a record whose hints Hints has written.
+func (c *Catalog) CreateHinted(ctx context.Context, r Record) error {
+	return c.create(ctx, r, true)
+}
+
+// Hints writes the hints of the record r (its ID hint and lineage hint),
+// which Create writes before the record: a caller that knows the ID of
+// a new object before the object exists (volume.Volume.SnapshotAs) writes
+// them meanwhile, then creates the record with CreateHinted. Hints of a
+// record never created are stale hints (see the package comment); the
+// caller drops them with DropHints.
+func (c *Catalog) Hints(ctx context.Context, r Record) error {
 	if err := ValidName(r.Name); err != nil {
 		return err
 	}
@@ -462,21 +477,50 @@ func (c *Catalog) Create(ctx context.Context, r Record) error {
 	if err := c.ensure(ctx, true); err != nil {
 		return err
 	}
-	hints := []string{}
+	// The hints at once: each is a durable write, and they only need to
+	// be there before the record.
+	var g errgroup.Group
+	for _, h := range hintNames(r)[1:] {
+		g.Go(func() error { _, err := c.store.Put(ctx, h, nil); return err })
+	}
+	g.Go(func() error { _, err := c.store.Put(ctx, idHint(r.ID), encodeIDHint(r.Name)); return err })
+	return g.Wait()
+}
+
+// DropHints deletes the hints Hints wrote for a record of a new ID that
+// was not created (best effort: a leftover is a stale hint).
+func (c *Catalog) DropHints(ctx context.Context, r Record) {
+	for _, h := range hintNames(r) {
+		c.store.Delete(ctx, h)
+	}
+}
+
+// hintNames returns the names of r's hints, its ID hint first.
+func hintNames(r Record) []string {
+	hints := []string{idHint(r.ID)}
 	for _, p := range []blockmap.ID{r.Parent, r.Origin} {
 		if !p.IsZero() {
 			hints = append(hints, childHint(p, r.ID))
 		}
 	}
-	// The hints at once: each is a durable write, and they only need to
-	// be there before the record.
-	var g errgroup.Group
-	for _, h := range hints {
-		g.Go(func() error { _, err := c.store.Put(ctx, h, nil); return err })
-	}
-	g.Go(func() error { _, err := c.store.Put(ctx, idHint(r.ID), encodeIDHint(r.Name)); return err })
-	if err := g.Wait(); err != nil {
-		return err
+	return hints
+}
+
+func (c *Catalog) create(ctx context.Context, r Record, hinted bool) error {
+	if !hinted {
+		if err := c.Hints(ctx, r); err != nil {
+			return err
+		}
+	} else {
+		if err := ValidName(r.Name); err != nil {
+			return err
+		}
+		if err := checkRecord(&r); err != nil {
+			return err
+		}
+		if err := c.ensure(ctx, true); err != nil {
+			return err
+		}
 	}
 	b := encodeStored(&stored{Record: r})
 	for try := 0; try < maxTries; try++ {
@@ -491,9 +535,7 @@ func (c *Catalog) Create(ctx context.Context, r Record) error {
 			return err
 		}
 		// The hints of a fresh ID are nobody else's.
-		for _, h := range append(hints, idHint(r.ID)) {
-			c.store.Delete(ctx, h)
-		}
+		c.DropHints(ctx, r)
 		return fmt.Errorf("%w: %q", ErrExists, r.Name)
 	}
 	return ErrBusy

@@ -114,7 +114,7 @@ func (m *Manager) OpenWriter(ctx context.Context, id blockmap.ID, lost func(*lea
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.openLeased(ctx, id, l, lost, false)
+	return m.openLeased(ctx, id, l, lost, openWrite)
 }
 
 // OpenWriterCopying is OpenWriter that always starts a new epoch, so that
@@ -127,7 +127,7 @@ func (m *Manager) OpenWriterCopying(ctx context.Context, id blockmap.ID) (*volum
 	if err != nil {
 		return nil, err
 	}
-	v, _, err := m.openLeased(ctx, id, l, nil, true)
+	v, _, err := m.openLeased(ctx, id, l, nil, openCopying)
 	return v, err
 }
 
@@ -141,10 +141,19 @@ func (m *Manager) TryOpenWriter(ctx context.Context, id blockmap.ID, lost func(*
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.openLeased(ctx, id, l, lost, false)
+	return m.openLeased(ctx, id, l, lost, openWrite)
 }
 
-func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), copying bool) (*volume.Volume, *lease.Lease, error) {
+// openMode says what a writer opens a volume for.
+type openMode int
+
+const (
+	openWrite    openMode = iota // to write, with a write log where the store allows one
+	openCopying                  // to copy its blocks to another pool (package move)
+	openSnapshot                 // to snapshot it: no write log, which it would name in the head at open and drop at close without appending to it
+)
+
+func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), mode openMode) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
 	// The lease is kept from before the open: a writer's open replays
 	// and checkpoints the write log of the writer before it, which on a
@@ -179,7 +188,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: copying, Fenced: l.Fenced(), OnClose: release, Log: !copying,
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: mode == openCopying, Fenced: l.Fenced(), OnClose: release, Log: mode == openWrite,
 		Hold: func(ctx context.Context) (func() error, error) {
 			h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 			if err != nil {
@@ -228,16 +237,50 @@ func (m *Manager) checkFree(ctx context.Context, name string) error {
 // volume references) creates no record, rather than one it must remove
 // again once Release tells it, which it cannot if it dies first.
 func (m *Manager) register(ctx context.Context, h *gc.Hold, r catalog.Record) (*catalog.Record, error) {
+	return m.registerHinted(ctx, h, r, false)
+}
+
+// registerHinted is register; hinted says that r's catalog hints are
+// written (catalog.Catalog.Hints).
+func (m *Manager) registerHinted(ctx context.Context, h *gc.Hold, r catalog.Record, hinted bool) (*catalog.Record, error) {
 	r.Created = m.Now().UTC()
 	if err := h.Check(ctx); err != nil {
 		volume.Remove(ctx, m.Store, r.ID)
 		return nil, err
 	}
-	if err := m.Catalog.Create(ctx, r); err != nil {
+	create := m.Catalog.Create
+	if hinted {
+		create = m.Catalog.CreateHinted
+	}
+	if err := create(ctx, r); err != nil {
 		volume.Remove(ctx, m.Store, r.ID)
 		return nil, err
 	}
 	return &r, nil
+}
+
+// hintMeanwhile starts writing the catalog hints of want, the record of
+// an object not made yet under an ID the caller chose (blockmap.NewID):
+// the hints need the ID, not the object, so they are written while the
+// object is made (one round of durable writes fewer before the record;
+// the record, the commit point, still comes after both). The caller
+// holds collections off already, as for the object itself: a collection
+// deletes hints that no record points back at once they are older than
+// its grace period, and the hold makes one that took too long fail
+// instead of creating a record whose hints are gone. wait waits for
+// them; done, called once the operation has ended, drops them unless the
+// record was created (hints without a record are stale hints, which a
+// collection would delete later).
+func (m *Manager) hintMeanwhile(ctx context.Context, want catalog.Record) (wait func() error, done func(created bool)) {
+	ch := make(chan error, 1)
+	go func() { ch <- m.Catalog.Hints(ctx, want) }()
+	wait = sync.OnceValue(func() error { return <-ch })
+	done = func(created bool) {
+		if !created && wait() == nil {
+			m.Catalog.DropHints(context.WithoutCancel(ctx), want)
+		}
+	}
+	return wait, done
 }
 
 // CreateVolume makes an empty volume. It holds collections off from
@@ -248,15 +291,24 @@ func (m *Manager) CreateVolume(ctx context.Context, name string, size uint64, bl
 	if err := m.checkFree(ctx, name); err != nil {
 		return nil, err
 	}
+	want := catalog.Record{Name: name, ID: blockmap.NewID(), Kind: catalog.KindVolume}
 	var rec *catalog.Record
+	done := func(bool) {}
 	err := m.held(ctx, func(h *gc.Hold) error {
-		id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift})
+		var hinted func() error
+		hinted, done = m.hintMeanwhile(ctx, want)
+		id, err := volume.Create(ctx, m.Store, volume.CreateOptions{Size: size, BlockShift: blockShift, ID: want.ID})
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume})
+		if err := hinted(); err != nil {
+			volume.Remove(ctx, m.Store, id)
+			return err
+		}
+		rec, err = m.registerHinted(ctx, h, want, true)
 		return err
 	})
+	done(rec != nil)
 	if err != nil {
 		return nil, m.dropLost(ctx, rec, err)
 	}
@@ -284,7 +336,8 @@ func (m *Manager) Open(ctx context.Context, name string, writable bool) (*volume
 //
 // A snapshot is a chain of durable writes, each waiting for the last; the
 // hold on collections and the volume's lease are independent of each
-// other, so it takes them at once, and gives them back at once.
+// other, so it takes them at once, and gives them back at once; the
+// catalog's hints are written meanwhile too (hintMeanwhile).
 func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Record, error) {
 	if err := m.checkFree(ctx, snap); err != nil {
 		return nil, err
@@ -296,6 +349,7 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 	if r.ReadOnly() {
 		return nil, fmt.Errorf("%w: %q is a %s", volume.ErrReadOnly, vol, r.Kind)
 	}
+	want := catalog.Record{Name: snap, ID: blockmap.NewID(), Kind: catalog.KindSnapshot, Origin: r.ID}
 	var (
 		h *gc.Hold
 		l *lease.Lease
@@ -312,7 +366,10 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 		}
 		return nil, err
 	}
-	v, _, err := m.openLeased(ctx, r.ID, l, nil, false) // releases l if it fails
+	hinted, done := m.hintMeanwhile(ctx, want)
+	created := false
+	defer func() { done(created) }()
+	v, _, err := m.openLeased(ctx, r.ID, l, nil, openSnapshot) // releases l if it fails
 	if err != nil {
 		h.Release()
 		return nil, err
@@ -332,11 +389,16 @@ func (m *Manager) Snapshot(ctx context.Context, vol, snap string) (*catalog.Reco
 			}
 			sealed = st.Replaced
 		}
-		sid, err := v.Snapshot(ctx)
-		if err != nil {
+		if _, err := v.SnapshotAs(ctx, want.ID); err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, h, catalog.Record{Name: snap, ID: sid, Kind: catalog.KindSnapshot, Origin: r.ID})
+		if err := hinted(); err != nil {
+			volume.Remove(ctx, m.Store, want.ID)
+			return err
+		}
+		var err error
+		rec, err = m.registerHinted(ctx, h, want, true)
+		created = rec != nil
 		return err
 	}()
 	var closed errgroup.Group
@@ -369,15 +431,24 @@ func (m *Manager) Clone(ctx context.Context, src, name string, size uint64) (*ca
 	if err := m.checkFree(ctx, name); err != nil {
 		return nil, err
 	}
+	want := catalog.Record{Name: name, ID: blockmap.NewID(), Kind: catalog.KindVolume, Parent: r.ID}
 	var rec *catalog.Record
+	done := func(bool) {}
 	err = m.held(ctx, func(h *gc.Hold) error {
-		id, err := volume.Clone(ctx, m.Store, r.ID, size)
+		var hinted func() error
+		hinted, done = m.hintMeanwhile(ctx, want)
+		id, err := volume.CloneAs(ctx, m.Store, r.ID, size, want.ID)
 		if err != nil {
 			return err
 		}
-		rec, err = m.register(ctx, h, catalog.Record{Name: name, ID: id, Kind: catalog.KindVolume, Parent: r.ID})
+		if err := hinted(); err != nil {
+			volume.Remove(ctx, m.Store, id)
+			return err
+		}
+		rec, err = m.registerHinted(ctx, h, want, true)
 		return err
 	})
+	done(rec != nil)
 	if err != nil {
 		return nil, m.dropLost(ctx, rec, err)
 	}

@@ -21,15 +21,18 @@ type FileHooks struct {
 	// Now maps the file server's time as a listing measures it (to
 	// age tombstones without waiting).
 	Now func(ns int64) int64
+	// ReadDir runs before every listing of an object's directory that
+	// looks for its newest entry.
+	ReadDir func(dir string)
 }
 
 // SetFileHooks installs test seams on f.
 func SetFileHooks(f *File, h FileHooks) {
-	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now}
+	f.hooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now, readDir: h.ReadDir}
 }
 
 // SetOpenFileHooks makes every later OpenFile install h, until restore.
 func SetOpenFileHooks(h FileHooks) (restore func()) {
-	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now}
+	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now, readDir: h.ReadDir}
 	return func() { openHooks = fileHooks{} }
 }

@@ -86,7 +86,9 @@ import (
 // than a tick of a coarse clock, so directories prepared in one tick are
 // numbered apart). rename() fails if a non-empty directory is there (and
 // replaces an empty one), so of several creators one installs its
-// directory, and then all of them link on it.
+// directory, and then all of them link on it. The directories made for a
+// new object (parents, its own) are synced with its link, at once (see
+// Durability).
 //
 // # Removing generations
 //
@@ -201,6 +203,26 @@ import (
 // follows the objects that exist. ListNames (names only, for the catalog's
 // listing) reads no object's directory and collects no generation.
 //
+// # Stat without a listing
+//
+// A flush checks its volume's head with Stat each time, so Stat does not
+// list the directory of an object whose newest generation g this process
+// has seen (listed, or linked itself) and whose file it identified (device,
+// inode, birth time): it looks up g+1 by name, then g. If g+1 is absent
+// and g is still the file seen, g is the newest generation at the moment
+// of the first lookup: every change after g was the newest (a write, a
+// tombstone, a seal) links g+1 in the directory that holds g, and g+1 is
+// removed only after g (generations go oldest first, in place and in a
+// moved directory alike, and a writer takes its own g+1 back only when it
+// finds g gone), while g's file, once removed, never comes back; a
+// directory made at the path later holds other files. Anything else (g+1
+// there, g gone or another file) lists as before. The one assumption is
+// the store's: a process records g only if it identified g's file within
+// PruneAge/2 of the listing (or of the listing its link was based on), so
+// that g cannot have been superseded, pruned and taken by another file in
+// between. This is as fresh as a listing on a local file system; on NFS
+// neither is (FreshStat).
+//
 // # Durability
 //
 // Put, Create, Swap and Delete are durable when they return. WriteAt
@@ -209,8 +231,16 @@ import (
 // every directory it uses that it has not made durable itself (also one
 // another process made and may not have synced yet), remembering which
 // by inode, and fsyncs the directory of an object it finds already
-// created (Create of stored content) before it answers ErrExists. FORMAT
-// is linked from a complete temporary file, then the root is fsynced.
+// created (Create of stored content) before it answers ErrExists. A write
+// fsyncs its temporary file before it links it (a link made durable
+// first could name a file whose data is not), then the object's
+// directory for the link and the parents of the path's directories not
+// yet durable (a new object's: those it made) all at once, and answers
+// once all are: nothing relies on any of them before, and a crash between
+// leaves what a crash before the link leaves (a temporary file, a
+// directory with only its "new" base, empty parents), removed by the same
+// listings. FORMAT is linked from a complete temporary file, then the
+// root is fsynced.
 type File struct {
 	root     string
 	hooks    fileHooks
@@ -218,8 +248,9 @@ type File struct {
 	local    bool // on a file system of this host only (FreshStat)
 
 	mu        sync.Mutex
-	durable   map[string]uint64 // directory → inode whose entry in its parent is durable
-	lastClean int64             // of tmp/, by serverNow
+	durable   map[string]uint64  // directory → inode whose entry in its parent is durable
+	seen      map[string]seenGen // object → its newest generation as last seen (Stat)
+	lastClean int64              // of tmp/, by serverNow
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -230,6 +261,7 @@ type fileHooks struct {
 	beforeDispose func(dir string)     // after a collection read a directory to remove, before it seals it
 	afterPrepare  func(dir string)     // after a creator prepared a directory, before it renames it into place
 	now           func(ns int64) int64 // maps the server time that listing measures
+	readDir       func(dir string)     // every listing of an object's directory to find its newest entry
 }
 
 // openHooks are given to every File that OpenFile opens (for tests).
@@ -278,7 +310,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}, local: localFS(abs)}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}, seen: map[string]seenGen{}, local: localFS(abs)}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -433,7 +465,10 @@ func idOf(in fs.FileInfo) fileID {
 func genName(n uint64) string { return fmt.Sprintf("%016x", n) }
 
 // current returns the highest generation in dir (num 0 if none).
-func current(dir string) (generation, error) {
+func (f *File) current(dir string) (generation, error) {
+	if f.hooks.readDir != nil {
+		f.hooks.readDir(dir)
+	}
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return generation{}, nil
@@ -465,9 +500,9 @@ func genNum(name string) (uint64, bool) {
 
 // head returns the newest entry of dir with its identity; ok is false if
 // dir is absent or holds no generation.
-func head(dir string) (g generation, ok bool, err error) {
+func (f *File) head(dir string) (g generation, ok bool, err error) {
 	for try := 0; ; try++ {
-		if g, err = current(dir); err != nil || g.num == 0 {
+		if g, err = f.current(dir); err != nil || g.num == 0 {
 			return g, false, err
 		}
 		id, err := identify(filepath.Join(dir, genName(g.num)))
@@ -489,7 +524,7 @@ func (f *File) openCurrent(name string, flag int) (*os.File, generation, error) 
 		return nil, generation{}, err
 	}
 	for try := 0; ; try++ {
-		g, err := current(dir)
+		g, err := f.current(dir)
 		if err != nil {
 			return nil, g, err
 		}
@@ -585,7 +620,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		// Cheap early answer for put-if-absent of content that is
 		// already stored (dedup): no temp file. The caller will rely on
 		// the object, which another process may not have synced yet.
-		if g, err := current(dir); err == nil && g.num != 0 && !g.tombstone {
+		if g, err := f.current(dir); err == nil && g.num != 0 && !g.tombstone {
 			if err := f.syncExisting(dir); err != nil {
 				return 0, err
 			}
@@ -606,7 +641,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, fmt.Errorf("objstore: %s: still changing under this write after %d tries; try again", name, try)
 		}
 		listed := time.Now()
-		base, ok, err := head(dir)
+		base, ok, err := f.head(dir)
 		if err != nil {
 			return 0, err
 		}
@@ -661,6 +696,10 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, mapErr(err)
 		}
 		mine, _ := identify(target)
+		var mineGen genID
+		if !tombstone {
+			_, _, mineGen, _, _ = statGen(target)
+		}
 		if f.hooks.afterLink != nil {
 			f.hooks.afterLink(dir)
 		}
@@ -679,7 +718,16 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			}
 			continue
 		}
-		if err := f.syncDir(dir); errors.Is(err, fs.ErrNotExist) {
+		// The link and every directory of the path not yet durable
+		// (a new object's: its directory and the parents made for
+		// it) at once: nothing is answered before all are.
+		perr := make(chan error, 1)
+		go func() { perr <- f.durableDir(dir, false) }()
+		err = f.syncDir(dir)
+		if err := <-perr; err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, mapErr(err)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
 			// Deleted and removed since the check: this write took
 			// effect, then the delete. Running it again would undo
 			// the delete.
@@ -687,10 +735,12 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		} else if err != nil {
 			return 0, mapErr(err)
 		}
-		if err := f.durableDir(dir, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return 0, mapErr(err)
-		}
 		f.collect(dir, next, tombstone, true, 0)
+		if tombstone || mineGen == (genID{}) {
+			f.forgetSeen(name)
+		} else {
+			f.rememberSeen(name, next, mineGen, listed)
+		}
 		return Version(next), nil
 	}
 }
@@ -726,9 +776,11 @@ func (f *File) newIncarnation(dir string) error {
 	for try := 0; try < 100; try++ {
 		// Parents first: the base is numbered by the time it is
 		// prepared, so nothing slow may come between that and the
-		// rename.
-		if err := f.ensureDir(parent); errors.Is(err, fs.ErrNotExist) {
-			backoff(try) // a listing removed it while empty: make it again
+		// rename. They are made, not synced: the install that links
+		// on the directory syncs every directory of the path at once
+		// before it answers (durableDir).
+		if err := os.MkdirAll(parent, 0o755); errors.Is(err, fs.ErrNotExist) {
+			backoff(try) // a listing removed one while empty: make it again
 			continue
 		} else if err != nil {
 			return mapErr(err)
@@ -747,15 +799,7 @@ func (f *File) newIncarnation(dir string) error {
 		os.RemoveAll(prep) // nothing is there once renamed
 		switch {
 		case err == nil:
-			if err := f.syncDir(parent); errors.Is(err, fs.ErrNotExist) {
-				return nil // written on, deleted and removed since: the caller looks again
-			} else if err != nil {
-				return mapErr(err)
-			}
-			if in, err := os.Stat(dir); err == nil {
-				f.markDurable(dir, in)
-			}
-			return nil
+			return nil // durable once the install that links on it syncs it
 		case errors.Is(err, fs.ErrExist): // EEXIST or ENOTEMPTY: another creator's
 			return nil
 		case errors.Is(err, fs.ErrNotExist):
@@ -925,7 +969,7 @@ func (f *File) dispose(dir string, t uint64) {
 		unseal()
 		return
 	}
-	if g, err := current(dir); err != nil || g.num != t+1 {
+	if g, err := f.current(dir); err != nil || g.num != t+1 {
 		unseal()
 		return
 	}
@@ -1100,30 +1144,108 @@ func (f *File) writeDurable(path string, data []byte) error {
 	return mapErr(err)
 }
 
-// Stat lists the object's directory and stats its live generation, with
-// no open of the file: a flush checks a head this way each time.
+// Stat returns the Info of the object's newest generation. Once this
+// process has seen that generation (by a Stat or by writing it), Stat
+// checks with two lookups by name that it is still the newest (see Stat
+// without a listing in the File type's comment); otherwise, and whenever
+// that check fails, it lists the object's directory and stats the
+// newest generation. A flush checks a head this way each time.
 func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 	dir, err := f.dir(name)
 	if err != nil {
 		return Info{}, err
 	}
+	if in, ok := f.statSeen(dir, name); ok {
+		return in, nil
+	}
 	for try := 0; ; try++ {
-		g, err := current(dir)
+		listed := time.Now()
+		g, err := f.current(dir)
 		if err != nil {
 			return Info{}, err
 		}
 		if g.num == 0 || g.tombstone {
+			f.forgetSeen(name)
 			return Info{}, fmt.Errorf("%w: %s", ErrNotFound, name)
 		}
-		st, err := os.Stat(filepath.Join(dir, genName(g.num)))
+		size, mtime, id, mode, err := statGen(filepath.Join(dir, genName(g.num)))
 		if errors.Is(err, fs.ErrNotExist) && try < 100 {
 			continue // replaced and pruned between the listing and the stat
 		}
 		if err != nil {
 			return Info{}, mapErr(err)
 		}
-		return Info{Name: name, Size: st.Size(), Version: Version(g.num), ModTime: st.ModTime()}, nil
+		if mode != 0 && try < 100 {
+			continue // not the file listed (see fileID): look again
+		}
+		if mode != 0 {
+			return Info{}, fmt.Errorf("%w: %s: generation %s is not a regular file", ErrCorrupt, name, genName(g.num))
+		}
+		f.rememberSeen(name, g.num, id, listed)
+		return Info{Name: name, Size: size, Version: Version(g.num), ModTime: mtime}, nil
 	}
+}
+
+// genID identifies a generation file for Stat without a listing: device,
+// inode and birth time (where the file system records it).
+type genID struct {
+	dev, ino uint64
+	birth    int64
+}
+
+// seenGen is the newest generation of an object that this process saw,
+// and which file it was.
+type seenGen struct {
+	num uint64
+	id  genID
+}
+
+// maxSeen bounds the memory of seen generations; past it the memory
+// starts again (costing listings, not freshness).
+const maxSeen = 1 << 16
+
+// statSeen answers Stat without listing dir, if this process saw the
+// object's newest generation g before: ok if g+1 is absent at the path
+// and then g is still the file seen. See the File type's comment.
+func (f *File) statSeen(dir, name string) (Info, bool) {
+	f.mu.Lock()
+	s, ok := f.seen[name]
+	f.mu.Unlock()
+	if !ok {
+		return Info{}, false
+	}
+	if _, err := os.Lstat(filepath.Join(dir, genName(s.num+1))); !errors.Is(err, fs.ErrNotExist) {
+		return Info{}, false
+	}
+	size, mtime, id, mode, err := statGen(filepath.Join(dir, genName(s.num)))
+	if err != nil || mode != 0 || id != s.id {
+		return Info{}, false
+	}
+	return Info{Name: name, Size: size, Version: Version(s.num), ModTime: mtime}, true
+}
+
+// rememberSeen records that num, the file id, was the newest generation
+// of name at a listing at listed (or when this process linked it after
+// listing its base then), unless this process took so long since then
+// that the generation may have been superseded and pruned, and another
+// file linked at its name, in the meantime.
+func (f *File) rememberSeen(name string, num uint64, id genID, listed time.Time) {
+	if time.Since(listed) >= f.pruneAge/2 {
+		f.forgetSeen(name)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.seen) >= maxSeen {
+		clear(f.seen)
+	}
+	f.seen[name] = seenGen{num: num, id: id}
+}
+
+func (f *File) forgetSeen(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.seen, name)
 }
 
 func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) error {
@@ -1404,6 +1526,9 @@ func (f *File) ensureDir(dir string) error {
 // (see ensureDir), creating what is missing if create is set; without
 // it, a missing dir is no error.
 func (f *File) durableDir(dir string, create bool) error {
+	if !create {
+		return f.durablePath(dir)
+	}
 	in, err := os.Stat(dir)
 	if err == nil && f.isDurable(dir, in) {
 		return nil
@@ -1432,6 +1557,47 @@ func (f *File) durableDir(dir string, create bool) error {
 		return err
 	}
 	f.markDurable(dir, in)
+	return nil
+}
+
+// durablePath makes the entries of dir and its parents below the root
+// durable (fsyncs their parents) where this process has not seen them
+// durable, all at once. A missing dir is no error.
+func (f *File) durablePath(dir string) error {
+	type level struct {
+		dir string
+		in  fs.FileInfo
+	}
+	var todo []level
+	for d := dir; d != f.root && filepath.Dir(d) != d; d = filepath.Dir(d) {
+		in, err := os.Stat(d)
+		if errors.Is(err, fs.ErrNotExist) && len(todo) == 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if f.isDurable(d, in) {
+			break
+		}
+		todo = append(todo, level{d, in})
+	}
+	errs := make(chan error, len(todo))
+	for _, l := range todo {
+		go func() { errs <- f.syncDir(filepath.Dir(l.dir)) }()
+	}
+	var err error
+	for range todo {
+		if e := <-errs; err == nil {
+			err = e
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for _, l := range todo {
+		f.markDurable(l.dir, l.in)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,4 +45,33 @@ func datasync(f *os.File) error {
 			return err
 		}
 	}
+}
+
+// statGen stats the generation file at path (not following a symbolic
+// link) with one statx, returning its size, modification time and
+// identity: device, inode and, where the file system records it, birth
+// time, so that a later file given the same inode number differs.
+func statGen(path string) (size int64, mtime time.Time, id genID, mode fs.FileMode, err error) {
+	var st unix.Statx_t
+	for {
+		err = unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return 0, time.Time{}, genID{}, 0, &fs.PathError{Op: "statx", Path: path, Err: err}
+	}
+	id = genID{dev: uint64(st.Dev_major)<<32 | uint64(st.Dev_minor), ino: st.Ino}
+	if st.Mask&unix.STATX_BTIME != 0 {
+		id.birth = st.Btime.Sec*1e9 + int64(st.Btime.Nsec)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFLNK:
+		mode = fs.ModeSymlink
+	default:
+		mode = fs.ModeIrregular
+	}
+	return int64(st.Size), time.Unix(st.Mtime.Sec, int64(st.Mtime.Nsec)), id, mode, nil
 }

@@ -5,6 +5,7 @@ package objstore
 import (
 	"io/fs"
 	"os"
+	"time"
 )
 
 // changeTime returns the file's modification time in nanoseconds, where
@@ -16,3 +17,14 @@ func datasync(f *os.File) error { return f.Sync() }
 
 // localFS: not known here, so the store is taken as shared.
 func localFS(dir string) bool { return false }
+
+// statGen stats the generation file at path (not following a symbolic
+// link): its size, modification time and identity (device and inode).
+func statGen(path string) (size int64, mtime time.Time, id genID, mode fs.FileMode, err error) {
+	in, err := os.Lstat(path)
+	if err != nil {
+		return 0, time.Time{}, genID{}, 0, err
+	}
+	fid := idOf(in)
+	return in.Size(), in.ModTime(), genID{dev: fid.dev, ino: fid.ino}, in.Mode().Type(), nil
+}

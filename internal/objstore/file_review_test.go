@@ -251,7 +251,8 @@ func testFileLinearizable(t *testing.T, prune bool) {
 func runtimeGosched() { runtime.Gosched() }
 
 // TestFileCreateWhoseDirectoryWentAgain: a creator that has renamed its
-// new object directory into place stalls before the fsync of the parent;
+// new object directory into place stalls before it links on it (it used
+// to fsync the parent there; now it fsyncs it after the link);
 // meanwhile another host creates the object on that directory and
 // deletes it, which removes the directory and its empty parent. The
 // stalled Create must look again and create the object, not answer
@@ -268,9 +269,12 @@ func TestFileCreateWhoseDirectoryWentAgain(t *testing.T) {
 	h.Write([]byte("ab"))
 	fan := filepath.Join(root, "obj", "blk", fmt.Sprintf("@%02x", h.Sum32()&0xff))
 	done := false
-	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(dir string) {
-		if dir != fan || done {
+	objstore.SetFileHooks(a, objstore.FileHooks{BeforeInstall: func(dir string) {
+		if filepath.Dir(dir) != fan || done {
 			return
+		}
+		if _, err := os.Stat(dir); err != nil {
+			return // not made yet
 		}
 		done = true
 		if _, err := b.Create(ctx, "blk/ab", []byte("b")); err != nil {

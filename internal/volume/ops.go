@@ -19,7 +19,8 @@ import (
 // CreateOptions describe a new volume.
 type CreateOptions struct {
 	Size       uint64
-	BlockShift uint8 // 0: blockmap.DefaultShift
+	BlockShift uint8       // 0: blockmap.DefaultShift
+	ID         blockmap.ID // zero: a new one; else one from blockmap.NewID that the caller names meanwhile
 }
 
 // checkGeometry checks a size and block size for a new map: at most
@@ -57,7 +58,10 @@ func Create(ctx context.Context, s objstore.Store, opts CreateOptions) (blockmap
 	if err := checkGeometry(opts.Size, opts.BlockShift); err != nil {
 		return blockmap.ID{}, err
 	}
-	h := &blockmap.Head{ID: blockmap.NewID(), Size: opts.Size, BlockShift: opts.BlockShift, Epoch: 1}
+	if opts.ID.IsZero() {
+		opts.ID = blockmap.NewID()
+	}
+	h := &blockmap.Head{ID: opts.ID, Size: opts.Size, BlockShift: opts.BlockShift, Epoch: 1}
 	if _, err := s.Create(ctx, blockmap.HeadName(h.ID), blockmap.EncodeHead(h)); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: create: %w", err)
 	}
@@ -107,6 +111,12 @@ func sharedSegments(segs []blockmap.SegmentRef) []blockmap.SegmentRef {
 // shares every segment and block; the volume starts a new epoch. It
 // returns the snapshot's ID. No data is copied.
 func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
+	return v.SnapshotAs(ctx, blockmap.NewID())
+}
+
+// SnapshotAs is Snapshot with the snapshot's ID chosen by the caller (a
+// new one, from blockmap.NewID), who may meanwhile write what names it.
+func (v *Volume) SnapshotAs(ctx context.Context, id blockmap.ID) (blockmap.ID, error) {
 	if err := v.checkIO(0, 0, true); err != nil {
 		return blockmap.ID{}, err
 	}
@@ -133,7 +143,7 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 	v.mu.Unlock()
 
 	snap := h
-	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed, snap.Logs = blockmap.NewID(), true, 0, 0, nil
+	snap.ID, snap.ReadOnly, snap.SeqReserved, snap.Unsealed, snap.Logs = id, true, 0, 0, nil
 	snap.Segments = sharedSegments(h.Segments)
 	if _, err := v.store.Create(ctx, blockmap.HeadName(snap.ID), blockmap.EncodeHead(&snap)); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
@@ -174,6 +184,12 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 // snapshot or image), sharing its map and blocks. size 0 keeps src's
 // size; a larger size grows the clone. No data is copied.
 func Clone(ctx context.Context, s objstore.Store, src blockmap.ID, size uint64) (blockmap.ID, error) {
+	return CloneAs(ctx, s, src, size, blockmap.NewID())
+}
+
+// CloneAs is Clone with the clone's ID chosen by the caller (a new one,
+// from blockmap.NewID), who may meanwhile write what names it.
+func CloneAs(ctx context.Context, s objstore.Store, src blockmap.ID, size uint64, id blockmap.ID) (blockmap.ID, error) {
 	h, _, err := ReadHead(ctx, s, src)
 	if err != nil {
 		return blockmap.ID{}, err
@@ -190,7 +206,7 @@ func Clone(ctx context.Context, s objstore.Store, src blockmap.ID, size uint64) 
 	if err := checkGeometry(size, h.BlockShift); err != nil {
 		return blockmap.ID{}, err
 	}
-	c := &blockmap.Head{ID: blockmap.NewID(), Size: size, BlockShift: h.BlockShift, Epoch: 1,
+	c := &blockmap.Head{ID: id, Size: size, BlockShift: h.BlockShift, Epoch: 1,
 		Segments: sharedSegments(h.Segments), Delta: h.Delta}
 	if _, err := s.Create(ctx, blockmap.HeadName(c.ID), blockmap.EncodeHead(c)); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: clone: %w", err)
