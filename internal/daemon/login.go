@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -37,8 +38,8 @@ func uiCookieName(r *http.Request) string {
 	return UICookie
 }
 
-// The login form and ?token= take at most loginBurst wrong tokens from
-// a client (an IP) at once, and one more each loginRefill; a client
+// The login form, ?token= and the bearer header take at most loginBurst
+// wrong tokens from a client (an IPv4 address, an IPv6 /64) at once, and one more each loginRefill; a client
 // beyond gets 429, the right token included, until then. The limiter
 // of a listener keeps loginClients clients; beyond, they share one
 // allowance.
@@ -120,11 +121,22 @@ func (l *loginLimiter) fail(client string) {
 	a.tokens = max(0, a.tokens-1)
 }
 
+// clientIP is the client of r as the limiter counts it: its IPv4
+// address, or the /64 of its IPv6 address (one host may hold all of a
+// /64's addresses).
 func clientIP(r *http.Request) string {
-	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		h = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(h)
+	if err != nil {
 		return h
 	}
-	return r.RemoteAddr
+	if a = a.Unmap().WithZone(""); a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return a.String()
 }
 
 func tooManyLogins(w http.ResponseWriter) {
