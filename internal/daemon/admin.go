@@ -61,6 +61,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 				loginForm(w, http.StatusUnauthorized, "That is not the admin token.")
 				return
 			}
+			logins.succeed(clientIP(r))
 			d.setUICookie(w, r)
 			http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 		})
@@ -122,6 +123,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 				return
 			}
 			if tokenEqual(tok, d.adminToken) {
+				logins.succeed(clientIP(r))
 				mux.ServeHTTP(w, r)
 				return
 			}
@@ -146,6 +148,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 				if !tokenEqual(q.Get("token"), d.adminToken) {
 					logins.fail(clientIP(r))
 				} else {
+					logins.succeed(clientIP(r))
 					d.setUICookie(w, r)
 					q.Del("token")
 					u := *r.URL

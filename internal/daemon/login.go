@@ -42,7 +42,7 @@ func uiCookieName(r *http.Request) string {
 // wrong tokens from a client (an IPv4 address, an IPv6 /64) at once, and one more each loginRefill; a client
 // beyond gets 429, the right token included, until then. The limiter
 // of a listener keeps loginClients clients; beyond, they share one
-// allowance.
+// allowance, but for those that presented the right token before.
 const (
 	loginBurst   = 10
 	loginRefill  = 6 * time.Second
@@ -55,6 +55,11 @@ type loginLimiter struct {
 	mu       sync.Mutex
 	clients  map[string]*allowance
 	overflow allowance
+	// known are the clients that presented the right token (at most
+	// loginClients; the least recent goes): one without an allowance of
+	// its own does not share overflow, which guesses from many clients
+	// may have used up.
+	known map[string]time.Time
 }
 
 // allowance is what a client may still try: tokens as of at.
@@ -67,7 +72,7 @@ func newLoginLimiter(now func() time.Time) *loginLimiter {
 	if now == nil {
 		now = time.Now
 	}
-	return &loginLimiter{now: now, clients: map[string]*allowance{}, overflow: allowance{tokens: loginBurst}}
+	return &loginLimiter{now: now, clients: map[string]*allowance{}, overflow: allowance{tokens: loginBurst}, known: map[string]time.Time{}}
 }
 
 // refill brings a up to now.
@@ -109,8 +114,28 @@ func (l *loginLimiter) entry(client string, add bool) *allowance {
 func (l *loginLimiter) allow(client string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if _, ok := l.known[client]; ok && l.clients[client] == nil {
+		return true
+	}
 	a := l.entry(client, false)
 	return a == nil || a.tokens >= 1
+}
+
+// succeed notes that client presented the right token.
+func (l *loginLimiter) succeed(client string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.known[client]; !ok && len(l.known) >= loginClients {
+		var oldest string
+		var at time.Time
+		for k, t := range l.known {
+			if oldest == "" || t.Before(at) {
+				oldest, at = k, t
+			}
+		}
+		delete(l.known, oldest)
+	}
+	l.known[client] = l.now()
 }
 
 // fail counts a wrong token of client.

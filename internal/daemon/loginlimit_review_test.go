@@ -97,3 +97,28 @@ func TestLoginLimitIPv6Prefix(t *testing.T) {
 		t.Fatalf("the right token from the limited IPv4 client as an IPv4-mapped address: %d, want 429", code)
 	}
 }
+
+// TestLoginLimitKnownClientsDuringSpread: guesses from more clients
+// than the limiter keeps (which then share one allowance) do not lock
+// out a client that presented the right token before: a peer daemon's
+// handoff or an operator who signed in goes on working.
+func TestLoginLimitKnownClientsDuringSpread(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	h := limitedHandler(&now)
+	const peer = "192.0.2.50:7000"
+	if code := tryBearer(h, peer, adminToken); code != http.StatusOK {
+		t.Fatalf("the peer's bearer token: %d, want 200", code)
+	}
+	for i := range loginClients + loginBurst + 1 {
+		tryBearer(h, fmt.Sprintf("[2001:db8:%x:%x::1]:1", i>>16, i&0xffff), "guess")
+	}
+	if code := tryBearer(h, "[2001:db9::1]:1", adminToken); code != http.StatusTooManyRequests {
+		t.Fatalf("a new client's token while guesses come from everywhere: %d, want 429 (the shared allowance)", code)
+	}
+	if code := tryBearer(h, peer, adminToken); code != http.StatusOK {
+		t.Fatalf("the peer's bearer token while guesses come from everywhere: %d, want 200", code)
+	}
+	if code := tryForm(h, peer, adminToken); code != http.StatusSeeOther {
+		t.Fatalf("the peer's sign-in while guesses come from everywhere: %d, want 303", code)
+	}
+}
