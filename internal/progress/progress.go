@@ -87,8 +87,8 @@ func (r *Record) Live(now time.Time) bool { return now.Before(r.Expires) }
 type Options struct {
 	Now   func() time.Time // default time.Now
 	Every time.Duration    // default Every
-	// Logf hears failed writes (progress is best effort: the operation
-	// goes on).
+	// Logf hears failed writes, the first of each run of them (progress
+	// is best effort: the operation goes on).
 	Logf func(format string, args ...any)
 	// Wait bounds how long Start, Set and SetCurrent wait for a write
 	// (default DefaultWait); Timeout bounds a write (default
@@ -122,6 +122,7 @@ type Reporter struct {
 	wrote   uint64        // the gen of the last write that ended
 	ended   chan struct{} // closed and replaced when a write ends
 	slow    bool          // a wait for a write timed out; no waits until one ends
+	failing bool          // the last write failed (and was logged)
 	written time.Time     // of the last write that succeeded
 
 	kick   chan struct{}
@@ -285,9 +286,12 @@ func (r *Reporter) write(tick bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
-		r.o.Logf("progress: writing %s: %v", Name, err)
+		if !r.failing {
+			r.o.Logf("progress: writing %s (logged once until a write succeeds): %v", Name, err)
+		}
+		r.failing = true
 	} else {
-		r.written = now
+		r.written, r.failing = now, false
 		if r.changes == changes {
 			r.dirty = false
 		}

@@ -149,3 +149,40 @@ func TestListDropsDuplicateIDs(t *testing.T) {
 		t.Fatalf("records: %+v, want the latest of ID gc-1 only", recs)
 	}
 }
+
+// TestFailingStoreLogsOnce: writes that keep failing log once, not once
+// each (every few seconds for as long as a gc runs); one that succeeds
+// again lets the next failure log.
+func TestFailingStoreLogsOnce(t *testing.T) {
+	f := objstore.NewFaulty(objstore.NewMem())
+	f.Add(objstore.Rule{Op: objstore.OpGet, Prefix: Name, Err: objstore.ErrTimeout})
+	var mu sync.Mutex
+	var logs []string
+	o := Options{Every: time.Hour, Wait: time.Minute, Logf: func(format string, args ...any) {
+		mu.Lock()
+		logs = append(logs, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}}
+	r := Start(context.Background(), f, KindGC, "", o)
+	for i := range 10 {
+		r.Set(fmt.Sprint("phase", i), nil)
+	}
+	mu.Lock()
+	if len(logs) != 1 {
+		t.Errorf("%d log lines for 11 failed writes, want 1: %q", len(logs), logs)
+	}
+	logs = nil
+	mu.Unlock()
+	f.Reset()
+	r.Set("ok", nil)
+	f.Add(objstore.Rule{Op: objstore.OpGet, Prefix: Name, Err: objstore.ErrTimeout})
+	r.Set("failing again", nil)
+	r.Set("still failing", nil)
+	f.Reset()
+	r.End()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(logs) != 1 {
+		t.Errorf("after a write that succeeded, two failed: %d log lines, want 1: %q", len(logs), logs)
+	}
+}
