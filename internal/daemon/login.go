@@ -85,10 +85,12 @@ func (a *allowance) refill(now time.Time) {
 
 // entry returns client's allowance, refilled; nil for a client without
 // one (a full allowance) unless add. Clients beyond loginClients share
-// l.overflow. The caller holds l.mu.
+// l.overflow, but for known ones, which get their own (so l.clients
+// holds at most 2*loginClients). The caller holds l.mu.
 func (l *loginLimiter) entry(client string, add bool) *allowance {
 	now := l.now()
 	a := l.clients[client]
+	_, known := l.known[client]
 	if a == nil && len(l.clients) >= loginClients && add {
 		for k, o := range l.clients {
 			if o.refill(now); o.tokens >= loginBurst {
@@ -98,7 +100,7 @@ func (l *loginLimiter) entry(client string, add bool) *allowance {
 	}
 	switch {
 	case a != nil:
-	case len(l.clients) >= loginClients:
+	case len(l.clients) >= loginClients && !(known && add):
 		a = &l.overflow
 	case !add:
 		return nil

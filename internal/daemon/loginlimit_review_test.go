@@ -122,3 +122,24 @@ func TestLoginLimitKnownClientsDuringSpread(t *testing.T) {
 		t.Fatalf("the peer's sign-in while guesses come from everywhere: %d, want 303", code)
 	}
 }
+
+// TestLoginLimitKnownClientStillLimited: a client that had the right
+// token once (another user behind its address, say) gets no more
+// guesses than any other while the limiter is full.
+func TestLoginLimitKnownClientStillLimited(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	h := limitedHandler(&now)
+	const peer = "192.0.2.50:7000"
+	tryBearer(h, peer, adminToken)
+	for i := range loginClients + loginBurst + 1 {
+		tryBearer(h, fmt.Sprintf("[2001:db8:%x:%x::1]:1", i>>16, i&0xffff), "guess")
+	}
+	for i := range loginBurst {
+		if code := tryBearer(h, peer, fmt.Sprint("guess", i)); code != http.StatusUnauthorized {
+			t.Fatalf("wrong token %d from the known client: %d, want 401", i, code)
+		}
+	}
+	if code := tryBearer(h, peer, "guess"); code != http.StatusTooManyRequests {
+		t.Fatalf("a wrong token from the known client beyond the burst: %d, want 429", code)
+	}
+}
