@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -141,5 +143,46 @@ func TestLoginLimitKnownClientStillLimited(t *testing.T) {
 	}
 	if code := tryBearer(h, peer, "guess"); code != http.StatusTooManyRequests {
 		t.Fatalf("a wrong token from the known client beyond the burst: %d, want 429", code)
+	}
+}
+
+// TestUICookieUnixSocket: on an admin API listening on a unix socket
+// (no port), signing in sets a cookie that opens the dashboard.
+func TestUICookieUnixSocket(t *testing.T) {
+	d := New(manage.New(objstore.NewMem()), nil)
+	d.RequireToken(adminToken)
+	d.UseDashboard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") }))
+	sock := t.TempDir() + "/admin.sock"
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Skip(err)
+	}
+	srv := &http.Server{Handler: d.AdminHandler()}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := c.PostForm("http://localhost/ui/login", url.Values{"token": {adminToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cs := resp.Cookies()
+	if resp.StatusCode != http.StatusSeeOther || len(cs) != 1 {
+		t.Fatalf("sign-in: %d, cookies %v", resp.StatusCode, cs)
+	}
+	req, _ := http.NewRequest("GET", "http://localhost/ui/volumes", nil)
+	req.AddCookie(cs[0])
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the dashboard with the cookie %s: %d, want 200", cs[0].Name, resp.StatusCode)
 	}
 }
