@@ -231,6 +231,11 @@ func (r *Reporter) writeNow(ctx context.Context) {
 	case r.kick <- struct{}{}:
 	default:
 	}
+	select {
+	case <-r.stop: // ended: nothing writes
+		return
+	default:
+	}
 	if r.slow {
 		return
 	}
