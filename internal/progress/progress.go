@@ -358,8 +358,9 @@ func (r *Reporter) SetCurrent(current string) {
 	r.writeNow(context.Background())
 }
 
-// End deletes the record: the operation is over. It returns within
-// Options.Timeout, whatever the store does. It may be called more than
+// End deletes the record: the operation is over. If a write of the
+// record succeeded, it tries until Options.Timeout; it returns by then
+// whatever the store does. It may be called more than
 // once.
 func (r *Reporter) End() {
 	if r == nil {
@@ -371,10 +372,22 @@ func (r *Reporter) End() {
 		<-r.done
 		ctx, cancel := context.WithTimeout(context.Background(), r.o.Timeout)
 		defer cancel()
-		id := r.rec.ID
-		err := update(ctx, r.s, r.o.Now(), func(recs []Record) ([]Record, error) {
-			return slices.DeleteFunc(recs, func(rec Record) bool { return rec.ID == id }), nil
-		})
+		r.mu.Lock()
+		id, wrote := r.rec.ID, !r.written.IsZero()
+		r.mu.Unlock()
+		var err error
+		for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+			err = update(ctx, r.s, r.o.Now(), func(recs []Record) ([]Record, error) {
+				return slices.DeleteFunc(recs, func(rec Record) bool { return rec.ID == id }), nil
+			})
+			if err == nil || !wrote || ctx.Err() != nil {
+				break
+			}
+			select { // a failed write: again, until Timeout
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+		}
 		if err != nil {
 			r.o.Logf("progress: removing this operation from %s (it expires on its own): %v", Name, err)
 		}

@@ -186,3 +186,17 @@ func TestFailingStoreLogsOnce(t *testing.T) {
 		t.Errorf("after a write that succeeded, two failed: %d log lines, want 1: %q", len(logs), logs)
 	}
 }
+
+// TestEndRetriesAfterFailedWrite: a removal the store fails once (a
+// timeout) is tried again within Options.Timeout, so that a finished
+// operation does not show as running until its record expires.
+func TestEndRetriesAfterFailedWrite(t *testing.T) {
+	ctx := context.Background()
+	f := objstore.NewFaulty(objstore.NewMem())
+	r := Start(ctx, f, KindMove, "v", Options{Every: time.Hour, Timeout: time.Minute})
+	f.Add(objstore.Rule{Op: objstore.OpSwap, Prefix: Name, Count: 1, Err: objstore.ErrTimeout})
+	r.End()
+	if recs, err := List(ctx, f, time.Now()); err != nil || len(recs) != 0 {
+		t.Fatalf("after End, its first write failed: %+v, %v; want none", recs, err)
+	}
+}
