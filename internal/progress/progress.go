@@ -9,7 +9,8 @@
 // operation writes its entry (by compare-and-swap, so that operations
 // running at once keep each other's) when it starts, at each change of
 // phase, every Every (5 s) while its counts change, and at least every
-// TTL/3 to renew it; it removes its entry when it ends. An entry past
+// TTL/3 to renew it (after a write failed, counts and renewals wait
+// TTL/3); it removes its entry when it ends. An entry past
 // its expiry is a crashed operation's: readers ignore it, and the next
 // write drops it. The object holds at most MaxRecords records (an
 // operation beyond shows once one ends), so a reader reads one small
@@ -123,6 +124,7 @@ type Reporter struct {
 	ended   chan struct{} // closed and replaced when a write ends
 	slow    bool          // a wait for a write timed out; no waits until one ends
 	failing bool          // the last write failed (and was logged)
+	retry   time.Time     // after a failed write: counts and renewals wait till then
 	written time.Time     // of the last write that succeeded
 
 	kick   chan struct{}
@@ -263,7 +265,7 @@ func (r *Reporter) writeNow(ctx context.Context) {
 func (r *Reporter) write(tick bool) {
 	r.mu.Lock()
 	now := r.o.Now()
-	due := r.urgent || (tick && (r.dirty || now.Sub(r.written) >= TTL/3))
+	due := r.urgent || (tick && (r.dirty || now.Sub(r.written) >= TTL/3) && !now.Before(r.retry))
 	if !due {
 		r.mu.Unlock()
 		return
@@ -294,7 +296,7 @@ func (r *Reporter) write(tick bool) {
 		if !r.failing {
 			r.o.Logf("progress: writing %s (logged once until a write succeeds): %v", Name, err)
 		}
-		r.failing = true
+		r.failing, r.retry = true, now.Add(TTL/3)
 	} else {
 		r.written, r.failing = now, false
 		if r.changes == changes {

@@ -200,3 +200,41 @@ func TestEndRetriesAfterFailedWrite(t *testing.T) {
 		t.Fatalf("after End, its first write failed: %+v, %v; want none", recs, err)
 	}
 }
+
+// TestFailedWriteBacksOff: after a write failed (the store refuses it,
+// or the object is full), counts and renewals wait TTL/3 before the
+// next try, rather than reading the object at every tick: ten thousand
+// operations beyond the bound would read it thousands of times a
+// second.
+func TestFailedWriteBacksOff(t *testing.T) {
+	f := objstore.NewFaulty(objstore.NewMem())
+	var mu sync.Mutex
+	gets := 0
+	f.Add(objstore.Rule{Op: objstore.OpGet, Prefix: Name, Err: objstore.ErrTimeout, Hook: func(context.Context, objstore.Op, string) {
+		mu.Lock()
+		gets++
+		mu.Unlock()
+	}})
+	clk := &clock{t: time.Unix(1e9, 0)}
+	r := Start(context.Background(), f, KindMove, "v", Options{Now: clk.now, Every: time.Millisecond})
+	r.Set("start", map[string]int64{"blocks_copied": 1})
+	time.Sleep(200 * time.Millisecond) // ticks, the clock standing still
+	mu.Lock()
+	n := gets
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d reads of the object with the clock standing still after a failed write, want 1", n)
+	}
+	f.Reset()
+	clk.add(TTL / 3)
+	for i := 0; ; i++ {
+		if recs, _ := List(context.Background(), f, clk.now()); len(recs) == 1 && recs[0].Counts["blocks_copied"] == 1 {
+			break
+		}
+		if i == 3000 {
+			t.Fatal("the record is not written once TTL/3 passed after the failure")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.End()
+}
