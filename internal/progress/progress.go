@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -272,6 +273,7 @@ func (r *Reporter) write(tick bool) {
 	}
 	r.rec.Updated, r.rec.Expires = now, now.Add(TTL)
 	rec, gen, changes := r.rec, r.gen, r.changes
+	rec.Counts = maps.Clone(rec.Counts) // Set changes r.rec's meanwhile
 	r.urgent = false
 	r.mu.Unlock()
 

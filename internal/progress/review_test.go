@@ -238,3 +238,17 @@ func TestFailedWriteBacksOff(t *testing.T) {
 	}
 	r.End()
 }
+
+// TestSetDuringWrites: counts set while the record is being written
+// (run with -race).
+func TestSetDuringWrites(t *testing.T) {
+	r := Start(context.Background(), objstore.NewMem(), KindMove, "v", Options{Every: time.Millisecond})
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for i := 0; time.Now().Before(deadline); i++ {
+		r.Set("copy", map[string]int64{"blocks_copied": int64(i), fmt.Sprint("k", i%7): 1})
+		if i%100 == 0 {
+			r.SetCurrent(fmt.Sprint("v", i))
+		}
+	}
+	r.End()
+}
