@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/lease"
@@ -30,8 +32,9 @@ import (
 // carry the dashboard's cookie (UICookieName), which opens GET and HEAD
 // requests under /ui/ only: POST /ui/login with the form field token, or
 // any dashboard URL with ?token=TOKEN, sets it (and the latter
-// redirects to the URL without the token); both take a few wrong tokens
-// from a client, then answer 429 for a while (loginBurst). Tokens are
+// redirects to the URL without the token); these and the bearer header
+// take a few wrong tokens from a client (an IPv6 /64 counts as one),
+// then answer 429 for a while (loginBurst). Tokens are
 // compared by digest, in a time that does not tell their length. A
 // dashboard request without
 // either gets 401 and the login form. A browser's cross-origin POST
@@ -58,6 +61,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 				loginForm(w, http.StatusUnauthorized, "That is not the admin token.")
 				return
 			}
+			logins.succeed(clientIP(r))
 			d.setUICookie(w, r)
 			http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 		})
@@ -108,9 +112,22 @@ func (d *Daemon) AdminHandler() http.Handler {
 	}
 	cookie := uiCookieValue(d.adminToken)
 	return csrf.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || d.bearer(r) {
+		if r.URL.Path == "/healthz" {
 			mux.ServeHTTP(w, r)
 			return
+		}
+		if tok, ok := bearerToken(r); ok {
+			if !logins.allow(clientIP(r)) {
+				w.Header().Set("Retry-After", strconv.Itoa(int(loginRefill/time.Second)))
+				http.Error(w, "daemon: too many wrong tokens from this address: wait a little", http.StatusTooManyRequests)
+				return
+			}
+			if tokenEqual(tok, d.adminToken) {
+				logins.succeed(clientIP(r))
+				mux.ServeHTTP(w, r)
+				return
+			}
+			logins.fail(clientIP(r))
 		}
 		ui := d.dashboard != nil && (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/ui/"))
 		if ui && r.URL.Path == "/ui/login" {
@@ -131,6 +148,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 				if !tokenEqual(q.Get("token"), d.adminToken) {
 					logins.fail(clientIP(r))
 				} else {
+					logins.succeed(clientIP(r))
 					d.setUICookie(w, r)
 					q.Del("token")
 					u := *r.URL
@@ -148,11 +166,11 @@ func (d *Daemon) AdminHandler() http.Handler {
 	}))
 }
 
-// bearer reports whether r carries the admin token as a bearer token
-// (the scheme in any case, RFC 9110 11.1).
-func (d *Daemon) bearer(r *http.Request) bool {
+// bearerToken returns the bearer token r carries (the scheme in any
+// case, RFC 9110 11.1).
+func bearerToken(r *http.Request) (string, bool) {
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	return ok && strings.EqualFold(scheme, "Bearer") && tokenEqual(tok, d.adminToken)
+	return tok, ok && strings.EqualFold(scheme, "Bearer")
 }
 
 // localHost reports whether host (a request's Host, with or without a

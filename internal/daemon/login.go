@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -37,11 +38,11 @@ func uiCookieName(r *http.Request) string {
 	return UICookie
 }
 
-// The login form and ?token= take at most loginBurst wrong tokens from
-// a client (an IP) at once, and one more each loginRefill; a client
+// The login form, ?token= and the bearer header take at most loginBurst
+// wrong tokens from a client (an IPv4 address, an IPv6 /64) at once, and one more each loginRefill; a client
 // beyond gets 429, the right token included, until then. The limiter
 // of a listener keeps loginClients clients; beyond, they share one
-// allowance.
+// allowance, but for those that presented the right token before.
 const (
 	loginBurst   = 10
 	loginRefill  = 6 * time.Second
@@ -54,6 +55,11 @@ type loginLimiter struct {
 	mu       sync.Mutex
 	clients  map[string]*allowance
 	overflow allowance
+	// known are the clients that presented the right token (at most
+	// loginClients; the least recent goes): one without an allowance of
+	// its own does not share overflow, which guesses from many clients
+	// may have used up.
+	known map[string]time.Time
 }
 
 // allowance is what a client may still try: tokens as of at.
@@ -66,7 +72,7 @@ func newLoginLimiter(now func() time.Time) *loginLimiter {
 	if now == nil {
 		now = time.Now
 	}
-	return &loginLimiter{now: now, clients: map[string]*allowance{}, overflow: allowance{tokens: loginBurst}}
+	return &loginLimiter{now: now, clients: map[string]*allowance{}, overflow: allowance{tokens: loginBurst}, known: map[string]time.Time{}}
 }
 
 // refill brings a up to now.
@@ -79,10 +85,12 @@ func (a *allowance) refill(now time.Time) {
 
 // entry returns client's allowance, refilled; nil for a client without
 // one (a full allowance) unless add. Clients beyond loginClients share
-// l.overflow. The caller holds l.mu.
+// l.overflow, but for known ones, which get their own (so l.clients
+// holds at most 2*loginClients). The caller holds l.mu.
 func (l *loginLimiter) entry(client string, add bool) *allowance {
 	now := l.now()
 	a := l.clients[client]
+	_, known := l.known[client]
 	if a == nil && len(l.clients) >= loginClients && add {
 		for k, o := range l.clients {
 			if o.refill(now); o.tokens >= loginBurst {
@@ -92,7 +100,7 @@ func (l *loginLimiter) entry(client string, add bool) *allowance {
 	}
 	switch {
 	case a != nil:
-	case len(l.clients) >= loginClients:
+	case len(l.clients) >= loginClients && !(known && add):
 		a = &l.overflow
 	case !add:
 		return nil
@@ -108,8 +116,28 @@ func (l *loginLimiter) entry(client string, add bool) *allowance {
 func (l *loginLimiter) allow(client string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if _, ok := l.known[client]; ok && l.clients[client] == nil {
+		return true
+	}
 	a := l.entry(client, false)
 	return a == nil || a.tokens >= 1
+}
+
+// succeed notes that client presented the right token.
+func (l *loginLimiter) succeed(client string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.known[client]; !ok && len(l.known) >= loginClients {
+		var oldest string
+		var at time.Time
+		for k, t := range l.known {
+			if oldest == "" || t.Before(at) {
+				oldest, at = k, t
+			}
+		}
+		delete(l.known, oldest)
+	}
+	l.known[client] = l.now()
 }
 
 // fail counts a wrong token of client.
@@ -120,11 +148,22 @@ func (l *loginLimiter) fail(client string) {
 	a.tokens = max(0, a.tokens-1)
 }
 
+// clientIP is the client of r as the limiter counts it: its IPv4
+// address, or the /64 of its IPv6 address (one host may hold all of a
+// /64's addresses).
 func clientIP(r *http.Request) string {
-	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		h = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(h)
+	if err != nil {
 		return h
 	}
-	return r.RemoteAddr
+	if a = a.Unmap().WithZone(""); a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return a.String()
 }
 
 func tooManyLogins(w http.ResponseWriter) {

@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/progress"
 )
@@ -65,5 +67,28 @@ func TestScrapeDuringStalledOperationsRead(t *testing.T) {
 	}
 	if n := len(gets); n != 1 {
 		t.Errorf("%d reads of the records in flight at once, want 1", n)
+	}
+}
+
+// TestScrapeWithDuplicateRecords: an object of the operations' records
+// that holds one ID twice (garbage) does not fail the scrape (one series
+// collected twice fails a whole Prometheus gather).
+func TestScrapeWithDuplicateRecords(t *testing.T) {
+	ctx := context.Background()
+	s := objstore.NewMem()
+	d := New(manage.New(s), nil)
+	d.CacheOperations(0)
+	mx := NewMetrics(MetricsConfig{})
+	d.UseMetrics(mx)
+	now := time.Now()
+	rec := progress.Record{ID: "gc-1", Kind: progress.KindGC, Phase: "mark", Updated: now, Expires: now.Add(progress.TTL)}
+	b, _ := json.Marshal(map[string]any{"operations": []progress.Record{rec, rec}})
+	if _, err := s.Put(ctx, progress.Name, b); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	mx.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `archip_operations{kind="gc"} 1`) {
+		t.Fatalf("scrape with one record twice in the object: %d\n%s", w.Code, w.Body.String())
 	}
 }
