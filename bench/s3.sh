@@ -90,14 +90,21 @@ for name in "${tests[@]}"; do
 done
 
 # written POOL...: the bytes the pools report written so far. The
-# manager's figures lag the OSD's by a few seconds: wait them out.
+# manager's figures lag the OSDs' by seconds (more after a burst): read
+# them until two readings 6 s apart agree (at most a minute).
 written() {
-  sleep 12
-  rados df -f json | /usr/bin/python3 -c '
+  local prev=-1 cur
+  for _ in $(seq 10); do
+    sleep 6
+    cur=$(rados df -f json | /usr/bin/python3 -c '
 import json, sys
 want = set(sys.argv[1:])
 print(sum(p["write_bytes"] for p in json.load(sys.stdin)["pools"] if p["name"] in want or ("*rgw" in want and "rgw" in p["name"])))
-' "$@"
+' "$@")
+    [ "$cur" = "$prev" ] && break
+    prev=$cur
+  done
+  echo "$cur"
 }
 declare -A AMP
 for who in s3 rados rbd; do
