@@ -81,6 +81,8 @@ type Daemon struct {
 	adminHost string
 	// dashboard, if set, serves /ui/ on the admin API (UseDashboard).
 	dashboard http.Handler
+	// handoffHeld: see yield (handoffHeld; tests lengthen it).
+	handoffHeld time.Duration
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has
@@ -95,7 +97,7 @@ type Daemon struct {
 // as m.Leases says. logf (nil: silent) hears its events (see
 // SetLogger), one line each.
 func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
-	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, open: map[blockmap.ID]*handle{}}
+	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, handoffHeld: handoffHeld, open: map[blockmap.ID]*handle{}}
 }
 
 // SetLogger makes d log its events to l instead: volumes opened and
@@ -469,9 +471,10 @@ const (
 // keeps the lease (a daemon: a handoff) is asked for it back by the
 // write that follows; one that cannot be asked (a command, which holds it
 // for a few store operations) is watched closely until it releases it,
-// for up to handoffHeld, so that this node's write goes on at once
-// rather than after lease.Manager.Take's growing pauses. The caller
-// holds h.mu exclusively.
+// for up to handoffHeld and no longer than its lease lasts (a command
+// that died holding it is taken over at once), so that this node's
+// write goes on at once rather than after lease.Manager.Take's growing
+// pauses. The caller holds h.mu exclusively.
 func (h *handle) yield(ctx context.Context) {
 	start, term := h.yieldFrom, h.yieldTerm
 	h.yieldFrom = time.Time{}
@@ -487,9 +490,9 @@ func (h *handle) yield(ctx context.Context) {
 		switch {
 		case rec.Owner == "" && rec.Term == term: // not taken yet
 			until = start.Add(handoffYield)
-		case rec.Owner != "" && rec.Addr == "": // held by a command
-			until = start.Add(handoffHeld)
-		default: // released again, or held by a node that can be asked
+		case rec.Owner != "" && rec.Addr == "" && !h.d.mgr.Leases.Free(rec): // held by a command
+			until = start.Add(h.d.handoffHeld)
+		default: // released again, held by a node that can be asked, or run out
 			return
 		}
 		wait := min(d, time.Until(until))
