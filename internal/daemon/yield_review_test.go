@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,5 +71,57 @@ func TestYieldEndsAtCommandExpiry(t *testing.T) {
 	}
 	if got := string(readBack(t, e, 0, 3)); got != "two" {
 		t.Errorf("read %q, want two", got)
+	}
+}
+
+// TestYieldServesReads: while a write waits for the asker of a handoff
+// to take the lease (here an asker that never does), the volume's reads
+// are served by the follower: only the write waits.
+func TestYieldServesReads(t *testing.T) {
+	ctx := context.Background()
+	n := newNode(t, objstore.NewMem(), "n", time.Hour)
+	n.d.handoffYield = time.Hour // the wait ends when the test ends it
+	r, err := n.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := n.open(t, "v")
+	if err := e.WriteAt(ctx, []byte("one"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := n.d.Handoff(ctx, r.ID); !ok || err != nil {
+		t.Fatalf("handoff: %v %v", ok, err)
+	}
+	polled := make(chan struct{})
+	var once sync.Once
+	n.store.Add(objstore.Rule{Op: objstore.OpGet, Prefix: lease.Name(""), Hook: func(context.Context, objstore.Op, string) {
+		once.Do(func() { close(polled) })
+	}})
+	wctx, stopWrite := context.WithCancel(ctx)
+	defer stopWrite()
+	wrote := make(chan error, 1)
+	go func() { wrote <- e.WriteAt(wctx, []byte("two"), 0, true) }()
+	<-polled // the write is waiting
+	read := make(chan []byte, 1)
+	go func() {
+		p := make([]byte, 3)
+		e.ReadAt(ctx, p, 0)
+		read <- p
+	}()
+	select {
+	case p := <-read:
+		if string(p) != "one" {
+			t.Errorf("read %q while the write waits, want one", p)
+		}
+	case <-time.After(30 * time.Second): // hang protection only
+		t.Error("a read waited for the write's yield")
+		defer func() { <-read }()
+	}
+	stopWrite()
+	if err := <-wrote; !errors.Is(err, context.Canceled) {
+		t.Errorf("write whose client went away while it waited: %v", err)
+	}
+	if r := role(n, "v"); r != "follower" {
+		t.Errorf("after the write gave up waiting the volume is %s", r)
 	}
 }
