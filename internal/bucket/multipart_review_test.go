@@ -111,3 +111,53 @@ func TestCompleteDeleteFailsMidway(t *testing.T) {
 		t.Errorf("%d part records left after one delete failed", n)
 	}
 }
+
+// TestCompleteRaces: a complete racing an abort of the same upload, or
+// an UploadPart of a part it lists: exactly one of complete and abort
+// wins; the object, if written, is what the list names; no part record
+// is left once both are done.
+func TestCompleteRaces(t *testing.T) {
+	b, s := newStore(t)
+	for i := range 8 {
+		up, list := upload32(t, b, "k")
+		done := make(chan error, 1)
+		var cerr error
+		var obj *bucket.Object
+		if i%2 == 0 {
+			go func() { done <- b.AbortUpload(ctx, "bkt", up) }()
+			obj, cerr = b.CompleteUpload(ctx, "bkt", up, list)
+			aerr := <-done
+			if (cerr == nil) == (aerr == nil) {
+				t.Fatalf("complete %v, abort %v: want one to win", cerr, aerr)
+			}
+		} else {
+			go func() {
+				_, err := b.UploadPart(ctx, "bkt", up, 7, bytes.NewReader(data(99, bs)), bs, nil)
+				if err != nil && !errors.Is(err, bucket.ErrNoUpload) {
+					done <- err
+				}
+				done <- nil
+			}()
+			obj, cerr = b.CompleteUpload(ctx, "bkt", up, list)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if cerr != nil && !errors.Is(cerr, bucket.ErrBadPart) {
+				t.Fatal(cerr)
+			}
+		}
+		if cerr == nil {
+			if got := read(t, b, "k", 6*bs, bs); !bytes.Equal(got, data(7, bs)) {
+				t.Fatalf("round %d: part 7 of the object is not the listed one", i)
+			}
+			if obj.Size != 32*bs {
+				t.Fatalf("round %d: %d bytes", i, obj.Size)
+			}
+		} else if i%2 == 1 {
+			b.AbortUpload(ctx, "bkt", up)
+		}
+		if n := partsLeft(t, s, up); n != 0 {
+			t.Fatalf("round %d: %d part records left (complete: %v)", i, n, cerr)
+		}
+	}
+}
