@@ -10,6 +10,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -230,7 +231,9 @@ type CompletePart struct {
 // CompleteUpload makes the listed parts, in order, the object of the
 // upload's key: its record names the parts' maps (no data is copied), and
 // its ETag is S3's: the MD5 of the parts' MD5s, a dash, and their count.
-// The upload's records are then deleted, with the parts not listed.
+// The upload's records are then deleted, with the parts not listed; a
+// part record whose delete fails is left behind (no root: its maps are
+// collected) and the complete still succeeds, the object being written.
 //
 // The upload record is deleted (at the version read) before the object
 // is written: of a complete and an abort (or another complete) of one
@@ -299,12 +302,19 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			}
 			return err
 		}
-		return b.dropParts(ctx, bucket, id)
+		// Completed: a part record left behind (a delete failed) is no
+		// GC root, its upload record being gone, so it holds no data;
+		// failing the request now would tell the client that an upload
+		// it can no longer retry failed.
+		b.dropParts(ctx, bucket, id)
+		return nil
 	})
 	return obj, err
 }
 
-// AbortUpload deletes an upload and its parts.
+// AbortUpload deletes an upload and its parts. Once the upload record is
+// gone it deletes every part record it can, even if ctx ends, and
+// returns what failed.
 func (b *Store) AbortUpload(ctx context.Context, bucket, id string) error {
 	if _, err := b.GetUpload(ctx, bucket, id); err != nil {
 		return err
@@ -318,10 +328,14 @@ func (b *Store) AbortUpload(ctx context.Context, bucket, id string) error {
 	if err != nil {
 		return err
 	}
-	return b.dropParts(ctx, bucket, id)
+	// Claimed: finish even if the client goes away, else the part
+	// records would be left with nothing to delete them.
+	return b.dropParts(context.WithoutCancel(ctx), bucket, id)
 }
 
 // dropParts deletes the part records of an upload whose record is gone.
+// A delete that fails does not stop the others: it returns every
+// failure.
 func (b *Store) dropParts(ctx context.Context, bucket, id string) error {
 	var names []string
 	err := b.S.List(ctx, blockmap.PartPrefix(bucket, id), func(in objstore.Info) error {
@@ -331,12 +345,17 @@ func (b *Store) dropParts(ctx context.Context, bucket, id string) error {
 	if err != nil {
 		return err
 	}
-	return each(ctx, len(names), func(i int) error {
+	var mu sync.Mutex
+	var errs []error
+	err = each(ctx, len(names), func(i int) error {
 		if err := b.S.Delete(ctx, names[i]); err != nil && !objstore.IsNotExist(err) {
-			return err
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
 		}
 		return nil
 	})
+	return errors.Join(append(errs, err)...)
 }
 
 // CopyPart makes part n of an upload the bytes [off, off+n) of an object

@@ -36,7 +36,9 @@
 // and reopens the volume for writing under it; writes then go straight
 // to the volume. When another node asks for the volume, the handle waits
 // for the writes in progress, flushes, releases the lease and becomes a
-// follower again. A writer whose lease ran out on its own clock (it
+// follower again; its next write waits for the asker to take the lease
+// (up to a second) and for a command holding it to release it (up to
+// 10 s, not past its expiry), while reads go on. A writer whose lease ran out on its own clock (it
 // stalled) renews it before its next request, reads included, and drops
 // to a follower if another node took the volume over meanwhile. A handle
 // that loses its lease while it holds unflushed writes is fenced: every
@@ -87,6 +89,9 @@ type Daemon struct {
 	// loginNow is the clock of the admin API's login limiter (nil:
 	// time.Now; tests).
 	loginNow func() time.Time
+	// handoffYield, handoffHeld: see yield (the constants; tests
+	// lengthen them).
+	handoffYield, handoffHeld time.Duration
 
 	// mu guards open, closed, and the refs and state of every handle. It
 	// is never held across store I/O: a volume being opened or closed has
@@ -101,7 +106,7 @@ type Daemon struct {
 // as m.Leases says. logf (nil: silent) hears its events (see
 // SetLogger), one line each.
 func New(m *manage.Manager, logf func(format string, args ...any)) *Daemon {
-	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, open: map[blockmap.ID]*handle{},
+	return &Daemon{mgr: m, log: LogfLogger(logf), promoteAfter: 4096, handoffYield: handoffYield, handoffHeld: handoffHeld, open: map[blockmap.ID]*handle{},
 		ops: &opsReader{s: m.Store, maxAge: DefaultOperationsMaxAge, wait: opsWait}}
 }
 
@@ -164,9 +169,12 @@ type handle struct {
 	fenced error
 	shut   bool // closed: nothing may open a writer on it again
 	// yieldFrom, yieldTerm: the last handoff, when this node released
-	// the lease at term yieldTerm; its next write first yields.
+	// the lease at term yieldTerm; its next write first yields (zero once
+	// one did). yielding is closed when the write that yields for the
+	// others (see write) is done with it.
 	yieldFrom time.Time
 	yieldTerm uint64
+	yielding  chan struct{}
 
 	// isFenced is set with fenced, and read under d.mu: new clients do not
 	// join a fenced handle (its own clients must see their writes were
@@ -413,7 +421,7 @@ func (h *handle) promote(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.followReads.Store(0)
-	if h.shut || h.fenced != nil || h.lease != nil || time.Since(h.yieldFrom) < handoffYield {
+	if h.shut || h.fenced != nil || h.lease != nil || time.Since(h.yieldFrom) < h.d.handoffYield {
 		return
 	}
 	v, l, err := h.d.mgr.TryOpenWriter(ctx, h.id, h.lost)
@@ -446,8 +454,38 @@ func (h *handle) write(ctx context.Context, fn func(v *volume.Volume) error) err
 	if err := h.revalidate(ctx); err != nil {
 		return err
 	}
+	// After a handoff, one write yields (without h.mu: the follower
+	// serves reads meanwhile, and Handoff and Close go on) while the
+	// others wait for it.
+	for h.lease == nil && !h.yieldFrom.IsZero() {
+		if ch := h.yielding; ch != nil {
+			h.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+			}
+			h.mu.Lock()
+		} else {
+			ch := make(chan struct{})
+			start, term := h.yieldFrom, h.yieldTerm
+			h.yielding = ch
+			h.mu.Unlock()
+			h.yield(ctx, start, term)
+			h.mu.Lock()
+			h.yielding = nil
+			close(ch)
+			if ctx.Err() == nil && h.yieldFrom.Equal(start) {
+				h.yieldFrom = time.Time{}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := h.revalidate(ctx); err != nil {
+			return err
+		}
+	}
 	if h.lease == nil {
-		h.yield(ctx)
 		if err := h.becomeWriter(ctx); err != nil {
 			if errors.Is(err, volume.ErrSeqExhausted) {
 				h.d.log.Error("taking the lease failed", "volume", h.name, "err", err)
@@ -477,15 +515,12 @@ const (
 // keeps the lease (a daemon: a handoff) is asked for it back by the
 // write that follows; one that cannot be asked (a command, which holds it
 // for a few store operations) is watched closely until it releases it,
-// for up to handoffHeld, so that this node's write goes on at once
-// rather than after lease.Manager.Take's growing pauses. The caller
-// holds h.mu exclusively.
-func (h *handle) yield(ctx context.Context) {
-	start, term := h.yieldFrom, h.yieldTerm
-	h.yieldFrom = time.Time{}
-	if start.IsZero() {
-		return
-	}
+// for up to handoffHeld and no longer than its lease lasts (a command
+// that died holding it is taken over at once), so that this node's
+// write goes on at once rather than after lease.Manager.Take's growing
+// pauses. start and term are the handoff's (yieldFrom, yieldTerm); the
+// caller does not hold h.mu.
+func (h *handle) yield(ctx context.Context, start time.Time, term uint64) {
 	for d := 500 * time.Microsecond; ; d = min(2*d, 8*time.Millisecond) {
 		rec, _, err := h.d.mgr.Leases.Read(ctx, h.id.String())
 		if err != nil {
@@ -494,10 +529,10 @@ func (h *handle) yield(ctx context.Context) {
 		var until time.Time
 		switch {
 		case rec.Owner == "" && rec.Term == term: // not taken yet
-			until = start.Add(handoffYield)
-		case rec.Owner != "" && rec.Addr == "": // held by a command
-			until = start.Add(handoffHeld)
-		default: // released again, or held by a node that can be asked
+			until = start.Add(h.d.handoffYield)
+		case rec.Owner != "" && rec.Addr == "" && !h.d.mgr.Leases.Free(rec): // held by a command
+			until = start.Add(h.d.handoffHeld)
+		default: // released again, held by a node that can be asked, or run out
 			return
 		}
 		wait := min(d, time.Until(until))

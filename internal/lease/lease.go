@@ -436,6 +436,10 @@ func (m *Manager) free(r Record) bool {
 	return m.cfg.Clock.Now().After(r.Expires.Add(m.cfg.MaxDrift))
 }
 
+// Free reports whether this node may take r now, by its clock: r is
+// released, or its holder's time ran out (with the drift allowance).
+func (m *Manager) Free(r Record) bool { return m.free(r) }
+
 // mine reports whether r was written by this Manager for a lease it holds.
 func (m *Manager) mine(r Record) bool {
 	return r.Owner == m.cfg.Node && r.Instance == m.instance

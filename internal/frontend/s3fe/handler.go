@@ -1003,8 +1003,13 @@ func (h *handler) listUploads(w http.ResponseWriter, r *http.Request, bkt string
 }
 
 // page returns the first max items (in order) that keep accepts, and
-// whether more follow them.
+// whether more follow them. A max of 0 is an empty page that is not
+// truncated (as ListObjects' here): one that is gives the client no
+// marker past it, and a paginator would ask for it again forever.
 func page[T any](items []T, max int, keep func(T) bool) (out []T, more bool) {
+	if max == 0 {
+		return nil, false
+	}
 	for _, it := range items {
 		if !keep(it) {
 			continue
