@@ -43,7 +43,7 @@ declare -A STORE=(
 declare -A URI SERVE
 for kind in s3 rados; do
   "$work/archip" --store "${STORE[$kind]}" -q volume create vol --size "$SIZE"
-  "$work/archip" --store "${STORE[$kind]}" serve --nbd-listen "unix:$work/$kind.sock" 2>"$work/$kind.log" &
+  "$work/archip" --store "${STORE[$kind]}" serve --nbd-listen "unix:$work/$kind.sock" --shutdown-timeout 30m 2>"$work/$kind.log" &
   pids+=($!) SERVE[$kind]=$!
   wait_sock "$work/$kind.sock"
   URI[$kind]="nbd+unix:///vol?socket=$work/$kind.sock"

@@ -36,3 +36,15 @@ func TestServeMaxConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestServeShutdownTimeout: a shutdown timeout that is not positive is a
+// bad argument (it used to mean the default, silently).
+func TestServeShutdownTimeout(t *testing.T) {
+	store := "file://" + filepath.Join(t.TempDir(), "store")
+	mustCLI(t, store, nil, "store", "init")
+	for _, d := range []string{"0s", "-1s"} {
+		if _, errs, code := cli(t, store, nil, "serve", "--shutdown-timeout", d); code != 2 || !strings.Contains(errs, "must be positive") {
+			t.Errorf("serve --shutdown-timeout %s: exit %d, %q", d, code, errs)
+		}
+	}
+}

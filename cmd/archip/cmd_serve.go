@@ -29,6 +29,7 @@ type serveOptions struct {
 	verbose     bool
 	cpuProfile  string
 	flushEvery  time.Duration
+	shutdownIn  time.Duration
 	nodeID      string
 	adminListen string
 	adminAddr   string
@@ -103,6 +104,8 @@ Logs: one record per event on stderr (--log-format text or json,
 		"NBD connections served at once (each costs 128 KiB and what its requests hold); more are refused")
 	c.Flags().DurationVar(&o.flushEvery, "flush-interval", 10*time.Second,
 		"flush volumes with unflushed writes this often, for clients that never flush (0: only when clients flush)")
+	c.Flags().DurationVar(&o.shutdownIn, "shutdown-timeout", 30*time.Second,
+		"on SIGTERM or SIGINT, how long to drain clients and close volumes (a close checkpoints each volume's write log: on S3 a put per block it touched); a volume not closed in time keeps its log, which the next open replays")
 	host, _ := os.Hostname()
 	c.Flags().StringVar(&o.nodeID, "node-id", fmt.Sprintf("%s-%d", host, os.Getpid()),
 		"this daemon's name in the leases it holds; unique among the daemons sharing the store")
@@ -127,6 +130,9 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	// Checked here as well as by nbdfe and daemon.Run, to name the flags.
 	if o.maxConns < 1 {
 		return usageError{fmt.Errorf("--max-connections %d: must be at least 1", o.maxConns)}
+	}
+	if o.shutdownIn <= 0 {
+		return usageError{fmt.Errorf("--shutdown-timeout %s: must be positive", o.shutdownIn)}
 	}
 	if (o.tlsRequired || o.tlsCA != "") && o.tlsCert == "" && o.tlsKey == "" {
 		return usageError{errors.New("--tls-required and --tls-ca need --tls-cert and --tls-key")}
@@ -201,19 +207,20 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 		}
 	}
 	return serveError(daemon.Run(ctx, daemon.Config{
-		Manager:        m,
-		Store:          g.store,
-		Node:           o.nodeID,
-		AdminListen:    o.adminListen,
-		AdminAdvertise: o.adminAddr,
-		AdminToken:     token,
-		LeaseTTL:       o.leaseTTL,
-		MaxClockDrift:  o.maxDrift,
-		FlushInterval:  o.flushEvery,
-		Frontends:      append([]daemon.FrontendConfig{nbdFrontend}, s3Frontends...),
-		Logger:         log,
-		Metrics:        mx,
-		Dashboard:      dash,
+		Manager:         m,
+		Store:           g.store,
+		Node:            o.nodeID,
+		AdminListen:     o.adminListen,
+		AdminAdvertise:  o.adminAddr,
+		AdminToken:      token,
+		LeaseTTL:        o.leaseTTL,
+		MaxClockDrift:   o.maxDrift,
+		FlushInterval:   o.flushEvery,
+		ShutdownTimeout: o.shutdownIn,
+		Frontends:       append([]daemon.FrontendConfig{nbdFrontend}, s3Frontends...),
+		Logger:          log,
+		Metrics:         mx,
+		Dashboard:       dash,
 	}))
 }
 
