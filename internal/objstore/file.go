@@ -208,14 +208,16 @@ import (
 // A flush checks its volume's head with Stat each time, so Stat does not
 // list the directory of an object whose newest generation g this process
 // has seen (listed, or linked itself) and whose file it identified (device,
-// inode, birth time): it looks up g+1 by name, then g. If g+1 is absent
-// and g is still the file seen, g is the newest generation at the moment
-// of the first lookup: every change after g was the newest (a write, a
-// tombstone, a seal) links g+1 in the directory that holds g, and g+1 is
-// removed only after g (generations go oldest first, in place and in a
-// moved directory alike, and a writer takes its own g+1 back only when it
-// finds g gone), while g's file, once removed, never comes back; a
-// directory made at the path later holds other files. Anything else (g+1
+// inode, birth time, change time): it looks up g+1 by name, then g. If
+// g+1 is absent and g is still the file seen, g is the newest generation
+// at the moment of the first lookup: every change after g was the newest
+// (a write, a tombstone, a seal) links g+1 in the directory that holds
+// g, and g+1 is removed only after g (generations go oldest first, in
+// place and in a moved directory alike, and a writer takes its own g+1
+// back only when it finds g gone), while g's file, once removed, never
+// comes back (a later file may get its inode number, even its birth time
+// where that is coarse or not recorded, but not its change time: see
+// genID); a directory made at the path later holds other files. Anything else (g+1
 // there, g gone or another file) lists as before. The one assumption is
 // the store's: a process records g only if it identified g's file within
 // PruneAge/2 of the listing (or of the listing its link was based on), so
@@ -696,10 +698,6 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, mapErr(err)
 		}
 		mine, _ := identify(target)
-		var mineGen genID
-		if !tombstone {
-			_, _, mineGen, _, _ = statGen(target)
-		}
 		if f.hooks.afterLink != nil {
 			f.hooks.afterLink(dir)
 		}
@@ -717,6 +715,17 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 				os.Remove(target)
 			}
 			continue
+		}
+		// Won. The temporary name goes now, not at return: that
+		// changes the file's change time, which identifies it for
+		// Stat without a listing.
+		var mineGen genID
+		if !tombstone {
+			os.Remove(tmp)
+			tmp = ""
+			if _, _, id, mode, err := statGen(target); err == nil && mode == 0 && id.ino == mine.ino {
+				mineGen = id
+			}
 		}
 		// The link and every directory of the path not yet durable
 		// (a new object's: its directory and the parents made for
@@ -1187,11 +1196,21 @@ func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 }
 
 // genID identifies a generation file for Stat without a listing: device,
-// inode and birth time (where the file system records it).
+// inode, birth time (where the file system records it) and change time.
+// The change time tells the file seen from a later one given its inode
+// number where the birth time does not (not recorded, or as coarse as a
+// clock tick): a file linked at a generation's name after that
+// generation was pruned was linked, so changed, over PruneAge/2 after
+// the file seen was identified (see Stat without a listing). A file
+// changed in place (WriteAt) is listed again.
 type genID struct {
-	dev, ino uint64
-	birth    int64
+	dev, ino     uint64
+	birth, ctime int64
 }
+
+// noBirthTime makes statGen ignore birth times (a test seam: a file
+// system that records none).
+var noBirthTime bool
 
 // seenGen is the newest generation of an object that this process saw,
 // and which file it was.
