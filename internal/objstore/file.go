@@ -232,7 +232,7 @@ import (
 // entry is relied on only once durable: a process fsyncs the parent of
 // every directory it uses that it has not made durable itself (also one
 // another process made and may not have synced yet), remembering which
-// by inode, and fsyncs the directory of an object it finds already
+// by inode and birth time (dirKey), and fsyncs the directory of an object it finds already
 // created (Create of stored content) before it answers ErrExists. A write
 // fsyncs its temporary file before it links it (a link made durable
 // first could name a file whose data is not), then the object's
@@ -250,7 +250,7 @@ type File struct {
 	local    bool // on a file system of this host only (FreshStat)
 
 	mu        sync.Mutex
-	durable   map[string]uint64  // directory → inode whose entry in its parent is durable
+	durable   map[string]genID   // directory → the one (dirKey) whose entry in its parent is durable
 	seen      map[string]seenGen // object → its newest generation as last seen (Stat)
 	lastClean int64              // of tmp/, by serverNow
 }
@@ -312,7 +312,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}, seen: map[string]seenGen{}, local: localFS(abs)}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}, local: localFS(abs)}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -1201,7 +1201,10 @@ func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 // number where the birth time does not (not recorded, or as coarse as a
 // clock tick): a file linked at a generation's name after that
 // generation was pruned was linked, so changed, over PruneAge/2 after
-// the file seen was identified (see Stat without a listing). A file
+// the file seen was identified (see Stat without a listing), and the
+// default PruneAge/2 is well above the coarsest timestamps of the file
+// systems Stat is fresh on (a second: ext4 with 128-byte inodes); a
+// store set to a prune age near that gives the assumption up. A file
 // changed in place (WriteAt) is listed again.
 type genID struct {
 	dev, ino     uint64
@@ -1548,8 +1551,8 @@ func (f *File) durableDir(dir string, create bool) error {
 	if !create {
 		return f.durablePath(dir)
 	}
-	in, err := os.Stat(dir)
-	if err == nil && f.isDurable(dir, in) {
+	key, err := dirKey(dir)
+	if err == nil && f.isDurable(dir, key) {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) && !create {
@@ -1568,14 +1571,14 @@ func (f *File) durableDir(dir string, create bool) error {
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		if in, err = os.Stat(dir); err != nil {
+		if key, err = dirKey(dir); err != nil {
 			return err
 		}
 	}
 	if err := f.syncDir(parent); err != nil {
 		return err
 	}
-	f.markDurable(dir, in)
+	f.markDurable(dir, key)
 	return nil
 }
 
@@ -1585,21 +1588,21 @@ func (f *File) durableDir(dir string, create bool) error {
 func (f *File) durablePath(dir string) error {
 	type level struct {
 		dir string
-		in  fs.FileInfo
+		key genID
 	}
 	var todo []level
 	for d := dir; d != f.root && filepath.Dir(d) != d; d = filepath.Dir(d) {
-		in, err := os.Stat(d)
+		key, err := dirKey(d)
 		if errors.Is(err, fs.ErrNotExist) && len(todo) == 0 {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if f.isDurable(d, in) {
+		if f.isDurable(d, key) {
 			break
 		}
-		todo = append(todo, level{d, in})
+		todo = append(todo, level{d, key})
 	}
 	errs := make(chan error, len(todo))
 	for _, l := range todo {
@@ -1615,7 +1618,7 @@ func (f *File) durablePath(dir string) error {
 		return err
 	}
 	for _, l := range todo {
-		f.markDurable(l.dir, l.in)
+		f.markDurable(l.dir, l.key)
 	}
 	return nil
 }
@@ -1624,20 +1627,33 @@ func (f *File) durablePath(dir string) error {
 // the memory starts again (costing fsyncs, not safety).
 const maxDurable = 1 << 16
 
-func (f *File) isDurable(dir string, in fs.FileInfo) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ino, ok := f.durable[dir]
-	return ok && ino == idOf(in).ino
+// dirKey returns what tells the directory at path apart from one made
+// there later: its device, inode and birth time. The inode alone does
+// not: a file system hands a freed inode number out again, to a
+// directory another process prepares to create an object again (ext4
+// does at once), whose entry that process may not have synced yet. On a
+// file system that records no birth time, a directory made again with
+// the inode number of one this process synced is taken for it.
+func dirKey(path string) (genID, error) {
+	_, _, id, _, err := statGen(path)
+	id.ctime = 0 // changes with every entry
+	return id, err
 }
 
-func (f *File) markDurable(dir string, in fs.FileInfo) {
+func (f *File) isDurable(dir string, key genID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k, ok := f.durable[dir]
+	return ok && k == key
+}
+
+func (f *File) markDurable(dir string, key genID) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.durable) >= maxDurable {
 		clear(f.durable)
 	}
-	f.durable[dir] = idOf(in).ino
+	f.durable[dir] = key
 }
 
 func (f *File) forget(dir string) {
