@@ -207,23 +207,23 @@ import (
 //
 // A flush checks its volume's head with Stat each time, so Stat does not
 // list the directory of an object whose newest generation g this process
-// has seen (listed, or linked itself) and whose file it identified (device,
-// inode, birth time, change time): it looks up g+1 by name, then g. If
-// g+1 is absent and g is still the file seen, g is the newest generation
-// at the moment of the first lookup: every change after g was the newest
-// (a write, a tombstone, a seal) links g+1 in the directory that holds
-// g, and g+1 is removed only after g (generations go oldest first, in
-// place and in a moved directory alike, and a writer takes its own g+1
-// back only when it finds g gone), while g's file, once removed, never
-// comes back (a later file may get its inode number, even its birth time
-// where that is coarse or not recorded, but not its change time: see
-// genID); a directory made at the path later holds other files. Anything else (g+1
-// there, g gone or another file) lists as before. The one assumption is
-// the store's: a process records g only if it identified g's file within
-// PruneAge/2 of the listing (or of the listing its link was based on), so
-// that g cannot have been superseded, pruned and taken by another file in
-// between. This is as fresh as a listing on a local file system; on NFS
-// neither is (FreshStat).
+// has seen (listed, or linked itself) and whose file it identified
+// (device, inode, birth time, change time): it looks up g+1 by name, then
+// g. If g+1 is absent and g is still the file seen, g is the newest
+// generation at the moment of the first lookup: every change after g was
+// the newest (a write, a tombstone, a seal) links g+1 in the directory
+// that holds g, and g+1 is removed only after g (generations go oldest
+// first, in place and in a moved directory alike, and a writer takes its
+// own g+1 back only when it finds g gone), while g's file, once removed,
+// never comes back (a later file may get its inode number, even its birth
+// time where that is coarse or not recorded, but not its change time: see
+// genID); a directory made at the path later holds other files. Anything
+// else (g+1 there, g gone or another file) lists as before. The one
+// assumption is the store's: a process records g only if it identified g's
+// file within PruneAge/2 of the listing (or of the listing its link was
+// based on), so that g cannot have been superseded, pruned and taken by
+// another file in between. This is as fresh as a listing on a local file
+// system; on NFS neither is (FreshStat).
 //
 // # Durability
 //
@@ -231,18 +231,18 @@ import (
 // changes the current generation in place; Sync fsyncs it. A directory
 // entry is relied on only once durable: a process fsyncs the parent of
 // every directory it uses that it has not made durable itself (also one
-// another process made and may not have synced yet), remembering which
-// by inode and birth time (dirKey), and fsyncs the directory of an object it finds already
-// created (Create of stored content) before it answers ErrExists. A write
-// fsyncs its temporary file before it links it (a link made durable
-// first could name a file whose data is not), then the object's
-// directory for the link and the parents of the path's directories not
-// yet durable (a new object's: those it made) all at once, and answers
-// once all are: nothing relies on any of them before, and a crash between
-// leaves what a crash before the link leaves (a temporary file, a
-// directory with only its "new" base, empty parents), removed by the same
-// listings. FORMAT is linked from a complete temporary file, then the
-// root is fsynced.
+// another process made and may not have synced yet), remembering which by
+// inode and birth time (dirKey), and fsyncs the directory of an object it
+// finds already created (Create of stored content) before it answers
+// ErrExists. A write fsyncs its temporary file before it links it (a link
+// made durable first could name a file whose data is not), then the
+// object's directory for the link and the parents of the path's
+// directories not yet durable (a new object's: those it made) all at once,
+// and answers once all are: nothing relies on any of them before, and a
+// crash between leaves what a crash before the link leaves (a temporary
+// file, a directory with only its "new" base, empty parents), removed by
+// the same listings. FORMAT is linked from a complete temporary file, then
+// the root is fsynced.
 type File struct {
 	root     string
 	hooks    fileHooks
