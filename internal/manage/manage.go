@@ -253,10 +253,33 @@ func (m *Manager) registerHinted(ctx context.Context, h *gc.Hold, r catalog.Reco
 		create = m.Catalog.CreateHinted
 	}
 	if err := create(ctx, r); err != nil {
-		volume.Remove(ctx, m.Store, r.ID)
+		switch created, known := m.recorded(ctx, r); {
+		case created:
+			return &r, nil // applied, its answer lost
+		case known:
+			volume.Remove(ctx, m.Store, r.ID)
+		}
+		// Else whether the record exists is unknown: the volume stays,
+		// and a collection removes it if no record names it.
 		return nil, err
 	}
 	return &r, nil
+}
+
+// recorded reports, after the create of r failed, whether r's record
+// exists all the same (a write the store applied though its answer was
+// an error, as a timeout that fired late), and whether that is known: a
+// record of the name with another ID, or none, is a create that did not
+// take effect.
+func (m *Manager) recorded(ctx context.Context, r catalog.Record) (created, known bool) {
+	got, err := m.Catalog.Lookup(context.WithoutCancel(ctx), r.Name)
+	switch {
+	case err == nil:
+		return got.ID == r.ID, true
+	case errors.Is(err, catalog.ErrNotFound):
+		return false, true
+	}
+	return false, false
 }
 
 // hintMeanwhile starts writing the catalog hints of want, the record of
@@ -276,9 +299,16 @@ func (m *Manager) hintMeanwhile(ctx context.Context, want catalog.Record) (wait 
 	go func() { ch <- m.Catalog.Hints(ctx, want) }()
 	wait = sync.OnceValue(func() error { return <-ch })
 	done = func(created bool) {
-		if !created && wait() == nil {
-			m.Catalog.DropHints(context.WithoutCancel(ctx), want)
+		if created || wait() != nil {
+			return
 		}
+		// A record whose create failed may exist all the same, or
+		// whether it does be unknown (see registerHinted): its hints
+		// stay then (stale ones are a collection's).
+		if exists, known := m.recorded(ctx, want); exists || !known {
+			return
+		}
+		m.Catalog.DropHints(context.WithoutCancel(ctx), want)
 	}
 	return wait, done
 }

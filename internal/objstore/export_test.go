@@ -36,3 +36,11 @@ func SetOpenFileHooks(h FileHooks) (restore func()) {
 	openHooks = fileHooks{beforeInstall: h.BeforeInstall, syncDir: h.SyncDir, afterLink: h.AfterLink, beforeDispose: h.BeforeDispose, afterPrepare: h.AfterPrepare, now: h.Now, readDir: h.ReadDir}
 	return func() { openHooks = fileHooks{} }
 }
+
+// SetNoBirthTime makes the file store's stats ignore birth times, as on a
+// file system that records none (ext4 with 128-byte inodes, XFS v4),
+// until restore.
+func SetNoBirthTime() (restore func()) {
+	noBirthTime = true
+	return func() { noBirthTime = false }
+}

@@ -207,21 +207,23 @@ import (
 //
 // A flush checks its volume's head with Stat each time, so Stat does not
 // list the directory of an object whose newest generation g this process
-// has seen (listed, or linked itself) and whose file it identified (device,
-// inode, birth time): it looks up g+1 by name, then g. If g+1 is absent
-// and g is still the file seen, g is the newest generation at the moment
-// of the first lookup: every change after g was the newest (a write, a
-// tombstone, a seal) links g+1 in the directory that holds g, and g+1 is
-// removed only after g (generations go oldest first, in place and in a
-// moved directory alike, and a writer takes its own g+1 back only when it
-// finds g gone), while g's file, once removed, never comes back; a
-// directory made at the path later holds other files. Anything else (g+1
-// there, g gone or another file) lists as before. The one assumption is
-// the store's: a process records g only if it identified g's file within
-// PruneAge/2 of the listing (or of the listing its link was based on), so
-// that g cannot have been superseded, pruned and taken by another file in
-// between. This is as fresh as a listing on a local file system; on NFS
-// neither is (FreshStat).
+// has seen (listed, or linked itself) and whose file it identified
+// (device, inode, birth time, change time): it looks up g+1 by name, then
+// g. If g+1 is absent and g is still the file seen, g is the newest
+// generation at the moment of the first lookup: every change after g was
+// the newest (a write, a tombstone, a seal) links g+1 in the directory
+// that holds g, and g+1 is removed only after g (generations go oldest
+// first, in place and in a moved directory alike, and a writer takes its
+// own g+1 back only when it finds g gone), while g's file, once removed,
+// never comes back (a later file may get its inode number, even its birth
+// time where that is coarse or not recorded, but not its change time: see
+// genID); a directory made at the path later holds other files. Anything
+// else (g+1 there, g gone or another file) lists as before. The one
+// assumption is the store's: a process records g only if it identified g's
+// file within PruneAge/2 of the listing (or of the listing its link was
+// based on), so that g cannot have been superseded, pruned and taken by
+// another file in between. This is as fresh as a listing on a local file
+// system; on NFS neither is (FreshStat).
 //
 // # Durability
 //
@@ -229,18 +231,18 @@ import (
 // changes the current generation in place; Sync fsyncs it. A directory
 // entry is relied on only once durable: a process fsyncs the parent of
 // every directory it uses that it has not made durable itself (also one
-// another process made and may not have synced yet), remembering which
-// by inode, and fsyncs the directory of an object it finds already
-// created (Create of stored content) before it answers ErrExists. A write
-// fsyncs its temporary file before it links it (a link made durable
-// first could name a file whose data is not), then the object's
-// directory for the link and the parents of the path's directories not
-// yet durable (a new object's: those it made) all at once, and answers
-// once all are: nothing relies on any of them before, and a crash between
-// leaves what a crash before the link leaves (a temporary file, a
-// directory with only its "new" base, empty parents), removed by the same
-// listings. FORMAT is linked from a complete temporary file, then the
-// root is fsynced.
+// another process made and may not have synced yet), remembering which by
+// inode and birth time (dirKey), and fsyncs the directory of an object it
+// finds already created (Create of stored content) before it answers
+// ErrExists. A write fsyncs its temporary file before it links it (a link
+// made durable first could name a file whose data is not), then the
+// object's directory for the link and the parents of the path's
+// directories not yet durable (a new object's: those it made) all at once,
+// and answers once all are: nothing relies on any of them before, and a
+// crash between leaves what a crash before the link leaves (a temporary
+// file, a directory with only its "new" base, empty parents), removed by
+// the same listings. FORMAT is linked from a complete temporary file, then
+// the root is fsynced.
 type File struct {
 	root     string
 	hooks    fileHooks
@@ -248,7 +250,7 @@ type File struct {
 	local    bool // on a file system of this host only (FreshStat)
 
 	mu        sync.Mutex
-	durable   map[string]uint64  // directory → inode whose entry in its parent is durable
+	durable   map[string]genID   // directory → the one (dirKey) whose entry in its parent is durable
 	seen      map[string]seenGen // object → its newest generation as last seen (Stat)
 	lastClean int64              // of tmp/, by serverNow
 }
@@ -310,7 +312,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]uint64{}, seen: map[string]seenGen{}, local: localFS(abs)}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}, local: localFS(abs)}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -696,10 +698,6 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, mapErr(err)
 		}
 		mine, _ := identify(target)
-		var mineGen genID
-		if !tombstone {
-			_, _, mineGen, _, _ = statGen(target)
-		}
 		if f.hooks.afterLink != nil {
 			f.hooks.afterLink(dir)
 		}
@@ -717,6 +715,17 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 				os.Remove(target)
 			}
 			continue
+		}
+		// Won. The temporary name goes now, not at return: that
+		// changes the file's change time, which identifies it for
+		// Stat without a listing.
+		var mineGen genID
+		if !tombstone {
+			os.Remove(tmp)
+			tmp = ""
+			if _, _, id, mode, err := statGen(target); err == nil && mode == 0 && id.ino == mine.ino {
+				mineGen = id
+			}
 		}
 		// The link and every directory of the path not yet durable
 		// (a new object's: its directory and the parents made for
@@ -1187,11 +1196,24 @@ func (f *File) Stat(ctx context.Context, name string) (Info, error) {
 }
 
 // genID identifies a generation file for Stat without a listing: device,
-// inode and birth time (where the file system records it).
+// inode, birth time (where the file system records it) and change time.
+// The change time tells the file seen from a later one given its inode
+// number where the birth time does not (not recorded, or as coarse as a
+// clock tick): a file linked at a generation's name after that
+// generation was pruned was linked, so changed, over PruneAge/2 after
+// the file seen was identified (see Stat without a listing), and the
+// default PruneAge/2 is well above the coarsest timestamps of the file
+// systems Stat is fresh on (a second: ext4 with 128-byte inodes); a
+// store set to a prune age near that gives the assumption up. A file
+// changed in place (WriteAt) is listed again.
 type genID struct {
-	dev, ino uint64
-	birth    int64
+	dev, ino     uint64
+	birth, ctime int64
 }
+
+// noBirthTime makes statGen ignore birth times (a test seam: a file
+// system that records none).
+var noBirthTime bool
 
 // seenGen is the newest generation of an object that this process saw,
 // and which file it was.
@@ -1529,8 +1551,8 @@ func (f *File) durableDir(dir string, create bool) error {
 	if !create {
 		return f.durablePath(dir)
 	}
-	in, err := os.Stat(dir)
-	if err == nil && f.isDurable(dir, in) {
+	key, err := dirKey(dir)
+	if err == nil && f.isDurable(dir, key) {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) && !create {
@@ -1549,14 +1571,14 @@ func (f *File) durableDir(dir string, create bool) error {
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		if in, err = os.Stat(dir); err != nil {
+		if key, err = dirKey(dir); err != nil {
 			return err
 		}
 	}
 	if err := f.syncDir(parent); err != nil {
 		return err
 	}
-	f.markDurable(dir, in)
+	f.markDurable(dir, key)
 	return nil
 }
 
@@ -1566,21 +1588,21 @@ func (f *File) durableDir(dir string, create bool) error {
 func (f *File) durablePath(dir string) error {
 	type level struct {
 		dir string
-		in  fs.FileInfo
+		key genID
 	}
 	var todo []level
 	for d := dir; d != f.root && filepath.Dir(d) != d; d = filepath.Dir(d) {
-		in, err := os.Stat(d)
+		key, err := dirKey(d)
 		if errors.Is(err, fs.ErrNotExist) && len(todo) == 0 {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if f.isDurable(d, in) {
+		if f.isDurable(d, key) {
 			break
 		}
-		todo = append(todo, level{d, in})
+		todo = append(todo, level{d, key})
 	}
 	errs := make(chan error, len(todo))
 	for _, l := range todo {
@@ -1596,7 +1618,7 @@ func (f *File) durablePath(dir string) error {
 		return err
 	}
 	for _, l := range todo {
-		f.markDurable(l.dir, l.in)
+		f.markDurable(l.dir, l.key)
 	}
 	return nil
 }
@@ -1605,20 +1627,33 @@ func (f *File) durablePath(dir string) error {
 // the memory starts again (costing fsyncs, not safety).
 const maxDurable = 1 << 16
 
-func (f *File) isDurable(dir string, in fs.FileInfo) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ino, ok := f.durable[dir]
-	return ok && ino == idOf(in).ino
+// dirKey returns what tells the directory at path apart from one made
+// there later: its device, inode and birth time. The inode alone does
+// not: a file system hands a freed inode number out again, to a
+// directory another process prepares to create an object again (ext4
+// does at once), whose entry that process may not have synced yet. On a
+// file system that records no birth time, a directory made again with
+// the inode number of one this process synced is taken for it.
+func dirKey(path string) (genID, error) {
+	_, _, id, _, err := statGen(path)
+	id.ctime = 0 // changes with every entry
+	return id, err
 }
 
-func (f *File) markDurable(dir string, in fs.FileInfo) {
+func (f *File) isDurable(dir string, key genID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k, ok := f.durable[dir]
+	return ok && k == key
+}
+
+func (f *File) markDurable(dir string, key genID) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.durable) >= maxDurable {
 		clear(f.durable)
 	}
-	f.durable[dir] = idOf(in).ino
+	f.durable[dir] = key
 }
 
 func (f *File) forget(dir string) {

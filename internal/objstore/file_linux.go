@@ -49,8 +49,8 @@ func datasync(f *os.File) error {
 
 // statGen stats the generation file at path (not following a symbolic
 // link) with one statx, returning its size, modification time and
-// identity: device, inode and, where the file system records it, birth
-// time, so that a later file given the same inode number differs.
+// identity: device, inode, change time and, where the file system
+// records it, birth time (see genID).
 func statGen(path string) (size int64, mtime time.Time, id genID, mode fs.FileMode, err error) {
 	var st unix.Statx_t
 	for {
@@ -62,8 +62,8 @@ func statGen(path string) (size int64, mtime time.Time, id genID, mode fs.FileMo
 	if err != nil {
 		return 0, time.Time{}, genID{}, 0, &fs.PathError{Op: "statx", Path: path, Err: err}
 	}
-	id = genID{dev: uint64(st.Dev_major)<<32 | uint64(st.Dev_minor), ino: st.Ino}
-	if st.Mask&unix.STATX_BTIME != 0 {
+	id = genID{dev: uint64(st.Dev_major)<<32 | uint64(st.Dev_minor), ino: st.Ino, ctime: st.Ctime.Sec*1e9 + int64(st.Ctime.Nsec)}
+	if st.Mask&unix.STATX_BTIME != 0 && !noBirthTime {
 		id.birth = st.Btime.Sec*1e9 + int64(st.Btime.Nsec)
 	}
 	switch st.Mode & unix.S_IFMT {

@@ -19,12 +19,13 @@ func datasync(f *os.File) error { return f.Sync() }
 func localFS(dir string) bool { return false }
 
 // statGen stats the generation file at path (not following a symbolic
-// link): its size, modification time and identity (device and inode).
+// link): its size, modification time and identity (device, inode and
+// change time; see genID).
 func statGen(path string) (size int64, mtime time.Time, id genID, mode fs.FileMode, err error) {
 	in, err := os.Lstat(path)
 	if err != nil {
 		return 0, time.Time{}, genID{}, 0, err
 	}
 	fid := idOf(in)
-	return in.Size(), in.ModTime(), genID{dev: fid.dev, ino: fid.ino}, in.Mode().Type(), nil
+	return in.Size(), in.ModTime(), genID{dev: fid.dev, ino: fid.ino, ctime: changeTime(in)}, in.Mode().Type(), nil
 }

@@ -20,7 +20,7 @@ import (
 type CreateOptions struct {
 	Size       uint64
 	BlockShift uint8       // 0: blockmap.DefaultShift
-	ID         blockmap.ID // zero: a new one; else one from blockmap.NewID that the caller names meanwhile
+	ID         blockmap.ID // zero: a new one; else one from blockmap.NewID that the caller names meanwhile (one that names a head already: objstore.ErrExists)
 }
 
 // checkGeometry checks a size and block size for a new map: at most
@@ -115,8 +115,13 @@ func (v *Volume) Snapshot(ctx context.Context) (blockmap.ID, error) {
 }
 
 // SnapshotAs is Snapshot with the snapshot's ID chosen by the caller (a
-// new one, from blockmap.NewID), who may meanwhile write what names it.
+// new one, from blockmap.NewID), who may meanwhile write what names it;
+// the zero ID is a new one. An ID that names an object's head already is
+// refused (objstore.ErrExists).
 func (v *Volume) SnapshotAs(ctx context.Context, id blockmap.ID) (blockmap.ID, error) {
+	if id.IsZero() {
+		id = blockmap.NewID()
+	}
 	if err := v.checkIO(0, 0, true); err != nil {
 		return blockmap.ID{}, err
 	}
@@ -188,8 +193,13 @@ func Clone(ctx context.Context, s objstore.Store, src blockmap.ID, size uint64) 
 }
 
 // CloneAs is Clone with the clone's ID chosen by the caller (a new one,
-// from blockmap.NewID), who may meanwhile write what names it.
+// from blockmap.NewID), who may meanwhile write what names it; the zero
+// ID is a new one. An ID that names an object's head already is refused
+// (objstore.ErrExists).
 func CloneAs(ctx context.Context, s objstore.Store, src blockmap.ID, size uint64, id blockmap.ID) (blockmap.ID, error) {
+	if id.IsZero() {
+		id = blockmap.NewID()
+	}
 	h, _, err := ReadHead(ctx, s, src)
 	if err != nil {
 		return blockmap.ID{}, err

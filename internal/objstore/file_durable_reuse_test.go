@@ -1,0 +1,98 @@
+package objstore_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// TestFileDurableDirReusedInode: a process remembers which directories'
+// entries it made durable. Another process deletes the object (its
+// directory moved away and removed) and creates it again: its prepared
+// directory takes the freed inode number (ext4 hands it out again), and
+// it has renamed it into place but not yet synced its parent. A write
+// by the first process into that directory must sync the directory's
+// entry in its parent before it answers: a crash would otherwise lose
+// the object it answered for.
+func TestFileDurableDirReusedInode(t *testing.T) {
+	ctx := context.Background()
+	root, a, b := twoFileStores(t)
+	name := "x"
+	dir := filepath.Join(root, objectDirOf(t, name))
+	ino := func(path string) uint64 {
+		t.Helper()
+		in, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in.Sys().(*syscall.Stat_t).Ino
+	}
+	if _, err := a.Put(ctx, name, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	old := ino(dir)
+	if err := b.Delete(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the deleted object's directory is still there (%v): the test does not test its removal", err)
+	}
+	// Timestamps are at least a clock tick (at most 10 ms) apart: the
+	// directory made again is not made in the tick of the first one.
+	time.Sleep(20 * time.Millisecond)
+	// The other process's creator prepares a directory with a "new" base
+	// (see the File type's comment) and renames it into place, unsynced.
+	var prep string
+	var made []string
+	for i := 0; i < 32 && prep == ""; i++ {
+		p := filepath.Join(root, "tmp", fmt.Sprintf("prep%d", i))
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, p)
+		if ino(p) == old {
+			prep = p
+		}
+	}
+	if prep == "" {
+		t.Skip("the file system gave no new directory the inode of a removed one")
+	}
+	for _, p := range made {
+		if p != prep {
+			os.Remove(p)
+		}
+	}
+	base := time.Now().UnixNano()
+	if err := os.Symlink(fmt.Sprintf("new.%x", base), filepath.Join(prep, fmt.Sprintf("%016x", base))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(prep, dir); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(d string) {
+		mu.Lock()
+		synced[d] = true
+		mu.Unlock()
+	}})
+	if _, err := a.Put(ctx, name, []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !synced[filepath.Dir(dir)] {
+		t.Errorf("a write into a directory made again with the inode of one it had synced did not sync its parent (synced %v)", synced)
+	}
+}
