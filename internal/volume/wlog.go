@@ -537,7 +537,10 @@ func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64
 		return false, nil
 	}
 	if v.segLog {
-		return logged || v.mu.burst <= logBurst && n < v.bs, nil
+		// No burst limit: on a store without in-place writes the map
+		// path puts the whole block for each write, and a checkpoint
+		// puts it once for all the writes logged to it.
+		return logged || n < v.bs, nil
 	}
 	return logged || v.mu.burst <= logBurst && e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched), nil
 }
@@ -547,7 +550,8 @@ func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64
 // takes the burst past logBurst starts a flush in the background if the
 // log holds records (see logBurst).
 func (v *Volume) noteBurst(ctx context.Context, n int64, fua bool) {
-	if !v.logOn {
+	if !v.logOn || v.segLog {
+		// (A segmented log takes writes past the burst too: logsBlock.)
 		return
 	}
 	v.mu.Lock()
@@ -650,7 +654,9 @@ func (v *Volume) appendSeg(ctx context.Context, b, boff int64, data []byte) erro
 	v.mu.logBytes += int64(len(rec))
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: v.mu.segName, pos: pos + logHeader})
 	v.mu.logCommit = true
-	if v.mu.logBytes > 4*v.bound() {
+	if v.mu.logBytes > v.bound() {
+		// Its bound is already large (a takeover replays the log):
+		// writes that no flush follows checkpoint there.
 		v.kickLocked(ctx)
 	}
 	v.mu.fence = true
