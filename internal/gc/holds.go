@@ -443,8 +443,12 @@ func (l *lock) release() {
 // operation joins only a hold that is valid by this process's clock;
 // else it takes a new one.
 //
-// An idle hold delays a collection's start by up to Linger (a
-// collection waits for live holds); a process that exits while a hold
+// A collection waits for live holds, and operations that take a hold of
+// their own wait for it (AcquireHold): so that operations that keep
+// coming do not keep a collection waiting forever, an operation joins
+// only a hold taken less than shareFor ago, else takes a new one, and
+// the old one goes once its operations end. An idle hold delays a
+// collection's start by up to Linger. A process that exits while a hold
 // is idle leaves it to expire (a collection takes it for dead after
 // about a minute): call Close when done.
 type SharedHold struct {
@@ -461,8 +465,13 @@ type SharedHold struct {
 	released  *sync.Cond // on mu: releasing went down
 }
 
+// shareFor is how long after its acquisition a shared hold takes new
+// operations.
+const shareFor = recordTTL / 3
+
 type sharedEntry struct {
 	h     *Hold
+	since time.Time // acquired, by the clock
 	users int
 	idle  *time.Timer // while users == 0
 }
@@ -479,15 +488,12 @@ func (sh *SharedHold) Acquire(ctx context.Context) (release func() error, err er
 	if e := sh.join(); e != nil { // taken while this one waited
 		return sh.releaser(e), nil
 	}
-	now := sh.Now
-	if now == nil {
-		now = time.Now
-	}
+	now := sh.clock()
 	h, err := AcquireHold(ctx, sh.S, now)
 	if err != nil {
 		return nil, err
 	}
-	e := &sharedEntry{h: h, users: 1}
+	e := &sharedEntry{h: h, since: now(), users: 1}
 	sh.mu.Lock()
 	old := sh.cur
 	sh.cur = e
@@ -498,12 +504,21 @@ func (sh *SharedHold) Acquire(ctx context.Context) (release func() error, err er
 	return sh.releaser(e), nil
 }
 
-// join returns the current hold with one more user, if it is valid.
+func (sh *SharedHold) clock() Clock {
+	if sh.Now == nil {
+		return time.Now
+	}
+	return sh.Now
+}
+
+// join returns the current hold with one more user, if it is valid and
+// takes new operations.
 func (sh *SharedHold) join() *sharedEntry {
+	now := sh.clock()()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e := sh.cur
-	if e == nil || e.h.Valid() != nil {
+	if e == nil || e.h.Valid() != nil || !now.Before(e.since.Add(shareFor)) {
 		return nil
 	}
 	e.users++
@@ -547,10 +562,12 @@ func (sh *SharedHold) releaser(e *sharedEntry) func() error {
 	return func() error {
 		once.Do(func() {
 			err = e.h.Check(context.Background())
+			now := sh.clock()()
 			sh.mu.Lock()
 			e.users--
 			last := e.users == 0
-			current := sh.cur == e
+			// A hold past shareFor takes no more operations: no linger.
+			current := sh.cur == e && now.Before(e.since.Add(shareFor))
 			if last && current && err == nil && sh.Linger > 0 {
 				e.idle = time.AfterFunc(sh.Linger, func() { sh.expire(e) })
 			}

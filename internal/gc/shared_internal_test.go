@@ -170,3 +170,57 @@ func TestSharedHoldConcurrent(t *testing.T) {
 		t.Fatalf("%d hold records left", n)
 	}
 }
+
+// TestSharedHoldTurnover: operations that keep coming do not keep a
+// waiting collection off for ever: past shareFor, a new operation takes
+// a new hold (which waits for a collection that runs), and the old one
+// goes with its last operation.
+func TestSharedHoldTurnover(t *testing.T) {
+	ctx := context.Background()
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	sh := &SharedHold{S: s, Now: clk.now, Linger: time.Hour}
+	ra, _ := sh.Acquire(ctx)
+	clk.advance(shareFor - time.Second)
+	rb, _ := sh.Acquire(ctx)
+	if n := holdRecords(t, s); n != 1 {
+		t.Fatalf("%d hold records within shareFor, want 1", n)
+	}
+	clk.advance(2 * time.Second)
+	rc, _ := sh.Acquire(ctx)
+	if n := holdRecords(t, s); n != 2 {
+		t.Fatalf("%d hold records past shareFor, want 2", n)
+	}
+	for _, r := range []func() error{ra, rb} {
+		if err := r(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := holdRecords(t, s); n != 1 {
+		t.Fatalf("%d hold records once the old hold's operations ended, want 1", n)
+	}
+	if err := rc(); err != nil {
+		t.Fatal(err)
+	}
+	// A hold past shareFor goes with its last operation, linger or not;
+	// an idle one past shareFor goes when a new one is taken.
+	if n := holdRecords(t, s); n != 1 {
+		t.Fatalf("%d hold records lingering, want 1", n)
+	}
+	clk.advance(shareFor)
+	rd, _ := sh.Acquire(ctx)
+	if n := holdRecords(t, s); n != 1 {
+		t.Fatalf("%d hold records after a new hold replaced an idle one, want 1", n)
+	}
+	clk.advance(shareFor)
+	if err := rd(); err != nil {
+		t.Fatal(err)
+	}
+	if n := holdRecords(t, s); n != 0 {
+		t.Fatalf("%d hold records after the last operation of a hold past shareFor, want 0", n)
+	}
+	sh.Close()
+	if n := holdRecords(t, s); n != 0 {
+		t.Fatalf("%d hold records after Close", n)
+	}
+}
