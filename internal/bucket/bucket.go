@@ -26,7 +26,9 @@
 // name and the blocks those reference are kept. An upload's map is younger than the grace period until its
 // record is written; the operations that copy references to existing
 // maps (copy, complete) and that deduplicate onto existing blocks
-// (uploads) run under a hold (Store.Hold), as snapshots and imports do.
+// (uploads) run under a hold (Store.Hold), as snapshots and imports do;
+// the S3 frontend shares one among its requests in flight (gc.SharedHold),
+// so that a part costs only the durable writes of its data.
 // Deleting or overwriting an object only removes or replaces the record:
 // the next collection reclaims what nothing else references. A read in
 // progress of an object deleted meanwhile may then fail.

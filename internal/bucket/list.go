@@ -126,6 +126,19 @@ func (h *entryHeap) Pop() any {
 // claims the upload by deleting its record, under a hold, so not during
 // a collection) deletes them, or stopped before it did.
 func Roots(ctx context.Context, s objstore.Store, fn func(blockmap.ID)) error {
+	return Scan(ctx, s, fn, nil)
+}
+
+// Scan is Roots, and calls orphan (if not nil) with the name of every
+// part record whose upload record is gone: a complete or abort whose
+// delete of it failed, or an UploadPart that raced an abort and has not
+// removed it yet. No operation writes a part record of an upload whose
+// record is gone and then leaves it (UploadPart and CopyPart check the
+// upload after writing and remove their record), nor makes the upload
+// record again but a complete that failed, under a hold, so not during a
+// collection: package gc deletes orphans once older than its grace
+// period, as it deletes other garbage.
+func Scan(ctx context.Context, s objstore.Store, fn func(blockmap.ID), orphan func(name string)) error {
 	uploads := map[string]bool{} // upload record name: exists
 	for _, prefix := range []string{blockmap.ObjectPrefix(""), blockmap.PartPrefix("", "")} {
 		var names []string
@@ -151,6 +164,9 @@ func Roots(ctx context.Context, s objstore.Store, fn func(blockmap.ID)) error {
 					uploads[un] = live
 				}
 				if !live {
+					if orphan != nil {
+						orphan(n)
+					}
 					continue
 				}
 			}

@@ -233,7 +233,8 @@ type CompletePart struct {
 // its ETag is S3's: the MD5 of the parts' MD5s, a dash, and their count.
 // The upload's records are then deleted, with the parts not listed; a
 // part record whose delete fails is left behind (no root: its maps are
-// collected) and the complete still succeeds, the object being written.
+// collected, and the record too once past the grace period, see Scan)
+// and the complete still succeeds, the object being written.
 //
 // The upload record is deleted (at the version read) before the object
 // is written: of a complete and an abort (or another complete) of one

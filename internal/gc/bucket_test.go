@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -82,5 +83,68 @@ func TestObjectMapsAreRoots(t *testing.T) {
 	got.Reset()
 	if err := b.Read(ctx, o, 0, o.Size, &got); err != nil || !bytes.Equal(got.Bytes(), part) {
 		t.Fatalf("completed upload after gc: %v, equal %v", err, bytes.Equal(got.Bytes(), part))
+	}
+}
+
+// TestOrphanPartRecords: a part record whose upload record is gone (a
+// complete or abort whose delete of it failed) is deleted once older than
+// the grace period, as other garbage is; a young one is kept.
+func TestOrphanPartRecords(t *testing.T) {
+	s := objstore.NewMem()
+	m, clk := setup(s)
+	b := &bucket.Store{S: s, Now: clk.now, BlockShift: 16, MinPart: bs}
+	rng := rand.New(rand.NewPCG(5, 6))
+	if err := b.CreateBucket(ctx, "bkt"); err != nil {
+		t.Fatal(err)
+	}
+	up, err := b.CreateUpload(ctx, "bkt", "key", bucket.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(rng, 2*bs)
+	p, err := b.UploadPart(ctx, "bkt", up, 1, bytes.NewReader(data), -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := blockmap.PartName("bkt", up, 1)
+	rec, _, err := s.Get(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CompleteUpload(ctx, "bkt", up, []bucket.CompletePart{{Number: 1, ETag: p.ETag}}); err != nil {
+		t.Fatal(err)
+	}
+	// The complete's delete of the part record failed: it is left.
+	if _, err := s.Put(ctx, old, rec); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Hour)
+	young := blockmap.PartName("bkt", "0123456789abcdef0123456789abcdef", 1)
+	if _, err := s.Put(ctx, young, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, old); !objstore.IsNotExist(err) {
+		t.Errorf("orphan part record older than the grace period: %v, want deleted", err)
+	}
+	if _, err := s.Stat(ctx, young); err != nil {
+		t.Errorf("orphan part record younger than the grace period: %v, want kept", err)
+	}
+	o, err := b.GetObject(ctx, "bkt", "key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if err := b.Read(ctx, o, 0, o.Size, &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("object after gc: %v", err)
+	}
+	clk.advance(2 * time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, young); !objstore.IsNotExist(err) {
+		t.Errorf("orphan part record once older than the grace period: %v, want deleted", err)
 	}
 }

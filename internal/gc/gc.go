@@ -10,8 +10,10 @@
 // created), and collect what they reference: their segments and the
 // content and private blocks in their maps. Sweep: list every object and
 // delete those older than the cutoff (start of the collection minus the
-// grace period) that were not marked, and the catalog's hints older than
-// the cutoff that no record points back at (package catalog). Names it
+// grace period) that were not marked, the catalog's hints older than
+// the cutoff that no record points back at (package catalog), and the
+// part records older than the cutoff of uploads whose record is gone
+// (package bucket, Scan). Names it
 // does not know are never deleted. On a store of several backends
 // (objstore.Parter: package pools) the sweep lists each part on its own
 // and deletes a copy of a block by that copy's age, in its part only. A
@@ -220,6 +222,9 @@ type marks struct {
 	// the records, and the (parent or origin, ID) pairs of lineage.
 	catIDs   map[blockmap.ID]struct{}
 	catLinks map[[2]blockmap.ID]struct{}
+	// orphans: the part records whose upload record is gone (package
+	// bucket, Scan), garbage once past the grace period.
+	orphans map[string]struct{}
 
 	// On a store of several pools (nil otherwise): for each referenced
 	// block, the pools (bits, by index in the router's order) where a
@@ -276,7 +281,7 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, progress func(string, int64)) (*marks, error) {
 	m := &marks{content: map[[32]byte]struct{}{}, private: map[[32]byte]struct{}{},
 		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{},
-		logs:   map[string]struct{}{},
+		logs: map[string]struct{}{}, orphans: map[string]struct{}{},
 		catIDs: map[blockmap.ID]struct{}{}, catLinks: map[[2]blockmap.ID]struct{}{}}
 	home, err := m.placements(ctx, s)
 	if err != nil {
@@ -342,7 +347,8 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 		}
 	}
 	// The maps of objects in buckets and of uploaded parts.
-	if err := bucket.Roots(ctx, s, func(id blockmap.ID) { roots[id] = true }); err != nil {
+	orphan := func(name string) { m.orphans[name] = struct{}{} }
+	if err := bucket.Scan(ctx, s, func(id blockmap.ID) { roots[id] = true }, orphan); err != nil {
 		return nil, err
 	}
 	// Heads not in the catalog but young: volumes being made right now.
@@ -581,6 +587,9 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 	case blockmap.PrivateObject:
 		_, ref := m.private[n.Entry.Key()]
 		return !ref, "private"
+	case blockmap.PartRecord:
+		_, orphan := m.orphans[name]
+		return orphan, "part"
 	}
 	return false, ""
 }
@@ -611,8 +620,10 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, pool int, cutoff tim
 				return err
 			}
 			del := s.Delete
-			if kind == "hint" {
-				// Only the hint listed: a rename may point it anew.
+			if kind == "hint" || kind == "part" {
+				// Only the version listed: a rename may point a hint anew
+				// (a part record is not written again, but costs nothing
+				// to fence alike).
 				del = func(ctx context.Context, name string) error { return s.DeleteVersion(ctx, name, in.Version) }
 			}
 			if err := del(ctx, in.Name); err != nil && !objstore.IsNotExist(err) {

@@ -423,3 +423,189 @@ func (l *lock) release() {
 		l.c.s.Swap(context.Background(), lockName, dead, ver)
 	}
 }
+
+// SharedHold shares one hold among the operations of a process that run
+// at once, and those that follow within Linger of the last one's end (the
+// parts of multipart uploads, a server's uploads): each operation then
+// makes one read of the store at its end (Hold.Check) instead of
+// creating and deleting a hold, two durable writes in sequence with its
+// own.
+//
+// Why an operation that joins a hold taken earlier is as safe as one
+// that takes its own: the hold was taken by AcquireHold, so no
+// collection ran then; a collection that starts later finds the hold
+// live and waits for it, or takes it for dead once it expired, and
+// then swaps its record to a dead one for good (nothing writes its
+// owner again). So an operation whose release finds the record still
+// carrying the hold's owner knows that no collection started between
+// the hold's acquisition and that moment, which spans the operation;
+// one that finds otherwise gets ErrHoldLost, as from Hold.Release. An
+// operation joins only a hold that is valid by this process's clock;
+// else it takes a new one.
+//
+// A collection waits for live holds, and operations that take a hold of
+// their own wait for it (AcquireHold): so that operations that keep
+// coming do not keep a collection waiting forever, an operation joins
+// only a hold taken less than shareFor ago, else takes a new one, and
+// the old one goes once its operations end. An idle hold delays a
+// collection's start by up to Linger. A process that exits while a hold
+// is idle leaves it to expire (a collection takes it for dead after
+// about a minute): call Close when done.
+type SharedHold struct {
+	S   objstore.Store
+	Now Clock // nil: time.Now
+	// Linger is how long the hold stays once no operation uses it (0:
+	// released at once).
+	Linger time.Duration
+
+	acq       sync.Mutex // one AcquireHold at a time
+	mu        sync.Mutex
+	cur       *sharedEntry
+	releasing int        // Releases in progress
+	released  *sync.Cond // on mu: releasing went down
+}
+
+// shareFor is how long after its acquisition a shared hold takes new
+// operations.
+const shareFor = recordTTL / 3
+
+type sharedEntry struct {
+	h     *Hold
+	since time.Time // acquired, by the clock
+	users int
+	idle  *time.Timer // while users == 0
+}
+
+// Acquire waits until no collection runs and holds one off until the
+// returned function is called, which returns ErrHoldLost if a collection
+// took the hold for dead meanwhile (see Hold.Release).
+func (sh *SharedHold) Acquire(ctx context.Context) (release func() error, err error) {
+	if e := sh.join(); e != nil {
+		return sh.releaser(e), nil
+	}
+	sh.acq.Lock()
+	defer sh.acq.Unlock()
+	if e := sh.join(); e != nil { // taken while this one waited
+		return sh.releaser(e), nil
+	}
+	now := sh.clock()
+	h, err := AcquireHold(ctx, sh.S, now)
+	if err != nil {
+		return nil, err
+	}
+	e := &sharedEntry{h: h, since: now(), users: 1}
+	sh.mu.Lock()
+	old := sh.cur
+	sh.cur = e
+	sh.mu.Unlock()
+	if old != nil {
+		sh.retire(old)
+	}
+	return sh.releaser(e), nil
+}
+
+func (sh *SharedHold) clock() Clock {
+	if sh.Now == nil {
+		return time.Now
+	}
+	return sh.Now
+}
+
+// join returns the current hold with one more user, if it is valid and
+// takes new operations.
+func (sh *SharedHold) join() *sharedEntry {
+	now := sh.clock()()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.cur
+	if e == nil || e.h.Valid() != nil || !now.Before(e.since.Add(shareFor)) {
+		return nil
+	}
+	e.users++
+	if e.idle != nil {
+		e.idle.Stop()
+		e.idle = nil
+	}
+	return e
+}
+
+// retire releases e once its users are done, and makes sure it is not
+// current.
+func (sh *SharedHold) retire(e *sharedEntry) {
+	sh.mu.Lock()
+	if sh.cur == e {
+		sh.cur = nil
+	}
+	free := e.users == 0
+	if free && e.idle != nil {
+		e.idle.Stop()
+		e.idle = nil
+	}
+	if free {
+		sh.releasing++
+	}
+	sh.mu.Unlock()
+	if free {
+		e.h.Release()
+		sh.mu.Lock()
+		sh.releasing--
+		if sh.released != nil {
+			sh.released.Broadcast()
+		}
+		sh.mu.Unlock()
+	}
+}
+
+func (sh *SharedHold) releaser(e *sharedEntry) func() error {
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() {
+			err = e.h.Check(context.Background())
+			now := sh.clock()()
+			sh.mu.Lock()
+			e.users--
+			last := e.users == 0
+			// A hold past shareFor takes no more operations: no linger.
+			current := sh.cur == e && now.Before(e.since.Add(shareFor))
+			if last && current && err == nil && sh.Linger > 0 {
+				e.idle = time.AfterFunc(sh.Linger, func() { sh.expire(e) })
+			}
+			sh.mu.Unlock()
+			if last && (!current || err != nil || sh.Linger <= 0) {
+				sh.retire(e)
+			}
+		})
+		return err
+	}
+}
+
+// expire releases e if it stayed idle.
+func (sh *SharedHold) expire(e *sharedEntry) {
+	sh.mu.Lock()
+	idle := e.users == 0 && e.idle != nil
+	sh.mu.Unlock()
+	if idle {
+		sh.retire(e)
+	}
+}
+
+// Close releases the hold if no operation uses it, and waits for the
+// releases in progress; an operation that uses it releases it at its
+// end.
+func (sh *SharedHold) Close() {
+	sh.mu.Lock()
+	e := sh.cur
+	sh.mu.Unlock()
+	if e != nil {
+		sh.retire(e)
+	}
+	sh.mu.Lock()
+	if sh.released == nil {
+		sh.released = sync.NewCond(&sh.mu)
+	}
+	for sh.releasing > 0 {
+		sh.released.Wait()
+	}
+	sh.mu.Unlock()
+}

@@ -3,6 +3,9 @@ package s3fe
 import (
 	"net/http"
 	"time"
+
+	"github.com/archipelago-go/archip/internal/bucket"
+	"github.com/archipelago-go/archip/internal/manage"
 )
 
 // SetBodyIdle sets the idle timeout of request bodies until the returned
@@ -23,3 +26,10 @@ func SetXMLSlots(n int) func() {
 
 // XMLSlotsInUse tells how many XML bodies h is reading.
 func XMLSlotsInUse(h http.Handler) int { return len(h.(*handler).xml) }
+
+// Buckets is the frontend's buckets of m's store, an idle hold on
+// collections lasting linger.
+func Buckets(m *manage.Manager, linger time.Duration) *bucket.Store {
+	b, _ := buckets(m, linger)
+	return b
+}

@@ -68,8 +68,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/daemon"
+	"github.com/archipelago-go/archip/internal/gc"
+	"github.com/archipelago-go/archip/internal/manage"
 )
+
+// holdLinger is how long the frontend keeps its hold on collections
+// once no operation uses it.
+const holdLinger = 2 * time.Second
 
 // Config configures the S3 frontend.
 type Config struct {
@@ -101,8 +108,8 @@ func (c Config) Frontend() (daemon.FrontendConfig, error) {
 		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return daemon.FrontendConfig{Name: "S3", Listen: c.Listen, New: func(d *daemon.Daemon) daemon.Frontend {
-		b := d.Manager().Buckets()
-		return &Server{srv: &http.Server{Handler: NewHandler(b, c.Keys, c.Region, c.Logf), TLSConfig: tc,
+		b, hold := buckets(d.Manager(), holdLinger)
+		return &Server{hold: hold, srv: &http.Server{Handler: NewHandler(b, c.Keys, c.Region, c.Logf), TLSConfig: tc,
 			ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10, IdleTimeout: 2 * time.Minute}}
 	}}, nil
 }
@@ -110,6 +117,7 @@ func (c Config) Frontend() (daemon.FrontendConfig, error) {
 // Server is the S3 frontend on a daemon.
 type Server struct {
 	srv  *http.Server
+	hold *gc.SharedHold
 	once sync.Once
 }
 
@@ -134,5 +142,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		s.srv.Close()
 	}
+	s.hold.Close()
 	return err
+}
+
+// buckets returns the buckets of m's store, as the frontend serves them:
+// its operations share a hold on collections (gc.SharedHold), kept for
+// linger once idle, so that an upload's parts in flight, and the
+// uploads that follow, do not each create and delete one.
+func buckets(m *manage.Manager, linger time.Duration) (*bucket.Store, *gc.SharedHold) {
+	b := m.Buckets()
+	sh := &gc.SharedHold{S: m.Store, Now: m.Now, Linger: linger}
+	b.Hold = sh.Acquire
+	return b, sh
 }
