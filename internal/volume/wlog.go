@@ -229,6 +229,29 @@ func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add fu
 	if v.segLog {
 		return v.replaySegs(ctx, lf, size, add)
 	}
+	return v.replayObject(ctx, lf, size, add)
+}
+
+// replayOther is replayLog on a log stored in the form this handle's
+// store does not write (an object where logs are segmented, or
+// segments where logs are written in place): the form follows the
+// store's capabilities, and those of a store of several pools change with
+// its configuration (a pool without in-place writes added or removed),
+// so a writer that died before that left its log in the other form. The
+// object read is added to lf.segs, which a checkpoint deletes.
+func (v *Volume) replayOther(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
+	if !v.segLog {
+		return v.replaySegs(ctx, lf, size, add)
+	}
+	if err := v.replayObject(ctx, lf, size, add); err != nil {
+		return err
+	}
+	lf.segs = append(lf.segs, lf.name)
+	return nil
+}
+
+// replayObject is replayLog on a log stored as one object.
+func (v *Volume) replayObject(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
 	r := &logReader{v: v, name: lf.name}
 	type rec struct {
 		b int64
@@ -285,7 +308,13 @@ func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore
 	index := map[int64][]logExt{}
 	for i, ref := range head.Logs {
 		logs[i] = logFile{ref: ref, name: blockmap.LogName(head.ID, ref.Epoch, ref.Seq), end: int64(ref.From)}
-		err := v.replayLog(ctx, &logs[i], head.Size, func(b int64, x logExt) { index[b] = addExt(index[b], x) })
+		add := func(b int64, x logExt) { index[b] = addExt(index[b], x) }
+		err := v.replayLog(ctx, &logs[i], head.Size, add)
+		if errors.Is(err, errLogMissing) && logs[i].end == int64(ref.From) && len(logs[i].segs) == 0 {
+			// Nothing in this store's form: the other one's?
+			// (TestReviewSegLogFormFlips)
+			err = v.replayOther(ctx, &logs[i], head.Size, add)
+		}
 		if errors.Is(err, errLogMissing) {
 			err = v.logGone(ctx, ver)
 		}
@@ -845,6 +874,7 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 				continue
 			}
 			v.mu.freed = append(v.mu.freed, lf.name)
+			v.mu.freed = append(v.mu.freed, lf.segs...) // (replayOther)
 			delete(v.mu.dirtyObjs, lf.name)
 		}
 	}
