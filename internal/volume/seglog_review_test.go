@@ -79,3 +79,43 @@ func TestReviewSegLogFormFlips(t *testing.T) {
 }
 
 func plain(s objstore.Store) objstore.Store { return s }
+
+// TestReviewSegLogSegmentCount: a guest that flushes after each small
+// write (a database's fsync per commit) makes a segment of about 600
+// bytes per flush; under the 512 MiB byte bound alone, the log would
+// reach about a million segments before a checkpoint, and a takeover's
+// replay, which follows the chain one GET after the other (each
+// segment's name is where the one before ends), would take hours at S3
+// latency (and the index of segments read, quadratic time). The number
+// of segments since From is bounded too.
+func TestReviewSegLogSegmentCount(t *testing.T) {
+	defer setSegCount(8)()
+	ctx := context.Background()
+	s := newOpStore()
+	id, v := newSegVolume(t, s, 4)
+	want := readAll(t, v)
+	for i := range 40 {
+		off := int64((i*7919)%(4*bs-512)) &^ 511
+		p := pattern(512, byte(i+2))
+		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(segments(t, s)); n > 8 {
+			t.Fatalf("after %d flushes, %d segments in the log (bound 8)", i+1, n)
+		}
+	}
+	taker, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, taker); !bytes.Equal(got, want) {
+		t.Fatal("the taker reads other bytes than were flushed")
+	}
+	if err := taker.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

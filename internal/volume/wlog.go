@@ -54,6 +54,17 @@ const segBoundFactor = 16
 // before it writes them as a segment without a commit (tests lower it).
 var segMax = 1 << 20
 
+// segCount is how many segments a segmented log holds from From on
+// before a flush checkpoints it (tests lower it). A replay reads them one
+// GET after the other (a segment's name is where the one before ends),
+// so their number, not only their bytes, bounds an open's and a
+// takeover's time: a guest that flushes after every small write makes a
+// segment of a few hundred bytes per flush, and 512 MiB of those would be
+// about a million GETs. A checkpoint then puts at most one block per
+// flush since the last one, which is what each of those flushes would
+// have put without the log.
+var segCount = 1024
+
 // segCheckpointers is how many blocks a checkpoint of a segmented log
 // writes at once.
 const segCheckpointers = 8
@@ -755,7 +766,7 @@ func (v *Volume) needCheckpointLocked() bool {
 	if len(v.mu.index) == 0 && !v.mu.logForce && (own || len(h) == 0) {
 		return false
 	}
-	return !own || v.mu.logForce || v.mu.logBytes > v.bound() ||
+	return !own || v.mu.logForce || v.mu.logBytes > v.bound() || v.segLog && len(v.mu.logs[0].segs) >= segCount ||
 		len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
 		len(v.mu.pending) > 0 || !(v.freshStat || v.fenced) || v.age(v.mu.dirtySince) > MaxUnflushedAge
 }
