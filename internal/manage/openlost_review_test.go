@@ -130,3 +130,42 @@ func setLeaseLostInOpen(fn func()) func() {
 	leaseLostInOpen = fn
 	return func() { leaseLostInOpen = old }
 }
+
+// TestReviewInfoCountsLogInOtherForm: a log's form (segments or one
+// object) follows the store's capabilities, which a store of several
+// pools changes with its configuration; Info counts a log the head names
+// in either form.
+func TestReviewInfoCountsLogInOtherForm(t *testing.T) {
+	mem := objstore.NewMem()
+	s := segOnly{mem}
+	m := New(s)
+	if _, err := m.CreateVolume(ctx, "vm", 4*bs, 16); err != nil {
+		t.Fatal(err)
+	}
+	v, r, err := m.Open(ctx, "vm", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, []byte("x"), 10, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	mem.List(ctx, blockmap.VolumePrefix(r.ID)+"l/", func(in objstore.Info) error {
+		want += in.Size
+		return nil
+	})
+	if want == 0 {
+		t.Fatal("no log segment was written")
+	}
+	in, err := New(mem).Info(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.LogBytes != want {
+		t.Fatalf("info through a store with in-place writes: log %d bytes, want %d (its segments)", in.LogBytes, want)
+	}
+	v.Discard(ctx)
+}
