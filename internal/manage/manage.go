@@ -153,13 +153,17 @@ const (
 	openSnapshot                 // to snapshot it: no write log, which it would name in the head at open and drop at close without appending to it
 )
 
+// leaseLostInOpen runs when a lease is found lost during an open (tests
+// set it).
+var leaseLostInOpen = func() {}
+
 func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), mode openMode) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
 	// The lease is kept from before the open: a writer's open replays
 	// and checkpoints the write log of the writer before it, which on a
 	// store without in-place writes can outlast the lease's validity. A
-	// loss during the open fails the open (the guard); one after it is
-	// reported.
+	// loss during the open fails the open (the guard, or the check after
+	// it); one after it is reported to lost.
 	var (
 		mu      sync.Mutex
 		opened  bool
@@ -170,6 +174,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		if !opened {
 			lostErr = err
 			mu.Unlock()
+			leaseLostInOpen()
 			return
 		}
 		mu.Unlock()
@@ -204,8 +209,12 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 	opened = true
 	err = lostErr
 	mu.Unlock()
-	if err != nil && lost != nil {
-		lost(l, err) // lost as the open returned
+	if err != nil {
+		// Lost after the open's last check of it: fail the open, as the
+		// guard does earlier. (Not lost(l, err): the caller, which holds
+		// no lease yet, may hold the lock its lost takes.)
+		v.Discard(ctx) // releases (OnClose)
+		return nil, nil, fmt.Errorf("manage: open %s: the lease was lost during the open; open it again: %w", id, err)
 	}
 	return v, l, nil
 }

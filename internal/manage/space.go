@@ -176,24 +176,22 @@ func spaceOf(ctx context.Context, lin lineage, id blockmap.ID, h *blockmap.Head,
 }
 
 // logBytes returns the size of the write logs that h, the head of id,
-// names (one Stat each, and on a store without in-place writes, where a
-// log is stored as segments, one listing of its segments). A log not
-// found takes nothing: not written yet, or deleted after a later head no
-// longer named it.
+// names: each log's object (one Stat) and its segments (one listing). A
+// log is stored as segments on a store without in-place writes, else as
+// one object; both are counted, since the form follows the store's
+// capabilities, which a store of several pools changes with its
+// configuration. A log not found takes nothing: not written yet, or
+// deleted after a later head no longer named it.
 func logBytes(ctx context.Context, s objstore.Store, id blockmap.ID, h *blockmap.Head) (int64, error) {
 	var n int64
-	_, inPlace := objstore.AsRangeWriter(s)
 	for _, ref := range h.Logs {
 		name := blockmap.LogName(id, ref.Epoch, ref.Seq)
-		if !inPlace {
-			err := s.List(ctx, name+"/", func(in objstore.Info) error {
-				n += in.Size
-				return nil
-			})
-			if err != nil {
-				return 0, fmt.Errorf("manage: size of the write log of %s: %w", id, err)
-			}
-			continue
+		err := s.List(ctx, name+"/", func(in objstore.Info) error {
+			n += in.Size
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("manage: size of the write log of %s: %w", id, err)
 		}
 		in, err := s.Stat(ctx, name)
 		switch {

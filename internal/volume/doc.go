@@ -64,7 +64,10 @@
 // writes them with their commit as one new segment and checks the head
 // (one PUT and one HEAD); every small write within the burst is logged,
 // and a checkpoint puts each block the log touched whole, past a bound of
-// 512 MiB. Replay follows the chain of segments from the head's From.
+// 512 MiB or 1024 segments. Replay follows the chain of segments from the
+// head's From; an open that finds a log only in the other form (the
+// store's capabilities changed: a store of several pools gained or lost
+// one without in-place writes) replays that one.
 //
 // # Durability (invariants I1 and I2)
 //

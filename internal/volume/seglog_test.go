@@ -32,6 +32,14 @@ func setSegMax(n int) func() {
 	return func() { segMax = old }
 }
 
+// setSegCount sets how many segments a segmented log holds before a
+// flush checkpoints it.
+func setSegCount(n int) func() {
+	old := segCount
+	segCount = n
+	return func() { segCount = old }
+}
+
 // TestModelSegLog (issue 13): the volume model on a store without
 // in-place writes, with the segmented write log: segments written at
 // flushes and past a few records, checkpoints putting whole blocks.
@@ -42,6 +50,7 @@ func TestModelSegLog(t *testing.T) {
 				defer setLogBurst(8 << 10)()
 			}
 			defer setSegMax([]int{64, 1 << 10, 1 << 20}[seed%3])()
+			defer setSegCount([]int{3, 1024}[seed%2])()
 			m := runModel(t, segStore{objstore.NewMem()}, seed, 300, nil, false)
 			if m.logged == 0 && !t.Failed() {
 				t.Fatal("no logged write was seen")
@@ -74,6 +83,7 @@ func TestModelSegLogCrash(t *testing.T) {
 				defer setLogBurst(8 << 10)()
 			}
 			defer setSegMax([]int{64, 1 << 10, 1 << 20}[seed%3])()
+			defer setSegCount([]int{1024, 3, 1024, 1024, 3}[seed%5])()
 			mem := objstore.NewCrashable()
 			cp := &crashPoints{Store: mem, mem: mem}
 			m := runModelWith(t, &model{wrap: wrapSeg}, segStore{cp}, seed, 300, cp, seed%4 == 1)

@@ -54,6 +54,17 @@ const segBoundFactor = 16
 // before it writes them as a segment without a commit (tests lower it).
 var segMax = 1 << 20
 
+// segCount is how many segments a segmented log holds from From on
+// before a flush checkpoints it (tests lower it). A replay reads them one
+// GET after the other (a segment's name is where the one before ends),
+// so their number, not only their bytes, bounds an open's and a
+// takeover's time: a guest that flushes after every small write makes a
+// segment of a few hundred bytes per flush, and 512 MiB of those would be
+// about a million GETs. A checkpoint then puts at most one block per
+// flush since the last one, which is what each of those flushes would
+// have put without the log.
+var segCount = 1024
+
 // segCheckpointers is how many blocks a checkpoint of a segmented log
 // writes at once.
 const segCheckpointers = 8
@@ -229,6 +240,29 @@ func (v *Volume) replayLog(ctx context.Context, lf *logFile, size uint64, add fu
 	if v.segLog {
 		return v.replaySegs(ctx, lf, size, add)
 	}
+	return v.replayObject(ctx, lf, size, add)
+}
+
+// replayOther is replayLog on a log stored in the form this handle's
+// store does not write (an object where logs are segmented, or
+// segments where logs are written in place): the form follows the
+// store's capabilities, and those of a store of several pools change with
+// its configuration (a pool without in-place writes added or removed),
+// so a writer that died before that left its log in the other form. The
+// object read is added to lf.segs, which a checkpoint deletes.
+func (v *Volume) replayOther(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
+	if !v.segLog {
+		return v.replaySegs(ctx, lf, size, add)
+	}
+	if err := v.replayObject(ctx, lf, size, add); err != nil {
+		return err
+	}
+	lf.segs = append(lf.segs, lf.name)
+	return nil
+}
+
+// replayObject is replayLog on a log stored as one object.
+func (v *Volume) replayObject(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
 	r := &logReader{v: v, name: lf.name}
 	type rec struct {
 		b int64
@@ -285,7 +319,13 @@ func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore
 	index := map[int64][]logExt{}
 	for i, ref := range head.Logs {
 		logs[i] = logFile{ref: ref, name: blockmap.LogName(head.ID, ref.Epoch, ref.Seq), end: int64(ref.From)}
-		err := v.replayLog(ctx, &logs[i], head.Size, func(b int64, x logExt) { index[b] = addExt(index[b], x) })
+		add := func(b int64, x logExt) { index[b] = addExt(index[b], x) }
+		err := v.replayLog(ctx, &logs[i], head.Size, add)
+		if errors.Is(err, errLogMissing) && logs[i].end == int64(ref.From) && len(logs[i].segs) == 0 {
+			// Nothing in this store's form: the other one's?
+			// (TestReviewSegLogFormFlips)
+			err = v.replayOther(ctx, &logs[i], head.Size, add)
+		}
 		if errors.Is(err, errLogMissing) {
 			err = v.logGone(ctx, ver)
 		}
@@ -732,7 +772,7 @@ func (v *Volume) needCheckpointLocked() bool {
 	if len(v.mu.index) == 0 && !v.mu.logForce && (own || len(h) == 0) {
 		return false
 	}
-	return !own || v.mu.logForce || v.mu.logBytes > v.bound() ||
+	return !own || v.mu.logForce || v.mu.logBytes > v.bound() || v.segLog && len(v.mu.logs[0].segs) >= segCount ||
 		len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
 		len(v.mu.pending) > 0 || !(v.freshStat || v.fenced) || v.age(v.mu.dirtySince) > MaxUnflushedAge
 }
@@ -851,6 +891,7 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 				continue
 			}
 			v.mu.freed = append(v.mu.freed, lf.name)
+			v.mu.freed = append(v.mu.freed, lf.segs...) // (replayOther)
 			delete(v.mu.dirtyObjs, lf.name)
 		}
 	}
