@@ -550,3 +550,33 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+// slowExports opens its exports only once open is closed.
+type slowExports struct {
+	memExports
+	open chan struct{}
+}
+
+func (e slowExports) Open(ctx context.Context, name string) (Export, func(), error) {
+	<-e.open
+	return e.memExports.Open(ctx, name)
+}
+
+// TestHandshakeDeadlineSparesOpen: an open that outlasts the handshake's
+// deadline (a volume waiting for its previous writer to close, which on
+// S3 checkpoints a write log) still answers the client, which the
+// deadline used to disconnect ("server disconnected unexpectedly").
+func TestHandshakeDeadlineSparesOpen(t *testing.T) {
+	defer func(d time.Duration) { handshakeTimeout = d }(handshakeTimeout)
+	handshakeTimeout = 500 * time.Millisecond
+	s, exps := newTestServer(t)
+	slow := slowExports{exps, make(chan struct{})}
+	s.Exports = slow
+	time.AfterFunc(2*time.Second, func() { close(slow.open) })
+	c := dial(t, s)
+	c.open("rw")
+	c.request(cmdRead, 0, 1, 0, 4096, nil)
+	if errno, data := c.reply(1); errno != 0 || !bytes.HasSuffix(data, bytes.Repeat([]byte{7}, 4096)) {
+		t.Fatalf("read after a slow open: errno %d, %d bytes", errno, len(data))
+	}
+}

@@ -158,9 +158,12 @@ const (
 	maxMetaQueries = 128
 	// maxStatusLength bounds the range one BLOCK_STATUS reply describes
 	// (4096 descriptors of the smallest block, 64 KiB).
-	maxStatusLength  = 256 << 20
-	handshakeTimeout = 30 * time.Second
+	maxStatusLength = 256 << 20
 )
+
+// handshakeTimeout bounds a client's handshake, the time this server
+// spends opening exports aside (tests lower it).
+var handshakeTimeout = 30 * time.Second
 
 func (s *Server) logf(format string, args ...any) {
 	if s.Logf != nil {
@@ -692,7 +695,14 @@ func (c *conn) metaContext(opt uint32, data []byte) error {
 	return c.optReply(opt, repAck, nil)
 }
 
+// open opens the export name. The handshake's deadline bounds what the
+// client sends, not this server's own work: an open may wait for the
+// volume's previous writer here to close, and a close checkpoints its
+// write log (on S3 a put per block it touched), which can take longer. So
+// the deadline stops while the open runs, and starts again after it.
 func (c *conn) open(name string) (Export, func(), error) {
+	c.nc.SetDeadline(time.Time{})
+	defer func() { c.nc.SetDeadline(time.Now().Add(handshakeTimeout)) }()
 	return c.srv.Exports.Open(context.Background(), name)
 }
 
