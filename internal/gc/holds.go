@@ -458,8 +458,8 @@ type SharedHold struct {
 	// released at once).
 	Linger time.Duration
 
-	acq       sync.Mutex // one AcquireHold at a time
 	mu        sync.Mutex
+	acq       chan struct{} // on mu, made once: one AcquireHold at a time
 	cur       *sharedEntry
 	releasing int        // Releases in progress
 	released  *sync.Cond // on mu: releasing went down
@@ -483,8 +483,18 @@ func (sh *SharedHold) Acquire(ctx context.Context) (release func() error, err er
 	if e := sh.join(); e != nil {
 		return sh.releaser(e), nil
 	}
-	sh.acq.Lock()
-	defer sh.acq.Unlock()
+	sh.mu.Lock()
+	if sh.acq == nil {
+		sh.acq = make(chan struct{}, 1)
+	}
+	acq := sh.acq
+	sh.mu.Unlock()
+	select {
+	case acq <- struct{}{}:
+	case <-ctx.Done(): // waiting behind another for a collection to end
+		return nil, fmt.Errorf("gc: waited for a garbage collection to end: %w", ctx.Err())
+	}
+	defer func() { <-acq }()
 	if e := sh.join(); e != nil { // taken while this one waited
 		return sh.releaser(e), nil
 	}
