@@ -465,6 +465,7 @@ type SharedHold struct {
 	acq       chan struct{} // on mu, made once: one AcquireHold at a time
 	cur       *sharedEntry
 	releasing int        // Releases in progress
+	closed    bool       // Close was called: holds no longer linger
 	released  *sync.Cond // on mu: releasing went down
 }
 
@@ -617,11 +618,12 @@ func (sh *SharedHold) leave(e *sharedEntry, err error) {
 	last := e.users == 0
 	// A hold past shareFor takes no more operations: no linger.
 	current := sh.cur == e && now.Before(e.since.Add(shareFor))
-	if last && current && err == nil && sh.Linger > 0 {
+	linger := sh.Linger > 0 && !sh.closed
+	if last && current && err == nil && linger {
 		e.idle = time.AfterFunc(sh.Linger, func() { sh.expire(e) })
 	}
 	sh.mu.Unlock()
-	if last && (!current || err != nil || sh.Linger <= 0) {
+	if last && (!current || err != nil || !linger) {
 		sh.retire(e)
 	}
 }
@@ -638,10 +640,12 @@ func (sh *SharedHold) expire(e *sharedEntry) {
 
 // Close releases the hold if no operation uses it, and waits for the
 // releases in progress; an operation that uses it releases it at its
-// end.
+// end. Holds taken after Close (by operations still in flight) do not
+// linger.
 func (sh *SharedHold) Close() {
 	sh.mu.Lock()
 	e := sh.cur
+	sh.closed = true
 	sh.mu.Unlock()
 	if e != nil {
 		sh.retire(e)

@@ -125,3 +125,25 @@ func TestSharedHoldAcquireCancel(t *testing.T) {
 	}
 	sh.Close()
 }
+
+// TestSharedHoldAfterClose (review of issue 14): an operation that
+// starts after Close (a request still in flight when the server's
+// shutdown gave up waiting) takes a hold that goes with its end: no
+// linger, which the process, exiting, would leave in the store for a
+// collection to wait out (about a minute).
+func TestSharedHoldAfterClose(t *testing.T) {
+	ctx := context.Background()
+	s := objstore.NewMem()
+	sh := &SharedHold{S: s, Linger: time.Hour}
+	sh.Close()
+	r, err := sh.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r(); err != nil {
+		t.Fatal(err)
+	}
+	if n := holdRecords(t, s); n != 0 {
+		t.Fatalf("%d hold records left by an operation after Close, want 0", n)
+	}
+}
