@@ -622,8 +622,8 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, pool int, cutoff tim
 			del := s.Delete
 			if kind == "hint" || kind == "part" {
 				// Only the version listed: a rename may point a hint anew
-				// (a part record is not written again, but costs nothing
-				// to fence alike).
+				// (a part record is written again only while its upload
+				// record exists, under a hold, but the fence costs nothing).
 				del = func(ctx context.Context, name string) error { return s.DeleteVersion(ctx, name, in.Version) }
 			}
 			if err := del(ctx, in.Name); err != nil && !objstore.IsNotExist(err) {

@@ -427,9 +427,9 @@ func (l *lock) release() {
 // SharedHold shares one hold among the operations of a process that run
 // at once, and those that follow within Linger of the last one's end (the
 // parts of multipart uploads, a server's uploads): each operation then
-// makes one read of the store at its end (Hold.Check) instead of
-// creating and deleting a hold, two durable writes in sequence with its
-// own.
+// makes two reads of the store, as it joins and at its end (Hold.Check),
+// instead of creating and deleting a hold, two durable writes in
+// sequence with its own.
 //
 // Why an operation that joins a hold taken earlier is as safe as one
 // that takes its own: the hold was taken by AcquireHold, so no
@@ -440,8 +440,11 @@ func (l *lock) release() {
 // carrying the hold's owner knows that no collection started between
 // the hold's acquisition and that moment, which spans the operation;
 // one that finds otherwise gets ErrHoldLost, as from Hold.Release. An
-// operation joins only a hold that is valid by this process's clock;
-// else it takes a new one.
+// operation joins only a hold that is valid by this process's clock and
+// whose record, read as it joins, still carries the owner (a clock
+// stopped by a VM pause does not show that a collection took the hold
+// for dead and runs); else it takes a new one, which waits for that
+// collection.
 //
 // A collection waits for live holds, and operations that take a hold of
 // their own wait for it (AcquireHold): so that operations that keep
@@ -458,10 +461,11 @@ type SharedHold struct {
 	// released at once).
 	Linger time.Duration
 
-	acq       sync.Mutex // one AcquireHold at a time
 	mu        sync.Mutex
+	acq       chan struct{} // on mu, made once: one AcquireHold at a time
 	cur       *sharedEntry
 	releasing int        // Releases in progress
+	closed    bool       // Close was called: holds no longer linger
 	released  *sync.Cond // on mu: releasing went down
 }
 
@@ -480,12 +484,26 @@ type sharedEntry struct {
 // returned function is called, which returns ErrHoldLost if a collection
 // took the hold for dead meanwhile (see Hold.Release).
 func (sh *SharedHold) Acquire(ctx context.Context) (release func() error, err error) {
-	if e := sh.join(); e != nil {
+	if e, err := sh.joinChecked(ctx); err != nil {
+		return nil, err
+	} else if e != nil {
 		return sh.releaser(e), nil
 	}
-	sh.acq.Lock()
-	defer sh.acq.Unlock()
-	if e := sh.join(); e != nil { // taken while this one waited
+	sh.mu.Lock()
+	if sh.acq == nil {
+		sh.acq = make(chan struct{}, 1)
+	}
+	acq := sh.acq
+	sh.mu.Unlock()
+	select {
+	case acq <- struct{}{}:
+	case <-ctx.Done(): // waiting behind another for a collection to end
+		return nil, fmt.Errorf("gc: waited for a garbage collection to end: %w", ctx.Err())
+	}
+	defer func() { <-acq }()
+	if e, err := sh.joinChecked(ctx); err != nil {
+		return nil, err
+	} else if e != nil { // taken while this one waited
 		return sh.releaser(e), nil
 	}
 	now := sh.clock()
@@ -509,6 +527,30 @@ func (sh *SharedHold) clock() Clock {
 		return time.Now
 	}
 	return sh.Now
+}
+
+// joinChecked joins the current hold if it is live in the store too
+// (one read): this process's clock cannot tell that it stalled (a VM
+// pause) while a collection took the hold for dead and started, and an
+// operation that joined it then would run alongside that collection,
+// finding out only at its end, its result written. With the read, an
+// operation joins only a hold that no collection started past, as one
+// that takes its own. A hold found lost is left (it takes no more
+// operations): the caller takes a new one.
+func (sh *SharedHold) joinChecked(ctx context.Context) (*sharedEntry, error) {
+	e := sh.join()
+	if e == nil {
+		return nil, nil
+	}
+	err := e.h.Check(ctx)
+	if err == nil {
+		return e, nil
+	}
+	sh.leave(e, err)
+	if errors.Is(err, ErrHoldLost) {
+		return nil, nil
+	}
+	return nil, err
 }
 
 // join returns the current hold with one more user, if it is valid and
@@ -562,21 +604,27 @@ func (sh *SharedHold) releaser(e *sharedEntry) func() error {
 	return func() error {
 		once.Do(func() {
 			err = e.h.Check(context.Background())
-			now := sh.clock()()
-			sh.mu.Lock()
-			e.users--
-			last := e.users == 0
-			// A hold past shareFor takes no more operations: no linger.
-			current := sh.cur == e && now.Before(e.since.Add(shareFor))
-			if last && current && err == nil && sh.Linger > 0 {
-				e.idle = time.AfterFunc(sh.Linger, func() { sh.expire(e) })
-			}
-			sh.mu.Unlock()
-			if last && (!current || err != nil || sh.Linger <= 0) {
-				sh.retire(e)
-			}
+			sh.leave(e, err)
 		})
 		return err
+	}
+}
+
+// leave ends a user of e, whose check of the hold returned err.
+func (sh *SharedHold) leave(e *sharedEntry, err error) {
+	now := sh.clock()()
+	sh.mu.Lock()
+	e.users--
+	last := e.users == 0
+	// A hold past shareFor takes no more operations: no linger.
+	current := sh.cur == e && now.Before(e.since.Add(shareFor))
+	linger := sh.Linger > 0 && !sh.closed
+	if last && current && err == nil && linger {
+		e.idle = time.AfterFunc(sh.Linger, func() { sh.expire(e) })
+	}
+	sh.mu.Unlock()
+	if last && (!current || err != nil || !linger) {
+		sh.retire(e)
 	}
 }
 
@@ -592,10 +640,12 @@ func (sh *SharedHold) expire(e *sharedEntry) {
 
 // Close releases the hold if no operation uses it, and waits for the
 // releases in progress; an operation that uses it releases it at its
-// end.
+// end. Holds taken after Close (by operations still in flight) do not
+// linger.
 func (sh *SharedHold) Close() {
 	sh.mu.Lock()
 	e := sh.cur
+	sh.closed = true
 	sh.mu.Unlock()
 	if e != nil {
 		sh.retire(e)
