@@ -312,7 +312,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}, local: localFS(abs)}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -329,6 +329,9 @@ func OpenFile(dir string, create bool) (*File, error) {
 	default:
 		return nil, mapErr(err)
 	}
+	// Asked once the directory exists (a store this open created was
+	// taken for remote, and every flush swapped the head).
+	f.local = localFS(abs)
 	// A store copied by a tool that skips empty directories lacks them.
 	for _, d := range []string{"tmp", "obj"} {
 		if _, err := os.Stat(filepath.Join(abs, d)); errors.Is(err, fs.ErrNotExist) {

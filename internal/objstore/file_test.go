@@ -679,3 +679,27 @@ func TestFileOpenRemakesWorkDirs(t *testing.T) {
 		t.Fatalf("delete after losing the work directories: %v", err)
 	}
 }
+
+// TestFileFreshStatWhenCreated: a store created by its open is on the
+// same local file system as one opened after it, so its Stat is as fresh
+// (the open asked before the directory existed, took it for remote, and
+// every flush of a daemon that was the store's first user swapped the
+// head).
+func TestFileFreshStatWhenCreated(t *testing.T) {
+	parent := t.TempDir()
+	existing := filepath.Join(parent, "existing")
+	if err := os.Mkdir(existing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var fresh [2]bool
+	for i, dir := range []string{existing, filepath.Join(parent, "new", "store")} {
+		f, err := objstore.OpenFile(dir, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh[i] = f.FreshStat()
+	}
+	if fresh[0] != fresh[1] {
+		t.Fatalf("FreshStat: %v in a directory that existed, %v in one the open created", fresh[0], fresh[1])
+	}
+}
