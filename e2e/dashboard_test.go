@@ -98,7 +98,10 @@ func TestDashboard(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	load := func(d *daemon, vol string, extra ...string) {
-		args := append([]string{"--name=load", "--ioengine=nbd", "--uri=" + d.uri(vol), "--rw=randrw", "--bs=4k",
+		// --thread: fio runs its job in the process killed below (by
+		// default it forks one, which outlived the kill and spun at 30%
+		// of a core for as long as the machine ran).
+		args := append([]string{"--name=load", "--thread", "--ioengine=nbd", "--uri=" + d.uri(vol), "--rw=randrw", "--bs=4k",
 			"--size=32M", "--iodepth=4", "--time_based", "--runtime=300"}, extra...)
 		fio := exec.CommandContext(ctx, "fio", args...)
 		// Dies with the test binary too (a timeout kills it with no
@@ -109,6 +112,15 @@ func TestDashboard(t *testing.T) {
 		}
 		t.Cleanup(func() { stop(); fio.Wait() })
 	}
+	// Registered before the loads, so it runs after their cleanups: no
+	// fio of this test may outlive them.
+	t.Cleanup(func() {
+		for _, d := range []*daemon{a, b} {
+			if out, _ := exec.Command("pgrep", "-af", "fio .*socket="+d.sock).Output(); len(out) > 0 {
+				t.Errorf("processes left running after the test's cleanup:\n%s", out)
+			}
+		}
+	})
 	load(a, "db", "--rate_iops=400,200")
 	load(b, "web", "--rate_iops=50,50")
 
