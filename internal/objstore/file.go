@@ -1593,10 +1593,10 @@ func (f *File) durablePath(dir string) error {
 		dir string
 		key genID
 	}
-	var todo []level
+	var pending []level
 	for d := dir; d != f.root && filepath.Dir(d) != d; d = filepath.Dir(d) {
 		key, err := dirKey(d)
-		if errors.Is(err, fs.ErrNotExist) && len(todo) == 0 {
+		if errors.Is(err, fs.ErrNotExist) && len(pending) == 0 {
 			return nil
 		}
 		if err != nil {
@@ -1605,14 +1605,14 @@ func (f *File) durablePath(dir string) error {
 		if f.isDurable(d, key) {
 			break
 		}
-		todo = append(todo, level{d, key})
+		pending = append(pending, level{d, key})
 	}
-	errs := make(chan error, len(todo))
-	for _, l := range todo {
+	errs := make(chan error, len(pending))
+	for _, l := range pending {
 		go func() { errs <- f.syncDir(filepath.Dir(l.dir)) }()
 	}
 	var err error
-	for range todo {
+	for range pending {
 		if e := <-errs; err == nil {
 			err = e
 		}
@@ -1620,7 +1620,7 @@ func (f *File) durablePath(dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, l := range todo {
+	for _, l := range pending {
 		f.markDurable(l.dir, l.key)
 	}
 	return nil
