@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -35,61 +34,11 @@ func BenchmarkNBDRead(b *testing.B) {
 
 func benchNBDRead(b *testing.B, metrics bool) {
 	const size, depth = 16 << 20, 32
-	ctx := context.Background()
-	dir := b.TempDir()
-	fs, err := objstore.OpenFile(filepath.Join(dir, "store"), true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var s objstore.Store = fs
-	var mx *daemon.Metrics
-	if metrics {
-		mx = daemon.NewMetrics(daemon.MetricsConfig{})
-		s = mx.WrapStore(s, "file")
-	}
-	m := manage.New(s)
-	if _, err := m.CreateVolume(ctx, "v", size, 16); err != nil {
-		b.Fatal(err)
-	}
-	d := daemon.New(m, nil)
-	if mx != nil {
-		d.UseMetrics(mx)
-	}
-	defer d.Close(ctx)
-	v, release, err := d.Open(ctx, "v")
-	if err != nil {
-		b.Fatal(err)
-	}
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < size; off += int64(len(buf)) {
+	r, w := benchConn(b, metrics, size, 1<<20, func(buf []byte, off int64) {
 		for i := range buf {
 			buf[i] = byte(off>>20) + byte(i)
 		}
-		if err := v.WriteAt(ctx, buf, off, false); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := v.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	release()
-
-	srv := &nbd.Server{Exports: Exports{d}, Errno: Errno, MaxConns: 4}
-	l, err := net.Listen("unix", filepath.Join(dir, "nbd.sock"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer srv.Shutdown(ctx)
-	nc, err := net.Dial("unix", l.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	r, w := bufio.NewReaderSize(nc, 1<<20), bufio.NewWriterSize(nc, 64<<10)
-	if err := exportName(r, w, "v"); err != nil {
-		b.Fatal(err)
-	}
+	})
 	rnd := rand.New(rand.NewPCG(1, 2))
 	hdr := make([]byte, 16)
 	data := make([]byte, 4096)
@@ -168,71 +117,11 @@ func BenchmarkNBDWriteFlush(b *testing.B) {
 
 func benchNBDWriteFlush(b *testing.B, metrics bool) {
 	const size = 16 << 20
-	ctx := context.Background()
-	dir := b.TempDir()
-	// NB: the directory exists before OpenFile, which decides then
-	// whether it is on a local file system (its Stat fresh, so that a
-	// flush that changed no map entry checks the head instead of
-	// swapping it), as it does for 'archip serve' on an existing store.
-	if err := os.Mkdir(filepath.Join(dir, "store"), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	fs, err := objstore.OpenFile(filepath.Join(dir, "store"), true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if !objstore.FreshStat(fs) {
-		b.Fatal("the file store's Stat is not fresh: a flush would swap the head")
-	}
-	var s objstore.Store = fs
-	var mx *daemon.Metrics
-	if metrics {
-		mx = daemon.NewMetrics(daemon.MetricsConfig{})
-		s = mx.WrapStore(s, "file")
-	}
-	m := manage.New(s)
-	if _, err := m.CreateVolume(ctx, "v", size, 16); err != nil {
-		b.Fatal(err)
-	}
-	d := daemon.New(m, nil)
-	if mx != nil {
-		d.UseMetrics(mx)
-	}
-	defer d.Close(ctx)
-	v, release, err := d.Open(ctx, "v")
-	if err != nil {
-		b.Fatal(err)
-	}
-	buf := make([]byte, 1<<20)
-	for i := range buf {
-		buf[i] = byte(i) | 1 // not zeros: a block of zeros is a hole
-	}
-	for off := int64(0); off < size; off += int64(len(buf)) {
-		if err := v.WriteAt(ctx, buf, off, false); err != nil {
-			b.Fatal(err)
+	r, w := benchConn(b, metrics, size, 64<<10, func(buf []byte, off int64) {
+		for i := range buf {
+			buf[i] = byte(i) | 1 // not zeros: a block of zeros is a hole
 		}
-	}
-	if err := v.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	release()
-
-	srv := &nbd.Server{Exports: Exports{d}, Errno: Errno, MaxConns: 4}
-	l, err := net.Listen("unix", filepath.Join(dir, "nbd.sock"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer srv.Shutdown(ctx)
-	nc, err := net.Dial("unix", l.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	r, w := bufio.NewReaderSize(nc, 64<<10), bufio.NewWriterSize(nc, 64<<10)
-	if err := exportName(r, w, "v"); err != nil {
-		b.Fatal(err)
-	}
+	})
 	rnd := rand.New(rand.NewPCG(1, 2))
 	hdr := make([]byte, 16)
 	data := make([]byte, 4096)
@@ -268,4 +157,71 @@ func benchNBDWriteFlush(b *testing.B, metrics bool) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// benchConn starts a daemon (with metrics when asked, the store counted
+// too, as 'archip serve' does) on a file store in a temporary directory,
+// with a volume "v" of size bytes written in full, each MiB at off filled
+// by fill, serves it over a unix socket, and returns a raw client past
+// the handshake (reading through a buffer of rsize bytes). Everything
+// stops at the end of the benchmark.
+func benchConn(b *testing.B, metrics bool, size int64, rsize int, fill func(buf []byte, off int64)) (*bufio.Reader, *bufio.Writer) {
+	b.Helper()
+	ctx := context.Background()
+	dir := b.TempDir()
+	fs, err := objstore.OpenFile(filepath.Join(dir, "store"), true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !objstore.FreshStat(fs) {
+		b.Fatal("the file store's Stat is not fresh: a flush would swap the head")
+	}
+	var s objstore.Store = fs
+	var mx *daemon.Metrics
+	if metrics {
+		mx = daemon.NewMetrics(daemon.MetricsConfig{})
+		s = mx.WrapStore(s, "file")
+	}
+	m := manage.New(s)
+	if _, err := m.CreateVolume(ctx, "v", uint64(size), 16); err != nil {
+		b.Fatal(err)
+	}
+	d := daemon.New(m, nil)
+	if mx != nil {
+		d.UseMetrics(mx)
+	}
+	b.Cleanup(func() { d.Close(ctx) })
+	v, release, err := d.Open(ctx, "v")
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		fill(buf, off)
+		if err := v.WriteAt(ctx, buf, off, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := v.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	release()
+
+	srv := &nbd.Server{Exports: Exports{d}, Errno: Errno, MaxConns: 4}
+	l, err := net.Listen("unix", filepath.Join(dir, "nbd.sock"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(l)
+	b.Cleanup(func() { srv.Shutdown(ctx) })
+	nc, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { nc.Close() })
+	r, w := bufio.NewReaderSize(nc, rsize), bufio.NewWriterSize(nc, 64<<10)
+	if err := exportName(r, w, "v"); err != nil {
+		b.Fatal(err)
+	}
+	return r, w
 }
