@@ -34,32 +34,9 @@ func TestPoolsMoveLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.store = "pools://" + conf
-	const (
-		slot  = 4096
-		size  = 2 << 20
-		nops  = 100000
-		slots = size / slot
-	)
-	e.archip("volume", "create", "v", "--size", "2M", "--block-size", "64K")
-	init := make([]byte, size)
-	for i := range slots / 2 {
-		copy(init[i*slot:], flushEachRecord("init", i))
-	}
-	cmd := exec.Command(archipBin, "--store", e.store, "-q", "volume", "write", "v")
-	cmd.Stdin = bytes.NewReader(init[:size/2])
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("volume write: %v\n%s", err, out)
-	}
-	e.archip("volume", "snapshot", "v", "v@1")
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	offs := make([]int, nops)
-	var f strings.Builder
-	for i := range offs {
-		offs[i] = rng.IntN(slots) * slot
-		fmt.Fprintf(&f, "v %d\n", offs[i])
-	}
-	ops := e.path("ops")
-	os.WriteFile(ops, []byte(f.String()), 0o644)
+	const nops = 100000
+	seed := seedMoveVolume(e, nops, "v ")
+	ops := seed.ops
 
 	d := e.serve("--flush-interval", "0")
 	w := exec.Command("/usr/bin/python3", "-c", flushEachWriter, d.sock, "w", ops)
@@ -99,7 +76,7 @@ func TestPoolsMoveLive(t *testing.T) {
 	if err := mv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
+	time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
 	mv.Process.Kill()
 	mv.Wait()
 	waitWrites(20)
@@ -127,26 +104,73 @@ func TestPoolsMoveLive(t *testing.T) {
 	if acked >= nops-1 {
 		t.Fatal("the writer ran out of writes")
 	}
+	seed.check(t, d, acked)
+}
+
+// moveVolume is the volume "v" the live-move tests write: slots of
+// moveSlot bytes, the first half written with "init" records and
+// snapshotted as v@1 before the writer starts, which then writes record
+// "w" i at offs[i], in order; ops is the file of those offsets.
+type moveVolume struct {
+	init []byte
+	offs []int
+	ops  string
+}
+
+const moveSlot, moveSize = 4096, 2 << 20
+
+// seedMoveVolume creates and seeds the volume, and writes nops random
+// slot offsets to the ops file, a line each: prefix and the offset.
+func seedMoveVolume(e *env, nops int, prefix string) moveVolume {
+	t := e.t
+	t.Helper()
+	e.archip("volume", "create", "v", "--size", "2M", "--block-size", "64K")
+	mv := moveVolume{init: make([]byte, moveSize), offs: make([]int, nops), ops: e.path("ops")}
+	for i := range moveSize / moveSlot / 2 {
+		copy(mv.init[i*moveSlot:], flushEachRecord("init", i))
+	}
+	cmd := exec.Command(archipBin, "--store", e.store, "-q", "volume", "write", "v")
+	cmd.Stdin = bytes.NewReader(mv.init[:moveSize/2])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("volume write: %v\n%s", err, out)
+	}
+	e.archip("volume", "snapshot", "v", "v@1")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	var f strings.Builder
+	for i := range mv.offs {
+		mv.offs[i] = rng.IntN(moveSize/moveSlot) * moveSlot
+		fmt.Fprintf(&f, "%s%d\n", prefix, mv.offs[i])
+	}
+	if err := os.WriteFile(mv.ops, []byte(f.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return mv
+}
+
+// check reads the volume through d: every write up to acked is there,
+// the one after it (in flight) may be, and the snapshot reads as seeded.
+func (mv moveVolume) check(t *testing.T, d *daemon, acked int) {
+	t.Helper()
 	got := []byte(run(t, "/usr/bin/python3", "-c", exportReader, d.uri("v")))
-	if len(got) != size {
+	if len(got) != moveSize {
 		t.Fatalf("read %d bytes", len(got))
 	}
-	want := bytes.Clone(init)
+	want := bytes.Clone(mv.init)
 	for i := 0; i <= acked; i++ {
-		copy(want[offs[i]:], flushEachRecord("w", i))
+		copy(want[mv.offs[i]:], flushEachRecord("w", i))
 	}
 	inflight := acked + 1
-	for s := range slots {
-		off := s * slot
-		if bytes.Equal(got[off:off+slot], want[off:off+slot]) {
+	for s := range moveSize / moveSlot {
+		off := s * moveSlot
+		if bytes.Equal(got[off:off+moveSlot], want[off:off+moveSlot]) {
 			continue
 		}
-		if offs[inflight] == off && bytes.Equal(got[off:off+slot], flushEachRecord("w", inflight)) {
+		if mv.offs[inflight] == off && bytes.Equal(got[off:off+moveSlot], flushEachRecord("w", inflight)) {
 			continue
 		}
 		t.Fatalf("slot %d reads %q, want %q (%d writes acknowledged)", s, got[off:off+40], want[off:off+40], acked+1)
 	}
-	if snap := []byte(run(t, "/usr/bin/python3", "-c", exportReader, d.uri("v@1"))); !bytes.Equal(snap, init) {
+	if snap := []byte(run(t, "/usr/bin/python3", "-c", exportReader, d.uri("v@1"))); !bytes.Equal(snap, mv.init) {
 		t.Fatal("the snapshot reads different after the moves")
 	}
 	t.Logf("%d writes acknowledged, all read back", acked+1)

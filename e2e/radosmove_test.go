@@ -82,32 +82,9 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.store = "pools://" + cfg
-	const (
-		slot  = 4096
-		size  = 2 << 20
-		nops  = 200000
-		slots = size / slot
-	)
-	e.archip("volume", "create", "v", "--size", "2M", "--block-size", "64K")
-	init := make([]byte, size)
-	for i := range slots / 2 {
-		copy(init[i*slot:], flushEachRecord("init", i))
-	}
-	cmd := exec.Command(archipBin, "--store", e.store, "-q", "volume", "write", "v")
-	cmd.Stdin = bytes.NewReader(init[:size/2])
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("volume write: %v\n%s", err, out)
-	}
-	e.archip("volume", "snapshot", "v", "v@1")
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	offs := make([]int, nops)
-	var f strings.Builder
-	for i := range offs {
-		offs[i] = rng.IntN(slots) * slot
-		fmt.Fprintf(&f, "%d\n", offs[i])
-	}
-	ops := e.path("ops")
-	os.WriteFile(ops, []byte(f.String()), 0o644)
+	const nops = 200000
+	seed := seedMoveVolume(e, nops, "")
+	ops := seed.ops
 	ctl := e.path("ctl")
 
 	a := e.serve("--node-id", "a", "--flush-interval", "0")
@@ -269,7 +246,7 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	if err := mv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
+	time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
 	mv.Process.Kill()
 	mv.Wait()
 	waitWrites(20)
@@ -317,29 +294,7 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 		slices.Sort(rest)
 		t.Logf("outside the moves and the switch: %d writes+flushes, latency p50 %v, p99 %v, max %v", len(rest), rest[len(rest)/2], rest[len(rest)*99/100], rest[len(rest)-1])
 	}
-	got := []byte(run(t, "/usr/bin/python3", "-c", exportReader, b.uri("v")))
-	if len(got) != size {
-		t.Fatalf("read %d bytes", len(got))
-	}
-	want := bytes.Clone(init)
-	for i := 0; i <= acked; i++ {
-		copy(want[offs[i]:], flushEachRecord("w", i))
-	}
-	inflight := acked + 1
-	for s := range slots {
-		off := s * slot
-		if bytes.Equal(got[off:off+slot], want[off:off+slot]) {
-			continue
-		}
-		if offs[inflight] == off && bytes.Equal(got[off:off+slot], flushEachRecord("w", inflight)) {
-			continue
-		}
-		t.Fatalf("slot %d reads %q, want %q (%d writes acknowledged)", s, got[off:off+40], want[off:off+40], acked+1)
-	}
-	if snap := []byte(run(t, "/usr/bin/python3", "-c", exportReader, b.uri("v@1"))); !bytes.Equal(snap, init) {
-		t.Fatal("the snapshot reads different after the moves")
-	}
-	t.Logf("%d writes acknowledged, all read back", acked+1)
+	seed.check(t, b, acked)
 }
 
 // duFiles counts the objects of the file store at root and their bytes,
