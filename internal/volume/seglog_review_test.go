@@ -112,13 +112,7 @@ func TestReviewSegLogSegmentCount(t *testing.T) {
 			t.Fatalf("after %d flushes, %d segments in the log (bound 8)", i+1, n)
 		}
 	}
-	taker, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, taker); !bytes.Equal(got, want) {
-		t.Fatal("the taker reads other bytes than were flushed")
-	}
+	taker := takeOver(t, s, id, want)
 	if err := taker.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -181,13 +175,7 @@ func TestReviewSegLogFailedSegmentWrite(t *testing.T) {
 			if err := v.Flush(ctx); err != nil {
 				t.Fatalf("flush: %v", err)
 			}
-			taker, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := readAll(t, taker); !bytes.Equal(got, want) {
-				t.Fatal("the taker reads other bytes than were flushed")
-			}
+			taker := takeOver(t, s, id, want)
 			if err := taker.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -268,13 +256,7 @@ func TestReviewSegLogConcurrentBuffer(t *testing.T) {
 	if err := v.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	taker, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, taker); !bytes.Equal(got, want) {
-		t.Fatal("the taker reads other bytes than were flushed")
-	}
+	taker := takeOver(t, s, id, want)
 	if err := taker.Close(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -223,6 +223,21 @@ func newSegVolume(t *testing.T, s objstore.Store, blocks int) (blockmap.ID, *Vol
 	return id, v
 }
 
+// takeOver opens volume id on s as the writer after one that died (a new
+// epoch), checks that it reads want (every flushed byte), and returns it
+// for the caller to close.
+func takeOver(t *testing.T, s objstore.Store, id blockmap.ID, want []byte) *Volume {
+	t.Helper()
+	taker, err := Open(context.Background(), s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, taker); !bytes.Equal(got, want) {
+		t.Fatal("the taker reads other bytes than were flushed")
+	}
+	return taker
+}
+
 func readAll(t *testing.T, v *Volume) []byte {
 	t.Helper()
 	got := make([]byte, v.Size())
@@ -312,13 +327,7 @@ func TestSegLogReplayAcrossSegments(t *testing.T) {
 	}
 	// The writer dies; the next one replays, checkpoints and deletes
 	// the old log's segments once its head is stored.
-	taker, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, taker); !bytes.Equal(got, want) {
-		t.Fatal("the taker reads other bytes than were flushed")
-	}
+	taker := takeOver(t, s, id, want)
 	if left := segments(t, s); len(left) != 0 {
 		t.Fatalf("segments left after the takeover: %v", left)
 	}
