@@ -55,7 +55,6 @@ package bucket
 
 import (
 	"context"
-	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -69,7 +68,6 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
-	"github.com/archipelago-go/archip/internal/image"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -355,23 +353,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// store stores r (size bytes, or to its end if size < 0) as a new map,
-// and returns its piece (none for no data) and the MD5 of the data.
-func (b *Store) store(ctx context.Context, r io.Reader, size int64) ([]Piece, []byte, error) {
-	cr := &countingReader{r: r, h: md5.New(), want: size}
-	if size == 0 {
-		return nil, cr.h.Sum(nil), nil
-	}
-	st, err := image.Import(ctx, b.S, cr, -1, image.Options{BlockShift: b.BlockShift, Workers: uploadWorkers})
-	if err != nil && cr.n == 0 && cr.eof {
-		return nil, cr.h.Sum(nil), nil // a stream of no bytes, which Import refuses
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return []Piece{{Map: st.ID, Size: st.Size}}, cr.h.Sum(nil), nil
-}
-
 // PutObject stores r (size bytes; -1 to read to its end) as the object
 // key of bucket, replacing any object of that key. The object becomes
 // visible only once all its data is stored: an upload that fails (a
@@ -384,17 +365,22 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 	}
 	var obj *Object
 	err = b.held(ctx, func() error {
-		pieces, sum, err := b.store(ctx, r, size)
+		st, err := b.store(ctx, r, size)
 		if err != nil {
 			return err
 		}
-		if o.ContentMD5 != nil && string(o.ContentMD5) != string(sum) {
+		if o.ContentMD5 != nil && string(o.ContentMD5) != string(st.sum) {
 			return ErrBadDigest
 		}
-		obj = &Object{Key: key, ETag: `"` + hex.EncodeToString(sum) + `"`, ContentType: o.ContentType,
-			Meta: o.Meta, ModTime: b.now(), Pieces: pieces}
-		for _, p := range pieces {
+		obj = &Object{Key: key, ETag: `"` + hex.EncodeToString(st.sum) + `"`, ContentType: o.ContentType,
+			Meta: o.Meta, ModTime: b.now(), Pieces: st.pieces()}
+		for _, p := range obj.Pieces {
 			obj.Size += p.Size
+		}
+		// The head before the record, which makes the object visible
+		// (to readers, and after a crash).
+		if err := b.writeHead(ctx, st); err != nil {
+			return err
 		}
 		return b.writeObject(ctx, bucket, name, obj, o)
 	})
