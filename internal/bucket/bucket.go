@@ -4,8 +4,8 @@
 // A bucket is a namespace: one record (blockmap.BucketName). An object
 // is a record (blockmap.ObjectName) holding its metadata (size, content
 // type, ETag, user metadata, time) and its data as a list of pieces, each
-// a read-only block map (an image, made by image.Import: chunked, hashed
-// and deduplicated as it streams, in bounded memory) and the number of
+// a read-only block map (an image, as image.Import makes one: chunked,
+// hashed and deduplicated as it streams, in bounded memory) and the number of
 // bytes of it the object uses. An object read is the concatenation of its
 // pieces. A plain upload has one piece; an object of zero bytes has none.
 //
@@ -28,7 +28,12 @@
 // maps (copy, complete) and that deduplicate onto existing blocks
 // (uploads) run under a hold (Store.Hold), as snapshots and imports do;
 // the S3 frontend shares one among its requests in flight (gc.SharedHold),
-// so that a part costs only the durable writes of its data.
+// so that a part costs only the durable writes of its data. Those are
+// two stages one after another for a part (its blocks and its map's
+// segments at once, then its map's head and its record at once), three
+// for a PutObject (the record after the head); the crash argument is in
+// upload.go and UploadPart, and CompleteUpload refuses a part whose map's
+// head a crash left missing (ErrBadPart).
 // Deleting or overwriting an object only removes or replaces the record:
 // the next collection reclaims what nothing else references. A read in
 // progress of an object deleted meanwhile may then fail.
