@@ -102,8 +102,9 @@ const MinPartSize = 5 << 20
 // MaxParts bounds the parts of an upload.
 const MaxParts = 10000
 
-// uploadWorkers bounds the blocks in flight per upload: with
-// image.Import's two extra buffers, (4+2) * 4 MiB per upload.
+// uploadWorkers bounds the blocks being stored per upload (storeBlocks):
+// with as many queued and the one being read, at most 2*4+1 blocks of
+// memory per upload.
 const uploadWorkers = 4
 
 // Store is the buckets of one object store.
@@ -349,7 +350,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.eof = err == io.EOF
 	switch {
 	case err == io.EOF && c.want >= 0 && c.n < c.want, errors.Is(err, io.ErrUnexpectedEOF):
-		// Not io.ErrUnexpectedEOF itself, which image.Import, reading
+		// Not io.ErrUnexpectedEOF itself, which storeBlocks, reading
 		// with io.ReadFull, would take for the end of the data.
 		err = fmt.Errorf("%w: %d of %d bytes", ErrIncomplete, c.n, c.want)
 	case err != nil && err != io.EOF:
