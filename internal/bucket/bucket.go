@@ -4,8 +4,8 @@
 // A bucket is a namespace: one record (blockmap.BucketName). An object
 // is a record (blockmap.ObjectName) holding its metadata (size, content
 // type, ETag, user metadata, time) and its data as a list of pieces, each
-// a read-only block map (an image, made by image.Import: chunked, hashed
-// and deduplicated as it streams, in bounded memory) and the number of
+// a read-only block map (an image, as image.Import makes one: chunked,
+// hashed and deduplicated as it streams, in bounded memory) and the number of
 // bytes of it the object uses. An object read is the concatenation of its
 // pieces. A plain upload has one piece; an object of zero bytes has none.
 //
@@ -28,7 +28,12 @@
 // maps (copy, complete) and that deduplicate onto existing blocks
 // (uploads) run under a hold (Store.Hold), as snapshots and imports do;
 // the S3 frontend shares one among its requests in flight (gc.SharedHold),
-// so that a part costs only the durable writes of its data.
+// so that a part costs only the durable writes of its data. Those are
+// two stages one after another for a part (its blocks and its map's
+// segments at once, then its map's head and its record at once), three
+// for a PutObject (the record after the head); the crash argument is in
+// upload.go and UploadPart, and CompleteUpload refuses a part whose map's
+// head a crash left missing (ErrBadPart).
 // Deleting or overwriting an object only removes or replaces the record:
 // the next collection reclaims what nothing else references. A read in
 // progress of an object deleted meanwhile may then fail.
@@ -55,7 +60,6 @@ package bucket
 
 import (
 	"context"
-	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -69,7 +73,6 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
-	"github.com/archipelago-go/archip/internal/image"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -99,8 +102,9 @@ const MinPartSize = 5 << 20
 // MaxParts bounds the parts of an upload.
 const MaxParts = 10000
 
-// uploadWorkers bounds the blocks in flight per upload: with
-// image.Import's two extra buffers, (4+2) * 4 MiB per upload.
+// uploadWorkers bounds the blocks being stored per upload (storeBlocks):
+// with as many queued and the one being read, at most 2*4+1 blocks of
+// memory per upload.
 const uploadWorkers = 4
 
 // Store is the buckets of one object store.
@@ -346,30 +350,13 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.eof = err == io.EOF
 	switch {
 	case err == io.EOF && c.want >= 0 && c.n < c.want, errors.Is(err, io.ErrUnexpectedEOF):
-		// Not io.ErrUnexpectedEOF itself, which image.Import, reading
+		// Not io.ErrUnexpectedEOF itself, which storeBlocks, reading
 		// with io.ReadFull, would take for the end of the data.
 		err = fmt.Errorf("%w: %d of %d bytes", ErrIncomplete, c.n, c.want)
 	case err != nil && err != io.EOF:
 		err = fmt.Errorf("bucket: read the data: %w", err)
 	}
 	return n, err
-}
-
-// store stores r (size bytes, or to its end if size < 0) as a new map,
-// and returns its piece (none for no data) and the MD5 of the data.
-func (b *Store) store(ctx context.Context, r io.Reader, size int64) ([]Piece, []byte, error) {
-	cr := &countingReader{r: r, h: md5.New(), want: size}
-	if size == 0 {
-		return nil, cr.h.Sum(nil), nil
-	}
-	st, err := image.Import(ctx, b.S, cr, -1, image.Options{BlockShift: b.BlockShift, Workers: uploadWorkers})
-	if err != nil && cr.n == 0 && cr.eof {
-		return nil, cr.h.Sum(nil), nil // a stream of no bytes, which Import refuses
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return []Piece{{Map: st.ID, Size: st.Size}}, cr.h.Sum(nil), nil
 }
 
 // PutObject stores r (size bytes; -1 to read to its end) as the object
@@ -384,17 +371,22 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 	}
 	var obj *Object
 	err = b.held(ctx, func() error {
-		pieces, sum, err := b.store(ctx, r, size)
+		st, err := b.store(ctx, r, size)
 		if err != nil {
 			return err
 		}
-		if o.ContentMD5 != nil && string(o.ContentMD5) != string(sum) {
+		if o.ContentMD5 != nil && string(o.ContentMD5) != string(st.sum) {
 			return ErrBadDigest
 		}
-		obj = &Object{Key: key, ETag: `"` + hex.EncodeToString(sum) + `"`, ContentType: o.ContentType,
-			Meta: o.Meta, ModTime: b.now(), Pieces: pieces}
-		for _, p := range pieces {
+		obj = &Object{Key: key, ETag: `"` + hex.EncodeToString(st.sum) + `"`, ContentType: o.ContentType,
+			Meta: o.Meta, ModTime: b.now(), Pieces: st.pieces()}
+		for _, p := range obj.Pieces {
 			obj.Size += p.Size
+		}
+		// The head before the record, which makes the object visible
+		// (to readers, and after a crash).
+		if err := b.writeHead(ctx, st); err != nil {
+			return err
 		}
 		return b.writeObject(ctx, bucket, name, obj, o)
 	})

@@ -104,20 +104,43 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 	}
 	var p *Part
 	err := b.held(ctx, func() error {
-		pieces, sum, err := b.store(ctx, r, size)
+		st, err := b.store(ctx, r, size)
 		if err != nil {
 			return err
 		}
-		if contentMD5 != nil && string(contentMD5) != string(sum) {
+		if contentMD5 != nil && string(contentMD5) != string(st.sum) {
 			return ErrBadDigest
 		}
-		p = &Part{Number: n, ETag: `"` + hex.EncodeToString(sum) + `"`, ModTime: b.now(), Pieces: pieces}
-		for _, pc := range pieces {
+		p = &Part{Number: n, ETag: `"` + hex.EncodeToString(st.sum) + `"`, ModTime: b.now(), Pieces: st.pieces()}
+		for _, pc := range p.Pieces {
 			p.Size += pc.Size
 		}
 		rec, _ := json.Marshal(p)
-		if _, err := b.S.Put(ctx, blockmap.PartName(bucket, id, n), rec); err != nil {
-			return err
+		// The map's head and the part record at once (the blocks and
+		// segments are durable): a crash may leave either without the
+		// other. A head alone names durable objects and nothing names
+		// it (collected). A record alone names a map without a head:
+		// a collection skips it (a root whose head is gone), ListParts
+		// lists it, and CompleteUpload refuses it (ErrBadPart: the
+		// client uploads the part again, as it does one whose
+		// UploadPart was never answered). The part is answered only
+		// once both are durable.
+		pname := blockmap.PartName(bucket, id, n)
+		var herr, perr error
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			herr = b.writeHead(ctx, st)
+		}()
+		_, perr = b.S.Put(ctx, pname, rec)
+		wg.Wait()
+		if perr != nil {
+			return perr
+		}
+		if herr != nil {
+			b.S.Delete(ctx, pname)
+			return herr
 		}
 		// An abort or complete that ran meanwhile did not see this part.
 		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
@@ -286,6 +309,9 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			obj.Parts = append(obj.Parts, p.Size)
 			obj.Size += p.Size
 		}
+		if err := b.checkMaps(ctx, list, byNum); err != nil {
+			return err
+		}
 		obj.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(sums.Sum(nil)), len(list))
 		uname := blockmap.UploadName(bucket, id)
 		if err := b.S.DeleteVersion(ctx, uname, ver); err != nil {
@@ -311,6 +337,35 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 		return nil
 	})
 	return obj, err
+}
+
+// checkMaps returns ErrBadPart unless the head of every map the listed
+// parts name exists: UploadPart writes a part's record and its map's head
+// at once, so a crash may have left the record alone. A head exists only
+// once its segments and blocks are durable (see store), so a head is
+// all there is to check. It reads recordWorkers heads' names at a time.
+func (b *Store) checkMaps(ctx context.Context, list []CompletePart, byNum map[int]Part) error {
+	type ref struct {
+		part int
+		id   blockmap.ID
+	}
+	var refs []ref
+	seen := map[blockmap.ID]bool{}
+	for _, c := range list {
+		for _, pc := range byNum[c.Number].Pieces {
+			if !seen[pc.Map] {
+				seen[pc.Map] = true
+				refs = append(refs, ref{c.Number, pc.Map})
+			}
+		}
+	}
+	return each(ctx, len(refs), func(i int) error {
+		_, err := b.S.Stat(ctx, blockmap.HeadName(refs[i].id))
+		if objstore.IsNotExist(err) {
+			return fmt.Errorf("%w: part %d: its data was not stored whole (its upload was cut): upload it again", ErrBadPart, refs[i].part)
+		}
+		return err
+	})
 }
 
 // AbortUpload deletes an upload and its parts. Once the upload record is
