@@ -1164,13 +1164,19 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 		return err
 	}
 	mask := have | v.subBlocks(boff, int64(len(data)))
-	if old.Kind() == blockmap.Partial && old.ObjectName() == name {
+	if old.Kind() == blockmap.Partial && old.ObjectName() == name && !v.logOn {
 		// The block's second write that needs sub-blocks it lacks: the
 		// rest is copied from the base, and the block is whole. Each new
 		// sub-block changes the map, and a guest that flushes after
 		// every write would pay a map write for each; so a block costs
 		// at most two, where whole-block copy-on-write cost one, and its
 		// first write still moves a sub-block, not the block.
+		//
+		// Not on a logging writer: there a guest that flushes often
+		// writes such blocks through the log (its checkpoint batches the
+		// map changes), so a write that gets here came past the burst,
+		// whose map changes the next flush batches anyway; copying the
+		// rest of the block would only move it whole, holding its stripe.
 		if err := v.copyRuns(ctx, name, base, ^mask, buf); err != nil {
 			return err
 		}
