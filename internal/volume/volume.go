@@ -100,8 +100,11 @@ const stripes = 256
 var maxDelta = blockmap.MaxDelta
 
 // openHandles is how many objects a volume keeps open (file descriptors
-// on the file store).
-const openHandles = 256
+// on the file store). A clone's writer uses two per block it writes (its
+// object and the snapshot's that its first writes read from): 1,024
+// holds a 2 GiB clone of 4 MiB blocks. Past it, random writes evict a
+// handle per write, and each reopens its object (a listing and an open).
+const openHandles = 1024
 
 // Volume is an open volume.
 type Volume struct {
