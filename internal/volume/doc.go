@@ -19,6 +19,8 @@
 // from the base (under the block's stripe lock) and the block is private
 // again: each mask change is a map change, which a guest that flushes
 // after each write pays with a head write, so a block costs at most two.
+// A writer with the write log leaves the block partial (the guest that
+// flushes often writes it through the log; see writePartial).
 // A write after a snapshot copies only
 // the sub-blocks the old partial object holds. A read of a partial block
 // makes one request per run of consecutive sub-blocks in the same object.

@@ -444,3 +444,43 @@ func TestSecondWriteCompletesBlock(t *testing.T) {
 	defer r.Close(ctx)
 	wantBytes(t, r, 0, full, "completed block, reopened")
 }
+
+// TestUnloggedWriteKeepsPartial: on a logging writer, a write past the
+// burst (no flush asked for lately) to a block of its own that lacks the
+// sub-blocks it touches moves those sub-blocks, not the rest of the
+// block: the map change it makes is batched into the next flush anyway,
+// so completing the block (TestSecondWriteCompletesBlock, for writers
+// that do not log) would only move the whole block, under its stripe,
+// while the guest's other writes to it wait.
+func TestUnloggedWriteKeepsPartial(t *testing.T) {
+	defer setLogBurst(0)()
+	s := objstore.NewMem()
+	id := newClone(t, s, 2)
+	v := openLogged(t, s, id, OpenOptions{})
+	defer v.Close(ctx)
+	want := make([]byte, 2*bs)
+	if err := v.ReadAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	sub := int64(bs) / 64
+	for i, off := range []int64{5*sub + 7, 40 * sub, 41*sub - 10} {
+		p := pattern(100, byte(i+7))
+		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+	}
+	if e := v.Entries()[0]; e.Kind() != blockmap.Partial || e.Mask() != 1<<5|1<<40|1<<41 {
+		t.Fatalf("block 0 is %v, want a partial block with sub-blocks 5, 40 and 41", e)
+	}
+	wantBytes(t, v, 0, want, "before the flush")
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	wantBytes(t, r, 0, want, "reopened after the flush")
+}
