@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,7 +24,8 @@ import (
 // followed by a flush, the first move's mover killed with SIGKILL part
 // way and run again; the client never sees an error, and every write
 // acknowledged reads back at the end (the one in flight when the writer
-// is stopped, old or new).
+// is stopped, old or new). The latency of the client's write+flush
+// during each move (the longest is the cut-over) is logged.
 func TestPoolsMoveLive(t *testing.T) {
 	needLibnbd(t)
 	e := &env{t: t, dir: t.TempDir()}
@@ -35,26 +38,29 @@ func TestPoolsMoveLive(t *testing.T) {
 	}
 	e.store = "pools://" + conf
 	const nops = 100000
-	seed := seedMoveVolume(e, nops, "v ")
+	seed := seedMoveVolume(e, nops, "")
 	ops := seed.ops
 
 	d := e.serve("--flush-interval", "0")
-	w := exec.Command("/usr/bin/python3", "-c", flushEachWriter, d.sock, "w", ops)
+	w := exec.Command("/usr/bin/python3", "-c", timedWriter, d.uri("v"), "w", ops)
 	out, _ := w.StdoutPipe()
 	var stderr bytes.Buffer
 	w.Stderr = &stderr
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var last atomic.Int64
+	var (
+		last atomic.Int64
+		lat  latencies
+	)
 	last.Store(-1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if n, err := strconv.Atoi(sc.Text()); err == nil {
-				last.Store(int64(n))
+			if i, ok := lat.parse(sc.Text()); ok {
+				last.Store(i)
 			}
 		}
 	}()
@@ -72,6 +78,7 @@ func TestPoolsMoveLive(t *testing.T) {
 	waitWrites(50)
 	// A mover killed with SIGKILL part way (its copy slowed by --rate),
 	// then run again.
+	from := time.Now()
 	mv := exec.Command(archipBin, "--store", e.store, "volume", "move", "v", "--to", "s3", "--rate", "1M")
 	if err := mv.Start(); err != nil {
 		t.Fatal(err)
@@ -87,10 +94,13 @@ func TestPoolsMoveLive(t *testing.T) {
 	} else {
 		t.Log("mover killed after it finished")
 	}
+	lat.window(t, "move to s3 (killed, rerun)", from, time.Now())
 	waitWrites(20)
 	for _, to := range []string{"local", "s3"} {
 		before := last.Load()
+		from := time.Now()
 		res := e.archip("volume", "move", "v", "--to", to)
+		lat.window(t, "move to "+to, from, time.Now())
 		t.Logf("%s(%d writes during the move)", res, last.Load()-before)
 		waitWrites(30)
 		if info := e.archip("volume", "info", "v"); !strings.Contains(info, " "+to+" (") || strings.Contains(info, "moving from") {
@@ -104,7 +114,97 @@ func TestPoolsMoveLive(t *testing.T) {
 	if acked >= nops-1 {
 		t.Fatal("the writer ran out of writes")
 	}
+	lat.rest(t)
 	seed.check(t, d, acked)
+}
+
+// The writer of TestPoolsMoveLive: for each line OFF of its ops file,
+// one 4 KiB write of record(TAG, i) at OFF to export URI, then a FLUSH
+// (libnbd has no cache: what is acknowledged is on the daemon, as a
+// guest's O_DIRECT write followed by fdatasync), then "W i START END"
+// (wall clock, ns).
+const timedWriter = `
+import nbd, sys, time
+uri, tag, opsfile = sys.argv[1:4]
+h = nbd.NBD()
+h.connect_uri(uri)
+for i, line in enumerate(open(opsfile)):
+    rec = b"%s %08d\n" % (tag.encode(), i)
+    t0 = time.time_ns()
+    h.pwrite((rec * (4096 // len(rec) + 1))[:4096], int(line))
+    h.flush()
+    print("W", i, t0, time.time_ns(), flush=True)
+`
+
+// latencies collects the write+flush times a timed writer prints ("W i
+// START END") and logs them by window: a move (its cut-over), a switch
+// between daemons, and the rest.
+type latencies struct {
+	mu      sync.Mutex
+	ops     [][2]int64 // start, end (ns), by write
+	windows [][2]int64
+}
+
+// parse records one line of the writer's; it returns the write's index
+// if the line is a write's.
+func (l *latencies) parse(line string) (int64, bool) {
+	fs := strings.Fields(line)
+	if len(fs) != 4 || fs[0] != "W" {
+		return 0, false
+	}
+	i, err := strconv.ParseInt(fs[1], 10, 64)
+	s, err1 := strconv.ParseInt(fs[2], 10, 64)
+	en, err2 := strconv.ParseInt(fs[3], 10, 64)
+	if err != nil || err1 != nil || err2 != nil {
+		return 0, false
+	}
+	l.mu.Lock()
+	l.ops = append(l.ops, [2]int64{s, en})
+	l.mu.Unlock()
+	return i, true
+}
+
+// window logs the latency of the writes that started between from and
+// to: p50, p99, max (the longest is the one that waited through the
+// cut-over).
+func (l *latencies) window(t *testing.T, what string, from, to time.Time) {
+	t.Helper()
+	l.mu.Lock()
+	l.windows = append(l.windows, [2]int64{from.UnixNano(), to.UnixNano()})
+	var ds []time.Duration
+	for _, o := range l.ops {
+		if o[0] >= from.UnixNano() && o[0] <= to.UnixNano() {
+			ds = append(ds, time.Duration(o[1]-o[0]))
+		}
+	}
+	l.mu.Unlock()
+	logLatency(t, what, ds)
+}
+
+// rest logs the latency of the writes outside every window, for
+// comparison.
+func (l *latencies) rest(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	var ds []time.Duration
+	for _, o := range l.ops {
+		if !slices.ContainsFunc(l.windows, func(w [2]int64) bool { return o[0] >= w[0] && o[0] <= w[1] }) {
+			ds = append(ds, time.Duration(o[1]-o[0]))
+		}
+	}
+	l.mu.Unlock()
+	logLatency(t, "outside the moves and the switch", ds)
+}
+
+func logLatency(t *testing.T, what string, ds []time.Duration) {
+	t.Helper()
+	if len(ds) == 0 {
+		t.Logf("%s: no write started during it", what)
+		return
+	}
+	slices.Sort(ds)
+	q := func(p float64) time.Duration { return ds[min(len(ds)-1, int(p*float64(len(ds))))] }
+	t.Logf("%s: %d writes+flushes: latency p50 %v, p99 %v, max %v", what, len(ds), q(0.50), q(0.99), ds[len(ds)-1])
 }
 
 // moveVolume is the volume "v" the live-move tests write: slots of

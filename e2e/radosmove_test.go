@@ -12,10 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -65,7 +63,8 @@ for i, line in enumerate(open(opsfile)):
 // reads back at the end, and after each move volume info names the
 // target and store stats agrees, pool by pool, with du on the file pool
 // and the object listing of the RADOS namespace. The latency of the
-// client's write+flush around each move (the cut-over) is logged.
+// client's write+flush during each move (the longest is the cut-over)
+// and the switch is logged.
 func TestRadosPoolsMoveLive(t *testing.T) {
 	needLibnbd(t)
 	re := radosEnv(t)
@@ -96,10 +95,8 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	type op struct{ start, end int64 }
 	var (
-		mu       sync.Mutex
-		lat      []op // by write
+		lat      latencies
 		paused   atomic.Int64
 		switched atomic.Int64
 		last     atomic.Int64
@@ -123,14 +120,9 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 			case "S":
 				switched.Store(i)
 			case "W":
-				if len(fs) == 4 {
-					s, _ := strconv.ParseInt(fs[2], 10, 64)
-					en, _ := strconv.ParseInt(fs[3], 10, 64)
-					mu.Lock()
-					lat = append(lat, op{s, en})
-					mu.Unlock()
+				if i, ok := lat.parse(sc.Text()); ok {
+					last.Store(i)
 				}
-				last.Store(i)
 			}
 		}
 	}()
@@ -158,28 +150,6 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 		os.WriteFile(ctl+".pause", nil, 0o644)
 		waitFor("the pause", func() bool { return paused.Load() >= 0 })
 		return func() { os.Remove(ctl + ".pause") }
-	}
-	// cutover logs the latency of the writes that started while a move
-	// ran: p50, p99, max.
-	var windows [][2]int64
-	cutover := func(what string, from, to time.Time) {
-		t.Helper()
-		mu.Lock()
-		windows = append(windows, [2]int64{from.UnixNano(), to.UnixNano()})
-		var ds []time.Duration
-		for _, o := range lat {
-			if o.start >= from.UnixNano() && o.start <= to.UnixNano() {
-				ds = append(ds, time.Duration(o.end-o.start))
-			}
-		}
-		mu.Unlock()
-		if len(ds) == 0 {
-			t.Logf("%s: no write started during it", what)
-			return
-		}
-		slices.Sort(ds)
-		q := func(p float64) time.Duration { return ds[min(len(ds)-1, int(p*float64(len(ds))))] }
-		t.Logf("%s: %d writes+flushes during it: latency p50 %v, p99 %v, max %v", what, len(ds), q(0.50), q(0.99), ds[len(ds)-1])
 	}
 	check := func(to string) {
 		t.Helper()
@@ -233,7 +203,7 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 		res := e.archip("volume", "move", "v", "--to", to)
 		end := time.Now()
 		t.Logf("%s(%d writes during the move)", res, last.Load()-before)
-		cutover("move to "+to, from, end)
+		lat.window(t, "move to "+to, from, end)
 		waitWrites(30)
 		check(to)
 	}
@@ -257,7 +227,7 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	} else {
 		t.Log("mover killed after it finished")
 	}
-	cutover("move to rados (killed, rerun)", from, time.Now())
+	lat.window(t, "move to rados (killed, rerun)", from, time.Now())
 	waitWrites(30)
 	check("rados")
 
@@ -266,7 +236,7 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	os.WriteFile(ctl+".switch", nil, 0o644)
 	waitFor("the switch", func() bool { return switched.Load() >= 0 })
 	waitWrites(30)
-	cutover("switch from daemon a to b", sw, time.Now())
+	lat.window(t, "switch from daemon a to b", sw, time.Now())
 	if b.logged("lease taken") == 0 || a.logged("handed over") == 0 {
 		t.Fatalf("no handoff from daemon a to b: a handed over %d times, b took the lease %d times", a.logged("handed over"), b.logged("lease taken"))
 	}
@@ -281,19 +251,7 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	if acked >= nops-1 {
 		t.Fatal("the writer ran out of writes")
 	}
-	// The same outside the moves and the switch, for comparison.
-	var rest []time.Duration
-	mu.Lock()
-	for _, o := range lat {
-		if !slices.ContainsFunc(windows, func(w [2]int64) bool { return o.start >= w[0] && o.start <= w[1] }) {
-			rest = append(rest, time.Duration(o.end-o.start))
-		}
-	}
-	mu.Unlock()
-	if len(rest) > 0 {
-		slices.Sort(rest)
-		t.Logf("outside the moves and the switch: %d writes+flushes, latency p50 %v, p99 %v, max %v", len(rest), rest[len(rest)/2], rest[len(rest)*99/100], rest[len(rest)-1])
-	}
+	lat.rest(t)
 	seed.check(t, b, acked)
 }
 

@@ -602,10 +602,11 @@ func (h *handle) leased(v *volume.Volume) {
 	v.SetOnCopy(h.m.cow.Inc)
 }
 
-// becomeFollower flushes, releases the lease and reopens the volume as a
-// follower. The caller holds h.mu exclusively. When the flush fails the
-// node keeps the lease and the writer.
-func (h *handle) becomeFollower(ctx context.Context) error {
+// release flushes and releases the lease; the caller opens the follower
+// next (follow), before it serves again. The caller holds h.mu
+// exclusively. When the flush fails the node keeps the lease and the
+// writer.
+func (h *handle) release(ctx context.Context) error {
 	if err := h.v.Flush(ctx); err != nil {
 		return err
 	}
@@ -614,7 +615,7 @@ func (h *handle) becomeFollower(ctx context.Context) error {
 		h.d.log.Warn("releasing the lease failed; it expires by itself", "volume", h.name, "err", err)
 	}
 	h.lease = nil
-	return h.follow(ctx)
+	return nil
 }
 
 // follow opens the follower; a failure fences the handle.
@@ -666,7 +667,9 @@ func (h *handle) dropLease(why error) {
 
 // Handoff is what the admin API runs when another node asks for volume
 // id: if this node writes it, it waits for the writes in progress,
-// flushes, and releases the lease. It reports whether it released one.
+// flushes, and releases the lease. It reports whether it released one,
+// once it did: the follower that serves the volume next opens after
+// that, and the handle serves again once it is open.
 // A handle being opened holds no lease; one being closed releases it
 // when its final flush ends, which Handoff waits for.
 func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
@@ -686,24 +689,28 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 	}
 	t := time.Now()
 	term := h.lease.Term()
-	err := h.becomeFollower(ctx)
-	if err == nil {
-		h.yieldFrom, h.yieldTerm = time.Now(), term
-	}
-	h.mu.Unlock()
-	if mx := d.metrics; mx != nil {
-		if err != nil {
+	if err := h.release(ctx); err != nil {
+		h.mu.Unlock()
+		if mx := d.metrics; mx != nil {
 			mx.handoffErrs.Inc()
-		} else {
-			mx.handoffs.Inc()
-			mx.handoffDur.Observe(time.Since(t).Seconds())
 		}
-	}
-	if err != nil {
 		return false, err
 	}
+	h.yieldFrom, h.yieldTerm = time.Now(), term
+	if mx := d.metrics; mx != nil {
+		mx.handoffs.Inc()
+		mx.handoffDur.Observe(time.Since(t).Seconds())
+	}
 	d.log.Info("handed over", "volume", h.name)
-	d.retire(h) // one kept after its final flush failed
+	// The asker has its answer while the follower opens: its writes (a
+	// move's reopen, another node's first write) and this node's own
+	// writes' wait (they wait for h.mu, then yield) overlap that open
+	// rather than follow it.
+	go func() {
+		h.follow(context.WithoutCancel(ctx))
+		h.mu.Unlock()
+		d.retire(h) // one kept after its final flush failed
+	}()
 	return true, nil
 }
 

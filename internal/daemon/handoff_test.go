@@ -68,13 +68,20 @@ func (n *node) open(t *testing.T, name string) *Volume {
 	return e
 }
 
+// role is the role of the handle of name on n, once it is not busy: a
+// handoff answers before the follower it leaves has opened.
 func role(n *node, name string) string {
-	for _, st := range n.d.Status() {
-		if st.Name == name {
-			return st.Role
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		r := "closed"
+		for _, st := range n.d.Status() {
+			if st.Name == name {
+				r = st.Role
+			}
+		}
+		if r != "busy" || time.Now().After(deadline) {
+			return r
 		}
 	}
-	return "closed"
 }
 
 func readBack(t *testing.T, e *Volume, off int64, n int) []byte {
@@ -266,5 +273,62 @@ func TestAdminAPI(t *testing.T) {
 	var st []VolumeStatus
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || len(st) != 1 || st[0].Role != "writer" || st[0].Term != 1 || st[0].Clients != 1 {
 		t.Fatalf("status: %+v, %v", st, err)
+	}
+}
+
+// TestHandoffAnswersBeforeFollowerOpens: a handoff answers once the lease
+// is released, and opens the follower after that, while the asker takes
+// the lease; its own next write waits for the follower as before. The
+// follower's open (the head, the map, the write log: a few store round
+// trips) used to come before the answer, so an asker (a move's reopen)
+// waited for it and this node's writers waited for it and then for the
+// asker. The follower's read of the head is held until the handoff
+// answered (or, when it does not, for a while).
+func TestHandoffAnswersBeforeFollowerOpens(t *testing.T) {
+	ctx := context.Background()
+	n := newNode(t, objstore.NewMem(), "n", time.Hour)
+	r, err := n.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := n.open(t, "v")
+	if err := e.WriteAt(ctx, []byte("one"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan struct{})
+	var (
+		mu     sync.Mutex
+		before = -1 // the follower's read of the head began before the answer: 1, after: 0
+	)
+	n.store.Add(objstore.Rule{Op: objstore.OpGet, Prefix: "vol/" + r.ID.String() + "/head", Hook: func(context.Context, objstore.Op, string) {
+		select {
+		case <-answered:
+			mu.Lock()
+			if before < 0 {
+				before = 0
+			}
+			mu.Unlock()
+		case <-time.After(2 * time.Second): // no answer comes
+			mu.Lock()
+			before = 1
+			mu.Unlock()
+		}
+	}})
+	if ok, err := n.d.Handoff(ctx, r.ID); !ok || err != nil {
+		t.Fatalf("handoff: %v %v", ok, err)
+	}
+	close(answered)
+	// The next write waits for the follower, then takes the lease back.
+	if err := e.WriteAt(ctx, []byte("two"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	n.store.Reset()
+	mu.Lock()
+	defer mu.Unlock()
+	if before != 0 {
+		t.Errorf("the handoff answered after the follower read the head (%d)", before)
+	}
+	if got := readBack(t, e, 0, 3); string(got) != "two" {
+		t.Errorf("read %q after the handoff and the next write", got)
 	}
 }

@@ -65,9 +65,8 @@ var segMax = 1 << 20
 // have put without the log.
 var segCount = 1024
 
-// segCheckpointers is how many blocks a checkpoint of a segmented log
-// writes at once.
-const segCheckpointers = 8
+// checkpointers is how many blocks a checkpoint writes at once.
+const checkpointers = 8
 
 // segTries is how many times a segment write whose outcome is unknown
 // (a timeout) is tried.
@@ -849,14 +848,11 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 		v.mu.Unlock()
 		return nil
 	}
+	// A write (or a put) and a sync per block, each at a store's latency
+	// (a network's, or a disk's flush), and writers wait for it through a
+	// handoff: several blocks at once.
 	g := &errgroup.Group{}
-	if v.segLog {
-		// A request per logged range and a put per block, at a
-		// network's latency: several blocks at once.
-		g.SetLimit(segCheckpointers)
-	} else {
-		g.SetLimit(1)
-	}
+	g.SetLimit(checkpointers)
 	for _, b := range blocks {
 		g.Go(func() error { return one(b) })
 	}
