@@ -6,10 +6,10 @@
 # and the time 'archip volume list' takes to print its first record. On
 # the file store and on RADOS (a throwaway cluster: scripts/ceph-cluster.sh,
 # one OSD, a pool per N; the OSD is bluestore on a sparse file when a RADOS
-# size is above 200,000, which memstore cannot hold in this memory, else
-# memstore; CEPH_OBJECTSTORE=memstore|bluestore chooses). Prints per operation the mean and p99 in
-# ms as the range over RUNS runs, and the ratio of the largest N's mean to
-# the smallest's (the lower of each's runs).
+# size is above 200,000, else memstore, which keeps every object in memory,
+# about 12 KiB each; CEPH_OBJECTSTORE=memstore|bluestore chooses). Prints
+# per operation the mean and p99 in ms as the range over RUNS runs, and the
+# ratio of the largest N's mean to the smallest's (the lower of each's runs).
 #
 #   bench/catalog.sh                                   # file and RADOS 10^3,10^5,10^6
 #   FILE_SIZES="1000 100000" RADOS_SIZES= bench/catalog.sh

@@ -53,6 +53,10 @@ stop() {
 freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start() {
+  case ${CEPH_OBJECTSTORE:-memstore} in
+    memstore|bluestore) ;;
+    *) echo "ceph-cluster: CEPH_OBJECTSTORE is memstore or bluestore, not $CEPH_OBJECTSTORE" >&2; exit 2 ;;
+  esac
   mkdir -p "$dir"/{mon,osd,mgr,run,log}
   dir=$(cd "$dir" && pwd)
   local v2 v1 conf=$dir/ceph.conf
@@ -99,7 +103,6 @@ bluestore block size = ${CEPH_BLUESTORE_BYTES:-68719476736}
 bluestore fsck on mkfs = false
 CONF
       ;;
-    *) echo "ceph-cluster: CEPH_OBJECTSTORE is memstore or bluestore, not $CEPH_OBJECTSTORE" >&2; exit 2 ;;
   esac
   export CEPH_CONF=$conf
   ceph() { timeout 30 /usr/bin/ceph --connect-timeout 20 "$@"; }
