@@ -5,23 +5,26 @@
 # remove of one name, and the first page of 100 and of 1000 of a listing;
 # and the time 'archip volume list' takes to print its first record. On
 # the file store and on RADOS (a throwaway cluster: scripts/ceph-cluster.sh,
-# one memstore OSD, a pool per N). Prints per operation the mean and p99 in
-# ms as the range over RUNS runs, and the ratio of the largest N's mean to
-# the smallest's (the lower of each's runs).
+# one OSD, a pool per N; the OSD is bluestore on a sparse file when a RADOS
+# size is above 200,000, else memstore, which keeps every object in memory,
+# about 12 KiB each; CEPH_OBJECTSTORE=memstore|bluestore chooses). Prints
+# per operation the mean and p99 in ms as the range over RUNS runs, and the
+# ratio of the largest N's mean to the smallest's (the lower of each's runs).
 #
-#   bench/catalog.sh                                   # file 10^3,10^5,10^6; RADOS 10^3,10^5
+#   bench/catalog.sh                                   # file and RADOS 10^3,10^5,10^6
 #   FILE_SIZES="1000 100000" RADOS_SIZES= bench/catalog.sh
 #   FILE_SIZES=100 RADOS_SIZES= OPS=3 LISTS=1 RUNS=1 bench/catalog.sh   # seconds
 #
 # DIR keeps the filled file stores (about 16 KiB and 4 inodes a record:
 # 16 GB at 10^6) for a later run with the same sizes; by default a
 # temporary directory, removed at the end. CEPH_CONF: use that cluster
-# instead of starting one (pools catbench-N are created in it).
+# instead of starting one (pools catbench-N are created in it). RADOS at
+# 10^6 on bluestore: about 2x10^6 objects, some GB of the sparse file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 FILE_SIZES=${FILE_SIZES-1000 100000 1000000}
-RADOS_SIZES=${RADOS_SIZES-1000 100000}
+RADOS_SIZES=${RADOS_SIZES-1000 100000 1000000}
 RUNS=${RUNS:-2}
 OPS=${OPS:-100}   # rounds of the single-name operations per run
 LISTS=${LISTS:-5} # first pages of 100 and 1000 per run
@@ -41,6 +44,9 @@ tags=
 if [ -n "$RADOS_SIZES" ]; then
   tags="-tags ceph,pacific"
   if [ -z "${CEPH_CONF:-}" ]; then
+    for n in $RADOS_SIZES; do
+      [ "$n" -le 200000 ] || export CEPH_OBJECTSTORE=${CEPH_OBJECTSTORE:-bluestore}
+    done
     CEPH_CONF=$(scripts/ceph-cluster.sh start "$work/ceph")
     started_ceph=1
   fi
