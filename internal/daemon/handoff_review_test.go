@@ -48,3 +48,56 @@ func TestReviewHandoffFollowerOpenFails(t *testing.T) {
 		t.Errorf("read %q after the next write", got)
 	}
 }
+
+// TestReviewHandoffWhileFollowerOpens: while the follower a handoff
+// leaves is opening (its read of the head held), a second handoff
+// request answers that nothing was released once it opened, and Close
+// waits for it and closes it: nothing is left running or open.
+func TestReviewHandoffWhileFollowerOpens(t *testing.T) {
+	ctx := context.Background()
+	n := newNode(t, objstore.NewMem(), "n", time.Hour)
+	r, err := n.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, release, err := n.d.Open(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := e.WriteAt(ctx, []byte("one"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	held, hold := make(chan struct{}), make(chan struct{})
+	n.store.Add(objstore.Rule{Op: objstore.OpGet, Prefix: "vol/" + r.ID.String() + "/head", Count: 1, Hook: func(context.Context, objstore.Op, string) {
+		close(held)
+		<-hold
+	}})
+	if ok, err := n.d.Handoff(ctx, r.ID); !ok || err != nil {
+		t.Fatalf("handoff: %v %v", ok, err)
+	}
+	<-held
+	type answer struct {
+		ok  bool
+		err error
+	}
+	second, closed := make(chan answer, 1), make(chan error, 1)
+	go func() {
+		ok, err := n.d.Handoff(ctx, r.ID)
+		second <- answer{ok, err}
+	}()
+	go func() { closed <- n.d.Close(ctx) }()
+	close(hold)
+	if a := <-second; a.ok || a.err != nil {
+		t.Errorf("a second handoff while the follower opened: %v %v, want false and no error", a.ok, a.err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if st := n.d.Status(); len(st) != 0 {
+		t.Errorf("after Close: %+v", st)
+	}
+	if err := e.WriteAt(ctx, []byte("two"), 0, true); err == nil {
+		t.Error("a write after Close succeeded")
+	}
+}
