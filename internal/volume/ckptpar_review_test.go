@@ -5,10 +5,15 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 )
 
 // TestReviewCheckpointPartFails: the next writer's checkpoint of a
@@ -114,5 +119,82 @@ func TestReviewCheckpointPartFails(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		check(what, r)
+	}
+}
+
+// TestReviewCheckpointMemoryBounded: checkpoints write several blocks at
+// once, each through a block's buffer (4 MiB by default, up to 32 MiB),
+// and a daemon checkpoints many volumes at once (the writers of a
+// drained host's volumes, each opened after a handoff): the block writes
+// in flight over all of them, and so their buffers, stay within
+// checkpointMem. Two volumes' checkpoints of 8 logged blocks each run at
+// once under a budget of 4 blocks; each block write is held until more
+// than that are in flight (or, when none comes, for a while).
+func TestReviewCheckpointMemoryBounded(t *testing.T) {
+	ctx := context.Background()
+	const (
+		blocks  = 8
+		volumes = 2
+		budget  = 4
+	)
+	defer func(m *semaphore.Weighted) { checkpointMem = m }(checkpointMem)
+	checkpointMem = semaphore.NewWeighted(budget * bs)
+	s := objstore.NewFaulty(objstore.NewMem())
+	var ids []blockmap.ID
+	for range volumes {
+		id := newClone(t, s, blocks)
+		v := openLogged(t, s, id, OpenOptions{})
+		for b := range blocks {
+			if err := v.WriteAt(ctx, pattern(4096, byte(10+b)), int64(b*bs+512), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Discard(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	var (
+		mu         sync.Mutex
+		inFl, most int
+		over       = make(chan struct{})
+	)
+	s.Add(objstore.Rule{Prefix: "vol/", Hook: func(_ context.Context, op objstore.Op, name string) {
+		if op != objstore.OpWriteAt && op != objstore.OpPut || !strings.Contains(name, "/d/") {
+			return
+		}
+		mu.Lock()
+		inFl++
+		most = max(most, inFl)
+		if inFl == budget+1 {
+			close(over)
+		}
+		mu.Unlock()
+		select {
+		case <-over:
+		case <-time.After(200 * time.Millisecond): // none came: let this one go
+		}
+		mu.Lock()
+		inFl--
+		mu.Unlock()
+	}})
+	g := &errgroup.Group{}
+	for _, id := range ids {
+		g.Go(func() error {
+			w, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true})
+			if err != nil {
+				return err
+			}
+			return w.Close(ctx)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if most > budget {
+		t.Errorf("%d checkpoints of %d logged blocks had %d block writes in flight, want at most %d", volumes, blocks, most, budget)
 	}
 }
