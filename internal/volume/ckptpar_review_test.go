@@ -198,3 +198,68 @@ func TestReviewCheckpointMemoryBounded(t *testing.T) {
 		t.Errorf("%d checkpoints of %d logged blocks had %d block writes in flight, want at most %d", volumes, blocks, most, budget)
 	}
 }
+
+// TestReviewOwnCheckpointPartFails: a writer's own checkpoint of 8
+// logged blocks, written at once, where one block write fails with an
+// unknown outcome and another lands though it reports the same: the
+// checkpoint fails, the writer keeps writing, and its next flush, a
+// crash image after it, and a reopen after Close read every byte.
+func TestReviewOwnCheckpointPartFails(t *testing.T) {
+	ctx := context.Background()
+	const blocks = 8
+	mem := objstore.NewCrashable()
+	s := objstore.NewFaulty(mem)
+	id := newClone(t, s, blocks)
+	w := openLogged(t, s, id, OpenOptions{})
+	want := pattern(blocks*bs, 1)
+	write := func(off int, p []byte) {
+		t.Helper()
+		if err := w.WriteAt(ctx, p, int64(off), false); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+	}
+	for b := range blocks {
+		write(b*bs+512, pattern(4096, byte(10+b)))
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	timeout := errors.New("test: operation timed out")
+	data := "vol/" + id.String() + "/d/"
+	s.Add(objstore.Rule{Op: objstore.OpWriteAt, Prefix: data, Skip: 2, Count: 1, Err: timeout})
+	s.Add(objstore.Rule{Op: objstore.OpWriteAt, Prefix: data, Skip: 4, Count: 1, Err: timeout, ErrAfter: true})
+	if err := w.Checkpoint(ctx); err == nil {
+		t.Fatal("the checkpoint did not fail")
+	}
+	s.Reset()
+	for b := range blocks {
+		write(b*bs+1024, pattern(512, byte(30+b)))
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, st objstore.Store) {
+		t.Helper()
+		r, err := Open(ctx, st, id, OpenOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		got := make([]byte, len(want))
+		if err := r.ReadAt(ctx, got, 0); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s reads other bytes than were flushed", what)
+		}
+	}
+	check("a crash image after the next flush", mem.Crash(rand.New(rand.NewPCG(3, 4))))
+	if err := w.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("a reopen after Close", s)
+	check("a crash image after Close", mem.Crash(rand.New(rand.NewPCG(5, 6))))
+}
