@@ -618,15 +618,40 @@ func (h *handle) release(ctx context.Context) error {
 	return nil
 }
 
-// follow opens the follower; a failure fences the handle.
+// followTries is how many times follow tries to open the follower, the
+// first retry followWait after the first failure, each next one twice
+// as long after the one before.
+const (
+	followTries = 5
+	followWait  = 10 * time.Millisecond
+)
+
+// follow opens the follower once the lease went with nothing unflushed
+// (a handoff, a lease lost while clean). It tries again after a failure
+// (a store's timeout): failing fences the handle, and its clients' every
+// request fails until they reconnect, though nothing was lost. The
+// caller holds h.mu exclusively.
 func (h *handle) follow(ctx context.Context) error {
-	v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Follow: true})
-	if err != nil {
-		h.fence(fmt.Errorf("daemon: volume %s: reopening after the lease went: %w", h.name, err))
+	wait := followWait
+	for i := 1; ; i, wait = i+1, 2*wait {
+		v, err := volume.Open(ctx, h.d.mgr.Store, h.id, volume.OpenOptions{Follow: true})
+		if err == nil {
+			h.v = v
+			return nil
+		}
+		if i < followTries {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		h.fence(fmt.Errorf("daemon: volume %s: reopening after the lease went: %w; reconnect its clients", h.name, err))
+		h.d.log.Error("opening the follower after the lease went failed; fenced until its clients reconnect", "volume", h.name, "err", err)
 		return h.fenced
 	}
-	h.v = v
-	return nil
 }
 
 // fence makes every request on h fail with err. The caller holds h.mu
