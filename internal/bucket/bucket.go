@@ -132,16 +132,28 @@ func (b *Store) now() time.Time {
 
 // held runs fn under a hold.
 func (b *Store) held(ctx context.Context, fn func() error) error {
+	return b.heldUndo(ctx, func() (func(context.Context), error) { return nil, fn() })
+}
+
+// heldUndo runs fn under a hold. If fn succeeds but the hold's release
+// fails (gc.ErrHoldLost: a collection ran meanwhile, which may have
+// deleted what fn's result names), it calls the undo fn returned, which
+// removes that result, even if ctx has ended.
+func (b *Store) heldUndo(ctx context.Context, fn func() (undo func(context.Context), err error)) error {
 	if b.Hold == nil {
-		return fn()
+		_, err := fn()
+		return err
 	}
 	release, err := b.Hold(ctx)
 	if err != nil {
 		return err
 	}
-	err = fn()
-	if rerr := release(); err == nil {
+	undo, err := fn()
+	if rerr := release(); err == nil && rerr != nil {
 		err = rerr
+		if undo != nil {
+			undo(context.WithoutCancel(ctx))
+		}
 	}
 	return err
 }
@@ -370,13 +382,17 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 		return nil, err
 	}
 	var obj *Object
-	err = b.held(ctx, func() error {
+	// A collection that ran while this stalled past its hold may have
+	// deleted the blocks and segments of the map the record names: then
+	// the record and the head go (the record first: no object is ever
+	// visible over a missing map).
+	err = b.heldUndo(ctx, func() (func(context.Context), error) {
 		st, err := b.store(ctx, r, size)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if o.ContentMD5 != nil && string(o.ContentMD5) != string(st.sum) {
-			return ErrBadDigest
+			return nil, ErrBadDigest
 		}
 		obj = &Object{Key: key, ETag: `"` + hex.EncodeToString(st.sum) + `"`, ContentType: o.ContentType,
 			Meta: o.Meta, ModTime: b.now(), Pieces: st.pieces()}
@@ -386,9 +402,16 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 		// The head before the record, which makes the object visible
 		// (to readers, and after a crash).
 		if err := b.writeHead(ctx, st); err != nil {
-			return err
+			return nil, err
 		}
-		return b.writeObject(ctx, bucket, name, obj, o)
+		v, err := b.writeObjectVersion(ctx, bucket, name, obj, o)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) {
+			b.S.DeleteVersion(ctx, name, v)
+			b.deleteHead(ctx, st)
+		}, nil
 	})
 	return obj, err
 }
@@ -403,42 +426,49 @@ func (b *Store) objectName(ctx context.Context, bucket, key string) (string, err
 // writeObject writes obj's record under the conditions of o, then checks
 // that the bucket was not deleted meanwhile.
 func (b *Store) writeObject(ctx context.Context, bucket, name string, obj *Object, o PutOptions) error {
+	_, err := b.writeObjectVersion(ctx, bucket, name, obj, o)
+	return err
+}
+
+// writeObjectVersion is writeObject, and returns the version written.
+func (b *Store) writeObjectVersion(ctx context.Context, bucket, name string, obj *Object, o PutOptions) (objstore.Version, error) {
 	rec, err := json.Marshal(obj)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var v objstore.Version
 	switch {
 	case o.IfNoneMatch:
-		_, err = b.S.Create(ctx, name, rec)
+		v, err = b.S.Create(ctx, name, rec)
 		if errors.Is(err, objstore.ErrExists) {
-			return ErrPrecondition
+			return 0, ErrPrecondition
 		}
 	case o.IfMatch != "":
 		cur, ver, gerr := b.getRecord(ctx, name)
 		if gerr != nil {
 			if errors.Is(gerr, ErrNoKey) {
-				return ErrPrecondition
+				return 0, ErrPrecondition
 			}
-			return gerr
+			return 0, gerr
 		}
 		if !etagMatch(o.IfMatch, cur.ETag) {
-			return ErrPrecondition
+			return 0, ErrPrecondition
 		}
-		_, err = b.S.Swap(ctx, name, rec, ver)
+		v, err = b.S.Swap(ctx, name, rec, ver)
 		if errors.Is(err, objstore.ErrConflict) {
-			return ErrPrecondition
+			return 0, ErrPrecondition
 		}
 	default:
-		_, err = b.S.Put(ctx, name, rec)
+		v, err = b.S.Put(ctx, name, rec)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := b.HeadBucket(ctx, bucket); err != nil {
 		b.S.Delete(ctx, name)
-		return err
+		return 0, err
 	}
-	return nil
+	return v, nil
 }
 
 // etagMatch reports whether an If-Match list names etag.

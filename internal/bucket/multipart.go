@@ -103,13 +103,17 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 		return nil, err
 	}
 	var p *Part
-	err := b.held(ctx, func() error {
+	// A collection that ran while this stalled past its hold may have
+	// deleted the blocks and segments of the map the record names: then
+	// the head and the record go (the head first: a record alone is
+	// refused by CompleteUpload).
+	err := b.heldUndo(ctx, func() (func(context.Context), error) {
 		st, err := b.store(ctx, r, size)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if contentMD5 != nil && string(contentMD5) != string(st.sum) {
-			return ErrBadDigest
+			return nil, ErrBadDigest
 		}
 		p = &Part{Number: n, ETag: `"` + hex.EncodeToString(st.sum) + `"`, ModTime: b.now(), Pieces: st.pieces()}
 		for _, pc := range p.Pieces {
@@ -127,27 +131,31 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 		// once both are durable.
 		pname := blockmap.PartName(bucket, id, n)
 		var herr, perr error
+		var pver objstore.Version
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			herr = b.writeHead(ctx, st)
 		}()
-		_, perr = b.S.Put(ctx, pname, rec)
+		pver, perr = b.S.Put(ctx, pname, rec)
 		wg.Wait()
 		if perr != nil {
-			return perr
+			return nil, perr
 		}
 		if herr != nil {
 			b.S.Delete(ctx, pname)
-			return herr
+			return nil, herr
 		}
 		// An abort or complete that ran meanwhile did not see this part.
 		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
 			b.S.Delete(ctx, blockmap.PartName(bucket, id, n))
-			return err
+			return nil, err
 		}
-		return nil
+		return func(ctx context.Context) {
+			b.deleteHead(ctx, st)
+			b.S.DeleteVersion(ctx, pname, pver)
+		}, nil
 	})
 	return p, err
 }

@@ -60,6 +60,14 @@ func (b *Store) writeHead(ctx context.Context, st *staged) error {
 	return nil
 }
 
+// deleteHead deletes the staged map's head (its segments and blocks are
+// left to collections).
+func (b *Store) deleteHead(ctx context.Context, st *staged) {
+	if st.head != nil {
+		b.S.Delete(ctx, blockmap.HeadName(st.head.ID))
+	}
+}
+
 // store reads r (size bytes, or to its end if size < 0), stores its
 // blocks and its map's segments, and returns the head to write.
 func (b *Store) store(ctx context.Context, r io.Reader, size int64) (*staged, error) {

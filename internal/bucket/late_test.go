@@ -1,0 +1,178 @@
+package bucket_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/bucket"
+	"github.com/archipelago-go/archip/internal/gc"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// lateStore stalls the first write of a map's head until wake is closed:
+// an upload whose process stops after its blocks and segments are
+// durable (a VM pause), past the grace period.
+type lateStore struct {
+	objstore.Store
+	stalled chan struct{} // closed once the head's write waits
+	wake    chan struct{}
+	once    sync.Once
+}
+
+func (l *lateStore) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	if blockmap.ParseName(name).Kind == blockmap.HeadObject {
+		first := false
+		l.once.Do(func() { first = true })
+		if first {
+			close(l.stalled)
+			<-l.wake
+		}
+	}
+	return l.Store.Create(ctx, name, data)
+}
+
+// lostHold is a hold that a collection takes for dead: its release
+// reports gc.ErrHoldLost once a collection ran (collected is set), as
+// gc.Hold.Release does when a collection swapped its record.
+type lostHold struct {
+	mu        sync.Mutex
+	collected bool
+}
+
+func (h *lostHold) acquire(ctx context.Context) (func() error, error) {
+	return func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.collected {
+			return gc.ErrHoldLost
+		}
+		return nil
+	}, nil
+}
+
+// lateSetup returns a bucket store over a lateStore whose objects age
+// by clock, and a function that runs a collection at the clock's time.
+func lateSetup(t *testing.T) (*bucket.Store, *lateStore, *lostHold, func(time.Duration), func() error) {
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var cmu sync.Mutex
+	now := func() time.Time { cmu.Lock(); defer cmu.Unlock(); return clock }
+	advance := func(d time.Duration) { cmu.Lock(); defer cmu.Unlock(); clock = clock.Add(d) }
+	m := objstore.NewMem()
+	m.Now = now
+	ls := &lateStore{Store: m, stalled: make(chan struct{}), wake: make(chan struct{})}
+	h := &lostHold{}
+	b := &bucket.Store{S: ls, BlockShift: 16, MinPart: bs, Hold: h.acquire}
+	if err := b.CreateBucket(ctx, "bkt"); err != nil {
+		t.Fatal(err)
+	}
+	collect := func() error {
+		_, err := gc.Run(ctx, m, gc.Options{Now: now})
+		return err
+	}
+	return b, ls, h, advance, collect
+}
+
+// An UploadPart that stalls after its blocks and segments are durable,
+// past the grace period, while a collection runs (which takes its hold
+// for dead and deletes the blocks and segments nothing named), then
+// writes its head and record, fails (ErrHoldLost), and leaves no part
+// that names that map: before, ListParts listed it, CompleteUpload made
+// an object of it that could not be read, and every later collection
+// failed marking the head (its segment missing) while the head was young.
+func TestUploadPartWakesUpLate(t *testing.T) {
+	b, ls, h, advance, collect := lateSetup(t)
+	id, err := b.CreateUpload(ctx, "bkt", "key", bucket.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := twoBlocks(7)
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(p), 2*bs, nil)
+		done <- err
+	}()
+	<-ls.stalled
+	advance(2 * gc.DefaultGrace)
+	h.mu.Lock()
+	h.collected = true
+	h.mu.Unlock()
+	if err := collect(); err != nil {
+		t.Fatal(err)
+	}
+	close(ls.wake)
+	if err := <-done; !errors.Is(err, gc.ErrHoldLost) {
+		t.Fatalf("UploadPart woken up after a collection: %v, want ErrHoldLost", err)
+	}
+	if err := collect(); err != nil {
+		t.Fatalf("collection after the late UploadPart: %v", err)
+	}
+	parts, err := b.ListParts(ctx, "bkt", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) != 0 {
+		t.Fatalf("ListParts lists %d parts after the late UploadPart failed, want none", len(parts))
+	}
+	list := []bucket.CompletePart{{Number: 1, ETag: `"` + md5hex(p) + `"`}}
+	if _, err := b.CompleteUpload(ctx, "bkt", id, list); !errors.Is(err, bucket.ErrBadPart) {
+		t.Fatalf("complete with the late part: %v, want ErrBadPart", err)
+	}
+	h.mu.Lock()
+	h.collected = false
+	h.mu.Unlock()
+	if _, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(p), 2*bs, nil); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := b.CompleteUpload(ctx, "bkt", id, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkObject(t, b, obj.Key, p)
+}
+
+// A PutObject that wakes up late the same way fails and leaves no
+// object: before, it left an object whose data a collection had deleted.
+func TestPutObjectWakesUpLate(t *testing.T) {
+	b, ls, h, advance, collect := lateSetup(t)
+	p := twoBlocks(8)
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.PutObject(ctx, "bkt", "obj", bytes.NewReader(p), 2*bs, bucket.PutOptions{})
+		done <- err
+	}()
+	<-ls.stalled
+	advance(2 * gc.DefaultGrace)
+	h.mu.Lock()
+	h.collected = true
+	h.mu.Unlock()
+	if err := collect(); err != nil {
+		t.Fatal(err)
+	}
+	close(ls.wake)
+	if err := <-done; !errors.Is(err, gc.ErrHoldLost) {
+		t.Fatalf("PutObject woken up after a collection: %v, want ErrHoldLost", err)
+	}
+	if err := collect(); err != nil {
+		t.Fatalf("collection after the late PutObject: %v", err)
+	}
+	if obj, err := b.GetObject(ctx, "bkt", "obj"); !errors.Is(err, bucket.ErrNoKey) {
+		var got bytes.Buffer
+		rerr := error(nil)
+		if err == nil {
+			rerr = b.Read(ctx, obj, 0, obj.Size, &got)
+		}
+		t.Fatalf("object after the late PutObject: %v (read: %v), want ErrNoKey", err, rerr)
+	}
+}
+
+func md5hex(p []byte) string {
+	s := md5.Sum(p)
+	return hex.EncodeToString(s[:])
+}
