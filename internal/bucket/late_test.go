@@ -176,3 +176,94 @@ func md5hex(p []byte) string {
 	s := md5.Sum(p)
 	return hex.EncodeToString(s[:])
 }
+
+// retryStore holds the first head write and the first part record write
+// (an UploadPart's second stage) until go is closed, and signals held
+// for each. Then the record goes to the store even if its ctx ended (it
+// was sent before), the head fails if its ctx ended (it was not). A
+// delete fails once its ctx ended, as on the real stores.
+type retryStore struct {
+	objstore.Store
+	held   chan string
+	goOn   chan struct{}
+	head   sync.Once
+	record sync.Once
+}
+
+func (r *retryStore) first(o *sync.Once, name string) bool {
+	first := false
+	o.Do(func() { first = true })
+	if first {
+		r.held <- name
+		<-r.goOn
+	}
+	return first
+}
+
+func (r *retryStore) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	if blockmap.ParseName(name).Kind == blockmap.HeadObject && r.first(&r.head, name) && ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	return r.Store.Create(ctx, name, data)
+}
+
+func (r *retryStore) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	if blockmap.ParseName(name).Kind == blockmap.PartRecord && r.first(&r.record, name) {
+		ctx = context.WithoutCancel(ctx)
+	}
+	return r.Store.Put(ctx, name, data)
+}
+
+func (r *retryStore) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return r.Store.Delete(ctx, name)
+}
+
+func (r *retryStore) DeleteVersion(ctx context.Context, name string, v objstore.Version) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return r.Store.DeleteVersion(ctx, name, v)
+}
+
+// A client whose UploadPart (A) timed out retries it (B), which
+// succeeds; A, still running on the server, has its request cancelled
+// as its record (sent already) lands over B's and before its map's head
+// is sent. The upload must still complete with the part B answered for:
+// before, A's record named a head never written (and A's delete of its
+// record failed, its ctx done), so CompleteUpload refused the part the
+// client had been told was stored.
+func TestUploadPartRetryOverCancelled(t *testing.T) {
+	rs := &retryStore{Store: objstore.NewMem(), held: make(chan string, 2), goOn: make(chan struct{})}
+	b := &bucket.Store{S: rs, BlockShift: 16, MinPart: bs}
+	if err := b.CreateBucket(ctx, "bkt"); err != nil {
+		t.Fatal(err)
+	}
+	id, err := b.CreateUpload(ctx, "bkt", "key", bucket.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := twoBlocks(9)
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.UploadPart(actx, "bkt", id, 1, bytes.NewReader(p), 2*bs, nil)
+		done <- err
+	}()
+	<-rs.held
+	<-rs.held
+	part, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(p), 2*bs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	close(rs.goOn)
+	<-done // A's outcome is the client's no more: it gave up on it
+	obj, err := b.CompleteUpload(ctx, "bkt", id, []bucket.CompletePart{{Number: 1, ETag: part.ETag}})
+	if err != nil {
+		t.Fatalf("complete with the part whose retry succeeded: %v", err)
+	}
+	checkObject(t, b, obj.Key, p)
+}

@@ -144,8 +144,20 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 			return nil, perr
 		}
 		if herr != nil {
-			b.S.Delete(ctx, pname)
-			return nil, herr
+			// The record may have landed over one a retry of this part
+			// made meanwhile (a client that gave up on this request):
+			// make it whole, even if the request ended, rather than
+			// leave the part naming a missing head. Only if that fails
+			// too does the record go (its version: not a later one's).
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), headRetryTimeout)
+			defer cancel()
+			if err := b.writeHead(wctx, st); err != nil && !errors.Is(err, objstore.ErrExists) {
+				b.S.DeleteVersion(wctx, pname, pver)
+				return nil, herr
+			}
+			if herr = ctx.Err(); herr != nil {
+				return nil, herr // whole, but its client went away
+			}
 		}
 		// An abort or complete that ran meanwhile did not see this part.
 		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
@@ -159,6 +171,10 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 	})
 	return p, err
 }
+
+// headRetryTimeout bounds the second try of a part's head write, made
+// after its request ended.
+const headRetryTimeout = time.Minute
 
 // ListParts returns an upload's parts, by number.
 func (b *Store) ListParts(ctx context.Context, bucket, id string) ([]Part, error) {
