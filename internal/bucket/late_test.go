@@ -21,13 +21,18 @@ import (
 // durable (a VM pause), past the grace period.
 type lateStore struct {
 	objstore.Store
-	stalled chan struct{} // closed once the head's write waits
+	kind    blockmap.ObjectKind // of the write that stalls: a head's unless set
+	stalled chan struct{}       // closed once the write waits
 	wake    chan struct{}
 	once    sync.Once
 }
 
-func (l *lateStore) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	if blockmap.ParseName(name).Kind == blockmap.HeadObject {
+func (l *lateStore) stall(name string) {
+	kind := l.kind
+	if kind == 0 {
+		kind = blockmap.HeadObject
+	}
+	if blockmap.ParseName(name).Kind == kind {
 		first := false
 		l.once.Do(func() { first = true })
 		if first {
@@ -35,7 +40,16 @@ func (l *lateStore) Create(ctx context.Context, name string, data []byte) (objst
 			<-l.wake
 		}
 	}
+}
+
+func (l *lateStore) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	l.stall(name)
 	return l.Store.Create(ctx, name, data)
+}
+
+func (l *lateStore) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	l.stall(name)
+	return l.Store.Put(ctx, name, data)
 }
 
 // lostHold is a hold that a collection takes for dead: its release
@@ -169,6 +183,52 @@ func TestPutObjectWakesUpLate(t *testing.T) {
 			rerr = b.Read(ctx, obj, 0, obj.Size, &got)
 		}
 		t.Fatalf("object after the late PutObject: %v (read: %v), want ErrNoKey", err, rerr)
+	}
+}
+
+// A CompleteUpload that stalls after it claimed the upload (its record
+// deleted, so its part records root nothing), past the grace period,
+// while a collection runs, then writes the object, fails (ErrHoldLost)
+// and leaves no object: before, it left an object over deleted maps.
+func TestCompleteWakesUpLate(t *testing.T) {
+	b, ls, h, advance, collect := lateSetup(t)
+	ls.kind = blockmap.ObjectRecord
+	id, err := b.CreateUpload(ctx, "bkt", "key", bucket.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := twoBlocks(10)
+	part, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(p), 2*bs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.CompleteUpload(ctx, "bkt", id, []bucket.CompletePart{{Number: 1, ETag: part.ETag}})
+		done <- err
+	}()
+	<-ls.stalled
+	advance(2 * gc.DefaultGrace)
+	h.mu.Lock()
+	h.collected = true
+	h.mu.Unlock()
+	if err := collect(); err != nil {
+		t.Fatal(err)
+	}
+	close(ls.wake)
+	if err := <-done; !errors.Is(err, gc.ErrHoldLost) {
+		t.Fatalf("CompleteUpload woken up after a collection: %v, want ErrHoldLost", err)
+	}
+	if err := collect(); err != nil {
+		t.Fatalf("collection after the late CompleteUpload: %v", err)
+	}
+	if obj, err := b.GetObject(ctx, "bkt", "key"); !errors.Is(err, bucket.ErrNoKey) {
+		var got bytes.Buffer
+		rerr := error(nil)
+		if err == nil {
+			rerr = b.Read(ctx, obj, 0, obj.Size, &got)
+		}
+		t.Fatalf("object after the late CompleteUpload: %v (read: %v), want ErrNoKey", err, rerr)
 	}
 }
 

@@ -299,10 +299,13 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 		return nil, err
 	}
 	var obj *Object
-	err = b.held(ctx, func() error {
+	// A collection that ran while this stalled past its hold, once the
+	// upload was claimed (its part records no roots), may have deleted
+	// the parts' maps: then the object goes, and the upload with it.
+	err = b.heldUndo(ctx, func() (func(context.Context), error) {
 		parts, err := b.ListParts(ctx, bucket, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		byNum := map[int]Part{}
 		for _, p := range parts {
@@ -316,16 +319,16 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 		obj = &Object{Key: u.Key, ContentType: u.ContentType, Meta: u.Meta, ModTime: b.now()}
 		for i, c := range list {
 			if i > 0 && c.Number <= list[i-1].Number {
-				return ErrPartOrder
+				return nil, ErrPartOrder
 			}
 		}
 		for i, c := range list {
 			p, ok := byNum[c.Number]
 			if !ok || strings.Trim(c.ETag, `"`) != strings.Trim(p.ETag, `"`) {
-				return fmt.Errorf("%w: part %d", ErrBadPart, c.Number)
+				return nil, fmt.Errorf("%w: part %d", ErrBadPart, c.Number)
 			}
 			if i < len(list)-1 && p.Size < minPart {
-				return fmt.Errorf("%w: part %d has %d bytes", ErrPartTooSmall, c.Number, p.Size)
+				return nil, fmt.Errorf("%w: part %d has %d bytes", ErrPartTooSmall, c.Number, p.Size)
 			}
 			raw, _ := hex.DecodeString(strings.Trim(p.ETag, `"`))
 			sums.Write(raw)
@@ -334,31 +337,32 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			obj.Size += p.Size
 		}
 		if err := b.checkMaps(ctx, list, byNum); err != nil {
-			return err
+			return nil, err
 		}
 		obj.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(sums.Sum(nil)), len(list))
 		uname := blockmap.UploadName(bucket, id)
 		if err := b.S.DeleteVersion(ctx, uname, ver); err != nil {
 			if objstore.IsNotExist(err) || errors.Is(err, objstore.ErrConflict) {
-				return ErrNoUpload
+				return nil, ErrNoUpload
 			}
-			return err
+			return nil, err
 		}
 		// Claimed: finish even if the client goes away, else the upload
 		// would be lost.
 		ctx := context.WithoutCancel(ctx)
-		if err := b.writeObject(ctx, bucket, name, obj, PutOptions{}); err != nil {
+		v, err := b.writeObjectVersion(ctx, bucket, name, obj, PutOptions{})
+		if err != nil {
 			if !errors.Is(err, ErrNoBucket) {
 				b.S.Create(ctx, uname, raw) // the upload again, for a retry
 			}
-			return err
+			return nil, err
 		}
 		// Completed: a part record left behind (a delete failed) is no
 		// GC root, its upload record being gone, so it holds no data;
 		// failing the request now would tell the client that an upload
 		// it can no longer retry failed.
 		b.dropParts(ctx, bucket, id)
-		return nil
+		return func(ctx context.Context) { b.S.DeleteVersion(ctx, name, v) }, nil
 	})
 	return obj, err
 }
