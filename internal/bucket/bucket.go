@@ -538,10 +538,13 @@ func (b *Store) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, ds
 		return nil, err
 	}
 	var obj *Object
-	err = b.held(ctx, func() error {
+	// A collection that ran while this stalled past its hold may have
+	// deleted the source's maps (the source deleted meanwhile): then the
+	// copy goes.
+	err = b.heldUndo(ctx, func() (func(context.Context), error) {
 		src, err := b.GetObject(ctx, srcBucket, srcKey)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		c := *src
 		c.Key, c.ModTime = dstKey, b.now()
@@ -551,7 +554,11 @@ func (b *Store) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, ds
 			o = *meta
 		}
 		obj = &c
-		return b.writeObject(ctx, dstBucket, name, obj, o)
+		v, err := b.writeObjectVersion(ctx, dstBucket, name, obj, o)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) { b.S.DeleteVersion(ctx, name, v) }, nil
 	})
 	return obj, err
 }

@@ -22,6 +22,7 @@ import (
 type lateStore struct {
 	objstore.Store
 	kind    blockmap.ObjectKind // of the write that stalls: a head's unless set
+	off     bool                // no write stalls
 	stalled chan struct{}       // closed once the write waits
 	wake    chan struct{}
 	once    sync.Once
@@ -32,7 +33,7 @@ func (l *lateStore) stall(name string) {
 	if kind == 0 {
 		kind = blockmap.HeadObject
 	}
-	if blockmap.ParseName(name).Kind == kind {
+	if !l.off && blockmap.ParseName(name).Kind == kind {
 		first := false
 		l.once.Do(func() { first = true })
 		if first {
@@ -229,6 +230,64 @@ func TestCompleteWakesUpLate(t *testing.T) {
 			rerr = b.Read(ctx, obj, 0, obj.Size, &got)
 		}
 		t.Fatalf("object after the late CompleteUpload: %v (read: %v), want ErrNoKey", err, rerr)
+	}
+}
+
+// A CopyObject or CopyPart that stalls before it writes its record,
+// past the grace period, while its source is deleted and a collection
+// runs, fails (ErrHoldLost) and leaves no object or part over the
+// source's deleted map: before, it left them.
+func TestCopyWakesUpLate(t *testing.T) {
+	for _, part := range []bool{false, true} {
+		b, ls, h, advance, collect := lateSetup(t)
+		ls.off = true
+		p := twoBlocks(11)
+		if _, err := b.PutObject(ctx, "bkt", "src", bytes.NewReader(p), 2*bs, bucket.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		id, err := b.CreateUpload(ctx, "bkt", "key", bucket.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls.kind, ls.off = blockmap.ObjectRecord, false
+		if part {
+			ls.kind = blockmap.PartRecord
+		}
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			if part {
+				_, err = b.CopyPart(ctx, "bkt", id, 1, "bkt", "src", 0, -1)
+			} else {
+				_, err = b.CopyObject(ctx, "bkt", "src", "bkt", "dst", nil)
+			}
+			done <- err
+		}()
+		<-ls.stalled
+		if err := b.DeleteObject(ctx, "bkt", "src"); err != nil {
+			t.Fatal(err)
+		}
+		advance(2 * gc.DefaultGrace)
+		h.mu.Lock()
+		h.collected = true
+		h.mu.Unlock()
+		if err := collect(); err != nil {
+			t.Fatal(err)
+		}
+		close(ls.wake)
+		if err := <-done; !errors.Is(err, gc.ErrHoldLost) {
+			t.Fatalf("copy (part %v) woken up after a collection: %v, want ErrHoldLost", part, err)
+		}
+		if err := collect(); err != nil {
+			t.Fatalf("collection after the late copy (part %v): %v", part, err)
+		}
+		if part {
+			if parts, err := b.ListParts(ctx, "bkt", id); err != nil || len(parts) != 0 {
+				t.Fatalf("ListParts after the late CopyPart: %d parts, %v; want none", len(parts), err)
+			}
+		} else if _, err := b.GetObject(ctx, "bkt", "dst"); !errors.Is(err, bucket.ErrNoKey) {
+			t.Fatalf("object after the late CopyObject: %v, want ErrNoKey", err)
+		}
 	}
 }
 

@@ -454,30 +454,33 @@ func (b *Store) CopyPart(ctx context.Context, bucket, id string, num int, srcBuc
 		return nil, err
 	}
 	var p *Part
-	err := b.held(ctx, func() error {
+	// As CopyObject: the record goes if the hold was lost.
+	err := b.heldUndo(ctx, func() (func(context.Context), error) {
 		src, err := b.GetObject(ctx, srcBucket, srcKey)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if n < 0 {
 			n = src.Size - off
 		}
 		if off < 0 || n < 0 || off+n > src.Size {
-			return fmt.Errorf("%w: bytes %d-%d of an object of %d", ErrBadRange, off, off+n-1, src.Size)
+			return nil, fmt.Errorf("%w: bytes %d-%d of an object of %d", ErrBadRange, off, off+n-1, src.Size)
 		}
 		pieces := slice(src.Pieces, off, n)
 		raw, _ := json.Marshal(pieces)
 		sum := md5.Sum(raw)
 		p = &Part{Number: num, ETag: `"` + hex.EncodeToString(sum[:]) + `"`, Size: n, ModTime: b.now(), Pieces: pieces}
 		rec, _ := json.Marshal(p)
-		if _, err := b.S.Put(ctx, blockmap.PartName(bucket, id, num), rec); err != nil {
-			return err
+		pname := blockmap.PartName(bucket, id, num)
+		v, err := b.S.Put(ctx, pname, rec)
+		if err != nil {
+			return nil, err
 		}
 		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
-			b.S.Delete(ctx, blockmap.PartName(bucket, id, num))
-			return err
+			b.S.Delete(ctx, pname)
+			return nil, err
 		}
-		return nil
+		return func(ctx context.Context) { b.S.DeleteVersion(ctx, pname, v) }, nil
 	})
 	return p, err
 }
