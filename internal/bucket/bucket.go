@@ -33,7 +33,10 @@
 // segments at once, then its map's head and its record at once), three
 // for a PutObject (the record after the head); the crash argument is in
 // upload.go and UploadPart, and CompleteUpload refuses a part whose map's
-// head a crash left missing (ErrBadPart).
+// head a crash left missing (ErrBadPart). An operation whose hold a
+// collection took for dead meanwhile (a stall past it: gc.ErrHoldLost)
+// removes the records and head it wrote, which may name objects that
+// collection deleted (heldUndo).
 // Deleting or overwriting an object only removes or replaces the record:
 // the next collection reclaims what nothing else references. A read in
 // progress of an object deleted meanwhile may then fail.
