@@ -412,8 +412,11 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 			return nil, err
 		}
 		return func(ctx context.Context) {
-			b.S.DeleteVersion(ctx, name, v)
-			b.deleteHead(ctx, st)
+			// The head only once no record of this write names it.
+			err := b.S.DeleteVersion(ctx, name, v)
+			if err == nil || objstore.IsNotExist(err) || errors.Is(err, objstore.ErrConflict) {
+				b.deleteHead(ctx, st)
+			}
 		}, nil
 	})
 	return obj, err
