@@ -35,8 +35,9 @@
 // upload.go and UploadPart, and CompleteUpload refuses a part whose map's
 // head a crash left missing (ErrBadPart). An operation whose hold a
 // collection took for dead meanwhile (a stall past it: gc.ErrHoldLost)
-// removes the records and head it wrote, which may name objects that
-// collection deleted (heldUndo).
+// keeps its result if it finds its new map whole under a new hold
+// (uploads), else removes the records and head it wrote, which may name
+// objects that collection deleted (heldUndo).
 // Deleting or overwriting an object only removes or replaces the record:
 // the next collection reclaims what nothing else references. A read in
 // progress of an object deleted meanwhile may then fail.
@@ -135,14 +136,15 @@ func (b *Store) now() time.Time {
 
 // held runs fn under a hold.
 func (b *Store) held(ctx context.Context, fn func() error) error {
-	return b.heldUndo(ctx, func() (func(context.Context), error) { return nil, fn() })
+	return b.heldUndo(ctx, func() (func(context.Context) bool, error) { return nil, fn() })
 }
 
 // heldUndo runs fn under a hold. If fn succeeds but the hold's release
 // fails (gc.ErrHoldLost: a collection ran meanwhile, which may have
-// deleted what fn's result names), it calls the undo fn returned, which
-// removes that result, even if ctx has ended.
-func (b *Store) heldUndo(ctx context.Context, fn func() (undo func(context.Context), err error)) error {
+// deleted what fn's result names), it calls the undo fn returned, even if
+// ctx has ended, which either finds the result whole and keeps it
+// (reporting true: heldUndo then returns nil) or removes it.
+func (b *Store) heldUndo(ctx context.Context, fn func() (undo func(context.Context) (kept bool), err error)) error {
 	if b.Hold == nil {
 		_, err := fn()
 		return err
@@ -154,11 +156,64 @@ func (b *Store) heldUndo(ctx context.Context, fn func() (undo func(context.Conte
 	undo, err := fn()
 	if rerr := release(); err == nil && rerr != nil {
 		err = rerr
-		if undo != nil {
-			undo(context.WithoutCancel(ctx))
+		if undo != nil && undo(context.WithoutCancel(ctx)) {
+			err = nil
 		}
 	}
 	return err
+}
+
+// keepWhole reports whether map id (one this process made: content and
+// zero blocks) is whole, checked under a new hold: its head, each of its
+// segments and each block they name exist, and no collection ran during
+// the check. A map named by a record and found whole so stays whole.
+func (b *Store) keepWhole(ctx context.Context, id blockmap.ID) bool {
+	release, err := b.Hold(ctx)
+	if err != nil {
+		return false
+	}
+	err = b.whole(ctx, id)
+	if rerr := release(); err == nil {
+		err = rerr
+	}
+	return err == nil
+}
+
+// whole returns an error unless every object map id references exists.
+func (b *Store) whole(ctx context.Context, id blockmap.ID) error {
+	h, _, err := volume.ReadHead(ctx, b.S, id)
+	if err != nil {
+		return err
+	}
+	if len(h.Delta) > 0 || len(h.Logs) > 0 {
+		return fmt.Errorf("bucket: map %s is not an upload's", id)
+	}
+	seen := map[string]bool{}
+	for _, ref := range h.Segments {
+		raw, _, err := b.S.Get(ctx, ref.Name())
+		if err != nil {
+			return err
+		}
+		seg := make([]blockmap.Entry, blockmap.SegmentEntries)
+		if err := blockmap.DecodeSegment(raw, ref, seg); err != nil {
+			return err
+		}
+		for _, e := range seg {
+			switch e.Kind() {
+			case blockmap.Zero:
+			case blockmap.Content:
+				if name := e.ObjectName(); !seen[name] {
+					seen[name] = true
+					if _, err := b.S.Stat(ctx, name); err != nil {
+						return err
+					}
+				}
+			default:
+				return fmt.Errorf("bucket: map %s is not an upload's", id)
+			}
+		}
+	}
+	return nil
 }
 
 // Piece is a part of an object's data: Size bytes of map Map from offset
@@ -389,7 +444,7 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 	// deleted the blocks and segments of the map the record names: then
 	// the record and the head go (the record first: no object is ever
 	// visible over a missing map).
-	err = b.heldUndo(ctx, func() (func(context.Context), error) {
+	err = b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		st, err := b.store(ctx, r, size)
 		if err != nil {
 			return nil, err
@@ -411,12 +466,16 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 		if err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) {
+		return func(ctx context.Context) bool {
+			if st.head == nil || b.keepWhole(ctx, st.head.ID) {
+				return true
+			}
 			// The head only once no record of this write names it.
 			err := b.S.DeleteVersion(ctx, name, v)
 			if err == nil || objstore.IsNotExist(err) || errors.Is(err, objstore.ErrConflict) {
 				b.deleteHead(ctx, st)
 			}
+			return false
 		}, nil
 	})
 	return obj, err
@@ -547,7 +606,7 @@ func (b *Store) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, ds
 	// A collection that ran while this stalled past its hold may have
 	// deleted the source's maps (the source deleted meanwhile): then the
 	// copy goes.
-	err = b.heldUndo(ctx, func() (func(context.Context), error) {
+	err = b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		src, err := b.GetObject(ctx, srcBucket, srcKey)
 		if err != nil {
 			return nil, err
@@ -564,7 +623,7 @@ func (b *Store) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, ds
 		if err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) { b.S.DeleteVersion(ctx, name, v) }, nil
+		return func(ctx context.Context) bool { b.S.DeleteVersion(ctx, name, v); return false }, nil
 	})
 	return obj, err
 }

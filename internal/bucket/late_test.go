@@ -54,18 +54,27 @@ func (l *lateStore) Put(ctx context.Context, name string, data []byte) (objstore
 }
 
 // lostHold is a hold that a collection takes for dead: its release
-// reports gc.ErrHoldLost once a collection ran (collected is set), as
-// gc.Hold.Release does when a collection swapped its record.
+// reports gc.ErrHoldLost if a collection ran since it was acquired
+// (lose), as gc.Hold.Release does when a collection swapped its record.
 type lostHold struct {
-	mu        sync.Mutex
-	collected bool
+	mu  sync.Mutex
+	gen int // collections that took the holds of their time for dead
+}
+
+func (h *lostHold) lose() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gen++
 }
 
 func (h *lostHold) acquire(ctx context.Context) (func() error, error) {
+	h.mu.Lock()
+	gen := h.gen
+	h.mu.Unlock()
 	return func() error {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if h.collected {
+		if h.gen != gen {
 			return gc.ErrHoldLost
 		}
 		return nil
@@ -115,9 +124,7 @@ func TestUploadPartWakesUpLate(t *testing.T) {
 	}()
 	<-ls.stalled
 	advance(2 * gc.DefaultGrace)
-	h.mu.Lock()
-	h.collected = true
-	h.mu.Unlock()
+	h.lose()
 	if err := collect(); err != nil {
 		t.Fatal(err)
 	}
@@ -139,9 +146,6 @@ func TestUploadPartWakesUpLate(t *testing.T) {
 	if _, err := b.CompleteUpload(ctx, "bkt", id, list); !errors.Is(err, bucket.ErrBadPart) {
 		t.Fatalf("complete with the late part: %v, want ErrBadPart", err)
 	}
-	h.mu.Lock()
-	h.collected = false
-	h.mu.Unlock()
 	if _, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(p), 2*bs, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -164,9 +168,7 @@ func TestPutObjectWakesUpLate(t *testing.T) {
 	}()
 	<-ls.stalled
 	advance(2 * gc.DefaultGrace)
-	h.mu.Lock()
-	h.collected = true
-	h.mu.Unlock()
+	h.lose()
 	if err := collect(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +212,7 @@ func TestCompleteWakesUpLate(t *testing.T) {
 	}()
 	<-ls.stalled
 	advance(2 * gc.DefaultGrace)
-	h.mu.Lock()
-	h.collected = true
-	h.mu.Unlock()
+	h.lose()
 	if err := collect(); err != nil {
 		t.Fatal(err)
 	}
@@ -268,9 +268,7 @@ func TestCopyWakesUpLate(t *testing.T) {
 			t.Fatal(err)
 		}
 		advance(2 * gc.DefaultGrace)
-		h.mu.Lock()
-		h.collected = true
-		h.mu.Unlock()
+		h.lose()
 		if err := collect(); err != nil {
 			t.Fatal(err)
 		}
@@ -288,6 +286,51 @@ func TestCopyWakesUpLate(t *testing.T) {
 		} else if _, err := b.GetObject(ctx, "bkt", "dst"); !errors.Is(err, bucket.ErrNoKey) {
 			t.Fatalf("object after the late CopyObject: %v, want ErrNoKey", err)
 		}
+	}
+}
+
+// An UploadPart or PutObject whose hold a collection took for dead
+// while it stalled, but less than the grace period (the collection
+// deleted nothing of its map), keeps its result: it checks, under a new
+// hold, that its map is whole, and succeeds.
+func TestWakesUpLateWhole(t *testing.T) {
+	for _, part := range []bool{false, true} {
+		b, ls, h, advance, collect := lateSetup(t)
+		id, err := b.CreateUpload(ctx, "bkt", "key", bucket.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := twoBlocks(12)
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			if part {
+				_, err = b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(p), 2*bs, nil)
+			} else {
+				_, err = b.PutObject(ctx, "bkt", "key", bytes.NewReader(p), 2*bs, bucket.PutOptions{})
+			}
+			done <- err
+		}()
+		<-ls.stalled
+		advance(gc.DefaultGrace / 2)
+		h.lose()
+		if err := collect(); err != nil {
+			t.Fatal(err)
+		}
+		close(ls.wake)
+		if err := <-done; err != nil {
+			t.Fatalf("upload (part %v) woken up after a collection that deleted none of its map: %v", part, err)
+		}
+		advance(2 * gc.DefaultGrace)
+		if err := collect(); err != nil {
+			t.Fatal(err)
+		}
+		if part {
+			if _, err := b.CompleteUpload(ctx, "bkt", id, []bucket.CompletePart{{Number: 1, ETag: `"` + md5hex(p) + `"`}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkObject(t, b, "key", p)
 	}
 }
 

@@ -107,7 +107,7 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 	// deleted the blocks and segments of the map the record names: then
 	// the head and the record go (the head first: a record alone is
 	// refused by CompleteUpload).
-	err := b.heldUndo(ctx, func() (func(context.Context), error) {
+	err := b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		st, err := b.store(ctx, r, size)
 		if err != nil {
 			return nil, err
@@ -164,9 +164,13 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 			b.S.Delete(ctx, blockmap.PartName(bucket, id, n))
 			return nil, err
 		}
-		return func(ctx context.Context) {
+		return func(ctx context.Context) bool {
+			if st.head == nil || b.keepWhole(ctx, st.head.ID) {
+				return true
+			}
 			b.deleteHead(ctx, st)
 			b.S.DeleteVersion(ctx, pname, pver)
+			return false
 		}, nil
 	})
 	return p, err
@@ -302,7 +306,7 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 	// A collection that ran while this stalled past its hold, once the
 	// upload was claimed (its part records no roots), may have deleted
 	// the parts' maps: then the object goes, and the upload with it.
-	err = b.heldUndo(ctx, func() (func(context.Context), error) {
+	err = b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		parts, err := b.ListParts(ctx, bucket, id)
 		if err != nil {
 			return nil, err
@@ -362,7 +366,7 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 		// failing the request now would tell the client that an upload
 		// it can no longer retry failed.
 		b.dropParts(ctx, bucket, id)
-		return func(ctx context.Context) { b.S.DeleteVersion(ctx, name, v) }, nil
+		return func(ctx context.Context) bool { b.S.DeleteVersion(ctx, name, v); return false }, nil
 	})
 	return obj, err
 }
@@ -455,7 +459,7 @@ func (b *Store) CopyPart(ctx context.Context, bucket, id string, num int, srcBuc
 	}
 	var p *Part
 	// As CopyObject: the record goes if the hold was lost.
-	err := b.heldUndo(ctx, func() (func(context.Context), error) {
+	err := b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		src, err := b.GetObject(ctx, srcBucket, srcKey)
 		if err != nil {
 			return nil, err
@@ -480,7 +484,7 @@ func (b *Store) CopyPart(ctx context.Context, bucket, id string, num int, srcBuc
 			b.S.Delete(ctx, pname)
 			return nil, err
 		}
-		return func(ctx context.Context) { b.S.DeleteVersion(ctx, pname, v) }, nil
+		return func(ctx context.Context) bool { b.S.DeleteVersion(ctx, pname, v); return false }, nil
 	})
 	return p, err
 }
