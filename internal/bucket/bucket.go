@@ -33,7 +33,11 @@
 // segments at once, then its map's head and its record at once), three
 // for a PutObject (the record after the head); the crash argument is in
 // upload.go and UploadPart, and CompleteUpload refuses a part whose map's
-// head a crash left missing (ErrBadPart).
+// head a crash left missing (ErrBadPart). An operation whose hold a
+// collection took for dead meanwhile (a stall past it: gc.ErrHoldLost)
+// keeps its result if it finds its new map whole under a new hold
+// (uploads), else removes the records and head it wrote, which may name
+// objects that collection deleted (heldUndo).
 // Deleting or overwriting an object only removes or replaces the record:
 // the next collection reclaims what nothing else references. A read in
 // progress of an object deleted meanwhile may then fail.
@@ -132,18 +136,84 @@ func (b *Store) now() time.Time {
 
 // held runs fn under a hold.
 func (b *Store) held(ctx context.Context, fn func() error) error {
+	return b.heldUndo(ctx, func() (func(context.Context) bool, error) { return nil, fn() })
+}
+
+// heldUndo runs fn under a hold. If fn succeeds but the hold's release
+// fails (gc.ErrHoldLost: a collection ran meanwhile, which may have
+// deleted what fn's result names), it calls the undo fn returned, even if
+// ctx has ended, which either finds the result whole and keeps it
+// (reporting true: heldUndo then returns nil) or removes it.
+func (b *Store) heldUndo(ctx context.Context, fn func() (undo func(context.Context) (kept bool), err error)) error {
 	if b.Hold == nil {
-		return fn()
+		_, err := fn()
+		return err
 	}
 	release, err := b.Hold(ctx)
 	if err != nil {
 		return err
 	}
-	err = fn()
+	undo, err := fn()
+	if rerr := release(); err == nil && rerr != nil {
+		err = rerr
+		if undo != nil && undo(context.WithoutCancel(ctx)) {
+			err = nil
+		}
+	}
+	return err
+}
+
+// keepWhole reports whether map id (one this process made: content and
+// zero blocks) is whole, checked under a new hold: its head, each of its
+// segments and each block they name exist, and no collection ran during
+// the check. A map named by a record and found whole so stays whole.
+func (b *Store) keepWhole(ctx context.Context, id blockmap.ID) bool {
+	release, err := b.Hold(ctx)
+	if err != nil {
+		return false
+	}
+	err = b.whole(ctx, id)
 	if rerr := release(); err == nil {
 		err = rerr
 	}
-	return err
+	return err == nil
+}
+
+// whole returns an error unless every object map id references exists.
+func (b *Store) whole(ctx context.Context, id blockmap.ID) error {
+	h, _, err := volume.ReadHead(ctx, b.S, id)
+	if err != nil {
+		return err
+	}
+	if len(h.Delta) > 0 || len(h.Logs) > 0 {
+		return fmt.Errorf("bucket: map %s is not an upload's", id)
+	}
+	seen := map[string]bool{}
+	for _, ref := range h.Segments {
+		raw, _, err := b.S.Get(ctx, ref.Name())
+		if err != nil {
+			return err
+		}
+		seg := make([]blockmap.Entry, blockmap.SegmentEntries)
+		if err := blockmap.DecodeSegment(raw, ref, seg); err != nil {
+			return err
+		}
+		for _, e := range seg {
+			switch e.Kind() {
+			case blockmap.Zero:
+			case blockmap.Content:
+				if name := e.ObjectName(); !seen[name] {
+					seen[name] = true
+					if _, err := b.S.Stat(ctx, name); err != nil {
+						return err
+					}
+				}
+			default:
+				return fmt.Errorf("bucket: map %s is not an upload's", id)
+			}
+		}
+	}
+	return nil
 }
 
 // Piece is a part of an object's data: Size bytes of map Map from offset
@@ -370,13 +440,17 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 		return nil, err
 	}
 	var obj *Object
-	err = b.held(ctx, func() error {
+	// A collection that ran while this stalled past its hold may have
+	// deleted the blocks and segments of the map the record names: then
+	// the record and the head go (the record first: no object is ever
+	// visible over a missing map).
+	err = b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		st, err := b.store(ctx, r, size)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if o.ContentMD5 != nil && string(o.ContentMD5) != string(st.sum) {
-			return ErrBadDigest
+			return nil, ErrBadDigest
 		}
 		obj = &Object{Key: key, ETag: `"` + hex.EncodeToString(st.sum) + `"`, ContentType: o.ContentType,
 			Meta: o.Meta, ModTime: b.now(), Pieces: st.pieces()}
@@ -386,9 +460,23 @@ func (b *Store) PutObject(ctx context.Context, bucket, key string, r io.Reader, 
 		// The head before the record, which makes the object visible
 		// (to readers, and after a crash).
 		if err := b.writeHead(ctx, st); err != nil {
-			return err
+			return nil, err
 		}
-		return b.writeObject(ctx, bucket, name, obj, o)
+		v, err := b.writeObjectVersion(ctx, bucket, name, obj, o)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) bool {
+			if st.head == nil || b.keepWhole(ctx, st.head.ID) {
+				return true
+			}
+			// The head only once no record of this write names it.
+			err := b.S.DeleteVersion(ctx, name, v)
+			if err == nil || objstore.IsNotExist(err) || errors.Is(err, objstore.ErrConflict) {
+				b.deleteHead(ctx, st)
+			}
+			return false
+		}, nil
 	})
 	return obj, err
 }
@@ -403,42 +491,49 @@ func (b *Store) objectName(ctx context.Context, bucket, key string) (string, err
 // writeObject writes obj's record under the conditions of o, then checks
 // that the bucket was not deleted meanwhile.
 func (b *Store) writeObject(ctx context.Context, bucket, name string, obj *Object, o PutOptions) error {
+	_, err := b.writeObjectVersion(ctx, bucket, name, obj, o)
+	return err
+}
+
+// writeObjectVersion is writeObject, and returns the version written.
+func (b *Store) writeObjectVersion(ctx context.Context, bucket, name string, obj *Object, o PutOptions) (objstore.Version, error) {
 	rec, err := json.Marshal(obj)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var v objstore.Version
 	switch {
 	case o.IfNoneMatch:
-		_, err = b.S.Create(ctx, name, rec)
+		v, err = b.S.Create(ctx, name, rec)
 		if errors.Is(err, objstore.ErrExists) {
-			return ErrPrecondition
+			return 0, ErrPrecondition
 		}
 	case o.IfMatch != "":
 		cur, ver, gerr := b.getRecord(ctx, name)
 		if gerr != nil {
 			if errors.Is(gerr, ErrNoKey) {
-				return ErrPrecondition
+				return 0, ErrPrecondition
 			}
-			return gerr
+			return 0, gerr
 		}
 		if !etagMatch(o.IfMatch, cur.ETag) {
-			return ErrPrecondition
+			return 0, ErrPrecondition
 		}
-		_, err = b.S.Swap(ctx, name, rec, ver)
+		v, err = b.S.Swap(ctx, name, rec, ver)
 		if errors.Is(err, objstore.ErrConflict) {
-			return ErrPrecondition
+			return 0, ErrPrecondition
 		}
 	default:
-		_, err = b.S.Put(ctx, name, rec)
+		v, err = b.S.Put(ctx, name, rec)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := b.HeadBucket(ctx, bucket); err != nil {
 		b.S.Delete(ctx, name)
-		return err
+		return 0, err
 	}
-	return nil
+	return v, nil
 }
 
 // etagMatch reports whether an If-Match list names etag.
@@ -508,10 +603,13 @@ func (b *Store) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, ds
 		return nil, err
 	}
 	var obj *Object
-	err = b.held(ctx, func() error {
+	// A collection that ran while this stalled past its hold may have
+	// deleted the source's maps (the source deleted meanwhile): then the
+	// copy goes.
+	err = b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		src, err := b.GetObject(ctx, srcBucket, srcKey)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		c := *src
 		c.Key, c.ModTime = dstKey, b.now()
@@ -521,7 +619,11 @@ func (b *Store) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, ds
 			o = *meta
 		}
 		obj = &c
-		return b.writeObject(ctx, dstBucket, name, obj, o)
+		v, err := b.writeObjectVersion(ctx, dstBucket, name, obj, o)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) bool { b.S.DeleteVersion(ctx, name, v); return false }, nil
 	})
 	return obj, err
 }

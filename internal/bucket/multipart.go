@@ -103,13 +103,17 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 		return nil, err
 	}
 	var p *Part
-	err := b.held(ctx, func() error {
+	// A collection that ran while this stalled past its hold may have
+	// deleted the blocks and segments of the map the record names: then
+	// the head and the record go (the head first: a record alone is
+	// refused by CompleteUpload).
+	err := b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		st, err := b.store(ctx, r, size)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if contentMD5 != nil && string(contentMD5) != string(st.sum) {
-			return ErrBadDigest
+			return nil, ErrBadDigest
 		}
 		p = &Part{Number: n, ETag: `"` + hex.EncodeToString(st.sum) + `"`, ModTime: b.now(), Pieces: st.pieces()}
 		for _, pc := range p.Pieces {
@@ -127,30 +131,54 @@ func (b *Store) UploadPart(ctx context.Context, bucket, id string, n int, r io.R
 		// once both are durable.
 		pname := blockmap.PartName(bucket, id, n)
 		var herr, perr error
+		var pver objstore.Version
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			herr = b.writeHead(ctx, st)
 		}()
-		_, perr = b.S.Put(ctx, pname, rec)
+		pver, perr = b.S.Put(ctx, pname, rec)
 		wg.Wait()
 		if perr != nil {
-			return perr
+			return nil, perr
 		}
 		if herr != nil {
-			b.S.Delete(ctx, pname)
-			return herr
+			// The record may have landed over one a retry of this part
+			// made meanwhile (a client that gave up on this request):
+			// make it whole, even if the request ended, rather than
+			// leave the part naming a missing head. Only if that fails
+			// too does the record go (its version: not a later one's).
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), headRetryTimeout)
+			defer cancel()
+			if err := b.writeHead(wctx, st); err != nil && !errors.Is(err, objstore.ErrExists) {
+				b.S.DeleteVersion(wctx, pname, pver)
+				return nil, herr
+			}
+			if herr = ctx.Err(); herr != nil {
+				return nil, herr // whole, but its client went away
+			}
 		}
 		// An abort or complete that ran meanwhile did not see this part.
 		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
 			b.S.Delete(ctx, blockmap.PartName(bucket, id, n))
-			return err
+			return nil, err
 		}
-		return nil
+		return func(ctx context.Context) bool {
+			if st.head == nil || b.keepWhole(ctx, st.head.ID) {
+				return true
+			}
+			b.deleteHead(ctx, st)
+			b.S.DeleteVersion(ctx, pname, pver)
+			return false
+		}, nil
 	})
 	return p, err
 }
+
+// headRetryTimeout bounds the second try of a part's head write, made
+// after its request ended.
+const headRetryTimeout = time.Minute
 
 // ListParts returns an upload's parts, by number.
 func (b *Store) ListParts(ctx context.Context, bucket, id string) ([]Part, error) {
@@ -275,10 +303,13 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 		return nil, err
 	}
 	var obj *Object
-	err = b.held(ctx, func() error {
+	// A collection that ran while this stalled past its hold, once the
+	// upload was claimed (its part records no roots), may have deleted
+	// the parts' maps: then the object goes, and the upload with it.
+	err = b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		parts, err := b.ListParts(ctx, bucket, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		byNum := map[int]Part{}
 		for _, p := range parts {
@@ -292,16 +323,16 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 		obj = &Object{Key: u.Key, ContentType: u.ContentType, Meta: u.Meta, ModTime: b.now()}
 		for i, c := range list {
 			if i > 0 && c.Number <= list[i-1].Number {
-				return ErrPartOrder
+				return nil, ErrPartOrder
 			}
 		}
 		for i, c := range list {
 			p, ok := byNum[c.Number]
 			if !ok || strings.Trim(c.ETag, `"`) != strings.Trim(p.ETag, `"`) {
-				return fmt.Errorf("%w: part %d", ErrBadPart, c.Number)
+				return nil, fmt.Errorf("%w: part %d", ErrBadPart, c.Number)
 			}
 			if i < len(list)-1 && p.Size < minPart {
-				return fmt.Errorf("%w: part %d has %d bytes", ErrPartTooSmall, c.Number, p.Size)
+				return nil, fmt.Errorf("%w: part %d has %d bytes", ErrPartTooSmall, c.Number, p.Size)
 			}
 			raw, _ := hex.DecodeString(strings.Trim(p.ETag, `"`))
 			sums.Write(raw)
@@ -310,31 +341,32 @@ func (b *Store) CompleteUpload(ctx context.Context, bucket, id string, list []Co
 			obj.Size += p.Size
 		}
 		if err := b.checkMaps(ctx, list, byNum); err != nil {
-			return err
+			return nil, err
 		}
 		obj.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(sums.Sum(nil)), len(list))
 		uname := blockmap.UploadName(bucket, id)
 		if err := b.S.DeleteVersion(ctx, uname, ver); err != nil {
 			if objstore.IsNotExist(err) || errors.Is(err, objstore.ErrConflict) {
-				return ErrNoUpload
+				return nil, ErrNoUpload
 			}
-			return err
+			return nil, err
 		}
 		// Claimed: finish even if the client goes away, else the upload
 		// would be lost.
 		ctx := context.WithoutCancel(ctx)
-		if err := b.writeObject(ctx, bucket, name, obj, PutOptions{}); err != nil {
+		v, err := b.writeObjectVersion(ctx, bucket, name, obj, PutOptions{})
+		if err != nil {
 			if !errors.Is(err, ErrNoBucket) {
 				b.S.Create(ctx, uname, raw) // the upload again, for a retry
 			}
-			return err
+			return nil, err
 		}
 		// Completed: a part record left behind (a delete failed) is no
 		// GC root, its upload record being gone, so it holds no data;
 		// failing the request now would tell the client that an upload
 		// it can no longer retry failed.
 		b.dropParts(ctx, bucket, id)
-		return nil
+		return func(ctx context.Context) bool { b.S.DeleteVersion(ctx, name, v); return false }, nil
 	})
 	return obj, err
 }
@@ -426,30 +458,33 @@ func (b *Store) CopyPart(ctx context.Context, bucket, id string, num int, srcBuc
 		return nil, err
 	}
 	var p *Part
-	err := b.held(ctx, func() error {
+	// As CopyObject: the record goes if the hold was lost.
+	err := b.heldUndo(ctx, func() (func(context.Context) bool, error) {
 		src, err := b.GetObject(ctx, srcBucket, srcKey)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if n < 0 {
 			n = src.Size - off
 		}
 		if off < 0 || n < 0 || off+n > src.Size {
-			return fmt.Errorf("%w: bytes %d-%d of an object of %d", ErrBadRange, off, off+n-1, src.Size)
+			return nil, fmt.Errorf("%w: bytes %d-%d of an object of %d", ErrBadRange, off, off+n-1, src.Size)
 		}
 		pieces := slice(src.Pieces, off, n)
 		raw, _ := json.Marshal(pieces)
 		sum := md5.Sum(raw)
 		p = &Part{Number: num, ETag: `"` + hex.EncodeToString(sum[:]) + `"`, Size: n, ModTime: b.now(), Pieces: pieces}
 		rec, _ := json.Marshal(p)
-		if _, err := b.S.Put(ctx, blockmap.PartName(bucket, id, num), rec); err != nil {
-			return err
+		pname := blockmap.PartName(bucket, id, num)
+		v, err := b.S.Put(ctx, pname, rec)
+		if err != nil {
+			return nil, err
 		}
 		if _, err := b.GetUpload(ctx, bucket, id); err != nil {
-			b.S.Delete(ctx, blockmap.PartName(bucket, id, num))
-			return err
+			b.S.Delete(ctx, pname)
+			return nil, err
 		}
-		return nil
+		return func(ctx context.Context) bool { b.S.DeleteVersion(ctx, pname, v); return false }, nil
 	})
 	return p, err
 }

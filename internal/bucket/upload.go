@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -13,14 +12,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
-	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
 
-// An upload's data becomes a read-only map (the format of
-// volume.CreateImage: content and zero blocks, its segments, a head) in
-// two durable stages instead of three, before its record (docs/format.md,
-// "Crash ordering"):
+// An upload's data becomes a read-only map (volume.CreateImage's, made
+// with its parts: volume.ImageHead, volume.WriteImageSegments, blocks
+// stored by volume.PutContentAs) in two durable stages instead of three,
+// before its record (docs/format.md, "Crash ordering"):
 //
 //  1. its blocks, and its map's segments as soon as every block is hashed
 //     (the entries are the hashes, known before the blocks are stored);
@@ -60,6 +58,14 @@ func (b *Store) writeHead(ctx context.Context, st *staged) error {
 	return nil
 }
 
+// deleteHead deletes the staged map's head (its segments and blocks are
+// left to collections).
+func (b *Store) deleteHead(ctx context.Context, st *staged) {
+	if st.head != nil {
+		b.S.Delete(ctx, blockmap.HeadName(st.head.ID))
+	}
+}
+
 // store reads r (size bytes, or to its end if size < 0), stores its
 // blocks and its map's segments, and returns the head to write.
 func (b *Store) store(ctx context.Context, r io.Reader, size int64) (*staged, error) {
@@ -85,7 +91,7 @@ func (b *Store) storeBlocks(ctx context.Context, r io.Reader) (*blockmap.Head, e
 		shift = blockmap.DefaultShift
 	}
 	bs := int64(1) << shift
-	h := &blockmap.Head{ID: blockmap.NewID(), BlockShift: shift, ReadOnly: true}
+	id := blockmap.NewID()
 	pool := sync.Pool{New: func() any { b := make([]byte, bs); return &b }}
 	zero := make([]byte, bs)
 
@@ -95,13 +101,13 @@ func (b *Store) storeBlocks(ctx context.Context, r io.Reader) (*blockmap.Head, e
 		n   int
 	}
 	var (
-		mu       sync.Mutex
-		entries  []blockmap.Entry
-		read     bool                  // the reader is at the end
-		pending  int                   // blocks sent and not hashed yet
-		hashed   = make(chan struct{}) // closed once read and every block hashed
-		size     int64
-		segments []blockmap.SegmentRef
+		mu      sync.Mutex
+		entries []blockmap.Entry
+		read    bool                  // the reader is at the end
+		pending int                   // blocks sent and not hashed yet
+		hashed  = make(chan struct{}) // closed once read and every block hashed
+		size    int64
+		h       *blockmap.Head
 	)
 	// allHashed closes hashed once the last block is hashed; mu held.
 	allHashed := func() {
@@ -164,7 +170,7 @@ func (b *Store) storeBlocks(ctx context.Context, r io.Reader) (*blockmap.Head, e
 				allHashed()
 				mu.Unlock()
 				if !zeros {
-					if err := putContent(gctx, b.S, e, data); err != nil {
+					if _, err := volume.PutContentAs(gctx, b.S, e, data); err != nil {
 						return fmt.Errorf("bucket: store block %d: %w", j.idx, err)
 					}
 				}
@@ -183,75 +189,20 @@ func (b *Store) storeBlocks(ctx context.Context, r io.Reader) (*blockmap.Head, e
 		if size == 0 {
 			return nil
 		}
-		h.Size = uint64(size)
-		if max := blockmap.MaxSizeFor(shift); h.Size > max {
-			return fmt.Errorf("%w: %d bytes is over the maximum of %d bytes", volume.ErrBadSize, h.Size, max)
-		}
 		n := (size + bs - 1) / bs
 		entries = append(entries, make([]blockmap.Entry, n-int64(len(entries)))...)
-		var err error
-		segments, err = writeSegments(gctx, b.S, h.ID, entries)
-		return err
+		head, err := volume.ImageHead(id, uint64(size), shift, len(entries))
+		if err != nil {
+			return err
+		}
+		if head.Segments, err = volume.WriteImageSegments(gctx, b.S, id, entries, uploadWorkers); err != nil {
+			return err
+		}
+		h = head
+		return nil
 	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if size == 0 {
-		return nil, nil
-	}
-	h.Segments = segments
-	h.SeqReserved = uint64(len(entries)/blockmap.SegmentEntries + 1)
 	return h, nil
-}
-
-// writeSegments writes the segments of map id's entries (as
-// volume.CreateImage: none for a range of zero blocks), at most
-// uploadWorkers at once, and returns their references, in order.
-func writeSegments(ctx context.Context, s objstore.Store, id blockmap.ID, entries []blockmap.Entry) ([]blockmap.SegmentRef, error) {
-	var refs []blockmap.SegmentRef
-	var data [][]byte
-	for lo, idx := 0, uint32(0); lo < len(entries); lo, idx = lo+blockmap.SegmentEntries, idx+1 {
-		seg := entries[lo:min(lo+blockmap.SegmentEntries, len(entries))]
-		if allZero(seg) {
-			continue
-		}
-		b, crc := blockmap.EncodeSegment(idx, seg)
-		refs = append(refs, blockmap.SegmentRef{Index: idx, Owner: id, Seq: uint64(idx), CRC: crc})
-		data = append(data, b)
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(uploadWorkers)
-	for i := range refs {
-		g.Go(func() error {
-			if _, err := s.Create(gctx, refs[i].Name(), data[i]); err != nil {
-				return fmt.Errorf("bucket: write a map's segment: %w", err)
-			}
-			return nil
-		})
-	}
-	return refs, g.Wait()
-}
-
-func allZero(es []blockmap.Entry) bool {
-	for _, e := range es {
-		if e.Kind() != blockmap.Zero {
-			return false
-		}
-	}
-	return true
-}
-
-// putContent stores data, whose entry is e, as a content object unless
-// it exists (volume.PutContent, with the hash computed already).
-func putContent(ctx context.Context, s objstore.Store, e blockmap.Entry, data []byte) error {
-	if _, err := s.Stat(ctx, e.ObjectName()); err == nil {
-		return nil
-	} else if !objstore.IsNotExist(err) {
-		return err
-	}
-	_, err := s.Create(ctx, e.ObjectName(), data)
-	if errors.Is(err, objstore.ErrExists) {
-		return nil
-	}
-	return err
 }

@@ -71,30 +71,64 @@ func Create(ctx context.Context, s objstore.Store, opts CreateOptions) (blockmap
 // CreateImage stores a read-only volume whose map is entries (an image
 // import): it writes the segments, then the head.
 func CreateImage(ctx context.Context, s objstore.Store, size uint64, shift uint8, entries []blockmap.Entry) (blockmap.ID, error) {
-	if err := checkGeometry(size, shift); err != nil {
+	h, err := ImageHead(blockmap.NewID(), size, shift, len(entries))
+	if err != nil {
 		return blockmap.ID{}, err
 	}
-	h := &blockmap.Head{ID: blockmap.NewID(), Size: size, BlockShift: shift, ReadOnly: true}
-	if int64(len(entries)) != h.Blocks() {
-		return blockmap.ID{}, fmt.Errorf("volume: image map has %d entries for %d blocks", len(entries), h.Blocks())
+	if h.Segments, err = WriteImageSegments(ctx, s, h.ID, entries, 1); err != nil {
+		return blockmap.ID{}, err
 	}
+	if _, err := s.Create(ctx, blockmap.HeadName(h.ID), blockmap.EncodeHead(h)); err != nil {
+		return blockmap.ID{}, fmt.Errorf("volume: write image head: %w", err)
+	}
+	return h.ID, nil
+}
+
+// ImageHead returns the head CreateImage writes for a map id of size
+// bytes in blocks of 2^shift bytes and n entries, but for its segments
+// (WriteImageSegments'), for a writer that writes them and then the head
+// itself: the head must be written only once they are durable.
+func ImageHead(id blockmap.ID, size uint64, shift uint8, n int) (*blockmap.Head, error) {
+	if err := checkGeometry(size, shift); err != nil {
+		return nil, err
+	}
+	h := &blockmap.Head{ID: id, Size: size, BlockShift: shift, ReadOnly: true}
+	if int64(n) != h.Blocks() {
+		return nil, fmt.Errorf("volume: image map has %d entries for %d blocks", n, h.Blocks())
+	}
+	h.SeqReserved = uint64(n/blockmap.SegmentEntries + 1)
+	return h, nil
+}
+
+// WriteImageSegments writes the segments of read-only map id's entries
+// (none for a range of zero blocks), up to workers at once, and returns
+// their references, in order.
+func WriteImageSegments(ctx context.Context, s objstore.Store, id blockmap.ID, entries []blockmap.Entry, workers int) ([]blockmap.SegmentRef, error) {
+	var refs []blockmap.SegmentRef
+	var data [][]byte
 	for lo, idx := 0, uint32(0); lo < len(entries); lo, idx = lo+blockmap.SegmentEntries, idx+1 {
 		seg := entries[lo:min(lo+blockmap.SegmentEntries, len(entries))]
 		if allZero(seg) {
 			continue
 		}
 		b, crc := blockmap.EncodeSegment(idx, seg)
-		ref := blockmap.SegmentRef{Index: idx, Owner: h.ID, Seq: uint64(idx), CRC: crc}
-		if _, err := s.Create(ctx, ref.Name(), b); err != nil {
-			return blockmap.ID{}, fmt.Errorf("volume: write image map: %w", err)
-		}
-		h.Segments = append(h.Segments, ref)
+		refs = append(refs, blockmap.SegmentRef{Index: idx, Owner: id, Seq: uint64(idx), CRC: crc})
+		data = append(data, b)
 	}
-	h.SeqReserved = uint64(len(entries)/blockmap.SegmentEntries + 1)
-	if _, err := s.Create(ctx, blockmap.HeadName(h.ID), blockmap.EncodeHead(h)); err != nil {
-		return blockmap.ID{}, fmt.Errorf("volume: write image head: %w", err)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(workers, 1))
+	for i := range refs {
+		g.Go(func() error {
+			if _, err := s.Create(gctx, refs[i].Name(), data[i]); err != nil {
+				return fmt.Errorf("volume: write image map: %w", err)
+			}
+			return nil
+		})
 	}
-	return h.ID, nil
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return refs, nil
 }
 
 // sharedSegments returns a copy of segs, all marked shared.
@@ -371,16 +405,23 @@ func ContentBlock(block []byte) []byte {
 // immutable, so one that exists is the same bytes.
 func PutContent(ctx context.Context, s objstore.Store, data []byte) (blockmap.Entry, bool, error) {
 	e := blockmap.ContentEntry(sha256.Sum256(data))
+	stored, err := PutContentAs(ctx, s, e, data)
+	return e, stored, err
+}
+
+// PutContentAs is PutContent for data whose entry e (its hash) the caller
+// has computed already.
+func PutContentAs(ctx context.Context, s objstore.Store, e blockmap.Entry, data []byte) (bool, error) {
 	if _, err := s.Stat(ctx, e.ObjectName()); err == nil {
-		return e, false, nil
+		return false, nil
 	} else if !objstore.IsNotExist(err) {
-		return e, false, err
+		return false, err
 	}
 	_, err := s.Create(ctx, e.ObjectName(), data)
 	if errors.Is(err, objstore.ErrExists) {
-		return e, false, nil
+		return false, nil
 	}
-	return e, err == nil, err
+	return err == nil, err
 }
 
 // HashStats says what Hash did.
