@@ -3,13 +3,19 @@ package volume
 import (
 	"container/list"
 	"context"
+	"errors"
 	"sync"
+	"syscall"
 
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
 // handleCache keeps up to max objects open, least recently used first out,
-// for backends that implement objstore.HandleOpener. It is sound here
+// for backends that implement objstore.HandleOpener. Descriptors are a
+// process's resource, not a volume's: an open that fails for want of one
+// (EMFILE, ENFILE) closes the idle handles of every cache in the process
+// and is tried again, so that many open volumes (or a low RLIMIT_NOFILE)
+// cost reopens, not I/O errors. It is sound here
 // because no object a volume reads or writes is replaced while in use:
 // content blocks never change, and private blocks are written in place by
 // their one owner; a deleted object is forgotten before it is deleted.
@@ -32,8 +38,67 @@ type cachedHandle struct {
 	elem     *list.Element
 }
 
+// caches is every handleCache not yet closed, for shedIdle.
+var caches struct {
+	sync.Mutex
+	m map[*handleCache]bool
+}
+
 func newHandleCache(o objstore.HandleOpener, max int) *handleCache {
-	return &handleCache{opener: o, max: max, m: map[string]*cachedHandle{}, lru: list.New()}
+	c := &handleCache{opener: o, max: handleBudget(max, fdLimit()), m: map[string]*cachedHandle{}, lru: list.New()}
+	caches.Lock()
+	defer caches.Unlock()
+	if caches.m == nil {
+		caches.m = map[*handleCache]bool{}
+	}
+	caches.m[c] = true
+	return c
+}
+
+// handleBudget is how many handles one cache keeps: at most most, and at
+// most a quarter of the process's descriptor limit (0: unknown), so that
+// a few volumes fit before any has to shed.
+func handleBudget(most int, limit uint64) int {
+	if limit > 0 && uint64(most) > limit/4 {
+		return int(max(limit/4, 16))
+	}
+	return most
+}
+
+// shedIdle closes the handles no one is using in every cache of the
+// process, and says how many it closed.
+func shedIdle() int {
+	caches.Lock()
+	defer caches.Unlock()
+	n := 0
+	for c := range caches.m {
+		c.mu.Lock()
+		for e := c.lru.Back(); e != nil; {
+			ch, prev := e.Value.(*cachedHandle), e.Prev()
+			if ch.refs == 0 {
+				c.dropLocked(ch)
+				n++
+			}
+			e = prev
+		}
+		c.mu.Unlock()
+	}
+	return n
+}
+
+func outOfFDs(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// open opens name, shedding idle handles while descriptors run out.
+func (c *handleCache) open(ctx context.Context, name string, writable bool) (objstore.Handle, error) {
+	for try := 0; ; try++ {
+		h, err := c.opener.OpenHandle(ctx, name, writable, writable)
+		// Other opens may take the descriptors shed: a few tries.
+		if err == nil || !outOfFDs(err) || try == 3 || shedIdle() == 0 && try > 0 {
+			return h, err
+		}
+	}
 }
 
 // get returns an open handle for name; the caller must put it back.
@@ -46,7 +111,7 @@ func (c *handleCache) get(ctx context.Context, name string, writable bool) (*cac
 		return ch, nil
 	}
 	c.mu.Unlock()
-	h, err := c.opener.OpenHandle(ctx, name, writable, writable)
+	h, err := c.open(ctx, name, writable)
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +167,9 @@ func (c *handleCache) forget(name string) {
 
 // close drops everything.
 func (c *handleCache) close() {
+	caches.Lock()
+	delete(caches.m, c)
+	caches.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.done = true

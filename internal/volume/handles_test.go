@@ -2,9 +2,13 @@ package volume
 
 import (
 	"context"
+	"io/fs"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
+	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
@@ -37,6 +41,9 @@ func TestHandleCacheHoldsCloneAndBases(t *testing.T) {
 	if v.handles == nil {
 		t.Fatal("the store's handles are not used")
 	}
+	if v.handles.max < 2*blocks {
+		t.Skipf("RLIMIT_NOFILE %d leaves room for %d handles a volume", fdLimit(), v.handles.max)
+	}
 	p := pattern(4096, 9)
 	for pass := range 2 {
 		s.opens.Store(0)
@@ -47,6 +54,90 @@ func TestHandleCacheHoldsCloneAndBases(t *testing.T) {
 		}
 		if n := s.opens.Load(); pass == 1 && n != 0 {
 			t.Errorf("writes in place into the %d blocks of a clone written once opened %d handles, want none", blocks, n)
+		}
+	}
+}
+
+// fdLimited fails opens with EMFILE while limit handles are open on it,
+// as the file store does past RLIMIT_NOFILE.
+type fdLimited struct {
+	*objstore.Mem
+	limit atomic.Int64
+	open  atomic.Int64
+}
+
+type countedHandle struct {
+	objstore.Handle
+	s    *fdLimited
+	once sync.Once
+}
+
+func (h *countedHandle) Close() error {
+	h.once.Do(func() { h.s.open.Add(-1) })
+	return h.Handle.Close()
+}
+
+func (s *fdLimited) OpenHandle(ctx context.Context, name string, create, writable bool) (objstore.Handle, error) {
+	if s.open.Add(1) > s.limit.Load() {
+		s.open.Add(-1)
+		return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EMFILE}
+	}
+	h, err := s.Mem.OpenHandle(ctx, name, create, writable)
+	if err != nil {
+		s.open.Add(-1)
+		return nil, err
+	}
+	return &countedHandle{Handle: h, s: s}, nil
+}
+
+// TestHandleCacheShedsOnEMFILE: two clones served by one process whose
+// descriptors run out before their caches fill (20 busy clones of 1,024
+// handles each, or a container's limit of 4,096) still write every
+// block: an open that fails with EMFILE closes the idle handles the
+// process's volumes keep and is tried again, instead of failing the
+// guest's write with an I/O error.
+func TestHandleCacheShedsOnEMFILE(t *testing.T) {
+	const blocks = 60
+	s := &fdLimited{Mem: objstore.NewMem()}
+	s.limit.Store(1 << 30)
+	ids := []blockmap.ID{newClone(t, s, blocks), newClone(t, s, blocks)}
+	s.limit.Store(s.open.Load() + 50)
+	var vs []*Volume
+	for _, id := range ids {
+		v, err := Open(ctx, s, id, OpenOptions{Writable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close(ctx)
+		vs = append(vs, v)
+	}
+	p := pattern(4096, 9)
+	for b := range int64(blocks) {
+		for i, v := range vs {
+			if err := v.WriteAt(ctx, p, b*bs+100, false); err != nil {
+				t.Fatalf("clone %d, block %d: %v", i, b, err)
+			}
+		}
+	}
+	for i, v := range vs {
+		if err := v.Flush(ctx); err != nil {
+			t.Fatalf("clone %d: flush: %v", i, err)
+		}
+		for b := range int64(blocks) {
+			wantBytes(t, v, b*bs+100, p, "a written block")
+		}
+	}
+}
+
+// TestHandleBudget: a volume keeps at most a quarter of the process's
+// descriptors open (ulimit -n 1024: 256; a container's 4,096: 1,024).
+func TestHandleBudget(t *testing.T) {
+	for _, c := range []struct {
+		limit uint64
+		want  int
+	}{{0, openHandles}, {1 << 20, openHandles}, {4096, 1024}, {1024, 256}, {20, 16}} {
+		if got := handleBudget(openHandles, c.limit); got != c.want {
+			t.Errorf("handleBudget(%d, %d) = %d, want %d", openHandles, c.limit, got, c.want)
 		}
 	}
 }
