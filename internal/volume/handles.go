@@ -4,8 +4,10 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"syscall"
+	"weak"
 
 	"github.com/archipelago-go/archip/internal/objstore"
 )
@@ -27,6 +29,7 @@ type handleCache struct {
 	m    map[string]*cachedHandle
 	lru  *list.List // of *cachedHandle, most recent at the front
 	done bool
+	self weak.Pointer[handleCache] // its key in caches
 }
 
 type cachedHandle struct {
@@ -38,21 +41,31 @@ type cachedHandle struct {
 	elem     *list.Element
 }
 
-// caches is every handleCache not yet closed, for shedIdle.
+// caches is every handleCache not yet closed, for shedIdle; weakly, so
+// that a volume dropped without Close is still collected.
 var caches struct {
 	sync.Mutex
-	m map[*handleCache]bool
+	m map[weak.Pointer[handleCache]]bool
 }
 
 func newHandleCache(o objstore.HandleOpener, max int) *handleCache {
 	c := &handleCache{opener: o, max: handleBudget(max, fdLimit()), m: map[string]*cachedHandle{}, lru: list.New()}
+	w := weak.Make(c)
+	c.self = w
 	caches.Lock()
 	defer caches.Unlock()
 	if caches.m == nil {
-		caches.m = map[*handleCache]bool{}
+		caches.m = map[weak.Pointer[handleCache]]bool{}
 	}
-	caches.m[c] = true
+	caches.m[w] = true
+	runtime.AddCleanup(c, unregister, w)
 	return c
+}
+
+func unregister(w weak.Pointer[handleCache]) {
+	caches.Lock()
+	defer caches.Unlock()
+	delete(caches.m, w)
 }
 
 // handleBudget is how many handles one cache keeps: at most most, and at
@@ -71,7 +84,11 @@ func shedIdle() int {
 	caches.Lock()
 	defer caches.Unlock()
 	n := 0
-	for c := range caches.m {
+	for w := range caches.m {
+		c := w.Value()
+		if c == nil {
+			continue
+		}
 		c.mu.Lock()
 		for e := c.lru.Back(); e != nil; {
 			ch, prev := e.Value.(*cachedHandle), e.Prev()
@@ -167,9 +184,7 @@ func (c *handleCache) forget(name string) {
 
 // close drops everything.
 func (c *handleCache) close() {
-	caches.Lock()
-	delete(caches.m, c)
-	caches.Unlock()
+	unregister(c.self)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.done = true
