@@ -3,6 +3,8 @@ package volume
 import (
 	"context"
 	"io/fs"
+	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -138,6 +140,59 @@ func TestHandleBudget(t *testing.T) {
 	}{{0, openHandles}, {1 << 20, openHandles}, {4096, 1024}, {1024, 256}, {20, 16}} {
 		if got := handleBudget(openHandles, c.limit); got != c.want {
 			t.Errorf("handleBudget(%d, %d) = %d, want %d", openHandles, c.limit, got, c.want)
+		}
+	}
+}
+
+// TestHandleCacheFileStoreLowNOFILE: the same on the file store, in a
+// child process whose RLIMIT_NOFILE is lowered, once two clones are
+// open, to 100 descriptors more than it has open: their writers reach
+// the limit (EMFILE from the store's listing, open or create) and shed.
+func TestHandleCacheFileStoreLowNOFILE(t *testing.T) {
+	if os.Getenv("ARCHIP_NOFILE_CHILD") == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHandleCacheFileStoreLowNOFILE$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "ARCHIP_NOFILE_CHILD=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	const blocks = 60
+	s, err := objstore.OpenFile(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []*Volume
+	for range 2 {
+		v, err := Open(ctx, s, newClone(t, s, blocks), OpenOptions{Writable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close(ctx)
+		vs = append(vs, v)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	lim := uint64(len(fds) + 100)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: lim, Max: lim}); err != nil {
+		t.Fatal(err)
+	}
+	p := pattern(4096, 9)
+	for b := range int64(blocks) {
+		for i, v := range vs {
+			if err := v.WriteAt(ctx, p, b*bs+100, false); err != nil {
+				t.Fatalf("clone %d, block %d: %v", i, b, err)
+			}
+		}
+	}
+	for i, v := range vs {
+		if err := v.Flush(ctx); err != nil {
+			t.Fatalf("clone %d: flush: %v", i, err)
+		}
+		for b := range int64(blocks) {
+			wantBytes(t, v, b*bs+100, p, "a written block")
 		}
 	}
 }
