@@ -6,6 +6,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"weak"
 
@@ -14,10 +15,12 @@ import (
 
 // handleCache keeps up to max objects open, least recently used first out,
 // for backends that implement objstore.HandleOpener. Descriptors are a
-// process's resource, not a volume's: an open that fails for want of one
-// (EMFILE, ENFILE) closes the idle handles of every cache in the process
-// and is tried again, so that many open volumes (or a low RLIMIT_NOFILE)
-// cost reopens, not I/O errors. It is sound here
+// process's resource, not a volume's: a cache that opens one while the
+// process's caches hold more than processHandles closes its own least
+// recently used (down to minHandles); and an open that fails for want of
+// a descriptor (EMFILE, ENFILE) closes the idle handles of every cache in
+// the process and is tried again. So many open volumes (or a low
+// RLIMIT_NOFILE) cost reopens, not I/O errors. It is sound here
 // because no object a volume reads or writes is replaced while in use:
 // content blocks never change, and private blocks are written in place by
 // their one owner; a deleted object is forgotten before it is deleted.
@@ -25,11 +28,12 @@ type handleCache struct {
 	opener objstore.HandleOpener
 	max    int
 
-	mu   sync.Mutex // guards m and lru
-	m    map[string]*cachedHandle
-	lru  *list.List // of *cachedHandle, most recent at the front
-	done bool
-	self weak.Pointer[handleCache] // its key in caches
+	mu    sync.Mutex // guards m and lru
+	m     map[string]*cachedHandle
+	lru   *list.List // of *cachedHandle, most recent at the front
+	done  bool
+	self  weak.Pointer[handleCache] // its key in caches
+	nopen *atomic.Int64             // its handles not closed, in cachedHandles
 }
 
 type cachedHandle struct {
@@ -49,7 +53,7 @@ var caches struct {
 }
 
 func newHandleCache(o objstore.HandleOpener, max int) *handleCache {
-	c := &handleCache{opener: o, max: handleBudget(max, fdLimit()), m: map[string]*cachedHandle{}, lru: list.New()}
+	c := &handleCache{opener: o, max: handleBudget(max, fdLimit()), m: map[string]*cachedHandle{}, lru: list.New(), nopen: new(atomic.Int64)}
 	w := weak.Make(c)
 	c.self = w
 	caches.Lock()
@@ -58,8 +62,20 @@ func newHandleCache(o objstore.HandleOpener, max int) *handleCache {
 		caches.m = map[weak.Pointer[handleCache]]bool{}
 	}
 	caches.m[w] = true
-	runtime.AddCleanup(c, unregister, w)
+	runtime.AddCleanup(c, collected, cacheKey{w, c.nopen})
 	return c
+}
+
+type cacheKey struct {
+	w    weak.Pointer[handleCache]
+	open *atomic.Int64
+}
+
+// collected forgets a cache dropped without close (its handles are
+// closed by their finalizers, if they have any).
+func collected(k cacheKey) {
+	unregister(k.w)
+	cachedHandles.Add(-k.open.Swap(0))
 }
 
 func unregister(w weak.Pointer[handleCache]) {
@@ -77,6 +93,16 @@ func handleBudget(most int, limit uint64) int {
 	}
 	return most
 }
+
+// processHandles is how many handles the caches of a process keep open
+// between them (0: no bound): half its descriptors, the other half left
+// to what opens files outside them.
+var processHandles atomic.Int64
+
+// cachedHandles is how many handles the caches now have open.
+var cachedHandles atomic.Int64
+
+func init() { processHandles.Store(int64(fdLimit() / 2)) }
 
 // shedIdle closes the handles no one is using in every cache of the
 // process, and says how many it closed.
@@ -132,6 +158,8 @@ func (c *handleCache) get(ctx context.Context, name string, writable bool) (*cac
 	if err != nil {
 		return nil, err
 	}
+	c.nopen.Add(1)
+	cachedHandles.Add(1)
 	ch := &cachedHandle{name: name, h: h, writable: writable, refs: 1}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -144,7 +172,7 @@ func (c *handleCache) get(ctx context.Context, name string, writable bool) (*cac
 	}
 	c.m[name] = ch
 	ch.elem = c.lru.PushFront(ch)
-	for c.lru.Len() > c.max {
+	for c.lru.Len() > c.max || c.lru.Len() > minHandles && overBudget() {
 		c.dropLocked(c.lru.Back().Value.(*cachedHandle))
 	}
 	return ch, nil
@@ -156,7 +184,7 @@ func (c *handleCache) put(ch *cachedHandle) {
 	closeIt := ch.refs == 0 && ch.gone
 	c.mu.Unlock()
 	if closeIt {
-		ch.h.Close()
+		c.closeHandle(ch)
 	}
 }
 
@@ -169,8 +197,25 @@ func (c *handleCache) dropLocked(ch *cachedHandle) {
 	delete(c.m, ch.name)
 	c.lru.Remove(ch.elem)
 	if ch.refs == 0 {
-		ch.h.Close()
+		c.closeHandle(ch)
 	}
+}
+
+func (c *handleCache) closeHandle(ch *cachedHandle) {
+	ch.h.Close()
+	c.nopen.Add(-1)
+	cachedHandles.Add(-1)
+}
+
+// minHandles is how many handles a cache keeps however many the process
+// has open.
+const minHandles = 16
+
+// overBudget says whether the process's caches hold more handles than
+// processHandles.
+func overBudget() bool {
+	b := processHandles.Load()
+	return b > 0 && cachedHandles.Load() > b
 }
 
 // forget drops name, before the object is deleted.

@@ -196,3 +196,77 @@ func TestHandleCacheFileStoreLowNOFILE(t *testing.T) {
 		}
 	}
 }
+
+func (s *fdLimited) full(name string) error {
+	if s.open.Load() >= s.limit.Load() {
+		return &fs.PathError{Op: "open", Path: name, Err: syscall.EMFILE}
+	}
+	return nil
+}
+
+func (s *fdLimited) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	if err := s.full(name); err != nil {
+		return 0, err
+	}
+	return s.Mem.Put(ctx, name, data)
+}
+
+func (s *fdLimited) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	if err := s.full(name); err != nil {
+		return 0, err
+	}
+	return s.Mem.Create(ctx, name, data)
+}
+
+func (s *fdLimited) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
+	if err := s.full(name); err != nil {
+		return 0, err
+	}
+	return s.Mem.Swap(ctx, name, data, old)
+}
+
+// TestHandleCachesLeaveDescriptorsForFlush: the volumes of a process keep
+// at most half its descriptors open between them, so that what needs a
+// descriptor outside the caches (a flush's map and head writes, the NBD
+// server's accepts) still gets one: four clones over a store whose
+// writes of whole objects fail with EMFILE once 80 handles are open,
+// each writing every block, then flushing.
+func TestHandleCachesLeaveDescriptorsForFlush(t *testing.T) {
+	const blocks, limit = 60, 80
+	defer setProcessHandles(limit / 2)()
+	s := &fdLimited{Mem: objstore.NewMem()}
+	s.limit.Store(1 << 30)
+	var ids []blockmap.ID
+	for range 4 {
+		ids = append(ids, newClone(t, s, blocks))
+	}
+	s.limit.Store(s.open.Load() + limit)
+	var vs []*Volume
+	for _, id := range ids {
+		v, err := Open(ctx, s, id, OpenOptions{Writable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close(ctx)
+		vs = append(vs, v)
+	}
+	p := pattern(4096, 9)
+	for b := range int64(blocks) {
+		for i, v := range vs {
+			if err := v.WriteAt(ctx, p, b*bs+100, false); err != nil {
+				t.Fatalf("clone %d, block %d: %v", i, b, err)
+			}
+		}
+	}
+	for i, v := range vs {
+		if err := v.Flush(ctx); err != nil {
+			t.Fatalf("clone %d: flush: %v", i, err)
+		}
+	}
+}
+
+func setProcessHandles(n int64) func() {
+	old := processHandles.Load()
+	processHandles.Store(n)
+	return func() { processHandles.Store(old) }
+}
