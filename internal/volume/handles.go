@@ -84,9 +84,9 @@ func unregister(w weak.Pointer[handleCache]) {
 	delete(caches.m, w)
 }
 
-// handleBudget is how many handles one cache keeps: at most most, and at
-// most a quarter of the process's descriptor limit (0: unknown), so that
-// a few volumes fit before any has to shed.
+// handleBudget is how many handles one cache keeps: most, or a quarter of
+// the process's descriptor limit (0: unknown) if that is fewer (but at
+// least 16), so that a few volumes fit before any has to shed.
 func handleBudget(most int, limit uint64) int {
 	if limit > 0 && uint64(most) > limit/4 {
 		return int(max(limit/4, 16))
