@@ -940,3 +940,25 @@ func (c *crashPoints) FreshStat() bool { return true }
 func (c *crashPoints) Copy(ctx context.Context, src, dst string) error {
 	return c.mem.Copy(ctx, src, dst)
 }
+
+// TestModelCrashMapPath (issue 11 review of the fresh-clone writes) is
+// TestModelCrash with a log burst of 0: a logging writer's writes that
+// are not FUA take the map path, so its partial blocks gain sub-blocks in
+// place and stay partial, between crash images, snapshots, clones and
+// takeovers.
+func TestModelCrashMapPath(t *testing.T) {
+	for seed := uint64(1); seed <= seeds(6); seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			defer setLogBurst(0)()
+			if seed%2 == 0 {
+				defer setMaxDelta(2)()
+			}
+			mem := objstore.NewCrashable()
+			cp := &crashPoints{Store: mem, mem: mem}
+			m := runModel(t, cp, seed, 300, cp, false)
+			if m.partials == 0 && !t.Failed() {
+				t.Fatal("no partial block was seen")
+			}
+		})
+	}
+}

@@ -104,6 +104,7 @@ var maxDelta = blockmap.MaxDelta
 // object and the snapshot's that its first writes read from): 1,024
 // holds a 2 GiB clone of 4 MiB blocks. Past it, random writes evict a
 // handle per write, and each reopens its object (a listing and an open).
+// A volume keeps fewer under a low RLIMIT_NOFILE (handleBudget).
 const openHandles = 1024
 
 // Volume is an open volume.
