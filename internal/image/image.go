@@ -5,7 +5,8 @@
 // absent), in parallel. All-zero blocks are never stored. The result is a
 // read-only volume (an image) whose map points only at content blocks,
 // so importing the same data twice stores nothing new, and clones of an
-// image share its blocks.
+// image share its blocks. StoreBlocks is that pipeline without the map,
+// for callers that write the map themselves (the S3 API's uploads).
 //
 // Memory: about Workers+2 block buffers (4 MiB each by default) and one map
 // entry (33 bytes) per block, for at most blockmap.MaxBlocks blocks: a
@@ -16,6 +17,7 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,20 @@ type Options struct {
 // writes (each stored block is fsynced), measured best at about 16 on a
 // 2-core machine whose disk writes 500 MB/s.
 func DefaultWorkers() int { return max(16, 2*runtime.GOMAXPROCS(0)) }
+
+func (o *Options) shift() uint8 {
+	if o.BlockShift == 0 {
+		return blockmap.DefaultShift
+	}
+	return o.BlockShift
+}
+
+func (o *Options) blocksCap() int64 {
+	if o.maxBlocks == 0 {
+		return blockmap.MaxBlocks
+	}
+	return o.maxBlocks
+}
 
 func (o *Options) workers() int {
 	if o.Workers > 0 {
@@ -87,18 +103,44 @@ type ImportStats struct {
 // Import stores the raw image read from r as a new read-only volume.
 // size is the image's size if known, or -1 to read r to its end.
 func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts Options) (ImportStats, error) {
-	shift := opts.BlockShift
-	if shift == 0 {
-		shift = blockmap.DefaultShift
-	}
-	bs := int64(1) << shift
-	maxBlocks := opts.maxBlocks
-	if maxBlocks == 0 {
-		maxBlocks = blockmap.MaxBlocks
-	}
-	if size >= 0 && (size+bs-1)/bs > maxBlocks {
+	shift := opts.shift()
+	maxBlocks := opts.blocksCap()
+	if size >= 0 && (size+(1<<shift)-1)>>shift > maxBlocks {
 		return ImportStats{}, tooLarge(size, shift, maxBlocks)
 	}
+	st, entries, err := StoreBlocks(ctx, s, r, size, opts, nil)
+	if err != nil {
+		return st, err
+	}
+	if size >= 0 && st.Size != size {
+		return st, fmt.Errorf("image: read %d bytes, expected %d (the file changed while importing?)", st.Size, size)
+	}
+	if st.Size == 0 {
+		return st, errors.New("image: the image is empty")
+	}
+	st.ID, err = volume.CreateImage(ctx, s, uint64(st.Size), shift, entries)
+	return st, err
+}
+
+// Hashed is what StoreBlocks calls once it has read r to its end and
+// hashed every block: entries is the map (a zero entry for a block of
+// zeros), size the bytes read. It runs while the last blocks are still
+// being stored, so that what depends only on the entries (a map's
+// segments) is written alongside them; its error fails StoreBlocks.
+type Hashed func(ctx context.Context, entries []blockmap.Entry, size int64) error
+
+// StoreBlocks reads r to its end in blocks of opts.BlockShift, hashes
+// each, and stores those not all zeros as content objects if no
+// identical one is stored yet, opts.Workers at a time (the memory bound
+// in the package comment). It refuses a stream past the cap on blocks
+// (volume.ErrBadSize). size is r's size if known, or -1: for progress
+// only. It calls hashed, if not nil, as Hashed says, and returns what it
+// stored and the map's entries, one per block; the map is the caller's
+// to write.
+func StoreBlocks(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts Options, hashed Hashed) (ImportStats, []blockmap.Entry, error) {
+	shift := opts.shift()
+	bs := int64(1) << shift
+	maxBlocks := opts.blocksCap()
 	st := ImportStats{}
 	pr := &progress{fn: opts.Progress, total: size}
 	nw := opts.workers()
@@ -113,7 +155,16 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 	var (
 		mu      sync.Mutex
 		entries []blockmap.Entry
+		read    bool                  // the reader is at the end
+		pending int                   // blocks sent and not hashed yet
+		all     = make(chan struct{}) // closed once read and every block hashed
 	)
+	// allHashed closes all once the last block is hashed; mu held.
+	allHashed := func() {
+		if read && pending == 0 {
+			close(all)
+		}
+	}
 	jobs := make(chan job, nw)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -125,14 +176,23 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 				return tooLarge(st.Size+int64(n), shift, maxBlocks)
 			}
 			if n > 0 {
+				mu.Lock()
+				pending++
+				st.Size += int64(n)
+				mu.Unlock()
 				select {
 				case jobs <- job{idx, bp, n}:
 				case <-gctx.Done():
 					return gctx.Err()
 				}
-				st.Size += int64(n)
+			} else {
+				pool.Put(bp)
 			}
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				mu.Lock()
+				read = true
+				allHashed()
+				mu.Unlock()
 				return nil
 			}
 			if err != nil {
@@ -145,49 +205,53 @@ func Import(ctx context.Context, s objstore.Store, r io.Reader, size int64, opts
 			for j := range jobs {
 				data := (*j.buf)[:j.n]
 				var e blockmap.Entry
-				if bytes.Equal(data, zero[:j.n]) {
-					atomic.AddInt64(&st.ZeroBlocks, 1)
-				} else {
-					var stored bool
-					var err error
+				zeros := bytes.Equal(data, zero[:j.n])
+				if !zeros {
 					data = volume.ContentBlock(data)
-					e, stored, err = volume.PutContent(gctx, s, data)
-					if err != nil {
-						return fmt.Errorf("image: store block %d: %w", j.idx, err)
-					}
-					if stored {
-						atomic.AddInt64(&st.NewBlocks, 1)
-						atomic.AddInt64(&st.StoredBytes, int64(len(data)))
-					} else {
-						atomic.AddInt64(&st.DedupBlocks, 1)
-					}
+					e = blockmap.ContentEntry(sha256.Sum256(data))
 				}
-				pool.Put(j.buf)
 				mu.Lock()
 				if need := j.idx + 1; int64(len(entries)) < need {
 					entries = append(entries, make([]blockmap.Entry, need-int64(len(entries)))...)
 				}
 				entries[j.idx] = e
+				pending--
+				allHashed()
 				mu.Unlock()
+				if zeros {
+					atomic.AddInt64(&st.ZeroBlocks, 1)
+				} else if stored, err := volume.PutContentAs(gctx, s, e, data); err != nil {
+					return fmt.Errorf("image: store block %d: %w", j.idx, err)
+				} else if stored {
+					atomic.AddInt64(&st.NewBlocks, 1)
+					atomic.AddInt64(&st.StoredBytes, int64(len(data)))
+				} else {
+					atomic.AddInt64(&st.DedupBlocks, 1)
+				}
+				pool.Put(j.buf)
 				pr.add(int64(j.n))
 			}
 			return nil
 		})
 	}
+	g.Go(func() error {
+		select {
+		case <-all:
+		case <-gctx.Done():
+			return gctx.Err()
+		}
+		// No block is sent any more: entries and the size are final.
+		st.Blocks = (st.Size + bs - 1) / bs
+		entries = append(entries, make([]blockmap.Entry, st.Blocks-int64(len(entries)))...)
+		if hashed == nil {
+			return nil
+		}
+		return hashed(gctx, entries, st.Size)
+	})
 	if err := g.Wait(); err != nil {
-		return st, err
+		return st, nil, err
 	}
-	if size >= 0 && st.Size != size {
-		return st, fmt.Errorf("image: read %d bytes, expected %d (the file changed while importing?)", st.Size, size)
-	}
-	if st.Size == 0 {
-		return st, errors.New("image: the image is empty")
-	}
-	st.Blocks = (st.Size + bs - 1) / bs
-	entries = append(entries, make([]blockmap.Entry, st.Blocks-int64(len(entries)))...)
-	id, err := volume.CreateImage(ctx, s, uint64(st.Size), shift, entries)
-	st.ID = id
-	return st, err
+	return st, entries, nil
 }
 
 // tooLarge says that an image of at least size bytes is over the cap.
