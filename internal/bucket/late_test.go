@@ -103,6 +103,37 @@ func lateSetup(t *testing.T) (*bucket.Store, *lateStore, *lostHold, func(time.Du
 	return b, ls, h, advance, collect
 }
 
+// wakeLate waits for the operation stalled in ls, runs during, lets the
+// clock run for stall, takes the operation's hold for dead, runs a
+// collection, and wakes the operation: it returns the operation's error.
+func wakeLate(t *testing.T, ls *lateStore, h *lostHold, advance func(time.Duration), collect func() error, done <-chan error, stall time.Duration, during func()) error {
+	t.Helper()
+	<-ls.stalled
+	if during != nil {
+		during()
+	}
+	advance(stall)
+	h.lose()
+	if err := collect(); err != nil {
+		t.Fatal(err)
+	}
+	close(ls.wake)
+	return <-done
+}
+
+// wantNoObject fails unless key has no object, saying what left it.
+func wantNoObject(t *testing.T, b *bucket.Store, key, after string) {
+	t.Helper()
+	if obj, err := b.GetObject(ctx, "bkt", key); !errors.Is(err, bucket.ErrNoKey) {
+		var got bytes.Buffer
+		rerr := error(nil)
+		if err == nil {
+			rerr = b.Read(ctx, obj, 0, obj.Size, &got)
+		}
+		t.Fatalf("object after the %s: %v (read: %v), want ErrNoKey", after, err, rerr)
+	}
+}
+
 // An UploadPart that stalls after its blocks and segments are durable,
 // past the grace period, while a collection runs (which takes its hold
 // for dead and deletes the blocks and segments nothing named), then
@@ -122,14 +153,7 @@ func TestUploadPartWakesUpLate(t *testing.T) {
 		_, err := b.UploadPart(ctx, "bkt", id, 1, bytes.NewReader(p), 2*bs, nil)
 		done <- err
 	}()
-	<-ls.stalled
-	advance(2 * gc.DefaultGrace)
-	h.lose()
-	if err := collect(); err != nil {
-		t.Fatal(err)
-	}
-	close(ls.wake)
-	if err := <-done; !errors.Is(err, gc.ErrHoldLost) {
+	if err := wakeLate(t, ls, h, advance, collect, done, 2*gc.DefaultGrace, nil); !errors.Is(err, gc.ErrHoldLost) {
 		t.Fatalf("UploadPart woken up after a collection: %v, want ErrHoldLost", err)
 	}
 	if err := collect(); err != nil {
@@ -166,27 +190,13 @@ func TestPutObjectWakesUpLate(t *testing.T) {
 		_, err := b.PutObject(ctx, "bkt", "obj", bytes.NewReader(p), 2*bs, bucket.PutOptions{})
 		done <- err
 	}()
-	<-ls.stalled
-	advance(2 * gc.DefaultGrace)
-	h.lose()
-	if err := collect(); err != nil {
-		t.Fatal(err)
-	}
-	close(ls.wake)
-	if err := <-done; !errors.Is(err, gc.ErrHoldLost) {
+	if err := wakeLate(t, ls, h, advance, collect, done, 2*gc.DefaultGrace, nil); !errors.Is(err, gc.ErrHoldLost) {
 		t.Fatalf("PutObject woken up after a collection: %v, want ErrHoldLost", err)
 	}
 	if err := collect(); err != nil {
 		t.Fatalf("collection after the late PutObject: %v", err)
 	}
-	if obj, err := b.GetObject(ctx, "bkt", "obj"); !errors.Is(err, bucket.ErrNoKey) {
-		var got bytes.Buffer
-		rerr := error(nil)
-		if err == nil {
-			rerr = b.Read(ctx, obj, 0, obj.Size, &got)
-		}
-		t.Fatalf("object after the late PutObject: %v (read: %v), want ErrNoKey", err, rerr)
-	}
+	wantNoObject(t, b, "obj", "late PutObject")
 }
 
 // A CompleteUpload that stalls after it claimed the upload (its record
@@ -210,27 +220,13 @@ func TestCompleteWakesUpLate(t *testing.T) {
 		_, err := b.CompleteUpload(ctx, "bkt", id, []bucket.CompletePart{{Number: 1, ETag: part.ETag}})
 		done <- err
 	}()
-	<-ls.stalled
-	advance(2 * gc.DefaultGrace)
-	h.lose()
-	if err := collect(); err != nil {
-		t.Fatal(err)
-	}
-	close(ls.wake)
-	if err := <-done; !errors.Is(err, gc.ErrHoldLost) {
+	if err := wakeLate(t, ls, h, advance, collect, done, 2*gc.DefaultGrace, nil); !errors.Is(err, gc.ErrHoldLost) {
 		t.Fatalf("CompleteUpload woken up after a collection: %v, want ErrHoldLost", err)
 	}
 	if err := collect(); err != nil {
 		t.Fatalf("collection after the late CompleteUpload: %v", err)
 	}
-	if obj, err := b.GetObject(ctx, "bkt", "key"); !errors.Is(err, bucket.ErrNoKey) {
-		var got bytes.Buffer
-		rerr := error(nil)
-		if err == nil {
-			rerr = b.Read(ctx, obj, 0, obj.Size, &got)
-		}
-		t.Fatalf("object after the late CompleteUpload: %v (read: %v), want ErrNoKey", err, rerr)
-	}
+	wantNoObject(t, b, "key", "late CompleteUpload")
 }
 
 // A CopyObject or CopyPart that stalls before it writes its record,
@@ -263,17 +259,12 @@ func TestCopyWakesUpLate(t *testing.T) {
 			}
 			done <- err
 		}()
-		<-ls.stalled
-		if err := b.DeleteObject(ctx, "bkt", "src"); err != nil {
-			t.Fatal(err)
+		deleteSrc := func() {
+			if err := b.DeleteObject(ctx, "bkt", "src"); err != nil {
+				t.Fatal(err)
+			}
 		}
-		advance(2 * gc.DefaultGrace)
-		h.lose()
-		if err := collect(); err != nil {
-			t.Fatal(err)
-		}
-		close(ls.wake)
-		if err := <-done; !errors.Is(err, gc.ErrHoldLost) {
+		if err := wakeLate(t, ls, h, advance, collect, done, 2*gc.DefaultGrace, deleteSrc); !errors.Is(err, gc.ErrHoldLost) {
 			t.Fatalf("copy (part %v) woken up after a collection: %v, want ErrHoldLost", part, err)
 		}
 		if err := collect(); err != nil {
@@ -311,14 +302,7 @@ func TestWakesUpLateWhole(t *testing.T) {
 			}
 			done <- err
 		}()
-		<-ls.stalled
-		advance(gc.DefaultGrace / 2)
-		h.lose()
-		if err := collect(); err != nil {
-			t.Fatal(err)
-		}
-		close(ls.wake)
-		if err := <-done; err != nil {
+		if err := wakeLate(t, ls, h, advance, collect, done, gc.DefaultGrace/2, nil); err != nil {
 			t.Fatalf("upload (part %v) woken up after a collection that deleted none of its map: %v", part, err)
 		}
 		advance(2 * gc.DefaultGrace)
