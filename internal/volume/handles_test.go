@@ -104,27 +104,8 @@ func TestHandleCacheShedsOnEMFILE(t *testing.T) {
 	s.limit.Store(1 << 30)
 	ids := []blockmap.ID{newClone(t, s, blocks), newClone(t, s, blocks)}
 	s.limit.Store(s.open.Load() + 50)
-	var vs []*Volume
-	for _, id := range ids {
-		v, err := Open(ctx, s, id, OpenOptions{Writable: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer v.Close(ctx)
-		vs = append(vs, v)
-	}
-	p := pattern(4096, 9)
-	for b := range int64(blocks) {
-		for i, v := range vs {
-			if err := v.WriteAt(ctx, p, b*bs+100, false); err != nil {
-				t.Fatalf("clone %d, block %d: %v", i, b, err)
-			}
-		}
-	}
-	for i, v := range vs {
-		if err := v.Flush(ctx); err != nil {
-			t.Fatalf("clone %d: flush: %v", i, err)
-		}
+	vs, p := writeEachBlock(t, s, ids, blocks)
+	for _, v := range vs {
 		for b := range int64(blocks) {
 			wantBytes(t, v, b*bs+100, p, "a written block")
 		}
@@ -241,17 +222,31 @@ func TestHandleCachesLeaveDescriptorsForFlush(t *testing.T) {
 		ids = append(ids, newClone(t, s, blocks))
 	}
 	s.limit.Store(s.open.Load() + limit)
+	writeEachBlock(t, s, ids, blocks)
+}
+
+func setProcessHandles(n int64) func() {
+	old := processHandles.Load()
+	processHandles.Store(n)
+	return func() { processHandles.Store(old) }
+}
+
+// writeEachBlock opens the clones ids writable (closed at the test's
+// end), writes 4 KiB into each of their first blocks, in turn across the
+// clones, and flushes each; it returns them and the bytes written.
+func writeEachBlock(t *testing.T, s objstore.Store, ids []blockmap.ID, blocks int64) ([]*Volume, []byte) {
+	t.Helper()
 	var vs []*Volume
 	for _, id := range ids {
 		v, err := Open(ctx, s, id, OpenOptions{Writable: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer v.Close(ctx)
+		t.Cleanup(func() { v.Close(ctx) })
 		vs = append(vs, v)
 	}
 	p := pattern(4096, 9)
-	for b := range int64(blocks) {
+	for b := range blocks {
 		for i, v := range vs {
 			if err := v.WriteAt(ctx, p, b*bs+100, false); err != nil {
 				t.Fatalf("clone %d, block %d: %v", i, b, err)
@@ -263,10 +258,5 @@ func TestHandleCachesLeaveDescriptorsForFlush(t *testing.T) {
 			t.Fatalf("clone %d: flush: %v", i, err)
 		}
 	}
-}
-
-func setProcessHandles(n int64) func() {
-	old := processHandles.Load()
-	processHandles.Store(n)
-	return func() { processHandles.Store(old) }
+	return vs, p
 }
