@@ -8,9 +8,10 @@
 // image share its blocks. StoreBlocks is that pipeline without the map,
 // for callers that write the map themselves (the S3 API's uploads).
 //
-// Memory: about Workers+2 block buffers (4 MiB each by default) and one map
-// entry (33 bytes) per block, for at most blockmap.MaxBlocks blocks: a
-// larger image is refused before it is read when its size is known, and
+// Memory: about Workers+2 block buffers (4 MiB each by default), one map
+// entry (40 bytes) per block, and one more per distinct block (those sent
+// to be stored, so that equal blocks are stored once), for at most
+// blockmap.MaxBlocks blocks: a larger image is refused before it is read when its size is known, and
 // at the first block past the cap when it is a stream.
 package image
 
@@ -155,9 +156,10 @@ func StoreBlocks(ctx context.Context, s objstore.Store, r io.Reader, size int64,
 	var (
 		mu      sync.Mutex
 		entries []blockmap.Entry
-		read    bool                  // the reader is at the end
-		pending int                   // blocks sent and not hashed yet
-		all     = make(chan struct{}) // closed once read and every block hashed
+		sent    = map[blockmap.Entry]bool{} // content being stored or stored by a worker
+		read    bool                        // the reader is at the end
+		pending int                         // blocks sent and not hashed yet
+		all     = make(chan struct{})       // closed once read and every block hashed
 	)
 	// allHashed closes all once the last block is hashed; mu held.
 	allHashed := func() {
@@ -217,9 +219,18 @@ func StoreBlocks(ctx context.Context, s objstore.Store, r io.Reader, size int64,
 				entries[j.idx] = e
 				pending--
 				allHashed()
+				// A block equal to one another worker stores already is
+				// not stored twice: if that store fails, so does this
+				// call.
+				dup := !zeros && sent[e]
+				if !zeros {
+					sent[e] = true
+				}
 				mu.Unlock()
 				if zeros {
 					atomic.AddInt64(&st.ZeroBlocks, 1)
+				} else if dup {
+					atomic.AddInt64(&st.DedupBlocks, 1)
 				} else if stored, err := volume.PutContentAs(gctx, s, e, data); err != nil {
 					return fmt.Errorf("image: store block %d: %w", j.idx, err)
 				} else if stored {
