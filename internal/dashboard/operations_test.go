@@ -26,7 +26,6 @@ func TestOperationsShown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		rec := progress.Start(ctx, m.Store, progress.KindGC, "", progress.Options{Every: time.Hour})
-		defer rec.End()
 		report := rec.GC()
 		_, err := gc.Run(ctx, m.Store, gc.Options{Progress: func(phase string, n int64) {
 			report(phase, n)
@@ -35,6 +34,9 @@ func TestOperationsShown(t *testing.T) {
 				<-resume
 			}
 		}})
+		// Ended before the test hears of it: the checks after the
+		// gc ended raced a deferred End.
+		rec.End()
 		done <- err
 	}()
 	select {
