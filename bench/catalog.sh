@@ -2,7 +2,10 @@
 # The catalog at scale (issue 12): a store filled with N volume records
 # (generated directly: BenchmarkCatalogOps' fill), then, through package
 # manage as the CLI runs them, create, lookup, snapshot, clone, rename and
-# remove of one name, and the first page of 100 and of 1000 of a listing;
+# remove of one name (lookup: a random filled name; lookup-hot: the name
+# just created; lookup-cold, on the file store: a random filled name after
+# the kernel's caches were dropped, COLD below), and the first page of 100
+# and of 1000 of a listing;
 # and the time 'archip volume list' takes to print its first record. On
 # the file store and on RADOS (a throwaway cluster: scripts/ceph-cluster.sh,
 # one OSD, a pool per N; the OSD is bluestore on a sparse file when a RADOS
@@ -28,6 +31,8 @@ RADOS_SIZES=${RADOS_SIZES-1000 100000 1000000}
 RUNS=${RUNS:-2}
 OPS=${OPS:-100}   # rounds of the single-name operations per run
 LISTS=${LISTS:-5} # first pages of 100 and 1000 per run
+COLD=${COLD:-10}  # cold lookups per run on the file store (root only; 0: none)
+[ -w /proc/sys/vm/drop_caches ] || COLD=0
 keep=${DIR:+1}
 DIR=${DIR:-$(mktemp -d)}
 mkdir -p "$DIR"
@@ -59,9 +64,11 @@ go build $tags -o "$work/archip" ./cmd/archip
 results=$work/results
 : >"$results"
 run() { # backend n store-url
-  local backend=$1 n=$2 url=$3 r line
+  local backend=$1 n=$2 url=$3 r line b benches
+  benches="Ops:$OPS List:$LISTS"
+  [ "$backend" = file ] && [ "$COLD" -gt 0 ] && benches="$benches LookupCold:$COLD"
   for r in $(seq "$RUNS"); do
-    for b in Ops:$OPS List:$LISTS; do
+    for b in $benches; do
       line=$(ARCHIP_BENCH_STORE=$url ARCHIP_BENCH_N=$n "$work/catbench.test" -test.run '^$' \
         -test.bench "^BenchmarkCatalog${b%%:*}\$" -test.benchtime "${b##*:}x" -test.timeout 0 2>&1 |
         tee -a "$work/log" | grep '^BenchmarkCatalog') || { tail -20 "$work/log" >&2; exit 1; }
@@ -90,7 +97,7 @@ for line in open(sys.argv[1]):
     for v, unit in zip(f[4::2], f[5::2]):
         if unit.endswith("-ms") or unit == "cli-s":
             vals[(backend, unit, n)].append(float(v))
-ops = ["create", "lookup", "lookup-hot", "snapshot", "clone", "rename", "remove", "list100", "list1000"]
+ops = ["create", "lookup", "lookup-hot", "lookup-cold", "snapshot", "clone", "rename", "remove", "list100", "list1000"]
 for backend in ("file", "rados"):
     sizes = sorted({n for (b, _, n) in vals if b == backend})
     if not sizes:
