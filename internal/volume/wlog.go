@@ -66,6 +66,13 @@ var segMax = 1 << 20
 // have put without the log.
 var segCount = 1024
 
+// keptLogs is how many write logs of writers before it a writer that
+// took the volume from a clean release keeps at open (OpenOptions.Handover);
+// past it the open checkpoints them. Handovers back and forth between two
+// writers that only flush in place would otherwise add a log each, up to
+// blockmap.MaxLogs, past which a writer cannot log.
+const keptLogs = 3
+
 // checkpointers is how many blocks a checkpoint writes at once.
 const checkpointers = 8
 
@@ -777,13 +784,38 @@ func (v *Volume) dropLoggedLocked(b int64) {
 // caller holds v.mu.
 func (v *Volume) needCheckpointLocked() bool {
 	h := v.mu.head.Logs
-	own := v.logOn && len(h) == 1 && len(v.mu.logs) == 1 && h[0].Epoch == v.mu.logs[0].ref.Epoch && h[0].Seq == v.mu.logs[0].ref.Seq
+	own := v.ownLogsLocked(v.mu.kept)
 	if len(v.mu.index) == 0 && !v.mu.logForce && (own || len(h) == 0) {
 		return false
 	}
-	return !own || v.mu.logForce || v.mu.logBytes > v.bound() || v.segLog && len(v.mu.logs[0].segs) >= segCount ||
+	segs := 0
+	for _, lf := range v.mu.logs {
+		segs += len(lf.segs)
+	}
+	return !own || v.mu.logForce || v.mu.logBytes > v.bound() || v.segLog && segs >= segCount ||
 		len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
 		len(v.mu.pending) > 0 || !(v.freshStat || v.fenced) || v.age(v.mu.dirtySince) > MaxUnflushedAge
+}
+
+// ownLogsLocked reports whether the head names only logs this handle
+// knows and may leave there: its own (the last, if it logs) and up to kept
+// logs of writers before it that it kept at open (OpenOptions.Handover).
+// The caller holds v.mu.
+func (v *Volume) ownLogsLocked(kept int) bool {
+	h := v.mu.head.Logs
+	n := kept
+	if v.logOn {
+		n++
+	}
+	if len(h) == 0 || len(h) != n || len(h) != len(v.mu.logs) {
+		return false
+	}
+	for i, r := range h {
+		if r.Epoch != v.mu.logs[i].ref.Epoch || r.Seq != v.mu.logs[i].ref.Seq {
+			return false
+		}
+	}
+	return true
 }
 
 // checkpointIfLogged checkpoints the log if anything in it is not in the
@@ -792,8 +824,7 @@ func (v *Volume) needCheckpointLocked() bool {
 func (v *Volume) checkpointIfLogged(ctx context.Context) error {
 	v.mu.Lock()
 	h := v.mu.head.Logs
-	own := v.logOn && len(h) == 1 && len(v.mu.logs) == 1 && h[0].Epoch == v.mu.logs[0].ref.Epoch && h[0].Seq == v.mu.logs[0].ref.Seq
-	need := len(v.mu.index) > 0 || v.mu.logForce || len(h) > 0 && !own
+	need := len(v.mu.index) > 0 || v.mu.logForce || len(h) > 0 && !v.ownLogsLocked(0)
 	v.mu.Unlock()
 	if !need {
 		return nil
@@ -909,7 +940,7 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 			delete(v.mu.dirtyObjs, lf.name)
 		}
 	}
-	v.mu.logs = keep
+	v.mu.logs, v.mu.kept = keep, 0
 	v.mu.head.Logs = nil
 	for _, lf := range keep {
 		v.mu.head.Logs = append(v.mu.head.Logs, lf.ref)
