@@ -219,6 +219,56 @@ func TestHandoverKeptLogsBounded(t *testing.T) {
 	wantContents(t, r, want, "at the end")
 }
 
+// TestLogReplayReadsLargePieces: an open replays a log in large reads,
+// not a few records per read (the log read is part of every takeover's
+// and every handover's pause).
+func TestLogReplayReadsLargePieces(t *testing.T) {
+	f := objstore.NewFaulty(objstore.NewMem())
+	c := countOps(f)
+	id := newClone(t, f, 8)
+	w := openLogged(t, f, id, OpenOptions{})
+	const rec = 4096
+	n := 0
+	for b := range 8 {
+		for off := 0; off+rec <= bs; off += rec {
+			if err := w.WriteAt(ctx, pattern(rec, byte(b+off/rec)), int64(b*bs+off), false); err != nil {
+				t.Fatal(err)
+			}
+			n++
+			if n%16 == 0 {
+				if err := w.Flush(ctx); err != nil { // (within the burst)
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, w.Size())
+	if err := w.ReadAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	logged := int64(0)
+	for _, lf := range w.mu.logs {
+		logged += lf.end - int64(lf.ref.From)
+	}
+	if logged < int64(n*rec) {
+		t.Fatalf("%d bytes logged for %d writes of %d", logged, n, rec)
+	}
+	c.start()
+	r, err := Open(ctx, f, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := c.stop()
+	if reads := ops["readat log"]; reads > 8 {
+		t.Errorf("replaying %d bytes of log took %d reads, want at most 8", logged, reads)
+	}
+	wantContents(t, r, want, "after the replay")
+	w.Discard(ctx)
+}
+
 // TestHandoverNoLogWriterOverKeptLog: a writer without a log of its own
 // (a move's reopen) that kept a handed-over log and writes over logged
 // bytes checkpoints them first: its write is not hidden under them, now

@@ -38,7 +38,13 @@ import (
 const (
 	logMagic     = "ALOG"
 	logHeader    = 4 + 8 + 8 + 8 + 4 + 4
-	logReadChunk = 8 << 10
+	logReadChunk = 16 << 10
+	// logReadMax bounds a replay's window: each read of a log is twice
+	// as long as the one before, from logReadChunk (a follower's tail, a
+	// log of a few records) up to this, so a log of L bytes takes about
+	// log2(logReadMax/logReadChunk) + L/logReadMax reads (a 32 MiB log:
+	// 23), not one per few records.
+	logReadMax = 2 << 20
 )
 
 // logBound is how many bytes a writer appends to its log before a flush
@@ -202,17 +208,20 @@ func overlapping(exts []logExt, off, n int64) []logExt {
 	return slices.Clone(exts[i:j])
 }
 
-// logReader reads one log's records in order through a window.
+// logReader reads one log's records in order through a window, which
+// grows at each read (logReadMax).
 type logReader struct {
 	v     *Volume
 	name  string
 	buf   []byte
 	start int64 // the window is [start, start+len(buf))
+	chunk int64 // the next read's length (0: logReadChunk)
 }
 
 func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
 	if pos < r.start || pos+n > r.start+int64(len(r.buf)) {
-		size := max(n, logReadChunk)
+		r.chunk = min(max(2*r.chunk, logReadChunk), logReadMax)
+		size := max(n, r.chunk)
 		if int64(cap(r.buf)) < size {
 			r.buf = make([]byte, size)
 		}
