@@ -2,6 +2,7 @@ package move
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
 )
+
+var errKilled = errors.New("killed")
 
 // opLog records the store operations that pass Faulty stores while on.
 type opLog struct {
@@ -47,7 +50,11 @@ func (l *opLog) set(on bool) []string {
 // to pool b and returns the store operations of the move's reopen, the
 // moments the mover holds the lease (the cut-over pause: the writer's
 // next write waits for them).
-func cutover(t *testing.T, blocks []int) (*fixture, []string) {
+//
+// With crash, the mover is killed once right after the reopen (the volume
+// then has the kept log in its head, and the move record says b) and run
+// again.
+func cutover(t *testing.T, blocks []int, crash bool) (*fixture, []string) {
 	t.Helper()
 	meta, a, b := objstore.NewFaulty(objstore.NewMem()), objstore.NewFaulty(objstore.NewMem()), objstore.NewFaulty(objstore.NewMem())
 	f := newFixture(t, meta, a, b)
@@ -86,10 +93,20 @@ func cutover(t *testing.T, blocks []int) (*fixture, []string) {
 		case StepCopy:
 			if reopen == nil {
 				reopen = ops.set(false)
+				if crash {
+					return errKilled
+				}
 			}
 		}
 		return nil
 	}})
+	if crash {
+		if !errors.Is(err, errKilled) {
+			t.Fatalf("the killed move: %v", err)
+		}
+		f.check(t)
+		_, err = Move(ctx, f.m, "v", "b", Options{})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,15 +129,16 @@ func blockOps(ops []string) []string {
 // records in its write log; the move's reopen (the cut-over pause, while
 // the mover holds the lease) writes no block, and its store operations do
 // not grow with the blocks the log touched: it keeps the log rather than
-// checkpointing it. After the move the volume reads what was written; a
-// writer that comes back and closes (which checkpoints the log) leaves
-// every block it references in the target pool.
+// checkpointing it. After the move (also one whose mover was killed after
+// the reopen, and run again) the volume reads what was written; a writer
+// that comes back and closes (which checkpoints the log) leaves every
+// block it references in the target pool.
 func TestMoveCutoverAfterHandoff(t *testing.T) {
-	f, one := cutover(t, []int{0})
+	f, one := cutover(t, []int{0}, false)
 	if w := blockOps(one); len(w) != 0 {
 		t.Errorf("the reopen after a handoff wrote blocks: %q", w)
 	}
-	f5, five := cutover(t, []int{0, 1, 2, 6, 7})
+	f5, five := cutover(t, []int{0, 1, 2, 6, 7}, false)
 	if w := blockOps(five); len(w) != 0 {
 		t.Errorf("the reopen after a handoff wrote blocks: %q", w)
 	}
@@ -128,7 +146,8 @@ func TestMoveCutoverAfterHandoff(t *testing.T) {
 		sort.Strings(five)
 		t.Errorf("the reopen took %d store operations with 5 logged blocks, %d with 1: the pause grows with the log (%q)", len(five), len(one), five)
 	}
-	for _, f := range []*fixture{f, f5} {
+	killed, _ := cutover(t, []int{0, 2, 7}, true)
+	for _, f := range []*fixture{f, f5, killed} {
 		f.check(t)
 		rec, err := f.m.Lookup(ctx, "v")
 		if err != nil {
