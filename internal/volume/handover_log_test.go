@@ -296,3 +296,43 @@ func TestHandoverNoLogWriterOverKeptLog(t *testing.T) {
 	}
 	wantContents(t, r, want, "after a reopen")
 }
+
+// TestHandoverKeepsShortReplaysOnly: a kept log is replayed again by
+// every open until a checkpoint (the mover's, then the writer's retake
+// at a move's cut-over, and each of the next handovers), and a segmented
+// log's replay reads its segments one after the other, one per flush. So
+// a handover keeps a segmented log only while it holds few segments
+// (keptSegs); past that its open checkpoints it, as before.
+func TestHandoverKeepsShortReplaysOnly(t *testing.T) {
+	for _, flushes := range []int{keptSegs / 2, 2 * keptSegs} {
+		t.Run(fmt.Sprint(flushes), func(t *testing.T) {
+			s := wrapSeg(objstore.NewMem())
+			id := newClone(t, s, 4)
+			w := openLogged(t, s, id, OpenOptions{})
+			for i := range flushes {
+				if err := w.WriteAt(ctx, pattern(64, byte(i)), int64(i%4*bs+i), false); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := make([]byte, w.Size())
+			if err := w.ReadAt(ctx, want, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Discard(ctx); err != nil {
+				t.Fatal(err)
+			}
+			nw := openLogged(t, s, id, OpenOptions{Handover: true})
+			kept := len(nw.Head().Logs) - 1
+			if long := flushes > keptSegs; long && kept != 0 || !long && kept != 1 {
+				t.Errorf("after %d flushes (segments) the handover's open kept %d logs", flushes, kept)
+			}
+			wantContents(t, nw, want, "the new writer")
+			if err := nw.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -266,10 +266,13 @@ type OpenOptions struct {
 	// taken over: lease.Lease.TookOver is false): the writer before
 	// flushed, then released, so no write of it is in flight or can
 	// start. Its write logs are then kept (in the head and the index)
-	// instead of checkpointed into the map at open, while the head names
-	// at most keptLogs of them; the next checkpoint this writer makes
-	// anyway (its log's bound, a map change, Close, a snapshot) writes
-	// them into the map with its own. NewEpoch wins.
+	// instead of checkpointed into the map at open, while their replay,
+	// which every open repeats until a checkpoint, is short: the head
+	// names at most keptLogs of them, and a segmented log's replay (a
+	// read per segment, one after the other) reads at most keptSegs
+	// segments. The next checkpoint this writer makes anyway (its log's
+	// bound, a map change, Close, a snapshot) writes them into the map
+	// with its own. NewEpoch wins.
 	Handover bool
 	// Follow makes a read-only handle see what another handle (on any
 	// host) writes: every read first checks whether the head changed and,
@@ -412,7 +415,11 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	v.mu.Lock()
 	v.segResetLocked()
 	v.mu.Unlock()
-	if opts.Writable && opts.Handover && !opts.NewEpoch && len(old.Logs) <= keptLogs {
+	segs := 0
+	for _, lf := range logs[:len(old.Logs)] {
+		segs += len(lf.segs)
+	}
+	if opts.Writable && opts.Handover && !opts.NewEpoch && len(old.Logs) <= keptLogs && segs <= keptSegs {
 		// The writers before released cleanly: none appends again, so
 		// their logs may stay in the head until this writer checkpoints
 		// anyway (docs/format.md, "Handover"). They count towards its

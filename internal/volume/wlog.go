@@ -79,6 +79,14 @@ var segCount = 1024
 // blockmap.MaxLogs, past which a writer cannot log.
 const keptLogs = 3
 
+// keptSegs is how many segments of segmented logs of writers before it
+// a writer that took the volume from a clean release keeps at open
+// (OpenOptions.Handover); past it the open checkpoints them. A kept log is
+// replayed by every open until a checkpoint (at a move's cut-over, the
+// mover's and then the writer's retake), and a segmented log's replay
+// reads a segment (one per flush) after the other.
+const keptSegs = 32
+
 // checkpointers is how many blocks a checkpoint writes at once.
 const checkpointers = 8
 
