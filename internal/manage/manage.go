@@ -160,7 +160,9 @@ var leaseLostInOpen = func() {}
 func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease, lost func(*lease.Lease, error), mode openMode) (*volume.Volume, *lease.Lease, error) {
 	kctx, stop := context.WithCancel(context.Background())
 	// The lease is kept from before the open: a writer's open replays
-	// and checkpoints the write log of the writer before it, which on a
+	// the write log of the writer before it, and checkpoints it if that
+	// writer was taken over (one that released cleanly leaves it to this
+	// writer's next checkpoint: volume.OpenOptions.Handover), which on a
 	// store without in-place writes can outlast the lease's validity. A
 	// loss during the open fails the open (the guard, or the check after
 	// it); one after it is reported to lost.
@@ -193,7 +195,7 @@ func (m *Manager) openLeased(ctx context.Context, id blockmap.ID, l *lease.Lease
 		}
 		return nil
 	}
-	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Copying: mode == openCopying, Fenced: l.Fenced(), OnClose: release, Log: mode == openWrite,
+	v, err := volume.Open(ctx, m.Store, id, volume.OpenOptions{Writable: true, Guard: l.Valid, NewEpoch: l.TookOver(), Handover: !l.TookOver(), Copying: mode == openCopying, Fenced: l.Fenced(), OnClose: release, Log: mode == openWrite,
 		Hold: func(ctx context.Context) (func() error, error) {
 			h, err := gc.AcquireHold(ctx, m.Store, m.Now)
 			if err != nil {

@@ -56,8 +56,11 @@
 // records of the logs the head names; a writer's open first swaps in a
 // head naming its own log, then replays the others and checkpoints them
 // out of the head, so that a writer taken over can have no flush
-// acknowledged after the replay. The record format and the crash and
-// takeover arguments are in docs/format.md ("Write log").
+// acknowledged after the replay; after a clean release
+// (OpenOptions.Handover: nothing appends to them any more) it keeps them
+// in the head until its next checkpoint, and its open writes no block.
+// The record format and the crash, takeover and handover arguments are in
+// docs/format.md ("Write log").
 //
 // On a store without in-place writes (no objstore.RangeWriter: S3) that
 // has create-if-absent and a fresh Stat, the log is stored as immutable

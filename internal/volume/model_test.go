@@ -387,6 +387,30 @@ func (m *model) step(i int) string {
 		return fmt.Sprintf("resize %s %d", v.id, size)
 	case op < 80: // reopen
 		v := m.live(false)
+		if !v.readOnly && rng.IntN(2) == 0 {
+			// A handover (a daemon's handoff): flush, release, and the
+			// next writer keeps the write logs it finds.
+			if err := v.h.Flush(m.ctx); err != nil {
+				m.fatalf("step %d flush before a handover: %v", i, err)
+			}
+			v.markFlushed()
+			old := v.h
+			if err := old.Discard(m.ctx); err != nil {
+				m.fatalf("step %d discard at a handover: %v", i, err)
+			}
+			m.arm(true) // crash images at the open's head swap
+			h, err := Open(m.ctx, m.store, v.id, OpenOptions{Writable: true, Handover: true})
+			m.arm(false)
+			if err != nil {
+				m.fatalf("step %d open after a handover: %v", i, err)
+			}
+			v.h = h
+			// The writer before, woken up late, writes nothing.
+			if err := old.WriteAt(m.ctx, []byte{1}, 0, false); err == nil {
+				m.fatalf("step %d: the writer that handed over wrote after its release", i)
+			}
+			return "handover " + v.id.String()
+		}
 		if err := v.h.Close(m.ctx); err != nil {
 			m.fatalf("step %d close: %v", i, err)
 		}

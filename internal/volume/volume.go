@@ -213,6 +213,10 @@ type Volume struct {
 		logGen    uint64
 		// logClosing: Close's checkpoint leaves no log in the head.
 		logClosing bool
+		// kept: how many of logs, first, are those of writers before
+		// this one that it kept at open (OpenOptions.Handover), until
+		// its next checkpoint.
+		kept int
 		// logCommit: records were appended since the last commit.
 		logCommit bool
 		// logKick: a flush runs in the background to checkpoint a log
@@ -258,6 +262,18 @@ type OpenOptions struct {
 	// clean release and only wants every block it writes copied (so that
 	// discarding undoes it). A takeover needs NewEpoch, which wins.
 	Copying bool
+	// Handover says that the lease was taken from a clean release (not
+	// taken over: lease.Lease.TookOver is false): the writer before
+	// flushed, then released, so no write of it is in flight or can
+	// start. Its write logs are then kept (in the head and the index)
+	// instead of checkpointed into the map at open, while their replay,
+	// which every open repeats until a checkpoint, is short: the head
+	// names at most keptLogs of them, and a segmented log's replay (a
+	// read per segment, one after the other) reads at most keptSegs
+	// segments. The next checkpoint this writer makes anyway (its log's
+	// bound, a map change, Close, a snapshot) writes them into the map
+	// with its own. NewEpoch wins.
+	Handover bool
 	// Follow makes a read-only handle see what another handle (on any
 	// host) writes: every read first checks whether the head changed and,
 	// if so, loads the segments that changed. A read never returns data
@@ -399,7 +415,22 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	v.mu.Lock()
 	v.segResetLocked()
 	v.mu.Unlock()
-	if (opts.Writable || opts.Remap) && len(old.Logs) > 0 {
+	segs := 0
+	for _, lf := range logs[:len(old.Logs)] {
+		segs += len(lf.segs)
+	}
+	if opts.Writable && opts.Handover && !opts.NewEpoch && len(old.Logs) <= keptLogs && segs <= keptSegs {
+		// The writers before released cleanly: none appends again, so
+		// their logs may stay in the head until this writer checkpoints
+		// anyway (docs/format.md, "Handover"). They count towards its
+		// log's bound.
+		v.mu.Lock()
+		v.mu.kept = len(old.Logs)
+		for _, lf := range logs[:len(old.Logs)] {
+			v.mu.logBytes += lf.end - int64(lf.ref.From)
+		}
+		v.mu.Unlock()
+	} else if (opts.Writable || opts.Remap) && len(old.Logs) > 0 {
 		// Another writer's logs: into the map now, and out of the head,
 		// so that nothing it appends late is ever read.
 		if err := v.checkpointNow(ctx); err != nil {
@@ -1007,8 +1038,24 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 			return v.appendLog(ctx, b, boff, data)
 		}
 		st.Unlock()
+	} else if v.keptLogged(b) {
+		return errLogBroken // (shared flushes, which checkpoints, and runs it again)
 	}
 	return v.writeBlockMap(ctx, b, boff, data, note)
+}
+
+// keptLogged reports whether block b has bytes in a log this writer,
+// which does not log, kept at open (OpenOptions.Handover): a write must
+// not go through the map under them; it asks the next flush to
+// checkpoint them.
+func (v *Volume) keptLogged(b int64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.mu.index[b]) == 0 {
+		return false
+	}
+	v.mu.logForce = true
+	return true
 }
 
 func (v *Volume) isTainted(e blockmap.Entry) bool {
@@ -2084,7 +2131,10 @@ func allZero(es []blockmap.Entry) bool {
 // Close flushes a writable volume and releases the handle.
 func (v *Volume) Close(ctx context.Context) error {
 	v.mu.Lock()
-	if len(v.mu.head.Logs) > 0 && !v.readOnly {
+	// A writer without a log of its own (a move's reopen) leaves the logs
+	// it kept for the writer that comes back; it checkpoints them if it
+	// changed the map (needCheckpointLocked).
+	if len(v.mu.head.Logs) > 0 && !v.readOnly && (v.logOn || v.mu.kept == 0) {
 		v.mu.logForce, v.mu.logClosing = true, true
 	}
 	v.mu.Unlock()

@@ -38,7 +38,13 @@ import (
 const (
 	logMagic     = "ALOG"
 	logHeader    = 4 + 8 + 8 + 8 + 4 + 4
-	logReadChunk = 8 << 10
+	logReadChunk = 16 << 10
+	// logReadMax bounds a replay's window: each read of a log is twice
+	// as long as the one before, from logReadChunk (a follower's tail, a
+	// log of a few records) up to this, so a log of L bytes takes about
+	// log2(logReadMax/logReadChunk) + L/logReadMax reads (a 32 MiB log:
+	// 23), not one per few records.
+	logReadMax = 2 << 20
 )
 
 // logBound is how many bytes a writer appends to its log before a flush
@@ -65,6 +71,21 @@ var segMax = 1 << 20
 // flush since the last one, which is what each of those flushes would
 // have put without the log.
 var segCount = 1024
+
+// keptLogs is how many write logs of writers before it a writer that
+// took the volume from a clean release keeps at open (OpenOptions.Handover);
+// past it the open checkpoints them. Handovers back and forth between two
+// writers that only flush in place would otherwise add a log each, up to
+// blockmap.MaxLogs, past which a writer cannot log.
+const keptLogs = 3
+
+// keptSegs is how many segments of segmented logs of writers before it
+// a writer that took the volume from a clean release keeps at open
+// (OpenOptions.Handover); past it the open checkpoints them. A kept log is
+// replayed by every open until a checkpoint (at a move's cut-over, the
+// mover's and then the writer's retake), and a segmented log's replay
+// reads a segment (one per flush) after the other.
+const keptSegs = 32
 
 // checkpointers is how many blocks a checkpoint writes at once.
 const checkpointers = 8
@@ -195,17 +216,20 @@ func overlapping(exts []logExt, off, n int64) []logExt {
 	return slices.Clone(exts[i:j])
 }
 
-// logReader reads one log's records in order through a window.
+// logReader reads one log's records in order through a window, which
+// grows at each read (logReadMax).
 type logReader struct {
 	v     *Volume
 	name  string
 	buf   []byte
 	start int64 // the window is [start, start+len(buf))
+	chunk int64 // the next read's length (0: logReadChunk)
 }
 
 func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
 	if pos < r.start || pos+n > r.start+int64(len(r.buf)) {
-		size := max(n, logReadChunk)
+		r.chunk = min(max(2*r.chunk, logReadChunk), logReadMax)
+		size := max(n, r.chunk)
 		if int64(cap(r.buf)) < size {
 			r.buf = make([]byte, size)
 		}
@@ -777,13 +801,38 @@ func (v *Volume) dropLoggedLocked(b int64) {
 // caller holds v.mu.
 func (v *Volume) needCheckpointLocked() bool {
 	h := v.mu.head.Logs
-	own := v.logOn && len(h) == 1 && len(v.mu.logs) == 1 && h[0].Epoch == v.mu.logs[0].ref.Epoch && h[0].Seq == v.mu.logs[0].ref.Seq
+	own := v.ownLogsLocked(v.mu.kept)
 	if len(v.mu.index) == 0 && !v.mu.logForce && (own || len(h) == 0) {
 		return false
 	}
-	return !own || v.mu.logForce || v.mu.logBytes > v.bound() || v.segLog && len(v.mu.logs[0].segs) >= segCount ||
+	segs := 0
+	for _, lf := range v.mu.logs {
+		segs += len(lf.segs)
+	}
+	return !own || v.mu.logForce || v.mu.logBytes > v.bound() || v.segLog && segs >= segCount ||
 		len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
 		len(v.mu.pending) > 0 || !(v.freshStat || v.fenced) || v.age(v.mu.dirtySince) > MaxUnflushedAge
+}
+
+// ownLogsLocked reports whether the head names only logs this handle
+// knows and may leave there: its own (the last, if it logs) and up to kept
+// logs of writers before it that it kept at open (OpenOptions.Handover).
+// The caller holds v.mu.
+func (v *Volume) ownLogsLocked(kept int) bool {
+	h := v.mu.head.Logs
+	n := kept
+	if v.logOn {
+		n++
+	}
+	if len(h) == 0 || len(h) != n || len(h) != len(v.mu.logs) {
+		return false
+	}
+	for i, r := range h {
+		if r.Epoch != v.mu.logs[i].ref.Epoch || r.Seq != v.mu.logs[i].ref.Seq {
+			return false
+		}
+	}
+	return true
 }
 
 // checkpointIfLogged checkpoints the log if anything in it is not in the
@@ -792,8 +841,7 @@ func (v *Volume) needCheckpointLocked() bool {
 func (v *Volume) checkpointIfLogged(ctx context.Context) error {
 	v.mu.Lock()
 	h := v.mu.head.Logs
-	own := v.logOn && len(h) == 1 && len(v.mu.logs) == 1 && h[0].Epoch == v.mu.logs[0].ref.Epoch && h[0].Seq == v.mu.logs[0].ref.Seq
-	need := len(v.mu.index) > 0 || v.mu.logForce || len(h) > 0 && !own
+	need := len(v.mu.index) > 0 || v.mu.logForce || len(h) > 0 && !v.ownLogsLocked(0)
 	v.mu.Unlock()
 	if !need {
 		return nil
@@ -909,7 +957,7 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 			delete(v.mu.dirtyObjs, lf.name)
 		}
 	}
-	v.mu.logs = keep
+	v.mu.logs, v.mu.kept = keep, 0
 	v.mu.head.Logs = nil
 	for _, lf := range keep {
 		v.mu.head.Logs = append(v.mu.head.Logs, lf.ref)
