@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,8 +63,17 @@ type Store struct {
 	// process has seen or written (see markDirs).
 	dirsMu sync.Mutex
 	dirs   map[string]bool
-	// fullWalks counts the listings that walked every namespace (tests).
-	fullWalks atomic.Int64
+	// fullWalks counts the listings that walked every namespace, walks
+	// every walk of the pool (a namespace's too), and indexBuilds the
+	// builds of the index (tests).
+	fullWalks   atomic.Int64
+	walks       atomic.Int64
+	indexBuilds atomic.Int64
+	// indexed: the catalog's index is known to be complete (ensureIndex).
+	indexed atomic.Bool
+	// indexHook, if set, is called between the steps of the index's
+	// protocol (tests).
+	indexHook func(step, name string)
 	// statHook, if set, is called at the start of each Stat (tests).
 	statHook func()
 	// fenceMu guards fenceID and fenceErr: FenceID's answer, found once.
@@ -73,11 +83,12 @@ type Store struct {
 }
 
 var (
-	_ objstore.Store       = (*Store)(nil)
-	_ objstore.RangeWriter = (*Store)(nil)
-	_ objstore.Copier      = (*Store)(nil)
-	_ objstore.Fencer      = (*Store)(nil)
-	_ objstore.NameLister  = (*Store)(nil)
+	_ objstore.Store         = (*Store)(nil)
+	_ objstore.RangeWriter   = (*Store)(nil)
+	_ objstore.Copier        = (*Store)(nil)
+	_ objstore.Fencer        = (*Store)(nil)
+	_ objstore.NameLister    = (*Store)(nil)
+	_ objstore.OrderedLister = (*Store)(nil)
 )
 
 // contexts is how many operations run at once on one Store.
@@ -203,14 +214,15 @@ func (s *Store) nsOf(name string) string {
 }
 
 // markDirs makes sure that the directories of name (a catalog object about
-// to be created) deeper than cat/D/ have their markers, written from the
-// shallowest down, so that a directory's marker implies its parents'.
+// to be created) have their keys in their parents' indexes (see index.go)
+// and, deeper than cat/D/, their markers, written from the shallowest
+// down, so that a directory's marker implies its parents' and its key.
 func (s *Store) markDirs(ctx context.Context, name string) error {
 	if !isCat(name) {
 		return nil
 	}
 	var unmarked []string // deepest first
-	for dir := dirOf(name); strings.Count(dir, "/") > 2; dir = dirOf(strings.TrimSuffix(dir, "/")) {
+	for dir := dirOf(name); strings.Count(dir, "/") > 1; dir = dirOf(strings.TrimSuffix(dir, "/")) {
 		s.dirsMu.Lock()
 		seen := s.dirs[dir]
 		s.dirsMu.Unlock()
@@ -221,15 +233,24 @@ func (s *Store) markDirs(ctx context.Context, name string) error {
 	}
 	for i := len(unmarked) - 1; i >= 0; i-- {
 		dir := unmarked[i]
-		err := s.withNS(ctx, s.nsOf(dir), func(io *rados.IOContext) error {
-			// A read first: every creator in the directory checks, and a
-			// write, even one that changes nothing, would queue them all
-			// on the marker.
-			if _, err := statIn(io, dir); !errors.Is(err, objstore.ErrNotFound) {
-				return err
-			}
-			return mapErr(io.Create(dir, rados.CreateIdempotent))
-		})
+		var err error
+		if strings.Count(dir, "/") == 2 {
+			// No marker: its key is set once per process.
+			err = s.indexSet(ctx, dir)
+		} else {
+			err = s.withNS(ctx, s.nsOf(dir), func(io *rados.IOContext) error {
+				// A read first: every creator in the directory checks, and a
+				// write, even one that changes nothing, would queue them all
+				// on the marker.
+				if _, err := statIn(io, dir); !errors.Is(err, objstore.ErrNotFound) {
+					return err
+				}
+				if err := s.indexSet(ctx, dir); err != nil {
+					return err
+				}
+				return mapErr(io.Create(dir, rados.CreateIdempotent))
+			})
+		}
 		if err != nil {
 			return err
 		}
@@ -376,26 +397,28 @@ func replace(op *rados.WriteOp, data []byte) {
 	op.WriteFull(data)
 }
 
-func (s *Store) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	if err := s.markDirs(ctx, name); err != nil {
-		return 0, err
-	}
-	return s.write(ctx, name, func(op *rados.WriteOp) {
-		op.Create(rados.CreateIdempotent)
-		replace(op, data)
+func (s *Store) Put(ctx context.Context, name string, data []byte) (v objstore.Version, err error) {
+	err = s.creating(ctx, name, func() (err error) {
+		v, err = s.write(ctx, name, func(op *rados.WriteOp) {
+			op.Create(rados.CreateIdempotent)
+			replace(op, data)
+		})
+		return err
 	})
+	return v, err
 }
 
-func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	if err := s.markDirs(ctx, name); err != nil {
-		return 0, err
-	}
-	return s.write(ctx, name, func(op *rados.WriteOp) {
-		op.Create(rados.CreateExclusive)
-		if len(data) > 0 {
-			op.WriteFull(data)
-		}
+func (s *Store) Create(ctx context.Context, name string, data []byte) (v objstore.Version, err error) {
+	err = s.creating(ctx, name, func() (err error) {
+		v, err = s.write(ctx, name, func(op *rados.WriteOp) {
+			op.Create(rados.CreateExclusive)
+			if len(data) > 0 {
+				op.WriteFull(data)
+			}
+		})
+		return err
 	})
+	return v, err
 }
 
 func (s *Store) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
@@ -417,7 +440,10 @@ func (s *Store) Swap(ctx context.Context, name string, data []byte, old objstore
 }
 
 func (s *Store) Delete(ctx context.Context, name string) error {
-	return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Delete(name)) })
+	if err := s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Delete(name)) }); err != nil {
+		return err
+	}
+	return s.deleted(ctx, name)
 }
 
 // DeleteVersion removes the object under the same version assertion as
@@ -435,7 +461,10 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 		op.AssertVersion(uint64(old))
 		op.Remove()
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return s.deleted(ctx, name)
 }
 
 func statIn(io *rados.IOContext, name string) (objstore.Info, error) {
@@ -473,12 +502,10 @@ func (s *Store) Stat(ctx context.Context, name string) (in objstore.Info, err er
 }
 
 // List walks the objects of the base namespace, whose cost is that of
-// the namespace (RADOS has no index by name), whatever the prefix. Under
-// cat/ it lists the namespace of the prefix's directory (cat/D/, or
-// deeper) alone, unless a marker there says that a deeper directory
-// matches, or the prefix is shorter than cat/D/: then it walks every
-// namespace of the pool (the catalog's: those of other stores and
-// programs are skipped, as they come).
+// the pool (RADOS has no index by name, and lists a namespace by walking
+// every object of the pool), whatever the prefix. Under cat/ it reads the
+// catalog's index instead (index.go): the cost is that of the names
+// listed. It stats each name, and passes only the objects that exist.
 func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
 	names, err := s.listNames(ctx, prefix)
 	if err != nil {
@@ -488,13 +515,28 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 }
 
 // ListNames is List without the stat of each object (objstore.NameLister):
-// the names the walk finds, some of which may be deleted by now.
+// the names the walk or the index finds, some of which may be deleted by
+// now (or, from the index, never created: see index.go).
 func (s *Store) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	return s.ListNamesAfter(ctx, prefix, "", fn)
+}
+
+// ListNamesAfter is ListNames in byte order from after on
+// (objstore.OrderedLister). Under cat/ it reads the index as fn takes the
+// names, so a page costs the page; elsewhere it walks and sorts.
+func (s *Store) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	if isCat(prefix) {
+		return s.listIndex(ctx, prefix, after, fn)
+	}
 	names, err := s.listNames(ctx, prefix)
 	if err != nil {
 		return err
 	}
+	sort.Strings(names)
 	for _, n := range names {
+		if n <= after {
+			continue
+		}
 		if err := fn(n); err != nil {
 			return err
 		}
@@ -502,7 +544,7 @@ func (s *Store) ListNames(ctx context.Context, prefix string, fn func(string) er
 	return ctx.Err()
 }
 
-// listNames returns the names List walks (see List).
+// listNames returns the names List lists (see List).
 func (s *Store) listNames(ctx context.Context, prefix string) ([]string, error) {
 	var names []string
 	if !isCat(prefix) {
@@ -516,36 +558,13 @@ func (s *Store) listNames(ctx context.Context, prefix string) ([]string, error) 
 		}
 	}
 	if isCat(prefix) || strings.HasPrefix(catPrefix, prefix) {
-		deeper := strings.Count(prefix, "/") < 2
-		var cat []string
-		if !deeper {
-			err := s.walk(ctx, s.ns+"/"+dirOf(prefix), func(ns, key string) {
-				if !strings.HasPrefix(key, prefix) || s.nsOf(key) != ns {
-					return
-				}
-				if strings.HasSuffix(key, "/") {
-					deeper = true
-				} else if objstore.ValidName(key) == nil {
-					cat = append(cat, key)
-				}
-			})
-			if err != nil {
-				return nil, err
-			}
+		err := s.listIndex(ctx, prefix, "", func(n string) error {
+			names = append(names, n)
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		if deeper {
-			s.fullWalks.Add(1)
-			cat = cat[:0]
-			err := s.walk(ctx, rados.AllNamespaces, func(ns, key string) {
-				if strings.HasPrefix(key, prefix) && isCat(key) && s.nsOf(key) == ns && objstore.ValidName(key) == nil {
-					cat = append(cat, key)
-				}
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-		names = append(names, cat...)
 	}
 	return names, nil
 }
@@ -617,6 +636,10 @@ func (s *Store) statEach(ctx context.Context, names []string, fn func(objstore.I
 // walk calls fn with the namespace and key of every object of namespace
 // ns (or of the pool, with rados.AllNamespaces).
 func (s *Store) walk(ctx context.Context, ns string, fn func(ns, key string)) error {
+	s.walks.Add(1)
+	if ns == rados.AllNamespaces {
+		s.fullWalks.Add(1)
+	}
 	return s.withNS(ctx, ns, func(io *rados.IOContext) error {
 		it, err := io.Iter()
 		if err != nil {
@@ -637,15 +660,14 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) e
 	if err := objstore.ValidName(name); err != nil {
 		return err
 	}
-	if err := s.markDirs(ctx, name); err != nil {
-		return err
-	}
-	if len(p) == 0 {
-		return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Create(name, rados.CreateIdempotent)) })
-	}
-	return s.withData(ctx, name, func(io *rados.IOContext) error {
-		_, err := aio(ctx, io, true, name, p, off)
-		return err
+	return s.creating(ctx, name, func() error {
+		if len(p) == 0 {
+			return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Create(name, rados.CreateIdempotent)) })
+		}
+		return s.withData(ctx, name, func(io *rados.IOContext) error {
+			_, err := aio(ctx, io, true, name, p, off)
+			return err
+		})
 	})
 }
 
