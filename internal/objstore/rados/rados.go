@@ -18,11 +18,15 @@
 // and lets deletes, which free space, through.
 //
 // Objects live in the URL's namespace, except the catalog's (names under
-// cat/), which live in a namespace per directory (NS/cat/D/), so that
-// listing a directory returns that namespace's names alone instead of every
-// name of the store; directories below cat/D/ have markers so that
-// listing a shallower prefix knows to walk every namespace (see nsOf and
-// docs/format.md).
+// cat/), which live in a namespace per directory (NS/cat/D/, see nsOf).
+// RADOS lists a namespace by walking every object of the pool, so the
+// catalog's directories are listed from an ordered index of omap keys
+// instead, sharded where every create writes (cat/name/, cat/id/,
+// cat/child/): a listing of a volume's children or a page of names costs
+// those names, not the pool. Keys are set before an object is created and
+// removed after it is deleted, with a check after each against the other's
+// race; a store written before the index is indexed on first listing
+// (index.go, docs/format.md).
 //
 // It needs librados (cgo: Debian's librados-dev, and libradospp-dev and g++
 // for shim.cpp) and builds only with the build tags "ceph" and, for go-ceph
@@ -188,15 +192,14 @@ func (s *Store) withData(ctx context.Context, name string, fn func(*rados.IOCont
 }
 
 // The catalog's objects (names under cat/) live in RADOS namespaces of
-// their own, one per directory, so that listing a directory lists one
-// namespace. The object cat/D/K is the key cat/D/K (the whole name) in the
-// namespace BASE/cat/D/ (BASE the URL's namespace; the whole name as the
-// key keeps the objects of two stores apart even where their namespaces
-// meet). A directory below the catalog's second level (cat/D/E/) has a
-// marker in its parent directory's namespace, the key cat/D/E/ (an
-// invalid object name: no object takes it), written before the first
-// object in it, so that a listing of cat/D/ knows whether it must look
-// deeper. Markers are never deleted.
+// their own, one per directory. The object cat/D/K is the key cat/D/K (the
+// whole name) in the namespace BASE/cat/D/ (BASE the URL's namespace; the
+// whole name as the key keeps the objects of two stores apart even where
+// their namespaces meet). A directory below the catalog's second level
+// (cat/D/E/) has a marker in its parent directory's namespace, the key
+// cat/D/E/ (an invalid object name: no object takes it), written before
+// the first object in it, after its key in its parent's index (index.go).
+// Markers are never deleted.
 const catPrefix = "cat/"
 
 func isCat(name string) bool { return strings.HasPrefix(name, catPrefix) }
