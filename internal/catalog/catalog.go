@@ -900,8 +900,8 @@ func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 var errEnough = errors.New("catalog: enough names")
 
 // nameSource returns the next names (decoded, valid, under the prefix and
-// after opts.After) of a listing, up to n, in order, and whether they are
-// the last.
+// after opts.After) of a listing, up to n, in order, and whether no name
+// follows them.
 type nameSource func(n int) ([]string, bool, error)
 
 // names returns the name source of a listing (see List).
@@ -916,27 +916,31 @@ func (c *Catalog) names(ctx context.Context, opts ListOptions) (nameSource, erro
 		return n, ok && object > after && strings.HasPrefix(n, opts.Prefix) && ValidName(n) == nil
 	}
 	if ol, ok := objstore.AsOrderedLister(c.store); ok {
+		// One name more than asked is read and kept, so that whether a
+		// name follows is known without asking the store again.
+		var ahead []string
 		cursor, done := after, false
 		return func(want int) ([]string, bool, error) {
-			var names []string
-			if done {
-				return nil, true, nil
-			}
-			err := ol.ListNamesAfter(ctx, prefix, cursor, func(object string) error {
-				cursor = object
-				if n, ok := keep(object); ok {
-					names = append(names, n)
+			for len(ahead) <= want && !done {
+				err := ol.ListNamesAfter(ctx, prefix, cursor, func(object string) error {
+					cursor = object
+					if n, ok := keep(object); ok {
+						ahead = append(ahead, n)
+					}
+					if len(ahead) > want {
+						return errEnough
+					}
+					return nil
+				})
+				if err != nil && !errors.Is(err, errEnough) {
+					return nil, false, err
 				}
-				if len(names) == want {
-					return errEnough
-				}
-				return nil
-			})
-			if errors.Is(err, errEnough) {
-				return names, false, nil
+				done = err == nil
 			}
-			done = err == nil
-			return names, done, err
+			k := min(want, len(ahead))
+			names := ahead[:k:k]
+			ahead = ahead[k:]
+			return names, done && len(ahead) == 0, nil
 		}, nil
 	}
 	var objects []string
@@ -1027,15 +1031,6 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 			}
 		}
 		if opts.Limit > 0 && total == opts.Limit && !last {
-			// A token only if a name follows (a page ends there, not
-			// the listing).
-			more, _, err := source(1)
-			if err != nil {
-				return "", err
-			}
-			if len(more) == 0 {
-				lastName = ""
-			}
 			return lastName, flush()
 		}
 	}
