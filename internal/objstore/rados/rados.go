@@ -73,8 +73,10 @@ type Store struct {
 	fullWalks   atomic.Int64
 	walks       atomic.Int64
 	indexBuilds atomic.Int64
-	// indexed: the catalog's index is known to be complete (ensureIndex).
+	// indexed: the catalog's index is known to be complete (ensureIndex,
+	// which holds indexMu).
 	indexed atomic.Bool
+	indexMu sync.Mutex
 	// indexHook, if set, is called between the steps of the index's
 	// protocol (tests).
 	indexHook func(step, name string)

@@ -333,6 +333,11 @@ func (c catStore) ListNames(ctx context.Context, prefix string, fn func(string) 
 		return fn(strings.TrimPrefix(name, catDir))
 	})
 }
+func (c catStore) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	return c.s.ListNamesAfter(ctx, catDir+prefix, catDir+after, func(name string) error {
+		return fn(strings.TrimPrefix(name, catDir))
+	})
+}
 func (c catStore) Stat(ctx context.Context, name string) (objstore.Info, error) {
 	in, err := c.s.Stat(ctx, catDir+name)
 	in.Name = strings.TrimPrefix(in.Name, catDir)
