@@ -5,8 +5,9 @@
 # remove of one name (lookup: a random filled name; lookup-hot: the name
 # just created; lookup-cold, on the file store: a random filled name after
 # the kernel's caches were dropped, COLD below), and the first page of 100
-# and of 1000 of a listing;
-# and the time 'archip volume list' takes to print its first record. On
+# and of 1000 of a listing; and the time 'archip volume list' takes to
+# print its first record and 'archip volume info' of one volume takes
+# (from 10^4 records). On
 # the file store and on RADOS (a throwaway cluster: scripts/ceph-cluster.sh,
 # one OSD, a pool per N; the OSD is bluestore on a sparse file when a RADOS
 # size is above 200,000, else memstore, which keeps every object in memory,
@@ -77,6 +78,8 @@ run() { # backend n store-url
     if [ "$n" -ge 10000 ]; then
       line=$(bench/firstline.py "$work/archip" --store "$url" volume list)
       echo "$backend $n cli 1 ${line%% *} cli-s" >>"$results"
+      line=$(bench/elapsed.py "$work/archip" --store "$url" volume info v00000000)
+      echo "$backend $n info 1 $line info-s" >>"$results"
     fi
   done
 }
@@ -95,7 +98,7 @@ for line in open(sys.argv[1]):
     f = line.split()
     backend, n = f[0], int(f[1])
     for v, unit in zip(f[4::2], f[5::2]):
-        if unit.endswith("-ms") or unit == "cli-s":
+        if unit.endswith("-ms") or unit in ("cli-s", "info-s"):
             vals[(backend, unit, n)].append(float(v))
 ops = ["create", "lookup", "lookup-hot", "lookup-cold", "snapshot", "clone", "rename", "remove", "list100", "list1000"]
 for backend in ("file", "rados"):
@@ -113,4 +116,7 @@ for backend in ("file", "rados"):
     cli = [f"{rng(vals[(backend, 'cli-s', n)])}" if vals[(backend, 'cli-s', n)] else "-" for n in sizes]
     if any(c != "-" for c in cli):
         print("| `volume list`, first record (s) | " + " | ".join(cli) + " | |")
+    info = [f"{rng(vals[(backend, 'info-s', n)])}" if vals[(backend, 'info-s', n)] else "-" for n in sizes]
+    if any(c != "-" for c in info):
+        print("| `volume info` of one volume (s) | " + " | ".join(info) + " | |")
 PY

@@ -879,10 +879,13 @@ type Page struct {
 	Next string
 }
 
-// List returns the valid records selected, in name order. It lists the
-// record names under the prefix (objstore.ListNames: the store lists in
-// no order, so this costs the names of the prefix, not their records or
-// metadata) and reads the records of the page only. It writes nothing.
+// List returns the valid records selected, in name order (the byte
+// order of the stored names, which is that of the names except that @
+// sorts between _ and a). A store that lists in order from a name on
+// (objstore.OrderedLister: RADOS, S3) lists the names of the page only;
+// another lists the names under the prefix (objstore.ListNames) and sorts
+// them, which costs the names of the prefix, not their records or
+// metadata. It reads the records of the page only, and writes nothing.
 func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 	var p Page
 	next, err := c.Walk(ctx, opts, opts.Limit, func(recs []Record) error {
@@ -893,32 +896,94 @@ func (c *Catalog) List(ctx context.Context, opts ListOptions) (Page, error) {
 	return p, err
 }
 
-// Walk calls fn with the valid records opts selects, in name order,
-// pageSize at a time (0: all at once; the first page holds at most
-// FirstPage, so that a caller that shows pages as they come shows the
-// first one soon), and returns the token that continues after the last
-// record passed to fn (empty when none is left). It lists the names once,
-// however many pages it reads, and reads the records of a page several at
-// a time. It writes nothing. It is no snapshot: see docs/format.md for
-// what a rename during a listing shows (the ID once at most).
-func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn func([]Record) error) (string, error) {
-	if err := c.ensure(ctx, false); err != nil {
-		return "", err
+// errEnough stops an ordered listing that has the names it wants.
+var errEnough = errors.New("catalog: enough names")
+
+// nameSource returns the next names (decoded, valid, under the prefix and
+// after opts.After) of a listing, up to n, in order, and whether no name
+// follows them.
+type nameSource func(n int) ([]string, bool, error)
+
+// names returns the name source of a listing (see List).
+func (c *Catalog) names(ctx context.Context, opts ListOptions) (nameSource, error) {
+	prefix := NamePrefix + encodeName(opts.Prefix)
+	after := ""
+	if opts.After != "" {
+		after = recordName(opts.After)
 	}
-	var names []string
-	err := objstore.ListNames(ctx, c.store, NamePrefix+encodeName(opts.Prefix), func(object string) error {
+	keep := func(object string) (string, bool) {
 		n, ok := decodeName(strings.TrimPrefix(object, NamePrefix))
-		if ok && n > opts.After && strings.HasPrefix(n, opts.Prefix) && ValidName(n) == nil {
-			names = append(names, n)
+		return n, ok && object > after && strings.HasPrefix(n, opts.Prefix) && ValidName(n) == nil
+	}
+	if ol, ok := objstore.AsOrderedLister(c.store); ok {
+		// One name more than asked is read and kept, so that whether a
+		// name follows is known without asking the store again.
+		var ahead []string
+		cursor, done := after, false
+		return func(want int) ([]string, bool, error) {
+			for len(ahead) <= want && !done {
+				err := ol.ListNamesAfter(ctx, prefix, cursor, func(object string) error {
+					cursor = object
+					if n, ok := keep(object); ok {
+						ahead = append(ahead, n)
+					}
+					if len(ahead) > want {
+						return errEnough
+					}
+					return nil
+				})
+				if err != nil && !errors.Is(err, errEnough) {
+					return nil, false, err
+				}
+				done = err == nil
+			}
+			k := min(want, len(ahead))
+			names := ahead[:k:k]
+			ahead = ahead[k:]
+			return names, done && len(ahead) == 0, nil
+		}, nil
+	}
+	var objects []string
+	err := objstore.ListNames(ctx, c.store, prefix, func(object string) error {
+		if _, ok := keep(object); ok {
+			objects = append(objects, object)
 		}
 		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	sort.Strings(objects)
+	return func(want int) ([]string, bool, error) {
+		k := min(want, len(objects))
+		names := make([]string, k)
+		for i, o := range objects[:k] {
+			names[i], _ = decodeName(strings.TrimPrefix(o, NamePrefix))
+		}
+		objects = objects[k:]
+		return names, len(objects) == 0, nil
+	}, nil
+}
+
+// Walk calls fn with the valid records opts selects, in name order (see
+// List), pageSize at a time (0: all at once; the first page holds at most
+// FirstPage, so that a caller that shows pages as they come shows the
+// first one soon), and returns the token that continues after the last
+// record passed to fn (empty when none is left). It lists the names as it
+// goes, walkBatch at a time at most (all at once from a store that lists
+// in no order), and reads the records of a page several at a time. It
+// writes nothing. It is no snapshot: see docs/format.md for what a rename
+// during a listing shows (the ID once at most).
+func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn func([]Record) error) (string, error) {
+	if err := c.ensure(ctx, false); err != nil {
 		return "", err
 	}
-	sort.Strings(names)
+	source, err := c.names(ctx, opts)
+	if err != nil {
+		return "", err
+	}
 	var page []Record
-	total, last := 0, ""
+	total, lastName := 0, ""
 	size := pageSize // of the page being filled
 	if pageSize > FirstPage {
 		size = FirstPage
@@ -934,35 +999,39 @@ func (c *Catalog) Walk(ctx context.Context, opts ListOptions, pageSize int, fn f
 		page, size = nil, pageSize
 		return err
 	}
-	for i := 0; i < len(names); {
+	for last := false; !last; {
 		// Read what the page (and the limit) still lacks, at once.
-		want := min(len(names)-i, walkBatch)
+		want := walkBatch
 		if size > 0 {
 			want = min(want, size-len(page))
 		}
 		if opts.Limit > 0 {
 			want = min(want, opts.Limit-total)
 		}
-		recs, err := c.readValid(ctx, names[i:i+want])
+		var names []string
+		names, last, err = source(want)
 		if err != nil {
 			return "", err
 		}
-		i += want
+		recs, err := c.readValid(ctx, names)
+		if err != nil {
+			return "", err
+		}
 		for _, r := range recs {
 			if r == nil || listed[r.ID] {
 				continue
 			}
 			listed[r.ID] = true
 			page = append(page, r.Record)
-			total, last = total+1, r.Name
+			total, lastName = total+1, r.Name
 			if size > 0 && len(page) == size {
 				if err := flush(); err != nil {
 					return "", err
 				}
 			}
 		}
-		if opts.Limit > 0 && total == opts.Limit && i < len(names) {
-			return last, flush()
+		if opts.Limit > 0 && total == opts.Limit && !last {
+			return lastName, flush()
 		}
 	}
 	return "", flush()

@@ -9,17 +9,18 @@ type Caps uint16
 
 // The capabilities.
 const (
-	CapRangeWrite Caps = 1 << iota // RangeWriter
-	CapSync                        // Syncer
-	CapCopy                        // Copier
-	CapHandles                     // HandleOpener
-	CapLend                        // Lender
-	CapFence                       // Fencer
-	CapListNames                   // NameLister
-	CapFreshStat                   // FreshStater, answering true
+	CapRangeWrite  Caps = 1 << iota // RangeWriter
+	CapSync                         // Syncer
+	CapCopy                         // Copier
+	CapHandles                      // HandleOpener
+	CapLend                         // Lender
+	CapFence                        // Fencer
+	CapListNames                    // NameLister
+	CapFreshStat                    // FreshStater, answering true
+	CapListOrdered                  // OrderedLister
 )
 
-var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat"}
+var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered"}
 
 func (c Caps) String() string {
 	var s []string
@@ -76,6 +77,9 @@ func CapabilitiesOf(s Store) Caps {
 	if _, ok := s.(NameLister); ok {
 		c |= CapListNames
 	}
+	if _, ok := s.(OrderedLister); ok {
+		c |= CapListOrdered
+	}
 	if f, ok := s.(FreshStater); ok && f.FreshStat() {
 		c |= CapFreshStat
 	}
@@ -121,6 +125,9 @@ func AsFencer(s Store) (Fencer, bool) { return as[Fencer](s, CapFence) }
 
 // AsNameLister returns s as a NameLister if it offers CapListNames.
 func AsNameLister(s Store) (NameLister, bool) { return as[NameLister](s, CapListNames) }
+
+// AsOrderedLister returns s as an OrderedLister if it offers CapListOrdered.
+func AsOrderedLister(s Store) (OrderedLister, bool) { return as[OrderedLister](s, CapListOrdered) }
 
 // FreshStat reports whether s's Stat is fresh (see FreshStater).
 func FreshStat(s Store) bool { return CapabilitiesOf(s)&CapFreshStat != 0 }

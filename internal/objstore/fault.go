@@ -201,6 +201,20 @@ func (f *Faulty) List(ctx context.Context, prefix string, fn func(Info) error) e
 	return orAfter(f.Store.List(ctx, prefix, fn), after)
 }
 
+// ListNamesAfter forwards to the wrapped store's ordered listing, with
+// the rules of OpList.
+func (f *Faulty) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	before, afterErr := f.check(ctx, OpList, prefix)
+	if before != nil {
+		return before
+	}
+	ol, ok := AsOrderedLister(f.Store)
+	if !ok {
+		return ErrUnsupport
+	}
+	return orAfter(ol.ListNamesAfter(ctx, prefix, after, fn), afterErr)
+}
+
 // ListNames forwards to the wrapped store's listing of names (or its
 // List), with the rules of OpList.
 func (f *Faulty) ListNames(ctx context.Context, prefix string, fn func(string) error) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -208,6 +209,32 @@ func (m *Mem) List(ctx context.Context, prefix string, fn func(Info) error) erro
 			return err
 		}
 		if err := fn(in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ListNamesAfter lists in order (OrderedLister).
+func (m *Mem) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	var names []string
+	for name := range m.objs {
+		if strings.HasPrefix(name, prefix) && name > after {
+			names = append(names, name)
+		}
+	}
+	m.mu.Unlock()
+	sort.Strings(names)
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(n); err != nil {
 			return err
 		}
 	}

@@ -280,6 +280,17 @@ type NameLister interface {
 	ListNames(ctx context.Context, prefix string, fn func(name string) error) error
 }
 
+// OrderedLister is implemented by backends that list names in order and
+// can start after a name, so that a page of a long listing costs the page
+// (RADOS's catalog index; package catalog's paged list uses it).
+type OrderedLister interface {
+	// ListNamesAfter is NameLister.ListNames restricted to the names
+	// greater than after, which it passes to fn in byte order, as fn takes
+	// them: a caller that has what it wants returns an error from fn
+	// (and ignores it) to stop early.
+	ListNamesAfter(ctx context.Context, prefix, after string, fn func(name string) error) error
+}
+
 // ListNames lists the names under prefix: NameLister's if s has it,
 // else List's.
 func ListNames(ctx context.Context, s Store, prefix string, fn func(name string) error) error {

@@ -145,6 +145,18 @@ func (o *Observed) ListNames(ctx context.Context, prefix string, fn func(string)
 	return err
 }
 
+// ListNamesAfter is observed as OpList.
+func (o *Observed) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	ol, ok := AsOrderedLister(o.s)
+	if !ok {
+		return ErrUnsupport
+	}
+	t := time.Now()
+	err := ol.ListNamesAfter(ctx, prefix, after, fn)
+	o.done(OpList, 0, t, err)
+	return err
+}
+
 func (o *Observed) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
 	w, ok := AsRangeWriter(o.s)
 	if !ok {

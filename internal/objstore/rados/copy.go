@@ -41,13 +41,15 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 		_, err = s.Create(ctx, dst, b)
 		return err
 	}
-	return s.with(ctx, dst, func(io *rados.IOContext) error {
-		csrc, cdst := C.CString(src), C.CString(dst)
-		defer C.free(unsafe.Pointer(csrc))
-		defer C.free(unsafe.Pointer(cdst))
-		if r := C.archip_copy(C.rados_ioctx_t(io.Pointer()), csrc, cdst); r < 0 {
-			return mapErr(errnoError(r))
-		}
-		return nil
+	return s.creating(ctx, dst, func() error {
+		return s.with(ctx, dst, func(io *rados.IOContext) error {
+			csrc, cdst := C.CString(src), C.CString(dst)
+			defer C.free(unsafe.Pointer(csrc))
+			defer C.free(unsafe.Pointer(cdst))
+			if r := C.archip_copy(C.rados_ioctx_t(io.Pointer()), csrc, cdst); r < 0 {
+				return mapErr(errnoError(r))
+			}
+			return nil
+		})
 	})
 }

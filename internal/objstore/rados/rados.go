@@ -18,11 +18,15 @@
 // and lets deletes, which free space, through.
 //
 // Objects live in the URL's namespace, except the catalog's (names under
-// cat/), which live in a namespace per directory (NS/cat/D/), so that
-// listing a directory returns that namespace's names alone instead of every
-// name of the store; directories below cat/D/ have markers so that
-// listing a shallower prefix knows to walk every namespace (see nsOf and
-// docs/format.md).
+// cat/), which live in a namespace per directory (NS/cat/D/, see nsOf).
+// RADOS lists a namespace by walking every object of the pool, so the
+// catalog's directories are listed from an ordered index of omap keys
+// instead, sharded where every create writes (cat/name/, cat/id/,
+// cat/child/): a listing of a volume's children or a page of names costs
+// those names, not the pool. Keys are set before an object is created and
+// removed after it is deleted, with a check after each against the other's
+// race; a store written before the index is indexed on first listing
+// (index.go, docs/format.md).
 //
 // It needs librados (cgo: Debian's librados-dev, and libradospp-dev and g++
 // for shim.cpp) and builds only with the build tags "ceph" and, for go-ceph
@@ -35,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,8 +67,19 @@ type Store struct {
 	// process has seen or written (see markDirs).
 	dirsMu sync.Mutex
 	dirs   map[string]bool
-	// fullWalks counts the listings that walked every namespace (tests).
-	fullWalks atomic.Int64
+	// fullWalks counts the listings that walked every namespace, walks
+	// every walk of the pool (a namespace's too), and indexBuilds the
+	// builds of the index (tests).
+	fullWalks   atomic.Int64
+	walks       atomic.Int64
+	indexBuilds atomic.Int64
+	// indexed: the catalog's index is known to be complete (ensureIndex,
+	// which holds indexMu).
+	indexed atomic.Bool
+	indexMu sync.Mutex
+	// indexHook, if set, is called between the steps of the index's
+	// protocol (tests).
+	indexHook func(step, name string)
 	// statHook, if set, is called at the start of each Stat (tests).
 	statHook func()
 	// fenceMu guards fenceID and fenceErr: FenceID's answer, found once.
@@ -73,11 +89,12 @@ type Store struct {
 }
 
 var (
-	_ objstore.Store       = (*Store)(nil)
-	_ objstore.RangeWriter = (*Store)(nil)
-	_ objstore.Copier      = (*Store)(nil)
-	_ objstore.Fencer      = (*Store)(nil)
-	_ objstore.NameLister  = (*Store)(nil)
+	_ objstore.Store         = (*Store)(nil)
+	_ objstore.RangeWriter   = (*Store)(nil)
+	_ objstore.Copier        = (*Store)(nil)
+	_ objstore.Fencer        = (*Store)(nil)
+	_ objstore.NameLister    = (*Store)(nil)
+	_ objstore.OrderedLister = (*Store)(nil)
 )
 
 // contexts is how many operations run at once on one Store.
@@ -177,15 +194,14 @@ func (s *Store) withData(ctx context.Context, name string, fn func(*rados.IOCont
 }
 
 // The catalog's objects (names under cat/) live in RADOS namespaces of
-// their own, one per directory, so that listing a directory lists one
-// namespace. The object cat/D/K is the key cat/D/K (the whole name) in the
-// namespace BASE/cat/D/ (BASE the URL's namespace; the whole name as the
-// key keeps the objects of two stores apart even where their namespaces
-// meet). A directory below the catalog's second level (cat/D/E/) has a
-// marker in its parent directory's namespace, the key cat/D/E/ (an
-// invalid object name: no object takes it), written before the first
-// object in it, so that a listing of cat/D/ knows whether it must look
-// deeper. Markers are never deleted.
+// their own, one per directory. The object cat/D/K is the key cat/D/K (the
+// whole name) in the namespace BASE/cat/D/ (BASE the URL's namespace; the
+// whole name as the key keeps the objects of two stores apart even where
+// their namespaces meet). A directory below the catalog's second level
+// (cat/D/E/) has a marker in its parent directory's namespace, the key
+// cat/D/E/ (an invalid object name: no object takes it), written before
+// the first object in it, after its key in its parent's index (index.go).
+// Markers are never deleted.
 const catPrefix = "cat/"
 
 func isCat(name string) bool { return strings.HasPrefix(name, catPrefix) }
@@ -203,14 +219,15 @@ func (s *Store) nsOf(name string) string {
 }
 
 // markDirs makes sure that the directories of name (a catalog object about
-// to be created) deeper than cat/D/ have their markers, written from the
-// shallowest down, so that a directory's marker implies its parents'.
+// to be created) have their keys in their parents' indexes (see index.go)
+// and, deeper than cat/D/, their markers, written from the shallowest
+// down, so that a directory's marker implies its parents' and its key.
 func (s *Store) markDirs(ctx context.Context, name string) error {
 	if !isCat(name) {
 		return nil
 	}
 	var unmarked []string // deepest first
-	for dir := dirOf(name); strings.Count(dir, "/") > 2; dir = dirOf(strings.TrimSuffix(dir, "/")) {
+	for dir := dirOf(name); strings.Count(dir, "/") > 1; dir = dirOf(strings.TrimSuffix(dir, "/")) {
 		s.dirsMu.Lock()
 		seen := s.dirs[dir]
 		s.dirsMu.Unlock()
@@ -221,15 +238,24 @@ func (s *Store) markDirs(ctx context.Context, name string) error {
 	}
 	for i := len(unmarked) - 1; i >= 0; i-- {
 		dir := unmarked[i]
-		err := s.withNS(ctx, s.nsOf(dir), func(io *rados.IOContext) error {
-			// A read first: every creator in the directory checks, and a
-			// write, even one that changes nothing, would queue them all
-			// on the marker.
-			if _, err := statIn(io, dir); !errors.Is(err, objstore.ErrNotFound) {
-				return err
-			}
-			return mapErr(io.Create(dir, rados.CreateIdempotent))
-		})
+		var err error
+		if strings.Count(dir, "/") == 2 {
+			// No marker: its key is set once per process.
+			err = s.indexSet(ctx, dir)
+		} else {
+			err = s.withNS(ctx, s.nsOf(dir), func(io *rados.IOContext) error {
+				// A read first: every creator in the directory checks, and a
+				// write, even one that changes nothing, would queue them all
+				// on the marker.
+				if _, err := statIn(io, dir); !errors.Is(err, objstore.ErrNotFound) {
+					return err
+				}
+				if err := s.indexSet(ctx, dir); err != nil {
+					return err
+				}
+				return mapErr(io.Create(dir, rados.CreateIdempotent))
+			})
+		}
 		if err != nil {
 			return err
 		}
@@ -376,26 +402,28 @@ func replace(op *rados.WriteOp, data []byte) {
 	op.WriteFull(data)
 }
 
-func (s *Store) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	if err := s.markDirs(ctx, name); err != nil {
-		return 0, err
-	}
-	return s.write(ctx, name, func(op *rados.WriteOp) {
-		op.Create(rados.CreateIdempotent)
-		replace(op, data)
+func (s *Store) Put(ctx context.Context, name string, data []byte) (v objstore.Version, err error) {
+	err = s.creating(ctx, name, func() (err error) {
+		v, err = s.write(ctx, name, func(op *rados.WriteOp) {
+			op.Create(rados.CreateIdempotent)
+			replace(op, data)
+		})
+		return err
 	})
+	return v, err
 }
 
-func (s *Store) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
-	if err := s.markDirs(ctx, name); err != nil {
-		return 0, err
-	}
-	return s.write(ctx, name, func(op *rados.WriteOp) {
-		op.Create(rados.CreateExclusive)
-		if len(data) > 0 {
-			op.WriteFull(data)
-		}
+func (s *Store) Create(ctx context.Context, name string, data []byte) (v objstore.Version, err error) {
+	err = s.creating(ctx, name, func() (err error) {
+		v, err = s.write(ctx, name, func(op *rados.WriteOp) {
+			op.Create(rados.CreateExclusive)
+			if len(data) > 0 {
+				op.WriteFull(data)
+			}
+		})
+		return err
 	})
+	return v, err
 }
 
 func (s *Store) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
@@ -417,7 +445,10 @@ func (s *Store) Swap(ctx context.Context, name string, data []byte, old objstore
 }
 
 func (s *Store) Delete(ctx context.Context, name string) error {
-	return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Delete(name)) })
+	if err := s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Delete(name)) }); err != nil {
+		return err
+	}
+	return s.deleted(ctx, name)
 }
 
 // DeleteVersion removes the object under the same version assertion as
@@ -435,7 +466,10 @@ func (s *Store) DeleteVersion(ctx context.Context, name string, old objstore.Ver
 		op.AssertVersion(uint64(old))
 		op.Remove()
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return s.deleted(ctx, name)
 }
 
 func statIn(io *rados.IOContext, name string) (objstore.Info, error) {
@@ -473,12 +507,10 @@ func (s *Store) Stat(ctx context.Context, name string) (in objstore.Info, err er
 }
 
 // List walks the objects of the base namespace, whose cost is that of
-// the namespace (RADOS has no index by name), whatever the prefix. Under
-// cat/ it lists the namespace of the prefix's directory (cat/D/, or
-// deeper) alone, unless a marker there says that a deeper directory
-// matches, or the prefix is shorter than cat/D/: then it walks every
-// namespace of the pool (the catalog's: those of other stores and
-// programs are skipped, as they come).
+// the pool (RADOS has no index by name, and lists a namespace by walking
+// every object of the pool), whatever the prefix. Under cat/ it reads the
+// catalog's index instead (index.go): the cost is that of the names
+// listed. It stats each name, and passes only the objects that exist.
 func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
 	names, err := s.listNames(ctx, prefix)
 	if err != nil {
@@ -488,13 +520,28 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 }
 
 // ListNames is List without the stat of each object (objstore.NameLister):
-// the names the walk finds, some of which may be deleted by now.
+// the names the walk or the index finds, some of which may be deleted by
+// now (or, from the index, never created: see index.go).
 func (s *Store) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
+	return s.ListNamesAfter(ctx, prefix, "", fn)
+}
+
+// ListNamesAfter is ListNames in byte order from after on
+// (objstore.OrderedLister). Under cat/ it reads the index as fn takes the
+// names, so a page costs the page; elsewhere it walks and sorts.
+func (s *Store) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	if isCat(prefix) {
+		return s.listIndex(ctx, prefix, after, fn)
+	}
 	names, err := s.listNames(ctx, prefix)
 	if err != nil {
 		return err
 	}
+	sort.Strings(names)
 	for _, n := range names {
+		if n <= after {
+			continue
+		}
 		if err := fn(n); err != nil {
 			return err
 		}
@@ -502,7 +549,7 @@ func (s *Store) ListNames(ctx context.Context, prefix string, fn func(string) er
 	return ctx.Err()
 }
 
-// listNames returns the names List walks (see List).
+// listNames returns the names List lists (see List).
 func (s *Store) listNames(ctx context.Context, prefix string) ([]string, error) {
 	var names []string
 	if !isCat(prefix) {
@@ -516,36 +563,13 @@ func (s *Store) listNames(ctx context.Context, prefix string) ([]string, error) 
 		}
 	}
 	if isCat(prefix) || strings.HasPrefix(catPrefix, prefix) {
-		deeper := strings.Count(prefix, "/") < 2
-		var cat []string
-		if !deeper {
-			err := s.walk(ctx, s.ns+"/"+dirOf(prefix), func(ns, key string) {
-				if !strings.HasPrefix(key, prefix) || s.nsOf(key) != ns {
-					return
-				}
-				if strings.HasSuffix(key, "/") {
-					deeper = true
-				} else if objstore.ValidName(key) == nil {
-					cat = append(cat, key)
-				}
-			})
-			if err != nil {
-				return nil, err
-			}
+		err := s.listIndex(ctx, prefix, "", func(n string) error {
+			names = append(names, n)
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		if deeper {
-			s.fullWalks.Add(1)
-			cat = cat[:0]
-			err := s.walk(ctx, rados.AllNamespaces, func(ns, key string) {
-				if strings.HasPrefix(key, prefix) && isCat(key) && s.nsOf(key) == ns && objstore.ValidName(key) == nil {
-					cat = append(cat, key)
-				}
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-		names = append(names, cat...)
 	}
 	return names, nil
 }
@@ -617,6 +641,10 @@ func (s *Store) statEach(ctx context.Context, names []string, fn func(objstore.I
 // walk calls fn with the namespace and key of every object of namespace
 // ns (or of the pool, with rados.AllNamespaces).
 func (s *Store) walk(ctx context.Context, ns string, fn func(ns, key string)) error {
+	s.walks.Add(1)
+	if ns == rados.AllNamespaces {
+		s.fullWalks.Add(1)
+	}
 	return s.withNS(ctx, ns, func(io *rados.IOContext) error {
 		it, err := io.Iter()
 		if err != nil {
@@ -637,15 +665,14 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) e
 	if err := objstore.ValidName(name); err != nil {
 		return err
 	}
-	if err := s.markDirs(ctx, name); err != nil {
-		return err
-	}
-	if len(p) == 0 {
-		return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Create(name, rados.CreateIdempotent)) })
-	}
-	return s.withData(ctx, name, func(io *rados.IOContext) error {
-		_, err := aio(ctx, io, true, name, p, off)
-		return err
+	return s.creating(ctx, name, func() error {
+		if len(p) == 0 {
+			return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Create(name, rados.CreateIdempotent)) })
+		}
+		return s.withData(ctx, name, func(io *rados.IOContext) error {
+			_, err := aio(ctx, io, true, name, p, off)
+			return err
+		})
 	})
 }
 

@@ -1026,16 +1026,46 @@ func (s *Store) Stat(ctx context.Context, name string) (objstore.Info, error) {
 // List lists with ListObjectsV2, which gives each key's size, ETag and
 // time: a listing costs no request per object (no NameLister needed).
 func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) error) error {
+	return s.list(ctx, prefix, "", func(in objstore.Info) error {
+		if in.Size == 0 && s.tombstones() {
+			// Maybe a tombstone (a listing shows no metadata).
+			h, err := s.headRaw(ctx, in.Name)
+			if objstore.IsNotExist(err) || err == nil && h.deleted {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			in.Version, in.ModTime = versionOf(h.etag), h.mod
+		}
+		return fn(in)
+	})
+}
+
+// ListNamesAfter lists in key order from after on (objstore.OrderedLister:
+// ListObjectsV2's StartAfter), a page of keys per request. Tombstones may
+// come, as absent names.
+func (s *Store) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	return s.list(ctx, prefix, after, func(in objstore.Info) error { return fn(in.Name) })
+}
+
+// list calls fn with each object ListObjectsV2 lists under prefix after
+// after, in key order, tombstones included.
+func (s *Store) list(ctx context.Context, prefix, after string, fn func(objstore.Info) error) error {
 	if s.closed.Load() {
 		return objstore.ErrClosed
 	}
 	kp := s.kp + prefix
+	var start *string
+	if after != "" {
+		start = aws.String(s.kp + after)
+	}
 	var token *string
 	for {
 		var out *s3.ListObjectsV2Output
 		err := s.idem(ctx, func(ctx context.Context) error {
 			var err error
-			out, err = s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &kp, ContinuationToken: token})
+			out, err = s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &kp, StartAfter: start, ContinuationToken: token})
 			return err
 		})
 		if err != nil {
@@ -1047,17 +1077,6 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(objstore.Info) 
 				continue // the probe's, or not ours
 			}
 			in := objstore.Info{Name: name, Size: max(0, aws.ToInt64(o.Size)-trailerLen), Version: versionOf(aws.ToString(o.ETag)), ModTime: aws.ToTime(o.LastModified)}
-			if in.Size == 0 && s.tombstones() {
-				// Maybe a tombstone (a listing shows no metadata).
-				h, err := s.headRaw(ctx, name)
-				if objstore.IsNotExist(err) || err == nil && h.deleted {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				in.Version, in.ModTime = versionOf(h.etag), h.mod
-			}
 			if err := fn(in); err != nil {
 				return err
 			}

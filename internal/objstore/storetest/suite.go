@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Store) {
 		{"Handles", testHandles, has(objstore.CapHandles)},
 		{"Copier", testCopier, has(objstore.CapCopy)},
 		{"Lender", testLender, has(objstore.CapLend)},
+		{"OrderedLister", testOrderedLister, has(objstore.CapListOrdered)},
 		{"BufferOwnership", testBuffers, nil},
 	}
 	probe := open(t)
@@ -589,6 +590,50 @@ func testHandles(t *testing.T, s objstore.Store) {
 // has reports whether the backend offers capability c.
 func has(c objstore.Caps) func(s objstore.Store) bool {
 	return func(s objstore.Store) bool { return objstore.CapabilitiesOf(s)&c != 0 }
+}
+
+// testOrderedLister: names under a prefix, in byte order, after a name,
+// and an error from fn stops the listing.
+func testOrderedLister(t *testing.T, s objstore.Store) {
+	ol, _ := objstore.AsOrderedLister(s)
+	names := []string{"o/b", "o/a", "o/a-1", "o/a/x", "o/c", "o/aa", "p/a"}
+	for _, n := range names {
+		must(s.Put(ctx, n, []byte(n)))
+	}
+	list := func(prefix, after string, limit int) string {
+		var got []string
+		stop := errors.New("stop")
+		err := ol.ListNamesAfter(ctx, prefix, after, func(n string) error {
+			got = append(got, n)
+			if len(got) == limit {
+				return stop
+			}
+			return nil
+		})
+		if limit > 0 && len(got) == limit {
+			wantErr(t, err, stop, "ListNamesAfter stopped by fn")
+		} else {
+			noErr(t, err)
+		}
+		return strings.Join(got, " ")
+	}
+	for _, c := range []struct {
+		prefix, after string
+		limit         int
+		want          string
+	}{
+		{"o/", "", 0, "o/a o/a-1 o/a/x o/aa o/b o/c"},
+		{"o/", "o/a-1", 0, "o/a/x o/aa o/b o/c"},
+		{"o/a", "o/a", 0, "o/a-1 o/a/x o/aa"},
+		{"o/", "o/a", 2, "o/a-1 o/a/x"},
+		{"o/", "o/c", 0, ""},
+		{"o/", "z", 0, ""},
+		{"", "o/c", 0, "p/a"},
+	} {
+		if got := list(c.prefix, c.after, c.limit); got != c.want {
+			t.Errorf("ListNamesAfter(%q, %q) = %q, want %q", c.prefix, c.after, got, c.want)
+		}
+	}
 }
 
 func testCopier(t *testing.T, s objstore.Store) {
