@@ -596,9 +596,26 @@ func has(c objstore.Caps) func(s objstore.Store) bool {
 // and an error from fn stops the listing.
 func testOrderedLister(t *testing.T, s objstore.Store) {
 	ol, _ := objstore.AsOrderedLister(s)
-	names := []string{"o/b", "o/a", "o/a-1", "o/a/x", "o/c", "o/aa", "p/a"}
-	for _, n := range names {
-		must(s.Put(ctx, n, []byte(n)))
+	var stored []string
+	for _, n := range []string{"o/b", "o/a", "o/a-1", "o/a/x", "o/c", "o/aa", "p/a"} {
+		_, err := s.Put(ctx, n, []byte(n))
+		if n == "o/a/x" && errors.Is(err, objstore.ErrBadName) {
+			continue // a server on which "o/a" cannot also be a directory
+		}
+		noErr(t, err)
+		stored = append(stored, n)
+	}
+	slices.Sort(stored)
+	// want is the model: the stored names under prefix, after after, at
+	// most limit of them (0: all).
+	want := func(prefix, after string, limit int) string {
+		var out []string
+		for _, n := range stored {
+			if strings.HasPrefix(n, prefix) && n > after && (limit == 0 || len(out) < limit) {
+				out = append(out, n)
+			}
+		}
+		return strings.Join(out, " ")
 	}
 	list := func(prefix, after string, limit int) string {
 		var got []string
@@ -617,21 +634,18 @@ func testOrderedLister(t *testing.T, s objstore.Store) {
 		}
 		return strings.Join(got, " ")
 	}
+	if got := want("o/", "", 0); got != "o/a o/a-1 o/a/x o/aa o/b o/c" && got != "o/a o/a-1 o/aa o/b o/c" {
+		t.Fatalf("the model is wrong: %q", got)
+	}
 	for _, c := range []struct {
 		prefix, after string
 		limit         int
-		want          string
 	}{
-		{"o/", "", 0, "o/a o/a-1 o/a/x o/aa o/b o/c"},
-		{"o/", "o/a-1", 0, "o/a/x o/aa o/b o/c"},
-		{"o/a", "o/a", 0, "o/a-1 o/a/x o/aa"},
-		{"o/", "o/a", 2, "o/a-1 o/a/x"},
-		{"o/", "o/c", 0, ""},
-		{"o/", "z", 0, ""},
-		{"", "o/c", 0, "p/a"},
+		{"o/", "", 0}, {"o/", "o/a-1", 0}, {"o/a", "o/a", 0}, {"o/", "o/a", 2},
+		{"o/", "o/c", 0}, {"o/", "z", 0}, {"", "o/c", 0},
 	} {
-		if got := list(c.prefix, c.after, c.limit); got != c.want {
-			t.Errorf("ListNamesAfter(%q, %q) = %q, want %q", c.prefix, c.after, got, c.want)
+		if got, want := list(c.prefix, c.after, c.limit), want(c.prefix, c.after, c.limit); got != want {
+			t.Errorf("ListNamesAfter(%q, %q) = %q, want %q", c.prefix, c.after, got, want)
 		}
 	}
 }
