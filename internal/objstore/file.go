@@ -242,7 +242,9 @@ import (
 // crash between leaves what a crash before the link leaves (a temporary
 // file, a directory with only its "new" base, empty parents), removed by
 // the same listings. FORMAT is linked from a complete temporary file, then
-// the root is fsynced.
+// the root is fsynced. Directory fsyncs are shared by the process's
+// writers (dirCommits): each waits for one that began after it asked, so
+// after its link.
 type File struct {
 	root     string
 	hooks    fileHooks

@@ -12,10 +12,8 @@ import (
 // fsync of the directory that began after its call has completed, the
 // same promise as an fsync of its own. N writers linking in one
 // directory at once make two fsyncs instead of N (one running, one for
-// all that came during it), and the file system is not asked to flush
-// its cache for each (a file system that committed the directory's
-// change already, ext4 among them, still flushes the disk's cache for
-// every fsync).
+// all that came during it). An fsync's error fails every caller it
+// serves.
 type dirCommits struct {
 	mu   sync.Mutex
 	dirs map[string]*dirCommit
