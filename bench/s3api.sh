@@ -10,7 +10,10 @@
 # file uploaded twice would cost it no writes), and targets interleave
 # (archip, versitygw, radosgw, then the reverse; ROUNDS of each), each
 # figure the mean of its rounds. The first download of each target is
-# compared with what was uploaded.
+# compared with what was uploaded. archip answers an upload once it is
+# durable; versitygw's posix backend never fsyncs (with this machine's
+# memory a 1 GiB upload never waits for the disk), so a second upload
+# figure, durable, adds to its time an fsync of the file it wrote.
 #
 #   bench/s3api.sh                          # 1 GiB, 2 rounds
 #   SIZE=256M ROUNDS=1 RGW=0 bench/s3api.sh # quick
@@ -79,7 +82,7 @@ for who in "${whos[@]}"; do s3 "$who" mb s3://bench >/dev/null; done
 # ms CMD...: runs CMD quietly, prints how long it took in ms.
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null || return 1; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
 mibs() { /usr/bin/python3 -c 'import sys; print(round(int(sys.argv[1]) / 2**20 / (int(sys.argv[2]) / 1000)))' "$bytes" "$1"; }
-declare -A UP DOWN CHECKED
+declare -A UP DOWN SYNCED CHECKED
 order=()
 for _ in $(seq "$ROUNDS"); do order+=("${whos[@]}"); for ((i = ${#whos[@]} - 1; i >= 0; i--)); do order+=("${whos[i]}"); done; done
 n=0
@@ -88,6 +91,13 @@ for who in "${order[@]}"; do
   head -c "$bytes" /dev/urandom >"$work/up"
   t=$(ms s3 "$who" cp --no-progress "$work/up" "s3://bench/f$n")
   UP[$who]="${UP[$who]:-} $(mibs "$t")"
+  # Durable: archip answers once the data is on disk; versitygw's posix
+  # backend never fsyncs, so its figure here adds an fsync of the file
+  # (and its directory) made right after the upload.
+  case $who in
+  archip) SYNCED[$who]="${SYNCED[$who]:-} $(mibs "$t")" ;;
+  versitygw) SYNCED[$who]="${SYNCED[$who]:-} $(mibs $((t + $(ms sync "$work/vgw/bench/f$n" "$work/vgw/bench"))))" ;;
+  esac
   t=$(ms s3 "$who" cp --no-progress "s3://bench/f$n" "$work/down")
   DOWN[$who]="${DOWN[$who]:-} $(mibs "$t")"
   if [ -z "${CHECKED[$who]:-}" ]; then
@@ -99,7 +109,10 @@ for who in "${order[@]}"; do
   echo "  $who: up ${UP[$who]##* } MiB/s, down ${DOWN[$who]##* } MiB/s" >&2
 done
 mean() { /usr/bin/python3 -c 'import sys; v = [float(x) for x in sys.argv[1:]]; print(round(sum(v) / len(v)))' $1; }
-for who in "${whos[@]}"; do UP[$who]=$(mean "${UP[$who]}"); DOWN[$who]=$(mean "${DOWN[$who]}"); done
+for who in "${whos[@]}"; do
+  UP[$who]=$(mean "${UP[$who]}") DOWN[$who]=$(mean "${DOWN[$who]}")
+  SYNCED[$who]=$([ -n "${SYNCED[$who]:-}" ] && mean "${SYNCED[$who]}" || echo -)
+done
 if [ -n "${PROFILE:-}" ]; then
   kill -INT "$archip_pid"
   wait "$archip_pid" 2>/dev/null || true
@@ -108,8 +121,11 @@ fi
 echo
 echo "aws s3 cp of $SIZE (default multipart: 8 MiB parts, 10 at once), MiB/s, mean of $((ROUNDS * 2)) runs each"
 echo "(one loopback machine shared with other work: compare within a run only)"
-printf '%-10s %8s %8s %12s %12s\n' server upload download "up vs vgw" "down vs vgw"
+echo "(durable: until the upload is on disk; versitygw's upload and then an fsync of its file)"
+printf '%-10s %8s %8s %8s %12s %12s %12s\n' server upload durable download "up vs vgw" "dur vs vgw" "down vs vgw"
 for who in "${whos[@]}"; do
-  printf '%-10s %8s %8s %12s %12s\n' "$who" "${UP[$who]}" "${DOWN[$who]}" \
-    "$(ratio "${UP[$who]}" "${UP[versitygw]}")" "$(ratio "${DOWN[$who]}" "${DOWN[versitygw]}")"
+  dur=-
+  [ "${SYNCED[$who]}" != - ] && dur=$(ratio "${SYNCED[$who]}" "${SYNCED[versitygw]}")
+  printf '%-10s %8s %8s %8s %12s %12s %12s\n' "$who" "${UP[$who]}" "${SYNCED[$who]}" "${DOWN[$who]}" \
+    "$(ratio "${UP[$who]}" "${UP[versitygw]}")" "$dur" "$(ratio "${DOWN[$who]}" "${DOWN[versitygw]}")"
 done

@@ -6,7 +6,8 @@ type FileHooks struct {
 	// directory and decided what to link, before it links (or, for an
 	// absent object, before it creates the directory).
 	BeforeInstall func(dir string)
-	// SyncDir runs before every directory fsync.
+	// SyncDir runs before every directory fsync (once for all the
+	// callers that share it).
 	SyncDir func(dir string)
 	// AfterLink runs after an install linked its generation, before it
 	// checks its base.

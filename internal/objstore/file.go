@@ -242,7 +242,9 @@ import (
 // crash between leaves what a crash before the link leaves (a temporary
 // file, a directory with only its "new" base, empty parents), removed by
 // the same listings. FORMAT is linked from a complete temporary file, then
-// the root is fsynced.
+// the root is fsynced. Directory fsyncs are shared by the process's
+// writers (dirCommits): each waits for one that began after it asked, so
+// after its link.
 type File struct {
 	root     string
 	hooks    fileHooks
@@ -253,6 +255,8 @@ type File struct {
 	durable   map[string]genID   // directory → the one (dirKey) whose entry in its parent is durable
 	seen      map[string]seenGen // object → its newest generation as last seen (Stat)
 	lastClean int64              // of tmp/, by serverNow
+
+	commits dirCommits // directory fsyncs in flight, shared by callers
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -1665,19 +1669,16 @@ func (f *File) forget(dir string) {
 	delete(f.durable, dir)
 }
 
+// syncDir makes durable every entry linked in dir before it is called:
+// with an fsync of dir that begins after the call, shared with the
+// process's other callers for dir meanwhile (dirCommits).
 func (f *File) syncDir(dir string) error {
-	if f.hooks.syncDir != nil {
-		f.hooks.syncDir(dir)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return f.commits.sync(dir, func(dir string) error {
+		if f.hooks.syncDir != nil {
+			f.hooks.syncDir(dir)
+		}
+		return fsyncDir(dir)
+	})
 }
 
 // mapErr turns OS errors into the package's sentinels, keeping the cause.

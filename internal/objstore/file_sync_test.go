@@ -1,0 +1,100 @@
+package objstore
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// TestDirCommitsWakeLate: callers that ask while an fsync of their
+// directory runs (their entry may have been linked after it began) share
+// one fsync that begins after the running one ends, and none returns
+// before it has completed; a caller that asks once that second fsync has
+// begun waits for a third.
+func TestDirCommitsWakeLate(t *testing.T) {
+	var c dirCommits
+	type call struct {
+		begin chan struct{} // closed as the fsync begins
+		end   chan struct{} // close to end it
+	}
+	calls := make(chan call, 10)
+	var mu sync.Mutex
+	var completed int // fsyncs completed
+	run := func(string) error {
+		cl := call{make(chan struct{}), make(chan struct{})}
+		calls <- cl
+		close(cl.begin)
+		<-cl.end
+		mu.Lock()
+		completed++
+		mu.Unlock()
+		return nil
+	}
+	// returned[i] is the number of fsyncs completed when caller i returned.
+	returned := make(chan [2]int, 10)
+	ask := func(i int) {
+		c.sync("d", run)
+		mu.Lock()
+		returned <- [2]int{i, completed}
+		mu.Unlock()
+	}
+	go ask(0)
+	first := <-calls
+	const waiters = 5
+	for i := 1; i <= waiters; i++ {
+		go ask(i)
+	}
+	waitQueued(t, &c, "d", waiters)
+	close(first.end)
+	if r := <-returned; r != [2]int{0, 1} {
+		t.Fatalf("first caller returned as %v, want after the first fsync", r)
+	}
+	second := <-calls
+	select {
+	case r := <-returned:
+		t.Fatalf("caller %d returned while the fsync it needs (the second) runs", r[0])
+	default:
+	}
+	// A late caller: the second fsync began before it asked.
+	go ask(9)
+	waitQueued(t, &c, "d", 1)
+	close(second.end)
+	for range waiters {
+		if r := <-returned; r[0] == 9 || r[1] < 2 {
+			t.Fatalf("caller %d returned after %d fsyncs, want the late caller after a third and the others after the second", r[0], r[1])
+		}
+	}
+	third := <-calls
+	close(third.end)
+	if r := <-returned; r != [2]int{9, 3} {
+		t.Fatalf("late caller returned as %v, want after the third fsync", r)
+	}
+	select {
+	case cl := <-calls:
+		close(cl.end)
+		t.Fatal("an fsync nobody needed")
+	default:
+	}
+	if len(c.dirs) != 0 {
+		t.Errorf("%d directories remembered after every fsync ended", len(c.dirs))
+	}
+}
+
+// waitQueued waits until n callers wait for the next fsync of dir: the
+// leader on the running one, the others on the leader's.
+func waitQueued(t *testing.T, c *dirCommits, dir string, n int) {
+	t.Helper()
+	for {
+		c.mu.Lock()
+		d := c.dirs[dir]
+		got := 0
+		if d != nil && d.next != nil {
+			got = d.next.waiters
+		}
+		c.mu.Unlock()
+		if got == n {
+			return
+		}
+		runtime.Gosched()
+	}
+}
