@@ -98,3 +98,111 @@ func waitQueued(t *testing.T, c *dirCommits, dir string, n int) {
 		runtime.Gosched()
 	}
 }
+
+// TestDirCommitsRunPanics: an fsync whose run panics (a hook, a runtime
+// error) still ends its batch: the panic reaches its own caller, the
+// callers it serves get an error instead of waiting forever, the next
+// batch's leader takes over, and the directory is forgotten once idle.
+func TestDirCommitsRunPanics(t *testing.T) {
+	var c dirCommits
+	type call struct {
+		end chan bool // send true to panic, false to succeed
+	}
+	calls := make(chan call, 10)
+	run := func(string) error {
+		cl := call{make(chan bool)}
+		calls <- cl
+		if <-cl.end {
+			panic("injected")
+		}
+		return nil
+	}
+	type result struct {
+		err      error
+		panicked bool
+	}
+	ask := func(out chan<- result) {
+		var r result
+		defer func() {
+			if recover() != nil {
+				r.panicked = true
+			}
+			out <- r
+		}()
+		r.err = c.sync("d", run)
+	}
+	running := func() *dirBatch {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.dirs["d"].running
+	}
+	ended := func(b *dirBatch) bool {
+		select {
+		case <-b.done:
+			return true
+		default:
+			return false
+		}
+	}
+
+	// The first fsync panics while two callers wait for the next.
+	first := make(chan result, 1)
+	go ask(first)
+	cl := <-calls
+	b1 := running()
+	rest := make(chan result, 2)
+	go ask(rest)
+	go ask(rest)
+	waitQueued(t, &c, "d", 2)
+	cl.end <- true
+	if r := <-first; !r.panicked {
+		t.Fatalf("the caller whose fsync panicked got %v, want the panic", r.err)
+	}
+	if !ended(b1) {
+		t.Fatal("an fsync that panicked never ended: the callers waiting for the next one wait forever")
+	}
+	(<-calls).end <- false // the next batch's leader runs its own
+	for range 2 {
+		if r := <-rest; r.panicked || r.err != nil {
+			t.Fatalf("a caller of the fsync after the one that panicked got %+v, want success", r)
+		}
+	}
+
+	// The batch's own fsync panics: the callers it serves get an error.
+	go ask(first)
+	cl = <-calls
+	go ask(rest)
+	go ask(rest)
+	waitQueued(t, &c, "d", 2)
+	cl.end <- false
+	if r := <-first; r.panicked || r.err != nil {
+		t.Fatalf("first caller got %+v, want success", r)
+	}
+	cl = <-calls
+	b2 := running()
+	cl.end <- true
+	var panics int
+	for range 2 {
+		r := <-rest
+		if r.panicked {
+			panics++
+		} else if r.err == nil {
+			t.Error("a caller served by an fsync that panicked got success")
+		}
+		if panics == 1 && !ended(b2) {
+			t.Fatal("an fsync that panicked never ended: the callers it serves wait forever")
+		}
+	}
+	if panics != 1 {
+		t.Errorf("%d callers got the panic, want its leader only", panics)
+	}
+	c.mu.Lock()
+	n := len(c.dirs)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d directories remembered after every fsync ended", n)
+	}
+	if err := c.sync("d", func(string) error { return nil }); err != nil {
+		t.Errorf("a later caller got %v, want the success of its own fsync", err)
+	}
+}
