@@ -1,6 +1,12 @@
 package objstore
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -204,5 +210,127 @@ func TestDirCommitsRunPanics(t *testing.T) {
 	}
 	if err := c.sync("d", func(string) error { return nil }); err != nil {
 		t.Errorf("a later caller got %v, want the success of its own fsync", err)
+	}
+}
+
+// servedBy is the error a test's run returns: which fsync (in the order
+// they began) served the caller.
+type servedBy struct {
+	dir string
+	n   int64
+}
+
+func (s *servedBy) Error() string { return fmt.Sprintf("fsync %d of %s", s.n, s.dir) }
+
+// TestDirCommitsServedAfterCall: callers of many directories at once,
+// with fsyncs that stall a random while: each caller gets the result of
+// an fsync of its own directory that began after its call (so every
+// caller an fsync serves gets its error, and none the error or success
+// of one begun before it asked), and every directory is forgotten once
+// idle.
+func TestDirCommitsServedAfterCall(t *testing.T) {
+	var c dirCommits
+	const dirs, callers, rounds = 4, 8, 50
+	var mu sync.Mutex
+	begun := map[string]int64{} // fsyncs of each directory begun
+	run := func(dir string) error {
+		mu.Lock()
+		begun[dir]++
+		n := begun[dir]
+		mu.Unlock()
+		for range rand.IntN(20) {
+			runtime.Gosched()
+		}
+		return &servedBy{dir, n}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, dirs*callers)
+	for i := range dirs * callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dir := fmt.Sprint("d", i%dirs)
+			for range rounds {
+				mu.Lock()
+				before := begun[dir]
+				mu.Unlock()
+				var s *servedBy
+				if err := c.sync(dir, run); !errors.As(err, &s) || s.dir != dir {
+					errs <- fmt.Errorf("a caller of %s got %v", dir, err)
+					return
+				} else if s.n <= before {
+					errs <- fmt.Errorf("a caller of %s asked when %d fsyncs had begun, got the result of fsync %d", dir, before, s.n)
+					return
+				}
+				for range rand.IntN(5) {
+					runtime.Gosched()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(c.dirs) != 0 {
+		t.Errorf("%d directories remembered after every fsync ended", len(c.dirs))
+	}
+	total := int64(0)
+	for _, n := range begun {
+		total += n
+	}
+	t.Logf("%d calls, %d fsyncs", dirs*callers*rounds, total)
+}
+
+// TestDirCommitsRemoved: a directory removed before the fsync its
+// callers wait for begins fails each of them with fs.ErrNotExist, and
+// one made again at the path serves a later caller.
+func TestDirCommitsRemoved(t *testing.T) {
+	var c dirCommits
+	dir := filepath.Join(t.TempDir(), "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	first, release := make(chan struct{}), make(chan struct{})
+	run := func(d string) error {
+		select {
+		case <-first:
+		default:
+			close(first)
+			<-release
+		}
+		return fsyncDir(d)
+	}
+	res := make(chan error, 3)
+	go func() { res <- c.sync(dir, run) }()
+	<-first
+	go func() { res <- c.sync(dir, run) }()
+	go func() { res <- c.sync(dir, run) }()
+	waitQueued(t, &c, dir, 2)
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	var missing int
+	for range 3 {
+		if err := <-res; errors.Is(err, fs.ErrNotExist) {
+			missing++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first fsync may have opened the directory before the removal.
+	if missing < 2 {
+		t.Errorf("%d callers got fs.ErrNotExist, want at least the 2 that asked while the first fsync ran", missing)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.sync(dir, run); err != nil {
+		t.Errorf("a caller after the directory was made again got %v", err)
+	}
+	if len(c.dirs) != 0 {
+		t.Errorf("%d directories remembered after every fsync ended", len(c.dirs))
 	}
 }
