@@ -1,6 +1,7 @@
 package objstore
 
 import (
+	"errors"
 	"os"
 	"sync"
 )
@@ -72,20 +73,30 @@ func (c *dirCommits) sync(dir string, run func(string) error) error {
 	return c.run(dir, d, b, run)
 }
 
-// run does batch b's fsync of dir and wakes its waiters.
+// run does batch b's fsync of dir and wakes its waiters. A run that
+// panics (or exits its goroutine) still ends the batch, failing the
+// callers it serves with errDirSyncAborted, so that neither they nor
+// the next batch's leader wait forever.
 func (c *dirCommits) run(dir string, d *dirCommit, b *dirBatch, run func(string) error) error {
+	b.err = errDirSyncAborted
+	defer func() {
+		c.mu.Lock()
+		if d.next == nil {
+			// Nobody waits for another: forget the directory. (With a
+			// waiter, its leader, blocked on b.done, takes over.)
+			d.running = nil
+			delete(c.dirs, dir)
+		}
+		c.mu.Unlock()
+		close(b.done)
+	}()
 	b.err = run(dir)
-	c.mu.Lock()
-	if d.next == nil {
-		// Nobody waits for another: forget the directory. (With a
-		// waiter, its leader, blocked on b.done, takes over.)
-		d.running = nil
-		delete(c.dirs, dir)
-	}
-	c.mu.Unlock()
-	close(b.done)
 	return b.err
 }
+
+// errDirSyncAborted is the error of the callers sharing a directory
+// fsync whose run panicked.
+var errDirSyncAborted = errors.New("objstore: a directory fsync shared with this write failed (panicked); retry the write")
 
 // fsyncDir opens dir and fsyncs it.
 func fsyncDir(dir string) error {
