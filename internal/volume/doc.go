@@ -66,10 +66,12 @@
 // has create-if-absent and a fresh Stat, the log is stored as immutable
 // segments (blockmap.LogSegmentName: the log and the segment's start
 // position): records wait in memory, where reads find them, and a flush
-// writes them with their commit as one new segment and checks the head
-// (one PUT and one HEAD); every small write within the burst is logged,
-// and a checkpoint puts each block the log touched whole, past a bound of
-// 512 MiB or 1024 segments. Replay follows the chain of segments from the
+// writes them with their commit as one new segment (one PUT: no head
+// check, as a writer that takes the volume over creates a fence where the
+// old writer's chain ends, so that its next segment's create fails; see
+// "Fencing the chain" in docs/format.md); every small write within the
+// burst is logged, and a checkpoint puts each block the log touched
+// whole, past a bound of 512 MiB or 1024 segments. Replay follows the chain of segments from the
 // head's From; an open that finds a log only in the other form (the
 // store's capabilities changed: a store of several pools gained or lost
 // one without in-place writes) replays that one.

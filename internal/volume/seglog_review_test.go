@@ -63,7 +63,7 @@ func TestReviewSegLogFormFlips(t *testing.T) {
 			}
 			var left []string
 			mem.List(ctx, "vol/", func(in objstore.Info) error {
-				if blockmap.ParseName(in.Name).Kind == blockmap.LogObject {
+				if blockmap.ParseName(in.Name).Kind == blockmap.LogObject && !fenceObject(t, mem, in.Name) {
 					left = append(left, in.Name)
 				}
 				return nil

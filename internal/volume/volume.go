@@ -173,7 +173,13 @@ type Volume struct {
 		// object that was durable when the write returned (a store
 		// without Syncer): the next flush only checks that no other
 		// writer took over (see persistInPlace).
-		fence     bool
+		fence bool
+		// logged: records went to a segmented log since the last flush
+		// (its commit makes them durable; see persistChained).
+		logged bool
+		// checkedAt: when this handle last asked the store for the head
+		// (a Stat or a swap, at its start) and found the one it stored.
+		checkedAt time.Time
 		entries   []blockmap.Entry
 		dirtySegs map[uint32]bool
 		// dirtyBlocks: the blocks whose entries changed since the last
@@ -376,6 +382,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		if err := v.checkGuard(); err != nil {
 			return nil, err
 		}
+		at := v.now()
 		nv, err := s.Swap(ctx, blockmap.HeadName(id), blockmap.EncodeHead(&h), ver)
 		if errors.Is(err, objstore.ErrConflict) {
 			return nil, fmt.Errorf("%w (while opening %s)", ErrFenced, id)
@@ -383,13 +390,13 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		if err != nil {
 			return nil, fmt.Errorf("volume: open %s: %w", id, err)
 		}
-		v.mu.head, v.mu.headVer = h, nv
+		v.mu.head, v.mu.headVer, v.mu.checkedAt = h, nv, at
 	}
 	old := v.mu.head
 	if v.logOn {
 		old.Logs = old.Logs[:len(old.Logs)-1]
 	}
-	logs, index, err := v.loadLogs(ctx, &old, v.mu.headVer)
+	logs, index, err := v.loadLogs(ctx, &old, v.mu.headVer, opts.Writable || opts.Remap)
 	for try := 0; errors.Is(err, errLogMoved) && !opts.Writable && !opts.Remap && try < 100; try++ {
 		// A log deleted after this head was read (a writer rotated or
 		// closed it): read the head again, as readMap does for a segment.
@@ -399,7 +406,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		}
 		v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
 		old = *head
-		logs, index, err = v.loadLogs(ctx, &old, ver)
+		logs, index, err = v.loadLogs(ctx, &old, ver, false)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("volume: open %s: read the write log: %w", id, err)
@@ -1543,7 +1550,7 @@ func (v *Volume) BlockStatus(ctx context.Context, off, n int64) ([]Extent, error
 func (v *Volume) Dirty() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return len(v.mu.dirtyObjs) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.fence || v.mu.logForce
+	return len(v.mu.dirtyObjs) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.fence || v.mu.logged || v.mu.logForce
 }
 
 // cut is what one flush persists.
@@ -1556,6 +1563,7 @@ type cut struct {
 	headVer  objstore.Version
 	dirtyHdr bool
 	fence    bool
+	logged   bool
 	check    func(context.Context) error // asked last before the head swap
 
 	// The map's changes: blocks changed since the last cut (dirty) and
@@ -1581,7 +1589,7 @@ func (v *Volume) takeCut() *cut {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := &cut{freed: v.mu.freed,
-		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, since: v.mu.dirtySince,
+		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, logged: v.mu.logged, since: v.mu.dirtySince,
 		forced: v.mu.checkpoint}
 	for name := range v.mu.dirtyObjs {
 		c.objs = append(c.objs, name)
@@ -1602,7 +1610,7 @@ func (v *Volume) takeCut() *cut {
 	} else {
 		v.cutMapLocked(c)
 	}
-	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.dirtyBlocks, v.mu.freed, v.mu.headDirty, v.mu.fence = map[string]bool{}, map[uint32]bool{}, map[int64]bool{}, nil, false, false
+	v.mu.dirtyObjs, v.mu.dirtySegs, v.mu.dirtyBlocks, v.mu.freed, v.mu.headDirty, v.mu.fence, v.mu.logged = map[string]bool{}, map[uint32]bool{}, map[int64]bool{}, nil, false, false, false
 	v.mu.dirtySince, v.mu.checkpoint = time.Time{}, false
 	return c
 }
@@ -1662,6 +1670,7 @@ func (v *Volume) restore(c *cut, err error) {
 	v.mu.freed = append(c.freed, v.mu.freed...)
 	v.mu.headDirty = v.mu.headDirty || c.dirtyHdr
 	v.mu.fence = v.mu.fence || c.fence
+	v.mu.logged = v.mu.logged || c.logged
 	if !c.since.IsZero() && (v.mu.dirtySince.IsZero() || c.since.Before(v.mu.dirtySince)) {
 		v.mu.dirtySince = c.since
 	}
@@ -1753,15 +1762,18 @@ func (v *Volume) Checkpoint(ctx context.Context) error {
 // persist writes a cut: data first, then segments, then the head, then
 // deletes what became unreferenced. The caller holds flushMu.
 func (v *Volume) persist(ctx context.Context, c *cut) error {
-	if len(c.objs) == 0 && !c.mapChanged() && len(c.freed) == 0 && !c.dirtyHdr && !c.fence && !c.forced {
+	if len(c.objs) == 0 && !c.mapChanged() && len(c.freed) == 0 && !c.dirtyHdr && !c.fence && !c.logged && !c.forced {
 		return nil
 	}
 	v.mu.Lock()
-	pending := len(v.mu.pending) > 0
+	pending, checked := len(v.mu.pending) > 0, v.mu.checkedAt
 	v.mu.Unlock()
 	persist := v.persistHead
 	if (v.freshStat || v.fenced) && !c.mapChanged() && !c.forced && len(c.freed) == 0 && !c.dirtyHdr && c.check == nil && !pending && v.age(c.since) <= MaxUnflushedAge {
 		persist = v.persistInPlace
+		if c.logged && !c.fence && len(c.objs) == 0 && v.segLog && !checked.IsZero() && v.age(checked) <= MaxUnflushedAge {
+			persist = v.persistChained
+		}
 	}
 	if err := persist(ctx, c); err != nil {
 		err = v.storeFenced(err)
@@ -1922,6 +1934,26 @@ func (v *Volume) persistInPlace(ctx context.Context, c *cut) error {
 	return v.checkFence(ctx, c.headVer)
 }
 
+// persistChained persists a cut whose only writes are records of this
+// writer's segmented log, whose commit flushCut wrote as a segment of
+// the chain the stored head names: they are durable, and no check of
+// the head is needed. A writer that takes the volume over fences the
+// chain (fenceChain) after its head swap, at the name this writer's next
+// segment has, so a segment create of this writer that returned landed
+// before the fence and was read by the taker; a later one fails
+// (ErrFenced). That holds while the fence exists: it is deleted only by a
+// garbage collection, past its grace, and this writer's last look at the
+// head that found its own head (checkedAt, no older than MaxUnflushedAge,
+// which the grace exceeds) came before the taker's swap, so no create
+// that returned since can have landed after the fence was deleted. Past
+// that age, and where anything else is in the cut (a whole block put in
+// place into an object this writer owns: the chain fences none of that),
+// the head is checked as persistInPlace does. See "Fencing the chain" in
+// docs/format.md. The caller holds flushMu.
+func (v *Volume) persistChained(ctx context.Context, c *cut) error {
+	return v.writable()
+}
+
 // writable returns why this handle may not persist anything, if it may
 // not: a sticky error, or the guard's refusal.
 func (v *Volume) writable() error {
@@ -1939,6 +1971,7 @@ func (v *Volume) writable() error {
 // made sure that no head swap of this handle with an unknown outcome is
 // pending (persistHead resolves those).
 func (v *Volume) checkFence(ctx context.Context, ver objstore.Version) error {
+	at := v.now()
 	in, err := v.store.Stat(ctx, blockmap.HeadName(v.id))
 	switch {
 	case objstore.IsNotExist(err):
@@ -1948,9 +1981,20 @@ func (v *Volume) checkFence(ctx context.Context, ver objstore.Version) error {
 	case in.Version != ver:
 		return fmt.Errorf("%w: %s", ErrFenced, v.id)
 	}
+	v.checked(at)
 	// A guard (a lease) that lapsed while the data was synced says the
 	// same, sooner.
 	return v.checkGuard()
+}
+
+// checked notes that a look at the head that started at t found the head
+// this handle stored (see persistChained).
+func (v *Volume) checked(t time.Time) {
+	v.mu.Lock()
+	if t.After(v.mu.checkedAt) {
+		v.mu.checkedAt = t
+	}
+	v.mu.Unlock()
 }
 
 // syncObjects makes the data written in place to names durable, through
@@ -2016,6 +2060,7 @@ func (v *Volume) swapHead(ctx context.Context, h *blockmap.Head, old objstore.Ve
 	name := blockmap.HeadName(v.id)
 	data := blockmap.EncodeHead(h)
 	for {
+		at := v.now()
 		ver, err := v.store.Swap(ctx, name, data, old)
 		v.mu.Lock()
 		pending := v.mu.pending
@@ -2026,6 +2071,9 @@ func (v *Volume) swapHead(ctx context.Context, h *blockmap.Head, old objstore.Ve
 				garbage = append(garbage, p.segs...)
 			}
 			v.mu.pending = nil
+			if at.After(v.mu.checkedAt) {
+				v.mu.checkedAt = at
+			}
 			v.mu.Unlock()
 			return ver, garbage, nil
 		case !errors.Is(err, objstore.ErrConflict):
@@ -2271,7 +2319,7 @@ func (v *Volume) checkHead(ctx context.Context) error {
 		var logs []logFile
 		var index map[int64][]logExt
 		if err == nil {
-			logs, index, err = v.loadLogs(ctx, head, ver)
+			logs, index, err = v.loadLogs(ctx, head, ver, false)
 		}
 		if errors.Is(err, ErrCorrupt) && ver != failedVer && try < 100 {
 			// A segment of this head is gone: the writer has replaced

@@ -148,6 +148,12 @@ type logFile struct {
 	// segs: a segmented log's segments from From on that this handle
 	// wrote or read (deleted when a checkpoint moves From past them).
 	segs []string
+	// chained: a replay followed the log as a chain of segments, which
+	// ends at tail: the start of the first segment missing (or fenced:
+	// fenced), where the log's writer would create its next one.
+	chained bool
+	fenced  bool
+	tail    int64
 }
 
 // logExt is a range of a block whose newest bytes are in a log: [off,
@@ -291,6 +297,7 @@ func (v *Volume) replayOther(ctx context.Context, lf *logFile, size uint64, add 
 		return err
 	}
 	lf.segs = append(lf.segs, lf.name)
+	lf.chained = false // (its writer writes in place, and checks the head)
 	return nil
 }
 
@@ -347,7 +354,11 @@ func (v *Volume) replayObject(ctx context.Context, lf *logFile, size uint64, add
 // written yet); otherwise it was deleted after a head that no longer
 // names it was stored, and loadLogs returns errLogMoved (an ErrCorrupt):
 // the caller reads the head again.
-func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore.Version) ([]logFile, map[int64][]logExt, error) {
+//
+// fence: the caller takes the volume over (it swapped in its own head at
+// ver): each log replayed as a chain of segments is fenced at its end
+// (fenceChain).
+func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore.Version, fence bool) ([]logFile, map[int64][]logExt, error) {
 	logs := make([]logFile, len(head.Logs))
 	index := map[int64][]logExt{}
 	for i, ref := range head.Logs {
@@ -362,6 +373,9 @@ func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore
 		if errors.Is(err, errLogMissing) {
 			err = v.logGone(ctx, ver)
 		}
+		if err == nil && fence && logs[i].chained && !logs[i].fenced {
+			err = v.fenceChain(ctx, &logs[i], head.Size, add)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -369,18 +383,80 @@ func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore
 	return logs, index, nil
 }
 
+// fenceMagic starts a fence: an object a taker creates at the end of an
+// old writer's segment chain (see fenceChain). It never starts a segment
+// (whose first record starts with logMagic), so a fence's bytes never
+// equal a segment's.
+const fenceMagic = "AFNC"
+
+// encodeFence returns the fence a writer of epoch taker puts at the end
+// of the chain of log ref: fenceMagic, the log's epoch and seq, the
+// taker's epoch.
+func encodeFence(ref blockmap.LogRef, taker uint64) []byte {
+	b := []byte(fenceMagic)
+	b = binary.BigEndian.AppendUint64(b, ref.Epoch)
+	b = binary.BigEndian.AppendUint64(b, ref.Seq)
+	return binary.BigEndian.AppendUint64(b, taker)
+}
+
+func isFence(data []byte) bool { return bytes.HasPrefix(data, []byte(fenceMagic)) }
+
+// fenceChain ends the chain of segments of lf, an old writer's log that
+// a replay followed to lf.tail, by creating a fence there (create if
+// absent): the name the old writer's next segment would have, so that
+// its create fails and its flush reports ErrFenced. The caller (a writer
+// taking the volume over) has swapped in its head already. If the old
+// writer's create came first, the fence's fails: the segment is read
+// (replayed from lf.end on, as any segment) and the fence goes at the new
+// end. A fence already there (an earlier taker's, or this one's whose
+// create timed out and landed) is the end. The fence is not in lf.segs:
+// a checkpoint leaves it for the collector, which deletes it past its
+// grace (see "Fencing the chain" in docs/format.md).
+func (v *Volume) fenceChain(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
+	v.mu.Lock()
+	fence := encodeFence(lf.ref, v.mu.head.Epoch)
+	v.mu.Unlock()
+	for try := 1; ; try++ {
+		if err := v.checkGuard(); err != nil {
+			return err
+		}
+		name := blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, lf.tail)
+		_, err := v.store.Create(ctx, name, fence)
+		if err == nil {
+			lf.fenced = true
+			return nil
+		}
+		if !errors.Is(err, objstore.ErrExists) {
+			if settled(err) || try >= segTries || ctx.Err() != nil {
+				return fmt.Errorf("volume: fence the write log at %s: %w", name, err)
+			}
+			continue // (of unknown outcome: a fence found there next is this one)
+		}
+		err = v.replaySegs(ctx, lf, size, add)
+		if err != nil && !errors.Is(err, errLogMissing) {
+			return err
+		}
+		if lf.fenced {
+			return nil
+		}
+	}
+}
+
 // replaySegs is replayLog on a segmented log: it follows the chain of
 // segments from lf.end (where a segment starts: From, or the end of a
 // commit, which ends its segment), the one starting where the one before
-// ends, until one is missing, which returns errLogMissing (the end of the
-// chain, or a log deleted since: see logGone).
+// ends, until one is missing or is a fence, which returns errLogMissing
+// (the end of the chain, or a log deleted since: see logGone). It sets
+// lf.tail to where the chain ends.
 func (v *Volume) replaySegs(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
 	type rec struct {
 		b int64
 		x logExt
 	}
 	var pending []rec
+	lf.chained = true
 	for pos := lf.end; ; {
+		lf.tail = pos
 		name := blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, pos)
 		data, _, err := v.store.Get(ctx, name)
 		if objstore.IsNotExist(err) {
@@ -389,6 +465,13 @@ func (v *Volume) replaySegs(ctx context.Context, lf *logFile, size uint64, add f
 		if err != nil {
 			return err
 		}
+		if isFence(data) {
+			// A taker's: the end of the chain, no data (and not
+			// deleted with the log's segments: see fenceChain).
+			lf.fenced = true
+			return errLogMissing
+		}
+		lf.tail = pos + int64(len(data))
 		if !slices.Contains(lf.segs, name) {
 			lf.segs = append(lf.segs, name)
 		}
@@ -472,6 +555,9 @@ func (v *Volume) writeSegs(ctx context.Context, c *segChunk) error {
 		if err != nil {
 			first.failed = true
 			v.mu.logBroken, v.mu.logForce = true, true
+			if errors.Is(err, ErrFenced) && v.mu.err == nil {
+				v.mu.err = err
+			}
 			v.mu.Unlock()
 			return err
 		}
@@ -491,8 +577,8 @@ var errSegDiffers = errors.New("volume: a segment of the write log exists with o
 
 // putSegment creates the segment name. A write of unknown outcome (a
 // timeout) may have landed: it is tried again, and a try that finds the
-// segment there compares its bytes (equal: it is written; else the log
-// is broken).
+// segment there compares its bytes (equal: it is written; a taker's
+// fence: ErrFenced; else the log is broken).
 func (v *Volume) putSegment(ctx context.Context, name string, data []byte) error {
 	for try := 1; ; try++ {
 		if err := v.checkGuard(); err != nil {
@@ -504,6 +590,8 @@ func (v *Volume) putSegment(ctx context.Context, name string, data []byte) error
 			switch {
 			case gerr != nil:
 				return fmt.Errorf("volume: write log: read back segment %s: %w", name, gerr)
+			case isFence(got):
+				return fmt.Errorf("%w: %s (its write log is fenced at %s)", ErrFenced, v.id, name)
 			case !bytes.Equal(got, data):
 				return fmt.Errorf("%w: %s", errSegDiffers, name)
 			}
@@ -732,7 +820,7 @@ func (v *Volume) appendSeg(ctx context.Context, b, boff int64, data []byte) erro
 		// writes that no flush follows checkpoint there.
 		v.kickLocked(ctx)
 	}
-	v.mu.fence = true
+	v.mu.logged = true
 	v.dirtiedLocked()
 	var c *segChunk
 	if len(v.mu.segBuf) >= segMax {

@@ -19,7 +19,8 @@
 // is no NameLister, as names cost what infos cost. FreshStater is
 // claimed: Stat is a HEAD, and AWS S3, radosgw and versitygw are
 // read-after-write consistent, so a volume's write log is stored as
-// segments and a flush checks the head with one HEAD (package volume).
+// segments; a flush is one PUT of a segment, and a taker fences the chain
+// (package volume).
 // Objects here are at most a few MiB: each is one PUT, no
 // multipart upload.
 //

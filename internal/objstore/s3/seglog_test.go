@@ -3,6 +3,7 @@ package s3
 import (
 	"bytes"
 	"context"
+	"errors"
 	"sync"
 	"testing"
 
@@ -57,10 +58,12 @@ func (c *putCounter) Stat(ctx context.Context, name string) (objstore.Info, erro
 }
 
 // TestVolumeFlushIsOnePut (issue 13): on a real server, a volume's flush
-// after small writes is one PUT (a segment of its write log) and one
-// HEAD (the head check), and what was flushed reads back after the
-// writer is abandoned and the volume taken over. (Before the segmented
-// log, each flush put every block it wrote and swapped the head.)
+// after small writes is one PUT (a segment of its write log; no HEAD: a
+// taker fences the chain), what was flushed reads back after the writer
+// is abandoned and the volume taken over, and the abandoned writer's next
+// flush meets the taker's fence (ErrFenced). (Before the segmented log,
+// each flush put every block it wrote and swapped the head; before the
+// fence, it also made a HEAD.)
 func TestVolumeFlushIsOnePut(t *testing.T) {
 	for _, srv := range TestServerNames {
 		t.Run(srv, func(t *testing.T) {
@@ -89,8 +92,8 @@ func TestVolumeFlushIsOnePut(t *testing.T) {
 				if err := v.Flush(ctx); err != nil {
 					t.Fatal(err)
 				}
-				if puts, heads := s.take(); puts != 1 || heads != 1 {
-					t.Fatalf("flush %d: %d PUTs and %d HEADs, want 1 and 1", f, puts, heads)
+				if puts, heads := s.take(); puts != 1 || heads != 0 {
+					t.Fatalf("flush %d: %d PUTs and %d HEADs, want 1 and 0", f, puts, heads)
 				}
 			}
 			w, err := volume.Open(ctx, s, id, volume.OpenOptions{Writable: true, Log: true, NewEpoch: true})
@@ -103,6 +106,18 @@ func TestVolumeFlushIsOnePut(t *testing.T) {
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatal("the taker reads other bytes than were flushed")
+			}
+			if err := v.WriteAt(ctx, bytes.Repeat([]byte{0xee}, 4096), 0, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.Flush(ctx); !errors.Is(err, volume.ErrFenced) {
+				t.Fatalf("the abandoned writer's flush after the takeover: %v, want ErrFenced", err)
+			}
+			if err := w.ReadAt(ctx, got, 0); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("the taker reads the abandoned writer's write after the takeover")
 			}
 			if err := w.Close(ctx); err != nil {
 				t.Fatal(err)
