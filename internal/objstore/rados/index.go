@@ -39,6 +39,9 @@ import (
 //     directory's marker (markDirs), once.
 //   - A delete deletes the object, then removes the key, then stats the
 //     object and sets the key again if the object exists.
+//   - Once the object is written or deleted, the steps after it run even
+//     if the caller's context is canceled: skipping a check is the crash
+//     below, without a crash.
 //
 // So every object has its key once its creator's call returned: were it
 // without, the last change of its key would be a removal by a delete; had
@@ -178,6 +181,8 @@ func (s *Store) creating(ctx context.Context, name string, write func() error) e
 	if s.indexHook != nil {
 		s.indexHook("created", name)
 	}
+	// The check is the write's: a canceled caller must not skip it.
+	ctx = context.WithoutCancel(ctx)
 	has, err := s.indexHas(ctx, name)
 	if err != nil || has {
 		return err
@@ -191,6 +196,9 @@ func (s *Store) deleted(ctx context.Context, name string) error {
 	if !isCat(name) {
 		return nil
 	}
+	// The object is gone: the key's removal and the check are the
+	// delete's, and a canceled caller must not skip the check.
+	ctx = context.WithoutCancel(ctx)
 	if s.indexHook != nil {
 		s.indexHook("deleted", name)
 	}

@@ -4,6 +4,10 @@ package rados
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,5 +35,93 @@ func TestMarkDirsHoldsOneContext(t *testing.T) {
 	defer cancel()
 	if _, err := s.Create(c, "cat/child/P/c", []byte("x")); err != nil {
 		t.Fatalf("create in a new directory with one free I/O context: %v", err)
+	}
+}
+
+// TestIndexListMatchesModel: ListNamesAfter under every prefix and from
+// every position equals the sorted model: directories at several depths
+// whose names are prefixes of objects' names and sort around them.
+func TestIndexListMatchesModel(t *testing.T) {
+	defer func(b int) { indexBatch = b }(indexBatch)
+	indexBatch = 2
+	s := OpenTestStore(t)
+	names := []string{
+		"cat/format", "cat/name/a", "cat/name/a-b", "cat/name/a.b", "cat/name/a_b", "cat/name/ab",
+		"cat/name/b", "cat/name/Z", "cat/name/0", "cat/id/x", "cat/child/a/b", "cat/child/a/b.c",
+		"cat/child/a-/c", "cat/child/a.b/c", "cat/child/a.b-/d", "cat/child/a/b/c", "cat/child/ab",
+		"cat/child/a.b/c/d/e", "cat/child/a.b/c.d", "cat/x", "cat/x.y/z", "cat/x-y",
+	}
+	for _, n := range names {
+		if _, err := s.Create(ctx, n, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Strings(names)
+	prefixes := []string{"", "c", "cat", "cat/", "cat/n", "cat/name", "cat/name/", "cat/name/a", "cat/name/ab",
+		"cat/child/", "cat/child/a", "cat/child/a/", "cat/child/a.b", "cat/child/a.b/c", "cat/child/a.b/c/", "cat/x", "cat/z"}
+	afters := append([]string{"", "a", "cat", "cat/", "cat/child", "cat/child/", "cat/child/a", "cat/child/a/",
+		"cat/child/a.b/c/d", "cat/child/a/b/", "cat/name/a/", "cat/name/a0", "cat/zz", "z"}, names...)
+	for _, p := range prefixes {
+		for _, a := range afters {
+			var want []string
+			for _, n := range names {
+				if strings.HasPrefix(n, p) && n > a {
+					want = append(want, n)
+				}
+			}
+			var got []string
+			err := s.ListNamesAfter(ctx, p, a, func(n string) error {
+				got = append(got, n)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("ListNamesAfter(%q, %q)\n got %v\nwant %v", p, a, got, want)
+			}
+		}
+	}
+}
+
+// TestIndexCheckSurvivesCancel: a delete whose context is canceled after
+// it removed the key (a CLI interrupted, a request's deadline) still
+// makes its check, so a create of the same name that completed in
+// between keeps its key: the check is part of the delete, not a retry the
+// caller may skip. Before, the check's stat failed with the context's
+// error (half the time: the pool's select) and the new object was
+// unlisted, with no crash at all.
+func TestIndexCheckSurvivesCancel(t *testing.T) {
+	s := OpenTestStore(t)
+	if err := s.ensureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 16 {
+		name := fmt.Sprintf("cat/child/P/x%d", i)
+		if _, err := s.Create(ctx, name, []byte("old")); err != nil {
+			t.Fatal(err)
+		}
+		dctx, cancel := context.WithCancel(ctx)
+		inside := false
+		s.indexHook = func(step, n string) {
+			if step != "deleted" || inside {
+				return
+			}
+			inside = true
+			// The object is gone, its key not yet: a create completes.
+			if _, err := s.Create(ctx, name, []byte("new")); err != nil {
+				t.Error(err)
+			}
+			s.statHook = func() { s.statHook = nil; cancel() }
+		}
+		err := s.Delete(dctx, name)
+		s.indexHook, s.statHook = nil, nil
+		cancel()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(namesAfter(t, s, name, "", 0)); got != "["+name+"]" {
+			t.Fatalf("round %d: the created object is unlisted after a canceled delete's check: %s", i, got)
+		}
 	}
 }
