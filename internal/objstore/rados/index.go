@@ -58,7 +58,8 @@ import (
 // create of the same name at once, and the one whose check was to set the
 // key again dies just before it; the object is then read, written and
 // deleted by name as any other, but not listed until the index is built
-// again (delete the marker below: the next listing builds it).
+// again (delete the marker below: the next listing builds it) or gc
+// repairs it (RepairIndex).
 //
 // Stores written before the index (no key anywhere) are
 // indexed on first use: the first listing of the catalog that finds no
@@ -239,6 +240,35 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 		return err
 	}
 	s.indexBuilds.Add(1)
+	if err := s.setAllKeys(ctx); err != nil {
+		return err
+	}
+	err = s.withNS(ctx, s.ns+"/"+catPrefix, func(io *rados.IOContext) error {
+		return mapErr(io.Create(indexMarker, rados.CreateIdempotent))
+	})
+	if err != nil {
+		return fmt.Errorf("rados: index the catalog: %w", err)
+	}
+	s.indexed.Store(true)
+	return nil
+}
+
+// RepairIndex sets the key of every catalog object of the pool, at the
+// cost of a walk of the pool, as the index's build does: it repairs the
+// state the index's order of writes leaves uncovered (see above) and the
+// objects of binaries older than the index. gc runs it before it reads
+// the catalog, whose listing it trusts to name every volume: an object
+// made after the walk began has its key, or is young.
+func (s *Store) RepairIndex(ctx context.Context) error {
+	if err := s.ensureIndex(ctx); err != nil {
+		return err
+	}
+	return s.setAllKeys(ctx)
+}
+
+// setAllKeys walks the pool and sets the key of every catalog object and
+// directory marker found.
+func (s *Store) setAllKeys(ctx context.Context) error {
 	keys := map[indexRef]map[string][]byte{}
 	add := func(name string) {
 		for {
@@ -254,7 +284,7 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 			name = dir
 		}
 	}
-	err = s.walk(ctx, rados.AllNamespaces, func(ns, key string) {
+	err := s.walk(ctx, rados.AllNamespaces, func(ns, key string) {
 		if !isCat(key) || s.nsOf(key) != ns {
 			return
 		}
@@ -285,13 +315,6 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 			}
 		}
 	}
-	err = s.withNS(ctx, s.ns+"/"+catPrefix, func(io *rados.IOContext) error {
-		return mapErr(io.Create(indexMarker, rados.CreateIdempotent))
-	})
-	if err != nil {
-		return fmt.Errorf("rados: index the catalog: %w", err)
-	}
-	s.indexed.Store(true)
 	return nil
 }
 
