@@ -240,7 +240,7 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 		return err
 	}
 	s.indexBuilds.Add(1)
-	if err := s.setAllKeys(ctx); err != nil {
+	if _, _, err := s.setAllKeys(ctx); err != nil {
 		return err
 	}
 	err = s.withNS(ctx, s.ns+"/"+catPrefix, func(io *rados.IOContext) error {
@@ -258,18 +258,58 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 // state the index's order of writes leaves uncovered (see above) and the
 // objects of binaries older than the index. gc runs it before it reads
 // the catalog, whose listing it trusts to name every volume: an object
-// made after the walk began has its key, or is young.
+// made after the walk began has its key, or is young. It also removes
+// the ghosts it finds (keys of absent objects, which crashed or canceled
+// creators leave and every listing would read again), each as a delete
+// does: the key removed, then the object's stat, and the key set again
+// if the object exists by then.
 func (s *Store) RepairIndex(ctx context.Context) error {
 	if err := s.ensureIndex(ctx); err != nil {
 		return err
 	}
-	return s.setAllKeys(ctx)
+	keys, refs, err := s.setAllKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		dir := strings.TrimPrefix(ref.ns, s.ns+"/")
+		var ghosts []string
+		for after := ""; ; {
+			var got []string
+			err := s.withNS(ctx, ref.ns, func(io *rados.IOContext) error {
+				return io.ListOmapValues(ref.oid, after, "", 1000, func(k string, _ []byte) { got = append(got, k) })
+			})
+			if code(err) == int(syscall.ENOENT) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("rados: repair the catalog's index: %w", mapErr(err))
+			}
+			for _, k := range got {
+				if _, ok := keys[ref][k]; !ok && !strings.HasSuffix(k, "/") {
+					ghosts = append(ghosts, dir+k)
+				}
+			}
+			if len(got) < 1000 {
+				break
+			}
+			after = got[len(got)-1]
+		}
+		for _, name := range ghosts {
+			if err := s.deleted(ctx, name); err != nil {
+				return fmt.Errorf("rados: repair the catalog's index: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // setAllKeys walks the pool and sets the key of every catalog object and
-// directory marker found.
-func (s *Store) setAllKeys(ctx context.Context) error {
+// directory marker found. It returns the keys it set, and the index
+// objects it found.
+func (s *Store) setAllKeys(ctx context.Context) (map[indexRef]map[string][]byte, []indexRef, error) {
 	keys := map[indexRef]map[string][]byte{}
+	var refs []indexRef
 	add := func(name string) {
 		for {
 			dir, key := entryOf(name)
@@ -294,28 +334,49 @@ func (s *Store) setAllKeys(ctx context.Context) error {
 			}
 		} else if objstore.ValidName(key) == nil {
 			add(key)
+		} else if dir := dirOf(key); s.shardOf(dir, key[len(dir):]) {
+			refs = append(refs, indexRef{ns: ns, oid: key})
 		}
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	for ref, m := range keys {
-		for len(m) > 0 {
-			batch := map[string][]byte{}
-			for k, v := range m {
-				batch[k] = v
-				delete(m, k)
-				if len(batch) == 1000 {
-					break
-				}
-			}
+		batch := map[string][]byte{}
+		flush := func() error {
 			err := s.withNS(ctx, ref.ns, func(io *rados.IOContext) error { return mapErr(io.SetOmap(ref.oid, batch)) })
 			if err != nil {
 				return fmt.Errorf("rados: index the catalog: %w", err)
 			}
+			batch = map[string][]byte{}
+			return nil
+		}
+		for k, v := range m {
+			batch[k] = v
+			if len(batch) == 1000 {
+				if err := flush(); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		if len(batch) > 0 {
+			if err := flush(); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
-	return nil
+	return keys, refs, nil
+}
+
+// shardOf reports whether key, in directory dir, names one of dir's index
+// objects (dir#00..).
+func (s *Store) shardOf(dir, key string) bool {
+	for i := range shards(dir) {
+		if dir+key == s.shard(dir, i).oid {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Store) statNS(ctx context.Context, ns, key string) (in objstore.Info, err error) {

@@ -125,3 +125,56 @@ func TestIndexCheckSurvivesCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairIndexRemovesGhosts: keys whose objects are absent (creators
+// that crashed or were canceled between the key and the write: each
+// listing reads them again, and the catalog reads each one's record)
+// are removed by RepairIndex, and a key whose object is being created
+// (set, not yet written) comes back by the creator's read-back.
+func TestRepairIndexRemovesGhosts(t *testing.T) {
+	s := OpenTestStore(t)
+	for _, n := range []string{"cat/name/real", "cat/child/P/real", "cat/top"} {
+		if _, err := s.Create(ctx, n, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ensureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if err := s.indexSet(ctx, fmt.Sprintf("cat/name/ghost%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.indexSet(ctx, "cat/child/P/ghost"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.indexSet(ctx, "cat/ghost"); err != nil {
+		t.Fatal(err)
+	}
+	// A creator between its key and its write while the repair runs.
+	const late = "cat/name/late"
+	keyed, repaired := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	s.indexHook = func(step, n string) {
+		if n == late && step == "keyed" {
+			close(keyed)
+			<-repaired
+		}
+	}
+	go func() { _, err := s.Create(ctx, late, []byte("x")); done <- err }()
+	<-keyed
+	err := s.RepairIndex(ctx)
+	close(repaired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s.indexHook = nil
+	want := "[cat/child/P/real cat/name/late cat/name/real cat/top]"
+	if got := fmt.Sprint(namesAfter(t, s, "cat/", "", 0)); got != want {
+		t.Fatalf("after RepairIndex: %s, want %s", got, want)
+	}
+}
