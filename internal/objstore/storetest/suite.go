@@ -629,6 +629,13 @@ func testOrderedLister(t *testing.T, s objstore.Store) {
 		{"o/", "o/c", 0, ""},
 		{"o/", "z", 0, ""},
 		{"", "o/c", 0, "p/a"},
+		{"o/", "a", 0, "o/a o/a-1 o/a/x o/aa o/b o/c"},
+		{"o/a/", "o/", 0, "o/a/x"},
+		{"o/", "o/a/", 0, "o/a/x o/aa o/b o/c"},
+		{"o/", "o/a0", 1, "o/aa"},
+		{"o/", "o/b", 1, "o/c"},
+		{"o/a", "o/a.", 0, "o/a/x o/aa"},
+		{"o/x", "", 0, ""},
 	} {
 		if got := list(c.prefix, c.after, c.limit); got != c.want {
 			t.Errorf("ListNamesAfter(%q, %q) = %q, want %q", c.prefix, c.after, got, c.want)
