@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/archipelago-go/archip/internal/objstore"
 	"sort"
 	"strings"
 	"testing"
@@ -176,5 +177,106 @@ func TestRepairIndexRemovesGhosts(t *testing.T) {
 	want := "[cat/child/P/real cat/name/late cat/name/real cat/top]"
 	if got := fmt.Sprint(namesAfter(t, s, "cat/", "", 0)); got != want {
 		t.Fatalf("after RepairIndex: %s, want %s", got, want)
+	}
+}
+
+// actor runs fn in steps: fn calls pause between its steps, and each
+// step runs when step is called.
+type actor struct {
+	arrive, proceed chan struct{}
+	err             error
+}
+
+func startActor(fn func(pause func()) error) *actor {
+	a := &actor{arrive: make(chan struct{}), proceed: make(chan struct{})}
+	go func() {
+		pause := func() { a.arrive <- struct{}{}; <-a.proceed }
+		<-a.proceed
+		a.err = fn(pause)
+		close(a.arrive)
+	}()
+	return a
+}
+
+// step runs the actor up to its next pause (or its end).
+func (a *actor) step() {
+	a.proceed <- struct{}{}
+	<-a.arrive
+}
+
+// TestIndexEveryInterleaving: a Put and a Delete of one existing
+// catalog object, in every interleaving of their steps (the creator's
+// key, write and read-back; the deleter's delete, removal, stat and
+// setting again): once both returned, the object, if it exists, has its
+// key.
+func TestIndexEveryInterleaving(t *testing.T) {
+	ss := OpenTestStores(t, 2)
+	cre, del := ss[0], ss[1]
+	if _, err := cre.Create(ctx, "cat/child/P/seed", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := del.ensureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var schedules [][]bool // true: the creator's step
+	var gen func(s []bool, c, d int)
+	gen = func(s []bool, c, d int) {
+		if c == 4 && d == 4 {
+			schedules = append(schedules, append([]bool(nil), s...))
+			return
+		}
+		if c < 4 {
+			gen(append(s, true), c+1, d)
+		}
+		if d < 4 {
+			gen(append(s, false), c, d+1)
+		}
+	}
+	gen(nil, 0, 0)
+	for i, sched := range schedules {
+		name := fmt.Sprintf("cat/child/P/x%03d", i)
+		if _, err := del.Put(ctx, name, []byte("old")); err != nil {
+			t.Fatal(err)
+		}
+		var cp, dp func()
+		cre.indexHook = func(step, n string) {
+			if n == name {
+				cp()
+			}
+		}
+		del.indexHook = func(step, n string) {
+			if n == name {
+				dp()
+			}
+		}
+		del.statHook = func() { dp() }
+		c := startActor(func(pause func()) error {
+			cp = pause
+			_, err := cre.Put(ctx, name, []byte("new"))
+			return err
+		})
+		d := startActor(func(pause func()) error {
+			dp = pause
+			return del.Delete(ctx, name)
+		})
+		for _, creStep := range sched {
+			if creStep {
+				c.step()
+			} else {
+				d.step()
+			}
+		}
+		cre.indexHook, del.indexHook, del.statHook = nil, nil, nil
+		if c.err != nil || d.err != nil && !objstore.IsNotExist(d.err) {
+			t.Fatalf("schedule %v: put %v, delete %v", sched, c.err, d.err)
+		}
+		_, err := del.Stat(ctx, name)
+		has, herr := del.indexHas(ctx, name)
+		if herr != nil {
+			t.Fatal(herr)
+		}
+		if err == nil && !has {
+			t.Errorf("schedule %v (true: the put's step): the object exists without its key", sched)
+		}
 	}
 }
