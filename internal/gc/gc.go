@@ -2,7 +2,9 @@
 // more, on a live store.
 //
 // A collection marks, then sweeps. Mark: under the collection lock (see
-// holds.go), read the catalog (every record, and the records the catalog
+// holds.go), repair the store's index of the catalog if it has one (RADOS:
+// a record missing from it would have its volume swept), read the catalog
+// (every record, and the records the catalog
 // object still holds if the store is not yet upgraded to format 2: a
 // half-upgraded store is never taken for an empty one) and every volume
 // head it names, the maps that objects in buckets and uploaded parts name
