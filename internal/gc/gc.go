@@ -2,7 +2,9 @@
 // more, on a live store.
 //
 // A collection marks, then sweeps. Mark: under the collection lock (see
-// holds.go), read the catalog (every record, and the records the catalog
+// holds.go), repair the store's index of the catalog if it has one (RADOS:
+// a record missing from it would have its volume swept), read the catalog
+// (every record, and the records the catalog
 // object still holds if the store is not yet upgraded to format 2: a
 // half-upgraded store is never taken for an empty one) and every volume
 // head it names, the maps that objects in buckets and uploaded parts name
@@ -259,6 +261,9 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	}
 	defer l.release()
 	cutoff := now().Add(-grace)
+	if err := repairIndexes(ctx, s); err != nil {
+		return rep, err
+	}
 	m, err := mark(ctx, s, cutoff, &rep, opts.Progress)
 	if err != nil {
 		return rep, fmt.Errorf("gc: mark (nothing was deleted): %w", err)
@@ -654,4 +659,32 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, pool int, cutoff tim
 		}
 		return nil
 	})
+}
+
+// indexRepairer is a store whose listing of the catalog reads an index
+// that may lack a key (RADOS: see its RepairIndex).
+type indexRepairer interface {
+	RepairIndex(ctx context.Context) error
+}
+
+// repairIndexes repairs the catalog's index of s (of each of its parts) before
+// mark trusts the catalog's listing to name every volume: a record
+// missing from it would have its volume swept.
+func repairIndexes(ctx context.Context, s objstore.Store) error {
+	for _, p := range objstore.Parts(s) {
+		for t := p; ; {
+			if r, ok := t.(indexRepairer); ok {
+				if err := r.RepairIndex(ctx); err != nil {
+					return err
+				}
+				break
+			}
+			w, ok := t.(objstore.Wrapper)
+			if !ok {
+				break
+			}
+			t = w.Unwrap()
+		}
+	}
+	return nil
 }

@@ -39,6 +39,9 @@ import (
 //     directory's marker (markDirs), once.
 //   - A delete deletes the object, then removes the key, then stats the
 //     object and sets the key again if the object exists.
+//   - Once the object is written or deleted, the steps after it run even
+//     if the caller's context is canceled: skipping a check is the crash
+//     below, without a crash.
 //
 // So every object has its key once its creator's call returned: were it
 // without, the last change of its key would be a removal by a delete; had
@@ -55,7 +58,8 @@ import (
 // create of the same name at once, and the one whose check was to set the
 // key again dies just before it; the object is then read, written and
 // deleted by name as any other, but not listed until the index is built
-// again (delete the marker below: the next listing builds it).
+// again (delete the marker below: the next listing builds it) or gc
+// repairs it (RepairIndex).
 //
 // Stores written before the index (no key anywhere) are
 // indexed on first use: the first listing of the catalog that finds no
@@ -178,6 +182,8 @@ func (s *Store) creating(ctx context.Context, name string, write func() error) e
 	if s.indexHook != nil {
 		s.indexHook("created", name)
 	}
+	// The check is the write's: a canceled caller must not skip it.
+	ctx = context.WithoutCancel(ctx)
 	has, err := s.indexHas(ctx, name)
 	if err != nil || has {
 		return err
@@ -191,6 +197,9 @@ func (s *Store) deleted(ctx context.Context, name string) error {
 	if !isCat(name) {
 		return nil
 	}
+	// The object is gone: the key's removal and the check are the
+	// delete's, and a canceled caller must not skip the check.
+	ctx = context.WithoutCancel(ctx)
 	if s.indexHook != nil {
 		s.indexHook("deleted", name)
 	}
@@ -231,7 +240,76 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 		return err
 	}
 	s.indexBuilds.Add(1)
+	if _, _, err := s.setAllKeys(ctx); err != nil {
+		return err
+	}
+	err = s.withNS(ctx, s.ns+"/"+catPrefix, func(io *rados.IOContext) error {
+		return mapErr(io.Create(indexMarker, rados.CreateIdempotent))
+	})
+	if err != nil {
+		return fmt.Errorf("rados: index the catalog: %w", err)
+	}
+	s.indexed.Store(true)
+	return nil
+}
+
+// RepairIndex sets the key of every catalog object of the pool, at the
+// cost of a walk of the pool, as the index's build does: it repairs the
+// state the index's order of writes leaves uncovered (see above) and the
+// objects of binaries older than the index. gc runs it before it reads
+// the catalog, whose listing it trusts to name every volume: an object
+// made after the walk began has its key, or is young. It also removes
+// the ghosts it finds (keys of absent objects, which crashed or canceled
+// creators leave and every listing would read again), each as a delete
+// does: the key removed, then the object's stat, and the key set again
+// if the object exists by then.
+func (s *Store) RepairIndex(ctx context.Context) error {
+	if err := s.ensureIndex(ctx); err != nil {
+		return err
+	}
+	keys, refs, err := s.setAllKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		dir := strings.TrimPrefix(ref.ns, s.ns+"/")
+		var ghosts []string
+		for after := ""; ; {
+			var got []string
+			err := s.withNS(ctx, ref.ns, func(io *rados.IOContext) error {
+				return io.ListOmapValues(ref.oid, after, "", 1000, func(k string, _ []byte) { got = append(got, k) })
+			})
+			if code(err) == int(syscall.ENOENT) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("rados: repair the catalog's index: %w", mapErr(err))
+			}
+			for _, k := range got {
+				if _, ok := keys[ref][k]; !ok && !strings.HasSuffix(k, "/") {
+					ghosts = append(ghosts, dir+k)
+				}
+			}
+			if len(got) < 1000 {
+				break
+			}
+			after = got[len(got)-1]
+		}
+		for _, name := range ghosts {
+			if err := s.deleted(ctx, name); err != nil {
+				return fmt.Errorf("rados: repair the catalog's index: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// setAllKeys walks the pool and sets the key of every catalog object and
+// directory marker found. It returns the keys it set, and the index
+// objects it found.
+func (s *Store) setAllKeys(ctx context.Context) (map[indexRef]map[string][]byte, []indexRef, error) {
 	keys := map[indexRef]map[string][]byte{}
+	var refs []indexRef
 	add := func(name string) {
 		for {
 			dir, key := entryOf(name)
@@ -246,7 +324,7 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 			name = dir
 		}
 	}
-	err = s.walk(ctx, rados.AllNamespaces, func(ns, key string) {
+	err := s.walk(ctx, rados.AllNamespaces, func(ns, key string) {
 		if !isCat(key) || s.nsOf(key) != ns {
 			return
 		}
@@ -256,35 +334,49 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 			}
 		} else if objstore.ValidName(key) == nil {
 			add(key)
+		} else if dir := dirOf(key); s.shardOf(dir, key[len(dir):]) {
+			refs = append(refs, indexRef{ns: ns, oid: key})
 		}
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	for ref, m := range keys {
-		for len(m) > 0 {
-			batch := map[string][]byte{}
-			for k, v := range m {
-				batch[k] = v
-				delete(m, k)
-				if len(batch) == 1000 {
-					break
-				}
-			}
+		batch := map[string][]byte{}
+		flush := func() error {
 			err := s.withNS(ctx, ref.ns, func(io *rados.IOContext) error { return mapErr(io.SetOmap(ref.oid, batch)) })
 			if err != nil {
 				return fmt.Errorf("rados: index the catalog: %w", err)
 			}
+			batch = map[string][]byte{}
+			return nil
+		}
+		for k, v := range m {
+			batch[k] = v
+			if len(batch) == 1000 {
+				if err := flush(); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		if len(batch) > 0 {
+			if err := flush(); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
-	err = s.withNS(ctx, s.ns+"/"+catPrefix, func(io *rados.IOContext) error {
-		return mapErr(io.Create(indexMarker, rados.CreateIdempotent))
-	})
-	if err != nil {
-		return fmt.Errorf("rados: index the catalog: %w", err)
+	return keys, refs, nil
+}
+
+// shardOf reports whether key, in directory dir, names one of dir's index
+// objects (dir#00..).
+func (s *Store) shardOf(dir, key string) bool {
+	for i := range shards(dir) {
+		if dir+key == s.shard(dir, i).oid {
+			return true
+		}
 	}
-	s.indexed.Store(true)
-	return nil
+	return false
 }
 
 func (s *Store) statNS(ctx context.Context, ns, key string) (in objstore.Info, err error) {

@@ -243,18 +243,27 @@ func (s *Store) markDirs(ctx context.Context, name string) error {
 			// No marker: its key is set once per process.
 			err = s.indexSet(ctx, dir)
 		} else {
+			// A read first: every creator in the directory checks, and a
+			// write, even one that changes nothing, would queue them all
+			// on the marker. One I/O context at a time: a call holding
+			// one while it waits for another deadlocks with its peers.
+			var marked bool
 			err = s.withNS(ctx, s.nsOf(dir), func(io *rados.IOContext) error {
-				// A read first: every creator in the directory checks, and a
-				// write, even one that changes nothing, would queue them all
-				// on the marker.
-				if _, err := statIn(io, dir); !errors.Is(err, objstore.ErrNotFound) {
-					return err
+				_, err := statIn(io, dir)
+				marked = err == nil
+				if errors.Is(err, objstore.ErrNotFound) {
+					return nil
 				}
-				if err := s.indexSet(ctx, dir); err != nil {
-					return err
-				}
-				return mapErr(io.Create(dir, rados.CreateIdempotent))
+				return err
 			})
+			if err == nil && !marked {
+				err = s.indexSet(ctx, dir)
+			}
+			if err == nil && !marked {
+				err = s.withNS(ctx, s.nsOf(dir), func(io *rados.IOContext) error {
+					return mapErr(io.Create(dir, rados.CreateIdempotent))
+				})
+			}
 		}
 		if err != nil {
 			return err

@@ -49,3 +49,13 @@ func OpenTestStores(t testing.TB, n int) []*Store {
 // SetStatHook sets a function called at the start of each Stat (tests of
 // other packages count the reads of a map head with it).
 func (s *Store) SetStatHook(fn func()) { s.statHook = fn }
+
+// DropIndexKey removes the key of the catalog object name from the
+// catalog's index, as the index's uncovered crash state, or a binary
+// older than the index, leaves it (tests of other packages).
+func (s *Store) DropIndexKey(ctx context.Context, name string) error {
+	if err := s.ensureIndex(ctx); err != nil {
+		return err
+	}
+	return s.indexRm(ctx, name)
+}

@@ -643,6 +643,8 @@ func testOrderedLister(t *testing.T, s objstore.Store) {
 	}{
 		{"o/", "", 0}, {"o/", "o/a-1", 0}, {"o/a", "o/a", 0}, {"o/", "o/a", 2},
 		{"o/", "o/c", 0}, {"o/", "z", 0}, {"", "o/c", 0},
+		{"o/", "a", 0}, {"o/a/", "o/", 0}, {"o/", "o/a/", 0}, {"o/", "o/a0", 1},
+		{"o/", "o/b", 1}, {"o/a", "o/a.", 0}, {"o/x", "", 0},
 	} {
 		if got, want := list(c.prefix, c.after, c.limit), want(c.prefix, c.after, c.limit); got != want {
 			t.Errorf("ListNamesAfter(%q, %q) = %q, want %q", c.prefix, c.after, got, want)
