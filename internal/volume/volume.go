@@ -36,8 +36,12 @@ var (
 	// ErrUnsettled is joined to the error OnClose receives when a data
 	// write of the handle failed with an unknown outcome (see
 	// objstore.Store): it may still land, in place, in this epoch's
-	// objects, so the next writer must start a new epoch.
-	ErrUnsettled = errors.New("volume: a data write failed with an unknown outcome and may still land")
+	// objects, so the next writer must start a new epoch. So does a
+	// write to its write log (a record, a commit, a segment): landing
+	// late, it would commit records the next writer did not read, so
+	// that writer must checkpoint the log at open and drop it from the
+	// head rather than keep it (OpenOptions.Handover).
+	ErrUnsettled = errors.New("volume: a data or write log write failed with an unknown outcome and may still land")
 	// ErrStale (see MaxUnflushedAge) is a kind of ErrFenced: errors.Is
 	// reports both.
 	ErrStale error = staleError{}
@@ -191,7 +195,7 @@ type Volume struct {
 		seqEnd      uint64
 		err         error // sticky: set when the handle must stop writing
 		closed      bool
-		unsettled   bool            // a data write failed with an unknown outcome (ErrUnsettled)
+		unsettled   bool            // a data or log write failed with an unknown outcome (ErrUnsettled)
 		tainted     map[string]bool // objects such a write may still change: never written in place again
 
 		// pending: head swaps whose outcome is unknown (they failed, but

@@ -472,6 +472,7 @@ func (v *Volume) writeSegs(ctx context.Context, c *segChunk) error {
 		if err != nil {
 			first.failed = true
 			v.mu.logBroken, v.mu.logForce = true, true
+			v.logUnsettledLocked(err)
 			v.mu.Unlock()
 			return err
 		}
@@ -686,6 +687,7 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	if err := v.writeAt(ctx, name, rec, pos); err != nil {
 		v.mu.Lock()
 		v.mu.logBroken, v.mu.logForce = true, true
+		v.logUnsettledLocked(err)
 		v.mu.Unlock()
 		return err
 	}
@@ -747,6 +749,18 @@ func (v *Volume) appendSeg(ctx context.Context, b, boff int64, data []byte) erro
 	return nil
 }
 
+// logUnsettledLocked notes that a write to the write log failed with an
+// unknown outcome, if it did: landing after the next writer read the log,
+// it could commit records that writer never saw, so the release must be
+// unsettled (ErrUnsettled), and the next writer checkpoints the log at
+// open instead of keeping it (TestHandoverAfterLogCommitOfUnknownOutcome).
+// The caller holds v.mu.
+func (v *Volume) logUnsettledLocked(err error) {
+	if !settled(err) {
+		v.mu.unsettled = true
+	}
+}
+
 // commitAtLocked reserves the place of a commit record after every
 // record appended so far, if one is needed, and returns what writes it
 // (nil if none is). On a segmented log the commit ends the buffer, which
@@ -778,6 +792,7 @@ func (v *Volume) writeCommit(ctx context.Context, commit func(context.Context) e
 	if err := commit(ctx); err != nil {
 		v.mu.Lock()
 		v.mu.logBroken, v.mu.logForce = true, true
+		v.logUnsettledLocked(err)
 		v.mu.Unlock()
 		return fmt.Errorf("volume: flush: write a commit to the write log: %w", err)
 	}

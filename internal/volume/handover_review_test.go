@@ -1,0 +1,77 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// errTimeout is a store error of unknown outcome: the write may land.
+var errTimeout = errors.New("test: operation timed out")
+
+// TestHandoverAfterLogCommitOfUnknownOutcome: a writer's flush fails on
+// its write log's commit with an unknown outcome (a timeout: the commit
+// may land later), and the writer is then discarded. Its release must be
+// unsettled (ErrUnsettled at OnClose), so that the next writer takes over
+// (a new epoch, the log checkpointed at open and dropped from the head)
+// rather than keep the log (a handover): a kept log whose commit lands
+// after the next writer read it would make records that writer never saw
+// committed, and a later replay would lay them over its newer writes.
+func TestHandoverAfterLogCommitOfUnknownOutcome(t *testing.T) {
+	f := objstore.NewFaulty(objstore.NewMem())
+	id := newClone(t, f, 4)
+	var closeErr error
+	a := openLogged(t, f, id, OpenOptions{OnClose: func(_ context.Context, err error) error { closeErr = err; return nil }})
+	if err := a.WriteAt(ctx, pattern(100, 'a'), 7, false); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	lf := a.mu.logs[len(a.mu.logs)-1]
+	a.mu.Unlock()
+	f.Add(objstore.Rule{Op: objstore.OpWriteAt, Prefix: lf.name, Count: 1, Err: errTimeout})
+	if err := a.Flush(ctx); err == nil {
+		t.Fatal("the flush whose commit failed succeeded")
+	}
+	f.Reset()
+	a.mu.Lock()
+	commitPos := a.mu.logs[len(a.mu.logs)-1].end - logHeader
+	a.mu.Unlock()
+	if err := a.Discard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unsettled := errors.Is(closeErr, ErrUnsettled)
+	if !unsettled {
+		t.Errorf("a writer whose log commit may still land released cleanly (OnClose got %v)", closeErr)
+	}
+	// package manage: a clean release is a handover, else a takeover.
+	b, err := Open(ctx, f, id, OpenOptions{Writable: true, Handover: !unsettled, NewEpoch: unsettled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, b.Size())
+	if err := b.ReadAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	p := pattern(100, 'b')
+	if err := b.WriteAt(ctx, p, 7, false); err != nil {
+		t.Fatal(err)
+	}
+	copy(want[7:], p)
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The commit lands late.
+	if err := f.WriteAt(ctx, lf.name, encodeLogRecord(lf.ref, 0, nil), commitPos); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, f, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantContents(t, r, want, "after the late commit")
+}
