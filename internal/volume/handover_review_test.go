@@ -75,3 +75,31 @@ func TestHandoverAfterLogCommitOfUnknownOutcome(t *testing.T) {
 	}
 	wantContents(t, r, want, "after the late commit")
 }
+
+// TestHandoverNoLogWriterDiscardUndoesWrite: a writer without a log of
+// its own that kept a handed-over log, opened to change nothing if it
+// fails part way (package manage's OpenWriterCopying, for "volume
+// write": Discard undoes what it wrote), writes across a block without
+// logged bytes and one with, then is discarded: the volume reads as
+// before it, not with the part of the write that a checkpoint of the
+// kept log, flushed in the middle of the write, stored.
+func TestHandoverNoLogWriterDiscardUndoesWrite(t *testing.T) {
+	s := objstore.NewMem()
+	id := newClone(t, s, 4)
+	_, want := handedOver(t, s, id, OpenOptions{}, []int{1})
+	w, err := Open(ctx, s, id, OpenOptions{Writable: true, Copying: true, Handover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteAt(ctx, pattern(2*bs, 55), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Discard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantContents(t, r, want, "after the discarded write")
+}

@@ -938,6 +938,11 @@ var errTainted = errors.New("volume: object tainted by a write of unknown outcom
 // once per failed append. If the flush fails, so does the write.
 func (v *Volume) shared(ctx context.Context, fn func() error) error {
 	for {
+		if v.keptNoLog() {
+			if err := v.checkpointKept(ctx); err != nil {
+				return fmt.Errorf("volume: write: checkpoint the write logs kept at open: %w", err)
+			}
+		}
 		v.mu.Lock()
 		n := len(v.mu.tainted)
 		v.mu.Unlock()
@@ -1042,20 +1047,55 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 			return v.appendLog(ctx, b, boff, data)
 		}
 		st.Unlock()
-	} else if v.keptLogged(b) {
+	} else if v.keptNoLog() {
 		return errLogBroken // (shared flushes, which checkpoints, and runs it again)
 	}
 	return v.writeBlockMap(ctx, b, boff, data, note)
 }
 
-// keptLogged reports whether block b has bytes in a log this writer,
-// which does not log, kept at open (OpenOptions.Handover): a write must
-// not go through the map under them; it asks the next flush to
-// checkpoint them.
-func (v *Volume) keptLogged(b int64) bool {
+// checkpointKept checkpoints the logs a writer without a log of its own
+// kept at open, before its first data write (keptNoLog), and stores the
+// map in a new epoch: the checkpoint wrote objects of this writer's epoch
+// that the stored map references, which its writes must copy rather than
+// change in place (a writer opened with Copying must leave nothing of an
+// unfinished write for Discard to miss). Under flushMu and the gate held
+// exclusively: no write of it is in flight or dirty, so the flush stores
+// none.
+func (v *Volume) checkpointKept(ctx context.Context) error {
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	v.mu.Lock()
+	kept := v.mu.kept
+	v.mu.Unlock()
+	if kept == 0 {
+		return nil
+	}
+	if err := v.checkpointLog(ctx); err != nil {
+		return v.storeFenced(err)
+	}
+	v.mu.Lock()
+	v.mu.head.Epoch++
+	v.mu.headDirty = true
+	v.mu.Unlock()
+	return v.persist(ctx, v.takeCut())
+}
+
+// keptNoLog reports whether this writer, which does not log, still has
+// the logs it kept at open (OpenOptions.Handover), and then asks the next
+// flush to checkpoint them: its first data write must wait for that
+// checkpoint, so that no write of it goes through the map under logged
+// bytes, and the checkpoint's flush stores none of its writes (a writer
+// opened with Copying must leave nothing of an unfinished write behind
+// for Discard to miss: TestHandoverNoLogWriterDiscardUndoesWrite).
+func (v *Volume) keptNoLog() bool {
+	if v.logOn {
+		return false
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if len(v.mu.index[b]) == 0 {
+	if v.mu.kept == 0 {
 		return false
 	}
 	v.mu.logForce = true
