@@ -103,3 +103,48 @@ func TestHandoverNoLogWriterDiscardUndoesWrite(t *testing.T) {
 	}
 	wantContents(t, r, want, "after the discarded write")
 }
+
+// TestHandoverNoFlushAfterShut: a flush that checked that the handle was
+// open, then waited for the flush lock while the handle was discarded
+// (a daemon's handoff: flush, then Discard, which releases the lease),
+// must not run once it gets the lock: it would commit the writer's
+// unflushed records to the log after the release, when the next writer
+// (a handover) has read the log and keeps it, and a later replay would
+// show them under that writer's feet.
+func TestHandoverNoFlushAfterShut(t *testing.T) {
+	f := objstore.NewFaulty(objstore.NewMem())
+	id := newClone(t, f, 4)
+	a := openLogged(t, f, id, OpenOptions{})
+	if err := a.WriteAt(ctx, pattern(100, 'a'), 7, false); err != nil {
+		t.Fatal(err)
+	}
+	queued, resume := make(chan struct{}), make(chan struct{})
+	flushQueued = func() { close(queued); <-resume }
+	defer func() { flushQueued = func() {} }()
+	done := make(chan error, 1)
+	go func() { done <- a.Flush(ctx) }()
+	<-queued
+	flushQueued = func() {}
+	if err := a.Discard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := openLogged(t, f, id, OpenOptions{Handover: true})
+	want := make([]byte, b.Size())
+	if err := b.ReadAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := countOps(f)
+	c.start()
+	close(resume)
+	err := <-done
+	ops := c.stop()
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("the flush queued before the discard ran after it: %v (store operations %v)", err, ops)
+	}
+	r, err := Open(ctx, f, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantContents(t, r, want, "a replay after the queued flush")
+	b.Discard(ctx)
+}

@@ -909,10 +909,39 @@ func (v *Volume) flushWrite(ctx context.Context, n *writeNote) error {
 // gated runs fn holding the gate shared. The gate is released if fn
 // panics: a server that recovers a panic in a request (package nbd) must
 // find the volume usable.
+//
+// A handle closed while fn waited for the gate refuses it: shut took the
+// gate to wait out every write in flight, and the lease goes after it
+// (TestHandoverNoFlushAfterShut).
 func (v *Volume) gated(fn func() error) error {
 	v.gate.RLock()
 	defer v.gate.RUnlock()
+	if v.isClosed() {
+		return ErrClosed
+	}
 	return fn()
+}
+
+// isClosed reports whether the handle is closed.
+func (v *Volume) isClosed() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mu.closed
+}
+
+// lockFlush takes flushMu for a flush (or anything that stores a map),
+// and refuses with ErrClosed a handle closed meanwhile: shut takes
+// flushMu to wait out the flush in flight, and releases the lease after
+// it, so a flush that was waiting must not run then (the next writer may
+// have read and kept the write log it would commit to:
+// TestHandoverNoFlushAfterShut).
+func (v *Volume) lockFlush() error {
+	v.flushMu.Lock()
+	if v.isClosed() {
+		v.flushMu.Unlock()
+		return ErrClosed
+	}
+	return nil
 }
 
 // errTainted: a write met an object that a write of unknown outcome may
@@ -1062,7 +1091,9 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 // exclusively: no write of it is in flight or dirty, so the flush stores
 // none.
 func (v *Volume) checkpointKept(ctx context.Context) error {
-	v.flushMu.Lock()
+	if err := v.lockFlush(); err != nil {
+		return err
+	}
 	defer v.flushMu.Unlock()
 	v.gate.Lock()
 	defer v.gate.Unlock()
@@ -1722,6 +1753,10 @@ func (v *Volume) Flush(ctx context.Context) error {
 	return v.flush(ctx)
 }
 
+// flushQueued runs in a flush between its check that the handle is open
+// and its wait for flushMu (tests stall it there).
+var flushQueued = func() {}
+
 // flush is Flush that does not end a burst of writes (logBurst): the
 // flushes the volume starts itself use it.
 func (v *Volume) flush(ctx context.Context) error {
@@ -1737,7 +1772,10 @@ func (v *Volume) flush(ctx context.Context) error {
 	if fenced != nil {
 		return fenced // (also with nothing to flush: this handle is done)
 	}
-	v.flushMu.Lock()
+	flushQueued()
+	if err := v.lockFlush(); err != nil {
+		return err
+	}
 	defer v.flushMu.Unlock()
 	c, err := v.flushCut(ctx)
 	if err != nil {
