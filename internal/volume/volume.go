@@ -141,6 +141,7 @@ type Volume struct {
 	id       blockmap.ID
 	readOnly bool
 	remap    bool // a read-only head opened to rewrite its map (Hash)
+	copying  bool // OpenOptions.Copying
 	follow   bool // a read-only handle that rereads the map when the head changes
 	guard    func() error
 	hold     func(ctx context.Context) (func() error, error)
@@ -326,7 +327,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
-		guard: opts.Guard, hold: opts.Hold, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, sshift: blockmap.SubBlockShift(head.BlockShift), bs: head.BlockSize()}
+		guard: opts.Guard, hold: opts.Hold, copying: opts.Copying, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, sshift: blockmap.SubBlockShift(head.BlockShift), bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = objstore.AsRangeWriter(s)
 		v.syncer, _ = objstore.AsSyncer(s)
@@ -1083,13 +1084,13 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 }
 
 // checkpointKept checkpoints the logs a writer without a log of its own
-// kept at open, before its first data write (keptNoLog), and stores the
-// map in a new epoch: the checkpoint wrote objects of this writer's epoch
-// that the stored map references, which its writes must copy rather than
-// change in place (a writer opened with Copying must leave nothing of an
-// unfinished write for Discard to miss). Under flushMu and the gate held
-// exclusively: no write of it is in flight or dirty, so the flush stores
-// none.
+// kept at open, before its first data write (keptNoLog). Under flushMu
+// and the gate held exclusively: no write of it is in flight or dirty,
+// so the flush stores none. A writer opened with Copying, which must
+// leave nothing of an unfinished write for Discard to miss, stores the
+// map in a new epoch: the checkpoint wrote objects of its epoch that the
+// stored map references, which its writes must copy rather than change
+// in place.
 func (v *Volume) checkpointKept(ctx context.Context) error {
 	if err := v.lockFlush(); err != nil {
 		return err
@@ -1106,10 +1107,12 @@ func (v *Volume) checkpointKept(ctx context.Context) error {
 	if err := v.checkpointLog(ctx); err != nil {
 		return v.storeFenced(err)
 	}
-	v.mu.Lock()
-	v.mu.head.Epoch++
-	v.mu.headDirty = true
-	v.mu.Unlock()
+	if v.copying {
+		v.mu.Lock()
+		v.mu.head.Epoch++
+		v.mu.headDirty = true
+		v.mu.Unlock()
+	}
 	return v.persist(ctx, v.takeCut())
 }
 
