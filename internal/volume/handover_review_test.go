@@ -148,3 +148,29 @@ func TestHandoverNoFlushAfterShut(t *testing.T) {
 	wantContents(t, r, want, "a replay after the queued flush")
 	b.Discard(ctx)
 }
+
+// TestTakeoverCopyingWriterDiscardUndoesWrite: a writer opened with
+// Copying that takes over (the writer before left a log in the head)
+// checkpoints that log at open into objects of its new epoch, which the
+// map it stores then references; its writes must copy them, not change
+// them in place, so that Discard undoes what it wrote.
+func TestTakeoverCopyingWriterDiscardUndoesWrite(t *testing.T) {
+	s := objstore.NewMem()
+	id := newClone(t, s, 4)
+	_, want := handedOver(t, s, id, OpenOptions{}, []int{1})
+	w, err := Open(ctx, s, id, OpenOptions{Writable: true, Copying: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteAt(ctx, pattern(2*bs, 55), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Discard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantContents(t, r, want, "after the discarded write")
+}

@@ -445,14 +445,30 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	return v, nil
 }
 
-// checkpointNow checkpoints the write logs into the map and stores it.
+// checkpointNow checkpoints the write logs into the map and stores it;
+// a writer opened with Copying in a new epoch, since the checkpoint wrote
+// objects of its epoch that the stored map references, which its writes
+// must copy for Discard to undo them
+// (TestTakeoverCopyingWriterDiscardUndoesWrite).
 func (v *Volume) checkpointNow(ctx context.Context) error {
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
 	v.gate.Lock()
 	defer v.gate.Unlock()
+	return v.checkpointStore(ctx)
+}
+
+// checkpointStore is checkpointNow; the caller holds flushMu and the
+// gate exclusively.
+func (v *Volume) checkpointStore(ctx context.Context) error {
 	if err := v.checkpointLog(ctx); err != nil {
 		return err
+	}
+	if v.copying {
+		v.mu.Lock()
+		v.mu.head.Epoch++
+		v.mu.headDirty = true
+		v.mu.Unlock()
 	}
 	return v.persist(ctx, v.takeCut())
 }
@@ -1084,13 +1100,11 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 }
 
 // checkpointKept checkpoints the logs a writer without a log of its own
-// kept at open, before its first data write (keptNoLog). Under flushMu
-// and the gate held exclusively: no write of it is in flight or dirty,
-// so the flush stores none. A writer opened with Copying, which must
-// leave nothing of an unfinished write for Discard to miss, stores the
-// map in a new epoch: the checkpoint wrote objects of its epoch that the
-// stored map references, which its writes must copy rather than change
-// in place.
+// kept at open, before its first data write (keptNoLog), as checkpointNow
+// does (a writer opened with Copying, which must leave nothing of an
+// unfinished write for Discard to miss, then stores the map in a new
+// epoch). Under flushMu and the gate held exclusively: no write of it is
+// in flight or dirty, so the flush stores none.
 func (v *Volume) checkpointKept(ctx context.Context) error {
 	if err := v.lockFlush(); err != nil {
 		return err
@@ -1104,16 +1118,7 @@ func (v *Volume) checkpointKept(ctx context.Context) error {
 	if kept == 0 {
 		return nil
 	}
-	if err := v.checkpointLog(ctx); err != nil {
-		return v.storeFenced(err)
-	}
-	if v.copying {
-		v.mu.Lock()
-		v.mu.head.Epoch++
-		v.mu.headDirty = true
-		v.mu.Unlock()
-	}
-	return v.persist(ctx, v.takeCut())
+	return v.storeFenced(v.checkpointStore(ctx))
 }
 
 // keptNoLog reports whether this writer, which does not log, still has
