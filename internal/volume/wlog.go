@@ -216,19 +216,35 @@ func overlapping(exts []logExt, off, n int64) []logExt {
 	return slices.Clone(exts[i:j])
 }
 
+// replayMem bounds the bytes by which the windows of the log replays in
+// flight in a process grow past logReadChunk: every writer's open and
+// every follower's reload replays, and a daemon opens many volumes at
+// once (a drained host's handoffs), each window up to logReadMax. A
+// replay that finds it exhausted reads on in the window it holds.
+var replayMem = semaphore.NewWeighted(64 << 20)
+
 // logReader reads one log's records in order through a window, which
-// grows at each read (logReadMax).
+// grows at each read (logReadMax) while replayMem allows; done gives its
+// share back.
 type logReader struct {
 	v     *Volume
 	name  string
 	buf   []byte
 	start int64 // the window is [start, start+len(buf))
 	chunk int64 // the next read's length (0: logReadChunk)
+	held  int64 // of replayMem
 }
 
 func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
 	if pos < r.start || pos+n > r.start+int64(len(r.buf)) {
 		r.chunk = min(max(2*r.chunk, logReadChunk), logReadMax)
+		if more := r.chunk - logReadChunk - r.held; more > 0 {
+			if replayMem.TryAcquire(more) {
+				r.held += more
+			} else {
+				r.chunk = logReadChunk + r.held
+			}
+		}
 		size := max(n, r.chunk)
 		if int64(cap(r.buf)) < size {
 			r.buf = make([]byte, size)
@@ -240,6 +256,13 @@ func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
 		r.start = pos
 	}
 	return r.buf[pos-r.start : pos-r.start+n], nil
+}
+
+func (r *logReader) done() {
+	if r.held > 0 {
+		replayMem.Release(r.held)
+		r.held = 0
+	}
 }
 
 // errLogMissing: a log the head names does not exist (see logGone).
@@ -297,6 +320,7 @@ func (v *Volume) replayOther(ctx context.Context, lf *logFile, size uint64, add 
 // replayObject is replayLog on a log stored as one object.
 func (v *Volume) replayObject(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
 	r := &logReader{v: v, name: lf.name}
+	defer r.done()
 	type rec struct {
 		b int64
 		x logExt
