@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -19,7 +20,18 @@ var errTimeout = errors.New("test: operation timed out")
 // rather than keep the log (a handover): a kept log whose commit lands
 // after the next writer read it would make records that writer never saw
 // committed, and a later replay would lay them over its newer writes.
+//
+// With a successful flush after the failure ("settled"), which
+// checkpoints the log (a failed log write asks for it) and stores a head
+// that does not read where the commit may land, the release is clean
+// again, and the late commit changes nothing.
 func TestHandoverAfterLogCommitOfUnknownOutcome(t *testing.T) {
+	for _, settle := range []bool{false, true} {
+		t.Run(fmt.Sprint("settled=", settle), func(t *testing.T) { testHandoverAfterLogCommitOfUnknownOutcome(t, settle) })
+	}
+}
+
+func testHandoverAfterLogCommitOfUnknownOutcome(t *testing.T, settle bool) {
 	f := objstore.NewFaulty(objstore.NewMem())
 	id := newClone(t, f, 4)
 	var closeErr error
@@ -38,12 +50,20 @@ func TestHandoverAfterLogCommitOfUnknownOutcome(t *testing.T) {
 	a.mu.Lock()
 	commitPos := a.mu.logs[len(a.mu.logs)-1].end - logHeader
 	a.mu.Unlock()
+	if settle {
+		if err := a.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := a.Discard(ctx); err != nil {
 		t.Fatal(err)
 	}
 	unsettled := errors.Is(closeErr, ErrUnsettled)
-	if !unsettled {
+	if !unsettled && !settle {
 		t.Errorf("a writer whose log commit may still land released cleanly (OnClose got %v)", closeErr)
+	}
+	if unsettled && settle {
+		t.Errorf("a writer whose log was checkpointed past a commit of unknown outcome released unsettled")
 	}
 	// package manage: a clean release is a handover, else a takeover.
 	b, err := Open(ctx, f, id, OpenOptions{Writable: true, Handover: !unsettled, NewEpoch: unsettled})

@@ -37,10 +37,11 @@ var (
 	// write of the handle failed with an unknown outcome (see
 	// objstore.Store): it may still land, in place, in this epoch's
 	// objects, so the next writer must start a new epoch. So does a
-	// write to its write log (a record, a commit, a segment): landing
-	// late, it would commit records the next writer did not read, so
-	// that writer must checkpoint the log at open and drop it from the
-	// head rather than keep it (OpenOptions.Handover).
+	// write to its write log (a record, a commit, a segment) until a
+	// stored head no longer reads where it may land: landing late, it
+	// would commit records the next writer did not read, so that writer
+	// must checkpoint the log at open and drop it from the head rather
+	// than keep it (OpenOptions.Handover).
 	ErrUnsettled = errors.New("volume: a data or write log write failed with an unknown outcome and may still land")
 	// ErrStale (see MaxUnflushedAge) is a kind of ErrFenced: errors.Is
 	// reports both.
@@ -196,7 +197,12 @@ type Volume struct {
 		seqEnd      uint64
 		err         error // sticky: set when the handle must stop writing
 		closed      bool
-		unsettled   bool            // a data or log write failed with an unknown outcome (ErrUnsettled)
+		unsettled   bool // a data write failed with an unknown outcome (ErrUnsettled)
+		// logSuspects: logs with a write of unknown outcome (ErrUnsettled)
+		// that a stored head may still read: each log's end when it
+		// failed, past which nothing of it lands. A stored head that no
+		// longer names the log, or names it from there on, settles it.
+		logSuspects map[string]int64
 		tainted     map[string]bool // objects such a write may still change: never written in place again
 
 		// pending: head swaps whose outcome is unknown (they failed, but
@@ -1858,6 +1864,7 @@ func (v *Volume) persist(ctx context.Context, c *cut) error {
 		v.restore(c, err)
 		return err
 	}
+	v.settleLogs(&c.head)
 	for _, name := range c.freed {
 		if v.handles != nil {
 			v.handles.forget(name)
@@ -2262,7 +2269,7 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 	if v.onClose != nil {
 		cerr := err
 		v.mu.Lock()
-		if v.mu.unsettled {
+		if v.mu.unsettled || len(v.mu.logSuspects) > 0 {
 			cerr = errors.Join(err, ErrUnsettled)
 		}
 		v.mu.Unlock()

@@ -773,15 +773,35 @@ func (v *Volume) appendSeg(ctx context.Context, b, boff int64, data []byte) erro
 	return nil
 }
 
-// logUnsettledLocked notes that a write to the write log failed with an
-// unknown outcome, if it did: landing after the next writer read the log,
-// it could commit records that writer never saw, so the release must be
-// unsettled (ErrUnsettled), and the next writer checkpoints the log at
-// open instead of keeping it (TestHandoverAfterLogCommitOfUnknownOutcome).
-// The caller holds v.mu.
+// logUnsettledLocked notes that a write to this writer's log (the last)
+// failed with an unknown outcome, if it did: landing after the next
+// writer read the log, it could commit records that writer never saw, so
+// a release must be unsettled (ErrUnsettled), and the next writer
+// checkpoints the log at open instead of keeping it
+// (TestHandoverAfterLogCommitOfUnknownOutcome), until a stored head no
+// longer reads where it may land (settleLogs). The caller holds v.mu.
 func (v *Volume) logUnsettledLocked(err error) {
-	if !settled(err) {
-		v.mu.unsettled = true
+	if settled(err) || len(v.mu.logs) == 0 {
+		return
+	}
+	lf := v.mu.logs[len(v.mu.logs)-1]
+	if v.mu.logSuspects == nil {
+		v.mu.logSuspects = map[string]int64{}
+	}
+	v.mu.logSuspects[lf.name] = max(v.mu.logSuspects[lf.name], lf.end)
+}
+
+// settleLogs forgets the writes of unknown outcome to logs that head, just
+// stored, does not read any more: a log it does not name, or names from
+// past where they may land (a checkpoint moved its From there).
+func (v *Volume) settleLogs(head *blockmap.Head) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for name, end := range v.mu.logSuspects {
+		i := slices.IndexFunc(head.Logs, func(r blockmap.LogRef) bool { return blockmap.LogName(v.id, r.Epoch, r.Seq) == name })
+		if i < 0 || int64(head.Logs[i].From) >= end {
+			delete(v.mu.logSuspects, name)
+		}
 	}
 }
 
