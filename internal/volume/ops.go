@@ -159,7 +159,9 @@ func (v *Volume) SnapshotAs(ctx context.Context, id blockmap.ID) (blockmap.ID, e
 	if err := v.checkIO(0, 0, true); err != nil {
 		return blockmap.ID{}, err
 	}
-	v.flushMu.Lock()
+	if err := v.lockFlush(); err != nil {
+		return blockmap.ID{}, err
+	}
 	defer v.flushMu.Unlock()
 	if err := v.seal(ctx); err != nil {
 		return blockmap.ID{}, fmt.Errorf("volume: snapshot: %w", err)
@@ -268,7 +270,9 @@ func (v *Volume) Resize(ctx context.Context, size uint64) error {
 	if err := checkGeometry(size, v.shift); err != nil {
 		return err
 	}
-	v.flushMu.Lock()
+	if err := v.lockFlush(); err != nil {
+		return err
+	}
 	defer v.flushMu.Unlock()
 	v.gate.Lock()
 	defer v.gate.Unlock()
@@ -703,7 +707,9 @@ func (v *Volume) Seal(ctx context.Context) error {
 	if err := v.checkIO(0, 0, true); err != nil {
 		return err
 	}
-	v.flushMu.Lock()
+	if err := v.lockFlush(); err != nil {
+		return err
+	}
 	defer v.flushMu.Unlock()
 	if err := v.seal(ctx); err != nil {
 		return fmt.Errorf("volume: %w", err)

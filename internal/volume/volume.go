@@ -36,8 +36,13 @@ var (
 	// ErrUnsettled is joined to the error OnClose receives when a data
 	// write of the handle failed with an unknown outcome (see
 	// objstore.Store): it may still land, in place, in this epoch's
-	// objects, so the next writer must start a new epoch.
-	ErrUnsettled = errors.New("volume: a data write failed with an unknown outcome and may still land")
+	// objects, so the next writer must start a new epoch. So does a
+	// write to its write log (a record, a commit, a segment) until a
+	// stored head no longer reads where it may land: landing late, it
+	// would commit records the next writer did not read, so that writer
+	// must checkpoint the log at open and drop it from the head rather
+	// than keep it (OpenOptions.Handover).
+	ErrUnsettled = errors.New("volume: a data or write log write failed with an unknown outcome and may still land")
 	// ErrStale (see MaxUnflushedAge) is a kind of ErrFenced: errors.Is
 	// reports both.
 	ErrStale error = staleError{}
@@ -137,6 +142,7 @@ type Volume struct {
 	id       blockmap.ID
 	readOnly bool
 	remap    bool // a read-only head opened to rewrite its map (Hash)
+	copying  bool // OpenOptions.Copying
 	follow   bool // a read-only handle that rereads the map when the head changes
 	guard    func() error
 	hold     func(ctx context.Context) (func() error, error)
@@ -197,7 +203,12 @@ type Volume struct {
 		seqEnd      uint64
 		err         error // sticky: set when the handle must stop writing
 		closed      bool
-		unsettled   bool            // a data write failed with an unknown outcome (ErrUnsettled)
+		unsettled   bool // a data write failed with an unknown outcome (ErrUnsettled)
+		// logSuspects: logs with a write of unknown outcome (ErrUnsettled)
+		// that a stored head may still read: each log's end when it
+		// failed, past which nothing of it lands. A stored head that no
+		// longer names the log, or names it from there on, settles it.
+		logSuspects map[string]int64
 		tainted     map[string]bool // objects such a write may still change: never written in place again
 
 		// pending: head swaps whose outcome is unknown (they failed, but
@@ -328,7 +339,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
 	}
 	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
-		guard: opts.Guard, hold: opts.Hold, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, sshift: blockmap.SubBlockShift(head.BlockShift), bs: head.BlockSize()}
+		guard: opts.Guard, hold: opts.Hold, copying: opts.Copying, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, sshift: blockmap.SubBlockShift(head.BlockShift), bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = objstore.AsRangeWriter(s)
 		v.syncer, _ = objstore.AsSyncer(s)
@@ -447,14 +458,30 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	return v, nil
 }
 
-// checkpointNow checkpoints the write logs into the map and stores it.
+// checkpointNow checkpoints the write logs into the map and stores it;
+// a writer opened with Copying in a new epoch, since the checkpoint wrote
+// objects of its epoch that the stored map references, which its writes
+// must copy for Discard to undo them
+// (TestTakeoverCopyingWriterDiscardUndoesWrite).
 func (v *Volume) checkpointNow(ctx context.Context) error {
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
 	v.gate.Lock()
 	defer v.gate.Unlock()
+	return v.checkpointStore(ctx)
+}
+
+// checkpointStore is checkpointNow; the caller holds flushMu and the
+// gate exclusively.
+func (v *Volume) checkpointStore(ctx context.Context) error {
 	if err := v.checkpointLog(ctx); err != nil {
 		return err
+	}
+	if v.copying {
+		v.mu.Lock()
+		v.mu.head.Epoch++
+		v.mu.headDirty = true
+		v.mu.Unlock()
 	}
 	return v.persist(ctx, v.takeCut())
 }
@@ -912,10 +939,39 @@ func (v *Volume) flushWrite(ctx context.Context, n *writeNote) error {
 // gated runs fn holding the gate shared. The gate is released if fn
 // panics: a server that recovers a panic in a request (package nbd) must
 // find the volume usable.
+//
+// A handle closed while fn waited for the gate refuses it: shut took the
+// gate to wait out every write in flight, and the lease goes after it
+// (TestHandoverNoFlushAfterShut).
 func (v *Volume) gated(fn func() error) error {
 	v.gate.RLock()
 	defer v.gate.RUnlock()
+	if v.isClosed() {
+		return ErrClosed
+	}
 	return fn()
+}
+
+// isClosed reports whether the handle is closed.
+func (v *Volume) isClosed() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mu.closed
+}
+
+// lockFlush takes flushMu for a flush (or anything that stores a map),
+// and refuses with ErrClosed a handle closed meanwhile: shut takes
+// flushMu to wait out the flush in flight, and releases the lease after
+// it, so a flush that was waiting must not run then (the next writer may
+// have read and kept the write log it would commit to:
+// TestHandoverNoFlushAfterShut).
+func (v *Volume) lockFlush() error {
+	v.flushMu.Lock()
+	if v.isClosed() {
+		v.flushMu.Unlock()
+		return ErrClosed
+	}
+	return nil
 }
 
 // errTainted: a write met an object that a write of unknown outcome may
@@ -941,6 +997,11 @@ var errTainted = errors.New("volume: object tainted by a write of unknown outcom
 // once per failed append. If the flush fails, so does the write.
 func (v *Volume) shared(ctx context.Context, fn func() error) error {
 	for {
+		if v.keptNoLog() {
+			if err := v.checkpointKept(ctx); err != nil {
+				return fmt.Errorf("volume: write: checkpoint the write logs kept at open: %w", err)
+			}
+		}
 		v.mu.Lock()
 		n := len(v.mu.tainted)
 		v.mu.Unlock()
@@ -1045,20 +1106,48 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 			return v.appendLog(ctx, b, boff, data)
 		}
 		st.Unlock()
-	} else if v.keptLogged(b) {
+	} else if v.keptNoLog() {
 		return errLogBroken // (shared flushes, which checkpoints, and runs it again)
 	}
 	return v.writeBlockMap(ctx, b, boff, data, note)
 }
 
-// keptLogged reports whether block b has bytes in a log this writer,
-// which does not log, kept at open (OpenOptions.Handover): a write must
-// not go through the map under them; it asks the next flush to
-// checkpoint them.
-func (v *Volume) keptLogged(b int64) bool {
+// checkpointKept checkpoints the logs a writer without a log of its own
+// kept at open, before its first data write (keptNoLog), as checkpointNow
+// does (a writer opened with Copying, which must leave nothing of an
+// unfinished write for Discard to miss, then stores the map in a new
+// epoch). Under flushMu and the gate held exclusively: no write of it is
+// in flight or dirty, so the flush stores none.
+func (v *Volume) checkpointKept(ctx context.Context) error {
+	if err := v.lockFlush(); err != nil {
+		return err
+	}
+	defer v.flushMu.Unlock()
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	v.mu.Lock()
+	kept := v.mu.kept
+	v.mu.Unlock()
+	if kept == 0 {
+		return nil
+	}
+	return v.storeFenced(v.checkpointStore(ctx))
+}
+
+// keptNoLog reports whether this writer, which does not log, still has
+// the logs it kept at open (OpenOptions.Handover), and then asks the next
+// flush to checkpoint them: its first data write must wait for that
+// checkpoint, so that no write of it goes through the map under logged
+// bytes, and the checkpoint's flush stores none of its writes (a writer
+// opened with Copying must leave nothing of an unfinished write behind
+// for Discard to miss: TestHandoverNoLogWriterDiscardUndoesWrite).
+func (v *Volume) keptNoLog() bool {
+	if v.logOn {
+		return false
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if len(v.mu.index[b]) == 0 {
+	if v.mu.kept == 0 {
 		return false
 	}
 	v.mu.logForce = true
@@ -1687,6 +1776,10 @@ func (v *Volume) Flush(ctx context.Context) error {
 	return v.flush(ctx)
 }
 
+// flushQueued runs in a flush between its check that the handle is open
+// and its wait for flushMu (tests stall it there).
+var flushQueued = func() {}
+
 // flush is Flush that does not end a burst of writes (logBurst): the
 // flushes the volume starts itself use it.
 func (v *Volume) flush(ctx context.Context) error {
@@ -1702,7 +1795,10 @@ func (v *Volume) flush(ctx context.Context) error {
 	if fenced != nil {
 		return fenced // (also with nothing to flush: this handle is done)
 	}
-	v.flushMu.Lock()
+	flushQueued()
+	if err := v.lockFlush(); err != nil {
+		return err
+	}
 	defer v.flushMu.Unlock()
 	c, err := v.flushCut(ctx)
 	if err != nil {
@@ -1780,6 +1876,7 @@ func (v *Volume) persist(ctx context.Context, c *cut) error {
 		v.restore(c, err)
 		return err
 	}
+	v.settleLogs(&c.head)
 	for _, name := range c.freed {
 		if v.handles != nil {
 			v.handles.forget(name)
@@ -2220,7 +2317,7 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 	if v.onClose != nil {
 		cerr := err
 		v.mu.Lock()
-		if v.mu.unsettled {
+		if v.mu.unsettled || len(v.mu.logSuspects) > 0 {
 			cerr = errors.Join(err, ErrUnsettled)
 		}
 		v.mu.Unlock()

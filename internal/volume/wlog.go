@@ -222,19 +222,35 @@ func overlapping(exts []logExt, off, n int64) []logExt {
 	return slices.Clone(exts[i:j])
 }
 
+// replayMem bounds the bytes by which the windows of the log replays in
+// flight in a process grow past logReadChunk: every writer's open and
+// every follower's reload replays, and a daemon opens many volumes at
+// once (a drained host's handoffs), each window up to logReadMax. A
+// replay that finds it exhausted reads on in the window it holds.
+var replayMem = semaphore.NewWeighted(64 << 20)
+
 // logReader reads one log's records in order through a window, which
-// grows at each read (logReadMax).
+// grows at each read (logReadMax) while replayMem allows; done gives its
+// share back.
 type logReader struct {
 	v     *Volume
 	name  string
 	buf   []byte
 	start int64 // the window is [start, start+len(buf))
 	chunk int64 // the next read's length (0: logReadChunk)
+	held  int64 // of replayMem
 }
 
 func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
 	if pos < r.start || pos+n > r.start+int64(len(r.buf)) {
 		r.chunk = min(max(2*r.chunk, logReadChunk), logReadMax)
+		if more := r.chunk - logReadChunk - r.held; more > 0 {
+			if replayMem.TryAcquire(more) {
+				r.held += more
+			} else {
+				r.chunk = logReadChunk + r.held
+			}
+		}
 		size := max(n, r.chunk)
 		if int64(cap(r.buf)) < size {
 			r.buf = make([]byte, size)
@@ -246,6 +262,13 @@ func (r *logReader) at(ctx context.Context, pos, n int64) ([]byte, error) {
 		r.start = pos
 	}
 	return r.buf[pos-r.start : pos-r.start+n], nil
+}
+
+func (r *logReader) done() {
+	if r.held > 0 {
+		replayMem.Release(r.held)
+		r.held = 0
+	}
 }
 
 // errLogMissing: a log the head names does not exist (see logGone).
@@ -304,6 +327,7 @@ func (v *Volume) replayOther(ctx context.Context, lf *logFile, size uint64, add 
 // replayObject is replayLog on a log stored as one object.
 func (v *Volume) replayObject(ctx context.Context, lf *logFile, size uint64, add func(b int64, x logExt)) error {
 	r := &logReader{v: v, name: lf.name}
+	defer r.done()
 	type rec struct {
 		b int64
 		x logExt
@@ -558,6 +582,7 @@ func (v *Volume) writeSegs(ctx context.Context, c *segChunk) error {
 			if errors.Is(err, ErrFenced) && v.mu.err == nil {
 				v.mu.err = err
 			}
+			v.logUnsettledLocked(err)
 			v.mu.Unlock()
 			return err
 		}
@@ -774,6 +799,7 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	if err := v.writeAt(ctx, name, rec, pos); err != nil {
 		v.mu.Lock()
 		v.mu.logBroken, v.mu.logForce = true, true
+		v.logUnsettledLocked(err)
 		v.mu.Unlock()
 		return err
 	}
@@ -835,6 +861,38 @@ func (v *Volume) appendSeg(ctx context.Context, b, boff int64, data []byte) erro
 	return nil
 }
 
+// logUnsettledLocked notes that a write to this writer's log (the last)
+// failed with an unknown outcome, if it did: landing after the next
+// writer read the log, it could commit records that writer never saw, so
+// a release must be unsettled (ErrUnsettled), and the next writer
+// checkpoints the log at open instead of keeping it
+// (TestHandoverAfterLogCommitOfUnknownOutcome), until a stored head no
+// longer reads where it may land (settleLogs). The caller holds v.mu.
+func (v *Volume) logUnsettledLocked(err error) {
+	if settled(err) || len(v.mu.logs) == 0 {
+		return
+	}
+	lf := v.mu.logs[len(v.mu.logs)-1]
+	if v.mu.logSuspects == nil {
+		v.mu.logSuspects = map[string]int64{}
+	}
+	v.mu.logSuspects[lf.name] = max(v.mu.logSuspects[lf.name], lf.end)
+}
+
+// settleLogs forgets the writes of unknown outcome to logs that head, just
+// stored, does not read any more: a log it does not name, or names from
+// past where they may land (a checkpoint moved its From there).
+func (v *Volume) settleLogs(head *blockmap.Head) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for name, end := range v.mu.logSuspects {
+		i := slices.IndexFunc(head.Logs, func(r blockmap.LogRef) bool { return blockmap.LogName(v.id, r.Epoch, r.Seq) == name })
+		if i < 0 || int64(head.Logs[i].From) >= end {
+			delete(v.mu.logSuspects, name)
+		}
+	}
+}
+
 // commitAtLocked reserves the place of a commit record after every
 // record appended so far, if one is needed, and returns what writes it
 // (nil if none is). On a segmented log the commit ends the buffer, which
@@ -866,6 +924,7 @@ func (v *Volume) writeCommit(ctx context.Context, commit func(context.Context) e
 	if err := commit(ctx); err != nil {
 		v.mu.Lock()
 		v.mu.logBroken, v.mu.logForce = true, true
+		v.logUnsettledLocked(err)
 		v.mu.Unlock()
 		return fmt.Errorf("volume: flush: write a commit to the write log: %w", err)
 	}
