@@ -55,7 +55,7 @@ import (
 const ObjectName = "catalog"
 
 // Format is the catalog format this package writes.
-const Format = 2
+const Format = 3
 
 // Object name prefixes of format 2.
 const (
