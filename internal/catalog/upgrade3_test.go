@@ -354,3 +354,15 @@ func TestUpgrade3Crashes(t *testing.T) {
 	s.crashRepair = false
 	checkFormat3(t, s, want)
 }
+
+// TestUpgrade3FindsWrappedIndex: the index is repaired through wrappers
+// (metrics, fault injection), as the store of a command comes.
+func TestUpgrade3FindsWrappedIndex(t *testing.T) {
+	s := newIndexed(objstore.NewMem())
+	want := formatTwo(t, s.Store)
+	w := objstore.NewFaulty(objstore.Observe(s, func(objstore.Op) objstore.Probe { return nil }))
+	if _, err := New(w).Upgrade(ctx); err != nil || s.idx.repairs != 1 {
+		t.Fatalf("upgrade: %v (%d repairs)", err, s.idx.repairs)
+	}
+	checkFormat3(t, s, want)
+}
