@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -58,10 +59,10 @@ func TestUpgradeCatalogFormat1(t *testing.T) {
 					Upgraded int `json:"records_upgraded"`
 				}
 				json.Unmarshal([]byte(e.archip("--json", "store", "upgrade")), &rep)
-				if rep.From != 1 || rep.To != 2 || rep.Upgraded != len(man.Entries) {
-					t.Fatalf("store upgrade: %+v, want from 1 to 2, %d records", rep, len(man.Entries))
+				if rep.From != 1 || rep.To != 3 || rep.Upgraded != len(man.Entries) {
+					t.Fatalf("store upgrade: %+v, want from 1 to 3, %d records", rep, len(man.Entries))
 				}
-				if out := e.archip("store", "upgrade"); !strings.Contains(out, "already at format 2") {
+				if out := e.archip("store", "upgrade"); !strings.Contains(out, "already at format 3") {
 					t.Fatalf("second store upgrade: %s", out)
 				}
 			}
@@ -112,7 +113,87 @@ func TestUpgradeCatalogFormat1(t *testing.T) {
 			for _, args := range [][]string{{"volume", "list"}, {"volume", "create", "x", "--size", "1M"}, {"volume", "remove", "vm01"}} {
 				cmd := exec.Command(oldBin, append([]string{"--store", e.store}, args...)...)
 				out, err := cmd.CombinedOutput()
-				if err == nil || !strings.Contains(string(out), "format 2; this program reads format 1") {
+				if err == nil || !strings.Contains(string(out), "format 3; this program reads format 1") {
+					t.Fatalf("the old binary on the upgraded store, %q: %v\n%s", args, err, out)
+				}
+			}
+			if after := e.archip("volume", "list"); after != before {
+				t.Fatalf("the old binary changed the catalog:\n%s\nwas:\n%s", after, before)
+			}
+		})
+	}
+}
+
+// catalogFormat2Commit is a commit whose binary writes catalog format 2.
+const catalogFormat2Commit = "c93b950aad19424d2382d48ab108d0264e2ce809"
+
+// TestUpgradeCatalogFormat2 makes a store with the binary of a commit of
+// catalog format 2 (names with '@' and '_', a snapshot, a clone, a
+// rename, data) and opens it with the current binary: upgraded explicitly
+// (archip store upgrade: from_format 2, to_format 3) or by the first
+// command, every name, size, lineage and byte is as the old binary wrote
+// it, and the old binary then refuses the store with its "newer archip"
+// error, changing nothing.
+func TestUpgradeCatalogFormat2(t *testing.T) {
+	oldBin := buildCommit(t, catalogFormat2Commit)
+	if oldBin == "" {
+		t.Skip("no binary of format 2 to write the store with")
+	}
+	for _, how := range []string{"explicit", "automatic"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			e := &env{t: t, dir: dir, store: "file://" + filepath.Join(dir, "store")}
+			old := func(stdin []byte, args ...string) string {
+				t.Helper()
+				cmd := exec.Command(oldBin, append([]string{"--store", e.store}, args...)...)
+				cmd.Stdin = bytes.NewReader(stdin)
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("old binary %q: %v\n%s", args, err, out)
+				}
+				return string(out)
+			}
+			data := bytes.Repeat([]byte("format 2 data\n"), 5000)
+			old(nil, "volume", "create", "vol_1", "--size", "1M")
+			old(data, "volume", "write", "vol_1")
+			old(nil, "volume", "snapshot", "vol_1", "vol_1@mon")
+			old(nil, "volume", "clone", "vol_1@mon", "web")
+			old(nil, "volume", "rename", "web", "web@prod")
+			old(nil, "volume", "create", "gone", "--size", "64K")
+			old(nil, "volume", "remove", "gone")
+			want := []string{"vol_1 volume 1048576", "vol_1@mon snapshot 1048576", "web@prod volume 1048576"}
+			if how == "explicit" {
+				var rep struct {
+					From int `json:"from_format"`
+					To   int `json:"to_format"`
+				}
+				json.Unmarshal([]byte(e.archip("--json", "store", "upgrade")), &rep)
+				if rep.From != 2 || rep.To != 3 {
+					t.Fatalf("store upgrade: %+v, want from 2 to 3", rep)
+				}
+				if out := e.archip("store", "upgrade"); !strings.Contains(out, "already at format 3") {
+					t.Fatalf("second store upgrade: %s", out)
+				}
+			}
+			checkList(t, e, want)
+			for _, name := range []string{"vol_1", "vol_1@mon", "web@prod"} {
+				if got := []byte(e.archip("volume", "read", name, "--length", fmt.Sprint(len(data)))); !bytes.Equal(got, data) {
+					t.Fatalf("%s reads other data than the old binary wrote", name)
+				}
+			}
+			var in struct {
+				Parent string `json:"parent_name"`
+			}
+			json.Unmarshal([]byte(e.archip("--json", "volume", "info", "web@prod")), &in)
+			if in.Parent != "vol_1@mon" {
+				t.Fatalf("parent of the renamed clone: %q", in.Parent)
+			}
+
+			before := e.archip("volume", "list")
+			for _, args := range [][]string{{"volume", "list"}, {"volume", "create", "x", "--size", "1M"}, {"volume", "remove", "vol_1"}} {
+				cmd := exec.Command(oldBin, append([]string{"--store", e.store}, args...)...)
+				out, err := cmd.CombinedOutput()
+				if err == nil || !strings.Contains(string(out), "format 3; this program reads formats 1 and 2 (a newer archip wrote it: use that)") {
 					t.Fatalf("the old binary on the upgraded store, %q: %v\n%s", args, err, out)
 				}
 			}

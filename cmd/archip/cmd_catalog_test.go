@@ -85,10 +85,10 @@ func TestStoreUpgrade(t *testing.T) {
 
 	var rep catalog.UpgradeReport
 	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "store", "upgrade")), &rep)
-	if rep.From != 1 || rep.To != 2 || rep.Upgraded != 2 {
+	if rep.From != 1 || rep.To != 3 || rep.Upgraded != 2 {
 		t.Fatalf("upgrade: %+v", rep)
 	}
-	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "already at format 2") {
+	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "already at format 3") {
 		t.Fatalf("second upgrade: %s", out)
 	}
 	if out := mustCLI(t, store, nil, "volume", "info", "v@1"); !strings.Contains(out, "v") {
@@ -100,5 +100,34 @@ func TestStoreUpgrade(t *testing.T) {
 	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "volume", "info", "v@1")), &info)
 	if info.Origin != "v" {
 		t.Fatalf("origin after the upgrade: %+v", info)
+	}
+}
+
+// TestStoreUpgradeFormat2: archip store upgrade on a format 2 store says
+// so (from_format 2, to_format 3) and tells to restart older processes.
+func TestStoreUpgradeFormat2(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "store")
+	store := "file://" + dir
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "64K")
+	s, err := objstore.OpenFile(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Put(ctx, catalog.ObjectName, []byte(`{"format":2,"records":[]}`))
+	s.Close()
+	var rep catalog.UpgradeReport
+	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "store", "upgrade")), &rep)
+	if rep.From != 2 || rep.To != 3 || rep.Upgraded != 0 {
+		t.Fatalf("upgrade: %+v", rep)
+	}
+	s, _ = objstore.OpenFile(dir, false)
+	s.Put(ctx, catalog.ObjectName, []byte(`{"format":2,"records":[]}`))
+	s.Close()
+	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "from format 2 to 3") || !strings.Contains(out, "restart") {
+		t.Fatalf("upgrade: %s", out)
+	}
+	if out := mustCLI(t, store, nil, "volume", "list"); !strings.Contains(out, "v") {
+		t.Fatalf("list after the upgrade: %s", out)
 	}
 }

@@ -34,15 +34,24 @@ func newStoreUpgradeCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "upgrade",
 		Short: "Bring the store's catalog to the format of this program (also done on first use)",
-		Long: `Bring the store's catalog to the format this program writes (format 2: a
-record per name). A store written by an earlier archip (format 1: one
-catalog object) is upgraded: every name, lineage and volume stays as it
-was. Running it again changes nothing.
+		Long: `Bring the store's catalog to the format this program writes (format 3: a
+record per name, and on RADOS an index of the names that every writer
+keeps). A store written by an earlier archip (format 1: one catalog
+object; format 2: a record per name, written by binaries that may not keep
+the index) is upgraded: every name, lineage and volume stays as it was; on
+RADOS the index is repaired first (one walk of the pool). Running it again
+changes nothing. With --json it prints from_format and to_format.
 
 Every command of this program also upgrades the store by itself the first
 time it uses it, so this command is only a way to do it at a chosen
-moment. The upgrade goes forward only: archip binaries of format 1 then
-refuse the store ("format 2; this program reads format 1").`,
+moment. The upgrade goes forward only: archip binaries of earlier formats
+then refuse the store ("format 3; this program reads format 1", or "...
+reads formats 1 and 2 (a newer archip wrote it: use that)").
+
+Restart every older archip process still running on the store (archip
+serve): one that started before the upgrade keeps writing as its format
+does, and on RADOS the names it creates are missing from volume list until
+archip gc repairs the index. Run archip gc once they are restarted.`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runStoreUpgrade(c.Context(), g)
@@ -90,8 +99,10 @@ func runStoreUpgrade(ctx context.Context, g *globals) error {
 		fmt.Fprintf(g.stdout, "catalog already at format %d\n", rep.To)
 	case rep.From == 0:
 		fmt.Fprintf(g.stdout, "empty store: catalog at format %d\n", rep.To)
-	default:
+	case rep.From == 1:
 		fmt.Fprintf(g.stdout, "catalog upgraded from format %d to %d (%d records)\n", rep.From, rep.To, rep.Upgraded)
+	default:
+		fmt.Fprintf(g.stdout, "catalog upgraded from format %d to %d; restart older archip processes still running on this store, then run archip gc\n", rep.From, rep.To)
 	}
 	return nil
 }

@@ -2,9 +2,11 @@
 // volume a snapshot was taken from, which snapshot or image a clone came
 // from.
 //
-// Format 2 (this package) keeps one object per name, so that the cost of
+// Format 3 (this package) keeps one object per name, so that the cost of
 // every single-name operation does not depend on how many names there
-// are:
+// are (format 2's layout), and every writer keeps the store's list index
+// where it has one (objstore's RADOS store does, and lists the catalog
+// from it; this package writes through the store, which keeps it):
 //
 //   - cat/name/<name>: the record (JSON). It is the commit point of every
 //     operation: a name exists iff its record exists and is valid (see
@@ -14,10 +16,11 @@
 //   - cat/id/<id>: a hint {"name": ...} for lookups by ID.
 //   - cat/child/<parent id>/<child id>: an empty hint, the lineage index:
 //     a clone under its Parent, a snapshot under its Origin.
-//   - catalog: the format marker {"format":2,"records":[]}. Format 1 kept
-//     every record in this one object; binaries that read format 1 refuse
-//     a store whose marker says 2. A format 1 store is upgraded on first
-//     use (Upgrade).
+//   - catalog: the format marker {"format":3,"records":[]}. Format 1 kept
+//     every record in this one object; format 2 is format 3's layout, by
+//     binaries that may not keep the index. Binaries refuse a marker of a
+//     later format than theirs. A store of format 1 or 2 is upgraded on
+//     first use (Upgrade): the index is repaired before the marker says 3.
 //
 // Hints are written before the record they describe and deleted after
 // it, and every reader verifies a hint against the record it names, so a
@@ -50,14 +53,14 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
-// ObjectName is the format marker (format 2), or the whole catalog of a
-// format 1 store.
+// ObjectName is the format marker (formats 2 and 3), or the whole catalog
+// of a format 1 store.
 const ObjectName = "catalog"
 
 // Format is the catalog format this package writes.
-const Format = 2
+const Format = 3
 
-// Object name prefixes of format 2.
+// Object name prefixes of formats 2 and 3.
 const (
 	NamePrefix  = "cat/name/"
 	IDPrefix    = "cat/id/"
@@ -153,7 +156,7 @@ type Catalog struct {
 	// If release reports an error (the hold was lost: the rename stalled
 	// past it), the rename undoes itself and fails with that error.
 	Hold func(ctx context.Context) (release func() error, err error)
-	// ready: this process saw the store at format 2 with nothing left to
+	// ready: this process saw the store at format 3 with nothing left to
 	// upgrade (formats only go forward).
 	ready atomic.Bool
 }

@@ -9,16 +9,19 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
-// marker is the content of the catalog object of a format 2 store. It
-// keeps format 1's shape, so that binaries that read format 1 refuse the
-// store with their "format 2; this program reads format 1" error.
+// marker is the content of the catalog object of a store of format 2 or
+// 3. It keeps format 1's shape, so that binaries refuse a store of a
+// later format than theirs: format 1 ones with "format 2; this program
+// reads format 1", format 2 ones with "format 3; this program reads
+// formats 1 and 2 (a newer archip wrote it: use that)".
 //
-// Upgrading (non-nil while an upgrade is under way) holds the records of
-// the format 1 catalog being upgraded: the first step of an upgrade
-// swaps the format 1 document for this, which stops binaries of format 1
-// from changing it, and the last step clears it once every record exists
-// in format 2. Every process of this format finishes an upgrade under way
-// before any other catalog operation.
+// Upgrading (non-nil while an upgrade from format 1 is under way, only
+// ever at format 2) holds the records of the format 1 catalog being
+// upgraded: the first step of an upgrade swaps the format 1 document for
+// this, which stops binaries of format 1 from changing it, and a later
+// step clears it once every record exists in format 2. Every process of
+// this format finishes an upgrade under way before any other catalog
+// operation.
 type marker struct {
 	Format    int      `json:"format"`
 	Records   []Record `json:"records"`
@@ -37,7 +40,8 @@ func encodeMarker(m marker) []byte {
 }
 
 // decodeCatalog parses the catalog object: format 1 (records in
-// Records) or 2 (Records empty, Upgrading while upgrading).
+// Records), 2 (Records empty, Upgrading while upgrading from 1) or 3
+// (Records and Upgrading empty).
 func decodeCatalog(b []byte) (*marker, error) {
 	var d marker
 	if err := json.Unmarshal(b, &d); err != nil {
@@ -48,12 +52,15 @@ func decodeCatalog(b []byte) (*marker, error) {
 		if d.Upgrading != nil {
 			return nil, fmt.Errorf("%w: format 1 with records being upgraded", ErrCorrupt)
 		}
-	case Format:
+	case 2, Format:
 		if len(d.Records) > 0 {
-			return nil, fmt.Errorf("%w: format 2 with records in the catalog object", ErrCorrupt)
+			return nil, fmt.Errorf("%w: format %d with records in the catalog object", ErrCorrupt, d.Format)
+		}
+		if d.Format == Format && d.Upgrading != nil {
+			return nil, fmt.Errorf("%w: format %d with records being upgraded", ErrCorrupt, d.Format)
 		}
 	default:
-		return nil, fmt.Errorf("%w: format %d; this program reads formats 1 and 2 (a newer archip wrote it: use that)", ErrCorrupt, d.Format)
+		return nil, fmt.Errorf("%w: format %d; this program reads formats 1 to %d (a newer archip wrote it: use that)", ErrCorrupt, d.Format, Format)
 	}
 	seen := map[string]bool{}
 	for _, r := range append(d.Records, d.Upgrading...) {
@@ -75,10 +82,19 @@ type UpgradeReport struct {
 	Upgraded int `json:"records_upgraded"` // records moved out of a format 1 catalog
 }
 
-// Upgrade brings the store's catalog to format 2: idempotent, and safe
-// to run from several processes at once and alongside binaries of format
-// 1 (which then refuse the store). Every other operation of this package
-// upgrades first too; this is the explicit form.
+// Upgrade brings the store's catalog to format 3: idempotent, and safe
+// to run from several processes at once and alongside binaries of
+// earlier formats (which then refuse the store).  Every other operation
+// of this package upgrades first too; this is the explicit form.
+//
+// Format 1 goes to 2 (each record into its own object), then 2 to 3. The
+// step from 2 to 3 repairs the store's list index if it keeps one
+// (objstore stores with a RepairIndex method: RADOS), so that it names
+// every record a binary of format 2 wrote without its key, and only then
+// swaps the marker. A process of format 2 that checked the format before
+// that swap (a running archip serve) still writes without keys until it
+// is restarted; gc repairs the index before it trusts a listing, and a
+// repair (archip gc) lists what such a process wrote.
 func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 	rep := UpgradeReport{To: Format}
 	first := true
@@ -115,7 +131,7 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 			// here on nobody changes them, and old binaries refuse the
 			// store. A format 1 writer that got there first makes this
 			// conflict: read again.
-			m := marker{Format: Format, Upgrading: d.Records}
+			m := marker{Format: 2, Upgrading: d.Records}
 			if m.Upgrading == nil {
 				m.Upgrading = []Record{}
 			}
@@ -158,10 +174,19 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 			if stale {
 				continue
 			}
-			_, err := c.store.Swap(ctx, ObjectName, encodeMarker(marker{Format: Format}), v)
+			_, err := c.store.Swap(ctx, ObjectName, encodeMarker(marker{Format: 2}), v)
 			if err == nil {
 				rep.Upgraded = len(d.Upgrading)
 			} else if !errors.Is(err, objstore.ErrConflict) {
+				return rep, err
+			}
+		case d.Format == 2:
+			// Every writer of format 3 keeps the index; the repair makes
+			// it name what writers of format 2 wrote before the swap.
+			if err := repairIndexes(ctx, c.store); err != nil {
+				return rep, fmt.Errorf("catalog: upgrading to format %d: repairing the store's index (run archip store upgrade again): %w", Format, err)
+			}
+			if _, err := c.store.Swap(ctx, ObjectName, encodeMarker(marker{Format: Format}), v); err != nil && !errors.Is(err, objstore.ErrConflict) {
 				return rep, err
 			}
 		default:
@@ -220,7 +245,7 @@ func (c *Catalog) upgradeRecord(ctx context.Context, r Record) error {
 	return err
 }
 
-// ensure makes sure the store is at format 2 before an operation: once
+// ensure makes sure the store is at format 3 before an operation: once
 // per process (formats only go forward). A store without a catalog
 // object is empty; write creates the marker then, before the first
 // record.
@@ -266,4 +291,31 @@ func (c *Catalog) LegacyRecords(ctx context.Context) ([]Record, error) {
 		return nil, err
 	}
 	return append(d.Records, d.Upgrading...), nil
+}
+
+// indexRepairer is a store whose listing of the catalog reads an index
+// that writers keep (RADOS: see its RepairIndex).
+type indexRepairer interface {
+	RepairIndex(ctx context.Context) error
+}
+
+// repairIndexes repairs the list index of s, of each of its parts, if it
+// keeps one.
+func repairIndexes(ctx context.Context, s objstore.Store) error {
+	for _, p := range objstore.Parts(s) {
+		for t := p; ; {
+			if r, ok := t.(indexRepairer); ok {
+				if err := r.RepairIndex(ctx); err != nil {
+					return err
+				}
+				break
+			}
+			w, ok := t.(objstore.Wrapper)
+			if !ok {
+				break
+			}
+			t = w.Unwrap()
+		}
+	}
+	return nil
 }

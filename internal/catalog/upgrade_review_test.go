@@ -45,7 +45,7 @@ func TestUpgraderStalledBeforeCreate(t *testing.T) {
 		t.Run(victim, func(t *testing.T) {
 			mem := objstore.NewMem()
 			recs := oldRecords()
-			b, _ := json.Marshal(marker{Format: Format, Records: []Record{}, Upgrading: recs})
+			b, _ := json.Marshal(marker{Format: 2, Records: []Record{}, Upgrading: recs})
 			mem.Put(ctx, ObjectName, b) // frozen by a first upgrader
 			var id = recs[0].ID
 			for _, r := range recs {

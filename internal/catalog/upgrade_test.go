@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func checkUpgraded(t *testing.T, s objstore.Store, recs []Record) {
 		}
 	}
 	b, _, _ := s.Get(ctx, ObjectName)
-	if string(b) != `{"format":2,"records":[]}` {
+	if string(b) != `{"format":3,"records":[]}` {
 		t.Fatalf("catalog object after the upgrade: %s", b)
 	}
 }
@@ -71,11 +72,11 @@ func TestUpgradeOnFirstUse(t *testing.T) {
 	b, _, _ := s.Get(ctx, ObjectName)
 	var d struct{ Format int }
 	json.Unmarshal(b, &d)
-	if d.Format != 2 {
-		t.Fatal("marker not at format 2")
+	if d.Format != 3 {
+		t.Fatal("marker not at format 3")
 	}
 	rep, err := New(s).Upgrade(ctx)
-	if err != nil || rep.From != 2 || rep.Upgraded != 0 {
+	if err != nil || rep.From != 3 || rep.Upgraded != 0 {
 		t.Fatalf("second upgrade: %+v %v", rep, err)
 	}
 }
@@ -83,7 +84,7 @@ func TestUpgradeOnFirstUse(t *testing.T) {
 func TestUpgradeEmptyAndFresh(t *testing.T) {
 	s := objstore.NewMem()
 	rep, err := New(s).Upgrade(ctx)
-	if err != nil || rep.From != 0 || rep.To != 2 {
+	if err != nil || rep.From != 0 || rep.To != 3 {
 		t.Fatalf("upgrade of an empty store: %+v %v", rep, err)
 	}
 	formatOne(t, objstore.NewMem(), nil)
@@ -169,13 +170,15 @@ func TestUpgradeCrashes(t *testing.T) {
 
 func TestUnknownFormat(t *testing.T) {
 	s := objstore.NewMem()
-	s.Put(ctx, ObjectName, []byte(`{"format":3,"records":[]}`))
-	if _, err := New(s).Lookup(ctx, "a"); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("format 3: %v", err)
+	s.Put(ctx, ObjectName, []byte(`{"format":4,"records":[]}`))
+	if _, err := New(s).Lookup(ctx, "a"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "a newer archip") {
+		t.Fatalf("format 4: %v", err)
 	}
 	for _, b := range []string{"{", `{"format":1,"records":[{"name":"x y","id":"00000000000000000000000000000001","kind":"volume"}]}`,
 		`{"format":1,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"disk"}]}`,
-		`{"format":2,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"volume"}]}`} {
+		`{"format":2,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"volume"}]}`,
+		`{"format":3,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"volume"}]}`,
+		`{"format":3,"records":[],"upgrading":[]}`} {
 		s.Put(ctx, ObjectName, []byte(b))
 		if _, err := New(s).Upgrade(ctx); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("Upgrade(%s) = %v, want ErrCorrupt", b, err)
@@ -251,7 +254,7 @@ func (s *lateUpgrader) Get(ctx context.Context, name string) ([]byte, objstore.V
 func TestLateUpgraderRevivesNothing(t *testing.T) {
 	mem := objstore.NewMem()
 	recs := oldRecords()
-	b, _ := json.Marshal(marker{Format: Format, Records: []Record{}, Upgrading: recs})
+	b, _ := json.Marshal(marker{Format: 2, Records: []Record{}, Upgrading: recs})
 	mem.Put(ctx, ObjectName, b) // frozen by a first upgrader
 	late := &lateUpgrader{Store: mem, meanwhile: func() {
 		if _, err := New(mem).Remove(ctx, "img"); err != nil {
