@@ -183,7 +183,7 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 		case d.Format == 2:
 			// Every writer of format 3 keeps the index; the repair makes
 			// it name what writers of format 2 wrote before the swap.
-			if err := repairIndexes(ctx, c.store); err != nil {
+			if err := objstore.RepairIndexes(ctx, c.store); err != nil {
 				return rep, fmt.Errorf("catalog: upgrading to format %d: repairing the store's index (run archip store upgrade again): %w", Format, err)
 			}
 			if _, err := c.store.Swap(ctx, ObjectName, encodeMarker(marker{Format: Format}), v); err != nil && !errors.Is(err, objstore.ErrConflict) {
@@ -291,31 +291,4 @@ func (c *Catalog) LegacyRecords(ctx context.Context) ([]Record, error) {
 		return nil, err
 	}
 	return append(d.Records, d.Upgrading...), nil
-}
-
-// indexRepairer is a store whose listing of the catalog reads an index
-// that writers keep (RADOS: see its RepairIndex).
-type indexRepairer interface {
-	RepairIndex(ctx context.Context) error
-}
-
-// repairIndexes repairs the list index of s, of each of its parts, if it
-// keeps one.
-func repairIndexes(ctx context.Context, s objstore.Store) error {
-	for _, p := range objstore.Parts(s) {
-		for t := p; ; {
-			if r, ok := t.(indexRepairer); ok {
-				if err := r.RepairIndex(ctx); err != nil {
-					return err
-				}
-				break
-			}
-			w, ok := t.(objstore.Wrapper)
-			if !ok {
-				break
-			}
-			t = w.Unwrap()
-		}
-	}
-	return nil
 }

@@ -261,7 +261,7 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	}
 	defer l.release()
 	cutoff := now().Add(-grace)
-	if err := repairIndexes(ctx, s); err != nil {
+	if err := objstore.RepairIndexes(ctx, s); err != nil {
 		return rep, err
 	}
 	m, err := mark(ctx, s, cutoff, &rep, opts.Progress)
@@ -659,32 +659,4 @@ func sweep(ctx context.Context, s objstore.Store, m *marks, pool int, cutoff tim
 		}
 		return nil
 	})
-}
-
-// indexRepairer is a store whose listing of the catalog reads an index
-// that may lack a key (RADOS: see its RepairIndex).
-type indexRepairer interface {
-	RepairIndex(ctx context.Context) error
-}
-
-// repairIndexes repairs the catalog's index of s (of each of its parts) before
-// mark trusts the catalog's listing to name every volume: a record
-// missing from it would have its volume swept.
-func repairIndexes(ctx context.Context, s objstore.Store) error {
-	for _, p := range objstore.Parts(s) {
-		for t := p; ; {
-			if r, ok := t.(indexRepairer); ok {
-				if err := r.RepairIndex(ctx); err != nil {
-					return err
-				}
-				break
-			}
-			w, ok := t.(objstore.Wrapper)
-			if !ok {
-				break
-			}
-			t = w.Unwrap()
-		}
-	}
-	return nil
 }

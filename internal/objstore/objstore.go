@@ -367,6 +367,37 @@ type Parter interface {
 	Parts() []Store
 }
 
+// IndexRepairer is a store whose listing of some names reads an index
+// that its writers keep beside the objects (RADOS: the catalog's
+// directories), and that a crash, or a binary older than the index, may
+// leave without a name's key. RepairIndex makes the index name exactly
+// the objects there are.
+type IndexRepairer interface {
+	RepairIndex(ctx context.Context) error
+}
+
+// RepairIndexes repairs the index of s, of each of its parts, where it
+// keeps one (looking through wrappers), before a caller trusts a listing
+// to name every object: gc's mark, the catalog's upgrade.
+func RepairIndexes(ctx context.Context, s Store) error {
+	for _, p := range Parts(s) {
+		for t := p; ; {
+			if r, ok := t.(IndexRepairer); ok {
+				if err := r.RepairIndex(ctx); err != nil {
+					return err
+				}
+				break
+			}
+			w, ok := t.(Wrapper)
+			if !ok {
+				break
+			}
+			t = w.Unwrap()
+		}
+	}
+	return nil
+}
+
 // Parts returns s's parts if it has some, else s alone.
 func Parts(s Store) []Store {
 	for t := s; ; {
