@@ -261,6 +261,8 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	}
 	defer l.release()
 	cutoff := now().Add(-grace)
+	// mark trusts the catalog's listing to name every volume: a record
+	// missing from an index (RADOS) would have its volume swept.
 	if err := objstore.RepairIndexes(ctx, s); err != nil {
 		return rep, err
 	}
