@@ -257,6 +257,7 @@ func (c *Catalog) ensure(ctx context.Context, write bool) error {
 	if objstore.IsNotExist(err) && !write {
 		return nil
 	}
+	readable := false // the layout this format reads, without an upgrade
 	if err == nil {
 		d, err := decodeCatalog(b)
 		if err != nil {
@@ -266,10 +267,18 @@ func (c *Catalog) ensure(ctx context.Context, write bool) error {
 			c.ready.Store(true)
 			return nil
 		}
+		readable = d.Format == 2 && d.Upgrading == nil
 	} else if !objstore.IsNotExist(err) {
 		return err
 	}
 	_, err = c.Upgrade(ctx)
+	if err != nil && !write && readable && ctx.Err() == nil {
+		// Format 2 is format 3's layout: an operation that only reads
+		// reads it as binaries of format 2 do, on a store this process
+		// cannot write (read-only, or read-only credentials) or whose
+		// upgrade failed; the next one tries the upgrade again.
+		return nil
+	}
 	return err
 }
 

@@ -1,0 +1,59 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// readOnly is a store whose writes fail as those of a read-only store
+// (or of read-only credentials) do.
+type readOnly struct{ objstore.Store }
+
+var errRO = fmt.Errorf("%w: test", objstore.ErrReadOnly)
+
+func (readOnly) Put(context.Context, string, []byte) (objstore.Version, error) {
+	return 0, errRO
+}
+func (readOnly) Create(context.Context, string, []byte) (objstore.Version, error) {
+	return 0, errRO
+}
+func (readOnly) Swap(context.Context, string, []byte, objstore.Version) (objstore.Version, error) {
+	return 0, errRO
+}
+func (readOnly) Delete(context.Context, string) error { return errRO }
+func (readOnly) DeleteVersion(context.Context, string, objstore.Version) error {
+	return errRO
+}
+
+// TestFormat2ReadOnlyReads: a store of format 2 that this process cannot
+// write (a read-only store, read-only credentials) is read as it is by
+// the commands that only read (volume list, info), as binaries of format
+// 2 read it: the upgrade's write fails, and the layout of format 2 is
+// that of format 3. Writes still fail, with the store's error. Before,
+// every read failed with the upgrade's error.
+func TestFormat2ReadOnlyReads(t *testing.T) {
+	mem := objstore.NewMem()
+	want := formatTwo(t, mem)
+	ro := readOnly{mem}
+	if got := listed(t, ro); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("listed %v, want %v", got, want)
+	}
+	c := New(ro)
+	for name := range want {
+		if _, err := c.Lookup(ctx, name); err != nil {
+			t.Fatalf("lookup %q: %v", name, err)
+		}
+	}
+	if _, err := c.Remove(ctx, "base"); !errors.Is(err, objstore.ErrReadOnly) {
+		t.Fatalf("remove on a read-only store: %v, want ErrReadOnly", err)
+	}
+	if b, _, _ := mem.Get(ctx, ObjectName); string(b) != `{"format":2,"records":[]}` {
+		t.Fatalf("marker %s", b)
+	}
+	// Once writable, the next command upgrades.
+	checkFormat3(t, mem, want)
+}
