@@ -65,7 +65,7 @@ func BenchmarkCollect(b *testing.B) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	m, err := mark(ctx, s, now().Add(-DefaultGrace), &Report{}, nil)
+	m, err := mark(ctx, s, nil, now().Add(-DefaultGrace), &Report{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

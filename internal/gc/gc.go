@@ -2,11 +2,12 @@
 // more, on a live store.
 //
 // A collection marks, then sweeps. Mark: under the collection lock (see
-// holds.go), repair the store's index of the catalog if it has one (RADOS:
-// a record missing from it would have its volume swept), read the catalog
-// (every record, and the records the catalog
-// object still holds if the store is not yet upgraded to format 2: a
-// half-upgraded store is never taken for an empty one) and every volume
+// holds.go), read the records the catalog object still holds if the store
+// is not yet upgraded to format 2 (a half-upgraded store is never taken for
+// an empty one), then repair the store's index of the catalog if it has one
+// (RADOS: a record missing from it would have its volume swept; an upgrade
+// by a binary older than the index writes its records without keys before
+// it empties the catalog object), read every record and every volume
 // head it names, the maps that objects in buckets and uploaded parts name
 // (package bucket), and every head younger than the cutoff (a volume being
 // created), and collect what they reference: their segments and the
@@ -261,12 +262,21 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	}
 	defer l.release()
 	cutoff := now().Add(-grace)
+	// The records the catalog object still holds (a store of format 1,
+	// or one being upgraded), read before the index's repair: an upgrade
+	// by a binary older than the index writes records without their keys
+	// and then empties the catalog object, so either this read sees them
+	// or they were written before the repair, which keys them.
+	legacy, err := catalog.New(s).LegacyRecords(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("gc: mark (nothing was deleted): %w", err)
+	}
 	// mark trusts the catalog's listing to name every volume: a record
 	// missing from an index (RADOS) would have its volume swept.
 	if err := objstore.RepairIndexes(ctx, s); err != nil {
 		return rep, err
 	}
-	m, err := mark(ctx, s, cutoff, &rep, opts.Progress)
+	m, err := mark(ctx, s, legacy, cutoff, &rep, opts.Progress)
 	if err != nil {
 		return rep, fmt.Errorf("gc: mark (nothing was deleted): %w", err)
 	}
@@ -285,7 +295,10 @@ func Run(ctx context.Context, s objstore.Store, opts Options) (Report, error) {
 	return rep, err
 }
 
-func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, progress func(string, int64)) (*marks, error) {
+// mark marks what the roots reference: the records of the catalog (legacy:
+// those its catalog object held, read by the caller before the index's
+// repair) and young heads.
+func mark(ctx context.Context, s objstore.Store, legacy []catalog.Record, cutoff time.Time, rep *Report, progress func(string, int64)) (*marks, error) {
 	m := &marks{content: map[[32]byte]struct{}{}, private: map[[32]byte]struct{}{},
 		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{},
 		logs: map[string]struct{}{}, orphans: map[string]struct{}{},
@@ -295,17 +308,12 @@ func mark(ctx context.Context, s objstore.Store, cutoff time.Time, rep *Report, 
 		return nil, err
 	}
 	origin := map[blockmap.ID]blockmap.ID{} // snapshot → origin: its blocks' owner
-	// The records the catalog object still holds (a store of format 1,
-	// or one being upgraded), read before the record objects: an upgrade
+	// The legacy records were read before the record objects: an upgrade
 	// writes every record before it empties the catalog object, so one of
 	// the two reads sees each name. Every record counts, in whatever
 	// state of a rename: a rename holds collections off while it creates
 	// a record (manage), so a listing cannot miss an ID that moves.
 	cat := catalog.New(s)
-	legacy, err := cat.LegacyRecords(ctx)
-	if err != nil {
-		return nil, err
-	}
 	roots := map[blockmap.ID]bool{}
 	add := func(r catalog.Record) error {
 		roots[r.ID] = true
