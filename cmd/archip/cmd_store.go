@@ -93,14 +93,14 @@ func runStoreUpgrade(ctx context.Context, g *globals) error {
 		return g.printJSON(rep)
 	}
 	switch {
-	case rep.From == rep.To && rep.Upgraded > 0:
-		fmt.Fprintf(g.stdout, "catalog at format %d: finished an upgrade under way (%d records)\n", rep.To, rep.Upgraded)
 	case rep.From == rep.To:
 		fmt.Fprintf(g.stdout, "catalog already at format %d\n", rep.To)
 	case rep.From == 0:
 		fmt.Fprintf(g.stdout, "empty store: catalog at format %d\n", rep.To)
 	case rep.From == 1:
 		fmt.Fprintf(g.stdout, "catalog upgraded from format %d to %d (%d records)\n", rep.From, rep.To, rep.Upgraded)
+	case rep.Upgraded > 0: // an upgrade from format 1 was under way
+		fmt.Fprintf(g.stdout, "catalog upgraded from format %d to %d, finishing an upgrade from format 1 under way (%d records); restart older archip processes still running on this store, then run archip gc\n", rep.From, rep.To, rep.Upgraded)
 	default:
 		fmt.Fprintf(g.stdout, "catalog upgraded from format %d to %d; restart older archip processes still running on this store, then run archip gc\n", rep.From, rep.To)
 	}
