@@ -250,7 +250,7 @@ func (c *Catalog) upgradeRecord(ctx context.Context, r Record) error {
 // object is empty; write creates the marker then, before the first
 // record.
 func (c *Catalog) ensure(ctx context.Context, write bool) error {
-	if c.ready.Load() {
+	if c.ready.Load() || !write && c.asIs.Load() {
 		return nil
 	}
 	b, _, err := c.store.Get(ctx, ObjectName)
@@ -276,7 +276,9 @@ func (c *Catalog) ensure(ctx context.Context, write bool) error {
 		// Format 2 is format 3's layout: an operation that only reads
 		// reads it as binaries of format 2 do, on a store this process
 		// cannot write (read-only, or read-only credentials) or whose
-		// upgrade failed; the next one tries the upgrade again.
+		// upgrade failed; the next command, and the next write of this
+		// process, try the upgrade again.
+		c.asIs.Store(true)
 		return nil
 	}
 	return err
