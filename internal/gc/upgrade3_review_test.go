@@ -16,6 +16,7 @@ import (
 	"github.com/archipelago-go/archip/internal/image"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/objstore/pools"
 )
 
 // keyed is a store that lists the catalog from an index its writers keep,
@@ -134,5 +135,45 @@ func TestCollectsFormat1UpgradedDuringRepair(t *testing.T) {
 				t.Fatalf("%s changed across the collection", n)
 			}
 		}
+	}
+}
+
+// TestPoolsRecordWithoutIndexKey: on a store of several pools whose
+// metadata backend keeps the catalog's index (RADOS), a record without its
+// key is still a volume: gc repairs the index through the router's parts
+// before its mark. Before, objstore.RepairIndexes did not reach the
+// metadata backend through its part, and the volume was swept.
+func TestPoolsRecordWithoutIndexKey(t *testing.T) {
+	clk := &clock{t: time.Unix(1_000_000, 0)}
+	mems := []*objstore.Mem{objstore.NewMem(), objstore.NewMem(), objstore.NewMem()}
+	for _, s := range mems {
+		s.Now = clk.now
+	}
+	meta := &keyed{Store: mems[0], keys: map[string]bool{}}
+	s, err := pools.New(meta, []pools.Named{{Name: "a", Store: mems[1]}, {Name: "b", Store: mems[2]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := manage.New(s)
+	m.Now = clk.now
+	rng := rand.New(rand.NewPCG(7, 8))
+	if _, _, err := m.Import(ctx, bytes.NewReader(randBytes(rng, 4*bs)), -1, "vm", image.Options{BlockShift: 16}); err != nil {
+		t.Fatal(err)
+	}
+	want := manage.ReadT(t, m, "vm", 0, -1)
+	meta.mu.Lock()
+	delete(meta.keys, catalog.NamePrefix+"vm")
+	meta.mu.Unlock()
+	clk.advance(2 * time.Hour)
+	rep, err := gc.Run(ctx, s, gc.Options{Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Deleted.Heads != 0 {
+		t.Fatalf("deleted %+v", rep.Deleted)
+	}
+	if !bytes.Equal(manage.ReadT(t, m, "vm", 0, -1), want) {
+		t.Fatal("vm changed across the collection")
 	}
 }

@@ -225,6 +225,17 @@ func (p part) ListNames(ctx context.Context, prefix string, fn func(string) erro
 
 func (p part) Close() error { return nil }
 
+// RepairIndex repairs the catalog's index of the metadata backend where it
+// keeps one (objstore.RepairIndexes, gc and the catalog's upgrade reach
+// it through Parts): the catalog lives there only, so a pool's part
+// repairs nothing.
+func (p part) RepairIndex(ctx context.Context) error {
+	if p.data {
+		return nil
+	}
+	return objstore.RepairIndexes(ctx, p.Store)
+}
+
 // order returns the pools' indexes in the lookup order of name (a
 // block): the pool it was last found in first for a block found outside
 // its first pool, else its owner's pool first for a private block of a
