@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/objstore/pools"
 )
 
 // readOnly is a store whose writes fail as those of a read-only store
@@ -64,4 +65,22 @@ func TestFormat2ReadOnlyReads(t *testing.T) {
 	}
 	// Once writable, the next command upgrades.
 	checkFormat3(t, mem, want)
+}
+
+// TestUpgrade3RepairsPoolsIndex: on a store of several pools, the upgrade
+// from format 2 repairs the index of the metadata backend (the catalog's)
+// before the marker's swap, and no pool's.
+func TestUpgrade3RepairsPoolsIndex(t *testing.T) {
+	meta := newIndexed(objstore.NewMem())
+	want := formatTwo(t, meta.Store)
+	pool := newIndexed(objstore.NewMem())
+	s, err := pools.New(meta, []pools.Named{{Name: "a", Store: pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := New(s).Upgrade(ctx); err != nil || meta.idx.repairs != 1 || pool.idx.repairs != 0 {
+		t.Fatalf("upgrade: %v (%d repairs of the metadata's index, %d of the pool's)", err, meta.idx.repairs, pool.idx.repairs)
+	}
+	checkFormat3(t, meta, want)
 }
