@@ -10,6 +10,7 @@ import (
 	"github.com/archipelago-go/archip/internal/bucket"
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/manage"
+	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/objstore/pools"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -34,7 +35,9 @@ type MigrateResult struct {
 // into its own pool (to, if that is from) the blocks it references that
 // from holds and its pool does not (blocks shared by reference across
 // pools), and likewise for the maps of objects in buckets (their pool
-// is the default one). After it, and a collection, from holds nothing
+// is the default one). Each pass first repairs the store's index of the
+// catalog where it keeps one (objstore.RepairIndexes). After it, and a
+// collection, from holds nothing
 // any volume or object needs. It is resumable: a rerun skips what is done.
 // progress, if set, hears each volume's name before its move.
 func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Options, progress func(name string)) (MigrateResult, error) {
@@ -59,6 +62,12 @@ func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Optio
 	for pass := 1; ; pass++ {
 		if pass > maxWalks {
 			return res, fmt.Errorf("%w: volumes kept being placed in pool %s during the migration; make another pool the default and run it again", ErrUnsettled, from)
+		}
+		// The pass trusts the catalog's listing to name every volume: one
+		// whose record an index lacks (RADOS: written by a binary older
+		// than the index, or its uncovered crash state) would stay in from.
+		if err := objstore.RepairIndexes(ctx, m.Store); err != nil {
+			return res, err
 		}
 		var recs []catalog.Record
 		others = others[:0]
