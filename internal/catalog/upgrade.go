@@ -187,7 +187,7 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 				return rep, fmt.Errorf("catalog: upgrading to format %d: repairing the store's index (run archip store upgrade again): %w", Format, err)
 			}
 			if _, err := c.store.Swap(ctx, ObjectName, encodeMarker(marker{Format: Format}), v); err != nil && !errors.Is(err, objstore.ErrConflict) {
-				return rep, err
+				return rep, fmt.Errorf("catalog: upgrading to format %d: swapping the format marker (the store stays at format 2; run archip store upgrade again once it is writable): %w", Format, err)
 			}
 		default:
 			c.ready.Store(true)

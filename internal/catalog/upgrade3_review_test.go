@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -83,4 +84,16 @@ func TestUpgrade3RepairsPoolsIndex(t *testing.T) {
 		t.Fatalf("upgrade: %v (%d repairs of the metadata's index, %d of the pool's)", err, meta.idx.repairs, pool.idx.repairs)
 	}
 	checkFormat3(t, meta, want)
+}
+
+// TestUpgrade3ErrorSaysUpgrade: an upgrade from format 2 that cannot swap
+// the marker (a read-only store) says that the upgrade failed and what to
+// do, keeping the store's error. Before, the bare store error.
+func TestUpgrade3ErrorSaysUpgrade(t *testing.T) {
+	mem := objstore.NewMem()
+	formatTwo(t, mem)
+	_, err := New(readOnly{mem, new(int)}).Upgrade(ctx)
+	if !errors.Is(err, objstore.ErrReadOnly) || !strings.HasPrefix(err.Error(), "catalog: upgrading to format 3") || !strings.Contains(err.Error(), "archip store upgrade") {
+		t.Fatalf("upgrade of a read-only store: %v", err)
+	}
 }
