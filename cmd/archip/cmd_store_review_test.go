@@ -48,3 +48,27 @@ func TestStoreUpgradeUnderWay(t *testing.T) {
 		t.Fatalf("list after the upgrade: %s", out)
 	}
 }
+
+// TestAutomaticUpgradeTells: the first command on a store of format 2
+// upgrades it, and says on stderr what archip store upgrade says: restart
+// older processes, then run gc (their records are missing from listings
+// on RADOS until then). Before, the automatic upgrade said nothing.
+func TestAutomaticUpgradeTells(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "store")
+	store := "file://" + dir
+	mustCLI(t, store, nil, "volume", "create", "v", "--size", "64K")
+	s, err := objstore.OpenFile(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Put(ctx, catalog.ObjectName, []byte(`{"format":2,"records":[]}`))
+	s.Close()
+	out, errs, code := cli(t, store, nil, "volume", "list")
+	if code != 0 || !strings.Contains(out, "v") || !strings.Contains(errs, "from format 2 to 3") || !strings.Contains(errs, "run archip gc") {
+		t.Fatalf("first command: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if _, errs, _ := cli(t, store, nil, "volume", "list"); strings.Contains(errs, "upgraded") {
+		t.Fatalf("second command: stderr %q", errs)
+	}
+}

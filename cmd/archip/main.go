@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/objstore/all"
@@ -139,7 +140,11 @@ func (g *globals) manager(ctx context.Context, create bool) (*manage.Manager, er
 	if err != nil {
 		return nil, err
 	}
-	return manage.NewWithAdminToken(s, tok), nil
+	m := manage.NewWithAdminToken(s, tok)
+	m.Catalog.Upgraded = func(rep catalog.UpgradeReport) {
+		fmt.Fprintf(g.stderr, "archip: upgraded the store's catalog from format %d to %d; restart older archip processes still running on this store, then run archip gc\n", rep.From, rep.To)
+	}
+	return m, nil
 }
 
 // printJSON writes v as indented JSON.

@@ -159,6 +159,10 @@ type Catalog struct {
 	// ready: this process saw the store at format 3 with nothing left to
 	// upgrade (formats only go forward).
 	ready atomic.Bool
+	// Upgraded, if set, hears of an upgrade that an operation made before
+	// it ran (not Upgrade called itself), so that a command can tell what
+	// an upgrade from format 2 asks of the operator (see Upgrade).
+	Upgraded func(UpgradeReport)
 	// asIs: an upgrade from format 2 failed in this process; operations
 	// that only read read format 2 as it is without trying again (on
 	// RADOS each try walks the pool), those that write still try.

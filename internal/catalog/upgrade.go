@@ -271,7 +271,10 @@ func (c *Catalog) ensure(ctx context.Context, write bool) error {
 	} else if !objstore.IsNotExist(err) {
 		return err
 	}
-	_, err = c.Upgrade(ctx)
+	rep, err := c.Upgrade(ctx)
+	if err == nil && rep.From != 0 && rep.From < rep.To && c.Upgraded != nil {
+		c.Upgraded(rep)
+	}
 	if err != nil && !write && readable && ctx.Err() == nil {
 		// Format 2 is format 3's layout: an operation that only reads
 		// reads it as binaries of format 2 do, on a store this process
