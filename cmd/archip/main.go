@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/schollz/progressbar/v3"
@@ -141,8 +142,11 @@ func (g *globals) manager(ctx context.Context, create bool) (*manage.Manager, er
 		return nil, err
 	}
 	m := manage.NewWithAdminToken(s, tok)
+	var told sync.Once // operations of a daemon upgrade at once
 	m.Catalog.Upgraded = func(rep catalog.UpgradeReport) {
-		fmt.Fprintf(g.stderr, "archip: upgraded the store's catalog from format %d to %d; restart older archip processes still running on this store, then run archip gc\n", rep.From, rep.To)
+		told.Do(func() {
+			fmt.Fprintf(g.stderr, "archip: upgraded the store's catalog from format %d to %d; restart older archip processes still running on this store, then run archip gc\n", rep.From, rep.To)
+		})
 	}
 	return m, nil
 }
