@@ -1,0 +1,263 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archip/internal/blockmap"
+	"github.com/archipelago-go/archip/internal/objstore"
+)
+
+// fencesIn lists the fences in s.
+func fencesIn(t *testing.T, s objstore.Store) []string {
+	t.Helper()
+	var names []string
+	err := s.List(context.Background(), "vol/", func(in objstore.Info) error {
+		if n := blockmap.ParseName(in.Name); n.Kind == blockmap.LogObject && n.Log != in.Name && fenceObject(t, s, in.Name) {
+			names = append(names, in.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// TestFenceTwoTakersBeforeWake (issue 13 review): A is taken over by B,
+// which writes and flushes, then B by C, all before A wakes: A's late
+// write and flush fail (ErrFenced), C holds B's flush and none of A's.
+func TestFenceTwoTakersBeforeWake(t *testing.T) {
+	ctx := context.Background()
+	s := newOpStore()
+	id, a := newSegVolume(t, s, 3)
+	if err := a.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WriteAt(ctx, pattern(4096, 8), int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAt(ctx, pattern(4096, 9), 2*int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("A's flush after two takeovers: %v, want ErrFenced", err)
+	}
+	if err := b.WriteAt(ctx, pattern(4096, 10), 2*int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("B's flush after C took over: %v, want ErrFenced", err)
+	}
+	if got := readAll(t, c); got[0] != 7 || got[bs] != 8 || got[2*bs] != 1 {
+		t.Fatalf("C reads %d %d %d, want 7 8 1", got[0], got[bs], got[2*bs])
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFenceTakerDiesBeforeFence (issue 13 review): B swaps its head in
+// and fails before its fence lands (its create refused); A's flush in
+// between succeeds (its chain is still named by the head), C fences
+// and holds it; A's next flush fails.
+func TestFenceTakerDiesBeforeFence(t *testing.T) {
+	ctx := context.Background()
+	s := newOpStore()
+	id, a := newSegVolume(t, s, 3)
+	if err := a.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.onCreate = func(name string, data []byte) (objstore.Version, error) {
+		if isFence(data) {
+			return 0, objstore.ErrNoSpace
+		}
+		return s.Store.Create(ctx, name, data)
+	}
+	if _, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true}); err == nil {
+		t.Fatal("B opened without its fence")
+	}
+	s.onCreate = nil
+	if err := a.WriteAt(ctx, pattern(4096, 9), int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatalf("A's flush, its chain still named and unfenced: %v", err)
+	}
+	c, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, c); got[0] != 7 || got[bs] != 9 {
+		t.Fatalf("C reads %d %d, want 7 9 (both flushed)", got[0], got[bs])
+	}
+	if err := a.WriteAt(ctx, pattern(4096, 11), 2*int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("A's flush after C: %v, want ErrFenced", err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFenceEmptyChain (issue 13 review): the old writer never wrote a
+// segment (its chain is empty): the taker fences at From, and the old
+// writer's first flush fails.
+func TestFenceEmptyChain(t *testing.T) {
+	ctx := context.Background()
+	s := newOpStore()
+	id, a := newSegVolume(t, s, 3)
+	b, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fencesIn(t, s)) == 0 {
+		t.Fatal("no fence on an empty chain")
+	}
+	if err := a.WriteAt(ctx, pattern(4096, 9), int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("A's flush: %v, want ErrFenced", err)
+	}
+	if got := readAll(t, b); got[bs] != 1 {
+		t.Fatalf("B reads %d, want 1", got[bs])
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFenceCollectedOldWriterChecks (issue 13 review): the collector
+// deletes the taker's fence past its grace while the old writer is
+// stalled; the old writer's flush then checks the head and fails.
+func TestFenceCollectedOldWriterChecks(t *testing.T) {
+	ctx := context.Background()
+	s := newOpStore()
+	id, a := newSegVolume(t, s, 3)
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	if err := a.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fences := fencesIn(t, s)
+	if len(fences) == 0 {
+		t.Fatal("no fence")
+	}
+	now = now.Add(MaxUnflushedAge + 5*time.Minute + time.Second) // (the collector's MinGrace)
+	for _, f := range fences {
+		if err := s.Store.Delete(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.WriteAt(ctx, pattern(4096, 9), int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("A's flush after its fence was collected: %v, want ErrFenced", err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFenceCorruptSegmentMidChain (issue 13 review): a segment in the
+// old writer's chain that does not parse, followed by another: the
+// taker's replay stops at it (as before the fence) and its open must
+// end (fenced, or failed), not loop on the name it finds taken.
+func TestFenceCorruptSegmentMidChain(t *testing.T) {
+	defer setSegMax(64)()
+	ctx := context.Background()
+	s := newOpStore()
+	id, a := newSegVolume(t, s, 3)
+	for i := range 4 {
+		if err := a.WriteAt(ctx, pattern(512, byte(7+i)), int64(i*512), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	segs := segments(t, s)
+	if len(segs) < 3 {
+		t.Fatalf("segments %v, want 3 or more", segs)
+	}
+	first := blockmap.LogSegmentName(id, a.Head().Logs[0].Epoch, a.Head().Logs[0].Seq, int64(a.Head().Logs[0].From))
+	if !slices.Contains(segs, first) {
+		t.Fatalf("no segment %s in %v", first, segs)
+	}
+	end := int64(a.Head().Logs[0].From)
+	for _, n := range segs {
+		b, _, err := s.Store.Get(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end += int64(len(b))
+	}
+	segs[0] = first
+	data, _, err := s.Store.Get(ctx, segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-1] ^= 0xff // (its CRC fails)
+	if _, err := s.Store.Put(ctx, segs[0], data); err != nil {
+		t.Fatal(err)
+	}
+	octx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	calls := 0
+	s.onCreate = func(name string, data []byte) (objstore.Version, error) {
+		if isFence(data) {
+			calls++
+			if calls > 100 {
+				cancel()
+				return 0, context.Canceled
+			}
+		}
+		return s.Store.Create(ctx, name, data)
+	}
+	b, err := Open(octx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if calls > 100 {
+		t.Fatalf("the taker tried its fence %d times (a loop)", calls)
+	}
+	if err != nil {
+		t.Fatalf("the taker's open: %v", err)
+	}
+	if f := fencesIn(t, s); len(f) != 1 || !strings.HasSuffix(f[0], "/"+strconv.FormatInt(end, 16)) {
+		t.Fatalf("fences %v, want one at the chain's end (%d)", f, end)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
