@@ -261,3 +261,123 @@ func TestFenceCorruptSegmentMidChain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFenceCreateUnknownOutcome (issue 13 review): the taker's fence
+// create times out, having landed or not, and the old writer's segment
+// lands between the taker's tries: the taker's retry ends on its own
+// fence, or reads the old writer's segment and fences past it; either
+// way the old writer's flush reports what the taker holds.
+func TestFenceCreateUnknownOutcome(t *testing.T) {
+	for _, mode := range []string{"landed", "lost, old lands"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			s := newOpStore()
+			id, a := newSegVolume(t, s, 3)
+			if err := a.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.WriteAt(ctx, pattern(4096, 9), int64(bs), false); err != nil {
+				t.Fatal(err)
+			}
+			var oldErr error
+			tries := 0
+			s.onCreate = func(name string, data []byte) (objstore.Version, error) {
+				if !isFence(data) {
+					return s.Store.Create(ctx, name, data)
+				}
+				tries++
+				if tries == 1 {
+					if mode == "landed" {
+						s.Store.Create(ctx, name, data)
+					} else {
+						s.onCreate = nil
+						oldErr = a.Flush(ctx) // (its segment lands at the fence's name)
+						s.onCreate = nil
+					}
+					return 0, objstore.ErrTimeout
+				}
+				return s.Store.Create(ctx, name, data)
+			}
+			b, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.onCreate = nil
+			if mode == "landed" {
+				oldErr = a.Flush(ctx)
+				if !errors.Is(oldErr, ErrFenced) {
+					t.Fatalf("A's flush: %v, want ErrFenced", oldErr)
+				}
+			} else if oldErr != nil {
+				t.Fatalf("A's flush, landed before the fence: %v", oldErr)
+			}
+			want := byte(1)
+			if oldErr == nil {
+				want = 9
+			}
+			if got := readAll(t, b); got[0] != 7 || got[bs] != want {
+				t.Fatalf("B reads %d %d, want 7 %d", got[0], got[bs], want)
+			}
+			if f := fencesIn(t, s); len(f) != 1 {
+				t.Fatalf("fences %v, want one", f)
+			}
+			if err := a.WriteAt(ctx, pattern(4096, 11), 2*int64(bs), false); err != nil && !errors.Is(err, ErrFenced) {
+				t.Fatal(err)
+			}
+			if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+				t.Fatalf("A's next flush: %v, want ErrFenced", err)
+			}
+			if err := b.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestFenceAfterCheckpointMovedFrom (issue 13 review): the old writer
+// checkpointed (From moved, its segments before it deleted), then wrote
+// a segment past From without a commit (segMax) and one with: the taker
+// replays from From and fences where the next would go.
+func TestFenceAfterCheckpointMovedFrom(t *testing.T) {
+	defer setSegMax(3000)()
+	ctx := context.Background()
+	s := newOpStore()
+	id, a := newSegVolume(t, s, 3)
+	if err := a.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a.Head().Logs[0].From == 0 {
+		t.Fatal("From did not move")
+	}
+	if err := a.WriteAt(ctx, pattern(4096, 8), int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAt(ctx, pattern(1024, 9), 2*int64(bs), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, b); got[0] != 7 || got[bs] != 8 || got[2*bs] != 9 {
+		t.Fatalf("B reads %d %d %d, want 7 8 9", got[0], got[bs], got[2*bs])
+	}
+	if err := a.WriteAt(ctx, pattern(4096, 11), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("A's flush: %v, want ErrFenced", err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
