@@ -381,3 +381,84 @@ func TestFenceAfterCheckpointMovedFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFenceFollowerAcrossTakeover (issue 13 review): a follower tailing
+// the old writer's chain meets the taker's fence, whether the taker
+// checkpointed the old log out of its head or died before that (its head
+// still names the fenced log), and reads what the taker's head says.
+func TestFenceFollowerAcrossTakeover(t *testing.T) {
+	for _, died := range []bool{false, true} {
+		t.Run(map[bool]string{false: "checkpointed", true: "taker died"}[died], func(t *testing.T) {
+			ctx := context.Background()
+			s := newOpStore()
+			id, a := newSegVolume(t, s, 3)
+			f, err := Open(ctx, s, id, OpenOptions{Follow: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, f); got[0] != 7 {
+				t.Fatalf("follower reads %d, want 7", got[0])
+			}
+			if died {
+				// The taker's checkpoint fails (after its fence landed).
+				s.onCreate = nil
+				failPut := true
+				s2 := &failPutStore{opStore: s, fail: &failPut}
+				if _, err := Open(ctx, s2, id, OpenOptions{Writable: true, Log: true, NewEpoch: true}); err == nil {
+					t.Fatal("the taker opened without its checkpoint")
+				}
+				if len(fencesIn(t, s)) == 0 {
+					t.Fatal("no fence")
+				}
+			} else {
+				b, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := b.WriteAt(ctx, pattern(4096, 8), int64(bs), false); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				defer b.Close(ctx)
+			}
+			want := byte(1)
+			if !died {
+				want = 8
+			}
+			if got := readAll(t, f); got[0] != 7 || got[bs] != want {
+				t.Fatalf("follower reads %d %d, want 7 %d", got[0], got[bs], want)
+			}
+		})
+	}
+}
+
+// failPutStore fails every Put and Swap while *fail (a taker that dies
+// at its checkpoint).
+type failPutStore struct {
+	*opStore
+	fail *bool
+}
+
+func (s *failPutStore) Put(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	if *s.fail {
+		return 0, objstore.ErrNoSpace
+	}
+	return s.opStore.Put(ctx, name, data)
+}
+
+func (s *failPutStore) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
+	if *s.fail && blockmap.ParseName(name).Kind == blockmap.HeadObject {
+		if h, err := blockmap.DecodeHead(data); err == nil && len(h.Logs) <= 1 {
+			return 0, objstore.ErrNoSpace // (its checkpoint's swap; its first one goes)
+		}
+	}
+	return s.opStore.Swap(ctx, name, data, old)
+}
