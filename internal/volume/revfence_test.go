@@ -462,3 +462,31 @@ func (s *failPutStore) Swap(ctx context.Context, name string, data []byte, old o
 	}
 	return s.opStore.Swap(ctx, name, data, old)
 }
+
+// TestFenceRemoveDeletesFences (issue 13 review): a taker fenced the old
+// writer's chain and died before its checkpoint, so its head still names
+// the fenced log: Remove deletes the fence with the log's segments.
+func TestFenceRemoveDeletesFences(t *testing.T) {
+	ctx := context.Background()
+	s := newOpStore()
+	id, a := newSegVolume(t, s, 3)
+	if err := a.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fail := true
+	if _, err := Open(ctx, &failPutStore{opStore: s, fail: &fail}, id, OpenOptions{Writable: true, Log: true, NewEpoch: true}); err == nil {
+		t.Fatal("the taker opened without its checkpoint")
+	}
+	if len(fencesIn(t, s)) == 0 {
+		t.Fatal("no fence")
+	}
+	if err := Remove(ctx, s, id); err != nil {
+		t.Fatal(err)
+	}
+	if f, segs := fencesIn(t, s), segments(t, s); len(f) != 0 || len(segs) != 0 {
+		t.Fatalf("after Remove: fences %v, segments %v", f, segs)
+	}
+}
