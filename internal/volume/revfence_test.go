@@ -490,3 +490,52 @@ func TestFenceRemoveDeletesFences(t *testing.T) {
 		t.Fatalf("after Remove: fences %v, segments %v", f, segs)
 	}
 }
+
+// getLimitStore fails a Get of one name past 100 (a replay that loops).
+type getLimitStore struct {
+	*opStore
+	name string
+	n    int
+}
+
+func (s *getLimitStore) Get(ctx context.Context, name string) ([]byte, objstore.Version, error) {
+	if name == s.name {
+		if s.n++; s.n > 100 {
+			return nil, 0, errors.New("looping on " + name)
+		}
+	}
+	return s.opStore.Get(ctx, name)
+}
+
+// TestFenceEmptySegment (issue 13 review): an empty object at a name of
+// the old writer's chain (no writer makes one) ends a replay with an
+// error (ErrCorrupt) instead of reading it again forever.
+func TestFenceEmptySegment(t *testing.T) {
+	ctx := context.Background()
+	s := newOpStore()
+	id, a := newSegVolume(t, s, 3)
+	if err := a.WriteAt(ctx, pattern(4096, 7), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	segs := segments(t, s)
+	if len(segs) != 1 {
+		t.Fatalf("segments %v, want 1", segs)
+	}
+	b, _, err := s.Store.Get(ctx, segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := a.Head().Logs[0]
+	name := blockmap.LogSegmentName(id, ref.Epoch, ref.Seq, int64(ref.From)+int64(len(b)))
+	if _, err := s.Store.Create(ctx, name, nil); err != nil {
+		t.Fatal(err)
+	}
+	g := &getLimitStore{opStore: s, name: name}
+	_, err = Open(ctx, g, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if g.n > 100 || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("the taker's open: %v after %d reads of %s, want ErrCorrupt", err, g.n, name)
+	}
+}

@@ -482,6 +482,10 @@ func (v *Volume) replaySegs(ctx context.Context, lf *logFile, size uint64, add f
 			lf.fenced = true
 			return errLogMissing
 		}
+		if len(data) == 0 {
+			// (No writer makes one: the chain would not move on.)
+			return fmt.Errorf("%w: an empty segment of the write log: %s", ErrCorrupt, name)
+		}
 		lf.tail = pos + int64(len(data))
 		if !slices.Contains(lf.segs, name) {
 			lf.segs = append(lf.segs, name)
