@@ -457,12 +457,47 @@ func (v *Volume) fenceChain(ctx context.Context, lf *logFile, size uint64, add f
 			continue // (of unknown outcome: a fence found there next is this one)
 		}
 		err = v.replaySegs(ctx, lf, size, add)
+		if err == nil {
+			// The replay stopped at bytes that do not parse, short of
+			// the chain's end (where the name just taken is): find
+			// that end by the names alone.
+			err = v.skipSegs(ctx, lf)
+		}
 		if err != nil && !errors.Is(err, errLogMissing) {
 			return err
 		}
 		if lf.fenced {
 			return nil
 		}
+	}
+}
+
+// skipSegs follows lf's chain from lf.tail by the segments' names and
+// lengths only, to its end (a name missing: errLogMissing; or a fence),
+// setting lf.tail there: the segments past one whose records do not
+// parse, which a replay stops at, still take the names the fence must
+// not. They go to lf.segs, for the checkpoint to delete.
+func (v *Volume) skipSegs(ctx context.Context, lf *logFile) error {
+	for {
+		name := blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, lf.tail)
+		data, _, err := v.store.Get(ctx, name)
+		if objstore.IsNotExist(err) {
+			return errLogMissing
+		}
+		if err != nil {
+			return err
+		}
+		if isFence(data) {
+			lf.fenced = true
+			return errLogMissing
+		}
+		if len(data) == 0 {
+			return fmt.Errorf("%w: an empty segment of the write log: %s", ErrCorrupt, name)
+		}
+		if !slices.Contains(lf.segs, name) {
+			lf.segs = append(lf.segs, name)
+		}
+		lf.tail += int64(len(data))
 	}
 }
 
@@ -494,6 +529,10 @@ func (v *Volume) replaySegs(ctx context.Context, lf *logFile, size uint64, add f
 			// deleted with the log's segments: see fenceChain).
 			lf.fenced = true
 			return errLogMissing
+		}
+		if len(data) == 0 {
+			// (No writer makes one: the chain would not move on.)
+			return fmt.Errorf("%w: an empty segment of the write log: %s", ErrCorrupt, name)
 		}
 		lf.tail = pos + int64(len(data))
 		if !slices.Contains(lf.segs, name) {
