@@ -37,8 +37,8 @@ type MigrateResult struct {
 // pools), and likewise for the maps of objects in buckets (their pool
 // is the default one). Each pass first repairs the store's index of the
 // catalog where it keeps one (objstore.RepairIndexes). After it, and a
-// collection, from holds nothing
-// any volume or object needs. It is resumable: a rerun skips what is done.
+// collection, from holds nothing any volume or object needs. It is
+// resumable: a rerun skips what is done.
 // progress, if set, hears each volume's name before its move.
 func Migrate(ctx context.Context, m *manage.Manager, from, to string, opts Options, progress func(name string)) (MigrateResult, error) {
 	begin := time.Now()
