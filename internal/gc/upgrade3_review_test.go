@@ -2,12 +2,8 @@ package gc_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"math/rand/v2"
-	"sort"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,71 +13,8 @@ import (
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/objstore/pools"
+	"github.com/archipelago-go/archip/internal/objstore/storetest"
 )
-
-// keyed is a store that lists the catalog from an index its writers keep,
-// as RADOS does: an object written without its key (by a binary older
-// than the index, writing to the store beneath) is not listed until
-// RepairIndex. afterRepair runs once a repair has set the keys.
-type keyed struct {
-	objstore.Store
-	mu          sync.Mutex
-	keys        map[string]bool
-	afterRepair func()
-}
-
-func (s *keyed) set(name string) {
-	if strings.HasPrefix(name, "cat/") {
-		s.mu.Lock()
-		s.keys[name] = true
-		s.mu.Unlock()
-	}
-}
-
-func (s *keyed) Put(ctx context.Context, name string, b []byte) (objstore.Version, error) {
-	s.set(name)
-	return s.Store.Put(ctx, name, b)
-}
-
-func (s *keyed) Create(ctx context.Context, name string, b []byte) (objstore.Version, error) {
-	s.set(name)
-	return s.Store.Create(ctx, name, b)
-}
-
-func (s *keyed) Swap(ctx context.Context, name string, b []byte, old objstore.Version) (objstore.Version, error) {
-	s.set(name)
-	return s.Store.Swap(ctx, name, b, old)
-}
-
-// ListNames lists the catalog from its keys (absent objects allowed).
-func (s *keyed) ListNames(ctx context.Context, prefix string, fn func(string) error) error {
-	if !strings.HasPrefix(prefix, "cat/") {
-		return s.Store.List(ctx, prefix, func(in objstore.Info) error { return fn(in.Name) })
-	}
-	s.mu.Lock()
-	var names []string
-	for k := range s.keys {
-		if strings.HasPrefix(k, prefix) {
-			names = append(names, k)
-		}
-	}
-	s.mu.Unlock()
-	sort.Strings(names)
-	for _, n := range names {
-		if err := fn(n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *keyed) RepairIndex(ctx context.Context) error {
-	err := s.Store.List(ctx, "cat/", func(in objstore.Info) error { s.set(in.Name); return nil })
-	if err == nil && s.afterRepair != nil {
-		s.afterRepair()
-	}
-	return err
-}
 
 // TestCollectsFormat1UpgradedDuringRepair: a store of format 1 that a
 // binary older than the index upgrades (every record written without its
@@ -112,9 +45,9 @@ func TestCollectsFormat1UpgradedDuringRepair(t *testing.T) {
 		b, _ := json.Marshal(map[string]any{"format": 1, "records": recs})
 		mem.Put(ctx, catalog.ObjectName, b)
 
-		s := &keyed{Store: mem, keys: map[string]bool{}}
-		s.afterRepair = func() {
-			s.afterRepair = nil
+		s := storetest.NewKeyed(mem)
+		s.AfterRepair = func() {
+			s.AfterRepair = nil
 			// The old binary's upgrade, keyless: it writes to the store
 			// beneath the index.
 			if _, err := catalog.New(mem).Upgrade(ctx); err != nil {
@@ -149,7 +82,7 @@ func TestPoolsRecordWithoutIndexKey(t *testing.T) {
 	for _, s := range mems {
 		s.Now = clk.now
 	}
-	meta := &keyed{Store: mems[0], keys: map[string]bool{}}
+	meta := storetest.NewKeyed(mems[0])
 	s, err := pools.New(meta, []pools.Named{{Name: "a", Store: mems[1]}, {Name: "b", Store: mems[2]}})
 	if err != nil {
 		t.Fatal(err)
@@ -162,9 +95,7 @@ func TestPoolsRecordWithoutIndexKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := manage.ReadT(t, m, "vm", 0, -1)
-	meta.mu.Lock()
-	delete(meta.keys, catalog.NamePrefix+"vm")
-	meta.mu.Unlock()
+	meta.DropKey(catalog.NamePrefix + "vm")
 	clk.advance(2 * time.Hour)
 	rep, err := gc.Run(ctx, s, gc.Options{Now: clk.now})
 	if err != nil {
