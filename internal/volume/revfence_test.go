@@ -14,6 +14,18 @@ import (
 )
 
 // fencesIn lists the fences in s.
+// wantFencedFlush writes p at off through v, which must succeed, and
+// flushes, which must fail with ErrFenced (what names the flush).
+func wantFencedFlush(t *testing.T, v *Volume, p []byte, off int64, what string) {
+	t.Helper()
+	if err := v.WriteAt(context.Background(), p, off, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(context.Background()); !errors.Is(err, ErrFenced) {
+		t.Fatalf("%s: %v, want ErrFenced", what, err)
+	}
+}
+
 func fencesIn(t *testing.T, s objstore.Store) []string {
 	t.Helper()
 	var names []string
@@ -56,18 +68,8 @@ func TestFenceTwoTakersBeforeWake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.WriteAt(ctx, pattern(4096, 9), 2*int64(bs), false); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
-		t.Fatalf("A's flush after two takeovers: %v, want ErrFenced", err)
-	}
-	if err := b.WriteAt(ctx, pattern(4096, 10), 2*int64(bs), false); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Flush(ctx); !errors.Is(err, ErrFenced) {
-		t.Fatalf("B's flush after C took over: %v, want ErrFenced", err)
-	}
+	wantFencedFlush(t, a, pattern(4096, 9), 2*int64(bs), "A's flush after two takeovers")
+	wantFencedFlush(t, b, pattern(4096, 10), 2*int64(bs), "B's flush after C took over")
 	if got := readAll(t, c); got[0] != 7 || got[bs] != 8 || got[2*bs] != 1 {
 		t.Fatalf("C reads %d %d %d, want 7 8 1", got[0], got[bs], got[2*bs])
 	}
@@ -113,12 +115,7 @@ func TestFenceTakerDiesBeforeFence(t *testing.T) {
 	if got := readAll(t, c); got[0] != 7 || got[bs] != 9 {
 		t.Fatalf("C reads %d %d, want 7 9 (both flushed)", got[0], got[bs])
 	}
-	if err := a.WriteAt(ctx, pattern(4096, 11), 2*int64(bs), false); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
-		t.Fatalf("A's flush after C: %v, want ErrFenced", err)
-	}
+	wantFencedFlush(t, a, pattern(4096, 11), 2*int64(bs), "A's flush after C")
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +135,7 @@ func TestFenceEmptyChain(t *testing.T) {
 	if len(fencesIn(t, s)) == 0 {
 		t.Fatal("no fence on an empty chain")
 	}
-	if err := a.WriteAt(ctx, pattern(4096, 9), int64(bs), false); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
-		t.Fatalf("A's flush: %v, want ErrFenced", err)
-	}
+	wantFencedFlush(t, a, pattern(4096, 9), int64(bs), "A's flush")
 	if got := readAll(t, b); got[bs] != 1 {
 		t.Fatalf("B reads %d, want 1", got[bs])
 	}
@@ -181,12 +173,7 @@ func TestFenceCollectedOldWriterChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := a.WriteAt(ctx, pattern(4096, 9), int64(bs), false); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
-		t.Fatalf("A's flush after its fence was collected: %v, want ErrFenced", err)
-	}
+	wantFencedFlush(t, a, pattern(4096, 9), int64(bs), "A's flush after its fence was collected")
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -371,12 +358,7 @@ func TestFenceAfterCheckpointMovedFrom(t *testing.T) {
 	if got := readAll(t, b); got[0] != 7 || got[bs] != 8 || got[2*bs] != 9 {
 		t.Fatalf("B reads %d %d %d, want 7 8 9", got[0], got[bs], got[2*bs])
 	}
-	if err := a.WriteAt(ctx, pattern(4096, 11), 0, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
-		t.Fatalf("A's flush: %v, want ErrFenced", err)
-	}
+	wantFencedFlush(t, a, pattern(4096, 11), 0, "A's flush")
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -152,12 +152,7 @@ func TestSegLogOldCreateWinsFence(t *testing.T) {
 	if got := readAll(t, taker); got[0] != 7 || got[bs] != 9 {
 		t.Fatalf("taker reads %d at 0 and %d in block 1, want 7 and 9 (both flushed)", got[0], got[bs])
 	}
-	if err := old.WriteAt(ctx, pattern(4096, 11), 2*int64(bs), false); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Flush(ctx); !errors.Is(err, ErrFenced) {
-		t.Fatalf("the old writer's next flush: %v, want ErrFenced", err)
-	}
+	wantFencedFlush(t, old, pattern(4096, 11), 2*int64(bs), "the old writer's next flush")
 	if got := readAll(t, taker); got[2*bs] != 1 {
 		t.Fatalf("taker reads %d in block 2, want 1 (the old writer's flush after the fence failed)", got[2*bs])
 	}
