@@ -84,6 +84,16 @@ func handedOver(t *testing.T, s objstore.Store, id blockmap.ID, opts OpenOptions
 	return w, want
 }
 
+// wantStored opens volume id of s read-only and wants it to read want.
+func wantStored(t *testing.T, s objstore.Store, id blockmap.ID, want []byte, what string) {
+	t.Helper()
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantContents(t, r, want, what)
+}
+
 func wantContents(t *testing.T, v *Volume, want []byte, what string) {
 	t.Helper()
 	got := make([]byte, len(want))
@@ -212,11 +222,7 @@ func TestHandoverKeptLogsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err := Open(ctx, s, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantContents(t, r, want, "at the end")
+	wantStored(t, s, id, want, "at the end")
 }
 
 // TestLogReplayReadsLargePieces: an open replays a log in large reads,
@@ -290,11 +296,7 @@ func TestHandoverNoLogWriterOverKeptLog(t *testing.T) {
 	if err := w.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(ctx, s, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantContents(t, r, want, "after a reopen")
+	wantStored(t, s, id, want, "after a reopen")
 }
 
 // TestHandoverKeepsShortReplaysOnly: a kept log is replayed again by

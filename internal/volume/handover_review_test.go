@@ -89,11 +89,7 @@ func testHandoverAfterLogCommitOfUnknownOutcome(t *testing.T, settle bool) {
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(ctx, f, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantContents(t, r, want, "after the late commit")
+	wantStored(t, f, id, want, "after the late commit")
 }
 
 // TestHandoverNoLogWriterDiscardUndoesWrite: a writer without a log of
@@ -117,11 +113,7 @@ func TestHandoverNoLogWriterDiscardUndoesWrite(t *testing.T) {
 	if err := w.Discard(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(ctx, s, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantContents(t, r, want, "after the discarded write")
+	wantStored(t, s, id, want, "after the discarded write")
 }
 
 // TestHandoverNoFlushAfterShut: a flush that checked that the handle was
@@ -161,11 +153,7 @@ func TestHandoverNoFlushAfterShut(t *testing.T) {
 	if !errors.Is(err, ErrClosed) {
 		t.Errorf("the flush queued before the discard ran after it: %v (store operations %v)", err, ops)
 	}
-	r, err := Open(ctx, f, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantContents(t, r, want, "a replay after the queued flush")
+	wantStored(t, f, id, want, "a replay after the queued flush")
 	b.Discard(ctx)
 }
 
@@ -188,9 +176,5 @@ func TestTakeoverCopyingWriterDiscardUndoesWrite(t *testing.T) {
 	if err := w.Discard(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(ctx, s, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantContents(t, r, want, "after the discarded write")
+	wantStored(t, s, id, want, "after the discarded write")
 }
