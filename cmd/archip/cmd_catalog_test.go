@@ -103,27 +103,41 @@ func TestStoreUpgrade(t *testing.T) {
 	}
 }
 
-// TestStoreUpgradeFormat2: archip store upgrade on a format 2 store says
-// so (from_format 2, to_format 3) and tells to restart older processes.
-func TestStoreUpgradeFormat2(t *testing.T) {
-	ctx := t.Context()
-	dir := filepath.Join(t.TempDir(), "store")
-	store := "file://" + dir
+// format2Store returns the URL and directory of a file store with one
+// volume, v, whose catalog marker says format 2 (as the format 2 binaries
+// leave it).
+func format2Store(t *testing.T) (store, dir string) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "store")
+	store = "file://" + dir
 	mustCLI(t, store, nil, "volume", "create", "v", "--size", "64K")
+	markFormat2(t, dir)
+	return store, dir
+}
+
+// markFormat2 sets the catalog marker of the file store in dir to format 2.
+func markFormat2(t *testing.T, dir string) {
+	t.Helper()
 	s, err := objstore.OpenFile(dir, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Put(ctx, catalog.ObjectName, []byte(`{"format":2,"records":[]}`))
-	s.Close()
+	defer s.Close()
+	if _, err := s.Put(t.Context(), catalog.ObjectName, []byte(`{"format":2,"records":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStoreUpgradeFormat2: archip store upgrade on a format 2 store says
+// so (from_format 2, to_format 3) and tells to restart older processes.
+func TestStoreUpgradeFormat2(t *testing.T) {
+	store, dir := format2Store(t)
 	var rep catalog.UpgradeReport
 	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "store", "upgrade")), &rep)
 	if rep.From != 2 || rep.To != 3 || rep.Upgraded != 0 {
 		t.Fatalf("upgrade: %+v", rep)
 	}
-	s, _ = objstore.OpenFile(dir, false)
-	s.Put(ctx, catalog.ObjectName, []byte(`{"format":2,"records":[]}`))
-	s.Close()
+	markFormat2(t, dir)
 	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "from format 2 to 3") || !strings.Contains(out, "restart") {
 		t.Fatalf("upgrade: %s", out)
 	}

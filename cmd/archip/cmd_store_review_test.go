@@ -54,16 +54,7 @@ func TestStoreUpgradeUnderWay(t *testing.T) {
 // older processes, then run gc (their records are missing from listings
 // on RADOS until then). Before, the automatic upgrade said nothing.
 func TestAutomaticUpgradeTells(t *testing.T) {
-	ctx := t.Context()
-	dir := filepath.Join(t.TempDir(), "store")
-	store := "file://" + dir
-	mustCLI(t, store, nil, "volume", "create", "v", "--size", "64K")
-	s, err := objstore.OpenFile(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Put(ctx, catalog.ObjectName, []byte(`{"format":2,"records":[]}`))
-	s.Close()
+	store, _ := format2Store(t)
 	out, errs, code := cli(t, store, nil, "volume", "list")
 	if code != 0 || !strings.Contains(out, "v") || !strings.Contains(errs, "from format 2 to 3") || !strings.Contains(errs, "run archip gc") {
 		t.Fatalf("first command: exit %d, stdout %q, stderr %q", code, out, errs)
