@@ -472,6 +472,28 @@ func (v *Volume) fenceChain(ctx context.Context, lf *logFile, size uint64, add f
 	}
 }
 
+// chainSeg reads the segment of lf's chain that starts at pos: its name
+// and bytes, or errLogMissing at the chain's end, where no segment is or a
+// taker's fence (which sets lf.fenced: no data, and not deleted with the
+// log's segments, see fenceChain), or ErrCorrupt for an empty one (no
+// writer makes one: the chain would not move on).
+func (v *Volume) chainSeg(ctx context.Context, lf *logFile, pos int64) (string, []byte, error) {
+	name := blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, pos)
+	data, _, err := v.store.Get(ctx, name)
+	switch {
+	case objstore.IsNotExist(err):
+		return name, nil, errLogMissing
+	case err != nil:
+		return name, nil, err
+	case isFence(data):
+		lf.fenced = true
+		return name, nil, errLogMissing
+	case len(data) == 0:
+		return name, nil, fmt.Errorf("%w: an empty segment of the write log: %s", ErrCorrupt, name)
+	}
+	return name, data, nil
+}
+
 // skipSegs follows lf's chain from lf.tail by the segments' names and
 // lengths only, to its end (a name missing: errLogMissing; or a fence),
 // setting lf.tail there: the segments past one whose records do not
@@ -479,20 +501,9 @@ func (v *Volume) fenceChain(ctx context.Context, lf *logFile, size uint64, add f
 // not. They go to lf.segs, for the checkpoint to delete.
 func (v *Volume) skipSegs(ctx context.Context, lf *logFile) error {
 	for {
-		name := blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, lf.tail)
-		data, _, err := v.store.Get(ctx, name)
-		if objstore.IsNotExist(err) {
-			return errLogMissing
-		}
+		name, data, err := v.chainSeg(ctx, lf, lf.tail)
 		if err != nil {
 			return err
-		}
-		if isFence(data) {
-			lf.fenced = true
-			return errLogMissing
-		}
-		if len(data) == 0 {
-			return fmt.Errorf("%w: an empty segment of the write log: %s", ErrCorrupt, name)
 		}
 		if !slices.Contains(lf.segs, name) {
 			lf.segs = append(lf.segs, name)
@@ -516,23 +527,9 @@ func (v *Volume) replaySegs(ctx context.Context, lf *logFile, size uint64, add f
 	lf.chained = true
 	for pos := lf.end; ; {
 		lf.tail = pos
-		name := blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, pos)
-		data, _, err := v.store.Get(ctx, name)
-		if objstore.IsNotExist(err) {
-			return errLogMissing
-		}
+		name, data, err := v.chainSeg(ctx, lf, pos)
 		if err != nil {
 			return err
-		}
-		if isFence(data) {
-			// A taker's: the end of the chain, no data (and not
-			// deleted with the log's segments: see fenceChain).
-			lf.fenced = true
-			return errLogMissing
-		}
-		if len(data) == 0 {
-			// (No writer makes one: the chain would not move on.)
-			return fmt.Errorf("%w: an empty segment of the write log: %s", ErrCorrupt, name)
 		}
 		lf.tail = pos + int64(len(data))
 		if !slices.Contains(lf.segs, name) {
