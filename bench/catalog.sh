@@ -23,7 +23,8 @@
 # 16 GB at 10^6) for a later run with the same sizes; by default a
 # temporary directory, removed at the end. CEPH_CONF: use that cluster
 # instead of starting one (pools catbench-N are created in it). RADOS at
-# 10^6 on bluestore: about 2x10^6 objects, some GB of the sparse file.
+# 10^6 on bluestore: about 2x10^6 objects, some GB of the sparse file;
+# CEPH_OSD_MEMORY sizes the OSD's caches (scripts/ceph-cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
@@ -64,31 +65,35 @@ go build $tags -o "$work/archip" ./cmd/archip
 
 results=$work/results
 : >"$results"
-run() { # backend n store-url
-  local backend=$1 n=$2 url=$3 r line b benches
+run() { # backend n store-url: one run of every benchmark
+  local backend=$1 n=$2 url=$3 line b benches
   benches="Ops:$OPS List:$LISTS"
   [ "$backend" = file ] && [ "$COLD" -gt 0 ] && benches="$benches LookupCold:$COLD"
-  for r in $(seq "$RUNS"); do
-    for b in $benches; do
-      line=$(ARCHIP_BENCH_STORE=$url ARCHIP_BENCH_N=$n "$work/catbench.test" -test.run '^$' \
-        -test.bench "^BenchmarkCatalog${b%%:*}\$" -test.benchtime "${b##*:}x" -test.timeout 0 2>&1 |
-        tee -a "$work/log" | grep '^BenchmarkCatalog') || { tail -20 "$work/log" >&2; exit 1; }
-      echo "$backend $n $line" >>"$results"
-    done
-    if [ "$n" -ge 10000 ]; then
-      line=$(bench/firstline.py "$work/archip" --store "$url" volume list)
-      echo "$backend $n cli 1 ${line%% *} cli-s" >>"$results"
-      line=$(bench/elapsed.py "$work/archip" --store "$url" volume info v00000000)
-      echo "$backend $n info 1 $line info-s" >>"$results"
-    fi
+  for b in $benches; do
+    line=$(ARCHIP_BENCH_STORE=$url ARCHIP_BENCH_N=$n "$work/catbench.test" -test.run '^$' \
+      -test.bench "^BenchmarkCatalog${b%%:*}\$" -test.benchtime "${b##*:}x" -test.timeout 0 2>&1 |
+      tee -a "$work/log" | grep '^BenchmarkCatalog') || { tail -20 "$work/log" >&2; exit 1; }
+    echo "$backend $n $line" >>"$results"
   done
+  if [ "$n" -ge 10000 ]; then
+    line=$(bench/firstline.py "$work/archip" --store "$url" volume list)
+    echo "$backend $n cli 1 ${line%% *} cli-s" >>"$results"
+    line=$(bench/elapsed.py "$work/archip" --store "$url" volume info v00000000)
+    echo "$backend $n info 1 $line info-s" >>"$results"
+  fi
 }
-for n in $FILE_SIZES; do
-  run file "$n" "file://$DIR/file-$n"
-done
 for n in $RADOS_SIZES; do
   ceph -c "$CEPH_CONF" osd pool create "catbench-$n" 8 >/dev/null 2>&1 || true
-  run rados "$n" "rados://catbench-$n?conf=$CEPH_CONF&namespace=b"
+done
+# Each run measures every size in turn (the first one fills the stores),
+# so that a load that changes during the bench weighs on every size alike.
+for r in $(seq "$RUNS"); do
+  for n in $FILE_SIZES; do
+    run file "$n" "file://$DIR/file-$n"
+  done
+  for n in $RADOS_SIZES; do
+    run rados "$n" "rados://catbench-$n?conf=$CEPH_CONF&namespace=b"
+  done
 done
 
 /usr/bin/env python3 - "$results" <<'PY'

@@ -22,6 +22,9 @@
 #                          (memstore: about 12 KiB of RAM per small object)
 #   CEPH_BLUESTORE_BYTES   the sparse file's size (default 64 GiB); it takes disk space
 #                          only as it is written, and stop removes it with DIR
+#   CEPH_OSD_MEMORY        bluestore: the OSD's memory target in bytes (osd_memory_target,
+#                          which sizes its caches of object metadata and data; Ceph's
+#                          default, 4 GiB, when unset)
 set -euo pipefail
 cmd=${1:-}; dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|start-rgw|stop-rgw|stop DIR" >&2; exit 2; }
@@ -102,6 +105,7 @@ bluestore block create = true
 bluestore block size = ${CEPH_BLUESTORE_BYTES:-68719476736}
 bluestore fsck on mkfs = false
 CONF
+      [ -z "${CEPH_OSD_MEMORY:-}" ] || printf 'osd memory target = %s\n' "$CEPH_OSD_MEMORY" >>"$conf"
       ;;
   esac
   export CEPH_CONF=$conf
