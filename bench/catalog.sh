@@ -13,7 +13,8 @@
 # size is above 200,000, else memstore, which keeps every object in memory,
 # about 12 KiB each; CEPH_OBJECTSTORE=memstore|bluestore chooses). Prints
 # per operation the mean and p99 in ms as the range over RUNS runs, and the
-# ratio of the largest N's mean to the smallest's (the lower of each's runs).
+# ratio of the largest N's mean to the smallest's (the lower of each's runs,
+# and run by run).
 #
 #   bench/catalog.sh                                   # file and RADOS 10^3,10^5,10^6
 #   FILE_SIZES="1000 100000" RADOS_SIZES= bench/catalog.sh
@@ -63,7 +64,7 @@ go test -c $tags -o "$work/catbench.test" ./internal/manage
 # shellcheck disable=SC2086
 go build $tags -o "$work/archip" ./cmd/archip
 
-results=$work/results
+results=${RESULTS:-$work/results} # RESULTS keeps the raw figures (one line each)
 : >"$results"
 run() { # backend n store-url: one run of every benchmark
   local backend=$1 n=$2 url=$3 line b benches
@@ -73,13 +74,13 @@ run() { # backend n store-url: one run of every benchmark
     line=$(ARCHIP_BENCH_STORE=$url ARCHIP_BENCH_N=$n "$work/catbench.test" -test.run '^$' \
       -test.bench "^BenchmarkCatalog${b%%:*}\$" -test.benchtime "${b##*:}x" -test.timeout 0 2>&1 |
       tee -a "$work/log" | grep '^BenchmarkCatalog') || { tail -20 "$work/log" >&2; exit 1; }
-    echo "$backend $n $line" >>"$results"
+    echo "$backend $n $r $line" >>"$results"
   done
   if [ "$n" -ge 10000 ]; then
     line=$(bench/firstline.py "$work/archip" --store "$url" volume list)
-    echo "$backend $n cli 1 ${line%% *} cli-s" >>"$results"
+    echo "$backend $n $r cli 1 ${line%% *} cli-s" >>"$results"
     line=$(bench/elapsed.py "$work/archip" --store "$url" volume info v00000000)
-    echo "$backend $n info 1 $line info-s" >>"$results"
+    echo "$backend $n $r info 1 $line info-s" >>"$results"
   fi
 }
 for n in $RADOS_SIZES; do
@@ -99,29 +100,37 @@ done
 /usr/bin/env python3 - "$results" <<'PY'
 import collections, sys
 vals = collections.defaultdict(list)  # (backend, metric, n) -> [values]
+byrun = {}  # (backend, metric, n, run) -> value
 for line in open(sys.argv[1]):
     f = line.split()
-    backend, n = f[0], int(f[1])
-    for v, unit in zip(f[4::2], f[5::2]):
+    backend, n, r = f[0], int(f[1]), f[2]
+    for v, unit in zip(f[5::2], f[6::2]):
         if unit.endswith("-ms") or unit in ("cli-s", "info-s"):
             vals[(backend, unit, n)].append(float(v))
+            byrun[(backend, unit, n, r)] = float(v)
+runs = sorted({k[3] for k in byrun})
 ops = ["create", "lookup", "lookup-hot", "lookup-cold", "snapshot", "clone", "rename", "remove", "list100", "list1000"]
 for backend in ("file", "rados"):
     sizes = sorted({n for (b, _, n) in vals if b == backend})
     if not sizes:
         continue
     rng = lambda xs: (f"{min(xs):.3g}" if max(xs) - min(xs) < 0.005 * max(xs) else f"{min(xs):.3g}–{max(xs):.3g}") if xs else "-"
-    head = "| op | " + " | ".join(f"N={n:,} mean (p99) ms" for n in sizes) + f" | {sizes[-1]:,}/{sizes[0]:,} |"
-    print(f"\n{backend} store\n\n{head}\n|" + "---|" * (len(sizes) + 2))
+    head = "| op | " + " | ".join(f"N={n:,} mean (p99) ms" for n in sizes) + f" | {sizes[-1]:,}/{sizes[0]:,} | per run |"
+    print(f"\n{backend} store\n\n{head}\n|" + "---|" * (len(sizes) + 3))
     for op in ops:
         cells = [f"{rng(vals[(backend, op + '-ms', n)])} ({rng(vals[(backend, op + '-p99-ms', n)])})" for n in sizes]
         lo, hi = vals[(backend, op + "-ms", sizes[0])], vals[(backend, op + "-ms", sizes[-1])]
         ratio = f"{min(hi) / min(lo):.2f}x" if lo and hi and len(sizes) > 1 else "-"
-        print(f"| {op} | " + " | ".join(cells) + f" | {ratio} |")
+        # The same ratio within each run: the sizes of a run were measured
+        # one after the other, under about the same load.
+        paired = [byrun[(backend, op + "-ms", sizes[-1], r)] / byrun[(backend, op + "-ms", sizes[0], r)]
+                  for r in runs if (backend, op + "-ms", sizes[-1], r) in byrun and byrun.get((backend, op + "-ms", sizes[0], r))]
+        per = ", ".join(f"{x:.2f}x" for x in paired) if len(sizes) > 1 and paired else "-"
+        print(f"| {op} | " + " | ".join(cells) + f" | {ratio} | {per} |")
     cli = [f"{rng(vals[(backend, 'cli-s', n)])}" if vals[(backend, 'cli-s', n)] else "-" for n in sizes]
     if any(c != "-" for c in cli):
-        print("| `volume list`, first record (s) | " + " | ".join(cli) + " | |")
+        print("| `volume list`, first record (s) | " + " | ".join(cli) + " | | |")
     info = [f"{rng(vals[(backend, 'info-s', n)])}" if vals[(backend, 'info-s', n)] else "-" for n in sizes]
     if any(c != "-" for c in info):
-        print("| `volume info` of one volume (s) | " + " | ".join(info) + " | |")
+        print("| `volume info` of one volume (s) | " + " | ".join(info) + " | | |")
 PY
