@@ -30,6 +30,18 @@ const (
 	VolumesPrefix = "vol/"
 )
 
+// MayHoldBlocks reports whether a name under prefix can be a block (a
+// content block or a private block): false for the prefixes of other
+// owners' objects, such as the catalog's.
+func MayHoldBlocks(prefix string) bool {
+	for _, p := range []string{ContentPrefix, VolumesPrefix} {
+		if strings.HasPrefix(prefix, p) || strings.HasPrefix(p, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 // ObjectKind is the kind of a block map object, as ParseName finds it.
 type ObjectKind uint8
 

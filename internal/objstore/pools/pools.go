@@ -24,7 +24,9 @@
 // volume engine writes private blocks, data, and write logs, metadata),
 // Syncer with it if any part needs a sync, Copier if every pool copies,
 // Lender if every pool lends, FreshStat if every part's Stat is fresh.
-// The router is no Fencer and no HandleOpener.
+// The router is no Fencer and no HandleOpener. It lists in order
+// (OrderedLister) with any parts: the catalog from the metadata backend's
+// ordered listing where it has one, other names by sorting.
 package pools
 
 import (
@@ -35,6 +37,7 @@ import (
 	"hash/fnv"
 	"net/url"
 	"os"
+	"sort"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -53,8 +56,10 @@ type Router struct {
 	tags   []objstore.Version // tags[i]: pool i's versions are xored with it (poolTag)
 	orders [][]int            // orders[i]: the lookup order that starts at pool i
 	isData func(name string) bool
-	st     *state // shared with views
-	view   bool   // a view (View): Close closes nothing
+	// mayHoldData reports whether a name under a prefix can be a block.
+	mayHoldData func(prefix string) bool
+	st          *state // shared with views
+	view        bool   // a view (View): Close closes nothing
 }
 
 // isData reports whether name is a block, by its owner's parser.
@@ -147,7 +152,7 @@ func New(meta objstore.Store, pools []Named) (objstore.Store, error) {
 	if err := objstore.CheckCAS(meta); err != nil {
 		return nil, fmt.Errorf("pools: the metadata store cannot hold the catalog, maps and leases (they need compare-and-swap); name a file:// or rados:// store as metadata and this one as a data pool: %w", err)
 	}
-	r := &Router{meta: meta, isData: isData, st: newState(pools[0].Name)}
+	r := &Router{meta: meta, isData: isData, mayHoldData: blockmap.MayHoldBlocks, st: newState(pools[0].Name)}
 	for _, p := range pools {
 		if err := validPoolName(p.Name); err != nil {
 			return nil, fmt.Errorf("%w: pools: %v", objstore.ErrBadURL, err)
@@ -594,6 +599,37 @@ func (r *Router) ListNames(ctx context.Context, prefix string, fn func(string) e
 	return nil
 }
 
+// ListNamesAfter is ListNames in byte order from after on
+// (objstore.OrderedLister). The names of a prefix no block can have (the
+// catalog's) are the metadata backend's alone: its ordered listing, where
+// it has one, lists them at the cost of what is read (a page of the
+// catalog, its page). Any other prefix lists every part's names and sorts
+// them.
+func (r *Router) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	if !r.mayHoldData(prefix) {
+		if ol, ok := objstore.AsOrderedLister(r.meta); ok {
+			return ol.ListNamesAfter(ctx, prefix, after, fn)
+		}
+	}
+	var names []string
+	err := r.ListNames(ctx, prefix, func(n string) error {
+		if n > after {
+			names = append(names, n)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
 // FreshStat reports whether every part's Stat is fresh
 // (objstore.FreshStater).
 func (r *Router) FreshStat() bool {
@@ -617,7 +653,8 @@ func (r *Router) Close() error {
 }
 
 var (
-	_ objstore.Store       = (*Router)(nil)
-	_ objstore.NameLister  = (*Router)(nil)
-	_ objstore.FreshStater = (*Router)(nil)
+	_ objstore.Store         = (*Router)(nil)
+	_ objstore.NameLister    = (*Router)(nil)
+	_ objstore.OrderedLister = (*Router)(nil)
+	_ objstore.FreshStater   = (*Router)(nil)
 )

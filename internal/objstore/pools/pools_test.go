@@ -32,6 +32,7 @@ func newTest(meta objstore.Store, data func(string) bool, pools ...objstore.Stor
 	}
 	r, _ := Of(s)
 	r.isData = data
+	r.mayHoldData = func(string) bool { return true }
 	return s
 }
 
