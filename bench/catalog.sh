@@ -3,9 +3,9 @@
 # (generated directly: BenchmarkCatalogOps' fill), then, through package
 # manage as the CLI runs them, create, lookup, snapshot, clone, rename and
 # remove of one name (lookup: a random filled name; lookup-hot: the name
-# just created; lookup-cold, on the file store: a random filled name after
-# the kernel's caches were dropped, COLD below), and the first page of 100
-# and of 1000 of a listing; and the time 'archip volume list' takes to
+# just created; lookup-cold: a random filled name after the kernel's
+# caches, and a Ceph OSD's, were dropped, COLD below), and the first page
+# of 100 and of 1000 of a listing; and the time 'archip volume list' takes to
 # print its first record and 'archip volume info' of one volume takes
 # (from 10^4 records). On
 # the file store and on RADOS (a throwaway cluster: scripts/ceph-cluster.sh,
@@ -34,7 +34,7 @@ RADOS_SIZES=${RADOS_SIZES-1000 100000 1000000}
 RUNS=${RUNS:-2}
 OPS=${OPS:-100}   # rounds of the single-name operations per run
 LISTS=${LISTS:-5} # first pages of 100 and 1000 per run
-COLD=${COLD:-10}  # cold lookups per run on the file store (root only; 0: none)
+COLD=${COLD:-10}  # cold lookups per run (root only; 0: none)
 [ -w /proc/sys/vm/drop_caches ] || COLD=0
 keep=${DIR:+1}
 DIR=${DIR:-$(mktemp -d)}
@@ -69,9 +69,11 @@ results=${RESULTS:-$work/results} # RESULTS keeps the raw figures (one line each
 run() { # backend n store-url: one run of every benchmark
   local backend=$1 n=$2 url=$3 line b benches
   benches="Ops:$OPS List:$LISTS"
-  [ "$backend" = file ] && [ "$COLD" -gt 0 ] && benches="$benches LookupCold:$COLD"
+  [ "$COLD" -gt 0 ] && benches="$benches LookupCold:$COLD"
+  drop=
+  [ "$backend" = rados ] && drop="ceph -c $CEPH_CONF tell 'osd.*' cache drop >/dev/null"
   for b in $benches; do
-    line=$(ARCHIP_BENCH_STORE=$url ARCHIP_BENCH_N=$n "$work/catbench.test" -test.run '^$' \
+    line=$(ARCHIP_BENCH_DROP=$drop ARCHIP_BENCH_STORE=$url ARCHIP_BENCH_N=$n "$work/catbench.test" -test.run '^$' \
       -test.bench "^BenchmarkCatalog${b%%:*}\$" -test.benchtime "${b##*:}x" -test.timeout 0 2>&1 |
       tee -a "$work/log" | grep '^BenchmarkCatalog') || { tail -20 "$work/log" >&2; exit 1; }
     echo "$backend $n $r $line" >>"$results"

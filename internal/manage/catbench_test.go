@@ -20,6 +20,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -275,13 +276,14 @@ func BenchmarkCatalogOps(b *testing.B) {
 }
 
 // BenchmarkCatalogLookupCold: per iteration, look up a filled name chosen
-// at random after dropping the kernel's caches (untimed; needs root). A
-// random lookup's cost on the file store depends on how much of the store
-// the kernel caches, which at 10^6 records (4 million inodes) is a matter
-// of the machine's memory and its other tenants, not of the catalog:
-// measured cold at every N, as lookup-hot is measured cached, the ratio
-// between sizes is the catalog's own. Run apart from BenchmarkCatalogOps,
-// whose operations a drop would slow.
+// at random after dropping the kernel's caches (untimed; needs root) and
+// running the shell command ARCHIP_BENCH_DROP if set (bench/catalog.sh
+// drops a Ceph OSD's caches with it). A random lookup's cost depends on
+// how much of the store the kernel (file store) or the OSD (RADOS) caches,
+// which at 10^6 records is a matter of the machine's memory and its other
+// tenants, not of the catalog: measured cold at every N, as lookup-hot is
+// measured cached, the ratio between sizes is the catalog's own. Run apart
+// from BenchmarkCatalogOps, whose operations a drop would slow.
 func BenchmarkCatalogLookupCold(b *testing.B) {
 	m, n := benchManager(b)
 	ctx := context.Background()
@@ -292,6 +294,11 @@ func BenchmarkCatalogLookupCold(b *testing.B) {
 		syscall.Sync()
 		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 			b.Skipf("dropping the kernel's caches: %v", err)
+		}
+		if drop := os.Getenv("ARCHIP_BENCH_DROP"); drop != "" {
+			if out, err := exec.Command("sh", "-c", drop).CombinedOutput(); err != nil {
+				b.Fatalf("ARCHIP_BENCH_DROP: %v: %s", err, out)
+			}
 		}
 		b.StartTimer()
 		if err := t.time("lookup-cold", func() error { _, err := m.Lookup(ctx, benchName(rand.IntN(n))); return err }); err != nil {
