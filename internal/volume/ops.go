@@ -752,3 +752,72 @@ func (v *Volume) seal(ctx context.Context) error {
 	v.mu.head.Unsealed, v.mu.headDirty = 0, true
 	return nil
 }
+
+// beginEpochSwap runs in BeginEpoch with the new epoch in effect, before
+// its head swap (tests stall it there).
+var beginEpochSwap = func() {}
+
+// BeginEpoch makes the writer go on in a new epoch, for a move's
+// cut-over (package move, docs/pools.md "Moving a volume"): it flushes
+// and swaps in a head whose epoch is one more, under the writer's own
+// locks, so that no private block of an earlier epoch is changed in
+// place any more and every block it creates from then on is of an epoch
+// begun after the call (a store of several pools reads the volume's
+// placement again for it). No write log is checkpointed and no map is
+// read. It returns the epoch the writer is in.
+//
+// It is idempotent for an ask of "at least atLeast": if the current
+// epoch is at least atLeast and was begun by an earlier BeginEpoch whose
+// head swap landed, it does nothing. Any other current epoch (begun at
+// open, by a snapshot, or by a BeginEpoch whose swap's outcome is
+// unknown) may have begun before the caller's reason to ask, so a new
+// one begins. It begins at most one per call. A writer taken over or
+// fenced meanwhile fails with ErrFenced, as its flush would.
+func (v *Volume) BeginEpoch(ctx context.Context, atLeast uint64) (uint64, error) {
+	if err := v.checkIO(0, 0, true); err != nil {
+		return 0, err
+	}
+	if err := v.lockFlush(); err != nil {
+		return 0, err
+	}
+	defer v.flushMu.Unlock()
+	v.mu.Lock()
+	epoch, begun, ferr := v.mu.head.Epoch, v.mu.begun, v.mu.err
+	v.mu.Unlock()
+	if ferr != nil {
+		return 0, ferr
+	}
+	if epoch >= atLeast && begun == epoch {
+		return epoch, nil
+	}
+	v.gate.Lock()
+	// A late write of unknown outcome could still change a tainted
+	// object of the ending epoch in place after it is copied elsewhere.
+	if err := v.retireLocked(ctx); err != nil {
+		v.gate.Unlock()
+		return 0, err
+	}
+	v.mu.Lock()
+	v.mu.head.Epoch++
+	epoch = v.mu.head.Epoch
+	v.mu.headDirty = true
+	v.mu.begun = 0
+	v.mu.Unlock()
+	v.gate.Unlock()
+	beginEpochSwap()
+	c, err := v.flushCut(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, err)
+	}
+	if err := v.persist(ctx, c); err != nil {
+		// The epoch stays begun in memory (its blocks may be written
+		// already); the next flush stores it.
+		return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, err)
+	}
+	v.mu.Lock()
+	if v.mu.head.Epoch == epoch {
+		v.mu.begun = epoch
+	}
+	v.mu.Unlock()
+	return epoch, nil
+}
