@@ -739,6 +739,38 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 	return true, nil
 }
 
+// BeginEpoch is what the admin API runs when a mover asks for a new
+// epoch of volume id at its cut-over (docs/pools.md, "Moving a volume"):
+// if this node writes it, the writer flushes and swaps in a head of a
+// new epoch (volume.Volume.BeginEpoch), keeping the lease, and
+// BeginEpoch returns that epoch. Writes wait only for that flush and
+// swap. A node that does not hold the lease (or holds one that ran out:
+// it may be taken over) answers lease.ErrNotHolder, and the mover falls
+// back to taking the lease.
+func (d *Daemon) BeginEpoch(ctx context.Context, id blockmap.ID, atLeast uint64) (uint64, error) {
+	d.mu.Lock()
+	h := d.open[id]
+	if h != nil && h.state == opening {
+		h = nil
+	}
+	d.mu.Unlock()
+	if h == nil {
+		return 0, lease.ErrNotHolder
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.lease == nil || h.fenced != nil || h.lease.Valid() != nil {
+		return 0, lease.ErrNotHolder
+	}
+	t := time.Now()
+	e, err := h.v.BeginEpoch(ctx, atLeast)
+	if err != nil {
+		return 0, err
+	}
+	d.log.Info("began a new epoch", "volume", h.name, "epoch", e, "took", time.Since(t))
+	return e, nil
+}
+
 // VolumeStatus describes an open volume, for the admin API.
 type VolumeStatus struct {
 	Name    string      `json:"name"`

@@ -68,15 +68,17 @@ var (
 
 // Step names, passed to Options.Hook and Progress.
 const (
-	StepStart   = "start"  // before the placement swap
-	StepReopen  = "reopen" // the record is swapped, before the reopen
-	StepCopy    = "copy"   // before each walk
-	StepCopied  = "copied" // after each block copied
-	StepSwitch  = "switch" // every block is in the target, before the switch
-	StepDone    = "done"   // after the switch
-	maxWalks    = 8        // walks before ErrUnsettled
-	copyWorkers = 8        // blocks copied at once
-	holdRetries = 5        // start holds lost before giving up
+	StepStart    = "start"    // before the placement swap
+	StepReopen   = "reopen"   // the record is swapped, before the cut-over (an epoch asked for, or a reopen)
+	StepAsked    = "asked"    // the holder answered the ask for a new epoch, before the head is read to verify it
+	StepFallback = "fallback" // the ask did not do (no holder, no answer in time, a takeover to seal, not verified), before the reopen
+	StepCopy     = "copy"     // before each walk
+	StepCopied   = "copied"   // after each block copied
+	StepSwitch   = "switch"   // every block is in the target, before the switch
+	StepDone     = "done"     // after the switch
+	maxWalks     = 8          // walks before ErrUnsettled
+	copyWorkers  = 8          // blocks copied at once
+	holdRetries  = 5          // start holds lost before giving up
 )
 
 // Options tune a move.
@@ -92,7 +94,15 @@ type Options struct {
 	// Sleep waits for the rate limit (default: a timer); several copies
 	// may call it at once.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// EpochWait bounds the wait for the lease holder's answer to the ask
+	// for a new epoch at the cut-over (default DefaultEpochWait); past
+	// it the move takes the lease instead.
+	EpochWait time.Duration
 }
+
+// DefaultEpochWait is Options.EpochWait's default: a holder flushes and
+// swaps a head in that time unless it stalled.
+const DefaultEpochWait = 2 * time.Second
 
 // Progress is where a move is.
 type Progress struct {
@@ -272,7 +282,7 @@ func finishSteps(ctx context.Context, m *manage.Manager, r *pools.Router, rec *c
 	}
 	report(Progress{Step: StepReopen})
 	if rec.Kind == catalog.KindVolume {
-		if err := reopen(ctx, m, rec.ID); err != nil {
+		if err := cutOver(ctx, m, rec.ID, opts); err != nil {
 			return res, err
 		}
 	}
@@ -314,6 +324,82 @@ func finishSteps(ctx context.Context, m *manage.Manager, r *pools.Router, rec *c
 	}
 	report(Progress{Step: StepDone, Copied: res.Copied, Bytes: res.Bytes})
 	return res, hook(opts, StepDone)
+}
+
+// cutOver makes the writer of volume id, if any, go on in an epoch begun
+// after the placement record was swapped (the caller did so, or an
+// earlier run): it asks the daemon holding the lease to begin one
+// (askEpoch), and when that does not do, it reopens the volume itself.
+func cutOver(ctx context.Context, m *manage.Manager, id blockmap.ID, opts Options) error {
+	ok, err := askEpoch(ctx, m, id, opts)
+	if err != nil || ok {
+		return err
+	}
+	if err := hook(opts, StepFallback); err != nil {
+		return err
+	}
+	return reopen(ctx, m, id)
+}
+
+// askEpoch asks the daemon holding volume id's lease to begin a new
+// epoch, keeping the lease, and verifies that it did: the answer alone
+// proves nothing (the holder may have stalled, been fenced or lost the
+// lease since). It reports whether the stored head shows an epoch later
+// than the one read before the ask, begun with no takeover since (no
+// unsealed epoch, the lease's term not earlier): then every block the
+// writer creates from now on is of an epoch begun after the record swap,
+// which every process places by the record read again (package pools),
+// and no block of an earlier epoch changes in place any more
+// (docs/pools.md, "Moving a volume"). It reports false, for the caller
+// to reopen the volume, when there is no holder that can be asked, an
+// epoch is unsealed (the seal needs the volume held), or the holder
+// does not answer within Options.EpochWait.
+func askEpoch(ctx context.Context, m *manage.Manager, id blockmap.ID, opts Options) (bool, error) {
+	if m.AskEpoch == nil {
+		return false, nil
+	}
+	lr, _, err := m.Leases.Read(ctx, id.String())
+	if err != nil {
+		return false, err
+	}
+	if lr.Owner == "" || lr.Addr == "" || m.Leases.Free(lr) {
+		return false, nil
+	}
+	h, _, err := volume.ReadHead(ctx, m.Store, id)
+	if err != nil {
+		return false, err
+	}
+	if h.Unsealed != 0 {
+		return false, nil
+	}
+	wait := opts.EpochWait
+	if wait <= 0 {
+		wait = DefaultEpochWait
+	}
+	actx, cancel := context.WithTimeout(ctx, wait)
+	err = m.AskEpoch(actx, lr, id.String(), h.Epoch+1)
+	cancel()
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		return false, nil
+	}
+	if err := hook(opts, StepAsked); err != nil {
+		return false, err
+	}
+	nh, _, err := volume.ReadHead(ctx, m.Store, id)
+	if err != nil {
+		return false, err
+	}
+	if nh.Epoch <= h.Epoch || nh.Unsealed != 0 {
+		return false, nil
+	}
+	nl, _, err := m.Leases.Read(ctx, id.String())
+	if err != nil {
+		return false, err
+	}
+	return nl.Term >= lr.Term, nil
 }
 
 // reopen opens volume id for writing in a new epoch and closes it: the

@@ -798,16 +798,32 @@ func (v *Volume) BeginEpoch(ctx context.Context, atLeast uint64) (uint64, error)
 		return 0, err
 	}
 	v.mu.Lock()
+	// NB: decided before the head is dirty: a flush that swaps the head
+	// checkpoints the log with it (flushCut), which would read the log
+	// and write a block per block it touched, the pause this avoids. A
+	// head of a new epoch naming the same logs is what a reopen after a
+	// handover stores too (OpenOptions.Handover).
+	ckpt := v.needCheckpointLocked()
 	v.mu.head.Epoch++
 	epoch = v.mu.head.Epoch
 	v.mu.headDirty = true
 	v.mu.begun = 0
 	v.mu.Unlock()
+	if ckpt {
+		if err := v.checkpointLog(ctx); err != nil {
+			v.gate.Unlock()
+			return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, v.storeFenced(err))
+		}
+	}
+	c := v.takeCut()
+	v.mu.Lock()
+	commit := v.commitAtLocked()
+	v.mu.Unlock()
 	v.gate.Unlock()
 	beginEpochSwap()
-	c, err := v.flushCut(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, err)
+	if err := v.writeCommit(ctx, commit); err != nil {
+		v.restore(c, nil)
+		return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, v.storeFenced(err))
 	}
 	if err := v.persist(ctx, c); err != nil {
 		// The epoch stays begun in memory (its blocks may be written
