@@ -43,7 +43,9 @@
 // to a follower if another node took the volume over meanwhile. A handle
 // that loses its lease while it holds unflushed writes is fenced: every
 // request fails until its clients reconnect, because those writes are
-// gone and the client must not go on as if they were not.
+// gone and the client must not go on as if they were not. A mover's ask
+// for a new epoch (BeginEpoch, at a move's cut-over) is answered by the
+// writer without giving up the lease: writes wait for one flush.
 package daemon
 
 import (

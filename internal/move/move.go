@@ -8,14 +8,20 @@
 //     to T, and every collection that marks from then on keeps the
 //     volume's blocks in both pools. The hold waits for a running
 //     collection, which may have marked before the swap, to end.
-//  2. Reopen: take the volume's lease (asking the daemon that writes it
-//     to hand it over, as a handoff does), open it in a new epoch (and
-//     seal the blocks of an epoch that ended with a takeover, whose
-//     writer may still land a late write in them), then release it; the
-//     daemon takes it back at its next write, in that epoch. Its private
-//     blocks of earlier epochs are then sealed: no
-//     writer changes them in place any more, and its new ones go to T (a
-//     process rereads a placement for a volume's new epoch).
+//  2. New epoch: make the volume's writer go on in an epoch begun after
+//     the swap, so that its private blocks of earlier epochs are sealed
+//     (no writer changes them in place any more) and its new ones go to
+//     T (a process rereads a placement for a volume's new epoch). The
+//     mover asks the daemon holding the lease to begin one, keeping the
+//     lease (manage.Manager.AskEpoch; the daemon's writer flushes and
+//     swaps in a head of the next epoch), then verifies it in the head.
+//     When that does not do (no daemon to ask, no answer in time, an
+//     epoch that ended with a takeover, not verified), it reopens: it
+//     takes the lease (asking the daemon to hand it over, as a handoff
+//     does), opens the volume in a new epoch (and seals the blocks of an
+//     epoch that ended with a takeover, whose writer may still land a
+//     late write in them), then releases it; the daemon takes it back
+//     at its next write, in that epoch.
 //  3. Copy: walk the volume's map and its snapshots' maps and copy every
 //     block they reference that T does not hold (create-if-absent: a
 //     content block shared by many volumes is copied once, and a rerun
