@@ -23,7 +23,7 @@ import (
 // find in this node's leases:
 //
 //	POST lease.HandoffPath?volume=ID  flush volume ID and release its lease
-//	POST lease.EpochPath?volume=ID&at_least=E
+//	POST lease.EpochPath?volume=ID&at_least=E&key=K
 //	                                  begin a new epoch of volume ID, keeping its lease (BeginEpoch)
 //	GET  /v1/volumes                  the open volumes and their roles (JSON)
 //	GET  /healthz                     "ok"
@@ -98,7 +98,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 		}
 		// NB: as a handoff, the flush goes on if the asker gives up: the
 		// epoch it begins is no less good for a later ask.
-		e, err := d.BeginEpoch(context.WithoutCancel(r.Context()), id, atLeast)
+		e, err := d.BeginEpoch(context.WithoutCancel(r.Context()), id, atLeast, r.URL.Query().Get("key"))
 		if errors.Is(err, lease.ErrNotHolder) {
 			http.Error(w, err.Error(), http.StatusConflict)
 			return

@@ -749,7 +749,7 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 // swap. A node that does not hold the lease (or holds one that ran out:
 // it may be taken over) answers lease.ErrNotHolder, and the mover falls
 // back to taking the lease.
-func (d *Daemon) BeginEpoch(ctx context.Context, id blockmap.ID, atLeast uint64) (uint64, error) {
+func (d *Daemon) BeginEpoch(ctx context.Context, id blockmap.ID, atLeast uint64, key string) (uint64, error) {
 	d.mu.Lock()
 	h := d.open[id]
 	if h != nil && h.state == opening {
@@ -765,7 +765,7 @@ func (d *Daemon) BeginEpoch(ctx context.Context, id blockmap.ID, atLeast uint64)
 		return 0, lease.ErrNotHolder
 	}
 	t := time.Now()
-	e, err := h.v.BeginEpoch(ctx, atLeast)
+	e, err := h.v.BeginEpoch(ctx, atLeast, key)
 	if err != nil {
 		return 0, err
 	}

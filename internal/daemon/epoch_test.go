@@ -37,11 +37,11 @@ func TestBeginEpochAsk(t *testing.T) {
 		t.Fatal(err)
 	}
 	ask := lease.HTTPEpochAskToken(time.Second, adminToken)
-	if err := lease.HTTPEpochAskToken(time.Second, "")(ctx, rec, r.ID.String(), h.Epoch+1); !errors.Is(err, lease.ErrUnauthorized) {
+	if err := lease.HTTPEpochAskToken(time.Second, "")(ctx, rec, r.ID.String(), h.Epoch+1, "k"); !errors.Is(err, lease.ErrUnauthorized) {
 		t.Errorf("an ask without the token: %v", err)
 	}
 	for range 2 {
-		if err := ask(ctx, rec, r.ID.String(), h.Epoch+1); err != nil {
+		if err := ask(ctx, rec, r.ID.String(), h.Epoch+1, "k"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -61,7 +61,7 @@ func TestBeginEpochAsk(t *testing.T) {
 	}
 	other := rec
 	other.Addr = b.admin.Listener.Addr().String()
-	if err := ask(ctx, other, r.ID.String(), nh.Epoch+1); !errors.Is(err, lease.ErrNotHolder) {
+	if err := ask(ctx, other, r.ID.String(), nh.Epoch+1, "k"); !errors.Is(err, lease.ErrNotHolder) {
 		t.Errorf("an ask of a follower: %v", err)
 	}
 	if err := ea.WriteAt(ctx, []byte("after"), 4096, false); err != nil {

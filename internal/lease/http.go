@@ -59,9 +59,10 @@ func HTTPAskToken(timeout time.Duration, token string) func(ctx context.Context,
 
 // EpochPath is where a node's admin API takes requests to begin a new
 // epoch of a volume it writes, for a move's cut-over (docs/pools.md):
-// POST EpochPath?volume=ID&at_least=E. The node answers 200 with
+// POST EpochPath?volume=ID&at_least=E&key=K. The node answers 200 with
 // {"epoch":N} (N ≥ E) once it has stored a head in epoch N, keeping
-// its lease; 409 if it does not hold the lease; an error status with a
+// its lease (a new epoch unless it began N for an earlier ask with the
+// same key: volume.Volume.BeginEpoch); 409 if it does not hold the lease; an error status with a
 // message otherwise. The answer proves nothing by itself: the asker
 // reads the head.
 const EpochPath = "/v1/epoch"
@@ -71,15 +72,16 @@ const EpochPath = "/v1/epoch"
 var ErrNotHolder = errors.New("lease: the node asked does not hold the volume's lease")
 
 // EpochAsk asks the holder of a lease (rec) to make volume's epoch at
-// least atLeast, keeping the lease (EpochPath).
-type EpochAsk func(ctx context.Context, rec Record, volume string, atLeast uint64) error
+// least atLeast, keeping the lease (EpochPath); key names the asker's
+// reason to ask (a move's placement record version).
+type EpochAsk func(ctx context.Context, rec Record, volume string, atLeast uint64, key string) error
 
 // HTTPEpochAskToken returns an EpochAsk that posts to the holder's
 // admin address with token ("" sends none), giving up after timeout.
 func HTTPEpochAskToken(timeout time.Duration, token string) EpochAsk {
 	client := &http.Client{Timeout: timeout}
-	return func(ctx context.Context, rec Record, volume string, atLeast uint64) error {
-		q := url.Values{"volume": {volume}, "at_least": {strconv.FormatUint(atLeast, 10)}}
+	return func(ctx context.Context, rec Record, volume string, atLeast uint64, key string) error {
+		q := url.Values{"volume": {volume}, "at_least": {strconv.FormatUint(atLeast, 10)}, "key": {key}}
 		u := url.URL{Scheme: "http", Host: rec.Addr, Path: EpochPath, RawQuery: q.Encode()}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
 		if err != nil {

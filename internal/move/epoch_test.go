@@ -124,12 +124,12 @@ func leaseWrites(ops []string) []string {
 func TestMoveCutoverAsksEpoch(t *testing.T) {
 	l := newLive(t)
 	asked := 0
-	l.m.AskEpoch = func(ctx context.Context, rec lease.Record, vol string, atLeast uint64) error {
+	l.m.AskEpoch = func(ctx context.Context, rec lease.Record, vol string, atLeast uint64, key string) error {
 		asked++
 		if rec.Addr != "holder:1" || vol != l.id.String() {
 			t.Errorf("asked %+v for %s", rec, vol)
 		}
-		_, err := l.w.BeginEpoch(ctx, atLeast)
+		_, err := l.w.BeginEpoch(ctx, atLeast, key)
 		return err
 	}
 	var cut []string
@@ -180,20 +180,20 @@ func TestMoveCutoverFallback(t *testing.T) {
 			l := newLive(t)
 			woke := make(chan error, 1)
 			asked := false
-			l.m.AskEpoch = func(ctx context.Context, rec lease.Record, vol string, atLeast uint64) error {
+			l.m.AskEpoch = func(ctx context.Context, rec lease.Record, vol string, atLeast uint64, key string) error {
 				asked = true
 				switch kind {
 				case "stall":
 					<-ctx.Done()
 					go func() {
-						_, err := l.w.BeginEpoch(context.Background(), atLeast)
+						_, err := l.w.BeginEpoch(context.Background(), atLeast, key)
 						woke <- err
 					}()
 					return ctx.Err()
 				case "lie":
 					return nil
 				}
-				if _, err := l.w.BeginEpoch(ctx, atLeast); err != nil {
+				if _, err := l.w.BeginEpoch(ctx, atLeast, key); err != nil {
 					t.Error(err)
 				}
 				l.dead.Store(true)
@@ -246,11 +246,11 @@ func TestMoveCutoverAskCrash(t *testing.T) {
 	for _, at := range []string{StepAsked, StepFallback} {
 		t.Run(at, func(t *testing.T) {
 			l := newLive(t)
-			l.m.AskEpoch = func(ctx context.Context, rec lease.Record, vol string, atLeast uint64) error {
+			l.m.AskEpoch = func(ctx context.Context, rec lease.Record, vol string, atLeast uint64, key string) error {
 				if at == StepFallback {
 					return lease.ErrNotHolder
 				}
-				_, err := l.w.BeginEpoch(ctx, atLeast)
+				_, err := l.w.BeginEpoch(ctx, atLeast, key)
 				return err
 			}
 			_, err := Move(ctx, l.m, "v", "b", Options{Hook: func(step string) error {

@@ -40,6 +40,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -371,6 +372,17 @@ func askEpoch(ctx context.Context, m *manage.Manager, id blockmap.ID, opts Optio
 	if lr.Owner == "" || lr.Addr == "" || m.Leases.Free(lr) {
 		return false, nil
 	}
+	// The record's version names this swap of it: an ask with it begins
+	// an epoch after the swap, or finds one begun for an earlier ask
+	// with it (a rerun's), never one begun before (BeginEpoch's key).
+	r, ok := pools.Of(m.Store)
+	if !ok {
+		return false, nil
+	}
+	_, pver, err := r.Record(ctx, id)
+	if err != nil {
+		return false, err
+	}
 	h, _, err := volume.ReadHead(ctx, m.Store, id)
 	if err != nil {
 		return false, err
@@ -383,7 +395,7 @@ func askEpoch(ctx context.Context, m *manage.Manager, id blockmap.ID, opts Optio
 		wait = DefaultEpochWait
 	}
 	actx, cancel := context.WithTimeout(ctx, wait)
-	err = m.AskEpoch(actx, lr, id.String(), h.Epoch+1)
+	err = m.AskEpoch(actx, lr, id.String(), h.Epoch+1, strconv.FormatUint(uint64(pver), 10))
 	cancel()
 	if ctx.Err() != nil {
 		return false, ctx.Err()

@@ -35,7 +35,7 @@ func TestBeginEpoch(t *testing.T) {
 	}
 	old, _ := v.entry(0)
 	swaps, creates := s.swaps.Load(), s.creates.Load()
-	e, err := v.BeginEpoch(ctx, h0.Epoch+1)
+	e, err := v.BeginEpoch(ctx, h0.Epoch+1, "k1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,12 +56,20 @@ func TestBeginEpoch(t *testing.T) {
 		t.Fatalf("head after BeginEpoch: epoch %d unsealed %d logs %d, want %d, 0, %d", h1.Epoch, h1.Unsealed, len(h1.Logs), e, len(h0.Logs))
 	}
 	swaps = s.swaps.Load()
-	if e2, err := v.BeginEpoch(ctx, e); err != nil || e2 != e {
+	if e2, err := v.BeginEpoch(ctx, e, "k1"); err != nil || e2 != e {
 		t.Fatalf("asked again: epoch %d, %v", e2, err)
 	}
 	if n := s.swaps.Load() - swaps; n != 0 {
 		t.Errorf("an ask for the epoch begun already swapped %d objects", n)
 	}
+	// Another reason to ask (a cancel's record swap, made while the first
+	// ask was in flight, when the head it read was still below e): the
+	// epoch begun for the first may have placed blocks by the record
+	// before, so a new one begins.
+	if e2, err := v.BeginEpoch(ctx, e, "k2"); err != nil || e2 != e+1 {
+		t.Fatalf("asked for %d with another key: epoch %d, %v; want a new epoch", e, e2, err)
+	}
+	e++
 	oldData := make([]byte, bs)
 	if err := s.ReadAt(ctx, old.ObjectName(), oldData, 0); err != nil {
 		t.Fatal(err)
@@ -128,7 +136,7 @@ func TestBeginEpochTakenOver(t *testing.T) {
 		}
 	}
 	defer func() { beginEpochSwap = func() {} }()
-	if _, err := v.BeginEpoch(ctx, h0.Epoch+1); !errors.Is(err, ErrFenced) {
+	if _, err := v.BeginEpoch(ctx, h0.Epoch+1, "k1"); !errors.Is(err, ErrFenced) {
 		t.Fatalf("BeginEpoch of a writer taken over: %v, want ErrFenced", err)
 	}
 	beginEpochSwap = func() {}

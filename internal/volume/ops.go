@@ -766,14 +766,17 @@ var beginEpochSwap = func() {}
 // placement again for it). No write log is checkpointed and no map is
 // read. It returns the epoch the writer is in.
 //
-// It is idempotent for an ask of "at least atLeast": if the current
-// epoch is at least atLeast and was begun by an earlier BeginEpoch whose
-// head swap landed, it does nothing. Any other current epoch (begun at
-// open, by a snapshot, or by a BeginEpoch whose swap's outcome is
-// unknown) may have begun before the caller's reason to ask, so a new
-// one begins. It begins at most one per call. A writer taken over or
-// fenced meanwhile fails with ErrFenced, as its flush would.
-func (v *Volume) BeginEpoch(ctx context.Context, atLeast uint64) (uint64, error) {
+// It is idempotent for an ask of "at least atLeast" with the same key
+// (the asker's reason to ask: for a move, the version of the placement
+// record it swapped): if the current epoch is at least atLeast and was
+// begun by an earlier BeginEpoch with that key whose head swap landed,
+// it does nothing. Any other current epoch (begun at open, by a
+// snapshot, by a BeginEpoch whose swap's outcome is unknown, or for
+// another key, which may have come before this reason to ask) is
+// followed by a new one; so is every ask with an empty key. It begins
+// at most one per call. A writer taken over or fenced meanwhile fails
+// with ErrFenced, as its flush would.
+func (v *Volume) BeginEpoch(ctx context.Context, atLeast uint64, key string) (uint64, error) {
 	if err := v.checkIO(0, 0, true); err != nil {
 		return 0, err
 	}
@@ -782,12 +785,12 @@ func (v *Volume) BeginEpoch(ctx context.Context, atLeast uint64) (uint64, error)
 	}
 	defer v.flushMu.Unlock()
 	v.mu.Lock()
-	epoch, begun, ferr := v.mu.head.Epoch, v.mu.begun, v.mu.err
+	epoch, begun, begunKey, ferr := v.mu.head.Epoch, v.mu.begun, v.mu.begunKey, v.mu.err
 	v.mu.Unlock()
 	if ferr != nil {
 		return 0, ferr
 	}
-	if epoch >= atLeast && begun == epoch {
+	if epoch >= atLeast && begun == epoch && key != "" && key == begunKey {
 		return epoch, nil
 	}
 	v.gate.Lock()
@@ -832,7 +835,7 @@ func (v *Volume) BeginEpoch(ctx context.Context, atLeast uint64) (uint64, error)
 	}
 	v.mu.Lock()
 	if v.mu.head.Epoch == epoch {
-		v.mu.begun = epoch
+		v.mu.begun, v.mu.begunKey = epoch, key
 	}
 	v.mu.Unlock()
 	return epoch, nil
