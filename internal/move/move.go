@@ -288,6 +288,13 @@ func finishSteps(ctx context.Context, m *manage.Manager, r *pools.Router, rec *c
 		return res, err
 	}
 	report(Progress{Step: StepReopen})
+	// The cut-over and the walks are for this version of the record:
+	// the switch is refused if it changed since (a cancel, and maybe a
+	// move again, whose writes since are in no walk of this run).
+	_, cutVer, err := r.Record(ctx, rec.ID)
+	if err != nil {
+		return res, err
+	}
 	if rec.Kind == catalog.KindVolume {
 		if err := cutOver(ctx, m, rec.ID, opts); err != nil {
 			return res, err
@@ -323,10 +330,13 @@ func finishSteps(ctx context.Context, m *manage.Manager, r *pools.Router, rec *c
 	if err != nil {
 		return res, err
 	}
-	if p.Pool != res.To || p.From == "" {
+	if p.Pool != res.To || p.From == "" || ver != cutVer {
 		return res, fmt.Errorf("%w: the placement of %s changed meanwhile (now %+v); run the move again", ErrMoving, res.Name, p)
 	}
 	if _, err := r.SwapRecord(ctx, rec.ID, pools.Record{Pool: res.To}, ver); err != nil {
+		if errors.Is(err, objstore.ErrConflict) {
+			return res, fmt.Errorf("%w: the placement of %s changed meanwhile; run the move again: %w", ErrMoving, res.Name, err)
+		}
 		return res, err
 	}
 	report(Progress{Step: StepDone, Copied: res.Copied, Bytes: res.Bytes})
