@@ -741,6 +741,10 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 	return true, nil
 }
 
+// ErrEpochBehind: asked for an epoch more than one past the one its
+// writer is in, BeginEpoch began one but not the one asked for.
+var ErrEpochBehind = errors.New("daemon: the writer's epoch is behind the one asked for: the asker reads the head and asks again")
+
 // BeginEpoch is what the admin API runs when a mover asks for a new
 // epoch of volume id at its cut-over (docs/pools.md, "Moving a volume"):
 // if this node writes it, the writer flushes and swaps in a head of a
@@ -748,7 +752,8 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 // BeginEpoch returns that epoch. Writes wait only for that flush and
 // swap. A node that does not hold the lease (or holds one that ran out:
 // it may be taken over) answers lease.ErrNotHolder, and the mover falls
-// back to taking the lease.
+// back to taking the lease. It begins at most one epoch per ask, and
+// fails with ErrEpochBehind if that is below atLeast.
 func (d *Daemon) BeginEpoch(ctx context.Context, id blockmap.ID, atLeast uint64, key string) (uint64, error) {
 	d.mu.Lock()
 	h := d.open[id]
@@ -770,6 +775,11 @@ func (d *Daemon) BeginEpoch(ctx context.Context, id blockmap.ID, atLeast uint64,
 		return 0, err
 	}
 	d.log.Info("began a new epoch", "volume", h.name, "epoch", e, "took", time.Since(t))
+	if e < atLeast {
+		// It begins one epoch per ask: an asker that read a head more
+		// than one ahead of this writer's epoch saw another writer's.
+		return 0, fmt.Errorf("%w: volume %s: began epoch %d, below the %d asked for (another writer's head?)", ErrEpochBehind, h.name, e, atLeast)
+	}
 	return e, nil
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -72,5 +73,44 @@ func TestBeginEpochAsk(t *testing.T) {
 	}
 	if got := readBack(t, ea, 0, 6); string(got) != "before" {
 		t.Errorf("reads %q", got)
+	}
+}
+
+// TestBeginEpochAskBeyond: an ask for an epoch more than one past the
+// writer's (a huge at_least, or an asker that read a head this writer
+// is behind) begins at most one and is not answered as done: the
+// answer's contract (lease.EpochPath) is an epoch at least the one asked
+// for.
+func TestBeginEpochAskBeyond(t *testing.T) {
+	ctx := context.Background()
+	s := objstore.NewMem()
+	a := newNode(t, s, "a", time.Hour)
+	r, err := a.d.mgr.CreateVolume(ctx, "v", 1<<20, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea := a.open(t, "v")
+	if err := ea.WriteAt(ctx, []byte("before"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := a.d.mgr.Leases.Read(ctx, r.ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := volume.ReadHead(ctx, s, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := lease.HTTPEpochAskToken(time.Second, adminToken)
+	for _, at := range []uint64{h.Epoch + 5, math.MaxUint64} {
+		if err := ask(ctx, rec, r.ID.String(), at, "k"); err == nil {
+			t.Errorf("an ask for epoch %d of a writer in %d was answered as done", at, h.Epoch)
+		}
+	}
+	if err := ea.WriteAt(ctx, []byte("after"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := ea.Flush(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
