@@ -19,6 +19,10 @@ import (
 	"github.com/archipelago-go/archip/internal/lease"
 )
 
+// maxEpochKey bounds the key of an epoch ask, which the writer keeps
+// (a move's is a record version, in decimal).
+const maxEpochKey = 64
+
 // AdminHandler serves the daemon's admin API, on the address other nodes
 // find in this node's leases:
 //
@@ -96,9 +100,14 @@ func (d *Daemon) AdminHandler() http.Handler {
 			http.Error(w, fmt.Sprintf("at_least: %v", err), http.StatusBadRequest)
 			return
 		}
+		key := r.URL.Query().Get("key")
+		if len(key) > maxEpochKey {
+			http.Error(w, fmt.Sprintf("key: longer than %d bytes", maxEpochKey), http.StatusBadRequest)
+			return
+		}
 		// NB: as a handoff, the flush goes on if the asker gives up: the
 		// epoch it begins is no less good for a later ask.
-		e, err := d.BeginEpoch(context.WithoutCancel(r.Context()), id, atLeast, r.URL.Query().Get("key"))
+		e, err := d.BeginEpoch(context.WithoutCancel(r.Context()), id, atLeast, key)
 		if errors.Is(err, lease.ErrNotHolder) {
 			http.Error(w, err.Error(), http.StatusConflict)
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,6 +107,9 @@ func TestBeginEpochAskBeyond(t *testing.T) {
 		if err := ask(ctx, rec, r.ID.String(), at, "k"); err == nil {
 			t.Errorf("an ask for epoch %d of a writer in %d was answered as done", at, h.Epoch)
 		}
+	}
+	if err := ask(ctx, rec, r.ID.String(), 0, strings.Repeat("k", 10000)); err == nil {
+		t.Error("an ask with a key of 10000 bytes (kept in memory) was taken")
 	}
 	if err := ea.WriteAt(ctx, []byte("after"), 0, false); err != nil {
 		t.Fatal(err)
