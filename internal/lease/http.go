@@ -59,12 +59,13 @@ func HTTPAskToken(timeout time.Duration, token string) func(ctx context.Context,
 
 // EpochPath is where a node's admin API takes requests to begin a new
 // epoch of a volume it writes, for a move's cut-over (docs/pools.md):
-// POST EpochPath?volume=ID&at_least=E&key=K. The node answers 200 with
-// {"epoch":N} (N ≥ E) once it has stored a head in epoch N, keeping
-// its lease (a new epoch unless it began N for an earlier ask with the
-// same key: volume.Volume.BeginEpoch); 409 if it does not hold the lease; an error status with a
-// message otherwise. The answer proves nothing by itself: the asker
-// reads the head.
+// POST EpochPath?volume=ID&at_least=E&key=K (K: at most 64 bytes). The
+// node answers 200 with {"epoch":N} (N ≥ E) once it has stored a head
+// in epoch N, keeping its lease (a new epoch unless it began N for an
+// earlier ask with the same key: volume.Volume.BeginEpoch); 409 if it
+// does not hold the lease; an error status with a message otherwise
+// (also when E is more than one past its epoch: it begins one per ask).
+// The answer proves nothing by itself: the asker reads the head.
 const EpochPath = "/v1/epoch"
 
 // ErrNotHolder: the node asked to begin an epoch does not hold the
