@@ -108,7 +108,7 @@ func (g *globals) moveProgress(name string, bs int64) func(move.Progress) {
 	return func(p move.Progress) {
 		switch p.Step {
 		case move.StepReopen:
-			fmt.Fprintf(g.stderr, "%s: placement switched to the target; reopening its writer in a new epoch\n", name)
+			fmt.Fprintf(g.stderr, "%s: placement switched to the target; its writer begins a new epoch (asked, or by a reopen)\n", name)
 		case move.StepCopy:
 			if p.Walk != walk {
 				done()

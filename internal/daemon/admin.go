@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"net"
@@ -18,10 +19,16 @@ import (
 	"github.com/archipelago-go/archip/internal/lease"
 )
 
+// maxEpochKey bounds the key of an epoch ask, which the writer keeps
+// (a move's is a record version, in decimal).
+const maxEpochKey = 64
+
 // AdminHandler serves the daemon's admin API, on the address other nodes
 // find in this node's leases:
 //
 //	POST lease.HandoffPath?volume=ID  flush volume ID and release its lease
+//	POST lease.EpochPath?volume=ID&at_least=E&key=K
+//	                                  begin a new epoch of volume ID, keeping its lease (BeginEpoch)
 //	GET  /v1/volumes                  the open volumes and their roles (JSON)
 //	GET  /healthz                     "ok"
 //	GET  /metrics                     the daemon's metrics (UseMetrics), for Prometheus
@@ -81,6 +88,35 @@ func (d *Daemon) AdminHandler() http.Handler {
 			return
 		}
 		writeJSON(w, map[string]any{"volume": id, "released": released})
+	})
+	mux.HandleFunc("POST "+lease.EpochPath, func(w http.ResponseWriter, r *http.Request) {
+		id, err := blockmap.ParseID(r.URL.Query().Get("volume"))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("volume: %v", err), http.StatusBadRequest)
+			return
+		}
+		atLeast, err := strconv.ParseUint(r.URL.Query().Get("at_least"), 10, 64)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("at_least: %v", err), http.StatusBadRequest)
+			return
+		}
+		key := r.URL.Query().Get("key")
+		if len(key) > maxEpochKey {
+			http.Error(w, fmt.Sprintf("key: longer than %d bytes", maxEpochKey), http.StatusBadRequest)
+			return
+		}
+		// NB: as a handoff, the flush goes on if the asker gives up: the
+		// epoch it begins is no less good for a later ask.
+		e, err := d.BeginEpoch(context.WithoutCancel(r.Context()), id, atLeast, key)
+		if errors.Is(err, lease.ErrNotHolder) {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, map[string]any{"volume": id, "epoch": e})
 	})
 	mux.HandleFunc("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) {
 		st := d.Status()

@@ -43,7 +43,9 @@
 // to a follower if another node took the volume over meanwhile. A handle
 // that loses its lease while it holds unflushed writes is fenced: every
 // request fails until its clients reconnect, because those writes are
-// gone and the client must not go on as if they were not.
+// gone and the client must not go on as if they were not. A mover's ask
+// for a new epoch (BeginEpoch, at a move's cut-over) is answered by the
+// writer without giving up the lease: writes wait for one flush.
 package daemon
 
 import (
@@ -737,6 +739,48 @@ func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
 		d.retire(h) // one kept after its final flush failed
 	}()
 	return true, nil
+}
+
+// ErrEpochBehind: asked for an epoch more than one past the one its
+// writer is in, BeginEpoch began one but not the one asked for.
+var ErrEpochBehind = errors.New("daemon: the writer's epoch is behind the one asked for: the asker reads the head and asks again")
+
+// BeginEpoch is what the admin API runs when a mover asks for a new
+// epoch of volume id at its cut-over (docs/pools.md, "Moving a volume"):
+// if this node writes it, the writer flushes and swaps in a head of a
+// new epoch (volume.Volume.BeginEpoch), keeping the lease, and
+// BeginEpoch returns that epoch. Writes wait only for that flush and
+// swap. A node that does not hold the lease (or holds one that ran out:
+// it may be taken over) answers lease.ErrNotHolder, and the mover falls
+// back to taking the lease. It begins at most one epoch per ask, and
+// fails with ErrEpochBehind if that is below atLeast.
+func (d *Daemon) BeginEpoch(ctx context.Context, id blockmap.ID, atLeast uint64, key string) (uint64, error) {
+	d.mu.Lock()
+	h := d.open[id]
+	if h != nil && h.state == opening {
+		h = nil
+	}
+	d.mu.Unlock()
+	if h == nil {
+		return 0, lease.ErrNotHolder
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.lease == nil || h.fenced != nil || h.lease.Valid() != nil {
+		return 0, lease.ErrNotHolder
+	}
+	t := time.Now()
+	e, err := h.v.BeginEpoch(ctx, atLeast, key)
+	if err != nil {
+		return 0, err
+	}
+	d.log.Info("began a new epoch", "volume", h.name, "epoch", e, "took", time.Since(t))
+	if e < atLeast {
+		// It begins one epoch per ask: an asker that read a head more
+		// than one ahead of this writer's epoch saw another writer's.
+		return 0, fmt.Errorf("%w: volume %s: began epoch %d, below the %d asked for (another writer's head?)", ErrEpochBehind, h.name, e, atLeast)
+	}
+	return e, nil
 }
 
 // VolumeStatus describes an open volume, for the admin API.

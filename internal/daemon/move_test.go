@@ -24,9 +24,18 @@ import (
 // target only (checked without the write log, where the first write to
 // a block in a new epoch makes a block at once: with it, writes go to
 // the log, in the metadata, until a checkpoint).
+//
+// With epoch, the mover asks the daemon for a new epoch at the cut-over
+// (lease.EpochPath) and must neither take the lease nor fall back to the
+// reopen; without, it cannot ask (nil manage.Manager.AskEpoch) and
+// reopens the volume.
 func TestMoveWhileWriting(t *testing.T) {
-	t.Run("log", func(t *testing.T) { testMoveWhileWriting(t, false) })
-	t.Run("no-log", func(t *testing.T) { testMoveWhileWriting(t, true) })
+	for _, epoch := range []bool{true, false} {
+		t.Run(fmt.Sprint("epoch=", epoch), func(t *testing.T) {
+			t.Run("log", func(t *testing.T) { testMoveWhileWriting(t, false, epoch) })
+			t.Run("no-log", func(t *testing.T) { testMoveWhileWriting(t, true, epoch) })
+		})
+	}
 }
 
 // staleMem is a memory store whose Stat is not trusted fresh: writers
@@ -35,7 +44,7 @@ type staleMem struct{ *objstore.Mem }
 
 func (staleMem) FreshStat() bool { return false }
 
-func testMoveWhileWriting(t *testing.T, whole bool) {
+func testMoveWhileWriting(t *testing.T, whole, epoch bool) {
 	ctx := context.Background()
 	var meta, pa, pb objstore.Store = objstore.NewMem(), objstore.NewMem(), objstore.NewMem()
 	if whole {
@@ -52,11 +61,21 @@ func testMoveWhileWriting(t *testing.T, whole bool) {
 	}
 	n1, n2 := newNode(t, router(), "n1", time.Hour), newNode(t, router(), "n2", time.Hour)
 	mover := manage.New(router())
-	leases, err := lease.NewManager(mover.Store, lease.Config{Node: "mover", TTL: time.Hour, MaxDrift: time.Minute, Ask: lease.HTTPAskToken(time.Second, adminToken)})
+	var handoffs atomic.Int64
+	handoff := lease.HTTPAskToken(time.Second, adminToken)
+	leases, err := lease.NewManager(mover.Store, lease.Config{Node: "mover", TTL: time.Hour, MaxDrift: time.Minute,
+		Ask: func(ctx context.Context, rec lease.Record, volume string) error {
+			handoffs.Add(1)
+			return handoff(ctx, rec, volume)
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mover.Leases = leases
+	mover.AskEpoch = nil
+	if epoch {
+		mover.AskEpoch = lease.HTTPEpochAskToken(time.Second, adminToken)
+	}
 	const size = 2 << 20
 	if _, err := n1.d.mgr.CreateVolume(ctx, "v", size, 16); err != nil {
 		t.Fatal(err)
@@ -102,7 +121,12 @@ func testMoveWhileWriting(t *testing.T, whole bool) {
 			}
 		}()
 		before := writes.Load()
+		handoffs.Store(0)
+		fellBack := false
 		res, err := move.Move(ctx, mover, "v", to, move.Options{Hook: func(step string) error {
+			if step == move.StepFallback {
+				fellBack = true
+			}
 			if step == move.StepCopy || step == move.StepSwitch {
 				// Let the writer write between the steps.
 				for w := writes.Load(); writes.Load() < w+20 && !t.Failed(); {
@@ -115,6 +139,12 @@ func testMoveWhileWriting(t *testing.T, whole bool) {
 		<-done
 		if err != nil {
 			t.Fatal(err)
+		}
+		if epoch && (fellBack || handoffs.Load() != 0) {
+			t.Errorf("move to %s: fell back to the reopen %v, %d handoffs", to, fellBack, handoffs.Load())
+		}
+		if !epoch && !fellBack {
+			t.Errorf("move to %s: no reopen without an epoch ask", to)
 		}
 		if writes.Load() < before+40 {
 			t.Fatalf("only %d writes during the move", writes.Load()-before)

@@ -169,6 +169,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return &ConfigError{err}
 	}
+	m.AskEpoch = lease.HTTPEpochAskToken(c.LeaseTTL/2, c.AdminToken)
 	d := New(m, nil)
 	d.SetLogger(log)
 	d.RequireToken(c.AdminToken)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -53,5 +54,57 @@ func HTTPAskToken(timeout time.Duration, token string) func(ctx context.Context,
 			return fmt.Errorf("handoff refused: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 		}
 		return nil
+	}
+}
+
+// EpochPath is where a node's admin API takes requests to begin a new
+// epoch of a volume it writes, for a move's cut-over (docs/pools.md):
+// POST EpochPath?volume=ID&at_least=E&key=K (K: at most 64 bytes). The
+// node answers 200 with {"epoch":N} (N ≥ E) once it has stored a head
+// in epoch N, keeping its lease (a new epoch unless it began N for an
+// earlier ask with the same key: volume.Volume.BeginEpoch); 409 if it
+// does not hold the lease; an error status with a message otherwise
+// (also when E is more than one past its epoch: it begins one per ask).
+// The answer proves nothing by itself: the asker reads the head.
+const EpochPath = "/v1/epoch"
+
+// ErrNotHolder: the node asked to begin an epoch does not hold the
+// volume's lease.
+var ErrNotHolder = errors.New("lease: the node asked does not hold the volume's lease")
+
+// EpochAsk asks the holder of a lease (rec) to make volume's epoch at
+// least atLeast, keeping the lease (EpochPath); key names the asker's
+// reason to ask (a move's placement record version).
+type EpochAsk func(ctx context.Context, rec Record, volume string, atLeast uint64, key string) error
+
+// HTTPEpochAskToken returns an EpochAsk that posts to the holder's
+// admin address with token ("" sends none), giving up after timeout.
+func HTTPEpochAskToken(timeout time.Duration, token string) EpochAsk {
+	client := &http.Client{Timeout: timeout}
+	return func(ctx context.Context, rec Record, volume string, atLeast uint64, key string) error {
+		q := url.Values{"volume": {volume}, "at_least": {strconv.FormatUint(atLeast, 10)}, "key": {key}}
+		u := url.URL{Scheme: "http", Host: rec.Addr, Path: EpochPath, RawQuery: q.Encode()}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+		if err != nil {
+			return err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		switch resp.StatusCode {
+		case http.StatusOK:
+			return nil
+		case http.StatusUnauthorized:
+			return fmt.Errorf("%w: the holder's admin API refused this node's token (%s): give the daemons' admin token", ErrUnauthorized, strings.TrimSpace(string(body)))
+		case http.StatusConflict:
+			return fmt.Errorf("%w: %s", ErrNotHolder, strings.TrimSpace(string(body)))
+		}
+		return fmt.Errorf("lease: beginning a new epoch refused: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 }

@@ -68,6 +68,10 @@
 // so (Lease.TookOver), so that the volume is reopened in a new epoch and a
 // late in-place write of the old holder cannot reach the new map.
 //
+// The same address takes a mover's ask for a new epoch of a volume, which
+// the holder begins keeping its lease (EpochPath, HTTPEpochAskToken; a
+// move's cut-over, docs/pools.md).
+//
 // # Fencing
 //
 // On a store that can fence a client (objstore.Fencer: RADOS blocklists

@@ -46,6 +46,10 @@ type Manager struct {
 	Catalog *catalog.Catalog
 	Now     func() time.Time
 	Leases  *lease.Manager // who this process is when it writes a volume
+	// AskEpoch asks the daemon that holds a volume's lease to begin a
+	// new epoch of it, keeping the lease (a move's cut-over; nil: never
+	// ask, take the lease).
+	AskEpoch lease.EpochAsk
 }
 
 // held runs fn, which copies references to existing objects (snapshot,
@@ -88,7 +92,7 @@ func NewWithAdminToken(s objstore.Store, token string) *Manager {
 	if err != nil {
 		panic(err) // the defaults are valid
 	}
-	m := &Manager{Store: s, Catalog: catalog.New(s), Now: time.Now, Leases: leases}
+	m := &Manager{Store: s, Catalog: catalog.New(s), Now: time.Now, Leases: leases, AskEpoch: lease.HTTPEpochAskToken(5*time.Second, token)}
 	m.Catalog.Hold = m.holdRename
 	return m
 }

@@ -8,14 +8,20 @@
 //     to T, and every collection that marks from then on keeps the
 //     volume's blocks in both pools. The hold waits for a running
 //     collection, which may have marked before the swap, to end.
-//  2. Reopen: take the volume's lease (asking the daemon that writes it
-//     to hand it over, as a handoff does), open it in a new epoch (and
-//     seal the blocks of an epoch that ended with a takeover, whose
-//     writer may still land a late write in them), then release it; the
-//     daemon takes it back at its next write, in that epoch. Its private
-//     blocks of earlier epochs are then sealed: no
-//     writer changes them in place any more, and its new ones go to T (a
-//     process rereads a placement for a volume's new epoch).
+//  2. New epoch: make the volume's writer go on in an epoch begun after
+//     the swap, so that its private blocks of earlier epochs are sealed
+//     (no writer changes them in place any more) and its new ones go to
+//     T (a process rereads a placement for a volume's new epoch). The
+//     mover asks the daemon holding the lease to begin one, keeping the
+//     lease (manage.Manager.AskEpoch; the daemon's writer flushes and
+//     swaps in a head of the next epoch), then verifies it in the head.
+//     When that does not do (no daemon to ask, no answer in time, an
+//     epoch that ended with a takeover, not verified), it reopens: it
+//     takes the lease (asking the daemon to hand it over, as a handoff
+//     does), opens the volume in a new epoch (and seals the blocks of an
+//     epoch that ended with a takeover, whose writer may still land a
+//     late write in them), then releases it; the daemon takes it back
+//     at its next write, in that epoch.
 //  3. Copy: walk the volume's map and its snapshots' maps and copy every
 //     block they reference that T does not hold (create-if-absent: a
 //     content block shared by many volumes is copied once, and a rerun
@@ -34,6 +40,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,15 +75,17 @@ var (
 
 // Step names, passed to Options.Hook and Progress.
 const (
-	StepStart   = "start"  // before the placement swap
-	StepReopen  = "reopen" // the record is swapped, before the reopen
-	StepCopy    = "copy"   // before each walk
-	StepCopied  = "copied" // after each block copied
-	StepSwitch  = "switch" // every block is in the target, before the switch
-	StepDone    = "done"   // after the switch
-	maxWalks    = 8        // walks before ErrUnsettled
-	copyWorkers = 8        // blocks copied at once
-	holdRetries = 5        // start holds lost before giving up
+	StepStart    = "start"    // before the placement swap
+	StepReopen   = "reopen"   // the record is swapped, before the cut-over (an epoch asked for, or a reopen)
+	StepAsked    = "asked"    // the holder answered the ask for a new epoch, before the head is read to verify it
+	StepFallback = "fallback" // the ask did not do (no holder, no answer in time, a takeover to seal, not verified), before the reopen
+	StepCopy     = "copy"     // before each walk
+	StepCopied   = "copied"   // after each block copied
+	StepSwitch   = "switch"   // every block is in the target, before the switch
+	StepDone     = "done"     // after the switch
+	maxWalks     = 8          // walks before ErrUnsettled
+	copyWorkers  = 8          // blocks copied at once
+	holdRetries  = 5          // start holds lost before giving up
 )
 
 // Options tune a move.
@@ -92,7 +101,15 @@ type Options struct {
 	// Sleep waits for the rate limit (default: a timer); several copies
 	// may call it at once.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// EpochWait bounds the wait for the lease holder's answer to the ask
+	// for a new epoch at the cut-over (default DefaultEpochWait); past
+	// it the move takes the lease instead.
+	EpochWait time.Duration
 }
+
+// DefaultEpochWait is Options.EpochWait's default: a holder flushes and
+// swaps a head in that time unless it stalled.
+const DefaultEpochWait = 2 * time.Second
 
 // Progress is where a move is.
 type Progress struct {
@@ -271,8 +288,15 @@ func finishSteps(ctx context.Context, m *manage.Manager, r *pools.Router, rec *c
 		return res, err
 	}
 	report(Progress{Step: StepReopen})
+	// The cut-over and the walks are for this version of the record:
+	// the switch is refused if it changed since (a cancel, and maybe a
+	// move again, whose writes since are in no walk of this run).
+	_, cutVer, err := r.Record(ctx, rec.ID)
+	if err != nil {
+		return res, err
+	}
 	if rec.Kind == catalog.KindVolume {
-		if err := reopen(ctx, m, rec.ID); err != nil {
+		if err := cutOver(ctx, m, rec.ID, opts); err != nil {
 			return res, err
 		}
 	}
@@ -306,14 +330,104 @@ func finishSteps(ctx context.Context, m *manage.Manager, r *pools.Router, rec *c
 	if err != nil {
 		return res, err
 	}
-	if p.Pool != res.To || p.From == "" {
+	if p.Pool != res.To || p.From == "" || ver != cutVer {
 		return res, fmt.Errorf("%w: the placement of %s changed meanwhile (now %+v); run the move again", ErrMoving, res.Name, p)
 	}
 	if _, err := r.SwapRecord(ctx, rec.ID, pools.Record{Pool: res.To}, ver); err != nil {
+		if errors.Is(err, objstore.ErrConflict) {
+			return res, fmt.Errorf("%w: the placement of %s changed meanwhile; run the move again: %w", ErrMoving, res.Name, err)
+		}
 		return res, err
 	}
 	report(Progress{Step: StepDone, Copied: res.Copied, Bytes: res.Bytes})
 	return res, hook(opts, StepDone)
+}
+
+// cutOver makes the writer of volume id, if any, go on in an epoch begun
+// after the placement record was swapped (the caller did so, or an
+// earlier run): it asks the daemon holding the lease to begin one
+// (askEpoch), and when that does not do, it reopens the volume itself.
+func cutOver(ctx context.Context, m *manage.Manager, id blockmap.ID, opts Options) error {
+	ok, err := askEpoch(ctx, m, id, opts)
+	if err != nil || ok {
+		return err
+	}
+	if err := hook(opts, StepFallback); err != nil {
+		return err
+	}
+	return reopen(ctx, m, id)
+}
+
+// askEpoch asks the daemon holding volume id's lease to begin a new
+// epoch, keeping the lease, and verifies that it did: the answer alone
+// proves nothing (the holder may have stalled, been fenced or lost the
+// lease since). It reports whether the stored head shows an epoch later
+// than the one read before the ask, begun with no takeover since (no
+// unsealed epoch, the lease's term not earlier): then every block the
+// writer creates from now on is of an epoch begun after the record swap,
+// which every process places by the record read again (package pools),
+// and no block of an earlier epoch changes in place any more
+// (docs/pools.md, "Moving a volume"). It reports false, for the caller
+// to reopen the volume, when there is no holder that can be asked, an
+// epoch is unsealed (the seal needs the volume held), or the holder
+// does not answer within Options.EpochWait.
+func askEpoch(ctx context.Context, m *manage.Manager, id blockmap.ID, opts Options) (bool, error) {
+	if m.AskEpoch == nil {
+		return false, nil
+	}
+	lr, _, err := m.Leases.Read(ctx, id.String())
+	if err != nil {
+		return false, err
+	}
+	if lr.Owner == "" || lr.Addr == "" || m.Leases.Free(lr) {
+		return false, nil
+	}
+	// The record's version names this swap of it: an ask with it begins
+	// an epoch after the swap, or finds one begun for an earlier ask
+	// with it (a rerun's), never one begun before (BeginEpoch's key).
+	r, ok := pools.Of(m.Store)
+	if !ok {
+		return false, nil
+	}
+	_, pver, err := r.Record(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	h, _, err := volume.ReadHead(ctx, m.Store, id)
+	if err != nil {
+		return false, err
+	}
+	if h.Unsealed != 0 {
+		return false, nil
+	}
+	wait := opts.EpochWait
+	if wait <= 0 {
+		wait = DefaultEpochWait
+	}
+	actx, cancel := context.WithTimeout(ctx, wait)
+	err = m.AskEpoch(actx, lr, id.String(), h.Epoch+1, strconv.FormatUint(uint64(pver), 10))
+	cancel()
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		return false, nil
+	}
+	if err := hook(opts, StepAsked); err != nil {
+		return false, err
+	}
+	nh, _, err := volume.ReadHead(ctx, m.Store, id)
+	if err != nil {
+		return false, err
+	}
+	if nh.Epoch <= h.Epoch || nh.Unsealed != 0 {
+		return false, nil
+	}
+	nl, _, err := m.Leases.Read(ctx, id.String())
+	if err != nil {
+		return false, err
+	}
+	return nl.Term >= lr.Term, nil
 }
 
 // reopen opens volume id for writing in a new epoch and closes it: the

@@ -752,3 +752,91 @@ func (v *Volume) seal(ctx context.Context) error {
 	v.mu.head.Unsealed, v.mu.headDirty = 0, true
 	return nil
 }
+
+// beginEpochSwap runs in BeginEpoch with the new epoch in effect, before
+// its head swap (tests stall it there).
+var beginEpochSwap = func() {}
+
+// BeginEpoch makes the writer go on in a new epoch, for a move's
+// cut-over (package move, docs/pools.md "Moving a volume"): it flushes
+// and swaps in a head whose epoch is one more, under the writer's own
+// locks, so that no private block of an earlier epoch is changed in
+// place any more and every block it creates from then on is of an epoch
+// begun after the call (a store of several pools reads the volume's
+// placement again for it). No write log is checkpointed and no map is
+// read. It returns the epoch the writer is in.
+//
+// It is idempotent for an ask of "at least atLeast" with the same key
+// (the asker's reason to ask: for a move, the version of the placement
+// record it swapped): if the current epoch is at least atLeast and was
+// begun by an earlier BeginEpoch with that key whose head swap landed,
+// it does nothing. Any other current epoch (begun at open, by a
+// snapshot, by a BeginEpoch whose swap's outcome is unknown, or for
+// another key, which may have come before this reason to ask) is
+// followed by a new one; so is every ask with an empty key. It begins
+// at most one per call. A writer taken over or fenced meanwhile fails
+// with ErrFenced, as its flush would.
+func (v *Volume) BeginEpoch(ctx context.Context, atLeast uint64, key string) (uint64, error) {
+	if err := v.checkIO(0, 0, true); err != nil {
+		return 0, err
+	}
+	if err := v.lockFlush(); err != nil {
+		return 0, err
+	}
+	defer v.flushMu.Unlock()
+	v.mu.Lock()
+	epoch, begun, begunKey, ferr := v.mu.head.Epoch, v.mu.begun, v.mu.begunKey, v.mu.err
+	v.mu.Unlock()
+	if ferr != nil {
+		return 0, ferr
+	}
+	if epoch >= atLeast && begun == epoch && key != "" && key == begunKey {
+		return epoch, nil
+	}
+	v.gate.Lock()
+	// A late write of unknown outcome could still change a tainted
+	// object of the ending epoch in place after it is copied elsewhere.
+	if err := v.retireLocked(ctx); err != nil {
+		v.gate.Unlock()
+		return 0, err
+	}
+	v.mu.Lock()
+	// NB: decided before the head is dirty: a flush that swaps the head
+	// checkpoints the log with it (flushCut), which would read the log
+	// and write a block per block it touched, the pause this avoids. A
+	// head of a new epoch naming the same logs is what a reopen after a
+	// handover stores too (OpenOptions.Handover).
+	ckpt := v.needCheckpointLocked()
+	v.mu.head.Epoch++
+	epoch = v.mu.head.Epoch
+	v.mu.headDirty = true
+	v.mu.begun = 0
+	v.mu.Unlock()
+	if ckpt {
+		if err := v.checkpointLog(ctx); err != nil {
+			v.gate.Unlock()
+			return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, v.storeFenced(err))
+		}
+	}
+	c := v.takeCut()
+	v.mu.Lock()
+	commit := v.commitAtLocked()
+	v.mu.Unlock()
+	v.gate.Unlock()
+	beginEpochSwap()
+	if err := v.writeCommit(ctx, commit); err != nil {
+		v.restore(c, nil)
+		return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, v.storeFenced(err))
+	}
+	if err := v.persist(ctx, c); err != nil {
+		// The epoch stays begun in memory (its blocks may be written
+		// already); the next flush stores it.
+		return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, err)
+	}
+	v.mu.Lock()
+	if v.mu.head.Epoch == epoch {
+		v.mu.begun, v.mu.begunKey = epoch, key
+	}
+	v.mu.Unlock()
+	return epoch, nil
+}

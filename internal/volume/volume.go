@@ -175,6 +175,12 @@ type Volume struct {
 		head      blockmap.Head // as last persisted, except Size, Epoch and Unsealed, which lead
 		headVer   objstore.Version
 		headDirty bool
+		// begun, begunKey: the epoch that the last BeginEpoch began and
+		// stored with a head swap that certainly landed (0: none), and
+		// its key; an ask with that key for no more than it is answered
+		// without a new epoch.
+		begun    uint64
+		begunKey string
 		// fence: a write since the last flush changed, in place, an
 		// object that was durable when the write returned (a store
 		// without Syncer): the next flush only checks that no other

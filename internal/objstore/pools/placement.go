@@ -162,8 +162,13 @@ func (r *Router) placement(ctx context.Context, id blockmap.ID, epoch uint64) (s
 	if len(r.st.place) >= maxCached {
 		clear(r.st.place)
 	}
-	c = r.st.place[id]
-	r.st.place[id] = placement{rec.Pool, max(c.epoch, epoch)}
+	c, ok = r.st.place[id]
+	if ok && c.epoch > epoch {
+		// A read for a later epoch cached meanwhile: it may have begun
+		// after a move's record swap, and this one before it.
+		return rec.Pool, nil
+	}
+	r.st.place[id] = placement{rec.Pool, epoch}
 	return rec.Pool, nil
 }
 
