@@ -44,6 +44,7 @@ var (
 	_ Fencer       = (*Observed)(nil)
 	_ NameLister   = (*Observed)(nil)
 	_ FreshStater  = (*Observed)(nil)
+	_ LazyCreator  = (*Observed)(nil)
 )
 
 // Observe wraps s; probe is called once per operation of ObservedOps,
@@ -235,6 +236,20 @@ func (o *Observed) OpenHandle(ctx context.Context, name string, create, writable
 	}
 	t := time.Now()
 	hd, err := h.OpenHandle(ctx, name, create, writable)
+	o.done(OpOpen, 0, t, err)
+	if err != nil {
+		return nil, err
+	}
+	return &observedHandle{o: o, h: hd}, nil
+}
+
+func (o *Observed) OpenHandleLazy(ctx context.Context, name string) (Handle, error) {
+	l, ok := AsLazyCreator(o.s)
+	if !ok {
+		return nil, ErrUnsupport
+	}
+	t := time.Now()
+	hd, err := l.OpenHandleLazy(ctx, name)
 	o.done(OpOpen, 0, t, err)
 	if err != nil {
 		return nil, err
