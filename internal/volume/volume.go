@@ -856,7 +856,7 @@ func (v *Volume) writeAt(ctx context.Context, name string, p []byte, off int64) 
 // every flush does before it stores a map that names the block or
 // reports anything durable (syncObjects: every object written in place
 // since the last flush is in dirtyObjs). See docs/format.md, "Private
-// blocks created lazily".
+// blocks created without syncs".
 func (v *Volume) writeData(ctx context.Context, name string, p []byte, off int64) error {
 	return v.writeIn(ctx, name, p, off, true)
 }
