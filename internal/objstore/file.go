@@ -271,8 +271,9 @@ type File struct {
 	// lazy: the objects created by OpenHandleLazy whose creation no
 	// Sync has made durable yet (see Durability), by name.
 	lazy   map[string]lazyCreate
-	lazyN  uint64       // numbers the entries of lazy
-	fsyncs atomic.Int64 // fsyncs of files and directories (Fsyncs)
+	lazyN  uint64         // numbers the entries of lazy
+	making map[string]int // lazy creates in flight (linked, maybe not noted yet), by name
+	fsyncs atomic.Int64   // fsyncs of files and directories (Fsyncs)
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -333,7 +334,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}, lazy: map[string]lazyCreate{}}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}, lazy: map[string]lazyCreate{}, making: map[string]int{}}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -663,6 +664,12 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			os.Remove(tmp)
 		}
 	}()
+	if lazy {
+		// From before its link until after its note: a Sync meanwhile
+		// (of a write to the object by name) cannot tell it is pending.
+		f.beginLazy(name)
+		defer f.endLazy(name)
+	}
 	for try := 0; ; try++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err

@@ -61,6 +61,21 @@ func (f *File) deferCreate(name, dir string) bool {
 	return true
 }
 
+// beginLazy notes a lazy create of name in flight; endLazy ends it.
+func (f *File) beginLazy(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.making[name]++
+}
+
+func (f *File) endLazy(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.making[name]--; f.making[name] <= 0 {
+		delete(f.making, name)
+	}
+}
+
 // madeDurable forgets a lazy create of name: a durable write of the name
 // (a tombstone included) has synced its directory and path since.
 func (f *File) madeDurable(name string) {
@@ -74,12 +89,25 @@ func (f *File) madeDurable(name string) {
 // at once, as an install does after its link. The caller has made the
 // file's data durable. A directory gone meanwhile (the object deleted
 // and its directory removed) is ErrNotFound.
+//
+// A create in flight (linked, perhaps, and not noted yet: a write by
+// name may have reached it) has its directories synced too, and its
+// note is left for a later Sync: this one cannot tell whether its
+// fsyncs began after the link.
 func (f *File) drainLazy(name string) error {
 	f.mu.Lock()
 	lc, ok := f.lazy[name]
+	making := f.making[name] > 0
 	f.mu.Unlock()
-	if !ok {
+	if !ok && !making {
 		return nil
+	}
+	if !ok {
+		dir, err := f.dir(name)
+		if err != nil {
+			return err
+		}
+		lc = lazyCreate{dir: dir}
 	}
 	perr := make(chan error, 1)
 	go func() { perr <- f.durableDir(lc.dir, false) }()
@@ -89,6 +117,9 @@ func (f *File) drainLazy(name string) error {
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return mapErr(err)
+	}
+	if !ok {
+		return nil // (a directory gone: the create in flight makes it again)
 	}
 	f.mu.Lock()
 	if cur, ok := f.lazy[name]; ok && cur.n == lc.n {

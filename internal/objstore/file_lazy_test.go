@@ -224,3 +224,65 @@ func TestFileCrashLazy(t *testing.T) {
 		t.Fatalf("crash images seen: %v, want absent, whole and zeros", seen)
 	}
 }
+
+// TestFileLazyCreateSyncRacesCreate: a Sync of an object whose lazy
+// create is linked but not yet noted as pending (another goroutine wrote
+// the object by name meanwhile) makes the object's link durable before it
+// returns nil: the Syncer contract covers every WriteAt that completed
+// before it. It returned nil having fsynced no directory, so a crash
+// then lost the object and the write Sync had reported durable.
+func TestFileLazyCreateSyncRacesCreate(t *testing.T) {
+	ctx := context.Background()
+	f, _ := lazyStore(t)
+	const name = "vol/0123/d/1-7"
+	var once sync.Once
+	var inHook []string
+	var hookErr error
+	var mu sync.Mutex
+	var dirs []string
+	objstore.SetFileHooks(f, objstore.FileHooks{
+		SyncDir: func(d string) {
+			mu.Lock()
+			defer mu.Unlock()
+			rel, _ := filepath.Rel(f.Root(), d)
+			dirs = append(dirs, filepath.ToSlash(rel))
+		},
+		AfterLink: func(dir string) {
+			once.Do(func() {
+				mu.Lock()
+				dirs = nil
+				mu.Unlock()
+				if err := f.WriteAt(ctx, name, []byte("data"), 0); err != nil {
+					hookErr = err
+					return
+				}
+				hookErr = f.Sync(ctx, name)
+				mu.Lock()
+				inHook = dirs
+				mu.Unlock()
+			})
+		},
+	})
+	h, err := f.OpenHandleLazy(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	if hookErr != nil {
+		t.Fatal(hookErr)
+	}
+	found := false
+	for _, d := range inHook {
+		found = found || strings.HasPrefix(d, "obj/vol/0123/d/@") && strings.HasSuffix(d, "/1-7")
+	}
+	if !found {
+		t.Fatalf("a Sync after a write to an object whose lazy create was in flight returned nil having fsynced %v, not the object's directory", inHook)
+	}
+	// The create's next Sync still makes the rest of its path durable.
+	if err := f.Sync(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if p := f.LazyPending(); len(p) != 0 {
+		t.Fatalf("pending %v after a Sync", p)
+	}
+}
