@@ -61,6 +61,15 @@ func (f *File) deferCreate(name, dir string) bool {
 	return true
 }
 
+// ForgetLazy drops the notes of names' pending creates (see LazyCreator).
+func (f *File) ForgetLazy(names []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, name := range names {
+		delete(f.lazy, name)
+	}
+}
+
 // beginLazy notes a lazy create of name in flight; endLazy ends it.
 func (f *File) beginLazy(name string) {
 	f.mu.Lock()

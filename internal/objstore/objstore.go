@@ -229,6 +229,12 @@ type LazyCreator interface {
 	// leave the object absent, or present with any part of its data
 	// (empty, short, zeros where writes were).
 	OpenHandleLazy(ctx context.Context, name string) (Handle, error)
+	// ForgetLazy drops what the store keeps of the creates of names
+	// that no Sync has made durable yet, for a caller that will not
+	// rely on them (a writer that discards its unflushed writes, whose
+	// objects are left to a garbage collection). A later Sync of such an
+	// object makes its data durable, not its creation.
+	ForgetLazy(names []string)
 }
 
 // Errors. Test for them with errors.Is; backends wrap them with context.

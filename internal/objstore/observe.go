@@ -257,6 +257,12 @@ func (o *Observed) OpenHandleLazy(ctx context.Context, name string) (Handle, err
 	return &observedHandle{o: o, h: hd}, nil
 }
 
+func (o *Observed) ForgetLazy(names []string) {
+	if l, ok := AsLazyCreator(o.s); ok {
+		l.ForgetLazy(names)
+	}
+}
+
 // observedHandle reports the I/O of a Handle as its store's.
 type observedHandle struct {
 	o *Observed

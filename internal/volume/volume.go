@@ -2342,6 +2342,17 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 	v.flushMu.Unlock()
 	if v.handles != nil {
 		v.handles.close()
+		if v.handles.lazy != nil {
+			// What no flush stored is left to a garbage collection; a
+			// long-lived process must not keep noting its creates as
+			// pending (objstore.File bounds them, then syncs each).
+			v.mu.Lock()
+			names := slices.Collect(maps.Keys(v.mu.dirtyObjs))
+			v.mu.Unlock()
+			if len(names) > 0 {
+				v.handles.lazy.ForgetLazy(names)
+			}
+		}
 	}
 	if v.onClose != nil {
 		cerr := err
