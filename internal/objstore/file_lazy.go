@@ -164,8 +164,10 @@ func (f *File) LazyPending() []string {
 // that rename not synced); absent, the link of its generation lost (the
 // directory holds its "new" base, as a crashed creator leaves it); or
 // linked with its data lost, empty or zeros to its size (its link
-// durable before its data, which no fsync orders). For crash tests: the
-// File must not be used afterwards; open the directory again.
+// durable before its data, which no fsync orders); or absent, its
+// directory left empty (the link lost, the removal of the base it was
+// linked on durable). For crash tests: the File must not be used
+// afterwards; open the directory again.
 func (f *File) CrashLazy(rng *rand.Rand) error {
 	f.mu.Lock()
 	pending := make(map[string]string, len(f.lazy))
@@ -182,7 +184,7 @@ func (f *File) CrashLazy(rng *rand.Rand) error {
 			continue
 		}
 		gen := filepath.Join(dir, genName(g.num))
-		switch rng.IntN(4) {
+		switch rng.IntN(5) {
 		case 0:
 		case 1:
 			if err := os.RemoveAll(dir); err != nil {
@@ -193,6 +195,12 @@ func (f *File) CrashLazy(rng *rand.Rand) error {
 				return fmt.Errorf("objstore: crash %s: %w", name, err)
 			}
 			if err := os.Symlink(newLink+"."+randomName(), filepath.Join(dir, genName(g.num-1))); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("objstore: crash %s: %w", name, err)
+			}
+		case 4:
+			// The link lost, and the removal of the base it was linked
+			// on durable: an empty directory.
+			if err := os.Remove(gen); err != nil {
 				return fmt.Errorf("objstore: crash %s: %w", name, err)
 			}
 		case 3:

@@ -206,6 +206,14 @@ func TestFileCrashLazy(t *testing.T) {
 			switch {
 			case objstore.IsNotExist(err) && i > 0:
 				seen["absent"] = true
+				// What the crash left at the name (nothing, a base,
+				// an empty directory) takes a create.
+				if _, err := g.Create(ctx, name, []byte("again")); err != nil {
+					t.Fatalf("seed %d: create %s again: %v", seed, name, err)
+				}
+				if b, _, err := g.Get(ctx, name); err != nil || string(b) != "again" {
+					t.Fatalf("seed %d: %s created again reads %q, %v", seed, name, b, err)
+				}
 			case err != nil:
 				t.Fatalf("seed %d: %s: %v", seed, name, err)
 			case bytes.Equal(p[10:], data):
