@@ -665,8 +665,9 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		}
 	}()
 	if lazy {
-		// From before its link until after its note: a Sync meanwhile
-		// (of a write to the object by name) cannot tell it is pending.
+		// In flight from before its link until after its note, so that
+		// a Sync meanwhile (after a write that reached the object by
+		// name) syncs its directories (drainLazy).
 		f.beginLazy(name)
 		defer f.endLazy(name)
 	}

@@ -197,12 +197,6 @@ func (f *File) CrashLazy(rng *rand.Rand) error {
 			if err := os.Symlink(newLink+"."+randomName(), filepath.Join(dir, genName(g.num-1))); err != nil && !errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("objstore: crash %s: %w", name, err)
 			}
-		case 4:
-			// The link lost, and the removal of the base it was linked
-			// on durable: an empty directory.
-			if err := os.Remove(gen); err != nil {
-				return fmt.Errorf("objstore: crash %s: %w", name, err)
-			}
 		case 3:
 			in, err := os.Stat(gen)
 			if err != nil {
@@ -216,6 +210,12 @@ func (f *File) CrashLazy(rng *rand.Rand) error {
 				return fmt.Errorf("objstore: crash %s: %w", name, err)
 			}
 			if err := os.Truncate(gen, size); err != nil {
+				return fmt.Errorf("objstore: crash %s: %w", name, err)
+			}
+		case 4:
+			// The link lost, and the removal of the base it was linked
+			// on durable: an empty directory.
+			if err := os.Remove(gen); err != nil {
 				return fmt.Errorf("objstore: crash %s: %w", name, err)
 			}
 		}
