@@ -18,9 +18,10 @@ const (
 	CapListNames                    // NameLister
 	CapFreshStat                    // FreshStater, answering true
 	CapListOrdered                  // OrderedLister
+	CapLazyCreate                   // LazyCreator
 )
 
-var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered"}
+var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered", "lazycreate"}
 
 func (c Caps) String() string {
 	var s []string
@@ -80,6 +81,9 @@ func CapabilitiesOf(s Store) Caps {
 	if _, ok := s.(OrderedLister); ok {
 		c |= CapListOrdered
 	}
+	if _, ok := s.(LazyCreator); ok {
+		c |= CapLazyCreate
+	}
 	if f, ok := s.(FreshStater); ok && f.FreshStat() {
 		c |= CapFreshStat
 	}
@@ -128,6 +132,9 @@ func AsNameLister(s Store) (NameLister, bool) { return as[NameLister](s, CapList
 
 // AsOrderedLister returns s as an OrderedLister if it offers CapListOrdered.
 func AsOrderedLister(s Store) (OrderedLister, bool) { return as[OrderedLister](s, CapListOrdered) }
+
+// AsLazyCreator returns s as a LazyCreator if it offers CapLazyCreate.
+func AsLazyCreator(s Store) (LazyCreator, bool) { return as[LazyCreator](s, CapLazyCreate) }
 
 // FreshStat reports whether s's Stat is fresh (see FreshStater).
 func FreshStat(s Store) bool { return CapabilitiesOf(s)&CapFreshStat != 0 }

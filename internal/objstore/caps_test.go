@@ -57,6 +57,8 @@ func asAll(s objstore.Store) map[objstore.Caps]any {
 	put(objstore.CapListNames, nl, ok)
 	ol, ok := objstore.AsOrderedLister(s)
 	put(objstore.CapListOrdered, ol, ok)
+	lc, ok := objstore.AsLazyCreator(s)
+	put(objstore.CapLazyCreate, lc, ok)
 	if objstore.FreshStat(s) {
 		m[objstore.CapFreshStat] = s
 	}
@@ -82,7 +84,7 @@ func TestWrapperKeepsCapabilities(t *testing.T) {
 			t.Errorf("%s: observed store offers %v, the store %v", kind, got, want)
 		}
 		found := asAll(o)
-		for c := objstore.Caps(1); c != 0 && c <= objstore.CapListOrdered; c <<= 1 {
+		for c := objstore.Caps(1); c != 0 && c <= objstore.CapLazyCreate; c <<= 1 {
 			v, ok := found[c]
 			if ok != (want&c != 0) {
 				t.Errorf("%s: capability %v found %v, offered %v", kind, c, ok, want&c != 0)

@@ -48,7 +48,7 @@ type Rule struct {
 // tests: a full disk (ErrNoSpace on put), a lost object, a slow backend.
 // It is a Wrapper offering the capabilities of the store it wraps except
 // those that would take I/O past its rules (CapCopy, CapHandles,
-// CapLend): callers then fall back to the calls it checks.
+// CapLend, CapLazyCreate): callers then fall back to the calls it checks.
 type Faulty struct {
 	Store
 
@@ -275,7 +275,7 @@ func (f *Faulty) Unwrap() Store { return f.Store }
 // Capabilities are the wrapped store's but for those that would bypass
 // the rules.
 func (f *Faulty) Capabilities() Caps {
-	return CapabilitiesOf(f.Store) &^ (CapCopy | CapHandles | CapLend)
+	return CapabilitiesOf(f.Store) &^ (CapCopy | CapHandles | CapLend | CapLazyCreate)
 }
 
 // FenceID is the wrapped store's.

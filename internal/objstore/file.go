@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -245,6 +246,15 @@ import (
 // the root is fsynced. Directory fsyncs are shared by the process's
 // writers (dirCommits): each waits for one that began after it asked, so
 // after its link.
+//
+// OpenHandleLazy creates an object without any of these fsyncs and notes
+// it (f.lazy); the object's next Sync, by name or through a handle, makes
+// the same directories durable after the file's data, then drops the
+// note. Until then a crash may leave nothing of the object (its
+// directory's entry lost), a directory holding only its "new" base (its
+// link lost: absent, removed by a listing like a crashed creator's), or
+// the object linked without its data (empty, short or zeros). Only for
+// objects nothing names before their writer syncs them (LazyCreator).
 type File struct {
 	root     string
 	hooks    fileHooks
@@ -257,6 +267,13 @@ type File struct {
 	lastClean int64              // of tmp/, by serverNow
 
 	commits dirCommits // directory fsyncs in flight, shared by callers
+
+	// lazy: the objects created by OpenHandleLazy whose creation no
+	// Sync has made durable yet (see Durability), by name.
+	lazy   map[string]lazyCreate
+	lazyN  uint64         // numbers the entries of lazy
+	making map[string]int // lazy creates in flight (linked, maybe not noted yet), by name
+	fsyncs atomic.Int64   // fsyncs of files and directories (Fsyncs)
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -280,6 +297,7 @@ var (
 	_ HandleOpener = (*File)(nil)
 	_ Copier       = (*File)(nil)
 	_ NameLister   = (*File)(nil)
+	_ LazyCreator  = (*File)(nil)
 )
 
 const fileFormat = "archip-file-store 1\n"
@@ -316,7 +334,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}, lazy: map[string]lazyCreate{}, making: map[string]int{}}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -365,7 +383,7 @@ func (f *File) create() ([]byte, error) {
 			return nil, err
 		}
 	}
-	tmp, err := f.writeTemp([]byte(fileFormat))
+	tmp, err := f.writeTemp([]byte(fileFormat), true)
 	if err != nil {
 		return nil, err
 	}
@@ -590,37 +608,41 @@ const (
 )
 
 func (f *File) Put(ctx context.Context, name string, data []byte) (Version, error) {
-	return f.install(ctx, name, data, condAny, 0, false)
+	return f.install(ctx, name, data, condAny, 0, false, false)
 }
 
 func (f *File) Create(ctx context.Context, name string, data []byte) (Version, error) {
-	return f.install(ctx, name, data, condAbsent, 0, false)
+	return f.install(ctx, name, data, condAbsent, 0, false, false)
 }
 
 func (f *File) Swap(ctx context.Context, name string, data []byte, old Version) (Version, error) {
 	if old == 0 {
-		v, err := f.install(ctx, name, data, condAbsent, 0, false)
+		v, err := f.install(ctx, name, data, condAbsent, 0, false, false)
 		if errors.Is(err, ErrExists) {
 			err = fmt.Errorf("%w: %s exists", ErrConflict, name)
 		}
 		return v, err
 	}
-	return f.install(ctx, name, data, condVer, old, false)
+	return f.install(ctx, name, data, condVer, old, false, false)
 }
 
 func (f *File) Delete(ctx context.Context, name string) error {
-	_, err := f.install(ctx, name, nil, condAny, 0, true)
+	_, err := f.install(ctx, name, nil, condAny, 0, true, false)
 	return err
 }
 
 func (f *File) DeleteVersion(ctx context.Context, name string, old Version) error {
-	_, err := f.install(ctx, name, nil, condVer, old, true)
+	_, err := f.install(ctx, name, nil, condVer, old, true, false)
 	return err
 }
 
 // install links a new generation of name: the content data, or a
 // tombstone. See the type's comment for why this is safe without locks.
-func (f *File) install(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone bool) (Version, error) {
+//
+// With lazy (a create of an empty object: OpenHandleLazy) nothing is
+// synced: the object is noted in f.lazy, for its next Sync to make its
+// link and directories durable (see Durability).
+func (f *File) install(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone, lazy bool) (Version, error) {
 	dir, err := f.dir(name)
 	if err != nil {
 		return 0, err
@@ -642,6 +664,13 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			os.Remove(tmp)
 		}
 	}()
+	if lazy {
+		// In flight from before its link until after its note, so that
+		// a Sync meanwhile (after a write that reached the object by
+		// name) syncs its directories (drainLazy).
+		f.beginLazy(name)
+		defer f.endLazy(name)
+	}
 	for try := 0; ; try++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -671,7 +700,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return 0, fmt.Errorf("%w: %s is at version %d, not %d", ErrConflict, name, cur, old)
 		}
 		if !tombstone && (tmp == "" || !exists(tmp)) { // (gone if this write stalled past tmpAge)
-			if tmp, err = f.writeTemp(data); err != nil {
+			if tmp, err = f.writeTemp(data, !lazy); err != nil {
 				return 0, err
 			}
 		}
@@ -734,6 +763,15 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 				mineGen = id
 			}
 		}
+		if lazy && f.deferCreate(name, dir) {
+			f.collect(dir, next, false, true, 0)
+			if mineGen == (genID{}) {
+				f.forgetSeen(name)
+			} else {
+				f.rememberSeen(name, next, mineGen, listed)
+			}
+			return Version(next), nil
+		}
 		// The link and every directory of the path not yet durable
 		// (a new object's: its directory and the parents made for
 		// it) at once: nothing is answered before all are.
@@ -751,6 +789,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 		} else if err != nil {
 			return 0, mapErr(err)
 		}
+		f.madeDurable(name)
 		f.collect(dir, next, tombstone, true, 0)
 		if tombstone || mineGen == (genID{}) {
 			f.forgetSeen(name)
@@ -1130,19 +1169,20 @@ func randomName() string {
 	return hex.EncodeToString(rnd[:])
 }
 
-// writeTemp writes data to a new temporary file and fsyncs it.
-func (f *File) writeTemp(data []byte) (string, error) {
+// writeTemp writes data to a new temporary file and fsyncs it if sync
+// is set.
+func (f *File) writeTemp(data []byte, sync bool) (string, error) {
 	tmp := filepath.Join(f.root, "tmp", randomName())
-	if err := f.writeDurable(tmp, data); err != nil {
+	if err := f.writeFile(tmp, data, sync); err != nil {
 		os.Remove(tmp)
 		return "", err
 	}
 	return tmp, nil
 }
 
-// writeDurable creates path with data, checking the byte count and
-// fsyncing before it returns.
-func (f *File) writeDurable(path string, data []byte) error {
+// writeFile creates path with data, checking the byte count and, if
+// sync is set, fsyncing before it returns.
+func (f *File) writeFile(path string, data []byte, sync bool) error {
 	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return mapErr(err)
@@ -1151,7 +1191,8 @@ func (f *File) writeDurable(path string, data []byte) error {
 	if err == nil && n != len(data) {
 		err = io.ErrShortWrite
 	}
-	if err == nil {
+	if err == nil && sync {
+		f.fsyncs.Add(1)
 		err = fh.Sync()
 	}
 	if cerr := fh.Close(); err == nil {
@@ -1460,7 +1501,7 @@ func (f *File) OpenHandle(ctx context.Context, name string, create, writable boo
 		if IsNotExist(err) && create {
 			// Create an empty generation, then open it. Losing the race
 			// to another creator is fine: we then open theirs.
-			if _, err := f.install(ctx, name, nil, condAbsent, 0, false); err != nil && !errors.Is(err, ErrExists) {
+			if _, err := f.install(ctx, name, nil, condAbsent, 0, false, false); err != nil && !errors.Is(err, ErrExists) {
 				return nil, err
 			}
 			continue
@@ -1468,7 +1509,7 @@ func (f *File) OpenHandle(ctx context.Context, name string, create, writable boo
 		if err != nil {
 			return nil, err
 		}
-		return fileHandle{fh}, nil
+		return fileHandle{fh, f, name}, nil
 	}
 }
 
@@ -1481,7 +1522,7 @@ func (f *File) Copy(ctx context.Context, src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	if _, err := f.install(ctx, dst, nil, condAbsent, 0, false); err != nil {
+	if _, err := f.install(ctx, dst, nil, condAbsent, 0, false, false); err != nil {
 		return err
 	}
 	out, _, err := f.openCurrent(dst, os.O_WRONLY)
@@ -1497,7 +1538,11 @@ func (f *File) Copy(ctx context.Context, src, dst string) error {
 	return nil
 }
 
-type fileHandle struct{ f *os.File }
+type fileHandle struct {
+	f    *os.File
+	s    *File
+	name string
+}
 
 func (h fileHandle) ReadAt(p []byte, off int64) error {
 	if err := checkRange(p, off); err != nil {
@@ -1522,7 +1567,14 @@ func (h fileHandle) WriteAt(p []byte, off int64) error {
 	return mapErr(err)
 }
 
-func (h fileHandle) Sync() error  { return mapErr(datasync(h.f)) }
+func (h fileHandle) Sync() error {
+	h.s.fsyncs.Add(1)
+	if err := datasync(h.f); err != nil {
+		return mapErr(err)
+	}
+	return h.s.drainLazy(h.name)
+}
+
 func (h fileHandle) Close() error { return h.f.Close() }
 
 func (f *File) Sync(ctx context.Context, name string) error {
@@ -1531,7 +1583,11 @@ func (f *File) Sync(ctx context.Context, name string) error {
 		return err
 	}
 	defer fh.Close()
-	return mapErr(datasync(fh))
+	f.fsyncs.Add(1)
+	if err := datasync(fh); err != nil {
+		return mapErr(err)
+	}
+	return f.drainLazy(name)
 }
 
 func (f *File) Close() error { return nil }
@@ -1677,6 +1733,7 @@ func (f *File) syncDir(dir string) error {
 		if f.hooks.syncDir != nil {
 			f.hooks.syncDir(dir)
 		}
+		f.fsyncs.Add(1)
 		return fsyncDir(dir)
 	})
 }

@@ -213,6 +213,30 @@ type HandleOpener interface {
 	OpenHandle(ctx context.Context, name string, create, writable bool) (Handle, error)
 }
 
+// LazyCreator is implemented by backends on which creating an object
+// costs syncs of its own that a later Sync of the object can do instead
+// (the file store: a created object is a file linked into a directory
+// made for it, and each entry needs a directory fsync to survive a
+// crash). Only for objects that nothing references before their writer
+// syncs them (a volume's private blocks, which no stored map names before
+// the flush that syncs them); never for objects read by name without
+// such a reference (heads, maps, logs, catalog records, leases).
+type LazyCreator interface {
+	// OpenHandleLazy is OpenHandle(ctx, name, true, true), except that
+	// an object it creates is durable, its existence as well as its
+	// data, only once a Sync of it (by name, or through any handle on
+	// it, from this store) has returned nil. Until then a crash may
+	// leave the object absent, or present with any part of its data
+	// (empty, short, zeros where writes were).
+	OpenHandleLazy(ctx context.Context, name string) (Handle, error)
+	// ForgetLazy drops what the store keeps of the creates of names
+	// that no Sync has made durable yet, for a caller that will not
+	// rely on them (a writer that discards its unflushed writes, whose
+	// objects are left to a garbage collection). A later Sync of such an
+	// object makes its data durable, not its creation.
+	ForgetLazy(names []string)
+}
+
 // Errors. Test for them with errors.Is; backends wrap them with context.
 var (
 	ErrNotFound  = errors.New("objstore: object not found")

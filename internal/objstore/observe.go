@@ -44,6 +44,7 @@ var (
 	_ Fencer       = (*Observed)(nil)
 	_ NameLister   = (*Observed)(nil)
 	_ FreshStater  = (*Observed)(nil)
+	_ LazyCreator  = (*Observed)(nil)
 )
 
 // Observe wraps s; probe is called once per operation of ObservedOps,
@@ -240,6 +241,26 @@ func (o *Observed) OpenHandle(ctx context.Context, name string, create, writable
 		return nil, err
 	}
 	return &observedHandle{o: o, h: hd}, nil
+}
+
+func (o *Observed) OpenHandleLazy(ctx context.Context, name string) (Handle, error) {
+	l, ok := AsLazyCreator(o.s)
+	if !ok {
+		return nil, ErrUnsupport
+	}
+	t := time.Now()
+	hd, err := l.OpenHandleLazy(ctx, name)
+	o.done(OpOpen, 0, t, err)
+	if err != nil {
+		return nil, err
+	}
+	return &observedHandle{o: o, h: hd}, nil
+}
+
+func (o *Observed) ForgetLazy(names []string) {
+	if l, ok := AsLazyCreator(o.s); ok {
+		l.ForgetLazy(names)
+	}
 }
 
 // observedHandle reports the I/O of a Handle as its store's.

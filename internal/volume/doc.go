@@ -83,8 +83,11 @@
 // flush and a copy of the map segments that changed, or of the changed
 // entries: up to blockmap.MaxDelta of them go in the head's delta instead
 // of segments, see blockmap.Head.Delta), then, outside the
-// gate so writes go on: syncs those objects, writes the changed segments
-// as new immutable objects, and swaps the head to point at them. A flush
+// gate so writes go on: syncs those objects (their creates too: a
+// writer creates its private blocks through objstore.LazyCreator where
+// the store has it, which the object's Sync makes durable), writes the
+// changed segments as new immutable objects, and swaps the head to point
+// at them. A flush
 // that changed at most blockmap.MaxDelta entries (counting those the head's
 // delta already holds) writes no segment: it stores them in the head's
 // delta (blockmap.Head.Delta); past that, after a resize or a hash, or at

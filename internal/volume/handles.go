@@ -26,6 +26,7 @@ import (
 // their one owner; a deleted object is forgotten before it is deleted.
 type handleCache struct {
 	opener objstore.HandleOpener
+	lazy   objstore.LazyCreator // nil: getLazy creates as get does
 	max    int
 
 	mu    sync.Mutex // guards m and lru
@@ -134,9 +135,15 @@ func outOfFDs(err error) bool {
 }
 
 // open opens name, shedding idle handles while descriptors run out.
-func (c *handleCache) open(ctx context.Context, name string, writable bool) (objstore.Handle, error) {
+func (c *handleCache) open(ctx context.Context, name string, writable, lazy bool) (objstore.Handle, error) {
 	for try := 0; ; try++ {
-		h, err := c.opener.OpenHandle(ctx, name, writable, writable)
+		var h objstore.Handle
+		var err error
+		if lazy && c.lazy != nil {
+			h, err = c.lazy.OpenHandleLazy(ctx, name)
+		} else {
+			h, err = c.opener.OpenHandle(ctx, name, writable, writable)
+		}
 		// Other opens may take the descriptors shed: a few tries.
 		if err == nil || !outOfFDs(err) || try == 3 || shedIdle() == 0 && try > 0 {
 			return h, err
@@ -146,6 +153,17 @@ func (c *handleCache) open(ctx context.Context, name string, writable bool) (obj
 
 // get returns an open handle for name; the caller must put it back.
 func (c *handleCache) get(ctx context.Context, name string, writable bool) (*cachedHandle, error) {
+	return c.getAs(ctx, name, writable, false)
+}
+
+// getLazy is get of a writable handle whose object, if it creates it, is
+// durable only once synced (objstore.LazyCreator): for private blocks,
+// which no stored map names before the flush that syncs them.
+func (c *handleCache) getLazy(ctx context.Context, name string) (*cachedHandle, error) {
+	return c.getAs(ctx, name, true, true)
+}
+
+func (c *handleCache) getAs(ctx context.Context, name string, writable, lazy bool) (*cachedHandle, error) {
 	c.mu.Lock()
 	if ch := c.m[name]; ch != nil && (ch.writable || !writable) {
 		ch.refs++
@@ -154,7 +172,7 @@ func (c *handleCache) get(ctx context.Context, name string, writable bool) (*cac
 		return ch, nil
 	}
 	c.mu.Unlock()
-	h, err := c.open(ctx, name, writable)
+	h, err := c.open(ctx, name, writable, lazy)
 	if err != nil {
 		return nil, err
 	}

@@ -365,6 +365,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
 	if o, ok := objstore.AsHandleOpener(s); ok {
 		v.handles = newHandleCache(o, openHandles)
+		v.handles.lazy, _ = objstore.AsLazyCreator(s)
 	}
 	v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
 	v.mu.dirtySegs, v.mu.dirtyObjs, v.mu.dirtyBlocks, v.mu.delta = map[uint32]bool{}, map[string]bool{}, map[int64]bool{}, map[int64]bool{}
@@ -853,10 +854,30 @@ func (v *Volume) readObject(ctx context.Context, e blockmap.Entry, p []byte, bof
 
 // writeAt writes p into object name in place (creating it sparse).
 func (v *Volume) writeAt(ctx context.Context, name string, p []byte, off int64) error {
+	return v.writeIn(ctx, name, p, off, false)
+}
+
+// writeData is writeAt into a private block of this writer: an object
+// it creates is durable only once synced (objstore.LazyCreator), which
+// every flush does before it stores a map that names the block or
+// reports anything durable (syncObjects: every object written in place
+// since the last flush is in dirtyObjs). See docs/format.md, "Private
+// blocks created without syncs".
+func (v *Volume) writeData(ctx context.Context, name string, p []byte, off int64) error {
+	return v.writeIn(ctx, name, p, off, true)
+}
+
+func (v *Volume) writeIn(ctx context.Context, name string, p []byte, off int64, lazy bool) error {
 	if v.handles == nil {
 		return v.rw.WriteAt(ctx, name, p, off)
 	}
-	ch, err := v.handles.get(ctx, name, true)
+	var ch *cachedHandle
+	var err error
+	if lazy {
+		ch, err = v.handles.getLazy(ctx, name)
+	} else {
+		ch, err = v.handles.get(ctx, name, true)
+	}
 	if err != nil {
 		return err
 	}
@@ -1313,7 +1334,7 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 		}
 		copy(p[boff-lo:], data)
 	}
-	if err := v.dataWritten(name, v.writeAt(ctx, name, p, lo)); err != nil {
+	if err := v.dataWritten(name, v.writeData(ctx, name, p, lo)); err != nil {
 		return err
 	}
 	mask := have | v.subBlocks(boff, int64(len(data)))
@@ -1377,7 +1398,7 @@ func (v *Volume) writeSubBlocks(ctx context.Context, b int64, old, obj blockmap.
 		n := int64(bits.TrailingZeros64(^(rest >> s)))
 		rest &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
 		lo, hi := s<<v.sshift, min((s+n)<<v.sshift, v.bs)
-		if err := v.dataWritten(name, v.writeAt(ctx, name, p[lo:hi], lo)); err != nil {
+		if err := v.dataWritten(name, v.writeData(ctx, name, p[lo:hi], lo)); err != nil {
 			return err
 		}
 	}
@@ -1409,7 +1430,7 @@ func (v *Volume) copyRuns(ctx context.Context, name string, src blockmap.Entry, 
 		if err := v.readEntry(ctx, src, p, off); err != nil {
 			return err
 		}
-		if err := v.dataWritten(name, v.writeAt(ctx, name, p, off)); err != nil {
+		if err := v.dataWritten(name, v.writeData(ctx, name, p, off)); err != nil {
 			return err
 		}
 	}
@@ -1454,7 +1475,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 	switch {
 	case v.rw != nil && (!fresh || old.Kind() == blockmap.Zero):
 		// In place, or sparse into a new object.
-		if err := v.dataWritten(name, v.writeAt(ctx, name, data, boff)); err != nil {
+		if err := v.dataWritten(name, v.writeData(ctx, name, data, boff)); err != nil {
 			return err
 		}
 	case v.rw != nil && v.copier != nil && !whole && old.Kind() != blockmap.Partial:
@@ -1462,7 +1483,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 		if err := v.dataWritten(name, v.copier.Copy(ctx, old.ObjectName(), name)); err != nil {
 			return err
 		}
-		if err := v.dataWritten(name, v.writeAt(ctx, name, data, boff)); err != nil {
+		if err := v.dataWritten(name, v.writeData(ctx, name, data, boff)); err != nil {
 			return err
 		}
 	default:
@@ -1479,7 +1500,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 		copy(buf[boff:], data)
 		var err error
 		if v.rw != nil {
-			err = v.writeAt(ctx, name, buf, 0)
+			err = v.writeData(ctx, name, buf, 0)
 		} else {
 			_, err = v.store.Put(ctx, name, buf)
 		}
@@ -2115,7 +2136,15 @@ func (v *Volume) syncObjects(ctx context.Context, names []string) error {
 			// NB: a read-only handle if none is cached: a writable
 			// one would create the object if it is gone.
 			if ch, err = v.handles.get(ctx, name, false); err == nil {
-				err = ch.h.Sync()
+				// A Sync may open descriptors (the file store's fsyncs
+				// of the directories of an object created lazily): it
+				// sheds idle handles and tries again, as an open does.
+				for try := 0; ; try++ {
+					err = ch.h.Sync()
+					if err == nil || !outOfFDs(err) || try == 3 || shedIdle() == 0 && try > 0 {
+						break
+					}
+				}
 				v.handles.put(ch)
 			}
 		}
@@ -2319,6 +2348,17 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 	v.flushMu.Unlock()
 	if v.handles != nil {
 		v.handles.close()
+		if v.handles.lazy != nil {
+			// What no flush stored is left to a garbage collection; a
+			// long-lived process must not keep noting its creates as
+			// pending (objstore.File bounds them, then syncs each).
+			v.mu.Lock()
+			names := slices.Collect(maps.Keys(v.mu.dirtyObjs))
+			v.mu.Unlock()
+			if len(names) > 0 {
+				v.handles.lazy.ForgetLazy(names)
+			}
+		}
 	}
 	if v.onClose != nil {
 		cerr := err
