@@ -33,28 +33,38 @@ func HTTPAsk(timeout time.Duration) func(ctx context.Context, rec Record, volume
 func HTTPAskToken(timeout time.Duration, token string) func(ctx context.Context, rec Record, volume string) error {
 	client := &http.Client{Timeout: timeout}
 	return func(ctx context.Context, rec Record, volume string) error {
-		u := url.URL{Scheme: "http", Host: rec.Addr, Path: HandoffPath, RawQuery: url.Values{"volume": {volume}}.Encode()}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
-		if err != nil {
+		status, body, err := post(ctx, client, token, rec.Addr, HandoffPath, url.Values{"volume": {volume}})
+		if err != nil || status == http.StatusOK {
 			return err
 		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		if resp.StatusCode == http.StatusUnauthorized {
-			return fmt.Errorf("%w: the holder's admin API refused this node's token (%s): give the daemons' admin token", ErrUnauthorized, strings.TrimSpace(string(body)))
-		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("handoff refused: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-		}
-		return nil
+		return fmt.Errorf("handoff refused: %s", body)
 	}
+}
+
+// post posts a request without a body to a node's admin API, with token
+// ("" sends none), and returns the answer's status and the start of its
+// body (with the status, for messages); a refused token is
+// ErrUnauthorized.
+func post(ctx context.Context, client *http.Client, token, addr, path string, q url.Values) (int, string, error) {
+	u := url.URL{Scheme: "http", Host: addr, Path: path, RawQuery: q.Encode()}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	body := strings.TrimSpace(string(b))
+	if resp.StatusCode == http.StatusUnauthorized {
+		return 0, "", fmt.Errorf("%w: the holder's admin API refused this node's token (%s): give the daemons' admin token", ErrUnauthorized, body)
+	}
+	return resp.StatusCode, resp.Status + ": " + body, nil
 }
 
 // EpochPath is where a node's admin API takes requests to begin a new
@@ -83,28 +93,13 @@ func HTTPEpochAskToken(timeout time.Duration, token string) EpochAsk {
 	client := &http.Client{Timeout: timeout}
 	return func(ctx context.Context, rec Record, volume string, atLeast uint64, key string) error {
 		q := url.Values{"volume": {volume}, "at_least": {strconv.FormatUint(atLeast, 10)}, "key": {key}}
-		u := url.URL{Scheme: "http", Host: rec.Addr, Path: EpochPath, RawQuery: q.Encode()}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
-		if err != nil {
+		status, body, err := post(ctx, client, token, rec.Addr, EpochPath, q)
+		switch {
+		case err != nil || status == http.StatusOK:
 			return err
+		case status == http.StatusConflict:
+			return fmt.Errorf("%w: %s", ErrNotHolder, body)
 		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		switch resp.StatusCode {
-		case http.StatusOK:
-			return nil
-		case http.StatusUnauthorized:
-			return fmt.Errorf("%w: the holder's admin API refused this node's token (%s): give the daemons' admin token", ErrUnauthorized, strings.TrimSpace(string(body)))
-		case http.StatusConflict:
-			return fmt.Errorf("%w: %s", ErrNotHolder, strings.TrimSpace(string(body)))
-		}
-		return fmt.Errorf("lease: beginning a new epoch refused: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("lease: beginning a new epoch refused: %s", body)
 	}
 }
