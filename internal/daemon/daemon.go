@@ -692,6 +692,17 @@ func (h *handle) dropLease(why error) {
 	h.follow(ctx)
 }
 
+// opened returns the handle of volume id, if this node has one that is
+// not being opened.
+func (d *Daemon) opened(id blockmap.ID) *handle {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h := d.open[id]; h != nil && h.state != opening {
+		return h
+	}
+	return nil
+}
+
 // Handoff is what the admin API runs when another node asks for volume
 // id: if this node writes it, it waits for the writes in progress,
 // flushes, and releases the lease. It reports whether it released one,
@@ -700,12 +711,7 @@ func (h *handle) dropLease(why error) {
 // A handle being opened holds no lease; one being closed releases it
 // when its final flush ends, which Handoff waits for.
 func (d *Daemon) Handoff(ctx context.Context, id blockmap.ID) (bool, error) {
-	d.mu.Lock()
-	h := d.open[id]
-	if h != nil && h.state == opening {
-		h = nil
-	}
-	d.mu.Unlock()
+	h := d.opened(id)
 	if h == nil {
 		return false, nil
 	}
@@ -755,12 +761,7 @@ var ErrEpochBehind = errors.New("daemon: the writer's epoch is behind the one as
 // back to taking the lease. It begins at most one epoch per ask, and
 // fails with ErrEpochBehind if that is below atLeast.
 func (d *Daemon) BeginEpoch(ctx context.Context, id blockmap.ID, atLeast uint64, key string) (uint64, error) {
-	d.mu.Lock()
-	h := d.open[id]
-	if h != nil && h.state == opening {
-		h = nil
-	}
-	d.mu.Unlock()
+	h := d.opened(id)
 	if h == nil {
 		return 0, lease.ErrNotHolder
 	}
