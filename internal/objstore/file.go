@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -257,6 +258,10 @@ type File struct {
 	lastClean int64              // of tmp/, by serverNow
 
 	commits dirCommits // directory fsyncs in flight, shared by callers
+
+	splitBytes int64       // a level of the catalog's index past this size ...
+	splitKeys  int         // ... holding more keys than this is split
+	idxReady   atomic.Bool // the index's marker was seen
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -268,18 +273,25 @@ type fileHooks struct {
 	afterPrepare  func(dir string)     // after a creator prepared a directory, before it renames it into place
 	now           func(ns int64) int64 // maps the server time that listing measures
 	readDir       func(dir string)     // every listing of an object's directory to find its newest entry
+
+	indexStep       func(step, name string) // between the steps of the index's order (IndexOps.Hook)
+	indexReadDir    func(level string)      // every read of a level of the catalog's index
+	indexRead       func(entries int)       // after it, with how many entries it read
+	beforeSplitMove func(key string)        // before a split renames a key down
 }
 
 // openHooks are given to every File that OpenFile opens (for tests).
 var openHooks fileHooks
 
 var (
-	_ Store        = (*File)(nil)
-	_ RangeWriter  = (*File)(nil)
-	_ Syncer       = (*File)(nil)
-	_ HandleOpener = (*File)(nil)
-	_ Copier       = (*File)(nil)
-	_ NameLister   = (*File)(nil)
+	_ Store         = (*File)(nil)
+	_ RangeWriter   = (*File)(nil)
+	_ Syncer        = (*File)(nil)
+	_ HandleOpener  = (*File)(nil)
+	_ Copier        = (*File)(nil)
+	_ NameLister    = (*File)(nil)
+	_ OrderedLister = (*File)(nil)
+	_ IndexRepairer = (*File)(nil)
 )
 
 const fileFormat = "archip-file-store 1\n"
@@ -316,7 +328,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, splitBytes: defaultSplitBytes, splitKeys: defaultSplitKeys, durable: map[string]genID{}, seen: map[string]seenGen{}}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -364,6 +376,13 @@ func (f *File) create() ([]byte, error) {
 		if err := f.ensureDir(filepath.Join(f.root, d)); err != nil {
 			return nil, err
 		}
+	}
+	// A new store's index is complete: its marker comes before FORMAT.
+	if err := f.ensureDir(f.idxRoot()); err != nil {
+		return nil, err
+	}
+	if err := f.markIndexed(); err != nil {
+		return nil, err
 	}
 	tmp, err := f.writeTemp([]byte(fileFormat))
 	if err != nil {
@@ -618,9 +637,33 @@ func (f *File) DeleteVersion(ctx context.Context, name string, old Version) erro
 	return err
 }
 
-// install links a new generation of name: the content data, or a
-// tombstone. See the type's comment for why this is safe without locks.
+// install writes name in the order of the catalog's index where it
+// keeps the name's key (see file_index.go): a write that may create the
+// object (not a Swap from a version: the object exists) sets the key
+// first and reads it back after; a delete removes it after, and checks.
 func (f *File) install(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone bool) (Version, error) {
+	if !isIndexed(name) || ValidName(name) != nil || cond == condVer && !tombstone {
+		return f.install1(ctx, name, data, cond, old, tombstone)
+	}
+	ops := f.indexOps()
+	if tombstone {
+		v, err := f.install1(ctx, name, data, cond, old, tombstone)
+		if err != nil {
+			return v, err
+		}
+		return v, ops.Deleted(ctx, name)
+	}
+	var v Version
+	err := ops.Write(ctx, name, func() (err error) {
+		v, err = f.install1(ctx, name, data, cond, old, tombstone)
+		return err
+	})
+	return v, err
+}
+
+// install1 links a new generation of name: the content data, or a
+// tombstone. See the type's comment for why this is safe without locks.
+func (f *File) install1(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone bool) (Version, error) {
 	dir, err := f.dir(name)
 	if err != nil {
 		return 0, err

@@ -268,6 +268,9 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 // does: the key removed, then the object's stat, and the key set again
 // if the object exists by then.
 func (s *Store) RepairIndex(ctx context.Context) error {
+	if objstore.OnlyFileIndexes(ctx) {
+		return nil // this index is unchanged since catalog format 3
+	}
 	if err := s.ensureIndex(ctx); err != nil {
 		return err
 	}
