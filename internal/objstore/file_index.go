@@ -444,19 +444,30 @@ func (f *File) syncLevels(path string) error {
 }
 
 // RepairFileIndexes is RepairIndexes for the file store's index alone
-// (through parts and wrappers): what the catalog's step to format 4, which
-// only the file store's index needs, runs. Other stores' repairs are
-// skipped: they see OnlyFileIndexes(ctx).
+// (through parts, wrappers and IndexForwarders): what the catalog's step
+// to format 4, which only the file store's index needs, runs.
 func RepairFileIndexes(ctx context.Context, s Store) error {
 	return RepairIndexes(context.WithValue(ctx, onlyFileKey{}, true), s)
 }
 
 type onlyFileKey struct{}
 
-// OnlyFileIndexes reports whether a repair runs for the file store's
-// index alone (RepairFileIndexes): another IndexRepairer then returns at
-// once.
-func OnlyFileIndexes(ctx context.Context) bool {
-	only, _ := ctx.Value(onlyFileKey{}).(bool)
-	return only
+// IndexForwarder is an IndexRepairer whose RepairIndex repairs another
+// store's index with RepairIndexes (a part of package pools):
+// RepairFileIndexes goes through it, and skips other IndexRepairers.
+type IndexForwarder interface {
+	IndexRepairer
+	ForwardsIndex()
+}
+
+// skipRepair reports whether RepairIndexes skips r under ctx.
+func skipRepair(ctx context.Context, r IndexRepairer) bool {
+	if only, _ := ctx.Value(onlyFileKey{}).(bool); !only {
+		return false
+	}
+	switch r.(type) {
+	case *File, IndexForwarder:
+		return false
+	}
+	return true
 }

@@ -383,6 +383,9 @@ func RepairIndexes(ctx context.Context, s Store) error {
 	for _, p := range Parts(s) {
 		for t := p; ; {
 			if r, ok := t.(IndexRepairer); ok {
+				if skipRepair(ctx, r) {
+					break
+				}
 				if err := r.RepairIndex(ctx); err != nil {
 					return err
 				}
