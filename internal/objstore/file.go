@@ -641,21 +641,37 @@ func (f *File) DeleteVersion(ctx context.Context, name string, old Version) erro
 // keeps the name's key (see file_index.go): a write that may create the
 // object (not a Swap from a version: the object exists) sets the key
 // first and reads it back after; a delete removes it after, and checks.
+// The key's fsync runs while the write prepares its file: the link waits
+// for it, so the key is durable before the object can be.
 func (f *File) install(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone bool) (Version, error) {
 	if !isIndexed(name) || ValidName(name) != nil || cond == condVer && !tombstone {
-		return f.install1(ctx, name, data, cond, old, tombstone)
+		return f.install1(ctx, name, data, cond, old, tombstone, nil)
 	}
 	ops := f.indexOps()
 	if tombstone {
-		v, err := f.install1(ctx, name, data, cond, old, tombstone)
+		v, err := f.install1(ctx, name, data, cond, old, tombstone, nil)
 		if err != nil {
 			return v, err
 		}
 		return v, ops.Deleted(ctx, name)
 	}
+	var keyed chan error
+	set := ops.Set
+	ops.Set = func(ctx context.Context, name string) error {
+		if keyed != nil {
+			return set(ctx, name) // the read-back's
+		}
+		level, err := f.createKey(name)
+		if err != nil {
+			return err
+		}
+		keyed = make(chan error, 1)
+		go func() { keyed <- f.keyDurable(level) }()
+		return nil
+	}
 	var v Version
 	err := ops.Write(ctx, name, func() (err error) {
-		v, err = f.install1(ctx, name, data, cond, old, tombstone)
+		v, err = f.install1(ctx, name, data, cond, old, tombstone, func() error { return <-keyed })
 		return err
 	})
 	return v, err
@@ -663,7 +679,9 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 
 // install1 links a new generation of name: the content data, or a
 // tombstone. See the type's comment for why this is safe without locks.
-func (f *File) install1(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone bool) (Version, error) {
+// beforeLink, if set, runs once before the first link, and its error is
+// the write's.
+func (f *File) install1(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone bool, beforeLink func() error) (Version, error) {
 	dir, err := f.dir(name)
 	if err != nil {
 		return 0, err
@@ -724,6 +742,12 @@ func (f *File) install1(ctx context.Context, name string, data []byte, cond cond
 			// comment). Wait for the directory to go.
 			backoff(max(try, 3))
 			continue
+		}
+		if beforeLink != nil {
+			if err := beforeLink(); err != nil {
+				return 0, err
+			}
+			beforeLink = nil
 		}
 		if f.hooks.beforeInstall != nil {
 			f.hooks.beforeInstall(dir)

@@ -88,9 +88,22 @@ func (f *File) indexOps() IndexOps {
 
 // setKey sets the key of name; with sync, durably.
 func (f *File) setKey(name string, sync bool) error {
+	level, err := f.createKey(name)
+	if err != nil {
+		return err
+	}
+	if !sync {
+		return f.maybeSplit(level)
+	}
+	return f.keyDurable(level)
+}
+
+// createKey creates the key file of name (see the index's comment) and
+// returns its level.
+func (f *File) createKey(name string) (string, error) {
 	level, rest := f.idxRoot(), name[len(indexedPrefix):]
 	if err := f.ensureDir(level); err != nil {
-		return mapErr(err)
+		return "", mapErr(err)
 	}
 	for rest != "" {
 		c := childLevel(level, rest[0])
@@ -102,22 +115,26 @@ func (f *File) setKey(name string, sync bool) error {
 			break
 		}
 		if err != nil {
-			return mapErr(err)
+			return "", mapErr(err)
 		}
 		level, rest = c, rest[1:]
 	}
 	k, err := os.OpenFile(keyFile(level, rest), os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return mapErr(err)
+		return "", mapErr(err)
 	}
 	k.Close()
-	if sync {
-		if err := f.durableDir(level, true); err != nil {
-			return mapErr(err)
-		}
-		if err := f.syncDir(level); err != nil {
-			return mapErr(err)
-		}
+	return level, nil
+}
+
+// keyDurable makes the keys created in level durable, with the level's
+// own entry, and splits the level if it grew past its bounds.
+func (f *File) keyDurable(level string) error {
+	if err := f.durableDir(level, true); err != nil {
+		return mapErr(err)
+	}
+	if err := f.syncDir(level); err != nil {
+		return mapErr(err)
 	}
 	return f.maybeSplit(level)
 }
@@ -396,12 +413,13 @@ func (f *File) RepairIndex(ctx context.Context) error {
 		return fmt.Errorf("objstore: repair the catalog's index: %w", err)
 	}
 	for n := range live {
-		if err := f.setKey(n, false); err != nil {
+		has, err := f.hasKey(n)
+		if err == nil && !has {
+			err = f.setKey(n, true)
+		}
+		if err != nil {
 			return fmt.Errorf("objstore: repair the catalog's index: %w", err)
 		}
-	}
-	if err := f.syncLevels(f.idxRoot()); err != nil {
-		return fmt.Errorf("objstore: repair the catalog's index: %w", err)
 	}
 	var ghosts []string
 	if err := f.listLevel(ctx, f.idxRoot(), indexedPrefix, nil, indexedPrefix, "", func(n string) error {
@@ -422,25 +440,6 @@ func (f *File) RepairIndex(ctx context.Context) error {
 		return fmt.Errorf("objstore: repair the catalog's index: %w", mapErr(err))
 	}
 	return nil
-}
-
-// syncLevels fsyncs every level of the index below and with path.
-func (f *File) syncLevels(path string) error {
-	ents, err := os.ReadDir(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if e.IsDir() {
-			if err := f.syncLevels(filepath.Join(path, e.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	return f.syncDir(path)
 }
 
 // RepairFileIndexes is RepairIndexes for the file store's index alone

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -401,7 +402,10 @@ func TestFileIndexCrashImages(t *testing.T) {
 	}
 	objstore.SetIndexSplit(f, 0, 3)
 	var images []string
+	var mu sync.Mutex // splits run beside the write that set the key
 	take := func() {
+		mu.Lock()
+		defer mu.Unlock()
 		img := filepath.Join(root, fmt.Sprintf("img%03d", len(images)))
 		copyTree(t, f.Root(), img)
 		images = append(images, img)
