@@ -282,7 +282,8 @@ type NameLister interface {
 
 // OrderedLister is implemented by backends that list names in order and
 // can start after a name, so that a page of a long listing costs the page
-// (RADOS's catalog index; package catalog's paged list uses it).
+// (RADOS's and the file store's catalog index; package catalog's paged
+// list uses it).
 type OrderedLister interface {
 	// ListNamesAfter is NameLister.ListNames restricted to the names
 	// greater than after, which it passes to fn in byte order, as fn takes
@@ -368,8 +369,8 @@ type Parter interface {
 }
 
 // IndexRepairer is a store whose listing of some names reads an index
-// that its writers keep beside the objects (RADOS: the catalog's
-// directories), and that a crash, or a binary older than the index, may
+// that its writers keep beside the objects (RADOS and the file store:
+// the catalog's names), and that a crash, or a binary older than the index, may
 // leave without a name's key. RepairIndex makes the index name exactly
 // the objects there are.
 type IndexRepairer interface {
