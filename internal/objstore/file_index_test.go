@@ -1,14 +1,17 @@
 package objstore_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -488,3 +491,87 @@ func TestFileIndexRepairOldStore(t *testing.T) {
 }
 
 var ctx = context.Background()
+
+// indexLoop creates, puts and deletes n random catalog names of a small
+// set (n < 0: until killed), splitting levels often.
+func indexLoop(dir string, n int) error {
+	f, err := objstore.OpenFile(dir, false)
+	if err != nil {
+		return err
+	}
+	objstore.SetIndexSplit(f, 0, 4)
+	r := rand.New(rand.NewPCG(uint64(os.Getpid()), 1))
+	for i := 0; n < 0 || i < n; i++ {
+		name := fmt.Sprintf("cat/name/m%02d", r.IntN(40))
+		switch r.IntN(3) {
+		case 0:
+			_, err = f.Create(ctx, name, nil)
+		case 1:
+			_, err = f.Put(ctx, name, nil)
+		case 2:
+			err = f.Delete(ctx, name)
+		}
+		if err != nil && !errors.Is(err, objstore.ErrExists) && !errors.Is(err, objstore.ErrNotFound) {
+			return err
+		}
+		if i == 20 {
+			fmt.Println("running")
+		}
+	}
+	return nil
+}
+
+// TestFileIndexAcrossProcesses: processes sharing a store (as hosts over
+// NFS) create and delete the same names, splitting the same levels, one
+// of them killed at some point: afterwards every object there is listed,
+// and a repair leaves the index naming exactly them.
+func TestFileIndexAcrossProcesses(t *testing.T) {
+	dir := t.TempDir()
+	f, err := objstore.OpenFile(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(n int) (*exec.Cmd, *bufio.Scanner) {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "ARCHIP_INDEX_DIR="+dir, "ARCHIP_INDEX_N="+strconv.Itoa(n))
+		cmd.Stderr = os.Stderr
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, bufio.NewScanner(out)
+	}
+	victim, vout := start(-1)
+	var cmds []*exec.Cmd
+	for range 2 {
+		cmd, _ := start(150)
+		cmds = append(cmds, cmd)
+	}
+	if !vout.Scan() {
+		t.Fatal("the process to kill did not start")
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("process %d: %v", i, err)
+		}
+	}
+	victim.Process.Kill()
+	victim.Wait()
+	var live []string
+	if err := f.List(ctx, "cat/", func(in objstore.Info) error { live = append(live, in.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(live)
+	listed := listAll(t, f, "cat/", "", 7)
+	for _, n := range live {
+		if !slices.Contains(listed, n) {
+			t.Fatalf("%s exists and is not listed (%v)", n, listed)
+		}
+	}
+	if err := f.RepairIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if listed := listAll(t, f, "cat/", "", 7); !slices.Equal(listed, live) {
+		t.Fatalf("repaired, lists %v, want %v", listed, live)
+	}
+}
