@@ -399,45 +399,68 @@ func dedup(s []string) []string {
 
 // RepairIndex makes the index name exactly the catalog's objects
 // (IndexRepairer), as gc and the catalog's upgrade need: it sets the key
-// of every catalog object (a List of cat/: it costs the catalog), removes
-// the ghosts it finds as a delete does (the key removed, then the object
-// stat'ed and the key set again if it exists by then), and writes the
-// index's marker. It covers what writers older than the index (catalog
-// format 3) created, and the crash state the order of writes leaves.
+// of every object under cat/ (a List: it reads each object's directory)
+// that lacks one, makes the keys it set durable (an fsync per level
+// touched), removes the ghosts it finds as a delete does (the key
+// removed, then the object stat'ed and the key set again if it exists by
+// then), and writes the index's marker. It covers what writers older
+// than the index (catalog format 3) created, and the crash state the
+// order of writes leaves.
 func (f *File) RepairIndex(ctx context.Context) error {
-	live := map[string]bool{}
+	fail := func(err error) error { return fmt.Errorf("objstore: repair the catalog's index: %w", err) }
+	names := map[string]bool{}
 	if err := f.List(ctx, indexedPrefix, func(in Info) error {
-		live[in.Name] = true
+		names[in.Name] = true
 		return nil
 	}); err != nil {
-		return fmt.Errorf("objstore: repair the catalog's index: %w", err)
+		return fail(err)
 	}
-	for n := range live {
-		has, err := f.hasKey(n)
-		if err == nil && !has {
-			err = f.setKey(n, true)
+	touched := map[string]bool{}
+	for n := range names {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
+		has, err := f.hasKey(n)
 		if err != nil {
-			return fmt.Errorf("objstore: repair the catalog's index: %w", err)
+			return fail(err)
+		}
+		if has {
+			continue
+		}
+		level, err := f.createKey(n)
+		if err != nil {
+			return fail(err)
+		}
+		touched[level] = true
+		if err := f.maybeSplit(level); err != nil {
+			return fail(err)
+		}
+	}
+	for level := range touched {
+		if err := f.durableDir(level, true); err != nil {
+			return fail(mapErr(err))
+		}
+		if err := f.syncDir(level); err != nil {
+			return fail(mapErr(err))
 		}
 	}
 	var ghosts []string
 	if err := f.listLevel(ctx, f.idxRoot(), indexedPrefix, nil, indexedPrefix, "", func(n string) error {
-		if !live[n] {
+		if !names[n] {
 			ghosts = append(ghosts, n)
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("objstore: repair the catalog's index: %w", err)
+		return fail(err)
 	}
 	ops := f.indexOps()
 	for _, n := range ghosts {
 		if err := ops.Deleted(ctx, n); err != nil {
-			return fmt.Errorf("objstore: repair the catalog's index: %w", err)
+			return fail(err)
 		}
 	}
 	if err := f.markIndexed(); err != nil {
-		return fmt.Errorf("objstore: repair the catalog's index: %w", mapErr(err))
+		return fail(mapErr(err))
 	}
 	return nil
 }
