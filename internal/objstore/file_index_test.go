@@ -575,3 +575,49 @@ func TestFileIndexAcrossProcesses(t *testing.T) {
 		t.Fatalf("repaired, lists %v, want %v", listed, live)
 	}
 }
+
+// TestFileIndexConcurrentSplits: writers in one process create, put and
+// delete the same names at once while their keys' levels split under
+// them: afterwards every object there is listed.
+func TestFileIndexConcurrentSplits(t *testing.T) {
+	f := openIndexed(t, 3)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 3))
+			for range 60 {
+				name := fmt.Sprintf("cat/name/c%d%d", r.IntN(4), r.IntN(6))
+				var err error
+				switch r.IntN(3) {
+				case 0:
+					_, err = f.Create(ctx, name, nil)
+				case 1:
+					_, err = f.Put(ctx, name, nil)
+				case 2:
+					err = f.Delete(ctx, name)
+				}
+				if err != nil && !errors.Is(err, objstore.ErrExists) && !errors.Is(err, objstore.ErrNotFound) {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	listed := listAll(t, f, "cat/", "", 5)
+	if err := f.List(ctx, "cat/", func(in objstore.Info) error {
+		if !slices.Contains(listed, in.Name) {
+			t.Errorf("%s exists and is not listed", in.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
