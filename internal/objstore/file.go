@@ -30,6 +30,7 @@ import (
 //	FORMAT                       "archip-file-store 1"
 //	tmp/                         files being written; renamed or linked away
 //	obj/<dirs of name>/@<xx>/<last component of name>/<generation>
+//	idx/indexed, idx/cat/...     the catalog's list index (see file_index.go)
 //
 // An object a/b/c lives in obj/a/b/@<xx>/c/, where xx is two hex digits of
 // a hash of "c" (256 fan-out directories per level, so a million objects
