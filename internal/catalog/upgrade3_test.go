@@ -196,7 +196,7 @@ func decodeFormat2(b []byte) (*marker, error) {
 
 // TestFormat2UpgradedWithIndex: a store of format 2 whose records have no
 // keys in the store's index (a binary of format 2 wrote them) is brought
-// to format 3 on first use, its index built first, so that a listing
+// to the current format (4) on first use, its index built first, so that a listing
 // names every record; binaries of format 2 then refuse it.
 func TestFormat2UpgradedWithIndex(t *testing.T) {
 	s := newIndexed(objstore.NewMem())
@@ -306,7 +306,7 @@ func TestUpgrade3Concurrent(t *testing.T) {
 
 // TestUpgrade3Crashes: an upgrade crashed after each of its writes, or
 // between the index's build and the marker's swap, leaves a store that
-// the next use brings to format 3 with every name listed.
+// the next use brings to the current format (4) with every name listed.
 func TestUpgrade3Crashes(t *testing.T) {
 	for _, from := range []int{1, 2} {
 		for _, applied := range []bool{false, true} {
@@ -330,8 +330,8 @@ func TestUpgrade3Crashes(t *testing.T) {
 					t.Fatal(err)
 				}
 				b, _, _ := mem.Get(ctx, ObjectName)
-				if d, _ := decodeCatalog(b); d.Format == 3 && s.idx.repairs == 0 {
-					t.Fatalf("from %d, k=%d: format 3 before the index was built", from, k)
+				if d, _ := decodeCatalog(b); d.Format == Format && s.idx.repairs == 0 {
+					t.Fatalf("from %d, k=%d: format %d before the index was built", from, k, Format)
 				}
 				checkFormat3(t, &indexed{Store: mem, idx: s.idx}, want)
 				if err == nil {
