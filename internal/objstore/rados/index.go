@@ -68,7 +68,7 @@ import (
 // marker. Writers set keys whether or not the marker exists, so objects
 // created during that walk are indexed too. Binaries older than the index
 // (catalog format 2) must not write the store afterwards: what they create
-// has no key. Package catalog's upgrade to format 3 repairs the index
+// has no key. Package catalog's upgrade to format 3 (now 4) repairs the index
 // (RepairIndex) and then swaps the catalog's marker, which they refuse;
 // one already running still creates objects without keys until restarted,
 // which gc's RepairIndex covers.
