@@ -56,11 +56,14 @@ type IndexHooks struct {
 	ReadDir         func(level string)      // every read of a level
 	Read            func(entries int)       // entries read by it
 	BeforeSplitMove func(key string)        // before a split renames a key
+	// Names replaces what a listing's read of a level returned.
+	Names func(level string, names []string) []string
 }
 
 // SetIndexHooks installs h on f.
 func SetIndexHooks(f *File, h IndexHooks) {
 	f.hooks.indexStep, f.hooks.indexReadDir, f.hooks.indexRead, f.hooks.beforeSplitMove = h.Step, h.ReadDir, h.Read, h.BeforeSplitMove
+	f.hooks.indexNames = h.Names
 }
 
 // SetIndexKeys sets the keys of names in f's catalog index, without

@@ -279,6 +279,9 @@ type fileHooks struct {
 	indexReadDir    func(level string)      // every read of a level of the catalog's index
 	indexRead       func(entries int)       // after it, with how many entries it read
 	beforeSplitMove func(key string)        // before a split renames a key down
+	// indexNames, if set, replaces what a listing's read of a level
+	// returned (a test's view of a read that a split ran across).
+	indexNames func(level string, names []string) []string
 }
 
 // openHooks are given to every File that OpenFile opens (for tests).

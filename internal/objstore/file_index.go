@@ -34,8 +34,10 @@ import (
 //     it, and both are fsynced. Levels are never removed.
 //   - A key is removed at every level along its path, from the top down.
 //   - A key is read back from the top down.
-//   - A listing reads a level, then the levels below it in byte order,
-//     merging each with the keys of the level above that belong to it.
+//   - A listing reads a level (twice: a split across one read may hide
+//     a key it moves and the level it moves it to), then the levels
+//     below it in byte order, merging each with the keys of the level
+//     above that belong to it.
 //
 // Keys only move down, by rename(), which moves a key present or fails:
 // so a top-down sweep (a read-back, a removal, a listing) that does not
@@ -313,9 +315,21 @@ func (f *File) listLevel(ctx context.Context, path, pre string, inherited []stri
 	if f.hooks.indexReadDir != nil {
 		f.hooks.indexReadDir(path)
 	}
-	ents, err := readNames(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return mapErr(err)
+	// A read of a directory that changes meanwhile may leave out what
+	// is added or removed during it (POSIX), so a split running across
+	// it may hide both a key it moves out and the level it moves it
+	// into. That level was made before the first read ended, and levels
+	// stay: a second read sees it.
+	var ents []string
+	for range 2 {
+		e, err := readNames(path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return mapErr(err)
+		}
+		if f.hooks.indexNames != nil {
+			e = f.hooks.indexNames(path, e)
+		}
+		ents = append(ents, e...)
 	}
 	if f.hooks.indexRead != nil {
 		f.hooks.indexRead(len(ents))
