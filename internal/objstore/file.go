@@ -670,7 +670,7 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			return err
 		}
 		keyed = make(chan error, 1)
-		go func() { keyed <- f.keyDurable(level) }()
+		go func() { keyed <- f.keyDurable(name, level) }()
 		return nil
 	}
 	var v Version

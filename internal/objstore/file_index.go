@@ -27,7 +27,9 @@ import (
 //
 //   - A key is set at the deepest level along the path that exists, or
 //     deeper where "+<rest>" would pass the 255-byte limit of a file name
-//     (the levels between are made), and its level is fsynced.
+//     (the levels between are made), and its level is fsynced; if a
+//     split moved the key down before that fsync (which may have made
+//     only its removal durable), so is the level it is in now.
 //   - A level past splitBytes (its size: a cheap proxy) holding over
 //     splitKeys keys is split: the level of each first byte of their
 //     rests is made (mkdir, the parent fsynced), each key is renamed into
@@ -97,7 +99,7 @@ func (f *File) setKey(name string, sync bool) error {
 	if !sync {
 		return f.maybeSplit(level)
 	}
-	return f.keyDurable(level)
+	return f.keyDurable(name, level)
 }
 
 // createKey creates the key file of name (see the index's comment) and
@@ -129,39 +131,67 @@ func (f *File) createKey(name string) (string, error) {
 	return level, nil
 }
 
-// keyDurable makes the keys created in level durable, with the level's
-// own entry, and splits the level if it grew past its bounds.
-func (f *File) keyDurable(level string) error {
+// keyDurable makes name's key, created in level, durable, with the
+// level's own entry, and splits the level if it grew past its bounds.
+func (f *File) keyDurable(name, level string) error {
 	if err := f.durableDir(level, true); err != nil {
 		return mapErr(err)
 	}
-	if err := f.syncDir(level); err != nil {
-		return mapErr(err)
+	if err := f.syncKey(name, level); err != nil {
+		return err
 	}
 	return f.maybeSplit(level)
 }
 
+// syncKey fsyncs level, which held name's key before the call, and then,
+// if a split moved the key on before that fsync (which may then have
+// made its removal from level durable, and not yet its arrival below),
+// the level the key is in now, until the key is where an fsync that began
+// after it got there ran. A key removed meanwhile needs nothing.
+func (f *File) syncKey(name, level string) error {
+	for {
+		if err := f.syncDir(level); err != nil {
+			return mapErr(err)
+		}
+		at, err := f.keyLevel(name)
+		if err != nil || at == "" || at == level {
+			return err
+		}
+		if err := f.durableDir(at, true); err != nil {
+			return mapErr(err)
+		}
+		level = at
+	}
+}
+
 // hasKey reports whether name has its key at some level along its path.
 func (f *File) hasKey(name string) (bool, error) {
+	at, err := f.keyLevel(name)
+	return at != "", err
+}
+
+// keyLevel returns the first level along name's path, from the top down,
+// that holds its key, or "" if none does.
+func (f *File) keyLevel(name string) (string, error) {
 	level, rest := f.idxRoot(), name[len(indexedPrefix):]
 	for {
 		if len(rest) <= maxKeyRest {
 			_, err := os.Lstat(keyFile(level, rest))
 			if err == nil {
-				return true, nil
+				return level, nil
 			}
 			if !errors.Is(err, fs.ErrNotExist) {
-				return false, mapErr(err)
+				return "", mapErr(err)
 			}
 		}
 		if rest == "" {
-			return false, nil
+			return "", nil
 		}
 		c := childLevel(level, rest[0])
 		if _, err := os.Lstat(c); errors.Is(err, fs.ErrNotExist) {
-			return false, nil
+			return "", nil
 		} else if err != nil {
-			return false, mapErr(err)
+			return "", mapErr(err)
 		}
 		level, rest = c, rest[1:]
 	}
@@ -430,6 +460,7 @@ func (f *File) RepairIndex(ctx context.Context) error {
 		return fail(err)
 	}
 	touched := map[string]bool{}
+	set := map[string]string{} // name → the level its key was set in
 	for n := range names {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -446,6 +477,7 @@ func (f *File) RepairIndex(ctx context.Context) error {
 			return fail(err)
 		}
 		touched[level] = true
+		set[n] = level
 		if err := f.maybeSplit(level); err != nil {
 			return fail(err)
 		}
@@ -456,6 +488,16 @@ func (f *File) RepairIndex(ctx context.Context) error {
 		}
 		if err := f.syncDir(level); err != nil {
 			return fail(mapErr(err))
+		}
+	}
+	for n, level := range set {
+		// Moved down by a split before the fsync (syncKey).
+		if at, err := f.keyLevel(n); err != nil {
+			return fail(err)
+		} else if at != "" && at != level {
+			if err := f.syncKey(n, at); err != nil {
+				return fail(err)
+			}
 		}
 	}
 	var ghosts []string

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -61,5 +63,110 @@ func TestFileIndexListingAcrossASplit(t *testing.T) {
 	got = slices.DeleteFunc(got, func(n string) bool { return n == "cat/name/a4" })
 	if !slices.Equal(got, want) {
 		t.Fatalf("listed %v across the split, want %v", got, want)
+	}
+}
+
+// syncedDirs records what each directory of a store held when it was
+// last fsynced: what a crash leaves of it, where every directory's
+// entries are durable as of its own last fsync.
+type syncedDirs struct {
+	mu  sync.Mutex
+	got map[string][]string
+}
+
+func (s *syncedDirs) record(dir string) {
+	names, _ := readDirNames(dir)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.got == nil {
+		s.got = map[string][]string{}
+	}
+	s.got[dir] = names
+}
+
+// keyDurable reports whether a crash now leaves name's key in the index
+// of the store at root: in a level along its path, that level linked
+// durably in its parent.
+func (s *syncedDirs) keyDurable(root, name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	level, rest := filepath.Join(root, "idx", "cat"), strings.ReplaceAll(strings.TrimPrefix(name, "cat/"), "/", "=")
+	for {
+		if slices.Contains(s.got[level], "+"+rest) {
+			return true
+		}
+		if rest == "" || !slices.Contains(s.got[level], "@"+rest[:1]) {
+			return false
+		}
+		level, rest = filepath.Join(level, "@"+rest[:1]), rest[1:]
+	}
+}
+
+func readDirNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
+}
+
+// TestFileIndexKeyMovedBeforeItsSync: a split (of another process) moves
+// a new key down after its creator set it and before the creator fsyncs
+// its level, and stalls before it fsyncs the level it moved it to. The
+// creator's fsync then makes the key's removal from its level durable:
+// its Create must not return (nor link the object) before the key is
+// durable where it went.
+func TestFileIndexKeyMovedBeforeItsSync(t *testing.T) {
+	dir := t.TempDir()
+	f, err := objstore.OpenFile(dir, true) // the splitter
+	if err != nil {
+		t.Fatal(err)
+	}
+	objstore.SetIndexSplit(f, 0, 3)
+	for i := range 3 {
+		if _, err := f.Create(ctx, fmt.Sprintf("cat/name/a%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := objstore.OpenFile(dir, false) // the creator
+	if err != nil {
+		t.Fatal(err)
+	}
+	objstore.SetIndexSplit(g, 0, 1000)
+	root := filepath.Join(f.Root(), "idx", "cat")
+	var synced syncedDirs
+	gAtSync, releaseG := make(chan struct{}), make(chan struct{})
+	fAtSync, releaseF := make(chan struct{}), make(chan struct{})
+	var gOnce, fOnce sync.Once
+	objstore.SetFileHooks(g, objstore.FileHooks{SyncDir: func(d string) {
+		if d == root {
+			gOnce.Do(func() { close(gAtSync); <-releaseG })
+		}
+		synced.record(d)
+	}})
+	objstore.SetFileHooks(f, objstore.FileHooks{SyncDir: func(d string) {
+		if d == filepath.Join(root, "@n") {
+			fOnce.Do(func() { close(fAtSync); <-releaseF })
+		}
+		synced.record(d)
+	}})
+	gDone, fDone := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := g.Create(ctx, "cat/name/a3", nil); gDone <- err }()
+	<-gAtSync // a3's key is set at the top level, not fsynced yet
+	go func() { _, err := f.Create(ctx, "cat/name/a4", nil); fDone <- err }()
+	<-fAtSync // the fifth key split the top level: a3's key moved to @n
+	close(releaseG)
+	err = <-gDone
+	durable := synced.keyDurable(dir, "cat/name/a3")
+	close(releaseF)
+	if ferr := <-fDone; ferr != nil {
+		t.Fatal(ferr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !durable {
+		t.Fatal("Create returned with the key of its object durable at no level")
 	}
 }
