@@ -33,7 +33,9 @@ import (
 //   - A level past splitBytes (its size: a cheap proxy) holding over
 //     splitKeys keys is split: the level of each first byte of their
 //     rests is made (mkdir, the parent fsynced), each key is renamed into
-//     it, and both are fsynced. Levels are never removed.
+//     it, and it is fsynced; then the keys a split of it moved on
+//     meanwhile are fsynced where they are, and last the level. Levels
+//     are never removed.
 //   - A key is removed at every level along its path, from the top down.
 //   - A key is read back from the top down.
 //   - A listing reads a level (twice: a split across one read may hide
@@ -242,6 +244,7 @@ func (f *File) maybeSplit(level string) error {
 	if n <= f.splitKeys {
 		return nil
 	}
+	pre := f.levelPrefix(level)
 	for c, keys := range byByte {
 		if c == '=' {
 			c = '/'
@@ -262,8 +265,44 @@ func (f *File) maybeSplit(level string) error {
 		if err := f.syncDir(child); err != nil {
 			return mapErr(err)
 		}
+		// A split of child (of another process) may have moved keys on
+		// before that fsync: they are made durable where they went
+		// before the fsync of level makes their removal durable.
+		for _, k := range keys {
+			_, err := os.Lstat(filepath.Join(child, "+"+k[2:]))
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return mapErr(err)
+			}
+			name := pre + strings.ReplaceAll(k[1:], "=", "/")
+			at, err := f.keyLevel(name)
+			if err != nil {
+				return err
+			}
+			if at != "" && at != level && at != child {
+				if err := f.syncKey(name, at); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return mapErr(f.syncDir(level))
+}
+
+// levelPrefix returns the prefix of the names whose keys level holds.
+func (f *File) levelPrefix(level string) string {
+	rel, err := filepath.Rel(f.idxRoot(), level)
+	if err != nil || rel == "." {
+		return indexedPrefix
+	}
+	var b strings.Builder
+	b.WriteString(indexedPrefix)
+	for _, c := range strings.Split(rel, string(filepath.Separator)) {
+		b.WriteString(strings.ReplaceAll(c[1:], "=", "/"))
+	}
+	return b.String()
 }
 
 // indexed reports whether the index names every catalog object (its

@@ -170,3 +170,63 @@ func TestFileIndexKeyMovedBeforeItsSync(t *testing.T) {
 		t.Fatal("Create returned with the key of its object durable at no level")
 	}
 }
+
+// TestFileIndexSplitUnderASplit: a split moves keys down into a level,
+// and before it fsyncs that level, a split of another process moves them
+// on into a level below and stalls before its own fsync. The first
+// split's fsyncs then make the keys' removals durable at both levels
+// above: it must make them durable where they went first.
+func TestFileIndexSplitUnderASplit(t *testing.T) {
+	dir := t.TempDir()
+	f, err := objstore.OpenFile(dir, true) // splits the top level
+	if err != nil {
+		t.Fatal(err)
+	}
+	objstore.SetIndexSplit(f, 0, 3)
+	for i := range 3 {
+		if _, err := f.Create(ctx, fmt.Sprintf("cat/pq%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := objstore.OpenFile(dir, false) // splits @p under it
+	if err != nil {
+		t.Fatal(err)
+	}
+	objstore.SetIndexSplit(g, 0, 3)
+	root := filepath.Join(f.Root(), "idx", "cat")
+	var synced syncedDirs
+	gAtSync, releaseG, gDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	var gOnce, fOnce sync.Once
+	objstore.SetFileHooks(g, objstore.FileHooks{SyncDir: func(d string) {
+		if d == filepath.Join(root, "@p", "@q") {
+			gOnce.Do(func() { close(gAtSync); <-releaseG })
+		}
+		synced.record(d)
+	}})
+	objstore.SetFileHooks(f, objstore.FileHooks{SyncDir: func(d string) {
+		if d == filepath.Join(root, "@p") {
+			fOnce.Do(func() {
+				// f moved the keys to @p: g's create there splits it.
+				go func() { _, err := g.Create(ctx, "cat/pq9", nil); gDone <- err }()
+				<-gAtSync
+			})
+		}
+		synced.record(d)
+	}})
+	if _, err := f.Create(ctx, "cat/pq3", nil); err != nil {
+		t.Fatal(err)
+	}
+	var lost []string
+	for i := range 4 {
+		if n := fmt.Sprintf("cat/pq%d", i); !synced.keyDurable(dir, n) {
+			lost = append(lost, n)
+		}
+	}
+	close(releaseG)
+	if err := <-gDone; err != nil {
+		t.Fatal(err)
+	}
+	if lost != nil {
+		t.Fatalf("after the splits, a crash loses the keys of %v", lost)
+	}
+}
