@@ -107,8 +107,9 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 			if first {
 				rep.From = 0
 			}
-			// A file store made by an older binary has no index marker
-			// yet: on a store without records, its repair is cheap.
+			// A file store has no index marker until a repair (binaries
+			// of format 3 may write its catalog first): on a store
+			// without records, the repair is cheap, and marks it.
 			if err := objstore.RepairFileIndexes(ctx, c.store); err != nil {
 				return rep, fmt.Errorf("catalog: creating the catalog: repairing the store's index: %w", err)
 			}

@@ -381,11 +381,10 @@ func (f *File) create() ([]byte, error) {
 			return nil, err
 		}
 	}
-	// A new store's index is complete: its marker comes before FORMAT.
+	// A new store's index is not marked complete: binaries that keep
+	// none may write its catalog first. The catalog's creation by one
+	// that keeps it repairs the (empty) index, which marks it.
 	if err := f.ensureDir(f.idxRoot()); err != nil {
-		return nil, err
-	}
-	if err := f.markIndexed(); err != nil {
 		return nil, err
 	}
 	tmp, err := f.writeTemp([]byte(fileFormat))

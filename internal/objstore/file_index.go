@@ -16,7 +16,10 @@ import (
 // index's depth instead of every name: object directories are spread over
 // hash fan-out directories, in no order.
 //
-// Layout: idx/indexed (a marker: every catalog object has its key) and
+// Layout: idx/indexed (a marker: every catalog object has its key,
+// written by RepairIndex only, which the catalog runs before it writes
+// format 4: not at a store's creation, since binaries that keep no index
+// may write its catalog first) and
 // idx/cat/, an adaptive trie of directories. A level is a directory that
 // stands for a prefix of names: idx/cat/ for "cat/", and its
 // subdirectory @<c> for the level's prefix followed by the byte c. The key

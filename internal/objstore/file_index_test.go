@@ -26,6 +26,9 @@ func openIndexed(t *testing.T, splitKeys int) *objstore.File {
 		t.Fatal(err)
 	}
 	objstore.SetIndexSplit(f, 0, splitKeys)
+	if err := f.RepairIndex(ctx); err != nil { // marks the new index complete
+		t.Fatal(err)
+	}
 	return f
 }
 
@@ -403,6 +406,9 @@ func TestFileIndexCrashImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := f.RepairIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	objstore.SetIndexSplit(f, 0, 3)
 	var images []string
 	var mu sync.Mutex // splits run beside the write that set the key
@@ -529,6 +535,9 @@ func TestFileIndexAcrossProcesses(t *testing.T) {
 	dir := t.TempDir()
 	f, err := objstore.OpenFile(dir, true)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.RepairIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	start := func(n int) (*exec.Cmd, *bufio.Scanner) {
