@@ -260,9 +260,10 @@ type File struct {
 
 	commits dirCommits // directory fsyncs in flight, shared by callers
 
-	splitBytes int64       // a level of the catalog's index past this size ...
-	splitKeys  int         // ... holding more keys than this is split
-	idxReady   atomic.Bool // the index's marker was seen
+	splitBytes int64          // a level of the catalog's index past this size ...
+	splitKeys  int            // ... holding more keys than this is split
+	idxReady   atomic.Bool    // the index's marker was seen
+	setCounts  map[string]int // level → keys set there since it was last read to split (under mu)
 }
 
 // fileHooks are seams for tests; nil members do nothing.

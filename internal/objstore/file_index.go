@@ -33,7 +33,8 @@ import (
 //     (the levels between are made), and its level is fsynced; if a
 //     split moved the key down before that fsync (which may have made
 //     only its removal durable), so is the level it is in now.
-//   - A level past splitBytes (its size: a cheap proxy) holding over
+//   - A level past splitBytes (its size: a cheap proxy), or after
+//     every splitEvery-th key a process set in it, holding over
 //     splitKeys keys is split: the level of each first byte of their
 //     rests is made (mkdir, the parent fsynced), each key is renamed into
 //     it, and it is fsynced; then the keys a split of it moved on
@@ -61,10 +62,13 @@ const (
 	maxKeyRest    = 254 // "+" and the rest within a file name
 )
 
-// Split bounds of a level (SetIndexSplit changes them, for tests).
+// Split bounds of a level (SetIndexSplit changes them, for tests), and
+// how many keys a process sets in a level between two reads of it to see
+// whether to split it, whatever its size.
 const (
 	defaultSplitBytes = 32 << 10
 	defaultSplitKeys  = 512
+	splitEvery        = 64
 )
 
 func isIndexed(name string) bool { return strings.HasPrefix(name, indexedPrefix) }
@@ -229,7 +233,7 @@ func (f *File) rmKey(name string) error {
 // comment).
 func (f *File) maybeSplit(level string) error {
 	in, err := os.Stat(level)
-	if err != nil || in.Size() < f.splitBytes {
+	if err != nil || in.Size() < f.splitBytes && !f.setCounted(level) {
 		return nil
 	}
 	names, err := readNames(level)
@@ -292,6 +296,25 @@ func (f *File) maybeSplit(level string) error {
 		}
 	}
 	return mapErr(f.syncDir(level))
+}
+
+// setCounted counts a key this process set in level, and reports
+// whether it is the splitEvery-th since the last: a level is read to be
+// split then whatever its size says, since a directory's size may grow
+// slowly with its entries (ZFS counts entries; ext4 takes 12 bytes for a
+// short name).
+func (f *File) setCounted(level string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.setCounts == nil || len(f.setCounts) >= maxDurable {
+		f.setCounts = map[string]int{}
+	}
+	f.setCounts[level]++
+	if f.setCounts[level] < splitEvery {
+		return false
+	}
+	delete(f.setCounts, level)
+	return true
 }
 
 // levelPrefix returns the prefix of the names whose keys level holds.

@@ -230,3 +230,37 @@ func TestFileIndexSplitUnderASplit(t *testing.T) {
 		t.Fatalf("after the splits, a crash loses the keys of %v", lost)
 	}
 }
+
+// TestFileIndexSplitWhateverTheSize: on a file system whose directory
+// sizes grow slowly with their entries (ZFS counts entries; ext4 with
+// short names, 12 bytes each), a level past the key bound is split all
+// the same, so that a page does not read thousands of entries. (Before:
+// only a level past its byte bound was ever read to be split.)
+func TestFileIndexSplitWhateverTheSize(t *testing.T) {
+	f := openIndexed(t, 512)
+	objstore.SetIndexSplit(f, 1<<40, 512) // the size never says split
+	var names []string
+	for i := range 3000 {
+		names = append(names, fmt.Sprintf("cat/%04d", i))
+	}
+	if err := objstore.SetIndexKeys(f, names); err != nil {
+		t.Fatal(err)
+	}
+	read := 0
+	objstore.SetIndexHooks(f, objstore.IndexHooks{Read: func(n int) { read += n }})
+	var got []string
+	stop := fmt.Errorf("page full")
+	err := f.ListNamesAfter(ctx, "cat/", "cat/1500", func(n string) error {
+		got = append(got, n)
+		if len(got) == 100 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || len(got) != 100 || got[0] != "cat/1501" {
+		t.Fatalf("page: %v %d names from %v", err, len(got), got[:min(1, len(got))])
+	}
+	if read > 2000 {
+		t.Fatalf("a page of 100 read %d entries of the index, of 3000 names", read)
+	}
+}
