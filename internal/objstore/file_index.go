@@ -556,7 +556,10 @@ func (f *File) RepairIndex(ctx context.Context) error {
 		}
 	}
 	for n, level := range set {
-		// Moved down by a split before the fsync (syncKey).
+		// Moved down by a split before the fsync (syncKey)?
+		if _, err := os.Lstat(keyFile(level, n[len(f.levelPrefix(level)):])); err == nil {
+			continue
+		}
 		if at, err := f.keyLevel(n); err != nil {
 			return fail(err)
 		} else if at != "" && at != level {

@@ -264,3 +264,73 @@ func TestFileIndexSplitWhateverTheSize(t *testing.T) {
 		t.Fatalf("a page of 100 read %d entries of the index, of 3000 names", read)
 	}
 }
+
+// TestFileIndexRepairKeyMovedBeforeItsSync: the repair sets the keys an
+// older binary did not, and a split of another process moves them down
+// before the repair fsyncs their level, stalling before it fsyncs the
+// level it moved them to: the repair must not return (nor mark the index
+// complete) before they are durable where they went.
+func TestFileIndexRepairKeyMovedBeforeItsSync(t *testing.T) {
+	dir := t.TempDir()
+	f, err := objstore.OpenFile(dir, true) // the splitter
+	if err != nil {
+		t.Fatal(err)
+	}
+	objstore.SetIndexSplit(f, 0, 3)
+	var names []string
+	for i := range 3 {
+		n := fmt.Sprintf("cat/name/r%d", i)
+		if _, err := f.Create(ctx, n, nil); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	root := filepath.Join(f.Root(), "idx", "cat")
+	if err := os.RemoveAll(root); err != nil { // written by an older binary
+		t.Fatal(err)
+	}
+	g, err := objstore.OpenFile(dir, false) // the repairer
+	if err != nil {
+		t.Fatal(err)
+	}
+	objstore.SetIndexSplit(g, 0, 1000)
+	var synced syncedDirs
+	gAtSync, releaseG := make(chan struct{}), make(chan struct{})
+	fAtSync, releaseF := make(chan struct{}), make(chan struct{})
+	var gOnce, fOnce sync.Once
+	objstore.SetFileHooks(g, objstore.FileHooks{SyncDir: func(d string) {
+		if d == root {
+			gOnce.Do(func() { close(gAtSync); <-releaseG })
+		}
+		synced.record(d)
+	}})
+	objstore.SetFileHooks(f, objstore.FileHooks{SyncDir: func(d string) {
+		if d == filepath.Join(root, "@n") {
+			fOnce.Do(func() { close(fAtSync); <-releaseF })
+		}
+		synced.record(d)
+	}})
+	gDone, fDone := make(chan error, 1), make(chan error, 1)
+	go func() { gDone <- g.RepairIndex(ctx) }()
+	<-gAtSync // the keys are set at the top level, not fsynced yet
+	go func() { _, err := f.Create(ctx, "cat/name/r3", nil); fDone <- err }()
+	<-fAtSync // the fourth key split the top level: the keys moved to @n
+	close(releaseG)
+	err = <-gDone
+	var lost []string
+	for _, n := range names {
+		if !synced.keyDurable(dir, n) {
+			lost = append(lost, n)
+		}
+	}
+	close(releaseF)
+	if ferr := <-fDone; ferr != nil {
+		t.Fatal(ferr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lost != nil {
+		t.Fatalf("repaired, a crash loses the keys of %v", lost)
+	}
+}
