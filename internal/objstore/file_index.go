@@ -288,7 +288,7 @@ func (f *File) maybeSplit(level string) error {
 			if err != nil {
 				return err
 			}
-			if at != "" && at != level && at != child {
+			if at != "" && at != child {
 				if err := f.syncKey(name, at); err != nil {
 					return err
 				}
