@@ -59,10 +59,10 @@ func TestUpgradeCatalogFormat1(t *testing.T) {
 					Upgraded int `json:"records_upgraded"`
 				}
 				json.Unmarshal([]byte(e.archip("--json", "store", "upgrade")), &rep)
-				if rep.From != 1 || rep.To != 3 || rep.Upgraded != len(man.Entries) {
+				if rep.From != 1 || rep.To != 4 || rep.Upgraded != len(man.Entries) {
 					t.Fatalf("store upgrade: %+v, want from 1 to 3, %d records", rep, len(man.Entries))
 				}
-				if out := e.archip("store", "upgrade"); !strings.Contains(out, "already at format 3") {
+				if out := e.archip("store", "upgrade"); !strings.Contains(out, "already at format 4") {
 					t.Fatalf("second store upgrade: %s", out)
 				}
 			}
@@ -113,7 +113,7 @@ func TestUpgradeCatalogFormat1(t *testing.T) {
 			for _, args := range [][]string{{"volume", "list"}, {"volume", "create", "x", "--size", "1M"}, {"volume", "remove", "vm01"}} {
 				cmd := exec.Command(oldBin, append([]string{"--store", e.store}, args...)...)
 				out, err := cmd.CombinedOutput()
-				if err == nil || !strings.Contains(string(out), "format 3; this program reads format 1") {
+				if err == nil || !strings.Contains(string(out), "format 4; this program reads format 1") {
 					t.Fatalf("the old binary on the upgraded store, %q: %v\n%s", args, err, out)
 				}
 			}
@@ -130,14 +130,30 @@ const catalogFormat2Commit = "c93b950aad19424d2382d48ab108d0264e2ce809"
 // TestUpgradeCatalogFormat2 makes a store with the binary of a commit of
 // catalog format 2 (names with '@' and '_', a snapshot, a clone, a
 // rename, data) and opens it with the current binary: upgraded explicitly
-// (archip store upgrade: from_format 2, to_format 3) or by the first
+// (archip store upgrade: from_format 2, to_format 4) or by the first
 // command, every name, size, lineage and byte is as the old binary wrote
 // it, and the old binary then refuses the store with its "newer archip"
 // error, changing nothing.
 func TestUpgradeCatalogFormat2(t *testing.T) {
-	oldBin := buildCommit(t, catalogFormat2Commit)
+	testUpgradeFromBinary(t, catalogFormat2Commit, 2, "format 4; this program reads formats 1 and 2 (a newer archip wrote it: use that)")
+}
+
+// catalogFormat3Commit is a commit whose binary writes catalog format 3
+// (RADOS's index only: the file store's names without keys).
+const catalogFormat3Commit = "628963842f6048848cdbdfeeb816eaf862d48fbb"
+
+// TestUpgradeCatalogFormat3 is TestUpgradeCatalogFormat2 from a file
+// store of catalog format 3, which has no list index: after the upgrade
+// every name is listed (from the index), and binaries of format 3 refuse
+// the store.
+func TestUpgradeCatalogFormat3(t *testing.T) {
+	testUpgradeFromBinary(t, catalogFormat3Commit, 3, "format 4; this program reads formats 1 to 3 (a newer archip wrote it: use that)")
+}
+
+func testUpgradeFromBinary(t *testing.T, commit string, from int, refusal string) {
+	oldBin := buildCommit(t, commit)
 	if oldBin == "" {
-		t.Skip("no binary of format 2 to write the store with")
+		t.Skipf("no binary of format %d to write the store with", from)
 	}
 	for _, how := range []string{"explicit", "automatic"} {
 		t.Run(how, func(t *testing.T) {
@@ -168,10 +184,10 @@ func TestUpgradeCatalogFormat2(t *testing.T) {
 					To   int `json:"to_format"`
 				}
 				json.Unmarshal([]byte(e.archip("--json", "store", "upgrade")), &rep)
-				if rep.From != 2 || rep.To != 3 {
-					t.Fatalf("store upgrade: %+v, want from 2 to 3", rep)
+				if rep.From != from || rep.To != 4 {
+					t.Fatalf("store upgrade: %+v, want from %d to 4", rep, from)
 				}
-				if out := e.archip("store", "upgrade"); !strings.Contains(out, "already at format 3") {
+				if out := e.archip("store", "upgrade"); !strings.Contains(out, "already at format 4") {
 					t.Fatalf("second store upgrade: %s", out)
 				}
 			}
@@ -193,7 +209,7 @@ func TestUpgradeCatalogFormat2(t *testing.T) {
 			for _, args := range [][]string{{"volume", "list"}, {"volume", "create", "x", "--size", "1M"}, {"volume", "remove", "vol_1"}} {
 				cmd := exec.Command(oldBin, append([]string{"--store", e.store}, args...)...)
 				out, err := cmd.CombinedOutput()
-				if err == nil || !strings.Contains(string(out), "format 3; this program reads formats 1 and 2 (a newer archip wrote it: use that)") {
+				if err == nil || !strings.Contains(string(out), refusal) {
 					t.Fatalf("the old binary on the upgraded store, %q: %v\n%s", args, err, out)
 				}
 			}

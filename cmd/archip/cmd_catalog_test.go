@@ -85,10 +85,10 @@ func TestStoreUpgrade(t *testing.T) {
 
 	var rep catalog.UpgradeReport
 	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "store", "upgrade")), &rep)
-	if rep.From != 1 || rep.To != 3 || rep.Upgraded != 2 {
+	if rep.From != 1 || rep.To != 4 || rep.Upgraded != 2 {
 		t.Fatalf("upgrade: %+v", rep)
 	}
-	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "already at format 3") {
+	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "already at format 4") {
 		t.Fatalf("second upgrade: %s", out)
 	}
 	if out := mustCLI(t, store, nil, "volume", "info", "v@1"); !strings.Contains(out, "v") {
@@ -129,16 +129,16 @@ func markFormat2(t *testing.T, dir string) {
 }
 
 // TestStoreUpgradeFormat2: archip store upgrade on a format 2 store says
-// so (from_format 2, to_format 3) and tells to restart older processes.
+// so (from_format 2, to_format 4) and tells to restart older processes.
 func TestStoreUpgradeFormat2(t *testing.T) {
 	store, dir := format2Store(t)
 	var rep catalog.UpgradeReport
 	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "store", "upgrade")), &rep)
-	if rep.From != 2 || rep.To != 3 || rep.Upgraded != 0 {
+	if rep.From != 2 || rep.To != 4 || rep.Upgraded != 0 {
 		t.Fatalf("upgrade: %+v", rep)
 	}
 	markFormat2(t, dir)
-	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "from format 2 to 3") || !strings.Contains(out, "restart") {
+	if out := mustCLI(t, store, nil, "store", "upgrade"); !strings.Contains(out, "from format 2 to 4") || !strings.Contains(out, "restart") {
 		t.Fatalf("upgrade: %s", out)
 	}
 	if out := mustCLI(t, store, nil, "volume", "list"); !strings.Contains(out, "v") {

@@ -34,24 +34,27 @@ func newStoreUpgradeCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "upgrade",
 		Short: "Bring the store's catalog to the format of this program (also done on first use)",
-		Long: `Bring the store's catalog to the format this program writes (format 3: a
-record per name, and on RADOS an index of the names that every writer
-keeps). A store written by an earlier archip (format 1: one catalog
-object; format 2: a record per name, written by binaries that may not keep
-the index) is upgraded: every name, lineage and volume stays as it was; on
-RADOS the index is repaired first (one walk of the pool). Running it again
+		Long: `Bring the store's catalog to the format this program writes (format 4: a
+record per name, and an index of the names that every writer keeps, on
+RADOS and on the file store). A store written by an earlier archip (format
+1: one catalog object; format 2: a record per name, written by binaries
+that may not keep the index; format 3: binaries that keep RADOS's index,
+not the file store's) is upgraded: every name, lineage and volume stays as
+it was; the index is repaired first (on RADOS from format 2: one walk of
+the pool; on the file store: one listing of the catalog). Running it again
 changes nothing. With --json it prints from_format and to_format.
 
 Every command of this program also upgrades the store by itself the first
 time it uses it, so this command is only a way to do it at a chosen
 moment. The upgrade goes forward only: archip binaries of earlier formats
-then refuse the store ("format 3; this program reads format 1", or "...
-reads formats 1 and 2 (a newer archip wrote it: use that)").
+then refuse the store ("format 4; this program reads format 1", or "...
+reads formats 1 and 2", or "... reads formats 1 to 3 (a newer archip wrote
+it: use that)").
 
 Restart every older archip process still running on the store (archip
 serve): one that started before the upgrade keeps writing as its format
-does, and on RADOS the names it creates are missing from volume list until
-archip gc repairs the index. Run archip gc once they are restarted.`,
+does, and the names it creates are missing from volume list until archip
+gc repairs the index. Run archip gc once they are restarted.`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runStoreUpgrade(c.Context(), g)

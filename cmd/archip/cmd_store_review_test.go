@@ -36,12 +36,12 @@ func TestStoreUpgradeUnderWay(t *testing.T) {
 	freeze()
 	var rep catalog.UpgradeReport
 	json.Unmarshal([]byte(mustCLI(t, store, nil, "--json", "store", "upgrade")), &rep)
-	if rep.From != 2 || rep.To != 3 || rep.Upgraded != 2 {
+	if rep.From != 2 || rep.To != 4 || rep.Upgraded != 2 {
 		t.Fatalf("upgrade: %+v", rep)
 	}
 	freeze()
 	out := mustCLI(t, store, nil, "store", "upgrade")
-	if !strings.Contains(out, "from format 2 to 3") || !strings.Contains(out, "2 records") || !strings.Contains(out, "restart") {
+	if !strings.Contains(out, "from format 2 to 4") || !strings.Contains(out, "2 records") || !strings.Contains(out, "restart") {
 		t.Fatalf("upgrade: %s", out)
 	}
 	if out := mustCLI(t, store, nil, "volume", "list"); !strings.Contains(out, "v@1") {
@@ -56,7 +56,7 @@ func TestStoreUpgradeUnderWay(t *testing.T) {
 func TestAutomaticUpgradeTells(t *testing.T) {
 	store, _ := format2Store(t)
 	out, errs, code := cli(t, store, nil, "volume", "list")
-	if code != 0 || !strings.Contains(out, "v") || !strings.Contains(errs, "from format 2 to 3") || !strings.Contains(errs, "run archip gc") {
+	if code != 0 || !strings.Contains(out, "v") || !strings.Contains(errs, "from format 2 to 4") || !strings.Contains(errs, "run archip gc") {
 		t.Fatalf("first command: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 	if _, errs, _ := cli(t, store, nil, "volume", "list"); strings.Contains(errs, "upgraded") {

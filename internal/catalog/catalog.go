@@ -2,11 +2,12 @@
 // volume a snapshot was taken from, which snapshot or image a clone came
 // from.
 //
-// Format 3 (this package) keeps one object per name, so that the cost of
+// Format 4 (this package) keeps one object per name, so that the cost of
 // every single-name operation does not depend on how many names there
 // are (format 2's layout), and every writer keeps the store's list index
-// where it has one (objstore's RADOS store does, and lists the catalog
-// from it; this package writes through the store, which keeps it):
+// where it has one (objstore's RADOS store does since format 3, its file
+// store since format 4, and each lists the catalog from it; this package
+// writes through the store, which keeps it):
 //
 //   - cat/name/<name>: the record (JSON). It is the commit point of every
 //     operation: a name exists iff its record exists and is valid (see
@@ -16,11 +17,12 @@
 //   - cat/id/<id>: a hint {"name": ...} for lookups by ID.
 //   - cat/child/<parent id>/<child id>: an empty hint, the lineage index:
 //     a clone under its Parent, a snapshot under its Origin.
-//   - catalog: the format marker {"format":3,"records":[]}. Format 1 kept
-//     every record in this one object; format 2 is format 3's layout, by
-//     binaries that may not keep the index. Binaries refuse a marker of a
-//     later format than theirs. A store of format 1 or 2 is upgraded on
-//     first use (Upgrade): the index is repaired before the marker says 3.
+//   - catalog: the format marker {"format":4,"records":[]}. Format 1 kept
+//     every record in this one object; formats 2 and 3 are format 4's
+//     layout, by binaries that may not keep the index (2: none; 3: RADOS's
+//     only). Binaries refuse a marker of a later format than theirs. A
+//     store of format 1, 2 or 3 is upgraded on first use (Upgrade): the
+//     index is repaired before the marker says 4.
 //
 // Hints are written before the record they describe and deleted after
 // it, and every reader verifies a hint against the record it names, so a
@@ -53,12 +55,12 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
-// ObjectName is the format marker (formats 2 and 3), or the whole catalog
+// ObjectName is the format marker (formats 2 to 4), or the whole catalog
 // of a format 1 store.
 const ObjectName = "catalog"
 
 // Format is the catalog format this package writes.
-const Format = 3
+const Format = 4
 
 // Object name prefixes of formats 2 and 3.
 const (
@@ -156,7 +158,7 @@ type Catalog struct {
 	// If release reports an error (the hold was lost: the rename stalled
 	// past it), the rename undoes itself and fails with that error.
 	Hold func(ctx context.Context) (release func() error, err error)
-	// ready: this process saw the store at format 3 with nothing left to
+	// ready: this process saw the store at format 4 with nothing left to
 	// upgrade (formats only go forward).
 	ready atomic.Bool
 	// Upgraded, if set, hears of an upgrade that an operation made before
@@ -893,7 +895,7 @@ type Page struct {
 // List returns the valid records selected, in name order (the byte
 // order of the stored names, which is that of the names except that @
 // sorts between _ and a). A store that lists in order from a name on
-// (objstore.OrderedLister: RADOS, S3) lists the names of the page only;
+// (objstore.OrderedLister: RADOS, S3, the file store) lists the names of the page only;
 // another lists the names under the prefix (objstore.ListNames) and sorts
 // them, which costs the names of the prefix, not their records or
 // metadata. It reads the records of the page only, and writes nothing.

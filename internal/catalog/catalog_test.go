@@ -92,7 +92,7 @@ func TestCreateLookupRemove(t *testing.T) {
 	if len(kids) != 1 || kids[0].Name != "c" {
 		t.Fatalf("Children(a@1) = %v", kids)
 	}
-	if b, _, _ := s.Get(ctx, ObjectName); string(b) != `{"format":3,"records":[]}` {
+	if b, _, _ := s.Get(ctx, ObjectName); string(b) != `{"format":4,"records":[]}` {
 		t.Fatalf("marker = %s", b)
 	}
 	r, err := c.Remove(ctx, "c")

@@ -83,3 +83,62 @@ func TestListPageCostsThePage(t *testing.T) {
 		}
 	}
 }
+
+// countedFile is a file store that counts the names its ordered listing
+// passes on.
+type countedFile struct {
+	*objstore.File
+	names int
+}
+
+func (f *countedFile) ListNamesAfter(ctx context.Context, prefix, after string, fn func(string) error) error {
+	return f.File.ListNamesAfter(ctx, prefix, after, func(n string) error {
+		f.names++
+		return fn(n)
+	})
+}
+
+// TestFileListPageCostsThePage: on the file store, a page of the listing
+// takes the page's names from the store's index, not every name (before:
+// the file store listed in no order, and every name was listed and
+// sorted), and its pages equal those of the unordered listing.
+func TestFileListPageCostsThePage(t *testing.T) {
+	f, err := objstore.OpenFile(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &countedFile{File: f}
+	c := New(m)
+	for i := range 120 {
+		if err := c.Create(ctx, vol(fmt.Sprintf("v%03d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.names = 0
+	p, err := c.List(ctx, ListOptions{Limit: 10})
+	if err != nil || len(p.Records) != 10 || p.Next != p.Records[9].Name {
+		t.Fatalf("first page: %v, next %q, %v", p.Records, p.Next, err)
+	}
+	if m.names > 11 {
+		t.Errorf("a page of 10 took %d names from the store, want at most 11", m.names)
+	}
+	pages := func(c *Catalog) (all []string) {
+		for after := ""; ; {
+			p, err := c.List(ctx, ListOptions{After: after, Limit: 25})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range p.Records {
+				all = append(all, r.Name)
+			}
+			if p.Next == "" {
+				return all
+			}
+			after = p.Next
+		}
+	}
+	ordered, plain := pages(c), pages(New(unordered{f}))
+	if len(ordered) != 120 || fmt.Sprint(ordered) != fmt.Sprint(plain) {
+		t.Errorf("pages from the ordered listing:\n%v\nfrom the plain one:\n%v", ordered, plain)
+	}
+}

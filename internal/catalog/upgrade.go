@@ -9,11 +9,12 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
-// marker is the content of the catalog object of a store of format 2 or
-// 3. It keeps format 1's shape, so that binaries refuse a store of a
+// marker is the content of the catalog object of a store of format 2 to
+// 4. It keeps format 1's shape, so that binaries refuse a store of a
 // later format than theirs: format 1 ones with "format 2; this program
-// reads format 1", format 2 ones with "format 3; this program reads
-// formats 1 and 2 (a newer archip wrote it: use that)".
+// reads format 1", format 2 ones with "format 4; this program reads
+// formats 1 and 2 (a newer archip wrote it: use that)", format 3 ones
+// with "format 4; this program reads formats 1 to 3 (...)".
 //
 // Upgrading (non-nil while an upgrade from format 1 is under way, only
 // ever at format 2) holds the records of the format 1 catalog being
@@ -40,7 +41,7 @@ func encodeMarker(m marker) []byte {
 }
 
 // decodeCatalog parses the catalog object: format 1 (records in
-// Records), 2 (Records empty, Upgrading while upgrading from 1) or 3
+// Records), 2 (Records empty, Upgrading while upgrading from 1), 3 or 4
 // (Records and Upgrading empty).
 func decodeCatalog(b []byte) (*marker, error) {
 	var d marker
@@ -52,11 +53,11 @@ func decodeCatalog(b []byte) (*marker, error) {
 		if d.Upgrading != nil {
 			return nil, fmt.Errorf("%w: format 1 with records being upgraded", ErrCorrupt)
 		}
-	case 2, Format:
+	case 2, 3, Format:
 		if len(d.Records) > 0 {
 			return nil, fmt.Errorf("%w: format %d with records in the catalog object", ErrCorrupt, d.Format)
 		}
-		if d.Format == Format && d.Upgrading != nil {
+		if d.Format > 2 && d.Upgrading != nil {
 			return nil, fmt.Errorf("%w: format %d with records being upgraded", ErrCorrupt, d.Format)
 		}
 	default:
@@ -82,19 +83,21 @@ type UpgradeReport struct {
 	Upgraded int `json:"records_upgraded"` // records moved out of a format 1 catalog
 }
 
-// Upgrade brings the store's catalog to format 3: idempotent, and safe
+// Upgrade brings the store's catalog to format 4: idempotent, and safe
 // to run from several processes at once and alongside binaries of
 // earlier formats (which then refuse the store).  Every other operation
 // of this package upgrades first too; this is the explicit form.
 //
-// Format 1 goes to 2 (each record into its own object), then 2 to 3. The
-// step from 2 to 3 repairs the store's list index if it keeps one
-// (objstore stores with a RepairIndex method: RADOS), so that it names
+// Format 1 goes to 2 (each record into its own object), then 2 to 4, or
+// 3 to 4. The step from 2 repairs the store's list indexes
+// (objstore.RepairIndexes: RADOS's, the file store's), so that they name
 // every record a binary of format 2 wrote without its key, and only then
-// swaps the marker. A process of format 2 that checked the format before
-// that swap (a running archip serve) still writes without keys until it
-// is restarted; gc repairs the index before it trusts a listing, and a
-// repair (archip gc) lists what such a process wrote.
+// swaps the marker; the step from 3 repairs the file store's alone
+// (objstore.RepairFileIndexes: binaries of format 3 kept RADOS's index,
+// not the file store's). A process of an older format that checked the
+// format before that swap (a running archip serve) still writes without
+// keys until it is restarted; gc repairs the indexes before it trusts a
+// listing, and a repair (archip gc) lists what such a process wrote.
 func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 	rep := UpgradeReport{To: Format}
 	first := true
@@ -103,6 +106,12 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 		if objstore.IsNotExist(err) {
 			if first {
 				rep.From = 0
+			}
+			// A file store has no index marker until a repair (binaries
+			// of format 3 may write its catalog first): on a store
+			// without records, the repair is cheap, and marks it.
+			if err := objstore.RepairFileIndexes(ctx, c.store); err != nil {
+				return rep, fmt.Errorf("catalog: creating the catalog: repairing the store's index: %w", err)
 			}
 			_, err = c.store.Create(ctx, ObjectName, encodeMarker(marker{Format: Format}))
 			if errors.Is(err, objstore.ErrExists) {
@@ -180,14 +189,19 @@ func (c *Catalog) Upgrade(ctx context.Context) (UpgradeReport, error) {
 			} else if !errors.Is(err, objstore.ErrConflict) {
 				return rep, err
 			}
-		case d.Format == 2:
-			// Every writer of format 3 keeps the index; the repair makes
-			// it name what writers of format 2 wrote before the swap.
-			if err := objstore.RepairIndexes(ctx, c.store); err != nil {
+		case d.Format == 2 || d.Format == 3:
+			// Every writer of format 4 keeps the indexes; the repair makes
+			// them name what writers of older formats wrote before the
+			// swap.
+			repair := objstore.RepairIndexes
+			if d.Format == 3 {
+				repair = objstore.RepairFileIndexes
+			}
+			if err := repair(ctx, c.store); err != nil {
 				return rep, fmt.Errorf("catalog: upgrading to format %d: repairing the store's index (run archip store upgrade again): %w", Format, err)
 			}
 			if _, err := c.store.Swap(ctx, ObjectName, encodeMarker(marker{Format: Format}), v); err != nil && !errors.Is(err, objstore.ErrConflict) {
-				return rep, fmt.Errorf("catalog: upgrading to format %d: swapping the format marker (the store stays at format 2; run archip store upgrade again once it is writable): %w", Format, err)
+				return rep, fmt.Errorf("catalog: upgrading to format %d: swapping the format marker (the store stays at format %d; run archip store upgrade again once it is writable): %w", Format, d.Format, err)
 			}
 		default:
 			c.ready.Store(true)
@@ -245,7 +259,7 @@ func (c *Catalog) upgradeRecord(ctx context.Context, r Record) error {
 	return err
 }
 
-// ensure makes sure the store is at format 3 before an operation: once
+// ensure makes sure the store is at format 4 before an operation: once
 // per process (formats only go forward). A store without a catalog
 // object is empty; write creates the marker then, before the first
 // record.
@@ -267,7 +281,7 @@ func (c *Catalog) ensure(ctx context.Context, write bool) error {
 			c.ready.Store(true)
 			return nil
 		}
-		readable = d.Format == 2 && d.Upgrading == nil
+		readable = (d.Format == 2 || d.Format == 3) && d.Upgrading == nil
 	} else if !objstore.IsNotExist(err) {
 		return err
 	}
@@ -276,8 +290,8 @@ func (c *Catalog) ensure(ctx context.Context, write bool) error {
 		c.Upgraded(rep)
 	}
 	if err != nil && !write && readable && ctx.Err() == nil {
-		// Format 2 is format 3's layout: an operation that only reads
-		// reads it as binaries of format 2 do, on a store this process
+		// Formats 2 and 3 are format 4's layout: an operation that
+		// only reads reads it as binaries of those formats do, on a store this process
 		// cannot write (read-only, or read-only credentials) or whose
 		// upgrade failed; the next command, and the next write of this
 		// process, try the upgrade again.

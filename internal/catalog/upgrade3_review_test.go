@@ -93,7 +93,7 @@ func TestUpgrade3ErrorSaysUpgrade(t *testing.T) {
 	mem := objstore.NewMem()
 	formatTwo(t, mem)
 	_, err := New(readOnly{mem, new(int)}).Upgrade(ctx)
-	if !errors.Is(err, objstore.ErrReadOnly) || !strings.HasPrefix(err.Error(), "catalog: upgrading to format 3") || !strings.Contains(err.Error(), "archip store upgrade") {
+	if !errors.Is(err, objstore.ErrReadOnly) || !strings.HasPrefix(err.Error(), "catalog: upgrading to format 4") || !strings.Contains(err.Error(), "archip store upgrade") {
 		t.Fatalf("upgrade of a read-only store: %v", err)
 	}
 }

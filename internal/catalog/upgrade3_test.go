@@ -165,8 +165,8 @@ func checkFormat3(t *testing.T, s objstore.Store, want map[string]blockmap.ID) {
 		t.Fatalf("listed %v, want %v", got, want)
 	}
 	b, _, err := s.Get(ctx, ObjectName)
-	if err != nil || string(b) != `{"format":3,"records":[]}` {
-		t.Fatalf("marker %s %v, want format 3", b, err)
+	if err != nil || string(b) != `{"format":4,"records":[]}` {
+		t.Fatalf("marker %s %v, want format 4", b, err)
 	}
 	check(t, s, want)
 }
@@ -196,7 +196,7 @@ func decodeFormat2(b []byte) (*marker, error) {
 
 // TestFormat2UpgradedWithIndex: a store of format 2 whose records have no
 // keys in the store's index (a binary of format 2 wrote them) is brought
-// to format 3 on first use, its index built first, so that a listing
+// to the current format (4) on first use, its index built first, so that a listing
 // names every record; binaries of format 2 then refuse it.
 func TestFormat2UpgradedWithIndex(t *testing.T) {
 	s := newIndexed(objstore.NewMem())
@@ -209,12 +209,12 @@ func TestFormat2UpgradedWithIndex(t *testing.T) {
 		t.Fatalf("%d index repairs, want 1", s.idx.repairs)
 	}
 	rep, err := New(s).Upgrade(ctx)
-	if err != nil || rep.From != 3 || rep.To != 3 || s.idx.repairs != 1 {
+	if err != nil || rep.From != Format || rep.To != Format || s.idx.repairs != 1 {
 		t.Fatalf("second upgrade: %+v %v (%d repairs)", rep, err, s.idx.repairs)
 	}
 	b, _, _ := s.Get(ctx, ObjectName)
 	_, err = decodeFormat2(b)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "format 3; this program reads formats 1 and 2 (a newer archip wrote it: use that)") {
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "format 4; this program reads formats 1 and 2 (a newer archip wrote it: use that)") {
 		t.Fatalf("a binary of format 2 reads the upgraded store with %v", err)
 	}
 }
@@ -223,7 +223,7 @@ func TestFormat2UpgradeReport(t *testing.T) {
 	s := newIndexed(objstore.NewMem())
 	want := formatTwo(t, s.Store)
 	rep, err := New(s).Upgrade(ctx)
-	if err != nil || rep.From != 2 || rep.To != 3 || rep.Upgraded != 0 {
+	if err != nil || rep.From != 2 || rep.To != Format || rep.Upgraded != 0 {
 		t.Fatalf("%+v %v", rep, err)
 	}
 	checkFormat3(t, s, want)
@@ -247,7 +247,7 @@ func TestFormat1UpgradedTo3WithIndex(t *testing.T) {
 	recs := oldRecords()
 	formatOne(t, s.Store, recs)
 	rep, err := New(s).Upgrade(ctx)
-	if err != nil || rep.From != 1 || rep.To != 3 || rep.Upgraded != len(recs) || s.idx.repairs != 1 {
+	if err != nil || rep.From != 1 || rep.To != Format || rep.Upgraded != len(recs) || s.idx.repairs != 1 {
 		t.Fatalf("%+v %v (%d repairs)", rep, err, s.idx.repairs)
 	}
 	want := map[string]blockmap.ID{}
@@ -283,7 +283,7 @@ func TestUpgrade3Concurrent(t *testing.T) {
 					c := New(&indexed{Store: mem, idx: idx})
 					if i%2 == 0 {
 						rep, err := c.Upgrade(ctx)
-						if err != nil || rep.To != 3 {
+						if err != nil || rep.To != Format {
 							t.Errorf("upgrade: %+v %v", rep, err)
 						}
 						return
@@ -306,7 +306,7 @@ func TestUpgrade3Concurrent(t *testing.T) {
 
 // TestUpgrade3Crashes: an upgrade crashed after each of its writes, or
 // between the index's build and the marker's swap, leaves a store that
-// the next use brings to format 3 with every name listed.
+// the next use brings to the current format (4) with every name listed.
 func TestUpgrade3Crashes(t *testing.T) {
 	for _, from := range []int{1, 2} {
 		for _, applied := range []bool{false, true} {
@@ -330,8 +330,8 @@ func TestUpgrade3Crashes(t *testing.T) {
 					t.Fatal(err)
 				}
 				b, _, _ := mem.Get(ctx, ObjectName)
-				if d, _ := decodeCatalog(b); d.Format == 3 && s.idx.repairs == 0 {
-					t.Fatalf("from %d, k=%d: format 3 before the index was built", from, k)
+				if d, _ := decodeCatalog(b); d.Format == Format && s.idx.repairs == 0 {
+					t.Fatalf("from %d, k=%d: format %d before the index was built", from, k, Format)
 				}
 				checkFormat3(t, &indexed{Store: mem, idx: s.idx}, want)
 				if err == nil {

@@ -55,7 +55,7 @@ func checkUpgraded(t *testing.T, s objstore.Store, recs []Record) {
 		}
 	}
 	b, _, _ := s.Get(ctx, ObjectName)
-	if string(b) != `{"format":3,"records":[]}` {
+	if string(b) != `{"format":4,"records":[]}` {
 		t.Fatalf("catalog object after the upgrade: %s", b)
 	}
 }
@@ -72,11 +72,11 @@ func TestUpgradeOnFirstUse(t *testing.T) {
 	b, _, _ := s.Get(ctx, ObjectName)
 	var d struct{ Format int }
 	json.Unmarshal(b, &d)
-	if d.Format != 3 {
-		t.Fatal("marker not at format 3")
+	if d.Format != Format {
+		t.Fatal("marker not at format 4")
 	}
 	rep, err := New(s).Upgrade(ctx)
-	if err != nil || rep.From != 3 || rep.Upgraded != 0 {
+	if err != nil || rep.From != Format || rep.Upgraded != 0 {
 		t.Fatalf("second upgrade: %+v %v", rep, err)
 	}
 }
@@ -84,7 +84,7 @@ func TestUpgradeOnFirstUse(t *testing.T) {
 func TestUpgradeEmptyAndFresh(t *testing.T) {
 	s := objstore.NewMem()
 	rep, err := New(s).Upgrade(ctx)
-	if err != nil || rep.From != 0 || rep.To != 3 {
+	if err != nil || rep.From != 0 || rep.To != Format {
 		t.Fatalf("upgrade of an empty store: %+v %v", rep, err)
 	}
 	formatOne(t, objstore.NewMem(), nil)
@@ -170,15 +170,16 @@ func TestUpgradeCrashes(t *testing.T) {
 
 func TestUnknownFormat(t *testing.T) {
 	s := objstore.NewMem()
-	s.Put(ctx, ObjectName, []byte(`{"format":4,"records":[]}`))
+	s.Put(ctx, ObjectName, []byte(`{"format":5,"records":[]}`))
 	if _, err := New(s).Lookup(ctx, "a"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "a newer archip") {
-		t.Fatalf("format 4: %v", err)
+		t.Fatalf("format 5: %v", err)
 	}
 	for _, b := range []string{"{", `{"format":1,"records":[{"name":"x y","id":"00000000000000000000000000000001","kind":"volume"}]}`,
 		`{"format":1,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"disk"}]}`,
 		`{"format":2,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"volume"}]}`,
 		`{"format":3,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"volume"}]}`,
-		`{"format":3,"records":[],"upgrading":[]}`} {
+		`{"format":4,"records":[{"name":"x","id":"00000000000000000000000000000001","kind":"volume"}]}`,
+		`{"format":3,"records":[],"upgrading":[]}`, `{"format":4,"records":[],"upgrading":[]}`} {
 		s.Put(ctx, ObjectName, []byte(b))
 		if _, err := New(s).Upgrade(ctx); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("Upgrade(%s) = %v, want ErrCorrupt", b, err)

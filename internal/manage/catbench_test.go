@@ -145,7 +145,8 @@ func fillObjects(i int, created time.Time) []fillObject {
 }
 
 // fill writes n records in parallel: on the file store straight into its
-// layout (fileLayout), elsewhere through the store (Create).
+// layout (fileLayout), then its list index by a repair; elsewhere through
+// the store (Create).
 func fill(ctx context.Context, s objstore.Store, n int) error {
 	created := time.Now().UTC()
 	write := func(o fillObject) error {
@@ -188,6 +189,9 @@ func fill(ctx context.Context, s objstore.Store, n int) error {
 	}
 	if fl != nil {
 		syscall.Sync() // one sync for the lot instead of one per object
+		// The file store's list index (catalog format 4): the keys of
+		// what the fill wrote past it.
+		return objstore.RepairIndexes(ctx, s)
 	}
 	return nil
 }

@@ -45,3 +45,37 @@ func SetNoBirthTime() (restore func()) {
 	noBirthTime = true
 	return func() { noBirthTime = false }
 }
+
+// SetIndexSplit sets the bounds past which a level of f's catalog index
+// is split: its size in bytes, and its keys.
+func SetIndexSplit(f *File, bytes int64, keys int) { f.splitBytes, f.splitKeys = bytes, keys }
+
+// IndexHooks are the seams of the file store's catalog index.
+type IndexHooks struct {
+	Step            func(step, name string) // IndexOps.Hook
+	ReadDir         func(level string)      // every read of a level
+	Read            func(entries int)       // entries read by it
+	BeforeSplitMove func(key string)        // before a split renames a key
+	// Names replaces what a listing's read of a level returned.
+	Names func(level string, names []string) []string
+}
+
+// SetIndexHooks installs h on f.
+func SetIndexHooks(f *File, h IndexHooks) {
+	f.hooks.indexStep, f.hooks.indexReadDir, f.hooks.indexRead, f.hooks.beforeSplitMove = h.Step, h.ReadDir, h.Read, h.BeforeSplitMove
+	f.hooks.indexNames = h.Names
+}
+
+// SetIndexKeys sets the keys of names in f's catalog index, without
+// their objects (ghosts) and without fsyncs: a big index, fast.
+func SetIndexKeys(f *File, names []string) error {
+	for _, n := range names {
+		if err := f.setKey(n, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// IndexHas reports whether name has its key in f's catalog index.
+func IndexHas(f *File, name string) (bool, error) { return f.hasKey(name) }

@@ -30,6 +30,7 @@ import (
 //	FORMAT                       "archip-file-store 1"
 //	tmp/                         files being written; renamed or linked away
 //	obj/<dirs of name>/@<xx>/<last component of name>/<generation>
+//	idx/indexed, idx/cat/...     the catalog's list index (see file_index.go)
 //
 // An object a/b/c lives in obj/a/b/@<xx>/c/, where xx is two hex digits of
 // a hash of "c" (256 fan-out directories per level, so a million objects
@@ -274,6 +275,11 @@ type File struct {
 	lazyN  uint64         // numbers the entries of lazy
 	making map[string]int // lazy creates in flight (linked, maybe not noted yet), by name
 	fsyncs atomic.Int64   // fsyncs of files and directories (Fsyncs)
+
+	splitBytes int64          // a level of the catalog's index past this size ...
+	splitKeys  int            // ... holding more keys than this is split
+	idxReady   atomic.Bool    // the index's marker was seen
+	setCounts  map[string]int // level → keys set there since it was last read to split (under mu)
 }
 
 // fileHooks are seams for tests; nil members do nothing.
@@ -285,19 +291,29 @@ type fileHooks struct {
 	afterPrepare  func(dir string)     // after a creator prepared a directory, before it renames it into place
 	now           func(ns int64) int64 // maps the server time that listing measures
 	readDir       func(dir string)     // every listing of an object's directory to find its newest entry
+
+	indexStep       func(step, name string) // between the steps of the index's order (IndexOps.Hook)
+	indexReadDir    func(level string)      // every read of a level of the catalog's index
+	indexRead       func(entries int)       // after it, with how many entries it read
+	beforeSplitMove func(key string)        // before a split renames a key down
+	// indexNames, if set, replaces what a listing's read of a level
+	// returned (a test's view of a read that a split ran across).
+	indexNames func(level string, names []string) []string
 }
 
 // openHooks are given to every File that OpenFile opens (for tests).
 var openHooks fileHooks
 
 var (
-	_ Store        = (*File)(nil)
-	_ RangeWriter  = (*File)(nil)
-	_ Syncer       = (*File)(nil)
-	_ HandleOpener = (*File)(nil)
-	_ Copier       = (*File)(nil)
-	_ NameLister   = (*File)(nil)
-	_ LazyCreator  = (*File)(nil)
+	_ Store         = (*File)(nil)
+	_ RangeWriter   = (*File)(nil)
+	_ Syncer        = (*File)(nil)
+	_ HandleOpener  = (*File)(nil)
+	_ Copier        = (*File)(nil)
+	_ NameLister    = (*File)(nil)
+	_ LazyCreator   = (*File)(nil)
+	_ OrderedLister = (*File)(nil)
+	_ IndexRepairer = (*File)(nil)
 )
 
 const fileFormat = "archip-file-store 1\n"
@@ -334,7 +350,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, durable: map[string]genID{}, seen: map[string]seenGen{}, lazy: map[string]lazyCreate{}, making: map[string]int{}}
+	f := &File{root: abs, hooks: openHooks, pruneAge: PruneAge, splitBytes: defaultSplitBytes, splitKeys: defaultSplitKeys, durable: map[string]genID{}, seen: map[string]seenGen{}, lazy: map[string]lazyCreate{}, making: map[string]int{}}
 	format := filepath.Join(abs, "FORMAT")
 	b, err := os.ReadFile(format)
 	if errors.Is(err, fs.ErrNotExist) && create {
@@ -382,6 +398,12 @@ func (f *File) create() ([]byte, error) {
 		if err := f.ensureDir(filepath.Join(f.root, d)); err != nil {
 			return nil, err
 		}
+	}
+	// A new store's index is not marked complete: binaries that keep
+	// none may write its catalog first. The catalog's creation by one
+	// that keeps it repairs the (empty) index, which marks it.
+	if err := f.ensureDir(f.idxRoot()); err != nil {
+		return nil, err
 	}
 	tmp, err := f.writeTemp([]byte(fileFormat), true)
 	if err != nil {
@@ -636,13 +658,56 @@ func (f *File) DeleteVersion(ctx context.Context, name string, old Version) erro
 	return err
 }
 
-// install links a new generation of name: the content data, or a
+// install writes name in the order of the catalog's index where it
+// keeps the name's key (see file_index.go): a write that may create the
+// object (not a Swap from a version: the object exists) sets the key
+// first and reads it back after; a delete removes it after, and checks.
+// The key's fsync runs while the write prepares its file: the link waits
+// for it, so the key is durable before the object can be. A lazy create
+// (OpenHandleLazy: a private block's, never indexed) is install1's.
+func (f *File) install(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone, lazy bool) (Version, error) {
+	if lazy || !isIndexed(name) || ValidName(name) != nil || cond == condVer && !tombstone {
+		return f.install1(ctx, name, data, cond, old, tombstone, lazy, nil)
+	}
+	ops := f.indexOps()
+	if tombstone {
+		v, err := f.install1(ctx, name, data, cond, old, tombstone, false, nil)
+		if err != nil {
+			return v, err
+		}
+		return v, ops.Deleted(ctx, name)
+	}
+	var keyed chan error
+	set := ops.Set
+	ops.Set = func(ctx context.Context, name string) error {
+		if keyed != nil {
+			return set(ctx, name) // the read-back's
+		}
+		level, err := f.createKey(name)
+		if err != nil {
+			return err
+		}
+		keyed = make(chan error, 1)
+		go func() { keyed <- f.keyDurable(name, level) }()
+		return nil
+	}
+	var v Version
+	err := ops.Write(ctx, name, func() (err error) {
+		v, err = f.install1(ctx, name, data, cond, old, tombstone, false, func() error { return <-keyed })
+		return err
+	})
+	return v, err
+}
+
+// install1 links a new generation of name: the content data, or a
 // tombstone. See the type's comment for why this is safe without locks.
+// beforeLink, if set, runs once before the first link, and its error is
+// the write's.
 //
 // With lazy (a create of an empty object: OpenHandleLazy) nothing is
 // synced: the object is noted in f.lazy, for its next Sync to make its
 // link and directories durable (see Durability).
-func (f *File) install(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone, lazy bool) (Version, error) {
+func (f *File) install1(ctx context.Context, name string, data []byte, cond condition, old Version, tombstone, lazy bool, beforeLink func() error) (Version, error) {
 	dir, err := f.dir(name)
 	if err != nil {
 		return 0, err
@@ -710,6 +775,12 @@ func (f *File) install(ctx context.Context, name string, data []byte, cond condi
 			// comment). Wait for the directory to go.
 			backoff(max(try, 3))
 			continue
+		}
+		if beforeLink != nil {
+			if err := beforeLink(); err != nil {
+				return 0, err
+			}
+			beforeLink = nil
 		}
 		if f.hooks.beforeInstall != nil {
 			f.hooks.beforeInstall(dir)

@@ -456,7 +456,7 @@ func TestFileListRemovesCrashedCreation(t *testing.T) {
 	if err := b.List(ctx, "", func(in objstore.Info) error { return fmt.Errorf("listed %s", in.Name) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, dirs := usage(t, root); strings.Join(dirs, " ") != ". obj tmp" {
+	if _, dirs := usage(t, root); strings.Join(dirs, " ") != ". idx idx/cat obj tmp" {
 		t.Fatalf("directories left: %v", dirs)
 	}
 	if _, err := b.Create(ctx, "blk/dead", []byte("y")); err != nil {

@@ -36,6 +36,14 @@ func TestMain(m *testing.M) {
 		fmt.Println("wins", wins)
 		os.Exit(0)
 	}
+	if dir := os.Getenv("ARCHIP_INDEX_DIR"); dir != "" {
+		n, _ := strconv.Atoi(os.Getenv("ARCHIP_INDEX_N"))
+		if err := indexLoop(dir, n); err != nil {
+			fmt.Fprintln(os.Stderr, "index child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

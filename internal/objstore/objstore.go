@@ -306,7 +306,8 @@ type NameLister interface {
 
 // OrderedLister is implemented by backends that list names in order and
 // can start after a name, so that a page of a long listing costs the page
-// (RADOS's catalog index; package catalog's paged list uses it).
+// (RADOS's and the file store's catalog index; package catalog's paged
+// list uses it).
 type OrderedLister interface {
 	// ListNamesAfter is NameLister.ListNames restricted to the names
 	// greater than after, which it passes to fn in byte order, as fn takes
@@ -392,8 +393,8 @@ type Parter interface {
 }
 
 // IndexRepairer is a store whose listing of some names reads an index
-// that its writers keep beside the objects (RADOS: the catalog's
-// directories), and that a crash, or a binary older than the index, may
+// that its writers keep beside the objects (RADOS and the file store:
+// the catalog's names), and that a crash, or a binary older than the index, may
 // leave without a name's key. RepairIndex makes the index name exactly
 // the objects there are.
 type IndexRepairer interface {
@@ -407,6 +408,9 @@ func RepairIndexes(ctx context.Context, s Store) error {
 	for _, p := range Parts(s) {
 		for t := p; ; {
 			if r, ok := t.(IndexRepairer); ok {
+				if skipRepair(ctx, r) {
+					break
+				}
 				if err := r.RepairIndex(ctx); err != nil {
 					return err
 				}

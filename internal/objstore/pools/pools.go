@@ -235,6 +235,14 @@ func (p part) Close() error { return nil }
 // it through Parts): the catalog lives there only, so a pool's part
 // repairs nothing.
 func (p part) RepairIndex(ctx context.Context) error {
+	return p.repairIndex(ctx)
+}
+
+// ForwardsIndex says that RepairIndex repairs the metadata backend's
+// (objstore.IndexForwarder).
+func (part) ForwardsIndex() {}
+
+func (p part) repairIndex(ctx context.Context) error {
 	if p.data {
 		return nil
 	}

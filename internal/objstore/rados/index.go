@@ -68,7 +68,7 @@ import (
 // marker. Writers set keys whether or not the marker exists, so objects
 // created during that walk are indexed too. Binaries older than the index
 // (catalog format 2) must not write the store afterwards: what they create
-// has no key. Package catalog's upgrade to format 3 repairs the index
+// has no key. Package catalog's upgrade to format 3 (now 4) repairs the index
 // (RepairIndex) and then swaps the catalog's marker, which they refuse;
 // one already running still creates objects without keys until restarted,
 // which gc's RepairIndex covers.
@@ -158,6 +158,24 @@ func (s *Store) indexRm(ctx context.Context, name string) error {
 	})
 }
 
+// indexOps is the index's order of writes (see the index's doc), shared
+// with the file store's.
+func (s *Store) indexOps() objstore.IndexOps {
+	return objstore.IndexOps{
+		Set: s.indexSet,
+		Has: s.indexHas,
+		Rm:  s.indexRm,
+		Exists: func(ctx context.Context, name string) (bool, error) {
+			_, err := s.Stat(ctx, name)
+			if objstore.IsNotExist(err) {
+				return false, nil
+			}
+			return err == nil, err
+		},
+		Hook: s.indexHook,
+	}
+}
+
 // creating runs write, which may create the catalog object name, in the
 // index's order: the directories' keys and markers, the key, write, and
 // the key read back (see the index's doc).
@@ -171,28 +189,7 @@ func (s *Store) creating(ctx context.Context, name string, write func() error) e
 	if err := s.markDirs(ctx, name); err != nil {
 		return err
 	}
-	if s.indexHook != nil {
-		s.indexHook("set", name)
-	}
-	if err := s.indexSet(ctx, name); err != nil {
-		return err
-	}
-	if s.indexHook != nil {
-		s.indexHook("keyed", name)
-	}
-	if err := write(); err != nil {
-		return err
-	}
-	if s.indexHook != nil {
-		s.indexHook("created", name)
-	}
-	// The check is the write's: a canceled caller must not skip it.
-	ctx = context.WithoutCancel(ctx)
-	has, err := s.indexHas(ctx, name)
-	if err != nil || has {
-		return err
-	}
-	return s.indexSet(ctx, name)
+	return s.indexOps().Write(ctx, name, write)
 }
 
 // deleted removes the key of name, whose object a delete removed, and
@@ -201,26 +198,7 @@ func (s *Store) deleted(ctx context.Context, name string) error {
 	if !isCat(name) {
 		return nil
 	}
-	// The object is gone: the key's removal and the check are the
-	// delete's, and a canceled caller must not skip the check.
-	ctx = context.WithoutCancel(ctx)
-	if s.indexHook != nil {
-		s.indexHook("deleted", name)
-	}
-	if err := s.indexRm(ctx, name); err != nil {
-		return err
-	}
-	_, err := s.Stat(ctx, name)
-	if s.indexHook != nil {
-		s.indexHook("checked", name)
-	}
-	if objstore.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return s.indexSet(ctx, name)
+	return s.indexOps().Deleted(ctx, name)
 }
 
 // ensureIndex makes sure the store's catalog is indexed: on a store
