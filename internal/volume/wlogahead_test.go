@@ -2,7 +2,12 @@ package volume
 
 import (
 	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -58,5 +63,97 @@ func TestLogFlushKeepsLogSize(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("a reopen reads other bytes than were written")
+	}
+}
+
+// holdZeros holds the first write of zeros to a log (aheadLog's) until
+// release is closed, after telling held.
+type holdZeros struct {
+	*objstore.Mem
+	once    sync.Once
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (m *holdZeros) hold(name string, p []byte) {
+	if strings.Contains(name, "/l/") && len(p) >= 4096 && !slices.ContainsFunc(p, func(c byte) bool { return c != 0 }) {
+		m.once.Do(func() {
+			close(m.held)
+			<-m.release
+		})
+	}
+}
+
+func (m *holdZeros) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
+	m.hold(name, p)
+	return m.Mem.WriteAt(ctx, name, p, off)
+}
+
+func (m *holdZeros) OpenHandle(ctx context.Context, name string, create, writable bool) (objstore.Handle, error) {
+	h, err := m.Mem.OpenHandle(ctx, name, create, writable)
+	if err != nil {
+		return nil, err
+	}
+	return holdHandle{h, m, name}, nil
+}
+
+type holdHandle struct {
+	objstore.Handle
+	m    *holdZeros
+	name string
+}
+
+func (h holdHandle) WriteAt(p []byte, off int64) error {
+	h.m.hold(h.name, p)
+	return h.Handle.WriteAt(p, off)
+}
+
+// TestLogZerosNeverOverRecord: the zeros written ahead of the log's tail
+// never land over a record. The first append writes zeros past its
+// record, held; a second append, whose record lies inside those zeros,
+// must wait for them: were it written first, the zeros would erase it,
+// and the flush after both would lose it. (The hold ends when the second
+// write returns, or after a while: a correct writer never returns
+// first, so the test cannot fail on a slow machine.)
+func TestLogZerosNeverOverRecord(t *testing.T) {
+	defer func(n int64) { logAhead = n }(logAhead)
+	logAhead = 16 << 10
+	s := &holdZeros{Mem: objstore.NewMem(), held: make(chan struct{}), release: make(chan struct{})}
+	id := newClone(t, s, 4)
+	v := openLogged(t, s, id, OpenOptions{})
+	want := pattern(4*bs, 1)
+	a, b := pattern(4096, 7), pattern(1000, 8)
+	copy(want[100:], a)
+	copy(want[bs+100:], b)
+	errs := make(chan error, 2)
+	go func() { errs <- v.WriteAt(ctx, a, 100, false) }()
+	<-s.held
+	second := make(chan error, 1)
+	go func() { second <- v.WriteAt(ctx, b, bs+100, false) }()
+	select {
+	case err := <-second:
+		errs <- err
+	case <-time.After(200 * time.Millisecond):
+		go func() { errs <- <-second }()
+	}
+	close(s.release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if err := r.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("a reopen after the flush of two writes reads other bytes than were written")
 	}
 }
