@@ -3,6 +3,7 @@ package volume
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -316,4 +317,140 @@ func TestLogZerosCrashImages(t *testing.T) {
 	if err := v.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// lateZeros fails the first write of zeros to a log (aheadLog's) with an
+// error of unknown outcome, and keeps it, to land later (land).
+type lateZeros struct {
+	*objstore.Mem
+	mu   sync.Mutex
+	done bool
+	name string
+	off  int64
+	n    int
+}
+
+var errZerosTimeout = errors.New("test: the write of zeros timed out (it may land)")
+
+func (m *lateZeros) fail(name string, p []byte, off int64) bool {
+	if !strings.Contains(name, "/l/") || len(p) < 4096 || slices.ContainsFunc(p, func(c byte) bool { return c != 0 }) {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.done {
+		return false
+	}
+	m.done, m.name, m.off, m.n = true, name, off, len(p)
+	return true
+}
+
+func (m *lateZeros) land(t *testing.T) {
+	t.Helper()
+	if !m.done {
+		t.Fatal("no write of zeros to a log was held")
+	}
+	if err := m.Mem.WriteAt(ctx, m.name, make([]byte, m.n), m.off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (m *lateZeros) WriteAt(ctx context.Context, name string, p []byte, off int64) error {
+	if m.fail(name, p, off) {
+		return errZerosTimeout
+	}
+	return m.Mem.WriteAt(ctx, name, p, off)
+}
+
+func (m *lateZeros) OpenHandle(ctx context.Context, name string, create, writable bool) (objstore.Handle, error) {
+	h, err := m.Mem.OpenHandle(ctx, name, create, writable)
+	if err != nil {
+		return nil, err
+	}
+	return lateZerosHandle{h, m, name}, nil
+}
+
+type lateZerosHandle struct {
+	objstore.Handle
+	m    *lateZeros
+	name string
+}
+
+func (h lateZerosHandle) WriteAt(p []byte, off int64) error {
+	if h.m.fail(h.name, p, off) {
+		return errZerosTimeout
+	}
+	return h.Handle.WriteAt(p, off)
+}
+
+// TestLogLateZerosLoseNoFlush: a write of zeros ahead of the log fails
+// with an unknown outcome and lands after later writes were flushed (the
+// zero writer that wakes up late). The write that needed them fails; the
+// writes after it and their flushes succeed, and a reopen, a crash image
+// and a writer taking over read every flushed write.
+func TestLogLateZerosLoseNoFlush(t *testing.T) {
+	defer func(n int64) { logAhead = n }(logAhead)
+	logAhead = 8 << 10
+	mem := objstore.NewCrashable()
+	s := &lateZeros{Mem: mem}
+	id := newClone(t, s, 4)
+	v := openLogged(t, s, id, OpenOptions{})
+	want := pattern(4*bs, 1)
+	write := func(off int, b byte) error {
+		p := pattern(3000, b)
+		err := v.WriteAt(ctx, p, int64(off), false)
+		if err == nil {
+			copy(want[off:], p)
+		}
+		return err
+	}
+	failed := false
+	for k := range 8 {
+		if err := write(k%4*bs+100*k, byte(10+k)); err != nil {
+			if !errors.Is(err, errZerosTimeout) || failed {
+				t.Fatalf("write %d: %v", k, err)
+			}
+			failed = true
+		}
+	}
+	if !failed {
+		t.Fatal("no write failed with the held zeros")
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for k := 8; k < 12; k++ {
+		if err := write(k%4*bs+100*k, byte(10+k)); err != nil {
+			t.Fatalf("write %d: %v", k, err)
+		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.land(t)
+	check := func(what string, st objstore.Store) {
+		t.Helper()
+		r, err := Open(ctx, st, id, OpenOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		got := make([]byte, len(want))
+		if err := r.ReadAt(ctx, got, 0); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s reads other bytes than were flushed", what)
+		}
+	}
+	check("a reopen", s)
+	check("a crash image", mem.Crash(rand.New(rand.NewPCG(1, 2))))
+	w, err := Open(ctx, s, id, OpenOptions{Writable: true, Log: true, NewEpoch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a reopen after a takeover", s)
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("a reopen after the taker's Close", s)
 }
