@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command syncplaces measures what a 4 KiB write and an fdatasync cost on
 // one file system depending on where the write goes, with the cases
 // interleaved write by write (so that a change of the machine's load hits
@@ -15,7 +17,7 @@
 //     its tail (the write log since issue 11);
 //   - aligned: aligned 4 KiB writes in turn over a file written before.
 //
-// Usage: go run ./bench/syncplaces -dir DIR [-n 500] [-rounds 4]; DIR on
+// Usage (Linux): go run ./bench/syncplaces -dir DIR [-n 500] [-rounds 4]; DIR on
 // the file system to measure (about 2.1 GiB is written there, removed at
 // the end). It prints, per round and case, the mean, median and 90th
 // percentile of a write and its fdatasync.
