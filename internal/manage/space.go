@@ -43,8 +43,9 @@ type Space struct {
 	ExclusiveBytes int64 `json:"exclusive_bytes"`
 	// LogBytes is what the write logs the head names take (a writer's
 	// logged writes not yet checkpointed into blocks, and the records
-	// before them its log still holds); not in AllocatedBytes, which
-	// counts blocks.
+	// before them its log still holds, and on a file store the zeros
+	// written up to 1 MiB ahead of its tail); not in AllocatedBytes,
+	// which counts blocks.
 	LogBytes int64 `json:"log_bytes"`
 }
 

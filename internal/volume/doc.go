@@ -48,7 +48,9 @@
 // which the head names (blockmap.Head.Logs), instead of writing a new
 // object and changing the map; an index in memory overlays the map for
 // reads. A flush writes a commit record, syncs the log and checks the
-// head: no map is written. Past a size bound, and before anything that
+// head: no map is written. Where writes need a sync (files), the log is
+// written with zeros ahead of its tail, so that its sync commits no new
+// size (aheadLog). Past a size bound, and before anything that
 // swaps the head anyway (a map change, a snapshot, a resize, a hash,
 // Close), the flush checkpoints: it writes the logged bytes into the
 // blocks, copying on write only the sub-blocks they touch, and stores the

@@ -132,6 +132,9 @@ type Volume struct {
 	// logOn: writes to blocks this writer cannot write in place go to
 	// its write log (OpenOptions.Log).
 	logOn bool
+	// ahead: how far this writer's log is written with zeros past its
+	// tail (aheadLog).
+	ahead logAheadState
 	// segLog: the store has no in-place writes, so write logs are
 	// stored as immutable segments (wlog.go); every handle on the store
 	// agrees, as it asks the store, not the writer.
