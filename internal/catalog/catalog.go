@@ -895,7 +895,8 @@ type Page struct {
 // List returns the valid records selected, in name order (the byte
 // order of the stored names, which is that of the names except that @
 // sorts between _ and a). A store that lists in order from a name on
-// (objstore.OrderedLister: RADOS, S3, the file store) lists the names of the page only;
+// (objstore.OrderedLister: RADOS, S3, the file store, pools over any of
+// them) lists the names of the page only;
 // another lists the names under the prefix (objstore.ListNames) and sorts
 // them, which costs the names of the prefix, not their records or
 // metadata. It reads the records of the page only, and writes nothing.
