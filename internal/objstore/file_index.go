@@ -382,22 +382,7 @@ func (f *File) ListNamesAfter(ctx context.Context, prefix, after string, fn func
 			return f.listLevel(ctx, f.idxRoot(), indexedPrefix, nil, prefix, after, fn)
 		}
 	}
-	var names []string
-	if err := f.ListNames(ctx, prefix, func(n string) error {
-		if n > after {
-			names = append(names, n)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := fn(n); err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
+	return SortedNamesAfter(ctx, f, prefix, after, fn)
 }
 
 // listLevel lists the level at path, whose names start with pre, merged

@@ -28,6 +28,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 )
@@ -314,6 +315,28 @@ type OrderedLister interface {
 	// them: a caller that has what it wants returns an error from fn
 	// (and ignores it) to stop early.
 	ListNamesAfter(ctx context.Context, prefix, after string, fn func(name string) error) error
+}
+
+// SortedNamesAfter lists the names under prefix (ListNames), sorts them
+// and passes those greater than after to fn, in order: an OrderedLister's
+// answer for names it keeps no order of, at the cost of every name.
+func SortedNamesAfter(ctx context.Context, s Store, prefix, after string, fn func(string) error) error {
+	var names []string
+	if err := ListNames(ctx, s, prefix, func(n string) error {
+		if n > after {
+			names = append(names, n)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 // ListNames lists the names under prefix: NameLister's if s has it,

@@ -37,7 +37,6 @@ import (
 	"hash/fnv"
 	"net/url"
 	"os"
-	"sort"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -619,23 +618,7 @@ func (r *Router) ListNamesAfter(ctx context.Context, prefix, after string, fn fu
 			return ol.ListNamesAfter(ctx, prefix, after, fn)
 		}
 	}
-	var names []string
-	err := r.ListNames(ctx, prefix, func(n string) error {
-		if n > after {
-			names = append(names, n)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := fn(n); err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
+	return objstore.SortedNamesAfter(ctx, r, prefix, after, fn)
 }
 
 // FreshStat reports whether every part's Stat is fresh
