@@ -608,9 +608,10 @@ func testOrderedListerUnder(t *testing.T, s objstore.Store, root string, all *[]
 	stored := *all
 	defer func() { *all = stored }()
 	for _, n := range []string{"o/b", "o/a", "o/a-1", "o/a/x", "o/c", "o/aa", "p/a"} {
+		skippable := n == "o/a/x"
 		n = root + n
 		_, err := s.Put(ctx, n, []byte(n))
-		if n == "o/a/x" && errors.Is(err, objstore.ErrBadName) {
+		if skippable && errors.Is(err, objstore.ErrBadName) {
 			continue // a server on which "o/a" cannot also be a directory
 		}
 		noErr(t, err)
