@@ -27,21 +27,25 @@ import (
 // a guest's O_DIRECT write followed by fdatasync), then "W i START END"
 // (wall clock, ns). Before each write it looks at two files: while
 // CTL.pause exists it waits (once having said "P i"); once CTL.switch
-// exists it closes its connection to the first daemon and goes on
-// through the second ("S i"), as a VM migrated between hosts does.
+// exists it connects to the second daemon and goes on through it ("S
+// i"), closing its connection to the first only after its first write
+// and flush there, as a VM migrated between hosts does: the destination
+// writes while the source still has the volume open, so the second
+// daemon must ask the first to hand it over.
 const switchWriter = `
 import nbd, os, sys, time
 uri_a, uri_b, tag, opsfile, ctl = sys.argv[1:6]
 h = nbd.NBD()
 h.connect_uri(uri_a)
 on_b = False
+old = None
 for i, line in enumerate(open(opsfile)):
     if os.path.exists(ctl + ".pause"):
         print("P", i, flush=True)
         while os.path.exists(ctl + ".pause"):
             time.sleep(0.005)
     if not on_b and os.path.exists(ctl + ".switch"):
-        h.shutdown()
+        old = h
         h = nbd.NBD()
         h.connect_uri(uri_b)
         on_b = True
@@ -51,6 +55,9 @@ for i, line in enumerate(open(opsfile)):
     h.pwrite((rec * (4096 // len(rec) + 1))[:4096], int(line))
     h.flush()
     print("W", i, t0, time.time_ns(), flush=True)
+    if old is not None:
+        old.shutdown()
+        old = None
 `
 
 // TestRadosPoolsMoveLive: a volume (and its snapshot) moves file → RADOS
