@@ -55,17 +55,7 @@ func TestLogFlushKeepsLogSize(t *testing.T) {
 	if err := v.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(ctx, s, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, len(want))
-	if err := r.ReadAt(ctx, got, 0); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("a reopen reads other bytes than were written")
-	}
+	wantStored(t, s, id, want, "a reopen")
 }
 
 // holdZeros holds the first write of zeros to a log (aheadLog's) until
@@ -147,17 +137,7 @@ func TestLogZerosNeverOverRecord(t *testing.T) {
 	if err := v.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(ctx, s, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, len(want))
-	if err := r.ReadAt(ctx, got, 0); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("a reopen after the flush of two writes reads other bytes than were written")
-	}
+	wantStored(t, s, id, want, "a reopen after the flush of two writes")
 }
 
 // syncNames records the names of the objects synced.
