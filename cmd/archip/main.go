@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 
@@ -125,9 +126,31 @@ func run(ctx context.Context, args []string, g *globals) int {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := startCPUProfile(os.Getenv("ARCHIP_CPUPROFILE"), os.Stderr)
 	code := run(ctx, os.Args[1:], &globals{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr})
+	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// startCPUProfile writes a Go CPU profile of the whole command to path
+// (ARCHIP_CPUPROFILE, for diagnosing performance; serve has --cpuprofile
+// too) until the returned function is called; "" profiles nothing.
+func startCPUProfile(path string, stderr io.Writer) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "archip: ARCHIP_CPUPROFILE:", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // manager opens the store. Commands that write pass create, so the first

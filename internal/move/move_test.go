@@ -298,7 +298,7 @@ func TestMoveStoreFaults(t *testing.T) {
 		after bool
 	}{
 		{false, objstore.OpCreate, 0, false}, {false, objstore.OpCreate, 3, true}, {false, objstore.OpCreate, 10, false},
-		{false, objstore.OpStat, 5, false}, {false, objstore.OpGet, 2, false},
+		{false, objstore.OpStat, 5, false}, {false, objstore.OpGet, 2, false}, {false, objstore.OpReadAt, 2, false},
 		{true, objstore.OpSwap, 0, true}, {true, objstore.OpSwap, 1, false}, {true, objstore.OpSwap, 3, true}, {true, objstore.OpGet, 8, false},
 	} {
 		t.Run(fmt.Sprintf("%v-%s-%d-%v", c.meta, c.op, c.skip, c.after), func(t *testing.T) {
@@ -312,8 +312,8 @@ func TestMoveStoreFaults(t *testing.T) {
 			faulty := fb
 			if c.meta {
 				faulty = fm
-			} else if c.op == objstore.OpGet {
-				faulty = fa
+			} else if c.op == objstore.OpGet || c.op == objstore.OpReadAt {
+				faulty = fa // the source's reads
 			}
 			faulty.Add(rule)
 			_, err := Move(ctx, f.m, "v", "b", Options{})

@@ -79,3 +79,6 @@ func SetIndexKeys(f *File, names []string) error {
 
 // IndexHas reports whether name has its key in f's catalog index.
 func IndexHas(f *File, name string) (bool, error) { return f.hasKey(name) }
+
+// ReadSized is readSized (the file store's Get, with its stat's size).
+var ReadSized = readSized

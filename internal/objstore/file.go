@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"io"
 	"io/fs"
+	"math"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -614,11 +615,53 @@ func (f *File) Get(ctx context.Context, name string) ([]byte, Version, error) {
 		return nil, 0, err
 	}
 	defer fh.Close()
-	b, err := io.ReadAll(fh)
+	b, err := readWhole(fh)
 	if err != nil {
 		return nil, 0, mapErr(err)
 	}
 	return b, Version(g.num), nil
+}
+
+// readWhole reads fh to its end into one buffer of the size its stat
+// gives (io.ReadAll gathers chunks and copies them into a buffer of the
+// final size: a 4 MiB block cost twice its size in allocations and a
+// copy, which a move paid per block, docs/benchmarks.md).
+func readWhole(fh *os.File) ([]byte, error) {
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return readSized(fh, st.Size())
+}
+
+// readSized reads r to its end, expecting size bytes: a file longer than
+// its stat said (written in place meanwhile) is read to its end all the
+// same, one shorter gives what there is.
+func readSized(r io.Reader, size int64) ([]byte, error) {
+	if size <= 0 || size > math.MaxInt32 {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, size)
+	n, err := io.ReadFull(r, b)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return b[:n], nil
+	case err != nil:
+		return nil, err
+	}
+	var one [1]byte
+	m, err := r.Read(one[:])
+	if m == 0 {
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		return b, nil
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(b, one[0]), rest...), nil
 }
 
 type condition int

@@ -94,6 +94,9 @@ type state struct {
 	// if none ran meanwhile (it may have read the record from before).
 	placed uint64
 	loc    map[string]string // block → the pool it was last found or placed in
+	// copyBufs holds *[]byte buffers of CopyTo's reads (readBlock): as
+	// many as copies ran at once, each of a block's size.
+	copyBufs sync.Pool
 }
 
 // placement is a cached placement record: its pool ("": no record), and
@@ -337,13 +340,14 @@ func (r *Router) CopyTo(ctx context.Context, name, pool string) (int64, error) {
 		return 0, err
 	}
 	var b []byte
+	var bp *[]byte
 	err = fmt.Errorf("%w: pools: %s", objstore.ErrNotFound, name)
 	for i, p := range r.pools {
 		if i == t {
 			continue
 		}
 		var gerr error
-		b, _, gerr = p.Get(ctx, name)
+		b, bp, gerr = r.st.readBlock(ctx, p, name)
 		if gerr == nil {
 			err = nil
 			break
@@ -356,6 +360,12 @@ func (r *Router) CopyTo(ctx context.Context, name, pool string) (int64, error) {
 		return 0, err
 	}
 	_, err = r.createIn(ctx, t, name, b)
+	if err == nil || errors.Is(err, objstore.ErrExists) {
+		// The write is over: the store keeps no reference to b. After
+		// another error it may (an S3 upload cut short may still be
+		// reading its body), so the buffer is left to the collector.
+		r.st.putBuf(bp)
+	}
 	if errors.Is(err, objstore.ErrExists) {
 		return 0, nil
 	}
@@ -363,4 +373,46 @@ func (r *Router) CopyTo(ctx context.Context, name, pool string) (int64, error) {
 		return 0, err
 	}
 	return int64(len(b)), nil
+}
+
+// maxCopyBuf bounds the blocks CopyTo reads into a buffer of copyBufs
+// (blockmap.MaxBlockShift); a larger object is read with Get.
+const maxCopyBuf = 32 << 20
+
+// readBlock reads the whole block name from store p for CopyTo: into a
+// buffer of s.copyBufs (bp, for putBuf once the copy is written) unless
+// it is larger than any block. The copies of a move, one per block,
+// would otherwise each allocate the block anew (a Get's buffer), which
+// a 4 GiB move paid in allocation, zeroing and collection
+// (docs/benchmarks.md, "Moving a volume between pools"). The stat gives
+// the size: CopyTo copies only immutable blocks, so the read that
+// follows finds the same bytes (or none, if gc deleted the block: then
+// ReadAt reports it missing, as Get would).
+func (s *state) readBlock(ctx context.Context, p objstore.Store, name string) (b []byte, bp *[]byte, err error) {
+	in, err := p.Stat(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if in.Size < 0 || in.Size > maxCopyBuf {
+		b, _, err = p.Get(ctx, name)
+		return b, nil, err
+	}
+	bp, _ = s.copyBufs.Get().(*[]byte)
+	if bp == nil || int64(cap(*bp)) < in.Size {
+		nb := make([]byte, in.Size)
+		bp = &nb
+	}
+	b = (*bp)[:in.Size]
+	if err := p.ReadAt(ctx, name, b, 0); err != nil {
+		s.putBuf(bp)
+		return nil, nil, err
+	}
+	return b, bp, nil
+}
+
+// putBuf gives a buffer of readBlock back (nil: none).
+func (s *state) putBuf(bp *[]byte) {
+	if bp != nil {
+		s.copyBufs.Put(bp)
+	}
 }
