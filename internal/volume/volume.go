@@ -302,12 +302,13 @@ type OpenOptions struct {
 	// flushed, then released, so no write of it is in flight or can
 	// start. Its write logs are then kept (in the head and the index)
 	// instead of checkpointed into the map at open, while their replay,
-	// which every open repeats until a checkpoint, is short: the head
-	// names at most keptLogs of them, and a segmented log's replay (a
-	// read per segment, one after the other) reads at most keptSegs
-	// segments. The next checkpoint this writer makes anyway (its log's
-	// bound, a map change, Close, a snapshot) writes them into the map
-	// with its own. NewEpoch wins.
+	// which every open repeats until a checkpoint, is no longer than that
+	// of a writer's own log: the head names at most keptLogs of them, and
+	// segmented ones hold fewer than segCount segments (a read each, one
+	// after the other), which this writer's log then fills up. The next
+	// checkpoint this writer makes anyway (its log's bound, segCount
+	// segments in all, a map change, Close, a snapshot) writes them into
+	// the map with its own. NewEpoch wins.
 	Handover bool
 	// Follow makes a read-only handle see what another handle (on any
 	// host) writes: every read first checks whether the head changed and,
@@ -463,7 +464,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	// logs of the writers before it: its writes through the map must
 	// not go under indexed bytes.
 	idxMat := (opts.Writable || opts.Remap) && !old.Index.IsZero() && !(v.logOn && v.segLog)
-	if opts.Writable && opts.Handover && !opts.NewEpoch && len(old.Logs) <= keptLogs && segs <= keptSegs && !idxMat {
+	if opts.Writable && opts.Handover && !opts.NewEpoch && len(old.Logs) <= keptLogs && segs < segCount && !idxMat {
 		// The writers before released cleanly: none appends again, so
 		// their logs may stay in the head until this writer checkpoints
 		// anyway (docs/format.md, "Handover"). They count towards its

@@ -71,6 +71,16 @@ var segMax = 1 << 20
 // about a million GETs. A checkpoint then puts at most one block per
 // flush since the last one, which is what each of those flushes would
 // have put without the log.
+//
+// A writer that took the volume from a clean release keeps the segmented
+// logs of the writers before it at open (OpenOptions.Handover) while they
+// hold fewer than segCount segments in all: its own flushes then count
+// towards that bound (needCheckpointLocked), so no open replays more
+// segments than it would of one writer's own log. (A bound of 32 made
+// the open checkpoint the log of a writer that had flushed after each
+// of its last few dozen writes: one block put per block the log touched,
+// about a second with blocks on RADOS or S3, in the first write of a
+// client switching daemons, TestSwitchWritesNoBlock in package daemon.)
 var segCount = 1024
 
 // keptLogs is how many write logs of writers before it a writer that
@@ -79,14 +89,6 @@ var segCount = 1024
 // writers that only flush in place would otherwise add a log each, up to
 // blockmap.MaxLogs, past which a writer cannot log.
 const keptLogs = 3
-
-// keptSegs is how many segments of segmented logs of writers before it
-// a writer that took the volume from a clean release keeps at open
-// (OpenOptions.Handover); past it the open checkpoints them. A kept log is
-// replayed by every open until a checkpoint (at a move's cut-over, the
-// mover's and then the writer's retake), and a segmented log's replay
-// reads a segment (one per flush) after the other.
-const keptSegs = 32
 
 // checkpointers is how many blocks a checkpoint writes at once.
 const checkpointers = 8
