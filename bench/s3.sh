@@ -14,9 +14,9 @@
 #     pools report written meanwhile (rados df: every radosgw pool for
 #     s3://, the pool for rados:// and RBD), per byte the guest wrote,
 #     until archip's daemon has closed the volume (its close checkpoints
-#     the write log: on S3 a whole-block put per block the writes touched,
-#     so a small IO over a large disk shows the worst case; IO about the
-#     log's bound, 512 MiB, shows the steady state).
+#     the write log: on S3 it stores the write log index, 24 bytes per
+#     extent, where it put each block the writes touched before; see
+#     "Write log index" in docs/format.md).
 #
 #   bench/s3.sh                      # 1 GiB, 8 s per test
 #   SIZE=256M RUNTIME=1 bench/s3.sh  # quick
@@ -112,8 +112,8 @@ for who in s3 rados rbd; do
   [ "$who" = s3 ] && pools="*rgw"
   before=$(written $pools)
   fioon "$who" --rw=randwrite --bs=4k --iodepth=1 --fsync=32 --io_size="$IO" --output=/dev/null >/dev/null 2>&1
-  # The daemon's close checkpoints its write log (whole blocks on S3): a
-  # cost of these writes too, so it is counted.
+  # The daemon's close checkpoints its write log (on S3: the write log
+  # index): a cost of these writes too, so it is counted.
   if [ "$who" != rbd ]; then kill -TERM "${SERVE[$who]}"; wait "${SERVE[$who]}" || true; fi
   after=$(written $pools)
   AMP[$who]=$(/usr/bin/python3 -c "import sys; print('%.2f' % ((int(sys.argv[2]) - int(sys.argv[1])) / float(sys.argv[3])))" \

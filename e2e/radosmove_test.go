@@ -21,45 +21,6 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore/s3"
 )
 
-// The writer of TestRadosPoolsMoveLive: for each line OFF of its ops
-// file, one 4 KiB write of record(TAG, i) at OFF to export VOL, then a
-// FLUSH (libnbd has no cache: what is acknowledged is on the daemon, as
-// a guest's O_DIRECT write followed by fdatasync), then "W i START END"
-// (wall clock, ns). Before each write it looks at two files: while
-// CTL.pause exists it waits (once having said "P i"); once CTL.switch
-// exists it connects to the second daemon and goes on through it ("S
-// i"), closing its connection to the first only after its first write
-// and flush there, as a VM migrated between hosts does: the destination
-// writes while the source still has the volume open, so the second
-// daemon must ask the first to hand it over.
-const switchWriter = `
-import nbd, os, sys, time
-uri_a, uri_b, tag, opsfile, ctl = sys.argv[1:6]
-h = nbd.NBD()
-h.connect_uri(uri_a)
-on_b = False
-old = None
-for i, line in enumerate(open(opsfile)):
-    if os.path.exists(ctl + ".pause"):
-        print("P", i, flush=True)
-        while os.path.exists(ctl + ".pause"):
-            time.sleep(0.005)
-    if not on_b and os.path.exists(ctl + ".switch"):
-        old = h
-        h = nbd.NBD()
-        h.connect_uri(uri_b)
-        on_b = True
-        print("S", i, flush=True)
-    rec = b"%s %08d\n" % (tag.encode(), i)
-    t0 = time.time_ns()
-    h.pwrite((rec * (4096 // len(rec) + 1))[:4096], int(line))
-    h.flush()
-    print("W", i, t0, time.time_ns(), flush=True)
-    if old is not None:
-        old.shutdown()
-        old = None
-`
-
 // TestRadosPoolsMoveLive: a volume (and its snapshot) moves file → RADOS
 // → S3 (the cluster's radosgw) → file in a store of three pools, while a
 // libnbd client writes 4 KiB records, each followed by a flush, through

@@ -58,9 +58,9 @@ func TestHeadVersion1(t *testing.T) {
 			t.Errorf("head %+v decoded: %v", bad, err)
 		}
 	}
-	b[9] = 5
+	b[9] = 6
 	if _, err := DecodeHead(seal(b[:len(b)-4])); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("head version 5 decoded: %v", err)
+		t.Errorf("head version 6 decoded: %v", err)
 	}
 }
 
@@ -247,6 +247,12 @@ func FuzzDecodeHead(f *testing.F) {
 	withDelta := sampleHead()
 	withDelta.Delta = []DeltaEntry{{Block: 2, Entry: PrivateEntry(withDelta.ID, 3, 4)}, {Block: 5}}
 	f.Add(EncodeHead(withDelta))
+	withIndex := sampleHead()
+	withIndex.Index = IndexRef{Epoch: 3, Seq: 9}
+	f.Add(EncodeHead(withIndex))
+	withIndex.Logs = []LogRef{{Epoch: 3, Seq: 10, From: 77}}
+	withIndex.Delta = withDelta.Delta
+	f.Add(EncodeHead(withIndex))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Try the input as it is and with a valid checksum appended, so
 		// the fuzzer gets past the checksum into the parser.

@@ -39,7 +39,20 @@ type Head struct {
 	// From position, in order, over the map. Version 1 to 3 heads have
 	// none.
 	Logs []LogRef
+	// Index, when not zero, names the persisted index of a segmented
+	// write log (see "Write log index" in docs/format.md): extents of
+	// blocks whose newest bytes are in segments of logs, read over the
+	// map; a reader loads it, then replays Logs over it. Only a writable
+	// head has one (heads before version 5 have none).
+	Index IndexRef
 }
+
+// IndexRef names a write log index object of a volume: the epoch of the
+// writer that stored it and a sequence number it reserved.
+type IndexRef struct{ Epoch, Seq uint64 }
+
+// IsZero reports whether r names no index.
+func (r IndexRef) IsZero() bool { return r == IndexRef{} }
 
 // LogRef names one write log of a volume and the position in it up to
 // which its records are already in the map (checkpointed).
@@ -145,6 +158,9 @@ func (h *Head) Validate() error {
 	if len(h.Logs) > MaxLogs || len(h.Logs) > 0 && h.ReadOnly {
 		errs = append(errs, fmt.Sprintf("%d write logs (read-only %v)", len(h.Logs), h.ReadOnly))
 	}
+	if !h.Index.IsZero() && h.ReadOnly {
+		errs = append(errs, "a read-only head names a write log index")
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("blockmap: invalid head: %v", errs)
 	}
@@ -154,10 +170,13 @@ func (h *Head) Validate() error {
 const (
 	headMagic = "ARCHHEAD"
 	segMagic  = "ARCHSEGM"
-	// headVersion 2 added Unsealed, 3 Delta, 4 Logs; versions 1 to 3
-	// still decode. A head is written in the oldest version that holds
-	// it, so a volume without logs stays readable by older programs.
-	headVersion = 4
+	// headVersion 2 added Unsealed, 3 Delta, 4 Logs, 5 Index (and
+	// allows no Logs beside it); versions 1 to 4 still decode. A head is
+	// written in the oldest version that holds it, so a volume without
+	// logs stays readable by older programs, and one without an index by
+	// programs of version 4 (which refuse a version 5 head: its map is
+	// incomplete without the index).
+	headVersion = 5
 	// segVersion is the newest segments' version: version 2 added
 	// Partial entries. A segment without one is still written as version
 	// 1, which programs older than version 2 read too.
@@ -174,7 +193,9 @@ func EncodeHead(h *Head) []byte {
 	// what programs before the delta wrote and still read.
 	version := uint16(headVersion)
 	switch {
+	case !h.Index.IsZero():
 	case len(h.Logs) > 0:
+		version = 4
 	case len(h.Delta) > 0:
 		version = 3
 	default:
@@ -207,6 +228,10 @@ func EncodeHead(h *Head) []byte {
 			b = binary.BigEndian.AppendUint64(b, l.Seq)
 			b = binary.BigEndian.AppendUint64(b, l.From)
 		}
+	}
+	if version >= 5 {
+		b = binary.BigEndian.AppendUint64(b, h.Index.Epoch)
+		b = binary.BigEndian.AppendUint64(b, h.Index.Seq)
 	}
 	// The delta: its blocks, then its entries encoded as a segment (the
 	// same entry format, and its own checksum).
@@ -265,12 +290,23 @@ func DecodeHead(b []byte) (*Head, error) {
 				return nil, fmt.Errorf("%w: head truncated before its logs", ErrCorrupt)
 			}
 			nl := r.u32()
-			if nl == 0 || nl > MaxLogs || uint64(len(r.b)) < uint64(nl)*24 {
+			if nl == 0 && version < 5 || nl > MaxLogs || uint64(len(r.b)) < uint64(nl)*24 {
 				return nil, fmt.Errorf("%w: head lists %d logs in %d bytes", ErrCorrupt, nl, len(r.b))
 			}
-			h.Logs = make([]LogRef, nl)
+			if nl > 0 {
+				h.Logs = make([]LogRef, nl)
+			}
 			for i := range h.Logs {
 				h.Logs[i] = LogRef{Epoch: r.u64(), Seq: r.u64(), From: r.u64()}
+			}
+		}
+		if version >= 5 {
+			if len(r.b) < 16 {
+				return nil, fmt.Errorf("%w: head truncated before its index", ErrCorrupt)
+			}
+			h.Index = IndexRef{Epoch: r.u64(), Seq: r.u64()}
+			if h.Index.IsZero() {
+				return nil, fmt.Errorf("%w: a version 5 head names no index", ErrCorrupt)
 			}
 		}
 		if err := decodeDelta(h, &r); err != nil {

@@ -19,6 +19,7 @@ import (
 //	vol/<id>/d/<epoch>-<seq>         a private block (hex numbers)
 //	vol/<id>/l/<epoch>-<seq>         a writer's log (hex numbers)
 //	vol/<id>/l/<epoch>-<seq>/<start> a segment of a writer's log (hex)
+//	vol/<id>/x/<epoch>-<seq>         a write log index (hex numbers)
 //	s3/b/<bucket>                    a bucket
 //	s3/o/<bucket>/<key>              an object (key encoded: EncodeKey)
 //	s3/u/<bucket>/<upload>           a multipart upload in progress
@@ -57,6 +58,7 @@ const (
 	ObjectRecord                    // s3/o/<bucket>/<key>: Name.Bucket, Name.Key
 	UploadRecord                    // s3/u/<bucket>/<upload>: Name.Bucket, Name.Upload
 	PartRecord                      // s3/p/<bucket>/<upload>/<part>: Name.Bucket, Name.Upload, Name.Part
+	IndexObject                     // vol/<id>/x/<epoch>-<seq>: Name.Volume (programs before it: VolumeObject)
 )
 
 // Name is an object name parsed by ParseName.
@@ -106,6 +108,14 @@ func ParseName(name string) Name {
 		n.Kind = HeadObject
 	case strings.HasPrefix(tail, "s/"):
 		n.Kind = SegmentObject
+	case strings.HasPrefix(tail, "x/"):
+		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
+		epoch, err1 := strconv.ParseUint(epochStr, 16, 64)
+		seq, err2 := strconv.ParseUint(seqStr, 16, 64)
+		if !ok || err1 != nil || err2 != nil || IndexName(id, epoch, seq) != name {
+			return Name{}
+		}
+		n.Kind = IndexObject
 	case strings.HasPrefix(tail, "d/"), strings.HasPrefix(tail, "l/"):
 		epochStr, seqStr, ok := strings.Cut(tail[2:], "-")
 		seqStr, startStr, isSeg := strings.Cut(seqStr, "/")

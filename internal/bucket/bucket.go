@@ -185,7 +185,7 @@ func (b *Store) whole(ctx context.Context, id blockmap.ID) error {
 	if err != nil {
 		return err
 	}
-	if len(h.Delta) > 0 || len(h.Logs) > 0 {
+	if len(h.Delta) > 0 || len(h.Logs) > 0 || !h.Index.IsZero() {
 		return fmt.Errorf("bucket: map %s is not an upload's", id)
 	}
 	seen := map[string]bool{}

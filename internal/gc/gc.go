@@ -221,6 +221,11 @@ type marks struct {
 	whole map[string]struct{}
 	heads map[string]struct{}
 	logs  map[string]struct{} // write logs the heads name
+	// indexes: the write log indexes the heads name; logSegs: the
+	// segments of write logs those indexes reference (of logs a head may
+	// no longer name: judged per segment, not per log).
+	indexes map[string]struct{}
+	logSegs map[string]struct{}
 	// What the catalog's records name, to judge its hints: the IDs of
 	// the records, and the (parent or origin, ID) pairs of lineage.
 	catIDs   map[blockmap.ID]struct{}
@@ -302,6 +307,7 @@ func mark(ctx context.Context, s objstore.Store, legacy []catalog.Record, cutoff
 	m := &marks{content: map[[32]byte]struct{}{}, private: map[[32]byte]struct{}{},
 		segments: map[string]struct{}{}, whole: map[string]struct{}{}, heads: map[string]struct{}{},
 		logs: map[string]struct{}{}, orphans: map[string]struct{}{},
+		indexes: map[string]struct{}{}, logSegs: map[string]struct{}{},
 		catIDs: map[blockmap.ID]struct{}{}, catLinks: map[[2]blockmap.ID]struct{}{}}
 	home, err := m.placements(ctx, s)
 	if err != nil {
@@ -397,7 +403,7 @@ func mark(ctx context.Context, s objstore.Store, legacy []catalog.Record, cutoff
 			}
 		}
 	}
-	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads) + len(m.logs))
+	rep.Referenced = int64(len(m.content) + len(m.private) + len(m.segments) + len(m.heads) + len(m.logs) + len(m.indexes) + len(m.logSegs))
 	return m, nil
 }
 
@@ -417,6 +423,27 @@ func (m *marks) markVolume(ctx context.Context, s objstore.Store, id blockmap.ID
 		m.heads[blockmap.HeadName(id)] = struct{}{}
 		for _, l := range h.Logs {
 			m.logs[blockmap.LogName(id, l.Epoch, l.Seq)] = struct{}{}
+		}
+		if !h.Index.IsZero() {
+			// The write log index, and every segment it references. A
+			// writer deletes an index only after storing a head that
+			// names another: read the head again if it is gone.
+			name := blockmap.IndexName(id, h.Index.Epoch, h.Index.Seq)
+			b, _, err := s.Get(ctx, name)
+			if objstore.IsNotExist(err) && try < 10 {
+				continue
+			}
+			if err != nil {
+				return false, fmt.Errorf("write log index %s of volume %s: %w", name, id, err)
+			}
+			x, err := blockmap.DecodeIndex(b, id, h.Index)
+			if err != nil {
+				return false, fmt.Errorf("volume %s: %w", id, err)
+			}
+			m.indexes[name] = struct{}{}
+			for _, sg := range x.Segs {
+				m.logSegs[sg.Name(id)] = struct{}{}
+			}
 		}
 		overridden := map[int64]bool{}
 		for _, d := range h.Delta {
@@ -598,7 +625,13 @@ func (m *marks) garbage(name string) (garbage bool, kind string) {
 		return !ref, "segment"
 	case blockmap.LogObject:
 		_, ref := m.logs[n.Log] // (a log, or a segment of one)
+		if _, seg := m.logSegs[name]; seg {
+			ref = true
+		}
 		return !ref, "log"
+	case blockmap.IndexObject:
+		_, ref := m.indexes[name]
+		return !ref, "index"
 	case blockmap.PrivateObject:
 		_, ref := m.private[n.Entry.Key()]
 		return !ref, "private"

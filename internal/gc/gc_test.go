@@ -899,3 +899,117 @@ func TestWriteLogSegmentsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// keepLogs is segOnly whose deletes of write log segments and indexes do
+// nothing: what a writer frees stays behind for the collector, as after a
+// crash between its head swap and its deletes.
+type keepLogs struct{ segOnly }
+
+func (k keepLogs) Delete(ctx context.Context, name string) error {
+	switch blockmap.ParseName(name).Kind {
+	case blockmap.LogObject, blockmap.IndexObject:
+		return nil
+	}
+	return k.segOnly.Delete(ctx, name)
+}
+
+// TestWriteLogIndexKept (issue 13): the collector keeps the write log
+// index a head names and every segment it references, of logs the head no
+// longer names too, and deletes an index no head names and the segments
+// no index references (dropping the index's marks fails it: the
+// referenced segments are deleted and the volume reads other bytes).
+func TestWriteLogIndexKept(t *testing.T) {
+	mem := objstore.NewMem()
+	_, clk := setup(mem)
+	s := keepLogs{segOnly{mem}}
+	m := manage.New(s)
+	m.Now = clk.now
+	rng := rand.New(rand.NewPCG(7, 10))
+	m.CreateVolume(ctx, "vm", 4*bs, 16)
+	r, err := m.Lookup(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() *volume.Volume {
+		v, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{Writable: true, Log: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	write := func(v *volume.Volume, p []byte, off int64) {
+		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p1, p2, p3 := randBytes(rng, 4096), randBytes(rng, 4096), randBytes(rng, 4096)
+	v := open()
+	l1 := v.Head().Logs[0]
+	write(v, p1, bs+100) // segment A
+	write(v, p2, 100)    // segment B
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h1, _, err := volume.ReadHead(ctx, s, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h1.Index.IsZero() || len(h1.Logs) != 0 {
+		t.Fatalf("closed head: index %+v, logs %v", h1.Index, h1.Logs)
+	}
+	segA := blockmap.LogSegmentName(r.ID, l1.Epoch, l1.Seq, 0)
+	var segB string
+	mem.List(ctx, blockmap.LogName(r.ID, l1.Epoch, l1.Seq)+"/", func(in objstore.Info) error {
+		if in.Name != segA {
+			segB = in.Name
+		}
+		return nil
+	})
+	v = open()
+	write(v, p3, bs+100) // segment C: A holds nothing live now
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h2, _, err := volume.ReadHead(ctx, s, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx1 := blockmap.IndexName(r.ID, h1.Index.Epoch, h1.Index.Seq)
+	idx2 := blockmap.IndexName(r.ID, h2.Index.Epoch, h2.Index.Seq)
+	for _, name := range []string{segA, segB, idx1, idx2} {
+		if !exists(mem, name) {
+			t.Fatalf("%s missing before the collection", name)
+		}
+	}
+	clk.advance(2 * time.Hour)
+	gm := manage.New(segOnly{mem}) // (the collector's deletes happen)
+	gm.Now = clk.now
+	if _, err := gm.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(mem, segB) || !exists(mem, idx2) {
+		t.Fatalf("the collector deleted what the index references (segment %v, index %v)", exists(mem, segB), exists(mem, idx2))
+	}
+	if exists(mem, segA) || exists(mem, idx1) {
+		t.Errorf("the collector kept what no index references (segment %v, index %v)", exists(mem, segA), exists(mem, idx1))
+	}
+	w, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		p   []byte
+		off int64
+	}{{p2, 100}, {p3, bs + 100}} {
+		got := make([]byte, len(c.p))
+		if err := w.ReadAt(ctx, got, c.off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, c.p) {
+			t.Fatalf("the indexed write at %d is lost across the collection", c.off)
+		}
+	}
+}

@@ -78,3 +78,40 @@ func TestReleaseUnsettled(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeHandoffSleepsNot: a node whose first write asks the holder to
+// hand over (a client switching daemons) takes the lease as soon as the
+// holder has answered, which it does once it released: one ask, no
+// sleep (the 1 s pause of such a switch in e2e TestRadosPoolsMoveLive
+// was not Take's: its pauses between asks double up to TTL/10 and add
+// up to about that).
+func TestTakeHandoffSleepsNot(t *testing.T) {
+	s := objstore.NewMem()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	holder := newNode(t, s, "a", clk)
+	l, err := holder.Acquire(ctx, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asks int
+	var slept time.Duration
+	taker, err := NewManager(s, Config{Node: "b", Addr: "b:7000", TTL: ttl, MaxDrift: drift, Clock: clk,
+		Ask: func(_ context.Context, rec Record, volume string) error {
+			asks++
+			if rec.Owner != "a" || volume != "vol" {
+				t.Errorf("asked %q for %s", rec.Owner, volume)
+			}
+			return l.Release(ctx) // the holder's answer comes after its release
+		},
+		Sleep: func(_ context.Context, d time.Duration) error { slept += d; clk.Advance(d); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := taker.Take(ctx, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TookOver() || asks != 1 || slept != 0 {
+		t.Errorf("take by handoff: took over %v, %d asks, slept %s; want a clean take, 1 ask, no sleep", got.TookOver(), asks, slept)
+	}
+}

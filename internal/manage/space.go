@@ -177,7 +177,8 @@ func spaceOf(ctx context.Context, lin lineage, id blockmap.ID, h *blockmap.Head,
 }
 
 // logBytes returns the size of the write logs that h, the head of id,
-// names: each log's object (one Stat) and its segments (one listing). A
+// names: each log's object (one Stat) and its segments (one listing), and
+// its write log index with the segments that references. A
 // log is stored as segments on a store without in-place writes, else as
 // one object; both are counted, since the form follows the store's
 // capabilities, which a store of several pools changes with its
@@ -201,6 +202,30 @@ func logBytes(ctx context.Context, s objstore.Store, id blockmap.ID, h *blockmap
 			return 0, fmt.Errorf("manage: size of the write log of %s: %w", id, err)
 		default:
 			n += in.Size
+		}
+	}
+	if !h.Index.IsZero() {
+		// The write log index and the segments it references of logs the
+		// head no longer names (those of the logs it names are listed
+		// above). An index gone means the head moved on: counted as
+		// nothing, as a log not found.
+		name := blockmap.IndexName(id, h.Index.Epoch, h.Index.Seq)
+		b, _, err := s.Get(ctx, name)
+		switch {
+		case objstore.IsNotExist(err):
+		case err != nil:
+			return 0, fmt.Errorf("manage: size of the write log index of %s: %w", id, err)
+		default:
+			x, err := blockmap.DecodeIndex(b, id, h.Index)
+			if err != nil {
+				return 0, fmt.Errorf("manage: write log index of %s: %w", id, err)
+			}
+			n += int64(len(b))
+			for _, sg := range x.Segs {
+				if !slices.ContainsFunc(h.Logs, func(r blockmap.LogRef) bool { return r.Epoch == sg.Epoch && r.Seq == sg.Seq }) {
+					n += int64(sg.Len)
+				}
+			}
 		}
 	}
 	return n, nil

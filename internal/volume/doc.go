@@ -72,8 +72,14 @@
 // check, as a writer that takes the volume over creates a fence where the
 // old writer's chain ends, so that its next segment's create fails; see
 // "Fencing the chain" in docs/format.md); every small write within the
-// burst is logged, and a checkpoint puts each block the log touched
-// whole, past a bound of 512 MiB or 1024 segments. Replay follows the chain of segments from the
+// burst is logged. A checkpoint (past a bound of 512 MiB or 1024
+// segments, at Close, at a takeover) stores the write log index instead
+// of writing blocks (blockmap.IndexName, named by the head: the extents
+// whose bytes are in segments, which every reader loads before it
+// replays the logs; see "Write log index" in docs/format.md); a
+// snapshot, resize or hash, a writer that does not log, and the index's
+// bounds (extents, garbage) materialize it: each block it touched is put
+// whole. Replay follows the chain of segments from the
 // head's From; an open that finds a log only in the other form (the
 // store's capabilities changed: a store of several pools gained or lost
 // one without in-place writes) replays that one.

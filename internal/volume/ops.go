@@ -375,6 +375,19 @@ func Remove(ctx context.Context, s objstore.Store, id blockmap.ID) error {
 			del(r.Name())
 		}
 	}
+	if !h.Index.IsZero() {
+		// The write log index and the segments it references (best
+		// effort, as below).
+		name := blockmap.IndexName(id, h.Index.Epoch, h.Index.Seq)
+		if b, _, err := s.Get(ctx, name); err == nil {
+			if x, err := blockmap.DecodeIndex(b, id, h.Index); err == nil {
+				for _, sg := range x.Segs {
+					del(sg.Name(id))
+				}
+			}
+		}
+		del(name)
+	}
 	_, inPlace := objstore.AsRangeWriter(s)
 	for _, l := range h.Logs {
 		name := blockmap.LogName(id, l.Epoch, l.Seq)
@@ -813,7 +826,7 @@ func (v *Volume) BeginEpoch(ctx context.Context, atLeast uint64, key string) (ui
 	v.mu.begun = 0
 	v.mu.Unlock()
 	if ckpt {
-		if err := v.checkpointLog(ctx); err != nil {
+		if err := v.checkpointLog(ctx, false); err != nil {
 			v.gate.Unlock()
 			return 0, fmt.Errorf("volume: begin epoch %d: %w", epoch, v.storeFenced(err))
 		}

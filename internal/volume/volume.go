@@ -260,6 +260,15 @@ type Volume struct {
 		segName  string
 		segStart int64
 		segMem   []*segChunk
+		// The write log index (segmented logs; see "Write log index" in
+		// docs/format.md): segInfo: the segments whose place in their
+		// log this handle knows (those it wrote or read, and those of
+		// the stored index); idxSegs: the segments the stored index
+		// (head.Index) references; idxNew: extents added to index since
+		// it was loaded or stored (by appends and replays of logs).
+		segInfo map[string]blockmap.IndexSeg
+		idxSegs map[string]bool
+		idxNew  int
 	}
 }
 
@@ -293,12 +302,13 @@ type OpenOptions struct {
 	// flushed, then released, so no write of it is in flight or can
 	// start. Its write logs are then kept (in the head and the index)
 	// instead of checkpointed into the map at open, while their replay,
-	// which every open repeats until a checkpoint, is short: the head
-	// names at most keptLogs of them, and a segmented log's replay (a
-	// read per segment, one after the other) reads at most keptSegs
-	// segments. The next checkpoint this writer makes anyway (its log's
-	// bound, a map change, Close, a snapshot) writes them into the map
-	// with its own. NewEpoch wins.
+	// which every open repeats until a checkpoint, is no longer than that
+	// of a writer's own log: the head names at most keptLogs of them, and
+	// segmented ones hold fewer than segCount segments (a read each, one
+	// after the other), which this writer's log then fills up. The next
+	// checkpoint this writer makes anyway (its log's bound, segCount
+	// segments in all, a map change, Close, a snapshot) writes them into
+	// the map with its own. NewEpoch wins.
 	Handover bool
 	// Follow makes a read-only handle see what another handle (on any
 	// host) writes: every read first checks whether the head changed and,
@@ -417,7 +427,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if v.logOn {
 		old.Logs = old.Logs[:len(old.Logs)-1]
 	}
-	logs, index, err := v.loadLogs(ctx, &old, v.mu.headVer, opts.Writable || opts.Remap)
+	ld, err := v.loadLogs(ctx, &old, v.mu.headVer, opts.Writable || opts.Remap)
 	for try := 0; errors.Is(err, errLogMoved) && !opts.Writable && !opts.Remap && try < 100; try++ {
 		// A log deleted after this head was read (a writer rotated or
 		// closed it): read the head again, as readMap does for a segment.
@@ -427,11 +437,12 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		}
 		v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
 		old = *head
-		logs, index, err = v.loadLogs(ctx, &old, ver, false)
+		ld, err = v.loadLogs(ctx, &old, ver, false)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("volume: open %s: read the write log: %w", id, err)
 	}
+	logs := ld.logs
 	if v.logOn {
 		ref := v.mu.head.Logs[len(v.mu.head.Logs)-1]
 		logs = append(logs, logFile{ref: ref, name: blockmap.LogName(id, ref.Epoch, ref.Seq)})
@@ -439,7 +450,8 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 			logs[len(logs)-1].made = v.createLog(ctx, logs[len(logs)-1].name)
 		}
 	}
-	v.mu.logs, v.mu.index = logs, index
+	v.mu.logs, v.mu.index = logs, ld.index
+	v.mu.segInfo, v.mu.idxSegs, v.mu.idxNew = ld.segInfo, ld.idxSegs, ld.fresh
 	v.mu.Lock()
 	v.segResetLocked()
 	v.mu.Unlock()
@@ -447,7 +459,12 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	for _, lf := range logs[:len(old.Logs)] {
 		segs += len(lf.segs)
 	}
-	if opts.Writable && opts.Handover && !opts.NewEpoch && len(old.Logs) <= keptLogs && segs <= keptSegs {
+	// A writer that cannot keep a write log index (it does not log, or
+	// not in segments) materializes one at open, as it checkpoints the
+	// logs of the writers before it: its writes through the map must
+	// not go under indexed bytes.
+	idxMat := (opts.Writable || opts.Remap) && !old.Index.IsZero() && !(v.logOn && v.segLog)
+	if opts.Writable && opts.Handover && !opts.NewEpoch && len(old.Logs) <= keptLogs && segs < segCount && !idxMat {
 		// The writers before released cleanly: none appends again, so
 		// their logs may stay in the head until this writer checkpoints
 		// anyway (docs/format.md, "Handover"). They count towards its
@@ -458,7 +475,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 			v.mu.logBytes += lf.end - int64(lf.ref.From)
 		}
 		v.mu.Unlock()
-	} else if (opts.Writable || opts.Remap) && len(old.Logs) > 0 {
+	} else if (opts.Writable || opts.Remap) && (len(old.Logs) > 0 || idxMat) {
 		// Another writer's logs: into the map now, and out of the head,
 		// so that nothing it appends late is ever read.
 		if err := v.checkpointNow(ctx); err != nil {
@@ -484,7 +501,7 @@ func (v *Volume) checkpointNow(ctx context.Context) error {
 // checkpointStore is checkpointNow; the caller holds flushMu and the
 // gate exclusively.
 func (v *Volume) checkpointStore(ctx context.Context) error {
-	if err := v.checkpointLog(ctx); err != nil {
+	if err := v.checkpointLog(ctx, false); err != nil {
 		return err
 	}
 	if v.copying {
@@ -1858,7 +1875,7 @@ func (v *Volume) flushCut(ctx context.Context) (*cut, error) {
 		// NB: inline, under the exclusive gate: it writes at most one
 		// object per block the log touched, and its head swap is the
 		// one this flush would have made anyway.
-		if err := v.checkpointLog(ctx); err != nil {
+		if err := v.checkpointLog(ctx, false); err != nil {
 			v.gate.Unlock()
 			return nil, v.storeFenced(err)
 		}
@@ -2271,6 +2288,12 @@ func (v *Volume) checkExist(ctx context.Context, c *cut, age time.Duration) erro
 		}
 	}
 	v.mu.Unlock()
+	if !c.head.Index.IsZero() {
+		// The write log index this flush's checkpoint stored: no head
+		// names it yet. (The segments it references are in logs a
+		// stored head names, or referenced by its index.)
+		names[blockmap.IndexName(v.id, c.head.Index.Epoch, c.head.Index.Seq)] = true
+	}
 	add := func(e blockmap.Entry) {
 		if e.Kind() != blockmap.Zero {
 			names[e.ObjectName()] = true
@@ -2462,10 +2485,9 @@ func (v *Volume) checkHead(ctx context.Context) error {
 			return err
 		}
 		entries, err := v.reload(ctx, &cur, head)
-		var logs []logFile
-		var index map[int64][]logExt
+		var ld *loadedLogs
 		if err == nil {
-			logs, index, err = v.loadLogs(ctx, head, ver, false)
+			ld, err = v.loadLogs(ctx, head, ver, false)
 		}
 		if errors.Is(err, ErrCorrupt) && ver != failedVer && try < 100 {
 			// A segment of this head is gone: the writer has replaced
@@ -2480,7 +2502,8 @@ func (v *Volume) checkHead(ctx context.Context) error {
 		}
 		v.mu.Lock()
 		v.mu.head, v.mu.headVer, v.mu.entries = *head, ver, entries
-		v.mu.logs, v.mu.index = logs, index
+		v.mu.logs, v.mu.index = ld.logs, ld.index
+		v.mu.segInfo, v.mu.idxSegs, v.mu.idxNew = ld.segInfo, ld.idxSegs, ld.fresh
 		v.mu.logGen++
 		v.mu.Unlock()
 		return nil

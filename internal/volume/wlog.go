@@ -71,6 +71,16 @@ var segMax = 1 << 20
 // about a million GETs. A checkpoint then puts at most one block per
 // flush since the last one, which is what each of those flushes would
 // have put without the log.
+//
+// A writer that took the volume from a clean release keeps the segmented
+// logs of the writers before it at open (OpenOptions.Handover) while they
+// hold fewer than segCount segments in all: its own flushes then count
+// towards that bound (needCheckpointLocked), so no open replays more
+// segments than it would of one writer's own log. (A bound of 32 made
+// the open checkpoint the log of a writer that had flushed after each
+// of its last few dozen writes: one block put per block the log touched,
+// about a second with blocks on RADOS or S3, in the first write of a
+// client switching daemons, TestSwitchWritesNoBlock in package daemon.)
 var segCount = 1024
 
 // keptLogs is how many write logs of writers before it a writer that
@@ -79,14 +89,6 @@ var segCount = 1024
 // writers that only flush in place would otherwise add a log each, up to
 // blockmap.MaxLogs, past which a writer cannot log.
 const keptLogs = 3
-
-// keptSegs is how many segments of segmented logs of writers before it
-// a writer that took the volume from a clean release keeps at open
-// (OpenOptions.Handover); past it the open checkpoints them. A kept log is
-// replayed by every open until a checkpoint (at a move's cut-over, the
-// mover's and then the writer's retake), and a segmented log's replay
-// reads a segment (one per flush) after the other.
-const keptSegs = 32
 
 // checkpointers is how many blocks a checkpoint writes at once.
 const checkpointers = 8
@@ -155,6 +157,9 @@ type logFile struct {
 	chained bool
 	fenced  bool
 	tail    int64
+	// seen: the segments a replay read (their place in the log), for
+	// the write log index.
+	seen []blockmap.IndexSeg
 }
 
 // logExt is a range of a block whose newest bytes are in a log: [off,
@@ -374,21 +379,41 @@ func (v *Volume) replayObject(ctx context.Context, lf *logFile, size uint64, add
 	}
 }
 
-// loadLogs reads the logs head (stored at version ver) names into a new
-// index. A log found missing is empty if the head is still at ver (not
-// written yet); otherwise it was deleted after a head that no longer
-// names it was stored, and loadLogs returns errLogMoved (an ErrCorrupt):
-// the caller reads the head again.
+// loadedLogs is what loadLogs read: the logs, the index (the stored
+// write log index's extents, with the logs' records over them), the
+// segments whose place it knows (segInfo), those the stored index
+// references (idxSegs), and how many extents the logs' replays added
+// (fresh).
+type loadedLogs struct {
+	logs    []logFile
+	index   map[int64][]logExt
+	segInfo map[string]blockmap.IndexSeg
+	idxSegs map[string]bool
+	fresh   int
+}
+
+// loadLogs reads the write log index head names, if any (loadIndex), then
+// the logs it names over it into a new index. A log found missing is
+// empty if the head is still at ver (not written yet); otherwise it was
+// deleted after a head that no longer names it was stored, and loadLogs
+// returns errLogMoved (an ErrCorrupt): the caller reads the head again.
 //
 // fence: the caller takes the volume over (it swapped in its own head at
 // ver): each log replayed as a chain of segments is fenced at its end
 // (fenceChain).
-func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore.Version, fence bool) ([]logFile, map[int64][]logExt, error) {
-	logs := make([]logFile, len(head.Logs))
-	index := map[int64][]logExt{}
+func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore.Version, fence bool) (*loadedLogs, error) {
+	ld := &loadedLogs{logs: make([]logFile, len(head.Logs)), index: map[int64][]logExt{}, segInfo: map[string]blockmap.IndexSeg{}}
+	var err error
+	if ld.idxSegs, err = v.loadIndex(ctx, head, ver, ld); err != nil {
+		return nil, err
+	}
+	logs, index := ld.logs, ld.index
 	for i, ref := range head.Logs {
 		logs[i] = logFile{ref: ref, name: blockmap.LogName(head.ID, ref.Epoch, ref.Seq), end: int64(ref.From)}
-		add := func(b int64, x logExt) { index[b] = addExt(index[b], x) }
+		add := func(b int64, x logExt) {
+			index[b] = addExt(index[b], x)
+			ld.fresh++
+		}
 		err := v.replayLog(ctx, &logs[i], head.Size, add)
 		if errors.Is(err, errLogMissing) && logs[i].end == int64(ref.From) && len(logs[i].segs) == 0 {
 			// Nothing in this store's form: the other one's?
@@ -402,10 +427,55 @@ func (v *Volume) loadLogs(ctx context.Context, head *blockmap.Head, ver objstore
 			err = v.fenceChain(ctx, &logs[i], head.Size, add)
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
+		for _, sg := range logs[i].seen {
+			ld.segInfo[sg.Name(head.ID)] = sg
+		}
+		logs[i].seen = nil
 	}
-	return logs, index, nil
+	return ld, nil
+}
+
+// loadIndex reads the write log index head (stored at version ver) names
+// into ld's index and segInfo, and returns the names of the segments it
+// references. An index found missing means the head moved on (a writer
+// deletes an index only after storing a head that no longer names it:
+// errLogMoved) unless the head is still at ver (then the store lost it:
+// ErrCorrupt).
+func (v *Volume) loadIndex(ctx context.Context, head *blockmap.Head, ver objstore.Version, ld *loadedLogs) (map[string]bool, error) {
+	if head.Index.IsZero() {
+		return nil, nil
+	}
+	name := blockmap.IndexName(head.ID, head.Index.Epoch, head.Index.Seq)
+	data, _, err := v.store.Get(ctx, name)
+	if objstore.IsNotExist(err) {
+		if err := v.logGone(ctx, ver); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: the write log index %s that the head names is missing", ErrCorrupt, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume: read the write log index %s: %w", name, err)
+	}
+	x, err := blockmap.DecodeIndex(data, head.ID, head.Index)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, name, err)
+	}
+	names := make([]string, len(x.Segs))
+	refs := make(map[string]bool, len(x.Segs))
+	for i, sg := range x.Segs {
+		names[i] = sg.Name(head.ID)
+		ld.segInfo[names[i]] = sg
+		refs[names[i]] = true
+	}
+	for _, e := range x.Exts {
+		if e.Block >= head.Blocks() || int64(e.Off)+int64(e.Len) > head.BlockLen(e.Block) {
+			return nil, fmt.Errorf("%w: %s: an extent of block %d (%d bytes at %d) outside the volume", ErrCorrupt, name, e.Block, e.Len, e.Off)
+		}
+		ld.index[e.Block] = append(ld.index[e.Block], logExt{off: int64(e.Off), n: int64(e.Len), name: names[e.Seg], pos: int64(e.Pos)})
+	}
+	return refs, nil
 }
 
 // fenceMagic starts a fence: an object a taker creates at the end of an
@@ -536,6 +606,7 @@ func (v *Volume) replaySegs(ctx context.Context, lf *logFile, size uint64, add f
 		if !slices.Contains(lf.segs, name) {
 			lf.segs = append(lf.segs, name)
 		}
+		lf.seen = append(lf.seen, blockmap.IndexSeg{Epoch: lf.ref.Epoch, Seq: lf.ref.Seq, Start: pos, Len: uint32(len(data))})
 		for at := int64(0); at < int64(len(data)); {
 			h := data[at:]
 			if len(h) < logHeader {
@@ -587,10 +658,25 @@ func (v *Volume) cutSegLocked() *segChunk {
 	c := &segChunk{name: v.mu.segName, data: v.mu.segBuf}
 	v.mu.segMem = append(v.mu.segMem, c)
 	lf := &v.mu.logs[len(v.mu.logs)-1]
+	v.noteSegsLocked([]blockmap.IndexSeg{{Epoch: lf.ref.Epoch, Seq: lf.ref.Seq, Start: v.mu.segStart, Len: uint32(len(c.data))}})
 	v.mu.segStart += int64(len(c.data))
 	v.mu.segName = blockmap.LogSegmentName(v.id, lf.ref.Epoch, lf.ref.Seq, v.mu.segStart)
 	v.mu.segBuf = nil
 	return c
+}
+
+// noteSegsLocked notes where segs are in their logs (segInfo), for the
+// write log index. The caller holds v.mu.
+func (v *Volume) noteSegsLocked(segs []blockmap.IndexSeg) {
+	if len(segs) == 0 {
+		return
+	}
+	if v.mu.segInfo == nil {
+		v.mu.segInfo = map[string]blockmap.IndexSeg{}
+	}
+	for _, sg := range segs {
+		v.mu.segInfo[sg.Name(v.id)] = sg
+	}
 }
 
 // writeSegs writes the chunks cut so far, in order, up to c: a chunk is
@@ -844,6 +930,7 @@ func (v *Volume) appendLog(ctx context.Context, b, boff int64, data []byte) erro
 	defer v.mu.Unlock()
 	v.madeLocked(name)
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: name, pos: pos + logHeader})
+	v.mu.idxNew++
 	v.mu.logCommit = true
 	if v.mu.logBytes > 4*v.bound() {
 		// Writes that no flush follows (a guest flushes far more
@@ -877,6 +964,7 @@ func (v *Volume) appendSeg(ctx context.Context, b, boff int64, data []byte) erro
 	lf.end += int64(len(rec))
 	v.mu.logBytes += int64(len(rec))
 	v.mu.index[b] = addExt(v.mu.index[b], logExt{off: boff, n: int64(len(data)), name: v.mu.segName, pos: pos + logHeader})
+	v.mu.idxNew++
 	v.mu.logCommit = true
 	if v.mu.logBytes > v.bound() {
 		// Its bound is already large (a takeover replays the log):
@@ -1072,7 +1160,7 @@ func (v *Volume) dropLoggedLocked(b int64) {
 func (v *Volume) needCheckpointLocked() bool {
 	h := v.mu.head.Logs
 	own := v.ownLogsLocked(v.mu.kept)
-	if len(v.mu.index) == 0 && !v.mu.logForce && (own || len(h) == 0) {
+	if !v.loggedLocked() && !v.mu.logForce && (own || len(h) == 0) {
 		return false
 	}
 	segs := 0
@@ -1082,6 +1170,13 @@ func (v *Volume) needCheckpointLocked() bool {
 	return !own || v.mu.logForce || v.mu.logBytes > v.bound() || v.segLog && segs >= segCount ||
 		len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
 		len(v.mu.pending) > 0 || !(v.freshStat || v.fenced) || v.age(v.mu.dirtySince) > MaxUnflushedAge
+}
+
+// loggedLocked reports whether the index holds extents that no stored
+// write log index holds (appended or replayed since it was stored). The
+// caller holds v.mu.
+func (v *Volume) loggedLocked() bool {
+	return len(v.mu.index) > 0 && (v.mu.head.Index.IsZero() || v.mu.idxNew > 0)
 }
 
 // ownLogsLocked reports whether the head names only logs this handle
@@ -1105,18 +1200,198 @@ func (v *Volume) ownLogsLocked(kept int) bool {
 	return true
 }
 
-// checkpointIfLogged checkpoints the log if anything in it is not in the
-// map yet, or the head names another writer's log; for what stores a map
-// anyway. The caller holds flushMu and the gate exclusively.
+// checkpointIfLogged checkpoints the log into the blocks (materializes
+// it, dropping a write log index) if anything in it is not in the map
+// yet, or the head names another writer's log or an index; for what
+// stores a map anyway and must not leave an index in it (a snapshot, a
+// resize, a hash). The caller holds flushMu and the gate exclusively.
 func (v *Volume) checkpointIfLogged(ctx context.Context) error {
 	v.mu.Lock()
 	h := v.mu.head.Logs
-	need := len(v.mu.index) > 0 || v.mu.logForce || len(h) > 0 && !v.ownLogsLocked(0)
+	need := len(v.mu.index) > 0 || v.mu.logForce || len(h) > 0 && !v.ownLogsLocked(0) || !v.mu.head.Index.IsZero()
 	v.mu.Unlock()
 	if !need {
 		return nil
 	}
-	return v.checkpointLog(ctx)
+	return v.checkpointLog(ctx, true)
+}
+
+// idxMaxExts caps the extents of a write log index: a checkpoint whose
+// index would hold more materializes it instead (writes the blocks). It
+// bounds the index's memory (about 60 bytes per extent: 30 MiB) and its
+// object (24 bytes per extent: 12 MiB), which every checkpoint stores
+// whole (tests lower it).
+var idxMaxExts = 1 << 19
+
+// idxGarbage: a checkpoint whose index would reference segments of more
+// than idxGarbage times its live bytes plus the log's bound materializes
+// it instead (tests lower it): overwritten records keep their segments,
+// which nothing compacts, alive.
+var idxGarbage int64 = 2
+
+// buildIndexLocked returns the write log index of the extents of
+// v.mu.index and the names of the segments it references, or false if
+// the checkpoint must materialize them instead: past idxMaxExts, past
+// the garbage bound (idxGarbage), or an extent in something other than
+// a segment this handle knows the place of (a log in the other form).
+// The caller holds v.mu.
+func (v *Volume) buildIndexLocked() (*blockmap.LogIndex, map[string]bool, bool) {
+	n, live := 0, int64(0)
+	refs := map[string]bool{}
+	for _, exts := range v.mu.index {
+		n += len(exts)
+		if n > idxMaxExts {
+			return nil, nil, false
+		}
+		for _, e := range exts {
+			sg, ok := v.mu.segInfo[e.name]
+			if !ok || e.pos+e.n > int64(sg.Len) || sg.Len > blockmap.MaxIndexSegLen {
+				return nil, nil, false
+			}
+			refs[e.name] = true
+			live += e.n
+		}
+	}
+	segs := make([]blockmap.IndexSeg, 0, len(refs))
+	var held int64
+	for name := range refs {
+		segs = append(segs, v.mu.segInfo[name])
+		held += int64(v.mu.segInfo[name].Len)
+	}
+	if held > idxGarbage*live+v.bound() {
+		return nil, nil, false
+	}
+	slices.SortFunc(segs, func(a, b blockmap.IndexSeg) int {
+		if c := cmpU64(a.Epoch, b.Epoch); c != 0 {
+			return c
+		}
+		if c := cmpU64(a.Seq, b.Seq); c != 0 {
+			return c
+		}
+		return int(min(max(a.Start-b.Start, -1), 1))
+	})
+	at := make(map[string]uint32, len(segs))
+	for i, sg := range segs {
+		at[sg.Name(v.id)] = uint32(i)
+	}
+	x := &blockmap.LogIndex{Segs: segs, Exts: make([]blockmap.IndexExt, 0, n)}
+	for _, b := range slices.Sorted(maps.Keys(v.mu.index)) {
+		for _, e := range v.mu.index[b] {
+			x.Exts = append(x.Exts, blockmap.IndexExt{Block: b, Off: uint32(e.off), Len: uint32(e.n), Seg: at[e.name], Pos: uint32(e.pos)})
+		}
+	}
+	return x, refs, true
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// checkpointIndex is checkpointLog on a segmented log that stores a write
+// log index instead of writing blocks (see "Write log index" in
+// docs/format.md): it writes the records buffered as a segment, stores
+// the index of every extent (the stored index's and the logs' over it) as
+// a new index object, and sets the head to name it, with this writer's
+// log at From its end (or a new log past the bound; none at Close) and
+// no other; the index and segments that no longer hold anything the new
+// index references are deleted once that head is stored. It reports
+// false, having written nothing but the buffered segment, where the
+// checkpoint must materialize instead (a broken log, or buildIndexLocked
+// says so). No block is written, so nothing here needs the head check
+// of checkpointLog: a writer taken over writes its segment at a fenced
+// name or on no chain a head names, and an index object no head names,
+// and its head swap fails.
+func (v *Volume) checkpointIndex(ctx context.Context) (bool, error) {
+	v.mu.Lock()
+	if v.mu.logBroken || len(v.mu.segMem) > 0 || len(v.mu.logs) == 0 {
+		v.mu.Unlock()
+		return false, nil
+	}
+	c := v.cutSegLocked()
+	v.mu.Unlock()
+	if c != nil {
+		// The index may reference only what is stored.
+		if err := v.writeSegs(ctx, c); err != nil {
+			return false, err
+		}
+	}
+	v.mu.Lock()
+	x, refs, ok := v.buildIndexLocked()
+	epoch := v.mu.head.Epoch
+	v.mu.Unlock()
+	if !ok || len(x.Exts) == 0 {
+		// (Nothing indexed: the materializing checkpoint writes no
+		// block and drops the stored index.)
+		return false, nil
+	}
+	seq, err := v.allocSeq()
+	if err != nil {
+		return false, err
+	}
+	ref := blockmap.IndexRef{Epoch: epoch, Seq: seq}
+	name := blockmap.IndexName(v.id, ref.Epoch, ref.Seq)
+	if err := v.checkGuard(); err != nil {
+		return false, err
+	}
+	// (A put of unknown outcome that lands later is an object no head
+	// names: the collector's.)
+	if _, err := v.store.Create(ctx, name, blockmap.EncodeIndex(v.id, ref, x)); err != nil {
+		return false, fmt.Errorf("volume: store the write log index %s: %w", name, err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var keep []logFile
+	if v.logOn && !v.mu.logClosing {
+		cur := v.mu.logs[len(v.mu.logs)-1]
+		if v.mu.logBytes > v.bound() && v.mu.nextSeq < v.mu.seqEnd {
+			seq := v.mu.nextSeq
+			v.mu.nextSeq++
+			lref := blockmap.LogRef{Epoch: cur.ref.Epoch, Seq: seq}
+			keep = []logFile{{ref: lref, name: blockmap.LogName(v.id, lref.Epoch, lref.Seq)}}
+		} else {
+			cur.ref.From = uint64(cur.end)
+			cur.segs = nil
+			keep = []logFile{cur}
+		}
+	}
+	var gone []string
+	for name := range v.mu.idxSegs {
+		if !refs[name] {
+			gone = append(gone, name)
+		}
+	}
+	for _, lf := range v.mu.logs {
+		for _, name := range lf.segs {
+			if !refs[name] && !v.mu.idxSegs[name] {
+				gone = append(gone, name)
+			}
+		}
+	}
+	slices.Sort(gone)
+	v.mu.freed = append(v.mu.freed, gone...)
+	if !v.mu.head.Index.IsZero() {
+		v.mu.freed = append(v.mu.freed, blockmap.IndexName(v.id, v.mu.head.Index.Epoch, v.mu.head.Index.Seq))
+	}
+	info := make(map[string]blockmap.IndexSeg, len(refs))
+	for name := range refs {
+		info[name] = v.mu.segInfo[name]
+	}
+	v.mu.head.Index, v.mu.idxSegs, v.mu.segInfo, v.mu.idxNew = ref, refs, info, 0
+	v.mu.logs, v.mu.kept = keep, 0
+	v.mu.head.Logs = nil
+	for _, lf := range keep {
+		v.mu.head.Logs = append(v.mu.head.Logs, lf.ref)
+	}
+	v.mu.logBytes, v.mu.logForce, v.mu.logBroken, v.mu.logCommit = 0, false, false, false
+	v.mu.headDirty = true
+	v.segResetLocked()
+	return true, nil
 }
 
 // checkpointLog writes every logged byte into the blocks (the same
@@ -1133,7 +1408,12 @@ func (v *Volume) checkpointIfLogged(ctx context.Context) error {
 // its epoch that the taker's map still references. With a head swap of
 // this handle of unknown outcome pending, the stored head must be the one
 // at ver or one of those swaps (see checkPending).
-func (v *Volume) checkpointLog(ctx context.Context) error {
+func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
+	if !materialize && v.segLog && v.logOn {
+		if done, err := v.checkpointIndex(ctx); done || err != nil {
+			return err
+		}
+	}
 	v.mu.Lock()
 	index := maps.Clone(v.mu.index)
 	ver, pending := v.mu.headVer, slices.Clone(v.mu.pending)
@@ -1227,6 +1507,14 @@ func (v *Volume) checkpointLog(ctx context.Context) error {
 			delete(v.mu.dirtyObjs, lf.name)
 		}
 	}
+	if !v.mu.head.Index.IsZero() {
+		// Every indexed byte is in the blocks now: the index and the
+		// segments only it referenced go once the head is stored.
+		v.mu.freed = append(v.mu.freed, blockmap.IndexName(v.id, v.mu.head.Index.Epoch, v.mu.head.Index.Seq))
+		v.mu.freed = append(v.mu.freed, slices.Sorted(maps.Keys(v.mu.idxSegs))...)
+		v.mu.head.Index = blockmap.IndexRef{}
+	}
+	v.mu.idxSegs, v.mu.segInfo, v.mu.idxNew = nil, nil, 0
 	v.mu.logs, v.mu.kept = keep, 0
 	v.mu.head.Logs = nil
 	for _, lf := range keep {
@@ -1434,6 +1722,8 @@ func (v *Volume) tailLogs(ctx context.Context) error {
 	for _, f := range found {
 		v.mu.index[f.b] = addExt(v.mu.index[f.b], f.x)
 	}
+	v.mu.idxNew += len(found)
+	v.noteSegsLocked(lf.seen)
 	v.mu.logs[len(v.mu.logs)-1].end = lf.end
 	v.mu.logGen++
 	return nil
