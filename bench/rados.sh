@@ -29,14 +29,28 @@
 #
 #   bench/rados.sh                     # 1 GiB, 8 s per test
 #   SIZE=256M RUNTIME=1 bench/rados.sh # quick
+#   ROWS="fsync32 fua" bench/rados.sh  # only these rows (names below)
+#   BASE=DIR bench/rados.sh            # also archip built from the tree DIR
+#                                      # (another worktree: before/after in one run)
+#   PROF=FILE bench/rados.sh           # a CPU profile of this tree's archip serve
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SIZE=${SIZE:-1G}
 RUNTIME=${RUNTIME:-8}
+all=(seqread seqwrite randread randwrite fsync1 fsync32 fua mix cow clone direct engine)
+read -r -a rows <<<"${ROWS:-${all[*]}}"
+for r in "${rows[@]}"; do
+  [[ " ${all[*]} " == *" $r "* ]] || { echo "bench: unknown row $r (rows: ${all[*]})" >&2; exit 1; }
+done
+want() { [[ " ${rows[*]} " == *" $1 "* ]]; }
 ceph_start
 export ARCHIP_TEST_CEPH_CONF=$CEPH_CONF
 go build -tags ceph,pacific -o "$work/archip" ./cmd/archip
+if [ -n "${BASE:-}" ]; then
+  (cd "$BASE" && go build -tags ceph,pacific -o "$work/archip-base" ./cmd/archip)
+fi
 store="rados://archip?conf=$CEPH_CONF&namespace=bench"
+bstore="rados://archip?conf=$CEPH_CONF&namespace=benchbase"
 archip() { "$work/archip" --store "$store" "$@"; }
 
 # fio options of each test; RBDSPEC where fio's rbd engine runs another.
@@ -53,8 +67,9 @@ declare -A RBDSPEC=(
   [fua]="--rw=randwrite --bs=4k --iodepth=1"
   [mix]="--rw=randrw --rwmixread=70 --bs=4k --iodepth=32"
 )
-tests=(seqread seqwrite randread randwrite)
-flushtests=(fsync1 fsync32 fua mix)
+tests=() flushtests=()
+for r in seqread seqwrite randread randwrite; do want "$r" && tests+=("$r"); done
+for r in fsync1 fsync32 fua mix; do want "$r" && flushtests+=("$r"); done
 declare -A R
 
 # Both images exist and are written in full before any test, and each
@@ -67,10 +82,20 @@ rbd create --size "$SIZE" archip/bench
 fio --name=prep --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin --rw=write --bs=1M \
   --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 archip volume create vol --size "$SIZE" >/dev/null
-"$work/archip" --store "$store" serve --nbd-listen "unix:$work/a.sock" 2>/dev/null & pids+=($!)
+"$work/archip" --store "$store" serve --nbd-listen "unix:$work/a.sock" ${PROF:+--cpuprofile "$PROF"} 2>/dev/null & pids+=($!)
 wait_sock "$work/a.sock"
 uri="nbd+unix:///vol?socket=$work/a.sock"
 fio --name=prep --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
+base=()
+if [ -n "${BASE:-}" ]; then
+  # The other tree's archip, on a store namespace of its own.
+  "$work/archip-base" --store "$bstore" volume create vol --size "$SIZE" >/dev/null
+  "$work/archip-base" --store "$bstore" serve --nbd-listen "unix:$work/b.sock" 2>/dev/null & pids+=($!)
+  wait_sock "$work/b.sock"
+  buri="nbd+unix:///vol?socket=$work/b.sock"
+  fio --name=prep --ioengine=nbd --uri="$buri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
+  base=(base)
+fi
 # RBD over the same transport: qemu-nbd with QEMU's rbd driver (cache=none:
 # no librbd cache), on an image of its own.
 rbd create --size "$SIZE" archip/bench-nbd
@@ -79,15 +104,17 @@ wait_sock "$work/q.sock"
 quri="nbd+unix:///bench?socket=$work/q.sock"
 fio --name=prep --ioengine=nbd --uri="$quri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 
-# one WHO NAME: one run of test NAME; WHO is archip, qnbd (RBD through
-# qemu-nbd), rbdtrue or rbdfalse (fio's rbd engine with and without cache).
+# one WHO NAME: one run of test NAME; WHO is archip, base (archip built
+# from BASE), qnbd (RBD through qemu-nbd), rbdtrue or rbdfalse (fio's rbd
+# engine with and without cache).
 # shellcheck disable=SC2086 # SPEC and RBDSPEC hold several options
 one() {
   local who=$1 name=$2 unit=iops
   case $name in seq*) unit=mib ;; esac
-  if [ "$who" = archip ] || [ "$who" = qnbd ]; then
+  if [ "$who" = archip ] || [ "$who" = qnbd ] || [ "$who" = base ]; then
     local u=$uri
     [ "$who" = qnbd ] && u=$quri
+    [ "$who" = base ] && u=$buri
     if [ "$name" = fua ]; then
       bench/fua.py "$u" "$RUNTIME" 1
       return
@@ -113,10 +140,10 @@ interleave() {
   for who in "${@:1:$#/2}"; do R[$who,$name]=$(( R[$who,$name] / 2 )); done
 }
 for name in "${tests[@]}"; do
-  interleave "$name" rbdtrue rbdfalse qnbd archip archip qnbd rbdfalse rbdtrue
+  interleave "$name" rbdtrue rbdfalse qnbd "${base[@]}" archip archip "${base[@]}" qnbd rbdfalse rbdtrue
 done
 for name in "${flushtests[@]}"; do
-  interleave "$name" rbdfalse qnbd archip archip qnbd rbdfalse
+  interleave "$name" rbdfalse qnbd "${base[@]}" archip archip "${base[@]}" qnbd rbdfalse
 done
 
 # Copy-on-write: 4k writes, each to a block of a fresh clone not written
@@ -124,25 +151,27 @@ done
 # copy it (copy_from), RBD's copyup reads the parent's object into the
 # client and writes it back. Each side twice, interleaved, on a fresh clone
 # of its fully written image.
-cowpat=(--rw=write:4092k --bs=4k --iodepth=16 --size="$SIZE" --number_ios=32 --output-format=json)
-archip volume snapshot vol vol@cow >/dev/null
-rbd snap create archip/bench@cow >/dev/null 2>&1
-rbd snap protect archip/bench@cow
-n=0
-for who in rbd archip archip rbd; do
-  n=$((n + 1))
-  if [ "$who" = archip ]; then
-    archip volume clone vol@cow "cow$n" >/dev/null
-    r=$(fio --name=cow --ioengine=nbd --uri="nbd+unix:///cow$n?socket=$work/a.sock" "${cowpat[@]}" 2>/dev/null | fio_json iops)
-  else
-    rbd clone archip/bench@cow "archip/cow$n"
-    r=$(CEPH_ARGS="--rbd_cache=false" fio --name=cow --ioengine=rbd --pool=archip --rbdname="cow$n" --clientname=admin \
-      "${cowpat[@]}" 2>/dev/null | fio_json iops)
-  fi
-  R[$who,cow]=$(( ${R[$who,cow]:-0} + r ))
-  echo "  $who clone first writes: $r" >&2
-done
-for who in rbd archip; do R[$who,cow]=$(( R[$who,cow] / 2 )); done
+if want cow; then
+  cowpat=(--rw=write:4092k --bs=4k --iodepth=16 --size="$SIZE" --number_ios=32 --output-format=json)
+  archip volume snapshot vol vol@cow >/dev/null
+  rbd snap create archip/bench@cow >/dev/null 2>&1
+  rbd snap protect archip/bench@cow
+  n=0
+  for who in rbd archip archip rbd; do
+    n=$((n + 1))
+    if [ "$who" = archip ]; then
+      archip volume clone vol@cow "cow$n" >/dev/null
+      r=$(fio --name=cow --ioengine=nbd --uri="nbd+unix:///cow$n?socket=$work/a.sock" "${cowpat[@]}" 2>/dev/null | fio_json iops)
+    else
+      rbd clone archip/bench@cow "archip/cow$n"
+      r=$(CEPH_ARGS="--rbd_cache=false" fio --name=cow --ioengine=rbd --pool=archip --rbdname="cow$n" --clientname=admin \
+        "${cowpat[@]}" 2>/dev/null | fio_json iops)
+    fi
+    R[$who,cow]=$(( ${R[$who,cow]:-0} + r ))
+    echo "  $who clone first writes: $r" >&2
+  done
+  for who in rbd archip; do R[$who,cow]=$(( R[$who,cow] / 2 )); done
+fi
 
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
@@ -150,7 +179,7 @@ pids=()
 
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
 declare -A C
-for sz in 1G 100G; do
+want clone && for sz in 1G 100G; do
   rbd create --size "$sz" "archip/base$sz"
   C[rbd-all,$sz]=$(ms bash -c "rbd snap create archip/base$sz@s && rbd snap protect archip/base$sz@s && rbd clone archip/base$sz@s archip/clone$sz")
   C[rbd,$sz]=$(ms rbd clone "archip/base$sz@s" "archip/clone2$sz")
@@ -158,20 +187,23 @@ for sz in 1G 100G; do
   archip volume snapshot "base$sz" "base$sz@s" >/dev/null
   C[archip,$sz]=$(ms "$work/archip" --store "$store" volume clone "base$sz@s" "clone$sz")
 done
-engine=$(go test -tags ceph,pacific -run '^$' -bench CloneRados -benchtime 10x ./internal/volume 2>/dev/null | grep '^Benchmark')
-direct=$(go test -tags ceph,pacific -run '^$' -bench RandomIO -benchtime "${RUNTIME}s" ./internal/objstore/rados 2>/dev/null | grep '^Benchmark')
+engine= direct=
+want engine && engine=$(go test -tags ceph,pacific -run '^$' -bench CloneRados -benchtime 10x ./internal/volume 2>/dev/null | grep '^Benchmark')
+want direct && direct=$(go test -tags ceph,pacific -run '^$' -bench RandomIO -benchtime "${RUNTIME}s" ./internal/objstore/rados 2>/dev/null | grep '^Benchmark')
 
 echo
 echo "Ceph RADOS, one memstore OSD, replication 1; $SIZE image, ${RUNTIME}s per test; 1M in MiB/s, 4k in IOPS"
 echo "(archip and qemu-nbd over NBD on a unix socket; fio's rbd engine in process)"
-printf '%-10s %7s %12s %12s %14s %10s %10s %10s\n' test archip "rbd qemu-nbd" "rbd (cache)" "rbd (no cache)" "vs q-nbd" "vs cache" "vs no cache"
-for name in seqread seqwrite randread randwrite; do
-  printf '%-10s %7s %12s %12s %14s %10s %10s %10s\n' "$name" "${R[archip,$name]}" "${R[qnbd,$name]}" "${R[rbdtrue,$name]}" "${R[rbdfalse,$name]}" \
-    "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdtrue,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")"
+[ ${#base[@]} -gt 0 ] && echo "(base: archip built from $BASE, run beside it; 'vs base' is this tree's archip over it)"
+printf '%-10s %7s %12s %12s %14s %10s %10s %10s %7s %8s\n' test archip "rbd qemu-nbd" "rbd (cache)" "rbd (no cache)" "vs q-nbd" "vs cache" "vs no cache" base "vs base"
+for name in "${tests[@]}"; do
+  printf '%-10s %7s %12s %12s %14s %10s %10s %10s %7s %8s\n' "$name" "${R[archip,$name]}" "${R[qnbd,$name]}" "${R[rbdtrue,$name]}" "${R[rbdfalse,$name]}" \
+    "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdtrue,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")" \
+    "${R[base,$name]:--}" "$(ratio "${R[archip,$name]}" "${R[base,$name]:-}")"
 done
 echo
 echo "flush-heavy, on the fully written images; IOPS (the mix: reads and writes together)"
-printf '%-38s %7s %12s %14s %10s %10s\n' test archip "rbd qemu-nbd" "rbd (no cache)" "vs q-nbd" "vs no cache"
+printf '%-38s %7s %12s %14s %10s %10s %7s %8s\n' test archip "rbd qemu-nbd" "rbd (no cache)" "vs q-nbd" "vs no cache" base "vs base"
 flabel() {
   case $1 in
     fsync1) echo "4k random write, QD1, fsync=1";; fsync32) echo "64k sequential write, QD8, fsync=32";;
@@ -179,20 +211,29 @@ flabel() {
   esac
 }
 for name in "${flushtests[@]}"; do
-  printf '%-38s %7s %12s %14s %10s %10s\n' "$(flabel "$name")" "${R[archip,$name]}" "${R[qnbd,$name]}" "${R[rbdfalse,$name]}" \
-    "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")"
+  printf '%-38s %7s %12s %14s %10s %10s %7s %8s\n' "$(flabel "$name")" "${R[archip,$name]}" "${R[qnbd,$name]}" "${R[rbdfalse,$name]}" \
+    "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")" \
+    "${R[base,$name]:--}" "$(ratio "${R[archip,$name]}" "${R[base,$name]:-}")"
 done
-echo
-echo "first 4k write to each 4 MiB block of a fresh clone (copy-on-write), QD16, writes/s:"
-printf '%-10s %7s %14s %10s\n' test archip "rbd (no cache)" ratio
-printf '%-10s %7s %14s %10s\n' cow "${R[archip,cow]}" "${R[rbd,cow]}" "$(ratio "${R[archip,cow]}" "${R[rbd,cow]}")"
-echo
-echo "4k random I/O at QD32 on archip's librados path alone (no NBD, no volume engine):"
-echo "$direct"
-echo
-echo "clone time, command line, ms (process start and cluster connect included)"
-printf '%-8s %14s %24s %12s\n' size "rbd clone" "rbd snap+protect+clone" "archip clone"
-for sz in 1G 100G; do printf '%-8s %14s %24s %12s\n' "$sz" "${C[rbd,$sz]}" "${C[rbd-all,$sz]}" "${C[archip,$sz]}"; done
-echo
-echo "engine clone of fully mapped images on RADOS (no process start):"
-echo "$engine"
+if want cow; then
+  echo
+  echo "first 4k write to each 4 MiB block of a fresh clone (copy-on-write), QD16, writes/s:"
+  printf '%-10s %7s %14s %10s\n' test archip "rbd (no cache)" ratio
+  printf '%-10s %7s %14s %10s\n' cow "${R[archip,cow]}" "${R[rbd,cow]}" "$(ratio "${R[archip,cow]}" "${R[rbd,cow]}")"
+fi
+if want direct; then
+  echo
+  echo "4k random I/O at QD32 on archip's librados path alone (no NBD, no volume engine):"
+  echo "$direct"
+fi
+if want clone; then
+  echo
+  echo "clone time, command line, ms (process start and cluster connect included)"
+  printf '%-8s %14s %24s %12s\n' size "rbd clone" "rbd snap+protect+clone" "archip clone"
+  for sz in 1G 100G; do printf '%-8s %14s %24s %12s\n' "$sz" "${C[rbd,$sz]}" "${C[rbd-all,$sz]}" "${C[archip,$sz]}"; done
+fi
+if want engine; then
+  echo
+  echo "engine clone of fully mapped images on RADOS (no process start):"
+  echo "$engine"
+fi

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -160,6 +161,9 @@ type Volume struct {
 	// duration; Flush takes it exclusively for the moment of its cut, and
 	// Snapshot and Resize for their whole run.
 	gate sync.RWMutex
+	// gateCuts counts the flushes that took their cut holding the gate
+	// (quickCut took none); tests read it.
+	gateCuts atomic.Int64
 	// flushMu serializes everything that writes the head.
 	flushMu sync.Mutex
 	// checks: a following handle's head checks (refresh).
@@ -1724,6 +1728,11 @@ func (c *cut) mapChanged() bool { return len(c.dirty) > 0 || len(c.dirtySegs) > 
 func (v *Volume) takeCut() *cut {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.takeCutLocked()
+}
+
+// takeCutLocked is takeCut; the caller holds v.mu.
+func (v *Volume) takeCutLocked() *cut {
 	c := &cut{freed: v.mu.freed,
 		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, logged: v.mu.logged, since: v.mu.dirtySince,
 		forced: v.mu.checkpoint}
@@ -1867,6 +1876,10 @@ func (v *Volume) flush(ctx context.Context) error {
 // the cut and reserves a commit after the records it logged, which it
 // writes once writes go on again. The caller holds flushMu.
 func (v *Volume) flushCut(ctx context.Context) (*cut, error) {
+	if c := v.quickCut(); c != nil {
+		return c, nil
+	}
+	v.gateCuts.Add(1)
 	v.gate.Lock()
 	v.mu.Lock()
 	ckpt := v.needCheckpointLocked()
@@ -1890,6 +1903,39 @@ func (v *Volume) flushCut(ctx context.Context) (*cut, error) {
 		return nil, v.storeFenced(err)
 	}
 	return c, nil
+}
+
+// quickCut takes the cut of a flush that stores no map, without the
+// gate, if nothing unflushed changes the map: only writes in place into
+// objects the stored map already references, which persistInPlace makes
+// durable (a sync of those objects, and the check that nobody took the
+// volume over). It returns nil if the flush needs flushCut's gate.
+//
+// The gate, held exclusively, waits for every write in flight and holds
+// off new ones until the cut is taken: with a queue of writes that the
+// flush does not cover (NBD's FLUSH covers the writes completed before
+// it, as Flush does), each flush drained it. A cut that changes no map
+// needs no such point: every write marks what it did in v.mu after it
+// did it (dirtyObjs, fence, an entry, a log record's index and commit),
+// so a write that completed before the flush has marked it, and one in
+// flight either has (its object is synced, which costs nothing wrong)
+// or has not (the next flush takes it). A write that changes the map or
+// logs a record marks that too, and the flush then takes the gate: the
+// log's commit must follow every record reserved before it, and a map's
+// cut must have no write half done. The caller holds flushMu, so no
+// earlier cut is in flight: each is stored, or back in the dirty sets.
+func (v *Volume) quickCut() *cut {
+	if !(v.freshStat || v.fenced) {
+		return nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
+		v.mu.logged || v.mu.logCommit || len(v.mu.pending) > 0 || v.mu.head.ReadOnly || len(v.mu.delta) != len(v.mu.head.Delta) ||
+		v.age(v.mu.dirtySince) > MaxUnflushedAge || v.needCheckpointLocked() {
+		return nil
+	}
+	return v.takeCutLocked()
 }
 
 // Checkpoint flushes with the map stored in segments, the head's delta
