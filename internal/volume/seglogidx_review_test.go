@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
@@ -148,4 +151,72 @@ func TestReviewIndexTrimHashResize(t *testing.T) {
 	randomWrites(t, v, want, rng, 40)
 	reopen("resizes")
 	v.Close(ctx)
+}
+
+// stallCollect stalls the writer (its clock jumps by two hours) between
+// the create of a write log index and the head swap after it, and meanwhile
+// does what a collection with a grace of an hour does to that index: no
+// head names it, and it is older than the grace, so it is deleted.
+type stallCollect struct {
+	*opStore
+	id      blockmap.ID
+	skew    *atomic.Int64
+	created string
+	stalled int
+}
+
+func (s *stallCollect) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
+	ver, err := s.opStore.Create(ctx, name, data)
+	if n := blockmap.ParseName(name); err == nil && n.Kind == blockmap.IndexObject && n.Volume == s.id {
+		s.created = name
+	}
+	return ver, err
+}
+
+func (s *stallCollect) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
+	if name == blockmap.HeadName(s.id) && s.created != "" {
+		s.skew.Add(int64(2 * time.Hour))
+		s.opStore.Delete(ctx, s.created)
+		s.created = ""
+		s.stalled++
+	}
+	return s.opStore.Swap(ctx, name, data, old)
+}
+
+// TestReviewIndexStallBeforeSwapAtClose: a writer whose writes are all
+// flushed closes: its checkpoint creates a write log index, and the
+// writer stalls past the collector's grace before its head swap; the
+// collector deletes the index, which no head names yet. The swap must
+// not then store a head naming the deleted index (every open of the
+// volume would fail): the flush must check, as it does for the objects
+// of a cut older than MaxUnflushedAge.
+func TestReviewIndexStallBeforeSwapAtClose(t *testing.T) {
+	ctx := context.Background()
+	var skew atomic.Int64
+	s := &stallCollect{opStore: newOpStore(), skew: &skew}
+	id, v := newSegVolume(t, s, 4)
+	s.id = id
+	v.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	want := readAll(t, v)
+	randomWrites(t, v, want, rand.New(rand.NewPCG(41, 42)), 64)
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cerr := v.Close(ctx)
+	if s.stalled == 0 {
+		t.Fatal("no index create before a head swap (test premise)")
+	}
+	h := storedHead(t, s, id)
+	if !h.Index.IsZero() {
+		if _, err := s.Stat(ctx, blockmap.IndexName(id, h.Index.Epoch, h.Index.Seq)); err != nil {
+			t.Fatalf("the close (error %v) stored a head naming a write log index that is gone: %v", cerr, err)
+		}
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatalf("open after the close (error %v): %v", cerr, err)
+	}
+	if !bytes.Equal(readAll(t, r), want) {
+		t.Fatal("the volume reads other bytes")
+	}
 }
