@@ -153,34 +153,26 @@ func TestReviewIndexTrimHashResize(t *testing.T) {
 	v.Close(ctx)
 }
 
-// stallCollect stalls the writer (its clock jumps by two hours) between
-// the create of a write log index and the head swap after it, and meanwhile
-// does what a collection with a grace of an hour does to that index: no
-// head names it, and it is older than the grace, so it is deleted.
+// stallCollect stalls the writer (its clock jumps by two hours) right
+// after the create of a write log index returned, before the head swap
+// after it, and meanwhile does what a collection with a grace of an hour
+// does to that index: no head names it, and it is older than the grace,
+// so it is deleted.
 type stallCollect struct {
 	*opStore
 	id      blockmap.ID
 	skew    *atomic.Int64
-	created string
 	stalled int
 }
 
 func (s *stallCollect) Create(ctx context.Context, name string, data []byte) (objstore.Version, error) {
 	ver, err := s.opStore.Create(ctx, name, data)
 	if n := blockmap.ParseName(name); err == nil && n.Kind == blockmap.IndexObject && n.Volume == s.id {
-		s.created = name
-	}
-	return ver, err
-}
-
-func (s *stallCollect) Swap(ctx context.Context, name string, data []byte, old objstore.Version) (objstore.Version, error) {
-	if name == blockmap.HeadName(s.id) && s.created != "" {
 		s.skew.Add(int64(2 * time.Hour))
-		s.opStore.Delete(ctx, s.created)
-		s.created = ""
+		s.opStore.Delete(ctx, name)
 		s.stalled++
 	}
-	return s.opStore.Swap(ctx, name, data, old)
+	return ver, err
 }
 
 // TestReviewIndexStallBeforeSwapAtClose: a writer whose writes are all
