@@ -123,3 +123,75 @@ func TestReviewIndexGCLiveWriters(t *testing.T) {
 	collect("closed again")
 	check("closed again")
 }
+
+// TestReviewIndexManagerSnapshotClone: the manager's snapshot of a closed
+// volume whose head names a write log index, a clone of it, an export
+// path's read-only open and a collection: the snapshot's head names no
+// index, and the snapshot, the clone and the volume read what was
+// written.
+func TestReviewIndexManagerSnapshotClone(t *testing.T) {
+	mem := objstore.NewMem()
+	_, clk := setup(mem)
+	s := segOnly{mem}
+	m := manage.New(s)
+	m.Now = clk.now
+	rng := rand.New(rand.NewPCG(51, 52))
+	size := int64(4 * bs)
+	if _, err := m.CreateVolume(ctx, "vm", uint64(size), 16); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Lookup(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{Writable: true, Log: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	for i := range 50 {
+		off := rng.Int64N(size/4096) * 4096
+		p := randBytes(rng, 4096)
+		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+		if i%8 == 7 {
+			v.Flush(ctx)
+		}
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := volume.ReadHead(ctx, s, r.ID); h == nil || h.Index.IsZero() {
+		t.Fatal("no index after Close (test premise)")
+	}
+	snap, err := m.Snapshot(ctx, "vm", "snap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _, err := volume.ReadHead(ctx, s, snap.ID); err != nil || !h.Index.IsZero() {
+		t.Fatalf("the snapshot's head: %v, %v", h, err)
+	}
+	if _, err := m.Clone(ctx, "snap", "c", 0); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Hour)
+	if _, err := m.GC(ctx, gc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"vm", "snap", "c"} {
+		h, _, err := m.Open(ctx, name, false)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got := make([]byte, size)
+		if err := h.ReadAt(ctx, got, 0); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s reads other bytes", name)
+		}
+		h.Close(ctx)
+	}
+}
