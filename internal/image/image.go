@@ -277,16 +277,33 @@ func tooLarge(size int64, shift uint8, maxBlocks int64) error {
 func Export(ctx context.Context, v *volume.Volume, w io.WriterAt, opts Options) error {
 	bs := v.BlockSize()
 	size := v.Size()
-	entries := v.Entries()
+	// Blocks to skip: those that read as zeros whole, by BlockStatus,
+	// not by the map alone: a block the map has as zero may hold logged
+	// bytes (a write log, or the write log index a closed volume on a
+	// store without in-place writes keeps).
+	ext, err := v.BlockStatus(ctx, 0, size)
+	if err != nil {
+		return err
+	}
+	nblocks := (size + bs - 1) / bs
+	zeroBlock := make([]bool, nblocks)
+	for _, x := range ext {
+		if !x.Zero {
+			continue
+		}
+		for b := (x.Offset + bs - 1) / bs; b < nblocks && min((b+1)*bs, size) <= x.Offset+x.Length; b++ {
+			zeroBlock[b] = true
+		}
+	}
 	pr := &progress{fn: opts.Progress, total: size}
 	zero := make([]byte, bs)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.workers())
 	pool := sync.Pool{New: func() any { b := make([]byte, bs); return &b }}
-	for b, e := range entries {
-		off := int64(b) * bs
+	for b := range nblocks {
+		off := b * bs
 		n := min(bs, size-off)
-		if e.Kind() == blockmap.Zero {
+		if zeroBlock[b] {
 			pr.add(n)
 			continue
 		}

@@ -1339,6 +1339,15 @@ func (v *Volume) checkpointIndex(ctx context.Context) (bool, error) {
 	if err := v.checkGuard(); err != nil {
 		return false, err
 	}
+	// The index is an object no head names until this flush's swap: the
+	// flush must check it is still there if the writer stalls past
+	// MaxUnflushedAge before the swap (a collection deletes it past its
+	// grace), as for a cut's other new objects, even with nothing else
+	// unflushed (a Close after a flush): its age counts from now at the
+	// latest (TestReviewIndexStallBeforeSwapAtClose).
+	v.mu.Lock()
+	v.dirtiedLocked()
+	v.mu.Unlock()
 	// (A put of unknown outcome that lands later is an object no head
 	// names: the collector's.)
 	if _, err := v.store.Create(ctx, name, blockmap.EncodeIndex(v.id, ref, x)); err != nil {
