@@ -498,3 +498,40 @@ func TestSegLogIndexRemove(t *testing.T) {
 		t.Fatalf("after Remove: segments %v, %d indexes", left, countIndexes(t, s, id))
 	}
 }
+
+// partsStore is an opStore that says it is made of several backends
+// (objstore.Parter), as a pools:// store is.
+type partsStore struct{ *opStore }
+
+func (s partsStore) Parts() []objstore.Store { return []objstore.Store{s.opStore} }
+
+// TestSegLogIndexNotOnPools: on a store of several backends a segmented
+// log's checkpoint writes blocks, not an index: the log's segments and
+// index are kept in the metadata backend, so an index would keep the
+// volume's data out of the pool it is placed in (e2e TestPoolsServe: the
+// clone's writes never reached its pool).
+func TestSegLogIndexNotOnPools(t *testing.T) {
+	ctx := context.Background()
+	s := partsStore{newOpStore()}
+	id, v := newSegVolume(t, s, 8)
+	want := readAll(t, v)
+	randomWrites(t, v, want, rand.New(rand.NewPCG(7, 8)), 100)
+	s.take()
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ops, _ := s.take(); ops["put"] == 0 {
+		t.Fatalf("the close put no block (%v)", ops)
+	}
+	if h := storedHead(t, s, id); !h.Index.IsZero() {
+		t.Fatalf("the closed head names index %+v", h.Index)
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	if !bytes.Equal(readAll(t, r), want) {
+		t.Fatal("read back differs")
+	}
+}

@@ -140,6 +140,14 @@ type Volume struct {
 	// stored as immutable segments (wlog.go); every handle on the store
 	// agrees, as it asks the store, not the writer.
 	segLog bool
+	// indexLog: this writer's checkpoints of a segmented log store a
+	// write log index rather than write blocks (checkpointIndex). Not on
+	// a store of several backends (objstore.Parts): its log segments and
+	// index objects are kept in the metadata backend, so an index would
+	// keep the volume's data out of the pool its blocks are placed in
+	// (what store stats counts, what a move copies and what retiring a
+	// pool relies on).
+	indexLog bool
 	// segMu serializes the writes of this writer's log segments, so that
 	// they land in the order of the log.
 	segMu    sync.Mutex
@@ -378,6 +386,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	}
 	_, hasRW := objstore.AsRangeWriter(s)
 	v.segLog = !hasRW
+	v.indexLog = v.segLog && v.logOn && !objstore.HasParts(s)
 	v.lender, _ = objstore.AsLender(s)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
 	if o, ok := objstore.AsHandleOpener(s); ok {
@@ -467,7 +476,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	// not in segments) materializes one at open, as it checkpoints the
 	// logs of the writers before it: its writes through the map must
 	// not go under indexed bytes.
-	idxMat := (opts.Writable || opts.Remap) && !old.Index.IsZero() && !(v.logOn && v.segLog)
+	idxMat := (opts.Writable || opts.Remap) && !old.Index.IsZero() && !v.indexLog
 	if opts.Writable && opts.Handover && !opts.NewEpoch && len(old.Logs) <= keptLogs && segs < segCount && !idxMat {
 		// The writers before released cleanly: none appends again, so
 		// their logs may stay in the head until this writer checkpoints

@@ -1418,7 +1418,7 @@ func (v *Volume) checkpointIndex(ctx context.Context) (bool, error) {
 // this handle of unknown outcome pending, the stored head must be the one
 // at ver or one of those swaps (see checkPending).
 func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
-	if !materialize && v.segLog && v.logOn {
+	if !materialize && v.indexLog {
 		if done, err := v.checkpointIndex(ctx); done || err != nil {
 			return err
 		}
