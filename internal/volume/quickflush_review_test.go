@@ -149,6 +149,12 @@ func TestReviewFlushCoversCompletedWritesConcurrent(t *testing.T) {
 				}
 				return p, ver
 			}
+			type fuaImage struct {
+				m   *objstore.Mem
+				off int64
+				p   []byte
+			}
+			fuas := make(chan fuaImage, 100000)
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			errs := make(chan error, writers+1)
@@ -177,7 +183,13 @@ func TestReviewFlushCoversCompletedWritesConcurrent(t *testing.T) {
 						default:
 							var p []byte
 							p, val = stamp(n * chunk)
-							err = v.WriteAt(ctx, p, b*bs+int64(c0*chunk), rng.IntN(8) == 0)
+							fua := rng.IntN(8) == 0
+							err = v.WriteAt(ctx, p, b*bs+int64(c0*chunk), fua)
+							if err == nil && fua {
+								// Durable now: a crash image reads it (no
+								// later write to the block has begun).
+								fuas <- fuaImage{m.Crash(rng), b*bs + int64(c0*chunk), p}
+							}
 						}
 						if err != nil {
 							errs <- fmt.Errorf("write block %d: %w", b, err)
@@ -219,6 +231,21 @@ func TestReviewFlushCoversCompletedWritesConcurrent(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("gate cuts %d of %d flushes", v.gateCuts.Load(), len(images))
+			close(fuas)
+			nf := 0
+			for f := range fuas {
+				nf++
+				r, err := Open(ctx, f.m, v.ID(), OpenOptions{})
+				if err != nil {
+					t.Fatalf("FUA image: open: %v", err)
+				}
+				got := mustRead(t, r, f.off, len(f.p))
+				r.Close(ctx)
+				if !bytes.Equal(got, f.p) {
+					t.Fatalf("a crash image taken after a write with FUA returned reads other bytes at %d", f.off)
+				}
+			}
+			t.Logf("%d FUA images", nf)
 			for i, im := range images {
 				r, err := Open(ctx, im.m, v.ID(), OpenOptions{})
 				if err != nil {
