@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -265,5 +266,58 @@ func TestReviewFlushCoversCompletedWritesConcurrent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReviewQuickFlushThenTakeoverFencesLateWrite (review of the flush
+// without the gate): writer a's in-place write is stalled in the store
+// while a flushes without the gate (the flush does not cover it and
+// succeeds); b then takes the volume over and copies the block; a's
+// write lands and returns. a's next flush must not report it durable
+// (ErrFenced), and b reads what a flushed before the takeover.
+func TestReviewQuickFlushThenTakeoverFencesLateWrite(t *testing.T) {
+	m := objstore.NewMem()
+	s := &stallingWrites{Mem: m, halfway: make(chan struct{}), released: make(chan struct{})}
+	a := NewTestVolume(t, s, 2*bs, SmallShift)
+	first := pattern(bs, 1)
+	if err := a.WriteAt(ctx, first, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := a.gateCuts.Load()
+	s.armed.Store(true)
+	wrote := make(chan error, 1)
+	go func() { wrote <- a.WriteAt(ctx, pattern(100, 2), 10, false) }()
+	<-s.halfway
+	if err := a.Flush(ctx); err != nil {
+		close(s.released)
+		t.Fatal(err)
+	}
+	if a.gateCuts.Load() != before {
+		t.Error("the flush took the gate; the test needs the cut without it")
+	}
+	b, err := Open(ctx, m, a.ID(), OpenOptions{Writable: true, NewEpoch: true})
+	if err != nil {
+		close(s.released)
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	if err := b.WriteAt(ctx, []byte("b"), bs-1, true); err != nil { // copies block 0
+		close(s.released)
+		t.Fatal(err)
+	}
+	close(s.released)
+	if err := <-wrote; err != nil {
+		return // refused: nothing promised
+	}
+	if err := a.Flush(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a's flush after its write landed past b's takeover: %v, want ErrFenced", err)
+	}
+	got := mustRead(t, b, 0, bs-1)
+	want := first[:bs-1]
+	if !bytes.Equal(got[:10], want[:10]) || !bytes.Equal(got[110:], want[110:]) {
+		t.Fatal("b reads other bytes than a flushed outside the late write's range")
 	}
 }
