@@ -251,6 +251,10 @@ type Volume struct {
 		logGen    uint64
 		// logClosing: Close's checkpoint leaves no log in the head.
 		logClosing bool
+		// closing: Close has begun; its flush takes its cut holding the
+		// gate (no quickCut), so that it covers the writes in flight,
+		// which shut waits for next.
+		closing bool
 		// kept: how many of logs, first, are those of writers before
 		// this one that it kept at open (OpenOptions.Handover), until
 		// its next checkpoint.
@@ -1933,13 +1937,17 @@ func (v *Volume) flushCut(ctx context.Context) (*cut, error) {
 // log's commit must follow every record reserved before it, and a map's
 // cut must have no write half done. The caller holds flushMu, so no
 // earlier cut is in flight: each is stored, or back in the dirty sets.
+//
+// Close's flush takes the gate all the same: shut waits for the writes
+// in flight after it, and one of them that returns before Close does
+// must be in what Close stored (TestReviewCloseCoversWriteInFlight).
 func (v *Volume) quickCut() *cut {
 	if !(v.freshStat || v.fenced) {
 		return nil
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
+	if v.mu.closing || len(v.mu.dirtyBlocks) > 0 || len(v.mu.dirtySegs) > 0 || len(v.mu.freed) > 0 || v.mu.headDirty || v.mu.checkpoint ||
 		v.mu.logged || v.mu.logCommit || len(v.mu.pending) > 0 || v.mu.head.ReadOnly || len(v.mu.delta) != len(v.mu.head.Delta) ||
 		v.age(v.mu.dirtySince) > MaxUnflushedAge || v.needCheckpointLocked() {
 		return nil
@@ -2392,6 +2400,7 @@ func allZero(es []blockmap.Entry) bool {
 // Close flushes a writable volume and releases the handle.
 func (v *Volume) Close(ctx context.Context) error {
 	v.mu.Lock()
+	v.mu.closing = true
 	// A writer without a log of its own (a move's reopen) leaves the logs
 	// it kept for the writer that comes back; it checkpoints them if it
 	// changed the map (needCheckpointLocked).
