@@ -94,10 +94,18 @@ type state struct {
 	// if none ran meanwhile (it may have read the record from before).
 	placed uint64
 	loc    map[string]string // block → the pool it was last found or placed in
-	// copyBufs holds *[]byte buffers of CopyTo's reads (readBlock): as
-	// many as copies ran at once, each of a block's size.
-	copyBufs sync.Pool
+	// copyBufs holds the buffers of CopyTo's reads (readBlock) that are
+	// free: as many as copies ran at once, at most maxFreeBufs, each of
+	// a block's size. A list rather than a sync.Pool, which may drop
+	// what it holds at any collection (and does at random under the
+	// race detector), so that a move's allocations stay its copies in
+	// flight, not one per block.
+	bufMu    sync.Mutex
+	copyBufs []*[]byte
 }
+
+// maxFreeBufs bounds the free buffers a Router keeps for CopyTo.
+const maxFreeBufs = 16
 
 // placement is a cached placement record: its pool ("": no record), and
 // the highest epoch of the volume's private blocks asked about since it
@@ -397,7 +405,12 @@ func (s *state) readBlock(ctx context.Context, p objstore.Store, name string) (b
 		b, _, err = p.Get(ctx, name)
 		return b, nil, err
 	}
-	bp, _ = s.copyBufs.Get().(*[]byte)
+	s.bufMu.Lock()
+	if n := len(s.copyBufs); n > 0 {
+		bp = s.copyBufs[n-1]
+		s.copyBufs = s.copyBufs[:n-1]
+	}
+	s.bufMu.Unlock()
 	if bp == nil || int64(cap(*bp)) < in.Size {
 		nb := make([]byte, in.Size)
 		bp = &nb
@@ -412,7 +425,12 @@ func (s *state) readBlock(ctx context.Context, p objstore.Store, name string) (b
 
 // putBuf gives a buffer of readBlock back (nil: none).
 func (s *state) putBuf(bp *[]byte) {
-	if bp != nil {
-		s.copyBufs.Put(bp)
+	if bp == nil {
+		return
 	}
+	s.bufMu.Lock()
+	if len(s.copyBufs) < maxFreeBufs {
+		s.copyBufs = append(s.copyBufs, bp)
+	}
+	s.bufMu.Unlock()
 }
