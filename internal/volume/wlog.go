@@ -1392,6 +1392,14 @@ func (v *Volume) checkpointIndex(ctx context.Context) (bool, error) {
 		info[name] = v.mu.segInfo[name]
 	}
 	v.mu.head.Index, v.mu.idxSegs, v.mu.segInfo, v.mu.idxNew = ref, refs, info, 0
+	v.restartLogsLocked(keep)
+	return true, nil
+}
+
+// restartLogsLocked ends a checkpoint's changes to the write logs: keep
+// is what the head names from now on, the logs' counters and failure
+// marks start over, and the head is to be stored. The caller holds v.mu.
+func (v *Volume) restartLogsLocked(keep []logFile) {
 	v.mu.logs, v.mu.kept = keep, 0
 	v.mu.head.Logs = nil
 	for _, lf := range keep {
@@ -1400,7 +1408,6 @@ func (v *Volume) checkpointIndex(ctx context.Context) (bool, error) {
 	v.mu.logBytes, v.mu.logForce, v.mu.logBroken, v.mu.logCommit = 0, false, false, false
 	v.mu.headDirty = true
 	v.segResetLocked()
-	return true, nil
 }
 
 // checkpointLog writes every logged byte into the blocks (the same
@@ -1524,15 +1531,8 @@ func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
 		v.mu.head.Index = blockmap.IndexRef{}
 	}
 	v.mu.idxSegs, v.mu.segInfo, v.mu.idxNew = nil, nil, 0
-	v.mu.logs, v.mu.kept = keep, 0
-	v.mu.head.Logs = nil
-	for _, lf := range keep {
-		v.mu.head.Logs = append(v.mu.head.Logs, lf.ref)
-	}
-	v.mu.logBytes, v.mu.logForce, v.mu.logBroken, v.mu.logCommit = 0, false, false, false
-	v.mu.headDirty = true
 	v.mu.logGen++
-	v.segResetLocked()
+	v.restartLogsLocked(keep)
 	v.mu.Unlock()
 	if fresh != "" && !v.segLog && v.createLog(ctx, fresh) {
 		v.mu.Lock()
