@@ -23,13 +23,16 @@
 # whichever leg ran on memory the OSD had not touched yet paid 2-4x the OSD
 # CPU of the others (docs/benchmarks.md). The cold copies then run ROUNDS
 # times, alternating which goes first (qemu-img convert, then the move; the
-# move, then qemu-img convert); each round's rows are printed, and the
-# ratio against the median of each.
+# move, then qemu-img convert); the table has the median of each, and
+# every round.
 #
 #   bench/move.sh              # 4 GiB, two rounds
 #   SIZE=256M bench/move.sh    # quick
 #   ROUNDS=4 bench/move.sh
 set -euo pipefail
+# A failure inside $(...) (a copy, the check of the moved bytes) stops the
+# script too.
+shopt -s inherit_errexit
 . "$(dirname "$0")/lib.sh"
 SIZE=${SIZE:-4G}
 ROUNDS=${ROUNDS:-2}
