@@ -31,15 +31,7 @@ func TestSplitServe(t *testing.T) {
 // writes its own to the file pool.
 func TestPoolsServe(t *testing.T) {
 	need(t, "qemu-io", "qemu-img")
-	e := &env{t: t, dir: t.TempDir()}
-	data := s3.TestStoreURL(t, s3.TestServer(t, "versitygw"), fmt.Sprintf("e2epools%d", os.Getpid()))
-	conf := filepath.Join(e.dir, "store.toml")
-	body := fmt.Sprintf("metadata = %q\ndefault = \"local\"\n[pools]\nlocal = %q\ns3 = %q\n",
-		"file://"+filepath.Join(e.dir, "meta"), "file://"+filepath.Join(e.dir, "local"), data)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.store = "pools://" + conf
+	e := poolsEnv(t, "s3", s3.TestStoreURL(t, s3.TestServer(t, "versitygw"), fmt.Sprintf("e2epools%d", os.Getpid())))
 	img := e.randomFile("img.raw", 6<<20, 16<<20, 9)
 	e.archip("image", "import", "--pool", "s3", img, "base")
 	e.archip("volume", "clone", "base", "vm")

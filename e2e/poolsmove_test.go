@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,15 +27,7 @@ import (
 // during each move (the longest is the cut-over) is logged.
 func TestPoolsMoveLive(t *testing.T) {
 	needLibnbd(t)
-	e := &env{t: t, dir: t.TempDir()}
-	data := s3.TestStoreURL(t, s3.TestServer(t, "versitygw"), fmt.Sprintf("e2emove%d", os.Getpid()))
-	conf := filepath.Join(e.dir, "store.toml")
-	body := fmt.Sprintf("metadata = %q\ndefault = \"local\"\n[pools]\nlocal = %q\ns3 = %q\n",
-		"file://"+filepath.Join(e.dir, "meta"), "file://"+filepath.Join(e.dir, "local"), data)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.store = "pools://" + conf
+	e := poolsEnv(t, "s3", s3.TestStoreURL(t, s3.TestServer(t, "versitygw"), fmt.Sprintf("e2emove%d", os.Getpid())))
 	const nops = 100000
 	seed := seedMoveVolume(e, nops, "")
 	ops := seed.ops

@@ -68,83 +68,121 @@ for i, line in enumerate(open(opsfile)):
 // logged (docs/benchmarks.md, "The pause at a move's cut-over").
 func TestPoolsSwitchDaemons(t *testing.T) {
 	needLibnbd(t)
-	e := &env{t: t, dir: t.TempDir()}
-	data := s3.TestStoreURL(t, s3.TestServer(t, "versitygw"), fmt.Sprintf("e2eswitch%d", os.Getpid()))
-	conf := filepath.Join(e.dir, "store.toml")
-	body := fmt.Sprintf("metadata = %q\ndefault = \"local\"\n[pools]\nlocal = %q\ns3 = %q\n",
-		"file://"+filepath.Join(e.dir, "meta"), "file://"+filepath.Join(e.dir, "local"), data)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.store = "pools://" + conf
+	e := poolsEnv(t, "s3", s3.TestStoreURL(t, s3.TestServer(t, "versitygw"), fmt.Sprintf("e2eswitch%d", os.Getpid())))
 	const nops = 100000
 	seed := seedMoveVolume(e, nops, "")
 	ctl := e.path("ctl")
 	a := e.serve("--node-id", "a", "--flush-interval", "0")
 	b := e.serve("--node-id", "b", "--flush-interval", "0")
-	w := exec.Command("/usr/bin/python3", "-c", switchWriter, a.uri("v"), b.uri("v"), "w", seed.ops, ctl)
-	out, _ := w.StdoutPipe()
-	var stderr bytes.Buffer
-	w.Stderr = &stderr
-	if err := w.Start(); err != nil {
+	r := startSwitchWriter(t, a, b, seed.ops, ctl)
+	r.waitWrites(300)
+	sw := time.Now()
+	os.WriteFile(ctl+".switch", nil, 0o644)
+	r.waitFor("the switch", func() bool { return r.switched.Load() >= 0 })
+	r.waitWrites(30)
+	r.lat.window(t, "switch from daemon a to b", sw, time.Now())
+	if b.logged("lease taken") == 0 || a.logged("handed over") == 0 {
+		t.Fatalf("no handoff from daemon a to b: a handed over %d times, b took the lease %d times", a.logged("handed over"), b.logged("lease taken"))
+	}
+	acked := r.stop()
+	r.lat.rest(t)
+	seed.check(t, b, acked)
+}
+
+// poolsEnv returns an env on a pools:// store: metadata and the default
+// pool "local" on files, and the named pools (name, URL, in order).
+func poolsEnv(t *testing.T, pools ...string) *env {
+	e := &env{t: t, dir: t.TempDir()}
+	conf := filepath.Join(e.dir, "store.toml")
+	body := fmt.Sprintf("metadata = %q\ndefault = \"local\"\n[pools]\nlocal = %q\n",
+		"file://"+filepath.Join(e.dir, "meta"), "file://"+filepath.Join(e.dir, "local"))
+	for i := 0; i+1 < len(pools); i += 2 {
+		body += fmt.Sprintf("%s = %q\n", pools[i], pools[i+1])
+	}
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var (
-		lat      latencies
-		switched atomic.Int64
-		last     atomic.Int64
-	)
-	switched.Store(-1)
-	last.Store(-1)
-	done := make(chan struct{})
+	e.store = "pools://" + conf
+	return e
+}
+
+// switchRun is a running switchWriter and what it has said: the last
+// write acknowledged, the write it paused before and the one it switched
+// daemons at (-1 until it has), and the latencies of its writes.
+type switchRun struct {
+	t        *testing.T
+	w        *exec.Cmd
+	stderr   bytes.Buffer
+	done     chan struct{}
+	lat      latencies
+	paused   atomic.Int64
+	switched atomic.Int64
+	last     atomic.Int64
+}
+
+// startSwitchWriter starts switchWriter on volume v, through daemon a,
+// then b; ops is its ops file, ctl its control files' prefix.
+func startSwitchWriter(t *testing.T, a, b *daemon, ops, ctl string) *switchRun {
+	r := &switchRun{t: t, done: make(chan struct{})}
+	r.w = exec.Command("/usr/bin/python3", "-c", switchWriter, a.uri("v"), b.uri("v"), "w", ops, ctl)
+	out, _ := r.w.StdoutPipe()
+	r.w.Stderr = &r.stderr
+	if err := r.w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.paused.Store(-1)
+	r.switched.Store(-1)
+	r.last.Store(-1)
 	go func() {
-		defer close(done)
+		defer close(r.done)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			fs := strings.Fields(sc.Text())
 			if len(fs) < 2 {
 				continue
 			}
+			i, _ := strconv.ParseInt(fs[1], 10, 64)
 			switch fs[0] {
+			case "P":
+				r.paused.Store(i)
 			case "S":
-				i, _ := strconv.ParseInt(fs[1], 10, 64)
-				switched.Store(i)
+				r.switched.Store(i)
 			case "W":
-				if i, ok := lat.parse(sc.Text()); ok {
-					last.Store(i)
+				if i, ok := r.lat.parse(sc.Text()); ok {
+					r.last.Store(i)
 				}
 			}
 		}
 	}()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			select {
-			case <-done:
-				w.Wait()
-				t.Fatalf("the writer stopped (waiting for %s) after %d acknowledged writes: %s", what, last.Load()+1, stderr.String())
-			case <-time.After(time.Millisecond):
-			}
+	return r
+}
+
+// waitFor waits until cond holds; the test fails if the writer stops
+// first.
+func (r *switchRun) waitFor(what string, cond func() bool) {
+	r.t.Helper()
+	for !cond() {
+		select {
+		case <-r.done:
+			r.w.Wait()
+			r.t.Fatalf("the writer stopped (waiting for %s) after %d acknowledged writes: %s", what, r.last.Load()+1, r.stderr.String())
+		case <-time.After(time.Millisecond):
 		}
 	}
-	waitWrites := func(n int64) {
-		t.Helper()
-		target := last.Load() + n
-		waitFor(fmt.Sprintf("write %d", target), func() bool { return last.Load() >= target })
-	}
-	waitWrites(300)
-	sw := time.Now()
-	os.WriteFile(ctl+".switch", nil, 0o644)
-	waitFor("the switch", func() bool { return switched.Load() >= 0 })
-	waitWrites(30)
-	lat.window(t, "switch from daemon a to b", sw, time.Now())
-	if b.logged("lease taken") == 0 || a.logged("handed over") == 0 {
-		t.Fatalf("no handoff from daemon a to b: a handed over %d times, b took the lease %d times", a.logged("handed over"), b.logged("lease taken"))
-	}
-	w.Process.Kill()
-	<-done
-	w.Wait()
-	acked := int(last.Load())
-	lat.rest(t)
-	seed.check(t, b, acked)
+}
+
+// waitWrites waits for n more acknowledged writes.
+func (r *switchRun) waitWrites(n int64) {
+	r.t.Helper()
+	target := r.last.Load() + n
+	r.waitFor(fmt.Sprintf("write %d", target), func() bool { return r.last.Load() >= target })
+}
+
+// stop kills the writer and returns the index of its last acknowledged
+// write.
+func (r *switchRun) stop() int {
+	r.w.Process.Kill()
+	<-r.done
+	r.w.Wait()
+	return int(r.last.Load())
 }

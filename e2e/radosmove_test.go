@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -14,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,15 +37,8 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	radosURL, _ := url.Parse(re.store)
 	ns := radosURL.Query().Get("namespace")
 	data := s3.TestStoreURL(t, s3.TestServer(t, "radosgw"), fmt.Sprintf("e2eradosmove%d", os.Getpid()))
-	e := &env{t: t, dir: t.TempDir()}
+	e := poolsEnv(t, "rados", re.store, "s3", data)
 	local := filepath.Join(e.dir, "local")
-	cfg := filepath.Join(e.dir, "store.toml")
-	body := fmt.Sprintf("metadata = %q\ndefault = \"local\"\n[pools]\nlocal = %q\nrados = %q\ns3 = %q\n",
-		"file://"+filepath.Join(e.dir, "meta"), "file://"+local, re.store, data)
-	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.store = "pools://" + cfg
 	const nops = 200000
 	seed := seedMoveVolume(e, nops, "")
 	ops := seed.ops
@@ -56,67 +46,14 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 
 	a := e.serve("--node-id", "a", "--flush-interval", "0")
 	b := e.serve("--node-id", "b", "--flush-interval", "0")
-	w := exec.Command("/usr/bin/python3", "-c", switchWriter, a.uri("v"), b.uri("v"), "w", ops, ctl)
-	out, _ := w.StdoutPipe()
-	var stderr bytes.Buffer
-	w.Stderr = &stderr
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		lat      latencies
-		paused   atomic.Int64
-		switched atomic.Int64
-		last     atomic.Int64
-	)
-	paused.Store(-1)
-	switched.Store(-1)
-	last.Store(-1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			fs := strings.Fields(sc.Text())
-			if len(fs) < 2 {
-				continue
-			}
-			i, _ := strconv.ParseInt(fs[1], 10, 64)
-			switch fs[0] {
-			case "P":
-				paused.Store(i)
-			case "S":
-				switched.Store(i)
-			case "W":
-				if i, ok := lat.parse(sc.Text()); ok {
-					last.Store(i)
-				}
-			}
-		}
-	}()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			select {
-			case <-done:
-				w.Wait()
-				t.Fatalf("the writer stopped (waiting for %s) after %d acknowledged writes: %s", what, last.Load()+1, stderr.String())
-			case <-time.After(time.Millisecond):
-			}
-		}
-	}
-	waitWrites := func(n int64) {
-		t.Helper()
-		target := last.Load() + n
-		waitFor(fmt.Sprintf("write %d", target), func() bool { return last.Load() >= target })
-	}
+	r := startSwitchWriter(t, a, b, ops, ctl)
 	// pause stops the writer between two writes (each acknowledged with
 	// its flush), so that the pools hold still while they are counted.
 	pause := func() func() {
 		t.Helper()
-		paused.Store(-1)
+		r.paused.Store(-1)
 		os.WriteFile(ctl+".pause", nil, 0o644)
-		waitFor("the pause", func() bool { return paused.Load() >= 0 })
+		r.waitFor("the pause", func() bool { return r.paused.Load() >= 0 })
 		return func() { os.Remove(ctl + ".pause") }
 	}
 	check := func(to string) {
@@ -166,17 +103,17 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	}
 	move := func(to string) {
 		t.Helper()
-		before := last.Load()
+		before := r.last.Load()
 		from := time.Now()
 		res := e.archip("volume", "move", "v", "--to", to)
 		end := time.Now()
-		t.Logf("%s(%d writes during the move)", res, last.Load()-before)
-		lat.window(t, "move to "+to, from, end)
-		waitWrites(30)
+		t.Logf("%s(%d writes during the move)", res, r.last.Load()-before)
+		r.lat.window(t, "move to "+to, from, end)
+		r.waitWrites(30)
 		check(to)
 	}
 
-	waitWrites(50)
+	r.waitWrites(50)
 	// file → RADOS through daemon a: a mover killed with SIGKILL part way
 	// (its copy slowed by --rate), then run again.
 	from := time.Now()
@@ -187,7 +124,7 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
 	mv.Process.Kill()
 	mv.Wait()
-	waitWrites(20)
+	r.waitWrites(20)
 	// Killed before its start, part way, or after it finished: a rerun
 	// starts, finishes, or finds nothing to do.
 	if info := e.archip("volume", "info", "v"); strings.Contains(info, "moving from") || !strings.Contains(info, " rados (") {
@@ -195,16 +132,16 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	} else {
 		t.Log("mover killed after it finished")
 	}
-	lat.window(t, "move to rados (killed, rerun)", from, time.Now())
-	waitWrites(30)
+	r.lat.window(t, "move to rados (killed, rerun)", from, time.Now())
+	r.waitWrites(30)
 	check("rados")
 
 	// The client moves to daemon b, which asks a to hand the volume over.
 	sw := time.Now()
 	os.WriteFile(ctl+".switch", nil, 0o644)
-	waitFor("the switch", func() bool { return switched.Load() >= 0 })
-	waitWrites(30)
-	lat.window(t, "switch from daemon a to b", sw, time.Now())
+	r.waitFor("the switch", func() bool { return r.switched.Load() >= 0 })
+	r.waitWrites(30)
+	r.lat.window(t, "switch from daemon a to b", sw, time.Now())
 	if b.logged("lease taken") == 0 || a.logged("handed over") == 0 {
 		t.Fatalf("no handoff from daemon a to b: a handed over %d times, b took the lease %d times", a.logged("handed over"), b.logged("lease taken"))
 	}
@@ -212,14 +149,11 @@ func TestRadosPoolsMoveLive(t *testing.T) {
 	move("s3")
 	move("local")
 
-	w.Process.Kill()
-	<-done
-	w.Wait()
-	acked := int(last.Load())
+	acked := r.stop()
 	if acked >= nops-1 {
 		t.Fatal("the writer ran out of writes")
 	}
-	lat.rest(t)
+	r.lat.rest(t)
 	seed.check(t, b, acked)
 }
 
