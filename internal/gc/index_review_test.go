@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/manage"
 	"github.com/archipelago-go/archip/internal/objstore"
@@ -19,20 +20,9 @@ import (
 // After each collection every handle and a fresh open read what was
 // written.
 func TestReviewIndexGCLiveWriters(t *testing.T) {
-	mem := objstore.NewMem()
-	_, clk := setup(mem)
-	s := segOnly{mem}
-	m := manage.New(s)
-	m.Now = clk.now
+	s, m, clk, r := segVolume(t)
 	rng := rand.New(rand.NewPCG(31, 32))
 	size := int64(4 * bs)
-	if _, err := m.CreateVolume(ctx, "vm", uint64(size), 16); err != nil {
-		t.Fatal(err)
-	}
-	r, err := m.Lookup(ctx, "vm")
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := make([]byte, size)
 	open := func(opts volume.OpenOptions) *volume.Volume {
 		t.Helper()
@@ -130,20 +120,9 @@ func TestReviewIndexGCLiveWriters(t *testing.T) {
 // index, and the snapshot, the clone and the volume read what was
 // written.
 func TestReviewIndexManagerSnapshotClone(t *testing.T) {
-	mem := objstore.NewMem()
-	_, clk := setup(mem)
-	s := segOnly{mem}
-	m := manage.New(s)
-	m.Now = clk.now
+	s, m, clk, r := segVolume(t)
 	rng := rand.New(rand.NewPCG(51, 52))
 	size := int64(4 * bs)
-	if _, err := m.CreateVolume(ctx, "vm", uint64(size), 16); err != nil {
-		t.Fatal(err)
-	}
-	r, err := m.Lookup(ctx, "vm")
-	if err != nil {
-		t.Fatal(err)
-	}
 	v, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{Writable: true, Log: true})
 	if err != nil {
 		t.Fatal(err)
@@ -194,4 +173,24 @@ func TestReviewIndexManagerSnapshotClone(t *testing.T) {
 		}
 		h.Close(ctx)
 	}
+}
+
+// segVolume makes volume "vm" (4 blocks) on a store with no in-place
+// writes (segOnly: writers log in segments and checkpoint into an
+// index), managed by a manager on the test clock.
+func segVolume(t *testing.T) (segOnly, *manage.Manager, *clock, *catalog.Record) {
+	t.Helper()
+	mem := objstore.NewMem()
+	_, clk := setup(mem)
+	s := segOnly{mem}
+	m := manage.New(s)
+	m.Now = clk.now
+	if _, err := m.CreateVolume(ctx, "vm", 4*bs, 16); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Lookup(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, m, clk, r
 }
