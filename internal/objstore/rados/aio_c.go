@@ -28,6 +28,21 @@ static int archip_aio_write(rados_ioctx_t io, const char *oid, const char *buf, 
 	if (r < 0) rados_aio_release(c);
 	return r;
 }
+// One write operation of n extents, applied in order (writeMerger).
+// librados copies each buffer into the operation, which the Objecter
+// takes over: the caller may free the arrays, and the operation is
+// released, once this returns.
+static int archip_aio_writev(rados_ioctx_t io, const char *oid, char **bufs, size_t *lens, uint64_t *offs, int n, uintptr_t h) {
+	rados_completion_t c;
+	int r = rados_aio_create_completion2((void *)h, archipAioDone, &c);
+	if (r < 0) return r;
+	rados_write_op_t op = rados_create_write_op();
+	for (int i = 0; i < n; i++) rados_write_op_write(op, bufs[i], lens[i], offs[i]);
+	r = rados_aio_write_op_operate(op, io, c, oid, NULL, 0);
+	rados_release_write_op(op);
+	if (r < 0) rados_aio_release(c);
+	return r;
+}
 */
 import "C"
 
@@ -91,4 +106,44 @@ func aio(ctx context.Context, io *rados.IOContext, write bool, name string, p []
 		return 0, mapErr(errnoError(res.ret))
 	}
 	return res.ret, nil
+}
+
+// aioWritev runs one write operation of the extents, applied in order,
+// in name (writeMerger). One extent is a plain asynchronous write.
+func aioWritev(io *rados.IOContext, name string, ext []extent) error {
+	if len(ext) == 1 {
+		_, err := aio(context.Background(), io, true, name, ext[0].p, ext[0].off)
+		return err
+	}
+	n := len(ext)
+	// The arrays live in C memory: cgo lets no Go pointer be passed
+	// inside memory passed to C. librados copies the bytes before the
+	// call returns, so the pins end with it.
+	bufs := (*[1 << 20]*C.char)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof((*C.char)(nil)))))[:n:n]
+	lens := (*[1 << 20]C.size_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.size_t(0)))))[:n:n]
+	offs := (*[1 << 20]C.uint64_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.uint64_t(0)))))[:n:n]
+	defer C.free(unsafe.Pointer(&bufs[0]))
+	defer C.free(unsafe.Pointer(&lens[0]))
+	defer C.free(unsafe.Pointer(&offs[0]))
+	var pin runtime.Pinner
+	for i, e := range ext {
+		pin.Pin(&e.p[0])
+		bufs[i], lens[i], offs[i] = (*C.char)(unsafe.Pointer(&e.p[0])), C.size_t(len(e.p)), C.uint64_t(e.off)
+	}
+	oid := C.CString(name)
+	defer C.free(unsafe.Pointer(oid))
+	done := make(chan aioResult, 1)
+	h := cgo.NewHandle(done)
+	defer h.Delete()
+	r := C.archip_aio_writev(C.rados_ioctx_t(io.Pointer()), oid, &bufs[0], &lens[0], &offs[0], C.int(n), C.uintptr_t(h))
+	pin.Unpin()
+	if r < 0 {
+		return mapErr(errnoError(r))
+	}
+	res := <-done
+	C.rados_aio_release(res.c)
+	if res.ret < 0 {
+		return mapErr(errnoError(res.ret))
+	}
+	return nil
 }

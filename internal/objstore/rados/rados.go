@@ -82,6 +82,9 @@ type Store struct {
 	indexHook func(step, name string)
 	// statHook, if set, is called at the start of each Stat (tests).
 	statHook func()
+	// merger merges the writes to a data object that queue up behind one
+	// in flight (merge.go).
+	merger *writeMerger
 	// fenceMu guards fenceID and fenceErr: FenceID's answer, found once.
 	fenceMu  sync.Mutex
 	fenceID  string
@@ -156,6 +159,7 @@ func Open(ctx context.Context, u *url.URL) (*Store, error) {
 			s.ioctxs <- ioctx
 		}
 	}
+	s.merger = newWriteMerger(mergeLimit, func(name string, ext []extent) error { return aioWritev(s.data, name, ext) })
 	return s, nil
 }
 
@@ -678,12 +682,18 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) e
 		if len(p) == 0 {
 			return s.with(ctx, name, func(io *rados.IOContext) error { return mapErr(io.Create(name, rados.CreateIdempotent)) })
 		}
+		if !isCat(name) {
+			return s.merger.WriteAt(ctx, name, p, off)
+		}
 		return s.withData(ctx, name, func(io *rados.IOContext) error {
 			_, err := aio(ctx, io, true, name, p, off)
 			return err
 		})
 	})
 }
+
+// mergeLimit bounds one merged write (writeMerger): a block's size.
+const mergeLimit = 4 << 20
 
 // FenceExpiry is how long Fence keeps a client blocklisted. A fenced
 // client's operations must stay refused for as long as that client may
