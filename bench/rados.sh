@@ -37,6 +37,11 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SIZE=${SIZE:-1G}
 RUNTIME=${RUNTIME:-8}
+# The OSD holds every image at once (RBD's two, archip's, BASE's, the
+# clone rows' copies): a full memstore OSD holds writes forever, so size
+# it to 6x SIZE (at least its default).
+bytes=$(numfmt --from=iec "$SIZE")
+export CEPH_MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-$(( (6 * bytes > 4294967296) ? 6 * bytes : 4294967296 ))}
 all=(seqread seqwrite randread randwrite fsync1 fsync32 fua mix cow clone direct engine)
 read -r -a rows <<<"${ROWS:-${all[*]}}"
 for r in "${rows[@]}"; do

@@ -15,7 +15,9 @@
 // blocklist" (allow command "osd blocklist", or profile rbd), and without
 // it FenceID says so. Versions are RADOS object versions. A full pool or cluster fails writes
 // with objstore.ErrNoSpace instead of holding them (librados's default)
-// and lets deletes, which free space, through.
+// and lets deletes, which free space, through. In-place writes to an
+// object that queue behind one in flight go as one operation (merge.go),
+// as librbd's I/O scheduler sends them.
 //
 // Objects live in the URL's namespace, except the catalog's (names under
 // cat/), which live in a namespace per directory (NS/cat/D/, see nsOf).
