@@ -88,3 +88,7 @@ func (s *Store) Queued() int {
 	}
 	return n
 }
+
+// Merged returns how many in-place writes went in an operation with
+// others before them (tests of other packages).
+func (s *Store) Merged() int64 { return s.merger.merged.Load() }
