@@ -67,3 +67,35 @@ func (m *writeMerger) busy(name string) bool {
 	defer m.mu.Unlock()
 	return m.objs[name] != nil
 }
+
+// Merged writes whose bytes are slices of one buffer (one Go object
+// pinned once per extent, as the volume's shared zero buffer would be)
+// are written (also under GOEXPERIMENT=cgocheck2).
+func TestWriteMergeSharedBufferRados(t *testing.T) {
+	s := OpenTestStore(t)
+	release := s.HoldWrites()
+	buf := make([]byte, 64<<10)
+	rand.New(rand.NewSource(4)).Read(buf)
+	const n = 16
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- s.WriteAt(ctx, "blk/shared", buf[i*4096:(i+1)*4096], int64(i*4096)) }()
+		waitFor(t, "queued", func() bool { return s.Queued() == max(0, i) && s.merger.busy("blk/shared") })
+	}
+	release()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]byte, len(buf))
+	if err := s.ReadAt(ctx, "blk/shared", got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, buf) {
+		t.Fatal("the object does not hold the buffer's slices")
+	}
+	if s.Merged() == 0 {
+		t.Fatal("nothing merged")
+	}
+}
