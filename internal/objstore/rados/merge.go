@@ -2,6 +2,7 @@ package rados
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -77,16 +78,17 @@ func (m *writeMerger) WriteAt(ctx context.Context, name string, p []byte, off in
 	if !busy {
 		m.objs[name] = &mergeQueue{}
 		m.mu.Unlock()
-		err := m.write(name, []extent{{p, off}})
-		m.next(name)
-		return err
+		// Deferred: a panic (which the NBD server recovers, answering
+		// EIO) must not leave name busy, every later write waiting.
+		defer m.next(name)
+		return m.write(name, []extent{{p, off}})
 	}
 	w := &mergeWrite{extent: extent{p, off}, done: make(chan error, 1)}
 	q.waiting = append(q.waiting, w)
 	m.mu.Unlock()
 	select {
 	case err := <-w.done:
-		return err
+		return repanic(err)
 	case <-ctx.Done():
 	}
 	m.mu.Lock()
@@ -96,7 +98,21 @@ func (m *writeMerger) WriteAt(ctx context.Context, name string, p []byte, off in
 		return ctx.Err()
 	}
 	m.mu.Unlock()
-	return <-w.done
+	return repanic(<-w.done)
+}
+
+// opPanic carries a panic of an operation that ran in run's goroutine
+// to each write it carried, which panics with it in its caller's
+// goroutine, as it would have had it run the operation itself.
+type opPanic struct{ v any }
+
+func (p opPanic) Error() string { return fmt.Sprintf("panic: %v", p.v) }
+
+func repanic(err error) error {
+	if p, ok := err.(opPanic); ok {
+		panic(p.v)
+	}
+	return err
 }
 
 // next starts an operation with the writes waiting for name's operation
@@ -129,10 +145,21 @@ func (m *writeMerger) run(name string, batch []*mergeWrite) {
 	for i, w := range batch {
 		ext[i] = w.extent
 	}
-	err := m.write(name, ext)
+	err := m.runOp(name, ext)
 	m.merged.Add(int64(len(batch) - 1))
 	for _, w := range batch {
 		w.done <- err
 	}
 	m.next(name)
+}
+
+// runOp runs one operation, a panic in it returned as an opPanic: in
+// run's goroutine it would end the process.
+func (m *writeMerger) runOp(name string, ext []extent) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = opPanic{r}
+		}
+	}()
+	return m.write(name, ext)
 }

@@ -126,6 +126,32 @@ func TestFullPool(t *testing.T) {
 	if err := s.WriteAt(ctx, "o0", []byte("more"), 4); !errors.Is(err, objstore.ErrNoSpace) {
 		t.Fatalf("in-place write on a full pool: %v, want ErrNoSpace", err)
 	}
+	// Merged: writes queued behind one in flight go as one operation,
+	// which fails as fast (full-try holds for it too).
+	real := s.merger.write
+	gate := make(chan struct{})
+	var once sync.Once
+	s.merger.write = func(name string, ext []extent) error {
+		once.Do(func() { <-gate })
+		return real(name, ext)
+	}
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() { errs <- s.WriteAt(ctx, "o0", []byte("more"), int64(4+4*i)) }()
+		waitFor(t, "queued", func() bool { return i == 0 || s.merger.waiting("o0") == i })
+	}
+	close(gate)
+	for i := range 3 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, objstore.ErrNoSpace) {
+				t.Fatalf("merged in-place write on a full pool: %v, want ErrNoSpace", err)
+			}
+		case <-time.After(time.Minute):
+			closeStore = false
+			t.Fatalf("merged write %d held for a minute on a full pool", i)
+		}
+	}
 	if b, _, err := s.Get(ctx, "o0"); err != nil || string(b) != "data" {
 		t.Fatalf("o0 after refused writes: %q, %v", b, err)
 	}

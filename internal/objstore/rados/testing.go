@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -59,3 +60,35 @@ func (s *Store) DropIndexKey(ctx context.Context, name string) error {
 	}
 	return s.indexRm(ctx, name)
 }
+
+// HoldWrites makes the next write operation of a data object in place
+// wait until release is called, so that the writes to that object after
+// it queue behind it (tests of other packages: a stalled writer's merged
+// writes). Call it while no write is in flight.
+func (s *Store) HoldWrites() (release func()) {
+	gate := make(chan struct{})
+	var once sync.Once
+	write := s.merger.write
+	s.merger.write = func(name string, ext []extent) error {
+		once.Do(func() { <-gate })
+		return write(name, ext)
+	}
+	var rel sync.Once
+	return func() { rel.Do(func() { close(gate) }) }
+}
+
+// Queued returns how many in-place writes wait behind an operation in
+// flight on their object (tests of other packages).
+func (s *Store) Queued() int {
+	s.merger.mu.Lock()
+	defer s.merger.mu.Unlock()
+	n := 0
+	for _, q := range s.merger.objs {
+		n += len(q.waiting)
+	}
+	return n
+}
+
+// Merged returns how many in-place writes went in an operation with
+// others before them (tests of other packages).
+func (s *Store) Merged() int64 { return s.merger.merged.Load() }
