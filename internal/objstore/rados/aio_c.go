@@ -119,9 +119,9 @@ func aioWritev(io *rados.IOContext, name string, ext []extent) error {
 	// The arrays live in C memory: cgo lets no Go pointer be passed
 	// inside memory passed to C. librados copies the bytes before the
 	// call returns, so the pins end with it.
-	bufs := (*[1 << 20]*C.char)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof((*C.char)(nil)))))[:n:n]
-	lens := (*[1 << 20]C.size_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.size_t(0)))))[:n:n]
-	offs := (*[1 << 20]C.uint64_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.uint64_t(0)))))[:n:n]
+	bufs := unsafe.Slice((**C.char)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof((*C.char)(nil))))), n)
+	lens := unsafe.Slice((*C.size_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.size_t(0))))), n)
+	offs := unsafe.Slice((*C.uint64_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.uint64_t(0))))), n)
 	defer C.free(unsafe.Pointer(&bufs[0]))
 	defer C.free(unsafe.Pointer(&lens[0]))
 	defer C.free(unsafe.Pointer(&offs[0]))
