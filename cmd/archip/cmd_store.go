@@ -135,8 +135,9 @@ func runStoreStats(ctx context.Context, g *globals, volumes bool) error {
 	row("volumes", fmt.Sprintf("%d volumes, %d snapshots, %d images", st.Volumes, st.Snapshots, st.Images))
 	row("provisioned", units.FormatSize(st.ProvisionedBytes))
 	row("logical", units.FormatSize(st.LogicalBytes)+" (allocated, summed over every map)")
-	row("stored", fmt.Sprintf("%s (%d content blocks %s, %d private blocks %s)", units.FormatSize(st.StoredBytes),
-		st.ContentObjects, units.FormatSize(st.ContentBytes), st.PrivateObjects, units.FormatSize(st.PrivateBytes)))
+	row("stored", fmt.Sprintf("%s (%d content blocks %s, %d private blocks %s, %d write log objects %s)", units.FormatSize(st.StoredBytes),
+		st.ContentObjects, units.FormatSize(st.ContentBytes), st.PrivateObjects, units.FormatSize(st.PrivateBytes),
+		st.LogObjects, units.FormatSize(st.LogBytes)))
 	row("metadata", fmt.Sprintf("%s in %d objects", units.FormatSize(st.MetadataBytes), st.MetadataObjects))
 	row("dedup ratio", fmt.Sprintf("%.2fx", st.DedupRatio))
 	for _, p := range ps {

@@ -465,6 +465,7 @@ func (d *Dashboard) space(w http.ResponseWriter, r *http.Request) {
 	sd.Stored = stack([]barRow{
 		{Label: "content", Bytes: s.ContentBytes, Class: "content"},
 		{Label: "private", Bytes: s.PrivateBytes, Class: "private"},
+		{Label: "write logs", Bytes: s.LogBytes, Class: "log"},
 		{Label: "metadata", Bytes: s.MetadataBytes, Class: "meta"},
 	})
 	var ptop int64

@@ -2,12 +2,14 @@ package manage
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/catalog"
 	"github.com/archipelago-go/archip/internal/objstore"
+	"github.com/archipelago-go/archip/internal/volume"
 )
 
 // StoreStats describe a whole store.
@@ -18,14 +20,22 @@ type StoreStats struct {
 	// ProvisionedBytes is the sum of all sizes.
 	ProvisionedBytes int64 `json:"provisioned_bytes"`
 	// LogicalBytes is the allocated bytes summed over every map: what
-	// the data would take if nothing were shared.
+	// the data would take if nothing were shared. A block the map has as
+	// zero counts if its write log index has bytes in it (on a store
+	// without in-place writes, written data can stay there).
 	LogicalBytes int64 `json:"logical_bytes"`
-	// StoredBytes is what data objects take: ContentBytes + PrivateBytes.
-	StoredBytes     int64 `json:"stored_bytes"`
-	ContentObjects  int64 `json:"content_objects"`
-	ContentBytes    int64 `json:"content_bytes"`
-	PrivateObjects  int64 `json:"private_objects"`
-	PrivateBytes    int64 `json:"private_bytes"`
+	// StoredBytes is what data objects take: ContentBytes + PrivateBytes
+	// + LogBytes.
+	StoredBytes    int64 `json:"stored_bytes"`
+	ContentObjects int64 `json:"content_objects"`
+	ContentBytes   int64 `json:"content_bytes"`
+	PrivateObjects int64 `json:"private_objects"`
+	PrivateBytes   int64 `json:"private_bytes"`
+	// LogObjects and LogBytes are the write logs, their segments and
+	// their indexes: written data not yet in blocks, and records that a
+	// checkpoint has not dropped yet.
+	LogObjects      int64 `json:"log_objects"`
+	LogBytes        int64 `json:"log_bytes"`
 	MetadataObjects int64 `json:"metadata_objects"`
 	MetadataBytes   int64 `json:"metadata_bytes"`
 	// DedupRatio is LogicalBytes / StoredBytes: how many bytes of volume
@@ -121,6 +131,11 @@ func (m *Manager) StatsWith(ctx context.Context, opts StatsOptions) (*StoreStats
 				st.LogicalBytes += h.BlockLen(int64(b))
 			}
 		}
+		indexed, err := m.indexedBytes(ctx, h, entries)
+		if err != nil {
+			return err
+		}
+		st.LogicalBytes += indexed
 		if users != nil {
 			addUses(users, int32(len(st.VolumeSpace)), h, entries)
 			st.VolumeSpace = append(st.VolumeSpace, VolumeSpace{Name: r.Name, ID: r.ID, Kind: r.Kind})
@@ -148,6 +163,9 @@ func (m *Manager) StatsWith(ctx context.Context, opts StatsOptions) (*StoreStats
 		case blockmap.PrivateObject:
 			st.PrivateObjects++
 			st.PrivateBytes += in.Size
+		case blockmap.LogObject, blockmap.IndexObject:
+			st.LogObjects++
+			st.LogBytes += in.Size
 		default:
 			st.MetadataObjects++
 			st.MetadataBytes += in.Size
@@ -157,9 +175,41 @@ func (m *Manager) StatsWith(ctx context.Context, opts StatsOptions) (*StoreStats
 	if err != nil {
 		return nil, err
 	}
-	st.StoredBytes = st.ContentBytes + st.PrivateBytes
+	st.StoredBytes = st.ContentBytes + st.PrivateBytes + st.LogBytes
 	if st.StoredBytes > 0 {
 		st.DedupRatio = float64(st.LogicalBytes) / float64(st.StoredBytes)
 	}
 	return st, nil
+}
+
+// indexedBytes returns the bytes of the blocks that h's write log index
+// has bytes in and its map has as zero (a block the map allocates counts
+// already). An index gone since h was read (a writer's checkpoint
+// replaced it) counts nothing: these are a walk's figures, not a
+// snapshot's.
+func (m *Manager) indexedBytes(ctx context.Context, h *blockmap.Head, entries []blockmap.Entry) (int64, error) {
+	if h.Index.IsZero() {
+		return 0, nil
+	}
+	name := blockmap.IndexName(h.ID, h.Index.Epoch, h.Index.Seq)
+	b, _, err := m.Store.Get(ctx, name)
+	if objstore.IsNotExist(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	x, err := blockmap.DecodeIndex(b, h.ID, h.Index)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: %v", volume.ErrCorrupt, name, err)
+	}
+	var n int64
+	last := int64(-1)
+	for _, e := range x.Exts { // sorted by block
+		if e.Block != last && e.Block < int64(len(entries)) && entries[e.Block].Kind() == blockmap.Zero {
+			n += h.BlockLen(e.Block)
+		}
+		last = e.Block
+	}
+	return n, nil
 }
