@@ -5,7 +5,9 @@
 #   - fio through archip's NBD export of a volume on s3://, of one in the
 #     split configuration (split: a pools:// store whose metadata, and so
 #     whose write log, is on rados:// and whose blocks are on s3://; see
-#     docs/pools.md), and of one on rados:// (unix sockets), and fio's rbd
+#     docs/pools.md; logs = "metadata": flushed writes stay in the write
+#     log there, whose checkpoints store its index, not blocks on S3), and
+#     of one on rados:// (unix sockets), and fio's rbd
 #     engine without cache
 #     (rbd_cache=false, what QEMU uses with cache=none): 1M sequential
 #     write and read (QD16), 4k random write and read (QD32), and 4k
@@ -24,6 +26,7 @@
 #
 #   bench/s3.sh                      # 1 GiB, 8 s per test
 #   SIZE=256M RUNTIME=1 bench/s3.sh  # quick
+#   TESTS="fsync1" bench/s3.sh       # only these fio tests (of the names below)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SIZE=${SIZE:-1G}
@@ -46,6 +49,7 @@ go build -tags ceph,pacific -o "$work/archip" ./cmd/archip
 
 cat >"$work/split.toml" <<CONF
 metadata = "rados://archip?conf=$CEPH_CONF&namespace=split"
+logs = "metadata"
 default = "s3"
 [pools]
 s3 = "s3://archip-bench/split?endpoint=$endpoint"
@@ -75,7 +79,7 @@ declare -A SPEC=(
   [randread]="--rw=randread --bs=4k --iodepth=32"
   [fsync1]="--rw=randwrite --bs=4k --iodepth=1 --fsync=1"
 )
-tests=(seqwrite seqread randwrite randread fsync1)
+read -r -a tests <<<"${TESTS:-seqwrite seqread randwrite randread fsync1}"
 declare -A R
 
 # fioon WHO ARGS...: fio against WHO (s3, split, rados: archip's NBD export;

@@ -12,18 +12,40 @@ import (
 
 // TestSplitServe runs archip serve on the split configuration (package
 // pools): metadata on file://, blocks on s3://, driven as TestS3Serve
-// is.
+// is; with the write logs' data written into blocks at each checkpoint
+// (the default) and kept in the metadata backend (logs = "metadata":
+// checkpoints store the log's index).
 func TestSplitServe(t *testing.T) {
 	need(t, "qemu-io", "qemu-img", "fio")
-	e := &env{t: t, dir: t.TempDir()}
-	data := s3.TestStoreURL(t, s3.TestServer(t, "versitygw"), fmt.Sprintf("e2esplit%d", os.Getpid()))
-	conf := filepath.Join(e.dir, "store.toml")
-	body := fmt.Sprintf("metadata = %q\n[pools]\ns3 = %q\n", "file://"+filepath.Join(e.dir, "meta"), data)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
+	for i, logs := range []string{"", "metadata"} {
+		t.Run("logs="+logs, func(t *testing.T) {
+			e := &env{t: t, dir: t.TempDir()}
+			data := s3.TestStoreURL(t, s3.TestServer(t, "versitygw"), fmt.Sprintf("e2esplit%d-%d", os.Getpid(), i))
+			conf := filepath.Join(e.dir, "store.toml")
+			body := fmt.Sprintf("metadata = %q\n", "file://"+filepath.Join(e.dir, "meta"))
+			if logs != "" {
+				body += fmt.Sprintf("logs = %q\n", logs)
+			}
+			body += fmt.Sprintf("[pools]\ns3 = %q\n", data)
+			if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e.store = "pools://" + conf
+			driveServe(t, e)
+			// The last writer's close stored the write log's index
+			// (in the metadata backend) only where logs = "metadata".
+			var indexes []string
+			filepath.WalkDir(filepath.Join(e.dir, "meta"), func(p string, d os.DirEntry, err error) error {
+				if err == nil && strings.Contains(p, "/x/") && !d.IsDir() {
+					indexes = append(indexes, p)
+				}
+				return nil
+			})
+			if (len(indexes) > 0) != (logs == "metadata") {
+				t.Fatalf("logs = %q: write log index files %v", logs, indexes)
+			}
+		})
 	}
-	e.store = "pools://" + conf
-	driveServe(t, e)
 }
 
 // TestPoolsServe: an image on an S3 pool, a clone of it on a file pool,

@@ -415,6 +415,35 @@ type Parter interface {
 	Parts() []Store
 }
 
+// LogIndexKeeper is a store of several backends (Parter) that says
+// whether its writers may keep a write log index: a writer that logs in
+// segments checkpoints by storing the log's index (its logged data stays
+// in the segments, which a store of several backends keeps in its
+// metadata backend) instead of writing the data into blocks.
+type LogIndexKeeper interface {
+	KeepsLogIndex() bool
+}
+
+// KeepsLogIndex reports whether writers on s may keep a write log index:
+// on a store of one backend always; on one of several (Parter) only if
+// it says so (LogIndexKeeper), since the index keeps a volume's written
+// data out of the pool its blocks go to.
+func KeepsLogIndex(s Store) bool {
+	for t := s; ; {
+		if k, ok := t.(LogIndexKeeper); ok {
+			return k.KeepsLogIndex()
+		}
+		if _, ok := t.(Parter); ok {
+			return false
+		}
+		w, ok := t.(Wrapper)
+		if !ok {
+			return true
+		}
+		t = w.Unwrap()
+	}
+}
+
 // IndexRepairer is a store whose listing of some names reads an index
 // that its writers keep beside the objects (RADOS and the file store:
 // the catalog's names), and that a crash, or a binary older than the index, may

@@ -535,3 +535,39 @@ func TestSegLogIndexNotOnPools(t *testing.T) {
 		t.Fatal("read back differs")
 	}
 }
+
+// keepsIndexStore is a partsStore that keeps write log indexes
+// (objstore.LogIndexKeeper), as a pools:// store with logs = "metadata".
+type keepsIndexStore struct{ partsStore }
+
+func (keepsIndexStore) KeepsLogIndex() bool { return true }
+
+// TestSegLogIndexOnPoolsWhenKept: a store of several backends that says
+// it keeps write log indexes gets index checkpoints, as a store of one
+// backend does: the close stores an index and puts no block, and what was
+// written reads back, from a fresh open too.
+func TestSegLogIndexOnPoolsWhenKept(t *testing.T) {
+	ctx := context.Background()
+	s := keepsIndexStore{partsStore{newOpStore()}}
+	id, v := newSegVolume(t, s, 8)
+	want := readAll(t, v)
+	randomWrites(t, v, want, rand.New(rand.NewPCG(7, 8)), 100)
+	s.take()
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ops, _ := s.take(); ops["put"] != 0 {
+		t.Fatalf("the close put blocks (%v)", ops)
+	}
+	if h := storedHead(t, s, id); h.Index.IsZero() {
+		t.Fatal("the closed head names no index")
+	}
+	r, err := Open(ctx, s, id, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	if !bytes.Equal(readAll(t, r), want) {
+		t.Fatal("read back differs")
+	}
+}

@@ -141,12 +141,13 @@ type Volume struct {
 	// agrees, as it asks the store, not the writer.
 	segLog bool
 	// indexLog: this writer's checkpoints of a segmented log store a
-	// write log index rather than write blocks (checkpointIndex). Not on
-	// a store of several backends (objstore.Parts): its log segments and
-	// index objects are kept in the metadata backend, so an index would
-	// keep the volume's data out of the pool its blocks are placed in
-	// (what store stats counts, what a move copies and what retiring a
-	// pool relies on).
+	// write log index rather than write blocks (checkpointIndex). On a
+	// store of several backends (objstore.Parter) only where it says so
+	// (objstore.KeepsLogIndex: a pools:// store with logs = "metadata"):
+	// its log segments and index objects are kept in the metadata
+	// backend, so an index keeps the volume's written data out of the
+	// pool its blocks are placed in (what the pool's figures in store
+	// stats count, what a move copies) until a materialization.
 	indexLog bool
 	// segMu serializes the writes of this writer's log segments, so that
 	// they land in the order of the log.
@@ -390,7 +391,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	}
 	_, hasRW := objstore.AsRangeWriter(s)
 	v.segLog = !hasRW
-	v.indexLog = v.segLog && v.logOn && !objstore.HasParts(s)
+	v.indexLog = v.segLog && v.logOn && objstore.KeepsLogIndex(s)
 	v.lender, _ = objstore.AsLender(s)
 	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
 	if o, ok := objstore.AsHandleOpener(s); ok {

@@ -28,7 +28,21 @@ type Config struct {
 	Pools []Pool
 	// Default names the pool new blocks go to; "" for the first.
 	Default string
+	// Logs says where a writer's logged writes stay until they are
+	// written into blocks, on a store without in-place writes (a pool
+	// on s3://): LogsPool ("", the default) writes them into blocks of
+	// the volume's pool at each checkpoint of the write log; LogsMetadata
+	// keeps them in the metadata backend, in the log's segments and
+	// index, until a snapshot, a move or the log's bounds write them
+	// into blocks (docs/pools.md, "Write logs in the metadata backend").
+	Logs string
 }
+
+// The values of Config.Logs.
+const (
+	LogsPool     = "pool"
+	LogsMetadata = "metadata"
+)
 
 // Pool is a named data pool.
 type Pool struct {
@@ -87,8 +101,10 @@ func ParseConfig(r io.Reader) (Config, error) {
 			c.Metadata = val
 		case k == "default":
 			c.Default = val
+		case k == "logs":
+			c.Logs = val
 		default:
-			bad(n, "unknown key %q (metadata, default, or a pool under [pools])", k)
+			bad(n, "unknown key %q (metadata, default, logs, or a pool under [pools])", k)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -145,6 +161,9 @@ func (c Config) Validate() error {
 	}
 	if c.Default != "" && !names[c.Default] {
 		errs = append(errs, fmt.Errorf("default pool %q is not under [pools]", c.Default))
+	}
+	if c.Logs != "" && c.Logs != LogsPool && c.Logs != LogsMetadata {
+		errs = append(errs, fmt.Errorf("logs = %q: %q (the default) or %q", c.Logs, LogsPool, LogsMetadata))
 	}
 	return errors.Join(errs...)
 }

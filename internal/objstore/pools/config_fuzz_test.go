@@ -19,6 +19,9 @@ func formatConfig(c Config) string {
 	if c.Default != "" {
 		fmt.Fprintf(&b, "default = %s\n", q(c.Default))
 	}
+	if c.Logs != "" {
+		fmt.Fprintf(&b, "logs = %s\n", q(c.Logs))
+	}
 	b.WriteString("[pools]\n")
 	for _, p := range c.Pools {
 		fmt.Fprintf(&b, "%s = %s\n", p.Name, q(p.URL))
@@ -39,6 +42,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("metadata = \"file:///m\"\n[pools]\na = \"file:///a\"\n")
 	f.Add("# c\nmetadata = \"rados://m?conf=/etc/ceph/ceph.conf\" # x\ndefault = \"b\"\n[pools]\na = \"s3://b/p?endpoint=http://h:1#f\"\nb = \"file://./rel\"\n")
 	f.Add("metadata = \"file:///a\\\"b\\\\\"\n[pools]\np = \"file:///x\"\n")
+	f.Add("metadata = \"file:///m\"\nlogs = \"metadata\"\n[pools]\na = \"file:///a\"\n")
 	f.Add("metadata = \"POOLS:///x.toml\"\n[pools]\np = \"Pools://./y\"\n")
 	f.Add("[pools]\n[pools]\np = \"x\"\np = \"y\"\n= \"z\"\n")
 	f.Fuzz(func(t *testing.T, in string) {

@@ -59,6 +59,9 @@ type Router struct {
 	mayHoldData func(prefix string) bool
 	st          *state // shared with views
 	view        bool   // a view (View): Close closes nothing
+	// logsInMeta: writers keep their logged writes in the metadata
+	// backend (Config.Logs; KeepsLogIndex).
+	logsInMeta bool
 }
 
 // isData reports whether name is a block, by its owner's parser.
@@ -132,7 +135,13 @@ func Open(ctx context.Context, c Config, open Opener, opts objstore.OpenOptions)
 		opened = append(opened, ps)
 		named = append(named, Named{p.Name, ps})
 	}
-	return New(meta, named)
+	s, err = New(meta, named)
+	if err != nil {
+		return nil, err
+	}
+	r, _ := Of(s)
+	r.logsInMeta = c.Logs == LogsMetadata
+	return s, nil
 }
 
 // Named is an open data pool.
@@ -185,6 +194,12 @@ func Of(s objstore.Store) (*Router, bool) {
 }
 
 func (r *Router) router() *Router { return r }
+
+// KeepsLogIndex reports whether writers keep their logged writes in the
+// metadata backend, in their write log's segments and index, rather than
+// write them into blocks of the volume's pool at each checkpoint
+// (objstore.LogIndexKeeper; Config.Logs).
+func (r *Router) KeepsLogIndex() bool { return r.logsInMeta }
 
 // PoolNames returns the pools' names in lookup order: the default first.
 func (r *Router) PoolNames() []string { return append([]string(nil), r.names...) }

@@ -308,6 +308,7 @@ func TestParseConfig(t *testing.T) {
 	good := `# a store
 metadata = "file:///var/lib/archip"   # compare-and-swap
 default = "cold"
+logs = "metadata"
 
 [pools]
 fast = "rados://data?conf=/etc/ceph/ceph.conf"
@@ -317,12 +318,13 @@ cold = "s3://b/p?endpoint=http://127.0.0.1:9000#x"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Metadata != "file:///var/lib/archip" || c.DefaultPool() != "cold" || len(c.Pools) != 2 ||
+	if c.Metadata != "file:///var/lib/archip" || c.DefaultPool() != "cold" || c.Logs != LogsMetadata || len(c.Pools) != 2 ||
 		c.Pools[1] != (Pool{"cold", "s3://b/p?endpoint=http://127.0.0.1:9000#x"}) {
 		t.Fatalf("parsed %+v", c)
 	}
 	bad := `metadata = file:///x
 color = "red"
+logs = "nowhere"
 default = "nope"
 [pools]
 Bad = "mem://x"
@@ -334,7 +336,7 @@ p = "mem://z"
 	if !errors.Is(err, objstore.ErrBadURL) {
 		t.Fatalf("bad config: %v", err)
 	}
-	for _, want := range []string{"line 1", "quoted", `unknown key "color"`, "[other]", "given twice", `"Bad"`, "another", `default pool "nope"`, "metadata: empty URL"} {
+	for _, want := range []string{"line 1", "quoted", `unknown key "color"`, "[other]", "given twice", `"Bad"`, "another", `default pool "nope"`, "metadata: empty URL", `logs = "nowhere"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q:\n%v", want, err)
 		}
@@ -355,6 +357,21 @@ func TestOpenURL(t *testing.T) {
 	r, _ := Of(s)
 	if got := r.PoolNames(); strings.Join(got, ",") != "a,b" {
 		t.Fatalf("pools %v", got)
+	}
+	// By default a writer's logged writes go into blocks of its pool;
+	// logs = "metadata" keeps them, and the log's index, in the
+	// metadata backend.
+	if objstore.KeepsLogIndex(s) {
+		t.Fatal("a pools store keeps write log indexes without logs = \"metadata\"")
+	}
+	os.WriteFile(cfg, []byte("metadata = \"mem://m\"\nlogs = \"metadata\"\n[pools]\na = \"mem://a\"\n"), 0o644)
+	ls, err := OpenURL(ctx, u, memOpener(), objstore.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	if !objstore.KeepsLogIndex(ls) {
+		t.Fatal("logs = \"metadata\": the store keeps no write log index")
 	}
 	u, _ = url.Parse("pools://" + filepath.Join(dir, "missing.toml"))
 	if _, err := OpenURL(ctx, u, memOpener(), objstore.OpenOptions{}); !errors.Is(err, objstore.ErrBadURL) {
