@@ -96,6 +96,17 @@ func TestPoolsLogsMetadataMoveGC(t *testing.T) {
 	write(10)
 	collect(t, m)
 	readAll(t, m, want)
+	// A snapshot materializes the index into blocks of b.
+	if _, err := m.Snapshot(ctx, "v", "v@2"); err != nil {
+		t.Fatal(err)
+	}
+	want["v@2"] = bytes.Clone(want["v"])
+	write(10)
+	collect(t, m)
+	readAll(t, m, want)
+	if n := countIn(t, a); n != 0 {
+		t.Errorf("%d blocks in a after the snapshot", n)
+	}
 	// A writer of a configuration without the key materializes the
 	// index into blocks of b.
 	plain := manage.New(openLogsPools(t, "", meta, a, b))
