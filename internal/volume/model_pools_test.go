@@ -191,6 +191,18 @@ func TestPoolsLogsSwitch(t *testing.T) {
 			t.Fatalf("round %d: a writer without logs = \"metadata\" left the index in the head", round)
 		}
 		randomWrites(t, w, want, rng, 64)
+		for i, h := range []*Volume{w, nil} {
+			if h == nil {
+				var err error
+				if h, err = Open(ctx, s, id, OpenOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				defer h.Close(ctx)
+			}
+			if !bytes.Equal(readAll(t, h), want) {
+				t.Fatalf("round %d: handle %d does not read the writes flushed before a checkpoint", round, i)
+			}
+		}
 		if err := w.checkpointNow(ctx); err != nil {
 			t.Fatal(err)
 		}
