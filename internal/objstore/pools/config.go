@@ -95,6 +95,12 @@ func ParseConfig(r io.Reader) (Config, error) {
 		}
 		seen[key] = true
 		switch {
+		case section == "pools" && (k == "default" || k == "logs") && !strings.Contains(val, "://"):
+			// A top-level key appended at the end of the file: under
+			// [pools] it would name a pool without a URL.
+			// (The pool is kept, so that the error on its URL comes too.)
+			bad(n, "%s = %q is under [pools], where it names a pool: put it before [pools]", k, val)
+			c.Pools = append(c.Pools, Pool{Name: k, URL: val})
 		case section == "pools":
 			c.Pools = append(c.Pools, Pool{Name: k, URL: val})
 		case k == "metadata":

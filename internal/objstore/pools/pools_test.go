@@ -464,3 +464,20 @@ func TestPlacement(t *testing.T) {
 func observe(s objstore.Store) objstore.Store {
 	return objstore.Observe(s, func(objstore.Op) objstore.Probe { return nil })
 }
+
+// TestParseConfigLogsUnderPools: logs = "metadata" appended at the end
+// of a configuration lands under [pools], where it names a pool "logs";
+// the error says the key belongs before the table (before: only that
+// pool "logs" had no scheme, and nothing of where logs goes).
+func TestParseConfigLogsUnderPools(t *testing.T) {
+	for _, k := range []string{"logs", "default"} {
+		in := "metadata = \"file:///m\"\n[pools]\na = \"file:///a\"\n" + k + " = \"metadata\"\n"
+		_, err := ParseConfig(strings.NewReader(in))
+		if err == nil {
+			t.Fatalf("%s under [pools] accepted", k)
+		}
+		if !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "before [pools]") {
+			t.Errorf("%s under [pools]: the error does not say it goes before [pools] (line 4):\n%v", k, err)
+		}
+	}
+}
