@@ -478,21 +478,6 @@ func RepairIndexes(ctx context.Context, s Store) error {
 	return nil
 }
 
-// HasParts reports whether s (or a store it wraps) is made of several
-// backends (Parter).
-func HasParts(s Store) bool {
-	for t := s; ; {
-		if _, ok := t.(Parter); ok {
-			return true
-		}
-		w, ok := t.(Wrapper)
-		if !ok {
-			return false
-		}
-		t = w.Unwrap()
-	}
-}
-
 // Parts returns s's parts if it has some, else s alone.
 func Parts(s Store) []Store {
 	for t := s; ; {

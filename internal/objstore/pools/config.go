@@ -33,8 +33,9 @@ type Config struct {
 	// on s3://): LogsPool ("", the default) writes them into blocks of
 	// the volume's pool at each checkpoint of the write log; LogsMetadata
 	// keeps them in the metadata backend, in the log's segments and
-	// index, until a snapshot, a move or the log's bounds write them
-	// into blocks (docs/pools.md, "Write logs in the metadata backend").
+	// index, until a snapshot, a writer that does not log (an offline
+	// move's reopen) or the log's bounds write them into blocks
+	// (docs/pools.md, "Write logs in the metadata backend").
 	Logs string
 }
 
