@@ -505,34 +505,46 @@ type partsStore struct{ *opStore }
 
 func (s partsStore) Parts() []objstore.Store { return []objstore.Store{s.opStore} }
 
-// TestSegLogIndexNotOnPools: on a store of several backends a segmented
-// log's checkpoint writes blocks, not an index: the log's segments and
-// index are kept in the metadata backend, so an index would keep the
-// volume's data out of the pool it is placed in (e2e TestPoolsServe: the
-// clone's writes never reached its pool).
-func TestSegLogIndexNotOnPools(t *testing.T) {
-	ctx := context.Background()
-	s := partsStore{newOpStore()}
-	id, v := newSegVolume(t, s, 8)
-	want := readAll(t, v)
-	randomWrites(t, v, want, rand.New(rand.NewPCG(7, 8)), 100)
-	s.take()
-	if err := v.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if ops, _ := s.take(); ops["put"] == 0 {
-		t.Fatalf("the close put no block (%v)", ops)
-	}
-	if h := storedHead(t, s, id); !h.Index.IsZero() {
-		t.Fatalf("the closed head names index %+v", h.Index)
-	}
-	r, err := Open(ctx, s, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(ctx)
-	if !bytes.Equal(readAll(t, r), want) {
-		t.Fatal("read back differs")
+// TestSegLogIndexOnPools: on a store of several backends a segmented
+// log's checkpoint writes blocks, not an index, unless the store says it
+// keeps write log indexes (objstore.LogIndexKeeper: a pools:// store
+// with logs = "metadata"): the log's segments and index are kept in the
+// metadata backend, so an index keeps the volume's data out of the pool
+// it is placed in (e2e TestPoolsServe: the clone's writes reach its pool;
+// TestSplitServe both ways). Either way what was written reads back.
+func TestSegLogIndexOnPools(t *testing.T) {
+	for _, kept := range []bool{false, true} {
+		t.Run(fmt.Sprint("kept=", kept), func(t *testing.T) {
+			ctx := context.Background()
+			var s interface {
+				objstore.Store
+				take() (map[string]int, int64)
+			} = partsStore{newOpStore()}
+			if kept {
+				s = keepsIndexStore{partsStore{newOpStore()}}
+			}
+			id, v := newSegVolume(t, s, 8)
+			want := readAll(t, v)
+			randomWrites(t, v, want, rand.New(rand.NewPCG(7, 8)), 100)
+			s.take()
+			if err := v.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if ops, _ := s.take(); (ops["put"] == 0) != kept {
+				t.Fatalf("the close's operations %v: want blocks put only without the index", ops)
+			}
+			if h := storedHead(t, s, id); h.Index.IsZero() == kept {
+				t.Fatalf("the closed head names index %+v", h.Index)
+			}
+			r, err := Open(ctx, s, id, OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close(ctx)
+			if !bytes.Equal(readAll(t, r), want) {
+				t.Fatal("read back differs")
+			}
+		})
 	}
 }
 
@@ -541,33 +553,3 @@ func TestSegLogIndexNotOnPools(t *testing.T) {
 type keepsIndexStore struct{ partsStore }
 
 func (keepsIndexStore) KeepsLogIndex() bool { return true }
-
-// TestSegLogIndexOnPoolsWhenKept: a store of several backends that says
-// it keeps write log indexes gets index checkpoints, as a store of one
-// backend does: the close stores an index and puts no block, and what was
-// written reads back, from a fresh open too.
-func TestSegLogIndexOnPoolsWhenKept(t *testing.T) {
-	ctx := context.Background()
-	s := keepsIndexStore{partsStore{newOpStore()}}
-	id, v := newSegVolume(t, s, 8)
-	want := readAll(t, v)
-	randomWrites(t, v, want, rand.New(rand.NewPCG(7, 8)), 100)
-	s.take()
-	if err := v.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if ops, _ := s.take(); ops["put"] != 0 {
-		t.Fatalf("the close put blocks (%v)", ops)
-	}
-	if h := storedHead(t, s, id); h.Index.IsZero() {
-		t.Fatal("the closed head names no index")
-	}
-	r, err := Open(ctx, s, id, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(ctx)
-	if !bytes.Equal(readAll(t, r), want) {
-		t.Fatal("read back differs")
-	}
-}
