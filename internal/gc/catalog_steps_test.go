@@ -17,7 +17,11 @@ import (
 	"github.com/archipelago-go/archip/internal/objstore"
 )
 
-// pauseAt pauses before its k-th write until resumed.
+// pauseAt pauses before its k-th write until resumed, and every write
+// after it too: the whole process stalls, as a paused VM does. (Pausing
+// only the k-th left the operation's hold renewing itself meanwhile, on
+// its real-time ticker, at the test's advanced clock: a collection then
+// waited for a live hold whose owner waited for the collection.)
 type pauseAt struct {
 	objstore.Store
 	k      int
@@ -34,6 +38,8 @@ func (s *pauseAt) gate() {
 	s.mu.Unlock()
 	if n == s.k {
 		close(s.paused)
+	}
+	if n >= s.k {
 		<-s.resume
 	}
 }
