@@ -76,14 +76,7 @@ func TestPoolsSwitchDaemons(t *testing.T) {
 	b := e.serve("--node-id", "b", "--flush-interval", "0")
 	r := startSwitchWriter(t, a, b, seed.ops, ctl)
 	r.waitWrites(300)
-	sw := time.Now()
-	os.WriteFile(ctl+".switch", nil, 0o644)
-	r.waitFor("the switch", func() bool { return r.switched.Load() >= 0 })
-	r.waitWrites(30)
-	r.lat.window(t, "switch from daemon a to b", sw, time.Now())
-	if b.logged("lease taken") == 0 || a.logged("handed over") == 0 {
-		t.Fatalf("no handoff from daemon a to b: a handed over %d times, b took the lease %d times", a.logged("handed over"), b.logged("lease taken"))
-	}
+	r.switchDaemons()
 	acked := r.stop()
 	r.lat.rest(t)
 	seed.check(t, b, acked)
@@ -111,6 +104,8 @@ func poolsEnv(t *testing.T, pools ...string) *env {
 // daemons at (-1 until it has), and the latencies of its writes.
 type switchRun struct {
 	t        *testing.T
+	a, b     *daemon
+	ctl      string
 	w        *exec.Cmd
 	stderr   bytes.Buffer
 	done     chan struct{}
@@ -123,7 +118,7 @@ type switchRun struct {
 // startSwitchWriter starts switchWriter on volume v, through daemon a,
 // then b; ops is its ops file, ctl its control files' prefix.
 func startSwitchWriter(t *testing.T, a, b *daemon, ops, ctl string) *switchRun {
-	r := &switchRun{t: t, done: make(chan struct{})}
+	r := &switchRun{t: t, a: a, b: b, ctl: ctl, done: make(chan struct{})}
 	r.w = exec.Command("/usr/bin/python3", "-c", switchWriter, a.uri("v"), b.uri("v"), "w", ops, ctl)
 	out, _ := r.w.StdoutPipe()
 	r.w.Stderr = &r.stderr
@@ -176,6 +171,21 @@ func (r *switchRun) waitWrites(n int64) {
 	r.t.Helper()
 	target := r.last.Load() + n
 	r.waitFor(fmt.Sprintf("write %d", target), func() bool { return r.last.Load() >= target })
+}
+
+// switchDaemons moves the writer from daemon a to b, which asks a to hand
+// the volume over, and checks that the handoff happened and what the
+// writes' latencies were meanwhile.
+func (r *switchRun) switchDaemons() {
+	r.t.Helper()
+	sw := time.Now()
+	os.WriteFile(r.ctl+".switch", nil, 0o644)
+	r.waitFor("the switch", func() bool { return r.switched.Load() >= 0 })
+	r.waitWrites(30)
+	r.lat.window(r.t, "switch from daemon a to b", sw, time.Now())
+	if r.b.logged("lease taken") == 0 || r.a.logged("handed over") == 0 {
+		r.t.Fatalf("no handoff from daemon a to b: a handed over %d times, b took the lease %d times", r.a.logged("handed over"), r.b.logged("lease taken"))
+	}
 }
 
 // stop kills the writer and returns the index of its last acknowledged
