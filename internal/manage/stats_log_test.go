@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/archipelago-go/archip/internal/blockmap"
 	"github.com/archipelago-go/archip/internal/objstore"
 	"github.com/archipelago-go/archip/internal/volume"
 )
@@ -15,10 +16,10 @@ type segStore struct{ objstore.Store }
 
 func (segStore) FreshStat() bool { return true }
 
-// On such a store, data written and flushed lives in the write log, not
-// in blocks: store stats count it as stored (LogBytes), and the blocks
-// the index has bytes in as allocated, where the map has them as zero.
-func TestStatsCountWriteLog(t *testing.T) {
+// segVolume creates the 4-block volume "vm" on a new segStore and
+// returns the store, its manager and the volume's ID.
+func segVolume(t *testing.T) (segStore, *Manager, blockmap.ID) {
+	t.Helper()
 	s := segStore{objstore.NewMem()}
 	m := New(s)
 	if _, err := m.CreateVolume(ctx, "vm", 4*bs, 16); err != nil {
@@ -28,7 +29,15 @@ func TestStatsCountWriteLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := volume.Open(ctx, s, r.ID, volume.OpenOptions{Writable: true, Log: true})
+	return s, m, r.ID
+}
+
+// On such a store, data written and flushed lives in the write log, not
+// in blocks: store stats count it as stored (LogBytes), and the blocks
+// the index has bytes in as allocated, where the map has them as zero.
+func TestStatsCountWriteLog(t *testing.T) {
+	s, m, id := segVolume(t)
+	v, err := volume.Open(ctx, s, id, volume.OpenOptions{Writable: true, Log: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,17 +34,9 @@ func (h hookIndexGet) Get(ctx context.Context, name string) ([]byte, objstore.Ve
 // index between stats' read of the head and of the index: stats do not
 // fail.
 func TestStatsIndexReplaced(t *testing.T) {
-	base := segStore{objstore.NewMem()}
-	m := New(base)
-	if _, err := m.CreateVolume(ctx, "vm", 4*bs, 16); err != nil {
-		t.Fatal(err)
-	}
-	r, err := m.Lookup(ctx, "vm")
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, _, id := segVolume(t)
 	open := func() *volume.Volume {
-		v, err := volume.Open(ctx, base, r.ID, volume.OpenOptions{Writable: true, Log: true, Handover: true})
+		v, err := volume.Open(ctx, base, id, volume.OpenOptions{Writable: true, Log: true, Handover: true})
 		if err != nil {
 			t.Fatal(err)
 		}
