@@ -41,6 +41,9 @@ RUNTIME=${RUNTIME:-8}
 # clone rows' copies): a full memstore OSD holds writes forever, so size
 # it to 6x SIZE (at least its default).
 bytes=$(numfmt --from=iec "$SIZE")
+# Its objects as pages (scripts/ceph-cluster.sh): the 4k rows' overwrites
+# would otherwise slow the OSD down run after run.
+export CEPH_MEMSTORE_PAGES=${CEPH_MEMSTORE_PAGES:-1}
 export CEPH_MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-$(( (6 * bytes > 4294967296) ? 6 * bytes : 4294967296 ))}
 all=(seqread seqwrite randread randwrite fsync1 fsync32 fua mix cow clone direct engine)
 read -r -a rows <<<"${ROWS:-${all[*]}}"
