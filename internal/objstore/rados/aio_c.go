@@ -43,21 +43,6 @@ static int archip_aio_writev(rados_ioctx_t io, const char *oid, char **bufs, siz
 	if (r < 0) rados_aio_release(c);
 	return r;
 }
-
-// archip_io runs one read or write and waits for it here, on the
-// calling thread: librados's completion wakes it directly.
-static int archip_io(rados_ioctx_t io, const char *oid, char *buf, size_t len, uint64_t off, int write) {
-	rados_completion_t c;
-	int r = rados_aio_create_completion2(NULL, NULL, &c);
-	if (r < 0) return r;
-	r = write ? rados_aio_write(io, oid, c, buf, len, off) : rados_aio_read(io, oid, c, buf, len, off);
-	if (r == 0) {
-		rados_aio_wait_for_complete(c);
-		r = rados_aio_get_return_value(c);
-	}
-	rados_aio_release(c);
-	return r;
-}
 */
 import "C"
 
@@ -66,35 +51,16 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/cgo"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/ceph/go-ceph/rados"
 )
 
-// The data path (ReadAt, WriteAt) uses librados's asynchronous calls, and
-// waits for them one of two ways, by how many are in flight in the
-// process (inFlight):
-//
-//   - at most waitHereMax: on the calling thread, in C (archip_io), which
-//     librados's completion wakes directly. At queue depth 1 this is
-//     50-130 µs faster per operation than the channel below (4 KiB writes
-//     to one memstore OSD: 290-340 µs against 360-430): a cgo callback
-//     from a librados thread and a goroutine's wake-up on a 2-core
-//     machine cost about as much as a small write on the OSD.
-//   - more: on a channel that librados's completion callback
-//     (archipAioDone) fills, so that many operations in flight do not
-//     hold an OS thread each (at queue depth 32 the two ways measured the
-//     same, within noise).
-//
-// The Go buffer is pinned (runtime.Pinner) while librados holds it.
-
-// inFlight counts the data operations in flight in the process (aio).
-var inFlight atomic.Int32
-
-// waitHereMax: aio waits on its own thread while at most this many
-// operations are in flight (a variable for tests, which force either way).
-var waitHereMax int32 = 2
+// The data path (ReadAt, WriteAt) uses librados's asynchronous calls:
+// go-ceph has only blocking ones, which park an OS thread on a condition
+// variable per I/O and cost two thread handoffs; here the goroutine waits
+// on a channel that librados's completion callback fills. The Go buffer is
+// pinned (runtime.Pinner) while librados holds it.
 
 // aioResult is what the completion callback reports.
 type aioResult struct {
@@ -114,21 +80,6 @@ func (e errnoError) ErrorCode() int { return int(e) }
 func aio(ctx context.Context, io *rados.IOContext, write bool, name string, p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
-	}
-	n := inFlight.Add(1)
-	defer inFlight.Add(-1)
-	if n <= waitHereMax {
-		oid := C.CString(name)
-		defer C.free(unsafe.Pointer(oid))
-		w := C.int(0)
-		if write {
-			w = 1
-		}
-		r := C.archip_io(C.rados_ioctx_t(io.Pointer()), oid, (*C.char)(unsafe.Pointer(&p[0])), C.size_t(len(p)), C.uint64_t(off), w)
-		if r < 0 {
-			return 0, mapErr(errnoError(r))
-		}
-		return int(r), nil
 	}
 	var pin runtime.Pinner
 	pin.Pin(&p[0])
