@@ -20,7 +20,7 @@
 #                          which small overwrites do not fragment (held as one buffer, an
 #                          object rewritten 4 KiB at a time slows every later write to
 #                          it); for benches of large objects: a small object takes a page
-##   CEPH_OBJECTSTORE       memstore (default) or bluestore: a bluestore OSD on a sparse
+#   CEPH_OBJECTSTORE       memstore (default) or bluestore: a bluestore OSD on a sparse
 #                          file, DIR/osd-block (outside the OSD's data directory, where
 #                          bluestore's mkfs fails), for more objects than memory holds
 #                          (memstore: about 12 KiB of RAM per small object)
