@@ -647,7 +647,10 @@ func (b *Store) Read(ctx context.Context, obj *Object, off, n int64, w io.Writer
 			return fmt.Errorf("bucket: object %s: %w", obj.Key, err)
 		}
 		if buf == nil {
-			buf = make([]byte, v.BlockSize())
+			pool := volume.BlockBufs(v.BlockSize())
+			bp := pool.Get().(*[]byte)
+			defer pool.Put(bp)
+			buf = *bp
 		}
 		bs := int64(len(buf))
 		for pos, end := p.Off+off, p.Off+min(p.Size, off+n); pos < end; {

@@ -8,7 +8,7 @@
 // image share its blocks. StoreBlocks is that pipeline without the map,
 // for callers that write the map themselves (the S3 API's uploads).
 //
-// Memory: about Workers+2 block buffers (4 MiB each by default), one map
+// Memory: about Workers+1 block buffers (4 MiB each by default), one map
 // entry (40 bytes) per block, and one more per distinct block (those sent
 // to be stored, so that equal blocks are stored once), for at most
 // blockmap.MaxBlocks blocks: a larger image is refused before it is read when its size is known, and
@@ -145,8 +145,7 @@ func StoreBlocks(ctx context.Context, s objstore.Store, r io.Reader, size int64,
 	st := ImportStats{}
 	pr := &progress{fn: opts.Progress, total: size}
 	nw := opts.workers()
-	pool := sync.Pool{New: func() any { b := make([]byte, bs); return &b }}
-	zero := make([]byte, bs)
+	pool := volume.BlockBufs(bs)
 
 	type job struct {
 		idx int64
@@ -207,7 +206,7 @@ func StoreBlocks(ctx context.Context, s objstore.Store, r io.Reader, size int64,
 			for j := range jobs {
 				data := (*j.buf)[:j.n]
 				var e blockmap.Entry
-				zeros := bytes.Equal(data, zero[:j.n])
+				zeros := allZeros(data)
 				if !zeros {
 					data = volume.ContentBlock(data)
 					e = blockmap.ContentEntry(sha256.Sum256(data))
@@ -265,6 +264,21 @@ func StoreBlocks(ctx context.Context, s objstore.Store, r io.Reader, size int64,
 	return st, entries, nil
 }
 
+// zeros is what allZeros compares with, a piece at a time.
+var zeros [64 << 10]byte
+
+// allZeros tells whether p holds only zero bytes.
+func allZeros(p []byte) bool {
+	for len(p) > 0 {
+		n := min(len(p), len(zeros))
+		if !bytes.Equal(p[:n], zeros[:n]) {
+			return false
+		}
+		p = p[n:]
+	}
+	return true
+}
+
 // tooLarge says that an image of at least size bytes is over the cap.
 func tooLarge(size int64, shift uint8, maxBlocks int64) error {
 	return fmt.Errorf("image: %d bytes or more is over the maximum of %d blocks of %d KiB (%d bytes); import with a larger --block-size (%w)",
@@ -296,10 +310,9 @@ func Export(ctx context.Context, v *volume.Volume, w io.WriterAt, opts Options) 
 		}
 	}
 	pr := &progress{fn: opts.Progress, total: size}
-	zero := make([]byte, bs)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.workers())
-	pool := sync.Pool{New: func() any { b := make([]byte, bs); return &b }}
+	pool := volume.BlockBufs(bs)
 	for b := range nblocks {
 		off := b * bs
 		n := min(bs, size-off)
@@ -314,7 +327,7 @@ func Export(ctx context.Context, v *volume.Volume, w io.WriterAt, opts Options) 
 			if err := v.ReadAt(gctx, p, off); err != nil {
 				return err
 			}
-			if !bytes.Equal(p, zero[:n]) {
+			if !allZeros(p) {
 				if _, err := w.WriteAt(p, off); err != nil {
 					return fmt.Errorf("image: write: %w", err)
 				}

@@ -164,7 +164,7 @@ type Volume struct {
 	shift    uint8
 	sshift   uint8 // sub-blocks (units of copy-on-write) are 2^sshift bytes
 	bs       int64
-	bufs     sync.Pool // *[]byte of one block
+	bufs     *sync.Pool // BlockBufs(bs)
 
 	// gate: I/O that changes blocks holds it shared for its whole
 	// duration; Flush takes it exclusively for the moment of its cut, and
@@ -393,7 +393,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	v.segLog = !hasRW
 	v.indexLog = v.segLog && v.logOn && objstore.KeepsLogIndex(s)
 	v.lender, _ = objstore.AsLender(s)
-	v.bufs.New = func() any { b := make([]byte, v.bs); return &b }
+	v.bufs = BlockBufs(v.bs)
 	if o, ok := objstore.AsHandleOpener(s); ok {
 		v.handles = newHandleCache(o, openHandles)
 		v.handles.lazy, _ = objstore.AsLazyCreator(s)
@@ -2387,6 +2387,23 @@ func (v *Volume) checkExist(ctx context.Context, c *cut, age time.Duration) erro
 		})
 	}
 	return g.Wait()
+}
+
+// bufPools holds a pool of buffers for each block size, shared by every
+// volume and every import: an S3 upload of many parts, each stored on its
+// own, and a download that opens a map for each, reuse the buffers of
+// those before them instead of allocating, zeroing and faulting in new
+// ones.
+var bufPools sync.Map // int64 → *sync.Pool of *[]byte
+
+// BlockBufs returns the pool of buffers of bs bytes (*[]byte, each of
+// length bs).
+func BlockBufs(bs int64) *sync.Pool {
+	if p, ok := bufPools.Load(bs); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := bufPools.LoadOrStore(bs, &sync.Pool{New: func() any { b := make([]byte, bs); return &b }})
+	return p.(*sync.Pool)
 }
 
 func allZero(es []blockmap.Entry) bool {
