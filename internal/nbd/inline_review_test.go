@@ -15,7 +15,9 @@ import (
 // reply is taken deadlocks with such a client, whose write of the next
 // request waits for the server to read. net.Pipe has no buffer, so the
 // first reply blocks until the client reads, as a reply larger than the
-// socket's buffer does on a real connection.
+// socket's buffer does on a real connection. The first request, alone in
+// flight, is served by the reading goroutine: the watchdog must hand the
+// reading on (it deadlocked before there was one).
 func TestPipelinedBeforeReadingReplies(t *testing.T) {
 	s, _ := newTestServer(t)
 	a, b := net.Pipe()
@@ -57,8 +59,8 @@ func (c *client) readAnyReply() {
 // concurrently, so a READ sent while a FLUSH is stalled in the store (an
 // OSD that stopped, an NFS hang: up to the store's operation timeout) is
 // answered without waiting for the FLUSH. A FLUSH alone in flight is
-// handled inline by the reading goroutine, which then reads nothing more
-// until the FLUSH ends: the guest's reads queue behind it.
+// served by the reading goroutine: without the watchdog handing the
+// reading on, the guest's reads would queue behind it.
 func TestReadNotBehindStalledFlush(t *testing.T) {
 	s, exps := newTestServer(t)
 	g := &gateExport{memExport: exps["rw"], gate: make(chan struct{})}
@@ -86,5 +88,34 @@ func TestReadNotBehindStalledFlush(t *testing.T) {
 	release()
 	if e, _ := c.reply(1); e != 0 {
 		t.Fatalf("flush: errno %d", e)
+	}
+}
+
+// TestLoneRequestsServedByReader: a client that waits for each reply (a
+// guest at queue depth 1: a write, then its flush) has its requests
+// served by the goroutine that reads them, with no worker woken for
+// each; TestReadNotBehindStalledFlush and TestPipelinedBeforeReadingReplies
+// show the reading handed on when such a request takes long.
+func TestLoneRequestsServedByReader(t *testing.T) {
+	s, _ := newTestServer(t)
+	c := dial(t, s)
+	c.open("rw")
+	for i := range 50 {
+		h := uint64(2 * i)
+		c.request(cmdWrite, 0, h, uint64(i)*4096, 4096, bytes.Repeat([]byte{byte(i)}, 4096))
+		if e, _ := c.reply(h); e != 0 {
+			t.Fatalf("write %d: errno %d", i, e)
+		}
+		c.request(cmdFlush, 0, h+1, 0, 0, nil)
+		if e, _ := c.reply(h + 1); e != 0 {
+			t.Fatalf("flush %d: errno %d", i, e)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sc := range s.conns {
+		if n := sc.rd.Load().workers.Load(); n != 0 {
+			t.Fatalf("%d workers started for requests sent one at a time", n)
+		}
 	}
 }

@@ -140,6 +140,9 @@ type Server struct {
 	shutdown  bool
 	done      chan struct{}  // closed by Shutdown
 	wg        sync.WaitGroup // connections
+
+	watching  atomic.Bool  // the watchdog runs
+	lastAlone atomic.Int64 // when a reader last began serving a request itself (see transmit)
 }
 
 const (
@@ -414,6 +417,8 @@ type conn struct {
 	wdlSet   time.Time    // when the write deadline was last set; under wmu
 	wfailed  bool         // a reply could not be written; under wmu
 	sending  atomic.Int32 // replies waiting for wmu or being written
+	rd       atomic.Pointer[reading]
+	alone    atomic.Int64 // see handedOn
 	stopOnce sync.Once
 	stopping chan struct{}
 }
