@@ -413,14 +413,18 @@ type conn struct {
 	exp     Export
 	release func()
 
-	wmu      sync.Mutex   // serializes replies
-	wdlSet   time.Time    // when the write deadline was last set; under wmu
-	wfailed  bool         // a reply could not be written; under wmu
-	sending  atomic.Int32 // replies waiting for wmu or being written
-	rd       atomic.Pointer[reading]
-	alone    atomic.Int64 // see handedOn
-	stopOnce sync.Once
-	stopping chan struct{}
+	wmu       sync.Mutex   // serializes replies
+	wdlSet    time.Time    // when the write deadline was last set; under wmu
+	wfailed   bool         // a reply could not be written; under wmu
+	sending   atomic.Int32 // replies waiting for wmu or being written
+	rd        atomic.Pointer[reading]
+	alone     atomic.Int64 // see handedOn
+	unreplied atomic.Int32 // requests read whose reply is not being sent yet
+	rawc      syscall.RawConn
+	peekInput atomic.Bool // the next reply is a lone request's: look for input first
+	queued    atomic.Bool // input was waiting when a lone request's reply was sent
+	stopOnce  sync.Once
+	stopping  chan struct{}
 }
 
 // stop asks the connection to end after the requests in flight.

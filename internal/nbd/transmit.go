@@ -11,7 +11,10 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // bufPools hold request buffers by size class, so that a connection
@@ -78,6 +81,9 @@ func (c *conn) transmit() error {
 	defer rd.wg.Wait()
 	defer close(rd.jobs)
 	c.rd.Store(rd)
+	if sc, ok := c.raw.(syscall.Conn); ok {
+		c.rawc, _ = sc.SyscallConn()
+	}
 	handedOn, err := rd.loop()
 	if handedOn {
 		err = <-rd.ended
@@ -101,7 +107,6 @@ type reading struct {
 	jobs    chan job
 	workers atomic.Int32
 	wg      sync.WaitGroup // workers and requests served by a reader
-	busy    atomic.Int32   // requests being served
 	ended   chan error     // the error of the reader that ended reading
 	// The reader's own:
 	last    int64 // the last alone value set
@@ -109,9 +114,13 @@ type reading struct {
 }
 
 // crowdedFor is how many requests a reader hands to workers after one
-// that found another in flight: a client that keeps several in flight
-// (whose next request may be on its way) does not wait for one served by
-// the reader, only a client that waits for each reply does.
+// that came while another was in flight: a client that keeps several in
+// flight (whose next request may be on its way) does not wait for one
+// served by the reader, only a client that waits for each reply does.
+// A request came while another was in flight if that one's reply was
+// not sent yet when it was read (conn.unreplied), or, for one served
+// alone, when its reply was about to be sent (conn.peekInput: the
+// reader, busy serving, did not see it come).
 const crowdedFor = 64
 
 // alone is the time (nanoseconds since epoch) at which the reading
@@ -124,12 +133,15 @@ var epoch = time.Now()
 
 // aloneFor is how long a request served by the reading goroutine runs
 // before another goroutine reads on; the watchdog looks twice in that
-// time.
-var aloneFor = 2 * time.Millisecond
+// time, and stops after watchIdle without such requests (which must be
+// well over aloneFor, or a request could begin as the watchdog stops).
+const (
+	aloneFor  = 2 * time.Millisecond
+	watchIdle = 50 * aloneFor
+)
 
 func (rd *reading) run(j job) {
 	defer rd.sem.release(j.weight)
-	defer rd.busy.Add(-1)
 	rd.c.handle(rd.ctx, j.req, j.payload, rd.size, rd.maxReq)
 	if j.payload != nil {
 		putBuf(j.payload)
@@ -144,9 +156,12 @@ func (rd *reading) serveAlone(j job) bool {
 	rd.last = since
 	c.alone.Store(since)
 	c.srv.watchAlone(since)
+	c.peekInput.Store(true)
 	rd.wg.Add(1)
-	rd.run(j)
-	rd.wg.Done()
+	func() {
+		defer rd.wg.Done()
+		rd.run(j)
+	}()
 	return c.alone.CompareAndSwap(since, 0)
 }
 
@@ -198,6 +213,7 @@ func (rd *reading) loop() (handedOn bool, err error) {
 		if req.typ == cmdDisc {
 			return false, nil // transmit's deferred Wait serves what is in flight
 		}
+		queued := c.unreplied.Add(1) > 1 || c.queued.Swap(false)
 		var payload *[]byte
 		weight := int64(1)
 		if req.typ == cmdWrite {
@@ -233,11 +249,12 @@ func (rd *reading) loop() (handedOn bool, err error) {
 			rd.sem.acquire(weight)
 		}
 		j := job{req, payload, weight}
-		if rd.busy.Add(1) > 1 {
+		switch {
+		case queued:
 			rd.crowded = crowdedFor
-		} else if rd.crowded > 0 {
+		case rd.crowded > 0:
 			rd.crowded--
-		} else if c.r.Buffered() == 0 {
+		case c.r.Buffered() == 0:
 			if !rd.serveAlone(j) {
 				return true, nil
 			}
@@ -265,14 +282,16 @@ func (rd *reading) loop() (handedOn bool, err error) {
 // watchAlone makes sure the server's watchdog runs, now that a reader
 // began serving a request itself at since.
 func (s *Server) watchAlone(since int64) {
-	s.lastAlone.Store(since)
+	if since-s.lastAlone.Load() > int64(aloneFor/2) {
+		s.lastAlone.Store(since) // not for every request: connections share it
+	}
 	if !s.watching.Load() && s.watching.CompareAndSwap(false, true) {
 		go s.watchdog()
 	}
 }
 
 // watchdog hands the reading of a connection on (handOn) when its reader
-// has served a request for aloneFor; it ends after a while without such
+// has served a request for aloneFor; it ends after watchIdle without such
 // requests, and watchAlone starts it again.
 func (s *Server) watchdog() {
 	t := time.NewTicker(aloneFor / 2)
@@ -284,30 +303,49 @@ func (s *Server) watchdog() {
 			s.watching.Store(false)
 			return
 		}
-		now := int64(time.Since(epoch))
-		s.mu.Lock()
-		for c := range s.conns {
-			if since := c.alone.Load(); since > 0 && now-since >= int64(aloneFor) {
-				c.handOn(since)
-			}
-		}
-		s.mu.Unlock()
-		if now-s.lastAlone.Load() < int64(watchIdle) {
+		if s.watchConns() {
 			continue
 		}
 		s.watching.Store(false)
-		// A reader that began after the check above and saw the watchdog
+		// A reader that began after the look above and saw the watchdog
 		// still running: run on for it.
-		if now := int64(time.Since(epoch)); now-s.lastAlone.Load() < int64(watchIdle) && s.watching.CompareAndSwap(false, true) {
+		if s.watchConns() && s.watching.CompareAndSwap(false, true) {
 			continue
 		}
 		return
 	}
 }
 
-// watchIdle is how long the watchdog runs on without a request served
-// by a reader.
-const watchIdle = 100 * time.Millisecond
+// watchConns hands on the reading of the connections whose reader has
+// served a request for aloneFor, and reports whether the watchdog is
+// still needed: a request is being served alone, or one was within
+// watchIdle.
+func (s *Server) watchConns() bool {
+	now := int64(time.Since(epoch))
+	needed := now-s.lastAlone.Load() < int64(watchIdle)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if since := c.alone.Load(); since > 0 {
+			needed = true
+			if now-since >= int64(aloneFor) {
+				c.handOn(since)
+			}
+		}
+	}
+	return needed
+}
+
+// inputWaiting reports whether the client sent bytes not read yet (the
+// socket's SIOCINQ); false where the connection cannot tell.
+func (c *conn) inputWaiting() bool {
+	if c.rawc == nil {
+		return false
+	}
+	n := 0
+	c.rawc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
+}
 
 // firstPayload is the most a WRITE's data buffer holds before any of
 // the data came; it grows by payloadGrowth as the data comes.
@@ -499,6 +537,10 @@ func (c *conn) handle(ctx context.Context, req request, payload *[]byte, size in
 //
 // A client that stops reading replies is cut off after ReplyTimeout.
 func (c *conn) send(parts ...[]byte) {
+	c.unreplied.Add(-1) // every reply is a request's last
+	if c.peekInput.Load() && c.peekInput.Swap(false) && c.inputWaiting() {
+		c.queued.Store(true)
+	}
 	c.sending.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
