@@ -51,14 +51,15 @@ func putBuf(b *[]byte) {
 // complete.
 //
 // A request alone in flight, with nothing more from the client buffered
-// (a guest at queue depth 1: a write, then its flush), is served by the
-// goroutine that read it: handing it to a worker woke another thread for
-// every request, and 4 KiB writes with a flush after each ran at 0.7
-// times the rate they run at this way. While it is served nothing reads the socket,
-// so a request that runs longer than aloneFor (a store that stalls, a
-// reply the client does not read because it is still sending requests)
-// has the server's watchdog start another goroutine reading (handOn):
-// what the client sends meanwhile waits that long at most.
+// (a guest at queue depth 1: a write, then its flush), on a connection
+// without TLS, is served by the goroutine that read it: handing it to a
+// worker woke another thread for every request, and 4 KiB writes with a
+// flush after each ran at 0.7 times the rate they run at this way. While
+// it is served nothing reads the socket, so a request that runs longer
+// than aloneFor (a store that stalls, a reply the client does not read
+// because it is still sending requests) has the server's watchdog start
+// another goroutine reading (handOn): what the client sends meanwhile
+// waits that long at most.
 func (c *conn) transmit() error {
 	maxInflight := c.srv.MaxInflight
 	if maxInflight <= 0 {
@@ -254,7 +255,10 @@ func (rd *reading) loop() (handedOn bool, err error) {
 			rd.crowded = crowdedFor
 		case rd.crowded > 0:
 			rd.crowded--
-		case c.r.Buffered() == 0:
+		case c.r.Buffered() == 0 && !c.tlsOn:
+			// (Not under TLS: the TLS layer reads records ahead into a
+			// buffer of its own, where neither Buffered nor inputWaiting
+			// sees a request that came.)
 			if !rd.serveAlone(j) {
 				return true, nil
 			}
