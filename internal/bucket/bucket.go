@@ -647,6 +647,8 @@ func (b *Store) Read(ctx context.Context, obj *Object, off, n int64, w io.Writer
 			return fmt.Errorf("bucket: object %s: %w", obj.Key, err)
 		}
 		if buf == nil {
+			// One buffer of the first piece's block size for every
+			// piece: a chunk is cut to it, and ReadAt takes any range.
 			pool := volume.BlockBufs(v.BlockSize())
 			bp := pool.Get().(*[]byte)
 			defer pool.Put(bp)
