@@ -118,6 +118,16 @@ func (g *probeExport) newGate() chan struct{} {
 	return ch
 }
 
+// openSlowProbe opens the probe export, whose reads take 1 ms, over a
+// TCP or unix socket.
+func openSlowProbe(t *testing.T, unixSock bool) (*client, *probeExport) {
+	s, x := newProbe(t)
+	x.readDelay = time.Millisecond
+	c := dialSocket(t, s, unixSock)
+	c.open("probe")
+	return c, x
+}
+
 // dialTCP serves s on a loopback TCP listener and connects to it.
 func dialTCP(t *testing.T, s *Server) *client { return dialSocket(t, s, false) }
 
@@ -354,10 +364,7 @@ func TestAloneQD2ServedConcurrently(t *testing.T) {
 	// the server serves sockets only.
 	for _, unixSock := range []bool{false, true} {
 		t.Run(fmt.Sprint("unix=", unixSock), func(t *testing.T) {
-			s, x := newProbe(t)
-			x.readDelay = time.Millisecond
-			c := dialSocket(t, s, unixSock)
-			c.open("probe")
+			c, x := openSlowProbe(t, unixSock)
 			const n = 200
 			slots := make(chan struct{}, 2)
 			slots <- struct{}{}
@@ -526,10 +533,7 @@ func (j jitterExport) Flush(ctx context.Context) error {
 func TestAloneSeesRequestSentMeanwhile(t *testing.T) {
 	for _, unixSock := range []bool{false, true} {
 		t.Run(fmt.Sprint("unix=", unixSock), func(t *testing.T) {
-			s, x := newProbe(t)
-			x.readDelay = time.Millisecond
-			c := dialSocket(t, s, unixSock)
-			c.open("probe")
+			c, x := openSlowProbe(t, unixSock)
 			c.request(cmdRead, 0, 1, 0, 512, nil)
 			for x.in.Load() == 0 { // until the first is being served
 				runtime.Gosched()

@@ -166,10 +166,16 @@ func goData(name string) []byte {
 	return binary.BigEndian.AppendUint16(b, 0)
 }
 
-// open negotiates structured replies and base:allocation, then GO.
+// open reads the greeting and negotiates (see negotiate).
 func (c *client) open(name string) uint16 {
 	c.t.Helper()
 	c.hello()
+	return c.negotiate(name)
+}
+
+// negotiate negotiates structured replies and base:allocation, then GO.
+func (c *client) negotiate(name string) uint16 {
+	c.t.Helper()
 	c.option(optStructuredReply, nil)
 	if typ, _ := c.optReply(); typ != repAck {
 		c.t.Fatalf("structured reply: %#x", typ)

@@ -2,7 +2,6 @@ package nbd
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -56,28 +55,10 @@ func dialTLSProbe(t *testing.T, s *Server) (*client, *holdConn) {
 		t.Fatal(err)
 	}
 	s.TLS = cfg
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(l)
-	t.Cleanup(func() { l.Close() })
-	nc, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(30 * time.Second))
-	c := &client{t: t, nc: nc}
-	c.hello()
-	c.option(optStartTLS, nil)
-	if typ, _ := c.optReply(); typ != repAck {
-		t.Fatalf("STARTTLS: reply %#x", typ)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
-	hc := &holdConn{Conn: nc}
-	tc := tls.Client(hc, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	c := dialTCP(t, s)
+	tcfg := c.startTLS(ca)
+	hc := &holdConn{Conn: c.nc}
+	tc := tls.Client(hc, tcfg)
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +87,7 @@ func TestAloneTLSPairsNotOneAtATime(t *testing.T) {
 				c = dialTCP(t, s)
 			}
 			if hc != nil {
-				c.openTLS("probe")
+				c.negotiate("probe") // the greeting came before STARTTLS
 			} else {
 				c.open("probe")
 			}
@@ -206,24 +187,5 @@ func TestAloneUnrepliedStaysRight(t *testing.T) {
 	t.Logf("unreplied %d; last 100 QD1: reader %d worker %d", un, x.onReader.Load(), x.onWorker.Load())
 	if un != 0 || x.onWorker.Load() > 10 {
 		t.Fatalf("unreplied %d, %d of the last 100 QD1 reads on workers", un, x.onWorker.Load())
-	}
-}
-
-// openTLS is open without the greeting (read before STARTTLS).
-func (c *client) openTLS(name string) {
-	c.t.Helper()
-	c.option(optStructuredReply, nil)
-	if typ, _ := c.optReply(); typ != repAck {
-		c.t.Fatalf("structured reply: %#x", typ)
-	}
-	c.option(optGo, goData(name))
-	for {
-		typ, data := c.optReply()
-		if typ == repAck {
-			return
-		}
-		if typ != repInfo {
-			c.t.Fatalf("GO %s: reply %#x %q", name, typ, data)
-		}
 	}
 }

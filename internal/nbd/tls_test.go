@@ -72,6 +72,20 @@ func (ca *testCA) writePEM(t *testing.T, path string) {
 	}
 }
 
+// startTLS reads the greeting and asks for STARTTLS; it returns the
+// client's TLS configuration, trusting ca.
+func (c *client) startTLS(ca *testCA) *tls.Config {
+	c.t.Helper()
+	c.hello()
+	c.option(optStartTLS, nil)
+	if typ, _ := c.optReply(); typ != repAck {
+		c.t.Fatalf("STARTTLS: reply %#x", typ)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	return &tls.Config{RootCAs: roots, ServerName: "localhost"}
+}
+
 // tlsOpen connects to addr, upgrades with STARTTLS presenting cert (if
 // any) and opens rw; it returns the error of the first step that failed.
 func tlsOpen(t *testing.T, addr string, ca *testCA, cert *tls.Certificate) error {
@@ -82,14 +96,7 @@ func tlsOpen(t *testing.T, addr string, ca *testCA, cert *tls.Certificate) error
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	c := &client{t: t, nc: nc}
-	c.hello()
-	c.option(optStartTLS, nil)
-	if typ, _ := c.optReply(); typ != repAck {
-		t.Fatalf("STARTTLS: reply %#x", typ)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
-	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	cfg := c.startTLS(ca)
 	if cert != nil {
 		// Sent whoever the server says it trusts (Go's client otherwise
 		// keeps a certificate of another CA to itself).
