@@ -21,7 +21,8 @@ import (
 // reader (serveAlone in its stack).
 type probeExport struct {
 	*memExport
-	gate      atomic.Pointer[chan struct{}]
+	gate      atomic.Pointer[chan struct{}] // Flush waits for it
+	readGate  atomic.Pointer[chan struct{}] // ReadAt waits for it
 	readDelay time.Duration
 	readTail  time.Duration // ReadTo only: work after the data is passed
 	in, peak  atomic.Int64
@@ -60,6 +61,9 @@ func (g *probeExport) Flush(ctx context.Context) error {
 func (g *probeExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	g.enter()
 	defer g.in.Add(-1)
+	if p := g.readGate.Load(); p != nil {
+		<-*p
+	}
 	if g.readDelay > 0 {
 		// a store's latency; time.Sleep here sleeps 1 ms more at times
 		ts := syscall.NsecToTimespec(int64(g.readDelay))
@@ -529,16 +533,27 @@ func (j jitterExport) Flush(ctx context.Context) error {
 // TestAloneSeesRequestSentMeanwhile: a request sent while the reader
 // serves another alone (the client keeps two in flight) is served by a
 // worker, not alone in its turn: the reader looked into the socket
-// before it replied (inputWaiting).
+// before it replied (inputWaiting). The first read is held until the
+// second request was sent, whatever the scheduler does (a 1 ms read
+// that ended before this goroutine looked once hung it in CI); held past
+// aloneFor, the second is read by the reader handed on to, while the
+// first is in flight: on a worker too.
 func TestAloneSeesRequestSentMeanwhile(t *testing.T) {
 	for _, unixSock := range []bool{false, true} {
 		t.Run(fmt.Sprint("unix=", unixSock), func(t *testing.T) {
 			c, x := openSlowProbe(t, unixSock)
+			gate := make(chan struct{})
+			x.readGate.Store(&gate)
 			c.request(cmdRead, 0, 1, 0, 512, nil)
-			for x.in.Load() == 0 { // until the first is being served
+			deadline := time.Now().Add(10 * time.Second)
+			for x.onReader.Load()+x.onWorker.Load() == 0 { // until the first is being served
+				if time.Now().After(deadline) {
+					t.Fatal("the first request was not served in 10 s")
+				}
 				runtime.Gosched()
 			}
 			c.request(cmdRead, 0, 2, 512, 512, nil)
+			close(gate)
 			c.readAnyReply()
 			c.readAnyReply()
 			if r, w := x.onReader.Load(), x.onWorker.Load(); r != 1 || w != 1 {
