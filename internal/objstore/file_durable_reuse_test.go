@@ -23,8 +23,43 @@ import (
 // the object it answered for.
 func TestFileDurableDirReusedInode(t *testing.T) {
 	ctx := context.Background()
-	root, a, b := twoFileStores(t)
 	name := "x"
+	// The file system hands the freed inode number to one of the new
+	// directories only if no other process (tests run in parallel in CI)
+	// took it first: try again in a fresh store until it does.
+	var a *objstore.File
+	var dir string
+	for try := 0; try < 20 && dir == ""; try++ {
+		a, dir = remadeWithInode(t, name)
+	}
+	if dir == "" {
+		t.Skip("the file system gave no new directory the inode of a removed one in 20 tries")
+	}
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(d string) {
+		mu.Lock()
+		synced[d] = true
+		mu.Unlock()
+	}})
+	if _, err := a.Put(ctx, name, []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !synced[filepath.Dir(dir)] {
+		t.Errorf("a write into a directory made again with the inode of one it had synced did not sync its parent (synced %v)", synced)
+	}
+}
+
+// remadeWithInode puts name in a fresh store with two processes (a and
+// another), deletes it from the other, and, as the other's creator does
+// to create it again, prepares a directory that took the removed one's
+// inode number and renames it into place, unsynced. It returns a and the
+// object's directory, or "" if no new directory took the inode number.
+func remadeWithInode(t *testing.T, name string) (*objstore.File, string) {
+	ctx := context.Background()
+	root, a, b := twoFileStores(t)
 	dir := filepath.Join(root, objectDirOf(t, name))
 	ino := func(path string) uint64 {
 		t.Helper()
@@ -67,13 +102,13 @@ func TestFileDurableDirReusedInode(t *testing.T) {
 			prep = p
 		}
 	}
-	if prep == "" {
-		t.Skip("the file system gave no new directory the inode of a removed one")
-	}
 	for _, p := range made {
 		if p != prep {
 			os.Remove(p)
 		}
+	}
+	if prep == "" {
+		return nil, ""
 	}
 	base := time.Now().UnixNano()
 	if err := os.Symlink(fmt.Sprintf("new.%x", base), filepath.Join(prep, fmt.Sprintf("%016x", base))); err != nil {
@@ -85,20 +120,5 @@ func TestFileDurableDirReusedInode(t *testing.T) {
 	if err := os.Rename(prep, dir); err != nil {
 		t.Fatal(err)
 	}
-
-	var mu sync.Mutex
-	synced := map[string]bool{}
-	objstore.SetFileHooks(a, objstore.FileHooks{SyncDir: func(d string) {
-		mu.Lock()
-		synced[d] = true
-		mu.Unlock()
-	}})
-	if _, err := a.Put(ctx, name, []byte("2")); err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !synced[filepath.Dir(dir)] {
-		t.Errorf("a write into a directory made again with the inode of one it had synced did not sync its parent (synced %v)", synced)
-	}
+	return a, dir
 }
