@@ -642,7 +642,7 @@ func (b *Store) Read(ctx context.Context, obj *Object, off, n int64, w io.Writer
 			off -= p.Size
 			continue
 		}
-		v, err := volume.Open(ctx, b.S, p.Map, volume.OpenOptions{})
+		v, err := volume.Open(ctx, b.S, p.Map, volume.OpenOptions{Uncached: true})
 		if err != nil {
 			return fmt.Errorf("bucket: object %s: %w", obj.Key, err)
 		}

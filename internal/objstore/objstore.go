@@ -205,6 +205,24 @@ type Handle interface {
 	Close() error
 }
 
+// UncachedReader is implemented by handles that can read around the
+// host's page cache (the file store: O_DIRECT), for a reader that streams
+// immutable data out once, whose copy into the cache would cost CPU for
+// nothing. Where it cannot (alignment, the file system), ReadAtUncached
+// reads as ReadAt does.
+type UncachedReader interface {
+	ReadAtUncached(p []byte, off int64) error
+}
+
+// ReadAtUncached reads through h's ReadAtUncached if it has one, else
+// its ReadAt.
+func ReadAtUncached(h Handle, p []byte, off int64) error {
+	if u, ok := h.(UncachedReader); ok {
+		return u.ReadAtUncached(p, off)
+	}
+	return h.ReadAt(p, off)
+}
+
 // HandleOpener is implemented by backends that can keep objects open, so
 // that repeated I/O to one object skips finding it each time.
 type HandleOpener interface {

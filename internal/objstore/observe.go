@@ -276,6 +276,13 @@ func (h *observedHandle) ReadAt(p []byte, off int64) error {
 	return err
 }
 
+func (h *observedHandle) ReadAtUncached(p []byte, off int64) error {
+	t := time.Now()
+	err := ReadAtUncached(h.h, p, off)
+	h.o.done(OpReadAt, int64(len(p)), t, err)
+	return err
+}
+
 func (h *observedHandle) WriteAt(p []byte, off int64) error {
 	t := time.Now()
 	err := h.h.WriteAt(p, off)

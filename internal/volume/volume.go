@@ -157,6 +157,7 @@ type Volume struct {
 	remap    bool // a read-only head opened to rewrite its map (Hash)
 	copying  bool // OpenOptions.Copying
 	follow   bool // a read-only handle that rereads the map when the head changes
+	uncached bool // OpenOptions.Uncached
 	guard    func() error
 	hold     func(ctx context.Context) (func() error, error)
 	now      func() time.Time // the clock; tests inject one
@@ -359,6 +360,12 @@ type OpenOptions struct {
 	// create-if-absent and a fresh Stat (the log is then stored as
 	// segments: S3); ignored elsewhere.
 	Log bool
+	// Uncached reads whole content blocks around the host's page cache
+	// where the store can (objstore.UncachedReader): for a reader that
+	// streams an object out once (an S3 GET), where the copy into the
+	// cache costs CPU for nothing. Clones of one image share its blocks
+	// in the cache, so volumes do not.
+	Uncached bool
 	// OnClose, when set, runs at Close after the final flush, with its
 	// error (a lease is released there), and at Discard with nil; either
 	// is joined with ErrUnsettled if a data write may still land.
@@ -374,7 +381,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if opts.Writable && head.ReadOnly {
 		return nil, fmt.Errorf("%w: %s", ErrReadOnly, id)
 	}
-	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap,
+	v := &Volume{store: s, id: id, readOnly: !opts.Writable, remap: opts.Remap, follow: opts.Follow && !opts.Writable && !opts.Remap, uncached: opts.Uncached,
 		guard: opts.Guard, hold: opts.Hold, copying: opts.Copying, now: time.Now, onClose: opts.OnClose, shift: head.BlockShift, sshift: blockmap.SubBlockShift(head.BlockShift), bs: head.BlockSize()}
 	if opts.Writable {
 		v.rw, _ = objstore.AsRangeWriter(s)
@@ -887,6 +894,9 @@ func (v *Volume) readObject(ctx context.Context, e blockmap.Entry, p []byte, bof
 		return err
 	}
 	defer v.handles.put(ch)
+	if v.uncached && e.Kind() == blockmap.Content && boff == 0 && int64(len(p)) == v.bs {
+		return objstore.ReadAtUncached(ch.h, p, boff)
+	}
 	return ch.h.ReadAt(p, boff)
 }
 
