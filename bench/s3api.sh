@@ -121,7 +121,9 @@ for who in "${order[@]}"; do
     cmp "$work/up" "$work/down" || { echo "s3api.sh: $who returned other bytes" >&2; exit 1; }
     CHECKED[$who]=1
   fi
-  s3 "$who" rm "s3://bench/f$n" >/dev/null
+  # (radosgw on one memstore OSD has taken over a minute, the CLI's
+  # default read timeout, to delete a 1 GiB object.)
+  s3 "$who" rm --cli-read-timeout 600 "s3://bench/f$n" >/dev/null
   rm -f "$work/down"
   echo "  $who: up ${UP[$who]##* } MiB/s, down ${DOWN[$who]##* } MiB/s" >&2
 done
