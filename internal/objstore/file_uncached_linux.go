@@ -51,7 +51,19 @@ func readUncached(fh *os.File, p []byte, off int64) (bool, int, error) {
 	if len(p) < uncachedMin || len(p)%uncachedAlign != 0 || off%uncachedAlign != 0 || !aligned(p) {
 		return false, 0, nil
 	}
-	d, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fh.Fd()), os.O_RDONLY|unix.O_DIRECT, 0)
+	rc, err := fh.SyscallConn()
+	if err != nil {
+		return false, 0, nil
+	}
+	// The descriptor is opened again by its number while Control holds
+	// it: a Close meanwhile could otherwise hand the number to another
+	// file, which would be read instead.
+	var d *os.File
+	if cerr := rc.Control(func(fd uintptr) {
+		d, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|unix.O_DIRECT, 0)
+	}); cerr != nil {
+		return true, 0, cerr // closed: as ReadAt answers
+	}
 	if err != nil {
 		return false, 0, nil
 	}
