@@ -61,18 +61,10 @@ func remadeWithInode(t *testing.T, name string) (*objstore.File, string) {
 	ctx := context.Background()
 	root, a, b := twoFileStores(t)
 	dir := filepath.Join(root, objectDirOf(t, name))
-	ino := func(path string) uint64 {
-		t.Helper()
-		in, err := os.Lstat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return in.Sys().(*syscall.Stat_t).Ino
-	}
 	if _, err := a.Put(ctx, name, []byte("1")); err != nil {
 		t.Fatal(err)
 	}
-	old := ino(dir)
+	old := inodeOf(t, dir)
 	// A delete removes the directory at once only when its tombstone's
 	// number (the base: the directory's time plus up to a millisecond)
 	// is below the server's time; a delete in the put's clock tick leaves
@@ -98,7 +90,7 @@ func remadeWithInode(t *testing.T, name string) (*objstore.File, string) {
 			t.Fatal(err)
 		}
 		made = append(made, p)
-		if ino(p) == old {
+		if inodeOf(t, p) == old {
 			prep = p
 		}
 	}
@@ -121,4 +113,14 @@ func remadeWithInode(t *testing.T, name string) (*objstore.File, string) {
 		t.Fatal(err)
 	}
 	return a, dir
+}
+
+// inodeOf returns the inode number of path (not following a link).
+func inodeOf(t *testing.T, path string) uint64 {
+	t.Helper()
+	in, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in.Sys().(*syscall.Stat_t).Ino
 }

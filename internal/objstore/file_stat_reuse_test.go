@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,14 +30,6 @@ func TestFileStatReusedInode(t *testing.T) {
 		name := "h"
 		dir := filepath.Join(root, objectDirOf(t, name))
 		gen := func(v objstore.Version) string { return filepath.Join(dir, fmt.Sprintf("%016x", v)) }
-		ino := func(path string) uint64 {
-			t.Helper()
-			in, err := os.Lstat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return in.Sys().(*syscall.Stat_t).Ino
-		}
 		seen, err := b.Create(ctx, name, []byte("1"))
 		if err != nil {
 			t.Fatal(err)
@@ -46,7 +37,7 @@ func TestFileStatReusedInode(t *testing.T) {
 		if in, err := a.Stat(ctx, name); err != nil || in.Version != seen {
 			t.Fatalf("Stat = %+v, %v; want version %d", in, err, seen)
 		}
-		seenIno := ino(gen(seen))
+		seenIno := inodeOf(t, gen(seen))
 		v := seen
 		for i := 0; i < 2; i++ { // g+2 prunes g; g+1 stays as its base
 			if v, err = b.Swap(ctx, name, []byte("22"), v); err != nil {
@@ -61,7 +52,7 @@ func TestFileStatReusedInode(t *testing.T) {
 			if err := os.WriteFile(p, []byte("stale"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if ino(p) == seenIno {
+			if inodeOf(t, p) == seenIno {
 				stale = p
 			}
 		}
