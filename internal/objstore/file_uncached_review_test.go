@@ -234,15 +234,8 @@ func TestReviewUncachedAfterCachedWrite(t *testing.T) {
 // fails, like ReadAt (run with -race).
 func TestReviewUncachedConcurrentClose(t *testing.T) {
 	ctx := context.Background()
-	f, err := objstore.OpenFile(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := alignedBuf(1 << 20)
-	randBytes(9, data)
-	if _, err := f.Create(ctx, "o", data); err != nil {
-		t.Fatal(err)
-	}
+	f := openFileStore(t)
+	data := createRandom(t, f, "o", 9)
 	for _, uncached := range []bool{false, true} {
 		for range 20 {
 			h, err := f.OpenHandle(ctx, "o", false, false)
@@ -271,19 +264,9 @@ func TestReviewUncachedConcurrentClose(t *testing.T) {
 // object's bytes (ReadAt cannot: it holds the descriptor while it reads).
 func TestReviewUncachedCloseThenOpen(t *testing.T) {
 	ctx := context.Background()
-	f, err := objstore.OpenFile(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := alignedBuf(1<<20), alignedBuf(1<<20)
-	randBytes(10, a)
-	randBytes(11, b)
-	if _, err := f.Create(ctx, "a", a); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Create(ctx, "b", b); err != nil {
-		t.Fatal(err)
-	}
+	f := openFileStore(t)
+	createRandom(t, f, "a", 10)
+	b := createRandom(t, f, "b", 11)
 	p := alignedBuf(1 << 20)
 	for i := range 1000 { // (the race showed within 63-109 tries)
 		ha, err := f.OpenHandle(ctx, "a", false, false)
@@ -307,4 +290,26 @@ func TestReviewUncachedCloseThenOpen(t *testing.T) {
 			t.Fatalf("try %d: ReadAtUncached of a handle on a, closed meanwhile, returned b's bytes", i)
 		}
 	}
+}
+
+// createRandom creates name in f with 1 MiB of random bytes (aligned in
+// memory) from seed, and returns them.
+func createRandom(t *testing.T, f *objstore.File, name string, seed uint64) []byte {
+	t.Helper()
+	data := alignedBuf(1 << 20)
+	randBytes(seed, data)
+	if _, err := f.Create(context.Background(), name, data); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// openFileStore opens a file store in a new temporary directory.
+func openFileStore(t *testing.T) *objstore.File {
+	t.Helper()
+	f, err := objstore.OpenFile(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
