@@ -25,14 +25,17 @@ func TestMaxSizeMessage(t *testing.T) {
 	}
 }
 
-// TestServeMaxConnections: the NBD connection bound can be set, and a
-// bound below 1 is a bad argument.
+// TestServeMaxConnections: the NBD and S3 connection bounds can be set,
+// and a bound below 1 is a bad argument.
 func TestServeMaxConnections(t *testing.T) {
 	store := "file://" + filepath.Join(t.TempDir(), "store")
 	mustCLI(t, store, nil, "store", "init")
 	for _, n := range []string{"0", "-1"} {
 		if _, errs, code := cli(t, store, nil, "serve", "--max-connections", n); code != 2 || !strings.Contains(errs, "at least 1") {
 			t.Errorf("serve --max-connections %s: exit %d, %q", n, code, errs)
+		}
+		if _, errs, code := cli(t, store, nil, "serve", "--s3-listen", "127.0.0.1:0", "--s3-max-connections", n); code != 2 || !strings.Contains(errs, "at least 1") {
+			t.Errorf("serve --s3-max-connections %s: exit %d, %q", n, code, errs)
 		}
 	}
 }

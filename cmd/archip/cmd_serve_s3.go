@@ -18,6 +18,7 @@ type s3Options struct {
 	listen   []string
 	keysFile string
 	region   string
+	maxConns int
 }
 
 func addS3Flags(c *cobra.Command, o *s3Options) {
@@ -26,6 +27,8 @@ func addS3Flags(c *cobra.Command, o *s3Options) {
 	c.Flags().StringVar(&o.keysFile, "s3-keys-file", "",
 		"`FILE` of S3 access keys, one \"ACCESS_KEY SECRET_KEY\" a line (# comments); else ARCHIP_S3_ACCESS_KEY and ARCHIP_S3_SECRET_KEY")
 	c.Flags().StringVar(&o.region, "s3-region", "", "the region the S3 API reports for its buckets (requests signed for any region are accepted)")
+	c.Flags().IntVar(&o.maxConns, "s3-max-connections", s3fe.DefaultMaxConns,
+		"S3 connections served at once (a request holds up to a few 4 MiB block buffers while it moves data); more wait until one closes")
 }
 
 // s3Keys reads the access keys of the S3 API.
@@ -75,11 +78,14 @@ func s3Frontend(o s3Options, tlsCert, tlsKey string, logf func(string, ...any)) 
 			return nil, usageError{fmt.Errorf("--s3-listen %q: want HOST:PORT or unix:PATH", a)}
 		}
 	}
+	if o.maxConns < 1 {
+		return nil, usageError{fmt.Errorf("--s3-max-connections %d: must be at least 1", o.maxConns)}
+	}
 	keys, err := s3Keys(o)
 	if err != nil {
 		return nil, err
 	}
-	fc, err := s3fe.Config{Listen: o.listen, Keys: keys, TLSCert: tlsCert, TLSKey: tlsKey, Region: o.region, Logf: logf}.Frontend()
+	fc, err := s3fe.Config{Listen: o.listen, Keys: keys, TLSCert: tlsCert, TLSKey: tlsKey, Region: o.region, Logf: logf, MaxConns: o.maxConns}.Frontend()
 	if err != nil {
 		return nil, serveError(err)
 	}

@@ -33,3 +33,8 @@ func Buckets(m *manage.Manager, linger time.Duration) *bucket.Store {
 	b, _ := buckets(m, linger)
 	return b
 }
+
+// NewServer is a Server of h, serving maxConns connections at once.
+func NewServer(h http.Handler, maxConns int) *Server {
+	return &Server{srv: &http.Server{Handler: h}, maxConns: maxConns}
+}

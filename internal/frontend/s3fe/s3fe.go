@@ -72,6 +72,7 @@ import (
 	"github.com/archipelago-go/archip/internal/daemon"
 	"github.com/archipelago-go/archip/internal/gc"
 	"github.com/archipelago-go/archip/internal/manage"
+	"golang.org/x/net/netutil"
 )
 
 // holdLinger is how long the frontend keeps its hold on collections
@@ -91,7 +92,17 @@ type Config struct {
 	Region string
 	// Logf, if set, hears about every failed request.
 	Logf func(format string, args ...any)
+	// MaxConns is how many connections are served at once (0:
+	// DefaultMaxConns); more wait in the listen queue until one closes.
+	// Each request holds a block buffer or a few (4 MiB each by default)
+	// while it moves data, so this bounds what clients make the daemon
+	// hold.
+	MaxConns int
 }
+
+// DefaultMaxConns is Config.MaxConns's default: 10 clients with the AWS
+// CLI's 10 transfers at once, and room.
+const DefaultMaxConns = 128
 
 // Frontend returns c as a frontend of daemon.Run. Errors in how c was
 // given are a *daemon.ConfigError.
@@ -107,22 +118,30 @@ func (c Config) Frontend() (daemon.FrontendConfig, error) {
 		}
 		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	if c.MaxConns < 0 {
+		return daemon.FrontendConfig{}, &daemon.ConfigError{Err: fmt.Errorf("s3fe: %d connections at most: must be at least 1", c.MaxConns)}
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
 	return daemon.FrontendConfig{Name: "S3", Listen: c.Listen, New: func(d *daemon.Daemon) daemon.Frontend {
 		b, hold := buckets(d.Manager(), holdLinger)
-		return &Server{hold: hold, srv: &http.Server{Handler: NewHandler(b, c.Keys, c.Region, c.Logf), TLSConfig: tc,
+		return &Server{hold: hold, maxConns: c.MaxConns, srv: &http.Server{Handler: NewHandler(b, c.Keys, c.Region, c.Logf), TLSConfig: tc,
 			ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10, IdleTimeout: 2 * time.Minute}}
 	}}, nil
 }
 
 // Server is the S3 frontend on a daemon.
 type Server struct {
-	srv  *http.Server
-	hold *gc.SharedHold
-	once sync.Once
+	srv      *http.Server
+	hold     *gc.SharedHold
+	maxConns int
+	once     sync.Once
 }
 
 // Serve implements daemon.Frontend.
 func (s *Server) Serve(l net.Listener) error {
+	l = netutil.LimitListener(l, s.maxConns)
 	var err error
 	if s.srv.TLSConfig != nil {
 		err = s.srv.ServeTLS(l, "", "")
