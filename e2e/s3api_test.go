@@ -245,9 +245,15 @@ func TestObjectAPIImageWorkflow(t *testing.T) {
 	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", src, d.uri("vm"))
 	e.archip("image", "import", "s3://images/base.raw", "base")
 	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", src, d.uri("base"))
+	disk, _ := diskUse(t, e.path("store"))
 	awsCLI(t, addr, "s3", "cp", src, "s3://images/base-again.raw")
 	if now := contentBytes(e); now != stored {
 		t.Fatalf("the same image under another key stored %d bytes", now-stored)
+	}
+	// On the disk too (du, not the store's own count): a map, records and
+	// directories, not the image's 24 MiB again.
+	if now, _ := diskUse(t, e.path("store")); now-disk > 2<<20 {
+		t.Fatalf("the same image under another key took %d bytes more on the disk (du)", now-disk)
 	}
 
 	qemuIO(t, d.uri("vm"), "write -P 0x5a 1M 256k", "write -P 0xa5 20M 64k")
