@@ -19,9 +19,10 @@ const (
 	CapFreshStat                    // FreshStater, answering true
 	CapListOrdered                  // OrderedLister
 	CapLazyCreate                   // LazyCreator
+	CapSyncWaits                    // SyncWaiter, answering true
 )
 
-var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered", "lazycreate"}
+var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered", "lazycreate", "syncwaits"}
 
 func (c Caps) String() string {
 	var s []string
@@ -87,6 +88,9 @@ func CapabilitiesOf(s Store) Caps {
 	if f, ok := s.(FreshStater); ok && f.FreshStat() {
 		c |= CapFreshStat
 	}
+	if w, ok := s.(SyncWaiter); ok && w.SyncWaitsOnly() {
+		c |= CapSyncWaits
+	}
 	return c
 }
 
@@ -135,6 +139,9 @@ func AsOrderedLister(s Store) (OrderedLister, bool) { return as[OrderedLister](s
 
 // AsLazyCreator returns s as a LazyCreator if it offers CapLazyCreate.
 func AsLazyCreator(s Store) (LazyCreator, bool) { return as[LazyCreator](s, CapLazyCreate) }
+
+// SyncWaits reports whether s's Sync only waits (see SyncWaiter).
+func SyncWaits(s Store) bool { return CapabilitiesOf(s)&CapSyncWaits != 0 }
 
 // FreshStat reports whether s's Stat is fresh (see FreshStater).
 func FreshStat(s Store) bool { return CapabilitiesOf(s)&CapFreshStat != 0 }

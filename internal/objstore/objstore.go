@@ -181,6 +181,17 @@ type Syncer interface {
 	Sync(ctx context.Context, name string) error
 }
 
+// SyncWaiter is implemented by Syncers whose Sync only waits for the
+// object's writes in flight, answering true (RADOS: a write returns once
+// librados has its bytes, and is durable once the OSDs acknowledge it).
+// Such a Sync costs no more after an object grew than after a write in
+// place, so package volume writes no zeros ahead of a log's tail there;
+// and it returns nil at once for an object with no write in flight,
+// without looking whether the object exists.
+type SyncWaiter interface {
+	SyncWaitsOnly() bool
+}
+
 // Copier is implemented by backends that can copy an object without
 // moving its data through this process (copy_file_range on files).
 type Copier interface {

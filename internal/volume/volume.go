@@ -115,13 +115,16 @@ const openHandles = 1024
 
 // Volume is an open volume.
 type Volume struct {
-	store   objstore.Store
-	rw      objstore.RangeWriter // nil: private blocks are replaced whole with Put
-	syncer  objstore.Syncer      // nil: writes are durable when they return
-	copier  objstore.Copier      // nil: copy-on-write reads and writes the block
-	onCopy  func()               // SetOnCopy's
-	lender  objstore.Lender      // nil: ReadTo reads into a buffer of its own
-	handles *handleCache         // nil: every I/O names its object
+	store  objstore.Store
+	rw     objstore.RangeWriter // nil: private blocks are replaced whole with Put
+	syncer objstore.Syncer      // nil: writes are durable when they return
+	// syncWaits: the syncer's Sync only waits for writes in flight
+	// (objstore.SyncWaiter), so logs need no zeros ahead (aheadLog).
+	syncWaits bool
+	copier    objstore.Copier // nil: copy-on-write reads and writes the block
+	onCopy    func()          // SetOnCopy's
+	lender    objstore.Lender // nil: ReadTo reads into a buffer of its own
+	handles   *handleCache    // nil: every I/O names its object
 	// freshStat: the store's Stat sees another host's head swap at once
 	// (objstore.FreshStater), so a flush that changed no map entry
 	// checks the head with it instead of swapping it (persistInPlace).
@@ -386,6 +389,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 	if opts.Writable {
 		v.rw, _ = objstore.AsRangeWriter(s)
 		v.syncer, _ = objstore.AsSyncer(s)
+		v.syncWaits = objstore.SyncWaits(s)
 		v.copier, _ = objstore.AsCopier(s)
 		v.freshStat = objstore.FreshStat(s)
 		_, canFence := objstore.AsFencer(s)

@@ -1082,7 +1082,7 @@ func (v *Volume) writeLogAt(ctx context.Context, name string, rec []byte, pos in
 // order of appends in flight (positions are handed out in order, and
 // records do not overlap).
 func (v *Volume) aheadLog(ctx context.Context, name string, pos, end int64) error {
-	if v.syncer == nil {
+	if v.syncer == nil || v.syncWaits {
 		return nil
 	}
 	a := &v.ahead

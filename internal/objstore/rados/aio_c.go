@@ -30,8 +30,9 @@ static int archip_aio_write(rados_ioctx_t io, const char *oid, const char *buf, 
 }
 // One write operation of n extents, applied in order (writeMerger).
 // librados copies each buffer into the operation, which the Objecter
-// takes over: the caller may free the arrays, and the operation is
-// released, once this returns.
+// takes over: the caller may free the arrays and the buffers, and the
+// operation is released, once this returns (rados_aio_write copies its
+// buffer too).
 static int archip_aio_writev(rados_ioctx_t io, const char *oid, char **bufs, size_t *lens, uint64_t *offs, int n, uintptr_t h) {
 	rados_completion_t c;
 	int r = rados_aio_create_completion2((void *)h, archipAioDone, &c);
@@ -108,42 +109,45 @@ func aio(ctx context.Context, io *rados.IOContext, write bool, name string, p []
 	return res.ret, nil
 }
 
-// aioWritev runs one write operation of the extents, applied in order,
-// in name (writeMerger). One extent is a plain asynchronous write.
-func aioWritev(io *rados.IOContext, name string, ext []extent) error {
-	if len(ext) == 1 {
-		_, err := aio(context.Background(), io, true, name, ext[0].p, ext[0].off)
-		return err
-	}
-	n := len(ext)
-	// The arrays live in C memory: cgo lets no Go pointer be passed
-	// inside memory passed to C. librados copies the bytes before the
-	// call returns, so the pins end with it.
-	bufs := unsafe.Slice((**C.char)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof((*C.char)(nil))))), n)
-	lens := unsafe.Slice((*C.size_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.size_t(0))))), n)
-	offs := unsafe.Slice((*C.uint64_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.uint64_t(0))))), n)
-	defer C.free(unsafe.Pointer(&bufs[0]))
-	defer C.free(unsafe.Pointer(&lens[0]))
-	defer C.free(unsafe.Pointer(&offs[0]))
-	var pin runtime.Pinner
-	for i, e := range ext {
-		pin.Pin(&e.p[0])
-		bufs[i], lens[i], offs[i] = (*C.char)(unsafe.Pointer(&e.p[0])), C.size_t(len(e.p)), C.uint64_t(e.off)
-	}
+// aioSubmit sends one write operation of the extents, applied in
+// order, in name (writeMerger), and returns once librados has copied
+// their bytes; done gets the operation's outcome, on a librados thread,
+// unless aioSubmit returns an error (then nothing was sent). One extent
+// is a plain asynchronous write.
+func aioSubmit(io *rados.IOContext, name string, ext []extent, done func(error)) error {
 	oid := C.CString(name)
 	defer C.free(unsafe.Pointer(oid))
-	done := make(chan aioResult, 1)
-	h := cgo.NewHandle(done)
-	defer h.Delete()
-	r := C.archip_aio_writev(C.rados_ioctx_t(io.Pointer()), oid, &bufs[0], &lens[0], &offs[0], C.int(n), C.uintptr_t(h))
-	pin.Unpin()
-	if r < 0 {
-		return mapErr(errnoError(r))
+	h := cgo.NewHandle(aioCallback(done))
+	ioctx := C.rados_ioctx_t(io.Pointer())
+	var r C.int
+	if len(ext) == 1 {
+		e := ext[0]
+		r = C.archip_aio_write(ioctx, oid, (*C.char)(unsafe.Pointer(&e.p[0])), C.size_t(len(e.p)), C.uint64_t(e.off), C.uintptr_t(h))
+	} else {
+		n := len(ext)
+		// The arrays live in C memory: cgo lets no Go pointer be passed
+		// inside memory passed to C. librados copies the bytes before
+		// the call returns, so the pins end with it.
+		bufs := unsafe.Slice((**C.char)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof((*C.char)(nil))))), n)
+		lens := unsafe.Slice((*C.size_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.size_t(0))))), n)
+		offs := unsafe.Slice((*C.uint64_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.uint64_t(0))))), n)
+		defer C.free(unsafe.Pointer(&bufs[0]))
+		defer C.free(unsafe.Pointer(&lens[0]))
+		defer C.free(unsafe.Pointer(&offs[0]))
+		var pin runtime.Pinner
+		for i, e := range ext {
+			pin.Pin(&e.p[0])
+			bufs[i], lens[i], offs[i] = (*C.char)(unsafe.Pointer(&e.p[0])), C.size_t(len(e.p)), C.uint64_t(e.off)
+		}
+		r = C.archip_aio_writev(ioctx, oid, &bufs[0], &lens[0], &offs[0], C.int(n), C.uintptr_t(h))
+		pin.Unpin()
 	}
-	res := <-done
-	C.rados_aio_release(res.c)
-	if res.ret < 0 {
-		return mapErr(errnoError(res.ret))
+	if r < 0 {
+		h.Delete()
+		return mapErr(errnoError(r))
 	}
 	return nil
 }
+
+// aioCallback is a completion's callback that aioSubmit's caller gave.
+type aioCallback func(error)

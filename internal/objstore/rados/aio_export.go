@@ -16,6 +16,20 @@ import (
 //
 //export archipAioDone
 func archipAioDone(c C.rados_completion_t, arg unsafe.Pointer) {
-	done := cgo.Handle(uintptr(arg)).Value().(chan aioResult)
-	done <- aioResult{ret: int(C.rados_aio_get_return_value(c)), c: c}
+	h := cgo.Handle(uintptr(arg))
+	switch done := h.Value().(type) {
+	case chan aioResult:
+		done <- aioResult{ret: int(C.rados_aio_get_return_value(c)), c: c}
+	case aioCallback:
+		// Nobody waits for this completion: release it here (librados
+		// holds a reference of its own until the callback returns).
+		h.Delete()
+		ret := int(C.rados_aio_get_return_value(c))
+		C.rados_aio_release(c)
+		var err error
+		if ret < 0 {
+			err = mapErr(errnoError(ret))
+		}
+		done(err)
+	}
 }

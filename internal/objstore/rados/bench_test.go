@@ -51,7 +51,11 @@ func BenchmarkRandomIO(b *testing.B) {
 						off := int64(rand.IntN(objSize/bs)) * bs
 						var err error
 						if write {
-							err = s.WriteAt(ctx, name, p, off)
+							// Durable, as RBD's writes without a cache
+							// are when they return.
+							if err = s.WriteAt(ctx, name, p, off); err == nil {
+								err = s.Sync(ctx, name)
+							}
 						} else {
 							err = s.ReadAt(ctx, name, p, off)
 						}

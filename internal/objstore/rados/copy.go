@@ -30,6 +30,11 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 	if err := s.markDirs(ctx, dst); err != nil {
 		return err
 	}
+	// copy_from is an operation on dst: RADOS does not order it after
+	// src's writes in flight, as it orders src's own operations.
+	if err := s.Sync(ctx, src); err != nil {
+		return err
+	}
 	if s.nsOf(src) != s.nsOf(dst) {
 		if err := objstore.ValidName(dst); err != nil {
 			return err

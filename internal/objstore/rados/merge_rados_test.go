@@ -15,21 +15,21 @@ import (
 // On RADOS: writes queued behind one in flight go in one operation of
 // several extents (overlapping ones in arrival order), and what the
 // object holds afterwards is what each write, in that order, wrote. A
-// fenced client's merged writes all fail with ErrFenced.
+// fenced client's merged writes are refused, and Sync says so.
 func TestWriteMergeRados(t *testing.T) {
 	ss := OpenTestStores(t, 2)
 	s, taker := ss[0], ss[1]
-	real := s.merger.write
+	real := s.merger.submit
 	gate := make(chan struct{})
 	var once sync.Once
 	var ops [][]extent
 	var mu sync.Mutex
-	s.merger.write = func(name string, ext []extent) error {
+	s.merger.submit = func(name string, ext []extent, done func(error)) error {
 		once.Do(func() { <-gate }) // the first operation waits for the queue
 		mu.Lock()
 		ops = append(ops, ext)
 		mu.Unlock()
-		return real(name, ext)
+		return real(name, ext, done)
 	}
 	const n, size = 8, 64 << 10
 	rng := rand.New(rand.NewSource(1))
@@ -55,6 +55,9 @@ func TestWriteMergeRados(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := s.Sync(ctx, "blk/m"); err != nil {
+		t.Fatal(err)
+	}
 	if len(ops) != 2 || len(ops[1]) != n {
 		t.Fatalf("%d operations, the second of %d extents: want the first write alone, then the %d queued in one", len(ops), len(ops[len(ops)-1]), n)
 	}
@@ -66,16 +69,17 @@ func TestWriteMergeRados(t *testing.T) {
 		t.Fatal("the object does not hold the merged writes in their order")
 	}
 
-	// Fenced: the queued writes get the operation's ErrFenced.
+	// Fenced: the queued writes' operation fails with ErrFenced, which
+	// Sync reports.
 	id, err := s.FenceID(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	gate2 := make(chan struct{})
 	var once2 sync.Once
-	s.merger.write = func(name string, ext []extent) error {
+	s.merger.submit = func(name string, ext []extent, done func(error)) error {
 		once2.Do(func() { <-gate2 })
-		return real(name, ext)
+		return real(name, ext, done)
 	}
 	for i := range 3 {
 		go func() { errs <- s.WriteAt(ctx, "blk/m", data[i], int64(i*size)) }()
@@ -86,8 +90,15 @@ func TestWriteMergeRados(t *testing.T) {
 	}
 	close(gate2)
 	for range 3 {
-		if err := <-errs; !errors.Is(err, objstore.ErrFenced) {
-			t.Fatalf("a fenced client's write returned %v, want ErrFenced", err)
+		if err := <-errs; err != nil && !errors.Is(err, objstore.ErrFenced) {
+			t.Fatalf("a fenced client's write returned %v, want nil (sent) or ErrFenced", err)
 		}
+	}
+	if err := s.Sync(ctx, "blk/m"); !errors.Is(err, objstore.ErrFenced) {
+		t.Fatalf("Sync of a fenced client's writes: %v, want ErrFenced", err)
+	}
+	got2 := make([]byte, len(want))
+	if err := taker.ReadAt(ctx, "blk/m", got2, 0); err != nil || !bytes.Equal(got2, want) {
+		t.Fatalf("the fencer reads the fenced client's writes (%v)", err)
 	}
 }

@@ -15,17 +15,17 @@ import (
 // the other would.
 func TestWriteMergeManyExtentsRados(t *testing.T) {
 	s := OpenTestStore(t)
-	real := s.merger.write
+	real := s.merger.submit
 	gate := make(chan struct{})
 	var once sync.Once
 	var mu sync.Mutex
 	var sizes []int
-	s.merger.write = func(name string, ext []extent) error {
+	s.merger.submit = func(name string, ext []extent, done func(error)) error {
 		once.Do(func() { <-gate })
 		mu.Lock()
 		sizes = append(sizes, len(ext))
 		mu.Unlock()
-		return real(name, ext)
+		return real(name, ext, done)
 	}
 	const n, sz = 2048, 512
 	rng := rand.New(rand.NewSource(2))
@@ -48,6 +48,9 @@ func TestWriteMergeManyExtentsRados(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := s.Sync(ctx, "blk/many"); err != nil {
+		t.Fatal(err)
 	}
 	if len(sizes) != 2 || sizes[1] != n {
 		t.Fatalf("operations of %v extents, want [1 %d]", sizes, n)
@@ -87,6 +90,9 @@ func TestWriteMergeSharedBufferRados(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := s.Sync(ctx, "blk/shared"); err != nil {
+		t.Fatal(err)
 	}
 	got := make([]byte, len(buf))
 	if err := s.ReadAt(ctx, "blk/shared", got, 0); err != nil {

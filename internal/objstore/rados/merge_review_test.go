@@ -32,19 +32,20 @@ func TestMergePanic(t *testing.T) {
 	panics := map[int]bool{} // operations (by number) that panic
 	ops := 0
 	gate := make(chan struct{})
-	m := newWriteMerger(1<<20, func(name string, ext []extent) error {
+	m := newWriteMerger(1<<20, func(name string, ext []extent, done func(error)) error {
 		mu.Lock()
 		ops++
 		n := ops
 		bad := panics[n]
 		mu.Unlock()
-		if n == 2 {
-			<-gate
-		}
 		if bad {
 			panic(fmt.Sprintf("operation %d", n))
 		}
-		return l.write(name, ext)
+		if n == 2 {
+			d := done
+			done = func(err error) { <-gate; d(err) }
+		}
+		return l.submit(name, ext, done)
 	})
 	ctx := context.Background()
 	within := func(what string, fn func() error) error {
@@ -65,8 +66,8 @@ func TestMergePanic(t *testing.T) {
 	if err := within("the panicking write", func() error { return writeOrPanic(ctx, m, "o", []byte{1}, 0) }); err == nil {
 		t.Fatal("a write whose operation panicked returned nil")
 	}
-	// Operation 2 holds until the gate opens; 3 (the queued writes,
-	// merged) panics.
+	// Operation 2 completes once the gate opens; 3 (the queued writes,
+	// merged) panics as it is sent.
 	panics[3] = true
 	errs := make(chan error, 4)
 	go func() { errs <- writeOrPanic(ctx, m, "o", []byte{2}, 0) }()
@@ -105,14 +106,16 @@ func TestMergeCancelRace(t *testing.T) {
 	l := newOpLog()
 	applied := map[int]bool{} // write ids seen in an operation
 	var amu sync.Mutex
-	m := newWriteMerger(16, func(name string, ext []extent) error {
+	m := newWriteMerger(16, func(name string, ext []extent, done func(error)) error {
 		amu.Lock()
 		for _, e := range ext {
 			applied[int(e.p[0])<<16|int(e.p[1])<<8|int(e.p[2])] = true
 		}
 		amu.Unlock()
-		time.Sleep(time.Duration(rand.Intn(200)) * time.Microsecond)
-		return l.write(name, ext)
+		return l.submit(name, ext, func(err error) {
+			time.Sleep(time.Duration(rand.Intn(200)) * time.Microsecond)
+			done(err)
+		})
 	})
 	var wg sync.WaitGroup
 	var mu sync.Mutex

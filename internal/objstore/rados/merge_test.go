@@ -11,9 +11,11 @@ import (
 	"time"
 )
 
-// opLog is a fake object store for writeMerger: it applies each
-// operation's extents in order to in-memory objects and records them;
-// gate, if set, holds every operation until it is closed.
+// opLog is a fake object store for writeMerger that behaves as RADOS
+// does: an operation's extents apply to its in-memory objects, in order,
+// when it is sent (and it records them), and the operation completes
+// later, in a goroutine of its own; gate, if set, holds every completion
+// until it is closed, and err is what a completion reports.
 type opLog struct {
 	mu   sync.Mutex
 	objs map[string][]byte
@@ -27,26 +29,15 @@ type opLog struct {
 
 func newOpLog() *opLog { return &opLog{objs: map[string][]byte{}, busy: map[string]int{}} }
 
-func (l *opLog) write(name string, ext []extent) error {
+func (l *opLog) submit(name string, ext []extent, done func(error)) error {
 	l.mu.Lock()
 	l.busy[name]++
 	l.maxBusy = max(l.maxBusy, l.busy[name])
-	gate := l.gate
-	l.mu.Unlock()
-	if gate != nil {
-		<-gate
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.busy[name]--
 	cp := make([]extent, len(ext))
 	for i, e := range ext {
 		cp[i] = extent{bytes.Clone(e.p), e.off}
 	}
 	l.ops = append(l.ops, cp)
-	if l.err != nil {
-		return l.err
-	}
 	o := l.objs[name]
 	for _, e := range ext {
 		if end := e.off + int64(len(e.p)); int64(len(o)) < end {
@@ -55,7 +46,26 @@ func (l *opLog) write(name string, ext []extent) error {
 		copy(o[e.off:], e.p)
 	}
 	l.objs[name] = o
+	gate := l.gate
+	l.mu.Unlock()
+	go func() {
+		if gate != nil {
+			<-gate
+		}
+		l.mu.Lock()
+		l.busy[name]--
+		err := l.err
+		l.mu.Unlock()
+		done(err)
+	}()
 	return nil
+}
+
+// inFlight returns how many operations on name are in flight.
+func (l *opLog) inFlight(name string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.busy[name]
 }
 
 // waiting returns how many writes wait behind name's operation.
@@ -84,11 +94,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestMergeQueuedWrites(t *testing.T) {
 	l := newOpLog()
 	l.gate = make(chan struct{})
-	m := newWriteMerger(1<<20, l.write)
+	m := newWriteMerger(1<<20, l.submit)
 	ctx := context.Background()
 	errs := make(chan error, 8)
 	go func() { errs <- m.WriteAt(ctx, "o", bytes.Repeat([]byte{1}, 4), 0) }()
-	waitFor(t, "the first write in flight", func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.busy["o"] == 1 })
+	waitFor(t, "the first write in flight", func() bool { return l.inFlight("o") == 1 })
 	// Queued in this order: 2 at 4, 3 at 8, 4 over 2's second half.
 	for i, w := range []extent{{bytes.Repeat([]byte{2}, 4), 4}, {bytes.Repeat([]byte{3}, 4), 8}, {bytes.Repeat([]byte{4}, 2), 6}} {
 		go func() { errs <- m.WriteAt(ctx, "o", w.p, w.off) }()
@@ -121,31 +131,63 @@ func TestMergeQueuedWrites(t *testing.T) {
 	}
 }
 
-// An operation's error is every write's in it; writes to other objects
-// do not wait for it.
+// An operation's error is every write's in it, reported by Sync (the
+// writes returned when sent), and by every Sync after it; writes to
+// other objects do not wait for it, and Sync waits for the operations in
+// flight.
 func TestMergeErrorAndOtherObjects(t *testing.T) {
 	l := newOpLog()
 	l.gate = make(chan struct{})
-	m := newWriteMerger(1<<20, l.write)
+	m := newWriteMerger(1<<20, l.submit)
 	ctx := context.Background()
 	errs := make(chan error, 8)
-	go func() { errs <- m.WriteAt(ctx, "o", []byte{1}, 0) }()
-	waitFor(t, "the first write in flight", func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.busy["o"] == 1 })
+	if err := m.WriteAt(ctx, "o", []byte{1}, 0); err != nil {
+		t.Fatalf("a write returned %v before its operation completed", err)
+	}
 	for i := range 3 {
 		go func() { errs <- m.WriteAt(ctx, "o", []byte{2}, int64(i+1)) }()
 	}
 	waitFor(t, "three queued", func() bool { return m.waiting("o") == 3 })
-	go func() { errs <- m.WriteAt(ctx, "p", []byte{9}, 0) }()
-	waitFor(t, "a write to another object in flight", func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.busy["p"] == 1 })
+	if err := m.WriteAt(ctx, "p", []byte{9}, 0); err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 2)
+	go func() { synced <- m.Sync(ctx, "o") }()
+	go func() { synced <- m.Sync(ctx, "p") }()
+	select {
+	case err := <-synced:
+		t.Fatalf("Sync returned %v with its object's operation in flight", err)
+	case <-time.After(50 * time.Millisecond):
+	}
 	boom := errors.New("boom")
 	l.mu.Lock()
 	l.err = boom
 	l.mu.Unlock()
 	close(l.gate)
-	for range 5 {
-		if err := <-errs; !errors.Is(err, boom) {
-			t.Fatalf("write returned %v, want the operation's error", err)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a queued write returned %v once sent", err)
 		}
+	}
+	for range 2 {
+		if err := <-synced; !errors.Is(err, boom) {
+			t.Fatalf("Sync returned %v, want the operation's error", err)
+		}
+	}
+	if err := m.Sync(ctx, "o"); !errors.Is(err, boom) {
+		t.Fatalf("Sync after the queued writes' operation: %v, want the error kept", err)
+	}
+	l.mu.Lock()
+	l.err = nil
+	l.mu.Unlock()
+	if err := m.WriteAt(ctx, "o", []byte{3}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Sync(ctx, "o"); !errors.Is(err, boom) {
+		t.Fatalf("Sync after a later write that succeeded: %v, want the lost write's error kept", err)
+	}
+	if err := m.Sync(ctx, "q"); err != nil {
+		t.Fatalf("Sync of an object never written: %v", err)
 	}
 }
 
@@ -154,10 +196,10 @@ func TestMergeErrorAndOtherObjects(t *testing.T) {
 func TestMergeCancelWhileWaiting(t *testing.T) {
 	l := newOpLog()
 	l.gate = make(chan struct{})
-	m := newWriteMerger(1<<20, l.write)
+	m := newWriteMerger(1<<20, l.submit)
 	errs := make(chan error, 8)
 	go func() { errs <- m.WriteAt(context.Background(), "o", []byte{1}, 0) }()
-	waitFor(t, "the first write in flight", func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.busy["o"] == 1 })
+	waitFor(t, "the first write in flight", func() bool { return l.inFlight("o") == 1 })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancelled := make(chan error, 1)
 	go func() { cancelled <- m.WriteAt(ctx, "o", []byte{7}, 1) }()
@@ -184,11 +226,11 @@ func TestMergeCancelWhileWaiting(t *testing.T) {
 func TestMergeLimit(t *testing.T) {
 	l := newOpLog()
 	l.gate = make(chan struct{})
-	m := newWriteMerger(8, l.write)
+	m := newWriteMerger(8, l.submit)
 	ctx := context.Background()
 	errs := make(chan error, 8)
 	go func() { errs <- m.WriteAt(ctx, "o", []byte{0}, 0) }()
-	waitFor(t, "the first write in flight", func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.busy["o"] == 1 })
+	waitFor(t, "the first write in flight", func() bool { return l.inFlight("o") == 1 })
 	sizes := []int{3, 4, 2, 20, 1}
 	off := int64(1)
 	for i, n := range sizes {
@@ -221,7 +263,7 @@ func TestMergeLimit(t *testing.T) {
 // writes its own slots in sequence, each write covering the one before).
 func TestMergeConcurrent(t *testing.T) {
 	l := newOpLog()
-	m := newWriteMerger(64, l.write)
+	m := newWriteMerger(64, l.submit)
 	ctx := context.Background()
 	const writers, rounds = 8, 200
 	var wg sync.WaitGroup
@@ -251,6 +293,15 @@ func TestMergeConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	for i := range 3 {
+		if err := m.Sync(ctx, fmt.Sprint("o", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.drain()
+	if len(m.objs) != 0 {
+		t.Fatalf("%d objects kept after every operation completed without error", len(m.objs))
+	}
 	if l.maxBusy != 1 {
 		t.Fatalf("%d operations in flight on one object, want at most 1", l.maxBusy)
 	}

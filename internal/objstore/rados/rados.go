@@ -96,6 +96,8 @@ type Store struct {
 var (
 	_ objstore.Store         = (*Store)(nil)
 	_ objstore.RangeWriter   = (*Store)(nil)
+	_ objstore.Syncer        = (*Store)(nil)
+	_ objstore.SyncWaiter    = (*Store)(nil)
 	_ objstore.Copier        = (*Store)(nil)
 	_ objstore.Fencer        = (*Store)(nil)
 	_ objstore.NameLister    = (*Store)(nil)
@@ -161,7 +163,9 @@ func Open(ctx context.Context, u *url.URL) (*Store, error) {
 			s.ioctxs <- ioctx
 		}
 	}
-	s.merger = newWriteMerger(mergeLimit, func(name string, ext []extent) error { return aioWritev(s.data, name, ext) })
+	s.merger = newWriteMerger(mergeLimit, func(name string, ext []extent, done func(error)) error {
+		return aioSubmit(s.data, name, ext, done)
+	})
 	return s, nil
 }
 
@@ -694,6 +698,25 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64) e
 	})
 }
 
+// Sync waits for the writes to name in flight (WriteAt returns once
+// librados has a data object's bytes, not once the OSDs have them
+// durable: writeMerger) and returns the first error any of them had,
+// and every later Sync of name does too. Writes to catalog objects are
+// durable when WriteAt returns. Sync does not look whether name exists:
+// with no write in flight it returns nil at once.
+func (s *Store) Sync(ctx context.Context, name string) error {
+	if err := objstore.ValidName(name); err != nil {
+		return err
+	}
+	if isCat(name) {
+		return nil
+	}
+	return s.merger.Sync(ctx, name)
+}
+
+// SyncWaitsOnly reports that Sync only waits (objstore.SyncWaiter).
+func (s *Store) SyncWaitsOnly() bool { return true }
+
 // mergeLimit bounds one merged write (writeMerger): a block's size.
 const mergeLimit = 4 << 20
 
@@ -781,6 +804,9 @@ func (s *Store) blocklist(op, addr string, expire time.Duration) error {
 }
 
 func (s *Store) Close() error {
+	if s.merger != nil {
+		s.merger.drain()
+	}
 	if s.data != nil {
 		s.data.Destroy()
 		s.data = nil

@@ -123,17 +123,32 @@ func TestFullPool(t *testing.T) {
 		}
 	}
 	t.Logf("full: %v", full)
-	if err := s.WriteAt(ctx, "o0", []byte("more"), 4); !errors.Is(err, objstore.ErrNoSpace) {
-		t.Fatalf("in-place write on a full pool: %v, want ErrNoSpace", err)
+	// An in-place write returns once sent; Sync reports its failure.
+	// (Sync is bounded here: a write held by the full pool would hang it.)
+	syncWithin := func(name string) error {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		err := s.Sync(sctx, name)
+		if errors.Is(err, context.DeadlineExceeded) {
+			closeStore = false
+			t.Fatalf("in-place write to %s held for a minute on a full pool", name)
+		}
+		return err
+	}
+	if err := s.WriteAt(ctx, "o1", []byte("more"), 4); err != nil && !errors.Is(err, objstore.ErrNoSpace) {
+		t.Fatalf("in-place write on a full pool: %v, want nil (sent) or ErrNoSpace", err)
+	}
+	if err := syncWithin("o1"); !errors.Is(err, objstore.ErrNoSpace) {
+		t.Fatalf("Sync of an in-place write on a full pool: %v, want ErrNoSpace", err)
 	}
 	// Merged: writes queued behind one in flight go as one operation,
 	// which fails as fast (full-try holds for it too).
-	real := s.merger.write
+	real := s.merger.submit
 	gate := make(chan struct{})
 	var once sync.Once
-	s.merger.write = func(name string, ext []extent) error {
+	s.merger.submit = func(name string, ext []extent, done func(error)) error {
 		once.Do(func() { <-gate })
-		return real(name, ext)
+		return real(name, ext, done)
 	}
 	errs := make(chan error, 3)
 	for i := range 3 {
@@ -144,13 +159,16 @@ func TestFullPool(t *testing.T) {
 	for i := range 3 {
 		select {
 		case err := <-errs:
-			if !errors.Is(err, objstore.ErrNoSpace) {
-				t.Fatalf("merged in-place write on a full pool: %v, want ErrNoSpace", err)
+			if err != nil && !errors.Is(err, objstore.ErrNoSpace) {
+				t.Fatalf("merged in-place write on a full pool: %v, want nil (sent) or ErrNoSpace", err)
 			}
 		case <-time.After(time.Minute):
 			closeStore = false
 			t.Fatalf("merged write %d held for a minute on a full pool", i)
 		}
+	}
+	if err := syncWithin("o0"); !errors.Is(err, objstore.ErrNoSpace) {
+		t.Fatalf("Sync of merged in-place writes on a full pool: %v, want ErrNoSpace", err)
 	}
 	if b, _, err := s.Get(ctx, "o0"); err != nil || string(b) != "data" {
 		t.Fatalf("o0 after refused writes: %q, %v", b, err)
@@ -465,6 +483,9 @@ func TestFence(t *testing.T) {
 	if err := a.WriteAt(ctx, "obj", []byte("before"), 0); err != nil {
 		t.Fatal(err)
 	}
+	if err := a.Sync(ctx, "obj"); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Fence(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +494,12 @@ func TestFence(t *testing.T) {
 	if err := b.ReadAt(ctx, "obj", got, 0); err != nil || string(got) != "before" {
 		t.Fatalf("read %q, %v", got, err)
 	}
+	// The write returns once sent (or fails at once); its Sync reports
+	// the refusal.
 	err = a.WriteAt(ctx, "obj", []byte("after!"), 0)
+	if err == nil {
+		err = a.Sync(ctx, "obj")
+	}
 	if !errors.Is(err, objstore.ErrFenced) {
 		t.Fatalf("fenced client's write: %v, want ErrFenced", err)
 	}

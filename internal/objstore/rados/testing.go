@@ -62,16 +62,16 @@ func (s *Store) DropIndexKey(ctx context.Context, name string) error {
 }
 
 // HoldWrites makes the next write operation of a data object in place
-// wait until release is called, so that the writes to that object after
+// wait until release is called before it is sent, so that the writes to that object after
 // it queue behind it (tests of other packages: a stalled writer's merged
 // writes). Call it while no write is in flight.
 func (s *Store) HoldWrites() (release func()) {
 	gate := make(chan struct{})
 	var once sync.Once
-	write := s.merger.write
-	s.merger.write = func(name string, ext []extent) error {
+	submit := s.merger.submit
+	s.merger.submit = func(name string, ext []extent, done func(error)) error {
 		once.Do(func() { <-gate })
-		return write(name, ext)
+		return submit(name, ext, done)
 	}
 	var rel sync.Once
 	return func() { rel.Do(func() { close(gate) }) }
