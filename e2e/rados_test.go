@@ -42,3 +42,13 @@ func TestRadosHandoff(t *testing.T) {
 	needLibnbd(t)
 	alternate(t, radosEnv(t))
 }
+
+// TestKill9ServeFlushEachRados is TestKill9ServeFlushEach on rados://,
+// where an in-place write returns once librados has its bytes and a flush
+// waits for the OSDs to acknowledge what it covers (docs/format.md,
+// "Writes in flight"): every write acknowledged before an acknowledged
+// flush reads back after the kill, through a daemon that took over.
+func TestKill9ServeFlushEachRados(t *testing.T) {
+	needLibnbd(t)
+	killFlushEach(t, radosEnv(t), 2)
+}
