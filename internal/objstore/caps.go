@@ -20,9 +20,10 @@ const (
 	CapListOrdered                  // OrderedLister
 	CapLazyCreate                   // LazyCreator
 	CapSyncWaits                    // SyncWaiter, answering true
+	CapSettle                       // Settler
 )
 
-var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered", "lazycreate", "syncwaits"}
+var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered", "lazycreate", "syncwaits", "settle"}
 
 func (c Caps) String() string {
 	var s []string
@@ -91,6 +92,9 @@ func CapabilitiesOf(s Store) Caps {
 	if w, ok := s.(SyncWaiter); ok && w.SyncWaitsOnly() {
 		c |= CapSyncWaits
 	}
+	if _, ok := s.(Settler); ok {
+		c |= CapSettle
+	}
 	return c
 }
 
@@ -139,6 +143,9 @@ func AsOrderedLister(s Store) (OrderedLister, bool) { return as[OrderedLister](s
 
 // AsLazyCreator returns s as a LazyCreator if it offers CapLazyCreate.
 func AsLazyCreator(s Store) (LazyCreator, bool) { return as[LazyCreator](s, CapLazyCreate) }
+
+// AsSettler returns s as a Settler if it offers CapSettle.
+func AsSettler(s Store) (Settler, bool) { return as[Settler](s, CapSettle) }
 
 // SyncWaits reports whether s's Sync only waits (see SyncWaiter).
 func SyncWaits(s Store) bool { return CapabilitiesOf(s)&CapSyncWaits != 0 }

@@ -192,6 +192,23 @@ type SyncWaiter interface {
 	SyncWaitsOnly() bool
 }
 
+// Settler is implemented by backends whose writes return before the
+// backend has them and whose failed writes leave nothing of themselves
+// (RADOS: a write returns once sent; an operation the OSDs refuse leaves
+// the object as it was). A read after such a failure reads the object's
+// old bytes, so whatever copies an object's bytes elsewhere (package
+// volume's checkpoints, the retirement of an object, a new object the map
+// is about to name) settles it first. Elsewhere a returned write is
+// readable whatever happens to its durability (a file's page cache), and
+// there is nothing to settle.
+type Settler interface {
+	// Settle waits for the writes to name that returned before it was
+	// called and returns the error of any of them that failed (or of an
+	// earlier one: see the backend). It makes nothing durable that a
+	// Sync would not.
+	Settle(ctx context.Context, name string) error
+}
+
 // Copier is implemented by backends that can copy an object without
 // moving its data through this process (copy_file_range on files).
 type Copier interface {

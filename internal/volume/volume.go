@@ -121,10 +121,11 @@ type Volume struct {
 	// syncWaits: the syncer's Sync only waits for writes in flight
 	// (objstore.SyncWaiter), so logs need no zeros ahead (aheadLog).
 	syncWaits bool
-	copier    objstore.Copier // nil: copy-on-write reads and writes the block
-	onCopy    func()          // SetOnCopy's
-	lender    objstore.Lender // nil: ReadTo reads into a buffer of its own
-	handles   *handleCache    // nil: every I/O names its object
+	settler   objstore.Settler // nil: a returned write is readable whatever befalls it
+	copier    objstore.Copier  // nil: copy-on-write reads and writes the block
+	onCopy    func()           // SetOnCopy's
+	lender    objstore.Lender  // nil: ReadTo reads into a buffer of its own
+	handles   *handleCache     // nil: every I/O names its object
 	// freshStat: the store's Stat sees another host's head swap at once
 	// (objstore.FreshStater), so a flush that changed no map entry
 	// checks the head with it instead of swapping it (persistInPlace).
@@ -390,6 +391,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		v.rw, _ = objstore.AsRangeWriter(s)
 		v.syncer, _ = objstore.AsSyncer(s)
 		v.syncWaits = objstore.SyncWaits(s)
+		v.settler, _ = objstore.AsSettler(s)
 		v.copier, _ = objstore.AsCopier(s)
 		v.freshStat = objstore.FreshStat(s)
 		_, canFence := objstore.AsFencer(s)
@@ -1129,6 +1131,9 @@ func (v *Volume) retireLocked(ctx context.Context) error {
 		buf := *bp
 		for _, b := range blocks {
 			e, _ := v.entry(b)
+			if err := v.settleObjects(ctx, []string{e.ObjectName()}); err != nil {
+				return err
+			}
 			if err := v.readEntry(ctx, e, buf, 0); err != nil {
 				return err
 			}
@@ -1389,6 +1394,11 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 	if err := v.dataWritten(name, v.writeData(ctx, name, p, lo)); err != nil {
 		return err
 	}
+	if old.ObjectName() != name {
+		if err := v.settleNew(ctx, name); err != nil {
+			return err
+		}
+	}
 	mask := have | v.subBlocks(boff, int64(len(data)))
 	if old.Kind() == blockmap.Partial && old.ObjectName() == name && !v.logOn {
 		// The block's second write that needs sub-blocks it lacks: the
@@ -1451,6 +1461,11 @@ func (v *Volume) writeSubBlocks(ctx context.Context, b int64, old, obj blockmap.
 		rest &^= v.subBlocks(s<<v.sshift, n<<v.sshift)
 		lo, hi := s<<v.sshift, min((s+n)<<v.sshift, v.bs)
 		if err := v.dataWritten(name, v.writeData(ctx, name, p[lo:hi], lo)); err != nil {
+			return err
+		}
+	}
+	if old.ObjectName() != name {
+		if err := v.settleNew(ctx, name); err != nil {
 			return err
 		}
 	}
@@ -1557,6 +1572,11 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 			_, err = v.store.Put(ctx, name, buf)
 		}
 		if err := v.dataWritten(name, err); err != nil {
+			return err
+		}
+	}
+	if fresh {
+		if err := v.settleNew(ctx, name); err != nil {
 			return err
 		}
 	}
@@ -2217,6 +2237,39 @@ func (v *Volume) checked(t time.Time) {
 		v.mu.checkedAt = t
 	}
 	v.mu.Unlock()
+}
+
+// settleObjects settles names before their bytes are read back to be
+// copied into other objects, on a store that settles (objstore.Settler:
+// RADOS): a write that failed there after it returned left the object's
+// old bytes and nothing else,
+// so the copy would carry the old bytes into an object a flush syncs,
+// while the one that failed, no longer in the dirty set, never would be
+// (TestReview11LogCheckpointDropsFailedAppend, ...RetireDropsFailed...).
+// Elsewhere nothing: the page cache holds what a file's write returned
+// for, so the copy is right even if its writeback fails later.
+func (v *Volume) settleObjects(ctx context.Context, names []string) error {
+	if v.settler == nil {
+		return nil
+	}
+	for _, name := range names {
+		if err := v.settler.Settle(ctx, name); err != nil {
+			return fmt.Errorf("volume: %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// settleNew syncs name, an object a write just created, before the map
+// names it, on a store whose Sync only waits (see settleObjects): had
+// its creating write failed, a read of the block would find no object
+// where the map says one is, and the bytes, in no log any more if a
+// checkpoint wrote them, would be lost for good where the write can
+// otherwise fail and be retried (TestReview11RadosFullPoolLogCheckpoint).
+// A write into an object the map names already needs no wait: its flush
+// syncs it.
+func (v *Volume) settleNew(ctx context.Context, name string) error {
+	return v.settleObjects(ctx, []string{name})
 }
 
 // syncObjects makes the data written in place to names durable, through

@@ -1458,6 +1458,19 @@ func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
 		if err := v.retireLocked(ctx); err != nil {
 			return err
 		}
+		// The logged bytes are read back to be copied into the blocks,
+		// and the logs then dropped unsynced.
+		var logs []string
+		for _, exts := range index {
+			for _, x := range exts {
+				if !slices.Contains(logs, x.name) {
+					logs = append(logs, x.name)
+				}
+			}
+		}
+		if err := v.settleObjects(ctx, logs); err != nil {
+			return err
+		}
 	}
 	blocks := slices.Sorted(maps.Keys(index))
 	mem := v.bs

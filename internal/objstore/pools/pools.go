@@ -638,6 +638,36 @@ func (r *Router) ListNamesAfter(ctx context.Context, prefix, after string, fn fu
 
 // FreshStat reports whether every part's Stat is fresh
 // (objstore.FreshStater).
+// Settle settles the object where it is, on a part that settles
+// (objstore.Settler); on another there is nothing to settle.
+func (r *Router) Settle(ctx context.Context, name string) error {
+	s, err := r.target(ctx, name)
+	if err != nil {
+		return err
+	}
+	if st, ok := objstore.AsSettler(s); ok {
+		return st.Settle(ctx, name)
+	}
+	return nil
+}
+
+// SyncWaitsOnly reports whether every part's Sync only waits
+// (objstore.SyncWaiter), and some part has one: then no log needs zeros
+// ahead of its tail.
+func (r *Router) SyncWaitsOnly() bool {
+	syncs := false
+	for _, s := range append([]objstore.Store{r.meta}, r.pools...) {
+		c := objstore.CapabilitiesOf(s)
+		if c&objstore.CapSync != 0 {
+			if c&objstore.CapSyncWaits == 0 {
+				return false
+			}
+			syncs = true
+		}
+	}
+	return syncs
+}
+
 func (r *Router) FreshStat() bool {
 	for _, p := range append([]objstore.Store{r.meta}, r.pools...) {
 		if !objstore.FreshStat(p) {

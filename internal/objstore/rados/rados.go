@@ -98,6 +98,7 @@ var (
 	_ objstore.RangeWriter   = (*Store)(nil)
 	_ objstore.Syncer        = (*Store)(nil)
 	_ objstore.SyncWaiter    = (*Store)(nil)
+	_ objstore.Settler       = (*Store)(nil)
 	_ objstore.Copier        = (*Store)(nil)
 	_ objstore.Fencer        = (*Store)(nil)
 	_ objstore.NameLister    = (*Store)(nil)
@@ -713,6 +714,10 @@ func (s *Store) Sync(ctx context.Context, name string) error {
 	}
 	return s.merger.Sync(ctx, name)
 }
+
+// Settle is Sync (objstore.Settler): a write that failed after it
+// returned left the object as it was.
+func (s *Store) Settle(ctx context.Context, name string) error { return s.Sync(ctx, name) }
 
 // SyncWaitsOnly reports that Sync only waits (objstore.SyncWaiter).
 func (s *Store) SyncWaitsOnly() bool { return true }
