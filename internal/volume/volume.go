@@ -1131,7 +1131,7 @@ func (v *Volume) retireLocked(ctx context.Context) error {
 		buf := *bp
 		for _, b := range blocks {
 			e, _ := v.entry(b)
-			if err := v.settleObjects(ctx, []string{e.ObjectName()}); err != nil {
+			if err := v.settle(ctx, e.ObjectName()); err != nil {
 				return err
 			}
 			if err := v.readEntry(ctx, e, buf, 0); err != nil {
@@ -1395,7 +1395,7 @@ func (v *Volume) writePartial(ctx context.Context, b int64, old, obj blockmap.En
 		return err
 	}
 	if old.ObjectName() != name {
-		if err := v.settleNew(ctx, name); err != nil {
+		if err := v.settle(ctx, name); err != nil {
 			return err
 		}
 	}
@@ -1465,7 +1465,7 @@ func (v *Volume) writeSubBlocks(ctx context.Context, b int64, old, obj blockmap.
 		}
 	}
 	if old.ObjectName() != name {
-		if err := v.settleNew(ctx, name); err != nil {
+		if err := v.settle(ctx, name); err != nil {
 			return err
 		}
 	}
@@ -1576,7 +1576,7 @@ func (v *Volume) writeObject(ctx context.Context, name string, old blockmap.Entr
 		}
 	}
 	if fresh {
-		if err := v.settleNew(ctx, name); err != nil {
+		if err := v.settle(ctx, name); err != nil {
 			return err
 		}
 	}
@@ -2239,16 +2239,20 @@ func (v *Volume) checked(t time.Time) {
 	v.mu.Unlock()
 }
 
-// settleObjects settles names before their bytes are read back to be
-// copied into other objects, on a store that settles (objstore.Settler:
-// RADOS): a write that failed there after it returned left the object's
-// old bytes and nothing else,
-// so the copy would carry the old bytes into an object a flush syncs,
-// while the one that failed, no longer in the dirty set, never would be
-// (TestReview11LogCheckpointDropsFailedAppend, ...RetireDropsFailed...).
-// Elsewhere nothing: the page cache holds what a file's write returned
-// for, so the copy is right even if its writeback fails later.
-func (v *Volume) settleObjects(ctx context.Context, names []string) error {
+// settle settles names (objstore.Settler: RADOS, where a write that
+// failed after it returned left the object's old bytes and nothing else)
+// before their bytes are copied into other objects, and an object a
+// write just created before the map names it. Otherwise a checkpoint or
+// a retirement would copy the old bytes into an object a flush syncs,
+// and drop the failed one from the dirty set unsynced: the flush would
+// report the lost write durable (TestReview11LogCheckpointDropsFailedAppend,
+// ...RetireDropsFailedInPlaceWrite); and a failed create would leave the
+// map naming no object, the bytes gone from the log a checkpoint copied
+// them from, where the write can otherwise fail and be retried
+// (TestReview11RadosFullPoolLogCheckpoint). Elsewhere nothing: the page
+// cache holds what a file's write returned for, whatever befalls its
+// writeback.
+func (v *Volume) settle(ctx context.Context, names ...string) error {
 	if v.settler == nil {
 		return nil
 	}
@@ -2258,18 +2262,6 @@ func (v *Volume) settleObjects(ctx context.Context, names []string) error {
 		}
 	}
 	return nil
-}
-
-// settleNew syncs name, an object a write just created, before the map
-// names it, on a store whose Sync only waits (see settleObjects): had
-// its creating write failed, a read of the block would find no object
-// where the map says one is, and the bytes, in no log any more if a
-// checkpoint wrote them, would be lost for good where the write can
-// otherwise fail and be retried (TestReview11RadosFullPoolLogCheckpoint).
-// A write into an object the map names already needs no wait: its flush
-// syncs it.
-func (v *Volume) settleNew(ctx context.Context, name string) error {
-	return v.settleObjects(ctx, []string{name})
 }
 
 // syncObjects makes the data written in place to names durable, through

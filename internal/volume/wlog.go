@@ -1468,7 +1468,7 @@ func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
 				}
 			}
 		}
-		if err := v.settleObjects(ctx, logs); err != nil {
+		if err := v.settle(ctx, logs...); err != nil {
 			return err
 		}
 	}

@@ -17,7 +17,8 @@ import (
 // operations to complete and reports the first that failed. So a guest's
 // write costs the daemon no round trip to the OSDs, and its flush one
 // wait for what is still in flight, which a write and its flush no longer
-// pay one after the other (docs/format.md, "Writes in flight (RADOS)").
+// pay one after the other (docs/format.md, "Writes in flight", under the
+// RADOS store).
 // A read needs no wait: RADOS applies one client's operations on an
 // object in the order it sent them, and a write is sent before it
 // returns.
