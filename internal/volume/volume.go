@@ -2300,10 +2300,14 @@ func (v *Volume) syncObjects(ctx context.Context, names []string) error {
 	if len(names) == 1 {
 		err = sync(ctx, names[0])
 	} else {
-		g, gctx := errgroup.WithContext(ctx)
+		// NB: no context that the first error cancels: on a store whose
+		// Sync waits for writes in flight (RADOS), a flush that returned
+		// before the others' Syncs did would leave them in flight, and
+		// Close would hand the lease over with them (shut).
+		g := &errgroup.Group{}
 		g.SetLimit(16)
 		for _, name := range names {
-			g.Go(func() error { return sync(gctx, name) })
+			g.Go(func() error { return sync(ctx, name) })
 		}
 		err = g.Wait()
 	}
@@ -2530,7 +2534,10 @@ func (v *Volume) shut(ctx context.Context, err error) error {
 	if v.onClose != nil {
 		cerr := err
 		v.mu.Lock()
-		if v.mu.unsettled || len(v.mu.logSuspects) > 0 {
+		// On a store whose writes return before they land (a Settler:
+		// RADOS), a write no flush synced may still be in flight: the
+		// final flush failed, or there was none (Discard).
+		if v.mu.unsettled || len(v.mu.logSuspects) > 0 || v.settler != nil && len(v.mu.dirtyObjs) > 0 {
 			cerr = errors.Join(err, ErrUnsettled)
 		}
 		v.mu.Unlock()

@@ -1459,15 +1459,21 @@ func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
 			return err
 		}
 		// The logged bytes are read back to be copied into the blocks,
-		// and the logs then dropped unsynced.
+		// and the logs then dropped unsynced: settle those this writer
+		// appended to since its last flush (they are dirty; what it
+		// appended before, that flush synced). A log of the writer before
+		// (a checkpoint at open) is not this writer's to answer for: an
+		// append of its that failed was never reported flushed.
 		var logs []string
+		v.mu.Lock()
 		for _, exts := range index {
 			for _, x := range exts {
-				if !slices.Contains(logs, x.name) {
+				if v.mu.dirtyObjs[x.name] && !slices.Contains(logs, x.name) {
 					logs = append(logs, x.name)
 				}
 			}
 		}
+		v.mu.Unlock()
 		if err := v.settle(ctx, logs...); err != nil {
 			return err
 		}

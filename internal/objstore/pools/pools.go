@@ -638,15 +638,19 @@ func (r *Router) ListNamesAfter(ctx context.Context, prefix, after string, fn fu
 
 // FreshStat reports whether every part's Stat is fresh
 // (objstore.FreshStater).
-// Settle settles the object where it is, on a part that settles
-// (objstore.Settler); on another there is nothing to settle.
+// Settle settles name on every part that settles (objstore.Settler),
+// not only where a lookup finds it now: a write sent to one pool may
+// still be in flight, or have failed, when a move has named another the
+// block's pool and the object is in neither yet. A part without the
+// object's writes answers at once (a RADOS store looks in its own table
+// of writes in flight), and no placement is read or cached.
 func (r *Router) Settle(ctx context.Context, name string) error {
-	s, err := r.target(ctx, name)
-	if err != nil {
-		return err
-	}
-	if st, ok := objstore.AsSettler(s); ok {
-		return st.Settle(ctx, name)
+	for _, s := range append([]objstore.Store{r.meta}, r.pools...) {
+		if st, ok := objstore.AsSettler(s); ok {
+			if err := st.Settle(ctx, name); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

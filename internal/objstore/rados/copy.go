@@ -31,9 +31,13 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 		return err
 	}
 	// copy_from is an operation on dst: RADOS does not order it after
-	// src's writes in flight, as it orders src's own operations.
-	if err := s.Sync(ctx, src); err != nil {
-		return err
+	// src's writes in flight, as it orders src's own operations. Their
+	// failures are not this copy's: it copies what src holds, as a read
+	// would (the writer that lost them reports them, through its Sync).
+	if err := objstore.ValidName(src); err == nil && !isCat(src) {
+		if _, err := s.merger.wait(ctx, src); err != nil {
+			return err
+		}
 	}
 	if s.nsOf(src) != s.nsOf(dst) {
 		if err := objstore.ValidName(dst); err != nil {

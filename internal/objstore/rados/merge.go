@@ -248,11 +248,21 @@ func (m *writeMerger) run(name string, batch []*mergeWrite) {
 // before it was called has completed, and returns the first error any
 // operation on name has had (or ctx's).
 func (m *writeMerger) Sync(ctx context.Context, name string) error {
+	opErr, err := m.wait(ctx, name)
+	if err != nil {
+		return err
+	}
+	return opErr
+}
+
+// wait waits as Sync does and returns the first error any operation on
+// name has had, apart from ctx's.
+func (m *writeMerger) wait(ctx context.Context, name string) (opErr, err error) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	q := m.objs[name]
 	if q == nil {
-		m.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	// NB: min, since writes being sent that fail to be are taken back
 	// out of sent.
@@ -263,13 +273,12 @@ func (m *writeMerger) Sync(ctx context.Context, name string) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			m.mu.Lock()
+			return nil, ctx.Err()
 		}
 		m.mu.Lock()
 	}
-	err := q.err
-	m.mu.Unlock()
-	return err
+	return q.err, nil
 }
 
 // drain waits until no operation is in flight or waiting (Close).
