@@ -636,8 +636,6 @@ func (r *Router) ListNamesAfter(ctx context.Context, prefix, after string, fn fu
 	return objstore.SortedNamesAfter(ctx, r, prefix, after, fn)
 }
 
-// FreshStat reports whether every part's Stat is fresh
-// (objstore.FreshStater).
 // Settle settles name on every part that settles (objstore.Settler),
 // not only where a lookup finds it now: a write sent to one pool may
 // still be in flight, or have failed, when a move has named another the
@@ -672,6 +670,8 @@ func (r *Router) SyncWaitsOnly() bool {
 	return syncs
 }
 
+// FreshStat reports whether every part's Stat is fresh
+// (objstore.FreshStater).
 func (r *Router) FreshStat() bool {
 	for _, p := range append([]objstore.Store{r.meta}, r.pools...) {
 		if !objstore.FreshStat(p) {

@@ -34,7 +34,7 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 	// src's writes in flight, as it orders src's own operations. Their
 	// failures are not this copy's: it copies what src holds, as a read
 	// would (the writer that lost them reports them, through its Sync).
-	if err := objstore.ValidName(src); err == nil && !isCat(src) {
+	if !isCat(src) {
 		if _, err := s.merger.wait(ctx, src); err != nil {
 			return err
 		}
