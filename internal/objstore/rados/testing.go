@@ -62,9 +62,9 @@ func (s *Store) DropIndexKey(ctx context.Context, name string) error {
 }
 
 // HoldWrites makes the next write operation of a data object in place
-// wait until release is called before it is sent, so that the writes to that object after
-// it queue behind it (tests of other packages: a stalled writer's merged
-// writes). Call it while no write is in flight.
+// wait, before it is sent, until release is called, so that the writes
+// to that object after it queue behind it (tests of other packages: a
+// stalled writer's merged writes). Call it while no write is in flight.
 func (s *Store) HoldWrites() (release func()) {
 	gate := make(chan struct{})
 	var once sync.Once
