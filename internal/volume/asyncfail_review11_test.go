@@ -79,6 +79,30 @@ func (s *asyncFailStore) Settle(ctx context.Context, name string) error { return
 func (s *asyncFailStore) SyncWaitsOnly() bool { return true }
 func (s *asyncFailStore) FreshStat() bool     { return true }
 
+// loseNext makes the next WriteAt of an object match names return nil
+// and fail at the OSDs (see lose).
+func (s *asyncFailStore) loseNext(match func(name string) bool) {
+	s.mu.Lock()
+	s.lose = match
+	s.mu.Unlock()
+}
+
+// unsettleNext makes the next WriteAt of an object match names fail
+// with an unknown outcome (see unsettle).
+func (s *asyncFailStore) unsettleNext(match func(name string) bool) {
+	s.mu.Lock()
+	s.unsettle = match
+	s.mu.Unlock()
+}
+
+// named matches the object name; logsOf the write logs of volume id.
+func named(name string) func(string) bool { return func(n string) bool { return n == name } }
+
+func logsOf(id blockmap.ID) func(string) bool {
+	prefix := "vol/" + id.String() + "/l/"
+	return func(n string) bool { return strings.HasPrefix(n, prefix) }
+}
+
 func (s *asyncFailStore) lostNames() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -118,10 +142,7 @@ func TestReview11LogCheckpointDropsFailedAppend(t *testing.T) {
 	if err := v.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	logPrefix := "vol/" + id.String() + "/l/"
-	s.mu.Lock()
-	s.lose = func(name string) bool { return strings.HasPrefix(name, logPrefix) }
-	s.mu.Unlock()
+	s.loseNext(logsOf(id))
 	write(pattern(4096, 0x20), 8192)
 	if l := s.lostNames(); len(l) != 1 {
 		t.Fatalf("the write did not go to the log (lost: %v)", l)
@@ -164,10 +185,7 @@ func TestReview11LogKeptFailedAppendFlushFails(t *testing.T) {
 	if err := v.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	logPrefix := "vol/" + id.String() + "/l/"
-	s.mu.Lock()
-	s.lose = func(name string) bool { return strings.HasPrefix(name, logPrefix) }
-	s.mu.Unlock()
+	s.loseNext(logsOf(id))
 	if err := v.WriteAt(ctx, pattern(4096, 0x20), 8192, false); err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +228,7 @@ func TestReview11RetireDropsFailedInPlaceWrite(t *testing.T) {
 		t.Fatal("block 0 not allocated")
 	}
 	obj := e.ObjectName()
-	s.mu.Lock()
-	s.lose = func(name string) bool { return name == obj }
-	s.mu.Unlock()
+	s.loseNext(named(obj))
 	if err := v.WriteAt(ctx, pattern(4096, 2), 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -220,9 +236,7 @@ func TestReview11RetireDropsFailedInPlaceWrite(t *testing.T) {
 	if l := s.lostNames(); len(l) != 1 {
 		t.Fatalf("W1 was not written in place into %s (lost: %v)", obj, l)
 	}
-	s.mu.Lock()
-	s.unsettle = func(name string) bool { return name == obj }
-	s.mu.Unlock()
+	s.unsettleNext(named(obj))
 	if err := v.WriteAt(ctx, pattern(4096, 3), 8192, false); err == nil {
 		t.Fatal("W2 (unknown outcome) returned nil")
 	}
@@ -264,10 +278,7 @@ func TestReview11CloseDropsFailedAppend(t *testing.T) {
 	if err := v.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	logPrefix := "vol/" + id.String() + "/l/"
-	s.mu.Lock()
-	s.lose = func(name string) bool { return strings.HasPrefix(name, logPrefix) }
-	s.mu.Unlock()
+	s.loseNext(logsOf(id))
 	if err := v.WriteAt(ctx, pattern(4096, 0x20), 8192, false); err != nil {
 		t.Fatal(err)
 	}

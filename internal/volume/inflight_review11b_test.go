@@ -58,6 +58,14 @@ func (s *inflightStore) inFlight() int {
 	return len(s.held)
 }
 
+// holdNext makes the next WriteAt of an object match names return nil
+// and land only at land() (see hold).
+func (s *inflightStore) holdNext(match func(name string) bool) {
+	s.hmu.Lock()
+	s.hold = match
+	s.hmu.Unlock()
+}
+
 func (s *inflightStore) pending(name string) (bool, chan struct{}) {
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
@@ -145,12 +153,8 @@ func TestReview11bCloseReleasesWithWriteInFlight(t *testing.T) {
 	if es[0].Kind() == blockmap.Zero || es[1].Kind() == blockmap.Zero || o0 == o1 {
 		t.Fatalf("blocks not allocated apart: %v", es)
 	}
-	s.mu.Lock()
-	s.lose = func(name string) bool { return name == o0 }
-	s.mu.Unlock()
-	s.hmu.Lock()
-	s.hold = func(name string) bool { return name == o1 }
-	s.hmu.Unlock()
+	s.loseNext(named(o0))
+	s.holdNext(named(o1))
 	if err := v.WriteAt(ctx, pattern(4096, 0xA0), 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +185,7 @@ func TestReview11bCloseReleasesWithWriteInFlight(t *testing.T) {
 		// The consequence: a clean release, the next writer in the same
 		// epoch (another process: a store of its own over the same
 		// objects), and the late landing.
-		b := &asyncFailStore{Store: s.mem, mem: s.mem, failed: map[string]error{}}
+		b := otherProcess(s.asyncFailStore)
 		v2, err := Open(ctx, b, id, OpenOptions{Writable: true, Handover: true})
 		if err != nil {
 			t.Fatal(err)
@@ -231,9 +235,7 @@ func TestReview11bCloseTimeoutReleasesWithWriteInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	o1 := v.Entries()[1].ObjectName()
-	s.hmu.Lock()
-	s.hold = func(name string) bool { return name == o1 }
-	s.hmu.Unlock()
+	s.holdNext(named(o1))
 	if err := v.WriteAt(ctx, pattern(4096, 0xA1), bs, false); err != nil {
 		t.Fatal(err)
 	}

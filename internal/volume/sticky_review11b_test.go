@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"strings"
 	"testing"
 
 	"github.com/archipelago-go/archip/internal/blockmap"
@@ -61,10 +60,7 @@ func TestReview11bReopenAfterFailedAppendOpens(t *testing.T) {
 	if err := v.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	logPrefix := "vol/" + id.String() + "/l/"
-	s.mu.Lock()
-	s.lose = func(name string) bool { return strings.HasPrefix(name, logPrefix) }
-	s.mu.Unlock()
+	s.loseNext(logsOf(id))
 	if err := v.WriteAt(ctx, pattern(4096, 0x20), 8192, false); err != nil {
 		t.Fatal(err)
 	}
@@ -129,9 +125,7 @@ func TestReview11bHandoverSameEpochFlushFailsForever(t *testing.T) {
 		t.Fatal(err)
 	}
 	obj := v.Entries()[0].ObjectName()
-	s.mu.Lock()
-	s.lose = func(name string) bool { return name == obj }
-	s.mu.Unlock()
+	s.loseNext(named(obj))
 	if err := v.WriteAt(ctx, pattern(4096, 2), 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -189,9 +183,7 @@ func TestReview11bTakeoverCopyStickyFailsWrite(t *testing.T) {
 		t.Fatal("block 0 not allocated")
 	}
 	obj := e.ObjectName()
-	a.mu.Lock()
-	a.lose = func(name string) bool { return name == obj }
-	a.mu.Unlock()
+	a.loseNext(named(obj))
 	if err := v.WriteAt(ctx, pattern(4096, 2), 0, false); err != nil {
 		t.Fatal(err)
 	}

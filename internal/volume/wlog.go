@@ -1464,17 +1464,7 @@ func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
 		// appended before, that flush synced). A log of the writer before
 		// (a checkpoint at open) is not this writer's to answer for: an
 		// append of its that failed was never reported flushed.
-		var logs []string
-		v.mu.Lock()
-		for _, exts := range index {
-			for _, x := range exts {
-				if v.mu.dirtyObjs[x.name] && !slices.Contains(logs, x.name) {
-					logs = append(logs, x.name)
-				}
-			}
-		}
-		v.mu.Unlock()
-		if err := v.settle(ctx, logs...); err != nil {
+		if err := v.settle(ctx, v.dirtyLogs(index)...); err != nil {
 			return err
 		}
 	}
@@ -1559,6 +1549,25 @@ func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
 		v.mu.Unlock()
 	}
 	return nil
+}
+
+// dirtyLogs returns the logs that index reads from and this writer
+// appended to since its last flush, if the store settles (settle).
+func (v *Volume) dirtyLogs(index map[int64][]logExt) []string {
+	if v.settler == nil {
+		return nil
+	}
+	var logs []string
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, exts := range index {
+		for _, x := range exts {
+			if v.mu.dirtyObjs[x.name] && !slices.Contains(logs, x.name) {
+				logs = append(logs, x.name)
+			}
+		}
+	}
+	return logs
 }
 
 // checkpointBlock writes block b's logged extents exts (sorted, not
