@@ -529,9 +529,13 @@ func TestFileCreateOverEmptyDirectory(t *testing.T) {
 // TestFileConcurrentDeleteAndCreate: goroutines put, create, swap, get
 // and delete a few names at random while a lister walks (and collects),
 // so that object directories are removed and made again under each other.
-// What each goroutine sees of a name must never go back: versions only
-// grow, a deleted version never returns. In the end everything is deleted
-// and the store's directory is back to an empty store's.
+// What each goroutine sees of a name must never go back: a write gives a
+// version the goroutine never saw, and a read gives the last version it
+// saw or a new one, never one superseded since. Versions are compared for
+// equality only: a directory prepared before another was removed, by a
+// writer that stalled, may be installed after it with a lower number. In
+// the end everything is deleted and the store's directory is back to an
+// empty store's.
 func TestFileConcurrentDeleteAndCreate(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
@@ -563,11 +567,16 @@ func TestFileConcurrentDeleteAndCreate(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			seen := map[string]objstore.Version{}
+			seen := map[string]objstore.Version{}          // the last version seen
+			ever := map[string]map[objstore.Version]bool{} // every version seen
 			saw := func(op, name string, v objstore.Version, write bool) {
-				if v < seen[name] || write && v == seen[name] {
-					t.Errorf("worker %d: %s of %s gave version %x after %x", w, op, name, v, seen[name])
+				if write && ever[name][v] || !write && v != seen[name] && ever[name][v] {
+					t.Errorf("worker %d: %s of %s gave version %x, seen before (last seen %x)", w, op, name, v, seen[name])
 				}
+				if ever[name] == nil {
+					ever[name] = map[objstore.Version]bool{}
+				}
+				ever[name][v] = true
 				seen[name] = v
 			}
 			data := make([]byte, 4096)
