@@ -127,8 +127,13 @@ func aioSubmit(io *rados.IOContext, name string, ext []extent, done func(error))
 		n := len(ext)
 		// The arrays live in C memory: cgo lets no Go pointer be passed
 		// inside memory passed to C. librados copies the bytes before
-		// the call returns, so the pins end with it.
-		bufs := unsafe.Slice((**C.char)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof((*C.char)(nil))))), n)
+		// the call returns, so the pins end with it. bufs is zeroed
+		// (calloc): storing a Go pointer runs the write barrier, which
+		// shades the value it overwrites as a pointer, and a stale one
+		// left by malloc (an earlier call's buffer, freed since) is a
+		// pointer to freed memory: the runtime died of it, or could
+		// have kept freed memory marked (TestMergedWritesUnderGC).
+		bufs := unsafe.Slice((**C.char)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof((*C.char)(nil))))), n)
 		lens := unsafe.Slice((*C.size_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.size_t(0))))), n)
 		offs := unsafe.Slice((*C.uint64_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.uint64_t(0))))), n)
 		defer C.free(unsafe.Pointer(&bufs[0]))
