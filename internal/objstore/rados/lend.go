@@ -53,15 +53,26 @@ func (s *Store) ReadLend(ctx context.Context, name string, off int64, n int, fn 
 	}
 	oid := C.CString(name)
 	defer C.free(unsafe.Pointer(oid))
-	done := make(chan aioResult, 1)
-	h := cgo.NewHandle(done)
-	defer h.Delete()
+	var done chan aioResult
+	var h cgo.Handle
+	defer opDone()
+	if !opStart() {
+		done = make(chan aioResult, 1)
+		h = cgo.NewHandle(done)
+		defer h.Delete()
+	}
 	var l *C.archip_lent
 	if r := C.archip_lend_read(C.rados_ioctx_t(s.data.Pointer()), oid, C.size_t(n), C.uint64_t(off), C.uintptr_t(h), &l); r < 0 {
 		return mapErr(errnoError(r))
 	}
 	defer C.archip_lent_free(l)
-	<-done // librados owns the buffers until then, whatever ctx says
+	// librados owns the buffers until the read completes, whatever ctx
+	// says.
+	if done == nil {
+		C.archip_lent_wait(l)
+	} else {
+		<-done
+	}
 	var iov [16]C.struct_iovec
 	var nbuf C.int
 	r := C.archip_lent_result(l, &iov[0], C.int(len(iov)), &nbuf)

@@ -27,7 +27,9 @@ int archip_lend_read(rados_ioctx_t io, const char *oid, size_t len, uint64_t off
 	librados::IoCtx::from_rados_ioctx_t(io, ioctx);
 	archip_lent *l = new archip_lent;
 	// The callback gets the completion's C handle, as with the C API.
-	l->c = librados::Rados::aio_create_completion((void *)h, archipAioDone);
+	// Without h there is none: the caller waits in archip_lent_wait.
+	l->c = h ? librados::Rados::aio_create_completion((void *)h, archipAioDone)
+	         : librados::Rados::aio_create_completion();
 	int r = ioctx.aio_read(oid, l->c, &l->bl, len, off);
 	if (r < 0) {
 		l->c->release();
@@ -36,6 +38,10 @@ int archip_lend_read(rados_ioctx_t io, const char *oid, size_t len, uint64_t off
 	}
 	*out = l;
 	return 0;
+}
+
+void archip_lent_wait(archip_lent *l) {
+	l->c->wait_for_complete();
 }
 
 int archip_lent_result(archip_lent *l, struct iovec *iov, int max, int *n) {

@@ -20,9 +20,13 @@ int archip_copy(rados_ioctx_t io, const char *src, const char *dst);
 typedef struct archip_lent archip_lent;
 
 // archip_lend_read starts an asynchronous read of len bytes of oid at off
-// into *out; the completion calls archipAioDone with arg h. It returns a
+// into *out; the completion calls archipAioDone with arg h, or has no
+// callback if h is 0 (then wait with archip_lent_wait). It returns a
 // negative errno if the read could not be started.
 int archip_lend_read(rados_ioctx_t io, const char *oid, size_t len, uint64_t off, uintptr_t h, archip_lent **out);
+
+// archip_lent_wait waits until the read has completed.
+void archip_lent_wait(archip_lent *l);
 
 // archip_lent_result returns the read's result (bytes read, or a
 // negative errno) and fills up to max iovecs with the buffers holding the
