@@ -172,7 +172,13 @@ func aio(ctx context.Context, io *rados.IOContext, write bool, name string, p []
 func aioSubmit(io *rados.IOContext, name string, ext []extent, done func(error)) error {
 	oid := C.CString(name)
 	defer C.free(unsafe.Pointer(oid))
-	blocked := opStart()
+	// A merged operation (several extents: writes queued behind the one
+	// before) takes the callback even alone. Its completion sends the
+	// next batch, and the callback's later wake-up lets more writes join
+	// that batch: with each sent as soon as the last completed, 64 KiB
+	// sequential writes at QD8 ran a tenth slower (more, smaller
+	// operations for the OSD).
+	blocked := opStart() && len(ext) == 1
 	var h cgo.Handle
 	if !blocked {
 		h = cgo.NewHandle(aioCallback(func(err error) {
