@@ -106,6 +106,23 @@ func opStart() bool {
 
 func opDone() { opsInFlight.Add(-1) }
 
+// startWait starts an operation that its caller waits for: it counts it
+// (opStart) and, unless it is alone, makes the channel its callback fills
+// and the handle that carries that to the callback (h is 0 and done nil
+// for one alone). end undoes both, once the operation has completed or
+// was not sent (not later: the count is of operations in flight).
+func startWait() (done chan aioResult, h cgo.Handle, end func()) {
+	if opStart() {
+		return nil, 0, opDone
+	}
+	done = make(chan aioResult, 1)
+	h = cgo.NewHandle(done)
+	return done, h, func() {
+		h.Delete()
+		opDone()
+	}
+}
+
 // aioResult is what the completion callback reports.
 type aioResult struct {
 	ret int
@@ -130,14 +147,7 @@ func aio(ctx context.Context, io *rados.IOContext, write bool, name string, p []
 	defer pin.Unpin()
 	oid := C.CString(name)
 	defer C.free(unsafe.Pointer(oid))
-	var done chan aioResult
-	var h cgo.Handle
-	defer opDone()
-	if !opStart() {
-		done = make(chan aioResult, 1)
-		h = cgo.NewHandle(done)
-		defer h.Delete()
-	}
+	done, h, end := startWait()
 	ioctx := C.rados_ioctx_t(io.Pointer())
 	buf := (*C.char)(unsafe.Pointer(&p[0]))
 	var c C.rados_completion_t
@@ -148,6 +158,7 @@ func aio(ctx context.Context, io *rados.IOContext, write bool, name string, p []
 		r = C.archip_aio_read(ioctx, oid, buf, C.size_t(len(p)), C.uint64_t(off), C.uintptr_t(h), &c)
 	}
 	if r < 0 {
+		end()
 		return 0, mapErr(errnoError(r))
 	}
 	var ret int
@@ -158,6 +169,7 @@ func aio(ctx context.Context, io *rados.IOContext, write bool, name string, p []
 		C.rados_aio_release(res.c)
 		ret = res.ret
 	}
+	end()
 	if ret < 0 {
 		return 0, mapErr(errnoError(ret))
 	}
@@ -186,6 +198,18 @@ func aioSubmit(io *rados.IOContext, name string, ext []extent, done func(error))
 			done(err)
 		}))
 	}
+	// Undone if not sent: an error, or a panic (an empty extent), which
+	// the merger recovers; a count left behind would keep every later
+	// operation from being alone.
+	sent := false
+	defer func() {
+		if !sent {
+			opDone()
+			if h != 0 {
+				h.Delete()
+			}
+		}
+	}()
 	ioctx := C.rados_ioctx_t(io.Pointer())
 	var c C.rados_completion_t
 	var r C.int
@@ -209,20 +233,17 @@ func aioSubmit(io *rados.IOContext, name string, ext []extent, done func(error))
 		defer C.free(unsafe.Pointer(&lens[0]))
 		defer C.free(unsafe.Pointer(&offs[0]))
 		var pin runtime.Pinner
+		defer pin.Unpin() // also after a panic: a pin never undone kills the process
 		for i, e := range ext {
 			pin.Pin(&e.p[0])
 			bufs[i], lens[i], offs[i] = (*C.char)(unsafe.Pointer(&e.p[0])), C.size_t(len(e.p)), C.uint64_t(e.off)
 		}
 		r = C.archip_aio_writev(ioctx, oid, &bufs[0], &lens[0], &offs[0], C.int(n), C.uintptr_t(h), &c)
-		pin.Unpin()
 	}
 	if r < 0 {
-		opDone()
-		if !blocked {
-			h.Delete()
-		}
 		return mapErr(errnoError(r))
 	}
+	sent = true
 	if blocked {
 		go func() {
 			ret := int(C.archip_aio_wait(c))

@@ -23,21 +23,7 @@ import (
 // freed memory live.
 func TestMergedWritesUnderGC(t *testing.T) {
 	s := OpenTestStore(t)
-	defer debug.SetGCPercent(debug.SetGCPercent(1))
-	stop := make(chan struct{})
-	var gcs sync.WaitGroup
-	gcs.Add(1)
-	go func() {
-		defer gcs.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				runtime.GC()
-			}
-		}
-	}()
+	gcLoop(t)
 	const writers, writes, size = 8, 300, 4096
 	want := make([][]byte, 2)
 	for i := range want {
@@ -68,8 +54,6 @@ func TestMergedWritesUnderGC(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(stop)
-	gcs.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
@@ -90,4 +74,24 @@ func TestMergedWritesUnderGC(t *testing.T) {
 			t.Fatalf("%s does not hold what was written", name)
 		}
 	}
+}
+
+// gcLoop runs the collector continuously (GOGC=1 too) until the test ends.
+func gcLoop(t *testing.T) {
+	old := debug.SetGCPercent(1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.GC()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait(); debug.SetGCPercent(old) })
 }

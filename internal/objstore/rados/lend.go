@@ -11,7 +11,6 @@ import "C"
 import (
 	"context"
 	"fmt"
-	"runtime/cgo"
 	"unsafe"
 
 	"github.com/ceph/go-ceph/rados"
@@ -53,16 +52,10 @@ func (s *Store) ReadLend(ctx context.Context, name string, off int64, n int, fn 
 	}
 	oid := C.CString(name)
 	defer C.free(unsafe.Pointer(oid))
-	var done chan aioResult
-	var h cgo.Handle
-	defer opDone()
-	if !opStart() {
-		done = make(chan aioResult, 1)
-		h = cgo.NewHandle(done)
-		defer h.Delete()
-	}
+	done, h, end := startWait()
 	var l *C.archip_lent
 	if r := C.archip_lend_read(C.rados_ioctx_t(s.data.Pointer()), oid, C.size_t(n), C.uint64_t(off), C.uintptr_t(h), &l); r < 0 {
+		end()
 		return mapErr(errnoError(r))
 	}
 	defer C.archip_lent_free(l)
@@ -73,6 +66,7 @@ func (s *Store) ReadLend(ctx context.Context, name string, off int64, n int, fn 
 	} else {
 		<-done
 	}
+	end() // before fn, which may take long: the read is no longer in flight
 	var iov [16]C.struct_iovec
 	var nbuf C.int
 	r := C.archip_lent_result(l, &iov[0], C.int(len(iov)), &nbuf)
