@@ -98,6 +98,23 @@ func (s *asyncFailStore) unsettleNext(match func(name string) bool) {
 // named matches the object name; logsOf the write logs of volume id.
 func named(name string) func(string) bool { return func(n string) bool { return n == name } }
 
+// lostAppend writes 4 KiB of 0x10 at 0 through v, a logged writer of
+// volume id on s, and flushes it; then it writes 4 KiB of 0x20 at 8192,
+// whose append to the log is lost at the OSDs (loseNext).
+func lostAppend(t *testing.T, s *asyncFailStore, id blockmap.ID, v *Volume) {
+	t.Helper()
+	if err := v.WriteAt(ctx, pattern(4096, 0x10), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.loseNext(logsOf(id))
+	if err := v.WriteAt(ctx, pattern(4096, 0x20), 8192, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func logsOf(id blockmap.ID) func(string) bool {
 	prefix := "vol/" + id.String() + "/l/"
 	return func(n string) bool { return strings.HasPrefix(n, prefix) }
@@ -138,12 +155,9 @@ func TestReview11LogCheckpointDropsFailedAppend(t *testing.T) {
 		}
 		copy(want[off:], p)
 	}
-	write(pattern(4096, 0x10), 0)
-	if err := v.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.loseNext(logsOf(id))
-	write(pattern(4096, 0x20), 8192)
+	lostAppend(t, s, id, v)
+	copy(want, pattern(4096, 0x10))
+	copy(want[8192:], pattern(4096, 0x20))
 	if l := s.lostNames(); len(l) != 1 {
 		t.Fatalf("the write did not go to the log (lost: %v)", l)
 	}
@@ -179,16 +193,7 @@ func TestReview11LogKeptFailedAppendFlushFails(t *testing.T) {
 	id := newClone(t, s, 4)
 	v := openLogged(t, s, id, OpenOptions{})
 	defer v.Close(ctx)
-	if err := v.WriteAt(ctx, pattern(4096, 0x10), 0, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.loseNext(logsOf(id))
-	if err := v.WriteAt(ctx, pattern(4096, 0x20), 8192, false); err != nil {
-		t.Fatal(err)
-	}
+	lostAppend(t, s, id, v)
 	for i := range 3 {
 		if err := v.Flush(ctx); err == nil {
 			t.Fatalf("flush %d returned nil after a failed append", i)
@@ -272,16 +277,7 @@ func TestReview11CloseDropsFailedAppend(t *testing.T) {
 	id := newClone(t, s, 2)
 	v := openLogged(t, s, id, OpenOptions{})
 	// A first logged write lands (the log object exists), and is flushed.
-	if err := v.WriteAt(ctx, pattern(4096, 0x10), 0, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.loseNext(logsOf(id))
-	if err := v.WriteAt(ctx, pattern(4096, 0x20), 8192, false); err != nil {
-		t.Fatal(err)
-	}
+	lostAppend(t, s, id, v)
 	if l := s.lostNames(); len(l) != 1 {
 		t.Fatalf("the write did not go to the log (lost: %v)", l)
 	}

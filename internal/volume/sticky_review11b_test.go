@@ -54,16 +54,7 @@ func TestReview11bReopenAfterFailedAppendOpens(t *testing.T) {
 	s := newAsyncFailStore()
 	id := newClone(t, s, 4)
 	v := openLogged(t, s, id, OpenOptions{})
-	if err := v.WriteAt(ctx, pattern(4096, 0x10), 0, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.loseNext(logsOf(id))
-	if err := v.WriteAt(ctx, pattern(4096, 0x20), 8192, false); err != nil {
-		t.Fatal(err)
-	}
+	lostAppend(t, s, id, v)
 	if err := v.Flush(ctx); err == nil {
 		t.Fatal("the flush after a lost append returned nil")
 	}
