@@ -6,6 +6,13 @@
 #   bench/nbd.sh                       # 1 GiB disk, 8 s per test
 #   SIZE=256M RUNTIME=2 bench/nbd.sh   # quick (CI runs it with RUNTIME=1)
 #   ROWS="fsync1 clonewrite" bench/nbd.sh   # only these rows (names below)
+#   TMPDIR=/mnt/xfs bench/nbd.sh       # the disks and the store on that file system
+#
+# Every server's files share one file system (TMPDIR's, or /tmp's), named
+# in the table's header: the flush rows depend on it (an ext4 without a
+# journal writes a file's inode at each fdatasync after its mtime changed,
+# which costs archip's many block files more than one image file; see
+# docs/benchmarks.md, "Where a FUA write's time goes on files").
 #
 # Rows (fio options; every test is --time_based --runtime=$RUNTIME):
 #   throughput:  1M read/write QD16, 4k randread/randwrite QD32;
@@ -40,6 +47,16 @@ done
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || { echo "bench: python3-libnbd is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
 
 work=$(mktemp -d)
+# fsdesc DIR: the file system DIR is on, for the table's header ("ext4,
+# no journal"; "xfs").
+fsdesc() {
+  local t="" src=""
+  read -r t src < <(findmnt -n -o FSTYPE,SOURCE -T "$1" 2>/dev/null || true)
+  if [ "$t" = ext4 ] && [ "$(cat "/sys/fs/ext4/${src##*/}/journal_task" 2>/dev/null)" = "<none>" ]; then
+    t="$t, no journal"
+  fi
+  echo "${t:-unknown}"
+}
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -186,7 +203,7 @@ label() {
 }
 if [ ${#tests[@]} -gt 0 ] || [ ${#clones[@]} -gt 0 ]; then
   echo
-  echo "fio over NBD (unix socket), $SIZE disk, ${RUNTIME}s per test; 1M tests in MiB/s, the others in IOPS"
+  echo "fio over NBD (unix socket), $SIZE disk, ${RUNTIME}s per test, files on $(fsdesc "$work"); 1M tests in MiB/s, the others in IOPS"
   echo "(clone rows: qemu-nbd on a fresh qcow2 overlay of the raw disk, archip on a fresh clone)"
   printf '%-44s %10s %10s %10s %12s %12s\n' test archip nbdkit qemu-nbd "vs nbdkit" "vs qemu-nbd"
   for name in "${rows[@]}"; do
