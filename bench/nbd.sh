@@ -21,6 +21,9 @@
 #     --rw=write --bs=64k --iodepth=8 --fsync=32
 #     4k random writes with the FUA flag, QD1 (bench/fua.py: fio's nbd engine
 #       cannot send FUA; its --sync=1 leaves writes unflagged)
+#     qfua: 4k sequential FUA writes at QD1 from QEMU's own NBD client
+#       (bench/qemu-fua.sh: qemu-img bench, cache=directsync), as a guest's
+#       journal commits reach the server
 #     --rw=randrw --rwmixread=70 --bs=4k --iodepth=16 --numjobs=2 (two
 #       connections, no flush; reads and writes counted together)
 #   fresh clone against a fresh qcow2 overlay (qemu-img create -f qcow2 -b
@@ -91,7 +94,7 @@ declare -A SPEC=(
   [clonewrite]="--rw=randwrite --bs=4k --iodepth=32"
   [clonefsync]="--rw=randwrite --bs=4k --iodepth=1 --fsync=1"
 )
-all=(seqread seqwrite randread randwrite fsync1 fsync32 fua mix metrics clonewrite clonefsync)
+all=(seqread seqwrite randread randwrite fsync1 fsync32 fua qfua mix metrics clonewrite clonefsync)
 read -r -a rows <<<"${ROWS:-${all[*]}}"
 for r in "${rows[@]}"; do
   [[ " ${all[*]} " == *" $r "* ]] || { echo "bench: unknown row $r (rows: ${all[*]})" >&2; exit 1; }
@@ -104,10 +107,10 @@ done
 # run_test NAME URI → prints the test's figure
 run_test() {
   local name=$1 uri=$2 unit=iops out
-  if [ "$name" = fua ]; then
-    bench/fua.py "$uri" "$RUNTIME" 1
-    return
-  fi
+  case $name in
+    fua) bench/fua.py "$uri" "$RUNTIME" 1; return ;;
+    qfua) bench/qemu-fua.sh "$uri" "$RUNTIME"; return ;;
+  esac
   case $name in seq*) unit=mib ;; esac
   # shellcheck disable=SC2086 # SPEC holds several options
   out=$(fio --name="$name" --ioengine=nbd --uri="$uri" ${SPEC[$name]} \
@@ -196,7 +199,7 @@ label() {
     seqread) echo "1M sequential read, QD16";; seqwrite) echo "1M sequential write, QD16";;
     randread) echo "4k random read, QD32";; randwrite) echo "4k random write, QD32";;
     fsync1) echo "4k random write, QD1, fsync=1";; fsync32) echo "64k sequential write, QD8, fsync=32";;
-    fua) echo "4k random write, QD1, FUA";; mix) echo "4k random r/w 70/30, QD16, 2 conns";;
+    fua) echo "4k random write, QD1, FUA";; qfua) echo "4k seq write, QD1, FUA, QEMU's client";; mix) echo "4k random r/w 70/30, QD16, 2 conns";;
     clonewrite) echo "4k random write, QD32, fresh clone/overlay";;
     clonefsync) echo "4k rand write, QD1, fsync=1, fresh clone/ovl";;
   esac

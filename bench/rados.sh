@@ -15,8 +15,12 @@
 #     --iodepth=8 --fsync=32; 4k random writes with NBD's FUA flag at QD1
 #     (bench/fua.py; for the rbd engine, plain 4k random writes at QD1:
 #     without cache each is durable when acknowledged, which is what FUA
-#     asks); a 4k 70/30 random read/write mix, QD16 on each of 2 NBD
-#     connections (--numjobs=2), for the rbd engine one client at QD32
+#     asks); qfua: 4k sequential writes at QD1 with QEMU's own block layer
+#     as the client (bench/qemu-fua.sh, cache=directsync: FUA over NBD, a
+#     write and a flush on QEMU's rbd driver, librbd without its cache), as
+#     a guest's journal commits go; a 4k 70/30 random read/write mix, QD16
+#     on each of 2 NBD connections (--numjobs=2), for the rbd engine one
+#     client at QD32
 #     (two librbd clients on one image would pass its exclusive lock back
 #     and forth). Interleaved like the others;
 #   - first writes to a fresh clone (each copies its 4 MiB block): archip
@@ -45,7 +49,7 @@ bytes=$(numfmt --from=iec "$SIZE")
 # would otherwise slow the OSD down run after run.
 export CEPH_MEMSTORE_PAGES=${CEPH_MEMSTORE_PAGES:-1}
 export CEPH_MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-$(( (6 * bytes > 4294967296) ? 6 * bytes : 4294967296 ))}
-all=(seqread seqwrite randread randwrite fsync1 fsync32 fua mix cow clone direct engine)
+all=(seqread seqwrite randread randwrite fsync1 fsync32 fua qfua mix cow clone direct engine)
 read -r -a rows <<<"${ROWS:-${all[*]}}"
 for r in "${rows[@]}"; do
   [[ " ${all[*]} " == *" $r "* ]] || { echo "bench: unknown row $r (rows: ${all[*]})" >&2; exit 1; }
@@ -77,7 +81,7 @@ declare -A RBDSPEC=(
 )
 tests=() flushtests=()
 for r in seqread seqwrite randread randwrite; do want "$r" && tests+=("$r"); done
-for r in fsync1 fsync32 fua mix; do want "$r" && flushtests+=("$r"); done
+for r in fsync1 fsync32 fua qfua mix; do want "$r" && flushtests+=("$r"); done
 declare -A R
 
 # Both images exist and are written in full before any test, and each
@@ -123,12 +127,15 @@ one() {
     local u=$uri
     [ "$who" = qnbd ] && u=$quri
     [ "$who" = base ] && u=$buri
-    if [ "$name" = fua ]; then
-      bench/fua.py "$u" "$RUNTIME" 1
-      return
-    fi
+    case $name in
+      fua) bench/fua.py "$u" "$RUNTIME" 1; return ;;
+      qfua) bench/qemu-fua.sh "$u" "$RUNTIME"; return ;;
+    esac
     fio --name="$name" --ioengine=nbd --uri="$u" ${SPEC[$name]} \
       --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$unit"
+  elif [ "$name" = qfua ]; then
+    # QEMU's rbd driver under directsync: librbd without its cache.
+    bench/qemu-fua.sh "rbd:archip/bench:conf=$CEPH_CONF" "$RUNTIME"
   else
     CEPH_ARGS="--rbd_cache=${who#rbd}" fio --name="$name" --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin \
       ${RBDSPEC[$name]:-${SPEC[$name]}} --runtime="$RUNTIME" --time_based --output-format=json 2>/dev/null | fio_json "$unit"
@@ -215,7 +222,7 @@ printf '%-38s %7s %12s %14s %10s %10s %7s %8s\n' test archip "rbd qemu-nbd" "rbd
 flabel() {
   case $1 in
     fsync1) echo "4k random write, QD1, fsync=1";; fsync32) echo "64k sequential write, QD8, fsync=32";;
-    fua) echo "4k random write, QD1, FUA (rbd: plain)";; mix) echo "4k random r/w 70/30, QD16 x 2 conns";;
+    fua) echo "4k random write, QD1, FUA (rbd: plain)";; qfua) echo "4k seq FUA, QD1, QEMU (rbd: +flush)";; mix) echo "4k random r/w 70/30, QD16 x 2 conns";;
   esac
 }
 for name in "${flushtests[@]}"; do
