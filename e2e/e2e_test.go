@@ -155,9 +155,16 @@ func (d *daemon) logged(s string) int {
 	return n
 }
 
+// tail is the last n lines of the daemon's stderr.
+func (d *daemon) tail(n int) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return strings.Join(d.log[max(0, len(d.log)-n):], "\n")
+}
+
 // serve starts 'archip serve' on a unix socket and a TCP port chosen by
 // the system; extra flags are passed on. It is stopped with SIGTERM when
-// the test ends.
+// the test ends, and the end of its log is printed if the test failed.
 func (e *env) serve(extra ...string) *daemon {
 	e.t.Helper()
 	sock := e.path(fmt.Sprintf("nbd%d.sock", daemons.Add(1)))
@@ -167,7 +174,12 @@ func (e *env) serve(extra ...string) *daemon {
 	if err := d.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { d.stop(e.t) })
+	e.t.Cleanup(func() {
+		d.stop(e.t)
+		if e.t.Failed() {
+			e.t.Logf("archip serve on %s, the last lines of its log:\n%s", sock, d.tail(60))
+		}
+	})
 	lines := make(chan string, 64)
 	go func() {
 		sc := bufio.NewScanner(stderr)
