@@ -20,9 +20,8 @@
 #     write and a flush on QEMU's rbd driver, librbd without its cache), as
 #     a guest's journal commits go; a 4k 70/30 random read/write mix, QD16
 #     on each of 2 NBD connections (--numjobs=2), for the rbd engine one
-#     client at QD32
-#     (two librbd clients on one image would pass its exclusive lock back
-#     and forth). Interleaved like the others;
+#     client at QD32 (two librbd clients on one image would pass its
+#     exclusive lock back and forth). Interleaved like the others;
 #   - first writes to a fresh clone (each copies its 4 MiB block): archip
 #     (the OSD copies, copy_from) vs RBD (copyup through the client);
 #   - the same 4k random I/O straight on archip's librados path, without
