@@ -53,10 +53,12 @@ work=$(mktemp -d)
 # fsdesc DIR: the file system DIR is on, for the table's header ("ext4,
 # no journal"; "xfs").
 fsdesc() {
-  local t="" src=""
-  read -r t src < <(findmnt -n -o FSTYPE,SOURCE -T "$1" 2>/dev/null || true)
-  if [ "$t" = ext4 ] && [ "$(cat "/sys/fs/ext4/${src##*/}/journal_task" 2>/dev/null)" = "<none>" ]; then
-    t="$t, no journal"
+  local t="" mm="" j
+  read -r t mm < <(findmnt -n -o FSTYPE,MAJ:MIN -T "$1" 2>/dev/null || true)
+  # ext4 names its /sys/fs/ext4 entry after the block device (dm-0 for
+  # an LVM volume, whatever the mount's source says).
+  if [ "$t" = ext4 ] && j=$(cat "/sys/fs/ext4/$(basename "$(readlink -f "/sys/dev/block/$mm")")/journal_task" 2>/dev/null); then
+    if [ "$j" = "<none>" ]; then t="$t, no journal"; else t="$t, journal"; fi
   fi
   echo "${t:-unknown}"
 }

@@ -579,8 +579,8 @@ func TestChaos(t *testing.T) {
 			break
 		}
 		for i := range 2 {
-			if d := pair.get(i); chaosExited(d) {
-				t.Errorf("round %d: daemon %s exited by itself: %v\n%s", r+1, chaosNodes[i], d.cmd.ProcessState, chaosTail(d, 20))
+			if d := pair.get(i); d.exited() {
+				t.Errorf("round %d: daemon %s exited by itself: %v\n%s", r+1, chaosNodes[i], d.cmd.ProcessState, d.tail(20))
 				pair.set(i, e.chaosServe(i))
 			}
 		}
@@ -700,7 +700,7 @@ func TestChaos(t *testing.T) {
 		select {
 		case <-d.done:
 			if code := d.cmd.ProcessState.ExitCode(); code != 0 {
-				t.Logf("daemon %s exited with %d after SIGTERM:\n%s", chaosNodes[i], code, chaosTail(d, 10))
+				t.Logf("daemon %s exited with %d after SIGTERM:\n%s", chaosNodes[i], code, d.tail(10))
 			}
 		case <-time.After(chaosCmdTimeout):
 			d.cmd.Process.Kill()
@@ -730,7 +730,7 @@ func TestChaos(t *testing.T) {
 
 	if t.Failed() {
 		for i := range 2 {
-			t.Logf("the last lines of daemon %s:\n%s", chaosNodes[i], chaosTail(pair.get(i), 30))
+			t.Logf("the last lines of daemon %s:\n%s", chaosNodes[i], pair.get(i).tail(30))
 		}
 	}
 
@@ -944,21 +944,6 @@ func chaosStraggle(o *chaosOracle, c *chaosClient, node string, seq int32, pendi
 	if note("flush after the wake-up", c.do("f", nil)) {
 		o.flushed(pending)
 	}
-}
-
-func chaosExited(d *daemon) bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func chaosTail(d *daemon, n int) string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return strings.Join(d.log[max(0, len(d.log)-n):], "\n")
 }
 
 func chaosNames(states []*chaosState) []string {

@@ -162,9 +162,20 @@ func (d *daemon) tail(n int) string {
 	return strings.Join(d.log[max(0, len(d.log)-n):], "\n")
 }
 
+// exited reports whether the daemon's process has ended.
+func (d *daemon) exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // serve starts 'archip serve' on a unix socket and a TCP port chosen by
 // the system; extra flags are passed on. It is stopped with SIGTERM when
-// the test ends, and the end of its log is printed if the test failed.
+// the test ends, and if the test failed, the end of its log is printed
+// (unless it had ended before).
 func (e *env) serve(extra ...string) *daemon {
 	e.t.Helper()
 	sock := e.path(fmt.Sprintf("nbd%d.sock", daemons.Add(1)))
@@ -175,8 +186,11 @@ func (e *env) serve(extra ...string) *daemon {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() {
+		// A daemon that ended before the test did (a test that kills
+		// daemons) is not printed: such tests print what they need.
+		running := !d.exited()
 		d.stop(e.t)
-		if e.t.Failed() {
+		if e.t.Failed() && running {
 			e.t.Logf("archip serve on %s, the last lines of its log:\n%s", sock, d.tail(60))
 		}
 	})
@@ -216,10 +230,8 @@ func (e *env) serve(extra ...string) *daemon {
 
 // stop sends SIGTERM and waits for a clean exit.
 func (d *daemon) stop(t *testing.T) {
-	select {
-	case <-d.done:
+	if d.exited() {
 		return
-	default:
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {

@@ -300,7 +300,7 @@ func TestSnapshotWhileWriting(t *testing.T) {
 		t.Fatalf("the writer: %v: %s", err, out.String())
 	}
 	if d.logged("handed over") < 3 {
-		t.Fatalf("%d handoffs for 3 snapshots; daemon log:\n%s", d.logged("handed over"), strings.Join(d.log, "\n"))
+		t.Fatalf("%d handoffs for 3 snapshots; daemon log:\n%s", d.logged("handed over"), d.tail(1<<30))
 	}
 	for _, s := range snaps {
 		data := []byte(e.archip("volume", "read", s, "--offset", "0", "--length", strconv.Itoa(n*4096)))

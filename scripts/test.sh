@@ -17,6 +17,18 @@ log=$(mktemp)
 cephdir=$(mktemp -d)
 trap 'scripts/ceph-cluster.sh stop "$cephdir" >/dev/null 2>&1 || true; rm -f "$log"' EXIT
 
+# failures LOG: what each failed test of a go test -v log printed (the
+# last 200 lines of it: its error, and the logs its cleanups print, such
+# as the end of each daemon's log in e2e), then each panic with the 40
+# lines after it. Parallel tests' lines interleave: the "=== RUN", "CONT"
+# or "NAME" line before a line names its test.
+failures() {
+  awk '/^=== (RUN|CONT|NAME|PAUSE) /{n=$3}
+    {c[n]++; b[n, c[n]] = $0}
+    /^ *--- FAIL: /{t=$3; print "--- output of " t ":"; for (i = (c[t] > 200 ? c[t] - 199 : 1); i <= c[t]; i++) print b[t, i]}' "$1" | head -3000
+  grep -A40 -E -- '^panic:' "$1" | head -300 || true
+}
+
 echo "== go vet, gofmt"
 go vet ./...
 go vet -tags ceph,pacific ./...
@@ -28,7 +40,7 @@ status=0
 go test -count=1 -timeout 20m -v ./... >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|--- FAIL|panic:|\s+--- FAIL)' "$log" || true
 if [ "$status" != 0 ]; then
-  echo "== failures (full log follows the summary)"; grep -B2 -A30 -E -- '--- FAIL|^panic:' "$log" | head -300
+  echo "== failures"; failures "$log"
   exit "$status"
 fi
 skips=$(grep -E -- '--- SKIP' "$log" || true)
@@ -49,7 +61,7 @@ status=0
   go test -count=1 -timeout 10m -tags ceph,pacific -v -run 'ModelRados|Rados|S3' ./internal/volume ./internal/gc ./e2e; } >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|--- FAIL|panic:)' "$log" || true
 if [ "$status" != 0 ]; then
-  grep -B2 -A30 -E -- '--- FAIL|^panic:' "$log" | head -200
+  failures "$log"
   exit "$status"
 fi
 if grep -qE -- '--- SKIP' "$log" && [ "${CI:-}" = true ]; then
