@@ -25,7 +25,7 @@ trap 'scripts/ceph-cluster.sh stop "$cephdir" >/dev/null 2>&1 || true; rm -f "$l
 failures() {
   awk '/^=== (RUN|CONT|NAME|PAUSE) /{n=$3}
     {c[n]++; b[n, c[n]] = $0}
-    /^ *--- FAIL: /{t=$3; print "--- output of " t ":"; for (i = (c[t] > 200 ? c[t] - 199 : 1); i <= c[t]; i++) print b[t, i]}' "$1" | head -3000
+    /^ *--- FAIL: /{t=$3; print "--- output of " t ":"; for (i = (c[t] > 200 ? c[t] - 199 : 1); i <= c[t]; i++) print b[t, i]}' "$1" | head -3000 || true
   grep -A40 -E -- '^panic:' "$1" | head -300 || true
 }
 
