@@ -21,9 +21,10 @@ const (
 	CapLazyCreate                   // LazyCreator
 	CapSyncWaits                    // SyncWaiter, answering true
 	CapSettle                       // Settler
+	CapSyncInode                    // InodeSyncer, answering true
 )
 
-var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered", "lazycreate", "syncwaits", "settle"}
+var capNames = []string{"rangewrite", "sync", "copy", "handles", "lend", "fence", "listnames", "freshstat", "listordered", "lazycreate", "syncwaits", "settle", "syncinode"}
 
 func (c Caps) String() string {
 	var s []string
@@ -95,6 +96,9 @@ func CapabilitiesOf(s Store) Caps {
 	if _, ok := s.(Settler); ok {
 		c |= CapSettle
 	}
+	if i, ok := s.(InodeSyncer); ok && i.SyncWritesInode() {
+		c |= CapSyncInode
+	}
 	return c
 }
 
@@ -149,6 +153,10 @@ func AsSettler(s Store) (Settler, bool) { return as[Settler](s, CapSettle) }
 
 // SyncWaits reports whether s's Sync only waits (see SyncWaiter).
 func SyncWaits(s Store) bool { return CapabilitiesOf(s)&CapSyncWaits != 0 }
+
+// SyncWritesInode reports whether s's Sync writes an object's inode
+// after a write moved its times (see InodeSyncer).
+func SyncWritesInode(s Store) bool { return CapabilitiesOf(s)&CapSyncInode != 0 }
 
 // FreshStat reports whether s's Stat is fresh (see FreshStater).
 func FreshStat(s Store) bool { return CapabilitiesOf(s)&CapFreshStat != 0 }

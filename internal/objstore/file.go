@@ -262,6 +262,7 @@ type File struct {
 	hooks    fileHooks
 	pruneAge time.Duration
 	local    bool // on a file system of this host only (FreshStat)
+	inode    bool // fdatasync writes the inode after a write in place (SyncWritesInode)
 
 	mu        sync.Mutex
 	durable   map[string]genID   // directory → the one (dirKey) whose entry in its parent is durable
@@ -371,6 +372,7 @@ func OpenFile(dir string, create bool) (*File, error) {
 	// Asked once the directory exists (a store this open created was
 	// taken for remote, and every flush swapped the head).
 	f.local = localFS(abs)
+	f.inode = syncWritesInode(abs)
 	// A store copied by a tool that skips empty directories lacks them.
 	for _, d := range []string{"tmp", "obj"} {
 		if _, err := os.Stat(filepath.Join(abs, d)); errors.Is(err, fs.ErrNotExist) {
@@ -433,6 +435,11 @@ func (f *File) SetPruneAge(d time.Duration) { f.pruneAge = d }
 // FreshStat reports whether Stat sees other hosts' changes at once: only
 // on a local file system (see FreshStater).
 func (f *File) FreshStat() bool { return f.local }
+
+// SyncWritesInode reports whether the store's directory is on a file
+// system whose fdatasync writes a file's inode when a write moved its
+// times (objstore.InodeSyncer): ext4 without a journal.
+func (f *File) SyncWritesInode() bool { return f.inode }
 
 // Root returns the store's directory.
 func (f *File) Root() string { return f.root }

@@ -1,8 +1,11 @@
 package objstore
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +36,38 @@ func localFS(dir string) bool {
 		return true
 	}
 	return false
+}
+
+// syncWritesInode reports whether dir is on ext4 without a journal,
+// where fdatasync writes the inode after a write moved the file's times
+// (objstore.InodeSyncer). ext4 says whether it has a journal in sysfs:
+// /sys/fs/ext4/<device>/journal_task holds "<none>" without one. Without
+// that file to read (no sysfs, another kernel), the answer is no.
+func syncWritesInode(dir string) bool {
+	var sf unix.Statfs_t
+	if unix.Statfs(dir, &sf) != nil || uint32(sf.Type) != unix.EXT4_SUPER_MAGIC {
+		return false
+	}
+	var st unix.Stat_t
+	if unix.Stat(dir, &st) != nil {
+		return false
+	}
+	return ext4NoJournal(sysfsRoot, unix.Major(st.Dev), unix.Minor(st.Dev))
+}
+
+// sysfsRoot is where sysfs is mounted (tests point it elsewhere).
+var sysfsRoot = "/sys"
+
+// ext4NoJournal reports whether the ext4 file system on device
+// major:minor has no journal, from sysfs under root: the device's name
+// is that of the link /sys/dev/block/<major>:<minor>.
+func ext4NoJournal(root string, major, minor uint32) bool {
+	dev, err := os.Readlink(filepath.Join(root, "dev", "block", fmt.Sprintf("%d:%d", major, minor)))
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(root, "fs", "ext4", filepath.Base(dev), "journal_task"))
+	return err == nil && strings.TrimSpace(string(b)) == "<none>"
 }
 
 // datasync makes f's data durable, and the metadata needed to read it

@@ -18,6 +18,9 @@ func datasync(f *os.File) error { return f.Sync() }
 // localFS: not known here, so the store is taken as shared.
 func localFS(dir string) bool { return false }
 
+// syncWritesInode: not known here.
+func syncWritesInode(dir string) bool { return false }
+
 // statGen stats the generation file at path (not following a symbolic
 // link): its size, modification time and identity (device, inode and
 // change time; see genID).

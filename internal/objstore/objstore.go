@@ -192,6 +192,20 @@ type SyncWaiter interface {
 	SyncWaitsOnly() bool
 }
 
+// InodeSyncer is implemented by Syncers whose Sync of an object written
+// in place also writes its inode, synchronously, whenever a write moved
+// the object's modification time, answering true: the file store on
+// ext4 without a journal, where fdatasync writes the inode's block with
+// the data (a journaled file system commits a change of times later, on
+// its own). The time moves once per clock tick, so one file written and
+// synced many times a tick (a raw image) pays it once per tick, and each
+// of many files written in turn pays it at every sync. Package volume
+// then sends small writes scattered over a volume's blocks to its write
+// log (one file) instead of into their blocks.
+type InodeSyncer interface {
+	SyncWritesInode() bool
+}
+
 // Settler is implemented by backends whose writes return before the
 // backend has them and whose failed writes leave nothing of themselves
 // (RADOS: a write returns once sent; an operation the OSDs refuse leaves

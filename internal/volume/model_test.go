@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -67,6 +68,9 @@ type model struct {
 	partials int
 	// logged counts the checks that found logged bytes (the write log).
 	logged int
+	// scattered: checks that saw logged bytes in an owned object's
+	// sub-blocks (logScattered).
+	scattered int
 	// follow: every volume also has a following handle (OpenOptions.Follow),
 	// which check reads: every byte flushed and not written since.
 	follow bool
@@ -213,7 +217,16 @@ func (m *model) check(v *modelVol) {
 	if len(v.h.mu.index) > 0 {
 		m.logged++
 	}
+	index := maps.Clone(v.h.mu.index)
 	v.h.mu.Unlock()
+	for b, exts := range index {
+		// Logged bytes in sub-blocks of an object the writer owns:
+		// only a scattered write (logScattered) logs those.
+		e, epoch := v.h.entry(b)
+		if touched := v.h.subBlocks(exts[0].off, exts[0].n); v.h.owns(e, epoch) && e.Mask()&touched == touched {
+			m.scattered++
+		}
+	}
 }
 
 // checkCrashImage opens every volume on a crashed store and checks that
@@ -693,12 +706,16 @@ func TestModelMem(t *testing.T) {
 				// the map path beside logged blocks.
 				defer setLogBurst(8 << 10)()
 			}
+			defer scatterSeed(seed)()
 			m := runModel(t, objstore.NewMem(), seed, 300, nil, false)
 			if m.partials == 0 && !t.Failed() {
 				t.Fatal("no partial block was seen")
 			}
 			if m.logged == 0 && !t.Failed() {
 				t.Fatal("no logged write was seen")
+			}
+			if scatterDefault && m.scattered == 0 && !t.Failed() {
+				t.Fatal("no scattered write to an owned block was seen logged")
 			}
 		})
 	}
@@ -732,6 +749,7 @@ func TestModelFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer scatterSeed(seed)()
 			runModel(t, s, seed, 200, nil, false)
 		})
 	}
@@ -789,10 +807,24 @@ func TestModelStalls(t *testing.T) {
 		}
 		for name, mk := range stores {
 			t.Run(fmt.Sprintf("%s/%d", name, seed), func(t *testing.T) {
+				defer scatterSeed(seed)()
 				runModel(t, mk(), seed, 300, nil, true)
 			})
 		}
 	}
+}
+
+// scatterSeed sends small scattered writes to owned blocks to the log
+// (logScattered) on the seeds 1 and 3 modulo 4, the latter with at most
+// two blocks with logged bytes (logScatterBlocks), as on a store whose
+// sync writes the inode; it returns what undoes it.
+func scatterSeed(seed uint64) func() {
+	old, oldBlocks := scatterDefault, logScatterBlocks
+	scatterDefault = seed%4 == 1 || seed%4 == 3
+	if seed%4 == 3 {
+		logScatterBlocks = 2
+	}
+	return func() { scatterDefault, logScatterBlocks = old, oldBlocks }
 }
 
 // TestModelCrash runs the model on the crashable store: crashes between
@@ -810,6 +842,7 @@ func TestModelCrash(t *testing.T) {
 			if seed%3 == 0 {
 				defer setLogBurst(8 << 10)() // as in TestModelMem
 			}
+			defer scatterSeed(seed)()
 			mem := objstore.NewCrashable()
 			cp := &crashPoints{Store: mem, mem: mem}
 			m := runModel(t, cp, seed, 300, cp, false)
@@ -821,6 +854,9 @@ func TestModelCrash(t *testing.T) {
 			}
 			if m.logged == 0 && !t.Failed() {
 				t.Fatal("no logged write was seen")
+			}
+			if scatterDefault && m.scattered == 0 && !t.Failed() {
+				t.Fatal("no scattered write to an owned block was seen logged")
 			}
 		})
 	}

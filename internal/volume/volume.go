@@ -137,6 +137,10 @@ type Volume struct {
 	// logOn: writes to blocks this writer cannot write in place go to
 	// its write log (OpenOptions.Log).
 	logOn bool
+	// scatter: small writes scattered over blocks it writes in place go
+	// to the log too (logScattered): the store's sync of an object
+	// written in place also writes its inode (objstore.InodeSyncer).
+	scatter bool
 	// ahead: how far this writer's log is written with zeros past its
 	// tail (aheadLog).
 	ahead logAheadState
@@ -273,6 +277,9 @@ type Volume struct {
 		// burst: bytes written since the last flush a caller asked for
 		// (Flush, or a write with FUA); see logBurst.
 		burst int64
+		// lastBlock: the block of the last write that logsBlock routed
+		// (logScattered).
+		lastBlock int64
 		// A segmented log's bytes not yet in a stored segment (segLog):
 		// segBuf, to be the segment segName at position segStart of the
 		// writer's own log, and segMem, cut into segments whose write
@@ -401,6 +408,7 @@ func Open(ctx context.Context, s objstore.Store, id blockmap.ID, opts OpenOption
 		// fresh Stat.
 		canLog := v.rw != nil && (v.freshStat || v.fenced) || v.rw == nil && v.freshStat && objstore.CheckCAS(s) == nil
 		v.logOn = (opts.Log || logDefault) && canLog && len(head.Logs) < blockmap.MaxLogs
+		v.scatter = v.logOn && v.rw != nil && v.syncer != nil && !v.syncWaits && (objstore.SyncWritesInode(s) || scatterDefault)
 	}
 	_, hasRW := objstore.AsRangeWriter(s)
 	v.segLog = !hasRW
@@ -1180,7 +1188,7 @@ func (v *Volume) writeBlock(ctx context.Context, b, boff int64, data []byte, not
 		st.Lock()
 		e, epoch := v.entry(b)
 		owned := v.owns(e, epoch) && !v.isTainted(e)
-		log, err := v.logsBlock(b, e, owned, v.subBlocks(boff, int64(len(data))), int64(len(data)))
+		log, err := v.logsBlock(b, e, owned, boff, int64(len(data)))
 		if err != nil || log {
 			defer st.Unlock()
 			if err != nil {

@@ -819,26 +819,39 @@ func (v *Volume) readName(ctx context.Context, name string, p []byte, off int64)
 // logsBlock reports whether a write of [boff, boff+n) to block b (entry
 // e) goes to the log: the handle logs, and the block is one it would copy
 // on write (shared with a snapshot or a parent, another epoch's, a
-// sub-block its partial block lacks), or has logged bytes already, which
-// a later in-place write must not hide under. A write to a zero block
-// allocates it as before (a sparse object of its own and a map change):
-// a volume being filled would otherwise write everything twice, into
-// the log and at its checkpoint. A block with logged bytes while the log
-// takes no more (broken) gets errLogBroken: no write may take the map
-// path while the index overlays the block with older bytes, which a
-// later checkpoint would write over it (see Volume.shared). The caller
+// sub-block its partial block lacks), or the write overlaps logged bytes,
+// which a later in-place write must not hide under, or it is a small
+// write scattered away from the one before it (logScattered). A write to
+// a zero block allocates it as before (a sparse object of its own and a
+// map change): a volume being filled would otherwise write everything
+// twice, into the log and at its checkpoint. A write over logged bytes
+// while the log takes no more (broken) gets errLogBroken: no write may
+// take the map path while the index overlays it with older bytes, which
+// a later checkpoint would write over it (see Volume.shared). The caller
 // holds b's stripe.
+//
+// A block the writer does not write in place that has logged bytes takes
+// every write into the log, overlapping them or not: the map path would
+// copy it on write from the map alone. One it writes in place takes only
+// the writes that overlap them; its other bytes are the object's.
 //
 // On a segmented log (no in-place writes), every write smaller than a
 // block within the burst is logged, to an owned block too: the map path
 // would put the whole block.
-func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64, n int64) (bool, error) {
+func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, boff, n int64) (bool, error) {
 	if !v.logOn {
 		return false, nil
 	}
+	touched := v.subBlocks(boff, n)
+	inPlace := owned && e.Mask()&touched == touched && !v.segLog
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	last := v.mu.lastBlock
+	v.mu.lastBlock = b
 	logged := len(v.mu.index[b]) > 0
+	if inPlace && logged {
+		logged = overlapsLogged(v.mu.index[b], boff, n)
+	}
 	if v.mu.logBroken || len(v.mu.logs) == 0 {
 		if logged {
 			return false, errLogBroken
@@ -851,8 +864,50 @@ func (v *Volume) logsBlock(b int64, e blockmap.Entry, owned bool, touched uint64
 		// puts it once for all the writes logged to it.
 		return logged || n < v.bs, nil
 	}
-	return logged || v.mu.burst <= logBurst && e.Kind() != blockmap.Zero && !(owned && e.Mask()&touched == touched), nil
+	if logged {
+		return true, nil
+	}
+	if v.mu.burst > logBurst || e.Kind() == blockmap.Zero {
+		return false, nil
+	}
+	if !inPlace {
+		return true, nil
+	}
+	return v.scatter && n <= logScattered && b != last && (len(v.mu.index[b]) > 0 || len(v.mu.index) < logScatterBlocks), nil
 }
+
+// overlapsLogged reports whether [off, off+n) of a block overlaps one of
+// its logged extents (sorted, not overlapping).
+func overlapsLogged(exts []logExt, off, n int64) bool {
+	i := overlapStart(exts, off)
+	return i < len(exts) && exts[i].off < off+n
+}
+
+// logScattered is the largest write to a block the writer owns that goes
+// to the log rather than in place, within a burst (logBurst), when the
+// write before it went to another block, on a store whose writes need a
+// sync (the file store). A flush then syncs the one log object instead of
+// one object per block written since the last flush; and on a file system
+// where fdatasync also writes a file's inode when its mtime moved (ext4
+// without a journal: the mtime moves once per clock tick, so every block
+// file that is written seldom pays it), a guest's scattered synced writes
+// cost what they cost in one image file. Writes that follow each other in
+// one block (a sequential stream, a journal) stay in place: they sync one
+// object anyway, and would only be copied twice.
+var logScattered int64 = 16 << 10
+
+// logScatterBlocks bounds how many blocks have logged bytes before
+// scattered writes to blocks without any stay in place: a checkpoint
+// writes and syncs each block the log touched, so with random writes
+// over a large volume it would sync about one object per logged write
+// (what the writes in place cost) after each write's log sync had been
+// paid already. Within the bound, a checkpoint of a full log (logBound)
+// syncs at most this many objects for thousands of logged writes.
+var logScatterBlocks = 256
+
+// scatterDefault sends scattered writes to the log on every store with
+// in-place writes that need a sync (tests run the model with it).
+var scatterDefault = false
 
 // noteBurst counts a write of n bytes in the burst since the last flush a
 // caller asked for (a write with FUA is one, and ends it); the write that

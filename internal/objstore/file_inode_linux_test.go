@@ -1,0 +1,54 @@
+package objstore
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestExt4NoJournal reads ext4's journal_task in a sysfs tree laid out as
+// the kernel's: the device's name from the /sys/dev/block link, "<none>"
+// without a journal, a thread's number with one.
+func TestExt4NoJournal(t *testing.T) {
+	root := t.TempDir()
+	mk := func(mm, dev, journal string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, "dev", "block"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("../../devices/virtual/block/"+dev, filepath.Join(root, "dev", "block", mm)); err != nil {
+			t.Fatal(err)
+		}
+		if journal == "" {
+			return
+		}
+		d := filepath.Join(root, "fs", "ext4", dev)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "journal_task"), []byte(journal), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("253:0", "vda", "<none>\n")
+	mk("7:1", "loop1", "10877\n")
+	mk("253:2", "dm-2", "") // no ext4 entry
+	for _, c := range []struct {
+		major, minor uint32
+		want         bool
+	}{{253, 0, true}, {7, 1, false}, {253, 2, false}, {8, 0, false}} {
+		if got := ext4NoJournal(root, c.major, c.minor); got != c.want {
+			t.Errorf("ext4NoJournal(%d:%d) = %v, want %v", c.major, c.minor, got, c.want)
+		}
+	}
+	// A store on a temporary directory answers as its file system does
+	// (no error, whatever it is), and the capability follows.
+	f, err := OpenFile(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if SyncWritesInode(f) != f.SyncWritesInode() {
+		t.Fatal("CapabilitiesOf disagrees with the store's answer")
+	}
+	t.Logf("the test directory's file system: SyncWritesInode %v", f.SyncWritesInode())
+}
