@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,9 +41,11 @@ func localFS(dir string) bool {
 
 // syncWritesInode reports whether dir is on ext4 without a journal,
 // where fdatasync writes the inode after a write moved the file's times
-// (objstore.InodeSyncer). ext4 says whether it has a journal in sysfs:
-// /sys/fs/ext4/<device>/journal_task holds "<none>" without one. Without
-// that file to read (no sysfs, another kernel), the answer is no.
+// (objstore.InodeSyncer), unless it is mounted with lazytime (which
+// keeps a change of times in memory). ext4 says whether it has a journal
+// in sysfs: /sys/fs/ext4/<device>/journal_task holds "<none>" without
+// one. Without that file to read (no sysfs, another kernel), the answer
+// is no.
 func syncWritesInode(dir string) bool {
 	var sf unix.Statfs_t
 	if unix.Statfs(dir, &sf) != nil || uint32(sf.Type) != unix.EXT4_SUPER_MAGIC {
@@ -52,11 +55,38 @@ func syncWritesInode(dir string) bool {
 	if unix.Stat(dir, &st) != nil {
 		return false
 	}
-	return ext4NoJournal(sysfsRoot, unix.Major(st.Dev), unix.Minor(st.Dev))
+	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
+	return ext4NoJournal(sysfsRoot, major, minor) && !lazytime(mountInfo, major, minor)
 }
 
-// sysfsRoot is where sysfs is mounted (tests point it elsewhere).
-var sysfsRoot = "/sys"
+// sysfsRoot is where sysfs is mounted, and mountInfo this process's
+// table of mounts.
+const (
+	sysfsRoot = "/sys"
+	mountInfo = "/proc/self/mountinfo"
+)
+
+// lazytime reports whether the file system on device major:minor is
+// mounted with lazytime, from the mount table at path (mountinfo's
+// format: the device is the third field, the super block's options the
+// last). Unreadable, the answer is no.
+func lazytime(path string, major, minor uint32) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	dev := fmt.Sprintf("%d:%d", major, minor)
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[2] != dev {
+			continue
+		}
+		if slices.Contains(strings.Split(f[len(f)-1], ","), "lazytime") {
+			return true
+		}
+	}
+	return false
+}
 
 // ext4NoJournal reports whether the ext4 file system on device
 // major:minor has no journal, from sysfs under root: the device's name

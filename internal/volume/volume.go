@@ -280,6 +280,16 @@ type Volume struct {
 		// lastBlock: the block of the last write that logsBlock routed
 		// (logScattered).
 		lastBlock int64
+		// dropGen counts the times the index lost extents that the
+		// stored head's logs may still replay (a checkpoint wrote them
+		// into their blocks, a block was deallocated); dropRestart is
+		// dropGen when the logs were last restarted (a head with them
+		// replays none of those), dropStored dropRestart as of the
+		// last head stored. Until dropStored catches up with dropGen,
+		// a crash replays records the index no longer holds, so a
+		// write in place over their bytes is durable only once a head
+		// is stored (flushWrite).
+		dropGen, dropRestart, dropStored uint64
 		// A segmented log's bytes not yet in a stored segment (segLog):
 		// segBuf, to be the segment segName at position segStart of the
 		// writer's own log, and segMem, cut into segments whose write
@@ -990,7 +1000,9 @@ func (v *Volume) flushWrite(ctx context.Context, n *writeNote) error {
 			// in the dirty sets, so a block whose segment is not dirty
 			// has its entry stored.
 			v.mu.Lock()
-			ok := !v.mu.closed && len(v.mu.pending) == 0 && v.age(v.mu.dirtySince) <= MaxUnflushedAge
+			// A stored head whose logs still replay records the index
+			// dropped would replay them over this write after a crash.
+			ok := !v.mu.closed && len(v.mu.pending) == 0 && v.age(v.mu.dirtySince) <= MaxUnflushedAge && v.mu.dropStored == v.mu.dropGen
 			for _, b := range n.blocks {
 				ok = ok && !v.mu.dirtySegs[uint32(b/blockmap.SegmentEntries)]
 			}
@@ -1073,7 +1085,7 @@ var errTainted = errors.New("volume: object tainted by a write of unknown outcom
 // write to them is in flight); it runs fn again when fn met an object
 // tainted meanwhile.
 //
-// A write that met a block with logged bytes while the write log takes
+// A write that met logged bytes (see logsBlock) while the write log takes
 // no more records (errLogBroken: an append or a commit failed) flushes
 // first, which checkpoints the log into the map, stores a head whose log
 // holds none of those records and starts a new log, and then runs again.
@@ -1761,6 +1773,8 @@ type cut struct {
 	fence    bool
 	logged   bool
 	check    func(context.Context) error // asked last before the head swap
+	// dropRestart: v.mu.dropRestart when the cut was taken.
+	dropRestart uint64
 
 	// The map's changes: blocks changed since the last cut (dirty) and
 	// their segments (dirtySegs). A flush stores them either in the
@@ -1791,7 +1805,7 @@ func (v *Volume) takeCut() *cut {
 func (v *Volume) takeCutLocked() *cut {
 	c := &cut{freed: v.mu.freed,
 		head: v.mu.head, headVer: v.mu.headVer, dirtyHdr: v.mu.headDirty, fence: v.mu.fence, logged: v.mu.logged, since: v.mu.dirtySince,
-		forced: v.mu.checkpoint}
+		forced: v.mu.checkpoint, dropRestart: v.mu.dropRestart}
 	for name := range v.mu.dirtyObjs {
 		c.objs = append(c.objs, name)
 	}
@@ -2131,6 +2145,7 @@ func (v *Volume) persistHead(ctx context.Context, c *cut) error {
 	}
 	v.mu.Lock()
 	v.mu.head.Segments, v.mu.head.Delta, v.mu.headVer = h.Segments, h.Delta, ver
+	v.mu.dropStored = max(v.mu.dropStored, c.dropRestart)
 	v.mu.delta = map[int64]bool{}
 	for _, d := range h.Delta {
 		v.mu.delta[d.Block] = true

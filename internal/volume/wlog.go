@@ -127,9 +127,10 @@ type segChunk struct {
 // when flushes are frequent (each flush then costs one append and one
 // sync instead of a head swap); writes that no flush follows gain
 // nothing from it, and a checkpoint copies them a second time. Past the
-// burst, writes to blocks without logged bytes take the map path as
-// before the log, and a flush in the background checkpoints the records
-// logged so far, so that the blocks they touched take it too.
+// burst, writes that logged bytes do not hold to the log (logsBlock)
+// take the map path as before the log, and a flush in the background
+// checkpoints the records logged so far, so that the blocks they touched
+// take it too.
 var logBurst int64 = 256 << 10
 
 // logDefault turns the write log on for writers that do not ask for it
@@ -951,7 +952,7 @@ func (v *Volume) kickLocked(ctx context.Context) {
 	}()
 }
 
-// errLogBroken: a write met a block with logged bytes while the log
+// errLogBroken: a write met logged bytes (see logsBlock) while the log
 // takes no more records; it is run again once a flush checkpointed the
 // log (see Volume.shared).
 var errLogBroken = errors.New("volume: a block with logged bytes met a write log that takes no more records")
@@ -1203,6 +1204,7 @@ func (v *Volume) writeCommit(ctx context.Context, commit func(context.Context) e
 func (v *Volume) dropLoggedLocked(b int64) {
 	if len(v.mu.index[b]) > 0 {
 		delete(v.mu.index, b)
+		v.mu.dropGen++
 		v.mu.logForce = true
 	}
 }
@@ -1462,6 +1464,7 @@ func (v *Volume) restartLogsLocked(keep []logFile) {
 	}
 	v.mu.logBytes, v.mu.logForce, v.mu.logBroken, v.mu.logCommit = 0, false, false, false
 	v.mu.headDirty = true
+	v.mu.dropRestart = v.mu.dropGen
 	v.segResetLocked()
 }
 
@@ -1541,6 +1544,7 @@ func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
 		v.mu.Lock()
 		delete(v.mu.index, b)
 		v.mu.logGen++
+		v.mu.dropGen++
 		v.mu.Unlock()
 		return nil
 	}

@@ -189,9 +189,11 @@ func (h syncNamesHandle) Sync() error {
 // writer owns (written, then reopened with the log on), each 4 KiB write
 // and flush syncs one object, the block's, and nothing else (not the
 // log: an owned block is written in place, see logsBlock), and swaps no
-// head. (Routing such writes through the log, whose sync with zeros
-// ahead costs about what an object's does, measured no clear gain and
-// adds a checkpoint stall: docs/benchmarks.md.)
+// head, on a store whose sync does not write the inode. (Routing such
+// writes through the log, whose sync with zeros ahead costs about what
+// an object's does there, gains nothing and adds a checkpoint stall:
+// docs/benchmarks.md. Where the sync writes the inode, scattered writes
+// go to the log: TestScatterSyncsTheLogOnly.)
 func TestInPlaceFlushSyncsItsObject(t *testing.T) {
 	s := &syncNames{Mem: objstore.NewMem()}
 	id, err := Create(ctx, s, CreateOptions{Size: 4 * bs, BlockShift: SmallShift})
