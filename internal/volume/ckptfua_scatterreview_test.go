@@ -18,23 +18,7 @@ func scatterFaulty(t *testing.T, blocks int) (*Volume, *objstore.Faulty, blockma
 	scatterDefault = true
 	t.Cleanup(func() { scatterDefault = old })
 	f := objstore.NewFaulty(objstore.NewMem())
-	id, err := Create(ctx, f, CreateOptions{Size: uint64(blocks * bs), BlockShift: SmallShift})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := pattern(blocks*bs, 1)
-	w, err := Open(ctx, f, id, OpenOptions{Writable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WriteAt(ctx, want, 0, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	v := openLogged(t, f, id, OpenOptions{})
-	t.Cleanup(func() { v.Close(ctx) })
+	v, id, want := filledLogged(t, f, blocks)
 	if !v.scatter {
 		t.Fatal("scattered writes not routed to the log")
 	}

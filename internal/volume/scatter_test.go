@@ -15,15 +15,28 @@ type inodeSyncNames struct{ *syncNames }
 
 func (inodeSyncNames) SyncWritesInode() bool { return true }
 
-// filledScatter returns a volume of blocks blocks, every one written and
-// flushed by a writer before, open again with the log, its store, and
-// the bytes it holds.
+// filledScatter returns a volume of blocks blocks on a store whose sync
+// writes the inode, every block written and flushed by a writer before,
+// open again with the log, its store, and the bytes it holds.
 func filledScatter(t *testing.T, blocks int) (*Volume, inodeSyncNames, []byte) {
 	t.Helper()
 	s := inodeSyncNames{&syncNames{Mem: objstore.NewMem()}}
 	if !objstore.SyncWritesInode(s) {
 		t.Fatal("the test store does not say its sync writes the inode")
 	}
+	v, _, want := filledLogged(t, s, blocks)
+	s.mu.Lock()
+	s.names, s.swaps = nil, 0
+	s.mu.Unlock()
+	return v, s, want
+}
+
+// filledLogged creates a volume of blocks blocks on s, writes and
+// flushes every block with a writer without the log (so that the next
+// writer owns them), and opens it again with the log; it returns the
+// writer, the volume's ID and the bytes it holds.
+func filledLogged(t *testing.T, s objstore.Store, blocks int) (*Volume, blockmap.ID, []byte) {
+	t.Helper()
 	id, err := Create(ctx, s, CreateOptions{Size: uint64(blocks * bs), BlockShift: SmallShift})
 	if err != nil {
 		t.Fatal(err)
@@ -41,10 +54,7 @@ func filledScatter(t *testing.T, blocks int) (*Volume, inodeSyncNames, []byte) {
 	}
 	v := openLogged(t, s, id, OpenOptions{})
 	t.Cleanup(func() { v.Close(ctx) })
-	s.mu.Lock()
-	s.names, s.swaps = nil, 0
-	s.mu.Unlock()
-	return v, s, want
+	return v, id, want
 }
 
 // synced returns the names synced since the last call, and the head
