@@ -1545,6 +1545,12 @@ func (v *Volume) checkpointLog(ctx context.Context, materialize bool) error {
 		delete(v.mu.index, b)
 		v.mu.logGen++
 		v.mu.dropGen++
+		// Until the logs restart (below), the next flush must
+		// checkpoint: a checkpoint that fails midway outside a flush
+		// (a snapshot's, a resize's) leaves nothing else that asks
+		// for it, and the stored head's log replays this block's
+		// records over writes in place.
+		v.mu.logForce = true
 		v.mu.Unlock()
 		return nil
 	}
