@@ -3,8 +3,6 @@ package volume
 import (
 	"fmt"
 	"testing"
-
-	"github.com/archipelago-go/archip/internal/objstore"
 )
 
 // TestScatterReview2PartlyFailedCheckpointIfLoggedThenWrite: scattered
@@ -29,21 +27,7 @@ func TestScatterReview2PartlyFailedCheckpointIfLoggedThenWrite(t *testing.T) {
 		for _, mode := range []string{"fua", "flush", "logged"} {
 			t.Run(fmt.Sprint(op, "/", mode), func(t *testing.T) {
 				v, f, id, _ := scatterFaulty(t, 4)
-				L1, L2 := pattern(4096, 'L'), pattern(4096, 'M')
-				if err := v.WriteAt(ctx, L1, 1*bs, false); err != nil {
-					t.Fatal(err)
-				}
-				if err := v.WriteAt(ctx, L2, 2*bs, false); err != nil {
-					t.Fatal(err)
-				}
-				if !v.logged(1) || !v.logged(2) {
-					t.Fatal("the scattered writes were not logged")
-				}
-				if err := v.Flush(ctx); err != nil {
-					t.Fatal(err)
-				}
-				e2, _ := v.entry(2)
-				f.Add(objstore.Rule{Op: objstore.OpWriteAt, Prefix: e2.ObjectName(), Count: 1, Err: objstore.ErrNoSpace})
+				logTwoFailSecond(t, v, f)
 				var err error
 				switch op {
 				case "snapshot":

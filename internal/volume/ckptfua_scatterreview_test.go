@@ -102,24 +102,10 @@ func TestScatterReviewPartlyFailedCheckpointThenFUA(t *testing.T) {
 
 func partlyFailedCheckpointThenWrite(t *testing.T, fua bool) {
 	v, f, id, _ := scatterFaulty(t, 4)
-	L1, L2 := pattern(4096, 'L'), pattern(4096, 'M')
-	if err := v.WriteAt(ctx, L1, 1*bs, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.WriteAt(ctx, L2, 2*bs, false); err != nil {
-		t.Fatal(err)
-	}
-	if !v.logged(1) || !v.logged(2) {
-		t.Fatal("the scattered writes were not logged")
-	}
-	if err := v.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	e2, _ := v.entry(2)
+	logTwoFailSecond(t, v, f)
 	v.mu.Lock()
 	v.mu.logForce = true
 	v.mu.Unlock()
-	f.Add(objstore.Rule{Op: objstore.OpWriteAt, Prefix: e2.ObjectName(), Count: 1, Err: objstore.ErrNoSpace})
 	if err := v.Flush(ctx); err == nil {
 		t.Fatal("the flush whose checkpoint failed succeeded")
 	}
@@ -149,4 +135,25 @@ func writeDurably(t *testing.T, v *Volume, p []byte, off int64, fua bool) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// logTwoFailSecond logs and flushes scattered writes to blocks 1 and 2
+// of v, then makes the next in-place write to block 2's object fail
+// (ErrNoSpace), so that a checkpoint writes block 1 and fails on block 2.
+func logTwoFailSecond(t *testing.T, v *Volume, f *objstore.Faulty) {
+	t.Helper()
+	if err := v.WriteAt(ctx, pattern(4096, 'L'), 1*bs, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, pattern(4096, 'M'), 2*bs, false); err != nil {
+		t.Fatal(err)
+	}
+	if !v.logged(1) || !v.logged(2) {
+		t.Fatal("the scattered writes were not logged")
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e2, _ := v.entry(2)
+	f.Add(objstore.Rule{Op: objstore.OpWriteAt, Prefix: e2.ObjectName(), Count: 1, Err: objstore.ErrNoSpace})
 }
