@@ -6,6 +6,7 @@ package rados
 #cgo LDFLAGS: -lrados
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <rados/librados.h>
 
 extern void archipAioDone(rados_completion_t c, void *arg);
@@ -221,12 +222,15 @@ func aioSubmit(io *rados.IOContext, name string, ext []extent, done func(error))
 		// The arrays live in C memory: cgo lets no Go pointer be passed
 		// inside memory passed to C. librados copies the bytes before
 		// the call returns, so the pins end with it. bufs is zeroed
-		// (calloc): storing a Go pointer runs the write barrier, which
+		// before use: storing a Go pointer runs the write barrier, which
 		// shades the value it overwrites as a pointer, and a stale one
 		// left by malloc (an earlier call's buffer, freed since) is a
 		// pointer to freed memory: the runtime died of it, or could
 		// have kept freed memory marked (TestMergedWritesUnderGC).
-		bufs := unsafe.Slice((**C.char)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof((*C.char)(nil))))), n)
+		// C.malloc, unlike C.calloc, never returns nil: out of memory
+		// ends the process as Go's own allocations do.
+		bsz := C.size_t(n) * C.size_t(unsafe.Sizeof((*C.char)(nil)))
+		bufs := unsafe.Slice((**C.char)(C.memset(C.malloc(bsz), 0, bsz)), n)
 		lens := unsafe.Slice((*C.size_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.size_t(0))))), n)
 		offs := unsafe.Slice((*C.uint64_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.uint64_t(0))))), n)
 		defer C.free(unsafe.Pointer(&bufs[0]))
