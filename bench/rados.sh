@@ -22,10 +22,14 @@
 #     on each of 2 NBD connections (--numjobs=2), for the rbd engine one
 #     client at QD32 (two librbd clients on one image would pass its
 #     exclusive lock back and forth). Interleaved like the others;
+#   - cpu: where the CPU of a 4k random read at QD32 goes, per read: fio
+#     with librbd in one process against fio's nbd engine, archip's
+#     librados threads and its Go threads; and the OSD's under each;
 #   - first writes to a fresh clone (each copies its 4 MiB block): archip
 #     (the OSD copies, copy_from) vs RBD (copyup through the client);
-#   - the same 4k random I/O straight on archip's librados path, without
-#     NBD and the volume engine (BenchmarkRandomIO);
+#   - 4k random I/O at QD32 and at QD1 (writes synced) straight on
+#     archip's librados path, without NBD and the volume engine
+#     (BenchmarkRandomIO): what the store alone costs against librbd;
 #   - clone time: 'rbd snap create + protect + clone' and 'rbd clone' alone
 #     vs 'archip volume clone', for 1 GiB and 100 GiB images, and the
 #     engine's clone of fully mapped images (BenchmarkCloneRados).
@@ -48,7 +52,7 @@ bytes=$(numfmt --from=iec "$SIZE")
 # would otherwise slow the OSD down run after run.
 export CEPH_MEMSTORE_PAGES=${CEPH_MEMSTORE_PAGES:-1}
 export CEPH_MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-$(( (6 * bytes > 4294967296) ? 6 * bytes : 4294967296 ))}
-all=(seqread seqwrite randread randwrite fsync1 fsync32 fua qfua mix cow clone direct engine)
+all=(seqread seqwrite randread randwrite fsync1 fsync32 fua qfua mix cpu cow clone direct engine)
 read -r -a rows <<<"${ROWS:-${all[*]}}"
 for r in "${rows[@]}"; do
   [[ " ${all[*]} " == *" $r "* ]] || { echo "bench: unknown row $r (rows: ${all[*]})" >&2; exit 1; }
@@ -94,6 +98,7 @@ fio --name=prep --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin 
   --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
 archip volume create vol --size "$SIZE" >/dev/null
 "$work/archip" --store "$store" serve --nbd-listen "unix:$work/a.sock" ${PROF:+--cpuprofile "$PROF"} 2>/dev/null & pids+=($!)
+apid=$!
 wait_sock "$work/a.sock"
 uri="nbd+unix:///vol?socket=$work/a.sock"
 fio --name=prep --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=16 --refill_buffers --output=/dev/null >/dev/null
@@ -159,6 +164,59 @@ done
 for name in "${flushtests[@]}"; do
   interleave "$name" rbdfalse qnbd "${base[@]}" archip archip "${base[@]}" qnbd rbdfalse
 done
+
+# CPU per operation, where it goes: 4k random reads at QD32 (the randread
+# row, which the cluster's CPU limits on a small machine), as RBD without
+# cache in fio's process and as archip through NBD, twice each,
+# interleaved. Counted from /proc (user + system time, every thread): fio
+# with librbd and librados in one process; fio's nbd engine (the NBD
+# client alone); archip's daemon, split into its Go threads (named as the
+# process) and librados's own (msgr-worker, io_context_pool...); and the
+# OSD under each. An NBD server in a process of its own pays the client's
+# share and its own librados threads before any code of its own runs.
+if want cpu; then
+  tck=$(getconf CLK_TCK)
+  osd=
+  for p in $(cat "$work/ceph/pids"); do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ceph-osd ] && osd=$p; done
+  # ticks PID [go|lib]: CPU ticks of PID's threads: all, those named as
+  # the process (Go's), or the others.
+  ticks() {
+    local comm n sum=0 t
+    comm=$(cat "/proc/$1/comm")
+    for t in /proc/"$1"/task/*; do
+      n=$(cat "$t/comm" 2>/dev/null) || continue
+      case ${2:-all} in go) [ "$n" = "$comm" ] || continue ;; lib) [ "$n" != "$comm" ] || continue ;; esac
+      sum=$((sum + $(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{print $12 + $13}')))
+    done
+    echo "$sum"
+  }
+  # cpurun CMD...: runs CMD (a fio with --output-format=json) and prints
+  # its operations and its CPU ticks.
+  cpurun() {
+    /usr/bin/python3 -c '
+import json, os, resource, subprocess, sys
+out = subprocess.run(sys.argv[1:], capture_output=True, text=True).stdout
+j = json.loads(out[out.index("{"):])["jobs"][0]
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(j["read"]["total_ios"] + j["write"]["total_ios"], round((u.ru_utime + u.ru_stime) * os.sysconf("SC_CLK_TCK")))
+' "$@"
+  }
+  declare -A U=()
+  for who in rbd archip archip rbd; do
+    o0=$(ticks "$osd") g0=$(ticks "$apid" go) l0=$(ticks "$apid" lib)
+    if [ "$who" = rbd ]; then
+      read -r n c < <(CEPH_ARGS="--rbd_cache=false" cpurun fio --name=cpu --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin \
+        --rw=randread --bs=4k --iodepth=32 --runtime="$RUNTIME" --time_based --output-format=json)
+    else
+      read -r n c < <(cpurun fio --name=cpu --ioengine=nbd --uri="$uri" --rw=randread --bs=4k --iodepth=32 \
+        --runtime="$RUNTIME" --time_based --output-format=json)
+      U[go]=$(( ${U[go]:-0} + $(ticks "$apid" go) - g0 )) U[lib]=$(( ${U[lib]:-0} + $(ticks "$apid" lib) - l0 ))
+    fi
+    U[$who,n]=$(( ${U[$who,n]:-0} + n )) U[$who,c]=$(( ${U[$who,c]:-0} + c ))
+    U[$who,osd]=$(( ${U[$who,osd]:-0} + $(ticks "$osd") - o0 ))
+    echo "  $who cpu: $n reads, client $c ticks" >&2
+  done
+fi
 
 # Copy-on-write: 4k writes, each to a block of a fresh clone not written
 # before (4 MiB apart), so each one copies its block: archip has the OSD
@@ -229,6 +287,18 @@ for name in "${flushtests[@]}"; do
     "$(ratio "${R[archip,$name]}" "${R[qnbd,$name]}")" "$(ratio "${R[archip,$name]}" "${R[rbdfalse,$name]}")" \
     "${R[base,$name]:--}" "$(ratio "${R[archip,$name]}" "${R[base,$name]:-}")"
 done
+if want cpu; then
+  # us TICKS OPS: microseconds of CPU per operation.
+  us() { /usr/bin/python3 -c 'import sys; t, n, hz = map(float, sys.argv[1:]); print(f"{t / hz * 1e6 / n:.1f}" if n else "-")' "$1" "$2" "$tck"; }
+  echo
+  echo "CPU per 4k random read at QD32, microseconds (user + system; two runs each):"
+  printf '%-44s %8s %8s\n' "" "rbd" "archip"
+  printf '%-44s %8s %8s\n' "reads/s" "$(( U[rbd,n] / (2 * RUNTIME) ))" "$(( U[archip,n] / (2 * RUNTIME) ))"
+  printf '%-44s %8s %8s\n' "client process (fio + librbd / fio's NBD)" "$(us "${U[rbd,c]}" "${U[rbd,n]}")" "$(us "${U[archip,c]}" "${U[archip,n]}")"
+  printf '%-44s %8s %8s\n' "archip daemon: librados threads" - "$(us "${U[lib]}" "${U[archip,n]}")"
+  printf '%-44s %8s %8s\n' "archip daemon: Go threads" - "$(us "${U[go]}" "${U[archip,n]}")"
+  printf '%-44s %8s %8s\n' "OSD" "$(us "${U[rbd,osd]}" "${U[rbd,n]}")" "$(us "${U[archip,osd]}" "${U[archip,n]}")"
+fi
 if want cow; then
   echo
   echo "first 4k write to each 4 MiB block of a fresh clone (copy-on-write), QD16, writes/s:"
@@ -237,7 +307,7 @@ if want cow; then
 fi
 if want direct; then
   echo
-  echo "4k random I/O at QD32 on archip's librados path alone (no NBD, no volume engine):"
+  echo "4k random I/O, QD32 and QD1, on archip's librados path alone (no NBD, no volume engine):"
   echo "$direct"
 fi
 if want clone; then
