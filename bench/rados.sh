@@ -30,6 +30,8 @@
 #   - 4k random I/O at QD32 and at QD1 (writes synced) straight on
 #     archip's librados path, without NBD and the volume engine
 #     (BenchmarkRandomIO): what the store alone costs against librbd;
+#     and 4k random FUA writes at QD1 through the volume engine, without
+#     NBD (BenchmarkRandomFUARados);
 #   - clone time: 'rbd snap create + protect + clone' and 'rbd clone' alone
 #     vs 'archip volume clone', for 1 GiB and 100 GiB images, and the
 #     engine's clone of fully mapped images (BenchmarkCloneRados).
@@ -261,7 +263,8 @@ want clone && for sz in 1G 100G; do
 done
 engine= direct=
 want engine && engine=$(go test -tags ceph,pacific -run '^$' -bench CloneRados -benchtime 10x ./internal/volume 2>/dev/null | grep '^Benchmark')
-want direct && direct=$(go test -tags ceph,pacific -run '^$' -bench RandomIO -benchtime "${RUNTIME}s" ./internal/objstore/rados 2>/dev/null | grep '^Benchmark')
+want direct && direct=$(go test -tags ceph,pacific -run '^$' -bench RandomIO -benchtime "${RUNTIME}s" ./internal/objstore/rados 2>/dev/null | grep '^Benchmark'
+  go test -tags ceph,pacific -run '^$' -bench RandomFUARados -benchtime "${RUNTIME}s" ./internal/volume 2>/dev/null | grep '^Benchmark')
 
 echo
 echo "Ceph RADOS, one memstore OSD, replication 1; $SIZE image, ${RUNTIME}s per test; 1M in MiB/s, 4k in IOPS"
@@ -307,7 +310,8 @@ if want cow; then
 fi
 if want direct; then
   echo
-  echo "4k random I/O, QD32 and QD1, on archip's librados path alone (no NBD, no volume engine):"
+  echo "4k random I/O, QD32 and QD1, on archip's librados path alone (no NBD, no volume engine),"
+  echo "and 4k random FUA writes at QD1 through the volume engine (no NBD):"
   echo "$direct"
 fi
 if want clone; then

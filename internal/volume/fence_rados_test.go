@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -177,4 +178,39 @@ func BenchmarkInPlaceFlushRados(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRandomFUARados: 4 KiB FUA writes at random offsets of a fully
+// written 256 MiB volume, at QD1, opened as the daemon opens it (fenced,
+// with the write log): the engine's part of bench/rados.sh's FUA row,
+// without NBD, beside the store alone (BenchmarkRandomIO/write/qd1).
+func BenchmarkRandomFUARados(b *testing.B) {
+	ctx := context.Background()
+	s := rados.OpenTestStore(b)
+	const size = 256 << 20
+	id, err := Create(ctx, s, CreateOptions{Size: size})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := Open(ctx, s, id, OpenOptions{Writable: true, Fenced: true, Log: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close(ctx)
+	fill := make([]byte, 4<<20)
+	for off := int64(0); off < size; off += int64(len(fill)) {
+		if err := v.WriteAt(ctx, fill, off, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := v.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	p := make([]byte, 4096)
+	for b.Loop() {
+		if err := v.WriteAt(ctx, p, int64(rand.IntN(size/len(p))*len(p)), true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "IOPS")
 }
