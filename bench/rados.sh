@@ -180,6 +180,7 @@ if want cpu; then
   tck=$(getconf CLK_TCK)
   osd=
   for p in $(cat "$work/ceph/pids"); do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ceph-osd ] && osd=$p; done
+  [ -n "$osd" ] || { echo "bench: no ceph-osd among the cluster's processes ($work/ceph/pids)" >&2; exit 1; }
   # ticks PID [go|lib]: CPU ticks of PID's threads: all, those named as
   # the process (Go's), or the others.
   ticks() {
@@ -188,17 +189,19 @@ if want cpu; then
     for t in /proc/"$1"/task/*; do
       n=$(cat "$t/comm" 2>/dev/null) || continue
       case ${2:-all} in go) [ "$n" = "$comm" ] || continue ;; lib) [ "$n" != "$comm" ] || continue ;; esac
-      sum=$((sum + $(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{print $12 + $13}')))
+      sum=$((sum + $(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{n = $12 + $13} END {print n + 0}')))
     done
     echo "$sum"
   }
   # cpurun CMD...: runs CMD (a fio with --output-format=json) and prints
-  # its operations and its CPU ticks.
+  # its operations and its CPU ticks; fails if CMD does.
   cpurun() {
     /usr/bin/python3 -c '
 import json, os, resource, subprocess, sys
-out = subprocess.run(sys.argv[1:], capture_output=True, text=True).stdout
-j = json.loads(out[out.index("{"):])["jobs"][0]
+r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+if r.returncode:
+    sys.exit(f"bench: {sys.argv[1]} failed: {r.stderr.strip()}")
+j = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
 u = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(j["read"]["total_ios"] + j["write"]["total_ios"], round((u.ru_utime + u.ru_stime) * os.sysconf("SC_CLK_TCK")))
 ' "$@"
@@ -207,13 +210,14 @@ print(j["read"]["total_ios"] + j["write"]["total_ios"], round((u.ru_utime + u.ru
   for who in rbd archip archip rbd; do
     o0=$(ticks "$osd") g0=$(ticks "$apid" go) l0=$(ticks "$apid" lib)
     if [ "$who" = rbd ]; then
-      read -r n c < <(CEPH_ARGS="--rbd_cache=false" cpurun fio --name=cpu --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin \
+      r=$(CEPH_ARGS="--rbd_cache=false" cpurun fio --name=cpu --ioengine=rbd --pool=archip --rbdname=bench --clientname=admin \
         --rw=randread --bs=4k --iodepth=32 --runtime="$RUNTIME" --time_based --output-format=json)
     else
-      read -r n c < <(cpurun fio --name=cpu --ioengine=nbd --uri="$uri" --rw=randread --bs=4k --iodepth=32 \
+      r=$(cpurun fio --name=cpu --ioengine=nbd --uri="$uri" --rw=randread --bs=4k --iodepth=32 \
         --runtime="$RUNTIME" --time_based --output-format=json)
       U[go]=$(( ${U[go]:-0} + $(ticks "$apid" go) - g0 )) U[lib]=$(( ${U[lib]:-0} + $(ticks "$apid" lib) - l0 ))
     fi
+    read -r n c <<<"$r"
     U[$who,n]=$(( ${U[$who,n]:-0} + n )) U[$who,c]=$(( ${U[$who,c]:-0} + c ))
     U[$who,osd]=$(( ${U[$who,osd]:-0} + $(ticks "$osd") - o0 ))
     echo "  $who cpu: $n reads, client $c ticks" >&2
