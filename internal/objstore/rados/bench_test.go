@@ -37,7 +37,8 @@ func BenchmarkRandomIO(b *testing.B) {
 	}
 }
 
-// randomIO runs b.N 4 KiB operations at random offsets from qd goroutines.
+// randomIO runs b.N operations of bs bytes at random offsets of the
+// objects from qd goroutines.
 func randomIO(b *testing.B, s *Store, write bool, qd, objects, objSize, bs int) {
 	ctx := context.Background()
 	var wg sync.WaitGroup
